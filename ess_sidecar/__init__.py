@@ -1,0 +1,3 @@
+"""ess-sidecar: an Emergency Stop System for automated trading, served over gRPC."""
+
+__version__ = "0.1.0"

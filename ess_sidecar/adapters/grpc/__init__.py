@@ -1,0 +1,1 @@
+"""The gRPC adapter: servicer, proto<->domain mapping, status codes, server."""

@@ -1,0 +1,1 @@
+"""The pure decision domain: standard library only, no I/O, time passed in."""

@@ -1,0 +1,247 @@
+"""Breakers: rules that trip a scope when a reported metric crosses its threshold."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .errors import InvalidArgument
+from .scopes import Scope
+from .states import TriggerMode
+
+
+class Metric(enum.IntEnum):
+    DAILY_DRAWDOWN_PCT = 1
+    WEEKLY_DRAWDOWN_PCT = 2
+    TOTAL_DRAWDOWN_PCT = 3
+    OPEN_LOSS_PCT = 4
+    EQUITY = 5
+    EXECUTION_ERROR = 6
+    API_ERROR = 7
+    ORDER_FAILURE = 8
+    TRADE_RESULT = 9
+    STOP_LOSS_HIT = 10
+    DATA_FEED_TICK = 11
+    DATA_FEED_CORRUPT = 12
+    SYSTEM_HEALTH = 13
+
+
+@dataclass(frozen=True)
+class BreakerRule:
+    """threshold: level, or events in window_s; window_s is the staleness for data_feed_stale."""
+
+    threshold: float
+    window_s: float = 0.0
+    consecutive: int = 1
+    mode: TriggerMode = TriggerMode.HALT
+    auto_rearm: bool = False
+    enabled: bool = True
+
+
+HEALTH_CRITICAL = 2.0
+MAX_EVENTS_PER_REPORT = 1_000_000
+
+DEFAULT_RULES: Mapping[str, BreakerRule] = {
+    "daily_drawdown_pct": BreakerRule(5.0),
+    "weekly_drawdown_pct": BreakerRule(10.0),
+    "total_drawdown_pct": BreakerRule(20.0),
+    "open_loss_pct": BreakerRule(10.0),
+    "execution_errors": BreakerRule(5, window_s=15 * 60),
+    "api_errors": BreakerRule(3, window_s=60),
+    "order_failures": BreakerRule(10, window_s=5 * 60),
+    "failed_trades": BreakerRule(5, window_s=60 * 60),
+    "consecutive_losses": BreakerRule(10),
+    "stop_loss_hits": BreakerRule(3, window_s=60 * 60),
+    "data_feed_stale": BreakerRule(1, window_s=30),
+    "data_feed_corrupt": BreakerRule(1),
+    "system_health": BreakerRule(HEALTH_CRITICAL),
+    "heartbeat_lost": BreakerRule(1),
+}
+
+LEVEL_BREAKERS = {
+    Metric.DAILY_DRAWDOWN_PCT: "daily_drawdown_pct",
+    Metric.WEEKLY_DRAWDOWN_PCT: "weekly_drawdown_pct",
+    Metric.TOTAL_DRAWDOWN_PCT: "total_drawdown_pct",
+    Metric.OPEN_LOSS_PCT: "open_loss_pct",
+    Metric.SYSTEM_HEALTH: "system_health",
+}
+EVENT_BREAKERS = {
+    Metric.EXECUTION_ERROR: "execution_errors",
+    Metric.API_ERROR: "api_errors",
+    Metric.ORDER_FAILURE: "order_failures",
+    Metric.STOP_LOSS_HIT: "stop_loss_hits",
+}
+WINDOWED = frozenset(EVENT_BREAKERS.values()) | {"failed_trades", "data_feed_stale"}
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """Default rules for every scope, and per-scope overrides of some of them."""
+
+    defaults: Mapping[str, BreakerRule] = field(default_factory=lambda: dict(DEFAULT_RULES))
+    overrides: Mapping[Scope, Mapping[str, BreakerRule]] = field(default_factory=dict)
+
+    def rule(self, scope: Scope, name: str) -> BreakerRule:
+        override = self.overrides.get(scope)
+        if override and name in override:
+            return override[name]
+        return self.defaults[name]
+
+
+class BreakerTrip(NamedTuple):
+    breaker: str
+    mode: TriggerMode
+    message: str
+
+
+@dataclass
+class _Meters:
+    """What one scope's breakers remember between samples."""
+
+    levels: dict[str, float] = field(default_factory=dict)
+    breaches: dict[str, int] = field(default_factory=dict)
+    events: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    losses: int = 0
+    peak_equity: float = 0.0
+    last_tick: float | None = None
+    stale: bool = False
+
+
+def event_count(value: float) -> int:
+    """Event metrics carry a whole number of events; 0 (the proto default) means one."""
+    if not (0 <= value <= MAX_EVENTS_PER_REPORT) or value != int(value):
+        raise InvalidArgument("value", f"must be a whole number of events from 0 to"
+                                       f" {MAX_EVENTS_PER_REPORT}, got {value!r}")
+    return int(value) or 1
+
+
+def check_metric_value(metric: Metric, value: float) -> None:
+    """Reject a sample that cannot mean anything for its metric."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidArgument("value", f"must be a finite number, got {value!r}")
+    if metric in EVENT_BREAKERS:
+        event_count(value)
+    elif metric is Metric.SYSTEM_HEALTH and value not in (0.0, 1.0, HEALTH_CRITICAL):
+        raise InvalidArgument("value", "system health is 0 (ok), 1 (degraded) or 2 (critical)")
+    elif metric in LEVEL_BREAKERS and value < 0:
+        raise InvalidArgument("value", f"{metric.name.lower()} is a positive percentage")
+    elif metric is Metric.EQUITY and value < 0:
+        raise InvalidArgument("value", "equity must be >= 0")
+
+
+class Breakers:
+    """Evaluates samples against the rules in force and remembers what each scope reported."""
+
+    def __init__(self, settings: BreakerSettings) -> None:
+        self._settings = settings
+        self._meters: dict[Scope, _Meters] = {}
+
+    def record(self, scope: Scope, metric: Metric, value: float, now: float) -> list[BreakerTrip]:
+        """Record one (validated) sample; return the breakers it trips."""
+        meters = self._meters.setdefault(scope, _Meters())
+        trip: BreakerTrip | None = None
+        if metric in LEVEL_BREAKERS:
+            trip = self._level(scope, meters, LEVEL_BREAKERS[metric], value)
+        elif metric in EVENT_BREAKERS:
+            trip = self._event(scope, meters, EVENT_BREAKERS[metric], event_count(value), now)
+        elif metric is Metric.EQUITY:
+            meters.peak_equity = max(meters.peak_equity, value)
+            if meters.peak_equity > 0.0:
+                drawdown = (meters.peak_equity - value) / meters.peak_equity * 100.0
+                trip = self._level(scope, meters, "total_drawdown_pct", drawdown)
+        elif metric is Metric.TRADE_RESULT:
+            return self._trade(scope, meters, value, now)
+        elif metric is Metric.DATA_FEED_TICK:
+            meters.last_tick, meters.stale = now, False
+        elif metric is Metric.DATA_FEED_CORRUPT:
+            trip = self._fire(scope, "data_feed_corrupt", "data feed reported corrupt")
+        return [trip] if trip else []
+
+    def stale(self, now: float) -> list[tuple[Scope, BreakerTrip]]:
+        """Scopes whose data feed has not ticked within its window (once per episode)."""
+        trips = []
+        for scope, meters in self._meters.items():
+            if meters.last_tick is None or meters.stale:
+                continue
+            rule = self._settings.rule(scope, "data_feed_stale")
+            if rule.enabled and now - meters.last_tick >= rule.window_s:
+                meters.stale = True
+                trips.append((scope, BreakerTrip("data_feed_stale", rule.mode,
+                                                 f"no data feed tick for {rule.window_s:g}s")))
+        return trips
+
+    def holding(self, scope: Scope, now: float) -> list[str]:
+        """The breakers of this scope whose condition still holds now."""
+        meters = self._meters.get(scope)
+        if meters is None:
+            return []
+        rule = lambda name: self._settings.rule(scope, name)  # noqa: E731
+        held = [n for n, v in meters.levels.items() if rule(n).enabled and v >= rule(n).threshold]
+        held += [n for n in meters.events if rule(n).enabled
+                 and self._prune(meters, n, rule(n), now) >= rule(n).threshold]
+        if rule("consecutive_losses").enabled and meters.losses >= rule("consecutive_losses").threshold:
+            held.append("consecutive_losses")
+        if meters.last_tick is not None and rule("data_feed_stale").enabled and \
+                now - meters.last_tick >= rule("data_feed_stale").window_s:
+            held.append("data_feed_stale")
+        return held
+
+    def clear(self, scope: Scope) -> None:
+        """An accepted reset clears what only a reset can clear: the losing streak."""
+        meters = self._meters.get(scope)
+        if meters is not None:
+            meters.losses = 0
+
+    def rule(self, scope: Scope, name: str) -> BreakerRule:
+        return self._settings.rule(scope, name)
+
+    def _fire(self, scope: Scope, name: str, message: str) -> BreakerTrip | None:
+        rule = self._settings.rule(scope, name)
+        return BreakerTrip(name, rule.mode, message) if rule.enabled else None
+
+    def _level(self, scope: Scope, meters: _Meters, name: str, value: float) -> BreakerTrip | None:
+        rule = self._settings.rule(scope, name)
+        meters.levels[name] = value
+        if not rule.enabled or value < rule.threshold:
+            meters.breaches[name] = 0
+            return None
+        breaches = meters.breaches[name] = meters.breaches.get(name, 0) + 1
+        if breaches < rule.consecutive:
+            return None
+        return BreakerTrip(name, rule.mode, f"{name} {value:g} >= {rule.threshold:g}")
+
+    def _event(self, scope: Scope, meters: _Meters, name: str, count: int,
+               now: float) -> BreakerTrip | None:
+        rule = self._settings.rule(scope, name)
+        meters.events.setdefault(name, deque()).append((now, count))
+        meters.totals[name] = meters.totals.get(name, 0) + count
+        total = self._prune(meters, name, rule, now)
+        if not rule.enabled or total < rule.threshold:
+            return None
+        return BreakerTrip(name, rule.mode,
+                           f"{name}: {total} in {rule.window_s:g}s >= {rule.threshold:g}")
+
+    def _trade(self, scope: Scope, meters: _Meters, pnl: float, now: float) -> list[BreakerTrip]:
+        if pnl > 0:
+            meters.losses = 0
+            return []
+        if pnl == 0:
+            return []
+        meters.losses += 1
+        trips = [self._event(scope, meters, "failed_trades", 1, now)]
+        losses = self._settings.rule(scope, "consecutive_losses")
+        if losses.enabled and meters.losses >= losses.threshold:
+            trips.append(BreakerTrip("consecutive_losses", losses.mode,
+                                     f"{meters.losses} consecutive losing trades"))
+        return [trip for trip in trips if trip]
+
+    @staticmethod
+    def _prune(meters: _Meters, name: str, rule: BreakerRule, now: float) -> int:
+        window = meters.events.get(name)
+        while window and window[0][0] <= now - rule.window_s:
+            meters.totals[name] -= window.popleft()[1]
+        return meters.totals.get(name, 0)

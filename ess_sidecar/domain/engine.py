@@ -1,0 +1,232 @@
+"""The guard engine: scope states, breakers, limits and the position book, in memory.
+
+Mutations of scope state are two-phase so the service can make them durable first:
+`plan_*` returns the transitions a command causes without applying them; the service
+persists them, then calls `apply`. Versions are assigned at plan time, so a plan must be
+applied (or dropped) before the next one is made; the asyncio service does both in one step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from .breakers import Breakers, Metric, check_metric_value
+from .config import GuardConfig
+from .decide import first_denial
+from .decisions import Decision, DecisionReason
+from .errors import ResetRefused
+from .heartbeats import Heartbeats
+from .limits import OrderRate
+from .orders import Fill, Order, PositionSnapshot, check_positive, validate_order, \
+    validate_snapshot
+from .planner import Plan
+from .positions import PositionBook
+from .scopes import GLOBAL, Scope, ScopeKind, check_id
+from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
+    TriggerReason
+
+RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
+
+
+class GuardEngine:
+    def __init__(self, config: GuardConfig, decision_prefix: str = "d") -> None:
+        self.config = config.validate()
+        self.version = 0
+        self.book = PositionBook()
+        self.breakers = Breakers(config.breakers)
+        self.heartbeats = Heartbeats()
+        self._rate = OrderRate(config.limits.max_orders_per_second)
+        self._current: dict[Scope, Transition] = {}
+        self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
+        self._decision_ids = itertools.count(1)
+        self._decision_prefix = decision_prefix
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def current(self, scope: Scope) -> Transition | None:
+        """The transition that put a non-ARMED scope in its state; None when ARMED."""
+        return self._current.get(scope)
+
+    def state_of(self, scope: Scope) -> State:
+        current = self._current.get(scope)
+        return current.state if current else State.ARMED
+
+    def restricted(self) -> list[Transition]:
+        """Every non-ARMED scope, oldest transition first."""
+        return sorted(self._current.values(), key=lambda t: t.version)
+
+    def reset_allowed_at(self, current: Transition) -> float:
+        return current.time + self.config.policy_for(current.scope.kind).reset_cooldown_s
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def check(self, order: Order, now: float) -> Decision:
+        """Validate and judge one order. Raises InvalidArgument for malformed fields."""
+        validate_order(order)
+        denial = first_denial(order, self._blocking(order) if self._current else None,
+                              self.book, self.config.limits, self._rate, now)
+        decision_id = f"{self._decision_prefix}-{next(self._decision_ids)}"
+        if denial is None:
+            self._rate.record(order.strategy, now)
+            return Decision(True, DecisionReason.ALLOWED, "", self.version, None, decision_id)
+        return Decision(False, denial.reason, denial.message, self.version,
+                        denial.blocking_scope, decision_id)
+
+    def _blocking(self, order: Order) -> Transition | None:
+        by_kind = self._by_kind
+        worst = None
+        for current in (self._current.get(GLOBAL),
+                        by_kind[ScopeKind.ACCOUNT].get(order.account),
+                        by_kind[ScopeKind.STRATEGY].get(order.strategy),
+                        by_kind[ScopeKind.SYMBOL].get(order.symbol)):
+            if current is not None and (worst is None
+                                        or SEVERITY[current.state] > SEVERITY[worst.state]):
+                worst = current
+        return worst
+
+    # -- reports that do not change scope state --------------------------------------------
+
+    def apply_fill(self, fill: Fill) -> float:
+        validate_order(fill)
+        return self.book.apply_fill(fill)
+
+    def sync_positions(self, account: str, equity: float,
+                       positions: list[PositionSnapshot]) -> int:
+        check_id(account, "account")
+        check_positive(equity, "equity")
+        for index, position in enumerate(positions):
+            validate_snapshot(position, f"positions[{index}]")
+        return self.book.sync(account, equity, positions)
+
+    def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
+                  deregister: bool = False) -> bool:
+        """Record a heartbeat; True when the registration changed and must be persisted."""
+        check_id(executor_id, "executor_id")
+        if deregister:
+            return self.heartbeats.deregister(executor_id)
+        return self.heartbeats.beat(executor_id, scope, ttl_s, now)
+
+    # -- plans: commands that change scope state -------------------------------------------
+
+    def plan(self, now: float) -> Plan:
+        return Plan(self.version, self._current.get, now)
+
+    def plan_report(self, scope: Scope, metric: Metric, value: float, now: float) -> Plan:
+        """Record one metric sample; the plan holds the trips its breakers call for."""
+        check_metric_value(metric, value)
+        if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
+            self.book.set_equity(scope.id, value)
+        plan = self.plan(now)
+        for trip in self.breakers.record(scope, metric, value, now):
+            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
+                      breaker=trip.breaker)
+        return plan
+
+    def plan_trigger(self, scope: Scope, mode: TriggerMode, reason: str,
+                     reason_code: TriggerReason, directives: Iterable[Directive], actor: str,
+                     now: float) -> Plan:
+        plan = self.plan(now)
+        plan.trip(scope, mode, Cause.TRIGGER, reason, actor, reason_code=reason_code,
+                  directives=directives)
+        return plan
+
+    def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float) -> Plan:
+        """Resume a restricted scope, or refuse (ResetRefused) during the cooldown or while
+        a breaker's condition still holds, unless forced. Resetting an unrestricted scope
+        changes nothing."""
+        plan = self.plan(now)
+        current = self._current.get(scope)
+        if current is None or current.state not in RESTRICTING:
+            return plan
+        if not force:
+            allowed_at = self.reset_allowed_at(current)
+            if now < allowed_at:
+                raise ResetRefused(f"{scope} is in its reset cooldown until"
+                                   f" {_iso(allowed_at)} ({allowed_at - now:.0f}s left)",
+                                   until=allowed_at)
+            holding = self.holding(scope, now)
+            if holding:
+                raise ResetRefused(f"{scope}: breaker condition still holds:"
+                                   f" {', '.join(holding)}")
+        self._resume(plan, scope, Cause.RESET, reason, actor, forced=force)
+        return plan
+
+    def plan_timers(self, now: float) -> Plan:
+        """What time alone causes: stale feeds, lost heartbeats, re-arms."""
+        plan = self.plan(now)
+        for scope, trip in self.breakers.stale(now):
+            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
+                      breaker=trip.breaker)
+        for lapsed in self.heartbeats.lapse(now):
+            rule = self.breakers.rule(lapsed.scope, "heartbeat_lost")
+            if rule.enabled:
+                plan.trip(lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
+                          f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s"
+                          f" heartbeat", SYSTEM_ACTOR, breaker="heartbeat_lost")
+        for current in list(self._current.values()):
+            if plan.current(current.scope) is not current:
+                continue
+            if current.state is State.COOLING_DOWN and current.rearm_at is not None \
+                    and now >= current.rearm_at:
+                plan.move(current.scope, State.ARMED, Cause.REARM, "re-arm delay elapsed",
+                          SYSTEM_ACTOR)
+            elif self._auto_rearms(current, now):
+                self._resume(plan, current.scope, Cause.REARM,
+                             f"auto re-arm: {current.breaker} cleared", SYSTEM_ACTOR)
+        return plan
+
+    def holding(self, scope: Scope, now: float) -> list[str]:
+        """Breakers of this scope whose condition still holds."""
+        held = self.breakers.holding(scope, now)
+        if self.heartbeats.lost(scope):
+            held.append("heartbeat_lost")
+        return held
+
+    def _auto_rearms(self, current: Transition, now: float) -> bool:
+        return (current.state in RESTRICTING and current.breaker != ""
+                and self.breakers.rule(current.scope, current.breaker).auto_rearm
+                and now >= self.reset_allowed_at(current)
+                and not self.holding(current.scope, now))
+
+    def _resume(self, plan: Plan, scope: Scope, cause: Cause, reason: str, actor: str,
+                forced: bool = False) -> None:
+        delay = self.config.policy_for(scope.kind).rearm_delay_s
+        if delay > 0:
+            plan.move(scope, State.COOLING_DOWN, cause, reason, actor, forced=forced,
+                      rearm_at=plan.now + delay)
+        else:
+            plan.move(scope, State.ARMED, cause, reason, actor, forced=forced)
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def apply(self, transitions: Iterable[Transition]) -> None:
+        """Make durable transitions current, in version order."""
+        for transition in transitions:
+            if transition.version <= self.version:
+                raise ValueError(f"transition {transition.version} is not after {self.version}")
+            self.version = transition.version
+            self._set(transition)
+            if transition.cause is Cause.RESET:
+                self.breakers.clear(transition.scope)
+
+    def restore(self, current: Iterable[Transition], version: int) -> None:
+        """Load the latched state: the latest transition of every non-ARMED scope."""
+        for transition in current:
+            self._set(transition)
+        self.version = max(version, self.version)
+
+    def _set(self, transition: Transition) -> None:
+        scope = transition.scope
+        table = self._by_kind[scope.kind]
+        if transition.state is State.ARMED:
+            self._current.pop(scope, None)
+            table.pop(scope.id, None)
+        else:
+            self._current[scope] = transition
+            table[scope.id] = transition
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,43 @@
+"""Domain errors: each names the condition; the gRPC adapter maps them to status codes."""
+
+from __future__ import annotations
+
+
+class GuardError(Exception):
+    """Base of every error the guard raises on purpose."""
+
+
+class InvalidArgument(GuardError):
+    """Bad input, naming the offending field; nothing was changed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ResetRefused(GuardError):
+    """A reset was refused: cooldown not elapsed, or a breaker condition still holds."""
+
+    def __init__(self, message: str, until: float | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class ResyncRequired(GuardError):
+    """A watcher asked for history that is no longer kept, or fell too far behind."""
+
+
+class SubscriberTooSlow(ResyncRequired):
+    """A watcher's bounded queue overflowed; it must resubscribe from its last version."""
+
+
+class StoreUnavailable(GuardError):
+    """The state store could not make a transition durable; the guard fails closed."""
+
+
+class InvalidConfig(GuardError):
+    """A configuration value is wrong; the message names the key. The sidecar refuses to start."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key

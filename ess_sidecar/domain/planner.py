@@ -1,0 +1,51 @@
+"""A plan: the transitions one command causes, checked against state not yet applied."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .scopes import Scope
+from .states import Cause, Directive, State, Transition, TriggerMode, TriggerReason
+
+
+class Plan:
+    def __init__(self, version: int, current: Callable[[Scope], Transition | None],
+                 now: float) -> None:
+        self.now = now
+        self.transitions: list[Transition] = []
+        self._version = version
+        self._current = current
+        self._pending: dict[Scope, Transition] = {}
+
+    def current(self, scope: Scope) -> Transition | None:
+        """The scope's latest transition, planned or applied; None when ARMED."""
+        if scope in self._pending:
+            pending = self._pending[scope]
+            return None if pending.state is State.ARMED else pending
+        return self._current(scope)
+
+    def state_of(self, scope: Scope) -> State:
+        current = self.current(scope)
+        return current.state if current else State.ARMED
+
+    def move(self, scope: Scope, state: State, cause: Cause, reason: str, actor: str,
+             **details: object) -> Transition:
+        self._version += 1
+        transition = Transition(version=self._version, time=self.now, scope=scope,
+                                previous=self.state_of(scope), state=state, cause=cause,
+                                reason=reason, actor=actor, **details)  # type: ignore[arg-type]
+        self._pending[scope] = transition
+        self.transitions.append(transition)
+        return transition
+
+    def trip(self, scope: Scope, mode: TriggerMode, cause: Cause, reason: str, actor: str,
+             breaker: str = "", reason_code: TriggerReason | None = None,
+             directives: Iterable[Directive] = ()) -> Transition | None:
+        """Restrict a scope. Never loosens: a halted scope stays halted, and a second
+        reduce-only trip changes nothing. A trip during COOLING_DOWN starts over."""
+        target = State.TRIPPED if mode is TriggerMode.HALT else State.REDUCE_ONLY
+        state = self.state_of(scope)
+        if state is State.TRIPPED or state is target:
+            return None
+        return self.move(scope, target, cause, reason, actor, breaker=breaker,
+                         reason_code=reason_code, directives=tuple(directives))

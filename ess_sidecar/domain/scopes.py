@@ -1,0 +1,59 @@
+"""Scopes: what a state applies to (GLOBAL, ACCOUNT:<id>, STRATEGY:<id>, SYMBOL:<id>)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import InvalidArgument
+
+MAX_ID_LENGTH = 128
+
+
+class ScopeKind(enum.IntEnum):
+    GLOBAL = 1
+    ACCOUNT = 2
+    STRATEGY = 3
+    SYMBOL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    kind: ScopeKind
+    id: str = ""
+
+    def __str__(self) -> str:
+        return "GLOBAL" if self.kind is ScopeKind.GLOBAL else f"{self.kind.name}:{self.id}"
+
+    @classmethod
+    def parse(cls, text: str, field: str = "scope") -> Scope:
+        """Parse "GLOBAL" or "KIND:id" (kind case-insensitive)."""
+        kind_name, _, ident = text.partition(":")
+        try:
+            kind = ScopeKind[kind_name.strip().upper()]
+        except KeyError:
+            raise InvalidArgument(field, f"unknown scope kind in {text!r}") from None
+        return make_scope(kind, ident, field)
+
+
+GLOBAL = Scope(ScopeKind.GLOBAL)
+
+
+def check_id(value: str, field: str) -> str:
+    """Return value if it is a usable id: 1..128 printable characters."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidArgument(field, "has non-printable characters")
+    return value
+
+
+def make_scope(kind: ScopeKind, ident: str, field: str = "scope") -> Scope:
+    """Build a validated scope: GLOBAL takes no id, every other kind requires one."""
+    if kind is ScopeKind.GLOBAL:
+        if ident:
+            raise InvalidArgument(f"{field}.id", "must be empty for GLOBAL")
+        return GLOBAL
+    return Scope(kind, check_id(ident, f"{field}.id"))

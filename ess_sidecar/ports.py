@@ -1,0 +1,74 @@
+"""The interfaces the service needs: a state store and a clock."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .domain.scopes import Scope
+from .domain.states import Transition
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What a store holds on start-up."""
+
+    current: list[Transition] = field(default_factory=list)  # latest of each non-ARMED scope
+    version: int = 0  # the highest version ever written; never reused
+    registrations: list[tuple[str, Scope, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    scope: Scope | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+    before_version: int | None = None  # paging: only versions below this
+    limit: int = 100
+
+
+class StateStore(abc.ABC):
+    """Durable state: the audit log of transitions, the latched state and registrations."""
+
+    @abc.abstractmethod
+    def load(self) -> StoredState:
+        """Read everything needed to resume. Raises StoreUnavailable if it cannot be read."""
+
+    @abc.abstractmethod
+    def append(self, transitions: Sequence[Transition]) -> None:
+        """Record transitions atomically and durably (fsync) before returning; each becomes
+        its scope's latched state. Raises StoreUnavailable; then nothing was recorded."""
+
+    @abc.abstractmethod
+    def events(self, query: EventQuery) -> list[Transition]:
+        """Audited transitions matching the query, newest first, at most query.limit."""
+
+    @abc.abstractmethod
+    def events_after(self, version: int, limit: int) -> list[Transition]:
+        """Transitions with a version above `version`, oldest first, at most limit. The
+        first one's version is version + 1 unless history before it was pruned."""
+
+    @abc.abstractmethod
+    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float) -> None:
+        """Durably remember an executor's heartbeat registration (insert or replace)."""
+
+    @abc.abstractmethod
+    def delete_registration(self, executor_id: str) -> None:
+        """Forget an executor that deregistered; unknown ids are ignored."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store; later calls may fail."""
+
+
+class Clock(abc.ABC):
+    @abc.abstractmethod
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch (cooldowns are persisted as wall times)."""
+
+
+class SystemClock(Clock):
+    def now(self) -> float:
+        return time.time()
