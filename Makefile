@@ -1,0 +1,30 @@
+# The project's commands. `make test` installs everything and runs every test; CI calls it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test proto bench
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/ess.db
+	$(BIN)/ess-sidecar serve
+
+test: install  ## install everything and run every test
+	$(BIN)/pytest
+
+proto: $(VENV)/.installed  ## regenerate ess/v1 from proto/
+	$(BIN)/python scripts/gen_proto.py
+
+bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server
+	$(BIN)/python benchmarks/check_latency.py
