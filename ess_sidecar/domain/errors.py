@@ -31,6 +31,10 @@ class SubscriberTooSlow(ResyncRequired):
     """A watcher's bounded queue overflowed; it must resubscribe from its last version."""
 
 
+class ShuttingDown(GuardError):
+    """The sidecar is stopping; callers retry elsewhere or later."""
+
+
 class StoreUnavailable(GuardError):
     """The state store could not make a transition durable; the guard fails closed."""
 

@@ -57,3 +57,18 @@ def make_scope(kind: ScopeKind, ident: str, field: str = "scope") -> Scope:
             raise InvalidArgument(f"{field}.id", "must be empty for GLOBAL")
         return GLOBAL
     return Scope(kind, check_id(ident, f"{field}.id"))
+
+
+MAX_TEXT_LENGTH = 1024
+
+
+def check_text(value: str, field: str, required: bool = False) -> str:
+    """Free text such as a reason: at most 1024 characters, no control characters but
+    newlines and tabs."""
+    if required and not value.strip():
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidArgument(field, f"is longer than {MAX_TEXT_LENGTH} characters")
+    if not value.replace("\n", " ").replace("\t", " ").isprintable():
+        raise InvalidArgument(field, "has control characters")
+    return value

@@ -1,0 +1,49 @@
+"""Domain errors -> gRPC status codes, in one table."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from ...domain.errors import GuardError, InvalidArgument, InvalidConfig, ResetRefused, \
+    ResyncRequired, ShuttingDown, StoreUnavailable, SubscriberTooSlow
+
+# Most specific first: SubscriberTooSlow is a ResyncRequired.
+STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidConfig, grpc.StatusCode.INVALID_ARGUMENT),
+    (ResetRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ResyncRequired, grpc.StatusCode.OUT_OF_RANGE),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def status_of(error: GuardError) -> grpc.StatusCode:
+    for kind, code in STATUS:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+Response = TypeVar("Response")
+
+
+def aborts_on_guard_errors(
+        method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Turn a GuardError raised by a unary handler into its status code and message."""
+
+    @functools.wraps(method)
+    async def handler(self: object, request: object,
+                      context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except GuardError as error:
+            await context.abort(status_of(error), str(error))
+            raise  # unreachable: abort raises
+
+    return handler

@@ -1,0 +1,126 @@
+"""proto <-> domain, in one place. Unknown enum values are bad input, named by field."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ess.v1 import guard_pb2 as pb
+
+from ...domain.breakers import Metric
+from ...domain.decisions import Decision
+from ...domain.errors import InvalidArgument
+from ...domain.orders import Fill, Order, PositionSnapshot, Side
+from ...domain.scopes import Scope, ScopeKind, make_scope
+from ...domain.states import Directive, State, Transition, TriggerMode, TriggerReason
+
+_SIDES = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
+_ALLOWED_REASON = pb.DECISION_REASON_ALLOWED
+
+
+def enum_from_proto(enum: type, value: int, field: str, default: object = None):  # noqa: ANN201
+    """The domain enum member for a proto value; 0 (UNSPECIFIED) gives `default`."""
+    if value == 0 and default is not None:
+        return default
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown or unspecified value {value}") from None
+
+
+def side_from_proto(value: int, field: str = "side") -> Side:
+    side = _SIDES.get(value)
+    if side is None:
+        raise InvalidArgument(field, f"must be SIDE_BUY or SIDE_SELL, got {value}")
+    return side
+
+
+def order_from_proto(m: pb.CheckOrderRequest) -> Order:
+    return Order(m.account, m.strategy, m.symbol, side_from_proto(m.side), m.quantity, m.price,
+                 m.reduce_only, m.client_order_id)
+
+
+def decision_to_proto(d: Decision) -> pb.CheckOrderResponse:
+    if d.allowed:
+        return pb.CheckOrderResponse(allowed=True, reason=_ALLOWED_REASON,
+                                     state_version=d.state_version, decision_id=d.decision_id)
+    return pb.CheckOrderResponse(
+        allowed=False, reason=d.reason, message=d.message, state_version=d.state_version,
+        blocking_scope=scope_to_proto(d.blocking_scope) if d.blocking_scope else None,
+        decision_id=d.decision_id)
+
+
+def fill_from_proto(m: pb.ReportFillRequest) -> Fill:
+    return Fill(m.account, m.strategy, m.symbol, side_from_proto(m.side), m.quantity, m.price)
+
+
+def positions_from_proto(m: pb.SyncPositionsRequest) -> list[PositionSnapshot]:
+    return [PositionSnapshot(p.strategy, p.symbol, p.quantity, p.mark_price)
+            for p in m.positions]
+
+
+def scope_from_proto(m: pb.Scope, field: str = "scope") -> Scope:
+    kind = enum_from_proto(ScopeKind, m.kind, f"{field}.kind")
+    return make_scope(kind, m.id, field)
+
+
+def scope_to_proto(scope: Scope) -> pb.Scope:
+    return pb.Scope(kind=scope.kind, id=scope.id)
+
+
+def metric_from_proto(value: int) -> Metric:
+    return enum_from_proto(Metric, value, "metric")
+
+
+def trigger_mode_from_proto(value: int) -> TriggerMode:
+    return enum_from_proto(TriggerMode, value, "mode", default=TriggerMode.HALT)
+
+
+def trigger_reason_from_proto(value: int) -> TriggerReason:
+    return enum_from_proto(TriggerReason, value, "reason_code",
+                           default=TriggerReason.USER_INITIATED)
+
+
+def directives_from_proto(values: list[int]) -> tuple[Directive, ...]:
+    return tuple(enum_from_proto(Directive, v, f"directives[{i}]") for i, v in enumerate(values))
+
+
+def timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def seconds(stamp: Timestamp) -> float:
+    return stamp.ToNanoseconds() / 1e9
+
+
+def transition_to_watch(t: Transition, kind: int) -> pb.WatchStateResponse:
+    return pb.WatchStateResponse(
+        kind=kind, scope=scope_to_proto(t.scope), state=t.state,
+        previous_state=t.previous, version=t.version, reason=t.reason, actor=t.actor,
+        time=timestamp(t.time), cause=t.cause, directives=t.directives)
+
+
+def transition_to_event(t: Transition) -> pb.Event:
+    return pb.Event(
+        version=t.version, time=timestamp(t.time), scope=scope_to_proto(t.scope),
+        state=t.state, previous_state=t.previous, reason=t.reason, actor=t.actor,
+        cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
+        directives=t.directives, forced=t.forced)
+
+
+def scope_state_to_proto(t: Transition, reset_allowed_at: float) -> pb.ScopeState:
+    state = pb.ScopeState(
+        scope=scope_to_proto(t.scope), state=t.state, reason=t.reason, since=timestamp(t.time),
+        actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
+        directives=t.directives, version=t.version)
+    if t.rearm_at is not None:
+        state.rearm_at.CopyFrom(timestamp(t.rearm_at))
+    if t.state in (State.TRIPPED, State.REDUCE_ONLY):
+        state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))
+    return state
+
+
+def heartbeat_to_watch(version: int, now: float) -> pb.WatchStateResponse:
+    return pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_HEARTBEAT, version=version,
+                                 time=timestamp(now))

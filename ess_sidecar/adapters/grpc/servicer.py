@@ -1,0 +1,171 @@
+"""ess.v1.GuardService over grpc.aio: proto in, use case, proto out. No decisions here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
+
+from ...domain.errors import GuardError, InvalidArgument
+from ...domain.heartbeats import MAX_TTL_S
+from ...domain.scopes import check_text
+from ...ports import EventQuery
+from ...service import Guard, Outcome
+from .errors import aborts_on_guard_errors, status_of
+from .mapping import decision_to_proto, directives_from_proto, fill_from_proto, \
+    heartbeat_to_watch, metric_from_proto, order_from_proto, positions_from_proto, \
+    scope_from_proto, scope_state_to_proto, seconds, transition_to_event, \
+    transition_to_watch, trigger_mode_from_proto, trigger_reason_from_proto
+from .thresholds import thresholds_to_proto
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+MAX_PAGE_SIZE = 1000
+
+
+def actor_of(context: grpc.aio.ServicerContext) -> str:
+    """Who made a change, for the audit trail. No authentication is configured yet, so
+    the peer address is all that is known."""
+    return f"unauthenticated@{context.peer()}"
+
+
+class GuardServicer(pb_grpc.GuardServiceServicer):
+    def __init__(self, guard: Guard, watch_heartbeat_s: float) -> None:
+        self._guard = guard
+        self._check = guard.check
+        self._watch_heartbeat_s = watch_heartbeat_s
+
+    async def CheckOrder(self, request: pb.CheckOrderRequest,
+                         context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
+        try:
+            return decision_to_proto(self._check(order_from_proto(request)))
+        except InvalidArgument as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise
+
+    async def CheckOrderStream(self, request_iterator: AsyncIterator[pb.CheckOrderStreamRequest],
+                               context: grpc.aio.ServicerContext,
+                               ) -> AsyncIterator[pb.CheckOrderStreamResponse]:
+        check = self._check
+        async for request in request_iterator:
+            try:
+                decision = decision_to_proto(check(order_from_proto(request.order)))
+            except InvalidArgument as error:
+                yield pb.CheckOrderStreamResponse(request_id=request.request_id, error=pb.RequestError(
+                    code=INVALID_ARGUMENT, field=f"order.{error.field}", message=str(error)))
+                continue
+            yield pb.CheckOrderStreamResponse(request_id=request.request_id, decision=decision)
+
+    @aborts_on_guard_errors
+    async def ReportMetric(self, request: pb.ReportMetricRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ReportMetricResponse:
+        outcome = self._guard.report_metric(scope_from_proto(request.scope),
+                                            metric_from_proto(request.metric), request.value)
+        return pb.ReportMetricResponse(state=outcome.state, tripped=outcome.tripped,
+                                       state_version=outcome.version)
+
+    @aborts_on_guard_errors
+    async def ReportFill(self, request: pb.ReportFillRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ReportFillResponse:
+        return pb.ReportFillResponse(position=self._guard.report_fill(fill_from_proto(request)))
+
+    @aborts_on_guard_errors
+    async def SyncPositions(self, request: pb.SyncPositionsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.SyncPositionsResponse:
+        count = self._guard.sync_positions(request.account, request.equity,
+                                           positions_from_proto(request))
+        return pb.SyncPositionsResponse(positions=count)
+
+    @aborts_on_guard_errors
+    async def Heartbeat(self, request: pb.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        scope = scope_from_proto(request.scope)
+        ttl_s = request.ttl_ms / 1000.0
+        if not request.deregister and not 0 < ttl_s <= MAX_TTL_S:
+            raise InvalidArgument("ttl_ms", f"must be from 1 to {int(MAX_TTL_S * 1000)}")
+        outcome = self._guard.heartbeat(request.executor_id, scope, ttl_s, request.deregister)
+        return pb.HeartbeatResponse(state=outcome.state, state_version=outcome.version)
+
+    @aborts_on_guard_errors
+    async def Trigger(self, request: pb.TriggerRequest,
+                      context: grpc.aio.ServicerContext) -> pb.TriggerResponse:
+        scope = scope_from_proto(request.scope)
+        code = trigger_reason_from_proto(request.reason_code)
+        reason = check_text(request.reason, "reason") or code.name.lower().replace("_", " ")
+        outcome = self._guard.trigger(scope, trigger_mode_from_proto(request.mode), reason, code,
+                                      directives_from_proto(request.directives),
+                                      actor_of(context))
+        return _state_response(pb.TriggerResponse, outcome)
+
+    @aborts_on_guard_errors
+    async def Reset(self, request: pb.ResetRequest,
+                    context: grpc.aio.ServicerContext) -> pb.ResetResponse:
+        scope = scope_from_proto(request.scope)
+        reason = check_text(request.reason, "reason", required=True)
+        outcome = self._guard.reset(scope, reason, request.force, actor_of(context))
+        return _state_response(pb.ResetResponse, outcome)
+
+    @aborts_on_guard_errors
+    async def GetState(self, request: pb.GetStateRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetStateResponse:
+        engine = self._guard.engine
+        return pb.GetStateResponse(
+            scopes=[scope_state_to_proto(t, engine.reset_allowed_at(t))
+                    for t in self._guard.restricted()],
+            state_version=engine.version, thresholds=thresholds_to_proto(engine.config))
+
+    @aborts_on_guard_errors
+    async def ListEvents(self, request: pb.ListEventsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListEventsResponse:
+        query = _event_query(request)
+        events = self._guard.events(query)
+        more = len(events) == query.limit and events[-1].version > 1
+        return pb.ListEventsResponse(events=[transition_to_event(t) for t in events],
+                                     next_page_token=str(events[-1].version) if more else "")
+
+    async def WatchState(self, request: pb.WatchStateRequest,
+                         context: grpc.aio.ServicerContext,
+                         ) -> AsyncIterator[pb.WatchStateResponse]:
+        subscription = None
+        try:
+            scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
+            start = self._guard.watch(scopes, request.from_version)
+            subscription = start.subscription
+            kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
+                else pb.WATCH_EVENT_KIND_TRANSITION
+            for transition in start.initial:
+                yield transition_to_watch(transition, kind)
+            yield pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_SNAPSHOT_END,
+                                        version=start.version)
+            while True:
+                transition = await subscription.next(self._watch_heartbeat_s)
+                if transition is None:
+                    yield heartbeat_to_watch(self._guard.engine.version, self._guard.now())
+                else:
+                    yield transition_to_watch(transition, pb.WATCH_EVENT_KIND_TRANSITION)
+        except GuardError as error:
+            await context.abort(status_of(error), str(error))
+        finally:
+            if subscription is not None:
+                self._guard.subscribers.remove(subscription)
+
+
+def _state_response(response_type: type, outcome: Outcome):  # noqa: ANN202
+    return response_type(state=outcome.state, state_version=outcome.version)
+
+
+def _event_query(request: pb.ListEventsRequest) -> EventQuery:
+    page_size = request.page_size or 100
+    if page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
+    token = request.page_token
+    if token and not token.isdigit():
+        raise InvalidArgument("page_token", "is not a token from a previous page")
+    return EventQuery(
+        scope=scope_from_proto(request.scope) if request.HasField("scope") else None,
+        since=seconds(request.since) if request.HasField("since") else None,
+        until=seconds(request.until) if request.HasField("until") else None,
+        before_version=int(token) if token else None,
+        limit=page_size)

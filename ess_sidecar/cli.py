@@ -1,0 +1,60 @@
+"""`ess-sidecar serve | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from .domain.errors import InvalidConfig
+from .settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ess-sidecar", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--config", help="TOML settings file (ESS_* variables override it)")
+    serve.add_argument("--listen", help="TCP host:port (default 127.0.0.1:50051; '' for none)")
+    serve.add_argument("--uds", help="Unix domain socket path")
+    serve.add_argument("--state", help="SQLite state file (default state/ess.db)")
+    check = commands.add_parser("check-config", help="validate a settings file and exit")
+    check.add_argument("config")
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    server = {k: v for k, v in (("listen", args.listen), ("uds", args.uds)) if v is not None}
+    overrides: dict[str, Any] = {"server": server} if server else {}
+    if args.state is not None:
+        overrides["store"] = {"path": args.state}
+    return overrides
+
+
+def _serve(settings: Settings) -> None:
+    from .adapters.grpc.server import serve  # noqa: PLC0415 - grpc only for this command
+    from .bootstrap import build  # noqa: PLC0415
+    asyncio.run(serve(build(settings)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "check-config":
+            load_settings(args.config)
+            print(f"{args.config}: OK")
+            return 0
+        settings = load_settings(args.config, **_flag_overrides(args))
+    except InvalidConfig as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 2
+    _serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Use cases: check, report, trigger, reset, watch. Every transition is made durable by
+the store first, then applied to the engine, then published to watchers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .domain.breakers import Metric
+from .domain.decisions import Decision
+from .domain.engine import GuardEngine
+from .domain.errors import ResyncRequired, StoreUnavailable
+from .domain.orders import Fill, Order, PositionSnapshot
+from .domain.planner import Plan
+from .domain.scopes import GLOBAL, Scope
+from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
+    TriggerReason
+from .ports import Clock, EventQuery, StateStore
+from .watch import Subscribers, Subscription
+
+log = logging.getLogger(__name__)
+
+MAX_REPLAY = 100_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A scope's state after a command, and whether the command restricted it."""
+
+    state: State
+    version: int
+    tripped: bool = False
+
+
+@dataclass(frozen=True)
+class WatchStart:
+    """What a new watcher receives before live transitions: a snapshot of the restricted
+    scopes (from_version 0) or the transitions it missed, then `version` marks the end."""
+
+    initial: list[Transition]
+    is_snapshot: bool
+    version: int
+    subscription: Subscription
+
+
+class Guard:
+    def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
+                 subscribers: Subscribers) -> None:
+        self.engine = engine
+        self.subscribers = subscribers
+        self._store = store
+        self._clock = clock
+
+    # -- the hot path: no I/O, no await ---------------------------------------------------
+
+    def check(self, order: Order) -> Decision:
+        return self.engine.check(order, self._clock.now())
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def report_metric(self, scope: Scope, metric: Metric, value: float) -> Outcome:
+        plan = self.engine.plan_report(scope, metric, value, self._clock.now())
+        return self._outcome(scope, self._commit(plan))
+
+    def report_fill(self, fill: Fill) -> float:
+        return self.engine.apply_fill(fill)
+
+    def sync_positions(self, account: str, equity: float,
+                       positions: list[PositionSnapshot]) -> int:
+        return self.engine.sync_positions(account, equity, positions)
+
+    def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
+                  deregister: bool = False) -> Outcome:
+        if self.engine.heartbeat(executor_id, scope, ttl_s, self._clock.now(), deregister):
+            self._durably(lambda: self._store.delete_registration(executor_id) if deregister
+                          else self._store.save_registration(executor_id, scope, ttl_s))
+        return self._outcome(scope, [])
+
+    def trigger(self, scope: Scope, mode: TriggerMode, reason: str, reason_code: TriggerReason,
+                directives: Iterable[Directive], actor: str) -> Outcome:
+        plan = self.engine.plan_trigger(scope, mode, reason, reason_code, directives, actor,
+                                        self._clock.now())
+        return self._outcome(scope, self._commit(plan))
+
+    def reset(self, scope: Scope, reason: str, force: bool, actor: str) -> Outcome:
+        plan = self.engine.plan_reset(scope, reason, force, actor, self._clock.now())
+        return self._outcome(scope, self._commit(plan))
+
+    def run_timers(self) -> list[Transition]:
+        """Stale feeds, lost heartbeats and re-arms; called periodically by the server."""
+        return self._commit(self.engine.plan_timers(self._clock.now()))
+
+    def fail_closed(self, reason: str) -> None:
+        """Trip GLOBAL in memory when durability is lost (unreadable or unwritable store):
+        every order is denied until an operator repairs the store and restarts."""
+        plan = self.engine.plan(self._clock.now())
+        if plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, SYSTEM_ACTOR):
+            log.error("GLOBAL tripped in memory, not durable: %s", reason)
+            self.engine.apply(plan.transitions)
+            self.subscribers.publish(plan.transitions)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def restricted(self) -> list[Transition]:
+        return self.engine.restricted()
+
+    def events(self, query: EventQuery) -> list[Transition]:
+        return self._store.events(query)
+
+    def watch(self, scopes: Iterable[Scope], from_version: int) -> WatchStart:
+        """Start a watcher with no gap: the initial part and the subscription are taken in
+        one step, so no transition falls between them."""
+        scopes = frozenset(scopes)
+        version = self.engine.version
+        if from_version > version:
+            raise ResyncRequired(f"from_version {from_version} is ahead of this sidecar's"
+                                 f" version {version}; resubscribe from 0")
+        if from_version == 0:
+            initial, is_snapshot = self.engine.restricted(), True
+        else:
+            initial, is_snapshot = self._replay(from_version, version), False
+        subscription = self.subscribers.add(scopes)
+        subscription.delivered = version
+        initial = [t for t in initial if subscription.matches(t)]
+        return WatchStart(initial, is_snapshot, version, subscription)
+
+    def _replay(self, from_version: int, version: int) -> list[Transition]:
+        missed = version - from_version
+        replay = self._store.events_after(from_version, min(missed, MAX_REPLAY)) if missed else []
+        if missed and (missed > MAX_REPLAY or not replay or replay[0].version != from_version + 1):
+            raise ResyncRequired(f"history after version {from_version} is no longer kept;"
+                                 " resubscribe from 0")
+        return replay
+
+    # -- durability -------------------------------------------------------------------------
+
+    def _commit(self, plan: Plan) -> list[Transition]:
+        if plan.transitions:
+            self._durably(lambda: self._store.append(plan.transitions))
+            self.engine.apply(plan.transitions)
+            self.subscribers.publish(plan.transitions)
+            for transition in plan.transitions:
+                log.warning("%s %s -> %s (%s) by %s v%d", transition.scope,
+                            transition.previous.name, transition.state.name,
+                            transition.reason, transition.actor, transition.version)
+        return plan.transitions
+
+    def _durably(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except StoreUnavailable as error:
+            self.fail_closed(f"state store write failed: {error}")
+            raise
+
+    def _outcome(self, scope: Scope, transitions: list[Transition]) -> Outcome:
+        tripped = any(t.scope == scope and t.state in (State.TRIPPED, State.REDUCE_ONLY)
+                      for t in transitions)
+        return Outcome(self.engine.state_of(scope), self.engine.version, tripped)

@@ -1,0 +1,193 @@
+"""One settings object: a TOML file, then ESS_* environment overrides, then flags.
+
+Unset breaker, limit and policy fields take the domain's defaults (DESIGN.md), so the
+defaults live in one place. Every key is checked: a typo or a bad value refuses to start
+with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
+    TomlConfigSettingsSource
+
+from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
+from .domain.config import GuardConfig, ResumePolicy
+from .domain.errors import InvalidArgument, InvalidConfig
+from .domain.limits import LimitSettings
+from .domain.scopes import Scope, ScopeKind
+from .domain.states import TriggerMode
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def given(self) -> dict[str, Any]:
+        """Only the fields the operator set; the rest keep the domain's defaults."""
+        return self.model_dump(exclude_none=True)
+
+
+class ServerSettings(_Section):
+    listen: str = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
+    uds: str = Field("", description="Unix socket path (the fastest same-host path)")
+    grace_s: float = Field(5.0, ge=0, description="drain time for in-flight calls on shutdown")
+
+
+class StoreSettings(_Section):
+    path: str = Field("state/ess.db", description="SQLite file holding the latched state")
+    keep_events: int = Field(0, ge=0, description="audit events kept; 0 keeps all")
+
+
+class WatchSettings(_Section):
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="WatchState heartbeat period")
+    queue_size: int = Field(1024, ge=1, description="events queued per subscriber before resync")
+
+
+class TimerSettings(_Section):
+    interval_s: float = Field(0.1, gt=0, le=5, description="period of feed/heartbeat timers")
+
+
+class BreakerSettingsModel(_Section):
+    threshold: float | None = None
+    window_s: float | None = None
+    consecutive: int | None = None
+    mode: Literal["halt", "reduce_only"] | None = None
+    auto_rearm: bool | None = None
+    enabled: bool | None = None
+
+    def over(self, rule: BreakerRule) -> BreakerRule:
+        given = self.given()
+        if "mode" in given:
+            given["mode"] = TriggerMode[given["mode"].upper()]
+        return dataclasses.replace(rule, **given)
+
+
+class SymbolLimitsModel(_Section):
+    max_order_quantity: float | None = None
+    max_order_notional: float | None = None
+    price_band_pct: float | None = None
+
+
+class LimitsModel(SymbolLimitsModel):
+    max_orders_per_second: int | None = None
+    exposure_enabled: bool | None = None
+    max_symbol_exposure_pct: float | None = None
+    max_strategy_exposure_pct: float | None = None
+    max_portfolio_exposure_pct: float | None = None
+    max_open_positions: int | None = None
+    symbols: dict[str, SymbolLimitsModel] = Field(default_factory=dict)
+
+
+class PolicyModel(_Section):
+    reset_cooldown_s: float | None = None
+    rearm_delay_s: float | None = None
+
+
+class PoliciesModel(PolicyModel):
+    global_: PolicyModel | None = Field(None, alias="global")
+    account: PolicyModel | None = None
+    strategy: PolicyModel | None = None
+    symbol: PolicyModel | None = None
+
+
+class ScopeOverrideModel(_Section):
+    breakers: dict[str, BreakerSettingsModel] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ESS_", env_nested_delimiter="__",
+                                      extra="forbid", populate_by_name=True)
+
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    watch: WatchSettings = WatchSettings()
+    timers: TimerSettings = TimerSettings()
+    limits: LimitsModel = LimitsModel()
+    policy: PoliciesModel = PoliciesModel()
+    breakers: dict[str, BreakerSettingsModel] = Field(default_factory=dict)
+    scopes: dict[str, ScopeOverrideModel] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   **_: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    def guard_config(self) -> GuardConfig:
+        """The validated engine configuration. Raises InvalidConfig naming the key."""
+        return GuardConfig(breakers=self._breakers(), limits=self._limits(),
+                           policy=self._policies()).validate()
+
+    def _breakers(self) -> BreakerSettings:
+        defaults = _rules("breakers", self.breakers, DEFAULT_RULES)
+        overrides = {}
+        for text, override in self.scopes.items():
+            try:
+                scope = Scope.parse(text)
+            except InvalidArgument as error:
+                raise InvalidConfig(f'scopes."{text}"', str(error)) from None
+            prefix = f'scopes."{text}".breakers'
+            overrides[scope] = _rules(prefix, override.breakers, defaults, only_given=True)
+        return BreakerSettings(defaults=defaults, overrides=overrides)
+
+    def _limits(self) -> LimitSettings:
+        given = self.limits.given()
+        symbols = given.pop("symbols", {})
+        base = LimitSettings()
+        default = dataclasses.replace(base.default, **{
+            k: given.pop(k) for k in ("max_order_quantity", "max_order_notional",
+                                      "price_band_pct") if k in given})
+        by_symbol = {s: dataclasses.replace(default, **v) for s, v in symbols.items()}
+        return dataclasses.replace(base, default=default, symbols=by_symbol, **given)
+
+    def _policies(self) -> dict[ScopeKind, ResumePolicy]:
+        shared = {k: v for k, v in self.policy.given().items()
+                  if k in ("reset_cooldown_s", "rearm_delay_s")}
+        base = dataclasses.replace(ResumePolicy(), **shared)
+        policies = {}
+        for kind in ScopeKind:
+            per_kind = getattr(self.policy, "global_" if kind is ScopeKind.GLOBAL
+                               else kind.name.lower())
+            policies[kind] = dataclasses.replace(base, **per_kind.given()) if per_kind else base
+        return policies
+
+
+def _rules(prefix: str, given: dict[str, BreakerSettingsModel],
+           base: Any, only_given: bool = False) -> dict[str, BreakerRule]:
+    unknown = sorted(set(given) - set(DEFAULT_RULES))
+    if unknown:
+        raise InvalidConfig(f"{prefix}.{unknown[0]}",
+                            f"unknown breaker; known: {', '.join(DEFAULT_RULES)}")
+    rules = {} if only_given else dict(base)
+    for name, model in given.items():
+        rules[name] = model.over(base[name])
+    return rules
+
+
+def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> Settings:
+    """Read the file (if any), then ESS_* variables, then explicit overrides (flags).
+
+    Raises InvalidConfig naming the first bad key; nothing is started on a bad file.
+    """
+    if path is not None and not pathlib.Path(path).is_file():
+        raise InvalidConfig("--config", f"no such file: {path}")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        settings: Settings = FromFile(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise InvalidConfig(key, first["msg"]) from None
+    except ValueError as error:  # a TOML syntax error
+        raise InvalidConfig(str(path), f"not valid TOML: {error}") from None
+    settings.guard_config()
+    return settings
