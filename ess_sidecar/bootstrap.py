@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .adapters.storage.sqlite import SqliteStateStore
@@ -25,28 +26,37 @@ class App:
     store: StateStore
 
 
-def open_store(settings: Settings) -> tuple[StateStore, StoredState | None, str]:
-    """The configured store and what it holds, or an unavailable store and why."""
+def open_store(settings: Settings) -> StateStore:
+    """The configured store: SQLite, the embedded default."""
+    return SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
+
+
+def load(store_factory: Callable[[], StateStore]) -> tuple[StateStore, StoredState | None]:
+    """Open the store and read the latched state, or an unavailable store that says why."""
+    store: StateStore | None = None
     try:
-        store = SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
-        return store, store.load(), ""
+        store = store_factory()
+        return store, store.load()
     except StoreUnavailable as error:
-        reason = f"state store unreadable: {error}"
-        return UnavailableStateStore(reason), None, reason
+        if store is not None:
+            store.close()  # never write into a store whose state could not be read
+        return UnavailableStateStore(f"state store unreadable: {error}"), None
 
 
-def build(settings: Settings, clock: Clock | None = None) -> App:
+def build(settings: Settings, clock: Clock | None = None,
+          store: StateStore | None = None) -> App:
     """Load the latched state and wire the guard. An unreadable store starts the sidecar
     with GLOBAL tripped (in memory) and the reason, rather than not at all."""
     clock = clock or SystemClock()
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
-    store, stored, failure = open_store(settings)
+    store, stored = load(lambda: store or open_store(settings))
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size))
-    if stored is not None:
+    if stored is None:
+        assert isinstance(store, UnavailableStateStore)
+        guard.fail_closed(store.reason)
+    else:
         engine.restore(stored.current, stored.version)
         engine.heartbeats.restore(stored.registrations, clock.now())
-        log.info("state loaded from %s: version %d, %d scope(s) not ARMED",
-                 settings.store.path, stored.version, len(stored.current))
-    else:
-        guard.fail_closed(failure)
+        log.info("state loaded: version %d, %d scope(s) not ARMED",
+                 stored.version, len(stored.current))
     return App(settings, guard, store)

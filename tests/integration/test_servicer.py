@@ -1,0 +1,259 @@
+"""GuardService over a real Unix socket: decisions, commands, bad input, audit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, order, \
+    strategy_scope
+
+DRAWDOWN = pb.METRIC_DAILY_DRAWDOWN_PCT
+
+
+async def test_breach_reported_by_metric_denies_the_next_check(sidecar: Running) -> None:
+    assert (await sidecar.stub.CheckOrder(order())).allowed
+    report = await sidecar.stub.ReportMetric(pb.ReportMetricRequest(
+        scope=strategy_scope(), metric=DRAWDOWN, value=5.5))
+    assert (report.state, report.tripped, report.state_version) == (pb.STATE_TRIPPED, True, 1)
+    decision = await sidecar.stub.CheckOrder(order())
+    assert not decision.allowed
+    assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    assert decision.blocking_scope == strategy_scope()
+    assert decision.state_version == 1
+    assert "daily_drawdown_pct" in decision.message
+
+
+async def test_each_decision_has_its_own_id(sidecar: Running) -> None:
+    ids = {(await sidecar.stub.CheckOrder(order())).decision_id for _ in range(5)}
+    assert len(ids) == 5 and all(ids)
+
+
+BAD_ORDERS = [
+    ({"quantity": float("nan")}, "quantity"),
+    ({"quantity": float("inf")}, "quantity"),
+    ({"quantity": -1.0}, "quantity"),
+    ({"quantity": 0.0}, "quantity"),
+    ({"price": float("-inf")}, "price"),
+    ({"price": 0.0}, "price"),
+    ({"account": ""}, "account"),
+    ({"symbol": "X" * 129}, "symbol"),
+    ({"strategy": "bad\x00id"}, "strategy"),
+    ({"side": 7}, "side"),
+    ({"side": pb.SIDE_UNSPECIFIED}, "side"),
+    ({"client_order_id": "c" * 129}, "client_order_id"),
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), BAD_ORDERS)
+async def test_malformed_order_is_rejected_naming_the_field(sidecar: Running, fields: dict,
+                                                            field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await sidecar.stub.CheckOrder(order(**fields))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith(f"{field}:")
+
+
+BAD_COMMANDS = [
+    ("Trigger", pb.TriggerRequest(scope=pb.Scope(kind=9, id="x")), "scope.kind"),
+    ("Trigger", pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL, id="x")), "scope.id"),
+    ("Trigger", pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY)), "scope.id"),
+    ("Trigger", pb.TriggerRequest(scope=strategy_scope(), mode=5), "mode"),
+    ("Trigger", pb.TriggerRequest(scope=strategy_scope(), reason_code=42), "reason_code"),
+    ("Trigger", pb.TriggerRequest(scope=strategy_scope(), directives=[9]), "directives[0]"),
+    ("Trigger", pb.TriggerRequest(scope=strategy_scope(), reason="r" * 1025), "reason"),
+    ("Reset", pb.ResetRequest(scope=strategy_scope(), reason=""), "reason"),
+    ("Reset", pb.ResetRequest(scope=strategy_scope(), reason="   "), "reason"),
+    ("ReportMetric", pb.ReportMetricRequest(scope=strategy_scope(), metric=DRAWDOWN,
+                                            value=float("nan")), "value"),
+    ("ReportMetric", pb.ReportMetricRequest(scope=strategy_scope(), metric=99), "metric"),
+    ("ReportMetric", pb.ReportMetricRequest(scope=strategy_scope(), metric=pb.METRIC_API_ERROR,
+                                            value=1.5), "value"),
+    ("ReportMetric", pb.ReportMetricRequest(metric=DRAWDOWN, value=50), "scope.kind"),
+    ("Heartbeat", pb.HeartbeatRequest(executor_id="ex", scope=strategy_scope()), "ttl_ms"),
+    ("Heartbeat", pb.HeartbeatRequest(scope=strategy_scope(), ttl_ms=100), "executor_id"),
+    ("ReportFill", pb.ReportFillRequest(account=ACCOUNT, strategy=STRATEGY, symbol=SYMBOL,
+                                        side=pb.SIDE_BUY, quantity=-5, price=10), "quantity"),
+    ("SyncPositions", pb.SyncPositionsRequest(account=ACCOUNT, equity=float("nan")), "equity"),
+    ("SyncPositions", pb.SyncPositionsRequest(
+        account=ACCOUNT, equity=1e6,
+        positions=[pb.Position(strategy=STRATEGY, symbol=SYMBOL, quantity=5)]),
+     "positions[0].mark_price"),
+    ("ListEvents", pb.ListEventsRequest(page_size=5000), "page_size"),
+    ("ListEvents", pb.ListEventsRequest(page_token="not-a-token"), "page_token"),
+]
+
+
+@pytest.mark.parametrize(("method", "request_message", "field"), BAD_COMMANDS)
+async def test_bad_command_is_rejected_naming_the_field_and_changes_nothing(
+        sidecar: Running, method: str, request_message: object, field: str) -> None:
+    before = await sidecar.stub.GetState(pb.GetStateRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await getattr(sidecar.stub, method)(request_message)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith(f"{field}:")
+    assert await sidecar.stub.GetState(pb.GetStateRequest()) == before
+    assert (await sidecar.stub.CheckOrder(order())).allowed
+    assert not (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events
+
+
+async def test_stream_answers_many_in_flight_in_order_matched_by_request_id(
+        sidecar: Running) -> None:
+    call = sidecar.stub.CheckOrderStream()
+    for request_id in range(1, 51):
+        bad = request_id == 25
+        await call.write(pb.CheckOrderStreamRequest(
+            request_id=request_id, order=order(quantity=-1 if bad else 1)))
+    answers = [await call.read() for _ in range(50)]
+    await call.done_writing()
+    assert [a.request_id for a in answers] == list(range(1, 51))
+    assert answers[24].WhichOneof("result") == "error"
+    assert answers[24].error.field == "order.quantity"
+    assert answers[24].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert all(a.decision.allowed for i, a in enumerate(answers) if i != 24)
+
+
+async def test_stream_sees_a_trip_on_the_next_request(sidecar: Running) -> None:
+    call = sidecar.stub.CheckOrderStream()
+    await call.write(pb.CheckOrderStreamRequest(request_id=1, order=order()))
+    assert (await call.read()).decision.allowed
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL),
+                                                 reason="drill"))
+    await call.write(pb.CheckOrderStreamRequest(request_id=2, order=order()))
+    answer = await call.read()
+    assert answer.request_id == 2 and not answer.decision.allowed
+    assert answer.decision.blocking_scope.kind == pb.SCOPE_KIND_GLOBAL
+    await call.done_writing()
+
+
+async def test_trigger_is_idempotent_and_audited_with_its_reason_code(sidecar: Running) -> None:
+    request = pb.TriggerRequest(scope=strategy_scope(), reason="desk says stop",
+                                reason_code=pb.TRIGGER_REASON_RISK_VIOLATION,
+                                directives=[pb.DIRECTIVE_CANCEL_OPEN_ORDERS])
+    first = await sidecar.stub.Trigger(request)
+    second = await sidecar.stub.Trigger(request)
+    assert (first.state, first.state_version) == (pb.STATE_TRIPPED, 1)
+    assert (second.state, second.state_version) == (pb.STATE_TRIPPED, 1)
+    (event,) = (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events
+    assert event.reason_code == pb.TRIGGER_REASON_RISK_VIOLATION
+    assert list(event.directives) == [pb.DIRECTIVE_CANCEL_OPEN_ORDERS]
+    assert event.cause == pb.CAUSE_TRIGGER and event.reason == "desk says stop"
+    assert event.actor.startswith("unauthenticated@")
+
+
+async def test_reduce_only_trigger_admits_only_reducing_orders(sidecar: Running) -> None:
+    await sidecar.stub.ReportFill(pb.ReportFillRequest(
+        account=ACCOUNT, strategy=STRATEGY, symbol=SYMBOL, side=pb.SIDE_BUY, quantity=10,
+        price=100))
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(),
+                                                 mode=pb.TRIGGER_MODE_REDUCE_ONLY))
+    grow = await sidecar.stub.CheckOrder(order(side=pb.SIDE_BUY, quantity=1))
+    reduce = await sidecar.stub.CheckOrder(order(side=pb.SIDE_SELL, quantity=4))
+    flip = await sidecar.stub.CheckOrder(order(side=pb.SIDE_SELL, quantity=15))
+    assert grow.reason == pb.DECISION_REASON_REDUCE_ONLY and not grow.allowed
+    assert reduce.allowed
+    assert flip.reason == pb.DECISION_REASON_REDUCE_ONLY
+
+
+async def test_reset_refused_in_cooldown_then_accepted_after_it(sidecar: Running) -> None:
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="stop"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await sidecar.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="resume"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cooldown until" in refused.value.details()
+    assert not (await sidecar.stub.CheckOrder(order())).allowed
+    sidecar.clock.advance(15 * 60)
+    reset = await sidecar.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="resume"))
+    assert (reset.state, reset.state_version) == (pb.STATE_ARMED, 2)
+    assert (await sidecar.stub.CheckOrder(order())).allowed
+
+
+async def test_reset_refused_while_breaker_condition_holds_unless_forced(
+        sidecar: Running) -> None:
+    await sidecar.stub.ReportMetric(pb.ReportMetricRequest(scope=strategy_scope(),
+                                                           metric=DRAWDOWN, value=7))
+    sidecar.clock.advance(15 * 60)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await sidecar.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="resume"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "daily_drawdown_pct" in refused.value.details()
+    forced = await sidecar.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="ok",
+                                                      force=True))
+    assert forced.state == pb.STATE_ARMED
+    newest = (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events[0]
+    assert newest.forced and newest.cause == pb.CAUSE_RESET
+
+
+async def test_rearm_delay_keeps_scope_cooling_down_until_it_elapses(start_sidecar) -> None:
+    running = await start_sidecar(policy={"rearm_delay_s": 30})
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope()))
+    running.clock.advance(15 * 60)
+    reset = await running.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="go"))
+    assert reset.state == pb.STATE_COOLING_DOWN
+    assert (await running.stub.CheckOrder(order())).reason == pb.DECISION_REASON_COOLING_DOWN
+    running.clock.advance(30)
+    running.app.guard.run_timers()
+    assert (await running.stub.CheckOrder(order())).allowed
+
+
+async def test_lost_heartbeat_trips_the_executor_scope(sidecar: Running) -> None:
+    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
+                                                     ttl_ms=2000))
+    sidecar.clock.advance(1.5)
+    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
+                                                     ttl_ms=2000))
+    sidecar.clock.advance(1.5)
+    assert not sidecar.app.guard.run_timers()
+    sidecar.clock.advance(1.0)
+    (trip,) = sidecar.app.guard.run_timers()
+    assert trip.breaker == "heartbeat_lost"
+    decision = await sidecar.stub.CheckOrder(order())
+    assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+
+
+async def test_deregistered_executor_does_not_trip(sidecar: Running) -> None:
+    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
+                                                     ttl_ms=1000))
+    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
+                                                     deregister=True))
+    sidecar.clock.advance(60)
+    assert not sidecar.app.guard.run_timers()
+
+
+async def test_get_state_lists_restricted_scopes_and_thresholds(sidecar: Running) -> None:
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="x"))
+    state = await sidecar.stub.GetState(pb.GetStateRequest())
+    (scope,) = state.scopes
+    assert (scope.scope, scope.state, scope.reason) == (strategy_scope(), pb.STATE_TRIPPED, "x")
+    assert scope.reset_allowed_at.seconds - scope.since.seconds == 15 * 60
+    thresholds = {t.breaker: t for t in state.thresholds if not t.scope}
+    assert thresholds["daily_drawdown_pct"].threshold == 5
+    assert thresholds["api_errors"].window_ms == 60_000
+    assert state.state_version == 1
+
+
+async def test_events_are_newest_first_paged_and_filtered_by_scope(sidecar: Running) -> None:
+    for ident in ("a", "b", "c"):
+        await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(ident)))
+    page = await sidecar.stub.ListEvents(pb.ListEventsRequest(page_size=2))
+    assert [e.version for e in page.events] == [3, 2] and page.next_page_token
+    rest = await sidecar.stub.ListEvents(pb.ListEventsRequest(page_size=2,
+                                                              page_token=page.next_page_token))
+    assert [e.version for e in rest.events] == [1]
+    only_b = await sidecar.stub.ListEvents(pb.ListEventsRequest(scope=strategy_scope("b")))
+    assert [e.scope.id for e in only_b.events] == ["b"]
+
+
+async def test_exposure_needs_known_equity(start_sidecar) -> None:
+    running = await start_sidecar()
+    decision = await running.stub.CheckOrder(order(account="unknown-account"))
+    assert decision.reason == pb.DECISION_REASON_EQUITY_UNKNOWN
+
+
+async def test_concurrent_checks_all_answered(sidecar: Running) -> None:
+    decisions = await asyncio.gather(*(sidecar.stub.CheckOrder(order(quantity=1))
+                                       for _ in range(50)))
+    assert all(d.allowed for d in decisions)

@@ -1,0 +1,96 @@
+"""WatchState over a real socket: snapshot, transitions in order, resume, resync."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from tests.integration.conftest import Running, next_event, strategy_scope
+
+GLOBAL = pb.Scope(kind=pb.SCOPE_KIND_GLOBAL)
+
+
+async def trigger(running: Running, ident: str) -> int:
+    return (await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(ident)))).state_version
+
+
+async def test_snapshot_then_end_marker_then_transitions_in_version_order(
+        sidecar: Running) -> None:
+    await trigger(sidecar, "before")
+    stream = sidecar.stub.WatchState(pb.WatchStateRequest())
+    snapshot = await next_event(stream)
+    assert (snapshot.kind, snapshot.scope.id, snapshot.state) == (
+        pb.WATCH_EVENT_KIND_SNAPSHOT, "before", pb.STATE_TRIPPED)
+    end = await next_event(stream)
+    assert (end.kind, end.version) == (pb.WATCH_EVENT_KIND_SNAPSHOT_END, 1)
+    for ident in ("a", "b", "c"):
+        await trigger(sidecar, ident)
+    seen = [await next_event(stream) for _ in range(3)]
+    assert [(m.kind, m.version, m.scope.id) for m in seen] == [
+        (pb.WATCH_EVENT_KIND_TRANSITION, 2, "a"), (pb.WATCH_EVENT_KIND_TRANSITION, 3, "b"),
+        (pb.WATCH_EVENT_KIND_TRANSITION, 4, "c")]
+    assert seen[0].previous_state == pb.STATE_ARMED and seen[0].state == pb.STATE_TRIPPED
+    stream.cancel()
+
+
+async def test_from_version_replays_what_was_missed_without_gaps(sidecar: Running) -> None:
+    for ident in ("a", "b", "c", "d"):
+        await trigger(sidecar, ident)
+    stream = sidecar.stub.WatchState(pb.WatchStateRequest(from_version=2))
+    replayed = [await next_event(stream) for _ in range(2)]
+    assert [m.version for m in replayed] == [3, 4]
+    assert all(m.kind == pb.WATCH_EVENT_KIND_TRANSITION for m in replayed)
+    assert (await next_event(stream)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    await trigger(sidecar, "e")
+    assert (await next_event(stream)).version == 5
+    stream.cancel()
+
+
+async def test_watch_filtered_by_scope_sees_only_that_scope(sidecar: Running) -> None:
+    stream = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=[strategy_scope("b")]))
+    assert (await next_event(stream)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    for ident in ("a", "b", "c"):
+        await trigger(sidecar, ident)
+    assert (await next_event(stream)).scope.id == "b"
+    stream.cancel()
+
+
+async def test_version_no_longer_kept_gets_out_of_range(start_sidecar) -> None:
+    running = await start_sidecar(store={"keep_events": 2})
+    for _ in range(3):  # trip/reset cycles: old events are no scope's latched state
+        await trigger(running, "a")
+        await running.stub.Reset(pb.ResetRequest(scope=strategy_scope("a"), reason="r",
+                                                 force=True))
+    stream = running.stub.WatchState(pb.WatchStateRequest(from_version=1))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await next_event(stream)
+    assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert "resubscribe" in error.value.details()
+
+
+async def test_version_from_the_future_gets_out_of_range(sidecar: Running) -> None:
+    stream = sidecar.stub.WatchState(pb.WatchStateRequest(from_version=99))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await next_event(stream)
+    assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_heartbeats_carry_the_current_version(start_sidecar) -> None:
+    running = await start_sidecar(watch={"heartbeat_interval_s": 0.01})
+    await trigger(running, "a")
+    stream = running.stub.WatchState(pb.WatchStateRequest(scopes=[GLOBAL]))
+    assert (await next_event(stream)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    heartbeat = await stream.read()
+    assert (heartbeat.kind, heartbeat.version) == (pb.WATCH_EVENT_KIND_HEARTBEAT, 1)
+    stream.cancel()
+
+
+async def test_shutdown_ends_watch_streams_with_unavailable(start_sidecar) -> None:
+    running = await start_sidecar()
+    stream = running.stub.WatchState(pb.WatchStateRequest())
+    assert (await next_event(stream)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    await running.sidecar.stop()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await next_event(stream)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
