@@ -15,7 +15,7 @@ from .domain.states import Transition
 class StoredState:
     """What a store holds on start-up."""
 
-    current: list[Transition] = field(default_factory=list)  # latest of each non-ARMED scope
+    current: list[Transition] = field(default_factory=list)  # latest per non-ARMED scope, oldest first
     version: int = 0  # the highest version ever written; never reused
     registrations: list[tuple[str, Scope, float]] = field(default_factory=list)
 
@@ -39,7 +39,8 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def append(self, transitions: Sequence[Transition]) -> None:
         """Record transitions atomically and durably (fsync) before returning; each becomes
-        its scope's latched state. Raises StoreUnavailable; then nothing was recorded."""
+        its scope's latched state. Versions must rise strictly above every stored version
+        (ValueError otherwise). Raises StoreUnavailable; then nothing was recorded."""
 
     @abc.abstractmethod
     def events(self, query: EventQuery) -> list[Transition]:
@@ -47,8 +48,10 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def events_after(self, version: int, limit: int) -> list[Transition]:
-        """Transitions with a version above `version`, oldest first, at most limit. The
-        first one's version is version + 1 unless history before it was pruned."""
+        """Transitions with a version above `version`, oldest first, at most limit (none
+        for limit <= 0). Only an unbroken run is returned: if anything after `version` was
+        pruned, the run starts after the pruned part, so its first version is not
+        version + 1 and the caller knows to resync."""
 
     @abc.abstractmethod
     def save_registration(self, executor_id: str, scope: Scope, ttl_s: float) -> None:

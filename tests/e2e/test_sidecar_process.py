@@ -1,0 +1,162 @@
+"""The product as a user runs it: `ess-sidecar serve` driven through the generated stub."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from tests.e2e.conftest import SidecarProcess
+
+pytestmark = pytest.mark.e2e
+
+MOMO = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+ORDER = pb.CheckOrderRequest(account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,
+                             quantity=10, price=100)
+T = TypeVar("T")
+
+
+def watch_in_background(stub, request: pb.WatchStateRequest) -> queue.Queue:  # noqa: ANN001
+    """Follow WatchState on a thread; messages (not heartbeats) arrive on the queue."""
+    messages: queue.Queue = queue.Queue()
+
+    def follow() -> None:
+        try:
+            for message in stub.WatchState(request):
+                if message.kind != pb.WATCH_EVENT_KIND_HEARTBEAT:
+                    messages.put(message)
+        except grpc.RpcError as error:
+            messages.put(error)
+
+    threading.Thread(target=follow, daemon=True).start()
+    return messages
+
+
+def eventually(attempt: Callable[[], T], timeout: float = 10.0) -> T:
+    """Retry `attempt` until it stops raising grpc.RpcError, within a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return attempt()
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_trip_deny_watch_reset_and_survive_sigkill(sidecar_process: SidecarProcess) -> None:
+    sidecar_process.start()
+    with sidecar_process.channel(uds=True) as channel:
+        stub = sidecar_process.stub(channel)
+        watched = watch_in_background(stub, pb.WatchStateRequest())
+        assert watched.get(timeout=10).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+        assert stub.CheckOrder(ORDER).allowed
+
+        report = stub.ReportMetric(pb.ReportMetricRequest(
+            scope=MOMO, metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=6))
+        assert report.tripped and report.state == pb.STATE_TRIPPED
+        decision = stub.CheckOrder(ORDER)
+        assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+        seen = watched.get(timeout=10)
+        assert (seen.kind, seen.scope, seen.state, seen.version) == (
+            pb.WATCH_EVENT_KIND_TRANSITION, MOMO, pb.STATE_TRIPPED, report.state_version)
+
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Reset(pb.ResetRequest(scope=MOMO, reason="drawdown understood"))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "cooldown" in refused.value.details()
+        stub.ReportMetric(pb.ReportMetricRequest(scope=MOMO, metric=pb.METRIC_DAILY_DRAWDOWN_PCT,
+                                                 value=2))  # the condition clears
+        reset = eventually(lambda: stub.Reset(pb.ResetRequest(scope=MOMO, reason="fixed")))
+        assert reset.state == pb.STATE_ARMED
+        assert watched.get(timeout=10).state == pb.STATE_ARMED
+        assert stub.CheckOrder(ORDER).allowed
+
+        trip = stub.Trigger(pb.TriggerRequest(scope=MOMO, reason="latched"))
+    sidecar_process.kill()
+    sidecar_process.start()
+    with sidecar_process.channel() as channel:
+        stub = sidecar_process.stub(channel)
+        state = stub.GetState(pb.GetStateRequest())
+        assert [(s.scope, s.state, s.reason) for s in state.scopes] == [
+            (MOMO, pb.STATE_TRIPPED, "latched")]
+        assert state.state_version == trip.state_version == 3
+        assert stub.CheckOrder(ORDER).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+        events = stub.ListEvents(pb.ListEventsRequest()).events
+        assert [e.version for e in events] == [3, 2, 1]
+        after = stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL)))
+        assert after.state_version == 4
+
+
+def test_no_acknowledged_trip_is_lost_when_killed_mid_stream(
+        sidecar_process: SidecarProcess) -> None:
+    sidecar_process.start()
+    acknowledged: list[tuple[str, int]] = []
+    enough = threading.Event()
+
+    def trigger_until_killed() -> None:
+        with sidecar_process.channel(uds=True) as channel:
+            stub = sidecar_process.stub(channel)
+            for n in range(10_000):
+                scope = pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"S{n}")
+                try:
+                    reply = stub.Trigger(pb.TriggerRequest(scope=scope), timeout=5)
+                except grpc.RpcError:
+                    return
+                acknowledged.append((scope.id, reply.state_version))
+                if n == 40:
+                    enough.set()
+
+    client = threading.Thread(target=trigger_until_killed)
+    client.start()
+    assert enough.wait(timeout=30)
+    sidecar_process.kill()  # while triggers are in flight
+    client.join(timeout=30)
+    sidecar_process.start()
+    with sidecar_process.channel() as channel:
+        state = sidecar_process.stub(channel).GetState(pb.GetStateRequest())
+    latched = {s.scope.id: s.version for s in state.scopes if s.state == pb.STATE_TRIPPED}
+    assert len(acknowledged) > 40
+    for scope_id, version in acknowledged:
+        assert latched.get(scope_id) == version, f"acknowledged trip {scope_id} was lost"
+    assert state.state_version >= acknowledged[-1][1]
+
+
+def test_sigterm_drains_and_exits_cleanly(sidecar_process: SidecarProcess) -> None:
+    sidecar_process.start()
+    with sidecar_process.channel() as channel:
+        assert sidecar_process.stub(channel).CheckOrder(ORDER).allowed
+    code, output = sidecar_process.terminate()
+    assert code == 0, output
+    assert "ess-sidecar stopped" in output
+
+
+def test_check_config_names_the_bad_key(tmp_path) -> None:  # noqa: ANN001
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[breakers.weekly_drawdown_pct]\nthreshold = 3\n")
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "breakers.weekly_drawdown_pct.threshold" in result.stderr
+    good = tmp_path / "good.toml"
+    good.write_text("[breakers.daily_drawdown_pct]\nthreshold = 3\n")
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(good)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_serve_refuses_to_start_on_invalid_config(sidecar_process: SidecarProcess) -> None:
+    sidecar_process.config.write_text("[limits]\nmax_symbol_exposure_pct = 70\n")
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "serve", "--config",
+                             str(sidecar_process.config)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "limits.max_symbol_exposure_pct" in result.stderr
