@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e clients/python -e '.[test]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -23,7 +23,7 @@ run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/e
 test: install  ## install everything and run every test
 	$(BIN)/pytest
 
-proto: $(VENV)/.installed  ## regenerate ess/v1 from proto/
+proto: $(VENV)/.installed  ## regenerate clients/python/ess/v1 from proto/
 	$(BIN)/python scripts/gen_proto.py
 
 bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server

@@ -1,4 +1,4 @@
-"""Generate the Python package `ess.v1` from proto/ (one command: `make proto`)."""
+"""Generate the Python package `ess.v1` into clients/python from proto/ (`make proto`)."""
 
 import argparse
 import pathlib
@@ -34,7 +34,7 @@ def generate(out: pathlib.Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT)
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "clients" / "python")
     generate(parser.parse_args().out)
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -160,3 +161,10 @@ def test_serve_refuses_to_start_on_invalid_config(sidecar_process: SidecarProces
                             timeout=60)
     assert result.returncode == 2
     assert "limits.max_symbol_exposure_pct" in result.stderr
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "ess.example.toml"
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(example)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,103 @@
+"""The service with fakes: persist before apply, fail closed, watchers without gaps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
+from ess_sidecar.domain.config import GuardConfig
+from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.errors import ResyncRequired, ShuttingDown, StoreUnavailable, \
+    SubscriberTooSlow
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
+from ess_sidecar.service import Guard
+from ess_sidecar.watch import Subscribers
+from tests.fakes import FakeClock
+
+MOMO = Scope(ScopeKind.STRATEGY, "momo")
+
+
+def make_guard(queue_size: int = 16) -> tuple[Guard, InMemoryStateStore]:
+    store = InMemoryStateStore()
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(queue_size))
+    return guard, store
+
+
+def trigger(guard: Guard, scope: Scope = MOMO):  # noqa: ANN201
+    return guard.trigger(scope, TriggerMode.HALT, "stop", TriggerReason.USER_INITIATED, (),
+                         "alice")
+
+
+def test_a_trigger_is_stored_before_it_is_acknowledged() -> None:
+    guard, store = make_guard()
+    outcome = trigger(guard)
+    assert (outcome.state, outcome.version, outcome.tripped) == (State.TRIPPED, 1, True)
+    assert [t.scope for t in store.load().current] == [MOMO]
+
+
+def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> None:
+    guard, store = make_guard()
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard)
+    assert guard.engine.state_of(GLOBAL) is State.TRIPPED
+    assert not store.load().current  # nothing claims to be durable that is not
+
+
+def test_a_reset_that_cannot_be_stored_does_not_resume() -> None:
+    guard, store = make_guard()
+    trigger(guard)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.reset(MOMO, "go", force=True, actor="alice")
+    assert guard.engine.state_of(MOMO) is State.TRIPPED
+
+
+async def test_watch_start_and_subscription_leave_no_gap() -> None:
+    guard, _ = make_guard()
+    trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
+    start = guard.watch([], from_version=0)
+    trigger(guard, Scope(ScopeKind.STRATEGY, "b"))
+    assert [t.version for t in start.initial] == [1] and start.version == 1
+    assert (await start.subscription.next(timeout=1)).version == 2
+
+
+async def test_slow_watcher_gets_what_was_queued_then_a_resync_error() -> None:
+    guard, _ = make_guard(queue_size=2)
+    start = guard.watch([], from_version=0)
+    for ident in ("a", "b", "c"):
+        trigger(guard, Scope(ScopeKind.STRATEGY, ident))
+    assert len(guard.subscribers) == 0  # cut off: publishing no longer waits on it
+    assert [(await start.subscription.next(1)).version for _ in range(2)] == [1, 2]
+    with pytest.raises(SubscriberTooSlow, match="from_version=2"):
+        await start.subscription.next(timeout=1)
+
+
+async def test_other_watchers_are_not_held_back_by_a_slow_one() -> None:
+    guard, _ = make_guard(queue_size=2)
+    slow = guard.watch([], from_version=0).subscription
+    fast = guard.watch([], from_version=0).subscription
+    for ident in ("a", "b", "c", "d"):
+        trigger(guard, Scope(ScopeKind.STRATEGY, ident))
+        assert (await fast.next(timeout=1)).scope.id == ident
+    with pytest.raises(SubscriberTooSlow):
+        for _ in range(3):
+            await slow.next(timeout=1)
+
+
+async def test_watch_times_out_to_a_heartbeat_and_ends_on_close() -> None:
+    guard, _ = make_guard()
+    subscription = guard.watch([], from_version=0).subscription
+    assert await subscription.next(timeout=0.001) is None
+    guard.subscribers.close_all()
+    with pytest.raises(ShuttingDown):
+        await asyncio.wait_for(subscription.next(timeout=5), 5)
+
+
+def test_resume_from_a_future_version_requires_resync() -> None:
+    guard, _ = make_guard()
+    with pytest.raises(ResyncRequired):
+        guard.watch([], from_version=5)
