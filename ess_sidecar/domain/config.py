@@ -40,9 +40,9 @@ class GuardConfig:
         _validate_limits(self.limits)
         for kind, policy in self.policy.items():
             key = f"policy.{kind.name.lower()}"
-            if policy.reset_cooldown_s < 0:
+            if not policy.reset_cooldown_s >= 0:  # NaN too: TOML has nan
                 raise InvalidConfig(f"{key}.reset_cooldown_s", "must be >= 0")
-            if policy.rearm_delay_s < 0:
+            if not policy.rearm_delay_s >= 0:
                 raise InvalidConfig(f"{key}.rearm_delay_s", "must be >= 0")
         return self
 
@@ -82,5 +82,5 @@ def _validate_limits(limits: LimitSettings) -> None:
     for symbol, symbol_limits in symbols.items():
         key = "limits" if symbol == "default" else f'limits.symbols."{symbol}"'
         for name in ("max_order_quantity", "max_order_notional", "price_band_pct"):
-            if getattr(symbol_limits, name) < 0:
+            if not getattr(symbol_limits, name) >= 0:  # NaN would turn it off
                 raise InvalidConfig(f"{key}.{name}", "must be >= 0 (0 = off)")

@@ -16,14 +16,14 @@ from .breakers import Breakers, Metric, check_metric_value
 from .config import GuardConfig
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
-from .errors import ResetRefused
-from .heartbeats import Heartbeats
+from .errors import InvalidArgument, ResetRefused
+from .heartbeats import MAX_TTL_S, Heartbeats
 from .limits import OrderRate
 from .orders import Fill, Order, PositionSnapshot, check_positive, validate_order, \
     validate_snapshot
 from .planner import Plan
 from .positions import PositionBook
-from .scopes import GLOBAL, Scope, ScopeKind, check_id
+from .scopes import GLOBAL, Scope, ScopeKind, check_id, check_text
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
 
@@ -106,6 +106,9 @@ class GuardEngine:
         check_id(executor_id, "executor_id")
         if deregister:
             return self.heartbeats.deregister(executor_id)
+        check_positive(ttl_s, "ttl_s")  # a NaN TTL would never lapse: fail open
+        if ttl_s > MAX_TTL_S:
+            raise InvalidArgument("ttl_s", f"must be at most {MAX_TTL_S:g}s, got {ttl_s!r}")
         return self.heartbeats.beat(executor_id, scope, ttl_s, now)
 
     # -- plans: commands that change scope state -------------------------------------------
@@ -136,6 +139,7 @@ class GuardEngine:
         """Resume a restricted scope, or refuse (ResetRefused) during the cooldown or while
         a breaker's condition still holds, unless forced. Resetting an unrestricted scope
         changes nothing."""
+        check_text(reason, "reason", required=True)  # DESIGN.md: a reset needs a reason
         plan = self.plan(now)
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:
@@ -180,12 +184,15 @@ class GuardEngine:
     def holding(self, scope: Scope, now: float) -> list[str]:
         """Breakers of this scope whose condition still holds."""
         held = self.breakers.holding(scope, now)
-        if self.heartbeats.lost(scope):
+        if self.heartbeats.lost(scope) and self.breakers.rule(scope, "heartbeat_lost").enabled:
             held.append("heartbeat_lost")
         return held
 
     def _auto_rearms(self, current: Transition, now: float) -> bool:
+        # A breaker that escalated an already restricted scope must not lift the earlier
+        # restriction (say an operator's REDUCE_ONLY trigger): that one resumes by hand.
         return (current.state in RESTRICTING and current.breaker != ""
+                and current.previous not in RESTRICTING
                 and self.breakers.rule(current.scope, current.breaker).auto_rearm
                 and now >= self.reset_allowed_at(current)
                 and not self.holding(current.scope, now))

@@ -67,6 +67,9 @@ def validate_order(order: Order | Fill) -> None:
         check_id(order.strategy, "strategy")
     if not (0 < len(order.symbol) <= MAX_ID_LENGTH and order.symbol.isprintable()):
         check_id(order.symbol, "symbol")
+    if order.side is not Side.BUY and order.side is not Side.SELL:
+        # signed_quantity tests identity, so a raw int (even 1) would read as a sell
+        raise InvalidArgument("side", f"must be Side.BUY or Side.SELL, got {order.side!r}")
     check_positive(order.quantity, "quantity")
     check_positive(order.price, "price")
     client_order_id = getattr(order, "client_order_id", "")

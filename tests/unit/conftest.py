@@ -1,0 +1,105 @@
+"""Shared builders for the domain unit tests: an engine, orders, and applying plans."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ess_sidecar.domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
+from ess_sidecar.domain.config import GuardConfig, ResumePolicy
+from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.limits import LimitSettings
+from ess_sidecar.domain.orders import Fill, Order, PositionSnapshot, Side
+from ess_sidecar.domain.planner import Plan
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import Directive, Transition, TriggerMode, TriggerReason
+
+T0 = 1_700_000_000.0  # a realistic wall-clock epoch: cooldown messages format it
+ACCOUNT = "acc-1"
+STRATEGY = "strat-1"
+SYMBOL = "BTC-USD"
+EQUITY = 1_000_000.0
+
+
+def account(ident: str = ACCOUNT) -> Scope:
+    return Scope(ScopeKind.ACCOUNT, ident)
+
+
+def strategy(ident: str = STRATEGY) -> Scope:
+    return Scope(ScopeKind.STRATEGY, ident)
+
+
+def symbol(ident: str = SYMBOL) -> Scope:
+    return Scope(ScopeKind.SYMBOL, ident)
+
+
+def rules(**changes: dict) -> dict[str, BreakerRule]:
+    """The default breaker rules with some fields of some rules replaced."""
+    merged = dict(DEFAULT_RULES)
+    for name, fields in changes.items():
+        merged[name] = dataclasses.replace(merged[name], **fields)
+    return merged
+
+
+def make_engine(*, breakers: dict[str, BreakerRule] | None = None,
+                overrides: dict[Scope, dict[str, BreakerRule]] | None = None,
+                limits: LimitSettings | None = None,
+                policy: dict[ScopeKind, ResumePolicy] | None = None,
+                equity: float | None = EQUITY) -> GuardEngine:
+    """An engine with DESIGN.md's defaults unless told otherwise; equity synced for ACCOUNT."""
+    settings = BreakerSettings(defaults=breakers or dict(DEFAULT_RULES),
+                               overrides=overrides or {})
+    engine = GuardEngine(GuardConfig(breakers=settings, limits=limits or LimitSettings(),
+                                     policy=policy or {}))
+    if equity is not None:
+        engine.sync_positions(ACCOUNT, equity, [])
+    return engine
+
+
+def order(quantity: float = 1.0, price: float = 100.0, side: Side = Side.BUY, *,
+          account: str = ACCOUNT, strategy: str = STRATEGY, symbol: str = SYMBOL,
+          client_order_id: str = "") -> Order:
+    return Order(account, strategy, symbol, side, quantity, price,
+                 client_order_id=client_order_id)
+
+
+def fill(quantity: float, price: float = 100.0, side: Side = Side.BUY, *,
+         account: str = ACCOUNT, strategy: str = STRATEGY, symbol: str = SYMBOL) -> Fill:
+    return Fill(account, strategy, symbol, side, quantity, price)
+
+
+def position(quantity: float, mark: float = 100.0, *, strategy: str = STRATEGY,
+             symbol: str = SYMBOL) -> PositionSnapshot:
+    return PositionSnapshot(strategy, symbol, quantity, mark)
+
+
+def run(engine: GuardEngine, plan: Plan) -> list[Transition]:
+    """What the service does between plan and apply, minus persistence."""
+    engine.apply(plan.transitions)
+    return plan.transitions
+
+
+def trip(engine: GuardEngine, scope: Scope = GLOBAL, now: float = T0,
+         mode: TriggerMode = TriggerMode.HALT) -> list[Transition]:
+    return run(engine, engine.plan_trigger(scope, mode, "drill", TriggerReason.USER_INITIATED,
+                                           [Directive.CANCEL_OPEN_ORDERS], "operator", now))
+
+
+def report(engine: GuardEngine, scope: Scope, metric, value: float,
+           now: float = T0) -> list[Transition]:
+    return run(engine, engine.plan_report(scope, metric, value, now))
+
+
+def reset(engine: GuardEngine, scope: Scope = GLOBAL, now: float = T0,
+          force: bool = False) -> list[Transition]:
+    return run(engine, engine.plan_reset(scope, "checked, resuming", force, "operator", now))
+
+
+def timers(engine: GuardEngine, now: float) -> list[Transition]:
+    return run(engine, engine.plan_timers(now))
+
+
+@pytest.fixture
+def engine() -> GuardEngine:
+    return make_engine()

@@ -1,0 +1,214 @@
+"""Breakers with DESIGN.md's defaults, and Trigger, the manual kill switch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ess_sidecar.domain.breakers import BreakerRule, Metric
+from ess_sidecar.domain.config import ResumePolicy
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.errors import InvalidArgument
+from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
+from ess_sidecar.domain.states import SYSTEM_ACTOR, Cause, Directive, State, TriggerMode, \
+    TriggerReason
+
+from .conftest import T0, account, make_engine, order, report, reset, rules, run, strategy, \
+    symbol, trip
+
+M = Metric
+LEVELS = [(M.DAILY_DRAWDOWN_PCT, "daily_drawdown_pct", 5), (M.WEEKLY_DRAWDOWN_PCT,
+          "weekly_drawdown_pct", 10), (M.TOTAL_DRAWDOWN_PCT, "total_drawdown_pct", 20),
+          (M.OPEN_LOSS_PCT, "open_loss_pct", 10)]
+WINDOWED = [(M.EXECUTION_ERROR, "execution_errors", 5, 15 * 60),
+            (M.API_ERROR, "api_errors", 3, 60), (M.ORDER_FAILURE, "order_failures", 10, 5 * 60),
+            (M.STOP_LOSS_HIT, "stop_loss_hits", 3, 60 * 60)]
+
+
+def assert_tripped_by(transitions, scope, breaker, state=State.TRIPPED):
+    assert len(transitions) == 1
+    (transition,) = transitions
+    assert (transition.scope, transition.state, transition.cause, transition.breaker,
+            transition.actor) == (scope, state, Cause.BREAKER, breaker, SYSTEM_ACTOR)
+
+
+@pytest.mark.parametrize("metric, breaker, threshold", LEVELS, ids=lambda v: str(v))
+def test_level_breakers_trip_at_their_default_threshold(engine, metric, breaker, threshold):
+    assert report(engine, account(), metric, threshold - 0.01) == []
+    assert_tripped_by(report(engine, account(), metric, threshold), account(), breaker)
+
+
+def test_equity_falling_twenty_percent_from_its_peak_trips_total_drawdown(engine):
+    for equity in (100_000, 120_000, 96_001):
+        assert report(engine, account(), M.EQUITY, equity) == []
+    assert_tripped_by(report(engine, account(), M.EQUITY, 96_000), account(),
+                      "total_drawdown_pct")
+
+
+@pytest.mark.parametrize("metric, breaker, count, window", WINDOWED, ids=lambda v: str(v))
+def test_event_breakers_trip_at_their_default_count_in_window(engine, metric, breaker, count,
+                                                               window):
+    for i in range(count - 1):
+        assert report(engine, strategy(), metric, 1, T0 + i) == []
+    assert_tripped_by(report(engine, strategy(), metric, 1, T0 + window - 1), strategy(),
+                      breaker)
+
+
+@pytest.mark.parametrize("metric, breaker, count, window", WINDOWED, ids=lambda v: str(v))
+def test_events_that_left_the_window_do_not_count(engine, metric, breaker, count, window):
+    for _ in range(count - 1):
+        report(engine, strategy(), metric, 1, T0)
+    assert report(engine, strategy(), metric, 1, T0 + window) == []
+
+
+def test_api_errors_trip_at_three_in_sixty_seconds(engine):
+    assert report(engine, GLOBAL, M.API_ERROR, 1, T0) == []
+    assert report(engine, GLOBAL, M.API_ERROR, 1, T0 + 30) == []
+    assert_tripped_by(report(engine, GLOBAL, M.API_ERROR, 1, T0 + 59), GLOBAL, "api_errors")
+
+
+def test_api_errors_outside_the_window_do_not_count(engine):
+    report(engine, GLOBAL, M.API_ERROR, 1, T0)
+    report(engine, GLOBAL, M.API_ERROR, 1, T0 + 30)
+    assert report(engine, GLOBAL, M.API_ERROR, 1, T0 + 60) == []  # T0's error has expired
+    assert report(engine, GLOBAL, M.API_ERROR, 1, T0 + 89) != []
+
+
+def test_one_report_may_carry_several_events_and_zero_means_one(engine):
+    assert report(engine, GLOBAL, M.API_ERROR, 0) == []
+    assert report(engine, GLOBAL, M.API_ERROR, 2) != []
+
+
+def test_event_windows_are_kept_per_scope(engine):
+    for ident in ("a", "b", "a", "b"):
+        assert report(engine, strategy(ident), M.API_ERROR, 1) == []
+
+
+def test_failed_trades_trip_at_five_losing_trades_in_an_hour(engine):
+    for i in range(4):
+        assert report(engine, strategy(), M.TRADE_RESULT, -10, T0 + i * 60) == []
+    assert_tripped_by(report(engine, strategy(), M.TRADE_RESULT, -10, T0 + 3599), strategy(),
+                      "failed_trades")
+
+
+def lose(engine, times, start, step=15 * 60):
+    """Losing trades far enough apart that failed_trades (5 an hour) never trips."""
+    trips = []
+    for i in range(times):
+        trips += report(engine, strategy(), M.TRADE_RESULT, -10, start + i * step)
+    return trips, start + times * step
+
+
+def test_consecutive_losses_trip_at_ten(engine):
+    trips, now = lose(engine, 9, T0)
+    assert trips == []
+    assert_tripped_by(lose(engine, 1, now)[0], strategy(), "consecutive_losses")
+
+
+def test_consecutive_losses_reset_by_a_winning_trade(engine):
+    trips, now = lose(engine, 9, T0)
+    assert report(engine, strategy(), M.TRADE_RESULT, 25, now) == []
+    trips, now = lose(engine, 9, now + 900)
+    assert trips == []
+    assert_tripped_by(lose(engine, 1, now)[0], strategy(), "consecutive_losses")
+
+
+def test_data_feed_corrupt_trips_on_any_report(engine):
+    assert_tripped_by(report(engine, symbol(), M.DATA_FEED_CORRUPT, 0), symbol(),
+                      "data_feed_corrupt")
+
+
+def test_system_health_trips_when_critical_only(engine):
+    assert report(engine, GLOBAL, M.SYSTEM_HEALTH, 0) == []
+    assert report(engine, GLOBAL, M.SYSTEM_HEALTH, 1) == []  # degraded
+    assert_tripped_by(report(engine, GLOBAL, M.SYSTEM_HEALTH, 2), GLOBAL, "system_health")
+
+
+def test_breaker_with_consecutive_two_ignores_one_bad_tick():
+    engine = make_engine(breakers=rules(daily_drawdown_pct={"consecutive": 2}))
+    assert report(engine, account(), M.DAILY_DRAWDOWN_PCT, 6) == []
+    assert report(engine, account(), M.DAILY_DRAWDOWN_PCT, 1) == []  # the streak is broken
+    assert report(engine, account(), M.DAILY_DRAWDOWN_PCT, 6) == []
+    assert_tripped_by(report(engine, account(), M.DAILY_DRAWDOWN_PCT, 7), account(),
+                      "daily_drawdown_pct")
+
+
+def test_breaker_in_reduce_only_mode_restricts_instead_of_halting():
+    engine = make_engine(breakers=rules(open_loss_pct={"mode": TriggerMode.REDUCE_ONLY}))
+    assert_tripped_by(report(engine, account(), M.OPEN_LOSS_PCT, 12), account(),
+                      "open_loss_pct", State.REDUCE_ONLY)
+    assert engine.check(order(), T0).reason is DecisionReason.REDUCE_ONLY
+    assert_tripped_by(report(engine, account(), M.DAILY_DRAWDOWN_PCT, 6), account(),
+                      "daily_drawdown_pct")  # a halting breaker escalates
+
+
+def test_disabled_breaker_never_trips():
+    engine = make_engine(breakers=rules(api_errors={"enabled": False}))
+    for i in range(10):
+        assert report(engine, GLOBAL, M.API_ERROR, 1, T0 + i) == []
+
+
+def test_per_scope_override_applies_to_that_scope_only():
+    engine = make_engine(overrides={symbol(): {"api_errors": BreakerRule(1, window_s=60)}})
+    assert report(engine, symbol("ETH-USD"), M.API_ERROR, 1) == []
+    assert_tripped_by(report(engine, symbol(), M.API_ERROR, 1), symbol(), "api_errors")
+
+
+def test_a_breach_is_denied_by_the_very_next_check(engine):
+    report(engine, account(), M.DAILY_DRAWDOWN_PCT, 5.5)
+    decision = engine.check(order(), T0)
+    assert decision.reason is DecisionReason.SCOPE_TRIPPED
+    assert decision.blocking_scope == account() and decision.state_version == 1
+
+
+def test_a_breach_on_a_tripped_scope_adds_no_transition(engine):
+    report(engine, GLOBAL, M.SYSTEM_HEALTH, 2)
+    assert report(engine, GLOBAL, M.DATA_FEED_CORRUPT, 0) == []
+    assert engine.version == 1
+
+
+@pytest.mark.parametrize("metric, value", [
+    (M.DAILY_DRAWDOWN_PCT, math.nan), (M.OPEN_LOSS_PCT, math.inf), (M.EQUITY, -math.inf),
+    (M.DAILY_DRAWDOWN_PCT, -1), (M.API_ERROR, -1), (M.API_ERROR, 1.5), (M.API_ERROR, 2e6),
+    (M.SYSTEM_HEALTH, 3), (M.EQUITY, -1), (M.TRADE_RESULT, math.nan),
+], ids=repr)
+def test_invalid_metric_values_are_rejected_and_change_nothing(metric, value):
+    engine = make_engine(breakers=rules(api_errors={"threshold": 1}))
+    with pytest.raises(InvalidArgument) as raised:
+        engine.plan_report(account(), metric, value, T0)
+    assert raised.value.field == "value"
+    assert engine.version == 0 and engine.book.equity("acc-1") == 1e6
+    assert engine.breakers.holding(account(), T0) == []
+
+
+def test_trigger_halts_a_scope_with_its_reason_and_directives(engine):
+    plan = engine.plan_trigger(strategy(), TriggerMode.HALT, "fat finger",
+                               TriggerReason.RISK_VIOLATION,
+                               [Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS],
+                               "alice", T0)
+    (transition,) = run(engine, plan)
+    assert (transition.version, transition.previous, transition.state, transition.cause,
+            transition.reason, transition.reason_code, transition.actor, transition.directives
+            ) == (1, State.ARMED, State.TRIPPED, Cause.TRIGGER, "fat finger",
+                  TriggerReason.RISK_VIOLATION, "alice",
+                  (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS))
+    assert engine.state_of(strategy()) is State.TRIPPED
+
+
+def test_trigger_never_loosens_a_scope(engine):
+    assert trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY) != []
+    assert trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY) == []
+    assert trip(engine, GLOBAL, mode=TriggerMode.HALT) != []  # escalates
+    assert trip(engine, GLOBAL, mode=TriggerMode.HALT) == []
+    assert trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY) == []
+    assert engine.state_of(GLOBAL) is State.TRIPPED and engine.version == 2
+
+
+def test_trigger_during_cooling_down_starts_over():
+    engine = make_engine(policy={ScopeKind.GLOBAL: ResumePolicy(0, rearm_delay_s=60)})
+    trip(engine, GLOBAL, T0)
+    reset(engine, GLOBAL, T0 + 1)
+    (transition,) = trip(engine, GLOBAL, T0 + 2)
+    assert (transition.previous, transition.state, transition.time) == (
+        State.COOLING_DOWN, State.TRIPPED, T0 + 2)

@@ -1,0 +1,263 @@
+"""CheckOrder in the domain: covering scopes, then DESIGN.md's limits in order."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.config import ResumePolicy
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.errors import InvalidArgument
+from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
+from ess_sidecar.domain.orders import Side
+from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
+from ess_sidecar.domain.states import State, TriggerMode
+
+from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
+    position, report, reset, strategy, symbol, trip
+
+R = DecisionReason
+
+
+def test_armed_engine_allows_an_ordinary_order(engine):
+    decision = engine.check(order(), T0)
+    assert decision.allowed and decision.reason is R.ALLOWED
+    assert decision.blocking_scope is None and decision.message == ""
+
+
+def test_decisions_carry_the_state_version_and_a_unique_id(engine):
+    first = engine.check(order(), T0)
+    trip(engine, symbol("ETH-USD"))
+    second = engine.check(order(), T0)
+    assert (first.state_version, second.state_version) == (0, 1)
+    assert first.decision_id != second.decision_id
+
+
+@pytest.mark.parametrize("scope", [GLOBAL, account(), strategy(), symbol()], ids=str)
+def test_tripped_scope_denies_everything_it_covers(engine, scope):
+    engine.apply_fill(fill(5))
+    trip(engine, scope)
+    for candidate in (order(1, side=Side.BUY), order(1, side=Side.SELL)):
+        decision = engine.check(candidate, T0)
+        assert not decision.allowed
+        assert decision.reason is R.SCOPE_TRIPPED and decision.blocking_scope == scope
+
+
+@pytest.mark.parametrize("scope", [account("other"), strategy("other"), symbol("ETH-USD")],
+                         ids=str)
+def test_scopes_that_do_not_cover_the_order_do_not_block_it(engine, scope):
+    trip(engine, scope)
+    assert engine.check(order(), T0).allowed
+
+
+def test_cooling_down_scope_denies_even_a_reducing_order():
+    engine = make_engine(policy={ScopeKind.STRATEGY: ResumePolicy(0, rearm_delay_s=60)})
+    engine.apply_fill(fill(5))
+    trip(engine, strategy())
+    reset(engine, strategy(), T0 + 1)
+    assert engine.state_of(strategy()) is State.COOLING_DOWN
+    decision = engine.check(order(1, side=Side.SELL), T0 + 2)
+    assert decision.reason is R.COOLING_DOWN and decision.blocking_scope == strategy()
+
+
+def test_reduce_only_scope_denies_growing_order(engine):
+    engine.apply_fill(fill(5))
+    trip(engine, symbol(), mode=TriggerMode.REDUCE_ONLY)
+    decision = engine.check(order(1, side=Side.BUY), T0)
+    assert decision.reason is R.REDUCE_ONLY and decision.blocking_scope == symbol()
+
+
+def test_reduce_only_scope_denies_opening_a_position(engine):
+    trip(engine, symbol(), mode=TriggerMode.REDUCE_ONLY)
+    assert engine.check(order(1, side=Side.SELL), T0).reason is R.REDUCE_ONLY
+
+
+@pytest.mark.parametrize("held, side, quantity, allowed", [
+    (5, Side.SELL, 1, True), (5, Side.SELL, 5, True), (5, Side.SELL, 6, False),
+    (-5, Side.BUY, 2, True), (-5, Side.SELL, 1, False),
+])
+def test_reduce_only_scope_allows_only_orders_toward_flat(engine, held, side, quantity,
+                                                          allowed):
+    engine.apply_fill(fill(abs(held), side=Side.BUY if held > 0 else Side.SELL))
+    trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY)
+    assert engine.check(order(quantity, side=side), T0).allowed is allowed
+
+
+def test_order_is_judged_by_most_restrictive_covering_scope(engine):
+    engine.apply_fill(fill(5))
+    trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY)
+    trip(engine, strategy())
+    reducing = order(1, side=Side.SELL)
+    decision = engine.check(reducing, T0)
+    assert decision.reason is R.SCOPE_TRIPPED and decision.blocking_scope == strategy()
+    assert engine.check(reducing._replace(strategy="other"), T0).reason is R.REDUCE_ONLY
+
+
+def test_limits_are_checked_in_design_order_first_failure_wins():
+    limits = LimitSettings(default=SymbolLimits(max_order_quantity=10, max_order_notional=5000,
+                                                price_band_pct=10),
+                           max_orders_per_second=1)
+    engine = make_engine(limits=limits, equity=3000)
+    engine.sync_positions(ACCOUNT, 3000, [position(0, mark=100)])
+    assert engine.check(order(1, 100), T0).allowed  # uses up this second's order rate
+    # each order below fails its own step and every later one; the earliest step answers
+    trip(engine, strategy(), T0 + 0.1)
+    assert engine.check(order(60, 200), T0 + 0.1).reason is R.SCOPE_TRIPPED
+    reset(engine, strategy(), T0 + 0.2, force=True)
+    steps = [(order(60, 200), R.MAX_ORDER_QUANTITY), (order(10, 600), R.MAX_ORDER_NOTIONAL),
+             (order(10, 120), R.PRICE_BAND), (order(10, 105), R.ORDER_RATE)]
+    for candidate, reason in steps:
+        assert engine.check(candidate, T0 + 0.3).reason is reason
+    assert engine.check(order(10, 105), T0 + 1.5).reason is R.SYMBOL_EXPOSURE
+    assert engine.check(order(5, 105), T0 + 1.5).allowed
+
+
+def test_max_order_quantity_and_notional_per_symbol_or_default():
+    limits = LimitSettings(default=SymbolLimits(max_order_quantity=10),
+                           symbols={"ETH-USD": SymbolLimits(max_order_notional=1000)})
+    engine = make_engine(limits=limits)
+    assert engine.check(order(10), T0).allowed
+    assert engine.check(order(11), T0).reason is R.MAX_ORDER_QUANTITY
+    eth = order(11, 90, symbol="ETH-USD")  # the symbol's own limits replace the default
+    assert engine.check(eth, T0).allowed
+    assert engine.check(eth._replace(price=91), T0).reason is R.MAX_ORDER_NOTIONAL
+
+
+def test_price_band_uses_last_mark(engine):
+    engine.sync_positions(ACCOUNT, 1e6, [position(0, mark=100)])  # flat, but it carries a mark
+    assert engine.check(order(1, 109), T0).allowed
+    assert engine.check(order(1, 91), T0).allowed
+    denied = engine.check(order(1, 111), T0)
+    assert denied.reason is R.PRICE_BAND and "mark 100" in denied.message
+    engine.apply_fill(fill(1, price=200))  # the last fill moves the mark
+    assert engine.check(order(1, 111), T0).reason is R.PRICE_BAND
+    assert engine.check(order(1, 210), T0).allowed
+
+
+def test_price_band_is_skipped_while_no_mark_is_known(engine):
+    assert engine.check(order(1, 12345), T0).allowed
+
+
+def test_order_rate_per_strategy(engine):
+    for i in range(100):
+        assert engine.check(order(), T0 + i * 0.001).allowed
+    assert engine.check(order(), T0 + 0.5).reason is R.ORDER_RATE
+    assert engine.check(order(strategy="strat-2"), T0 + 0.5).allowed
+    assert engine.check(order(), T0 + 1.0005).allowed  # the first order left the window
+    assert engine.check(order(), T0 + 1.0006).reason is R.ORDER_RATE
+
+
+def test_denied_orders_do_not_count_toward_the_order_rate():
+    engine = make_engine(limits=LimitSettings(default=SymbolLimits(max_order_quantity=5),
+                                              max_orders_per_second=2))
+    for _ in range(5):
+        assert engine.check(order(6), T0).reason is R.MAX_ORDER_QUANTITY
+    assert engine.check(order(), T0).allowed
+    assert engine.check(order(), T0).allowed
+    assert engine.check(order(), T0).reason is R.ORDER_RATE
+
+
+def test_exposure_denied_when_equity_unknown():
+    engine = make_engine(equity=None)
+    denied = engine.check(order(), T0)
+    assert denied.reason is R.EQUITY_UNKNOWN and ACCOUNT in denied.message
+    engine.apply_fill(fill(5))
+    assert engine.check(order(1, side=Side.SELL), T0).allowed  # reducing needs no equity
+
+
+def test_equity_reported_as_a_metric_makes_exposure_checkable():
+    engine = make_engine(equity=None)
+    report(engine, account(), Metric.EQUITY, 1e6)
+    assert engine.check(order(), T0).allowed
+
+
+def test_exposure_limits_off_allow_orders_without_equity():
+    engine = make_engine(limits=LimitSettings(exposure_enabled=False), equity=None)
+    assert engine.check(order(1e6, 100), T0).allowed
+
+
+@pytest.mark.parametrize("held, allowed, denied, reason", [
+    ([], 29, 31, R.SYMBOL_EXPOSURE),
+    ([position(20, 1000, strategy="s-a")], 9, 11, R.SYMBOL_EXPOSURE),  # summed over strategies
+    ([position(250, 100, symbol="ETH"), position(250, 100, symbol="SOL")], 9, 11,
+     R.STRATEGY_EXPOSURE),
+    ([position(250, 100, strategy="s-a", symbol="ETH"),
+      position(250, 100, strategy="s-b", symbol="SOL"),
+      position(250, 100, strategy="s-c", symbol="XRP")], 14, 16, R.PORTFOLIO_EXPOSURE),
+], ids=["symbol", "symbol-across-strategies", "strategy", "portfolio"])
+def test_symbol_strategy_portfolio_exposure_limits(held, allowed, denied, reason):
+    engine = make_engine(equity=100_000)  # limits: symbol 30 %, strategy 60 %, portfolio 90 %
+    engine.sync_positions(ACCOUNT, 100_000, held)  # each order below is 1000 a unit
+    assert engine.check(order(allowed, 1000), T0).allowed
+    assert engine.check(order(denied, 1000), T0).reason is reason
+
+
+def test_max_open_positions(engine):
+    held = [position(1, 100, symbol=f"SYM-{i}") for i in range(9)]
+    engine.sync_positions(ACCOUNT, 1e6, held)
+    assert engine.check(order(1, 100, symbol="NEW-1"), T0).allowed  # the tenth
+    engine.sync_positions(ACCOUNT, 1e6, held + [position(1, 100, symbol="SYM-9")])
+    denied = engine.check(order(1, 100, symbol="NEW-1"), T0)
+    assert denied.reason is R.MAX_POSITIONS
+    assert engine.check(order(1, 100, symbol="SYM-3"), T0).allowed  # adds to an open one
+
+
+def test_order_that_does_not_grow_the_position_is_never_denied_by_exposure():
+    engine = make_engine(equity=100_000)
+    engine.sync_positions(ACCOUNT, 100_000, [position(500, 1000)])  # 500 % of equity
+    assert engine.check(order(1, 1000), T0).reason is R.SYMBOL_EXPOSURE
+    assert engine.check(order(100, 1000, Side.SELL), T0).allowed
+    assert engine.check(order(1000, 1000, Side.SELL), T0).allowed  # flips to -500: no growth
+
+
+VALID_ID = "x" * 128
+BAD_NUMBERS = [math.nan, math.inf, -math.inf, -1.0, 0.0]
+BAD_IDS = ["", "x" * 129, "tab\there"]
+INVALID = ([("quantity", v) for v in BAD_NUMBERS] + [("price", v) for v in BAD_NUMBERS]
+           + [(f, v) for f in ("account", "strategy", "symbol") for v in BAD_IDS]
+           + [("client_order_id", "x" * 129), ("side", 3), ("side", 1)])
+
+
+@pytest.mark.parametrize("field, value", INVALID, ids=repr)
+def test_invalid_order_fields_are_rejected_and_change_nothing(field, value):
+    engine = make_engine(limits=LimitSettings(max_orders_per_second=1))
+    before = (engine.version, engine.restricted())
+    with pytest.raises(InvalidArgument) as raised:
+        engine.check(order()._replace(**{field: value}), T0)
+    assert raised.value.field == field
+    assert (engine.version, engine.restricted()) == before
+    first = engine.check(order(), T0)
+    assert first.allowed and first.decision_id.endswith("-1")  # no id or rate slot was used
+
+
+def test_ids_of_128_characters_are_accepted(engine):
+    candidate = order(account=VALID_ID, strategy=VALID_ID, symbol=VALID_ID,
+                      client_order_id=VALID_ID)
+    engine.sync_positions(VALID_ID, 1e6, [])
+    assert engine.check(candidate, T0).allowed
+
+
+@pytest.mark.parametrize("field, value", INVALID[:10] + [("account", ""), ("side", 0)], ids=repr)
+def test_invalid_fills_are_rejected_and_leave_the_book_alone(engine, field, value):
+    bad = fill(1)._replace(**{field: value})
+    with pytest.raises(InvalidArgument):
+        engine.apply_fill(bad)
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0.0
+    assert engine.book.mark(SYMBOL) is None
+
+
+@pytest.mark.parametrize("snapshot, equity, field", [
+    ([], 0.0, "equity"), ([], math.nan, "equity"),
+    ([position(math.nan)], 1e6, "positions[0].quantity"),
+    ([position(1, mark=0.0)], 1e6, "positions[0].mark_price"),
+    ([position(1, mark=-5.0)], 1e6, "positions[0].mark_price"),
+    ([position(1, symbol="")], 1e6, "positions[0].symbol"),
+])
+def test_invalid_position_snapshots_are_rejected_and_leave_the_book_alone(engine, snapshot,
+                                                                          equity, field):
+    with pytest.raises(InvalidArgument) as raised:
+        engine.sync_positions(ACCOUNT, equity, snapshot)
+    assert raised.value.field == field
+    assert engine.book.equity(ACCOUNT) == 1e6 and engine.book.positions(ACCOUNT) == {}

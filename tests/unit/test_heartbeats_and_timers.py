@@ -1,0 +1,140 @@
+"""What time alone causes: stale data feeds and lost executor heartbeats."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
+from ess_sidecar.domain.scopes import GLOBAL
+from ess_sidecar.domain.states import Cause, State, TriggerMode
+
+from .conftest import T0, make_engine, order, report, reset, rules, strategy, symbol, timers, \
+    trip
+
+COOLDOWN = 15 * 60
+
+
+def tick(engine, now, scope=None):
+    return report(engine, scope or symbol(), Metric.DATA_FEED_TICK, 1, now)
+
+
+def test_stale_feed_trips_after_thirty_seconds_without_tick(engine):
+    tick(engine, T0)
+    assert timers(engine, T0 + 29.9) == []
+    (transition,) = timers(engine, T0 + 30)
+    assert (transition.scope, transition.state, transition.cause, transition.breaker) == (
+        symbol(), State.TRIPPED, Cause.BREAKER, "data_feed_stale")
+
+
+def test_ticks_keep_the_feed_fresh(engine):
+    for second in range(0, 300, 10):
+        tick(engine, T0 + second)
+        assert timers(engine, T0 + second + 9) == []
+
+
+def test_a_feed_that_never_ticked_is_not_stale(engine):
+    assert timers(engine, T0 + 3600) == []
+
+
+def test_stale_feed_trips_once_per_episode(engine):
+    tick(engine, T0)
+    assert timers(engine, T0 + 30) != []
+    reset(engine, symbol(), T0 + 31, force=True)
+    assert timers(engine, T0 + 60) == []  # still the same silence
+    tick(engine, T0 + 61)
+    assert timers(engine, T0 + 91) != []
+
+
+def test_reset_refused_while_the_feed_is_still_stale(engine):
+    tick(engine, T0)
+    timers(engine, T0 + 30)
+    with pytest.raises(ResetRefused, match="data_feed_stale"):
+        reset(engine, symbol(), T0 + 30 + COOLDOWN)
+    tick(engine, T0 + 30 + COOLDOWN)
+    assert reset(engine, symbol(), T0 + 30 + COOLDOWN)[0].state is State.ARMED
+
+
+def test_heartbeat_lost_trips_the_executor_scope(engine):
+    assert engine.heartbeat("exec-1", strategy(), 5.0, T0) is True
+    assert timers(engine, T0 + 5) == []
+    (transition,) = timers(engine, T0 + 5.1)
+    assert (transition.scope, transition.state, transition.cause, transition.breaker) == (
+        strategy(), State.TRIPPED, Cause.HEARTBEAT_LOST, "heartbeat_lost")
+    assert "exec-1" in transition.reason
+    assert engine.check(order(), T0 + 6).reason is DecisionReason.SCOPE_TRIPPED
+    assert engine.check(order(strategy="other"), T0 + 6).allowed
+    assert engine.state_of(GLOBAL) is State.ARMED
+
+
+def test_heartbeats_within_the_ttl_keep_the_scope_armed(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    for second in range(4, 120, 4):
+        assert engine.heartbeat("exec-1", strategy(), 5.0, T0 + second) is False
+        assert timers(engine, T0 + second + 4.9) == []
+
+
+def test_a_lost_heartbeat_trips_once(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    assert timers(engine, T0 + 6) != []
+    reset(engine, strategy(), T0 + 7, force=True)
+    assert timers(engine, T0 + 60) == []
+
+
+def test_a_deregistered_executor_never_trips(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    assert engine.heartbeat("exec-1", strategy(), 5.0, T0 + 1, deregister=True) is True
+    assert timers(engine, T0 + 60) == []
+
+
+def test_a_changed_ttl_or_scope_is_a_new_registration(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    assert engine.heartbeat("exec-1", strategy(), 10.0, T0 + 1) is True
+    assert engine.heartbeat("exec-1", GLOBAL, 10.0, T0 + 2) is True
+    assert timers(engine, T0 + 12.5)[0].scope == GLOBAL
+
+
+def test_reset_refused_while_the_heartbeat_is_still_lost_unless_forced(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    timers(engine, T0 + 6)
+    with pytest.raises(ResetRefused, match="heartbeat_lost"):
+        reset(engine, strategy(), T0 + 6 + COOLDOWN)
+    engine.heartbeat("exec-1", strategy(), 5.0, T0 + 7 + COOLDOWN)
+    assert reset(engine, strategy(), T0 + 7 + COOLDOWN)[0].state is State.ARMED
+
+
+def test_a_disabled_heartbeat_breaker_neither_trips_nor_blocks_a_reset():
+    engine = make_engine(breakers=rules(heartbeat_lost={"enabled": False}))
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    assert timers(engine, T0 + 6) == []
+    trip(engine, strategy(), T0 + 7)
+    assert reset(engine, strategy(), T0 + 7 + COOLDOWN)[0].state is State.ARMED
+
+
+def test_heartbeat_breaker_may_restrict_to_reduce_only():
+    engine = make_engine(breakers=rules(heartbeat_lost={"mode": TriggerMode.REDUCE_ONLY}))
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    assert timers(engine, T0 + 6)[0].state is State.REDUCE_ONLY
+
+
+@pytest.mark.parametrize("executor_id, ttl_s, field", [
+    ("exec-1", math.nan, "ttl_s"), ("exec-1", math.inf, "ttl_s"), ("exec-1", 0.0, "ttl_s"),
+    ("exec-1", -5.0, "ttl_s"), ("exec-1", 3601.0, "ttl_s"),
+    ("", 5.0, "executor_id"), ("x" * 129, 5.0, "executor_id"),
+], ids=repr)
+def test_invalid_heartbeats_are_rejected_and_register_nothing(engine, executor_id, ttl_s,
+                                                             field):
+    with pytest.raises(InvalidArgument) as raised:
+        engine.heartbeat(executor_id, strategy(), ttl_s, T0)
+    assert raised.value.field == field and engine.heartbeats.registrations() == []
+
+
+def test_one_timer_pass_may_trip_several_scopes_in_version_order(engine):
+    tick(engine, T0)
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    transitions = timers(engine, T0 + 30)
+    assert [t.scope for t in transitions] == [symbol(), strategy()]
+    assert [t.version for t in transitions] == [1, 2] and engine.version == 2
