@@ -41,11 +41,17 @@ class Plan:
     def trip(self, scope: Scope, mode: TriggerMode, cause: Cause, reason: str, actor: str,
              breaker: str = "", reason_code: TriggerReason | None = None,
              directives: Iterable[Directive] = ()) -> Transition | None:
-        """Restrict a scope. Never loosens: a halted scope stays halted, and a second
-        reduce-only trip changes nothing. A trip during COOLING_DOWN starts over."""
+        """Restrict a scope. A halted scope stays halted and a second reduce-only trip
+        changes nothing, except that an operator's trigger landing on an automatic
+        restriction is recorded as the operator's own (so no auto re-arm can lift it, and
+        its directives reach the watchers). A trip during COOLING_DOWN starts over: the
+        scope takes the trip's state, even REDUCE_ONLY, instead of re-arming."""
         target = State.TRIPPED if mode is TriggerMode.HALT else State.REDUCE_ONLY
         state = self.state_of(scope)
         if state is State.TRIPPED or state is target:
-            return None
+            current = self.current(scope)
+            if cause is not Cause.TRIGGER or current is None or current.cause is Cause.TRIGGER:
+                return None
+            target = state  # re-latch by hand, never loosen
         return self.move(scope, target, cause, reason, actor, breaker=breaker,
                          reason_code=reason_code, directives=tuple(directives))

@@ -9,7 +9,7 @@ from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
-from ess_sidecar.domain.states import Cause, State, TriggerMode
+from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode
 
 from .conftest import T0, account, make_engine, order, report, reset, rules, strategy, symbol, \
     timers, trip
@@ -166,3 +166,27 @@ def test_auto_rearm_does_not_lift_an_earlier_manual_restriction():
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 20)
     assert timers(engine, T0 + 10 * COOLDOWN) == []
     assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_operator_trigger_on_an_auto_rearming_trip_is_latched_by_hand():
+    engine = make_engine(breakers=rules(daily_drawdown_pct={"auto_rearm": True}))
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0)
+    (latched,) = trip(engine, account(), T0 + 10)  # the operator's kill switch
+    assert (latched.previous, latched.state, latched.cause) == (
+        State.TRIPPED, State.TRIPPED, Cause.TRIGGER)
+    assert latched.directives == (Directive.CANCEL_OPEN_ORDERS,)
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 20)
+    assert timers(engine, T0 + 10 * COOLDOWN) == []
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_operator_reduce_only_on_an_automatic_halt_keeps_it_halted():
+    engine = make_engine(breakers=rules(daily_drawdown_pct={"auto_rearm": True}))
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0)
+    (latched,) = trip(engine, account(), T0 + 10, mode=TriggerMode.REDUCE_ONLY)
+    assert latched.state is State.TRIPPED and latched.cause is Cause.TRIGGER
+
+
+def test_second_operator_trigger_changes_nothing(engine):
+    trip(engine, account(), T0)
+    assert trip(engine, account(), T0 + 1) == []
