@@ -1,0 +1,170 @@
+"""GuardClient: fail-closed order checks over one long-lived stream, plus thin RPC wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
+
+from .convert import EnumLike, ScopeLike, order_request, to_enum, to_scope
+from .failures import FailurePolicy, log
+from .stream import CheckStream
+from .verdict import Failure, Verdict, failed
+
+# The sidecar's budget on a Unix socket is p99.9 <= 1 ms. Measured through this client on
+# a loaded 2-core host (p50 ~0.37 ms, p99.9 ~0.7-2 ms), about 1 check in 20 000 took over
+# 5 ms (a false denial at 5 ms) and about 1 in 60 000 over 10 ms. 10 ms keeps false
+# denials rare while a hung sidecar still costs each order at most 10 ms.
+DEFAULT_CHECK_TIMEOUT_S = 0.010
+# Not the hot path; a Trigger is fsynced before it is acknowledged.
+DEFAULT_RPC_TIMEOUT_S = 1.0
+# After this long without any answer the stream is taken for hung and replaced.
+DEFAULT_STALL_AFTER_S = 1.0
+# gRPC's default reconnect backoff grows to 120 s; a same-host sidecar restarted by its
+# supervisor should be found again within a second.
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
+                   ("grpc.min_reconnect_backoff_ms", 50),
+                   ("grpc.max_reconnect_backoff_ms", 1000))
+
+
+class GuardClient:
+    """A client of one sidecar. `check` never raises (fail-closed); the other RPCs raise
+    grpc.aio.AioRpcError like any gRPC call. Use from one event loop; close() when done."""
+
+    def __init__(self, target: str, *, check_timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
+                 rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S, fail_open: bool = False,
+                 metadata: Sequence[tuple[str, str]] = (),
+                 stall_after_s: float = DEFAULT_STALL_AFTER_S, log_interval_s: float = 1.0,
+                 channel: grpc.aio.Channel | None = None) -> None:
+        """`target` is "unix:/path/ess.sock" (fastest) or "host:port"; a ready-made
+        `channel` may be given instead and is then not closed by close()."""
+        self.check_timeout_s = check_timeout_s
+        self.rpc_timeout_s = rpc_timeout_s
+        self._owns_channel = channel is None
+        self._channel = channel or grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.GuardServiceStub(self._channel)
+        self._metadata = tuple(metadata)
+        self._stall_after_s = stall_after_s
+        self._policy = FailurePolicy(fail_open, log_interval_s)
+        self._ids = itertools.count(1)
+        self._stream: CheckStream | None = None
+        self.streams_opened = 0  # more than one means the stream was replaced after a failure
+        self._closed = False
+        if fail_open:
+            log.warning("ess client for %s is FAIL-OPEN: orders are allowed when the sidecar "
+                        "cannot be reached", target)
+
+    @property
+    def failures(self) -> Counter[Failure]:
+        """How many checks failed, by cause, since construction (fail-open ones included)."""
+        return self._policy.counts
+
+    @property
+    def failed_open(self) -> int:
+        """How many failed checks were allowed because of fail_open."""
+        return self._policy.failed_open
+
+    async def connect(self, timeout_s: float = 1.0) -> bool:
+        """Connect and open the stream, so the first check does not pay for it. Returns
+        whether the sidecar was reached within `timeout_s`; never raises."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
+        except (asyncio.TimeoutError, grpc.aio.UsageError):
+            return False
+        self._current_stream()
+        return True
+
+    async def check(self, *, account: str, strategy: str, symbol: str, side: EnumLike,
+                    quantity: float, price: float, reduce_only: bool = False,
+                    client_order_id: str = "", timeout_s: float | None = None) -> Verdict:
+        """May this order be sent? Obey `verdict.allowed`. Never raises (except the caller's
+        own cancellation): a missed deadline, an unreachable sidecar, a broken stream, a
+        rejected order or a malformed answer is a denial with `failure` set, counted and
+        logged; with fail_open only the connectivity causes are allowed instead."""
+        try:
+            order = order_request(account, strategy, symbol, side, quantity, price,
+                                  reduce_only, client_order_id)
+            verdict = await self._ask(order, self.check_timeout_s if timeout_s is None
+                                      else timeout_s)
+        except Exception as error:  # fail closed on anything, including a client bug
+            verdict = failed(Failure.CLIENT_ERROR, f"could not check the order: {error!r}")
+        return verdict if verdict.failure is None else self._policy.apply(verdict)
+
+    async def _ask(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
+        if self._closed:
+            return failed(Failure.CLIENT_ERROR, "the client is closed")
+        return await self._current_stream().ask(next(self._ids), order, timeout_s)
+
+    def _current_stream(self) -> CheckStream:
+        # A broken stream is never reused: the next check opens a fresh one.
+        if self._stream is None or self._stream.broken:
+            self._stream = CheckStream(self._stub, self._metadata, self._stall_after_s)
+            self.streams_opened += 1
+        return self._stream
+
+    async def close(self) -> None:
+        """Deny checks in flight, end the stream and close our channel; later checks deny."""
+        self._closed = True
+        if self._stream is not None:
+            await self._stream.close()
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> GuardClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def report_metric(self, scope: ScopeLike, metric: EnumLike,
+                            value: float) -> pb.ReportMetricResponse:
+        """One metric sample, e.g. ("STRATEGY:momo", "DAILY_DRAWDOWN_PCT", 6.0); returns the
+        scope's state after it, and whether this sample tripped it."""
+        return await self._unary(self._stub.ReportMetric, pb.ReportMetricRequest(
+            scope=to_scope(scope), metric=to_enum(pb.Metric, "METRIC_", metric), value=value))
+
+    async def report_fill(self, *, account: str, strategy: str, symbol: str, side: EnumLike,
+                          quantity: float, price: float) -> pb.ReportFillResponse:
+        """An incremental fill; returns the signed position after it."""
+        return await self._unary(self._stub.ReportFill, pb.ReportFillRequest(
+            account=account, strategy=strategy, symbol=symbol,
+            side=to_enum(pb.Side, "SIDE_", side), quantity=quantity, price=price))
+
+    async def sync_positions(self, account: str, equity: float,
+                             positions: Iterable[pb.Position]) -> pb.SyncPositionsResponse:
+        """Replace the account's book with this snapshot of positions, equity and marks."""
+        return await self._unary(self._stub.SyncPositions, pb.SyncPositionsRequest(
+            account=account, equity=equity, positions=list(positions)))
+
+    async def heartbeat(self, executor_id: str, scope: ScopeLike, ttl_ms: int,
+                        deregister: bool = False) -> pb.HeartbeatResponse:
+        """Dead-man's switch: `scope` trips if no heartbeat arrives within `ttl_ms`."""
+        return await self._unary(self._stub.Heartbeat, pb.HeartbeatRequest(
+            executor_id=executor_id, scope=to_scope(scope), ttl_ms=ttl_ms,
+            deregister=deregister))
+
+    async def trigger(self, scope: ScopeLike, reason: str = "",
+                      reason_code: EnumLike = pb.TRIGGER_REASON_USER_INITIATED,
+                      mode: EnumLike = pb.TRIGGER_MODE_HALT,
+                      directives: Iterable[EnumLike] = ()) -> pb.TriggerResponse:
+        """Kill switch for `scope`; durable on the sidecar before this returns."""
+        return await self._unary(self._stub.Trigger, pb.TriggerRequest(
+            scope=to_scope(scope), reason=reason,
+            reason_code=to_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code),
+            mode=to_enum(pb.TriggerMode, "TRIGGER_MODE_", mode),
+            directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives]))
+
+    async def get_state(self) -> pb.GetStateResponse:
+        """Every scope that is not ARMED, the thresholds in force and the state version."""
+        return await self._unary(self._stub.GetState, pb.GetStateRequest())
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        return await method(request, timeout=self.rpc_timeout_s,
+                            metadata=self._metadata or None)

@@ -1,0 +1,132 @@
+"""One CheckOrderStream call: many requests in flight, answers matched back by request_id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
+
+from .verdict import Failure, Verdict, failed, verdict_from_answer
+
+log = logging.getLogger("ess_client")
+
+# Codes that mean "the sidecar could not be heard from"; any other status is the sidecar
+# refusing the stream (auth, unimplemented, ...), which fail-open must never override.
+CONNECTIVITY_CODES = {
+    grpc.StatusCode.UNAVAILABLE: Failure.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Failure.DEADLINE,
+    grpc.StatusCode.CANCELLED: Failure.STREAM_BROKEN,
+    grpc.StatusCode.INTERNAL: Failure.STREAM_BROKEN,
+    grpc.StatusCode.UNKNOWN: Failure.STREAM_BROKEN,
+}
+
+
+def failure_of(code: grpc.StatusCode) -> Failure:
+    """The failure cause of a stream that ended with `code`."""
+    return CONNECTIVITY_CODES.get(code, Failure.REFUSED)
+
+
+class CheckStream:
+    """A single long-lived stream. Once `broken` it stays broken: the client opens a new one.
+
+    Requests go through a queue that gRPC drains, because a call accepts one write at a
+    time. The sidecar answers in request order, so every answer must be for the oldest
+    unanswered request: anything else means the stream cannot be trusted and is replaced."""
+
+    def __init__(self, stub: pb_grpc.GuardServiceStub, metadata: Sequence[tuple[str, str]],
+                 stall_after_s: float) -> None:
+        self.broken = False
+        self._loop = asyncio.get_running_loop()
+        self._stall_after_s = stall_after_s
+        self._outbox: asyncio.Queue[pb.CheckOrderStreamRequest | None] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[Verdict]] = {}
+        self._unanswered: deque[tuple[int, float]] = deque()  # (request_id, sent at)
+        self._call = stub.CheckOrderStream(self._requests(), metadata=metadata or None)
+        self._reader = self._loop.create_task(self._read())
+
+    async def ask(self, request_id: int, order: pb.CheckOrderRequest, timeout: float) -> Verdict:
+        """The verdict for `order`: the sidecar's answer, or a failure at the latest after
+        `timeout` seconds. Never raises, except CancelledError when the caller cancels."""
+        if self.broken:
+            return failed(Failure.STREAM_BROKEN, "the stream is already broken")
+        future: asyncio.Future[Verdict] = self._loop.create_future()
+        self._pending[request_id] = future
+        self._unanswered.append((request_id, self._loop.time()))
+        self._outbox.put_nowait(pb.CheckOrderStreamRequest(request_id=request_id, order=order))
+        timer = self._loop.call_later(timeout, self._expire, request_id, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._pending.pop(request_id, None)  # a late answer then finds nobody waiting
+
+    async def close(self) -> None:
+        """Deny everything in flight (CLIENT_ERROR: closing is our doing) and end the call."""
+        self._break(Failure.CLIENT_ERROR, "the client was closed")
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _requests(self) -> AsyncIterator[pb.CheckOrderStreamRequest]:
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    async def _read(self) -> None:
+        try:
+            async for answer in self._call:
+                self._on_answer(answer)
+                if self.broken:
+                    return
+            self._break(Failure.STREAM_BROKEN, "the sidecar ended the stream")
+        except grpc.aio.AioRpcError as error:
+            self._break(failure_of(error.code()), f"{error.code().name}: {error.details()}")
+        except asyncio.CancelledError:
+            # A cancelled call also raises CancelledError here; only our own task's
+            # cancellation is propagated.
+            self._break(Failure.STREAM_BROKEN, "the stream was cancelled")
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+        except Exception as error:  # a waiting check must never be left hanging
+            log.exception("ess stream reader failed")
+            self._break(Failure.CLIENT_ERROR, f"stream reader failed: {error!r}")
+
+    def _on_answer(self, answer: pb.CheckOrderStreamResponse) -> None:
+        if not self._unanswered:
+            self._break(Failure.MALFORMED, f"answer to request {answer.request_id} never sent")
+            return
+        expected, _ = self._unanswered.popleft()
+        if answer.request_id != expected:
+            self._resolve(expected, failed(
+                Failure.MALFORMED, f"answer to request {answer.request_id}, expected {expected}"))
+            self._break(Failure.MALFORMED, "answers out of order; the stream is replaced")
+            return
+        self._resolve(expected, verdict_from_answer(answer))
+
+    def _resolve(self, request_id: int, verdict: Verdict) -> None:
+        future = self._pending.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(verdict)
+
+    def _expire(self, request_id: int, timeout: float) -> None:
+        self._resolve(request_id, failed(Failure.DEADLINE,
+                                         f"no answer within {timeout * 1e3:g} ms"))
+        # One late answer is jitter; no answer at all for stall_after_s is a hung stream.
+        if self._unanswered and self._loop.time() - self._unanswered[0][1] > self._stall_after_s:
+            self._break(Failure.DEADLINE,
+                        f"no answer for {self._stall_after_s:g} s; stream replaced")
+
+    def _break(self, cause: Failure, message: str) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        self._outbox.put_nowait(None)
+        self._call.cancel()
+        pending, self._pending = self._pending, {}
+        self._unanswered.clear()
+        for future in pending.values():
+            if not future.done():
+                future.set_result(failed(cause, message))

@@ -1,0 +1,141 @@
+"""GuardClient against a real sidecar subprocess: decisions, concurrency, kill and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from conftest import RELAXED_TIMEOUT_S, SLACK_S, SidecarProcess
+
+from ess.v1 import guard_pb2 as pb
+from ess_client import Failure, GuardClient
+
+ORDER = dict(account="acc-1", strategy="momo", symbol="AAPL", side="BUY", quantity=10.0,
+             price=100.0)
+CONNECTIVITY = {Failure.UNAVAILABLE, Failure.STREAM_BROKEN, Failure.DEADLINE}
+
+
+def as_proto(order: dict) -> pb.CheckOrderRequest:
+    return pb.CheckOrderRequest(**{**order, "side": pb.SIDE_BUY})
+
+
+async def test_allowed_verdict_matches_the_sidecars_decision(
+        client: GuardClient, sidecar: SidecarProcess) -> None:
+    verdict = await client.check(**ORDER)
+    expected = sidecar.unary_check(as_proto(ORDER))
+    assert expected.allowed and expected.reason == pb.DECISION_REASON_ALLOWED
+    assert (verdict.allowed, verdict.reason, verdict.failure) == (True, expected.reason, None)
+    assert verdict.reason_name == "ALLOWED" and verdict.decision_id
+    assert not client.failures
+
+
+async def test_denied_verdict_carries_the_sidecars_reason_and_blocking_scope(
+        client: GuardClient, sidecar: SidecarProcess) -> None:
+    trip = await client.trigger("STRATEGY:momo", reason="drill", directives=["CANCEL_OPEN_ORDERS"])
+    assert trip.state == pb.STATE_TRIPPED
+    verdict = await client.check(**ORDER)
+    expected = sidecar.unary_check(as_proto(ORDER))
+    assert not expected.allowed
+    assert (verdict.allowed, verdict.reason, verdict.failure) == (False, expected.reason, None)
+    assert verdict.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    assert verdict.blocking_scope == "STRATEGY:momo"
+    assert verdict.state_version == trip.state_version
+    assert not client.failures  # a denial by the sidecar is a decision, not a failure
+
+
+async def test_a_reported_breach_denies_the_next_check(client: GuardClient) -> None:
+    report = await client.report_metric("STRATEGY:momo", "DAILY_DRAWDOWN_PCT", 6.0)
+    assert report.tripped
+    assert (await client.check(**ORDER)).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    state = await client.get_state()
+    assert [(s.scope.id, s.state) for s in state.scopes] == [("momo", pb.STATE_TRIPPED)]
+
+
+async def test_position_and_heartbeat_wrappers_return_the_sidecars_answers(
+        client: GuardClient) -> None:
+    fill = await client.report_fill(account="acc-1", strategy="momo", symbol="AAPL",
+                                    side="SELL", quantity=3.0, price=100.0)
+    assert fill.position == -3.0
+    synced = await client.sync_positions("acc-1", 1e6, [
+        pb.Position(strategy="momo", symbol="AAPL", quantity=5, mark_price=101)])
+    assert synced.positions == 1
+    beat = await client.heartbeat("exec-1", "STRATEGY:momo", ttl_ms=60_000)
+    assert beat.state == pb.STATE_ARMED
+    await client.heartbeat("exec-1", "STRATEGY:momo", ttl_ms=60_000, deregister=True)
+
+
+async def test_hundred_concurrent_checks_share_one_stream_and_each_gets_its_own_answer(
+        client: GuardClient) -> None:
+    await client.trigger("STRATEGY:momo", reason="half of the orders must be denied")
+    strategies = ["momo" if n % 2 else "carry" for n in range(100)]
+    quantities = [-1.0 if n % 10 == 7 else 1.0 + n for n in range(100)]
+    verdicts = await asyncio.gather(*(
+        client.check(**{**ORDER, "strategy": s, "quantity": q})
+        for s, q in zip(strategies, quantities)))
+    for strategy, quantity, verdict in zip(strategies, quantities, verdicts):
+        if quantity < 0:
+            assert verdict.failure is Failure.REQUEST_ERROR
+        elif strategy == "momo":
+            assert verdict.reason == pb.DECISION_REASON_SCOPE_TRIPPED and not verdict.allowed
+        else:
+            assert verdict.allowed and verdict.failure is None
+    decided = [v.decision_id for v in verdicts if v.failure is None]
+    assert len(set(decided)) == len(decided) == 90
+    assert client.streams_opened == 1
+    assert client.failures == {Failure.REQUEST_ERROR: 10}
+
+
+async def test_bad_quantity_is_a_denial_that_names_the_field(client: GuardClient) -> None:
+    verdict = await client.check(**{**ORDER, "quantity": -5.0})
+    assert (verdict.allowed, verdict.failure, verdict.field) == (
+        False, Failure.REQUEST_ERROR, "order.quantity")
+    assert client.failures[Failure.REQUEST_ERROR] == 1
+    assert (await client.check(**ORDER)).allowed  # the stream survives a bad request
+    assert client.streams_opened == 1
+
+
+async def test_killed_sidecar_turns_checks_into_denials_within_the_deadline(
+        client: GuardClient, sidecar: SidecarProcess) -> None:
+    assert (await client.check(**ORDER)).allowed
+    sidecar.kill()
+    deadline_s = 0.2
+    for _ in range(5):
+        started = time.monotonic()
+        verdict = await client.check(**ORDER, timeout_s=deadline_s)
+        elapsed = time.monotonic() - started
+        assert not verdict.allowed and verdict.failure in CONNECTIVITY, verdict
+        assert elapsed < deadline_s + SLACK_S
+    assert sum(client.failures.values()) == 5
+
+
+async def test_stream_reconnects_by_itself_after_the_sidecar_restarts(
+        client: GuardClient, sidecar: SidecarProcess) -> None:
+    assert (await client.check(**ORDER)).allowed
+    sidecar.kill()
+    assert not (await client.check(**ORDER, timeout_s=0.2)).allowed
+    await asyncio.to_thread(sidecar.start)
+    assert await client.connect(timeout_s=10)
+    assert (await client.check(**ORDER)).allowed
+    assert client.streams_opened >= 2
+
+
+async def test_fail_open_allows_only_while_the_sidecar_is_unreachable(
+        sidecar: SidecarProcess) -> None:
+    async with GuardClient(sidecar.uds_target, fail_open=True,
+                           check_timeout_s=RELAXED_TIMEOUT_S) as guard:
+        assert await guard.connect(timeout_s=10)
+        bad = await guard.check(**{**ORDER, "quantity": -5.0})
+        assert not bad.allowed and bad.failure is Failure.REQUEST_ERROR
+        sidecar.kill()
+        verdict = await guard.check(**ORDER)
+        assert verdict.allowed and verdict.failure in CONNECTIVITY, verdict
+        assert guard.failed_open == 1
+
+
+async def test_unreachable_sidecar_is_denied_as_unavailable_by_default(tmp_path: Path) -> None:
+    async with GuardClient(f"unix:{tmp_path / 'nobody.sock'}",
+                           check_timeout_s=RELAXED_TIMEOUT_S) as guard:
+        verdict = await guard.check(**ORDER)
+    assert (verdict.allowed, verdict.failure) == (False, Failure.UNAVAILABLE)
+    assert guard.failures == {Failure.UNAVAILABLE: 1} and guard.failed_open == 0

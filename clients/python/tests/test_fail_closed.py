@@ -1,0 +1,173 @@
+"""Fail-closed rules against sidecars that misbehave: silent, hung, dying or malformed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import SLACK_S, Answer, StartScripted
+
+from ess.v1 import guard_pb2 as pb
+from ess_client import Failure, GuardClient, Verdict
+from ess_client.failures import FailurePolicy
+
+ORDER = dict(account="acc-1", strategy="momo", symbol="AAPL", side="BUY", quantity=10.0,
+             price=100.0)
+ALLOWED = pb.CheckOrderResponse(allowed=True, reason=pb.DECISION_REASON_ALLOWED)
+
+
+def never(request: pb.CheckOrderStreamRequest) -> None:
+    return None
+
+
+@pytest.fixture
+async def silent_tcp_server() -> AsyncIterator[str]:
+    """Accepts connections and reads, but never says a word (not even HTTP/2 settings)."""
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+
+
+async def timed_check(guard: GuardClient, **overrides: object) -> tuple[Verdict, float]:
+    started = time.monotonic()
+    verdict = await guard.check(**{**ORDER, **overrides})
+    return verdict, time.monotonic() - started
+
+
+async def test_a_sidecar_that_never_answers_is_denied_when_the_deadline_passes(
+        silent_tcp_server: str) -> None:
+    async with GuardClient(silent_tcp_server, check_timeout_s=0.05) as guard:
+        verdict, elapsed = await timed_check(guard)
+    assert (verdict.allowed, verdict.failure) == (False, Failure.DEADLINE)
+    assert 0.05 <= elapsed < 0.05 + SLACK_S
+    assert guard.failures == {Failure.DEADLINE: 1}
+
+
+async def test_a_hung_stream_is_denied_by_the_deadline_and_then_replaced(
+        scripted: StartScripted) -> None:
+    server = await scripted(never)
+    async with GuardClient(server.target, check_timeout_s=0.05, stall_after_s=0.0) as guard:
+        first, elapsed = await timed_check(guard)
+        second, _ = await timed_check(guard)
+    assert (first.allowed, first.failure) == (False, Failure.DEADLINE)
+    assert elapsed < 0.05 + SLACK_S
+    assert (second.allowed, second.failure) == (False, Failure.DEADLINE)
+    assert guard.streams_opened == 2
+
+
+async def test_a_single_missed_deadline_does_not_replace_the_stream(
+        scripted: StartScripted) -> None:
+    server = await scripted(never)
+    async with GuardClient(server.target, check_timeout_s=0.05, stall_after_s=60) as guard:
+        await timed_check(guard)
+        await timed_check(guard)
+    assert guard.streams_opened == 1
+
+
+async def test_checks_in_flight_when_the_stream_breaks_are_denied_at_once(
+        scripted: StartScripted) -> None:
+    server = await scripted(never, expect=10)
+    async with GuardClient(server.target, check_timeout_s=30) as guard:
+        started = time.monotonic()
+        checks = [asyncio.create_task(guard.check(**ORDER)) for _ in range(10)]
+        await asyncio.wait_for(server.guard.arrived.wait(), 10)
+        await server.server.stop(None)
+        verdicts = await asyncio.gather(*checks)
+        elapsed = time.monotonic() - started
+    assert all(not v.allowed and v.failure in {Failure.UNAVAILABLE, Failure.STREAM_BROKEN}
+               for v in verdicts), verdicts
+    assert elapsed < 10  # far below the 30 s deadline: the break, not the timer, answered
+    assert sum(guard.failures.values()) == 10
+
+
+MALFORMED_ANSWERS = {
+    "missing decision": lambda r: pb.CheckOrderStreamResponse(request_id=r.request_id),
+    "unknown reason": lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=pb.CheckOrderResponse(allowed=False, reason=99)),
+    "unspecified reason": lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=pb.CheckOrderResponse(allowed=True)),
+    "allowed contradicts reason": lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=pb.CheckOrderResponse(
+            allowed=True, reason=pb.DECISION_REASON_SCOPE_TRIPPED)),
+    "mismatched request id": lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id + 1000, decision=ALLOWED),
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED_ANSWERS.values(), ids=MALFORMED_ANSWERS.keys())
+@pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "open"])
+async def test_a_malformed_answer_is_a_denial_even_when_fail_open(
+        scripted: StartScripted, answer: Answer, fail_open: bool) -> None:
+    server = await scripted(answer)
+    async with GuardClient(server.target, check_timeout_s=5, fail_open=fail_open) as guard:
+        verdict = await guard.check(**ORDER)
+    assert (verdict.allowed, verdict.failure) == (False, Failure.MALFORMED), verdict
+    assert guard.failures == {Failure.MALFORMED: 1}
+
+
+async def test_a_mismatched_request_id_replaces_the_stream(scripted: StartScripted) -> None:
+    server = await scripted(MALFORMED_ANSWERS["mismatched request id"])
+    async with GuardClient(server.target, check_timeout_s=5) as guard:
+        await guard.check(**ORDER)
+        await guard.check(**ORDER)
+    assert guard.streams_opened == 2
+
+
+async def test_a_well_formed_answer_from_a_scripted_sidecar_is_obeyed(
+        scripted: StartScripted) -> None:
+    server = await scripted(lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=ALLOWED))
+    async with GuardClient(server.target, check_timeout_s=5) as guard:
+        verdict = await guard.check(**ORDER)
+    assert (verdict.allowed, verdict.failure) == (True, None)
+
+
+@pytest.mark.parametrize("overrides", [{"side": "SIDEWAYS"}, {"quantity": "ten"}],
+                         ids=["unknown side", "quantity not a number"])
+async def test_an_order_that_cannot_be_encoded_is_denied_not_raised(overrides: dict) -> None:
+    async with GuardClient("127.0.0.1:1", check_timeout_s=5, fail_open=True) as guard:
+        verdict = await guard.check(**{**ORDER, **overrides})
+    assert (verdict.allowed, verdict.failure) == (False, Failure.CLIENT_ERROR)
+
+
+async def test_checks_after_close_are_denied(scripted: StartScripted) -> None:
+    server = await scripted(lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=ALLOWED))
+    guard = GuardClient(server.target, check_timeout_s=5)
+    assert (await guard.check(**ORDER)).allowed
+    await guard.close()
+    assert (await guard.check(**ORDER)).failure is Failure.CLIENT_ERROR
+
+
+async def test_fail_open_is_announced_at_construction(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ess_client"):
+        async with GuardClient("127.0.0.1:1", fail_open=False):
+            assert "FAIL-OPEN" not in caplog.text
+        async with GuardClient("127.0.0.1:1", fail_open=True):
+            assert "FAIL-OPEN" in caplog.text
+
+
+def test_failures_are_counted_by_cause_and_logged_at_a_limited_rate(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    policy = FailurePolicy(fail_open=False, log_interval_s=1.0, clock=lambda: now[0])
+    denial = Verdict(allowed=True, failure=Failure.DEADLINE, message="late")
+    with caplog.at_level(logging.WARNING, logger="ess_client"):
+        results = [policy.apply(denial) for _ in range(3)]
+        policy.apply(Verdict(allowed=False, failure=Failure.MALFORMED, message="garbage"))
+        now[0] = 1.5
+        policy.apply(denial)
+    assert not any(v.allowed for v in results)  # closed even if the input said allowed
+    assert policy.counts == {Failure.DEADLINE: 4, Failure.MALFORMED: 1}
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3
+    assert "deadline" in messages[0] and "malformed" in messages[1]
+    assert "2 more since the last log" in messages[2]
