@@ -1,0 +1,86 @@
+"""A grpc.aio GuardService with no logic at all: the baseline the sidecar is measured against.
+
+It answers every CheckOrder with one prebuilt ALLOWED decision, and every CheckOrderStream
+request with that decision under the request's id. The messages are the sidecar's messages,
+filled to about the sidecar's sizes, so transport and (de)serialisation cost the same on both
+sides of the comparison and the difference is the sidecar's own work. grpc.health.v1 is
+registered and SERVING, so the benchmark waits for readiness the same way for both servers.
+
+    python benchmarks/bare_server.py --listen 127.0.0.1:50061 --uds /tmp/bare.sock
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+# The generated package lives at the repository root; make it importable when this file is
+# run as a script from anywhere.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ess.v1 import guard_pb2, guard_pb2_grpc  # noqa: E402
+
+SERVICE = "ess.v1.GuardService"
+
+# Shaped like the sidecar's ALLOWED answer: no message, decision id "<8 hex>-<counter>".
+DECISION = guard_pb2.CheckOrderResponse(
+    allowed=True,
+    reason=guard_pb2.DECISION_REASON_ALLOWED,
+    state_version=1,
+    decision_id="5f3a9c1e-10000",
+)
+
+
+class BareGuardService(guard_pb2_grpc.GuardServiceServicer):
+    """CheckOrder and CheckOrderStream without a decision; every other RPC is UNIMPLEMENTED."""
+
+    async def CheckOrder(self, request, context):
+        return DECISION
+
+    async def CheckOrderStream(self, request_iterator, context):
+        async for request in request_iterator:
+            yield guard_pb2.CheckOrderStreamResponse(
+                request_id=request.request_id, decision=DECISION)
+
+
+async def serve(listen: str | None, uds: str | None) -> None:
+    server = grpc.aio.server()
+    guard_pb2_grpc.add_GuardServiceServicer_to_server(BareGuardService(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if listen:
+        server.add_insecure_port(listen)
+    if uds:
+        if os.path.exists(uds):
+            os.unlink(uds)  # a stale socket from a killed run would make the bind fail
+        server.add_insecure_port(f"unix:{uds}")
+    await server.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", help="TCP host:port, e.g. 127.0.0.1:50061")
+    parser.add_argument("--uds", help="Unix domain socket path")
+    args = parser.parse_args(argv)
+    if not (args.listen or args.uds):
+        parser.error("give --listen and/or --uds")
+    asyncio.run(serve(args.listen, args.uds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
