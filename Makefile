@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --quiet -e clients/python -e '.[test]'
 	touch $@
 
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+# buf is pinned exactly in package.json and its only dependencies are its exact-pinned
+# platform binaries; no lock file, because `npm ci` insists on entries for every platform.
+node_modules/.installed: package.json
+	npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/ess.db
