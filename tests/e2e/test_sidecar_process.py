@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
-from tests.e2e.conftest import SidecarProcess
+from ess_sidecar.testing import SidecarProcess
+from tests.e2e.conftest import guard_stub, open_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +56,8 @@ def eventually(attempt: Callable[[], T], timeout: float = 10.0) -> T:
 
 def test_trip_deny_watch_reset_and_survive_sigkill(sidecar_process: SidecarProcess) -> None:
     sidecar_process.start()
-    with sidecar_process.channel(uds=True) as channel:
-        stub = sidecar_process.stub(channel)
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
         watched = watch_in_background(stub, pb.WatchStateRequest())
         assert watched.get(timeout=10).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
         assert stub.CheckOrder(ORDER).allowed
@@ -84,8 +85,8 @@ def test_trip_deny_watch_reset_and_survive_sigkill(sidecar_process: SidecarProce
         trip = stub.Trigger(pb.TriggerRequest(scope=MOMO, reason="latched"))
     sidecar_process.kill()
     sidecar_process.start()
-    with sidecar_process.channel() as channel:
-        stub = sidecar_process.stub(channel)
+    with open_channel(sidecar_process) as channel:
+        stub = guard_stub(channel)
         state = stub.GetState(pb.GetStateRequest())
         assert [(s.scope, s.state, s.reason) for s in state.scopes] == [
             (MOMO, pb.STATE_TRIPPED, "latched")]
@@ -104,8 +105,8 @@ def test_no_acknowledged_trip_is_lost_when_killed_mid_stream(
     enough = threading.Event()
 
     def trigger_until_killed() -> None:
-        with sidecar_process.channel(uds=True) as channel:
-            stub = sidecar_process.stub(channel)
+        with open_channel(sidecar_process, uds=True) as channel:
+            stub = guard_stub(channel)
             for n in range(10_000):
                 scope = pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"S{n}")
                 try:
@@ -122,8 +123,8 @@ def test_no_acknowledged_trip_is_lost_when_killed_mid_stream(
     sidecar_process.kill()  # while triggers are in flight
     client.join(timeout=30)
     sidecar_process.start()
-    with sidecar_process.channel() as channel:
-        state = sidecar_process.stub(channel).GetState(pb.GetStateRequest())
+    with open_channel(sidecar_process) as channel:
+        state = guard_stub(channel).GetState(pb.GetStateRequest())
     latched = {s.scope.id: s.version for s in state.scopes if s.state == pb.STATE_TRIPPED}
     assert len(acknowledged) > 40
     for scope_id, version in acknowledged:
@@ -133,11 +134,10 @@ def test_no_acknowledged_trip_is_lost_when_killed_mid_stream(
 
 def test_sigterm_drains_and_exits_cleanly(sidecar_process: SidecarProcess) -> None:
     sidecar_process.start()
-    with sidecar_process.channel() as channel:
-        assert sidecar_process.stub(channel).CheckOrder(ORDER).allowed
-    code, output = sidecar_process.terminate()
-    assert code == 0, output
-    assert "ess-sidecar stopped" in output
+    with open_channel(sidecar_process) as channel:
+        assert guard_stub(channel).CheckOrder(ORDER).allowed
+    assert sidecar_process.terminate() == 0, sidecar_process.output()
+    assert "ess-sidecar stopped" in sidecar_process.output()
 
 
 def test_check_config_names_the_bad_key(tmp_path) -> None:  # noqa: ANN001

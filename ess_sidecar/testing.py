@@ -1,0 +1,81 @@
+"""A real `ess-sidecar serve` subprocess for tests of the sidecar and of its clients."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICE = "ess.v1.GuardService"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SidecarProcess:
+    """One sidecar on a Unix socket and a free TCP port, its files in `workdir`."""
+
+    def __init__(self, workdir: Path, config: str = "") -> None:
+        self.workdir = workdir
+        self.config = workdir / "ess.toml"
+        self.config.write_text(config)
+        self.state = workdir / "ess.db"
+        self.uds = workdir / "ess.sock"
+        self.log = workdir / "sidecar.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tcp_target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def uds_target(self) -> str:
+        return f"unix:{self.uds}"
+
+    def start(self, timeout_s: float = 20.0) -> SidecarProcess:
+        """Start and block until health says SERVING; the log is in the error if not."""
+        with open(self.log, "ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ess_sidecar", "serve", "--config", str(self.config),
+                 "--listen", self.tcp_target, "--uds", str(self.uds), "--state",
+                 str(self.state)], stdout=output, stderr=subprocess.STDOUT)
+        try:
+            self.wait_serving(timeout_s)
+        except grpc.RpcError as error:
+            raise AssertionError(f"sidecar did not become SERVING:\n{self.output()}") from error
+        return self
+
+    def wait_serving(self, timeout_s: float) -> None:
+        """wait_for_ready waits for the port to open: no sleeps, one deadline."""
+        with grpc.insecure_channel(self.tcp_target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE),
+                timeout=timeout_s, wait_for_ready=True)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
