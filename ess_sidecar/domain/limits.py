@@ -98,34 +98,43 @@ def check_exposure(order: Order, book: PositionBook, settings: LimitSettings) ->
 
 def _exposure_after(order: Order, book: PositionBook, settings: LimitSettings,
                     equity: float, after: float) -> Denial | None:
-    held = book.positions(order.account)
-    symbol_before = sum(q for (_, symbol), q in held.items() if symbol == order.symbol)
-    positions = dict(held)
-    positions[(order.strategy, order.symbol)] = after
-    by_symbol: dict[str, float] = {}
-    strategy_notional = portfolio_notional = 0.0
-    for (strategy, symbol), quantity in positions.items():
-        price = order.price if symbol == order.symbol else (book.mark(symbol) or 0.0)
-        by_symbol[symbol] = by_symbol.get(symbol, 0.0) + quantity
-        portfolio_notional += abs(quantity) * price
+    """One pass over the account's positions, the order's own position taken as `after`
+    and priced at the order's price."""
+    own_key = (order.strategy, order.symbol)
+    net: dict[str, float] = {order.symbol: after}
+    symbol_before = strategy_notional = 0.0
+    portfolio_notional = abs(after) * order.price
+    for key, quantity in book.positions(order.account).items():
+        strategy, symbol = key
+        if symbol == order.symbol:
+            symbol_before += quantity
+        if key == own_key:
+            continue
+        net[symbol] = net.get(symbol, 0.0) + quantity
+        notional = abs(quantity) * (order.price if symbol == order.symbol
+                                    else book.mark(symbol) or 0.0)
+        portfolio_notional += notional
         if strategy == order.strategy:
-            strategy_notional += abs(quantity) * price
-    checks = (
-        (abs(by_symbol[order.symbol]) * order.price, settings.max_symbol_exposure_pct,
-         DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}"),
-        (strategy_notional, settings.max_strategy_exposure_pct,
-         DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}"),
-        (portfolio_notional, settings.max_portfolio_exposure_pct,
-         DecisionReason.PORTFOLIO_EXPOSURE, f"account {order.account}"),
-    )
-    for notional, limit_pct, reason, what in checks:
-        pct = notional / equity * 100.0
-        if pct > limit_pct:
-            return Denial(reason, f"{what} exposure would be {pct:.2f}% of equity"
-                                  f" (limit {limit_pct:g}%)")
-    open_positions = sum(1 for quantity in by_symbol.values() if quantity)
+            strategy_notional += notional
+    strategy_notional += abs(after) * order.price
+    percent = 100.0 / equity
+    if abs(net[order.symbol]) * order.price * percent > settings.max_symbol_exposure_pct:
+        return _exposure_denial(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}",
+                                abs(net[order.symbol]) * order.price * percent,
+                                settings.max_symbol_exposure_pct)
+    if strategy_notional * percent > settings.max_strategy_exposure_pct:
+        return _exposure_denial(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",
+                                strategy_notional * percent, settings.max_strategy_exposure_pct)
+    if portfolio_notional * percent > settings.max_portfolio_exposure_pct:
+        return _exposure_denial(DecisionReason.PORTFOLIO_EXPOSURE, f"account {order.account}",
+                                portfolio_notional * percent, settings.max_portfolio_exposure_pct)
+    open_positions = sum(1 for quantity in net.values() if quantity)
     if not symbol_before and open_positions > settings.max_open_positions:
         return Denial(DecisionReason.MAX_POSITIONS,
                       f"would open position {open_positions}"
                       f" (max {settings.max_open_positions})")
     return None
+
+
+def _exposure_denial(reason: DecisionReason, what: str, pct: float, limit_pct: float) -> Denial:
+    return Denial(reason, f"{what} exposure would be {pct:.2f}% of equity (limit {limit_pct:g}%)")
