@@ -72,9 +72,11 @@ class Guard:
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
                   deregister: bool = False) -> Outcome:
-        if self.engine.heartbeat(executor_id, scope, ttl_s, self._clock.now(), deregister):
-            self._durably(lambda: self._store.delete_registration(executor_id) if deregister
-                          else self._store.save_registration(executor_id, scope, ttl_s))
+        changed = self.engine.heartbeat(executor_id, scope, ttl_s, self._clock.now(), deregister)
+        if changed and deregister:
+            self._durably(lambda: self._store.delete_registration(executor_id))
+        elif changed:
+            self._durably(lambda: self._store.save_registration(executor_id, scope, ttl_s))
         return self._outcome(scope, [])
 
     def trigger(self, scope: Scope, mode: TriggerMode, reason: str, reason_code: TriggerReason,

@@ -179,16 +179,25 @@ class Breakers:
         meters = self._meters.get(scope)
         if meters is None:
             return []
-        rule = lambda name: self._settings.rule(scope, name)  # noqa: E731
-        held = [n for n, v in meters.levels.items() if rule(n).enabled and v >= rule(n).threshold]
-        held += [n for n in meters.events if rule(n).enabled
-                 and self._prune(meters, n, rule(n), now) >= rule(n).threshold]
-        if rule("consecutive_losses").enabled and meters.losses >= rule("consecutive_losses").threshold:
+        held = []
+        for name, value in meters.levels.items():
+            if self._holds(scope, name, value):
+                held.append(name)
+        for name in meters.events:
+            rule = self._settings.rule(scope, name)
+            if self._holds(scope, name, self._prune(meters, name, rule, now)):
+                held.append(name)
+        if self._holds(scope, "consecutive_losses", meters.losses):
             held.append("consecutive_losses")
-        if meters.last_tick is not None and rule("data_feed_stale").enabled and \
-                now - meters.last_tick >= rule("data_feed_stale").window_s:
+        stale = self._settings.rule(scope, "data_feed_stale")
+        if stale.enabled and meters.last_tick is not None \
+                and now - meters.last_tick >= stale.window_s:
             held.append("data_feed_stale")
         return held
+
+    def _holds(self, scope: Scope, name: str, value: float) -> bool:
+        rule = self._settings.rule(scope, name)
+        return rule.enabled and value >= rule.threshold
 
     def clear(self, scope: Scope) -> None:
         """An accepted reset clears what only a reset can clear: the losing streak."""
