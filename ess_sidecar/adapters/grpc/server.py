@@ -13,10 +13,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ess.v1 import guard_pb2 as pb
-from ess.v1 import guard_pb2_grpc as pb_grpc
 
 from ...bootstrap import App
 from ...domain.errors import StoreUnavailable
+from .handlers import add_guard_service
 from .servicer import GuardServicer
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ class Sidecar:
         self._timers: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         settings = app.settings
-        pb_grpc.add_GuardServiceServicer_to_server(
-            GuardServicer(app.guard, settings.watch.heartbeat_interval_s), self.server)
+        add_guard_service(GuardServicer(app.guard, settings.watch.heartbeat_interval_s),
+                          self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
