@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+
 import grpc
+from google.protobuf.message import DecodeError
 
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
@@ -45,18 +47,29 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             raise
 
-    async def CheckOrderStream(self, request_iterator: AsyncIterator[pb.CheckOrderStreamRequest],
-                               context: grpc.aio.ServicerContext,
-                               ) -> AsyncIterator[pb.CheckOrderStreamResponse]:
-        check = self._check
-        async for request in request_iterator:
+    async def CheckOrderStream(self, request_iterator: object,
+                               context: grpc.aio.ServicerContext) -> None:
+        """The hot path. Registered to receive raw bytes and driven by read/write rather
+        than async generators: one await per message each way, nothing stacked between.
+        A request that is valid protobuf but bad input is answered with an error for its
+        request id and the stream goes on; bytes that are not protobuf end the stream."""
+        check, read, write = self._check, context.read, context.write
+        while (raw := await read()) is not grpc.aio.EOF:
+            try:
+                request = pb.CheckOrderStreamRequest.FromString(raw)
+            except DecodeError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "request: not a valid ess.v1.CheckOrderStreamRequest")
             try:
                 decision = decision_to_proto(check(order_from_proto(request.order)))
             except InvalidArgument as error:
-                yield pb.CheckOrderStreamResponse(request_id=request.request_id, error=pb.RequestError(
-                    code=INVALID_ARGUMENT, field=f"order.{error.field}", message=str(error)))
+                await write(pb.CheckOrderStreamResponse(
+                    request_id=request.request_id, error=pb.RequestError(
+                        code=INVALID_ARGUMENT, field=f"order.{error.field}",
+                        message=str(error))))
                 continue
-            yield pb.CheckOrderStreamResponse(request_id=request.request_id, decision=decision)
+            await write(pb.CheckOrderStreamResponse(request_id=request.request_id,
+                                                    decision=decision))
 
     @aborts_on_guard_errors
     async def ReportMetric(self, request: pb.ReportMetricRequest,
