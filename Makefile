@@ -25,8 +25,9 @@ run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/e
 test: install  ## install everything and run every test
 	$(BIN)/pytest
 
-proto: $(VENV)/.installed  ## regenerate clients/python/ess/v1 from proto/
+proto: $(VENV)/.installed  ## regenerate the Python and Go stubs from proto/
 	$(BIN)/python scripts/gen_proto.py
+	PYTHON=$(BIN)/python scripts/gen_go.sh
 
 bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server
 	$(BIN)/python benchmarks/check_latency.py

@@ -20,10 +20,7 @@ import sys
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-# The generated package lives at the repository root; make it importable when this file is
-# run as a script from anywhere.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ess.v1 import guard_pb2, guard_pb2_grpc  # noqa: E402
+from ess.v1 import guard_pb2, guard_pb2_grpc
 
 SERVICE = "ess.v1.GuardService"
 

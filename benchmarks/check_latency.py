@@ -18,14 +18,17 @@ Client API, chosen by measuring against the bare server on this machine (10 000 
 unary with the sync channel (p50 ~550 µs, client CPU ~220 µs/call) beat grpc.aio (~610 µs,
 ~275 µs); for the stream, grpc.aio write/read on one call (~290 µs, ~195 µs) beat a sync
 stream fed from a queue (~340 µs, ~245 µs), whose request iterator runs on another thread.
+Even so the Python client costs about as much CPU per call as the server, so --client go runs
+the measured calls from a Go program instead (benchmarks/goclient.py), everything else unchanged.
 
-    python benchmarks/check_latency.py [--quick] [--json FILE] [--compare-bare]
+    python benchmarks/check_latency.py [--quick] [--json FILE] [--compare-bare] [--client go]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import math
@@ -42,8 +45,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # the generated ess.v1 package lives at the repository root
-from ess.v1 import guard_pb2, guard_pb2_grpc  # noqa: E402
+from ess.v1 import guard_pb2, guard_pb2_grpc
+from goclient import GoClient, GoClientError, build as build_go_client  # noqa: E402 (benchmarks/)
 
 SERVICE = "ess.v1.GuardService"
 SIDECAR_CONFIG = "[limits]\nmax_orders_per_second = 0\nexposure_enabled = false\n"
@@ -275,6 +278,9 @@ def run(args, tmp: str) -> dict:
     subject = bare if args.compare_bare else ["-m", "ess_sidecar", "serve", "--config",
                                               f"{tmp}/ess.toml", "--state", f"{tmp}/ess.db"]
     servers, rows = [], []
+    if args.client == "go":  # built before any server starts, so a build failure costs nothing
+        go_binary, go_version = build_go_client(tmp)
+        print(f"client: Go ({go_version}), clients/go/cmd/essbench")
     try:
         servers.append(start_server(names[0], bare, tmp))
         servers.append(start_server(names[1], subject, tmp))
@@ -283,6 +289,8 @@ def run(args, tmp: str) -> dict:
         asyncio.set_event_loop(loop := asyncio.new_event_loop())  # for the stream clients
         for api, transport in COMBINATIONS:
             client = UnaryClient if api == "unary" else StreamClient
+            if args.client == "go":
+                client = functools.partial(GoClient, go_binary, api=api)  # client(target)
             rows += measure(api, transport, servers, client, args)
         loop.close()
     finally:
@@ -302,6 +310,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compare-bare", action="store_true",
                         help="a second bare server instead of the sidecar (ratio should be ~1)")
     parser.add_argument("--start-timeout", type=float, default=30.0, help="seconds to SERVING")
+    parser.add_argument("--client", choices=("python", "go"), default="python",
+                        help="who makes the measured calls: this process, or a Go program")
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.warmup, args.rounds = 500, 100, 10
@@ -314,11 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"python {platform.python_version()}, grpcio {grpc.__version__}, {os.cpu_count()} CPUs,"
           f" load {os.getloadavg()[0]:.2f}; {args.calls} calls after {args.warmup} warm-up,"
-          f" {args.rounds} rounds ABBA, one call in flight")
+          f" {args.rounds} rounds ABBA, one call in flight, {args.client} client")
     try:
         with tempfile.TemporaryDirectory(prefix="ess-bench-") as tmp:
             report = run(args, tmp)
-    except (BenchmarkError, grpc.RpcError) as error:
+    except (BenchmarkError, GoClientError, grpc.RpcError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print_report(report["rows"], report["verdicts"], report["names"])

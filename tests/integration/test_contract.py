@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,18 @@ def test_generated_python_is_not_stale(tmp_path: Path) -> None:
     stale = [str(p) for p in sorted(fresh)
              if not filecmp.cmp(tmp_path / p, committed_root / p, shallow=False)]
     assert not stale, f"run `make proto`: stale generated files {stale}"
+
+
+def test_generated_go_is_not_stale_and_builds(tmp_path: Path) -> None:
+    """Needs Go (the project's toolchain for clients/go): a missing `go` fails, loudly."""
+    subprocess.run(["bash", str(ROOT / "scripts" / "gen_go.sh"), str(tmp_path)], check=True,
+                   timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    committed = ROOT / "clients" / "go" / "essv1"
+    fresh = sorted(p.name for p in (tmp_path / "essv1").iterdir())
+    assert fresh == sorted(p.name for p in committed.iterdir())
+    stale = [n for n in fresh if not filecmp.cmp(tmp_path / "essv1" / n, committed / n,
+                                                   shallow=False)]
+    assert not stale, f"run `make proto`: stale generated Go files {stale}"
+    build = subprocess.run(["go", "build", "./..."], cwd=ROOT / "clients" / "go",
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr

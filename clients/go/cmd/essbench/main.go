@@ -1,0 +1,255 @@
+// Command essbench measures CheckOrder / CheckOrderStream latency as a Go executor sees it:
+// one call in flight, the order benchmarks/check_latency.py sends, every answer checked
+// (ALLOWED; on the stream, the request_id echoed).
+//
+// One run, JSON summary on stdout (percentiles nearest-rank, in µs; client_cpu is this
+// process's user+system CPU per measured call). Options are grpc-go's defaults, as a Go
+// executor would start with; --window BYTES fixes the HTTP/2 flow-control windows, which
+// turns off grpc-go's BDP estimation (a WINDOW_UPDATE and a PING after about every other
+// answer here, and the server's PING ack):
+//
+//	essbench --target unix:/tmp/ess.sock --api stream --calls 20000 --warmup 2000
+//
+// Segments, for benchmarks/check_latency.py --client go: one channel (and, for --api stream,
+// one long-lived stream) for the life of the process; each line "N" on stdin runs N calls and
+// answers one JSON line {"latencies_ns": [...], "cpu_ns": ...}; EOF on stdin ends the process.
+// On any failure it answers {"error": "..."} and exits 1.
+//
+//	essbench --target 127.0.0.1:50051 --api unary --segments
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
+)
+
+// order is benchmarks/check_latency.py's ORDER: ALLOWED by the benchmark's sidecar config.
+var order = &essv1.CheckOrderRequest{
+	Account: "ACC-1", Strategy: "STRAT-1", Symbol: "BTC-USD", Side: essv1.Side_SIDE_BUY,
+	Quantity: 1.0, Price: 100.0, ClientOrderId: "bench-order",
+}
+
+// caller runs n calls one at a time and returns each call's latency.
+type caller interface {
+	run(n int) ([]int64, error)
+	close() error
+}
+
+type unaryCaller struct{ client essv1.GuardServiceClient }
+
+func (u *unaryCaller) run(n int) ([]int64, error) {
+	latencies := make([]int64, n)
+	ctx := context.Background()
+	for i := range latencies {
+		start := time.Now()
+		reply, err := u.client.CheckOrder(ctx, order)
+		latencies[i] = int64(time.Since(start))
+		if err != nil {
+			return nil, fmt.Errorf("CheckOrder: %w", err)
+		}
+		if !reply.GetAllowed() {
+			return nil, fmt.Errorf("CheckOrder denied: %v", reply)
+		}
+	}
+	return latencies, nil
+}
+
+func (u *unaryCaller) close() error { return nil }
+
+type streamCaller struct {
+	stream grpc.BidiStreamingClient[essv1.CheckOrderStreamRequest, essv1.CheckOrderStreamResponse]
+	lastID uint64
+}
+
+func (s *streamCaller) run(n int) ([]int64, error) {
+	latencies := make([]int64, n)
+	for i := range latencies {
+		s.lastID++
+		request := &essv1.CheckOrderStreamRequest{RequestId: s.lastID, Order: order}
+		start := time.Now()
+		if err := s.stream.Send(request); err != nil {
+			return nil, fmt.Errorf("stream send %d: %w", s.lastID, err)
+		}
+		reply, err := s.stream.Recv()
+		latencies[i] = int64(time.Since(start))
+		if err != nil {
+			return nil, fmt.Errorf("stream answer for %d: %w", s.lastID, err)
+		}
+		if reply.GetRequestId() != s.lastID || !reply.GetDecision().GetAllowed() {
+			return nil, fmt.Errorf("stream answer for %d was %v", s.lastID, reply)
+		}
+	}
+	return latencies, nil
+}
+
+func (s *streamCaller) close() error {
+	if err := s.stream.CloseSend(); err != nil {
+		return err
+	}
+	if _, err := s.stream.Recv(); !errors.Is(err, io.EOF) { // the server ends the call
+		return fmt.Errorf("stream end: %v", err)
+	}
+	return nil
+}
+
+func newCaller(conn *grpc.ClientConn, api string) (caller, error) {
+	client := essv1.NewGuardServiceClient(conn)
+	if api == "unary" {
+		return &unaryCaller{client}, nil
+	}
+	stream, err := client.CheckOrderStream(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("open CheckOrderStream: %w", err)
+	}
+	return &streamCaller{stream: stream}, nil
+}
+
+// measure runs one segment with the garbage collector paused, as the Python harness does
+// for its own client, so a collection does not land in one server's tail by chance.
+func measure(c caller, n int) (latencies []int64, cpuNs int64, err error) {
+	runtime.GC()
+	previous := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(previous)
+	cpu := cpuTime()
+	latencies, err = c.run(n)
+	return latencies, cpuTime() - cpu, err
+}
+
+func cpuTime() int64 {
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		return 0
+	}
+	return usage.Utime.Nano() + usage.Stime.Nano()
+}
+
+// percentile is nearest-rank on sorted latencies, in µs (check_latency.py's definition).
+func percentile(sorted []int64, q float64) float64 {
+	i := max(0, int(math.Ceil(q*float64(len(sorted))))-1)
+	return float64(sorted[i]) / 1000
+}
+
+func oneRun(c caller, target, api string, calls, warmup int) (map[string]any, error) {
+	if _, _, err := measure(c, warmup); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	latencies, cpuNs, err := measure(c, calls)
+	wall := time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(latencies)
+	return map[string]any{
+		"target": target, "api": api, "calls": calls, "warmup": warmup,
+		"p50_us": percentile(latencies, 0.50), "p99_us": percentile(latencies, 0.99),
+		"p99.9_us": percentile(latencies, 0.999), "calls_per_s": float64(calls) / wall.Seconds(),
+		"client_cpu_us_per_call": float64(cpuNs) / 1000 / float64(calls),
+		"client":                 versions(),
+	}, nil
+}
+
+func segments(c caller, in io.Reader, out *json.Encoder) error {
+	lines := bufio.NewScanner(in)
+	for lines.Scan() {
+		n, err := strconv.Atoi(strings.TrimSpace(lines.Text()))
+		if err != nil || n < 1 {
+			return fmt.Errorf("expected a positive call count on stdin, got %q", lines.Text())
+		}
+		latencies, cpuNs, err := measure(c, n)
+		if err != nil {
+			return err
+		}
+		if err := out.Encode(map[string]any{"latencies_ns": latencies, "cpu_ns": cpuNs}); err != nil {
+			return err
+		}
+	}
+	if err := lines.Err(); err != nil {
+		return err
+	}
+	return c.close()
+}
+
+func versions() string {
+	grpcVersion := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == "google.golang.org/grpc" {
+				grpcVersion = dep.Version
+			}
+		}
+	}
+	return fmt.Sprintf("%s, grpc-go %s", runtime.Version(), grpcVersion)
+}
+
+func main() {
+	target := flag.String("target", "", "unix:/path/to.sock or host:port")
+	api := flag.String("api", "stream", "unary (CheckOrder) or stream (CheckOrderStream)")
+	calls := flag.Int("calls", 20000, "measured calls")
+	warmup := flag.Int("warmup", 2000, "unmeasured calls first")
+	segmented := flag.Bool("segments", false, "read call counts from stdin (check_latency.py)")
+	version := flag.Bool("version", false, "print the Go and grpc-go versions and exit")
+	window := flag.Int("window", 0, "fixed HTTP/2 window in bytes; 0: grpc-go's default (BDP pings)")
+	flag.Parse()
+	if *version {
+		fmt.Println(versions())
+		return
+	}
+	if *target == "" || (*api != "unary" && *api != "stream") || *calls < 1 || *warmup < 0 {
+		fmt.Fprintln(os.Stderr, "usage: essbench --target T --api unary|stream"+
+			" [--calls N] [--warmup N] [--window BYTES] [--segments]")
+		os.Exit(2)
+	}
+	out := json.NewEncoder(os.Stdout)
+	fail := func(err error) {
+		_ = out.Encode(map[string]string{"error": err.Error()})
+		os.Exit(1)
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if *window > 0 { // a window set by hand turns grpc-go's BDP pings off
+		options = append(options, grpc.WithInitialWindowSize(int32(*window)),
+			grpc.WithInitialConnWindowSize(int32(*window)))
+	}
+	conn, err := grpc.NewClient(*target, options...)
+	if err != nil {
+		fail(err)
+	}
+	defer conn.Close()
+	c, err := newCaller(conn, *api)
+	if err != nil {
+		fail(err)
+	}
+	if *segmented {
+		err = segments(c, os.Stdin, out)
+	} else {
+		var summary map[string]any
+		if summary, err = oneRun(c, *target, *api, *calls, *warmup); err == nil {
+			err = out.Encode(summary)
+		}
+		if err == nil {
+			err = c.close()
+		}
+	}
+	if err != nil {
+		fail(err)
+	}
+}
