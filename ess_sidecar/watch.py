@@ -46,7 +46,8 @@ class Subscription:
             raise SubscriberTooSlow(f"watcher fell more than {self._queue_size} transitions"
                                     f" behind; resubscribe with from_version={self.delivered}")
         try:
-            transition = await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):  # unlike wait_for, no task per message
+                transition = await self._queue.get()
         except TimeoutError:
             return None
         if transition is None:
