@@ -55,8 +55,8 @@ def build(settings: Settings, clock: Clock | None = None,
         assert isinstance(store, UnavailableStateStore)
         guard.fail_closed(store.reason)
     else:
-        engine.restore(stored.current, stored.version)
         engine.heartbeats.restore(stored.registrations, clock.now())
+        engine.restore(stored.current, stored.version, clock.now())
         log.info("state loaded: version %d, %d scope(s) not ARMED",
                  stored.version, len(stored.current))
     return App(settings, guard, store)

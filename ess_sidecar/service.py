@@ -95,7 +95,8 @@ class Guard:
 
     def fail_closed(self, reason: str) -> None:
         """Trip GLOBAL in memory when durability is lost (unreadable or unwritable store):
-        every order is denied until an operator repairs the store and restarts."""
+        every order is denied until an operator resets GLOBAL, which itself needs a
+        working store, or repairs the store and restarts."""
         plan = self.engine.plan(self._clock.now())
         if plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, SYSTEM_ACTOR):
             log.error("GLOBAL tripped in memory, not durable: %s", reason)
@@ -131,10 +132,16 @@ class Guard:
         return WatchStart(initial, is_snapshot, version, subscription)
 
     def _replay(self, from_version: int, version: int) -> list[Transition]:
+        """Every transition after from_version up to the current version, or resync: the
+        store's run must start right after from_version and reach `version` (a transition
+        held only in memory, after a failed write, is not in the store)."""
         missed = version - from_version
-        replay = self._store.events_after(from_version, min(missed, MAX_REPLAY)) if missed else []
-        if missed and (missed > MAX_REPLAY or not replay or replay[0].version != from_version + 1):
-            raise ResyncRequired(f"history after version {from_version} is no longer kept;"
+        if missed > MAX_REPLAY:
+            raise ResyncRequired(f"more than {MAX_REPLAY} transitions since version"
+                                 f" {from_version}; resubscribe from 0")
+        replay = self._store.events_after(from_version, missed) if missed else []
+        if [t.version for t in replay] != list(range(from_version + 1, version + 1)):
+            raise ResyncRequired(f"history after version {from_version} is not all kept;"
                                  " resubscribe from 0")
         return replay
 
@@ -152,11 +159,16 @@ class Guard:
         return plan.transitions
 
     def _durably(self, write: Callable[[], None]) -> None:
+        """Any failure to store (an I/O error, a version clash with another writer) leaves
+        state that may not be durable: fail closed, and tell the caller UNAVAILABLE."""
         try:
             write()
         except StoreUnavailable as error:
             self.fail_closed(f"state store write failed: {error}")
             raise
+        except Exception as error:
+            self.fail_closed(f"state store write failed: {error!r}")
+            raise StoreUnavailable(f"state store write failed: {error!r}") from error
 
     def _outcome(self, scope: Scope, transitions: list[Transition]) -> Outcome:
         tripped = any(t.scope == scope and t.state in (State.TRIPPED, State.REDUCE_ONLY)

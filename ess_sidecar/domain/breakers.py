@@ -74,7 +74,11 @@ EVENT_BREAKERS = {
     Metric.ORDER_FAILURE: "order_failures",
     Metric.STOP_LOSS_HIT: "stop_loss_hits",
 }
-WINDOWED = frozenset(EVENT_BREAKERS.values()) | {"failed_trades", "data_feed_stale"}
+EVENT_WINDOWS = frozenset(EVENT_BREAKERS.values()) | {"failed_trades"}
+WINDOWED = EVENT_WINDOWS | {"data_feed_stale"}
+# The total drawdown derived from EQUITY samples is kept apart from the reported one, so
+# neither overwrites the other; the breaker's condition holds if either breaches.
+DERIVED_DRAWDOWN = "total_drawdown_pct@equity"
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class _Meters:
     peak_equity: float = 0.0
     last_tick: float | None = None
     stale: bool = False
+    # breaker -> until when its condition counts as holding with no evidence (restart)
+    unconfirmed: dict[str, float] = field(default_factory=dict)
 
 
 def event_count(value: float) -> int:
@@ -152,48 +158,70 @@ class Breakers:
             meters.peak_equity = max(meters.peak_equity, value)
             if meters.peak_equity > 0.0:
                 drawdown = (meters.peak_equity - value) / meters.peak_equity * 100.0
-                trip = self._level(scope, meters, "total_drawdown_pct", drawdown)
+                trip = self._level(scope, meters, "total_drawdown_pct", drawdown,
+                                   slot=DERIVED_DRAWDOWN)
         elif metric is Metric.TRADE_RESULT:
             return self._trade(scope, meters, value, now)
         elif metric is Metric.DATA_FEED_TICK:
             meters.last_tick, meters.stale = now, False
+            meters.unconfirmed.pop("data_feed_stale", None)
         elif metric is Metric.DATA_FEED_CORRUPT:
             trip = self._fire(scope, "data_feed_corrupt", "data feed reported corrupt")
         return [trip] if trip else []
 
     def stale(self, now: float) -> list[tuple[Scope, BreakerTrip]]:
-        """Scopes whose data feed has not ticked within its window (once per episode)."""
+        """Scopes whose data feed has not ticked within its window and whose staleness
+        has not tripped yet in this silence (see mark_stale)."""
         trips = []
         for scope, meters in self._meters.items():
             if meters.last_tick is None or meters.stale:
                 continue
             rule = self._settings.rule(scope, "data_feed_stale")
             if rule.enabled and now - meters.last_tick >= rule.window_s:
-                meters.stale = True
                 trips.append((scope, BreakerTrip("data_feed_stale", rule.mode,
                                                  f"no data feed tick for {rule.window_s:g}s")))
         return trips
+
+    def mark_stale(self, scope: Scope) -> None:
+        """The stale trip is durable: don't trip again until the feed ticks. Set on apply,
+        not on plan, so a trip that could not be stored is planned again."""
+        meters = self._meters.get(scope)
+        if meters is not None:
+            meters.stale = True
 
     def holding(self, scope: Scope, now: float) -> list[str]:
         """The breakers of this scope whose condition still holds now."""
         meters = self._meters.get(scope)
         if meters is None:
             return []
-        held = []
-        for name, value in meters.levels.items():
-            if self._holds(scope, name, value):
+        held = [name for name, until in meters.unconfirmed.items() if now < until]
+        for slot, value in meters.levels.items():
+            name = slot.partition("@")[0]
+            if self._holds(scope, name, value) and name not in held:
                 held.append(name)
         for name in meters.events:
             rule = self._settings.rule(scope, name)
-            if self._holds(scope, name, self._prune(meters, name, rule, now)):
+            if self._holds(scope, name, self._prune(meters, name, rule, now)) \
+                    and name not in held:
                 held.append(name)
-        if self._holds(scope, "consecutive_losses", meters.losses):
+        if self._holds(scope, "consecutive_losses", meters.losses) \
+                and "consecutive_losses" not in held:
             held.append("consecutive_losses")
         stale = self._settings.rule(scope, "data_feed_stale")
         if stale.enabled and meters.last_tick is not None \
-                and now - meters.last_tick >= stale.window_s:
+                and now - meters.last_tick >= stale.window_s and "data_feed_stale" not in held:
             held.append("data_feed_stale")
         return held
+
+    def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
+        """After a restart: count this breaker's condition as holding until a fresh sample
+        clears it; for an event window, until one whole window has passed since."""
+        if breaker == "data_feed_corrupt":
+            return  # a one-off event: no condition to hold
+        meters = self._meters.setdefault(scope, _Meters())
+        until = now + self._settings.rule(scope, breaker).window_s \
+            if breaker in EVENT_WINDOWS else float("inf")
+        meters.unconfirmed[breaker] = until
 
     def _holds(self, scope: Scope, name: str, value: float) -> bool:
         rule = self._settings.rule(scope, name)
@@ -212,13 +240,17 @@ class Breakers:
         rule = self._settings.rule(scope, name)
         return BreakerTrip(name, rule.mode, message) if rule.enabled else None
 
-    def _level(self, scope: Scope, meters: _Meters, name: str, value: float) -> BreakerTrip | None:
+    def _level(self, scope: Scope, meters: _Meters, name: str, value: float,
+               slot: str = "") -> BreakerTrip | None:
+        slot = slot or name
         rule = self._settings.rule(scope, name)
-        meters.levels[name] = value
+        meters.levels[slot] = value
+        if slot == name:  # a derived value is no evidence about the reported one
+            meters.unconfirmed.pop(name, None)
         if not rule.enabled or value < rule.threshold:
-            meters.breaches[name] = 0
+            meters.breaches[slot] = 0
             return None
-        breaches = meters.breaches[name] = meters.breaches.get(name, 0) + 1
+        breaches = meters.breaches[slot] = meters.breaches.get(slot, 0) + 1
         if breaches < rule.consecutive:
             return None
         return BreakerTrip(name, rule.mode, f"{name} {value:g} >= {rule.threshold:g}")
@@ -237,6 +269,7 @@ class Breakers:
     def _trade(self, scope: Scope, meters: _Meters, pnl: float, now: float) -> list[BreakerTrip]:
         if pnl > 0:
             meters.losses = 0
+            meters.unconfirmed.pop("consecutive_losses", None)
             return []
         if pnl == 0:
             return []

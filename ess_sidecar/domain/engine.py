@@ -96,8 +96,14 @@ class GuardEngine:
                        positions: list[PositionSnapshot]) -> int:
         check_id(account, "account")
         check_positive(equity, "equity")
+        seen: set[tuple[str, str]] = set()
         for index, position in enumerate(positions):
             validate_snapshot(position, f"positions[{index}]")
+            key = (position.strategy, position.symbol)
+            if key in seen:  # which one would win is arbitrary: refuse rather than guess
+                raise InvalidArgument(f"positions[{index}]",
+                                      f"duplicate position for {key[0]}/{key[1]}")
+            seen.add(key)
         return self.book.sync(account, equity, positions)
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
@@ -114,7 +120,10 @@ class GuardEngine:
     # -- plans: commands that change scope state -------------------------------------------
 
     def plan(self, now: float) -> Plan:
-        return Plan(self.version, self._current.get, now)
+        return Plan(self.version, self._current.get, now, self._breaker_auto_rearms)
+
+    def _breaker_auto_rearms(self, scope: Scope, breaker: str) -> bool:
+        return bool(breaker) and self.breakers.rule(scope, breaker).auto_rearm
 
     def plan_report(self, scope: Scope, metric: Metric, value: float, now: float) -> Plan:
         """Record one metric sample; the plan holds the trips its breakers call for."""
@@ -184,7 +193,7 @@ class GuardEngine:
     def holding(self, scope: Scope, now: float) -> list[str]:
         """Breakers of this scope whose condition still holds."""
         held = self.breakers.holding(scope, now)
-        if self.heartbeats.lost(scope) and self.breakers.rule(scope, "heartbeat_lost").enabled:
+        if self.heartbeats.lapsed(scope, now) and self.breakers.rule(scope, "heartbeat_lost").enabled:
             held.append("heartbeat_lost")
         return held
 
@@ -217,11 +226,21 @@ class GuardEngine:
             self._set(transition)
             if transition.cause is Cause.RESET:
                 self.breakers.clear(transition.scope)
+            elif transition.breaker == "data_feed_stale":
+                self.breakers.mark_stale(transition.scope)
+            elif transition.breaker == "heartbeat_lost":
+                self.heartbeats.mark_lost(transition.scope, transition.time)
 
-    def restore(self, current: Iterable[Transition], version: int) -> None:
-        """Load the latched state: the latest transition of every non-ARMED scope."""
+    def restore(self, current: Iterable[Transition], version: int, now: float) -> None:
+        """Load the latched state: the latest transition of every non-ARMED scope. What
+        the breakers had seen is gone, so each latched breaker's condition counts as
+        holding until fresh samples clear it: no reset or auto re-arm on no evidence."""
         for transition in current:
             self._set(transition)
+            if transition.breaker == "heartbeat_lost":
+                self.heartbeats.assume_lapsed(transition.scope)
+            elif transition.breaker:
+                self.breakers.assume_holding(transition.scope, transition.breaker, now)
         self.version = max(version, self.version)
 
     def _set(self, transition: Transition) -> None:

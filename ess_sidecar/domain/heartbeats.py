@@ -40,16 +40,28 @@ class Heartbeats:
             self._registrations[executor_id] = Registration(executor_id, scope, ttl_s, now)
 
     def lapse(self, now: float) -> list[Registration]:
-        """Registrations whose TTL just passed; each is reported once until it beats again."""
-        lapsed = []
-        for registration in self._registrations.values():
-            if not registration.lost and now - registration.last_seen > registration.ttl_s:
-                registration.lost = True
-                lapsed.append(registration)
-        return lapsed
+        """Registrations whose TTL has passed and whose loss has not tripped yet."""
+        return [r for r in self._registrations.values()
+                if not r.lost and now - r.last_seen > r.ttl_s]
 
-    def lost(self, scope: Scope) -> bool:
-        return any(r.lost and r.scope == scope for r in self._registrations.values())
+    def mark_lost(self, scope: Scope, now: float) -> None:
+        """The loss is durable: don't trip again until they beat. Set on apply, not on
+        plan, so a trip that could not be stored is planned again."""
+        for registration in self._registrations.values():
+            if registration.scope == scope and now - registration.last_seen > registration.ttl_s:
+                registration.lost = True
+
+    def lapsed(self, scope: Scope, now: float) -> bool:
+        """Whether an executor of this scope is past its TTL now: the breaker's condition."""
+        return any(r.scope == scope and now - r.last_seen > r.ttl_s
+                   for r in self._registrations.values())
+
+    def assume_lapsed(self, scope: Scope) -> None:
+        """After a restart, an executor whose loss latched the scope counts as lost until
+        it beats again: nothing since shows it came back."""
+        for registration in self._registrations.values():
+            if registration.scope == scope:
+                registration.last_seen = float("-inf")
 
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())

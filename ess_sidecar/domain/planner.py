@@ -10,11 +10,12 @@ from .states import Cause, Directive, State, Transition, TriggerMode, TriggerRea
 
 class Plan:
     def __init__(self, version: int, current: Callable[[Scope], Transition | None],
-                 now: float) -> None:
+                 now: float, auto_rearms: Callable[[Scope, str], bool]) -> None:
         self.now = now
         self.transitions: list[Transition] = []
         self._version = version
         self._current = current
+        self._auto_rearms = auto_rearms
         self._pending: dict[Scope, Transition] = {}
 
     def current(self, scope: Scope) -> Transition | None:
@@ -41,17 +42,25 @@ class Plan:
     def trip(self, scope: Scope, mode: TriggerMode, cause: Cause, reason: str, actor: str,
              breaker: str = "", reason_code: TriggerReason | None = None,
              directives: Iterable[Directive] = ()) -> Transition | None:
-        """Restrict a scope. A halted scope stays halted and a second reduce-only trip
-        changes nothing, except that an operator's trigger landing on an automatic
-        restriction is recorded as the operator's own (so no auto re-arm can lift it, and
-        its directives reach the watchers). A trip during COOLING_DOWN starts over: the
-        scope takes the trip's state, even REDUCE_ONLY, instead of re-arming."""
+        """Restrict a scope. Never loosens: a trip that lands on an equal or stricter
+        restriction keeps that state, and is recorded only when it would otherwise be lost
+        (see _relatches). A trip during COOLING_DOWN starts over: the scope takes the
+        trip's state, even REDUCE_ONLY, instead of re-arming."""
         target = State.TRIPPED if mode is TriggerMode.HALT else State.REDUCE_ONLY
         state = self.state_of(scope)
         if state is State.TRIPPED or state is target:
             current = self.current(scope)
-            if cause is not Cause.TRIGGER or current is None or current.cause is Cause.TRIGGER:
+            if current is None or not self._relatches(current, cause, scope, breaker):
                 return None
-            target = state  # re-latch by hand, never loosen
+            target = state
         return self.move(scope, target, cause, reason, actor, breaker=breaker,
                          reason_code=reason_code, directives=tuple(directives))
+
+    def _relatches(self, current: Transition, cause: Cause, scope: Scope, breaker: str) -> bool:
+        """An operator's trigger over an automatic restriction (so its directives are
+        published and no auto re-arm can lift it), or a breaker that resumes only by hand
+        over one that would re-arm by itself."""
+        if cause is Cause.TRIGGER:
+            return current.cause is not Cause.TRIGGER
+        return (self._auto_rearms(current.scope, current.breaker)
+                and not self._auto_rearms(scope, breaker))

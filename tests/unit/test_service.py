@@ -12,7 +12,8 @@ from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import ResyncRequired, ShuttingDown, StoreUnavailable, \
     SubscriberTooSlow
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
-from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.states import Cause, State, Transition, TriggerMode, TriggerReason
 from ess_sidecar.service import Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
@@ -101,3 +102,37 @@ def test_resume_from_a_future_version_requires_resync() -> None:
     guard, _ = make_guard()
     with pytest.raises(ResyncRequired):
         guard.watch([], from_version=5)
+
+
+def test_replay_that_ends_short_of_the_current_version_requires_resync() -> None:
+    guard, store = make_guard()
+    trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))  # GLOBAL now tripped, in memory only
+    with pytest.raises(ResyncRequired):
+        guard.watch([], from_version=1)
+
+
+def test_any_store_exception_fails_closed_as_unavailable() -> None:
+    guard, store = make_guard()
+    other_writer = Transition(version=5, time=0.0, scope=MOMO, previous=State.ARMED,
+                              state=State.TRIPPED, cause=Cause.TRIGGER, reason="", actor="")
+    store.append([other_writer])  # versions now clash: the store raises ValueError
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
+    assert guard.engine.state_of(GLOBAL) is State.TRIPPED
+
+
+def test_a_stale_feed_whose_trip_could_not_be_stored_trips_once_the_store_is_back() -> None:
+    guard, store = make_guard()
+    clock = guard._clock  # noqa: SLF001 - the fake behind the port
+    guard.report_metric(MOMO, Metric.DATA_FEED_TICK, 0)
+    clock.advance(31)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.run_timers()
+    clock.advance(15 * 60)
+    guard.reset(GLOBAL, "store repaired", force=False, actor="alice")
+    (trip,) = guard.run_timers()
+    assert (trip.scope, trip.breaker) == (MOMO, "data_feed_stale")

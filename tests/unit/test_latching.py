@@ -1,0 +1,120 @@
+"""Trips are never swallowed: not by a restriction already in place, not by a failed write,
+not by a restart that forgot what the breakers had seen."""
+
+from __future__ import annotations
+
+import pytest
+
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
+from ess_sidecar.domain.states import Cause, State
+from tests.unit.conftest import T0, account, make_engine, position, report, reset, \
+    rules, strategy, timers
+
+COOLDOWN = 15 * 60
+
+AUTO_DRAWDOWN = rules(daily_drawdown_pct={"auto_rearm": True})
+
+
+def restarted(engine: GuardEngine, now: float) -> GuardEngine:
+    """A new engine loaded from what the store would hold: the latched transitions."""
+    fresh = GuardEngine(engine.config)
+    fresh.heartbeats.restore([(r.executor_id, r.scope, r.ttl_s)
+                              for r in engine.heartbeats.registrations()], now)
+    fresh.restore(engine.restricted(), engine.version, now)
+    return fresh
+
+
+def test_manual_breaker_over_an_auto_rearming_trip_is_latched():
+    engine = make_engine(breakers=AUTO_DRAWDOWN)
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0)
+    (latched,) = report(engine, account(), Metric.DATA_FEED_CORRUPT, 1, T0 + 5)
+    assert (latched.state, latched.breaker) == (State.TRIPPED, "data_feed_corrupt")
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 10)
+    assert timers(engine, T0 + 10 * COOLDOWN) == []
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_second_auto_rearming_trip_over_an_auto_rearming_one_changes_nothing():
+    engine = make_engine(breakers=rules(daily_drawdown_pct={"auto_rearm": True},
+                                        open_loss_pct={"auto_rearm": True}))
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0)
+    assert report(engine, account(), Metric.OPEN_LOSS_PCT, 12, T0 + 1) == []
+
+
+def test_stale_trip_is_planned_again_until_it_is_applied():
+    engine = make_engine()
+    report(engine, strategy(), Metric.DATA_FEED_TICK, 0, T0)
+    dropped = engine.plan_timers(T0 + 31)  # say the store failed: never applied
+    assert [t.breaker for t in dropped.transitions] == ["data_feed_stale"]
+    (trip,) = timers(engine, T0 + 32)
+    assert trip.breaker == "data_feed_stale"
+    assert timers(engine, T0 + 33) == []  # once applied, once per silence
+
+
+def test_lost_heartbeat_is_planned_again_until_it_is_applied():
+    engine = make_engine()
+    engine.heartbeat("ex-1", strategy(), 1.0, T0)
+    engine.plan_timers(T0 + 2)  # dropped
+    (trip,) = timers(engine, T0 + 3)
+    assert trip.cause is Cause.HEARTBEAT_LOST
+    assert timers(engine, T0 + 4) == []
+
+
+def test_after_restart_a_level_condition_holds_until_a_fresh_sample():
+    engine = make_engine()
+    report(engine, strategy(), Metric.DAILY_DRAWDOWN_PCT, 8, T0)
+    engine = restarted(engine, T0 + 60)
+    with pytest.raises(ResetRefused, match="daily_drawdown_pct"):
+        reset(engine, strategy(), T0 + COOLDOWN + 60)
+    report(engine, strategy(), Metric.DAILY_DRAWDOWN_PCT, 2, T0 + COOLDOWN + 61)
+    assert reset(engine, strategy(), T0 + COOLDOWN + 62)[0].state is State.ARMED
+
+
+def test_after_restart_an_event_window_holds_for_one_window():
+    engine = make_engine()
+    report(engine, strategy(), Metric.EXECUTION_ERROR, 5, T0)
+    engine = restarted(engine, T0 + 60)
+    with pytest.raises(ResetRefused, match="execution_errors"):
+        reset(engine, strategy(), T0 + 60 + 15 * 60 - 1)
+    assert reset(engine, strategy(), T0 + 60 + 15 * 60)[0].state is State.ARMED
+
+
+def test_after_restart_auto_rearm_waits_for_evidence():
+    engine = make_engine(breakers=rules(system_health={"auto_rearm": True}))
+    report(engine, account(), Metric.SYSTEM_HEALTH, 2, T0)
+    engine = restarted(engine, T0 + 1)
+    assert timers(engine, T0 + 10 * COOLDOWN) == []
+    report(engine, account(), Metric.SYSTEM_HEALTH, 0, T0 + 10 * COOLDOWN)
+    assert timers(engine, T0 + 10 * COOLDOWN + 1)[0].state is State.ARMED
+
+
+def test_after_restart_a_lost_executor_holds_until_it_beats():
+    engine = make_engine()
+    engine.heartbeat("ex-1", strategy(), 1.0, T0)
+    timers(engine, T0 + 2)
+    engine = restarted(engine, T0 + 5)
+    with pytest.raises(ResetRefused, match="heartbeat_lost"):
+        reset(engine, strategy(), T0 + COOLDOWN + 5)
+    engine.heartbeat("ex-1", strategy(), 1.0, T0 + COOLDOWN + 6)
+    assert reset(engine, strategy(), T0 + COOLDOWN + 6)[0].state is State.ARMED
+
+
+def test_equity_samples_do_not_clear_a_reported_total_drawdown():
+    engine = make_engine()
+    report(engine, account(), Metric.TOTAL_DRAWDOWN_PCT, 25, T0)
+    report(engine, account(), Metric.EQUITY, 100_000, T0 + 1)
+    with pytest.raises(ResetRefused, match="total_drawdown_pct"):
+        reset(engine, account(), T0 + COOLDOWN)
+
+
+def test_sync_positions_refuses_duplicates_and_changes_nothing():
+    engine = make_engine()
+    engine.sync_positions("acc-1", 1e6, [position(10)])
+    with pytest.raises(InvalidArgument, match=r"positions\[1\]"):
+        engine.sync_positions("acc-1", 5e5, [position(1), position(2)])
+    assert engine.book.position("acc-1", "strat-1", "BTC-USD") == 10
+    assert engine.book.equity("acc-1") == 1e6
+
+
