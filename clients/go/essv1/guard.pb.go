@@ -290,7 +290,7 @@ const (
 	Metric_METRIC_TOTAL_DRAWDOWN_PCT  Metric = 3
 	// Unrealised loss of open positions, percent of equity, as a positive number.
 	Metric_METRIC_OPEN_LOSS_PCT Metric = 4
-	// Current equity (> 0). Total drawdown is also derived from the peak equity seen; on an
+	// Current equity (>= 0). Total drawdown is also derived from the peak equity seen; on an
 	// ACCOUNT scope it is the equity the exposure limits use.
 	Metric_METRIC_EQUITY Metric = 5
 	// Event metrics: value is the number of events (a whole number; 0 means 1).
@@ -602,7 +602,7 @@ type WatchEventKind int32
 
 const (
 	WatchEventKind_WATCH_EVENT_KIND_UNSPECIFIED WatchEventKind = 0
-	// One per non-ARMED scope, at the snapshot's version.
+	// One per non-ARMED scope; version is the transition that put it in that state.
 	WatchEventKind_WATCH_EVENT_KIND_SNAPSHOT WatchEventKind = 1
 	// The snapshot (or the replay) is complete; version is the current version.
 	WatchEventKind_WATCH_EVENT_KIND_SNAPSHOT_END WatchEventKind = 2

@@ -63,7 +63,9 @@ type GuardServiceClient interface {
 	SyncPositions(ctx context.Context, in *SyncPositionsRequest, opts ...grpc.CallOption) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
-	// Kill switch for a scope. Idempotent: triggering a halted scope changes nothing.
+	// Kill switch for a scope. Idempotent: triggering a scope an operator already halted
+	// changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
+	// trigger is recorded as the operator's own, with its directives; it never loosens.
 	Trigger(ctx context.Context, in *TriggerRequest, opts ...grpc.CallOption) (*TriggerResponse, error)
 	// Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
 	// condition still holds, unless force.
@@ -225,7 +227,9 @@ type GuardServiceServer interface {
 	SyncPositions(context.Context, *SyncPositionsRequest) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
-	// Kill switch for a scope. Idempotent: triggering a halted scope changes nothing.
+	// Kill switch for a scope. Idempotent: triggering a scope an operator already halted
+	// changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
+	// trigger is recorded as the operator's own, with its directives; it never loosens.
 	Trigger(context.Context, *TriggerRequest) (*TriggerResponse, error)
 	// Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
 	// condition still holds, unless force.

@@ -140,7 +140,9 @@ class GuardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Trigger(self, request, context):
-        """Kill switch for a scope. Idempotent: triggering a halted scope changes nothing.
+        """Kill switch for a scope. Idempotent: triggering a scope an operator already halted
+        changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
+        trigger is recorded as the operator's own, with its directives; it never loosens.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
