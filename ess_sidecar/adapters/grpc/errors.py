@@ -8,13 +8,12 @@ from typing import TypeVar
 
 import grpc
 
-from ...domain.errors import GuardError, InvalidArgument, InvalidConfig, ResetRefused, \
-    ResyncRequired, ShuttingDown, StoreUnavailable, SubscriberTooSlow
+from ...domain.errors import GuardError, InvalidArgument, ResetRefused, ResyncRequired, \
+    ShuttingDown, StoreUnavailable, SubscriberTooSlow
 
 # Most specific first: SubscriberTooSlow is a ResyncRequired.
 STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidConfig, grpc.StatusCode.INVALID_ARGUMENT),
     (ResetRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ResyncRequired, grpc.StatusCode.OUT_OF_RANGE),
