@@ -33,10 +33,15 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _serve(settings: Settings) -> None:
-    from .adapters.grpc.server import serve  # noqa: PLC0415 - grpc only for this command
+def _serve(settings: Settings) -> int:
+    from .adapters.grpc.server import SocketPathError, serve  # noqa: PLC0415 - grpc only here
     from .bootstrap import build  # noqa: PLC0415
-    asyncio.run(serve(build(settings)))
+    try:
+        asyncio.run(serve(build(settings)))
+    except SocketPathError as error:
+        print(f"cannot serve: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidConfig as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2
-    _serve(settings)
-    return 0
+    return _serve(settings)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ with a message naming the key.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import re
+import tomllib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
-    TomlConfigSettingsSource
+    SettingsError, TomlConfigSettingsSource
 
 from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
@@ -98,8 +102,11 @@ class ScopeOverrideModel(_Section):
     breakers: dict[str, BreakerSettingsModel] = Field(default_factory=dict)
 
 
+ENV_PREFIX, ENV_DELIMITER = "ESS_", "__"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ESS_", env_nested_delimiter="__",
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER,
                                       extra="forbid", populate_by_name=True)
 
     server: ServerSettings = ServerSettings()
@@ -186,8 +193,35 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
-        raise InvalidConfig(key, first["msg"]) from None
-    except ValueError as error:  # a TOML syntax error
+        variable = _env_variable(first["loc"])
+        origin = f" (from environment variable {variable})" \
+            if variable and first["loc"][0] not in overrides else ""
+        raise InvalidConfig(key, f"{first['msg']}{origin}") from None
+    except tomllib.TOMLDecodeError as error:
         raise InvalidConfig(str(path), f"not valid TOML: {error}") from None
+    except SettingsError as error:  # e.g. ESS_LIMITS=... that is not JSON
+        raise _source_error(error) from None
+    except ValueError as error:  # e.g. a file that is not UTF-8
+        raise InvalidConfig(str(path), f"cannot be read: {error}") from None
     settings.guard_config()
     return settings
+
+
+def _env_variable(loc: Sequence[str | int]) -> str | None:
+    """The ESS_* variable that sets the key at `loc`, if one is set (names are matched
+    case-insensitively, as the settings source does)."""
+    wanted = (ENV_PREFIX + ENV_DELIMITER.join(str(part) for part in loc)).lower()
+    return next((name for name in os.environ if name.lower() == wanted), None)
+
+
+def _source_error(error: SettingsError) -> InvalidConfig:
+    """A settings source could not read a value: name the variable when it is the
+    environment's, and never blame the TOML file for it."""
+    cause = f": {error.__cause__}" if error.__cause__ is not None else ""
+    found = re.search(r'field "([^"]+)" from source "([^"]+)"', str(error))
+    if found and found.group(2) == "EnvSettingsSource":
+        field = found.group(1)
+        variable = _env_variable([field]) or f"{ENV_PREFIX}{field.upper()}"
+        return InvalidConfig(variable, f"environment (ESS_*) value for {field!r} is not"
+                             f" valid (a whole section must be JSON){cause}")
+    return InvalidConfig("settings", f"{error}{cause}")

@@ -84,6 +84,13 @@ BAD_COMMANDS = [
      "positions[0].mark_price"),
     ("ListEvents", pb.ListEventsRequest(page_size=5000), "page_size"),
     ("ListEvents", pb.ListEventsRequest(page_token="not-a-token"), "page_token"),
+    # digits to str.isdigit() but not to int() (superscript), or not ASCII (Arabic-Indic)
+    ("ListEvents", pb.ListEventsRequest(page_token="\u00b2"), "page_token"),
+    ("ListEvents", pb.ListEventsRequest(page_token="1\u00b2"), "page_token"),
+    ("ListEvents", pb.ListEventsRequest(page_token="\u0663"), "page_token"),
+    # beyond SQLite's 64-bit integers
+    ("ListEvents", pb.ListEventsRequest(page_token="9" * 20), "page_token"),
+    ("ListEvents", pb.ListEventsRequest(page_token=str(2**63)), "page_token"),
 ]
 
 
@@ -233,6 +240,27 @@ async def test_get_state_lists_restricted_scopes_and_thresholds(sidecar: Running
     assert thresholds["daily_drawdown_pct"].threshold == 5
     assert thresholds["api_errors"].window_ms == 60_000
     assert state.state_version == 1
+
+
+async def test_breaker_disabled_for_a_scope_is_not_listed_as_in_force_for_it(
+        start_sidecar) -> None:
+    running = await start_sidecar(scopes={
+        f"STRATEGY:{STRATEGY}": {"breakers": {"daily_drawdown_pct": {"enabled": False},
+                                              "api_errors": {"threshold": 3}}}})
+    state = await running.stub.GetState(pb.GetStateRequest())
+    listed = {(t.scope, t.breaker): t for t in state.thresholds}
+    assert (f"STRATEGY:{STRATEGY}", "daily_drawdown_pct") not in listed
+    assert listed[(f"STRATEGY:{STRATEGY}", "api_errors")].threshold == 3
+    assert ("", "daily_drawdown_pct") in listed  # still the default for other scopes
+    report = await running.stub.ReportMetric(pb.ReportMetricRequest(
+        scope=strategy_scope(), metric=DRAWDOWN, value=50))
+    assert not report.tripped  # what GetState says is what the engine does
+
+
+async def test_largest_page_token_sqlite_can_hold_is_accepted(sidecar: Running) -> None:
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope()))
+    page = await sidecar.stub.ListEvents(pb.ListEventsRequest(page_token=str(2**63 - 1)))
+    assert [e.version for e in page.events] == [1]
 
 
 async def test_events_are_newest_first_paged_and_filtered_by_scope(sidecar: Running) -> None:

@@ -7,6 +7,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +28,79 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 HEALTH_NAMES = ("", SERVICE_NAME)
 
+# A timer failure that repeats every tick is logged with its traceback once, then at most
+# this often with a count, until a tick succeeds.
+REPEAT_LOG_INTERVAL_S = 60.0
+
+
+class SocketPathError(Exception):
+    """The Unix socket path cannot be served on: another process is serving on it, or it
+    is something other than a socket. Nothing was removed."""
+
+
+def claim_unix_socket(path: str) -> None:
+    """Make `path` free to bind: remove a socket left by a dead process, but never a live
+    server's socket (that would silently take its clients) nor anything that is not a
+    socket. Raises SocketPathError."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise SocketPathError(f"cannot inspect unix:{path}: {error}") from error
+    if not stat.S_ISSOCK(mode):
+        raise SocketPathError(f"unix:{path} exists and is not a socket; not removing it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            pass  # nobody listens: a socket left by a killed process
+        except FileNotFoundError:
+            return  # removed meanwhile
+        except OSError as error:  # a timeout (full backlog) or no permission: not ours
+            raise SocketPathError(f"cannot tell whether unix:{path} is in use: {error};"
+                                  " not removing it") from error
+        else:
+            raise SocketPathError(f"another process is serving on unix:{path}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    log.info("removed stale socket %s", path)
+
+
+class RepeatedFailureLog:
+    """Logs a failure with its traceback the first time; the same failure again at most
+    once per `interval_s` with how many were not logged; a success starts afresh."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = REPEAT_LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: tuple[type, str] | None = None
+        self._logged_at = 0.0
+        self._suppressed = 0
+
+    def failed(self, what: str, error: BaseException) -> None:
+        key = (type(error), str(error))
+        now = self._clock()
+        if key != self._last:
+            self._log.error("%s", what, exc_info=error)
+            self._last, self._logged_at, self._suppressed = key, now, 0
+        elif now - self._logged_at >= self._interval_s:
+            self._log.error("%s (still failing; %d identical failure(s) not logged in the"
+                            " last %.0f s): %s: %s", what, self._suppressed,
+                            now - self._logged_at, type(error).__name__, error)
+            self._logged_at, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+
+    def succeeded(self) -> None:
+        if self._last is not None:
+            self._log.info("recovered after %d further identical failure(s) not logged",
+                           self._suppressed)
+            self._last, self._suppressed = None, 0
+
 
 class Sidecar:
     """One running server; `start`, then `wait_stopped`; `stop` drains in-flight calls."""
@@ -34,7 +111,9 @@ class Sidecar:
         self.health = health.aio.HealthServicer()
         self.addresses: list[str] = []
         self._timers: asyncio.Task[None] | None = None
+        self._stopping = False
         self._stopped = asyncio.Event()
+        self.timer_failures = RepeatedFailureLog(log)
         settings = app.settings
         add_guard_service(GuardServicer(app.guard, settings.watch.heartbeat_interval_s),
                           self.server)
@@ -44,7 +123,10 @@ class Sidecar:
              reflection.SERVICE_NAME), self.server)
 
     async def start(self) -> None:
+        """Raises SocketPathError, before binding anything, if server.uds is taken."""
         server_settings = self.app.settings.server
+        if server_settings.uds:
+            claim_unix_socket(server_settings.uds)
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if server_settings.listen:
@@ -52,8 +134,6 @@ class Sidecar:
             host = server_settings.listen.rsplit(":", 1)[0]
             self.addresses.append(f"{host}:{port}")
         if server_settings.uds:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(server_settings.uds)  # a socket left by a killed process
             self.server.add_insecure_port(f"unix:{server_settings.uds}")
             self.addresses.append(f"unix:{server_settings.uds}")
         if not self.addresses:
@@ -66,36 +146,50 @@ class Sidecar:
 
     async def stop(self) -> None:
         """NOT_SERVING first, end the watch streams, drain calls, then close the store."""
-        if self._stopped.is_set():
+        if self._stopping:  # a second signal while stopping: wait for the first stop
+            await self._stopped.wait()
             return
-        await self.health.enter_graceful_shutdown()
-        self.app.guard.subscribers.close_all()
-        await self.server.stop(self.app.settings.server.grace_s)
-        if self._timers is not None:
-            self._timers.cancel()
-        self.app.store.close()
-        self._stopped.set()
-        log.info("ess-sidecar stopped")
+        self._stopping = True
+        try:
+            await self.health.enter_graceful_shutdown()
+            self.app.guard.subscribers.close_all()
+            await self.server.stop(self.app.settings.server.grace_s)
+        finally:
+            try:
+                if self._timers is not None:
+                    self._timers.cancel()
+                self.app.store.close()
+            finally:
+                self._stopped.set()
+                log.info("ess-sidecar stopped")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
     async def _run_timers(self) -> None:
         interval = self.app.settings.timers.interval_s
+        failures = self.timer_failures
         while True:
             try:
                 self.app.guard.run_timers()
-            except StoreUnavailable:
-                log.exception("timer transition could not be made durable")
-            except Exception:  # a bug here must never stop the timers
-                log.exception("timer run failed")
+            except StoreUnavailable as error:
+                failures.failed("timer transition could not be made durable", error)
+            except Exception as error:  # a bug here must never stop the timers
+                failures.failed("timer run failed", error)
+            else:
+                failures.succeeded()
             await asyncio.sleep(interval)
 
 
 async def serve(app: App) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     sidecar = Sidecar(app)
-    await sidecar.start()
+    try:
+        await sidecar.start()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the start-up error is the one to report
+            app.store.close()  # release the state file
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(sidecar.stop()))

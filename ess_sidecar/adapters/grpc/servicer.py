@@ -173,7 +173,9 @@ def _event_query(request: pb.ListEventsRequest) -> EventQuery:
     if page_size > MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
     token = request.page_token
-    if token and not token.isdigit():
+    # isascii: "²".isdigit() is true but int() refuses it; the bound: SQLite integers are
+    # 64-bit, and a larger one would fail the query rather than the request.
+    if token and not (token.isascii() and token.isdigit() and int(token) < 2**63):
         raise InvalidArgument("page_token", "is not a token from a previous page")
     return EventQuery(
         scope=scope_from_proto(request.scope) if request.HasField("scope") else None,

@@ -15,9 +15,11 @@ def _threshold(scope: str, name: str, rule: BreakerRule) -> pb.BreakerThreshold:
 
 
 def thresholds_to_proto(config: GuardConfig) -> list[pb.BreakerThreshold]:
-    """Enabled defaults first, then each scope's overrides."""
+    """Enabled defaults first, then each scope's enabled overrides (an override that
+    disables a breaker is not a threshold in force)."""
     breakers = config.breakers
     rows = [_threshold("", name, rule) for name, rule in breakers.defaults.items() if rule.enabled]
     for scope, rules in breakers.overrides.items():
-        rows += [_threshold(str(scope), name, rule) for name, rule in rules.items()]
+        rows += [_threshold(str(scope), name, rule) for name, rule in rules.items()
+                 if rule.enabled]
     return rows

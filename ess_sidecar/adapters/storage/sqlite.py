@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,6 +15,8 @@ from ...domain.errors import StoreUnavailable
 from ...domain.scopes import Scope, ScopeKind
 from ...domain.states import Cause, Directive, State, Transition, TriggerReason
 from ...ports import EventQuery, StateStore, StoredState
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -90,21 +94,29 @@ class SqliteStateStore(StateStore):
     """State in one SQLite file (WAL, synchronous=FULL).
 
     The constructor never raises StoreUnavailable: if the file cannot be opened (garbage,
-    a newer schema, another application's database, an uncreatable directory) the problem
-    is kept and raised, naming the path, by load() and by every later call.
+    an empty file, a newer schema, another application's database, an uncreatable
+    directory, a file in use by another sidecar) the problem is kept and raised, naming
+    the path, by load() and by every later call.
+
+    One store per file: an exclusive flock on the sibling `<path>.lock` is held from
+    opening until close(), so a second sidecar on the same file finds it in use instead of
+    writing versions of its own into it.
     """
 
     def __init__(self, path: str | os.PathLike[str], keep_events: int = 0) -> None:
         if keep_events < 0:
             raise ValueError(f"keep_events must be >= 0, not {keep_events}")
         self.path = Path(path)
+        self.lock_path = Path(f"{self.path}.lock")
         self._keep_events = keep_events
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._broken: StoreUnavailable | None = None
         try:
             self._conn = self._open()
         except StoreUnavailable as error:
             self._broken = error
+            self._unlock()  # a store that cannot be used never writes: nothing to guard
 
     # -- StateStore -------------------------------------------------------------------------
 
@@ -159,11 +171,14 @@ class SqliteStateStore(StateStore):
             conn.execute("DELETE FROM executors WHERE executor_id = ?", (executor_id,))
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sqlite3.Error as error:
-                raise self._unavailable("cannot close", error) from error
+        try:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except sqlite3.Error as error:
+                    raise self._unavailable("cannot close", error) from error
+        finally:
+            self._unlock()  # only after the connection is closed: no write can follow
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -172,6 +187,19 @@ class SqliteStateStore(StateStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise self._unavailable("cannot create its directory", error) from error
+        self._lock()
+        try:
+            if self.path.stat().st_size == 0:
+                # A fresh store is never left empty (the first PRAGMA below writes the
+                # header), so an empty file is a truncated one: adopting it as new would
+                # forget every latched trip.
+                raise StoreUnavailable(
+                    f"state store {self.path} is empty (0 bytes): it may have been truncated;"
+                    " restore it, or delete it to start with no latched state")
+        except FileNotFoundError:
+            pass  # first run: a new store is created
+        except OSError as error:
+            raise self._unavailable("cannot open", error) from error
         try:
             # isolation_level=None: no implicit transactions; each write says BEGIN itself.
             conn = sqlite3.connect(self.path, isolation_level=None)
@@ -182,7 +210,42 @@ class SqliteStateStore(StateStore):
         except BaseException:
             conn.close()
             raise
+        log.info("state store opened: %s", self.path.resolve())
         return conn
+
+    def _lock(self) -> None:
+        """Take the exclusive lock on `<path>.lock`, or raise StoreUnavailable."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise self._unavailable(f"cannot open its lock file {self.lock_path}",
+                                    error) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreUnavailable(
+                f"state file {self.path} is in use by another ess-sidecar process"
+                f" (lock {self.lock_path})") from None
+        except OSError as error:
+            os.close(fd)
+            raise self._unavailable(f"cannot lock {self.lock_path}", error) from error
+        self._lock_fd = fd
+
+    def __del__(self) -> None:
+        # A store dropped without close() must not keep its file locked until exit.
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+        with contextlib.suppress(Exception):
+            self._unlock()
+
+    def _unlock(self) -> None:
+        """Closing the descriptor releases the lock; the lock file itself stays (deleting
+        it could let two processes each lock a different file of the same name)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         try:

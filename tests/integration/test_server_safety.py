@@ -1,0 +1,264 @@
+"""The server never takes a live sidecar's socket or state file, stops even when parts of
+stopping fail, and does not flood the log with one failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
+from ess_sidecar.adapters.grpc.server import RepeatedFailureLog, Sidecar, SocketPathError
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
+from ess_sidecar.bootstrap import build
+from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.settings import load_settings
+from ess_sidecar.testing import SidecarProcess
+from tests.fakes import FakeClock
+from tests.integration.conftest import Running, order
+
+SERVER_LOG = "ess_sidecar.adapters.grpc.server"
+
+
+async def get_state_on_a_new_channel(target: str) -> pb.GetStateResponse:
+    """A new connection: an established channel would survive its socket file's removal."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await pb_grpc.GuardServiceStub(channel).GetState(pb.GetStateRequest(), timeout=10)
+
+
+def second_sidecar(uds: str, state: Path) -> Sidecar:
+    settings = load_settings(None, server={"listen": "", "uds": uds},
+                             store={"path": str(state)})
+    return Sidecar(build(settings, clock=FakeClock()))
+
+
+# -- the Unix socket -------------------------------------------------------------------------
+
+async def test_second_sidecar_on_a_live_socket_fails_and_the_first_keeps_it(
+        sidecar: Running, tmp_path: Path) -> None:
+    uds = sidecar.app.settings.server.uds
+    second = second_sidecar(uds, tmp_path / "second.db")
+    with pytest.raises(SocketPathError, match=f"another process is serving on unix:{uds}"):
+        await second.start()
+    second.app.store.close()
+    assert (await get_state_on_a_new_channel(sidecar.target)).state_version == 0
+    assert (await sidecar.stub.CheckOrder(order())).allowed
+
+
+async def test_socket_left_by_a_dead_process_is_replaced(start_sidecar,
+                                                         socket_dir: Path) -> None:
+    path = socket_dir / "ess.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))  # bound, never listening, closed: what a SIGKILL leaves
+    assert path.exists()
+    running = await start_sidecar()
+    assert (await get_state_on_a_new_channel(running.target)).state_version == 0
+
+
+async def test_non_socket_at_the_socket_path_is_neither_removed_nor_served_over(
+        socket_dir: Path, tmp_path: Path) -> None:
+    path = socket_dir / "ess.sock"
+    path.write_text("operator notes\n")
+    sidecar = second_sidecar(str(path), tmp_path / "ess.db")
+    with pytest.raises(SocketPathError, match="is not a socket") as raised:
+        await sidecar.start()
+    sidecar.app.store.close()
+    assert str(path) in str(raised.value)
+    assert path.read_text() == "operator notes\n"
+
+
+# -- the state file -------------------------------------------------------------------------
+
+async def test_empty_state_file_starts_with_global_tripped_naming_it(start_sidecar,
+                                                                     tmp_path: Path) -> None:
+    state = tmp_path / "ess.db"
+    state.write_bytes(b"")  # a truncated file: its latched trips are lost, so trip GLOBAL
+    running = await start_sidecar()
+    (scope,) = (await running.stub.GetState(pb.GetStateRequest())).scopes
+    assert (scope.scope.kind, scope.state) == (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED)
+    assert "is empty" in scope.reason and str(state) in scope.reason
+    assert state.read_bytes() == b""
+
+
+# -- stopping --------------------------------------------------------------------------------
+
+class RecordingStore(InMemoryStateStore):
+    def __init__(self, fail_close: bool = False) -> None:
+        super().__init__()
+        self.fail_close = fail_close
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+        super().close()
+        if self.fail_close:
+            raise StoreUnavailable("cannot close: disk gone")
+
+
+async def test_stop_completes_even_if_closing_the_store_fails(start_sidecar) -> None:
+    store = RecordingStore(fail_close=True)
+    running = await start_sidecar(state_store=store)
+    with pytest.raises(StoreUnavailable, match="disk gone"):
+        await running.sidecar.stop()
+    await asyncio.wait_for(running.sidecar.wait_stopped(), 5)
+    await running.sidecar.stop()  # a second stop returns at once
+    assert store.closes == 1
+
+
+async def test_stop_closes_the_store_even_if_stopping_the_server_fails(start_sidecar) -> None:
+    store = RecordingStore()
+    running = await start_sidecar(state_store=store)
+    real_stop = running.sidecar.server.stop
+
+    async def stop_then_fail(grace: Any) -> None:
+        await real_stop(grace)
+        raise RuntimeError("server stop failed")
+
+    running.sidecar.server.stop = stop_then_fail
+    with pytest.raises(RuntimeError, match="server stop failed"):
+        await running.sidecar.stop()
+    await asyncio.wait_for(running.sidecar.wait_stopped(), 5)
+    assert store.closes == 1
+
+
+async def test_concurrent_stops_stop_once_and_both_return(start_sidecar) -> None:
+    store = RecordingStore()
+    running = await start_sidecar(state_store=store)
+    await asyncio.wait_for(asyncio.gather(running.sidecar.stop(), running.sidecar.stop()), 10)
+    assert store.closes == 1
+
+
+# -- timer failures in the log ---------------------------------------------------------------
+
+class FlakyTimers:
+    """Stands in for guard.run_timers: fails or succeeds as told, and lets a test wait
+    (with a deadline) for a number of further calls."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = RuntimeError("clock source broke")
+        self.calls = 0
+        self._waiting: tuple[int, asyncio.Event] | None = None
+
+    def __call__(self) -> list:
+        self.calls += 1
+        if self._waiting and self.calls >= self._waiting[0]:
+            self._waiting[1].set()
+        if self.error is not None:
+            raise self.error
+        return []
+
+    async def wait_calls(self, more: int, timeout_s: float = 10.0) -> None:
+        event = asyncio.Event()
+        self._waiting = (self.calls + more, event)
+        await asyncio.wait_for(event.wait(), timeout_s)
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == SERVER_LOG and r.exc_info]
+
+
+async def test_persistent_timer_failure_logs_one_traceback_until_it_recovers(
+        start_sidecar, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    running = await start_sidecar(timers={"interval_s": 0.01})
+    timers = FlakyTimers()
+    monkeypatch.setattr(running.app.guard, "run_timers", timers)
+    await timers.wait_calls(20)
+    assert len(tracebacks(caplog)) == 1
+    assert "clock source broke" in str(tracebacks(caplog)[0].exc_info[1])
+    timers.error = None
+    await timers.wait_calls(2)
+    timers.error = RuntimeError("clock source broke")
+    await timers.wait_calls(5)
+    assert len(tracebacks(caplog)) == 2  # a success ends the run: the next failure is new
+
+
+def test_repeated_failure_is_logged_at_most_once_a_minute_with_a_count(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="repeat-test")
+    now = [1000.0]
+    failures = RepeatedFailureLog(logging.getLogger("repeat-test"), clock=lambda: now[0])
+    same = StoreUnavailable("disk full")
+    for _ in range(600):  # a minute of 100 ms ticks, less one
+        failures.failed("timer run failed", same)
+        now[0] += 0.0999
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info
+    now[0] = 1060.0
+    failures.failed("timer run failed", same)
+    assert len(caplog.records) == 2
+    summary = caplog.records[1]
+    assert not summary.exc_info and "599" in summary.getMessage()
+    assert "disk full" in summary.getMessage()
+    failures.failed("timer run failed", StoreUnavailable("disk gone"))  # a different one
+    assert len(caplog.records) == 3 and caplog.records[2].exc_info
+    failures.succeeded()
+    failures.failed("timer run failed", StoreUnavailable("disk gone"))
+    assert [bool(r.exc_info) for r in caplog.records[3:]] == [False, True]
+
+
+# -- two sidecar processes -------------------------------------------------------------------
+
+@pytest.fixture
+def workdirs() -> Iterator[Any]:
+    made: list[Path] = []
+    processes: list[SidecarProcess] = []
+
+    def new(config: str = "") -> SidecarProcess:
+        made.append(Path(tempfile.mkdtemp(prefix="ess-")))  # short: Unix socket paths
+        processes.append(SidecarProcess(made[-1], config))
+        return processes[-1]
+
+    yield new
+    for process in processes:
+        process.stop()
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def get_state(target: str) -> pb.GetStateResponse:
+    with grpc.insecure_channel(target) as channel:
+        return pb_grpc.GuardServiceStub(channel).GetState(pb.GetStateRequest(), timeout=10)
+
+
+@pytest.mark.e2e
+def test_second_sidecar_process_on_a_state_file_in_use_starts_global_tripped(
+        workdirs) -> None:
+    first = workdirs().start()
+    second = workdirs()
+    second.state = first.state
+    second.start()
+    (scope,) = get_state(second.tcp_target).scopes
+    assert (scope.scope.kind, scope.state) == (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED)
+    assert "in use by another ess-sidecar process" in scope.reason
+    assert str(first.state) in scope.reason
+    with grpc.insecure_channel(second.tcp_target) as channel:
+        decision = pb_grpc.GuardServiceStub(channel).CheckOrder(order(), timeout=10)
+    assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    assert second.terminate() == 0
+    state = get_state(first.tcp_target)  # the first was not disturbed, nor its file written
+    assert not state.scopes and state.state_version == 0
+
+
+@pytest.mark.e2e
+def test_second_sidecar_process_on_a_live_socket_exits_cleanly(workdirs) -> None:
+    first = workdirs().start()
+    other = workdirs()
+    second = subprocess.run(
+        [sys.executable, "-m", "ess_sidecar", "serve", "--config", str(other.config),
+         "--listen", "", "--uds", str(first.uds), "--state", str(other.state)],
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert f"another process is serving on unix:{first.uds}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.uds.is_socket()
+    assert get_state(first.uds_target).state_version == 0

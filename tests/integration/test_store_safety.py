@@ -1,0 +1,140 @@
+"""The SQLite state file is never shared, and never silently started afresh."""
+
+from __future__ import annotations
+
+import logging
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, State, Transition
+from ess_sidecar.ports import StoredState
+
+REPO = Path(__file__).resolve().parents[2]
+ACCOUNT = Scope(ScopeKind.ACCOUNT, "acc-1")
+
+
+def trip(version: int, scope: Scope = GLOBAL) -> Transition:
+    return Transition(version=version, time=1_700_000_000.0 + version, scope=scope,
+                      previous=State.ARMED, state=State.TRIPPED, cause=Cause.TRIGGER,
+                      reason=f"trip {version}", actor="tester")
+
+
+# -- one store per file ----------------------------------------------------------------------
+
+def test_second_store_on_a_file_in_use_is_unavailable_and_writes_nothing(tmp_path):
+    path = tmp_path / "ess.db"
+    first = SqliteStateStore(path)
+    first.append([trip(1, ACCOUNT)])
+    second = SqliteStateStore(path)
+    with pytest.raises(StoreUnavailable, match="in use by another ess-sidecar process") as raised:
+        second.load()
+    assert str(path) in str(raised.value) and f"{path}.lock" in str(raised.value)
+    with pytest.raises(StoreUnavailable, match="in use"):
+        second.append([trip(2)])
+    second.close()  # closing the refused store must not release the first one's lock
+    with pytest.raises(StoreUnavailable, match="in use"):
+        SqliteStateStore(path).load()
+    first.append([trip(2)])  # the first store still works, and alone writes versions
+    assert first.load().version == 2
+    first.close()
+
+
+def test_file_can_be_opened_again_once_its_store_is_closed(tmp_path):
+    path = tmp_path / "ess.db"
+    first = SqliteStateStore(path)
+    first.append([trip(1, ACCOUNT)])
+    first.close()
+    again = SqliteStateStore(path)
+    assert again.load() == StoredState(current=[trip(1, ACCOUNT)], version=1)
+    again.close()
+
+
+def test_store_on_another_file_in_the_same_directory_is_not_blocked(tmp_path):
+    first = SqliteStateStore(tmp_path / "a.db")
+    other = SqliteStateStore(tmp_path / "b.db")
+    assert other.load().version == 0
+    first.close()
+    other.close()
+
+
+HOLDER = """
+import sys
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+store = SqliteStateStore(sys.argv[1])
+print("loaded", store.load().version, flush=True)
+sys.stdin.read()  # hold the store until killed
+"""
+
+
+def test_file_held_by_another_process_is_unavailable_until_that_process_dies(tmp_path):
+    path = tmp_path / "ess.db"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([holder.stdout], [], [], 30)  # a deadline, not a sleep
+        line = holder.stdout.readline().decode() if ready else "(nothing within 30 s)"
+        assert line == "loaded 0\n", f"holder said {line!r}"
+        refused = SqliteStateStore(path)
+        with pytest.raises(StoreUnavailable, match="in use by another ess-sidecar process"):
+            refused.load()
+        refused.close()
+    finally:
+        holder.kill()  # SIGKILL: no close(); the kernel drops the lock with the process
+        holder.communicate()
+    after = SqliteStateStore(path)  # the lock file left behind does not block a restart
+    assert after.load().version == 0
+    after.close()
+
+
+# -- empty and missing files -----------------------------------------------------------------
+
+def test_empty_state_file_is_unavailable_not_a_fresh_store(tmp_path):
+    path = tmp_path / "ess.db"
+    path.write_bytes(b"")
+    store = SqliteStateStore(path)
+    with pytest.raises(StoreUnavailable, match="is empty") as raised:
+        store.load()
+    assert str(path) in str(raised.value)
+    with pytest.raises(StoreUnavailable, match="is empty"):
+        store.append([trip(1)])
+    store.close()
+    assert path.read_bytes() == b""  # left as found: no schema written into it
+
+
+def test_empty_file_does_not_keep_the_file_locked(tmp_path):
+    path = tmp_path / "ess.db"
+    path.write_bytes(b"")
+    refused = SqliteStateStore(path)  # unavailable, kept open
+    path.unlink()  # the operator removes the empty file
+    store = SqliteStateStore(path)
+    assert store.load().version == 0
+    store.close()
+    refused.close()
+
+
+def test_missing_state_file_is_a_fresh_store_that_survives_reopen(tmp_path):
+    path = tmp_path / "new" / "ess.db"
+    store = SqliteStateStore(path)
+    assert store.load() == StoredState(current=[], version=0, registrations=[])
+    store.close()
+    assert path.stat().st_size > 0  # so the next start is not "empty"
+    reopened = SqliteStateStore(path)
+    assert reopened.load().version == 0
+    reopened.close()
+
+
+def test_opening_logs_the_absolute_path(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="ess_sidecar.adapters.storage.sqlite")
+    store = SqliteStateStore(Path("state") / "ess.db")
+    store.close()
+    absolute = str((tmp_path / "state" / "ess.db").resolve())
+    assert any(absolute in record.getMessage() for record in caplog.records), caplog.text
