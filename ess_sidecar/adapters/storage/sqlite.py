@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -15,6 +14,7 @@ from ...domain.errors import StoreUnavailable
 from ...domain.scopes import Scope, ScopeKind
 from ...domain.states import Cause, Directive, State, Transition, TriggerReason
 from ...ports import EventQuery, StateStore, StoredState
+from .filelock import FileLock, LockHeld
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ class SqliteStateStore(StateStore):
             raise ValueError(f"keep_events must be >= 0, not {keep_events}")
         self.path = Path(path)
         self.lock_path = Path(f"{self.path}.lock")
+        self._file_lock = FileLock(self.lock_path)
         self._keep_events = keep_events
         self._conn: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
         self._broken: StoreUnavailable | None = None
         try:
             self._conn = self._open()
@@ -216,21 +216,13 @@ class SqliteStateStore(StateStore):
     def _lock(self) -> None:
         """Take the exclusive lock on `<path>.lock`, or raise StoreUnavailable."""
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as error:
-            raise self._unavailable(f"cannot open its lock file {self.lock_path}",
-                                    error) from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            self._file_lock.acquire()
+        except LockHeld:
             raise StoreUnavailable(
                 f"state file {self.path} is in use by another ess-sidecar process"
                 f" (lock {self.lock_path})") from None
         except OSError as error:
-            os.close(fd)
             raise self._unavailable(f"cannot lock {self.lock_path}", error) from error
-        self._lock_fd = fd
 
     def __del__(self) -> None:
         # A store dropped without close() must not keep its file locked until exit.
@@ -241,11 +233,7 @@ class SqliteStateStore(StateStore):
             self._unlock()
 
     def _unlock(self) -> None:
-        """Closing the descriptor releases the lock; the lock file itself stays (deleting
-        it could let two processes each lock a different file of the same name)."""
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)
+        self._file_lock.release()
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         try:
