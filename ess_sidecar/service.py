@@ -49,6 +49,9 @@ class Guard:
                  subscribers: Subscribers) -> None:
         self.engine = engine
         self.subscribers = subscribers
+        # "" while every published version is durable; set once one is not (fail_closed),
+        # so a watcher resuming across that point resyncs instead of trusting replay.
+        self.epoch = ""
         self._store = store
         self._clock = clock
 
@@ -100,6 +103,7 @@ class Guard:
         plan = self.engine.plan(self._clock.now())
         if plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, SYSTEM_ACTOR):
             log.error("GLOBAL tripped in memory, not durable: %s", reason)
+            self.epoch = self.epoch or f"volatile-{self.engine.decision_prefix}"
             self.engine.apply(plan.transitions)
             self.subscribers.publish(plan.transitions)
 
@@ -114,11 +118,15 @@ class Guard:
     def events(self, query: EventQuery) -> list[Transition]:
         return self._store.events(query)
 
-    def watch(self, scopes: Iterable[Scope], from_version: int) -> WatchStart:
+    def watch(self, scopes: Iterable[Scope], from_version: int, epoch: str = "") -> WatchStart:
         """Start a watcher with no gap: the initial part and the subscription are taken in
-        one step, so no transition falls between them."""
+        one step, so no transition falls between them. Resuming (from_version > 0) needs
+        the epoch the watcher last saw: versions are only comparable within one epoch."""
         scopes = frozenset(scopes)
         version = self.engine.version
+        if from_version and epoch != self.epoch:
+            raise ResyncRequired(f"epoch {epoch!r} is not the current {self.epoch!r}: what was"
+                                 " seen may not have been durable; resubscribe from 0")
         if from_version > version:
             raise ResyncRequired(f"from_version {from_version} is ahead of this sidecar's"
                                  f" version {version}; resubscribe from 0")

@@ -41,7 +41,7 @@ class GuardEngine:
         self._current: dict[Scope, Transition] = {}
         self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         self._decision_ids = itertools.count(1)
-        self._decision_prefix = decision_prefix
+        self.decision_prefix = decision_prefix  # unique per process
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ class GuardEngine:
         validate_order(order)
         denial = first_denial(order, self._blocking(order) if self._current else None,
                               self.book, self.config.limits, self._rate, now)
-        decision_id = f"{self._decision_prefix}-{next(self._decision_ids)}"
+        decision_id = f"{self.decision_prefix}-{next(self._decision_ids)}"
         if denial is None:
             self._rate.record(order.strategy, now)
             return Decision(True, DecisionReason.ALLOWED, "", self.version, None, decision_id)

@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from tests.integration.conftest import Running, next_event, strategy_scope
 
 GLOBAL = pb.Scope(kind=pb.SCOPE_KIND_GLOBAL)
@@ -94,3 +95,21 @@ async def test_shutdown_ends_watch_streams_with_unavailable(start_sidecar) -> No
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await next_event(stream)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_watch_messages_carry_the_epoch_once_a_version_was_not_durable(
+        start_sidecar) -> None:
+    store = InMemoryStateStore()
+    running = await start_sidecar(state_store=store)
+    stream = running.stub.WatchState(pb.WatchStateRequest())
+    assert (await next_event(stream)).epoch == ""
+    store.fail_next_append = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await trigger(running, "a")
+    global_trip = await next_event(stream)
+    assert global_trip.scope.kind == pb.SCOPE_KIND_GLOBAL and global_trip.epoch
+    resumed = running.stub.WatchState(pb.WatchStateRequest(from_version=global_trip.version))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await next_event(resumed)
+    assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    stream.cancel()

@@ -136,3 +136,31 @@ def test_a_stale_feed_whose_trip_could_not_be_stored_trips_once_the_store_is_bac
     guard.reset(GLOBAL, "store repaired", force=False, actor="alice")
     (trip,) = guard.run_timers()
     assert (trip.scope, trip.breaker) == (MOMO, "data_feed_stale")
+
+
+def test_a_watcher_resuming_across_a_non_durable_version_must_resync() -> None:
+    guard, store = make_guard()
+    trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))  # GLOBAL v2 in memory only
+    assert guard.epoch
+    with pytest.raises(ResyncRequired, match="epoch"):
+        guard.watch([], from_version=1, epoch="")  # saw v1 before the failure
+    assert guard.watch([], from_version=2, epoch=guard.epoch).version == 2
+
+
+def test_after_a_restart_versions_seen_only_in_memory_are_not_trusted() -> None:
+    guard, store = make_guard()
+    trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))
+    volatile = guard.epoch
+    restarted = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16))
+    stored = store.load()
+    restarted.engine.restore(stored.current, stored.version, 0.0)
+    trigger(restarted, Scope(ScopeKind.STRATEGY, "c"))  # takes version 2 again
+    with pytest.raises(ResyncRequired):
+        restarted.watch([], from_version=2, epoch=volatile)
+    assert [t.scope.id for t in restarted.watch([], from_version=1, epoch="").initial] == ["c"]

@@ -2229,7 +2229,10 @@ type WatchStateRequest struct {
 	// Only these scopes (GLOBAL is not implied); empty means every scope.
 	Scopes []*Scope `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// 0: start with a snapshot. N > 0: replay every transition after version N instead.
-	FromVersion   uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	FromVersion uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	// With from_version: the epoch of the last message processed. A different epoch means
+	// some of what was seen may never have been made durable: OUT_OF_RANGE, resync from 0.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2278,6 +2281,13 @@ func (x *WatchStateRequest) GetFromVersion() uint64 {
 	return 0
 }
 
+func (x *WatchStateRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 type WatchStateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          WatchEventKind         `protobuf:"varint,1,opt,name=kind,proto3,enum=ess.v1.WatchEventKind" json:"kind,omitempty"`
@@ -2290,6 +2300,9 @@ type WatchStateResponse struct {
 	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
 	Cause         Cause                  `protobuf:"varint,9,opt,name=cause,proto3,enum=ess.v1.Cause" json:"cause,omitempty"`
 	Directives    []Directive            `protobuf:"varint,10,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
+	// Empty while every version published is durable; set once this process has published
+	// a transition it could not store (it failed closed). Echo it when resuming.
+	Epoch         string `protobuf:"bytes,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2392,6 +2405,13 @@ func (x *WatchStateResponse) GetDirectives() []Directive {
 		return x.Directives
 	}
 	return nil
+}
+
+func (x *WatchStateResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
 }
 
 type ListEventsRequest struct {
@@ -2792,10 +2812,11 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x128\n" +
 	"\n" +
 	"thresholds\x18\x03 \x03(\v2\x18.ess.v1.BreakerThresholdR\n" +
-	"thresholds\"]\n" +
+	"thresholds\"s\n" +
 	"\x11WatchStateRequest\x12%\n" +
 	"\x06scopes\x18\x01 \x03(\v2\r.ess.v1.ScopeR\x06scopes\x12!\n" +
-	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\"\x90\x03\n" +
+	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\xa6\x03\n" +
 	"\x12WatchStateResponse\x12*\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x16.ess.v1.WatchEventKindR\x04kind\x12#\n" +
 	"\x05scope\x18\x02 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -2809,7 +2830,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\n" +
 	"directives\x18\n" +
 	" \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
-	"directives\"\xd8\x01\n" +
+	"directives\x12\x14\n" +
+	"\x05epoch\x18\v \x01(\tR\x05epoch\"\xd8\x01\n" +
 	"\x11ListEventsRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +

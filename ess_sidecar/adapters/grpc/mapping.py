@@ -94,11 +94,11 @@ def seconds(stamp: Timestamp) -> float:
     return stamp.ToNanoseconds() / 1e9
 
 
-def transition_to_watch(t: Transition, kind: int) -> pb.WatchStateResponse:
+def transition_to_watch(t: Transition, kind: int, epoch: str) -> pb.WatchStateResponse:
     return pb.WatchStateResponse(
         kind=kind, scope=scope_to_proto(t.scope), state=t.state,
         previous_state=t.previous, version=t.version, reason=t.reason, actor=t.actor,
-        time=timestamp(t.time), cause=t.cause, directives=t.directives)
+        time=timestamp(t.time), cause=t.cause, directives=t.directives, epoch=epoch)
 
 
 def transition_to_event(t: Transition) -> pb.Event:
@@ -121,6 +121,6 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float) -> pb.ScopeStat
     return state
 
 
-def heartbeat_to_watch(version: int, now: float) -> pb.WatchStateResponse:
+def heartbeat_to_watch(version: int, now: float, epoch: str) -> pb.WatchStateResponse:
     return pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_HEARTBEAT, version=version,
-                                 time=timestamp(now))
+                                 time=timestamp(now), epoch=epoch)

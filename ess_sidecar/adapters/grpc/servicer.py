@@ -143,20 +143,22 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         subscription = None
         try:
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
-            start = self._guard.watch(scopes, request.from_version)
+            guard = self._guard
+            start = guard.watch(scopes, request.from_version, request.epoch)
             subscription = start.subscription
             kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
                 else pb.WATCH_EVENT_KIND_TRANSITION
             for transition in start.initial:
-                yield transition_to_watch(transition, kind)
+                yield transition_to_watch(transition, kind, guard.epoch)
             yield pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_SNAPSHOT_END,
-                                        version=start.version)
+                                        version=start.version, epoch=guard.epoch)
             while True:
                 transition = await subscription.next(self._watch_heartbeat_s)
                 if transition is None:
-                    yield heartbeat_to_watch(self._guard.engine.version, self._guard.now())
+                    yield heartbeat_to_watch(guard.engine.version, guard.now(), guard.epoch)
                 else:
-                    yield transition_to_watch(transition, pb.WATCH_EVENT_KIND_TRANSITION)
+                    yield transition_to_watch(transition, pb.WATCH_EVENT_KIND_TRANSITION,
+                                              guard.epoch)
         except GuardError as error:
             await context.abort(status_of(error), str(error))
         finally:

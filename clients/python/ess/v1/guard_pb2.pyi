@@ -437,15 +437,17 @@ class GetStateResponse(_message.Message):
     def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ...) -> None: ...
 
 class WatchStateRequest(_message.Message):
-    __slots__ = ("scopes", "from_version")
+    __slots__ = ("scopes", "from_version", "epoch")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedCompositeFieldContainer[Scope]
     from_version: int
-    def __init__(self, scopes: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., from_version: _Optional[int] = ...) -> None: ...
+    epoch: str
+    def __init__(self, scopes: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., from_version: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class WatchStateResponse(_message.Message):
-    __slots__ = ("kind", "scope", "state", "previous_state", "version", "reason", "actor", "time", "cause", "directives")
+    __slots__ = ("kind", "scope", "state", "previous_state", "version", "reason", "actor", "time", "cause", "directives", "epoch")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -456,6 +458,7 @@ class WatchStateResponse(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     kind: WatchEventKind
     scope: Scope
     state: State
@@ -466,7 +469,8 @@ class WatchStateResponse(_message.Message):
     time: _timestamp_pb2.Timestamp
     cause: Cause
     directives: _containers.RepeatedScalarFieldContainer[Directive]
-    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[Cause, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ...) -> None: ...
+    epoch: str
+    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[Cause, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("scope", "since", "until", "page_size", "page_token")
