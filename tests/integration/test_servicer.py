@@ -242,16 +242,17 @@ async def test_get_state_lists_restricted_scopes_and_thresholds(sidecar: Running
     assert state.state_version == 1
 
 
-async def test_breaker_disabled_for_a_scope_is_not_listed_as_in_force_for_it(
+async def test_breaker_disabled_for_a_scope_is_listed_as_disabled_for_it(
         start_sidecar) -> None:
     running = await start_sidecar(scopes={
         f"STRATEGY:{STRATEGY}": {"breakers": {"daily_drawdown_pct": {"enabled": False},
                                               "api_errors": {"threshold": 3}}}})
     state = await running.stub.GetState(pb.GetStateRequest())
     listed = {(t.scope, t.breaker): t for t in state.thresholds}
-    assert (f"STRATEGY:{STRATEGY}", "daily_drawdown_pct") not in listed
+    assert listed[(f"STRATEGY:{STRATEGY}", "daily_drawdown_pct")].disabled
     assert listed[(f"STRATEGY:{STRATEGY}", "api_errors")].threshold == 3
-    assert ("", "daily_drawdown_pct") in listed  # still the default for other scopes
+    assert not listed[(f"STRATEGY:{STRATEGY}", "api_errors")].disabled
+    assert not listed[("", "daily_drawdown_pct")].disabled  # the default for other scopes
     report = await running.stub.ReportMetric(pb.ReportMetricRequest(
         scope=strategy_scope(), metric=DRAWDOWN, value=50))
     assert not report.tripped  # what GetState says is what the engine does

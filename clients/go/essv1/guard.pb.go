@@ -2078,9 +2078,12 @@ type BreakerThreshold struct {
 	// Sliding window for event breakers; staleness for the data feed; 0 otherwise.
 	WindowMs uint64 `protobuf:"varint,4,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
 	// Consecutive breaching samples needed to trip.
-	Consecutive   uint32      `protobuf:"varint,5,opt,name=consecutive,proto3" json:"consecutive,omitempty"`
-	Mode          TriggerMode `protobuf:"varint,6,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
-	AutoRearm     bool        `protobuf:"varint,7,opt,name=auto_rearm,json=autoRearm,proto3" json:"auto_rearm,omitempty"`
+	Consecutive uint32      `protobuf:"varint,5,opt,name=consecutive,proto3" json:"consecutive,omitempty"`
+	Mode        TriggerMode `protobuf:"varint,6,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
+	AutoRearm   bool        `protobuf:"varint,7,opt,name=auto_rearm,json=autoRearm,proto3" json:"auto_rearm,omitempty"`
+	// Only on a scope's row: this breaker is off for that scope (the default row does not
+	// apply to it).
+	Disabled      bool `protobuf:"varint,8,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2160,6 +2163,13 @@ func (x *BreakerThreshold) GetMode() TriggerMode {
 func (x *BreakerThreshold) GetAutoRearm() bool {
 	if x != nil {
 		return x.AutoRearm
+	}
+	return false
+}
+
+func (x *BreakerThreshold) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
 	}
 	return false
 }
@@ -2797,7 +2807,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\aversion\x18\n" +
 	" \x01(\x04R\aversion\x125\n" +
 	"\brearm_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\arearmAt\x12D\n" +
-	"\x10reset_allowed_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eresetAllowedAt\"\xe7\x01\n" +
+	"\x10reset_allowed_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eresetAllowedAt\"\x83\x02\n" +
 	"\x10BreakerThreshold\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x18\n" +
 	"\abreaker\x18\x02 \x01(\tR\abreaker\x12\x1c\n" +
@@ -2806,7 +2816,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\vconsecutive\x18\x05 \x01(\rR\vconsecutive\x12'\n" +
 	"\x04mode\x18\x06 \x01(\x0e2\x13.ess.v1.TriggerModeR\x04mode\x12\x1d\n" +
 	"\n" +
-	"auto_rearm\x18\a \x01(\bR\tautoRearm\"\x9d\x01\n" +
+	"auto_rearm\x18\a \x01(\bR\tautoRearm\x12\x1a\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\"\x9d\x01\n" +
 	"\x10GetStateResponse\x12*\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x12.ess.v1.ScopeStateR\x06scopes\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x128\n" +

@@ -409,7 +409,7 @@ class ScopeState(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BreakerThreshold(_message.Message):
-    __slots__ = ("scope", "breaker", "threshold", "window_ms", "consecutive", "mode", "auto_rearm")
+    __slots__ = ("scope", "breaker", "threshold", "window_ms", "consecutive", "mode", "auto_rearm", "disabled")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     BREAKER_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -417,6 +417,7 @@ class BreakerThreshold(_message.Message):
     CONSECUTIVE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     AUTO_REARM_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
     scope: str
     breaker: str
     threshold: float
@@ -424,7 +425,8 @@ class BreakerThreshold(_message.Message):
     consecutive: int
     mode: TriggerMode
     auto_rearm: bool
-    def __init__(self, scope: _Optional[str] = ..., breaker: _Optional[str] = ..., threshold: _Optional[float] = ..., window_ms: _Optional[int] = ..., consecutive: _Optional[int] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., auto_rearm: _Optional[bool] = ...) -> None: ...
+    disabled: bool
+    def __init__(self, scope: _Optional[str] = ..., breaker: _Optional[str] = ..., threshold: _Optional[float] = ..., window_ms: _Optional[int] = ..., consecutive: _Optional[int] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., auto_rearm: _Optional[bool] = ..., disabled: _Optional[bool] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
     __slots__ = ("scopes", "state_version", "thresholds")
