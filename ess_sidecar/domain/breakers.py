@@ -195,23 +195,17 @@ class Breakers:
         if meters is None:
             return []
         held = [name for name, until in meters.unconfirmed.items() if now < until]
-        for slot, value in meters.levels.items():
-            name = slot.partition("@")[0]
-            if self._holds(scope, name, value) and name not in held:
-                held.append(name)
-        for name in meters.events:
-            rule = self._settings.rule(scope, name)
-            if self._holds(scope, name, self._prune(meters, name, rule, now)) \
-                    and name not in held:
-                held.append(name)
-        if self._holds(scope, "consecutive_losses", meters.losses) \
-                and "consecutive_losses" not in held:
+        held += [slot.partition("@")[0] for slot, value in meters.levels.items()
+                 if self._holds(scope, slot.partition("@")[0], value)]
+        held += [name for name in meters.events if self._holds(
+            scope, name, self._prune(meters, name, self._settings.rule(scope, name), now))]
+        if self._holds(scope, "consecutive_losses", meters.losses):
             held.append("consecutive_losses")
         stale = self._settings.rule(scope, "data_feed_stale")
         if stale.enabled and meters.last_tick is not None \
-                and now - meters.last_tick >= stale.window_s and "data_feed_stale" not in held:
+                and now - meters.last_tick >= stale.window_s:
             held.append("data_feed_stale")
-        return held
+        return list(dict.fromkeys(held))  # once each, in the order found
 
     def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
         """After a restart: count this breaker's condition as holding until a fresh sample

@@ -7,7 +7,7 @@ import math
 from typing import NamedTuple
 
 from .errors import InvalidArgument
-from .scopes import MAX_ID_LENGTH, check_id
+from .scopes import check_id
 
 
 class Side(enum.IntEnum):
@@ -61,12 +61,9 @@ def check_finite(value: float, field: str) -> float:
 
 def validate_order(order: Order | Fill) -> None:
     """Reject an order or fill whose fields are malformed; a denial is something else."""
-    if not (0 < len(order.account) <= MAX_ID_LENGTH and order.account.isprintable()):
-        check_id(order.account, "account")
-    if not (0 < len(order.strategy) <= MAX_ID_LENGTH and order.strategy.isprintable()):
-        check_id(order.strategy, "strategy")
-    if not (0 < len(order.symbol) <= MAX_ID_LENGTH and order.symbol.isprintable()):
-        check_id(order.symbol, "symbol")
+    check_id(order.account, "account")
+    check_id(order.strategy, "strategy")
+    check_id(order.symbol, "symbol")
     if order.side is not Side.BUY and order.side is not Side.SELL:
         # signed_quantity tests identity, so a raw int (even 1) would read as a sell
         raise InvalidArgument("side", f"must be Side.BUY or Side.SELL, got {order.side!r}")
