@@ -27,7 +27,7 @@ test: install  ## install everything and run every test
 
 proto: $(VENV)/.installed  ## regenerate the Python and Go stubs from proto/
 	$(BIN)/python scripts/gen_proto.py
-	PYTHON=$(BIN)/python scripts/gen_go.sh
+	PYTHON=$(abspath $(BIN))/python scripts/gen_go.sh
 
 bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server
 	$(BIN)/python benchmarks/check_latency.py

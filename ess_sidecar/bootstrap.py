@@ -11,7 +11,7 @@ from .adapters.storage.sqlite import SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
-from .ports import Clock, StateStore, StoredState, SystemClock
+from .ports import AlertSink, Clock, NoAlerts, StateStore, StoredState, SystemClock
 from .service import Guard
 from .settings import Settings
 from .watch import Subscribers
@@ -24,11 +24,20 @@ class App:
     settings: Settings
     guard: Guard
     store: StateStore
+    alerts: AlertSink
 
 
 def open_store(settings: Settings) -> StateStore:
     """The configured store: SQLite, the embedded default."""
     return SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
+
+
+def open_alerts(settings: Settings) -> AlertSink:
+    """apprise, when notification URLs are configured."""
+    if not settings.alerts.urls:
+        return NoAlerts()
+    from .adapters.alerts.apprise_sink import AppriseAlertSink  # noqa: PLC0415 - optional
+    return AppriseAlertSink(settings.alerts)
 
 
 def load(store_factory: Callable[[], StateStore]) -> tuple[StateStore, StoredState | None]:
@@ -50,7 +59,8 @@ def build(settings: Settings, clock: Clock | None = None,
     clock = clock or SystemClock()
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
     store, stored = load(lambda: store or open_store(settings))
-    guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size))
+    alerts = open_alerts(settings)
+    guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts)
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         guard.fail_closed(store.reason)
@@ -59,4 +69,4 @@ def build(settings: Settings, clock: Clock | None = None,
         engine.restore(stored.current, stored.version, clock.now())
         log.info("state loaded: version %d, %d scope(s) not ARMED",
                  stored.version, len(stored.current))
-    return App(settings, guard, store)
+    return App(settings, guard, store, alerts)

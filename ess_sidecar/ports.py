@@ -1,4 +1,4 @@
-"""The interfaces the service needs: a state store and a clock."""
+"""The interfaces the service needs: a state store, an alert sink and a clock."""
 
 from __future__ import annotations
 
@@ -64,6 +64,38 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the store; later calls may fail."""
+
+
+class AlertSink(abc.ABC):
+    """Where operators are told about transitions (trips, resets, re-arms, lost
+    heartbeats). Delivery happens elsewhere, later: the guard never waits for it."""
+
+    @abc.abstractmethod
+    def notify(self, transitions: Sequence[Transition]) -> None:
+        """Queue alerts for these durable transitions and return at once. Never raises
+        and never blocks; an alert that cannot be queued is dropped, logged and counted."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin delivering, on the running event loop."""
+
+    @abc.abstractmethod
+    async def stop(self, grace_s: float) -> None:
+        """Deliver what is queued for at most grace_s seconds, then give up on the rest
+        (logged and counted) and return."""
+
+
+class NoAlerts(AlertSink):
+    """No alert URLs configured."""
+
+    def notify(self, transitions: Sequence[Transition]) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self, grace_s: float) -> None:
+        pass
 
 
 class Clock(abc.ABC):

@@ -16,7 +16,7 @@ from .domain.planner import Plan
 from .domain.scopes import GLOBAL, Scope
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from .ports import Clock, EventQuery, StateStore
+from .ports import AlertSink, Clock, EventQuery, NoAlerts, StateStore
 from .watch import Subscribers, Subscription
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,10 @@ class WatchStart:
 
 class Guard:
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
-                 subscribers: Subscribers) -> None:
+                 subscribers: Subscribers, alerts: AlertSink | None = None) -> None:
         self.engine = engine
         self.subscribers = subscribers
+        self.alerts = alerts or NoAlerts()
         # "" while every published version is durable; set once one is not (fail_closed),
         # so a watcher resuming across that point resyncs instead of trusting replay.
         self.epoch = ""
@@ -106,6 +107,7 @@ class Guard:
             self.epoch = self.epoch or f"volatile-{self.engine.decision_prefix}"
             self.engine.apply(plan.transitions)
             self.subscribers.publish(plan.transitions)
+            self.alerts.notify(plan.transitions)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class Guard:
             self._durably(lambda: self._store.append(plan.transitions))
             self.engine.apply(plan.transitions)
             self.subscribers.publish(plan.transitions)
+            self.alerts.notify(plan.transitions)
             for transition in plan.transitions:
                 log.warning("%s %s -> %s (%s) by %s v%d", transition.scope,
                             transition.previous.name, transition.state.name,

@@ -39,6 +39,33 @@ class ServerSettings(_Section):
     listen: str = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
     uds: str = Field("", description="Unix socket path (the fastest same-host path)")
     grace_s: float = Field(5.0, ge=0, description="drain time for in-flight calls on shutdown")
+    insecure: bool = Field(False, description="allow a non-loopback listen address with"
+                           " authentication off")
+    tls_cert: str = Field("", description="PEM certificate chain; with tls_key, TCP is TLS")
+    tls_key: str = Field("", description="PEM private key of tls_cert")
+    tls_client_ca: str = Field("", description="PEM CA bundle: clients must present a"
+                               " certificate it signed (mutual TLS)")
+
+
+class AuthSettings(_Section):
+    tokens_file: str = Field("", description="principals and roles: [tokens] (SHA-256 of"
+                             " bearer tokens) and [certificates] (mTLS common names); empty:"
+                             " authentication off")
+
+
+class ResetSettings(_Section):
+    require_approvals: int = Field(1, ge=1, le=2, description="2: four-eyes resets")
+    approval_window_s: float = Field(300.0, gt=0, description="how long a reset waits for"
+                                     " its second operator")
+
+
+class AlertSettings(_Section):
+    urls: list[str] = Field(default_factory=list, description="apprise notification URLs")
+    retries: int = Field(5, ge=0, description="retries per URL after a failed send")
+    backoff_initial_s: float = Field(1.0, gt=0, description="first retry delay; doubles")
+    backoff_max_s: float = Field(60.0, gt=0, description="longest retry delay")
+    queue_size: int = Field(1000, ge=1, description="alerts waiting to be sent before new"
+                            " ones are dropped (and counted)")
 
 
 class StoreSettings(_Section):
@@ -113,6 +140,9 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     watch: WatchSettings = WatchSettings()
     timers: TimerSettings = TimerSettings()
+    auth: AuthSettings = AuthSettings()
+    reset: ResetSettings = ResetSettings()
+    alerts: AlertSettings = AlertSettings()
     limits: LimitsModel = LimitsModel()
     policy: PoliciesModel = PoliciesModel()
     breakers: dict[str, BreakerSettingsModel] = Field(default_factory=dict)

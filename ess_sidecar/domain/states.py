@@ -72,3 +72,5 @@ class Transition:
     directives: tuple[Directive, ...] = ()
     forced: bool = False
     rearm_at: float | None = None
+    approved_by: str = ""  # four-eyes: the second operator; `actor` requested the reset
+    drill: bool = False  # part of a drill (essctl drill), not a real trip

@@ -92,7 +92,7 @@ def test_every_transition_field_round_trips_exactly(open_store):
         reason="ops: «reset», after review", actor="alice", breaker="daily_drawdown",
         reason_code=TriggerReason.REGULATORY_HALT,
         directives=(Directive.FLATTEN_POSITIONS, Directive.CANCEL_OPEN_ORDERS),
-        forced=True, rearm_at=T0 + 900.5)
+        forced=True, rearm_at=T0 + 900.5, approved_by="bob", drill=True)
     bare = tr(8, SYMBOL, State.TRIPPED)
     open_store().append([full, bare])
     store = open_store()
@@ -278,6 +278,30 @@ def test_newer_schema_version_is_reported_unavailable(tmp_path):
     with pytest.raises(StoreUnavailable, match="schema version 99") as raised:
         SqliteStateStore(path).load()
     assert str(path) in str(raised.value)
+
+
+def test_a_schema_1_file_is_upgraded_keeping_its_trips_and_history(tmp_path):
+    path = tmp_path / "ess.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript((Path(__file__).parent / "data" / "schema_v1.sql").read_text())
+        conn.execute("INSERT INTO events VALUES (1, ?, 3, 'momo', 1, 3, 1, 'stop', 'alice',"
+                     " '', 1, '1', 0, NULL)", (T0,))
+        conn.execute("INSERT INTO scopes VALUES (3, 'momo', 1)")
+        conn.execute("UPDATE meta SET last_version = 1")
+        conn.execute("PRAGMA user_version = 1")
+    store = SqliteStateStore(path)
+    try:
+        loaded = store.load()
+        assert loaded.version == 1
+        [trip] = loaded.current
+        assert (trip.scope, trip.state, trip.actor, trip.approved_by, trip.drill) == \
+            (Scope(ScopeKind.STRATEGY, "momo"), State.TRIPPED, "alice", "", False)
+        store.append([tr(2, approved_by="bob", drill=True)])
+        assert store.events_after(0, 10)[1].approved_by == "bob"
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_another_applications_database_is_not_adopted(tmp_path):

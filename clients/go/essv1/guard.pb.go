@@ -3,10 +3,14 @@
 //
 // A denial is a normal response, never an RPC error. RPC errors mean "could not decide":
 // INVALID_ARGUMENT (bad input; the message names the field, nothing changed),
-// UNAUTHENTICATED / PERMISSION_DENIED, FAILED_PRECONDITION (a refused reset),
+// UNAUTHENTICATED (a missing or unknown bearer token in the "authorization" metadata) /
+// PERMISSION_DENIED (the principal's role may not call this RPC; nothing changed), FAILED_PRECONDITION (a refused reset),
 // OUT_OF_RANGE / RESOURCE_EXHAUSTED (a watcher must resync), UNAVAILABLE (shutting down,
 // or the state store cannot make a transition durable). Clients treat every error,
 // missed deadline or malformed answer as a denial.
+//
+// Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
+// GetState, WatchState, Trigger), operator (+ Reset, ListEvents), admin (everything).
 //
 // Field numbers are never reused once released.
 
@@ -1658,9 +1662,12 @@ type TriggerRequest struct {
 	Scope  *Scope                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// UNSPECIFIED is recorded as USER_INITIATED.
-	ReasonCode    TriggerReason `protobuf:"varint,3,opt,name=reason_code,json=reasonCode,proto3,enum=ess.v1.TriggerReason" json:"reason_code,omitempty"`
-	Mode          TriggerMode   `protobuf:"varint,4,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
-	Directives    []Directive   `protobuf:"varint,5,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
+	ReasonCode TriggerReason `protobuf:"varint,3,opt,name=reason_code,json=reasonCode,proto3,enum=ess.v1.TriggerReason" json:"reason_code,omitempty"`
+	Mode       TriggerMode   `protobuf:"varint,4,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
+	Directives []Directive   `protobuf:"varint,5,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
+	// A drill (essctl drill): FAILED_PRECONDITION unless the scope is ARMED; recorded as a
+	// drill. Resetting a drill's own trip needs no cooldown and no second approver.
+	Drill         bool `protobuf:"varint,6,opt,name=drill,proto3" json:"drill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1728,6 +1735,13 @@ func (x *TriggerRequest) GetDirectives() []Directive {
 		return x.Directives
 	}
 	return nil
+}
+
+func (x *TriggerRequest) GetDrill() bool {
+	if x != nil {
+		return x.Drill
+	}
+	return false
 }
 
 type TriggerResponse struct {
@@ -1845,11 +1859,17 @@ func (x *ResetRequest) GetForce() bool {
 }
 
 type ResetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
-	StateVersion  uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	State        State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
+	StateVersion uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	// Four-eyes: nothing changed yet; a second operator must reset the same scope with the
+	// same force before approval_expires_at.
+	PendingApproval bool `protobuf:"varint,3,opt,name=pending_approval,json=pendingApproval,proto3" json:"pending_approval,omitempty"`
+	// The operator whose reset is pending (this caller, on a new request).
+	RequestedBy       string                 `protobuf:"bytes,4,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	ApprovalExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=approval_expires_at,json=approvalExpiresAt,proto3" json:"approval_expires_at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ResetResponse) Reset() {
@@ -1894,6 +1914,27 @@ func (x *ResetResponse) GetStateVersion() uint64 {
 		return x.StateVersion
 	}
 	return 0
+}
+
+func (x *ResetResponse) GetPendingApproval() bool {
+	if x != nil {
+		return x.PendingApproval
+	}
+	return false
+}
+
+func (x *ResetResponse) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *ResetResponse) GetApprovalExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApprovalExpiresAt
+	}
+	return nil
 }
 
 type GetStateRequest struct {
@@ -1950,8 +1991,13 @@ type ScopeState struct {
 	RearmAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=rearm_at,json=rearmAt,proto3" json:"rearm_at,omitempty"`
 	// TRIPPED / REDUCE_ONLY: the earliest time a Reset is accepted without force.
 	ResetAllowedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=reset_allowed_at,json=resetAllowedAt,proto3" json:"reset_allowed_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Put in this state by a drill.
+	Drill bool `protobuf:"varint,13,opt,name=drill,proto3" json:"drill,omitempty"`
+	// Four-eyes: a reset of this scope awaits a second operator.
+	ResetRequestedBy       string                 `protobuf:"bytes,14,opt,name=reset_requested_by,json=resetRequestedBy,proto3" json:"reset_requested_by,omitempty"`
+	ResetApprovalExpiresAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=reset_approval_expires_at,json=resetApprovalExpiresAt,proto3" json:"reset_approval_expires_at,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *ScopeState) Reset() {
@@ -2064,6 +2110,27 @@ func (x *ScopeState) GetRearmAt() *timestamppb.Timestamp {
 func (x *ScopeState) GetResetAllowedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ResetAllowedAt
+	}
+	return nil
+}
+
+func (x *ScopeState) GetDrill() bool {
+	if x != nil {
+		return x.Drill
+	}
+	return false
+}
+
+func (x *ScopeState) GetResetRequestedBy() string {
+	if x != nil {
+		return x.ResetRequestedBy
+	}
+	return ""
+}
+
+func (x *ScopeState) GetResetApprovalExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetApprovalExpiresAt
 	}
 	return nil
 }
@@ -2312,7 +2379,9 @@ type WatchStateResponse struct {
 	Directives    []Directive            `protobuf:"varint,10,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
 	// Empty while every version published is durable; set once this process has published
 	// a transition it could not store (it failed closed). Echo it when resuming.
-	Epoch         string `protobuf:"bytes,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The transition belongs to a drill.
+	Drill         bool `protobuf:"varint,12,opt,name=drill,proto3" json:"drill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2424,6 +2493,13 @@ func (x *WatchStateResponse) GetEpoch() string {
 	return ""
 }
 
+func (x *WatchStateResponse) GetDrill() bool {
+	if x != nil {
+		return x.Drill
+	}
+	return false
+}
+
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only events of this scope; unset for all.
@@ -2519,6 +2595,10 @@ type Event struct {
 	ReasonCode    TriggerReason          `protobuf:"varint,10,opt,name=reason_code,json=reasonCode,proto3,enum=ess.v1.TriggerReason" json:"reason_code,omitempty"`
 	Directives    []Directive            `protobuf:"varint,11,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
 	Forced        bool                   `protobuf:"varint,12,opt,name=forced,proto3" json:"forced,omitempty"`
+	// Four-eyes: the second operator, who approved the reset requested by `actor`.
+	ApprovedBy string `protobuf:"bytes,13,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	// The transition belongs to a drill.
+	Drill         bool `protobuf:"varint,14,opt,name=drill,proto3" json:"drill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2633,6 +2713,20 @@ func (x *Event) GetDirectives() []Directive {
 func (x *Event) GetForced() bool {
 	if x != nil {
 		return x.Forced
+	}
+	return false
+}
+
+func (x *Event) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *Event) GetDrill() bool {
+	if x != nil {
+		return x.Drill
 	}
 	return false
 }
@@ -2769,7 +2863,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"deregister\"]\n" +
 	"\x11HeartbeatResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xe1\x01\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xf7\x01\n" +
 	"\x0eTriggerRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x126\n" +
@@ -2778,18 +2872,22 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x04mode\x18\x04 \x01(\x0e2\x13.ess.v1.TriggerModeR\x04mode\x121\n" +
 	"\n" +
 	"directives\x18\x05 \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
-	"directives\"[\n" +
+	"directives\x12\x14\n" +
+	"\x05drill\x18\x06 \x01(\bR\x05drill\"[\n" +
 	"\x0fTriggerResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"a\n" +
 	"\fResetRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"Y\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\xf3\x01\n" +
 	"\rResetResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\x11\n" +
-	"\x0fGetStateRequest\"\xf7\x03\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +
+	"\x10pending_approval\x18\x03 \x01(\bR\x0fpendingApproval\x12!\n" +
+	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12J\n" +
+	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"\x11\n" +
+	"\x0fGetStateRequest\"\x92\x05\n" +
 	"\n" +
 	"ScopeState\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -2807,7 +2905,10 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\aversion\x18\n" +
 	" \x01(\x04R\aversion\x125\n" +
 	"\brearm_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\arearmAt\x12D\n" +
-	"\x10reset_allowed_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eresetAllowedAt\"\x83\x02\n" +
+	"\x10reset_allowed_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eresetAllowedAt\x12\x14\n" +
+	"\x05drill\x18\r \x01(\bR\x05drill\x12,\n" +
+	"\x12reset_requested_by\x18\x0e \x01(\tR\x10resetRequestedBy\x12U\n" +
+	"\x19reset_approval_expires_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x16resetApprovalExpiresAt\"\x83\x02\n" +
 	"\x10BreakerThreshold\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x18\n" +
 	"\abreaker\x18\x02 \x01(\tR\abreaker\x12\x1c\n" +
@@ -2827,7 +2928,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x11WatchStateRequest\x12%\n" +
 	"\x06scopes\x18\x01 \x03(\v2\r.ess.v1.ScopeR\x06scopes\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\xa6\x03\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\xbc\x03\n" +
 	"\x12WatchStateResponse\x12*\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x16.ess.v1.WatchEventKindR\x04kind\x12#\n" +
 	"\x05scope\x18\x02 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -2842,14 +2943,15 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"directives\x18\n" +
 	" \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
 	"directives\x12\x14\n" +
-	"\x05epoch\x18\v \x01(\tR\x05epoch\"\xd8\x01\n" +
+	"\x05epoch\x18\v \x01(\tR\x05epoch\x12\x14\n" +
+	"\x05drill\x18\f \x01(\bR\x05drill\"\xd8\x01\n" +
 	"\x11ListEventsRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\xc1\x03\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xf8\x03\n" +
 	"\x05Event\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12#\n" +
@@ -2866,7 +2968,10 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\n" +
 	"directives\x18\v \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
 	"directives\x12\x16\n" +
-	"\x06forced\x18\f \x01(\bR\x06forced\"c\n" +
+	"\x06forced\x18\f \x01(\bR\x06forced\x12\x1f\n" +
+	"\vapproved_by\x18\r \x01(\tR\n" +
+	"approvedBy\x12\x14\n" +
+	"\x05drill\x18\x0e \x01(\bR\x05drill\"c\n" +
 	"\x12ListEventsResponse\x12%\n" +
 	"\x06events\x18\x01 \x03(\v2\r.ess.v1.EventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x86\x01\n" +
@@ -3045,63 +3150,65 @@ var file_ess_v1_guard_proto_depIdxs = []int32{
 	1,  // 18: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
 	10, // 19: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
 	1,  // 20: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	10, // 21: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
-	1,  // 22: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	38, // 23: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
-	8,  // 24: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
-	5,  // 25: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 26: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	38, // 27: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	38, // 28: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	6,  // 29: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	30, // 30: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	31, // 31: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	10, // 32: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	9,  // 33: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	10, // 34: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 35: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 36: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	38, // 37: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 38: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 39: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	10, // 40: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	38, // 41: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	38, // 42: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	38, // 43: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	10, // 44: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 45: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 46: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 47: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 48: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 49: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	36, // 50: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	11, // 51: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	13, // 52: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	16, // 53: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	18, // 54: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 55: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	23, // 56: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	25, // 57: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	27, // 58: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	29, // 59: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	33, // 60: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	35, // 61: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	12, // 62: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	15, // 63: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	17, // 64: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	19, // 65: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 66: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	24, // 67: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	26, // 68: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	28, // 69: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	32, // 70: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	34, // 71: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	37, // 72: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	62, // [62:73] is the sub-list for method output_type
-	51, // [51:62] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	38, // 21: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	10, // 22: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
+	1,  // 23: ess.v1.ScopeState.state:type_name -> ess.v1.State
+	38, // 24: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	8,  // 25: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
+	5,  // 26: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 27: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
+	38, // 28: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	38, // 29: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	38, // 30: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 31: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	30, // 32: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	31, // 33: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	10, // 34: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	9,  // 35: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	10, // 36: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 37: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 38: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	38, // 39: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 40: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 41: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	10, // 42: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	38, // 43: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	38, // 44: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	38, // 45: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	10, // 46: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 47: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 48: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 49: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 50: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 51: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	36, // 52: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	11, // 53: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	13, // 54: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	16, // 55: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	18, // 56: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 57: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	23, // 58: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	25, // 59: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	27, // 60: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	29, // 61: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	33, // 62: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	35, // 63: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	12, // 64: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	15, // 65: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	17, // 66: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	19, // 67: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 68: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	24, // 69: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	26, // 70: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	28, // 71: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	32, // 72: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	34, // 73: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	37, // 74: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	64, // [64:75] is the sub-list for method output_type
+	53, // [53:64] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }

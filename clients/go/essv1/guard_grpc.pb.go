@@ -3,10 +3,14 @@
 //
 // A denial is a normal response, never an RPC error. RPC errors mean "could not decide":
 // INVALID_ARGUMENT (bad input; the message names the field, nothing changed),
-// UNAUTHENTICATED / PERMISSION_DENIED, FAILED_PRECONDITION (a refused reset),
+// UNAUTHENTICATED (a missing or unknown bearer token in the "authorization" metadata) /
+// PERMISSION_DENIED (the principal's role may not call this RPC; nothing changed), FAILED_PRECONDITION (a refused reset),
 // OUT_OF_RANGE / RESOURCE_EXHAUSTED (a watcher must resync), UNAVAILABLE (shutting down,
 // or the state store cannot make a transition durable). Clients treat every error,
 // missed deadline or malformed answer as a denial.
+//
+// Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
+// GetState, WatchState, Trigger), operator (+ Reset, ListEvents), admin (everything).
 //
 // Field numbers are never reused once released.
 
@@ -68,7 +72,9 @@ type GuardServiceClient interface {
 	// trigger is recorded as the operator's own, with its directives; it never loosens.
 	Trigger(ctx context.Context, in *TriggerRequest, opts ...grpc.CallOption) (*TriggerResponse, error)
 	// Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
-	// condition still holds, unless force.
+	// condition still holds, unless force. With four-eyes resets on, the first operator's
+	// reset is pending (pending_approval) until a second, different operator resets the
+	// same scope, with the same force, before it expires.
 	Reset(ctx context.Context, in *ResetRequest, opts ...grpc.CallOption) (*ResetResponse, error)
 	// Every scope that is not ARMED, the thresholds in force and the state version.
 	GetState(ctx context.Context, in *GetStateRequest, opts ...grpc.CallOption) (*GetStateResponse, error)
@@ -232,7 +238,9 @@ type GuardServiceServer interface {
 	// trigger is recorded as the operator's own, with its directives; it never loosens.
 	Trigger(context.Context, *TriggerRequest) (*TriggerResponse, error)
 	// Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
-	// condition still holds, unless force.
+	// condition still holds, unless force. With four-eyes resets on, the first operator's
+	// reset is pending (pending_approval) until a second, different operator resets the
+	// same scope, with the same force, before it expires.
 	Reset(context.Context, *ResetRequest) (*ResetResponse, error)
 	// Every scope that is not ARMED, the thresholds in force and the state version.
 	GetState(context.Context, *GetStateRequest) (*GetStateResponse, error)

@@ -98,7 +98,8 @@ def transition_to_watch(t: Transition, kind: int, epoch: str) -> pb.WatchStateRe
     return pb.WatchStateResponse(
         kind=kind, scope=scope_to_proto(t.scope), state=t.state,
         previous_state=t.previous, version=t.version, reason=t.reason, actor=t.actor,
-        time=timestamp(t.time), cause=t.cause, directives=t.directives, epoch=epoch)
+        time=timestamp(t.time), cause=t.cause, directives=t.directives, epoch=epoch,
+        drill=t.drill)
 
 
 def transition_to_event(t: Transition) -> pb.Event:
@@ -106,14 +107,14 @@ def transition_to_event(t: Transition) -> pb.Event:
         version=t.version, time=timestamp(t.time), scope=scope_to_proto(t.scope),
         state=t.state, previous_state=t.previous, reason=t.reason, actor=t.actor,
         cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
-        directives=t.directives, forced=t.forced)
+        directives=t.directives, forced=t.forced, approved_by=t.approved_by, drill=t.drill)
 
 
 def scope_state_to_proto(t: Transition, reset_allowed_at: float) -> pb.ScopeState:
     state = pb.ScopeState(
         scope=scope_to_proto(t.scope), state=t.state, reason=t.reason, since=timestamp(t.time),
         actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
-        directives=t.directives, version=t.version)
+        directives=t.directives, version=t.version, drill=t.drill)
     if t.rearm_at is not None:
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))
     if t.state in (State.TRIPPED, State.REDUCE_ONLY):

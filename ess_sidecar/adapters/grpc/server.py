@@ -138,6 +138,7 @@ class Sidecar:
             self.addresses.append(f"unix:{server_settings.uds}")
         if not self.addresses:
             raise ValueError("server.listen and server.uds are both empty: nothing to serve on")
+        await self.app.alerts.start()
         await self.server.start()
         self._timers = asyncio.create_task(self._run_timers())
         for name in HEALTH_NAMES:
@@ -158,6 +159,7 @@ class Sidecar:
             try:
                 if self._timers is not None:
                     self._timers.cancel()
+                await self.app.alerts.stop(self.app.settings.server.grace_s)
                 self.app.store.close()
             finally:
                 self._stopped.set()

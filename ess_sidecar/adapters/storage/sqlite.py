@@ -18,7 +18,7 @@ from .filelock import FileLock, LockHeld
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Run as one script inside BEGIN IMMEDIATE ... COMMIT, so a new file gets all of it or none.
 SCHEMA = """
@@ -36,7 +36,9 @@ CREATE TABLE events (
     reason_code INTEGER,            -- NULL: the transition carried no trigger reason
     directives  TEXT    NOT NULL,   -- Directive values, comma-separated, in order
     forced      INTEGER NOT NULL,
-    rearm_at    REAL
+    rearm_at    REAL,
+    approved_by TEXT    NOT NULL DEFAULT '',  -- schema 2: four-eyes resets
+    drill       INTEGER NOT NULL DEFAULT 0    -- schema 2: drills
 );
 CREATE INDEX events_by_scope ON events (scope_kind, scope_id, version);
 CREATE INDEX events_by_time ON events (time);
@@ -67,10 +69,16 @@ CREATE TABLE meta (
 INSERT INTO meta (id, last_version, pruned_through) VALUES (1, 0, 0);
 """
 
-COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
-           " breaker, reason_code, directives, forced, rearm_at")
+# Upgrades of an older file, each run in one transaction: MIGRATIONS[n] takes schema n to n+1.
+MIGRATIONS = {
+    1: "ALTER TABLE events ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';"
+       " ALTER TABLE events ADD COLUMN drill INTEGER NOT NULL DEFAULT 0;",
+}
 
-INSERT_EVENT = f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * 14)})"
+COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
+           " breaker, reason_code, directives, forced, rearm_at, approved_by, drill")
+
+INSERT_EVENT = f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * 16)})"
 
 # The newest keep_events versions stay; older ones go unless they are still latched.
 LAST_PRUNABLE = """
@@ -251,15 +259,20 @@ class SqliteStateStore(StateStore):
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             if found == 0:
-                self._create_schema(conn)
+                self._run_script(conn, SCHEMA, SCHEMA_VERSION)
+                found = SCHEMA_VERSION
+            for version in range(found, SCHEMA_VERSION):
+                self._run_script(conn, MIGRATIONS[version], version + 1)
+                log.info("state store %s upgraded to schema %d", self.path, version + 1)
         except sqlite3.Error as error:
             raise self._unavailable("cannot open", error) from error
 
     @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
+    def _run_script(conn: sqlite3.Connection, script: str, version: int) -> None:
+        """Create or upgrade the schema: all of it and the new user_version, or none."""
         try:
-            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA}"
-                               f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE; {script}"
+                               f" PRAGMA user_version = {version}; COMMIT;")
         except BaseException:
             conn.rollback()
             raise
@@ -345,16 +358,17 @@ def _row(t: Transition) -> tuple[Any, ...]:
     return (t.version, t.time, int(t.scope.kind), t.scope.id, int(t.previous), int(t.state),
             int(t.cause), t.reason, t.actor, t.breaker,
             None if t.reason_code is None else int(t.reason_code),
-            ",".join(str(int(d)) for d in t.directives), int(t.forced), t.rearm_at)
+            ",".join(str(int(d)) for d in t.directives), int(t.forced), t.rearm_at,
+            t.approved_by, int(t.drill))
 
 
 def _transition(row: Sequence[Any]) -> Transition:
     (version, time, kind, ident, previous, state, cause, reason, actor, breaker, code,
-     directives, forced, rearm_at) = row
+     directives, forced, rearm_at, approved_by, drill) = row
     return Transition(
         version=version, time=time, scope=Scope(ScopeKind(kind), ident),
         previous=State(previous), state=State(state), cause=Cause(cause), reason=reason,
         actor=actor, breaker=breaker,
         reason_code=None if code is None else TriggerReason(code),
         directives=tuple(Directive(int(d)) for d in directives.split(",") if d),
-        forced=bool(forced), rearm_at=rearm_at)
+        forced=bool(forced), rearm_at=rearm_at, approved_by=approved_by, drill=bool(drill))

@@ -337,18 +337,20 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class TriggerRequest(_message.Message):
-    __slots__ = ("scope", "reason", "reason_code", "mode", "directives")
+    __slots__ = ("scope", "reason", "reason_code", "mode", "directives", "drill")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     reason: str
     reason_code: TriggerReason
     mode: TriggerMode
     directives: _containers.RepeatedScalarFieldContainer[Directive]
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ...) -> None: ...
+    drill: bool
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., drill: _Optional[bool] = ...) -> None: ...
 
 class TriggerResponse(_message.Message):
     __slots__ = ("state", "state_version")
@@ -369,19 +371,25 @@ class ResetRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResetResponse(_message.Message):
-    __slots__ = ("state", "state_version")
+    __slots__ = ("state", "state_version", "pending_approval", "requested_by", "approval_expires_at")
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     state: State
     state_version: int
-    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
+    pending_approval: bool
+    requested_by: str
+    approval_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., pending_approval: _Optional[bool] = ..., requested_by: _Optional[str] = ..., approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ScopeState(_message.Message):
-    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at")
+    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +402,9 @@ class ScopeState(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REARM_AT_FIELD_NUMBER: _ClassVar[int]
     RESET_ALLOWED_AT_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
+    RESET_REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    RESET_APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     state: State
     reason: str
@@ -406,7 +417,10 @@ class ScopeState(_message.Message):
     version: int
     rearm_at: _timestamp_pb2.Timestamp
     reset_allowed_at: _timestamp_pb2.Timestamp
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    drill: bool
+    reset_requested_by: str
+    reset_approval_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BreakerThreshold(_message.Message):
     __slots__ = ("scope", "breaker", "threshold", "window_ms", "consecutive", "mode", "auto_rearm", "disabled")
@@ -449,7 +463,7 @@ class WatchStateRequest(_message.Message):
     def __init__(self, scopes: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., from_version: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class WatchStateResponse(_message.Message):
-    __slots__ = ("kind", "scope", "state", "previous_state", "version", "reason", "actor", "time", "cause", "directives", "epoch")
+    __slots__ = ("kind", "scope", "state", "previous_state", "version", "reason", "actor", "time", "cause", "directives", "epoch", "drill")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -461,6 +475,7 @@ class WatchStateResponse(_message.Message):
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
     kind: WatchEventKind
     scope: Scope
     state: State
@@ -472,7 +487,8 @@ class WatchStateResponse(_message.Message):
     cause: Cause
     directives: _containers.RepeatedScalarFieldContainer[Directive]
     epoch: str
-    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[Cause, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., epoch: _Optional[str] = ...) -> None: ...
+    drill: bool
+    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[Cause, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., epoch: _Optional[str] = ..., drill: _Optional[bool] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("scope", "since", "until", "page_size", "page_token")
@@ -489,7 +505,7 @@ class ListEventsRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("version", "time", "scope", "state", "previous_state", "reason", "actor", "cause", "breaker", "reason_code", "directives", "forced")
+    __slots__ = ("version", "time", "scope", "state", "previous_state", "reason", "actor", "cause", "breaker", "reason_code", "directives", "forced", "approved_by", "drill")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -502,6 +518,8 @@ class Event(_message.Message):
     REASON_CODE_FIELD_NUMBER: _ClassVar[int]
     DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
     FORCED_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
     version: int
     time: _timestamp_pb2.Timestamp
     scope: Scope
@@ -514,7 +532,9 @@ class Event(_message.Message):
     reason_code: TriggerReason
     directives: _containers.RepeatedScalarFieldContainer[Directive]
     forced: bool
-    def __init__(self, version: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., forced: _Optional[bool] = ...) -> None: ...
+    approved_by: str
+    drill: bool
+    def __init__(self, version: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., forced: _Optional[bool] = ..., approved_by: _Optional[str] = ..., drill: _Optional[bool] = ...) -> None: ...
 
 class ListEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")

@@ -150,7 +150,9 @@ class GuardServiceServicer:
 
     def Reset(self, request, context):
         """Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
-        condition still holds, unless force.
+        condition still holds, unless force. With four-eyes resets on, the first operator's
+        reset is pending (pending_approval) until a second, different operator resets the
+        same scope, with the same force, before it expires.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
