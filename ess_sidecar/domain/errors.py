@@ -23,6 +23,14 @@ class ResetRefused(GuardError):
         self.until = until
 
 
+class Unauthenticated(GuardError):
+    """No credentials, or credentials that match no principal; nothing was changed."""
+
+
+class PermissionDenied(GuardError):
+    """The principal's role does not allow this; nothing was changed."""
+
+
 class ResyncRequired(GuardError):
     """A watcher asked for history that is no longer kept, or fell too far behind."""
 

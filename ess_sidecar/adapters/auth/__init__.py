@@ -1,0 +1,1 @@
+"""Authentication: the tokens file and the principals it names."""
