@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .adapters.auth.tokens import Principals, load_principals
 from .adapters.storage.sqlite import SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
@@ -25,11 +26,17 @@ class App:
     guard: Guard
     store: StateStore
     alerts: AlertSink
+    principals: Principals | None  # None: authentication off
 
 
 def open_store(settings: Settings) -> StateStore:
     """The configured store: SQLite, the embedded default."""
     return SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
+
+
+def open_principals(settings: Settings) -> Principals | None:
+    """Who may call, when authentication is on. Raises InvalidConfig naming the key."""
+    return load_principals(settings.auth.tokens_file) if settings.authenticates() else None
 
 
 def open_alerts(settings: Settings) -> AlertSink:
@@ -57,6 +64,7 @@ def build(settings: Settings, clock: Clock | None = None,
     """Load the latched state and wire the guard. An unreadable store starts the sidecar
     with GLOBAL tripped (in memory) and the reason, rather than not at all."""
     clock = clock or SystemClock()
+    principals = open_principals(settings)  # first: a bad tokens file opens nothing
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
     store, stored = load(lambda: store or open_store(settings))
     alerts = open_alerts(settings)
@@ -69,4 +77,4 @@ def build(settings: Settings, clock: Clock | None = None,
         engine.restore(stored.current, stored.version, clock.now())
         log.info("state loaded: version %d, %d scope(s) not ARMED",
                  stored.version, len(stored.current))
-    return App(settings, guard, store, alerts)
+    return App(settings, guard, store, alerts, principals)

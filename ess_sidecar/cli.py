@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .domain.errors import InvalidConfig
+from .bootstrap import open_principals
 from .settings import Settings, load_settings
 
 
@@ -20,16 +21,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="TCP host:port (default 127.0.0.1:50051; '' for none)")
     serve.add_argument("--uds", help="Unix domain socket path")
     serve.add_argument("--state", help="SQLite state file (default state/ess.db)")
+    serve.add_argument("--tokens-file", help="principals and roles (auth.tokens_file);"
+                       " turns authentication on")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve TCP over TLS")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
+    serve.add_argument("--insecure", action="store_true", default=None,
+                       help="serve a non-loopback address with authentication off")
     check = commands.add_parser("check-config", help="validate a settings file and exit")
     check.add_argument("config")
     return parser
 
 
+SERVER_FLAGS = ("listen", "uds", "tls_cert", "tls_key", "tls_client_ca", "insecure")
+
+
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    server = {k: v for k, v in (("listen", args.listen), ("uds", args.uds)) if v is not None}
+    server = {k: getattr(args, k) for k in SERVER_FLAGS if getattr(args, k) is not None}
     overrides: dict[str, Any] = {"server": server} if server else {}
     if args.state is not None:
         overrides["store"] = {"path": args.state}
+    if args.tokens_file is not None:
+        overrides["auth"] = {"tokens_file": args.tokens_file}
     return overrides
 
 
@@ -41,6 +54,9 @@ def _serve(settings: Settings) -> int:
     except SocketPathError as error:
         print(f"cannot serve: {error}", file=sys.stderr)
         return 2
+    except InvalidConfig as error:  # the tokens file or a TLS file
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -50,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "check-config":
-            load_settings(args.config)
+            open_principals(load_settings(args.config))
             print(f"{args.config}: OK")
             return 0
         settings = load_settings(args.config, **_flag_overrides(args))

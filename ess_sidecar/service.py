@@ -3,10 +3,12 @@ the store first, then applied to the engine, then published to watchers."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .domain.approvals import PendingReset
 from .domain.breakers import Metric
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
@@ -31,6 +33,7 @@ class Outcome:
     state: State
     version: int
     tripped: bool = False
+    pending_reset: PendingReset | None = None  # four-eyes: waiting for a second operator
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,18 @@ class Guard:
         return self._outcome(scope, [])
 
     def trigger(self, scope: Scope, mode: TriggerMode, reason: str, reason_code: TriggerReason,
-                directives: Iterable[Directive], actor: str) -> Outcome:
+                directives: Iterable[Directive], actor: str, drill: bool = False) -> Outcome:
         plan = self.engine.plan_trigger(scope, mode, reason, reason_code, directives, actor,
-                                        self._clock.now())
+                                        self._clock.now(), drill)
         return self._outcome(scope, self._commit(plan))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str) -> Outcome:
         plan = self.engine.plan_reset(scope, reason, force, actor, self._clock.now())
+        if plan.pending_reset is not None:
+            pending = plan.pending_reset
+            log.warning("reset of %s requested by %s (%s); waiting for a second operator"
+                        " until %.0f", scope, actor, reason, pending.expires_at)
+            return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
         return self._outcome(scope, self._commit(plan))
 
     def run_timers(self) -> list[Transition]:

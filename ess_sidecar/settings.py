@@ -8,6 +8,7 @@ with a message naming the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import pathlib
 import re
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
     SettingsError, TomlConfigSettingsSource
 
+from .domain.approvals import ApprovalPolicy
 from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
 from .domain.errors import InvalidArgument, InvalidConfig
@@ -158,8 +160,37 @@ class Settings(BaseSettings):
 
     def guard_config(self) -> GuardConfig:
         """The validated engine configuration. Raises InvalidConfig naming the key."""
+        if self.reset.require_approvals > 1 and not self.authenticates():
+            raise InvalidConfig("reset.require_approvals", "four-eyes resets need"
+                                " authentication (auth.tokens_file or server.tls_client_ca):"
+                                " without it no two operators can be told apart")
+        approvals = ApprovalPolicy(self.reset.require_approvals, self.reset.approval_window_s)
         return GuardConfig(breakers=self._breakers(), limits=self._limits(),
-                           policy=self._policies()).validate()
+                           policy=self._policies(), approvals=approvals).validate()
+
+    def authenticates(self) -> bool:
+        """Whether callers must prove who they are (bearer tokens or client certificates,
+        both mapped to roles by the tokens file)."""
+        return bool(self.auth.tokens_file)
+
+    def check_security(self) -> None:
+        """TLS files come in the right combination; a non-loopback address is served
+        without authentication only when explicitly insecure. Raises InvalidConfig."""
+        server = self.server
+        if bool(server.tls_cert) != bool(server.tls_key):
+            raise InvalidConfig("server.tls_key" if server.tls_cert else "server.tls_cert",
+                                "TLS needs both tls_cert and tls_key")
+        if server.tls_client_ca and not server.tls_cert:
+            raise InvalidConfig("server.tls_client_ca", "mutual TLS needs tls_cert and tls_key")
+        if server.tls_client_ca and not self.auth.tokens_file:
+            raise InvalidConfig("server.tls_client_ca", "client certificates get their role"
+                                " from the [certificates] of auth.tokens_file; set it")
+        if server.listen and not is_loopback(server.listen) and not self.authenticates() \
+                and not server.insecure:
+            raise InvalidConfig("server.listen", f"{server.listen} is not a loopback address"
+                                " and authentication is off (auth.tokens_file): anyone who"
+                                " can reach it could reset trips; configure tokens, or pass"
+                                " --insecure (server.insecure) to serve it anyway")
 
     def _breakers(self) -> BreakerSettings:
         defaults = _rules("breakers", self.breakers, DEFAULT_RULES)
@@ -193,6 +224,18 @@ class Settings(BaseSettings):
                                else kind.name.lower())
             policies[kind] = dataclasses.replace(base, **per_kind.given()) if per_kind else base
         return policies
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a host:port only accepts connections from this machine. A host name other
+    than localhost counts as not loopback: what it resolves to can change."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _rules(prefix: str, given: dict[str, BreakerSettingsModel],
@@ -234,6 +277,7 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
     except ValueError as error:  # e.g. a file that is not UTF-8
         raise InvalidConfig(str(path), f"cannot be read: {error}") from None
     settings.guard_config()
+    settings.check_security()
     return settings
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .approvals import ApprovalPolicy
 from .breakers import WINDOWED, BreakerRule, BreakerSettings
 from .errors import InvalidConfig
 from .limits import LimitSettings, SymbolLimits
@@ -27,6 +28,7 @@ class GuardConfig:
     breakers: BreakerSettings = field(default_factory=BreakerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     policy: Mapping[ScopeKind, ResumePolicy] = field(default_factory=dict)
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
     def policy_for(self, kind: ScopeKind) -> ResumePolicy:
         return self.policy.get(kind, ResumePolicy())
@@ -44,6 +46,10 @@ class GuardConfig:
                 raise InvalidConfig(f"{key}.reset_cooldown_s", "must be >= 0")
             if not policy.rearm_delay_s >= 0:
                 raise InvalidConfig(f"{key}.rearm_delay_s", "must be >= 0")
+        if self.approvals.required not in (1, 2):
+            raise InvalidConfig("reset.require_approvals", "must be 1 or 2")
+        if not self.approvals.window_s > 0:
+            raise InvalidConfig("reset.approval_window_s", "must be > 0")
         return self
 
 

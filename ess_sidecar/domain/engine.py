@@ -12,11 +12,12 @@ import itertools
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from .approvals import Approvals
 from .breakers import Breakers, Metric, check_metric_value
 from .config import GuardConfig
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
-from .errors import InvalidArgument, ResetRefused
+from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .limits import OrderRate
 from .orders import Fill, Order, PositionSnapshot, check_positive, validate_order, \
@@ -37,6 +38,7 @@ class GuardEngine:
         self.book = PositionBook()
         self.breakers = Breakers(config.breakers)
         self.heartbeats = Heartbeats()
+        self.approvals = Approvals(config.approvals)
         self._rate = OrderRate(config.limits.max_orders_per_second)
         self._current: dict[Scope, Transition] = {}
         self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
@@ -138,33 +140,57 @@ class GuardEngine:
 
     def plan_trigger(self, scope: Scope, mode: TriggerMode, reason: str,
                      reason_code: TriggerReason, directives: Iterable[Directive], actor: str,
-                     now: float) -> Plan:
+                     now: float, drill: bool = False) -> Plan:
+        """Restrict a scope by hand. A drill must start from ARMED: its trip is reset
+        without cooldown or second approver, so it must never stand for a real one."""
         plan = self.plan(now)
+        if drill and plan.state_of(scope) is not State.ARMED:
+            raise DrillRefused(f"{scope} is {plan.state_of(scope).name}: a drill needs an"
+                               " ARMED scope")
         plan.trip(scope, mode, Cause.TRIGGER, reason, actor, reason_code=reason_code,
-                  directives=directives)
+                  directives=directives, drill=drill)
         return plan
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float) -> Plan:
         """Resume a restricted scope, or refuse (ResetRefused) during the cooldown or while
-        a breaker's condition still holds, unless forced. Resetting an unrestricted scope
-        changes nothing."""
+        a breaker's condition still holds, unless forced. With four-eyes on, the first
+        operator's reset only becomes plan.pending_reset; a second one's takes effect.
+        Resetting an unrestricted scope changes nothing; a drill's trip resumes at once."""
         check_text(reason, "reason", required=True)  # DESIGN.md: a reset needs a reason
         plan = self.plan(now)
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:
             return plan
-        if not force:
-            allowed_at = self.reset_allowed_at(current)
-            if now < allowed_at:
-                raise ResetRefused(f"{scope} is in its reset cooldown until"
-                                   f" {_iso(allowed_at)} ({allowed_at - now:.0f}s left)",
-                                   until=allowed_at)
-            holding = self.holding(scope, now)
-            if holding:
-                raise ResetRefused(f"{scope}: breaker condition still holds:"
-                                   f" {', '.join(holding)}")
-        self._resume(plan, scope, Cause.RESET, reason, actor, forced=force)
+        if current.drill:
+            self._resume(plan, scope, Cause.RESET, reason, actor, drill=True)
+            return plan
+        self._check_resumable(current, force, now)
+        approved_by = ""
+        if self.approvals.required:
+            pending = self.approvals.review(scope, current.version, actor, reason, force, now)
+            if pending.requested_by == actor:
+                plan.pending_reset = pending
+                return plan
+            approved_by, actor = actor, pending.requested_by
+            reason = f"{pending.reason} | approved: {reason}"
+        self._resume(plan, scope, Cause.RESET, reason, actor, forced=force,
+                     approved_by=approved_by)
         return plan
+
+    def _check_resumable(self, current: Transition, force: bool, now: float) -> None:
+        """ResetRefused during the cooldown or while a breaker still holds, unless forced."""
+        if force:
+            return
+        scope = current.scope
+        allowed_at = self.reset_allowed_at(current)
+        if now < allowed_at:
+            raise ResetRefused(f"{scope} is in its reset cooldown until"
+                               f" {_iso(allowed_at)} ({allowed_at - now:.0f}s left)",
+                               until=allowed_at)
+        holding = self.holding(scope, now)
+        if holding:
+            raise ResetRefused(f"{scope}: breaker condition still holds:"
+                               f" {', '.join(holding)}")
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""
@@ -184,7 +210,7 @@ class GuardEngine:
             if current.state is State.COOLING_DOWN and current.rearm_at is not None \
                     and now >= current.rearm_at:
                 plan.move(current.scope, State.ARMED, Cause.REARM, "re-arm delay elapsed",
-                          SYSTEM_ACTOR)
+                          SYSTEM_ACTOR, drill=current.drill)
             elif self._auto_rearms(current, now):
                 self._resume(plan, current.scope, Cause.REARM,
                              f"auto re-arm: {current.breaker} cleared", SYSTEM_ACTOR)
@@ -207,13 +233,13 @@ class GuardEngine:
                 and not self.holding(current.scope, now))
 
     def _resume(self, plan: Plan, scope: Scope, cause: Cause, reason: str, actor: str,
-                forced: bool = False) -> None:
+                **details: object) -> None:
         delay = self.config.policy_for(scope.kind).rearm_delay_s
         if delay > 0:
-            plan.move(scope, State.COOLING_DOWN, cause, reason, actor, forced=forced,
-                      rearm_at=plan.now + delay)
+            plan.move(scope, State.COOLING_DOWN, cause, reason, actor, rearm_at=plan.now + delay,
+                      **details)
         else:
-            plan.move(scope, State.ARMED, cause, reason, actor, forced=forced)
+            plan.move(scope, State.ARMED, cause, reason, actor, **details)
 
     # -- applying ----------------------------------------------------------------------------
 
@@ -226,6 +252,7 @@ class GuardEngine:
             self._set(transition)
             if transition.cause is Cause.RESET:
                 self.breakers.clear(transition.scope)
+                self.approvals.discard(transition.scope)
             elif transition.breaker == "data_feed_stale":
                 self.breakers.mark_stale(transition.scope)
             elif transition.breaker == "heartbeat_lost":

@@ -31,6 +31,10 @@ class PermissionDenied(GuardError):
     """The principal's role does not allow this; nothing was changed."""
 
 
+class DrillRefused(GuardError):
+    """A drill was asked for on a scope that is not ARMED; nothing was changed."""
+
+
 class ResyncRequired(GuardError):
     """A watcher asked for history that is no longer kept, or fell too far behind."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .approvals import PendingReset
 from .scopes import Scope
 from .states import Cause, Directive, State, Transition, TriggerMode, TriggerReason
 
@@ -13,6 +14,8 @@ class Plan:
                  now: float, auto_rearms: Callable[[Scope, str], bool]) -> None:
         self.now = now
         self.transitions: list[Transition] = []
+        # Four-eyes: a reset that now waits for a second operator (and changed nothing).
+        self.pending_reset: PendingReset | None = None
         self._version = version
         self._current = current
         self._auto_rearms = auto_rearms
@@ -41,7 +44,7 @@ class Plan:
 
     def trip(self, scope: Scope, mode: TriggerMode, cause: Cause, reason: str, actor: str,
              breaker: str = "", reason_code: TriggerReason | None = None,
-             directives: Iterable[Directive] = ()) -> Transition | None:
+             directives: Iterable[Directive] = (), drill: bool = False) -> Transition | None:
         """Restrict a scope. Never loosens: a trip that lands on an equal or stricter
         restriction keeps that state, and is recorded only when it would otherwise be lost
         (see _relatches). A trip during COOLING_DOWN starts over: the scope takes the
@@ -50,16 +53,20 @@ class Plan:
         state = self.state_of(scope)
         if state is State.TRIPPED or state is target:
             current = self.current(scope)
-            if current is None or not self._relatches(current, cause, scope, breaker):
+            if current is None or not self._relatches(current, cause, scope, breaker, drill):
                 return None
             target = state
         return self.move(scope, target, cause, reason, actor, breaker=breaker,
-                         reason_code=reason_code, directives=tuple(directives))
+                         reason_code=reason_code, directives=tuple(directives), drill=drill)
 
-    def _relatches(self, current: Transition, cause: Cause, scope: Scope, breaker: str) -> bool:
-        """An operator's trigger over an automatic restriction (so its directives are
-        published and no auto re-arm can lift it), or a breaker that resumes only by hand
-        over one that would re-arm by itself."""
+    def _relatches(self, current: Transition, cause: Cause, scope: Scope, breaker: str,
+                   drill: bool) -> bool:
+        """Anything real over a drill's trip (which is reset without cooldown or second
+        approver), an operator's trigger over an automatic restriction (so its directives
+        are published and no auto re-arm can lift it), or a breaker that resumes only by
+        hand over one that would re-arm by itself."""
+        if current.drill:
+            return not drill
         if cause is Cause.TRIGGER:
             return current.cause is not Cause.TRIGGER
         return (self._auto_rearms(current.scope, current.breaker)

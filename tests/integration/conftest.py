@@ -60,7 +60,9 @@ def socket_dir() -> Any:
 async def start_sidecar(tmp_path: Path, socket_dir: Path) -> Any:
     started: list[Running] = []
 
-    async def start(state_store: StateStore | None = None, **overrides: Any) -> Running:
+    async def start(state_store: StateStore | None = None, sync: bool = True,
+                    **overrides: Any) -> Running:
+        """sync: give ACCOUNT equity, so exposure limits do not deny every order."""
         sections: dict[str, Any] = {
             "server": {"listen": "", "uds": str(socket_dir / "ess.sock")},
             "store": {"path": str(tmp_path / "ess.db")},
@@ -76,7 +78,9 @@ async def start_sidecar(tmp_path: Path, socket_dir: Path) -> Any:
         channel = grpc.aio.insecure_channel(target)
         running = Running(app, sidecar, clock, channel, pb_grpc.GuardServiceStub(channel), target)
         started.append(running)
-        await running.stub.SyncPositions(pb.SyncPositionsRequest(account=ACCOUNT, equity=1e6))
+        if sync:
+            await running.stub.SyncPositions(pb.SyncPositionsRequest(account=ACCOUNT,
+                                                                     equity=1e6))
         return running
 
     yield start

@@ -8,13 +8,17 @@ from typing import TypeVar
 
 import grpc
 
-from ...domain.errors import GuardError, InvalidArgument, ResetRefused, ResyncRequired, \
-    ShuttingDown, StoreUnavailable, SubscriberTooSlow
+from ...domain.errors import DrillRefused, GuardError, InvalidArgument, PermissionDenied, \
+    ResetRefused, ResyncRequired, ShuttingDown, StoreUnavailable, SubscriberTooSlow, \
+    Unauthenticated
 
 # Most specific first: SubscriberTooSlow is a ResyncRequired.
 STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (ResetRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (DrillRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ResyncRequired, grpc.StatusCode.OUT_OF_RANGE),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE),

@@ -1,6 +1,7 @@
 """GuardService's method handlers. Requests are parsed here rather than by gRPC, so a
 message that is not even valid protobuf is INVALID_ARGUMENT naming the request, like any
-other bad input, instead of gRPC's UNKNOWN (which reads as a crash)."""
+other bad input, instead of gRPC's UNKNOWN (which reads as a crash). With authentication
+on, each call is admitted (principal and role) before its request is even parsed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from ess.v1 import guard_pb2 as pb
+
+from ...domain.access import Permission
+from ...domain.errors import PermissionDenied, Unauthenticated
+from .auth import PERMISSIONS, PRINCIPAL, Authenticator
+from .errors import status_of
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"]
 
@@ -45,19 +51,51 @@ def _raw(method: Callable, request_type: type[Message]) -> Callable:
     return method
 
 
+async def _admit(authenticator: Authenticator, permission: Permission,
+                 context: grpc.aio.ServicerContext) -> None:
+    """Authenticate and authorize the call, or abort it; the principal becomes the actor."""
+    try:
+        principal = authenticator.authenticate(context)
+        principal.authorize(permission)
+    except (Unauthenticated, PermissionDenied) as error:
+        await context.abort(status_of(error), str(error))
+    PRINCIPAL.set(principal)
+
+
+def _guarded(handle: Callable, permission: Permission, authenticator: Authenticator,
+             server_streaming: bool, client_streaming: bool) -> Callable:
+    if server_streaming and not client_streaming:
+        async def guarded_stream(raw: bytes, context: grpc.aio.ServicerContext,
+                                 ) -> AsyncIterator[Any]:
+            await _admit(authenticator, permission, context)
+            async for response in handle(raw, context):
+                yield response
+        return guarded_stream
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _admit(authenticator, permission, context)
+        return await handle(request, context)
+    return guarded
+
+
 _KINDS = {(False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
           (False, True): (_unary_stream, grpc.unary_stream_rpc_method_handler),
           (True, True): (_raw, grpc.stream_stream_rpc_method_handler)}
 
 
-def add_guard_service(servicer: object, server: grpc.aio.Server) -> None:
-    """Register every GuardService method of `servicer`, as the generated code would."""
+def add_guard_service(servicer: object, server: grpc.aio.Server,
+                      authenticator: Authenticator | None = None) -> None:
+    """Register every GuardService method of `servicer`, as the generated code would;
+    with an authenticator, each method admits only the roles its permission allows."""
     handlers = {}
     for method in SERVICE.methods:
         wrap, make_handler = _KINDS[(method.client_streaming, method.server_streaming)]
+        handle = wrap(getattr(servicer, method.name), GetMessageClass(method.input_type))
+        if authenticator is not None:
+            handle = _guarded(handle, PERMISSIONS[method.name], authenticator,
+                              method.server_streaming, method.client_streaming)
         handlers[method.name] = make_handler(
-            wrap(getattr(servicer, method.name), GetMessageClass(method.input_type)),
-            response_serializer=GetMessageClass(method.output_type).SerializeToString)
+            handle, response_serializer=GetMessageClass(method.output_type).SerializeToString)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)

@@ -6,6 +6,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ess.v1 import guard_pb2 as pb
 
+from ...domain.approvals import PendingReset
 from ...domain.breakers import Metric
 from ...domain.decisions import Decision
 from ...domain.errors import InvalidArgument
@@ -110,7 +111,8 @@ def transition_to_event(t: Transition) -> pb.Event:
         directives=t.directives, forced=t.forced, approved_by=t.approved_by, drill=t.drill)
 
 
-def scope_state_to_proto(t: Transition, reset_allowed_at: float) -> pb.ScopeState:
+def scope_state_to_proto(t: Transition, reset_allowed_at: float,
+                         pending: PendingReset | None = None) -> pb.ScopeState:
     state = pb.ScopeState(
         scope=scope_to_proto(t.scope), state=t.state, reason=t.reason, since=timestamp(t.time),
         actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
@@ -119,6 +121,9 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float) -> pb.ScopeStat
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))
     if t.state in (State.TRIPPED, State.REDUCE_ONLY):
         state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))
+    if pending is not None:
+        state.reset_requested_by = pending.requested_by
+        state.reset_approval_expires_at.CopyFrom(timestamp(pending.expires_at))
     return state
 
 

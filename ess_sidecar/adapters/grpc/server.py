@@ -20,7 +20,9 @@ from ess.v1 import guard_pb2 as pb
 
 from ...bootstrap import App
 from ...domain.errors import StoreUnavailable
+from .auth import Authenticator
 from .handlers import add_guard_service
+from .security import server_credentials, warn_about_security
 from .servicer import GuardServicer
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,9 @@ class Sidecar:
         self._stopped = asyncio.Event()
         self.timer_failures = RepeatedFailureLog(log)
         settings = app.settings
+        authenticator = Authenticator(app.principals) if app.principals is not None else None
         add_guard_service(GuardServicer(app.guard, settings.watch.heartbeat_interval_s),
-                          self.server)
+                          self.server, authenticator)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -129,7 +132,12 @@ class Sidecar:
             claim_unix_socket(server_settings.uds)
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        if server_settings.listen:
+        credentials = server_credentials(server_settings)
+        if server_settings.listen and credentials is not None:
+            port = self.server.add_secure_port(server_settings.listen, credentials)
+            host = server_settings.listen.rsplit(":", 1)[0]
+            self.addresses.append(f"{host}:{port}")
+        elif server_settings.listen:
             port = self.server.add_insecure_port(server_settings.listen)
             host = server_settings.listen.rsplit(":", 1)[0]
             self.addresses.append(f"{host}:{port}")
@@ -144,6 +152,7 @@ class Sidecar:
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("ess-sidecar serving on %s", ", ".join(self.addresses))
+        warn_about_security(self.app)
 
     async def stop(self) -> None:
         """NOT_SERVING first, end the watch streams, drain calls, then close the store."""

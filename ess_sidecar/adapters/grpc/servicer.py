@@ -15,21 +15,16 @@ from ...domain.heartbeats import MAX_TTL_S
 from ...domain.scopes import check_text
 from ...ports import EventQuery
 from ...service import Guard, Outcome
+from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, directives_from_proto, fill_from_proto, \
     heartbeat_to_watch, metric_from_proto, order_from_proto, positions_from_proto, \
-    scope_from_proto, scope_state_to_proto, seconds, transition_to_event, \
+    scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
     transition_to_watch, trigger_mode_from_proto, trigger_reason_from_proto
 from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 MAX_PAGE_SIZE = 1000
-
-
-def actor_of(context: grpc.aio.ServicerContext) -> str:
-    """Who made a change, for the audit trail. No authentication is configured yet, so
-    the peer address is all that is known."""
-    return f"unauthenticated@{context.peer()}"
 
 
 class GuardServicer(pb_grpc.GuardServiceServicer):
@@ -108,7 +103,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         reason = check_text(request.reason, "reason") or code.name.lower().replace("_", " ")
         outcome = self._guard.trigger(scope, trigger_mode_from_proto(request.mode), reason, code,
                                       directives_from_proto(request.directives),
-                                      actor_of(context))
+                                      actor_of(context), drill=request.drill)
         return _state_response(pb.TriggerResponse, outcome)
 
     @aborts_on_guard_errors
@@ -117,14 +112,20 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         scope = scope_from_proto(request.scope)
         reason = check_text(request.reason, "reason", required=True)
         outcome = self._guard.reset(scope, reason, request.force, actor_of(context))
-        return _state_response(pb.ResetResponse, outcome)
+        response = _state_response(pb.ResetResponse, outcome)
+        if outcome.pending_reset is not None:
+            response.pending_approval = True
+            response.requested_by = outcome.pending_reset.requested_by
+            response.approval_expires_at.CopyFrom(timestamp(outcome.pending_reset.expires_at))
+        return response
 
     @aborts_on_guard_errors
     async def GetState(self, request: pb.GetStateRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetStateResponse:
-        engine = self._guard.engine
+        engine, now = self._guard.engine, self._guard.now()
         return pb.GetStateResponse(
-            scopes=[scope_state_to_proto(t, engine.reset_allowed_at(t))
+            scopes=[scope_state_to_proto(t, engine.reset_allowed_at(t),
+                                         engine.approvals.pending(t.scope, t.version, now))
                     for t in self._guard.restricted()],
             state_version=engine.version, thresholds=thresholds_to_proto(engine.config))
 

@@ -1,0 +1,73 @@
+"""Who is calling: a bearer token in the `authorization` metadata or a client certificate,
+mapped to a principal whose role is checked against the method's permission."""
+
+from __future__ import annotations
+
+import contextvars
+
+import grpc
+
+from ...domain.access import Permission, Principal
+from ...domain.errors import Unauthenticated
+from ..auth.tokens import Principals
+
+# The authenticated caller of the RPC being handled (each RPC runs in its own task).
+PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "ess_principal", default=None)
+
+# Which permission each GuardService method needs.
+PERMISSIONS = {
+    "CheckOrder": Permission.CHECK,
+    "CheckOrderStream": Permission.CHECK,
+    "ReportMetric": Permission.REPORT,
+    "ReportFill": Permission.REPORT,
+    "SyncPositions": Permission.REPORT,
+    "Heartbeat": Permission.REPORT,
+    "Trigger": Permission.TRIGGER,
+    "Reset": Permission.RESET,
+    "GetState": Permission.READ_STATE,
+    "WatchState": Permission.READ_STATE,
+    "ListEvents": Permission.READ_HISTORY,
+}
+
+BEARER = "bearer "
+
+
+class Authenticator:
+    """Authenticates a call against the principals of the tokens file."""
+
+    def __init__(self, principals: Principals) -> None:
+        self.principals = principals
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The caller: by bearer token if one is sent, else by the verified client
+        certificate's common name. Raises Unauthenticated."""
+        token = _bearer_token(context)
+        if token is not None:
+            principal = self.principals.by_token(token)
+            if principal is None:
+                raise Unauthenticated("the bearer token is not valid")
+            return principal
+        for name in context.auth_context().get("x509_common_name", ()):
+            common_name = name.decode("utf-8", "replace")
+            principal = self.principals.by_certificate(common_name)
+            if principal is None:
+                raise Unauthenticated(f"client certificate CN={common_name!r} has no role")
+            return principal
+        raise Unauthenticated("no credentials: send 'authorization: Bearer <token>'")
+
+
+def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            if not isinstance(value, str) or not value.lower().startswith(BEARER):
+                raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+            return value[len(BEARER):].strip()
+    return None
+
+
+def actor_of(context: grpc.aio.ServicerContext) -> str:
+    """Who made a change, for the audit trail: the authenticated principal, or the peer
+    address when authentication is off."""
+    principal = PRINCIPAL.get()
+    return principal.name if principal is not None else f"unauthenticated@{context.peer()}"

@@ -1,0 +1,52 @@
+"""What protects the TCP address: TLS credentials, and a loud start-up word when nothing does."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import grpc
+
+from ...bootstrap import App
+from ...domain.errors import InvalidConfig
+from ...settings import ServerSettings, is_loopback
+
+log = logging.getLogger(__name__)
+
+
+def server_credentials(server: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS for the TCP address when a certificate is configured; mutual TLS (clients must
+    present a certificate signed by tls_client_ca) when that is set too. Raises
+    InvalidConfig naming the key of a file that cannot be read."""
+    if not server.tls_cert:
+        return None
+    key, cert = _read_pem(server, "tls_key"), _read_pem(server, "tls_cert")
+    client_ca = _read_pem(server, "tls_client_ca") if server.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
+
+
+def _read_pem(server: ServerSettings, key: str) -> bytes:
+    path = getattr(server, key)
+    try:
+        return pathlib.Path(path).read_bytes()
+    except OSError as error:
+        raise InvalidConfig(f"server.{key}", f"cannot read {path}: {error}") from None
+
+
+def warn_about_security(app: App) -> None:
+    """Say at start-up what protects the sidecar, loudly when nothing does."""
+    server, principals = app.settings.server, app.principals
+    if principals is None:
+        log.warning("authentication is OFF (no auth.tokens_file): any caller that can reach"
+                    " %s may trigger and reset", " or ".join(
+                        a for a in (server.listen, server.uds and f"unix:{server.uds}") if a))
+    elif not principals:
+        log.warning("the tokens file %s names no principal: every call will be refused",
+                    app.settings.auth.tokens_file)
+    else:
+        log.info("authentication on: %d token(s), %d certificate name(s)",
+                 len(principals.tokens), len(principals.certificates))
+    if server.listen and not server.tls_cert and not is_loopback(server.listen):
+        log.warning("%s is served without TLS: bearer tokens and orders cross the network"
+                    " in clear text", server.listen)

@@ -1,0 +1,72 @@
+"""Four-eyes resets: a reset takes effect only when a second, different operator approves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ResetRefused
+from .scopes import Scope
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    required: int = 1  # operators who must reset a scope; 2 is four-eyes
+    window_s: float = 300.0  # how long the first reset waits for the second
+
+
+@dataclass(frozen=True)
+class PendingReset:
+    """A reset waiting for its second operator. It approves one trip: if the scope's
+    state changes meanwhile (trip_version moves on), the request is void."""
+
+    scope: Scope
+    trip_version: int
+    requested_by: str
+    reason: str
+    force: bool
+    expires_at: float
+
+
+class Approvals:
+    """Pending resets, in memory only: after a restart the first operator asks again."""
+
+    def __init__(self, policy: ApprovalPolicy) -> None:
+        self.policy = policy
+        self._pending: dict[Scope, PendingReset] = {}
+
+    @property
+    def required(self) -> bool:
+        return self.policy.required > 1
+
+    def pending(self, scope: Scope, trip_version: int, now: float) -> PendingReset | None:
+        """The live request to reset this trip of the scope, if any."""
+        pending = self._pending.get(scope)
+        if pending is None:
+            return None
+        if now >= pending.expires_at or pending.trip_version != trip_version:
+            del self._pending[scope]
+            return None
+        return pending
+
+    def review(self, scope: Scope, trip_version: int, actor: str, reason: str, force: bool,
+               now: float) -> PendingReset:
+        """A reset by `actor`: the pending request it approves, or a new pending request
+        (return value's requested_by is then `actor`). ResetRefused when the same operator
+        asks again, or asks with a different force than the pending request."""
+        pending = self.pending(scope, trip_version, now)
+        if pending is None:
+            pending = PendingReset(scope, trip_version, actor, reason, force,
+                                   now + self.policy.window_s)
+            self._pending[scope] = pending
+            return pending
+        if pending.requested_by == actor:
+            raise ResetRefused(f"{scope}: {actor} already requested this reset; a different"
+                               " operator must approve it")
+        if pending.force != force:
+            raise ResetRefused(f"{scope}: the pending reset by {pending.requested_by} has"
+                               f" force={str(pending.force).lower()}; approve it with the"
+                               " same force, or let it expire")
+        return pending
+
+    def discard(self, scope: Scope) -> None:
+        self._pending.pop(scope, None)

@@ -1,0 +1,175 @@
+"""Authentication and roles over a real socket: every role against every RPC, wrong or
+missing credentials, and the principal recorded as the actor."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.domain.access import Role
+from tests.integration.conftest import Running, order, strategy_scope
+
+ROLES = ("executor", "operator", "admin")
+
+# From the issue: executors check, report, heartbeat, read state, watch and trigger;
+# operators also reset and read the audit trail; admins may do everything.
+LOWEST_ROLE = {
+    "CheckOrder": "executor", "CheckOrderStream": "executor", "ReportMetric": "executor",
+    "ReportFill": "executor", "SyncPositions": "executor", "Heartbeat": "executor",
+    "Trigger": "executor", "GetState": "executor", "WatchState": "executor",
+    "Reset": "operator", "ListEvents": "operator",
+}
+
+
+async def _check_stream(stub: Any, metadata: Any) -> Any:
+    call = stub.CheckOrderStream(metadata=metadata)
+    await call.write(pb.CheckOrderStreamRequest(request_id=1, order=order()))
+    reply = await call.read()
+    call.cancel()
+    return reply
+
+
+async def _watch(stub: Any, metadata: Any) -> Any:
+    call = stub.WatchState(pb.WatchStateRequest(), metadata=metadata)
+    reply = await call.read()
+    call.cancel()
+    return reply
+
+
+CALLS: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
+    "CheckOrder": lambda stub, md: stub.CheckOrder(order(), metadata=md),
+    "CheckOrderStream": _check_stream,
+    "ReportMetric": lambda stub, md: stub.ReportMetric(pb.ReportMetricRequest(
+        scope=strategy_scope(), metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=1), metadata=md),
+    "ReportFill": lambda stub, md: stub.ReportFill(pb.ReportFillRequest(
+        account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY, quantity=1,
+        price=100), metadata=md),
+    "SyncPositions": lambda stub, md: stub.SyncPositions(pb.SyncPositionsRequest(
+        account="acc-1", equity=1e6), metadata=md),
+    "Heartbeat": lambda stub, md: stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="exec-1", scope=strategy_scope(), ttl_ms=60_000), metadata=md),
+    "Trigger": lambda stub, md: stub.Trigger(pb.TriggerRequest(
+        scope=strategy_scope("other"), reason="test"), metadata=md),
+    "GetState": lambda stub, md: stub.GetState(pb.GetStateRequest(), metadata=md),
+    "WatchState": _watch,
+    "Reset": lambda stub, md: stub.Reset(pb.ResetRequest(
+        scope=strategy_scope("armed"), reason="test"), metadata=md),
+    "ListEvents": lambda stub, md: stub.ListEvents(pb.ListEventsRequest(), metadata=md),
+}
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> dict[str, str]:
+    """One token per role (named after it), plus a second operator, in a tokens file."""
+    tokens = {name: new_token() for name in (*ROLES, "operator2")}
+    lines = [tokens_file_line(name, Role[name.rstrip("2").upper()], token)
+             for name, token in tokens.items()]
+    (tmp_path / "tokens.toml").write_text("[tokens]\n" + "\n".join(lines) + "\n")
+    return tokens
+
+
+@pytest.fixture
+async def secured(start_sidecar: Any, tmp_path: Path, tokens: dict[str, str]) -> Running:
+    return await start_sidecar(sync=False, auth={"tokens_file": str(tmp_path / "tokens.toml")})
+
+
+def test_every_rpc_has_a_call_and_a_role_here() -> None:
+    methods = set(pb.DESCRIPTOR.services_by_name["GuardService"].methods_by_name)
+    assert set(CALLS) == methods == set(LOWEST_ROLE)
+
+
+@pytest.mark.parametrize("method", sorted(CALLS))
+@pytest.mark.parametrize("role", ROLES)
+async def test_each_role_against_each_rpc(secured: Running, tokens: dict[str, str],
+                                          role: str, method: str) -> None:
+    allowed = ROLES.index(role) >= ROLES.index(LOWEST_ROLE[method])
+    before = secured.app.guard.engine.version
+    try:
+        await CALLS[method](secured.stub, bearer(tokens[role]))
+    except grpc.aio.AioRpcError as error:
+        assert not allowed, f"{role} refused {method}: {error.code()} {error.details()}"
+        assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert f"{role} ({role})" in error.details()
+        assert secured.app.guard.engine.version == before
+    else:
+        assert allowed, f"{role} was let through to {method}"
+
+
+@pytest.mark.parametrize("method", sorted(CALLS))
+@pytest.mark.parametrize("credentials", ["none", "unknown token", "not bearer"])
+async def test_missing_or_wrong_credentials_are_unauthenticated(
+        secured: Running, method: str, credentials: str) -> None:
+    metadata = {"none": (), "unknown token": bearer(new_token()),
+                "not bearer": (("authorization", "Basic YWxpY2U6cHc="),)}[credentials]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await CALLS[method](secured.stub, metadata)
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert secured.app.guard.engine.version == 0
+
+
+async def test_the_principal_is_the_actor_of_what_it_changed(
+        secured: Running, tokens: dict[str, str]) -> None:
+    scope = strategy_scope()
+    await secured.stub.Trigger(pb.TriggerRequest(scope=scope, reason="halt"),
+                               metadata=bearer(tokens["executor"]))
+    await secured.stub.Reset(pb.ResetRequest(scope=scope, reason="ok", force=True),
+                             metadata=bearer(tokens["operator"]))
+    events = await secured.stub.ListEvents(pb.ListEventsRequest(),
+                                           metadata=bearer(tokens["admin"]))
+    assert [(e.state, e.actor) for e in events.events] == [
+        (pb.STATE_ARMED, "operator"), (pb.STATE_TRIPPED, "executor")]
+
+
+async def test_an_executor_cannot_reset_a_trip(secured: Running,
+                                               tokens: dict[str, str]) -> None:
+    scope = strategy_scope()
+    await secured.stub.Trigger(pb.TriggerRequest(scope=scope, reason="halt"),
+                               metadata=bearer(tokens["executor"]))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await secured.stub.Reset(pb.ResetRequest(scope=scope, reason="mine", force=True),
+                                 metadata=bearer(tokens["executor"]))
+    assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    state = await secured.stub.GetState(pb.GetStateRequest(),
+                                        metadata=bearer(tokens["executor"]))
+    assert [s.state for s in state.scopes] == [pb.STATE_TRIPPED]
+
+
+async def test_with_authentication_off_the_actor_is_the_peer(sidecar: Running) -> None:
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="halt"))
+    [event] = (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events
+    assert event.actor.startswith("unauthenticated@")
+
+
+async def test_four_eyes_reset_takes_a_second_operator(start_sidecar: Any, tmp_path: Path,
+                                                       tokens: dict[str, str]) -> None:
+    running = await start_sidecar(sync=False, auth={"tokens_file": str(tmp_path / "tokens.toml")},
+                                  reset={"require_approvals": 2, "approval_window_s": 60})
+    stub, scope = running.stub, strategy_scope()
+    await stub.Trigger(pb.TriggerRequest(scope=scope, reason="halt"),
+                       metadata=bearer(tokens["executor"]))
+    reset = pb.ResetRequest(scope=scope, reason="reviewed", force=True)
+    first = await stub.Reset(reset, metadata=bearer(tokens["operator"]))
+    assert (first.pending_approval, first.requested_by, first.state) == (
+        True, "operator", pb.STATE_TRIPPED)
+    assert first.approval_expires_at.seconds == int(running.clock.now() + 60)
+    [listed] = (await stub.GetState(pb.GetStateRequest(),
+                                    metadata=bearer(tokens["executor"]))).scopes
+    assert listed.reset_requested_by == "operator"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Reset(reset, metadata=bearer(tokens["operator"]))
+    assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    second = await stub.Reset(reset, metadata=bearer(tokens["operator2"]))
+    assert (second.pending_approval, second.state) == (False, pb.STATE_ARMED)
+    [event] = (await stub.ListEvents(pb.ListEventsRequest(page_size=1),
+                                     metadata=bearer(tokens["admin"]))).events
+    assert (event.actor, event.approved_by, event.forced) == ("operator", "operator2", True)

@@ -1,0 +1,97 @@
+"""Start-up refuses what would leave the sidecar open: a non-loopback address without
+authentication, four-eyes with no one to tell apart, half a TLS setup, a bad tokens file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ess_sidecar.adapters.auth.tokens import load_principals, new_token, tokens_file_line
+from ess_sidecar.domain.access import Role
+from ess_sidecar.domain.errors import InvalidConfig
+from ess_sidecar.settings import is_loopback, load_settings
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> str:
+    path = tmp_path / "tokens.toml"
+    path.write_text("[tokens]\n" + tokens_file_line("alice", Role.OPERATOR, new_token()) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("listen, loopback", [
+    ("127.0.0.1:50051", True), ("127.9.9.9:1", True), ("[::1]:50051", True),
+    ("localhost:50051", True), ("0.0.0.0:50051", False), ("[::]:50051", False),
+    ("10.0.0.5:50051", False), ("ess.internal:50051", False)])
+def test_which_addresses_count_as_loopback(listen: str, loopback: bool) -> None:
+    assert is_loopback(listen) is loopback
+
+
+def test_a_public_address_without_authentication_is_refused() -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None, server={"listen": "0.0.0.0:50051"})
+    assert raised.value.key == "server.listen" and "--insecure" in str(raised.value)
+
+
+def test_a_public_address_is_served_with_tokens_or_when_told_insecure(tokens_file: str) -> None:
+    load_settings(None, server={"listen": "0.0.0.0:50051"}, auth={"tokens_file": tokens_file})
+    load_settings(None, server={"listen": "0.0.0.0:50051", "insecure": True})
+
+
+def test_four_eyes_needs_authentication(tokens_file: str) -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None, reset={"require_approvals": 2})
+    assert raised.value.key == "reset.require_approvals"
+    load_settings(None, reset={"require_approvals": 2}, auth={"tokens_file": tokens_file})
+
+
+@pytest.mark.parametrize("server, key", [
+    ({"tls_cert": "c.pem"}, "server.tls_key"),
+    ({"tls_key": "k.pem"}, "server.tls_cert"),
+    ({"tls_client_ca": "ca.pem"}, "server.tls_client_ca"),
+    ({"tls_cert": "c.pem", "tls_key": "k.pem", "tls_client_ca": "ca.pem"},
+     "server.tls_client_ca"),  # client certificates get their roles from the tokens file
+])
+def test_half_a_tls_setup_is_refused(server: dict, key: str) -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None, server=server)
+    assert raised.value.key == key
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[tokens]\nalice = { role = "operator", sha256 = "abc" }\n', "tokens.alice.sha256"),
+    (f'[tokens]\nalice = {{ role = "boss", sha256 = "{"0" * 64}" }}\n', "tokens.alice.role"),
+    (f'[tokens]\nalice = {{ role = "admin", sha256 = "{"0" * 64}", x = 1 }}\n',
+     "tokens.alice"),
+    (f'[tokens]\na = {{ role = "admin", sha256 = "{"0" * 64}" }}\n'
+     f'b = {{ role = "executor", sha256 = "{"0" * 64}" }}\n', "tokens.b.sha256"),
+    ('[users]\n', "users"),
+    ('[tokens\n', "auth.tokens_file"),
+])
+def test_a_bad_tokens_file_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidConfig) as raised:
+        load_principals(path)
+    assert key in str(raised.value)
+
+
+def test_serve_refuses_a_public_address_without_authentication(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ess_sidecar", "serve", "--listen", "0.0.0.0:0", "--state",
+         str(tmp_path / "ess.db")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "server.listen" in result.stderr and "--insecure" in result.stderr
+    assert not (tmp_path / "ess.db").exists()
+
+
+def test_check_config_checks_the_tokens_file(tmp_path: Path) -> None:
+    (tmp_path / "tokens.toml").write_text('[tokens]\nbob = { role = "root" }\n')
+    config = tmp_path / "ess.toml"
+    config.write_text(f'[auth]\ntokens_file = "{tmp_path / "tokens.toml"}"\n')
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "tokens.bob" in result.stderr

@@ -1,0 +1,101 @@
+"""TLS and mutual TLS on the TCP address, with certificates from a throwaway CA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import trustme
+
+from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
+from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.domain.access import Role
+from tests.integration.conftest import order, strategy_scope
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, Any]:
+    """Server certificate for 127.0.0.1, the CA's PEM, and an operator token."""
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    token = new_token()
+    (tmp_path / "tokens.toml").write_text(
+        "[tokens]\n" + tokens_file_line("alice", Role.OPERATOR, token) + "\n"
+        '[certificates]\n"executor-1" = { role = "executor" }\n')
+    return {"token": token, "ca": ca.cert_pem.bytes(), "dir": tmp_path}
+
+
+def tls_sections(pki: dict[str, Any], mutual: bool = False) -> dict[str, Any]:
+    folder = pki["dir"]
+    server = {"listen": "127.0.0.1:0", "tls_cert": str(folder / "server.pem"),
+              "tls_key": str(folder / "server.key")}
+    if mutual:
+        server["tls_client_ca"] = str(folder / "ca.pem")
+    return {"server": server, "auth": {"tokens_file": str(folder / "tokens.toml")}}
+
+
+def secure_stub(address: str, pki: dict[str, Any], client: Any = None) -> Any:
+    key = client.private_key_pem.bytes() if client else None
+    chain = client.cert_chain_pems[0].bytes() if client else None
+    credentials = grpc.ssl_channel_credentials(pki["ca"], key, chain)
+    channel = grpc.aio.secure_channel(address, credentials)
+    return channel, pb_grpc.GuardServiceStub(channel)
+
+
+async def test_tls_with_a_bearer_token(start_sidecar: Any, pki: dict[str, Any]) -> None:
+    running = await start_sidecar(sync=False, **tls_sections(pki))
+    tcp = running.sidecar.addresses[0]
+    channel, stub = secure_stub(tcp, pki)
+    async with channel:
+        reply = await stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="tls"),
+                                   metadata=(("authorization", f"Bearer {pki['token']}"),),
+                                   timeout=5)
+    assert reply.state == pb.STATE_TRIPPED
+    async with grpc.aio.insecure_channel(tcp) as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await pb_grpc.GuardServiceStub(plain).GetState(pb.GetStateRequest(), timeout=5)
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mutual_tls_maps_the_client_certificate_to_its_role(
+        start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA) -> None:
+    running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))
+    tcp = running.sidecar.addresses[0]
+    channel, stub = secure_stub(tcp, pki, ca.issue_cert("executor-1", common_name="executor-1"))
+    async with channel:
+        await stub.CheckOrder(order(), timeout=5)
+        await stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="mtls"), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="x", force=True),
+                             timeout=5)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    [trip] = running.app.guard.restricted()
+    assert trip.actor == "executor-1"
+
+
+async def test_mutual_tls_refuses_unknown_names_and_missing_certificates(
+        start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA) -> None:
+    running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))
+    tcp = running.sidecar.addresses[0]
+    channel, stub = secure_stub(tcp, pki, ca.issue_cert("mallory", common_name="mallory"))
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="x"), timeout=5)
+    assert unknown.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "mallory" in unknown.value.details()
+    channel, stub = secure_stub(tcp, pki)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as no_cert:
+            await stub.GetState(pb.GetStateRequest(), timeout=5)
+    assert no_cert.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert running.app.guard.engine.version == 0
