@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .domain.errors import InvalidConfig
-from .bootstrap import open_principals
+from .bootstrap import open_alerts, open_principals
 from .settings import Settings, load_settings
 
 
@@ -64,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # apprise logs every send at INFO and every failed attempt itself; the sink logs
+    # what matters (retries, give-ups) once.
+    logging.getLogger("apprise").setLevel(logging.ERROR)
     try:
         if args.command == "check-config":
-            open_principals(load_settings(args.config))
+            settings = load_settings(args.config)
+            open_principals(settings)
+            open_alerts(settings)
             print(f"{args.config}: OK")
             return 0
         settings = load_settings(args.config, **_flag_overrides(args))

@@ -55,8 +55,9 @@ class SidecarProcess:
         return self
 
     def wait_serving(self, timeout_s: float) -> None:
-        """wait_for_ready waits for the port to open: no sleeps, one deadline."""
-        with grpc.insecure_channel(self.tcp_target) as channel:
+        """wait_for_ready waits for the socket to open: no sleeps, one deadline. Asked on
+        the Unix socket, which is never TLS (health needs no token)."""
+        with grpc.insecure_channel(self.uds_target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=SERVICE),
                 timeout=timeout_s, wait_for_ready=True)

@@ -3,6 +3,7 @@ missing credentials, and the principal recorded as the actor."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,20 @@ async def test_four_eyes_reset_takes_a_second_operator(start_sidecar: Any, tmp_p
     [event] = (await stub.ListEvents(pb.ListEventsRequest(page_size=1),
                                      metadata=bearer(tokens["admin"]))).events
     assert (event.actor, event.approved_by, event.forced) == ("operator", "operator2", True)
+
+
+async def test_a_refused_stream_always_reports_unauthenticated(secured: Running) -> None:
+    """Not INTERNAL, which a client would take for a broken connection (and a fail-open
+    client for a reason to trade)."""
+    async def requests() -> Any:
+        yield pb.CheckOrderStreamRequest(request_id=1, order=order())
+        await asyncio.Event().wait()  # keep sending open, like a real executor
+
+    codes = set()
+    for _ in range(100):
+        call = secured.stub.CheckOrderStream(requests(), metadata=bearer(new_token()))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _answer in call:
+                pass
+        codes.add(raised.value.code())
+    assert codes == {grpc.StatusCode.UNAUTHENTICATED}

@@ -95,3 +95,11 @@ def test_check_config_checks_the_tokens_file(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "tokens.bob" in result.stderr
+
+
+def test_check_config_checks_the_alert_urls(tmp_path: Path) -> None:
+    config = tmp_path / "ess.toml"
+    config.write_text('[alerts]\nurls = ["json://127.0.0.1:9/hook", "nosuchscheme://x"]\n')
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "alerts.urls[1]" in result.stderr

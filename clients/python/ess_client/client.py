@@ -40,17 +40,21 @@ class GuardClient:
 
     def __init__(self, target: str, *, check_timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
                  rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S, fail_open: bool = False,
-                 metadata: Sequence[tuple[str, str]] = (),
+                 metadata: Sequence[tuple[str, str]] = (), token: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None,
                  stall_after_s: float = DEFAULT_STALL_AFTER_S, log_interval_s: float = 1.0,
                  channel: grpc.aio.Channel | None = None) -> None:
         """`target` is "unix:/path/ess.sock" (fastest) or "host:port"; a ready-made
-        `channel` may be given instead and is then not closed by close()."""
+        `channel` may be given instead and is then not closed by close(). `token` is the
+        bearer token of a sidecar with authentication on; `credentials` (e.g.
+        grpc.ssl_channel_credentials(ca, key, cert)) make the channel TLS or mutual TLS."""
         self.check_timeout_s = check_timeout_s
         self.rpc_timeout_s = rpc_timeout_s
         self._owns_channel = channel is None
-        self._channel = channel or grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = channel or _channel(target, credentials)
         self._stub = pb_grpc.GuardServiceStub(self._channel)
-        self._metadata = tuple(metadata)
+        self._metadata = tuple(metadata) + (
+            (("authorization", f"Bearer {token}"),) if token else ())
         self._stall_after_s = stall_after_s
         self._policy = FailurePolicy(fail_open, log_interval_s)
         self._ids = itertools.count(1)
@@ -168,3 +172,9 @@ class GuardClient:
     async def _unary(self, method: Any, request: Any) -> Any:
         return await method(request, timeout=self.rpc_timeout_s,
                             metadata=self._metadata or None)
+
+
+def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)

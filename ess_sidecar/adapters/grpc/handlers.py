@@ -5,6 +5,8 @@ on, each call is admitted (principal and role) before its request is even parsed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -51,13 +53,23 @@ def _raw(method: Callable, request_type: type[Message]) -> Callable:
     return method
 
 
+# A refused client stream is ended after its first request, or after this long without one.
+REFUSE_AFTER_S = 1.0
+
+
 async def _admit(authenticator: Authenticator, permission: Permission,
-                 context: grpc.aio.ServicerContext) -> None:
+                 context: grpc.aio.ServicerContext, client_streaming: bool) -> None:
     """Authenticate and authorize the call, or abort it; the principal becomes the actor."""
     try:
         principal = authenticator.authenticate(context)
         principal.authorize(permission)
     except (Unauthenticated, PermissionDenied) as error:
+        if client_streaming:
+            # Refused while the client is still sending its first request, about 1 stream
+            # in 10 ends for grpcio's client with INTERNAL "Internal error from Core"
+            # instead of this status, which reads like a broken connection.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(context.read(), REFUSE_AFTER_S)
         await context.abort(status_of(error), str(error))
     PRINCIPAL.set(principal)
 
@@ -67,13 +79,13 @@ def _guarded(handle: Callable, permission: Permission, authenticator: Authentica
     if server_streaming and not client_streaming:
         async def guarded_stream(raw: bytes, context: grpc.aio.ServicerContext,
                                  ) -> AsyncIterator[Any]:
-            await _admit(authenticator, permission, context)
+            await _admit(authenticator, permission, context, False)
             async for response in handle(raw, context):
                 yield response
         return guarded_stream
 
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await _admit(authenticator, permission, context)
+        await _admit(authenticator, permission, context, client_streaming)
         return await handle(request, context)
     return guarded
 

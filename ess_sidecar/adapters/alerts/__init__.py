@@ -1,0 +1,1 @@
+"""Alert sinks: operators are told about transitions through notification URLs."""

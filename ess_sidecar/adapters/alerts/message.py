@@ -1,0 +1,70 @@
+"""The alert for one transition: a title, a plain-text body and a severity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ...domain.states import Cause, State, Transition
+
+# Severities are apprise's notify types by value, so this module needs no apprise.
+FAILURE, WARNING, SUCCESS = "failure", "warning", "success"
+
+SEVERITY_OF = {State.TRIPPED: FAILURE, State.REDUCE_ONLY: FAILURE,
+               State.COOLING_DOWN: WARNING, State.ARMED: SUCCESS}
+
+WHY = {Cause.BREAKER: "breaker", Cause.HEARTBEAT_LOST: "heartbeat lost",
+       Cause.RESET: "reset", Cause.REARM: "re-armed", Cause.SYSTEM: "system"}
+
+
+@dataclass(frozen=True)
+class Alert:
+    title: str
+    body: str
+    severity: str  # "failure", "warning" or "success"
+    version: int
+
+
+def alert_of(transition: Transition) -> Alert:
+    return Alert(title_of(transition), body_of(transition),
+                 SEVERITY_OF.get(transition.state, WARNING), transition.version)
+
+
+def title_of(t: Transition) -> str:
+    """e.g. "ESS STRATEGY:momo TRIPPED (heartbeat lost)"; a drill says so first, so
+    nobody pages the desk for one."""
+    why = WHY.get(t.cause, "")
+    if t.cause is Cause.RESET and t.forced:
+        why = "forced reset"
+    title = f"ESS {t.scope} {t.state.name}" + (f" ({why})" if why else "")
+    return f"[DRILL] {title}" if t.drill else title
+
+
+def body_of(t: Transition) -> str:
+    lines = [f"scope: {t.scope}",
+             f"state: {t.state.name} (was {t.previous.name})",
+             f"cause: {t.cause.name}",
+             f"reason: {t.reason}"]
+    if t.reason_code is not None:
+        lines.append(f"reason code: {t.reason_code.name}")
+    if t.breaker:
+        lines.append(f"breaker: {t.breaker}")
+    lines.append(f"actor: {t.actor}")
+    if t.approved_by:
+        lines.append(f"approved by: {t.approved_by}")
+    if t.forced:
+        lines.append("forced: yes")
+    if t.directives:
+        lines.append("directives: " + ", ".join(d.name for d in t.directives))
+    if t.rearm_at is not None:
+        lines.append(f"re-arms at: {iso_utc(t.rearm_at)}")
+    lines += [f"version: {t.version}", f"time: {iso_utc(t.time)}"]
+    if t.drill:
+        lines.append("DRILL: this is a drill, not a real trip")
+    return "\n".join(lines)
+
+
+def iso_utc(seconds: float) -> str:
+    """ISO 8601 in UTC with a Z, to the millisecond."""
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

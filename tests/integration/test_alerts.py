@@ -1,0 +1,296 @@
+"""Alerts through apprise to real HTTP receivers on loopback: delivered, retried, given up,
+dropped, and never in the way of a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.alerts.apprise_sink import AppriseAlertSink
+from ess_sidecar.domain.errors import InvalidConfig
+from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, State, Transition
+from ess_sidecar.settings import AlertSettings
+from tests.fakes import START
+from tests.integration.conftest import order, strategy_scope
+
+DEADLINE_S = 10.0  # generous: these wait for events, never measure time
+FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every JSON body POSTed to it."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                loop.call_soon_threadsafe(receiver._arrived.set)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"json://127.0.0.1:{self.port}/hook"
+        # A short poll interval keeps close() (shutdown waits for one poll) quick.
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    async def wait_for(self, count: int) -> list[dict[str, Any]]:
+        """The first `count` bodies, once they have arrived."""
+        async def arrived() -> None:
+            while len(self.bodies) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        await asyncio.wait_for(arrived(), DEADLINE_S)
+        return self.bodies[:count]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._server.shutdown)
+        self._server.server_close()
+
+
+class Hanging:
+    """A server that accepts connections, reads, and never answers."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> Hanging:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        self.url = f"json://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/hook"
+        return self
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        self.connected.set()
+        await reader.read()  # until the client gives up
+
+    async def close(self) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+
+
+class Outcomes:
+    """Waits on the sink's attempt hook instead of sleeping."""
+
+    def __init__(self, sink: AppriseAlertSink) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self._changed = asyncio.Event()
+        sink.on_attempt = self._record
+
+    def _record(self, url: str, outcome: str) -> None:
+        self.seen.append((url, outcome))
+        self._changed.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        async def reached() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(reached(), DEADLINE_S)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it (until a test starts a receiver)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dead_url(port: int | None = None) -> str:
+    return f"json://127.0.0.1:{port or free_port()}/hook"
+
+
+def trip(version: int = 1, ident: str = "momo") -> Transition:
+    return Transition(version, START, Scope(ScopeKind.STRATEGY, ident), State.ARMED,
+                      State.TRIPPED, Cause.TRIGGER, "desk says stop", "alice")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = Receiver()
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+async def hanging() -> AsyncIterator[Hanging]:
+    server = await Hanging().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def sinks() -> AsyncIterator[Callable[..., AppriseAlertSink]]:
+    made: list[AppriseAlertSink] = []
+
+    def make(*urls: str, **settings: Any) -> AppriseAlertSink:
+        sink = AppriseAlertSink(AlertSettings(urls=list(urls), **{**FAST, **settings}))
+        made.append(sink)
+        return sink
+
+    yield make
+    for sink in made:
+        await sink.stop(0)
+
+
+# -- through the real sidecar ----------------------------------------------------------------
+
+
+async def test_trigger_and_reset_are_alerted_with_their_details(
+        start_sidecar: Any, receiver: Receiver) -> None:
+    running = await start_sidecar(alerts={"urls": [receiver.url], "backoff_initial_s": 0.05})
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="desk says stop"))
+    (tripped,) = await receiver.wait_for(1)
+    assert tripped["title"] == "ESS STRATEGY:momo TRIPPED"
+    assert tripped["type"] == "failure"
+    for line in ("scope: STRATEGY:momo", "state: TRIPPED (was ARMED)",
+                 "reason: desk says stop", "actor: unauthenticated@", "version: 1"):
+        assert line in tripped["message"]
+    running.clock.advance(15 * 60)
+    await running.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="all clear"))
+    reset = (await receiver.wait_for(2))[1]
+    assert reset["title"] == "ESS STRATEGY:momo ARMED (reset)" and reset["type"] == "success"
+    assert "reason: all clear" in reset["message"] and "version: 2" in reset["message"]
+
+
+async def test_a_lost_heartbeat_is_alerted_naming_the_executor(
+        start_sidecar: Any, receiver: Receiver) -> None:
+    running = await start_sidecar(alerts={"urls": [receiver.url]})
+    await running.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
+                                                     ttl_ms=2000))
+    running.clock.advance(3)
+    running.app.guard.run_timers()
+    (lost,) = await receiver.wait_for(1)
+    assert lost["title"] == "ESS STRATEGY:momo TRIPPED (heartbeat lost)"
+    assert "executor ex-1 missed its 2s heartbeat" in lost["message"]
+    assert "breaker: heartbeat_lost" in lost["message"]
+
+
+async def test_decisions_and_triggers_answer_while_the_receiver_hangs(
+        start_sidecar: Any, hanging: Hanging) -> None:
+    running = await start_sidecar(alerts={"urls": [hanging.url]}, server={"grace_s": 0.2})
+    await asyncio.wait_for(running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope("a"))), 2)
+    await asyncio.wait_for(hanging.connected.wait(), DEADLINE_S)
+    # The first alert is stuck in flight; these must not wait behind it.
+    await asyncio.wait_for(running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope("b"))), 2)
+    decision = await asyncio.wait_for(running.stub.CheckOrder(order(strategy="a")), 2)
+    assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    assert (await asyncio.wait_for(running.stub.CheckOrder(order(strategy="c")), 2)).allowed
+
+
+# -- the sink on its own ---------------------------------------------------------------------
+
+
+async def test_an_alert_to_a_receiver_that_was_down_arrives_once_it_is_back(
+        sinks: Callable[..., AppriseAlertSink]) -> None:
+    port = free_port()
+    sink = sinks(dead_url(port), retries=1000)
+    outcomes = Outcomes(sink)
+    await sink.start()
+    sink.notify([trip()])
+    await outcomes.until(lambda: sink.retried >= 2)
+    back = Receiver(port)
+    try:
+        (body,) = await back.wait_for(1)
+        await outcomes.until(lambda: sink.sent == 1)
+    finally:
+        await back.close()
+    assert body["title"] == "ESS STRATEGY:momo TRIPPED"
+    assert (sink.sent, sink.failed, sink.dropped) == (1, 0, 0)
+
+
+async def test_a_url_that_never_works_is_given_up_and_logged_without_its_secret(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver,
+        caplog: pytest.LogCaptureFixture) -> None:
+    secret_url = f"json://ops:s3cret@127.0.0.1:{free_port()}/hook"
+    sink = sinks(secret_url, receiver.url, retries=2)
+    outcomes = Outcomes(sink)
+    await sink.start()
+    sink.notify([trip()])
+    await receiver.wait_for(1)
+    await outcomes.until(lambda: sink.failed == 1)
+    assert (sink.sent, sink.failed, sink.retried) == (1, 1, 2)
+    (given_up,) = [r for r in caplog.records if r.levelno == logging.ERROR
+                   and r.name.startswith("ess_sidecar")]
+    assert "failed after 3 attempt(s)" in given_up.getMessage()
+    assert "json://ops:****@127.0.0.1" in given_up.getMessage()
+    assert "s3cret" not in caplog.text
+
+
+async def test_alerts_keep_their_order_per_url(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    sink = sinks(receiver.url)
+    await sink.start()
+    sink.notify([trip(1, "a"), trip(2, "b")])
+    sink.notify([trip(3, "c")])
+    titles = [body["title"] for body in await receiver.wait_for(3)]
+    assert titles == [f"ESS STRATEGY:{s} TRIPPED" for s in "abc"]
+
+
+async def test_notify_never_blocks_and_drops_what_does_not_fit(
+        sinks: Callable[..., AppriseAlertSink], caplog: pytest.LogCaptureFixture) -> None:
+    sink = sinks(dead_url(), queue_size=1, retries=1000)
+    await sink.start()
+    sink.notify([trip(v) for v in range(1, 101)])
+    assert sink.dropped == 99
+    assert "queue full (1)" in caplog.text
+
+
+async def test_alerts_notified_before_start_are_delivered_after_it(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    sink = sinks(receiver.url)
+    sink.notify([trip(1, "a"), trip(2, "b")])
+    await sink.start()
+    assert [b["title"] for b in await receiver.wait_for(2)] == \
+        ["ESS STRATEGY:a TRIPPED", "ESS STRATEGY:b TRIPPED"]
+
+
+async def test_stop_gives_up_on_a_hanging_receiver_and_counts_what_is_left(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver, hanging: Hanging,
+        caplog: pytest.LogCaptureFixture) -> None:
+    sink = sinks(hanging.url, receiver.url)
+    await sink.start()
+    sink.notify([trip(1, "a"), trip(2, "b")])
+    await asyncio.wait_for(hanging.connected.wait(), DEADLINE_S)
+    await receiver.wait_for(2)  # the other URL is not held up by the hanging one
+    await asyncio.wait_for(sink.stop(0.2), 0.2 + 5)
+    assert (sink.sent, sink.dropped, sink.failed) == (2, 2, 0)
+    assert "2 alert(s) to json://127.0.0.1" in caplog.text
+    sink.notify([trip(3)])
+    assert sink.dropped == 4
+
+
+async def test_stop_before_start_counts_the_queue_as_dropped(
+        sinks: Callable[..., AppriseAlertSink]) -> None:
+    sink = sinks(dead_url())
+    sink.notify([trip()])
+    await sink.stop(1)
+    assert sink.dropped == 1
+
+
+def test_a_url_apprise_cannot_use_refuses_to_start() -> None:
+    with pytest.raises(InvalidConfig) as refused:
+        AppriseAlertSink(AlertSettings(urls=["json://127.0.0.1/ok", "nope://x"]))
+    assert refused.value.key == "alerts.urls[1]"
