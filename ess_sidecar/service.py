@@ -66,8 +66,9 @@ class Guard:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def report_metric(self, scope: Scope, metric: Metric, value: float) -> Outcome:
-        plan = self.engine.plan_report(scope, metric, value, self._clock.now())
+    def report_metric(self, scope: Scope, metric: Metric, value: float,
+                      actor: str = SYSTEM_ACTOR) -> Outcome:
+        plan = self.engine.plan_report(scope, metric, value, self._clock.now(), actor)
         return self._outcome(scope, self._commit(plan))
 
     def report_fill(self, fill: Fill) -> float:

@@ -127,15 +127,16 @@ class GuardEngine:
     def _breaker_auto_rearms(self, scope: Scope, breaker: str) -> bool:
         return bool(breaker) and self.breakers.rule(scope, breaker).auto_rearm
 
-    def plan_report(self, scope: Scope, metric: Metric, value: float, now: float) -> Plan:
-        """Record one metric sample; the plan holds the trips its breakers call for."""
+    def plan_report(self, scope: Scope, metric: Metric, value: float, now: float,
+                    actor: str = SYSTEM_ACTOR) -> Plan:
+        """Record one metric sample; the plan holds the trips its breakers call for, with
+        the reporter as their actor."""
         check_metric_value(metric, value)
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
         plan = self.plan(now)
         for trip in self.breakers.record(scope, metric, value, now):
-            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
-                      breaker=trip.breaker)
+            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker)
         return plan
 
     def plan_trigger(self, scope: Scope, mode: TriggerMode, reason: str,

@@ -131,6 +131,16 @@ async def test_the_principal_is_the_actor_of_what_it_changed(
         (pb.STATE_ARMED, "operator"), (pb.STATE_TRIPPED, "executor")]
 
 
+async def test_a_breaker_trip_records_the_principal_that_reported_the_breach(
+        secured: Running, tokens: dict[str, str]) -> None:
+    reply = await secured.stub.ReportMetric(pb.ReportMetricRequest(
+        scope=strategy_scope(), metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=6),
+        metadata=bearer(tokens["executor"]))
+    assert reply.tripped
+    [trip] = secured.app.guard.restricted()
+    assert (trip.actor, trip.breaker) == ("executor", "daily_drawdown_pct")
+
+
 async def test_an_executor_cannot_reset_a_trip(secured: Running,
                                                tokens: dict[str, str]) -> None:
     scope = strategy_scope()

@@ -69,7 +69,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     async def ReportMetric(self, request: pb.ReportMetricRequest,
                            context: grpc.aio.ServicerContext) -> pb.ReportMetricResponse:
         outcome = self._guard.report_metric(scope_from_proto(request.scope),
-                                            metric_from_proto(request.metric), request.value)
+                                            metric_from_proto(request.metric), request.value,
+                                            actor_of(context))
         return pb.ReportMetricResponse(state=outcome.state, tripped=outcome.tripped,
                                        state_version=outcome.version)
 
