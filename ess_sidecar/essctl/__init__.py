@@ -1,0 +1,1 @@
+"""`essctl`: the operator's command for an ESS sidecar (status, watch, trigger, reset, ...)."""

@@ -1,0 +1,7 @@
+"""`python -m ess_sidecar.essctl` = `essctl`."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

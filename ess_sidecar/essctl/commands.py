@@ -1,0 +1,190 @@
+"""`essctl trigger | check | history`: the panic button, one decision, the audit trail."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+from rich.text import Text
+
+from ess.v1 import guard_pb2 as pb
+
+from ..domain.scopes import GLOBAL
+from .connection import Exit, Sidecar, UsageError
+from .render import Output, cause_text, enum_name, names, scope_name, scope_to_pb, \
+    state_text, to_json, transition_text
+from .times import from_timestamp, local, parse_when, to_timestamp
+
+CODES = {"user-initiated": pb.TRIGGER_REASON_USER_INITIATED,
+         "risk-violation": pb.TRIGGER_REASON_RISK_VIOLATION,
+         "system-error": pb.TRIGGER_REASON_SYSTEM_ERROR,
+         "market-condition": pb.TRIGGER_REASON_MARKET_CONDITION,
+         "connectivity-issue": pb.TRIGGER_REASON_CONNECTIVITY_ISSUE,
+         "regulatory-halt": pb.TRIGGER_REASON_REGULATORY_HALT}
+DIRECTIVES = {"cancel-open-orders": pb.DIRECTIVE_CANCEL_OPEN_ORDERS,
+              "flatten-positions": pb.DIRECTIVE_FLATTEN_POSITIONS,
+              "pause-strategies": pb.DIRECTIVE_PAUSE_STRATEGIES}
+PANIC_DIRECTIVES = [pb.DIRECTIVE_CANCEL_OPEN_ORDERS, pb.DIRECTIVE_FLATTEN_POSITIONS]
+MAX_PAGE_SIZE = 1000
+
+
+def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
+    trigger = add("trigger", "stop trading on a scope (the kill switch); --panic halts"
+                  " everything and tells executors to cancel orders and flatten positions")
+    trigger.add_argument("--scope", type=scope_arg, help="global, account:ID, strategy:ID"
+                         " or symbol:ID")
+    trigger.add_argument("--reason", help="why (required unless --panic)")
+    trigger.add_argument("--code", choices=CODES, help="reason code (default user-initiated)")
+    trigger.add_argument("--reduce-only", action="store_true",
+                         help="allow only orders that shrink positions, instead of a halt")
+    trigger.add_argument("--directive", action="append", choices=DIRECTIVES, default=[],
+                         help="what executors must do (repeatable)")
+    trigger.add_argument("--panic", action="store_true", help="GLOBAL halt with"
+                         " cancel-open-orders and flatten-positions")
+    trigger.set_defaults(run=run_trigger)
+
+
+def add_check(add, positive) -> None:  # noqa: ANN001
+    check = add("check", "ask for one decision, as an executor would; exit 0 allowed,"
+                " 2 denied")
+    for name in ("account", "strategy", "symbol"):
+        check.add_argument(f"--{name}", required=True)
+    check.add_argument("--side", required=True, choices=("buy", "sell"))
+    check.add_argument("--qty", required=True, type=positive, help="quantity")
+    check.add_argument("--price", required=True, type=positive,
+                       help="limit price, or the expected price of a market order")
+    check.add_argument("--reduce-only", action="store_true")
+    check.add_argument("--client-order-id", default="")
+    check.set_defaults(run=run_check)
+
+
+def add_history(add, scope_arg, count) -> None:  # noqa: ANN001
+    history = add("history", "the audit trail, newest first")
+    history.add_argument("--scope", type=scope_arg, help="only this scope")
+    when = _when_arg()
+    history.add_argument("--since", type=when, help="ISO 8601 (naive = UTC) or a duration"
+                         " back from now: 90s, 15m, 2h, 7d")
+    history.add_argument("--until", type=when, help="same forms as --since")
+    history.add_argument("--limit", type=count, default=50, help="at most this many events"
+                         " (default 50)")
+    history.set_defaults(run=run_history)
+
+
+def _when_arg():  # noqa: ANN202
+    def when(text: str):  # noqa: ANN202
+        try:
+            return parse_when(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return when
+
+
+def trigger_request(args: argparse.Namespace) -> pb.TriggerRequest:
+    """The request the flags ask for; UsageError for combinations that make no sense."""
+    code = CODES[args.code or "user-initiated"]
+    directives = [DIRECTIVES[d] for d in args.directive]
+    if args.panic:
+        if args.scope is not None or args.reduce_only:
+            raise UsageError("--panic halts GLOBAL: it cannot be combined with --scope or"
+                             " --reduce-only")
+        extra = [d for d in directives if d not in PANIC_DIRECTIVES]
+        return pb.TriggerRequest(scope=scope_to_pb(GLOBAL), reason=args.reason or "panic",
+                                 reason_code=code, mode=pb.TRIGGER_MODE_HALT,
+                                 directives=PANIC_DIRECTIVES + extra)
+    if args.scope is None or not (args.reason or "").strip():
+        raise UsageError("trigger needs --scope and --reason (or --panic)")
+    mode = pb.TRIGGER_MODE_REDUCE_ONLY if args.reduce_only else pb.TRIGGER_MODE_HALT
+    return pb.TriggerRequest(scope=scope_to_pb(args.scope), reason=args.reason,
+                             reason_code=code, mode=mode, directives=directives)
+
+
+def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    request = trigger_request(args)
+    reply = sidecar.call("Trigger", request)
+    if out.json:
+        out.emit({"scope": scope_name(request.scope),
+                  "mode": enum_name(pb.TriggerMode.DESCRIPTOR, request.mode),
+                  "directives": [enum_name(pb.Directive.DESCRIPTOR, d)
+                                 for d in request.directives], **to_json(reply)})
+        return Exit.DONE
+    out.line(Text(scope_name(request.scope), style="bold"), " is ", state_text(reply.state),
+             f" (version {reply.state_version})")
+    if request.directives:
+        out.line(f"directives: {names(pb.Directive.DESCRIPTOR, request.directives)}")
+    return Exit.DONE
+
+
+def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    side = pb.SIDE_BUY if args.side == "buy" else pb.SIDE_SELL
+    decision = sidecar.call("CheckOrder", pb.CheckOrderRequest(
+        account=args.account, strategy=args.strategy, symbol=args.symbol, side=side,
+        quantity=args.qty, price=args.price, reduce_only=args.reduce_only,
+        client_order_id=args.client_order_id))
+    if out.json:
+        out.emit(to_json(decision))
+    else:
+        show_decision(decision, out)
+    return Exit.DONE if decision.allowed else Exit.NO
+
+
+def show_decision(decision: pb.CheckOrderResponse, out: Output) -> None:
+    verdict = Text("ALLOWED", style="bold green") if decision.allowed \
+        else Text("DENIED", style="bold red")
+    out.line(verdict, f"  {enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)}")
+    if decision.message:
+        out.line(f"message:        {decision.message}")
+    if decision.HasField("blocking_scope"):
+        out.line(f"blocking scope: {scope_name(decision.blocking_scope)}")
+    out.line(f"state version:  {decision.state_version}")
+    out.line(f"decision id:    {decision.decision_id}")
+
+
+def events_request(args: argparse.Namespace) -> pb.ListEventsRequest:
+    request = pb.ListEventsRequest(page_size=min(args.limit, MAX_PAGE_SIZE))
+    if args.scope is not None:
+        request.scope.CopyFrom(scope_to_pb(args.scope))
+    if args.since is not None:
+        request.since.CopyFrom(to_timestamp(args.since))
+    if args.until is not None:
+        request.until.CopyFrom(to_timestamp(args.until))
+    return request
+
+
+def fetch_events(sidecar: Sidecar, args: argparse.Namespace) -> list[pb.Event]:
+    """Newest first, page after page, until --limit events or the last page."""
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise UsageError("--since is after --until")
+    request, events = events_request(args), []
+    while True:
+        page = sidecar.call("ListEvents", request)
+        events.extend(page.events)
+        if len(events) >= args.limit or not page.next_page_token:
+            return events[:args.limit]
+        request.page_token = page.next_page_token
+        request.page_size = min(args.limit - len(events), MAX_PAGE_SIZE)
+
+
+def run_history(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    events = fetch_events(sidecar, args)
+    if out.json:
+        out.emit({"events": [to_json(e) for e in events]})
+    elif events:
+        out.console.print(events_table(events))
+    else:
+        out.line("no events")
+    return Exit.DONE
+
+
+def events_table(events: list[pb.Event]) -> Table:
+    table = Table(title="Audit trail, newest first", title_justify="left")
+    for column in ("time", "version", "scope", "transition", "cause", "reason", "actor",
+                   "forced", "drill"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        actor = e.actor + (f" approved by {e.approved_by}" if e.approved_by else "")
+        table.add_row(Text(local(from_timestamp(e.time))), Text(str(e.version)),
+                      Text(scope_name(e.scope)), transition_text(e.previous_state, e.state),
+                      Text(cause_text(e.cause, e.breaker, e.reason_code)), Text(e.reason),
+                      Text(actor), Text("FORCED" if e.forced else ""),
+                      Text("DRILL" if e.drill else ""))
+    return table

@@ -1,0 +1,171 @@
+"""essctl: command line, global options, dispatch and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+import grpc
+
+from .. import __version__
+from ..domain.errors import InvalidArgument
+from ..domain.scopes import Scope
+from . import commands, drill, reset, status, tokens, watch
+from .connection import DEFAULT_TARGET, Exit, Failed, Options, Sidecar, UsageError, describe
+from .render import Output
+
+DESCRIPTION = "Operate an ESS sidecar: see and change the emergency-stop state of trading."
+EPILOG = """\
+global options (--target, --token, --tls..., --timeout, --json) may be given before or
+after the command.
+
+environment: ESS_TARGET (default for --target), ESS_TOKEN (default for --token)
+
+exit codes (every command):
+  0    done; status: every scope ARMED; check: allowed; drill: PASS
+  1    could not do it: sidecar unreachable, UNAUTHENTICATED, PERMISSION_DENIED,
+       INVALID_ARGUMENT, any other RPC error (its code and the server's message on stderr)
+  2    the answer is no: status: a scope is not ARMED; check: denied; reset: refused;
+       drill: FAIL
+  3    reset: waiting for a second operator's approval (four-eyes)
+  64   usage error
+  130  interrupted (Ctrl-C); watch exits 0 on Ctrl-C
+"""
+GLOBAL_DEFAULTS = {"target": None, "token": None, "tls": False, "tls_ca": None,
+                   "tls_cert": None, "tls_key": None, "tls_server_name": None,
+                   "timeout": 5.0, "json": False}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which would read as "tripped": 64 instead. No
+    abbreviated options: `--for` must not quietly mean --force."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(Exit.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def scope_arg(text: str) -> Scope:
+    try:
+        return Scope.parse(text)
+    except InvalidArgument as error:
+        raise argparse.ArgumentTypeError(f"{error} (use global, account:ID, strategy:ID or"
+                                         " symbol:ID)") from None
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _global_options() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the command is not overwritten by the
+    # subcommand's default; the real defaults are filled in after parsing.
+    common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("global options")
+    group.add_argument("--target", help=f"sidecar: host:port or unix:PATH (default"
+                       f" $ESS_TARGET or {DEFAULT_TARGET})")
+    group.add_argument("--token", help="bearer token (default $ESS_TOKEN)")
+    group.add_argument("--tls", action="store_true", help="TLS on a TCP target")
+    group.add_argument("--tls-ca", metavar="FILE", help="root CA PEM (default system roots)")
+    group.add_argument("--tls-cert", metavar="FILE", help="client certificate PEM (mTLS)")
+    group.add_argument("--tls-key", metavar="FILE", help="client private key PEM (mTLS)")
+    group.add_argument("--tls-server-name", metavar="NAME",
+                       help="expected server name in its certificate")
+    group.add_argument("--timeout", type=positive, metavar="SECONDS",
+                       help="deadline of each call (default 5; not applied to watch)")
+    group.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+def _parser() -> Parser:
+    common = _global_options()
+    parser = Parser(prog="essctl", description=DESCRIPTION, epilog=EPILOG, parents=[common],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"essctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = _adder(sub, common)
+    status.add_parser(add)
+    watch.add_parser(add, scope_arg, count)
+    commands.add_trigger(add, scope_arg)
+    reset.add_parser(add, scope_arg)
+    commands.add_check(add, positive)
+    commands.add_history(add, scope_arg, count)
+    drill.add_parser(add, scope_arg, positive)
+    tokens.add_parser(add, common)
+    return parser
+
+
+def _adder(sub: argparse._SubParsersAction, common: Parser):  # noqa: ANN202
+    """add(name, help) -> a subcommand parser that takes the global options too."""
+    def add(name: str, help_text: str) -> Parser:
+        return sub.add_parser(name, help=help_text, description=textwrap.fill(help_text),
+                              parents=[common], epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add
+
+
+def _options(args: argparse.Namespace) -> Options:
+    for name, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    return Options(
+        target=args.target if args.target is not None
+        else os.environ.get("ESS_TARGET") or DEFAULT_TARGET,
+        token=args.token if args.token is not None else os.environ.get("ESS_TOKEN", ""),
+        tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_server_name=args.tls_server_name, timeout=args.timeout)
+
+
+def _run(args: argparse.Namespace, options: Options, out: Output) -> int:
+    if getattr(args, "offline", False):
+        return args.run(args, out)
+    options.validate()
+    if options.token_in_clear():
+        out.note(f"essctl: warning: the token is sent unencrypted to {options.target}"
+                 " (use --tls)")
+    with Sidecar(options, watch=getattr(args, "watch_channel", False)) as sidecar:
+        return args.run(args, sidecar, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version (0) or a usage error (64)
+        return int(stop.code or 0)
+    options = _options(args)
+    out = Output(args.json)
+    try:
+        return _run(args, options, out)
+    except UsageError as error:
+        out.error(f"usage: {error}")
+        return Exit.USAGE
+    except Failed as error:
+        out.error(str(error))
+        return Exit.FAILED
+    except grpc.RpcError as error:
+        out.error(describe(error, options))
+        return Exit.FAILED
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return Exit.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Output: rich for people (tables, coloured states), one JSON object per line for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any, TextIO
+
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.prompt import Confirm
+from rich.text import Text
+
+from ess.v1 import guard_pb2 as pb
+
+from ..domain.scopes import Scope
+from .connection import Failed
+from .times import from_timestamp, local, local_with_age, utc_iso
+
+STATE_STYLES = {pb.STATE_ARMED: "bold green", pb.STATE_REDUCE_ONLY: "bold yellow",
+                pb.STATE_TRIPPED: "bold red", pb.STATE_COOLING_DOWN: "bold magenta"}
+
+
+def _console(stream: TextIO, stderr: bool) -> Console:
+    # Piped output keeps whole lines: rich would otherwise wrap tables at 80 columns.
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, width=200 if wide else None)
+
+
+class Output:
+    """Where a command writes: people get rich text, --json gets JSON on stdout."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json = json_mode
+        self.console = _console(sys.stdout, stderr=False)
+        self.errors = _console(sys.stderr, stderr=True)
+
+    def emit(self, document: dict[str, Any]) -> None:
+        print(json.dumps(document), flush=True)
+
+    def error(self, message: str) -> None:
+        self.errors.print(Text(f"essctl: {message}"), soft_wrap=True)
+
+    def note(self, message: str | Text) -> None:
+        """A remark for the person (stderr), so it never mixes into --json output."""
+        self.errors.print(message if isinstance(message, Text) else Text(message),
+                          soft_wrap=True)
+
+    def line(self, *parts: str | Text) -> None:
+        self.console.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _prefix(enum: EnumDescriptor) -> str:
+    """buf's STANDARD lint prefixes every value with its enum's name: State -> STATE_."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+
+
+def enum_name(enum: EnumDescriptor, number: int) -> str:
+    value = enum.values_by_number.get(number)
+    return value.name.removeprefix(_prefix(enum)) if value else str(number)
+
+
+def state_name(state: int) -> str:
+    return enum_name(pb.State.DESCRIPTOR, state)
+
+
+def state_text(state: int) -> Text:
+    return Text(state_name(state), style=STATE_STYLES.get(state, ""))
+
+
+def scope_name(scope: pb.Scope) -> str:
+    kind = enum_name(pb.ScopeKind.DESCRIPTOR, scope.kind)
+    return "GLOBAL" if scope.kind == pb.SCOPE_KIND_GLOBAL else f"{kind}:{scope.id}"
+
+
+def scope_to_pb(scope: Scope) -> pb.Scope:
+    # The domain's ScopeKind values are the proto's enum numbers.
+    return pb.Scope(kind=int(scope.kind), id=scope.id)
+
+
+def cause_text(cause: int, breaker: str = "", reason_code: int = 0, drill: bool = False) -> str:
+    """Why: "TRIGGER (RISK_VIOLATION)", "BREAKER daily_drawdown_pct", ... and DRILL."""
+    text = enum_name(pb.Cause.DESCRIPTOR, cause)
+    if breaker:
+        text += f" {breaker}"
+    if reason_code:
+        text += f" ({enum_name(pb.TriggerReason.DESCRIPTOR, reason_code)})"
+    return text + (" DRILL" if drill else "")
+
+
+def names(enum: EnumDescriptor, numbers: Any) -> str:
+    return ", ".join(enum_name(enum, n) for n in numbers)
+
+
+def when(message: Message, field: str) -> str:
+    """Local time and age of a Timestamp field, or "" when it is unset."""
+    return local_with_age(from_timestamp(getattr(message, field))) \
+        if message.HasField(field) else ""
+
+
+def local_time(message: Message, field: str) -> str:
+    """Local time of a Timestamp field, or "" when it is unset."""
+    return local(from_timestamp(getattr(message, field))) if message.HasField(field) else ""
+
+
+def transition_text(previous: int, state: int) -> Text:
+    return Text.assemble(state_text(previous), " → ", state_text(state))
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """Every field, snake_case: scopes as "STRATEGY:momo", enums without their prefix,
+    times as UTC ISO 8601, unset messages as null."""
+    return {field.name: _json_field(message, field) for field in message.DESCRIPTOR.fields}
+
+
+def _json_field(message: Message, field: FieldDescriptor) -> Any:
+    value = getattr(message, field.name)
+    if field.is_repeated:
+        return [_json_value(field, item) for item in value]
+    if field.type == FieldDescriptor.TYPE_MESSAGE and not message.HasField(field.name):
+        return None
+    return _json_value(field, value)
+
+
+def _json_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return enum_name(field.enum_type, value)
+    if field.type != FieldDescriptor.TYPE_MESSAGE:
+        return value
+    if field.message_type.full_name == "ess.v1.Scope":
+        return scope_name(value)
+    if field.message_type.full_name == "google.protobuf.Timestamp":
+        return utc_iso(from_timestamp(value))
+    return to_json(value)
+
+
+def confirm(question: str, out: Output, no_tty: str) -> None:
+    """Ask a person; raise Failed(no_tty) when nobody can answer (stdin is not a TTY) and
+    Failed when the answer is not yes. Nothing has changed in either case."""
+    if not sys.stdin.isatty():
+        raise Failed(no_tty)
+    try:
+        agreed = Confirm.ask(Text(question), console=out.errors if out.json else out.console,
+                             default=False)
+    except EOFError:
+        agreed = False
+    if not agreed:
+        raise Failed("not confirmed; nothing changed")

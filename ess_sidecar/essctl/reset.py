@@ -1,0 +1,139 @@
+"""`essctl reset`: show what a reset clears, confirm, resume; refusals, cooldowns, four-eyes."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from datetime import UTC, datetime
+
+import grpc
+from rich.table import Table
+from rich.text import Text
+
+from ess.v1 import guard_pb2 as pb
+
+from .connection import Exit, Sidecar, UsageError
+from .render import Output, confirm, names, scope_name, scope_to_pb, state_text, to_json, when
+from .status import pending_text, resume_text, scope_cause
+from .times import duration, from_timestamp, local, utc_iso
+
+
+def add_parser(add, scope_arg) -> None:  # noqa: ANN001
+    reset = add("reset", "resume trading on a scope: shows what will be cleared and asks for"
+                " confirmation unless --yes; exit 0 done, 2 refused (cooldown, breaker"
+                " condition), 3 waiting for a second operator (four-eyes)")
+    reset.add_argument("--scope", type=scope_arg, required=True,
+                       help="global, account:ID, strategy:ID or symbol:ID")
+    reset.add_argument("--reason", required=True, help="why trading may resume (audited)")
+    reset.add_argument("--force", action="store_true", help="override the cooldown and a"
+                       " breaker condition that still holds (recorded as forced)")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why trading may resume")
+    scope = scope_to_pb(args.scope)
+    current = next((s for s in sidecar.call("GetState", pb.GetStateRequest()).scopes
+                    if s.scope == scope), None)
+    if current is None:  # GetState lists every scope that is not ARMED
+        return nothing_to_reset(scope, out)
+    if not out.json:
+        out.console.print(preview_table(current))
+    confirm_reset(current, args, out)
+    try:
+        reply = sidecar.call("Reset", pb.ResetRequest(scope=scope, reason=args.reason,
+                                                      force=args.force))
+    except grpc.RpcError as error:
+        if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        return refused(error.details() or "", current, out)
+    if reply.pending_approval:
+        return pending(reply, current, args, out)
+    return done(reply, scope, out)
+
+
+def nothing_to_reset(scope: pb.Scope, out: Output) -> int:
+    if out.json:
+        out.emit({"result": "nothing_to_reset", "scope": scope_name(scope), "state": "ARMED"})
+    else:
+        out.line(f"{scope_name(scope)} is ARMED; nothing to reset")
+    return Exit.DONE
+
+
+def preview_table(s: pb.ScopeState) -> Table:
+    table = Table(title=Text(f"The reset of {scope_name(s.scope)} will clear"),
+                  title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    rows = [("state", state_text(s.state)), ("since", when(s, "since")),
+            ("cause", scope_cause(s)), ("reason", s.reason), ("actor", s.actor),
+            ("directives", names(pb.Directive.DESCRIPTOR, s.directives)),
+            ("resume", resume_text(s)), ("drill", "yes" if s.drill else "no"),
+            ("pending", pending_text(s))]
+    for label, value in rows:
+        if value:
+            table.add_row(label, value if isinstance(value, Text) else Text(value))
+    return table
+
+
+def confirm_reset(current: pb.ScopeState, args: argparse.Namespace, out: Output) -> None:
+    """Resuming is deliberate: a person says yes, or the command line says --yes."""
+    if args.yes:
+        return
+    what = "FORCED reset (overrides the cooldown and any breaker condition)" if args.force \
+        else "Reset"
+    approve = f", approving {current.reset_requested_by}'s request" \
+        if current.reset_requested_by else ""
+    question = f"{what} of {scope_name(current.scope)}{approve}: trading resumes. Go ahead?"
+    confirm(question, out, "not confirmed: pass --yes")
+
+
+def cooldown_end(current: pb.ScopeState) -> datetime | None:
+    if not current.HasField("reset_allowed_at"):
+        return None
+    ends = from_timestamp(current.reset_allowed_at)
+    return ends if ends > datetime.now(UTC) else None
+
+
+def refused(message: str, current: pb.ScopeState, out: Output) -> int:
+    ends = cooldown_end(current)
+    if out.json:
+        out.emit({"result": "refused", "scope": scope_name(current.scope), "message": message,
+                  "cooldown_ends_at": utc_iso(ends) if ends else None})
+        return Exit.NO
+    out.line(Text("REFUSED", style="bold red"), f": {message}")
+    if ends:
+        left = (ends - datetime.now(UTC)).total_seconds()
+        out.line(f"cooldown ends at {local(ends)} ({utc_iso(ends)}), in {duration(left)}")
+    return Exit.NO
+
+
+def pending(reply: pb.ResetResponse, current: pb.ScopeState, args: argparse.Namespace,
+            out: Output) -> int:
+    scope = scope_name(current.scope)
+    if out.json:
+        out.emit({"result": "pending_approval", "scope": scope, **to_json(reply)})
+        return Exit.PENDING
+    command = ["essctl", "reset", "--scope", str(args.scope), "--reason", args.reason]
+    command += ["--force"] if args.force else []
+    until = from_timestamp(reply.approval_expires_at)
+    out.line(Text("PENDING APPROVAL", style="bold yellow"), f": {scope} is still ",
+             state_text(current.state), "; nothing has changed yet.")
+    out.line(f"requested by {reply.requested_by}; a second, different operator must approve"
+             f" before {local(until)} ({utc_iso(until)}), in"
+             f" {duration((until - datetime.now(UTC)).total_seconds())}, by running:")
+    out.line(f"  {shlex.join(command)}")
+    return Exit.PENDING
+
+
+def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output) -> int:
+    if out.json:
+        out.emit({"result": "reset", "scope": scope_name(scope), **to_json(reply)})
+        return Exit.DONE
+    out.line(Text(scope_name(scope), style="bold"), " is ", state_text(reply.state),
+             f" (version {reply.state_version})")
+    if reply.state == pb.STATE_COOLING_DOWN:
+        out.line("orders on it are still denied until it re-arms (see essctl status)")
+    return Exit.DONE

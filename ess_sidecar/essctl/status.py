@@ -1,0 +1,97 @@
+"""`essctl status`: every scope that is not ARMED, the thresholds in force, the version."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from rich.table import Table
+from rich.text import Text
+
+from ess.v1 import guard_pb2 as pb
+
+from .connection import Exit, Sidecar
+from .render import Output, cause_text, enum_name, names, scope_name, state_text, to_json, when
+from .times import duration, from_timestamp
+
+
+def add_parser(add) -> None:  # noqa: ANN001
+    parser = add("status", "every scope that is not ARMED (state, since, why, who), the"
+                 " thresholds in force and the state version; exit 0 when all is ARMED,"
+                 " 2 when any scope is not")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    state = sidecar.call("GetState", pb.GetStateRequest())
+    restricted = sorted(state.scopes, key=lambda s: (s.scope.kind, s.scope.id))
+    if out.json:
+        out.emit({"all_armed": not restricted, **to_json(state)})
+    else:
+        show_status(restricted, state, out)
+    return Exit.NO if restricted else Exit.DONE
+
+
+def show_status(restricted: list[pb.ScopeState], state: pb.GetStateResponse,
+                out: Output) -> None:
+    if restricted and restricted[0].scope.kind == pb.SCOPE_KIND_GLOBAL:
+        out.line(Text("GLOBAL is ", style="bold"), state_text(restricted[0].state),
+                 Text(": every order is restricted", style="bold"))
+    if restricted:
+        out.console.print(scopes_table(restricted))
+    else:
+        out.line(Text("GLOBAL ARMED, all scopes ARMED", style="bold green"))
+    if state.thresholds:
+        out.console.print(thresholds_table(state.thresholds))
+    out.line(f"state version {state.state_version}")
+
+
+def scope_cause(s: pb.ScopeState) -> str:
+    return cause_text(s.cause, s.breaker, s.reason_code, s.drill)
+
+
+def resume_text(s: pb.ScopeState) -> str:
+    if s.HasField("rearm_at"):
+        return f"re-arms at {when(s, 'rearm_at')}"
+    if not s.HasField("reset_allowed_at"):
+        return ""
+    if from_timestamp(s.reset_allowed_at) <= datetime.now(UTC):
+        return "reset allowed now (cooldown over)"
+    return f"reset allowed at {when(s, 'reset_allowed_at')}"
+
+
+def pending_text(s: pb.ScopeState) -> str:
+    """A four-eyes reset waiting for its second operator, if any."""
+    if not s.reset_requested_by:
+        return ""
+    return (f"reset requested by {s.reset_requested_by}, waiting for a second operator"
+            f" until {when(s, 'reset_approval_expires_at')}")
+
+
+def scopes_table(restricted: list[pb.ScopeState]) -> Table:
+    table = Table(title="Scopes not ARMED", title_justify="left")
+    for column in ("scope", "state", "since", "cause", "reason", "actor", "directives",
+                   "resume"):
+        table.add_column(column, overflow="fold")
+    for s in restricted:
+        resume = "\n".join(filter(None, (resume_text(s), pending_text(s))))
+        table.add_row(Text(scope_name(s.scope), style="bold"), state_text(s.state),
+                      Text(when(s, "since")), Text(scope_cause(s)), Text(s.reason),
+                      Text(s.actor), Text(names(pb.Directive.DESCRIPTOR, s.directives)),
+                      Text(resume))
+    return table
+
+
+def thresholds_table(thresholds: list[pb.BreakerThreshold]) -> Table:
+    table = Table(title="Breaker thresholds in force", title_justify="left")
+    for column in ("scope", "breaker", "threshold", "window", "consecutive", "mode",
+                   "auto re-arm"):
+        table.add_column(column, overflow="fold")
+    for t in thresholds:
+        table.add_row(Text(t.scope or "default"), Text(t.breaker),
+                      Text("disabled" if t.disabled else f"{t.threshold:g}"),
+                      Text(duration(t.window_ms / 1000) if t.window_ms else ""),
+                      Text(str(t.consecutive)), Text(enum_name(pb.TriggerMode.DESCRIPTOR,
+                                                               t.mode)),
+                      Text("yes" if t.auto_rearm else "no"))
+    return table

@@ -1,0 +1,108 @@
+"""Run `essctl` as the operator does: a subprocess against a real sidecar."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.domain.access import Role
+
+ESSCTL = [sys.executable, "-m", "ess_sidecar.essctl"]
+
+
+def clean_env() -> dict[str, str]:
+    """The test's own environment, without an operator's ESS_TARGET / ESS_TOKEN; wide
+    enough that tables never wrap a word in two."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ESS_TARGET", "ESS_TOKEN")}
+    return {**env, "COLUMNS": "250"}
+
+
+def essctl(target: str, *args: str, token: str | None = None,
+           timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """One command; stdin is not a terminal, as in a script."""
+    command = [*ESSCTL, "--target", target, *(["--token", token] if token else []), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=clean_env())
+
+
+def essctl_json(target: str, *args: str, token: str | None = None) -> tuple[int, Any]:
+    result = essctl(target, "--json", *args, token=token)
+    assert result.stdout, f"no output (exit {result.returncode}): {result.stderr}"
+    return result.returncode, json.loads(result.stdout)
+
+
+def trip(target: str, scope: str = "strategy:momo", token: str | None = None) -> None:
+    result = essctl(target, "trigger", "--scope", scope, "--reason", "drawdown breach",
+                    "--code", "risk-violation", token=token)
+    assert result.returncode == 0, result.stderr
+
+
+def restricted(target: str, token: str | None = None) -> dict[str, dict[str, Any]]:
+    """`essctl status --json`: the scopes not ARMED, by name."""
+    _, status = essctl_json(target, "status", token=token)
+    return {s["scope"]: s for s in status["scopes"]}
+
+
+def tokens_file(folder: Path, **roles: Role) -> dict[str, str]:
+    """Write folder/tokens.toml naming these principals; their tokens by name."""
+    tokens = {name: new_token() for name in roles}
+    lines = [tokens_file_line(name, role, tokens[name]) for name, role in roles.items()]
+    (folder / "tokens.toml").write_text("[tokens]\n" + "\n".join(lines) + "\n")
+    return tokens
+
+
+class RunningEssctl:
+    """A long-running essctl (watch): its stdout lines on a queue, read with deadlines."""
+
+    def __init__(self, target: str, *args: str) -> None:
+        self.process = subprocess.Popen([*ESSCTL, "--target", target, *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, text=True, env=clean_env())
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self.stderr.extend(self.process.stderr)
+
+    def next_json(self, timeout: float = 15.0) -> dict[str, Any]:
+        line = self.lines.get(timeout=timeout)
+        assert line is not None, f"essctl exited {self.process.wait()}: {''.join(self.stderr)}"
+        return json.loads(line)
+
+    def until(self, kind: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Every JSON line up to and including the first of this kind."""
+        seen = [self.next_json(timeout)]
+        while seen[-1]["kind"] != kind:
+            seen.append(self.next_json(timeout))
+        return seen
+
+    def rest(self, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Every JSON line until essctl exits."""
+        seen = []
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            seen.append(json.loads(line))
+        return seen
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)

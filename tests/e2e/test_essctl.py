@@ -1,0 +1,382 @@
+"""essctl, the operator's command, run as a subprocess against a real sidecar."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from ess_sidecar.adapters.auth.tokens import load_principals
+from ess_sidecar.domain.access import Role
+from ess_sidecar.testing import SidecarProcess
+from tests.e2e.essctl_helpers import RunningEssctl, essctl, essctl_json, restricted, \
+    tokens_file, trip
+
+pytestmark = pytest.mark.e2e
+
+LONG_COOLDOWN = "[policy]\nreset_cooldown_s = 600\n[limits]\nexposure_enabled = false\n"
+NO_COOLDOWN = "[policy]\nreset_cooldown_s = 0\n[limits]\nexposure_enabled = false\n"
+ORDER = ["--account", "acc-1", "--symbol", "AAPL", "--side", "buy", "--qty", "1",
+         "--price", "100"]
+
+StartSidecar = Callable[..., SidecarProcess]
+
+
+@pytest.fixture
+def start_sidecar() -> Iterator[StartSidecar]:
+    """start_sidecar(config) -> a running SidecarProcess, stopped after the test."""
+    started: list[tuple[SidecarProcess, Path]] = []
+
+    def start(config: str = LONG_COOLDOWN) -> SidecarProcess:
+        workdir = Path(tempfile.mkdtemp(prefix="ess-essctl-"))
+        sidecar = SidecarProcess(workdir, config)
+        started.append((sidecar, workdir))
+        return sidecar.start()
+
+    yield start
+    for sidecar, workdir in started:
+        sidecar.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_status_exits_0_when_all_armed_and_2_once_a_scope_is_tripped(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar().uds_target
+    armed = essctl(target, "status")
+    assert armed.returncode == 0, armed.stderr
+    assert "GLOBAL ARMED, all scopes ARMED" in armed.stdout
+    assert "daily_drawdown_pct" in armed.stdout  # the thresholds in force
+
+    tripped = essctl(target, "trigger", "--scope", "Strategy:momo", "--reason",
+                     "drawdown breach", "--code", "risk-violation")
+    assert tripped.returncode == 0, tripped.stderr
+    assert "STRATEGY:momo is TRIPPED (version 1)" in tripped.stdout
+
+    human = essctl(target, "status")
+    assert human.returncode == 2
+    assert "STRATEGY:momo" in human.stdout and "drawdown breach" in human.stdout
+    code, status = essctl_json(target, "status")
+    assert code == 2 and status["all_armed"] is False and status["state_version"] == 1
+    [momo] = status["scopes"]
+    assert (momo["scope"], momo["state"], momo["reason"], momo["reason_code"]) == (
+        "STRATEGY:momo", "TRIPPED", "drawdown breach", "RISK_VIOLATION")
+    assert momo["actor"].startswith("unauthenticated@")
+    assert momo["reset_allowed_at"] is not None
+
+
+def test_trigger_panic_halts_global_with_cancel_and_flatten(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar().uds_target
+    code, reply = essctl_json(target, "trigger", "--panic")
+    assert code == 0
+    assert (reply["scope"], reply["state"], reply["mode"]) == ("GLOBAL", "TRIPPED", "HALT")
+    glob = restricted(target)["GLOBAL"]
+    assert (glob["state"], glob["reason"], glob["reason_code"]) == (
+        "TRIPPED", "panic", "USER_INITIATED")
+    assert glob["directives"] == ["CANCEL_OPEN_ORDERS", "FLATTEN_POSITIONS"]
+
+
+def test_reset_in_cooldown_is_refused_with_the_time_the_cooldown_ends(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(LONG_COOLDOWN).uds_target
+    trip(target)
+    refused = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "ok", "--yes")
+    assert refused.returncode == 2, refused.stderr
+    assert "REFUSED: STRATEGY:momo is in its reset cooldown until" in refused.stdout
+    assert "cooldown ends at" in refused.stdout and "in 9m" in refused.stdout
+    code, answer = essctl_json(target, "reset", "--scope", "strategy:momo", "--reason", "ok",
+                               "--yes")
+    assert code == 2 and answer["result"] == "refused"
+    assert answer["cooldown_ends_at"] == restricted(target)["STRATEGY:momo"][
+        "reset_allowed_at"]
+    assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
+
+
+def test_reset_without_yes_and_without_a_terminal_changes_nothing(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target)
+    result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "ok")
+    assert result.returncode == 1
+    assert "not confirmed: pass --yes" in result.stderr
+    assert "The reset of STRATEGY:momo will clear" in result.stdout  # what it would clear
+    assert "drawdown breach" in result.stdout
+    assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
+
+
+def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    result = essctl(target, "reset", "--scope", "symbol:AAPL", "--reason", "ok")
+    assert result.returncode == 0, result.stderr
+    assert "SYMBOL:AAPL is ARMED; nothing to reset" in result.stdout
+    assert essctl_json(target, "history")[1]["events"] == []
+
+
+def test_reset_with_yes_resumes_a_scope_once_the_cooldown_allows(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target)
+    result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "risk reviewed",
+                    "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "STRATEGY:momo is ARMED (version 2)" in result.stdout
+    assert essctl(target, "status").returncode == 0
+
+
+def test_history_lists_trigger_and_reset_newest_first_by_scope_and_limit(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target, "strategy:momo")
+    trip(target, "symbol:AAPL")
+    assert essctl(target, "reset", "--scope", "strategy:momo", "--reason", "reviewed",
+                  "--yes").returncode == 0
+    _, history = essctl_json(target, "history", "--scope", "strategy:momo", "--since", "1h")
+    assert [(e["version"], e["previous_state"], e["state"], e["cause"], e["reason"])
+            for e in history["events"]] == [
+        (3, "TRIPPED", "ARMED", "RESET", "reviewed"),
+        (1, "ARMED", "TRIPPED", "TRIGGER", "drawdown breach")]
+    _, latest = essctl_json(target, "history", "--limit", "2")
+    assert [e["version"] for e in latest["events"]] == [3, 2]
+    _, future = essctl_json(target, "history", "--since", "2999-01-01T00:00:00")
+    assert future["events"] == []
+    human = essctl(target, "history")
+    assert human.returncode == 0
+    assert "TRIPPED → ARMED" in human.stdout and "TRIGGER (RISK_VIOLATION)" in human.stdout
+
+
+def test_check_exits_0_when_allowed_and_2_when_denied(start_sidecar: StartSidecar) -> None:
+    target = start_sidecar().uds_target
+    allowed = essctl(target, "check", "--strategy", "momo", *ORDER)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "ALLOWED" in allowed.stdout
+    trip(target)
+    denied = essctl(target, "check", "--strategy", "momo", *ORDER)
+    assert denied.returncode == 2
+    assert "DENIED  SCOPE_TRIPPED" in denied.stdout
+    assert "blocking scope: STRATEGY:momo" in denied.stdout
+    code, decision = essctl_json(target, "check", "--strategy", "momo", *ORDER)
+    assert code == 2
+    assert (decision["allowed"], decision["reason"], decision["blocking_scope"]) == (
+        False, "SCOPE_TRIPPED", "STRATEGY:momo")
+    assert essctl(target, "check", "--strategy", "other", *ORDER).returncode == 0
+
+
+def test_watch_follows_transitions_until_max_events(start_sidecar: StartSidecar) -> None:
+    target = start_sidecar().uds_target
+    trip(target, "symbol:OLD")
+    watcher = RunningEssctl(target, "watch", "--json", "--max-events", "2")
+    human = RunningEssctl(target, "watch", "--scope", "symbol:A")
+    try:
+        snapshot = watcher.until("snapshot_end")
+        assert [(m["kind"], m.get("scope"), m["version"]) for m in snapshot] == [
+            ("snapshot", "SYMBOL:OLD", 1), ("snapshot_end", None, 1)]
+        assert human.lines.get(timeout=15).startswith("snapshot complete at version 1")
+        trip(target, "symbol:A")
+        trip(target, "symbol:B")
+        moves = [watcher.next_json(), watcher.next_json()]
+        assert [(m["kind"], m["version"], m["scope"], m["previous_state"], m["state"])
+                for m in moves] == [("transition", 2, "SYMBOL:A", "ARMED", "TRIPPED"),
+                                    ("transition", 3, "SYMBOL:B", "ARMED", "TRIPPED")]
+        assert moves[0]["reason"] == "drawdown breach" and moves[0]["drill"] is False
+        assert watcher.wait() == 0
+        line = human.lines.get(timeout=15)
+        assert "v2" in line and "SYMBOL:A" in line and "ARMED → TRIPPED" in line
+        human.process.send_signal(signal.SIGINT)  # Ctrl-C ends a watch normally
+        assert human.wait() == 0
+    finally:
+        watcher.stop()
+        human.stop()
+
+
+def test_watch_resumes_after_a_sidecar_restart_without_losing_an_event(
+        start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar()
+    target = sidecar.uds_target
+    watcher = RunningEssctl(target, "watch", "--json", "--max-events", "3")
+    try:
+        watcher.until("snapshot_end")
+        trip(target, "symbol:A")
+        seen = [watcher.next_json()]
+        assert sidecar.terminate() == 0
+        seen += watcher.until("reconnect")
+        sidecar.start()
+        trip(target, "symbol:B")  # replayed or live, depending on the reconnect's timing
+        seen += watcher.until("resumed")
+        trip(target, "symbol:C")
+        seen += watcher.rest()
+        assert watcher.wait() == 0
+    finally:
+        watcher.stop()
+    transitions = [m for m in seen if m["kind"] == "transition"]
+    assert [(m["version"], m["scope"]) for m in transitions] == [
+        (1, "SYMBOL:A"), (2, "SYMBOL:B"), (3, "SYMBOL:C")]
+    resumed = next(m for m in seen if m["kind"] == "resumed")
+    assert resumed["from_version"] == 1
+    assert "reconnecting" in "".join(watcher.stderr)
+
+
+def test_watch_resyncs_from_a_fresh_snapshot_when_its_history_is_gone(
+        start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar()
+    target = sidecar.uds_target
+    watcher = RunningEssctl(target, "watch", "--json", "--max-events", "2")
+    try:
+        watcher.until("snapshot_end")
+        trip(target, "symbol:A")
+        assert watcher.next_json()["version"] == 1
+        assert sidecar.terminate() == 0
+        for state_file in sidecar.workdir.glob("ess.db*"):  # a sidecar with no history
+            state_file.unlink()
+        sidecar.start()
+        seen = watcher.until("resync")
+        seen += watcher.until("snapshot_end")
+        assert seen[-1]["version"] == 0
+        trip(target, "symbol:B")
+        assert [(m["kind"], m["version"], m["scope"]) for m in watcher.rest()] == [
+            ("transition", 1, "SYMBOL:B")]
+        assert watcher.wait() == 0
+    finally:
+        watcher.stop()
+    assert "is ahead of this sidecar's version 0" in seen[-2]["message"]
+    assert "starting from a fresh snapshot" in "".join(watcher.stderr)
+
+
+def test_drill_passes_with_its_timings_and_is_audited_as_a_drill(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(LONG_COOLDOWN).uds_target
+    unconfirmed = essctl(target, "drill", "--scope", "global")
+    assert unconfirmed.returncode == 1
+    assert "halts real trading; pass --yes" in unconfirmed.stderr
+
+    code, report = essctl_json(target, "drill", "--reason", "Q4 drill")
+    assert code == 0, report
+    assert report["verdict"] == "PASS" and report["scope"] == "STRATEGY:ess-drill"
+    assert [s["number"] for s in report["steps"] if s["ok"]] == list(range(8))
+    assert {"trip_to_first_denial", "trip_to_watcher", "total"} <= set(report["timings_ms"])
+    _, history = essctl_json(target, "history", "--scope", "strategy:ess-drill")
+    assert [(e["state"], e["reason"], e["drill"]) for e in history["events"]] == [
+        ("ARMED", "drill complete", True), ("TRIPPED", "drill: Q4 drill", True)]
+
+    human = essctl(target, "drill", "--scope", "symbol:DRILL")
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "trip → first denial" in human.stdout and "trip → watcher" in human.stdout
+    assert "DRILL PASS" in human.stdout
+    assert essctl(target, "status").returncode == 0  # nothing left tripped
+
+    trip(target, "strategy:busy")
+    busy = essctl(target, "drill", "--scope", "strategy:busy")
+    assert busy.returncode == 2
+    assert "scope is not ARMED (TRIPPED); drill not started" in busy.stdout
+    assert "DRILL FAIL" in busy.stdout
+
+
+def test_token_new_prints_a_token_once_and_a_line_the_tokens_file_accepts(
+        tmp_path: Path) -> None:
+    code, token = essctl_json("unix:/nonexistent", "token", "new", "--role", "operator",
+                              "--name", "alice")
+    assert code == 0 and token["token"].startswith("ess_")
+    (tmp_path / "tokens.toml").write_text(f"[tokens]\n{token['line']}\n")
+    principals = load_principals(tmp_path / "tokens.toml")
+    assert principals.by_token(token["token"]).role is Role.OPERATOR
+    human = essctl("unix:/nonexistent", "token", "new", "--role", "executor", "--name", "x1")
+    assert human.returncode == 0
+    assert "shown once; store it now" in human.stdout and 'role = "executor"' in human.stdout
+    bad = essctl("unix:/nonexistent", "token", "new", "--role", "operator", "--name", "a b")
+    assert bad.returncode == 64
+
+
+@pytest.mark.parametrize("args", [
+    ["bogus"], ["trigger", "--panic", "--scope", "global"], ["trigger", "--scope", "x:1",
+                                                             "--reason", "r"],
+    ["trigger", "--scope", "strategy:momo"], ["reset", "--scope", "global"],
+    ["check", "--account", "a", "--strategy", "s", "--symbol", "X", "--side", "buy",
+     "--qty", "0", "--price", "1"], ["history", "--since", "yesterday"],
+    ["status", "--tls-ca", "ca.pem"], ["status", "--tls", "--target", "unix:/x.sock"]])
+def test_usage_errors_exit_64(args: list[str]) -> None:
+    result = essctl("unix:/nonexistent/ess.sock", *args)
+    assert result.returncode == 64, result.stderr
+    assert "essctl" in result.stderr
+
+
+def test_an_unreachable_sidecar_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    result = essctl(f"unix:{tmp_path / 'none.sock'}", "status")
+    assert result.returncode == 1
+    assert f"essctl: UNAVAILABLE: cannot reach the sidecar at unix:{tmp_path}" in result.stderr
+    watch = essctl(f"unix:{tmp_path / 'none.sock'}", "watch")
+    assert watch.returncode == 1 and "UNAVAILABLE" in watch.stderr
+
+
+def test_an_executor_may_trigger_but_not_reset_or_drill(start_sidecar: StartSidecar,
+                                                         tmp_path: Path) -> None:
+    tokens = tokens_file(tmp_path, alice=Role.OPERATOR, exe=Role.EXECUTOR)
+    target = start_sidecar(f'{NO_COOLDOWN}[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n'
+                           ).uds_target
+    anonymous = essctl(target, "status")
+    assert anonymous.returncode == 1 and "UNAUTHENTICATED" in anonymous.stderr
+    trip(target, token=tokens["exe"])
+    denied = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "ok", "--yes",
+                    token=tokens["exe"])
+    assert denied.returncode == 1
+    assert "essctl: PERMISSION_DENIED: exe (executor) may not reset: needs the operator role" \
+        in denied.stderr
+    drill = essctl(target, "drill", token=tokens["exe"])
+    assert drill.returncode == 1 and "the drill needs the operator role" in drill.stderr
+    scopes = restricted(target, token=tokens["alice"])
+    assert list(scopes) == ["STRATEGY:momo"]  # unchanged, and no drill left behind
+    assert (scopes["STRATEGY:momo"]["state"], scopes["STRATEGY:momo"]["actor"]) == (
+        "TRIPPED", "exe")
+
+
+def test_four_eyes_reset_waits_for_a_second_different_operator(
+        start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    tokens = tokens_file(tmp_path, alice=Role.OPERATOR, bob=Role.OPERATOR)
+    target = start_sidecar(f'{NO_COOLDOWN}[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n'
+                           "[reset]\nrequire_approvals = 2\n").uds_target
+    trip(target, token=tokens["alice"])
+    reset = ["reset", "--scope", "strategy:momo", "--reason", "risk reviewed", "--yes"]
+    first = essctl(target, *reset, token=tokens["alice"])
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "PENDING APPROVAL" in first.stdout and "requested by alice" in first.stdout
+    assert "essctl reset --scope STRATEGY:momo --reason 'risk reviewed'" in first.stdout
+    assert restricted(target, tokens["alice"])["STRATEGY:momo"]["reset_requested_by"] == "alice"
+
+    again = essctl(target, *reset, token=tokens["alice"])
+    assert again.returncode == 2 and "alice already requested this reset" in again.stdout
+    assert restricted(target, tokens["alice"])["STRATEGY:momo"]["state"] == "TRIPPED"
+
+    second = essctl(target, *reset, token=tokens["bob"])
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "STRATEGY:momo is ARMED" in second.stdout
+    _, history = essctl_json(target, "history", "--limit", "1", token=tokens["bob"])
+    [event] = history["events"]
+    assert (event["state"], event["actor"], event["approved_by"]) == ("ARMED", "alice", "bob")
+    assert "alice approved by bob" in essctl(target, "history", token=tokens["bob"]).stdout
+
+
+def test_tls_and_mutual_tls_with_a_server_name(start_sidecar: StartSidecar,
+                                               tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server, client = ca.issue_cert("ess.internal"), ca.issue_cert("ops-1", common_name="ops-1")
+    for name, cert in (("server", server), ("client", client)):
+        cert.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "tokens.toml").write_text('[certificates]\n"ops-1" = { role = "operator" }\n')
+    sidecar = start_sidecar(
+        f'{NO_COOLDOWN}[server]\ntls_cert = "{tmp_path}/server.pem"\n'
+        f'tls_key = "{tmp_path}/server.key"\ntls_client_ca = "{tmp_path}/ca.pem"\n'
+        f'[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n')
+    tls = ["--tls", "--tls-ca", f"{tmp_path}/ca.pem", "--tls-server-name", "ess.internal"]
+    mtls = [*tls, "--tls-cert", f"{tmp_path}/client.pem", "--tls-key", f"{tmp_path}/client.key"]
+    trigger = essctl(sidecar.tcp_target, *mtls, "trigger", "--scope", "strategy:momo",
+                     "--reason", "over mTLS")
+    assert trigger.returncode == 0, trigger.stderr
+    code, history = essctl_json(sidecar.tcp_target, *mtls, "history")
+    assert code == 0 and history["events"][0]["actor"] == "ops-1"
+    assert essctl(sidecar.tcp_target, *tls, "status").returncode == 1  # no client cert
+    assert essctl(sidecar.tcp_target, "status").returncode == 1  # plaintext to a TLS port
