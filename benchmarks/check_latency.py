@@ -21,7 +21,11 @@ stream fed from a queue (~340 µs, ~245 µs), whose request iterator runs on ano
 Even so the Python client costs about as much CPU per call as the server, so --client go runs
 the measured calls from a Go program instead (benchmarks/goclient.py), everything else unchanged.
 
+With --auth the sidecar has authentication on (a tokens file) and every call of the client,
+to both servers, carries a bearer token: the cost of checking it is what the ratio shows.
+
     python benchmarks/check_latency.py [--quick] [--json FILE] [--compare-bare] [--client go]
+                                       [--auth]
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from ess.v1 import guard_pb2, guard_pb2_grpc
+from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line  # noqa: E402
+from ess_sidecar.domain.access import Role  # noqa: E402
 from goclient import GoClient, GoClientError, build as build_go_client  # noqa: E402 (benchmarks/)
 
 SERVICE = "ess.v1.GuardService"
@@ -138,9 +144,10 @@ def stop_server(server: Server) -> None:
 class UnaryClient:
     """Sync channel, one blocking CheckOrder at a time."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, metadata: tuple = ()) -> None:
         self._channel = grpc.insecure_channel(target)
-        self._call = guard_pb2_grpc.GuardServiceStub(self._channel).CheckOrder
+        self._call = functools.partial(
+            guard_pb2_grpc.GuardServiceStub(self._channel).CheckOrder, metadata=metadata or None)
 
     def run(self, n: int) -> list[int]:
         call, clock, latencies = self._call, time.perf_counter_ns, [0] * n
@@ -159,10 +166,11 @@ class UnaryClient:
 class StreamClient:
     """One long-lived grpc.aio CheckOrderStream, one request in flight, ids incrementing."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, metadata: tuple = ()) -> None:
         self._loop, self._last_id = asyncio.get_event_loop(), 0  # the loop run() installed
         self._channel = grpc.aio.insecure_channel(target)
-        self._call = guard_pb2_grpc.GuardServiceStub(self._channel).CheckOrderStream()
+        self._call = guard_pb2_grpc.GuardServiceStub(self._channel).CheckOrderStream(
+            metadata=metadata or None)
 
     def run(self, n: int) -> list[int]:
         return self._loop.run_until_complete(self._run(n))
@@ -277,6 +285,13 @@ def run(args, tmp: str) -> dict:
         f.write(SIDECAR_CONFIG)
     subject = bare if args.compare_bare else ["-m", "ess_sidecar", "serve", "--config",
                                               f"{tmp}/ess.toml", "--state", f"{tmp}/ess.db"]
+    metadata: tuple = ()
+    if args.auth:
+        token = new_token()
+        with open(f"{tmp}/tokens.toml", "w") as f:
+            f.write(f"[tokens]\n{tokens_file_line('bench', Role.EXECUTOR, token)}\n")
+        subject += ["--tokens-file", f"{tmp}/tokens.toml"]
+        metadata = (("authorization", f"Bearer {token}"),)
     servers, rows = [], []
     if args.client == "go":  # built before any server starts, so a build failure costs nothing
         go_binary, go_version = build_go_client(tmp)
@@ -288,7 +303,8 @@ def run(args, tmp: str) -> dict:
             wait_serving(server, args.start_timeout)
         asyncio.set_event_loop(loop := asyncio.new_event_loop())  # for the stream clients
         for api, transport in COMBINATIONS:
-            client = UnaryClient if api == "unary" else StreamClient
+            client = functools.partial(UnaryClient if api == "unary" else StreamClient,
+                                       metadata=metadata)
             if args.client == "go":
                 client = functools.partial(GoClient, go_binary, api=api)  # client(target)
             rows += measure(api, transport, servers, client, args)
@@ -312,7 +328,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start-timeout", type=float, default=30.0, help="seconds to SERVING")
     parser.add_argument("--client", choices=("python", "go"), default="python",
                         help="who makes the measured calls: this process, or a Go program")
+    parser.add_argument("--auth", action="store_true",
+                        help="authentication on in the sidecar; every call carries a token")
     args = parser.parse_args(argv)
+    if args.auth and args.client == "go":
+        parser.error("--auth is measured with the Python client only")
     if args.quick:
         args.calls, args.warmup, args.rounds = 500, 100, 10
     if not 1 <= args.rounds <= args.calls:
@@ -324,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"python {platform.python_version()}, grpcio {grpc.__version__}, {os.cpu_count()} CPUs,"
           f" load {os.getloadavg()[0]:.2f}; {args.calls} calls after {args.warmup} warm-up,"
-          f" {args.rounds} rounds ABBA, one call in flight, {args.client} client")
+          f" {args.rounds} rounds ABBA, one call in flight, {args.client} client"
+          + (", authentication on (bearer token)" if args.auth else ""))
     try:
         with tempfile.TemporaryDirectory(prefix="ess-bench-") as tmp:
             report = run(args, tmp)

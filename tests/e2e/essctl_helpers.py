@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import select
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +109,33 @@ class RunningEssctl:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+def essctl_at_a_terminal(target: str, *args: str, answer: str,
+                         timeout: float = 30.0) -> tuple[int, str]:
+    """One command whose stdin and stdout are a terminal (a pty), as for a person at 3 a.m.,
+    who types `answer` once the prompt appears. Returns the exit code and what was shown."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=follower,
+                               stdout=follower, stderr=follower, env=clean_env())
+    os.close(follower)
+    shown, answered, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], deadline - time.monotonic())
+            try:
+                chunk = os.read(leader, 4096) if ready else b""
+            except OSError:  # the command exited and closed the terminal
+                break
+            if not chunk and ready:
+                break
+            shown += chunk
+            if not answered and b"Go ahead?" in shown:
+                os.write(leader, answer.encode() + b"\n")
+                answered = True
+        return process.wait(timeout=max(deadline - time.monotonic(), 1)), \
+            shown.decode(errors="replace")
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()

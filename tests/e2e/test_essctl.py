@@ -14,8 +14,8 @@ import trustme
 from ess_sidecar.adapters.auth.tokens import load_principals
 from ess_sidecar.domain.access import Role
 from ess_sidecar.testing import SidecarProcess
-from tests.e2e.essctl_helpers import RunningEssctl, essctl, essctl_json, restricted, \
-    tokens_file, trip
+from tests.e2e.essctl_helpers import RunningEssctl, essctl, essctl_at_a_terminal, essctl_json, \
+    restricted, tokens_file, trip
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +107,18 @@ def test_reset_without_yes_and_without_a_terminal_changes_nothing(
     assert "The reset of STRATEGY:momo will clear" in result.stdout  # what it would clear
     assert "drawdown breach" in result.stdout
     assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
+
+
+@pytest.mark.parametrize("answer, code, state", [("y", 0, None), ("n", 1, "TRIPPED")])
+def test_reset_at_a_terminal_asks_and_obeys_the_answer(
+        start_sidecar: StartSidecar, answer: str, code: int, state: str | None) -> None:
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target)
+    exit_code, shown = essctl_at_a_terminal(
+        target, "reset", "--scope", "strategy:momo", "--reason", "reviewed", answer=answer)
+    assert "Reset of STRATEGY:momo: trading resumes. Go ahead?" in shown
+    assert exit_code == code, shown
+    assert restricted(target).get("STRATEGY:momo", {}).get("state") == state
 
 
 def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None:
