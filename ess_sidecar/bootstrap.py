@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
 from .adapters.storage.sqlite import SqliteStateStore
@@ -17,6 +18,9 @@ from .service import Guard
 from .settings import Settings
 from .watch import Subscribers
 
+if TYPE_CHECKING:
+    from .adapters.telemetry.setup import Observability
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +31,7 @@ class App:
     store: StateStore
     alerts: AlertSink
     principals: Principals | None  # None: authentication off
+    observability: Observability | None = None  # None: telemetry.enabled = false
 
 
 def open_store(settings: Settings) -> StateStore:
@@ -59,16 +64,28 @@ def load(store_factory: Callable[[], StateStore]) -> tuple[StateStore, StoredSta
         return UnavailableStateStore(f"state store unreadable: {error}"), None
 
 
-def build(settings: Settings, clock: Clock | None = None,
-          store: StateStore | None = None) -> App:
+def open_observability(settings: Settings,
+                       span_exporters: Sequence[Any] = ()) -> Observability | None:
+    """Metrics and traces, unless telemetry.enabled is false."""
+    if not settings.telemetry.enabled:
+        return None
+    from .adapters.telemetry.setup import observability  # noqa: PLC0415 - optional
+    return observability(settings.telemetry, span_exporters)
+
+
+def build(settings: Settings, clock: Clock | None = None, store: StateStore | None = None,
+          span_exporters: Sequence[Any] = ()) -> App:
     """Load the latched state and wire the guard. An unreadable store starts the sidecar
-    with GLOBAL tripped (in memory) and the reason, rather than not at all."""
+    with GLOBAL tripped (in memory) and the reason, rather than not at all. Spans also go
+    to `span_exporters` (tests)."""
     clock = clock or SystemClock()
     principals = open_principals(settings)  # first: a bad tokens file opens nothing
+    observed = open_observability(settings, span_exporters)
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
     store, stored = load(lambda: store or open_store(settings))
     alerts = open_alerts(settings)
-    guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts)
+    guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
+                  observed.telemetry if observed else None)
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         guard.fail_closed(store.reason)
@@ -77,4 +94,4 @@ def build(settings: Settings, clock: Clock | None = None,
         engine.restore(stored.current, stored.version, clock.now())
         log.info("state loaded: version %d, %d scope(s) not ARMED",
                  stored.version, len(stored.current))
-    return App(settings, guard, store, alerts, principals)
+    return App(settings, guard, store, alerts, principals, observed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from typing import Any
 
@@ -26,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TCP over TLS")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
+    serve.add_argument("--metrics-listen", help="host:port of the Prometheus endpoint"
+                       " (/metrics, /healthz); telemetry.metrics_listen")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="serve a non-loopback address with authentication off")
     check = commands.add_parser("check-config", help="validate a settings file and exit")
@@ -43,6 +44,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["store"] = {"path": args.state}
     if args.tokens_file is not None:
         overrides["auth"] = {"tokens_file": args.tokens_file}
+    if args.metrics_listen is not None:
+        overrides["telemetry"] = {"metrics_listen": args.metrics_listen}
     return overrides
 
 
@@ -57,16 +60,14 @@ def _serve(settings: Settings) -> int:
     except InvalidConfig as error:  # the tokens file or a TLS file
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. the metrics port is taken
+        print(f"cannot serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # apprise logs every send at INFO and every failed attempt itself; the sink logs
-    # what matters (retries, give-ups) once.
-    logging.getLogger("apprise").setLevel(logging.ERROR)
     try:
         if args.command == "check-config":
             settings = load_settings(args.config)
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidConfig as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2
+    from .adapters.telemetry.logs import configure_logging  # noqa: PLC0415
+    configure_logging(settings.telemetry.log_format, settings.telemetry.log_level)
     return _serve(settings)
 
 

@@ -1,4 +1,4 @@
-"""The interfaces the service needs: a state store, an alert sink and a clock."""
+"""The interfaces the service needs: a state store, an alert sink, telemetry and a clock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .domain.breakers import Metric
+from .domain.decisions import Decision
 from .domain.scopes import Scope
 from .domain.states import Transition
 
@@ -95,6 +97,57 @@ class NoAlerts(AlertSink):
         pass
 
     async def stop(self, grace_s: float) -> None:
+        pass
+
+
+class Telemetry(abc.ABC):
+    """What the guard tells dashboards (metrics, spans). Every method is cheap, never
+    raises and never blocks; `decided` is on the hot path."""
+
+    @abc.abstractmethod
+    def decided(self, decision: Decision, elapsed_ns: int) -> None:
+        """One order judged (allowed or denied), and how long the judging took."""
+
+    @abc.abstractmethod
+    def annotate(self, decision: Decision) -> None:
+        """Put the decision on the current RPC's span, if it is being recorded."""
+
+    @abc.abstractmethod
+    def transitions(self, transitions: Sequence[Transition]) -> None:
+        """Durable transitions (trips, resets, re-arms); a trip is an event on the span."""
+
+    @abc.abstractmethod
+    def metric_reported(self, metric: Metric) -> None:
+        """One ReportMetric sample was accepted."""
+
+    @abc.abstractmethod
+    def invalid_request(self, field: str) -> None:
+        """A request was rejected as INVALID_ARGUMENT because of this field."""
+
+    @abc.abstractmethod
+    def subscriber_dropped(self) -> None:
+        """A WatchState subscriber was cut off for being too slow."""
+
+
+class NoTelemetry(Telemetry):
+    """telemetry.enabled = false."""
+
+    def decided(self, decision: Decision, elapsed_ns: int) -> None:
+        pass
+
+    def annotate(self, decision: Decision) -> None:
+        pass
+
+    def transitions(self, transitions: Sequence[Transition]) -> None:
+        pass
+
+    def metric_reported(self, metric: Metric) -> None:
+        pass
+
+    def invalid_request(self, field: str) -> None:
+        pass
+
+    def subscriber_dropped(self) -> None:
         pass
 
 

@@ -12,13 +12,13 @@ from .domain.approvals import PendingReset
 from .domain.breakers import Metric
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
-from .domain.errors import ResyncRequired, StoreUnavailable
+from .domain.errors import ResetRefused, ResyncRequired, StoreUnavailable
 from .domain.orders import Fill, Order, PositionSnapshot
 from .domain.planner import Plan
 from .domain.scopes import GLOBAL, Scope
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from .ports import AlertSink, Clock, EventQuery, NoAlerts, StateStore
+from .ports import AlertSink, Clock, EventQuery, NoAlerts, NoTelemetry, StateStore, Telemetry
 from .watch import Subscribers, Subscription
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,12 @@ class WatchStart:
 
 class Guard:
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
-                 subscribers: Subscribers, alerts: AlertSink | None = None) -> None:
+                 subscribers: Subscribers, alerts: AlertSink | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.engine = engine
         self.subscribers = subscribers
         self.alerts = alerts or NoAlerts()
+        self.telemetry = telemetry or NoTelemetry()
         # "" while every published version is durable; set once one is not (fail_closed),
         # so a watcher resuming across that point resyncs instead of trusting replay.
         self.epoch = ""
@@ -69,6 +71,7 @@ class Guard:
     def report_metric(self, scope: Scope, metric: Metric, value: float,
                       actor: str = SYSTEM_ACTOR) -> Outcome:
         plan = self.engine.plan_report(scope, metric, value, self._clock.now(), actor)
+        self.telemetry.metric_reported(metric)
         return self._outcome(scope, self._commit(plan))
 
     def report_fill(self, fill: Fill) -> float:
@@ -94,11 +97,18 @@ class Guard:
         return self._outcome(scope, self._commit(plan))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str) -> Outcome:
-        plan = self.engine.plan_reset(scope, reason, force, actor, self._clock.now())
+        try:
+            plan = self.engine.plan_reset(scope, reason, force, actor, self._clock.now())
+        except ResetRefused as refused:
+            log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
+                                                "reason": reason, "refusal": str(refused),
+                                                "forced": force})
+            raise
         if plan.pending_reset is not None:
             pending = plan.pending_reset
-            log.warning("reset of %s requested by %s (%s); waiting for a second operator"
-                        " until %.0f", scope, actor, reason, pending.expires_at)
+            log.warning("reset pending approval", extra={
+                "scope": str(scope), "actor": actor, "reason": reason, "forced": force,
+                "expires_at": pending.expires_at})
             return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
         return self._outcome(scope, self._commit(plan))
 
@@ -112,11 +122,13 @@ class Guard:
         working store, or repairs the store and restarts."""
         plan = self.engine.plan(self._clock.now())
         if plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, SYSTEM_ACTOR):
-            log.error("GLOBAL tripped in memory, not durable: %s", reason)
+            log.error("fail closed: GLOBAL tripped in memory, not durable",
+                      extra=transition_fields(plan.transitions[0]))
             self.epoch = self.epoch or f"volatile-{self.engine.decision_prefix}"
             self.engine.apply(plan.transitions)
             self.subscribers.publish(plan.transitions)
             self.alerts.notify(plan.transitions)
+            self.telemetry.transitions(plan.transitions)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -172,10 +184,9 @@ class Guard:
             self.engine.apply(plan.transitions)
             self.subscribers.publish(plan.transitions)
             self.alerts.notify(plan.transitions)
+            self.telemetry.transitions(plan.transitions)
             for transition in plan.transitions:
-                log.warning("%s %s -> %s (%s) by %s v%d", transition.scope,
-                            transition.previous.name, transition.state.name,
-                            transition.reason, transition.actor, transition.version)
+                log.warning("transition", extra=transition_fields(transition))
         return plan.transitions
 
     def _durably(self, write: Callable[[], None]) -> None:
@@ -194,3 +205,16 @@ class Guard:
         tripped = any(t.scope == scope and t.state in (State.TRIPPED, State.REDUCE_ONLY)
                       for t in transitions)
         return Outcome(self.engine.state_of(scope), self.engine.version, tripped)
+
+
+def transition_fields(t: Transition) -> dict[str, object]:
+    """A transition as structured log fields (one JSON object per line with json logs)."""
+    fields: dict[str, object] = {
+        "scope": str(t.scope), "previous": t.previous.name, "state": t.state.name,
+        "version": t.version, "actor": t.actor, "cause": t.cause.name, "reason": t.reason}
+    for name in ("breaker", "approved_by"):
+        if getattr(t, name):
+            fields[name] = getattr(t, name)
+    if t.forced or t.drill:
+        fields.update(forced=t.forced, drill=t.drill)
+    return fields

@@ -61,6 +61,25 @@ class ResetSettings(_Section):
                                      " its second operator")
 
 
+class TelemetrySettings(_Section):
+    enabled: bool = Field(True, description="false: no metrics, traces or span work at all")
+    metrics_listen: str = Field("", description="host:port of the Prometheus endpoint"
+                                " (/metrics, /healthz); empty for none")
+    service_name: str = Field("ess-sidecar", description="resource service.name")
+    instance_id: str = Field("", description="resource service.instance.id; default"
+                             " <hostname>-<pid>")
+    check_order_sample_ratio: float = Field(0.01, ge=0, le=1, description="traces:"
+                                            " CheckOrder / CheckOrderStream spans kept")
+    control_sample_ratio: float = Field(1.0, ge=0, le=1, description="traces: Trigger and"
+                                        " Reset spans kept")
+    default_sample_ratio: float = Field(0.1, ge=0, le=1, description="traces: every other"
+                                        " RPC's spans kept")
+    latency_sample_every: int = Field(8, ge=1, description="decision latency histogram:"
+                                      " one decision in this many (counts stay exact)")
+    log_format: Literal["json", "text"] = Field("json", description="stderr log lines")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+
+
 class AlertSettings(_Section):
     urls: list[str] = Field(default_factory=list, description="apprise notification URLs")
     retries: int = Field(5, ge=0, description="retries per URL after a failed send")
@@ -145,6 +164,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     reset: ResetSettings = ResetSettings()
     alerts: AlertSettings = AlertSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     limits: LimitsModel = LimitsModel()
     policy: PoliciesModel = PoliciesModel()
     breakers: dict[str, BreakerSettingsModel] = Field(default_factory=dict)

@@ -95,6 +95,15 @@ class BreakerSettings:
         return self.defaults[name]
 
 
+class Reading(NamedTuple):
+    """How close a breaker of a scope is to tripping: it trips at value >= threshold."""
+
+    scope: Scope
+    breaker: str
+    value: float
+    threshold: float
+
+
 class BreakerTrip(NamedTuple):
     breaker: str
     mode: TriggerMode
@@ -216,6 +225,24 @@ class Breakers:
         until = now + self._settings.rule(scope, breaker).window_s \
             if breaker in EVENT_WINDOWS else float("inf")
         meters.unconfirmed[breaker] = until
+
+    def readings(self, now: float) -> list[Reading]:
+        """The current value and threshold of every enabled breaker a scope has evidence
+        for (for dashboards: how close is each one to tripping)."""
+        readings = []
+        for scope, meters in self._meters.items():
+            values = {slot.partition("@")[0]: value for slot, value in meters.levels.items()}
+            values.update((name, float(self._prune(meters, name, self.rule(scope, name), now)))
+                          for name in meters.events)
+            values["consecutive_losses"] = float(meters.losses)
+            if meters.last_tick is not None:
+                values["data_feed_stale"] = now - meters.last_tick  # against window_s
+            for name, value in values.items():
+                rule = self.rule(scope, name)
+                if rule.enabled:
+                    limit = rule.window_s if name == "data_feed_stale" else rule.threshold
+                    readings.append(Reading(scope, name, value, limit))
+        return readings
 
     def _holds(self, scope: Scope, name: str, value: float) -> bool:
         rule = self._settings.rule(scope, name)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ess_sidecar.domain.breakers import BreakerRule, Metric
+from ess_sidecar.domain.breakers import BreakerRule, Metric, Reading
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument
@@ -212,3 +212,15 @@ def test_trigger_during_cooling_down_starts_over():
     (transition,) = trip(engine, GLOBAL, T0 + 2)
     assert (transition.previous, transition.state, transition.time) == (
         State.COOLING_DOWN, State.TRIPPED, T0 + 2)
+
+
+def test_readings_say_how_close_each_breaker_is_to_its_threshold(engine):
+    report(engine, strategy(), Metric.DAILY_DRAWDOWN_PCT, 3.5, T0)
+    report(engine, strategy(), Metric.API_ERROR, 2, T0)
+    report(engine, strategy(), Metric.DATA_FEED_TICK, 1, T0)
+    readings = {r.breaker: r for r in engine.breakers.readings(T0 + 10)}
+    assert readings["daily_drawdown_pct"] == Reading(strategy(), "daily_drawdown_pct", 3.5, 5)
+    assert readings["api_errors"] == Reading(strategy(), "api_errors", 2, 3)
+    assert readings["data_feed_stale"] == Reading(strategy(), "data_feed_stale", 10, 30)
+    assert readings["consecutive_losses"].value == 0
+    assert {r.breaker: r.value for r in engine.breakers.readings(T0 + 61)}["api_errors"] == 0

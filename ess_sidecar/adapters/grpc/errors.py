@@ -46,6 +46,8 @@ def aborts_on_guard_errors(
         try:
             return await method(self, request, context)
         except GuardError as error:
+            if isinstance(error, InvalidArgument):
+                self.telemetry.invalid_request(error.field)  # type: ignore[attr-defined]
             await context.abort(status_of(error), str(error))
             raise  # unreachable: abort raises
 

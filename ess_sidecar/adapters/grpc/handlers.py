@@ -96,9 +96,11 @@ _KINDS = {(False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
 
 
 def add_guard_service(servicer: object, server: grpc.aio.Server,
-                      authenticator: Authenticator | None = None) -> None:
+                      authenticator: Authenticator | None = None,
+                      wrap_raw: Callable[[Callable], Callable] | None = None) -> None:
     """Register every GuardService method of `servicer`, as the generated code would;
-    with an authenticator, each method admits only the roles its permission allows."""
+    with an authenticator, each method admits only the roles its permission allows.
+    `wrap_raw` wraps the raw stream method outermost (its span: interceptors cannot)."""
     handlers = {}
     for method in SERVICE.methods:
         wrap, make_handler = _KINDS[(method.client_streaming, method.server_streaming)]
@@ -106,6 +108,8 @@ def add_guard_service(servicer: object, server: grpc.aio.Server,
         if authenticator is not None:
             handle = _guarded(handle, PERMISSIONS[method.name], authenticator,
                               method.server_streaming, method.client_streaming)
+        if wrap_raw is not None and wrap is _raw:
+            handle = wrap_raw(handle)
         handlers[method.name] = make_handler(
             handle, response_serializer=GetMessageClass(method.output_type).SerializeToString)
     server.add_generic_rpc_handlers(

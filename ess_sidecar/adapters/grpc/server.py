@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ from ...domain.errors import StoreUnavailable
 from .auth import Authenticator
 from .handlers import add_guard_service
 from .security import server_credentials, warn_about_security
+from ..telemetry.prometheus_http import MetricsServer
+from ..telemetry.tracing import server_interceptors, traced_stream
 from .servicer import GuardServicer
 
 log = logging.getLogger(__name__)
@@ -109,7 +112,11 @@ class Sidecar:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.server = grpc.aio.server()
+        observed = app.observability
+        self.server = grpc.aio.server(
+            interceptors=server_interceptors(observed.tracers) if observed else None)
+        self.metrics: MetricsServer | None = None
+        self.serving = False  # the health the metrics endpoint reports
         self.health = health.aio.HealthServicer()
         self.addresses: list[str] = []
         self._timers: asyncio.Task[None] | None = None
@@ -118,8 +125,9 @@ class Sidecar:
         self.timer_failures = RepeatedFailureLog(log)
         settings = app.settings
         authenticator = Authenticator(app.principals) if app.principals is not None else None
+        trace_stream = functools.partial(traced_stream, observed.tracers) if observed else None
         add_guard_service(GuardServicer(app.guard, settings.watch.heartbeat_interval_s),
-                          self.server, authenticator)
+                          self.server, authenticator, trace_stream)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -149,8 +157,10 @@ class Sidecar:
         await self.app.alerts.start()
         await self.server.start()
         self._timers = asyncio.create_task(self._run_timers())
+        self._start_metrics()
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.serving = True
         log.info("ess-sidecar serving on %s", ", ".join(self.addresses))
         warn_about_security(self.app)
 
@@ -160,6 +170,7 @@ class Sidecar:
             await self._stopped.wait()
             return
         self._stopping = True
+        self.serving = False
         try:
             await self.health.enter_graceful_shutdown()
             self.app.guard.subscribers.close_all()
@@ -171,8 +182,33 @@ class Sidecar:
                 await self.app.alerts.stop(self.app.settings.server.grace_s)
                 self.app.store.close()
             finally:
+                self._stop_telemetry()
                 self._stopped.set()
                 log.info("ess-sidecar stopped")
+
+    def _start_metrics(self) -> None:
+        """Gauges read the guard on this loop; the Prometheus endpoint (/metrics,
+        /healthz) on its own port, if configured."""
+        if self.app.observability is None:
+            return
+        self.app.observability.telemetry.observe(self.app.guard, self.app.alerts,
+                                                 loop=asyncio.get_running_loop())
+        listen = self.app.settings.telemetry.metrics_listen
+        if listen:
+            self.metrics = MetricsServer(listen, self.app.observability.registry,
+                                         health=lambda: self.serving)
+            self.metrics.start()
+            log.info("metrics on http://%s/metrics", self.metrics.address)
+
+    def _stop_telemetry(self) -> None:
+        """Last: flush buffered spans and metrics (OTLP) after everything else stopped."""
+        try:
+            if self.metrics is not None:
+                self.metrics.stop()
+            if self.app.observability is not None:
+                self.app.observability.shutdown()
+        except Exception:  # a telemetry problem must not hide how the stop went
+            log.exception("telemetry did not shut down cleanly")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

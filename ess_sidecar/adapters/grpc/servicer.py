@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -10,10 +11,12 @@ from google.protobuf.message import DecodeError
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 
-from ...domain.errors import GuardError, InvalidArgument
+from ...domain.decisions import Decision
+from ...domain.errors import GuardError, InvalidArgument, SubscriberTooSlow
 from ...domain.heartbeats import MAX_TTL_S
 from ...domain.scopes import check_text
-from ...ports import EventQuery
+from ...domain.orders import Order
+from ...ports import EventQuery, NoTelemetry
 from ...service import Guard, Outcome
 from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
@@ -30,16 +33,21 @@ MAX_PAGE_SIZE = 1000
 class GuardServicer(pb_grpc.GuardServiceServicer):
     def __init__(self, guard: Guard, watch_heartbeat_s: float) -> None:
         self._guard = guard
-        self._check = guard.check
+        self.telemetry = guard.telemetry
+        self._check = guard.check if isinstance(guard.telemetry, NoTelemetry) \
+            else _timed(guard.check, guard.telemetry.decided)
         self._watch_heartbeat_s = watch_heartbeat_s
 
     async def CheckOrder(self, request: pb.CheckOrderRequest,
                          context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
         try:
-            return decision_to_proto(self._check(order_from_proto(request)))
+            decision = self._check(order_from_proto(request))
         except InvalidArgument as error:
+            self.telemetry.invalid_request(error.field)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             raise
+        self.telemetry.annotate(decision)
+        return decision_to_proto(decision)
 
     async def CheckOrderStream(self, request_iterator: object,
                                context: grpc.aio.ServicerContext) -> None:
@@ -47,7 +55,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         than async generators: one await per message each way, nothing stacked between.
         A request that is valid protobuf but bad input is answered with an error for its
         request id and the stream goes on; bytes that are not protobuf end the stream."""
-        check, read, write = self._check, context.read, context.write
+        check, read, write, invalid = self._check, context.read, context.write, \
+            self.telemetry.invalid_request
         while (raw := await read()) is not grpc.aio.EOF:
             try:
                 request = pb.CheckOrderStreamRequest.FromString(raw)
@@ -57,6 +66,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             try:
                 decision = decision_to_proto(check(order_from_proto(request.order)))
             except InvalidArgument as error:
+                invalid(f"order.{error.field}")
                 await write(pb.CheckOrderStreamResponse(
                     request_id=request.request_id, error=pb.RequestError(
                         code=INVALID_ARGUMENT, field=f"order.{error.field}",
@@ -162,10 +172,27 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                     yield transition_to_watch(transition, pb.WATCH_EVENT_KIND_TRANSITION,
                                               guard.epoch)
         except GuardError as error:
+            if isinstance(error, SubscriberTooSlow):
+                self.telemetry.subscriber_dropped()
+            elif isinstance(error, InvalidArgument):
+                self.telemetry.invalid_request(error.field)
             await context.abort(status_of(error), str(error))
         finally:
             if subscription is not None:
                 self._guard.subscribers.remove(subscription)
+
+
+def _timed(check: Callable[[Order], Decision],
+           decided: Callable[[Decision, int], None]) -> Callable[[Order], Decision]:
+    """check, telling telemetry each decision and how long it took (telemetry on only)."""
+    clock = time.perf_counter_ns
+
+    def timed_check(order: Order) -> Decision:
+        start = clock()
+        decision = check(order)
+        decided(decision, clock() - start)
+        return decision
+    return timed_check
 
 
 def _state_response(response_type: type, outcome: Outcome):  # noqa: ANN202

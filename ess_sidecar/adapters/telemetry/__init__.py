@@ -1,0 +1,1 @@
+"""OpenTelemetry: metrics (Prometheus, OTLP), traces and structured logs."""

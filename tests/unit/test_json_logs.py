@@ -1,0 +1,108 @@
+"""configure_logging: one JSON object per line on stderr, with extras and trace ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from ess_sidecar.adapters.telemetry.logs import configure_logging
+
+log = logging.getLogger("ess_sidecar.service")
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Any:
+    """configure_logging changes the process's root logger: put it back for other tests."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    apprise_level = logging.getLogger("apprise").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("apprise").setLevel(apprise_level)
+
+
+def lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().err.splitlines()
+
+
+def test_a_transition_is_one_json_line_with_time_level_event_and_extras(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    log.warning("transition", extra={"scope": "STRATEGY:momo", "state": "TRIPPED",
+                                     "previous": "ARMED", "version": 7, "actor": "ops"})
+    [line] = lines(capsys)
+    record = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record.pop("time"))
+    assert record == {"level": "WARNING", "event": "transition",
+                      "logger": "ess_sidecar.service", "scope": "STRATEGY:momo",
+                      "state": "TRIPPED", "previous": "ARMED", "version": 7, "actor": "ops"}
+
+
+def test_trace_ids_are_present_inside_a_span_and_absent_outside(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    with TracerProvider().get_tracer(__name__).start_as_current_span("check") as span:
+        log.info("inside")
+    log.info("outside")
+    inside, outside = (json.loads(line) for line in lines(capsys))
+    assert inside["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
+    assert "trace_id" not in outside and "span_id" not in outside
+
+
+def test_an_exception_is_a_string_field(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    try:
+        raise ValueError("store gone")
+    except ValueError:
+        log.exception("timer run failed")
+    [line] = lines(capsys)
+    record = json.loads(line)
+    assert record["event"] == "timer run failed"
+    assert isinstance(record["exception"], str) and "ValueError: store gone" in record["exception"]
+
+
+def test_records_below_the_level_and_apprise_chatter_are_dropped(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "WARNING")
+    log.info("an allowed order")
+    logging.getLogger("apprise").warning("sending")
+    assert lines(capsys) == []
+
+
+def test_text_format_is_one_human_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("text", "INFO")
+    log.warning("GLOBAL tripped (%s)", "drill")
+    [line] = lines(capsys)
+    assert line.endswith(" WARNING ess_sidecar.service: GLOBAL tripped (drill)")
+
+
+def test_configuring_twice_keeps_one_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    before = len(logging.getLogger().handlers)
+    configure_logging("text", "INFO")
+    configure_logging("json", "INFO")
+    assert len(logging.getLogger().handlers) == before + 1
+    log.warning("once")
+    [line] = lines(capsys)
+    assert json.loads(line)["event"] == "once"
+
+
+def test_a_basic_config_handler_on_stderr_is_replaced(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))  # as basicConfig does
+    configure_logging("json", "INFO")
+    log.warning("once")
+    [line] = lines(capsys)
+    assert json.loads(line)["event"] == "once"
+
+
+def test_an_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="json"):
+        configure_logging("xml", "INFO")
