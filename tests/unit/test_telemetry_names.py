@@ -69,3 +69,12 @@ def test_invalid_request_fields_fold_indexes_and_stay_bounded() -> None:
     fields = {labels["field"] for labels in exported(registry)["ess_invalid_requests_total"]}
     assert "positions[].mark_price" in fields and "other" in fields
     assert len(fields) == MAX_FIELDS + 1
+
+
+def test_the_readme_lists_every_metric_as_names_py_does() -> None:
+    from pathlib import Path
+
+    from ess_sidecar.adapters.telemetry.names import markdown_table
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table().strip() in readme, "README metrics table is stale: paste" \
+        " ess_sidecar.adapters.telemetry.names.markdown_table()"

@@ -182,7 +182,7 @@ class Sidecar:
                 await self.app.alerts.stop(self.app.settings.server.grace_s)
                 self.app.store.close()
             finally:
-                self._stop_telemetry()
+                await self._stop_telemetry()
                 self._stopped.set()
                 log.info("ess-sidecar stopped")
 
@@ -200,13 +200,14 @@ class Sidecar:
             self.metrics.start()
             log.info("metrics on http://%s/metrics", self.metrics.address)
 
-    def _stop_telemetry(self) -> None:
-        """Last: flush buffered spans and metrics (OTLP) after everything else stopped."""
+    async def _stop_telemetry(self) -> None:
+        """Last: flush buffered spans and metrics (OTLP) after everything else stopped. In
+        a thread: exporting blocks, and the final collection reads the guard on this loop."""
         try:
             if self.metrics is not None:
                 self.metrics.stop()
             if self.app.observability is not None:
-                self.app.observability.shutdown()
+                await asyncio.to_thread(self.app.observability.shutdown)
         except Exception:  # a telemetry problem must not hide how the stop went
             log.exception("telemetry did not shut down cleanly")
 
