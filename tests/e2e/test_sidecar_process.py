@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import subprocess
 import sys
@@ -138,6 +139,23 @@ def test_sigterm_drains_and_exits_cleanly(sidecar_process: SidecarProcess) -> No
         assert guard_stub(channel).CheckOrder(ORDER).allowed
     assert sidecar_process.terminate() == 0, sidecar_process.output()
     assert "ess-sidecar stopped" in sidecar_process.output()
+
+
+def test_the_log_is_one_json_object_per_line_with_each_transition(
+        sidecar_process: SidecarProcess) -> None:
+    sidecar_process.start()
+    with open_channel(sidecar_process) as channel:
+        stub = guard_stub(channel)
+        stub.CheckOrder(ORDER)
+        stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo"),
+                                       reason="desk halt"))
+    assert sidecar_process.terminate() == 0
+    lines = [json.loads(line) for line in sidecar_process.output().splitlines()]
+    assert all({"time", "level", "event"} <= set(line) for line in lines)
+    [transition] = [line for line in lines if line["event"] == "transition"]
+    assert (transition["scope"], transition["state"], transition["version"],
+            transition["reason"]) == ("STRATEGY:momo", "TRIPPED", 1, "desk halt")
+    assert transition["actor"].startswith("unauthenticated@")
 
 
 def test_check_config_names_the_bad_key(tmp_path) -> None:  # noqa: ANN001
