@@ -26,7 +26,6 @@ class Permission(enum.Enum):
     TRIGGER = Role.EXECUTOR
     RESET = Role.OPERATOR
     READ_HISTORY = Role.OPERATOR
-    CHANGE_THRESHOLDS = Role.ADMIN
 
     @property
     def role(self) -> Role:

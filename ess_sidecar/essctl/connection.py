@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -11,6 +10,8 @@ from types import TracebackType
 import grpc
 
 from ess.v1 import guard_pb2_grpc as pb_grpc
+
+from ..settings import is_loopback
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -75,13 +76,7 @@ class Options:
         """True when the token would cross a network unencrypted."""
         if not self.token or self.tls or self.is_unix:
             return False
-        host = self.target.rpartition(":")[0].strip("[]") or self.target
-        if host == "localhost":
-            return False
-        try:
-            return not ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return True
+        return not is_loopback(self.target)
 
 
 def _read(path: str | None, flag: str) -> bytes | None:
