@@ -1,6 +1,6 @@
 """One settings object: a TOML file, then ESS_* environment overrides, then flags.
 
-Unset breaker, limit and policy fields take the domain's defaults (DESIGN.md), so the
+Unset breaker, limit and policy fields take the domain's defaults (docs/design.md), so the
 defaults live in one place. Every key is checked: a typo or a bad value refuses to start
 with a message naming the key.
 """
@@ -40,13 +40,23 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     listen: str = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
     uds: str = Field("", description="Unix socket path (the fastest same-host path)")
-    grace_s: float = Field(5.0, ge=0, description="drain time for in-flight calls on shutdown")
+    grace_s: float = Field(5.0, ge=0, le=60, description="on shutdown, after the drain:"
+                          " how long in-flight calls may finish (and, again, alerts)")
     insecure: bool = Field(False, description="allow a non-loopback listen address with"
                            " authentication off")
     tls_cert: str = Field("", description="PEM certificate chain; with tls_key, TCP is TLS")
     tls_key: str = Field("", description="PEM private key of tls_cert")
     tls_client_ca: str = Field("", description="PEM CA bundle: clients must present a"
                                " certificate it signed (mutual TLS)")
+
+
+class ShutdownSettings(_Section):
+    drain_s: float = Field(1.0, ge=0, le=60, description="on SIGTERM/SIGINT: health says"
+                           " NOT_SERVING while every call is still answered, for this long,"
+                           " so that probes (even one polling every 100 ms) see it")
+    timeout_s: float = Field(20.0, gt=0, le=600, description="hard bound on a whole stop,"
+                             " from the signal to the exit; must exceed drain_s +"
+                             " server.grace_s")
 
 
 class AuthSettings(_Section):
@@ -158,6 +168,7 @@ class Settings(BaseSettings):
                                       extra="forbid", populate_by_name=True)
 
     server: ServerSettings = ServerSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     store: StoreSettings = StoreSettings()
     watch: WatchSettings = WatchSettings()
     timers: TimerSettings = TimerSettings()
@@ -211,6 +222,15 @@ class Settings(BaseSettings):
                                 " and authentication is off (auth.tokens_file): anyone who"
                                 " can reach it could reset trips; configure tokens, or pass"
                                 " --insecure (server.insecure) to serve it anyway")
+
+    def check_shutdown(self) -> None:
+        """The hard bound on a stop leaves room for the drain and the grace. Raises
+        InvalidConfig."""
+        shutdown, grace_s = self.shutdown, self.server.grace_s
+        if shutdown.timeout_s <= shutdown.drain_s + grace_s:
+            raise InvalidConfig("shutdown.timeout_s", f"{shutdown.timeout_s:g} s leaves no"
+                                " time to stop: it must exceed shutdown.drain_s"
+                                f" ({shutdown.drain_s:g}) + server.grace_s ({grace_s:g})")
 
     def _breakers(self) -> BreakerSettings:
         defaults = _rules("breakers", self.breakers, DEFAULT_RULES)
@@ -298,6 +318,7 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
         raise InvalidConfig(str(path), f"cannot be read: {error}") from None
     settings.guard_config()
     settings.check_security()
+    settings.check_shutdown()
     return settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -21,9 +22,10 @@ def free_port() -> int:
 
 
 class SidecarProcess:
-    """One sidecar on a Unix socket and a free TCP port, its files in `workdir`."""
+    """One sidecar on a Unix socket and a free TCP port, its files in `workdir`. Its stop
+    does not drain (`drain_s` 0) unless asked: `drain_s=None` keeps the configured one."""
 
-    def __init__(self, workdir: Path, config: str = "") -> None:
+    def __init__(self, workdir: Path, config: str = "", drain_s: float | None = 0.0) -> None:
         self.workdir = workdir
         self.config = workdir / "ess.toml"
         self.config.write_text(config)
@@ -31,6 +33,7 @@ class SidecarProcess:
         self.uds = workdir / "ess.sock"
         self.log = workdir / "sidecar.log"
         self.port = free_port()
+        self.drain_s = drain_s
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,11 +46,14 @@ class SidecarProcess:
 
     def start(self, timeout_s: float = 20.0) -> SidecarProcess:
         """Start and block until health says SERVING; the log is in the error if not."""
+        environment = dict(os.environ)
+        if self.drain_s is not None:
+            environment["ESS_SHUTDOWN__DRAIN_S"] = str(self.drain_s)
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ess_sidecar", "serve", "--config", str(self.config),
                  "--listen", self.tcp_target, "--uds", str(self.uds), "--state",
-                 str(self.state)], stdout=output, stderr=subprocess.STDOUT)
+                 str(self.state)], stdout=output, stderr=subprocess.STDOUT, env=environment)
         try:
             self.wait_serving(timeout_s)
         except grpc.RpcError as error:

@@ -61,11 +61,16 @@ class Subscribers:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self._subscriptions: set[Subscription] = set()
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._subscriptions)
 
     def add(self, scopes: Iterable[Scope]) -> Subscription:
+        """A new watcher's queue. Raises ShuttingDown after close_all()."""
+        if self._closed:
+            raise ShuttingDown("the sidecar is shutting down; resubscribe to another"
+                               " or after its restart")
         subscription = Subscription(frozenset(scopes), self.queue_size)
         self._subscriptions.add(subscription)
         return subscription
@@ -81,6 +86,8 @@ class Subscribers:
                     self._subscriptions.discard(subscription)
 
     def close_all(self) -> None:
+        """End every watch (after what each has queued) and refuse new ones: shutdown."""
+        self._closed = True
         for subscription in self._subscriptions:
             subscription.close()
         self._subscriptions.clear()

@@ -67,6 +67,7 @@ async def start_sidecar(tmp_path: Path, socket_dir: Path) -> Any:
             "server": {"listen": "", "uds": str(socket_dir / "ess.sock")},
             "store": {"path": str(tmp_path / "ess.db")},
             "watch": {"heartbeat_interval_s": 30.0},
+            "shutdown": {"drain_s": 0.0},
         }
         for section, values in overrides.items():
             sections[section] = {**sections.get(section, {}), **values}

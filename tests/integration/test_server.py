@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
+    ProtoReflectionDescriptorDatabase
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
@@ -27,8 +31,53 @@ async def test_health_serving_for_both_names_then_not_serving_from_shutdown(
     stopping = asyncio.ensure_future(running.sidecar.stop())
     reply = await asyncio.wait_for(watch.read(), 5)
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
-    watch.cancel()  # an open health watch would hold the drain for the whole grace period
-    await stopping
+    await asyncio.wait_for(stopping, 5)
+
+
+async def test_during_the_drain_health_says_not_serving_and_everything_is_answered(
+        start_sidecar) -> None:
+    running = await start_sidecar(shutdown={"drain_s": 3.0})
+    health = health_pb2_grpc.HealthStub(running.channel)
+    health_watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await health_watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    state_watch = running.stub.WatchState(pb.WatchStateRequest())
+    stopping = asyncio.ensure_future(running.sidecar.stop())
+    assert (await asyncio.wait_for(health_watch.read(), 5)).status == \
+        health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", SERVICE):  # a polling probe sees it too
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert (await running.stub.CheckOrder(order())).allowed
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="in drain"))
+    assert (await running.stub.CheckOrder(order())).reason == \
+        pb.DECISION_REASON_SCOPE_TRIPPED
+    kinds = [event.kind async for event in _first(state_watch, 2)]
+    assert kinds == [pb.WATCH_EVENT_KIND_SNAPSHOT_END, pb.WATCH_EVENT_KIND_TRANSITION]
+    assert not stopping.done()  # all of the above within the drain
+    await asyncio.wait_for(stopping, 10)
+
+
+async def test_after_the_drain_watches_end_promptly_with_unavailable(start_sidecar) -> None:
+    running = await start_sidecar(shutdown={"drain_s": 0.2, "timeout_s": 60},
+                                  server={"grace_s": 30.0})
+    health_watch = health_pb2_grpc.HealthStub(running.channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE))
+    state_watch = running.stub.WatchState(pb.WatchStateRequest())
+    await health_watch.read()
+    await state_watch.read()
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(running.sidecar.stop(), 10)  # not the 30 s grace
+    assert asyncio.get_running_loop().time() - started < 10
+    for call in (health_watch, state_watch):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            while True:
+                await call.read()
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def _first(call, count: int):
+    for _ in range(count):
+        yield await asyncio.wait_for(call.read(), 5)
 
 
 async def test_reflection_lists_the_guard_service(sidecar: Running) -> None:
@@ -38,6 +87,55 @@ async def test_reflection_lists_the_guard_service(sidecar: Running) -> None:
     reply = await call.read()
     names = {s.name for s in reply.list_services_response.service}
     assert {SERVICE, "grpc.health.v1.Health"} <= names
+    await call.done_writing()
+
+
+def _symbols(file) -> list[str]:
+    """Every full name a client may ask reflection about: services, methods, messages
+    (nested too), fields, enums and enum values."""
+    names = []
+    for service in file.services_by_name.values():
+        names.append(service.full_name)
+        names += [method.full_name for method in service.methods]
+    messages = list(file.message_types_by_name.values())
+    while messages:
+        message = messages.pop()
+        names.append(message.full_name)
+        names += [field.full_name for field in message.fields]
+        messages += message.nested_types
+        names += [enum.full_name for enum in message.enum_types]
+    for enum in file.enum_types_by_name.values():
+        names.append(enum.full_name)  # values are scoped beside their enum, as in C++
+        names += [f"{file.package}.{value.name}" for value in enum.values]
+    return names
+
+
+async def test_reflection_resolves_every_symbol_of_the_contract_methods_included(
+        sidecar: Running) -> None:
+    names = _symbols(pb.DESCRIPTOR) + ["grpc.health.v1.Health.Check",
+                                       "grpc.health.v1.Health.Watch"]
+    assert "ess.v1.GuardService.CheckOrder" in names
+
+    def resolve() -> dict[str, str]:
+        with grpc.insecure_channel(sidecar.target) as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            files = {name: database.FindFileContainingSymbol(name).name for name in names}
+            pool = descriptor_pool.DescriptorPool(database)
+            method = pool.FindMethodByName("ess.v1.GuardService.CheckOrderStream")
+            assert method.client_streaming and method.server_streaming
+            return files
+
+    files = await asyncio.to_thread(resolve)  # a blocking client: not on the server's loop
+    assert set(files.values()) >= {"ess/v1/guard.proto"}
+    assert files["ess.v1.GuardService.Trigger"] == "ess/v1/guard.proto"
+
+
+async def test_reflection_says_not_found_for_an_unknown_symbol(sidecar: Running) -> None:
+    call = reflection_pb2_grpc.ServerReflectionStub(sidecar.channel).ServerReflectionInfo()
+    for name in ("ess.v1.GuardService.NoSuchMethod", "ess.v1.Nothing", ""):
+        await call.write(reflection_pb2.ServerReflectionRequest(file_containing_symbol=name))
+        reply = await call.read()
+        assert reply.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
     await call.done_writing()
 
 

@@ -10,11 +10,12 @@ import os
 import signal
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ess.v1 import guard_pb2 as pb
@@ -23,6 +24,7 @@ from ...bootstrap import App
 from ...domain.errors import StoreUnavailable
 from .auth import Authenticator
 from .handlers import add_guard_service
+from .health import DrainingHealthServicer, MethodResolvingPool
 from .security import server_credentials, warn_about_security
 from ..telemetry.prometheus_http import MetricsServer
 from ..telemetry.tracing import server_interceptors, traced_stream
@@ -37,10 +39,19 @@ HEALTH_NAMES = ("", SERVICE_NAME)
 # this often with a count, until a tick succeeds.
 REPEAT_LOG_INTERVAL_S = 60.0
 
+# grpc turns SO_REUSEPORT on by default: a second sidecar could then bind the same TCP port
+# and the kernel would split connections between the two, so a halt sent to one would
+# leave orders allowed by the other. Off, a taken port fails the bind.
+SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
+
+# Exit status when a stop overran shutdown.timeout_s and the process was ended.
+STOP_OVERRAN = 70
+
 
 class SocketPathError(Exception):
-    """The Unix socket path cannot be served on: another process is serving on it, or it
-    is something other than a socket. Nothing was removed."""
+    """An address cannot be served on: a TCP port or a Unix socket another process is
+    serving on, or a socket path that is something other than a socket. Nothing was
+    removed. The message starts with the settings key."""
 
 
 def claim_unix_socket(path: str) -> None:
@@ -52,9 +63,10 @@ def claim_unix_socket(path: str) -> None:
     except FileNotFoundError:
         return
     except OSError as error:
-        raise SocketPathError(f"cannot inspect unix:{path}: {error}") from error
+        raise SocketPathError(f"server.uds: cannot inspect unix:{path}: {error}") from error
     if not stat.S_ISSOCK(mode):
-        raise SocketPathError(f"unix:{path} exists and is not a socket; not removing it")
+        raise SocketPathError(f"server.uds: unix:{path} exists and is not a socket; not"
+                              " removing it")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(2.0)
         try:
@@ -64,10 +76,10 @@ def claim_unix_socket(path: str) -> None:
         except FileNotFoundError:
             return  # removed meanwhile
         except OSError as error:  # a timeout (full backlog) or no permission: not ours
-            raise SocketPathError(f"cannot tell whether unix:{path} is in use: {error};"
-                                  " not removing it") from error
+            raise SocketPathError(f"server.uds: cannot tell whether unix:{path} is in use:"
+                                  f" {error}; not removing it") from error
         else:
-            raise SocketPathError(f"another process is serving on unix:{path}")
+            raise SocketPathError(f"server.uds: another process is serving on unix:{path}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     log.info("removed stale socket %s", path)
@@ -107,17 +119,31 @@ class RepeatedFailureLog:
             self._last, self._suppressed = None, 0
 
 
+def bind_tcp(server: grpc.aio.Server, listen: str,
+             credentials: grpc.ServerCredentials | None) -> str:
+    """Bind `listen` exclusively; the bound host:port. Raises SocketPathError naming
+    server.listen when the address is taken or cannot be bound."""
+    try:
+        port = server.add_secure_port(listen, credentials) if credentials is not None \
+            else server.add_insecure_port(listen)
+    except RuntimeError as error:  # grpcio's "Failed to bind to address ..."
+        raise SocketPathError(f"server.listen: cannot bind {listen}: in use by another"
+                              f" process, or not an address of this host ({error})") from None
+    return f"{listen.rsplit(':', 1)[0]}:{port}"
+
+
 class Sidecar:
-    """One running server; `start`, then `wait_stopped`; `stop` drains in-flight calls."""
+    """One running server; `start`, then `wait_stopped`; `stop` drains, then stops."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         observed = app.observability
         self.server = grpc.aio.server(
-            interceptors=server_interceptors(observed.tracers) if observed else None)
+            interceptors=server_interceptors(observed.tracers) if observed else None,
+            options=SERVER_OPTIONS)
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
-        self.health = health.aio.HealthServicer()
+        self.health = DrainingHealthServicer()
         self.addresses: list[str] = []
         self._timers: asyncio.Task[None] | None = None
         self._stopping = False
@@ -125,13 +151,13 @@ class Sidecar:
         self.timer_failures = RepeatedFailureLog(log)
         settings = app.settings
         authenticator = Authenticator(app.principals) if app.principals is not None else None
-        trace_stream = functools.partial(traced_stream, observed.tracers) if observed else None
+        trace_streams = functools.partial(traced_stream, observed.tracers) if observed else None
         add_guard_service(GuardServicer(app.guard, settings.watch.heartbeat_interval_s),
-                          self.server, authenticator, trace_stream)
+                          self.server, authenticator, trace_streams)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.server)
+             reflection.SERVICE_NAME), self.server, pool=MethodResolvingPool())
 
     async def start(self) -> None:
         """Raises SocketPathError, before binding anything, if server.uds is taken."""
@@ -140,15 +166,9 @@ class Sidecar:
             claim_unix_socket(server_settings.uds)
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        credentials = server_credentials(server_settings)
-        if server_settings.listen and credentials is not None:
-            port = self.server.add_secure_port(server_settings.listen, credentials)
-            host = server_settings.listen.rsplit(":", 1)[0]
-            self.addresses.append(f"{host}:{port}")
-        elif server_settings.listen:
-            port = self.server.add_insecure_port(server_settings.listen)
-            host = server_settings.listen.rsplit(":", 1)[0]
-            self.addresses.append(f"{host}:{port}")
+        if server_settings.listen:
+            self.addresses.append(bind_tcp(self.server, server_settings.listen,
+                                           server_credentials(server_settings)))
         if server_settings.uds:
             self.server.add_insecure_port(f"unix:{server_settings.uds}")
             self.addresses.append(f"unix:{server_settings.uds}")
@@ -165,21 +185,33 @@ class Sidecar:
         warn_about_security(self.app)
 
     async def stop(self) -> None:
-        """NOT_SERVING first, end the watch streams, drain calls, then close the store."""
+        """Drain, then stop, within shutdown.timeout_s of the first call:
+        1. health says NOT_SERVING (gRPC and /healthz) while every RPC is still answered,
+           decisions included, for shutdown.drain_s, so that polling probes see it;
+        2. WatchState and health Watch streams end with UNAVAILABLE, new calls are
+           refused, and calls in flight get server.grace_s;
+        3. timers stop, queued alerts get up to server.grace_s, the store closes, and
+           telemetry flushes.
+        `serve` bounds the whole stop by shutdown.timeout_s."""
         if self._stopping:  # a second signal while stopping: wait for the first stop
             await self._stopped.wait()
             return
         self._stopping = True
+        settings = self.app.settings
         self.serving = False
         try:
             await self.health.enter_graceful_shutdown()
+            log.info("draining for %.1f s: NOT_SERVING, still answering",
+                     settings.shutdown.drain_s)
+            await asyncio.sleep(settings.shutdown.drain_s)
             self.app.guard.subscribers.close_all()
-            await self.server.stop(self.app.settings.server.grace_s)
+            self.health.close_watches()
+            await self.server.stop(settings.server.grace_s)
         finally:
             try:
                 if self._timers is not None:
                     self._timers.cancel()
-                await self.app.alerts.stop(self.app.settings.server.grace_s)
+                await self.app.alerts.stop(settings.server.grace_s)
                 self.app.store.close()
             finally:
                 await self._stop_telemetry()
@@ -229,6 +261,20 @@ class Sidecar:
             await asyncio.sleep(interval)
 
 
+def _exit_after(timeout_s: float) -> None:
+    """End the process if it has not exited `timeout_s` from now: a stop that hangs (an
+    alert or telemetry export stuck in a thread) must not keep the address. Every
+    acknowledged change is durable already, so this is no worse than a crash."""
+    def overran() -> None:
+        log.critical("stop overran shutdown.timeout_s (%.1f s): exiting now", timeout_s)
+        logging.shutdown()
+        os._exit(STOP_OVERRAN)
+
+    timer = threading.Timer(timeout_s, overran)
+    timer.daemon = True
+    timer.start()
+
+
 async def serve(app: App) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     sidecar = Sidecar(app)
@@ -239,6 +285,13 @@ async def serve(app: App) -> None:
             app.store.close()  # release the state file
         raise
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Future[None]] = []
+
+    def stop() -> None:
+        if not stopping:
+            _exit_after(app.settings.shutdown.timeout_s)
+            stopping.append(asyncio.ensure_future(sidecar.stop()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(sidecar.stop()))
+        loop.add_signal_handler(sig, stop)
     await sidecar.wait_stopped()
