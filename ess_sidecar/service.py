@@ -12,7 +12,7 @@ from .domain.approvals import PendingReset
 from .domain.breakers import Metric
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
-from .domain.errors import ResetRefused, ResyncRequired, StoreUnavailable
+from .domain.errors import InvalidArgument, ResetRefused, ResyncRequired, StoreUnavailable
 from .domain.orders import Fill, Order, PositionSnapshot
 from .domain.planner import Plan
 from .domain.scopes import GLOBAL, Scope
@@ -24,6 +24,8 @@ from .watch import Subscribers, Subscription
 log = logging.getLogger(__name__)
 
 MAX_REPLAY = 100_000
+# The epochs this sidecar sends are "" or "volatile-<8 hex>".
+MAX_EPOCH_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class Guard:
         the epoch the watcher last saw: versions are only comparable within one epoch."""
         scopes = frozenset(scopes)
         version = self.engine.version
+        if len(epoch) > MAX_EPOCH_LENGTH:  # never echo an unbounded string back
+            raise InvalidArgument("epoch", f"is at most {MAX_EPOCH_LENGTH} characters: an"
+                                  " epoch is only ever one this sidecar sent")
         if from_version and epoch != self.epoch:
             raise ResyncRequired(f"epoch {epoch!r} is not the current {self.epoch!r}: what was"
                                  " seen may not have been durable; resubscribe from 0")

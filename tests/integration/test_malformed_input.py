@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import grpc
+from google.protobuf.message_factory import GetMessageClass
 
 from ess.v1 import guard_pb2 as pb
 from tests.integration.conftest import Running, order
@@ -52,3 +53,141 @@ async def test_random_bytes_on_the_stream_never_end_it_uncleanly(sidecar: Runnin
             continue
         assert answer.WhichOneof("result") in ("decision", "error"), request_id
     stream.cancel()
+
+
+# Every RPC may answer OK, or refuse the request as malformed or not allowed now; none may
+# answer UNKNOWN or INTERNAL (an unexpected exception) or anything else, to any input.
+ANSWERS = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
+           grpc.StatusCode.FAILED_PRECONDITION}
+WATCH_ANSWERS = ANSWERS | {grpc.StatusCode.OUT_OF_RANGE}  # resync
+EDGE_INTS = (0, 1, -1, 2**31 - 1, -2**31, 2**63 - 1, -2**63, 253_402_300_800,
+             -62_135_596_801, 10**9, 10**18)
+EDGE_FLOATS = (0.0, -0.0, 1.0, -1.0, 1e308, -1e308, 5e-324, float("nan"), float("inf"),
+               float("-inf"), 1e22, 0.1)
+EDGE_TEXT = ("", " ", "momo", " momo", "momo\u034f", "\u3164momo", "a" * 300, "x" * 20_000,
+             "\r\n\x1b[31m", "GLOBAL", "acc-1", "\udcff".encode("utf-8", "surrogatepass")
+             .decode("utf-8", "replace"))
+
+
+def random_message(message_type, rng: random.Random, depth: int = 0):  # noqa: ANN001, ANN201
+    """A message of `message_type` whose fields are set at random to edge values: every
+    field kind, nested messages, repeated fields and unknown enum numbers."""
+    message = message_type()
+    for field in message.DESCRIPTOR.fields:
+        if rng.random() < 0.4:
+            continue
+        count = rng.randrange(0, 4) if field.is_repeated else 1
+        for _ in range(count):
+            _set(message, field, rng, depth)
+    return message
+
+
+def _set(message, field, rng: random.Random, depth: int) -> None:  # noqa: ANN001
+    kind = field.type
+    if kind == field.TYPE_MESSAGE:
+        if depth > 3:
+            return
+        value = random_message(GetMessageClass(field.message_type), rng, depth + 1)
+        target = getattr(message, field.name)
+        (target.add() if field.is_repeated else target).CopyFrom(value)
+        return
+    if kind == field.TYPE_ENUM:
+        value = rng.choice([v.number for v in field.enum_type.values] + [-1, 999, 2**31 - 1])
+    elif kind in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
+        value = rng.choice(EDGE_FLOATS + (rng.uniform(-1e6, 1e6),))
+        if kind == field.TYPE_FLOAT and abs(value) > 3e38 and value == value:
+            value = rng.choice((3e38, -3e38))
+    elif kind == field.TYPE_STRING:
+        value = rng.choice(EDGE_TEXT)
+    elif kind == field.TYPE_BOOL:
+        value = rng.random() < 0.5
+    elif kind == field.TYPE_BYTES:
+        value = rng.randbytes(rng.randrange(0, 40))
+    else:  # every integer type: clamp the edges to the field's own range
+        value = rng.choice(EDGE_INTS + (rng.randrange(-1000, 1000),))
+        unsigned = kind in (field.TYPE_UINT32, field.TYPE_UINT64, field.TYPE_FIXED32,
+                            field.TYPE_FIXED64)
+        bits = 32 if kind in (field.TYPE_INT32, field.TYPE_UINT32, field.TYPE_SINT32,
+                              field.TYPE_FIXED32, field.TYPE_SFIXED32) else 64
+        low, high = (0, 2**bits - 1) if unsigned else (-2**(bits - 1), 2**(bits - 1) - 1)
+        value = min(max(value, low), high)
+    if field.is_repeated:
+        getattr(message, field.name).append(value)
+    else:
+        setattr(message, field.name, value)
+
+
+async def test_structured_fuzz_of_every_method_gets_only_the_expected_codes(
+        sidecar: Running) -> None:
+    rng = random.Random(20261201)
+    service = pb.DESCRIPTOR.services_by_name["GuardService"]
+    seen: dict[str, set[grpc.StatusCode]] = {}
+    for method in service.methods:
+        request_type = GetMessageClass(method.input_type)
+        codes = seen.setdefault(method.name, set())
+        for _ in range(150):
+            request = random_message(request_type, rng)
+            codes.add(await _call(sidecar, method, request))
+    for name, codes in seen.items():
+        allowed = WATCH_ANSWERS if name == "WatchState" else ANSWERS
+        assert codes <= allowed, (name, codes - allowed)
+    assert grpc.StatusCode.INVALID_ARGUMENT in seen["ListEvents"]  # the fuzz reaches refusals
+    state = await sidecar.stub.GetState(pb.GetStateRequest())
+    events = (await sidecar.stub.ListEvents(pb.ListEventsRequest(page_size=1000))).events
+    assert [e.version for e in events] == list(range(state.state_version, 0, -1))
+
+
+async def _call(sidecar: Running, method, request) -> grpc.StatusCode:  # noqa: ANN001
+    path = f"/ess.v1.GuardService/{method.name}"
+    serialize = type(request).SerializeToString
+    try:
+        if method.client_streaming:
+            call = sidecar.channel.stream_stream(path, request_serializer=serialize)()
+            await call.write(request)
+            await call.done_writing()
+            async for _ in call:
+                pass
+        elif method.server_streaming:
+            call = sidecar.channel.unary_stream(path, request_serializer=serialize)(
+                request, timeout=5)
+            await call.read()  # the first message, or the refusal; then hang up
+            call.cancel()
+        else:
+            await sidecar.channel.unary_unary(path, request_serializer=serialize)(
+                request, timeout=5)
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_list_events_outside_the_timestamp_range_is_invalid_naming_the_field(
+        sidecar: Running) -> None:
+    for field in ("since", "until"):
+        for seconds, nanos in ((253_402_300_800, 0), (-62_135_596_801, 0), (0, -1),
+                               (0, 1_000_000_000)):
+            request = pb.ListEventsRequest()
+            stamp = getattr(request, field)
+            stamp.seconds, stamp.nanos = seconds, nanos
+            try:
+                await sidecar.stub.ListEvents(request)
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert error.details().startswith(field), error.details()
+            else:
+                raise AssertionError(f"{field} {seconds}.{nanos} was accepted")
+
+
+async def test_an_over_long_watch_epoch_is_invalid_and_not_echoed(sidecar: Running) -> None:
+    call = sidecar.stub.WatchState(pb.WatchStateRequest(from_version=1, epoch="e" * 20_000))
+    try:
+        await call.read()
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details().startswith("epoch") and len(error.details()) < 200
+    else:
+        raise AssertionError("an over-long epoch was accepted")
+    call = sidecar.stub.WatchState(pb.WatchStateRequest(from_version=1, epoch="other"))
+    try:
+        await call.read()
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.OUT_OF_RANGE  # a wrong epoch: resync

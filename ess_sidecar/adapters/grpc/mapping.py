@@ -91,8 +91,20 @@ def timestamp(seconds: float) -> Timestamp:
     return stamp
 
 
-def seconds(stamp: Timestamp) -> float:
+def seconds(stamp: Timestamp, field: str) -> float:
+    """Seconds since the epoch; InvalidArgument naming `field` for a Timestamp outside
+    its documented range (0001-01-01 to 9999-12-31, nanos in [0, 1e9))."""
+    if not _in_range(stamp):
+        raise InvalidArgument(field, "is not a valid Timestamp: seconds must be within"
+                              " 0001-01-01..9999-12-31 and nanos within [0, 999999999]")
     return stamp.ToNanoseconds() / 1e9
+
+
+def _in_range(stamp: Timestamp) -> bool:
+    return _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 1_000_000_000
+
+
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
 def transition_to_watch(t: Transition, kind: int, epoch: str) -> pb.WatchStateResponse:

@@ -210,7 +210,7 @@ def _event_query(request: pb.ListEventsRequest) -> EventQuery:
         raise InvalidArgument("page_token", "is not a token from a previous page")
     return EventQuery(
         scope=scope_from_proto(request.scope) if request.HasField("scope") else None,
-        since=seconds(request.since) if request.HasField("since") else None,
-        until=seconds(request.until) if request.HasField("until") else None,
+        since=seconds(request.since, "since") if request.HasField("since") else None,
+        until=seconds(request.until, "until") if request.HasField("until") else None,
         before_version=int(token) if token else None,
         limit=page_size)
