@@ -52,7 +52,7 @@ def check_price_band(order: Order, limits: SymbolLimits, mark: float | None) -> 
     deviation = abs(order.price - mark) / mark * 100.0
     if deviation > limits.price_band_pct:
         return Denial(DecisionReason.PRICE_BAND,
-                      f"price {order.price:g} is {deviation:.2f}% from mark {mark:g}"
+                      f"price {order.price:g} is {deviation:.4g}% from mark {mark:g}"
                       f" (band {limits.price_band_pct:g}%)")
     return None
 
@@ -137,4 +137,4 @@ def _exposure_after(order: Order, book: PositionBook, settings: LimitSettings,
 
 
 def _exposure_denial(reason: DecisionReason, what: str, pct: float, limit_pct: float) -> Denial:
-    return Denial(reason, f"{what} exposure would be {pct:.2f}% of equity (limit {limit_pct:g}%)")
+    return Denial(reason, f"{what} exposure would be {pct:.4g}% of equity (limit {limit_pct:g}%)")

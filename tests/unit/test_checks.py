@@ -1,4 +1,4 @@
-"""CheckOrder in the domain: covering scopes, then DESIGN.md's limits in order."""
+"""CheckOrder in the domain: covering scopes, then the limits in order (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -261,3 +261,10 @@ def test_invalid_position_snapshots_are_rejected_and_leave_the_book_alone(engine
         engine.sync_positions(ACCOUNT, equity, snapshot)
     assert raised.value.field == field
     assert engine.book.equity(ACCOUNT) == 1e6 and engine.book.positions(ACCOUNT) == {}
+
+
+def test_denial_messages_print_huge_numbers_compactly(engine):
+    engine.sync_positions(ACCOUNT, 1e6, [position(0, mark=100)])
+    denied = engine.check(order(1e-300, 1e308), T0)
+    assert denied.reason is R.PRICE_BAND
+    assert "1e+308% from mark 100" in denied.message and len(denied.message) < 100
