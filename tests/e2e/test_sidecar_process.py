@@ -186,3 +186,25 @@ def test_example_config_is_valid() -> None:
     result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(example)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_watches_cancelled_by_their_clients_log_no_error(tmp_path: Path) -> None:
+    """Every WatchState traced: a stream whose client hangs up used to be closed in another
+    context, and OpenTelemetry logged "Failed to detach context" for each."""
+    sidecar = SidecarProcess(tmp_path, "[telemetry]\ndefault_sample_ratio = 1.0\n").start()
+    try:
+        for target in (sidecar.uds_target, sidecar.tcp_target):
+            with grpc.insecure_channel(target) as channel:
+                stub = guard_stub(channel)
+                for _ in range(5):
+                    call = stub.WatchState(pb.WatchStateRequest())
+                    next(call)
+                    call.cancel()
+                open_watch = stub.WatchState(pb.WatchStateRequest())
+                next(open_watch)  # then the channel closes under it
+        assert sidecar.terminate() == 0  # a clean stop: every cancelled call was handled
+    finally:
+        sidecar.stop()
+    lines = [json.loads(line) for line in sidecar.output().splitlines()]
+    errors = [line for line in lines if line["level"] in ("ERROR", "CRITICAL")]
+    assert errors == [], errors[:2]

@@ -52,7 +52,7 @@ class Traced:
 @pytest.fixture
 async def traced_server(start_sidecar: Any) -> Any:
     """A running sidecar's guard served by a second server built here the way the wiring
-    should: the tracing interceptors, and CheckOrderStream wrapped by traced_stream.
+    should: the tracing interceptors, and the streams wrapped by traced_stream.
     `wrap` lets a test put its own handler between the span and the real stream; `draw`
     replaces the sampling gate's random numbers."""
     servers: list[tuple[grpc.aio.Server, grpc.aio.Channel]] = []
@@ -63,8 +63,9 @@ async def traced_server(start_sidecar: Any) -> Any:
         exporter, settings = InMemorySpanExporter(), TelemetrySettings(**telemetry)
         provider = tracer_provider(settings, Resource.create({}), [exporter])
         server = grpc.aio.server(interceptors=server_interceptors(provider, draw))
-        add_guard_service(GuardServicer(running.app.guard, 30.0), server, wrap_raw=lambda
-                          handle: traced_stream(provider, wrap(handle) if wrap else handle))
+        add_guard_service(GuardServicer(running.app.guard, 30.0), server, wrap_streams=lambda
+                          path, handle: traced_stream(provider, path,
+                                                      wrap(handle) if wrap else handle))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -40,15 +40,20 @@ def _unary_unary(method: Callable, request_type: type[Message]) -> Callable:
 
 
 def _unary_stream(method: Callable, request_type: type[Message]) -> Callable:
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async for response in method(await _parse(raw, request_type, context), context):
-            yield response
+    """A server stream (WatchState) writes through the context rather than being an async
+    generator: a generator whose client hung up is closed later, from another context,
+    where OpenTelemetry cannot detach the context it attached to the span."""
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+        request = await _parse(raw, request_type, context)
+        async with contextlib.aclosing(method(request, context)) as responses:
+            async for response in responses:
+                await context.write(response)
     return handle
 
 
 def _raw(method: Callable, request_type: type[Message]) -> Callable:
     """The hot path (CheckOrderStream) parses its own requests: a wrapper here would put
-    a generator layer on every message."""
+    a layer on every message."""
     del request_type
     return method
 
@@ -75,15 +80,7 @@ async def _admit(authenticator: Authenticator, permission: Permission,
 
 
 def _guarded(handle: Callable, permission: Permission, authenticator: Authenticator,
-             server_streaming: bool, client_streaming: bool) -> Callable:
-    if server_streaming and not client_streaming:
-        async def guarded_stream(raw: bytes, context: grpc.aio.ServicerContext,
-                                 ) -> AsyncIterator[Any]:
-            await _admit(authenticator, permission, context, False)
-            async for response in handle(raw, context):
-                yield response
-        return guarded_stream
-
+             client_streaming: bool) -> Callable:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await _admit(authenticator, permission, context, client_streaming)
         return await handle(request, context)
@@ -97,19 +94,20 @@ _KINDS = {(False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
 
 def add_guard_service(servicer: object, server: grpc.aio.Server,
                       authenticator: Authenticator | None = None,
-                      wrap_raw: Callable[[Callable], Callable] | None = None) -> None:
+                      wrap_streams: Callable[[str, Callable], Callable] | None = None) -> None:
     """Register every GuardService method of `servicer`, as the generated code would;
     with an authenticator, each method admits only the roles its permission allows.
-    `wrap_raw` wraps the raw stream method outermost (its span: interceptors cannot)."""
+    `wrap_streams(method path, handle)` wraps each streaming method outermost (its span:
+    the instrumentation's interceptor would make a generator of it)."""
     handlers = {}
     for method in SERVICE.methods:
         wrap, make_handler = _KINDS[(method.client_streaming, method.server_streaming)]
         handle = wrap(getattr(servicer, method.name), GetMessageClass(method.input_type))
         if authenticator is not None:
             handle = _guarded(handle, PERMISSIONS[method.name], authenticator,
-                              method.server_streaming, method.client_streaming)
-        if wrap_raw is not None and wrap is _raw:
-            handle = wrap_raw(handle)
+                              method.client_streaming)
+        if wrap_streams is not None and method.server_streaming:
+            handle = wrap_streams(f"/{SERVICE.full_name}/{method.name}", handle)
         handlers[method.name] = make_handler(
             handle, response_serializer=GetMessageClass(method.output_type).SerializeToString)
     server.add_generic_rpc_handlers(

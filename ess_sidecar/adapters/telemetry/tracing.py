@@ -31,8 +31,11 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 # The instrumentation names a span by the full method, "/ess.v1.GuardService/CheckOrder".
 CHECK_ORDER = f"/{SERVICE}/CheckOrder"
 CHECK_ORDER_STREAM = f"/{SERVICE}/CheckOrderStream"
+WATCH_STATE = f"/{SERVICE}/WatchState"
 CONTROL = (f"/{SERVICE}/Trigger", f"/{SERVICE}/Reset")
-UNTRACED = frozenset({CHECK_ORDER_STREAM, "/grpc.health.v1.Health/Check",
+# Not through the instrumentation: the streams are spanned by `traced_stream`, health
+# probes not at all.
+UNTRACED = frozenset({CHECK_ORDER_STREAM, WATCH_STATE, "/grpc.health.v1.Health/Check",
                       "/grpc.health.v1.Health/Watch"})
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -112,9 +115,9 @@ def server_interceptors(provider: TracerProvider, draw: Callable[[], float] = ra
                         ) -> list[grpc.aio.ServerInterceptor]:
     """The OpenTelemetry gRPC server instrumentation, behind a gate that lets through only
     the calls whose span will be kept (`provider` from `tracer_provider`: the gate draws at
-    its sampler's ratios). Not CheckOrderStream (the instrumentation would wrap the raw
-    stream handler as an async generator; `traced_stream` spans it) nor health probes
-    (frequent, and not the sidecar's work)."""
+    its sampler's ratios). Not the streams (the instrumentation would wrap them as async
+    generators; `traced_stream` spans them) nor health probes (frequent, and not the
+    sidecar's work)."""
     if not isinstance(provider.sampler, ParentOrMethodRatio):
         raise TypeError("server_interceptors needs a provider made by tracer_provider()")
     instrumentation = aio_server_interceptor(tracer_provider=provider)
@@ -158,18 +161,20 @@ def _sampled(traceparent: str) -> bool:
         return True
 
 
-def traced_stream(provider: trace.TracerProvider, handle: Handle) -> Handle:
-    """`handle`, the raw CheckOrderStream coroutine, inside one SERVER span per stream,
-    current while it runs. The context is passed through unwrapped: no work per message."""
+def traced_stream(provider: trace.TracerProvider, path: str, handle: Handle) -> Handle:
+    """`handle`, the coroutine of the stream method at `path` ("/ess.v1.GuardService/
+    WatchState"), inside one SERVER span per stream, current while it runs, sampled like
+    any root span of that method. The context is passed through unwrapped: no work per
+    message."""
     tracer = provider.get_tracer(__name__)
-    service, method = CHECK_ORDER_STREAM.lstrip("/").split("/")
+    service, method = path.lstrip("/").split("/")
 
     async def traced(request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         metadata = context.invocation_metadata() or ()
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
                       **_peer_attributes(metadata, context.peer())}
         with tracer.start_as_current_span(
-                CHECK_ORDER_STREAM, context=extract({m.key: m.value for m in metadata}),
+                path, context=extract({m.key: m.value for m in metadata}),
                 kind=SpanKind.SERVER, attributes=attributes, record_exception=False,
                 set_status_on_exception=False) as span:
             try:
