@@ -64,7 +64,7 @@ ORDER = guard_pb2.CheckOrderRequest(
     account="ACC-1", strategy="STRAT-1", symbol="BTC-USD", side=guard_pb2.SIDE_BUY,
     quantity=1.0, price=100.0, client_order_id="bench-order")
 COMBINATIONS = (("unary", "tcp"), ("unary", "uds"), ("stream", "tcp"), ("stream", "uds"))
-# DESIGN.md, performance budgets: (api, transport or None for both, figure, op, limit).
+# docs/design.md, "Performance budgets": (api, transport or None for both, figure, op, limit).
 BUDGETS = (("unary", None, "p50 ratio", "<=", 1.10), ("unary", None, "p99", "<", 1000),
            ("stream", None, "p50 ratio", "<=", 1.15), ("stream", "uds", "p50", "<", 200),
            ("stream", "uds", "p99", "<", 500), ("stream", "uds", "p99.9", "<", 1000))

@@ -4,7 +4,8 @@ A real sidecar subprocess (Unix socket, SQLite state, fsync on every transition)
 watchers in this process. Each round sends Trigger(GLOBAL), notes when the call returns
 (durable and acknowledged: the same-run reference) and when each watcher receives the
 transition, then a forced Reset and waits for every watcher to see it too. Delivery is
-measured from the moment the Trigger was sent. DESIGN.md: every subscriber within 5 ms p99.
+measured from the moment the Trigger was sent. Budget (docs/design.md, "Performance budgets"):
+every subscriber within 5 ms p99.
 The watchers share this process's event loop, so the figures include their own reading.
 
     python benchmarks/watch_fanout.py [--watchers 20] [--rounds 200]

@@ -1,4 +1,5 @@
-"""The one place an order is judged: DESIGN.md's steps, in order; the first failure wins."""
+"""The one place an order is judged: the steps of docs/design.md, "Limits", in order; the
+first failure wins."""
 
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ class GuardEngine:
         a breaker's condition still holds, unless forced. With four-eyes on, the first
         operator's reset only becomes plan.pending_reset; a second one's takes effect.
         Resetting an unrestricted scope changes nothing; a drill's trip resumes at once."""
-        check_text(reason, "reason", required=True)  # DESIGN.md: a reset needs a reason
+        check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:

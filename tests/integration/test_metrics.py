@@ -43,7 +43,7 @@ from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, next_
     order, strategy_scope
 
 MOMO = Scope(ScopeKind.STRATEGY, STRATEGY)
-COOLDOWN_S = 15 * 60  # DESIGN.md default reset_cooldown
+COOLDOWN_S = 15 * 60  # default reset_cooldown_s: docs/design.md, "Breakers"
 
 
 class Scrape:

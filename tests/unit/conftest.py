@@ -47,7 +47,8 @@ def make_engine(*, breakers: dict[str, BreakerRule] | None = None,
                 limits: LimitSettings | None = None,
                 policy: dict[ScopeKind, ResumePolicy] | None = None,
                 equity: float | None = EQUITY) -> GuardEngine:
-    """An engine with DESIGN.md's defaults unless told otherwise; equity synced for ACCOUNT."""
+    """An engine with the defaults (docs/design.md) unless told otherwise; equity synced for
+    ACCOUNT."""
     settings = BreakerSettings(defaults=breakers or dict(DEFAULT_RULES),
                                overrides=overrides or {})
     engine = GuardEngine(GuardConfig(breakers=settings, limits=limits or LimitSettings(),

@@ -1,4 +1,4 @@
-"""Breakers with DESIGN.md's defaults, and Trigger, the manual kill switch."""
+"""Breakers with their defaults (docs/design.md), and Trigger, the manual kill switch."""
 
 from __future__ import annotations
 
