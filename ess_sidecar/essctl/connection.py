@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -13,7 +19,10 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 
 from ..settings import is_loopback
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_PORT = 50051
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
+TARGET_FORMS = (f"host:port, host (port {DEFAULT_PORT}), [IPv6]:port, [IPv6], unix:PATH, or a"
+                " socket path: one starting with / or ./ or ../, or an existing socket file")
 
 # A watch connection can sit idle for hours; pings find a dead peer (a half-open TCP
 # connection after a network partition) instead of waiting on it forever. The server's
@@ -41,6 +50,88 @@ class Failed(Exception):
     """The command could not be carried out: exit 1."""
 
 
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+                   r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
+
+
+def parse_target(text: str, source: str = "--target") -> str:
+    """What to dial for a --target (or $ESS_TARGET, named by `source`), as grpc spells it.
+
+    grpc would take "localhost" to mean port 443 and "/tmp/ess.sock" to be a host name, so:
+    no port means 50051 ("localhost" -> "localhost:50051", "[::1]" -> "[::1]:50051"); a path
+    starting with / ./ ../, or naming an existing socket file, means "unix:PATH". unix:PATH,
+    unix-abstract:NAME and dns:[//AUTHORITY/]HOST[:PORT] are grpc's own forms (dns: gets the
+    default port too). Anything else raises UsageError saying what is accepted."""
+    def bad(why: str) -> UsageError:
+        return UsageError(f"{source} {text!r}: {why}; accepted: {TARGET_FORMS}")
+
+    if not text:
+        raise bad("empty")
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise bad("has spaces or control characters")
+    lowered = text.lower()
+    for scheme in ("unix:", "unix-abstract:"):
+        if lowered.startswith(scheme):
+            if len(text) == len(scheme):
+                raise bad(f"no path after {scheme}")
+            return scheme + text[len(scheme):]
+    if lowered.startswith("dns:"):
+        rest = text[4:]
+        authority = ""
+        if rest.startswith("//"):
+            authority, slash, rest = rest[2:].partition("/")
+            if not slash:
+                raise bad("dns://AUTHORITY must be followed by /HOST[:PORT]")
+            authority = f"//{authority}/"
+        return f"dns:{authority}{_host_port(rest, bad)}"
+    if "://" in text:
+        raise bad(f"{text.partition('://')[0]}:// is not a scheme essctl dials")
+    if text.startswith(("/", "./", "../")) or _is_socket(text):
+        return f"unix:{text}"
+    return _host_port(text, bad)
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _host_port(text: str, bad: Callable[[str], UsageError]) -> str:
+    """HOST[:PORT] or [IPv6][:PORT] or a bare IPv6 address, with the default port added."""
+    if text.startswith("["):
+        address, bracket, port = text[1:].partition("]")
+        if not bracket:
+            raise bad("an IPv6 address in [ ] is missing its ]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise bad(f"{address!r} is not an IPv6 address") from None
+        if port and not port.startswith(":"):
+            raise bad("after [IPv6] comes :PORT or nothing")
+        return f"[{address}]:{_port(port[1:], bad) if port else DEFAULT_PORT}"
+    if text.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise bad("an IPv6 address with a port goes in brackets, e.g."
+                      f" [::1]:{DEFAULT_PORT}") from None
+        return f"[{text}]:{DEFAULT_PORT}"
+    host, colon, port = text.partition(":")
+    if not host:
+        raise bad("no host")
+    if not _HOST.fullmatch(host):
+        raise bad(f"{host!r} is not a host name or IPv4 address")
+    return f"{host}:{_port(port, bad) if colon else DEFAULT_PORT}"
+
+
+def _port(text: str, bad: Callable[[str], UsageError]) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+        raise bad(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Options:
     target: str
@@ -51,6 +142,11 @@ class Options:
     tls_key: str | None
     tls_server_name: str | None
     timeout: float
+    target_source: str = "--target"
+
+    def resolved(self) -> Options:
+        """The same options with the target as grpc should dial it (parse_target)."""
+        return dataclasses.replace(self, target=parse_target(self.target, self.target_source))
 
     def validate(self) -> None:
         """Raise UsageError for combinations that would silently not do what was asked."""
@@ -70,7 +166,7 @@ class Options:
 
     @property
     def is_unix(self) -> bool:
-        return self.target.startswith("unix:")
+        return self.target.startswith(("unix:", "unix-abstract:"))
 
     def token_in_clear(self) -> bool:
         """True when the token would cross a network unencrypted."""

@@ -14,7 +14,8 @@ from .. import __version__
 from ..domain.errors import InvalidArgument
 from ..domain.scopes import Scope
 from . import commands, drill, reset, status, tokens, watch
-from .connection import DEFAULT_TARGET, Exit, Failed, Options, Sidecar, UsageError, describe
+from .connection import DEFAULT_PORT, DEFAULT_TARGET, Exit, Failed, Options, Sidecar, UsageError, \
+    describe
 from .render import Output
 
 DESCRIPTION = "Operate an ESS sidecar: see and change the emergency-stop state of trading."
@@ -79,8 +80,9 @@ def _global_options() -> argparse.ArgumentParser:
     # subcommand's default; the real defaults are filled in after parsing.
     common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("global options")
-    group.add_argument("--target", help=f"sidecar: host:port or unix:PATH (default"
-                       f" $ESS_TARGET or {DEFAULT_TARGET})")
+    group.add_argument("--target", help=f"sidecar: host:port (port {DEFAULT_PORT} if none),"
+                       " unix:PATH or a socket path (/PATH, ./PATH) (default $ESS_TARGET or"
+                       f" {DEFAULT_TARGET})")
     group.add_argument("--token", help="bearer token (default $ESS_TOKEN)")
     group.add_argument("--tls", action="store_true", help="TLS on a TCP target")
     group.add_argument("--tls-ca", metavar="FILE", help="root CA PEM (default system roots)")
@@ -125,9 +127,14 @@ def _options(args: argparse.Namespace) -> Options:
     for name, default in GLOBAL_DEFAULTS.items():
         if not hasattr(args, name):
             setattr(args, name, default)
+    if args.target is not None:
+        target, source = args.target, "--target"
+    elif os.environ.get("ESS_TARGET"):
+        target, source = os.environ["ESS_TARGET"], "ESS_TARGET"
+    else:
+        target, source = DEFAULT_TARGET, "the default target"
     return Options(
-        target=args.target if args.target is not None
-        else os.environ.get("ESS_TARGET") or DEFAULT_TARGET,
+        target=target, target_source=source,
         token=args.token if args.token is not None else os.environ.get("ESS_TOKEN", ""),
         tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_server_name=args.tls_server_name, timeout=args.timeout)
@@ -152,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _options(args)
     out = Output(args.json)
     try:
+        if not getattr(args, "offline", False):
+            options = options.resolved()  # the target as grpc dials it: exit 64 if unparsable
         return _run(args, options, out)
     except UsageError as error:
         out.error(f"usage: {error}")

@@ -1,0 +1,105 @@
+"""essctl's --target / $ESS_TARGET: the default port, socket paths, and usage errors."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ess_sidecar.essctl.connection import UsageError, parse_target
+from ess_sidecar.essctl.main import main
+
+
+@pytest.mark.parametrize(("given", "dialled"), [
+    ("127.0.0.1:50051", "127.0.0.1:50051"),
+    ("localhost:6000", "localhost:6000"),
+    ("localhost", "localhost:50051"),  # grpc alone would dial 443
+    ("ess-sidecar.internal", "ess-sidecar.internal:50051"),
+    ("10.0.0.7", "10.0.0.7:50051"),
+    ("[::1]", "[::1]:50051"),
+    ("[::1]:6000", "[::1]:6000"),
+    ("::1", "[::1]:50051"),
+    ("fe80::1%eth0", "[fe80::1%eth0]:50051"),
+    ("unix:/tmp/ess.sock", "unix:/tmp/ess.sock"),
+    ("UNIX:/tmp/ess.sock", "unix:/tmp/ess.sock"),
+    ("unix:///tmp/ess.sock", "unix:///tmp/ess.sock"),
+    ("unix-abstract:ess", "unix-abstract:ess"),
+    ("/tmp/ess.sock", "unix:/tmp/ess.sock"),  # need not exist yet: the call says so
+    ("./ess.sock", "unix:./ess.sock"),
+    ("../run/ess.sock", "unix:../run/ess.sock"),
+    ("dns:localhost", "dns:localhost:50051"),
+    ("dns:///localhost:6000", "dns:///localhost:6000"),
+    ("dns://8.8.8.8/ess.example.com", "dns://8.8.8.8/ess.example.com:50051"),
+])
+def test_a_target_is_dialled_as_grpc_spells_it(given: str, dialled: str) -> None:
+    assert parse_target(given) == dialled
+
+
+@pytest.fixture
+def listening_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real Unix socket named by a bare relative name ("ess.sock") in the working folder."""
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("ess.sock")
+        yield "ess.sock"
+
+
+def test_an_existing_socket_file_is_a_unix_target_even_without_a_slash(
+        listening_socket: str, tmp_path: Path) -> None:
+    assert parse_target(listening_socket) == "unix:ess.sock"
+    (tmp_path / "plain.file").write_text("not a socket")
+    assert parse_target("plain.file") == "plain.file:50051"  # a host name, as before
+
+
+@pytest.mark.parametrize(("given", "why"), [
+    ("", "empty"),
+    ("localhost:", "port ''"),
+    ("localhost:http", "port 'http'"),
+    ("localhost:0", "port '0'"),
+    ("localhost:65536", "port '65536'"),
+    (":50051", "no host"),
+    ("local host", "spaces"),
+    ("[::1", "missing its ]"),
+    ("[nope]:50051", "not an IPv6 address"),
+    ("[::1]50051", ":PORT or nothing"),
+    ("::1:50051:x", "in brackets"),
+    ("http://localhost:50051", "http:// is not a scheme"),
+    ("run/ess.sock", "not a host name"),
+    ("unix:", "no path"),
+    ("dns://8.8.8.8", "followed by /HOST"),
+    ("-bad-", "not a host name"),
+])
+def test_an_unparsable_target_is_a_usage_error_listing_the_accepted_forms(
+        given: str, why: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_target(given)
+    message = str(raised.value)
+    assert message.startswith(f"--target {given!r}: ")
+    assert why in message
+    for form in ("host:port", "port 50051", "[IPv6]:port", "unix:PATH", "socket path"):
+        assert form in message
+
+
+def test_the_usage_error_names_ess_target_when_the_target_came_from_it() -> None:
+    with pytest.raises(UsageError, match=r"^ESS_TARGET 'a:b': "):
+        parse_target("a:b", source="ESS_TARGET")
+
+
+def test_essctl_exits_64_on_an_unparsable_target_before_dialling(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ESS_TARGET", raising=False)
+    assert main(["--target", "localhost:http", "status"]) == 64
+    assert "accepted: host:port" in capsys.readouterr().err
+    monkeypatch.setenv("ESS_TARGET", "a:b")
+    assert main(["status"]) == 64
+    assert "ESS_TARGET 'a:b'" in capsys.readouterr().err
+
+
+def test_offline_commands_do_not_parse_the_target(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale $ESS_TARGET must not stop `essctl token new`, which dials nothing."""
+    monkeypatch.setenv("ESS_TARGET", "a:b")
+    assert main(["token", "new", "--role", "operator", "--name", "alice"]) == 0
+    assert "token for alice" in capsys.readouterr().out
