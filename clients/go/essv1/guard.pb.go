@@ -10,7 +10,7 @@
 // missed deadline or malformed answer as a denial.
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
-// GetState, WatchState, Trigger), operator (+ Reset, ListEvents), admin (everything).
+// GetState, WatchState, Trigger), operator (+ Reset, ListEvents).
 //
 // Field numbers are never reused once released.
 
