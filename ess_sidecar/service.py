@@ -13,9 +13,10 @@ from .domain.breakers import Metric
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
 from .domain.errors import InvalidArgument, ResetRefused, ResyncRequired, StoreUnavailable
-from .domain.orders import Fill, Order, PositionSnapshot
+from .domain.lifecycle import FillOutcome
+from .domain.orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
-from .domain.scopes import GLOBAL, Scope
+from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
 from .ports import AlertSink, Clock, EventQuery, NoAlerts, NoTelemetry, StateStore, Telemetry
@@ -36,6 +37,14 @@ class Outcome:
     version: int
     tripped: bool = False
     pending_reset: PendingReset | None = None  # four-eyes: waiting for a second operator
+
+
+@dataclass(frozen=True)
+class FillReport:
+    """What a fill did: the book (FillOutcome) and the account's state after it."""
+
+    fill: FillOutcome
+    account: Outcome
 
 
 @dataclass(frozen=True)
@@ -76,12 +85,34 @@ class Guard:
         self.telemetry.metric_reported(metric)
         return self._outcome(scope, self._commit(plan))
 
-    def report_fill(self, fill: Fill) -> float:
-        return self.engine.apply_fill(fill)
+    def report_fill(self, fill: Fill, actor: str = SYSTEM_ACTOR) -> FillReport:
+        """Apply a fill; one of an order the sidecar never allowed trips the account,
+        durably, before this returns."""
+        plan, outcome = self.engine.plan_fill(fill, self._clock.now(), actor)
+        account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
+        state = self._outcome(account, self._commit(plan))
+        if outcome.unchecked:
+            log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
+                                                 "reason": outcome.unchecked})
+        return FillReport(outcome, state)
 
-    def sync_positions(self, account: str, equity: float,
-                       positions: list[PositionSnapshot]) -> int:
-        return self.engine.sync_positions(account, equity, positions)
+    def report_order_update(self, update: OrderUpdate) -> bool:
+        return self.engine.update_order(update)
+
+    def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
+                       open_orders: list[OpenOrder] | None = None) -> int:
+        return self.engine.sync_positions(account, equity, positions, open_orders,
+                                          self._clock.now())
+
+    def clear_working_orders(self, account: str, client_order_ids: list[str], reason: str,
+                             actor: str) -> int:
+        """An operator ends working orders by hand; logged with who and why."""
+        check_text(reason, "reason", required=True)
+        cleared = self.engine.clear_working_orders(account, client_order_ids)
+        log.warning("working orders cleared", extra={
+            "account": account, "actor": actor, "reason": reason, "cleared": cleared,
+            "client_order_ids": client_order_ids[:100]})
+        return cleared
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
                   deregister: bool = False) -> Outcome:

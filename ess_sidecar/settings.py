@@ -24,6 +24,7 @@ from .domain.approvals import ApprovalPolicy
 from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
 from .domain.errors import InvalidArgument, InvalidConfig
+from .domain.ids import canonical_symbol
 from .domain.limits import LimitSettings
 from .domain.scopes import Scope, ScopeKind
 from .domain.states import TriggerMode
@@ -132,6 +133,7 @@ class SymbolLimitsModel(_Section):
     max_order_quantity: float | None = None
     max_order_notional: float | None = None
     price_band_pct: float | None = None
+    reference_price: float | None = None
 
 
 class LimitsModel(SymbolLimitsModel):
@@ -141,6 +143,12 @@ class LimitsModel(SymbolLimitsModel):
     max_strategy_exposure_pct: float | None = None
     max_portfolio_exposure_pct: float | None = None
     max_open_positions: int | None = None
+    max_working_orders_per_account: int | None = None
+    max_working_orders_per_strategy: int | None = None
+    duplicate_identical_orders: int | None = None
+    duplicate_window_s: float | None = None
+    order_id_retention_s: float | None = None
+    max_remembered_orders: int | None = None
     symbols: dict[str, SymbolLimitsModel] = Field(default_factory=dict)
 
 
@@ -250,8 +258,16 @@ class Settings(BaseSettings):
         base = LimitSettings()
         default = dataclasses.replace(base.default, **{
             k: given.pop(k) for k in ("max_order_quantity", "max_order_notional",
-                                      "price_band_pct") if k in given})
-        by_symbol = {s: dataclasses.replace(default, **v) for s, v in symbols.items()}
+                                      "price_band_pct", "reference_price") if k in given})
+        by_symbol = {}
+        for text, values in symbols.items():
+            try:
+                symbol = canonical_symbol(text, "symbol")
+            except InvalidArgument as error:
+                raise InvalidConfig(f'limits.symbols."{text}"', str(error)) from None
+            if symbol in by_symbol:
+                raise InvalidConfig(f'limits.symbols."{text}"', f"names {symbol} again")
+            by_symbol[symbol] = dataclasses.replace(default, **values)
         return dataclasses.replace(base, default=default, symbols=by_symbol, **given)
 
     def _policies(self) -> dict[ScopeKind, ResumePolicy]:

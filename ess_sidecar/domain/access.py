@@ -14,28 +14,33 @@ from .errors import PermissionDenied
 @enum.unique
 class Permission(enum.Enum):
     CHECK = "check orders"
-    REPORT = "report fills, metrics and heartbeats"
+    REPORT = "report metrics, positions and heartbeats"
+    REPORT_EXECUTION = "report fills and order updates"
     READ_STATE = "read and watch the state"
     TRIGGER = "trigger"
     RESET = "reset"
     READ_HISTORY = "read the audit trail"
+    CLEAR_WORKING_ORDERS = "clear working orders"
 
 
 @enum.unique
 class Role(enum.Enum):
     EXECUTOR = "executor"
     OPERATOR = "operator"
+    RECONCILER = "reconciler"  # a drop-copy feed: fills and order updates, nothing else
 
     @property
     def permissions(self) -> frozenset[Permission]:
         return ROLE_PERMISSIONS[self]
 
 
-_EXECUTOR = frozenset({Permission.CHECK, Permission.REPORT, Permission.READ_STATE,
-                       Permission.TRIGGER})
+_EXECUTOR = frozenset({Permission.CHECK, Permission.REPORT, Permission.REPORT_EXECUTION,
+                       Permission.READ_STATE, Permission.TRIGGER})
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.EXECUTOR: _EXECUTOR,
-    Role.OPERATOR: _EXECUTOR | {Permission.RESET, Permission.READ_HISTORY},
+    Role.OPERATOR: _EXECUTOR | {Permission.RESET, Permission.READ_HISTORY,
+                                Permission.CLEAR_WORKING_ORDERS},
+    Role.RECONCILER: frozenset({Permission.REPORT_EXECUTION}),
 }
 
 

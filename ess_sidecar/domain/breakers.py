@@ -59,6 +59,8 @@ DEFAULT_RULES: Mapping[str, BreakerRule] = {
     "data_feed_corrupt": BreakerRule(1),
     "system_health": BreakerRule(HEALTH_CRITICAL),
     "heartbeat_lost": BreakerRule(1),
+    # A fill the sidecar cannot tie to an order it allowed: trips the account by hand.
+    "unchecked_order": BreakerRule(1),
 }
 
 LEVEL_BREAKERS = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -60,6 +62,9 @@ def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
             continue
         if not rule.threshold > 0:
             raise InvalidConfig(f"{prefix}.{name}.threshold", "must be > 0")
+        if name == "unchecked_order" and rule.auto_rearm:
+            raise InvalidConfig(f"{prefix}.{name}.auto_rearm", "must be false: an order"
+                                " sent past the guard is resumed from by hand only")
         if name in WINDOWED and not rule.window_s > 0:
             raise InvalidConfig(f"{prefix}.{name}.window_s", "must be > 0")
         if rule.consecutive < 1:
@@ -84,9 +89,21 @@ def _validate_limits(limits: LimitSettings) -> None:
         raise InvalidConfig("limits.max_orders_per_second", "must be >= 0 (0 = off)")
     if limits.max_open_positions < 1:
         raise InvalidConfig("limits.max_open_positions", "must be >= 1")
+    for name in ("max_working_orders_per_account", "max_working_orders_per_strategy"):
+        if getattr(limits, name) < 0:
+            raise InvalidConfig(f"limits.{name}", "must be >= 0 (0 = off)")
+    if limits.duplicate_identical_orders in (1,) or limits.duplicate_identical_orders < 0:
+        raise InvalidConfig("limits.duplicate_identical_orders", "must be 0 (off) or >= 2:"
+                            " the Nth identical order within the window is a duplicate")
+    for name in ("duplicate_window_s", "order_id_retention_s"):
+        if not 0 < getattr(limits, name) < math.inf:
+            raise InvalidConfig(f"limits.{name}", "must be a finite number > 0")
+    if limits.max_remembered_orders < 1000:
+        raise InvalidConfig("limits.max_remembered_orders", "must be >= 1000")
     symbols: dict[str, SymbolLimits] = {"default": limits.default, **limits.symbols}
     for symbol, symbol_limits in symbols.items():
         key = "limits" if symbol == "default" else f'limits.symbols."{symbol}"'
-        for name in ("max_order_quantity", "max_order_notional", "price_band_pct"):
-            if not getattr(symbol_limits, name) >= 0:  # NaN would turn it off
-                raise InvalidConfig(f"{key}.{name}", "must be >= 0 (0 = off)")
+        for name in ("max_order_quantity", "max_order_notional", "price_band_pct",
+                     "reference_price"):
+            if not 0 <= getattr(symbol_limits, name) < math.inf:  # NaN would turn it off
+                raise InvalidConfig(f"{key}.{name}", "must be a finite number >= 0 (0 = off)")

@@ -3,28 +3,34 @@ first failure wins."""
 
 from __future__ import annotations
 
+from .book import AccountBook
 from .decisions import DecisionReason, Denial
-from .limits import LimitSettings, OrderRate, check_exposure, check_price_band, check_size
+from .exposure import check_exposure, reduces, unrepresentable
+from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
-from .positions import PositionBook
 from .states import State, Transition
+from .working import OrderLedger, OrderRecord
 
 
-def first_denial(order: Order, blocking: Transition | None, book: PositionBook,
-                 limits: LimitSettings, rate: OrderRate, now: float) -> Denial | None:
-    """Why this (validated) order must not be sent, or None if it may be."""
+def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
+                 ledger: OrderLedger, limits: LimitSettings, rate: OrderRate, now: float,
+                 replacing: OrderRecord | None = None) -> Denial | None:
+    """Why this (validated) order must not be sent, or None if it may be. The book must
+    already have `replacing`'s reservation taken out (the engine does that)."""
     if blocking is not None:
         denial = state_denial(order, blocking, book)
         if denial is not None:
             return denial
     symbol_limits = limits.for_symbol(order.symbol)
     return (check_size(order, symbol_limits)
-            or check_price_band(order, symbol_limits, book.mark(order.symbol))
+            or check_price_band(order, symbol_limits, book.marks.get(order.symbol))
             or rate.check(order.strategy, now)
-            or check_exposure(order, book, limits))
+            or unrepresentable(order, book)
+            or check_exposure(order, book, limits)
+            or check_working(order, ledger, limits, replacing))
 
 
-def state_denial(order: Order, blocking: Transition, book: PositionBook) -> Denial | None:
+def state_denial(order: Order, blocking: Transition, book: AccountBook) -> Denial | None:
     """Step 1: the most restrictive state among the scopes that cover the order."""
     scope, state = blocking.scope, blocking.state
     if state is State.TRIPPED:
@@ -33,13 +39,7 @@ def state_denial(order: Order, blocking: Transition, book: PositionBook) -> Deni
         return Denial(DecisionReason.COOLING_DOWN, f"{scope} is COOLING_DOWN after a reset", scope)
     if state is State.REDUCE_ONLY and not reduces(order, book):
         return Denial(DecisionReason.REDUCE_ONLY,
-                      f"{scope} is REDUCE_ONLY and this order does not reduce the position"
-                      f" of {order.strategy}/{order.symbol} in the sidecar's book", scope)
+                      f"{scope} is REDUCE_ONLY and this order does not reduce the account's"
+                      f" and {order.strategy}'s position in {order.symbol}, working orders"
+                      " included", scope)
     return None
-
-
-def reduces(order: Order, book: PositionBook) -> bool:
-    """True if the order moves the position toward zero without crossing it."""
-    current = book.position(order.account, order.strategy, order.symbol)
-    after = current + order.signed_quantity
-    return abs(after) < abs(current) and after * current >= 0.0

@@ -22,6 +22,10 @@ class DecisionReason(enum.IntEnum):
     PORTFOLIO_EXPOSURE = 11
     MAX_POSITIONS = 12
     EQUITY_UNKNOWN = 13
+    MAX_WORKING_ORDERS = 14
+    DUPLICATE_ORDER = 15
+    MARK_UNKNOWN = 16
+    QUANTITY_UNREPRESENTABLE = 17
 
 
 class Denial(NamedTuple):

@@ -19,23 +19,31 @@ from .decide import first_denial
 from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
+from .book import AccountBook, Book
+from .ids import canonical_id
+from .lifecycle import FillOutcome, apply_fill, apply_update, sync_account
 from .limits import OrderRate
-from .orders import Fill, Order, PositionSnapshot, check_positive, validate_order, \
-    validate_snapshot
+from .orders import MAX_QUANTITY, Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
+    check_positive, validate_fill, validate_open_order, validate_order, validate_snapshot, \
+    validate_update
 from .planner import Plan
-from .positions import PositionBook
-from .scopes import GLOBAL, Scope, ScopeKind, check_id, check_text
+from .scopes import GLOBAL, Scope, ScopeKind, check_text
+from .working import OrderLedger
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
+MAX_EQUITY = 1e18
+UNCHECKED_ORDER = "unchecked_order"  # the breaker a fill the sidecar cannot tie trips
+_NO_BOOK = AccountBook()  # read by checks for an account nothing is known of; never written
 
 
 class GuardEngine:
     def __init__(self, config: GuardConfig, decision_prefix: str = "d") -> None:
         self.config = config.validate()
         self.version = 0
-        self.book = PositionBook()
+        self.book = Book()
+        self.orders = OrderLedger(self.book)
         self.breakers = Breakers(config.breakers)
         self.heartbeats = Heartbeats()
         self.approvals = Approvals(config.approvals)
@@ -65,13 +73,23 @@ class GuardEngine:
     # -- the hot path ----------------------------------------------------------------------
 
     def check(self, order: Order, now: float) -> Decision:
-        """Validate and judge one order. Raises InvalidArgument for malformed fields."""
-        validate_order(order)
-        denial = first_denial(order, self._blocking(order) if self._current else None,
-                              self.book, self.config.limits, self._rate, now)
+        """Validate and judge one order; an allowed one is working from now on (and one it
+        replaces has ended). Raises InvalidArgument for malformed fields."""
+        order = validate_order(order)
+        orders = self.orders
+        replacing = orders.get(order.account, order.replaces_client_order_id) \
+            if order.replaces_client_order_id else None
+        with orders.without(replacing):
+            denial = first_denial(order, self._blocking(order) if self._current else None,
+                                  self.book.peek(order.account) or _NO_BOOK, orders,
+                                  self.config.limits, self._rate, now, replacing)
         decision_id = f"{self.decision_prefix}-{next(self._decision_ids)}"
         if denial is None:
             self._rate.record(order.strategy, now)
+            if replacing is not None:
+                orders.end(replacing)
+                replacing.replaced_by = order.client_order_id
+            orders.reserve(order, now, decision_id)
             return Decision(True, DecisionReason.ALLOWED, "", self.version, None, decision_id)
         return Decision(False, denial.reason, denial.message, self.version,
                         denial.blocking_scope, decision_id)
@@ -90,28 +108,64 @@ class GuardEngine:
 
     # -- reports that do not change scope state --------------------------------------------
 
-    def apply_fill(self, fill: Fill) -> float:
-        validate_order(fill)
-        return self.book.apply_fill(fill)
+    def plan_fill(self, fill: Fill, now: float,
+                  actor: str = SYSTEM_ACTOR) -> tuple[Plan, FillOutcome]:
+        """Apply a fill (once per fill_id). One the sidecar cannot tie to an order it
+        allowed, or larger than what is left of it, trips the account (breaker
+        unchecked_order, manual reset): something sent an order past the guard."""
+        fill = validate_fill(fill)
+        outcome = apply_fill(self.book, self.orders, fill, now)
+        plan = self.plan(now)
+        account = Scope(ScopeKind.ACCOUNT, fill.account)
+        rule = self.breakers.rule(account, UNCHECKED_ORDER)
+        if outcome.unchecked and rule.enabled:
+            plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
+                      breaker=UNCHECKED_ORDER)
+        return plan, outcome
 
-    def sync_positions(self, account: str, equity: float,
-                       positions: list[PositionSnapshot]) -> int:
-        check_id(account, "account")
-        check_positive(equity, "equity")
-        seen: set[tuple[str, str]] = set()
+    def update_order(self, update: OrderUpdate) -> bool:
+        """Evidence that a working order ended (or shrank); False if none was working."""
+        return apply_update(self.orders, validate_update(update))
+
+    def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
+                       open_orders: list[OpenOrder] | None = None, now: float = 0.0) -> int:
+        """Replace the account's book with a snapshot; `open_orders` (None: not given)
+        are then its working orders."""
+        account = canonical_id(account, "account")
+        check_positive(equity, "equity", MAX_EQUITY)
+        checked: list[PositionSnapshot] = []
         for index, position in enumerate(positions):
-            validate_snapshot(position, f"positions[{index}]")
-            key = (position.strategy, position.symbol)
-            if key in seen:  # which one would win is arbitrary: refuse rather than guess
-                raise InvalidArgument(f"positions[{index}]",
-                                      f"duplicate position for {key[0]}/{key[1]}")
-            seen.add(key)
-        return self.book.sync(account, equity, positions)
+            position = validate_snapshot(position, f"positions[{index}]")
+            if any((p.strategy, p.symbol) == (position.strategy, position.symbol)
+                   for p in checked):  # which one would win is arbitrary: refuse
+                raise InvalidArgument(f"positions[{index}]", "duplicate position for"
+                                      f" {position.strategy}/{position.symbol}")
+            checked.append(position)
+        orders = None
+        if open_orders is not None:
+            orders = [validate_open_order(o, f"open_orders[{i}]")
+                      for i, o in enumerate(open_orders)]
+            ids = [o.client_order_id for o in orders]
+            if len(set(ids)) != len(ids):
+                raise InvalidArgument("open_orders", "lists a client_order_id twice")
+        return sync_account(self.book, self.orders, account, equity, checked, orders, now)
+
+    def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
+        """An operator's word that these working orders (all of the account's if none
+        are named) are gone; how many ended."""
+        account = canonical_id(account, "account")
+        wanted = {canonical_id(c, f"client_order_ids[{i}]")
+                  for i, c in enumerate(client_order_ids)}
+        ended = [r for r in self.orders.working(account)
+                 if not wanted or r.client_order_id in wanted]
+        for record in ended:
+            self.orders.end(record)
+        return len(ended)
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
                   deregister: bool = False) -> bool:
         """Record a heartbeat; True when the registration changed and must be persisted."""
-        check_id(executor_id, "executor_id")
+        canonical_id(executor_id, "executor_id")
         if deregister:
             return self.heartbeats.deregister(executor_id)
         check_positive(ttl_s, "ttl_s")  # a NaN TTL would never lapse: fail open
@@ -195,6 +249,8 @@ class GuardEngine:
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""
+        limits = self.config.limits
+        self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
         plan = self.plan(now)
         for scope, trip in self.breakers.stale(now):
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,

@@ -1,4 +1,5 @@
-"""Per-order limits (steps 2 to 5 of the check): size, price band, rate, exposure."""
+"""Per-order limits: size, price band, rate (steps 2 to 4 of the check) and working orders
+(step 6). Exposure (step 5) has its own module, exposure.py."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from dataclasses import dataclass, field
 
 from .decisions import DecisionReason, Denial
 from .orders import Order
-from .positions import PositionBook
+from .working import OrderLedger, OrderRecord
 
 
 @dataclass(frozen=True)
 class SymbolLimits:
-    """Order size and price limits; 0 turns a limit off."""
+    """Order size and price limits; 0 turns a limit off. reference_price (0: none) values
+    exposure in a symbol while the account has no mark for it."""
 
     max_order_quantity: float = 0.0
     max_order_notional: float = 0.0
     price_band_pct: float = 10.0
+    reference_price: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,13 @@ class LimitSettings:
     max_symbol_exposure_pct: float = 30.0
     max_strategy_exposure_pct: float = 60.0
     max_portfolio_exposure_pct: float = 90.0
-    max_open_positions: int = 10
+    max_open_positions: int = 10  # symbols with a position or working orders
+    max_working_orders_per_account: int = 1000  # 0 = off
+    max_working_orders_per_strategy: int = 500  # per (account, strategy); 0 = off
+    duplicate_identical_orders: int = 5  # this many identical orders in the window: 0 = off
+    duplicate_window_s: float = 1.0
+    order_id_retention_s: float = 86_400.0  # a client_order_id is unique this long
+    max_remembered_orders: int = 1_000_000  # order records kept for that retention
 
     def for_symbol(self, symbol: str) -> SymbolLimits:
         return self.symbols.get(symbol, self.default)
@@ -82,59 +91,28 @@ class OrderRate:
             self._sent.setdefault(strategy, deque()).append(now)
 
 
-def check_exposure(order: Order, book: PositionBook, settings: LimitSettings) -> Denial | None:
-    """Exposure after the order as % of equity; never denies an order that does not grow
-    the absolute position it changes."""
-    current = book.position(order.account, order.strategy, order.symbol)
-    after = current + order.signed_quantity
-    if not settings.exposure_enabled or abs(after) <= abs(current):
-        return None
-    equity = book.equity(order.account)
-    if equity is None or equity <= 0.0:
-        return Denial(DecisionReason.EQUITY_UNKNOWN,
-                      f"equity unknown for account {order.account}: sync positions first")
-    return _exposure_after(order, book, settings, equity, after)
-
-
-def _exposure_after(order: Order, book: PositionBook, settings: LimitSettings,
-                    equity: float, after: float) -> Denial | None:
-    """One pass over the account's positions, the order's own position taken as `after`
-    and priced at the order's price."""
-    own_key = (order.strategy, order.symbol)
-    net: dict[str, float] = {order.symbol: after}
-    symbol_before = strategy_notional = 0.0
-    portfolio_notional = abs(after) * order.price
-    for key, quantity in book.positions(order.account).items():
-        strategy, symbol = key
-        if symbol == order.symbol:
-            symbol_before += quantity
-        if key == own_key:
-            continue
-        net[symbol] = net.get(symbol, 0.0) + quantity
-        notional = abs(quantity) * (order.price if symbol == order.symbol
-                                    else book.mark(symbol) or 0.0)
-        portfolio_notional += notional
-        if strategy == order.strategy:
-            strategy_notional += notional
-    strategy_notional += abs(after) * order.price
-    percent = 100.0 / equity
-    if abs(net[order.symbol]) * order.price * percent > settings.max_symbol_exposure_pct:
-        return _exposure_denial(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}",
-                                abs(net[order.symbol]) * order.price * percent,
-                                settings.max_symbol_exposure_pct)
-    if strategy_notional * percent > settings.max_strategy_exposure_pct:
-        return _exposure_denial(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",
-                                strategy_notional * percent, settings.max_strategy_exposure_pct)
-    if portfolio_notional * percent > settings.max_portfolio_exposure_pct:
-        return _exposure_denial(DecisionReason.PORTFOLIO_EXPOSURE, f"account {order.account}",
-                                portfolio_notional * percent, settings.max_portfolio_exposure_pct)
-    open_positions = sum(1 for quantity in net.values() if quantity)
-    if not symbol_before and open_positions > settings.max_open_positions:
-        return Denial(DecisionReason.MAX_POSITIONS,
-                      f"would open position {open_positions}"
-                      f" (max {settings.max_open_positions})")
+def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
+                  replacing: OrderRecord | None) -> Denial | None:
+    """Step 6: working-order caps, then duplicates. A replace frees its old order's slot."""
+    freed = 1 if replacing is not None and replacing.working else 0
+    most = limits.max_working_orders_per_account
+    if most and ledger.per_account.get(order.account, 0) - freed >= most:
+        return Denial(DecisionReason.MAX_WORKING_ORDERS, f"account {order.account} has"
+                      f" {most} working orders (max {most})")
+    most = limits.max_working_orders_per_strategy
+    if most and ledger.per_strategy.get((order.account, order.strategy), 0) - freed >= most:
+        return Denial(DecisionReason.MAX_WORKING_ORDERS, f"strategy {order.strategy} has"
+                      f" {most} working orders in account {order.account} (max {most})")
+    if ledger.used(order.account, order.client_order_id):
+        return Denial(DecisionReason.DUPLICATE_ORDER, f"client_order_id"
+                      f" {order.client_order_id!r} was already used by account"
+                      f" {order.account}")
+    identical = limits.duplicate_identical_orders
+    if identical and ledger.identical_count(order) + 1 >= identical:
+        return Denial(DecisionReason.DUPLICATE_ORDER, f"{identical} identical orders within"
+                      f" {limits.duplicate_window_s:g}s")
+    if len(ledger.records) >= limits.max_remembered_orders:
+        return Denial(DecisionReason.DUPLICATE_ORDER, f"{len(ledger.records)} order ids"
+                      f" within their {limits.order_id_retention_s:g}s retention are"
+                      " remembered (the most): a duplicate cannot be ruled out")
     return None
-
-
-def _exposure_denial(reason: DecisionReason, what: str, pct: float, limit_pct: float) -> Denial:
-    return Denial(reason, f"{what} exposure would be {pct:.4g}% of equity (limit {limit_pct:g}%)")

@@ -1,4 +1,8 @@
-"""Orders and fills as the domain sees them, and their validation."""
+"""Orders, fills, order updates and snapshots as the domain sees them, and their validation.
+
+Every quantity and price is finite, positive where it must be, and at most MAX_QUANTITY
+or MAX_PRICE; so every quantity the book holds stays finite and within MAX_QUANTITY, where
+a double still resolves changes of 1e-4 (docs/design.md, "The exposure model")."""
 
 from __future__ import annotations
 
@@ -7,12 +11,27 @@ import math
 from typing import NamedTuple
 
 from .errors import InvalidArgument
-from .scopes import check_id
+from .ids import canonical_id, canonical_symbol
+
+MAX_QUANTITY = 1e12
+MAX_PRICE = 1e12
 
 
 class Side(enum.IntEnum):
     BUY = 1
     SELL = 2
+
+
+class OrderStatus(enum.IntEnum):
+    """What the venue said of a working order (ReportOrderUpdate)."""
+
+    CANCELLED = 1
+    REJECTED = 2
+    EXPIRED = 3
+    OPEN = 4  # still working, with remaining_quantity left (which may only shrink)
+
+
+ENDED = frozenset({OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
 
 
 class Order(NamedTuple):
@@ -24,6 +43,7 @@ class Order(NamedTuple):
     price: float
     reduce_only: bool = False
     client_order_id: str = ""
+    replaces_client_order_id: str = ""
 
     @property
     def signed_quantity(self) -> float:
@@ -37,6 +57,30 @@ class Fill(NamedTuple):
     side: Side
     quantity: float
     price: float
+    client_order_id: str = ""
+    fill_id: str = ""
+
+    @property
+    def signed_quantity(self) -> float:
+        return self.quantity if self.side is Side.BUY else -self.quantity
+
+
+class OrderUpdate(NamedTuple):
+    account: str
+    client_order_id: str
+    status: OrderStatus
+    remaining_quantity: float | None = None
+
+
+class OpenOrder(NamedTuple):
+    """One of an account's open orders in a SyncPositions snapshot."""
+
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    remaining_quantity: float
+    price: float
 
 
 class PositionSnapshot(NamedTuple):
@@ -46,10 +90,13 @@ class PositionSnapshot(NamedTuple):
     mark_price: float
 
 
-def check_positive(value: float, field: str) -> float:
-    """Return value if it is a finite number greater than zero (NaN fails the test)."""
+def check_positive(value: float, field: str, most: float = math.inf) -> float:
+    """Return value if it is a finite number greater than zero and at most `most` (NaN
+    fails the test)."""
     if not 0.0 < value < math.inf:
         raise InvalidArgument(field, f"must be a finite number > 0, got {value!r}")
+    if value > most:
+        raise InvalidArgument(field, f"must be at most {most:g}, got {value:g}")
     return value
 
 
@@ -59,26 +106,76 @@ def check_finite(value: float, field: str) -> float:
     return value
 
 
-def validate_order(order: Order | Fill) -> None:
-    """Reject an order or fill whose fields are malformed; a denial is something else."""
-    check_id(order.account, "account")
-    check_id(order.strategy, "strategy")
-    check_id(order.symbol, "symbol")
-    if order.side is not Side.BUY and order.side is not Side.SELL:
-        # signed_quantity tests identity, so a raw int (even 1) would read as a sell
-        raise InvalidArgument("side", f"must be Side.BUY or Side.SELL, got {order.side!r}")
-    check_positive(order.quantity, "quantity")
-    check_positive(order.price, "price")
-    client_order_id = getattr(order, "client_order_id", "")
-    if client_order_id:
-        check_id(client_order_id, "client_order_id")
+def check_side(side: object) -> Side:
+    # signed_quantity tests identity, so a raw int (even 1) would read as a sell
+    if side is not Side.BUY and side is not Side.SELL:
+        raise InvalidArgument("side", f"must be Side.BUY or Side.SELL, got {side!r}")
+    return side
 
 
-def validate_snapshot(position: PositionSnapshot, field: str) -> None:
-    check_id(position.strategy, f"{field}.strategy")
-    check_id(position.symbol, f"{field}.symbol")
+def validate_order(order: Order) -> Order:
+    """The order with canonical ids; InvalidArgument for a malformed field (a denial is
+    something else). client_order_id is required: it keys the working order."""
+    check_side(order.side)
+    check_positive(order.quantity, "quantity", MAX_QUANTITY)
+    check_positive(order.price, "price", MAX_PRICE)
+    replaces = order.replaces_client_order_id
+    canonical = order._replace(
+        account=canonical_id(order.account, "account"),
+        strategy=canonical_id(order.strategy, "strategy"),
+        symbol=canonical_symbol(order.symbol, "symbol"),
+        client_order_id=canonical_id(order.client_order_id, "client_order_id"),
+        replaces_client_order_id=canonical_id(replaces, "replaces_client_order_id")
+        if replaces else "")
+    if replaces and replaces == canonical.client_order_id:
+        raise InvalidArgument("replaces_client_order_id", "must differ from client_order_id")
+    return canonical
+
+
+def validate_fill(fill: Fill) -> Fill:
+    """The fill with canonical ids; client_order_id and fill_id are required."""
+    check_side(fill.side)
+    check_positive(fill.quantity, "quantity", MAX_QUANTITY)
+    check_positive(fill.price, "price", MAX_PRICE)
+    return fill._replace(account=canonical_id(fill.account, "account"),
+                         strategy=canonical_id(fill.strategy, "strategy"),
+                         symbol=canonical_symbol(fill.symbol, "symbol"),
+                         client_order_id=canonical_id(fill.client_order_id, "client_order_id"),
+                         fill_id=canonical_id(fill.fill_id, "fill_id"))
+
+
+def validate_update(update: OrderUpdate) -> OrderUpdate:
+    if not isinstance(update.status, OrderStatus):
+        raise InvalidArgument("status", f"unknown order status {update.status!r}")
+    remaining = update.remaining_quantity
+    if remaining is not None:
+        check_finite(remaining, "remaining_quantity")
+        if not 0.0 <= remaining <= MAX_QUANTITY:
+            raise InvalidArgument("remaining_quantity", f"must be within 0..{MAX_QUANTITY:g}")
+    elif update.status is OrderStatus.OPEN:
+        raise InvalidArgument("remaining_quantity", "is required with ORDER_STATUS_OPEN")
+    return update._replace(account=canonical_id(update.account, "account"),
+                           client_order_id=canonical_id(update.client_order_id,
+                                                        "client_order_id"))
+
+
+def validate_snapshot(position: PositionSnapshot, field: str) -> PositionSnapshot:
     check_finite(position.quantity, f"{field}.quantity")
+    if abs(position.quantity) > MAX_QUANTITY:
+        raise InvalidArgument(f"{field}.quantity", f"must be within ±{MAX_QUANTITY:g}")
     if position.mark_price:
-        check_positive(position.mark_price, f"{field}.mark_price")
+        check_positive(position.mark_price, f"{field}.mark_price", MAX_PRICE)
     elif position.quantity:
         raise InvalidArgument(f"{field}.mark_price", "is required for an open position")
+    return position._replace(strategy=canonical_id(position.strategy, f"{field}.strategy"),
+                             symbol=canonical_symbol(position.symbol, f"{field}.symbol"))
+
+
+def validate_open_order(order: OpenOrder, field: str) -> OpenOrder:
+    check_side(order.side)
+    check_positive(order.remaining_quantity, f"{field}.remaining_quantity", MAX_QUANTITY)
+    check_positive(order.price, f"{field}.price", MAX_PRICE)
+    return order._replace(
+        client_order_id=canonical_id(order.client_order_id, f"{field}.client_order_id"),
+        strategy=canonical_id(order.strategy, f"{field}.strategy"),
+        symbol=canonical_symbol(order.symbol, f"{field}.symbol"))

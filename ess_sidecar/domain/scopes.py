@@ -6,8 +6,10 @@ import enum
 from dataclasses import dataclass
 
 from .errors import InvalidArgument
+from .ids import MAX_ID_LENGTH, canonical_id, canonical_symbol
 
-MAX_ID_LENGTH = 128
+__all__ = ["GLOBAL", "MAX_ID_LENGTH", "Scope", "ScopeKind", "check_id", "check_text",
+           "make_scope"]
 
 
 class ScopeKind(enum.IntEnum):
@@ -39,24 +41,18 @@ class Scope:
 GLOBAL = Scope(ScopeKind.GLOBAL)
 
 
-def check_id(value: str, field: str) -> str:
-    """Return value if it is a usable id: 1..128 printable characters."""
-    if not value:
-        raise InvalidArgument(field, "is required")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters")
-    if not value.isprintable():
-        raise InvalidArgument(field, "has non-printable characters")
-    return value
+check_id = canonical_id  # every id but a symbol (ids.py says why and how)
 
 
 def make_scope(kind: ScopeKind, ident: str, field: str = "scope") -> Scope:
-    """Build a validated scope: GLOBAL takes no id, every other kind requires one."""
+    """Build a validated scope: GLOBAL takes no id, every other kind requires a canonical
+    one (a symbol's folded to upper case)."""
     if kind is ScopeKind.GLOBAL:
         if ident:
             raise InvalidArgument(f"{field}.id", "must be empty for GLOBAL")
         return GLOBAL
-    return Scope(kind, check_id(ident, f"{field}.id"))
+    canonical = canonical_symbol if kind is ScopeKind.SYMBOL else canonical_id
+    return Scope(kind, canonical(ident, f"{field}.id"))
 
 
 MAX_TEXT_LENGTH = 1024

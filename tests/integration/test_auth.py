@@ -16,15 +16,18 @@ from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
 from ess_sidecar.domain.access import Role
 from tests.integration.conftest import Running, order, strategy_scope
 
-ROLES = ("executor", "operator")
+ROLES = ("executor", "operator", "reconciler")
 
-# Executors check, report, heartbeat, read state, watch and trigger; operators also reset
-# and read the audit trail.
-LOWEST_ROLE = {
-    "CheckOrder": "executor", "CheckOrderStream": "executor", "ReportMetric": "executor",
-    "ReportFill": "executor", "SyncPositions": "executor", "Heartbeat": "executor",
-    "Trigger": "executor", "GetState": "executor", "WatchState": "executor",
-    "Reset": "operator", "ListEvents": "operator",
+# Executors check, report, heartbeat, read state, watch and trigger; operators also reset,
+# clear working orders and read the audit trail; a reconciler (a drop-copy feed) reports
+# fills and order updates, nothing else.
+EVERYONE, OPERATORS = {"executor", "operator"}, {"operator"}
+EXECUTION = {"executor", "operator", "reconciler"}
+MAY_CALL = {
+    "CheckOrder": EVERYONE, "CheckOrderStream": EVERYONE, "ReportMetric": EVERYONE,
+    "ReportFill": EXECUTION, "ReportOrderUpdate": EXECUTION, "SyncPositions": EVERYONE,
+    "Heartbeat": EVERYONE, "Trigger": EVERYONE, "GetState": EVERYONE, "WatchState": EVERYONE,
+    "Reset": OPERATORS, "ListEvents": OPERATORS, "ClearWorkingOrders": OPERATORS,
 }
 
 
@@ -50,7 +53,12 @@ CALLS: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
         scope=strategy_scope(), metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=1), metadata=md),
     "ReportFill": lambda stub, md: stub.ReportFill(pb.ReportFillRequest(
         account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY, quantity=1,
-        price=100), metadata=md),
+        price=100, client_order_id="o-1", fill_id="f-1"), metadata=md),
+    "ReportOrderUpdate": lambda stub, md: stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+        account="acc-1", client_order_id="o-1", status=pb.ORDER_STATUS_CANCELLED),
+        metadata=md),
+    "ClearWorkingOrders": lambda stub, md: stub.ClearWorkingOrders(
+        pb.ClearWorkingOrdersRequest(account="acc-1", reason="test"), metadata=md),
     "SyncPositions": lambda stub, md: stub.SyncPositions(pb.SyncPositionsRequest(
         account="acc-1", equity=1e6), metadata=md),
     "Heartbeat": lambda stub, md: stub.Heartbeat(pb.HeartbeatRequest(
@@ -86,14 +94,14 @@ async def secured(start_sidecar: Any, tmp_path: Path, tokens: dict[str, str]) ->
 
 def test_every_rpc_has_a_call_and_a_role_here() -> None:
     methods = set(pb.DESCRIPTOR.services_by_name["GuardService"].methods_by_name)
-    assert set(CALLS) == methods == set(LOWEST_ROLE)
+    assert set(CALLS) == methods == set(MAY_CALL)
 
 
 @pytest.mark.parametrize("method", sorted(CALLS))
 @pytest.mark.parametrize("role", ROLES)
 async def test_each_role_against_each_rpc(secured: Running, tokens: dict[str, str],
                                           role: str, method: str) -> None:
-    allowed = ROLES.index(role) >= ROLES.index(LOWEST_ROLE[method])
+    allowed = role in MAY_CALL[method]
     before = secured.app.guard.engine.version
     try:
         await CALLS[method](secured.stub, bearer(tokens[role]))

@@ -19,6 +19,19 @@ def test_buf_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+RELEASED = ROOT / "tests" / "integration" / "data" / "contract-0.1.0.binpb"
+
+
+def test_no_wire_breaking_change_against_the_released_contract() -> None:
+    """`buf breaking` (FILE rules) against the contract as released (an image built by
+    `buf build -o` before the order lifecycle); the deliberate, non-wire breaks are in the
+    README's changelog."""
+    buf = ROOT / "node_modules" / ".bin" / "buf"
+    result = subprocess.run([str(buf), "breaking", "--against", str(RELEASED)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _generated(root: Path) -> set[Path]:
     return {p.relative_to(root) for p in (root / "ess").rglob("*")
             if p.is_file() and "__pycache__" not in p.parts}

@@ -11,6 +11,7 @@ own wiring (`telemetry.metrics_listen`, the servicer calling the telemetry).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import functools
 import time
 import urllib.error
@@ -83,6 +84,9 @@ async def scrape(address: str) -> Scrape:
     return Scrape(text)
 
 
+order_ids = (f"o-{i}" for i in itertools.count(1))
+
+
 @dataclass
 class Observed:
     """A running sidecar, and telemetry this test feeds as the servicer would."""
@@ -100,7 +104,8 @@ class Observed:
 
     def check(self, quantity: float = 10, strategy: str = STRATEGY) -> Decision:
         started = time.perf_counter_ns()
-        decision = self.guard.check(Order(ACCOUNT, strategy, SYMBOL, Side.BUY, quantity, 100.0))
+        decision = self.guard.check(Order(ACCOUNT, strategy, SYMBOL, Side.BUY, quantity, 100.0,
+                                          client_order_id=next(order_ids)))
         self.telemetry.decided(decision, time.perf_counter_ns() - started)
         return decision
 

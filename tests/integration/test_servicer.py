@@ -152,9 +152,11 @@ async def test_trigger_is_idempotent_and_audited_with_its_reason_code(sidecar: R
 
 
 async def test_reduce_only_trigger_admits_only_reducing_orders(sidecar: Running) -> None:
+    bought = order(side=pb.SIDE_BUY, quantity=10)
+    assert (await sidecar.stub.CheckOrder(bought)).allowed
     await sidecar.stub.ReportFill(pb.ReportFillRequest(
         account=ACCOUNT, strategy=STRATEGY, symbol=SYMBOL, side=pb.SIDE_BUY, quantity=10,
-        price=100))
+        price=100, client_order_id=bought.client_order_id, fill_id="exec-1"))
     await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(),
                                                  mode=pb.TRIGGER_MODE_REDUCE_ONLY))
     grow = await sidecar.stub.CheckOrder(order(side=pb.SIDE_BUY, quantity=1))

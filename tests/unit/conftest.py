@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -47,27 +48,56 @@ def make_engine(*, breakers: dict[str, BreakerRule] | None = None,
                 limits: LimitSettings | None = None,
                 policy: dict[ScopeKind, ResumePolicy] | None = None,
                 equity: float | None = EQUITY) -> GuardEngine:
-    """An engine with the defaults (docs/design.md) unless told otherwise; equity synced for
-    ACCOUNT."""
+    """An engine with the defaults (docs/design.md) unless told otherwise, but for the
+    identical-orders rule (the tests send the same order() many times; its own tests turn it
+    on); equity synced for ACCOUNT, with a mark for SYMBOL."""
     settings = BreakerSettings(defaults=breakers or dict(DEFAULT_RULES),
                                overrides=overrides or {})
-    engine = GuardEngine(GuardConfig(breakers=settings, limits=limits or LimitSettings(),
-                                     policy=policy or {}))
+    limits = limits or LimitSettings(duplicate_identical_orders=0)
+    engine = GuardEngine(GuardConfig(breakers=settings, limits=limits, policy=policy or {}))
     if equity is not None:
-        engine.sync_positions(ACCOUNT, equity, [])
+        engine.sync_positions(ACCOUNT, equity, [position(0.0, mark=100.0)])
     return engine
+
+
+_IDS = itertools.count(1)
+
+
+def new_id(prefix: str = "o") -> str:
+    return f"{prefix}-{next(_IDS)}"
 
 
 def order(quantity: float = 1.0, price: float = 100.0, side: Side = Side.BUY, *,
           account: str = ACCOUNT, strategy: str = STRATEGY, symbol: str = SYMBOL,
-          client_order_id: str = "") -> Order:
+          client_order_id: str = "", replaces: str = "") -> Order:
+    """An order with a fresh client_order_id unless one is given."""
     return Order(account, strategy, symbol, side, quantity, price,
-                 client_order_id=client_order_id)
+                 client_order_id=client_order_id or new_id(), replaces_client_order_id=replaces)
 
 
 def fill(quantity: float, price: float = 100.0, side: Side = Side.BUY, *,
-         account: str = ACCOUNT, strategy: str = STRATEGY, symbol: str = SYMBOL) -> Fill:
-    return Fill(account, strategy, symbol, side, quantity, price)
+         account: str = ACCOUNT, strategy: str = STRATEGY, symbol: str = SYMBOL,
+         client_order_id: str = "", fill_id: str = "") -> Fill:
+    return Fill(account, strategy, symbol, side, quantity, price,
+                client_order_id or new_id(), fill_id or new_id("f"))
+
+
+def report_fill(engine: GuardEngine, the_fill: Fill, now: float = T0):  # noqa: ANN201
+    """Apply a fill as the service does (its trip, if any, applied); the FillOutcome."""
+    plan, outcome = engine.plan_fill(the_fill, now)
+    run(engine, plan)
+    return outcome
+
+
+def fill_order(engine: GuardEngine, quantity: float, price: float = 100.0,
+               side: Side = Side.BUY, now: float = T0, **fields: str):  # noqa: ANN201
+    """Check an order (it must be allowed) and report its whole fill; the FillOutcome."""
+    checked = order(quantity, price, side, **fields)
+    decision = engine.check(checked, now)
+    assert decision.allowed, decision
+    return report_fill(engine, fill(quantity, price, side, account=checked.account,
+                                    strategy=checked.strategy, symbol=checked.symbol,
+                                    client_order_id=checked.client_order_id), now)
 
 
 def position(quantity: float, mark: float = 100.0, *, strategy: str = STRATEGY,

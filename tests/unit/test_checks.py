@@ -15,8 +15,8 @@ from ess_sidecar.domain.orders import Side
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from ess_sidecar.domain.states import State, TriggerMode
 
-from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
-    position, report, reset, strategy, symbol, trip
+from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, fill_order, make_engine, \
+    order, position, report, report_fill, reset, strategy, symbol, trip
 
 R = DecisionReason
 
@@ -37,7 +37,7 @@ def test_decisions_carry_the_state_version_and_a_unique_id(engine):
 
 @pytest.mark.parametrize("scope", [GLOBAL, account(), strategy(), symbol()], ids=str)
 def test_tripped_scope_denies_everything_it_covers(engine, scope):
-    engine.apply_fill(fill(5))
+    fill_order(engine, 5)
     trip(engine, scope)
     for candidate in (order(1, side=Side.BUY), order(1, side=Side.SELL)):
         decision = engine.check(candidate, T0)
@@ -54,7 +54,7 @@ def test_scopes_that_do_not_cover_the_order_do_not_block_it(engine, scope):
 
 def test_cooling_down_scope_denies_even_a_reducing_order():
     engine = make_engine(policy={ScopeKind.STRATEGY: ResumePolicy(0, rearm_delay_s=60)})
-    engine.apply_fill(fill(5))
+    fill_order(engine, 5)
     trip(engine, strategy())
     reset(engine, strategy(), T0 + 1)
     assert engine.state_of(strategy()) is State.COOLING_DOWN
@@ -63,7 +63,7 @@ def test_cooling_down_scope_denies_even_a_reducing_order():
 
 
 def test_reduce_only_scope_denies_growing_order(engine):
-    engine.apply_fill(fill(5))
+    fill_order(engine, 5)
     trip(engine, symbol(), mode=TriggerMode.REDUCE_ONLY)
     decision = engine.check(order(1, side=Side.BUY), T0)
     assert decision.reason is R.REDUCE_ONLY and decision.blocking_scope == symbol()
@@ -80,13 +80,13 @@ def test_reduce_only_scope_denies_opening_a_position(engine):
 ])
 def test_reduce_only_scope_allows_only_orders_toward_flat(engine, held, side, quantity,
                                                           allowed):
-    engine.apply_fill(fill(abs(held), side=Side.BUY if held > 0 else Side.SELL))
+    fill_order(engine, abs(held), side=Side.BUY if held > 0 else Side.SELL)
     trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY)
     assert engine.check(order(quantity, side=side), T0).allowed is allowed
 
 
 def test_order_is_judged_by_most_restrictive_covering_scope(engine):
-    engine.apply_fill(fill(5))
+    fill_order(engine, 5)
     trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY)
     trip(engine, strategy())
     reducing = order(1, side=Side.SELL)
@@ -121,6 +121,7 @@ def test_max_order_quantity_and_notional_per_symbol_or_default():
     assert engine.check(order(10), T0).allowed
     assert engine.check(order(11), T0).reason is R.MAX_ORDER_QUANTITY
     eth = order(11, 90, symbol="ETH-USD")  # the symbol's own limits replace the default
+    engine.sync_positions(ACCOUNT, 1e6, [position(0, 90, symbol="ETH-USD")])
     assert engine.check(eth, T0).allowed
     assert engine.check(eth._replace(price=91), T0).reason is R.MAX_ORDER_NOTIONAL
 
@@ -131,13 +132,41 @@ def test_price_band_uses_last_mark(engine):
     assert engine.check(order(1, 91), T0).allowed
     denied = engine.check(order(1, 111), T0)
     assert denied.reason is R.PRICE_BAND and "mark 100" in denied.message
-    engine.apply_fill(fill(1, price=200))  # the last fill moves the mark
+    placed = order(1, 105)
+    assert engine.check(placed, T0).allowed
+    report_fill(engine, fill(1, price=200, client_order_id=placed.client_order_id))
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 200  # the account's last fill moves its mark
     assert engine.check(order(1, 111), T0).reason is R.PRICE_BAND
     assert engine.check(order(1, 210), T0).allowed
 
 
-def test_price_band_is_skipped_while_no_mark_is_known(engine):
-    assert engine.check(order(1, 12345), T0).allowed
+def test_price_band_is_skipped_while_no_mark_is_known():
+    engine = make_engine(limits=LimitSettings(exposure_enabled=False,
+                                              duplicate_identical_orders=0))
+    assert engine.check(order(1, 12345, symbol="NEW"), T0).allowed
+
+
+def test_marks_are_kept_per_account_never_taken_from_another():
+    engine = make_engine()
+    engine.sync_positions("acc-2", 1e6, [position(0, mark=0.0001)])
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 100
+    assert engine.check(order(1, 0.0001, account="acc-2"), T0).allowed
+    assert engine.check(order(1, 0.0001), T0).reason is R.PRICE_BAND
+
+
+def test_a_growing_order_with_no_mark_is_denied_mark_unknown():
+    engine = make_engine()
+    denied = engine.check(order(1_000_000, 0.01, symbol="PENNY"), T0)
+    assert denied.reason is R.MARK_UNKNOWN and "PENNY" in denied.message
+
+
+def test_a_reference_price_values_a_symbol_with_no_mark():
+    limits = LimitSettings(symbols={"PENNY": SymbolLimits(reference_price=2.0)},
+                           duplicate_identical_orders=0)
+    engine = make_engine(limits=limits)
+    assert engine.check(order(100_000, 0.01, symbol="PENNY"), T0).allowed  # 20 % at 2.0
+    assert engine.check(order(100_000, 0.01, symbol="PENNY"), T0).reason is \
+        R.SYMBOL_EXPOSURE  # 40 %: the working order counts
 
 
 def test_order_rate_per_strategy(engine):
@@ -163,12 +192,11 @@ def test_exposure_denied_when_equity_unknown():
     engine = make_engine(equity=None)
     denied = engine.check(order(), T0)
     assert denied.reason is R.EQUITY_UNKNOWN and ACCOUNT in denied.message
-    engine.apply_fill(fill(5))
-    assert engine.check(order(1, side=Side.SELL), T0).allowed  # reducing needs no equity
 
 
 def test_equity_reported_as_a_metric_makes_exposure_checkable():
-    engine = make_engine(equity=None)
+    limits = LimitSettings(symbols={SYMBOL: SymbolLimits(reference_price=100)})
+    engine = make_engine(equity=None, limits=limits)
     report(engine, account(), Metric.EQUITY, 1e6)
     assert engine.check(order(), T0).allowed
 
@@ -189,19 +217,28 @@ def test_exposure_limits_off_allow_orders_without_equity():
 ], ids=["symbol", "symbol-across-strategies", "strategy", "portfolio"])
 def test_symbol_strategy_portfolio_exposure_limits(held, allowed, denied, reason):
     engine = make_engine(equity=100_000)  # limits: symbol 30 %, strategy 60 %, portfolio 90 %
-    engine.sync_positions(ACCOUNT, 100_000, held)  # each order below is 1000 a unit
+    engine.sync_positions(ACCOUNT, 100_000, held + [position(0, 1000)])  # 1000 a unit
     assert engine.check(order(allowed, 1000), T0).allowed
     assert engine.check(order(denied, 1000), T0).reason is reason
 
 
-def test_max_open_positions(engine):
-    held = [position(1, 100, symbol=f"SYM-{i}") for i in range(9)]
-    engine.sync_positions(ACCOUNT, 1e6, held)
-    assert engine.check(order(1, 100, symbol="NEW-1"), T0).allowed  # the tenth
-    engine.sync_positions(ACCOUNT, 1e6, held + [position(1, 100, symbol="SYM-9")])
-    denied = engine.check(order(1, 100, symbol="NEW-1"), T0)
+def test_max_open_positions_counts_symbols_with_working_orders(engine):
+    held = [position(1, 100, symbol=f"SYM-{i}") for i in range(8)]
+    marks = [position(0, 100, symbol=f"NEW-{i}") for i in range(3)]
+    engine.sync_positions(ACCOUNT, 1e6, held + marks)  # SYMBOL is flat
+    assert engine.check(order(1, 100, symbol="NEW-1"), T0).allowed  # the ninth
+    assert engine.check(order(1, 100, symbol="NEW-2"), T0).allowed  # the tenth, working
+    denied = engine.check(order(1, 100, symbol="NEW-0"), T0)
     assert denied.reason is R.MAX_POSITIONS
     assert engine.check(order(1, 100, symbol="SYM-3"), T0).allowed  # adds to an open one
+    assert engine.check(order(1, 100, symbol="NEW-1"), T0).allowed
+
+
+def test_max_open_positions_holds_with_exposure_limits_off():
+    engine = make_engine(limits=LimitSettings(exposure_enabled=False, max_open_positions=1,
+                                              duplicate_identical_orders=0))
+    assert engine.check(order(1, 100, symbol="A"), T0).allowed
+    assert engine.check(order(1, 100, symbol="B"), T0).reason is R.MAX_POSITIONS
 
 
 def test_order_that_does_not_grow_the_position_is_never_denied_by_exposure():
@@ -209,15 +246,18 @@ def test_order_that_does_not_grow_the_position_is_never_denied_by_exposure():
     engine.sync_positions(ACCOUNT, 100_000, [position(500, 1000)])  # 500 % of equity
     assert engine.check(order(1, 1000), T0).reason is R.SYMBOL_EXPOSURE
     assert engine.check(order(100, 1000, Side.SELL), T0).allowed
-    assert engine.check(order(1000, 1000, Side.SELL), T0).allowed  # flips to -500: no growth
+    # with the working sell of 100, the worst case reaches -500 at most: no growth
+    assert engine.check(order(900, 1000, Side.SELL), T0).allowed
+    assert engine.check(order(1, 1000, Side.SELL), T0).reason is R.SYMBOL_EXPOSURE
 
 
 VALID_ID = "x" * 128
 BAD_NUMBERS = [math.nan, math.inf, -math.inf, -1.0, 0.0]
-BAD_IDS = ["", "x" * 129, "tab\there"]
+BAD_IDS = ["", "x" * 129, "tab\there", " momo", "momo ", "momo\u034f", "momo\ufe0f",
+           "\u3164momo", "\u0301momo", "mo\u200bmo", "mom\u006f\u0308"]
 INVALID = ([("quantity", v) for v in BAD_NUMBERS] + [("price", v) for v in BAD_NUMBERS]
            + [(f, v) for f in ("account", "strategy", "symbol") for v in BAD_IDS]
-           + [("client_order_id", "x" * 129), ("side", 3), ("side", 1)])
+           + [("client_order_id", v) for v in BAD_IDS] + [("side", 3), ("side", 1)])
 
 
 @pytest.mark.parametrize("field, value", INVALID, ids=repr)
@@ -235,17 +275,20 @@ def test_invalid_order_fields_are_rejected_and_change_nothing(field, value):
 def test_ids_of_128_characters_are_accepted(engine):
     candidate = order(account=VALID_ID, strategy=VALID_ID, symbol=VALID_ID,
                       client_order_id=VALID_ID)
-    engine.sync_positions(VALID_ID, 1e6, [])
+    engine.sync_positions(VALID_ID, 1e6, [position(0, symbol=VALID_ID)])
     assert engine.check(candidate, T0).allowed
 
 
-@pytest.mark.parametrize("field, value", INVALID[:10] + [("account", ""), ("side", 0)], ids=repr)
+@pytest.mark.parametrize("field, value", INVALID[:10] + [
+    ("account", ""), ("side", 0), ("client_order_id", ""), ("fill_id", ""),
+    ("fill_id", " f-1"), ("quantity", 2e12), ("price", 2e12)], ids=repr)
 def test_invalid_fills_are_rejected_and_leave_the_book_alone(engine, field, value):
     bad = fill(1)._replace(**{field: value})
-    with pytest.raises(InvalidArgument):
-        engine.apply_fill(bad)
+    with pytest.raises(InvalidArgument) as raised:
+        engine.plan_fill(bad, T0)
+    assert raised.value.field == field
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0.0
-    assert engine.book.mark(SYMBOL) is None
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 100 and engine.version == 0
 
 
 @pytest.mark.parametrize("snapshot, equity, field", [
@@ -265,6 +308,6 @@ def test_invalid_position_snapshots_are_rejected_and_leave_the_book_alone(engine
 
 def test_denial_messages_print_huge_numbers_compactly(engine):
     engine.sync_positions(ACCOUNT, 1e6, [position(0, mark=100)])
-    denied = engine.check(order(1e-300, 1e308), T0)
+    denied = engine.check(order(1e-6, 1e12), T0)
     assert denied.reason is R.PRICE_BAND
-    assert "1e+308% from mark 100" in denied.message and len(denied.message) < 100
+    assert "1e+12% from mark 100" in denied.message and len(denied.message) < 100

@@ -12,7 +12,7 @@ from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import DrillRefused, ResetRefused
 from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
 
-from .conftest import ACCOUNT, EQUITY, T0, order, report, run, strategy, trip
+from .conftest import ACCOUNT, EQUITY, T0, order, position, report, run, strategy, trip
 
 COOLDOWN = 15 * 60
 WINDOW = 300.0
@@ -21,7 +21,7 @@ AFTER = T0 + COOLDOWN  # the cooldown of a trip at T0 has elapsed
 
 def four_eyes() -> GuardEngine:
     engine = GuardEngine(GuardConfig(approvals=ApprovalPolicy(required=2, window_s=WINDOW)))
-    engine.sync_positions(ACCOUNT, EQUITY, [])
+    engine.sync_positions(ACCOUNT, EQUITY, [position(0.0)])  # a mark for order()s
     return engine
 
 

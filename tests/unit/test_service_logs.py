@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from ess_sidecar.domain.errors import ResetRefused
-from ess_sidecar.domain.orders import Order, Side
+from ess_sidecar.domain.orders import Order, PositionSnapshot, Side
 from tests.unit.test_service import MOMO, make_guard, trigger
 
 SERVICE_LOG = "ess_sidecar.service"
@@ -45,10 +45,9 @@ def test_a_refused_reset_is_logged_with_who_and_why(caplog) -> None:
 def test_orders_are_not_logged(caplog) -> None:
     caplog.set_level(logging.DEBUG)
     guard, _ = make_guard()
-    guard.engine.sync_positions("acc", 1e6, [])
-    for _ in range(100):
-        guard.check(Order("acc", "momo", "AAPL", Side.BUY, 1, 100))
-    trigger(guard)
-    for _ in range(100):
-        guard.check(Order("acc", "momo", "AAPL", Side.BUY, 1, 100))
+    guard.engine.sync_positions("acc", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
+    for i in range(200):
+        if i == 100:
+            trigger(guard)
+        guard.check(Order("acc", "momo", "AAPL", Side.BUY, 1, 100, client_order_id=f"o-{i}"))
     assert [r.getMessage() for r in caplog.records] == ["transition"]

@@ -10,7 +10,19 @@
 // missed deadline or malformed answer as a denial.
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
-// GetState, WatchState, Trigger), operator (+ Reset, ListEvents).
+// GetState, WatchState, Trigger), operator (+ Reset, ClearWorkingOrders, ListEvents),
+// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only).
+//
+// Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
+// canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,
+// no leading or trailing whitespace, no control, format or default-ignorable characters
+// (U+034F, variation selectors, U+3164, ...), no combining mark first. Symbols are
+// case-insensitive and answered in upper case; every other id is case-sensitive.
+//
+// The order's lifecycle: an allowed order is a working order, keyed by (account,
+// client_order_id), and counts toward every limit until evidence ends it: fills
+// (ReportFill), an update (ReportOrderUpdate), a SyncPositions snapshot of open orders
+// that no longer lists it, a replace, or an operator (ClearWorkingOrders). Never a timer.
 //
 // Field numbers are never reused once released.
 
@@ -218,6 +230,14 @@ const (
 	DecisionReason_DECISION_REASON_PORTFOLIO_EXPOSURE DecisionReason = 11
 	DecisionReason_DECISION_REASON_MAX_POSITIONS      DecisionReason = 12
 	DecisionReason_DECISION_REASON_EQUITY_UNKNOWN     DecisionReason = 13
+	// Too many working orders in the account or the strategy.
+	DecisionReason_DECISION_REASON_MAX_WORKING_ORDERS DecisionReason = 14
+	// A client_order_id the account already used, or too many identical orders in a window.
+	DecisionReason_DECISION_REASON_DUPLICATE_ORDER DecisionReason = 15
+	// Exposure limits on and no mark for the symbol in this account (nor a reference_price).
+	DecisionReason_DECISION_REASON_MARK_UNKNOWN DecisionReason = 16
+	// The order is too small to change a position that large in floating point.
+	DecisionReason_DECISION_REASON_QUANTITY_UNREPRESENTABLE DecisionReason = 17
 )
 
 // Enum value maps for DecisionReason.
@@ -237,22 +257,30 @@ var (
 		11: "DECISION_REASON_PORTFOLIO_EXPOSURE",
 		12: "DECISION_REASON_MAX_POSITIONS",
 		13: "DECISION_REASON_EQUITY_UNKNOWN",
+		14: "DECISION_REASON_MAX_WORKING_ORDERS",
+		15: "DECISION_REASON_DUPLICATE_ORDER",
+		16: "DECISION_REASON_MARK_UNKNOWN",
+		17: "DECISION_REASON_QUANTITY_UNREPRESENTABLE",
 	}
 	DecisionReason_value = map[string]int32{
-		"DECISION_REASON_UNSPECIFIED":        0,
-		"DECISION_REASON_ALLOWED":            1,
-		"DECISION_REASON_SCOPE_TRIPPED":      2,
-		"DECISION_REASON_COOLING_DOWN":       3,
-		"DECISION_REASON_REDUCE_ONLY":        4,
-		"DECISION_REASON_MAX_ORDER_QUANTITY": 5,
-		"DECISION_REASON_MAX_ORDER_NOTIONAL": 6,
-		"DECISION_REASON_PRICE_BAND":         7,
-		"DECISION_REASON_ORDER_RATE":         8,
-		"DECISION_REASON_SYMBOL_EXPOSURE":    9,
-		"DECISION_REASON_STRATEGY_EXPOSURE":  10,
-		"DECISION_REASON_PORTFOLIO_EXPOSURE": 11,
-		"DECISION_REASON_MAX_POSITIONS":      12,
-		"DECISION_REASON_EQUITY_UNKNOWN":     13,
+		"DECISION_REASON_UNSPECIFIED":              0,
+		"DECISION_REASON_ALLOWED":                  1,
+		"DECISION_REASON_SCOPE_TRIPPED":            2,
+		"DECISION_REASON_COOLING_DOWN":             3,
+		"DECISION_REASON_REDUCE_ONLY":              4,
+		"DECISION_REASON_MAX_ORDER_QUANTITY":       5,
+		"DECISION_REASON_MAX_ORDER_NOTIONAL":       6,
+		"DECISION_REASON_PRICE_BAND":               7,
+		"DECISION_REASON_ORDER_RATE":               8,
+		"DECISION_REASON_SYMBOL_EXPOSURE":          9,
+		"DECISION_REASON_STRATEGY_EXPOSURE":        10,
+		"DECISION_REASON_PORTFOLIO_EXPOSURE":       11,
+		"DECISION_REASON_MAX_POSITIONS":            12,
+		"DECISION_REASON_EQUITY_UNKNOWN":           13,
+		"DECISION_REASON_MAX_WORKING_ORDERS":       14,
+		"DECISION_REASON_DUPLICATE_ORDER":          15,
+		"DECISION_REASON_MARK_UNKNOWN":             16,
+		"DECISION_REASON_QUANTITY_UNREPRESENTABLE": 17,
 	}
 )
 
@@ -602,6 +630,63 @@ func (Cause) EnumDescriptor() ([]byte, []int) {
 	return file_ess_v1_guard_proto_rawDescGZIP(), []int{8}
 }
 
+// What the venue said of a working order.
+type OrderStatus int32
+
+const (
+	OrderStatus_ORDER_STATUS_UNSPECIFIED OrderStatus = 0
+	OrderStatus_ORDER_STATUS_CANCELLED   OrderStatus = 1
+	OrderStatus_ORDER_STATUS_REJECTED    OrderStatus = 2
+	OrderStatus_ORDER_STATUS_EXPIRED     OrderStatus = 3
+	// Still working, with remaining_quantity left; a reservation only ever shrinks this way.
+	OrderStatus_ORDER_STATUS_OPEN OrderStatus = 4
+)
+
+// Enum value maps for OrderStatus.
+var (
+	OrderStatus_name = map[int32]string{
+		0: "ORDER_STATUS_UNSPECIFIED",
+		1: "ORDER_STATUS_CANCELLED",
+		2: "ORDER_STATUS_REJECTED",
+		3: "ORDER_STATUS_EXPIRED",
+		4: "ORDER_STATUS_OPEN",
+	}
+	OrderStatus_value = map[string]int32{
+		"ORDER_STATUS_UNSPECIFIED": 0,
+		"ORDER_STATUS_CANCELLED":   1,
+		"ORDER_STATUS_REJECTED":    2,
+		"ORDER_STATUS_EXPIRED":     3,
+		"ORDER_STATUS_OPEN":        4,
+	}
+)
+
+func (x OrderStatus) Enum() *OrderStatus {
+	p := new(OrderStatus)
+	*p = x
+	return p
+}
+
+func (x OrderStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OrderStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_ess_v1_guard_proto_enumTypes[9].Descriptor()
+}
+
+func (OrderStatus) Type() protoreflect.EnumType {
+	return &file_ess_v1_guard_proto_enumTypes[9]
+}
+
+func (x OrderStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OrderStatus.Descriptor instead.
+func (OrderStatus) EnumDescriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{9}
+}
+
 type WatchEventKind int32
 
 const (
@@ -644,11 +729,11 @@ func (x WatchEventKind) String() string {
 }
 
 func (WatchEventKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_ess_v1_guard_proto_enumTypes[9].Descriptor()
+	return file_ess_v1_guard_proto_enumTypes[10].Descriptor()
 }
 
 func (WatchEventKind) Type() protoreflect.EnumType {
-	return &file_ess_v1_guard_proto_enumTypes[9]
+	return &file_ess_v1_guard_proto_enumTypes[10]
 }
 
 func (x WatchEventKind) Number() protoreflect.EnumNumber {
@@ -657,13 +742,13 @@ func (x WatchEventKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchEventKind.Descriptor instead.
 func (WatchEventKind) EnumDescriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{9}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{10}
 }
 
 type Scope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  ScopeKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=ess.v1.ScopeKind" json:"kind,omitempty"`
-	// Empty for GLOBAL; 1 to 128 printable characters otherwise.
+	// Empty for GLOBAL; a canonical id otherwise (see the top of this file).
 	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -725,10 +810,15 @@ type CheckOrderRequest struct {
 	Price float64 `protobuf:"fixed64,6,opt,name=price,proto3" json:"price,omitempty"`
 	// Informational: a REDUCE_ONLY scope admits the order only if the sidecar's position
 	// book shows it does not grow the absolute position.
-	ReduceOnly    bool   `protobuf:"varint,7,opt,name=reduce_only,json=reduceOnly,proto3" json:"reduce_only,omitempty"`
+	ReduceOnly bool `protobuf:"varint,7,opt,name=reduce_only,json=reduceOnly,proto3" json:"reduce_only,omitempty"`
+	// Required, unique per account for order_id_retention (a trading day by default): an
+	// allowed order is a working order under (account, client_order_id).
 	ClientOrderId string `protobuf:"bytes,8,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// A replace (FIX cancel/replace): the order judged with this working order's reservation
+	// taken out; once allowed, it takes that order's place.
+	ReplacesClientOrderId string `protobuf:"bytes,9,opt,name=replaces_client_order_id,json=replacesClientOrderId,proto3" json:"replaces_client_order_id,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *CheckOrderRequest) Reset() {
@@ -813,6 +903,13 @@ func (x *CheckOrderRequest) GetReduceOnly() bool {
 func (x *CheckOrderRequest) GetClientOrderId() string {
 	if x != nil {
 		return x.ClientOrderId
+	}
+	return ""
+}
+
+func (x *CheckOrderRequest) GetReplacesClientOrderId() string {
+	if x != nil {
+		return x.ReplacesClientOrderId
 	}
 	return ""
 }
@@ -1231,13 +1328,17 @@ func (x *ReportMetricResponse) GetStateVersion() uint64 {
 }
 
 type ReportFillRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Account       string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
-	Strategy      string                 `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
-	Symbol        string                 `protobuf:"bytes,3,opt,name=symbol,proto3" json:"symbol,omitempty"`
-	Side          Side                   `protobuf:"varint,4,opt,name=side,proto3,enum=ess.v1.Side" json:"side,omitempty"`
-	Quantity      float64                `protobuf:"fixed64,5,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	Price         float64                `protobuf:"fixed64,6,opt,name=price,proto3" json:"price,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Account  string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	Strategy string                 `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Symbol   string                 `protobuf:"bytes,3,opt,name=symbol,proto3" json:"symbol,omitempty"`
+	Side     Side                   `protobuf:"varint,4,opt,name=side,proto3,enum=ess.v1.Side" json:"side,omitempty"`
+	Quantity float64                `protobuf:"fixed64,5,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	Price    float64                `protobuf:"fixed64,6,opt,name=price,proto3" json:"price,omitempty"`
+	// Required: the order the fill is of.
+	ClientOrderId string `protobuf:"bytes,7,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	// Required: the venue's execution id; a fill_id already applied is ignored.
+	FillId        string `protobuf:"bytes,8,opt,name=fill_id,json=fillId,proto3" json:"fill_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1314,10 +1415,31 @@ func (x *ReportFillRequest) GetPrice() float64 {
 	return 0
 }
 
+func (x *ReportFillRequest) GetClientOrderId() string {
+	if x != nil {
+		return x.ClientOrderId
+	}
+	return ""
+}
+
+func (x *ReportFillRequest) GetFillId() string {
+	if x != nil {
+		return x.FillId
+	}
+	return ""
+}
+
 type ReportFillResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The signed position of (account, strategy, symbol) after the fill.
-	Position      float64 `protobuf:"fixed64,1,opt,name=position,proto3" json:"position,omitempty"`
+	Position float64 `protobuf:"fixed64,1,opt,name=position,proto3" json:"position,omitempty"`
+	// This fill_id had been applied before: nothing changed.
+	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// The fill was not of an order the sidecar allowed (or went beyond it): the account was
+	// tripped (breaker "unchecked_order").
+	Unchecked     bool   `protobuf:"varint,3,opt,name=unchecked,proto3" json:"unchecked,omitempty"`
+	AccountState  State  `protobuf:"varint,4,opt,name=account_state,json=accountState,proto3,enum=ess.v1.State" json:"account_state,omitempty"`
+	StateVersion  uint64 `protobuf:"varint,5,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1359,6 +1481,233 @@ func (x *ReportFillResponse) GetPosition() float64 {
 	return 0
 }
 
+func (x *ReportFillResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *ReportFillResponse) GetUnchecked() bool {
+	if x != nil {
+		return x.Unchecked
+	}
+	return false
+}
+
+func (x *ReportFillResponse) GetAccountState() State {
+	if x != nil {
+		return x.AccountState
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+func (x *ReportFillResponse) GetStateVersion() uint64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
+}
+
+type ReportOrderUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	ClientOrderId string                 `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	Status        OrderStatus            `protobuf:"varint,3,opt,name=status,proto3,enum=ess.v1.OrderStatus" json:"status,omitempty"`
+	// With ORDER_STATUS_OPEN (required there): what is left of the order.
+	RemainingQuantity *float64 `protobuf:"fixed64,4,opt,name=remaining_quantity,json=remainingQuantity,proto3,oneof" json:"remaining_quantity,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ReportOrderUpdateRequest) Reset() {
+	*x = ReportOrderUpdateRequest{}
+	mi := &file_ess_v1_guard_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOrderUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOrderUpdateRequest) ProtoMessage() {}
+
+func (x *ReportOrderUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOrderUpdateRequest.ProtoReflect.Descriptor instead.
+func (*ReportOrderUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReportOrderUpdateRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *ReportOrderUpdateRequest) GetClientOrderId() string {
+	if x != nil {
+		return x.ClientOrderId
+	}
+	return ""
+}
+
+func (x *ReportOrderUpdateRequest) GetStatus() OrderStatus {
+	if x != nil {
+		return x.Status
+	}
+	return OrderStatus_ORDER_STATUS_UNSPECIFIED
+}
+
+func (x *ReportOrderUpdateRequest) GetRemainingQuantity() float64 {
+	if x != nil && x.RemainingQuantity != nil {
+		return *x.RemainingQuantity
+	}
+	return 0
+}
+
+type ReportOrderUpdateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False: no such order was working (nothing changed).
+	Known         bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportOrderUpdateResponse) Reset() {
+	*x = ReportOrderUpdateResponse{}
+	mi := &file_ess_v1_guard_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportOrderUpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportOrderUpdateResponse) ProtoMessage() {}
+
+func (x *ReportOrderUpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportOrderUpdateResponse.ProtoReflect.Descriptor instead.
+func (*ReportOrderUpdateResponse) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReportOrderUpdateResponse) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+// One of an account's open orders, as its venue or executor sees it.
+type OpenOrder struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ClientOrderId     string                 `protobuf:"bytes,1,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	Strategy          string                 `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Symbol            string                 `protobuf:"bytes,3,opt,name=symbol,proto3" json:"symbol,omitempty"`
+	Side              Side                   `protobuf:"varint,4,opt,name=side,proto3,enum=ess.v1.Side" json:"side,omitempty"`
+	RemainingQuantity float64                `protobuf:"fixed64,5,opt,name=remaining_quantity,json=remainingQuantity,proto3" json:"remaining_quantity,omitempty"`
+	Price             float64                `protobuf:"fixed64,6,opt,name=price,proto3" json:"price,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *OpenOrder) Reset() {
+	*x = OpenOrder{}
+	mi := &file_ess_v1_guard_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenOrder) ProtoMessage() {}
+
+func (x *OpenOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenOrder.ProtoReflect.Descriptor instead.
+func (*OpenOrder) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *OpenOrder) GetClientOrderId() string {
+	if x != nil {
+		return x.ClientOrderId
+	}
+	return ""
+}
+
+func (x *OpenOrder) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *OpenOrder) GetSymbol() string {
+	if x != nil {
+		return x.Symbol
+	}
+	return ""
+}
+
+func (x *OpenOrder) GetSide() Side {
+	if x != nil {
+		return x.Side
+	}
+	return Side_SIDE_UNSPECIFIED
+}
+
+func (x *OpenOrder) GetRemainingQuantity() float64 {
+	if x != nil {
+		return x.RemainingQuantity
+	}
+	return 0
+}
+
+func (x *OpenOrder) GetPrice() float64 {
+	if x != nil {
+		return x.Price
+	}
+	return 0
+}
+
 type Position struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Strategy string                 `protobuf:"bytes,1,opt,name=strategy,proto3" json:"strategy,omitempty"`
@@ -1373,7 +1722,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_ess_v1_guard_proto_msgTypes[10]
+	mi := &file_ess_v1_guard_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1734,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[10]
+	mi := &file_ess_v1_guard_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1747,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{10}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Position) GetStrategy() string {
@@ -1433,15 +1782,22 @@ type SyncPositionsRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Account string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
 	// Account equity (> 0), used by the exposure limits.
-	Equity        float64     `protobuf:"fixed64,2,opt,name=equity,proto3" json:"equity,omitempty"`
-	Positions     []*Position `protobuf:"bytes,3,rep,name=positions,proto3" json:"positions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Equity    float64     `protobuf:"fixed64,2,opt,name=equity,proto3" json:"equity,omitempty"`
+	Positions []*Position `protobuf:"bytes,3,rep,name=positions,proto3" json:"positions,omitempty"`
+	// The account's open orders. When any are listed, or open_orders_complete is set, they
+	// are all of its working orders: one not listed has ended, one listed counts with its
+	// remaining quantity, one the sidecar never allowed is counted too.
+	OpenOrders []*OpenOrder `protobuf:"bytes,4,rep,name=open_orders,json=openOrders,proto3" json:"open_orders,omitempty"`
+	// The (maybe empty) open_orders are complete. Without this and with none listed, the
+	// snapshot says nothing of orders and working orders are left as they are.
+	OpenOrdersComplete bool `protobuf:"varint,5,opt,name=open_orders_complete,json=openOrdersComplete,proto3" json:"open_orders_complete,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SyncPositionsRequest) Reset() {
 	*x = SyncPositionsRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[11]
+	mi := &file_ess_v1_guard_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1809,7 @@ func (x *SyncPositionsRequest) String() string {
 func (*SyncPositionsRequest) ProtoMessage() {}
 
 func (x *SyncPositionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[11]
+	mi := &file_ess_v1_guard_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1822,7 @@ func (x *SyncPositionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPositionsRequest.ProtoReflect.Descriptor instead.
 func (*SyncPositionsRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{11}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SyncPositionsRequest) GetAccount() string {
@@ -1490,16 +1846,31 @@ func (x *SyncPositionsRequest) GetPositions() []*Position {
 	return nil
 }
 
+func (x *SyncPositionsRequest) GetOpenOrders() []*OpenOrder {
+	if x != nil {
+		return x.OpenOrders
+	}
+	return nil
+}
+
+func (x *SyncPositionsRequest) GetOpenOrdersComplete() bool {
+	if x != nil {
+		return x.OpenOrdersComplete
+	}
+	return false
+}
+
 type SyncPositionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Positions     uint32                 `protobuf:"varint,1,opt,name=positions,proto3" json:"positions,omitempty"`
+	WorkingOrders uint32                 `protobuf:"varint,2,opt,name=working_orders,json=workingOrders,proto3" json:"working_orders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncPositionsResponse) Reset() {
 	*x = SyncPositionsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[12]
+	mi := &file_ess_v1_guard_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1882,7 @@ func (x *SyncPositionsResponse) String() string {
 func (*SyncPositionsResponse) ProtoMessage() {}
 
 func (x *SyncPositionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[12]
+	mi := &file_ess_v1_guard_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,12 +1895,19 @@ func (x *SyncPositionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPositionsResponse.ProtoReflect.Descriptor instead.
 func (*SyncPositionsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{12}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SyncPositionsResponse) GetPositions() uint32 {
 	if x != nil {
 		return x.Positions
+	}
+	return 0
+}
+
+func (x *SyncPositionsResponse) GetWorkingOrders() uint32 {
+	if x != nil {
+		return x.WorkingOrders
 	}
 	return 0
 }
@@ -1549,7 +1927,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[13]
+	mi := &file_ess_v1_guard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1939,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[13]
+	mi := &file_ess_v1_guard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1952,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{13}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeartbeatRequest) GetExecutorId() string {
@@ -1615,7 +1993,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[14]
+	mi := &file_ess_v1_guard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +2005,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[14]
+	mi := &file_ess_v1_guard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +2018,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{14}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeartbeatResponse) GetState() State {
@@ -1674,7 +2052,7 @@ type TriggerRequest struct {
 
 func (x *TriggerRequest) Reset() {
 	*x = TriggerRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[15]
+	mi := &file_ess_v1_guard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +2064,7 @@ func (x *TriggerRequest) String() string {
 func (*TriggerRequest) ProtoMessage() {}
 
 func (x *TriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[15]
+	mi := &file_ess_v1_guard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +2077,7 @@ func (x *TriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerRequest.ProtoReflect.Descriptor instead.
 func (*TriggerRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{15}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TriggerRequest) GetScope() *Scope {
@@ -1754,7 +2132,7 @@ type TriggerResponse struct {
 
 func (x *TriggerResponse) Reset() {
 	*x = TriggerResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[16]
+	mi := &file_ess_v1_guard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2144,7 @@ func (x *TriggerResponse) String() string {
 func (*TriggerResponse) ProtoMessage() {}
 
 func (x *TriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[16]
+	mi := &file_ess_v1_guard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2157,7 @@ func (x *TriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerResponse.ProtoReflect.Descriptor instead.
 func (*TriggerResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{16}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TriggerResponse) GetState() State {
@@ -1809,7 +2187,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[17]
+	mi := &file_ess_v1_guard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +2199,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[17]
+	mi := &file_ess_v1_guard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +2212,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{17}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResetRequest) GetScope() *Scope {
@@ -1874,7 +2252,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[18]
+	mi := &file_ess_v1_guard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2264,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[18]
+	mi := &file_ess_v1_guard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2277,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{18}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResetResponse) GetState() State {
@@ -1938,14 +2316,17 @@ func (x *ResetResponse) GetApprovalExpiresAt() *timestamppb.Timestamp {
 }
 
 type GetStateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also list working orders (of this account only, when set).
+	IncludeWorkingOrders bool   `protobuf:"varint,1,opt,name=include_working_orders,json=includeWorkingOrders,proto3" json:"include_working_orders,omitempty"`
+	WorkingOrdersAccount string `protobuf:"bytes,2,opt,name=working_orders_account,json=workingOrdersAccount,proto3" json:"working_orders_account,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[19]
+	mi := &file_ess_v1_guard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2338,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[19]
+	mi := &file_ess_v1_guard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2351,191 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{19}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetStateRequest) GetIncludeWorkingOrders() bool {
+	if x != nil {
+		return x.IncludeWorkingOrders
+	}
+	return false
+}
+
+func (x *GetStateRequest) GetWorkingOrdersAccount() string {
+	if x != nil {
+		return x.WorkingOrdersAccount
+	}
+	return ""
+}
+
+// An order the sidecar allowed that has not ended yet.
+type WorkingOrder struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Account           string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	ClientOrderId     string                 `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	Strategy          string                 `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Symbol            string                 `protobuf:"bytes,4,opt,name=symbol,proto3" json:"symbol,omitempty"`
+	Side              Side                   `protobuf:"varint,5,opt,name=side,proto3,enum=ess.v1.Side" json:"side,omitempty"`
+	Quantity          float64                `protobuf:"fixed64,6,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	RemainingQuantity float64                `protobuf:"fixed64,7,opt,name=remaining_quantity,json=remainingQuantity,proto3" json:"remaining_quantity,omitempty"`
+	Price             float64                `protobuf:"fixed64,8,opt,name=price,proto3" json:"price,omitempty"`
+	Since             *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=since,proto3" json:"since,omitempty"`
+	// The allowing decision, or "adopted" for an open order first seen in a snapshot.
+	DecisionId    string `protobuf:"bytes,10,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkingOrder) Reset() {
+	*x = WorkingOrder{}
+	mi := &file_ess_v1_guard_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkingOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkingOrder) ProtoMessage() {}
+
+func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkingOrder.ProtoReflect.Descriptor instead.
+func (*WorkingOrder) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WorkingOrder) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *WorkingOrder) GetClientOrderId() string {
+	if x != nil {
+		return x.ClientOrderId
+	}
+	return ""
+}
+
+func (x *WorkingOrder) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *WorkingOrder) GetSymbol() string {
+	if x != nil {
+		return x.Symbol
+	}
+	return ""
+}
+
+func (x *WorkingOrder) GetSide() Side {
+	if x != nil {
+		return x.Side
+	}
+	return Side_SIDE_UNSPECIFIED
+}
+
+func (x *WorkingOrder) GetQuantity() float64 {
+	if x != nil {
+		return x.Quantity
+	}
+	return 0
+}
+
+func (x *WorkingOrder) GetRemainingQuantity() float64 {
+	if x != nil {
+		return x.RemainingQuantity
+	}
+	return 0
+}
+
+func (x *WorkingOrder) GetPrice() float64 {
+	if x != nil {
+		return x.Price
+	}
+	return 0
+}
+
+func (x *WorkingOrder) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *WorkingOrder) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+type WorkingOrderCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	WorkingOrders uint32                 `protobuf:"varint,2,opt,name=working_orders,json=workingOrders,proto3" json:"working_orders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkingOrderCount) Reset() {
+	*x = WorkingOrderCount{}
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkingOrderCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkingOrderCount) ProtoMessage() {}
+
+func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkingOrderCount.ProtoReflect.Descriptor instead.
+func (*WorkingOrderCount) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WorkingOrderCount) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *WorkingOrderCount) GetWorkingOrders() uint32 {
+	if x != nil {
+		return x.WorkingOrders
+	}
+	return 0
 }
 
 type ScopeState struct {
@@ -2002,7 +2567,7 @@ type ScopeState struct {
 
 func (x *ScopeState) Reset() {
 	*x = ScopeState{}
-	mi := &file_ess_v1_guard_proto_msgTypes[20]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2579,7 @@ func (x *ScopeState) String() string {
 func (*ScopeState) ProtoMessage() {}
 
 func (x *ScopeState) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[20]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2592,7 @@ func (x *ScopeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScopeState.ProtoReflect.Descriptor instead.
 func (*ScopeState) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{20}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ScopeState) GetScope() *Scope {
@@ -2157,7 +2722,7 @@ type BreakerThreshold struct {
 
 func (x *BreakerThreshold) Reset() {
 	*x = BreakerThreshold{}
-	mi := &file_ess_v1_guard_proto_msgTypes[21]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2734,7 @@ func (x *BreakerThreshold) String() string {
 func (*BreakerThreshold) ProtoMessage() {}
 
 func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[21]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2747,7 @@ func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakerThreshold.ProtoReflect.Descriptor instead.
 func (*BreakerThreshold) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{21}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BreakerThreshold) GetScope() string {
@@ -2242,17 +2807,21 @@ func (x *BreakerThreshold) GetDisabled() bool {
 }
 
 type GetStateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scopes        []*ScopeState          `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	StateVersion  uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
-	Thresholds    []*BreakerThreshold    `protobuf:"bytes,3,rep,name=thresholds,proto3" json:"thresholds,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Scopes       []*ScopeState          `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	StateVersion uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	Thresholds   []*BreakerThreshold    `protobuf:"bytes,3,rep,name=thresholds,proto3" json:"thresholds,omitempty"`
+	// Accounts with working orders, and how many.
+	WorkingOrderCounts []*WorkingOrderCount `protobuf:"bytes,4,rep,name=working_order_counts,json=workingOrderCounts,proto3" json:"working_order_counts,omitempty"`
+	// With include_working_orders: the oldest first, at most 10,000.
+	WorkingOrders []*WorkingOrder `protobuf:"bytes,5,rep,name=working_orders,json=workingOrders,proto3" json:"working_orders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[22]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2833,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[22]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2846,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{22}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetStateResponse) GetScopes() []*ScopeState {
@@ -2301,6 +2870,126 @@ func (x *GetStateResponse) GetThresholds() []*BreakerThreshold {
 	return nil
 }
 
+func (x *GetStateResponse) GetWorkingOrderCounts() []*WorkingOrderCount {
+	if x != nil {
+		return x.WorkingOrderCounts
+	}
+	return nil
+}
+
+func (x *GetStateResponse) GetWorkingOrders() []*WorkingOrder {
+	if x != nil {
+		return x.WorkingOrders
+	}
+	return nil
+}
+
+type ClearWorkingOrdersRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Account string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// Empty: every working order of the account.
+	ClientOrderIds []string `protobuf:"bytes,2,rep,name=client_order_ids,json=clientOrderIds,proto3" json:"client_order_ids,omitempty"`
+	// Required: why they are known to be gone.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearWorkingOrdersRequest) Reset() {
+	*x = ClearWorkingOrdersRequest{}
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearWorkingOrdersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearWorkingOrdersRequest) ProtoMessage() {}
+
+func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearWorkingOrdersRequest.ProtoReflect.Descriptor instead.
+func (*ClearWorkingOrdersRequest) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ClearWorkingOrdersRequest) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *ClearWorkingOrdersRequest) GetClientOrderIds() []string {
+	if x != nil {
+		return x.ClientOrderIds
+	}
+	return nil
+}
+
+func (x *ClearWorkingOrdersRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ClearWorkingOrdersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cleared       uint32                 `protobuf:"varint,1,opt,name=cleared,proto3" json:"cleared,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearWorkingOrdersResponse) Reset() {
+	*x = ClearWorkingOrdersResponse{}
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearWorkingOrdersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearWorkingOrdersResponse) ProtoMessage() {}
+
+func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearWorkingOrdersResponse.ProtoReflect.Descriptor instead.
+func (*ClearWorkingOrdersResponse) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
+	if x != nil {
+		return x.Cleared
+	}
+	return 0
+}
+
 type WatchStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only these scopes (GLOBAL is not implied); empty means every scope.
@@ -2316,7 +3005,7 @@ type WatchStateRequest struct {
 
 func (x *WatchStateRequest) Reset() {
 	*x = WatchStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[23]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +3017,7 @@ func (x *WatchStateRequest) String() string {
 func (*WatchStateRequest) ProtoMessage() {}
 
 func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[23]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +3030,7 @@ func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
 func (*WatchStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{23}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchStateRequest) GetScopes() []*Scope {
@@ -2388,7 +3077,7 @@ type WatchStateResponse struct {
 
 func (x *WatchStateResponse) Reset() {
 	*x = WatchStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +3089,7 @@ func (x *WatchStateResponse) String() string {
 func (*WatchStateResponse) ProtoMessage() {}
 
 func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +3102,7 @@ func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
 func (*WatchStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchStateResponse) GetKind() WatchEventKind {
@@ -2517,7 +3206,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +3218,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +3231,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListEventsRequest) GetScope() *Scope {
@@ -2605,7 +3294,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +3306,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +3319,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Event) GetVersion() uint64 {
@@ -2742,7 +3431,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +3443,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +3456,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2791,7 +3480,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x12ess/v1/guard.proto\x12\x06ess.v1\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
 	"\x05Scope\x12%\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x11.ess.v1.ScopeKindR\x04kind\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\xfe\x01\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xb7\x02\n" +
 	"\x11CheckOrderRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x1a\n" +
 	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x16\n" +
@@ -2801,7 +3490,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x05price\x18\x06 \x01(\x01R\x05price\x12\x1f\n" +
 	"\vreduce_only\x18\a \x01(\bR\n" +
 	"reduceOnly\x12&\n" +
-	"\x0fclient_order_id\x18\b \x01(\tR\rclientOrderId\"\xf4\x01\n" +
+	"\x0fclient_order_id\x18\b \x01(\tR\rclientOrderId\x127\n" +
+	"\x18replaces_client_order_id\x18\t \x01(\tR\x15replacesClientOrderId\"\xf4\x01\n" +
 	"\x12CheckOrderResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12.\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x16.ess.v1.DecisionReasonR\x06reason\x12\x18\n" +
@@ -2831,28 +3521,53 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x14ReportMetricResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12\x18\n" +
 	"\atripped\x18\x02 \x01(\bR\atripped\x12#\n" +
-	"\rstate_version\x18\x03 \x01(\x04R\fstateVersion\"\xb5\x01\n" +
+	"\rstate_version\x18\x03 \x01(\x04R\fstateVersion\"\xf6\x01\n" +
 	"\x11ReportFillRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x1a\n" +
 	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x16\n" +
 	"\x06symbol\x18\x03 \x01(\tR\x06symbol\x12 \n" +
 	"\x04side\x18\x04 \x01(\x0e2\f.ess.v1.SideR\x04side\x12\x1a\n" +
 	"\bquantity\x18\x05 \x01(\x01R\bquantity\x12\x14\n" +
-	"\x05price\x18\x06 \x01(\x01R\x05price\"0\n" +
+	"\x05price\x18\x06 \x01(\x01R\x05price\x12&\n" +
+	"\x0fclient_order_id\x18\a \x01(\tR\rclientOrderId\x12\x17\n" +
+	"\afill_id\x18\b \x01(\tR\x06fillId\"\xc5\x01\n" +
 	"\x12ReportFillResponse\x12\x1a\n" +
-	"\bposition\x18\x01 \x01(\x01R\bposition\"y\n" +
+	"\bposition\x18\x01 \x01(\x01R\bposition\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1c\n" +
+	"\tunchecked\x18\x03 \x01(\bR\tunchecked\x122\n" +
+	"\raccount_state\x18\x04 \x01(\x0e2\r.ess.v1.StateR\faccountState\x12#\n" +
+	"\rstate_version\x18\x05 \x01(\x04R\fstateVersion\"\xd4\x01\n" +
+	"\x18ReportOrderUpdateRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12&\n" +
+	"\x0fclient_order_id\x18\x02 \x01(\tR\rclientOrderId\x12+\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x13.ess.v1.OrderStatusR\x06status\x122\n" +
+	"\x12remaining_quantity\x18\x04 \x01(\x01H\x00R\x11remainingQuantity\x88\x01\x01B\x15\n" +
+	"\x13_remaining_quantity\"1\n" +
+	"\x19ReportOrderUpdateResponse\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\"\xce\x01\n" +
+	"\tOpenOrder\x12&\n" +
+	"\x0fclient_order_id\x18\x01 \x01(\tR\rclientOrderId\x12\x1a\n" +
+	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12\x16\n" +
+	"\x06symbol\x18\x03 \x01(\tR\x06symbol\x12 \n" +
+	"\x04side\x18\x04 \x01(\x0e2\f.ess.v1.SideR\x04side\x12-\n" +
+	"\x12remaining_quantity\x18\x05 \x01(\x01R\x11remainingQuantity\x12\x14\n" +
+	"\x05price\x18\x06 \x01(\x01R\x05price\"y\n" +
 	"\bPosition\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12\x16\n" +
 	"\x06symbol\x18\x02 \x01(\tR\x06symbol\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\x01R\bquantity\x12\x1d\n" +
 	"\n" +
-	"mark_price\x18\x04 \x01(\x01R\tmarkPrice\"x\n" +
+	"mark_price\x18\x04 \x01(\x01R\tmarkPrice\"\xde\x01\n" +
 	"\x14SyncPositionsRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x16\n" +
 	"\x06equity\x18\x02 \x01(\x01R\x06equity\x12.\n" +
-	"\tpositions\x18\x03 \x03(\v2\x10.ess.v1.PositionR\tpositions\"5\n" +
+	"\tpositions\x18\x03 \x03(\v2\x10.ess.v1.PositionR\tpositions\x122\n" +
+	"\vopen_orders\x18\x04 \x03(\v2\x11.ess.v1.OpenOrderR\n" +
+	"openOrders\x120\n" +
+	"\x14open_orders_complete\x18\x05 \x01(\bR\x12openOrdersComplete\"\\\n" +
 	"\x15SyncPositionsResponse\x12\x1c\n" +
-	"\tpositions\x18\x01 \x01(\rR\tpositions\"\x8f\x01\n" +
+	"\tpositions\x18\x01 \x01(\rR\tpositions\x12%\n" +
+	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\x8f\x01\n" +
 	"\x10HeartbeatRequest\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12#\n" +
@@ -2886,8 +3601,26 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +
 	"\x10pending_approval\x18\x03 \x01(\bR\x0fpendingApproval\x12!\n" +
 	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12J\n" +
-	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"\x11\n" +
-	"\x0fGetStateRequest\"\x92\x05\n" +
+	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"}\n" +
+	"\x0fGetStateRequest\x124\n" +
+	"\x16include_working_orders\x18\x01 \x01(\bR\x14includeWorkingOrders\x124\n" +
+	"\x16working_orders_account\x18\x02 \x01(\tR\x14workingOrdersAccount\"\xda\x02\n" +
+	"\fWorkingOrder\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12&\n" +
+	"\x0fclient_order_id\x18\x02 \x01(\tR\rclientOrderId\x12\x1a\n" +
+	"\bstrategy\x18\x03 \x01(\tR\bstrategy\x12\x16\n" +
+	"\x06symbol\x18\x04 \x01(\tR\x06symbol\x12 \n" +
+	"\x04side\x18\x05 \x01(\x0e2\f.ess.v1.SideR\x04side\x12\x1a\n" +
+	"\bquantity\x18\x06 \x01(\x01R\bquantity\x12-\n" +
+	"\x12remaining_quantity\x18\a \x01(\x01R\x11remainingQuantity\x12\x14\n" +
+	"\x05price\x18\b \x01(\x01R\x05price\x120\n" +
+	"\x05since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1f\n" +
+	"\vdecision_id\x18\n" +
+	" \x01(\tR\n" +
+	"decisionId\"T\n" +
+	"\x11WorkingOrderCount\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12%\n" +
+	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\x92\x05\n" +
 	"\n" +
 	"ScopeState\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -2918,13 +3651,21 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x04mode\x18\x06 \x01(\x0e2\x13.ess.v1.TriggerModeR\x04mode\x12\x1d\n" +
 	"\n" +
 	"auto_rearm\x18\a \x01(\bR\tautoRearm\x12\x1a\n" +
-	"\bdisabled\x18\b \x01(\bR\bdisabled\"\x9d\x01\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xa7\x02\n" +
 	"\x10GetStateResponse\x12*\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x12.ess.v1.ScopeStateR\x06scopes\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x128\n" +
 	"\n" +
 	"thresholds\x18\x03 \x03(\v2\x18.ess.v1.BreakerThresholdR\n" +
-	"thresholds\"s\n" +
+	"thresholds\x12K\n" +
+	"\x14working_order_counts\x18\x04 \x03(\v2\x19.ess.v1.WorkingOrderCountR\x12workingOrderCounts\x12;\n" +
+	"\x0eworking_orders\x18\x05 \x03(\v2\x14.ess.v1.WorkingOrderR\rworkingOrders\"w\n" +
+	"\x19ClearWorkingOrdersRequest\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\tR\aaccount\x12(\n" +
+	"\x10client_order_ids\x18\x02 \x03(\tR\x0eclientOrderIds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"6\n" +
+	"\x1aClearWorkingOrdersResponse\x12\x18\n" +
+	"\acleared\x18\x01 \x01(\rR\acleared\"s\n" +
 	"\x11WatchStateRequest\x12%\n" +
 	"\x06scopes\x18\x01 \x03(\v2\r.ess.v1.ScopeR\x06scopes\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x14\n" +
@@ -2990,7 +3731,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x04Side\x12\x14\n" +
 	"\x10SIDE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bSIDE_BUY\x10\x01\x12\r\n" +
-	"\tSIDE_SELL\x10\x02*\xff\x03\n" +
+	"\tSIDE_SELL\x10\x02*\x9c\x05\n" +
 	"\x0eDecisionReason\x12\x1f\n" +
 	"\x1bDECISION_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17DECISION_REASON_ALLOWED\x10\x01\x12!\n" +
@@ -3006,7 +3747,11 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x12&\n" +
 	"\"DECISION_REASON_PORTFOLIO_EXPOSURE\x10\v\x12!\n" +
 	"\x1dDECISION_REASON_MAX_POSITIONS\x10\f\x12\"\n" +
-	"\x1eDECISION_REASON_EQUITY_UNKNOWN\x10\r*\xfd\x02\n" +
+	"\x1eDECISION_REASON_EQUITY_UNKNOWN\x10\r\x12&\n" +
+	"\"DECISION_REASON_MAX_WORKING_ORDERS\x10\x0e\x12#\n" +
+	"\x1fDECISION_REASON_DUPLICATE_ORDER\x10\x0f\x12 \n" +
+	"\x1cDECISION_REASON_MARK_UNKNOWN\x10\x10\x12,\n" +
+	"(DECISION_REASON_QUANTITY_UNREPRESENTABLE\x10\x11*\xfd\x02\n" +
 	"\x06Metric\x12\x16\n" +
 	"\x12METRIC_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19METRIC_DAILY_DRAWDOWN_PCT\x10\x01\x12\x1e\n" +
@@ -3047,20 +3792,27 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x14CAUSE_HEARTBEAT_LOST\x10\x03\x12\x0f\n" +
 	"\vCAUSE_RESET\x10\x04\x12\x0f\n" +
 	"\vCAUSE_REARM\x10\x05\x12\x10\n" +
-	"\fCAUSE_SYSTEM\x10\x06*\xb5\x01\n" +
+	"\fCAUSE_SYSTEM\x10\x06*\x93\x01\n" +
+	"\vOrderStatus\x12\x1c\n" +
+	"\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\x01\x12\x19\n" +
+	"\x15ORDER_STATUS_REJECTED\x10\x02\x12\x18\n" +
+	"\x14ORDER_STATUS_EXPIRED\x10\x03\x12\x15\n" +
+	"\x11ORDER_STATUS_OPEN\x10\x04*\xb5\x01\n" +
 	"\x0eWatchEventKind\x12 \n" +
 	"\x1cWATCH_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19WATCH_EVENT_KIND_SNAPSHOT\x10\x01\x12!\n" +
 	"\x1dWATCH_EVENT_KIND_SNAPSHOT_END\x10\x02\x12\x1f\n" +
 	"\x1bWATCH_EVENT_KIND_TRANSITION\x10\x03\x12\x1e\n" +
-	"\x1aWATCH_EVENT_KIND_HEARTBEAT\x10\x042\x8b\x06\n" +
+	"\x1aWATCH_EVENT_KIND_HEARTBEAT\x10\x042\xc2\a\n" +
 	"\fGuardService\x12C\n" +
 	"\n" +
 	"CheckOrder\x12\x19.ess.v1.CheckOrderRequest\x1a\x1a.ess.v1.CheckOrderResponse\x12Y\n" +
 	"\x10CheckOrderStream\x12\x1f.ess.v1.CheckOrderStreamRequest\x1a .ess.v1.CheckOrderStreamResponse(\x010\x01\x12I\n" +
 	"\fReportMetric\x12\x1b.ess.v1.ReportMetricRequest\x1a\x1c.ess.v1.ReportMetricResponse\x12C\n" +
 	"\n" +
-	"ReportFill\x12\x19.ess.v1.ReportFillRequest\x1a\x1a.ess.v1.ReportFillResponse\x12L\n" +
+	"ReportFill\x12\x19.ess.v1.ReportFillRequest\x1a\x1a.ess.v1.ReportFillResponse\x12X\n" +
+	"\x11ReportOrderUpdate\x12 .ess.v1.ReportOrderUpdateRequest\x1a!.ess.v1.ReportOrderUpdateResponse\x12L\n" +
 	"\rSyncPositions\x12\x1c.ess.v1.SyncPositionsRequest\x1a\x1d.ess.v1.SyncPositionsResponse\x12@\n" +
 	"\tHeartbeat\x12\x18.ess.v1.HeartbeatRequest\x1a\x19.ess.v1.HeartbeatResponse\x12:\n" +
 	"\aTrigger\x12\x16.ess.v1.TriggerRequest\x1a\x17.ess.v1.TriggerResponse\x124\n" +
@@ -3069,7 +3821,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\n" +
 	"WatchState\x12\x19.ess.v1.WatchStateRequest\x1a\x1a.ess.v1.WatchStateResponse0\x01\x12C\n" +
 	"\n" +
-	"ListEvents\x12\x19.ess.v1.ListEventsRequest\x1a\x1a.ess.v1.ListEventsResponseBI\n" +
+	"ListEvents\x12\x19.ess.v1.ListEventsRequest\x1a\x1a.ess.v1.ListEventsResponse\x12[\n" +
+	"\x12ClearWorkingOrders\x12!.ess.v1.ClearWorkingOrdersRequest\x1a\".ess.v1.ClearWorkingOrdersResponseBI\n" +
 	"\n" +
 	"dev.ess.v1P\x01Z9github.com/ess-sidecar/ess-sidecar/clients/go/essv1;essv1b\x06proto3"
 
@@ -3085,130 +3838,150 @@ func file_ess_v1_guard_proto_rawDescGZIP() []byte {
 	return file_ess_v1_guard_proto_rawDescData
 }
 
-var file_ess_v1_guard_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_ess_v1_guard_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_ess_v1_guard_proto_goTypes = []any{
-	(ScopeKind)(0),                   // 0: ess.v1.ScopeKind
-	(State)(0),                       // 1: ess.v1.State
-	(Side)(0),                        // 2: ess.v1.Side
-	(DecisionReason)(0),              // 3: ess.v1.DecisionReason
-	(Metric)(0),                      // 4: ess.v1.Metric
-	(TriggerReason)(0),               // 5: ess.v1.TriggerReason
-	(TriggerMode)(0),                 // 6: ess.v1.TriggerMode
-	(Directive)(0),                   // 7: ess.v1.Directive
-	(Cause)(0),                       // 8: ess.v1.Cause
-	(WatchEventKind)(0),              // 9: ess.v1.WatchEventKind
-	(*Scope)(nil),                    // 10: ess.v1.Scope
-	(*CheckOrderRequest)(nil),        // 11: ess.v1.CheckOrderRequest
-	(*CheckOrderResponse)(nil),       // 12: ess.v1.CheckOrderResponse
-	(*CheckOrderStreamRequest)(nil),  // 13: ess.v1.CheckOrderStreamRequest
-	(*RequestError)(nil),             // 14: ess.v1.RequestError
-	(*CheckOrderStreamResponse)(nil), // 15: ess.v1.CheckOrderStreamResponse
-	(*ReportMetricRequest)(nil),      // 16: ess.v1.ReportMetricRequest
-	(*ReportMetricResponse)(nil),     // 17: ess.v1.ReportMetricResponse
-	(*ReportFillRequest)(nil),        // 18: ess.v1.ReportFillRequest
-	(*ReportFillResponse)(nil),       // 19: ess.v1.ReportFillResponse
-	(*Position)(nil),                 // 20: ess.v1.Position
-	(*SyncPositionsRequest)(nil),     // 21: ess.v1.SyncPositionsRequest
-	(*SyncPositionsResponse)(nil),    // 22: ess.v1.SyncPositionsResponse
-	(*HeartbeatRequest)(nil),         // 23: ess.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 24: ess.v1.HeartbeatResponse
-	(*TriggerRequest)(nil),           // 25: ess.v1.TriggerRequest
-	(*TriggerResponse)(nil),          // 26: ess.v1.TriggerResponse
-	(*ResetRequest)(nil),             // 27: ess.v1.ResetRequest
-	(*ResetResponse)(nil),            // 28: ess.v1.ResetResponse
-	(*GetStateRequest)(nil),          // 29: ess.v1.GetStateRequest
-	(*ScopeState)(nil),               // 30: ess.v1.ScopeState
-	(*BreakerThreshold)(nil),         // 31: ess.v1.BreakerThreshold
-	(*GetStateResponse)(nil),         // 32: ess.v1.GetStateResponse
-	(*WatchStateRequest)(nil),        // 33: ess.v1.WatchStateRequest
-	(*WatchStateResponse)(nil),       // 34: ess.v1.WatchStateResponse
-	(*ListEventsRequest)(nil),        // 35: ess.v1.ListEventsRequest
-	(*Event)(nil),                    // 36: ess.v1.Event
-	(*ListEventsResponse)(nil),       // 37: ess.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
+	(ScopeKind)(0),                     // 0: ess.v1.ScopeKind
+	(State)(0),                         // 1: ess.v1.State
+	(Side)(0),                          // 2: ess.v1.Side
+	(DecisionReason)(0),                // 3: ess.v1.DecisionReason
+	(Metric)(0),                        // 4: ess.v1.Metric
+	(TriggerReason)(0),                 // 5: ess.v1.TriggerReason
+	(TriggerMode)(0),                   // 6: ess.v1.TriggerMode
+	(Directive)(0),                     // 7: ess.v1.Directive
+	(Cause)(0),                         // 8: ess.v1.Cause
+	(OrderStatus)(0),                   // 9: ess.v1.OrderStatus
+	(WatchEventKind)(0),                // 10: ess.v1.WatchEventKind
+	(*Scope)(nil),                      // 11: ess.v1.Scope
+	(*CheckOrderRequest)(nil),          // 12: ess.v1.CheckOrderRequest
+	(*CheckOrderResponse)(nil),         // 13: ess.v1.CheckOrderResponse
+	(*CheckOrderStreamRequest)(nil),    // 14: ess.v1.CheckOrderStreamRequest
+	(*RequestError)(nil),               // 15: ess.v1.RequestError
+	(*CheckOrderStreamResponse)(nil),   // 16: ess.v1.CheckOrderStreamResponse
+	(*ReportMetricRequest)(nil),        // 17: ess.v1.ReportMetricRequest
+	(*ReportMetricResponse)(nil),       // 18: ess.v1.ReportMetricResponse
+	(*ReportFillRequest)(nil),          // 19: ess.v1.ReportFillRequest
+	(*ReportFillResponse)(nil),         // 20: ess.v1.ReportFillResponse
+	(*ReportOrderUpdateRequest)(nil),   // 21: ess.v1.ReportOrderUpdateRequest
+	(*ReportOrderUpdateResponse)(nil),  // 22: ess.v1.ReportOrderUpdateResponse
+	(*OpenOrder)(nil),                  // 23: ess.v1.OpenOrder
+	(*Position)(nil),                   // 24: ess.v1.Position
+	(*SyncPositionsRequest)(nil),       // 25: ess.v1.SyncPositionsRequest
+	(*SyncPositionsResponse)(nil),      // 26: ess.v1.SyncPositionsResponse
+	(*HeartbeatRequest)(nil),           // 27: ess.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 28: ess.v1.HeartbeatResponse
+	(*TriggerRequest)(nil),             // 29: ess.v1.TriggerRequest
+	(*TriggerResponse)(nil),            // 30: ess.v1.TriggerResponse
+	(*ResetRequest)(nil),               // 31: ess.v1.ResetRequest
+	(*ResetResponse)(nil),              // 32: ess.v1.ResetResponse
+	(*GetStateRequest)(nil),            // 33: ess.v1.GetStateRequest
+	(*WorkingOrder)(nil),               // 34: ess.v1.WorkingOrder
+	(*WorkingOrderCount)(nil),          // 35: ess.v1.WorkingOrderCount
+	(*ScopeState)(nil),                 // 36: ess.v1.ScopeState
+	(*BreakerThreshold)(nil),           // 37: ess.v1.BreakerThreshold
+	(*GetStateResponse)(nil),           // 38: ess.v1.GetStateResponse
+	(*ClearWorkingOrdersRequest)(nil),  // 39: ess.v1.ClearWorkingOrdersRequest
+	(*ClearWorkingOrdersResponse)(nil), // 40: ess.v1.ClearWorkingOrdersResponse
+	(*WatchStateRequest)(nil),          // 41: ess.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 42: ess.v1.WatchStateResponse
+	(*ListEventsRequest)(nil),          // 43: ess.v1.ListEventsRequest
+	(*Event)(nil),                      // 44: ess.v1.Event
+	(*ListEventsResponse)(nil),         // 45: ess.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
 }
 var file_ess_v1_guard_proto_depIdxs = []int32{
 	0,  // 0: ess.v1.Scope.kind:type_name -> ess.v1.ScopeKind
 	2,  // 1: ess.v1.CheckOrderRequest.side:type_name -> ess.v1.Side
 	3,  // 2: ess.v1.CheckOrderResponse.reason:type_name -> ess.v1.DecisionReason
-	10, // 3: ess.v1.CheckOrderResponse.blocking_scope:type_name -> ess.v1.Scope
-	11, // 4: ess.v1.CheckOrderStreamRequest.order:type_name -> ess.v1.CheckOrderRequest
-	12, // 5: ess.v1.CheckOrderStreamResponse.decision:type_name -> ess.v1.CheckOrderResponse
-	14, // 6: ess.v1.CheckOrderStreamResponse.error:type_name -> ess.v1.RequestError
-	10, // 7: ess.v1.ReportMetricRequest.scope:type_name -> ess.v1.Scope
+	11, // 3: ess.v1.CheckOrderResponse.blocking_scope:type_name -> ess.v1.Scope
+	12, // 4: ess.v1.CheckOrderStreamRequest.order:type_name -> ess.v1.CheckOrderRequest
+	13, // 5: ess.v1.CheckOrderStreamResponse.decision:type_name -> ess.v1.CheckOrderResponse
+	15, // 6: ess.v1.CheckOrderStreamResponse.error:type_name -> ess.v1.RequestError
+	11, // 7: ess.v1.ReportMetricRequest.scope:type_name -> ess.v1.Scope
 	4,  // 8: ess.v1.ReportMetricRequest.metric:type_name -> ess.v1.Metric
 	1,  // 9: ess.v1.ReportMetricResponse.state:type_name -> ess.v1.State
 	2,  // 10: ess.v1.ReportFillRequest.side:type_name -> ess.v1.Side
-	20, // 11: ess.v1.SyncPositionsRequest.positions:type_name -> ess.v1.Position
-	10, // 12: ess.v1.HeartbeatRequest.scope:type_name -> ess.v1.Scope
-	1,  // 13: ess.v1.HeartbeatResponse.state:type_name -> ess.v1.State
-	10, // 14: ess.v1.TriggerRequest.scope:type_name -> ess.v1.Scope
-	5,  // 15: ess.v1.TriggerRequest.reason_code:type_name -> ess.v1.TriggerReason
-	6,  // 16: ess.v1.TriggerRequest.mode:type_name -> ess.v1.TriggerMode
-	7,  // 17: ess.v1.TriggerRequest.directives:type_name -> ess.v1.Directive
-	1,  // 18: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
-	10, // 19: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
-	1,  // 20: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	38, // 21: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
-	10, // 22: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
-	1,  // 23: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	38, // 24: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
-	8,  // 25: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
-	5,  // 26: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 27: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	38, // 28: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	38, // 29: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	38, // 30: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 31: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	30, // 32: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	31, // 33: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	10, // 34: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	9,  // 35: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	10, // 36: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 37: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 38: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	38, // 39: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 40: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 41: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	10, // 42: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	38, // 43: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	38, // 44: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	38, // 45: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	10, // 46: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 47: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 48: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 49: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 50: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 51: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	36, // 52: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	11, // 53: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	13, // 54: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	16, // 55: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	18, // 56: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 57: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	23, // 58: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	25, // 59: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	27, // 60: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	29, // 61: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	33, // 62: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	35, // 63: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	12, // 64: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	15, // 65: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	17, // 66: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	19, // 67: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 68: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	24, // 69: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	26, // 70: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	28, // 71: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	32, // 72: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	34, // 73: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	37, // 74: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	64, // [64:75] is the sub-list for method output_type
-	53, // [53:64] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	1,  // 11: ess.v1.ReportFillResponse.account_state:type_name -> ess.v1.State
+	9,  // 12: ess.v1.ReportOrderUpdateRequest.status:type_name -> ess.v1.OrderStatus
+	2,  // 13: ess.v1.OpenOrder.side:type_name -> ess.v1.Side
+	24, // 14: ess.v1.SyncPositionsRequest.positions:type_name -> ess.v1.Position
+	23, // 15: ess.v1.SyncPositionsRequest.open_orders:type_name -> ess.v1.OpenOrder
+	11, // 16: ess.v1.HeartbeatRequest.scope:type_name -> ess.v1.Scope
+	1,  // 17: ess.v1.HeartbeatResponse.state:type_name -> ess.v1.State
+	11, // 18: ess.v1.TriggerRequest.scope:type_name -> ess.v1.Scope
+	5,  // 19: ess.v1.TriggerRequest.reason_code:type_name -> ess.v1.TriggerReason
+	6,  // 20: ess.v1.TriggerRequest.mode:type_name -> ess.v1.TriggerMode
+	7,  // 21: ess.v1.TriggerRequest.directives:type_name -> ess.v1.Directive
+	1,  // 22: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
+	11, // 23: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
+	1,  // 24: ess.v1.ResetResponse.state:type_name -> ess.v1.State
+	46, // 25: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 26: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
+	46, // 27: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
+	11, // 28: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
+	1,  // 29: ess.v1.ScopeState.state:type_name -> ess.v1.State
+	46, // 30: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	8,  // 31: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
+	5,  // 32: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 33: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
+	46, // 34: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	46, // 35: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	46, // 36: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 37: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	36, // 38: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	37, // 39: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	35, // 40: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
+	34, // 41: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
+	11, // 42: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	10, // 43: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	11, // 44: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 45: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 46: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	46, // 47: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 48: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 49: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	11, // 50: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	46, // 51: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	46, // 52: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	46, // 53: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 54: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 55: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 56: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 57: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 58: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 59: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	44, // 60: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	12, // 61: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	14, // 62: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	17, // 63: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	19, // 64: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 65: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
+	25, // 66: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	27, // 67: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	29, // 68: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	31, // 69: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	33, // 70: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	41, // 71: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	43, // 72: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	39, // 73: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
+	13, // 74: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	16, // 75: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	18, // 76: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	20, // 77: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 78: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
+	26, // 79: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	28, // 80: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	30, // 81: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	32, // 82: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	38, // 83: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	42, // 84: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	45, // 85: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	40, // 86: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
+	74, // [74:87] is the sub-list for method output_type
+	61, // [61:74] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }
@@ -3220,13 +3993,14 @@ func file_ess_v1_guard_proto_init() {
 		(*CheckOrderStreamResponse_Decision)(nil),
 		(*CheckOrderStreamResponse_Error)(nil),
 	}
+	file_ess_v1_guard_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ess_v1_guard_proto_rawDesc), len(file_ess_v1_guard_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   28,
+			NumEnums:      11,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

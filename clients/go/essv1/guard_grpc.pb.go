@@ -10,7 +10,19 @@
 // missed deadline or malformed answer as a denial.
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
-// GetState, WatchState, Trigger), operator (+ Reset, ListEvents).
+// GetState, WatchState, Trigger), operator (+ Reset, ClearWorkingOrders, ListEvents),
+// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only).
+//
+// Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
+// canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,
+// no leading or trailing whitespace, no control, format or default-ignorable characters
+// (U+034F, variation selectors, U+3164, ...), no combining mark first. Symbols are
+// case-insensitive and answered in upper case; every other id is case-sensitive.
+//
+// The order's lifecycle: an allowed order is a working order, keyed by (account,
+// client_order_id), and counts toward every limit until evidence ends it: fills
+// (ReportFill), an update (ReportOrderUpdate), a SyncPositions snapshot of open orders
+// that no longer lists it, a replace, or an operator (ClearWorkingOrders). Never a timer.
 //
 // Field numbers are never reused once released.
 
@@ -35,17 +47,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GuardService_CheckOrder_FullMethodName       = "/ess.v1.GuardService/CheckOrder"
-	GuardService_CheckOrderStream_FullMethodName = "/ess.v1.GuardService/CheckOrderStream"
-	GuardService_ReportMetric_FullMethodName     = "/ess.v1.GuardService/ReportMetric"
-	GuardService_ReportFill_FullMethodName       = "/ess.v1.GuardService/ReportFill"
-	GuardService_SyncPositions_FullMethodName    = "/ess.v1.GuardService/SyncPositions"
-	GuardService_Heartbeat_FullMethodName        = "/ess.v1.GuardService/Heartbeat"
-	GuardService_Trigger_FullMethodName          = "/ess.v1.GuardService/Trigger"
-	GuardService_Reset_FullMethodName            = "/ess.v1.GuardService/Reset"
-	GuardService_GetState_FullMethodName         = "/ess.v1.GuardService/GetState"
-	GuardService_WatchState_FullMethodName       = "/ess.v1.GuardService/WatchState"
-	GuardService_ListEvents_FullMethodName       = "/ess.v1.GuardService/ListEvents"
+	GuardService_CheckOrder_FullMethodName         = "/ess.v1.GuardService/CheckOrder"
+	GuardService_CheckOrderStream_FullMethodName   = "/ess.v1.GuardService/CheckOrderStream"
+	GuardService_ReportMetric_FullMethodName       = "/ess.v1.GuardService/ReportMetric"
+	GuardService_ReportFill_FullMethodName         = "/ess.v1.GuardService/ReportFill"
+	GuardService_ReportOrderUpdate_FullMethodName  = "/ess.v1.GuardService/ReportOrderUpdate"
+	GuardService_SyncPositions_FullMethodName      = "/ess.v1.GuardService/SyncPositions"
+	GuardService_Heartbeat_FullMethodName          = "/ess.v1.GuardService/Heartbeat"
+	GuardService_Trigger_FullMethodName            = "/ess.v1.GuardService/Trigger"
+	GuardService_Reset_FullMethodName              = "/ess.v1.GuardService/Reset"
+	GuardService_GetState_FullMethodName           = "/ess.v1.GuardService/GetState"
+	GuardService_WatchState_FullMethodName         = "/ess.v1.GuardService/WatchState"
+	GuardService_ListEvents_FullMethodName         = "/ess.v1.GuardService/ListEvents"
+	GuardService_ClearWorkingOrders_FullMethodName = "/ess.v1.GuardService/ClearWorkingOrders"
 )
 
 // GuardServiceClient is the client API for GuardService service.
@@ -61,9 +75,15 @@ type GuardServiceClient interface {
 	// One metric sample for a scope; breakers are evaluated inside the call and a trip is
 	// durable before the call returns.
 	ReportMetric(ctx context.Context, in *ReportMetricRequest, opts ...grpc.CallOption) (*ReportMetricResponse, error)
-	// An incremental fill, applied to the position book used by the limits.
+	// An incremental fill, applied once per fill_id to the position book used by the limits;
+	// it draws down its working order. A fill for an order the sidecar never allowed, or
+	// beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
+	// manual reset).
 	ReportFill(ctx context.Context, in *ReportFillRequest, opts ...grpc.CallOption) (*ReportFillResponse, error)
-	// A full snapshot of one account's positions, equity and marks; replaces the book.
+	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
+	ReportOrderUpdate(ctx context.Context, in *ReportOrderUpdateRequest, opts ...grpc.CallOption) (*ReportOrderUpdateResponse, error)
+	// A full snapshot of one account's positions, equity and marks; replaces the book. With
+	// open orders (or open_orders_complete), they replace its working orders too.
 	SyncPositions(ctx context.Context, in *SyncPositionsRequest, opts ...grpc.CallOption) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
@@ -82,6 +102,9 @@ type GuardServiceClient interface {
 	WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error)
 	// The audit trail, newest first, paged.
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// Operator: the working orders of an account, all or some, are known to be gone (a
+	// stuck reservation costs denials until evidence or an operator ends it).
+	ClearWorkingOrders(ctx context.Context, in *ClearWorkingOrdersRequest, opts ...grpc.CallOption) (*ClearWorkingOrdersResponse, error)
 }
 
 type guardServiceClient struct {
@@ -129,6 +152,16 @@ func (c *guardServiceClient) ReportFill(ctx context.Context, in *ReportFillReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReportFillResponse)
 	err := c.cc.Invoke(ctx, GuardService_ReportFill_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *guardServiceClient) ReportOrderUpdate(ctx context.Context, in *ReportOrderUpdateRequest, opts ...grpc.CallOption) (*ReportOrderUpdateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportOrderUpdateResponse)
+	err := c.cc.Invoke(ctx, GuardService_ReportOrderUpdate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +247,16 @@ func (c *guardServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 	return out, nil
 }
 
+func (c *guardServiceClient) ClearWorkingOrders(ctx context.Context, in *ClearWorkingOrdersRequest, opts ...grpc.CallOption) (*ClearWorkingOrdersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClearWorkingOrdersResponse)
+	err := c.cc.Invoke(ctx, GuardService_ClearWorkingOrders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GuardServiceServer is the server API for GuardService service.
 // All implementations must embed UnimplementedGuardServiceServer
 // for forward compatibility.
@@ -227,9 +270,15 @@ type GuardServiceServer interface {
 	// One metric sample for a scope; breakers are evaluated inside the call and a trip is
 	// durable before the call returns.
 	ReportMetric(context.Context, *ReportMetricRequest) (*ReportMetricResponse, error)
-	// An incremental fill, applied to the position book used by the limits.
+	// An incremental fill, applied once per fill_id to the position book used by the limits;
+	// it draws down its working order. A fill for an order the sidecar never allowed, or
+	// beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
+	// manual reset).
 	ReportFill(context.Context, *ReportFillRequest) (*ReportFillResponse, error)
-	// A full snapshot of one account's positions, equity and marks; replaces the book.
+	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
+	ReportOrderUpdate(context.Context, *ReportOrderUpdateRequest) (*ReportOrderUpdateResponse, error)
+	// A full snapshot of one account's positions, equity and marks; replaces the book. With
+	// open orders (or open_orders_complete), they replace its working orders too.
 	SyncPositions(context.Context, *SyncPositionsRequest) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
@@ -248,6 +297,9 @@ type GuardServiceServer interface {
 	WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error
 	// The audit trail, newest first, paged.
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// Operator: the working orders of an account, all or some, are known to be gone (a
+	// stuck reservation costs denials until evidence or an operator ends it).
+	ClearWorkingOrders(context.Context, *ClearWorkingOrdersRequest) (*ClearWorkingOrdersResponse, error)
 	mustEmbedUnimplementedGuardServiceServer()
 }
 
@@ -270,6 +322,9 @@ func (UnimplementedGuardServiceServer) ReportMetric(context.Context, *ReportMetr
 func (UnimplementedGuardServiceServer) ReportFill(context.Context, *ReportFillRequest) (*ReportFillResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReportFill not implemented")
 }
+func (UnimplementedGuardServiceServer) ReportOrderUpdate(context.Context, *ReportOrderUpdateRequest) (*ReportOrderUpdateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportOrderUpdate not implemented")
+}
 func (UnimplementedGuardServiceServer) SyncPositions(context.Context, *SyncPositionsRequest) (*SyncPositionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SyncPositions not implemented")
 }
@@ -290,6 +345,9 @@ func (UnimplementedGuardServiceServer) WatchState(*WatchStateRequest, grpc.Serve
 }
 func (UnimplementedGuardServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedGuardServiceServer) ClearWorkingOrders(context.Context, *ClearWorkingOrdersRequest) (*ClearWorkingOrdersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClearWorkingOrders not implemented")
 }
 func (UnimplementedGuardServiceServer) mustEmbedUnimplementedGuardServiceServer() {}
 func (UnimplementedGuardServiceServer) testEmbeddedByValue()                      {}
@@ -369,6 +427,24 @@ func _GuardService_ReportFill_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(GuardServiceServer).ReportFill(ctx, req.(*ReportFillRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GuardService_ReportOrderUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportOrderUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuardServiceServer).ReportOrderUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuardService_ReportOrderUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuardServiceServer).ReportOrderUpdate(ctx, req.(*ReportOrderUpdateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -492,6 +568,24 @@ func _GuardService_ListEvents_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GuardService_ClearWorkingOrders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClearWorkingOrdersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuardServiceServer).ClearWorkingOrders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuardService_ClearWorkingOrders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuardServiceServer).ClearWorkingOrders(ctx, req.(*ClearWorkingOrdersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GuardService_ServiceDesc is the grpc.ServiceDesc for GuardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -510,6 +604,10 @@ var GuardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportFill",
 			Handler:    _GuardService_ReportFill_Handler,
+		},
+		{
+			MethodName: "ReportOrderUpdate",
+			Handler:    _GuardService_ReportOrderUpdate_Handler,
 		},
 		{
 			MethodName: "SyncPositions",
@@ -534,6 +632,10 @@ var GuardService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEvents",
 			Handler:    _GuardService_ListEvents_Handler,
+		},
+		{
+			MethodName: "ClearWorkingOrders",
+			Handler:    _GuardService_ClearWorkingOrders_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

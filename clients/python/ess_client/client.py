@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -58,6 +60,10 @@ class GuardClient:
         self._stall_after_s = stall_after_s
         self._policy = FailurePolicy(fail_open, log_interval_s)
         self._ids = itertools.count(1)
+        # client_order_ids this client makes up: a random prefix per client, then a count,
+        # so that no two clients (nor one restarted) repeat one within the sidecar's
+        # retention, where a reused id is denied as a duplicate.
+        self._order_ids = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count(1))
         self._stream: CheckStream | None = None
         self.streams_opened = 0  # more than one means the stream was replaced after a failure
         self._closed = False
@@ -85,21 +91,32 @@ class GuardClient:
         self._current_stream()
         return True
 
+    def new_client_order_id(self) -> str:
+        """A client_order_id no other order of this client has (nor any other client's)."""
+        return next(self._order_ids)
+
     async def check(self, *, account: str, strategy: str, symbol: str, side: EnumLike,
                     quantity: float, price: float, reduce_only: bool = False,
-                    client_order_id: str = "", timeout_s: float | None = None) -> Verdict:
-        """May this order be sent? Obey `verdict.allowed`. Never raises (except the caller's
-        own cancellation): a missed deadline, an unreachable sidecar, a broken stream, a
-        rejected order or a malformed answer is a denial with `failure` set, counted and
-        logged; with fail_open only the connectivity causes are allowed instead."""
+                    client_order_id: str = "", replaces_client_order_id: str = "",
+                    timeout_s: float | None = None) -> Verdict:
+        """May this order be sent? Obey `verdict.allowed`; send the order with
+        `verdict.client_order_id` (made up here unless given), which its fills and updates
+        must carry. An allowed order counts toward the limits until they end it. Never
+        raises (except the caller's own cancellation): a missed deadline, an unreachable
+        sidecar, a broken stream, a rejected order or a malformed answer is a denial with
+        `failure` set, counted and logged; with fail_open only the connectivity causes are
+        allowed instead. `replaces_client_order_id`: a cancel/replace of that order."""
+        client_order_id = client_order_id or self.new_client_order_id()
         try:
             order = order_request(account, strategy, symbol, side, quantity, price,
-                                  reduce_only, client_order_id)
+                                  reduce_only, client_order_id, replaces_client_order_id)
             verdict = await self._ask(order, self.check_timeout_s if timeout_s is None
                                       else timeout_s)
         except Exception as error:  # fail closed on anything, including a client bug
             verdict = failed(Failure.CLIENT_ERROR, f"could not check the order: {error!r}")
-        return verdict if verdict.failure is None else self._policy.apply(verdict)
+        if verdict.failure is not None:
+            verdict = self._policy.apply(verdict)
+        return dataclasses.replace(verdict, client_order_id=client_order_id)
 
     async def _ask(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
         if self._closed:
@@ -135,17 +152,41 @@ class GuardClient:
             scope=to_scope(scope), metric=to_enum(pb.Metric, "METRIC_", metric), value=value))
 
     async def report_fill(self, *, account: str, strategy: str, symbol: str, side: EnumLike,
-                          quantity: float, price: float) -> pb.ReportFillResponse:
-        """An incremental fill; returns the signed position after it."""
+                          quantity: float, price: float, client_order_id: str,
+                          fill_id: str) -> pb.ReportFillResponse:
+        """An incremental fill of the order `client_order_id`; `fill_id` is the venue's
+        execution id (a fill_id already applied is ignored: `duplicate`). Returns the
+        signed position after it; `unchecked` if the sidecar never allowed that order (the
+        account is then tripped)."""
         return await self._unary(self._stub.ReportFill, pb.ReportFillRequest(
             account=account, strategy=strategy, symbol=symbol,
-            side=to_enum(pb.Side, "SIDE_", side), quantity=quantity, price=price))
+            side=to_enum(pb.Side, "SIDE_", side), quantity=quantity, price=price,
+            client_order_id=client_order_id, fill_id=fill_id))
+
+    async def report_order_update(self, account: str, client_order_id: str, status: EnumLike,
+                                  remaining_quantity: float | None = None,
+                                  ) -> pb.ReportOrderUpdateResponse:
+        """A working order ended ("CANCELLED", "REJECTED", "EXPIRED"), or is "OPEN" with
+        less remaining: its reservation is released. `known` is False if none was working."""
+        request = pb.ReportOrderUpdateRequest(
+            account=account, client_order_id=client_order_id,
+            status=to_enum(pb.OrderStatus, "ORDER_STATUS_", status))
+        if remaining_quantity is not None:
+            request.remaining_quantity = remaining_quantity
+        return await self._unary(self._stub.ReportOrderUpdate, request)
 
     async def sync_positions(self, account: str, equity: float,
-                             positions: Iterable[pb.Position]) -> pb.SyncPositionsResponse:
-        """Replace the account's book with this snapshot of positions, equity and marks."""
-        return await self._unary(self._stub.SyncPositions, pb.SyncPositionsRequest(
-            account=account, equity=equity, positions=list(positions)))
+                             positions: Iterable[pb.Position],
+                             open_orders: Iterable[pb.OpenOrder] | None = None,
+                             ) -> pb.SyncPositionsResponse:
+        """Replace the account's book with this snapshot of positions, equity and marks.
+        With `open_orders` (a list, maybe empty), they are all of its working orders."""
+        request = pb.SyncPositionsRequest(account=account, equity=equity,
+                                          positions=list(positions))
+        if open_orders is not None:
+            request.open_orders.extend(open_orders)
+            request.open_orders_complete = True
+        return await self._unary(self._stub.SyncPositions, request)
 
     async def heartbeat(self, executor_id: str, scope: ScopeLike, ttl_ms: int,
                         deregister: bool = False) -> pb.HeartbeatResponse:

@@ -28,9 +28,10 @@ def to_enum(enum_type: Any, prefix: str, value: EnumLike) -> int:
 
 
 def order_request(account: str, strategy: str, symbol: str, side: EnumLike, quantity: float,
-                  price: float, reduce_only: bool, client_order_id: str) -> pb.CheckOrderRequest:
+                  price: float, reduce_only: bool, client_order_id: str,
+                  replaces_client_order_id: str = "") -> pb.CheckOrderRequest:
     """The order as the sidecar sees it; the sidecar, not the client, validates the values."""
     return pb.CheckOrderRequest(
         account=account, strategy=strategy, symbol=symbol, side=to_enum(pb.Side, "SIDE_", side),
         quantity=quantity, price=price, reduce_only=reduce_only,
-        client_order_id=client_order_id)
+        client_order_id=client_order_id, replaces_client_order_id=replaces_client_order_id)

@@ -44,6 +44,7 @@ class Verdict:
     state_version: int = 0
     decision_id: str = ""
     blocking_scope: str = ""
+    client_order_id: str = ""  # the order's id: report its fills and updates with it
 
     @property
     def reason_name(self) -> str:

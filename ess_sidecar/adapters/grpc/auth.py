@@ -20,7 +20,8 @@ PERMISSIONS = {
     "CheckOrder": Permission.CHECK,
     "CheckOrderStream": Permission.CHECK,
     "ReportMetric": Permission.REPORT,
-    "ReportFill": Permission.REPORT,
+    "ReportFill": Permission.REPORT_EXECUTION,
+    "ReportOrderUpdate": Permission.REPORT_EXECUTION,
     "SyncPositions": Permission.REPORT,
     "Heartbeat": Permission.REPORT,
     "Trigger": Permission.TRIGGER,
@@ -28,6 +29,7 @@ PERMISSIONS = {
     "GetState": Permission.READ_STATE,
     "WatchState": Permission.READ_STATE,
     "ListEvents": Permission.READ_HISTORY,
+    "ClearWorkingOrders": Permission.CLEAR_WORKING_ORDERS,
 }
 
 BEARER = "bearer "

@@ -10,7 +10,10 @@ from ...domain.approvals import PendingReset
 from ...domain.breakers import Metric
 from ...domain.decisions import Decision
 from ...domain.errors import InvalidArgument
-from ...domain.orders import Fill, Order, PositionSnapshot, Side
+from ...domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
+    PositionSnapshot, Side
+from ...domain.working import OrderRecord
+from ...service import FillReport
 from ...domain.scopes import Scope, ScopeKind, make_scope
 from ...domain.states import Directive, State, Transition, TriggerMode, TriggerReason
 
@@ -37,7 +40,7 @@ def side_from_proto(value: int, field: str = "side") -> Side:
 
 def order_from_proto(m: pb.CheckOrderRequest) -> Order:
     return Order(m.account, m.strategy, m.symbol, side_from_proto(m.side), m.quantity, m.price,
-                 m.reduce_only, m.client_order_id)
+                 m.reduce_only, m.client_order_id, m.replaces_client_order_id)
 
 
 def decision_to_proto(d: Decision) -> pb.CheckOrderResponse:
@@ -51,12 +54,42 @@ def decision_to_proto(d: Decision) -> pb.CheckOrderResponse:
 
 
 def fill_from_proto(m: pb.ReportFillRequest) -> Fill:
-    return Fill(m.account, m.strategy, m.symbol, side_from_proto(m.side), m.quantity, m.price)
+    return Fill(m.account, m.strategy, m.symbol, side_from_proto(m.side), m.quantity, m.price,
+                m.client_order_id, m.fill_id)
+
+
+def fill_to_proto(report: FillReport) -> pb.ReportFillResponse:
+    return pb.ReportFillResponse(
+        position=report.fill.position, duplicate=report.fill.duplicate,
+        unchecked=bool(report.fill.unchecked), account_state=report.account.state,
+        state_version=report.account.version)
+
+
+def update_from_proto(m: pb.ReportOrderUpdateRequest) -> OrderUpdate:
+    return OrderUpdate(m.account, m.client_order_id,
+                       enum_from_proto(OrderStatus, m.status, "status"),
+                       m.remaining_quantity if m.HasField("remaining_quantity") else None)
 
 
 def positions_from_proto(m: pb.SyncPositionsRequest) -> list[PositionSnapshot]:
     return [PositionSnapshot(p.strategy, p.symbol, p.quantity, p.mark_price)
             for p in m.positions]
+
+
+def open_orders_from_proto(m: pb.SyncPositionsRequest) -> list[OpenOrder] | None:
+    """None when the snapshot says nothing of orders (none listed, not marked complete)."""
+    if not m.open_orders and not m.open_orders_complete:
+        return None
+    return [OpenOrder(o.client_order_id, o.strategy, o.symbol,
+                      side_from_proto(o.side, f"open_orders[{i}].side"),
+                      o.remaining_quantity, o.price) for i, o in enumerate(m.open_orders)]
+
+
+def working_order_to_proto(r: OrderRecord) -> pb.WorkingOrder:
+    return pb.WorkingOrder(account=r.account, client_order_id=r.client_order_id,
+                           strategy=r.strategy, symbol=r.symbol, side=r.side,
+                           quantity=r.quantity, remaining_quantity=r.remaining, price=r.price,
+                           since=timestamp(r.time), decision_id=r.decision_id)
 
 
 def scope_from_proto(m: pb.Scope, field: str = "scope") -> Scope:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -21,6 +22,7 @@ from ...service import Guard, Outcome
 from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, directives_from_proto, fill_from_proto, \
+    fill_to_proto, open_orders_from_proto, update_from_proto, working_order_to_proto, \
     heartbeat_to_watch, metric_from_proto, order_from_proto, positions_from_proto, \
     scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
     transition_to_watch, trigger_mode_from_proto, trigger_reason_from_proto
@@ -28,6 +30,7 @@ from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 MAX_PAGE_SIZE = 1000
+MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
 
 
 class GuardServicer(pb_grpc.GuardServiceServicer):
@@ -87,14 +90,33 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     @aborts_on_guard_errors
     async def ReportFill(self, request: pb.ReportFillRequest,
                          context: grpc.aio.ServicerContext) -> pb.ReportFillResponse:
-        return pb.ReportFillResponse(position=self._guard.report_fill(fill_from_proto(request)))
+        return fill_to_proto(self._guard.report_fill(fill_from_proto(request),
+                                                     actor_of(context)))
+
+    @aborts_on_guard_errors
+    async def ReportOrderUpdate(self, request: pb.ReportOrderUpdateRequest,
+                                context: grpc.aio.ServicerContext,
+                                ) -> pb.ReportOrderUpdateResponse:
+        known = self._guard.report_order_update(update_from_proto(request))
+        return pb.ReportOrderUpdateResponse(known=known)
 
     @aborts_on_guard_errors
     async def SyncPositions(self, request: pb.SyncPositionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.SyncPositionsResponse:
         count = self._guard.sync_positions(request.account, request.equity,
-                                           positions_from_proto(request))
-        return pb.SyncPositionsResponse(positions=count)
+                                           positions_from_proto(request),
+                                           open_orders_from_proto(request))
+        working = self._guard.engine.orders.per_account.get(request.account, 0)
+        return pb.SyncPositionsResponse(positions=count, working_orders=working)
+
+    @aborts_on_guard_errors
+    async def ClearWorkingOrders(self, request: pb.ClearWorkingOrdersRequest,
+                                 context: grpc.aio.ServicerContext,
+                                 ) -> pb.ClearWorkingOrdersResponse:
+        cleared = self._guard.clear_working_orders(request.account,
+                                                   list(request.client_order_ids),
+                                                   request.reason, actor_of(context))
+        return pb.ClearWorkingOrdersResponse(cleared=cleared)
 
     @aborts_on_guard_errors
     async def Heartbeat(self, request: pb.HeartbeatRequest,
@@ -134,11 +156,18 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     async def GetState(self, request: pb.GetStateRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetStateResponse:
         engine, now = self._guard.engine, self._guard.now()
-        return pb.GetStateResponse(
+        response = pb.GetStateResponse(
             scopes=[scope_state_to_proto(t, engine.reset_allowed_at(t),
                                          engine.approvals.pending(t.scope, t.version, now))
                     for t in self._guard.restricted()],
-            state_version=engine.version, thresholds=thresholds_to_proto(engine.config))
+            state_version=engine.version, thresholds=thresholds_to_proto(engine.config),
+            working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
+                                  for a, n in sorted(engine.orders.per_account.items())])
+        if request.include_working_orders:
+            account = request.working_orders_account or None
+            working = itertools.islice(engine.orders.working(account), MAX_WORKING_LISTED)
+            response.working_orders.extend(working_order_to_proto(r) for r in working)
+        return response
 
     @aborts_on_guard_errors
     async def ListEvents(self, request: pb.ListEventsRequest,

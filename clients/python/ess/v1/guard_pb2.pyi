@@ -48,6 +48,10 @@ class DecisionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECISION_REASON_PORTFOLIO_EXPOSURE: _ClassVar[DecisionReason]
     DECISION_REASON_MAX_POSITIONS: _ClassVar[DecisionReason]
     DECISION_REASON_EQUITY_UNKNOWN: _ClassVar[DecisionReason]
+    DECISION_REASON_MAX_WORKING_ORDERS: _ClassVar[DecisionReason]
+    DECISION_REASON_DUPLICATE_ORDER: _ClassVar[DecisionReason]
+    DECISION_REASON_MARK_UNKNOWN: _ClassVar[DecisionReason]
+    DECISION_REASON_QUANTITY_UNREPRESENTABLE: _ClassVar[DecisionReason]
 
 class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -99,6 +103,14 @@ class Cause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAUSE_REARM: _ClassVar[Cause]
     CAUSE_SYSTEM: _ClassVar[Cause]
 
+class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_STATUS_UNSPECIFIED: _ClassVar[OrderStatus]
+    ORDER_STATUS_CANCELLED: _ClassVar[OrderStatus]
+    ORDER_STATUS_REJECTED: _ClassVar[OrderStatus]
+    ORDER_STATUS_EXPIRED: _ClassVar[OrderStatus]
+    ORDER_STATUS_OPEN: _ClassVar[OrderStatus]
+
 class WatchEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WATCH_EVENT_KIND_UNSPECIFIED: _ClassVar[WatchEventKind]
@@ -133,6 +145,10 @@ DECISION_REASON_STRATEGY_EXPOSURE: DecisionReason
 DECISION_REASON_PORTFOLIO_EXPOSURE: DecisionReason
 DECISION_REASON_MAX_POSITIONS: DecisionReason
 DECISION_REASON_EQUITY_UNKNOWN: DecisionReason
+DECISION_REASON_MAX_WORKING_ORDERS: DecisionReason
+DECISION_REASON_DUPLICATE_ORDER: DecisionReason
+DECISION_REASON_MARK_UNKNOWN: DecisionReason
+DECISION_REASON_QUANTITY_UNREPRESENTABLE: DecisionReason
 METRIC_UNSPECIFIED: Metric
 METRIC_DAILY_DRAWDOWN_PCT: Metric
 METRIC_WEEKLY_DRAWDOWN_PCT: Metric
@@ -168,6 +184,11 @@ CAUSE_HEARTBEAT_LOST: Cause
 CAUSE_RESET: Cause
 CAUSE_REARM: Cause
 CAUSE_SYSTEM: Cause
+ORDER_STATUS_UNSPECIFIED: OrderStatus
+ORDER_STATUS_CANCELLED: OrderStatus
+ORDER_STATUS_REJECTED: OrderStatus
+ORDER_STATUS_EXPIRED: OrderStatus
+ORDER_STATUS_OPEN: OrderStatus
 WATCH_EVENT_KIND_UNSPECIFIED: WatchEventKind
 WATCH_EVENT_KIND_SNAPSHOT: WatchEventKind
 WATCH_EVENT_KIND_SNAPSHOT_END: WatchEventKind
@@ -183,7 +204,7 @@ class Scope(_message.Message):
     def __init__(self, kind: _Optional[_Union[ScopeKind, str]] = ..., id: _Optional[str] = ...) -> None: ...
 
 class CheckOrderRequest(_message.Message):
-    __slots__ = ("account", "strategy", "symbol", "side", "quantity", "price", "reduce_only", "client_order_id")
+    __slots__ = ("account", "strategy", "symbol", "side", "quantity", "price", "reduce_only", "client_order_id", "replaces_client_order_id")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +213,7 @@ class CheckOrderRequest(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     REDUCE_ONLY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     account: str
     strategy: str
     symbol: str
@@ -200,7 +222,8 @@ class CheckOrderRequest(_message.Message):
     price: float
     reduce_only: bool
     client_order_id: str
-    def __init__(self, account: _Optional[str] = ..., strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[float] = ..., price: _Optional[float] = ..., reduce_only: _Optional[bool] = ..., client_order_id: _Optional[str] = ...) -> None: ...
+    replaces_client_order_id: str
+    def __init__(self, account: _Optional[str] = ..., strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[float] = ..., price: _Optional[float] = ..., reduce_only: _Optional[bool] = ..., client_order_id: _Optional[str] = ..., replaces_client_order_id: _Optional[str] = ...) -> None: ...
 
 class CheckOrderResponse(_message.Message):
     __slots__ = ("allowed", "reason", "message", "state_version", "blocking_scope", "decision_id")
@@ -267,26 +290,72 @@ class ReportMetricResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., tripped: _Optional[bool] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class ReportFillRequest(_message.Message):
-    __slots__ = ("account", "strategy", "symbol", "side", "quantity", "price")
+    __slots__ = ("account", "strategy", "symbol", "side", "quantity", "price", "client_order_id", "fill_id")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    FILL_ID_FIELD_NUMBER: _ClassVar[int]
     account: str
     strategy: str
     symbol: str
     side: Side
     quantity: float
     price: float
-    def __init__(self, account: _Optional[str] = ..., strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[float] = ..., price: _Optional[float] = ...) -> None: ...
+    client_order_id: str
+    fill_id: str
+    def __init__(self, account: _Optional[str] = ..., strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[float] = ..., price: _Optional[float] = ..., client_order_id: _Optional[str] = ..., fill_id: _Optional[str] = ...) -> None: ...
 
 class ReportFillResponse(_message.Message):
-    __slots__ = ("position",)
+    __slots__ = ("position", "duplicate", "unchecked", "account_state", "state_version")
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    UNCHECKED_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     position: float
-    def __init__(self, position: _Optional[float] = ...) -> None: ...
+    duplicate: bool
+    unchecked: bool
+    account_state: State
+    state_version: int
+    def __init__(self, position: _Optional[float] = ..., duplicate: _Optional[bool] = ..., unchecked: _Optional[bool] = ..., account_state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
+
+class ReportOrderUpdateRequest(_message.Message):
+    __slots__ = ("account", "client_order_id", "status", "remaining_quantity")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    client_order_id: str
+    status: OrderStatus
+    remaining_quantity: float
+    def __init__(self, account: _Optional[str] = ..., client_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., remaining_quantity: _Optional[float] = ...) -> None: ...
+
+class ReportOrderUpdateResponse(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class OpenOrder(_message.Message):
+    __slots__ = ("client_order_id", "strategy", "symbol", "side", "remaining_quantity", "price")
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    remaining_quantity: float
+    price: float
+    def __init__(self, client_order_id: _Optional[str] = ..., strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., remaining_quantity: _Optional[float] = ..., price: _Optional[float] = ...) -> None: ...
 
 class Position(_message.Message):
     __slots__ = ("strategy", "symbol", "quantity", "mark_price")
@@ -301,20 +370,26 @@ class Position(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[float] = ..., mark_price: _Optional[float] = ...) -> None: ...
 
 class SyncPositionsRequest(_message.Message):
-    __slots__ = ("account", "equity", "positions")
+    __slots__ = ("account", "equity", "positions", "open_orders", "open_orders_complete")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EQUITY_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ORDERS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     account: str
     equity: float
     positions: _containers.RepeatedCompositeFieldContainer[Position]
-    def __init__(self, account: _Optional[str] = ..., equity: _Optional[float] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ...) -> None: ...
+    open_orders: _containers.RepeatedCompositeFieldContainer[OpenOrder]
+    open_orders_complete: bool
+    def __init__(self, account: _Optional[str] = ..., equity: _Optional[float] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., open_orders: _Optional[_Iterable[_Union[OpenOrder, _Mapping]]] = ..., open_orders_complete: _Optional[bool] = ...) -> None: ...
 
 class SyncPositionsResponse(_message.Message):
-    __slots__ = ("positions",)
+    __slots__ = ("positions", "working_orders")
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
     positions: int
-    def __init__(self, positions: _Optional[int] = ...) -> None: ...
+    working_orders: int
+    def __init__(self, positions: _Optional[int] = ..., working_orders: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("executor_id", "scope", "ttl_ms", "deregister")
@@ -385,8 +460,44 @@ class ResetResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., pending_approval: _Optional[bool] = ..., requested_by: _Optional[str] = ..., approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("include_working_orders", "working_orders_account")
+    INCLUDE_WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    WORKING_ORDERS_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    include_working_orders: bool
+    working_orders_account: str
+    def __init__(self, include_working_orders: _Optional[bool] = ..., working_orders_account: _Optional[str] = ...) -> None: ...
+
+class WorkingOrder(_message.Message):
+    __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity", "remaining_quantity", "price", "since", "decision_id")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    quantity: float
+    remaining_quantity: float
+    price: float
+    since: _timestamp_pb2.Timestamp
+    decision_id: str
+    def __init__(self, account: _Optional[str] = ..., client_order_id: _Optional[str] = ..., strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[Side, str]] = ..., quantity: _Optional[float] = ..., remaining_quantity: _Optional[float] = ..., price: _Optional[float] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class WorkingOrderCount(_message.Message):
+    __slots__ = ("account", "working_orders")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    working_orders: int
+    def __init__(self, account: _Optional[str] = ..., working_orders: _Optional[int] = ...) -> None: ...
 
 class ScopeState(_message.Message):
     __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at")
@@ -443,14 +554,34 @@ class BreakerThreshold(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., breaker: _Optional[str] = ..., threshold: _Optional[float] = ..., window_ms: _Optional[int] = ..., consecutive: _Optional[int] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., auto_rearm: _Optional[bool] = ..., disabled: _Optional[bool] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("scopes", "state_version", "thresholds")
+    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    WORKING_ORDER_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedCompositeFieldContainer[ScopeState]
     state_version: int
     thresholds: _containers.RepeatedCompositeFieldContainer[BreakerThreshold]
-    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ...) -> None: ...
+    working_order_counts: _containers.RepeatedCompositeFieldContainer[WorkingOrderCount]
+    working_orders: _containers.RepeatedCompositeFieldContainer[WorkingOrder]
+    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ...) -> None: ...
+
+class ClearWorkingOrdersRequest(_message.Message):
+    __slots__ = ("account", "client_order_ids", "reason")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    client_order_ids: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, account: _Optional[str] = ..., client_order_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ClearWorkingOrdersResponse(_message.Message):
+    __slots__ = ("cleared",)
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    cleared: int
+    def __init__(self, cleared: _Optional[int] = ...) -> None: ...
 
 class WatchStateRequest(_message.Message):
     __slots__ = ("scopes", "from_version", "epoch")

@@ -54,6 +54,11 @@ class GuardServiceStub:
                 request_serializer=ess_dot_v1_dot_guard__pb2.ReportFillRequest.SerializeToString,
                 response_deserializer=ess_dot_v1_dot_guard__pb2.ReportFillResponse.FromString,
                 _registered_method=True)
+        self.ReportOrderUpdate = channel.unary_unary(
+                '/ess.v1.GuardService/ReportOrderUpdate',
+                request_serializer=ess_dot_v1_dot_guard__pb2.ReportOrderUpdateRequest.SerializeToString,
+                response_deserializer=ess_dot_v1_dot_guard__pb2.ReportOrderUpdateResponse.FromString,
+                _registered_method=True)
         self.SyncPositions = channel.unary_unary(
                 '/ess.v1.GuardService/SyncPositions',
                 request_serializer=ess_dot_v1_dot_guard__pb2.SyncPositionsRequest.SerializeToString,
@@ -89,6 +94,11 @@ class GuardServiceStub:
                 request_serializer=ess_dot_v1_dot_guard__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=ess_dot_v1_dot_guard__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.ClearWorkingOrders = channel.unary_unary(
+                '/ess.v1.GuardService/ClearWorkingOrders',
+                request_serializer=ess_dot_v1_dot_guard__pb2.ClearWorkingOrdersRequest.SerializeToString,
+                response_deserializer=ess_dot_v1_dot_guard__pb2.ClearWorkingOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class GuardServiceServicer:
@@ -119,14 +129,25 @@ class GuardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportFill(self, request, context):
-        """An incremental fill, applied to the position book used by the limits.
+        """An incremental fill, applied once per fill_id to the position book used by the limits;
+        it draws down its working order. A fill for an order the sidecar never allowed, or
+        beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
+        manual reset).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportOrderUpdate(self, request, context):
+        """A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SyncPositions(self, request, context):
-        """A full snapshot of one account's positions, equity and marks; replaces the book.
+        """A full snapshot of one account's positions, equity and marks; replaces the book. With
+        open orders (or open_orders_complete), they replace its working orders too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +200,14 @@ class GuardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClearWorkingOrders(self, request, context):
+        """Operator: the working orders of an account, all or some, are known to be gone (a
+        stuck reservation costs denials until evidence or an operator ends it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +230,11 @@ def add_GuardServiceServicer_to_server(servicer, server):
                     servicer.ReportFill,
                     request_deserializer=ess_dot_v1_dot_guard__pb2.ReportFillRequest.FromString,
                     response_serializer=ess_dot_v1_dot_guard__pb2.ReportFillResponse.SerializeToString,
+            ),
+            'ReportOrderUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOrderUpdate,
+                    request_deserializer=ess_dot_v1_dot_guard__pb2.ReportOrderUpdateRequest.FromString,
+                    response_serializer=ess_dot_v1_dot_guard__pb2.ReportOrderUpdateResponse.SerializeToString,
             ),
             'SyncPositions': grpc.unary_unary_rpc_method_handler(
                     servicer.SyncPositions,
@@ -236,6 +270,11 @@ def add_GuardServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=ess_dot_v1_dot_guard__pb2.ListEventsRequest.FromString,
                     response_serializer=ess_dot_v1_dot_guard__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'ClearWorkingOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearWorkingOrders,
+                    request_deserializer=ess_dot_v1_dot_guard__pb2.ClearWorkingOrdersRequest.FromString,
+                    response_serializer=ess_dot_v1_dot_guard__pb2.ClearWorkingOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +385,33 @@ class GuardService:
             '/ess.v1.GuardService/ReportFill',
             ess_dot_v1_dot_guard__pb2.ReportFillRequest.SerializeToString,
             ess_dot_v1_dot_guard__pb2.ReportFillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOrderUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ess.v1.GuardService/ReportOrderUpdate',
+            ess_dot_v1_dot_guard__pb2.ReportOrderUpdateRequest.SerializeToString,
+            ess_dot_v1_dot_guard__pb2.ReportOrderUpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -535,6 +601,33 @@ class GuardService:
             '/ess.v1.GuardService/ListEvents',
             ess_dot_v1_dot_guard__pb2.ListEventsRequest.SerializeToString,
             ess_dot_v1_dot_guard__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearWorkingOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ess.v1.GuardService/ClearWorkingOrders',
+            ess_dot_v1_dot_guard__pb2.ClearWorkingOrdersRequest.SerializeToString,
+            ess_dot_v1_dot_guard__pb2.ClearWorkingOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,61 @@
+"""Canonical ids: one spelling per id, so that ids which look alike cannot escape a halt.
+
+An id (account, strategy, symbol, scope id, executor id, client order id, fill id) is
+accepted only if it is already canonical; anything else is INVALID_ARGUMENT naming the
+field, never silently rewritten (an executor must not believe it sent "momo" when the
+sidecar saw something else). Canonical means:
+
+- 1 to 128 characters, in NFC;
+- no leading or trailing whitespace, and no whitespace but the ASCII space inside;
+- no control, format, surrogate, private-use or unassigned code point;
+- no default-ignorable code point (U+034F, the variation selectors, the Hangul fillers
+  U+115F, U+1160, U+3164, U+FFA0, ...), which render as nothing;
+- no combining mark first.
+
+Case: symbols are case-insensitive and folded to upper case ("aapl" is SYMBOL:AAPL, and
+the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "momo").
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from .errors import InvalidArgument
+
+MAX_ID_LENGTH = 128
+
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt) that `str.isprintable`
+# lets through: marks and letters that render as nothing. The rest of the property is in
+# categories Cf/Cn, which isprintable already refuses.
+_INVISIBLE = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0]
+    + list(range(0x180B, 0x1810))  # Mongolian free variation selectors and vowel separator
+    + list(range(0xFE00, 0xFE10))  # variation selectors 1-16
+    + list(range(0xE0100, 0xE01F0)))  # variation selectors 17-256
+
+
+def canonical_id(value: str, field: str) -> str:
+    """`value` if it is a canonical id; InvalidArgument naming `field` otherwise."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters")
+    if value != value.strip():
+        raise InvalidArgument(field, "has leading or trailing whitespace")
+    if not value.isprintable():
+        raise InvalidArgument(field, "has a control, format, separator or unassigned"
+                              " character")
+    if any(ord(c) in _INVISIBLE for c in value):
+        raise InvalidArgument(field, "has an invisible (default-ignorable) character")
+    if unicodedata.category(value[0]).startswith("M"):
+        raise InvalidArgument(field, "starts with a combining mark")
+    if not unicodedata.is_normalized("NFC", value):
+        raise InvalidArgument(field, "is not in Unicode NFC form")
+    return value
+
+
+def canonical_symbol(value: str, field: str) -> str:
+    """A canonical id folded to upper case: symbols are case-insensitive."""
+    canonical_id(value, field)
+    folded = unicodedata.normalize("NFC", value.upper())
+    return canonical_id(folded, field) if folded != value else value

@@ -1,0 +1,124 @@
+"""Evidence about orders: fills, order updates and snapshots move the book and end working
+orders; a fill the sidecar cannot tie to what it allowed is reported for a trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from .book import Book
+from .errors import InvalidArgument
+from .orders import ENDED, MAX_QUANTITY, Fill, OpenOrder, OrderStatus, OrderUpdate, \
+    PositionSnapshot
+from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
+
+ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
+
+
+class FillOutcome(NamedTuple):
+    position: float  # the strategy's position in the symbol after the fill
+    duplicate: bool = False  # its fill_id was applied before: nothing changed
+    unchecked: str = ""  # why the fill is not of an order the sidecar allowed, if it is not
+
+
+def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillOutcome:
+    """Apply a validated fill once per fill_id: the position moves, the account's mark is
+    the fill's price, and the order's reservation shrinks. Raises InvalidArgument naming
+    `quantity` if a position would leave ±MAX_QUANTITY (nothing changes then)."""
+    if (fill.account, fill.fill_id) in ledger.fill_ids:
+        return FillOutcome(book.position(fill.account, fill.strategy, fill.symbol), True)
+    account = book.account(fill.account)
+    leg, net = account.leg(fill.strategy, fill.symbol), account.net(fill.symbol)
+    for quantity in (leg.position, net.position):
+        if abs(quantity + fill.signed_quantity) > MAX_QUANTITY:
+            account.tidy(fill.strategy, fill.symbol)
+            raise InvalidArgument("quantity", f"the position would exceed ±{MAX_QUANTITY:g}")
+    record = ledger.get(fill.account, fill.client_order_id)
+    unchecked = _unchecked(fill, record)
+    leg.position += fill.signed_quantity
+    net.position += fill.signed_quantity
+    account.marks[fill.symbol] = fill.price
+    if record is not None:
+        record.filled += fill.quantity
+        ledger.release(record, fill.quantity)
+    ledger.remember_fill(fill.account, fill.fill_id, fill.client_order_id, now)
+    position = leg.position
+    account.tidy(fill.strategy, fill.symbol)
+    return FillOutcome(position, unchecked=unchecked)
+
+
+def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
+    """Why this fill is not of an order the sidecar allowed ("" if it is)."""
+    coid = fill.client_order_id
+    if record is None:
+        return f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed"
+    if (record.strategy, record.symbol, record.side) != (fill.strategy, fill.symbol, fill.side):
+        return (f"fill {fill.fill_id} for order {coid} is {fill.side.name} {fill.symbol} for"
+                f" {fill.strategy}; the order allowed was {record.side.name} {record.symbol}"
+                f" for {record.strategy}")
+    if fill.quantity > record.unfilled + record.quantity * FILL_TOLERANCE:
+        return (f"fill {fill.fill_id} of {fill.quantity:g} for order {coid} exceeds the"
+                f" {max(record.unfilled, 0.0):g} left of the {record.quantity:g} allowed")
+    return ""
+
+
+def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
+    """End a working order, or shrink what it reserves; False if no such order works."""
+    record = ledger.get(update.account, update.client_order_id)
+    if record is None or not record.working:
+        return False
+    if update.status in ENDED:
+        ledger.end(record)
+    elif update.status is OrderStatus.OPEN and update.remaining_quantity is not None:
+        ledger.release(record, record.remaining - update.remaining_quantity)
+    return True
+
+
+def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
+                 positions: Iterable[PositionSnapshot], open_orders: Iterable[OpenOrder] | None,
+                 now: float) -> int:
+    """Replace the account's positions (and marks, and equity) with a snapshot. With
+    `open_orders` (None: the snapshot says nothing of orders), they are the account's
+    working orders: one not listed has ended, one listed takes the snapshot's remaining
+    quantity, and one the sidecar never allowed is adopted so that it counts. Returns
+    the number of open positions."""
+    snapshot = {(p.strategy, p.symbol): p for p in positions}
+    nets: dict[str, float] = {}
+    for (_, symbol), position in snapshot.items():
+        nets[symbol] = nets.get(symbol, 0.0) + position.quantity
+        if abs(nets[symbol]) > MAX_QUANTITY:
+            raise InvalidArgument("positions", f"the net position in {symbol} would exceed"
+                                  f" ±{MAX_QUANTITY:g}")
+    target = book.account(account)
+    for leg in target.legs.values():
+        leg.position = 0.0
+    for net in target.nets.values():
+        net.position = 0.0
+    for (strategy, symbol), position in snapshot.items():
+        target.leg(strategy, symbol).position = position.quantity
+        if position.mark_price:
+            target.marks[symbol] = position.mark_price
+    for symbol, quantity in nets.items():
+        target.net(symbol).position = quantity
+    target.equity = equity
+    if open_orders is not None:
+        _sync_orders(ledger, account, list(open_orders), now)
+    for strategy, symbol in list(target.legs):
+        target.tidy(strategy, symbol)
+    return sum(1 for leg in target.legs.values() if leg.position)
+
+
+def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder],
+                 now: float) -> None:
+    listed = {order.client_order_id: order for order in open_orders}
+    for record in list(ledger.working(account)):
+        if record.client_order_id not in listed:
+            ledger.end(record)
+    for coid, order in listed.items():
+        record = ledger.get(account, coid)
+        if record is None or not record.working:
+            ledger.adopt(account, order, now, ADOPTED)
+        elif order.remaining_quantity < record.remaining:
+            ledger.release(record, record.remaining - order.remaining_quantity)
+        elif order.remaining_quantity > record.remaining:
+            ledger.grow(record, order.remaining_quantity - record.remaining)

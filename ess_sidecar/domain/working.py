@@ -1,0 +1,206 @@
+"""The order lifecycle: every allowed order is a working order until evidence ends it.
+
+An allowed order is recorded under (account, client_order_id) and reserves its quantity in
+the book's legs. It ends only on evidence: fills for its quantity, an order update
+(cancelled, rejected, expired), a SyncPositions snapshot of open orders that no longer
+lists it, a replace, or an operator clearing it; never on a timer. Records of ended orders
+are kept for `order_id_retention_s`, so a reused client_order_id is a duplicate and a late
+fill is checked against what was allowed."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .book import Book
+from .orders import OpenOrder, Order, Side
+
+# A fill may exceed what remains by this fraction of the order (float sums of partials).
+FILL_TOLERANCE = 1e-9
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """One order the sidecar allowed."""
+
+    account: str
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    quantity: float  # as allowed
+    price: float
+    time: float
+    decision_id: str
+    filled: float = 0.0
+    remaining: float = 0.0  # reserved; 0 once ended
+    replaced_by: str = ""
+
+    @property
+    def working(self) -> bool:
+        return self.remaining > 0.0
+
+    @property
+    def unfilled(self) -> float:
+        """How much more may be filled without exceeding what was checked."""
+        return self.quantity - self.filled
+
+
+class OrderLedger:
+    """Order records by (account, client_order_id), in the order they were allowed;
+    counts of working orders per account and strategy; recent identical orders; fill ids
+    already applied. Every collection is bounded by retention, windows and caps."""
+
+    def __init__(self, book: Book) -> None:
+        self._book = book
+        self.records: OrderedDict[tuple[str, str], OrderRecord] = OrderedDict()
+        self.per_account: dict[str, int] = {}
+        self.per_strategy: dict[tuple[str, str], int] = {}
+        self._identical: dict[tuple, int] = {}
+        self._identical_times: deque[tuple[float, tuple]] = deque()
+        # (account, fill_id) -> (when, client_order_id)
+        self.fill_ids: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, account: str, client_order_id: str) -> OrderRecord | None:
+        record = self.records.get((account, client_order_id))
+        while record is not None and record.replaced_by:  # its fills now go to the new one
+            record = self.records.get((account, record.replaced_by))
+        return record
+
+    def used(self, account: str, client_order_id: str) -> bool:
+        return (account, client_order_id) in self.records
+
+    def identical_count(self, order: Order) -> int:
+        return self._identical.get(_identity(order), 0)
+
+    def working(self, account: str | None = None) -> Iterator[OrderRecord]:
+        return (r for r in self.records.values()
+                if r.working and (account is None or r.account == account))
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def reserve(self, order: Order, now: float, decision_id: str) -> OrderRecord:
+        """Record an allowed order as working; its quantity counts at once."""
+        record = OrderRecord(order.account, order.client_order_id, order.strategy,
+                             order.symbol, order.side, order.quantity, order.price, now,
+                             decision_id, remaining=order.quantity)
+        self.records[(order.account, order.client_order_id)] = record
+        self._count(record, +1)
+        self._legs_reserve(record)
+        key = _identity(order)
+        self._identical[key] = self._identical.get(key, 0) + 1
+        self._identical_times.append((now, key))
+        return record
+
+    def adopt(self, account: str, order: OpenOrder, now: float, decision_id: str) -> None:
+        """Count an open order the sidecar did not allow (a snapshot listed it)."""
+        record = OrderRecord(account, order.client_order_id, order.strategy, order.symbol,
+                             order.side, order.remaining_quantity, order.price, now,
+                             decision_id, remaining=order.remaining_quantity)
+        self.records[(account, order.client_order_id)] = record
+        self._count(record, +1)
+        self._legs_reserve(record)
+
+    def grow(self, record: OrderRecord, quantity: float) -> None:
+        """A snapshot says more remains than reserved: reserve (and allow) that much more."""
+        record.remaining += quantity
+        record.quantity += quantity
+        book = self._book.account(record.account)
+        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            leg.reserve(record.side, quantity)
+            leg.working -= 1  # the same order, not one more
+
+    def release(self, record: OrderRecord, quantity: float) -> None:
+        """Take `quantity` off a working order's reservation; at zero it has ended."""
+        if not record.working:
+            return
+        taken = min(quantity, record.remaining)
+        record.remaining -= taken
+        ended = record.remaining <= record.quantity * FILL_TOLERANCE
+        if ended:
+            record.remaining = 0.0
+            self._count(record, -1)
+        book = self._book.account(record.account)
+        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            leg.release(record.side, taken, ended)
+        if ended:
+            book.tidy(record.strategy, record.symbol)
+
+    @contextmanager
+    def without(self, record: OrderRecord | None) -> Iterator[None]:
+        """The book as if `record` (a working order being replaced) reserved nothing."""
+        if record is None or not record.working:
+            yield
+            return
+        book = self._book.account(record.account)
+        legs = (book.leg(record.strategy, record.symbol), book.net(record.symbol))
+        saved = [(leg.buying, leg.selling, leg.working) for leg in legs]
+        for leg in legs:
+            leg.release(record.side, record.remaining, ended=True)
+        try:
+            yield
+        finally:
+            for leg, (buying, selling, working) in zip(legs, saved):
+                leg.buying, leg.selling, leg.working = buying, selling, working
+
+    def end(self, record: OrderRecord) -> None:
+        self.release(record, record.remaining)
+
+    def remember_fill(self, account: str, fill_id: str, client_order_id: str,
+                      now: float) -> None:
+        self.fill_ids[(account, fill_id)] = (now, client_order_id)
+
+    def expire(self, now: float, retention_s: float, window_s: float) -> None:
+        """Forget ended orders and fill ids older than the retention, and identical-order
+        counts older than the window. A working order, and the fills applied to it, are
+        never forgotten."""
+        times = self._identical_times
+        while times and times[0][0] <= now - window_s:
+            _, key = times.popleft()
+            left = self._identical[key] - 1
+            if left:
+                self._identical[key] = left
+            else:
+                del self._identical[key]
+        records = self.records
+        for _ in range(len(records)):
+            key, record = next(iter(records.items()))
+            if record.time > now - retention_s:
+                break
+            if record.working:
+                records.move_to_end(key)  # kept; look past it
+            else:
+                del records[key]
+        fill_ids = self.fill_ids
+        for _ in range(len(fill_ids)):
+            key, (seen, client_order_id) = next(iter(fill_ids.items()))
+            if seen > now - retention_s:
+                break
+            record = records.get((key[0], client_order_id))
+            if record is not None and record.working:  # a replay would count twice
+                fill_ids.move_to_end(key)
+            else:
+                del fill_ids[key]
+
+    def _count(self, record: OrderRecord, delta: int) -> None:
+        for table, key in ((self.per_account, record.account),
+                           (self.per_strategy, (record.account, record.strategy))):
+            count = table.get(key, 0) + delta
+            if count:
+                table[key] = count
+            else:
+                table.pop(key, None)
+
+    def _legs_reserve(self, record: OrderRecord) -> None:
+        book = self._book.account(record.account)
+        book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining)
+        book.net(record.symbol).reserve(record.side, record.remaining)
+
+
+def _identity(order: Order) -> tuple:
+    return (order.account, order.strategy, order.symbol, order.side, order.quantity,
+            order.price)

@@ -1,0 +1,202 @@
+"""The order's lifecycle: reservations, working-order caps, duplicates, fills tied to the
+orders the sidecar allowed, replaces and snapshots of open orders (docs/design.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.engine import UNCHECKED_ORDER
+from ess_sidecar.domain.errors import InvalidArgument
+from ess_sidecar.domain.limits import LimitSettings
+from ess_sidecar.domain.orders import OpenOrder, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.scopes import GLOBAL
+from ess_sidecar.domain.states import State, TriggerMode
+
+from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
+    position, report_fill, timers, trip
+
+R = DecisionReason
+DAY = 86_400.0
+
+
+def test_orders_in_flight_count_toward_the_limits_at_once():
+    engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
+    assert engine.check(order(290), T0).allowed  # 29 %
+    for _ in range(4):
+        assert engine.check(order(290), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_reduce_only_counts_working_orders_on_the_reducing_side(engine):
+    report_fill(engine, fill(100, client_order_id=_allowed(engine, order(100))))
+    trip(engine, GLOBAL, mode=TriggerMode.REDUCE_ONLY)
+    assert engine.check(order(100, side=Side.SELL), T0).allowed
+    assert engine.check(order(100, side=Side.SELL), T0).reason is R.REDUCE_ONLY
+    assert engine.check(order(1, side=Side.SELL), T0).reason is R.REDUCE_ONLY
+
+
+def test_reduce_only_judges_the_account_net_not_only_the_strategy(engine):
+    """A hedged strategy flipping must not grow the account's net position."""
+    engine.sync_positions(ACCOUNT, 1e6, [position(100), position(-100, strategy="hedge")])
+    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
+    assert engine.check(order(50, side=Side.SELL), T0).reason is R.REDUCE_ONLY  # net 0 → -50
+
+
+def test_symbol_limit_measures_the_account_net_even_when_the_strategy_shrinks():
+    engine = make_engine(equity=100_000)
+    engine.sync_positions(ACCOUNT, 100_000, [position(200), position(-200, strategy="hedge")])
+    # "hedge" buys 400: its own position goes -200 → +200 (no growth), the net 0 → +400
+    denied = engine.check(order(400, strategy="hedge"), T0)
+    assert denied.reason is R.SYMBOL_EXPOSURE
+
+
+def test_a_working_order_ends_on_cancel_reject_or_expiry_and_frees_its_reservation():
+    engine = make_engine(equity=100_000)
+    for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+        coid = _allowed(engine, order(290))
+        assert engine.check(order(290), T0).reason is R.SYMBOL_EXPOSURE
+        assert engine.update_order(OrderUpdate(ACCOUNT, coid, status))
+        assert not engine.update_order(OrderUpdate(ACCOUNT, coid, status))  # ended already
+    assert engine.check(order(290), T0).allowed
+
+
+def test_an_open_update_only_shrinks_a_reservation():
+    engine = make_engine(equity=100_000)
+    coid = _allowed(engine, order(290))
+    assert engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 90))
+    assert engine.check(order(200), T0).allowed
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 500))  # cannot grow
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE
+    with pytest.raises(InvalidArgument, match="remaining_quantity"):
+        engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, None))
+
+
+def test_no_timer_ends_a_working_order():
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(290))
+    for later in (60, 3600, 2 * DAY, 30 * DAY):
+        timers(engine, T0 + later)
+        assert engine.check(order(290), T0 + later).reason is R.SYMBOL_EXPOSURE
+    assert engine.orders.per_account == {ACCOUNT: 1}
+
+
+def test_a_fill_draws_down_its_order_and_a_replayed_fill_id_counts_once(engine):
+    coid = _allowed(engine, order(10))
+    first = report_fill(engine, fill(4, client_order_id=coid, fill_id="exec-1"))
+    again = report_fill(engine, fill(4, client_order_id=coid, fill_id="exec-1"))
+    assert (first.position, first.duplicate, again.position, again.duplicate) == \
+        (4, False, 4, True)
+    [working] = engine.orders.working(ACCOUNT)
+    assert working.remaining == 6
+    report_fill(engine, fill(6, client_order_id=coid, fill_id="exec-2"))
+    assert list(engine.orders.working(ACCOUNT)) == []
+    assert engine.state_of(account()) is State.ARMED
+
+
+@pytest.mark.parametrize("bad", [
+    dict(client_order_id="never-checked"), dict(quantity=11), dict(side=Side.SELL),
+    dict(symbol="ETH-USD"), dict(strategy="other")], ids=str)
+def test_a_fill_the_sidecar_cannot_tie_to_what_it_allowed_trips_the_account(engine, bad):
+    coid = _allowed(engine, order(10))
+    unchecked = fill(**{"quantity": 10, "client_order_id": coid, **bad})
+    plan, outcome = engine.plan_fill(unchecked, T0)
+    assert outcome.unchecked
+    [trip_] = plan.transitions
+    assert (trip_.scope, trip_.state, trip_.breaker) == (account(), State.TRIPPED, UNCHECKED_ORDER)
+
+
+def test_a_late_fill_of_a_cancelled_order_within_what_was_allowed_does_not_trip(engine):
+    coid = _allowed(engine, order(10))
+    report_fill(engine, fill(3, client_order_id=coid))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.CANCELLED))
+    assert not report_fill(engine, fill(7, client_order_id=coid)).unchecked  # raced the cancel
+    assert report_fill(engine, fill(1, client_order_id=coid)).unchecked  # beyond the 10
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_reused_client_order_id_is_a_duplicate_for_the_retention_then_forgotten(engine):
+    coid = _allowed(engine, order(1))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.CANCELLED))
+    assert engine.check(order(1, client_order_id=coid), T0 + 10).reason is R.DUPLICATE_ORDER
+    assert engine.check(order(1, client_order_id=coid, account="acc-2"), T0).reason \
+        is not R.DUPLICATE_ORDER  # ids are per account
+    timers(engine, T0 + DAY + 1)
+    assert engine.check(order(1, client_order_id=coid), T0 + DAY + 1).allowed
+
+
+def test_n_identical_orders_within_the_window_are_duplicates():
+    engine = make_engine(limits=LimitSettings(duplicate_identical_orders=3,
+                                              duplicate_window_s=1.0))
+    assert engine.check(order(1), T0).allowed
+    assert engine.check(order(1), T0 + 0.1).allowed
+    assert engine.check(order(1), T0 + 0.2).reason is R.DUPLICATE_ORDER
+    assert engine.check(order(2), T0 + 0.2).allowed  # not identical
+    timers(engine, T0 + 1.05)
+    assert engine.check(order(1), T0 + 1.05).allowed  # the first left the window
+
+
+def test_working_order_caps_per_account_and_per_strategy():
+    engine = make_engine(limits=LimitSettings(max_working_orders_per_account=3,
+                                              max_working_orders_per_strategy=2,
+                                              duplicate_identical_orders=0))
+    assert engine.check(order(1), T0).allowed
+    assert engine.check(order(1), T0).allowed
+    assert engine.check(order(1), T0).reason is R.MAX_WORKING_ORDERS  # strategy
+    assert engine.check(order(1, strategy="other"), T0).allowed
+    assert engine.check(order(1, strategy="third"), T0).reason is R.MAX_WORKING_ORDERS
+
+
+def test_a_replace_is_judged_without_the_old_reservation_and_takes_its_place():
+    engine = make_engine(equity=100_000)
+    old = _allowed(engine, order(290))
+    assert engine.check(order(295), T0).reason is R.SYMBOL_EXPOSURE
+    new = engine.check(order(295, client_order_id="new", replaces=old), T0)
+    assert new.allowed
+    assert [r.client_order_id for r in engine.orders.working(ACCOUNT)] == ["new"]
+    assert not report_fill(engine, fill(5, client_order_id=old)).unchecked  # now the new one's
+    [working] = engine.orders.working(ACCOUNT)
+    assert working.remaining == 290
+    denied = engine.check(order(400, client_order_id="newer", replaces="new"), T0)
+    assert denied.reason is R.SYMBOL_EXPOSURE  # a denied replace leaves the old one
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [290]
+
+
+def test_a_snapshot_of_open_orders_ends_the_unlisted_and_counts_the_unknown():
+    engine = make_engine(equity=100_000)
+    listed, gone = _allowed(engine, order(100)), _allowed(engine, order(100))
+    stranger = OpenOrder("venue-1", STRATEGY, SYMBOL, Side.BUY, 150, 100)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
+        OpenOrder(listed, STRATEGY, SYMBOL, Side.BUY, 40, 100), stranger], T0)
+    working = {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)}
+    assert working == {listed: 40, "venue-1": 150}
+    assert gone not in working
+    assert engine.check(order(120), T0).reason is R.SYMBOL_EXPOSURE  # 40 + 150 + 120 > 300
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)])  # says nothing of orders
+    assert len(list(engine.orders.working(ACCOUNT))) == 2
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0)  # complete: none open
+    assert list(engine.orders.working(ACCOUNT)) == []
+
+
+def test_an_operator_clears_working_orders(engine):
+    keep, drop = _allowed(engine, order(1)), _allowed(engine, order(1))
+    assert engine.clear_working_orders(ACCOUNT, [drop]) == 1
+    assert [r.client_order_id for r in engine.orders.working(ACCOUNT)] == [keep]
+    assert engine.clear_working_orders(ACCOUNT, []) == 1
+
+
+def test_positions_stay_within_the_documented_magnitude(engine):
+    engine = make_engine(limits=LimitSettings(exposure_enabled=False,
+                                              duplicate_identical_orders=0))
+    first = _allowed(engine, order(9e11))
+    report_fill(engine, fill(9e11, client_order_id=first))
+    second = _allowed(engine, order(9e11))
+    with pytest.raises(InvalidArgument, match="quantity"):
+        engine.plan_fill(fill(9e11, client_order_id=second), T0)
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 9e11
+    assert engine.check(order(1e-6), T0).reason is R.QUANTITY_UNREPRESENTABLE
+
+
+def _allowed(engine, candidate) -> str:
+    decision = engine.check(candidate, T0)
+    assert decision.allowed, decision
+    return candidate.client_order_id
