@@ -1,0 +1,54 @@
+"""Canonical ids: ids that look alike are refused, never silently different scopes."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from ess_sidecar.domain.errors import InvalidArgument, InvalidConfig
+from ess_sidecar.domain.ids import canonical_id, canonical_symbol
+from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.settings import load_settings
+
+LOOKALIKES = [" momo", "momo ", "momo\u034f", "momo\ufe0f", "\u3164momo", "mo\u200bmo",
+              "momo\u00ad", "\u0301momo", unicodedata.normalize("NFD", "momö"), "mo\tmo",
+              "mo\u00a0mo", "momo\U000e0100", "mo\u2028mo", "\ufeffmomo", "momo\ue000"]
+
+
+@pytest.mark.parametrize("text", LOOKALIKES, ids=ascii)
+def test_an_id_that_only_looks_like_another_is_refused_naming_the_field(text):
+    with pytest.raises(InvalidArgument) as raised:
+        canonical_id(text, "strategy")
+    assert raised.value.field == "strategy"
+
+
+@pytest.mark.parametrize("text", ["momo", "mo mo", "momö", "Σ-1", "acc_1.x:y/z", "株式"])
+def test_canonical_ids_are_accepted_unchanged(text):
+    assert canonical_id(text, "strategy") == text
+
+
+def test_symbols_are_folded_to_upper_case_and_other_ids_keep_their_case():
+    assert canonical_symbol("aapl", "symbol") == "AAPL"
+    assert canonical_symbol("btc-usd", "symbol") == "BTC-USD"
+    assert canonical_id("Momo", "strategy") == "Momo" != canonical_id("momo", "strategy")
+    assert Scope.parse("symbol:aapl") == Scope(ScopeKind.SYMBOL, "AAPL")
+    assert Scope.parse("strategy:Momo").id == "Momo"
+
+
+def test_what_an_operator_types_goes_through_the_same_rule():
+    with pytest.raises(InvalidArgument, match="whitespace"):
+        Scope.parse("strategy: momo")
+
+
+def test_config_ids_are_canonical_or_refused_naming_the_key(tmp_path):
+    path = tmp_path / "ess.toml"
+    path.write_text('[limits.symbols." aapl"]\nmax_order_quantity = 5\n')
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(path)
+    assert 'limits.symbols." aapl"' in raised.value.key
+    path.write_text('[scopes."STRATEGY:momo\u034f".breakers.api_errors]\nthreshold = 5\n')
+    with pytest.raises(InvalidConfig, match="default-ignorable"):
+        load_settings(path)
+    path.write_text('[limits.symbols.aapl]\nmax_order_quantity = 5\n')
+    assert load_settings(path).guard_config().limits.for_symbol("AAPL").max_order_quantity == 5
