@@ -78,6 +78,8 @@ EVENT_BREAKERS = {
 }
 EVENT_WINDOWS = frozenset(EVENT_BREAKERS.values()) | {"failed_trades"}
 WINDOWED = EVENT_WINDOWS | {"data_feed_stale"}
+# Breakers tripped by one event, with no condition that goes on holding.
+ONE_OFF = frozenset({"data_feed_corrupt", "unchecked_order"})
 # The total drawdown derived from EQUITY samples is kept apart from the reported one, so
 # neither overwrites the other; the breaker's condition holds if either breaches.
 DERIVED_DRAWDOWN = "total_drawdown_pct@equity"
@@ -221,8 +223,8 @@ class Breakers:
     def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
         """After a restart: count this breaker's condition as holding until a fresh sample
         clears it; for an event window, until one whole window has passed since."""
-        if breaker == "data_feed_corrupt":
-            return  # a one-off event: no condition to hold
+        if breaker in ONE_OFF:
+            return  # an event: no condition to hold
         meters = self._meters.setdefault(scope, _Meters())
         until = now + self._settings.rule(scope, breaker).window_s \
             if breaker in EVENT_WINDOWS else float("inf")

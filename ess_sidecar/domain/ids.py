@@ -36,6 +36,11 @@ _INVISIBLE = frozenset(
 
 def canonical_id(value: str, field: str) -> str:
     """`value` if it is a canonical id; InvalidArgument naming `field` otherwise."""
+    # The hot path: printable ASCII is NFC, has no default-ignorable code point and no
+    # combining mark, so only its length and its ends need a look.
+    if value.isascii() and value.isprintable() and 0 < len(value) <= MAX_ID_LENGTH \
+            and value[0] != " " and value[-1] != " ":
+        return value
     if not value:
         raise InvalidArgument(field, "is required")
     if len(value) > MAX_ID_LENGTH:
@@ -57,5 +62,7 @@ def canonical_id(value: str, field: str) -> str:
 def canonical_symbol(value: str, field: str) -> str:
     """A canonical id folded to upper case: symbols are case-insensitive."""
     canonical_id(value, field)
+    if value.isascii():
+        return value.upper()
     folded = unicodedata.normalize("NFC", value.upper())
     return canonical_id(folded, field) if folded != value else value

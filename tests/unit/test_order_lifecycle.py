@@ -200,3 +200,16 @@ def _allowed(engine, candidate) -> str:
     decision = engine.check(candidate, T0)
     assert decision.allowed, decision
     return candidate.client_order_id
+
+
+def test_an_unchecked_order_trip_resets_after_its_cooldown_even_after_a_restart():
+    engine = make_engine()
+    plan, _ = engine.plan_fill(fill(1, client_order_id="never-checked"), T0)
+    [tripped] = plan.transitions
+    engine.apply(plan.transitions)
+    restarted = make_engine()
+    restarted.restore([tripped], tripped.version, T0 + 1)
+    assert restarted.holding(account(), T0 + 1) == []
+    later = T0 + 3600
+    transitions = restarted.plan_reset(account(), "reconciled", False, "operator", later)
+    assert transitions.transitions[-1].state is State.ARMED
