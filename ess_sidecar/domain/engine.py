@@ -86,7 +86,7 @@ class GuardEngine:
         decision_id = f"{self.decision_prefix}-{next(self._decision_ids)}"
         if denial is None:
             self._rate.record(order.strategy, now)
-            if replacing is not None:
+            if replacing is not None and replacing.working:  # its later fills: the new one's
                 orders.end(replacing)
                 replacing.replaced_by = order.client_order_id
             orders.reserve(order, now, decision_id)

@@ -213,3 +213,12 @@ def test_an_unchecked_order_trip_resets_after_its_cooldown_even_after_a_restart(
     later = T0 + 3600
     transitions = restarted.plan_reset(account(), "reconciled", False, "operator", later)
     assert transitions.transitions[-1].state is State.ARMED
+
+
+def test_replacing_an_order_that_already_ended_takes_nothing_over(engine):
+    old = _allowed(engine, order(10))
+    engine.update_order(OrderUpdate(ACCOUNT, old, OrderStatus.CANCELLED))
+    assert engine.check(order(10, client_order_id="new", replaces=old), T0).allowed
+    report_fill(engine, fill(4, client_order_id=old))  # a late fill of the old order
+    [new] = engine.orders.working(ACCOUNT)
+    assert (new.client_order_id, new.remaining) == ("new", 10)
