@@ -1,0 +1,105 @@
+"""`ess-check`, the example every client ships, and `ess-smoke`, the driver of the
+cross-language smoke test (tests/clients/smoke.py), on ess_client.
+
+    ess-check --target HOST:PORT|unix:PATH [--token T] --account A --strategy S --symbol X
+              --side buy|sell --qty Q --price P --coid ID [--deadline-ms N]
+
+prints `ALLOWED <decision_id>` (exit 0) or `DENIED <REASON> <message>` (exit 2; a check
+that could not be decided is `DENIED CLIENT_FAIL_CLOSED <why>`), and exits 64 on a usage
+error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from .client import GuardClient
+from .verdict import Verdict
+
+EX_USAGE = 64
+FAIL_CLOSED = "CLIENT_FAIL_CLOSED"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2, which means "denied" here
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(EX_USAGE)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ess-check", description="Ask an ESS sidecar whether an order may be"
+                     " sent; exit 0 allowed, 2 denied, 64 usage error.")
+    parser.add_argument("--target", required=True, help="HOST:PORT or unix:PATH")
+    parser.add_argument("--token", default="", help="bearer token")
+    for name in ("account", "strategy", "symbol", "coid"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--side", required=True, choices=("buy", "sell"))
+    parser.add_argument("--qty", required=True, type=_positive)
+    parser.add_argument("--price", required=True, type=_positive)
+    parser.add_argument("--deadline-ms", type=_positive, default=5.0,
+                        help="per-check deadline (default 5)")
+    return parser
+
+
+def line(verdict: Verdict) -> str:
+    """The one line ess-check prints for a verdict."""
+    if verdict.allowed:
+        return f"ALLOWED {verdict.decision_id}"
+    reason = FAIL_CLOSED if verdict.failure is not None else verdict.reason_name
+    return f"DENIED {reason} {verdict.message}".rstrip()
+
+
+async def _check(args: argparse.Namespace) -> Verdict:
+    async with GuardClient(args.target, token=args.token or None,
+                           check_timeout_s=args.deadline_ms / 1000, log_interval_s=3600) \
+            as client:
+        await client.connect(timeout_s=1.0)  # connecting is not the check's deadline
+        return await client.check(account=args.account, strategy=args.strategy,
+                                  symbol=args.symbol, side=args.side, quantity=args.qty,
+                                  price=args.price, client_order_id=args.coid)
+
+
+def check_main(argv: list[str] | None = None) -> int:
+    args = _check_parser().parse_args(argv)
+    verdict = asyncio.run(_check(args))
+    print(line(verdict))
+    return 0 if verdict.allowed else 2
+
+
+def smoke_main(argv: list[str] | None = None) -> int:
+    """One long-lived client; stdin `check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID
+    [DEADLINE_MS]`, one answer line each: the microseconds the check call took, then the
+    ess-check line."""
+    parser = _Parser(prog="ess-smoke")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--deadline-ms", type=_positive, default=5.0)
+    args = parser.parse_args(argv)
+    return asyncio.run(_smoke(args))
+
+
+async def _smoke(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    async with GuardClient(args.target, token=args.token or None,
+                           check_timeout_s=args.deadline_ms / 1000) as client:
+        await client.connect(timeout_s=5.0)  # as an executor does when it starts
+        while command := (await loop.run_in_executor(None, sys.stdin.readline)).split():
+            account, strategy, symbol, side, qty, price, coid = command[1:8]
+            deadline_s = float(command[8]) / 1000 if len(command) > 8 else None
+            started = time.perf_counter()
+            verdict = await client.check(account=account, strategy=strategy, symbol=symbol,
+                                         side=side, quantity=float(qty), price=float(price),
+                                         client_order_id=coid, timeout_s=deadline_s)
+            elapsed_us = int((time.perf_counter() - started) * 1e6)
+            print(f"{elapsed_us} {line(verdict)}", flush=True)
+    return 0

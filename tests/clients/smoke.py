@@ -1,0 +1,144 @@
+"""The smoke test every client passes, in any language, against a live `ess-sidecar serve`.
+
+A client ships two programs in clients/<lang>/bin (`make clients` builds them):
+- `ess-check`, the example (README): one check, one line, exit 0 allowed / 2 denied / 64
+  usage;
+- `ess-smoke --target T [--token T] [--deadline-ms N]`: ONE long-lived client of the
+  library, connected before it reads stdin; for each stdin line `check ACCOUNT STRATEGY
+  SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]` (the check's own deadline, else --deadline-ms)
+  it prints `<microseconds the library call took> <the ess-check line>`.
+
+The checks whose answer is the point get a generous deadline (a loaded 2-core machine can
+take more than 5 ms for a first message); the fail-closed ones keep the default 5 ms.
+
+Through both: an order is allowed; after a Trigger of its strategy it is denied
+SCOPE_TRIPPED; with the sidecar killed it is denied CLIENT_FAIL_CLOSED within the deadline
+plus 50 ms (the library call, timed by the client itself: process start excluded); with
+the sidecar back, it is allowed again once the client has reconnected by itself."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
+from ess_sidecar.testing import SidecarProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = "[limits]\nexposure_enabled = false\nduplicate_identical_orders = 0\n"
+DEADLINE_MS = 5  # the clients' default
+ANSWER_MS = 2000  # for checks whose answer, not its speed, is tested
+SLACK_MS = 50  # the issue's bound over the deadline
+RECONNECT_S = 15.0  # how long the client may take to find a restarted sidecar
+_ids = itertools.count(1)
+
+
+def binary(lang: str, name: str) -> Path:
+    """clients/<lang>/bin/<name>; a missing one fails the test: run `make clients`."""
+    path = ROOT / "clients" / lang / "bin" / name
+    assert path.exists(), f"{path} is missing: run `make clients`"
+    return path
+
+
+class Smoke:
+    """A running ess-smoke: one client, driven line by line."""
+
+    def __init__(self, program: Path, target: str) -> None:
+        self.process = subprocess.Popen(
+            [str(program), "--target", target, "--deadline-ms", str(DEADLINE_MS)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def check(self, strategy: str, deadline_ms: int = DEADLINE_MS) -> tuple[int, str]:
+        """(microseconds, the ess-check line) for one buy of 1 at 100."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"check acc-1 {strategy} AAPL buy 1 100 smoke-{next(_ids)}"
+                                 f" {deadline_ms}\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, f"ess-smoke ended: {self.process.stderr.read() if self.process.stderr else ''}"
+        elapsed, _, text = answer.strip().partition(" ")
+        return int(elapsed), text
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run_check(program: Path, target: str, strategy: str, deadline_ms: int = ANSWER_MS,
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(program), "--target", target, "--account", "acc-1", "--strategy", strategy,
+         "--symbol", "AAPL", "--side", "buy", "--qty", "1", "--price", "100", "--coid",
+         f"check-{next(_ids)}", "--deadline-ms", str(deadline_ms)],
+        capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def sidecar() -> Iterator[SidecarProcess]:
+    workdir = Path(tempfile.mkdtemp(prefix="ess-smoke-"))
+    process = SidecarProcess(workdir, CONFIG).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def trigger(process: SidecarProcess, strategy: str) -> None:
+    with grpc.insecure_channel(process.uds_target) as channel:
+        pb_grpc.GuardServiceStub(channel).Trigger(pb.TriggerRequest(
+            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=strategy), reason="smoke"),
+            timeout=10)
+
+
+def smoke_test(lang: str) -> None:
+    """The whole smoke test of one language's client, over the Unix socket and TCP."""
+    check, smoke_program = binary(lang, "ess-check"), binary(lang, "ess-smoke")
+    with sidecar() as process:
+        usage = subprocess.run([str(check), "--target", process.tcp_target],
+                               capture_output=True, text=True, timeout=60)
+        assert usage.returncode == 64, usage
+        for target in (process.uds_target, process.tcp_target):
+            allowed = run_check(check, target, "momo")
+            assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
+        smoke = Smoke(smoke_program, process.uds_target)
+        try:
+            _, first = smoke.check("momo", ANSWER_MS)
+            assert first.startswith("ALLOWED "), first
+            trigger(process, "momo")
+            _, denied = smoke.check("momo", ANSWER_MS)
+            assert denied.startswith("DENIED SCOPE_TRIPPED "), denied
+            tripped = run_check(check, process.uds_target, "momo")
+            assert tripped.returncode == 2, tripped
+            assert tripped.stdout.startswith("DENIED SCOPE_TRIPPED "), tripped
+            process.kill()
+            for _ in range(3):
+                elapsed_us, down = smoke.check("other")
+                assert down.startswith("DENIED CLIENT_FAIL_CLOSED"), down
+                assert elapsed_us <= (DEADLINE_MS + SLACK_MS) * 1000, (elapsed_us, down)
+            unreachable = run_check(check, process.uds_target, "other", DEADLINE_MS)
+            assert unreachable.returncode == 2, unreachable
+            assert unreachable.stdout.startswith("DENIED CLIENT_FAIL_CLOSED"), unreachable
+            process.start()
+            deadline = time.monotonic() + RECONNECT_S
+            while True:
+                _, again = smoke.check("other", ANSWER_MS)
+                if again.startswith("ALLOWED "):
+                    break
+                assert again.startswith("DENIED CLIENT_FAIL_CLOSED"), again
+                assert time.monotonic() < deadline, "the client never reconnected"
+        finally:
+            smoke.close()
