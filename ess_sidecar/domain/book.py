@@ -17,19 +17,29 @@ from .orders import Side
 class Leg:
     """One position and the working orders on each side of it."""
 
-    __slots__ = ("position", "buying", "selling", "working")
+    __slots__ = ("position", "buying", "selling", "working", "peak")
 
     def __init__(self) -> None:
         self.position = 0.0
         self.buying = 0.0  # remaining quantity of working buys
         self.selling = 0.0
         self.working = 0  # how many working orders are on it
+        self.peak = 0.0  # worst(), kept current: checks read it for every other leg
 
     def worst(self, buy: float = 0.0, sell: float = 0.0) -> float:
         """The largest absolute position if every working order on one side filled,
         with `buy` or `sell` more working."""
         return max(abs(self.position + self.buying + buy),
                    abs(self.position - self.selling - sell))
+
+    def move(self, quantity: float) -> None:
+        """The position changes by a (signed) fill."""
+        self.position += quantity
+        self.peak = self.worst()
+
+    def set_position(self, quantity: float) -> None:
+        self.position = quantity
+        self.peak = self.worst()
 
     def reduced_by(self, side: Side, quantity: float) -> bool:
         """Whether an order only reduces this position: even if it and every working
@@ -47,6 +57,8 @@ class Leg:
         else:
             self.selling += quantity
         self.working += 1
+        position = self.position  # worst(), inline: this runs for every allowed order
+        self.peak = max(abs(position + self.buying), abs(position - self.selling))
 
     def release(self, side: Side, quantity: float, ended: bool) -> None:
         """Take `quantity` off the working orders on `side`; `ended`: one order fewer."""
@@ -58,6 +70,7 @@ class Leg:
             self.buying = max(0.0, self.buying - quantity)
         else:
             self.selling = max(0.0, self.selling - quantity)
+        self.peak = self.worst()
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .book import AccountBook
 from .decisions import DecisionReason, Denial
-from .exposure import check_exposure, reduces, unrepresentable
+from .exposure import check_exposure, reduces
 from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
 from .states import State, Transition
@@ -25,7 +25,6 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
     return (check_size(order, symbol_limits)
             or check_price_band(order, symbol_limits, book.marks.get(order.symbol))
             or rate.check(order.strategy, now)
-            or unrepresentable(order, book)
             or check_exposure(order, book, limits)
             or check_working(order, ledger, limits, replacing))
 

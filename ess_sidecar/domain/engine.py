@@ -79,10 +79,15 @@ class GuardEngine:
         orders = self.orders
         replacing = orders.get(order.account, order.replaces_client_order_id) \
             if order.replaces_client_order_id else None
-        with orders.without(replacing):
-            denial = first_denial(order, self._blocking(order) if self._current else None,
-                                  self.book.peek(order.account) or _NO_BOOK, orders,
-                                  self.config.limits, self._rate, now, replacing)
+        blocking = self._blocking(order) if self._current else None
+        book = self.book.peek(order.account) or _NO_BOOK
+        if replacing is None:
+            denial = first_denial(order, blocking, book, orders, self.config.limits,
+                                  self._rate, now)
+        else:
+            with orders.without(replacing):
+                denial = first_denial(order, blocking, book, orders, self.config.limits,
+                                      self._rate, now, replacing)
         decision_id = f"{self.decision_prefix}-{next(self._decision_ids)}"
         if denial is None:
             self._rate.record(order.strategy, now)

@@ -44,41 +44,53 @@ def reduces(order: Order, book: AccountBook) -> bool:
             and leg.reduced_by(order.side, order.quantity))
 
 
-def unrepresentable(order: Order, book: AccountBook) -> Denial | None:
-    for leg in (book.nets.get(order.symbol), book.legs.get((order.strategy, order.symbol))):
-        if leg is None:
-            continue
-        start = leg.position + leg.buying if order.side is Side.BUY \
-            else leg.position - leg.selling
-        moved = abs((start + order.signed_quantity) - start)
-        if abs(moved - order.quantity) > order.quantity * REPRESENTABLE:
-            return Denial(DecisionReason.QUANTITY_UNREPRESENTABLE,
-                          f"quantity {order.quantity:g} is too small to change a position"
-                          f" of {start:g} in floating point")
-    return None
-
-
 def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> Denial | None:
-    """Steps 5 of the check: exposure after the order, then max positions."""
-    buy, sell = sides(order)
-    net = book.nets.get(order.symbol) or Leg()
-    leg = book.legs.get((order.strategy, order.symbol)) or Leg()
-    grows_net = net.worst(buy, sell) > net.worst()
-    grows_leg = leg.worst(buy, sell) > leg.worst()
+    """Step 5 of the check: the order can move what it touches, then exposure after it,
+    then open positions. Each leg's worst case before the order is its cached `peak`."""
+    net = book.nets.get(order.symbol) or _EMPTY
+    leg = book.legs.get((order.strategy, order.symbol)) or _EMPTY
+    net_after, leg_after = _after(net, order), _after(leg, order)
+    if net_after is None or leg_after is None:
+        return Denial(DecisionReason.QUANTITY_UNREPRESENTABLE,
+                      f"quantity {order.quantity:g} is too small to change a position of"
+                      f" {max(net.peak, leg.peak):g} in floating point")
+    grows_net, grows_leg = net_after > net.peak, leg_after > leg.peak
     if settings.exposure_enabled and (grows_net or grows_leg):
-        denial = _exposure(order, book, settings, grows_net, grows_leg)
+        denial = _exposure(order, book, settings, net_after if grows_net else None,
+                           leg_after if grows_leg else None, leg)
         if denial is not None:
             return denial
-    if grows_net and not net.worst() and settings.max_open_positions:
-        held = sum(1 for other in book.nets.values() if other.worst()) + 1
+    if grows_net and not net.peak and settings.max_open_positions:
+        held = sum(1 for other in book.nets.values() if other.peak) + 1
         if held > settings.max_open_positions:
             return Denial(DecisionReason.MAX_POSITIONS, f"would hold a position in {held}"
                           f" symbols (max {settings.max_open_positions})")
     return None
 
 
-def _exposure(order: Order, book: AccountBook, settings: LimitSettings, grows_net: bool,
-              grows_leg: bool) -> Denial | None:
+_EMPTY = Leg()  # the leg of a quantity nothing touches yet; never written
+
+
+def _after(leg: Leg, order: Order) -> float | None:
+    """The leg's worst case with the order working too; None if floating point cannot
+    represent the order's move (it would change nothing, or something else)."""
+    quantity, position = order.quantity, leg.position
+    if order.side is Side.BUY:
+        start, other = position + leg.buying, abs(position - leg.selling)
+        end = start + quantity
+        moved = end - start
+    else:
+        start, other = position - leg.selling, abs(position + leg.buying)
+        end = start - quantity
+        moved = start - end
+    if abs(moved - quantity) > quantity * REPRESENTABLE:
+        return None
+    return max(abs(end), other)
+
+
+def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
+              net_after: float | None, leg_after: float | None, own: Leg) -> Denial | None:
+    """The limits of the quantities the order grows (their worst case after it given)."""
     equity = book.equity
     if equity is None or equity <= 0.0:
         return Denial(DecisionReason.EQUITY_UNKNOWN,
@@ -88,31 +100,24 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, grows_ne
         return _mark_unknown(order.account, order.symbol)
     price = max(mark, order.price)
     percent = 100.0 / equity
-    buy, sell = sides(order)
-    if grows_net:
-        net = book.nets.get(order.symbol) or Leg()
-        pct = net.worst(buy, sell) * price * percent
+    if net_after is not None:
+        pct = net_after * price * percent
         if pct > settings.max_symbol_exposure_pct:
             return _too_much(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}", pct,
                              settings.max_symbol_exposure_pct)
-    if not grows_leg:
+    if leg_after is None:
         return None
-    strategy = portfolio = 0.0
-    own = (order.strategy, order.symbol)
-    if own not in book.legs:
-        strategy = portfolio = Leg().worst(buy, sell) * price
+    strategy = portfolio = leg_after * price
+    marks, mine = book.marks, order.strategy
     for (owner, symbol), leg in book.legs.items():
-        if (owner, symbol) == own:
-            notional = leg.worst(buy, sell) * price
-        else:
-            other = _mark(book, settings, symbol)
-            if other is None:
-                if leg.worst():
-                    return _mark_unknown(order.account, symbol)
-                continue
-            notional = leg.worst() * other
+        if leg is own or not leg.peak:
+            continue
+        other = marks.get(symbol) or _mark(book, settings, symbol)
+        if other is None:
+            return _mark_unknown(order.account, symbol)
+        notional = leg.peak * other
         portfolio += notional
-        if owner == order.strategy:
+        if owner == mine:
             strategy += notional
     if strategy * percent > settings.max_strategy_exposure_pct:
         return _too_much(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",

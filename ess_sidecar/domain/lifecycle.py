@@ -35,8 +35,8 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
             raise InvalidArgument("quantity", f"the position would exceed ±{MAX_QUANTITY:g}")
     record = ledger.get(fill.account, fill.client_order_id)
     unchecked = _unchecked(fill, record)
-    leg.position += fill.signed_quantity
-    net.position += fill.signed_quantity
+    leg.move(fill.signed_quantity)
+    net.move(fill.signed_quantity)
     account.marks[fill.symbol] = fill.price
     if record is not None:
         record.filled += fill.quantity
@@ -91,15 +91,15 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
                                   f" ±{MAX_QUANTITY:g}")
     target = book.account(account)
     for leg in target.legs.values():
-        leg.position = 0.0
+        leg.set_position(0.0)
     for net in target.nets.values():
-        net.position = 0.0
+        net.set_position(0.0)
     for (strategy, symbol), position in snapshot.items():
-        target.leg(strategy, symbol).position = position.quantity
+        target.leg(strategy, symbol).set_position(position.quantity)
         if position.mark_price:
             target.marks[symbol] = position.mark_price
     for symbol, quantity in nets.items():
-        target.net(symbol).position = quantity
+        target.net(symbol).set_position(quantity)
     target.equity = equity
     if open_orders is not None:
         _sync_orders(ledger, account, list(open_orders), now)

@@ -119,17 +119,18 @@ def validate_order(order: Order) -> Order:
     check_side(order.side)
     check_positive(order.quantity, "quantity", MAX_QUANTITY)
     check_positive(order.price, "price", MAX_PRICE)
+    canonical_id(order.account, "account")
+    canonical_id(order.strategy, "strategy")
+    canonical_id(order.client_order_id, "client_order_id")
     replaces = order.replaces_client_order_id
-    canonical = order._replace(
-        account=canonical_id(order.account, "account"),
-        strategy=canonical_id(order.strategy, "strategy"),
-        symbol=canonical_symbol(order.symbol, "symbol"),
-        client_order_id=canonical_id(order.client_order_id, "client_order_id"),
-        replaces_client_order_id=canonical_id(replaces, "replaces_client_order_id")
-        if replaces else "")
-    if replaces and replaces == canonical.client_order_id:
-        raise InvalidArgument("replaces_client_order_id", "must differ from client_order_id")
-    return canonical
+    if replaces:
+        canonical_id(replaces, "replaces_client_order_id")
+        if replaces == order.client_order_id:
+            raise InvalidArgument("replaces_client_order_id", "must differ from"
+                                  " client_order_id")
+    symbol = canonical_symbol(order.symbol, "symbol")
+    # Canonical ids are taken as they are; only a symbol may be folded.
+    return order if symbol == order.symbol else order._replace(symbol=symbol)
 
 
 def validate_fill(fill: Fill) -> Fill:

@@ -112,7 +112,7 @@ class OrderLedger:
         book = self._book.account(record.account)
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
             leg.reserve(record.side, quantity)
-            leg.working -= 1  # the same order, not one more
+            leg.working -= 1  # the same order, not one more (peak is unchanged by it)
 
     def release(self, record: OrderRecord, quantity: float) -> None:
         """Take `quantity` off a working order's reservation; at zero it has ended."""
@@ -138,14 +138,14 @@ class OrderLedger:
             return
         book = self._book.account(record.account)
         legs = (book.leg(record.strategy, record.symbol), book.net(record.symbol))
-        saved = [(leg.buying, leg.selling, leg.working) for leg in legs]
+        saved = [(leg.buying, leg.selling, leg.working, leg.peak) for leg in legs]
         for leg in legs:
             leg.release(record.side, record.remaining, ended=True)
         try:
             yield
         finally:
-            for leg, (buying, selling, working) in zip(legs, saved):
-                leg.buying, leg.selling, leg.working = buying, selling, working
+            for leg, (buying, selling, working, peak) in zip(legs, saved):
+                leg.buying, leg.selling, leg.working, leg.peak = buying, selling, working, peak
 
     def end(self, record: OrderRecord) -> None:
         self.release(record, record.remaining)
@@ -187,18 +187,21 @@ class OrderLedger:
                 del fill_ids[key]
 
     def _count(self, record: OrderRecord, delta: int) -> None:
-        for table, key in ((self.per_account, record.account),
-                           (self.per_strategy, (record.account, record.strategy))):
-            count = table.get(key, 0) + delta
-            if count:
-                table[key] = count
-            else:
-                table.pop(key, None)
+        _bump(self.per_account, record.account, delta)
+        _bump(self.per_strategy, (record.account, record.strategy), delta)
 
     def _legs_reserve(self, record: OrderRecord) -> None:
         book = self._book.account(record.account)
         book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining)
         book.net(record.symbol).reserve(record.side, record.remaining)
+
+
+def _bump(table: dict, key: object, delta: int) -> None:
+    count = table.get(key, 0) + delta
+    if count:
+        table[key] = count
+    else:
+        table.pop(key, None)
 
 
 def _identity(order: Order) -> tuple:

@@ -160,6 +160,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert abs(engine[key] - remaining) <= 1e-6
         for account in ACCOUNTS:
             book = self.engine.book.account(account)
+            for leg in [*book.legs.values(), *book.nets.values()]:
+                assert leg.peak == leg.worst()  # the cached worst case is never stale
             for symbol in SYMBOLS:
                 net = book.nets.get(symbol)
                 expected = worst(*self.sums(account, symbol))
