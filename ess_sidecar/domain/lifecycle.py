@@ -69,7 +69,8 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         return False
     if update.status in ENDED:
         ledger.end(record)
-    elif update.status is OrderStatus.OPEN and update.remaining_quantity is not None:
+    elif update.status is OrderStatus.OPEN and update.remaining_quantity is not None \
+            and update.remaining_quantity < record.remaining:  # never grows: that needs a check
         ledger.release(record, record.remaining - update.remaining_quantity)
     return True
 

@@ -116,7 +116,7 @@ class OrderLedger:
 
     def release(self, record: OrderRecord, quantity: float) -> None:
         """Take `quantity` off a working order's reservation; at zero it has ended."""
-        if not record.working:
+        if not record.working or not quantity > 0.0:
             return
         taken = min(quantity, record.remaining)
         record.remaining -= taken

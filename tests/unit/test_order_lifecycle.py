@@ -66,7 +66,9 @@ def test_an_open_update_only_shrinks_a_reservation():
     assert engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 90))
     assert engine.check(order(200), T0).allowed
     engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 500))  # cannot grow
-    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE
+    [working] = [r for r in engine.orders.working(ACCOUNT) if r.client_order_id == coid]
+    assert working.remaining == 90
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE  # 90 + 200 + 20 > 300
     with pytest.raises(InvalidArgument, match="remaining_quantity"):
         engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, None))
 

@@ -815,7 +815,9 @@ type CheckOrderRequest struct {
 	// allowed order is a working order under (account, client_order_id).
 	ClientOrderId string `protobuf:"bytes,8,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
 	// A replace (FIX cancel/replace): the order judged with this working order's reservation
-	// taken out; once allowed, it takes that order's place.
+	// taken out; once allowed, it takes that order's place. Its quantity is what it may still
+	// fill (its leaves), not FIX's cumulative OrderQty: fills already reported stay with the
+	// old order.
 	ReplacesClientOrderId string `protobuf:"bytes,9,opt,name=replaces_client_order_id,json=replacesClientOrderId,proto3" json:"replaces_client_order_id,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
