@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import secrets
+import shlex
 
 from rich.table import Table
 from rich.text import Text
@@ -44,18 +46,29 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
     trigger.set_defaults(run=run_trigger)
 
 
-def add_check(add, positive) -> None:  # noqa: ANN001
+def add_check(add, positive, id_arg) -> None:  # noqa: ANN001
     check = add("check", "ask for one decision, as an executor would; exit 0 allowed,"
-                " 2 denied")
-    for name in ("account", "strategy", "symbol"):
-        check.add_argument(f"--{name}", required=True)
+                " 2 denied. An allowed order is a working order: it counts toward the"
+                " limits until its fills, a ReportOrderUpdate or `essctl orders clear` end it")
+    check.add_argument("--account", required=True, type=id_arg("account"))
+    check.add_argument("--strategy", required=True, type=id_arg("strategy"))
+    check.add_argument("--symbol", required=True, type=id_arg("symbol", symbol=True),
+                       help="case-insensitive: aapl is AAPL")
     check.add_argument("--side", required=True, choices=("buy", "sell"))
     check.add_argument("--qty", required=True, type=positive, help="quantity")
     check.add_argument("--price", required=True, type=positive,
                        help="limit price, or the expected price of a market order")
     check.add_argument("--reduce-only", action="store_true")
-    check.add_argument("--client-order-id", default="")
+    check.add_argument("--coid", "--client-order-id", dest="coid",
+                       type=id_arg("client_order_id"), metavar="ID",
+                       help="the order's client_order_id, unique per account for a day"
+                       " (default: a new one, printed)")
     check.set_defaults(run=run_check)
+
+
+def new_client_order_id(prefix: str = "essctl") -> str:
+    """A client_order_id nobody else has: the sidecar denies a reused one as a duplicate."""
+    return f"{prefix}-{secrets.token_hex(8)}"
 
 
 def add_history(add, scope_arg, count) -> None:  # noqa: ANN001
@@ -116,27 +129,39 @@ def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
 
 def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     side = pb.SIDE_BUY if args.side == "buy" else pb.SIDE_SELL
-    decision = sidecar.call("CheckOrder", pb.CheckOrderRequest(
+    order = pb.CheckOrderRequest(
         account=args.account, strategy=args.strategy, symbol=args.symbol, side=side,
         quantity=args.qty, price=args.price, reduce_only=args.reduce_only,
-        client_order_id=args.client_order_id))
+        client_order_id=args.coid or new_client_order_id())
+    decision = sidecar.call("CheckOrder", order)
     if out.json:
-        out.emit(to_json(decision))
+        out.emit({**to_json(decision), "client_order_id": order.client_order_id,
+                  "order": to_json(order)})
     else:
-        show_decision(decision, out)
+        show_decision(decision, out, order)
     return Exit.DONE if decision.allowed else Exit.NO
 
 
-def show_decision(decision: pb.CheckOrderResponse, out: Output) -> None:
+def show_decision(decision: pb.CheckOrderResponse, out: Output,
+                  order: pb.CheckOrderRequest) -> None:
     verdict = Text("ALLOWED", style="bold green") if decision.allowed \
         else Text("DENIED", style="bold red")
     out.line(verdict, f"  {enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)}")
     if decision.message:
-        out.line(f"message:        {decision.message}")
+        out.line(f"message:         {decision.message}")
     if decision.HasField("blocking_scope"):
-        out.line(f"blocking scope: {scope_name(decision.blocking_scope)}")
-    out.line(f"state version:  {decision.state_version}")
-    out.line(f"decision id:    {decision.decision_id}")
+        out.line(f"blocking scope:  {scope_name(decision.blocking_scope)}")
+    side = enum_name(pb.Side.DESCRIPTOR, order.side)
+    out.line(f"order:           {order.account}/{order.strategy} {side}"
+             f" {order.quantity:g} {order.symbol} @ {order.price:g}")
+    out.line(f"client order id: {order.client_order_id}")
+    out.line(f"state version:   {decision.state_version}")
+    out.line(f"decision id:     {decision.decision_id}")
+    if decision.allowed:
+        clear = shlex.join(["essctl", "orders", "clear", "--account", order.account,
+                            "--coid", order.client_order_id, "--reason"])
+        out.line("the order is working: it counts toward the limits until its fills or an"
+                 f" order update end it, or `{clear} ...`")
 
 
 def events_request(args: argparse.Namespace) -> pb.ListEventsRequest:

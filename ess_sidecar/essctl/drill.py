@@ -1,8 +1,15 @@
-"""`essctl drill`: trip a scope as a drill, verify denial and the watcher, reset, verify."""
+"""`essctl drill`: trip a scope as a drill, verify denial and the watcher, reset, verify.
+
+Each check the drill makes has a client_order_id of its own (a reused one is denied as a
+duplicate), and each order it was allowed is a working order: the drill ends them (order
+update CANCELLED) before it reports, so it leaves no working order behind."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import secrets
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +25,7 @@ from .render import Output, confirm, enum_name, scope_name, scope_to_pb, state_n
 from .stamped import StampedWatcher
 
 DEFAULT_SCOPE = "strategy:ess-drill"
-DRILL_ID, DRILL_SYMBOL, DRILL_EQUITY = "ess-drill", "ESS-DRILL", 1e9
+DRILL_ID, DRILL_SYMBOL, DRILL_EQUITY, DRILL_PRICE = "ess-drill", "ESS-DRILL", 1e9, 1.0
 
 
 def add_parser(add, scope_arg, positive) -> None:  # noqa: ANN001
@@ -64,7 +71,7 @@ def drill_order(scope: Scope) -> pb.CheckOrderRequest:
     ids = {"account": DRILL_ID, "strategy": DRILL_ID, "symbol": DRILL_SYMBOL}
     if pick:
         ids[pick] = scope.id
-    return pb.CheckOrderRequest(**ids, side=pb.SIDE_BUY, quantity=1, price=1)
+    return pb.CheckOrderRequest(**ids, side=pb.SIDE_BUY, quantity=1, price=DRILL_PRICE)
 
 
 class Drill:
@@ -76,6 +83,9 @@ class Drill:
         self.scope, self.scope_pb = scope, scope_to_pb(scope)
         self.order = drill_order(scope)
         self.report = Report(scope_name(self.scope_pb))
+        run_id = secrets.token_hex(6)  # no two drills (nor two checks) share an order id
+        self.order_ids = (f"ess-drill-{run_id}-{n}" for n in itertools.count(1))
+        self.working: list[str] = []  # client_order_ids of the drill orders allowed
         self.t0 = 0.0
         self.tripping = False
         self.printed = 0
@@ -124,6 +134,41 @@ class Drill:
             if tripped or self.left_tripped():
                 self.resume(watcher)
 
+    def check(self) -> pb.CheckOrderResponse:
+        """The drill order under a fresh client_order_id; one allowed is remembered, to be
+        ended when the drill is over."""
+        order = pb.CheckOrderRequest()
+        order.CopyFrom(self.order)
+        order.client_order_id = next(self.order_ids)
+        decision = self.sidecar.call("CheckOrder", order)
+        if decision.allowed:
+            self.working.append(order.client_order_id)
+        return decision
+
+    def end_orders(self) -> None:
+        """Step 8: end the working orders the drill's checks reserved, if any; say how to
+        end those it could not."""
+        if not self.working or self.step(8, "drill orders ended", self.cancel_working):
+            return
+        command = ["essctl", "orders", "clear", "--account", self.order.account]
+        for client_order_id in self.working:
+            command += ["--coid", client_order_id]
+        left = (f"cleanup FAILED: the drill's orders are still working in account"
+                f" {self.order.account}; end them with: {shlex.join(command)} --reason"
+                " 'drill orders'")
+        self.report.cleanup = f"{self.report.cleanup}\n{left}" if self.report.cleanup \
+            else left
+
+    def cancel_working(self) -> tuple[bool, str]:
+        known = 0
+        while self.working:
+            reply = self.sidecar.call("ReportOrderUpdate", pb.ReportOrderUpdateRequest(
+                account=self.order.account, client_order_id=self.working[0],
+                status=pb.ORDER_STATUS_CANCELLED))
+            known += reply.known
+            self.working.pop(0)
+        return True, f"{known} working order{'s' if known != 1 else ''} cancelled"
+
     def resume(self, watcher: StampedWatcher) -> None:
         cleaning = self.report.failed is not None
         reset = self.step(6, "reset", lambda: self.reset(watcher))
@@ -151,14 +196,21 @@ class Drill:
         return True, f"{self.report.scope} is ARMED"
 
     def baseline(self) -> tuple[bool, str]:
-        if self.order.account == DRILL_ID:  # exposure limits deny when equity is unknown
+        if self.order.account == DRILL_ID:  # exposure limits need equity and a mark
             self.sidecar.call("SyncPositions", pb.SyncPositionsRequest(
-                account=DRILL_ID, equity=DRILL_EQUITY))
-        decision = self.sidecar.call("CheckOrder", self.order)
+                account=DRILL_ID, equity=DRILL_EQUITY, positions=[pb.Position(
+                    strategy=self.order.strategy, symbol=self.order.symbol, quantity=0,
+                    mark_price=DRILL_PRICE)]))
+        decision = self.check()
         if not decision.allowed:
             reason = enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)
+            hint = ""
+            if decision.reason == pb.DECISION_REASON_MARK_UNKNOWN:  # a real account's drill
+                hint = (f" (a drill of an account checks {self.order.symbol} in it: configure"
+                        f' [limits.symbols."{self.order.symbol}"] reference_price ='
+                        f" {DRILL_PRICE:g})")
             return False, f"the drill order is denied before the drill: {reason}:" \
-                f" {decision.message}"
+                f" {decision.message}{hint}"
         return True, "allowed"
 
     def subscribed(self, watcher: StampedWatcher) -> tuple[bool, str]:
@@ -177,7 +229,7 @@ class Drill:
             f"{self.report.scope} is {state_name(reply.state)} (version {reply.state_version})"
 
     def denied(self) -> tuple[bool, str]:
-        decision = self.sidecar.call("CheckOrder", self.order)
+        decision = self.check()
         ms = self.since_trip("trip_to_first_denial")
         if decision.allowed or decision.blocking_scope != self.scope_pb:
             blocking = scope_name(decision.blocking_scope) if decision.HasField(
@@ -212,7 +264,7 @@ class Drill:
             f"{self.report.scope} is {state_name(reply.state)} (version {reply.state_version})"
 
     def allowed(self) -> tuple[bool, str]:
-        decision = self.sidecar.call("CheckOrder", self.order)
+        decision = self.check()
         if decision.allowed:
             return True, "allowed"
         reason = enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)
@@ -250,7 +302,10 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     confirm_risky(args.scope, args, out)
     drill = Drill(sidecar, args.scope, args, out)
     started = time.perf_counter()
-    drill.execute()
+    try:
+        drill.execute()
+    finally:
+        drill.end_orders()
     report = drill.report
     report.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
     show_report(report, out)

@@ -12,8 +12,9 @@ import grpc
 
 from .. import __version__
 from ..domain.errors import InvalidArgument
+from ..domain.ids import canonical_id, canonical_symbol
 from ..domain.scopes import Scope
-from . import commands, drill, reset, status, tokens, watch
+from . import commands, drill, orders, reset, status, tokens, watch
 from .connection import DEFAULT_PORT, DEFAULT_TARGET, Exit, Failed, Options, Sidecar, UsageError, \
     describe
 from .render import Output
@@ -30,9 +31,10 @@ exit codes (every command):
   1    could not do it: sidecar unreachable, UNAUTHENTICATED, PERMISSION_DENIED,
        INVALID_ARGUMENT, any other RPC error (its code and the server's message on stderr)
   2    the answer is no: status: a scope is not ARMED; check: denied; reset: refused;
-       drill: FAIL
+       drill: FAIL; orders clear: a named order was not working
   3    reset: waiting for a second operator's approval (four-eyes)
-  64   usage error
+  64   usage error, including an id that is not canonical (spaces around it, invisible
+       or control characters, not NFC): ids are checked before anything is sent
   130  interrupted (Ctrl-C); watch exits 0 on Ctrl-C
 """
 GLOBAL_DEFAULTS = {"target": None, "token": None, "tls": False, "tls_ca": None,
@@ -53,12 +55,41 @@ class Parser(argparse.ArgumentParser):
         self.exit(Exit.USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _problem(error: InvalidArgument) -> str:
+    """The error's message without the field it names (argparse names the option)."""
+    return str(error).removeprefix(f"{error.field}: ")
+
+
+def _typed(text: str) -> str:
+    """What was typed, quoted; with non-ASCII, spelled out too: an invisible character
+    must be seen to be deleted."""
+    shown, spelled = repr(text), ascii(text)
+    return shown if shown == spelled else f"{shown} (that is {spelled})"
+
+
 def scope_arg(text: str) -> Scope:
+    """A scope as the sidecar will see it: ids canonical (else exit 64), symbols in upper
+    case ("symbol:aapl" is SYMBOL:AAPL)."""
     try:
         return Scope.parse(text)
     except InvalidArgument as error:
-        raise argparse.ArgumentTypeError(f"{error} (use global, account:ID, strategy:ID or"
-                                         " symbol:ID)") from None
+        what = f"its id {_problem(error)}" if error.field.endswith(".id") else _problem(error)
+        raise argparse.ArgumentTypeError(f"{_typed(text)}: {what} (use global, account:ID,"
+                                         " strategy:ID or symbol:ID)") from None
+
+
+def id_arg(field: str, symbol: bool = False):  # noqa: ANN201
+    """An argparse type for an id: canonical as typed (else exit 64, naming the problem);
+    a symbol is folded to upper case."""
+    canonical = canonical_symbol if symbol else canonical_id
+
+    def parse(text: str) -> str:
+        try:
+            return canonical(text, field)
+        except InvalidArgument as error:
+            raise argparse.ArgumentTypeError(f"{_typed(text)} {_problem(error)}") from None
+    parse.__name__ = field  # argparse names the type in some messages
+    return parse
 
 
 def positive(text: str) -> float:
@@ -107,9 +138,10 @@ def _parser() -> Parser:
     watch.add_parser(add, scope_arg, count)
     commands.add_trigger(add, scope_arg)
     reset.add_parser(add, scope_arg)
-    commands.add_check(add, positive)
+    commands.add_check(add, positive, id_arg)
     commands.add_history(add, scope_arg, count)
     drill.add_parser(add, scope_arg, positive)
+    orders.add_parser(add, common, id_arg)
     tokens.add_parser(add, common)
     return parser
 

@@ -17,8 +17,8 @@ from .times import duration, from_timestamp
 
 def add_parser(add) -> None:  # noqa: ANN001
     parser = add("status", "every scope that is not ARMED (state, since, why, who), the"
-                 " thresholds in force and the state version; exit 0 when all is ARMED,"
-                 " 2 when any scope is not")
+                 " thresholds in force, working orders per account and the state version;"
+                 " exit 0 when all is ARMED, 2 when any scope is not")
     parser.set_defaults(run=run)
 
 
@@ -43,6 +43,8 @@ def show_status(restricted: list[pb.ScopeState], state: pb.GetStateResponse,
         out.line(Text("GLOBAL ARMED, all scopes ARMED", style="bold green"))
     if state.thresholds:
         out.console.print(thresholds_table(state.thresholds))
+    if state.working_order_counts:
+        out.console.print(working_counts_table(state.working_order_counts))
     out.line(f"state version {state.state_version}")
 
 
@@ -94,4 +96,13 @@ def thresholds_table(thresholds: list[pb.BreakerThreshold]) -> Table:
                       Text(str(t.consecutive)), Text(enum_name(pb.TriggerMode.DESCRIPTOR,
                                                                t.mode)),
                       Text("yes" if t.auto_rearm else "no"))
+    return table
+
+
+def working_counts_table(counts: list[pb.WorkingOrderCount]) -> Table:
+    table = Table(title="Working orders", title_justify="left")
+    table.add_column("account", overflow="fold")
+    table.add_column("working orders", justify="right")
+    for count in counts:
+        table.add_row(Text(count.account), Text(str(count.working_orders)))
     return table

@@ -166,15 +166,23 @@ def test_check_exits_0_when_allowed_and_2_when_denied(start_sidecar: StartSideca
     allowed = essctl(target, "check", "--strategy", "momo", *ORDER)
     assert allowed.returncode == 0, allowed.stderr
     assert "ALLOWED" in allowed.stdout
+    assert "order:           acc-1/momo BUY 1 AAPL @ 100" in allowed.stdout
+    [coid] = [line.split()[-1] for line in allowed.stdout.splitlines()
+              if line.startswith("client order id:")]  # made up, unique, and printed
+    reused = essctl(target, "check", "--strategy", "momo", *ORDER, "--coid", coid)
+    assert reused.returncode == 2 and "DENIED  DUPLICATE_ORDER" in reused.stdout
+    assert f"client order id: {coid}" in reused.stdout
     trip(target)
     denied = essctl(target, "check", "--strategy", "momo", *ORDER)
     assert denied.returncode == 2
     assert "DENIED  SCOPE_TRIPPED" in denied.stdout
-    assert "blocking scope: STRATEGY:momo" in denied.stdout
-    code, decision = essctl_json(target, "check", "--strategy", "momo", *ORDER)
+    assert "blocking scope:  STRATEGY:momo" in denied.stdout
+    code, decision = essctl_json(target, "check", "--strategy", "momo", *ORDER, "--coid",
+                                 "my-order-7")
     assert code == 2
-    assert (decision["allowed"], decision["reason"], decision["blocking_scope"]) == (
-        False, "SCOPE_TRIPPED", "STRATEGY:momo")
+    assert (decision["allowed"], decision["reason"], decision["blocking_scope"],
+            decision["client_order_id"]) == (False, "SCOPE_TRIPPED", "STRATEGY:momo",
+                                             "my-order-7")
     assert essctl(target, "check", "--strategy", "other", *ORDER).returncode == 0
 
 
@@ -268,7 +276,8 @@ def test_drill_passes_with_its_timings_and_is_audited_as_a_drill(
     code, report = essctl_json(target, "drill", "--reason", "Q4 drill")
     assert code == 0, report
     assert report["verdict"] == "PASS" and report["scope"] == "STRATEGY:ess-drill"
-    assert [s["number"] for s in report["steps"] if s["ok"]] == list(range(8))
+    assert [s["number"] for s in report["steps"] if s["ok"]] == list(range(9))
+    assert report["steps"][8]["detail"] == "2 working orders cancelled"
     assert {"trip_to_first_denial", "trip_to_watcher", "total"} <= set(report["timings_ms"])
     _, history = essctl_json(target, "history", "--scope", "strategy:ess-drill")
     assert [(e["state"], e["reason"], e["drill"]) for e in history["events"]] == [
@@ -279,6 +288,7 @@ def test_drill_passes_with_its_timings_and_is_audited_as_a_drill(
     assert "trip → first denial" in human.stdout and "trip → watcher" in human.stdout
     assert "DRILL PASS" in human.stdout
     assert essctl(target, "status").returncode == 0  # nothing left tripped
+    assert essctl_json(target, "orders")[1]["total"] == 0  # nor working
 
     trip(target, "strategy:busy")
     busy = essctl(target, "drill", "--scope", "strategy:busy")
@@ -308,7 +318,12 @@ def test_token_new_prints_a_token_once_and_a_line_the_tokens_file_accepts(
     ["trigger", "--scope", "strategy:momo"], ["reset", "--scope", "global"],
     ["check", "--account", "a", "--strategy", "s", "--symbol", "X", "--side", "buy",
      "--qty", "0", "--price", "1"], ["history", "--since", "yesterday"],
-    ["status", "--tls-ca", "ca.pem"], ["status", "--tls", "--target", "unix:/x.sock"]])
+    ["status", "--tls-ca", "ca.pem"], ["status", "--tls", "--target", "unix:/x.sock"],
+    ["orders", "--account", "acc-1 "], ["orders", "clear", "--account", "acc-1"],
+    ["orders", "clear", "--account", "acc-1", "--reason", " "],
+    ["orders", "clear", "--account", "acc-1", "--coid", "x\u200b", "--reason", "gone"],
+    ["check", "--account", "a", "--strategy", "s", "--symbol", "X", "--side", "buy",
+     "--qty", "1", "--price", "1", "--coid", ""]])
 def test_usage_errors_exit_64(args: list[str]) -> None:
     result = essctl("unix:/nonexistent/ess.sock", *args)
     assert result.returncode == 64, result.stderr
@@ -392,3 +407,147 @@ def test_tls_and_mutual_tls_with_a_server_name(start_sidecar: StartSidecar,
     assert code == 0 and history["events"][0]["actor"] == "ops-1"
     assert essctl(sidecar.tcp_target, *tls, "status").returncode == 1  # no client cert
     assert essctl(sidecar.tcp_target, "status").returncode == 1  # plaintext to a TLS port
+
+
+@pytest.mark.parametrize("scope, problem", [
+    ("strategy: momo", "'strategy: momo': its id has leading or trailing whitespace"),
+    ("strategy:momo\u034f", "'strategy:momo\u034f' (that is 'strategy:momo\\u034f'): its id"
+     " has an invisible (default-ignorable) character"),
+    ("account:\u3164acc", "(that is 'account:\\u3164acc'): its id has an invisible"),
+    ("symbol:aapl\ufe0f", "(that is 'symbol:aapl\\ufe0f'): its id has an invisible"),
+    ("strategy:momo\u0308", "(that is 'strategy:momo\\u0308'): its id is not in Unicode NFC"
+     " form")])
+def test_an_id_that_is_not_canonical_is_refused_before_anything_is_sent(
+        scope: str, problem: str) -> None:
+    commands = [["trigger", "--scope", scope, "--reason", "halt"]]
+    if scope == "strategy: momo":
+        commands += [["reset", "--scope", scope, "--reason", "ok", "--yes"],
+                     ["history", "--scope", scope], ["drill", "--scope", scope]]
+    for command in commands:
+        # No sidecar listens there: exit 64, not 1, shows nothing was sent.
+        result = essctl("unix:/nonexistent/ess.sock", *command)
+        assert result.returncode == 64, result.stderr
+        assert "argument --scope: '" in result.stderr and problem in result.stderr
+
+
+def test_commands_act_on_and_echo_the_canonical_scope(start_sidecar: StartSidecar) -> None:
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    tripped = essctl(target, "trigger", "--scope", "symbol:aapl", "--reason", "halt aapl")
+    assert tripped.returncode == 0, tripped.stderr
+    assert "SYMBOL:AAPL is TRIPPED (version 1)" in tripped.stdout
+    assert list(restricted(target)) == ["SYMBOL:AAPL"]
+    denied = essctl(target, "check", "--account", "acc-1", "--strategy", "momo", "--symbol",
+                    "aapl", "--side", "buy", "--qty", "1", "--price", "100")
+    assert denied.returncode == 2
+    assert "blocking scope:  SYMBOL:AAPL" in denied.stdout
+    assert "acc-1/momo BUY 1 AAPL @ 100" in denied.stdout
+    reset = essctl(target, "reset", "--scope", "Symbol:aApl", "--reason", "ok", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert "SYMBOL:AAPL is ARMED (version 2)" in reset.stdout
+    case = essctl(target, "trigger", "--scope", "strategy:Momo", "--reason", "halt Momo")
+    assert "STRATEGY:Momo is TRIPPED" in case.stdout  # other ids keep their case
+    assert essctl(target, "check", "--strategy", "momo", *ORDER).returncode == 0
+
+
+def checked(target: str, account: str, strategy: str = "momo", token: str | None = None,
+            ) -> str:
+    """An allowed order (essctl check): its client_order_id."""
+    code, decision = essctl_json(target, "check", "--account", account, "--strategy",
+                                 strategy, "--symbol", "AAPL", "--side", "buy", "--qty", "1",
+                                 "--price", "100", token=token)
+    assert code == 0 and decision["allowed"], decision
+    return decision["client_order_id"]
+
+
+def test_orders_lists_working_orders_and_status_counts_them(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar().uds_target
+    assert essctl(target, "orders").stdout.strip() == "no working orders"
+    assert "Working orders" not in essctl(target, "status").stdout
+    first, second = checked(target, "acc-1"), checked(target, "acc-1", "other")
+    third = checked(target, "acc-2")
+
+    human = essctl(target, "orders")
+    assert human.returncode == 0, human.stderr
+    assert "Working orders, oldest first" in human.stdout
+    assert "3 working orders" in human.stdout
+    rows = [line for line in human.stdout.splitlines() if "coid" in line or "essctl-" in line]
+    assert [next(c for c in (first, second, third) if c in row) for row in rows] == [
+        first, second, third]
+    code, listed = essctl_json(target, "orders", "--account", "acc-1")
+    assert code == 0 and listed["total"] == 2
+    assert [(o["account"], o["client_order_id"], o["strategy"], o["symbol"], o["side"],
+             o["quantity"], o["remaining_quantity"]) for o in listed["working_orders"]] == [
+        ("acc-1", first, "momo", "AAPL", "BUY", 1.0, 1.0),
+        ("acc-1", second, "other", "AAPL", "BUY", 1.0, 1.0)]
+    assert all(o["since"] and o["decision_id"] for o in listed["working_orders"])
+    assert essctl(target, "orders", "--account", "acc-3").stdout.strip() == \
+        "no working orders in account acc-3"
+
+    status = essctl(target, "status")
+    assert status.returncode == 0  # working orders are not a restriction
+    assert "Working orders" in status.stdout
+    assert [line.split()[1:4:2] for line in status.stdout.splitlines()
+            if "acc-" in line] == [["acc-1", "2"], ["acc-2", "1"]]
+    _, state = essctl_json(target, "status")
+    assert state["working_order_counts"] == [{"account": "acc-1", "working_orders": 2},
+                                             {"account": "acc-2", "working_orders": 1}]
+
+
+def test_orders_clear_asks_then_ends_the_orders_named_or_all(
+        start_sidecar: StartSidecar) -> None:
+    target = start_sidecar().uds_target
+    first, second, third = (checked(target, "acc-1", f"s{n}") for n in range(3))
+    other = checked(target, "acc-2")
+
+    unconfirmed = essctl(target, "orders", "clear", "--account", "acc-1", "--coid", first,
+                         "--reason", "cancelled at the venue")
+    assert unconfirmed.returncode == 1
+    assert "not confirmed: pass --yes" in unconfirmed.stderr
+    assert "The clear will end 1 working order of account acc-1" in unconfirmed.stdout
+    assert first in unconfirmed.stdout
+    assert essctl_json(target, "orders", "--account", "acc-1")[1]["total"] == 3
+
+    one = essctl(target, "orders", "clear", "--account", "acc-1", "--coid", first,
+                 "--reason", "cancelled at the venue", "--yes")
+    assert one.returncode == 0, one.stderr
+    assert "cleared 1 working order of account acc-1" in one.stdout
+    assert [o["client_order_id"] for o in essctl_json(
+        target, "orders", "--account", "acc-1")[1]["working_orders"]] == [second, third]
+
+    code, partly = essctl_json(target, "orders", "clear", "--account", "acc-1", "--coid",
+                               second, "--coid", first, "--reason", "gone", "--yes")
+    assert code == 2  # first was not working any more
+    assert (partly["cleared"], partly["not_working"]) == (1, [first])
+    gone = essctl(target, "orders", "clear", "--account", "acc-1", "--coid", first,
+                  "--reason", "gone", "--yes")
+    assert gone.returncode == 2
+    assert f"nothing to clear: not working orders of account acc-1: {first}" in gone.stdout
+
+    exit_code, shown = essctl_at_a_terminal(target, "orders", "clear", "--account", "acc-1",
+                                            "--reason", "venue session ended", answer="y")
+    assert exit_code == 0, shown
+    assert "Clear 1 working order of account acc-1" in shown and "Go ahead?" in shown
+    assert "cleared 1 working order of account acc-1" in shown
+    assert [o["client_order_id"] for o in essctl_json(target, "orders")[1][
+        "working_orders"]] == [other]
+    empty = essctl(target, "orders", "clear", "--account", "acc-1", "--reason", "x")
+    assert empty.returncode == 0
+    assert "nothing to clear: account acc-1 has no working orders" in empty.stdout
+
+
+def test_an_executor_may_not_clear_working_orders(start_sidecar: StartSidecar,
+                                                  tmp_path: Path) -> None:
+    tokens = tokens_file(tmp_path, alice=Role.OPERATOR, exe=Role.EXECUTOR)
+    target = start_sidecar(f'{NO_COOLDOWN}[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n'
+                           ).uds_target
+    coid = checked(target, "acc-1", token=tokens["exe"])
+    listed = essctl(target, "orders", token=tokens["exe"])  # reading the state: executors may
+    assert listed.returncode == 0 and coid in listed.stdout
+    denied = essctl(target, "orders", "clear", "--account", "acc-1", "--reason", "gone",
+                    "--yes", token=tokens["exe"])
+    assert denied.returncode == 1
+    assert "PERMISSION_DENIED: exe (executor) may not clear working orders" in denied.stderr
+    cleared = essctl(target, "orders", "clear", "--account", "acc-1", "--reason", "gone",
+                     "--yes", token=tokens["alice"])
+    assert cleared.returncode == 0 and "cleared 1 working order" in cleared.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import subprocess
@@ -22,9 +23,16 @@ from tests.e2e.conftest import guard_stub, open_channel
 pytestmark = pytest.mark.e2e
 
 MOMO = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
-ORDER = pb.CheckOrderRequest(account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,
-                             quantity=10, price=100)
+ORDER_IDS = (f"e2e-{n}" for n in itertools.count(1))
 T = TypeVar("T")
+
+
+def order() -> pb.CheckOrderRequest:
+    """The same order each time, under a client_order_id of its own (a reused one is a
+    duplicate, and the state file keeps none across the restart these tests make)."""
+    return pb.CheckOrderRequest(account="acc-1", strategy="momo", symbol="AAPL",
+                                side=pb.SIDE_BUY, quantity=10, price=100,
+                                client_order_id=f"{next(ORDER_IDS)}")
 
 
 def watch_in_background(stub, request: pb.WatchStateRequest) -> queue.Queue:  # noqa: ANN001
@@ -61,12 +69,12 @@ def test_trip_deny_watch_reset_and_survive_sigkill(sidecar_process: SidecarProce
         stub = guard_stub(channel)
         watched = watch_in_background(stub, pb.WatchStateRequest())
         assert watched.get(timeout=10).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
-        assert stub.CheckOrder(ORDER).allowed
+        assert stub.CheckOrder(order()).allowed
 
         report = stub.ReportMetric(pb.ReportMetricRequest(
             scope=MOMO, metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=6))
         assert report.tripped and report.state == pb.STATE_TRIPPED
-        decision = stub.CheckOrder(ORDER)
+        decision = stub.CheckOrder(order())
         assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
         seen = watched.get(timeout=10)
         assert (seen.kind, seen.scope, seen.state, seen.version) == (
@@ -81,7 +89,7 @@ def test_trip_deny_watch_reset_and_survive_sigkill(sidecar_process: SidecarProce
         reset = eventually(lambda: stub.Reset(pb.ResetRequest(scope=MOMO, reason="fixed")))
         assert reset.state == pb.STATE_ARMED
         assert watched.get(timeout=10).state == pb.STATE_ARMED
-        assert stub.CheckOrder(ORDER).allowed
+        assert stub.CheckOrder(order()).allowed
 
         trip = stub.Trigger(pb.TriggerRequest(scope=MOMO, reason="latched"))
     sidecar_process.kill()
@@ -92,7 +100,7 @@ def test_trip_deny_watch_reset_and_survive_sigkill(sidecar_process: SidecarProce
         assert [(s.scope, s.state, s.reason) for s in state.scopes] == [
             (MOMO, pb.STATE_TRIPPED, "latched")]
         assert state.state_version == trip.state_version == 3
-        assert stub.CheckOrder(ORDER).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+        assert stub.CheckOrder(order()).reason == pb.DECISION_REASON_SCOPE_TRIPPED
         events = stub.ListEvents(pb.ListEventsRequest()).events
         assert [e.version for e in events] == [3, 2, 1]
         after = stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL)))
@@ -136,7 +144,7 @@ def test_no_acknowledged_trip_is_lost_when_killed_mid_stream(
 def test_sigterm_drains_and_exits_cleanly(sidecar_process: SidecarProcess) -> None:
     sidecar_process.start()
     with open_channel(sidecar_process) as channel:
-        assert guard_stub(channel).CheckOrder(ORDER).allowed
+        assert guard_stub(channel).CheckOrder(order()).allowed
     assert sidecar_process.terminate() == 0, sidecar_process.output()
     assert "ess-sidecar stopped" in sidecar_process.output()
 
@@ -146,7 +154,7 @@ def test_the_log_is_one_json_object_per_line_with_each_transition(
     sidecar_process.start()
     with open_channel(sidecar_process) as channel:
         stub = guard_stub(channel)
-        stub.CheckOrder(ORDER)
+        stub.CheckOrder(order())
         stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo"),
                                        reason="desk halt"))
     assert sidecar_process.terminate() == 0

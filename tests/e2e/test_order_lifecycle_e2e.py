@@ -1,0 +1,231 @@
+"""The order's lifecycle over a real socket against a real `ess-sidecar serve`: working
+orders reserve until evidence ends them, fills count once, unchecked fills trip the
+account, look-alike ids are refused, and the reconciler role reports and nothing else."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess_sidecar.domain.access import Role
+from ess_sidecar.testing import SidecarProcess
+from tests.e2e.conftest import guard_stub
+from tests.e2e.essctl_helpers import essctl_json, tokens_file
+
+pytestmark = pytest.mark.e2e
+
+# Exposure limits on, as shipped (symbol 30 %, strategy 60 %, portfolio 90 %); a long
+# cooldown, so that a reset without force is refused.
+CONFIG = "[policy]\nreset_cooldown_s = 600\n"
+EQUITY, MARK = 100_000.0, 100.0
+ORDER_IDS = (f"coid-{n}" for n in itertools.count(1))
+FILL_IDS = (f"fill-{n}" for n in itertools.count(1))
+
+StartSidecar = Callable[..., SidecarProcess]
+
+
+@pytest.fixture
+def start_sidecar() -> Iterator[StartSidecar]:
+    started: list[SidecarProcess] = []
+
+    def start(config: str = CONFIG) -> SidecarProcess:
+        sidecar = SidecarProcess(Path(tempfile.mkdtemp(prefix="ess-life-")), config)
+        started.append(sidecar)
+        return sidecar.start()
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
+        shutil.rmtree(sidecar.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def stub(start_sidecar: StartSidecar) -> Iterator[object]:
+    with grpc.insecure_channel(start_sidecar().uds_target) as channel:
+        yield guard_stub(channel)
+
+
+def order(account: str = "acc-1", strategy: str = "momo", symbol: str = "AAPL",
+          quantity: float = 10, side: int = pb.SIDE_BUY, **fields: object,
+          ) -> pb.CheckOrderRequest:
+    """An order at the mark, under a client_order_id of its own unless one is given."""
+    fields.setdefault("client_order_id", next(ORDER_IDS))
+    return pb.CheckOrderRequest(account=account, strategy=strategy, symbol=symbol, side=side,
+                                quantity=quantity, price=MARK, **fields)
+
+
+def fill_of(checked: pb.CheckOrderRequest, quantity: float | None = None,
+            fill_id: str | None = None) -> pb.ReportFillRequest:
+    return pb.ReportFillRequest(
+        account=checked.account, strategy=checked.strategy, symbol=checked.symbol,
+        side=checked.side, quantity=checked.quantity if quantity is None else quantity,
+        price=checked.price, client_order_id=checked.client_order_id,
+        fill_id=fill_id or next(FILL_IDS))
+
+
+def sync(stub, account: str = "acc-1", metadata: tuple = ()) -> None:  # noqa: ANN001
+    """Equity and a mark for AAPL: what the exposure limits need to judge."""
+    stub.SyncPositions(pb.SyncPositionsRequest(
+        account=account, equity=EQUITY,
+        positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=0, mark_price=MARK)]),
+        metadata=metadata)
+
+
+def invalid(call: Callable[[], object]) -> str:
+    """The details of the INVALID_ARGUMENT the call must fail with."""
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    return error.value.details()
+
+
+def test_an_allowed_order_reserves_until_an_update_ends_it(stub) -> None:  # noqa: ANN001
+    sync(stub)
+    percent_29 = EQUITY * 0.29 / MARK  # 29 % of equity at the mark
+    first = order(quantity=percent_29)
+    assert stub.CheckOrder(first).allowed
+    counts = stub.GetState(pb.GetStateRequest()).working_order_counts
+    assert [(c.account, c.working_orders) for c in counts] == [("acc-1", 1)]
+
+    second = stub.CheckOrder(order(quantity=percent_29))  # 58 % if both filled
+    assert not second.allowed
+    assert second.reason == pb.DECISION_REASON_SYMBOL_EXPOSURE, second.message
+    assert "working orders included" in second.message
+
+    ended = stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+        account="acc-1", client_order_id=first.client_order_id,
+        status=pb.ORDER_STATUS_CANCELLED))
+    assert ended.known
+    third = order(quantity=percent_29)
+    decision = stub.CheckOrder(third)
+    assert decision.allowed, decision.message
+    [working] = stub.GetState(pb.GetStateRequest(include_working_orders=True)).working_orders
+    assert (working.account, working.client_order_id, working.remaining_quantity,
+            working.decision_id) == ("acc-1", third.client_order_id, percent_29,
+                                     decision.decision_id)
+    again = stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+        account="acc-1", client_order_id=first.client_order_id,
+        status=pb.ORDER_STATUS_CANCELLED))
+    assert not again.known  # already ended: nothing changed
+
+
+def test_a_fill_reported_twice_counts_once(stub) -> None:  # noqa: ANN001
+    sync(stub)
+    checked = order(quantity=10)
+    assert stub.CheckOrder(checked).allowed
+    fill = fill_of(checked, quantity=4)
+    first = stub.ReportFill(fill)
+    assert (first.position, first.duplicate, first.unchecked) == (4, False, False)
+    assert first.account_state == pb.STATE_ARMED
+    replay = stub.ReportFill(fill)
+    assert (replay.position, replay.duplicate, replay.unchecked) == (4, True, False)
+    rest = stub.ReportFill(fill_of(checked, quantity=6))
+    assert (rest.position, rest.duplicate) == (10, False)
+    # Fully filled: the order has ended.
+    assert not stub.GetState(pb.GetStateRequest()).working_order_counts
+
+
+def test_a_fill_of_an_order_never_allowed_trips_the_account(stub) -> None:  # noqa: ANN001
+    sync(stub, "acc-2")
+    stray = order(account="acc-2", client_order_id="sent-past-the-guard")
+    reply = stub.ReportFill(fill_of(stray))
+    assert reply.unchecked and reply.account_state == pb.STATE_TRIPPED
+    assert reply.position == stray.quantity  # the position is real: it is booked
+
+    account = pb.Scope(kind=pb.SCOPE_KIND_ACCOUNT, id="acc-2")
+    [scope] = stub.GetState(pb.GetStateRequest()).scopes
+    assert (scope.scope, scope.state, scope.breaker) == (
+        account, pb.STATE_TRIPPED, "unchecked_order")
+    assert "sent-past-the-guard" in scope.reason
+    denied = stub.CheckOrder(order(account="acc-2"))
+    assert (denied.allowed, denied.reason, denied.blocking_scope) == (
+        False, pb.DECISION_REASON_SCOPE_TRIPPED, account)
+    assert stub.CheckOrder(order(account="acc-1", quantity=1, strategy="other")).reason != \
+        pb.DECISION_REASON_SCOPE_TRIPPED  # another account is not stopped
+
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Reset(pb.ResetRequest(scope=account, reason="looked into it"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cooldown" in refused.value.details()
+    assert stub.GetState(pb.GetStateRequest()).scopes[0].state == pb.STATE_TRIPPED
+
+
+LOOK_ALIKES = [" momo", "momo\u034f", "momo\ufe0f", "\u3164momo",
+               unicodedata.normalize("NFD", "mom\u00f6")]
+
+
+def test_ids_that_look_alike_are_refused_naming_the_field(stub) -> None:  # noqa: ANN001
+    momo = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+    assert stub.Trigger(pb.TriggerRequest(scope=momo, reason="halt momo")).state == \
+        pb.STATE_TRIPPED
+    assert stub.CheckOrder(order(strategy="momo")).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    for strategy in LOOK_ALIKES:
+        details = invalid(lambda: stub.CheckOrder(order(strategy=strategy)))  # noqa: B023
+        assert details.startswith("strategy: "), (strategy, details)
+    details = invalid(lambda: stub.Trigger(pb.TriggerRequest(
+        scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=" momo"), reason="halt")))
+    assert details.startswith("scope.id: "), details
+    for field in ("account", "client_order_id"):
+        details = invalid(lambda: stub.CheckOrder(order(**{field: "acc\u200b-1"})))  # noqa: B023
+        assert details.startswith(f"{field}: "), details
+    assert invalid(lambda: stub.CheckOrder(order(client_order_id=""))) == \
+        "client_order_id: is required"
+
+    # Symbols are case-insensitive: "aapl" is SYMBOL:AAPL, and answers say AAPL.
+    traded = stub.Trigger(pb.TriggerRequest(
+        scope=pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="aapl"), reason="halt AAPL"))
+    assert traded.state == pb.STATE_TRIPPED
+    aapl = pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="AAPL")
+    assert aapl in [s.scope for s in stub.GetState(pb.GetStateRequest()).scopes]
+    denied = stub.CheckOrder(order(strategy="other", symbol="aapl"))
+    assert (denied.allowed, denied.reason, denied.blocking_scope) == (
+        False, pb.DECISION_REASON_SCOPE_TRIPPED, aapl)
+    # Other ids are case-sensitive: "Momo" is not the tripped "momo".
+    assert stub.CheckOrder(order(strategy="Momo", symbol="MSFT")).reason != \
+        pb.DECISION_REASON_SCOPE_TRIPPED
+
+
+def test_the_reconciler_reports_fills_and_updates_and_may_not_check(
+        start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    code, made = essctl_json("unix:/nonexistent", "token", "new", "--role", "reconciler",
+                             "--name", "drop-copy")
+    assert code == 0 and 'role = "reconciler"' in made["line"]
+    executor = tokens_file(tmp_path, exe=Role.EXECUTOR)["exe"]
+    with open(tmp_path / "tokens.toml", "a") as tokens:
+        tokens.write(made["line"] + "\n")
+    sidecar = start_sidecar(f'{CONFIG}[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n')
+    as_executor = (("authorization", f"Bearer {executor}"),)
+    as_reconciler = (("authorization", f"Bearer {made['token']}"),)
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        sync(stub, metadata=as_executor)
+        filled, cancelled = order(), order()
+        for checked in (filled, cancelled):
+            assert stub.CheckOrder(checked, metadata=as_executor).allowed
+
+        reply = stub.ReportFill(fill_of(filled), metadata=as_reconciler)
+        assert (reply.position, reply.unchecked) == (filled.quantity, False)
+        assert stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+            account="acc-1", client_order_id=cancelled.client_order_id,
+            status=pb.ORDER_STATUS_CANCELLED), metadata=as_reconciler).known
+        assert not stub.GetState(pb.GetStateRequest(),
+                                 metadata=as_executor).working_order_counts
+
+        for name, call in (
+                ("check orders", lambda: stub.CheckOrder(order(), metadata=as_reconciler)),
+                ("read and watch the state",
+                 lambda: stub.GetState(pb.GetStateRequest(), metadata=as_reconciler)),
+                ("report metrics, positions and heartbeats",
+                 lambda: sync(stub, metadata=as_reconciler))):
+            with pytest.raises(grpc.RpcError) as denied:
+                call()
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, name
+            assert "drop-copy (reconciler)" in denied.value.details(), denied.value.details()
