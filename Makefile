@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test proto bench
+.PHONY: install tools run test proto bench
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed tools
+
+tools:  ## grpcurl, grpc_health_probe and ghz, pinned, built with Go into .tools/bin
+	bash scripts/install_tools.sh
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +25,7 @@ node_modules/.installed: package.json
 run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/ess.db
 	$(BIN)/ess-sidecar serve
 
-test: install  ## install everything and run every test
+test: install tools  ## install everything and run every test
 	$(BIN)/pytest
 
 proto: $(VENV)/.installed  ## regenerate the Python and Go stubs from proto/
