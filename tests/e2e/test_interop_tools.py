@@ -25,10 +25,13 @@ from tests.e2e.tools import run
 
 pytestmark = pytest.mark.e2e
 
-# The order rate limit is off so that every order of a ghz run is decided ALLOWED.
+# A load generator sends one order again and again, each with its own client_order_id:
+# the order rate limit and the identical-orders rule are off and each order is small
+# (every allowed one stays working), so that every order of a ghz run is ALLOWED.
 CONFIG = """
 [limits]
 max_orders_per_second = 0
+duplicate_identical_orders = 0
 [telemetry]
 metrics_listen = "127.0.0.1:{metrics_port}"
 """
@@ -69,11 +72,17 @@ class Sidecar:
                            for key, value in labels.items()))
 
 
+# A flat position carrying a mark: the exposure limits value AAPL at it.
+MARK = pb.Position(strategy="any", symbol="AAPL", quantity=0, mark_price=100)
+
+
 def sync_equity(process: SidecarProcess, account: str) -> None:
-    """The account's equity, which the exposure limits need before they allow an order."""
+    """The account's equity and a mark for AAPL, which the exposure limits need before
+    they allow an order."""
     with open_channel(process, uds=True) as channel:
         guard_stub(channel).SyncPositions(
-            pb.SyncPositionsRequest(account=account, equity=EQUITY), timeout=10)
+            pb.SyncPositionsRequest(account=account, equity=EQUITY, positions=[MARK]),
+            timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +158,8 @@ def test_grpcurl_checks_syncs_and_trips_by_reflection(sidecar: Sidecar) -> None:
     unknown = grpcurl_call(sidecar, "CheckOrder", order(account, strategy, "grpcurl-1"))
     assert (unknown["allowed"], unknown["reason"]) == (False, "DECISION_REASON_EQUITY_UNKNOWN")
 
-    grpcurl_call(sidecar, "SyncPositions", {"account": account, "equity": EQUITY})
+    grpcurl_call(sidecar, "SyncPositions", {"account": account, "equity": EQUITY, "positions": [
+        {"strategy": MARK.strategy, "symbol": MARK.symbol, "markPrice": MARK.mark_price}]})
     allowed = grpcurl_call(sidecar, "CheckOrder", order(account, strategy, "grpcurl-2"))
     assert (allowed["allowed"], allowed["reason"]) == (True, "DECISION_REASON_ALLOWED")
     assert allowed["decision_id"]
