@@ -1,0 +1,120 @@
+// Package cli is what ess-check, ess-smoke and ess-bench share: flag parsing with the
+// usage exit code, and the one line printed for a verdict.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ess-sidecar/ess-sidecar/clients/go/ess"
+)
+
+// Exit codes of ess-check.
+const (
+	ExitAllowed = 0
+	ExitDenied  = 2
+	ExitUsage   = 64 // EX_USAGE
+)
+
+// Line is the one line ess-check prints: "ALLOWED <decision_id>" or
+// "DENIED <REASON> <message>" (REASON without DECISION_REASON_; CLIENT_FAIL_CLOSED, and the
+// message led by the cause, when the check failed closed).
+func Line(v ess.Verdict) string {
+	if v.Allowed {
+		return "ALLOWED " + v.DecisionID
+	}
+	message := v.Message
+	if v.FailedClosed() {
+		message = v.Cause.String() + ": " + message
+	}
+	// One line, whatever the message holds.
+	message = strings.Join(strings.Fields(message), " ")
+	return strings.TrimRight("DENIED "+v.ReasonName()+" "+message, " ")
+}
+
+// Positive is a float flag that must be > 0.
+type Positive struct {
+	Value float64
+	set   bool
+}
+
+func (p *Positive) String() string {
+	if p == nil || !p.set && p.Value == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(p.Value, 'g', -1, 64)
+}
+
+func (p *Positive) Set(text string) error {
+	value, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
+	if err != nil {
+		return fmt.Errorf("not a number: %q", text)
+	}
+	if !(value > 0) {
+		return fmt.Errorf("must be > 0, got %s", text)
+	}
+	p.Value, p.set = value, true
+	return nil
+}
+
+// Millis is a Positive read as milliseconds.
+func Millis(p *Positive) time.Duration {
+	return time.Duration(p.Value * float64(time.Millisecond))
+}
+
+// NewFlagSet makes a flag set whose -h / --help prints synopsis, about and the flags.
+func NewFlagSet(name, synopsis, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	synopses[fs] = synopsis
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n%s\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+var synopses = map[*flag.FlagSet]string{}
+
+// Parse parses args with fs (from NewFlagSet): -h / --help prints the usage and exits 0;
+// a bad, unknown or missing flag (required lists the flags that must be given) or a stray
+// argument prints the synopsis and the error on stderr and exits 64.
+func Parse(fs *flag.FlagSet, args []string, required ...string) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		os.Exit(0)
+	}
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err == nil {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		var missing []string
+		for _, name := range required {
+			if !given[name] {
+				missing = append(missing, "--"+name)
+			}
+		}
+		if len(missing) > 0 {
+			err = fmt.Errorf("the following arguments are required: %s", strings.Join(missing, ", "))
+		}
+	}
+	if err != nil {
+		Usage(fs, err)
+	}
+}
+
+// Usage prints the synopsis and err on stderr and exits 64.
+func Usage(fs *flag.FlagSet, err error) {
+	fmt.Fprintf(os.Stderr, "usage: %s\n%s: %v\n", synopses[fs], fs.Name(), err)
+	os.Exit(ExitUsage)
+}
