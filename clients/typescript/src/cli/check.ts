@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// ess-check, the example every client ships: ask once whether an order may be sent.
+//
+//   ess-check --target HOST:PORT|unix:PATH [--token T] --account A --strategy S --symbol X
+//             --side buy|sell --qty Q --price P --coid ID [--deadline-ms N]
+//
+// prints `ALLOWED <decision_id>` (exit 0) or `DENIED <REASON> <message>` (exit 2; a check
+// that could not be decided is `DENIED CLIENT_FAIL_CLOSED <cause>: <why>`), and exits 64 on
+// a usage error.
+
+import { GuardClient } from "../client.js";
+import { verdictLine } from "../verdict.js";
+import { out, parse, positive, run, UsageError } from "./common.js";
+
+const USAGE =
+  "usage: ess-check --target HOST:PORT|unix:PATH [--token T] --account A --strategy S" +
+  " --symbol X --side buy|sell --qty Q --price P --coid ID [--deadline-ms N]\n" +
+  "Ask an ESS sidecar whether an order may be sent; exit 0 allowed, 2 denied, 64 usage error.";
+
+const OPTIONS = {
+  target: { type: "string" },
+  token: { type: "string" },
+  account: { type: "string" },
+  strategy: { type: "string" },
+  symbol: { type: "string" },
+  side: { type: "string" },
+  qty: { type: "string" },
+  price: { type: "string" },
+  coid: { type: "string" },
+  "deadline-ms": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+async function main(): Promise<number> {
+  const args = parse(process.argv.slice(2), OPTIONS, []);
+  if (args.help) {
+    out(USAGE);
+    return 0;
+  }
+  for (const name of ["target", "account", "strategy", "symbol", "side", "qty", "price", "coid"]) {
+    if (args[name] === undefined) throw new UsageError(`the option --${name} is required`);
+  }
+  const side = args.side as string;
+  if (side !== "buy" && side !== "sell") throw new UsageError(`--side must be buy or sell, got ${side}`);
+  const quantity = positive("qty", args.qty);
+  const price = positive("price", args.price);
+  const deadlineMs = positive("deadline-ms", args["deadline-ms"], 5);
+  const client = new GuardClient(args.target as string, {
+    token: (args.token as string | undefined) || undefined,
+    deadlineMs,
+    logIntervalMs: 3_600_000,
+    logger: { warn: () => {} }, // the printed line says it all
+  });
+  try {
+    await client.connect(1000); // connecting is not part of the check's deadline
+    const verdict = await client.check({
+      account: args.account as string,
+      strategy: args.strategy as string,
+      symbol: args.symbol as string,
+      side,
+      quantity,
+      price,
+      clientOrderId: args.coid as string,
+    });
+    out(verdictLine(verdict));
+    return verdict.allowed ? 0 : 2;
+  } finally {
+    client.close();
+  }
+}
+
+run(USAGE, main);

@@ -1,0 +1,69 @@
+// What ess-check, ess-smoke and ess-bench share: argument checks and the exit codes.
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+export const EX_USAGE = 64;
+
+export class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** Parse `argv` strictly (unknown options and stray arguments are usage errors). */
+export function parse(
+  argv: string[],
+  options: Options,
+  required: string[],
+): Record<string, string | boolean | undefined> {
+  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  for (const name of required) {
+    if (values[name] === undefined) throw new UsageError(`the option --${name} is required`);
+  }
+  return values as Record<string, string | boolean | undefined>;
+}
+
+/** A number > 0 and finite, or a usage error naming the option. */
+export function positive(name: string, text: string | boolean | undefined, fallback?: number): number {
+  if (text === undefined && fallback !== undefined) return fallback;
+  const value = typeof text === "string" && text.trim() !== "" ? Number(text) : Number.NaN;
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new UsageError(`--${name} must be a number > 0, got ${String(text)}`);
+  }
+  return value;
+}
+
+/** A whole number >= 1, or a usage error naming the option. */
+export function count(name: string, text: string | boolean | undefined, fallback: number): number {
+  const value = positive(name, text, fallback);
+  if (!Number.isInteger(value)) throw new UsageError(`--${name} must be a whole number, got ${String(text)}`);
+  return value;
+}
+
+/** Run `main`; a UsageError prints the usage and exits 64, anything else exits 1. */
+export function run(usage: string, main: () => Promise<number>): void {
+  main().then(
+    (code) => exit(code),
+    (error: unknown) => {
+      if (error instanceof UsageError) {
+        process.stderr.write(`${usage}\n${error.message}\n`);
+        exit(EX_USAGE);
+      } else {
+        process.stderr.write(`${(error as Error)?.stack ?? String(error)}\n`);
+        exit(1);
+      }
+    },
+  );
+}
+
+/** Exit once stdout and stderr are flushed. */
+export function exit(code: number): void {
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)));
+}
+
+export function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}

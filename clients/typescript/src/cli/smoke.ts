@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// ess-smoke, the driver of the cross-language smoke test (tests/clients/smoke.py): ONE
+// long-lived client, connected before stdin is read; for each line
+//   check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]
+// it prints `<microseconds the library's check took> <the ess-check line>`. Exit 0 at EOF.
+
+import { createInterface } from "node:readline";
+
+import { GuardClient } from "../client.js";
+import { verdictLine } from "../verdict.js";
+import { out, parse, positive, run, UsageError } from "./common.js";
+
+const USAGE = "usage: ess-smoke --target HOST:PORT|unix:PATH [--token T] [--deadline-ms N]";
+
+const OPTIONS = {
+  target: { type: "string" },
+  token: { type: "string" },
+  "deadline-ms": { type: "string" },
+} as const;
+
+async function main(): Promise<number> {
+  const args = parse(process.argv.slice(2), OPTIONS, ["target"]);
+  const client = new GuardClient(args.target as string, {
+    token: (args.token as string | undefined) || undefined,
+    deadlineMs: positive("deadline-ms", args["deadline-ms"], 5),
+  });
+  try {
+    await client.connect(5000); // as an executor does when it starts
+    for await (const text of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+      const words = text.trim().split(/\s+/);
+      if (words.length === 1 && words[0] === "") continue;
+      if (words[0] !== "check" || words.length < 8 || words.length > 9) {
+        throw new UsageError(`bad line: ${text}`);
+      }
+      const [, account, strategy, symbol, side, qty, price, coid, deadline] = words as string[];
+      const deadlineMs = deadline === undefined ? undefined : positive("DEADLINE_MS", deadline);
+      const started = performance.now();
+      const verdict = await client.check(
+        {
+          account: account!,
+          strategy: strategy!,
+          symbol: symbol!,
+          side: side!,
+          quantity: Number(qty),
+          price: Number(price),
+          clientOrderId: coid!,
+        },
+        { deadlineMs },
+      );
+      const elapsedUs = Math.round((performance.now() - started) * 1000);
+      out(`${elapsedUs} ${verdictLine(verdict)}`);
+    }
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+run(USAGE, main);

@@ -1,0 +1,428 @@
+// GuardClient against an in-process fake sidecar: every way a check can go wrong is a
+// denial (CLIENT_FAIL_CLOSED), the promise never rejects, answers are matched by request_id.
+
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, test } from "node:test";
+
+import { create } from "@bufbuild/protobuf";
+import { status as Status } from "@grpc/grpc-js";
+
+import { CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, pb } from "../src/index.js";
+import { allow, answer, FakeSidecar, memoryLogger, order, sleep } from "./fake.js";
+
+let fake: FakeSidecar;
+const clients: GuardClient[] = [];
+
+function client(options: GuardClientOptions = {}): GuardClient {
+  const made = new GuardClient(fake.target, { logger: memoryLogger(), ...options });
+  clients.push(made);
+  return made;
+}
+
+async function connected(options: GuardClientOptions = {}): Promise<GuardClient> {
+  const made = client(options);
+  assert.equal(await made.connect(5000), true);
+  return made;
+}
+
+/** Wait until `condition` holds (the client reconnects in the background). */
+async function eventually(condition: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    assert.ok(Date.now() < end, "condition never held");
+    await sleep(5);
+  }
+}
+
+before(async () => {
+  fake = await new FakeSidecar().start();
+});
+
+beforeEach(() => {
+  fake.onCheck = (request, call) => call.write(allow(request));
+  fake.onStream = () => {};
+  while (clients.length) clients.pop()!.close();
+});
+
+after(async () => {
+  while (clients.length) clients.pop()!.close();
+  await fake.stop();
+});
+
+describe("check over the stream", () => {
+  test("an allowed order carries the sidecar's decision and its client_order_id", async () => {
+    const guard = await connected();
+    const verdict = await guard.check(order("coid-1"), { deadlineMs: 2000 });
+    assert.equal(verdict.allowed, true);
+    assert.equal(verdict.reason, "ALLOWED");
+    assert.equal(verdict.failure, null);
+    assert.equal(verdict.decisionId, "d-coid-1");
+    assert.equal(verdict.clientOrderId, "coid-1");
+    assert.equal(verdict.stateVersion, 7n);
+    const sent = fake.requests.at(-1)!;
+    assert.equal(sent.order?.side, pb.Side.BUY);
+    assert.equal(sent.order?.clientOrderId, "coid-1");
+  });
+
+  test("a client_order_id is made up when none is given: per-client prefix + counter", async () => {
+    const guard = await connected();
+    const first = await guard.check(order(), { deadlineMs: 2000 });
+    const second = await guard.check(order(), { deadlineMs: 2000 });
+    assert.match(first.clientOrderId, /^[0-9a-f]{12}-\d+$/);
+    const [prefix, n] = first.clientOrderId.split("-");
+    assert.equal(second.clientOrderId, `${prefix}-${Number(n) + 1}`);
+    assert.equal(second.decisionId, `d-${second.clientOrderId}`);
+    const other = await connected();
+    assert.notEqual(other.newClientOrderId().split("-")[0], prefix);
+  });
+
+  test("several checks in flight get their own answers, matched by request_id", async () => {
+    const held: pb.CheckOrderStreamRequest[] = [];
+    fake.onCheck = (request, call) => {
+      held.push(request);
+      if (held.length === 8) for (const r of held) call.write(allow(r)); // in request order
+    };
+    const guard = await connected();
+    const ids = Array.from({ length: 8 }, (_, i) => `many-${i}`);
+    const verdicts = await Promise.all(ids.map((id) => guard.check(order(id), { deadlineMs: 3000 })));
+    for (const [i, verdict] of verdicts.entries()) {
+      assert.equal(verdict.allowed, true, verdict.message);
+      assert.equal(verdict.decisionId, `d-${ids[i]}`);
+    }
+    const requestIds = held.map((r) => r.requestId);
+    assert.equal(new Set(requestIds).size, 8);
+    assert.equal(guard.streamsOpened, 1);
+  });
+
+  test("a denial of the sidecar is passed on, with its reason and blocking scope", async () => {
+    fake.onCheck = (request, call) =>
+      call.write(answer(request.requestId, {
+        allowed: false,
+        reason: pb.DecisionReason.SCOPE_TRIPPED,
+        message: "STRATEGY:momo is TRIPPED",
+        blockingScope: { kind: pb.ScopeKind.STRATEGY, id: "momo" },
+      }));
+    const guard = await connected();
+    const verdict = await guard.check(order("t-1"), { deadlineMs: 2000 });
+    assert.equal(verdict.allowed, false);
+    assert.equal(verdict.reason, "SCOPE_TRIPPED");
+    assert.equal(verdict.failure, null);
+    assert.equal(verdict.blockingScope, "STRATEGY:momo");
+    assert.equal(verdict.message, "STRATEGY:momo is TRIPPED");
+  });
+});
+
+describe("malformed answers fail closed", () => {
+  const cases: [string, (r: pb.CheckOrderStreamRequest) => pb.CheckOrderStreamResponse][] = [
+    ["an unknown reason", (r) => answer(r.requestId, { allowed: false, reason: 99 as pb.DecisionReason })],
+    ["an unknown reason, allowed", (r) => answer(r.requestId, { allowed: true, reason: 99 as pb.DecisionReason })],
+    ["UNSPECIFIED", (r) => answer(r.requestId, { allowed: true, reason: 0 })],
+    ["allowed with a denial's reason",
+      (r) => answer(r.requestId, { allowed: true, reason: pb.DecisionReason.SCOPE_TRIPPED })],
+    ["denied with reason ALLOWED",
+      (r) => answer(r.requestId, { allowed: false, reason: pb.DecisionReason.ALLOWED })],
+    ["neither a decision nor an error",
+      (r) => create(pb.CheckOrderStreamResponseSchema, { requestId: r.requestId })],
+  ];
+  for (const [name, reply] of cases) {
+    test(name, async () => {
+      fake.onCheck = (request, call) => call.write(reply(request));
+      const logger = memoryLogger();
+      const guard = await connected({ logger });
+      const verdict = await guard.check(order(), { deadlineMs: 2000 });
+      assert.equal(verdict.allowed, false);
+      assert.equal(verdict.reason, CLIENT_FAIL_CLOSED);
+      assert.equal(verdict.failure, "malformed");
+      assert.equal(guard.failures.malformed, 1);
+      assert.equal(logger.lines.length, 1);
+      assert.match(logger.lines[0]!, /CLOSED \(malformed\)/);
+    });
+  }
+
+  test("an answer with the wrong request_id denies and replaces the stream", async () => {
+    let wrong = true;
+    fake.onCheck = (request, call) => {
+      call.write(allow(wrong ? { ...request, requestId: request.requestId + 100n } : request));
+      wrong = false;
+    };
+    const guard = await connected();
+    const verdict = await guard.check(order(), { deadlineMs: 2000 });
+    assert.equal(verdict.allowed, false);
+    assert.equal(verdict.failure, "malformed");
+    assert.match(verdict.message, /expected/);
+    await eventually(() => guard.streamsOpened === 2);
+    const next = await guard.check(order(), { deadlineMs: 2000 });
+    assert.equal(next.allowed, true, next.message);
+  });
+
+  test("an answer to a request never sent denies and replaces the stream", async () => {
+    const guard = await connected();
+    await guard.check(order(), { deadlineMs: 2000 });
+    fake.onCheck = () => {};
+    const sent = fake.requests.length;
+    const pending = guard.check(order(), { deadlineMs: 2000 });
+    await eventually(() => fake.requests.length > sent);
+    const request = fake.requests.at(-1)!;
+    fake.streams.at(-1)!.write(allow(request)); // the real one
+    fake.streams.at(-1)!.write(allow(request)); // and one too many
+    assert.equal((await pending).allowed, true);
+    await eventually(() => guard.streamsOpened === 2);
+  });
+
+  test("a request error answers that check as a denial; the stream stays", async () => {
+    fake.onCheck = (request, call) =>
+      call.write(create(pb.CheckOrderStreamResponseSchema, {
+        requestId: request.requestId,
+        result: {
+          case: "error",
+          value: create(pb.RequestErrorSchema, {
+            code: Status.INVALID_ARGUMENT, field: "order.quantity", message: "must be > 0",
+          }),
+        },
+      }));
+    const guard = await connected();
+    const verdict = await guard.check({ ...order(), quantity: -1 }, { deadlineMs: 2000 });
+    assert.equal(verdict.allowed, false);
+    assert.equal(verdict.reason, CLIENT_FAIL_CLOSED);
+    assert.equal(verdict.failure, "request_error");
+    assert.equal(verdict.field, "order.quantity");
+    fake.onCheck = (request, call) => call.write(allow(request));
+    assert.equal((await guard.check(order(), { deadlineMs: 2000 })).allowed, true);
+    assert.equal(guard.streamsOpened, 1);
+  });
+
+  test("a bad order (wrong types, unknown side) is a client_error denial, not a throw", async () => {
+    const guard = await connected();
+    const sideless = await guard.check({ ...order(), side: "sideways" });
+    assert.equal(sideless.failure, "client_error");
+    const typed = await guard.check({ ...order(), quantity: "1" as unknown as number });
+    assert.equal(typed.failure, "client_error");
+    assert.equal(typed.allowed, false);
+    assert.equal(guard.streamsOpened, 1);
+  });
+});
+
+describe("deadlines", () => {
+  test("no answer within the deadline (default 5 ms) is a denial in time", async () => {
+    fake.onCheck = () => {}; // a hung sidecar
+    const guard = await connected();
+    assert.equal(guard.deadlineMs, 5);
+    const started = performance.now();
+    const verdict = await guard.check(order());
+    const elapsed = performance.now() - started;
+    assert.equal(verdict.allowed, false);
+    assert.equal(verdict.failure, "deadline");
+    assert.ok(elapsed < 5 + 50, `took ${elapsed} ms`);
+    assert.equal(guard.failures.deadline, 1);
+  });
+
+  test("the deadline is per client and per call", async () => {
+    fake.onCheck = (request, call) => setTimeout(() => call.write(allow(request)), 60);
+    const guard = await connected({ deadlineMs: 20 });
+    const late = await guard.check(order());
+    assert.equal(late.failure, "deadline");
+    assert.match(late.message, /20 ms/);
+    const patient = await guard.check(order(), { deadlineMs: 2000 });
+    assert.equal(patient.allowed, true, patient.message);
+    // the late answer of the first check was matched to it and dropped: same stream
+    assert.equal(guard.streamsOpened, 1);
+  });
+
+  test("a stream with no answer at all for stallAfterMs is replaced", async () => {
+    fake.onCheck = () => {};
+    const guard = await connected({ deadlineMs: 10, stallAfterMs: 40 });
+    await guard.check(order());
+    await sleep(50);
+    const stalled = fake.streams.at(-1)!;
+    const second = await guard.check(order()); // its deadline finds the oldest too old
+    assert.equal(second.failure, "deadline");
+    fake.onCheck = (request, call) => call.write(allow(request));
+    await eventually(() => guard.streamsOpened === 2);
+    // a late answer on the replaced stream is never used
+    stalled.write(allow(fake.requests[0]!));
+    const next = await guard.check(order(), { deadlineMs: 2000 });
+    assert.equal(next.allowed, true, next.message);
+    assert.equal(next.decisionId, `d-${next.clientOrderId}`);
+  });
+});
+
+describe("a broken stream, an unavailable sidecar", () => {
+  test("checks in flight are denied when the stream breaks; it is replaced", async () => {
+    fake.onCheck = () => {};
+    const guard = await connected();
+    const sent = fake.requests.length;
+    const pending = guard.check(order(), { deadlineMs: 5000 });
+    await eventually(() => fake.requests.length > sent);
+    fake.breakStreams(Status.INTERNAL, "boom");
+    const verdict = await pending;
+    assert.equal(verdict.allowed, false);
+    assert.equal(verdict.reason, CLIENT_FAIL_CLOSED);
+    assert.equal(verdict.failure, "stream_broken");
+    assert.match(verdict.message, /INTERNAL: boom/);
+    fake.onCheck = (request, call) => call.write(allow(request));
+    await eventually(() => guard.streamsOpened === 2); // in the background, no check needed
+    assert.equal((await guard.check(order(), { deadlineMs: 2000 })).allowed, true);
+  });
+
+  test("the sidecar ending the stream normally is a broken stream too", async () => {
+    fake.onCheck = () => {};
+    const guard = await connected();
+    const sent = fake.requests.length;
+    const pending = guard.check(order(), { deadlineMs: 5000 });
+    await eventually(() => fake.requests.length > sent);
+    fake.streams.at(-1)!.end();
+    assert.equal((await pending).failure, "stream_broken");
+  });
+
+  test("a refused stream (UNAUTHENTICATED) denies as refused, and the token is sent", async () => {
+    fake.onStream = (call) => {
+      if (call.metadata.get("authorization")[0] !== "Bearer good") {
+        call.emit("error", { code: Status.UNAUTHENTICATED, details: "unknown token" });
+      }
+    };
+    const bad = await connected({ token: "bad" });
+    const refused = await bad.check(order(), { deadlineMs: 2000 });
+    assert.equal(refused.allowed, false);
+    assert.equal(refused.failure, "refused");
+    assert.match(refused.message, /UNAUTHENTICATED/);
+    const good = await connected({ token: "good" });
+    assert.equal((await good.check(order(), { deadlineMs: 2000 })).allowed, true);
+    assert.ok(fake.authorizations.includes("Bearer good"));
+  });
+
+  test("no sidecar: a denial, in time, never a rejection", async () => {
+    const guard = new GuardClient("127.0.0.1:1", { logger: memoryLogger() });
+    clients.push(guard);
+    assert.equal(await guard.connect(200), false);
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      const verdict = await guard.check(order());
+      assert.ok(performance.now() - started < 55);
+      assert.equal(verdict.allowed, false);
+      assert.equal(verdict.reason, CLIENT_FAIL_CLOSED);
+      assert.ok(verdict.failure === "unavailable" || verdict.failure === "deadline", verdict.failure!);
+    }
+    const unary = await guard.checkUnary(order());
+    assert.equal(unary.allowed, false);
+    assert.equal(unary.reason, CLIENT_FAIL_CLOSED);
+  });
+
+  test("a closed client denies", async () => {
+    const guard = await connected();
+    guard.close();
+    const verdict = await guard.check(order());
+    assert.equal(verdict.failure, "client_error");
+    assert.equal((await guard.checkUnary(order())).failure, "client_error");
+  });
+
+  test("failures are logged at most once per cause per interval, and all counted", async () => {
+    fake.onCheck = (request, call) => call.write(answer(request.requestId, { reason: 42 as pb.DecisionReason }));
+    const logger = memoryLogger();
+    const guard = await connected({ logger, logIntervalMs: 60_000 });
+    for (let i = 0; i < 5; i++) await guard.check(order(), { deadlineMs: 2000 });
+    assert.equal(guard.failures.malformed, 5);
+    assert.equal(logger.lines.length, 1);
+  });
+});
+
+describe("checkUnary", () => {
+  test("allowed, and malformed answers and errors fail closed", async () => {
+    const guard = await connected();
+    const allowed = await guard.checkUnary(order("u-1"), { deadlineMs: 2000 });
+    assert.equal(allowed.allowed, true);
+    assert.equal(allowed.decisionId, "u-u-1");
+    assert.equal(allowed.clientOrderId, "u-1");
+
+    fake.onCheckOrder = (_call, callback) =>
+      callback(null, create(pb.CheckOrderResponseSchema, { allowed: true, reason: pb.DecisionReason.PRICE_BAND }));
+    assert.equal((await guard.checkUnary(order(), { deadlineMs: 2000 })).failure, "malformed");
+
+    fake.onCheckOrder = (_call, callback) =>
+      callback({ code: Status.INVALID_ARGUMENT, details: "order.price: must be > 0" });
+    const invalid = await guard.checkUnary(order(), { deadlineMs: 2000 });
+    assert.equal(invalid.failure, "request_error");
+    assert.equal(invalid.reason, CLIENT_FAIL_CLOSED);
+
+    fake.onCheckOrder = (_call, callback) =>
+      callback({ code: Status.PERMISSION_DENIED, details: "no" });
+    assert.equal((await guard.checkUnary(order(), { deadlineMs: 2000 })).failure, "refused");
+
+    fake.onCheckOrder = () => {}; // never answers
+    const started = performance.now();
+    const late = await guard.checkUnary(order(), { deadlineMs: 10 });
+    assert.equal(late.failure, "deadline");
+    assert.ok(performance.now() - started < 60);
+  });
+});
+
+describe("reports and the heartbeat", () => {
+  test("reportFill sends client_order_id and fill_id, and requires them", async () => {
+    const guard = await connected({ token: "t0k" });
+    const reply = await guard.reportFill({
+      account: "acc-1", strategy: "momo", symbol: "AAPL", side: "sell", quantity: 2,
+      price: 101, clientOrderId: "c-9", fillId: "f-1",
+    });
+    assert.equal(reply.position, 1);
+    const sent = fake.unary.at(-1)!;
+    assert.equal(sent.method, "reportFill");
+    assert.equal(sent.authorization, "Bearer t0k");
+    const request = sent.request as pb.ReportFillRequest;
+    assert.equal(request.clientOrderId, "c-9");
+    assert.equal(request.fillId, "f-1");
+    assert.equal(request.side, pb.Side.SELL);
+    await assert.rejects(
+      guard.reportFill({
+        account: "acc-1", strategy: "momo", symbol: "AAPL", side: "sell", quantity: 2,
+        price: 101, clientOrderId: "c-9", fillId: "",
+      }),
+      TypeError,
+    );
+  });
+
+  test("reportOrderUpdate and syncPositions", async () => {
+    const guard = await connected();
+    assert.equal((await guard.reportOrderUpdate({
+      account: "acc-1", clientOrderId: "c-1", status: "CANCELLED",
+    })).known, true);
+    let request = fake.unary.at(-1)!.request as pb.ReportOrderUpdateRequest;
+    assert.equal(request.status, pb.OrderStatus.CANCELLED);
+    assert.equal(request.remainingQuantity, undefined);
+    await guard.reportOrderUpdate({
+      account: "acc-1", clientOrderId: "c-2", status: "open", remainingQuantity: 0.5,
+    });
+    request = fake.unary.at(-1)!.request as pb.ReportOrderUpdateRequest;
+    assert.equal(request.status, pb.OrderStatus.OPEN);
+    assert.equal(request.remainingQuantity, 0.5);
+
+    const synced = await guard.syncPositions({
+      account: "acc-1", equity: 1e6,
+      positions: [{ strategy: "momo", symbol: "AAPL", quantity: 3, markPrice: 100 }],
+      openOrders: [],
+    });
+    assert.equal(synced.positions, 1);
+    const sync = fake.unary.at(-1)!.request as pb.SyncPositionsRequest;
+    assert.equal(sync.openOrdersComplete, true);
+    await guard.syncPositions({ account: "acc-1", equity: 1e6, positions: [] });
+    assert.equal((fake.unary.at(-1)!.request as pb.SyncPositionsRequest).openOrdersComplete, false);
+  });
+
+  test("the heartbeat beats until stopped, then deregisters", async () => {
+    const guard = await connected();
+    const before = fake.unary.filter((u) => u.method === "heartbeat").length;
+    const beat = guard.startHeartbeat({ executorId: "ex-1", scope: "STRATEGY:momo", ttlMs: 60 });
+    await sleep(150);
+    const beats = () => fake.unary.filter((u) => u.method === "heartbeat").slice(before);
+    assert.ok(beats().length >= 2, `only ${beats().length} heartbeats`); // 1 at once, then every 20 ms
+    const first = beats()[0]!.request as pb.HeartbeatRequest;
+    assert.equal(first.executorId, "ex-1");
+    assert.equal(first.ttlMs, 60);
+    assert.equal(first.scope?.kind, pb.ScopeKind.STRATEGY);
+    assert.equal(first.deregister, false);
+    await beat.stop();
+    const count = beats().length;
+    assert.equal((beats().at(-1)!.request as pb.HeartbeatRequest).deregister, true);
+    await sleep(60);
+    assert.equal(beats().length, count, "a heartbeat after stop()");
+    assert.equal(beat.running, false);
+  });
+});
