@@ -82,13 +82,20 @@ class GuardClient:
         return self._policy.failed_open
 
     async def connect(self, timeout_s: float = 1.0) -> bool:
-        """Connect and open the stream, so the first check does not pay for it. Returns
-        whether the sidecar was reached within `timeout_s`; never raises."""
+        """Connect and open the stream (the sidecar answers its headers at once), so the
+        first check does not pay for either. Returns whether the sidecar was reached within
+        `timeout_s`; never raises."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
-        except (asyncio.TimeoutError, grpc.aio.UsageError):
+            async with asyncio.timeout_at(deadline):
+                await self._channel.channel_ready()
+        except (TimeoutError, grpc.aio.UsageError):
             return False
-        self._current_stream()
+        try:  # reached; the stream's headers are a bonus (an older sidecar sends none)
+            async with asyncio.timeout_at(deadline):
+                await self._current_stream().opened()
+        except (TimeoutError, grpc.aio.AioRpcError):
+            pass
         return True
 
     def new_client_order_id(self) -> str:

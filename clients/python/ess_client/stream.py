@@ -50,6 +50,11 @@ class CheckStream:
         self._call = stub.CheckOrderStream(self._requests(), metadata=metadata or None)
         self._reader = self._loop.create_task(self._read())
 
+    async def opened(self) -> None:
+        """Wait until the sidecar has answered the stream's headers (it sends them as soon
+        as the stream starts). Raises grpc.aio.AioRpcError if the stream failed."""
+        await self._call.initial_metadata()
+
     async def ask(self, request_id: int, order: pb.CheckOrderRequest, timeout: float) -> Verdict:
         """The verdict for `order`: the sidecar's answer, or a failure at the latest after
         `timeout` seconds. Never raises, except CancelledError when the caller cancels."""

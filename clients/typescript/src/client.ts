@@ -208,14 +208,22 @@ export class GuardClient {
       if (this.closed) return resolve(false);
       this.rpc.getChannel().getConnectivityState(true); // start connecting, then warm up
       warmUp();
-      this.rpc.waitForReady(Date.now() + timeoutMs, (error) => {
+      const deadline = Date.now() + timeoutMs;
+      this.rpc.waitForReady(deadline, (error) => {
         if (error || this.closed) return resolve(false);
+        let stream: CheckStream | null = null;
         try {
-          this.currentStream();
+          stream = this.currentStream();
         } catch {
           // the first check opens one
         }
-        resolve(true);
+        if (stream === null) return resolve(true);
+        // Reached: the stream's headers are a bonus (an older sidecar sends none).
+        const timer = setTimeout(() => resolve(!this.closed), Math.max(0, deadline - Date.now()));
+        void stream.opened.then(() => {
+          clearTimeout(timer);
+          resolve(!this.closed);
+        });
       });
     });
   }

@@ -57,6 +57,8 @@ export class CheckStream {
   /** Why the stream broke (once broken). */
   brokenBy: { cause: Failure; message: string } | null = null;
   private readonly call: ClientDuplexStream<CheckOrderStreamRequest, CheckOrderStreamResponse>;
+  /** Resolves once the sidecar has answered the stream's headers, or the stream ended. */
+  readonly opened: Promise<void>;
   private readonly pending = new Map<bigint, Pending>();
   // Request ids in the order they were sent, with when; answered ones are dropped from the
   // front. A check whose deadline passed stays here until its (late) answer comes.
@@ -77,6 +79,12 @@ export class CheckStream {
       metadata,
       {},
     );
+    // The sidecar sends the stream's headers as soon as it starts: `opened` resolves then
+    // (or when the stream fails), so connect() can leave no set-up cost to the first check.
+    this.opened = new Promise((resolve) => {
+      this.call.once("metadata", () => resolve());
+      this.call.once("status", () => resolve());
+    });
     this.call.on("data", (answer: CheckOrderStreamResponse) => this.onAnswer(answer));
     this.call.on("error", (error: ServiceError) =>
       this.break(failureOf(error.code), describeError(error)),

@@ -3,6 +3,7 @@
 
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  Metadata,
   Server,
   ServerCredentials,
   type ServerDuplexStream,
@@ -76,6 +77,7 @@ export class FakeSidecar {
       checkOrderStream: (call: StreamCall) => {
         this.streams.push(call);
         this.authorizations.push(String(call.metadata.get("authorization")[0] ?? ""));
+        call.sendMetadata(new Metadata()); // as the sidecar does: the stream is open
         call.on("error", () => {});
         call.on("data", (request: pb.CheckOrderStreamRequest) => {
           this.requests.push(request);

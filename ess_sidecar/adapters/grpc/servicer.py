@@ -57,9 +57,12 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         """The hot path. Registered to receive raw bytes and driven by read/write rather
         than async generators: one await per message each way, nothing stacked between.
         A request that is valid protobuf but bad input is answered with an error for its
-        request id and the stream goes on; bytes that are not protobuf end the stream."""
+        request id and the stream goes on; bytes that are not protobuf end the stream.
+        Headers go out at once: a client can tell the stream is open before its first
+        check, so that check pays for a message, not for setting the stream up."""
         check, read, write, invalid = self._check, context.read, context.write, \
             self.telemetry.invalid_request
+        await context.send_initial_metadata(())
         while (raw := await read()) is not grpc.aio.EOF:
             try:
                 request = pb.CheckOrderStreamRequest.FromString(raw)
