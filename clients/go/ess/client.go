@@ -156,6 +156,19 @@ func (c *Client) Connect(ctx context.Context) error {
 		}
 		s, ready := c.current()
 		if s != nil {
+			// The sidecar sends the stream's headers as soon as it starts: waiting for them
+			// leaves no set-up cost to the first check. Reached either way: the headers are a
+			// bonus (an older sidecar sends none before its first answer).
+			opened := make(chan struct{})
+			go func() {
+				_, _ = s.rpc.Header()
+				close(opened)
+			}()
+			select {
+			case <-opened:
+			case <-ctx.Done():
+			case <-s.brokenCh:
+			}
 			return nil
 		}
 		select {

@@ -68,6 +68,7 @@ func (f *fakeGuard) sawAuth(ctx context.Context) {
 func (f *fakeGuard) CheckOrderStream(stream grpc.BidiStreamingServer[essv1.CheckOrderStreamRequest, essv1.CheckOrderStreamResponse]) error {
 	f.sawAuth(stream.Context())
 	n := int(f.streams.Add(1))
+	_ = stream.SendHeader(metadata.MD{}) // as the sidecar does: the stream is open
 	for {
 		request, err := stream.Recv()
 		if err == io.EOF {
