@@ -2,11 +2,14 @@
 
 Method. Two servers run as subprocesses: benchmarks/bare_server.py (same messages, no logic)
 and `python -m ess_sidecar serve` with a config under which every order is ALLOWED through the
-full decision path (state gate, size, price band; rate and exposure off). Each is ready when
-grpc.health.v1 answers SERVING for ess.v1.GuardService on both of its targets. This process is
-the client, the same code for both servers, one call in flight, timed with perf_counter_ns
-around the call only. Per (transport, API): warm-up on both, then --rounds short segments per
-server in the order A B, B A, A B, ... (ABBA), so drift on a shared 2-core machine (frequency,
+full decision path (state gate, size, price band against a synced mark, exposure, working-order
+caps, duplicates; only the rate limit off). Each is ready when grpc.health.v1 answers SERVING
+for ess.v1.GuardService on both of its targets. This process is the client, the same code for
+both servers, one call in flight, timed with perf_counter_ns around the call only. Every order
+has its own client_order_id and the sidecar's working orders are ended by a SyncPositions
+between segments, off the timed path (benchmarks/workload.py says why and how). Per
+(transport, API): warm-up on both, then --rounds short segments per server in the order
+A B, B A, A B, ... (ABBA), so drift on a shared 2-core machine (frequency,
 neighbours, bursts lasting a second or two) cancels instead of landing on one server: with 4
 long segments, two identical bare servers differed by up to 20 % at the stream p50; with 40
 segments of 500 calls, by about 5 %, which is the noise floor to read ratios against.
@@ -56,13 +59,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from ess.v1 import guard_pb2, guard_pb2_grpc
 from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line  # noqa: E402
 from ess_sidecar.domain.access import Role  # noqa: E402
+import workload  # noqa: E402 (benchmarks/)
 from goclient import GoClient, GoClientError, build as build_go_client  # noqa: E402 (benchmarks/)
 
 SERVICE = "ess.v1.GuardService"
-SIDECAR_CONFIG = "[limits]\nmax_orders_per_second = 0\nexposure_enabled = false\n"
-ORDER = guard_pb2.CheckOrderRequest(
-    account="ACC-1", strategy="STRAT-1", symbol="BTC-USD", side=guard_pb2.SIDE_BUY,
-    quantity=1.0, price=100.0, client_order_id="bench-order")
 COMBINATIONS = (("unary", "tcp"), ("unary", "uds"), ("stream", "tcp"), ("stream", "uds"))
 # docs/design.md, "Performance budgets": (api, transport or None for both, figure, op, limit).
 BUDGETS = (("unary", None, "p50 ratio", "<=", 1.10), ("unary", None, "p99", "<", 1000),
@@ -84,6 +84,13 @@ class Server:
     tcp: str
     uds: str
     log: str
+    sidecar: bool = False  # a sidecar (settled between segments), not a bare server
+    settler: workload.Settler | None = None
+
+    def settle(self) -> None:
+        """End the sidecar's working orders (and sync its mark): off the timed path."""
+        if self.settler is not None:
+            self.settler()
 
     def target(self, transport: str) -> str:
         return self.tcp if transport == "tcp" else f"unix:{self.uds}"
@@ -104,7 +111,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(name: str, argv: list[str], tmp: str) -> Server:
+def start_server(name: str, argv: list[str], tmp: str, sidecar: bool) -> Server:
     tcp = f"127.0.0.1:{free_port()}"
     uds, log = f"{tmp}/{name}.sock", f"{tmp}/{name}.log"
     # ESS_* overrides would make the run depend on the caller's shell; the file decides.
@@ -112,7 +119,7 @@ def start_server(name: str, argv: list[str], tmp: str) -> Server:
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, *argv, "--listen", tcp, "--uds", uds],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Server(name, proc, tcp, uds, log)
+    return Server(name, proc, tcp, uds, log, sidecar)
 
 
 def wait_serving(server: Server, timeout_s: float) -> None:
@@ -140,6 +147,8 @@ def _is_serving(check, deadline: float) -> bool:
 
 
 def stop_server(server: Server) -> None:
+    if server.settler is not None:
+        server.settler.close()
     if server.proc.poll() is not None:  # it died on its own: its output is the diagnosis
         print(f"{server.name} exited with {server.proc.returncode}; its output:\n"
               f"{server.tail()}", file=sys.stderr)
@@ -153,18 +162,21 @@ def stop_server(server: Server) -> None:
 
 
 class UnaryClient:
-    """Sync channel, one blocking CheckOrder at a time."""
+    """Sync channel, one blocking CheckOrder at a time, each order made before the timer."""
 
     def __init__(self, target: str, metadata: tuple = ()) -> None:
         self._channel = grpc.insecure_channel(target)
         self._call = functools.partial(
             guard_pb2_grpc.GuardServiceStub(self._channel).CheckOrder, metadata=metadata or None)
+        self._orders = workload.Orders()
 
     def run(self, n: int) -> list[int]:
         call, clock, latencies = self._call, time.perf_counter_ns, [0] * n
+        next_order = self._orders.next
         for i in range(n):
+            order = next_order()
             start = clock()
-            reply = call(ORDER)
+            reply = call(order)
             latencies[i] = clock() - start
             if not reply.allowed:
                 raise BenchmarkError(f"CheckOrder denied: {reply}")
@@ -182,15 +194,18 @@ class StreamClient:
         self._channel = grpc.aio.insecure_channel(target)
         self._call = guard_pb2_grpc.GuardServiceStub(self._channel).CheckOrderStream(
             metadata=metadata or None)
+        self._orders = workload.Orders()
 
     def run(self, n: int) -> list[int]:
         return self._loop.run_until_complete(self._run(n))
 
     async def _run(self, n: int) -> list[int]:
         call, clock, latencies = self._call, time.perf_counter_ns, [0] * n
+        next_order = self._orders.next
         for i in range(n):
             self._last_id += 1
-            request = guard_pb2.CheckOrderStreamRequest(request_id=self._last_id, order=ORDER)
+            request = guard_pb2.CheckOrderStreamRequest(request_id=self._last_id,
+                                                        order=next_order())
             start = clock()
             await call.write(request)
             reply = await call.read()
@@ -238,18 +253,26 @@ def measure(api: str, transport: str, servers: list[Server], make_client, args) 
     clients = [make_client(s.target(transport)) for s in servers]
     tallies = [Tally() for _ in servers]
     try:
-        for client in clients:
-            client.run(args.warmup)
+        for server, client in zip(servers, clients):
+            for n in workload.chunks(args.warmup):
+                client.run(n)
+                server.settle()
         for r in range(args.rounds):
-            n = args.calls * (r + 1) // args.rounds - args.calls * r // args.rounds
+            n = segment(args, r)
             order = list(zip(servers, clients, tallies))
             for server, client, tally in (order[::-1] if r % 2 else order):
                 tally.add(client, server, n)
+                server.settle()  # outside the timed calls and the server-CPU window
     finally:
         for client in clients:
             client.close()
     return [{"transport": transport, "api": api, "server": s.name, **t.summary()}
             for s, t in zip(servers, tallies)]
+
+
+def segment(args, r: int) -> int:
+    """The calls of round r (the rounds share --calls as evenly as they can)."""
+    return args.calls * (r + 1) // args.rounds - args.calls * r // args.rounds
 
 
 def verdicts(rows: list[dict], names: tuple[str, str], budgets: tuple = BUDGETS) -> list[dict]:
@@ -292,14 +315,17 @@ def _format_check(check: dict) -> str:
 def run(args, tmp: str) -> dict:
     bare = [os.path.join(REPO, "benchmarks", "bare_server.py")]
     names = ("bare", "bare2") if args.compare_bare else ("bare", "sidecar")
+    sidecars = (False, not args.compare_bare)
+    config = workload.config(max(segment(args, r) for r in range(args.rounds)))
     with open(f"{tmp}/ess.toml", "w") as f:
-        f.write(SIDECAR_CONFIG)
+        f.write(config)
     subject = bare if args.compare_bare else ["-m", "ess_sidecar", "serve", "--config",
                                               f"{tmp}/ess.toml", "--state", f"{tmp}/ess.db"]
     if args.compare_telemetry:  # the same sidecar with telemetry off is the baseline
         names = ("telemetry-off", "telemetry-on")
+        sidecars = (True, True)
         with open(f"{tmp}/off.toml", "w") as f:
-            f.write(SIDECAR_CONFIG + "[telemetry]\nenabled = false\n")
+            f.write(config + "[telemetry]\nenabled = false\n")
         bare = ["-m", "ess_sidecar", "serve", "--config", f"{tmp}/off.toml", "--state",
                 f"{tmp}/off.db"]
         subject = subject + ["--metrics-listen", f"127.0.0.1:{free_port()}"]
@@ -315,10 +341,13 @@ def run(args, tmp: str) -> dict:
         go_binary, go_version = build_go_client(tmp)
         print(f"client: Go ({go_version}), clients/go/cmd/essbench")
     try:
-        servers.append(start_server(names[0], bare, tmp))
-        servers.append(start_server(names[1], subject, tmp))
+        servers.append(start_server(names[0], bare, tmp, sidecars[0]))
+        servers.append(start_server(names[1], subject, tmp, sidecars[1]))
         for server in servers:
             wait_serving(server, args.start_timeout)
+            if server.sidecar:
+                server.settler = workload.Settler(server.target("uds"), metadata)
+                server.settle()  # equity and the mark, before any order
         asyncio.set_event_loop(loop := asyncio.new_event_loop())  # for the stream clients
         for api, transport in COMBINATIONS:
             client = functools.partial(UnaryClient if api == "unary" else StreamClient,

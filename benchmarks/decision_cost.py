@@ -2,9 +2,23 @@
 
 Baseline in the same run: parsing the request and serialising a prebuilt response, which a
 bare server does too. Time advances 20 ms per call (an injected clock), so the per-strategy
-rate limit (100/s) stays on without denying. Scenarios: an order allowed through every
-limit (exposure on, equity and three positions known), one denied by a tripped scope, one
-denied by an exposure limit.
+rate limit (100/s) stays on without denying. The limits are the shipped ones (exposure on,
+working-order caps, identical-order duplicates) unless a scenario says otherwise.
+
+Every order has its own client_order_id and a price cycling within 1 % of the mark, so no
+five are identical within the 1 s window. Off the timed path: each order is made (and, for
+the engine alone, mapped) before the timer starts; an allowed one is cancelled
+(ReportOrderUpdate) after it, so every decision of a scenario sees the same working orders;
+and the engine's timers (which expire the identical-order window) run every 50 calls, once
+a simulated second, as the sidecar runs them every 100 ms. Every decision is checked to be
+the scenario's (allowed, or denied for the scenario's reason).
+
+Scenarios: an order allowed through every limit (equity and three positions with their
+marks known, no working orders); the same with 1,000 working orders on the account, over
+3 strategies x 4 symbols, 12 legs (the account's cap raised to 2,000); the same over 1,000
+legs, 100 strategies x 10 symbols (10 is the most symbols max_open_positions admits): the
+shape whose exposure check walks the most legs, measured at most 10,000 times as it is
+slow; one denied by a tripped scope; one denied by an exposure limit.
 
     python benchmarks/decision_cost.py [--calls N]
 """
@@ -13,58 +27,145 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.grpc.mapping import decision_to_proto, order_from_proto
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
-from ess_sidecar.domain.orders import PositionSnapshot
+from ess_sidecar.domain.limits import LimitSettings
+from ess_sidecar.domain.orders import Order, OrderStatus, OrderUpdate, PositionSnapshot, Side
 from ess_sidecar.domain.scopes import Scope, ScopeKind
 from ess_sidecar.domain.states import TriggerMode, TriggerReason
 
 BUDGET_US = 10.0
-ORDER = dict(account="ACC-1", strategy="STRAT-1", symbol="BTC-USD", side=pb.SIDE_BUY,
-             quantity=1.0, price=100.0, client_order_id="bench-order")
+ACCOUNT = "ACC-1"
+T0 = 1_700_000_000.0
+STEP_S = 0.02  # simulated time per call: 50 orders/s per strategy, under the 100/s limit
+TIMERS_EVERY = 50  # calls: once a simulated second
+DISTINCT_PRICES = 10_000
+ORDER = dict(account=ACCOUNT, strategy="STRAT-1", symbol="BTC-USD", side=pb.SIDE_BUY,
+             quantity=1.0, price=100.0)
+ALLOWED = pb.DECISION_REASON_ALLOWED
+SLOW_CALLS = 10_000  # a scenario near a millisecond per call is measured this many times
 
 
-def engine_with_book() -> GuardEngine:
-    engine = GuardEngine(GuardConfig())
-    engine.sync_positions("ACC-1", 1_000_000.0, [
-        PositionSnapshot("STRAT-1", "BTC-USD", 10, 100.0),
-        PositionSnapshot("STRAT-1", "ETH-USD", 5, 50.0),
-        PositionSnapshot("STRAT-2", "SOL-USD", -20, 10.0)])
+def engine_with_book(limits: LimitSettings = LimitSettings(),
+                     marks: dict[str, float] | None = None) -> GuardEngine:
+    """Equity 1,000,000 and three positions with their marks (plus zero-quantity positions
+    carrying the marks of `marks`)."""
+    engine = GuardEngine(GuardConfig(limits=limits))
+    held = {("STRAT-1", "BTC-USD"): (10, 100.0), ("STRAT-1", "ETH-USD"): (5, 50.0),
+            ("STRAT-2", "SOL-USD"): (-20, 10.0)}
+    snapshot = [PositionSnapshot(s, sym, q, m) for (s, sym), (q, m) in held.items()]
+    known = {sym for _, sym in held}
+    snapshot += [PositionSnapshot("STRAT-1", sym, 0, m) for sym, m in (marks or {}).items()
+                 if sym not in known]
+    engine.sync_positions(ACCOUNT, 1_000_000.0, snapshot)
     return engine
 
 
-def scenarios() -> dict[str, tuple[GuardEngine, pb.CheckOrderRequest]]:
+def with_working_orders(count: int, strategies: int, symbols: int) -> tuple[GuardEngine, float]:
+    """engine_with_book with `count` working orders on the account, round-robin over
+    `strategies` x `symbols` legs, buys and sells of one unit at about the mark; the
+    account's cap raised to 2 x count. Returns the engine and the time after the last."""
+    marks = {"BTC-USD": 100.0, "ETH-USD": 50.0, "SOL-USD": 10.0,
+             **{f"SYM-{n}": 20.0 + n for n in range(max(0, symbols - 3))}}
+    names = list(marks)[:symbols]
+    engine = engine_with_book(LimitSettings(max_working_orders_per_account=2 * count),
+                              marks)
+    legs = list(itertools.product([f"STRAT-{n + 1}" for n in range(strategies)], names))
+    now = T0
+    for i in range(count):
+        strategy, symbol = legs[i % len(legs)]
+        now += STEP_S
+        side = Side.BUY if (i // len(legs)) % 2 else Side.SELL  # each leg both ways
+        decision = engine.check(Order(
+            ACCOUNT, strategy, symbol, side, 1.0,
+            marks[symbol] * (1.0 + (i % 1000) * 1e-5), client_order_id=f"resting-{i}"), now)
+        if not decision.allowed:
+            raise AssertionError(f"setting up {count} working orders: order {i} {decision}")
+    if engine.orders.per_account.get(ACCOUNT) != count:
+        raise AssertionError(f"{engine.orders.per_account} working orders, not {count}")
+    return engine, now
+
+
+@dataclass
+class Scenario:
+    """An engine, the order it is sent (each call with a fresh id and price), and the
+    reason every decision must have."""
+
+    engine: GuardEngine
+    expect: int | None = ALLOWED  # None: no decision to check (the baseline)
+    order: dict = field(default_factory=lambda: dict(ORDER))
+    now: float = T0
+    most: int | None = None  # measure at most this many calls (a slow scenario)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _calls: int = 0
+
+    def request(self) -> pb.CheckOrderRequest:
+        n = next(self._ids)
+        price = self.order["price"] * (1.0 + (n % DISTINCT_PRICES) * 1e-6)
+        return pb.CheckOrderRequest(**{**self.order, "price": price},
+                                    client_order_id=f"5f3a9c1e2b4d-{n}")
+
+    def after(self, request: pb.CheckOrderRequest, reason: int, now: float) -> None:
+        """Off the timed path: check the decision, end the order, run the timers."""
+        if self.expect is None:
+            return
+        if reason != self.expect:
+            raise AssertionError(f"{request.client_order_id}: reason {reason}, expected"
+                                 f" {self.expect}")
+        if reason == ALLOWED and not self.engine.update_order(OrderUpdate(
+                ACCOUNT, request.client_order_id, OrderStatus.CANCELLED)):
+            raise AssertionError(f"{request.client_order_id} was not working")
+        self._calls += 1
+        if self._calls % TIMERS_EVERY == 0:
+            self.engine.plan_timers(now)  # the plan (nothing to apply here) is dropped
+
+
+def scenarios() -> dict[str, Scenario]:
     tripped = engine_with_book()
     plan = tripped.plan_trigger(Scope(ScopeKind.STRATEGY, "STRAT-1"), TriggerMode.HALT, "bench",
                                 TriggerReason.USER_INITIATED, (), "bench", 0.0)
     tripped.apply(plan.transitions)
-    return {"allowed": (engine_with_book(), pb.CheckOrderRequest(**ORDER)),
-            "denied: tripped scope": (tripped, pb.CheckOrderRequest(**ORDER)),
-            "denied: exposure": (engine_with_book(), pb.CheckOrderRequest(
-                **{**ORDER, "quantity": 5000.0}))}
+    working, working_since = with_working_orders(1000, strategies=3, symbols=4)
+    spread, spread_since = with_working_orders(1000, strategies=100, symbols=10)
+    return {
+        "allowed": Scenario(engine_with_book()),
+        "allowed, 1,000 working orders (12 legs)": Scenario(working, now=working_since),
+        "allowed, 1,000 working orders (1,000 legs)": Scenario(spread, now=spread_since,
+                                                               most=SLOW_CALLS),
+        "denied: tripped scope": Scenario(tripped, pb.DECISION_REASON_SCOPE_TRIPPED),
+        "denied: exposure": Scenario(engine_with_book(), pb.DECISION_REASON_SYMBOL_EXPOSURE,
+                                     {**ORDER, "quantity": 5000.0}),
+    }
 
 
-def measure(call: Callable[[float], object], calls: int) -> list[int]:
+def measure(scenario: Scenario, prepare: Callable[[pb.CheckOrderRequest], object],
+            call: Callable[[object, float], object], calls: int) -> list[int]:
+    """Time `call(prepare(request), now)` per call; the rest is off the timed path."""
+    calls = min(calls, scenario.most or calls)
     samples = [0] * calls
     clock = time.perf_counter_ns
-    now = 1_700_000_000.0
-    for _ in range(calls // 10):  # warm-up
-        now += 0.02
-        call(now)
-    gc.disable()
-    try:
-        for i in range(calls):
-            now += 0.02
-            start = clock()
-            call(now)
-            samples[i] = clock() - start
-    finally:
-        gc.enable()
+    for i in range(-(calls // 10), calls):  # a tenth of the calls first, as warm-up
+        if i == 0:
+            gc.collect()
+            gc.disable()
+        request = scenario.request()
+        argument = prepare(request)
+        scenario.now += STEP_S
+        now = scenario.now
+        start = clock()
+        decision = call(argument, now)
+        elapsed = clock() - start
+        if i >= 0:
+            samples[i] = elapsed
+        scenario.after(request, int(decision.reason), now)
+    gc.enable()
     return sorted(samples)
 
 
@@ -73,32 +174,37 @@ def row(label: str, samples: list[int]) -> str:
         return samples[min(len(samples) - 1, int(p * len(samples)))] / 1000
 
     rate = len(samples) / (sum(samples) / 1e9)
-    return f"{label:<44} {pct(.5):7.2f} {pct(.99):7.2f} {pct(.999):8.2f} {rate:11,.0f}"
+    return f"{label:<60} {pct(.5):7.2f} {pct(.99):7.2f} {pct(.999):8.2f} {rate:11,.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200_000)
     calls = parser.parse_args().calls
-    print(f"{'in-process, per decision':<44} {'p50 µs':>7} {'p99 µs':>7} {'p99.9 µs':>8}"
+    print(f"{'in-process, per decision':<60} {'p50 µs':>7} {'p99 µs':>7} {'p99.9 µs':>8}"
           f" {'calls/s':>11}")
-    raw = pb.CheckOrderRequest(**ORDER).SerializeToString()
+    raw = pb.CheckOrderRequest(**ORDER, client_order_id="5f3a9c1e2b4d-123456").SerializeToString()
     prebuilt = pb.CheckOrderResponse(allowed=True, reason=pb.DECISION_REASON_ALLOWED,
                                      decision_id="5f3a9c1e-10000")
-    baseline = measure(lambda now: (pb.CheckOrderRequest.FromString(raw),
-                                    prebuilt.SerializeToString()), calls)
-    print(row("baseline: parse request + serialise response", baseline))
+    baseline = Scenario(GuardEngine(GuardConfig()), expect=None)
+    print(row("baseline: parse request + serialise response", measure(
+        baseline, lambda request: raw,
+        lambda data, now: (pb.CheckOrderRequest.FromString(data), prebuilt.SerializeToString(),
+                           prebuilt)[2], calls)))
     own = {}
-    for name, (engine, request) in scenarios().items():
+    for name, scenario in scenarios().items():
+        engine = scenario.engine
         print(row(f"engine.check, {name}", measure(
-            lambda now, e=engine, r=order_from_proto(request): e.check(r, now), calls)))
-        own[name] = measure(lambda now, e=engine, r=request: decision_to_proto(
-            e.check(order_from_proto(r), now)), calls)
+            scenario, order_from_proto, engine.check, calls)))
+        own[name] = measure(scenario, lambda request: request,
+                            lambda request, now, e=engine: decision_to_proto(
+                                e.check(order_from_proto(request), now)), calls)
         print(row(f"mapping + engine + mapping, {name}", own[name]))
-    worst = max(s[len(s) // 2] for s in own.values()) / 1000
+    worst_name = max(own, key=lambda name: own[name][len(own[name]) // 2])
+    worst = own[worst_name][len(own[worst_name]) // 2] / 1000
     verdict = "OK" if worst <= BUDGET_US else "OVER"
-    print(f"\nsidecar's own work per decision, worst p50: {worst:.2f} µs"
-          f" (budget {BUDGET_US:g} µs) {verdict}")
+    print(f"\nsidecar's own work per decision, worst p50: {worst:.2f} µs ({worst_name};"
+          f" budget {BUDGET_US:g} µs) {verdict}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ Two measurements, same run:
    stand-in servicer context, against calling the handler directly; median of batches.
 2. Over a Unix socket: one subprocess server per mode serving the real guard, one sync
    client, one call in flight, --rounds segments in the order A B C.., ..C B A so drift
-   falls on all alike; latency p50 and the server's CPU per call (/proc/<pid>/stat).
+   falls on all alike; latency p50 and the server's CPU per call (/proc/<pid>/stat). The
+   orders and the servers' limits are benchmarks/workload.py's: each order has its own
+   client_order_id, and a SyncPositions after every segment (untimed, outside the CPU
+   window) ends the orders it left working.
 
     python benchmarks/tracing_cost.py [--calls N] [--rounds N] [--inproc N]
 """
@@ -35,6 +38,7 @@ from collections import namedtuple
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import workload  # noqa: E402 (benchmarks/)
 from ess.v1 import guard_pb2 as pb  # noqa: E402
 from ess.v1 import guard_pb2_grpc as pb_grpc  # noqa: E402
 from opentelemetry.instrumentation.grpc import aio_server_interceptor  # noqa: E402
@@ -49,7 +53,9 @@ from ess_sidecar.settings import TelemetrySettings  # noqa: E402
 RATIOS = {"ungated": 0.0, "unsampled": 0.0, "default": 0.01, "sampled": 1.0}
 MODES = ("none", *RATIOS)
 ORDER = pb.CheckOrderRequest(account="ACC-1", strategy="STRAT-1", symbol="BTC-USD",
-                             side=pb.SIDE_BUY, quantity=1.0, price=100.0)
+                             side=pb.SIDE_BUY, quantity=1.0, price=100.0,
+                             client_order_id="5f3a9c1e2b4d-1")  # in process: never decided
+WARMUP = 500
 Details = namedtuple("Details", "method invocation_metadata")
 Metadatum = namedtuple("Metadatum", "key value")
 
@@ -100,13 +106,13 @@ async def inproc_ns(mode: str, calls: int, batch: int = 1000) -> float:
     return statistics.median(per_call)
 
 
-async def serve(mode: str, uds: str, state: str) -> None:
+async def serve(mode: str, uds: str, state: str, longest_run: str) -> None:
     from ess_sidecar.adapters.grpc.handlers import add_guard_service  # noqa: PLC0415
     from ess_sidecar.adapters.grpc.servicer import GuardServicer  # noqa: PLC0415
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
     from ess_sidecar.settings import load_settings  # noqa: PLC0415
     settings = load_settings(None, store={"path": state}, telemetry={"enabled": False},
-                             limits={"max_orders_per_second": 0, "exposure_enabled": False})
+                             limits=workload.limits(int(longest_run)))
     server = grpc.aio.server(interceptors=interceptors_for(mode))
     add_guard_service(GuardServicer(build(settings).guard, 5.0), server)
     server.add_insecure_port(f"unix:{uds}")
@@ -127,21 +133,27 @@ def measure(stubs: dict[str, object], pids: dict[str, int], calls: int,
     """Latency of every call, and server CPU seconds, per mode."""
     latencies: dict[str, list[int]] = {mode: [] for mode in stubs}
     cpu = dict.fromkeys(stubs, 0.0)
-    for stub in stubs.values():  # warm-up
-        for _ in range(500):
-            stub.CheckOrder(ORDER)
+    orders = {mode: workload.Orders() for mode in stubs}
+    for mode, stub in stubs.items():  # warm-up
+        stub.SyncPositions(workload.SETTLE)  # equity and the mark
+        for n in workload.chunks(WARMUP):
+            for _ in range(n):
+                stub.CheckOrder(orders[mode].next())
+            stub.SyncPositions(workload.SETTLE)
     for round_ in range(rounds):
         for mode in list(stubs) if round_ % 2 == 0 else reversed(stubs):
-            call, out = stubs[mode].CheckOrder, latencies[mode]
+            call, out, next_order = stubs[mode].CheckOrder, latencies[mode], orders[mode].next
             gc.disable()
             cpu[mode] -= cpu_seconds(pids[mode])
             for _ in range(calls // rounds):
+                order = next_order()
                 start = time.perf_counter_ns()
-                answer = call(ORDER)
+                answer = call(order)
                 out.append(time.perf_counter_ns() - start)
                 assert answer.allowed, answer
             cpu[mode] += cpu_seconds(pids[mode])
             gc.enable()
+            stubs[mode].SyncPositions(workload.SETTLE)  # ends the segment's orders
     return latencies, cpu
 
 
@@ -153,7 +165,8 @@ def over_uds(calls: int, rounds: int) -> tuple[dict[str, list[int]], dict[str, f
                 uds = os.path.join(tmp, f"{mode}.sock")
                 servers.append(subprocess.Popen(
                     [sys.executable, __file__, "--serve", mode, uds,
-                     os.path.join(tmp, f"{mode}.db")], stdout=subprocess.PIPE, text=True))
+                     os.path.join(tmp, f"{mode}.db"), str(calls // rounds)],
+                    stdout=subprocess.PIPE, text=True))
                 assert servers[-1].stdout.readline().strip() == "ready", f"{mode} did not start"
                 pids[mode] = servers[-1].pid
                 stubs[mode] = pb_grpc.GuardServiceStub(grpc.insecure_channel(f"unix:{uds}"))
@@ -169,7 +182,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000, help="per server")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--inproc", type=int, default=200000, help="in-process calls per mode")
-    parser.add_argument("--serve", nargs=3, metavar=("MODE", "UDS", "STATE"),
+    parser.add_argument("--serve", nargs=4, metavar=("MODE", "UDS", "STATE", "LONGEST_RUN"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

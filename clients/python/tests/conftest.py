@@ -17,6 +17,8 @@ from ess_client import GuardClient
 from ess_sidecar import testing
 
 CONFIG = "[limits]\nexposure_enabled = false\n"
+# The exposure limits as shipped (symbol 30 % of equity): orders reserve toward them.
+EXPOSURE_CONFIG = "[limits]\nexposure_enabled = true\nmax_orders_per_second = 0\n"
 # Generous, so that semantic tests do not depend on the machine's load; the deadline
 # tests set their own.
 RELAXED_TIMEOUT_S = 2.0
@@ -33,14 +35,31 @@ class SidecarProcess(testing.SidecarProcess):
         with grpc.insecure_channel(self.uds_target) as channel:
             return pb_grpc.GuardServiceStub(channel).CheckOrder(order, timeout=10)
 
+    def working_orders(self, account: str) -> list[pb.WorkingOrder]:
+        """The account's working orders as the sidecar lists them (GetState)."""
+        with grpc.insecure_channel(self.uds_target) as channel:
+            return list(pb_grpc.GuardServiceStub(channel).GetState(pb.GetStateRequest(
+                include_working_orders=True, working_orders_account=account),
+                timeout=10).working_orders)
 
-@pytest.fixture
-def sidecar() -> Iterator[SidecarProcess]:
+
+def _sidecar(config: str) -> Iterator[SidecarProcess]:
     workdir = Path(tempfile.mkdtemp(prefix="ess-client-"))
-    process = SidecarProcess(workdir, CONFIG).start()
+    process = SidecarProcess(workdir, config).start()
     yield process
     process.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def sidecar() -> Iterator[SidecarProcess]:
+    yield from _sidecar(CONFIG)
+
+
+@pytest.fixture
+def exposure_sidecar() -> Iterator[SidecarProcess]:
+    """A sidecar with the exposure limits on (nothing synced yet)."""
+    yield from _sidecar(EXPOSURE_CONFIG)
 
 
 @pytest.fixture
@@ -50,17 +69,27 @@ async def client(sidecar: SidecarProcess) -> AsyncIterator[GuardClient]:
         yield guard
 
 
+@pytest.fixture
+async def exposure_client(exposure_sidecar: SidecarProcess) -> AsyncIterator[GuardClient]:
+    async with GuardClient(exposure_sidecar.uds_target,
+                           check_timeout_s=RELAXED_TIMEOUT_S) as guard:
+        assert await guard.connect(timeout_s=10)
+        yield guard
+
+
 Answer = Callable[[pb.CheckOrderStreamRequest], pb.CheckOrderStreamResponse | None]
 
 
 class ScriptedGuard(pb_grpc.GuardServiceServicer):
     """A GuardService whose stream answers each request with `answer(request)`, or never
-    when that is None. `received` counts requests; `arrived` fires at `expect` of them."""
+    when that is None. `received` counts requests (`orders` keeps them); `arrived` fires at
+    `expect` of them."""
 
     def __init__(self, answer: Answer, expect: int = 1) -> None:
         self.answer = answer
         self.streams = 0
         self.received = 0
+        self.orders: list[pb.CheckOrderRequest] = []
         self.expect = expect
         self.arrived = asyncio.Event()
 
@@ -68,6 +97,7 @@ class ScriptedGuard(pb_grpc.GuardServiceServicer):
         self.streams += 1
         async for request in request_iterator:
             self.received += 1
+            self.orders.append(request.order)
             if self.received >= self.expect:
                 self.arrived.set()
             response = self.answer(request)

@@ -16,14 +16,15 @@ ORDER = dict(account="acc-1", strategy="momo", symbol="AAPL", side="BUY", quanti
 CONNECTIVITY = {Failure.UNAVAILABLE, Failure.STREAM_BROKEN, Failure.DEADLINE}
 
 
-def as_proto(order: dict) -> pb.CheckOrderRequest:
-    return pb.CheckOrderRequest(**{**order, "side": pb.SIDE_BUY})
+def as_proto(order: dict, client_order_id: str) -> pb.CheckOrderRequest:
+    return pb.CheckOrderRequest(**{**order, "side": pb.SIDE_BUY},
+                                client_order_id=client_order_id)
 
 
 async def test_allowed_verdict_matches_the_sidecars_decision(
         client: GuardClient, sidecar: SidecarProcess) -> None:
     verdict = await client.check(**ORDER)
-    expected = sidecar.unary_check(as_proto(ORDER))
+    expected = sidecar.unary_check(as_proto(ORDER, client.new_client_order_id()))
     assert expected.allowed and expected.reason == pb.DECISION_REASON_ALLOWED
     assert (verdict.allowed, verdict.reason, verdict.failure) == (True, expected.reason, None)
     assert verdict.reason_name == "ALLOWED" and verdict.decision_id
@@ -35,7 +36,7 @@ async def test_denied_verdict_carries_the_sidecars_reason_and_blocking_scope(
     trip = await client.trigger("STRATEGY:momo", reason="drill", directives=["CANCEL_OPEN_ORDERS"])
     assert trip.state == pb.STATE_TRIPPED
     verdict = await client.check(**ORDER)
-    expected = sidecar.unary_check(as_proto(ORDER))
+    expected = sidecar.unary_check(as_proto(ORDER, client.new_client_order_id()))
     assert not expected.allowed
     assert (verdict.allowed, verdict.reason, verdict.failure) == (False, expected.reason, None)
     assert verdict.reason == pb.DECISION_REASON_SCOPE_TRIPPED
@@ -54,9 +55,13 @@ async def test_a_reported_breach_denies_the_next_check(client: GuardClient) -> N
 
 async def test_position_and_heartbeat_wrappers_return_the_sidecars_answers(
         client: GuardClient) -> None:
+    sell = await client.check(**{**ORDER, "side": "SELL", "quantity": 3.0})
+    assert sell.allowed
     fill = await client.report_fill(account="acc-1", strategy="momo", symbol="AAPL",
-                                    side="SELL", quantity=3.0, price=100.0)
-    assert fill.position == -3.0
+                                    side="SELL", quantity=3.0, price=100.0,
+                                    client_order_id=sell.client_order_id, fill_id="x-1")
+    assert (fill.position, fill.duplicate, fill.unchecked) == (-3.0, False, False)
+    assert fill.account_state == pb.STATE_ARMED
     synced = await client.sync_positions("acc-1", 1e6, [
         pb.Position(strategy="momo", symbol="AAPL", quantity=5, mark_price=101)])
     assert synced.positions == 1

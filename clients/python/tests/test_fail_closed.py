@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from conftest import SLACK_S, Answer, StartScripted
@@ -171,3 +172,22 @@ def test_failures_are_counted_by_cause_and_logged_at_a_limited_rate(
     assert len(messages) == 3
     assert "deadline" in messages[0] and "malformed" in messages[1]
     assert "2 more since the last log" in messages[2]
+
+
+async def test_a_check_that_fails_names_the_client_order_id_it_was_sent_with(
+        scripted: StartScripted, tmp_path: Path) -> None:
+    server = await scripted(never)
+    async with GuardClient(server.target, check_timeout_s=0.05) as guard:
+        late = await guard.check(**ORDER)
+        unencodable = await guard.check(**{**ORDER, "side": "SIDEWAYS"})
+    assert (late.allowed, late.failure) == (False, Failure.DEADLINE)
+    assert (unencodable.allowed, unencodable.failure) == (False, Failure.CLIENT_ERROR)
+    assert late.client_order_id and unencodable.client_order_id
+    assert late.client_order_id != unencodable.client_order_id
+    assert [o.client_order_id for o in server.guard.orders] == [late.client_order_id]
+    # Allowed by fail_open, the order must still be sent with an id its fills can carry.
+    async with GuardClient(f"unix:{tmp_path / 'nobody.sock'}", check_timeout_s=5,
+                           fail_open=True) as guard:
+        blind = await guard.check(**ORDER)
+    assert (blind.allowed, blind.failure) == (True, Failure.UNAVAILABLE)
+    assert blind.client_order_id and blind.client_order_id != late.client_order_id

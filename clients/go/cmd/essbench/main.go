@@ -1,6 +1,12 @@
 // Command essbench measures CheckOrder / CheckOrderStream latency as a Go executor sees it:
-// one call in flight, the order benchmarks/check_latency.py sends, every answer checked
-// (ALLOWED; on the stream, the request_id echoed).
+// one call in flight, the orders benchmarks/check_latency.py sends (benchmarks/workload.py:
+// each with its own client_order_id, the price cycling within 1 % of the mark so that no
+// five are identical within a second), every answer checked (ALLOWED; on the stream, the
+// request_id echoed). Each order is made before its call is timed.
+//
+// Against a sidecar, the harness syncs the mark and ends the working orders between
+// segments; run on its own against a sidecar, essbench needs one that has a mark for
+// ACC-1/BTC-USD (100) and working-order caps above --warmup + --calls.
 //
 // One run, JSON summary on stdout (percentiles nearest-rank, in µs; client_cpu is this
 // process's user+system CPU per measured call). Options are grpc-go's defaults, as a Go
@@ -21,6 +27,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -42,10 +50,34 @@ import (
 	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
 )
 
-// order is benchmarks/check_latency.py's ORDER: ALLOWED by the benchmark's sidecar config.
-var order = &essv1.CheckOrderRequest{
-	Account: "ACC-1", Strategy: "STRAT-1", Symbol: "BTC-USD", Side: essv1.Side_SIDE_BUY,
-	Quantity: 1.0, Price: 100.0, ClientOrderId: "bench-order",
+// Benchmarks/workload.py's orders: ALLOWED by the benchmark's sidecar config.
+const (
+	mark           = 100.0
+	distinctPrices = 10000 // prices mark .. mark * 1.01
+)
+
+// orders makes the orders of one essbench process: "<12 hex, random>-<count>" ids, as
+// ess_client and benchmarks/workload.py make them.
+type orders struct {
+	prefix string
+	count  uint64
+}
+
+func newOrders() (*orders, error) {
+	random := make([]byte, 6)
+	if _, err := rand.Read(random); err != nil {
+		return nil, err
+	}
+	return &orders{prefix: hex.EncodeToString(random)}, nil
+}
+
+func (o *orders) next() *essv1.CheckOrderRequest {
+	o.count++
+	return &essv1.CheckOrderRequest{
+		Account: "ACC-1", Strategy: "STRAT-1", Symbol: "BTC-USD", Side: essv1.Side_SIDE_BUY,
+		Quantity: 1.0, Price: mark * (1 + float64(o.count%distinctPrices)*1e-6),
+		ClientOrderId: o.prefix + "-" + strconv.FormatUint(o.count, 10),
+	}
 }
 
 // caller runs n calls one at a time and returns each call's latency.
@@ -54,12 +86,16 @@ type caller interface {
 	close() error
 }
 
-type unaryCaller struct{ client essv1.GuardServiceClient }
+type unaryCaller struct {
+	client essv1.GuardServiceClient
+	orders *orders
+}
 
 func (u *unaryCaller) run(n int) ([]int64, error) {
 	latencies := make([]int64, n)
 	ctx := context.Background()
 	for i := range latencies {
+		order := u.orders.next()
 		start := time.Now()
 		reply, err := u.client.CheckOrder(ctx, order)
 		latencies[i] = int64(time.Since(start))
@@ -77,6 +113,7 @@ func (u *unaryCaller) close() error { return nil }
 
 type streamCaller struct {
 	stream grpc.BidiStreamingClient[essv1.CheckOrderStreamRequest, essv1.CheckOrderStreamResponse]
+	orders *orders
 	lastID uint64
 }
 
@@ -84,7 +121,7 @@ func (s *streamCaller) run(n int) ([]int64, error) {
 	latencies := make([]int64, n)
 	for i := range latencies {
 		s.lastID++
-		request := &essv1.CheckOrderStreamRequest{RequestId: s.lastID, Order: order}
+		request := &essv1.CheckOrderStreamRequest{RequestId: s.lastID, Order: s.orders.next()}
 		start := time.Now()
 		if err := s.stream.Send(request); err != nil {
 			return nil, fmt.Errorf("stream send %d: %w", s.lastID, err)
@@ -113,14 +150,18 @@ func (s *streamCaller) close() error {
 
 func newCaller(conn *grpc.ClientConn, api string) (caller, error) {
 	client := essv1.NewGuardServiceClient(conn)
+	made, err := newOrders()
+	if err != nil {
+		return nil, fmt.Errorf("client_order_id prefix: %w", err)
+	}
 	if api == "unary" {
-		return &unaryCaller{client}, nil
+		return &unaryCaller{client: client, orders: made}, nil
 	}
 	stream, err := client.CheckOrderStream(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("open CheckOrderStream: %w", err)
 	}
-	return &streamCaller{stream: stream}, nil
+	return &streamCaller{stream: stream, orders: made}, nil
 }
 
 // measure runs one segment with the garbage collector paused, as the Python harness does
