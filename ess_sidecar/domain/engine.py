@@ -43,7 +43,7 @@ class GuardEngine:
         self.config = config.validate()
         self.version = 0
         self.book = Book()
-        self.orders = OrderLedger(self.book)
+        self.orders = OrderLedger(self.book, config.limits.duplicate_identical_orders > 0)
         self.breakers = Breakers(config.breakers)
         self.heartbeats = Heartbeats()
         self.approvals = Approvals(config.approvals)

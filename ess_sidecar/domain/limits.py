@@ -96,13 +96,14 @@ def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
     """Step 6: working-order caps, then duplicates. A replace frees its old order's slot."""
     freed = 1 if replacing is not None and replacing.working else 0
     most = limits.max_working_orders_per_account
-    if most and ledger.per_account.get(order.account, 0) - freed >= most:
+    if most and (count := ledger.working_count(order.account) - freed) >= most:
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"account {order.account} has"
-                      f" {most} working orders (max {most})")
+                      f" {count} working orders (max {most})")
     most = limits.max_working_orders_per_strategy
-    if most and ledger.per_strategy.get((order.account, order.strategy), 0) - freed >= most:
+    if most and (count := ledger.per_strategy.get((order.account, order.strategy), 0)
+                 - freed) >= most:
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"strategy {order.strategy} has"
-                      f" {most} working orders in account {order.account} (max {most})")
+                      f" {count} working orders in account {order.account} (max {most})")
     if ledger.used(order.account, order.client_order_id):
         return Denial(DecisionReason.DUPLICATE_ORDER, f"client_order_id"
                       f" {order.client_order_id!r} was already used by account"

@@ -9,7 +9,7 @@ fill is checked against what was allowed."""
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,15 +53,18 @@ class OrderLedger:
     counts of working orders per account and strategy; recent identical orders; fill ids
     already applied. Every collection is bounded by retention, windows and caps."""
 
-    def __init__(self, book: Book) -> None:
+    def __init__(self, book: Book, count_identical: bool = True) -> None:
         self._book = book
-        self.records: OrderedDict[tuple[str, str], OrderRecord] = OrderedDict()
-        self.per_account: dict[str, int] = {}
+        self._count_identical = count_identical  # off with the identical-orders rule
+        # Every remembered order, in the order allowed (a dict keeps insertion order).
+        self.records: dict[tuple[str, str], OrderRecord] = {}
+        # The working ones, per account, by client_order_id: reads walk only these.
+        self._working: dict[str, dict[str, OrderRecord]] = {}
         self.per_strategy: dict[tuple[str, str], int] = {}
         self._identical: dict[tuple, int] = {}
         self._identical_times: deque[tuple[float, tuple]] = deque()
         # (account, fill_id) -> (when, client_order_id)
-        self.fill_ids: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+        self.fill_ids: dict[tuple[str, str], tuple[float, str]] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -78,22 +81,39 @@ class OrderLedger:
         return self._identical.get(_identity(order), 0)
 
     def working(self, account: str | None = None) -> Iterator[OrderRecord]:
-        return (r for r in self.records.values()
-                if r.working and (account is None or r.account == account))
+        """Working orders (of one account), each account's oldest first."""
+        if account is not None:
+            return iter(list(self._working.get(account, {}).values()))
+        return iter([r for working in self._working.values() for r in working.values()])
+
+    def working_count(self, account: str) -> int:
+        return len(self._working.get(account, ()))
+
+    @property
+    def per_account(self) -> dict[str, int]:
+        """How many orders work in each account that has any."""
+        return {account: len(working) for account, working in self._working.items()}
 
     # -- changing ----------------------------------------------------------------------------
 
     def reserve(self, order: Order, now: float, decision_id: str) -> OrderRecord:
-        """Record an allowed order as working; its quantity counts at once."""
-        record = OrderRecord(order.account, order.client_order_id, order.strategy,
-                             order.symbol, order.side, order.quantity, order.price, now,
-                             decision_id, remaining=order.quantity)
-        self.records[(order.account, order.client_order_id)] = record
-        self._count(record, +1)
+        """Record an allowed order as working; its quantity counts at once. (The hot path
+        of an allowed check: kept to plain lookups.)"""
+        account, client_order_id = order.account, order.client_order_id
+        record = OrderRecord(account, client_order_id, order.strategy, order.symbol,
+                             order.side, order.quantity, order.price, now, decision_id,
+                             remaining=order.quantity)
+        self.records[(account, client_order_id)] = record
+        working = self._working.get(account)
+        if working is None:
+            working = self._working[account] = {}
+        working[client_order_id] = record
+        _bump(self.per_strategy, (account, order.strategy), 1)
         self._legs_reserve(record)
-        key = _identity(order)
-        self._identical[key] = self._identical.get(key, 0) + 1
-        self._identical_times.append((now, key))
+        if self._count_identical:
+            key = _identity(order)
+            self._identical[key] = self._identical.get(key, 0) + 1
+            self._identical_times.append((now, key))
         return record
 
     def adopt(self, account: str, order: OpenOrder, now: float, decision_id: str) -> None:
@@ -171,23 +191,27 @@ class OrderLedger:
             key, record = next(iter(records.items()))
             if record.time > now - retention_s:
                 break
+            del records[key]
             if record.working:
-                records.move_to_end(key)  # kept; look past it
-            else:
-                del records[key]
+                records[key] = record  # kept, moved to the end; look past it
         fill_ids = self.fill_ids
         for _ in range(len(fill_ids)):
             key, (seen, client_order_id) = next(iter(fill_ids.items()))
             if seen > now - retention_s:
                 break
             record = records.get((key[0], client_order_id))
+            value = fill_ids.pop(key)
             if record is not None and record.working:  # a replay would count twice
-                fill_ids.move_to_end(key)
-            else:
-                del fill_ids[key]
+                fill_ids[key] = value
 
     def _count(self, record: OrderRecord, delta: int) -> None:
-        _bump(self.per_account, record.account, delta)
+        if delta > 0:
+            self._working.setdefault(record.account, {})[record.client_order_id] = record
+        else:
+            working = self._working[record.account]
+            del working[record.client_order_id]
+            if not working:
+                del self._working[record.account]
         _bump(self.per_strategy, (record.account, record.strategy), delta)
 
     def _legs_reserve(self, record: OrderRecord) -> None:

@@ -109,7 +109,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         count = self._guard.sync_positions(request.account, request.equity,
                                            positions_from_proto(request),
                                            open_orders_from_proto(request))
-        working = self._guard.engine.orders.per_account.get(request.account, 0)
+        working = self._guard.engine.orders.working_count(request.account)
         return pb.SyncPositionsResponse(positions=count, working_orders=working)
 
     @aborts_on_guard_errors
