@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install tools run test proto bench
+.PHONY: install tools clients test-clients run test proto bench bench-clients
+
+# Every client with a Makefile of its own (clients/python needs no build: its launchers run
+# the venv's ess_client).
+CLIENTS := $(patsubst clients/%/Makefile,%,$(wildcard clients/*/Makefile))
 
 install: $(VENV)/.installed node_modules/.installed tools
 
@@ -25,12 +29,23 @@ node_modules/.installed: package.json
 run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/ess.db
 	$(BIN)/ess-sidecar serve
 
-test: install tools  ## install everything and run every test
+clients: $(VENV)/.installed node_modules/.installed  ## build each client's ess-check, ess-smoke, ess-bench
+	@set -e; for lang in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$lang; done
+
+test-clients: clients  ## each client's own unit tests, in its ecosystem's runner
+	@set -e; for lang in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$lang test; done
+
+test: install tools clients  ## install everything and run every test
+	$(MAKE) --no-print-directory test-clients
 	$(BIN)/pytest
 
-proto: $(VENV)/.installed  ## regenerate the Python and Go stubs from proto/
+proto: $(VENV)/.installed node_modules/.installed  ## regenerate every committed stub from proto/
 	$(BIN)/python scripts/gen_proto.py
 	PYTHON=$(abspath $(BIN))/python scripts/gen_go.sh
+	$(MAKE) -C clients/typescript proto
 
 bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server
 	$(BIN)/python benchmarks/check_latency.py
+
+bench-clients: clients  ## every language's client, stream p50/p99 over UDS, 1 and 8 in flight
+	$(BIN)/python benchmarks/clients.py

@@ -103,3 +103,57 @@ async def _smoke(args: argparse.Namespace) -> int:
             elapsed_us = int((time.perf_counter() - started) * 1e6)
             print(f"{elapsed_us} {line(verdict)}", flush=True)
     return 0
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    """`ess-bench --target T --checks N --inflight K`: N measured checks (after --warmup
+    unmeasured ones) through one client's stream, K in flight; prints
+    `p50_us=.. p99_us=.. checks_per_s=..`; exit 1 if any check was not allowed."""
+    parser = _Parser(prog="ess-bench")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--checks", type=int, default=10_000)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument("--deadline-ms", type=_positive, default=1000.0,
+                        help="per-check deadline (high: measure, do not deny)")
+    args = parser.parse_args(argv)
+    if args.checks < 1 or args.inflight < 1 or args.warmup < 0:
+        parser.error("--checks and --inflight must be >= 1, --warmup >= 0")
+    return asyncio.run(_bench(args))
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    async with GuardClient(args.target, token=args.token or None,
+                           check_timeout_s=args.deadline_ms / 1000) as client:
+        await client.connect(timeout_s=5.0)
+        denied = await _run_checks(client, args.warmup, args.inflight, [])
+        latencies: list[float] = []
+        started = time.perf_counter()
+        denied += await _run_checks(client, args.checks, args.inflight, latencies)
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    p50, p99 = (latencies[min(len(latencies) - 1, int(q * len(latencies)))] for q in (0.5, 0.99))
+    print(f"p50_us={p50 * 1e6:.0f} p99_us={p99 * 1e6:.0f}"
+          f" checks_per_s={len(latencies) / elapsed:.0f}")
+    if denied:
+        print(f"{denied} checks were not allowed", file=sys.stderr)
+    return 1 if denied else 0
+
+
+async def _run_checks(client: GuardClient, count: int, inflight: int,
+                      latencies: list[float]) -> int:
+    """`count` checks by `inflight` workers sharing the client; how many were not allowed."""
+    remaining, denied = [count], [0]
+
+    async def worker() -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            started = time.perf_counter()
+            verdict = await client.check(account="bench-acc", strategy="bench",
+                                         symbol="BENCH", side="buy", quantity=1, price=100)
+            latencies.append(time.perf_counter() - started)
+            denied[0] += not verdict.allowed
+
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    return denied[0]
