@@ -215,9 +215,12 @@ class OrderLedger:
         _bump(self.per_strategy, (record.account, record.strategy), delta)
 
     def _legs_reserve(self, record: OrderRecord) -> None:
-        book = self._book.account(record.account)
-        book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining)
-        book.net(record.symbol).reserve(record.side, record.remaining)
+        book = self._book.accounts.get(record.account) or self._book.account(record.account)
+        leg = book.legs.get((record.strategy, record.symbol)) \
+            or book.leg(record.strategy, record.symbol)
+        net = book.nets.get(record.symbol) or book.net(record.symbol)
+        leg.reserve(record.side, record.remaining)
+        net.reserve(record.side, record.remaining)
 
 
 def _bump(table: dict, key: object, delta: int) -> None:
