@@ -131,11 +131,13 @@ class _Meters:
 
 
 def event_count(value: float) -> int:
-    """Event metrics carry a whole number of events; 0 (the proto default) means one."""
-    if not (0 <= value <= MAX_EVENTS_PER_REPORT) or value != int(value):
-        raise InvalidArgument("value", f"must be a whole number of events from 0 to"
-                                       f" {MAX_EVENTS_PER_REPORT}, got {value!r}")
-    return int(value) or 1
+    """Event metrics carry a whole number of events; 0 (the proto default) means one. A
+    count beyond MAX_EVENTS_PER_REPORT is clamped to it (and still trips): a flood of
+    errors must never be the reason a breaker stays quiet."""
+    if not 0 <= value < float("inf") or (value <= MAX_EVENTS_PER_REPORT
+                                          and value != int(value)):
+        raise InvalidArgument("value", f"must be a whole number of events, got {value!r}")
+    return min(int(value), MAX_EVENTS_PER_REPORT) or 1
 
 
 def check_metric_value(metric: Metric, value: float) -> None:

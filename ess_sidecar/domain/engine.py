@@ -27,7 +27,7 @@ from .orders import MAX_QUANTITY, Fill, OpenOrder, Order, OrderUpdate, PositionS
     check_positive, validate_fill, validate_open_order, validate_order, validate_snapshot, \
     validate_update
 from .planner import Plan
-from .scopes import GLOBAL, Scope, ScopeKind, check_text
+from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .working import OrderLedger
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
@@ -203,6 +203,7 @@ class GuardEngine:
                      now: float, drill: bool = False) -> Plan:
         """Restrict a scope by hand. A drill must start from ARMED: its trip is reset
         without cooldown or second approver, so it must never stand for a real one."""
+        reason = sanitized_text(reason)  # never refused: a stop is never held up by its text
         plan = self.plan(now)
         if drill and plan.state_of(scope) is not State.ARMED:
             raise DrillRefused(f"{scope} is {plan.state_of(scope).name}: a drill needs an"

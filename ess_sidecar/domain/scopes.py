@@ -9,7 +9,7 @@ from .errors import InvalidArgument
 from .ids import MAX_ID_LENGTH, canonical_id, canonical_symbol
 
 __all__ = ["GLOBAL", "MAX_ID_LENGTH", "Scope", "ScopeKind", "check_id", "check_text",
-           "make_scope"]
+           "make_scope", "sanitized_text"]
 
 
 class ScopeKind(enum.IntEnum):
@@ -68,3 +68,17 @@ def check_text(value: str, field: str, required: bool = False) -> str:
     if not value.replace("\n", " ").replace("\t", " ").isprintable():
         raise InvalidArgument(field, "has control characters")
     return value
+
+
+def sanitized_text(value: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    """Free text that must never be refused (a kill switch's reason): every control or
+    format character but newline and tab written out as an escape (`\\x1b`, `\\r`), and
+    the text cut to `limit` characters with a note of how much was left out."""
+    if value.replace("\n", " ").replace("\t", " ").isprintable() and len(value) <= limit:
+        return value
+    cleaned = "".join(c if c in "\n\t" or c.isprintable()
+                      else c.encode("unicode_escape").decode("ascii") for c in value)
+    if len(cleaned) <= limit:
+        return cleaned
+    note = f" [… {len(cleaned) - limit} more characters]"
+    return cleaned[:limit - len(note)] + note

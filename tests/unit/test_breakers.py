@@ -170,7 +170,7 @@ def test_a_breach_on_a_tripped_scope_adds_no_transition(engine):
 
 @pytest.mark.parametrize("metric, value", [
     (M.DAILY_DRAWDOWN_PCT, math.nan), (M.OPEN_LOSS_PCT, math.inf), (M.EQUITY, -math.inf),
-    (M.DAILY_DRAWDOWN_PCT, -1), (M.API_ERROR, -1), (M.API_ERROR, 1.5), (M.API_ERROR, 2e6),
+    (M.DAILY_DRAWDOWN_PCT, -1), (M.API_ERROR, -1), (M.API_ERROR, 1.5),
     (M.SYSTEM_HEALTH, 3), (M.EQUITY, -1), (M.TRADE_RESULT, math.nan),
 ], ids=repr)
 def test_invalid_metric_values_are_rejected_and_change_nothing(metric, value):
@@ -224,3 +224,11 @@ def test_readings_say_how_close_each_breaker_is_to_its_threshold(engine):
     assert readings["data_feed_stale"] == Reading(strategy(), "data_feed_stale", 10, 30)
     assert readings["consecutive_losses"].value == 0
     assert {r.breaker: r.value for r in engine.breakers.readings(T0 + 61)}["api_errors"] == 0
+
+
+def test_a_count_beyond_the_cap_is_clamped_and_still_trips():
+    engine = make_engine()
+    tripped = report(engine, strategy(), Metric.API_ERROR, 2e6)
+    assert [t.breaker for t in tripped] == ["api_errors"]
+    other = make_engine()
+    assert report(other, strategy(), Metric.EXECUTION_ERROR, 1e300)  # 5 in 15 min: tripped

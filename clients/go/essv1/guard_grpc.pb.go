@@ -89,7 +89,11 @@ type GuardServiceClient interface {
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Kill switch for a scope. Idempotent: triggering a scope an operator already halted
 	// changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
-	// trigger is recorded as the operator's own, with its directives; it never loosens.
+	// trigger is recorded as the operator's own, with its directives; it never loosens. It
+	// is never refused for what comes with it: only the scope must be valid. The reason is
+	// sanitised (control characters escaped) and cut to 1024 characters; an unknown mode
+	// halts, an unknown reason_code is USER_INITIATED, unknown directives are left out,
+	// each noted in the recorded reason.
 	Trigger(ctx context.Context, in *TriggerRequest, opts ...grpc.CallOption) (*TriggerResponse, error)
 	// Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
 	// condition still holds, unless force. With four-eyes resets on, the first operator's
@@ -284,7 +288,11 @@ type GuardServiceServer interface {
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Kill switch for a scope. Idempotent: triggering a scope an operator already halted
 	// changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
-	// trigger is recorded as the operator's own, with its directives; it never loosens.
+	// trigger is recorded as the operator's own, with its directives; it never loosens. It
+	// is never refused for what comes with it: only the scope must be valid. The reason is
+	// sanitised (control characters escaped) and cut to 1024 characters; an unknown mode
+	// halts, an unknown reason_code is USER_INITIATED, unknown directives are left out,
+	// each noted in the recorded reason.
 	Trigger(context.Context, *TriggerRequest) (*TriggerResponse, error)
 	// Resume a scope. FAILED_PRECONDITION during the cooldown or while the breaker's
 	// condition still holds, unless force. With four-eyes resets on, the first operator's

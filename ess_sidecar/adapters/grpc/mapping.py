@@ -14,7 +14,7 @@ from ...domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ...domain.working import OrderRecord
 from ...service import FillReport
-from ...domain.scopes import Scope, ScopeKind, make_scope
+from ...domain.scopes import Scope, ScopeKind, make_scope, sanitized_text
 from ...domain.states import Directive, State, Transition, TriggerMode, TriggerReason
 
 _SIDES = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
@@ -116,6 +116,35 @@ def trigger_reason_from_proto(value: int) -> TriggerReason:
 
 def directives_from_proto(values: list[int]) -> tuple[Directive, ...]:
     return tuple(enum_from_proto(Directive, v, f"directives[{i}]") for i, v in enumerate(values))
+
+
+def trigger_from_proto(m: pb.TriggerRequest) -> tuple[Scope, TriggerMode, str, TriggerReason,
+                                                     tuple[Directive, ...]]:
+    """A kill switch never refuses to stop because of what comes with it: only the scope
+    must be valid. An unknown mode halts (the stricter), an unknown reason code is
+    USER_INITIATED, unknown directives are left out, each said in the reason; the reason
+    is sanitised and bounded (sanitized_text)."""
+    scope = scope_from_proto(m.scope)
+    notes = []
+    try:
+        mode = trigger_mode_from_proto(m.mode)
+    except InvalidArgument:
+        mode, notes = TriggerMode.HALT, [*notes, f"unknown mode {m.mode}: HALT"]
+    try:
+        code = trigger_reason_from_proto(m.reason_code)
+    except InvalidArgument:
+        code = TriggerReason.USER_INITIATED
+        notes.append(f"unknown reason_code {m.reason_code}: USER_INITIATED")
+    directives = []
+    for value in m.directives:
+        try:
+            directives.append(enum_from_proto(Directive, value, "directives"))
+        except InvalidArgument:
+            notes.append(f"unknown directive {value} left out")
+    reason = m.reason.strip() or code.name.lower().replace("_", " ")
+    if notes:
+        reason = f"{reason} ({'; '.join(notes)})"
+    return scope, mode, sanitized_text(reason), code, tuple(dict.fromkeys(directives))
 
 
 def timestamp(seconds: float) -> Timestamp:

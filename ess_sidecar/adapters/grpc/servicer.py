@@ -21,11 +21,10 @@ from ...ports import EventQuery, NoTelemetry
 from ...service import Guard, Outcome
 from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
-from .mapping import decision_to_proto, directives_from_proto, fill_from_proto, \
-    fill_to_proto, open_orders_from_proto, update_from_proto, working_order_to_proto, \
-    heartbeat_to_watch, metric_from_proto, order_from_proto, positions_from_proto, \
+from .mapping import decision_to_proto, fill_from_proto, fill_to_proto, heartbeat_to_watch, \
+    metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
     scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
-    transition_to_watch, trigger_mode_from_proto, trigger_reason_from_proto
+    transition_to_watch, trigger_from_proto, update_from_proto, working_order_to_proto
 from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -134,11 +133,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     @aborts_on_guard_errors
     async def Trigger(self, request: pb.TriggerRequest,
                       context: grpc.aio.ServicerContext) -> pb.TriggerResponse:
-        scope = scope_from_proto(request.scope)
-        code = trigger_reason_from_proto(request.reason_code)
-        reason = check_text(request.reason, "reason") or code.name.lower().replace("_", " ")
-        outcome = self._guard.trigger(scope, trigger_mode_from_proto(request.mode), reason, code,
-                                      directives_from_proto(request.directives),
+        scope, mode, reason, code, directives = trigger_from_proto(request)
+        outcome = self._guard.trigger(scope, mode, reason, code, directives,
                                       actor_of(context), drill=request.drill)
         return _state_response(pb.TriggerResponse, outcome)
 
