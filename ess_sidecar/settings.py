@@ -31,7 +31,7 @@ from .domain.states import TriggerMode
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or inf turns checks off
 
     def given(self) -> dict[str, Any]:
         """Only the fields the operator set; the rest keep the domain's defaults."""
@@ -106,7 +106,7 @@ class StoreSettings(_Section):
 
 
 class WatchSettings(_Section):
-    heartbeat_interval_s: float = Field(5.0, gt=0, description="WatchState heartbeat period")
+    heartbeat_interval_s: float = Field(5.0, gt=0, le=3600, description="WatchState heartbeat period")
     queue_size: int = Field(1024, ge=1, description="events queued per subscriber before resync")
 
 

@@ -44,15 +44,28 @@ class GuardConfig:
         _validate_limits(self.limits)
         for kind, policy in self.policy.items():
             key = f"policy.{kind.name.lower()}"
-            if not policy.reset_cooldown_s >= 0:  # NaN too: TOML has nan
-                raise InvalidConfig(f"{key}.reset_cooldown_s", "must be >= 0")
-            if not policy.rearm_delay_s >= 0:
-                raise InvalidConfig(f"{key}.rearm_delay_s", "must be >= 0")
+            _duration(f"{key}.reset_cooldown_s", policy.reset_cooldown_s, zero=True)
+            _duration(f"{key}.rearm_delay_s", policy.rearm_delay_s, zero=True)
         if self.approvals.required not in (1, 2):
             raise InvalidConfig("reset.require_approvals", "must be 1 or 2")
-        if not self.approvals.window_s > 0:
-            raise InvalidConfig("reset.approval_window_s", "must be > 0")
+        _duration("reset.approval_window_s", self.approvals.window_s)
         return self
+
+
+# Durations (windows, cooldowns, delays) are at most a year: more is a mistake, and would
+# overflow the timestamps and milliseconds the contract carries them in.
+MAX_DURATION_S = 366 * 86_400.0
+# A threshold beyond this can never be reached: it would turn its breaker off unseen.
+MAX_THRESHOLD = 1e12
+
+
+def _duration(key: str, value: float, zero: bool = False) -> None:
+    """A finite duration of (0 or) more than 0 seconds and at most MAX_DURATION_S; NaN and
+    infinities (TOML has both) fail."""
+    low_ok = value >= 0 if zero else value > 0
+    if not (low_ok and value <= MAX_DURATION_S):
+        raise InvalidConfig(key, f"must be a finite number of seconds {'>=' if zero else '>'} 0"
+                            f" and at most {MAX_DURATION_S:g} (a year), got {value!r}")
 
 
 def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
@@ -60,13 +73,15 @@ def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
     for name, rule in rules.items():
         if only is not None and name not in only:
             continue
-        if not rule.threshold > 0:
-            raise InvalidConfig(f"{prefix}.{name}.threshold", "must be > 0")
+        if not 0 < rule.threshold <= MAX_THRESHOLD:
+            raise InvalidConfig(f"{prefix}.{name}.threshold", f"must be a finite number > 0"
+                                f" and at most {MAX_THRESHOLD:g} (turn a breaker off with"
+                                f" enabled = false), got {rule.threshold!r}")
         if name == "unchecked_order" and rule.auto_rearm:
             raise InvalidConfig(f"{prefix}.{name}.auto_rearm", "must be false: an order"
                                 " sent past the guard is resumed from by hand only")
-        if name in WINDOWED and not rule.window_s > 0:
-            raise InvalidConfig(f"{prefix}.{name}.window_s", "must be > 0")
+        if name in WINDOWED:
+            _duration(f"{prefix}.{name}.window_s", rule.window_s)
         if rule.consecutive < 1:
             raise InvalidConfig(f"{prefix}.{name}.consecutive", "must be >= 1")
     for lower, upper in zip(DRAWDOWN_ORDER, DRAWDOWN_ORDER[1:]):
@@ -81,10 +96,10 @@ def _validate_limits(limits: LimitSettings) -> None:
                 ("max_strategy_exposure_pct", limits.max_strategy_exposure_pct),
                 ("max_portfolio_exposure_pct", limits.max_portfolio_exposure_pct))
     for (name, value), (bigger, bigger_value) in zip(exposure, exposure[1:]):
-        if not 0 < value <= bigger_value:
+        if not 0 < value <= bigger_value < math.inf:
             raise InvalidConfig(f"limits.{name}", f"must be > 0 and <= {bigger} ({bigger_value:g})")
-    if not limits.max_portfolio_exposure_pct > 0:
-        raise InvalidConfig("limits.max_portfolio_exposure_pct", "must be > 0")
+    if not 0 < limits.max_portfolio_exposure_pct < math.inf:
+        raise InvalidConfig("limits.max_portfolio_exposure_pct", "must be a finite number > 0")
     if limits.max_orders_per_second < 0:
         raise InvalidConfig("limits.max_orders_per_second", "must be >= 0 (0 = off)")
     if limits.max_open_positions < 1:
@@ -96,8 +111,7 @@ def _validate_limits(limits: LimitSettings) -> None:
         raise InvalidConfig("limits.duplicate_identical_orders", "must be 0 (off) or >= 2:"
                             " the Nth identical order within the window is a duplicate")
     for name in ("duplicate_window_s", "order_id_retention_s"):
-        if not 0 < getattr(limits, name) < math.inf:
-            raise InvalidConfig(f"limits.{name}", "must be a finite number > 0")
+        _duration(f"limits.{name}", getattr(limits, name))
     if limits.max_remembered_orders < 1000:
         raise InvalidConfig("limits.max_remembered_orders", "must be >= 1000")
     symbols: dict[str, SymbolLimits] = {"default": limits.default, **limits.symbols}
