@@ -39,7 +39,8 @@ class Subscription:
         self._queue.put_nowait(None)
 
     async def next(self, timeout: float) -> Transition | None:
-        """The next transition, or None when `timeout` passes first. Raises
+        """The next transition, or None when `timeout` passes with none queued (so every
+        transition published so far has been delivered: a heartbeat may say so). Raises
         SubscriberTooSlow once the queue is drained after an overflow, and ShuttingDown
         after close()."""
         if self._overflowed and self._queue.empty():
@@ -49,7 +50,11 @@ class Subscription:
             async with asyncio.timeout(timeout):  # unlike wait_for, no task per message
                 transition = await self._queue.get()
         except TimeoutError:
-            return None
+            if self._queue.empty():
+                return None  # quiet: the caller's heartbeat may carry the current version
+            # A transition queued as the timeout fired: deliver it before any heartbeat,
+            # which would otherwise carry its version first and let a resume skip it.
+            transition = self._queue.get_nowait()
         if transition is None:
             raise ShuttingDown("the sidecar is shutting down; resubscribe with"
                                f" from_version={self.delivered}")
