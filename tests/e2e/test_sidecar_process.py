@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import pytest
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.testing import SidecarProcess
-from tests.e2e.conftest import guard_stub, open_channel
+from tests.e2e.conftest import CONFIG, guard_stub, open_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +217,27 @@ def test_watches_cancelled_by_their_clients_log_no_error(tmp_path: Path) -> None
     lines = [json.loads(line) for line in sidecar.output().splitlines()]
     errors = [line for line in lines if line["level"] in ("ERROR", "CRITICAL")]
     assert errors == [], errors[:2]
+
+
+def test_a_state_file_that_cannot_be_written_is_found_before_serving(tmp_path: Path) -> None:
+    """An immutable file (chattr +i: even root cannot write it) stands for a read-only or
+    full disk: the sidecar must serve with GLOBAL tripped from the start, not find out at
+    its first trip."""
+    first = SidecarProcess(tmp_path, CONFIG).start()
+    assert first.terminate() == 0
+    assert shutil.which("chattr"), "chattr (e2fsprogs) is needed for this test"
+    subprocess.run(["chattr", "+i", str(first.state)], check=True)
+    try:
+        sidecar = SidecarProcess(tmp_path, CONFIG).start()
+        try:
+            with open_channel(sidecar, uds=True) as channel:
+                stub = guard_stub(channel)
+                [scope] = stub.GetState(pb.GetStateRequest()).scopes
+                assert scope.scope.kind == pb.SCOPE_KIND_GLOBAL
+                assert scope.state == pb.STATE_TRIPPED and "not writable" in scope.reason
+                decision = stub.CheckOrder(order())
+                assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+        finally:
+            sidecar.stop()
+    finally:
+        subprocess.run(["chattr", "-i", str(first.state)], check=True)

@@ -138,10 +138,22 @@ class SqliteStateStore(StateStore):
             version = conn.execute("SELECT last_version FROM meta").fetchone()[0]
             executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s"
                                      " FROM executors ORDER BY executor_id").fetchall()
+        self._prove_writable()
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
                 registrations=[(e, Scope(ScopeKind(k), i), t) for e, k, i, t in executors])
+
+    def _prove_writable(self) -> None:
+        """A durable write now, before anything is served: a store that cannot take one
+        (read-only file or disk, full disk) would otherwise be found out only by the first
+        trip, with orders allowed until then."""
+        try:
+            with self._transaction("BEGIN IMMEDIATE") as conn:
+                conn.execute("UPDATE meta SET last_version = last_version")
+        except StoreUnavailable as error:
+            raise StoreUnavailable(f"state store {self.path} is not writable: {error}") \
+                from error
 
     def append(self, transitions: Sequence[Transition]) -> None:
         if not transitions:
