@@ -1,0 +1,584 @@
+// ess::Client: the channel, the stream it keeps open, checks, and the other RPCs.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+#include <grpcpp/support/client_interceptor.h>
+
+#include "internal.h"
+
+namespace ess {
+
+using internal::CheckStream;
+using internal::Clock;
+using internal::Failed;
+using internal::FormatDuration;
+
+namespace {
+
+// Adds "authorization: Bearer <token>" to every call on the channel, so that the raw stub
+// carries it too (call credentials would need a secure channel; a Unix socket is not).
+class BearerInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerFactory(std::string token) : header_("Bearer " + std::move(token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* /*info*/) override {
+    return new BearerInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel, which owns the factory
+};
+
+std::string ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    throw std::invalid_argument(std::string("ess: cannot read the TLS ") + what + " " + path);
+  }
+  return text.str();
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Credentials(const Options& options,
+                                                      grpc::ChannelArguments& args) {
+  if (options.credentials) {
+    return options.credentials;
+  }
+  const TlsOptions& tls = options.tls;
+  if (!tls.enabled) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!tls.ca_file.empty()) {
+    ssl.pem_root_certs = ReadFile(tls.ca_file, "CA");
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    throw std::invalid_argument(
+        "ess: a TLS client certificate needs both its cert and key files");
+  }
+  if (!tls.cert_file.empty()) {
+    ssl.pem_cert_chain = ReadFile(tls.cert_file, "client certificate");
+    ssl.pem_private_key = ReadFile(tls.key_file, "client key");
+  }
+  if (!tls.server_name.empty()) {
+    args.SetSslTargetNameOverride(tls.server_name);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+std::string RandomPrefix() {
+  std::random_device random;
+  std::string prefix;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 6; ++i) {
+    const unsigned byte = random() & 0xffu;
+    prefix += kHex[byte >> 4];
+    prefix += kHex[byte & 0xfu];
+  }
+  return prefix + "-";
+}
+
+v1::CheckOrderRequest RequestOf(const Order& order, const std::string& client_order_id) {
+  v1::CheckOrderRequest request;
+  request.set_account(order.account);
+  request.set_strategy(order.strategy);
+  request.set_symbol(order.symbol);
+  request.set_side(order.side);
+  request.set_quantity(order.quantity);
+  request.set_price(order.price);
+  request.set_reduce_only(order.reduce_only);
+  request.set_client_order_id(client_order_id);
+  request.set_replaces_client_order_id(order.replaces_client_order_id);
+  return request;
+}
+
+template <typename T>
+Result<T> Done(grpc::Status status, T response) {
+  return Result<T>{std::move(status), std::move(response)};
+}
+
+}  // namespace
+
+Client::Client(const std::string& target, Options options) : options_(std::move(options)) {
+  if (options_.deadline.count() <= 0) {
+    throw std::invalid_argument("ess: the check deadline must be > 0");
+  }
+  if (options_.reconnect_base.count() <= 0 || options_.reconnect_max < options_.reconnect_base) {
+    throw std::invalid_argument("ess: the reconnect backoff must be 0 < base <= max");
+  }
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(options_.reconnect_base.count()));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(options_.reconnect_max.count()));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(options_.reconnect_max.count()));
+  // A stream is what was sent on it: never replayed by gRPC on another connection (a
+  // broken stream is replaced by the client, its checks denied).
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  auto credentials = Credentials(options_, args);
+  if (options_.channel_arguments) {
+    options_.channel_arguments(args);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!options_.token.empty()) {
+    interceptors.push_back(std::make_unique<BearerFactory>(options_.token));
+  }
+  channel_ = grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, credentials, args, std::move(interceptors));
+  stub_ = v1::GuardService::NewStub(channel_);
+  failures_ = std::make_unique<internal::FailureBook>(options_.log_sink, options_.log_interval);
+  order_prefix_ = RandomPrefix();
+  maintainer_ = std::thread([this] { Maintain(); });
+}
+
+Client::~Client() { Close(); }
+
+void Client::Close() {
+  std::shared_ptr<CheckStream> stream;
+  std::shared_ptr<CheckStream> opening;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) {
+      return;
+    }
+    closing_ = true;
+    closed_.store(true);
+    stream = stream_;
+    opening = opening_;
+  }
+  changed_.notify_all();
+  if (stream) {
+    stream->Fail(Cause::kClientError, "the client was closed");
+  }
+  if (opening) {
+    opening->Cancel();
+  }
+  if (maintainer_.joinable()) {
+    maintainer_.join();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stream_.reset();
+}
+
+bool Client::Connect(std::chrono::milliseconds timeout) {
+  const auto until = Clock::now() + timeout;
+  std::unique_lock<std::mutex> lock(mu_);
+  return changed_.wait_until(lock, until, [this] {
+    return closing_ || (stream_ != nullptr && !stream_->broken());
+  }) && !closing_;
+}
+
+std::string Client::NewClientOrderId() {
+  return order_prefix_ + std::to_string(order_ids_.fetch_add(1) + 1);
+}
+
+std::chrono::microseconds Client::DeadlineOf(std::optional<std::chrono::microseconds> d) const {
+  return d && d->count() > 0 ? *d : options_.deadline;
+}
+
+Verdict Client::Check(const Order& order, std::optional<std::chrono::microseconds> deadline) {
+  std::string client_order_id;
+  Verdict verdict;
+  try {
+    client_order_id = order.client_order_id.empty() ? NewClientOrderId() : order.client_order_id;
+    verdict = CheckOnStream(RequestOf(order, client_order_id), DeadlineOf(deadline));
+  } catch (const std::exception& e) {
+    verdict = Failed(Cause::kClientError, std::string("client bug: ") + e.what());
+  } catch (...) {
+    verdict = Failed(Cause::kClientError, "client bug");
+  }
+  Settle(verdict, client_order_id);
+  return verdict;
+}
+
+Verdict Client::CheckOnStream(const v1::CheckOrderRequest& request, std::chrono::microseconds d) {
+  const auto until = Clock::now() + d;
+  std::shared_ptr<CheckStream> stream = Current();
+  while (stream == nullptr) {
+    if (closed_.load()) {
+      return Failed(Cause::kClientError, "the client is closed");
+    }
+    // A sidecar known to be unreachable denies at once; while the connection is being
+    // made, a check waits for the stream within its own deadline.
+    if (channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+      return Failed(Cause::kUnavailable, "the sidecar is unreachable; reconnecting");
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    const bool ready = changed_.wait_until(lock, until, [this] {
+      return closing_ || (stream_ != nullptr && !stream_->broken());
+    });
+    if (!ready) {
+      return Failed(Cause::kDeadline, "no stream to the sidecar within " + FormatDuration(d));
+    }
+    if (!closing_) {
+      stream = stream_;
+    }
+  }
+  Verdict failure;
+  auto pending = stream->Send(request_ids_.fetch_add(1) + 1, request, &failure);
+  if (pending == nullptr) {
+    return failure;
+  }
+  if (auto verdict = pending->WaitUntil(until)) {
+    return std::move(*verdict);
+  }
+  stream->Expired();
+  return Failed(Cause::kDeadline, "no answer within " + FormatDuration(d));
+}
+
+Verdict Client::CheckUnary(const Order& order, std::optional<std::chrono::microseconds> deadline) {
+  std::string client_order_id;
+  Verdict verdict;
+  try {
+    client_order_id = order.client_order_id.empty() ? NewClientOrderId() : order.client_order_id;
+    if (closed_.load()) {
+      verdict = Failed(Cause::kClientError, "the client is closed");
+    } else {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + DeadlineOf(deadline));
+      v1::CheckOrderResponse answer;
+      const grpc::Status status =
+          stub_->CheckOrder(&context, RequestOf(order, client_order_id), &answer);
+      verdict = status.ok() ? internal::VerdictFromDecision(answer) : internal::FailureOf(status);
+    }
+  } catch (const std::exception& e) {
+    verdict = Failed(Cause::kClientError, std::string("client bug: ") + e.what());
+  } catch (...) {
+    verdict = Failed(Cause::kClientError, "client bug");
+  }
+  Settle(verdict, client_order_id);
+  return verdict;
+}
+
+void Client::Settle(Verdict& verdict, const std::string& client_order_id) {
+  verdict.client_order_id = client_order_id;
+  if (verdict.failed_closed()) {
+    verdict.allowed = false;
+    verdict.reason = v1::DECISION_REASON_UNSPECIFIED;
+    failures_->Record(verdict);
+  }
+}
+
+std::map<Cause, std::uint64_t> Client::Failures() const {
+  std::map<Cause, std::uint64_t> out;
+  for (Cause cause : Causes()) {
+    if (const auto n = failures_->Count(cause); n > 0) {
+      out[cause] = n;
+    }
+  }
+  return out;
+}
+
+std::uint64_t Client::Failures(Cause cause) const { return failures_->Count(cause); }
+
+std::shared_ptr<CheckStream> Client::Current() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stream_ != nullptr && stream_->broken()) {
+    stream_.reset();
+  }
+  return stream_;
+}
+
+void Client::Install(const std::shared_ptr<CheckStream>& stream) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!closing_) {
+      stream_ = stream;
+    }
+  }
+  if (closed_.load()) {
+    stream->Fail(Cause::kClientError, "the client was closed");
+  }
+  changed_.notify_all();
+}
+
+void Client::Uninstall(const std::shared_ptr<CheckStream>& stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stream_ == stream) {
+    stream_.reset();
+  }
+}
+
+std::shared_ptr<CheckStream> Client::Open() {
+  auto stream = std::make_shared<CheckStream>(options_.stall_after);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) {
+      return nullptr;
+    }
+    opening_ = stream;
+  }
+  stream->Open(*stub_);  // waits for the connection, or for Close to cancel it
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    opening_.reset();
+  }
+  streams_opened_.fetch_add(1);
+  return stream;
+}
+
+// Keeps one check stream open: opens one (waiting for the connection) and, when it breaks,
+// replaces it; streams that break without ever answering (a refusal) are reopened with a
+// growing backoff.
+void Client::Maintain() {
+  auto delay = options_.reconnect_base;
+  for (;;) {
+    if (auto stream = Open()) {
+      const auto opened = Clock::now();
+      Install(stream);
+      stream->WaitBroken();
+      Uninstall(stream);
+      stream->Shutdown();
+      if (stream->answered() || Clock::now() - opened > options_.reconnect_max) {
+        delay = options_.reconnect_base;
+        if (!closed_.load()) {
+          continue;
+        }
+      }
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (changed_.wait_for(lock, delay, [this] { return closing_; })) {
+      return;
+    }
+    delay = std::min(delay * 2, options_.reconnect_max);
+  }
+}
+
+void Client::Log(std::string_view line) const {
+  if (options_.log_sink) {
+    options_.log_sink(line);
+  } else {
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+  }
+}
+
+void Client::Bound(grpc::ClientContext& context) const {
+  context.set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
+}
+
+Result<v1::ReportFillResponse> Client::ReportFill(const Fill& fill) {
+  v1::ReportFillRequest request;
+  request.set_account(fill.account);
+  request.set_strategy(fill.strategy);
+  request.set_symbol(fill.symbol);
+  request.set_side(fill.side);
+  request.set_quantity(fill.quantity);
+  request.set_price(fill.price);
+  request.set_client_order_id(fill.client_order_id);
+  request.set_fill_id(fill.fill_id);
+  grpc::ClientContext context;
+  Bound(context);
+  v1::ReportFillResponse response;
+  auto status = stub_->ReportFill(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+Result<v1::ReportOrderUpdateResponse> Client::ReportOrderUpdate(const OrderUpdate& update) {
+  v1::ReportOrderUpdateRequest request;
+  request.set_account(update.account);
+  request.set_client_order_id(update.client_order_id);
+  request.set_status(update.status);
+  if (update.status == v1::ORDER_STATUS_OPEN) {
+    request.set_remaining_quantity(update.remaining_quantity);
+  }
+  grpc::ClientContext context;
+  Bound(context);
+  v1::ReportOrderUpdateResponse response;
+  auto status = stub_->ReportOrderUpdate(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+Result<v1::SyncPositionsResponse> Client::SyncPositions(const Snapshot& snapshot) {
+  v1::SyncPositionsRequest request;
+  request.set_account(snapshot.account);
+  request.set_equity(snapshot.equity);
+  for (const auto& position : snapshot.positions) {
+    *request.add_positions() = position;
+  }
+  for (const auto& open : snapshot.open_orders) {
+    *request.add_open_orders() = open;
+  }
+  request.set_open_orders_complete(snapshot.open_orders_complete);
+  grpc::ClientContext context;
+  Bound(context);
+  v1::SyncPositionsResponse response;
+  auto status = stub_->SyncPositions(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+Result<v1::HeartbeatResponse> Client::Heartbeat(const std::string& executor_id,
+                                                const v1::Scope& scope, std::uint32_t ttl_ms,
+                                                bool deregister) {
+  v1::HeartbeatRequest request;
+  request.set_executor_id(executor_id);
+  *request.mutable_scope() = scope;
+  request.set_ttl_ms(ttl_ms);
+  request.set_deregister(deregister);
+  grpc::ClientContext context;
+  Bound(context);
+  v1::HeartbeatResponse response;
+  auto status = stub_->Heartbeat(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+Result<v1::ReportMetricResponse> Client::ReportMetric(const v1::Scope& scope, v1::Metric metric,
+                                                      double value) {
+  v1::ReportMetricRequest request;
+  *request.mutable_scope() = scope;
+  request.set_metric(metric);
+  request.set_value(value);
+  grpc::ClientContext context;
+  Bound(context);
+  v1::ReportMetricResponse response;
+  auto status = stub_->ReportMetric(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+Result<v1::TriggerResponse> Client::Trigger(const v1::TriggerRequest& request) {
+  grpc::ClientContext context;
+  Bound(context);
+  v1::TriggerResponse response;
+  auto status = stub_->Trigger(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+Result<v1::GetStateResponse> Client::GetState(const v1::GetStateRequest& request) {
+  grpc::ClientContext context;
+  Bound(context);
+  v1::GetStateResponse response;
+  auto status = stub_->GetState(&context, request, &response);
+  return Done(std::move(status), std::move(response));
+}
+
+// Heartbeats.
+
+std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
+                                                    grpc::Status* status) {
+  if (config.ttl < std::chrono::milliseconds(1) || config.ttl > std::chrono::hours(1)) {
+    if (status != nullptr) {
+      *status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                             "ess: heartbeat ttl must be 1 ms to 1 hour");
+    }
+    return nullptr;
+  }
+  if (config.interval.count() <= 0) {
+    config.interval = std::max(config.ttl / 3, std::chrono::milliseconds(1));
+  }
+  if (!config.on_error) {
+    const std::string executor = config.executor_id;
+    config.on_error = [this, executor](const grpc::Status& failure) {
+      Log("ess: heartbeat of " + executor + " failed: " +
+          internal::CodeName(failure.error_code()) + ": " + failure.error_message());
+    };
+  }
+  std::unique_ptr<Heartbeater> heartbeater(new Heartbeater(*this, std::move(config)));
+  grpc::Status first = heartbeater->Beat(false, options_.rpc_timeout);
+  if (status != nullptr) {
+    *status = first;
+  }
+  if (!first.ok()) {
+    heartbeater->stopped_ = true;  // nothing to stop, nor to deregister
+    return nullptr;
+  }
+  heartbeater->thread_ = std::thread([h = heartbeater.get()] { h->Run(); });
+  return heartbeater;
+}
+
+Heartbeater::Heartbeater(Client& client, HeartbeatConfig config)
+    : client_(client),
+      config_(std::move(config)),
+      ttl_ms_(static_cast<std::uint32_t>(config_.ttl.count())) {}
+
+Heartbeater::~Heartbeater() { Stop(); }
+
+grpc::Status Heartbeater::Beat(bool deregister, std::chrono::milliseconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  v1::HeartbeatRequest request;
+  request.set_executor_id(config_.executor_id);
+  *request.mutable_scope() = config_.scope;
+  request.set_ttl_ms(ttl_ms_);
+  request.set_deregister(deregister);
+  v1::HeartbeatResponse response;
+  grpc::Status status = client_.stub_->Heartbeat(&context, request, &response);
+  std::lock_guard<std::mutex> lock(mu_);
+  last_status_ = status;
+  if (status.ok()) {
+    state_ = response.state();
+  }
+  return status;
+}
+
+void Heartbeater::Run() {
+  auto next = Clock::now() + config_.interval;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_cv_.wait_until(lock, next, [this] { return stopping_; })) {
+    lock.unlock();
+    // Bounded by the interval too, so that beats never pile up.
+    const grpc::Status status =
+        Beat(false, std::min(config_.interval, client_.options_.rpc_timeout));
+    if (!status.ok()) {
+      config_.on_error(status);
+    }
+    next = std::max(next + config_.interval, Clock::now());
+    lock.lock();
+  }
+}
+
+grpc::Status Heartbeater::Stop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stopped_) {
+    return stop_status_;
+  }
+  if (stopping_) {  // another thread is stopping it: wait for it
+    stop_cv_.wait(lock, [this] { return stopped_; });
+    return stop_status_;
+  }
+  stopping_ = true;
+  lock.unlock();
+  stop_cv_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  grpc::Status status = Beat(true, client_.options_.rpc_timeout);
+  lock.lock();
+  stop_status_ = status;
+  stopped_ = true;
+  lock.unlock();
+  stop_cv_.notify_all();
+  return status;
+}
+
+v1::State Heartbeater::state() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_;
+}
+
+grpc::Status Heartbeater::last_status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_status_;
+}
+
+}  // namespace ess

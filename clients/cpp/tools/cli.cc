@@ -1,0 +1,149 @@
+#include "cli.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <sstream>
+
+namespace ess::cli {
+
+std::string Line(const Verdict& verdict) {
+  if (verdict.allowed) {
+    return "ALLOWED " + verdict.decision_id;
+  }
+  std::string message = verdict.message;
+  if (verdict.failed_closed()) {
+    message = std::string(CauseName(verdict.cause)) + ": " + message;
+  }
+  std::istringstream words(message);
+  std::string line = "DENIED " + verdict.reason_name();
+  for (std::string word; words >> word;) {
+    line += " " + word;
+  }
+  return line;
+}
+
+std::chrono::microseconds Millis(double ms) {
+  return std::chrono::microseconds(std::max<long long>(1, std::llround(ms * 1000.0)));
+}
+
+bool ParsePositive(const std::string& text, double* value) {
+  if (text.empty()) {
+    return false;
+  }
+  char* end = nullptr;
+  errno = 0;
+  const double parsed = std::strtod(text.c_str(), &end);
+  if (errno != 0 || end == text.c_str() || *end != '\0' || !std::isfinite(parsed) ||
+      !(parsed > 0)) {
+    return false;
+  }
+  *value = parsed;
+  return true;
+}
+
+void Flags::String(const std::string& flag, std::string* value, const std::string& help) {
+  flags_[flag] = {help, [value](const std::string& text) {
+                    *value = text;
+                    return std::string();
+                  }};
+  order_.push_back(flag);
+}
+
+void Flags::Positive(const std::string& flag, double* value, const std::string& help) {
+  flags_[flag] = {help, [value](const std::string& text) {
+                    return ParsePositive(text, value) ? std::string()
+                                                      : "must be a number > 0, got " + text;
+                  }};
+  order_.push_back(flag);
+}
+
+void Flags::Int(const std::string& flag, long* value, long min, const std::string& help) {
+  flags_[flag] = {help, [value, min](const std::string& text) {
+                    char* end = nullptr;
+                    errno = 0;
+                    const long parsed = std::strtol(text.c_str(), &end, 10);
+                    if (text.empty() || errno != 0 || *end != '\0' || parsed < min) {
+                      return "must be an integer >= " + std::to_string(min) + ", got " + text;
+                    }
+                    *value = parsed;
+                    return std::string();
+                  }};
+  order_.push_back(flag);
+}
+
+void Flags::Choice(const std::string& flag, std::string* value,
+                   std::vector<std::string> choices, const std::string& help) {
+  flags_[flag] = {help, [value, choices](const std::string& text) {
+                    for (const auto& choice : choices) {
+                      if (text == choice) {
+                        *value = text;
+                        return std::string();
+                      }
+                    }
+                    std::string list;
+                    for (const auto& choice : choices) {
+                      list += (list.empty() ? "'" : ", '") + choice + "'";
+                    }
+                    return "invalid choice: '" + text + "' (choose from " + list + ")";
+                  }};
+  order_.push_back(flag);
+}
+
+void Flags::Parse(int argc, char** argv, const std::vector<std::string>& required) {
+  std::set<std::string> given;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::printf("usage: %s\n%s\n", synopsis_.c_str(), about_.c_str());
+      for (const auto& flag : order_) {
+        std::printf("  --%s\t%s\n", flag.c_str(), flags_[flag].help.c_str());
+      }
+      std::exit(0);
+    }
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+      Usage("unexpected argument '" + arg + "'");
+    }
+    std::string name = arg.substr(2);
+    std::string value;
+    bool has_value = false;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    const auto found = flags_.find(name);
+    if (found == flags_.end()) {
+      Usage("unrecognized argument --" + name);
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        Usage("argument --" + name + ": expected one argument");
+      }
+      value = argv[++i];
+    }
+    if (const std::string error = found->second.set(value); !error.empty()) {
+      Usage("argument --" + name + ": " + error);
+    }
+    given.insert(name);
+  }
+  std::string missing;
+  for (const auto& flag : required) {
+    if (given.count(flag) == 0) {
+      missing += (missing.empty() ? "--" : ", --") + flag;
+    }
+  }
+  if (!missing.empty()) {
+    Usage("the following arguments are required: " + missing);
+  }
+}
+
+void Flags::Usage(const std::string& error) const {
+  std::fprintf(stderr, "usage: %s\n%s: %s\n", synopsis_.c_str(), name_.c_str(), error.c_str());
+  std::exit(kExitUsage);
+}
+
+}  // namespace ess::cli

@@ -1,0 +1,60 @@
+// What ess-check, ess-smoke and ess-bench share: argument parsing with the usage exit
+// code, and the one line printed for a verdict.
+#ifndef ESS_TOOLS_CLI_H_
+#define ESS_TOOLS_CLI_H_
+
+#include <chrono>
+#include <functional>
+#include <utility>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ess/client.h"
+
+namespace ess::cli {
+
+// Exit codes of ess-check.
+inline constexpr int kExitAllowed = 0;
+inline constexpr int kExitDenied = 2;
+inline constexpr int kExitUsage = 64;  // EX_USAGE
+
+// "ALLOWED <decision_id>" or "DENIED <REASON> <message>" (REASON without DECISION_REASON_;
+// CLIENT_FAIL_CLOSED, and the message led by the cause, when the check failed closed), on
+// one line whatever the message holds.
+std::string Line(const Verdict& verdict);
+
+// A double > 0 in milliseconds as a duration.
+std::chrono::microseconds Millis(double ms);
+
+// Parses a double that must be > 0 (and finite); false otherwise.
+bool ParsePositive(const std::string& text, double* value);
+
+// `--name value` / `--name=value` flags. -h / --help prints the usage and exits 0; an
+// unknown, bad or missing flag, or a stray argument, prints the synopsis and the error on
+// stderr and exits 64.
+class Flags {
+ public:
+  Flags(std::string name, std::string synopsis, std::string about)
+      : name_(std::move(name)), synopsis_(std::move(synopsis)), about_(std::move(about)) {}
+  void String(const std::string& flag, std::string* value, const std::string& help);
+  void Positive(const std::string& flag, double* value, const std::string& help);
+  void Int(const std::string& flag, long* value, long min, const std::string& help);
+  void Choice(const std::string& flag, std::string* value, std::vector<std::string> choices,
+              const std::string& help);
+  void Parse(int argc, char** argv, const std::vector<std::string>& required);
+  [[noreturn]] void Usage(const std::string& error) const;
+
+ private:
+  struct Flag {
+    std::string help;
+    std::function<std::string(const std::string&)> set;  // "" or the error
+  };
+  std::string name_, synopsis_, about_;
+  std::map<std::string, Flag> flags_;
+  std::vector<std::string> order_;
+};
+
+}  // namespace ess::cli
+
+#endif  // ESS_TOOLS_CLI_H_
