@@ -1,0 +1,41 @@
+package dev.ess.client;
+
+import dev.ess.v1.OpenOrder;
+import dev.ess.v1.Position;
+import dev.ess.v1.SyncPositionsRequest;
+import java.util.List;
+
+/**
+ * A full picture of one account, for {@link GuardClient#syncPositions}: it replaces the
+ * sidecar's book. When any open orders are listed, or {@code openOrdersComplete} is set,
+ * they are all of the account's working orders; otherwise working orders are left as they are.
+ *
+ * @param equity account equity (&gt; 0), used by the exposure limits
+ */
+public record Snapshot(
+    String account,
+    double equity,
+    List<Position> positions,
+    List<OpenOrder> openOrders,
+    boolean openOrdersComplete) {
+
+  public Snapshot {
+    positions = positions == null ? List.of() : List.copyOf(positions);
+    openOrders = openOrders == null ? List.of() : List.copyOf(openOrders);
+  }
+
+  /** Positions only: working orders are left as they are. */
+  public static Snapshot of(String account, double equity, List<Position> positions) {
+    return new Snapshot(account, equity, positions, List.of(), false);
+  }
+
+  SyncPositionsRequest request() {
+    return SyncPositionsRequest.newBuilder()
+        .setAccount(account == null ? "" : account)
+        .setEquity(equity)
+        .addAllPositions(positions)
+        .addAllOpenOrders(openOrders)
+        .setOpenOrdersComplete(openOrdersComplete)
+        .build();
+  }
+}

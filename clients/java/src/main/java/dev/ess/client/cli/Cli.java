@@ -1,0 +1,168 @@
+package dev.ess.client.cli;
+
+import dev.ess.client.Verdict;
+import java.io.PrintStream;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * What ess-check, ess-smoke and ess-bench share: flag parsing with the usage exit code, and
+ * the one line printed for a verdict.
+ */
+final class Cli {
+  static final int EXIT_ALLOWED = 0;
+  static final int EXIT_DENIED = 2;
+  static final int EXIT_USAGE = 64; // EX_USAGE
+
+  /** A usage error: the program prints the synopsis and the message, and exits 64. */
+  static final class UsageError extends Exception {
+    private static final long serialVersionUID = 1L;
+
+    UsageError(String message) {
+      super(message);
+    }
+  }
+
+  private final String name;
+  private final String synopsis;
+  private final String about;
+  private final Map<String, String> help = new LinkedHashMap<>();
+  private final Map<String, String> defaults = new LinkedHashMap<>();
+  private final Map<String, String> values = new LinkedHashMap<>();
+
+  Cli(String name, String synopsis, String about) {
+    this.name = name;
+    this.synopsis = synopsis;
+    this.about = about;
+  }
+
+  /** Declares --flag (taking a value), with its default (null: none). */
+  Cli flag(String flag, String defaultValue, String description) {
+    help.put(flag, description);
+    if (defaultValue != null) {
+      defaults.put(flag, defaultValue);
+    }
+    return this;
+  }
+
+  /**
+   * Parses args: "--flag value", "--flag=value" (or one dash). -h / --help prints the usage
+   * and exits 0; an unknown, repeated-without-value or missing required flag, or a stray
+   * argument, is a usage error.
+   */
+  void parse(String[] args, String... required) throws UsageError {
+    for (int i = 0; i < args.length; i++) {
+      String arg = args[i];
+      if (arg.equals("-h") || arg.equals("--help")) {
+        printUsage(System.out);
+        System.exit(0);
+      }
+      if (!arg.startsWith("-") || arg.equals("-") || arg.equals("--")) {
+        throw new UsageError("unexpected argument \"" + arg + "\"");
+      }
+      String flag = arg.startsWith("--") ? arg.substring(2) : arg.substring(1);
+      String value = null;
+      int eq = flag.indexOf('=');
+      if (eq >= 0) {
+        value = flag.substring(eq + 1);
+        flag = flag.substring(0, eq);
+      }
+      if (!help.containsKey(flag)) {
+        throw new UsageError("unrecognized argument: --" + flag);
+      }
+      if (value == null) {
+        if (i + 1 >= args.length) {
+          throw new UsageError("argument --" + flag + ": expected one argument");
+        }
+        value = args[++i];
+      }
+      values.put(flag, value);
+    }
+    List<String> missing = new ArrayList<>();
+    for (String flag : required) {
+      if (!values.containsKey(flag)) {
+        missing.add("--" + flag);
+      }
+    }
+    if (!missing.isEmpty()) {
+      throw new UsageError("the following arguments are required: " + String.join(", ", missing));
+    }
+  }
+
+  String get(String flag) {
+    return values.getOrDefault(flag, defaults.get(flag));
+  }
+
+  /** A flag's value as a number &gt; 0. */
+  double positive(String flag) throws UsageError {
+    return positive("argument --" + flag, get(flag));
+  }
+
+  static double positive(String what, String text) throws UsageError {
+    double value;
+    try {
+      value = Double.parseDouble(text.trim());
+    } catch (NumberFormatException e) {
+      throw new UsageError(what + ": not a number: \"" + text + "\"");
+    }
+    if (!(value > 0) || Double.isInfinite(value)) {
+      throw new UsageError(what + ": must be > 0, got " + text);
+    }
+    return value;
+  }
+
+  int integer(String flag, int min) throws UsageError {
+    String text = get(flag);
+    try {
+      int value = Integer.parseInt(text.trim());
+      if (value < min) {
+        throw new UsageError("argument --" + flag + ": must be >= " + min + ", got " + text);
+      }
+      return value;
+    } catch (NumberFormatException e) {
+      throw new UsageError("argument --" + flag + ": not an integer: \"" + text + "\"");
+    }
+  }
+
+  static Duration millis(double ms) {
+    return Duration.ofNanos(Math.max(1, Math.round(ms * 1_000_000)));
+  }
+
+  void printUsage(PrintStream out) {
+    out.println("usage: " + synopsis);
+    out.println(about);
+    for (Map.Entry<String, String> entry : help.entrySet()) {
+      String def = defaults.get(entry.getKey());
+      out.println("  --" + entry.getKey() + "  " + entry.getValue()
+          + (def != null ? " (default " + def + ")" : ""));
+    }
+  }
+
+  /** Prints the synopsis and the error on stderr and exits 64. */
+  int usage(UsageError error) {
+    System.err.println("usage: " + synopsis);
+    System.err.println(name + ": " + error.getMessage());
+    return EXIT_USAGE;
+  }
+
+  /**
+   * The one line ess-check prints: "ALLOWED &lt;decision_id&gt;" or "DENIED &lt;REASON&gt;
+   * &lt;message&gt;" (REASON without DECISION_REASON_; CLIENT_FAIL_CLOSED, and the message led
+   * by the cause, when the check failed closed).
+   */
+  static String line(Verdict verdict) {
+    if (verdict.allowed()) {
+      return "ALLOWED " + verdict.decisionId();
+    }
+    String message = verdict.message();
+    if (verdict.failedClosed()) {
+      message = verdict.cause().label() + ": " + message;
+    }
+    // One line, whatever the message holds.
+    message = String.join(" ", message.trim().split("\\s+"));
+    return ("DENIED " + verdict.reasonName() + " " + message).stripTrailing();
+  }
+}

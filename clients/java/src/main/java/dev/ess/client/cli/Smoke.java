@@ -1,0 +1,112 @@
+package dev.ess.client.cli;
+
+import dev.ess.client.GuardClient;
+import dev.ess.client.Order;
+import dev.ess.client.Side;
+import dev.ess.client.Verdict;
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+
+/**
+ * ess-smoke drives one long-lived client for the cross-language smoke test
+ * (tests/clients/smoke.py):
+ *
+ * <pre>
+ * ess-smoke --target T [--token T] [--deadline-ms N]
+ * </pre>
+ *
+ * <p>It connects (up to 5 s) before it reads stdin; for each line "check ACCOUNT STRATEGY
+ * SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]" it prints, flushed, "&lt;microseconds the
+ * library's check took&gt; &lt;the ess-check line&gt;". It exits 0 at EOF, 64 on a usage error
+ * or a line it cannot read.
+ */
+public final class Smoke {
+  private Smoke() {}
+
+  public static void main(String[] args) {
+    System.exit(run(args));
+  }
+
+  static int run(String[] args) {
+    Cli cli = new Cli("ess-smoke", "ess-smoke --target T [--token T] [--deadline-ms N]",
+        "One long-lived client; stdin lines 'check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID"
+            + " [DEADLINE_MS]', one answer line each: '<microseconds> <the ess-check line>'.")
+        .flag("target", null, "HOST:PORT or unix:PATH")
+        .flag("token", "", "bearer token")
+        .flag("deadline-ms", "5", "default per-check deadline in ms");
+    GuardClient client;
+    try {
+      cli.parse(args, "target");
+      Duration deadline = Cli.millis(cli.positive("deadline-ms"));
+      try {
+        client = GuardClient.builder(cli.get("target")).token(cli.get("token"))
+            .deadline(deadline).build();
+      } catch (IllegalArgumentException e) {
+        throw new Cli.UsageError(e.getMessage());
+      }
+    } catch (Cli.UsageError e) {
+      return cli.usage(e);
+    }
+    PrintStream out = new PrintStream(System.out, false, StandardCharsets.UTF_8);
+    try (client) {
+      client.connect(Duration.ofSeconds(5)); // as an executor does when it starts
+      BufferedReader input =
+          new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+      String text;
+      while ((text = input.readLine()) != null) {
+        String[] fields = text.trim().split("\\s+");
+        if (fields.length == 0 || fields[0].isEmpty()) {
+          continue;
+        }
+        Order order;
+        Duration deadline = null;
+        try {
+          if (!fields[0].equals("check") || fields.length < 8 || fields.length > 9) {
+            throw new Cli.UsageError(
+                "expected 'check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]'");
+          }
+          order = parseOrder(fields);
+          if (fields.length == 9) {
+            deadline = Cli.millis(Cli.positive("DEADLINE_MS", fields[8]));
+          }
+        } catch (Cli.UsageError e) {
+          System.err.println("ess-smoke: " + e.getMessage() + ": \"" + text + "\"");
+          return Cli.EXIT_USAGE;
+        }
+        long started = System.nanoTime();
+        Verdict verdict = client.check(order, deadline);
+        long elapsedMicros = (System.nanoTime() - started) / 1000;
+        out.print(elapsedMicros + " " + Cli.line(verdict) + "\n");
+        out.flush();
+      }
+    } catch (IOException e) {
+      System.err.println("ess-smoke: reading stdin: " + e);
+      return 1;
+    }
+    return 0;
+  }
+
+  /** The order of a check line; a quantity or price <= 0 is left to the sidecar to reject. */
+  private static Order parseOrder(String[] fields) throws Cli.UsageError {
+    Side side;
+    try {
+      side = Side.parse(fields[4]);
+    } catch (IllegalArgumentException e) {
+      throw new Cli.UsageError("bad SIDE");
+    }
+    double quantity;
+    double price;
+    try {
+      quantity = Double.parseDouble(fields[5]);
+      price = Double.parseDouble(fields[6]);
+    } catch (NumberFormatException e) {
+      throw new Cli.UsageError("bad QTY or PRICE");
+    }
+    return Order.builder().account(fields[1]).strategy(fields[2]).symbol(fields[3]).side(side)
+        .quantity(quantity).price(price).clientOrderId(fields[7]).build();
+  }
+}

@@ -1,0 +1,45 @@
+package dev.ess.client.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import dev.ess.client.Cause;
+import dev.ess.client.Verdict;
+import dev.ess.v1.DecisionReason;
+import org.junit.jupiter.api.Test;
+
+class CliTest {
+  @Test
+  void linesOfVerdicts() {
+    assertEquals("ALLOWED d-1", Cli.line(new Verdict(true, DecisionReason.DECISION_REASON_ALLOWED,
+        "", Cause.NONE, "", 1, "d-1", "", "o-1")));
+    assertEquals("DENIED SCOPE_TRIPPED STRATEGY:momo is TRIPPED: smoke",
+        Cli.line(new Verdict(false, DecisionReason.DECISION_REASON_SCOPE_TRIPPED,
+            "STRATEGY:momo is TRIPPED: smoke", Cause.NONE, "", 1, "d-2", "STRATEGY:momo", "o-2")));
+    assertEquals("DENIED CLIENT_FAIL_CLOSED deadline: no answer within 5 ms",
+        Cli.line(Verdict.failed(Cause.DEADLINE, "no answer\nwithin  5 ms")));
+    assertEquals("DENIED MAX_ORDER_QUANTITY",
+        Cli.line(new Verdict(false, DecisionReason.DECISION_REASON_MAX_ORDER_QUANTITY, "",
+            Cause.NONE, "", 1, "d-3", "", "o-3")));
+  }
+
+  @Test
+  void parsing() throws Exception {
+    Cli cli = new Cli("t", "t --a A", "about").flag("a", null, "a").flag("b", "2", "b");
+    cli.parse(new String[] {"--a", "x", "-b=3"}, "a");
+    assertEquals("x", cli.get("a"));
+    assertEquals(3.0, cli.positive("b"));
+    assertThrows(Cli.UsageError.class,
+        () -> new Cli("t", "", "").flag("a", null, "").parse(new String[] {}, "a"));
+    assertThrows(Cli.UsageError.class,
+        () -> new Cli("t", "", "").flag("a", null, "").parse(new String[] {"--c", "1"}));
+    assertThrows(Cli.UsageError.class,
+        () -> new Cli("t", "", "").flag("a", null, "").parse(new String[] {"--a"}));
+    assertThrows(Cli.UsageError.class,
+        () -> new Cli("t", "", "").flag("a", null, "").parse(new String[] {"stray"}));
+    assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "0"));
+    assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "-1"));
+    assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "nan"));
+    assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "abc"));
+  }
+}
