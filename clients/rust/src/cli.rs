@@ -1,0 +1,213 @@
+//! What ess-check, ess-smoke and ess-bench share (not part of the library's API): argument
+//! parsing with the usage exit code, the one line printed for a verdict, and a logger.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::Verdict;
+
+/// Exit codes of ess-check.
+pub const EXIT_ALLOWED: i32 = 0;
+pub const EXIT_DENIED: i32 = 2;
+/// EX_USAGE.
+pub const EXIT_USAGE: i32 = 64;
+
+/// The one line ess-check prints: `ALLOWED <decision_id>` or `DENIED <REASON> <message>`
+/// (REASON without `DECISION_REASON_`; `CLIENT_FAIL_CLOSED`, and the message led by the
+/// cause, when the check failed closed).
+pub fn line(verdict: &Verdict) -> String {
+    if verdict.allowed {
+        return format!("ALLOWED {}", verdict.decision_id);
+    }
+    let message = match verdict.cause {
+        Some(cause) => format!("{cause}: {}", verdict.message),
+        None => verdict.message.clone(),
+    };
+    // One line, whatever the message holds.
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("DENIED {} {message}", verdict.reason_name())
+        .trim_end()
+        .to_string()
+}
+
+/// A program's flags: `--name value` or `--name=value`.
+pub struct Flags {
+    pub name: &'static str,
+    pub synopsis: &'static str,
+    pub about: &'static str,
+    /// (flag, help, default shown)
+    pub flags: &'static [(&'static str, &'static str)],
+}
+
+impl Flags {
+    /// Parses `args` (without the program name): `-h` / `--help` prints the usage and
+    /// exits 0; an unknown, repeated-without-value or missing flag (`required`), or a stray
+    /// argument, prints the synopsis and the error on stderr and exits 64.
+    pub fn parse(
+        &self,
+        args: impl IntoIterator<Item = String>,
+        required: &[&str],
+    ) -> HashMap<String, String> {
+        let mut values = HashMap::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if arg == "-h" || arg == "--help" {
+                print!("{}", self.help());
+                std::process::exit(0);
+            }
+            let Some(flag) = arg
+                .strip_prefix("--")
+                .or_else(|| arg.strip_prefix('-').filter(|f| f.len() > 1))
+            else {
+                self.usage(&format!("unexpected argument {arg:?}"));
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                None => (flag.to_string(), None),
+            };
+            if !self.flags.iter().any(|(known, _)| *known == name) {
+                self.usage(&format!("unrecognized argument --{name}"));
+            }
+            let value = match value.or_else(|| args.next()) {
+                Some(value) => value,
+                None => self.usage(&format!("argument --{name}: expected one argument")),
+            };
+            values.insert(name, value);
+        }
+        let missing: Vec<String> = required
+            .iter()
+            .filter(|name| !values.contains_key(**name))
+            .map(|name| format!("--{name}"))
+            .collect();
+        if !missing.is_empty() {
+            self.usage(&format!(
+                "the following arguments are required: {}",
+                missing.join(", ")
+            ));
+        }
+        values
+    }
+
+    fn help(&self) -> String {
+        let mut text = format!("usage: {}\n{}\n", self.synopsis, self.about);
+        for (flag, help) in self.flags {
+            let _ = writeln!(text, "  --{flag:<12} {help}");
+        }
+        text
+    }
+
+    /// Prints the synopsis and `error` on stderr and exits 64.
+    pub fn usage(&self, error: &str) -> ! {
+        eprintln!("usage: {}\n{}: {error}", self.synopsis, self.name);
+        std::process::exit(EXIT_USAGE);
+    }
+
+    /// A flag's value that must be a number > 0 (`default` when absent).
+    pub fn positive(&self, values: &HashMap<String, String>, name: &str, default: f64) -> f64 {
+        match values.get(name) {
+            None => default,
+            Some(text) => match positive(text) {
+                Ok(value) => value,
+                Err(why) => self.usage(&format!("argument --{name}: {why}")),
+            },
+        }
+    }
+
+    /// A flag's value that must be a whole number >= `min` (`default` when absent).
+    pub fn count(
+        &self,
+        values: &HashMap<String, String>,
+        name: &str,
+        default: usize,
+        min: usize,
+    ) -> usize {
+        match values.get(name).map(|text| text.trim().parse::<usize>()) {
+            None => default,
+            Some(Ok(value)) if value >= min => value,
+            Some(_) => self.usage(&format!(
+                "argument --{name}: must be a whole number >= {min}"
+            )),
+        }
+    }
+}
+
+/// A number > 0 (and finite).
+pub fn positive(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
+        Ok(_) => Err(format!("must be > 0, got {text}")),
+        Err(_) => Err(format!("not a number: {text:?}")),
+    }
+}
+
+/// Milliseconds as a duration.
+pub fn millis(ms: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(ms / 1000.0)
+}
+
+/// Logs warnings and errors (the library's rate-limited fail-closed lines) on stderr.
+pub fn init_logging() {
+    let _ = tracing::subscriber::set_global_default(StderrWarnings);
+}
+
+struct StderrWarnings;
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, " {value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            let _ = write!(self.0, " {value}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl tracing::Subscriber for StderrWarnings {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if self.enabled(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::WARN)
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        let metadata = event.metadata();
+        eprintln!("{} {}:{}", metadata.level(), metadata.target(), fields.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}

@@ -1,0 +1,165 @@
+//! The dead-man's switch: a task that heartbeats until stopped, and deregisters on stop.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use crate::client::Client;
+use crate::pb;
+
+/// A callback for each failed heartbeat.
+pub type OnHeartbeatError = Arc<dyn Fn(&Status) + Send + Sync>;
+
+/// `scope` trips if the sidecar hears no heartbeat from `executor_id` for `ttl`.
+#[derive(Clone)]
+pub struct HeartbeatConfig {
+    pub executor_id: String,
+    pub scope: pb::Scope,
+    /// 1 ms to 1 hour.
+    pub ttl: Duration,
+    /// How often to beat; `None`: ttl / 3 (so one lost beat does not trip the scope).
+    pub interval: Option<Duration>,
+    /// Called with each failed beat; `None`: logged (tracing, warn).
+    pub on_error: Option<OnHeartbeatError>,
+}
+
+impl HeartbeatConfig {
+    pub fn new(executor_id: impl Into<String>, scope: pb::Scope, ttl: Duration) -> HeartbeatConfig {
+        HeartbeatConfig {
+            executor_id: executor_id.into(),
+            scope,
+            ttl,
+            interval: None,
+            on_error: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct LastBeat {
+    state: Option<pb::State>,
+    error: Option<Status>,
+}
+
+/// Heartbeats in the background until [`Heartbeater::stop`]. Dropped without `stop`, it
+/// stops beating without deregistering: the scope trips when the TTL lapses, as it would if
+/// the executor died.
+pub struct Heartbeater {
+    client: Client,
+    config: HeartbeatConfig,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    last: Arc<Mutex<LastBeat>>,
+}
+
+impl Client {
+    /// Sends a first heartbeat (its error is returned, and nothing is started), then one
+    /// every interval until [`Heartbeater::stop`].
+    pub async fn start_heartbeat(&self, config: HeartbeatConfig) -> Result<Heartbeater, Status> {
+        if config.ttl < Duration::from_millis(1) || config.ttl > Duration::from_secs(3600) {
+            return Err(Status::invalid_argument(
+                "the heartbeat ttl must be 1 ms to 1 hour",
+            ));
+        }
+        let interval = config
+            .interval
+            .filter(|i| !i.is_zero())
+            .unwrap_or(config.ttl / 3);
+        let last = Arc::new(Mutex::new(LastBeat::default()));
+        beat(self, &config, &last).await?;
+        let (stop, mut stopped) = watch::channel(false);
+        let (client, beat_config, beat_last) = (self.clone(), config.clone(), last.clone());
+        let task = tokio::spawn(async move {
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
+                    _ = ticker.tick() => {
+                        if let Err(status) = beat(&client, &beat_config, &beat_last).await {
+                            match &beat_config.on_error {
+                                Some(on_error) => on_error(&status),
+                                None => tracing::warn!(executor_id = %beat_config.executor_id,
+                                    error = %status, "ess heartbeat failed"),
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Heartbeater {
+            client: self.clone(),
+            config,
+            stop,
+            task: Some(task),
+            last,
+        })
+    }
+}
+
+async fn beat(
+    client: &Client,
+    config: &HeartbeatConfig,
+    last: &Mutex<LastBeat>,
+) -> Result<(), Status> {
+    let result = client
+        .heartbeat(&config.executor_id, config.scope.clone(), config.ttl, false)
+        .await;
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(answer) => {
+            last.state = pb::State::try_from(answer.state).ok();
+            last.error = None;
+            Ok(())
+        }
+        Err(status) => {
+            last.error = Some(status.clone());
+            Err(status)
+        }
+    }
+}
+
+impl Heartbeater {
+    /// The scope's state in the last successful heartbeat's answer.
+    pub fn state(&self) -> Option<pb::State> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).state
+    }
+
+    /// The last heartbeat's error, `None` if it succeeded.
+    pub fn error(&self) -> Option<Status> {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .error
+            .clone()
+    }
+
+    /// Ends the heartbeats and deregisters the executor, so that the scope does not trip
+    /// when the TTL lapses; returns the deregistration's answer.
+    pub async fn stop(mut self) -> Result<pb::HeartbeatResponse, Status> {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.client
+            .heartbeat(
+                &self.config.executor_id,
+                self.config.scope.clone(),
+                self.config.ttl,
+                true,
+            )
+            .await
+    }
+}
+
+impl Drop for Heartbeater {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Thin wrappers of the RPCs other than checks: they return the gRPC error like any call,
+//! bounded by the client's RPC timeout (1 s by default).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use crate::client::Client;
+use crate::pb::{self, OrderStatus, Side};
+
+/// One incremental fill of an order the sidecar allowed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fill {
+    pub account: String,
+    pub strategy: String,
+    pub symbol: String,
+    pub side: Side,
+    pub quantity: f64,
+    pub price: f64,
+    /// Required: the order the fill is of.
+    pub client_order_id: String,
+    /// Required: the venue's execution id; a fill_id already applied is ignored.
+    pub fill_id: String,
+}
+
+/// A working order ended (`Cancelled`, `Rejected`, `Expired`) or is `Open` with
+/// `remaining_quantity` left (sent with `Open` only).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrderUpdate {
+    pub account: String,
+    pub client_order_id: String,
+    pub status: OrderStatus,
+    pub remaining_quantity: f64,
+}
+
+/// A full picture of one account for SyncPositions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub account: String,
+    /// > 0, used by the exposure limits.
+    pub equity: f64,
+    pub positions: Vec<pb::Position>,
+    /// The account's open orders. When any are listed, or `open_orders_complete` is set,
+    /// they are all of its working orders; otherwise working orders are left as they are.
+    pub open_orders: Vec<pb::OpenOrder>,
+    pub open_orders_complete: bool,
+}
+
+impl Client {
+    /// Runs one unary call bounded by the RPC timeout (sent as the gRPC deadline too).
+    pub(crate) async fn unary<T, R, F>(
+        &self,
+        message: T,
+        call: impl FnOnce(crate::Stub, Request<T>) -> F,
+    ) -> Result<R, Status>
+    where
+        F: Future<Output = Result<Response<R>, Status>>,
+    {
+        let timeout: Duration = self.shared().rpc_timeout;
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(timeout, call(self.raw(), request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            // tonic's own enforcement of the gRPC deadline says CANCELLED.
+            Ok(Err(_)) | Err(_) if started.elapsed() >= timeout => Err(Status::deadline_exceeded(
+                format!("no answer within {timeout:?}"),
+            )),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// Applies one fill (once per fill_id: `duplicate` otherwise) and returns the signed
+    /// position after it; `unchecked` if the sidecar never allowed that order (the account
+    /// is then tripped).
+    pub async fn report_fill(&self, fill: Fill) -> Result<pb::ReportFillResponse, Status> {
+        let request = pb::ReportFillRequest {
+            account: fill.account,
+            strategy: fill.strategy,
+            symbol: fill.symbol,
+            side: fill.side as i32,
+            quantity: fill.quantity,
+            price: fill.price,
+            client_order_id: fill.client_order_id,
+            fill_id: fill.fill_id,
+        };
+        self.unary(
+            request,
+            |mut stub, r| async move { stub.report_fill(r).await },
+        )
+        .await
+    }
+
+    /// Releases (or, `Open`, shrinks) a working order's reservation; `known` is false if
+    /// no such order was working.
+    pub async fn report_order_update(
+        &self,
+        update: OrderUpdate,
+    ) -> Result<pb::ReportOrderUpdateResponse, Status> {
+        let request = pb::ReportOrderUpdateRequest {
+            account: update.account,
+            client_order_id: update.client_order_id,
+            status: update.status as i32,
+            remaining_quantity: (update.status == OrderStatus::Open)
+                .then_some(update.remaining_quantity),
+        };
+        self.unary(request, |mut stub, r| async move {
+            stub.report_order_update(r).await
+        })
+        .await
+    }
+
+    /// Replaces the account's book (and, with open orders, its working orders).
+    pub async fn sync_positions(
+        &self,
+        snapshot: Snapshot,
+    ) -> Result<pb::SyncPositionsResponse, Status> {
+        let request = pb::SyncPositionsRequest {
+            account: snapshot.account,
+            equity: snapshot.equity,
+            positions: snapshot.positions,
+            open_orders: snapshot.open_orders,
+            open_orders_complete: snapshot.open_orders_complete,
+        };
+        self.unary(request, |mut stub, r| async move {
+            stub.sync_positions(r).await
+        })
+        .await
+    }
+
+    /// Sends one heartbeat (`deregister`: the executor is shutting down cleanly). See
+    /// [`Client::start_heartbeat`] for the dead-man's switch.
+    pub async fn heartbeat(
+        &self,
+        executor_id: &str,
+        scope: pb::Scope,
+        ttl: Duration,
+        deregister: bool,
+    ) -> Result<pb::HeartbeatResponse, Status> {
+        let request = pb::HeartbeatRequest {
+            executor_id: executor_id.to_string(),
+            scope: Some(scope),
+            ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+            deregister,
+        };
+        self.unary(
+            request,
+            |mut stub, r| async move { stub.heartbeat(r).await },
+        )
+        .await
+    }
+
+    /// One metric sample for `scope`; the answer says whether it tripped it.
+    pub async fn report_metric(
+        &self,
+        scope: pb::Scope,
+        metric: pb::Metric,
+        value: f64,
+    ) -> Result<pb::ReportMetricResponse, Status> {
+        let request = pb::ReportMetricRequest {
+            scope: Some(scope),
+            metric: metric as i32,
+            value,
+        };
+        self.unary(
+            request,
+            |mut stub, r| async move { stub.report_metric(r).await },
+        )
+        .await
+    }
+
+    /// The kill switch for a scope (HALT unless the request says otherwise); durable on the
+    /// sidecar before it returns.
+    pub async fn trigger(
+        &self,
+        request: pb::TriggerRequest,
+    ) -> Result<pb::TriggerResponse, Status> {
+        self.unary(request, |mut stub, r| async move { stub.trigger(r).await })
+            .await
+    }
+
+    /// Every scope that is not ARMED, the thresholds and the state version.
+    pub async fn get_state(&self) -> Result<pb::GetStateResponse, Status> {
+        let request = pb::GetStateRequest::default();
+        self.unary(
+            request,
+            |mut stub, r| async move { stub.get_state(r).await },
+        )
+        .await
+    }
+}

@@ -1,0 +1,1081 @@
+//! The library against an in-process fake sidecar: gRPC over h2 on a loopback port (or a
+//! Unix socket), whose answers each test scripts, malformed ones included.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::{JoinHandle, JoinSet};
+use tonic::codegen::{http, Bytes};
+
+use crate::pb::{self, check_order_stream_response::Result as Answer, DecisionReason};
+use crate::{
+    cli, Cause, Client, Error, Fill, HeartbeatConfig, Order, OrderStatus, OrderUpdate, Side,
+    Snapshot,
+};
+
+const GENEROUS: Duration = Duration::from_secs(5);
+
+/// What the fake does with one check.
+#[derive(Clone)]
+enum Action {
+    Answer(pb::CheckOrderStreamResponse),
+    Delay(Duration, pb::CheckOrderStreamResponse),
+    /// Never answers.
+    Silence,
+    /// Ends the stream (or the unary call) with this gRPC status code.
+    End(i32, &'static str),
+}
+
+type Script = Arc<dyn Fn(&pb::CheckOrderStreamRequest) -> Action + Send + Sync>;
+
+#[derive(Default)]
+struct Seen {
+    coids: Vec<String>,
+    authorization: Vec<String>,
+    heartbeats: Vec<pb::HeartbeatRequest>,
+    fills: Vec<pb::ReportFillRequest>,
+    updates: Vec<pb::ReportOrderUpdateRequest>,
+    syncs: Vec<pb::SyncPositionsRequest>,
+}
+
+struct FakeState {
+    script: Mutex<Script>,
+    token: Option<String>,
+    headers_first: bool,
+    streams: AtomicUsize,
+    seen: Mutex<Seen>,
+}
+
+enum Listen {
+    Tcp(u16),
+    Unix(std::path::PathBuf),
+}
+
+/// A fake sidecar; `kill` drops the listener and every connection, `start` serves again on
+/// the same address.
+struct Fake {
+    state: Arc<FakeState>,
+    listen: Listen,
+    server: Option<JoinHandle<()>>,
+}
+
+fn decision(
+    request: &pb::CheckOrderStreamRequest,
+    reason: DecisionReason,
+) -> pb::CheckOrderStreamResponse {
+    let coid = request
+        .order
+        .as_ref()
+        .map(|o| o.client_order_id.clone())
+        .unwrap_or_default();
+    pb::CheckOrderStreamResponse {
+        request_id: request.request_id,
+        result: Some(Answer::Decision(pb::CheckOrderResponse {
+            allowed: reason == DecisionReason::Allowed,
+            reason: reason as i32,
+            message: if reason == DecisionReason::Allowed {
+                String::new()
+            } else {
+                format!("denied {coid}")
+            },
+            state_version: 7,
+            blocking_scope: None,
+            decision_id: format!("d-{coid}"),
+        })),
+    }
+}
+
+fn allow(request: &pb::CheckOrderStreamRequest) -> Action {
+    Action::Answer(decision(request, DecisionReason::Allowed))
+}
+
+fn coid(request: &pb::CheckOrderStreamRequest) -> &str {
+    request
+        .order
+        .as_ref()
+        .map(|o| o.client_order_id.as_str())
+        .unwrap_or("")
+}
+
+impl Fake {
+    async fn tcp(
+        script: impl Fn(&pb::CheckOrderStreamRequest) -> Action + Send + Sync + 'static,
+    ) -> Fake {
+        Fake::with(Listen::Tcp(0), None, true, Arc::new(script)).await
+    }
+
+    async fn with(
+        listen: Listen,
+        token: Option<&str>,
+        headers_first: bool,
+        script: Script,
+    ) -> Fake {
+        let state = Arc::new(FakeState {
+            script: Mutex::new(script),
+            token: token.map(str::to_string),
+            headers_first,
+            streams: AtomicUsize::new(0),
+            seen: Mutex::default(),
+        });
+        let mut fake = Fake {
+            state,
+            listen,
+            server: None,
+        };
+        fake.start().await;
+        fake
+    }
+
+    fn target(&self) -> String {
+        match &self.listen {
+            Listen::Tcp(port) => format!("127.0.0.1:{port}"),
+            Listen::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    fn script(
+        &self,
+        script: impl Fn(&pb::CheckOrderStreamRequest) -> Action + Send + Sync + 'static,
+    ) {
+        *self.state.script.lock().unwrap() = Arc::new(script);
+    }
+
+    fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.state.seen.lock().unwrap())
+    }
+
+    async fn start(&mut self) {
+        let state = self.state.clone();
+        self.server = Some(match &mut self.listen {
+            Listen::Tcp(port) => {
+                let listener = TcpListener::bind(("127.0.0.1", *port)).await.expect("bind");
+                *port = listener.local_addr().unwrap().port();
+                tokio::spawn(async move {
+                    let mut connections = JoinSet::new();
+                    while let Ok((io, _)) = listener.accept().await {
+                        io.set_nodelay(true).unwrap();
+                        connections.spawn(serve(io, state.clone()));
+                    }
+                })
+            }
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(&*path);
+                let listener = UnixListener::bind(&*path).expect("bind");
+                tokio::spawn(async move {
+                    let mut connections = JoinSet::new();
+                    while let Ok((io, _)) = listener.accept().await {
+                        connections.spawn(serve(io, state.clone()));
+                    }
+                })
+            }
+        });
+    }
+
+    /// Like a killed sidecar: the listener and every connection go at once.
+    async fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+async fn serve<T: AsyncRead + AsyncWrite + Unpin>(io: T, state: Arc<FakeState>) {
+    let Ok(mut connection) = h2::server::handshake(io).await else {
+        return;
+    };
+    let mut calls = JoinSet::new();
+    while let Some(Ok((request, respond))) = connection.accept().await {
+        calls.spawn(call(request, respond, state.clone()));
+    }
+}
+
+type Respond = h2::server::SendResponse<Bytes>;
+
+fn headers(status: Option<(i32, &str)>) -> http::Response<()> {
+    let mut response = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc");
+    if let Some((code, message)) = status {
+        response = response
+            .header("grpc-status", code.to_string())
+            .header("grpc-message", message);
+    }
+    response.body(()).unwrap()
+}
+
+fn trailers(code: i32, message: &str) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", code.to_string().parse().unwrap());
+    trailers.insert("grpc-message", message.parse().unwrap());
+    trailers
+}
+
+fn frame(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+/// The next whole gRPC message in `buffer`, if there is one.
+fn take_message(buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    if buffer.len() < 5 {
+        return None;
+    }
+    let length = u32::from_be_bytes(buffer[1..5].try_into().unwrap()) as usize;
+    if buffer.len() < 5 + length {
+        return None;
+    }
+    let message = buffer[5..5 + length].to_vec();
+    buffer.drain(..5 + length);
+    Some(message)
+}
+
+/// Trailers-only: the whole answer is one status.
+fn refuse(mut respond: Respond, code: i32, message: &str) {
+    let _ = respond.send_response(headers(Some((code, message))), true);
+}
+
+async fn call(request: http::Request<h2::RecvStream>, mut respond: Respond, state: Arc<FakeState>) {
+    let path = request.uri().path().to_string();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .authorization
+        .push(authorization.clone());
+    if let Some(token) = &state.token {
+        if authorization != format!("Bearer {token}") {
+            return refuse(respond, 16, "missing or unknown bearer token");
+        }
+    }
+    let mut body = request.into_body();
+    if path == "/ess.v1.GuardService/CheckOrderStream" {
+        state.streams.fetch_add(1, Ordering::SeqCst);
+        return check_stream(body, respond, state).await;
+    }
+    let mut buffer = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buffer.extend_from_slice(&chunk);
+    }
+    let Some(message) = take_message(&mut buffer) else {
+        return refuse(respond, 13, "no message");
+    };
+    let reply = |respond: &mut Respond, answer: Bytes| {
+        if let Ok(mut send) = respond.send_response(headers(None), false) {
+            let _ = send.send_data(answer, false);
+            let _ = send.send_trailers(trailers(0, ""));
+        }
+    };
+    let mut seen = state.seen.lock().unwrap();
+    match path.rsplit('/').next().unwrap_or("") {
+        "CheckOrder" => {
+            drop(seen);
+            let order = pb::CheckOrderRequest::decode(message.as_slice()).unwrap();
+            state
+                .seen
+                .lock()
+                .unwrap()
+                .coids
+                .push(order.client_order_id.clone());
+            let request = pb::CheckOrderStreamRequest {
+                request_id: 0,
+                order: Some(order),
+            };
+            let script = state.script.lock().unwrap().clone();
+            let answer = match script(&request) {
+                Action::Answer(answer) => answer,
+                Action::Delay(delay, answer) => {
+                    tokio::time::sleep(delay).await;
+                    answer
+                }
+                Action::Silence => return std::future::pending().await,
+                Action::End(code, message) => return refuse(respond, code, message),
+            };
+            match answer.result {
+                Some(Answer::Decision(decision)) => reply(&mut respond, frame(&decision)),
+                Some(Answer::Error(error)) => refuse(respond, error.code, &error.message),
+                None => reply(&mut respond, frame(&pb::CheckOrderResponse::default())),
+            }
+        }
+        "Heartbeat" => {
+            seen.heartbeats
+                .push(pb::HeartbeatRequest::decode(message.as_slice()).unwrap());
+            reply(
+                &mut respond,
+                frame(&pb::HeartbeatResponse {
+                    state: pb::State::Armed as i32,
+                    state_version: 1,
+                }),
+            );
+        }
+        "ReportFill" => {
+            let fill = pb::ReportFillRequest::decode(message.as_slice()).unwrap();
+            let answer = pb::ReportFillResponse {
+                position: fill.quantity,
+                ..Default::default()
+            };
+            seen.fills.push(fill);
+            reply(&mut respond, frame(&answer));
+        }
+        "ReportOrderUpdate" => {
+            seen.updates
+                .push(pb::ReportOrderUpdateRequest::decode(message.as_slice()).unwrap());
+            reply(
+                &mut respond,
+                frame(&pb::ReportOrderUpdateResponse { known: true }),
+            );
+        }
+        "SyncPositions" => {
+            let sync = pb::SyncPositionsRequest::decode(message.as_slice()).unwrap();
+            let answer = pb::SyncPositionsResponse {
+                positions: sync.positions.len() as u32,
+                working_orders: 0,
+            };
+            seen.syncs.push(sync);
+            reply(&mut respond, frame(&answer));
+        }
+        _ => {
+            drop(seen);
+            refuse(respond, 12, "not in the fake")
+        }
+    }
+}
+
+/// Answers checks in request order, as the sidecar does, by the test's script.
+async fn check_stream(mut body: h2::RecvStream, mut respond: Respond, state: Arc<FakeState>) {
+    let mut send = if state.headers_first {
+        let Ok(send) = respond.send_response(headers(None), false) else {
+            return;
+        };
+        Some(send)
+    } else {
+        None
+    };
+    let mut buffer = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buffer.extend_from_slice(&chunk);
+        while let Some(message) = take_message(&mut buffer) {
+            let request = pb::CheckOrderStreamRequest::decode(message.as_slice()).unwrap();
+            state
+                .seen
+                .lock()
+                .unwrap()
+                .coids
+                .push(coid(&request).to_string());
+            let script = state.script.lock().unwrap().clone();
+            let action = script(&request);
+            if send.is_none() {
+                let Ok(opened) = respond.send_response(headers(None), false) else {
+                    return;
+                };
+                send = Some(opened);
+            }
+            let send = send.as_mut().unwrap();
+            match action {
+                Action::Answer(answer) => {
+                    let _ = send.send_data(frame(&answer), false);
+                }
+                Action::Delay(delay, answer) => {
+                    tokio::time::sleep(delay).await;
+                    let _ = send.send_data(frame(&answer), false);
+                }
+                Action::Silence => {}
+                Action::End(code, message) => {
+                    let _ = send.send_trailers(trailers(code, message));
+                    return;
+                }
+            }
+        }
+    }
+    match send {
+        Some(mut send) => {
+            let _ = send.send_trailers(trailers(0, ""));
+        }
+        None => refuse(respond, 0, ""),
+    }
+}
+
+fn client(fake: &Fake) -> Client {
+    Client::builder(fake.target())
+        .deadline(GENEROUS)
+        .build()
+        .unwrap()
+}
+
+fn order(coid: &str) -> Order {
+    Order::new("acc-1", "momo", "AAPL", Side::Buy, 1.0, 100.0).with_client_order_id(coid)
+}
+
+#[tokio::test]
+async fn allows_and_matches_answers_to_checks() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    client.connect(GENEROUS).await.unwrap();
+    for n in 1..=3 {
+        let verdict = client.check(order(&format!("c-{n}"))).await;
+        assert!(verdict.allowed, "{verdict:?}");
+        assert_eq!(verdict.cause, None);
+        assert_eq!(verdict.reason, DecisionReason::Allowed);
+        assert_eq!(verdict.reason_name(), "ALLOWED");
+        assert_eq!(verdict.decision_id, format!("d-c-{n}"));
+        assert_eq!(verdict.client_order_id, format!("c-{n}"));
+        assert_eq!(verdict.state_version, 7);
+    }
+    assert_eq!(client.streams_opened(), 1);
+    assert!(client.failures().is_empty());
+    assert!(client.is_connected());
+}
+
+#[tokio::test]
+async fn makes_up_client_order_ids() {
+    let fake = Fake::tcp(allow).await;
+    let (one, two) = (client(&fake), client(&fake));
+    let first = one.check(order("")).await;
+    let second = one.check(order("")).await;
+    let other = two.check(order("")).await;
+    for verdict in [&first, &second, &other] {
+        assert!(verdict.allowed, "{verdict:?}");
+        let (prefix, n) = verdict.client_order_id.split_once('-').unwrap();
+        assert_eq!(prefix.len(), 12);
+        assert!(prefix.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(n.parse::<u64>().is_ok());
+        assert_eq!(
+            verdict.decision_id,
+            format!("d-{}", verdict.client_order_id)
+        );
+    }
+    assert_ne!(first.client_order_id, second.client_order_id);
+    assert_ne!(
+        first.client_order_id.split('-').next(),
+        other.client_order_id.split('-').next()
+    );
+    let sent = fake.seen(|s| s.coids.clone());
+    assert_eq!(
+        sent,
+        [&first, &second, &other].map(|v| v.client_order_id.clone())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_checks_in_flight_from_many_tasks() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    client.connect(GENEROUS).await.unwrap();
+    let mut tasks = JoinSet::new();
+    for task in 0..16 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for n in 0..25 {
+                let coid = format!("t{task}-{n}");
+                let verdict = client.check(order(&coid)).await;
+                assert!(verdict.allowed, "{verdict:?}");
+                assert_eq!(verdict.decision_id, format!("d-{coid}"));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(client.streams_opened(), 1);
+    assert_eq!(fake.seen(|s| s.coids.len()), 400);
+}
+
+#[tokio::test]
+async fn a_denial_by_the_sidecar_is_not_a_failure() {
+    let fake = Fake::tcp(|request| {
+        let mut answer = decision(request, DecisionReason::ScopeTripped);
+        if let Some(Answer::Decision(d)) = &mut answer.result {
+            d.blocking_scope = Some(pb::Scope {
+                kind: pb::ScopeKind::Strategy as i32,
+                id: "momo".into(),
+            });
+        }
+        Action::Answer(answer)
+    })
+    .await;
+    let client = client(&fake);
+    let verdict = client.check(order("c-1")).await;
+    assert!(!verdict.allowed);
+    assert!(!verdict.failed_closed());
+    assert_eq!(verdict.reason_name(), "SCOPE_TRIPPED");
+    assert_eq!(verdict.blocking_scope, "STRATEGY:momo");
+    assert_eq!(cli::line(&verdict), "DENIED SCOPE_TRIPPED denied c-1");
+    assert!(client.failures().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_answers_fail_closed() {
+    fn with(request: &pb::CheckOrderStreamRequest, allowed: bool, reason: i32) -> Action {
+        let mut answer = decision(request, DecisionReason::Allowed);
+        if let Some(Answer::Decision(d)) = &mut answer.result {
+            d.allowed = allowed;
+            d.reason = reason;
+        }
+        Action::Answer(answer)
+    }
+    let fake = Fake::tcp(|request| match coid(request) {
+        "unknown-reason" => with(request, false, 99),
+        "unknown-reason-allowed" => with(request, true, 99),
+        "unspecified" => with(request, false, 0),
+        "allowed-but-tripped" => with(request, true, DecisionReason::ScopeTripped as i32),
+        "denied-but-allowed" => with(request, false, DecisionReason::Allowed as i32),
+        "empty" => Action::Answer(pb::CheckOrderStreamResponse {
+            request_id: request.request_id,
+            result: None,
+        }),
+        _ => allow(request),
+    })
+    .await;
+    let client = client(&fake);
+    let cases = [
+        "unknown-reason",
+        "unknown-reason-allowed",
+        "unspecified",
+        "allowed-but-tripped",
+        "denied-but-allowed",
+        "empty",
+    ];
+    for case in cases {
+        let verdict = client.check(order(case)).await;
+        assert!(!verdict.allowed, "{case}: {verdict:?}");
+        assert_eq!(verdict.cause, Some(Cause::Malformed), "{case}: {verdict:?}");
+        assert_eq!(verdict.reason_name(), "CLIENT_FAIL_CLOSED");
+        assert_eq!(verdict.client_order_id, case);
+        assert!(
+            cli::line(&verdict).starts_with("DENIED CLIENT_FAIL_CLOSED malformed: "),
+            "{verdict:?}"
+        );
+    }
+    // A malformed decision denies that check only: the stream is still trusted.
+    assert!(client.check(order("fine")).await.allowed);
+    assert_eq!(client.streams_opened(), 1);
+    assert_eq!(
+        client.failures().get(&Cause::Malformed),
+        Some(&(cases.len() as u64))
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_request_id_breaks_the_stream() {
+    let fake = Fake::tcp(|request| {
+        let mut answer = decision(request, DecisionReason::Allowed);
+        if coid(request) == "misnumbered" {
+            answer.request_id += 1000;
+        }
+        Action::Answer(answer)
+    })
+    .await;
+    let client = client(&fake);
+    assert!(client.check(order("before")).await.allowed);
+    let verdict = client.check(order("misnumbered")).await;
+    assert!(!verdict.allowed, "{verdict:?}");
+    assert_eq!(verdict.cause, Some(Cause::Malformed));
+    assert!(verdict.message.contains("expected"), "{verdict:?}");
+    // Never believed again: the next check goes to a new stream.
+    let after = client.check(order("after")).await;
+    assert!(after.allowed, "{after:?}");
+    assert_eq!(client.streams_opened(), 2);
+    assert_eq!(fake.state.streams.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_error_names_the_field() {
+    let fake = Fake::tcp(|request| {
+        Action::Answer(pb::CheckOrderStreamResponse {
+            request_id: request.request_id,
+            result: Some(Answer::Error(pb::RequestError {
+                code: 3,
+                field: "order.quantity".into(),
+                message: "order.quantity must be positive".into(),
+            })),
+        })
+    })
+    .await;
+    let client = client(&fake);
+    let verdict = client.check(order("c-1")).await;
+    assert_eq!(verdict.cause, Some(Cause::RequestError));
+    assert_eq!(verdict.field, "order.quantity");
+    assert_eq!(
+        cli::line(&verdict),
+        "DENIED CLIENT_FAIL_CLOSED request_error: order.quantity must be positive"
+    );
+    assert_eq!(client.streams_opened(), 1);
+}
+
+#[tokio::test]
+async fn a_missed_deadline_fails_closed_and_the_late_answer_is_dropped() {
+    let fake = Fake::tcp(|request| match coid(request) {
+        "slow" => Action::Delay(
+            Duration::from_millis(300),
+            decision(request, DecisionReason::Allowed),
+        ),
+        _ => allow(request),
+    })
+    .await;
+    let client = Client::builder(fake.target())
+        .deadline(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    client.connect(GENEROUS).await.unwrap();
+    let started = Instant::now();
+    let verdict = client.check(order("slow")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(verdict.cause, Some(Cause::Deadline), "{verdict:?}");
+    assert!(!verdict.allowed);
+    assert!(
+        elapsed >= Duration::from_millis(20) && elapsed < Duration::from_millis(250),
+        "{elapsed:?}"
+    );
+    // The next check waits behind the late answer (in order), which goes nowhere.
+    let next = client.check_with_deadline(order("next"), GENEROUS).await;
+    assert!(next.allowed, "{next:?}");
+    assert_eq!(next.decision_id, "d-next");
+    assert_eq!(client.streams_opened(), 1);
+    assert_eq!(client.failures().get(&Cause::Deadline), Some(&1));
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_replaced() {
+    let fake = Fake::tcp(|_| Action::Silence).await;
+    let client = Client::builder(fake.target())
+        .deadline(Duration::from_millis(20))
+        .stall_after(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    client.connect(GENEROUS).await.unwrap();
+    let started = Instant::now();
+    while client.streams_opened() < 2 {
+        let verdict = client.check(order("")).await;
+        assert!(!verdict.allowed);
+        assert!(started.elapsed() < GENEROUS, "never replaced");
+    }
+    fake.script(allow);
+    let started = Instant::now();
+    loop {
+        let verdict = client
+            .check_with_deadline(order(""), Duration::from_secs(1))
+            .await;
+        if verdict.allowed {
+            break;
+        }
+        assert!(started.elapsed() < GENEROUS, "{verdict:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_sidecar_fails_closed_within_the_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::new(format!("127.0.0.1:{port}")).unwrap();
+    let error = client
+        .connect(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::NotReached(_)), "{error:?}");
+    for _ in 0..5 {
+        let started = Instant::now();
+        let verdict = client.check(order("")).await;
+        let elapsed = started.elapsed();
+        assert!(verdict.failed_closed() && !verdict.allowed, "{verdict:?}");
+        assert!(
+            matches!(verdict.cause, Some(Cause::Unavailable | Cause::Deadline)),
+            "{verdict:?}"
+        );
+        assert!(elapsed < Duration::from_millis(100), "{elapsed:?}");
+        assert!(cli::line(&verdict).starts_with("DENIED CLIENT_FAIL_CLOSED "));
+    }
+    let unary = client.check_unary(order("")).await;
+    assert!(unary.failed_closed(), "{unary:?}");
+    assert!(!client.is_connected());
+}
+
+#[tokio::test]
+async fn a_broken_stream_fails_its_checks_and_is_replaced() {
+    let fake = Fake::tcp(|request| match coid(request) {
+        "boom" => Action::End(13, "internal error"),
+        _ => allow(request),
+    })
+    .await;
+    let client = client(&fake);
+    assert!(client.check(order("before")).await.allowed);
+    let verdict = client.check(order("boom")).await;
+    assert_eq!(verdict.cause, Some(Cause::StreamBroken), "{verdict:?}");
+    let after = client.check(order("after")).await;
+    assert!(after.allowed, "{after:?}");
+    assert_eq!(client.streams_opened(), 2);
+}
+
+#[tokio::test]
+async fn a_restarted_sidecar_is_found_again() {
+    let mut fake = Fake::tcp(allow).await;
+    let client = Client::builder(fake.target()).build().unwrap(); // the 5 ms default
+    client.connect(GENEROUS).await.unwrap();
+    assert!(
+        client
+            .check_with_deadline(order(""), GENEROUS)
+            .await
+            .allowed
+    );
+    fake.kill().await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let verdict = client.check(order("")).await;
+        assert!(verdict.failed_closed(), "{verdict:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.start().await;
+    let started = Instant::now();
+    loop {
+        let verdict = client
+            .check_with_deadline(order(""), Duration::from_secs(1))
+            .await;
+        if verdict.allowed {
+            break;
+        }
+        assert!(verdict.failed_closed(), "{verdict:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(client.streams_opened() >= 2);
+    let failures = client.failures();
+    assert!(failures.values().sum::<u64>() >= 3, "{failures:?}");
+}
+
+#[tokio::test]
+async fn the_bearer_token_goes_with_every_call() {
+    let fake = Fake::with(Listen::Tcp(0), Some("sekret"), true, Arc::new(allow)).await;
+    let client = Client::builder(fake.target())
+        .deadline(GENEROUS)
+        .token("sekret")
+        .build()
+        .unwrap();
+    assert!(client.check(order("c-1")).await.allowed);
+    assert!(client.check_unary(order("c-2")).await.allowed);
+    let scope = crate::parse_scope("STRATEGY:momo").unwrap();
+    client
+        .heartbeat("ex-1", scope, Duration::from_secs(1), false)
+        .await
+        .unwrap();
+    let sent = fake.seen(|s| s.authorization.clone());
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|a| a == "Bearer sekret"), "{sent:?}");
+
+    let anonymous = client_without_token(&fake);
+    let refused = anonymous
+        .connect(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::NotReached(why) if why.contains("UNAUTHENTICATED")),
+        "{refused:?}"
+    );
+    let verdict = anonymous.check(order("c-3")).await;
+    assert_eq!(verdict.cause, Some(Cause::Refused), "{verdict:?}");
+    assert!(verdict.message.contains("UNAUTHENTICATED"), "{verdict:?}");
+    let unary = anonymous.check_unary(order("c-4")).await;
+    assert_eq!(unary.cause, Some(Cause::Refused), "{unary:?}");
+    let error = anonymous.report_fill(Fill::default()).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+}
+
+fn client_without_token(fake: &Fake) -> Client {
+    Client::builder(fake.target())
+        .deadline(GENEROUS)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_unary_check_fails_closed_by_the_same_rules() {
+    let fake = Fake::tcp(|request| match coid(request) {
+        "slow" => Action::Delay(
+            Duration::from_millis(300),
+            decision(request, DecisionReason::Allowed),
+        ),
+        "tripped-but-allowed" => {
+            let mut answer = decision(request, DecisionReason::ScopeTripped);
+            if let Some(Answer::Decision(d)) = &mut answer.result {
+                d.allowed = true;
+            }
+            Action::Answer(answer)
+        }
+        "bad" => Action::Answer(pb::CheckOrderStreamResponse {
+            request_id: 0,
+            result: Some(Answer::Error(pb::RequestError {
+                code: 3,
+                field: "order.price".into(),
+                message: "bad price".into(),
+            })),
+        }),
+        "gone" => Action::End(14, "shutting down"),
+        _ => allow(request),
+    })
+    .await;
+    let client = client(&fake);
+    let allowed = client.check_unary(order("ok")).await;
+    assert!(allowed.allowed, "{allowed:?}");
+    assert_eq!(allowed.decision_id, "d-ok");
+    let malformed = client.check_unary(order("tripped-but-allowed")).await;
+    assert_eq!(malformed.cause, Some(Cause::Malformed), "{malformed:?}");
+    let bad = client.check_unary(order("bad")).await;
+    assert_eq!(bad.cause, Some(Cause::RequestError), "{bad:?}");
+    let gone = client.check_unary(order("gone")).await;
+    assert_eq!(gone.cause, Some(Cause::Unavailable), "{gone:?}");
+    let started = Instant::now();
+    let slow = client
+        .check_unary_with_deadline(order("slow"), Duration::from_millis(20))
+        .await;
+    assert_eq!(slow.cause, Some(Cause::Deadline), "{slow:?}");
+    assert!(started.elapsed() < Duration::from_millis(250));
+    assert!(!malformed.allowed && !bad.allowed && !gone.allowed && !slow.allowed);
+}
+
+#[tokio::test]
+async fn fills_updates_and_snapshots_are_reported() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let verdict = client.check(order("")).await;
+    let fill = client
+        .report_fill(Fill {
+            account: "acc-1".into(),
+            strategy: "momo".into(),
+            symbol: "AAPL".into(),
+            side: Side::Buy,
+            quantity: 0.5,
+            price: 100.0,
+            client_order_id: verdict.client_order_id.clone(),
+            fill_id: "exec-1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(fill.position, 0.5);
+    let open = OrderUpdate {
+        account: "acc-1".into(),
+        client_order_id: verdict.client_order_id.clone(),
+        status: OrderStatus::Open,
+        remaining_quantity: 0.5,
+    };
+    assert!(
+        client
+            .report_order_update(open.clone())
+            .await
+            .unwrap()
+            .known
+    );
+    client
+        .report_order_update(OrderUpdate {
+            status: OrderStatus::Cancelled,
+            ..open
+        })
+        .await
+        .unwrap();
+    let position = pb::Position {
+        strategy: "momo".into(),
+        symbol: "AAPL".into(),
+        quantity: 0.5,
+        mark_price: 100.0,
+    };
+    let snapshot = Snapshot {
+        account: "acc-1".into(),
+        equity: 1e6,
+        positions: vec![position],
+        open_orders: vec![],
+        open_orders_complete: true,
+    };
+    assert_eq!(client.sync_positions(snapshot).await.unwrap().positions, 1);
+    fake.seen(|seen| {
+        assert_eq!(seen.fills[0].client_order_id, verdict.client_order_id);
+        assert_eq!(seen.fills[0].fill_id, "exec-1");
+        assert_eq!(seen.fills[0].side, Side::Buy as i32);
+        assert_eq!(seen.updates[0].status, OrderStatus::Open as i32);
+        assert_eq!(seen.updates[0].remaining_quantity, Some(0.5));
+        assert_eq!(seen.updates[1].status, OrderStatus::Cancelled as i32);
+        assert_eq!(seen.updates[1].remaining_quantity, None);
+        assert!(seen.syncs[0].open_orders_complete);
+    });
+}
+
+#[tokio::test]
+async fn the_heartbeat_beats_until_stopped_and_deregisters() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    let config = HeartbeatConfig::new("executor-1", scope.clone(), Duration::from_millis(300));
+    let heartbeater = client.start_heartbeat(config).await.unwrap();
+    assert_eq!(heartbeater.state(), Some(pb::State::Armed));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    heartbeater.stop().await.unwrap();
+    let beats = fake.seen(|s| s.heartbeats.clone());
+    assert!(beats.len() >= 3, "{beats:?}");
+    let (last, before) = beats.split_last().unwrap();
+    assert!(last.deregister);
+    assert!(before
+        .iter()
+        .all(|b| !b.deregister && b.ttl_ms == 300 && b.executor_id == "executor-1"));
+    assert_eq!(last.scope.as_ref(), Some(&scope));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        fake.seen(|s| s.heartbeats.len()),
+        beats.len(),
+        "beats after stop"
+    );
+
+    let invalid = HeartbeatConfig::new("executor-1", scope, Duration::ZERO);
+    assert!(client.start_heartbeat(invalid).await.is_err());
+}
+
+#[tokio::test]
+async fn over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("ess-client-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = Fake::with(
+        Listen::Unix(dir.join("ess.sock")),
+        None,
+        true,
+        Arc::new(allow),
+    )
+    .await;
+    assert!(fake.target().starts_with("unix:/"));
+    let client = Client::builder(fake.target())
+        .deadline(GENEROUS)
+        .build()
+        .unwrap();
+    client.connect(GENEROUS).await.unwrap();
+    assert!(client.check(order("c-1")).await.allowed);
+    assert!(client.check_unary(order("c-2")).await.allowed);
+    drop(fake);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn connect_reports_reached_without_headers_once_connected() {
+    let fake = Fake::with(Listen::Tcp(0), None, false, Arc::new(allow)).await;
+    let client = client(&fake);
+    let started = Instant::now();
+    client.connect(Duration::from_millis(300)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(client.check(order("c-1")).await.allowed);
+}
+
+#[tokio::test]
+async fn a_closed_client_denies() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    assert!(client.check(order("")).await.allowed);
+    let clone = client.clone();
+    client.close().await;
+    for verdict in [
+        clone.check(order("")).await,
+        clone.check_unary(order("")).await,
+    ] {
+        assert_eq!(verdict.cause, Some(Cause::ClientError), "{verdict:?}");
+    }
+    assert_eq!(clone.connect(GENEROUS).await, Err(Error::Closed));
+}
+
+#[tokio::test]
+async fn bad_options_are_refused() {
+    assert!(matches!(
+        Client::new("nowhere"),
+        Err(Error::InvalidTarget(_))
+    ));
+    assert!(matches!(
+        Client::builder("127.0.0.1:1")
+            .deadline(Duration::ZERO)
+            .build(),
+        Err(Error::InvalidOption(_))
+    ));
+    assert!(matches!(
+        Client::builder("127.0.0.1:1").token("bad\ntoken").build(),
+        Err(Error::InvalidOption(_))
+    ));
+    let missing = Client::builder("127.0.0.1:1").tls_files(
+        Some("/nonexistent/ca.pem"),
+        None::<&str>,
+        None::<&str>,
+        None::<&str>,
+    );
+    assert!(matches!(missing.build(), Err(Error::Tls(_))));
+}
+
+#[test]
+fn no_client_outside_a_runtime() {
+    assert!(matches!(
+        Client::new("127.0.0.1:1"),
+        Err(Error::InvalidOption(_))
+    ));
+}
+
+#[test]
+fn lines_and_names() {
+    let mut verdict = crate::Verdict::failed(Cause::Deadline, "no answer\nwithin  5ms");
+    assert_eq!(
+        cli::line(&verdict),
+        "DENIED CLIENT_FAIL_CLOSED deadline: no answer within 5ms"
+    );
+    verdict = crate::Verdict {
+        allowed: true,
+        cause: None,
+        reason: DecisionReason::Allowed,
+        decision_id: "d-1".into(),
+        ..verdict
+    };
+    assert_eq!(cli::line(&verdict), "ALLOWED d-1");
+    assert_eq!(
+        crate::scope_string(&pb::Scope {
+            kind: pb::ScopeKind::Global as i32,
+            id: String::new()
+        }),
+        "GLOBAL"
+    );
+    assert_eq!(
+        crate::parse_scope("GLOBAL").map(|s| s.kind),
+        Some(pb::ScopeKind::Global as i32)
+    );
+    assert_eq!(crate::parse_scope("bogus:x"), None);
+    assert_eq!(crate::parse_scope("ACCOUNT:"), None);
+    assert_eq!(crate::parse_side("SIDE_SELL"), Some(Side::Sell));
+    assert_eq!(crate::parse_side("hold"), None);
+    assert_eq!(
+        Cause::ALL.map(Cause::as_str).join(","),
+        "deadline,unavailable,stream_broken,request_error,malformed,refused,client_error"
+    );
+    assert_eq!(
+        crate::verdict::failure_of(&tonic::Status::deadline_exceeded("x")).message,
+        "DEADLINE_EXCEEDED: x"
+    );
+}
