@@ -2103,7 +2103,11 @@ export const GuardService: GenService<{
   /**
    * Kill switch for a scope. Idempotent: triggering a scope an operator already halted
    * changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
-   * trigger is recorded as the operator's own, with its directives; it never loosens.
+   * trigger is recorded as the operator's own, with its directives; it never loosens. It
+   * is never refused for what comes with it: only the scope must be valid. The reason is
+   * sanitised (control characters escaped) and cut to 1024 characters; an unknown mode
+   * halts, an unknown reason_code is USER_INITIATED, unknown directives are left out,
+   * each noted in the recorded reason.
    *
    * @generated from rpc ess.v1.GuardService.Trigger
    */
