@@ -30,10 +30,14 @@ run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/e
 	$(BIN)/ess-sidecar serve
 
 clients: $(VENV)/.installed node_modules/.installed  ## build each client's ess-check, ess-smoke, ess-bench
-	@set -e; for lang in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$lang; done
+	@set -e; for lang in $(CLIENTS); do start=$$(date +%s); \
+	  $(MAKE) --no-print-directory -C clients/$$lang; \
+	  echo "clients/$$lang built in $$(( $$(date +%s) - start )) s"; done
 
 test-clients: clients  ## each client's own unit tests, in its ecosystem's runner
-	@set -e; for lang in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$lang test; done
+	@set -e; for lang in $(CLIENTS); do start=$$(date +%s); \
+	  $(MAKE) --no-print-directory -C clients/$$lang test; \
+	  echo "clients/$$lang tested in $$(( $$(date +%s) - start )) s"; done
 
 test: install tools clients  ## install everything and run every test
 	$(MAKE) --no-print-directory test-clients
