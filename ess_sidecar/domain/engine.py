@@ -23,7 +23,7 @@ from .book import AccountBook, Book
 from .ids import canonical_id
 from .lifecycle import FillOutcome, apply_fill, apply_update, sync_account
 from .limits import OrderRate
-from .orders import MAX_QUANTITY, Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
+from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
     check_positive, validate_fill, validate_open_order, validate_order, validate_snapshot, \
     validate_update
 from .planner import Plan

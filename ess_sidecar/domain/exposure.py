@@ -32,11 +32,6 @@ from .orders import Order, Side
 REPRESENTABLE = 1e-6
 
 
-def sides(order: Order) -> tuple[float, float]:
-    """(buy, sell): the order as extra working quantity."""
-    return (order.quantity, 0.0) if order.side is Side.BUY else (0.0, order.quantity)
-
-
 def reduces(order: Order, book: AccountBook) -> bool:
     """REDUCE_ONLY's test: reduces the net and the strategy's position without crossing."""
     net, leg = book.nets.get(order.symbol), book.legs.get((order.strategy, order.symbol))

@@ -97,19 +97,10 @@ class OrderLedger:
     # -- changing ----------------------------------------------------------------------------
 
     def reserve(self, order: Order, now: float, decision_id: str) -> OrderRecord:
-        """Record an allowed order as working; its quantity counts at once. (The hot path
-        of an allowed check: kept to plain lookups.)"""
-        account, client_order_id = order.account, order.client_order_id
-        record = OrderRecord(account, client_order_id, order.strategy, order.symbol,
-                             order.side, order.quantity, order.price, now, decision_id,
-                             remaining=order.quantity)
-        self.records[(account, client_order_id)] = record
-        working = self._working.get(account)
-        if working is None:
-            working = self._working[account] = {}
-        working[client_order_id] = record
-        _bump(self.per_strategy, (account, order.strategy), 1)
-        self._legs_reserve(record)
+        """Record an allowed order as working; its quantity counts at once."""
+        record = self._track(OrderRecord(
+            order.account, order.client_order_id, order.strategy, order.symbol, order.side,
+            order.quantity, order.price, now, decision_id, remaining=order.quantity))
         if self._count_identical:
             key = _identity(order)
             self._identical[key] = self._identical.get(key, 0) + 1
@@ -118,12 +109,16 @@ class OrderLedger:
 
     def adopt(self, account: str, order: OpenOrder, now: float, decision_id: str) -> None:
         """Count an open order the sidecar did not allow (a snapshot listed it)."""
-        record = OrderRecord(account, order.client_order_id, order.strategy, order.symbol,
-                             order.side, order.remaining_quantity, order.price, now,
-                             decision_id, remaining=order.remaining_quantity)
-        self.records[(account, order.client_order_id)] = record
+        self._track(OrderRecord(account, order.client_order_id, order.strategy, order.symbol,
+                                order.side, order.remaining_quantity, order.price, now,
+                                decision_id, remaining=order.remaining_quantity))
+
+    def _track(self, record: OrderRecord) -> OrderRecord:
+        """Remember a new working order and reserve its quantity in its legs."""
+        self.records[(record.account, record.client_order_id)] = record
         self._count(record, +1)
         self._legs_reserve(record)
+        return record
 
     def grow(self, record: OrderRecord, quantity: float) -> None:
         """A snapshot says more remains than reserved: reserve (and allow) that much more."""

@@ -9,9 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
-from ess_sidecar.domain.exposure import sides as sides_of
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
-from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition, TriggerMode, TriggerReason
@@ -210,7 +208,8 @@ class GuardMachine(RuleBasedStateMachine):
     @rule(candidate=orders)
     def check(self, candidate):
         book = self.engine.book.account(candidate.account)
-        buy, sell = sides_of(candidate)
+        buy, sell = (candidate.quantity, 0.0) if candidate.side is Side.BUY \
+            else (0.0, candidate.quantity)
         legs = (book.net(candidate.symbol), book.leg(candidate.strategy, candidate.symbol))
         grows = any(leg.worst(buy, sell) > leg.worst() for leg in legs)
         decision = self.engine.check(candidate, self.now)

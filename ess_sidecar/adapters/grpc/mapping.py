@@ -114,10 +114,6 @@ def trigger_reason_from_proto(value: int) -> TriggerReason:
                            default=TriggerReason.USER_INITIATED)
 
 
-def directives_from_proto(values: list[int]) -> tuple[Directive, ...]:
-    return tuple(enum_from_proto(Directive, v, f"directives[{i}]") for i, v in enumerate(values))
-
-
 def trigger_from_proto(m: pb.TriggerRequest) -> tuple[Scope, TriggerMode, str, TriggerReason,
                                                      tuple[Directive, ...]]:
     """A kill switch never refuses to stop because of what comes with it: only the scope
