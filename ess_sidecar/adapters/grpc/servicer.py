@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
