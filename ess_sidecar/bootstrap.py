@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
+from .adapters.storage.journal import FileJournal
 from .adapters.storage.sqlite import SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
-from .ports import AlertSink, Clock, NoAlerts, StateStore, StoredState, SystemClock
+from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
+    StoredState, SystemClock
+from .recovery import reconcile, replay
 from .service import Guard
 from .settings import Settings
 from .watch import Subscribers
@@ -31,12 +34,26 @@ class App:
     store: StateStore
     alerts: AlertSink
     principals: Principals | None  # None: authentication off
+    journal: Journal
     observability: Observability | None = None  # None: telemetry.enabled = false
 
 
 def open_store(settings: Settings) -> StateStore:
     """The configured store: SQLite, the embedded default."""
     return SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
+
+
+def open_journal(settings: Settings) -> Journal:
+    """The journal beside the SQLite store: `<store.path>.journal`."""
+    return FileJournal(f"{settings.store.path}.journal", settings.store.journal_sync_interval_s)
+
+
+def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:
+    """The journal and its entries, or no journal and why it cannot be read."""
+    try:
+        return journal, journal.load(), ""
+    except StoreUnavailable as error:
+        return NoJournal(), [], str(error)
 
 
 def open_principals(settings: Settings) -> Principals | None:
@@ -74,24 +91,38 @@ def open_observability(settings: Settings,
 
 
 def build(settings: Settings, clock: Clock | None = None, store: StateStore | None = None,
-          span_exporters: Sequence[Any] = ()) -> App:
-    """Load the latched state and wire the guard. An unreadable store starts the sidecar
-    with GLOBAL tripped (in memory) and the reason, rather than not at all. Spans also go
-    to `span_exporters` (tests)."""
+          span_exporters: Sequence[Any] = (), journal: Journal | None = None) -> App:
+    """Load the latched state, replay the journal and wire the guard. An unreadable or
+    damaged store or journal starts the sidecar with GLOBAL tripped (in memory) and the
+    reason, rather than not at all. Spans also go to `span_exporters` (tests)."""
     clock = clock or SystemClock()
     principals = open_principals(settings)  # first: a bad tokens file opens nothing
     observed = open_observability(settings, span_exporters)
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
     store, stored = load(lambda: store or open_store(settings))
+    journal, entries, unreadable = load_journal(journal or open_journal(settings))
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
-                  observed.telemetry if observed else None)
+                  observed.telemetry if observed else None, journal)
+    problem = unreadable or restore(engine, store, stored, entries, clock.now())
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
-        guard.fail_closed(store.reason)
-    else:
-        engine.heartbeats.restore(stored.registrations, clock.now())
-        engine.restore(stored.current, stored.version, clock.now())
-        log.info("state loaded: version %d, %d scope(s) not ARMED",
-                 stored.version, len(stored.current))
-    return App(settings, guard, store, alerts, principals, observed)
+        problem = store.reason
+    if problem:
+        guard.fail_closed(problem)
+    journal.start()
+    return App(settings, guard, store, alerts, principals, journal, observed)
+
+
+def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
+            entries: list[JournalEntry], now: float) -> str:
+    """Replay the journal and reconcile it with the store; what is wrong, or ""."""
+    try:
+        replay(engine, entries)
+        if stored is not None:
+            reconcile(engine, store, stored, now)
+    except StoreUnavailable as error:
+        return str(error)
+    log.info("state loaded: version %d, %d journal entries, %d scope(s) not ARMED",
+             engine.version, len(entries), len(engine.restricted()))
+    return ""

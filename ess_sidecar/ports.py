@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .domain.breakers import Metric
+from .domain.commands import Command
 from .domain.decisions import Decision
 from .domain.scopes import Scope
 from .domain.states import Transition
@@ -66,6 +67,56 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the store; later calls may fail."""
+
+
+JournalEntry = tuple[Command | None, tuple[Transition, ...]]
+
+
+class Journal(abc.ABC):
+    """The commands that changed the engine's memory, in order, with the transitions each
+    caused (domain/commands.py): replayed on start-up, they restore it exactly."""
+
+    @abc.abstractmethod
+    def load(self) -> list[JournalEntry]:
+        """Every entry, oldest first, verified; then ready to record. Raises
+        StoreUnavailable (a subclass when the journal is damaged)."""
+
+    @abc.abstractmethod
+    def record(self, command: Command | None, transitions: Sequence[Transition] = ()) -> None:
+        """Append one entry; it survives a crash of this process once this returns.
+        Raises StoreUnavailable; then nothing was recorded."""
+
+    @abc.abstractmethod
+    def sync(self) -> None:
+        """Make everything recorded so far durable on disk (fsync). Raises
+        StoreUnavailable."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Begin syncing in the background."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Sync what is recorded and release the journal."""
+
+
+class NoJournal(Journal):
+    """Memory only: a restart forgets the book (tests of other parts, in process)."""
+
+    def load(self) -> list[JournalEntry]:
+        return []
+
+    def record(self, command: Command | None, transitions: Sequence[Transition] = ()) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class AlertSink(abc.ABC):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric
+from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
+    OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
 from .domain.errors import InvalidArgument, ResetRefused, ResyncRequired, StoreUnavailable
@@ -19,7 +21,8 @@ from .domain.planner import Plan
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from .ports import AlertSink, Clock, EventQuery, NoAlerts, NoTelemetry, StateStore, Telemetry
+from .ports import AlertSink, Clock, EventQuery, Journal, NoAlerts, NoJournal, NoTelemetry, \
+    StateStore, Telemetry
 from .watch import Subscribers, Subscription
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ class WatchStart:
 class Guard:
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, journal: Journal | None = None) -> None:
         self.engine = engine
         self.subscribers = subscribers
         self.alerts = alerts or NoAlerts()
@@ -70,45 +73,61 @@ class Guard:
         # so a watcher resuming across that point resyncs instead of trusting replay.
         self.epoch = ""
         self._store = store
+        self._journal = journal or NoJournal()
         self._clock = clock
 
-    # -- the hot path: no I/O, no await ---------------------------------------------------
+    # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
 
     def check(self, order: Order) -> Decision:
-        return self.engine.check(order, self._clock.now())
+        """Judge an order; an allowed one is journaled before the answer goes out."""
+        now = self._clock.now()
+        decision = self.engine.check(order, now)
+        if decision.allowed:
+            self._record(Admitted(order, now, decision.decision_id))
+        return decision
 
     # -- commands ---------------------------------------------------------------------------
 
     def report_metric(self, scope: Scope, metric: Metric, value: float,
                       actor: str = SYSTEM_ACTOR) -> Outcome:
-        plan = self.engine.plan_report(scope, metric, value, self._clock.now(), actor)
+        now = self._clock.now()
+        plan = self.engine.plan_report(scope, metric, value, now, actor)
         self.telemetry.metric_reported(metric)
-        return self._outcome(scope, self._commit(plan))
+        return self._outcome(scope, self._commit(plan, MetricReported(scope, metric, value, now)))
 
     def report_fill(self, fill: Fill, actor: str = SYSTEM_ACTOR) -> FillReport:
         """Apply a fill; one of an order the sidecar never allowed trips the account,
         durably, before this returns."""
-        plan, outcome = self.engine.plan_fill(fill, self._clock.now(), actor)
+        now = self._clock.now()
+        plan, outcome = self.engine.plan_fill(fill, now, actor)
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
-        state = self._outcome(account, self._commit(plan))
+        command = None if outcome.duplicate else FillReported(fill, now)
+        state = self._outcome(account, self._commit(plan, command))
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
                                                  "reason": outcome.unchecked})
         return FillReport(outcome, state)
 
     def report_order_update(self, update: OrderUpdate) -> bool:
-        return self.engine.update_order(update)
+        changed = self.engine.update_order(update)
+        if changed:
+            self._record(OrderUpdated(update))
+        return changed
 
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                        open_orders: list[OpenOrder] | None = None) -> int:
-        return self.engine.sync_positions(account, equity, positions, open_orders,
-                                          self._clock.now())
+        now = self._clock.now()
+        adopted = self.engine.sync_positions(account, equity, positions, open_orders, now)
+        self._record(PositionsSynced(account, equity, tuple(positions),
+                                     None if open_orders is None else tuple(open_orders), now))
+        return adopted
 
     def clear_working_orders(self, account: str, client_order_ids: list[str], reason: str,
                              actor: str) -> int:
         """An operator ends working orders by hand; logged with who and why."""
         check_text(reason, "reason", required=True)
         cleared = self.engine.clear_working_orders(account, client_order_ids)
+        self._record(OrdersCleared(account, tuple(client_order_ids)))
         log.warning("working orders cleared", extra={
             "account": account, "actor": actor, "reason": reason, "cleared": cleared,
             "client_order_ids": client_order_ids[:100]})
@@ -116,7 +135,9 @@ class Guard:
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
                   deregister: bool = False) -> Outcome:
-        changed = self.engine.heartbeat(executor_id, scope, ttl_s, self._clock.now(), deregister)
+        now = self._clock.now()
+        changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister)
+        self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister))
         if changed and deregister:
             self._durably(lambda: self._store.delete_registration(executor_id))
         elif changed:
@@ -125,13 +146,15 @@ class Guard:
 
     def trigger(self, scope: Scope, mode: TriggerMode, reason: str, reason_code: TriggerReason,
                 directives: Iterable[Directive], actor: str, drill: bool = False) -> Outcome:
+        now = self._clock.now()
         plan = self.engine.plan_trigger(scope, mode, reason, reason_code, directives, actor,
-                                        self._clock.now(), drill)
-        return self._outcome(scope, self._commit(plan))
+                                        now, drill)
+        return self._outcome(scope, self._commit(plan, Triggered(now)))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str) -> Outcome:
+        now = self._clock.now()
         try:
-            plan = self.engine.plan_reset(scope, reason, force, actor, self._clock.now())
+            plan = self.engine.plan_reset(scope, reason, force, actor, now)
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),
@@ -142,12 +165,19 @@ class Guard:
             log.warning("reset pending approval", extra={
                 "scope": str(scope), "actor": actor, "reason": reason, "forced": force,
                 "expires_at": pending.expires_at})
+            self._record(ResetAsked(scope, reason, force, actor, now))
             return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
-        return self._outcome(scope, self._commit(plan))
+        return self._outcome(scope, self._commit(plan, ResetAsked(scope, reason, force, actor,
+                                                                  now)))
 
     def run_timers(self) -> list[Transition]:
         """Stale feeds, lost heartbeats and re-arms; called periodically by the server."""
-        return self._commit(self.engine.plan_timers(self._clock.now()))
+        now = self._clock.now()
+        forgotten = self.engine.expire(now)
+        plan = self.engine.plan_timers(now)
+        if forgotten and not plan.transitions:
+            self._record(TimersRan(now))
+        return self._commit(plan, TimersRan(now))
 
     def fail_closed(self, reason: str) -> None:
         """Trip GLOBAL in memory when durability is lost (unreadable or unwritable store):
@@ -214,16 +244,32 @@ class Guard:
 
     # -- durability -------------------------------------------------------------------------
 
-    def _commit(self, plan: Plan) -> list[Transition]:
-        if plan.transitions:
-            self._durably(lambda: self._store.append(plan.transitions))
-            self.engine.apply(plan.transitions)
-            self.subscribers.publish(plan.transitions)
-            self.alerts.notify(plan.transitions)
-            self.telemetry.transitions(plan.transitions)
-            for transition in plan.transitions:
-                log.warning("transition", extra=transition_fields(transition))
+    def _commit(self, plan: Plan, command: Command | None) -> list[Transition]:
+        """Store the plan's transitions (fsync), journal the command with them, apply and
+        publish them. The journal is synced first, so on disk it is never behind the
+        store; with no transitions, the command is only journaled."""
+        if not plan.transitions:
+            if command is not None and not isinstance(command, (TimersRan, Triggered)):
+                self._record(command)
+            return plan.transitions
+        self._durably(self._journal.sync)
+        self._durably(lambda: self._store.append(plan.transitions))
+        self._durably(lambda: self._journal.record(command, plan.transitions))
+        self.engine.apply(plan.transitions)
+        self.subscribers.publish(plan.transitions)
+        self.alerts.notify(plan.transitions)
+        self.telemetry.transitions(plan.transitions)
+        for transition in plan.transitions:
+            log.warning("transition", extra=transition_fields(transition))
         return plan.transitions
+
+    def _record(self, command: Command) -> None:
+        """Journal a command that changed memory but caused no transition."""
+        try:
+            self._journal.record(command)
+        except StoreUnavailable as error:
+            self.fail_closed(f"journal write failed: {error}")
+            raise
 
     def _durably(self, write: Callable[[], None]) -> None:
         """Any failure to store (an I/O error, a version clash with another writer) leaves

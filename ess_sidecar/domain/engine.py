@@ -8,12 +8,15 @@ applied (or dropped) before the next one is made; the asyncio service does both 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from .approvals import Approvals
 from .breakers import Breakers, Metric, check_metric_value
+from .commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
+    OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .config import GuardConfig
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
@@ -28,7 +31,7 @@ from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
     validate_update
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
-from .working import OrderLedger
+from .working import OrderLedger, OrderRecord
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
 
@@ -90,14 +93,19 @@ class GuardEngine:
                                       self._rate, now, replacing)
         decision_id = f"{self.decision_prefix}-{next(self._decision_ids)}"
         if denial is None:
-            self._rate.record(order.strategy, now)
-            if replacing is not None and replacing.working:  # its later fills: the new one's
-                orders.end(replacing)
-                replacing.replaced_by = order.client_order_id
-            orders.reserve(order, now, decision_id)
+            self._admit(order, replacing, now, decision_id)
             return Decision(True, DecisionReason.ALLOWED, "", self.version, None, decision_id)
         return Decision(False, denial.reason, denial.message, self.version,
                         denial.blocking_scope, decision_id)
+
+    def _admit(self, order: Order, replacing: OrderRecord | None, now: float,
+               decision_id: str) -> None:
+        """An allowed order is working from now on, and counts toward the rate."""
+        self._rate.record(order.strategy, now)
+        if replacing is not None and replacing.working:  # its later fills: the new one's
+            self.orders.end(replacing)
+            replacing.replaced_by = order.client_order_id
+        self.orders.reserve(order, now, decision_id)
 
     def _blocking(self, order: Order) -> Transition | None:
         by_kind = self._by_kind
@@ -253,10 +261,14 @@ class GuardEngine:
             raise ResetRefused(f"{scope}: breaker condition still holds:"
                                f" {', '.join(holding)}")
 
+    def expire(self, now: float) -> int:
+        """Forget order ids, fill ids and identical-order counts past their retention;
+        how many were forgotten."""
+        limits = self.config.limits
+        return self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
+
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""
-        limits = self.config.limits
-        self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
         plan = self.plan(now)
         for scope, trip in self.breakers.stale(now):
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
@@ -320,6 +332,38 @@ class GuardEngine:
                 self.breakers.mark_stale(transition.scope)
             elif transition.breaker == "heartbeat_lost":
                 self.heartbeats.mark_lost(transition.scope, transition.time)
+
+    def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:
+        """Redo one journaled command's effects on memory, then apply the transitions it
+        caused, as they were (domain/commands.py). Raises what the command would raise
+        if the journal no longer fits this engine (then the state cannot be trusted)."""
+        match command:
+            case Admitted(order, now, decision_id):
+                order = validate_order(order)
+                replacing = self.orders.get(order.account, order.replaces_client_order_id) \
+                    if order.replaces_client_order_id else None
+                self._admit(order, replacing, now, decision_id)
+            case FillReported(fill, now):
+                apply_fill(self.book, self.orders, validate_fill(fill), now)
+            case MetricReported(scope, metric, value, now):
+                self.plan_report(scope, metric, value, now)
+            case OrderUpdated(update):
+                self.update_order(update)
+            case PositionsSynced(account, equity, positions, open_orders, now):
+                self.sync_positions(account, equity, list(positions),
+                                    None if open_orders is None else list(open_orders), now)
+            case OrdersCleared(account, client_order_ids):
+                self.clear_working_orders(account, list(client_order_ids))
+            case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister):
+                self.heartbeat(executor_id, scope, ttl_s, now, deregister)
+            case ResetAsked(scope, reason, force, actor, now):
+                with contextlib.suppress(ResetRefused):  # its transitions are what counts
+                    self.plan_reset(scope, reason, force, actor, now)  # four-eyes requests
+            case TimersRan(now):
+                self.expire(now)
+            case Triggered() | None:
+                pass
+        self.apply(transitions)
 
     def restore(self, current: Iterable[Transition], version: int, now: float) -> None:
         """Load the latched state: the latest transition of every non-ARMED scope. What

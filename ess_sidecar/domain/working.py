@@ -169,13 +169,15 @@ class OrderLedger:
                       now: float) -> None:
         self.fill_ids[(account, fill_id)] = (now, client_order_id)
 
-    def expire(self, now: float, retention_s: float, window_s: float) -> None:
+    def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
-        counts older than the window. A working order, and the fills applied to it, are
-        never forgotten."""
+        counts older than the window; how many were forgotten. A working order, and the
+        fills applied to it, are never forgotten."""
+        forgotten = 0
         times = self._identical_times
         while times and times[0][0] <= now - window_s:
             _, key = times.popleft()
+            forgotten += 1
             left = self._identical[key] - 1
             if left:
                 self._identical[key] = left
@@ -189,6 +191,8 @@ class OrderLedger:
             del records[key]
             if record.working:
                 records[key] = record  # kept, moved to the end; look past it
+            else:
+                forgotten += 1
         fill_ids = self.fill_ids
         for _ in range(len(fill_ids)):
             key, (seen, client_order_id) = next(iter(fill_ids.items()))
@@ -198,6 +202,9 @@ class OrderLedger:
             value = fill_ids.pop(key)
             if record is not None and record.working:  # a replay would count twice
                 fill_ids[key] = value
+            else:
+                forgotten += 1
+        return forgotten
 
     def _count(self, record: OrderRecord, delta: int) -> None:
         if delta > 0:

@@ -128,6 +128,8 @@ def reset(engine: GuardEngine, scope: Scope = GLOBAL, now: float = T0,
 
 
 def timers(engine: GuardEngine, now: float) -> list[Transition]:
+    """A timer run, as the service makes it: forget expired ids, then plan."""
+    engine.expire(now)
     return run(engine, engine.plan_timers(now))
 
 

@@ -11,7 +11,7 @@ from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import OpenOrder, OrderStatus, OrderUpdate, Side
 
-from .conftest import T0, fill, make_engine, order, position, run
+from .conftest import T0, fill, make_engine, order, position, run, timers
 
 ACCOUNTS, STRATEGIES, SYMBOLS = ("a1", "a2"), ("s1", "s2"), ("X", "Y")
 EQUITY, MARK = 100_000.0, 100.0
@@ -146,7 +146,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def time_passes(self, dt):
         """Only evidence ends a reservation: timers never do."""
         self.now += dt
-        run(self.engine, self.engine.plan_timers(self.now))
+        timers(self.engine, self.now)
 
     # -- the engine agrees with the model -------------------------------------------------------
 

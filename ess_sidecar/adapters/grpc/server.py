@@ -212,7 +212,10 @@ class Sidecar:
                 if self._timers is not None:
                     self._timers.cancel()
                 await self.app.alerts.stop(settings.server.grace_s)
-                self.app.store.close()
+                try:
+                    self.app.journal.close()
+                finally:
+                    self.app.store.close()
             finally:
                 await self._stop_telemetry()
                 self._stopped.set()
@@ -282,6 +285,7 @@ async def serve(app: App) -> None:
         await sidecar.start()
     except BaseException:
         with contextlib.suppress(Exception):  # the start-up error is the one to report
+            app.journal.close()
             app.store.close()  # release the state file
         raise
     loop = asyncio.get_running_loop()

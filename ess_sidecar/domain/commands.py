@@ -1,0 +1,99 @@
+"""What changed the engine's memory, as values: the journal records them, in order, and a
+restart replays them, so the book, working orders, breaker evidence, heartbeats and
+pending approvals come back exactly as they were (docs/design.md, "Restart").
+
+A command holds its inputs after validation and the clock reading it ran at. Replaying one
+redoes its effects, never its judgement: an order admitted before the restart is working
+again even if the config now in force would deny it. The transitions a command caused are
+journaled with it and applied as they were, not planned again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .breakers import Metric
+from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
+from .scopes import Scope
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An allowed CheckOrder: the order is working (and one it replaces has ended)."""
+
+    order: Order
+    now: float
+    decision_id: str
+
+
+@dataclass(frozen=True)
+class FillReported:
+    fill: Fill
+    now: float
+
+
+@dataclass(frozen=True)
+class MetricReported:
+    scope: Scope
+    metric: Metric
+    value: float
+    now: float
+
+
+@dataclass(frozen=True)
+class OrderUpdated:
+    update: OrderUpdate
+
+
+@dataclass(frozen=True)
+class PositionsSynced:
+    account: str
+    equity: float
+    positions: tuple[PositionSnapshot, ...]
+    open_orders: tuple[OpenOrder, ...] | None  # None: the snapshot did not list them
+    now: float
+
+
+@dataclass(frozen=True)
+class OrdersCleared:
+    account: str
+    client_order_ids: tuple[str, ...]  # empty: all of the account's
+
+
+@dataclass(frozen=True)
+class HeartbeatSeen:
+    executor_id: str
+    scope: Scope
+    ttl_s: float
+    now: float
+    deregister: bool = False
+
+
+@dataclass(frozen=True)
+class ResetAsked:
+    """A reset that was accepted or became a pending four-eyes request."""
+
+    scope: Scope
+    reason: str
+    force: bool
+    actor: str
+    now: float
+
+
+@dataclass(frozen=True)
+class TimersRan:
+    """A timer run that forgot expired order ids or caused transitions (most runs do
+    neither, and are not journaled)."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """An operator's trigger: its transitions are all it changed."""
+
+    now: float
+
+
+Command = (Admitted | FillReported | MetricReported | OrderUpdated | PositionsSynced
+           | OrdersCleared | HeartbeatSeen | ResetAsked | TimersRan | Triggered)

@@ -1,0 +1,144 @@
+"""The journal on a real file: what is recorded is read back exactly, and every kind of
+damage (a flipped bit, a torn or missing record, a deleted file or seal) is found on load."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ess_sidecar.adapters.storage.journal import FileJournal, JournalDamaged, _admitted, _plain
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
+    MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, \
+    Triggered
+from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
+    PositionSnapshot, Side
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerReason
+
+ORDER = Order("acc-1", "momo", "AAPL", Side.SELL, 1e-4, 123.25, True, 'co"id\u00e9', "old")
+ACCOUNT = Scope(ScopeKind.ACCOUNT, "acc-1")
+TRIP = Transition(7, 1.5, ACCOUNT, State.ARMED, State.TRIPPED, Cause.TRIGGER, "why", "op",
+                  reason_code=TriggerReason.RISK_VIOLATION,
+                  directives=(Directive(1), Directive(2)), rearm_at=None)
+EVERY_COMMAND = [
+    (Admitted(ORDER, 1.25, "d-1"), ()),
+    (FillReported(Fill("acc-1", "momo", "AAPL", Side.BUY, 3.0, 99.5, "c", "f"), 2.0), ()),
+    (MetricReported(ACCOUNT, Metric.EQUITY, 1e5, 3.0), ()),
+    (OrderUpdated(OrderUpdate("acc-1", "c", OrderStatus.OPEN, 2.0)), ()),
+    (OrderUpdated(OrderUpdate("acc-1", "c", OrderStatus.CANCELLED)), ()),
+    (PositionsSynced("acc-1", 5e4, (PositionSnapshot("momo", "AAPL", -2.0, 100.0),),
+                     (OpenOrder("c2", "momo", "AAPL", Side.BUY, 1.0, 100.0),), 4.0), ()),
+    (PositionsSynced("acc-1", 5e4, (), None, 4.5), ()),
+    (OrdersCleared("acc-1", ("a", "b")), ()),
+    (HeartbeatSeen("ex-1", GLOBAL, 5.0, 5.0, True), ()),
+    (ResetAsked(ACCOUNT, "ok", False, "op", 6.0), ()),
+    (TimersRan(7.0), (TRIP,)),
+    (Triggered(7.5), (TRIP,)),
+    (None, (TRIP,)),
+]
+
+
+def journal(tmp_path: Path, interval: float = 0.0) -> FileJournal:
+    return FileJournal(tmp_path / "ess.db.journal", interval)
+
+
+def written(tmp_path: Path, entries: list = EVERY_COMMAND) -> FileJournal:
+    first = journal(tmp_path)
+    assert first.load() == []
+    for command, transitions in entries:
+        first.record(command, transitions)
+    first.close()
+    return first
+
+
+def test_every_command_reads_back_as_written(tmp_path: Path) -> None:
+    written(tmp_path)
+    assert journal(tmp_path).load() == EVERY_COMMAND
+
+
+def test_the_hot_path_encoding_is_the_general_one() -> None:
+    admitted = Admitted(ORDER, 1.790000000123e9, "abcd-12")
+    assert json.loads(_admitted(admitted)) == ["Admitted", _plain(admitted), []]
+
+
+def test_records_written_without_a_sync_survive_the_process(tmp_path: Path) -> None:
+    """What a killed process leaves: records written, no final fsync or seal update."""
+    first = journal(tmp_path, interval=60.0)
+    first.load()
+    first.record(*EVERY_COMMAND[0])
+    os.close(first._fd)  # no close(): nothing after the write(2) runs
+    first._fd = None
+    assert journal(tmp_path).load() == [EVERY_COMMAND[0]]
+
+
+def test_a_new_journal_leaves_a_seal_and_a_deleted_one_is_found(tmp_path: Path) -> None:
+    first = written(tmp_path, [])
+    assert first.seal.exists()
+    first.path.unlink()
+    with pytest.raises(JournalDamaged, match="missing but its seal"):
+        journal(tmp_path).load()
+
+
+def test_a_deleted_seal_is_found(tmp_path: Path) -> None:
+    written(tmp_path).seal.path.unlink()
+    with pytest.raises(JournalDamaged, match="seal .* is missing"):
+        journal(tmp_path).load()
+
+
+def test_a_flipped_bit_is_found(tmp_path: Path) -> None:
+    path = written(tmp_path).path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalDamaged, match="hash chain|torn|garbled"):
+        journal(tmp_path).load()
+
+
+@pytest.mark.parametrize("cut", [1, 10, 30])
+def test_a_torn_last_record_is_found(tmp_path: Path, cut: int) -> None:
+    path = written(tmp_path).path
+    path.write_bytes(path.read_bytes()[:-cut])
+    with pytest.raises(JournalDamaged, match="torn"):
+        journal(tmp_path).load()
+
+
+def test_whole_records_cut_off_below_the_seal_are_found(tmp_path: Path) -> None:
+    first = written(tmp_path, EVERY_COMMAND[:2])
+    one = first.path.read_bytes()
+    second = journal(tmp_path)
+    second.load()
+    second.record(*EVERY_COMMAND[2])
+    second.close()
+    first.path.write_bytes(one)  # the last record gone, at a record boundary
+    with pytest.raises(JournalDamaged, match="ends at record 2 but its seal says 3"):
+        journal(tmp_path).load()
+
+
+def test_a_replaced_record_is_found_against_the_seal(tmp_path: Path) -> None:
+    """A journal rewritten whole with another history does not match the sealed head."""
+    path = written(tmp_path, EVERY_COMMAND[:2]).path
+    seal = path.with_name(path.name + ".seal").read_text()
+    path.unlink()
+    path.with_name(path.name + ".seal").unlink()
+    written(tmp_path, EVERY_COMMAND[2:4])
+    path.with_name(path.name + ".seal").write_text(seal)
+    with pytest.raises(JournalDamaged, match="differs from the one sealed"):
+        journal(tmp_path).load()
+
+
+def test_a_failed_write_refuses_every_later_record(tmp_path: Path) -> None:
+    """A record lost between kept ones would replay a different history: after one write
+    fails, none is taken (the service fails closed)."""
+    from ess_sidecar.domain.errors import StoreUnavailable
+    broken = journal(tmp_path)
+    broken.load()
+    os.close(broken._fd)
+    with pytest.raises(StoreUnavailable):
+        broken.record(*EVERY_COMMAND[0])
+    broken._fd = os.open(broken.path, os.O_WRONLY | os.O_APPEND)
+    with pytest.raises(StoreUnavailable):
+        broken.record(*EVERY_COMMAND[1])

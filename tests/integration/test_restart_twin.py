@@ -1,0 +1,200 @@
+"""Restart transparency, model-based: random commands against a sidecar on a real SQLite
+store and journal that is killed and rebuilt at random points, and against a twin that
+never restarts, on the same clock. Every answer and every piece of state must agree.
+
+A "kill" drops the process's objects without a clean stop: the journal's records are in
+the file already (written before each answer), and nothing else is flushed. Only the
+store's file lock is released, as the kernel does for a killed process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
+from ess_sidecar.bootstrap import App, build
+from ess_sidecar.domain.access import Role
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.errors import GuardError
+from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
+    PositionSnapshot, Side
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import TriggerMode, TriggerReason
+from ess_sidecar.ports import NoJournal
+from ess_sidecar.settings import load_settings
+from tests.fakes import FakeClock
+
+ACCOUNTS, STRATEGIES, SYMBOLS = ("a1", "a2"), ("s1", "s2"), ("X", "Y")
+SCOPES = (GLOBAL, Scope(ScopeKind.ACCOUNT, "a1"), Scope(ScopeKind.STRATEGY, "s1"),
+          Scope(ScopeKind.SYMBOL, "X"))
+SECTIONS: dict[str, Any] = {
+    "server": {"listen": ""},
+    "telemetry": {"enabled": False},
+    "limits": {"max_symbol_exposure_pct": 30, "max_strategy_exposure_pct": 45,
+               "max_portfolio_exposure_pct": 70, "max_orders_per_second": 5,
+               "max_working_orders_per_account": 6, "duplicate_identical_orders": 2,
+               "duplicate_window_s": 5.0, "order_id_retention_s": 300.0},
+    "policy": {"reset_cooldown_s": 10.0, "rearm_delay_s": 5.0},
+    "breakers": {"consecutive_losses": {"threshold": 3},
+                 "api_errors": {"threshold": 3, "window_s": 60},
+                 "data_feed_stale": {"window_s": 20},
+                 "total_drawdown_pct": {"threshold": 15}},
+    "reset": {"require_approvals": 2, "approval_window_s": 60.0},
+}
+
+
+class RestartTwin(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="ess-twin-"))
+        self.clock = FakeClock()
+        tokens = self.dir / "tokens.toml"  # four-eyes needs operators told apart
+        tokens.write_text("[tokens]\n" + tokens_file_line("op1", Role.OPERATOR, new_token())
+                          + "\n")
+        self.settings = load_settings(None, **SECTIONS, auth={"tokens_file": str(tokens)},
+                                      store={"path": str(self.dir / "ess.db"),
+                                             "journal_sync_interval_s": 0.0})
+        self.subject = build(self.settings, clock=self.clock)
+        self.twin = build(self.settings, clock=self.clock, store=InMemoryStateStore(),
+                          journal=NoJournal())
+        self.ids = 0
+        self.restarts = 0
+
+    def teardown(self) -> None:
+        self.subject.journal.close()
+        self.subject.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def both(self, call: Any) -> Any:
+        """The same call on both; their answers (or errors) must be equal."""
+        answers = []
+        for app in (self.subject, self.twin):
+            try:
+                answers.append(("ok", _comparable(call(app.guard))))
+            except GuardError as error:
+                answers.append((type(error).__name__, str(error)))
+        assert answers[0] == answers[1], f"after {self.restarts} restarts: {answers}"
+        return answers[0]
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @rule()
+    def kill_and_restart(self) -> None:
+        old = self.subject
+        old.journal.close()  # records are in the file already; this only stops the thread
+        old.store.close()  # the kernel releases a killed process's lock
+        self.subject = build(self.settings, clock=self.clock)
+        self.restarts += 1
+
+    @rule(account=st.sampled_from(ACCOUNTS), strategy=st.sampled_from(STRATEGIES),
+          symbol=st.sampled_from(SYMBOLS), side=st.sampled_from(Side),
+          quantity=st.sampled_from([1.0, 40.0, 120.0, 290.0]),
+          reuse=st.integers(0, 3), replace=st.booleans(), reduce_only=st.booleans())
+    def check(self, account, strategy, symbol, side, quantity, reuse, replace, reduce_only):
+        self.ids += 1
+        coid = f"c{max(1, self.ids - reuse)}"
+        replaces = f"c{self.ids - 1}" if replace and self.ids > 1 else ""
+        order = Order(account, strategy, symbol, side, quantity, 100.0, reduce_only, coid,
+                      replaces)
+        self.both(lambda guard: guard.check(order))
+
+    @rule(account=st.sampled_from(ACCOUNTS), back=st.integers(0, 4),
+          quantity=st.sampled_from([1.0, 40.0, 120.0]), fill_id=st.integers(0, 5),
+          price=st.sampled_from([90.0, 100.0, 110.0]))
+    def fill(self, account, back, quantity, fill_id, price):
+        coid = f"c{max(1, self.ids - back)}"
+        subject = self.subject.guard.engine.orders.get(account, coid)
+        strategy, symbol, side = ((subject.strategy, subject.symbol, subject.side)
+                                  if subject else ("s1", "X", Side.BUY))
+        fill = Fill(account, strategy, symbol, side, quantity, price, coid, f"f{fill_id}")
+        self.both(lambda guard: guard.report_fill(fill))
+
+    @rule(account=st.sampled_from(ACCOUNTS), back=st.integers(0, 4),
+          status=st.sampled_from([OrderStatus.CANCELLED, OrderStatus.EXPIRED]))
+    def update(self, account, back, status):
+        update = OrderUpdate(account, f"c{max(1, self.ids - back)}", status)
+        self.both(lambda guard: guard.report_order_update(update))
+
+    @rule(account=st.sampled_from(ACCOUNTS), equity=st.sampled_from([50_000.0, 100_000.0]),
+          held=st.sampled_from([0.0, 50.0, -80.0]), listed=st.booleans())
+    def sync(self, account, equity, held, listed):
+        positions = [PositionSnapshot("s1", "X", held, 100.0),
+                     PositionSnapshot("s2", "Y", 0.0, 100.0)]
+        keep = [r for r in self.subject.guard.engine.orders.working(account)][:1]
+        open_orders = [OpenOrder(r.client_order_id, r.strategy, r.symbol, r.side, r.remaining,
+                                 r.price) for r in keep] if listed else None
+        self.both(lambda guard: guard.sync_positions(account, equity, positions, open_orders))
+
+    @rule(scope=st.sampled_from(SCOPES[1:]), metric=st.sampled_from(
+        [Metric.TRADE_RESULT, Metric.API_ERROR, Metric.DATA_FEED_TICK, Metric.EQUITY]),
+          value=st.sampled_from([-5.0, 1.0, 3.0, 80_000.0, 100_000.0]))
+    def metric(self, scope, metric, value):
+        if metric is Metric.EQUITY and scope.kind is not ScopeKind.ACCOUNT:
+            return
+        self.both(lambda guard: guard.report_metric(scope, metric, value))
+
+    @rule(scope=st.sampled_from(SCOPES), mode=st.sampled_from(TriggerMode))
+    def trigger(self, scope, mode):
+        self.both(lambda guard: guard.trigger(scope, mode, "twin", TriggerReason.USER_INITIATED, (),
+                                              "op1"))
+
+    @rule(scope=st.sampled_from(SCOPES), actor=st.sampled_from(["op1", "op2"]),
+          force=st.booleans())
+    def reset(self, scope, actor, force):
+        self.both(lambda guard: guard.reset(scope, "twin", force, actor))
+
+    @rule(executor=st.sampled_from(["e1", "e2"]), scope=st.sampled_from(SCOPES[1:]),
+          deregister=st.booleans())
+    def heartbeat(self, executor, scope, deregister):
+        self.both(lambda guard: guard.heartbeat(executor, scope, 15.0, deregister))
+
+    @rule(seconds=st.sampled_from([0.05, 1.0, 7.0, 16.0, 25.0, 400.0]))
+    def time_passes(self, seconds):
+        self.clock.advance(seconds)
+        self.both(lambda guard: [(t.scope, t.state, t.cause) for t in guard.run_timers()])
+
+    # -- what must agree after every step ----------------------------------------------------
+
+    @invariant()
+    def same_state(self) -> None:
+        subject, twin = self.subject.guard.engine, self.twin.guard.engine
+        assert _latched(subject) == _latched(twin)
+        assert subject.version == twin.version
+        for account in ACCOUNTS:
+            assert subject.book.positions(account) == twin.book.positions(account)
+            assert subject.book.equity(account) == twin.book.equity(account)
+            assert _working(subject, account) == _working(twin, account)
+        now = self.clock.now()
+        for scope in SCOPES:
+            assert subject.holding(scope, now) == twin.holding(scope, now)
+
+
+def _latched(engine: Any) -> list[tuple]:
+    return [(t.version, t.scope, t.state, t.breaker, t.cause) for t in engine.restricted()]
+
+
+def _working(engine: Any, account: str) -> list[tuple]:
+    return sorted((r.client_order_id, r.side, r.remaining) for r in engine.orders.working(account))
+
+
+def _comparable(answer: Any) -> Any:
+    """An answer without what differs between processes by design (decision ids)."""
+    if hasattr(answer, "decision_id"):
+        return (answer.allowed, answer.reason, answer.message, answer.blocking_scope)
+    if hasattr(answer, "pending_reset") or hasattr(answer, "fill"):
+        return repr(answer)
+    return answer
+
+
+RestartTwin.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+TestRestartTwin = RestartTwin.TestCase
