@@ -120,7 +120,7 @@ def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
     try:
         replay(engine, entries)
         if stored is not None:
-            reconcile(engine, store, stored, now)
+            reconcile(engine, store, stored, now, bool(entries))
     except StoreUnavailable as error:
         return str(error)
     log.info("state loaded: version %d, %d journal entries, %d scope(s) not ARMED",

@@ -33,7 +33,8 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
                                f" replayed: {error}") from error
 
 
-def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: float) -> None:
+def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: float,
+              entries_replayed: bool) -> None:
     """Bring the replayed engine up to the store's latched state, or raise StoreDamaged."""
     replayed = engine.version
     if replayed > stored.version:
@@ -59,5 +60,5 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                            if latched[s] != expected[s]})
         raise StoreDamaged(f"the journal and the state store disagree on the latched state"
                            f" of {', '.join(differ[:5])}")
-    known = {r.executor_id for r in engine.heartbeats.registrations()}
-    engine.heartbeats.restore([r for r in stored.registrations if r[0] not in known], now)
+    if not entries_replayed:  # an upgrade: registrations are all the store knows of beats
+        engine.heartbeats.restore(stored.registrations, now)

@@ -254,11 +254,18 @@ class Breakers:
         rule = self._settings.rule(scope, name)
         return rule.enabled and value >= rule.threshold
 
-    def clear(self, scope: Scope) -> None:
-        """An accepted reset clears what only a reset can clear: the losing streak."""
+    def rearm(self, scope: Scope, breaker: str, now: float) -> None:
+        """An accepted reset of a trip by `breaker`. It erases no evidence but what that
+        trip owns: a losing streak restarts only when the streak was what tripped. A
+        feed found stale gets a fresh window from now, so if it stays dead it trips
+        again (a forced reset must not silence it for good)."""
         meters = self._meters.get(scope)
-        if meters is not None:
+        if meters is None:
+            return
+        if breaker == "consecutive_losses":
             meters.losses = 0
+        if meters.stale:
+            meters.stale, meters.last_tick = False, now
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:
         return self._settings.rule(scope, name)

@@ -180,7 +180,7 @@ class GuardEngine:
         """Record a heartbeat; True when the registration changed and must be persisted."""
         canonical_id(executor_id, "executor_id")
         if deregister:
-            return self.heartbeats.deregister(executor_id)
+            return self.heartbeats.deregister(executor_id, scope)
         check_positive(ttl_s, "ttl_s")  # a NaN TTL would never lapse: fail open
         if ttl_s > MAX_TTL_S:
             raise InvalidArgument("ttl_s", f"must be at most {MAX_TTL_S:g}s, got {ttl_s!r}")
@@ -324,9 +324,12 @@ class GuardEngine:
             if transition.version <= self.version:
                 raise ValueError(f"transition {transition.version} is not after {self.version}")
             self.version = transition.version
+            reset = self._current.get(transition.scope)
             self._set(transition)
             if transition.cause is Cause.RESET:
-                self.breakers.clear(transition.scope)
+                self.breakers.rearm(transition.scope, reset.breaker if reset else "",
+                                    transition.time)
+                self.heartbeats.rearm(transition.scope, transition.time)
                 self.approvals.discard(transition.scope)
             elif transition.breaker == "data_feed_stale":
                 self.breakers.mark_stale(transition.scope)

@@ -19,25 +19,37 @@ class Registration:
 
 
 class Heartbeats:
+    """Registrations keyed by (executor_id, scope): one executor may watch over several
+    scopes, and registering or deregistering it for one leaves the others' switches."""
+
     def __init__(self) -> None:
-        self._registrations: dict[str, Registration] = {}
+        self._registrations: dict[tuple[str, Scope], Registration] = {}
 
     def beat(self, executor_id: str, scope: Scope, ttl_s: float, now: float) -> bool:
         """Record a heartbeat; True when the registration is new or changed (persist it)."""
-        known = self._registrations.get(executor_id)
-        if known is not None and known.scope == scope and known.ttl_s == ttl_s:
+        known = self._registrations.get((executor_id, scope))
+        if known is not None and known.ttl_s == ttl_s:
             known.last_seen, known.lost = now, False
             return False
-        self._registrations[executor_id] = Registration(executor_id, scope, ttl_s, now)
+        self._registrations[(executor_id, scope)] = Registration(executor_id, scope, ttl_s, now)
         return True
 
-    def deregister(self, executor_id: str) -> bool:
-        return self._registrations.pop(executor_id, None) is not None
+    def deregister(self, executor_id: str, scope: Scope) -> bool:
+        return self._registrations.pop((executor_id, scope), None) is not None
 
     def restore(self, registrations: list[tuple[str, Scope, float]], now: float) -> None:
-        """After a restart every known executor gets one full TTL from now."""
+        """After a restart with no journal of beats (an upgrade), every known executor
+        gets one full TTL from now."""
         for executor_id, scope, ttl_s in registrations:
-            self._registrations[executor_id] = Registration(executor_id, scope, ttl_s, now)
+            self._registrations[(executor_id, scope)] = Registration(executor_id, scope,
+                                                                     ttl_s, now)
+
+    def rearm(self, scope: Scope, now: float) -> None:
+        """A reset of the scope: an executor whose loss was latched gets a fresh TTL from
+        now, so if it is still dead it trips again."""
+        for each in self._registrations.values():
+            if each.scope == scope and (each.lost or now - each.last_seen > each.ttl_s):
+                each.last_seen, each.lost = now, False
 
     def lapse(self, now: float) -> list[Registration]:
         """Registrations whose TTL has passed and whose loss has not tripped yet."""

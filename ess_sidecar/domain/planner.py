@@ -47,17 +47,26 @@ class Plan:
              directives: Iterable[Directive] = (), drill: bool = False) -> Transition | None:
         """Restrict a scope. Never loosens: a trip that lands on an equal or stricter
         restriction keeps that state, and is recorded only when it would otherwise be lost
-        (see _relatches). A trip during COOLING_DOWN starts over: the scope takes the
-        trip's state, even REDUCE_ONLY, instead of re-arming."""
+        (see _relatches) or brings directives the scope's latch lacks (directives
+        accumulate). A trip during COOLING_DOWN starts over instead of re-arming: a halt
+        trips, and so does a REDUCE_ONLY trip, since REDUCE_ONLY would loosen it."""
         target = State.TRIPPED if mode is TriggerMode.HALT else State.REDUCE_ONLY
         state = self.state_of(scope)
+        if state is State.COOLING_DOWN and target is State.REDUCE_ONLY:
+            target = State.TRIPPED
+            reason = f"{reason} (REDUCE_ONLY while COOLING_DOWN: held TRIPPED)"
+        directives = tuple(directives)
         if state is State.TRIPPED or state is target:
             current = self.current(scope)
-            if current is None or not self._relatches(current, cause, scope, breaker, drill):
+            if current is None:
                 return None
-            target = state
+            merged = tuple(dict.fromkeys((*current.directives, *directives)))
+            if merged == current.directives \
+                    and not self._relatches(current, cause, scope, breaker, drill):
+                return None
+            target, directives = state, merged
         return self.move(scope, target, cause, reason, actor, breaker=breaker,
-                         reason_code=reason_code, directives=tuple(directives), drill=drill)
+                         reason_code=reason_code, directives=directives, drill=drill)
 
     def _relatches(self, current: Transition, cause: Cause, scope: Scope, breaker: str,
                    drill: bool) -> bool:

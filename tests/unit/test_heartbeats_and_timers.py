@@ -12,7 +12,7 @@ from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import Cause, State, TriggerMode
 
-from .conftest import T0, make_engine, order, report, reset, rules, strategy, symbol, timers, \
+from .conftest import T0, account, make_engine, order, report, reset, rules, strategy, symbol, timers, \
     trip
 
 COOLDOWN = 15 * 60
@@ -77,11 +77,32 @@ def test_heartbeats_within_the_ttl_keep_the_scope_armed(engine):
         assert timers(engine, T0 + second + 4.9) == []
 
 
-def test_a_lost_heartbeat_trips_once(engine):
+def test_a_lost_heartbeat_trips_once_per_silence(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    assert timers(engine, T0 + 6) != []
+    assert timers(engine, T0 + 6.5) == []  # latched: not tripped again while it lasts
+
+
+def test_a_forced_reset_rearms_the_dead_mans_switch(engine):
+    """Forcing a reset past a dead executor gives it one fresh TTL: still silent after
+    that, it trips again (a forced reset must not silence the switch for good)."""
     engine.heartbeat("exec-1", strategy(), 5.0, T0)
     assert timers(engine, T0 + 6) != []
     reset(engine, strategy(), T0 + 7, force=True)
-    assert timers(engine, T0 + 60) == []
+    assert engine.state_of(strategy()) is State.ARMED
+    assert timers(engine, T0 + 12) == []
+    (again,) = timers(engine, T0 + 12.1)
+    assert (again.scope, again.breaker) == (strategy(), "heartbeat_lost")
+
+
+def test_heartbeats_are_kept_per_executor_and_scope(engine):
+    """Registering an executor for a second scope, or deregistering it from one, leaves
+    its switch on the other scope armed."""
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)
+    engine.heartbeat("exec-1", account(), 5.0, T0)
+    engine.heartbeat("exec-1", account(), 5.0, T0 + 1, deregister=True)
+    (lost,) = timers(engine, T0 + 6)
+    assert lost.scope == strategy()
 
 
 def test_a_deregistered_executor_never_trips(engine):
@@ -90,11 +111,12 @@ def test_a_deregistered_executor_never_trips(engine):
     assert timers(engine, T0 + 60) == []
 
 
-def test_a_changed_ttl_or_scope_is_a_new_registration(engine):
+def test_a_changed_ttl_or_another_scope_is_a_new_registration(engine):
     engine.heartbeat("exec-1", strategy(), 5.0, T0)
     assert engine.heartbeat("exec-1", strategy(), 10.0, T0 + 1) is True
     assert engine.heartbeat("exec-1", GLOBAL, 10.0, T0 + 2) is True
-    assert timers(engine, T0 + 12.5)[0].scope == GLOBAL
+    assert timers(engine, T0 + 10.5) == []  # the 10 s TTL replaced the 5 s one
+    assert {t.scope for t in timers(engine, T0 + 12.5)} == {strategy(), GLOBAL}
 
 
 def test_reset_refused_while_the_heartbeat_is_still_lost_unless_forced(engine):
