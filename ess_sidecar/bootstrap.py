@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
-from .adapters.storage.journal import FileJournal
+from .adapters.storage.journal import FileJournal, journal_path
 from .adapters.storage.sqlite import SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
@@ -45,7 +45,7 @@ def open_store(settings: Settings) -> StateStore:
 
 def open_journal(settings: Settings) -> Journal:
     """The journal beside the SQLite store: `<store.path>.journal`."""
-    return FileJournal(f"{settings.store.path}.journal", settings.store.journal_sync_interval_s)
+    return FileJournal(journal_path(settings.store.path), settings.store.journal_sync_interval_s)
 
 
 def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:
@@ -75,10 +75,8 @@ def load(store_factory: Callable[[], StateStore]) -> tuple[StateStore, StoredSta
     try:
         store = store_factory()
         return store, store.load()
-    except StoreUnavailable as error:
-        if store is not None:
-            store.close()  # never write into a store whose state could not be read
-        return UnavailableStateStore(f"state store unreadable: {error}"), None
+    except StoreUnavailable as error:  # never written to, but held: see UnavailableStateStore
+        return UnavailableStateStore(f"state store unreadable: {error}", store), None
 
 
 def open_observability(settings: Settings,
@@ -104,7 +102,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
                   observed.telemetry if observed else None, journal)
-    problem = unreadable or restore(engine, store, stored, entries, clock.now())
+    problem = restore(engine, store, stored, entries, clock.now())  # the store's trips, even
+    problem = unreadable or problem  # when the journal cannot be read
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         problem = store.reason

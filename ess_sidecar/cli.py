@@ -1,10 +1,11 @@
-"""`ess-sidecar serve | check-config`."""
+"""`ess-sidecar serve | check-config | reseal`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from .domain.errors import InvalidConfig
@@ -31,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve a non-loopback address with authentication off")
     check = commands.add_parser("check-config", help="validate a settings file and exit")
     check.add_argument("config")
+    reseal = commands.add_parser(
+        "reseal", help="accept damaged state as it is (after inspecting it; sidecar stopped):"
+        " re-chain and re-seal the state file, keep the journal's records that verify")
+    reseal.add_argument("--config", help="TOML settings file (for store.path)")
+    reseal.add_argument("--state", help="SQLite state file (default state/ess.db)")
     return parser
 
 
@@ -66,6 +72,36 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _reseal(settings: Settings) -> int:
+    """The operator's answer to StoreDamaged, after inspecting the damage with the sidecar
+    stopped: the state file as found becomes the state (re-chained, re-sealed), and the
+    journal keeps the records that verify."""
+    from .adapters.storage.filelock import FileLock, LockHeld  # noqa: PLC0415
+    from .adapters.storage.journal import FileJournal, journal_path  # noqa: PLC0415
+    from .adapters.storage.sqlite import SqliteStateStore  # noqa: PLC0415
+    from .domain.errors import StoreUnavailable  # noqa: PLC0415
+    path = settings.store.path
+    try:
+        print(SqliteStateStore.reseal(path))
+    except StoreUnavailable as error:
+        print(f"cannot reseal: {error}", file=sys.stderr)
+        return 1
+    lock = FileLock(Path(f"{path}.lock"))  # the store's: no sidecar may start meanwhile
+    try:
+        lock.acquire()
+    except (LockHeld, OSError) as error:
+        print(f"cannot reseal the journal: {path} is in use ({error!r})", file=sys.stderr)
+        return 1
+    try:
+        print(FileJournal(journal_path(path)).reseal())
+    except OSError as error:
+        print(f"cannot reseal the journal: {error}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -75,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             open_alerts(settings)
             print(f"{args.config}: OK")
             return 0
+        if args.command == "reseal":
+            overrides = {"store": {"path": args.state}} if args.state else {}
+            return _reseal(load_settings(args.config, **overrides))
         settings = load_settings(args.config, **_flag_overrides(args))
     except InvalidConfig as error:
         print(f"invalid configuration: {error}", file=sys.stderr)

@@ -13,14 +13,10 @@ from __future__ import annotations
 import logging
 
 from .domain.engine import GuardEngine
-from .domain.errors import GuardError, StoreUnavailable
+from .domain.errors import GuardError, StoreDamaged
 from .ports import JournalEntry, StateStore, StoredState
 
 log = logging.getLogger(__name__)
-
-
-class StoreDamaged(StoreUnavailable):
-    """The journal and the store do not agree: what was acknowledged cannot be trusted."""
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:

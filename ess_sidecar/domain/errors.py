@@ -51,6 +51,11 @@ class StoreUnavailable(GuardError):
     """The state store could not make a transition durable; the guard fails closed."""
 
 
+class StoreDamaged(StoreUnavailable):
+    """The state on disk is not what was acknowledged (a broken hash chain, a file behind
+    its seal, a deleted file, a journal that disagrees with the store): fail closed."""
+
+
 class InvalidConfig(GuardError):
     """A configuration value is wrong; the message names the key. The sidecar refuses to start."""
 

@@ -142,3 +142,16 @@ def test_a_failed_write_refuses_every_later_record(tmp_path: Path) -> None:
     broken._fd = os.open(broken.path, os.O_WRONLY | os.O_APPEND)
     with pytest.raises(StoreUnavailable):
         broken.record(*EVERY_COMMAND[1])
+
+
+def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
+    """After damage, an operator who accepts it keeps the good prefix; the sidecar loads."""
+    path = written(tmp_path).path
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # the last record's payload
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalDamaged):
+        journal(tmp_path).load()
+    summary = journal(tmp_path).reseal()
+    assert f"{len(EVERY_COMMAND) - 1} records kept" in summary and "cut" in summary
+    assert journal(tmp_path).load() == EVERY_COMMAND[:-1]

@@ -37,7 +37,7 @@ from typing import Any, Union
 
 from ...domain import commands
 from ...domain.commands import Admitted, Command
-from ...domain.errors import StoreUnavailable
+from ...domain.errors import StoreDamaged, StoreUnavailable
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
 from .seal import Seal, SealUnreadable
@@ -50,7 +50,12 @@ MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
 COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
 
 
-class JournalDamaged(StoreUnavailable):
+def journal_path(store_path: str | os.PathLike[str]) -> str:
+    """The journal of the SQLite store at `store_path`."""
+    return f"{store_path}.journal"
+
+
+class JournalDamaged(StoreDamaged):
     """The journal is not what was written: replaying it could forget or invent state."""
 
 
@@ -147,6 +152,28 @@ class FileJournal(Journal):
             finally:
                 os.close(self._fd)
                 self._fd = None
+
+    def reseal(self) -> str:
+        """For an operator who has looked at a damaged journal and accepts it: keep the
+        records that verify, up to the first that does not, cut the rest, and seal what
+        is kept. The sidecar must not be running. Returns what was done."""
+        data = self.path.read_bytes() if self.path.exists() else b""
+        offset, head, count = 0, GENESIS, 0
+        while len(data) - offset >= HEADER.size:
+            length, chain = HEADER.unpack_from(data, offset)
+            end = offset + HEADER.size + length
+            if length > MAX_RECORD or end > len(data) \
+                    or _chain(head, data[offset + HEADER.size:end]) != chain:
+                break
+            offset, head, count = end, chain, count + 1
+        with open(self.path, "ab") as journal:
+            journal.truncate(offset)
+            journal.flush()
+            os.fsync(journal.fileno())
+        self.seal.write({"records": count, "chain": head.hex()})
+        cut = len(data) - offset
+        return (f"journal {self.path}: {count} records kept and sealed"
+                + (f", {cut} bytes after them cut" if cut else ""))
 
     # -- inside -----------------------------------------------------------------------------
 

@@ -14,8 +14,12 @@ class UnavailableStateStore(StateStore):
     """Keeps the sidecar up (with GLOBAL tripped) so operators can see why, while refusing
     every write: nothing can be made durable until the store is repaired."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, held: StateStore | None = None) -> None:
         self.reason = reason
+        # The store that could not be read, kept open (never written) until close(): it
+        # holds the state file's lock, so no second sidecar, and no `ess-sidecar reseal`,
+        # touches the files while this process still runs (and writes its journal).
+        self._held = held
 
     def _fail(self) -> StoreUnavailable:
         return StoreUnavailable(self.reason)
@@ -39,4 +43,5 @@ class UnavailableStateStore(StateStore):
         raise self._fail()
 
     def close(self) -> None:
-        pass
+        if self._held is not None:
+            self._held.close()

@@ -1,0 +1,201 @@
+"""A state file damaged while the sidecar was down: the restarted sidecar serves with GLOBAL
+tripped, the reason naming what it found, and denies every order.
+
+Each case trips ACCOUNT:acc-damage-x, SIGKILLs the sidecar (so the trip is still in the
+WAL), damages what is on disk the way the issue lists, and restarts it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess_sidecar.testing import SidecarProcess
+from tests.e2e.conftest import guard_stub, open_channel
+
+pytestmark = pytest.mark.e2e
+
+TRIPPED_ID = "acc-damage-x"
+TRIPPED = pb.Scope(kind=pb.SCOPE_KIND_ACCOUNT, id=TRIPPED_ID)
+GLOBAL = pb.Scope(kind=pb.SCOPE_KIND_GLOBAL)
+
+
+def wal(state: Path) -> Path:
+    return Path(f"{state}-wal")
+
+
+def delete_wal(state: Path) -> None:
+    wal(state).unlink()
+
+
+def truncate_wal(state: Path) -> None:
+    with open(wal(state), "r+b") as file:
+        file.truncate(wal(state).stat().st_size // 2)
+
+
+def garble_wal(state: Path) -> None:
+    data = bytearray(wal(state).read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])  # the frame that commits the trip
+    wal(state).write_bytes(bytes(data))
+
+
+def delete_state_file(state: Path) -> None:
+    state.unlink()
+
+
+def flip_a_bit_in_the_scope_id(state: Path) -> None:
+    conn = sqlite3.connect(state)  # the WAL into the file, where its bytes can be found
+    try:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        conn.close()
+    data = bytearray(state.read_bytes())
+    at = data.find(TRIPPED_ID.encode())
+    assert at >= 0
+    data[at + len(TRIPPED_ID) - 1] ^= 0x01  # acc-damage-x becomes acc-damage-y
+    state.write_bytes(bytes(data))
+
+
+def edit_the_row(state: Path) -> None:
+    """Un-trip the scope with the sqlite3 module, consistently: event and latch."""
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            conn.execute("UPDATE events SET state = 1 WHERE scope_id = ?", (TRIPPED_ID,))
+            conn.execute("DELETE FROM scopes WHERE scope_id = ?", (TRIPPED_ID,))
+    finally:
+        conn.close()
+
+
+def delete_seal(state: Path) -> None:
+    Path(f"{state}.seal").unlink()
+
+
+LOST = r"has lost acknowledged transitions: the seal says version 1, the file ends at 0"
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "WAL deleted": (delete_wal, LOST),
+    "WAL truncated": (truncate_wal, LOST),
+    "WAL garbled": (garble_wal, LOST),
+    "state file deleted": (delete_state_file, r"is missing but its seal \S+\.seal shows it"
+                                              r" was in use \(deleted after the first run\?\)"),
+    "bit flipped in a stored scope id": (flip_a_bit_in_the_scope_id,
+                                         r"is damaged: SQLite finds it corrupt"),
+    "row edited by hand": (edit_the_row,
+                           r"is damaged: event 1 does not match its hash chain"),
+    "seal deleted": (delete_seal, r"is damaged: its seal \S+\.seal is missing \(deleted\?\)"),
+}
+
+
+def order() -> pb.CheckOrderRequest:
+    """An order on another account: only GLOBAL can deny it."""
+    return pb.CheckOrderRequest(account="acc-other", strategy="momo", symbol="AAPL",
+                                side=pb.SIDE_BUY, quantity=10, price=100,
+                                client_order_id="damage-1")
+
+
+@pytest.mark.parametrize("damage", DAMAGE.keys())
+def test_damaged_state_starts_with_global_tripped_naming_it(sidecar_process: SidecarProcess,
+                                                            damage: str) -> None:
+    damage_state, found = DAMAGE[damage]
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        assert stub.CheckOrder(order()).allowed
+        assert stub.Trigger(pb.TriggerRequest(scope=TRIPPED, reason="desk halt")).state_version == 1
+    sidecar_process.kill()
+    state = sidecar_process.state
+    assert wal(state).stat().st_size > 0  # the trip is only in the WAL
+    damage_state(state)
+
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        scopes = stub.GetState(pb.GetStateRequest()).scopes
+        [(state_of_global, reason)] = [(s.state, s.reason) for s in scopes if s.scope == GLOBAL]
+        assert state_of_global == pb.STATE_TRIPPED
+        assert str(state) in reason and re.search(found, reason), reason
+        decision = stub.CheckOrder(order())
+        assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+        with pytest.raises(grpc.RpcError) as refused:  # nothing can be written to lift it
+            stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="looks fine", force=True))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_undamaged_state_after_sigkill_keeps_the_trip_and_nothing_else(
+        sidecar_process: SidecarProcess) -> None:
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        guard_stub(channel).Trigger(pb.TriggerRequest(scope=TRIPPED, reason="desk halt"))
+    sidecar_process.kill()
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        scopes = guard_stub(channel).GetState(pb.GetStateRequest()).scopes
+    assert [(s.scope, s.state, s.reason) for s in scopes] == [
+        (TRIPPED, pb.STATE_TRIPPED, "desk halt")]
+
+
+def trip_and_kill(sidecar_process: SidecarProcess) -> Path:
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        guard_stub(channel).Trigger(pb.TriggerRequest(scope=TRIPPED, reason="desk halt"))
+    sidecar_process.kill()
+    return sidecar_process.state
+
+
+def restarted_scopes(sidecar_process: SidecarProcess) -> dict[str, tuple[int, str]]:
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        scopes = guard_stub(channel).GetState(pb.GetStateRequest()).scopes
+    return {s.scope.id or "GLOBAL": (s.state, s.reason) for s in scopes}
+
+
+def reseal(sidecar_process: SidecarProcess) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ess_sidecar", "reseal", "--config", str(sidecar_process.config),
+         "--state", str(sidecar_process.state)], capture_output=True, text=True, timeout=60)
+
+
+def test_a_garbled_journal_starts_with_global_tripped_naming_it(
+        sidecar_process: SidecarProcess) -> None:
+    state = trip_and_kill(sidecar_process)
+    journal = Path(f"{state}.journal")
+    data = bytearray(journal.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    journal.write_bytes(bytes(data))
+    scopes = restarted_scopes(sidecar_process)
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+    assert re.search(r"journal \S+\.journal is damaged", scopes["GLOBAL"][1]), scopes
+    assert scopes[TRIPPED_ID][0] == pb.STATE_TRIPPED  # the store still has it
+
+
+def test_an_operator_reseals_accepted_damage_and_the_trips_stay(
+        sidecar_process: SidecarProcess) -> None:
+    state = trip_and_kill(sidecar_process)
+    delete_seal(state)
+    assert restarted_scopes(sidecar_process)["GLOBAL"][0] == pb.STATE_TRIPPED
+    running = reseal(sidecar_process)
+    assert running.returncode == 1 and "in use" in running.stderr  # never under a sidecar
+    sidecar_process.kill()
+    done = reseal(sidecar_process)
+    assert done.returncode == 0, done.stderr
+    assert "resealed" in done.stdout.lower() or "sealed" in done.stdout, done.stdout
+    assert restarted_scopes(sidecar_process) == {TRIPPED_ID: (pb.STATE_TRIPPED, "desk halt")}
+
+
+def test_a_reseal_cannot_launder_an_untripped_row_past_the_journal(
+        sidecar_process: SidecarProcess) -> None:
+    """Rows edited by hand to un-trip a scope, then resealed: the journal still holds the
+    trip, so the two disagree and GLOBAL stays tripped."""
+    edit_the_row(trip_and_kill(sidecar_process))
+    assert reseal(sidecar_process).returncode == 0
+    scopes = restarted_scopes(sidecar_process)
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+    assert "disagree on the latched state of ACCOUNT:acc-damage-x" in scopes["GLOBAL"][1]

@@ -1,0 +1,563 @@
+"""Damage to the SQLite state file is found at start-up, and refused until an operator acts.
+
+Each test damages a real file the way the issue lists (a deleted, truncated or garbled WAL
+after a crash, flipped bits, a state file or seal deleted after the first run, rows edited
+with the sqlite3 module) and expects load() to raise StoreDamaged naming what it found;
+the rest show what must still load with nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ess_sidecar.adapters.storage import sqlite as sqlite_store
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore, StoreDamaged
+from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, State, Transition
+from ess_sidecar.ports import EventQuery, StoredState
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+TAMPERED = Scope(ScopeKind.ACCOUNT, "acc-tamper")
+SYMBOL = Scope(ScopeKind.SYMBOL, "BTC-USD")
+T0 = 1_700_000_000.0
+ALL = EventQuery(limit=1_000_000)
+
+
+def tr(version: int, scope: Scope = GLOBAL, state: State = State.TRIPPED) -> Transition:
+    previous = State.TRIPPED if state is State.ARMED else State.ARMED
+    return Transition(version=version, time=T0 + version, scope=scope, previous=previous,
+                      state=state, cause=Cause.TRIGGER, reason=f"test {version}",
+                      actor="tester")
+
+
+# GLOBAL tripped then reset, ACCOUNT:acc-tamper tripped (latched), SYMBOL tripped (latched).
+HISTORY = [tr(1, GLOBAL), tr(2, TAMPERED), tr(3, GLOBAL, State.ARMED), tr(4, SYMBOL)]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "ess.db"
+
+
+def written(path: Path, *batches: list[Transition], keep_events: int = 0) -> Path:
+    """A store at `path` that took these appends and was closed cleanly."""
+    store = SqliteStateStore(path, keep_events)
+    for batch in batches:
+        store.append(batch)
+    store.close()
+    return path
+
+
+def refusal(path: Path, keep_events: int = 0) -> str:
+    """load() must raise StoreDamaged naming the path; its message. Refused again after a
+    restart: the store stays refused until an operator acts."""
+    messages = []
+    for _ in range(2):
+        store = SqliteStateStore(path, keep_events)
+        with pytest.raises(StoreDamaged) as raised:
+            store.load()
+        with pytest.raises(StoreUnavailable):  # nothing is written into it either
+            store.append([tr(1_000)])
+        store.close()
+        messages.append(str(raised.value))
+    assert str(path) in messages[0]
+    assert "restore" in messages[0]  # and says what the operator can do
+    return messages[0]
+
+
+def loaded(path: Path, keep_events: int = 0) -> StoredState:
+    store = SqliteStateStore(path, keep_events)
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
+def edit(path: Path, *statements: str) -> None:
+    """Rows edited by hand, as with the sqlite3 shell (foreign keys off, its default)."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def checkpoint(path: Path) -> None:
+    """Move everything from the WAL into the main file, so its bytes can be found there."""
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def seal_of(path: Path) -> dict:
+    return json.loads(Path(f"{path}.seal").read_text())
+
+
+def reseal(path: Path, value: dict) -> None:
+    Path(f"{path}.seal").write_text(json.dumps(value))
+
+
+# -- what must load, with nothing lost -------------------------------------------------------
+
+def test_a_fresh_directory_is_a_first_run_that_leaves_its_seal(path):
+    assert loaded(path) == StoredState()
+    assert seal_of(path)["version"] == 0  # the marker that a first run happened
+    written(path, HISTORY)
+    assert [t.version for t in loaded(path).current] == [2, 4]
+    assert seal_of(path)["version"] == 4
+
+
+def test_a_clean_restart_loads_everything(path):
+    written(path, HISTORY[:2], HISTORY[2:])
+    store = SqliteStateStore(path)
+    assert store.load() == StoredState(current=[tr(2, TAMPERED), tr(4, SYMBOL)], version=4)
+    assert store.events(ALL) == HISTORY[::-1]
+    store.append([tr(5, TAMPERED, State.ARMED)])
+    store.close()
+    assert loaded(path).current == [tr(4, SYMBOL)]
+
+
+FIRST = [tr(1, TAMPERED), tr(2, SYMBOL, State.REDUCE_ONLY), tr(3, GLOBAL)]
+# keep_events, the append the seal missed: kept, pruned up to the sealed event (its chain is
+# then the anchor's), pruned past it.
+MISSED = {"kept": (0, [tr(4, GLOBAL, State.ARMED), tr(5, GLOBAL)]),
+          "pruned to the seal": (1, [tr(4, GLOBAL, State.ARMED)]),
+          "pruned past the seal": (1, [tr(4, GLOBAL, State.ARMED), tr(5, GLOBAL)])}
+
+
+@pytest.mark.parametrize("case", MISSED.keys())
+def test_a_crash_between_commit_and_seal_loses_nothing(path, case):
+    """The file is ahead of its seal by one whole transaction whose chain verifies."""
+    keep_events, missed = MISSED[case]
+    written(path, FIRST, keep_events=keep_events)
+    before = seal_of(path)
+    written(path, missed, keep_events=keep_events)
+    reseal(path, before)  # as if killed after COMMIT, before the seal was replaced
+    latched = {t.scope: t for t in FIRST + missed}
+    assert loaded(path, keep_events) == StoredState(
+        current=sorted((t for t in latched.values() if t.state is not State.ARMED),
+                       key=lambda t: t.version),
+        version=missed[-1].version)
+    assert seal_of(path)["version"] == missed[-1].version  # the seal has caught up
+
+
+@pytest.mark.parametrize("case", ["kept", "pruned to the seal"])
+def test_a_file_ahead_of_a_seal_it_does_not_continue_is_found(path, case):
+    keep_events, missed = MISSED[case]
+    written(path, FIRST, keep_events=keep_events)
+    before = seal_of(path)
+    written(path, missed, keep_events=keep_events)
+    reseal(path, {**before, "chain": "5a" * 16})
+    assert "events up to version 3 are not the ones sealed" in refusal(path, keep_events)
+
+
+def test_a_never_used_store_whose_seal_is_gone_loads(path):
+    """A crash between creating the file and sealing it: nothing was acknowledged."""
+    written(path)
+    Path(f"{path}.seal").unlink()
+    assert loaded(path) == StoredState()
+    assert seal_of(path)["version"] == 0
+
+
+def test_pruning_keeps_the_chain_verifiable(path):
+    store = SqliteStateStore(path, keep_events=2)
+    store.append([tr(1, GLOBAL), tr(2, TAMPERED)])  # both stay latched below the prune point
+    for version in range(3, 12):
+        store.append([tr(version, SYMBOL, State.TRIPPED if version % 2 else State.ARMED)])
+    store.close()
+    store = SqliteStateStore(path, keep_events=2)
+    assert store.load() == StoredState(current=[tr(1), tr(2, TAMPERED), tr(11, SYMBOL)],
+                                       version=11)
+    assert [t.version for t in store.events(ALL)] == [11, 10, 2, 1]
+    store.append([tr(12, TAMPERED, State.ARMED)])  # 2 is no longer latched: pruned
+    store.close()
+    assert loaded(path, keep_events=2).current == [tr(1), tr(11, SYMBOL)]
+
+
+def schema_2_file(path: Path) -> None:
+    """A state file as the previous release left it: GLOBAL latched below a pruned hole,
+    SYMBOL tripped and reset, ACCOUNT latched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript((DATA / "schema_v1.sql").read_text())
+        conn.executescript("ALTER TABLE events ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';"
+                           " ALTER TABLE events ADD COLUMN drill INTEGER NOT NULL DEFAULT 0;")
+        with conn:
+            conn.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, 1, ?, 'alice', '', NULL, '', 0,"
+                " NULL, '', 0)",
+                [(1, T0 + 1, 1, "", 1, 3, "test 1"), (4, T0 + 4, 4, "BTC-USD", 1, 3, "test 4"),
+                 (5, T0 + 5, 4, "BTC-USD", 3, 1, "test 5"),
+                 (6, T0 + 6, 2, "acc-tamper", 1, 3, "test 6")])
+            conn.executemany("INSERT INTO scopes VALUES (?, ?, ?)",
+                             [(1, "", 1), (2, "acc-tamper", 6)])
+            conn.execute("UPDATE meta SET last_version = 6, pruned_through = 3")
+        conn.execute("PRAGMA user_version = 2")
+    finally:
+        conn.close()
+
+
+def test_a_schema_2_file_is_chained_and_sealed_by_its_upgrade(path):
+    schema_2_file(path)
+    store = SqliteStateStore(path)
+    loaded_state = store.load()
+    assert [(t.version, t.scope, t.state, t.actor) for t in loaded_state.current] == [
+        (1, GLOBAL, State.TRIPPED, "alice"), (6, TAMPERED, State.TRIPPED, "alice")]
+    assert loaded_state.version == 6
+    assert [t.version for t in store.events_after(0, 10)] == [4, 5, 6]  # the hole stays
+    assert seal_of(path)["version"] == 6
+    store.append([tr(7, SYMBOL)])
+    store.close()
+    assert [t.version for t in loaded(path).current] == [1, 6, 7]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
+    edit(path, "UPDATE events SET reason = 'rewritten' WHERE version = 1")  # below the hole
+    assert "event 1 does not match its hash chain" in refusal(path)
+
+
+# -- flipped bits ----------------------------------------------------------------------------
+
+def flip_each(path: Path, needle: bytes) -> list[tuple[str, Path]]:
+    """Copies of the (checkpointed) file, each with one bit flipped in one occurrence of
+    `needle`, named by the table or index whose page holds it."""
+    checkpoint(path)
+    conn = sqlite3.connect(path)
+    try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        roots = {root: name for name, root in
+                 conn.execute("SELECT name, rootpage FROM sqlite_master WHERE rootpage")}
+    finally:
+        conn.close()
+    data = path.read_bytes()
+    copies = []
+    for n, found in enumerate(re.finditer(re.escape(needle), data)):
+        page = found.start() // page_size + 1
+        assert page in roots, f"{needle!r} on page {page}, not a root page: too many rows?"
+        flipped = bytearray(data)
+        flipped[found.end() - 1] ^= 0x01  # one bit of the last character: still valid text
+        copy = path.parent / f"flipped-{n}" / path.name
+        copy.parent.mkdir()
+        copy.write_bytes(bytes(flipped))
+        Path(f"{copy}.seal").write_bytes(Path(f"{path}.seal").read_bytes())
+        copies.append((roots[page], copy))
+    return copies
+
+
+def test_a_bit_flipped_in_any_stored_copy_of_a_latched_scope_id_is_found(path):
+    """The id is in the event, in the index by scope, in the latch and in its index; a bit
+    flipped in any of them would move or lift the trip, and SQLite's quick_check misses it."""
+    written(path, HISTORY)
+    copies = flip_each(path, TAMPERED.id.encode())
+    assert sorted(name for name, _ in copies) == [
+        "events", "events_by_scope", "scopes", "sqlite_autoindex_scopes_1"]
+    for name, copy in copies:
+        assert "is damaged" in refusal(copy), name
+
+
+@pytest.mark.parametrize(("needle", "found"), [
+    (TAMPERED.id.encode(), "event 2 does not match its hash chain"),
+    (b"test 2", "event 2 does not match its hash chain"),  # the reason: in no index at all
+])
+def test_the_hash_chain_finds_a_flipped_bit_that_quick_check_misses(path, monkeypatch,
+                                                                     needle, found):
+    written(path, HISTORY)
+    [(_, copy)] = [(name, copy) for name, copy in flip_each(path, needle) if name == "events"]
+    conn = sqlite3.connect(copy)
+    assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    conn.close()
+    monkeypatch.setattr(sqlite_store, "INTEGRITY_CHECK", "PRAGMA quick_check")
+    assert found in refusal(copy)
+
+
+def test_integrity_check_finds_a_flipped_bit_in_a_registration(path):
+    """Registrations are not chained; an executor id is kept twice (row and index), and
+    integrity_check (not quick_check) compares the two."""
+    store = SqliteStateStore(path)
+    store.append(HISTORY)
+    store.save_registration("exec-tamper", TAMPERED, 5.0)
+    store.close()
+    copies = flip_each(path, b"exec-tamper")
+    assert sorted(name for name, _ in copies) == ["executors", "sqlite_autoindex_executors_1"]
+    for name, copy in copies:
+        assert "SQLite finds it corrupt" in refusal(copy), name
+
+
+# -- rows edited by hand ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("statements", "found"), [
+    (["UPDATE events SET state = 1 WHERE version = 2",  # un-trip, latch and all
+      "DELETE FROM scopes WHERE version = 2"], "event 2 does not match its hash chain"),
+    (["UPDATE events SET reason = 'nothing to see' WHERE version = 4"],
+     "event 4 does not match its hash chain"),
+    (["DELETE FROM scopes WHERE scope_id = 'acc-tamper'"],
+     "scope ACCOUNT:acc-tamper latch does not match its events"),
+    (["UPDATE scopes SET version = 1 WHERE scope_id = 'acc-tamper'"],
+     "scope ACCOUNT:acc-tamper latch does not match its events"),
+    (["INSERT INTO scopes VALUES (3, 'momo', 3)"],
+     "scope STRATEGY:momo latch does not match its events"),
+    (["DELETE FROM events WHERE version = 3"],
+     "event 4 does not follow event 2 in its hash chain"),
+    (["DELETE FROM events WHERE version = 4", "DELETE FROM scopes WHERE version = 4",
+      "UPDATE meta SET last_version = 3"], "has lost acknowledged transitions"),
+    (["UPDATE meta SET last_version = 3"], "its last version is 3 but it holds event 4"),
+    (["INSERT INTO events SELECT 5, time, scope_kind, scope_id, previous, state, cause,"
+      " reason, actor, breaker, reason_code, directives, forced, rearm_at, approved_by,"
+      " drill, chain, chain FROM events WHERE version = 4"],
+     "event 5 does not match its hash chain"),
+])
+def test_a_row_edited_by_hand_is_found(path, statements, found):
+    written(path, HISTORY)
+    edit(path, *statements)
+    assert found in refusal(path)
+
+
+def test_a_latched_event_removed_below_the_prune_point_is_found_by_the_seal(path):
+    """Below the prune point an event has no neighbours to betray its removal; the
+    latched set in the seal does."""
+    written(path, [tr(1, TAMPERED)], *([tr(v, SYMBOL, State.ARMED)] for v in range(2, 6)),
+            keep_events=2)
+    edit(path, "DELETE FROM events WHERE version = 1", "DELETE FROM scopes WHERE version = 1")
+    assert "latched scopes are not the ones sealed" in refusal(path, keep_events=2)
+
+
+# -- files deleted ---------------------------------------------------------------------------
+
+def test_a_state_file_deleted_after_its_first_run_is_not_a_fresh_start(path):
+    written(path, HISTORY)
+    path.unlink()
+    message = refusal(path)
+    assert f"is missing but its seal {path}.seal shows it was in use" in message
+    assert not path.exists()  # no fresh store was made in its place
+
+
+def test_a_wal_without_its_state_file_is_not_a_fresh_start(path):
+    wal = crash_after_appending(written(path, HISTORY), 2, "exit")
+    path.unlink()
+    Path(f"{path}.seal").unlink()
+    assert f"is missing but its WAL {wal} shows it was in use" in refusal(path)
+    assert not path.exists()
+
+
+def test_a_deleted_seal_is_found(path):
+    written(path, HISTORY)
+    Path(f"{path}.seal").unlink()
+    assert f"its seal {path}.seal is missing (deleted?)" in refusal(path)
+
+
+@pytest.mark.parametrize("seal", [b"", b"{not json", b"[]", b'{"version": 4}',
+                                  b'{"version": 4, "chain": "zz", "latched": ""}'])
+def test_a_garbled_seal_is_found(path, seal):
+    written(path, HISTORY)
+    Path(f"{path}.seal").write_bytes(seal)
+    assert re.search(r"its seal .*(unreadable|garbled)", refusal(path))
+
+
+def test_a_seal_ahead_of_the_file_is_found(path):
+    written(path, HISTORY)
+    reseal(path, {**seal_of(path), "version": 7})
+    assert "the seal says version 7, the file ends at 4" in refusal(path)
+
+
+def test_another_stores_file_under_this_seal_is_found(path, tmp_path):
+    other = written(tmp_path / "other" / "ess.db", [tr(1, SYMBOL), tr(2), tr(3), tr(4)])
+    written(path, HISTORY)
+    path.write_bytes(other.read_bytes())
+    assert "events up to version 4 are not the ones sealed" in refusal(path)
+
+
+# -- the WAL after a crash -------------------------------------------------------------------
+
+CHILD = """
+import os, sys
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, State, Transition
+store = SqliteStateStore(sys.argv[1])
+version = store.load().version
+for _ in range(int(sys.argv[2])):
+    version += 1
+    store.append([Transition(version, 1700000000.0 + version, Scope(ScopeKind.SYMBOL,
+                  f"S{version}"), State.ARMED, State.TRIPPED, Cause.TRIGGER, "in the WAL",
+                  "child")])
+print("appended", version, flush=True)
+if sys.argv[3] == "exit":
+    os._exit(0)  # no close(): the WAL is not checkpointed
+sys.stdin.read()  # held until SIGKILLed
+"""
+
+
+def crash_after_appending(path: Path, count: int, how: str) -> Path:
+    """A child process appends `count` trips and dies (os._exit or SIGKILL) before
+    anything checkpoints its WAL; the WAL's path."""
+    version = loaded(path).version + count
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(count), how],
+                             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 30)  # a deadline, not a sleep
+        line = child.stdout.readline().decode() if ready else "(nothing within 30 s)"
+    finally:
+        if how == "kill":
+            child.kill()
+        _, stderr = child.communicate(timeout=30)
+    assert line == f"appended {version}\n", f"child said {line!r}; stderr: {stderr.decode()}"
+    assert child.returncode == (-signal.SIGKILL if how == "kill" else 0)
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 32  # its trips are only in the WAL
+    return wal
+
+
+def truncated(size: Callable[[int], int]) -> Callable[[Path], None]:
+    def damage(wal: Path) -> None:
+        with open(wal, "r+b") as file:
+            file.truncate(size(wal.stat().st_size))
+    return damage
+
+
+def garbled(start: Callable[[int], int], length: int) -> Callable[[Path], None]:
+    def damage(wal: Path) -> None:
+        data = bytearray(wal.read_bytes())
+        at = start(len(data))
+        data[at:at + length] = bytes(b ^ 0xFF for b in data[at:at + length])
+        wal.write_bytes(bytes(data))
+    return damage
+
+
+WAL_DAMAGE = {
+    "deleted": Path.unlink,
+    "emptied": truncated(lambda size: 0),
+    "cut to its header": truncated(lambda size: 32),
+    "cut in half": truncated(lambda size: size // 2),
+    "last byte cut": truncated(lambda size: size - 1),
+    "header garbled": garbled(lambda size: 8, 8),
+    "first frame garbled": garbled(lambda size: 32 + 24 + 100, 16),
+    "middle garbled": garbled(lambda size: size // 2, 64),
+    "last frame garbled": garbled(lambda size: size - 64, 64),
+    "last bit flipped": garbled(lambda size: size - 1, 1),
+}
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_a_crash_with_an_intact_wal_loses_nothing(path, how):
+    crash_after_appending(written(path, HISTORY), 3, how)
+    state = loaded(path)
+    assert state.version == 7
+    assert [t.version for t in state.current] == [2, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("damage", WAL_DAMAGE.values(), ids=WAL_DAMAGE.keys())
+def test_a_damaged_wal_after_a_crash_is_found(path, damage):
+    wal = crash_after_appending(written(path, HISTORY), 3, "exit")
+    damage(wal)
+    assert re.search(r"has lost acknowledged transitions: the seal says version 7, the file"
+                     r" ends at [4-6] \(a deleted or truncated WAL\?\)", refusal(path))
+
+
+# -- the operator's way out ------------------------------------------------------------------
+
+def test_reseal_accepts_an_edited_file_as_it_is(path):
+    written(path, HISTORY)
+    edit(path, "UPDATE events SET reason = 'edited on purpose' WHERE version = 2")
+    refusal(path)
+    summary = SqliteStateStore.reseal(path)
+    assert (summary.events, summary.version, summary.latched, summary.relatched) == (
+        4, 4, ("ACCOUNT:acc-tamper", "SYMBOL:BTC-USD"), ())
+    assert "4 events up to version 4, 2 scope(s) latched" in str(summary)
+    state = loaded(path)
+    assert [(t.version, t.reason) for t in state.current] == [(2, "edited on purpose"),
+                                                               (4, "test 4")]
+    edit(path, "UPDATE events SET reason = 'and again' WHERE version = 2")
+    assert "event 2 does not match its hash chain" in refusal(path)  # chained anew
+
+
+def test_reseal_relatches_from_the_events_and_never_reuses_a_version(path):
+    written(path, HISTORY)
+    wal = crash_after_appending(path, 2, "exit")  # trips 5 and 6, then lost with the WAL
+    wal.unlink()
+    edit(path, "DELETE FROM scopes WHERE scope_id = 'acc-tamper'")
+    refusal(path)
+    summary = SqliteStateStore.reseal(path)
+    assert summary.relatched == ("ACCOUNT:acc-tamper",)  # the events say it is tripped
+    assert summary.version == 6  # the seal's: versions 5 and 6 were acknowledged once
+    state = loaded(path)
+    assert ([t.version for t in state.current], state.version) == ([2, 4], 6)
+
+
+def test_reseal_refuses_a_missing_file_and_a_file_in_use(path):
+    written(path, HISTORY)
+    store = SqliteStateStore(path)
+    with pytest.raises(StoreUnavailable, match="in use"):
+        SqliteStateStore.reseal(path)
+    store.close()
+    path.unlink()
+    with pytest.raises(StoreDamaged, match="is missing"):
+        SqliteStateStore.reseal(path)
+    assert not path.exists()
+
+
+# -- writes after damage ---------------------------------------------------------------------
+
+def test_a_seal_that_cannot_be_written_refuses_the_store_from_then_on(path):
+    store = SqliteStateStore(path)
+    store.load()
+    store.append([tr(1, TAMPERED)])
+    seal = Path(f"{path}.seal")
+    seal.unlink()
+    seal.mkdir()  # the seal can no longer be replaced
+    with pytest.raises(StoreUnavailable, match="cannot write its seal"):
+        store.append([tr(2, SYMBOL)])
+    with pytest.raises(StoreUnavailable, match="cannot write its seal"):
+        store.append([tr(3, SYMBOL)])
+    store.close()
+    seal.rmdir()
+    assert "its seal" in refusal(path)  # 2 is stored, but no seal vouches for the file
+
+
+# -- any single edit, anywhere in any history --------------------------------------------------
+
+SCOPES = [GLOBAL, TAMPERED, SYMBOL, Scope(ScopeKind.STRATEGY, "s")]
+batches = st.lists(st.lists(st.tuples(st.sampled_from(SCOPES), st.sampled_from(list(State))),
+                            min_size=1, max_size=4), min_size=1, max_size=8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(batches=batches, keep=st.integers(min_value=0, max_value=4), pick=st.integers(0, 99))
+def test_every_history_reloads_and_any_edited_event_in_it_is_found(batches, keep, pick):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ess.db"
+        version, history = 0, []
+        for batch in batches:
+            history.append([tr(version + i, scope, state)
+                            for i, (scope, state) in enumerate(batch, 1)])
+            version += len(batch)
+        store = SqliteStateStore(written(path, *history, keep_events=keep), keep)
+        before = (store.load(), store.events(ALL))
+        store.close()
+        store = SqliteStateStore(path, keep)
+        assert (store.load(), store.events(ALL)) == before
+        kept = [t.version for t in store.events(ALL)]
+        store.close()
+        edited = kept[pick % len(kept)]
+        edit(path, f"UPDATE events SET actor = 'mallory' WHERE version = {edited}")
+        assert f"event {edited} does not match its hash chain" in refusal(path, keep)
