@@ -14,7 +14,8 @@ from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, Met
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
-from .domain.errors import InvalidArgument, ResetRefused, ResyncRequired, StoreUnavailable
+from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, ResyncRequired, \
+    StoreUnavailable
 from .domain.lifecycle import FillOutcome
 from .domain.orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
@@ -92,8 +93,12 @@ class Guard:
                       actor: str = SYSTEM_ACTOR) -> Outcome:
         now = self._clock.now()
         plan = self.engine.plan_report(scope, metric, value, now, actor)
+        outcome = self._outcome(scope, self._commit(plan, MetricReported(scope, metric, value,
+                                                                         now)))
+        if plan.refusal:
+            raise CapacityExceeded(plan.refusal)
         self.telemetry.metric_reported(metric)
-        return self._outcome(scope, self._commit(plan, MetricReported(scope, metric, value, now)))
+        return outcome
 
     def report_fill(self, fill: Fill, actor: str = SYSTEM_ACTOR) -> FillReport:
         """Apply a fill; one of an order the sidecar never allowed trips the account,

@@ -87,6 +87,9 @@ class TelemetrySettings(_Section):
                                         " RPC's spans kept")
     latency_sample_every: int = Field(8, ge=1, description="decision latency histogram:"
                                       " one decision in this many (counts stay exact)")
+    max_gauge_scopes: int = Field(1000, ge=1, le=100_000, description="per-scope gauges"
+                                  " cover at most this many scopes (restricted first, newest"
+                                  " first): scrapes stay small whatever the ids")
     log_format: Literal["json", "text"] = Field("json", description="stderr log lines")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
 
@@ -152,6 +155,8 @@ class LimitsModel(SymbolLimitsModel):
     duplicate_window_s: float | None = None
     order_id_retention_s: float | None = None
     max_remembered_orders: int | None = None
+    idle_evidence_s: float | None = None
+    max_scopes_with_evidence: int | None = None
     symbols: dict[str, SymbolLimitsModel] = Field(default_factory=dict)
 
 

@@ -120,6 +120,14 @@ class Book:
     def peek(self, account: str) -> AccountBook | None:
         return self.accounts.get(account)
 
+    def forget_if_empty(self, account: str) -> None:
+        """Drop an account that holds nothing (no equity, marks, positions or working
+        orders), so idle ids cost no memory; forgetting it loses no information."""
+        book = self.accounts.get(account)
+        if book is not None and book.equity is None and not (book.marks or book.legs
+                                                             or book.nets):
+            del self.accounts[account]
+
     def position(self, account: str, strategy: str, symbol: str) -> float:
         book = self.accounts.get(account)
         leg = book.legs.get((strategy, symbol)) if book else None

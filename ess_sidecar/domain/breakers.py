@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -126,6 +127,7 @@ class _Meters:
     peak_equity: float = 0.0
     last_tick: float | None = None
     stale: bool = False
+    last_seen: float = 0.0  # the last sample, or when eviction last chose to keep it
     # breaker -> until when its condition counts as holding with no evidence (restart)
     unconfirmed: dict[str, float] = field(default_factory=dict)
 
@@ -159,11 +161,23 @@ class Breakers:
 
     def __init__(self, settings: BreakerSettings) -> None:
         self._settings = settings
-        self._meters: dict[Scope, _Meters] = {}
+        self._meters: dict[Scope, _Meters] = {}  # the least recently used first
+        rules = [*settings.defaults.values(),
+                 *(r for overrides in settings.overrides.values() for r in overrides.values())]
+        self._longest_window = max((r.window_s for r in rules), default=0.0)
+
+    def __len__(self) -> int:
+        """How many scopes have evidence."""
+        return len(self._meters)
+
+    def __contains__(self, scope: object) -> bool:
+        return scope in self._meters
 
     def record(self, scope: Scope, metric: Metric, value: float, now: float) -> list[BreakerTrip]:
         """Record one (validated) sample; return the breakers it trips."""
-        meters = self._meters.setdefault(scope, _Meters())
+        meters = self._meters.pop(scope, None) or _Meters()  # re-inserted: newest last
+        self._meters[scope] = meters
+        meters.last_seen = now
         trip: BreakerTrip | None = None
         if metric in LEVEL_BREAKERS:
             trip = self._level(scope, meters, LEVEL_BREAKERS[metric], value)
@@ -232,11 +246,31 @@ class Breakers:
             if breaker in EVENT_WINDOWS else float("inf")
         meters.unconfirmed[breaker] = until
 
-    def readings(self, now: float) -> list[Reading]:
+    def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
+        """Forget the evidence of scopes with no sample for idle_s (and at least the
+        longest window), oldest first, unless `keep` says the scope still needs it or it
+        watches a feed (a dead feed must still go stale). How many were forgotten."""
+        idle_s = max(idle_s, self._longest_window)
+        meters, forgotten = self._meters, 0
+        for _ in range(len(meters)):
+            scope, oldest = next(iter(meters.items()))
+            if oldest.last_seen > now - idle_s:
+                break
+            del meters[scope]
+            if keep(scope) or oldest.last_tick is not None:
+                oldest.last_seen = now  # kept: looked at again after another idle_s
+                meters[scope] = oldest
+            else:
+                forgotten += 1
+        return forgotten
+
+    def readings(self, now: float, most: int | None = None) -> list[Reading]:
         """The current value and threshold of every enabled breaker a scope has evidence
-        for (for dashboards: how close is each one to tripping)."""
+        for (for dashboards: how close is each one to tripping), for at most `most`
+        scopes, the most recently reported first."""
         readings = []
-        for scope, meters in self._meters.items():
+        for scope in itertools.islice(reversed(self._meters), most):
+            meters = self._meters[scope]
             values = {slot.partition("@")[0]: value for slot, value in meters.levels.items()}
             values.update((name, float(self._prune(meters, name, self.rule(scope, name), now)))
                           for name in meters.events)

@@ -114,6 +114,9 @@ def _validate_limits(limits: LimitSettings) -> None:
         _duration(f"limits.{name}", getattr(limits, name))
     if limits.max_remembered_orders < 1000:
         raise InvalidConfig("limits.max_remembered_orders", "must be >= 1000")
+    _duration("limits.idle_evidence_s", limits.idle_evidence_s)
+    if limits.max_scopes_with_evidence < 100:
+        raise InvalidConfig("limits.max_scopes_with_evidence", "must be >= 100")
     symbols: dict[str, SymbolLimits] = {"default": limits.default, **limits.symbols}
     for symbol, symbol_limits in symbols.items():
         key = "limits" if symbol == "default" else f'limits.symbols."{symbol}"'

@@ -199,9 +199,19 @@ class GuardEngine:
         """Record one metric sample; the plan holds the trips its breakers call for, with
         the reporter as their actor."""
         check_metric_value(metric, value)
+        plan = self.plan(now)
+        most = self.config.limits.max_scopes_with_evidence
+        if scope not in self.breakers and len(self.breakers) >= most:
+            # No evidence can be kept for this scope, so nothing can be ruled out: stop
+            # everything (once), and refuse the sample (plan.refusal).
+            plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{most} scopes have breaker"
+                      " evidence (limits.max_scopes_with_evidence): no more can be kept",
+                      actor)
+            plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have evidence;" \
+                           f" a sample for {scope} cannot be kept (GLOBAL tripped)"
+            return plan
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
-        plan = self.plan(now)
         for trip in self.breakers.record(scope, metric, value, now):
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker)
         return plan
@@ -262,10 +272,19 @@ class GuardEngine:
                                f" {', '.join(holding)}")
 
     def expire(self, now: float) -> int:
-        """Forget order ids, fill ids and identical-order counts past their retention;
-        how many were forgotten."""
+        """Forget what is past its retention: order ids, fill ids, identical-order counts,
+        rate windows, and the evidence of idle scopes that nothing latched still needs.
+        How many were forgotten (the journal records a run that forgot anything)."""
         limits = self.config.limits
-        return self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
+        return (self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
+                + self._rate.expire(now)
+                + self.breakers.evict(now, limits.idle_evidence_s, self._needs_evidence))
+
+    def _needs_evidence(self, scope: Scope) -> bool:
+        """A latched scope (its reset needs the evidence), or an account with a book (its
+        peak equity is what drawdown is measured from)."""
+        return scope in self._current or (scope.kind is ScopeKind.ACCOUNT
+                                          and self.book.peek(scope.id) is not None)
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""

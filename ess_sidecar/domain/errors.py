@@ -47,6 +47,11 @@ class ShuttingDown(GuardError):
     """The sidecar is stopping; callers retry elsewhere or later."""
 
 
+class CapacityExceeded(GuardError):
+    """A hard cap on what the sidecar keeps in memory was reached; nothing was changed
+    but what failing closed needs."""
+
+
 class StoreUnavailable(GuardError):
     """The state store could not make a transition durable; the guard fails closed."""
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CapacityExceeded
 from .scopes import Scope
 
 MAX_TTL_S = 3600.0
+MAX_REGISTRATIONS = 100_000
 
 
 @dataclass
@@ -31,6 +33,9 @@ class Heartbeats:
         if known is not None and known.ttl_s == ttl_s:
             known.last_seen, known.lost = now, False
             return False
+        if known is None and len(self._registrations) >= MAX_REGISTRATIONS:
+            raise CapacityExceeded(f"{MAX_REGISTRATIONS} heartbeat registrations are kept"
+                                   " (the most); deregister executors that stopped")
         self._registrations[(executor_id, scope)] = Registration(executor_id, scope, ttl_s, now)
         return True
 

@@ -39,6 +39,11 @@ class LimitSettings:
     duplicate_window_s: float = 1.0
     order_id_retention_s: float = 86_400.0  # a client_order_id is unique this long
     max_remembered_orders: int = 1_000_000  # order records kept for that retention
+    # Breaker evidence of a scope unused this long (and at least its longest window) is
+    # forgotten, unless the scope is latched, watches a feed or has a book; at most this
+    # many scopes have evidence at once (beyond it GLOBAL trips: none can be ruled out).
+    idle_evidence_s: float = 86_400.0
+    max_scopes_with_evidence: int = 100_000
 
     def for_symbol(self, symbol: str) -> SymbolLimits:
         return self.symbols.get(symbol, self.default)
@@ -88,7 +93,20 @@ class OrderRate:
 
     def record(self, strategy: str, now: float) -> None:
         if self._per_second:
-            self._sent.setdefault(strategy, deque()).append(now)
+            sent = self._sent.pop(strategy, None) or deque()  # re-inserted: newest last
+            sent.append(now)
+            self._sent[strategy] = sent
+
+    def expire(self, now: float) -> int:
+        """Forget strategies with no order in the last second (oldest first); how many."""
+        sent, forgotten = self._sent, 0
+        while sent:
+            strategy, times = next(iter(sent.items()))
+            if times and times[-1] > now - 1.0:
+                break
+            del sent[strategy]
+            forgotten += 1
+        return forgotten
 
 
 def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,

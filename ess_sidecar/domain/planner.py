@@ -16,6 +16,9 @@ class Plan:
         self.transitions: list[Transition] = []
         # Four-eyes: a reset that now waits for a second operator (and changed nothing).
         self.pending_reset: PendingReset | None = None
+        # A command that failed closed (a cap was reached): its error, after the plan's
+        # transitions are stored.
+        self.refusal = ""
         self._version = version
         self._current = current
         self._auto_rearms = auto_rearms

@@ -144,6 +144,7 @@ class OrderLedger:
             leg.release(record.side, taken, ended)
         if ended:
             book.tidy(record.strategy, record.symbol)
+            self._book.forget_if_empty(record.account)
 
     @contextmanager
     def without(self, record: OrderRecord | None) -> Iterator[None]:

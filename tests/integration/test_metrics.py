@@ -134,12 +134,13 @@ async def observe(start_sidecar: Any) -> AsyncIterator[Observe]:
     started: list[tuple[OtelTelemetry, MetricsServer]] = []
 
     async def start(alerts: AlertSink | None = None, latency_sample_every: int = 1,
-                    off_loop: bool = False, **overrides: Any) -> Observed:
+                    off_loop: bool = False, max_gauge_scopes: int = 1000,
+                    **overrides: Any) -> Observed:
         """off_loop: observe() the guard from a thread, as a guard built before its event
         loop runs is."""
         running = await start_sidecar(**overrides)
         settings = TelemetrySettings(latency_sample_every=latency_sample_every,
-                                     instance_id="test-1")
+                                     instance_id="test-1", max_gauge_scopes=max_gauge_scopes)
         registry = CollectorRegistry()  # private: other sidecars in this process have theirs
         telemetry = OtelTelemetry(settings, meter_provider(settings, sidecar_resource(settings),
                                                            registry))
@@ -245,6 +246,21 @@ async def test_breaker_gauges_show_how_close_a_scope_is_to_tripping(observe: Obs
     assert tripped.value("ess_trips_total", scope_kind="STRATEGY", reason="BREAKER",
                          breaker="daily_drawdown_pct") == 1
     assert tripped.value("ess_scope_state", state="TRIPPED", **labels) == 1
+
+
+async def test_per_scope_gauges_are_capped_the_newest_first(observe: Observe) -> None:
+    """A flood of ids never makes a scrape big: breaker gauges cover the most recently
+    reported scopes, state gauges the newest restricted ones, max_gauge_scopes each."""
+    observed = await observe(max_gauge_scopes=10)
+    for n in range(50):
+        observed.report(Metric.API_ERROR, 1, scope=Scope(ScopeKind.STRATEGY, f"s-{n}"))
+    for n in range(30):
+        observed.trigger(Scope(ScopeKind.STRATEGY, f"t-{n}"))
+    metrics = await observed.scrape()
+    reported = {s.labels["scope"] for s in metrics.samples if s.name == "ess_breaker_value"}
+    assert reported == {f"STRATEGY:s-{n}" for n in range(40, 50)}
+    states = {s.labels["scope"] for s in metrics.samples if s.name == "ess_scope_state"}
+    assert states == {f"STRATEGY:t-{n}" for n in range(20, 30)}
 
 
 async def test_breakers_observed_before_the_loop_runs_show_from_the_first_report(

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import grpc
 
-from ...domain.errors import DrillRefused, GuardError, InvalidArgument, PermissionDenied, \
+from ...domain.errors import CapacityExceeded, DrillRefused, GuardError, InvalidArgument, PermissionDenied, \
     ResetRefused, ResyncRequired, ShuttingDown, StoreUnavailable, SubscriberTooSlow, \
     Unauthenticated
 
@@ -20,6 +20,7 @@ STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [
     (ResetRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (DrillRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (CapacityExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ResyncRequired, grpc.StatusCode.OUT_OF_RANGE),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),

@@ -102,11 +102,14 @@ class GuardGauges:
     the guard (at shutdown the loop may be blocked waiting for a final export)."""
 
     def __init__(self, guard: Guard, alerts: AlertSink, read_on_loop: LoopReader,
-                 scopes: dict[Scope, None]) -> None:
+                 scopes: dict[Scope, None], most_scopes: int = 1000) -> None:
         self._guard: Guard | None = guard
         self._alerts = alerts
         self._on_loop = read_on_loop
         self._scopes = scopes
+        # Cardinality cap: per-scope gauges cover at most this many scopes (restricted
+        # ones first, the newest first), so a flood of ids never makes a scrape slow.
+        self._most = most_scopes
         self._readings: list[Reading] = []
 
     def register(self, meter: Meter) -> None:
@@ -138,9 +141,13 @@ class GuardGauges:
         current = {t.scope: t.state for t in guard.engine.restricted()}
         for scope in current:
             self._scopes.setdefault(scope)
+        for scope in list(self._scopes)[:max(0, len(self._scopes) - self._most)]:
+            if scope not in current:  # the oldest seen, no longer restricted, go first
+                del self._scopes[scope]
+        shown = list(self._scopes)[-self._most:]  # the newest, when more are restricted
         return [Observation(int(state is current.get(scope, State.ARMED)),
                             {names.SCOPE: str(scope), names.STATE: state.name})
-                for scope in list(self._scopes) for state in State]
+                for scope in shown for state in State]
 
     def _values(self) -> list[Observation]:
         guard = self._guard
@@ -151,7 +158,7 @@ class GuardGauges:
         # a time), and takes what this one left; a failed read leaves nothing.
         self._readings = []
         self._readings = self._on_loop(
-            lambda: guard.engine.breakers.readings(guard.now()), unbound=[])
+            lambda: guard.engine.breakers.readings(guard.now(), self._most), unbound=[])
         return [Observation(r.value, {names.SCOPE: str(r.scope), names.BREAKER: r.breaker})
                 for r in self._readings]
 

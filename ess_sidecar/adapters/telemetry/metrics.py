@@ -90,6 +90,7 @@ class OtelTelemetry(Telemetry):
             (reason is DecisionReason.ALLOWED, reason): 0 for reason in DecisionReason}
         self._reports = dict.fromkeys(Metric, 0)
         self._scopes: dict[Scope, None] = {GLOBAL: None}  # ordered set, for the state gauge
+        self._most_scopes = settings.max_gauge_scopes
         self._fields: set[str] = set()  # labels of ess.invalid_requests so far
         self._gauges: GuardGauges | None = None
         self._loop = LoopReader()  # the guard's loop, where the breakers are read
@@ -116,7 +117,8 @@ class OtelTelemetry(Telemetry):
             raise RuntimeError("OtelTelemetry.observe called twice")
         self._loop.loop = loop
         self._loop.bind_here()
-        self._gauges = GuardGauges(guard, alerts, self._loop, self._scopes)
+        self._gauges = GuardGauges(guard, alerts, self._loop, self._scopes,
+                                   self._most_scopes)
         self._gauges.register(self._meter)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:

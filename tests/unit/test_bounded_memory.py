@@ -1,0 +1,108 @@
+"""Memory per id is bounded: idle ids are forgotten unless something still needs them, and
+hard caps fail closed with a clear error, never a silent allow."""
+
+from __future__ import annotations
+
+import pytest
+
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
+from ess_sidecar.domain import heartbeats
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.config import GuardConfig
+from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.errors import CapacityExceeded
+from ess_sidecar.domain.limits import LimitSettings
+from ess_sidecar.domain.orders import Order, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, State
+from ess_sidecar.service import Guard
+from ess_sidecar.watch import Subscribers
+from tests.fakes import FakeClock
+
+from .conftest import T0, make_engine, report, rules, timers, trip
+
+HOUR = 3600.0  # the longest default breaker window (failed_trades, stop_loss_hits)
+
+
+def strategies(count: int) -> list[Scope]:
+    return [Scope(ScopeKind.STRATEGY, f"s-{n}") for n in range(count)]
+
+
+def test_idle_evidence_is_forgotten_after_its_longest_window() -> None:
+    engine = make_engine(limits=LimitSettings(idle_evidence_s=60.0))
+    for scope in strategies(500):
+        report(engine, scope, Metric.API_ERROR, 1.0, T0)
+    assert len(engine.breakers) == 500
+    assert engine.expire(T0 + HOUR - 1) == 0  # 60 s idle is not enough: windows are 1 h
+    assert engine.expire(T0 + HOUR + 1) >= 500
+    assert len(engine.breakers) == 0
+
+
+def test_evidence_something_still_needs_is_kept() -> None:
+    """A latched scope (its reset needs the evidence), a watched feed (it must still go
+    stale) and an account with a book (its peak equity) are never forgotten."""
+    engine = make_engine(limits=LimitSettings(idle_evidence_s=60.0),
+                         breakers=rules(data_feed_stale={"window_s": 10 * HOUR}))
+    latched, feed, account = (Scope(ScopeKind.STRATEGY, "latched"),
+                              Scope(ScopeKind.SYMBOL, "FEED"), Scope(ScopeKind.ACCOUNT, "acc-1"))
+    report(engine, latched, Metric.API_ERROR, 1.0, T0)
+    trip(engine, latched)
+    report(engine, feed, Metric.DATA_FEED_TICK, 1.0, T0)
+    report(engine, account, Metric.EQUITY, 1e6, T0)  # acc-1 has a book (conftest syncs it)
+    report(engine, account, Metric.EQUITY, 0.95e6, T0)
+    engine.expire(T0 + 2 * HOUR)
+    assert all(scope in engine.breakers for scope in (latched, feed, account))
+    # The account's drawdown is still measured from the peak it had.
+    assert [t.breaker for t in report(engine, account, Metric.EQUITY, 0.7e6, T0 + 2 * HOUR)] \
+        == ["total_drawdown_pct"]
+
+
+def test_too_many_scopes_with_evidence_trips_global_and_refuses_the_sample() -> None:
+    clock = FakeClock(T0)
+    engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
+    guard = Guard(engine, InMemoryStateStore(), clock, Subscribers(4))
+    for scope in strategies(100):
+        guard.report_metric(scope, Metric.API_ERROR, 1.0)
+    with pytest.raises(CapacityExceeded, match="max_scopes_with_evidence"):
+        guard.report_metric(Scope(ScopeKind.STRATEGY, "one-more"), Metric.API_ERROR, 1.0)
+    assert engine.state_of(GLOBAL) is State.TRIPPED
+    assert engine.current(GLOBAL).cause is Cause.SYSTEM
+    assert Scope(ScopeKind.STRATEGY, "one-more") not in engine.breakers
+    guard.report_metric(strategies(1)[0], Metric.API_ERROR, 1.0)  # known scopes still report
+
+
+def test_an_account_that_holds_nothing_is_forgotten() -> None:
+    engine = GuardEngine(GuardConfig(limits=LimitSettings(exposure_enabled=False,
+                                                          max_orders_per_second=0)))
+    for n in range(200):
+        order = Order(f"acc-{n}", "momo", "AAPL", Side.BUY, 1.0, 100.0,
+                      client_order_id=f"c-{n}")
+        assert engine.check(order, T0).allowed
+        assert engine.update_order(OrderUpdate(order.account, order.client_order_id,
+                                               OrderStatus.CANCELLED))
+    assert engine.book.accounts == {}
+
+
+def test_rate_windows_of_idle_strategies_are_forgotten() -> None:
+    engine = GuardEngine(GuardConfig(limits=LimitSettings(exposure_enabled=False,
+                                                          max_orders_per_second=1)))
+    for n in range(300):
+        assert engine.check(Order("acc", f"s-{n}", "AAPL", Side.BUY, 1.0, 100.0,
+                                  client_order_id=f"c-{n}"), T0).allowed
+    second = Order("acc", "s-0", "AAPL", Side.BUY, 1.0, 100.0, client_order_id="again")
+    assert not engine.check(second, T0 + 0.5).allowed  # the window still counts
+    assert engine.expire(T0 + 0.5) == 0
+    assert engine.expire(T0 + 1.5) >= 300
+    assert engine.check(second, T0 + 1.5).allowed
+
+
+def test_heartbeat_registrations_are_capped_with_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(heartbeats, "MAX_REGISTRATIONS", 10)
+    engine = make_engine()
+    for n in range(10):
+        engine.heartbeat(f"ex-{n}", GLOBAL, 5.0, T0)
+    with pytest.raises(CapacityExceeded, match="10 heartbeat registrations"):
+        engine.heartbeat("ex-10", GLOBAL, 5.0, T0)
+    assert engine.heartbeat("ex-3", GLOBAL, 5.0, T0 + 1) is False  # known ones still beat
+    timers(engine, T0 + 6)  # and still trip when they stop
+    assert engine.state_of(GLOBAL) is State.TRIPPED
