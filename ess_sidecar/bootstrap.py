@@ -43,9 +43,11 @@ def open_store(settings: Settings) -> StateStore:
     return SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
 
 
-def open_journal(settings: Settings) -> Journal:
-    """The journal beside the SQLite store: `<store.path>.journal`."""
-    return FileJournal(journal_path(settings.store.path), settings.store.journal_sync_interval_s)
+def open_journal(settings: Settings, store_was_in_use: bool) -> Journal:
+    """The journal beside the SQLite store: `<store.path>.journal`. A store that was in
+    use (it has a seal) had a journal: one missing with its seal was deleted."""
+    return FileJournal(journal_path(settings.store.path), settings.store.journal_sync_interval_s,
+                       required=store_was_in_use)
 
 
 def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:
@@ -97,8 +99,10 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     principals = open_principals(settings)  # first: a bad tokens file opens nothing
     observed = open_observability(settings, span_exporters)
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
+    store_was_in_use = store is None and SqliteStateStore.in_use(settings.store.path)
     store, stored = load(lambda: store or open_store(settings))
-    journal, entries, unreadable = load_journal(journal or open_journal(settings))
+    journal, entries, unreadable = load_journal(journal or open_journal(settings,
+                                                                        store_was_in_use))
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
                   observed.telemetry if observed else None, journal)

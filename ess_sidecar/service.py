@@ -156,24 +156,27 @@ class Guard:
                                         now, drill)
         return self._outcome(scope, self._commit(plan, Triggered(now)))
 
-    def reset(self, scope: Scope, reason: str, force: bool, actor: str) -> Outcome:
+    def reset(self, scope: Scope, reason: str, force: bool, actor: str,
+              latches: Iterable[str] = ()) -> Outcome:
+        """Lift the named latches of a scope (none named: all of them)."""
         now = self._clock.now()
+        latches = tuple(latches)
         try:
-            plan = self.engine.plan_reset(scope, reason, force, actor, now)
+            plan = self.engine.plan_reset(scope, reason, force, actor, now, latches)
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),
-                                                "forced": force})
+                                                "forced": force, "latches": latches})
             raise
+        command = ResetAsked(scope, reason, force, actor, now, latches)
         if plan.pending_reset is not None:
             pending = plan.pending_reset
             log.warning("reset pending approval", extra={
                 "scope": str(scope), "actor": actor, "reason": reason, "forced": force,
-                "expires_at": pending.expires_at})
-            self._record(ResetAsked(scope, reason, force, actor, now))
+                "expires_at": pending.expires_at, "latches": pending.latches})
+            self._record(command)
             return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
-        return self._outcome(scope, self._commit(plan, ResetAsked(scope, reason, force, actor,
-                                                                  now)))
+        return self._outcome(scope, self._commit(plan, command))
 
     def run_timers(self) -> list[Transition]:
         """Stale feeds, lost heartbeats and re-arms; called periodically by the server."""
@@ -304,4 +307,6 @@ def transition_fields(t: Transition) -> dict[str, object]:
             fields[name] = getattr(t, name)
     if t.forced or t.drill:
         fields.update(forced=t.forced, drill=t.drill)
+    if t.latches:
+        fields["latches"] = [f"{latch.name}:{latch.state.name}" for latch in t.latches]
     return fields

@@ -25,6 +25,7 @@ class PendingReset:
     reason: str
     force: bool
     expires_at: float
+    latches: tuple[str, ...] = ()  # the latches it lifts
 
 
 class Approvals:
@@ -49,19 +50,23 @@ class Approvals:
         return pending
 
     def review(self, scope: Scope, trip_version: int, actor: str, reason: str, force: bool,
-               now: float) -> PendingReset:
+               now: float, latches: tuple[str, ...] = ()) -> PendingReset:
         """A reset by `actor`: the pending request it approves, or a new pending request
         (return value's requested_by is then `actor`). ResetRefused when the same operator
         asks again, or asks with a different force than the pending request."""
         pending = self.pending(scope, trip_version, now)
         if pending is None:
             pending = PendingReset(scope, trip_version, actor, reason, force,
-                                   now + self.policy.window_s)
+                                   now + self.policy.window_s, latches)
             self._pending[scope] = pending
             return pending
         if pending.requested_by == actor:
             raise ResetRefused(f"{scope}: {actor} already requested this reset; a different"
                                " operator must approve it")
+        if set(pending.latches) != set(latches):
+            raise ResetRefused(f"{scope}: the pending reset by {pending.requested_by} lifts"
+                               f" {', '.join(pending.latches)}; approve it for the same"
+                               " latches, or let it expire")
         if pending.force != force:
             raise ResetRefused(f"{scope}: the pending reset by {pending.requested_by} has"
                                f" force={str(pending.force).lower()}; approve it with the"

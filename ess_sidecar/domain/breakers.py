@@ -289,8 +289,8 @@ class Breakers:
         return rule.enabled and value >= rule.threshold
 
     def rearm(self, scope: Scope, breaker: str, now: float) -> None:
-        """An accepted reset of a trip by `breaker`. It erases no evidence but what that
-        trip owns: a losing streak restarts only when the streak was what tripped. A
+        """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
+        latch owns: a losing streak restarts only when the streak's latch is lifted; a
         feed found stale gets a fresh window from now, so if it stays dead it trips
         again (a forced reset must not silence it for good)."""
         meters = self._meters.get(scope)
@@ -298,7 +298,7 @@ class Breakers:
             return
         if breaker == "consecutive_losses":
             meters.losses = 0
-        if meters.stale:
+        elif breaker == "data_feed_stale" and meters.stale:
             meters.stale, meters.last_tick = False, now
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:

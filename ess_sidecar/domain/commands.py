@@ -78,6 +78,7 @@ class ResetAsked:
     force: bool
     actor: str
     now: float
+    latches: tuple[str, ...] = ()  # none: all of them
 
 
 @dataclass(frozen=True)

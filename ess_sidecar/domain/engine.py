@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from .approvals import Approvals
-from .breakers import Breakers, Metric, check_metric_value
+from .breakers import DEFAULT_RULES, Breakers, Metric, check_metric_value
 from .commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .config import GuardConfig
@@ -32,8 +32,8 @@ from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .working import OrderLedger, OrderRecord
-from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
-    TriggerReason
+from .states import DRILL_LATCH, SEVERITY, SYSTEM_ACTOR, Cause, Directive, Latch, State, \
+    Transition, TriggerMode, TriggerReason
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 MAX_EQUITY = 1e18
@@ -71,7 +71,9 @@ class GuardEngine:
         return sorted(self._current.values(), key=lambda t: t.version)
 
     def reset_allowed_at(self, current: Transition) -> float:
-        return current.time + self.config.policy_for(current.scope.kind).reset_cooldown_s
+        """When a reset of every latch of the scope is out of its cooldown."""
+        since = max((latch.since for latch in current.held()), default=current.time)
+        return since + self.config.policy_for(current.scope.kind).reset_cooldown_s
 
     # -- the hot path ----------------------------------------------------------------------
 
@@ -189,10 +191,7 @@ class GuardEngine:
     # -- plans: commands that change scope state -------------------------------------------
 
     def plan(self, now: float) -> Plan:
-        return Plan(self.version, self._current.get, now, self._breaker_auto_rearms)
-
-    def _breaker_auto_rearms(self, scope: Scope, breaker: str) -> bool:
-        return bool(breaker) and self.breakers.rule(scope, breaker).auto_rearm
+        return Plan(self.version, self._current.get, now)
 
     def plan_report(self, scope: Scope, metric: Metric, value: float, now: float,
                     actor: str = SYSTEM_ACTOR) -> Plan:
@@ -230,43 +229,58 @@ class GuardEngine:
                   directives=directives, drill=drill)
         return plan
 
-    def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float) -> Plan:
-        """Resume a restricted scope, or refuse (ResetRefused) during the cooldown or while
-        a breaker's condition still holds, unless forced. With four-eyes on, the first
-        operator's reset only becomes plan.pending_reset; a second one's takes effect.
-        Resetting an unrestricted scope changes nothing; a drill's trip resumes at once."""
+    def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,
+                   latches: Iterable[str] = ()) -> Plan:
+        """Lift the named latches of a restricted scope (none named: all of them), or
+        refuse (ResetRefused) while one of them is in its cooldown or its breaker still
+        holds, unless forced; a reset that resumes the scope is also refused while any
+        breaker of the scope holds. With four-eyes on, the first operator's reset only
+        becomes plan.pending_reset; a second one's, for the same latches, takes effect.
+        Resetting an unrestricted scope changes nothing; a drill's latch lifts at once."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:
             return plan
-        if current.drill:
-            self._resume(plan, scope, Cause.RESET, reason, actor, drill=True)
+        held = {latch.name: latch for latch in current.held()}
+        named = tuple(dict.fromkeys(latches)) or tuple(held)
+        for index, name in enumerate(named):
+            if name not in held:
+                raise InvalidArgument(f"latches[{index}]", f"{scope} has no latch {name!r}:"
+                                      f" it has {', '.join(held)}")
+        resumes = len(named) == len(held)
+        if all(name == DRILL_LATCH for name in named):
+            plan.clear(scope, named, Cause.RESET, reason, actor, self._rearm_delay(scope),
+                       drill=True)
             return plan
-        self._check_resumable(current, force, now)
+        self._check_resumable(scope, [held[n] for n in named], resumes, force, now)
         approved_by = ""
         if self.approvals.required:
-            pending = self.approvals.review(scope, current.version, actor, reason, force, now)
+            pending = self.approvals.review(scope, current.version, actor, reason, force, now,
+                                            named)
             if pending.requested_by == actor:
                 plan.pending_reset = pending
                 return plan
             approved_by, actor = actor, pending.requested_by
             reason = f"{pending.reason} | approved: {reason}"
-        self._resume(plan, scope, Cause.RESET, reason, actor, forced=force,
-                     approved_by=approved_by)
+        plan.clear(scope, named, Cause.RESET, reason, actor, self._rearm_delay(scope),
+                   forced=force, approved_by=approved_by)
         return plan
 
-    def _check_resumable(self, current: Transition, force: bool, now: float) -> None:
-        """ResetRefused during the cooldown or while a breaker still holds, unless forced."""
+    def _check_resumable(self, scope: Scope, clearing: list[Latch], resumes: bool,
+                         force: bool, now: float) -> None:
+        """ResetRefused while a latch being lifted is in its cooldown, or its breaker (or,
+        when the scope would resume, any breaker of it) still holds; unless forced."""
         if force:
             return
-        scope = current.scope
-        allowed_at = self.reset_allowed_at(current)
+        cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
+        allowed_at = max(latch.since for latch in clearing) + cooldown
         if now < allowed_at:
             raise ResetRefused(f"{scope} is in its reset cooldown until"
                                f" {_iso(allowed_at)} ({allowed_at - now:.0f}s left)",
                                until=allowed_at)
-        holding = self.holding(scope, now)
+        names = {latch.name for latch in clearing}
+        holding = [b for b in self.holding(scope, now) if resumes or b in names]
         if holding:
             raise ResetRefused(f"{scope}: breaker condition still holds:"
                                f" {', '.join(holding)}")
@@ -305,9 +319,10 @@ class GuardEngine:
                     and now >= current.rearm_at:
                 plan.move(current.scope, State.ARMED, Cause.REARM, "re-arm delay elapsed",
                           SYSTEM_ACTOR, drill=current.drill)
-            elif self._auto_rearms(current, now):
-                self._resume(plan, current.scope, Cause.REARM,
-                             f"auto re-arm: {current.breaker} cleared", SYSTEM_ACTOR)
+            elif rearming := self._auto_rearming(current, now):
+                plan.clear(current.scope, rearming, Cause.REARM,
+                           f"auto re-arm: {', '.join(rearming)} cleared", SYSTEM_ACTOR,
+                           self._rearm_delay(current.scope))
         return plan
 
     def holding(self, scope: Scope, now: float) -> list[str]:
@@ -317,23 +332,28 @@ class GuardEngine:
             held.append("heartbeat_lost")
         return held
 
-    def _auto_rearms(self, current: Transition, now: float) -> bool:
-        # A breaker that escalated an already restricted scope must not lift the earlier
-        # restriction (say an operator's REDUCE_ONLY trigger): that one resumes by hand.
-        return (current.state in RESTRICTING and current.breaker != ""
-                and current.previous not in RESTRICTING
-                and self.breakers.rule(current.scope, current.breaker).auto_rearm
-                and now >= self.reset_allowed_at(current)
-                and not self.holding(current.scope, now))
+    def _auto_rearming(self, current: Transition, now: float) -> list[str]:
+        """The latches of breakers that re-arm by themselves whose cooldown has passed and
+        whose condition no longer holds; every other latch stays (an operator's REDUCE_ONLY
+        under an auto re-arming breaker is lifted only by hand)."""
+        if current.state not in RESTRICTING:
+            return []
+        cooldown = self.config.policy_for(current.scope.kind).reset_cooldown_s
+        holding: list[str] | None = None
+        lifted = []
+        for latch in current.held():
+            rule = self.breakers.rule(current.scope, latch.name) \
+                if latch.name in DEFAULT_RULES else None
+            if rule is None or not rule.auto_rearm or now < latch.since + cooldown:
+                continue
+            if holding is None:
+                holding = self.holding(current.scope, now)
+            if latch.name not in holding:
+                lifted.append(latch.name)
+        return lifted
 
-    def _resume(self, plan: Plan, scope: Scope, cause: Cause, reason: str, actor: str,
-                **details: object) -> None:
-        delay = self.config.policy_for(scope.kind).rearm_delay_s
-        if delay > 0:
-            plan.move(scope, State.COOLING_DOWN, cause, reason, actor, rearm_at=plan.now + delay,
-                      **details)
-        else:
-            plan.move(scope, State.ARMED, cause, reason, actor, **details)
+    def _rearm_delay(self, scope: Scope) -> float:
+        return self.config.policy_for(scope.kind).rearm_delay_s
 
     # -- applying ----------------------------------------------------------------------------
 
@@ -343,12 +363,15 @@ class GuardEngine:
             if transition.version <= self.version:
                 raise ValueError(f"transition {transition.version} is not after {self.version}")
             self.version = transition.version
-            reset = self._current.get(transition.scope)
+            before = self._current.get(transition.scope)
             self._set(transition)
             if transition.cause is Cause.RESET:
-                self.breakers.rearm(transition.scope, reset.breaker if reset else "",
-                                    transition.time)
-                self.heartbeats.rearm(transition.scope, transition.time)
+                kept = {latch.name for latch in transition.held()}
+                for latch in before.held() if before else ():
+                    if latch.name not in kept:
+                        self.breakers.rearm(transition.scope, latch.name, transition.time)
+                        if latch.name == "heartbeat_lost":
+                            self.heartbeats.rearm(transition.scope, transition.time)
                 self.approvals.discard(transition.scope)
             elif transition.breaker == "data_feed_stale":
                 self.breakers.mark_stale(transition.scope)
@@ -378,9 +401,9 @@ class GuardEngine:
                 self.clear_working_orders(account, list(client_order_ids))
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister):
                 self.heartbeat(executor_id, scope, ttl_s, now, deregister)
-            case ResetAsked(scope, reason, force, actor, now):
-                with contextlib.suppress(ResetRefused):  # its transitions are what counts
-                    self.plan_reset(scope, reason, force, actor, now)  # four-eyes requests
+            case ResetAsked(scope, reason, force, actor, now, latches):
+                with contextlib.suppress(ResetRefused, InvalidArgument):  # its transitions
+                    self.plan_reset(scope, reason, force, actor, now, latches)  # count
             case TimersRan(now):
                 self.expire(now)
             case Triggered() | None:
@@ -393,10 +416,11 @@ class GuardEngine:
         holding until fresh samples clear it: no reset or auto re-arm on no evidence."""
         for transition in current:
             self._set(transition)
-            if transition.breaker == "heartbeat_lost":
-                self.heartbeats.assume_lapsed(transition.scope)
-            elif transition.breaker:
-                self.breakers.assume_holding(transition.scope, transition.breaker, now)
+            for latch in transition.held():
+                if latch.name == "heartbeat_lost":
+                    self.heartbeats.assume_lapsed(transition.scope)
+                elif latch.name in DEFAULT_RULES:
+                    self.breakers.assume_holding(transition.scope, latch.name, now)
         self.version = max(version, self.version)
 
     def _set(self, transition: Transition) -> None:

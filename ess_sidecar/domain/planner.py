@@ -6,12 +6,13 @@ from collections.abc import Callable, Iterable
 
 from .approvals import PendingReset
 from .scopes import Scope
-from .states import Cause, Directive, State, Transition, TriggerMode, TriggerReason
+from .states import SEVERITY, Cause, Directive, Latch, State, Transition, TriggerMode, \
+    TriggerReason, latch_name
 
 
 class Plan:
     def __init__(self, version: int, current: Callable[[Scope], Transition | None],
-                 now: float, auto_rearms: Callable[[Scope, str], bool]) -> None:
+                 now: float) -> None:
         self.now = now
         self.transitions: list[Transition] = []
         # Four-eyes: a reset that now waits for a second operator (and changed nothing).
@@ -21,7 +22,6 @@ class Plan:
         self.refusal = ""
         self._version = version
         self._current = current
-        self._auto_rearms = auto_rearms
         self._pending: dict[Scope, Transition] = {}
 
     def current(self, scope: Scope) -> Transition | None:
@@ -48,38 +48,51 @@ class Plan:
     def trip(self, scope: Scope, mode: TriggerMode, cause: Cause, reason: str, actor: str,
              breaker: str = "", reason_code: TriggerReason | None = None,
              directives: Iterable[Directive] = (), drill: bool = False) -> Transition | None:
-        """Restrict a scope. Never loosens: a trip that lands on an equal or stricter
-        restriction keeps that state, and is recorded only when it would otherwise be lost
-        (see _relatches) or brings directives the scope's latch lacks (directives
-        accumulate). A trip during COOLING_DOWN starts over instead of re-arming: a halt
-        trips, and so does a REDUCE_ONLY trip, since REDUCE_ONLY would loosen it."""
+        """Restrict a scope: set the latch of what trips it (a breaker's own, or the
+        trigger's, the drill's, the system's), or make it stricter. The scope's state is
+        its most severe latch, so a trip never loosens it and never replaces another
+        restriction: each stays until a reset names it. Recorded only when the latches
+        or the directives change (directives accumulate). A trip during COOLING_DOWN
+        starts over, and one in REDUCE_ONLY mode then holds the scope TRIPPED, since
+        REDUCE_ONLY would loosen it."""
         target = State.TRIPPED if mode is TriggerMode.HALT else State.REDUCE_ONLY
         state = self.state_of(scope)
         if state is State.COOLING_DOWN and target is State.REDUCE_ONLY:
             target = State.TRIPPED
             reason = f"{reason} (REDUCE_ONLY while COOLING_DOWN: held TRIPPED)"
+        current = self.current(scope)
+        held = {latch.name: latch for latch in current.held()} if current else {}
+        name = latch_name(cause, breaker, drill)
+        known = held.get(name)
         directives = tuple(directives)
-        if state is State.TRIPPED or state is target:
-            current = self.current(scope)
-            if current is None:
-                return None
-            merged = tuple(dict.fromkeys((*current.directives, *directives)))
-            if merged == current.directives \
-                    and not self._relatches(current, cause, scope, breaker, drill):
-                return None
-            target, directives = state, merged
-        return self.move(scope, target, cause, reason, actor, breaker=breaker,
-                         reason_code=reason_code, directives=directives, drill=drill)
+        merged = tuple(dict.fromkeys((*current.directives, *directives))) \
+            if current and held else directives
+        if known is not None and SEVERITY[known.state] >= SEVERITY[target] \
+                and merged == current.directives:  # type: ignore[union-attr]
+            return None
+        if known is None or SEVERITY[target] > SEVERITY[known.state]:
+            held[name] = Latch(name, target, self.now, self._version + 1)
+        latches = tuple(held.values())
+        return self.move(scope, strictest(latches), cause, reason, actor, breaker=breaker,
+                         reason_code=reason_code, directives=merged, drill=drill,
+                         latches=latches)
 
-    def _relatches(self, current: Transition, cause: Cause, scope: Scope, breaker: str,
-                   drill: bool) -> bool:
-        """Anything real over a drill's trip (which is reset without cooldown or second
-        approver), an operator's trigger over an automatic restriction (so its directives
-        are published and no auto re-arm can lift it), or a breaker that resumes only by
-        hand over one that would re-arm by itself."""
-        if current.drill:
-            return not drill
-        if cause is Cause.TRIGGER:
-            return current.cause is not Cause.TRIGGER
-        return (self._auto_rearms(current.scope, current.breaker)
-                and not self._auto_rearms(scope, breaker))
+    def clear(self, scope: Scope, names: Iterable[str], cause: Cause, reason: str, actor: str,
+              rearm_delay_s: float, **details: object) -> Transition:
+        """Lift these latches: the scope keeps the state of those left, or, with none
+        left, resumes (COOLING_DOWN for rearm_delay_s, else ARMED)."""
+        current = self.current(scope)
+        gone = set(names)
+        left = tuple(l for l in (current.held() if current else ()) if l.name not in gone)
+        if left:
+            return self.move(scope, strictest(left), cause, reason, actor, latches=left,
+                             directives=current.directives if current else (), **details)
+        if rearm_delay_s > 0:
+            return self.move(scope, State.COOLING_DOWN, cause, reason, actor,
+                             rearm_at=self.now + rearm_delay_s, **details)
+        return self.move(scope, State.ARMED, cause, reason, actor, **details)
+
+
+def strictest(latches: Iterable[Latch]) -> State:
+    return max((latch.state for latch in latches), key=SEVERITY.__getitem__)
+

@@ -50,6 +50,30 @@ class Directive(enum.IntEnum):
 
 SYSTEM_ACTOR = "system"
 
+# Latch names other than a breaker's (a breaker's latch is named after it).
+TRIGGER_LATCH = "trigger"  # an operator's (or executor's) Trigger
+DRILL_LATCH = "drill"  # a drill's trip: reset at once, no cooldown or second approver
+SYSTEM_LATCH = "system"  # the sidecar failing closed (a store it cannot trust, a cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Latch:
+    """One restriction on a scope, held until a reset names it (or an auto re-arm of
+    its breaker lifts it). A scope's state is its most severe latch."""
+
+    name: str  # TRIGGER_LATCH, DRILL_LATCH, SYSTEM_LATCH or a breaker's name
+    state: State  # TRIPPED or REDUCE_ONLY
+    since: float  # when it was set (or last made stricter): its reset cooldown counts from it
+    version: int  # the transition that set it
+
+
+def latch_name(cause: Cause, breaker: str, drill: bool) -> str:
+    if breaker:
+        return breaker
+    if drill:
+        return DRILL_LATCH
+    return TRIGGER_LATCH if cause is Cause.TRIGGER else SYSTEM_LATCH
+
 
 @dataclass(frozen=True, slots=True)
 class Transition:
@@ -74,3 +98,13 @@ class Transition:
     rearm_at: float | None = None
     approved_by: str = ""  # four-eyes: the second operator; `actor` requested the reset
     drill: bool = False  # part of a drill (essctl drill), not a real trip
+    # The scope's latches after this transition (empty when it is ARMED or COOLING_DOWN).
+    latches: tuple[Latch, ...] = ()
+
+    def held(self) -> tuple[Latch, ...]:
+        """The latches in force after this transition. A transition stored before
+        latches were recorded stands for one latch: its own."""
+        if self.latches or self.state not in (State.TRIPPED, State.REDUCE_ONLY):
+            return self.latches
+        return (Latch(latch_name(self.cause, self.breaker, self.drill), self.state, self.time,
+                      self.version),)

@@ -14,7 +14,7 @@ from ess.v1 import guard_pb2 as pb
 
 from .connection import Exit, Sidecar, UsageError
 from .render import Output, confirm, names, scope_name, scope_to_pb, state_text, to_json, when
-from .status import pending_text, resume_text, scope_cause
+from .status import latches_text, pending_text, resume_text, scope_cause
 from .times import duration, from_timestamp, local, utc_iso
 
 
@@ -27,6 +27,10 @@ def add_parser(add, scope_arg) -> None:  # noqa: ANN001
     reset.add_argument("--reason", required=True, help="why trading may resume (audited)")
     reset.add_argument("--force", action="store_true", help="override the cooldown and a"
                        " breaker condition that still holds (recorded as forced)")
+    reset.add_argument("--latch", action="append", default=[], metavar="NAME",
+                       help="lift only this latch (repeatable; `essctl status` lists each"
+                       " scope's latches: a breaker's name, trigger, drill or system);"
+                       " default: every latch of the scope")
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(run=run)
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     confirm_reset(current, args, out)
     try:
         reply = sidecar.call("Reset", pb.ResetRequest(scope=scope, reason=args.reason,
-                                                      force=args.force))
+                                                      force=args.force, latches=args.latch))
     except grpc.RpcError as error:
         if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:
             raise
@@ -70,6 +74,7 @@ def preview_table(s: pb.ScopeState) -> Table:
     rows = [("state", state_text(s.state)), ("since", when(s, "since")),
             ("cause", scope_cause(s)), ("reason", s.reason), ("actor", s.actor),
             ("directives", names(pb.Directive.DESCRIPTOR, s.directives)),
+            ("latches", latches_text(s)),
             ("resume", resume_text(s)), ("drill", "yes" if s.drill else "no"),
             ("pending", pending_text(s))]
     for label, value in rows:
@@ -86,7 +91,9 @@ def confirm_reset(current: pb.ScopeState, args: argparse.Namespace, out: Output)
         else "Reset"
     approve = f", approving {current.reset_requested_by}'s request" \
         if current.reset_requested_by else ""
-    question = f"{what} of {scope_name(current.scope)}{approve}: trading resumes. Go ahead?"
+    lifted = f" (latches {', '.join(args.latch)} only)" if args.latch else ""
+    question = (f"{what} of {scope_name(current.scope)}{lifted}{approve}: trading resumes"
+                f"{' as far as the other latches allow' if args.latch else ''}. Go ahead?")
     confirm(question, out, "not confirmed: pass --yes")
 
 
@@ -118,6 +125,7 @@ def pending(reply: pb.ResetResponse, current: pb.ScopeState, args: argparse.Name
         return Exit.PENDING
     command = ["essctl", "reset", "--scope", str(args.scope), "--reason", args.reason]
     command += ["--force"] if args.force else []
+    command += [part for name in args.latch for part in ("--latch", name)]
     until = from_timestamp(reply.approval_expires_at)
     out.line(Text("PENDING APPROVAL", style="bold yellow"), f": {scope} is still ",
              state_text(current.state), "; nothing has changed yet.")

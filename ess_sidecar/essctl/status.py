@@ -11,7 +11,8 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from .connection import Exit, Sidecar
-from .render import Output, cause_text, enum_name, names, scope_name, state_text, to_json, when
+from .render import Output, cause_text, enum_name, names, scope_name, state_name, state_text, \
+    to_json, when
 from .times import duration, from_timestamp
 
 
@@ -62,6 +63,12 @@ def resume_text(s: pb.ScopeState) -> str:
     return f"reset allowed at {when(s, 'reset_allowed_at')}"
 
 
+def latches_text(s: pb.ScopeState) -> str:
+    """Each restriction on the scope: `essctl reset --latch NAME` lifts one."""
+    return ", ".join(f"{latch.name} ({state_name(latch.state)})"
+                     for latch in s.latches)
+
+
 def pending_text(s: pb.ScopeState) -> str:
     """A four-eyes reset waiting for its second operator, if any."""
     if not s.reset_requested_by:
@@ -73,14 +80,14 @@ def pending_text(s: pb.ScopeState) -> str:
 def scopes_table(restricted: list[pb.ScopeState]) -> Table:
     table = Table(title="Scopes not ARMED", title_justify="left")
     for column in ("scope", "state", "since", "cause", "reason", "actor", "directives",
-                   "resume"):
+                   "latches", "resume"):
         table.add_column(column, overflow="fold")
     for s in restricted:
         resume = "\n".join(filter(None, (resume_text(s), pending_text(s))))
         table.add_row(Text(scope_name(s.scope), style="bold"), state_text(s.state),
                       Text(when(s, "since")), Text(scope_cause(s)), Text(s.reason),
                       Text(s.actor), Text(names(pb.Directive.DESCRIPTOR, s.directives)),
-                      Text(resume))
+                      Text(latches_text(s)), Text(resume))
     return table
 
 

@@ -199,3 +199,17 @@ def test_a_reseal_cannot_launder_an_untripped_row_past_the_journal(
     scopes = restarted_scopes(sidecar_process)
     assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
     assert "disagree on the latched state of ACCOUNT:acc-damage-x" in scopes["GLOBAL"][1]
+
+
+def test_a_journal_deleted_with_its_seal_is_damage_not_a_first_run(
+        sidecar_process: SidecarProcess) -> None:
+    state = trip_and_kill(sidecar_process)
+    Path(f"{state}.journal").unlink()
+    Path(f"{state}.journal.seal").unlink()
+    scopes = restarted_scopes(sidecar_process)
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+    assert "its seal are missing, but the state file beside it was in use" in scopes["GLOBAL"][1]
+    assert scopes[TRIPPED_ID][0] == pb.STATE_TRIPPED
+    sidecar_process.kill()
+    assert reseal(sidecar_process).returncode == 0  # the operator accepts: a fresh journal
+    assert restarted_scopes(sidecar_process) == {TRIPPED_ID: (pb.STATE_TRIPPED, "desk halt")}

@@ -155,3 +155,15 @@ def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
     summary = journal(tmp_path).reseal()
     assert f"{len(EVERY_COMMAND) - 1} records kept" in summary and "cut" in summary
     assert journal(tmp_path).load() == EVERY_COMMAND[:-1]
+
+
+def test_a_journal_deleted_with_its_seal_is_found_when_the_store_was_in_use(
+        tmp_path: Path) -> None:
+    first = written(tmp_path)
+    first.path.unlink()
+    first.seal.path.unlink()
+    assert FileJournal(first.path).load() == []  # nothing says it existed: a first run
+    first.path.unlink()
+    first.seal.path.unlink()
+    with pytest.raises(JournalDamaged, match="its seal are missing, but the state file"):
+        FileJournal(first.path, required=True).load()

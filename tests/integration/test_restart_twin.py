@@ -147,9 +147,11 @@ class RestartTwin(RuleBasedStateMachine):
                                               "op1"))
 
     @rule(scope=st.sampled_from(SCOPES), actor=st.sampled_from(["op1", "op2"]),
-          force=st.booleans())
-    def reset(self, scope, actor, force):
-        self.both(lambda guard: guard.reset(scope, "twin", force, actor))
+          force=st.booleans(),
+          latch=st.sampled_from(["", "trigger", "api_errors", "consecutive_losses"]))
+    def reset(self, scope, actor, force, latch):
+        latches = (latch,) if latch else ()  # none named: all of them
+        self.both(lambda guard: guard.reset(scope, "twin", force, actor, latches))
 
     @rule(executor=st.sampled_from(["e1", "e2"]), scope=st.sampled_from(SCOPES[1:]),
           deregister=st.booleans())
@@ -178,7 +180,8 @@ class RestartTwin(RuleBasedStateMachine):
 
 
 def _latched(engine: Any) -> list[tuple]:
-    return [(t.version, t.scope, t.state, t.breaker, t.cause) for t in engine.restricted()]
+    return [(t.version, t.scope, t.state, t.breaker, t.cause, t.held())
+            for t in engine.restricted()]
 
 
 def _working(engine: Any, account: str) -> list[tuple]:

@@ -306,7 +306,7 @@ def test_a_schema_1_file_is_upgraded_keeping_its_trips_and_history(tmp_path):
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 def test_another_applications_database_is_not_adopted(tmp_path):

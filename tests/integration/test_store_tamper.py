@@ -230,7 +230,7 @@ def test_a_schema_2_file_is_chained_and_sealed_by_its_upgrade(path):
     store.close()
     assert [t.version for t in loaded(path).current] == [1, 6, 7]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
     edit(path, "UPDATE events SET reason = 'rewritten' WHERE version = 1")  # below the hole
     assert "event 1 does not match its hash chain" in refusal(path)
@@ -323,7 +323,7 @@ def test_integrity_check_finds_a_flipped_bit_in_a_registration(path):
     (["UPDATE meta SET last_version = 3"], "its last version is 3 but it holds event 4"),
     (["INSERT INTO events SELECT 5, time, scope_kind, scope_id, previous, state, cause,"
       " reason, actor, breaker, reason_code, directives, forced, rearm_at, approved_by,"
-      " drill, chain, chain FROM events WHERE version = 4"],
+      " drill, chain, chain, latches FROM events WHERE version = 4"],
      "event 5 does not match its hash chain"),
 ])
 def test_a_row_edited_by_hand_is_found(path, statements, found):

@@ -162,10 +162,15 @@ def test_a_breach_is_denied_by_the_very_next_check(engine):
     assert decision.blocking_scope == account() and decision.state_version == 1
 
 
-def test_a_breach_on_a_tripped_scope_adds_no_transition(engine):
+def test_a_breach_on_a_tripped_scope_adds_its_own_latch_once(engine):
+    """Each restriction is its own latch: a second breaker's trip on a tripped scope is
+    recorded (a reset of the first must not lift it), but the same breaker again is not."""
     report(engine, GLOBAL, M.SYSTEM_HEALTH, 2)
+    (second,) = report(engine, GLOBAL, M.DATA_FEED_CORRUPT, 0)
+    assert (second.previous, second.state) == (State.TRIPPED, State.TRIPPED)
+    assert [latch.name for latch in second.latches] == ["system_health", "data_feed_corrupt"]
     assert report(engine, GLOBAL, M.DATA_FEED_CORRUPT, 0) == []
-    assert engine.version == 1
+    assert engine.version == 2
 
 
 @pytest.mark.parametrize("metric, value", [

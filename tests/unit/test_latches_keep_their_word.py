@@ -3,9 +3,12 @@ re-arms the timers, directives accumulate, and no trip loosens a state."""
 
 from __future__ import annotations
 
+import pytest
+
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.scopes import ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode, TriggerReason
 
@@ -91,3 +94,78 @@ def test_a_reduce_only_trip_never_loosens_cooling_down() -> None:
     assert held.state is State.TRIPPED and held.cause is Cause.TRIGGER
     assert engine.check(order(), T0 + 3).reason is DecisionReason.SCOPE_TRIPPED
     assert timers(engine, T0 + 120) == []  # no re-arm lifts it: a reset does
+
+
+AUTO_NONE = {kind: ResumePolicy(reset_cooldown_s=0) for kind in ScopeKind}
+
+
+def latches_of(engine, scope) -> dict[str, State]:  # noqa: ANN001
+    current = engine.current(scope)
+    return {latch.name: latch.state for latch in current.held()} if current else {}
+
+
+def operator_reduce_only_then_drawdown(engine) -> None:  # noqa: ANN001
+    run(engine, engine.plan_trigger(account(), TriggerMode.REDUCE_ONLY, "desk",
+                                    TriggerReason.RISK_VIOLATION, (), "op", T0))
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6.0, T0 + 1)
+
+
+def test_each_restriction_is_its_own_latch() -> None:
+    engine = make_engine(policy=AUTO_NONE)
+    operator_reduce_only_then_drawdown(engine)
+    assert engine.state_of(account()) is State.TRIPPED
+    assert latches_of(engine, account()) == {"trigger": State.REDUCE_ONLY,
+                                             "daily_drawdown_pct": State.TRIPPED}
+
+
+def test_a_reset_naming_the_breaker_leaves_the_operators_reduce_only() -> None:
+    engine = make_engine(policy=AUTO_NONE)
+    operator_reduce_only_then_drawdown(engine)
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1.0, T0 + 2)  # it cleared
+    (lifted,) = run(engine, engine.plan_reset(account(), "drawdown recovered", False, "op",
+                                              T0 + 3, ["daily_drawdown_pct"]))
+    assert (lifted.previous, lifted.state, lifted.cause) == (
+        State.TRIPPED, State.REDUCE_ONLY, Cause.RESET)
+    assert latches_of(engine, account()) == {"trigger": State.REDUCE_ONLY}
+    assert engine.check(order(), T0 + 4).reason is DecisionReason.REDUCE_ONLY
+
+
+def test_a_reset_naming_nothing_lifts_every_latch() -> None:
+    engine = make_engine(policy=AUTO_NONE)
+    operator_reduce_only_then_drawdown(engine)
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1.0, T0 + 2)
+    (resumed,) = reset(engine, account(), T0 + 3)
+    assert resumed.state is State.ARMED and resumed.latches == ()
+
+
+def test_lifting_the_operators_latch_alone_is_not_held_up_by_a_breaker_that_stays() -> None:
+    """The drawdown still holds, but its latch stays: lifting the operator's latch
+    resumes nothing, so the breaker's condition does not refuse it."""
+    engine = make_engine(policy=AUTO_NONE)
+    operator_reduce_only_then_drawdown(engine)
+    (lifted,) = run(engine, engine.plan_reset(account(), "desk done", False, "op", T0 + 3,
+                                              ["trigger"]))
+    assert lifted.state is State.TRIPPED
+    assert latches_of(engine, account()) == {"daily_drawdown_pct": State.TRIPPED}
+    with pytest.raises(ResetRefused, match="daily_drawdown_pct"):
+        engine.plan_reset(account(), "try", False, "op", T0 + 4)
+
+
+def test_a_latch_the_scope_does_not_have_is_invalid() -> None:
+    engine = make_engine(policy=AUTO_NONE)
+    trip(engine, account())
+    with pytest.raises(InvalidArgument, match=r"latches\[0\].*no latch 'open_loss_pct'"):
+        engine.plan_reset(account(), "try", False, "op", T0 + 1, ["open_loss_pct"])
+
+
+def test_latches_come_back_from_the_stored_transition() -> None:
+    """What a store holds (the latched transition, latches included) restores every latch,
+    each breaker's held until fresh evidence."""
+    engine = make_engine(policy=AUTO_NONE)
+    operator_reduce_only_then_drawdown(engine)
+    fresh = make_engine(policy=AUTO_NONE)
+    fresh.restore(engine.restricted(), engine.version, T0 + 5)
+    assert latches_of(fresh, account()) == latches_of(engine, account())
+    with pytest.raises(ResetRefused, match="daily_drawdown_pct"):
+        fresh.plan_reset(account(), "no evidence yet", False, "op", T0 + 6,
+                         ["daily_drawdown_pct"])

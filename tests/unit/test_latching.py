@@ -32,15 +32,24 @@ def test_manual_breaker_over_an_auto_rearming_trip_is_latched():
     (latched,) = report(engine, account(), Metric.DATA_FEED_CORRUPT, 1, T0 + 5)
     assert (latched.state, latched.breaker) == (State.TRIPPED, "data_feed_corrupt")
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 10)
-    assert timers(engine, T0 + 10 * COOLDOWN) == []
+    (rearmed,) = timers(engine, T0 + 10 * COOLDOWN)  # lifts the drawdown's latch only
+    assert (rearmed.state, [latch.name for latch in rearmed.latches]) == (
+        State.TRIPPED, ["data_feed_corrupt"])
+    assert timers(engine, T0 + 20 * COOLDOWN) == []
     assert engine.state_of(account()) is State.TRIPPED
 
 
-def test_second_auto_rearming_trip_over_an_auto_rearming_one_changes_nothing():
+def test_two_auto_rearming_trips_each_lift_their_own_latch():
     engine = make_engine(breakers=rules(daily_drawdown_pct={"auto_rearm": True},
                                         open_loss_pct={"auto_rearm": True}))
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0)
-    assert report(engine, account(), Metric.OPEN_LOSS_PCT, 12, T0 + 1) == []
+    (second,) = report(engine, account(), Metric.OPEN_LOSS_PCT, 12, T0 + 1)
+    assert [latch.name for latch in second.latches] == ["daily_drawdown_pct", "open_loss_pct"]
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 2)
+    (one,) = timers(engine, T0 + 10 * COOLDOWN)  # the open loss still holds
+    assert [latch.name for latch in one.latches] == ["open_loss_pct"]
+    report(engine, account(), Metric.OPEN_LOSS_PCT, 1, T0 + 10 * COOLDOWN)
+    assert timers(engine, T0 + 10 * COOLDOWN)[0].state is State.ARMED
 
 
 def test_stale_trip_is_planned_again_until_it_is_applied():

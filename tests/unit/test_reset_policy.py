@@ -164,8 +164,12 @@ def test_auto_rearm_does_not_lift_an_earlier_manual_restriction():
     trip(engine, account(), T0, mode=TriggerMode.REDUCE_ONLY)  # the operator's
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0 + 10)  # escalates to TRIPPED
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 20)
-    assert timers(engine, T0 + 10 * COOLDOWN) == []
-    assert engine.state_of(account()) is State.TRIPPED
+    (rearmed,) = timers(engine, T0 + 10 * COOLDOWN)  # the breaker's latch goes, not hers
+    assert (rearmed.previous, rearmed.state, rearmed.cause) == (
+        State.TRIPPED, State.REDUCE_ONLY, Cause.REARM)
+    assert [latch.name for latch in rearmed.latches] == ["trigger"]
+    assert timers(engine, T0 + 20 * COOLDOWN) == []
+    assert engine.state_of(account()) is State.REDUCE_ONLY
 
 
 def test_operator_trigger_on_an_auto_rearming_trip_is_latched_by_hand():
@@ -176,7 +180,8 @@ def test_operator_trigger_on_an_auto_rearming_trip_is_latched_by_hand():
         State.TRIPPED, State.TRIPPED, Cause.TRIGGER)
     assert latched.directives == (Directive.CANCEL_OPEN_ORDERS,)
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 20)
-    assert timers(engine, T0 + 10 * COOLDOWN) == []
+    (rearmed,) = timers(engine, T0 + 10 * COOLDOWN)
+    assert [latch.name for latch in rearmed.latches] == ["trigger"]
     assert engine.state_of(account()) is State.TRIPPED
 
 

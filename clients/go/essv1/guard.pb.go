@@ -2182,7 +2182,12 @@ type ResetRequest struct {
 	// Required: why trading may resume.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Override the cooldown and a breaker condition that still holds; recorded as forced.
-	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// The latches to lift (ScopeState.latches names); none: all of them. A name the scope
+	// does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
+	// its breaker still holds; a reset that resumes the scope is also refused while any
+	// breaker of the scope holds. The scope keeps the state of the latches left.
+	Latches       []string `protobuf:"bytes,4,rep,name=latches,proto3" json:"latches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2236,6 +2241,13 @@ func (x *ResetRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *ResetRequest) GetLatches() []string {
+	if x != nil {
+		return x.Latches
+	}
+	return nil
 }
 
 type ResetResponse struct {
@@ -2563,8 +2575,11 @@ type ScopeState struct {
 	// Four-eyes: a reset of this scope awaits a second operator.
 	ResetRequestedBy       string                 `protobuf:"bytes,14,opt,name=reset_requested_by,json=resetRequestedBy,proto3" json:"reset_requested_by,omitempty"`
 	ResetApprovalExpiresAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=reset_approval_expires_at,json=resetApprovalExpiresAt,proto3" json:"reset_approval_expires_at,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Every restriction on the scope, each its own latch; state is the most severe. A
+	// Reset lifts the latches it names (or all of them).
+	Latches       []*Latch `protobuf:"bytes,16,rep,name=latches,proto3" json:"latches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ScopeState) Reset() {
@@ -2702,6 +2717,89 @@ func (x *ScopeState) GetResetApprovalExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ScopeState) GetLatches() []*Latch {
+	if x != nil {
+		return x.Latches
+	}
+	return nil
+}
+
+// One restriction on a scope, held until a Reset names it (or its breaker re-arms by
+// itself, when configured to).
+type Latch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A breaker's name (e.g. "daily_drawdown_pct", "heartbeat_lost", "unchecked_order"),
+	// "trigger" (a Trigger), "drill" (a drill's trip) or "system" (the sidecar failing
+	// closed).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// STATE_TRIPPED or STATE_REDUCE_ONLY.
+	State State `protobuf:"varint,2,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
+	// When it was set or last made stricter: its reset cooldown counts from here.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// The transition that set it.
+	Version       uint64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Latch) Reset() {
+	*x = Latch{}
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Latch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Latch) ProtoMessage() {}
+
+func (x *Latch) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Latch.ProtoReflect.Descriptor instead.
+func (*Latch) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Latch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Latch) GetState() State {
+	if x != nil {
+		return x.State
+	}
+	return State_STATE_UNSPECIFIED
+}
+
+func (x *Latch) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Latch) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // One breaker threshold in force, for the default scope or an override.
 type BreakerThreshold struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2724,7 +2822,7 @@ type BreakerThreshold struct {
 
 func (x *BreakerThreshold) Reset() {
 	*x = BreakerThreshold{}
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2834,7 @@ func (x *BreakerThreshold) String() string {
 func (*BreakerThreshold) ProtoMessage() {}
 
 func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2847,7 @@ func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakerThreshold.ProtoReflect.Descriptor instead.
 func (*BreakerThreshold) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BreakerThreshold) GetScope() string {
@@ -2823,7 +2921,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +2933,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +2946,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetStateResponse) GetScopes() []*ScopeState {
@@ -2899,7 +2997,7 @@ type ClearWorkingOrdersRequest struct {
 
 func (x *ClearWorkingOrdersRequest) Reset() {
 	*x = ClearWorkingOrdersRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3009,7 @@ func (x *ClearWorkingOrdersRequest) String() string {
 func (*ClearWorkingOrdersRequest) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3022,7 @@ func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClearWorkingOrdersRequest) GetAccount() string {
@@ -2957,7 +3055,7 @@ type ClearWorkingOrdersResponse struct {
 
 func (x *ClearWorkingOrdersResponse) Reset() {
 	*x = ClearWorkingOrdersResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3067,7 @@ func (x *ClearWorkingOrdersResponse) String() string {
 func (*ClearWorkingOrdersResponse) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3080,7 @@ func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
@@ -3007,7 +3105,7 @@ type WatchStateRequest struct {
 
 func (x *WatchStateRequest) Reset() {
 	*x = WatchStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3117,7 @@ func (x *WatchStateRequest) String() string {
 func (*WatchStateRequest) ProtoMessage() {}
 
 func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3130,7 @@ func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
 func (*WatchStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchStateRequest) GetScopes() []*Scope {
@@ -3072,14 +3170,16 @@ type WatchStateResponse struct {
 	// a transition it could not store (it failed closed). Echo it when resuming.
 	Epoch string `protobuf:"bytes,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The transition belongs to a drill.
-	Drill         bool `protobuf:"varint,12,opt,name=drill,proto3" json:"drill,omitempty"`
+	Drill bool `protobuf:"varint,12,opt,name=drill,proto3" json:"drill,omitempty"`
+	// The scope's latches after this transition (empty once it is ARMED or COOLING_DOWN).
+	Latches       []*Latch `protobuf:"bytes,13,rep,name=latches,proto3" json:"latches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchStateResponse) Reset() {
 	*x = WatchStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3191,7 @@ func (x *WatchStateResponse) String() string {
 func (*WatchStateResponse) ProtoMessage() {}
 
 func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3204,7 @@ func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
 func (*WatchStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchStateResponse) GetKind() WatchEventKind {
@@ -3191,6 +3291,13 @@ func (x *WatchStateResponse) GetDrill() bool {
 	return false
 }
 
+func (x *WatchStateResponse) GetLatches() []*Latch {
+	if x != nil {
+		return x.Latches
+	}
+	return nil
+}
+
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only events of this scope; unset for all.
@@ -3208,7 +3315,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3327,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3340,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListEventsRequest) GetScope() *Scope {
@@ -3289,14 +3396,16 @@ type Event struct {
 	// Four-eyes: the second operator, who approved the reset requested by `actor`.
 	ApprovedBy string `protobuf:"bytes,13,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
 	// The transition belongs to a drill.
-	Drill         bool `protobuf:"varint,14,opt,name=drill,proto3" json:"drill,omitempty"`
+	Drill bool `protobuf:"varint,14,opt,name=drill,proto3" json:"drill,omitempty"`
+	// The scope's latches after this transition (empty once it is ARMED or COOLING_DOWN).
+	Latches       []*Latch `protobuf:"bytes,15,rep,name=latches,proto3" json:"latches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3308,7 +3417,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3321,7 +3430,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Event) GetVersion() uint64 {
@@ -3422,6 +3531,13 @@ func (x *Event) GetDrill() bool {
 	return false
 }
 
+func (x *Event) GetLatches() []*Latch {
+	if x != nil {
+		return x.Latches
+	}
+	return nil
+}
+
 type ListEventsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -3433,7 +3549,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3445,7 +3561,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3458,7 +3574,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3593,11 +3709,12 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x05drill\x18\x06 \x01(\bR\x05drill\"[\n" +
 	"\x0fTriggerResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"a\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"{\n" +
 	"\fResetRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"\xf3\x01\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12\x18\n" +
+	"\alatches\x18\x04 \x03(\tR\alatches\"\xf3\x01\n" +
 	"\rResetResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +
@@ -3622,7 +3739,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"decisionId\"T\n" +
 	"\x11WorkingOrderCount\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12%\n" +
-	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\x92\x05\n" +
+	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\xbb\x05\n" +
 	"\n" +
 	"ScopeState\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -3643,7 +3760,13 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x10reset_allowed_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eresetAllowedAt\x12\x14\n" +
 	"\x05drill\x18\r \x01(\bR\x05drill\x12,\n" +
 	"\x12reset_requested_by\x18\x0e \x01(\tR\x10resetRequestedBy\x12U\n" +
-	"\x19reset_approval_expires_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x16resetApprovalExpiresAt\"\x83\x02\n" +
+	"\x19reset_approval_expires_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x16resetApprovalExpiresAt\x12'\n" +
+	"\alatches\x18\x10 \x03(\v2\r.ess.v1.LatchR\alatches\"\x8c\x01\n" +
+	"\x05Latch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\x05state\x18\x02 \x01(\x0e2\r.ess.v1.StateR\x05state\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\"\x83\x02\n" +
 	"\x10BreakerThreshold\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x18\n" +
 	"\abreaker\x18\x02 \x01(\tR\abreaker\x12\x1c\n" +
@@ -3671,7 +3794,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x11WatchStateRequest\x12%\n" +
 	"\x06scopes\x18\x01 \x03(\v2\r.ess.v1.ScopeR\x06scopes\x12!\n" +
 	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\xbc\x03\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\xe5\x03\n" +
 	"\x12WatchStateResponse\x12*\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x16.ess.v1.WatchEventKindR\x04kind\x12#\n" +
 	"\x05scope\x18\x02 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -3687,14 +3810,15 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	" \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
 	"directives\x12\x14\n" +
 	"\x05epoch\x18\v \x01(\tR\x05epoch\x12\x14\n" +
-	"\x05drill\x18\f \x01(\bR\x05drill\"\xd8\x01\n" +
+	"\x05drill\x18\f \x01(\bR\x05drill\x12'\n" +
+	"\alatches\x18\r \x03(\v2\r.ess.v1.LatchR\alatches\"\xd8\x01\n" +
 	"\x11ListEventsRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\xf8\x03\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xa1\x04\n" +
 	"\x05Event\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12#\n" +
@@ -3714,7 +3838,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x06forced\x18\f \x01(\bR\x06forced\x12\x1f\n" +
 	"\vapproved_by\x18\r \x01(\tR\n" +
 	"approvedBy\x12\x14\n" +
-	"\x05drill\x18\x0e \x01(\bR\x05drill\"c\n" +
+	"\x05drill\x18\x0e \x01(\bR\x05drill\x12'\n" +
+	"\alatches\x18\x0f \x03(\v2\r.ess.v1.LatchR\alatches\"c\n" +
 	"\x12ListEventsResponse\x12%\n" +
 	"\x06events\x18\x01 \x03(\v2\r.ess.v1.EventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x86\x01\n" +
@@ -3841,7 +3966,7 @@ func file_ess_v1_guard_proto_rawDescGZIP() []byte {
 }
 
 var file_ess_v1_guard_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_ess_v1_guard_proto_goTypes = []any{
 	(ScopeKind)(0),                     // 0: ess.v1.ScopeKind
 	(State)(0),                         // 1: ess.v1.State
@@ -3880,16 +4005,17 @@ var file_ess_v1_guard_proto_goTypes = []any{
 	(*WorkingOrder)(nil),               // 34: ess.v1.WorkingOrder
 	(*WorkingOrderCount)(nil),          // 35: ess.v1.WorkingOrderCount
 	(*ScopeState)(nil),                 // 36: ess.v1.ScopeState
-	(*BreakerThreshold)(nil),           // 37: ess.v1.BreakerThreshold
-	(*GetStateResponse)(nil),           // 38: ess.v1.GetStateResponse
-	(*ClearWorkingOrdersRequest)(nil),  // 39: ess.v1.ClearWorkingOrdersRequest
-	(*ClearWorkingOrdersResponse)(nil), // 40: ess.v1.ClearWorkingOrdersResponse
-	(*WatchStateRequest)(nil),          // 41: ess.v1.WatchStateRequest
-	(*WatchStateResponse)(nil),         // 42: ess.v1.WatchStateResponse
-	(*ListEventsRequest)(nil),          // 43: ess.v1.ListEventsRequest
-	(*Event)(nil),                      // 44: ess.v1.Event
-	(*ListEventsResponse)(nil),         // 45: ess.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
+	(*Latch)(nil),                      // 37: ess.v1.Latch
+	(*BreakerThreshold)(nil),           // 38: ess.v1.BreakerThreshold
+	(*GetStateResponse)(nil),           // 39: ess.v1.GetStateResponse
+	(*ClearWorkingOrdersRequest)(nil),  // 40: ess.v1.ClearWorkingOrdersRequest
+	(*ClearWorkingOrdersResponse)(nil), // 41: ess.v1.ClearWorkingOrdersResponse
+	(*WatchStateRequest)(nil),          // 42: ess.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 43: ess.v1.WatchStateResponse
+	(*ListEventsRequest)(nil),          // 44: ess.v1.ListEventsRequest
+	(*Event)(nil),                      // 45: ess.v1.Event
+	(*ListEventsResponse)(nil),         // 46: ess.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
 }
 var file_ess_v1_guard_proto_depIdxs = []int32{
 	0,  // 0: ess.v1.Scope.kind:type_name -> ess.v1.ScopeKind
@@ -3917,73 +4043,78 @@ var file_ess_v1_guard_proto_depIdxs = []int32{
 	1,  // 22: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
 	11, // 23: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
 	1,  // 24: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	46, // 25: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	47, // 25: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 26: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
-	46, // 27: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
+	47, // 27: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
 	11, // 28: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
 	1,  // 29: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	46, // 30: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	47, // 30: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
 	8,  // 31: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
 	5,  // 32: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
 	7,  // 33: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	46, // 34: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	46, // 35: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	46, // 36: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 37: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	36, // 38: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	37, // 39: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	35, // 40: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
-	34, // 41: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
-	11, // 42: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	10, // 43: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	11, // 44: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 45: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 46: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	46, // 47: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 48: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 49: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	11, // 50: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	46, // 51: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	46, // 52: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	46, // 53: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 54: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 55: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 56: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 57: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 58: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 59: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	44, // 60: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	12, // 61: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	14, // 62: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	17, // 63: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	19, // 64: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 65: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
-	25, // 66: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	27, // 67: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	29, // 68: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	31, // 69: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	33, // 70: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	41, // 71: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	43, // 72: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	39, // 73: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
-	13, // 74: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	16, // 75: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	18, // 76: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	20, // 77: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 78: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
-	26, // 79: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	28, // 80: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	30, // 81: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	32, // 82: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	38, // 83: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	42, // 84: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	45, // 85: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	40, // 86: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
-	74, // [74:87] is the sub-list for method output_type
-	61, // [61:74] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	47, // 34: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	47, // 35: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	47, // 36: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	37, // 37: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
+	1,  // 38: ess.v1.Latch.state:type_name -> ess.v1.State
+	47, // 39: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
+	6,  // 40: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	36, // 41: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	38, // 42: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	35, // 43: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
+	34, // 44: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
+	11, // 45: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	10, // 46: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	11, // 47: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 48: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 49: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	47, // 50: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 51: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 52: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	37, // 53: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
+	11, // 54: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	47, // 55: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	47, // 56: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	47, // 57: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 58: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 59: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 60: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 61: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 62: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 63: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	37, // 64: ess.v1.Event.latches:type_name -> ess.v1.Latch
+	45, // 65: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	12, // 66: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	14, // 67: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	17, // 68: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	19, // 69: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 70: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
+	25, // 71: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	27, // 72: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	29, // 73: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	31, // 74: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	33, // 75: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	42, // 76: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	44, // 77: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	40, // 78: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
+	13, // 79: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	16, // 80: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	18, // 81: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	20, // 82: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 83: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
+	26, // 84: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	28, // 85: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	30, // 86: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	32, // 87: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	39, // 88: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	43, // 89: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	46, // 90: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	41, // 91: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
+	79, // [79:92] is the sub-list for method output_type
+	66, // [66:79] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }
@@ -4002,7 +4133,7 @@ func file_ess_v1_guard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ess_v1_guard_proto_rawDesc), len(file_ess_v1_guard_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ess.v1 import guard_pb2 as pb
@@ -14,7 +16,7 @@ from ...domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ...domain.working import OrderRecord
 from ...service import FillReport
-from ...domain.scopes import Scope, ScopeKind, make_scope, sanitized_text
+from ...domain.scopes import Scope, ScopeKind, check_text, make_scope, sanitized_text
 from ...domain.states import Directive, State, Transition, TriggerMode, TriggerReason
 
 _SIDES = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
@@ -170,7 +172,7 @@ def transition_to_watch(t: Transition, kind: int, epoch: str) -> pb.WatchStateRe
         kind=kind, scope=scope_to_proto(t.scope), state=t.state,
         previous_state=t.previous, version=t.version, reason=t.reason, actor=t.actor,
         time=timestamp(t.time), cause=t.cause, directives=t.directives, epoch=epoch,
-        drill=t.drill)
+        drill=t.drill, latches=latches_to_proto(t))
 
 
 def transition_to_event(t: Transition) -> pb.Event:
@@ -178,7 +180,20 @@ def transition_to_event(t: Transition) -> pb.Event:
         version=t.version, time=timestamp(t.time), scope=scope_to_proto(t.scope),
         state=t.state, previous_state=t.previous, reason=t.reason, actor=t.actor,
         cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
-        directives=t.directives, forced=t.forced, approved_by=t.approved_by, drill=t.drill)
+        directives=t.directives, forced=t.forced, approved_by=t.approved_by, drill=t.drill,
+        latches=latches_to_proto(t))
+
+
+def latches_to_proto(t: Transition) -> list[pb.Latch]:
+    return [pb.Latch(name=latch.name, state=latch.state, since=timestamp(latch.since),
+                     version=latch.version) for latch in t.held()]
+
+
+def latch_names_from_proto(names: Iterable[str]) -> tuple[str, ...]:
+    """Latch names as given: each checked as text (bounded, no control characters); one
+    the scope does not hold is refused by the engine, naming latches[i]."""
+    return tuple(check_text(name, f"latches[{i}]", required=True)
+                 for i, name in enumerate(names))
 
 
 def scope_state_to_proto(t: Transition, reset_allowed_at: float,
@@ -186,7 +201,8 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float,
     state = pb.ScopeState(
         scope=scope_to_proto(t.scope), state=t.state, reason=t.reason, since=timestamp(t.time),
         actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
-        directives=t.directives, version=t.version, drill=t.drill)
+        directives=t.directives, version=t.version, drill=t.drill,
+        latches=latches_to_proto(t))
     if t.rearm_at is not None:
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))
     if t.state in (State.TRIPPED, State.REDUCE_ONLY):

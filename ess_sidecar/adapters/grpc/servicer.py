@@ -22,7 +22,7 @@ from ...service import Guard, Outcome
 from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, fill_from_proto, fill_to_proto, heartbeat_to_watch, \
-    metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
+    latch_names_from_proto, metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
     scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
     transition_to_watch, trigger_from_proto, update_from_proto, working_order_to_proto
 from .thresholds import thresholds_to_proto
@@ -143,7 +143,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                     context: grpc.aio.ServicerContext) -> pb.ResetResponse:
         scope = scope_from_proto(request.scope)
         reason = check_text(request.reason, "reason", required=True)
-        outcome = self._guard.reset(scope, reason, request.force, actor_of(context))
+        latches = latch_names_from_proto(request.latches)
+        outcome = self._guard.reset(scope, reason, request.force, actor_of(context), latches)
         response = _state_response(pb.ResetResponse, outcome)
         if outcome.pending_reset is not None:
             response.pending_approval = True

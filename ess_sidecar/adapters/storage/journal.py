@@ -60,8 +60,12 @@ class JournalDamaged(StoreDamaged):
 
 
 class FileJournal(Journal):
-    def __init__(self, path: str | os.PathLike[str], sync_interval_s: float = 0.01) -> None:
+    def __init__(self, path: str | os.PathLike[str], sync_interval_s: float = 0.01,
+                 required: bool = False) -> None:
+        """required: the state file beside it was in use, so a journal that is missing
+        along with its seal was deleted, not never written."""
         self.path = Path(path)
+        self._required = required
         self.seal = Seal(f"{self.path}.seal")
         self._interval = sync_interval_s
         self._fd: int | None = None
@@ -89,6 +93,9 @@ class FileJournal(Journal):
                 raise JournalDamaged(f"journal {self.path} is missing but its seal"
                                      f" {self.seal.path} shows {seal.get('records')} records"
                                      " were written (deleted?)") from None
+            if self._required:
+                raise JournalDamaged(f"journal {self.path} and its seal are missing, but the"
+                                     " state file beside it was in use (deleted?)") from None
             data = b""
         except OSError as error:
             raise StoreUnavailable(f"journal {self.path} cannot be read: {error}") from error
@@ -297,7 +304,7 @@ def _decode(kind: Any, value: Any) -> Any:
         return float(value)
     hints = _hints(kind)
     names = _fields(kind)
-    if len(value) != len(names):
+    if len(value) > len(names):  # fewer: written before trailing fields with defaults
         raise ValueError(f"{kind.__name__} has {len(names)} fields, not {len(value)}")
     return kind(*(_decode(hints[n], v) for n, v in zip(names, value)))
 

@@ -56,14 +56,14 @@ from typing import Any
 
 from ...domain.errors import StoreDamaged, StoreUnavailable
 from ...domain.scopes import Scope, ScopeKind
-from ...domain.states import Cause, Directive, State, Transition, TriggerReason
+from ...domain.states import Cause, Directive, Latch, State, Transition, TriggerReason
 from ...ports import EventQuery, StateStore, StoredState
 from .filelock import FileLock, LockHeld
 from .seal import Seal, SealUnreadable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 GENESIS = bytes(16)  # the chain before the first event
 
 # What load() asks SQLite. integrity_check, unlike quick_check, also finds an index that
@@ -111,7 +111,8 @@ CREATE TABLE events (
     approved_by TEXT    NOT NULL DEFAULT '',  -- schema 2: four-eyes resets
     drill       INTEGER NOT NULL DEFAULT 0,   -- schema 2: drills
     prev_chain  BLOB    NOT NULL,             -- schema 3: the hash chain (module docstring)
-    chain       BLOB    NOT NULL
+    chain       BLOB    NOT NULL,
+    latches     TEXT    NOT NULL DEFAULT ''   -- schema 4: the scope's latches after it (JSON)
 );
 CREATE INDEX events_by_scope ON events (scope_kind, scope_id, version);
 CREATE INDEX events_by_time ON events (time);
@@ -153,14 +154,15 @@ MIGRATIONS = {
     2: ("ALTER TABLE events ADD COLUMN prev_chain BLOB NOT NULL DEFAULT x''",
         "ALTER TABLE events ADD COLUMN chain BLOB NOT NULL DEFAULT x''",
         f"ALTER TABLE meta ADD COLUMN chain_anchor BLOB NOT NULL DEFAULT x'{GENESIS.hex()}'"),
+    3: ("ALTER TABLE events ADD COLUMN latches TEXT NOT NULL DEFAULT ''",),
 }
 CHAINED_SINCE = 3
 
 COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
-           " breaker, reason_code, directives, forced, rearm_at, approved_by, drill")
+           " breaker, reason_code, directives, forced, rearm_at, approved_by, drill, latches")
 
 INSERT_EVENT = (f"INSERT INTO events ({COLUMNS}, prev_chain, chain)"
-                f" VALUES ({', '.join('?' * 18)})")
+                f" VALUES ({', '.join('?' * 19)})")
 
 # The newest keep_events versions stay; older ones go unless they are still latched.
 LAST_PRUNABLE = """
@@ -326,6 +328,11 @@ class SqliteStateStore(StateStore):
             self._unlock()  # only after the connection is closed: no write can follow
 
     # -- the operator's way out -------------------------------------------------------------
+
+    @staticmethod
+    def in_use(path: str | os.PathLike[str]) -> bool:
+        """Whether a store at `path` was ever opened by this sidecar (its seal exists)."""
+        return Seal(f"{path}.seal").exists()
 
     @classmethod
     def reseal(cls, path: str | os.PathLike[str]) -> ResealSummary:
@@ -570,9 +577,10 @@ class SqliteStateStore(StateStore):
                 found = SCHEMA_VERSION
                 if not self.seal.exists():  # the first run's marker; an old one load() checks
                     self._write_seal(_seal_value(conn))
-            for version in range(found, SCHEMA_VERSION):
-                self._upgrade(conn, version)
-                log.info("state store %s upgraded to schema %d", self.path, version + 1)
+            if found < SCHEMA_VERSION:
+                self._upgrade(conn, found)
+                log.info("state store %s upgraded from schema %d to %d", self.path, found,
+                         SCHEMA_VERSION)
         except sqlite3.Error as error:
             raise self._unavailable("cannot open", error) from error
 
@@ -586,19 +594,19 @@ class SqliteStateStore(StateStore):
             conn.rollback()
             raise
 
-    def _upgrade(self, conn: sqlite3.Connection, version: int) -> None:
-        """Take schema `version` to version + 1 in one transaction. The last upgrade seals
-        the file before its COMMIT: a crash in between repeats the upgrade, which computes
-        the same chain and seal again."""
+    def _upgrade(self, conn: sqlite3.Connection, found: int) -> None:
+        """Take schema `found` to SCHEMA_VERSION in one transaction. An upgrade from before
+        the chain chains the events as they are, and every upgrade seals the file before
+        its COMMIT: a crash in between repeats it, computing the same chain and seal."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-            if version + 1 == CHAINED_SINCE:
+            for version in range(found, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+            if found < CHAINED_SINCE:
                 _rechain(conn)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            if version + 1 == SCHEMA_VERSION:
-                self._write_seal(_seal_value(conn))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._write_seal(_seal_value(conn))
             conn.execute("COMMIT")
         except BaseException:
             conn.rollback()
@@ -665,8 +673,10 @@ CANONICAL = json.JSONEncoder(separators=(",", ":"))  # one encoder: load() runs 
 
 
 def _link(previous: bytes, row: Sequence[Any]) -> bytes:
-    """The chain after `row` (an event's columns, prev_chain and chain excepted)."""
-    encoded = CANONICAL.encode(list(row)).encode()
+    """The chain after `row` (an event's columns, prev_chain and chain excepted). An
+    event with no latches recorded (every one before schema 4) is hashed without that
+    column, so chains written before it still verify."""
+    encoded = CANONICAL.encode(list(row[:-1] if row[-1] == "" else row)).encode()
     return hashlib.blake2b(previous + encoded, digest_size=16).digest()
 
 
@@ -749,7 +759,9 @@ def _row(t: Transition) -> tuple[Any, ...]:
             int(t.state), int(t.cause), t.reason, t.actor, t.breaker,
             None if t.reason_code is None else int(t.reason_code),
             ",".join(str(int(d)) for d in t.directives), int(t.forced),
-            None if t.rearm_at is None else _real(t.rearm_at), t.approved_by, int(t.drill))
+            None if t.rearm_at is None else _real(t.rearm_at), t.approved_by, int(t.drill),
+            CANONICAL.encode([[latch.name, int(latch.state), _real(latch.since), latch.version]
+                              for latch in t.latches]) if t.latches else "")
 
 
 def _real(value: float) -> float:
@@ -760,11 +772,13 @@ def _real(value: float) -> float:
 
 def _transition(row: Sequence[Any]) -> Transition:
     (version, time, kind, ident, previous, state, cause, reason, actor, breaker, code,
-     directives, forced, rearm_at, approved_by, drill) = row
+     directives, forced, rearm_at, approved_by, drill, latches) = row
     return Transition(
         version=version, time=time, scope=Scope(ScopeKind(kind), ident),
         previous=State(previous), state=State(state), cause=Cause(cause), reason=reason,
         actor=actor, breaker=breaker,
         reason_code=None if code is None else TriggerReason(code),
         directives=tuple(Directive(int(d)) for d in directives.split(",") if d),
-        forced=bool(forced), rearm_at=rearm_at, approved_by=approved_by, drill=bool(drill))
+        forced=bool(forced), rearm_at=rearm_at, approved_by=approved_by, drill=bool(drill),
+        latches=tuple(Latch(name, State(state), since, set_by) for name, state, since, set_by
+                      in (json.loads(latches) if latches else ())))

@@ -436,14 +436,16 @@ class TriggerResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
-    __slots__ = ("scope", "reason", "force")
+    __slots__ = ("scope", "reason", "force", "latches")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    LATCHES_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     reason: str
     force: bool
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    latches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., latches: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResetResponse(_message.Message):
     __slots__ = ("state", "state_version", "pending_approval", "requested_by", "approval_expires_at")
@@ -500,7 +502,7 @@ class WorkingOrderCount(_message.Message):
     def __init__(self, account: _Optional[str] = ..., working_orders: _Optional[int] = ...) -> None: ...
 
 class ScopeState(_message.Message):
-    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at")
+    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at", "latches")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -516,6 +518,7 @@ class ScopeState(_message.Message):
     DRILL_FIELD_NUMBER: _ClassVar[int]
     RESET_REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     RESET_APPROVAL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LATCHES_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     state: State
     reason: str
@@ -531,7 +534,20 @@ class ScopeState(_message.Message):
     drill: bool
     reset_requested_by: str
     reset_approval_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    latches: _containers.RepeatedCompositeFieldContainer[Latch]
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ...) -> None: ...
+
+class Latch(_message.Message):
+    __slots__ = ("name", "state", "since", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: State
+    since: _timestamp_pb2.Timestamp
+    version: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class BreakerThreshold(_message.Message):
     __slots__ = ("scope", "breaker", "threshold", "window_ms", "consecutive", "mode", "auto_rearm", "disabled")
@@ -594,7 +610,7 @@ class WatchStateRequest(_message.Message):
     def __init__(self, scopes: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., from_version: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class WatchStateResponse(_message.Message):
-    __slots__ = ("kind", "scope", "state", "previous_state", "version", "reason", "actor", "time", "cause", "directives", "epoch", "drill")
+    __slots__ = ("kind", "scope", "state", "previous_state", "version", "reason", "actor", "time", "cause", "directives", "epoch", "drill", "latches")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -607,6 +623,7 @@ class WatchStateResponse(_message.Message):
     DIRECTIVES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     DRILL_FIELD_NUMBER: _ClassVar[int]
+    LATCHES_FIELD_NUMBER: _ClassVar[int]
     kind: WatchEventKind
     scope: Scope
     state: State
@@ -619,7 +636,8 @@ class WatchStateResponse(_message.Message):
     directives: _containers.RepeatedScalarFieldContainer[Directive]
     epoch: str
     drill: bool
-    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[Cause, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., epoch: _Optional[str] = ..., drill: _Optional[bool] = ...) -> None: ...
+    latches: _containers.RepeatedCompositeFieldContainer[Latch]
+    def __init__(self, kind: _Optional[_Union[WatchEventKind, str]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[_Union[Cause, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., epoch: _Optional[str] = ..., drill: _Optional[bool] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("scope", "since", "until", "page_size", "page_token")
@@ -636,7 +654,7 @@ class ListEventsRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("version", "time", "scope", "state", "previous_state", "reason", "actor", "cause", "breaker", "reason_code", "directives", "forced", "approved_by", "drill")
+    __slots__ = ("version", "time", "scope", "state", "previous_state", "reason", "actor", "cause", "breaker", "reason_code", "directives", "forced", "approved_by", "drill", "latches")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -651,6 +669,7 @@ class Event(_message.Message):
     FORCED_FIELD_NUMBER: _ClassVar[int]
     APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
     DRILL_FIELD_NUMBER: _ClassVar[int]
+    LATCHES_FIELD_NUMBER: _ClassVar[int]
     version: int
     time: _timestamp_pb2.Timestamp
     scope: Scope
@@ -665,7 +684,8 @@ class Event(_message.Message):
     forced: bool
     approved_by: str
     drill: bool
-    def __init__(self, version: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., forced: _Optional[bool] = ..., approved_by: _Optional[str] = ..., drill: _Optional[bool] = ...) -> None: ...
+    latches: _containers.RepeatedCompositeFieldContainer[Latch]
+    def __init__(self, version: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., previous_state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., forced: _Optional[bool] = ..., approved_by: _Optional[str] = ..., drill: _Optional[bool] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ...) -> None: ...
 
 class ListEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")
