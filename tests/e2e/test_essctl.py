@@ -8,12 +8,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import trustme
 
+from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.auth.tokens import load_principals
 from ess_sidecar.domain.access import Role
 from ess_sidecar.testing import SidecarProcess
+from tests.e2e.conftest import guard_stub
 from tests.e2e.essctl_helpers import RunningEssctl, essctl, essctl_at_a_terminal, essctl_json, \
     restricted, tokens_file, trip
 
@@ -138,6 +141,33 @@ def test_reset_with_yes_resumes_a_scope_once_the_cooldown_allows(
     assert result.returncode == 0, result.stderr
     assert "STRATEGY:momo is ARMED (version 2)" in result.stdout
     assert essctl(target, "status").returncode == 0
+
+
+def test_reset_of_one_latch_leaves_the_others(start_sidecar: StartSidecar) -> None:
+    """An operator's REDUCE_ONLY and a breaker's halt on one scope are two latches: status
+    lists both, and `reset --latch` lifts one, leaving the scope as the other says."""
+    sidecar = start_sidecar(NO_COOLDOWN)
+    target = sidecar.uds_target
+    assert essctl(target, "trigger", "--scope", "strategy:momo", "--reason", "desk",
+                  "--reduce-only").returncode == 0
+    with grpc.insecure_channel(target) as channel:
+        guard_stub(channel).ReportMetric(pb.ReportMetricRequest(
+            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo"),
+            metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=6))
+    code, state = essctl_json(target, "status")
+    assert code == 2 and [(latch["name"], latch["state"]) for latch in
+                          state["scopes"][0]["latches"]] == [
+        ("trigger", "REDUCE_ONLY"), ("daily_drawdown_pct", "TRIPPED")]
+    unknown = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "x",
+                     "--latch", "open_loss_pct", "--yes")
+    assert unknown.returncode == 1 and "has no latch 'open_loss_pct'" in unknown.stderr
+    result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "desk done",
+                    "--latch", "trigger", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "STRATEGY:momo is TRIPPED" in result.stdout  # the drawdown's latch stays
+    result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "reviewed",
+                    "--latch", "daily_drawdown_pct", "--force", "--yes")
+    assert result.returncode == 0 and "STRATEGY:momo is ARMED" in result.stdout, result
 
 
 def test_history_lists_trigger_and_reset_newest_first_by_scope_and_limit(
