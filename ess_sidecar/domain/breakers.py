@@ -45,45 +45,74 @@ class BreakerRule:
 HEALTH_CRITICAL = 2.0
 MAX_EVENTS_PER_REPORT = 1_000_000
 
-DEFAULT_RULES: Mapping[str, BreakerRule] = {
-    "daily_drawdown_pct": BreakerRule(5.0),
-    "weekly_drawdown_pct": BreakerRule(10.0),
-    "total_drawdown_pct": BreakerRule(20.0),
-    "open_loss_pct": BreakerRule(10.0),
-    "execution_errors": BreakerRule(5, window_s=15 * 60),
-    "api_errors": BreakerRule(3, window_s=60),
-    "order_failures": BreakerRule(10, window_s=5 * 60),
-    "failed_trades": BreakerRule(5, window_s=60 * 60),
-    "consecutive_losses": BreakerRule(10),
-    "stop_loss_hits": BreakerRule(3, window_s=60 * 60),
-    "data_feed_stale": BreakerRule(1, window_s=30),
-    "data_feed_corrupt": BreakerRule(1),
-    "system_health": BreakerRule(HEALTH_CRITICAL),
-    "heartbeat_lost": BreakerRule(1),
+class Breaker(enum.StrEnum):
+    """Every breaker, by the name config keys, GetState and the audit trail use."""
+
+    DAILY_DRAWDOWN_PCT = "daily_drawdown_pct"
+    WEEKLY_DRAWDOWN_PCT = "weekly_drawdown_pct"
+    TOTAL_DRAWDOWN_PCT = "total_drawdown_pct"
+    OPEN_LOSS_PCT = "open_loss_pct"
+    EXECUTION_ERRORS = "execution_errors"
+    API_ERRORS = "api_errors"
+    ORDER_FAILURES = "order_failures"
+    FAILED_TRADES = "failed_trades"
+    CONSECUTIVE_LOSSES = "consecutive_losses"
+    STOP_LOSS_HITS = "stop_loss_hits"
+    DATA_FEED_STALE = "data_feed_stale"
+    DATA_FEED_CORRUPT = "data_feed_corrupt"
+    SYSTEM_HEALTH = "system_health"
+    HEARTBEAT_LOST = "heartbeat_lost"
     # A fill the sidecar cannot tie to an order it allowed: trips the account by hand.
-    "unchecked_order": BreakerRule(1),
+    UNCHECKED_ORDER = "unchecked_order"
+
+
+DEFAULT_RULES: Mapping[str, BreakerRule] = {
+    Breaker.DAILY_DRAWDOWN_PCT: BreakerRule(5.0),
+    Breaker.WEEKLY_DRAWDOWN_PCT: BreakerRule(10.0),
+    Breaker.TOTAL_DRAWDOWN_PCT: BreakerRule(20.0),
+    Breaker.OPEN_LOSS_PCT: BreakerRule(10.0),
+    Breaker.EXECUTION_ERRORS: BreakerRule(5, window_s=15 * 60),
+    Breaker.API_ERRORS: BreakerRule(3, window_s=60),
+    Breaker.ORDER_FAILURES: BreakerRule(10, window_s=5 * 60),
+    Breaker.FAILED_TRADES: BreakerRule(5, window_s=60 * 60),
+    Breaker.CONSECUTIVE_LOSSES: BreakerRule(10),
+    Breaker.STOP_LOSS_HITS: BreakerRule(3, window_s=60 * 60),
+    Breaker.DATA_FEED_STALE: BreakerRule(1, window_s=30),
+    Breaker.DATA_FEED_CORRUPT: BreakerRule(1),
+    Breaker.SYSTEM_HEALTH: BreakerRule(HEALTH_CRITICAL),
+    Breaker.HEARTBEAT_LOST: BreakerRule(1),
+    Breaker.UNCHECKED_ORDER: BreakerRule(1),
 }
 
 LEVEL_BREAKERS = {
-    Metric.DAILY_DRAWDOWN_PCT: "daily_drawdown_pct",
-    Metric.WEEKLY_DRAWDOWN_PCT: "weekly_drawdown_pct",
-    Metric.TOTAL_DRAWDOWN_PCT: "total_drawdown_pct",
-    Metric.OPEN_LOSS_PCT: "open_loss_pct",
-    Metric.SYSTEM_HEALTH: "system_health",
+    Metric.DAILY_DRAWDOWN_PCT: Breaker.DAILY_DRAWDOWN_PCT,
+    Metric.WEEKLY_DRAWDOWN_PCT: Breaker.WEEKLY_DRAWDOWN_PCT,
+    Metric.TOTAL_DRAWDOWN_PCT: Breaker.TOTAL_DRAWDOWN_PCT,
+    Metric.OPEN_LOSS_PCT: Breaker.OPEN_LOSS_PCT,
+    Metric.SYSTEM_HEALTH: Breaker.SYSTEM_HEALTH,
 }
 EVENT_BREAKERS = {
-    Metric.EXECUTION_ERROR: "execution_errors",
-    Metric.API_ERROR: "api_errors",
-    Metric.ORDER_FAILURE: "order_failures",
-    Metric.STOP_LOSS_HIT: "stop_loss_hits",
+    Metric.EXECUTION_ERROR: Breaker.EXECUTION_ERRORS,
+    Metric.API_ERROR: Breaker.API_ERRORS,
+    Metric.ORDER_FAILURE: Breaker.ORDER_FAILURES,
+    Metric.STOP_LOSS_HIT: Breaker.STOP_LOSS_HITS,
 }
-EVENT_WINDOWS = frozenset(EVENT_BREAKERS.values()) | {"failed_trades"}
-WINDOWED = EVENT_WINDOWS | {"data_feed_stale"}
+EVENT_WINDOWS = frozenset(EVENT_BREAKERS.values()) | {Breaker.FAILED_TRADES}
+WINDOWED = EVENT_WINDOWS | {Breaker.DATA_FEED_STALE}
 # Breakers tripped by one event, with no condition that goes on holding.
-ONE_OFF = frozenset({"data_feed_corrupt", "unchecked_order"})
-# The total drawdown derived from EQUITY samples is kept apart from the reported one, so
-# neither overwrites the other; the breaker's condition holds if either breaches.
-DERIVED_DRAWDOWN = "total_drawdown_pct@equity"
+ONE_OFF = frozenset({Breaker.DATA_FEED_CORRUPT, Breaker.UNCHECKED_ORDER})
+
+
+class Slot(NamedTuple):
+    """Where a level is kept: the total drawdown derived from EQUITY samples is kept apart
+    from the reported one, so neither overwrites the other; the breaker's condition holds
+    if either breaches."""
+
+    breaker: Breaker
+    derived: bool = False
+
+
+DERIVED_DRAWDOWN = Slot(Breaker.TOTAL_DRAWDOWN_PCT, derived=True)
 
 
 @dataclass(frozen=True)
@@ -119,8 +148,8 @@ class BreakerTrip(NamedTuple):
 class _Meters:
     """What one scope's breakers remember between samples."""
 
-    levels: dict[str, float] = field(default_factory=dict)
-    breaches: dict[str, int] = field(default_factory=dict)
+    levels: dict[Slot, float] = field(default_factory=dict)
+    breaches: dict[Slot, int] = field(default_factory=dict)
     events: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     losses: int = 0
@@ -180,22 +209,21 @@ class Breakers:
         meters.last_seen = now
         trip: BreakerTrip | None = None
         if metric in LEVEL_BREAKERS:
-            trip = self._level(scope, meters, LEVEL_BREAKERS[metric], value)
+            trip = self._level(scope, meters, Slot(LEVEL_BREAKERS[metric]), value)
         elif metric in EVENT_BREAKERS:
             trip = self._event(scope, meters, EVENT_BREAKERS[metric], event_count(value), now)
         elif metric is Metric.EQUITY:
             meters.peak_equity = max(meters.peak_equity, value)
             if meters.peak_equity > 0.0:
                 drawdown = (meters.peak_equity - value) / meters.peak_equity * 100.0
-                trip = self._level(scope, meters, "total_drawdown_pct", drawdown,
-                                   slot=DERIVED_DRAWDOWN)
+                trip = self._level(scope, meters, DERIVED_DRAWDOWN, drawdown)
         elif metric is Metric.TRADE_RESULT:
             return self._trade(scope, meters, value, now)
         elif metric is Metric.DATA_FEED_TICK:
             meters.last_tick, meters.stale = now, False
-            meters.unconfirmed.pop("data_feed_stale", None)
+            meters.unconfirmed.pop(Breaker.DATA_FEED_STALE, None)
         elif metric is Metric.DATA_FEED_CORRUPT:
-            trip = self._fire(scope, "data_feed_corrupt", "data feed reported corrupt")
+            trip = self._fire(scope, Breaker.DATA_FEED_CORRUPT, "data feed reported corrupt")
         return [trip] if trip else []
 
     def stale(self, now: float) -> list[tuple[Scope, BreakerTrip]]:
@@ -205,9 +233,9 @@ class Breakers:
         for scope, meters in self._meters.items():
             if meters.last_tick is None or meters.stale:
                 continue
-            rule = self._settings.rule(scope, "data_feed_stale")
+            rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
             if rule.enabled and now - meters.last_tick >= rule.window_s:
-                trips.append((scope, BreakerTrip("data_feed_stale", rule.mode,
+                trips.append((scope, BreakerTrip(Breaker.DATA_FEED_STALE, rule.mode,
                                                  f"no data feed tick for {rule.window_s:g}s")))
         return trips
 
@@ -224,16 +252,16 @@ class Breakers:
         if meters is None:
             return []
         held = [name for name, until in meters.unconfirmed.items() if now < until]
-        held += [slot.partition("@")[0] for slot, value in meters.levels.items()
-                 if self._holds(scope, slot.partition("@")[0], value)]
+        held += [slot.breaker for slot, value in meters.levels.items()
+                 if self._holds(scope, slot.breaker, value)]
         held += [name for name in meters.events if self._holds(
             scope, name, self._prune(meters, name, self._settings.rule(scope, name), now))]
-        if self._holds(scope, "consecutive_losses", meters.losses):
-            held.append("consecutive_losses")
-        stale = self._settings.rule(scope, "data_feed_stale")
+        if self._holds(scope, Breaker.CONSECUTIVE_LOSSES, meters.losses):
+            held.append(Breaker.CONSECUTIVE_LOSSES)
+        stale = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
         if stale.enabled and meters.last_tick is not None \
                 and now - meters.last_tick >= stale.window_s:
-            held.append("data_feed_stale")
+            held.append(Breaker.DATA_FEED_STALE)
         return list(dict.fromkeys(held))  # once each, in the order found
 
     def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
@@ -271,16 +299,16 @@ class Breakers:
         readings = []
         for scope in itertools.islice(reversed(self._meters), most):
             meters = self._meters[scope]
-            values = {slot.partition("@")[0]: value for slot, value in meters.levels.items()}
+            values = {slot.breaker: value for slot, value in meters.levels.items()}
             values.update((name, float(self._prune(meters, name, self.rule(scope, name), now)))
                           for name in meters.events)
-            values["consecutive_losses"] = float(meters.losses)
+            values[Breaker.CONSECUTIVE_LOSSES] = float(meters.losses)
             if meters.last_tick is not None:
-                values["data_feed_stale"] = now - meters.last_tick  # against window_s
+                values[Breaker.DATA_FEED_STALE] = now - meters.last_tick  # against window_s
             for name, value in values.items():
                 rule = self.rule(scope, name)
                 if rule.enabled:
-                    limit = rule.window_s if name == "data_feed_stale" else rule.threshold
+                    limit = rule.window_s if name == Breaker.DATA_FEED_STALE else rule.threshold
                     readings.append(Reading(scope, name, value, limit))
         return readings
 
@@ -296,9 +324,9 @@ class Breakers:
         meters = self._meters.get(scope)
         if meters is None:
             return
-        if breaker == "consecutive_losses":
+        if breaker == Breaker.CONSECUTIVE_LOSSES:
             meters.losses = 0
-        elif breaker == "data_feed_stale" and meters.stale:
+        elif breaker == Breaker.DATA_FEED_STALE and meters.stale:
             meters.stale, meters.last_tick = False, now
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:
@@ -308,12 +336,12 @@ class Breakers:
         rule = self._settings.rule(scope, name)
         return BreakerTrip(name, rule.mode, message) if rule.enabled else None
 
-    def _level(self, scope: Scope, meters: _Meters, name: str, value: float,
-               slot: str = "") -> BreakerTrip | None:
-        slot = slot or name
+    def _level(self, scope: Scope, meters: _Meters, slot: Slot,
+               value: float) -> BreakerTrip | None:
+        name = slot.breaker
         rule = self._settings.rule(scope, name)
         meters.levels[slot] = value
-        if slot == name:  # a derived value is no evidence about the reported one
+        if not slot.derived:  # a derived value is no evidence about the reported one
             meters.unconfirmed.pop(name, None)
         if not rule.enabled or value < rule.threshold:
             meters.breaches[slot] = 0
@@ -337,15 +365,15 @@ class Breakers:
     def _trade(self, scope: Scope, meters: _Meters, pnl: float, now: float) -> list[BreakerTrip]:
         if pnl > 0:
             meters.losses = 0
-            meters.unconfirmed.pop("consecutive_losses", None)
+            meters.unconfirmed.pop(Breaker.CONSECUTIVE_LOSSES, None)
             return []
         if pnl == 0:
             return []
         meters.losses += 1
-        trips = [self._event(scope, meters, "failed_trades", 1, now)]
-        losses = self._settings.rule(scope, "consecutive_losses")
+        trips = [self._event(scope, meters, Breaker.FAILED_TRADES, 1, now)]
+        losses = self._settings.rule(scope, Breaker.CONSECUTIVE_LOSSES)
         if losses.enabled and meters.losses >= losses.threshold:
-            trips.append(BreakerTrip("consecutive_losses", losses.mode,
+            trips.append(BreakerTrip(Breaker.CONSECUTIVE_LOSSES, losses.mode,
                                      f"{meters.losses} consecutive losing trades"))
         return [trip for trip in trips if trip]
 

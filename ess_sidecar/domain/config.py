@@ -8,12 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .approvals import ApprovalPolicy
-from .breakers import WINDOWED, BreakerRule, BreakerSettings
+from .breakers import WINDOWED, Breaker, BreakerRule, BreakerSettings
 from .errors import InvalidConfig
 from .limits import LimitSettings, SymbolLimits
 from .scopes import ScopeKind
 
-DRAWDOWN_ORDER = ("daily_drawdown_pct", "weekly_drawdown_pct", "total_drawdown_pct")
+DRAWDOWN_ORDER = (Breaker.DAILY_DRAWDOWN_PCT, Breaker.WEEKLY_DRAWDOWN_PCT,
+                  Breaker.TOTAL_DRAWDOWN_PCT)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
             raise InvalidConfig(f"{prefix}.{name}.threshold", f"must be a finite number > 0"
                                 f" and at most {MAX_THRESHOLD:g} (turn a breaker off with"
                                 f" enabled = false), got {rule.threshold!r}")
-        if name == "unchecked_order" and rule.auto_rearm:
+        if name == Breaker.UNCHECKED_ORDER and rule.auto_rearm:
             raise InvalidConfig(f"{prefix}.{name}.auto_rearm", "must be false: an order"
                                 " sent past the guard is resumed from by hand only")
         if name in WINDOWED:

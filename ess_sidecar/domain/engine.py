@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from .approvals import Approvals
-from .breakers import DEFAULT_RULES, Breakers, Metric, check_metric_value
+from .breakers import DEFAULT_RULES, Breaker, Breakers, Metric, check_metric_value
 from .commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .config import GuardConfig
@@ -32,12 +32,11 @@ from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .working import OrderLedger, OrderRecord
-from .states import DRILL_LATCH, SEVERITY, SYSTEM_ACTOR, Cause, Directive, Latch, State, \
+from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, Latch, LatchKind, State, \
     Transition, TriggerMode, TriggerReason
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 MAX_EQUITY = 1e18
-UNCHECKED_ORDER = "unchecked_order"  # the breaker a fill the sidecar cannot tie trips
 _NO_BOOK = AccountBook()  # read by checks for an account nothing is known of; never written
 
 
@@ -132,10 +131,10 @@ class GuardEngine:
         outcome = apply_fill(self.book, self.orders, fill, now)
         plan = self.plan(now)
         account = Scope(ScopeKind.ACCOUNT, fill.account)
-        rule = self.breakers.rule(account, UNCHECKED_ORDER)
+        rule = self.breakers.rule(account, Breaker.UNCHECKED_ORDER)
         if outcome.unchecked and rule.enabled:
             plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
-                      breaker=UNCHECKED_ORDER)
+                      breaker=Breaker.UNCHECKED_ORDER)
         return plan, outcome
 
     def update_order(self, update: OrderUpdate) -> bool:
@@ -249,7 +248,7 @@ class GuardEngine:
                 raise InvalidArgument(f"latches[{index}]", f"{scope} has no latch {name!r}:"
                                       f" it has {', '.join(held)}")
         resumes = len(named) == len(held)
-        if all(name == DRILL_LATCH for name in named):
+        if all(name == LatchKind.DRILL for name in named):
             plan.clear(scope, named, Cause.RESET, reason, actor, self._rearm_delay(scope),
                        drill=True)
             return plan
@@ -307,11 +306,11 @@ class GuardEngine:
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
                       breaker=trip.breaker)
         for lapsed in self.heartbeats.lapse(now):
-            rule = self.breakers.rule(lapsed.scope, "heartbeat_lost")
+            rule = self.breakers.rule(lapsed.scope, Breaker.HEARTBEAT_LOST)
             if rule.enabled:
                 plan.trip(lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
                           f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s"
-                          f" heartbeat", SYSTEM_ACTOR, breaker="heartbeat_lost")
+                          f" heartbeat", SYSTEM_ACTOR, breaker=Breaker.HEARTBEAT_LOST)
         for current in list(self._current.values()):
             if plan.current(current.scope) is not current:
                 continue
@@ -328,8 +327,9 @@ class GuardEngine:
     def holding(self, scope: Scope, now: float) -> list[str]:
         """Breakers of this scope whose condition still holds."""
         held = self.breakers.holding(scope, now)
-        if self.heartbeats.lapsed(scope, now) and self.breakers.rule(scope, "heartbeat_lost").enabled:
-            held.append("heartbeat_lost")
+        if self.heartbeats.lapsed(scope, now) \
+                and self.breakers.rule(scope, Breaker.HEARTBEAT_LOST).enabled:
+            held.append(Breaker.HEARTBEAT_LOST)
         return held
 
     def _auto_rearming(self, current: Transition, now: float) -> list[str]:
@@ -370,12 +370,12 @@ class GuardEngine:
                 for latch in before.held() if before else ():
                     if latch.name not in kept:
                         self.breakers.rearm(transition.scope, latch.name, transition.time)
-                        if latch.name == "heartbeat_lost":
+                        if latch.name == Breaker.HEARTBEAT_LOST:
                             self.heartbeats.rearm(transition.scope, transition.time)
                 self.approvals.discard(transition.scope)
-            elif transition.breaker == "data_feed_stale":
+            elif transition.breaker == Breaker.DATA_FEED_STALE:
                 self.breakers.mark_stale(transition.scope)
-            elif transition.breaker == "heartbeat_lost":
+            elif transition.breaker == Breaker.HEARTBEAT_LOST:
                 self.heartbeats.mark_lost(transition.scope, transition.time)
 
     def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:
@@ -417,7 +417,7 @@ class GuardEngine:
         for transition in current:
             self._set(transition)
             for latch in transition.held():
-                if latch.name == "heartbeat_lost":
+                if latch.name == Breaker.HEARTBEAT_LOST:
                     self.heartbeats.assume_lapsed(transition.scope)
                 elif latch.name in DEFAULT_RULES:
                     self.breakers.assume_holding(transition.scope, latch.name, now)

@@ -73,7 +73,7 @@ class Plan:
         if known is None or SEVERITY[target] > SEVERITY[known.state]:
             held[name] = Latch(name, target, self.now, self._version + 1)
         latches = tuple(held.values())
-        return self.move(scope, strictest(latches), cause, reason, actor, breaker=breaker,
+        return self.move(scope, strictest(latches), cause, reason, actor, breaker=str(breaker),
                          reason_code=reason_code, directives=merged, drill=drill,
                          latches=latches)
 

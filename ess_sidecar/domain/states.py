@@ -50,10 +50,12 @@ class Directive(enum.IntEnum):
 
 SYSTEM_ACTOR = "system"
 
-# Latch names other than a breaker's (a breaker's latch is named after it).
-TRIGGER_LATCH = "trigger"  # an operator's (or executor's) Trigger
-DRILL_LATCH = "drill"  # a drill's trip: reset at once, no cooldown or second approver
-SYSTEM_LATCH = "system"  # the sidecar failing closed (a store it cannot trust, a cap)
+class LatchKind(enum.StrEnum):
+    """Latches that are not a breaker's (a breaker's latch is named after it)."""
+
+    TRIGGER = "trigger"  # an operator's (or executor's) Trigger
+    DRILL = "drill"  # a drill's trip: lifted at once, no cooldown or second approver
+    SYSTEM = "system"  # the sidecar failing closed (a store it cannot trust, a cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +63,19 @@ class Latch:
     """One restriction on a scope, held until a reset names it (or an auto re-arm of
     its breaker lifts it). A scope's state is its most severe latch."""
 
-    name: str  # TRIGGER_LATCH, DRILL_LATCH, SYSTEM_LATCH or a breaker's name
+    name: str  # a LatchKind or a breaker's name (breakers.Breaker)
     state: State  # TRIPPED or REDUCE_ONLY
     since: float  # when it was set (or last made stricter): its reset cooldown counts from it
     version: int  # the transition that set it
 
 
 def latch_name(cause: Cause, breaker: str, drill: bool) -> str:
+    """The latch a trip sets, as plain text (what is stored, journaled and sent)."""
     if breaker:
-        return breaker
+        return str(breaker)
     if drill:
-        return DRILL_LATCH
-    return TRIGGER_LATCH if cause is Cause.TRIGGER else SYSTEM_LATCH
+        return str(LatchKind.DRILL)
+    return str(LatchKind.TRIGGER if cause is Cause.TRIGGER else LatchKind.SYSTEM)
 
 
 @dataclass(frozen=True, slots=True)
