@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .domain.breakers import Metric
+from .domain.breakers import Metric, Reading
 from .domain.commands import Command
 from .domain.decisions import Decision
 from .domain.scopes import Scope
@@ -200,6 +200,27 @@ class NoTelemetry(Telemetry):
 
     def subscriber_dropped(self) -> None:
         pass
+
+
+class GuardReadings(abc.ABC):
+    """What dashboards read from the guard (gauges): a port, so telemetry depends on it
+    and not on the service. Called on the guard's event loop."""
+
+    @abc.abstractmethod
+    def restricted(self) -> list[Transition]:
+        """Every scope that is not ARMED: its current transition, oldest first."""
+
+    @abc.abstractmethod
+    def state_version(self) -> int:
+        """The latest version applied."""
+
+    @abc.abstractmethod
+    def readings(self, most: int) -> list[Reading]:
+        """Breaker values and thresholds, for at most `most` scopes (the newest first)."""
+
+    @abc.abstractmethod
+    def watchers(self) -> int:
+        """How many WatchState subscribers are connected."""
 
 
 class Clock(abc.ABC):

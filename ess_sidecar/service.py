@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .domain.approvals import PendingReset
-from .domain.breakers import Metric
+from .domain.breakers import Metric, Reading
 from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
+from .domain.config import GuardConfig
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
 from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, ResyncRequired, \
@@ -19,11 +20,12 @@ from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, Resy
 from .domain.lifecycle import FillOutcome
 from .domain.orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
+from .domain.working import OrderRecord
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from .ports import AlertSink, Clock, EventQuery, Journal, NoAlerts, NoJournal, NoTelemetry, \
-    StateStore, Telemetry
+from .ports import AlertSink, Clock, EventQuery, GuardReadings, Journal, NoAlerts, NoJournal, \
+    NoTelemetry, StateStore, Telemetry
 from .watch import Subscribers, Subscription
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,15 @@ class FillReport:
 
 
 @dataclass(frozen=True)
+class ScopeView:
+    """A restricted scope as GetState shows it."""
+
+    current: Transition
+    reset_allowed_at: float  # when a reset of all its latches is out of the cooldown
+    pending_reset: PendingReset | None
+
+
+@dataclass(frozen=True)
 class WatchStart:
     """What a new watcher receives before live transitions: a snapshot of the restricted
     scopes (from_version 0) or the transitions it missed, then `version` marks the end."""
@@ -62,7 +73,7 @@ class WatchStart:
     subscription: Subscription
 
 
-class Guard:
+class Guard(GuardReadings):
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
                  telemetry: Telemetry | None = None, journal: Journal | None = None) -> None:
@@ -208,6 +219,39 @@ class Guard:
 
     def restricted(self) -> list[Transition]:
         return self.engine.restricted()
+
+    def state_version(self) -> int:
+        return self.engine.version
+
+    def readings(self, most: int) -> list[Reading]:
+        return self.engine.breakers.readings(self._clock.now(), most)
+
+    def watchers(self) -> int:
+        return len(self.subscribers)
+
+    @property
+    def config(self) -> GuardConfig:
+        return self.engine.config
+
+    def scope_views(self) -> list[ScopeView]:
+        """Every restricted scope with when it may be reset and any pending request."""
+        engine, now = self.engine, self._clock.now()
+        return [ScopeView(t, engine.reset_allowed_at(t), engine.approvals.pending(
+            t.scope, t.version, now)) for t in engine.restricted()]
+
+    def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
+        """Working orders (of one account, when given), the oldest first."""
+        return self.engine.orders.working(account)
+
+    def working_counts(self) -> dict[str, int]:
+        """How many orders work, per account that has any."""
+        return self.engine.orders.per_account
+
+    def working_count(self, account: str) -> int:
+        return self.engine.orders.working_count(account)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscribers.remove(subscription)
 
     def events(self, query: EventQuery) -> list[Transition]:
         return self._store.events(query)

@@ -45,3 +45,28 @@ def test_the_domain_imports_only_the_standard_library():
             for name in names:
                 top = name.split(".")[0]
                 assert top in sys.stdlib_module_names or top == "__future__", (path.name, name)
+
+
+ADAPTERS = DOMAIN.parent / "adapters"
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_adapters_reach_the_guard_through_its_api_not_its_engine():
+    """The servicer and telemetry use the service's read API (and telemetry only its
+    port): swapping the engine's insides never touches an adapter."""
+    for path in [ADAPTERS / "grpc" / "servicer.py", *(ADAPTERS / "telemetry").glob("*.py")]:
+        engine = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(node, ast.Attribute) and node.attr == "engine"]
+        assert not engine, f"{path.name} reaches into the engine at lines {engine}"
+    for path in (ADAPTERS / "telemetry").glob("*.py"):
+        assert not {"...service", "ess_sidecar.service"} & _imports(path), \
+            f"{path.name} imports the service; telemetry reads ports.GuardReadings"

@@ -108,7 +108,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         count = self._guard.sync_positions(request.account, request.equity,
                                            positions_from_proto(request),
                                            open_orders_from_proto(request))
-        working = self._guard.engine.orders.working_count(request.account)
+        working = self._guard.working_count(request.account)
         return pb.SyncPositionsResponse(positions=count, working_orders=working)
 
     @aborts_on_guard_errors
@@ -155,17 +155,16 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     @aborts_on_guard_errors
     async def GetState(self, request: pb.GetStateRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetStateResponse:
-        engine, now = self._guard.engine, self._guard.now()
+        guard = self._guard
         response = pb.GetStateResponse(
-            scopes=[scope_state_to_proto(t, engine.reset_allowed_at(t),
-                                         engine.approvals.pending(t.scope, t.version, now))
-                    for t in self._guard.restricted()],
-            state_version=engine.version, thresholds=thresholds_to_proto(engine.config),
+            scopes=[scope_state_to_proto(view.current, view.reset_allowed_at,
+                                         view.pending_reset) for view in guard.scope_views()],
+            state_version=guard.state_version(), thresholds=thresholds_to_proto(guard.config),
             working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
-                                  for a, n in sorted(engine.orders.per_account.items())])
+                                  for a, n in sorted(guard.working_counts().items())])
         if request.include_working_orders:
             account = request.working_orders_account or None
-            working = itertools.islice(engine.orders.working(account), MAX_WORKING_LISTED)
+            working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
             response.working_orders.extend(working_order_to_proto(r) for r in working)
         return response
 
@@ -196,7 +195,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             while True:
                 transition = await subscription.next(self._watch_heartbeat_s)
                 if transition is None:
-                    yield heartbeat_to_watch(guard.engine.version, guard.now(), guard.epoch)
+                    yield heartbeat_to_watch(guard.state_version(), guard.now(), guard.epoch)
                 else:
                     yield transition_to_watch(transition, pb.WATCH_EVENT_KIND_TRANSITION,
                                               guard.epoch)
@@ -208,7 +207,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             await context.abort(status_of(error), str(error))
         finally:
             if subscription is not None:
-                self._guard.subscribers.remove(subscription)
+                self._guard.unsubscribe(subscription)
 
 
 def _timed(check: Callable[[Order], Decision],

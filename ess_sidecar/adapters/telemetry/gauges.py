@@ -22,8 +22,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from ...domain.breakers import Reading
 from ...domain.scopes import Scope
 from ...domain.states import State
-from ...ports import AlertSink
-from ...service import Guard
+from ...ports import AlertSink, GuardReadings
 from . import names
 
 log = logging.getLogger(__name__)
@@ -101,9 +100,9 @@ class GuardGauges:
     scope shows ARMED = 1 after its reset instead of vanishing. `detach` stops reading
     the guard (at shutdown the loop may be blocked waiting for a final export)."""
 
-    def __init__(self, guard: Guard, alerts: AlertSink, read_on_loop: LoopReader,
+    def __init__(self, guard: GuardReadings, alerts: AlertSink, read_on_loop: LoopReader,
                  scopes: dict[Scope, None], most_scopes: int = 1000) -> None:
-        self._guard: Guard | None = guard
+        self._guard: GuardReadings | None = guard
         self._alerts = alerts
         self._on_loop = read_on_loop
         self._scopes = scopes
@@ -138,7 +137,7 @@ class GuardGauges:
             return []
         # restricted() copies the engine's dict in one C step; also restricted without a
         # transition passing through telemetry: latched at start-up, failed closed.
-        current = {t.scope: t.state for t in guard.engine.restricted()}
+        current = {t.scope: t.state for t in guard.restricted()}
         for scope in current:
             self._scopes.setdefault(scope)
         for scope in list(self._scopes)[:max(0, len(self._scopes) - self._most)]:
@@ -158,7 +157,7 @@ class GuardGauges:
         # a time), and takes what this one left; a failed read leaves nothing.
         self._readings = []
         self._readings = self._on_loop(
-            lambda: guard.engine.breakers.readings(guard.now(), self._most), unbound=[])
+            lambda: guard.readings(self._most), unbound=[])
         return [Observation(r.value, {names.SCOPE: str(r.scope), names.BREAKER: r.breaker})
                 for r in self._readings]
 
@@ -169,11 +168,11 @@ class GuardGauges:
 
     def _version(self) -> list[Observation]:
         guard = self._guard
-        return [] if guard is None else [Observation(guard.engine.version)]
+        return [] if guard is None else [Observation(guard.state_version())]
 
     def _subscribers(self) -> list[Observation]:
         guard = self._guard
-        return [] if guard is None else [Observation(len(guard.subscribers))]
+        return [] if guard is None else [Observation(guard.watchers())]
 
     def _alert_count(self, attribute: str) -> Callable[[], list[Observation]]:
         def observe() -> list[Observation]:

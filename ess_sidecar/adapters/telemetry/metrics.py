@@ -30,8 +30,7 @@ from ...domain.decisions import Decision, DecisionReason
 from ...domain.errors import InvalidConfig
 from ...domain.scopes import GLOBAL, Scope
 from ...domain.states import Cause, State, Transition
-from ...ports import AlertSink, Telemetry
-from ...service import Guard
+from ...ports import AlertSink, GuardReadings, Telemetry
 from ...settings import TelemetrySettings
 from . import names
 from .gauges import GuardGauges, LoopReader, never_raising
@@ -107,7 +106,7 @@ class OtelTelemetry(Telemetry):
                 instrument.name, [never_raising(instrument, observe)], unit=instrument.unit,
                 description=instrument.description)
 
-    def observe(self, guard: Guard, alerts: AlertSink,
+    def observe(self, guard: GuardReadings, alerts: AlertSink,
                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Export the gauges read from the guard (scope states, breakers, version,
         watchers) and the alert sink's counters. Call once. The breakers are read on the
