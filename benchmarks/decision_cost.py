@@ -39,6 +39,7 @@ from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.adapters.grpc.mapping import decision_to_proto, order_from_proto
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings
@@ -138,8 +139,8 @@ class Scenario:
 
 def scenarios() -> dict[str, Scenario]:
     tripped = engine_with_book()
-    plan = tripped.plan_trigger(Scope(ScopeKind.STRATEGY, "STRAT-1"), TriggerMode.HALT, "bench",
-                                TriggerReason.USER_INITIATED, (), "bench", 0.0)
+    plan = tripped.plan_trigger(Trigger(Scope(ScopeKind.STRATEGY, "STRAT-1"), TriggerMode.HALT,
+                                        "bench", TriggerReason.USER_INITIATED, (), "bench"), 0.0)
     tripped.apply(plan.transitions)
     working, working_since = with_working_orders(1000, strategies=3, symbols=4)
     spread, spread_since = with_working_orders(1000, strategies=100, symbols=10)

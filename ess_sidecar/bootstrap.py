@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
@@ -19,9 +20,13 @@ from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal,
 from .recovery import reconcile, replay
 from .service import Guard
 from .settings import Settings
+from .timers import Timers
 from .watch import Subscribers
 
 if TYPE_CHECKING:
+    import grpc
+
+    from .adapters.grpc.server import ServerParts
     from .adapters.telemetry.setup import Observability
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,9 @@ class App:
     store: StateStore
     alerts: AlertSink
     principals: Principals | None  # None: authentication off
+    credentials: grpc.ServerCredentials | None  # None: server.listen without TLS
     journal: Journal
+    timers: Timers  # whatever serves the guard starts and stops them
     observability: Observability | None = None  # None: telemetry.enabled = false
 
 
@@ -61,6 +68,15 @@ def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:
 def open_principals(settings: Settings) -> Principals | None:
     """Who may call, when authentication is on. Raises InvalidConfig naming the key."""
     return load_principals(settings.auth.tokens_file) if settings.authenticates() else None
+
+
+def open_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for server.listen, when a certificate is configured. Raises InvalidConfig naming
+    the key of a file that cannot be read."""
+    if not settings.server.listen:
+        return None
+    from .adapters.grpc.security import server_credentials  # noqa: PLC0415 - grpc only to serve
+    return server_credentials(settings.server)
 
 
 def open_alerts(settings: Settings) -> AlertSink:
@@ -92,11 +108,13 @@ def open_observability(settings: Settings,
 
 def build(settings: Settings, clock: Clock | None = None, store: StateStore | None = None,
           span_exporters: Sequence[Any] = (), journal: Journal | None = None) -> App:
-    """Load the latched state, replay the journal and wire the guard. An unreadable or
+    """Load the latched state, replay the journal and wire the guard and its timers. An
+    unreadable or
     damaged store or journal starts the sidecar with GLOBAL tripped (in memory) and the
     reason, rather than not at all. Spans also go to `span_exporters` (tests)."""
     clock = clock or SystemClock()
-    principals = open_principals(settings)  # first: a bad tokens file opens nothing
+    principals = open_principals(settings)  # first: a bad tokens or TLS file opens nothing
+    credentials = open_credentials(settings)
     observed = open_observability(settings, span_exporters)
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
     store_was_in_use = store is None and SqliteStateStore.in_use(settings.store.path)
@@ -114,7 +132,31 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     if problem:
         guard.fail_closed(problem)
     journal.start()
-    return App(settings, guard, store, alerts, principals, journal, observed)
+    return App(settings, guard, store, alerts, principals, credentials, journal,
+               Timers(guard, settings.timers.interval_s), observed)
+
+
+def server_parts(app: App) -> ServerParts:
+    """What the gRPC server serves with: the authenticator when authentication is on, the
+    TLS credentials, the app's timers and, when telemetry is on, the tracing interceptors,
+    a span per stream and the Prometheus endpoint (if telemetry.metrics_listen is set)."""
+    from .adapters.grpc.auth import Authenticator  # noqa: PLC0415 - grpc only to serve
+    from .adapters.grpc.server import ServerParts  # noqa: PLC0415
+    parts = ServerParts(
+        app.settings, app.guard, app.alerts, app.store, app.journal, app.timers,
+        authenticator=Authenticator(app.principals) if app.principals is not None else None,
+        credentials=app.credentials)
+    observed = app.observability
+    if observed is None:
+        return parts
+    from .adapters.telemetry.prometheus_http import MetricsServer  # noqa: PLC0415 - optional
+    from .adapters.telemetry.tracing import server_interceptors, traced_stream  # noqa: PLC0415
+    listen = app.settings.telemetry.metrics_listen
+    return replace(
+        parts, interceptors=server_interceptors(observed.tracers),
+        wrap_streams=functools.partial(traced_stream, observed.tracers), observability=observed,
+        metrics_server=functools.partial(MetricsServer, listen, observed.registry) if listen
+        else None)
 
 
 def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,

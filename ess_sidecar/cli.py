@@ -57,9 +57,9 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _serve(settings: Settings) -> int:
     from .adapters.grpc.server import SocketPathError, serve  # noqa: PLC0415 - grpc only here
-    from .bootstrap import build  # noqa: PLC0415
+    from .bootstrap import build, server_parts  # noqa: PLC0415
     try:
-        asyncio.run(serve(build(settings)))
+        asyncio.run(serve(server_parts(build(settings))))
     except SocketPathError as error:
         print(f"cannot serve: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
-from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
+from .domain.commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .domain.config import GuardConfig
 from .domain.decisions import Decision
@@ -22,8 +22,7 @@ from .domain.orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
 from .domain.working import OrderRecord
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
-from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode, \
-    TriggerReason
+from .domain.states import SYSTEM_ACTOR, Cause, State, Transition, TriggerMode
 from .ports import AlertSink, Clock, EventQuery, GuardReadings, Journal, NoAlerts, NoJournal, \
     NoTelemetry, StateStore, Telemetry
 from .watch import Subscribers, Subscription
@@ -160,12 +159,10 @@ class Guard(GuardReadings):
             self._durably(lambda: self._store.save_registration(executor_id, scope, ttl_s))
         return self._outcome(scope, [])
 
-    def trigger(self, scope: Scope, mode: TriggerMode, reason: str, reason_code: TriggerReason,
-                directives: Iterable[Directive], actor: str, drill: bool = False) -> Outcome:
+    def trigger(self, trigger: Trigger) -> Outcome:
         now = self._clock.now()
-        plan = self.engine.plan_trigger(scope, mode, reason, reason_code, directives, actor,
-                                        now, drill)
-        return self._outcome(scope, self._commit(plan, Triggered(now)))
+        plan = self.engine.plan_trigger(trigger, now)
+        return self._outcome(trigger.scope, self._commit(plan, Triggered(now)))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str,
               latches: Iterable[str] = ()) -> Outcome:
@@ -190,7 +187,8 @@ class Guard(GuardReadings):
         return self._outcome(scope, self._commit(plan, command))
 
     def run_timers(self) -> list[Transition]:
-        """Stale feeds, lost heartbeats and re-arms; called periodically by the server."""
+        """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
+        by `Timers` (timers.py), whatever transport serves the guard."""
         now = self._clock.now()
         forgotten = self.engine.expire(now)
         plan = self.engine.plan_timers(now)

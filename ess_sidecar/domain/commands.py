@@ -15,6 +15,20 @@ from dataclasses import dataclass
 from .breakers import Metric
 from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .scopes import Scope
+from .states import Directive, TriggerMode, TriggerReason
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """An operator's (or executor's) kill switch for a scope, as asked."""
+
+    scope: Scope
+    mode: TriggerMode
+    reason: str
+    reason_code: TriggerReason
+    directives: tuple[Directive, ...]
+    actor: str
+    drill: bool = False  # a drill's trip: only from ARMED, lifted at once
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from .approvals import Approvals
 from .breakers import DEFAULT_RULES, Breaker, Breakers, Metric, check_metric_value
-from .commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
+from .commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
 from .config import GuardConfig
 from .decide import first_denial
@@ -32,8 +32,8 @@ from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .working import OrderLedger, OrderRecord
-from .states import SEVERITY, SYSTEM_ACTOR, Cause, Directive, Latch, LatchKind, State, \
-    Transition, TriggerMode, TriggerReason
+from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Transition, \
+    TriggerMode
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 MAX_EQUITY = 1e18
@@ -214,18 +214,18 @@ class GuardEngine:
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker)
         return plan
 
-    def plan_trigger(self, scope: Scope, mode: TriggerMode, reason: str,
-                     reason_code: TriggerReason, directives: Iterable[Directive], actor: str,
-                     now: float, drill: bool = False) -> Plan:
+    def plan_trigger(self, trigger: Trigger, now: float) -> Plan:
         """Restrict a scope by hand. A drill must start from ARMED: its trip is reset
         without cooldown or second approver, so it must never stand for a real one."""
-        reason = sanitized_text(reason)  # never refused: a stop is never held up by its text
+        scope = trigger.scope
+        reason = sanitized_text(trigger.reason)  # never refused: a stop is never held up
         plan = self.plan(now)
-        if drill and plan.state_of(scope) is not State.ARMED:
+        if trigger.drill and plan.state_of(scope) is not State.ARMED:
             raise DrillRefused(f"{scope} is {plan.state_of(scope).name}: a drill needs an"
                                " ARMED scope")
-        plan.trip(scope, mode, Cause.TRIGGER, reason, actor, reason_code=reason_code,
-                  directives=directives, drill=drill)
+        plan.trip(scope, trigger.mode, Cause.TRIGGER, reason, trigger.actor,
+                  reason_code=trigger.reason_code, directives=trigger.directives,
+                  drill=trigger.drill)
         return plan
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,

@@ -18,7 +18,7 @@ import pytest
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_sidecar.adapters.grpc.server import Sidecar
-from ess_sidecar.bootstrap import App, build
+from ess_sidecar.bootstrap import App, build, server_parts
 from ess_sidecar.ports import StateStore
 from ess_sidecar.settings import load_settings
 from tests.fakes import FakeClock
@@ -89,7 +89,7 @@ async def start_sidecar(tmp_path: Path, socket_dir: Path) -> Any:
             sections[section] = {**sections.get(section, {}), **values}
         clock = FakeClock()
         app = build(load_settings(None, **sections), clock=clock, store=state_store)
-        sidecar = Sidecar(app)
+        sidecar = Sidecar(server_parts(app))
         await sidecar.start()
         target = sidecar.addresses[0]
         channel = grpc.aio.insecure_channel(target)

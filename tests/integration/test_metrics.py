@@ -33,6 +33,7 @@ from ess_sidecar.adapters.telemetry.metrics import OtelTelemetry, meter_provider
 from ess_sidecar.adapters.telemetry.prometheus_http import MetricsServer
 from ess_sidecar.adapters.telemetry.resource import sidecar_resource
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.decisions import Decision
 from ess_sidecar.domain.errors import InvalidArgument, SubscriberTooSlow
 from ess_sidecar.domain.orders import Order, PositionSnapshot, Side
@@ -111,8 +112,8 @@ class Observed:
 
     def trigger(self, scope: Scope = MOMO,
                 reason: TriggerReason = TriggerReason.RISK_VIOLATION) -> None:
-        self.tell(lambda: self.guard.trigger(scope, TriggerMode.HALT, "desk says stop", reason,
-                                             (), "trader"))
+        self.tell(lambda: self.guard.trigger(Trigger(scope, TriggerMode.HALT, "desk says stop",
+                                                     reason, (), "trader")))
 
     def report(self, metric: Metric, value: float, scope: Scope = MOMO) -> None:
         self.tell(lambda: self.guard.report_metric(scope, metric, value))
@@ -219,8 +220,8 @@ async def test_state_gauge_shows_a_scope_restricted_without_telemetry_being_told
         observe: Observe) -> None:
     # As for a trip latched before start-up, or a fail-closed trip in memory.
     observed = await observe()
-    observed.guard.trigger(Scope(ScopeKind.SYMBOL, "TSLA"), TriggerMode.REDUCE_ONLY, "halt",
-                           TriggerReason.REGULATORY_HALT, (), "trader")
+    observed.guard.trigger(Trigger(Scope(ScopeKind.SYMBOL, "TSLA"), TriggerMode.REDUCE_ONLY,
+                                   "halt", TriggerReason.REGULATORY_HALT, (), "trader"))
     metrics = await observed.scrape()
     assert metrics.value("ess_scope_state", scope="SYMBOL:TSLA", state="REDUCE_ONLY") == 1
     assert metrics.value("ess_trips_total") == 0  # counting is what telemetry is told
@@ -428,8 +429,8 @@ class TestWiredEndToEnd:
         watch = running.stub.WatchState(pb.WatchStateRequest())
         assert (await next_event(watch)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
         for ident in ("a", "b", "c"):  # no await between: the watcher cannot keep up
-            running.app.guard.trigger(Scope(ScopeKind.STRATEGY, ident), TriggerMode.HALT,
-                                      "stop", TriggerReason.USER_INITIATED, (), "trader")
+            running.app.guard.trigger(Trigger(Scope(ScopeKind.STRATEGY, ident), TriggerMode.HALT,
+                                              "stop", TriggerReason.USER_INITIATED, (), "trader"))
         with pytest.raises(grpc.aio.AioRpcError):
             while True:
                 await next_event(watch)

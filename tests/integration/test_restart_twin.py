@@ -20,9 +20,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
-from ess_sidecar.bootstrap import App, build
+from ess_sidecar.bootstrap import build
 from ess_sidecar.domain.access import Role
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.errors import GuardError
 from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
@@ -143,8 +144,8 @@ class RestartTwin(RuleBasedStateMachine):
 
     @rule(scope=st.sampled_from(SCOPES), mode=st.sampled_from(TriggerMode))
     def trigger(self, scope, mode):
-        self.both(lambda guard: guard.trigger(scope, mode, "twin", TriggerReason.USER_INITIATED, (),
-                                              "op1"))
+        self.both(lambda guard: guard.trigger(Trigger(scope, mode, "twin",
+                                                      TriggerReason.USER_INITIATED, (), "op1")))
 
     @rule(scope=st.sampled_from(SCOPES), actor=st.sampled_from(["op1", "op2"]),
           force=st.booleans(),

@@ -19,16 +19,17 @@ import pytest
 
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
-from ess_sidecar.adapters.grpc.server import RepeatedFailureLog, Sidecar, SocketPathError
+from ess_sidecar.adapters.grpc.server import Sidecar, SocketPathError
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
-from ess_sidecar.bootstrap import build
+from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.settings import load_settings
 from ess_sidecar.testing import SidecarProcess
+from ess_sidecar.timers import RepeatedFailureLog
 from tests.fakes import FakeClock
 from tests.integration.conftest import Running, order
 
-SERVER_LOG = "ess_sidecar.adapters.grpc.server"
+TIMERS_LOG = "ess_sidecar.timers"
 
 
 async def get_state_on_a_new_channel(target: str) -> pb.GetStateResponse:
@@ -40,7 +41,7 @@ async def get_state_on_a_new_channel(target: str) -> pb.GetStateResponse:
 def second_sidecar(uds: str, state: Path) -> Sidecar:
     settings = load_settings(None, server={"listen": "", "uds": uds},
                              store={"path": str(state)})
-    return Sidecar(build(settings, clock=FakeClock()))
+    return Sidecar(server_parts(build(settings, clock=FakeClock())))
 
 
 # -- the Unix socket -------------------------------------------------------------------------
@@ -51,7 +52,7 @@ async def test_second_sidecar_on_a_live_socket_fails_and_the_first_keeps_it(
     second = second_sidecar(uds, tmp_path / "second.db")
     with pytest.raises(SocketPathError, match=f"another process is serving on unix:{uds}"):
         await second.start()
-    second.app.store.close()
+    second.parts.store.close()
     assert (await get_state_on_a_new_channel(sidecar.target)).state_version == 0
     assert (await sidecar.stub.CheckOrder(order())).allowed
 
@@ -73,7 +74,7 @@ async def test_non_socket_at_the_socket_path_is_neither_removed_nor_served_over(
     sidecar = second_sidecar(str(path), tmp_path / "ess.db")
     with pytest.raises(SocketPathError, match="is not a socket") as raised:
         await sidecar.start()
-    sidecar.app.store.close()
+    sidecar.parts.store.close()
     assert str(path) in str(raised.value)
     assert path.read_text() == "operator notes\n"
 
@@ -165,12 +166,12 @@ class FlakyTimers:
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == SERVER_LOG and r.exc_info]
+    return [r for r in caplog.records if r.name == TIMERS_LOG and r.exc_info]
 
 
 async def test_persistent_timer_failure_logs_one_traceback_until_it_recovers(
         start_sidecar, monkeypatch, caplog) -> None:
-    caplog.set_level(logging.INFO, logger=SERVER_LOG)
+    caplog.set_level(logging.INFO, logger=TIMERS_LOG)
     running = await start_sidecar(timers={"interval_s": 0.01})
     timers = FlakyTimers()
     monkeypatch.setattr(running.app.guard, "run_timers", timers)

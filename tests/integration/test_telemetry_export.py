@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_sidecar.adapters.grpc.server import Sidecar
-from ess_sidecar.bootstrap import build
+from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.ports import NoTelemetry
 from ess_sidecar.settings import load_settings
 from tests.fakes import FakeClock
@@ -89,7 +89,8 @@ async def test_otlp_variables_send_metrics_and_spans_to_the_collector(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")  # ms
-    sidecar = Sidecar(build(settings_for(tmp_path, socket_dir), clock=FakeClock()))
+    app = build(settings_for(tmp_path, socket_dir), clock=FakeClock())
+    sidecar = Sidecar(server_parts(app))
     await sidecar.start()
     await drive(sidecar)
     assert await asyncio.to_thread(recorder.gauges_seen.wait, 20), "no periodic export"
@@ -105,7 +106,7 @@ async def test_telemetry_disabled_records_nothing(tmp_path: Path, socket_dir: Pa
     settings = settings_for(tmp_path, socket_dir, enabled=False, metrics_listen="127.0.0.1:0",
                             check_order_sample_ratio=1.0)
     app = build(settings, clock=FakeClock(), span_exporters=[exporter])
-    sidecar = Sidecar(app)
+    sidecar = Sidecar(server_parts(app))
     await sidecar.start()
     await drive(sidecar)
     await sidecar.stop()

@@ -24,7 +24,7 @@ from ess_sidecar.adapters.grpc.server import Sidecar
 from ess_sidecar.adapters.grpc.servicer import GuardServicer
 from ess_sidecar.adapters.telemetry.tracing import server_interceptors, traced_stream, \
     tracer_provider
-from ess_sidecar.bootstrap import build
+from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.settings import TelemetrySettings, load_settings
 from tests.fakes import FakeClock
 from tests.integration.conftest import ACCOUNT, order, strategy_scope
@@ -194,8 +194,9 @@ async def test_a_failing_stream_handler_makes_an_error_span(traced_server: Any) 
     assert [event.name for event in span.events] == ["exception"]
 
 
-# -- End to end through the wiring: bootstrap.build(span_exporters=...), Sidecar's
-# -- interceptors and OtelTelemetry.annotate / .transitions on the current span.
+# -- End to end through the wiring: bootstrap.build(span_exporters=...), the interceptors
+# -- bootstrap.server_parts gives the Sidecar, and OtelTelemetry.annotate / .transitions on
+# -- the current span.
 
 @pytest.fixture
 async def wired_sidecar(tmp_path: Path, socket_dir: Path) -> Any:
@@ -203,7 +204,8 @@ async def wired_sidecar(tmp_path: Path, socket_dir: Path) -> Any:
     settings = load_settings(None, server={"listen": "", "uds": str(socket_dir / "ess.sock")},
                              store={"path": str(tmp_path / "ess.db")},
                              telemetry={"check_order_sample_ratio": 1.0})
-    sidecar = Sidecar(build(settings, clock=FakeClock(), span_exporters=[exporter]))
+    app = build(settings, clock=FakeClock(), span_exporters=[exporter])
+    sidecar = Sidecar(server_parts(app))
     await sidecar.start()
     channel = grpc.aio.insecure_channel(sidecar.addresses[0])
     stub = pb_grpc.GuardServiceStub(channel)

@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from ess_sidecar.domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings
@@ -113,8 +114,10 @@ def run(engine: GuardEngine, plan: Plan) -> list[Transition]:
 
 def trip(engine: GuardEngine, scope: Scope = GLOBAL, now: float = T0,
          mode: TriggerMode = TriggerMode.HALT) -> list[Transition]:
-    return run(engine, engine.plan_trigger(scope, mode, "drill", TriggerReason.USER_INITIATED,
-                                           [Directive.CANCEL_OPEN_ORDERS], "operator", now))
+    return run(engine, engine.plan_trigger(Trigger(scope, mode, "drill",
+                                                   TriggerReason.USER_INITIATED,
+                                                   (Directive.CANCEL_OPEN_ORDERS,),
+                                                   "operator"), now))
 
 
 def report(engine: GuardEngine, scope: Scope, metric, value: float,

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from ess_sidecar.domain.breakers import BreakerRule, Metric, Reading
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument
@@ -188,10 +189,10 @@ def test_invalid_metric_values_are_rejected_and_change_nothing(metric, value):
 
 
 def test_trigger_halts_a_scope_with_its_reason_and_directives(engine):
-    plan = engine.plan_trigger(strategy(), TriggerMode.HALT, "fat finger",
-                               TriggerReason.RISK_VIOLATION,
-                               [Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS],
-                               "alice", T0)
+    plan = engine.plan_trigger(Trigger(strategy(), TriggerMode.HALT, "fat finger",
+                                       TriggerReason.RISK_VIOLATION,
+                                       [Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS],
+                                       "alice"), T0)
     (transition,) = run(engine, plan)
     assert (transition.version, transition.previous, transition.state, transition.cause,
             transition.reason, transition.reason_code, transition.actor, transition.directives

@@ -7,6 +7,7 @@ import pytest
 
 from ess_sidecar.domain.approvals import ApprovalPolicy
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import DrillRefused, ResetRefused
@@ -33,9 +34,9 @@ def reset_by(engine: GuardEngine, actor: str, now: float = AFTER, force: bool = 
 
 
 def drill(engine: GuardEngine, now: float = T0):
-    return run(engine, engine.plan_trigger(strategy(), TriggerMode.HALT, "drill",
-                                           TriggerReason.USER_INITIATED, (), "alice", now,
-                                           drill=True))
+    return run(engine, engine.plan_trigger(Trigger(strategy(), TriggerMode.HALT, "drill",
+                                                   TriggerReason.USER_INITIATED, (), "alice",
+                                                   drill=True), now))
 
 
 def test_the_first_operators_reset_only_waits_for_a_second():

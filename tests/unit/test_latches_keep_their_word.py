@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
@@ -28,8 +29,9 @@ def test_a_drills_reset_keeps_the_losing_streak() -> None:
     engine = make_engine(breakers=STREAK_OF_3,
                          policy=NO_COOLDOWN)
     assert losses(engine, 2) == []
-    run(engine, engine.plan_trigger(account(), TriggerMode.HALT, "drill",
-                                    TriggerReason.USER_INITIATED, (), "op", T0, drill=True))
+    run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.HALT, "drill",
+                                            TriggerReason.USER_INITIATED, (), "op",
+                                            drill=True), T0))
     reset(engine, account(), T0 + 1)
     (tripped,) = losses(engine, 1, T0 + 2)
     assert tripped.breaker == "consecutive_losses"
@@ -66,21 +68,24 @@ def test_a_forced_reset_rearms_a_dead_feed() -> None:
 def test_directives_accumulate_and_are_recorded() -> None:
     """A panic after a plain halt: its directives are a new transition, with the halt's."""
     engine = make_engine()
-    run(engine, engine.plan_trigger(account(), TriggerMode.HALT, "halt",
-                                    TriggerReason.USER_INITIATED, (), "op", T0))
-    (panic,) = run(engine, engine.plan_trigger(
-        account(), TriggerMode.HALT, "panic", TriggerReason.USER_INITIATED,
-        (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS), "op", T0 + 1))
+    run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.HALT, "halt",
+                                            TriggerReason.USER_INITIATED, (), "op"), T0))
+    panic_directives = (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS)
+    (panic,) = run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.HALT, "panic",
+                                                       TriggerReason.USER_INITIATED,
+                                                       panic_directives, "op"), T0 + 1))
     assert panic.state is State.TRIPPED and panic.directives == (
         Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS)
-    (more,) = run(engine, engine.plan_trigger(
-        account(), TriggerMode.HALT, "pause", TriggerReason.USER_INITIATED,
-        (Directive.PAUSE_STRATEGIES,), "op", T0 + 2))
+    (more,) = run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.HALT, "pause",
+                                                      TriggerReason.USER_INITIATED,
+                                                      (Directive.PAUSE_STRATEGIES,),
+                                                      "op"), T0 + 2))
     assert more.directives == (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS,
                                Directive.PAUSE_STRATEGIES)
-    assert run(engine, engine.plan_trigger(  # nothing new: nothing recorded
-        account(), TriggerMode.HALT, "again", TriggerReason.USER_INITIATED,
-        (Directive.FLATTEN_POSITIONS,), "op", T0 + 3)) == []
+    assert run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.HALT, "again",
+                                                   TriggerReason.USER_INITIATED,
+                                                   (Directive.FLATTEN_POSITIONS,),
+                                                   "op"), T0 + 3)) == []
 
 
 def test_a_reduce_only_trip_never_loosens_cooling_down() -> None:
@@ -89,8 +94,9 @@ def test_a_reduce_only_trip_never_loosens_cooling_down() -> None:
     trip(engine, account())
     reset(engine, account(), T0 + 1)
     assert engine.state_of(account()) is State.COOLING_DOWN
-    (held,) = run(engine, engine.plan_trigger(account(), TriggerMode.REDUCE_ONLY, "executor",
-                                              TriggerReason.RISK_VIOLATION, (), "exec", T0 + 2))
+    (held,) = run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.REDUCE_ONLY,
+                                                      "executor", TriggerReason.RISK_VIOLATION, (),
+                                                      "exec"), T0 + 2))
     assert held.state is State.TRIPPED and held.cause is Cause.TRIGGER
     assert engine.check(order(), T0 + 3).reason is DecisionReason.SCOPE_TRIPPED
     assert timers(engine, T0 + 120) == []  # no re-arm lifts it: a reset does
@@ -105,8 +111,8 @@ def latches_of(engine, scope) -> dict[str, State]:  # noqa: ANN001
 
 
 def operator_reduce_only_then_drawdown(engine) -> None:  # noqa: ANN001
-    run(engine, engine.plan_trigger(account(), TriggerMode.REDUCE_ONLY, "desk",
-                                    TriggerReason.RISK_VIOLATION, (), "op", T0))
+    run(engine, engine.plan_trigger(Trigger(account(), TriggerMode.REDUCE_ONLY, "desk",
+                                            TriggerReason.RISK_VIOLATION, (), "op"), T0))
     report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6.0, T0 + 1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
@@ -132,8 +133,9 @@ def test_sync_positions_refuses_duplicates_and_changes_nothing():
 def test_a_trigger_is_never_refused_for_its_reason_text():
     engine = make_engine()
     reason = "slippage\r\n\x1b[31mRED\x1b[0m " + "x" * 5000
-    [tripped] = run(engine, engine.plan_trigger(strategy(), TriggerMode.HALT, reason,
-                                                TriggerReason.RISK_VIOLATION, (), "op", T0))
+    [tripped] = run(engine, engine.plan_trigger(Trigger(strategy(), TriggerMode.HALT, reason,
+                                                        TriggerReason.RISK_VIOLATION, (),
+                                                        "op"), T0))
     assert tripped.state is State.TRIPPED
     assert len(tripped.reason) <= 1024 and "\x1b" not in tripped.reason and "\r" not in \
         tripped.reason

@@ -104,7 +104,8 @@ def test_a_fill_the_sidecar_cannot_tie_to_what_it_allowed_trips_the_account(engi
     plan, outcome = engine.plan_fill(unchecked, T0)
     assert outcome.unchecked
     [trip_] = plan.transitions
-    assert (trip_.scope, trip_.state, trip_.breaker) == (account(), State.TRIPPED, Breaker.UNCHECKED_ORDER)
+    assert (trip_.scope, trip_.state, trip_.breaker) == (account(), State.TRIPPED,
+                                                         Breaker.UNCHECKED_ORDER)
 
 
 def test_a_late_fill_of_a_cancelled_order_within_what_was_allowed_does_not_trip(engine):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
@@ -122,7 +123,8 @@ class GuardMachine(RuleBasedStateMachine):
         run(self.engine, plan)
 
     def check_resume(self, transition) -> None:
-        """A reset or re-arm out of a restricted state never comes inside the cooldown."""
+        """A reset or re-arm never lifts a latch inside that latch's cooldown (a drill's
+        latch excepted: it is lifted at once)."""
         before = self.entered.get(transition.scope)
         if transition.cause not in (Cause.RESET, Cause.REARM) or before is None:
             return
@@ -130,7 +132,9 @@ class GuardMachine(RuleBasedStateMachine):
             assert transition.cause is Cause.RESET or transition.time >= before.rearm_at
         elif not transition.forced:
             cooldown = POLICY[transition.scope.kind].reset_cooldown_s
-            assert transition.time >= before.time + cooldown
+            kept = {latch.name for latch in transition.held()}
+            for lifted in (latch for latch in before.held() if latch.name not in kept):
+                assert lifted.name == "drill" or transition.time >= lifted.since + cooldown
 
     @rule(scope=scopes, metric=st.sampled_from(Metric), value=METRIC_VALUES, dt=steps)
     def report(self, scope, metric, value, dt):
@@ -143,8 +147,9 @@ class GuardMachine(RuleBasedStateMachine):
     @rule(scope=scopes, mode=st.sampled_from(TriggerMode), dt=steps)
     def trigger(self, scope, mode, dt):
         self.advance(dt)
-        self.apply(self.engine.plan_trigger(scope, mode, "drill", TriggerReason.USER_INITIATED, (),
-                                            "op", self.now))
+        self.apply(self.engine.plan_trigger(Trigger(scope, mode, "drill",
+                                                    TriggerReason.USER_INITIATED, (),
+                                                    "op"), self.now))
 
     @rule(scope=scopes, force=st.booleans(), dt=steps)
     def reset(self, scope, force, dt):

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
+from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import ResyncRequired, ShuttingDown, StoreUnavailable, \
@@ -28,8 +29,8 @@ def make_guard(queue_size: int = 16) -> tuple[Guard, InMemoryStateStore]:
 
 
 def trigger(guard: Guard, scope: Scope = MOMO):  # noqa: ANN201
-    return guard.trigger(scope, TriggerMode.HALT, "stop", TriggerReason.USER_INITIATED, (),
-                         "alice")
+    return guard.trigger(Trigger(scope, TriggerMode.HALT, "stop", TriggerReason.USER_INITIATED, (),
+                                 "alice"))
 
 
 def test_a_trigger_is_stored_before_it_is_acknowledged() -> None:

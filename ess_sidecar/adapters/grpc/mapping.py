@@ -10,6 +10,7 @@ from ess.v1 import guard_pb2 as pb
 
 from ...domain.approvals import PendingReset
 from ...domain.breakers import Metric
+from ...domain.commands import Trigger
 from ...domain.decisions import Decision
 from ...domain.errors import InvalidArgument
 from ...domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
@@ -116,8 +117,7 @@ def trigger_reason_from_proto(value: int) -> TriggerReason:
                            default=TriggerReason.USER_INITIATED)
 
 
-def trigger_from_proto(m: pb.TriggerRequest) -> tuple[Scope, TriggerMode, str, TriggerReason,
-                                                     tuple[Directive, ...]]:
+def trigger_from_proto(m: pb.TriggerRequest, actor: str) -> Trigger:
     """A kill switch never refuses to stop because of what comes with it: only the scope
     must be valid. An unknown mode halts (the stricter), an unknown reason code is
     USER_INITIATED, unknown directives are left out, each said in the reason; the reason
@@ -142,7 +142,8 @@ def trigger_from_proto(m: pb.TriggerRequest) -> tuple[Scope, TriggerMode, str, T
     reason = m.reason.strip() or code.name.lower().replace("_", " ")
     if notes:
         reason = f"{reason} ({'; '.join(notes)})"
-    return scope, mode, sanitized_text(reason), code, tuple(dict.fromkeys(directives))
+    return Trigger(scope, mode, sanitized_text(reason), code, tuple(dict.fromkeys(directives)),
+                   actor, m.drill)
 
 
 def timestamp(seconds: float) -> Timestamp:

@@ -7,9 +7,9 @@ import pathlib
 
 import grpc
 
-from ...bootstrap import App
 from ...domain.errors import InvalidConfig
-from ...settings import ServerSettings, is_loopback
+from ...settings import ServerSettings, Settings, is_loopback
+from .auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,20 @@ def _read_pem(server: ServerSettings, key: str) -> bytes:
         raise InvalidConfig(f"server.{key}", f"cannot read {path}: {error}") from None
 
 
-def warn_about_security(app: App) -> None:
+def warn_about_security(settings: Settings, authenticator: Authenticator | None) -> None:
     """Say at start-up what protects the sidecar, loudly when nothing does."""
-    server, principals = app.settings.server, app.principals
-    if principals is None:
+    server = settings.server
+    if authenticator is None:
         log.warning("authentication is OFF (no auth.tokens_file): any caller that can reach"
                     " %s may trigger and reset", " or ".join(
                         a for a in (server.listen, server.uds and f"unix:{server.uds}") if a))
-    elif not principals:
+    elif not authenticator.principals:
         log.warning("the tokens file %s names no principal: every call will be refused",
-                    app.settings.auth.tokens_file)
+                    settings.auth.tokens_file)
     else:
         log.info("authentication on: %d token(s), %d certificate name(s)",
-                 len(principals.tokens), len(principals.certificates))
+                 len(authenticator.principals.tokens),
+                 len(authenticator.principals.certificates))
     if server.listen and not server.tls_cert and not is_loopback(server.listen):
         log.warning("%s is served without TLS: bearer tokens and orders cross the network"
                     " in clear text", server.listen)

@@ -1,18 +1,19 @@
-"""The grpc.aio server: GuardService, health, reflection, timers, graceful shutdown."""
+"""The grpc.aio server: GuardService, health, reflection, graceful shutdown. It serves with
+what bootstrap chose (ServerParts) and chooses no implementation itself."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
 import socket
 import stat
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,24 +21,24 @@ from grpc_reflection.v1alpha import reflection
 
 from ess.v1 import guard_pb2 as pb
 
-from ...bootstrap import App
-from ...domain.errors import StoreUnavailable
+from ...ports import AlertSink, Journal, StateStore
+from ...service import Guard
+from ...settings import Settings
+from ...timers import Timers
 from .auth import Authenticator
 from .handlers import add_guard_service
 from .health import DrainingHealthServicer, MethodResolvingPool
-from .security import server_credentials, warn_about_security
-from ..telemetry.prometheus_http import MetricsServer
-from ..telemetry.tracing import server_interceptors, traced_stream
+from .security import warn_about_security
 from .servicer import GuardServicer
+
+if TYPE_CHECKING:
+    from ..telemetry.prometheus_http import MetricsServer
+    from ..telemetry.setup import Observability
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 HEALTH_NAMES = ("", SERVICE_NAME)
-
-# A timer failure that repeats every tick is logged with its traceback once, then at most
-# this often with a count, until a tick succeeds.
-REPEAT_LOG_INTERVAL_S = 60.0
 
 # grpc turns SO_REUSEPORT on by default: a second sidecar could then bind the same TCP port
 # and the kernel would split connections between the two, so a halt sent to one would
@@ -85,40 +86,6 @@ def claim_unix_socket(path: str) -> None:
     log.info("removed stale socket %s", path)
 
 
-class RepeatedFailureLog:
-    """Logs a failure with its traceback the first time; the same failure again at most
-    once per `interval_s` with how many were not logged; a success starts afresh."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = REPEAT_LOG_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._log = logger
-        self._interval_s = interval_s
-        self._clock = clock
-        self._last: tuple[type, str] | None = None
-        self._logged_at = 0.0
-        self._suppressed = 0
-
-    def failed(self, what: str, error: BaseException) -> None:
-        key = (type(error), str(error))
-        now = self._clock()
-        if key != self._last:
-            self._log.error("%s", what, exc_info=error)
-            self._last, self._logged_at, self._suppressed = key, now, 0
-        elif now - self._logged_at >= self._interval_s:
-            self._log.error("%s (still failing; %d identical failure(s) not logged in the"
-                            " last %.0f s): %s: %s", what, self._suppressed,
-                            now - self._logged_at, type(error).__name__, error)
-            self._logged_at, self._suppressed = now, 0
-        else:
-            self._suppressed += 1
-
-    def succeeded(self) -> None:
-        if self._last is not None:
-            self._log.info("recovered after %d further identical failure(s) not logged",
-                           self._suppressed)
-            self._last, self._suppressed = None, 0
-
-
 def bind_tcp(server: grpc.aio.Server, listen: str,
              credentials: grpc.ServerCredentials | None) -> str:
     """Bind `listen` exclusively; the bound host:port. Raises SocketPathError naming
@@ -132,28 +99,41 @@ def bind_tcp(server: grpc.aio.Server, listen: str,
     return f"{listen.rsplit(':', 1)[0]}:{port}"
 
 
+@dataclass(frozen=True)
+class ServerParts:
+    """What the server serves with, every implementation chosen by bootstrap (the
+    composition root), so that another transport built from the same choices would miss
+    none of them: the timers above all."""
+
+    settings: Settings
+    guard: Guard
+    alerts: AlertSink
+    store: StateStore
+    journal: Journal
+    timers: Timers  # started with serving, stopped before the store closes
+    authenticator: Authenticator | None = None  # None: authentication off
+    credentials: grpc.ServerCredentials | None = None  # None: server.listen without TLS
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    wrap_streams: Callable[[str, Callable], Callable] | None = None  # see add_guard_service
+    observability: Observability | None = None  # its gauges read the guard; flushed last
+    # The /metrics and /healthz endpoint, given what /healthz reports; None: no endpoint.
+    metrics_server: Callable[[Callable[[], bool]], MetricsServer] | None = None
+
+
 class Sidecar:
     """One running server; `start`, then `wait_stopped`; `stop` drains, then stops."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        observed = app.observability
-        self.server = grpc.aio.server(
-            interceptors=server_interceptors(observed.tracers) if observed else None,
-            options=SERVER_OPTIONS)
+    def __init__(self, parts: ServerParts) -> None:
+        self.parts = parts
+        self.server = grpc.aio.server(interceptors=parts.interceptors, options=SERVER_OPTIONS)
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
         self.health = DrainingHealthServicer()
         self.addresses: list[str] = []
-        self._timers: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self.timer_failures = RepeatedFailureLog(log)
-        settings = app.settings
-        authenticator = Authenticator(app.principals) if app.principals is not None else None
-        trace_streams = functools.partial(traced_stream, observed.tracers) if observed else None
-        add_guard_service(GuardServicer(app.guard, settings.watch.heartbeat_interval_s),
-                          self.server, authenticator, trace_streams)
+        add_guard_service(GuardServicer(parts.guard, parts.settings.watch.heartbeat_interval_s),
+                          self.server, parts.authenticator, parts.wrap_streams)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -161,28 +141,28 @@ class Sidecar:
 
     async def start(self) -> None:
         """Raises SocketPathError, before binding anything, if server.uds is taken."""
-        server_settings = self.app.settings.server
+        server_settings = self.parts.settings.server
         if server_settings.uds:
             claim_unix_socket(server_settings.uds)
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if server_settings.listen:
             self.addresses.append(bind_tcp(self.server, server_settings.listen,
-                                           server_credentials(server_settings)))
+                                           self.parts.credentials))
         if server_settings.uds:
             self.server.add_insecure_port(f"unix:{server_settings.uds}")
             self.addresses.append(f"unix:{server_settings.uds}")
         if not self.addresses:
             raise ValueError("server.listen and server.uds are both empty: nothing to serve on")
-        await self.app.alerts.start()
+        await self.parts.alerts.start()
         await self.server.start()
-        self._timers = asyncio.create_task(self._run_timers())
+        self.parts.timers.start()
         self._start_metrics()
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
         log.info("ess-sidecar serving on %s", ", ".join(self.addresses))
-        warn_about_security(self.app)
+        warn_about_security(self.parts.settings, self.parts.authenticator)
 
     async def stop(self) -> None:
         """Drain, then stop, within shutdown.timeout_s of the first call:
@@ -197,25 +177,24 @@ class Sidecar:
             await self._stopped.wait()
             return
         self._stopping = True
-        settings = self.app.settings
+        parts, settings = self.parts, self.parts.settings
         self.serving = False
         try:
             await self.health.enter_graceful_shutdown()
             log.info("draining for %.1f s: NOT_SERVING, still answering",
                      settings.shutdown.drain_s)
             await asyncio.sleep(settings.shutdown.drain_s)
-            self.app.guard.subscribers.close_all()
+            parts.guard.subscribers.close_all()
             self.health.close_watches()
             await self.server.stop(settings.server.grace_s)
         finally:
             try:
-                if self._timers is not None:
-                    self._timers.cancel()
-                await self.app.alerts.stop(settings.server.grace_s)
+                parts.timers.stop()
+                await parts.alerts.stop(settings.server.grace_s)
                 try:
-                    self.app.journal.close()
+                    parts.journal.close()
                 finally:
-                    self.app.store.close()
+                    parts.store.close()
             finally:
                 await self._stop_telemetry()
                 self._stopped.set()
@@ -223,15 +202,13 @@ class Sidecar:
 
     def _start_metrics(self) -> None:
         """Gauges read the guard on this loop; the Prometheus endpoint (/metrics,
-        /healthz) on its own port, if configured."""
-        if self.app.observability is None:
-            return
-        self.app.observability.telemetry.observe(self.app.guard, self.app.alerts,
-                                                 loop=asyncio.get_running_loop())
-        listen = self.app.settings.telemetry.metrics_listen
-        if listen:
-            self.metrics = MetricsServer(listen, self.app.observability.registry,
-                                         health=lambda: self.serving)
+        /healthz) on its own port, if bootstrap gave one."""
+        observed = self.parts.observability
+        if observed is not None:
+            observed.telemetry.observe(self.parts.guard, self.parts.alerts,
+                                       loop=asyncio.get_running_loop())
+        if self.parts.metrics_server is not None:
+            self.metrics = self.parts.metrics_server(lambda: self.serving)
             self.metrics.start()
             log.info("metrics on http://%s/metrics", self.metrics.address)
 
@@ -241,27 +218,13 @@ class Sidecar:
         try:
             if self.metrics is not None:
                 self.metrics.stop()
-            if self.app.observability is not None:
-                await asyncio.to_thread(self.app.observability.shutdown)
+            if self.parts.observability is not None:
+                await asyncio.to_thread(self.parts.observability.shutdown)
         except Exception:  # a telemetry problem must not hide how the stop went
             log.exception("telemetry did not shut down cleanly")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
-
-    async def _run_timers(self) -> None:
-        interval = self.app.settings.timers.interval_s
-        failures = self.timer_failures
-        while True:
-            try:
-                self.app.guard.run_timers()
-            except StoreUnavailable as error:
-                failures.failed("timer transition could not be made durable", error)
-            except Exception as error:  # a bug here must never stop the timers
-                failures.failed("timer run failed", error)
-            else:
-                failures.succeeded()
-            await asyncio.sleep(interval)
 
 
 def _exit_after(timeout_s: float) -> None:
@@ -278,22 +241,22 @@ def _exit_after(timeout_s: float) -> None:
     timer.start()
 
 
-async def serve(app: App) -> None:
+async def serve(parts: ServerParts) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    sidecar = Sidecar(app)
+    sidecar = Sidecar(parts)
     try:
         await sidecar.start()
     except BaseException:
         with contextlib.suppress(Exception):  # the start-up error is the one to report
-            app.journal.close()
-            app.store.close()  # release the state file
+            parts.journal.close()
+            parts.store.close()  # release the state file
         raise
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Future[None]] = []
 
     def stop() -> None:
         if not stopping:
-            _exit_after(app.settings.shutdown.timeout_s)
+            _exit_after(parts.settings.shutdown.timeout_s)
             stopping.append(asyncio.ensure_future(sidecar.stop()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -133,9 +133,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     @aborts_on_guard_errors
     async def Trigger(self, request: pb.TriggerRequest,
                       context: grpc.aio.ServicerContext) -> pb.TriggerResponse:
-        scope, mode, reason, code, directives = trigger_from_proto(request)
-        outcome = self._guard.trigger(scope, mode, reason, code, directives,
-                                      actor_of(context), drill=request.drill)
+        outcome = self._guard.trigger(trigger_from_proto(request, actor_of(context)))
         return _state_response(pb.TriggerResponse, outcome)
 
     @aborts_on_guard_errors

@@ -1,0 +1,93 @@
+"""The periodic timers (stale feeds, lost heartbeats, re-arms), apart from any transport:
+whatever serves the guard, bootstrap gives it these to start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from .domain.errors import StoreUnavailable
+from .domain.states import Transition
+from .service import Guard
+
+log = logging.getLogger(__name__)
+
+# A timer failure that repeats every tick is logged with its traceback once, then at most
+# this often with a count, until a tick succeeds.
+REPEAT_LOG_INTERVAL_S = 60.0
+
+
+class RepeatedFailureLog:
+    """Logs a failure with its traceback the first time; the same failure again at most
+    once per `interval_s` with how many were not logged; a success starts afresh."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = REPEAT_LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: tuple[type, str] | None = None
+        self._logged_at = 0.0
+        self._suppressed = 0
+
+    def failed(self, what: str, error: BaseException) -> None:
+        key = (type(error), str(error))
+        now = self._clock()
+        if key != self._last:
+            self._log.error("%s", what, exc_info=error)
+            self._last, self._logged_at, self._suppressed = key, now, 0
+        elif now - self._logged_at >= self._interval_s:
+            self._log.error("%s (still failing; %d identical failure(s) not logged in the"
+                            " last %.0f s): %s: %s", what, self._suppressed,
+                            now - self._logged_at, type(error).__name__, error)
+            self._logged_at, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+
+    def succeeded(self) -> None:
+        if self._last is not None:
+            self._log.info("recovered after %d further identical failure(s) not logged",
+                           self._suppressed)
+            self._last, self._suppressed = None, 0
+
+
+class Timers:
+    """Runs `guard.run_timers` every `interval_s` on the running loop, from `start` to
+    `stop`. A failing run is logged (RepeatedFailureLog) and never ends the runs after it:
+    a timer that stopped would leave stale feeds and lost heartbeats untripped."""
+
+    def __init__(self, guard: Guard, interval_s: float) -> None:
+        self._guard = guard
+        self._interval_s = interval_s
+        self._failures = RepeatedFailureLog(log)
+        self._task: asyncio.Task[None] | None = None
+
+    def tick(self) -> list[Transition]:
+        """One run: the transitions it made, none when it failed (logged)."""
+        try:
+            transitions = self._guard.run_timers()
+        except StoreUnavailable as error:
+            self._failures.failed("timer transition could not be made durable", error)
+        except Exception as error:  # a bug here must never stop the timers
+            self._failures.failed("timer run failed", error)
+        else:
+            self._failures.succeeded()
+            return transitions
+        return []
+
+    def start(self) -> None:
+        """Tick now, then every interval_s, on the running loop (the guard's)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        """No tick after this returns: call it before the store closes."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(self._interval_s)
