@@ -37,7 +37,7 @@ class LoopReader:
     directly when already on that loop (a collection the loop itself asked for).
 
     The loop is given, or learnt by `bind_here` from a call made on it: the guard may be
-    built before its loop runs (`asyncio.run(serve(build(...)))`)."""
+    built before its loop runs (`asyncio.run(serve(server_parts(build(...))))`)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None,
                  timeout_s: float = READ_TIMEOUT_S) -> None:
