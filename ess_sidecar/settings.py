@@ -87,7 +87,7 @@ class TelemetrySettings(_Section):
                                         " RPC's spans kept")
     latency_sample_every: int = Field(8, ge=1, description="decision latency histogram:"
                                       " one decision in this many (counts stay exact)")
-    max_gauge_scopes: int = Field(1000, ge=1, le=100_000, description="per-scope gauges"
+    max_gauge_scopes: int = Field(100, ge=1, le=100_000, description="per-scope gauges"
                                   " cover at most this many scopes (restricted first, newest"
                                   " first): scrapes stay small whatever the ids")
     log_format: Literal["json", "text"] = Field("json", description="stderr log lines")
