@@ -191,6 +191,7 @@ class Breakers:
     def __init__(self, settings: BreakerSettings) -> None:
         self._settings = settings
         self._meters: dict[Scope, _Meters] = {}  # the least recently used first
+        self._feeds: dict[Scope, _Meters] = {}  # scopes that watch a feed: the timer scans these
         rules = [*settings.defaults.values(),
                  *(r for overrides in settings.overrides.values() for r in overrides.values())]
         self._longest_window = max((r.window_s for r in rules), default=0.0)
@@ -221,6 +222,7 @@ class Breakers:
             return self._trade(scope, meters, value, now)
         elif metric is Metric.DATA_FEED_TICK:
             meters.last_tick, meters.stale = now, False
+            self._feeds[scope] = meters
             meters.unconfirmed.pop(Breaker.DATA_FEED_STALE, None)
         elif metric is Metric.DATA_FEED_CORRUPT:
             trip = self._fire(scope, Breaker.DATA_FEED_CORRUPT, "data feed reported corrupt")
@@ -230,7 +232,7 @@ class Breakers:
         """Scopes whose data feed has not ticked within its window and whose staleness
         has not tripped yet in this silence (see mark_stale)."""
         trips = []
-        for scope, meters in self._meters.items():
+        for scope, meters in self._feeds.items():
             if meters.last_tick is None or meters.stale:
                 continue
             rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
