@@ -18,7 +18,8 @@ from .domain.states import Transition
 class StoredState:
     """What a store holds on start-up."""
 
-    current: list[Transition] = field(default_factory=list)  # latest per non-ARMED scope, oldest first
+    # the latest transition per non-ARMED scope, oldest first
+    current: list[Transition] = field(default_factory=list)
     version: int = 0  # the highest version ever written; never reused
     registrations: list[tuple[str, Scope, float]] = field(default_factory=list)
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
-from .domain.commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
-    OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
+from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
+    OrderUpdated, OrdersCleared, PositionsSynced, ResetAsked, TimersRan, Trigger, Triggered
 from .domain.config import GuardConfig
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine

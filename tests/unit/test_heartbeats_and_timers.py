@@ -12,8 +12,8 @@ from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import Cause, State, TriggerMode
 
-from .conftest import T0, account, make_engine, order, report, reset, rules, strategy, symbol, timers, \
-    trip
+from .conftest import T0, account, make_engine, order, report, reset, rules, strategy, symbol, \
+    timers, trip
 
 COOLDOWN = 15 * 60
 

@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import grpc
 
-from ...domain.errors import CapacityExceeded, DrillRefused, GuardError, InvalidArgument, PermissionDenied, \
-    ResetRefused, ResyncRequired, ShuttingDown, StoreUnavailable, SubscriberTooSlow, \
-    Unauthenticated
+from ...domain.errors import CapacityExceeded, DrillRefused, GuardError, InvalidArgument, \
+    PermissionDenied, ResetRefused, ResyncRequired, ShuttingDown, StoreUnavailable, \
+    SubscriberTooSlow, Unauthenticated
 
 # Most specific first: SubscriberTooSlow is a ResyncRequired.
 STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [

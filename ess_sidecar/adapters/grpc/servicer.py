@@ -22,9 +22,10 @@ from ...service import Guard, Outcome
 from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, fill_from_proto, fill_to_proto, heartbeat_to_watch, \
-    latch_names_from_proto, metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
-    scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
-    transition_to_watch, trigger_from_proto, update_from_proto, working_order_to_proto
+    latch_names_from_proto, metric_from_proto, open_orders_from_proto, order_from_proto, \
+    positions_from_proto, scope_from_proto, scope_state_to_proto, seconds, timestamp, \
+    transition_to_event, transition_to_watch, trigger_from_proto, update_from_proto, \
+    working_order_to_proto
 from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
