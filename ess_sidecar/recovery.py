@@ -41,10 +41,10 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
         missing = store.events_after(replayed, stored.version - replayed)
         if [t.version for t in missing] == list(range(replayed + 1, stored.version + 1)):
             engine.apply(missing)
+            latched = [t for t in stored.current if t.version > replayed]
         else:  # history pruned: take the latched state as it is
-            engine.restore(stored.current, stored.version, now)
-        newer = [t for t in stored.current if t.version > replayed]
-        engine.restore(newer, stored.version, now)  # no evidence for these: assume holding
+            latched = stored.current
+        engine.restore(latched, stored.version, now)  # no evidence for these: assume holding
         log.warning("journal ends at version %d, the store at %d: later trips restored from"
                     " the store, their breakers held until fresh evidence", replayed,
                     stored.version)

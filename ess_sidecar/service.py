@@ -192,9 +192,8 @@ class Guard(GuardReadings):
         now = self._clock.now()
         forgotten = self.engine.expire(now)
         plan = self.engine.plan_timers(now)
-        if forgotten and not plan.transitions:
-            self._record(TimersRan(now))
-        return self._commit(plan, TimersRan(now))
+        # Most runs change nothing and are not journaled (10 a second).
+        return self._commit(plan, TimersRan(now) if forgotten or plan.transitions else None)
 
     def fail_closed(self, reason: str) -> None:
         """Trip GLOBAL in memory when durability is lost (unreadable or unwritable store):
@@ -299,7 +298,7 @@ class Guard(GuardReadings):
         publish them. The journal is synced first, so on disk it is never behind the
         store; with no transitions, the command is only journaled."""
         if not plan.transitions:
-            if command is not None and not isinstance(command, (TimersRan, Triggered)):
+            if command is not None:
                 self._record(command)
             return plan.transitions
         self._durably(self._journal.sync)

@@ -219,7 +219,7 @@ class SqliteStateStore(StateStore):
         self.path = Path(path)
         self.lock_path = Path(f"{self.path}.lock")
         self.wal_path = Path(f"{self.path}-wal")
-        self.seal = Seal(f"{self.path}.seal")
+        self.seal = _seal_of(self.path)
         self._file_lock = FileLock(self.lock_path)
         self._keep_events = keep_events
         self._conn: sqlite3.Connection | None = None
@@ -332,7 +332,7 @@ class SqliteStateStore(StateStore):
     @staticmethod
     def in_use(path: str | os.PathLike[str]) -> bool:
         """Whether a store at `path` was ever opened by this sidecar (its seal exists)."""
-        return Seal(f"{path}.seal").exists()
+        return _seal_of(path).exists()
 
     @classmethod
     def reseal(cls, path: str | os.PathLike[str]) -> ResealSummary:
@@ -732,6 +732,11 @@ def _scope_name(kind: int, ident: str) -> str:
         return str(Scope(ScopeKind(kind), ident))
     except ValueError:
         return f"{kind}:{ident}"
+
+
+def _seal_of(path: str | os.PathLike[str]) -> Seal:
+    """The seal beside a state file: `<path>.seal`."""
+    return Seal(f"{path}.seal")
 
 
 def _check_versions(transitions: Sequence[Transition], last: int) -> None:
