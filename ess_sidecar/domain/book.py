@@ -2,16 +2,38 @@
 
 Each quantity a limit measures is a `Leg`: a position and the working orders that could
 still move it, kept per side. An account has one leg per (strategy, symbol), what the
-strategy holds, and one per symbol, the account's net across its strategies. The
-aggregates are updated as orders are reserved, filled and ended, so a check never walks
-the working orders (docs/design.md, "The exposure model")."""
+strategy holds, and one per symbol, the account's net across its strategies.
+
+Every aggregate a check reads is kept current as orders are reserved, filled and ended and
+as marks move, so a check reads a few numbers whatever the number of working orders or
+legs (docs/design.md, "The exposure model"):
+
+- each leg's worst case (`peak`);
+- per account, how many symbols have a non-zero net worst case (max positions);
+- per account, the sum of worst case × price over each strategy's legs and over all of
+  them (the strategy and portfolio limits), and which legs have a worst case but no price.
+
+The sums are updated by differences, which round. Each update adds a bound on its
+rounding error to the account's `slack`; a check whose answer that error could change
+(its exposure within `slack` of a limit) first has the sums made again from the legs,
+which resets `slack` to zero. So an incremental sum never decides where a fresh one would
+decide otherwise."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .orders import Side
+
+# Bound on the relative rounding error of one update: a subtraction and two additions,
+# each within half an ulp (2**-53), counted twice over to be safe.
+ROUNDING = 2.0 ** -51
+
+
+def no_reference(symbol: str) -> float:
+    return 0.0
 
 
 class Leg:
@@ -24,7 +46,7 @@ class Leg:
         self.buying = 0.0  # remaining quantity of working buys
         self.selling = 0.0
         self.working = 0  # how many working orders are on it
-        self.peak = 0.0  # worst(), kept current: checks read it for every other leg
+        self.peak = 0.0  # worst(), kept current by settle(): checks read it
 
     def worst(self, buy: float = 0.0, sell: float = 0.0) -> float:
         """The largest absolute position if every working order on one side filled,
@@ -32,14 +54,18 @@ class Leg:
         return max(abs(self.position + self.buying + buy),
                    abs(self.position - self.selling - sell))
 
+    def settle(self, peak: float) -> None:
+        """The worst case has changed to `peak` (a subclass updates its totals)."""
+        self.peak = peak
+
     def move(self, quantity: float) -> None:
         """The position changes by a (signed) fill."""
         self.position += quantity
-        self.peak = self.worst()
+        self.settle(self.worst())
 
     def set_position(self, quantity: float) -> None:
         self.position = quantity
-        self.peak = self.worst()
+        self.settle(self.worst())
 
     def reduced_by(self, side: Side, quantity: float) -> bool:
         """Whether an order only reduces this position: even if it and every working
@@ -58,7 +84,7 @@ class Leg:
             self.selling += quantity
         self.working += 1
         position = self.position  # worst(), inline: this runs for every allowed order
-        self.peak = max(abs(position + self.buying), abs(position - self.selling))
+        self.settle(max(abs(position + self.buying), abs(position - self.selling)))
 
     def release(self, side: Side, quantity: float, ended: bool) -> None:
         """Take `quantity` off the working orders on `side`; `ended`: one order fewer."""
@@ -70,51 +96,172 @@ class Leg:
             self.buying = max(0.0, self.buying - quantity)
         else:
             self.selling = max(0.0, self.selling - quantity)
-        self.peak = self.worst()
+        self.settle(self.worst())
+
+    def saved(self) -> tuple[float, float, int]:
+        return self.buying, self.selling, self.working
+
+    def restore(self, saved: tuple[float, float, int]) -> None:
+        self.buying, self.selling, self.working = saved
+        self.settle(self.worst())
+
+
+class NetLeg(Leg):
+    """The account's net leg in a symbol: counts toward the symbols held."""
+
+    __slots__ = ("_account",)
+
+    def __init__(self, account: AccountBook) -> None:
+        super().__init__()
+        self._account = account
+
+    def settle(self, peak: float) -> None:
+        if (peak > 0.0) is not (self.peak > 0.0):
+            self._account.held += 1 if peak > 0.0 else -1
+        self.peak = peak
+
+
+class StrategyLeg(Leg):
+    """A strategy's leg in a symbol: its worst case × price counts toward the strategy's
+    and the account's exposure."""
+
+    __slots__ = ("_account", "strategy", "symbol", "value")
+
+    def __init__(self, account: AccountBook, strategy: str, symbol: str) -> None:
+        super().__init__()
+        self._account, self.strategy, self.symbol = account, strategy, symbol
+        self.value = 0.0  # peak × price, as last counted in the account's sums
+
+    def settle(self, peak: float) -> None:
+        self.peak = peak
+        self._account.revalue(self)
+
+
+@dataclass(slots=True)
+class Exposure:
+    """A strategy's legs in an account, and the sum of their worst case × price."""
+
+    legs: int = 0
+    value: float = 0.0
 
 
 @dataclass
 class AccountBook:
     equity: float | None = None
     marks: dict[str, float] = field(default_factory=dict)
-    legs: dict[tuple[str, str], Leg] = field(default_factory=dict)  # (strategy, symbol)
-    nets: dict[str, Leg] = field(default_factory=dict)  # symbol
+    legs: dict[tuple[str, str], StrategyLeg] = field(default_factory=dict)
+    nets: dict[str, NetLeg] = field(default_factory=dict)  # symbol
+    reference: Callable[[str], float] = no_reference  # the price without a mark (0: none)
+    held: int = 0  # symbols whose net worst case is not zero
+    strategies: dict[str, Exposure] = field(default_factory=dict)
+    total: float = 0.0  # the sum over every strategy
+    slack: float = 0.0  # bound on the rounding error of the sums
+    unpriced: dict[tuple[str, str], None] = field(default_factory=dict)  # worst case, no price
+    _holders: dict[str, dict[str, StrategyLeg]] = field(default_factory=dict)  # by symbol
 
-    def leg(self, strategy: str, symbol: str) -> Leg:
+    def leg(self, strategy: str, symbol: str) -> StrategyLeg:
         """The strategy's leg in the symbol (created empty)."""
         leg = self.legs.get((strategy, symbol))
         if leg is None:
-            leg = self.legs[(strategy, symbol)] = Leg()
+            leg = self.legs[(strategy, symbol)] = StrategyLeg(self, strategy, symbol)
+            self._holders.setdefault(symbol, {})[strategy] = leg
+            exposure = self.strategies.get(strategy)
+            if exposure is None:
+                exposure = self.strategies[strategy] = Exposure()
+            exposure.legs += 1
         return leg
 
-    def net(self, symbol: str) -> Leg:
+    def net(self, symbol: str) -> NetLeg:
         net = self.nets.get(symbol)
         if net is None:
-            net = self.nets[symbol] = Leg()
+            net = self.nets[symbol] = NetLeg(self)
         return net
 
-    def strategy_legs(self, strategy: str) -> Iterator[tuple[str, Leg]]:
+    def price(self, symbol: str) -> float:
+        """What a unit of the symbol is worth here: the mark, else the reference (0: none)."""
+        mark = self.marks.get(symbol)
+        return mark if mark is not None else self.reference(symbol)
+
+    def set_mark(self, symbol: str, mark: float) -> None:
+        if self.marks.get(symbol) != mark:
+            self.marks[symbol] = mark
+            for leg in self._holders.get(symbol, {}).values():
+                self.revalue(leg)
+
+    def revalue(self, leg: StrategyLeg) -> None:
+        """Count the leg's worst case × price in the sums, in place of what it was."""
+        peak = leg.peak
+        if peak:
+            price = self.marks.get(leg.symbol)
+            if price is None:
+                price = self.reference(leg.symbol)
+            if price:
+                value = peak * price
+                if self.unpriced:
+                    self.unpriced.pop((leg.strategy, leg.symbol), None)
+            else:
+                value = 0.0
+                self.unpriced[(leg.strategy, leg.symbol)] = None
+        else:
+            value = 0.0
+            if self.unpriced:
+                self.unpriced.pop((leg.strategy, leg.symbol), None)
+        old = leg.value
+        if value != old:
+            leg.value = value
+            before = self.total
+            self.strategies[leg.strategy].value += value - old
+            self.total = before + (value - old)
+            self.slack += (value + old + abs(before) + abs(self.total)) * ROUNDING
+
+    def resum(self) -> None:
+        """Make the sums again from the legs, exactly rounded: no slack left."""
+        for exposure in self.strategies.values():
+            exposure.value = 0.0
+        by_strategy: dict[str, list[float]] = {}
+        for leg in self.legs.values():
+            by_strategy.setdefault(leg.strategy, []).append(leg.value)
+        for strategy, values in by_strategy.items():
+            self.strategies[strategy].value = math.fsum(values)
+        self.total = math.fsum(leg.value for leg in self.legs.values())
+        self.slack = 0.0
+
+    def strategy_legs(self, strategy: str) -> Iterator[tuple[str, StrategyLeg]]:
         return ((symbol, leg) for (owner, symbol), leg in self.legs.items()
                 if owner == strategy)
 
     def tidy(self, strategy: str, symbol: str) -> None:
         """Forget legs that hold nothing, so idle ids cost no memory."""
-        if self.legs.get((strategy, symbol), Leg()).idle():
-            self.legs.pop((strategy, symbol), None)
-        if self.nets.get(symbol, Leg()).idle():
-            self.nets.pop(symbol, None)
+        leg = self.legs.get((strategy, symbol))
+        if leg is not None and leg.idle():
+            del self.legs[(strategy, symbol)]
+            holders = self._holders[symbol]
+            del holders[strategy]
+            if not holders:
+                del self._holders[symbol]
+            exposure = self.strategies[strategy]
+            exposure.legs -= 1
+            exposure.value -= leg.value  # 0: an idle leg has no worst case
+            if not exposure.legs:
+                del self.strategies[strategy]
+            if not self.legs:  # nothing held: the sums are exactly zero again
+                self.total = self.slack = 0.0
+        net = self.nets.get(symbol)
+        if net is not None and net.idle():
+            del self.nets[symbol]
 
 
 class Book:
-    """Every account's book."""
+    """Every account's book. `reference` prices a symbol no mark is known for (0: none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reference: Callable[[str], float] = no_reference) -> None:
         self.accounts: dict[str, AccountBook] = {}
+        self._reference = reference
 
     def account(self, account: str) -> AccountBook:
         book = self.accounts.get(account)
         if book is None:
-            book = self.accounts[account] = AccountBook()
+            book = self.accounts[account] = AccountBook(reference=self._reference)
         return book
 
     def peek(self, account: str) -> AccountBook | None:

@@ -44,7 +44,8 @@ class GuardEngine:
     def __init__(self, config: GuardConfig, decision_prefix: str = "d") -> None:
         self.config = config.validate()
         self.version = 0
-        self.book = Book()
+        limits = self.config.limits
+        self.book = Book(lambda symbol: limits.for_symbol(symbol).reference_price)
         self.orders = OrderLedger(self.book, config.limits.duplicate_identical_orders > 0)
         self.breakers = Breakers(config.breakers)
         self.heartbeats = Heartbeats()

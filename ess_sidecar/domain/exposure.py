@@ -52,11 +52,12 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     grows_net, grows_leg = net_after > net.peak, leg_after > leg.peak
     if settings.exposure_enabled and (grows_net or grows_leg):
         denial = _exposure(order, book, settings, net_after if grows_net else None,
-                           leg_after if grows_leg else None, leg)
+                           leg_after if grows_leg else None,
+                           leg.value if leg is not _EMPTY else 0.0)
         if denial is not None:
             return denial
     if grows_net and not net.peak and settings.max_open_positions:
-        held = sum(1 for other in book.nets.values() if other.peak) + 1
+        held = book.held + 1
         if held > settings.max_open_positions:
             return Denial(DecisionReason.MAX_POSITIONS, f"would hold a position in {held}"
                           f" symbols (max {settings.max_open_positions})")
@@ -84,14 +85,16 @@ def _after(leg: Leg, order: Order) -> float | None:
 
 
 def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
-              net_after: float | None, leg_after: float | None, own: Leg) -> Denial | None:
-    """The limits of the quantities the order grows (their worst case after it given)."""
+              net_after: float | None, leg_after: float | None,
+              own_value: float) -> Denial | None:
+    """The limits of the quantities the order grows (their worst case after it given);
+    `own_value`: what the sums count for the order's own leg now."""
     equity = book.equity
     if equity is None or equity <= 0.0:
         return Denial(DecisionReason.EQUITY_UNKNOWN,
                       f"equity unknown for account {order.account}: sync positions first")
-    mark = _mark(book, settings, order.symbol)
-    if mark is None:
+    mark = book.price(order.symbol)
+    if not mark:
         return _mark_unknown(order.account, order.symbol)
     price = max(mark, order.price)
     percent = 100.0 / equity
@@ -102,18 +105,21 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
                              settings.max_symbol_exposure_pct)
     if leg_after is None:
         return None
-    strategy = portfolio = leg_after * price
-    marks, mine = book.marks, order.strategy
-    for (owner, symbol), leg in book.legs.items():
-        if leg is own or not leg.peak:
-            continue
-        other = marks.get(symbol) or _mark(book, settings, symbol)
-        if other is None:
-            return _mark_unknown(order.account, symbol)
-        notional = leg.peak * other
-        portfolio += notional
-        if owner == mine:
-            strategy += notional
+    for strategy, symbol in book.unpriced:  # a leg with a worst case and no price
+        return _mark_unknown(order.account, symbol)
+    # The sums hold every leg at its worst case before the order: the order's own leg is
+    # replaced by its worst case after it, at the order's price if that is higher.
+    change = leg_after * price - own_value
+    exposure = book.strategies.get(order.strategy)
+    strategy = (exposure.value if exposure else 0.0) + change
+    portfolio = book.total + change
+    if book.slack:
+        near = 2.0 * book.slack  # twice the bound: the comparison below rounds too
+        if abs(strategy - settings.max_strategy_exposure_pct * equity / 100.0) <= near \
+                or abs(portfolio - settings.max_portfolio_exposure_pct * equity / 100.0) <= near:
+            book.resum()  # rounding could decide: the sums made again, exactly
+            strategy = (exposure.value if exposure else 0.0) + change
+            portfolio = book.total + change
     if strategy * percent > settings.max_strategy_exposure_pct:
         return _too_much(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",
                          strategy * percent, settings.max_strategy_exposure_pct)
@@ -121,11 +127,6 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
         return _too_much(DecisionReason.PORTFOLIO_EXPOSURE, f"account {order.account}",
                          portfolio * percent, settings.max_portfolio_exposure_pct)
     return None
-
-
-def _mark(book: AccountBook, settings: LimitSettings, symbol: str) -> float | None:
-    mark = book.marks.get(symbol)
-    return mark if mark is not None else settings.for_symbol(symbol).reference_price or None
 
 
 def _mark_unknown(account: str, symbol: str) -> Denial:

@@ -37,7 +37,7 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     unchecked = _unchecked(fill, record)
     leg.move(fill.signed_quantity)
     net.move(fill.signed_quantity)
-    account.marks[fill.symbol] = fill.price
+    account.set_mark(fill.symbol, fill.price)
     if record is not None:
         record.filled += fill.quantity
         ledger.release(record, fill.quantity)
@@ -98,7 +98,7 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     for (strategy, symbol), position in snapshot.items():
         target.leg(strategy, symbol).set_position(position.quantity)
         if position.mark_price:
-            target.marks[symbol] = position.mark_price
+            target.set_mark(symbol, position.mark_price)
     for symbol, quantity in nets.items():
         target.net(symbol).set_position(quantity)
     target.equity = equity

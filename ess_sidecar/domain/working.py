@@ -154,14 +154,14 @@ class OrderLedger:
             return
         book = self._book.account(record.account)
         legs = (book.leg(record.strategy, record.symbol), book.net(record.symbol))
-        saved = [(leg.buying, leg.selling, leg.working, leg.peak) for leg in legs]
+        saved = [leg.saved() for leg in legs]
         for leg in legs:
             leg.release(record.side, record.remaining, ended=True)
         try:
             yield
         finally:
-            for leg, (buying, selling, working, peak) in zip(legs, saved):
-                leg.buying, leg.selling, leg.working, leg.peak = buying, selling, working, peak
+            for leg, before in zip(legs, saved):
+                leg.restore(before)
 
     def end(self, record: OrderRecord) -> None:
         self.release(record, record.remaining)

@@ -12,6 +12,7 @@ from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import OpenOrder, OrderStatus, OrderUpdate, Side
 
 from .conftest import T0, fill, make_engine, order, position, run, timers
+from .test_exposure_sums import assert_sums_are_current
 
 ACCOUNTS, STRATEGIES, SYMBOLS = ("a1", "a2"), ("s1", "s2"), ("X", "Y")
 EQUITY, MARK = 100_000.0, 100.0
@@ -166,6 +167,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 net = book.nets.get(symbol)
                 expected = worst(*self.sums(account, symbol))
                 assert abs((net.worst() if net else 0.0) - expected) <= 1e-6
+            assert_sums_are_current(book)
 
 
 LifecycleMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
