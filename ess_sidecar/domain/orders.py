@@ -116,11 +116,17 @@ def check_side(side: object) -> Side:
 def validate_order(order: Order) -> Order:
     """The order with canonical ids; InvalidArgument for a malformed field (a denial is
     something else). client_order_id is required: it keys the working order."""
-    check_side(order.side)
-    check_positive(order.quantity, "quantity", MAX_QUANTITY)
-    check_positive(order.price, "price", MAX_PRICE)
-    canonical_id(order.account, "account")
-    canonical_id(order.strategy, "strategy")
+    side = order.side
+    if side is not _BUY and side is not _SELL:
+        check_side(side)
+    quantity, price = order.quantity, order.price
+    if not (0.0 < quantity <= MAX_QUANTITY and 0.0 < price <= MAX_PRICE):  # NaN fails too
+        check_positive(quantity, "quantity", MAX_QUANTITY)
+        check_positive(price, "price", MAX_PRICE)
+    key = (order.account, order.strategy, order.symbol)
+    symbol = _routes.get(key)
+    if symbol is None:
+        symbol = _route(*key)
     canonical_id(order.client_order_id, "client_order_id")
     replaces = order.replaces_client_order_id
     if replaces:
@@ -128,9 +134,26 @@ def validate_order(order: Order) -> Order:
         if replaces == order.client_order_id:
             raise InvalidArgument("replaces_client_order_id", "must differ from"
                                   " client_order_id")
-    symbol = canonical_symbol(order.symbol, "symbol")
     # Canonical ids are taken as they are; only a symbol may be folded.
     return order if symbol == order.symbol else order._replace(symbol=symbol)
+
+
+# (account, strategy, symbol) found canonical -> the symbol folded. A few routes carry
+# nearly every order, so most checks validate their three ids with one lookup. Bounded:
+# emptied when full.
+_routes: dict[tuple[str, str, str], str] = {}
+MAX_ROUTES = 4096
+_BUY, _SELL = Side.BUY, Side.SELL
+
+
+def _route(account: str, strategy: str, symbol: str) -> str:
+    canonical_id(account, "account")
+    canonical_id(strategy, "strategy")
+    folded = canonical_symbol(symbol, "symbol")
+    if len(_routes) >= MAX_ROUTES:
+        _routes.clear()
+    _routes[(account, strategy, symbol)] = folded
+    return folded
 
 
 def validate_fill(fill: Fill) -> Fill:
