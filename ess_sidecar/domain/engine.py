@@ -37,6 +37,7 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 MAX_EQUITY = 1e18
+_ALLOWED = DecisionReason.ALLOWED
 _NO_BOOK = AccountBook()  # read by checks for an account nothing is known of; never written
 
 
@@ -96,7 +97,7 @@ class GuardEngine:
         decision_id = f"{self.decision_prefix}-{next(self._decision_ids)}"
         if denial is None:
             self._admit(order, replacing, now, decision_id)
-            return Decision(True, DecisionReason.ALLOWED, "", self.version, None, decision_id)
+            return Decision(True, _ALLOWED, "", self.version, None, decision_id)
         return Decision(False, denial.reason, denial.message, self.version,
                         denial.blocking_scope, decision_id)
 

@@ -44,7 +44,8 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     then open positions. Each leg's worst case before the order is its cached `peak`."""
     net = book.nets.get(order.symbol) or _EMPTY
     leg = book.legs.get((order.strategy, order.symbol)) or _EMPTY
-    net_after, leg_after = _after(net, order), _after(leg, order)
+    buy, quantity = order.side is _BUY, order.quantity
+    net_after, leg_after = _after(net, buy, quantity), _after(leg, buy, quantity)
     if net_after is None or leg_after is None:
         return Denial(DecisionReason.QUANTITY_UNREPRESENTABLE,
                       f"quantity {order.quantity:g} is too small to change a position of"
@@ -65,13 +66,14 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
 
 
 _EMPTY = Leg()  # the leg of a quantity nothing touches yet; never written
+_BUY = Side.BUY
 
 
-def _after(leg: Leg, order: Order) -> float | None:
-    """The leg's worst case with the order working too; None if floating point cannot
-    represent the order's move (it would change nothing, or something else)."""
-    quantity, position = order.quantity, leg.position
-    if order.side is Side.BUY:
+def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
+    """The leg's worst case with the order (a buy, or a sell) working too; None if floating
+    point cannot represent the order's move (it would change nothing, or something else)."""
+    position = leg.position
+    if buy:
         start, other = position + leg.buying, abs(position - leg.selling)
         end = start + quantity
         moved = end - start

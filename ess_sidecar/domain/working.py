@@ -208,22 +208,26 @@ class OrderLedger:
         return forgotten
 
     def _count(self, record: OrderRecord, delta: int) -> None:
+        account = record.account
         if delta > 0:
-            self._working.setdefault(record.account, {})[record.client_order_id] = record
+            working = self._working.get(account)
+            if working is None:
+                working = self._working[account] = {}
+            working[record.client_order_id] = record
         else:
-            working = self._working[record.account]
+            working = self._working[account]
             del working[record.client_order_id]
             if not working:
-                del self._working[record.account]
-        _bump(self.per_strategy, (record.account, record.strategy), delta)
+                del self._working[account]
+        _bump(self.per_strategy, (account, record.strategy), delta)
 
     def _legs_reserve(self, record: OrderRecord) -> None:
-        book = self._book.accounts.get(record.account) or self._book.account(record.account)
-        leg = book.legs.get((record.strategy, record.symbol)) \
-            or book.leg(record.strategy, record.symbol)
-        net = book.nets.get(record.symbol) or book.net(record.symbol)
-        leg.reserve(record.side, record.remaining)
-        net.reserve(record.side, record.remaining)
+        book = self._book.account(record.account)
+        strategy, symbol, side, quantity = (record.strategy, record.symbol, record.side,
+                                            record.remaining)
+        (book.legs.get((strategy, symbol)) or book.leg(strategy, symbol)).reserve(side,
+                                                                                  quantity)
+        (book.nets.get(symbol) or book.net(symbol)).reserve(side, quantity)
 
 
 def _bump(table: dict, key: object, delta: int) -> None:
