@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install tools clients test-clients run test proto bench bench-clients
+.PHONY: install tools clients test-clients run test proto bench bench-clients bench-peers
 
 # Every client with a Makefile of its own (clients/python needs no build: its launchers run
 # the venv's ess_client).
@@ -53,3 +53,8 @@ bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server
 
 bench-clients: clients  ## every language's client, stream p50/p99 over UDS, 1 and 8 in flight
 	$(BIN)/python benchmarks/clients.py
+
+bench-peers: $(VENV)/.installed  ## the sidecar beside bare grpcio and OPA: benchmarks/results/
+	bash benchmarks/peers/install_opa.sh
+	$(BIN)/pip install --quiet -r benchmarks/peers/requirements.txt
+	$(BIN)/python benchmarks/peers/run.py $(PEERS_ARGS)
