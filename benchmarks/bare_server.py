@@ -33,6 +33,12 @@ DECISION = guard_pb2.CheckOrderResponse(
 )
 
 
+def stream_answer(
+        request: guard_pb2.CheckOrderStreamRequest) -> guard_pb2.CheckOrderStreamResponse:
+    """DECISION under the stream request's id."""
+    return guard_pb2.CheckOrderStreamResponse(request_id=request.request_id, decision=DECISION)
+
+
 class BareGuardService(guard_pb2_grpc.GuardServiceServicer):
     """CheckOrder and CheckOrderStream without a decision; every other RPC is UNIMPLEMENTED."""
 
@@ -41,14 +47,14 @@ class BareGuardService(guard_pb2_grpc.GuardServiceServicer):
 
     async def CheckOrderStream(self, request_iterator, context):
         async for request in request_iterator:
-            yield guard_pb2.CheckOrderStreamResponse(
-                request_id=request.request_id, decision=DECISION)
+            yield stream_answer(request)
 
 
-async def serve(listen: str | None, uds: str | None) -> None:
-    server = grpc.aio.server()
-    guard_pb2_grpc.add_GuardServiceServicer_to_server(BareGuardService(), server)
-    health_servicer = health.aio.HealthServicer()
+def add_services(server, servicer, health_servicer, listen: str | None,
+                 uds: str | None) -> None:
+    """Registers the GuardService servicer and the health servicer (grpc.aio or sync grpcio
+    alike) on server and binds it to listen (TCP) and/or uds (a Unix socket path)."""
+    guard_pb2_grpc.add_GuardServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if listen:
         server.add_insecure_port(listen)
@@ -56,6 +62,23 @@ async def serve(listen: str | None, uds: str | None) -> None:
         if os.path.exists(uds):
             os.unlink(uds)  # a stale socket from a killed run would make the bind fail
         server.add_insecure_port(f"unix:{uds}")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+               example: str) -> argparse.Namespace:
+    """parser's arguments plus --listen (e.g. example) and --uds; one of them is required."""
+    parser.add_argument("--listen", help=f"TCP host:port, e.g. {example}")
+    parser.add_argument("--uds", help="Unix domain socket path")
+    args = parser.parse_args(argv)
+    if not (args.listen or args.uds):
+        parser.error("give --listen and/or --uds")
+    return args
+
+
+async def serve(listen: str | None, uds: str | None) -> None:
+    server = grpc.aio.server()
+    health_servicer = health.aio.HealthServicer()
+    add_services(server, BareGuardService(), health_servicer, listen, uds)
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -70,11 +93,7 @@ async def serve(listen: str | None, uds: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", help="TCP host:port, e.g. 127.0.0.1:50061")
-    parser.add_argument("--uds", help="Unix domain socket path")
-    args = parser.parse_args(argv)
-    if not (args.listen or args.uds):
-        parser.error("give --listen and/or --uds")
+    args = parse_args(parser, argv, "127.0.0.1:50061")
     asyncio.run(serve(args.listen, args.uds))
     return 0
 

@@ -23,42 +23,46 @@ class GoClientError(Exception):
     """The Go client could not be built, or it failed (RPC error, unexpected answer)."""
 
 
-def build(out_dir: str) -> tuple[str, str]:
-    """go build essbench into out_dir; returns (binary, "go1.x, grpc-go vX")."""
-    binary = os.path.join(out_dir, "essbench")
+def build(out_dir: str, command: str = "essbench") -> tuple[str, str]:
+    """go build ./cmd/COMMAND into out_dir; returns (binary, "go1.x, grpc-go vX")."""
+    binary = os.path.join(out_dir, command)
     try:
-        done = subprocess.run(["go", "build", "-o", binary, "./cmd/essbench"], cwd=MODULE,
+        done = subprocess.run(["go", "build", "-o", binary, f"./cmd/{command}"], cwd=MODULE,
                               capture_output=True, text=True)
     except FileNotFoundError as error:
-        raise GoClientError(f"--client go needs the go tool on PATH: {error}") from None
+        raise GoClientError(f"the Go client ({command}) needs the go tool on PATH: {error}") \
+            from None
     if done.returncode != 0:
-        raise GoClientError(f"go build ./cmd/essbench in {MODULE} failed:\n{done.stderr}")
+        raise GoClientError(f"go build ./cmd/{command} in {MODULE} failed:\n{done.stderr}")
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
     return binary, version.stdout.strip()
 
 
-class GoClient:
-    """The same interface as check_latency's UnaryClient / StreamClient: run(n), close()."""
+class SegmentProcess:
+    """A Go benchmark client (essbench --segments, peersbench) kept for many segments: one
+    line on its stdin runs a segment, one JSON line on its stdout answers it ({"error": ...}
+    and exit when it failed); EOF on its stdin closes its streams and connections."""
 
-    def __init__(self, binary: str, target: str, api: str) -> None:
-        self._proc = subprocess.Popen([binary, "--target", target, "--api", api, "--segments"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, argv: list[str]) -> None:
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
 
-    def run(self, n: int) -> list[int]:
+    def segment(self, line: str) -> dict:
+        """Sends one line, returns the answer; GoClientError if the client failed."""
         try:
-            self._proc.stdin.write(f"{n}\n")
+            self._proc.stdin.write(f"{line}\n")
             self._proc.stdin.flush()
         except BrokenPipeError:
             pass  # it has exited; its last line says why
-        line = self._proc.stdout.readline()
-        reply = json.loads(line) if line else {"error": f"exited with {self._proc.wait()}"}
+        answer = self._proc.stdout.readline()
+        reply = json.loads(answer) if answer else {"error": f"exited with {self._proc.wait()}"}
         if "error" in reply:
             raise GoClientError(f"Go client: {reply['error']}")
-        return reply["latencies_ns"]
+        return reply
 
     def close(self) -> None:
         try:
-            self._proc.stdin.close()  # EOF: it closes its stream and channel, then exits
+            self._proc.stdin.close()  # EOF: it closes its streams and connections, then exits
         except BrokenPipeError:
             pass
         try:
@@ -67,3 +71,13 @@ class GoClient:
             self._proc.kill()
             self._proc.wait()
         self._proc.stdout.close()
+
+
+class GoClient(SegmentProcess):
+    """The same interface as check_latency's UnaryClient / StreamClient: run(n), close()."""
+
+    def __init__(self, binary: str, target: str, api: str) -> None:
+        super().__init__([binary, "--target", target, "--api", api, "--segments"])
+
+    def run(self, n: int) -> list[int]:
+        return self.segment(str(n))["latencies_ns"]

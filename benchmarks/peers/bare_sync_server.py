@@ -25,12 +25,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import bare_server  # noqa: E402 (benchmarks/)
 from bare_server import DECISION, SERVICE  # noqa: E402 (benchmarks/)
 
-from ess.v1 import guard_pb2, guard_pb2_grpc  # noqa: E402
+from ess.v1 import guard_pb2_grpc  # noqa: E402
 
 
 class BareSyncGuardService(guard_pb2_grpc.GuardServiceServicer):
@@ -41,21 +42,13 @@ class BareSyncGuardService(guard_pb2_grpc.GuardServiceServicer):
 
     def CheckOrderStream(self, request_iterator, context):
         for request in request_iterator:
-            yield guard_pb2.CheckOrderStreamResponse(
-                request_id=request.request_id, decision=DECISION)
+            yield bare_server.stream_answer(request)
 
 
 def serve(listen: str | None, uds: str | None, workers: int) -> None:
     server = grpc.server(ThreadPoolExecutor(max_workers=workers))
-    guard_pb2_grpc.add_GuardServiceServicer_to_server(BareSyncGuardService(), server)
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if listen:
-        server.add_insecure_port(listen)
-    if uds:
-        if os.path.exists(uds):
-            os.unlink(uds)  # a stale socket from a killed run would make the bind fail
-        server.add_insecure_port(f"unix:{uds}")
+    bare_server.add_services(server, BareSyncGuardService(), health_servicer, listen, uds)
     server.start()
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -69,13 +62,9 @@ def serve(listen: str | None, uds: str | None, workers: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", help="TCP host:port, e.g. 127.0.0.1:50062")
-    parser.add_argument("--uds", help="Unix domain socket path")
     parser.add_argument("--workers", type=int, default=160,
                         help="handler threads: at least the concurrent streams")
-    args = parser.parse_args(argv)
-    if not (args.listen or args.uds):
-        parser.error("give --listen and/or --uds")
+    args = bare_server.parse_args(parser, argv, "127.0.0.1:50062")
     serve(args.listen, args.uds, args.workers)
     return 0
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build OPA, pinned, into .tools/bin/opa for benchmarks/peers (make bench-peers).
 #
-# The pattern of scripts/install_tools.sh: `go install module@version` through the Go module
-# proxy (no release download), into a scratch directory renamed into place, so an interrupted
-# build leaves no half-written binary. Idempotent: a binary already there is kept when
-# `go version -m` says it was built from the pinned module version (a warm run costs one
-# read of its build info). A cold build takes a few minutes on 2 cores.
+# By scripts/install_tools.sh's install_go_tool (sourced): `go install module@version` through
+# the Go module proxy (no release download), into a scratch directory renamed into place, so
+# an interrupted build leaves no half-written binary. Idempotent: a binary already there is
+# kept when `go version -m` says it was built from the pinned module version (a warm run
+# costs one read of its build info). A cold build takes a few minutes on 2 cores.
 #
 # It also asks the proxy, once per checkout, whether OPA-Envoy (the ext_authz gRPC API) is
 # there (`go list -m -versions`); the answer is written to .tools/opa-envoy.txt, which the
@@ -19,40 +19,10 @@ VERSION=v1.22.3
 ENVOY_MODULE=github.com/open-policy-agent/opa-envoy-plugin
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN="$ROOT/.tools/bin"
-TARGET="$BIN/opa"
+source "$ROOT/scripts/install_tools.sh"  # require_go, install_go_tool (and BIN)
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "error: benchmarks/peers/install_opa.sh: \`go\` is not on PATH; install Go (1.26)" \
-       "to build OPA $VERSION" >&2
-  exit 1
-fi
-
-built_version() {
-  go version -m "$1" 2>/dev/null | awk -v module="$2" '$1 == "mod" && $2 == module { print $3 }'
-}
-
-mkdir -p "$BIN"
-if [[ -x "$TARGET" ]] && [[ "$(built_version "$TARGET" "$MODULE")" == "$VERSION" ]]; then
-  :
-else
-  echo "installing $MODULE@$VERSION into .tools/bin/opa (a few minutes)" >&2
-  scratch="$(mktemp -d "$BIN/.install.XXXXXX")"
-  # Static binary, no C compiler needed; OPA's own go.mod and go.sum decide every
-  # dependency, checked against the checksum database.
-  if ! GOBIN="$scratch" CGO_ENABLED=0 go install "$MODULE@$VERSION"; then
-    rm -rf "$scratch"
-    echo "error: benchmarks/peers/install_opa.sh: go install $MODULE@$VERSION failed" >&2
-    exit 1
-  fi
-  if [[ ! -x "$scratch/opa" ]]; then
-    rm -rf "$scratch"
-    echo "error: benchmarks/peers/install_opa.sh: go install $MODULE@$VERSION made no opa" >&2
-    exit 1
-  fi
-  mv -f "$scratch/opa" "$TARGET"
-  rm -rf "$scratch"
-fi
+require_go "OPA $VERSION"
+install_go_tool opa "$MODULE" "$MODULE" "$VERSION" "a few minutes"
 
 # OPA-Envoy: asked once, the answer kept (a later run reads the file, no network).
 ENVOY_NOTE="$ROOT/.tools/opa-envoy.txt"

@@ -30,7 +30,6 @@ import asyncio
 import gc
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -41,7 +40,7 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import workload  # noqa: E402 (benchmarks/)
-from goclient import MODULE, GoClientError  # noqa: E402 (benchmarks/)
+import goclient  # noqa: E402 (benchmarks/)
 
 from probes import OPA_DECISION  # noqa: E402 (benchmarks/peers/)
 
@@ -54,49 +53,19 @@ class ClientError(Exception):
 
 def build_go() -> tuple[str, str]:
     """go build peersbench into benchmarks/peers/bin; returns (binary, versions)."""
-    binary = os.path.join(BIN, "peersbench")
-    try:
-        done = subprocess.run(["go", "build", "-o", binary, "./cmd/peersbench"], cwd=MODULE,
-                              capture_output=True, text=True)
-    except FileNotFoundError as error:
-        raise GoClientError(f"the Go client needs the go tool on PATH: {error}") from None
-    if done.returncode != 0:
-        raise GoClientError(f"go build ./cmd/peersbench in {MODULE} failed:\n{done.stderr}")
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
-    return binary, version.stdout.strip()
+    return goclient.build(BIN, "peersbench")
 
 
-class GoClient:
+class GoClient(goclient.SegmentProcess):
     """peersbench --api API --target T --concurrency N, driven by durations on its stdin."""
 
     def __init__(self, binary: str, api: str, target: str, concurrency: int) -> None:
-        self._proc = subprocess.Popen(
-            [binary, "--api", api, "--target", target, "--concurrency", str(concurrency)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        super().__init__(
+            [binary, "--api", api, "--target", target, "--concurrency", str(concurrency)])
 
     def run(self, seconds: float) -> tuple[list[int], int, int]:
-        try:
-            self._proc.stdin.write(f"{max(1, round(seconds * 1000))}\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # it has exited; its last line says why
-        line = self._proc.stdout.readline()
-        reply = json.loads(line) if line else {"error": f"exited with {self._proc.wait()}"}
-        if "error" in reply:
-            raise ClientError(f"Go client: {reply['error']}")
+        reply = self.segment(str(max(1, round(seconds * 1000))))
         return reply["latencies_ns"], reply["wall_ns"], reply["cpu_ns"]
-
-    def close(self) -> None:
-        try:
-            self._proc.stdin.close()  # EOF: it closes its streams and connections, then exits
-        except BrokenPipeError:
-            pass
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc.stdout.close()
 
 
 class _Unary:

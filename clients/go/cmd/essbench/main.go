@@ -25,12 +25,7 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,129 +34,46 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
+	"github.com/ess-sidecar/ess-sidecar/clients/go/internal/bench"
 )
 
-// Benchmarks/workload.py's orders: ALLOWED by the benchmark's sidecar config.
-const (
-	mark           = 100.0
-	distinctPrices = 10000 // prices mark .. mark * 1.01
-)
+// caller runs n calls one at a time and returns each call's latency. The orders are
+// benchmarks/workload.py's (bench.Orders), each made before its call is timed.
+type caller struct{ worker bench.Worker }
 
-// orders makes the orders of one essbench process: "<12 hex, random>-<count>" ids, as
-// ess_client and benchmarks/workload.py make them.
-type orders struct {
-	prefix string
-	count  uint64
-}
-
-func newOrders() (*orders, error) {
-	random := make([]byte, 6)
-	if _, err := rand.Read(random); err != nil {
-		return nil, err
-	}
-	return &orders{prefix: hex.EncodeToString(random)}, nil
-}
-
-func (o *orders) next() *essv1.CheckOrderRequest {
-	o.count++
-	return &essv1.CheckOrderRequest{
-		Account: "ACC-1", Strategy: "STRAT-1", Symbol: "BTC-USD", Side: essv1.Side_SIDE_BUY,
-		Quantity: 1.0, Price: mark * (1 + float64(o.count%distinctPrices)*1e-6),
-		ClientOrderId: o.prefix + "-" + strconv.FormatUint(o.count, 10),
-	}
-}
-
-// caller runs n calls one at a time and returns each call's latency.
-type caller interface {
-	run(n int) ([]int64, error)
-	close() error
-}
-
-type unaryCaller struct {
-	client essv1.GuardServiceClient
-	orders *orders
-}
-
-func (u *unaryCaller) run(n int) ([]int64, error) {
+func (c caller) run(n int) ([]int64, error) {
 	latencies := make([]int64, n)
-	ctx := context.Background()
 	for i := range latencies {
-		order := u.orders.next()
+		c.worker.Prepare()
 		start := time.Now()
-		reply, err := u.client.CheckOrder(ctx, order)
+		err := c.worker.Call()
 		latencies[i] = int64(time.Since(start))
 		if err != nil {
-			return nil, fmt.Errorf("CheckOrder: %w", err)
-		}
-		if !reply.GetAllowed() {
-			return nil, fmt.Errorf("CheckOrder denied: %v", reply)
+			return nil, err
 		}
 	}
 	return latencies, nil
 }
 
-func (u *unaryCaller) close() error { return nil }
-
-type streamCaller struct {
-	stream grpc.BidiStreamingClient[essv1.CheckOrderStreamRequest, essv1.CheckOrderStreamResponse]
-	orders *orders
-	lastID uint64
-}
-
-func (s *streamCaller) run(n int) ([]int64, error) {
-	latencies := make([]int64, n)
-	for i := range latencies {
-		s.lastID++
-		request := &essv1.CheckOrderStreamRequest{RequestId: s.lastID, Order: s.orders.next()}
-		start := time.Now()
-		if err := s.stream.Send(request); err != nil {
-			return nil, fmt.Errorf("stream send %d: %w", s.lastID, err)
-		}
-		reply, err := s.stream.Recv()
-		latencies[i] = int64(time.Since(start))
-		if err != nil {
-			return nil, fmt.Errorf("stream answer for %d: %w", s.lastID, err)
-		}
-		if reply.GetRequestId() != s.lastID || !reply.GetDecision().GetAllowed() {
-			return nil, fmt.Errorf("stream answer for %d was %v", s.lastID, reply)
-		}
-	}
-	return latencies, nil
-}
-
-func (s *streamCaller) close() error {
-	if err := s.stream.CloseSend(); err != nil {
-		return err
-	}
-	if _, err := s.stream.Recv(); !errors.Is(err, io.EOF) { // the server ends the call
-		return fmt.Errorf("stream end: %v", err)
-	}
-	return nil
-}
+func (c caller) close() error { return c.worker.Close() }
 
 func newCaller(conn *grpc.ClientConn, api string) (caller, error) {
 	client := essv1.NewGuardServiceClient(conn)
-	made, err := newOrders()
+	made, err := bench.NewOrders()
 	if err != nil {
-		return nil, fmt.Errorf("client_order_id prefix: %w", err)
+		return caller{}, err
 	}
 	if api == "unary" {
-		return &unaryCaller{client: client, orders: made}, nil
+		return caller{bench.NewUnary(client, made)}, nil
 	}
-	stream, err := client.CheckOrderStream(context.Background())
-	if err != nil {
-		return nil, fmt.Errorf("open CheckOrderStream: %w", err)
-	}
-	return &streamCaller{stream: stream, orders: made}, nil
+	stream, err := bench.NewStream(client, made)
+	return caller{stream}, err
 }
 
 // measure runs one segment with the garbage collector paused, as the Python harness does
@@ -170,17 +82,9 @@ func measure(c caller, n int) (latencies []int64, cpuNs int64, err error) {
 	runtime.GC()
 	previous := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(previous)
-	cpu := cpuTime()
+	cpu := bench.CPUTime()
 	latencies, err = c.run(n)
-	return latencies, cpuTime() - cpu, err
-}
-
-func cpuTime() int64 {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		return 0
-	}
-	return usage.Utime.Nano() + usage.Stime.Nano()
+	return latencies, bench.CPUTime() - cpu, err
 }
 
 // percentile is nearest-rank on sorted latencies, in µs (check_latency.py's definition).
@@ -205,41 +109,19 @@ func oneRun(c caller, target, api string, calls, warmup int) (map[string]any, er
 		"p50_us": percentile(latencies, 0.50), "p99_us": percentile(latencies, 0.99),
 		"p99.9_us": percentile(latencies, 0.999), "calls_per_s": float64(calls) / wall.Seconds(),
 		"client_cpu_us_per_call": float64(cpuNs) / 1000 / float64(calls),
-		"client":                 versions(),
+		"client":                 bench.Versions(),
 	}, nil
 }
 
 func segments(c caller, in io.Reader, out *json.Encoder) error {
-	lines := bufio.NewScanner(in)
-	for lines.Scan() {
-		n, err := strconv.Atoi(strings.TrimSpace(lines.Text()))
-		if err != nil || n < 1 {
-			return fmt.Errorf("expected a positive call count on stdin, got %q", lines.Text())
-		}
+	err := bench.Segments(in, out, "a positive call count", func(n int) (any, error) {
 		latencies, cpuNs, err := measure(c, n)
-		if err != nil {
-			return err
-		}
-		if err := out.Encode(map[string]any{"latencies_ns": latencies, "cpu_ns": cpuNs}); err != nil {
-			return err
-		}
-	}
-	if err := lines.Err(); err != nil {
+		return map[string]any{"latencies_ns": latencies, "cpu_ns": cpuNs}, err
+	})
+	if err != nil {
 		return err
 	}
 	return c.close()
-}
-
-func versions() string {
-	grpcVersion := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == "google.golang.org/grpc" {
-				grpcVersion = dep.Version
-			}
-		}
-	}
-	return fmt.Sprintf("%s, grpc-go %s", runtime.Version(), grpcVersion)
 }
 
 func main() {
@@ -252,7 +134,7 @@ func main() {
 	window := flag.Int("window", 0, "fixed HTTP/2 window in bytes; 0: grpc-go's default (BDP pings)")
 	flag.Parse()
 	if *version {
-		fmt.Println(versions())
+		fmt.Println(bench.Versions())
 		return
 	}
 	if *target == "" || (*api != "unary" && *api != "stream") || *calls < 1 || *warmup < 0 {
@@ -261,10 +143,7 @@ func main() {
 		os.Exit(2)
 	}
 	out := json.NewEncoder(os.Stdout)
-	fail := func(err error) {
-		_ = out.Encode(map[string]string{"error": err.Error()})
-		os.Exit(1)
-	}
+	fail := func(err error) { bench.Fail(out, err) }
 	options := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if *window > 0 { // a window set by hand turns grpc-go's BDP pings off
 		options = append(options, grpc.WithInitialWindowSize(int32(*window)),

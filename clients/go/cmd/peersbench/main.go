@@ -2,7 +2,7 @@
 // calls in flight against one subject, a gRPC GuardService (unary CheckOrder or
 // CheckOrderStream) or OPA's REST API (POST /v1/data/ess/decision), and times each call.
 //
-// The orders are benchmarks/workload.py's (clients/go/cmd/essbench makes the same ones):
+// The orders are benchmarks/workload.py's (internal/bench, shared with cmd/essbench):
 // ACC-1 / STRAT-1 / BTC-USD, BUY 1, each with its own client_order_id "<12 hex>-<count>"
 // and a price cycling over 10,000 values within 1 % of the mark. The count is shared by
 // the N workers (an atomic counter), so that N workers never send identical orders at
@@ -35,146 +35,25 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"runtime"
-	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
+	"github.com/ess-sidecar/ess-sidecar/clients/go/internal/bench"
 )
-
-// benchmarks/workload.py's constants.
-const (
-	account        = "ACC-1"
-	strategy       = "STRAT-1"
-	symbol         = "BTC-USD"
-	mark           = 100.0
-	distinctPrices = 10000
-)
-
-// orders are shared by the workers of one process: unique ids, prices cycling.
-type orders struct {
-	prefix string
-	count  atomic.Uint64
-}
-
-func newOrders() (*orders, error) {
-	random := make([]byte, 6)
-	if _, err := rand.Read(random); err != nil {
-		return nil, err
-	}
-	return &orders{prefix: hex.EncodeToString(random)}, nil
-}
-
-func (o *orders) next() (id string, price float64) {
-	n := o.count.Add(1)
-	return o.prefix + "-" + strconv.FormatUint(n, 10), mark * (1 + float64(n%distinctPrices)*1e-6)
-}
-
-func (o *orders) proto() *essv1.CheckOrderRequest {
-	id, price := o.next()
-	return &essv1.CheckOrderRequest{
-		Account: account, Strategy: strategy, Symbol: symbol, Side: essv1.Side_SIDE_BUY,
-		Quantity: 1.0, Price: price, ClientOrderId: id,
-	}
-}
-
-// opaInput is OPA's request body: {"input": <the order>} (ess.rego's input).
-func (o *orders) opaInput() []byte {
-	id, price := o.next()
-	body := make([]byte, 0, 192)
-	body = append(body, `{"input":{"account":"`+account+`","strategy":"`+strategy+
-		`","symbol":"`+symbol+`","side":"BUY","quantity":1,"price":`...)
-	body = strconv.AppendFloat(body, price, 'g', -1, 64)
-	body = append(body, `,"client_order_id":"`...)
-	body = append(body, id...)
-	return append(body, `"}}`...)
-}
-
-// worker makes calls one at a time; each worker is used by one goroutine only. prepare
-// makes the next order (off the timed path), call sends it and checks the answer.
-type worker interface {
-	prepare()
-	call() error
-	close() error
-}
-
-type unaryWorker struct {
-	client essv1.GuardServiceClient
-	orders *orders
-	order  *essv1.CheckOrderRequest
-}
-
-func (u *unaryWorker) prepare() { u.order = u.orders.proto() }
-
-func (u *unaryWorker) call() error {
-	reply, err := u.client.CheckOrder(context.Background(), u.order)
-	if err != nil {
-		return fmt.Errorf("CheckOrder: %w", err)
-	}
-	if !reply.GetAllowed() {
-		return fmt.Errorf("CheckOrder denied: %v", reply)
-	}
-	return nil
-}
-
-func (u *unaryWorker) close() error { return nil }
-
-type streamWorker struct {
-	stream  grpc.BidiStreamingClient[essv1.CheckOrderStreamRequest, essv1.CheckOrderStreamResponse]
-	orders  *orders
-	lastID  uint64
-	request *essv1.CheckOrderStreamRequest
-}
-
-func (s *streamWorker) prepare() {
-	s.lastID++
-	s.request = &essv1.CheckOrderStreamRequest{RequestId: s.lastID, Order: s.orders.proto()}
-}
-
-func (s *streamWorker) call() error {
-	if err := s.stream.Send(s.request); err != nil {
-		return fmt.Errorf("stream send %d: %w", s.lastID, err)
-	}
-	reply, err := s.stream.Recv()
-	if err != nil {
-		return fmt.Errorf("stream answer for %d: %w", s.lastID, err)
-	}
-	if reply.GetRequestId() != s.lastID || !reply.GetDecision().GetAllowed() {
-		return fmt.Errorf("stream answer for %d was %v", s.lastID, reply)
-	}
-	return nil
-}
-
-func (s *streamWorker) close() error {
-	if err := s.stream.CloseSend(); err != nil {
-		return err
-	}
-	if _, err := s.stream.Recv(); !errors.Is(err, io.EOF) { // the server ends the call
-		return fmt.Errorf("stream end: %v", err)
-	}
-	return nil
-}
 
 type opaAnswer struct {
 	Result *struct {
@@ -183,16 +62,18 @@ type opaAnswer struct {
 	} `json:"result"`
 }
 
+// httpWorker is a bench.Worker (beside bench.Unary and bench.Stream) that POSTs each order
+// to OPA's decision API; the workers share one bench.Orders (its count is atomic).
 type httpWorker struct {
 	client *http.Client
 	url    string
-	orders *orders
+	orders *bench.Orders
 	body   []byte
 }
 
-func (h *httpWorker) prepare() { h.body = h.orders.opaInput() }
+func (h *httpWorker) Prepare() { h.body = h.orders.OPAInput() }
 
-func (h *httpWorker) call() error {
+func (h *httpWorker) Call() error {
 	response, err := h.client.Post(h.url, "application/json", bytes.NewReader(h.body))
 	if err != nil {
 		return fmt.Errorf("POST %s: %w", h.url, err)
@@ -215,13 +96,13 @@ func (h *httpWorker) call() error {
 	return nil
 }
 
-func (h *httpWorker) close() error { return nil }
+func (h *httpWorker) Close() error { return nil }
 
 // newWorkers opens what the api needs for n workers (see the package comment).
-func newWorkers(api, target string, n int) (workers []worker, closeAll func(), err error) {
-	made, err := newOrders()
+func newWorkers(api, target string, n int) (workers []bench.Worker, closeAll func(), err error) {
+	made, err := bench.NewOrders()
 	if err != nil {
-		return nil, nil, fmt.Errorf("client_order_id prefix: %w", err)
+		return nil, nil, err
 	}
 	if api == "http" {
 		transport := &http.Transport{
@@ -250,21 +131,21 @@ func newWorkers(api, target string, n int) (workers []worker, closeAll func(), e
 	client := essv1.NewGuardServiceClient(conn)
 	for range n {
 		if api == "unary" {
-			workers = append(workers, &unaryWorker{client: client, orders: made})
+			workers = append(workers, bench.NewUnary(client, made))
 			continue
 		}
-		stream, err := client.CheckOrderStream(context.Background())
+		stream, err := bench.NewStream(client, made)
 		if err != nil {
 			conn.Close()
-			return nil, nil, fmt.Errorf("open CheckOrderStream: %w", err)
+			return nil, nil, err
 		}
-		workers = append(workers, &streamWorker{stream: stream, orders: made})
+		workers = append(workers, stream)
 	}
 	return workers, func() { conn.Close() }, nil
 }
 
 // segment runs every worker until the deadline; latencies of all workers, merged.
-func segment(workers []worker, d time.Duration) (latencies []int64, wall int64, err error) {
+func segment(workers []bench.Worker, d time.Duration) (latencies []int64, wall int64, err error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -279,12 +160,12 @@ func segment(workers []worker, d time.Duration) (latencies []int64, wall int64, 
 			defer wg.Done()
 			own := make([]int64, 0, 4096)
 			for {
-				w.prepare()
+				w.Prepare()
 				begin := time.Now()
 				if !begin.Before(deadline) {
 					break
 				}
-				if err := w.call(); err != nil {
+				if err := w.Call(); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -308,48 +189,18 @@ func segment(workers []worker, d time.Duration) (latencies []int64, wall int64, 
 	return latencies, wall, nil
 }
 
-func cpuTime() int64 {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		return 0
-	}
-	return usage.Utime.Nano() + usage.Stime.Nano()
-}
-
-func versions() string {
-	grpcVersion := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == "google.golang.org/grpc" {
-				grpcVersion = dep.Version
-			}
-		}
-	}
-	return fmt.Sprintf("%s, grpc-go %s", runtime.Version(), grpcVersion)
-}
-
-func run(workers []worker, in io.Reader, out *json.Encoder) error {
-	lines := bufio.NewScanner(in)
-	for lines.Scan() {
-		ms, err := strconv.Atoi(strings.TrimSpace(lines.Text()))
-		if err != nil || ms < 1 {
-			return fmt.Errorf("expected a positive duration in ms on stdin, got %q", lines.Text())
-		}
-		cpu := cpuTime()
+func run(workers []bench.Worker, in io.Reader, out *json.Encoder) error {
+	err := bench.Segments(in, out, "a positive duration in ms", func(ms int) (any, error) {
+		cpu := bench.CPUTime()
 		latencies, wall, err := segment(workers, time.Duration(ms)*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		if err := out.Encode(map[string]any{"latencies_ns": latencies, "wall_ns": wall,
-			"cpu_ns": cpuTime() - cpu}); err != nil {
-			return err
-		}
-	}
-	if err := lines.Err(); err != nil {
+		return map[string]any{"latencies_ns": latencies, "wall_ns": wall,
+			"cpu_ns": bench.CPUTime() - cpu}, err
+	})
+	if err != nil {
 		return err
 	}
 	for _, w := range workers {
-		if err := w.close(); err != nil {
+		if err := w.Close(); err != nil {
 			return err
 		}
 	}
@@ -363,7 +214,7 @@ func main() {
 	version := flag.Bool("version", false, "print the Go and grpc-go versions and exit")
 	flag.Parse()
 	if *version {
-		fmt.Println(versions())
+		fmt.Println(bench.Versions())
 		return
 	}
 	if *target == "" || *concurrency < 1 ||
@@ -373,10 +224,7 @@ func main() {
 		os.Exit(2)
 	}
 	out := json.NewEncoder(os.Stdout)
-	fail := func(err error) {
-		_ = out.Encode(map[string]string{"error": err.Error()})
-		os.Exit(1)
-	}
+	fail := func(err error) { bench.Fail(out, err) }
 	workers, closeAll, err := newWorkers(*api, *target, *concurrency)
 	if err != nil {
 		fail(err)
