@@ -26,11 +26,11 @@ from .book import AccountBook, Book
 from .ids import canonical_id
 from .lifecycle import FillOutcome, apply_fill, apply_update, sync_account
 from .limits import OrderRate
-from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot, \
-    check_positive, validate_fill, validate_open_order, validate_order, validate_snapshot, \
-    validate_update
+from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
+from .validation import check_positive, validate_fill, validate_open_order, validate_order, \
+    validate_snapshot, validate_update
 from .working import OrderLedger, OrderRecord
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Transition, \
     TriggerMode

@@ -1,4 +1,6 @@
-"""Orders, fills, order updates and snapshots as the domain sees them, and their validation.
+"""Orders, fills, order updates and snapshots as the domain sees them (validation.py checks
+them). Plain named tuples and enums: the journal encodes and decodes them by their fields'
+types, so this module stays interpreted when the domain is compiled (setup.py).
 
 Every quantity and price is finite, positive where it must be, and at most MAX_QUANTITY
 or MAX_PRICE; so every quantity the book holds stays finite and within MAX_QUANTITY, where
@@ -7,11 +9,8 @@ a double still resolves changes of 1e-4 (docs/design.md, "The exposure model")."
 from __future__ import annotations
 
 import enum
-import math
 from typing import NamedTuple
 
-from .errors import InvalidArgument
-from .ids import canonical_id, canonical_symbol
 
 MAX_QUANTITY = 1e12
 MAX_PRICE = 1e12
@@ -88,118 +87,3 @@ class PositionSnapshot(NamedTuple):
     symbol: str
     quantity: float
     mark_price: float
-
-
-def check_positive(value: float, field: str, most: float = math.inf) -> float:
-    """Return value if it is a finite number greater than zero and at most `most` (NaN
-    fails the test)."""
-    if not 0.0 < value < math.inf:
-        raise InvalidArgument(field, f"must be a finite number > 0, got {value!r}")
-    if value > most:
-        raise InvalidArgument(field, f"must be at most {most:g}, got {value:g}")
-    return value
-
-
-def check_finite(value: float, field: str) -> float:
-    if not math.isfinite(value):
-        raise InvalidArgument(field, f"must be a finite number, got {value!r}")
-    return value
-
-
-def check_side(side: object) -> Side:
-    # signed_quantity tests identity, so a raw int (even 1) would read as a sell
-    if side is not Side.BUY and side is not Side.SELL:
-        raise InvalidArgument("side", f"must be Side.BUY or Side.SELL, got {side!r}")
-    return side
-
-
-def validate_order(order: Order) -> Order:
-    """The order with canonical ids; InvalidArgument for a malformed field (a denial is
-    something else). client_order_id is required: it keys the working order."""
-    side = order.side
-    if side is not _BUY and side is not _SELL:
-        check_side(side)
-    quantity, price = order.quantity, order.price
-    if not (0.0 < quantity <= MAX_QUANTITY and 0.0 < price <= MAX_PRICE):  # NaN fails too
-        check_positive(quantity, "quantity", MAX_QUANTITY)
-        check_positive(price, "price", MAX_PRICE)
-    key = (order.account, order.strategy, order.symbol)
-    symbol = _routes.get(key)
-    if symbol is None:
-        symbol = _route(*key)
-    canonical_id(order.client_order_id, "client_order_id")
-    replaces = order.replaces_client_order_id
-    if replaces:
-        canonical_id(replaces, "replaces_client_order_id")
-        if replaces == order.client_order_id:
-            raise InvalidArgument("replaces_client_order_id", "must differ from"
-                                  " client_order_id")
-    # Canonical ids are taken as they are; only a symbol may be folded.
-    return order if symbol == order.symbol else order._replace(symbol=symbol)
-
-
-# (account, strategy, symbol) found canonical -> the symbol folded. A few routes carry
-# nearly every order, so most checks validate their three ids with one lookup. Bounded:
-# emptied when full.
-_routes: dict[tuple[str, str, str], str] = {}
-MAX_ROUTES = 4096
-_BUY, _SELL = Side.BUY, Side.SELL
-
-
-def _route(account: str, strategy: str, symbol: str) -> str:
-    canonical_id(account, "account")
-    canonical_id(strategy, "strategy")
-    folded = canonical_symbol(symbol, "symbol")
-    if len(_routes) >= MAX_ROUTES:
-        _routes.clear()
-    _routes[(account, strategy, symbol)] = folded
-    return folded
-
-
-def validate_fill(fill: Fill) -> Fill:
-    """The fill with canonical ids; client_order_id and fill_id are required."""
-    check_side(fill.side)
-    check_positive(fill.quantity, "quantity", MAX_QUANTITY)
-    check_positive(fill.price, "price", MAX_PRICE)
-    return fill._replace(account=canonical_id(fill.account, "account"),
-                         strategy=canonical_id(fill.strategy, "strategy"),
-                         symbol=canonical_symbol(fill.symbol, "symbol"),
-                         client_order_id=canonical_id(fill.client_order_id, "client_order_id"),
-                         fill_id=canonical_id(fill.fill_id, "fill_id"))
-
-
-def validate_update(update: OrderUpdate) -> OrderUpdate:
-    if not isinstance(update.status, OrderStatus):
-        raise InvalidArgument("status", f"unknown order status {update.status!r}")
-    remaining = update.remaining_quantity
-    if remaining is not None:
-        check_finite(remaining, "remaining_quantity")
-        if not 0.0 <= remaining <= MAX_QUANTITY:
-            raise InvalidArgument("remaining_quantity", f"must be within 0..{MAX_QUANTITY:g}")
-    elif update.status is OrderStatus.OPEN:
-        raise InvalidArgument("remaining_quantity", "is required with ORDER_STATUS_OPEN")
-    return update._replace(account=canonical_id(update.account, "account"),
-                           client_order_id=canonical_id(update.client_order_id,
-                                                        "client_order_id"))
-
-
-def validate_snapshot(position: PositionSnapshot, field: str) -> PositionSnapshot:
-    check_finite(position.quantity, f"{field}.quantity")
-    if abs(position.quantity) > MAX_QUANTITY:
-        raise InvalidArgument(f"{field}.quantity", f"must be within ±{MAX_QUANTITY:g}")
-    if position.mark_price:
-        check_positive(position.mark_price, f"{field}.mark_price", MAX_PRICE)
-    elif position.quantity:
-        raise InvalidArgument(f"{field}.mark_price", "is required for an open position")
-    return position._replace(strategy=canonical_id(position.strategy, f"{field}.strategy"),
-                             symbol=canonical_symbol(position.symbol, f"{field}.symbol"))
-
-
-def validate_open_order(order: OpenOrder, field: str) -> OpenOrder:
-    check_side(order.side)
-    check_positive(order.remaining_quantity, f"{field}.remaining_quantity", MAX_QUANTITY)
-    check_positive(order.price, f"{field}.price", MAX_PRICE)
-    return order._replace(
-        client_order_id=canonical_id(order.client_order_id, f"{field}.client_order_id"),
-        strategy=canonical_id(order.strategy, f"{field}.strategy"),
-        symbol=canonical_symbol(order.symbol, f"{field}.symbol"))
