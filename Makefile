@@ -3,22 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install tools clients test-clients run test proto bench bench-clients bench-peers
+.PHONY: install compile tools clients test-clients run test proto bench bench-clients bench-peers
 
 # Every client with a Makefile of its own (clients/python needs no build: its launchers run
 # the venv's ess_client).
 CLIENTS := $(patsubst clients/%/Makefile,%,$(wildcard clients/*/Makefile))
 
-install: $(VENV)/.installed node_modules/.installed tools
+install: $(VENV)/.compiled node_modules/.installed tools
 
 tools:  ## grpcurl, grpc_health_probe and ghz, pinned, built with Go into .tools/bin
 	bash scripts/install_tools.sh
 
-$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+# Editable installs; the decision domain is compiled apart (below), so ESS_NO_MYPYC here.
+$(VENV)/.installed: pyproject.toml setup.py clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e clients/python -e '.[test]'
+	ESS_NO_MYPYC=1 $(BIN)/pip install --quiet -e clients/python -e '.[test]'
+	$(BIN)/pip install --quiet $$($(BIN)/python -c "import tomllib; print(*(r for r in \
+	  tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'] if 'mypy' in r))")
 	touch $@
+
+# The decision domain (ess_sidecar/domain) compiled with mypyc next to its sources, as
+# `pip install` of the repository compiles it (setup.py); again whenever a source changes.
+# An extension module shadows its .py, so tests refuse a stale one (tests/conftest.py).
+$(VENV)/.compiled: $(VENV)/.installed setup.py $(wildcard ess_sidecar/domain/*.py)
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	touch ess_sidecar/domain/*.so $@  # current now, even where the build found nothing to redo
+
+compile: $(VENV)/.compiled  ## compile the decision domain in place (mypyc)
 
 # buf is pinned exactly in package.json and its only dependencies are its exact-pinned
 # platform binaries; no lock file, because `npm ci` insists on entries for every platform.
@@ -26,7 +38,7 @@ node_modules/.installed: package.json
 	npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: $(VENV)/.installed  ## run the sidecar: 127.0.0.1:50051, state in ./state/ess.db
+run: $(VENV)/.compiled  ## run the sidecar: 127.0.0.1:50051, state in ./state/ess.db
 	$(BIN)/ess-sidecar serve
 
 clients: $(VENV)/.installed node_modules/.installed  ## build each client's ess-check, ess-smoke, ess-bench
@@ -48,13 +60,13 @@ proto: $(VENV)/.installed node_modules/.installed  ## regenerate every committed
 	PYTHON=$(abspath $(BIN))/python scripts/gen_go.sh
 	$(MAKE) -C clients/typescript proto
 
-bench: $(VENV)/.installed  ## latency benchmark against a bare grpcio server
+bench: $(VENV)/.compiled  ## latency benchmark against a bare grpcio server
 	$(BIN)/python benchmarks/check_latency.py
 
 bench-clients: clients  ## every language's client, stream p50/p99 over UDS, 1 and 8 in flight
 	$(BIN)/python benchmarks/clients.py
 
-bench-peers: $(VENV)/.installed  ## the sidecar beside bare grpcio and OPA: benchmarks/results/
+bench-peers: $(VENV)/.compiled  ## the sidecar beside bare grpcio and OPA: benchmarks/results/
 	bash benchmarks/peers/install_opa.sh
 	$(BIN)/pip install --quiet -r benchmarks/peers/requirements.txt
 	$(BIN)/python benchmarks/peers/run.py $(PEERS_ARGS)

@@ -301,7 +301,8 @@ class Breakers:
         readings = []
         for scope in itertools.islice(reversed(self._meters), most):
             meters = self._meters[scope]
-            values = {slot.breaker: value for slot, value in meters.levels.items()}
+            values: dict[str, float] = {slot.breaker: value
+                                        for slot, value in meters.levels.items()}
             values.update((name, float(self._prune(meters, name, self.rule(scope, name), now)))
                           for name in meters.events)
             values[Breaker.CONSECUTIVE_LOSSES] = float(meters.losses)

@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from .book import AccountBook, Leg
+from .book import AccountBook, Leg, StrategyLeg
 from .decisions import DecisionReason, Denial
 from .limits import LimitSettings
 from .orders import Order, Side
@@ -54,7 +54,7 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     if settings.exposure_enabled and (grows_net or grows_leg):
         denial = _exposure(order, book, settings, net_after if grows_net else None,
                            leg_after if grows_leg else None,
-                           leg.value if leg is not _EMPTY else 0.0)
+                           leg.value if isinstance(leg, StrategyLeg) else 0.0)
         if denial is not None:
             return denial
     if grows_net and not net.peak and settings.max_open_positions:
@@ -107,8 +107,8 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
                              settings.max_symbol_exposure_pct)
     if leg_after is None:
         return None
-    for strategy, symbol in book.unpriced:  # a leg with a worst case and no price
-        return _mark_unknown(order.account, symbol)
+    for _, unpriced in book.unpriced:  # a leg with a worst case and no price
+        return _mark_unknown(order.account, unpriced)
     # The sums hold every leg at its worst case before the order: the order's own leg is
     # replaced by its worst case after it, at the order's price if that is higher.
     change = leg_after * price - own_value

@@ -116,10 +116,10 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if record.client_order_id not in listed:
             ledger.end(record)
     for coid, order in listed.items():
-        record = ledger.get(account, coid)
-        if record is None or not record.working:
+        known = ledger.get(account, coid)
+        if known is None or not known.working:
             ledger.adopt(account, order, now, ADOPTED)
-        elif order.remaining_quantity < record.remaining:
-            ledger.release(record, record.remaining - order.remaining_quantity)
-        elif order.remaining_quantity > record.remaining:
-            ledger.grow(record, order.remaining_quantity - record.remaining)
+        elif order.remaining_quantity < known.remaining:
+            ledger.release(known, known.remaining - order.remaining_quantity)
+        elif order.remaining_quantity > known.remaining:
+            ledger.grow(known, order.remaining_quantity - known.remaining)

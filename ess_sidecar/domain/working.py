@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .book import Book
+from .book import Book, Leg
 from .orders import OpenOrder, Order, Side
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
@@ -153,7 +153,8 @@ class OrderLedger:
             yield
             return
         book = self._book.account(record.account)
-        legs = (book.leg(record.strategy, record.symbol), book.net(record.symbol))
+        legs: tuple[Leg, Leg] = (book.leg(record.strategy, record.symbol),
+                                 book.net(record.symbol))
         saved = [leg.saved() for leg in legs]
         for leg in legs:
             leg.release(record.side, record.remaining, ended=True)
@@ -199,9 +200,9 @@ class OrderLedger:
             key, (seen, client_order_id) = next(iter(fill_ids.items()))
             if seen > now - retention_s:
                 break
-            record = records.get((key[0], client_order_id))
+            owner = records.get((key[0], client_order_id))
             value = fill_ids.pop(key)
-            if record is not None and record.working:  # a replay would count twice
+            if owner is not None and owner.working:  # a replay would count twice
                 fill_ids[key] = value
             else:
                 forgotten += 1

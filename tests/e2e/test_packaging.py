@@ -106,11 +106,14 @@ def test_the_built_wheel_alone_gives_a_working_sidecar_and_essctl(tmp_path: Path
     python, bin_dir = venv / "bin" / "python", venv / "bin"
     ok(run([python, *PIP, "install", "--no-compile", built[0]], tmp_path, INSTALL_TIMEOUT_S))
 
-    # What runs is the venv's copy, not the repository's files.
-    where = ok(run([python, "-c", "import ess.v1.guard_pb2_grpc as g, ess_sidecar as s; "
-                    "print(g.__file__); print(s.__file__)"], tmp_path, 60))
+    # What runs is the venv's copy, not the repository's files; its decision domain is
+    # compiled (setup.py, mypyc).
+    where = ok(run([python, "-c", "import ess.v1.guard_pb2_grpc as g, ess_sidecar as s, "
+                    "ess_sidecar.domain.engine as e; print(g.__file__); print(s.__file__); "
+                    "print(e.__file__)"], tmp_path, 60))
     for line in where.splitlines():
         assert Path(line).is_relative_to(venv), f"imported from outside the venv: {where}"
+    assert where.splitlines()[-1].endswith(".so"), f"the domain is not compiled: {where}"
 
     ok(run([bin_dir / "ess-sidecar", "check-config", source / "config" / "ess.example.toml"],
            tmp_path, 60))

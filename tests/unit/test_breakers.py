@@ -191,7 +191,7 @@ def test_invalid_metric_values_are_rejected_and_change_nothing(metric, value):
 def test_trigger_halts_a_scope_with_its_reason_and_directives(engine):
     plan = engine.plan_trigger(Trigger(strategy(), TriggerMode.HALT, "fat finger",
                                        TriggerReason.RISK_VIOLATION,
-                                       [Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS],
+                                       (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS),
                                        "alice"), T0)
     (transition,) = run(engine, plan)
     assert (transition.version, transition.previous, transition.state, transition.cause,
