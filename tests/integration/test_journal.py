@@ -3,13 +3,14 @@ damage (a flipped bit, a torn or missing record, a deleted file or seal) is foun
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from ess_sidecar.adapters.storage.journal import FileJournal, JournalDamaged, _admitted, _plain
+from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, FileJournal, JournalDamaged, \
+    _admitted, _chain, _entry
+from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, \
@@ -60,9 +61,38 @@ def test_every_command_reads_back_as_written(tmp_path: Path) -> None:
     assert journal(tmp_path).load() == EVERY_COMMAND
 
 
-def test_the_hot_path_encoding_is_the_general_one() -> None:
-    admitted = Admitted(ORDER, 1.790000000123e9, "abcd-12")
-    assert json.loads(_admitted(admitted)) == ["Admitted", _plain(admitted), []]
+@pytest.mark.parametrize("admitted", [
+    Admitted(ORDER, 1.790000000123e9, "abcd-12"),
+    Admitted(Order("\u00e9t\u00e9", "s t", "\u00c5", Side.BUY, 1e12, 5e-324, False, "x", ""),
+             0.1, "d-9"),
+    Admitted(Order("a", "b", "C", Side.SELL, 0.30000000000000004, 1e12, True, "y" * 128, "z"),
+             1e-300, "volatile-1"),
+])
+def test_an_allowed_order_is_a_binary_record_read_back_exactly(admitted: Admitted) -> None:
+    payload = _admitted(admitted)
+    assert payload[:1] == b"\x01" and not payload.startswith(b"[")
+    assert _entry(payload) == (admitted, ())
+    assert type(_entry(payload)[0].order.side) is Side
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x01",  # no numbers
+    b"\x01" + b"\x00" * 8,  # too few
+    _admitted(Admitted(ORDER, 1.0, "d-1")) + b"\x00more",  # seven ids
+    _admitted(Admitted(ORDER, 1.0, "d-1")).replace(b"momo", b"m\xffmo"),  # not UTF-8
+    b"\x01\x07" + _admitted(Admitted(ORDER, 1.0, "d-1"))[2:],  # side 7
+    b"\x01\x01\x02" + _admitted(Admitted(ORDER, 1.0, "d-1"))[3:],  # reduce_only 2
+])
+def test_a_binary_record_that_does_not_decode_is_damage(tmp_path: Path,
+                                                        payload: bytes) -> None:
+    """Chained and sealed as a real record would be, yet not an Admitted: never replayed
+    as something else, never a crash."""
+    path = tmp_path / "ess.db.journal"
+    chain = _chain(GENESIS, payload)
+    path.write_bytes(HEADER.pack(len(payload), chain) + payload)
+    Seal(f"{path}.seal").write({"records": 1, "chain": chain.hex()})
+    with pytest.raises(JournalDamaged, match="record 1 cannot be decoded"):
+        FileJournal(path).load()
 
 
 def test_records_written_without_a_sync_survive_the_process(tmp_path: Path) -> None:

@@ -15,7 +15,11 @@ Each record is framed as `length (4 bytes) | chain (16) | payload`, where chain 
 BLAKE2b-128 of the previous record's chain and this payload: a flipped bit, a torn or
 missing record, or a journal shorter than its seal is found on load and raises
 JournalDamaged. Payloads are JSON: `[command name, fields, transitions]`, decoded by the
-field types of the command's dataclass (domain/commands.py), never by evaluating them.
+field types of the command's dataclass (domain/commands.py), never by evaluating them;
+but for the one record of the hot path, an allowed order (`Admitted`), which is binary:
+0x01 (JSON starts with "["), then side, reduce_only, quantity, price and time packed
+(`<BBddd`), then the six ids joined by NUL (a canonical id holds no control character),
+in UTF-8. Encoding it takes about a fifth of what its JSON took (float reprs).
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import NoneType, UnionType
-from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 from typing import Any, Union
 
 from ...domain import commands
 from ...domain.commands import Admitted, Command
 from ...domain.errors import StoreDamaged, StoreUnavailable
+from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
 from .seal import Seal, SealUnreadable
@@ -48,6 +52,8 @@ HEADER = struct.Struct(">I16s")
 GENESIS = bytes(16)
 MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
 COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
+ADMITTED = b"\x01"  # the first byte of a binary Admitted record
+ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
 
 
 def journal_path(store_path: str | os.PathLike[str]) -> str:
@@ -104,7 +110,7 @@ class FileJournal(Journal):
         return entries
 
     def record(self, command: Command | None, transitions: Sequence[Transition] = ()) -> None:
-        if type(command) is Admitted and not transitions:  # the hot path: ~3 µs, not ~11
+        if type(command) is Admitted and not transitions:  # the hot path, in binary
             payload = _admitted(command)
         else:
             payload = json.dumps([type(command).__name__ if command else "", _plain(command),
@@ -267,16 +273,31 @@ def _plain(value: Any) -> Any:
 
 
 def _admitted(admitted: Admitted) -> bytes:
-    """What _plain and json.dumps make of an Admitted, written out: every number in it
-    is finite (the order was validated to be allowed), so repr is valid JSON."""
-    o, text = admitted.order, _json_string
-    return (f'["Admitted",[[{text(o.account)},{text(o.strategy)},{text(o.symbol)},{o.side:d},'
-            f'{o.quantity!r},{o.price!r},{"true" if o.reduce_only else "false"},'
-            f'{text(o.client_order_id)},{text(o.replaces_client_order_id)}],'
-            f'{admitted.now!r},{text(admitted.decision_id)}],[]]').encode()
+    """An Admitted as its binary record (the module docstring gives the layout)."""
+    o = admitted.order
+    return (ADMITTED + ADMITTED_NUMBERS.pack(o.side, o.reduce_only, o.quantity, o.price,
+                                             admitted.now)
+            + "\x00".join((o.account, o.strategy, o.symbol, o.client_order_id,
+                            o.replaces_client_order_id, admitted.decision_id)).encode())
+
+
+def _admitted_from(payload: bytes) -> JournalEntry:
+    try:
+        side, reduce_only, quantity, price, now = ADMITTED_NUMBERS.unpack_from(payload, 1)
+    except struct.error as error:
+        raise ValueError(f"a binary Admitted record of {len(payload)} bytes") from error
+    account, strategy, symbol, client_order_id, replaces, decision_id = \
+        payload[1 + ADMITTED_NUMBERS.size:].decode().split("\x00")
+    if reduce_only > 1:
+        raise ValueError(f"reduce_only {reduce_only} is not a boolean")
+    order = Order(account, strategy, symbol, Side(side), quantity, price, bool(reduce_only),
+                  client_order_id, replaces)
+    return Admitted(order, now, decision_id), ()
 
 
 def _entry(payload: bytes) -> JournalEntry:
+    if payload[:1] == ADMITTED:
+        return _admitted_from(payload)
     name, fields, transitions = json.loads(payload)
     command = _decode(COMMANDS[name], fields) if name else None
     return command, tuple(_decode(Transition, t) for t in transitions)
