@@ -22,7 +22,7 @@ decide otherwise."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .orders import Side
@@ -192,9 +192,7 @@ class AccountBook:
         """Count the leg's worst case × price in the sums, in place of what it was."""
         peak = leg.peak
         if peak:
-            price = self.marks.get(leg.symbol)
-            if price is None:
-                price = self.reference(leg.symbol)
+            price = self.price(leg.symbol)
             if price:
                 value = peak * price
                 if self.unpriced:
@@ -214,6 +212,11 @@ class AccountBook:
             self.total = before + (value - old)
             self.slack += (value + old + abs(before) + abs(self.total)) * ROUNDING
 
+    def exposure_with(self, strategy: str, change: float) -> tuple[float, float]:
+        """The strategy's and the account's sums with `change` added to one of its legs."""
+        exposure = self.strategies.get(strategy)
+        return (exposure.value if exposure else 0.0) + change, self.total + change
+
     def resum(self) -> None:
         """Make the sums again from the legs, exactly rounded: no slack left."""
         for exposure in self.strategies.values():
@@ -225,10 +228,6 @@ class AccountBook:
             self.strategies[strategy].value = math.fsum(values)
         self.total = math.fsum(leg.value for leg in self.legs.values())
         self.slack = 0.0
-
-    def strategy_legs(self, strategy: str) -> Iterator[tuple[str, StrategyLeg]]:
-        return ((symbol, leg) for (owner, symbol), leg in self.legs.items()
-                if owner == strategy)
 
     def tidy(self, strategy: str, symbol: str) -> None:
         """Forget legs that hold nothing, so idle ids cost no memory."""

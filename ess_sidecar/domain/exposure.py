@@ -107,21 +107,19 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
                              settings.max_symbol_exposure_pct)
     if leg_after is None:
         return None
-    for _, unpriced in book.unpriced:  # a leg with a worst case and no price
-        return _mark_unknown(order.account, unpriced)
+    if book.unpriced:  # a leg with a worst case and no price
+        _, symbol = next(iter(book.unpriced))
+        return _mark_unknown(order.account, symbol)
     # The sums hold every leg at its worst case before the order: the order's own leg is
     # replaced by its worst case after it, at the order's price if that is higher.
     change = leg_after * price - own_value
-    exposure = book.strategies.get(order.strategy)
-    strategy = (exposure.value if exposure else 0.0) + change
-    portfolio = book.total + change
-    if book.slack:
-        near = 2.0 * book.slack  # twice the bound: the comparison below rounds too
-        if abs(strategy - settings.max_strategy_exposure_pct * equity / 100.0) <= near \
-                or abs(portfolio - settings.max_portfolio_exposure_pct * equity / 100.0) <= near:
-            book.resum()  # rounding could decide: the sums made again, exactly
-            strategy = (exposure.value if exposure else 0.0) + change
-            portfolio = book.total + change
+    strategy, portfolio = book.exposure_with(order.strategy, change)
+    strategy_cap = settings.max_strategy_exposure_pct * equity / 100.0
+    portfolio_cap = settings.max_portfolio_exposure_pct * equity / 100.0
+    near = 2.0 * book.slack  # twice the sums' rounding bound: the comparisons round too
+    if near and (abs(strategy - strategy_cap) <= near or abs(portfolio - portfolio_cap) <= near):
+        book.resum()  # rounding could decide: the sums made again, exactly
+        strategy, portfolio = book.exposure_with(order.strategy, change)
     if strategy * percent > settings.max_strategy_exposure_pct:
         return _too_much(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",
                          strategy * percent, settings.max_strategy_exposure_pct)

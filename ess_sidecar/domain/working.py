@@ -224,11 +224,8 @@ class OrderLedger:
 
     def _legs_reserve(self, record: OrderRecord) -> None:
         book = self._book.account(record.account)
-        strategy, symbol, side, quantity = (record.strategy, record.symbol, record.side,
-                                            record.remaining)
-        (book.legs.get((strategy, symbol)) or book.leg(strategy, symbol)).reserve(side,
-                                                                                  quantity)
-        (book.nets.get(symbol) or book.net(symbol)).reserve(side, quantity)
+        book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining)
+        book.net(record.symbol).reserve(record.side, record.remaining)
 
 
 def _bump(table: dict, key: object, delta: int) -> None:

@@ -62,16 +62,14 @@ class Seal:
             self._create(data)
             return
         try:
-            if os.fstat(fd).st_size != SIZE:  # not one this class wrote: replace it whole
-                os.close(fd)
-                fd = -1
-                self._create(data)
-                return
-            os.pwrite(fd, data, 0)
-            os.fdatasync(fd)
+            whole = os.fstat(fd).st_size != SIZE  # not one this class wrote: replace it
+            if not whole:
+                os.pwrite(fd, data, 0)
+                os.fdatasync(fd)
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
+        if whole:
+            self._create(data)
 
     def _create(self, data: bytes) -> None:
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
