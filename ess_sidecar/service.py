@@ -3,10 +3,14 @@ the store first, then applied to the engine, then published to watchers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NoReturn, TypeVar
 
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
@@ -32,6 +36,24 @@ log = logging.getLogger(__name__)
 MAX_REPLAY = 100_000
 # The epochs this sidecar sends are "" or "volatile-<8 hex>".
 MAX_EPOCH_LENGTH = 64
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A write a command needs stored before it goes on. `holds`: transitions that block
+    checks while it is written. `on_loop`: written on the event loop, checks waiting."""
+
+    write: Callable[[], None]
+    holds: Sequence[Transition] = ()
+    on_loop: bool = False
+
+
+# A command, as steps: it yields the writes it needs stored, and returns its result.
+Steps = Generator[Durable, None, T]
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,8 @@ class Guard(GuardReadings):
         self._store = store
         self._journal = journal or NoJournal()
         self._clock = clock
+        self._writing = asyncio.Lock()  # run_async: one command at a time
+        self._thread: ThreadPoolExecutor | None = None  # the store's, while served
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
 
@@ -98,26 +122,39 @@ class Guard(GuardReadings):
         return decision
 
     # -- commands ---------------------------------------------------------------------------
+    # Each command is written once, as steps (a generator) that yield the durable writes it
+    # needs. `run` does them here (tests, in-process use); `run_async` in the store's own
+    # thread, so that an fsync never stops the event loop and checks go on meanwhile.
 
     def report_metric(self, scope: Scope, metric: Metric, value: float,
                       actor: str = SYSTEM_ACTOR) -> Outcome:
+        return self.run(self.report_metric_steps(scope, metric, value, actor))
+
+    def report_metric_steps(self, scope: Scope, metric: Metric, value: float,
+                            actor: str = SYSTEM_ACTOR) -> Steps[Outcome]:
         now = self._clock.now()
         plan = self.engine.plan_report(scope, metric, value, now, actor)
-        outcome = self._outcome(scope, self._commit(plan, MetricReported(scope, metric, value,
-                                                                         now)))
+        transitions = yield from self._commit(plan, MetricReported(scope, metric, value, now))
+        outcome = self._outcome(scope, transitions)
         if plan.refusal:
             raise CapacityExceeded(plan.refusal)
         self.telemetry.metric_reported(metric)
         return outcome
 
     def report_fill(self, fill: Fill, actor: str = SYSTEM_ACTOR) -> FillReport:
+        return self.run(self.report_fill_steps(fill, actor))
+
+    def report_fill_steps(self, fill: Fill, actor: str = SYSTEM_ACTOR) -> Steps[FillReport]:
         """Apply a fill; one of an order the sidecar never allowed trips the account,
-        durably, before this returns."""
+        durably, before this returns. That trip is written on the event loop: the fill
+        changed the book before it, and a check answered while it was written would be
+        journaled before the fill, and replayed in another order than it happened."""
         now = self._clock.now()
         plan, outcome = self.engine.plan_fill(fill, now, actor)
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
         command = None if outcome.duplicate else FillReported(fill, now)
-        state = self._outcome(account, self._commit(plan, command))
+        transitions = yield from self._commit(plan, command, on_loop=True)
+        state = self._outcome(account, transitions)
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
                                                  "reason": outcome.unchecked})
@@ -150,22 +187,33 @@ class Guard(GuardReadings):
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
                   deregister: bool = False) -> Outcome:
+        return self.run(self.heartbeat_steps(executor_id, scope, ttl_s, deregister))
+
+    def heartbeat_steps(self, executor_id: str, scope: Scope, ttl_s: float,
+                        deregister: bool = False) -> Steps[Outcome]:
         now = self._clock.now()
         changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister)
         self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister))
         if changed and deregister:
-            self._durably(lambda: self._store.delete_registration(executor_id))
+            yield Durable(lambda: self._store.delete_registration(executor_id))
         elif changed:
-            self._durably(lambda: self._store.save_registration(executor_id, scope, ttl_s))
+            yield Durable(lambda: self._store.save_registration(executor_id, scope, ttl_s))
         return self._outcome(scope, [])
 
     def trigger(self, trigger: Trigger) -> Outcome:
+        return self.run(self.trigger_steps(trigger))
+
+    def trigger_steps(self, trigger: Trigger) -> Steps[Outcome]:
         now = self._clock.now()
         plan = self.engine.plan_trigger(trigger, now)
-        return self._outcome(trigger.scope, self._commit(plan, Triggered(now)))
+        return self._outcome(trigger.scope, (yield from self._commit(plan, Triggered(now))))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str,
               latches: Iterable[str] = ()) -> Outcome:
+        return self.run(self.reset_steps(scope, reason, force, actor, latches))
+
+    def reset_steps(self, scope: Scope, reason: str, force: bool, actor: str,
+                    latches: Iterable[str] = ()) -> Steps[Outcome]:
         """Lift the named latches of a scope (none named: all of them)."""
         now = self._clock.now()
         latches = tuple(latches)
@@ -184,16 +232,89 @@ class Guard(GuardReadings):
                 "expires_at": pending.expires_at, "latches": pending.latches})
             self._record(command)
             return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
-        return self._outcome(scope, self._commit(plan, command))
+        return self._outcome(scope, (yield from self._commit(plan, command)))
 
     def run_timers(self) -> list[Transition]:
+        return self.run(self.timers_steps())
+
+    def timers_steps(self) -> Steps[list[Transition]]:
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
         by `Timers` (timers.py), whatever transport serves the guard."""
         now = self._clock.now()
         forgotten = self.engine.expire(now)
         plan = self.engine.plan_timers(now)
         # Most runs change nothing and are not journaled (10 a second).
-        return self._commit(plan, TimersRan(now) if forgotten or plan.transitions else None)
+        return (yield from self._commit(plan, TimersRan(now) if forgotten or plan.transitions
+                                        else None))
+
+    # -- running commands -------------------------------------------------------------------
+
+    def run(self, steps: Steps[T]) -> T:
+        """Run a command to its end, its durable writes here. Not while run_async runs one:
+        that is for the event loop that serves the guard."""
+        if self._writing.locked():
+            raise RuntimeError("a command is being written off the loop: use run_async")
+        try:
+            durable = next(steps)
+            while True:
+                self._durably(durable.write)
+                durable = steps.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def run_async(self, steps: Steps[T]) -> T:
+        """Run a command to its end, its durable writes in the store's thread while the
+        event loop goes on deciding. Commands run one at a time, in the order they came.
+        A command once started finishes even if its caller is cancelled (a client's
+        deadline): its writes must be applied in memory, or the next command's versions
+        would clash with them in the store."""
+        return await asyncio.shield(asyncio.ensure_future(self._run_async(steps)))
+
+    async def _run_async(self, steps: Steps[T]) -> T:
+        async with self._writing:
+            try:
+                durable = next(steps)
+                while True:
+                    await self._durably_async(durable)
+                    durable = steps.send(None)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def _durably_async(self, durable: Durable) -> None:
+        if durable.on_loop:
+            self._durably(durable.write)
+            return
+        version = self.engine.version
+        self.engine.hold(durable.holds)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._store_thread(),
+                                                             durable.write)
+        except Exception as error:
+            self.engine.release()  # then at once GLOBAL: no check in between
+            self._failed(error)
+        self.engine.release()
+        if self.engine.version != version:  # failed closed meanwhile (the journal)
+            raise StoreUnavailable("the sidecar failed closed while this change was stored")
+
+    async def read_async(self, read: Callable[[], R]) -> R:
+        """A read of the store (history, a watcher's resume) in the store's thread: it
+        never waits on the event loop, nor the loop on it, and sees only committed data."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread(), read)
+
+    async def drain(self) -> None:
+        """Wait for the command being written, then stop the store's thread: before the
+        store closes."""
+        async with self._writing:
+            if self._thread is not None:
+                self._thread.shutdown(wait=True)
+                self._thread = None
+
+    def _store_thread(self) -> ThreadPoolExecutor:
+        """One thread does every store call while serving: one SQLite connection, never
+        used by two threads at once."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ess-store")
+        return self._thread
 
     def fail_closed(self, reason: str) -> None:
         """Trip GLOBAL in memory when durability is lost (unreadable or unwritable store):
@@ -253,10 +374,33 @@ class Guard(GuardReadings):
     def events(self, query: EventQuery) -> list[Transition]:
         return self._store.events(query)
 
+    async def events_async(self, query: EventQuery) -> list[Transition]:
+        return await self.read_async(lambda: self._store.events(query))
+
     def watch(self, scopes: Iterable[Scope], from_version: int, epoch: str = "") -> WatchStart:
         """Start a watcher with no gap: the initial part and the subscription are taken in
         one step, so no transition falls between them. Resuming (from_version > 0) needs
         the epoch the watcher last saw: versions are only comparable within one epoch."""
+        start = self._subscribe(scopes, from_version, epoch)
+        with self._unsubscribed_on_error(start):
+            if from_version:
+                start.initial.extend(self._replay(from_version, start.version))
+        return self._started(start)
+
+    async def watch_async(self, scopes: Iterable[Scope], from_version: int,
+                          epoch: str = "") -> WatchStart:
+        """As watch(), the missed transitions read in the store's thread. Still no gap:
+        the subscription is taken first, and queues every transition after `version`."""
+        start = self._subscribe(scopes, from_version, epoch)
+        with self._unsubscribed_on_error(start):
+            if from_version:
+                start.initial.extend(await self.read_async(
+                    lambda: self._replay(from_version, start.version)))
+        return self._started(start)
+
+    def _subscribe(self, scopes: Iterable[Scope], from_version: int,
+                   epoch: str) -> WatchStart:
+        """The subscription, the snapshot when from_version is 0, else nothing yet."""
         scopes = frozenset(scopes)
         version = self.engine.version
         if len(epoch) > MAX_EPOCH_LENGTH:  # never echo an unbounded string back
@@ -268,23 +412,33 @@ class Guard(GuardReadings):
         if from_version > version:
             raise ResyncRequired(f"from_version {from_version} is ahead of this sidecar's"
                                  f" version {version}; resubscribe from 0")
-        if from_version == 0:
-            initial, is_snapshot = self.engine.restricted(), True
-        else:
-            initial, is_snapshot = self._replay(from_version, version), False
+        missed = version - from_version
+        if from_version and missed > MAX_REPLAY:
+            raise ResyncRequired(f"more than {MAX_REPLAY} transitions since version"
+                                 f" {from_version}; resubscribe from 0")
+        initial = [] if from_version else self.engine.restricted()
         subscription = self.subscribers.add(scopes)
         subscription.delivered = version
-        initial = [t for t in initial if subscription.matches(t)]
-        return WatchStart(initial, is_snapshot, version, subscription)
+        return WatchStart(initial, not from_version, version, subscription)
+
+    @contextlib.contextmanager
+    def _unsubscribed_on_error(self, start: WatchStart) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.subscribers.remove(start.subscription)
+            raise
+
+    @staticmethod
+    def _started(start: WatchStart) -> WatchStart:
+        start.initial[:] = [t for t in start.initial if start.subscription.matches(t)]
+        return start
 
     def _replay(self, from_version: int, version: int) -> list[Transition]:
         """Every transition after from_version up to the current version, or resync: the
         store's run must start right after from_version and reach `version` (a transition
         held only in memory, after a failed write, is not in the store)."""
         missed = version - from_version
-        if missed > MAX_REPLAY:
-            raise ResyncRequired(f"more than {MAX_REPLAY} transitions since version"
-                                 f" {from_version}; resubscribe from 0")
         replay = self._store.events_after(from_version, missed) if missed else []
         if [t.version for t in replay] != list(range(from_version + 1, version + 1)):
             raise ResyncRequired(f"history after version {from_version} is not all kept;"
@@ -293,16 +447,18 @@ class Guard(GuardReadings):
 
     # -- durability -------------------------------------------------------------------------
 
-    def _commit(self, plan: Plan, command: Command | None) -> list[Transition]:
+    def _commit(self, plan: Plan, command: Command | None,
+                on_loop: bool = False) -> Steps[list[Transition]]:
         """Store the plan's transitions (fsync), journal the command with them, apply and
         publish them. The journal is synced first, so on disk it is never behind the
-        store; with no transitions, the command is only journaled."""
+        store; with no transitions, the command is only journaled. While the write runs,
+        the plan's trips already block checks (GuardEngine.hold)."""
         if not plan.transitions:
             if command is not None:
                 self._record(command)
             return plan.transitions
-        self._durably(self._journal.sync)
-        self._durably(lambda: self._store.append(plan.transitions))
+        yield Durable(lambda: self._store_transitions(plan.transitions), plan.transitions,
+                      on_loop)
         self._durably(lambda: self._journal.record(command, plan.transitions))
         self.engine.apply(plan.transitions)
         self.subscribers.publish(plan.transitions)
@@ -311,6 +467,11 @@ class Guard(GuardReadings):
         for transition in plan.transitions:
             log.warning("transition", extra=transition_fields(transition))
         return plan.transitions
+
+    def _store_transitions(self, transitions: list[Transition]) -> None:
+        """The durable part of a commit; in the store's thread when served."""
+        self._journal.sync()
+        self._store.append(transitions)
 
     def _record(self, command: Command) -> None:
         """Journal a command that changed memory but caused no transition."""
@@ -325,12 +486,16 @@ class Guard(GuardReadings):
         state that may not be durable: fail closed, and tell the caller UNAVAILABLE."""
         try:
             write()
-        except StoreUnavailable as error:
-            self.fail_closed(f"state store write failed: {error}")
-            raise
         except Exception as error:
-            self.fail_closed(f"state store write failed: {error!r}")
-            raise StoreUnavailable(f"state store write failed: {error!r}") from error
+            self._failed(error)
+
+    def _failed(self, error: Exception) -> NoReturn:
+        """A write failed: fail closed, and raise it as StoreUnavailable."""
+        if isinstance(error, StoreUnavailable):
+            self.fail_closed(f"state store write failed: {error}")
+            raise error
+        self.fail_closed(f"state store write failed: {error!r}")
+        raise StoreUnavailable(f"state store write failed: {error!r}") from error
 
     def _outcome(self, scope: Scope, transitions: list[Transition]) -> Outcome:
         tripped = any(t.scope == scope and t.state in (State.TRIPPED, State.REDUCE_ONLY)

@@ -54,6 +54,9 @@ class GuardEngine:
         self._rate = OrderRate(config.limits.max_orders_per_second)
         self._current: dict[Scope, Transition] = {}
         self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
+        # Restricting transitions being made durable: they block checks already (hold).
+        self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
+        self._holding = False
         self._decision_ids = itertools.count(1)
         self.decision_prefix = decision_prefix  # unique per process
 
@@ -85,7 +88,7 @@ class GuardEngine:
         orders = self.orders
         replacing = orders.get(order.account, order.replaces_client_order_id) \
             if order.replaces_client_order_id else None
-        blocking = self._blocking(order) if self._current else None
+        blocking = self._blocking(order) if self._current or self._holding else None
         book = self.book.peek(order.account) or _NO_BOOK
         if replacing is None:
             denial = first_denial(order, blocking, book, orders, self.config.limits,
@@ -111,16 +114,9 @@ class GuardEngine:
         self.orders.reserve(order, now, decision_id)
 
     def _blocking(self, order: Order) -> Transition | None:
-        by_kind = self._by_kind
-        worst = None
-        for current in (self._current.get(GLOBAL),
-                        by_kind[ScopeKind.ACCOUNT].get(order.account),
-                        by_kind[ScopeKind.STRATEGY].get(order.strategy),
-                        by_kind[ScopeKind.SYMBOL].get(order.symbol)):
-            if current is not None and (worst is None
-                                        or SEVERITY[current.state] > SEVERITY[worst.state]):
-                worst = current
-        return worst
+        """The most severe transition restricting the order's scopes, held ones included."""
+        worst = _most_severe(self._by_kind, order, None)
+        return _most_severe(self._held, order, worst) if self._holding else worst
 
     # -- reports that do not change scope state --------------------------------------------
 
@@ -380,6 +376,23 @@ class GuardEngine:
             elif transition.breaker == Breaker.HEARTBEAT_LOST:
                 self.heartbeats.mark_lost(transition.scope, transition.time)
 
+    def hold(self, transitions: Iterable[Transition]) -> None:
+        """Transitions on their way to the store: until apply(), the restricting ones
+        block checks as if applied, so no check answered while a trip is being written
+        is allowed that would be denied once it is. Loosening ones wait for apply()."""
+        for transition in transitions:
+            if transition.state in RESTRICTING:
+                self._held[transition.scope.kind][transition.scope.id] = transition
+                self._holding = True
+
+    def release(self) -> None:
+        """The held transitions were applied, or could not be stored (then the caller
+        has failed closed already)."""
+        if self._holding:
+            for table in self._held.values():
+                table.clear()
+            self._holding = False
+
     def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:
         """Redo one journaled command's effects on memory, then apply the transitions it
         caused, as they were (domain/commands.py). Raises what the command would raise
@@ -434,6 +447,19 @@ class GuardEngine:
         else:
             self._current[scope] = transition
             table[scope.id] = transition
+
+
+def _most_severe(by_kind: dict[ScopeKind, dict[str, Transition]], order: Order,
+                 worst: Transition | None) -> Transition | None:
+    """The most severe of `worst` and the transitions in `by_kind` on the order's scopes."""
+    for current in (by_kind[ScopeKind.GLOBAL].get(GLOBAL.id),
+                    by_kind[ScopeKind.ACCOUNT].get(order.account),
+                    by_kind[ScopeKind.STRATEGY].get(order.strategy),
+                    by_kind[ScopeKind.SYMBOL].get(order.symbol)):
+        if current is not None and (worst is None
+                                    or SEVERITY[current.state] > SEVERITY[worst.state]):
+            worst = current
+    return worst
 
 
 def _iso(timestamp: float) -> str:

@@ -23,6 +23,7 @@ from ess_sidecar.adapters.grpc.server import Sidecar, SocketPathError
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.service import Durable
 from ess_sidecar.settings import load_settings
 from ess_sidecar.testing import SidecarProcess
 from ess_sidecar.timers import RepeatedFailureLog
@@ -143,7 +144,7 @@ async def test_concurrent_stops_stop_once_and_both_return(start_sidecar) -> None
 # -- timer failures in the log ---------------------------------------------------------------
 
 class FlakyTimers:
-    """Stands in for guard.run_timers: fails or succeeds as told, and lets a test wait
+    """Stands in for guard.timers_steps: fails or succeeds as told, and lets a test wait
     (with a deadline) for a number of further calls."""
 
     def __init__(self) -> None:
@@ -157,7 +158,12 @@ class FlakyTimers:
             self._waiting[1].set()
         if self.error is not None:
             raise self.error
+        return self._no_transitions()
+
+    @staticmethod
+    def _no_transitions() -> Iterator[Durable]:
         return []
+        yield
 
     async def wait_calls(self, more: int, timeout_s: float = 10.0) -> None:
         event = asyncio.Event()
@@ -174,7 +180,7 @@ async def test_persistent_timer_failure_logs_one_traceback_until_it_recovers(
     caplog.set_level(logging.INFO, logger=TIMERS_LOG)
     running = await start_sidecar(timers={"interval_s": 0.01})
     timers = FlakyTimers()
-    monkeypatch.setattr(running.app.guard, "run_timers", timers)
+    monkeypatch.setattr(running.app.guard, "timers_steps", timers)
     await timers.wait_calls(20)
     assert len(tracebacks(caplog)) == 1
     assert "clock source broke" in str(tracebacks(caplog)[0].exc_info[1])

@@ -10,8 +10,11 @@ from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
-from tests.unit.conftest import T0, account, make_engine, position, report, reset, run, \
-    rules, strategy, timers
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.orders import Side
+from ess_sidecar.domain.scopes import GLOBAL
+from tests.unit.conftest import ACCOUNT, T0, account, make_engine, order, position, report, \
+    reset, rules, run, strategy, symbol, timers, trip
 
 COOLDOWN = 15 * 60
 
@@ -141,3 +144,45 @@ def test_a_trigger_is_never_refused_for_its_reason_text():
         tripped.reason
     assert tripped.reason.startswith("slippage\\r\n\\x1b[31mRED") and "more characters]" in \
         tripped.reason
+
+
+# -- a plan being stored: its trips block checks before apply (GuardEngine.hold) ---------------
+
+def plan_trip(engine: GuardEngine, scope, mode: TriggerMode = TriggerMode.HALT):  # noqa: ANN201
+    return engine.plan_trigger(Trigger(scope, mode, "drill", TriggerReason.USER_INITIATED, (),
+                                       "operator"), T0)
+
+
+@pytest.mark.parametrize("scope", [GLOBAL, account(), strategy(), symbol()])
+def test_a_held_trip_denies_orders_on_its_scope_before_it_is_applied(scope) -> None:
+    engine = make_engine()
+    plan = plan_trip(engine, scope)
+    engine.hold(plan.transitions)
+    denied = engine.check(order(), T0)
+    assert (denied.allowed, denied.reason, denied.blocking_scope) == (
+        False, DecisionReason.SCOPE_TRIPPED, scope)
+    assert engine.state_of(scope) is State.ARMED and engine.version == 0  # not applied
+    engine.release()
+    assert engine.check(order(), T0).allowed  # never stored (the caller failed closed)
+
+
+def test_a_held_reduce_only_trip_allows_only_reducing_orders() -> None:
+    engine = make_engine()
+    engine.sync_positions(ACCOUNT, 1e6, [position(10.0)])
+    engine.hold(plan_trip(engine, account(), TriggerMode.REDUCE_ONLY).transitions)
+    assert not engine.check(order(1.0), T0).allowed
+    assert engine.check(order(1.0, side=Side.SELL), T0).allowed
+
+
+def test_a_held_reset_lifts_nothing_and_a_held_trip_adds_to_what_is_applied() -> None:
+    engine = make_engine()
+    trip(engine, strategy())
+    resetting = engine.plan_reset(strategy(), "checked", True, "operator", T0)
+    engine.hold(resetting.transitions)
+    assert not engine.check(order(), T0).allowed  # loosening waits for apply()
+    engine.release()
+    engine.apply(resetting.transitions)
+    assert engine.check(order(), T0).allowed
+    engine.hold(plan_trip(engine, strategy("other")).transitions)
+    assert engine.check(order(), T0).allowed  # another strategy: not held
+    assert not engine.check(order(strategy="other"), T0).allowed

@@ -190,6 +190,7 @@ class Sidecar:
         finally:
             try:
                 parts.timers.stop()
+                await parts.guard.drain()  # a command being stored finishes first
                 await parts.alerts.stop(settings.server.grace_s)
                 try:
                     parts.journal.close()

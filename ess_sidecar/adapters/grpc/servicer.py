@@ -84,17 +84,19 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     @aborts_on_guard_errors
     async def ReportMetric(self, request: pb.ReportMetricRequest,
                            context: grpc.aio.ServicerContext) -> pb.ReportMetricResponse:
-        outcome = self._guard.report_metric(scope_from_proto(request.scope),
-                                            metric_from_proto(request.metric), request.value,
-                                            actor_of(context))
+        guard = self._guard
+        outcome = await guard.run_async(guard.report_metric_steps(
+            scope_from_proto(request.scope), metric_from_proto(request.metric), request.value,
+            actor_of(context)))
         return pb.ReportMetricResponse(state=outcome.state, tripped=outcome.tripped,
                                        state_version=outcome.version)
 
     @aborts_on_guard_errors
     async def ReportFill(self, request: pb.ReportFillRequest,
                          context: grpc.aio.ServicerContext) -> pb.ReportFillResponse:
-        return fill_to_proto(self._guard.report_fill(fill_from_proto(request),
-                                                     actor_of(context)))
+        guard = self._guard
+        return fill_to_proto(await guard.run_async(guard.report_fill_steps(
+            fill_from_proto(request), actor_of(context))))
 
     @aborts_on_guard_errors
     async def ReportOrderUpdate(self, request: pb.ReportOrderUpdateRequest,
@@ -128,13 +130,17 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         ttl_s = request.ttl_ms / 1000.0
         if not request.deregister and not 0 < ttl_s <= MAX_TTL_S:
             raise InvalidArgument("ttl_ms", f"must be from 1 to {int(MAX_TTL_S * 1000)}")
-        outcome = self._guard.heartbeat(request.executor_id, scope, ttl_s, request.deregister)
+        guard = self._guard
+        outcome = await guard.run_async(guard.heartbeat_steps(request.executor_id, scope, ttl_s,
+                                                              request.deregister))
         return pb.HeartbeatResponse(state=outcome.state, state_version=outcome.version)
 
     @aborts_on_guard_errors
     async def Trigger(self, request: pb.TriggerRequest,
                       context: grpc.aio.ServicerContext) -> pb.TriggerResponse:
-        outcome = self._guard.trigger(trigger_from_proto(request, actor_of(context)))
+        guard = self._guard
+        outcome = await guard.run_async(guard.trigger_steps(
+            trigger_from_proto(request, actor_of(context))))
         return _state_response(pb.TriggerResponse, outcome)
 
     @aborts_on_guard_errors
@@ -143,7 +149,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         scope = scope_from_proto(request.scope)
         reason = check_text(request.reason, "reason", required=True)
         latches = latch_names_from_proto(request.latches)
-        outcome = self._guard.reset(scope, reason, request.force, actor_of(context), latches)
+        guard = self._guard
+        outcome = await guard.run_async(guard.reset_steps(scope, reason, request.force,
+                                                          actor_of(context), latches))
         response = _state_response(pb.ResetResponse, outcome)
         if outcome.pending_reset is not None:
             response.pending_approval = True
@@ -171,7 +179,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     async def ListEvents(self, request: pb.ListEventsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListEventsResponse:
         query = _event_query(request)
-        events = self._guard.events(query)
+        events = await self._guard.events_async(query)
         more = len(events) == query.limit and events[-1].version > 1
         return pb.ListEventsResponse(events=[transition_to_event(t) for t in events],
                                      next_page_token=str(events[-1].version) if more else "")
@@ -183,7 +191,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         try:
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
             guard = self._guard
-            start = guard.watch(scopes, request.from_version, request.epoch)
+            start = await guard.watch_async(scopes, request.from_version, request.epoch)
             subscription = start.subscription
             kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
                 else pb.WATCH_EVENT_KIND_TRANSITION

@@ -75,8 +75,9 @@ class FileJournal(Journal):
         self.seal = Seal(f"{self.path}.seal")
         self._interval = sync_interval_s
         self._fd: int | None = None
-        self._count = 0  # records in the file
-        self._head = GENESIS
+        # Records in the file and the chain after the last, as one value: sync() reads it
+        # from other threads, and must never see a count and a chain that do not match.
+        self._written = (0, GENESIS)
         self._synced = (0, GENESIS)  # what the seal says
         self._wake = threading.Event()
         self._stopping = False
@@ -116,7 +117,8 @@ class FileJournal(Journal):
             payload = json.dumps([type(command).__name__ if command else "", _plain(command),
                                   [_plain(t) for t in transitions]],
                                  separators=(",", ":")).encode()
-        chain = _chain(self._head, payload)
+        count, head = self._written
+        chain = _chain(head, payload)
         try:
             if self._failure is not None:
                 raise self._failure
@@ -126,13 +128,12 @@ class FileJournal(Journal):
             self._failure = error  # a record lost between kept ones would replay wrong
             raise StoreUnavailable(f"journal {self.path} cannot be written: {error}") \
                 from error
-        self._head = chain
-        self._count += 1
+        self._written = (count + 1, chain)
         if self._interval == 0:
             self.sync()
 
     def sync(self) -> None:
-        head = (self._count, self._head)  # taken before the fsync: all of it is on disk after
+        head = self._written  # taken before the fsync: all of it is on disk after
         if head == self._synced:
             return
         with self._sync_lock:
@@ -196,7 +197,7 @@ class FileJournal(Journal):
                                0o644)
         except OSError as error:
             raise StoreUnavailable(f"journal {self.path} cannot be opened: {error}") from error
-        if self._count == 0 and not self.seal.exists():  # a first run leaves its marker
+        if self._written[0] == 0 and not self.seal.exists():  # a first run leaves its marker
             try:
                 os.fsync(self._fd)
                 self.seal.write({"records": 0, "chain": GENESIS.hex()})
@@ -239,7 +240,7 @@ class FileJournal(Journal):
         if count < sealed[0]:
             raise self._damaged(f"it ends at record {count} but its seal says {sealed[0]} were"
                                 " written (truncated?)")
-        self._count, self._head = count, head
+        self._written = (count, head)
         self._synced = (count, head) if count == sealed[0] else sealed
 
     def _damaged(self, what: str) -> JournalDamaged:

@@ -513,7 +513,9 @@ class SqliteStateStore(StateStore):
             raise self._unavailable("cannot open", error) from error
         try:
             # isolation_level=None: no implicit transactions; each write says BEGIN itself.
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            # Opened here, used while serving by the guard's store thread alone (one thread
+            # at a time: Guard.run_async): hence check_same_thread=False.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:
             raise self._unavailable("cannot open", error) from error
         try:

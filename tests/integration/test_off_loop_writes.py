@@ -1,0 +1,185 @@
+"""A command's durable write runs in the store's thread, not on the event loop: checks are
+answered while a Trigger is being fsynced, and judged as if its trip were already applied.
+
+The store here is the real SQLite store whose append waits at a gate the test opens, so a
+write can be held "in the middle of its fsync" for as long as the test needs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+from tests.integration.conftest import STRATEGY, Running, next_event, order, strategy_scope
+
+GATE_TIMEOUT_S = 10.0  # the old design blocked the loop here: fail rather than hang
+
+
+class GatedStore(SqliteStateStore):
+    """Appends wait until the gate is open; `entered` is set once one is waiting."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.appended = threading.Event()
+
+    def append(self, transitions: Any) -> None:
+        self.entered.set()
+        if not self.gate.wait(GATE_TIMEOUT_S):
+            raise AssertionError("the gate was never opened: was the event loop blocked?")
+        super().append(transitions)
+        self.appended.set()
+
+    def close_gate(self) -> None:
+        self.gate.clear()
+        self.entered.clear()
+        self.appended.clear()
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 5.0), "no write began"
+
+    async def wait_appended(self) -> None:
+        assert await asyncio.to_thread(self.appended.wait, 5.0), "the write did not end"
+
+
+@pytest.fixture
+async def gated(start_sidecar: Any, tmp_path: Path) -> tuple[Running, GatedStore]:
+    store = GatedStore(tmp_path / "ess.db")
+    return await start_sidecar(state_store=store), store
+
+
+def trigger(ident: str = STRATEGY) -> pb.TriggerRequest:
+    return pb.TriggerRequest(scope=strategy_scope(ident), reason="off-loop test")
+
+
+async def subscribed(running: Running, deadline_s: float = 5.0) -> None:
+    """Until the sidecar has the watcher's subscription (its state, polled on the loop)."""
+    async with asyncio.timeout(deadline_s):
+        while running.app.guard.watchers() < 1:
+            await asyncio.sleep(0.001)
+
+
+async def trip_being_stored(running: Running, store: GatedStore,
+                            ident: str = STRATEGY) -> asyncio.Future:
+    """A Trigger whose write has begun and waits at the closed gate; its call."""
+    store.close_gate()
+    tripping = asyncio.ensure_future(running.stub.Trigger(trigger(ident), timeout=10))
+    await store.wait_entered()
+    return tripping
+
+
+async def check(running: Running, **fields: Any) -> pb.CheckOrderResponse:
+    return await running.stub.CheckOrder(order(**fields), timeout=5)
+
+
+async def test_a_check_is_answered_while_a_trip_is_stored_and_the_trip_already_denies(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    before = await running.version()
+    tripping = await trip_being_stored(running, store)
+
+    blocked = await check(running)
+    assert not blocked.allowed
+    assert blocked.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    assert (await check(running, strategy="other")).allowed  # the loop is not waiting
+    assert not tripping.done()  # not acknowledged before it is durable
+    assert await running.version() == before  # nor shown as current
+
+    store.gate.set()
+    reply = await tripping
+    assert reply.state == pb.STATE_TRIPPED and reply.state_version == before + 1
+    assert not (await check(running)).allowed
+
+
+async def test_a_reset_being_stored_allows_nothing_until_it_is_stored(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    await running.stub.Trigger(trigger())
+    store.close_gate()
+    resetting = asyncio.ensure_future(running.stub.Reset(pb.ResetRequest(
+        scope=strategy_scope(), reason="checked", force=True), timeout=10))
+    await store.wait_entered()
+
+    assert not (await check(running)).allowed
+
+    store.gate.set()
+    assert (await resetting).state == pb.STATE_ARMED
+    assert (await check(running)).allowed
+
+
+async def test_a_trip_whose_caller_gave_up_is_still_applied_and_the_next_one_follows(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    before = await running.version()
+    store.close_gate()
+    with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+        await running.stub.Trigger(trigger(), timeout=0.2)
+    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert not (await check(running)).allowed  # held while it is written
+
+    store.gate.set()
+    await store.wait_appended()
+    second = await running.stub.Trigger(trigger("other"), timeout=5)
+    assert second.state_version == before + 2  # the first took before + 1: no clash
+    assert not (await check(running)).allowed
+    stored = running.app.store.events_after(before, 10)
+    assert [(t.scope.id, t.version) for t in stored] == [(STRATEGY, before + 1),
+                                                         ("other", before + 2)]
+
+
+async def test_commands_are_stored_one_at_a_time_in_the_order_they_came(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    before = await running.version()
+    store.close_gate()
+    first = asyncio.ensure_future(running.stub.Trigger(trigger("a"), timeout=10))
+    await store.wait_entered()
+    second = asyncio.ensure_future(running.stub.Trigger(trigger("b"), timeout=10))
+    assert (await check(running, strategy="c")).allowed  # neither write stops checks
+    store.gate.set()
+    assert [(await first).state_version, (await second).state_version] == \
+        [before + 1, before + 2]
+
+
+async def test_a_watcher_resuming_while_a_trip_is_stored_misses_nothing_and_sees_it_once(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    start = await running.version()
+    for ident in ("a", "b"):
+        await running.stub.Trigger(trigger(ident))
+    store.close_gate()
+    tripping = asyncio.ensure_future(running.stub.Trigger(trigger("c"), timeout=10))
+    await store.wait_entered()
+    stream = running.stub.WatchState(pb.WatchStateRequest(from_version=start + 1))
+    await subscribed(running)  # its resume read now waits behind the write
+    store.gate.set()
+    await tripping
+    seen = [await next_event(stream) for _ in range(3)]
+    assert [(m.kind, m.version) for m in seen] == [
+        (pb.WATCH_EVENT_KIND_TRANSITION, start + 2),  # missed: read from the store
+        (pb.WATCH_EVENT_KIND_SNAPSHOT_END, start + 2),
+        (pb.WATCH_EVENT_KIND_TRANSITION, start + 3)]  # live: queued while it was read
+    assert seen[2].scope.id == "c"
+    stream.cancel()
+
+
+async def test_audit_reads_wait_for_the_write_not_the_loop_and_see_only_what_is_stored(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    before = await running.version()
+    tripping = await trip_being_stored(running, store)
+    listing = asyncio.ensure_future(running.stub.ListEvents(pb.ListEventsRequest(), timeout=10))
+    assert not (await check(running)).allowed  # answered while both wait
+    assert not listing.done()
+    store.gate.set()
+    await tripping
+    events = (await listing).events
+    assert events[0].version == before + 1  # newest first, and stored
