@@ -46,6 +46,9 @@ class Subscription:
         if self._overflowed and self._queue.empty():
             raise SubscriberTooSlow(f"watcher fell more than {self._queue_size} transitions"
                                     f" behind; resubscribe with from_version={self.delivered}")
+        queue = self._queue
+        if not queue.empty():  # queued already (a storm): no timer to arm and cancel
+            return self._delivered(queue.get_nowait())
         try:
             async with asyncio.timeout(timeout):  # unlike wait_for, no task per message
                 transition = await self._queue.get()
@@ -55,6 +58,9 @@ class Subscription:
             # A transition queued as the timeout fired: deliver it before any heartbeat,
             # which would otherwise carry its version first and let a resume skip it.
             transition = self._queue.get_nowait()
+        return self._delivered(transition)
+
+    def _delivered(self, transition: Transition | None) -> Transition:
         if transition is None:
             raise ShuttingDown("the sidecar is shutting down; resubscribe with"
                                f" from_version={self.delivered}")

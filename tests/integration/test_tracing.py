@@ -3,6 +3,8 @@ context as parent, one span per CheckOrderStream, kept in an in-memory exporter.
 
 from __future__ import annotations
 
+import asyncio
+
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +49,14 @@ class Traced:
 
     def spans(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.exporter.get_finished_spans() if s.name == name]
+
+    async def stream_spans(self, name: str, deadline_s: float = 5.0) -> list[ReadableSpan]:
+        """A stream's spans once one has ended: the client may see the stream's status
+        before the server's handler, which ends the span, has returned."""
+        async with asyncio.timeout(deadline_s):
+            while not self.spans(name):
+                await asyncio.sleep(0.001)
+        return self.spans(name)
 
 
 @pytest.fixture
@@ -164,7 +174,7 @@ async def test_the_stream_span_is_current_while_the_handler_runs(traced_server: 
     call = traced.stub.CheckOrderStream()
     await call.done_writing()
     assert await call.code() == grpc.StatusCode.OK
-    [span] = traced.spans(CHECK_ORDER_STREAM)
+    [span] = await traced.stream_spans(CHECK_ORDER_STREAM)
     assert seen == [span.context]
 
 
@@ -173,7 +183,7 @@ async def test_an_aborted_stream_span_carries_the_status_code(traced_server: Any
     call = traced.channel.stream_stream(CHECK_ORDER_STREAM)()  # raw bytes, no serializer
     await call.write(b"\xff\xff not protobuf")
     assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
-    [span] = traced.spans(CHECK_ORDER_STREAM)
+    [span] = await traced.stream_spans(CHECK_ORDER_STREAM)
     assert span.attributes is not None
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     # As the instrumentation does: a client's mistake is not a server error.
@@ -189,7 +199,7 @@ async def test_a_failing_stream_handler_makes_an_error_span(traced_server: Any) 
     traced = await traced_server(failing, check_order_sample_ratio=1.0)
     call = traced.stub.CheckOrderStream()
     assert await call.code() == grpc.StatusCode.UNKNOWN
-    [span] = traced.spans(CHECK_ORDER_STREAM)
+    [span] = await traced.stream_spans(CHECK_ORDER_STREAM)
     assert span.status.status_code is StatusCode.ERROR
     assert [event.name for event in span.events] == ["exception"]
 

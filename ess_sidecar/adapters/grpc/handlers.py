@@ -87,6 +87,19 @@ def _guarded(handle: Callable, permission: Permission, authenticator: Authentica
     return guarded
 
 
+def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A server stream may send a message already serialized (WatchState: one transition's
+    bytes to every watcher); anything else is serialized as usual."""
+    def serialized(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+    return serialized
+
+
+def _serializer(response_type: type[Message], server_streaming: bool) -> Callable:
+    serialize = response_type.SerializeToString
+    return _passing_bytes(serialize) if server_streaming else serialize
+
+
 _KINDS = {(False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
           (False, True): (_unary_stream, grpc.unary_stream_rpc_method_handler),
           (True, True): (_raw, grpc.stream_stream_rpc_method_handler)}
@@ -109,7 +122,8 @@ def add_guard_service(servicer: object, server: grpc.aio.Server,
         if wrap_streams is not None and method.server_streaming:
             handle = wrap_streams(f"/{SERVICE.full_name}/{method.name}", handle)
         handlers[method.name] = make_handler(
-            handle, response_serializer=GetMessageClass(method.output_type).SerializeToString)
+            handle, response_serializer=_serializer(GetMessageClass(method.output_type),
+                                                    method.server_streaming))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)

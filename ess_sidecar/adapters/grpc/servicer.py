@@ -17,6 +17,7 @@ from ...domain.errors import GuardError, InvalidArgument, SubscriberTooSlow
 from ...domain.heartbeats import MAX_TTL_S
 from ...domain.scopes import check_text
 from ...domain.orders import Order
+from ...domain.states import Transition
 from ...ports import EventQuery, NoTelemetry
 from ...service import Guard, Outcome
 from .auth import actor_of
@@ -40,6 +41,10 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         self._check = guard.check if isinstance(guard.telemetry, NoTelemetry) \
             else _timed(guard.check, guard.telemetry.decided)
         self._watch_heartbeat_s = watch_heartbeat_s
+        # One transition goes to every watcher: built and serialized once (about 20 µs),
+        # not once per watcher. Keyed by version, kind and epoch; the transition is kept
+        # with its bytes and compared, so a hit is always the very same transition.
+        self._watch_messages: dict[tuple[int, int, str], tuple[Transition, bytes]] = {}
 
     async def CheckOrder(self, request: pb.CheckOrderRequest,
                          context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
@@ -184,9 +189,23 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         return pb.ListEventsResponse(events=[transition_to_event(t) for t in events],
                                      next_page_token=str(events[-1].version) if more else "")
 
+    def _watch_message(self, transition: Transition, kind: int, epoch: str) -> bytes:
+        """The serialized WatchStateResponse for a transition (handlers.py sends bytes as
+        they are)."""
+        key = (transition.version, kind, epoch)
+        kept = self._watch_messages.get(key)
+        if kept is not None and kept[0] is transition:
+            return kept[1]
+        message = transition_to_watch(transition, kind, epoch).SerializeToString()
+        messages = self._watch_messages
+        messages[key] = (transition, message)
+        if len(messages) > WATCH_MESSAGES_KEPT:
+            del messages[next(iter(messages))]  # the oldest
+        return message
+
     async def WatchState(self, request: pb.WatchStateRequest,
                          context: grpc.aio.ServicerContext,
-                         ) -> AsyncIterator[pb.WatchStateResponse]:
+                         ) -> AsyncIterator[pb.WatchStateResponse | bytes]:
         subscription = None
         try:
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
@@ -196,7 +215,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
                 else pb.WATCH_EVENT_KIND_TRANSITION
             for transition in start.initial:
-                yield transition_to_watch(transition, kind, guard.epoch)
+                yield self._watch_message(transition, kind, guard.epoch)
             yield pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_SNAPSHOT_END,
                                         version=start.version, epoch=guard.epoch)
             while True:
@@ -204,7 +223,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                 if transition is None:
                     yield heartbeat_to_watch(guard.state_version(), guard.now(), guard.epoch)
                 else:
-                    yield transition_to_watch(transition, pb.WATCH_EVENT_KIND_TRANSITION,
+                    yield self._watch_message(transition, pb.WATCH_EVENT_KIND_TRANSITION,
                                               guard.epoch)
         except GuardError as error:
             if isinstance(error, SubscriberTooSlow):
@@ -215,6 +234,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         finally:
             if subscription is not None:
                 self._guard.unsubscribe(subscription)
+
+
+WATCH_MESSAGES_KEPT = 1024  # the most recent transitions' WatchState messages
 
 
 def _timed(check: Callable[[Order], Decision],
