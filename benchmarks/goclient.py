@@ -54,6 +54,10 @@ class SegmentProcess:
             self._proc.stdin.flush()
         except BrokenPipeError:
             pass  # it has exited; its last line says why
+        return self.answer()
+
+    def answer(self) -> dict:
+        """The next JSON line it prints (one it prints unasked, e.g. that it is ready)."""
         answer = self._proc.stdout.readline()
         reply = json.loads(answer) if answer else {"error": f"exited with {self._proc.wait()}"}
         if "error" in reply:
