@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
@@ -45,7 +45,7 @@ R = TypeVar("R")
 @dataclass(frozen=True)
 class Durable:
     """A write a command needs stored before it goes on. `holds`: transitions that block
-    checks while it is written. `on_loop`: written on the event loop, checks waiting."""
+    checks while it is written. `on_loop`: the event loop waits for it, checks with it."""
 
     write: Callable[[], None]
     holds: Sequence[Transition] = ()
@@ -54,6 +54,20 @@ class Durable:
 
 # A command, as steps: it yields the writes it needs stored, and returns its result.
 Steps = Generator[Durable, None, T]
+
+
+class _Turn:
+    """A command waiting for its turn; abandoned when its caller gave up meanwhile."""
+
+    def __init__(self, checks_wait: bool) -> None:
+        self.checks_wait = checks_wait
+        self.abandoned = False
+
+
+def _without_writes(command: Callable[[], T]) -> Steps[T]:
+    """A command that needs nothing stored, as steps."""
+    return command()
+    yield  # noqa: unreachable - makes this a generator
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,10 @@ class Guard(GuardReadings):
         self._journal = journal or NoJournal()
         self._clock = clock
         self._writing = asyncio.Lock()  # run_async: one command at a time
+        self._unplanned = 0  # commands that came and are not planned yet
+        self._all_planned = asyncio.Event()
+        self._all_planned.set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # commands running (kept referenced)
         self._thread: ThreadPoolExecutor | None = None  # the store's, while served
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
@@ -262,30 +280,85 @@ class Guard(GuardReadings):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
-    async def run_async(self, steps: Steps[T]) -> T:
+    async def run_async(self, steps: Steps[T], *, checks_wait: bool = True) -> T:
         """Run a command to its end, its durable writes in the store's thread while the
-        event loop goes on deciding. Commands run one at a time, in the order they came.
-        A command once started finishes even if its caller is cancelled (a client's
-        deadline): its writes must be applied in memory, or the next command's versions
-        would clash with them in the store."""
-        return await asyncio.shield(asyncio.ensure_future(self._run_async(steps)))
+        event loop goes on deciding. Commands run one at a time, in the order they came,
+        each planned (its memory effects made, its trips held) before the next; checks
+        that come after a command wait until it is planned (until_planned), never for its
+        write. A command once planned finishes even if its caller is cancelled (a
+        client's deadline): its writes must reach memory, or the next command's versions
+        would clash with them in the store. One cancelled before it was planned is
+        dropped, as if it had never come. `checks_wait=False` (a timer run): it might as
+        well have fired a moment later, so checks do not wait for it while it queues."""
+        turn = _Turn(checks_wait)
+        if checks_wait:
+            self._unplanned += 1  # from now on, checks wait for its plan
+            self._all_planned.clear()
+        task = asyncio.ensure_future(self._in_turn(steps, turn))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            turn.abandoned = True  # too late once planned: it then goes on
+            raise
 
-    async def _run_async(self, steps: Steps[T]) -> T:
+    async def call_async(self, command: Callable[[], T]) -> T:
+        """A command with no durable write (a snapshot, an order update, clearing working
+        orders) in its turn: its memory effects and journal record never overtake those
+        of a command that came before it."""
+        return await self.run_async(_without_writes(command))
+
+    def until_planned(self) -> Awaitable[bool]:
+        """For a check: until every command that came before it is planned (`unplanned`
+        is 0 again), so that it is judged as the synchronous design would judge it."""
+        return self._all_planned.wait()
+
+    @property
+    def unplanned(self) -> int:
+        return self._unplanned
+
+    async def _in_turn(self, steps: Steps[T], turn: _Turn) -> T:
         async with self._writing:
             try:
-                durable = next(steps)
+                if turn.abandoned:
+                    steps.close()
+                    raise asyncio.CancelledError("its caller gave up before it was planned")
+                durable = next(steps)  # plan: memory effects, nothing awaited
+                self.engine.hold(durable.holds)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            finally:
+                if turn.checks_wait:
+                    self._planned_one()
+            try:
                 while True:
                     await self._durably_async(durable)
                     durable = steps.send(None)
+                    self.engine.hold(durable.holds)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            finally:
+                self.engine.release()
+
+    def _planned_one(self) -> None:
+        self._unplanned -= 1
+        if not self._unplanned:
+            self._all_planned.set()
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """A command's task ended; its error was its caller's, if the caller still waits
+        (a fail closed is logged where it happens)."""
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" noise for a gone caller
 
     async def _durably_async(self, durable: Durable) -> None:
-        if durable.on_loop:
-            self._durably(durable.write)
+        """One write, its transitions held (see _in_turn) until it is done."""
+        if durable.on_loop:  # the loop waits for it, but it runs in the store's thread
+            self._durably(lambda: self._store_thread().submit(durable.write).result())
             return
         version = self.engine.version
-        self.engine.hold(durable.holds)
         try:
             await asyncio.get_running_loop().run_in_executor(self._store_thread(),
                                                              durable.write)

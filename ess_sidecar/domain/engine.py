@@ -3,7 +3,8 @@
 Mutations of scope state are two-phase so the service can make them durable first:
 `plan_*` returns the transitions a command causes without applying them; the service
 persists them, then calls `apply`. Versions are assigned at plan time, so a plan must be
-applied (or dropped) before the next one is made; the asyncio service does both in one step.
+applied (or dropped) before the next one is made: the service runs one command at a time,
+and while it stores a plan's transitions it `hold`s them, so that they already deny.
 """
 
 from __future__ import annotations
@@ -377,11 +378,14 @@ class GuardEngine:
                 self.heartbeats.mark_lost(transition.scope, transition.time)
 
     def hold(self, transitions: Iterable[Transition]) -> None:
-        """Transitions on their way to the store: until apply(), the restricting ones
-        block checks as if applied, so no check answered while a trip is being written
-        is allowed that would be denied once it is. Loosening ones wait for apply()."""
+        """Transitions on their way to the store: until apply(), every one that leaves
+        its scope restricted (any state but ARMED) blocks checks as if applied, so no
+        check answered while a trip is written is allowed that would be denied once it
+        is. A check takes the most severe of the held and the applied transitions, so a
+        held reset (TRIPPED to COOLING_DOWN, REDUCE_ONLY to ARMED) loosens nothing before
+        apply(); one that tightens (REDUCE_ONLY to COOLING_DOWN) does at once."""
         for transition in transitions:
-            if transition.state in RESTRICTING:
+            if transition.state is not State.ARMED:
                 self._held[transition.scope.kind][transition.scope.id] = transition
                 self._holding = True
 

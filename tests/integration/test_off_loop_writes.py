@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,7 +17,8 @@ import pytest
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
-from tests.integration.conftest import STRATEGY, Running, next_event, order, strategy_scope
+from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, next_event, order, \
+    strategy_scope, synced
 
 GATE_TIMEOUT_S = 10.0  # the old design blocked the loop here: fail rather than hang
 
@@ -60,11 +62,18 @@ def trigger(ident: str = STRATEGY) -> pb.TriggerRequest:
     return pb.TriggerRequest(scope=strategy_scope(ident), reason="off-loop test")
 
 
-async def subscribed(running: Running, deadline_s: float = 5.0) -> None:
-    """Until the sidecar has the watcher's subscription (its state, polled on the loop)."""
+async def until(condition: Callable[[], bool], deadline_s: float = 5.0) -> None:
+    """Until the in-process sidecar's state meets `condition` (polled on its loop)."""
     async with asyncio.timeout(deadline_s):
-        while running.app.guard.watchers() < 1:
+        while not condition():
             await asyncio.sleep(0.001)
+
+
+def fill_of(checked: pb.CheckOrderRequest, fill_id: str) -> pb.ReportFillRequest:
+    return pb.ReportFillRequest(
+        account=checked.account, strategy=checked.strategy, symbol=checked.symbol,
+        side=checked.side, quantity=checked.quantity, price=checked.price,
+        client_order_id=checked.client_order_id, fill_id=fill_id)
 
 
 async def trip_being_stored(running: Running, store: GatedStore,
@@ -139,14 +148,44 @@ async def test_commands_are_stored_one_at_a_time_in_the_order_they_came(
         gated: tuple[Running, GatedStore]) -> None:
     running, store = gated
     before = await running.version()
-    store.close_gate()
-    first = asyncio.ensure_future(running.stub.Trigger(trigger("a"), timeout=10))
-    await store.wait_entered()
+    first = await trip_being_stored(running, store, "a")
     second = asyncio.ensure_future(running.stub.Trigger(trigger("b"), timeout=10))
-    assert (await check(running, strategy="c")).allowed  # neither write stops checks
+    await until(lambda: running.app.guard.unplanned == 1)  # b waits for a's write
     store.gate.set()
     assert [(await first).state_version, (await second).state_version] == \
         [before + 1, before + 2]
+
+
+async def test_a_check_that_comes_after_a_queued_trip_is_judged_after_it(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    first = await trip_being_stored(running, store, "a")
+    assert (await check(running, strategy="b")).allowed  # nothing about b yet
+    second = asyncio.ensure_future(running.stub.Trigger(trigger("b"), timeout=10))
+    await until(lambda: running.app.guard.unplanned == 1)
+    checking = asyncio.ensure_future(check(running, strategy="b"))
+    store.gate.set()  # a is stored, b planned (and held), then the check is judged
+    assert not (await checking).allowed
+    await first, await second
+
+
+async def test_a_snapshot_after_a_fill_is_applied_after_it_even_while_a_trip_is_stored(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    sell = order(side=pb.SIDE_SELL, quantity=10)
+    buy = order(quantity=10)
+    assert (await running.stub.CheckOrder(buy)).allowed
+    await running.stub.ReportFill(fill_of(buy, "f-1"))  # long 10
+    assert (await running.stub.CheckOrder(sell)).allowed
+    tripping = await trip_being_stored(running, store, "a")
+    filled = asyncio.ensure_future(running.stub.ReportFill(fill_of(sell, "f-2")))  # flat
+    await until(lambda: running.app.guard.unplanned == 1)
+    synced_flat = asyncio.ensure_future(running.stub.SyncPositions(synced()))  # flat too
+    await until(lambda: running.app.guard.unplanned == 2)
+    store.gate.set()
+    await tripping, await filled, await synced_flat
+    book = running.app.guard.engine.book.peek(ACCOUNT)
+    assert book is not None and book.net(SYMBOL).position == 0  # not -10: in order
 
 
 async def test_a_watcher_resuming_while_a_trip_is_stored_misses_nothing_and_sees_it_once(
@@ -159,7 +198,7 @@ async def test_a_watcher_resuming_while_a_trip_is_stored_misses_nothing_and_sees
     tripping = asyncio.ensure_future(running.stub.Trigger(trigger("c"), timeout=10))
     await store.wait_entered()
     stream = running.stub.WatchState(pb.WatchStateRequest(from_version=start + 1))
-    await subscribed(running)  # its resume read now waits behind the write
+    await until(lambda: running.app.guard.watchers() == 1)  # its resume read waits
     store.gate.set()
     await tripping
     seen = [await next_event(stream) for _ in range(3)]

@@ -12,7 +12,8 @@ from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import Side
-from ess_sidecar.domain.scopes import GLOBAL
+from ess_sidecar.domain.config import ResumePolicy
+from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from tests.unit.conftest import ACCOUNT, T0, account, make_engine, order, position, report, \
     reset, rules, run, strategy, symbol, timers, trip
 
@@ -186,3 +187,15 @@ def test_a_held_reset_lifts_nothing_and_a_held_trip_adds_to_what_is_applied() ->
     engine.hold(plan_trip(engine, strategy("other")).transitions)
     assert engine.check(order(), T0).allowed  # another strategy: not held
     assert not engine.check(order(strategy="other"), T0).allowed
+
+
+def test_a_held_reset_that_tightens_reduce_only_to_cooling_down_denies_at_once() -> None:
+    engine = make_engine(policy={ScopeKind.ACCOUNT: ResumePolicy(0, rearm_delay_s=60)})
+    engine.sync_positions(ACCOUNT, 1e6, [position(10.0)])
+    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
+    reducing = order(1.0, side=Side.SELL)
+    assert engine.check(reducing, T0).allowed
+    resetting = engine.plan_reset(account(), "checked", True, "operator", T0)
+    assert [t.state for t in resetting.transitions] == [State.COOLING_DOWN]
+    engine.hold(resetting.transitions)
+    assert engine.check(order(1.0, side=Side.SELL), T0).reason is DecisionReason.COOLING_DOWN

@@ -48,6 +48,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
 
     async def CheckOrder(self, request: pb.CheckOrderRequest,
                          context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
+        if self._guard.unplanned:  # a command came first: judge after it, as it came
+            await self._guard.until_planned()
         try:
             decision = self._check(order_from_proto(request))
         except InvalidArgument as error:
@@ -67,6 +69,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         check, so that check pays for a message, not for setting the stream up."""
         check, read, write, invalid = self._check, context.read, context.write, \
             self.telemetry.invalid_request
+        guard = self._guard
         await context.send_initial_metadata(())
         while (raw := await read()) is not grpc.aio.EOF:
             try:
@@ -74,6 +77,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             except DecodeError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "request: not a valid ess.v1.CheckOrderStreamRequest")
+            if guard.unplanned:  # a command came first: judge after it, as it came
+                await guard.until_planned()
             try:
                 decision = decision_to_proto(check(order_from_proto(request.order)))
             except InvalidArgument as error:
@@ -107,25 +112,27 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     async def ReportOrderUpdate(self, request: pb.ReportOrderUpdateRequest,
                                 context: grpc.aio.ServicerContext,
                                 ) -> pb.ReportOrderUpdateResponse:
-        known = self._guard.report_order_update(update_from_proto(request))
+        update = update_from_proto(request)
+        known = await self._guard.call_async(lambda: self._guard.report_order_update(update))
         return pb.ReportOrderUpdateResponse(known=known)
 
     @aborts_on_guard_errors
     async def SyncPositions(self, request: pb.SyncPositionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.SyncPositionsResponse:
-        count = self._guard.sync_positions(request.account, request.equity,
-                                           positions_from_proto(request),
-                                           open_orders_from_proto(request))
-        working = self._guard.working_count(request.account)
+        guard = self._guard
+        positions, open_orders = positions_from_proto(request), open_orders_from_proto(request)
+        count = await guard.call_async(lambda: guard.sync_positions(
+            request.account, request.equity, positions, open_orders))
+        working = guard.working_count(request.account)
         return pb.SyncPositionsResponse(positions=count, working_orders=working)
 
     @aborts_on_guard_errors
     async def ClearWorkingOrders(self, request: pb.ClearWorkingOrdersRequest,
                                  context: grpc.aio.ServicerContext,
                                  ) -> pb.ClearWorkingOrdersResponse:
-        cleared = self._guard.clear_working_orders(request.account,
-                                                   list(request.client_order_ids),
-                                                   request.reason, actor_of(context))
+        guard, actor = self._guard, actor_of(context)
+        cleared = await guard.call_async(lambda: guard.clear_working_orders(
+            request.account, list(request.client_order_ids), request.reason, actor))
         return pb.ClearWorkingOrdersResponse(cleared=cleared)
 
     @aborts_on_guard_errors
