@@ -4,10 +4,11 @@ the store first, then applied to the engine, then published to watchers."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -54,14 +55,6 @@ class Durable:
 
 # A command, as steps: it yields the writes it needs stored, and returns its result.
 Steps = Generator[Durable, None, T]
-
-
-class _Turn:
-    """A command waiting for its turn; abandoned when its caller gave up meanwhile."""
-
-    def __init__(self, checks_wait: bool) -> None:
-        self.checks_wait = checks_wait
-        self.abandoned = False
 
 
 def _without_writes(command: Callable[[], T]) -> Steps[T]:
@@ -123,9 +116,13 @@ class Guard(GuardReadings):
         self._journal = journal or NoJournal()
         self._clock = clock
         self._writing = asyncio.Lock()  # run_async: one command at a time
-        self._unplanned = 0  # commands that came and are not planned yet
-        self._all_planned = asyncio.Event()
-        self._all_planned.set()
+        # Commands are numbered as they come; a check waits until all that came before it
+        # are planned (until_planned).
+        self._arrived = 0
+        self._planned_through = 0
+        self._planned_tickets: set[int] = set()
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = \
+            collections.deque()
         self._tasks: set[asyncio.Task[Any]] = set()  # commands running (kept referenced)
         self._thread: ThreadPoolExecutor | None = None  # the store's, while served
 
@@ -280,28 +277,20 @@ class Guard(GuardReadings):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
-    async def run_async(self, steps: Steps[T], *, checks_wait: bool = True) -> T:
+    async def run_async(self, steps: Steps[T]) -> T:
         """Run a command to its end, its durable writes in the store's thread while the
         event loop goes on deciding. Commands run one at a time, in the order they came,
-        each planned (its memory effects made, its trips held) before the next; checks
-        that come after a command wait until it is planned (until_planned), never for its
-        write. A command once planned finishes even if its caller is cancelled (a
-        client's deadline): its writes must reach memory, or the next command's versions
-        would clash with them in the store. One cancelled before it was planned is
-        dropped, as if it had never come. `checks_wait=False` (a timer run): it might as
-        well have fired a moment later, so checks do not wait for it while it queues."""
-        turn = _Turn(checks_wait)
-        if checks_wait:
-            self._unplanned += 1  # from now on, checks wait for its plan
-            self._all_planned.clear()
-        task = asyncio.ensure_future(self._in_turn(steps, turn))
+        each planned (its memory effects made, its trips held) before the next; a check
+        waits until every command that came before it is planned (until_planned), never
+        for a write. A command that came is never dropped, and once it came it finishes
+        even if its caller is cancelled (a client's deadline): the sequential design would
+        have run it, and checks after it were judged with it."""
+        self._arrived += 1
+        ticket = self._arrived  # checks from now on wait for its plan
+        task = asyncio.ensure_future(self._in_turn(steps, ticket))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            turn.abandoned = True  # too late once planned: it then goes on
-            raise
+        return await asyncio.shield(task)
 
     async def call_async(self, command: Callable[[], T]) -> T:
         """A command with no durable write (a snapshot, an order update, clearing working
@@ -309,28 +298,40 @@ class Guard(GuardReadings):
         of a command that came before it."""
         return await self.run_async(_without_writes(command))
 
-    def until_planned(self) -> Awaitable[bool]:
-        """For a check: until every command that came before it is planned (`unplanned`
-        is 0 again), so that it is judged as the synchronous design would judge it."""
-        return self._all_planned.wait()
-
     @property
     def unplanned(self) -> int:
-        return self._unplanned
+        """How many commands came and are not planned yet (while any, checks wait)."""
+        return self._arrived - self._planned_through
 
-    async def _in_turn(self, steps: Steps[T], turn: _Turn) -> T:
-        async with self._writing:
+    @property
+    def waiting_checks(self) -> int:
+        """Checks waiting for commands that came before them to be planned."""
+        return sum(not waiter.done() for _, waiter in self._waiters)
+
+    def until_planned(self) -> asyncio.Future[None]:
+        """For a check: done once every command that came before now is planned, so that
+        the check is judged as the sequential design would judge it."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self._planned_through >= self._arrived:
+            waiter.set_result(None)
+        else:
+            self._waiters.append((self._arrived, waiter))
+        return waiter
+
+    async def _in_turn(self, steps: Steps[T], ticket: int) -> T:
+        try:
+            await self._writing.acquire()
+        except BaseException:  # cancelled (the loop closing): never planned, not waited for
+            self._planned(ticket)
+            raise
+        try:
             try:
-                if turn.abandoned:
-                    steps.close()
-                    raise asyncio.CancelledError("its caller gave up before it was planned")
                 durable = next(steps)  # plan: memory effects, nothing awaited
                 self.engine.hold(durable.holds)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             finally:
-                if turn.checks_wait:
-                    self._planned_one()
+                self._planned(ticket)
             try:
                 while True:
                     await self._durably_async(durable)
@@ -340,11 +341,22 @@ class Guard(GuardReadings):
                 return done.value  # type: ignore[no-any-return]
             finally:
                 self.engine.release()
+        finally:
+            self._writing.release()
 
-    def _planned_one(self) -> None:
-        self._unplanned -= 1
-        if not self._unplanned:
-            self._all_planned.set()
+    def _planned(self, ticket: int) -> None:
+        """Command `ticket` is planned (or will never be): move the mark over every ticket
+        planned without a gap, and wake the checks that waited for them."""
+        done = self._planned_tickets
+        done.add(ticket)
+        while self._planned_through + 1 in done:
+            self._planned_through += 1
+            done.discard(self._planned_through)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._planned_through:
+            waiter = waiters.popleft()[1]
+            if not waiter.done():  # a check cancelled while it waited
+                waiter.set_result(None)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         """A command's task ended; its error was its caller's, if the caller still waits

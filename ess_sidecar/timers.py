@@ -74,8 +74,7 @@ class Timers:
     async def tick_async(self) -> list[Transition]:
         """One run as served: its durable writes off the event loop (Guard.run_async)."""
         try:
-            return self._succeeded(await self._guard.run_async(self._guard.timers_steps(),
-                                                               checks_wait=False))
+            return self._succeeded(await self._guard.run_async(self._guard.timers_steps()))
         except Exception as error:  # a bug here must never stop the timers
             return self._failed(error)
 

@@ -30,20 +30,31 @@ class GatedStore(SqliteStateStore):
         super().__init__(path)
         self.gate = threading.Event()
         self.gate.set()
+        self.passes = threading.Semaphore(0)  # writes let through a closed gate
         self.entered = threading.Event()
         self.appended = threading.Event()
 
     def append(self, transitions: Any) -> None:
         self.entered.set()
-        if not self.gate.wait(GATE_TIMEOUT_S):
+        if not self.gate.is_set() and not self.passes.acquire(timeout=GATE_TIMEOUT_S):
             raise AssertionError("the gate was never opened: was the event loop blocked?")
         super().append(transitions)
         self.appended.set()
 
+    def let_one(self) -> None:
+        """Let the write waiting at the closed gate (or the next one) through."""
+        self.passes.release()
+
     def close_gate(self) -> None:
         self.gate.clear()
+        self.passes = threading.Semaphore(0)
         self.entered.clear()
         self.appended.clear()
+
+    def open_gate(self) -> None:
+        self.gate.set()
+        for _ in range(100):
+            self.passes.release()
 
     async def wait_entered(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 5.0), "no write began"
@@ -55,7 +66,11 @@ class GatedStore(SqliteStateStore):
 @pytest.fixture
 async def gated(start_sidecar: Any, tmp_path: Path) -> tuple[Running, GatedStore]:
     store = GatedStore(tmp_path / "ess.db")
-    return await start_sidecar(state_store=store), store
+    running = await start_sidecar(state_store=store)
+    # A timer run is a command too: one queued behind a gated write makes the checks after
+    # it wait for the gate, as it should. These tests place their commands themselves.
+    running.sidecar.parts.timers.stop()
+    return running, store
 
 
 def trigger(ident: str = STRATEGY) -> pb.TriggerRequest:
@@ -102,7 +117,7 @@ async def test_a_check_is_answered_while_a_trip_is_stored_and_the_trip_already_d
     assert not tripping.done()  # not acknowledged before it is durable
     assert await running.version() == before  # nor shown as current
 
-    store.gate.set()
+    store.open_gate()
     reply = await tripping
     assert reply.state == pb.STATE_TRIPPED and reply.state_version == before + 1
     assert not (await check(running)).allowed
@@ -119,7 +134,7 @@ async def test_a_reset_being_stored_allows_nothing_until_it_is_stored(
 
     assert not (await check(running)).allowed
 
-    store.gate.set()
+    store.open_gate()
     assert (await resetting).state == pb.STATE_ARMED
     assert (await check(running)).allowed
 
@@ -134,7 +149,7 @@ async def test_a_trip_whose_caller_gave_up_is_still_applied_and_the_next_one_fol
     assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert not (await check(running)).allowed  # held while it is written
 
-    store.gate.set()
+    store.open_gate()
     await store.wait_appended()
     second = await running.stub.Trigger(trigger("other"), timeout=5)
     assert second.state_version == before + 2  # the first took before + 1: no clash
@@ -151,7 +166,7 @@ async def test_commands_are_stored_one_at_a_time_in_the_order_they_came(
     first = await trip_being_stored(running, store, "a")
     second = asyncio.ensure_future(running.stub.Trigger(trigger("b"), timeout=10))
     await until(lambda: running.app.guard.unplanned == 1)  # b waits for a's write
-    store.gate.set()
+    store.open_gate()
     assert [(await first).state_version, (await second).state_version] == \
         [before + 1, before + 2]
 
@@ -164,7 +179,7 @@ async def test_a_check_that_comes_after_a_queued_trip_is_judged_after_it(
     second = asyncio.ensure_future(running.stub.Trigger(trigger("b"), timeout=10))
     await until(lambda: running.app.guard.unplanned == 1)
     checking = asyncio.ensure_future(check(running, strategy="b"))
-    store.gate.set()  # a is stored, b planned (and held), then the check is judged
+    store.open_gate()  # a is stored, b planned (and held), then the check is judged
     assert not (await checking).allowed
     await first, await second
 
@@ -182,7 +197,7 @@ async def test_a_snapshot_after_a_fill_is_applied_after_it_even_while_a_trip_is_
     await until(lambda: running.app.guard.unplanned == 1)
     synced_flat = asyncio.ensure_future(running.stub.SyncPositions(synced()))  # flat too
     await until(lambda: running.app.guard.unplanned == 2)
-    store.gate.set()
+    store.open_gate()
     await tripping, await filled, await synced_flat
     book = running.app.guard.engine.book.peek(ACCOUNT)
     assert book is not None and book.net(SYMBOL).position == 0  # not -10: in order
@@ -199,7 +214,7 @@ async def test_a_watcher_resuming_while_a_trip_is_stored_misses_nothing_and_sees
     await store.wait_entered()
     stream = running.stub.WatchState(pb.WatchStateRequest(from_version=start + 1))
     await until(lambda: running.app.guard.watchers() == 1)  # its resume read waits
-    store.gate.set()
+    store.open_gate()
     await tripping
     seen = [await next_event(stream) for _ in range(3)]
     assert [(m.kind, m.version) for m in seen] == [
@@ -218,7 +233,37 @@ async def test_audit_reads_wait_for_the_write_not_the_loop_and_see_only_what_is_
     listing = asyncio.ensure_future(running.stub.ListEvents(pb.ListEventsRequest(), timeout=10))
     assert not (await check(running)).allowed  # answered while both wait
     assert not listing.done()
-    store.gate.set()
+    store.open_gate()
     await tripping
     events = (await listing).events
     assert events[0].version == before + 1  # newest first, and stored
+
+
+async def test_a_check_waits_only_for_the_commands_that_came_before_it(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    guard = running.app.guard
+    first = await trip_being_stored(running, store, "a")
+    second = asyncio.ensure_future(running.stub.Trigger(trigger("b"), timeout=10))
+    await until(lambda: guard.unplanned == 1)
+    checking = asyncio.ensure_future(check(running, strategy="c"))
+    await until(lambda: guard.waiting_checks == 1)  # it waits for b's plan
+    third = asyncio.ensure_future(running.stub.Trigger(trigger("d"), timeout=10))
+    await until(lambda: guard.unplanned == 2)  # d came after the check
+    store.let_one()  # a is stored, b planned (its write waits at the gate), d queued
+    assert (await checking).allowed  # answered while d is still not planned
+    assert guard.unplanned == 1
+    store.open_gate()
+    await first, await second, await third
+
+
+async def test_a_trip_whose_caller_gave_up_while_it_queued_still_denies_what_came_after(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    first = await trip_being_stored(running, store, "a")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await running.stub.Trigger(trigger("b"), timeout=0.2)  # queued behind a's write
+    checking = asyncio.ensure_future(check(running, strategy="b"))
+    store.open_gate()
+    assert not (await checking).allowed  # b came before the check: never dropped
+    await first
