@@ -35,6 +35,7 @@ from .watch import Subscribers, Subscription
 log = logging.getLogger(__name__)
 
 MAX_REPLAY = 100_000
+MAX_WAITING_CHECKS = 10_000  # then waiters of checks that gave up are dropped
 # The epochs this sidecar sends are "" or "volatile-<8 hex>".
 MAX_EPOCH_LENGTH = 64
 
@@ -125,6 +126,7 @@ class Guard(GuardReadings):
             collections.deque()
         self._tasks: set[asyncio.Task[Any]] = set()  # commands running (kept referenced)
         self._thread: ThreadPoolExecutor | None = None  # the store's, while served
+        self._drained = False
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
 
@@ -314,14 +316,17 @@ class Guard(GuardReadings):
         waiter = asyncio.get_running_loop().create_future()
         if self._planned_through >= self._arrived:
             waiter.set_result(None)
-        else:
-            self._waiters.append((self._arrived, waiter))
+            return waiter
+        waiters = self._waiters
+        if len(waiters) >= MAX_WAITING_CHECKS:  # checks whose callers gave up (a hung write)
+            self._waiters = waiters = collections.deque(w for w in waiters if not w[1].done())
+        waiters.append((self._arrived, waiter))
         return waiter
 
     async def _in_turn(self, steps: Steps[T], ticket: int) -> T:
         try:
             await self._writing.acquire()
-        except BaseException:  # cancelled (the loop closing): never planned, not waited for
+        except BaseException:  # cancelled: only the loop closing does it (run_async shields)
             self._planned(ticket)
             raise
         try:
@@ -378,7 +383,10 @@ class Guard(GuardReadings):
             self.engine.release()  # then at once GLOBAL: no check in between
             self._failed(error)
         self.engine.release()
-        if self.engine.version != version:  # failed closed meanwhile (the journal)
+        if self.engine.version != version:
+            # Failed closed meanwhile: a journal write failed, and the journal refuses every
+            # record from then on, so GLOBAL cannot be reset before a restart; that restart
+            # restores these transitions from the store, which has them.
             raise StoreUnavailable("the sidecar failed closed while this change was stored")
 
     async def read_async(self, read: Callable[[], R]) -> R:
@@ -387,16 +395,21 @@ class Guard(GuardReadings):
         return await asyncio.get_running_loop().run_in_executor(self._store_thread(), read)
 
     async def drain(self) -> None:
-        """Wait for the command being written, then stop the store's thread: before the
-        store closes."""
-        async with self._writing:
-            if self._thread is not None:
-                self._thread.shutdown(wait=True)
-                self._thread = None
+        """Before the store closes (the server and the timers stopped): wait for every
+        command that came to finish, then stop the store's thread. A store call after
+        this fails (StoreUnavailable): no thread but the closing one touches the store."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        self._drained = True
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
     def _store_thread(self) -> ThreadPoolExecutor:
         """One thread does every store call while serving: one SQLite connection, never
         used by two threads at once."""
+        if self._drained:
+            raise StoreUnavailable("the sidecar is stopping: its store is closing")
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="ess-store")
         return self._thread

@@ -267,3 +267,19 @@ async def test_a_trip_whose_caller_gave_up_while_it_queued_still_denies_what_cam
     store.open_gate()
     assert not (await checking).allowed  # b came before the check: never dropped
     await first
+
+
+async def test_stopping_waits_for_the_command_being_stored_before_the_store_closes(
+        gated: tuple[Running, GatedStore]) -> None:
+    running, store = gated
+    before = await running.version()
+    tripping = await trip_being_stored(running, store)
+    stopping = asyncio.ensure_future(running.sidecar.stop())
+    store.open_gate()
+    await stopping
+    assert (await tripping).state_version == before + 1  # acknowledged: so it is stored
+    reopened = SqliteStateStore(store.path)
+    try:
+        assert [t.version for t in reopened.load().current] == [before + 1]
+    finally:
+        reopened.close()
