@@ -332,20 +332,13 @@ class Guard(GuardReadings):
         try:
             try:
                 durable = next(steps)  # plan: memory effects, nothing awaited
-                self.engine.hold(durable.holds)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
             finally:
                 self._planned(ticket)
-            try:
-                while True:
-                    await self._durably_async(durable)
-                    durable = steps.send(None)
-                    self.engine.hold(durable.holds)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            finally:
-                self.engine.release()
+            while True:
+                await self._durably_async(durable)  # holds before its first await
+                durable = steps.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
         finally:
             self._writing.release()
 
@@ -371,18 +364,20 @@ class Guard(GuardReadings):
             task.exception()  # retrieved: no "never retrieved" noise for a gone caller
 
     async def _durably_async(self, durable: Durable) -> None:
-        """One write, its transitions held (see _in_turn) until it is done."""
+        """One write, its transitions held (they deny already) until it is done. Called
+        right after the plan: nothing awaits before the hold."""
         if durable.on_loop:  # the loop waits for it, but it runs in the store's thread
             self._durably(lambda: self._store_thread().submit(durable.write).result())
             return
         version = self.engine.version
+        self.engine.hold(durable.holds)
         try:
             await asyncio.get_running_loop().run_in_executor(self._store_thread(),
                                                              durable.write)
         except Exception as error:
-            self.engine.release()  # then at once GLOBAL: no check in between
-            self._failed(error)
-        self.engine.release()
+            self._failed(error)  # GLOBAL tripped before the holds go: no check in between
+        finally:
+            self.engine.release()
         if self.engine.version != version:
             # Failed closed meanwhile: a journal write failed, and the journal refuses every
             # record from then on, so GLOBAL cannot be reset before a restart; that restart

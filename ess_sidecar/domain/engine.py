@@ -55,7 +55,7 @@ class GuardEngine:
         self._rate = OrderRate(config.limits.max_orders_per_second)
         self._current: dict[Scope, Transition] = {}
         self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
-        # Restricting transitions being made durable: they block checks already (hold).
+        # Non-ARMED transitions being made durable: they block checks already (hold).
         self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         self._holding = False
         self._decision_ids = itertools.count(1)
