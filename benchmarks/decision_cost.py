@@ -1,7 +1,10 @@
 """The sidecar's own work per decision, in-process: engine alone, and proto -> engine -> proto.
 
-Baseline in the same run: parsing the request and serialising a prebuilt response, which a
-bare server does too. Time advances 20 ms per call (an injected clock), so the per-strategy
+The mapping measured is the hot path's, CheckOrderStream: the order taken out of a parsed
+CheckOrderStreamRequest, and the decision written into the stream's reused response and
+serialized (so the figure counts one serialization a bare server pays too). Baseline in the
+same run: parsing the stream request and serialising a prebuilt response, which a bare
+server does too. Time advances 20 ms per call (an injected clock), so the per-strategy
 rate limit (100/s) stays on without denying. The limits are the shipped ones (exposure on,
 working-order caps, identical-order duplicates) unless a scenario says otherwise.
 
@@ -18,8 +21,9 @@ marks known, no working orders); the same with 1,000 working orders on the accou
 3 strategies x 4 symbols, 12 legs (the account's cap raised to 2,000); the same over 1,000
 legs, 100 strategies x 10 symbols (10 is the most symbols max_open_positions admits): the
 shape that would cost the most if a check walked the legs (the book keeps its sums
-current instead, so it should cost about what 12 legs cost); one denied by a tripped scope; one denied by an exposure limit. Last, the service's
-check of an allowed order, whose journal record is written before it returns.
+current instead, so it should cost about what 12 legs cost); one denied by a tripped
+scope; one denied by an exposure limit. Last, the service's check of an allowed order,
+whose journal record is written before it returns.
 
     python benchmarks/decision_cost.py [--calls N]
 """
@@ -38,9 +42,10 @@ from pathlib import Path
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
-from ess_sidecar.adapters.grpc.mapping import decision_to_proto, order_from_proto
+from ess_sidecar.adapters.grpc.mapping import decision_to_stream_bytes, order_from_proto
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
+from ess_sidecar.domain.decisions import Decision
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import Order, OrderStatus, OrderUpdate, PositionSnapshot, Side
@@ -113,16 +118,18 @@ class Scenario:
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _calls: int = 0
 
-    def request(self) -> pb.CheckOrderRequest:
+    def request(self) -> pb.CheckOrderStreamRequest:
         n = next(self._ids)
         price = self.order["price"] * (1.0 + (n % DISTINCT_PRICES) * 1e-6)
-        return pb.CheckOrderRequest(**{**self.order, "price": price},
-                                    client_order_id=f"5f3a9c1e2b4d-{n}")
+        return pb.CheckOrderStreamRequest(request_id=n, order=pb.CheckOrderRequest(
+            **{**self.order, "price": price}, client_order_id=f"5f3a9c1e2b4d-{n}"))
 
-    def after(self, request: pb.CheckOrderRequest, reason: int, now: float) -> None:
+    def after(self, stream_request: pb.CheckOrderStreamRequest, reason: int,
+              now: float) -> None:
         """Off the timed path: check the decision, end the order, run the timers."""
         if self.expect is None:
             return
+        request = stream_request.order
         if reason != self.expect:
             raise AssertionError(f"{request.client_order_id}: reason {reason}, expected"
                                  f" {self.expect}")
@@ -152,7 +159,7 @@ def scenarios() -> dict[str, Scenario]:
     }
 
 
-def measure(scenario: Scenario, prepare: Callable[[pb.CheckOrderRequest], object],
+def measure(scenario: Scenario, prepare: Callable[[pb.CheckOrderStreamRequest], object],
             call: Callable[[object, float], object], calls: int) -> list[int]:
     """Time `call(prepare(request), now)` per call; the rest is off the timed path."""
     samples = [0] * calls
@@ -173,6 +180,22 @@ def measure(scenario: Scenario, prepare: Callable[[pb.CheckOrderRequest], object
         scenario.after(request, int(decision.reason), now)
     gc.enable()
     return sorted(samples)
+
+
+def order_of(request: pb.CheckOrderStreamRequest) -> Order:
+    return order_from_proto(request.order)
+
+
+def mapped(engine: GuardEngine) -> Callable[[pb.CheckOrderStreamRequest, float], Decision]:
+    """What CheckOrderStream does with a parsed request: the order out of it, the engine's
+    decision, the answer written into the stream's reused response and serialized."""
+    response = pb.CheckOrderStreamResponse()
+
+    def call(request: pb.CheckOrderStreamRequest, now: float) -> Decision:
+        decision = engine.check(order_from_proto(request.order), now)
+        decision_to_stream_bytes(response, request.request_id, decision)
+        return decision
+    return call
 
 
 class SetClock(Clock):
@@ -199,7 +222,7 @@ def journaled(directory: Path, calls: int) -> list[int]:
         return guard.check(order)
 
     try:
-        return measure(scenario, order_from_proto, check, calls)
+        return measure(scenario, order_of, check, calls)
     finally:
         journal.close()
 
@@ -218,22 +241,20 @@ def main() -> None:
     calls = parser.parse_args().calls
     print(f"{'in-process, per decision':<60} {'p50 µs':>7} {'p99 µs':>7} {'p99.9 µs':>8}"
           f" {'calls/s':>11}")
-    raw = pb.CheckOrderRequest(**ORDER, client_order_id="5f3a9c1e2b4d-123456").SerializeToString()
-    prebuilt = pb.CheckOrderResponse(allowed=True, reason=pb.DECISION_REASON_ALLOWED,
-                                     decision_id="5f3a9c1e-10000")
+    raw = pb.CheckOrderStreamRequest(request_id=123456, order=pb.CheckOrderRequest(
+        **ORDER, client_order_id="5f3a9c1e2b4d-123456")).SerializeToString()
+    prebuilt = pb.CheckOrderStreamResponse(request_id=123456, decision=pb.CheckOrderResponse(
+        allowed=True, reason=pb.DECISION_REASON_ALLOWED, decision_id="5f3a9c1e-10000"))
     baseline = Scenario(GuardEngine(GuardConfig()), expect=None)
     print(row("baseline: parse request + serialise response", measure(
         baseline, lambda request: raw,
-        lambda data, now: (pb.CheckOrderRequest.FromString(data), prebuilt.SerializeToString(),
-                           prebuilt)[2], calls)))
+        lambda data, now: (pb.CheckOrderStreamRequest.FromString(data),
+                           prebuilt.SerializeToString(), prebuilt.decision)[2], calls)))
     own, alone = {}, {}
     for name, scenario in scenarios().items():
-        engine = scenario.engine
-        alone[name] = measure(scenario, order_from_proto, engine.check, calls)
+        alone[name] = measure(scenario, order_of, scenario.engine.check, calls)
         print(row(f"engine.check, {name}", alone[name]))
-        own[name] = measure(scenario, lambda request: request,
-                            lambda request, now, e=engine: decision_to_proto(
-                                e.check(order_from_proto(request), now)), calls)
+        own[name] = measure(scenario, lambda request: request, mapped(scenario.engine), calls)
         print(row(f"mapping + engine + mapping, {name}", own[name]))
     with tempfile.TemporaryDirectory() as directory:
         print(row("guard.check + journal, allowed", journaled(Path(directory), calls)))

@@ -24,12 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from .orders import Side
 
 # Bound on the relative rounding error of one update: a subtraction and two additions,
 # each within half an ulp (2**-53), counted twice over to be safe.
-ROUNDING = 2.0 ** -51
+ROUNDING: Final = 2.0 ** -51
+# Final: the compiled domain reads these as C statics (Side.BUY is two dict lookups).
+_BUY: Final = Side.BUY
+_SELL: Final = Side.SELL
 
 
 def no_reference(symbol: str) -> float:
@@ -70,7 +74,7 @@ class Leg:
     def reduced_by(self, side: Side, quantity: float) -> bool:
         """Whether an order only reduces this position: even if it and every working
         order on its side filled, the position would shrink without crossing zero."""
-        if side is Side.SELL:
+        if side is _SELL:
             return self.position > 0.0 and self.selling + quantity <= self.position
         return self.position < 0.0 and self.buying + quantity <= -self.position
 
@@ -78,7 +82,7 @@ class Leg:
         return not self.position and not self.working
 
     def reserve(self, side: Side, quantity: float) -> None:
-        if side is Side.BUY:
+        if side is _BUY:
             self.buying += quantity
         else:
             self.selling += quantity
@@ -92,7 +96,7 @@ class Leg:
             self.working -= 1
         if not self.working:  # exact zero: no drift left behind by float sums
             self.buying = self.selling = 0.0
-        elif side is Side.BUY:
+        elif side is _BUY:
             self.buying = max(0.0, self.buying - quantity)
         else:
             self.selling = max(0.0, self.selling - quantity)

@@ -11,6 +11,7 @@ journaled with it and applied as they were, not planned again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .breakers import Metric
 from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
@@ -31,9 +32,10 @@ class Trigger:
     drill: bool = False  # a drill's trip: only from ARMED, lifted at once
 
 
-@dataclass(frozen=True)
-class Admitted:
-    """An allowed CheckOrder: the order is working (and one it replaces has ended)."""
+class Admitted(NamedTuple):
+    """An allowed CheckOrder: the order is working (and one it replaces has ended). A named
+    tuple where the other commands are frozen dataclasses: one is made per allowed order,
+    and a frozen dataclass's constructor costs about 1 µs more."""
 
     order: Order
     now: float

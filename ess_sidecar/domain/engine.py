@@ -13,6 +13,7 @@ import contextlib
 import itertools
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import Final
 
 from .approvals import Approvals
 from .breakers import DEFAULT_RULES, Breaker, Breakers, Metric, check_metric_value
@@ -38,8 +39,8 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 MAX_EQUITY = 1e18
-_ALLOWED = DecisionReason.ALLOWED
-_NO_BOOK = AccountBook()  # read by checks for an account nothing is known of; never written
+_ALLOWED: Final = DecisionReason.ALLOWED
+_NO_BOOK: Final = AccountBook()  # read by checks of an account nothing is known of; never written
 
 
 class GuardEngine:

@@ -23,13 +23,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from .book import AccountBook, Leg, StrategyLeg
 from .decisions import DecisionReason, Denial
 from .limits import LimitSettings
 from .orders import Order, Side
 
 # An order must move a quantity by its own size within this relative error.
-REPRESENTABLE = 1e-6
+REPRESENTABLE: Final = 1e-6
 
 
 def reduces(order: Order, book: AccountBook) -> bool:
@@ -65,8 +67,8 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     return None
 
 
-_EMPTY = Leg()  # the leg of a quantity nothing touches yet; never written
-_BUY = Side.BUY
+_EMPTY: Final = Leg()  # the leg of a quantity nothing touches yet; never written
+_BUY: Final = Side.BUY
 
 
 def _after(leg: Leg, buy: bool, quantity: float) -> float | None:

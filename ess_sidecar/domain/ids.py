@@ -19,10 +19,11 @@ the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "
 from __future__ import annotations
 
 import unicodedata
+from typing import Final
 
 from .errors import InvalidArgument
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH: Final = 128
 
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt) that `str.isprintable`
 # lets through: marks and letters that render as nothing. The rest of the property is in

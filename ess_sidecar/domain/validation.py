@@ -5,6 +5,7 @@ canonical ids (ids.py) and numbers within the bounds of orders.py."""
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from .errors import InvalidArgument
 from .ids import canonical_id, canonical_symbol
@@ -42,7 +43,7 @@ def validate_order(order: Order) -> Order:
     if side is not _BUY and side is not _SELL:
         check_side(side)
     quantity, price = order.quantity, order.price
-    if not (0.0 < quantity <= MAX_QUANTITY and 0.0 < price <= MAX_PRICE):  # NaN fails too
+    if not (0.0 < quantity <= _MAX_QUANTITY and 0.0 < price <= _MAX_PRICE):  # NaN fails too
         check_positive(quantity, "quantity", MAX_QUANTITY)
         check_positive(price, "price", MAX_PRICE)
     key = (order.account, order.strategy, order.symbol)
@@ -63,9 +64,13 @@ def validate_order(order: Order) -> Order:
 # (account, strategy, symbol) found canonical -> the symbol folded. A few routes carry
 # nearly every order, so most checks validate their three ids with one lookup. Bounded:
 # emptied when full.
-_routes: dict[tuple[str, str, str], str] = {}
-MAX_ROUTES = 4096
-_BUY, _SELL = Side.BUY, Side.SELL
+# Final: the compiled domain reads these as C statics, not from the module's dict.
+_routes: Final[dict[tuple[str, str, str], str]] = {}
+MAX_ROUTES: Final = 4096
+_BUY: Final = Side.BUY
+_SELL: Final = Side.SELL
+_MAX_QUANTITY: Final = MAX_QUANTITY
+_MAX_PRICE: Final = MAX_PRICE
 
 
 def _route(account: str, strategy: str, symbol: str) -> str:

@@ -12,31 +12,39 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Final
 
 from .book import Book, Leg
 from .orders import OpenOrder, Order, Side
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
-FILL_TOLERANCE = 1e-9
+FILL_TOLERANCE: Final = 1e-9
 
 
-@dataclass(slots=True)
 class OrderRecord:
-    """One order the sidecar allowed."""
+    """One order the sidecar allowed. A plain class with its own __init__: a dataclass's
+    generated one is Python code even when the domain is compiled, and one is made per
+    allowed order."""
 
-    account: str
-    client_order_id: str
-    strategy: str
-    symbol: str
-    side: Side
-    quantity: float  # as allowed
-    price: float
-    time: float
-    decision_id: str
-    filled: float = 0.0
-    remaining: float = 0.0  # reserved; 0 once ended
-    replaced_by: str = ""
+    __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
+                 "price", "time", "decision_id", "filled", "remaining", "replaced_by")
+
+    def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
+                 side: Side, quantity: float, price: float, time: float, decision_id: str,
+                 filled: float = 0.0, remaining: float = 0.0, replaced_by: str = "") -> None:
+        self.account, self.client_order_id = account, client_order_id
+        self.strategy, self.symbol, self.side = strategy, symbol, side
+        self.quantity = quantity  # as allowed
+        self.price, self.time, self.decision_id = price, time, decision_id
+        self.filled = filled
+        self.remaining = remaining  # reserved; 0 once ended
+        self.replaced_by = replaced_by
+
+    def __repr__(self) -> str:
+        return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
+                f" {self.symbol!r}, {self.side.name}, quantity={self.quantity:g},"
+                f" remaining={self.remaining:g}, filled={self.filled:g},"
+                f" decision_id={self.decision_id!r})")
 
     @property
     def working(self) -> bool:
@@ -228,7 +236,7 @@ class OrderLedger:
         book.net(record.symbol).reserve(record.side, record.remaining)
 
 
-def _bump(table: dict, key: object, delta: int) -> None:
+def _bump(table: dict[tuple[str, str], int], key: tuple[str, str], delta: int) -> None:
     count = table.get(key, 0) + delta
     if count:
         table[key] = count

@@ -132,6 +132,32 @@ async def test_stream_sees_a_trip_on_the_next_request(sidecar: Running) -> None:
     await call.done_writing()
 
 
+async def test_stream_answers_carry_nothing_over_from_the_answer_before(
+        sidecar: Running) -> None:
+    """A stream fills one response in place for every answer: an allowance after a denial
+    has no denial's message or scope, and a denial after an allowance is not allowed."""
+    await sidecar.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="desk stop"))
+    call = sidecar.stub.CheckOrderStream()
+    to_tripped = [True, False, False, True, False]
+    for request_id, blocked in enumerate(to_tripped, 1):
+        await call.write(pb.CheckOrderStreamRequest(request_id=request_id, order=order(
+            strategy=STRATEGY if blocked else f"{STRATEGY}-other")))
+    answers = [await call.read() for _ in to_tripped]
+    await call.done_writing()
+    for request_id, (blocked, answer) in enumerate(zip(to_tripped, answers), 1):
+        decision = answer.decision
+        assert answer.request_id == request_id and decision.decision_id
+        if blocked:
+            assert not decision.allowed
+            assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+            assert decision.blocking_scope == strategy_scope()
+            assert "desk stop" in decision.message
+        else:
+            assert decision.allowed and decision.reason == pb.DECISION_REASON_ALLOWED
+            assert not decision.message and not decision.HasField("blocking_scope")
+    assert len({a.decision.decision_id for a in answers}) == len(to_tripped)
+
+
 async def test_trigger_is_idempotent_and_audited_with_its_reason_code(sidecar: Running) -> None:
     request = pb.TriggerRequest(scope=strategy_scope(), reason="desk says stop",
                                 reason_code=pb.TRIGGER_REASON_RISK_VIOLATION,

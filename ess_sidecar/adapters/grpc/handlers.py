@@ -89,7 +89,8 @@ def _guarded(handle: Callable, permission: Permission, authenticator: Authentica
 
 def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     """A server stream may send a message already serialized (WatchState: one transition's
-    bytes to every watcher); anything else is serialized as usual."""
+    bytes to every watcher; CheckOrderStream: each answer from one reused message);
+    anything else is serialized as usual."""
     def serialized(message: Any) -> bytes:
         return message if type(message) is bytes else serialize(message)
     return serialized

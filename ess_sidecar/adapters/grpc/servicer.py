@@ -22,11 +22,11 @@ from ...ports import EventQuery, NoTelemetry
 from ...service import Guard, Outcome
 from .auth import actor_of
 from .errors import aborts_on_guard_errors, status_of
-from .mapping import decision_to_proto, fill_from_proto, fill_to_proto, heartbeat_to_watch, \
-    latch_names_from_proto, metric_from_proto, open_orders_from_proto, order_from_proto, \
-    positions_from_proto, scope_from_proto, scope_state_to_proto, seconds, timestamp, \
-    transition_to_event, transition_to_watch, trigger_from_proto, update_from_proto, \
-    working_order_to_proto
+from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_proto, \
+    fill_to_proto, heartbeat_to_watch, latch_names_from_proto, metric_from_proto, \
+    open_orders_from_proto, order_from_proto, positions_from_proto, scope_from_proto, \
+    scope_state_to_proto, seconds, timestamp, transition_to_event, transition_to_watch, \
+    trigger_from_proto, update_from_proto, working_order_to_proto
 from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -70,6 +70,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         check, read, write, invalid = self._check, context.read, context.write, \
             self.telemetry.invalid_request
         guard = self._guard
+        answer = pb.CheckOrderStreamResponse()  # this stream's, filled anew for each answer
         await context.send_initial_metadata(())
         while (raw := await read()) is not grpc.aio.EOF:
             try:
@@ -80,7 +81,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             if guard.unplanned:  # a command came first: judge after it, as it came
                 await guard.until_planned()
             try:
-                decision = decision_to_proto(check(order_from_proto(request.order)))
+                decision = check(order_from_proto(request.order))
             except InvalidArgument as error:
                 invalid(f"order.{error.field}")
                 await write(pb.CheckOrderStreamResponse(
@@ -88,8 +89,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                         code=INVALID_ARGUMENT, field=f"order.{error.field}",
                         message=str(error))))
                 continue
-            await write(pb.CheckOrderStreamResponse(request_id=request.request_id,
-                                                    decision=decision))
+            # Serialized here, before the await: the message is reused for the next answer.
+            await write(decision_to_stream_bytes(answer, request.request_id, decision))
 
     @aborts_on_guard_errors
     async def ReportMetric(self, request: pb.ReportMetricRequest,
