@@ -1,0 +1,172 @@
+"""What the journal costs a served check: the sidecar as shipped, the same sidecar patched not
+to journal, and a bare grpcio server, in one interleaved run.
+
+An allowed order is recorded in the journal (one `write(2)`) before its answer goes out, and
+a thread fsyncs the journal and rewrites its seal every 10 ms (docs/design.md, "The
+journal"). In process, the record costs a few microseconds (`decision_cost.py`, "guard.check
++ journal"); this measures what it costs where it runs, in the served process.
+
+Method. Every subject is a subprocess served on a Unix socket; the Go client
+(clients/go/cmd/essbench, as check_latency.py --client go) sends CheckOrderStream, one call
+in flight. Each round runs every subject, the order reversed every other round, so drift on
+a shared machine spreads over all of them. A subject's round is --segments segments of
+--calls calls; the sidecars' working orders are ended by a SyncPositions between segments
+(benchmarks/workload.py), off the timed path and outside the CPU window. Server CPU is the
+process's utime+stime over its segments (/proc). Subjects:
+
+- bare: benchmarks/bare_server.py;
+- sidecar: `python -m ess_sidecar serve`, as shipped;
+- sidecar, timed: the same, with `Guard.check` timed inside the process (perf_counter_ns
+  around the clock reading, `engine.check` and the journal record); it prints their
+  percentiles at the end;
+- sidecar, no journal: launched by this file with two patches, `Guard.check` records
+  nothing and the journal's group-commit thread is not started. NOT SAFE, a measuring
+  device only: an order it allowed is not on record.
+
+    python benchmarks/journal_cost.py [--rounds N] [--segments N] [--calls N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+PATCHED = "--serve-patched"  # argv[1] of this file when it runs a patched sidecar
+
+
+def serve_patched(mode: str, argv: list[str]) -> int:
+    """Run `ess_sidecar` (argv: its arguments) with the patches `mode` names."""
+    from ess_sidecar import cli, service
+    from ess_sidecar.adapters.storage import journal
+    from ess_sidecar.domain.commands import Admitted
+
+    if mode == "no-journal":
+        def unrecorded(self: service.Guard, order: object) -> object:
+            return self.engine.check(order, self._clock.now())
+        service.Guard.check = unrecorded
+        journal.FileJournal.start = lambda self: None
+    elif mode.startswith("timed:"):
+        out, clock = mode.split(":", 1)[1], time.perf_counter_ns
+        samples: dict[str, list[int]] = {"check": [], "clock": [], "engine": [], "record": []}
+
+        def timed(self: service.Guard, order: object) -> object:
+            start = clock()
+            now = self._clock.now()
+            read = clock()
+            decision = self.engine.check(order, now)
+            decided = clock()
+            if decision.allowed:
+                self._record(Admitted(order, now, decision.decision_id))
+            end = clock()
+            for name, ns in (("check", end - start), ("clock", read - start),
+                             ("engine", decided - read), ("record", end - decided)):
+                samples[name].append(ns)
+            return decision
+        service.Guard.check = timed
+        atexit.register(lambda: _dump(samples, out))
+    else:
+        raise SystemExit(f"unknown patch {mode!r}")
+    sys.argv = ["ess_sidecar", *argv]
+    return cli.main()
+
+
+def _dump(samples: dict[str, list[int]], path: str) -> None:
+    with open(path, "w") as f:
+        json.dump({name: sorted(values) for name, values in samples.items()}, f)
+
+
+def pct(values: list[int], p: float) -> float:
+    return values[min(len(values) - 1, int(p * len(values)))] / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--segments", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=400, help="per segment (at most 500)")
+    args = parser.parse_args()
+    if not 0 < args.calls <= 500:
+        parser.error("--calls: 1 to 500 (the shipped working-order cap per strategy)")
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import workload
+    from check_latency import start_server, stop_server, wait_serving
+    from goclient import GoClient, build
+
+    tmp = tempfile.mkdtemp(prefix="ess-journal-cost-")
+    with open(f"{tmp}/ess.toml", "w") as f:
+        f.write(workload.config(args.calls))
+    timings = f"{tmp}/timings.json"
+    this = os.path.abspath(__file__)
+
+    def sidecar(name: str, *patch: str) -> list[str]:
+        launcher = [this, PATCHED, *patch] if patch else ["-m", "ess_sidecar"]
+        return [*launcher, "serve", "--config", f"{tmp}/ess.toml", "--state",
+                f"{tmp}/{name}.db"]
+
+    subjects = {"bare": ([os.path.join(REPO, "benchmarks", "bare_server.py")], False),
+                "sidecar": (sidecar("shipped"), True),
+                "sidecar, timed": (sidecar("timed", f"timed:{timings}"), True),
+                "sidecar, no journal": (sidecar("unjournaled", "no-journal"), True)}
+    binary, go_version = build(tmp)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load"
+          f" {os.getloadavg()[0]:.2f}; Go client ({go_version}), CheckOrderStream over UDS,"
+          f" one in flight; {args.rounds} rounds x {args.segments} segments x {args.calls}"
+          " calls per subject")
+    servers, clients = {}, {}
+    try:
+        for name, (argv, is_sidecar) in subjects.items():
+            servers[name] = server = start_server(name.replace(", ", "-").replace(" ", "-"),
+                                                  argv, tmp, is_sidecar)
+            wait_serving(server, 30)
+            if is_sidecar:
+                server.settler = workload.Settler(server.target("uds"))
+                server.settle()
+            clients[name] = GoClient(binary, server.target("uds"), "stream")
+        latencies = {name: [] for name in servers}
+        cpu = dict.fromkeys(servers, 0.0)
+        for r in range(args.rounds):
+            for name in (list(servers) if r % 2 == 0 else list(reversed(servers))):
+                server, client = servers[name], clients[name]
+                client.run(min(100, args.calls))  # warm this connection again
+                server.settle()
+                for _ in range(args.segments):
+                    before = server.cpu_seconds()
+                    latencies[name] += client.run(args.calls)
+                    cpu[name] += server.cpu_seconds() - before
+                    server.settle()
+    finally:
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            stop_server(server)  # SIGTERM: the timed sidecar writes its timings at exit
+
+    print(f"\n{'server':<22} {'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'CPU µs/msg':>11}"
+          f" {'p50 / bare':>11}")
+    bare = sorted(latencies["bare"])
+    for name, values in latencies.items():
+        values.sort()
+        print(f"{name:<22} {pct(values, .5):8.1f} {pct(values, .99):8.1f}"
+              f" {pct(values, .999):9.1f} {cpu[name] * 1e6 / len(values):11.1f}"
+              f" {pct(values, .5) / pct(bare, .5):11.2f}")
+    with open(timings) as f:
+        inside = json.load(f)
+    print("\ninside the timed sidecar (µs; the record is made for allowed orders: all of them)")
+    for name, values in inside.items():
+        print(f"  {name:<8} p50 {pct(values, .5):7.1f}  p90 {pct(values, .9):7.1f}"
+              f"  p99 {pct(values, .99):7.1f}  n {len(values)}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == PATCHED:
+        sys.exit(serve_patched(sys.argv[2], sys.argv[3:]))
+    main()
