@@ -4,6 +4,7 @@ damage (a flipped bit, a torn or missing record, a deleted file or seal) is foun
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,75 @@ def test_a_journal_deleted_with_its_seal_is_found_when_the_store_was_in_use(
     first.seal.path.unlink()
     with pytest.raises(JournalDamaged, match="its seal are missing, but the state file"):
         FileJournal(first.path, required=True).load()
+
+
+class Rounds(threading.Event):
+    """The group commit's pause, counted and instant (it waits on this event for the
+    interval, which close() sets), and its seals as events: each round is seen, and
+    nothing waits for real time."""
+
+    def __init__(self, journal: FileJournal) -> None:
+        super().__init__()
+        self.paused = 0
+        self.sealed = [threading.Event() for _ in range(3)]
+        self.seals: list[dict] = []
+        write = journal.seal.write
+
+        def sealed(value: dict) -> None:
+            write(value)
+            self.seals.append(value)
+            self.sealed[len(self.seals) - 1].set()
+        journal.seal.write = sealed  # type: ignore[method-assign]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.paused += 1
+        return self.is_set()
+
+
+def test_the_group_commit_seals_each_burst_of_records_once_and_idles_between(
+        tmp_path: Path) -> None:
+    """A record is made durable (fsync, then the seal) without anyone asking, and the
+    thread goes round once per burst of records: with an instant sleep, a thread that
+    went round without records would have gone round many times by the second record."""
+    first = journal(tmp_path, interval=0.01)
+    first.load()
+    first._closing = rounds = Rounds(first)
+    first.start()
+    try:
+        first.record(*EVERY_COMMAND[0])
+        first.record(*EVERY_COMMAND[1])
+        assert rounds.sealed[0].wait(10), "the first records were never sealed"
+        first.record(*EVERY_COMMAND[2])
+        assert rounds.sealed[1].wait(10), "a record after a sync was never sealed"
+        assert rounds.seals[-1]["records"] == 3
+        assert rounds.paused == 2
+    finally:
+        first.close()
+    assert journal(tmp_path).load() == EVERY_COMMAND[:3]
+
+
+class Paused(threading.Event):
+    """The group commit's pause, which says when the thread has entered it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.entered.set()
+        return super().wait(timeout)
+
+
+def test_close_cuts_the_group_commits_pause_short_and_seals_what_is_left(
+        tmp_path: Path) -> None:
+    first = journal(tmp_path, interval=3600.0)
+    first.load()
+    first._closing = paused = Paused()
+    first.start()
+    first.record(*EVERY_COMMAND[0])
+    assert paused.entered.wait(10), "a record did not wake the group commit"
+    closing = threading.Thread(target=first.close)
+    closing.start()
+    closing.join(10)
+    assert not closing.is_alive(), "close() waited for the group commit's interval"
+    assert Seal(f"{first.path}.seal").read() == {"records": 1, "chain": first._written[1].hex()}

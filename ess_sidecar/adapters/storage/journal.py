@@ -5,8 +5,10 @@ before its answer goes out, and one `write(2)` of a pre-encoded record costs a f
 microseconds where an SQLite transaction costs tens. Durability, in two steps:
 
 - `record` writes the record to the kernel before returning: it survives SIGKILL.
-- A background thread fsyncs every `sync_interval_s` (group commit), off the event loop,
-  then replaces the seal (`<journal>.seal`: how many records, and the chain's head). With
+- A background thread fsyncs within `sync_interval_s` of a record (group commit), off the
+  event loop, then replaces the seal (`<journal>.seal`: how many records, and the chain's
+  head). It sleeps while nothing is written: the first record after a sync wakes it, it
+  lets the interval's records gather and makes them durable with one fsync. With
   `sync_interval_s` 0, `record` fsyncs itself before returning: power-loss durable, at the
   cost of an fsync per record. `sync` fsyncs at once; the service calls it before each
   transition is stored, so the journal is never behind the store on disk.
@@ -79,8 +81,9 @@ class FileJournal(Journal):
         # from other threads, and must never see a count and a chain that do not match.
         self._written = (0, GENESIS)
         self._synced = (0, GENESIS)  # what the seal says
-        self._wake = threading.Event()
-        self._stopping = False
+        self._wake = threading.Event()  # set by the first record after a sync, and by close
+        self._unsynced = False  # a record was written since the group commit last began
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._sync_lock = threading.Lock()
         self._failure: OSError | None = None
@@ -131,6 +134,9 @@ class FileJournal(Journal):
         self._written = (count + 1, chain)
         if self._interval == 0:
             self.sync()
+        elif not self._unsynced:  # once per interval under load: the thread is awake then
+            self._unsynced = True
+            self._wake.set()
 
     def sync(self) -> None:
         head = self._written  # taken before the fsync: all of it is on disk after
@@ -156,7 +162,7 @@ class FileJournal(Journal):
             self._thread.start()
 
     def close(self) -> None:
-        self._stopping = True
+        self._closing.set()  # before the wake: the thread sees it when it wakes
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
@@ -206,8 +212,18 @@ class FileJournal(Journal):
                     from error
 
     def _group_commit(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self._interval)
+        """Wait for a record, let the interval's records gather, fsync them all at once.
+        A record written after `_unsynced` is cleared wakes the next round; one written
+        before was written before `sync` reads the head, so this round covers it."""
+        while True:
+            self._wake.wait()  # no timeout: an idle sidecar's journal costs nothing
+            if self._closing.is_set():
+                return
+            self._closing.wait(self._interval)  # the records gather; close() cuts it short
+            self._wake.clear()
+            if self._closing.is_set():  # close() syncs what is left, once we are gone
+                return
+            self._unsynced = False
             try:
                 self.sync()
             except StoreUnavailable:
