@@ -201,45 +201,67 @@ def test_a_journal_deleted_with_its_seal_is_found_when_the_store_was_in_use(
 
 
 class Rounds(threading.Event):
-    """The group commit's pause, counted and instant (it waits on this event for the
-    interval, which close() sets), and its seals as events: each round is seen, and
-    nothing waits for real time."""
+    """The group commit's pause, counted and instant (the thread waits on this event for
+    each interval; close() sets it), and its seals, waited for: nothing waits for real
+    time."""
 
     def __init__(self, journal: FileJournal) -> None:
         super().__init__()
         self.paused = 0
-        self.sealed = [threading.Event() for _ in range(3)]
-        self.seals: list[dict] = []
+        self._seals = threading.Condition()
+        self._sealed = 0
         write = journal.seal.write
 
         def sealed(value: dict) -> None:
             write(value)
-            self.seals.append(value)
-            self.sealed[len(self.seals) - 1].set()
+            with self._seals:
+                self._sealed = value["records"]
+                self._seals.notify_all()
         journal.seal.write = sealed  # type: ignore[method-assign]
 
     def wait(self, timeout: float | None = None) -> bool:
         self.paused += 1
         return self.is_set()
 
+    def sealed_through(self, records: int) -> bool:
+        with self._seals:
+            return self._seals.wait_for(lambda: self._sealed >= records, timeout=10)
 
-def test_the_group_commit_seals_each_burst_of_records_once_and_idles_between(
+
+class Asleep(threading.Event):
+    """The group commit's wake: says when the thread waits on it with no timeout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            self.entered.set()
+        return super().wait(timeout)
+
+
+def test_the_group_commit_seals_records_unasked_and_sleeps_while_nothing_is_written(
         tmp_path: Path) -> None:
-    """A record is made durable (fsync, then the seal) without anyone asking, and the
-    thread goes round once per burst of records: with an instant sleep, a thread that
-    went round without records would have gone round many times by the second record."""
+    """Records are made durable (fsync, then the seal) without anyone asking. The pause is
+    instant here, so a thread that went round while nothing was written would have gone
+    round thousands of times: it pauses once to find an interval empty, once per round
+    that syncs, and otherwise sleeps until a record wakes it."""
     first = journal(tmp_path, interval=0.01)
     first.load()
     first._closing = rounds = Rounds(first)
+    first._wake = asleep = Asleep()
     first.start()
     try:
+        assert asleep.entered.wait(10), "with nothing written, the thread did not sleep"
+        asleep.entered.clear()
         first.record(*EVERY_COMMAND[0])
         first.record(*EVERY_COMMAND[1])
-        assert rounds.sealed[0].wait(10), "the first records were never sealed"
+        assert rounds.sealed_through(2), "the records were never sealed"
         first.record(*EVERY_COMMAND[2])
-        assert rounds.sealed[1].wait(10), "a record after a sync was never sealed"
-        assert rounds.seals[-1]["records"] == 3
-        assert rounds.paused == 2
+        assert rounds.sealed_through(3), "a record after a sync was never sealed"
+        assert asleep.entered.wait(10), "after its last sync, the thread did not sleep"
+        assert rounds.paused <= 7  # at most: empty, 1, empty, 2, empty, 3, empty
     finally:
         first.close()
     assert journal(tmp_path).load() == EVERY_COMMAND[:3]

@@ -5,10 +5,10 @@ before its answer goes out, and one `write(2)` of a pre-encoded record costs a f
 microseconds where an SQLite transaction costs tens. Durability, in two steps:
 
 - `record` writes the record to the kernel before returning: it survives SIGKILL.
-- A background thread fsyncs within `sync_interval_s` of a record (group commit), off the
-  event loop, then replaces the seal (`<journal>.seal`: how many records, and the chain's
-  head). It sleeps while nothing is written: the first record after a sync wakes it, it
-  lets the interval's records gather and makes them durable with one fsync. With
+- A background thread fsyncs every `sync_interval_s` what was written in it (group
+  commit), off the event loop, then replaces the seal (`<journal>.seal`: how many
+  records, and the chain's head). After an interval with nothing written it sleeps until
+  the next record wakes it: an idle sidecar's journal costs no CPU. With
   `sync_interval_s` 0, `record` fsyncs itself before returning: power-loss durable, at the
   cost of an fsync per record. `sync` fsyncs at once; the service calls it before each
   transition is stored, so the journal is never behind the store on disk.
@@ -212,18 +212,17 @@ class FileJournal(Journal):
                     from error
 
     def _group_commit(self) -> None:
-        """Wait for a record, let the interval's records gather, fsync them all at once.
-        A record written after `_unsynced` is cleared wakes the next round; one written
-        before was written before `sync` reads the head, so this round covers it."""
-        while True:
-            self._wake.wait()  # no timeout: an idle sidecar's journal costs nothing
-            if self._closing.is_set():
-                return
-            self._closing.wait(self._interval)  # the records gather; close() cuts it short
+        """Every interval, fsync what was written in it, all at once; after an interval
+        with nothing written, sleep until a record wakes it. Under load the thread keeps
+        its own time and a record's wake finds nobody waiting: the decisions never pay
+        for waking it. A record either sets `_written` before the thread reads it below,
+        or finds `_unsynced` cleared and wakes the thread for another round."""
+        while not self._closing.wait(self._interval):  # close() cuts it short
             self._wake.clear()
-            if self._closing.is_set():  # close() syncs what is left, once we are gone
-                return
             self._unsynced = False
+            if self._written == self._synced:
+                self._wake.wait()  # idle: an idle sidecar's journal costs nothing
+                continue
             try:
                 self.sync()
             except StoreUnavailable:
