@@ -21,7 +21,16 @@ process's utime+stime over its segments (/proc). Subjects:
   percentiles at the end;
 - sidecar, no journal: launched by this file with two patches, `Guard.check` records
   nothing and the journal's group-commit thread is not started. NOT SAFE, a measuring
-  device only: an order it allowed is not on record.
+  device only: an order it allowed is not on record;
+- sidecar, fsync every 50 ms: as shipped, with `store.journal_sync_interval_s` 0.05 (the
+  shipped 0.01 bounds what a power loss can take; both survive SIGKILL): how much of the
+  journal's cost is the group commit's cadence;
+- sidecar, constant decision: launched by this file, `Guard.check` answers every order
+  with the decision it made for the first one (no engine, no journal). NOT SAFE, a
+  measuring device only: what the gRPC adapter, the mapping and telemetry cost.
+
+Before its rounds, each server's CPU while idle is measured over --idle seconds: the
+sidecar's timers run, and its journal's group commit must cost nothing with no record.
 
     python benchmarks/journal_cost.py [--rounds N] [--segments N] [--calls N]
 """
@@ -48,7 +57,16 @@ def serve_patched(mode: str, argv: list[str]) -> int:
     from ess_sidecar.adapters.storage import journal
     from ess_sidecar.domain.commands import Admitted
 
-    if mode == "no-journal":
+    if mode == "constant-decision":
+        first: list[object] = []
+
+        def constant(self: service.Guard, order: object) -> object:
+            if not first:
+                first.append(self.engine.check(order, self._clock.now()))
+            return first[0]
+        service.Guard.check = constant
+        journal.FileJournal.start = lambda self: None
+    elif mode == "no-journal":
         def unrecorded(self: service.Guard, order: object) -> object:
             return self.engine.check(order, self._clock.now())
         service.Guard.check = unrecorded
@@ -92,6 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--segments", type=int, default=4)
     parser.add_argument("--calls", type=int, default=400, help="per segment (at most 500)")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured")
     args = parser.parse_args()
     if not 0 < args.calls <= 500:
         parser.error("--calls: 1 to 500 (the shipped working-order cap per strategy)")
@@ -104,18 +123,22 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="ess-journal-cost-")
     with open(f"{tmp}/ess.toml", "w") as f:
         f.write(workload.config(args.calls))
+    with open(f"{tmp}/ess-50ms.toml", "w") as f:
+        f.write(workload.config(args.calls) + "[store]\njournal_sync_interval_s = 0.05\n")
     timings = f"{tmp}/timings.json"
     this = os.path.abspath(__file__)
 
-    def sidecar(name: str, *patch: str) -> list[str]:
+    def sidecar(name: str, *patch: str, config: str = "ess.toml") -> list[str]:
         launcher = [this, PATCHED, *patch] if patch else ["-m", "ess_sidecar"]
-        return [*launcher, "serve", "--config", f"{tmp}/ess.toml", "--state",
+        return [*launcher, "serve", "--config", f"{tmp}/{config}", "--state",
                 f"{tmp}/{name}.db"]
 
     subjects = {"bare": ([os.path.join(REPO, "benchmarks", "bare_server.py")], False),
                 "sidecar": (sidecar("shipped"), True),
                 "sidecar, timed": (sidecar("timed", f"timed:{timings}"), True),
-                "sidecar, no journal": (sidecar("unjournaled", "no-journal"), True)}
+                "sidecar, no journal": (sidecar("unjournaled", "no-journal"), True),
+                "sidecar, fsync every 50 ms": (sidecar("50ms", config="ess-50ms.toml"), True),
+                "sidecar, constant decision": (sidecar("constant", "constant-decision"), True)}
     binary, go_version = build(tmp)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load"
           f" {os.getloadavg()[0]:.2f}; Go client ({go_version}), CheckOrderStream over UDS,"
@@ -131,6 +154,10 @@ def main() -> None:
                 server.settler = workload.Settler(server.target("uds"))
                 server.settle()
             clients[name] = GoClient(binary, server.target("uds"), "stream")
+        before = {name: server.cpu_seconds() for name, server in servers.items()}
+        time.sleep(args.idle)  # not a wait for something: what an idle server spends
+        idle = {name: (server.cpu_seconds() - before[name]) / args.idle
+                for name, server in servers.items()}
         latencies = {name: [] for name in servers}
         cpu = dict.fromkeys(servers, 0.0)
         for r in range(args.rounds):
@@ -149,14 +176,14 @@ def main() -> None:
         for server in servers.values():
             stop_server(server)  # SIGTERM: the timed sidecar writes its timings at exit
 
-    print(f"\n{'server':<22} {'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'CPU µs/msg':>11}"
-          f" {'p50 / bare':>11}")
+    print(f"\n{'server':<27} {'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'CPU µs/msg':>11}"
+          f" {'p50 / bare':>11} {'idle CPU ms/s':>14}")
     bare = sorted(latencies["bare"])
     for name, values in latencies.items():
         values.sort()
-        print(f"{name:<22} {pct(values, .5):8.1f} {pct(values, .99):8.1f}"
+        print(f"{name:<27} {pct(values, .5):8.1f} {pct(values, .99):8.1f}"
               f" {pct(values, .999):9.1f} {cpu[name] * 1e6 / len(values):11.1f}"
-              f" {pct(values, .5) / pct(bare, .5):11.2f}")
+              f" {pct(values, .5) / pct(bare, .5):11.2f} {idle[name] * 1000:14.1f}")
     with open(timings) as f:
         inside = json.load(f)
     print("\ninside the timed sidecar (µs; the record is made for allowed orders: all of them)")
