@@ -7,12 +7,13 @@ journal"). In process, the record costs a few microseconds (`decision_cost.py`, 
 + journal"); this measures what it costs where it runs, in the served process.
 
 Method. Every subject is a subprocess served on a Unix socket; the Go client
-(clients/go/cmd/essbench, as check_latency.py --client go) sends CheckOrderStream, one call
-in flight. Each round runs every subject, the order reversed every other round, so drift on
-a shared machine spreads over all of them. A subject's round is --segments segments of
---calls calls; the sidecars' working orders are ended by a SyncPositions between segments
-(benchmarks/workload.py), off the timed path and outside the CPU window. Server CPU is the
-process's utime+stime over its segments (/proc). Subjects:
+(clients/go/cmd/essbench, as check_latency.py --client go) sends CheckOrderStream (or, with
+--api unary, CheckOrder), one call in flight. Each round runs every subject, the order
+reversed every other round, so drift on a shared machine spreads over all of them. A
+subject's round is --segments segments of --calls calls; the sidecars' working orders are
+ended by a SyncPositions between segments (benchmarks/workload.py), off the timed path and
+outside the CPU window. Server CPU is the process's utime+stime over its segments (/proc).
+Subjects:
 
 - bare: benchmarks/bare_server.py;
 - sidecar: `python -m ess_sidecar serve`, as shipped;
@@ -30,9 +31,10 @@ process's utime+stime over its segments (/proc). Subjects:
   measuring device only: what the gRPC adapter, the mapping and telemetry cost.
 
 Before its rounds, each server's CPU while idle is measured over --idle seconds: the
-sidecar's timers run, and its journal's group commit must cost nothing with no record.
+sidecar's timers run; its journal's group commit sleeps after an interval with no record.
 
-    python benchmarks/journal_cost.py [--rounds N] [--segments N] [--calls N]
+    python benchmarks/journal_cost.py [--api stream|unary] [--rounds N] [--segments N]
+        [--calls N] [--idle S]
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--segments", type=int, default=4)
     parser.add_argument("--calls", type=int, default=400, help="per segment (at most 500)")
+    parser.add_argument("--api", choices=("stream", "unary"), default="stream")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured")
     args = parser.parse_args()
     if not 0 < args.calls <= 500:
@@ -140,8 +143,9 @@ def main() -> None:
                 "sidecar, fsync every 50 ms": (sidecar("50ms", config="ess-50ms.toml"), True),
                 "sidecar, constant decision": (sidecar("constant", "constant-decision"), True)}
     binary, go_version = build(tmp)
+    rpc = "CheckOrderStream" if args.api == "stream" else "CheckOrder"
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load"
-          f" {os.getloadavg()[0]:.2f}; Go client ({go_version}), CheckOrderStream over UDS,"
+          f" {os.getloadavg()[0]:.2f}; Go client ({go_version}), {rpc} over UDS,"
           f" one in flight; {args.rounds} rounds x {args.segments} segments x {args.calls}"
           " calls per subject")
     servers, clients = {}, {}
@@ -153,7 +157,7 @@ def main() -> None:
             if is_sidecar:
                 server.settler = workload.Settler(server.target("uds"))
                 server.settle()
-            clients[name] = GoClient(binary, server.target("uds"), "stream")
+            clients[name] = GoClient(binary, server.target("uds"), args.api)
         before = {name: server.cpu_seconds() for name, server in servers.items()}
         time.sleep(args.idle)  # not a wait for something: what an idle server spends
         idle = {name: (server.cpu_seconds() - before[name]) / args.idle
