@@ -292,3 +292,33 @@ def test_close_cuts_the_group_commits_pause_short_and_seals_what_is_left(
     closing.join(10)
     assert not closing.is_alive(), "close() waited for the group commit's interval"
     assert Seal(f"{first.path}.seal").read() == {"records": 1, "chain": first._written[1].hex()}
+
+
+class ClosedAsTheIntervalEnded(threading.Event):
+    """The group commit's pause, ending as close() runs: close() sets this event and
+    wakes the thread after the timed wait gave up, before the thread clears its wake."""
+
+    def __init__(self, journal: FileJournal) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.is_set():
+            return True
+        self.set()  # what close() does, in its order
+        self._journal._wake.set()
+        return False  # the interval had run out just before
+
+
+def test_the_group_commit_ends_when_close_comes_as_an_interval_ends(tmp_path: Path) -> None:
+    """A close() between the end of a pause and the thread clearing its wake must still
+    end the thread: it would otherwise wait for a record that never comes, and close()
+    would wait for it for ever (a sidecar that never stops)."""
+    first = journal(tmp_path, interval=0.01)
+    first.load()
+    first._closing = ClosedAsTheIntervalEnded(first)
+    first.start()
+    assert first._thread is not None
+    first._thread.join(10)
+    assert not first._thread.is_alive(), "the group commit slept through close()"
+    first.close()

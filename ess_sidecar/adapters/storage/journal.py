@@ -221,7 +221,10 @@ class FileJournal(Journal):
             self._wake.clear()
             self._unsynced = False
             if self._written == self._synced:
-                self._wake.wait()  # idle: an idle sidecar's journal costs nothing
+                # close() sets _closing, then wakes us: if its wake came before the clear
+                # above, _closing is set already and waiting would be for ever.
+                if not self._closing.is_set():
+                    self._wake.wait()  # idle: an idle sidecar's journal costs nothing
                 continue
             try:
                 self.sync()
