@@ -81,7 +81,7 @@ class FileJournal(Journal):
         # from other threads, and must never see a count and a chain that do not match.
         self._written = (0, GENESIS)
         self._synced = (0, GENESIS)  # what the seal says
-        self._wake = threading.Event()  # set by the first record after a sync, and by close
+        self._wake = threading.Event()  # set by a round's first record, and by close
         self._unsynced = False  # a record was written since the group commit last began
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
