@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .errors import InvalidArgument
+from .orders import MAX_EQUITY
 from .scopes import Scope
 from .states import TriggerMode
 
@@ -181,8 +182,8 @@ def check_metric_value(metric: Metric, value: float) -> None:
         raise InvalidArgument("value", "system health is 0 (ok), 1 (degraded) or 2 (critical)")
     elif metric in LEVEL_BREAKERS and value < 0:
         raise InvalidArgument("value", f"{metric.name.lower()} is a positive percentage")
-    elif metric is Metric.EQUITY and value < 0:
-        raise InvalidArgument("value", "equity must be >= 0")
+    elif metric is Metric.EQUITY and not 0 <= value <= MAX_EQUITY:
+        raise InvalidArgument("value", f"equity must be within 0..{MAX_EQUITY:g}")
 
 
 class Breakers:

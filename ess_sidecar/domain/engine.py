@@ -28,7 +28,7 @@ from .book import AccountBook, Book
 from .ids import canonical_id
 from .lifecycle import FillOutcome, apply_fill, apply_update, sync_account
 from .limits import OrderRate
-from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
+from .orders import MAX_EQUITY, Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .validation import check_positive, validate_fill, validate_open_order, validate_order, \
@@ -38,7 +38,6 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
     TriggerMode
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
-MAX_EQUITY = 1e18
 _ALLOWED: Final = DecisionReason.ALLOWED
 _NO_BOOK: Final = AccountBook()  # read by checks of an account nothing is known of; never written
 
@@ -88,8 +87,7 @@ class GuardEngine:
         replaces has ended). Raises InvalidArgument for malformed fields."""
         order = validate_order(order)
         orders = self.orders
-        replacing = orders.get(order.account, order.replaces_client_order_id) \
-            if order.replaces_client_order_id else None
+        replacing = orders.to_replace(order) if order.replaces_client_order_id else None
         blocking = self._blocking(order) if self._current or self._holding else None
         book = self.book.peek(order.account) or _NO_BOOK
         if replacing is None:
@@ -110,10 +108,11 @@ class GuardEngine:
                decision_id: str) -> None:
         """An allowed order is working from now on, and counts toward the rate."""
         self._rate.record(order.strategy, now)
+        record = self.orders.reserve(order, now, decision_id)
         if replacing is not None and replacing.working:  # its later fills: the new one's
             self.orders.end(replacing)
             replacing.replaced_by = order.client_order_id
-        self.orders.reserve(order, now, decision_id)
+            record.replaces = replacing.client_order_id
 
     def _blocking(self, order: Order) -> Transition | None:
         """The most severe transition restricting the order's scopes, held ones included."""
@@ -162,6 +161,13 @@ class GuardEngine:
             ids = [o.client_order_id for o in orders]
             if len(set(ids)) != len(ids):
                 raise InvalidArgument("open_orders", "lists a client_order_id twice")
+            for index, listed in enumerate(orders):
+                known = self.orders.exact(account, listed.client_order_id)
+                if known is not None and (known.strategy, known.symbol, known.side) != \
+                        (listed.strategy, listed.symbol, listed.side):
+                    raise InvalidArgument(f"open_orders[{index}]", f"order"
+                                          f" {known.client_order_id!r} is {known.side.name}"
+                                          f" {known.symbol} for strategy {known.strategy}")
         return sync_account(self.book, self.orders, account, equity, checked, orders, now)
 
     def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
@@ -405,8 +411,11 @@ class GuardEngine:
         match command:
             case Admitted(order, now, decision_id):
                 order = validate_order(order)
-                replacing = self.orders.get(order.account, order.replaces_client_order_id) \
-                    if order.replaces_client_order_id else None
+                try:
+                    replacing = self.orders.to_replace(order) \
+                        if order.replaces_client_order_id else None
+                except InvalidArgument:  # journaled before replaces were checked: a new one
+                    replacing = None
                 self._admit(order, replacing, now, decision_id)
             case FillReported(fill, now):
                 apply_fill(self.book, self.orders, validate_fill(fill), now)

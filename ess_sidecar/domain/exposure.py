@@ -17,8 +17,9 @@
   exposure limits on, a growing order with no equity known is denied EQUITY_UNKNOWN, with
   no mark MARK_UNKNOWN: the sidecar does not guess. An order is valued at the larger of
   the mark and its own price.
-- **Representable.** Quantities stay within orders.MAX_QUANTITY; an order too small to
-  change a quantity that large in floating point is denied QUANTITY_UNREPRESENTABLE.
+- **Representable.** Quantities stay within orders.MAX_QUANTITY: an order that would take
+  a worst case beyond it, or is too small to change a quantity that large in floating
+  point, is denied QUANTITY_UNREPRESENTABLE (its fills could not be applied).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Final
 from .book import AccountBook, Leg, StrategyLeg
 from .decisions import DecisionReason, Denial
 from .limits import LimitSettings
-from .orders import Order, Side
+from .orders import MAX_QUANTITY, Order, Side
 
 # An order must move a quantity by its own size within this relative error.
 REPRESENTABLE: Final = 1e-6
+_MAX_QUANTITY: Final = MAX_QUANTITY
 
 
 def reduces(order: Order, book: AccountBook) -> bool:
@@ -50,8 +52,9 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     net_after, leg_after = _after(net, buy, quantity), _after(leg, buy, quantity)
     if net_after is None or leg_after is None:
         return Denial(DecisionReason.QUANTITY_UNREPRESENTABLE,
-                      f"quantity {order.quantity:g} is too small to change a position of"
-                      f" {max(net.peak, leg.peak):g} in floating point")
+                      f"quantity {order.quantity:g} on a position of"
+                      f" {max(net.peak, leg.peak):g} cannot be represented: a position stays"
+                      f" within ±{MAX_QUANTITY:g} and moves by at least 1e-6 of an order")
     grows_net, grows_leg = net_after > net.peak, leg_after > leg.peak
     if settings.exposure_enabled and (grows_net or grows_leg):
         denial = _exposure(order, book, settings, net_after if grows_net else None,
@@ -72,8 +75,9 @@ _BUY: Final = Side.BUY
 
 
 def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
-    """The leg's worst case with the order (a buy, or a sell) working too; None if floating
-    point cannot represent the order's move (it would change nothing, or something else)."""
+    """The leg's worst case with the order (a buy, or a sell) working too; None if it
+    would leave ±MAX_QUANTITY, or floating point cannot represent the order's move (it
+    would change nothing, or something else)."""
     position = leg.position
     if buy:
         start, other = position + leg.buying, abs(position - leg.selling)
@@ -83,7 +87,7 @@ def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
         start, other = position - leg.selling, abs(position + leg.buying)
         end = start - quantity
         moved = start - end
-    if abs(moved - quantity) > quantity * REPRESENTABLE:
+    if abs(moved - quantity) > quantity * REPRESENTABLE or abs(end) > _MAX_QUANTITY:
         return None
     return max(abs(end), other)
 

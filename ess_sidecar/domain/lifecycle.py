@@ -52,6 +52,9 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
     coid = fill.client_order_id
     if record is None:
         return f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed"
+    if record.decision_id == ADOPTED:  # counted since a snapshot listed it; never checked
+        return (f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed (a"
+                " snapshot listed it open)")
     if (record.strategy, record.symbol, record.side) != (fill.strategy, fill.symbol, fill.side):
         return (f"fill {fill.fill_id} for order {coid} is {fill.side.name} {fill.symbol} for"
                 f" {fill.strategy}; the order allowed was {record.side.name} {record.symbol}"
@@ -63,12 +66,16 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
 
 
 def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
-    """End a working order, or shrink what it reserves; False if no such order works."""
-    record = ledger.get(update.account, update.client_order_id)
+    """End a working order, or shrink what it reserves; False if no such order works. The
+    update is of the order it names, never of one that replaced it. A rejected
+    replacement leaves the order it was to replace working."""
+    record = ledger.exact(update.account, update.client_order_id)
     if record is None or not record.working:
         return False
     if update.status in ENDED:
         ledger.end(record)
+        if update.status is OrderStatus.REJECTED and record.replaces:
+            ledger.unreplace(record)
     elif update.status is OrderStatus.OPEN and update.remaining_quantity is not None \
             and update.remaining_quantity < record.remaining:  # never grows: that needs a check
         ledger.release(record, record.remaining - update.remaining_quantity)
@@ -80,9 +87,10 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
                  now: float) -> int:
     """Replace the account's positions (and marks, and equity) with a snapshot. With
     `open_orders` (None: the snapshot says nothing of orders), they are the account's
-    working orders: one not listed has ended, one listed takes the snapshot's remaining
-    quantity, and one the sidecar never allowed is adopted so that it counts. Returns
-    the number of open positions."""
+    working orders: one not listed has ended, one listed reserves the snapshot's
+    remaining quantity (an ended one works again), and one the sidecar never allowed is
+    adopted so that it counts; its fills still trip the account. Returns the number of
+    open positions."""
     snapshot = {(p.strategy, p.symbol): p for p in positions}
     nets: dict[str, float] = {}
     for (_, symbol), position in snapshot.items():
@@ -116,9 +124,11 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if record.client_order_id not in listed:
             ledger.end(record)
     for coid, order in listed.items():
-        known = ledger.get(account, coid)
-        if known is None or not known.working:
+        known = ledger.exact(account, coid)
+        if known is None:
             ledger.adopt(account, order, now, ADOPTED)
+        elif not known.working:  # filled, cancelled or replaced, says the sidecar: not so
+            ledger.revive(known, order.remaining_quantity)
         elif order.remaining_quantity < known.remaining:
             ledger.release(known, known.remaining - order.remaining_quantity)
         elif order.remaining_quantity > known.remaining:

@@ -3,8 +3,9 @@ them). Plain named tuples and enums: the journal encodes and decodes them by the
 types, so this module stays interpreted when the domain is compiled (setup.py).
 
 Every quantity and price is finite, positive where it must be, and at most MAX_QUANTITY
-or MAX_PRICE; so every quantity the book holds stays finite and within MAX_QUANTITY, where
-a double still resolves changes of 1e-4 (docs/design.md, "The exposure model")."""
+or MAX_PRICE (an account's equity, MAX_EQUITY); so every quantity the book holds stays
+finite and within MAX_QUANTITY, where a double still resolves changes of 1e-4
+(docs/design.md, "The exposure model")."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import NamedTuple
 
 MAX_QUANTITY = 1e12
 MAX_PRICE = 1e12
+MAX_EQUITY = 1e18
 
 
 class Side(enum.IntEnum):

@@ -5,7 +5,14 @@ the book's legs. It ends only on evidence: fills for its quantity, an order upda
 (cancelled, rejected, expired), a SyncPositions snapshot of open orders that no longer
 lists it, a replace, or an operator clearing it; never on a timer. Records of ended orders
 are kept for `order_id_retention_s`, so a reused client_order_id is a duplicate and a late
-fill is checked against what was allowed."""
+fill is checked against what was allowed.
+
+Evidence can only add to what is reserved, never to what was allowed: a snapshot that lists
+more than is reserved reserves more, and a fill beyond the quantity the check allowed is
+still unchecked. A replace names the one order it replaces, and keeps its strategy, symbol
+and side; a replaced order's fills go to its successor, but its updates do not: a
+cancel of the original says nothing of the order that replaced it. A replacement the
+venue rejected leaves the original working, as it was."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from contextlib import contextmanager
 from typing import Final
 
 from .book import Book, Leg
+from .errors import InvalidArgument
 from .orders import OpenOrder, Order, Side
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
@@ -27,18 +35,21 @@ class OrderRecord:
     allowed order."""
 
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
-                 "price", "time", "decision_id", "filled", "remaining", "replaced_by")
+                 "price", "time", "decision_id", "filled", "remaining", "replaced_by",
+                 "replaces")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
-                 filled: float = 0.0, remaining: float = 0.0, replaced_by: str = "") -> None:
+                 filled: float = 0.0, remaining: float = 0.0, replaced_by: str = "",
+                 replaces: str = "") -> None:
         self.account, self.client_order_id = account, client_order_id
         self.strategy, self.symbol, self.side = strategy, symbol, side
         self.quantity = quantity  # as allowed
         self.price, self.time, self.decision_id = price, time, decision_id
         self.filled = filled
         self.remaining = remaining  # reserved; 0 once ended
-        self.replaced_by = replaced_by
+        self.replaced_by = replaced_by  # the order that took its place
+        self.replaces = replaces  # the order whose place it took
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -77,9 +88,32 @@ class OrderLedger:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, account: str, client_order_id: str) -> OrderRecord | None:
+        """The order a fill for `client_order_id` belongs to: that one, or the order that
+        replaced it (a fill can cross a replace on its way)."""
         record = self.records.get((account, client_order_id))
         while record is not None and record.replaced_by:  # its fills now go to the new one
             record = self.records.get((account, record.replaced_by))
+        return record
+
+    def exact(self, account: str, client_order_id: str) -> OrderRecord | None:
+        """The order `client_order_id` names, itself: what an update or a snapshot means."""
+        return self.records.get((account, client_order_id))
+
+    def to_replace(self, order: Order) -> OrderRecord | None:
+        """The working order `order` replaces: exactly the one it names, if that still
+        works; None if it does not (the order is then judged, and kept, as a new one: an
+        order already replaced is not its successor). Raises InvalidArgument naming
+        `replaces_client_order_id` if that order is of another strategy, symbol or side,
+        which a cancel/replace never changes."""
+        record = self.records.get((order.account, order.replaces_client_order_id))
+        if record is None or not record.working:
+            return None
+        if (record.strategy, record.symbol, record.side) != \
+                (order.strategy, order.symbol, order.side):
+            raise InvalidArgument("replaces_client_order_id", f"order"
+                                  f" {record.client_order_id!r} is {record.side.name}"
+                                  f" {record.symbol} for strategy {record.strategy}: a replace"
+                                  " keeps the strategy, symbol and side")
         return record
 
     def used(self, account: str, client_order_id: str) -> bool:
@@ -129,9 +163,9 @@ class OrderLedger:
         return record
 
     def grow(self, record: OrderRecord, quantity: float) -> None:
-        """A snapshot says more remains than reserved: reserve (and allow) that much more."""
+        """A snapshot says more remains than reserved: reserve that much more. What was
+        allowed stays as it was, so a fill beyond it is still unchecked."""
         record.remaining += quantity
-        record.quantity += quantity
         book = self._book.account(record.account)
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
             leg.reserve(record.side, quantity)
@@ -174,6 +208,29 @@ class OrderLedger:
 
     def end(self, record: OrderRecord) -> None:
         self.release(record, record.remaining)
+
+    def revive(self, record: OrderRecord, remaining: float) -> None:
+        """An ended order is working after all (a snapshot lists it, or the replace that
+        ended it was rejected): it reserves `remaining` again, and its own fills are its
+        own again. What was allowed and filled stays as it was."""
+        assert not record.working and remaining > 0.0
+        record.replaced_by = ""
+        record.remaining = remaining
+        self._count(record, +1)
+        self._legs_reserve(record)
+
+    def unreplace(self, replacement: OrderRecord) -> None:
+        """The venue rejected `replacement` (just ended): the order it replaced was never
+        replaced, and works again with what it had left unfilled."""
+        original = self.records.get((replacement.account, replacement.replaces))
+        if original is None or original.working \
+                or original.replaced_by != replacement.client_order_id:
+            return  # forgotten, or a snapshot has said what it is since
+        left = original.unfilled
+        if left > original.quantity * FILL_TOLERANCE:
+            self.revive(original, left)
+        else:
+            original.replaced_by = ""
 
     def remember_fill(self, account: str, fill_id: str, client_order_id: str,
                       now: float) -> None:

@@ -158,6 +158,48 @@ def test_a_fill_of_an_order_never_allowed_trips_the_account(stub) -> None:  # no
     assert stub.GetState(pb.GetStateRequest()).scopes[0].state == pb.STATE_TRIPPED
 
 
+def test_a_replace_keeps_its_place_whatever_is_said_of_the_order_it_replaced(
+        stub) -> None:  # noqa: ANN001
+    sync(stub)
+    percent_29 = EQUITY * 0.29 / MARK
+    original = order(quantity=percent_29)
+    assert stub.CheckOrder(original).allowed
+    replacement = order(quantity=percent_29, replaces_client_order_id=original.client_order_id)
+    assert stub.CheckOrder(replacement).allowed
+    # The venue's cancel of the original says nothing of its replacement.
+    cancelled = stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+        account="acc-1", client_order_id=original.client_order_id,
+        status=pb.ORDER_STATUS_CANCELLED))
+    assert not cancelled.known
+    # Naming the original again takes nothing out: the replacement still counts.
+    again = stub.CheckOrder(order(quantity=percent_29,
+                                  replaces_client_order_id=original.client_order_id))
+    assert again.reason == pb.DECISION_REASON_SYMBOL_EXPOSURE, again.message
+    details = invalid(lambda: stub.CheckOrder(order(
+        quantity=1, strategy="other", replaces_client_order_id=replacement.client_order_id)))
+    assert details.startswith("replaces_client_order_id:")
+    [working] = stub.GetState(pb.GetStateRequest(include_working_orders=True)).working_orders
+    assert working.client_order_id == replacement.client_order_id
+
+
+def test_a_snapshot_reserves_what_it_lists_but_allows_nothing(stub) -> None:  # noqa: ANN001
+    sync(stub)
+    checked = order(quantity=10)
+    assert stub.CheckOrder(checked).allowed
+    listed = [pb.OpenOrder(client_order_id=checked.client_order_id, strategy="momo",
+                           symbol="AAPL", side=pb.SIDE_BUY, remaining_quantity=200, price=MARK),
+              pb.OpenOrder(client_order_id="venue-only", strategy="momo", symbol="AAPL",
+                           side=pb.SIDE_BUY, remaining_quantity=50, price=MARK)]
+    stub.SyncPositions(pb.SyncPositionsRequest(
+        account="acc-1", equity=EQUITY, open_orders=listed,
+        positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=0, mark_price=MARK)]))
+    working = stub.GetState(pb.GetStateRequest(include_working_orders=True)).working_orders
+    assert {(w.client_order_id, w.remaining_quantity) for w in working} == {
+        (checked.client_order_id, 200), ("venue-only", 50)}
+    beyond = stub.ReportFill(fill_of(checked, quantity=200))  # 10 were allowed
+    assert beyond.unchecked and beyond.account_state == pb.STATE_TRIPPED
+
+
 LOOK_ALIKES = [" momo", "momo\u034f", "momo\ufe0f", "\u3164momo",
                unicodedata.normalize("NFD", "mom\u00f6")]
 

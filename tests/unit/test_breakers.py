@@ -177,7 +177,8 @@ def test_a_breach_on_a_tripped_scope_adds_its_own_latch_once(engine):
 @pytest.mark.parametrize("metric, value", [
     (M.DAILY_DRAWDOWN_PCT, math.nan), (M.OPEN_LOSS_PCT, math.inf), (M.EQUITY, -math.inf),
     (M.DAILY_DRAWDOWN_PCT, -1), (M.API_ERROR, -1), (M.API_ERROR, 1.5),
-    (M.SYSTEM_HEALTH, 3), (M.EQUITY, -1), (M.TRADE_RESULT, math.nan),
+    (M.SYSTEM_HEALTH, 3), (M.EQUITY, -1), (M.EQUITY, 1e19), (M.EQUITY, 1e308),
+    (M.TRADE_RESULT, math.nan),
 ], ids=repr)
 def test_invalid_metric_values_are_rejected_and_change_nothing(metric, value):
     engine = make_engine(breakers=rules(api_errors={"threshold": 1}))

@@ -192,11 +192,14 @@ def test_positions_stay_within_the_documented_magnitude(engine):
                                               duplicate_identical_orders=0))
     first = _allowed(engine, order(9e11))
     report_fill(engine, fill(9e11, client_order_id=first))
-    second = _allowed(engine, order(9e11))
+    # Its fill could not be applied: the check denies what the book cannot hold.
+    assert engine.check(order(2e11), T0).reason is R.QUANTITY_UNREPRESENTABLE
+    assert engine.check(order(1e11), T0).allowed  # exactly 1e12 is within
     with pytest.raises(InvalidArgument, match="quantity"):
-        engine.plan_fill(fill(9e11, client_order_id=second), T0)
+        engine.plan_fill(fill(2e11), T0)
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 9e11
     assert engine.check(order(1e-6), T0).reason is R.QUANTITY_UNREPRESENTABLE
+    assert engine.check(order(5e11, side=Side.SELL), T0).allowed  # reduces: representable
 
 
 def _allowed(engine, candidate) -> str:
@@ -225,3 +228,93 @@ def test_replacing_an_order_that_already_ended_takes_nothing_over(engine):
     report_fill(engine, fill(4, client_order_id=old))  # a late fill of the old order
     [new] = engine.orders.working(ACCOUNT)
     assert (new.client_order_id, new.remaining) == ("new", 10)
+
+
+# -- replaces name one order, and keep its strategy, symbol and side --------------------------
+
+
+def test_an_update_of_a_replaced_order_leaves_its_replacement_working():
+    engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
+    old = _allowed(engine, order(290))
+    new = _allowed(engine, order(290, replaces=old))
+    assert not engine.update_order(OrderUpdate(ACCOUNT, old, OrderStatus.CANCELLED))
+    assert [r.client_order_id for r in engine.orders.working(ACCOUNT)] == [new]
+    assert engine.check(order(290), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_replacing_an_order_already_replaced_is_judged_as_a_new_order():
+    engine = make_engine(equity=100_000)
+    first = _allowed(engine, order(290))
+    second = _allowed(engine, order(290, replaces=first))
+    third = engine.check(order(290, replaces=first), T0)  # names the first again
+    assert third.reason is R.SYMBOL_EXPOSURE  # second's 290 still counts
+    assert [r.client_order_id for r in engine.orders.working(ACCOUNT)] == [second]
+
+
+def test_a_replace_keeps_the_strategy_symbol_and_side_of_the_order_it_replaces():
+    engine = make_engine(limits=LimitSettings(max_working_orders_per_strategy=2,
+                                              duplicate_identical_orders=0))
+    other = _allowed(engine, order(1, strategy="s2"))
+    _allowed(engine, order(1, strategy="s1"))
+    _allowed(engine, order(1, strategy="s1"))
+    assert engine.check(order(1, strategy="s1"), T0).reason is R.MAX_WORKING_ORDERS
+    for wrong in (order(1, strategy="s1", replaces=other),  # frees s2's slot, not s1's
+                  order(1, strategy="s2", symbol="ETH-USD", replaces=other),
+                  order(1, side=Side.SELL, strategy="s2", replaces=other)):
+        with pytest.raises(InvalidArgument) as raised:
+            engine.check(wrong, T0)
+        assert raised.value.field == "replaces_client_order_id"
+    assert engine.orders.per_strategy == {(ACCOUNT, "s1"): 2, (ACCOUNT, "s2"): 1}
+    assert not engine.orders.used(ACCOUNT, wrong.client_order_id)  # nothing changed
+    assert engine.check(order(2, strategy="s2", replaces=other), T0).allowed
+
+
+def test_a_rejected_replacement_leaves_the_original_working_as_it_was(engine):
+    original = _allowed(engine, order(10))
+    report_fill(engine, fill(4, client_order_id=original))
+    replacement = _allowed(engine, order(20, replaces=original))
+    assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.REJECTED))
+    [working] = engine.orders.working(ACCOUNT)
+    assert (working.client_order_id, working.remaining) == (original, 6)
+    assert not report_fill(engine, fill(6, client_order_id=original)).unchecked
+    assert list(engine.orders.working(ACCOUNT)) == []
+    # A replacement cancelled after it worked leaves the original ended.
+    original = _allowed(engine, order(10))
+    replacement = _allowed(engine, order(10, replaces=original))
+    assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.CANCELLED))
+    assert list(engine.orders.working(ACCOUNT)) == []
+
+
+# -- a snapshot reserves what it lists, and allows nothing --------------------------------
+
+
+def test_fills_of_an_order_a_snapshot_listed_but_the_sidecar_never_allowed_trip(engine):
+    stranger = OpenOrder("venue-1", STRATEGY, SYMBOL, Side.BUY, 1e6, 100)
+    engine.sync_positions(ACCOUNT, 1e6, [position(0)], [stranger], T0)
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [1e6]  # it counts
+    outcome = report_fill(engine, fill(1e6, client_order_id="venue-1"))
+    assert "never allowed" in outcome.unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_snapshot_that_lists_more_than_was_allowed_reserves_it_but_allows_nothing(engine):
+    filled = _allowed(engine, order(10))
+    report_fill(engine, fill(10, client_order_id=filled))
+    working = _allowed(engine, order(10))
+    engine.sync_positions(ACCOUNT, 1e6, [position(10)], [
+        OpenOrder(filled, STRATEGY, SYMBOL, Side.BUY, 500, 100),  # ended, says the sidecar
+        OpenOrder(working, STRATEGY, SYMBOL, Side.BUY, 900, 100)], T0)
+    remaining = {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)}
+    assert remaining == {filled: 500, working: 900}
+    assert "exceeds" in report_fill(engine, fill(500, client_order_id=filled)).unchecked
+    assert "exceeds" in report_fill(engine, fill(900, client_order_id=working)).unchecked
+
+
+def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_nothing(engine):
+    allowed = _allowed(engine, order(10))
+    with pytest.raises(InvalidArgument) as raised:
+        engine.sync_positions(ACCOUNT, 2e6, [position(50)], [
+            OpenOrder(allowed, STRATEGY, "ETH-USD", Side.BUY, 10, 100)], T0)
+    assert raised.value.field == "open_orders[0]"
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [10]
