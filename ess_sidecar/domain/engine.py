@@ -254,9 +254,9 @@ class GuardEngine:
                 raise InvalidArgument(f"latches[{index}]", f"{scope} has no latch {name!r}:"
                                       f" it has {', '.join(held)}")
         resumes = len(named) == len(held)
-        if all(name == LatchKind.DRILL for name in named):
-            plan.clear(scope, named, Cause.RESET, reason, actor, self._rearm_delay(scope),
-                       drill=True)
+        if all(name == LatchKind.DRILL for name in named):  # a drill's transition only if
+            plan.clear(scope, named, Cause.RESET, reason, actor,  # no real latch is left
+                       self._rearm_delay(scope), drill=resumes)
             return plan
         self._check_resumable(scope, [held[n] for n in named], resumes, force, now)
         approved_by = ""

@@ -250,8 +250,10 @@ class Drill:
         return True, f"TRIPPED (drill) at version {seen[1].version}", ms
 
     def reset(self, watcher: StampedWatcher) -> tuple[bool, str]:
+        # The drill's latch only: a real trip that came meanwhile keeps its own rules.
         reply = self.sidecar.call("Reset", pb.ResetRequest(scope=self.scope_pb,
-                                                           reason="drill complete"))
+                                                           reason="drill complete",
+                                                           latches=["drill"]))
         if reply.pending_approval:
             return False, "the reset waits for a second operator; a drill's should not"
         if reply.state == pb.STATE_COOLING_DOWN:  # a re-arm delay is configured

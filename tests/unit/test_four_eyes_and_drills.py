@@ -120,6 +120,19 @@ def test_a_drill_is_refused_on_a_scope_that_is_not_armed(engine):
     assert engine.version == 1 and not engine.current(strategy()).drill
 
 
+def test_lifting_a_drills_latch_leaves_a_real_trip_that_came_meanwhile_as_real(engine):
+    """essctl drill resets the drill's latch only: the real one keeps its rules."""
+    drill(engine)
+    report(engine, strategy(), Metric.DATA_FEED_CORRUPT, 1, T0 + 1)
+    (lifted,) = run(engine, engine.plan_reset(strategy(), "drill complete", False, "alice",
+                                              T0 + 2, ["drill"]))
+    assert (lifted.state, lifted.drill) == (State.TRIPPED, False)
+    assert [latch.name for latch in lifted.latches] == ["data_feed_corrupt"]
+    assert not engine.check(order(), T0 + 2).allowed
+    with pytest.raises(ResetRefused, match="cooldown"):
+        reset_by(engine, "alice", T0 + 3)
+
+
 @pytest.mark.parametrize("real_trip", ["trigger", "breaker", "reduce-only trigger"])
 def test_a_real_trip_during_a_drill_latches_as_real(engine, real_trip):
     drill(engine)
