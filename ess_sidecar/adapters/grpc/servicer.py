@@ -15,6 +15,7 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 from ...domain.decisions import Decision
 from ...domain.errors import GuardError, InvalidArgument, SubscriberTooSlow
 from ...domain.heartbeats import MAX_TTL_S
+from ...domain.ids import canonical_id
 from ...domain.scopes import check_text
 from ...domain.orders import Order
 from ...domain.states import Transition
@@ -183,7 +184,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
                                   for a, n in sorted(guard.working_counts().items())])
         if request.include_working_orders:
-            account = request.working_orders_account or None
+            account = canonical_id(request.working_orders_account,
+                                   "working_orders_account") \
+                if request.working_orders_account else None
             working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
             response.working_orders.extend(working_order_to_proto(r) for r in working)
         return response
