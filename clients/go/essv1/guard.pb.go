@@ -817,7 +817,8 @@ type CheckOrderRequest struct {
 	// A replace (FIX cancel/replace): the order judged with this working order's reservation
 	// taken out; once allowed, it takes that order's place. Its quantity is what it may still
 	// fill (its leaves), not FIX's cumulative OrderQty: fills already reported stay with the
-	// old order.
+	// old order. It keeps the old order's strategy, symbol and side (else INVALID_ARGUMENT);
+	// an order that no longer works (filled, cancelled, replaced) takes nothing out.
 	ReplacesClientOrderId string `protobuf:"bytes,9,opt,name=replaces_client_order_id,json=replacesClientOrderId,proto3" json:"replaces_client_order_id,omitempty"`
 	unknownFields         protoimpl.UnknownFields
 	sizeCache             protoimpl.SizeCache
@@ -1512,10 +1513,12 @@ func (x *ReportFillResponse) GetStateVersion() uint64 {
 }
 
 type ReportOrderUpdateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Account       string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
-	ClientOrderId string                 `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
-	Status        OrderStatus            `protobuf:"varint,3,opt,name=status,proto3,enum=ess.v1.OrderStatus" json:"status,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Account string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// The order the update is of; never applied to the order that replaced it. REJECTED for
+	// a replacement leaves the order it replaced working again (the cancel/replace failed).
+	ClientOrderId string      `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	Status        OrderStatus `protobuf:"varint,3,opt,name=status,proto3,enum=ess.v1.OrderStatus" json:"status,omitempty"`
 	// With ORDER_STATUS_OPEN (required there): what is left of the order.
 	RemainingQuantity *float64 `protobuf:"fixed64,4,opt,name=remaining_quantity,json=remainingQuantity,proto3,oneof" json:"remaining_quantity,omitempty"`
 	unknownFields     protoimpl.UnknownFields
@@ -1625,7 +1628,9 @@ func (x *ReportOrderUpdateResponse) GetKnown() bool {
 	return false
 }
 
-// One of an account's open orders, as its venue or executor sees it.
+// One of an account's open orders, as its venue or executor sees it. Listing one reserves
+// its remaining quantity; it never allows more than the check did: a fill beyond that, or
+// of an order the sidecar never allowed, still trips the account.
 type OpenOrder struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	ClientOrderId     string                 `protobuf:"bytes,1,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`

@@ -124,7 +124,8 @@ export type CheckOrderRequest = Message<"ess.v1.CheckOrderRequest"> & {
    * A replace (FIX cancel/replace): the order judged with this working order's reservation
    * taken out; once allowed, it takes that order's place. Its quantity is what it may still
    * fill (its leaves), not FIX's cumulative OrderQty: fills already reported stay with the
-   * old order.
+   * old order. It keeps the old order's strategy, symbol and side (else INVALID_ARGUMENT);
+   * an order that no longer works (filled, cancelled, replaced) takes nothing out.
    *
    * @generated from field: string replaces_client_order_id = 9;
    */
@@ -441,6 +442,9 @@ export type ReportOrderUpdateRequest = Message<"ess.v1.ReportOrderUpdateRequest"
   account: string;
 
   /**
+   * The order the update is of; never applied to the order that replaced it. REJECTED for
+   * a replacement leaves the order it replaced working again (the cancel/replace failed).
+   *
    * @generated from field: string client_order_id = 2;
    */
   clientOrderId: string;
@@ -485,7 +489,9 @@ export const ReportOrderUpdateResponseSchema: GenMessage<ReportOrderUpdateRespon
   messageDesc(file_ess_v1_guard, 11);
 
 /**
- * One of an account's open orders, as its venue or executor sees it.
+ * One of an account's open orders, as its venue or executor sees it. Listing one reserves
+ * its remaining quantity; it never allows more than the check did: a fill beyond that, or
+ * of an order the sidecar never allowed, still trips the account.
  *
  * @generated from message ess.v1.OpenOrder
  */
