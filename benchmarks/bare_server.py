@@ -1,7 +1,9 @@
 """A grpc.aio GuardService with no logic at all: the baseline the sidecar is measured against.
 
 It answers every CheckOrder with one prebuilt ALLOWED decision, and every CheckOrderStream
-request with that decision under the request's id. The messages are the sidecar's messages,
+request with that decision under the request's id. Trigger and Reset change nothing but a
+version counter, which GetState reports: storm.py's floor, commands that cost only their
+transport. The messages are the sidecar's messages,
 filled to about the sidecar's sizes, so transport and (de)serialisation cost the same on both
 sides of the comparison and the difference is the sidecar's own work. grpc.health.v1 is
 registered and SERVING, so the benchmark waits for readiness the same way for both servers.
@@ -40,7 +42,22 @@ def stream_answer(
 
 
 class BareGuardService(guard_pb2_grpc.GuardServiceServicer):
-    """CheckOrder and CheckOrderStream without a decision; every other RPC is UNIMPLEMENTED."""
+    """CheckOrder and CheckOrderStream without a decision, Trigger and Reset without a
+    state (a version counter only, for GetState); every other RPC is UNIMPLEMENTED."""
+
+    version = 0
+
+    async def Trigger(self, request, context):
+        self.version += 1
+        return guard_pb2.TriggerResponse(state=guard_pb2.STATE_TRIPPED,
+                                         state_version=self.version)
+
+    async def Reset(self, request, context):
+        self.version += 1
+        return guard_pb2.ResetResponse(state=guard_pb2.STATE_ARMED, state_version=self.version)
+
+    async def GetState(self, request, context):
+        return guard_pb2.GetStateResponse(state_version=self.version)
 
     async def CheckOrder(self, request, context):
         return DECISION

@@ -9,7 +9,12 @@ in flight over the Unix socket), phase by phase in interleaved rounds:
   Reset, of 20 strategy scopes no measured order is in: --rate transitions a second);
 - storm+N watchers, for each N in --watchers: the same storm with N WatchState subscribers
   (clients/go/cmd/esswatchers), --stalled of which never read;
-- scrape: checks while /metrics is fetched every --scrape-interval seconds.
+- scrape: checks while /metrics is fetched every --scrape-interval seconds;
+- bare quiet, bare storm: the floor. The same checks and the same storm against
+  benchmarks/bare_server.py, a grpc.aio server with no logic whose Trigger and Reset change
+  nothing but a counter: what 100 commands a second cost the checks' p99 when the commands
+  cost only their transport. Where the bare storm/quiet ratio exceeds a budget, no grpc.aio
+  server meets that budget on this machine.
 
 What must hold (docs/design.md, "Performance budgets"; figures, never timed unit tests):
 - storm+200 watchers: CheckOrder p99 <= 2x its p99 in the storm with no watchers;
@@ -45,6 +50,7 @@ from ess.v1 import guard_pb2 as pb  # noqa: E402
 from ess.v1 import guard_pb2_grpc as pb_grpc  # noqa: E402
 
 STORM_SCOPES = 20
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Storm(threading.Thread):
@@ -120,6 +126,7 @@ class Phase:
     notes: list[str] = field(default_factory=list)
     serving: bool = True
     kept_up: bool = True
+    bare: bool = False  # against the bare server: the floor
 
     def summary(self) -> dict:
         ordered, n = sorted(self.latencies), len(self.latencies)
@@ -220,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     phases = [Phase("quiet"), Phase("storm", storm=True),
               *[Phase(f"storm+{n} watchers", watchers=n, storm=True) for n in args.watchers],
-              Phase("scrape", scrape=True)]
+              Phase("scrape", scrape=True), Phase("bare quiet", bare=True),
+              Phase("bare storm", storm=True, bare=True)]
     with tempfile.TemporaryDirectory(prefix="ess-storm-") as tmp:
         essbench, go_version = build(tmp)
         watchers_binary, _ = build(tmp, "esswatchers")
@@ -231,24 +239,30 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server("sidecar", ["-m", "ess_sidecar", "serve", "--config",
                                           f"{tmp}/ess.toml", "--state", f"{tmp}/ess.db",
                                           "--metrics-listen", metrics], tmp, True)
-        client = None
+        bare = start_server("bare", [os.path.join(HERE, "bare_server.py")], tmp, False)
+        clients: dict[str, GoClient] = {}
         try:
             wait_serving(server, 30)
+            wait_serving(bare, 30)
             server.settler = workload.Settler(server.target("uds"))
             server.settle()
-            client = GoClient(essbench, server.target("uds"), args.api)
-            for n in workload.chunks(2000):  # warm-up
-                client.run(n)
-                server.settle()
+            for subject in (server, bare):
+                clients[subject.name] = client = GoClient(essbench, subject.target("uds"),
+                                                          args.api)
+                for n in workload.chunks(2000):  # warm-up
+                    client.run(n)
+                    subject.settle()
             for r in range(args.rounds):
                 for phase in (phases[::-1] if r % 2 else phases):
-                    run_phase(phase, server, client, args.calls, args, watchers_binary,
-                              f"http://{metrics}/metrics")
+                    subject = bare if phase.bare else server
+                    run_phase(phase, subject, clients[subject.name], args.calls, args,
+                              watchers_binary, f"http://{metrics}/metrics")
                     print(f"round {r + 1}: {phase.name} done", file=sys.stderr)
         finally:
-            if client is not None:
+            for client in clients.values():
                 client.close()
             stop_server(server)
+            stop_server(bare)
     rows = [p.summary() for p in phases]
     report(rows, args)
     if args.json:
@@ -283,6 +297,9 @@ def report(rows: list[dict], args) -> None:
         ok = value >= 1.0 if limit is None else value <= limit
         shown = ("yes" if value else "no") if limit is None else f"{value:.2f} (<= {limit})"
         print(f"  {name}: {shown} -> {'MET' if ok else 'NOT MET'}")
+    floor = by["bare storm"]["p99"] / by["bare quiet"]["p99"]
+    print(f"floor: a bare grpc.aio server with no-op commands, storm p99 / quiet p99"
+          f" {floor:.2f} (the same storm's cost in transport alone)")
 
 
 if __name__ == "__main__":
