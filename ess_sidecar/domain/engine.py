@@ -341,7 +341,9 @@ class GuardEngine:
     def _auto_rearming(self, current: Transition, now: float) -> list[str]:
         """The latches of breakers that re-arm by themselves whose cooldown has passed and
         whose condition no longer holds; every other latch stays (an operator's REDUCE_ONLY
-        under an auto re-arming breaker is lifted only by hand)."""
+        under an auto re-arming breaker is lifted only by hand). None if lifting them would
+        resume the scope while another of its breakers holds (one that has not latched
+        yet, say): a reset would be refused then, and so is a re-arm."""
         if current.state not in RESTRICTING:
             return []
         cooldown = self.config.policy_for(current.scope.kind).reset_cooldown_s
@@ -356,6 +358,8 @@ class GuardEngine:
                 holding = self.holding(current.scope, now)
             if latch.name not in holding:
                 lifted.append(latch.name)
+        if holding and len(lifted) == len(current.held()):
+            return []
         return lifted
 
     def _rearm_delay(self, scope: Scope) -> float:

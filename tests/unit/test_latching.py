@@ -44,6 +44,21 @@ def test_manual_breaker_over_an_auto_rearming_trip_is_latched():
     assert engine.state_of(account()) is State.TRIPPED
 
 
+def test_an_auto_rearm_never_resumes_a_scope_while_another_breaker_holds():
+    """Weekly drawdown breached but not latched yet (3 samples in a row needed): the daily
+    trip's re-arm would resume trading on it; a reset would be refused too."""
+    engine = make_engine(breakers=rules(daily_drawdown_pct={"auto_rearm": True},
+                                        weekly_drawdown_pct={"consecutive": 3}))
+    report(engine, strategy(), Metric.WEEKLY_DRAWDOWN_PCT, 50, T0)
+    report(engine, strategy(), Metric.DAILY_DRAWDOWN_PCT, 6, T0 + 1)
+    report(engine, strategy(), Metric.DAILY_DRAWDOWN_PCT, 0, T0 + 2)
+    assert timers(engine, T0 + 10 * COOLDOWN) == []
+    assert engine.state_of(strategy()) is State.TRIPPED
+    assert not engine.check(order(), T0 + 10 * COOLDOWN).allowed
+    report(engine, strategy(), Metric.WEEKLY_DRAWDOWN_PCT, 1, T0 + 10 * COOLDOWN)
+    assert timers(engine, T0 + 10 * COOLDOWN)[0].state is State.ARMED
+
+
 def test_two_auto_rearming_trips_each_lift_their_own_latch():
     engine = make_engine(breakers=rules(daily_drawdown_pct={"auto_rearm": True},
                                         open_loss_pct={"auto_rearm": True}))
