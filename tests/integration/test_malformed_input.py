@@ -191,3 +191,27 @@ async def test_an_over_long_watch_epoch_is_invalid_and_not_echoed(sidecar: Runni
         await call.read()
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.OUT_OF_RANGE  # a wrong epoch: resync
+
+
+async def test_a_trigger_whose_reason_is_not_utf8_still_stops(sidecar: Running) -> None:
+    """The kill switch is never refused for what comes with it: a reason in Latin-1 (a
+    C++ executor's bytes) is recorded with U+FFFD; only an unreadable scope refuses it."""
+    trigger = sidecar.channel.unary_unary("/ess.v1.GuardService/Trigger",
+                                          request_serializer=lambda raw: raw,
+                                          response_deserializer=pb.TriggerResponse.FromString)
+    momo = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+    latin1 = "Société Générale halt".encode("latin-1")
+    raw = pb.TriggerRequest(scope=momo, mode=pb.TRIGGER_MODE_HALT).SerializeToString() \
+        + bytes([2 << 3 | 2, len(latin1)]) + latin1  # field 2, reason
+    answer = await trigger(raw, timeout=5)
+    assert answer.state == pb.STATE_TRIPPED
+    [scope] = (await sidecar.stub.GetState(pb.GetStateRequest())).scopes
+    assert (scope.scope, scope.reason) == (momo, "Soci\ufffdt\ufffd G\ufffdn\ufffdrale halt")
+    unreadable = bytes([1 << 3 | 2, 6, 1 << 3, pb.SCOPE_KIND_STRATEGY, 2 << 3 | 2, 2]) \
+        + b"\xe9\xe9"  # a scope whose id is not UTF-8
+    try:
+        await trigger(unreadable, timeout=5)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    else:
+        raise AssertionError("a Trigger whose scope cannot be read was accepted")

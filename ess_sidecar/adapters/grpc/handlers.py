@@ -1,7 +1,13 @@
 """GuardService's method handlers. Requests are parsed here rather than by gRPC, so a
 message that is not even valid protobuf is INVALID_ARGUMENT naming the request, like any
 other bad input, instead of gRPC's UNKNOWN (which reads as a crash). With authentication
-on, each call is admitted (principal and role) before its request is even parsed."""
+on, each call is admitted (principal and role) before its request is even parsed.
+
+The kill switch is the exception: a Trigger is never refused for what comes with it, and
+protobuf refuses a whole message whose string holds bytes that are not UTF-8 (a C++ or
+Go executor can send them). So a Trigger that fails to parse is parsed again with its
+reason read as bytes, decoded with U+FFFD for what is not UTF-8; only a scope that
+cannot be read refuses it."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
@@ -34,9 +41,55 @@ async def _parse(raw: bytes, request_type: type[Message],
 
 
 def _unary_unary(method: Callable, request_type: type[Message]) -> Callable:
+    if request_type is pb.TriggerRequest:
+        async def trigger(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = pb.TriggerRequest.FromString(raw)
+            except DecodeError:
+                request = _trigger_with_any_reason(raw) \
+                    or await _parse(raw, pb.TriggerRequest, context)  # aborts
+            return await method(request, context)
+        return trigger
+
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         return await method(await _parse(raw, request_type, context), context)
     return handle
+
+
+def _as_bytes(message: type[Message], fields: tuple[str, ...]) -> type[Message]:
+    """A message of the same wire format as `message`, but whose string `fields` are
+    bytes: protobuf does not check that they are UTF-8."""
+    shape = descriptor_pb2.DescriptorProto()
+    message.DESCRIPTOR.CopyToProto(shape)
+    shape.name = f"{shape.name}WithBytes"
+    for field in shape.field:
+        if field.name in fields:
+            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+    source = message.DESCRIPTOR.file
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"ess_sidecar/{shape.name}.proto", package=f"{source.package}.lenient",
+        dependency=[source.name], syntax="proto3")
+    file.message_type.append(shape)
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return GetMessageClass(pool.FindMessageTypeByName(f"{file.package}.{shape.name}"))
+
+
+_TRIGGER_WITH_BYTES = _as_bytes(pb.TriggerRequest, ("reason",))
+
+
+def _trigger_with_any_reason(raw: bytes) -> pb.TriggerRequest | None:
+    """The Trigger in `raw` with its reason decoded leniently; None if it is not a
+    Trigger even so (its scope, say, is not valid)."""
+    try:
+        lenient = _TRIGGER_WITH_BYTES.FromString(raw)
+    except DecodeError:
+        return None
+    return pb.TriggerRequest(
+        scope=pb.Scope.FromString(lenient.scope.SerializeToString()),
+        reason=lenient.reason.decode("utf-8", errors="replace"),
+        reason_code=lenient.reason_code, mode=lenient.mode,
+        directives=list(lenient.directives), drill=lenient.drill)
 
 
 def _unary_stream(method: Callable, request_type: type[Message]) -> Callable:
