@@ -35,7 +35,7 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
                   " everything and tells executors to cancel orders and flatten positions")
     trigger.add_argument("--scope", type=scope_arg, help="global, account:ID, strategy:ID"
                          " or symbol:ID")
-    trigger.add_argument("--reason", help="why (required unless --panic)")
+    trigger.add_argument("--reason", help="why (recorded; the stop never waits for one)")
     trigger.add_argument("--code", choices=CODES, help="reason code (default user-initiated)")
     trigger.add_argument("--reduce-only", action="store_true",
                          help="allow only orders that shrink positions, instead of a halt")
@@ -101,14 +101,24 @@ def trigger_request(args: argparse.Namespace) -> pb.TriggerRequest:
             raise UsageError("--panic halts GLOBAL: it cannot be combined with --scope or"
                              " --reduce-only")
         extra = [d for d in directives if d not in PANIC_DIRECTIVES]
-        return pb.TriggerRequest(scope=scope_to_pb(GLOBAL), reason=args.reason or "panic",
-                                 reason_code=code, mode=pb.TRIGGER_MODE_HALT,
+        return pb.TriggerRequest(scope=scope_to_pb(GLOBAL), reason=_text(args.reason) or
+                                 "panic", reason_code=code, mode=pb.TRIGGER_MODE_HALT,
                                  directives=PANIC_DIRECTIVES + extra)
-    if args.scope is None or not (args.reason or "").strip():
-        raise UsageError("trigger needs --scope and --reason (or --panic)")
+    if args.scope is None:
+        raise UsageError("trigger needs --scope (or --panic)")
     mode = pb.TRIGGER_MODE_REDUCE_ONLY if args.reduce_only else pb.TRIGGER_MODE_HALT
-    return pb.TriggerRequest(scope=scope_to_pb(args.scope), reason=args.reason,
+    return pb.TriggerRequest(scope=scope_to_pb(args.scope),
+                             reason=_text(args.reason).strip() or NO_REASON,
                              reason_code=code, mode=mode, directives=directives)
+
+
+NO_REASON = "essctl trigger: no reason given"
+
+
+def _text(argument: str | None) -> str:
+    """An argument as text protobuf can carry: bytes that are not UTF-8 in the operator's
+    terminal (argv keeps them as surrogates) become U+FFFD rather than stop the stop."""
+    return (argument or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:

@@ -72,6 +72,22 @@ def test_status_exits_0_when_all_armed_and_2_once_a_scope_is_tripped(
     assert momo["reset_allowed_at"] is not None
 
 
+def test_trigger_never_waits_for_a_reason_nor_refuses_one_it_cannot_read(
+        start_sidecar: StartSidecar) -> None:
+    """The kill switch from a terminal: no --reason, or one in Latin-1 bytes (argv keeps
+    them as surrogates), still stops."""
+    target = start_sidecar().uds_target
+    unexplained = essctl(target, "trigger", "--scope", "strategy:momo")
+    assert unexplained.returncode == 0, unexplained.stderr
+    latin1 = essctl(target, "trigger", "--scope", "strategy:other", "--reason",
+                    "Soci\udce9t\udce9 halt")
+    assert latin1.returncode == 0, latin1.stderr
+    _, status = essctl_json(target, "status")
+    reasons = {s["scope"]: s["reason"] for s in status["scopes"]}
+    assert reasons == {"STRATEGY:momo": "essctl trigger: no reason given",
+                       "STRATEGY:other": "Soci\ufffdt\ufffd halt"}
+
+
 def test_trigger_panic_halts_global_with_cancel_and_flatten(
         start_sidecar: StartSidecar) -> None:
     target = start_sidecar().uds_target
@@ -345,7 +361,7 @@ def test_token_new_prints_a_token_once_and_a_line_the_tokens_file_accepts(
 @pytest.mark.parametrize("args", [
     ["bogus"], ["trigger", "--panic", "--scope", "global"], ["trigger", "--scope", "x:1",
                                                              "--reason", "r"],
-    ["trigger", "--scope", "strategy:momo"], ["reset", "--scope", "global"],
+    ["trigger", "--reason", "no scope"], ["reset", "--scope", "global"],
     ["check", "--account", "a", "--strategy", "s", "--symbol", "X", "--side", "buy",
      "--qty", "0", "--price", "1"], ["history", "--since", "yesterday"],
     ["status", "--tls-ca", "ca.pem"], ["status", "--tls", "--target", "unix:/x.sock"],
