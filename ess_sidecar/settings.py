@@ -256,6 +256,8 @@ class Settings(BaseSettings):
                 scope = Scope.parse(text)
             except InvalidArgument as error:
                 raise InvalidConfig(f'scopes."{text}"', str(error)) from None
+            if scope in overrides:  # "symbol:aapl" and "SYMBOL:AAPL": which would win?
+                raise InvalidConfig(f'scopes."{text}"', f"names {scope} again")
             prefix = f'scopes."{text}".breakers'
             overrides[scope] = _rules(prefix, override.breakers, defaults, only_given=True)
         return BreakerSettings(defaults=defaults, overrides=overrides)

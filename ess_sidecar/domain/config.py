@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .approvals import ApprovalPolicy
-from .breakers import WINDOWED, Breaker, BreakerRule, BreakerSettings
+from .breakers import HEALTH_CRITICAL, WINDOWED, Breaker, BreakerRule, BreakerSettings
 from .errors import InvalidConfig
 from .limits import LimitSettings, SymbolLimits
 from .scopes import ScopeKind
@@ -58,6 +58,9 @@ class GuardConfig:
 MAX_DURATION_S = 366 * 86_400.0
 # A threshold beyond this can never be reached: it would turn its breaker off unseen.
 MAX_THRESHOLD = 1e12
+# Samples in a row a breaker may ask for: beyond this it would never fire in practice (and
+# the contract carries the count in 32 bits).
+MAX_CONSECUTIVE = 1_000_000
 
 
 def _duration(key: str, value: float, zero: bool = False) -> None:
@@ -81,10 +84,15 @@ def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
         if name == Breaker.UNCHECKED_ORDER and rule.auto_rearm:
             raise InvalidConfig(f"{prefix}.{name}.auto_rearm", "must be false: an order"
                                 " sent past the guard is resumed from by hand only")
-        if name in WINDOWED:
-            _duration(f"{prefix}.{name}.window_s", rule.window_s)
-        if rule.consecutive < 1:
-            raise InvalidConfig(f"{prefix}.{name}.consecutive", "must be >= 1")
+        if name == Breaker.SYSTEM_HEALTH and rule.threshold > HEALTH_CRITICAL:
+            raise InvalidConfig(f"{prefix}.{name}.threshold", "must be at most"
+                                f" {HEALTH_CRITICAL:g} (critical): system health is reported"
+                                f" as 0, 1 or 2, so {rule.threshold:g} is never reached")
+        # Ignored by the other breakers, but shown by GetState: never a value it cannot show.
+        _duration(f"{prefix}.{name}.window_s", rule.window_s, zero=name not in WINDOWED)
+        if not 1 <= rule.consecutive <= MAX_CONSECUTIVE:
+            raise InvalidConfig(f"{prefix}.{name}.consecutive",
+                                f"must be from 1 to {MAX_CONSECUTIVE:,}, got {rule.consecutive}")
     for lower, upper in zip(DRAWDOWN_ORDER, DRAWDOWN_ORDER[1:]):
         if rules[lower].enabled and rules[upper].enabled and \
                 not rules[lower].threshold < rules[upper].threshold:

@@ -66,6 +66,11 @@ def test_scope_override_is_checked_against_the_defaults_it_overrides():
     ({"failed_trades": {"window_s": -60}}, "breakers.failed_trades.window_s"),
     ({"data_feed_stale": {"window_s": math.nan}}, "breakers.data_feed_stale.window_s"),
     ({"daily_drawdown_pct": {"consecutive": 0}}, "breakers.daily_drawdown_pct.consecutive"),
+    # Values GetState could not show, or a breaker that could never fire:
+    ({"daily_drawdown_pct": {"window_s": -5}}, "breakers.daily_drawdown_pct.window_s"),
+    ({"open_loss_pct": {"window_s": 1e300}}, "breakers.open_loss_pct.window_s"),
+    ({"daily_drawdown_pct": {"consecutive": 2**40}}, "breakers.daily_drawdown_pct.consecutive"),
+    ({"system_health": {"threshold": 3}}, "breakers.system_health.threshold"),
 ], ids=repr)
 def test_thresholds_windows_and_counts_must_be_positive(changes, key):
     assert key_of(breakers(**changes)) == key

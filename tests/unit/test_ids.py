@@ -52,3 +52,15 @@ def test_config_ids_are_canonical_or_refused_naming_the_key(tmp_path):
         load_settings(path)
     path.write_text('[limits.symbols.aapl]\nmax_order_quantity = 5\n')
     assert load_settings(path).guard_config().limits.for_symbol("AAPL").max_order_quantity == 5
+
+
+@pytest.mark.parametrize("first, second", [("SYMBOL:aapl", "SYMBOL:AAPL"),
+                                           ("strategy:momo", "STRATEGY:momo")])
+def test_two_scope_overrides_that_name_one_scope_are_refused(tmp_path, first, second):
+    """Merged, one of them would be dropped unseen (a configured breaker lost)."""
+    path = tmp_path / "ess.toml"
+    path.write_text(f'[scopes."{first}".breakers.daily_drawdown_pct]\nthreshold = 1\n'
+                    f'[scopes."{second}".breakers.api_errors]\nthreshold = 3\n')
+    with pytest.raises(InvalidConfig, match="again") as raised:
+        load_settings(path)
+    assert raised.value.key == f'scopes."{second}"'
