@@ -12,7 +12,7 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from ..domain.scopes import GLOBAL
-from .connection import Exit, Sidecar, UsageError
+from .connection import Exit, Failed, Sidecar, UsageError
 from .render import Output, cause_text, enum_name, names, scope_name, scope_to_pb, \
     state_text, to_json, transition_text
 from .times import from_timestamp, local, parse_when, to_timestamp
@@ -144,6 +144,12 @@ def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
         quantity=args.qty, price=args.price, reduce_only=args.reduce_only,
         client_order_id=args.coid or new_client_order_id())
     decision = sidecar.call("CheckOrder", order)
+    if decision.allowed != (decision.reason == pb.DECISION_REASON_ALLOWED):
+        # An answer that contradicts itself decides nothing: never shown as ALLOWED.
+        raise Failed("malformed answer (allowed is"
+                     f" {str(decision.allowed).lower()}, reason"
+                     f" {enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)}): treat"
+                     " the order as denied")
     if out.json:
         out.emit({**to_json(decision), "client_order_id": order.client_order_id,
                   "order": to_json(order)})
