@@ -127,6 +127,9 @@ class Guard(GuardReadings):
         self._tasks: set[asyncio.Task[Any]] = set()  # commands running (kept referenced)
         self._thread: ThreadPoolExecutor | None = None  # the store's, while served
         self._drained = False
+        # False once the server stops taking calls: from then on a stop (a new Trigger)
+        # is refused, so no check is answered either (the adapters refuse them).
+        self.deciding = True
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
 

@@ -170,3 +170,26 @@ async def test_store_write_failure_fails_closed(start_sidecar) -> None:
     assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
     assert decision.blocking_scope.kind == pb.SCOPE_KIND_GLOBAL
     assert "state store write failed" in decision.message
+
+
+async def test_once_new_calls_are_refused_an_open_stream_decides_nothing(start_sidecar) -> None:
+    """After the drain a Trigger can no longer come in, so a stream opened before must not
+    go on allowing orders for server.grace_s: its next check ends it with UNAVAILABLE."""
+    running = await start_sidecar(shutdown={"drain_s": 0.2, "timeout_s": 60},
+                                  server={"grace_s": 30.0})
+    stream = running.stub.CheckOrderStream()
+    await stream.write(pb.CheckOrderStreamRequest(request_id=1, order=order()))
+    assert (await asyncio.wait_for(stream.read(), 5)).decision.allowed
+    health_watch = health_pb2_grpc.HealthStub(running.channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE))
+    await health_watch.read()
+    stopping = asyncio.ensure_future(running.sidecar.stop())
+    with pytest.raises(grpc.aio.AioRpcError):  # watches end once the drain is over
+        while True:
+            await asyncio.wait_for(health_watch.read(), 10)
+    await stream.write(pb.CheckOrderStreamRequest(request_id=2, order=order()))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        answer = await asyncio.wait_for(stream.read(), 10)
+        raise AssertionError(f"answered while stopping: {answer}")
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    await asyncio.wait_for(stopping, 10)  # not the 30 s grace: the stream has ended

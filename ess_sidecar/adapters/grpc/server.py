@@ -169,7 +169,9 @@ class Sidecar:
         1. health says NOT_SERVING (gRPC and /healthz) while every RPC is still answered,
            decisions included, for shutdown.drain_s, so that polling probes see it;
         2. WatchState and health Watch streams end with UNAVAILABLE, new calls are
-           refused, and calls in flight get server.grace_s;
+           refused, and calls in flight get server.grace_s; from then on a check on an
+           open CheckOrderStream ends it with UNAVAILABLE: a stop can no longer come in,
+           so no order may be allowed;
         3. timers stop, queued alerts get up to server.grace_s, the store closes, and
            telemetry flushes.
         `serve` bounds the whole stop by shutdown.timeout_s."""
@@ -184,6 +186,7 @@ class Sidecar:
             log.info("draining for %.1f s: NOT_SERVING, still answering",
                      settings.shutdown.drain_s)
             await asyncio.sleep(settings.shutdown.drain_s)
+            parts.guard.deciding = False
             parts.guard.subscribers.close_all()
             self.health.close_watches()
             await self.server.stop(settings.server.grace_s)

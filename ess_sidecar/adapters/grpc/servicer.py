@@ -49,6 +49,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
 
     async def CheckOrder(self, request: pb.CheckOrderRequest,
                          context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
+        if not self._guard.deciding:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPED_DECIDING)
         if self._guard.unplanned:  # a command came first: judge after it, as it came
             await self._guard.until_planned()
         try:
@@ -79,6 +81,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             except DecodeError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "request: not a valid ess.v1.CheckOrderStreamRequest")
+            if not guard.deciding:  # the server stopped taking calls, Triggers included
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPED_DECIDING)
             if guard.unplanned:  # a command came first: judge after it, as it came
                 await guard.until_planned()
             try:
@@ -248,6 +252,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
 
 
 WATCH_MESSAGES_KEPT = 1024  # the most recent transitions' WatchState messages
+STOPPED_DECIDING = "the sidecar is stopping: it takes no new call, not even a Trigger, so it" \
+    " answers no check either; treat the order as denied"
 
 
 def _timed(check: Callable[[Order], Decision],
