@@ -56,6 +56,23 @@ def test_a_second_sidecar_on_a_taken_tcp_port_refuses_to_start(workdirs) -> None
         first.stop()
 
 
+def test_a_second_sidecar_on_a_host_name_whose_address_is_taken_refuses_to_start(
+        workdirs) -> None:
+    """gRPC, given a name, binds what it can: "localhost" with 127.0.0.1's port taken would
+    have served on ::1 alone, and clients of "localhost" reached one sidecar or the other."""
+    first_dir, second_dir = workdirs
+    first = SidecarProcess(first_dir, CONFIG).start()
+    try:
+        host, port = first.tcp_target.rsplit(":", 1)
+        assert host == "127.0.0.1", first.tcp_target
+        second = serve(second_dir, f"localhost:{port}", second_dir / "ess.sock")
+        assert second.returncode == 2, second.stderr
+        assert "server.listen" in second.stderr and f"127.0.0.1:{port}" in second.stderr
+        assert not (second_dir / "ess.sock").exists()
+    finally:
+        first.stop()
+
+
 def test_a_second_sidecar_on_a_live_unix_socket_refuses_to_start(workdirs) -> None:
     first_dir, second_dir = workdirs
     first = SidecarProcess(first_dir, CONFIG).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -88,15 +89,43 @@ def claim_unix_socket(path: str) -> None:
 
 def bind_tcp(server: grpc.aio.Server, listen: str,
              credentials: grpc.ServerCredentials | None) -> str:
-    """Bind `listen` exclusively; the bound host:port. Raises SocketPathError naming
-    server.listen when the address is taken or cannot be bound."""
+    """Bind every address of `listen` exclusively; the bound host:port. Raises
+    SocketPathError naming server.listen when one is taken or cannot be bound. A host
+    name is resolved here and each address bound on its own: given a name, gRPC binds
+    what it can, so with "localhost" and 127.0.0.1's port taken by another sidecar it
+    would serve on ::1 alone, and clients would reach one sidecar or the other."""
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text) if port_text.isdigit() else port_text
+    for address in _addresses(host, listen):
+        target = f"{address}:{port}"
+        try:
+            bound = server.add_secure_port(target, credentials) if credentials is not None \
+                else server.add_insecure_port(target)
+        except RuntimeError as error:  # grpcio's "Failed to bind to address ..."
+            raise SocketPathError(f"server.listen: cannot bind {target} ({listen}): in use"
+                                  " by another process, or not an address of this host"
+                                  f" ({error})") from None
+        port = bound  # port 0: the one picked for the first address, for every address
+    return f"{host}:{port}"
+
+
+def _addresses(host: str, listen: str) -> list[str]:
+    """The host of `listen` as the literal addresses to bind (IPv6 in brackets): itself if
+    it is one (or empty: every interface, as gRPC reads it), else what it resolves to."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        port = server.add_secure_port(listen, credentials) if credentials is not None \
-            else server.add_insecure_port(listen)
-    except RuntimeError as error:  # grpcio's "Failed to bind to address ..."
-        raise SocketPathError(f"server.listen: cannot bind {listen}: in use by another"
-                              f" process, or not an address of this host ({error})") from None
-    return f"{listen.rsplit(':', 1)[0]}:{port}"
+        ipaddress.ip_address(bare)
+        return [host]
+    except ValueError:
+        if not host:
+            return [host]
+    try:
+        found = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise SocketPathError(f"server.listen: {listen}: {bare} does not resolve ({error})")\
+            from None
+    literals = dict.fromkeys(info[4][0] for info in found)  # in order, once each
+    return [f"[{a}]" if ":" in a else a for a in literals]
 
 
 @dataclass(frozen=True)
