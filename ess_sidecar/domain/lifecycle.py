@@ -40,7 +40,10 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     account.set_mark(fill.symbol, fill.price)
     if record is not None:
         record.filled += fill.quantity
-        ledger.release(record, fill.quantity)
+        # An update (OPEN, remaining_quantity) may have counted this fill already: never
+        # reserve less than both what the update left and what the check allowed, unfilled.
+        keep = max(min(record.remaining, record.unfilled), 0.0)
+        ledger.release(record, min(fill.quantity, record.remaining - keep))
     ledger.remember_fill(fill.account, fill.fill_id, fill.client_order_id, now)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)

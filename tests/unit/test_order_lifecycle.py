@@ -73,6 +73,26 @@ def test_an_open_update_only_shrinks_a_reservation():
         engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, None))
 
 
+def test_an_update_that_counted_a_fill_before_it_came_keeps_what_is_left_reserved():
+    """The venue filled 8 of 10; the executor says "2 left" before the fill of 8 arrives:
+    2 still work, so another 10 is over the 18-unit symbol limit either way round."""
+    for update_first in (True, False):
+        engine = make_engine(equity=6_000)  # 30 % symbol limit = 18 units at 100
+        coid = _allowed(engine, order(10))
+        open_two = OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, remaining_quantity=2)
+        eight = fill(8, client_order_id=coid)
+        if update_first:
+            engine.update_order(open_two)
+            assert not report_fill(engine, eight).unchecked
+        else:
+            assert not report_fill(engine, eight).unchecked
+            engine.update_order(open_two)
+        assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [2]
+        assert engine.check(order(10), T0).reason is R.SYMBOL_EXPOSURE  # 8 + 2 + 10 > 18
+        assert not report_fill(engine, fill(2, client_order_id=coid)).unchecked
+        assert list(engine.orders.working(ACCOUNT)) == []
+
+
 def test_no_timer_ends_a_working_order():
     engine = make_engine(equity=100_000)
     _allowed(engine, order(290))
