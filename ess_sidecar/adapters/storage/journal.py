@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import hashlib
 import json
 import logging
@@ -126,7 +127,10 @@ class FileJournal(Journal):
             if self._failure is not None:
                 raise self._failure
             assert self._fd is not None, "load() opens the journal"
-            os.write(self._fd, HEADER.pack(len(payload), chain) + payload)
+            record = HEADER.pack(len(payload), chain) + payload
+            written = os.write(self._fd, record)
+            if written != len(record):  # a full disk or a file-size limit: a torn record
+                raise OSError(errno.ENOSPC, f"wrote {written} of a {len(record)}-byte record")
         except OSError as error:
             self._failure = error  # a record lost between kept ones would replay wrong
             raise StoreUnavailable(f"journal {self.path} cannot be written: {error}") \

@@ -14,6 +14,7 @@ leaves the old seal or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -64,7 +65,7 @@ class Seal:
         try:
             whole = os.fstat(fd).st_size != SIZE  # not one this class wrote: replace it
             if not whole:
-                os.pwrite(fd, data, 0)
+                _all_written(os.pwrite(fd, data, 0), data)
                 os.fdatasync(fd)
         finally:
             os.close(fd)
@@ -74,7 +75,7 @@ class Seal:
     def _create(self, data: bytes) -> None:
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
+            _all_written(os.write(fd, data), data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -84,3 +85,9 @@ class Seal:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def _all_written(count: int, data: bytes) -> None:
+    """A short write (a full disk, a file-size limit) is a failed one."""
+    if count != len(data):
+        raise OSError(errno.ENOSPC, f"wrote {count} of the seal's {len(data)} bytes")
