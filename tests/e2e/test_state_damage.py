@@ -8,6 +8,7 @@ WAL), damages what is on disk the way the issue lists, and restarts it.
 from __future__ import annotations
 
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -213,3 +214,37 @@ def test_a_journal_deleted_with_its_seal_is_damage_not_a_first_run(
     sidecar_process.kill()
     assert reseal(sidecar_process).returncode == 0  # the operator accepts: a fresh journal
     assert restarted_scopes(sidecar_process) == {TRIPPED_ID: (pb.STATE_TRIPPED, "desk halt")}
+
+
+def test_a_journal_that_cannot_be_written_fails_the_check_unavailable_and_trips(
+        sidecar_process: SidecarProcess) -> None:
+    """A full disk, as a file-size limit on the served process (writes fail EFBIG): the
+    allowed order's record fails, so the check is UNAVAILABLE (unary) or an error for its
+    request id (stream, which goes on), never UNKNOWN; GLOBAL trips and denies after."""
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        assert stub.CheckOrder(order()).allowed
+        journal = Path(f"{sidecar_process.state}.journal")
+        assert sidecar_process.process is not None
+        limit = journal.stat().st_size + 16  # room for no further record
+        resource.prlimit(sidecar_process.process.pid, resource.RLIMIT_FSIZE, (limit, limit))
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.CheckOrder(pb.CheckOrderRequest(**_fields(order(), "full-1")))
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value.details()
+        requests = [pb.CheckOrderStreamRequest(
+            request_id=n, order=pb.CheckOrderRequest(**_fields(order(), f"full-s{n}")))
+            for n in (1, 2)]
+        answers = list(stub.CheckOrderStream(iter(requests), timeout=10))
+        assert [a.request_id for a in answers] == [1, 2]
+        for answer in answers:  # denied by the trip, or failed: never allowed
+            assert answer.HasField("error") or not answer.decision.allowed, answer
+            if answer.HasField("error"):
+                assert answer.error.code == grpc.StatusCode.UNAVAILABLE.value[0], answer
+        [scope] = [s for s in stub.GetState(pb.GetStateRequest()).scopes if s.scope == GLOBAL]
+        assert scope.state == pb.STATE_TRIPPED and "journal" in scope.reason
+
+
+def _fields(request: pb.CheckOrderRequest, client_order_id: str) -> dict:
+    fields = {f.name: v for f, v in request.ListFields()}
+    return {**fields, "client_order_id": client_order_id}

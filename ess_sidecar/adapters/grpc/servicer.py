@@ -59,6 +59,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             self.telemetry.invalid_request(error.field)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             raise
+        except GuardError as error:  # its journal record failed: GLOBAL is tripped already
+            await context.abort(status_of(error), str(error))
+            raise
         self.telemetry.annotate(decision)
         return decision_to_proto(decision)
 
@@ -93,6 +96,11 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                     request_id=request.request_id, error=pb.RequestError(
                         code=INVALID_ARGUMENT, field=f"order.{error.field}",
                         message=str(error))))
+                continue
+            except GuardError as error:  # its journal record failed: GLOBAL tripped already
+                await write(pb.CheckOrderStreamResponse(
+                    request_id=request.request_id, error=pb.RequestError(
+                        code=status_of(error).value[0], message=str(error))))
                 continue
             # Serialized here, before the await: the message is reused for the next answer.
             await write(decision_to_stream_bytes(answer, request.request_id, decision))
