@@ -475,7 +475,7 @@ class GuardClientTest {
     assertEquals("d-u-1", allowed.decisionId());
     fake.unary = request -> CheckOrderResponse.newBuilder().setAllowed(true)
         .setReason(DecisionReason.DECISION_REASON_PRICE_BAND).build();
-    assertEquals(Cause.MALFORMED, client.checkUnary(order("")).cause());
+    assertEquals(Cause.MALFORMED, client.checkUnary(order(""), ANSWER).cause());
     fake.unary = request -> {
       throw Status.INVALID_ARGUMENT.withDescription("quantity").asRuntimeException();
     };
