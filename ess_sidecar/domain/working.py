@@ -105,7 +105,7 @@ class OrderLedger:
         order already replaced is not its successor). Raises InvalidArgument naming
         `replaces_client_order_id` if that order is of another strategy, symbol or side,
         which a cancel/replace never changes."""
-        record = self.records.get((order.account, order.replaces_client_order_id))
+        record = self.exact(order.account, order.replaces_client_order_id)
         if record is None or not record.working:
             return None
         if (record.strategy, record.symbol, record.side) != \

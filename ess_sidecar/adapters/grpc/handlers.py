@@ -86,7 +86,7 @@ def _trigger_with_any_reason(raw: bytes) -> pb.TriggerRequest | None:
     except DecodeError:
         return None
     return pb.TriggerRequest(
-        scope=pb.Scope.FromString(lenient.scope.SerializeToString()),
+        scope=lenient.scope,  # the real ess.v1.Scope: its id was checked as UTF-8
         reason=lenient.reason.decode("utf-8", errors="replace"),
         reason_code=lenient.reason_code, mode=lenient.mode,
         directives=list(lenient.directives), drill=lenient.drill)
