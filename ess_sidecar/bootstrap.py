@@ -124,8 +124,9 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
                   observed.telemetry if observed else None, journal)
-    problem = restore(engine, store, stored, entries, clock.now())  # the store's trips, even
-    problem = unreadable or problem  # when the journal cannot be read
+    # The store's trips, even when the journal cannot be read:
+    restored = restore(engine, store, stored, entries, clock.now(), journal)
+    problem = unreadable or restored
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         problem = store.reason
@@ -160,12 +161,12 @@ def server_parts(app: App) -> ServerParts:
 
 
 def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
-            entries: list[JournalEntry], now: float) -> str:
+            entries: list[JournalEntry], now: float, journal: Journal) -> str:
     """Replay the journal and reconcile it with the store; what is wrong, or ""."""
     try:
         replay(engine, entries)
         if stored is not None:
-            reconcile(engine, store, stored, now, bool(entries))
+            reconcile(engine, store, stored, now, bool(entries), journal)
     except StoreUnavailable as error:
         return str(error)
     log.info("state loaded: version %d, %d journal entries, %d scope(s) not ARMED",

@@ -3,20 +3,24 @@
 The journal replays every command in order (domain/commands.py), so the book, working
 orders, breaker evidence, heartbeats and pending approvals are what they were. The store's
 latched state is the authority on trips: where the journal ends before the store (an
-upgrade from a sidecar without a journal, or entries lost with a power cut), the store's
-later transitions are applied and their breakers count as holding until fresh evidence
-clears them. Any other disagreement is damage, and raises StoreDamaged.
+upgrade from a sidecar without a journal, a crash between the store's COMMIT and the
+journal's record, or entries lost with a power cut), the store's later transitions are
+applied, their breakers count as holding until fresh evidence clears them, and they are
+journaled (Restored) so that the next start finds the same. Any other disagreement is
+damage, and raises StoreDamaged.
 """
 
 from __future__ import annotations
 
 import logging
 
+from .domain.commands import Restored
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, StoreDamaged
-from .ports import JournalEntry, StateStore, StoredState
+from .ports import Journal, JournalEntry, StateStore, StoredState
 
 log = logging.getLogger(__name__)
+RESTORED_PER_RECORD = 10_000  # transitions per Restored record: well under MAX_RECORD
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
@@ -30,8 +34,10 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
 
 
 def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: float,
-              entries_replayed: bool) -> None:
-    """Bring the replayed engine up to the store's latched state, or raise StoreDamaged."""
+              entries_replayed: bool, journal: Journal) -> None:
+    """Bring the replayed engine up to the store's latched state, or raise StoreDamaged.
+    What it takes from the store is journaled (Restored), so the next start replays it:
+    else a later record would follow a gap, and that start would find the two disagree."""
     replayed = engine.version
     if replayed > stored.version:
         raise StoreDamaged(f"the journal has transitions up to version {replayed} but the"
@@ -39,15 +45,18 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                            " acknowledged transitions")
     if replayed < stored.version:
         missing = store.events_after(replayed, stored.version - replayed)
-        if [t.version for t in missing] == list(range(replayed + 1, stored.version + 1)):
-            engine.apply(missing)
-            latched = [t for t in stored.current if t.version > replayed]
-        else:  # history pruned: take the latched state as it is
-            latched = stored.current
-        engine.restore(latched, stored.version, now)  # no evidence for these: assume holding
+        if [t.version for t in missing] != list(range(replayed + 1, stored.version + 1)):
+            missing = list(stored.current)  # history pruned: the latched state as it is
+        parts = [missing[i:i + RESTORED_PER_RECORD]
+                 for i in range(0, len(missing), RESTORED_PER_RECORD)] or [[]]
+        for number, part in enumerate(parts, 1):
+            command = Restored(now, stored.version if number == len(parts)
+                               else part[-1].version)
+            engine.replay(command, part)
+            journal.record(command, part)
         log.warning("journal ends at version %d, the store at %d: later trips restored from"
-                    " the store, their breakers held until fresh evidence", replayed,
-                    stored.version)
+                    " the store and journaled, their breakers held until fresh evidence",
+                    replayed, stored.version)
     latched = {t.scope: t.version for t in engine.restricted()}
     expected = {t.scope: t.version for t in stored.current}
     if latched != expected:

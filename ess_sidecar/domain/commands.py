@@ -112,5 +112,16 @@ class Triggered:
     now: float
 
 
+@dataclass(frozen=True)
+class Restored:
+    """At start-up, the store's transitions that the journal lacked (a crash between the
+    state file's COMMIT and the journal's record, or an upgrade from a sidecar without a
+    journal), taken from the store and journaled, so that the next start replays what this
+    one restored (GuardEngine.catch_up). `version` is the store's at that start."""
+
+    now: float
+    version: int
+
+
 Command = (Admitted | FillReported | MetricReported | OrderUpdated | PositionsSynced
-           | OrdersCleared | HeartbeatSeen | ResetAsked | TimersRan | Triggered)
+           | OrdersCleared | HeartbeatSeen | ResetAsked | TimersRan | Triggered | Restored)

@@ -18,7 +18,7 @@ from typing import Final
 from .approvals import Approvals
 from .breakers import DEFAULT_RULES, Breaker, Breakers, Metric, check_metric_value
 from .commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
-    OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, Triggered
+    OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, TimersRan, Triggered
 from .config import GuardConfig
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
@@ -439,9 +439,23 @@ class GuardEngine:
                     self.plan_reset(scope, reason, force, actor, now, latches)  # count
             case TimersRan(now):
                 self.expire(now)
+            case Restored(now, version):
+                self.catch_up(list(transitions), version, now)
+                return
             case Triggered() | None:
                 pass
         self.apply(transitions)
+
+    def catch_up(self, transitions: list[Transition], version: int, now: float) -> None:
+        """The store's transitions after this engine's version (start-up, when the journal
+        ends before the store): applied if they follow on without a gap, else (history
+        pruned) taken as the latched state as they are; either way the version becomes
+        the store's `version`, and what they latch has no evidence: restore()."""
+        if [t.version for t in transitions] \
+                == list(range(self.version + 1, self.version + 1 + len(transitions))):
+            self.apply(transitions)
+            transitions = [t for t in transitions if self._current.get(t.scope) is t]
+        self.restore(transitions, version, now)
 
     def restore(self, current: Iterable[Transition], version: int, now: float) -> None:
         """Load the latched state: the latest transition of every non-ARMED scope. What

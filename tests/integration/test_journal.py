@@ -14,8 +14,8 @@ from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, FileJournal, J
 from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
-    MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, TimersRan, \
-    Triggered
+    MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
+    TimersRan, Triggered
 from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
@@ -40,6 +40,7 @@ EVERY_COMMAND = [
     (ResetAsked(ACCOUNT, "ok", False, "op", 6.0), ()),
     (TimersRan(7.0), (TRIP,)),
     (Triggered(7.5), (TRIP,)),
+    (Restored(8.0, 9), (TRIP,)),
     (None, (TRIP,)),
 ]
 

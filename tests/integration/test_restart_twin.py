@@ -28,7 +28,7 @@ from ess_sidecar.domain.errors import GuardError
 from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
-from ess_sidecar.domain.states import TriggerMode, TriggerReason
+from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
 from ess_sidecar.ports import NoJournal
 from ess_sidecar.settings import load_settings
 from tests.fakes import FakeClock
@@ -92,6 +92,24 @@ class RestartTwin(RuleBasedStateMachine):
         old = self.subject
         old.journal.close()  # records are in the file already; this only stops the thread
         old.store.close()  # the kernel releases a killed process's lock
+        self.subject = build(self.settings, clock=self.clock)
+        self.restarts += 1
+
+    @rule(scope=st.sampled_from(SCOPES), mode=st.sampled_from(TriggerMode))
+    def trigger_killed_before_its_journal_record(self, scope, mode):
+        """SIGKILL between the state file's COMMIT and the journal's record of the same
+        Trigger (the journal was synced and sealed just before that COMMIT): the restart
+        takes the trip from the store, and so must every start after it."""
+        if self.twin.guard.engine.state_of(scope) is not State.ARMED:
+            return  # a latch restored from the store holds its breaker: not the twin's
+        journal = Path(f"{self.settings.store.path}.journal")
+        seal = Path(f"{journal}.seal")
+        before = journal.read_bytes(), seal.read_bytes()
+        self.trigger(scope, mode)
+        self.subject.journal.close()
+        self.subject.store.close()
+        journal.write_bytes(before[0])
+        seal.write_bytes(before[1])
         self.subject = build(self.settings, clock=self.clock)
         self.restarts += 1
 
