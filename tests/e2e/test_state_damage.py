@@ -80,6 +80,12 @@ def delete_seal(state: Path) -> None:
     Path(f"{state}.seal").unlink()
 
 
+def delete_all_but_the_state_file(state: Path) -> None:
+    """What copying the state file alone elsewhere leaves: the trip was only in the WAL."""
+    for suffix in ("-wal", ".seal", ".journal", ".journal.seal"):
+        Path(f"{state}{suffix}").unlink()
+
+
 LOST = r"has lost acknowledged transitions: the seal says version 1, the file ends at 0"
 DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "WAL deleted": (delete_wal, LOST),
@@ -92,6 +98,8 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "row edited by hand": (edit_the_row,
                            r"is damaged: event 1 does not match its hash chain"),
     "seal deleted": (delete_seal, r"is damaged: its seal \S+\.seal is missing \(deleted\?\)"),
+    "WAL, seals and journal deleted": (delete_all_but_the_state_file,
+                                       r"its seal \S+\.seal is missing"),
 }
 
 

@@ -170,12 +170,26 @@ def test_a_file_ahead_of_a_seal_it_does_not_continue_is_found(path, case):
     assert "events up to version 3 are not the ones sealed" in refusal(path, keep_events)
 
 
-def test_a_never_used_store_whose_seal_is_gone_loads(path):
-    """A crash between creating the file and sealing it: nothing was acknowledged."""
+def test_a_store_without_its_seal_is_found_even_if_it_holds_nothing(path):
+    """A new store is sealed before its file is created, so a file without a seal has lost
+    it, and with it whatever it vouched for: a trip still in a deleted WAL, say, or the
+    journal deleted beside it."""
     written(path)
     Path(f"{path}.seal").unlink()
-    assert loaded(path) == StoredState()
-    assert seal_of(path)["version"] == 0
+    assert "its seal" in refusal(path) and "is missing (deleted?)" in refusal(path)
+
+
+def test_a_first_run_seals_the_store_before_it_creates_the_file(path, monkeypatch):
+    """Killed before the file exists: the seal is there, and the next start refuses to
+    take the missing file for a first run."""
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(sqlite3, "connect", killed)
+    with pytest.raises(KeyboardInterrupt):
+        SqliteStateStore(path)
+    monkeypatch.undo()
+    assert seal_of(path)["version"] == 0 and not path.exists()
+    assert "is missing but its seal" in refusal(path)
 
 
 def test_pruning_keeps_the_chain_verifiable(path):

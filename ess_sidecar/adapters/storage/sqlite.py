@@ -409,11 +409,9 @@ class SqliteStateStore(StateStore):
             raise self._damaged(f"is damaged: its last version is {last} but it holds"
                                 f" event {newest}")
         self._verify_latches(conn)
-        if sealed is None:
-            if last:
-                raise self._damaged(f"is damaged: its seal {self.seal.path} is missing"
-                                    " (deleted?)")
-            return None  # never used: a crash between creating it and sealing it
+        if sealed is None:  # a new store is sealed before its file exists
+            raise self._damaged(f"is damaged: its seal {self.seal.path} is missing"
+                                " (deleted?)")
         version, chain, latched = sealed
         if last < version:
             raise self._damaged(f"has lost acknowledged transitions: the seal says version"
@@ -508,7 +506,10 @@ class SqliteStateStore(StateStore):
                     f" restore it, or delete it and {self.seal.path} to start with no"
                     " latched state")
         except FileNotFoundError:
-            self._refuse_a_lost_file()  # or a first run: a new store is created
+            self._refuse_a_lost_file()  # or a first run: a new store is created,
+            # sealed first, so that a state file without its seal is never a legitimate
+            # state (a crash before the file exists leaves a seal and no file: refused)
+            self._write_seal(FRESH_SEAL)
         except OSError as error:
             raise self._unavailable("cannot open", error) from error
         try:
@@ -575,10 +576,14 @@ class SqliteStateStore(StateStore):
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             if found == 0:
+                if not self.seal.exists():  # written before the file: it was deleted
+                    raise StoreDamaged(
+                        f"state store {self.path} holds no schema and its seal"
+                        f" {self.seal.path} is missing: its schema and latched state may"
+                        " have been in a deleted WAL; restore it from a backup, or delete it"
+                        " to start with no latched state")
                 self._run_script(conn, SCHEMA, SCHEMA_VERSION)
                 found = SCHEMA_VERSION
-                if not self.seal.exists():  # the first run's marker; an old one load() checks
-                    self._write_seal(_seal_value(conn))
             if found < SCHEMA_VERSION:
                 self._upgrade(conn, found)
                 log.info("state store %s upgraded from schema %d to %d", self.path, found,
@@ -707,9 +712,18 @@ def _latched_digest(conn: sqlite3.Connection) -> str:
     rows = conn.execute("SELECT s.scope_kind, s.scope_id, s.version, e.chain FROM scopes s"
                         " LEFT JOIN events e ON e.version = s.version"
                         " ORDER BY s.scope_kind, s.scope_id").fetchall()
-    encoded = json.dumps([[kind, ident, version, chain.hex() if chain else None]
-                          for kind, ident, version, chain in rows], separators=(",", ":"))
+    return _digest([[kind, ident, version, chain.hex() if chain else None]
+                    for kind, ident, version, chain in rows])
+
+
+def _digest(latches: list[list[Any]]) -> str:
+    encoded = json.dumps(latches, separators=(",", ":"))
     return hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
+
+
+# The seal of a new, empty store (what _seal_value finds in one): written before the file.
+FRESH_SEAL = {"schema": SCHEMA_VERSION, "version": 0, "chain": GENESIS.hex(),
+              "latched": _digest([])}
 
 
 def _seal_value(conn: sqlite3.Connection) -> dict[str, Any]:
