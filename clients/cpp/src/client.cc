@@ -14,6 +14,7 @@
 
 namespace ess {
 
+using internal::AddCapped;
 using internal::CheckStream;
 using internal::Clock;
 using internal::Failed;
@@ -183,7 +184,7 @@ void Client::Close() {
 }
 
 bool Client::Connect(std::chrono::milliseconds timeout) {
-  const auto until = Clock::now() + timeout;
+  const auto until = AddCapped(Clock::now(), timeout);
   std::unique_lock<std::mutex> lock(mu_);
   return changed_.wait_until(lock, until, [this] {
     return closing_ || (stream_ != nullptr && !stream_->broken());
@@ -214,7 +215,7 @@ Verdict Client::Check(const Order& order, std::optional<std::chrono::microsecond
 }
 
 Verdict Client::CheckOnStream(const v1::CheckOrderRequest& request, std::chrono::microseconds d) {
-  const auto until = Clock::now() + d;
+  const auto until = AddCapped(Clock::now(), d);
   std::shared_ptr<CheckStream> stream = Current();
   while (stream == nullptr) {
     if (closed_.load()) {
@@ -257,7 +258,7 @@ Verdict Client::CheckUnary(const Order& order, std::optional<std::chrono::micros
       verdict = Failed(Cause::kClientError, "the client is closed");
     } else {
       grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + DeadlineOf(deadline));
+      context.set_deadline(AddCapped(std::chrono::system_clock::now(), DeadlineOf(deadline)));
       v1::CheckOrderResponse answer;
       const grpc::Status status =
           stub_->CheckOrder(&context, RequestOf(order, client_order_id), &answer);
@@ -277,7 +278,11 @@ void Client::Settle(Verdict& verdict, const std::string& client_order_id) {
   if (verdict.failed_closed()) {
     verdict.allowed = false;
     verdict.reason = v1::DECISION_REASON_UNSPECIFIED;
-    failures_->Record(verdict);
+    try {
+      failures_->Record(verdict);
+    } catch (...) {
+      // Check never throws: a log sink that throws loses its line, not the denial.
+    }
   }
 }
 
@@ -368,14 +373,18 @@ void Client::Maintain() {
 
 void Client::Log(std::string_view line) const {
   if (options_.log_sink) {
-    options_.log_sink(line);
+    try {
+      options_.log_sink(line);
+    } catch (...) {
+      // Called from the heartbeat thread, where a throw would end the process.
+    }
   } else {
     std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
   }
 }
 
 void Client::Bound(grpc::ClientContext& context) const {
-  context.set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
+  context.set_deadline(AddCapped(std::chrono::system_clock::now(), options_.rpc_timeout));
 }
 
 Result<v1::ReportFillResponse> Client::ReportFill(const Fill& fill) {
@@ -515,7 +524,7 @@ Heartbeater::~Heartbeater() { Stop(); }
 
 grpc::Status Heartbeater::Beat(bool deregister, std::chrono::milliseconds timeout) {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  context.set_deadline(AddCapped(std::chrono::system_clock::now(), timeout));
   v1::HeartbeatRequest request;
   request.set_executor_id(config_.executor_id);
   *request.mutable_scope() = config_.scope;
@@ -532,7 +541,7 @@ grpc::Status Heartbeater::Beat(bool deregister, std::chrono::milliseconds timeou
 }
 
 void Heartbeater::Run() {
-  auto next = Clock::now() + config_.interval;
+  auto next = AddCapped(Clock::now(), config_.interval);
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_cv_.wait_until(lock, next, [this] { return stopping_; })) {
     lock.unlock();
@@ -542,7 +551,7 @@ void Heartbeater::Run() {
     if (!status.ok()) {
       config_.on_error(status);
     }
-    next = std::max(next + config_.interval, Clock::now());
+    next = std::max(AddCapped(next, config_.interval), Clock::now());
     lock.lock();
   }
 }

@@ -3,6 +3,7 @@
 #ifndef ESS_SRC_INTERNAL_H_
 #define ESS_SRC_INTERNAL_H_
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -21,6 +22,17 @@
 namespace ess::internal {
 
 using Clock = std::chrono::steady_clock;
+
+// The longest a deadline, timeout or interval waits: a longer one (microseconds::max())
+// would overflow a time point, which is undefined behaviour.
+inline constexpr std::chrono::hours kFarFuture{24 * 365 * 30};
+
+// now + d, with d capped at kFarFuture (converted to d's own unit, so nothing overflows).
+template <typename TimePoint, typename Rep, typename Period>
+TimePoint AddCapped(TimePoint now, std::chrono::duration<Rep, Period> d) {
+  using Duration = std::chrono::duration<Rep, Period>;
+  return now + std::min(d, std::chrono::duration_cast<Duration>(kFarFuture));
+}
 
 // A fail-closed verdict.
 Verdict Failed(Cause cause, std::string message);

@@ -226,7 +226,7 @@ void FailureBook::Record(const Verdict& verdict) {
       ++suppressed_[index];
       return;
     }
-    next_log_[index] = now + interval_;
+    next_log_[index] = AddCapped(now, interval_);
     suppressed = std::exchange(suppressed_[index], 0);
   }
   std::string line = "ess: check failed closed (";

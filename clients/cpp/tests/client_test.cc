@@ -3,6 +3,7 @@
 #include <fstream>
 #include <future>
 #include <set>
+#include <stdexcept>
 
 #include "certs.h"
 #include "fake_guard.h"
@@ -470,6 +471,53 @@ TEST(Client, FailuresAreCountedAndLoggedRateLimited) {
       << (*lines)[0];
   EXPECT_NE((*lines)[0].find("[field order.symbol]"), std::string::npos) << (*lines)[0];
   EXPECT_NE((*lines)[1].find("[9 more suppressed]"), std::string::npos) << (*lines)[1];
+}
+
+TEST(Client, ThrowingLogSinkDoesNotMakeChecksThrow) {
+  ess::Options options;
+  options.log_sink = [](std::string_view) { throw std::runtime_error("the log is full"); };
+  Harness h([](int, const v1::CheckOrderStreamRequest& request) {
+    v1::CheckOrderStreamResponse answer;
+    answer.set_request_id(request.request_id());
+    answer.mutable_error()->set_field("order.symbol");
+    return Answer(answer);
+  }, options);
+  h.fake.unary = [](const v1::CheckOrderRequest&, v1::CheckOrderResponse*) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "order.price: must be > 0");
+  };
+  ess::Verdict streamed;
+  ess::Verdict unary;
+  EXPECT_NO_THROW(streamed = h.client->Check(AnOrder(), 2s));
+  EXPECT_NO_THROW(unary = h.client->CheckUnary(AnOrder(), 2s));
+  EXPECT_EQ(streamed.cause, Cause::kRequestError);
+  EXPECT_EQ(unary.cause, Cause::kRequestError);
+  EXPECT_FALSE(streamed.allowed || unary.allowed);
+  EXPECT_EQ(h.client->Failures(Cause::kRequestError), 2u);
+}
+
+TEST(Client, EndlessDeadlinesAreCappedNotOverflowed) {
+  ess::Options options = Quiet();
+  options.deadline = std::chrono::microseconds::max();
+  options.rpc_timeout = std::chrono::milliseconds::max();
+  options.log_interval = std::chrono::milliseconds::max();
+  Harness h(Allow, options);
+  h.fake.unary = [](const v1::CheckOrderRequest&, v1::CheckOrderResponse* response) {
+    response->set_allowed(true);
+    response->set_reason(v1::DECISION_REASON_ALLOWED);
+    return grpc::Status::OK;
+  };
+  EXPECT_TRUE(h.client->Connect(std::chrono::milliseconds::max()));
+  const auto endless = std::chrono::microseconds::max();
+  for (const auto& verdict : {h.client->Check(AnOrder()), h.client->Check(AnOrder(), endless),
+                              h.client->CheckUnary(AnOrder(), endless)}) {
+    EXPECT_TRUE(verdict.allowed) << ess::CauseName(verdict.cause) << ": " << verdict.message;
+  }
+  const auto metric = h.client->ReportMetric(*ess::ParseScope("GLOBAL"),
+                                             v1::METRIC_SYSTEM_HEALTH, 0);
+  EXPECT_EQ(metric.status.error_code(), grpc::StatusCode::UNIMPLEMENTED);  // reached the fake
+  h.client->Close();  // failures logged at most once per (endless) interval
+  EXPECT_EQ(h.client->Check(AnOrder()).cause, Cause::kClientError);
+  EXPECT_EQ(h.client->Check(AnOrder()).cause, Cause::kClientError);
 }
 
 TEST(Client, FillsUpdatesAndPositions) {

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -64,6 +65,26 @@ func (o *Order) request(clientOrderID string) *essv1.CheckOrderRequest {
 		Quantity: o.Quantity, Price: o.Price, ReduceOnly: o.ReduceOnly,
 		ClientOrderId: clientOrderID, ReplacesClientOrderId: o.ReplacesClientOrderID,
 	}
+}
+
+// invalidUTF8 is a request error naming the first string of request that is not valid
+// UTF-8, which protobuf refuses to marshal: on the shared stream that refusal would end the
+// stream and deny every check in flight, so such an order is denied before it is sent.
+func invalidUTF8(request *essv1.CheckOrderRequest) (Verdict, bool) {
+	for _, f := range [...]struct{ name, value string }{
+		{"order.account", request.GetAccount()},
+		{"order.strategy", request.GetStrategy()},
+		{"order.symbol", request.GetSymbol()},
+		{"order.client_order_id", request.GetClientOrderId()},
+		{"order.replaces_client_order_id", request.GetReplacesClientOrderId()},
+	} {
+		if !utf8.ValidString(f.value) {
+			verdict := failed(CauseRequestError, "not valid UTF-8; not sent")
+			verdict.Field = f.name
+			return verdict, true
+		}
+	}
+	return Verdict{}, false
 }
 
 // Client is a client of one sidecar, safe for concurrent use. Close it when done.
@@ -195,7 +216,11 @@ func (c *Client) Check(ctx context.Context, order Order, opts ...CheckOption) (v
 		clientOrderID = c.NewClientOrderID()
 	}
 	defer c.settle(&verdict, clientOrderID)
-	return c.checkOnStream(ctx, order.request(clientOrderID), c.deadline(opts))
+	request := order.request(clientOrderID)
+	if verdict, bad := invalidUTF8(request); bad {
+		return verdict
+	}
+	return c.checkOnStream(ctx, request, c.deadline(opts))
 }
 
 // CheckUnary is Check over the unary CheckOrder RPC, with the same fail-closed rules:
@@ -209,10 +234,14 @@ func (c *Client) CheckUnary(ctx context.Context, order Order, opts ...CheckOptio
 	if c.closed.Load() {
 		return failed(CauseClientError, "the client is closed")
 	}
+	request := order.request(clientOrderID)
+	if verdict, bad := invalidUTF8(request); bad {
+		return verdict
+	}
 	d := c.deadline(opts)
 	callCtx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	answer, err := c.stub.CheckOrder(callCtx, order.request(clientOrderID))
+	answer, err := c.stub.CheckOrder(callCtx, request)
 	if err != nil {
 		if ctx.Err() != nil {
 			return contextFailure(ctx)

@@ -129,6 +129,35 @@ func TestRequestErrorIsADenialNamingTheField(t *testing.T) {
 	}
 }
 
+func TestInvalidUTF8IsARequestErrorThatSparesTheStream(t *testing.T) {
+	received, release := make(chan struct{}), make(chan struct{})
+	var seen atomic.Int32
+	h := newHarness(t, func(n int, request *essv1.CheckOrderStreamRequest) reply {
+		seen.Add(1)
+		close(received)
+		<-release
+		return allow(n, request)
+	})
+	good := make(chan ess.Verdict, 1)
+	go func() { good <- check(t, h, generous) }()
+	<-received // the good check is in flight on the stream
+	bad := order
+	bad.Symbol = "AAPL\xff"
+	v := h.client.Check(context.Background(), bad, generous)
+	expectFailure(t, v, ess.CauseRequestError)
+	if v.Field != "order.symbol" {
+		t.Fatalf("want the field named, got %+v", v)
+	}
+	expectFailure(t, h.client.CheckUnary(context.Background(), bad, generous), ess.CauseRequestError)
+	close(release)
+	if v := <-good; !v.Allowed {
+		t.Fatalf("the good check in flight should be answered: %+v", v)
+	}
+	if seen.Load() != 1 || h.client.StreamsOpened() != 1 {
+		t.Fatalf("requests seen %d, streams opened %d", seen.Load(), h.client.StreamsOpened())
+	}
+}
+
 func TestWrongRequestIDDeniesAndReplacesTheStream(t *testing.T) {
 	h := newHarness(t, func(n int, request *essv1.CheckOrderStreamRequest) reply {
 		if n == 1 {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import math
+import numbers
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -49,8 +51,9 @@ class GuardClient:
         """`target` is "unix:/path/ess.sock" (fastest) or "host:port"; a ready-made
         `channel` may be given instead and is then not closed by close(). `token` is the
         bearer token of a sidecar with authentication on; `credentials` (e.g.
-        grpc.ssl_channel_credentials(ca, key, cert)) make the channel TLS or mutual TLS."""
-        self.check_timeout_s = check_timeout_s
+        grpc.ssl_channel_credentials(ca, key, cert)) make the channel TLS or mutual TLS.
+        A `check_timeout_s` that is not a finite number > 0 raises TypeError or ValueError."""
+        self.check_timeout_s = valid_timeout(check_timeout_s)
         self.rpc_timeout_s = rpc_timeout_s
         self._owns_channel = channel is None
         self._channel = channel or _channel(target, credentials)
@@ -63,7 +66,8 @@ class GuardClient:
         # client_order_ids this client makes up: a random prefix per client, then a count,
         # so that no two clients (nor one restarted) repeat one within the sidecar's
         # retention, where a reused id is denied as a duplicate.
-        self._order_ids = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count(1))
+        prefix = secrets.token_hex(6)
+        self._order_ids = (f"{prefix}-{n}" for n in itertools.count(1))
         self._stream: CheckStream | None = None
         self.streams_opened = 0  # more than one means the stream was replaced after a failure
         self._closed = False
@@ -128,6 +132,7 @@ class GuardClient:
     async def _ask(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
         if self._closed:
             return failed(Failure.CLIENT_ERROR, "the client is closed")
+        timeout_s = valid_timeout(timeout_s)  # a bad one raises before anything is sent
         return await self._current_stream().ask(next(self._ids), order, timeout_s)
 
     def _current_stream(self) -> CheckStream:
@@ -220,6 +225,16 @@ class GuardClient:
     async def _unary(self, method: Any, request: Any) -> Any:
         return await method(request, timeout=self.rpc_timeout_s,
                             metadata=self._metadata or None)
+
+
+def valid_timeout(timeout_s: object) -> float:
+    """`timeout_s` if it is a finite number of seconds > 0; else TypeError or ValueError
+    (infinity would wait for ever; what call_later refuses would fail once queued)."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real):
+        raise TypeError(f"a check timeout is a number of seconds, not {timeout_s!r}")
+    if not 0 < timeout_s < math.inf:  # NaN fails too
+        raise ValueError(f"a check timeout must be finite and > 0, not {timeout_s!r}")
+    return float(timeout_s)
 
 
 def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -139,6 +140,29 @@ async def test_an_order_that_cannot_be_encoded_is_denied_not_raised(overrides: d
     assert (verdict.allowed, verdict.failure) == (False, Failure.CLIENT_ERROR)
 
 
+# Infinity would wait for ever; the others would fail once the request was queued.
+BAD_TIMEOUTS = [math.inf, math.nan, 0, -1.0, "0.5", True]
+
+
+@pytest.mark.parametrize("timeout_s", BAD_TIMEOUTS, ids=repr)
+async def test_a_bad_check_timeout_is_denied_without_sending(
+        scripted: StartScripted, timeout_s: object) -> None:
+    server = await scripted(lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=ALLOWED))
+    async with GuardClient(server.target, check_timeout_s=5) as guard:
+        bad = await asyncio.wait_for(guard.check(**ORDER, timeout_s=timeout_s), 5)
+        good = await guard.check(**ORDER)
+    assert (bad.allowed, bad.failure) == (False, Failure.CLIENT_ERROR), bad
+    assert good.allowed, good
+    assert [o.client_order_id for o in server.guard.orders] == [good.client_order_id]
+
+
+@pytest.mark.parametrize("timeout_s", [*BAD_TIMEOUTS, None], ids=repr)
+async def test_a_bad_check_timeout_is_refused_at_construction(timeout_s: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        GuardClient("127.0.0.1:1", check_timeout_s=timeout_s)  # type: ignore[arg-type]
+
+
 async def test_checks_after_close_are_denied(scripted: StartScripted) -> None:
     server = await scripted(lambda r: pb.CheckOrderStreamResponse(
         request_id=r.request_id, decision=ALLOWED))
@@ -191,3 +215,12 @@ async def test_a_check_that_fails_names_the_client_order_id_it_was_sent_with(
         blind = await guard.check(**ORDER)
     assert (blind.allowed, blind.failure) == (True, Failure.UNAVAILABLE)
     assert blind.client_order_id and blind.client_order_id != late.client_order_id
+
+
+async def test_made_up_client_order_ids_share_one_prefix_per_client() -> None:
+    async with GuardClient("127.0.0.1:1") as one, GuardClient("127.0.0.1:1") as two:
+        ids = [one.new_client_order_id() for _ in range(3)]
+        other = two.new_client_order_id()
+    prefix = ids[0].rsplit("-", 1)[0]
+    assert ids == [f"{prefix}-{n}" for n in (1, 2, 3)]
+    assert len(prefix) == 12 and not other.startswith(f"{prefix}-")

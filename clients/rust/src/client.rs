@@ -25,6 +25,8 @@ use crate::Error;
 
 /// The per-check deadline unless configured: a missed deadline is a denial.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(5);
+/// A deadline too far to represent as an instant (`Duration::MAX`) is this far away.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 /// Bounds the RPCs other than checks.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(1);
 /// A stream with a check unanswered for this long is taken for hung and replaced.
@@ -449,7 +451,7 @@ impl Client {
     /// otherwise [`Error::NotReached`]. The client keeps trying in the background either way.
     pub async fn connect(&self, timeout: Duration) -> Result<(), Error> {
         let shared = self.shared();
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut slot = shared.slot.subscribe();
         loop {
             if shared.closed.load(Ordering::Acquire) {
@@ -533,7 +535,8 @@ impl Client {
             Verdict::failed(Cause::ClientError, "the client is closed")
         } else {
             let mut request = Request::new(order.into_request(client_order_id.clone()));
-            request.set_timeout(deadline);
+            // tonic panics on a grpc-timeout too long to write (Duration::MAX).
+            request.set_timeout(deadline.min(FAR_FUTURE));
             let mut stub = shared.stub.clone();
             let started = Instant::now();
             match tokio::time::timeout(deadline, stub.check_order(request)).await {
@@ -612,7 +615,7 @@ impl Client {
 
     async fn check_on_stream(&self, order: pb::CheckOrderRequest, within: Duration) -> Verdict {
         let shared = self.shared();
-        let deadline = Instant::now() + within;
+        let deadline = deadline_after(within);
         let stream = match self.await_stream(deadline, within).await {
             Ok(stream) => stream,
             Err(verdict) => return verdict,
@@ -791,4 +794,11 @@ async fn run_stream(shared: &Shared, stream: &Arc<CheckStream>) {
         }
     }
     // Dropping `answers` cancels the call.
+}
+
+/// `within` from now; a duration too long to add (`Duration::MAX`) is [`FAR_FUTURE`] from
+/// now, as tokio's own timeouts do, rather than a panic: a check never panics.
+fn deadline_after(within: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(within).unwrap_or(now + FAR_FUTURE)
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::client::FAR_FUTURE;
 use crate::verdict::{Cause, Verdict};
 
 const CAUSES: usize = Cause::ALL.len();
@@ -42,7 +43,8 @@ impl FailureBook {
                 state.suppressed += 1;
                 return;
             }
-            state.next = Some(now + self.interval);
+            // An interval too long to add (Duration::MAX) is "never again", not a panic.
+            state.next = Some(now.checked_add(self.interval).unwrap_or(now + FAR_FUTURE));
             std::mem::take(&mut state.suppressed)
         };
         tracing::warn!(

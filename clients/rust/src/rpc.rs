@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::client::Client;
+use crate::client::{Client, FAR_FUTURE};
 use crate::pb::{self, OrderStatus, Side};
 
 /// One incremental fill of an order the sidecar allowed.
@@ -59,7 +59,8 @@ impl Client {
     {
         let timeout: Duration = self.shared().rpc_timeout;
         let mut request = Request::new(message);
-        request.set_timeout(timeout);
+        // tonic panics on a grpc-timeout too long to write (Duration::MAX).
+        request.set_timeout(timeout.min(FAR_FUTURE));
         let started = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, call(self.raw(), request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),

@@ -658,6 +658,47 @@ async fn a_missed_deadline_fails_closed_and_the_late_answer_is_dropped() {
 }
 
 #[tokio::test]
+async fn an_endless_deadline_is_far_away_not_a_panic() {
+    let fake = Fake::tcp(|request| match coid(request) {
+        "bad" => Action::End(3, "order.price: must be > 0"),
+        _ => allow(request),
+    })
+    .await;
+    let client = Client::builder(fake.target())
+        .deadline(Duration::MAX)
+        .rpc_timeout(Duration::MAX)
+        .log_interval(Duration::MAX)
+        .build()
+        .unwrap();
+    client.connect(Duration::MAX).await.unwrap();
+    for verdict in [
+        client.check(order("c-1")).await,
+        client
+            .check_with_deadline(order("c-2"), Duration::MAX)
+            .await,
+        client
+            .check_unary_with_deadline(order("c-3"), Duration::MAX)
+            .await,
+    ] {
+        assert!(verdict.allowed, "{verdict:?}");
+    }
+    // Failures logged with an interval too long to add: the first logs, the rest wait.
+    for _ in 0..2 {
+        let bad = client
+            .check_unary_with_deadline(order("bad"), Duration::MAX)
+            .await;
+        assert_eq!(bad.cause, Some(Cause::RequestError), "{bad:?}");
+    }
+    let update = OrderUpdate {
+        account: "acc-1".into(),
+        client_order_id: "c-1".into(),
+        status: OrderStatus::Cancelled,
+        remaining_quantity: 0.0,
+    };
+    assert!(client.report_order_update(update).await.is_ok());
+}
+
+#[tokio::test]
 async fn a_stalled_stream_is_replaced() {
     let fake = Fake::tcp(|_| Action::Silence).await;
     let client = Client::builder(fake.target())

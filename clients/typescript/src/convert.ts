@@ -19,10 +19,15 @@ export type ScopeLike = Scope | string;
 
 /**
  * An enum's number from its number or its name, with or without the prefix and in any case
- * ("buy", "SIDE_BUY"). An unknown name throws a TypeError.
+ * ("buy", "SIDE_BUY"). An unknown name or number throws a TypeError: a number that is not
+ * an int32 (1.5, NaN) would throw in serialization instead, which ends a stream for every
+ * check in flight.
  */
 export function toEnum(schema: DescEnum, value: number | string): number {
-  if (typeof value === "number") return value;
+  if (typeof value === "number") {
+    if (!schema.values.some((v) => v.number === value)) throw new TypeError(`unknown ${schema.name}: ${value}`);
+    return value;
+  }
   if (typeof value !== "string") throw new TypeError(`not a ${schema.name}: ${String(value)}`);
   const name = value.toUpperCase();
   const found = schema.values.find((v) => v.name === name || v.localName === name);

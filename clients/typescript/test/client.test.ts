@@ -200,6 +200,25 @@ describe("malformed answers fail closed", () => {
     assert.equal(typed.allowed, false);
     assert.equal(guard.streamsOpened, 1);
   });
+
+  test("a side number that is no Side is denied before sending; checks in flight are answered", async () => {
+    fake.onCheck = () => {}; // held until the bad orders are checked
+    const guard = await connected();
+    const sent = fake.requests.length;
+    const good = guard.check(order("held"), { deadlineMs: 3000 });
+    await eventually(() => fake.requests.length === sent + 1);
+    for (const side of [1.5, Number.NaN, 2 ** 40, 7]) {
+      const bad = await guard.check({ ...order(), side }, { deadlineMs: 2000 });
+      assert.equal(bad.allowed, false);
+      assert.equal(bad.failure, "client_error", String(side));
+      assert.match(bad.message, /unknown .*Side/);
+      assert.equal((await guard.checkUnary({ ...order(), side })).failure, "client_error");
+    }
+    fake.streams.at(-1)!.write(allow(fake.requests[sent]!));
+    assert.equal((await good).allowed, true);
+    assert.equal(fake.requests.length, sent + 1);
+    assert.equal(guard.streamsOpened, 1);
+  });
 });
 
 describe("deadlines", () => {

@@ -60,6 +60,9 @@ test("enums by name or number, scopes as KIND:id", () => {
   assert.equal(toEnum(pb.SideSchema, "SIDE_SELL"), pb.Side.SELL);
   assert.equal(toEnum(pb.SideSchema, 2), 2);
   assert.throws(() => toEnum(pb.SideSchema, "up"), TypeError);
+  for (const notASide of [1.5, Number.NaN, 2 ** 40, -1, 7]) {
+    assert.throws(() => toEnum(pb.SideSchema, notASide), TypeError, String(notASide));
+  }
   assert.deepEqual(
     [toScope("STRATEGY:momo").kind, toScope("STRATEGY:momo").id],
     [pb.ScopeKind.STRATEGY, "momo"],
