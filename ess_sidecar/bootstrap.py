@@ -15,6 +15,8 @@ from .adapters.storage.sqlite import SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
+from .domain.scopes import GLOBAL
+from .domain.states import Cause, TriggerMode
 from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
     StoredState, SystemClock
 from .recovery import reconcile, replay
@@ -158,6 +160,28 @@ def server_parts(app: App) -> ServerParts:
         wrap_streams=functools.partial(traced_stream, observed.tracers), observability=observed,
         metrics_server=functools.partial(MetricsServer, listen, observed.registry) if listen
         else None)
+
+
+def trip_for_lost_transitions(settings: Settings, first: int, last: int) -> str:
+    """After a reseal that found versions `first` to `last` acknowledged but gone from the
+    state file (a lost WAL): what they latched is unknown, so GLOBAL is tripped in the
+    store itself (cause SYSTEM), and trading resumes only by an operator's Reset. Raises
+    StoreUnavailable if the store cannot take it. Returns what was done."""
+    store = SqliteStateStore(settings.store.path)
+    try:
+        stored = store.load()
+        now = SystemClock().now()
+        engine = GuardEngine(settings.guard_config())
+        engine.restore(stored.current, stored.version, now)
+        plan = engine.plan(now)
+        reason = (f"ess-sidecar reseal: versions {first} to {last} were acknowledged but are"
+                  " not in the state file (a lost WAL?): what they latched is unknown; check"
+                  " every scope before resetting GLOBAL")
+        plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, "ess-sidecar reseal")
+        store.append(plan.transitions)
+    finally:
+        store.close()
+    return f"GLOBAL tripped: {reason}" if plan.transitions else "GLOBAL was tripped already"
 
 
 def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,

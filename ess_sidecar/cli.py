@@ -80,9 +80,13 @@ def _reseal(settings: Settings) -> int:
     from .adapters.storage.journal import FileJournal, journal_path  # noqa: PLC0415
     from .adapters.storage.sqlite import SqliteStateStore  # noqa: PLC0415
     from .domain.errors import StoreUnavailable  # noqa: PLC0415
+    from .bootstrap import trip_for_lost_transitions  # noqa: PLC0415
     path = settings.store.path
     try:
-        print(SqliteStateStore.reseal(path))
+        summary = SqliteStateStore.reseal(path)
+        print(summary)
+        if summary.lost:
+            print(trip_for_lost_transitions(settings, *summary.lost))
     except StoreUnavailable as error:
         print(f"cannot reseal: {error}", file=sys.stderr)
         return 1

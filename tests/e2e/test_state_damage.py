@@ -210,6 +210,36 @@ def test_a_reseal_cannot_launder_an_untripped_row_past_the_journal(
     assert "disagree on the latched state of ACCOUNT:acc-damage-x" in scopes["GLOBAL"][1]
 
 
+def test_a_reseal_that_finds_acknowledged_transitions_gone_trips_global_in_the_store(
+        sidecar_process: SidecarProcess) -> None:
+    """The trip lived only in the WAL, which is gone, and the journal that also held it is
+    garbled: accepting the damage must not resume trading unseen. The reseal says which
+    versions are missing and trips GLOBAL durably; only a Reset lifts it."""
+    state = trip_and_kill(sidecar_process)
+    delete_wal(state)
+    journal = Path(f"{state}.journal")
+    data = bytearray(journal.read_bytes())
+    data[-8] ^= 0x10  # the trip's record, the last one
+    journal.write_bytes(bytes(data))
+    done = reseal(sidecar_process)
+    assert done.returncode == 0, done.stderr
+    assert "versions 1 to 1 were acknowledged and are missing" in done.stdout, done.stdout
+    assert "GLOBAL tripped" in done.stdout, done.stdout
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        scopes = {s.scope.id or "GLOBAL": (s.state, s.reason)
+                  for s in stub.GetState(pb.GetStateRequest()).scopes}
+        assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED, scopes
+        assert "versions 1 to 1 were acknowledged but are not in the state file" \
+            in scopes["GLOBAL"][1]
+        assert not stub.CheckOrder(order()).allowed
+        stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="checked every scope", force=True))
+        assert stub.CheckOrder(order()).allowed  # an operator resumed, deliberately
+    sidecar_process.kill()
+    assert restarted_scopes(sidecar_process) == {}  # the reset, like the trip, was stored
+
+
 def test_a_journal_deleted_with_its_seal_is_damage_not_a_first_run(
         sidecar_process: SidecarProcess) -> None:
     state = trip_and_kill(sidecar_process)

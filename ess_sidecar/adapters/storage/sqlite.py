@@ -83,12 +83,17 @@ class ResealSummary:
     events: int  # events kept, now chained
     latched: tuple[str, ...]  # scopes latched, as the next start will load them
     relatched: tuple[str, ...]  # scopes whose latch changed to agree with their events
+    # Versions the seal vouched for that the file no longer holds (a lost WAL), if any:
+    # what they latched is unknown, so the reseal trips GLOBAL (bootstrap.reseal).
+    lost: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         changed = f"; latches changed: {', '.join(self.relatched)}" if self.relatched else ""
+        lost = f"; versions {self.lost[0]} to {self.lost[1]} were acknowledged and are" \
+            " missing" if self.lost else ""
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
-                f"{changed}")
+                f"{changed}{lost}")
 
 
 # Run as one script inside BEGIN IMMEDIATE ... COMMIT, so a new file gets all of it or none.
@@ -371,14 +376,17 @@ class SqliteStateStore(StateStore):
                           in conn.execute(NEWEST_PER_SCOPE).fetchall()
                           if state != State.ARMED])
         after = _latches(conn)
+        last = conn.execute("SELECT last_version FROM meta").fetchone()[0]
+        sealed = self._sealed_version()
         conn.execute("UPDATE meta SET last_version = MAX(last_version, ?, ?)",
-                     (events[-1].version if events else 0, self._sealed_version()))
+                     (events[-1].version if events else 0, sealed))
         return ResealSummary(
             path=self.path, version=conn.execute("SELECT last_version FROM meta").fetchone()[0],
             events=len(events),
             latched=tuple(_scope_name(*key) for key in sorted(after, key=after.__getitem__)),
             relatched=tuple(_scope_name(*key) for key in sorted(before.keys() | after.keys())
-                            if before.get(key) != after.get(key)))
+                            if before.get(key) != after.get(key)),
+            lost=(last + 1, sealed) if sealed > last else None)
 
     def _sealed_version(self) -> int:
         """The seal's version if it has a readable one, so a reseal never lowers it."""
