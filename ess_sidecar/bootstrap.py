@@ -134,6 +134,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         problem = store.reason
     if problem:
         guard.fail_closed(problem)
+        engine.untrusted = True  # no reset of GLOBAL in this process: GuardEngine.plan_reset
     journal.start()
     return App(settings, guard, store, alerts, principals, credentials, journal,
                Timers(guard, settings.timers.interval_s), observed)

@@ -72,6 +72,8 @@ class Plan:
             return None
         if known is None or SEVERITY[target] > SEVERITY[known.state]:
             held[name] = Latch(name, target, self.now, self._version + 1)
+        else:  # new directives (a panic after a halt): stricter too; its cooldown restarts
+            held[name] = Latch(name, known.state, self.now, self._version + 1)
         latches = tuple(held.values())
         return self.move(scope, strictest(latches), cause, reason, actor, breaker=str(breaker),
                          reason_code=reason_code, directives=merged, drill=drill,

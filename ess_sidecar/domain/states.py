@@ -65,7 +65,8 @@ class Latch:
 
     name: str  # a LatchKind or a breaker's name (breakers.Breaker)
     state: State  # TRIPPED or REDUCE_ONLY
-    since: float  # when it was set (or last made stricter): its reset cooldown counts from it
+    since: float  # when it was set or last made stricter (a state or directives): its
+    # reset cooldown counts from it
     version: int  # the transition that set it
 
 

@@ -133,9 +133,10 @@ def test_damaged_state_starts_with_global_tripped_naming_it(sidecar_process: Sid
         assert str(state) in reason and re.search(found, reason), reason
         decision = stub.CheckOrder(order())
         assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
-        with pytest.raises(grpc.RpcError) as refused:  # nothing can be written to lift it
+        with pytest.raises(grpc.RpcError) as refused:  # nothing here to resume to
             stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="looks fine", force=True))
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "tripped at start-up" in refused.value.details()
 
 
 def test_an_undamaged_state_after_sigkill_keeps_the_trip_and_nothing_else(
@@ -183,6 +184,13 @@ def test_a_garbled_journal_starts_with_global_tripped_naming_it(
     assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
     assert re.search(r"journal \S+\.journal is damaged", scopes["GLOBAL"][1]), scopes
     assert scopes[TRIPPED_ID][0] == pb.STATE_TRIPPED  # the store still has it
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)  # the store works, but memory lacks the journal's book
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="resume anyway", force=True))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "no reset lifts it" in refused.value.details()
+        assert not stub.CheckOrder(order()).allowed
 
 
 def test_an_operator_reseals_accepted_damage_and_the_trips_stay(

@@ -149,8 +149,9 @@ async def test_unreadable_state_file_starts_with_global_tripped(start_sidecar, t
     assert (await running.stub.CheckOrder(order())).reason == pb.DECISION_REASON_SCOPE_TRIPPED
     try:
         await running.stub.Reset(pb.ResetRequest(scope=scope.scope, reason="x", force=True))
-    except grpc.aio.AioRpcError as error:
-        assert error.code() == grpc.StatusCode.UNAVAILABLE
+    except grpc.aio.AioRpcError as error:  # started failed closed: GuardEngine.plan_reset
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "tripped at start-up" in error.details()
     else:
         raise AssertionError("a reset must not be accepted without a durable store")
     assert (await running.stub.CheckOrder(order())).reason == pb.DECISION_REASON_SCOPE_TRIPPED

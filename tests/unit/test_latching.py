@@ -9,7 +9,7 @@ from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
-from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
+from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode, TriggerReason
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import Side
 from ess_sidecar.domain.config import ResumePolicy
@@ -214,3 +214,33 @@ def test_a_held_reset_that_tightens_reduce_only_to_cooling_down_denies_at_once()
     assert [t.state for t in resetting.transitions] == [State.COOLING_DOWN]
     engine.hold(resetting.transitions)
     assert engine.check(order(1.0, side=Side.SELL), T0).reason is DecisionReason.COOLING_DOWN
+
+
+def test_a_trigger_that_adds_directives_restarts_the_reset_cooldown():
+    """A halt, then after its cooldown a panic (flatten positions) on the same scope: the
+    scope is stricter than the cooldown was counted for, so it counts again."""
+    engine = make_engine()
+    trip(engine, account(), T0)
+    panic = Trigger(account(), TriggerMode.HALT, "panic", TriggerReason.USER_INITIATED,
+                    (Directive.FLATTEN_POSITIONS,), "operator")
+    (escalated,) = run(engine, engine.plan_trigger(panic, T0 + COOLDOWN + 1))
+    assert escalated.directives == (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS)
+    with pytest.raises(ResetRefused, match="cooldown"):
+        reset(engine, account(), T0 + COOLDOWN + 2)
+    assert engine.reset_allowed_at(escalated) == T0 + 2 * COOLDOWN + 1
+    (resumed,) = reset(engine, account(), T0 + 2 * COOLDOWN + 1)
+    assert resumed.state is State.ARMED
+
+
+def test_global_tripped_by_a_start_that_could_not_trust_its_state_is_never_reset():
+    """Started failed closed (a damaged journal, say): memory may lack working orders and
+    fills, so not even a forced reset resumes GLOBAL in that process. Other scopes reset."""
+    engine = make_engine()
+    trip(engine, GLOBAL, T0)
+    trip(engine, account(), T0)
+    engine.untrusted = True
+    with pytest.raises(ResetRefused, match="tripped at start-up"):
+        reset(engine, GLOBAL, T0 + 10 * COOLDOWN, force=True)
+    assert engine.state_of(GLOBAL) is State.TRIPPED
+    (lifted,) = reset(engine, account(), T0 + 10 * COOLDOWN)
+    assert lifted.state is State.ARMED
