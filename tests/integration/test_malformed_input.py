@@ -213,5 +213,47 @@ async def test_a_trigger_whose_reason_is_not_utf8_still_stops(sidecar: Running) 
         await trigger(unreadable, timeout=5)
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert error.details() == "scope.id: not valid UTF-8"
     else:
         raise AssertionError("a Trigger whose scope cannot be read was accepted")
+
+
+def not_utf8(message, placeholder: bytes = b"AAPL~") -> bytes:  # noqa: ANN001
+    """`message` on the wire with the string `placeholder` made invalid UTF-8."""
+    raw = message.SerializeToString()
+    assert raw.count(placeholder) == 1
+    return raw.replace(placeholder, placeholder[:-1] + b"\xff")
+
+
+async def test_a_string_that_is_not_utf8_is_answered_for_its_request_alone(
+        sidecar: Running) -> None:
+    """Protobuf refuses a whole message for one string that is not UTF-8 (a C++ executor
+    can send one): on the stream that request gets an error naming the field and the
+    stream goes on, for the checks before and after it; unary names the field too."""
+    call = sidecar.channel.stream_stream("/ess.v1.GuardService/CheckOrderStream",
+                                         request_serializer=lambda raw: raw,
+                                         response_deserializer=pb.CheckOrderStreamResponse.FromString)
+    stream = call()
+    bad = not_utf8(pb.CheckOrderStreamRequest(request_id=2, order=order(symbol="AAPL~")))
+    for raw in (pb.CheckOrderStreamRequest(request_id=1, order=order()).SerializeToString(),
+                bad,
+                pb.CheckOrderStreamRequest(request_id=3, order=order(client_order_id="c-3"))
+                .SerializeToString()):
+        await stream.write(raw)
+    answers = [await stream.read() for _ in range(3)]
+    stream.cancel()
+    assert [a.request_id for a in answers] == [1, 2, 3]
+    assert answers[0].decision.allowed and answers[2].decision.allowed
+    assert (answers[1].error.field, answers[1].error.message) == (
+        "order.symbol", "order.symbol: not valid UTF-8")
+    assert answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    check = sidecar.channel.unary_unary("/ess.v1.GuardService/CheckOrder",
+                                        request_serializer=lambda raw: raw,
+                                        response_deserializer=pb.CheckOrderResponse.FromString)
+    try:
+        await check(not_utf8(order(client_order_id="AAPL~")), timeout=5)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == "client_order_id: not valid UTF-8"
+    else:
+        raise AssertionError("an order whose client_order_id is not UTF-8 was answered")

@@ -27,6 +27,7 @@ from ...domain.access import Permission
 from ...domain.errors import PermissionDenied, Unauthenticated
 from .auth import PERMISSIONS, PRINCIPAL, Authenticator
 from .errors import status_of
+from .wire import invalid_utf8
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"]
 
@@ -36,7 +37,9 @@ async def _parse(raw: bytes, request_type: type[Message],
     try:
         return request_type.FromString(raw)
     except DecodeError:
+        field = invalid_utf8(raw, request_type.DESCRIPTOR)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{field}: not valid UTF-8" if field else
                             f"request: not a valid {request_type.DESCRIPTOR.full_name}")
 
 

@@ -28,9 +28,11 @@ from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_prot
     open_orders_from_proto, order_from_proto, positions_from_proto, scope_from_proto, \
     scope_state_to_proto, seconds, timestamp, transition_to_event, transition_to_watch, \
     trigger_from_proto, update_from_proto, working_order_to_proto
+from . import wire
 from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+STREAM_REQUEST = pb.CheckOrderStreamRequest.DESCRIPTOR
 MAX_PAGE_SIZE = 1000
 MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
 
@@ -69,8 +71,10 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                                context: grpc.aio.ServicerContext) -> None:
         """The hot path. Registered to receive raw bytes and driven by read/write rather
         than async generators: one await per message each way, nothing stacked between.
-        A request that is valid protobuf but bad input is answered with an error for its
-        request id and the stream goes on; bytes that are not protobuf end the stream.
+        A request that is bad input is answered with an error for its request id and the
+        stream goes on, a string that is not UTF-8 included (protobuf refuses the whole
+        message for it: wire.py names the field); bytes that are not protobuf end the
+        stream.
         Headers go out at once: a client can tell the stream is open before its first
         check, so that check pays for a message, not for setting the stream up."""
         check, read, write, invalid = self._check, context.read, context.write, \
@@ -82,8 +86,15 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             try:
                 request = pb.CheckOrderStreamRequest.FromString(raw)
             except DecodeError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "request: not a valid ess.v1.CheckOrderStreamRequest")
+                if (field := wire.invalid_utf8(raw, STREAM_REQUEST)) is None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        "request: not a valid ess.v1.CheckOrderStreamRequest")
+                invalid(field)
+                await write(pb.CheckOrderStreamResponse(
+                    request_id=wire.request_id(raw), error=pb.RequestError(
+                        code=INVALID_ARGUMENT, field=field,
+                        message=f"{field}: not valid UTF-8")))
+                continue
             if not guard.deciding:  # the server stopped taking calls, Triggers included
                 await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPED_DECIDING)
             if guard.unplanned:  # a command came first: judge after it, as it came
