@@ -240,9 +240,11 @@ async def test_a_string_that_is_not_utf8_is_answered_for_its_request_alone(
                 pb.CheckOrderStreamRequest(request_id=3, order=order(client_order_id="c-3"))
                 .SerializeToString()):
         await stream.write(raw)
-    answers = [await stream.read() for _ in range(3)]
+    await stream.write(pb.CheckOrderStreamRequest(request_id=4).SerializeToString())
+    answers = [await stream.read() for _ in range(4)]
     stream.cancel()
-    assert [a.request_id for a in answers] == [1, 2, 3]
+    assert (answers[3].request_id, answers[3].error.field) == (4, "order")  # none at all
+    assert [a.request_id for a in answers] == [1, 2, 3, 4]
     assert answers[0].decision.allowed and answers[2].decision.allowed
     assert (answers[1].error.field, answers[1].error.message) == (
         "order.symbol", "order.symbol: not valid UTF-8")

@@ -102,11 +102,12 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             try:
                 decision = check(order_from_proto(request.order))
             except InvalidArgument as error:
-                invalid(f"order.{error.field}")
+                field, message = (f"order.{error.field}", str(error)) \
+                    if request.HasField("order") else ("order", "order: required")
+                invalid(field)
                 await write(pb.CheckOrderStreamResponse(
                     request_id=request.request_id, error=pb.RequestError(
-                        code=INVALID_ARGUMENT, field=f"order.{error.field}",
-                        message=str(error))))
+                        code=INVALID_ARGUMENT, field=field, message=message)))
                 continue
             except GuardError as error:  # its journal record failed: GLOBAL tripped already
                 await write(pb.CheckOrderStreamResponse(
