@@ -132,9 +132,11 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         problem = store.reason
-    if problem:
+    if problem:  # logged here too: a GLOBAL tripped already (by a reseal) hides it
+        log.error("the state on disk cannot be trusted; GLOBAL stays tripped in this"
+                  " process: %s", problem)
         guard.fail_closed(problem)
-        engine.untrusted = True  # no reset of GLOBAL in this process: GuardEngine.plan_reset
+        engine.untrusted = problem  # no reset of GLOBAL in this process: plan_reset
     journal.start()
     return App(settings, guard, store, alerts, principals, credentials, journal,
                Timers(guard, settings.timers.interval_s), observed)

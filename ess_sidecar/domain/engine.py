@@ -60,9 +60,9 @@ class GuardEngine:
         self._holding = False
         self._decision_ids = itertools.count(1)
         self.decision_prefix = decision_prefix  # unique per process
-        # Set when this process started failed closed (a damaged or unreadable store or
-        # journal): its memory may lack trips, working orders or fills, so GLOBAL stays.
-        self.untrusted = False
+        # Why this process started failed closed (a damaged or unreadable store or journal),
+        # if it did: its memory may lack trips, working orders or fills, so GLOBAL stays.
+        self.untrusted = ""
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -253,9 +253,9 @@ class GuardEngine:
         if scope == GLOBAL and self.untrusted:  # not even forced: nothing here to resume to
             raise ResetRefused(
                 "GLOBAL was tripped at start-up because the state on disk could not be"
-                " trusted; this process's memory may lack trips, working orders or fills,"
-                " so no reset lifts it: repair or restore the state files, or accept them"
-                " with `ess-sidecar reseal` (sidecar stopped), then restart")
+                f" trusted ({self.untrusted}); this process's memory may lack trips, working"
+                " orders or fills, so no reset lifts it: repair or restore the state files,"
+                " or accept them with `ess-sidecar reseal` (sidecar stopped), then restart")
         held = {latch.name: latch for latch in current.held()}
         named = tuple(dict.fromkeys(latches)) or tuple(held)
         for index, name in enumerate(named):
