@@ -71,17 +71,23 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
 def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     """End a working order, or shrink what it reserves; False if no such order works. The
     update is of the order it names, never of one that replaced it. A rejected
-    replacement leaves the order it was to replace working."""
+    replacement leaves the order it was to replace working.
+
+    An update never releases what may have been filled but not reported yet (a drop copy's
+    fills can come after the executor's update): what the order may still fill is its
+    leaves (0 once ended) plus the fills the venue counts (filled_quantity) beyond those
+    reported. Without filled_quantity an OPEN update releases nothing, since its leaves
+    may have shrunk by such fills, and an ended status takes every fill as reported."""
     record = ledger.exact(update.account, update.client_order_id)
     if record is None or not record.working:
         return False
-    if update.status in ENDED:
+    leaves = 0.0 if update.status in ENDED else update.remaining_quantity
+    if update.filled_quantity is not None and leaves is not None:
+        ledger.shrink(record, leaves + max(update.filled_quantity - record.filled, 0.0))
+    elif update.status in ENDED:
         ledger.end(record)
-        if update.status is OrderStatus.REJECTED and record.replaces:
-            ledger.unreplace(record)
-    elif update.status is OrderStatus.OPEN and update.remaining_quantity is not None \
-            and update.remaining_quantity < record.remaining:  # never grows: that needs a check
-        ledger.release(record, record.remaining - update.remaining_quantity)
+    if update.status is OrderStatus.REJECTED and record.replaces:
+        ledger.unreplace(record)
     return True
 
 

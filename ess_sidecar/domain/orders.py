@@ -70,7 +70,8 @@ class OrderUpdate(NamedTuple):
     account: str
     client_order_id: str
     status: OrderStatus
-    remaining_quantity: float | None = None
+    remaining_quantity: float | None = None  # the order's leaves (OPEN only)
+    filled_quantity: float | None = None  # the venue's cumulative filled quantity (CumQty)
 
 
 class OpenOrder(NamedTuple):

@@ -105,6 +105,11 @@ def validate_update(update: OrderUpdate) -> OrderUpdate:
             raise InvalidArgument("remaining_quantity", f"must be within 0..{MAX_QUANTITY:g}")
     elif update.status is OrderStatus.OPEN:
         raise InvalidArgument("remaining_quantity", "is required with ORDER_STATUS_OPEN")
+    filled = update.filled_quantity
+    if filled is not None:
+        check_finite(filled, "filled_quantity")
+        if not 0.0 <= filled <= MAX_QUANTITY:
+            raise InvalidArgument("filled_quantity", f"must be within 0..{MAX_QUANTITY:g}")
     return update._replace(account=canonical_id(update.account, "account"),
                            client_order_id=canonical_id(update.client_order_id,
                                                         "client_order_id"))

@@ -209,6 +209,15 @@ class OrderLedger:
     def end(self, record: OrderRecord) -> None:
         self.release(record, record.remaining)
 
+    def shrink(self, record: OrderRecord, most: float) -> None:
+        """The venue's word that a working order may fill at most `most` more (its leaves,
+        plus fills it counts that were not reported here yet): what it may fill in all and
+        what it reserves shrink to that, never grow (that needs a check). At zero it ends;
+        a fill beyond what it may fill then trips, as any fill beyond the check's."""
+        if most < record.remaining:
+            record.quantity = min(record.quantity, record.filled + most)
+            self.release(record, record.remaining - most)
+
     def revive(self, record: OrderRecord, remaining: float) -> None:
         """An ended order is working after all (a snapshot lists it, or the replace that
         ended it was rejected): it reserves `remaining` again, and its own fills are its

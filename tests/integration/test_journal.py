@@ -32,6 +32,7 @@ EVERY_COMMAND = [
     (MetricReported(ACCOUNT, Metric.EQUITY, 1e5, 3.0), ()),
     (OrderUpdated(OrderUpdate("acc-1", "c", OrderStatus.OPEN, 2.0)), ()),
     (OrderUpdated(OrderUpdate("acc-1", "c", OrderStatus.CANCELLED)), ()),
+    (OrderUpdated(OrderUpdate("acc-1", "c", OrderStatus.CANCELLED, None, 7.5)), ()),
     (PositionsSynced("acc-1", 5e4, (PositionSnapshot("momo", "AAPL", -2.0, 100.0),),
                      (OpenOrder("c2", "momo", "AAPL", Side.BUY, 1.0, 100.0),), 4.0), ()),
     (PositionsSynced("acc-1", 5e4, (), None, 4.5), ()),

@@ -1519,10 +1519,17 @@ type ReportOrderUpdateRequest struct {
 	// a replacement leaves the order it replaced working again (the cancel/replace failed).
 	ClientOrderId string      `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
 	Status        OrderStatus `protobuf:"varint,3,opt,name=status,proto3,enum=ess.v1.OrderStatus" json:"status,omitempty"`
-	// With ORDER_STATUS_OPEN (required there): what is left of the order.
+	// With ORDER_STATUS_OPEN (required there): what is left of the order (its leaves).
 	RemainingQuantity *float64 `protobuf:"fixed64,4,opt,name=remaining_quantity,json=remainingQuantity,proto3,oneof" json:"remaining_quantity,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The order's cumulative filled quantity at the venue (FIX CumQty), if known. An update
+	// never releases what may have been filled but not yet reported by ReportFill: with this
+	// field, the fills it counts beyond those reported stay reserved until they arrive,
+	// whatever the status; without it, ORDER_STATUS_OPEN releases nothing (its leaves may
+	// have shrunk by such fills) and an ended status takes every fill as reported. An
+	// executor whose fills come by a separate drop copy should send it.
+	FilledQuantity *float64 `protobuf:"fixed64,5,opt,name=filled_quantity,json=filledQuantity,proto3,oneof" json:"filled_quantity,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReportOrderUpdateRequest) Reset() {
@@ -1579,6 +1586,13 @@ func (x *ReportOrderUpdateRequest) GetStatus() OrderStatus {
 func (x *ReportOrderUpdateRequest) GetRemainingQuantity() float64 {
 	if x != nil && x.RemainingQuantity != nil {
 		return *x.RemainingQuantity
+	}
+	return 0
+}
+
+func (x *ReportOrderUpdateRequest) GetFilledQuantity() float64 {
+	if x != nil && x.FilledQuantity != nil {
+		return *x.FilledQuantity
 	}
 	return 0
 }
@@ -3659,13 +3673,15 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1c\n" +
 	"\tunchecked\x18\x03 \x01(\bR\tunchecked\x122\n" +
 	"\raccount_state\x18\x04 \x01(\x0e2\r.ess.v1.StateR\faccountState\x12#\n" +
-	"\rstate_version\x18\x05 \x01(\x04R\fstateVersion\"\xd4\x01\n" +
+	"\rstate_version\x18\x05 \x01(\x04R\fstateVersion\"\x96\x02\n" +
 	"\x18ReportOrderUpdateRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12&\n" +
 	"\x0fclient_order_id\x18\x02 \x01(\tR\rclientOrderId\x12+\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x13.ess.v1.OrderStatusR\x06status\x122\n" +
-	"\x12remaining_quantity\x18\x04 \x01(\x01H\x00R\x11remainingQuantity\x88\x01\x01B\x15\n" +
-	"\x13_remaining_quantity\"1\n" +
+	"\x12remaining_quantity\x18\x04 \x01(\x01H\x00R\x11remainingQuantity\x88\x01\x01\x12,\n" +
+	"\x0ffilled_quantity\x18\x05 \x01(\x01H\x01R\x0efilledQuantity\x88\x01\x01B\x15\n" +
+	"\x13_remaining_quantityB\x12\n" +
+	"\x10_filled_quantity\"1\n" +
 	"\x19ReportOrderUpdateResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\"\xce\x01\n" +
 	"\tOpenOrder\x12&\n" +

@@ -177,14 +177,21 @@ class GuardClient:
 
     async def report_order_update(self, account: str, client_order_id: str, status: EnumLike,
                                   remaining_quantity: float | None = None,
+                                  filled_quantity: float | None = None,
                                   ) -> pb.ReportOrderUpdateResponse:
         """A working order ended ("CANCELLED", "REJECTED", "EXPIRED"), or is "OPEN" with
-        less remaining: its reservation is released. `known` is False if none was working."""
+        `remaining_quantity` left: its reservation is released, except what may have been
+        filled but not reported yet. `filled_quantity` is the venue's cumulative filled
+        quantity (FIX CumQty): give it when fills come by a separate drop copy, so that the
+        fills it counts stay reserved until they are reported; without it an "OPEN" update
+        releases nothing. `known` is False if none was working."""
         request = pb.ReportOrderUpdateRequest(
             account=account, client_order_id=client_order_id,
             status=to_enum(pb.OrderStatus, "ORDER_STATUS_", status))
         if remaining_quantity is not None:
             request.remaining_quantity = remaining_quantity
+        if filled_quantity is not None:
+            request.filled_quantity = filled_quantity
         return await self._unary(self._stub.ReportOrderUpdate, request)
 
     async def sync_positions(self, account: str, equity: float,

@@ -102,6 +102,20 @@ async def test_report_order_update_releases_the_reservation(
     assert not again.known  # it had ended: nothing changed
 
 
+async def test_an_update_with_the_venues_filled_quantity_keeps_its_unreported_fills(
+        exposure_client: GuardClient, exposure_sidecar) -> None:
+    """A cancel whose fills the drop copy has not reported yet: they stay reserved."""
+    guard = exposure_client
+    await guard.sync_positions(ACCOUNT, EQUITY, [MARK])
+    first = await guard.check(**BIG)
+    cancelled = await guard.report_order_update(ACCOUNT, first.client_order_id, "CANCELLED",
+                                                filled_quantity=120.0)
+    assert cancelled.known
+    [tail] = exposure_sidecar.working_orders(ACCOUNT)
+    assert (tail.client_order_id, tail.remaining_quantity) == (first.client_order_id, 120.0)
+    assert (await guard.check(**BIG)).reason == pb.DECISION_REASON_SYMBOL_EXPOSURE
+
+
 async def test_sync_positions_with_open_orders_ends_the_working_orders_it_does_not_list(
         exposure_client: GuardClient, exposure_sidecar: SidecarProcess) -> None:
     guard = exposure_client

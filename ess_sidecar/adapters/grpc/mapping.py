@@ -101,7 +101,8 @@ def fill_to_proto(report: FillReport) -> pb.ReportFillResponse:
 def update_from_proto(m: pb.ReportOrderUpdateRequest) -> OrderUpdate:
     return OrderUpdate(m.account, m.client_order_id,
                        enum_from_proto(OrderStatus, m.status, "status"),
-                       m.remaining_quantity if m.HasField("remaining_quantity") else None)
+                       m.remaining_quantity if m.HasField("remaining_quantity") else None,
+                       m.filled_quantity if m.HasField("filled_quantity") else None)
 
 
 def positions_from_proto(m: pb.SyncPositionsRequest) -> list[PositionSnapshot]:

@@ -324,16 +324,18 @@ class ReportFillResponse(_message.Message):
     def __init__(self, position: _Optional[float] = ..., duplicate: _Optional[bool] = ..., unchecked: _Optional[bool] = ..., account_state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class ReportOrderUpdateRequest(_message.Message):
-    __slots__ = ("account", "client_order_id", "status", "remaining_quantity")
+    __slots__ = ("account", "client_order_id", "status", "remaining_quantity", "filled_quantity")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REMAINING_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    FILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     account: str
     client_order_id: str
     status: OrderStatus
     remaining_quantity: float
-    def __init__(self, account: _Optional[str] = ..., client_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., remaining_quantity: _Optional[float] = ...) -> None: ...
+    filled_quantity: float
+    def __init__(self, account: _Optional[str] = ..., client_order_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., remaining_quantity: _Optional[float] = ..., filled_quantity: _Optional[float] = ...) -> None: ...
 
 class ReportOrderUpdateResponse(_message.Message):
     __slots__ = ("known",)
