@@ -167,7 +167,10 @@ def _options(args: argparse.Namespace) -> Options:
         target, source = DEFAULT_TARGET, "the default target"
     return Options(
         target=target, target_source=source,
-        token=args.token if args.token is not None else os.environ.get("ESS_TOKEN", ""),
+        # stripped as the sidecar strips it: a token read from a secrets file ends in "\n",
+        # which gRPC refuses in a header (INTERNAL), and the kill switch must not fail so
+        token=(args.token if args.token is not None else os.environ.get("ESS_TOKEN", "")
+               ).strip(),
         tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_server_name=args.tls_server_name, timeout=args.timeout)
 

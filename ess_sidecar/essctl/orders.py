@@ -112,8 +112,10 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
         confirm(f"Clear {plural(many, 'working order')} of account"
                 f" {args.account}: they stop counting toward the limits at once. They are"
                 " gone at the venue? Go ahead?", out, "not confirmed: pass --yes")
+    # None named, all listed: clear those shown, never one allowed while the prompt waited
+    ids = named or ([o.client_order_id for o in doomed] if complete else [])
     reply = sidecar.call("ClearWorkingOrders", pb.ClearWorkingOrdersRequest(
-        account=args.account, client_order_ids=named, reason=args.reason))
+        account=args.account, client_order_ids=ids, reason=args.reason))
     short = bool(named) and reply.cleared < len(named)
     missing = not_working if short else []
     if out.json:

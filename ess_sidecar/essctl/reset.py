@@ -39,13 +39,19 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if not args.reason.strip():
         raise UsageError("--reason must say why trading may resume")
     scope = scope_to_pb(args.scope)
-    current = next((s for s in sidecar.call("GetState", pb.GetStateRequest()).scopes
-                    if s.scope == scope), None)
+    current = scope_state(sidecar, scope)
     if current is None:  # GetState lists every scope that is not ARMED
         return nothing_to_reset(scope, out)
     if not out.json:
         out.console.print(preview_table(current))
     confirm_reset(current, args, out)
+    # What was shown is what is reset: another trip while the person decided (a second
+    # operator's halt, a panic) was never shown, so nothing is reset and they look again.
+    if (now := scope_state(sidecar, scope)) is None or now.version != current.version:
+        return refused("the scope changed while the reset waited for an answer (now"
+                       f" {state_text(now.state) if now else 'ARMED'}, version"
+                       f" {now.version if now else '-'}); nothing was reset: run it again"
+                       " to see what it would clear", current, out)
     try:
         reply = sidecar.call("Reset", pb.ResetRequest(scope=scope, reason=args.reason,
                                                       force=args.force, latches=args.latch))
@@ -56,6 +62,12 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if reply.pending_approval:
         return pending(reply, current, args, out)
     return done(reply, scope, out)
+
+
+def scope_state(sidecar: Sidecar, scope: pb.Scope) -> pb.ScopeState | None:
+    """The scope as GetState shows it; None when it is ARMED."""
+    return next((s for s in sidecar.call("GetState", pb.GetStateRequest()).scopes
+                 if s.scope == scope), None)
 
 
 def nothing_to_reset(scope: pb.Scope, out: Output) -> int:

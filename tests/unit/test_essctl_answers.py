@@ -14,8 +14,11 @@ import pytest
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.domain.scopes import Scope
 from ess_sidecar.essctl.commands import run_check
-from ess_sidecar.essctl.connection import Failed
+from ess_sidecar.essctl.connection import Exit, Failed
 from ess_sidecar.essctl.drill import Drill
+from ess_sidecar.essctl.orders import run_clear
+from ess_sidecar.essctl.render import Output
+from ess_sidecar.essctl.reset import run as run_reset
 
 
 class RecordingSidecar:
@@ -46,3 +49,55 @@ def test_essctl_check_never_shows_an_answer_that_contradicts_itself_as_allowed()
                                   qty=1.0, price=100.0, reduce_only=False, coid="c-1")
         with pytest.raises(Failed, match="malformed answer"):
             run_check(args, sidecar, out=None)
+
+
+class ScriptedSidecar:
+    """Answers each call with the next reply scripted for its method."""
+
+    def __init__(self, **replies: list) -> None:
+        self.replies = replies
+        self.requests: list[tuple[str, object]] = []
+
+    def call(self, method: str, request: object) -> object:
+        self.requests.append((method, request))
+        return self.replies[method].pop(0)
+
+
+def working(*coids: str) -> pb.GetStateResponse:
+    return pb.GetStateResponse(
+        working_orders=[pb.WorkingOrder(account="acc", client_order_id=c) for c in coids],
+        working_order_counts=[pb.WorkingOrderCount(account="acc",
+                                                   working_orders=len(coids))])
+
+
+def test_orders_clear_without_ids_clears_the_orders_it_showed_not_all():
+    """An order allowed while the operator read the prompt was never shown: it stays."""
+    sidecar = ScriptedSidecar(GetState=[working("stuck-1", "stuck-2")],
+                              ClearWorkingOrders=[pb.ClearWorkingOrdersResponse(cleared=2)])
+    args = argparse.Namespace(account="acc", coid=[], reason="gone at the venue", yes=True)
+    assert run_clear(args, sidecar, Output(json_mode=True)) == Exit.DONE
+    [request] = [r for m, r in sidecar.requests if m == "ClearWorkingOrders"]
+    assert list(request.client_order_ids) == ["stuck-1", "stuck-2"]
+
+
+def test_a_reset_of_a_scope_that_changed_while_it_waited_resets_nothing():
+    """Shown: a maintenance halt. Meanwhile a second operator's panic: never shown."""
+    scope = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+    shown = pb.ScopeState(scope=scope, state=pb.STATE_TRIPPED, version=3,
+                          reason="maintenance window")
+    panic = pb.ScopeState(scope=scope, state=pb.STATE_TRIPPED, version=4,
+                          reason="runaway algo")
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown]),
+                                        pb.GetStateResponse(scopes=[panic])])
+    args = argparse.Namespace(scope=Scope.parse("strategy:momo"), reason="window over",
+                              force=True, latch=[], yes=True)
+    assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.NO
+    assert [m for m, _ in sidecar.requests] == ["GetState", "GetState"]  # no Reset sent
+
+
+def test_a_token_read_from_a_secrets_file_is_stripped_as_the_sidecar_strips_it(monkeypatch):
+    """A trailing newline is a header gRPC refuses (INTERNAL): the stop would fail."""
+    from ess_sidecar.essctl.main import _options, _parser  # noqa: PLC0415
+    monkeypatch.setenv("ESS_TOKEN", "s3cret\n")
+    assert _options(_parser().parse_args(["status"])).token == "s3cret"
+    assert _options(_parser().parse_args(["--token", " s3cret ", "status"])).token == "s3cret"
