@@ -10,7 +10,11 @@ sidecar saw something else). Canonical means:
 - no control, format, surrogate, private-use or unassigned code point;
 - no default-ignorable code point (U+034F, the variation selectors, the Hangul fillers
   U+115F, U+1160, U+3164, U+FFA0, ...), which render as nothing;
-- no combining mark first.
+- no combining mark first;
+- no compatibility character (NFKC: fullwidth "ＡＡＰＬ", ligatures, superscripts), which
+  looks like the plain one it stands for;
+- no mix of Latin, Cyrillic and Greek letters ("АAPL" with a Cyrillic А), the scripts
+  whose letters look alike; an id in one of them alone is its own id.
 
 Case: symbols are case-insensitive and folded to upper case ("aapl" is SYMBOL:AAPL, and
 the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "momo").
@@ -35,6 +39,10 @@ _INVISIBLE = frozenset(
     + list(range(0xE0100, 0xE01F0)))  # variation selectors 17-256
 
 
+# Scripts with letters that look like each other's (a, а, α): one id may use one of them.
+_LOOK_ALIKE = frozenset(["LATIN", "CYRILLIC", "GREEK"])
+
+
 def canonical_id(value: str, field: str) -> str:
     """`value` if it is a canonical id; InvalidArgument naming `field` otherwise."""
     # The hot path: printable ASCII is NFC, has no default-ignorable code point and no
@@ -57,6 +65,13 @@ def canonical_id(value: str, field: str) -> str:
         raise InvalidArgument(field, "starts with a combining mark")
     if not unicodedata.is_normalized("NFC", value):
         raise InvalidArgument(field, "is not in Unicode NFC form")
+    if not unicodedata.is_normalized("NFKC", value):
+        raise InvalidArgument(field, "has a compatibility character (fullwidth, ligature,"
+                              " superscript, ...): use the plain one")
+    if len({script for c in value if c.isalpha()
+            and (script := unicodedata.name(c, "").partition(" ")[0]) in _LOOK_ALIKE}) > 1:
+        raise InvalidArgument(field, "mixes Latin, Cyrillic or Greek letters, which look"
+                              " alike")
     return value
 
 
