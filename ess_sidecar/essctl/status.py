@@ -58,9 +58,11 @@ def resume_text(s: pb.ScopeState) -> str:
         return f"re-arms at {when(s, 'rearm_at')}"
     if not s.HasField("reset_allowed_at"):
         return ""
+    # The cooldown only: a breaker whose condition still holds refuses the reset too, and
+    # GetState does not say whether one does (Reset's refusal names it).
     if from_timestamp(s.reset_allowed_at) <= datetime.now(UTC):
-        return "reset allowed now (cooldown over)"
-    return f"reset allowed at {when(s, 'reset_allowed_at')}"
+        return "cooldown over (a breaker still holding refuses the reset)"
+    return f"cooldown ends at {when(s, 'reset_allowed_at')}"
 
 
 def latches_text(s: pb.ScopeState) -> str:
