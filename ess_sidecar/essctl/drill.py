@@ -33,8 +33,9 @@ def add_parser(add, scope_arg, positive) -> None:  # noqa: ANN001
                 " verify orders are denied and watchers told, reset, verify orders are"
                 " allowed again; exit 0 PASS, 2 FAIL. Needs the operator role")
     drill.add_argument("--scope", type=scope_arg, default=Scope.parse(DEFAULT_SCOPE),
-                       help=f"the scope to drill (default {DEFAULT_SCOPE}); global or an"
-                       " account halts real trading and asks for confirmation")
+                       help=f"the scope to drill (default {DEFAULT_SCOPE}, which nothing"
+                       " real trades in); any other halts real trading while the drill runs"
+                       " and asks for confirmation")
     drill.add_argument("--reason", default="scheduled drill", help="recorded as"
                        " 'drill: REASON'")
     drill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -293,8 +294,9 @@ class Drill:
 
 
 def confirm_risky(scope: Scope, args: argparse.Namespace, out: Output) -> None:
-    """GLOBAL or an account is real trading: a person must agree to halt it."""
-    if args.yes or scope.kind not in (ScopeKind.GLOBAL, ScopeKind.ACCOUNT):
+    """Any scope but the drill's own may be real trading (GLOBAL, an account, a live
+    strategy or symbol): a person must agree to halt it."""
+    if args.yes or scope == Scope.parse(DEFAULT_SCOPE):
         return
     confirm(f"A drill on {scope} halts real trading while it runs. Go ahead?", out,
             f"not confirmed: a drill on {scope} halts real trading; pass --yes")

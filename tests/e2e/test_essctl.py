@@ -329,7 +329,9 @@ def test_drill_passes_with_its_timings_and_is_audited_as_a_drill(
     assert [(e["state"], e["reason"], e["drill"]) for e in history["events"]] == [
         ("ARMED", "drill complete", True), ("TRIPPED", "drill: Q4 drill", True)]
 
-    human = essctl(target, "drill", "--scope", "symbol:DRILL")
+    asked = essctl(target, "drill", "--scope", "symbol:DRILL")  # may be a live symbol
+    assert asked.returncode == 1 and "halts real trading; pass --yes" in asked.stderr
+    human = essctl(target, "drill", "--scope", "symbol:DRILL", "--yes")
     assert human.returncode == 0, human.stdout + human.stderr
     assert "trip → first denial" in human.stdout and "trip → watcher" in human.stdout
     assert "DRILL PASS" in human.stdout
@@ -337,7 +339,7 @@ def test_drill_passes_with_its_timings_and_is_audited_as_a_drill(
     assert essctl_json(target, "orders")[1]["total"] == 0  # nor working
 
     trip(target, "strategy:busy")
-    busy = essctl(target, "drill", "--scope", "strategy:busy")
+    busy = essctl(target, "drill", "--scope", "strategy:busy", "--yes")
     assert busy.returncode == 2
     assert "scope is not ARMED (TRIPPED); drill not started" in busy.stdout
     assert "DRILL FAIL" in busy.stdout
