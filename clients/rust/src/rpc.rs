@@ -25,13 +25,16 @@ pub struct Fill {
 }
 
 /// A working order ended (`Cancelled`, `Rejected`, `Expired`) or is `Open` with
-/// `remaining_quantity` left (sent with `Open` only).
+/// `remaining_quantity` left (sent with `Open` only). `filled_quantity` is the venue's
+/// cumulative filled quantity (FIX CumQty), if known: the fills it counts beyond those
+/// reported stay reserved until they arrive. Send it when fills come by a drop copy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OrderUpdate {
     pub account: String,
     pub client_order_id: String,
     pub status: OrderStatus,
     pub remaining_quantity: f64,
+    pub filled_quantity: Option<f64>,
 }
 
 /// A full picture of one account for SyncPositions.
@@ -96,8 +99,8 @@ impl Client {
         .await
     }
 
-    /// Releases (or, `Open`, shrinks) a working order's reservation; `known` is false if
-    /// no such order was working.
+    /// Releases a working order's reservation, except what may have been filled but not
+    /// reported yet (see OrderUpdate); `known` is false if no such order was working.
     pub async fn report_order_update(
         &self,
         update: OrderUpdate,
@@ -108,6 +111,7 @@ impl Client {
             status: update.status as i32,
             remaining_quantity: (update.status == OrderStatus::Open)
                 .then_some(update.remaining_quantity),
+            filled_quantity: update.filled_quantity,
         };
         self.unary(request, |mut stub, r| async move {
             stub.report_order_update(r).await

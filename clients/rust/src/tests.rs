@@ -694,6 +694,7 @@ async fn an_endless_deadline_is_far_away_not_a_panic() {
         client_order_id: "c-1".into(),
         status: OrderStatus::Cancelled,
         remaining_quantity: 0.0,
+        filled_quantity: None,
     };
     assert!(client.report_order_update(update).await.is_ok());
 }
@@ -929,6 +930,7 @@ async fn fills_updates_and_snapshots_are_reported() {
         client_order_id: verdict.client_order_id.clone(),
         status: OrderStatus::Open,
         remaining_quantity: 0.5,
+        filled_quantity: Some(0.5),
     };
     assert!(
         client
