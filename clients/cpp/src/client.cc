@@ -412,6 +412,9 @@ Result<v1::ReportOrderUpdateResponse> Client::ReportOrderUpdate(const OrderUpdat
   if (update.status == v1::ORDER_STATUS_OPEN) {
     request.set_remaining_quantity(update.remaining_quantity);
   }
+  if (update.filled_quantity) {
+    request.set_filled_quantity(*update.filled_quantity);
+  }
   grpc::ClientContext context;
   Bound(context);
   v1::ReportOrderUpdateResponse response;

@@ -533,6 +533,10 @@ TEST(Client, FillsUpdatesAndPositions) {
   const auto update = h.client->ReportOrderUpdate(open);
   ASSERT_TRUE(update.ok());
   EXPECT_TRUE(update.response.known());
+  ess::OrderUpdate open_filled{"acc-1", "coid-3", v1::ORDER_STATUS_OPEN, 2.5, 1.5};
+  ASSERT_TRUE(h.client->ReportOrderUpdate(open_filled).ok());
+  ess::OrderUpdate expired_filled{"acc-1", "coid-4", v1::ORDER_STATUS_EXPIRED, 0, 0.0};
+  ASSERT_TRUE(h.client->ReportOrderUpdate(expired_filled).ok());
 
   ess::Snapshot snapshot;
   snapshot.account = "acc-1";
@@ -558,10 +562,18 @@ TEST(Client, FillsUpdatesAndPositions) {
   EXPECT_EQ(fills[0].side(), v1::SIDE_SELL);
   EXPECT_EQ(fills[0].price(), 101.5);
   const auto updates = h.fake.Copy(h.fake.updates);
-  ASSERT_EQ(updates.size(), 2u);
+  ASSERT_EQ(updates.size(), 4u);
   EXPECT_FALSE(updates[0].has_remaining_quantity()) << "sent with OPEN only";
   EXPECT_TRUE(updates[1].has_remaining_quantity());
   EXPECT_EQ(updates[1].remaining_quantity(), 2.5);
+  EXPECT_FALSE(updates[0].has_filled_quantity()) << "sent only when given";
+  EXPECT_FALSE(updates[1].has_filled_quantity()) << "sent only when given";
+  EXPECT_TRUE(updates[2].has_filled_quantity());
+  EXPECT_EQ(updates[2].filled_quantity(), 1.5);
+  EXPECT_EQ(updates[2].remaining_quantity(), 2.5);
+  EXPECT_TRUE(updates[3].has_filled_quantity()) << "0 is sent, whatever the status";
+  EXPECT_EQ(updates[3].filled_quantity(), 0);
+  EXPECT_FALSE(updates[3].has_remaining_quantity());
   const auto syncs = h.fake.Copy(h.fake.syncs);
   ASSERT_EQ(syncs.size(), 1u);
   EXPECT_EQ(syncs[0].open_orders_size(), 1);

@@ -537,6 +537,15 @@ func TestFillsUpdatesAndPositions(t *testing.T) {
 		Status: essv1.OrderStatus_ORDER_STATUS_CANCELLED}); err != nil {
 		t.Fatal(err)
 	}
+	zero, cumQty := 0.0, 5.0
+	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
+		Status: essv1.OrderStatus_ORDER_STATUS_OPEN, RemainingQuantity: 1, FilledQuantity: &cumQty}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
+		Status: essv1.OrderStatus_ORDER_STATUS_CANCELLED, FilledQuantity: &zero}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := h.client.SyncPositions(ctx, ess.Snapshot{Account: "acc-1", Equity: 1e6,
 		Positions:          []*essv1.Position{{Strategy: "momo", Symbol: "AAPL", Quantity: 2, MarkPrice: 100}},
 		OpenOrdersComplete: true}); err != nil {
@@ -553,6 +562,17 @@ func TestFillsUpdatesAndPositions(t *testing.T) {
 	}
 	if u := h.fake.updates[1]; u.RemainingQuantity != nil {
 		t.Fatalf("a CANCELLED update carries none: %v", u)
+	}
+	for _, u := range h.fake.updates[:2] {
+		if u.FilledQuantity != nil {
+			t.Fatalf("no FilledQuantity given, none sent: %v", u)
+		}
+	}
+	if u := h.fake.updates[2]; u.FilledQuantity == nil || *u.FilledQuantity != 5 || u.GetRemainingQuantity() != 1 {
+		t.Fatalf("an update carries the filled quantity given: %v", u)
+	}
+	if u := h.fake.updates[3]; u.FilledQuantity == nil || *u.FilledQuantity != 0 || u.RemainingQuantity != nil {
+		t.Fatalf("a filled quantity of 0 is sent, with any status: %v", u)
 	}
 	if s := h.fake.syncs[0]; !s.GetOpenOrdersComplete() || len(s.GetPositions()) != 1 || s.GetEquity() != 1e6 {
 		t.Fatalf("sync sent: %v", s)

@@ -18,12 +18,16 @@ type Fill struct {
 }
 
 // OrderUpdate says a working order ended (CANCELLED, REJECTED, EXPIRED) or is OPEN with
-// RemainingQuantity left (sent with OPEN only).
+// RemainingQuantity left (sent with OPEN only). FilledQuantity is the venue's cumulative
+// filled quantity (FIX CumQty), if known (nil: unknown, not sent; 0 is sent): the fills it
+// counts beyond those reported stay reserved until they arrive. Without it an OPEN update
+// releases nothing. Set it when fills come by a separate drop copy.
 type OrderUpdate struct {
 	Account           string
 	ClientOrderID     string
 	Status            essv1.OrderStatus
 	RemainingQuantity float64
+	FilledQuantity    *float64
 }
 
 // Snapshot is a full picture of one account for SyncPositions.
@@ -58,8 +62,9 @@ func (c *Client) ReportFill(ctx context.Context, fill Fill) (*essv1.ReportFillRe
 	})
 }
 
-// ReportOrderUpdate releases (or, OPEN, shrinks) a working order's reservation; Known is
-// false if no such order was working.
+// ReportOrderUpdate releases (or, OPEN, shrinks) a working order's reservation, except
+// what may have been filled but not reported yet (see OrderUpdate); Known is false if no
+// such order was working.
 func (c *Client) ReportOrderUpdate(ctx context.Context, update OrderUpdate) (*essv1.ReportOrderUpdateResponse, error) {
 	ctx, cancel := c.rpcContext(ctx)
 	defer cancel()
@@ -69,6 +74,10 @@ func (c *Client) ReportOrderUpdate(ctx context.Context, update OrderUpdate) (*es
 	if update.Status == essv1.OrderStatus_ORDER_STATUS_OPEN {
 		remaining := update.RemainingQuantity
 		request.RemainingQuantity = &remaining
+	}
+	if update.FilledQuantity != nil {
+		filled := *update.FilledQuantity
+		request.FilledQuantity = &filled
 	}
 	return c.stub.ReportOrderUpdate(ctx, request)
 }

@@ -120,12 +120,19 @@ export interface Fill {
   fillId: string;
 }
 
+/** A working order ended ("CANCELLED", "REJECTED", "EXPIRED") or is "OPEN" with
+ * `remainingQuantity` left. `filledQuantity` is the venue's cumulative filled quantity (FIX
+ * CumQty), if known: the fills it counts beyond those reported stay reserved until they
+ * arrive; without it an "OPEN" update releases nothing. Give it when fills come by a
+ * separate drop copy. */
 export interface OrderUpdate {
   account: string;
   clientOrderId: string;
   /** "CANCELLED", "REJECTED", "EXPIRED", or "OPEN" with remainingQuantity. */
   status: string | number;
   remainingQuantity?: number;
+  /** The venue's cumulative filled quantity (FIX CumQty); sent only if given (0 is sent). */
+  filledQuantity?: number;
 }
 
 export interface PositionsSnapshot {
@@ -433,7 +440,8 @@ export class GuardClient {
   }
 
   /** A working order ended ("CANCELLED", "REJECTED", "EXPIRED") or is "OPEN" with less
-   * remaining; `known` is false if no such order was working. */
+   * remaining: its reservation is released, except what may have been filled but not
+   * reported yet (see `OrderUpdate`); `known` is false if no such order was working. */
   reportOrderUpdate(update: OrderUpdate): Promise<ReportOrderUpdateResponse> {
     return this.unary(
       methods.reportOrderUpdate,
@@ -444,6 +452,9 @@ export class GuardClient {
         ...(update.remainingQuantity === undefined
           ? {}
           : { remainingQuantity: update.remainingQuantity }),
+        ...(update.filledQuantity === undefined
+          ? {}
+          : { filledQuantity: update.filledQuantity }),
       }),
     );
   }

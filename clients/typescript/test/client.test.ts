@@ -406,12 +406,25 @@ describe("reports and the heartbeat", () => {
     let request = fake.unary.at(-1)!.request as pb.ReportOrderUpdateRequest;
     assert.equal(request.status, pb.OrderStatus.CANCELLED);
     assert.equal(request.remainingQuantity, undefined);
+    assert.equal(request.filledQuantity, undefined);
     await guard.reportOrderUpdate({
       account: "acc-1", clientOrderId: "c-2", status: "open", remainingQuantity: 0.5,
     });
     request = fake.unary.at(-1)!.request as pb.ReportOrderUpdateRequest;
     assert.equal(request.status, pb.OrderStatus.OPEN);
     assert.equal(request.remainingQuantity, 0.5);
+    assert.equal(request.filledQuantity, undefined);
+    await guard.reportOrderUpdate({
+      account: "acc-1", clientOrderId: "c-2", status: "OPEN", remainingQuantity: 0.5,
+      filledQuantity: 1.5,
+    });
+    request = fake.unary.at(-1)!.request as pb.ReportOrderUpdateRequest;
+    assert.equal(request.filledQuantity, 1.5);
+    await guard.reportOrderUpdate({
+      account: "acc-1", clientOrderId: "c-2", status: "CANCELLED", filledQuantity: 0,
+    });
+    request = fake.unary.at(-1)!.request as pb.ReportOrderUpdateRequest;
+    assert.equal(request.filledQuantity, 0, "a filled quantity of 0 is sent");
 
     const synced = await guard.syncPositions({
       account: "acc-1", equity: 1e6,

@@ -129,12 +129,16 @@ struct Fill {
 };
 
 // A working order ended (CANCELLED, REJECTED, EXPIRED) or is OPEN with remaining_quantity
-// left (sent with OPEN only).
+// left (sent with OPEN only). filled_quantity is the venue's cumulative filled quantity (FIX
+// CumQty), if known (sent only when set; unset is not 0): the fills it counts beyond those
+// reported stay reserved until they arrive; without it an OPEN update releases nothing. Set
+// it when fills come by a separate drop copy.
 struct OrderUpdate {
   std::string account;
   std::string client_order_id;
   v1::OrderStatus status = v1::ORDER_STATUS_UNSPECIFIED;
   double remaining_quantity = 0;
+  std::optional<double> filled_quantity = std::nullopt;
 };
 
 // A full picture of one account for SyncPositions.

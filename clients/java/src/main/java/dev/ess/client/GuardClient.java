@@ -405,8 +405,9 @@ public final class GuardClient implements AutoCloseable {
   }
 
   /**
-   * Releases (or, OPEN, shrinks) a working order's reservation; {@code known} is false if no
-   * such order was working.
+   * Releases (or, OPEN, shrinks) a working order's reservation, except what may have been
+   * filled but not reported yet (see {@link OrderUpdate}); {@code known} is false if no such
+   * order was working.
    */
   public ReportOrderUpdateResponse reportOrderUpdate(OrderUpdate update) {
     return reportOrderUpdate(update, null);

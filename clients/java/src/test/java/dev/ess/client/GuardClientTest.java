@@ -520,6 +520,22 @@ class GuardClientTest {
     ReportOrderUpdateRequest cancelled = (ReportOrderUpdateRequest) fake.calls.take();
     assertFalse(cancelled.hasRemainingQuantity());
     assertEquals(OrderStatus.ORDER_STATUS_CANCELLED, cancelled.getStatus());
+    assertFalse(open.hasFilledQuantity());
+    assertFalse(cancelled.hasFilledQuantity());
+    client.reportOrderUpdate(OrderUpdate.open("acc-1", "o-1", 0.5).withFilledQuantity(1.5));
+    ReportOrderUpdateRequest openFilled = (ReportOrderUpdateRequest) fake.calls.take();
+    assertTrue(openFilled.hasFilledQuantity());
+    assertEquals(1.5, openFilled.getFilledQuantity());
+    assertEquals(0.5, openFilled.getRemainingQuantity());
+    client.reportOrderUpdate(OrderUpdate.ended("acc-1", "o-1", OrderStatus.ORDER_STATUS_EXPIRED)
+        .withFilledQuantity(0));
+    ReportOrderUpdateRequest endedFilled = (ReportOrderUpdateRequest) fake.calls.take();
+    assertTrue(endedFilled.hasFilledQuantity(), "a filled quantity of 0 is sent");
+    assertEquals(0.0, endedFilled.getFilledQuantity());
+    assertFalse(endedFilled.hasRemainingQuantity());
+    client.reportOrderUpdate(new OrderUpdate(
+        "acc-1", "o-1", OrderStatus.ORDER_STATUS_CANCELLED, 0, null));
+    assertFalse(((ReportOrderUpdateRequest) fake.calls.take()).hasFilledQuantity());
 
     Position position = Position.newBuilder().setStrategy("momo").setSymbol("AAPL")
         .setQuantity(3).setMarkPrice(100).build();
