@@ -12,9 +12,11 @@ sidecar saw something else). Canonical means:
   U+115F, U+1160, U+3164, U+FFA0, ...), which render as nothing;
 - no combining mark first;
 - no compatibility character (NFKC: fullwidth "ＡＡＰＬ", ligatures, superscripts), which
-  looks like the plain one it stands for;
-- no mix of Latin, Cyrillic and Greek letters ("АAPL" with a Cyrillic А), the scripts
-  whose letters look alike; an id in one of them alone is its own id.
+  looks like the plain one it stands for.
+
+Letters of other scripts that look like Latin ones (a Cyrillic "А" in "АAPL") are not
+refused: ids such as "δ-hedge" mix scripts legitimately, and a list of look-alikes would
+never be complete. essctl spells out every non-ASCII character of a scope it acts on.
 
 Case: symbols are case-insensitive and folded to upper case ("aapl" is SYMBOL:AAPL, and
 the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "momo").
@@ -37,10 +39,6 @@ _INVISIBLE = frozenset(
     + list(range(0x180B, 0x1810))  # Mongolian free variation selectors and vowel separator
     + list(range(0xFE00, 0xFE10))  # variation selectors 1-16
     + list(range(0xE0100, 0xE01F0)))  # variation selectors 17-256
-
-
-# Scripts with letters that look like each other's (a, а, α): one id may use one of them.
-_LOOK_ALIKE = frozenset(["LATIN", "CYRILLIC", "GREEK"])
 
 
 def canonical_id(value: str, field: str) -> str:
@@ -68,10 +66,6 @@ def canonical_id(value: str, field: str) -> str:
     if not unicodedata.is_normalized("NFKC", value):
         raise InvalidArgument(field, "has a compatibility character (fullwidth, ligature,"
                               " superscript, ...): use the plain one")
-    if len({script for c in value if c.isalpha()
-            and (script := unicodedata.name(c, "").partition(" ")[0]) in _LOOK_ALIKE}) > 1:
-        raise InvalidArgument(field, "mixes Latin, Cyrillic or Greek letters, which look"
-                              " alike")
     return value
 
 

@@ -13,8 +13,8 @@ from ess.v1 import guard_pb2 as pb
 
 from ..domain.scopes import GLOBAL
 from .connection import Exit, Failed, Sidecar, UsageError
-from .render import Output, cause_text, enum_name, names, scope_name, scope_to_pb, \
-    state_text, to_json, transition_text
+from .render import Output, cause_text, enum_name, names, non_ascii_note, scope_name, \
+    scope_to_pb, state_text, to_json, transition_text
 from .times import from_timestamp, local, parse_when, to_timestamp
 
 CODES = {"user-initiated": pb.TRIGGER_REASON_USER_INITIATED,
@@ -132,6 +132,8 @@ def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
         return Exit.DONE
     out.line(Text(scope_name(request.scope), style="bold"), " is ", state_text(reply.state),
              f" (version {reply.state_version})")
+    if note := non_ascii_note(request.scope):
+        out.note(note)
     if request.directives:
         out.line(f"directives: {names(pb.Directive.DESCRIPTOR, request.directives)}")
     return Exit.DONE

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from typing import Any, TextIO
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
@@ -74,6 +75,18 @@ def state_text(state: int) -> Text:
 def scope_name(scope: pb.Scope) -> str:
     kind = enum_name(pb.ScopeKind.DESCRIPTOR, scope.kind)
     return "GLOBAL" if scope.kind == pb.SCOPE_KIND_GLOBAL else f"{kind}:{scope.id}"
+
+
+def non_ascii_note(scope: pb.Scope) -> str:
+    """For a scope id that is not plain ASCII, every such character by name: a letter of
+    another script can look like a Latin one ("ꓮAPL" is not "AAPL"), and the sidecar
+    cannot refuse every look-alike. Empty for an ASCII id."""
+    if scope.id.isascii():
+        return ""
+    spelled = ", ".join(dict.fromkeys(
+        f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in scope.id if not c.isascii()))
+    return (f"note: {scope_name(scope)} is not plain ASCII ({spelled}): it holds only"
+            " orders whose ids are spelled exactly so")
 
 
 def scope_to_pb(scope: Scope) -> pb.Scope:

@@ -13,7 +13,8 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from .connection import Exit, Sidecar, UsageError
-from .render import Output, confirm, names, scope_name, scope_to_pb, state_text, to_json, when
+from .render import Output, confirm, names, non_ascii_note, scope_name, scope_to_pb, \
+    state_text, to_json, when
 from .status import latches_text, pending_text, resume_text, scope_cause
 from .times import duration, from_timestamp, local, utc_iso
 
@@ -154,6 +155,8 @@ def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output) -> int:
         return Exit.DONE
     out.line(Text(scope_name(scope), style="bold"), " is ", state_text(reply.state),
              f" (version {reply.state_version})")
+    if note := non_ascii_note(scope):
+        out.note(note)
     if reply.state == pb.STATE_COOLING_DOWN:
         out.line("orders on it are still denied until it re-arms (see essctl status)")
     return Exit.DONE

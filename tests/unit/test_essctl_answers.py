@@ -101,3 +101,11 @@ def test_a_token_read_from_a_secrets_file_is_stripped_as_the_sidecar_strips_it(m
     monkeypatch.setenv("ESS_TOKEN", "s3cret\n")
     assert _options(_parser().parse_args(["status"])).token == "s3cret"
     assert _options(_parser().parse_args(["--token", " s3cret ", "status"])).token == "s3cret"
+
+
+def test_a_scope_that_is_not_plain_ascii_is_spelled_out_by_name():
+    """ꓮ (Lisu) looks like A: the operator learns that SYMBOL:ꓮAPL is not AAPL."""
+    from ess_sidecar.essctl.render import non_ascii_note  # noqa: PLC0415
+    note = non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="\ua4eeAPL"))
+    assert "U+A4EE LISU LETTER A" in note and "SYMBOL:\ua4eeAPL" in note
+    assert non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="AAPL")) == ""
