@@ -165,10 +165,10 @@ def server_parts(app: App) -> ServerParts:
         else None)
 
 
-def trip_for_lost_transitions(settings: Settings, first: int, last: int) -> str:
-    """After a reseal that found versions `first` to `last` acknowledged but gone from the
-    state file (a lost WAL): what they latched is unknown, so GLOBAL is tripped in the
-    store itself (cause SYSTEM), and trading resumes only by an operator's Reset. Raises
+def trip_for_what_a_reseal_lost(settings: Settings, reason: str) -> str:
+    """After a reseal that accepted a loss (store versions gone with a WAL, or journal
+    records cut): what they held is unknown, so GLOBAL is tripped in the store itself
+    (cause SYSTEM), and trading resumes only by an operator's Reset. Raises
     StoreUnavailable if the store cannot take it. Returns what was done."""
     store = SqliteStateStore(settings.store.path)
     try:
@@ -177,10 +177,8 @@ def trip_for_lost_transitions(settings: Settings, first: int, last: int) -> str:
         engine = GuardEngine(settings.guard_config())
         engine.restore(stored.current, stored.version, now)
         plan = engine.plan(now)
-        reason = (f"ess-sidecar reseal: versions {first} to {last} were acknowledged but are"
-                  " not in the state file (a lost WAL?): what they latched is unknown; check"
-                  " every scope before resetting GLOBAL")
-        plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, "ess-sidecar reseal")
+        plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"ess-sidecar reseal: {reason}",
+                  "ess-sidecar reseal")
         store.append(plan.transitions)
     finally:
         store.close()

@@ -80,13 +80,18 @@ def _reseal(settings: Settings) -> int:
     from .adapters.storage.journal import FileJournal, journal_path  # noqa: PLC0415
     from .adapters.storage.sqlite import SqliteStateStore  # noqa: PLC0415
     from .domain.errors import StoreUnavailable  # noqa: PLC0415
-    from .bootstrap import trip_for_lost_transitions  # noqa: PLC0415
+    from .bootstrap import trip_for_what_a_reseal_lost  # noqa: PLC0415
     path = settings.store.path
+    was_in_use = SqliteStateStore.in_use(path)  # before the reseal writes a seal
+    had_journal = Path(journal_path(path)).exists()
     try:
         summary = SqliteStateStore.reseal(path)
         print(summary)
         if summary.lost:
-            print(trip_for_lost_transitions(settings, *summary.lost))
+            print(trip_for_what_a_reseal_lost(settings, (
+                f"versions {summary.lost[0]} to {summary.lost[1]} were acknowledged but are"
+                " not in the state file (a lost WAL?): what they latched is unknown; check"
+                " every scope before resetting GLOBAL")))
     except StoreUnavailable as error:
         print(f"cannot reseal: {error}", file=sys.stderr)
         return 1
@@ -97,12 +102,22 @@ def _reseal(settings: Settings) -> int:
         print(f"cannot reseal the journal: {path} is in use ({error!r})", file=sys.stderr)
         return 1
     try:
-        print(FileJournal(journal_path(path)).reseal())
+        done, lost = FileJournal(journal_path(path)).reseal()
+        print(done)
     except OSError as error:
         print(f"cannot reseal the journal: {error}", file=sys.stderr)
         return 1
     finally:
         lock.release()
+    if lost or (was_in_use and not had_journal):  # the book, working orders, used ids
+        try:
+            print(trip_for_what_a_reseal_lost(settings, (
+                "journal records were lost (cut, or the journal gone): working orders,"
+                " fills and used order ids in them are forgotten; send every account's"
+                " SyncPositions with its open orders, then reset GLOBAL")))
+        except StoreUnavailable as error:
+            print(f"cannot trip GLOBAL after the reseal: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

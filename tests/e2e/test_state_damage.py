@@ -258,8 +258,35 @@ def test_a_journal_deleted_with_its_seal_is_damage_not_a_first_run(
     assert "its seal are missing, but the state file beside it was in use" in scopes["GLOBAL"][1]
     assert scopes[TRIPPED_ID][0] == pb.STATE_TRIPPED
     sidecar_process.kill()
-    assert reseal(sidecar_process).returncode == 0  # the operator accepts: a fresh journal
-    assert restarted_scopes(sidecar_process) == {TRIPPED_ID: (pb.STATE_TRIPPED, "desk halt")}
+    done = reseal(sidecar_process)  # the operator accepts: a fresh journal, an empty book
+    assert done.returncode == 0 and "GLOBAL tripped: journal records were lost" in done.stdout
+    scopes = restarted_scopes(sidecar_process)
+    assert scopes[TRIPPED_ID] == (pb.STATE_TRIPPED, "desk halt")
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED  # until an operator resumes, deliberately
+    assert "working orders, fills and used order ids in them are forgotten" \
+        in scopes["GLOBAL"][1]
+
+
+def test_a_reseal_that_cuts_journal_records_trips_global_in_the_store(
+        sidecar_process: SidecarProcess) -> None:
+    """Review 7: a flipped byte in the journal record of an allowed order; the reseal cut
+    it and the start was ARMED with that order forgotten (its id allowed again)."""
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        assert stub.CheckOrder(order()).allowed
+    sidecar_process.kill()
+    journal = Path(f"{sidecar_process.state}.journal")
+    data = bytearray(journal.read_bytes())
+    data[-3] ^= 0x10  # inside the allowed order's record, the last one
+    journal.write_bytes(bytes(data))
+    done = reseal(sidecar_process)
+    assert done.returncode == 0 and "GLOBAL tripped: journal records were lost" in done.stdout
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        decision = stub.CheckOrder(order())  # the forgotten order's id, again
+        assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
 
 
 def test_a_journal_that_cannot_be_written_fails_the_check_unavailable_and_trips(

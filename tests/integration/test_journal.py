@@ -185,8 +185,9 @@ def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(JournalDamaged):
         journal(tmp_path).load()
-    summary = journal(tmp_path).reseal()
-    assert f"{len(EVERY_COMMAND) - 1} records kept" in summary and "cut" in summary
+    summary, lost = journal(tmp_path).reseal()
+    assert f"{len(EVERY_COMMAND) - 1} records kept" in summary and "cut" in summary and lost
+    assert journal(tmp_path).reseal()[1] is False  # nothing more to cut
     assert journal(tmp_path).load() == EVERY_COMMAND[:-1]
 
 

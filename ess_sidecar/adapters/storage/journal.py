@@ -177,10 +177,15 @@ class FileJournal(Journal):
                 os.close(self._fd)
                 self._fd = None
 
-    def reseal(self) -> str:
+    def reseal(self) -> tuple[str, bool]:
         """For an operator who has looked at a damaged journal and accepts it: keep the
         records that verify, up to the first that does not, cut the rest, and seal what
-        is kept. The sidecar must not be running. Returns what was done."""
+        is kept. The sidecar must not be running. Returns what was done, and whether
+        records were lost: bytes cut, or fewer kept than the old seal counted."""
+        try:
+            sealed = _sealed(self.seal.read(), self.seal.path)[0]
+        except (SealUnreadable, JournalDamaged):
+            sealed = 0  # unreadable: what it counted is unknown; the bytes cut still tell
         data = self.path.read_bytes() if self.path.exists() else b""
         offset, head, count = 0, GENESIS, 0
         while len(data) - offset >= HEADER.size:
@@ -197,7 +202,9 @@ class FileJournal(Journal):
         self.seal.write({"records": count, "chain": head.hex()})
         cut = len(data) - offset
         return (f"journal {self.path}: {count} records kept and sealed"
-                + (f", {cut} bytes after them cut" if cut else ""))
+                + (f", {cut} bytes after them cut" if cut else "")
+                + (f", {sealed - count} of the {sealed} sealed lost" if sealed > count
+                   else "")), bool(cut) or sealed > count
 
     # -- inside -----------------------------------------------------------------------------
 
