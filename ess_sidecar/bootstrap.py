@@ -16,7 +16,7 @@ from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
 from .domain.scopes import GLOBAL
-from .domain.states import Cause, TriggerMode
+from .domain.states import Cause, Transition, TriggerMode
 from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
     StoredState, SystemClock
 from .recovery import reconcile, replay
@@ -127,8 +127,9 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
                   observed.telemetry if observed else None, journal)
     # The store's trips, even when the journal cannot be read:
-    restored = restore(engine, store, stored, entries, clock.now(), journal)
-    problem = unreadable or restored
+    wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)
+    problem = unreadable or wrong
+    alerts.notify(taken)  # taken from the store: a crash may have come before their alerts
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         problem = store.reason
@@ -186,14 +187,17 @@ def trip_for_what_a_reseal_lost(settings: Settings, reason: str) -> str:
 
 
 def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
-            entries: list[JournalEntry], now: float, journal: Journal) -> str:
-    """Replay the journal and reconcile it with the store; what is wrong, or ""."""
+            entries: list[JournalEntry], now: float, journal: Journal,
+            ) -> tuple[str, list[Transition]]:
+    """Replay the journal and reconcile it with the store: what is wrong (or ""), and the
+    transitions taken from the store because the journal ended before them."""
+    restored: list[Transition] = []
     try:
         replay(engine, entries)
         if stored is not None:
-            reconcile(engine, store, stored, now, bool(entries), journal)
+            restored = reconcile(engine, store, stored, now, bool(entries), journal)
     except StoreUnavailable as error:
-        return str(error)
+        return str(error), restored
     log.info("state loaded: version %d, %d journal entries, %d scope(s) not ARMED",
              engine.version, len(entries), len(engine.restricted()))
-    return ""
+    return "", restored

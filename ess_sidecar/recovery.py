@@ -17,6 +17,7 @@ import logging
 from .domain.commands import Restored
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, StoreDamaged
+from .domain.states import Transition
 from .ports import Journal, JournalEntry, StateStore, StoredState
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,14 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
 
 
 def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: float,
-              entries_replayed: bool, journal: Journal) -> None:
+              entries_replayed: bool, journal: Journal) -> list[Transition]:
     """Bring the replayed engine up to the store's latched state, or raise StoreDamaged.
     What it takes from the store is journaled (Restored), so the next start replays it:
-    else a later record would follow a gap, and that start would find the two disagree."""
+    else a later record would follow a gap, and that start would find the two disagree.
+    Returns the transitions taken from the store: a crash may have come before their
+    alerts were sent."""
     replayed = engine.version
+    restored: list[Transition] = []
     if replayed > stored.version:
         raise StoreDamaged(f"the journal has transitions up to version {replayed} but the"
                            f" state store ends at {stored.version}: the store lost"
@@ -54,6 +58,7 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                                else part[-1].version)
             engine.replay(command, part)
             journal.record(command, part)
+        restored = [t for t in missing if t.version > replayed]
         log.warning("journal ends at version %d, the store at %d: later trips restored from"
                     " the store and journaled, their breakers held until fresh evidence",
                     replayed, stored.version)
@@ -67,3 +72,4 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                            f" of {', '.join(differ[:5])}")
     if not entries_replayed:  # an upgrade: registrations are all the store knows of beats
         engine.heartbeats.restore(stored.registrations, now)
+    return restored

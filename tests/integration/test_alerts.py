@@ -294,3 +294,22 @@ def test_a_url_apprise_cannot_use_refuses_to_start() -> None:
     with pytest.raises(InvalidConfig) as refused:
         AppriseAlertSink(AlertSettings(urls=["json://127.0.0.1/ok", "nope://x"]))
     assert refused.value.key == "alerts.urls[1]"
+
+
+async def test_a_trip_restored_from_the_store_at_start_is_alerted(
+        start_sidecar: Any, receiver: Receiver, tmp_path: Any) -> None:
+    """Review 7: killed between a Trigger's COMMIT and its journal record, so before its
+    alert went out: the start that takes the trip from the store alerts it."""
+    first = await start_sidecar(sync=False)
+    journal = tmp_path / "ess.db.journal"
+    seal = tmp_path / "ess.db.journal.seal"
+    before = journal.read_bytes(), seal.read_bytes()
+    await first.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="desk says stop"))
+    await first.channel.close()
+    await first.sidecar.stop()
+    journal.write_bytes(before[0])  # the journal as the kill left it: without the Trigger
+    seal.write_bytes(before[1])
+    await start_sidecar(sync=False, alerts={"urls": [receiver.url]})
+    (restored,) = await receiver.wait_for(1)
+    assert restored["title"] == "ESS STRATEGY:momo TRIPPED"
+    assert "reason: desk says stop" in restored["message"]
