@@ -538,6 +538,12 @@ class SqliteStateStore(StateStore):
     def _refuse_a_lost_file(self) -> None:
         """No state file is a first run, unless its seal or its WAL is there: then it was
         in use and has been deleted, and starting afresh would forget its latched trips."""
+        if not self.wal_path.exists() and self._sealed_fresh():
+            raise StoreDamaged(
+                f"state store {self.path} is missing and its seal {self.seal.path} is that of"
+                " a new, empty store: a crash while it was being created? If no sidecar ever"
+                f" served with it, delete {self.seal.path} to start with no latched state;"
+                " otherwise restore the file from a backup (a reseal cannot: there is no file)")
         for what, evidence in (("seal", self.seal.path), ("WAL", self.wal_path)):
             if evidence.exists():
                 raise StoreDamaged(
@@ -545,6 +551,12 @@ class SqliteStateStore(StateStore):
                     " was in use (deleted after the first run?); restore it from a backup, or"
                     f" delete {self.seal.path} and {self.wal_path} to start with no latched"
                     " state")
+
+    def _sealed_fresh(self) -> bool:
+        try:
+            return self.seal.read() == FRESH_SEAL
+        except SealUnreadable:
+            return False
 
     def _lock(self) -> None:
         """Take the exclusive lock on `<path>.lock`, or raise StoreUnavailable."""
