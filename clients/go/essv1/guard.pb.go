@@ -1521,7 +1521,8 @@ type ReportOrderUpdateRequest struct {
 	Status        OrderStatus `protobuf:"varint,3,opt,name=status,proto3,enum=ess.v1.OrderStatus" json:"status,omitempty"`
 	// With ORDER_STATUS_OPEN (required there): what is left of the order (its leaves).
 	RemainingQuantity *float64 `protobuf:"fixed64,4,opt,name=remaining_quantity,json=remainingQuantity,proto3,oneof" json:"remaining_quantity,omitempty"`
-	// The order's cumulative filled quantity at the venue (FIX CumQty), if known. An update
+	// The order's own cumulative filled quantity at the venue (FIX CumQty, but of this
+	// client_order_id alone, not of a cancel/replace chain), if known. An update
 	// never releases what may have been filled but not yet reported by ReportFill: with this
 	// field, the fills it counts beyond those reported stay reserved until they arrive,
 	// whatever the status; without it, ORDER_STATUS_OPEN releases nothing (its leaves may

@@ -462,7 +462,8 @@ export type ReportOrderUpdateRequest = Message<"ess.v1.ReportOrderUpdateRequest"
   remainingQuantity?: number | undefined;
 
   /**
-   * The order's cumulative filled quantity at the venue (FIX CumQty), if known. An update
+   * The order's own cumulative filled quantity at the venue (FIX CumQty, but of this
+   * client_order_id alone, not of a cancel/replace chain), if known. An update
    * never releases what may have been filled but not yet reported by ReportFill: with this
    * field, the fills it counts beyond those reported stay reserved until they arrive,
    * whatever the status; without it, ORDER_STATUS_OPEN releases nothing (its leaves may
