@@ -40,6 +40,7 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     account.set_mark(fill.symbol, fill.price)
     if record is not None:
         record.filled += fill.quantity
+        record.pending = max(record.pending - fill.quantity, 0.0)
         # An update (OPEN, remaining_quantity) may have counted this fill already: never
         # reserve less than both what the update left and what the check allowed, unfilled.
         keep = max(min(record.remaining, record.unfilled), 0.0)
@@ -83,7 +84,9 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         return False
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
     if update.filled_quantity is not None and leaves is not None:
-        ledger.shrink(record, leaves + max(update.filled_quantity - record.filled, 0.0))
+        owed = max(update.filled_quantity - record.filled, 0.0)
+        record.pending = owed
+        ledger.shrink(record, leaves + owed)
     elif update.status in ENDED:
         ledger.end(record)
     if update.status is OrderStatus.REJECTED and record.replaces:
@@ -130,15 +133,17 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
                  now: float) -> None:
     listed = {order.client_order_id: order for order in open_orders}
     for record in list(ledger.working(account)):
-        if record.client_order_id not in listed:
-            ledger.end(record)
+        if record.client_order_id not in listed:  # its fills still owed stay reserved
+            ledger.end_but_pending(record)
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
         elif not known.working:  # filled, cancelled or replaced, says the sidecar: not so
             ledger.revive(known, order.remaining_quantity)
-        elif order.remaining_quantity < known.remaining:
-            ledger.release(known, known.remaining - order.remaining_quantity)
-        elif order.remaining_quantity > known.remaining:
-            ledger.grow(known, order.remaining_quantity - known.remaining)
+        else:  # its leaves as listed, and the fills it is still owed
+            target = order.remaining_quantity + min(known.pending, known.remaining)
+            if target < known.remaining:
+                ledger.release(known, known.remaining - target)
+            elif target > known.remaining:
+                ledger.grow(known, target - known.remaining)

@@ -36,7 +36,7 @@ class OrderRecord:
 
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
-                 "replaces")
+                 "replaces", "pending")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -50,6 +50,10 @@ class OrderRecord:
         self.remaining = remaining  # reserved; 0 once ended
         self.replaced_by = replaced_by  # the order that took its place
         self.replaces = replaces  # the order whose place it took
+        # Part of `remaining`: fills the venue counted (an update's filled_quantity) that
+        # were not reported yet. A replace or a snapshot keeps it reserved; its fills
+        # take it down first, and nothing else does but an operator's clear.
+        self.pending = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -91,7 +95,8 @@ class OrderLedger:
         """The order a fill for `client_order_id` belongs to: that one, or the order that
         replaced it (a fill can cross a replace on its way)."""
         record = self.records.get((account, client_order_id))
-        while record is not None and record.replaced_by:  # its fills now go to the new one
+        # Its fills now go to the new one, once the fills it was still owed have come.
+        while record is not None and record.replaced_by and not record.pending > 0.0:
             record = self.records.get((account, record.replaced_by))
         return record
 
@@ -106,8 +111,8 @@ class OrderLedger:
         `replaces_client_order_id` if that order is of another strategy, symbol or side,
         which a cancel/replace never changes."""
         record = self.exact(order.account, order.replaces_client_order_id)
-        if record is None or not record.working:
-            return None
+        if record is None or not record.working or record.replaced_by:  # replaced already:
+            return None  # it works on only for the fills it is owed
         if (record.strategy, record.symbol, record.side) != \
                 (order.strategy, order.symbol, order.side):
             raise InvalidArgument("replaces_client_order_id", f"order"
@@ -198,8 +203,9 @@ class OrderLedger:
         legs: tuple[Leg, Leg] = (book.leg(record.strategy, record.symbol),
                                  book.net(record.symbol))
         saved = [leg.saved() for leg in legs]
+        kept = min(record.pending, record.remaining)  # owed fills: the replace keeps them
         for leg in legs:
-            leg.release(record.side, record.remaining, ended=True)
+            leg.release(record.side, record.remaining - kept, ended=not kept > 0.0)
         try:
             yield
         finally:
@@ -207,7 +213,18 @@ class OrderLedger:
                 leg.restore(before)
 
     def end(self, record: OrderRecord) -> None:
+        record.pending = 0.0
         self.release(record, record.remaining)
+
+    def end_but_pending(self, record: OrderRecord) -> None:
+        """The order will fill no more at the venue (replaced, or missing from a snapshot),
+        but the fills it was still owed stay reserved until they come: it may fill only
+        those now, and ends with them."""
+        if record.pending > 0.0:
+            record.quantity = min(record.quantity, record.filled + record.pending)
+            self.release(record, record.remaining - record.pending)
+        else:
+            self.end(record)
 
     def shrink(self, record: OrderRecord, most: float) -> None:
         """The venue's word that a working order may fill at most `most` more (its leaves,
@@ -217,6 +234,7 @@ class OrderLedger:
         if most < record.remaining:
             record.quantity = min(record.quantity, record.filled + most)
             self.release(record, record.remaining - most)
+        record.pending = min(record.pending, record.remaining)
 
     def revive(self, record: OrderRecord, remaining: float) -> None:
         """An ended order is working after all (a snapshot lists it, or the replace that
@@ -232,9 +250,13 @@ class OrderLedger:
         """The venue rejected `replacement` (just ended): the order it replaced was never
         replaced, and works again with what it had left unfilled."""
         original = self.records.get((replacement.account, replacement.replaces))
-        if original is None or original.working \
-                or original.replaced_by != replacement.client_order_id:
+        if original is None or original.replaced_by != replacement.client_order_id:
             return  # forgotten, or a snapshot has said what it is since
+        if original.working:  # still owed fills: what the replace took over works again
+            original.replaced_by = ""
+            original.quantity += replacement.quantity
+            self.grow(original, replacement.quantity)
+            return
         left = original.unfilled
         if left > original.quantity * FILL_TOLERANCE:
             self.revive(original, left)

@@ -137,9 +137,12 @@ class RestartTwin(RuleBasedStateMachine):
         self.both(lambda guard: guard.report_fill(fill))
 
     @rule(account=st.sampled_from(ACCOUNTS), back=st.integers(0, 4),
-          status=st.sampled_from([OrderStatus.CANCELLED, OrderStatus.EXPIRED]))
-    def update(self, account, back, status):
-        update = OrderUpdate(account, f"c{max(1, self.ids - back)}", status)
+          status=st.sampled_from([OrderStatus.CANCELLED, OrderStatus.EXPIRED,
+                                  OrderStatus.OPEN]),
+          filled=st.sampled_from([None, 0.0, 40.0]))
+    def update(self, account, back, status, filled):
+        remaining = 20.0 if status is OrderStatus.OPEN else None
+        update = OrderUpdate(account, f"c{max(1, self.ids - back)}", status, remaining, filled)
         self.both(lambda guard: guard.report_order_update(update))
 
     @rule(account=st.sampled_from(ACCOUNTS), equity=st.sampled_from([50_000.0, 100_000.0]),

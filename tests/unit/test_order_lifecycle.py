@@ -369,3 +369,27 @@ def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_not
     assert raised.value.field == "open_orders[0]"
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0
     assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [10]
+
+
+@pytest.mark.parametrize("how", ["replace", "snapshot", "replace rejected"])
+def test_fills_the_venue_counted_stay_reserved_through_a_replace_or_a_snapshot(how):
+    """Review 7: 290 allowed; the venue says 200 filled and 90 left (filled_quantity), the
+    fills not reported yet. A replace with those 90 leaves, or a snapshot that lists the
+    order with 90 and no position yet, must not free the 200: another 200 is denied until
+    they come; when they come, nothing trips and 90 still work."""
+    engine = make_engine(equity=100_000)
+    coid = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 90, 200))
+    if how.startswith("replace"):
+        replacement = _allowed(engine, order(90, replaces=coid))
+        if how == "replace rejected":  # the venue refused it: the original's 90 work on
+            engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.REJECTED))
+    else:
+        engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
+            OpenOrder(coid, STRATEGY, SYMBOL, Side.BUY, 90, 100.0)])
+    assert engine.check(order(200), T0).reason is R.SYMBOL_EXPOSURE  # 200 + 90 + 200 > 300
+    assert not report_fill(engine, fill(200, client_order_id=coid)).unchecked
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 200
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [90]
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE  # 200 + 90 + 20 > 300
+    assert engine.check(order(10), T0).allowed
