@@ -78,7 +78,8 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     fills can come after the executor's update): what the order may still fill is its
     leaves (0 once ended) plus the fills the venue counts (filled_quantity) beyond those
     reported. Without filled_quantity an OPEN update releases nothing, since its leaves
-    may have shrunk by such fills, and an ended status takes every fill as reported."""
+    may have shrunk by such fills, and an ended status takes every fill as reported but
+    those an earlier update said are owed (pending)."""
     record = ledger.exact(update.account, update.client_order_id)
     if record is None or not record.working:
         return False
@@ -87,8 +88,8 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         owed = max(update.filled_quantity - record.filled, 0.0)
         record.pending = owed
         ledger.shrink(record, leaves + owed)
-    elif update.status in ENDED:
-        ledger.end(record)
+    elif update.status in ENDED:  # no word on fills: those said owed before stay reserved
+        ledger.end_but_pending(record)
     if update.status is OrderStatus.REJECTED and record.replaces:
         ledger.unreplace(record)
     return True

@@ -393,3 +393,14 @@ def test_fills_the_venue_counted_stay_reserved_through_a_replace_or_a_snapshot(h
     assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [90]
     assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE  # 200 + 90 + 20 > 300
     assert engine.check(order(10), T0).allowed
+
+
+def test_an_ended_status_without_word_on_fills_keeps_those_an_earlier_update_said_are_owed():
+    engine = make_engine(equity=100_000)
+    coid = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 90, 200))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.CANCELLED))
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [200]
+    assert engine.check(order(200), T0).reason is R.SYMBOL_EXPOSURE
+    assert not report_fill(engine, fill(200, client_order_id=coid)).unchecked
+    assert list(engine.orders.working(ACCOUNT)) == []
