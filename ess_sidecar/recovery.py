@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 
-from .domain.commands import Restored
+from .domain.commands import HeartbeatSeen, Restored
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, StoreDamaged
 from .domain.states import Transition
 from .ports import Journal, JournalEntry, StateStore, StoredState
 
 log = logging.getLogger(__name__)
-RESTORED_PER_RECORD = 10_000  # transitions per Restored record: well under MAX_RECORD
+RESTORED_PER_RECORD = 2_000  # transitions per Restored record: under 64 MiB at 15 KB each
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
@@ -70,6 +70,8 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                            if latched[s] != expected[s]})
         raise StoreDamaged(f"the journal and the state store disagree on the latched state"
                            f" of {', '.join(differ[:5])}")
-    if not entries_replayed:  # an upgrade: registrations are all the store knows of beats
-        engine.heartbeats.restore(stored.registrations, now)
+    if not entries_replayed:  # no journal: registrations are all the store knows of beats,
+        engine.heartbeats.restore(stored.registrations, now)  # journaled as beats at `now`,
+        for executor_id, scope, ttl_s in stored.registrations:  # so the next start agrees
+            journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now))
     return restored

@@ -41,10 +41,14 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     if record is not None:
         record.filled += fill.quantity
         record.pending = max(record.pending - fill.quantity, 0.0)
-        # An update (OPEN, remaining_quantity) may have counted this fill already: never
-        # reserve less than both what the update left and what the check allowed, unfilled.
-        keep = max(min(record.remaining, record.unfilled), 0.0)
-        ledger.release(record, min(fill.quantity, record.remaining - keep))
+        if record.owed_only:  # it works only for its owed fills: this is one of them
+            ledger.release(record, min(fill.quantity, record.remaining))
+        else:
+            # An update (OPEN, remaining_quantity) may have counted this fill already: never
+            # reserve less than both what the update left and what the check allowed,
+            # unfilled.
+            keep = max(min(record.remaining, record.unfilled), 0.0)
+            ledger.release(record, min(fill.quantity, record.remaining - keep))
     ledger.remember_fill(fill.account, fill.fill_id, fill.client_order_id, now)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
@@ -142,7 +146,8 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             ledger.adopt(account, order, now, ADOPTED)
         elif not known.working:  # filled, cancelled or replaced, says the sidecar: not so
             ledger.revive(known, order.remaining_quantity)
-        else:  # its leaves as listed, and the fills it is still owed
+        else:  # its leaves as listed (live after all), and the fills it is still owed
+            known.owed_only = False
             target = order.remaining_quantity + min(known.pending, known.remaining)
             if target < known.remaining:
                 ledger.release(known, known.remaining - target)

@@ -36,7 +36,7 @@ class OrderRecord:
 
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
-                 "replaces", "pending")
+                 "replaces", "pending", "owed_only", "leaves_given_up")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -54,6 +54,10 @@ class OrderRecord:
         # were not reported yet. A replace or a snapshot keeps it reserved; its fills
         # take it down first, and nothing else does but an operator's clear.
         self.pending = 0.0
+        # Works on only for its owed fills (replaced, or missing from a snapshot), having
+        # given up `leaves_given_up`: a rejected replace gives them back (unreplace).
+        self.owed_only = False
+        self.leaves_given_up = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -217,12 +221,13 @@ class OrderLedger:
         self.release(record, record.remaining)
 
     def end_but_pending(self, record: OrderRecord) -> None:
-        """The order will fill no more at the venue (replaced, or missing from a snapshot),
-        but the fills it was still owed stay reserved until they come: it may fill only
-        those now, and ends with them."""
+        """The order's leaves are gone at the venue (replaced, or missing from a snapshot),
+        but the fills it was still owed stay reserved until they come, and it ends with
+        them. What the check allowed is unchanged: its fills are its own, within it."""
+        record.leaves_given_up = record.remaining - min(record.pending, record.remaining)
         if record.pending > 0.0:
-            record.quantity = min(record.quantity, record.filled + record.pending)
-            self.release(record, record.remaining - record.pending)
+            record.owed_only = True
+            self.release(record, record.leaves_given_up)
         else:
             self.end(record)
 
@@ -241,7 +246,7 @@ class OrderLedger:
         ended it was rejected): it reserves `remaining` again, and its own fills are its
         own again. What was allowed and filled stays as it was."""
         assert not record.working and remaining > 0.0
-        record.replaced_by = ""
+        record.replaced_by, record.owed_only = "", False
         record.remaining = remaining
         self._count(record, +1)
         self._legs_reserve(record)
@@ -252,10 +257,12 @@ class OrderLedger:
         original = self.records.get((replacement.account, replacement.replaces))
         if original is None or original.replaced_by != replacement.client_order_id:
             return  # forgotten, or a snapshot has said what it is since
-        if original.working:  # still owed fills: what the replace took over works again
-            original.replaced_by = ""
-            original.quantity += replacement.quantity
-            self.grow(original, replacement.quantity)
+        if original.owed_only:  # it had fills owed: its own leaves, as it gave them up
+            original.replaced_by, original.owed_only = "", False
+            if original.working:
+                self.grow(original, original.leaves_given_up)
+            elif original.leaves_given_up > 0.0:
+                self.revive(original, original.leaves_given_up)
             return
         left = original.unfilled
         if left > original.quantity * FILL_TOLERANCE:

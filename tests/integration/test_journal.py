@@ -15,11 +15,12 @@ from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
-    TimersRan, Triggered
+    TimersRan, Trigger, Triggered
 from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
-from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerReason
+from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
+    TriggerReason
 
 ORDER = Order("acc-1", "momo", "AAPL", Side.SELL, 1e-4, 123.25, True, 'co"id\u00e9', "old")
 ACCOUNT = Scope(ScopeKind.ACCOUNT, "acc-1")
@@ -325,3 +326,39 @@ def test_the_group_commit_ends_when_close_comes_as_an_interval_ends(tmp_path: Pa
     first._thread.join(10)
     assert not first._thread.is_alive(), "the group commit slept through close()"
     first.close()
+
+
+def test_registrations_taken_from_the_store_are_journaled_so_the_next_start_keeps_them(
+        tmp_path: Path) -> None:
+    """Diff review: a start with no journal to replay (an upgrade, or a journal an
+    operator set aside) takes the executors' registrations from the store; the start
+    after it, which has a journal, must still know them, so a dead executor still trips."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    clock = FakeClock()
+    scope = Scope(ScopeKind.STRATEGY, "momo")
+
+    def stopped(app) -> None:  # noqa: ANN001
+        app.journal.close()
+        app.store.close()
+
+    first = build(settings, clock=clock)
+    first.guard.heartbeat("exec-1", scope, 30.0)
+    first.guard.trigger(Trigger(Scope(ScopeKind.STRATEGY, "other"), TriggerMode.HALT, "x",
+                                TriggerReason.USER_INITIATED, (), "op"))
+    stopped(first)
+    for suffix in (".journal", ".journal.seal"):  # as a sidecar without a journal left it
+        (tmp_path / f"ess.db{suffix}").unlink()
+    second = build(settings, clock=clock, journal=FileJournal(tmp_path / "ess.db.journal", 0.0))
+    assert [r.executor_id for r in second.guard.engine.heartbeats.registrations()] == ["exec-1"]
+    stopped(second)
+    third = build(settings, clock=clock)
+    assert [r.executor_id for r in third.guard.engine.heartbeats.registrations()] == ["exec-1"]
+    clock.advance(120)
+    assert [(t.scope, t.breaker) for t in third.guard.run_timers()] == [
+        (scope, "heartbeat_lost")]
+    stopped(third)

@@ -404,3 +404,35 @@ def test_an_ended_status_without_word_on_fills_keeps_those_an_earlier_update_sai
     assert engine.check(order(200), T0).reason is R.SYMBOL_EXPOSURE
     assert not report_fill(engine, fill(200, client_order_id=coid)).unchecked
     assert list(engine.orders.working(ACCOUNT)) == []
+
+
+@pytest.mark.parametrize("owed_first", [True, False])
+def test_a_rejected_replace_gives_back_the_leaves_the_original_gave_up(owed_first):
+    """Diff review: A 290, the venue counts 200 filled and 90 left; B replaces A with 40;
+    the venue rejects B. A's own 90 leaves work again, whether its owed fills came before
+    or after the rejection, never B's 40 instead, nor nothing."""
+    engine = make_engine(equity=100_000)
+    coid = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 90, 200))
+    replacement = _allowed(engine, order(40, replaces=coid))
+    if owed_first:
+        assert not report_fill(engine, fill(200, client_order_id=coid)).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.REJECTED))
+    if not owed_first:
+        assert not report_fill(engine, fill(200, client_order_id=coid)).unchecked
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [90]
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE  # 200 + 90 + 20 > 300
+    assert not report_fill(engine, fill(90, client_order_id=coid)).unchecked  # its own
+
+
+def test_an_order_a_snapshot_no_longer_lists_may_still_fill_what_its_check_allowed():
+    """Diff review: owed 200 of 290, the last 90 filled too; the snapshot lists no open
+    order; the drop copy reports 200, then 90: both are the order's own, nothing trips."""
+    engine = make_engine(equity=100_000)
+    coid = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, 90, 200))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [])
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [200]
+    for quantity in (200, 90):
+        assert not report_fill(engine, fill(quantity, client_order_id=coid)).unchecked
+    assert list(engine.orders.working(ACCOUNT)) == []
