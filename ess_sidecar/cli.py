@@ -95,6 +95,18 @@ def _reseal(settings: Settings) -> int:
     except StoreUnavailable as error:
         print(f"cannot reseal: {error}", file=sys.stderr)
         return 1
+    journal = FileJournal(journal_path(path))
+    # The trip first, the cut after: if the trip fails, nothing is cut, and the next
+    # start (or reseal) still finds the damage.
+    if journal.reseal_would_lose() or (was_in_use and not had_journal):
+        try:
+            print(trip_for_what_a_reseal_lost(settings, (
+                "journal records were lost (cut, or the journal gone): working orders,"
+                " fills and used order ids in them are forgotten; send every account's"
+                " SyncPositions with its open orders, then reset GLOBAL")))
+        except StoreUnavailable as error:
+            print(f"cannot trip GLOBAL before cutting the journal: {error}", file=sys.stderr)
+            return 1
     lock = FileLock(Path(f"{path}.lock"))  # the store's: no sidecar may start meanwhile
     try:
         lock.acquire()
@@ -102,22 +114,12 @@ def _reseal(settings: Settings) -> int:
         print(f"cannot reseal the journal: {path} is in use ({error!r})", file=sys.stderr)
         return 1
     try:
-        done, lost = FileJournal(journal_path(path)).reseal()
-        print(done)
+        print(journal.reseal()[0])
     except OSError as error:
         print(f"cannot reseal the journal: {error}", file=sys.stderr)
         return 1
     finally:
         lock.release()
-    if lost or (was_in_use and not had_journal):  # the book, working orders, used ids
-        try:
-            print(trip_for_what_a_reseal_lost(settings, (
-                "journal records were lost (cut, or the journal gone): working orders,"
-                " fills and used order ids in them are forgotten; send every account's"
-                " SyncPositions with its open orders, then reset GLOBAL")))
-        except StoreUnavailable as error:
-            print(f"cannot trip GLOBAL after the reseal: {error}", file=sys.stderr)
-            return 1
     return 0
 
 

@@ -182,6 +182,27 @@ class FileJournal(Journal):
         records that verify, up to the first that does not, cut the rest, and seal what
         is kept. The sidecar must not be running. Returns what was done, and whether
         records were lost: bytes cut, or fewer kept than the old seal counted."""
+        data, offset, head, count, sealed = self._kept()
+        with open(self.path, "ab") as journal:
+            journal.truncate(offset)
+            journal.flush()
+            os.fsync(journal.fileno())
+        self.seal.write({"records": count, "chain": head.hex()})
+        cut = len(data) - offset
+        return (f"journal {self.path}: {count} records kept and sealed"
+                + (f", {cut} bytes after them cut" if cut else "")
+                + (f", {sealed - count} of the {sealed} sealed lost" if sealed > count
+                   else "")), bool(cut) or sealed > count
+
+    def reseal_would_lose(self) -> bool:
+        """Whether reseal() would cut or lose records: asked before it, so that what the
+        loss calls for (GLOBAL tripped in the store) is done before anything is cut."""
+        data, offset, _, count, sealed = self._kept()
+        return offset < len(data) or sealed > count
+
+    def _kept(self) -> tuple[bytes, int, bytes, int, int]:
+        """The file, the end, chain and number of the records that verify, and how many
+        the seal counted (0 if it cannot say)."""
         try:
             sealed = _sealed(self.seal.read(), self.seal.path)[0]
         except (SealUnreadable, JournalDamaged):
@@ -195,16 +216,7 @@ class FileJournal(Journal):
                     or _chain(head, data[offset + HEADER.size:end]) != chain:
                 break
             offset, head, count = end, chain, count + 1
-        with open(self.path, "ab") as journal:
-            journal.truncate(offset)
-            journal.flush()
-            os.fsync(journal.fileno())
-        self.seal.write({"records": count, "chain": head.hex()})
-        cut = len(data) - offset
-        return (f"journal {self.path}: {count} records kept and sealed"
-                + (f", {cut} bytes after them cut" if cut else "")
-                + (f", {sealed - count} of the {sealed} sealed lost" if sealed > count
-                   else "")), bool(cut) or sealed > count
+        return data, offset, head, count, sealed
 
     # -- inside -----------------------------------------------------------------------------
 

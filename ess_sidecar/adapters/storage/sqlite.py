@@ -376,7 +376,8 @@ class SqliteStateStore(StateStore):
                           in conn.execute(NEWEST_PER_SCOPE).fetchall()
                           if state != State.ARMED])
         after = _latches(conn)
-        last = conn.execute("SELECT last_version FROM meta").fetchone()[0]
+        last = max(conn.execute("SELECT last_version FROM meta").fetchone()[0],
+                   events[-1].version if events else 0)  # a lagging meta row lost nothing
         sealed = self._sealed_version()
         conn.execute("UPDATE meta SET last_version = MAX(last_version, ?, ?)",
                      (events[-1].version if events else 0, sealed))
