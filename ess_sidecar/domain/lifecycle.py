@@ -148,7 +148,7 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             ledger.revive(known, order.remaining_quantity)
         else:  # its leaves as listed (live after all), and the fills it is still owed
             known.owed_only = False
-            target = order.remaining_quantity + min(known.pending, known.remaining)
+            target = order.remaining_quantity + known.owed
             if target < known.remaining:
                 ledger.release(known, known.remaining - target)
             elif target > known.remaining:

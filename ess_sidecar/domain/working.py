@@ -70,6 +70,11 @@ class OrderRecord:
         return self.remaining > 0.0
 
     @property
+    def owed(self) -> float:
+        """The part of its reservation that is fills owed (never more than it reserves)."""
+        return min(self.pending, self.remaining)
+
+    @property
     def unfilled(self) -> float:
         """How much more may be filled without exceeding what was checked."""
         return self.quantity - self.filled
@@ -207,7 +212,7 @@ class OrderLedger:
         legs: tuple[Leg, Leg] = (book.leg(record.strategy, record.symbol),
                                  book.net(record.symbol))
         saved = [leg.saved() for leg in legs]
-        kept = min(record.pending, record.remaining)  # owed fills: the replace keeps them
+        kept = record.owed  # owed fills: the replace keeps them
         for leg in legs:
             leg.release(record.side, record.remaining - kept, ended=not kept > 0.0)
         try:
@@ -224,7 +229,7 @@ class OrderLedger:
         """The order's leaves are gone at the venue (replaced, or missing from a snapshot),
         but the fills it was still owed stay reserved until they come, and it ends with
         them. What the check allowed is unchanged: its fills are its own, within it."""
-        record.leaves_given_up = record.remaining - min(record.pending, record.remaining)
+        record.leaves_given_up = record.remaining - record.owed
         if record.pending > 0.0:
             record.owed_only = True
             self.release(record, record.leaves_given_up)
@@ -239,7 +244,7 @@ class OrderLedger:
         if most < record.remaining:
             record.quantity = min(record.quantity, record.filled + most)
             self.release(record, record.remaining - most)
-        record.pending = min(record.pending, record.remaining)
+        record.pending = record.owed
 
     def revive(self, record: OrderRecord, remaining: float) -> None:
         """An ended order is working after all (a snapshot lists it, or the replace that
