@@ -229,16 +229,20 @@ class Guard(GuardReadings):
         return self._outcome(trigger.scope, (yield from self._commit(plan, Triggered(now))))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str,
-              latches: Iterable[str] = ()) -> Outcome:
-        return self.run(self.reset_steps(scope, reason, force, actor, latches))
+              latches: Iterable[str] = (), expected_version: int = 0) -> Outcome:
+        return self.run(self.reset_steps(scope, reason, force, actor, latches,
+                                         expected_version))
 
     def reset_steps(self, scope: Scope, reason: str, force: bool, actor: str,
-                    latches: Iterable[str] = ()) -> Steps[Outcome]:
-        """Lift the named latches of a scope (none named: all of them)."""
+                    latches: Iterable[str] = (), expected_version: int = 0
+                    ) -> Steps[Outcome]:
+        """Lift the named latches of a scope (none named: all of them); refused if the
+        scope is no longer at expected_version (0: any)."""
         now = self._clock.now()
         latches = tuple(latches)
         try:
-            plan = self.engine.plan_reset(scope, reason, force, actor, now, latches)
+            plan = self.engine.plan_reset(scope, reason, force, actor, now, latches,
+                                          expected_version)
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),

@@ -238,18 +238,25 @@ class GuardEngine:
         return plan
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,
-                   latches: Iterable[str] = ()) -> Plan:
+                   latches: Iterable[str] = (), expected_version: int = 0) -> Plan:
         """Lift the named latches of a restricted scope (none named: all of them), or
         refuse (ResetRefused) while one of them is in its cooldown or its breaker still
         holds, unless forced; a reset that resumes the scope is also refused while any
         breaker of the scope holds. With four-eyes on, the first operator's reset only
         becomes plan.pending_reset; a second one's, for the same latches, takes effect.
-        Resetting an unrestricted scope changes nothing; a drill's latch lifts at once."""
+        Resetting an unrestricted scope changes nothing; a drill's latch lifts at once.
+        expected_version, when not 0, is the scope's version the operator looked at: a
+        scope that changed since (another trip landed) is refused, even forced, so what
+        was not seen is never lifted."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:
             return plan
+        if expected_version and current.version != expected_version:
+            raise ResetRefused(f"{scope} changed since version {expected_version}: it is"
+                               f" {current.state.name} at version {current.version}"
+                               f" ({current.reason}); look again before resetting it")
         if scope == GLOBAL and self.untrusted:  # not even forced: nothing here to resume to
             raise ResetRefused(
                 "GLOBAL was tripped at start-up because the state on disk could not be"

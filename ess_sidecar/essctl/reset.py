@@ -48,6 +48,8 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     confirm_reset(current, args, out)
     # What was shown is what is reset: another trip while the person decided (a second
     # operator's halt, a panic) was never shown, so nothing is reset and they look again.
+    # The sidecar checks the version too (expected_version): a trip landing after this
+    # read is refused there.
     if (now := scope_state(sidecar, scope)) is None or now.version != current.version:
         return refused("the scope changed while the reset waited for an answer (now"
                        f" {state_text(now.state) if now else 'ARMED'}, version"
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
                        " to see what it would clear", current, out)
     try:
         reply = sidecar.call("Reset", pb.ResetRequest(scope=scope, reason=args.reason,
-                                                      force=args.force, latches=args.latch))
+                                                      force=args.force, latches=args.latch,
+                                                      expected_version=current.version))
     except grpc.RpcError as error:
         if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:
             raise

@@ -49,6 +49,30 @@ async def test_get_state_shows_each_latch_and_a_named_reset_lifts_only_it(
     assert [latch.name for latch in events[0].latches] == ["trigger"]
 
 
+async def test_a_reset_naming_a_version_the_scope_has_left_is_refused_and_lifts_nothing(
+        start_sidecar: Any) -> None:
+    """An operator looked at the desk's REDUCE_ONLY; a drawdown trip landed before their
+    forced reset arrived. The reset names the version they saw: nothing is lifted."""
+    running = await start_sidecar(**NO_COOLDOWN)
+    stub = running.stub
+    seen = await stub.Trigger(pb.TriggerRequest(scope=SCOPE, mode=pb.TRIGGER_MODE_REDUCE_ONLY,
+                                                reason="desk: reduce only"))
+    await stub.ReportMetric(pb.ReportMetricRequest(scope=SCOPE, metric=pb.METRIC_DAILY_DRAWDOWN_PCT,
+                                                   value=6))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Reset(pb.ResetRequest(scope=SCOPE, reason="desk done", force=True,
+                                         expected_version=seen.state_version))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"changed since version {seen.state_version}" in refused.value.details()
+    assert await latches(stub) == {"trigger": pb.STATE_REDUCE_ONLY,
+                                   "daily_drawdown_pct": pb.STATE_TRIPPED}
+    state = await stub.GetState(pb.GetStateRequest())
+    (now,) = [s for s in state.scopes if s.scope == SCOPE]
+    reply = await stub.Reset(pb.ResetRequest(scope=SCOPE, reason="both seen", force=True,
+                                             expected_version=now.version))
+    assert reply.state == pb.STATE_ARMED
+
+
 async def test_a_latch_the_scope_does_not_hold_is_invalid_and_changes_nothing(
         start_sidecar: Any) -> None:
     running = await start_sidecar(**NO_COOLDOWN)

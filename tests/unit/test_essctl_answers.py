@@ -95,6 +95,21 @@ def test_a_reset_of_a_scope_that_changed_while_it_waited_resets_nothing():
     assert [m for m, _ in sidecar.requests] == ["GetState", "GetState"]  # no Reset sent
 
 
+def test_a_reset_names_the_version_it_showed_so_a_later_trip_is_refused_by_the_sidecar():
+    """Between essctl's second look and its Reset another trip may land: the sidecar
+    refuses a Reset whose expected_version the scope has left (tested served in
+    tests/integration/test_latches.py)."""
+    scope = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+    shown = pb.ScopeState(scope=scope, state=pb.STATE_TRIPPED, version=3)
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2,
+                              Reset=[pb.ResetResponse(state=pb.STATE_ARMED, state_version=4)])
+    args = argparse.Namespace(scope=Scope.parse("strategy:momo"), reason="window over",
+                              force=False, latch=[], yes=True)
+    assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.DONE
+    (reset,) = [request for method, request in sidecar.requests if method == "Reset"]
+    assert reset.expected_version == 3
+
+
 def test_a_token_read_from_a_secrets_file_is_stripped_as_the_sidecar_strips_it(monkeypatch):
     """A trailing newline is a header gRPC refuses (INTERNAL): the stop would fail."""
     from ess_sidecar.essctl.main import _options, _parser  # noqa: PLC0415

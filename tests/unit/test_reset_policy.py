@@ -11,8 +11,8 @@ from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode
 
-from .conftest import T0, account, make_engine, order, report, reset, rules, strategy, symbol, \
-    timers, trip
+from .conftest import T0, account, make_engine, order, report, reset, rules, run, strategy, \
+    symbol, timers, trip
 
 COOLDOWN = 15 * 60
 
@@ -32,6 +32,27 @@ def test_reset_is_accepted_once_the_cooldown_has_elapsed(engine):
             transition.actor, transition.reason) == (
         State.TRIPPED, State.ARMED, Cause.RESET, False, "operator", "checked, resuming")
     assert engine.state_of(GLOBAL) is State.ARMED and engine.check(order(), T0 + COOLDOWN).allowed
+
+
+def test_a_reset_of_the_version_looked_at_lifts_it(engine):
+    (tripped,) = trip(engine, GLOBAL, T0)
+    run(engine, engine.plan_reset(GLOBAL, "seen, resuming", True, "operator", T0 + 1,
+                                  expected_version=tripped.version))
+    assert engine.state_of(GLOBAL) is State.ARMED
+
+
+def test_a_trip_that_landed_after_the_operator_looked_is_not_lifted_even_forced(engine):
+    """The operator looked at one trip; another operator's trigger changed the scope
+    meanwhile. A reset of the version looked at lifts nothing."""
+    (seen,) = trip(engine, GLOBAL, T0, mode=TriggerMode.REDUCE_ONLY)
+    trip(engine, GLOBAL, T0 + 5)  # HALT now: the scope's version moves on
+    version = engine.version
+    assert version > seen.version
+    with pytest.raises(ResetRefused) as refused:
+        engine.plan_reset(GLOBAL, "window over", True, "operator", T0 + 10,
+                          expected_version=seen.version)
+    assert f"changed since version {seen.version}" in str(refused.value)
+    assert engine.state_of(GLOBAL) is State.TRIPPED and engine.version == version
 
 
 def test_forced_reset_overrides_the_cooldown_and_is_recorded_as_forced(engine):

@@ -2207,9 +2207,13 @@ type ResetRequest struct {
 	// does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
 	// its breaker still holds; a reset that resumes the scope is also refused while any
 	// breaker of the scope holds. The scope keeps the state of the latches left.
-	Latches       []string `protobuf:"bytes,4,rep,name=latches,proto3" json:"latches,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Latches []string `protobuf:"bytes,4,rep,name=latches,proto3" json:"latches,omitempty"`
+	// The scope's version (ScopeState.version) the caller looked at; 0: no check. A scope
+	// that changed since (another trip landed) is FAILED_PRECONDITION, forced or not, so a
+	// trip nobody saw is never lifted. essctl reset sends the version it showed.
+	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ResetRequest) Reset() {
@@ -2268,6 +2272,13 @@ func (x *ResetRequest) GetLatches() []string {
 		return x.Latches
 	}
 	return nil
+}
+
+func (x *ResetRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
 }
 
 type ResetResponse struct {
@@ -3731,12 +3742,13 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x05drill\x18\x06 \x01(\bR\x05drill\"[\n" +
 	"\x0fTriggerResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"{\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xa6\x01\n" +
 	"\fResetRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12\x18\n" +
-	"\alatches\x18\x04 \x03(\tR\alatches\"\xf3\x01\n" +
+	"\alatches\x18\x04 \x03(\tR\alatches\x12)\n" +
+	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\"\xf3\x01\n" +
 	"\rResetResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +

@@ -189,7 +189,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         latches = latch_names_from_proto(request.latches)
         guard = self._guard
         outcome = await guard.run_async(guard.reset_steps(scope, reason, request.force,
-                                                          actor_of(context), latches))
+                                                          actor_of(context), latches,
+                                                          request.expected_version))
         response = _state_response(pb.ResetResponse, outcome)
         if outcome.pending_reset is not None:
             response.pending_approval = True

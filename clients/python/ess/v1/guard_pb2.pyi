@@ -438,16 +438,18 @@ class TriggerResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
-    __slots__ = ("scope", "reason", "force", "latches")
+    __slots__ = ("scope", "reason", "force", "latches", "expected_version")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     LATCHES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     reason: str
     force: bool
     latches: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., latches: _Optional[_Iterable[str]] = ...) -> None: ...
+    expected_version: int
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., latches: _Optional[_Iterable[str]] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class ResetResponse(_message.Message):
     __slots__ = ("state", "state_version", "pending_approval", "requested_by", "approval_expires_at")
