@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
 from .adapters.storage.journal import FileJournal, journal_path
-from .adapters.storage.sqlite import SqliteStateStore
+from .adapters.storage.sqlite import ForLostVersions, SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
@@ -167,23 +167,44 @@ def server_parts(app: App) -> ServerParts:
 
 
 def trip_for_what_a_reseal_lost(settings: Settings, reason: str) -> str:
-    """After a reseal that accepted a loss (store versions gone with a WAL, or journal
-    records cut): what they held is unknown, so GLOBAL is tripped in the store itself
-    (cause SYSTEM), and trading resumes only by an operator's Reset. Raises
-    StoreUnavailable if the store cannot take it. Returns what was done."""
+    """After a reseal that accepted a loss of journal records: what they held is unknown,
+    so GLOBAL is tripped in the store itself (cause SYSTEM), and trading resumes only by
+    an operator's Reset. Raises StoreUnavailable if the store cannot take it. Returns what
+    was done. (Versions lost from the store are tripped inside its reseal:
+    trip_for_lost_versions.)"""
     store = SqliteStateStore(settings.store.path)
     try:
         stored = store.load()
-        now = SystemClock().now()
-        engine = GuardEngine(settings.guard_config())
-        engine.restore(stored.current, stored.version, now)
-        plan = engine.plan(now)
-        plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"ess-sidecar reseal: {reason}",
-                  "ess-sidecar reseal")
-        store.append(plan.transitions)
+        transitions = _global_trip(settings, stored.current, stored.version, reason)
+        store.append(transitions)
     finally:
         store.close()
-    return f"GLOBAL tripped: {reason}" if plan.transitions else "GLOBAL was tripped already"
+    return f"GLOBAL tripped: {reason}" if transitions else "GLOBAL was tripped already"
+
+
+def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
+    """What SqliteStateStore.reseal stores, in its own transaction, when it accepts that
+    acknowledged versions are gone (a lost WAL): GLOBAL tripped, since what they latched
+    is unknown. The loss is accepted with its trip or not at all."""
+    def trip(current: list[Transition], version: int, lost: tuple[int, int]
+             ) -> list[Transition]:
+        return _global_trip(settings, current, version, (
+            f"versions {lost[0]} to {lost[1]} were acknowledged but are not in the state"
+            " file (a lost WAL?): what they latched is unknown; check every scope before"
+            " resetting GLOBAL"))
+    return trip
+
+
+def _global_trip(settings: Settings, current: list[Transition], version: int,
+                 reason: str) -> list[Transition]:
+    """GLOBAL's SYSTEM trip on top of the stored state (none if it is tripped already)."""
+    now = SystemClock().now()
+    engine = GuardEngine(settings.guard_config())
+    engine.restore(current, version, now)
+    plan = engine.plan(now)
+    plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"ess-sidecar reseal: {reason}",
+              "ess-sidecar reseal")
+    return plan.transitions
 
 
 def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,

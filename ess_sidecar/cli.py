@@ -80,18 +80,17 @@ def _reseal(settings: Settings) -> int:
     from .adapters.storage.journal import FileJournal, journal_path  # noqa: PLC0415
     from .adapters.storage.sqlite import SqliteStateStore  # noqa: PLC0415
     from .domain.errors import StoreUnavailable  # noqa: PLC0415
-    from .bootstrap import trip_for_what_a_reseal_lost  # noqa: PLC0415
+    from .bootstrap import trip_for_lost_versions, trip_for_what_a_reseal_lost  # noqa: PLC0415
     path = settings.store.path
     was_in_use = SqliteStateStore.in_use(path)  # before the reseal writes a seal
     had_journal = Path(journal_path(path)).exists()
     try:
-        summary = SqliteStateStore.reseal(path)
+        # Lost versions are accepted with GLOBAL's trip, in one transaction, or not at all.
+        summary = SqliteStateStore.reseal(path, trip_for_lost_versions(settings))
         print(summary)
         if summary.lost:
-            print(trip_for_what_a_reseal_lost(settings, (
-                f"versions {summary.lost[0]} to {summary.lost[1]} were acknowledged but are"
-                " not in the state file (a lost WAL?): what they latched is unknown; check"
-                " every scope before resetting GLOBAL")))
+            print(f"GLOBAL tripped: versions {summary.lost[0]} to {summary.lost[1]} were"
+                  " lost; check every scope before resetting GLOBAL")
     except StoreUnavailable as error:
         print(f"cannot reseal: {error}", file=sys.stderr)
         return 1

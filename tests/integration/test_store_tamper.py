@@ -520,6 +520,36 @@ def test_reseal_relatches_from_the_events_and_never_reuses_a_version(path):
     assert ([t.version for t in state.current], state.version) == ([2, 4], 6)
 
 
+def test_a_reseal_accepts_lost_versions_only_together_with_what_it_trips_for_them(path):
+    """Review 7: the lost versions were accepted (seal rewritten) before GLOBAL's trip was
+    written; when the trip failed, a second reseal found nothing lost and the store started
+    ARMED. Now the trip is stored in the reseal's own transaction, or nothing is."""
+    written(path, HISTORY)
+    crash_after_appending(path, 2, "exit").unlink()  # versions 5 and 6 lost with the WAL
+    refusal(path)
+    asked: list[tuple[list[int], int, tuple[int, int]]] = []
+
+    def full_disk(current: list[Transition], version: int, lost: tuple[int, int]
+                  ) -> list[Transition]:
+        asked.append(([t.version for t in current], version, lost))
+        raise StoreUnavailable("disk full")
+
+    with pytest.raises(StoreUnavailable, match="disk full"):
+        SqliteStateStore.reseal(path, full_disk)
+    assert asked == [([2, 4], 6, (5, 6))]
+    refusal(path)  # nothing accepted: the damage is still found
+
+    def trip(current: list[Transition], version: int, lost: tuple[int, int]
+             ) -> list[Transition]:
+        return [tr(version + 1, GLOBAL)]
+
+    summary = SqliteStateStore.reseal(path, trip)
+    assert (summary.lost, summary.version) == ((5, 6), 7)
+    state = loaded(path)
+    assert ([t.version for t in state.current], state.version) == ([2, 4, 7], 7)
+    assert SqliteStateStore.reseal(path, full_disk).lost is None  # accepted, with its trip
+
+
 def test_reseal_refuses_a_missing_file_and_a_file_in_use(path):
     written(path, HISTORY)
     store = SqliteStateStore(path)

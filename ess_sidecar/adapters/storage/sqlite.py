@@ -44,12 +44,13 @@ checked for its version only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ GENESIS = bytes(16)  # the chain before the first event
 INTEGRITY_CHECK = "PRAGMA integrity_check(1)"
 
 ACCEPT = "; restore it from a backup, or accept it as it is with `ess-sidecar reseal`"
+
+
+# Given the latched scopes' transitions, the version and the versions lost, what to store
+# with a reseal that accepts their loss (SqliteStateStore.reseal).
+ForLostVersions = Callable[[list[Transition], int, tuple[int, int]], list[Transition]]
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,10 @@ CHAINED_SINCE = 3
 COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
            " breaker, reason_code, directives, forced, rearm_at, approved_by, drill, latches")
 
+# Each latched scope's current transition.
+CURRENT = (f"SELECT {COLUMNS} FROM events WHERE version IN (SELECT version FROM scopes)"
+           " ORDER BY version")
+
 INSERT_EVENT = (f"INSERT INTO events ({COLUMNS}, prev_chain, chain)"
                 f" VALUES ({', '.join('?' * 19)})")
 
@@ -241,9 +251,7 @@ class SqliteStateStore(StateStore):
         try:
             with self._transaction("BEGIN") as conn:
                 found = self._verify(conn)
-                current = conn.execute(f"SELECT {COLUMNS} FROM events WHERE version IN"
-                                       " (SELECT version FROM scopes) ORDER BY version"
-                                       ).fetchall()
+                current = conn.execute(CURRENT).fetchall()
                 version = conn.execute("SELECT last_version FROM meta").fetchone()[0]
                 executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s"
                                          " FROM executors ORDER BY executor_id").fetchall()
@@ -278,21 +286,7 @@ class SqliteStateStore(StateStore):
         if not transitions:
             return
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            last = conn.execute("SELECT last_version FROM meta").fetchone()[0]
-            _check_versions(transitions, last)
-            previous = conn.execute(HEAD).fetchone()[0]
-            rows = []
-            for t in transitions:
-                row = _row(t)
-                chain = _link(previous, row)
-                rows.append((*row, previous, chain))
-                previous = chain
-            conn.executemany(INSERT_EVENT, rows)
-            for t in transitions:
-                self._latch(conn, t)
-            conn.execute("UPDATE meta SET last_version = ?", (transitions[-1].version,))
-            if self._keep_events:
-                self._prune(conn)
+            self._insert(conn, transitions)
             seal = _seal_value(conn)
         try:
             self._write_seal(seal)
@@ -340,17 +334,31 @@ class SqliteStateStore(StateStore):
         return _seal_of(path).exists()
 
     @classmethod
-    def reseal(cls, path: str | os.PathLike[str]) -> ResealSummary:
+    def reseal(cls, path: str | os.PathLike[str],
+               if_lost: ForLostVersions | None = None) -> ResealSummary:
         """Accept the state file as it is, after an operator has inspected the damage load()
         reported: re-chain its events, re-derive every latch from its scope's newest event,
         keep last_version at or above the sealed one, rewrite the seal. Takes the file's
         lock, so never under a running sidecar. Raises StoreUnavailable if the file cannot
         be opened (missing, in use, not this store's), SQLite finds it corrupt, or a row
-        cannot be read: those need a backup, not a reseal."""
+        cannot be read: those need a backup, not a reseal.
+
+        When versions the seal vouched for are gone (summary.lost), `if_lost` is given the
+        scopes' current transitions, the version and the lost range, and the transitions
+        it returns (bootstrap's GLOBAL trip) are stored in the same transaction: the loss
+        is accepted with its trip or not at all, so a trip that cannot be written leaves
+        the damage for the next start or reseal to find."""
         store = cls(path)
         try:
             with store._transaction("BEGIN IMMEDIATE") as conn:
                 summary = store._accept(conn)
+                if summary.lost is not None and if_lost is not None:
+                    with store._decoding():
+                        current = [_transition(row) for row in conn.execute(CURRENT)]
+                    tripped = if_lost(current, summary.version, summary.lost)
+                    if tripped:
+                        store._insert(conn, tripped)
+                        summary = dataclasses.replace(summary, version=tripped[-1].version)
                 seal = _seal_value(conn)
             store._write_seal(seal)
         finally:
@@ -678,6 +686,24 @@ class SqliteStateStore(StateStore):
             raise type(self._broken)(str(self._broken)) from self._broken.__cause__
         assert self._conn is not None
         return self._conn
+
+    def _insert(self, conn: sqlite3.Connection, transitions: Sequence[Transition]) -> None:
+        """Chain, store and latch transitions, inside the caller's transaction."""
+        last = conn.execute("SELECT last_version FROM meta").fetchone()[0]
+        _check_versions(transitions, last)
+        previous = conn.execute(HEAD).fetchone()[0]
+        rows = []
+        for t in transitions:
+            row = _row(t)
+            chain = _link(previous, row)
+            rows.append((*row, previous, chain))
+            previous = chain
+        conn.executemany(INSERT_EVENT, rows)
+        for t in transitions:
+            self._latch(conn, t)
+        conn.execute("UPDATE meta SET last_version = ?", (transitions[-1].version,))
+        if self._keep_events:
+            self._prune(conn)
 
     def _latch(self, conn: sqlite3.Connection, t: Transition) -> None:
         key = (int(t.scope.kind), t.scope.id)
