@@ -6,12 +6,22 @@ import abc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .domain.breakers import Metric, Reading
 from .domain.commands import Command
 from .domain.decisions import Decision
 from .domain.scopes import Scope
 from .domain.states import Transition
+
+
+class StoredRegistration(NamedTuple):
+    """An executor's heartbeat registration for one scope, as stored."""
+
+    executor_id: str
+    scope: Scope
+    ttl_s: float
+    owner: str = ""  # the principal it is bound to ("" with authentication off)
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,7 @@ class StoredState:
     # the latest transition per non-ARMED scope, oldest first
     current: list[Transition] = field(default_factory=list)
     version: int = 0  # the highest version ever written; never reused
-    registrations: list[tuple[str, Scope, float]] = field(default_factory=list)
+    registrations: list[StoredRegistration] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -58,12 +68,14 @@ class StateStore(abc.ABC):
         version + 1 and the caller knows to resync."""
 
     @abc.abstractmethod
-    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float) -> None:
-        """Durably remember an executor's heartbeat registration (insert or replace)."""
+    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float,
+                          owner: str = "") -> None:
+        """Durably remember an executor's heartbeat registration for a scope (insert or
+        replace); `owner` is the principal it is bound to."""
 
     @abc.abstractmethod
-    def delete_registration(self, executor_id: str) -> None:
-        """Forget an executor that deregistered; unknown ids are ignored."""
+    def delete_registration(self, executor_id: str, scope: Scope) -> None:
+        """Forget an executor's registration for a scope; unknown ones are ignored."""
 
     @abc.abstractmethod
     def close(self) -> None:

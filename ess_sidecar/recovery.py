@@ -72,6 +72,6 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                            f" of {', '.join(differ[:5])}")
     if not entries_replayed:  # no journal: registrations are all the store knows of beats,
         engine.heartbeats.restore(stored.registrations, now)  # journaled as beats at `now`,
-        for executor_id, scope, ttl_s in stored.registrations:  # so the next start agrees
-            journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now))
+        for executor_id, scope, ttl_s, owner in stored.registrations:  # so the next start
+            journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now, owner=owner))  # agrees
     return restored

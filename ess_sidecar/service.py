@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from .domain.access import Principal
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
 from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
@@ -206,18 +207,22 @@ class Guard(GuardReadings):
         return cleared
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
-                  deregister: bool = False) -> Outcome:
-        return self.run(self.heartbeat_steps(executor_id, scope, ttl_s, deregister))
+                  deregister: bool = False, caller: Principal | None = None) -> Outcome:
+        return self.run(self.heartbeat_steps(executor_id, scope, ttl_s, deregister, caller))
 
     def heartbeat_steps(self, executor_id: str, scope: Scope, ttl_s: float,
-                        deregister: bool = False) -> Steps[Outcome]:
+                        deregister: bool = False, caller: Principal | None = None
+                        ) -> Steps[Outcome]:
+        """A beat or a deregistration by `caller` (None: authentication is off)."""
         now = self._clock.now()
-        changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister)
-        self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister))
+        changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister, caller)
+        owner = self.engine.heartbeats.owner(executor_id, scope)
+        self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner))
         if changed and deregister:
-            yield Durable(lambda: self._store.delete_registration(executor_id))
+            yield Durable(lambda: self._store.delete_registration(executor_id, scope))
         elif changed:
-            yield Durable(lambda: self._store.save_registration(executor_id, scope, ttl_s))
+            yield Durable(lambda: self._store.save_registration(executor_id, scope, ttl_s,
+                                                                owner))
         return self._outcome(scope, [])
 
     def trigger(self, trigger: Trigger) -> Outcome:

@@ -83,6 +83,7 @@ class HeartbeatSeen:
     ttl_s: float
     now: float
     deregister: bool = False
+    owner: str = ""  # the principal that beat ("" with authentication off)
 
 
 @dataclass(frozen=True)

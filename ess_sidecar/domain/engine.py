@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Final
 
+from .access import Permission, Principal
 from .approvals import Approvals
 from .breakers import DEFAULT_RULES, Breaker, Breakers, Metric, check_metric_value
 from .commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
@@ -186,15 +187,21 @@ class GuardEngine:
         return len(ended)
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
-                  deregister: bool = False) -> bool:
-        """Record a heartbeat; True when the registration changed and must be persisted."""
+                  deregister: bool = False, caller: Principal | None = None) -> bool:
+        """Record a heartbeat; True when the registration changed and must be persisted.
+        An authenticated caller's beats bind the registration to it: another principal's
+        beat or deregistration is PermissionDenied, but for an operator's deregistration
+        (retiring an executor that is gone). caller None: authentication is off."""
         canonical_id(executor_id, "executor_id")
+        owner = caller.name if caller is not None else ""
         if deregister:
-            return self.heartbeats.deregister(executor_id, scope)
+            return self.heartbeats.deregister(
+                executor_id, scope, owner,
+                override=caller is not None and Permission.RESET in caller.role.permissions)
         check_positive(ttl_s, "ttl_s")  # a NaN TTL would never lapse: fail open
         if ttl_s > MAX_TTL_S:
             raise InvalidArgument("ttl_s", f"must be at most {MAX_TTL_S:g}s, got {ttl_s!r}")
-        return self.heartbeats.beat(executor_id, scope, ttl_s, now)
+        return self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
 
     # -- plans: commands that change scope state -------------------------------------------
 
@@ -448,8 +455,11 @@ class GuardEngine:
                                     None if open_orders is None else list(open_orders), now)
             case OrdersCleared(account, client_order_ids):
                 self.clear_working_orders(account, list(client_order_ids))
-            case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister):
-                self.heartbeat(executor_id, scope, ttl_s, now, deregister)
+            case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):
+                if deregister:  # it was allowed when it was made
+                    self.heartbeats.deregister(executor_id, scope, override=True)
+                else:
+                    self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
             case ResetAsked(scope, reason, force, actor, now, latches):
                 with contextlib.suppress(ResetRefused, InvalidArgument):  # its transitions
                     self.plan_reset(scope, reason, force, actor, now, latches)  # count

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import CapacityExceeded
+from .errors import CapacityExceeded, PermissionDenied
 from .scopes import Scope
 
 MAX_TTL_S = 3600.0
@@ -18,6 +18,10 @@ class Registration:
     ttl_s: float
     last_seen: float
     lost: bool = False
+    # The principal that beats for it: only it may beat or deregister it ("" when it
+    # registered with authentication off: anyone may, and the next authenticated beat
+    # binds it). docs/design.md, "Heartbeats".
+    owner: str = ""
 
 
 class Heartbeats:
@@ -27,27 +31,48 @@ class Heartbeats:
     def __init__(self) -> None:
         self._registrations: dict[tuple[str, Scope], Registration] = {}
 
-    def beat(self, executor_id: str, scope: Scope, ttl_s: float, now: float) -> bool:
-        """Record a heartbeat; True when the registration is new or changed (persist it)."""
+    def beat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
+             owner: str = "") -> bool:
+        """Record a heartbeat from `owner` (the caller's principal, "" with authentication
+        off); True when the registration is new or changed (persist it). PermissionDenied
+        if another principal beats for it: one process must not keep another's switch
+        from firing."""
         known = self._registrations.get((executor_id, scope))
-        if known is not None and known.ttl_s == ttl_s:
-            known.last_seen, known.lost = now, False
-            return False
-        if known is None and len(self._registrations) >= MAX_REGISTRATIONS:
+        if known is not None:
+            _check_owner(known, owner)
+            if known.ttl_s == ttl_s and (known.owner or not owner):
+                known.last_seen, known.lost = now, False
+                return False
+            owner = owner or known.owner
+        elif len(self._registrations) >= MAX_REGISTRATIONS:
             raise CapacityExceeded(f"{MAX_REGISTRATIONS} heartbeat registrations are kept"
                                    " (the most); deregister executors that stopped")
-        self._registrations[(executor_id, scope)] = Registration(executor_id, scope, ttl_s, now)
+        self._registrations[(executor_id, scope)] = Registration(executor_id, scope, ttl_s, now,
+                                                                 owner=owner)
         return True
 
-    def deregister(self, executor_id: str, scope: Scope) -> bool:
-        return self._registrations.pop((executor_id, scope), None) is not None
+    def deregister(self, executor_id: str, scope: Scope, owner: str = "",
+                   override: bool = False) -> bool:
+        """Forget a registration; only its owner may, unless `override` (an operator
+        retiring an executor that is gone). True if there was one."""
+        known = self._registrations.get((executor_id, scope))
+        if known is None:
+            return False
+        if not override:
+            _check_owner(known, owner)
+        del self._registrations[(executor_id, scope)]
+        return True
 
-    def restore(self, registrations: list[tuple[str, Scope, float]], now: float) -> None:
+    def owner(self, executor_id: str, scope: Scope) -> str:
+        known = self._registrations.get((executor_id, scope))
+        return known.owner if known is not None else ""
+
+    def restore(self, registrations: list[tuple[str, Scope, float, str]], now: float) -> None:
         """After a restart with no journal of beats (an upgrade), every known executor
         gets one full TTL from now."""
-        for executor_id, scope, ttl_s in registrations:
+        for executor_id, scope, ttl_s, owner in registrations:
             self._registrations[(executor_id, scope)] = Registration(executor_id, scope,
-                                                                     ttl_s, now)
+                                                                     ttl_s, now, owner=owner)
 
     def rearm(self, scope: Scope, now: float) -> None:
         """A reset of the scope: an executor whose loss was latched gets a fresh TTL from
@@ -82,3 +107,10 @@ class Heartbeats:
 
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())
+
+
+def _check_owner(known: Registration, owner: str) -> None:
+    if owner and known.owner and owner != known.owner:
+        raise PermissionDenied(f"executor_id {known.executor_id!r} beats for {known.scope} as"
+                               f" {known.owner}; {owner} may not beat for it or deregister"
+                               " it (an operator may deregister it)")

@@ -209,3 +209,31 @@ async def test_a_refused_stream_always_reports_unauthenticated(secured: Running)
                 pass
         codes.add(raised.value.code())
     assert codes == {grpc.StatusCode.UNAUTHENTICATED}
+
+
+async def test_a_heartbeat_is_bound_to_the_principal_that_registered_it(
+        start_sidecar: Any, tmp_path: Path) -> None:
+    """One executor process must not keep another's dead-man's switch from firing by
+    beating for its executor_id; an operator may retire a registration."""
+    tokens = {name: new_token() for name in ("desk-a", "desk-b", "ops")}
+    roles = {"desk-a": Role.EXECUTOR, "desk-b": Role.EXECUTOR, "ops": Role.OPERATOR}
+    (tmp_path / "tokens.toml").write_text("[tokens]\n" + "\n".join(
+        tokens_file_line(name, roles[name], token) for name, token in tokens.items()) + "\n")
+    running = await start_sidecar(sync=False,
+                                  auth={"tokens_file": str(tmp_path / "tokens.toml")})
+    beat = pb.HeartbeatRequest(executor_id="exec-1", scope=strategy_scope(), ttl_ms=5_000)
+    await running.stub.Heartbeat(beat, metadata=bearer(tokens["desk-a"]))
+    (registration,) = running.app.guard.engine.heartbeats.registrations()
+    running.clock.advance(4)
+    for request in (beat, pb.HeartbeatRequest(executor_id="exec-1", scope=strategy_scope(),
+                                              deregister=True)):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await running.stub.Heartbeat(request, metadata=bearer(tokens["desk-b"]))
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "desk-a" in refused.value.details()
+    assert running.app.guard.engine.heartbeats.registrations() == [registration]
+    assert registration.last_seen == running.clock.now() - 4  # desk-b's beat kept nothing
+    await running.stub.Heartbeat(pb.HeartbeatRequest(executor_id="exec-1", deregister=True,
+                                                     scope=strategy_scope()),
+                                 metadata=bearer(tokens["ops"]))
+    assert running.app.guard.engine.heartbeats.registrations() == []

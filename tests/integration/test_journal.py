@@ -39,6 +39,7 @@ EVERY_COMMAND = [
     (PositionsSynced("acc-1", 5e4, (), None, 4.5), ()),
     (OrdersCleared("acc-1", ("a", "b")), ()),
     (HeartbeatSeen("ex-1", GLOBAL, 5.0, 5.0, True), ()),
+    (HeartbeatSeen("ex-2", ACCOUNT, 5.0, 5.5, False, "desk-a"), ()),
     (ResetAsked(ACCOUNT, "ok", False, "op", 6.0), ()),
     (TimersRan(7.0), (TRIP,)),
     (Triggered(7.5), (TRIP,)),

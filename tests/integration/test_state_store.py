@@ -186,15 +186,21 @@ def test_events_after_are_oldest_first_and_limited(open_store):
 
 # -- registrations ---------------------------------------------------------------------------
 
-def test_registrations_survive_reopen(open_store):
+def test_registrations_survive_reopen_one_per_executor_and_scope(open_store):
+    """An executor may watch over several scopes (the engine keys them so): deregistering
+    it from one keeps the others' dead-man's switches across a restart."""
     store = open_store()
-    store.save_registration("exec-b", ACCOUNT, 5.0)
+    store.save_registration("exec-b", ACCOUNT, 5.0, "desk-b")
     store.save_registration("exec-a", GLOBAL, 2.5)
     store.save_registration("exec-c", SYMBOL, 1.0)
-    store.save_registration("exec-b", SYMBOL, 9.0)  # replaces
-    store.delete_registration("exec-c")
-    store.delete_registration("never-registered")
-    assert open_store().load().registrations == [("exec-a", GLOBAL, 2.5), ("exec-b", SYMBOL, 9.0)]
+    store.save_registration("exec-b", SYMBOL, 8.0, "desk-b")
+    store.save_registration("exec-b", SYMBOL, 9.0, "desk-b")  # replaces its SYMBOL row
+    store.delete_registration("exec-c", SYMBOL)
+    store.delete_registration("exec-a", SYMBOL)  # not registered for it: ignored
+    store.delete_registration("never-registered", GLOBAL)
+    assert open_store().load().registrations == [
+        ("exec-a", GLOBAL, 2.5, ""), ("exec-b", ACCOUNT, 5.0, "desk-b"),
+        ("exec-b", SYMBOL, 9.0, "desk-b")]
 
 
 def test_closed_store_is_unavailable(open_store):
@@ -293,11 +299,13 @@ def test_a_schema_1_file_is_upgraded_keeping_its_trips_and_history(tmp_path):
                      " '', 1, '1', 0, NULL)", (T0,))
         conn.execute("INSERT INTO scopes VALUES (3, 'momo', 1)")
         conn.execute("UPDATE meta SET last_version = 1")
+        conn.execute("INSERT INTO executors VALUES ('exec-1', 3, 'momo', 2.5)")
         conn.execute("PRAGMA user_version = 1")
     store = SqliteStateStore(path)
     try:
         loaded = store.load()
         assert loaded.version == 1
+        assert loaded.registrations == [("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 2.5, "")]
         [trip] = loaded.current
         assert (trip.scope, trip.state, trip.actor, trip.approved_by, trip.drill) == \
             (Scope(ScopeKind.STRATEGY, "momo"), State.TRIPPED, "alice", "", False)
@@ -306,7 +314,7 @@ def test_a_schema_1_file_is_upgraded_keeping_its_trips_and_history(tmp_path):
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 def test_another_applications_database_is_not_adopted(tmp_path):

@@ -246,7 +246,7 @@ def test_a_schema_2_file_is_chained_and_sealed_by_its_upgrade(path):
     store.close()
     assert [t.version for t in loaded(path).current] == [1, 6, 7]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     conn.close()
     edit(path, "UPDATE events SET reason = 'rewritten' WHERE version = 1")  # below the hole
     assert "event 1 does not match its hash chain" in refusal(path)

@@ -6,9 +6,11 @@ import math
 
 import pytest
 
+from ess_sidecar.domain.access import Principal, Role
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import HeartbeatSeen
 from ess_sidecar.domain.decisions import DecisionReason
-from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
+from ess_sidecar.domain.errors import InvalidArgument, PermissionDenied, ResetRefused
 from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import Cause, State, TriggerMode
 
@@ -119,6 +121,42 @@ def test_a_changed_ttl_or_another_scope_is_a_new_registration(engine):
     assert {t.scope for t in timers(engine, T0 + 12.5)} == {strategy(), GLOBAL}
 
 
+DESK_A = Principal("desk-a", Role.EXECUTOR)
+DESK_B = Principal("desk-b", Role.EXECUTOR)
+OPS = Principal("ops", Role.OPERATOR)
+
+
+def test_another_principals_beats_do_not_keep_an_executor_alive(engine):
+    """Review: one process could keep a dead one's switch from firing by beating for its
+    executor_id. With authentication on, a registration is bound to the principal that
+    made it."""
+    engine.heartbeat("exec-1", strategy(), 5.0, T0, caller=DESK_A)
+    with pytest.raises(PermissionDenied, match="exec-1.*desk-a.*desk-b"):
+        engine.heartbeat("exec-1", strategy(), 5.0, T0 + 4, caller=DESK_B)
+    with pytest.raises(PermissionDenied):
+        engine.heartbeat("exec-1", strategy(), 60.0, T0 + 4, caller=DESK_B)  # nor re-time it
+    (lost,) = timers(engine, T0 + 5.1)  # desk-a went quiet at T0: the switch fires
+    assert (lost.scope, lost.breaker) == (strategy(), "heartbeat_lost")
+    assert engine.heartbeat("exec-1", strategy(), 5.0, T0 + 6, caller=DESK_A) is False
+
+
+def test_only_the_owner_or_an_operator_deregisters(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0, caller=DESK_A)
+    with pytest.raises(PermissionDenied):
+        engine.heartbeat("exec-1", strategy(), 5.0, T0 + 1, deregister=True, caller=DESK_B)
+    assert [r.owner for r in engine.heartbeats.registrations()] == ["desk-a"]
+    assert engine.heartbeat("exec-1", strategy(), 5.0, T0 + 1, deregister=True, caller=OPS)
+    assert timers(engine, T0 + 60) == []  # retired by the operator
+
+
+def test_a_registration_made_with_authentication_off_is_bound_by_the_next_signed_beat(engine):
+    engine.heartbeat("exec-1", strategy(), 5.0, T0)  # no caller: authentication off
+    assert engine.heartbeat("exec-1", strategy(), 5.0, T0 + 1, caller=DESK_A) is True  # store
+    with pytest.raises(PermissionDenied):
+        engine.heartbeat("exec-1", strategy(), 5.0, T0 + 2, caller=DESK_B)
+    assert engine.heartbeat("exec-1", strategy(), 5.0, T0 + 3) is False  # auth off again
+
+
 def test_reset_refused_while_the_heartbeat_is_still_lost_unless_forced(engine):
     engine.heartbeat("exec-1", strategy(), 5.0, T0)
     timers(engine, T0 + 6)
@@ -160,3 +198,12 @@ def test_one_timer_pass_may_trip_several_scopes_in_version_order(engine):
     transitions = timers(engine, T0 + 30)
     assert [t.scope for t in transitions] == [symbol(), strategy()]
     assert [t.version for t in transitions] == [1, 2] and engine.version == 2
+
+
+def test_a_replayed_journal_keeps_who_a_registration_is_bound_to(engine):
+    """A restart replays the beats as journaled: desk-b is still refused after it."""
+    engine.heartbeat("exec-1", strategy(), 5.0, T0, caller=DESK_A)
+    fresh = make_engine()
+    fresh.replay(HeartbeatSeen("exec-1", strategy(), 5.0, T0, owner="desk-a"), ())
+    with pytest.raises(PermissionDenied):
+        fresh.heartbeat("exec-1", strategy(), 5.0, T0 + 1, caller=DESK_B)

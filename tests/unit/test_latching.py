@@ -25,7 +25,7 @@ AUTO_DRAWDOWN = rules(daily_drawdown_pct={"auto_rearm": True})
 def restarted(engine: GuardEngine, now: float) -> GuardEngine:
     """A new engine loaded from what the store would hold: the latched transitions."""
     fresh = GuardEngine(engine.config)
-    fresh.heartbeats.restore([(r.executor_id, r.scope, r.ttl_s)
+    fresh.heartbeats.restore([(r.executor_id, r.scope, r.ttl_s, r.owner)
                               for r in engine.heartbeats.registrations()], now)
     fresh.restore(engine.restricted(), engine.version, now)
     return fresh

@@ -21,7 +21,7 @@ from ...domain.orders import Order
 from ...domain.states import Transition
 from ...ports import EventQuery, NoTelemetry
 from ...service import Guard, Outcome
-from .auth import actor_of
+from .auth import PRINCIPAL, actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_proto, \
     fill_to_proto, heartbeat_to_watch, latch_names_from_proto, metric_from_proto, \
@@ -170,7 +170,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             raise InvalidArgument("ttl_ms", f"must be from 1 to {int(MAX_TTL_S * 1000)}")
         guard = self._guard
         outcome = await guard.run_async(guard.heartbeat_steps(request.executor_id, scope, ttl_s,
-                                                              request.deregister))
+                                                              request.deregister,
+                                                              PRINCIPAL.get()))
         return pb.HeartbeatResponse(state=outcome.state, state_version=outcome.version)
 
     @aborts_on_guard_errors

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from ...domain.errors import StoreUnavailable
 from ...domain.scopes import Scope
 from ...domain.states import State, Transition
-from ...ports import EventQuery, StateStore, StoredState
+from ...ports import EventQuery, StateStore, StoredRegistration, StoredState
 
 
 class InMemoryStateStore(StateStore):
@@ -29,7 +29,7 @@ class InMemoryStateStore(StateStore):
         self.closed = False
         self._events: dict[int, Transition] = {}  # insertion order is version order
         self._latched: dict[Scope, int] = {}  # scope -> version of its non-ARMED state
-        self._registrations: dict[str, tuple[Scope, float]] = {}
+        self._registrations: dict[tuple[str, Scope], StoredRegistration] = {}
         self._last_version = 0
         self._pruned_through = 0  # highest version ever pruned
 
@@ -40,7 +40,8 @@ class InMemoryStateStore(StateStore):
         return StoredState(
             current=[self._events[v] for v in sorted(self._latched.values())],
             version=self._last_version,
-            registrations=[(e, s, ttl) for e, (s, ttl) in sorted(self._registrations.items())])
+            registrations=[r for _, r in sorted(self._registrations.items(),
+                                                key=lambda item: (item[0][0], str(item[0][1])))])
 
     def append(self, transitions: Sequence[Transition]) -> None:
         self._check_open()
@@ -78,13 +79,15 @@ class InMemoryStateStore(StateStore):
         floor = max(version, self._pruned_through)
         return [t for v, t in self._events.items() if v > floor][:max(limit, 0)]
 
-    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float) -> None:
+    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float,
+                          owner: str = "") -> None:
         self._check_open()
-        self._registrations[executor_id] = (scope, ttl_s)
+        self._registrations[(executor_id, scope)] = StoredRegistration(executor_id, scope,
+                                                                       ttl_s, owner)
 
-    def delete_registration(self, executor_id: str) -> None:
+    def delete_registration(self, executor_id: str, scope: Scope) -> None:
         self._check_open()
-        self._registrations.pop(executor_id, None)
+        self._registrations.pop((executor_id, scope), None)
 
     def close(self) -> None:
         self.closed = True

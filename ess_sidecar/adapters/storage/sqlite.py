@@ -58,13 +58,13 @@ from typing import Any
 from ...domain.errors import StoreDamaged, StoreUnavailable
 from ...domain.scopes import Scope, ScopeKind
 from ...domain.states import Cause, Directive, Latch, State, Transition, TriggerReason
-from ...ports import EventQuery, StateStore, StoredState
+from ...ports import EventQuery, StateStore, StoredRegistration, StoredState
 from .filelock import FileLock, LockHeld
 from .seal import Seal, SealUnreadable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 GENESIS = bytes(16)  # the chain before the first event
 
 # What load() asks SQLite. integrity_check, unlike quick_check, also finds an index that
@@ -138,10 +138,12 @@ CREATE TABLE scopes (
 );
 
 CREATE TABLE executors (
-    executor_id TEXT PRIMARY KEY,
+    executor_id TEXT    NOT NULL,
     scope_kind  INTEGER NOT NULL,
     scope_id    TEXT    NOT NULL,
-    ttl_s       REAL    NOT NULL
+    ttl_s       REAL    NOT NULL,
+    owner       TEXT    NOT NULL DEFAULT '',  -- schema 5: the principal it is bound to
+    PRIMARY KEY (executor_id, scope_kind, scope_id)  -- schema 5: one row per scope
 );
 
 -- One row. last_version outlives pruning, so versions are never reused; pruned_through is
@@ -166,6 +168,13 @@ MIGRATIONS = {
         "ALTER TABLE events ADD COLUMN chain BLOB NOT NULL DEFAULT x''",
         f"ALTER TABLE meta ADD COLUMN chain_anchor BLOB NOT NULL DEFAULT x'{GENESIS.hex()}'"),
     3: ("ALTER TABLE events ADD COLUMN latches TEXT NOT NULL DEFAULT ''",),
+    4: ("CREATE TABLE executors_5 (executor_id TEXT NOT NULL, scope_kind INTEGER NOT NULL,"
+        " scope_id TEXT NOT NULL, ttl_s REAL NOT NULL, owner TEXT NOT NULL DEFAULT '',"
+        " PRIMARY KEY (executor_id, scope_kind, scope_id))",
+        "INSERT INTO executors_5 (executor_id, scope_kind, scope_id, ttl_s)"
+        " SELECT executor_id, scope_kind, scope_id, ttl_s FROM executors",
+        "DROP TABLE executors",
+        "ALTER TABLE executors_5 RENAME TO executors"),
 }
 CHAINED_SINCE = 3
 
@@ -253,8 +262,9 @@ class SqliteStateStore(StateStore):
                 found = self._verify(conn)
                 current = conn.execute(CURRENT).fetchall()
                 version = conn.execute("SELECT last_version FROM meta").fetchone()[0]
-                executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s"
-                                         " FROM executors ORDER BY executor_id").fetchall()
+                executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s,"
+                                         " owner FROM executors ORDER BY executor_id,"
+                                         " scope_kind, scope_id").fetchall()
                 seal = _seal_value(conn)
         except StoreDamaged as error:
             self._broken = error  # nothing is written into a file that is not what was
@@ -263,7 +273,8 @@ class SqliteStateStore(StateStore):
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
-                registrations=[(e, Scope(ScopeKind(k), i), t) for e, k, i, t in executors])
+                registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
+                               for e, k, i, t, o in executors])
 
     def _prove_writable(self, seal: dict[str, Any] | None) -> None:
         """A durable write now, before anything is served: a store that cannot take one
@@ -306,15 +317,17 @@ class SqliteStateStore(StateStore):
             return []
         return self._select(EVENTS_AFTER, (version, limit))
 
-    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float) -> None:
+    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float,
+                          owner: str = "") -> None:
         with self._transaction("BEGIN IMMEDIATE") as conn:
             conn.execute("INSERT OR REPLACE INTO executors (executor_id, scope_kind, scope_id,"
-                         " ttl_s) VALUES (?, ?, ?, ?)",
-                         (executor_id, int(scope.kind), scope.id, ttl_s))
+                         " ttl_s, owner) VALUES (?, ?, ?, ?, ?)",
+                         (executor_id, int(scope.kind), scope.id, ttl_s, owner))
 
-    def delete_registration(self, executor_id: str) -> None:
+    def delete_registration(self, executor_id: str, scope: Scope) -> None:
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            conn.execute("DELETE FROM executors WHERE executor_id = ?", (executor_id,))
+            conn.execute("DELETE FROM executors WHERE executor_id = ? AND scope_kind = ?"
+                         " AND scope_id = ?", (executor_id, int(scope.kind), scope.id))
 
     def close(self) -> None:
         try:

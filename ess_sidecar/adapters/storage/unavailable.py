@@ -36,10 +36,11 @@ class UnavailableStateStore(StateStore):
     def events_after(self, version: int, limit: int) -> list[Transition]:
         raise self._fail()
 
-    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float) -> None:
+    def save_registration(self, executor_id: str, scope: Scope, ttl_s: float,
+                          owner: str = "") -> None:
         raise self._fail()
 
-    def delete_registration(self, executor_id: str) -> None:
+    def delete_registration(self, executor_id: str, scope: Scope) -> None:
         raise self._fail()
 
     def close(self) -> None:
