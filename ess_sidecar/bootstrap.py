@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
 from .adapters.storage.journal import FileJournal, journal_path
-from .adapters.storage.sqlite import ForLostVersions, SqliteStateStore
+from .adapters.storage.sqlite import ForLostVersions, ResealSummary, SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
@@ -186,12 +186,14 @@ def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
     """What SqliteStateStore.reseal stores, in its own transaction, when it accepts that
     acknowledged versions are gone (a lost WAL): GLOBAL tripped, since what they latched
     is unknown. The loss is accepted with its trip or not at all."""
-    def trip(current: list[Transition], version: int, lost: tuple[int, int]
-             ) -> list[Transition]:
-        return _global_trip(settings, current, version, (
-            f"versions {lost[0]} to {lost[1]} were acknowledged but are not in the state"
-            " file (a lost WAL?): what they latched is unknown; check every scope before"
-            " resetting GLOBAL"))
+    def trip(current: list[Transition], summary: ResealSummary) -> list[Transition]:
+        lost = (f"versions {summary.lost[0]} to {summary.lost[1]} were acknowledged but are"
+                " not in the state file (a lost WAL?)" if summary.lost else
+                "the state file's seal was missing or unreadable, so acknowledged versions"
+                " may be gone with its WAL")
+        return _global_trip(settings, current, summary.version,
+                            f"{lost}: what they latched is unknown; check every scope"
+                            " before resetting GLOBAL")
     return trip
 
 

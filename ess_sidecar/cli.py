@@ -88,9 +88,9 @@ def _reseal(settings: Settings) -> int:
         # Lost versions are accepted with GLOBAL's trip, in one transaction, or not at all.
         summary = SqliteStateStore.reseal(path, trip_for_lost_versions(settings))
         print(summary)
-        if summary.lost:
-            print(f"GLOBAL tripped: versions {summary.lost[0]} to {summary.lost[1]} were"
-                  " lost; check every scope before resetting GLOBAL")
+        if summary.loses:
+            print("GLOBAL tripped: acknowledged transitions may be lost (above); check every"
+                  " scope before resetting GLOBAL")
     except StoreUnavailable as error:
         print(f"cannot reseal: {error}", file=sys.stderr)
         return 1

@@ -160,6 +160,15 @@ def trip_and_kill(sidecar_process: SidecarProcess) -> Path:
     return sidecar_process.state
 
 
+def last_record_start(journal: bytes) -> int:
+    """Where the journal's last record starts (records are `length (4) | chain (16) |
+    payload`): a cut there leaves whole records that verify."""
+    offset = start = 0
+    while offset < len(journal):
+        start, offset = offset, offset + 20 + int.from_bytes(journal[offset:offset + 4], "big")
+    return start
+
+
 def restarted_scopes(sidecar_process: SidecarProcess) -> dict[str, tuple[int, str]]:
     sidecar_process.start()
     with open_channel(sidecar_process, uds=True) as channel:
@@ -204,7 +213,12 @@ def test_an_operator_reseals_accepted_damage_and_the_trips_stay(
     done = reseal(sidecar_process)
     assert done.returncode == 0, done.stderr
     assert "resealed" in done.stdout.lower() or "sealed" in done.stdout, done.stdout
-    assert restarted_scopes(sidecar_process) == {TRIPPED_ID: (pb.STATE_TRIPPED, "desk halt")}
+    scopes = restarted_scopes(sidecar_process)
+    assert scopes[TRIPPED_ID] == (pb.STATE_TRIPPED, "desk halt")
+    # Review 8: without its seal, nothing vouches that the WAL still holds every version
+    # acknowledged: the reseal trips GLOBAL for what may be gone, and an operator resets it.
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+    assert "seal was missing or unreadable" in scopes["GLOBAL"][1]
 
 
 def test_a_reseal_cannot_launder_an_untripped_row_past_the_journal(
@@ -265,6 +279,58 @@ def test_a_journal_deleted_with_its_seal_is_damage_not_a_first_run(
     assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED  # until an operator resumes, deliberately
     assert "working orders, fills and used order ids in them are forgotten" \
         in scopes["GLOBAL"][1]
+
+
+@pytest.mark.parametrize("how", ["emptied", "cut at a record"])
+def test_a_journal_whose_seal_is_gone_is_damage_and_its_reseal_trips_global(
+        sidecar_process: SidecarProcess, how: str) -> None:
+    """Review 8: a journal emptied (or cut at a record boundary) with its seal deleted
+    started as a first run, and its reseal tripped nothing: the allowed order's id was
+    allowed again after it."""
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        assert guard_stub(channel).CheckOrder(order()).allowed
+    sidecar_process.kill()
+    journal = Path(f"{sidecar_process.state}.journal")
+    data = journal.read_bytes()
+    journal.write_bytes(b"" if how == "emptied" else data[:last_record_start(data)])
+    Path(f"{journal}.seal").unlink()
+    if how == "emptied":
+        scopes = restarted_scopes(sidecar_process)
+        assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+        assert "has no seal" in scopes["GLOBAL"][1], scopes
+        sidecar_process.kill()
+    done = reseal(sidecar_process)
+    assert done.returncode == 0 and "GLOBAL tripped: journal records were lost" in done.stdout
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        decision = guard_stub(channel).CheckOrder(order())  # the forgotten order's id
+        assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+
+
+def test_a_reseal_of_a_state_file_alone_trips_global_for_what_its_wal_held(
+        sidecar_process: SidecarProcess) -> None:
+    """Review 8: the state file copied alone (WAL, seals and journal gone): the reseal said
+    nothing was lost and the sidecar started without the trip that was in the WAL."""
+    state = trip_and_kill(sidecar_process)
+    conn = sqlite3.connect(state)  # the first trip in the file itself, as a checkpoint does
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:  # the second only in the WAL
+        guard_stub(channel).Trigger(pb.TriggerRequest(scope=pb.Scope(
+            kind=pb.SCOPE_KIND_ACCOUNT, id="acc-other"), reason="second halt"))
+    sidecar_process.kill()
+    delete_all_but_the_state_file(state)
+    done = reseal(sidecar_process)
+    assert done.returncode == 0, done.stderr
+    assert "seal was missing or unreadable" in done.stdout, done.stdout
+    scopes = restarted_scopes(sidecar_process)
+    assert "acc-other" not in scopes  # gone with the WAL: what GLOBAL's trip stands for
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED, scopes
+    assert scopes[TRIPPED_ID] == (pb.STATE_TRIPPED, "desk halt")
 
 
 def test_a_reseal_that_cuts_journal_records_trips_global_in_the_store(

@@ -24,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ess_sidecar.adapters.storage import sqlite as sqlite_store
-from ess_sidecar.adapters.storage.sqlite import SqliteStateStore, StoreDamaged
+from ess_sidecar.adapters.storage.sqlite import ResealSummary, SqliteStateStore, \
+    StoreDamaged
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition
@@ -527,11 +528,10 @@ def test_a_reseal_accepts_lost_versions_only_together_with_what_it_trips_for_the
     written(path, HISTORY)
     crash_after_appending(path, 2, "exit").unlink()  # versions 5 and 6 lost with the WAL
     refusal(path)
-    asked: list[tuple[list[int], int, tuple[int, int]]] = []
+    asked: list[tuple[list[int], int, tuple[int, int] | None]] = []
 
-    def full_disk(current: list[Transition], version: int, lost: tuple[int, int]
-                  ) -> list[Transition]:
-        asked.append(([t.version for t in current], version, lost))
+    def full_disk(current: list[Transition], summary: ResealSummary) -> list[Transition]:
+        asked.append(([t.version for t in current], summary.version, summary.lost))
         raise StoreUnavailable("disk full")
 
     with pytest.raises(StoreUnavailable, match="disk full"):
@@ -539,15 +539,34 @@ def test_a_reseal_accepts_lost_versions_only_together_with_what_it_trips_for_the
     assert asked == [([2, 4], 6, (5, 6))]
     refusal(path)  # nothing accepted: the damage is still found
 
-    def trip(current: list[Transition], version: int, lost: tuple[int, int]
-             ) -> list[Transition]:
-        return [tr(version + 1, GLOBAL)]
+    def trip(current: list[Transition], summary: ResealSummary) -> list[Transition]:
+        return [tr(summary.version + 1, GLOBAL)]
 
     summary = SqliteStateStore.reseal(path, trip)
     assert (summary.lost, summary.version) == ((5, 6), 7)
     state = loaded(path)
     assert ([t.version for t in state.current], state.version) == ([2, 4, 7], 7)
-    assert SqliteStateStore.reseal(path, full_disk).lost is None  # accepted, with its trip
+    assert not SqliteStateStore.reseal(path, full_disk).loses  # accepted, with its trip
+
+
+def test_a_reseal_of_a_file_whose_seal_is_gone_trips_for_what_its_wal_may_have_held(path):
+    """Review 8: the WAL, the seal and the journal deleted together; the reseal said nothing
+    was lost and the sidecar started without the trip that was in the WAL."""
+    written(path, HISTORY)
+    crash_after_appending(path, 2, "exit").unlink()
+    Path(f"{path}.seal").unlink()
+    refusal(path)
+    tripped: list[ResealSummary] = []
+
+    def trip(current: list[Transition], summary: ResealSummary) -> list[Transition]:
+        tripped.append(summary)
+        return [tr(summary.version + 1, GLOBAL)]
+
+    summary = SqliteStateStore.reseal(path, trip)
+    assert summary.unsealed and summary.lost is None and len(tripped) == 1
+    assert summary.latched == ("ACCOUNT:acc-tamper", "SYMBOL:BTC-USD", "GLOBAL")
+    assert "its seal was missing or unreadable" in str(summary)
+    assert [t.scope for t in loaded(path).current] == [TAMPERED, SYMBOL, GLOBAL]
 
 
 def test_reseal_refuses_a_missing_file_and_a_file_in_use(path):

@@ -110,6 +110,10 @@ class FileJournal(Journal):
             data = b""
         except OSError as error:
             raise StoreUnavailable(f"journal {self.path} cannot be read: {error}") from error
+        if seal is None and self._required:  # a first run seals at once: this was emptied
+            raise JournalDamaged(f"journal {self.path} has no seal ({self.seal.path} is"
+                                 " missing), but the state file beside it was in use: it"
+                                 " was deleted or emptied")
         entries = list(self._verified(data, seal))
         self._open()
         return entries
@@ -189,24 +193,29 @@ class FileJournal(Journal):
             os.fsync(journal.fileno())
         self.seal.write({"records": count, "chain": head.hex()})
         cut = len(data) - offset
+        lost = sealed is not None and sealed > count
         return (f"journal {self.path}: {count} records kept and sealed"
                 + (f", {cut} bytes after them cut" if cut else "")
-                + (f", {sealed - count} of the {sealed} sealed lost" if sealed > count
-                   else "")), bool(cut) or sealed > count
+                + (f", {sealed - count} of the {sealed} sealed lost" if lost else "")
+                + (", its seal was missing or unreadable: how many were written is"
+                   " unknown" if sealed is None else "")), bool(cut) or lost or sealed is None
 
     def reseal_would_lose(self) -> bool:
-        """Whether reseal() would cut or lose records: asked before it, so that what the
-        loss calls for (GLOBAL tripped in the store) is done before anything is cut."""
+        """Whether reseal() would cut or lose records, or cannot tell (the seal that
+        counted them is missing or unreadable): asked before it, so that what the loss
+        calls for (GLOBAL tripped in the store) is done before anything is cut."""
         data, offset, _, count, sealed = self._kept()
-        return offset < len(data) or sealed > count
+        return offset < len(data) or sealed is None or sealed > count
 
-    def _kept(self) -> tuple[bytes, int, bytes, int, int]:
+    def _kept(self) -> tuple[bytes, int, bytes, int, int | None]:
         """The file, the end, chain and number of the records that verify, and how many
-        the seal counted (0 if it cannot say)."""
+        the seal counted (None if it cannot say: missing or unreadable)."""
+        sealed: int | None
         try:
-            sealed = _sealed(self.seal.read(), self.seal.path)[0]
+            seal = self.seal.read()
+            sealed = _sealed(seal, self.seal.path)[0] if seal is not None else None
         except (SealUnreadable, JournalDamaged):
-            sealed = 0  # unreadable: what it counted is unknown; the bytes cut still tell
+            sealed = None  # what it counted is unknown
         data = self.path.read_bytes() if self.path.exists() else b""
         offset, head, count = 0, GENESIS, 0
         while len(data) - offset >= HEADER.size:

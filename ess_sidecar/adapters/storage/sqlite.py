@@ -75,9 +75,9 @@ INTEGRITY_CHECK = "PRAGMA integrity_check(1)"
 ACCEPT = "; restore it from a backup, or accept it as it is with `ess-sidecar reseal`"
 
 
-# Given the latched scopes' transitions, the version and the versions lost, what to store
-# with a reseal that accepts their loss (SqliteStateStore.reseal).
-ForLostVersions = Callable[[list[Transition], int, tuple[int, int]], list[Transition]]
+# Given the latched scopes' transitions and what a reseal found lost, what to store with
+# the reseal that accepts the loss (SqliteStateStore.reseal).
+ForLostVersions = Callable[[list[Transition], "ResealSummary"], list[Transition]]
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,21 @@ class ResealSummary:
     # Versions the seal vouched for that the file no longer holds (a lost WAL), if any:
     # what they latched is unknown, so the reseal trips GLOBAL (bootstrap.reseal).
     lost: tuple[int, int] | None = None
+    # The seal was missing or unreadable: what the file held when it was last sealed is
+    # unknown (its WAL may have gone with the seal), so the reseal trips GLOBAL too.
+    unsealed: bool = False
+
+    @property
+    def loses(self) -> bool:
+        """Whether accepting the file may lose acknowledged transitions."""
+        return self.lost is not None or self.unsealed
 
     def __str__(self) -> str:
         changed = f"; latches changed: {', '.join(self.relatched)}" if self.relatched else ""
         lost = f"; versions {self.lost[0]} to {self.lost[1]} were acknowledged and are" \
             " missing" if self.lost else ""
+        if self.unsealed:
+            lost += "; its seal was missing or unreadable: what it vouched for is unknown"
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
                 f"{changed}{lost}")
@@ -343,8 +353,9 @@ class SqliteStateStore(StateStore):
 
     @staticmethod
     def in_use(path: str | os.PathLike[str]) -> bool:
-        """Whether a store at `path` was ever opened by this sidecar (its seal exists)."""
-        return _seal_of(path).exists()
+        """Whether a store at `path` was ever opened by this sidecar: its seal or the file
+        exists (a seal may have been deleted with the journal)."""
+        return _seal_of(path).exists() or Path(path).exists()
 
     @classmethod
     def reseal(cls, path: str | os.PathLike[str],
@@ -365,13 +376,15 @@ class SqliteStateStore(StateStore):
         try:
             with store._transaction("BEGIN IMMEDIATE") as conn:
                 summary = store._accept(conn)
-                if summary.lost is not None and if_lost is not None:
+                if summary.loses and if_lost is not None:
                     with store._decoding():
                         current = [_transition(row) for row in conn.execute(CURRENT)]
-                    tripped = if_lost(current, summary.version, summary.lost)
+                    tripped = if_lost(current, summary)
                     if tripped:
                         store._insert(conn, tripped)
-                        summary = dataclasses.replace(summary, version=tripped[-1].version)
+                        scopes = {str(t.scope) for t in tripped} - set(summary.latched)
+                        summary = dataclasses.replace(summary, version=tripped[-1].version,
+                                                      latched=(*summary.latched, *scopes))
                 seal = _seal_value(conn)
             store._write_seal(seal)
         finally:
@@ -400,6 +413,8 @@ class SqliteStateStore(StateStore):
         last = max(conn.execute("SELECT last_version FROM meta").fetchone()[0],
                    events[-1].version if events else 0)  # a lagging meta row lost nothing
         sealed = self._sealed_version()
+        unsealed = sealed is None
+        sealed = sealed or 0
         conn.execute("UPDATE meta SET last_version = MAX(last_version, ?, ?)",
                      (events[-1].version if events else 0, sealed))
         return ResealSummary(
@@ -408,15 +423,16 @@ class SqliteStateStore(StateStore):
             latched=tuple(_scope_name(*key) for key in sorted(after, key=after.__getitem__)),
             relatched=tuple(_scope_name(*key) for key in sorted(before.keys() | after.keys())
                             if before.get(key) != after.get(key)),
-            lost=(last + 1, sealed) if sealed > last else None)
+            lost=(last + 1, sealed) if sealed > last else None, unsealed=unsealed)
 
-    def _sealed_version(self) -> int:
-        """The seal's version if it has a readable one, so a reseal never lowers it."""
+    def _sealed_version(self) -> int | None:
+        """The seal's version if it has a readable one, so a reseal never lowers it; None
+        if the seal is missing or unreadable."""
         try:
             seal = self.seal.read()
-            return _parse_seal(seal)[0] if seal is not None else 0
+            return _parse_seal(seal)[0] if seal is not None else None
         except (SealUnreadable, LookupError, TypeError, ValueError):
-            return 0
+            return None
 
     # -- verifying --------------------------------------------------------------------------
 
