@@ -132,12 +132,19 @@ class GuardEngine:
         unchecked_order, manual reset): something sent an order past the guard."""
         fill = validate_fill(fill)
         outcome = apply_fill(self.book, self.orders, fill, now)
+        key = (fill.account, fill.fill_id)
+        if outcome.duplicate and key in self.orders.untripped:
+            # Applied before, but its trip never reached the store (the write failed): the
+            # fill is in the book, so the retry must trip, not pass as a duplicate.
+            outcome = outcome._replace(unchecked=self.orders.untripped[key])
         plan = self.plan(now)
         account = Scope(ScopeKind.ACCOUNT, fill.account)
         rule = self.breakers.rule(account, Breaker.UNCHECKED_ORDER)
         if outcome.unchecked and rule.enabled:
             plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
                       breaker=Breaker.UNCHECKED_ORDER)
+            if plan.transitions:  # until apply() stores it: untripped
+                self.orders.untripped[key] = outcome.unchecked
         return plan, outcome
 
     def update_order(self, update: OrderUpdate) -> bool:
@@ -410,6 +417,8 @@ class GuardEngine:
                 self.breakers.mark_stale(transition.scope)
             elif transition.breaker == Breaker.HEARTBEAT_LOST:
                 self.heartbeats.mark_lost(transition.scope, transition.time)
+            elif transition.breaker == Breaker.UNCHECKED_ORDER:
+                self.orders.tripped_for(transition.scope.id)  # its unchecked fills' trip
 
     def hold(self, transitions: Iterable[Transition]) -> None:
         """Transitions on their way to the store: until apply(), every one that leaves

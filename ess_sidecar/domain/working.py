@@ -97,6 +97,9 @@ class OrderLedger:
         self._identical_times: deque[tuple[float, tuple]] = deque()
         # (account, fill_id) -> (when, client_order_id)
         self.fill_ids: dict[tuple[str, str], tuple[float, str]] = {}
+        # (account, fill_id) -> why: unchecked fills applied whose account's trip is not
+        # stored yet. A retry of one (its write failed) trips again, not a duplicate.
+        self.untripped: dict[tuple[str, str], str] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -275,6 +278,11 @@ class OrderLedger:
         else:
             original.replaced_by = ""
 
+    def tripped_for(self, account: str) -> None:
+        """The account's unchecked_order trip is stored: its unchecked fills are tripped."""
+        for key in [key for key in self.untripped if key[0] == account]:
+            del self.untripped[key]
+
     def remember_fill(self, account: str, fill_id: str, client_order_id: str,
                       now: float) -> None:
         self.fill_ids[(account, fill_id)] = (now, client_order_id)
@@ -313,6 +321,7 @@ class OrderLedger:
             if owner is not None and owner.working:  # a replay would count twice
                 fill_ids[key] = value
             else:
+                self.untripped.pop(key, None)
                 forgotten += 1
         return forgotten
 

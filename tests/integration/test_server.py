@@ -173,6 +173,28 @@ async def test_store_write_failure_fails_closed(start_sidecar) -> None:
     assert "state store write failed" in decision.message
 
 
+async def test_an_unchecked_fill_retried_after_its_trip_failed_to_store_trips(
+        start_sidecar) -> None:
+    """Review 8: the retry of a fill answered UNAVAILABLE passed as a duplicate, and the
+    account was never tripped (only GLOBAL, in memory, which an operator resets)."""
+    store = InMemoryStateStore()
+    running = await start_sidecar(state_store=store)
+    unchecked = pb.ReportFillRequest(account="acc-1", strategy="momo", symbol="AAPL",
+                                     side=pb.SIDE_BUY, quantity=5, price=100,
+                                     client_order_id="never-checked", fill_id="exec-9")
+    store.fail_next_append = True
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await running.stub.ReportFill(unchecked)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    retry = await running.stub.ReportFill(unchecked)
+    assert retry.duplicate and retry.unchecked
+    tripped = {(s.scope.kind, s.scope.id): s.state
+               for s in (await running.stub.GetState(pb.GetStateRequest())).scopes}
+    assert tripped[(pb.SCOPE_KIND_ACCOUNT, "acc-1")] == pb.STATE_TRIPPED
+    assert [t.breaker for t in store.load().current if t.scope.id == "acc-1"] == \
+        ["unchecked_order"]
+
+
 async def test_once_new_calls_are_refused_an_open_stream_decides_nothing(start_sidecar) -> None:
     """After the drain a Trigger can no longer come in, so a stream opened before must not
     go on allowing orders for server.grace_s: its next check ends it with UNAVAILABLE."""

@@ -14,7 +14,7 @@ from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import State, TriggerMode
 
 from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
-    position, report_fill, timers, trip
+    position, report_fill, reset, run, timers, trip
 
 R = DecisionReason
 DAY = 86_400.0
@@ -157,6 +157,23 @@ def test_a_fill_the_sidecar_cannot_tie_to_what_it_allowed_trips_the_account(engi
     [trip_] = plan.transitions
     assert (trip_.scope, trip_.state, trip_.breaker) == (account(), State.TRIPPED,
                                                          Breaker.UNCHECKED_ORDER)
+
+
+def test_the_retry_of_an_unchecked_fill_whose_trip_was_not_stored_trips(engine):
+    """Review 8: the store failed while the trip was written (UNAVAILABLE); the fill was in
+    the book and its fill_id known, so the retry passed as a duplicate and the account was
+    never tripped. A retry trips until the account's trip is stored; then it is a
+    duplicate again (a drop copy reporting it after an operator's reset trips nothing)."""
+    unchecked = fill(5, client_order_id="never-checked", fill_id="exec-9")
+    plan, outcome = engine.plan_fill(unchecked, T0)
+    assert outcome.unchecked and plan.transitions  # ... and the store fails: not applied
+    retry, again = engine.plan_fill(unchecked, T0 + 1)
+    assert again.duplicate and again.unchecked and again.position == 5  # booked once
+    [trip_] = run(engine, retry)
+    assert (trip_.scope, trip_.breaker) == (account(), Breaker.UNCHECKED_ORDER)
+    reset(engine, account(), T0 + 2, force=True)
+    late, copy = engine.plan_fill(unchecked, T0 + 3)
+    assert copy.duplicate and not copy.unchecked and not late.transitions
 
 
 def test_a_late_fill_of_a_cancelled_order_within_what_was_allowed_does_not_trip(engine):

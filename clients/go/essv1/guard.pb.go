@@ -1436,7 +1436,8 @@ type ReportFillResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The signed position of (account, strategy, symbol) after the fill.
 	Position float64 `protobuf:"fixed64,1,opt,name=position,proto3" json:"position,omitempty"`
-	// This fill_id had been applied before: nothing changed.
+	// This fill_id had been applied before: the book did not change (but for an unchecked
+	// fill whose trip failed to store the first time: the account is tripped now).
 	Duplicate bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// The fill was not of an order the sidecar allowed (or went beyond it): the account was
 	// tripped (breaker "unchecked_order").

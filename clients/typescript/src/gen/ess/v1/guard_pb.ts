@@ -400,7 +400,8 @@ export type ReportFillResponse = Message<"ess.v1.ReportFillResponse"> & {
   position: number;
 
   /**
-   * This fill_id had been applied before: nothing changed.
+   * This fill_id had been applied before: the book did not change (but for an unchecked
+   * fill whose trip failed to store the first time: the account is tripped now).
    *
    * @generated from field: bool duplicate = 2;
    */
