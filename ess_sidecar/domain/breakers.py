@@ -280,20 +280,22 @@ class Breakers:
     def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
         """Forget the evidence of scopes with no sample for idle_s (and at least the
         longest window), oldest first, unless `keep` says the scope still needs it or it
-        watches a feed (a dead feed must still go stale). How many were forgotten."""
+        watches a feed (a dead feed must still go stale). How many were forgotten or kept
+        (a kept one is looked at again only after another idle_s): either changes what a
+        later run forgets, so the journal must record the run, or a restart would forget
+        evidence that a reset is refused on."""
         idle_s = max(idle_s, self._longest_window)
-        meters, forgotten = self._meters, 0
+        meters, changed = self._meters, 0
         for _ in range(len(meters)):
             scope, oldest = next(iter(meters.items()))
             if oldest.last_seen > now - idle_s:
                 break
             del meters[scope]
+            changed += 1
             if keep(scope) or oldest.last_tick is not None:
                 oldest.last_seen = now  # kept: looked at again after another idle_s
                 meters[scope] = oldest
-            else:
-                forgotten += 1
-        return forgotten
+        return changed
 
     def readings(self, now: float, most: int | None = None) -> list[Reading]:
         """The current value and threshold of every enabled breaker a scope has evidence

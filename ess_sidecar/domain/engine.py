@@ -323,7 +323,8 @@ class GuardEngine:
     def expire(self, now: float) -> int:
         """Forget what is past its retention: order ids, fill ids, identical-order counts,
         rate windows, and the evidence of idle scopes that nothing latched still needs.
-        How many were forgotten (the journal records a run that forgot anything)."""
+        How many were forgotten, or kept for another idle period (the journal records a
+        run that did either, so a replay forgets exactly what this process did)."""
         limits = self.config.limits
         return (self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
                 + self._rate.expire(now)

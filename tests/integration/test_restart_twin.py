@@ -42,7 +42,8 @@ SECTIONS: dict[str, Any] = {
     "limits": {"max_symbol_exposure_pct": 30, "max_strategy_exposure_pct": 45,
                "max_portfolio_exposure_pct": 70, "max_orders_per_second": 5,
                "max_working_orders_per_account": 6, "duplicate_identical_orders": 2,
-               "duplicate_window_s": 5.0, "order_id_retention_s": 300.0},
+               "duplicate_window_s": 5.0, "order_id_retention_s": 300.0,
+               "idle_evidence_s": 30.0},
     "policy": {"reset_cooldown_s": 10.0, "rearm_delay_s": 5.0},
     "breakers": {"consecutive_losses": {"threshold": 3},
                  "api_errors": {"threshold": 3, "window_s": 60},
@@ -180,7 +181,7 @@ class RestartTwin(RuleBasedStateMachine):
     def heartbeat(self, executor, scope, deregister):
         self.both(lambda guard: guard.heartbeat(executor, scope, 15.0, deregister))
 
-    @rule(seconds=st.sampled_from([0.05, 1.0, 7.0, 16.0, 25.0, 400.0]))
+    @rule(seconds=st.sampled_from([0.05, 1.0, 7.0, 16.0, 25.0, 400.0, 3601.0]))
     def time_passes(self, seconds):
         self.clock.advance(seconds)
         self.both(lambda guard: [(t.scope, t.state, t.cause) for t in guard.run_timers()])

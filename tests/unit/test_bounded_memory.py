@@ -57,6 +57,18 @@ def test_evidence_something_still_needs_is_kept() -> None:
         == ["total_drawdown_pct"]
 
 
+def test_a_timer_run_that_keeps_evidence_says_so_so_that_the_journal_records_it() -> None:
+    """Review 8: keeping a latched scope's evidence looks at it again only after another
+    idle period; a run that only kept was not journaled, so a restart forgot the evidence
+    a period early and accepted a reset the running sidecar refused."""
+    engine = make_engine(limits=LimitSettings(idle_evidence_s=60.0))
+    latched = Scope(ScopeKind.STRATEGY, "latched")
+    report(engine, latched, Metric.DAILY_DRAWDOWN_PCT, 6.0, T0)  # trips: latched
+    assert engine.expire(T0 + HOUR + 1) == 1  # kept, and counted: the run is journaled
+    assert latched in engine.breakers
+    assert engine.expire(T0 + HOUR + 2) == 0  # nothing until another idle period
+
+
 def test_too_many_scopes_with_evidence_trips_global_and_refuses_the_sample() -> None:
     clock = FakeClock(T0)
     engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
