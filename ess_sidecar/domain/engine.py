@@ -113,10 +113,8 @@ class GuardEngine:
         """An allowed order is working from now on, and counts toward the rate."""
         self._rate.record(order.strategy, now)
         record = self.orders.reserve(order, now, decision_id)
-        if replacing is not None and replacing.working:  # its later fills: the new one's,
-            self.orders.end_but_pending(replacing)  # once those it was owed have come
-            replacing.replaced_by = order.client_order_id
-            record.replaces = replacing.client_order_id
+        if replacing is not None and replacing.working:
+            self.orders.replace(replacing, record)
 
     def _blocking(self, order: Order) -> Transition | None:
         """The most severe transition restricting the order's scopes, held ones included."""

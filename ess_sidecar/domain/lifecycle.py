@@ -35,10 +35,19 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
             raise InvalidArgument("quantity", f"the position would exceed ±{MAX_QUANTITY:g}")
     record = ledger.get(fill.account, fill.client_order_id)
     unchecked = _unchecked(fill, record)
+    if record is not None and not _same_instrument(record, fill):
+        record = None  # of another strategy, symbol or side: no evidence of that order
     leg.move(fill.signed_quantity)
     net.move(fill.signed_quantity)
     account.set_mark(fill.symbol, fill.price)
     if record is not None:
+        named = ledger.exact(fill.account, fill.client_order_id)
+        if named is not None:  # the one it names, even if it goes to its replacement
+            named.reported += fill.quantity
+        if named is record:
+            ledger.confirm(record)  # a fill under its own id: a replacement is live
+        else:  # the original's fill, crossing the replace: what was held for it goes first
+            record.crossing = max(record.crossing - fill.quantity, 0.0)
         record.filled += fill.quantity
         record.pending = max(record.pending - fill.quantity, 0.0)
         if record.owed_only:  # it works only for its owed fills: this is one of them
@@ -63,7 +72,7 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
     if record.decision_id == ADOPTED:  # counted since a snapshot listed it; never checked
         return (f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed (a"
                 " snapshot listed it open)")
-    if (record.strategy, record.symbol, record.side) != (fill.strategy, fill.symbol, fill.side):
+    if not _same_instrument(record, fill):
         return (f"fill {fill.fill_id} for order {coid} is {fill.side.name} {fill.symbol} for"
                 f" {fill.strategy}; the order allowed was {record.side.name} {record.symbol}"
                 f" for {record.strategy}")
@@ -74,28 +83,41 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
 
 
 def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
-    """End a working order, or shrink what it reserves; False if no such order works. The
+    """End a working order, or shrink what it reserves; False if it changed nothing. The
     update is of the order it names, never of one that replaced it. A rejected
-    replacement leaves the order it was to replace working.
+    replacement never worked: the order it was to replace works again, with the fills
+    that crossed the replace counted as its own.
 
     An update never releases what may have been filled but not reported yet (a drop copy's
     fills can come after the executor's update): what the order may still fill is its
     leaves (0 once ended) plus the fills the venue counts (filled_quantity) beyond those
-    reported. Without filled_quantity an OPEN update releases nothing, since its leaves
-    may have shrunk by such fills, and an ended status takes every fill as reported but
-    those an earlier update said are owed (pending)."""
+    reported under its client_order_id. Without filled_quantity an OPEN update releases
+    nothing, since its leaves may have shrunk by such fills, and an ended status takes
+    every fill as reported but those an earlier update said are owed (pending). An order
+    that has ended (replaced, cancelled) and is said to have more fills than reported
+    reserves them until they come."""
     record = ledger.exact(update.account, update.client_order_id)
-    if record is None or not record.working:
+    if record is None:
         return False
+    if update.status is OrderStatus.REJECTED and record.replaces:
+        return ledger.unreplace(record)
+    ledger.confirm(record)  # the venue took the replace (if it is one)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
-    if update.filled_quantity is not None and leaves is not None:
-        owed = max(update.filled_quantity - record.filled, 0.0)
+    owed = None if update.filled_quantity is None else \
+        max(update.filled_quantity - record.reported, 0.0)
+    if not record.working:
+        if owed:  # its fills are on their way: they count until they come
+            ledger.owe(record, owed)
+            return True
+        return False
+    if owed is not None and leaves is not None:
         record.pending = owed
+        short = min(leaves + owed - record.remaining, owed)
+        if short > 0.0:  # fills it is owed beyond what it reserves: real, so they count
+            ledger.grow(record, short)
         ledger.shrink(record, leaves + owed)
     elif update.status in ENDED:  # no word on fills: those said owed before stay reserved
         ledger.end_but_pending(record)
-    if update.status is OrderStatus.REJECTED and record.replaces:
-        ledger.unreplace(record)
     return True
 
 
@@ -139,9 +161,12 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
     listed = {order.client_order_id: order for order in open_orders}
     for record in list(ledger.working(account)):
         if record.client_order_id not in listed:  # its fills still owed stay reserved
+            ledger.confirm(record)
             ledger.end_but_pending(record)
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
+        if known is not None:
+            ledger.confirm(known)  # the venue lists it: any replace it made is done
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
         elif not known.working:  # filled, cancelled or replaced, says the sidecar: not so
@@ -153,3 +178,8 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
                 ledger.release(known, known.remaining - target)
             elif target > known.remaining:
                 ledger.grow(known, target - known.remaining)
+
+
+def _same_instrument(record: OrderRecord, fill: Fill) -> bool:
+    return (record.strategy, record.symbol, record.side) == \
+        (fill.strategy, fill.symbol, fill.side)

@@ -36,7 +36,8 @@ class OrderRecord:
 
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
-                 "replaces", "pending", "owed_only", "leaves_given_up")
+                 "replaces", "pending", "owed_only", "leaves_given_up", "reported",
+                 "crossing")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -46,7 +47,9 @@ class OrderRecord:
         self.strategy, self.symbol, self.side = strategy, symbol, side
         self.quantity = quantity  # as allowed
         self.price, self.time, self.decision_id = price, time, decision_id
-        self.filled = filled
+        self.filled = filled  # fills counted against it (a replacement: also those that
+        # crossed the replace, named after the order it replaced)
+        self.reported = 0.0  # fills reported under its own client_order_id
         self.remaining = remaining  # reserved; 0 once ended
         self.replaced_by = replaced_by  # the order that took its place
         self.replaces = replaces  # the order whose place it took
@@ -58,6 +61,10 @@ class OrderRecord:
         # given up `leaves_given_up`: a rejected replace gives them back (unreplace).
         self.owed_only = False
         self.leaves_given_up = 0.0
+        # A replacement smaller than the leaves of the order it replaced: the part of its
+        # reservation (and of what it may fill) that covers the original's leaves filling
+        # while the replace is in flight. Gone once the venue's word on it comes (confirm).
+        self.crossing = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -224,6 +231,33 @@ class OrderLedger:
             for leg, before in zip(legs, saved):
                 leg.restore(before)
 
+    def replace(self, original: OrderRecord, replacement: OrderRecord) -> None:
+        """`replacement` (just allowed) takes the place of `original`: its later fills go
+        to the replacement once those it was owed have come. Until the venue's word on
+        the replacement, the original's leaves may still fill (the replace is in flight):
+        where they exceed the replacement, the replacement also reserves, and may fill,
+        the difference (`crossing`), so the chain counts the larger of the two, as the
+        original alone did, and such fills trip nothing."""
+        self.end_but_pending(original)  # its leaves, crossing included, pass on
+        original.quantity -= original.crossing
+        original.crossing = 0.0
+        original.replaced_by = replacement.client_order_id
+        replacement.replaces = original.client_order_id
+        extra = original.leaves_given_up - replacement.quantity
+        if extra > 0.0:
+            replacement.crossing = extra
+            replacement.quantity += extra
+            self.grow(replacement, extra)
+
+    def confirm(self, replacement: OrderRecord) -> None:
+        """The venue's word on a replacement (an update, a fill under its own id, a
+        snapshot): the replace is done, and what it held for the original's leaves goes."""
+        extra = replacement.crossing
+        if extra > 0.0:
+            replacement.crossing = 0.0
+            replacement.quantity -= extra
+            self.release(replacement, min(extra, replacement.remaining))
+
     def end(self, record: OrderRecord) -> None:
         record.pending = 0.0
         self.release(record, record.remaining)
@@ -259,24 +293,37 @@ class OrderLedger:
         self._count(record, +1)
         self._legs_reserve(record)
 
-    def unreplace(self, replacement: OrderRecord) -> None:
-        """The venue rejected `replacement` (just ended): the order it replaced was never
-        replaced, and works again with what it had left unfilled."""
+    def unreplace(self, replacement: OrderRecord) -> bool:
+        """The venue rejected `replacement`, working or not (fills that crossed the replace
+        may have ended it): it never worked, so it ends, and what it counted of fills
+        named after the original was the original's. The original was never replaced: it
+        works again with the leaves it gave up less those fills. True (the evidence was
+        taken)."""
+        crossed = max(replacement.filled - replacement.reported, 0.0)
+        if replacement.working:
+            self.end(replacement)
         original = self.records.get((replacement.account, replacement.replaces))
         if original is None or original.replaced_by != replacement.client_order_id:
-            return  # forgotten, or a snapshot has said what it is since
-        if original.owed_only:  # it had fills owed: its own leaves, as it gave them up
-            original.replaced_by, original.owed_only = "", False
-            if original.working:
-                self.grow(original, original.leaves_given_up)
-            elif original.leaves_given_up > 0.0:
-                self.revive(original, original.leaves_given_up)
-            return
-        left = original.unfilled
-        if left > original.quantity * FILL_TOLERANCE:
-            self.revive(original, left)
-        else:
-            original.replaced_by = ""
+            return True  # forgotten, or a snapshot has said what it is since
+        replacement.filled -= crossed
+        original.filled += crossed
+        leaves = max(original.leaves_given_up - crossed, 0.0)
+        original.replaced_by, original.owed_only = "", False
+        if original.working:  # it works for fills it is owed: its leaves come back too
+            if leaves > 0.0:
+                self.grow(original, leaves)
+        elif leaves > original.quantity * FILL_TOLERANCE:
+            self.revive(original, leaves)
+        return True
+
+    def owe(self, record: OrderRecord, owed: float) -> None:
+        """An ended order (replaced, cancelled) is said to have `owed` fills not reported
+        yet: it works for them alone until they come. What it was allowed is unchanged."""
+        assert not record.working and owed > 0.0
+        record.pending, record.owed_only = owed, True
+        record.remaining = owed
+        self._count(record, +1)
+        self._legs_reserve(record)
 
     def tripped_for(self, account: str) -> None:
         """The account's unchecked_order trip is stored: its unchecked fills are tripped."""

@@ -14,7 +14,7 @@ from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import State, TriggerMode
 
 from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
-    position, report_fill, reset, run, timers, trip
+    position, report_fill, reset, rules, run, timers, trip
 
 R = DecisionReason
 DAY = 86_400.0
@@ -453,3 +453,87 @@ def test_an_order_a_snapshot_no_longer_lists_may_still_fill_what_its_check_allow
     for quantity in (200, 90):
         assert not report_fill(engine, fill(quantity, client_order_id=coid)).unchecked
     assert list(engine.orders.working(ACCOUNT)) == []
+
+
+# -- review 8: fills that cross a replace, and fills of another instrument ----------------
+
+
+def test_a_replace_rejected_after_the_originals_fills_ended_it_gives_the_original_back():
+    """A 100; B replaces it with 30; A fills 30 while the replace is in flight (those fills
+    go to B); the venue rejects B. A works on with its 70 leaves: it was never replaced.
+    (Before the review B had ended, filled by what crossed it, and the rejection was
+    ignored: nothing was reserved for A's 70.)"""
+    engine = make_engine(equity=100_000)  # a 30 % symbol limit is 300 at mark 100
+    a = _allowed(engine, order(100, client_order_id="A"))
+    b = _allowed(engine, order(30, client_order_id="B", replaces=a))
+    assert not report_fill(engine, fill(30, client_order_id=a)).unchecked
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [70]  # A's may fill
+    assert engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED))
+    assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == \
+        [(a, 70)]
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 70, 30))  # agrees
+    assert engine.check(order(201), T0).reason is R.SYMBOL_EXPOSURE  # 30 + 70 + 201 > 300
+    assert not report_fill(engine, fill(70, client_order_id=a)).unchecked  # its own
+    assert list(engine.orders.working(ACCOUNT)) == []
+
+
+@pytest.mark.parametrize("original_first", [True, False])
+def test_an_update_of_a_replaced_order_keeps_the_fills_it_counts_reserved(original_first):
+    """A 100; B replaces it with 100 (a price change); A fills 60 before the venue takes
+    the replace, so B has 40 left. The executor reports each order's own filled_quantity.
+    Once A's update says 60 filled, those 60 count until their fills come."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(100, client_order_id="A"))
+    b = _allowed(engine, order(100, client_order_id="B", replaces=a))
+    updates = [OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 0, 60),
+               OrderUpdate(ACCOUNT, b, OrderStatus.OPEN, 40, 0)]
+    for update in updates if original_first else updates[::-1]:
+        engine.update_order(update)
+    assert sorted((r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)) \
+        == [(a, 60), (b, 40)]
+    assert engine.check(order(201), T0).reason is R.SYMBOL_EXPOSURE  # 100 + 201 > 300
+    assert not report_fill(engine, fill(60, client_order_id=a)).unchecked  # the drop copy
+    assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == \
+        [(b, 40)]
+    assert engine.check(order(201), T0).reason is R.SYMBOL_EXPOSURE  # 60 + 40 + 201 > 300
+    assert engine.check(order(200), T0).allowed
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_fill_of_another_side_or_instrument_leaves_the_order_it_names_working(enabled):
+    """A buy of 100 works; a SELL fill names it. The fill is real (booked, and it trips
+    the account when the breaker is on), but it is no evidence about the buy: the buy
+    still reserves its 100."""
+    engine = make_engine(equity=100_000,
+                         breakers=rules(unchecked_order={"enabled": enabled}))
+    a = _allowed(engine, order(100))
+    outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=a))
+    assert "the order allowed was BUY" in outcome.unchecked
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == -100
+    assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == \
+        [(a, 100)]
+    assert (engine.state_of(account()) is State.TRIPPED) is enabled
+
+
+@pytest.mark.parametrize("word", ["update", "own fill", "snapshot"])
+def test_a_smaller_replacement_holds_the_originals_leaves_until_the_venue_confirms_it(word):
+    """Fuzzing (review 8): A 50; B replaces it with 10; A fills 22 while the replace is in
+    flight. Those fills are A's own within what A was allowed: nothing trips, and until
+    the venue's word on B, the chain reserves what A's leaves could still fill."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(50, client_order_id="A"))
+    b = _allowed(engine, order(10, client_order_id="B", replaces=a))
+    assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [50]  # the larger
+    assert not report_fill(engine, fill(22, client_order_id=a)).unchecked
+    assert engine.check(order(251), T0).reason is R.SYMBOL_EXPOSURE  # 22 + 28 + 251 > 300
+    if word == "update":
+        engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.OPEN, 0, 0))
+        assert list(engine.orders.working(ACCOUNT)) == []  # the venue: B has nothing left
+    elif word == "own fill":
+        assert not report_fill(engine, fill(5, client_order_id=b)).unchecked
+        assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [5]  # B's 10, less 5
+        assert "exceeds" in report_fill(engine, fill(11, client_order_id=b)).unchecked
+    else:
+        engine.sync_positions(ACCOUNT, 100_000, [position(22)], [
+            OpenOrder(b, STRATEGY, SYMBOL, Side.BUY, 3, 100.0)])
+        assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [3]
