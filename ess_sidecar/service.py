@@ -173,7 +173,10 @@ class Guard(GuardReadings):
         now = self._clock.now()
         plan, outcome = self.engine.plan_fill(fill, now, actor)
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
-        command = None if outcome.duplicate else FillReported(fill, now)
+        # A duplicate that is unchecked is the retry of a fill whose trip (and record)
+        # failed to store: it is journaled now, or a restart would not have it booked.
+        command = None if outcome.duplicate and not outcome.unchecked else \
+            FillReported(fill, now)
         transitions = yield from self._commit(plan, command, on_loop=True)
         state = self._outcome(account, transitions)
         if outcome.unchecked:

@@ -101,7 +101,6 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         return False
     if update.status is OrderStatus.REJECTED and record.replaces:
         return ledger.unreplace(record)
-    ledger.confirm(record)  # the venue took the replace (if it is one)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
     owed = None if update.filled_quantity is None else \
         max(update.filled_quantity - record.reported, 0.0)
@@ -110,7 +109,10 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
             ledger.owe(record, owed)
             return True
         return False
-    if owed is not None and leaves is not None:
+    ledger.confirm(record)  # the venue took the replace (if it is one)
+    if owed is not None and record.owed_only:  # its leaves are gone (or its replacement's):
+        ledger.settle_owed(record, owed)  # it works for the fills it is owed alone
+    elif owed is not None and leaves is not None:
         record.pending = owed
         short = min(leaves + owed - record.remaining, owed)
         if short > 0.0:  # fills it is owed beyond what it reserves: real, so they count

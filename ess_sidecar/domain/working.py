@@ -203,7 +203,7 @@ class OrderLedger:
         record.remaining -= taken
         ended = record.remaining <= record.quantity * FILL_TOLERANCE
         if ended:
-            record.remaining = 0.0
+            record.remaining = record.crossing = 0.0  # ended: no replace left to confirm
             self._count(record, -1)
         book = self._book.account(record.account)
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
@@ -278,8 +278,9 @@ class OrderLedger:
         plus fills it counts that were not reported here yet): what it may fill in all and
         what it reserves shrink to that, never grow (that needs a check). At zero it ends;
         a fill beyond what it may fill then trips, as any fill beyond the check's."""
-        if most < record.remaining:
-            record.quantity = min(record.quantity, record.filled + most)
+        if most < record.remaining:  # what it counted, or what was reported under its
+            # id (a replace may have taken fills to the other order), and `most` more
+            record.quantity = min(record.quantity, max(record.filled, record.reported) + most)
             self.release(record, record.remaining - most)
         record.pending = record.owed
 
@@ -307,7 +308,11 @@ class OrderLedger:
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
-        leaves = max(original.leaves_given_up - crossed, 0.0)
+        # The leaves it gave up, less the fills that crossed, and never more than it may
+        # still fill of what it was allowed beyond the fills it is owed (those may have
+        # come under its own id while the replace was in flight).
+        leaves = max(min(original.leaves_given_up - crossed,
+                         original.unfilled - original.owed), 0.0)
         original.replaced_by, original.owed_only = "", False
         if original.working:  # it works for fills it is owed: its leaves come back too
             if leaves > 0.0:
@@ -315,6 +320,15 @@ class OrderLedger:
         elif leaves > original.quantity * FILL_TOLERANCE:
             self.revive(original, leaves)
         return True
+
+    def settle_owed(self, record: OrderRecord, owed: float) -> None:
+        """An order working only for fills it is owed: the venue now counts `owed` of
+        them not reported yet; it reserves exactly that (none left: it ends)."""
+        record.pending = owed
+        if owed > record.remaining:
+            self.grow(record, owed - record.remaining)
+        elif owed < record.remaining:
+            self.release(record, record.remaining - owed)
 
     def owe(self, record: OrderRecord, owed: float) -> None:
         """An ended order (replaced, cancelled) is said to have `owed` fills not reported

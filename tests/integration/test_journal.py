@@ -363,3 +363,32 @@ def test_registrations_taken_from_the_store_are_journaled_so_the_next_start_keep
     assert [(t.scope, t.breaker) for t in third.guard.run_timers()] == [
         (scope, "heartbeat_lost")]
     stopped(third)
+
+
+def test_the_retry_of_an_unchecked_fill_whose_write_failed_is_journaled_with_its_trip(
+        tmp_path: Path) -> None:
+    """Diff review 8: the first attempt failed before anything was journaled, and the
+    retry (a duplicate in memory) was journaled with its trip but without the fill, so a
+    restart had the account tripped and the position short by the fill."""
+    from ess_sidecar.adapters.storage.memory import InMemoryStateStore  # noqa: PLC0415
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.engine import GuardEngine  # noqa: PLC0415
+    from ess_sidecar.domain.errors import StoreUnavailable  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False})
+    store = InMemoryStateStore()
+    app = build(settings, clock=FakeClock(), store=store,
+                journal=FileJournal(tmp_path / "ess.db.journal", 0.0))
+    unchecked = Fill("acc-1", "momo", "AAPL", Side.BUY, 5.0, 100.0, "never-checked", "exec-9")
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        app.guard.report_fill(unchecked)
+    retry = app.guard.report_fill(unchecked)
+    assert retry.fill.duplicate and retry.fill.unchecked
+    app.journal.close()
+    restarted = GuardEngine(app.guard.engine.config)
+    for command, transitions in FileJournal(tmp_path / "ess.db.journal").load():
+        restarted.replay(command, transitions)
+    assert restarted.book.position("acc-1", "momo", "AAPL") == 5.0
+    assert restarted.state_of(Scope(ScopeKind.ACCOUNT, "acc-1")) is not State.ARMED

@@ -569,6 +569,23 @@ def test_a_reseal_of_a_file_whose_seal_is_gone_trips_for_what_its_wal_may_have_h
     assert [t.scope for t in loaded(path).current] == [TAMPERED, SYMBOL, GLOBAL]
 
 
+@pytest.mark.parametrize("damage", ["versions lost", "seal deleted"])
+def test_an_upgrade_from_schema_4_keeps_the_seal_so_damage_is_still_found(path, damage):
+    """Diff review 8: the upgrade to schema 5 resealed the file before load() checked it
+    against its seal, so a schema-4 file that had lost versions with its WAL (or its
+    seal) came out of the upgrade as if nothing had happened."""
+    written(path, HISTORY)
+    crash_after_appending(path, 2, "exit").unlink()  # versions 5 and 6 lost with the WAL
+    if damage == "seal deleted":
+        Path(f"{path}.seal").unlink()
+    edit(path, "PRAGMA user_version = 4")  # as the sidecar before this one left it
+    message = refusal(path)
+    assert "lost acknowledged transitions" in message or "seal" in message, message
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5  # upgraded all the same
+    assert SqliteStateStore.reseal(path).loses
+
+
 def test_reseal_refuses_a_missing_file_and_a_file_in_use(path):
     written(path, HISTORY)
     store = SqliteStateStore(path)

@@ -537,3 +537,57 @@ def test_a_smaller_replacement_holds_the_originals_leaves_until_the_venue_confir
         engine.sync_positions(ACCOUNT, 100_000, [position(22)], [
             OpenOrder(b, STRATEGY, SYMBOL, Side.BUY, 3, 100.0)])
         assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [3]
+
+
+# -- review 8, the diff review: a replace rejected too late, and what a replay must redo ----
+
+
+@pytest.mark.parametrize("fill_at", ["before the updates", "between them", "after them"])
+def test_a_replace_rejected_too_late_leaves_nothing_reserved_once_the_original_filled(fill_at):
+    """The commonest rejection: A filled whole while the replace was in flight. Whatever
+    order the fill and the updates come in, nothing stays reserved after them."""
+    engine = make_engine()
+    a = _allowed(engine, order(10, client_order_id="A"))
+    b = _allowed(engine, order(5, client_order_id="B", replaces=a))
+    whole = fill(10, client_order_id=a, fill_id="f1")
+    if fill_at == "before the updates":
+        report_fill(engine, whole)
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 0, 10))
+    if fill_at == "between them":
+        report_fill(engine, whole)
+    engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED, None, 0))
+    if fill_at == "after them":
+        assert not report_fill(engine, whole).unchecked
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 10
+    assert list(engine.orders.working(ACCOUNT)) == []
+
+
+def test_fills_reported_under_the_original_while_its_replace_is_in_flight_trip_nothing():
+    """A 10, B replaces it with 5; A fills 2, 2, 5, 1 (10 in all) as the venue reports
+    them, the replace rejected in between: every fill within what A was allowed."""
+    engine = make_engine()
+    a = _allowed(engine, order(10, client_order_id="A"))
+    b = _allowed(engine, order(5, client_order_id="B", replaces=a))
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 8, 2))
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 6, 4))
+    for quantity, fill_id in ((2, "f1"), (2, "f2"), (5, "f3")):
+        assert not report_fill(engine, fill(quantity, client_order_id=a,
+                                            fill_id=fill_id)).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 1, 9))
+    engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED, None, 0))
+    assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == \
+        [(a, 1)]
+    assert not report_fill(engine, fill(1, client_order_id=a, fill_id="f4")).unchecked
+    assert engine.state_of(account()) is State.ARMED
+
+
+def test_an_update_of_an_order_an_operator_cleared_changes_nothing_a_replay_would_not():
+    """An update answered 'changed nothing' is not journaled: it must change nothing."""
+    engine = make_engine()
+    a = _allowed(engine, order(10, client_order_id="A"))
+    b = _allowed(engine, order(4, client_order_id="B", replaces=a))  # holds 6 for A's leaves
+    engine.clear_working_orders(ACCOUNT, [b])
+    before = repr(engine.orders.exact(ACCOUNT, b)), engine.orders.exact(ACCOUNT, b).quantity
+    assert not engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0))
+    after = engine.orders.exact(ACCOUNT, b)
+    assert (repr(after), after.quantity) == before

@@ -187,6 +187,7 @@ MIGRATIONS = {
         "ALTER TABLE executors_5 RENAME TO executors"),
 }
 CHAINED_SINCE = 3
+SEALED_AS_NOW = 4  # since schema 4 a seal covers what it covers now
 
 COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
            " breaker, reason_code, directives, forced, rearm_at, approved_by, drill, latches")
@@ -592,9 +593,10 @@ class SqliteStateStore(StateStore):
 
     def _sealed_fresh(self) -> bool:
         try:
-            return self.seal.read() == FRESH_SEAL
+            seal = self.seal.read()
         except SealUnreadable:
             return False
+        return seal is not None and {**seal, "schema": SCHEMA_VERSION} == FRESH_SEAL
 
     def _lock(self) -> None:
         """Take the exclusive lock on `<path>.lock`, or raise StoreUnavailable."""
@@ -661,8 +663,9 @@ class SqliteStateStore(StateStore):
 
     def _upgrade(self, conn: sqlite3.Connection, found: int) -> None:
         """Take schema `found` to SCHEMA_VERSION in one transaction. An upgrade from before
-        the chain chains the events as they are, and every upgrade seals the file before
-        its COMMIT: a crash in between repeats it, computing the same chain and seal."""
+        the chain chains the events as they are, and one from before SEALED_AS_NOW seals
+        the file before its COMMIT: a crash in between repeats it, computing the same
+        chain and seal. A later one keeps the seal it finds, for load() to check."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             for version in range(found, SCHEMA_VERSION):
@@ -671,7 +674,11 @@ class SqliteStateStore(StateStore):
             if found < CHAINED_SINCE:
                 _rechain(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._write_seal(_seal_value(conn))
+            if found < SEALED_AS_NOW:
+                self._write_seal(_seal_value(conn))
+            # From SEALED_AS_NOW on, what a seal vouches for is unchanged by the upgrade:
+            # the old seal stays, and load() checks the file against it (a file that lost
+            # versions, or lost its seal, must not come out of an upgrade resealed).
             conn.execute("COMMIT")
         except BaseException:
             conn.rollback()
