@@ -48,6 +48,8 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
             ledger.confirm(record)  # a fill under its own id: a replacement is live
         else:  # the original's fill, crossing the replace: what was held for it goes first
             record.crossing = max(record.crossing - fill.quantity, 0.0)
+            if named is not None:  # and the leaves a rejected replace would give back
+                named.leaves_given_up = max(named.leaves_given_up - fill.quantity, 0.0)
         record.filled += fill.quantity
         record.pending = max(record.pending - fill.quantity, 0.0)
         if record.owed_only:  # it works only for its owed fills: this is one of them
@@ -102,20 +104,36 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     if update.status is OrderStatus.REJECTED and record.replaces:
         return ledger.unreplace(record)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
-    owed = None if update.filled_quantity is None else \
-        max(update.filled_quantity - record.reported, 0.0)
+    owed, counted = None, False
+    if update.filled_quantity is not None:  # cumulative: a late, older update lowers nothing
+        counted = update.filled_quantity > record.venue_filled
+        record.venue_filled = max(record.venue_filled, update.filled_quantity)
+        owed = max(record.venue_filled - record.reported, 0.0)
     if not record.working:
+        if update.status is OrderStatus.OPEN and leaves and record.unlisted \
+                and not record.replaced_by:  # in flight when a snapshot left it out
+            ledger.revive(record, leaves + (owed or 0.0))
+            record.pending = owed or 0.0
+            return True
+        ended = update.status in ENDED and bool(record.replaced_by) \
+            and record.leaves_given_up > 0.0
+        if ended:  # its leaves are gone: a rejected replace of it gives none back
+            record.leaves_given_up = 0.0
         if owed:  # its fills are on their way: they count until they come
             ledger.owe(record, owed)
             return True
-        return False
+        return ended or counted  # either changed memory: the journal must have it
     ledger.confirm(record)  # the venue took the replace (if it is one)
     if owed is not None and record.owed_only:  # its leaves are gone (or its replacement's):
         ledger.settle_owed(record, owed)  # it works for the fills it is owed alone
+        if update.status in ENDED:
+            record.leaves_given_up = 0.0
     elif owed is not None and leaves is not None:
+        # Fills it is owed beyond those it was owed before and beyond what it reserves are
+        # real, so they count (its leaves never grow: a late update's are older).
+        short = min(leaves + owed - record.remaining, owed - record.owed)
         record.pending = owed
-        short = min(leaves + owed - record.remaining, owed)
-        if short > 0.0:  # fills it is owed beyond what it reserves: real, so they count
+        if short > 0.0:
             ledger.grow(record, short)
         ledger.shrink(record, leaves + owed)
     elif update.status in ENDED:  # no word on fills: those said owed before stay reserved
@@ -165,6 +183,7 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if record.client_order_id not in listed:  # its fills still owed stay reserved
             ledger.confirm(record)
             ledger.end_but_pending(record)
+            record.unlisted = True
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
         if known is not None:

@@ -37,7 +37,7 @@ class OrderRecord:
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
-                 "crossing")
+                 "crossing", "unlisted", "venue_filled")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -50,6 +50,7 @@ class OrderRecord:
         self.filled = filled  # fills counted against it (a replacement: also those that
         # crossed the replace, named after the order it replaced)
         self.reported = 0.0  # fills reported under its own client_order_id
+        self.venue_filled = 0.0  # the most any update's filled_quantity said (it only grows)
         self.remaining = remaining  # reserved; 0 once ended
         self.replaced_by = replaced_by  # the order that took its place
         self.replaces = replaces  # the order whose place it took
@@ -65,6 +66,9 @@ class OrderRecord:
         # reservation (and of what it may fill) that covers the original's leaves filling
         # while the replace is in flight. Gone once the venue's word on it comes (confirm).
         self.crossing = 0.0
+        # Ended by a snapshot that did not list it (it may have been in flight then): the
+        # venue's OPEN update for it makes it work again.
+        self.unlisted = False
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -289,7 +293,7 @@ class OrderLedger:
         ended it was rejected): it reserves `remaining` again, and its own fills are its
         own again. What was allowed and filled stays as it was."""
         assert not record.working and remaining > 0.0
-        record.replaced_by, record.owed_only = "", False
+        record.replaced_by, record.owed_only, record.unlisted = "", False, False
         record.remaining = remaining
         self._count(record, +1)
         self._legs_reserve(record)
@@ -303,19 +307,22 @@ class OrderLedger:
         crossed = max(replacement.filled - replacement.reported, 0.0)
         if replacement.working:
             self.end(replacement)
+        replacement.leaves_given_up = 0.0  # it never lived: one replacing it gives nothing back
         original = self.records.get((replacement.account, replacement.replaces))
         if original is None or original.replaced_by != replacement.client_order_id:
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
-        # The leaves it gave up, less the fills that crossed, and never more than it may
-        # still fill of what it was allowed beyond the fills it is owed (those may have
-        # come under its own id while the replace was in flight).
-        leaves = max(min(original.leaves_given_up - crossed,
-                         original.unfilled - original.owed), 0.0)
-        original.replaced_by, original.owed_only = "", False
+        # The leaves it gave up (its fills since, wherever they went, are off them: see
+        # apply_fill), never more than it may still fill of what it was allowed beyond the
+        # fills it is owed (those may have come under its own id while the replace was in
+        # flight).
+        left = original.quantity - max(original.filled, original.reported)  # under its id,
+        leaves = max(min(original.leaves_given_up, left - original.owed), 0.0)  # anywhere
+        original.replaced_by = ""
         if original.working:  # it works for fills it is owed: its leaves come back too
             if leaves > 0.0:
+                original.owed_only = False
                 self.grow(original, leaves)
         elif leaves > original.quantity * FILL_TOLERANCE:
             self.revive(original, leaves)

@@ -305,7 +305,9 @@ def test_an_update_of_a_replaced_order_leaves_its_replacement_working():
     engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
     old = _allowed(engine, order(290))
     new = _allowed(engine, order(290, replaces=old))
-    assert not engine.update_order(OrderUpdate(ACCOUNT, old, OrderStatus.CANCELLED))
+    # Taken (its leaves are gone: a rejected replace would give none back), but it ends
+    # nothing: the replacement works on.
+    assert engine.update_order(OrderUpdate(ACCOUNT, old, OrderStatus.CANCELLED))
     assert [r.client_order_id for r in engine.orders.working(ACCOUNT)] == [new]
     assert engine.check(order(290), T0).reason is R.SYMBOL_EXPOSURE
 
@@ -591,3 +593,71 @@ def test_an_update_of_an_order_an_operator_cleared_changes_nothing_a_replay_woul
     assert not engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0))
     after = engine.orders.exact(ACCOUNT, b)
     assert (repr(after), after.quantity) == before
+
+
+# -- review 9: snapshots of orders in flight, chains of replaces, late updates --------------
+
+
+def _reserved(engine) -> dict[str, float]:
+    return {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)}
+
+
+def test_an_order_a_snapshot_left_out_while_in_flight_works_again_on_its_open_update():
+    """A snapshot taken while N was on its way to the venue ends N; the venue's OPEN for
+    it says it is live: it counts again (it counted nothing, and the next order was
+    allowed past the limit)."""
+    engine = make_engine(equity=100_000)
+    n = _allowed(engine, order(290, client_order_id="N"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0)
+    assert _reserved(engine) == {}
+    assert engine.update_order(OrderUpdate(ACCOUNT, n, OrderStatus.OPEN, 290, 0))
+    assert _reserved(engine) == {n: 290}
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_an_original_the_venue_cancelled_is_not_revived_by_its_replacements_rejection():
+    engine = make_engine()
+    a = _allowed(engine, order(10, client_order_id="A"))
+    b = _allowed(engine, order(6, client_order_id="B", replaces=a))
+    assert engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.CANCELLED, None, 0))
+    assert engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED, None, 0))
+    assert _reserved(engine) == {}  # nothing is live at the venue
+
+
+def test_a_chain_of_rejected_replaces_revives_only_the_order_that_lived():
+    """A live; B replaces A, C replaces B, both in flight; the venue rejects B, then C."""
+    engine = make_engine()
+    a = _allowed(engine, order(10, client_order_id="A"))
+    b = _allowed(engine, order(6, client_order_id="B", replaces=a))
+    c = _allowed(engine, order(4, client_order_id="C", replaces=b))
+    engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED))
+    engine.update_order(OrderUpdate(ACCOUNT, c, OrderStatus.REJECTED))
+    assert _reserved(engine) == {a: 10}
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.CANCELLED, None, 0))
+    assert _reserved(engine) == {}
+
+
+def test_fills_that_went_down_a_chain_are_off_the_leaves_a_rejection_gives_back():
+    """A 4; B replaces A, C replaces B; A fills 4 (the fill goes to C); B and C rejected."""
+    engine = make_engine()
+    a = _allowed(engine, order(4, client_order_id="A"))
+    b = _allowed(engine, order(6, client_order_id="B", replaces=a))
+    c = _allowed(engine, order(7, client_order_id="C", replaces=b))
+    assert not report_fill(engine, fill(4, client_order_id=a)).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 0, 4))
+    engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED, None, 0))
+    engine.update_order(OrderUpdate(ACCOUNT, c, OrderStatus.REJECTED, None, 0))
+    assert _reserved(engine) == {}
+
+
+def test_a_late_older_update_lowers_no_fills_an_earlier_one_counted():
+    """OPEN 0/2 said two fills are owed; one came; a redelivered OPEN 1/1 (older) must not
+    free the other."""
+    engine = make_engine()
+    a = _allowed(engine, order(2, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 0, 2))
+    report_fill(engine, fill(1, client_order_id=a))
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 1, 1))
+    assert _reserved(engine) == {a: 1}
+    report_fill(engine, fill(1, client_order_id=a))
+    assert _reserved(engine) == {}
