@@ -1601,7 +1601,9 @@ func (x *ReportOrderUpdateRequest) GetFilledQuantity() float64 {
 
 type ReportOrderUpdateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// False: no such order was working (nothing changed).
+	// False: nothing changed (no such order, or it had ended and the update told nothing
+	// new of it). True for an order that ended and is owed fills, or a replaced order whose
+	// cancel means a rejection of its replacement no longer revives it.
 	Known         bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -488,7 +488,9 @@ export const ReportOrderUpdateRequestSchema: GenMessage<ReportOrderUpdateRequest
  */
 export type ReportOrderUpdateResponse = Message<"ess.v1.ReportOrderUpdateResponse"> & {
   /**
-   * False: no such order was working (nothing changed).
+   * False: nothing changed (no such order, or it had ended and the update told nothing
+   * new of it). True for an order that ended and is owed fills, or a replaced order whose
+   * cancel means a rejection of its replacement no longer revives it.
    *
    * @generated from field: bool known = 1;
    */
