@@ -109,20 +109,9 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         counted = update.filled_quantity > record.venue_filled
         record.venue_filled = max(record.venue_filled, update.filled_quantity)
         owed = max(record.venue_filled - record.reported, 0.0)
-    if not record.working:
-        if update.status is OrderStatus.OPEN and leaves and record.unlisted \
-                and not record.replaced_by:  # in flight when a snapshot left it out
-            ledger.revive(record, leaves + (owed or 0.0))
-            record.pending = owed or 0.0
-            return True
-        ended = update.status in ENDED and bool(record.replaced_by) \
-            and record.leaves_given_up > 0.0
-        if ended:  # its leaves are gone: a rejected replace of it gives none back
-            record.leaves_given_up = 0.0
-        if owed:  # its fills are on their way: they count until they come
-            ledger.owe(record, owed)
-            return True
-        return ended or counted  # either changed memory: the journal must have it
+    if not record.working:  # what changed memory, the journal must have: say so
+        return _update_of_an_ended_order(ledger, record, update.status, leaves, owed) \
+            or counted
     ledger.confirm(record)  # the venue took the replace (if it is one)
     if owed is not None and record.owed_only:  # its leaves are gone (or its replacement's):
         ledger.settle_owed(record, owed)  # it works for the fills it is owed alone
@@ -139,6 +128,24 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     elif update.status in ENDED:  # no word on fills: those said owed before stay reserved
         ledger.end_but_pending(record)
     return True
+
+
+def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
+                              status: OrderStatus, leaves: float | None,
+                              owed: float | None) -> bool:
+    """The venue's word on an order the sidecar has ended (filled, cancelled, replaced,
+    left out of a snapshot); whether it changed anything."""
+    if status is OrderStatus.OPEN and leaves and record.unlisted and not record.replaced_by:
+        ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
+        record.pending = owed or 0.0
+        return True
+    gone = status in ENDED and bool(record.replaced_by) and record.leaves_given_up > 0.0
+    if gone:  # its leaves are gone: a rejected replace of it gives none back
+        record.leaves_given_up = 0.0
+    if owed:  # its fills are on their way: they count until they come
+        ledger.owe(record, owed)
+        return True
+    return gone
 
 
 def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
