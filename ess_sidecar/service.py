@@ -24,7 +24,7 @@ from .domain.engine import GuardEngine
 from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, ResyncRequired, \
     StoreUnavailable
 from .domain.lifecycle import FillOutcome
-from .domain.orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
+from .domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
 from .domain.working import OrderRecord
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
@@ -191,11 +191,14 @@ class Guard(GuardReadings):
         return changed
 
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
-                       open_orders: list[OpenOrder] | None = None) -> int:
+                       open_orders: list[OpenOrder] | None = None,
+                       included: list[IncludedFills] | None = None) -> int:
         now = self._clock.now()
-        adopted = self.engine.sync_positions(account, equity, positions, open_orders, now)
+        adopted = self.engine.sync_positions(account, equity, positions, open_orders, now,
+                                             included)
         self._record(PositionsSynced(account, equity, tuple(positions),
-                                     None if open_orders is None else tuple(open_orders), now))
+                                     None if open_orders is None else tuple(open_orders), now,
+                                     tuple(included or ())))
         return adopted
 
     def clear_working_orders(self, account: str, client_order_ids: list[str], reason: str,

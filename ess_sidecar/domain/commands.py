@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .breakers import Metric
-from .orders import Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
+from .orders import Fill, IncludedFills, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .scopes import Scope
 from .states import Directive, TriggerMode, TriggerReason
 
@@ -68,6 +68,7 @@ class PositionsSynced:
     positions: tuple[PositionSnapshot, ...]
     open_orders: tuple[OpenOrder, ...] | None  # None: the snapshot did not list them
     now: float
+    included: tuple[IncludedFills, ...] = ()  # fills the positions count, per order
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,12 @@ from .book import AccountBook, Book
 from .ids import canonical_id
 from .lifecycle import FillOutcome, apply_fill, apply_update, sync_account
 from .limits import OrderRate
-from .orders import MAX_EQUITY, Fill, OpenOrder, Order, OrderUpdate, PositionSnapshot
+from .orders import MAX_EQUITY, Fill, IncludedFills, OpenOrder, Order, OrderUpdate, \
+    PositionSnapshot
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
-from .validation import check_positive, validate_fill, validate_open_order, validate_order, \
-    validate_snapshot, validate_update
+from .validation import check_positive, validate_fill, validate_included, \
+    validate_open_order, validate_order, validate_snapshot, validate_update
 from .working import OrderLedger, OrderRecord
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Transition, \
     TriggerMode
@@ -150,9 +151,11 @@ class GuardEngine:
         return apply_update(self.orders, validate_update(update))
 
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
-                       open_orders: list[OpenOrder] | None = None, now: float = 0.0) -> int:
+                       open_orders: list[OpenOrder] | None = None, now: float = 0.0,
+                       included: list[IncludedFills] | None = None) -> int:
         """Replace the account's book with a snapshot; `open_orders` (None: not given)
-        are then its working orders."""
+        are then its working orders; `included`, the fills of each order its positions
+        count (those not named: none not reported yet)."""
         account = canonical_id(account, "account")
         check_positive(equity, "equity", MAX_EQUITY)
         checked: list[PositionSnapshot] = []
@@ -177,7 +180,12 @@ class GuardEngine:
                     raise InvalidArgument(f"open_orders[{index}]", f"order"
                                           f" {known.client_order_id!r} is {known.side.name}"
                                           f" {known.symbol} for strategy {known.strategy}")
-        return sync_account(self.book, self.orders, account, equity, checked, orders, now)
+        counted = [validate_included(c, f"included_fills[{i}]")
+                   for i, c in enumerate(included or ())]
+        if len({c.client_order_id for c in counted}) != len(counted):
+            raise InvalidArgument("included_fills", "lists a client_order_id twice")
+        return sync_account(self.book, self.orders, account, equity, checked, orders, now,
+                            counted)
 
     def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
         """An operator's word that these working orders (all of the account's if none
@@ -458,9 +466,10 @@ class GuardEngine:
                 self.plan_report(scope, metric, value, now)
             case OrderUpdated(update):
                 self.update_order(update)
-            case PositionsSynced(account, equity, positions, open_orders, now):
+            case PositionsSynced(account, equity, positions, open_orders, now, included):
                 self.sync_positions(account, equity, list(positions),
-                                    None if open_orders is None else list(open_orders), now)
+                                    None if open_orders is None else list(open_orders), now,
+                                    list(included))
             case OrdersCleared(account, client_order_ids):
                 self.clear_working_orders(account, list(client_order_ids))
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):

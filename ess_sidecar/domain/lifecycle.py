@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 from .book import Book
 from .errors import InvalidArgument
-from .orders import ENDED, MAX_QUANTITY, Fill, OpenOrder, OrderStatus, OrderUpdate, \
-    PositionSnapshot
+from .orders import ENDED, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, OrderStatus, \
+    OrderUpdate, PositionSnapshot
 from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
 
 ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
@@ -37,8 +37,14 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     unchecked = _unchecked(fill, record)
     if record is not None and not _same_instrument(record, fill):
         record = None  # of another strategy, symbol or side: no evidence of that order
-    leg.move(fill.signed_quantity)
-    net.move(fill.signed_quantity)
+    # Fills a snapshot's positions already count move no position (they are in it).
+    moved = fill.quantity - ledger.take_included(fill.account, fill.client_order_id,
+                                                 fill.quantity) \
+        if record is not None else fill.quantity
+    if moved > 0.0:
+        signed = moved if fill.signed_quantity > 0.0 else -moved
+        leg.move(signed)
+        net.move(signed)
     account.set_mark(fill.symbol, fill.price)
     if record is not None:
         named = ledger.exact(fill.account, fill.client_order_id)
@@ -150,13 +156,15 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
 
 def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
                  positions: Iterable[PositionSnapshot], open_orders: Iterable[OpenOrder] | None,
-                 now: float) -> int:
+                 now: float, included: Iterable[IncludedFills] = ()) -> int:
     """Replace the account's positions (and marks, and equity) with a snapshot. With
     `open_orders` (None: the snapshot says nothing of orders), they are the account's
     working orders: one not listed has ended, one listed reserves the snapshot's
     remaining quantity (an ended one works again), and one the sidecar never allowed is
-    adopted so that it counts; its fills still trip the account. Returns the number of
-    open positions."""
+    adopted so that it counts; its fills still trip the account. `included` says how much
+    of each order's fills the positions count: those of them not reported yet move no
+    position when they come (an order not named: the positions count only fills reported
+    here). Returns the number of open positions."""
     snapshot = {(p.strategy, p.symbol): p for p in positions}
     nets: dict[str, float] = {}
     for (_, symbol), position in snapshot.items():
@@ -178,6 +186,7 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     target.equity = equity
     if open_orders is not None:
         _sync_orders(ledger, account, list(open_orders), now)
+    ledger.include(account, included)  # after the orders: an adopted one may be named
     for strategy, symbol in list(target.legs):
         target.tidy(strategy, symbol)
     return sum(1 for leg in target.legs.values() if leg.position)

@@ -85,6 +85,15 @@ class OpenOrder(NamedTuple):
     price: float
 
 
+class IncludedFills(NamedTuple):
+    """In a SyncPositions snapshot: how much of an order's fills its positions count (the
+    venue's cumulative filled quantity under that client_order_id, FIX CumQty), so that
+    those not reported yet move no position when they come (they are in it)."""
+
+    client_order_id: str
+    filled_quantity: float
+
+
 class PositionSnapshot(NamedTuple):
     strategy: str
     symbol: str

@@ -9,8 +9,8 @@ from typing import Final
 
 from .errors import InvalidArgument
 from .ids import canonical_id, canonical_symbol
-from .orders import MAX_PRICE, MAX_QUANTITY, Fill, OpenOrder, Order, OrderStatus, \
-    OrderUpdate, PositionSnapshot, Side
+from .orders import MAX_PRICE, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
+    OrderStatus, OrderUpdate, PositionSnapshot, Side
 
 
 def check_positive(value: float, field: str, most: float = math.inf) -> float:
@@ -26,6 +26,14 @@ def check_positive(value: float, field: str, most: float = math.inf) -> float:
 def check_finite(value: float, field: str) -> float:
     if not math.isfinite(value):
         raise InvalidArgument(field, f"must be a finite number, got {value!r}")
+    return value
+
+
+def check_filled(value: float, field: str) -> float:
+    """A cumulative filled quantity: finite, within 0..MAX_QUANTITY."""
+    check_finite(value, field)
+    if not 0.0 <= value <= MAX_QUANTITY:
+        raise InvalidArgument(field, f"must be within 0..{MAX_QUANTITY:g}")
     return value
 
 
@@ -105,11 +113,8 @@ def validate_update(update: OrderUpdate) -> OrderUpdate:
             raise InvalidArgument("remaining_quantity", f"must be within 0..{MAX_QUANTITY:g}")
     elif update.status is OrderStatus.OPEN:
         raise InvalidArgument("remaining_quantity", "is required with ORDER_STATUS_OPEN")
-    filled = update.filled_quantity
-    if filled is not None:
-        check_finite(filled, "filled_quantity")
-        if not 0.0 <= filled <= MAX_QUANTITY:
-            raise InvalidArgument("filled_quantity", f"must be within 0..{MAX_QUANTITY:g}")
+    if update.filled_quantity is not None:
+        check_filled(update.filled_quantity, "filled_quantity")
     return update._replace(account=canonical_id(update.account, "account"),
                            client_order_id=canonical_id(update.client_order_id,
                                                         "client_order_id"))
@@ -135,3 +140,9 @@ def validate_open_order(order: OpenOrder, field: str) -> OpenOrder:
         client_order_id=canonical_id(order.client_order_id, f"{field}.client_order_id"),
         strategy=canonical_id(order.strategy, f"{field}.strategy"),
         symbol=canonical_symbol(order.symbol, f"{field}.symbol"))
+
+
+def validate_included(included: IncludedFills, field: str) -> IncludedFills:
+    check_filled(included.filled_quantity, f"{field}.filled_quantity")
+    return included._replace(client_order_id=canonical_id(included.client_order_id,
+                                                          f"{field}.client_order_id"))

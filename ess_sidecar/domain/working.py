@@ -17,13 +17,13 @@ venue rejected leaves the original working, as it was."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
 from .book import Book, Leg
 from .errors import InvalidArgument
-from .orders import OpenOrder, Order, Side
+from .orders import IncludedFills, OpenOrder, Order, Side
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
 FILL_TOLERANCE: Final = 1e-9
@@ -111,6 +111,9 @@ class OrderLedger:
         # (account, fill_id) -> why: unchecked fills applied whose account's trip is not
         # stored yet. A retry of one (its write failed) trips again, not a duplicate.
         self.untripped: dict[tuple[str, str], str] = {}
+        # account -> client_order_id -> fills not reported yet that the account's last
+        # snapshot counted in its positions: they move no position when they come.
+        self.included: dict[str, dict[str, float]] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -346,6 +349,39 @@ class OrderLedger:
         self._count(record, +1)
         self._legs_reserve(record)
 
+    def include(self, account: str, included: Iterable[IncludedFills]) -> None:
+        """A snapshot's positions count these fills of each order (cumulative, under its
+        own id): those beyond the ones reported here are in the positions already. An
+        order not named has none there; one the sidecar does not know has no fills to
+        come but unchecked ones (they trip, and move the position)."""
+        counted: dict[str, float] = {}
+        for order in included:
+            record = self.exact(account, order.client_order_id)
+            if record is not None and order.filled_quantity > record.reported:
+                counted[order.client_order_id] = order.filled_quantity - record.reported
+        if counted:
+            self.included[account] = counted
+        else:
+            self.included.pop(account, None)
+
+    def take_included(self, account: str, client_order_id: str, quantity: float) -> float:
+        """How much of a fill of `quantity` the account's last snapshot counted already."""
+        counted = self.included.get(account)
+        if counted is None:
+            return 0.0
+        left = counted.get(client_order_id, 0.0)
+        if not left > 0.0:
+            return 0.0
+        taken = min(quantity, left)
+        if left - taken > quantity * FILL_TOLERANCE:
+            counted[client_order_id] = left - taken
+        else:  # all in (float sums of partials)
+            taken = left
+            del counted[client_order_id]
+            if not counted:
+                del self.included[account]
+        return taken
+
     def tripped_for(self, account: str) -> None:
         """The account's unchecked_order trip is stored: its unchecked fills are tripped."""
         for key in [key for key in self.untripped if key[0] == account]:
@@ -379,6 +415,7 @@ class OrderLedger:
                 records[key] = record  # kept, moved to the end; look past it
             else:
                 forgotten += 1
+                self._forget_included(*key)
         fill_ids = self.fill_ids
         for _ in range(len(fill_ids)):
             key, (seen, client_order_id) = next(iter(fill_ids.items()))
@@ -392,6 +429,12 @@ class OrderLedger:
                 self.untripped.pop(key, None)
                 forgotten += 1
         return forgotten
+
+    def _forget_included(self, account: str, client_order_id: str) -> None:
+        counted = self.included.get(account)
+        if counted is not None and counted.pop(client_order_id, None) is not None \
+                and not counted:
+            del self.included[account]
 
     def _count(self, record: OrderRecord, delta: int) -> None:
         account = record.account

@@ -200,6 +200,28 @@ def test_a_snapshot_reserves_what_it_lists_but_allows_nothing(stub) -> None:  # 
     assert beyond.unchecked and beyond.account_state == pb.STATE_TRIPPED
 
 
+def test_fills_a_snapshot_counted_move_its_positions_once(stub) -> None:  # noqa: ANN001
+    """The venue filled the order; the snapshot's positions hold that fill, which reaches
+    the sidecar after it: named in included_fills, it moves no position."""
+    sync(stub)
+    checked = order(quantity=10)
+    assert stub.CheckOrder(checked).allowed
+    snapshot = pb.SyncPositionsRequest(
+        account="acc-1", equity=EQUITY, open_orders_complete=True,
+        positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=10, mark_price=MARK)],
+        included_fills=[pb.IncludedFills(client_order_id=checked.client_order_id,
+                                          filled_quantity=10)])
+    bad = pb.SyncPositionsRequest()
+    bad.CopyFrom(snapshot)
+    bad.included_fills[0].filled_quantity = -1
+    assert invalid(lambda: stub.SyncPositions(bad)).startswith(
+        "included_fills[0].filled_quantity:")
+    assert stub.SyncPositions(snapshot).positions == 1
+    late = stub.ReportFill(fill_of(checked))
+    assert (late.position, late.duplicate, late.unchecked) == (10, False, False)
+    assert not stub.GetState(pb.GetStateRequest()).working_order_counts
+
+
 LOOK_ALIKES = [" momo", "momo\u034f", "momo\ufe0f", "\u3164momo",
                unicodedata.normalize("NFD", "mom\u00f6")]
 

@@ -25,8 +25,8 @@ from ess_sidecar.domain.access import Role
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.errors import GuardError
-from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
-    PositionSnapshot, Side
+from ess_sidecar.domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus, \
+    OrderUpdate, PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
 from ess_sidecar.ports import NoJournal
@@ -147,14 +147,17 @@ class RestartTwin(RuleBasedStateMachine):
         self.both(lambda guard: guard.report_order_update(update))
 
     @rule(account=st.sampled_from(ACCOUNTS), equity=st.sampled_from([50_000.0, 100_000.0]),
-          held=st.sampled_from([0.0, 50.0, -80.0]), listed=st.booleans())
-    def sync(self, account, equity, held, listed):
+          held=st.sampled_from([0.0, 50.0, -80.0]), listed=st.booleans(),
+          counted=st.sampled_from([None, 40.0, 120.0]))
+    def sync(self, account, equity, held, listed, counted):
         positions = [PositionSnapshot("s1", "X", held, 100.0),
                      PositionSnapshot("s2", "Y", 0.0, 100.0)]
         keep = [r for r in self.subject.guard.engine.orders.working(account)][:1]
         open_orders = [OpenOrder(r.client_order_id, r.strategy, r.symbol, r.side, r.remaining,
                                  r.price) for r in keep] if listed else None
-        self.both(lambda guard: guard.sync_positions(account, equity, positions, open_orders))
+        included = [IncludedFills(f"c{self.ids}", counted)] if counted else None
+        self.both(lambda guard: guard.sync_positions(account, equity, positions, open_orders,
+                                                     included))
 
     @rule(scope=st.sampled_from(SCOPES[1:]), metric=st.sampled_from(
         [Metric.TRADE_RESULT, Metric.API_ERROR, Metric.DATA_FEED_TICK, Metric.EQUITY]),

@@ -3,17 +3,20 @@ orders the sidecar allowed, replaces and snapshots of open orders (docs/design.m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.breakers import Breaker
+from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument
 from ess_sidecar.domain.limits import LimitSettings
-from ess_sidecar.domain.orders import OpenOrder, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.orders import IncludedFills, OpenOrder, OrderStatus, OrderUpdate, Side
 from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import State, TriggerMode
 
-from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
+from .conftest import ACCOUNT, EQUITY, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
     position, report_fill, reset, rules, run, timers, trip
 
 R = DecisionReason
@@ -661,3 +664,94 @@ def test_a_late_older_update_lowers_no_fills_an_earlier_one_counted():
     assert _reserved(engine) == {a: 1}
     report_fill(engine, fill(1, client_order_id=a))
     assert _reserved(engine) == {}
+
+
+# -- a snapshot's positions that already count fills not reported yet ----------------------
+
+
+def _sold_then_flat(included: Callable[[str], list[IncludedFills]] | None
+                    ) -> tuple[GuardEngine, str]:
+    """REDUCE_ONLY on a long of 100; a sell of 100 is allowed and fills at the venue; a
+    snapshot (flat, no open order) comes before the fill is reported, then the fill."""
+    engine = make_engine()
+    report_fill(engine, fill(100, client_order_id=_allowed(engine, order(100))))
+    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
+    sell = _allowed(engine, order(100, side=Side.SELL, client_order_id="S"))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(0)], [], T0,
+                          included(sell) if included else None)
+    assert not report_fill(engine, fill(100, side=Side.SELL, client_order_id=sell)).unchecked
+    return engine, sell
+
+
+def test_fills_a_snapshot_counted_move_no_position_when_they_are_reported():
+    """Review 8's A3: counted twice, the long of 100 read short 100, and a REDUCE_ONLY buy
+    of 100 was allowed as reducing it. Named in included_fills, the fill is in the flat
+    position already: the buy grows it and is denied."""
+    engine, _ = _sold_then_flat(lambda sell: [IncludedFills(sell, 100)])
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0
+    assert engine.check(order(100), T0).reason is R.REDUCE_ONLY
+    counted_twice, _ = _sold_then_flat(None)  # the contract without it, as documented
+    assert counted_twice.book.position(ACCOUNT, STRATEGY, SYMBOL) == -100
+
+
+def test_only_the_fills_a_snapshot_counted_beyond_those_reported_are_in_it():
+    """Cumulative, under the order's own id: 30 reported before the snapshot, 80 in its
+    positions, so of the fills reported after it the first 50 are in them, the rest move
+    the position."""
+    engine = make_engine()
+    coid = _allowed(engine, order(100))
+    report_fill(engine, fill(30, client_order_id=coid))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(80)], [OpenOrder(
+        coid, STRATEGY, SYMBOL, Side.BUY, 20, 100.0)], T0, [IncludedFills(coid, 80)])
+    report_fill(engine, fill(40, client_order_id=coid))
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 80
+    report_fill(engine, fill(30, client_order_id=coid))  # 10 in the snapshot, 20 after it
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
+    assert list(engine.orders.working(ACCOUNT)) == []
+
+
+def test_each_snapshot_replaces_what_the_last_one_counted():
+    """The next snapshot does not name the order: its positions count only fills reported
+    before it, so a fill reported after it moves the position. What a snapshot counted
+    goes with the account's next one, and with the order's record when it is forgotten."""
+    engine = make_engine()
+    coid = _allowed(engine, order(100))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(100)], [], T0, [IncludedFills(coid, 100)])
+    assert engine.orders.included == {ACCOUNT: {coid: 100}}
+    engine.sync_positions(ACCOUNT, EQUITY, [position(0)], [], T0)
+    assert engine.orders.included == {}
+    report_fill(engine, fill(100, client_order_id=coid))
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
+    other = _allowed(engine, order(1))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(101)], [], T0, [IncludedFills(other, 1)])
+    timers(engine, T0 + 2 * DAY)
+    assert engine.orders.included == {}
+
+
+def test_what_a_snapshot_counts_of_an_order_it_does_not_know_changes_nothing():
+    """An order the sidecar never allowed has no fills to come but unchecked ones: they
+    trip the account and move the position, as the fill of any such order does."""
+    engine = make_engine()
+    engine.sync_positions(ACCOUNT, EQUITY, [position(5)], None, T0,
+                          [IncludedFills("never", 5)])
+    assert engine.orders.included == {}
+    assert report_fill(engine, fill(5, client_order_id="never")).unchecked
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 10
+
+
+@pytest.mark.parametrize(("included", "field"), [
+    ([IncludedFills("c", float("nan"))], "included_fills[0].filled_quantity"),
+    ([IncludedFills("c", -1.0)], "included_fills[0].filled_quantity"),
+    ([IncludedFills("c", 2e12)], "included_fills[0].filled_quantity"),
+    ([IncludedFills(" c", 1.0)], "included_fills[0].client_order_id"),
+    ([IncludedFills("", 1.0)], "included_fills[0].client_order_id"),
+    ([IncludedFills("c", 1.0), IncludedFills("c", 2.0)], "included_fills"),
+])
+def test_a_malformed_included_fills_is_refused_naming_the_field_and_changes_nothing(
+        engine, included, field):
+    coid = _allowed(engine, order(10, client_order_id="c"))
+    with pytest.raises(InvalidArgument) as refused:
+        engine.sync_positions(ACCOUNT, EQUITY, [position(50)], [], T0, included)
+    assert refused.value.field == field
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0
+    assert _reserved(engine) == {coid: 10} and engine.orders.included == {}

@@ -1816,8 +1816,15 @@ type SyncPositionsRequest struct {
 	// The (maybe empty) open_orders are complete. Without this and with none listed, the
 	// snapshot says nothing of orders and working orders are left as they are.
 	OpenOrdersComplete bool `protobuf:"varint,5,opt,name=open_orders_complete,json=openOrdersComplete,proto3" json:"open_orders_complete,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Fills these positions already count that may not have been reported to the sidecar
+	// yet: per order (open or not), the cumulative quantity of its fills under its own
+	// client_order_id that the positions include (the venue's CumQty). Fills reported later
+	// under that id move no position until they pass that quantity: they are in it. An
+	// order not named here is taken to have only fills reported before this snapshot in
+	// the positions; its later fills move them. Each snapshot replaces the last one's.
+	IncludedFills []*IncludedFills `protobuf:"bytes,6,rep,name=included_fills,json=includedFills,proto3" json:"included_fills,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncPositionsRequest) Reset() {
@@ -1885,6 +1892,67 @@ func (x *SyncPositionsRequest) GetOpenOrdersComplete() bool {
 	return false
 }
 
+func (x *SyncPositionsRequest) GetIncludedFills() []*IncludedFills {
+	if x != nil {
+		return x.IncludedFills
+	}
+	return nil
+}
+
+// How much of one order's fills a snapshot's positions count.
+type IncludedFills struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientOrderId string                 `protobuf:"bytes,1,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	// Cumulative, within 0..1e12.
+	FilledQuantity float64 `protobuf:"fixed64,2,opt,name=filled_quantity,json=filledQuantity,proto3" json:"filled_quantity,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *IncludedFills) Reset() {
+	*x = IncludedFills{}
+	mi := &file_ess_v1_guard_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncludedFills) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncludedFills) ProtoMessage() {}
+
+func (x *IncludedFills) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncludedFills.ProtoReflect.Descriptor instead.
+func (*IncludedFills) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *IncludedFills) GetClientOrderId() string {
+	if x != nil {
+		return x.ClientOrderId
+	}
+	return ""
+}
+
+func (x *IncludedFills) GetFilledQuantity() float64 {
+	if x != nil {
+		return x.FilledQuantity
+	}
+	return 0
+}
+
 type SyncPositionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Positions     uint32                 `protobuf:"varint,1,opt,name=positions,proto3" json:"positions,omitempty"`
@@ -1895,7 +1963,7 @@ type SyncPositionsResponse struct {
 
 func (x *SyncPositionsResponse) Reset() {
 	*x = SyncPositionsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[15]
+	mi := &file_ess_v1_guard_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +1975,7 @@ func (x *SyncPositionsResponse) String() string {
 func (*SyncPositionsResponse) ProtoMessage() {}
 
 func (x *SyncPositionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[15]
+	mi := &file_ess_v1_guard_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +1988,7 @@ func (x *SyncPositionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncPositionsResponse.ProtoReflect.Descriptor instead.
 func (*SyncPositionsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{15}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SyncPositionsResponse) GetPositions() uint32 {
@@ -1952,7 +2020,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[16]
+	mi := &file_ess_v1_guard_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2032,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[16]
+	mi := &file_ess_v1_guard_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2045,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{16}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeartbeatRequest) GetExecutorId() string {
@@ -2018,7 +2086,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[17]
+	mi := &file_ess_v1_guard_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2098,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[17]
+	mi := &file_ess_v1_guard_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2111,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{17}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HeartbeatResponse) GetState() State {
@@ -2077,7 +2145,7 @@ type TriggerRequest struct {
 
 func (x *TriggerRequest) Reset() {
 	*x = TriggerRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[18]
+	mi := &file_ess_v1_guard_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2157,7 @@ func (x *TriggerRequest) String() string {
 func (*TriggerRequest) ProtoMessage() {}
 
 func (x *TriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[18]
+	mi := &file_ess_v1_guard_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2170,7 @@ func (x *TriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerRequest.ProtoReflect.Descriptor instead.
 func (*TriggerRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{18}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TriggerRequest) GetScope() *Scope {
@@ -2157,7 +2225,7 @@ type TriggerResponse struct {
 
 func (x *TriggerResponse) Reset() {
 	*x = TriggerResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[19]
+	mi := &file_ess_v1_guard_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2237,7 @@ func (x *TriggerResponse) String() string {
 func (*TriggerResponse) ProtoMessage() {}
 
 func (x *TriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[19]
+	mi := &file_ess_v1_guard_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2250,7 @@ func (x *TriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerResponse.ProtoReflect.Descriptor instead.
 func (*TriggerResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{19}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TriggerResponse) GetState() State {
@@ -2221,7 +2289,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[20]
+	mi := &file_ess_v1_guard_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2301,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[20]
+	mi := &file_ess_v1_guard_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2314,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{20}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResetRequest) GetScope() *Scope {
@@ -2300,7 +2368,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[21]
+	mi := &file_ess_v1_guard_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2380,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[21]
+	mi := &file_ess_v1_guard_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2393,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{21}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResetResponse) GetState() State {
@@ -2374,7 +2442,7 @@ type GetStateRequest struct {
 
 func (x *GetStateRequest) Reset() {
 	*x = GetStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[22]
+	mi := &file_ess_v1_guard_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2454,7 @@ func (x *GetStateRequest) String() string {
 func (*GetStateRequest) ProtoMessage() {}
 
 func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[22]
+	mi := &file_ess_v1_guard_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2467,7 @@ func (x *GetStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{22}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetStateRequest) GetIncludeWorkingOrders() bool {
@@ -2436,7 +2504,7 @@ type WorkingOrder struct {
 
 func (x *WorkingOrder) Reset() {
 	*x = WorkingOrder{}
-	mi := &file_ess_v1_guard_proto_msgTypes[23]
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2516,7 @@ func (x *WorkingOrder) String() string {
 func (*WorkingOrder) ProtoMessage() {}
 
 func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[23]
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2529,7 @@ func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkingOrder.ProtoReflect.Descriptor instead.
 func (*WorkingOrder) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{23}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WorkingOrder) GetAccount() string {
@@ -2544,7 +2612,7 @@ type WorkingOrderCount struct {
 
 func (x *WorkingOrderCount) Reset() {
 	*x = WorkingOrderCount{}
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2624,7 @@ func (x *WorkingOrderCount) String() string {
 func (*WorkingOrderCount) ProtoMessage() {}
 
 func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2637,7 @@ func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkingOrderCount.ProtoReflect.Descriptor instead.
 func (*WorkingOrderCount) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkingOrderCount) GetAccount() string {
@@ -2618,7 +2686,7 @@ type ScopeState struct {
 
 func (x *ScopeState) Reset() {
 	*x = ScopeState{}
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2698,7 @@ func (x *ScopeState) String() string {
 func (*ScopeState) ProtoMessage() {}
 
 func (x *ScopeState) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2711,7 @@ func (x *ScopeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScopeState.ProtoReflect.Descriptor instead.
 func (*ScopeState) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ScopeState) GetScope() *Scope {
@@ -2778,7 +2846,7 @@ type Latch struct {
 
 func (x *Latch) Reset() {
 	*x = Latch{}
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2858,7 @@ func (x *Latch) String() string {
 func (*Latch) ProtoMessage() {}
 
 func (x *Latch) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2871,7 @@ func (x *Latch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latch.ProtoReflect.Descriptor instead.
 func (*Latch) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Latch) GetName() string {
@@ -2856,7 +2924,7 @@ type BreakerThreshold struct {
 
 func (x *BreakerThreshold) Reset() {
 	*x = BreakerThreshold{}
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2936,7 @@ func (x *BreakerThreshold) String() string {
 func (*BreakerThreshold) ProtoMessage() {}
 
 func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2949,7 @@ func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakerThreshold.ProtoReflect.Descriptor instead.
 func (*BreakerThreshold) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BreakerThreshold) GetScope() string {
@@ -2955,7 +3023,7 @@ type GetStateResponse struct {
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3035,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3048,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetStateResponse) GetScopes() []*ScopeState {
@@ -3031,7 +3099,7 @@ type ClearWorkingOrdersRequest struct {
 
 func (x *ClearWorkingOrdersRequest) Reset() {
 	*x = ClearWorkingOrdersRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +3111,7 @@ func (x *ClearWorkingOrdersRequest) String() string {
 func (*ClearWorkingOrdersRequest) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +3124,7 @@ func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClearWorkingOrdersRequest) GetAccount() string {
@@ -3089,7 +3157,7 @@ type ClearWorkingOrdersResponse struct {
 
 func (x *ClearWorkingOrdersResponse) Reset() {
 	*x = ClearWorkingOrdersResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3169,7 @@ func (x *ClearWorkingOrdersResponse) String() string {
 func (*ClearWorkingOrdersResponse) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3182,7 @@ func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
@@ -3139,7 +3207,7 @@ type WatchStateRequest struct {
 
 func (x *WatchStateRequest) Reset() {
 	*x = WatchStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3219,7 @@ func (x *WatchStateRequest) String() string {
 func (*WatchStateRequest) ProtoMessage() {}
 
 func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3232,7 @@ func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
 func (*WatchStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchStateRequest) GetScopes() []*Scope {
@@ -3213,7 +3281,7 @@ type WatchStateResponse struct {
 
 func (x *WatchStateResponse) Reset() {
 	*x = WatchStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3225,7 +3293,7 @@ func (x *WatchStateResponse) String() string {
 func (*WatchStateResponse) ProtoMessage() {}
 
 func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3238,7 +3306,7 @@ func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
 func (*WatchStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchStateResponse) GetKind() WatchEventKind {
@@ -3349,7 +3417,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3361,7 +3429,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3374,7 +3442,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListEventsRequest) GetScope() *Scope {
@@ -3439,7 +3507,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3451,7 +3519,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3464,7 +3532,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Event) GetVersion() uint64 {
@@ -3583,7 +3651,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[35]
+	mi := &file_ess_v1_guard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3663,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[35]
+	mi := &file_ess_v1_guard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +3676,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3711,14 +3779,18 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x06symbol\x18\x02 \x01(\tR\x06symbol\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\x01R\bquantity\x12\x1d\n" +
 	"\n" +
-	"mark_price\x18\x04 \x01(\x01R\tmarkPrice\"\xde\x01\n" +
+	"mark_price\x18\x04 \x01(\x01R\tmarkPrice\"\x9c\x02\n" +
 	"\x14SyncPositionsRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12\x16\n" +
 	"\x06equity\x18\x02 \x01(\x01R\x06equity\x12.\n" +
 	"\tpositions\x18\x03 \x03(\v2\x10.ess.v1.PositionR\tpositions\x122\n" +
 	"\vopen_orders\x18\x04 \x03(\v2\x11.ess.v1.OpenOrderR\n" +
 	"openOrders\x120\n" +
-	"\x14open_orders_complete\x18\x05 \x01(\bR\x12openOrdersComplete\"\\\n" +
+	"\x14open_orders_complete\x18\x05 \x01(\bR\x12openOrdersComplete\x12<\n" +
+	"\x0eincluded_fills\x18\x06 \x03(\v2\x15.ess.v1.IncludedFillsR\rincludedFills\"`\n" +
+	"\rIncludedFills\x12&\n" +
+	"\x0fclient_order_id\x18\x01 \x01(\tR\rclientOrderId\x12'\n" +
+	"\x0ffilled_quantity\x18\x02 \x01(\x01R\x0efilledQuantity\"\\\n" +
 	"\x15SyncPositionsResponse\x12\x1c\n" +
 	"\tpositions\x18\x01 \x01(\rR\tpositions\x12%\n" +
 	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\x8f\x01\n" +
@@ -4003,7 +4075,7 @@ func file_ess_v1_guard_proto_rawDescGZIP() []byte {
 }
 
 var file_ess_v1_guard_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_ess_v1_guard_proto_goTypes = []any{
 	(ScopeKind)(0),                     // 0: ess.v1.ScopeKind
 	(State)(0),                         // 1: ess.v1.State
@@ -4031,28 +4103,29 @@ var file_ess_v1_guard_proto_goTypes = []any{
 	(*OpenOrder)(nil),                  // 23: ess.v1.OpenOrder
 	(*Position)(nil),                   // 24: ess.v1.Position
 	(*SyncPositionsRequest)(nil),       // 25: ess.v1.SyncPositionsRequest
-	(*SyncPositionsResponse)(nil),      // 26: ess.v1.SyncPositionsResponse
-	(*HeartbeatRequest)(nil),           // 27: ess.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 28: ess.v1.HeartbeatResponse
-	(*TriggerRequest)(nil),             // 29: ess.v1.TriggerRequest
-	(*TriggerResponse)(nil),            // 30: ess.v1.TriggerResponse
-	(*ResetRequest)(nil),               // 31: ess.v1.ResetRequest
-	(*ResetResponse)(nil),              // 32: ess.v1.ResetResponse
-	(*GetStateRequest)(nil),            // 33: ess.v1.GetStateRequest
-	(*WorkingOrder)(nil),               // 34: ess.v1.WorkingOrder
-	(*WorkingOrderCount)(nil),          // 35: ess.v1.WorkingOrderCount
-	(*ScopeState)(nil),                 // 36: ess.v1.ScopeState
-	(*Latch)(nil),                      // 37: ess.v1.Latch
-	(*BreakerThreshold)(nil),           // 38: ess.v1.BreakerThreshold
-	(*GetStateResponse)(nil),           // 39: ess.v1.GetStateResponse
-	(*ClearWorkingOrdersRequest)(nil),  // 40: ess.v1.ClearWorkingOrdersRequest
-	(*ClearWorkingOrdersResponse)(nil), // 41: ess.v1.ClearWorkingOrdersResponse
-	(*WatchStateRequest)(nil),          // 42: ess.v1.WatchStateRequest
-	(*WatchStateResponse)(nil),         // 43: ess.v1.WatchStateResponse
-	(*ListEventsRequest)(nil),          // 44: ess.v1.ListEventsRequest
-	(*Event)(nil),                      // 45: ess.v1.Event
-	(*ListEventsResponse)(nil),         // 46: ess.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(*IncludedFills)(nil),              // 26: ess.v1.IncludedFills
+	(*SyncPositionsResponse)(nil),      // 27: ess.v1.SyncPositionsResponse
+	(*HeartbeatRequest)(nil),           // 28: ess.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 29: ess.v1.HeartbeatResponse
+	(*TriggerRequest)(nil),             // 30: ess.v1.TriggerRequest
+	(*TriggerResponse)(nil),            // 31: ess.v1.TriggerResponse
+	(*ResetRequest)(nil),               // 32: ess.v1.ResetRequest
+	(*ResetResponse)(nil),              // 33: ess.v1.ResetResponse
+	(*GetStateRequest)(nil),            // 34: ess.v1.GetStateRequest
+	(*WorkingOrder)(nil),               // 35: ess.v1.WorkingOrder
+	(*WorkingOrderCount)(nil),          // 36: ess.v1.WorkingOrderCount
+	(*ScopeState)(nil),                 // 37: ess.v1.ScopeState
+	(*Latch)(nil),                      // 38: ess.v1.Latch
+	(*BreakerThreshold)(nil),           // 39: ess.v1.BreakerThreshold
+	(*GetStateResponse)(nil),           // 40: ess.v1.GetStateResponse
+	(*ClearWorkingOrdersRequest)(nil),  // 41: ess.v1.ClearWorkingOrdersRequest
+	(*ClearWorkingOrdersResponse)(nil), // 42: ess.v1.ClearWorkingOrdersResponse
+	(*WatchStateRequest)(nil),          // 43: ess.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 44: ess.v1.WatchStateResponse
+	(*ListEventsRequest)(nil),          // 45: ess.v1.ListEventsRequest
+	(*Event)(nil),                      // 46: ess.v1.Event
+	(*ListEventsResponse)(nil),         // 47: ess.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 48: google.protobuf.Timestamp
 }
 var file_ess_v1_guard_proto_depIdxs = []int32{
 	0,  // 0: ess.v1.Scope.kind:type_name -> ess.v1.ScopeKind
@@ -4071,87 +4144,88 @@ var file_ess_v1_guard_proto_depIdxs = []int32{
 	2,  // 13: ess.v1.OpenOrder.side:type_name -> ess.v1.Side
 	24, // 14: ess.v1.SyncPositionsRequest.positions:type_name -> ess.v1.Position
 	23, // 15: ess.v1.SyncPositionsRequest.open_orders:type_name -> ess.v1.OpenOrder
-	11, // 16: ess.v1.HeartbeatRequest.scope:type_name -> ess.v1.Scope
-	1,  // 17: ess.v1.HeartbeatResponse.state:type_name -> ess.v1.State
-	11, // 18: ess.v1.TriggerRequest.scope:type_name -> ess.v1.Scope
-	5,  // 19: ess.v1.TriggerRequest.reason_code:type_name -> ess.v1.TriggerReason
-	6,  // 20: ess.v1.TriggerRequest.mode:type_name -> ess.v1.TriggerMode
-	7,  // 21: ess.v1.TriggerRequest.directives:type_name -> ess.v1.Directive
-	1,  // 22: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
-	11, // 23: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
-	1,  // 24: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	47, // 25: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 26: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
-	47, // 27: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
-	11, // 28: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
-	1,  // 29: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	47, // 30: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
-	8,  // 31: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
-	5,  // 32: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 33: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	47, // 34: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	47, // 35: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	47, // 36: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
-	37, // 37: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
-	1,  // 38: ess.v1.Latch.state:type_name -> ess.v1.State
-	47, // 39: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
-	6,  // 40: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	36, // 41: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	38, // 42: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	35, // 43: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
-	34, // 44: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
-	11, // 45: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	10, // 46: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	11, // 47: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 48: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 49: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	47, // 50: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 51: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 52: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	37, // 53: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
-	11, // 54: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	47, // 55: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	47, // 56: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	47, // 57: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 58: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 59: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 60: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 61: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 62: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 63: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	37, // 64: ess.v1.Event.latches:type_name -> ess.v1.Latch
-	45, // 65: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	12, // 66: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	14, // 67: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	17, // 68: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	19, // 69: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 70: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
-	25, // 71: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	27, // 72: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	29, // 73: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	31, // 74: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	33, // 75: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	42, // 76: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	44, // 77: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	40, // 78: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
-	13, // 79: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	16, // 80: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	18, // 81: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	20, // 82: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 83: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
-	26, // 84: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	28, // 85: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	30, // 86: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	32, // 87: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	39, // 88: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	43, // 89: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	46, // 90: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	41, // 91: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
-	79, // [79:92] is the sub-list for method output_type
-	66, // [66:79] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	26, // 16: ess.v1.SyncPositionsRequest.included_fills:type_name -> ess.v1.IncludedFills
+	11, // 17: ess.v1.HeartbeatRequest.scope:type_name -> ess.v1.Scope
+	1,  // 18: ess.v1.HeartbeatResponse.state:type_name -> ess.v1.State
+	11, // 19: ess.v1.TriggerRequest.scope:type_name -> ess.v1.Scope
+	5,  // 20: ess.v1.TriggerRequest.reason_code:type_name -> ess.v1.TriggerReason
+	6,  // 21: ess.v1.TriggerRequest.mode:type_name -> ess.v1.TriggerMode
+	7,  // 22: ess.v1.TriggerRequest.directives:type_name -> ess.v1.Directive
+	1,  // 23: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
+	11, // 24: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
+	1,  // 25: ess.v1.ResetResponse.state:type_name -> ess.v1.State
+	48, // 26: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 27: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
+	48, // 28: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
+	11, // 29: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
+	1,  // 30: ess.v1.ScopeState.state:type_name -> ess.v1.State
+	48, // 31: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	8,  // 32: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
+	5,  // 33: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 34: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
+	48, // 35: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	48, // 36: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	48, // 37: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	38, // 38: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
+	1,  // 39: ess.v1.Latch.state:type_name -> ess.v1.State
+	48, // 40: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
+	6,  // 41: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	37, // 42: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	39, // 43: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	36, // 44: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
+	35, // 45: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
+	11, // 46: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	10, // 47: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	11, // 48: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 49: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 50: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	48, // 51: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 52: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 53: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	38, // 54: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
+	11, // 55: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	48, // 56: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	48, // 57: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	48, // 58: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 59: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 60: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 61: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 62: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 63: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 64: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	38, // 65: ess.v1.Event.latches:type_name -> ess.v1.Latch
+	46, // 66: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	12, // 67: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	14, // 68: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	17, // 69: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	19, // 70: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 71: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
+	25, // 72: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	28, // 73: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	30, // 74: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	32, // 75: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	34, // 76: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	43, // 77: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	45, // 78: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	41, // 79: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
+	13, // 80: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	16, // 81: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	18, // 82: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	20, // 83: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 84: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
+	27, // 85: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	29, // 86: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	31, // 87: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	33, // 88: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	40, // 89: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	44, // 90: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	47, // 91: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	42, // 92: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
+	80, // [80:93] is the sub-list for method output_type
+	67, // [67:80] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }
@@ -4170,7 +4244,7 @@ func file_ess_v1_guard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ess_v1_guard_proto_rawDesc), len(file_ess_v1_guard_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,7 +9,7 @@ import math
 import numbers
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -197,14 +197,22 @@ class GuardClient:
     async def sync_positions(self, account: str, equity: float,
                              positions: Iterable[pb.Position],
                              open_orders: Iterable[pb.OpenOrder] | None = None,
+                             included_fills: Mapping[str, float] | None = None,
                              ) -> pb.SyncPositionsResponse:
         """Replace the account's book with this snapshot of positions, equity and marks.
-        With `open_orders` (a list, maybe empty), they are all of its working orders."""
+        With `open_orders` (a list, maybe empty), they are all of its working orders.
+        `included_fills` maps a client_order_id to the cumulative quantity of its fills
+        (the venue's CumQty) that `positions` already count: send it for every order whose
+        fills may not all have been reported yet, or they are counted twice when they
+        are."""
         request = pb.SyncPositionsRequest(account=account, equity=equity,
                                           positions=list(positions))
         if open_orders is not None:
             request.open_orders.extend(open_orders)
             request.open_orders_complete = True
+        for client_order_id, filled in (included_fills or {}).items():
+            request.included_fills.add(client_order_id=client_order_id,
+                                       filled_quantity=filled)
         return await self._unary(self._stub.SyncPositions, request)
 
     async def heartbeat(self, executor_id: str, scope: ScopeLike, ttl_ms: int,

@@ -13,7 +13,7 @@ from ...domain.breakers import Metric
 from ...domain.commands import Trigger
 from ...domain.decisions import Decision
 from ...domain.errors import InvalidArgument
-from ...domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
+from ...domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ...domain.working import OrderRecord
 from ...service import FillReport
@@ -117,6 +117,10 @@ def open_orders_from_proto(m: pb.SyncPositionsRequest) -> list[OpenOrder] | None
     return [OpenOrder(o.client_order_id, o.strategy, o.symbol,
                       side_from_proto(o.side, f"open_orders[{i}].side"),
                       o.remaining_quantity, o.price) for i, o in enumerate(m.open_orders)]
+
+
+def included_from_proto(m: pb.SyncPositionsRequest) -> list[IncludedFills]:
+    return [IncludedFills(c.client_order_id, c.filled_quantity) for c in m.included_fills]
 
 
 def working_order_to_proto(r: OrderRecord) -> pb.WorkingOrder:

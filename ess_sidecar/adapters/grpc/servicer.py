@@ -24,10 +24,10 @@ from ...service import Guard, Outcome
 from .auth import PRINCIPAL, actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_proto, \
-    fill_to_proto, heartbeat_to_watch, latch_names_from_proto, metric_from_proto, \
-    open_orders_from_proto, order_from_proto, positions_from_proto, scope_from_proto, \
-    scope_state_to_proto, seconds, timestamp, transition_to_event, transition_to_watch, \
-    trigger_from_proto, update_from_proto, working_order_to_proto
+    fill_to_proto, heartbeat_to_watch, included_from_proto, latch_names_from_proto, \
+    metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
+    scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
+    transition_to_watch, trigger_from_proto, update_from_proto, working_order_to_proto
 from . import wire
 from .thresholds import thresholds_to_proto
 
@@ -147,8 +147,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.SyncPositionsResponse:
         guard = self._guard
         positions, open_orders = positions_from_proto(request), open_orders_from_proto(request)
+        included = included_from_proto(request)
         count = await guard.call_async(lambda: guard.sync_positions(
-            request.account, request.equity, positions, open_orders))
+            request.account, request.equity, positions, open_orders, included))
         working = guard.working_count(request.account)
         return pb.SyncPositionsResponse(positions=count, working_orders=working)
 

@@ -372,18 +372,28 @@ class Position(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., symbol: _Optional[str] = ..., quantity: _Optional[float] = ..., mark_price: _Optional[float] = ...) -> None: ...
 
 class SyncPositionsRequest(_message.Message):
-    __slots__ = ("account", "equity", "positions", "open_orders", "open_orders_complete")
+    __slots__ = ("account", "equity", "positions", "open_orders", "open_orders_complete", "included_fills")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EQUITY_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_FIELD_NUMBER: _ClassVar[int]
     OPEN_ORDERS_FIELD_NUMBER: _ClassVar[int]
     OPEN_ORDERS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDED_FILLS_FIELD_NUMBER: _ClassVar[int]
     account: str
     equity: float
     positions: _containers.RepeatedCompositeFieldContainer[Position]
     open_orders: _containers.RepeatedCompositeFieldContainer[OpenOrder]
     open_orders_complete: bool
-    def __init__(self, account: _Optional[str] = ..., equity: _Optional[float] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., open_orders: _Optional[_Iterable[_Union[OpenOrder, _Mapping]]] = ..., open_orders_complete: _Optional[bool] = ...) -> None: ...
+    included_fills: _containers.RepeatedCompositeFieldContainer[IncludedFills]
+    def __init__(self, account: _Optional[str] = ..., equity: _Optional[float] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ..., open_orders: _Optional[_Iterable[_Union[OpenOrder, _Mapping]]] = ..., open_orders_complete: _Optional[bool] = ..., included_fills: _Optional[_Iterable[_Union[IncludedFills, _Mapping]]] = ...) -> None: ...
+
+class IncludedFills(_message.Message):
+    __slots__ = ("client_order_id", "filled_quantity")
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    FILLED_QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    client_order_id: str
+    filled_quantity: float
+    def __init__(self, client_order_id: _Optional[str] = ..., filled_quantity: _Optional[float] = ...) -> None: ...
 
 class SyncPositionsResponse(_message.Message):
     __slots__ = ("positions", "working_orders")
