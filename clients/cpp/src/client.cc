@@ -433,6 +433,9 @@ Result<v1::SyncPositionsResponse> Client::SyncPositions(const Snapshot& snapshot
     *request.add_open_orders() = open;
   }
   request.set_open_orders_complete(snapshot.open_orders_complete);
+  for (const auto& included : snapshot.included_fills) {
+    *request.add_included_fills() = included;
+  }
   grpc::ClientContext context;
   Bound(context);
   v1::SyncPositionsResponse response;

@@ -39,6 +39,10 @@ type Snapshot struct {
 	// are all of its working orders; otherwise working orders are left as they are.
 	OpenOrders         []*essv1.OpenOrder
 	OpenOrdersComplete bool
+	// Per order, the cumulative fills (the venue's CumQty) the positions already count:
+	// fills reported after the snapshot move no position until they pass it. Name every
+	// order whose fills may not all have been reported yet, or they count twice.
+	IncludedFills []*essv1.IncludedFills
 }
 
 // rpcContext bounds a call by the client's RPC timeout unless ctx has a deadline.
@@ -89,6 +93,7 @@ func (c *Client) SyncPositions(ctx context.Context, snapshot Snapshot) (*essv1.S
 	return c.stub.SyncPositions(ctx, &essv1.SyncPositionsRequest{
 		Account: snapshot.Account, Equity: snapshot.Equity, Positions: snapshot.Positions,
 		OpenOrders: snapshot.OpenOrders, OpenOrdersComplete: snapshot.OpenOrdersComplete,
+		IncludedFills: snapshot.IncludedFills,
 	})
 }
 

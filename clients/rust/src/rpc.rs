@@ -48,6 +48,10 @@ pub struct Snapshot {
     /// they are all of its working orders; otherwise working orders are left as they are.
     pub open_orders: Vec<pb::OpenOrder>,
     pub open_orders_complete: bool,
+    /// Per order, the cumulative fills (the venue's CumQty) the positions already count:
+    /// fills reported after the snapshot move no position until they pass it. Name every
+    /// order whose fills may not all have been reported yet, or they count twice.
+    pub included_fills: Vec<pb::IncludedFills>,
 }
 
 impl Client {
@@ -130,6 +134,7 @@ impl Client {
             positions: snapshot.positions,
             open_orders: snapshot.open_orders,
             open_orders_complete: snapshot.open_orders_complete,
+            included_fills: snapshot.included_fills,
         };
         self.unary(request, |mut stub, r| async move {
             stub.sync_positions(r).await

@@ -958,6 +958,7 @@ async fn fills_updates_and_snapshots_are_reported() {
         positions: vec![position],
         open_orders: vec![],
         open_orders_complete: true,
+        included_fills: vec![],
     };
     assert_eq!(client.sync_positions(snapshot).await.unwrap().positions, 1);
     fake.seen(|seen| {

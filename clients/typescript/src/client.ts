@@ -22,6 +22,7 @@ import {
   GetStateRequestSchema,
   type HeartbeatResponse,
   HeartbeatRequestSchema,
+  type IncludedFillsSchema,
   MetricSchema,
   type OpenOrderSchema,
   OrderStatusSchema,
@@ -142,6 +143,10 @@ export interface PositionsSnapshot {
   positions: MessageInitShape<typeof PositionSchema>[];
   /** When given (even empty), all of the account's open orders: the rest have ended. */
   openOrders?: MessageInitShape<typeof OpenOrderSchema>[];
+  /** Per order, the cumulative fills (the venue's CumQty) the positions already count:
+   * fills reported after the snapshot move no position until they pass it. Name every
+   * order whose fills may not all have been reported yet, or they count twice. */
+  includedFills?: MessageInitShape<typeof IncludedFillsSchema>[];
 }
 
 function channelCredentials(options: GuardClientOptions): ChannelCredentials {
@@ -470,6 +475,7 @@ export class GuardClient {
         positions: snapshot.positions,
         openOrders: snapshot.openOrders ?? [],
         openOrdersComplete: snapshot.openOrders !== undefined,
+        includedFills: snapshot.includedFills ?? [],
       }),
     );
   }

@@ -150,6 +150,10 @@ struct Snapshot {
   // are all of its working orders; otherwise working orders are left as they are.
   std::vector<v1::OpenOrder> open_orders;
   bool open_orders_complete = false;
+  // Per order, the cumulative fills (the venue's CumQty) the positions already count:
+  // fills reported after the snapshot move no position until they pass it. Name every
+  // order whose fills may not all have been reported yet, or they count twice.
+  std::vector<v1::IncludedFills> included_fills;
 };
 
 // TLS to the sidecar. With cert_file and key_file, mutual TLS.

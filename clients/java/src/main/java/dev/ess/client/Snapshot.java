@@ -1,5 +1,6 @@
 package dev.ess.client;
 
+import dev.ess.v1.IncludedFills;
 import dev.ess.v1.OpenOrder;
 import dev.ess.v1.Position;
 import dev.ess.v1.SyncPositionsRequest;
@@ -11,17 +12,28 @@ import java.util.List;
  * they are all of the account's working orders; otherwise working orders are left as they are.
  *
  * @param equity account equity (&gt; 0), used by the exposure limits
+ * @param includedFills per order, the cumulative fills (the venue's CumQty) the positions
+ *     already count: fills reported after the snapshot move no position until they pass it.
+ *     Name every order whose fills may not all have been reported yet, or they count twice.
  */
 public record Snapshot(
     String account,
     double equity,
     List<Position> positions,
     List<OpenOrder> openOrders,
-    boolean openOrdersComplete) {
+    boolean openOrdersComplete,
+    List<IncludedFills> includedFills) {
 
   public Snapshot {
     positions = positions == null ? List.of() : List.copyOf(positions);
     openOrders = openOrders == null ? List.of() : List.copyOf(openOrders);
+    includedFills = includedFills == null ? List.of() : List.copyOf(includedFills);
+  }
+
+  /** No fills named as counted in the positions beyond those reported. */
+  public Snapshot(String account, double equity, List<Position> positions,
+      List<OpenOrder> openOrders, boolean openOrdersComplete) {
+    this(account, equity, positions, openOrders, openOrdersComplete, List.of());
   }
 
   /** Positions only: working orders are left as they are. */
@@ -36,6 +48,7 @@ public record Snapshot(
         .addAllPositions(positions)
         .addAllOpenOrders(openOrders)
         .setOpenOrdersComplete(openOrdersComplete)
+        .addAllIncludedFills(includedFills)
         .build();
   }
 }
