@@ -136,3 +136,14 @@ async def test_sync_positions_with_open_orders_ends_the_working_orders_it_does_n
     kept = await guard.sync_positions(ACCOUNT, EQUITY, [MARK], open_orders=[listed])
     assert kept.working_orders == 1
     assert (await guard.check(**BIG)).reason == pb.DECISION_REASON_SYMBOL_EXPOSURE
+
+
+async def test_sync_positions_names_the_fills_its_positions_already_count(
+        client: GuardClient) -> None:
+    verdict = await client.check(**ORDER)
+    held = pb.Position(strategy="momo", symbol="AAPL", quantity=10.0, mark_price=100.0)
+    await client.sync_positions(ACCOUNT, EQUITY, [held], open_orders=[],
+                                included_fills={verdict.client_order_id: 10.0})
+    late = await client.report_fill(**FILL, quantity=10.0, fill_id="exec-late",
+                                    client_order_id=verdict.client_order_id)
+    assert (late.position, late.unchecked) == (10.0, False)  # in the snapshot already
