@@ -27,10 +27,10 @@ from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .book import AccountBook, Book
 from .ids import canonical_id
-from .lifecycle import FillOutcome, apply_fill, apply_update, sync_account
+from .lifecycle import FillOutcome, apply_fill, apply_update, lacking_fills, sync_account
 from .limits import OrderRate
-from .orders import MAX_EQUITY, Fill, IncludedFills, OpenOrder, Order, OrderUpdate, \
-    PositionSnapshot
+from .orders import MAX_EQUITY, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
+    OrderUpdate, PositionSnapshot
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .validation import check_positive, validate_fill, validate_included, \
@@ -184,8 +184,30 @@ class GuardEngine:
                    for i, c in enumerate(included or ())]
         if len({c.client_order_id for c in counted}) != len(counted):
             raise InvalidArgument("included_fills", "lists a client_order_id twice")
+        self._check_lacking(account, checked, counted)
         return sync_account(self.book, self.orders, account, equity, checked, orders, now,
                             counted)
+
+    def _check_lacking(self, account: str, positions: list[PositionSnapshot],
+                       counted: list[IncludedFills]) -> None:
+        """Fills reported since a snapshot was taken are added to its positions: refuse
+        one they would take beyond ±MAX_QUANTITY (InvalidArgument naming the field)."""
+        legs = {(p.strategy, p.symbol): p.quantity for p in positions}
+        nets: dict[str, float] = {}
+        for p in positions:
+            nets[p.symbol] = nets.get(p.symbol, 0.0) + p.quantity
+        for index, order in enumerate(counted):
+            named = self.orders.exact(account, order.client_order_id)
+            lacking = lacking_fills(named, order) if named is not None else 0.0
+            if not lacking or named is None:
+                continue
+            key = (named.strategy, named.symbol)
+            legs[key] = legs.get(key, 0.0) + lacking
+            nets[named.symbol] = nets.get(named.symbol, 0.0) + lacking
+            if abs(legs[key]) > MAX_QUANTITY or abs(nets[named.symbol]) > MAX_QUANTITY:
+                raise InvalidArgument(f"included_fills[{index}]", "the fills reported since"
+                                      " the snapshot would take a position beyond"
+                                      f" ±{MAX_QUANTITY:g}")
 
     def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
         """An operator's word that these working orders (all of the account's if none

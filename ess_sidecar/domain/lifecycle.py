@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from .book import Book
+from .book import AccountBook, Book
 from .errors import InvalidArgument
 from .orders import ENDED, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, OrderStatus, \
-    OrderUpdate, PositionSnapshot
+    OrderUpdate, PositionSnapshot, Side
 from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
 
 ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
@@ -23,53 +23,67 @@ class FillOutcome(NamedTuple):
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillOutcome:
     """Apply a validated fill once per fill_id: the position moves, the account's mark is
-    the fill's price, and the order's reservation shrinks. Raises InvalidArgument naming
-    `quantity` if a position would leave ±MAX_QUANTITY (nothing changes then)."""
+    the fill's price, and the order's reservation shrinks. Of a fill the account's last
+    snapshot counted already (`included_fills`, booked to its order then), only what is
+    beyond it moves the position or the order. Raises InvalidArgument naming `quantity` if
+    a position would leave ±MAX_QUANTITY (nothing changes then)."""
     if (fill.account, fill.fill_id) in ledger.fill_ids:
         return FillOutcome(book.position(fill.account, fill.strategy, fill.symbol), True)
+    named = ledger.exact(fill.account, fill.client_order_id)
+    counted = ledger.counted(fill.account, fill.client_order_id, fill.quantity) \
+        if named is not None and _same_instrument(named, fill) else 0.0
+    moved = max(fill.quantity - counted, 0.0)  # what the snapshot did not count
+    signed = moved if fill.side is Side.BUY else -moved
     account = book.account(fill.account)
     leg, net = account.leg(fill.strategy, fill.symbol), account.net(fill.symbol)
     for quantity in (leg.position, net.position):
-        if abs(quantity + fill.signed_quantity) > MAX_QUANTITY:
+        if abs(quantity + signed) > MAX_QUANTITY:
             account.tidy(fill.strategy, fill.symbol)
             raise InvalidArgument("quantity", f"the position would exceed ±{MAX_QUANTITY:g}")
+    ledger.take_counted(fill.account, fill.client_order_id, counted)
     record = ledger.get(fill.account, fill.client_order_id)
-    unchecked = _unchecked(fill, record)
+    if moved > fill.quantity * FILL_TOLERANCE:
+        unchecked = _unchecked(fill._replace(quantity=moved), record)
+    else:  # all of it in the snapshot, and booked then: only an adopted order's trips
+        unchecked = _unchecked(fill, record) if record is not None and \
+            record.decision_id == ADOPTED else ""
+        moved = 0.0
     if record is not None and not _same_instrument(record, fill):
         record = None  # of another strategy, symbol or side: no evidence of that order
-    # Fills a snapshot's positions already count move no position (they are in it).
-    moved = fill.quantity - ledger.take_included(fill.account, fill.client_order_id,
-                                                 fill.quantity) \
-        if record is not None else fill.quantity
-    if moved > 0.0:
-        signed = moved if fill.signed_quantity > 0.0 else -moved
+    if moved:
         leg.move(signed)
         net.move(signed)
     account.set_mark(fill.symbol, fill.price)
-    if record is not None:
-        named = ledger.exact(fill.account, fill.client_order_id)
-        if named is not None:  # the one it names, even if it goes to its replacement
-            named.reported += fill.quantity
-        if named is record:
-            ledger.confirm(record)  # a fill under its own id: a replacement is live
-        else:  # the original's fill, crossing the replace: what was held for it goes first
-            record.crossing = max(record.crossing - fill.quantity, 0.0)
-            if named is not None:  # and the leaves a rejected replace would give back
-                named.leaves_given_up = max(named.leaves_given_up - fill.quantity, 0.0)
-        record.filled += fill.quantity
-        record.pending = max(record.pending - fill.quantity, 0.0)
-        if record.owed_only:  # it works only for its owed fills: this is one of them
-            ledger.release(record, min(fill.quantity, record.remaining))
-        else:
-            # An update (OPEN, remaining_quantity) may have counted this fill already: never
-            # reserve less than both what the update left and what the check allowed,
-            # unfilled.
-            keep = max(min(record.remaining, record.unfilled), 0.0)
-            ledger.release(record, min(fill.quantity, record.remaining - keep))
+    if record is not None and moved:
+        _book(ledger, record, named, moved)
     ledger.remember_fill(fill.account, fill.fill_id, fill.client_order_id, now)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
     return FillOutcome(position, unchecked=unchecked)
+
+
+def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
+          quantity: float) -> None:
+    """Count `quantity` filled against `record`, the order a fill goes to; `named` is the
+    one the fill names (the same, or an order `record` replaced)."""
+    if named is not None:  # the one it names, even if it goes to its replacement
+        named.reported += quantity
+    if named is record:
+        ledger.confirm(record)  # a fill under its own id: a replacement is live
+    else:  # the original's fill, crossing the replace: what was held for it goes first
+        record.crossing = max(record.crossing - quantity, 0.0)
+        if named is not None:  # and the leaves a rejected replace would give back
+            named.leaves_given_up = max(named.leaves_given_up - quantity, 0.0)
+    record.filled += quantity
+    record.pending = max(record.pending - quantity, 0.0)
+    if record.owed_only:  # it works only for its owed fills: this is one of them
+        ledger.release(record, min(quantity, record.remaining))
+    else:
+        # An update (OPEN, remaining_quantity) may have counted this fill already: never
+        # reserve less than both what the update left and what the check allowed,
+        # unfilled.
+        keep = max(min(record.remaining, record.unfilled), 0.0)
+        ledger.release(record, min(quantity, record.remaining - keep))
 
 
 def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
@@ -186,10 +200,55 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     target.equity = equity
     if open_orders is not None:
         _sync_orders(ledger, account, list(open_orders), now)
-    ledger.include(account, included)  # after the orders: an adopted one may be named
+    _count_included(target, ledger, account, included)  # after the orders: one may be
+    # adopted
     for strategy, symbol in list(target.legs):
         target.tidy(strategy, symbol)
     return sum(1 for leg in target.legs.values() if leg.position)
+
+
+def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
+                    included: Iterable[IncludedFills]) -> None:
+    """The snapshot's positions hold these fills of each order (cumulative, under its own
+    id). Those not reported yet are booked to their order now, as their fills would be
+    but for the position (the snapshot set it), within what its check allowed; when they
+    are reported, that much of them changes nothing more. An adopted order's are not
+    booked to it (its reservation is the snapshot's leaves, which exclude them); they
+    only move no position. An order the sidecar does not know has none to book: its
+    fills trip the account, and move the position. A snapshot that holds fewer than were
+    reported here was taken before the rest: they are added to its positions."""
+    for order in included:
+        named = ledger.exact(account, order.client_order_id)
+        if named is None:
+            continue
+        lacking = lacking_fills(named, order)
+        if lacking:
+            target.leg(named.strategy, named.symbol).move(lacking)
+            target.net(named.symbol).move(lacking)
+            continue
+        unreported = order.filled_quantity - named.reported
+        if not unreported > named.quantity * FILL_TOLERANCE:
+            continue
+        if named.decision_id == ADOPTED:
+            named.reported += unreported  # in the position: the next snapshot holds them
+            ledger.count_included(account, order.client_order_id, unreported)
+            continue
+        record = ledger.get(account, order.client_order_id)
+        if record is None:  # its successor is forgotten: its fills trip
+            continue
+        within = min(unreported, record.unfilled)
+        if within > 0.0:
+            _book(ledger, record, named, within)
+            ledger.count_included(account, order.client_order_id, within)
+
+
+def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:
+    """What a snapshot's positions lack of the fills reported here under the order's id
+    (it was taken before them), signed as they move the position; 0 if it lacks none."""
+    lacking = named.reported - order.filled_quantity
+    if not lacking > named.quantity * FILL_TOLERANCE:
+        return 0.0
+    return lacking if named.side is Side.BUY else -lacking
 
 
 def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder],

@@ -17,13 +17,13 @@ venue rejected leaves the original working, as it was."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
 from .book import Book, Leg
 from .errors import InvalidArgument
-from .orders import IncludedFills, OpenOrder, Order, Side
+from .orders import OpenOrder, Order, Side
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
 FILL_TOLERANCE: Final = 1e-9
@@ -111,8 +111,9 @@ class OrderLedger:
         # (account, fill_id) -> why: unchecked fills applied whose account's trip is not
         # stored yet. A retry of one (its write failed) trips again, not a duplicate.
         self.untripped: dict[tuple[str, str], str] = {}
-        # account -> client_order_id -> fills not reported yet that the account's last
-        # snapshot counted in its positions: they move no position when they come.
+        # account -> client_order_id -> fills not reported yet that a snapshot held in its
+        # positions, booked to the order then: when they come, that much of them changes
+        # nothing more.
         self.included: dict[str, dict[str, float]] = {}
 
     # -- reading -----------------------------------------------------------------------------
@@ -349,38 +350,36 @@ class OrderLedger:
         self._count(record, +1)
         self._legs_reserve(record)
 
-    def include(self, account: str, included: Iterable[IncludedFills]) -> None:
-        """A snapshot's positions count these fills of each order (cumulative, under its
-        own id): those beyond the ones reported here are in the positions already. An
-        order not named has none there; one the sidecar does not know has no fills to
-        come but unchecked ones (they trip, and move the position)."""
-        counted: dict[str, float] = {}
-        for order in included:
-            record = self.exact(account, order.client_order_id)
-            if record is not None and order.filled_quantity > record.reported:
-                counted[order.client_order_id] = order.filled_quantity - record.reported
-        if counted:
-            self.included[account] = counted
-        else:
-            self.included.pop(account, None)
+    def count_included(self, account: str, client_order_id: str, quantity: float) -> None:
+        """A snapshot holds `quantity` more of the order's fills, not reported yet (and
+        booked to it now): when they come, that much of them changes nothing more. Kept
+        until they come, or the order's record is forgotten: a later snapshot holds them
+        too."""
+        held = self.included.get(account)
+        if held is None:
+            held = self.included[account] = {}
+        held[client_order_id] = held.get(client_order_id, 0.0) + quantity
 
-    def take_included(self, account: str, client_order_id: str, quantity: float) -> float:
-        """How much of a fill of `quantity` the account's last snapshot counted already."""
-        counted = self.included.get(account)
-        if counted is None:
-            return 0.0
-        left = counted.get(client_order_id, 0.0)
+    def counted(self, account: str, client_order_id: str, quantity: float) -> float:
+        """How much of a fill of `quantity` the account's last snapshot holds already:
+        all that is left of the order's, if the fill is that much or within rounding."""
+        held = self.included.get(account)
+        left = held.get(client_order_id, 0.0) if held is not None else 0.0
         if not left > 0.0:
             return 0.0
-        taken = min(quantity, left)
-        if left - taken > quantity * FILL_TOLERANCE:
-            counted[client_order_id] = left - taken
-        else:  # all in (float sums of partials)
-            taken = left
-            del counted[client_order_id]
-            if not counted:
+        return left if left - quantity <= quantity * FILL_TOLERANCE else quantity
+
+    def take_counted(self, account: str, client_order_id: str, quantity: float) -> None:
+        if not quantity > 0.0:
+            return
+        held = self.included[account]
+        left = held[client_order_id] - quantity
+        if left > 0.0:
+            held[client_order_id] = left
+        else:
+            del held[client_order_id]
+            if not held:
                 del self.included[account]
-        return taken
 
     def tripped_for(self, account: str) -> None:
         """The account's unchecked_order trip is stored: its unchecked fills are tripped."""

@@ -710,20 +710,23 @@ def test_only_the_fills_a_snapshot_counted_beyond_those_reported_are_in_it():
     assert list(engine.orders.working(ACCOUNT)) == []
 
 
-def test_each_snapshot_replaces_what_the_last_one_counted():
-    """The next snapshot does not name the order: its positions count only fills reported
-    before it, so a fill reported after it moves the position. What a snapshot counted
-    goes with the account's next one, and with the order's record when it is forgotten."""
+def test_what_a_snapshot_counted_stays_counted_until_those_fills_come():
+    """A later snapshot that does not name the order holds those fills too (they were
+    booked): when they come they change nothing more. What a snapshot counted goes with
+    the order's record when it is forgotten."""
     engine = make_engine()
     coid = _allowed(engine, order(100))
     engine.sync_positions(ACCOUNT, EQUITY, [position(100)], [], T0, [IncludedFills(coid, 100)])
     assert engine.orders.included == {ACCOUNT: {coid: 100}}
-    engine.sync_positions(ACCOUNT, EQUITY, [position(0)], [], T0)
+    engine.sync_positions(ACCOUNT, EQUITY, [position(100)], [], T0)
+    assert engine.orders.included == {ACCOUNT: {coid: 100}}
+    late = report_fill(engine, fill(100, client_order_id=coid))
+    assert (late.position, late.unchecked) == (100, "")
     assert engine.orders.included == {}
-    report_fill(engine, fill(100, client_order_id=coid))
-    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
+    report_fill(engine, fill(1, client_order_id=_allowed(engine, order(1))))  # reported
     other = _allowed(engine, order(1))
-    engine.sync_positions(ACCOUNT, EQUITY, [position(101)], [], T0, [IncludedFills(other, 1)])
+    engine.sync_positions(ACCOUNT, EQUITY, [position(102)], [], T0, [IncludedFills(other, 1)])
+    assert engine.orders.included == {ACCOUNT: {other: 1}}
     timers(engine, T0 + 2 * DAY)
     assert engine.orders.included == {}
 
@@ -755,3 +758,44 @@ def test_a_malformed_included_fills_is_refused_naming_the_field_and_changes_noth
     assert refused.value.field == field
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0
     assert _reserved(engine) == {coid: 10} and engine.orders.included == {}
+
+
+def test_fills_a_snapshot_counted_are_booked_to_their_order_not_to_its_replacement():
+    """Review 10: A 100, 30 filled before the snapshot (which lists A with 70 and counts
+    the 30); A is replaced by B; the 30 then come, under A's id. They were booked to A
+    when the snapshot came: B keeps all it reserves, nothing trips."""
+    engine = make_engine()
+    a = _allowed(engine, order(100, client_order_id="A"))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(30)], [OpenOrder(
+        a, STRATEGY, SYMBOL, Side.BUY, 70, 100.0)], T0, [IncludedFills(a, 30)])
+    b = _allowed(engine, order(60, client_order_id="B", replaces=a))
+    assert _reserved(engine) == {b: 70}  # 60, and A's 10 more leaves while in flight
+    late = report_fill(engine, fill(30, client_order_id=a))
+    assert (late.position, late.unchecked) == (30, "")
+    assert _reserved(engine) == {b: 70}
+    assert engine.orders.exact(ACCOUNT, a).filled == 30
+
+
+def test_a_snapshot_taken_before_fills_reported_since_has_them_added():
+    """It holds fewer of the order's fills than were reported (it was on its way while
+    they came): the rest are added to its positions, not lost."""
+    engine = make_engine()
+    a = _allowed(engine, order(100, client_order_id="A"))
+    report_fill(engine, fill(100, client_order_id=a))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(0)], [OpenOrder(
+        a, STRATEGY, SYMBOL, Side.BUY, 100, 100.0)], T0, [IncludedFills(a, 0)])
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
+    with pytest.raises(InvalidArgument) as refused:  # beyond the magnitude: nothing changes
+        engine.sync_positions(ACCOUNT, EQUITY, [position(1e12 - 50)], [], T0,
+                              [IncludedFills(a, 0)])
+    assert refused.value.field == "included_fills[0]"
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
+
+
+def test_an_adopted_orders_counted_fills_leave_its_reservation_as_listed():
+    engine = make_engine()
+    engine.sync_positions(ACCOUNT, EQUITY, [position(30)], [OpenOrder(
+        "R", STRATEGY, SYMBOL, Side.BUY, 70, 100.0)], T0, [IncludedFills("R", 30)])
+    stray = report_fill(engine, fill(30, client_order_id="R"))
+    assert stray.unchecked and stray.position == 30  # it trips, and is in the position
+    assert _reserved(engine) == {"R": 70}

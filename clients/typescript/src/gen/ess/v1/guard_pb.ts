@@ -627,10 +627,13 @@ export type SyncPositionsRequest = Message<"ess.v1.SyncPositionsRequest"> & {
   /**
    * Fills these positions already count that may not have been reported to the sidecar
    * yet: per order (open or not), the cumulative quantity of its fills under its own
-   * client_order_id that the positions include (the venue's CumQty). Fills reported later
-   * under that id move no position until they pass that quantity: they are in it. An
-   * order not named here is taken to have only fills reported before this snapshot in
-   * the positions; its later fills move them. Each snapshot replaces the last one's.
+   * client_order_id that the positions include (the venue's CumQty). Those not reported
+   * yet are booked to the order at once (within what its check allowed), and when they
+   * are reported they change nothing more: no position, no reservation. Fewer than were
+   * reported means the snapshot was taken before the rest: they are added to its
+   * positions. An order not named is taken to have in the positions only the fills
+   * reported, or named by a snapshot, before this one. Orders the sidecar does not know
+   * are passed over: their fills trip the account and move the position.
    *
    * @generated from field: repeated ess.v1.IncludedFills included_fills = 6;
    */
