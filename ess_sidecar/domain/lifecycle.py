@@ -200,15 +200,15 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     target.equity = equity
     if open_orders is not None:
         _sync_orders(ledger, account, list(open_orders), now)
-    _count_included(target, ledger, account, included)  # after the orders: one may be
-    # adopted
+    _count_included(target, ledger, account, included, now)  # after the orders: one may
+    # be adopted
     for strategy, symbol in list(target.legs):
         target.tidy(strategy, symbol)
     return sum(1 for leg in target.legs.values() if leg.position)
 
 
 def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
-                    included: Iterable[IncludedFills]) -> None:
+                    included: Iterable[IncludedFills], now: float) -> None:
     """The snapshot's positions hold these fills of each order (cumulative, under its own
     id). Those not reported yet are booked to their order now, as their fills would be
     but for the position (the snapshot set it), within what its check allowed; when they
@@ -216,7 +216,9 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
     booked to it (its reservation is the snapshot's leaves, which exclude them); they
     only move no position. An order the sidecar does not know has none to book: its
     fills trip the account, and move the position. A snapshot that holds fewer than were
-    reported here was taken before the rest: they are added to its positions."""
+    reported here was taken before the rest: they are added to its positions. An order
+    with fills booked is remembered for the retention from now: its fills are on their
+    way, and forgetting it would count them twice and trip the account."""
     for order in included:
         named = ledger.exact(account, order.client_order_id)
         if named is None:
@@ -232,6 +234,7 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         if named.decision_id == ADOPTED:
             named.reported += unreported  # in the position: the next snapshot holds them
             ledger.count_included(account, order.client_order_id, unreported)
+            ledger.keep(named, now)
             continue
         record = ledger.get(account, order.client_order_id)
         if record is None:  # its successor is forgotten: its fills trip
@@ -240,6 +243,8 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         if within > 0.0:
             _book(ledger, record, named, within)
             ledger.count_included(account, order.client_order_id, within)
+            ledger.keep(named, now)
+            ledger.keep(record, now)  # where its fills go (itself, or its replacement)
 
 
 def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:

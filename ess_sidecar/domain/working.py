@@ -37,7 +37,7 @@ class OrderRecord:
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
-                 "crossing", "unlisted", "venue_filled")
+                 "crossing", "unlisted", "venue_filled", "kept")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -47,6 +47,7 @@ class OrderRecord:
         self.strategy, self.symbol, self.side = strategy, symbol, side
         self.quantity = quantity  # as allowed
         self.price, self.time, self.decision_id = price, time, decision_id
+        self.kept = time  # its retention counts from here (a snapshot naming it renews it)
         self.filled = filled  # fills counted against it (a replacement: also those that
         # crossed the replace, named after the order it replaced)
         self.reported = 0.0  # fills reported under its own client_order_id
@@ -360,6 +361,15 @@ class OrderLedger:
             held = self.included[account] = {}
         held[client_order_id] = held.get(client_order_id, 0.0) + quantity
 
+    def keep(self, record: OrderRecord, now: float) -> None:
+        """Remember `record` for the retention from `now` (a snapshot booked fills of it
+        that are on their way): last in the order expiry looks at them."""
+        key = (record.account, record.client_order_id)
+        if self.records.get(key) is record:
+            del self.records[key]
+            self.records[key] = record
+            record.kept = max(record.kept, now)
+
     def counted(self, account: str, client_order_id: str, quantity: float) -> float:
         """How much of a fill of `quantity` the account's last snapshot holds already:
         all that is left of the order's, if the fill is that much or within rounding."""
@@ -407,7 +417,7 @@ class OrderLedger:
         records = self.records
         for _ in range(len(records)):
             key, record = next(iter(records.items()))
-            if record.time > now - retention_s:
+            if record.kept > now - retention_s:
                 break
             del records[key]
             if record.working:

@@ -273,8 +273,8 @@ def test_positions_stay_within_the_documented_magnitude(engine):
     assert engine.check(order(5e11, side=Side.SELL), T0).allowed  # reduces: representable
 
 
-def _allowed(engine, candidate) -> str:
-    decision = engine.check(candidate, T0)
+def _allowed(engine, candidate, now: float = T0) -> str:
+    decision = engine.check(candidate, now)
     assert decision.allowed, decision
     return candidate.client_order_id
 
@@ -799,3 +799,18 @@ def test_an_adopted_orders_counted_fills_leave_its_reservation_as_listed():
     stray = report_fill(engine, fill(30, client_order_id="R"))
     assert stray.unchecked and stray.position == 30  # it trips, and is in the position
     assert _reserved(engine) == {"R": 70}
+
+
+def test_an_order_a_snapshot_booked_fills_of_is_remembered_until_they_can_come():
+    """Review 11: a resting order allowed two days ago is replaced; a snapshot books its
+    fill that raced the replace. Retention then counts from the snapshot, not from the
+    allow: the timer keeps it, and its fill trips nothing and counts once."""
+    engine = make_engine()
+    a = _allowed(engine, order(100, client_order_id="A"))
+    later = T0 + 2 * DAY
+    b = _allowed(engine, order(100, client_order_id="B", replaces=a), later)
+    engine.sync_positions(ACCOUNT, EQUITY, [position(30)], None, later, [IncludedFills(a, 30)])
+    timers(engine, later + 1)
+    late = report_fill(engine, fill(30, client_order_id=a), later + 2)
+    assert (late.position, late.unchecked) == (30, "")
+    assert _reserved(engine) == {b: 70}
