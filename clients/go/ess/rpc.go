@@ -41,7 +41,8 @@ type Snapshot struct {
 	OpenOrdersComplete bool
 	// Per order, the cumulative fills (the venue's CumQty) the positions already count:
 	// fills reported after the snapshot move no position until they pass it. Name every
-	// order whose fills may not all have been reported yet, or they count twice.
+	// order open or filled since the positions were read (0 if none of its fills are in
+	// them), or fills count twice or go missing.
 	IncludedFills []*essv1.IncludedFills
 }
 

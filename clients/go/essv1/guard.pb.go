@@ -1820,11 +1820,14 @@ type SyncPositionsRequest struct {
 	// yet: per order (open or not), the cumulative quantity of its fills under its own
 	// client_order_id that the positions include (the venue's CumQty). Those not reported
 	// yet are booked to the order at once (within what its check allowed), and when they
-	// are reported they change nothing more: no position, no reservation. Fewer than were
-	// reported means the snapshot was taken before the rest: they are added to its
-	// positions. An order not named is taken to have in the positions only the fills
-	// reported, or named by a snapshot, before this one. Orders the sidecar does not know
-	// are passed over: their fills trip the account and move the position.
+	// are reported they change nothing more: no position, no reservation (an order the
+	// sidecar never allowed, adopted from open_orders, still trips the account). Fewer
+	// than were reported means the snapshot was taken before the rest: they are added to
+	// its positions. A snapshot that may be stale names every order open or filled since
+	// it was read (0 if none of its fills are in it). An order not named is taken to have
+	// in the positions only the fills reported, or named by a snapshot, before this one.
+	// Orders the sidecar does not know are passed over: their fills trip the account and
+	// move the position.
 	IncludedFills []*IncludedFills `protobuf:"bytes,6,rep,name=included_fills,json=includedFills,proto3" json:"included_fills,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

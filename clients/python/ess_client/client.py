@@ -202,9 +202,9 @@ class GuardClient:
         """Replace the account's book with this snapshot of positions, equity and marks.
         With `open_orders` (a list, maybe empty), they are all of its working orders.
         `included_fills` maps a client_order_id to the cumulative quantity of its fills
-        (the venue's CumQty) that `positions` already count: send it for every order whose
-        fills may not all have been reported yet, or they are counted twice when they
-        are."""
+        (the venue's CumQty) that `positions` already count: name every order open or
+        filled since the positions were read (0 if none of its fills are in them), or
+        fills are counted twice, or go missing."""
         request = pb.SyncPositionsRequest(account=account, equity=equity,
                                           positions=list(positions))
         if open_orders is not None:

@@ -14,7 +14,8 @@ import java.util.List;
  * @param equity account equity (&gt; 0), used by the exposure limits
  * @param includedFills per order, the cumulative fills (the venue's CumQty) the positions
  *     already count: fills reported after the snapshot move no position until they pass it.
- *     Name every order whose fills may not all have been reported yet, or they count twice.
+ *     Name every order open or filled since the positions were read (0 if none of its fills
+ *     are in them), or fills count twice or go missing.
  */
 public record Snapshot(
     String account,
