@@ -198,8 +198,10 @@ class GuardEngine:
             nets[p.symbol] = nets.get(p.symbol, 0.0) + p.quantity
         for index, order in enumerate(counted):
             named = self.orders.exact(account, order.client_order_id)
-            lacking = lacking_fills(named, order) if named is not None else 0.0
-            if not lacking or named is None:
+            if named is None:
+                continue
+            lacking = lacking_fills(named, order)
+            if not lacking:
                 continue
             key = (named.strategy, named.symbol)
             legs[key] = legs.get(key, 0.0) + lacking

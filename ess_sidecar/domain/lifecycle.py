@@ -23,9 +23,9 @@ class FillOutcome(NamedTuple):
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillOutcome:
     """Apply a validated fill once per fill_id: the position moves, the account's mark is
-    the fill's price, and the order's reservation shrinks. Of a fill the account's last
-    snapshot counted already (`included_fills`, booked to its order then), only what is
-    beyond it moves the position or the order. Raises InvalidArgument naming `quantity` if
+    the fill's price, and the order's reservation shrinks. Of a fill a snapshot counted
+    already (`included_fills`, booked to its order then), only what is beyond it moves
+    the position or the order. Raises InvalidArgument naming `quantity` if
     a position would leave ±MAX_QUANTITY (nothing changes then)."""
     if (fill.account, fill.fill_id) in ledger.fill_ids:
         return FillOutcome(book.position(fill.account, fill.strategy, fill.symbol), True)
@@ -176,9 +176,9 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     working orders: one not listed has ended, one listed reserves the snapshot's
     remaining quantity (an ended one works again), and one the sidecar never allowed is
     adopted so that it counts; its fills still trip the account. `included` says how much
-    of each order's fills the positions count: those of them not reported yet move no
-    position when they come (an order not named: the positions count only fills reported
-    here). Returns the number of open positions."""
+    of each order's fills the positions count (`_count_included`; an order not named:
+    the positions count only fills reported, or named by a snapshot, before). Returns the
+    number of open positions."""
     snapshot = {(p.strategy, p.symbol): p for p in positions}
     nets: dict[str, float] = {}
     for (_, symbol), position in snapshot.items():

@@ -87,8 +87,9 @@ class OpenOrder(NamedTuple):
 
 class IncludedFills(NamedTuple):
     """In a SyncPositions snapshot: how much of an order's fills its positions count (the
-    venue's cumulative filled quantity under that client_order_id, FIX CumQty), so that
-    those not reported yet move no position when they come (they are in it)."""
+    venue's cumulative filled quantity under that client_order_id, FIX CumQty): those not
+    reported yet are booked to the order when the snapshot comes, and move nothing when
+    they are reported (they are in it)."""
 
     client_order_id: str
     filled_quantity: float

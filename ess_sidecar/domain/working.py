@@ -371,8 +371,8 @@ class OrderLedger:
             record.kept = max(record.kept, now)
 
     def counted(self, account: str, client_order_id: str, quantity: float) -> float:
-        """How much of a fill of `quantity` the account's last snapshot holds already:
-        all that is left of the order's, if the fill is that much or within rounding."""
+        """How much of a fill of `quantity` a snapshot held (and booked) already: all that
+        is left of the order's, if the fill is that much or within rounding."""
         held = self.included.get(account)
         left = held.get(client_order_id, 0.0) if held is not None else 0.0
         if not left > 0.0:
@@ -387,9 +387,7 @@ class OrderLedger:
         if left > 0.0:
             held[client_order_id] = left
         else:
-            del held[client_order_id]
-            if not held:
-                del self.included[account]
+            self._forget_included(account, client_order_id)
 
     def tripped_for(self, account: str) -> None:
         """The account's unchecked_order trip is stored: its unchecked fills are tripped."""
