@@ -198,10 +198,16 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     for symbol, quantity in nets.items():
         target.net(symbol).set_position(quantity)
     target.equity = equity
+    # Fills come before the venue's word on orders: booked first, they go where they went
+    # (a replacement the snapshot confirms may have held them). An order the snapshot
+    # adopts has its fills counted after it.
+    named = list(included)  # in the snapshot's order, as a replay books them
+    known = [ledger.exact(account, o.client_order_id) is not None for o in named]
+    _count_included(target, ledger, account, [o for o, k in zip(named, known) if k], now)
     if open_orders is not None:
         _sync_orders(ledger, account, list(open_orders), now)
-    _count_included(target, ledger, account, included, now)  # after the orders: one may
-    # be adopted
+        _count_included(target, ledger, account,
+                        [o for o, k in zip(named, known) if not k], now)
     for strategy, symbol in list(target.legs):
         target.tidy(strategy, symbol)
     return sum(1 for leg in target.legs.values() if leg.position)

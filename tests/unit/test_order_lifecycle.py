@@ -776,6 +776,22 @@ def test_fills_a_snapshot_counted_are_booked_to_their_order_not_to_its_replaceme
     assert engine.orders.exact(ACCOUNT, a).filled == 30
 
 
+def test_fills_that_crossed_a_replace_are_booked_before_the_snapshot_confirms_it():
+    """The venue filled 2 of A (4) before it took A's replacement B (1): B's leaves are
+    none, and the snapshot lists no open order. The 2 are A's, within what A was allowed:
+    booked as they came (crossing the replace), before the snapshot's word on B, they are
+    all counted. Booked after it, B (1) took 1 of them, and the fill, when it came, moved
+    the position to 3 and tripped the account (found by the venue model)."""
+    engine = make_engine()
+    a = _allowed(engine, order(4, client_order_id="A"))
+    b = _allowed(engine, order(1, client_order_id="B", replaces=a))
+    engine.sync_positions(ACCOUNT, EQUITY, [position(2)], [], T0, [IncludedFills(a, 2)])
+    late = report_fill(engine, fill(2, client_order_id=a))
+    assert (late.position, late.unchecked) == (2, "")
+    assert _reserved(engine) == {} and engine.orders.included == {}
+    assert engine.orders.exact(ACCOUNT, b).filled == 2
+
+
 def test_a_snapshot_taken_before_fills_reported_since_has_them_added():
     """It holds fewer of the order's fills than were reported (it was on its way while
     they came): the rest are added to its positions, not lost."""
