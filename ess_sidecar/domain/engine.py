@@ -213,14 +213,24 @@ class GuardEngine:
 
     def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
         """An operator's word that these working orders (all of the account's if none
-        are named) are gone; how many ended."""
+        are named) are gone; how many ended. A replacement named, that the venue has not
+        confirmed, may be gone because the venue rejected it: the order it was to
+        replace works again as a rejection would leave it (unless it is named too), so
+        that a clear never takes what a live order reserves."""
         account = canonical_id(account, "account")
         wanted = {canonical_id(c, f"client_order_ids[{i}]")
                   for i, c in enumerate(client_order_ids)}
         ended = [r for r in self.orders.working(account)
                  if not wanted or r.client_order_id in wanted]
         for record in ended:
-            self.orders.end(record)
+            if wanted and record.replaces and not record.confirmed:
+                self.orders.unreplace(record)
+            else:
+                self.orders.end(record)
+        for coid in wanted:  # named, and working again by the above: the operator says no
+            revived = self.orders.exact(account, coid)
+            if revived is not None and revived.working:
+                self.orders.end(revived)
         return len(ended)
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,

@@ -37,7 +37,7 @@ class OrderRecord:
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
-                 "crossing", "unlisted", "venue_filled", "kept")
+                 "crossing", "unlisted", "venue_filled", "kept", "confirmed")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -70,6 +70,9 @@ class OrderRecord:
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
+        # The venue's word on it came (an update, a fill under its own id, a snapshot): a
+        # replacement it has confirmed is no longer one the venue may yet reject.
+        self.confirmed = False
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -261,6 +264,7 @@ class OrderLedger:
     def confirm(self, replacement: OrderRecord) -> None:
         """The venue's word on a replacement (an update, a fill under its own id, a
         snapshot): the replace is done, and what it held for the original's leaves goes."""
+        replacement.confirmed = True
         extra = replacement.crossing
         if extra > 0.0:
             replacement.crossing = 0.0

@@ -258,6 +258,32 @@ def test_an_operator_clears_working_orders(engine):
     assert engine.clear_working_orders(ACCOUNT, []) == 1
 
 
+def test_clearing_a_replacement_the_venue_has_not_confirmed_gives_the_original_back(engine):
+    """Review 11: B replaces A (100 leaves); the venue rejects B, and the operator, seeing B
+    gone, clears it before the rejection reaches the sidecar. A is live with its 100: it
+    works again, as the rejection would leave it, unless the operator names it too. B
+    confirmed by the venue, A is gone: clearing B ends B alone."""
+    a = _allowed(engine, order(100, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 100, 0))
+    b = _allowed(engine, order(50, client_order_id="B", replaces=a))
+    assert engine.clear_working_orders(ACCOUNT, [b]) == 1
+    assert _reserved(engine) == {a: 100}
+    engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED, None, 0))
+    assert _reserved(engine) == {a: 100}
+    c = _allowed(engine, order(50, client_order_id="C", replaces=a))
+    assert engine.clear_working_orders(ACCOUNT, [a, c]) == 1
+    assert _reserved(engine) == {}
+    d = _allowed(engine, order(10, client_order_id="D"))
+    e = _allowed(engine, order(5, client_order_id="E", replaces=d))
+    engine.update_order(OrderUpdate(ACCOUNT, e, OrderStatus.OPEN, 5, 0))
+    assert engine.clear_working_orders(ACCOUNT, [e]) == 1
+    assert _reserved(engine) == {}
+    f = _allowed(engine, order(10, client_order_id="F"))
+    _allowed(engine, order(5, client_order_id="G", replaces=f))
+    assert engine.clear_working_orders(ACCOUNT, []) == 1  # all: nothing works
+    assert _reserved(engine) == {}
+
+
 def test_positions_stay_within_the_documented_magnitude(engine):
     engine = make_engine(limits=LimitSettings(exposure_enabled=False,
                                               duplicate_identical_orders=0))
