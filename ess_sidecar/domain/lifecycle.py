@@ -100,7 +100,8 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
                 f" for {record.strategy}")
     if fill.quantity > record.unfilled + record.quantity * FILL_TOLERANCE:
         return (f"fill {fill.fill_id} of {fill.quantity:g} for order {coid} exceeds the"
-                f" {max(record.unfilled, 0.0):g} left of the {record.quantity:g} allowed")
+                f" {max(record.unfilled, 0.0):g} left of the {record.quantity:g} it may fill"
+                " (what its check allowed, less what the venue ended)")
     return ""
 
 
@@ -115,9 +116,10 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     leaves (0 once ended) plus the fills the venue counts (filled_quantity) beyond those
     reported under its client_order_id. Without filled_quantity an OPEN update releases
     nothing, since its leaves may have shrunk by such fills, and an ended status takes
-    every fill as reported but those an earlier update said are owed (pending). An order
-    that has ended (replaced, cancelled) and is said to have more fills than reported
-    reserves them until they come."""
+    every fill as reported but those an earlier update said are owed (pending): the room
+    it held is free, so a fill beyond them is beyond what the order may fill, and trips.
+    An order that has ended (replaced, cancelled) and is said to have more fills than
+    reported reserves them until they come."""
     record = ledger.exact(update.account, update.client_order_id)
     if record is None:
         return False
@@ -146,8 +148,25 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
             ledger.grow(record, short)
         ledger.shrink(record, leaves + owed)
     elif update.status in ENDED:  # no word on fills: those said owed before stay reserved
+        _fills_no_more(record)
         ledger.end_but_pending(record)
     return True
+
+
+def _fills_no_more(record: OrderRecord) -> bool:
+    """The venue ended the order and said nothing of fills: it may fill no more than those
+    counted and those an earlier update said are owed. Its room is free for other orders
+    from now on, so a later fill beyond them is unchecked (fail closed: an executor whose
+    fills may come after its updates sends filled_quantity). Of an order that was
+    replaced, the fills beyond go to the order that replaced it: left alone. Whether
+    anything changed."""
+    if record.replaced_by:
+        return False
+    changed, record.unlisted = record.unlisted, False  # gone for good: a stale OPEN
+    most = max(record.filled, record.reported) + record.owed  # update does not revive it
+    if most < record.quantity:
+        record.quantity, changed = most, True
+    return changed
 
 
 def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
@@ -162,6 +181,8 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
     gone = status in ENDED and bool(record.replaced_by) and record.leaves_given_up > 0.0
     if gone:  # its leaves are gone: a rejected replace of it gives none back
         record.leaves_given_up = 0.0
+    if status in ENDED and owed is None:  # ended by a snapshot or fills: now for good
+        gone = _fills_no_more(record) or gone
     if owed:  # its fills are on their way: they count until they come
         ledger.owe(record, owed)
         return True

@@ -158,6 +158,34 @@ def test_a_fill_of_an_order_never_allowed_trips_the_account(stub) -> None:  # no
     assert stub.GetState(pb.GetStateRequest()).scopes[0].state == pb.STATE_TRIPPED
 
 
+def test_a_fill_after_its_order_was_cancelled_trips_even_across_a_restart(
+        start_sidecar: StartSidecar) -> None:
+    """x (29 %) is cancelled with no word on fills, so y (29 %) is allowed in its room;
+    x's fill then comes, after a SIGKILL and restart: the account would hold 58 % against
+    a 30 % limit, so the fill trips it."""
+    sidecar = start_sidecar()
+    percent_29 = EQUITY * 0.29 / MARK
+    x, y = order(quantity=percent_29), order(quantity=percent_29)
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        sync(stub)
+        assert stub.CheckOrder(x).allowed
+        assert stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+            account="acc-1", client_order_id=x.client_order_id,
+            status=pb.ORDER_STATUS_CANCELLED)).known
+        assert stub.CheckOrder(y).allowed
+    sidecar.kill()
+    sidecar.start()
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        late = stub.ReportFill(fill_of(x))
+        assert late.unchecked and late.account_state == pb.STATE_TRIPPED
+        [scope] = stub.GetState(pb.GetStateRequest()).scopes
+        assert (scope.scope.id, scope.breaker) == ("acc-1", "unchecked_order")
+        assert x.client_order_id in scope.reason
+        assert not stub.ReportFill(fill_of(y)).unchecked  # y's own fill is y's
+
+
 def test_a_replace_keeps_its_place_whatever_is_said_of_the_order_it_replaced(
         stub) -> None:  # noqa: ANN001
     sync(stub)

@@ -12,7 +12,8 @@ from ess_sidecar.domain.breakers import Breaker
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument
 from ess_sidecar.domain.limits import LimitSettings
-from ess_sidecar.domain.orders import IncludedFills, OpenOrder, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.orders import ENDED, IncludedFills, OpenOrder, OrderStatus, OrderUpdate, \
+    Side
 from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import State, TriggerMode
 
@@ -179,13 +180,56 @@ def test_the_retry_of_an_unchecked_fill_whose_trip_was_not_stored_trips(engine):
     assert copy.duplicate and not copy.unchecked and not late.transitions
 
 
-def test_a_late_fill_of_a_cancelled_order_within_what_was_allowed_does_not_trip(engine):
-    coid = _allowed(engine, order(10))
-    report_fill(engine, fill(3, client_order_id=coid))
-    engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.CANCELLED))
-    assert not report_fill(engine, fill(7, client_order_id=coid)).unchecked  # raced the cancel
-    assert report_fill(engine, fill(1, client_order_id=coid)).unchecked  # beyond the 10
+@pytest.mark.parametrize("status", sorted(ENDED), ids=lambda status: status.name)
+def test_a_fill_after_the_venue_ended_its_order_without_word_on_fills_trips(status):
+    """Review 12: x 290 is cancelled with no word on fills, so its room is free and y 290
+    is allowed in it; then x's fill comes. The two took the account to 58 % against 30 %:
+    the fill must trip, not pass as x's own (here x filled 40 first, so y is 250)."""
+    engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
+    x = _allowed(engine, order(290))
+    report_fill(engine, fill(40, client_order_id=x))
+    engine.update_order(OrderUpdate(ACCOUNT, x, status))
+    y = _allowed(engine, order(250))
+    assert report_fill(engine, fill(1, client_order_id=x)).unchecked  # beyond the 40 reported
     assert engine.state_of(account()) is State.TRIPPED
+    assert not report_fill(engine, fill(250, client_order_id=y)).unchecked  # y's own
+
+
+def test_a_fill_the_venue_counted_when_it_ended_the_order_is_its_own():
+    """With filled_quantity, fills on their way stay reserved and are the order's own; one
+    beyond them trips."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED, filled_quantity=100))
+    assert engine.check(order(250), T0).reason is R.SYMBOL_EXPOSURE  # 100 still reserved
+    assert not report_fill(engine, fill(100, client_order_id=x)).unchecked
+    assert engine.state_of(account()) is State.ARMED
+    assert report_fill(engine, fill(1, client_order_id=x)).unchecked
+
+
+def test_a_cancel_of_a_replaced_order_leaves_its_fills_to_the_chain():
+    """Some executors report the venue's "replaced" for the original as CANCELLED: its
+    fills that crossed the replace still go to the chain, beyond the 200 it was owed."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.OPEN, 90, 200))
+    _allowed(engine, order(100, replaces=x))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED))
+    assert not report_fill(engine, fill(250, client_order_id=x)).unchecked
+
+
+def test_a_cancel_of_an_order_a_snapshot_left_out_is_final():
+    """A snapshot left x out (it may have been on its way); the venue's CANCELLED is final:
+    x's fills beyond those reported trip, and an older OPEN update that comes after it
+    does not make x work again."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [])
+    assert engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED))
+    assert not engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED))
+    assert not engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.OPEN, 290, 0))
+    assert list(engine.orders.working(ACCOUNT)) == []
+    assert report_fill(engine, fill(1, client_order_id=x)).unchecked
 
 
 def test_a_reused_client_order_id_is_a_duplicate_for_the_retention_then_forgotten(engine):

@@ -1527,8 +1527,9 @@ type ReportOrderUpdateRequest struct {
 	// never releases what may have been filled but not yet reported by ReportFill: with this
 	// field, the fills it counts beyond those reported stay reserved until they arrive,
 	// whatever the status; without it, ORDER_STATUS_OPEN releases nothing (its leaves may
-	// have shrunk by such fills) and an ended status takes every fill as reported. An
-	// executor whose fills come by a separate drop copy should send it.
+	// have shrunk by such fills) and an ended status takes every fill as reported (a later
+	// fill of the order, beyond them, trips the account). An executor whose fills come by a
+	// separate drop copy should send it.
 	FilledQuantity *float64 `protobuf:"fixed64,5,opt,name=filled_quantity,json=filledQuantity,proto3,oneof" json:"filled_quantity,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

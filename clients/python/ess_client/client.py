@@ -184,7 +184,8 @@ class GuardClient:
         filled but not reported yet. `filled_quantity` is the venue's cumulative filled
         quantity (FIX CumQty): give it when fills come by a separate drop copy, so that the
         fills it counts stay reserved until they are reported; without it an "OPEN" update
-        releases nothing. `known` is False if none was working."""
+        releases nothing, and a fill of an ended order that comes after the update trips
+        the account. `known` is False if none was working."""
         request = pb.ReportOrderUpdateRequest(
             account=account, client_order_id=client_order_id,
             status=to_enum(pb.OrderStatus, "ORDER_STATUS_", status))

@@ -124,8 +124,9 @@ export interface Fill {
 /** A working order ended ("CANCELLED", "REJECTED", "EXPIRED") or is "OPEN" with
  * `remainingQuantity` left. `filledQuantity` is the venue's cumulative filled quantity (FIX
  * CumQty), if known: the fills it counts beyond those reported stay reserved until they
- * arrive; without it an "OPEN" update releases nothing. Give it when fills come by a
- * separate drop copy. */
+ * arrive; without it an "OPEN" update releases nothing, and a fill of an ended order that
+ * comes after the update trips the account. Give it when fills come by a separate drop
+ * copy. */
 export interface OrderUpdate {
   account: string;
   clientOrderId: string;

@@ -468,8 +468,9 @@ export type ReportOrderUpdateRequest = Message<"ess.v1.ReportOrderUpdateRequest"
    * never releases what may have been filled but not yet reported by ReportFill: with this
    * field, the fills it counts beyond those reported stay reserved until they arrive,
    * whatever the status; without it, ORDER_STATUS_OPEN releases nothing (its leaves may
-   * have shrunk by such fills) and an ended status takes every fill as reported. An
-   * executor whose fills come by a separate drop copy should send it.
+   * have shrunk by such fills) and an ended status takes every fill as reported (a later
+   * fill of the order, beyond them, trips the account). An executor whose fills come by a
+   * separate drop copy should send it.
    *
    * @generated from field: optional double filled_quantity = 5;
    */
