@@ -272,6 +272,10 @@ class Guard(GuardReadings):
     def run_timers(self) -> list[Transition]:
         return self.run(self.timers_steps())
 
+    def timers_would_trip(self) -> bool:
+        """Whether a timer run now would trip a scope: run_async's `sent` for it."""
+        return self.engine.timers_would_trip(self._clock.now())
+
     def timers_steps(self) -> Steps[list[Transition]]:
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
         by `Timers` (timers.py), whatever transport serves the guard."""
@@ -297,16 +301,25 @@ class Guard(GuardReadings):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
-    async def run_async(self, steps: Steps[T]) -> T:
+    async def run_async(self, steps: Steps[T], sent: bool = True) -> T:
         """Run a command to its end, its durable writes in the store's thread while the
         event loop goes on deciding. Commands run one at a time, in the order they came,
         each planned (its memory effects made, its trips held) before the next; a check
         waits until every command that came before it is planned (until_planned), never
         for a write. A command that came is never dropped, and once it came it finishes
         even if its caller is cancelled (a client's deadline): the sequential design would
-        have run it, and checks after it were judged with it."""
-        self._arrived += 1
-        ticket = self._arrived  # checks from now on wait for its plan
+        have run it, and checks after it were judged with it.
+
+        A command nobody sent (`sent=False`: a timer run with nothing to trip) comes when
+        its turn does, and is planned then at once: when it would run is the timer's, not
+        a caller's, so a check never waits for it behind another command's write (a
+        blocking design would have run it after that write too). A timer run that would
+        trip a scope is sent: checks after it wait for its trip, never put off by a
+        write."""
+        ticket = 0  # its place among the commands checks wait for: none yet
+        if sent:
+            self._arrived += 1
+            ticket = self._arrived  # checks from now on wait for its plan
         task = asyncio.ensure_future(self._in_turn(steps, ticket))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
@@ -322,6 +335,11 @@ class Guard(GuardReadings):
     def unplanned(self) -> int:
         """How many commands came and are not planned yet (while any, checks wait)."""
         return self._arrived - self._planned_through
+
+    @property
+    def commands_in_flight(self) -> int:
+        """Commands running, or waiting for their turn to (run_async)."""
+        return len(self._tasks)
 
     @property
     def waiting_checks(self) -> int:
@@ -345,13 +363,15 @@ class Guard(GuardReadings):
         try:
             await self._writing.acquire()
         except BaseException:  # cancelled: only the loop closing does it (run_async shields)
-            self._planned(ticket)
+            if ticket:
+                self._planned(ticket)
             raise
         try:
             try:
                 durable = next(steps)  # plan: memory effects, nothing awaited
             finally:
-                self._planned(ticket)
+                if ticket:
+                    self._planned(ticket)
             while True:
                 await self._durably_async(durable)  # holds before its first await
                 durable = steps.send(None)

@@ -376,6 +376,14 @@ class GuardEngine:
         return scope in self._current or (scope.kind is ScopeKind.ACCOUNT
                                           and self.book.peek(scope.id) is not None)
 
+    def timers_would_trip(self, now: float) -> bool:
+        """Whether a timer run now would trip a scope (a stale feed, a lost heartbeat):
+        such a run takes its place before the checks that come after it. Other runs only
+        loosen (re-arms) or forget, and may come later."""
+        return bool(self.breakers.stale(now)) or any(
+            self.breakers.rule(lapsed.scope, Breaker.HEARTBEAT_LOST).enabled
+            for lapsed in self.heartbeats.lapse(now))
+
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""
         plan = self.plan(now)

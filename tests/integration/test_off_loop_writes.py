@@ -67,8 +67,7 @@ class GatedStore(SqliteStateStore):
 async def gated(start_sidecar: Any, tmp_path: Path) -> tuple[Running, GatedStore]:
     store = GatedStore(tmp_path / "ess.db")
     running = await start_sidecar(state_store=store)
-    # A timer run is a command too: one queued behind a gated write makes the checks after
-    # it wait for the gate, as it should. These tests place their commands themselves.
+    # These tests place their commands, timer runs included, themselves.
     running.sidecar.parts.timers.stop()
     return running, store
 
@@ -255,6 +254,47 @@ async def test_a_check_waits_only_for_the_commands_that_came_before_it(
     assert guard.unplanned == 1
     store.open_gate()
     await first, await second, await third
+
+
+async def test_a_timer_run_with_nothing_to_trip_never_makes_a_check_wait(
+        gated: tuple[Running, GatedStore]) -> None:
+    """Review 12: timers run every 100 ms, so with a write held (a slow disk, a locked
+    database) one was always queued behind it, and every check waited for the write. A
+    timer run with nothing to trip takes its turn when it comes, and is planned then."""
+    running, store = gated
+    guard = running.app.guard
+    first = await trip_being_stored(running, store, "a")
+    timers = asyncio.ensure_future(running.sidecar.parts.timers.tick_async())
+    await until(lambda: guard.commands_in_flight == 2)  # the timer run waits its turn
+    assert guard.unplanned == 0
+    assert (await check(running, strategy="c")).allowed  # answered, the write still held
+    assert not timers.done() and not first.done()
+    store.open_gate()
+    await first
+    assert await timers == []
+
+
+async def test_a_timer_run_that_would_trip_comes_before_the_checks_after_it(
+        gated: tuple[Running, GatedStore]) -> None:
+    """A lost heartbeat is never put off by a slow write while checks go on: the checks
+    that come after the timer run wait for its trip, and are denied by it."""
+    running, store = gated
+    guard = running.app.guard
+    await running.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope("h"), ttl_ms=2000))
+    running.clock.advance(3)
+    first = await trip_being_stored(running, store, "a")
+    timers = asyncio.ensure_future(running.sidecar.parts.timers.tick_async())
+    await until(lambda: guard.unplanned == 1)  # the timer run is in the order
+    checking = asyncio.ensure_future(check(running, strategy="h"))
+    await until(lambda: guard.waiting_checks == 1)
+    store.open_gate()
+    denied = await checking
+    assert denied.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    assert denied.blocking_scope == strategy_scope("h")
+    await first
+    [lost] = await timers
+    assert lost.breaker == "heartbeat_lost"
 
 
 async def test_a_trip_whose_caller_gave_up_while_it_queued_still_denies_what_came_after(
