@@ -59,6 +59,16 @@ class Durable:
 Steps = Generator[Durable, None, T]
 
 
+class _Turn:
+    """A command's place among those checks wait for: its number (0 while it has none:
+    a timer run nobody waits for), and whether it is planned."""
+
+    __slots__ = ("ticket", "planned")
+
+    def __init__(self, ticket: int) -> None:
+        self.ticket, self.planned = ticket, False
+
+
 def _without_writes(command: Callable[[], T]) -> Steps[T]:
     """A command that needs nothing stored, as steps."""
     return command()
@@ -272,10 +282,6 @@ class Guard(GuardReadings):
     def run_timers(self) -> list[Transition]:
         return self.run(self.timers_steps())
 
-    def timers_would_trip(self) -> bool:
-        """Whether a timer run now would trip a scope: run_async's `sent` for it."""
-        return self.engine.timers_would_trip(self._clock.now())
-
     def timers_steps(self) -> Steps[list[Transition]]:
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
         by `Timers` (timers.py), whatever transport serves the guard."""
@@ -301,29 +307,45 @@ class Guard(GuardReadings):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
-    async def run_async(self, steps: Steps[T], sent: bool = True) -> T:
+    async def run_async(self, steps: Steps[T]) -> T:
         """Run a command to its end, its durable writes in the store's thread while the
         event loop goes on deciding. Commands run one at a time, in the order they came,
         each planned (its memory effects made, its trips held) before the next; a check
         waits until every command that came before it is planned (until_planned), never
         for a write. A command that came is never dropped, and once it came it finishes
         even if its caller is cancelled (a client's deadline): the sequential design would
-        have run it, and checks after it were judged with it.
+        have run it, and checks after it were judged with it."""
+        turn = _Turn(self._number())  # checks from now on wait for its plan
+        return await asyncio.shield(self._start(steps, turn))
 
-        A command nobody sent (`sent=False`: a timer run with nothing to trip) comes when
-        its turn does, and is planned then at once: when it would run is the timer's, not
-        a caller's, so a check never waits for it behind another command's write (a
-        blocking design would have run it after that write too). A timer run that would
-        trip a scope is sent: checks after it wait for its trip, never put off by a
-        write."""
-        ticket = 0  # its place among the commands checks wait for: none yet
-        if sent:
-            self._arrived += 1
-            ticket = self._arrived  # checks from now on wait for its plan
-        task = asyncio.ensure_future(self._in_turn(steps, ticket))
+    async def run_timers_async(self, look_every_s: float) -> list[Transition]:
+        """A timer run as served. One that would trip a scope (a stale feed, a lost
+        heartbeat) is a command like the others: checks after it wait for its trip, never
+        put off by a slow write. One with nothing to trip (nearly all) waits for its turn
+        unnumbered, so checks never wait for it behind another command's write; while it
+        waits it looks again every `look_every_s`, as the timers would have, and once it
+        would trip it is numbered: checks from then on wait for its trip."""
+        clock, engine = self._clock, self.engine
+        turn = _Turn(self._number() if engine.timers_would_trip(clock.now()) else 0)
+        task = self._start(self.timers_steps(), turn)
+        while not turn.ticket:
+            await asyncio.wait((task,), timeout=look_every_s)
+            if turn.planned:
+                break
+            if engine.timers_would_trip(clock.now()):
+                turn.ticket = self._number()
+        return await asyncio.shield(task)
+
+    def _number(self) -> int:
+        """The next command's number: checks that come from now on wait for its plan."""
+        self._arrived += 1
+        return self._arrived
+
+    def _start(self, steps: Steps[T], turn: _Turn) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(self._in_turn(steps, turn))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
-        return await asyncio.shield(task)
+        return task
 
     async def call_async(self, command: Callable[[], T]) -> T:
         """A command with no durable write (a snapshot, an order update, clearing working
@@ -359,19 +381,17 @@ class Guard(GuardReadings):
         waiters.append((self._arrived, waiter))
         return waiter
 
-    async def _in_turn(self, steps: Steps[T], ticket: int) -> T:
+    async def _in_turn(self, steps: Steps[T], turn: _Turn) -> T:
         try:
             await self._writing.acquire()
         except BaseException:  # cancelled: only the loop closing does it (run_async shields)
-            if ticket:
-                self._planned(ticket)
+            self._planned(turn)
             raise
         try:
             try:
                 durable = next(steps)  # plan: memory effects, nothing awaited
             finally:
-                if ticket:
-                    self._planned(ticket)
+                self._planned(turn)
             while True:
                 await self._durably_async(durable)  # holds before its first await
                 durable = steps.send(None)
@@ -380,11 +400,14 @@ class Guard(GuardReadings):
         finally:
             self._writing.release()
 
-    def _planned(self, ticket: int) -> None:
-        """Command `ticket` is planned (or will never be): move the mark over every ticket
+    def _planned(self, turn: _Turn) -> None:
+        """The command is planned (or will never be): move the mark over every number
         planned without a gap, and wake the checks that waited for them."""
+        turn.planned = True
+        if not turn.ticket:  # a timer run nobody waits for
+            return
         done = self._planned_tickets
-        done.add(ticket)
+        done.add(turn.ticket)
         while self._planned_through + 1 in done:
             self._planned_through += 1
             done.discard(self._planned_through)

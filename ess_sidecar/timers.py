@@ -72,15 +72,10 @@ class Timers:
             return self._failed(error)
 
     async def tick_async(self) -> list[Transition]:
-        """One run as served: its durable writes off the event loop (Guard.run_async). A
-        run that would trip a scope (a stale feed, a lost heartbeat) comes before the
-        checks after it, as any command does; one with nothing to trip takes its place
-        among the commands when its turn comes, so checks never wait for it behind
-        another command's write."""
-        guard = self._guard
+        """One run as served (Guard.run_timers_async): its durable writes off the event
+        loop, and checks wait for it only if it would trip a scope."""
         try:
-            return self._succeeded(await guard.run_async(guard.timers_steps(),
-                                                         sent=guard.timers_would_trip()))
+            return self._succeeded(await self._guard.run_timers_async(self._interval_s))
         except Exception as error:  # a bug here must never stop the timers
             return self._failed(error)
 

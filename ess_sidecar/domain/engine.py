@@ -377,12 +377,10 @@ class GuardEngine:
                                           and self.book.peek(scope.id) is not None)
 
     def timers_would_trip(self, now: float) -> bool:
-        """Whether a timer run now would trip a scope (a stale feed, a lost heartbeat):
-        such a run takes its place before the checks that come after it. Other runs only
-        loosen (re-arms) or forget, and may come later."""
-        return bool(self.breakers.stale(now)) or any(
-            self.breakers.rule(lapsed.scope, Breaker.HEARTBEAT_LOST).enabled
-            for lapsed in self.heartbeats.lapse(now))
+        """Whether a timer run now would restrict a scope (a stale feed, a lost heartbeat
+        not latched yet): such a run takes its place before the checks that come after
+        it. Other runs only loosen (re-arms) or forget, and may come later."""
+        return any(t.cause is not Cause.REARM for t in self.plan_timers(now).transitions)
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""

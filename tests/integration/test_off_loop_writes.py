@@ -297,6 +297,55 @@ async def test_a_timer_run_that_would_trip_comes_before_the_checks_after_it(
     assert lost.breaker == "heartbeat_lost"
 
 
+async def test_a_heartbeat_lost_while_a_timer_run_waits_denies_the_checks_after_it(
+        gated: tuple[Running, GatedStore]) -> None:
+    """Review 13: the timer run queued with nothing to trip, and the heartbeat lapsed while
+    it waited behind the write: checks went on, allowed. It looks again every interval,
+    as the timers would have, and once it would trip, checks wait for its trip."""
+    running, store = gated
+    guard = running.app.guard
+    await running.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope("h"), ttl_ms=2000))
+    first = await trip_being_stored(running, store, "a")
+    timers = asyncio.ensure_future(running.sidecar.parts.timers.tick_async())
+    await until(lambda: guard.commands_in_flight == 2)
+    assert guard.unplanned == 0  # nothing to trip yet
+    running.clock.advance(3)
+    await until(lambda: guard.unplanned == 1)  # it looked again: now it would trip
+    checking = asyncio.ensure_future(check(running, strategy="h"))
+    await until(lambda: guard.waiting_checks == 1)
+    store.open_gate()
+    assert (await checking).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    await first
+    [lost] = await timers
+    assert lost.breaker == "heartbeat_lost"
+
+
+async def test_a_latched_lost_heartbeat_does_not_make_every_timer_run_wait(
+        gated: tuple[Running, GatedStore]) -> None:
+    """Review 13: a scope latched by its lost heartbeat, whose executor beat once more and
+    fell silent again, has nothing more to trip: its timer runs are not numbered, and
+    checks go on."""
+    running, store = gated
+    guard = running.app.guard
+    beat = pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope("h"), ttl_ms=2000)
+    await running.stub.Heartbeat(beat)
+    running.clock.advance(3)
+    [lost] = await running.sidecar.parts.timers.tick_async()
+    assert lost.breaker == "heartbeat_lost"
+    await running.stub.Heartbeat(beat)  # back, but the latch needs a reset
+    running.clock.advance(3)
+    assert await running.sidecar.parts.timers.tick_async() == []
+    first = await trip_being_stored(running, store, "a")
+    timers = asyncio.ensure_future(running.sidecar.parts.timers.tick_async())
+    await until(lambda: guard.commands_in_flight == 2)
+    assert guard.unplanned == 0
+    assert (await check(running, strategy="c")).allowed
+    store.open_gate()
+    await first
+    assert await timers == []
+
+
 async def test_a_trip_whose_caller_gave_up_while_it_queued_still_denies_what_came_after(
         gated: tuple[Running, GatedStore]) -> None:
     running, store = gated
