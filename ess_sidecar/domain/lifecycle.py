@@ -33,6 +33,7 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     counted = ledger.counted(fill.account, fill.client_order_id, fill.quantity) \
         if named is not None and _same_instrument(named, fill) else 0.0
     moved = max(fill.quantity - counted, 0.0)  # what the snapshot did not count
+    beyond = counted > 0.0 and ledger.counted_unchecked(fill.account, fill.client_order_id)
     signed = moved if fill.side is Side.BUY else -moved
     account = book.account(fill.account)
     leg, net = account.leg(fill.strategy, fill.symbol), account.net(fill.symbol)
@@ -48,6 +49,9 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
         unchecked = _unchecked(fill, record) if record is not None and \
             record.decision_id == ADOPTED else ""
         moved = 0.0
+    if beyond and not unchecked:
+        unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: a snapshot"
+                     " held fills of it beyond what the order may fill")
     if record is not None and not _same_instrument(record, fill):
         record = None  # of another strategy, symbol or side: no evidence of that order
     if moved:
@@ -139,6 +143,7 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         ledger.settle_owed(record, owed)  # it works for the fills it is owed alone
         if update.status in ENDED:
             record.leaves_given_up = 0.0
+            record.cap_fills()
     elif owed is not None and leaves is not None:
         # Fills it is owed beyond those it was owed before and beyond what it reserves are
         # real, so they count (its leaves never grow: a late update's are older).
@@ -147,26 +152,10 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         if short > 0.0:
             ledger.grow(record, short)
         ledger.shrink(record, leaves + owed)
-    elif update.status in ENDED:  # no word on fills: those said owed before stay reserved
-        _fills_no_more(record)
+    elif update.status in ENDED:  # no word on fills: those said owed before stay reserved,
+        record.cap_fills()  # and it may fill no more than them: its room is free now
         ledger.end_but_pending(record)
     return True
-
-
-def _fills_no_more(record: OrderRecord) -> bool:
-    """The venue ended the order and said nothing of fills: it may fill no more than those
-    counted and those an earlier update said are owed. Its room is free for other orders
-    from now on, so a later fill beyond them is unchecked (fail closed: an executor whose
-    fills may come after its updates sends filled_quantity). Of an order that was
-    replaced, the fills beyond go to the order that replaced it: left alone. Whether
-    anything changed."""
-    if record.replaced_by:
-        return False
-    changed, record.unlisted = record.unlisted, False  # gone for good: a stale OPEN
-    most = max(record.filled, record.reported) + record.owed  # update does not revive it
-    if most < record.quantity:
-        record.quantity, changed = most, True
-    return changed
 
 
 def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
@@ -178,15 +167,15 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
         ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
         record.pending = owed or 0.0
         return True
-    gone = status in ENDED and bool(record.replaced_by) and record.leaves_given_up > 0.0
-    if gone:  # its leaves are gone: a rejected replace of it gives none back
+    changed = status in ENDED and bool(record.replaced_by) and record.leaves_given_up > 0.0
+    if changed:  # its leaves are gone: a rejected replace of it gives none back
         record.leaves_given_up = 0.0
-    if status in ENDED and owed is None:  # ended by a snapshot or fills: now for good
-        gone = _fills_no_more(record) or gone
     if owed:  # its fills are on their way: they count until they come
         ledger.owe(record, owed)
-        return True
-    return gone
+        changed = True
+    if status in ENDED:  # ended by a snapshot, fills or a replace: now for good
+        changed = record.cap_fills() or changed
+    return changed
 
 
 def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
@@ -266,12 +255,17 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         record = ledger.get(account, order.client_order_id)
         if record is None:  # its successor is forgotten: its fills trip
             continue
-        within = min(unreported, record.unfilled)
+        within = max(min(unreported, record.unfilled), 0.0)
         if within > 0.0:
             _book(ledger, record, named, within)
             ledger.count_included(account, order.client_order_id, within)
             ledger.keep(named, now)
             ledger.keep(record, now)  # where its fills go (itself, or its replacement)
+        beyond = unreported - within
+        if beyond > named.quantity * FILL_TOLERANCE:  # in the positions, but more than the
+            # order may fill: they move nothing more when they come, and trip the account
+            ledger.count_included(account, order.client_order_id, beyond, unchecked=True)
+            ledger.keep(named, now)
 
 
 def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:

@@ -25,6 +25,8 @@ from .book import Book, Leg
 from .errors import InvalidArgument
 from .orders import OpenOrder, Order, Side
 
+INFINITY: Final = float("inf")
+
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
 FILL_TOLERANCE: Final = 1e-9
 
@@ -37,7 +39,8 @@ class OrderRecord:
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity",
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
-                 "crossing", "unlisted", "venue_filled", "kept", "confirmed")
+                 "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
+                 "venue_ended")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -73,6 +76,14 @@ class OrderRecord:
         # The venue's word on it came (an update, a fill under its own id, a snapshot): a
         # replacement it has confirmed is no longer one the venue may yet reject.
         self.confirmed = False
+        # The most it may fill in all once the venue ended it with no word on its fills
+        # (those counted then, and those it was owed): its room went to other orders, so
+        # a fill beyond trips. Never lifted; what it was allowed (`quantity`) is kept.
+        self.cap = INFINITY
+        # The venue said it ended (CANCELLED, REJECTED, EXPIRED) with no word on its
+        # fills; of an order replaced then, its fills went on to the chain until a
+        # rejection of the replace made it the chain again: capped then (unreplace).
+        self.venue_ended = False
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -91,8 +102,24 @@ class OrderRecord:
 
     @property
     def unfilled(self) -> float:
-        """How much more may be filled without exceeding what was checked."""
-        return self.quantity - self.filled
+        """How much more may be filled without exceeding what was checked (or what the
+        venue's end of it left: `cap`)."""
+        return min(self.quantity, self.cap) - self.filled
+
+    def cap_fills(self) -> bool:
+        """The venue ended this order with no word on its fills: it may fill no more
+        than those counted and those it is owed, and a stale OPEN update does not
+        revive it. Of an order replaced, the fills beyond go to the order that replaced
+        it: capped only if a rejection of the replace makes it the chain again. Whether
+        anything changed (the journal must then have the update)."""
+        changed = not self.venue_ended or self.unlisted
+        self.venue_ended, self.unlisted = True, False
+        if self.replaced_by:
+            return changed
+        most = max(self.filled, self.reported) + self.owed
+        if most < self.cap:
+            self.cap, changed = most, True
+        return changed
 
 
 class OrderLedger:
@@ -119,6 +146,9 @@ class OrderLedger:
         # positions, booked to the order then: when they come, that much of them changes
         # nothing more.
         self.included: dict[str, dict[str, float]] = {}
+        # (account, client_order_id): of those, orders some of whose fills held there are
+        # beyond what the order may fill: their fills trip when they come.
+        self.included_unchecked: set[tuple[str, str]] = set()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -329,6 +359,8 @@ class OrderLedger:
         left = original.quantity - max(original.filled, original.reported)  # under its id,
         leaves = max(min(original.leaves_given_up, left - original.owed), 0.0)  # anywhere
         original.replaced_by = ""
+        if original.venue_ended:  # it ended while the replace was in flight: for good
+            original.cap_fills()
         if original.working:  # it works for fills it is owed: its leaves come back too
             if leaves > 0.0:
                 original.owed_only = False
@@ -355,15 +387,24 @@ class OrderLedger:
         self._count(record, +1)
         self._legs_reserve(record)
 
-    def count_included(self, account: str, client_order_id: str, quantity: float) -> None:
+    def count_included(self, account: str, client_order_id: str, quantity: float,
+                       unchecked: bool = False) -> None:
         """A snapshot holds `quantity` more of the order's fills, not reported yet (and
-        booked to it now): when they come, that much of them changes nothing more. Kept
+        booked to it now, unless `unchecked`: more than it may fill): when they come,
+        that much of them changes nothing more, and if any was unchecked they trip. Kept
         until they come, or the order's record is forgotten: a later snapshot holds them
         too."""
         held = self.included.get(account)
         if held is None:
             held = self.included[account] = {}
         held[client_order_id] = held.get(client_order_id, 0.0) + quantity
+        if unchecked:
+            self.included_unchecked.add((account, client_order_id))
+
+    def counted_unchecked(self, account: str, client_order_id: str) -> bool:
+        """Whether a snapshot held fills of the order beyond what it may fill, not all
+        reported yet."""
+        return (account, client_order_id) in self.included_unchecked
 
     def keep(self, record: OrderRecord, now: float) -> None:
         """Remember `record` for the retention from `now` (a snapshot booked fills of it
@@ -404,8 +445,10 @@ class OrderLedger:
 
     def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
-        counts older than the window; how many were forgotten. A working order, and the
-        fills applied to it, are never forgotten."""
+        counts older than the window; how many were forgotten or kept. A working order,
+        and the fills applied to it, are never forgotten: kept, they are remembered for
+        another retention from now, and counted, so that the journal records the run and
+        a replay keeps them in the same order (which decides what later runs forget)."""
         forgotten = 0
         times = self._identical_times
         while times and times[0][0] <= now - window_s:
@@ -422,10 +465,11 @@ class OrderLedger:
             if record.kept > now - retention_s:
                 break
             del records[key]
+            forgotten += 1
             if record.working:
+                record.kept = now
                 records[key] = record  # kept, moved to the end; look past it
             else:
-                forgotten += 1
                 self._forget_included(*key)
         fill_ids = self.fill_ids
         for _ in range(len(fill_ids)):
@@ -433,15 +477,16 @@ class OrderLedger:
             if seen > now - retention_s:
                 break
             owner = records.get((key[0], client_order_id))
-            value = fill_ids.pop(key)
+            del fill_ids[key]
+            forgotten += 1
             if owner is not None and owner.working:  # a replay would count twice
-                fill_ids[key] = value
+                fill_ids[key] = (now, client_order_id)
             else:
                 self.untripped.pop(key, None)
-                forgotten += 1
         return forgotten
 
     def _forget_included(self, account: str, client_order_id: str) -> None:
+        self.included_unchecked.discard((account, client_order_id))
         counted = self.included.get(account)
         if counted is not None and counted.pop(client_order_id, None) is not None \
                 and not counted:

@@ -662,10 +662,12 @@ def test_an_update_of_an_order_an_operator_cleared_changes_nothing_a_replay_woul
     a = _allowed(engine, order(10, client_order_id="A"))
     b = _allowed(engine, order(4, client_order_id="B", replaces=a))  # holds 6 for A's leaves
     engine.clear_working_orders(ACCOUNT, [b])
-    before = repr(engine.orders.exact(ACCOUNT, b)), engine.orders.exact(ACCOUNT, b).quantity
-    assert not engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0))
-    after = engine.orders.exact(ACCOUNT, b)
-    assert (repr(after), after.quantity) == before
+    cancelled = OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0)
+    assert engine.update_order(cancelled)  # the venue's end: what B may fill is capped
+    record = engine.orders.exact(ACCOUNT, b)
+    before = repr(record), record.quantity, record.cap, record.venue_ended
+    assert not engine.update_order(cancelled)  # told again: nothing new
+    assert (repr(record), record.quantity, record.cap, record.venue_ended) == before
 
 
 # -- review 9: snapshots of orders in flight, chains of replaces, late updates --------------
@@ -900,3 +902,70 @@ def test_an_order_a_snapshot_booked_fills_of_is_remembered_until_they_can_come()
     late = report_fill(engine, fill(30, client_order_id=a), later + 2)
     assert (late.position, late.unchecked) == (30, "")
     assert _reserved(engine) == {b: 70}
+
+
+# -- review 13: what the venue's end of an order leaves it, through snapshots and replaces --
+
+
+def test_fills_a_snapshot_holds_beyond_what_an_ended_order_may_fill_count_once_and_trip():
+    """x is cancelled with no word on fills, so it may fill no more; a snapshot then holds
+    100 of its fills. The position is the snapshot's, and x's fill, when it comes, moves
+    it no further (it was counted twice) but trips the account."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED))
+    engine.sync_positions(ACCOUNT, 100_000, [position(100)], None, T0,
+                          [IncludedFills(x, 100)])
+    late = report_fill(engine, fill(100, client_order_id=x))
+    assert late.unchecked and late.position == 100
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_snapshot_that_lists_a_cancelled_order_keeps_what_it_was_allowed():
+    """x is cancelled, then a snapshot lists it open: it reserves again. Replaced by c and
+    c rejected, x works again with its leaves (what it was allowed, not its cap), so y is
+    denied in its room; its fills still trip (the venue said it ended)."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)],
+                          [OpenOrder(x, STRATEGY, SYMBOL, Side.BUY, 290, 100.0)], T0)
+    c = _allowed(engine, order(290, replaces=x))
+    assert engine.update_order(OrderUpdate(ACCOUNT, c, OrderStatus.REJECTED))
+    assert _reserved(engine) == {x: 290}
+    assert engine.check(order(290), T0).reason is R.SYMBOL_EXPOSURE
+    assert report_fill(engine, fill(10, client_order_id=x)).unchecked
+
+
+@pytest.mark.parametrize("rejected_first", [True, False])
+def test_an_order_cancelled_while_its_replace_was_rejected_may_fill_no_more(rejected_first):
+    """x is replaced by b; the venue rejects b, and cancels x. Whichever report comes
+    first, x's room is free once both are in, and its late fill trips."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    b = _allowed(engine, order(290, replaces=x))
+    updates = [OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED),
+               OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED)]
+    for update in updates if rejected_first else updates[::-1]:
+        assert engine.update_order(update)
+    assert _reserved(engine) == {}
+    _allowed(engine, order(290))
+    assert report_fill(engine, fill(290, client_order_id=x)).unchecked
+
+
+def test_a_timer_run_that_keeps_a_working_order_past_its_retention_is_journaled():
+    """Review 13: the run that kept o1 (working past its retention) moved it behind o3 and
+    was not journaled, so a replay kept them in another order and a later run forgot o1
+    there: after a restart, o1 was no longer a duplicate."""
+    limits = LimitSettings(duplicate_identical_orders=0)
+    retention = limits.order_id_retention_s
+    engine = make_engine(limits=limits)
+    _allowed(engine, order(1, client_order_id="o1"))
+    o3 = _allowed(engine, order(1, client_order_id="o3"), T0 + retention - 5)
+    engine.update_order(OrderUpdate(ACCOUNT, o3, OrderStatus.CANCELLED))
+    engine.expire(T0 + retention - 2)
+    assert engine.expire(T0 + retention + 0.5)  # kept o1: the journal must record the run
+    engine.update_order(OrderUpdate(ACCOUNT, "o1", OrderStatus.CANCELLED))
+    engine.expire(T0 + retention + 3)
+    assert engine.check(order(1, client_order_id="o1"), T0 + retention + 4).reason \
+        is R.DUPLICATE_ORDER

@@ -140,13 +140,15 @@ class ReplaceRaces(RuleBasedStateMachine):
                                         order.cum))
 
     @precondition(lambda self: self._live())
-    @rule(pick=st.integers(0, 9))
-    def venue_cancels(self, pick):
+    @rule(pick=st.integers(0, 9), word=st.booleans())
+    def venue_cancels(self, pick, word):
+        """With its CumQty, or without (the executor's fills reach the sidecar first: its
+        updates are in order with them)."""
         live = self._live()
         order = live[pick % len(live)]
         order.state = "dead"
         self.reports.append(OrderUpdate(ACCOUNT, order.coid, OrderStatus.CANCELLED, None,
-                                        order.cum))
+                                        order.cum if word else None))
 
     # -- deliveries to the sidecar ------------------------------------------------------------
 
@@ -234,9 +236,13 @@ class ReplaceRaces(RuleBasedStateMachine):
 
 
 def _book(engine) -> tuple:
+    """What decides later checks and fills: the book, and every order record's state."""
     net = engine.book.account(ACCOUNT).nets.get(SYMBOL)
+    ledger = engine.orders
     return ((net.position, net.buying) if net else (0.0, 0.0),
-            sorted((r.client_order_id, r.remaining) for r in engine.orders.working()))
+            [(key, r.remaining, r.quantity, r.cap, r.filled, r.reported, r.pending,
+              r.replaced_by, r.unlisted, r.venue_ended) for key, r in ledger.records.items()],
+            ledger.included, sorted(ledger.included_unchecked))
 
 
 ReplaceRaces.TestCase.settings = settings(max_examples=300, stateful_step_count=50,
