@@ -378,9 +378,11 @@ class GuardEngine:
 
     def timers_would_trip(self, now: float) -> bool:
         """Whether a timer run now would restrict a scope (a stale feed, a lost heartbeat
-        not latched yet): such a run takes its place before the checks that come after
-        it. Other runs only loosen (re-arms) or forget, and may come later."""
-        return any(t.cause is not Cause.REARM for t in self.plan_timers(now).transitions)
+        not latched yet, a re-arm that goes through COOLING_DOWN from REDUCE_ONLY): such
+        a run takes its place before the checks that come after it. Other runs only
+        loosen (re-arms) or forget, and may come later."""
+        return any(t.cause is not Cause.REARM or SEVERITY[t.state] > SEVERITY[t.previous]
+                   for t in self.plan_timers(now).transitions)
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, re-arms."""

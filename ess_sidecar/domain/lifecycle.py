@@ -227,8 +227,9 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
                     included: Iterable[IncludedFills], now: float) -> None:
     """The snapshot's positions hold these fills of each order (cumulative, under its own
     id). Those not reported yet are booked to their order now, as their fills would be
-    but for the position (the snapshot set it), within what its check allowed; when they
-    are reported, that much of them changes nothing more. An adopted order's are not
+    but for the position (the snapshot set it); when they are reported, that much of them
+    changes nothing more, but if the snapshot held more than the order may fill, they
+    trip the account then, as such a fill would have. An adopted order's are not
     booked to it (its reservation is the snapshot's leaves, which exclude them); they
     only move no position. An order the sidecar does not know has none to book: its
     fills trip the account, and move the position. A snapshot that holds fewer than were
@@ -255,17 +256,15 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         record = ledger.get(account, order.client_order_id)
         if record is None:  # its successor is forgotten: its fills trip
             continue
-        within = max(min(unreported, record.unfilled), 0.0)
-        if within > 0.0:
-            _book(ledger, record, named, within)
-            ledger.count_included(account, order.client_order_id, within)
-            ledger.keep(named, now)
-            ledger.keep(record, now)  # where its fills go (itself, or its replacement)
-        beyond = unreported - within
-        if beyond > named.quantity * FILL_TOLERANCE:  # in the positions, but more than the
-            # order may fill: they move nothing more when they come, and trip the account
-            ledger.count_included(account, order.client_order_id, beyond, unchecked=True)
-            ledger.keep(named, now)
+        # More than the order may fill is booked too (it is in the positions: reported
+        # again, or owed, it would count twice), and its fills trip the account when
+        # they come.
+        beyond = unreported - max(min(unreported, record.unfilled), 0.0)
+        _book(ledger, record, named, unreported)
+        ledger.count_included(account, order.client_order_id, unreported,
+                              unchecked=beyond > named.quantity * FILL_TOLERANCE)
+        ledger.keep(named, now)
+        ledger.keep(record, now)  # where its fills go (itself, or its replacement)
 
 
 def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:

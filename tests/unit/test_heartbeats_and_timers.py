@@ -9,13 +9,14 @@ import pytest
 from ess_sidecar.domain.access import Principal, Role
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import HeartbeatSeen
+from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument, PermissionDenied, ResetRefused
-from ess_sidecar.domain.scopes import GLOBAL
+from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from ess_sidecar.domain.states import Cause, State, TriggerMode
 
-from .conftest import T0, account, make_engine, order, report, reset, rules, strategy, symbol, \
-    timers, trip
+from .conftest import T0, account, make_engine, order, report, reset, rules, run, strategy, \
+    symbol, timers, trip
 
 COOLDOWN = 15 * 60
 
@@ -207,3 +208,23 @@ def test_a_replayed_journal_keeps_who_a_registration_is_bound_to(engine):
     fresh.replay(HeartbeatSeen("exec-1", strategy(), 5.0, T0, owner="desk-a"), ())
     with pytest.raises(PermissionDenied):
         fresh.heartbeat("exec-1", strategy(), 5.0, T0 + 1, caller=DESK_B)
+
+
+def test_a_timer_run_that_would_restrict_is_told_from_one_that_only_loosens():
+    """A run that trips, or re-arms REDUCE_ONLY through COOLING_DOWN (which denies reducing
+    orders too), comes before the checks after it (Guard.run_timers_async); one that only
+    loosens does not."""
+    engine = make_engine(breakers=rules(api_errors=dict(mode=TriggerMode.REDUCE_ONLY,
+                                                        auto_rearm=True)),
+                         policy={ScopeKind.STRATEGY: ResumePolicy(reset_cooldown_s=0,
+                                                                  rearm_delay_s=30)})
+    for i in range(3):
+        run(engine, engine.plan_report(strategy(), Metric.API_ERROR, 1, T0 + i))
+    assert engine.state_of(strategy()) is State.REDUCE_ONLY
+    assert not engine.timers_would_trip(T0 + 3)  # nothing due yet
+    assert engine.timers_would_trip(T0 + 120)  # REDUCE_ONLY -> COOLING_DOWN
+    run(engine, engine.plan_timers(T0 + 120))
+    assert engine.state_of(strategy()) is State.COOLING_DOWN
+    assert not engine.timers_would_trip(T0 + 200)  # COOLING_DOWN -> ARMED loosens
+    engine.heartbeat("ex-1", strategy("h"), 2, T0 + 200)
+    assert engine.timers_would_trip(T0 + 203)  # a lost heartbeat trips

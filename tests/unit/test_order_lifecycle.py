@@ -921,6 +921,26 @@ def test_fills_a_snapshot_holds_beyond_what_an_ended_order_may_fill_count_once_a
     assert engine.state_of(account()) is State.TRIPPED
 
 
+@pytest.mark.parametrize("cum_first", [True, False])
+def test_fills_a_snapshot_held_beyond_what_an_order_may_fill_are_booked_once(cum_first):
+    """Review 13: held beyond the cap, they were not booked to x, so every later snapshot
+    holding them counted them again, and the CumQty 100 update reserved them for ever."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED))
+    cum = OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED, filled_quantity=100)
+    if cum_first:
+        engine.update_order(cum)
+    for _ in range(3):
+        engine.sync_positions(ACCOUNT, 100_000, [position(100)], [], T0,
+                              [IncludedFills(x, 100)])
+    if not cum_first:
+        engine.update_order(cum)
+    assert report_fill(engine, fill(100, client_order_id=x)).unchecked
+    assert _reserved(engine) == {}
+    assert report_fill(engine, fill(150, client_order_id=x)).position == 250  # not swallowed
+
+
 def test_a_snapshot_that_lists_a_cancelled_order_keeps_what_it_was_allowed():
     """x is cancelled, then a snapshot lists it open: it reserves again. Replaced by c and
     c rejected, x works again with its leaves (what it was allowed, not its cap), so y is
