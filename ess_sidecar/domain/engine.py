@@ -116,6 +116,9 @@ class GuardEngine:
         record = self.orders.reserve(order, now, decision_id)
         if replacing is not None and replacing.working:
             self.orders.replace(replacing, record)
+            # Remembered for the retention from now: a rejection of the replace makes it
+            # work again, and a record forgotten meanwhile would leave it reserving nothing.
+            self.orders.keep(replacing, now)
 
     def _blocking(self, order: Order) -> Transition | None:
         """The most severe transition restricting the order's scopes, held ones included."""
@@ -222,16 +225,26 @@ class GuardEngine:
                   for i, c in enumerate(client_order_ids)}
         ended = [r for r in self.orders.working(account)
                  if not wanted or r.client_order_id in wanted]
-        for record in ended:
-            if wanted and record.replaces and not record.confirmed:
-                self.orders.unreplace(record)
-            else:
+        if not wanted:
+            for record in ended:
                 self.orders.end(record)
-        for coid in wanted:  # named, and working again by the above: the operator says no
-            revived = self.orders.exact(account, coid)
-            if revived is not None and revived.working:
-                self.orders.end(revived)
-        return len(ended)
+            return len(ended)
+        # Until none named works: one made to work again by an unreplace may itself be a
+        # replacement the venue has not confirmed (a replace of a replace), whose original
+        # must then work again too. Each pass ends one at least, and an order works again
+        # only once per replace that ended it, so this ends.
+        while True:
+            working = [record for record in (self.orders.exact(account, c) for c in wanted)
+                       if record is not None and record.working]
+            if not working:
+                return len(ended)
+            for record in working:
+                if not record.working:  # ended by the one before it in this pass
+                    continue
+                if record.replaces and not record.confirmed:
+                    self.orders.unreplace(record)
+                else:
+                    self.orders.end(record)
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
                   deregister: bool = False, caller: Principal | None = None) -> bool:

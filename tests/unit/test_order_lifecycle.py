@@ -989,3 +989,36 @@ def test_a_timer_run_that_keeps_a_working_order_past_its_retention_is_journaled(
     engine.expire(T0 + retention + 3)
     assert engine.check(order(1, client_order_id="o1"), T0 + retention + 4).reason \
         is R.DUPLICATE_ORDER
+
+
+# -- review 15: a chain of unconfirmed replaces cleared at once; an old order replaced -----
+
+
+def test_clearing_a_chain_of_unconfirmed_replacements_gives_the_first_order_back():
+    """y replaces x and z replaces y before the venue answers; the venue rejects both and
+    the operator clears y and z in one call. x is live: it reserves again, as it does
+    when they are cleared one at a time."""
+    for batches in ([["y", "z"]], [["z"], ["y"]]):
+        engine = make_engine(equity=100_000)
+        x = _allowed(engine, order(290, client_order_id="x"))
+        _allowed(engine, order(290, client_order_id="y", replaces=x))
+        _allowed(engine, order(290, client_order_id="z", replaces="y"))
+        for batch in batches:
+            engine.clear_working_orders(ACCOUNT, batch)
+        assert _reserved(engine) == {x: 290}, batches
+        assert engine.check(order(290), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_an_order_older_than_the_retention_is_remembered_while_its_replace_is_in_flight():
+    """x rested for more than the retention and was replaced by y; the next timer run
+    forgot x, so when the venue rejected y, x (live) reserved nothing."""
+    limits = LimitSettings(duplicate_identical_orders=0)
+    day = limits.order_id_retention_s
+    engine = make_engine(equity=100_000, limits=limits)
+    x = _allowed(engine, order(290, client_order_id="x"))
+    engine.expire(T0 + day + 1)  # x rests: kept
+    _allowed(engine, order(290, client_order_id="y", replaces=x), T0 + 2 * day + 0.9)
+    engine.expire(T0 + 2 * day + 1.1)
+    assert engine.update_order(OrderUpdate(ACCOUNT, "y", OrderStatus.REJECTED))
+    assert _reserved(engine) == {x: 290}
+    assert engine.check(order(290), T0 + 2 * day + 1.2).reason is R.SYMBOL_EXPOSURE
