@@ -76,13 +76,13 @@ class OrderRecord:
         # The venue's word on it came (an update, a fill under its own id, a snapshot): a
         # replacement it has confirmed is no longer one the venue may yet reject.
         self.confirmed = False
-        # The most it may fill in all once the venue ended it with no word on its fills
-        # (those counted then, and those it was owed): its room went to other orders, so
-        # a fill beyond trips. Never lifted; what it was allowed (`quantity`) is kept.
+        # The most it may fill in all once the venue ended it (the fills counted then,
+        # and those it was owed): its room went to other orders, so a fill beyond trips.
+        # Never lifted; what it was allowed (`quantity`) is kept.
         self.cap = INFINITY
-        # The venue said it ended (CANCELLED, REJECTED, EXPIRED) with no word on its
-        # fills; of an order replaced then, its fills went on to the chain until a
-        # rejection of the replace made it the chain again: capped then (unreplace).
+        # The venue said it ended (CANCELLED, REJECTED, EXPIRED). Of an order replaced
+        # then, its fills went on to the chain, so it is capped only when a rejection of
+        # the replace makes it the chain again (unreplace).
         self.venue_ended = False
 
     def __repr__(self) -> str:
@@ -107,9 +107,9 @@ class OrderRecord:
         return min(self.quantity, self.cap) - self.filled
 
     def cap_fills(self) -> bool:
-        """The venue ended this order with no word on its fills: it may fill no more
-        than those counted and those it is owed, and a stale OPEN update does not
-        revive it. Of an order replaced, the fills beyond go to the order that replaced
+        """The venue ended this order: it may fill no more than the fills counted and
+        those it is owed (`filled_quantity`, or an earlier update's), and a stale OPEN
+        update does not revive it. Of an order replaced, the fills beyond go to the order that replaced
         it: capped only if a rejection of the replace makes it the chain again. Whether
         anything changed (the journal must then have the update)."""
         changed = not self.venue_ended or self.unlisted
@@ -390,10 +390,9 @@ class OrderLedger:
     def count_included(self, account: str, client_order_id: str, quantity: float,
                        unchecked: bool = False) -> None:
         """A snapshot holds `quantity` more of the order's fills, not reported yet (and
-        booked to it now, unless `unchecked`: more than it may fill): when they come,
-        that much of them changes nothing more, and if any was unchecked they trip. Kept
-        until they come, or the order's record is forgotten: a later snapshot holds them
-        too."""
+        booked to it now): when they come, that much of them changes nothing more, and
+        if some were beyond what the order may fill (`unchecked`) they trip. Kept until
+        they come, or the order's record is forgotten: a later snapshot holds them too."""
         held = self.included.get(account)
         if held is None:
             held = self.included[account] = {}
