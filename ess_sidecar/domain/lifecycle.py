@@ -44,7 +44,8 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     ledger.take_counted(fill.account, fill.client_order_id, counted)
     record = ledger.get(fill.account, fill.client_order_id)
     if moved > fill.quantity * FILL_TOLERANCE:
-        unchecked = _unchecked(fill._replace(quantity=moved), record)
+        unchecked = _unchecked(fill._replace(quantity=moved), record,
+                               _judged_by(ledger, record, named))
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
         unchecked = _unchecked(fill, record) if record is not None and \
             record.decision_id == ADOPTED else ""
@@ -78,6 +79,12 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         record.crossing = max(record.crossing - quantity, 0.0)
         if named is not None:  # and the leaves a rejected replace would give back
             named.leaves_given_up = max(named.leaves_given_up - quantity, 0.0)
+        if named is not None and ledger.before_leaves(named, record):
+            # Off no leaves the venue gave since: what it may fill, and reserves, stay.
+            record.quantity += quantity
+            record.filled += quantity
+            record.fills_before_leaves += quantity
+            return
     record.filled += quantity
     record.pending = max(record.pending - quantity, 0.0)
     if record.owed_only:  # it works only for its owed fills: this is one of them
@@ -90,8 +97,27 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         ledger.release(record, min(quantity, record.remaining - keep))
 
 
-def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
-    """Why this fill is not of an order the sidecar allowed ("" if it is)."""
+def _judged_by(ledger: OrderLedger, record: OrderRecord | None,
+               named: OrderRecord | None) -> OrderRecord | None:
+    """The order whose room a fill of `named` that goes to `record` is within, or not:
+    `record`, but for a fill that came before the leaves the venue gave an order after
+    `named` (`before_leaves`), which is `named`'s own."""
+    if record is None or named is None or named is record:
+        return record
+    return named if ledger.before_leaves(named, record) else record
+
+
+def _room(judged: OrderRecord, record: OrderRecord) -> float:
+    """How much more `judged` (`record`, or the order a fill names: _judged_by) may fill."""
+    if judged is record:
+        return record.unfilled
+    return min(judged.quantity, judged.cap) - max(judged.filled, judged.reported)
+
+
+def _unchecked(fill: Fill, record: OrderRecord | None,
+               judged: OrderRecord | None = None) -> str:
+    """Why this fill is not of an order the sidecar allowed ("" if it is). `record` is
+    the order it goes to, `judged` the one whose room it must be within (_judged_by)."""
     coid = fill.client_order_id
     if record is None:
         return f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed"
@@ -102,9 +128,11 @@ def _unchecked(fill: Fill, record: OrderRecord | None) -> str:
         return (f"fill {fill.fill_id} for order {coid} is {fill.side.name} {fill.symbol} for"
                 f" {fill.strategy}; the order allowed was {record.side.name} {record.symbol}"
                 f" for {record.strategy}")
-    if fill.quantity > record.unfilled + record.quantity * FILL_TOLERANCE:
+    judged = judged or record
+    left = _room(judged, record)
+    if fill.quantity > left + judged.quantity * FILL_TOLERANCE:
         return (f"fill {fill.fill_id} of {fill.quantity:g} for order {coid} exceeds the"
-                f" {max(record.unfilled, 0.0):g} left of the {record.quantity:g} it may fill"
+                f" {max(left, 0.0):g} left of the {judged.quantity:g} it may fill"
                 " (what its check allowed, less what the venue ended)")
     return ""
 
@@ -139,7 +167,12 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         return _update_of_an_ended_order(ledger, record, update.status, leaves, owed) \
             or counted
     ledger.confirm(record)  # the venue took the replace (if it is one)
-    if owed is not None and record.owed_only:  # its leaves are gone (or its replacement's):
+    if update.status is OrderStatus.OPEN and leaves and record.owed_only \
+            and record.unlisted and not record.replaced_by:
+        # In flight when a snapshot left it out, and owed fills then: the venue has it
+        # live, so its leaves work again beside the fills it is owed.
+        ledger.relist(record, leaves, record.owed if owed is None else owed)
+    elif owed is not None and record.owed_only:  # its leaves are gone (or its replacement's):
         ledger.settle_owed(record, owed)  # it works for the fills it is owed alone
         if update.status in ENDED:
             record.leaves_given_up = 0.0
@@ -259,7 +292,8 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         # More than the order may fill is booked too (it is in the positions: reported
         # again, or owed, it would count twice), and its fills trip the account when
         # they come.
-        beyond = unreported - max(min(unreported, record.unfilled), 0.0)
+        room = _room(_judged_by(ledger, record, named) or record, record)
+        beyond = unreported - max(min(unreported, room), 0.0)
         _book(ledger, record, named, unreported)
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)

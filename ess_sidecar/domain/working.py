@@ -40,7 +40,7 @@ class OrderRecord:
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
-                 "venue_ended")
+                 "venue_ended", "leaves_stated", "fills_before_leaves")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -84,6 +84,12 @@ class OrderRecord:
         # then, its fills went on to the chain, so it is capped only when a rejection of
         # the replace makes it the chain again (unreplace).
         self.venue_ended = False
+        # The venue gave its own leaves (an update with remaining_quantity: `shrink`). A
+        # replacement's exclude the fills of the orders it replaced, all of which came
+        # before it lived: reported since, they are off no leaves (`before_leaves`).
+        self.leaves_stated = False
+        # Such fills counted against it: what it may fill grew by them (`quantity`).
+        self.fills_before_leaves = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -160,6 +166,20 @@ class OrderLedger:
         while record is not None and record.replaced_by and not record.pending > 0.0:
             record = self.records.get((account, record.replaced_by))
         return record
+
+    def before_leaves(self, named: OrderRecord, record: OrderRecord) -> bool:
+        """Whether a fill of `named` that goes to `record` (down its chain of replaces)
+        came before the venue's word on the leaves of an order after `named` in the chain:
+        every fill of an order comes before the order that replaced it lives, so those
+        leaves, and any after them, leave it out."""
+        while named is not record and named.replaced_by:
+            successor = self.records.get((named.account, named.replaced_by))
+            if successor is None:
+                return False
+            if successor.leaves_stated:
+                return True
+            named = successor
+        return False
 
     def exact(self, account: str, client_order_id: str) -> OrderRecord | None:
         """The order `client_order_id` names, itself: what an update or a snapshot means."""
@@ -326,6 +346,7 @@ class OrderLedger:
             record.quantity = min(record.quantity, max(record.filled, record.reported) + most)
             self.release(record, record.remaining - most)
         record.pending = record.owed
+        record.leaves_stated = True
 
     def revive(self, record: OrderRecord, remaining: float) -> None:
         """An ended order is working after all (a snapshot lists it, or the replace that
@@ -336,6 +357,17 @@ class OrderLedger:
         record.remaining = remaining
         self._count(record, +1)
         self._legs_reserve(record)
+
+    def relist(self, record: OrderRecord, leaves: float, owed: float) -> None:
+        """An order working only for fills it is owed since a snapshot left it out is live
+        at the venue after all: it reserves its leaves and those fills again."""
+        record.owed_only = record.unlisted = False
+        record.pending = owed
+        target = leaves + owed
+        if target > record.remaining:
+            self.grow(record, target - record.remaining)
+        elif target < record.remaining:
+            self.release(record, record.remaining - target)
 
     def unreplace(self, replacement: OrderRecord) -> bool:
         """The venue rejected `replacement`, working or not (fills that crossed the replace
@@ -352,6 +384,11 @@ class OrderLedger:
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
+        before = replacement.fills_before_leaves  # came before the original lived, too:
+        replacement.fills_before_leaves = 0.0  # off none of its leaves
+        replacement.quantity -= before
+        original.quantity += before
+        original.fills_before_leaves += before
         # The leaves it gave up (its fills since, wherever they went, are off them: see
         # apply_fill), never more than it may still fill of what it was allowed beyond the
         # fills it is owed (those may have come under its own id while the replace was in
@@ -445,7 +482,8 @@ class OrderLedger:
     def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
         counts older than the window; how many were forgotten or kept. A working order,
-        and the fills applied to it, are never forgotten: kept, they are remembered for
+        one it replaced (down its chain), and the fills applied to them, are never
+        forgotten (a drop copy may send such a fill again): kept, they are remembered for
         another retention from now, and counted, so that the journal records the run and
         a replay keeps them in the same order (which decides what later runs forget)."""
         forgotten = 0
@@ -465,7 +503,7 @@ class OrderLedger:
                 break
             del records[key]
             forgotten += 1
-            if record.working:
+            if self._chain_works(record):
                 record.kept = now
                 records[key] = record  # kept, moved to the end; look past it
             else:
@@ -478,11 +516,21 @@ class OrderLedger:
             owner = records.get((key[0], client_order_id))
             del fill_ids[key]
             forgotten += 1
-            if owner is not None and owner.working:  # a replay would count twice
-                fill_ids[key] = (now, client_order_id)
+            if owner is not None and self._chain_works(owner):  # sent again, it would
+                fill_ids[key] = (now, client_order_id)  # count twice
             else:
                 self.untripped.pop(key, None)
         return forgotten
+
+    def _chain_works(self, record: OrderRecord) -> bool:
+        """Whether the order works, or one that replaced it, directly or down a chain:
+        its record and its fills' ids are remembered while it does."""
+        while not record.working and record.replaced_by:
+            successor = self.records.get((record.account, record.replaced_by))
+            if successor is None:
+                return False
+            record = successor
+        return record.working
 
     def _forget_included(self, account: str, client_order_id: str) -> None:
         self.included_unchecked.discard((account, client_order_id))

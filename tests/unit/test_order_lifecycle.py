@@ -1022,3 +1022,83 @@ def test_an_order_older_than_the_retention_is_remembered_while_its_replace_is_in
     assert engine.update_order(OrderUpdate(ACCOUNT, "y", OrderStatus.REJECTED))
     assert _reserved(engine) == {x: 290}
     assert engine.check(order(290), T0 + 2 * day + 1.2).reason is R.SYMBOL_EXPOSURE
+
+
+# -- review 16: an unlisted order owed fills, fills that crossed a replace the venue sized --
+
+
+def _worst_long(engine) -> float:
+    net = engine.book.account(ACCOUNT).nets[SYMBOL]
+    return net.position + net.buying
+
+
+def test_an_order_left_out_of_a_snapshot_while_owed_fills_works_again_on_its_open_update():
+    """x had filled 90 at the venue (not reported yet) when a stale snapshot left it out:
+    it worked on for those 90 alone. The venue's OPEN (leaves 200, filled 90) says it is
+    live: its leaves count again beside the 90, with filled_quantity or without."""
+    for filled in (90.0, None):
+        engine = make_engine(equity=100_000)  # 30 % symbol limit: 300 at 100
+        x = _allowed(engine, order(290, client_order_id="x"))
+        engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.OPEN, 200, 90))
+        engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0 + 1)
+        assert _reserved(engine) == {x: 90}
+        assert engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.OPEN, 200, filled))
+        assert _reserved(engine) == {x: 290}, filled
+        assert engine.check(order(20), T0 + 2).reason is R.SYMBOL_EXPOSURE
+        assert not report_fill(engine, fill(90, client_order_id=x, fill_id="f1")).unchecked
+        assert _reserved(engine) == {x: 200}
+
+
+@pytest.mark.parametrize("fill_first", [False, True])
+def test_a_fill_that_crossed_a_replace_is_off_no_leaves_the_venue_gave_the_replacement(
+        fill_first):
+    """x (290) filled 100 before its replace by y reached the venue, which gave y leaves
+    of 190. Reported after y's OPEN, that fill took another 100 off y (it reserved 90),
+    and a BUY 110 was allowed past the limit; y's own 190 then tripped. In either order
+    the chain reserves the venue's 190, and y may fill them."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290, client_order_id="x"))
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.OPEN, 290, 0))
+    y = _allowed(engine, order(290, client_order_id="y", replaces=x))
+    crossing = fill(100, client_order_id=x, fill_id="f1")
+    if fill_first:
+        assert not report_fill(engine, crossing).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.OPEN, 190, 0))
+    if not fill_first:
+        assert not report_fill(engine, crossing).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, x, OrderStatus.CANCELLED, None, 100))
+    assert _reserved(engine) == {y: 190}
+    assert _worst_long(engine) == 290
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE
+    assert not report_fill(engine, fill(190, client_order_id=y, fill_id="g1")).unchecked
+    assert _reserved(engine) == {}
+
+
+def test_a_fill_that_crossed_a_sized_replace_is_judged_against_the_original():
+    """x (290) filled 250 before its replace by y landed; the venue gave y leaves of 40.
+    The 250 are within what x was allowed, so they trip nothing; a fill of x beyond its
+    290 does."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290, client_order_id="x"))
+    y = _allowed(engine, order(290, client_order_id="y", replaces=x))
+    engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.OPEN, 40, 0))
+    assert not report_fill(engine, fill(250, client_order_id=x, fill_id="f1")).unchecked
+    assert _reserved(engine) == {y: 40}
+    assert report_fill(engine, fill(41, client_order_id=x, fill_id="f2")).unchecked
+
+
+def test_the_fills_of_a_replaced_order_are_remembered_while_its_replacement_works():
+    """x filled 100 (f1) and was amended into y. f1 was forgotten a retention after it
+    came, though y still worked: sent again by a drop copy, it counted a second time."""
+    limits = LimitSettings(duplicate_identical_orders=0)
+    day = limits.order_id_retention_s
+    engine = make_engine(equity=100_000, limits=limits)
+    x = _allowed(engine, order(290, client_order_id="x"))
+    f1 = fill(100, client_order_id=x, fill_id="f1")
+    report_fill(engine, f1, T0 + 1)
+    _allowed(engine, order(190, client_order_id="y", replaces=x), T0 + day / 2)
+    for later in (1, 2, 3):  # for as long as y works
+        engine.expire(T0 + later * day + 2)
+        assert engine.orders.exact(ACCOUNT, x) is not None
+        assert report_fill(engine, f1, T0 + later * day + 3).duplicate
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
