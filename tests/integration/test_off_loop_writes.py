@@ -16,7 +16,10 @@ import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.recovery import replay
 from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, next_event, order, \
     strategy_scope, synced
 
@@ -344,6 +347,39 @@ async def test_a_latched_lost_heartbeat_does_not_make_every_timer_run_wait(
     store.open_gate()
     await first
     assert await timers == []
+
+
+async def test_a_timer_run_that_forgets_and_trips_is_journaled_before_checks_it_let_by(
+        start_sidecar: Any, tmp_path: Path) -> None:
+    """Review 16: a timer run that forgot orders and tripped was journaled once its trip
+    was stored, after the checks answered meanwhile. Here one of them reuses the id of an
+    order the run forgot: replayed before the run, it took that order's place (and age),
+    and the replay kept orders the run had forgotten. A restart must remember exactly
+    what the running sidecar did."""
+    store = GatedStore(tmp_path / "ess.db")
+    running = await start_sidecar(state_store=store, limits={"order_id_retention_s": 10})
+    running.sidecar.parts.timers.stop()
+    guard = running.app.guard
+    for coid in ("z", "w"):  # two orders that end, remembered for the retention
+        assert (await check(running, client_order_id=coid)).allowed
+        await running.stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+            account=ACCOUNT, client_order_id=coid, status=pb.ORDER_STATUS_CANCELLED))
+    await running.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope("h"), ttl_ms=2000))
+    running.clock.advance(11)  # both past the retention, and the heartbeat lost
+    store.close_gate()
+    timers = asyncio.ensure_future(running.sidecar.parts.timers.tick_async())
+    await store.wait_entered()  # it forgot z and w, and its trip is being stored
+    assert (await check(running, client_order_id="z")).allowed  # z's id is free again
+    store.open_gate()
+    [lost] = await timers
+    assert lost.breaker == "heartbeat_lost"
+
+    restarted = GuardEngine(running.app.settings.guard_config())
+    replay(restarted, FileJournal(running.app.journal.path).load())
+    assert list(restarted.orders.records) == list(guard.engine.orders.records) \
+        == [(ACCOUNT, "z")]
+    assert restarted.orders.exact(ACCOUNT, "z").working
 
 
 async def test_a_trip_whose_caller_gave_up_while_it_queued_still_denies_what_came_after(
