@@ -162,12 +162,14 @@ class GuardEngine:
         account = canonical_id(account, "account")
         check_positive(equity, "equity", MAX_EQUITY)
         checked: list[PositionSnapshot] = []
+        seen: set[tuple[str, str]] = set()  # a set: a large book is not a long pause
         for index, position in enumerate(positions):
             position = validate_snapshot(position, f"positions[{index}]")
-            if any((p.strategy, p.symbol) == (position.strategy, position.symbol)
-                   for p in checked):  # which one would win is arbitrary: refuse
+            key = (position.strategy, position.symbol)
+            if key in seen:  # which one would win is arbitrary: refuse
                 raise InvalidArgument(f"positions[{index}]", "duplicate position for"
                                       f" {position.strategy}/{position.symbol}")
+            seen.add(key)
             checked.append(position)
         orders = None
         if open_orders is not None:

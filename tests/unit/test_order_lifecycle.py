@@ -463,6 +463,19 @@ def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_not
     assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [10]
 
 
+def test_a_snapshot_with_a_position_twice_is_refused_naming_it_and_changes_nothing(engine):
+    """Which of the two would win is arbitrary. (Review 17: the check compared every
+    position with every earlier one, so 12,000 positions held the event loop, and a
+    Trigger sent meanwhile, for 25 s; it is a set now.)"""
+    engine.sync_positions(ACCOUNT, 2e6, [position(5)], None, T0)
+    book = [position(i, symbol=f"S{i}") for i in range(1, 3000)]
+    with pytest.raises(InvalidArgument) as raised:
+        engine.sync_positions(ACCOUNT, 2e6, [*book, position(50), position(60)], None, T0)
+    assert raised.value.field == "positions[3000]"
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 5
+    assert engine.sync_positions(ACCOUNT, 2e6, [*book, position(50)], None, T0) == 3000
+
+
 @pytest.mark.parametrize("how", ["replace", "snapshot", "replace rejected"])
 def test_fills_the_venue_counted_stay_reserved_through_a_replace_or_a_snapshot(how):
     """Review 7: 290 allowed; the venue says 200 filled and 90 left (filled_quantity), the
