@@ -21,6 +21,7 @@ from ..settings import is_loopback
 
 DEFAULT_PORT = 50051
 DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
+MAX_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and gRPC cannot carry 1e10 s at all
 TARGET_FORMS = (f"host:port, host (port {DEFAULT_PORT}), [IPv6]:port, [IPv6], unix:PATH, or a"
                 " socket path: one starting with / or ./ or ../, or an existing socket file")
 
@@ -152,8 +153,14 @@ class Options:
         """Raise UsageError for combinations that would silently not do what was asked."""
         if not self.target:
             raise UsageError("--target is empty")
-        if self.timeout <= 0:
-            raise UsageError("--timeout must be a positive number of seconds")
+        if not 0 < self.timeout <= MAX_TIMEOUT_S:  # NaN too
+            raise UsageError(f"--timeout must be a positive number of seconds, at most"
+                             f" {MAX_TIMEOUT_S:g}")
+        bad = next((c for c in self.token if not "!" <= c <= "~"), None)
+        if bad is not None:  # gRPC would refuse the header itself: INTERNAL, nothing sent
+            raise UsageError(f"the token (--token or ESS_TOKEN) holds U+{ord(bad):04X}"
+                             f" at position {self.token.index(bad) + 1}, which a header"
+                             " cannot carry: tokens are printable ASCII")
         given = [flag for flag, value in (("--tls-ca", self.tls_ca), ("--tls-cert",
                  self.tls_cert), ("--tls-key", self.tls_key), ("--tls-server-name",
                  self.tls_server_name)) if value]
@@ -184,8 +191,15 @@ def _read(path: str | None, flag: str) -> bytes | None:
         raise UsageError(f"{flag}: cannot read {path}: {error.strerror}") from None
 
 
+# An operator's view of a sidecar in a storm (thousands of tripped scopes, each with its
+# reason) can exceed gRPC's 4 MiB default: status and reset read the whole GetState, and
+# must still work then (review 17: 4,000 scopes with 1 KB reasons made them refuse).
+MAX_RECEIVE_BYTES = 256 << 20
+
+
 def open_channel(options: Options, watch: bool = False) -> grpc.Channel:
-    settings = list(WATCH_KEEPALIVE) if watch else []
+    settings = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                *(WATCH_KEEPALIVE if watch else [])]
     if options.tls_server_name:
         settings.append(("grpc.ssl_target_name_override", options.tls_server_name))
     if not options.tls:

@@ -15,8 +15,8 @@ from ..domain.errors import InvalidArgument
 from ..domain.ids import canonical_id, canonical_symbol
 from ..domain.scopes import Scope
 from . import commands, drill, orders, reset, status, tokens, watch
-from .connection import DEFAULT_PORT, DEFAULT_TARGET, Exit, Failed, Options, Sidecar, UsageError, \
-    describe
+from .connection import DEFAULT_PORT, DEFAULT_TARGET, MAX_TIMEOUT_S, Exit, Failed, Options, \
+    Sidecar, UsageError, describe
 from .render import Output
 
 DESCRIPTION = "Operate an ESS sidecar: see and change the emergency-stop state of trading."
@@ -99,6 +99,16 @@ def positive(text: str) -> float:
     return value
 
 
+def seconds(text: str) -> float:
+    """A wait: > 0 and at most MAX_TIMEOUT_S (gRPC cannot carry a deadline of 1e10 s: the
+    call would fail unsent, a kill switch included)."""
+    value = positive(text)
+    if not value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT_S:g} seconds, got"
+                                         f" {text}")
+    return value
+
+
 def count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -121,7 +131,7 @@ def _global_options() -> argparse.ArgumentParser:
     group.add_argument("--tls-key", metavar="FILE", help="client private key PEM (mTLS)")
     group.add_argument("--tls-server-name", metavar="NAME",
                        help="expected server name in its certificate")
-    group.add_argument("--timeout", type=positive, metavar="SECONDS",
+    group.add_argument("--timeout", type=seconds, metavar="SECONDS",
                        help="deadline of each call (default 5; not applied to watch)")
     group.add_argument("--json", action="store_true", help="machine-readable output")
     return common
@@ -140,7 +150,7 @@ def _parser() -> Parser:
     reset.add_parser(add, scope_arg)
     commands.add_check(add, positive, id_arg)
     commands.add_history(add, scope_arg, count)
-    drill.add_parser(add, scope_arg, positive)
+    drill.add_parser(add, scope_arg, seconds)
     orders.add_parser(add, common, id_arg)
     tokens.add_parser(add, common)
     return parser

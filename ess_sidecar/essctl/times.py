@@ -16,8 +16,11 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     Raises ValueError with what is accepted."""
     found = _RELATIVE.fullmatch(text.strip())
     if found:
-        ago = timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
-        return (now or datetime.now(UTC)) - ago
+        try:
+            ago = timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+            return (now or datetime.now(UTC)) - ago
+        except OverflowError:
+            raise ValueError(f"{text!r} goes back before the year 1") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -103,3 +103,30 @@ def test_offline_commands_do_not_parse_the_target(
     monkeypatch.setenv("ESS_TARGET", "a:b")
     assert main(["token", "new", "--role", "operator", "--name", "alice"]) == 0
     assert "token for alice" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["--timeout", "inf", "trigger", "--scope", "strategy:momo", "--reason", "r"],
+    ["--timeout", "1e10", "trigger", "--scope", "strategy:momo", "--reason", "r"],
+    ["drill", "--scope", "strategy:momo", "--timeout-s", "inf", "--yes"],
+    ["history", "--since", "99999999999d"],
+], ids=["timeout inf", "timeout 1e10", "drill timeout inf", "since overflows"])
+def test_a_wait_or_time_no_call_can_carry_is_a_usage_error_before_dialling(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 17: `--timeout inf` (or 1e10, beyond what gRPC can carry) made the kill
+    switch fail DEADLINE_EXCEEDED unsent; the others ended in a traceback."""
+    assert main(["--target", "127.0.0.1:1", *argv]) == 64
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("token", ["ess_alice\u200b", "ess_alicé", "ess\talice"])
+def test_a_token_no_header_can_carry_is_a_usage_error_naming_the_character(
+        token: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 17: a pasted zero-width space gave "INTERNAL: Invalid metadata", which reads
+    as the sidecar's fault, and nothing was sent."""
+    monkeypatch.setenv("ESS_TOKEN", token)
+    assert main(["--target", "127.0.0.1:1", "trigger", "--scope", "strategy:momo",
+                 "--reason", "r"]) == 64
+    bad = next(c for c in token if not "!" <= c <= "~")
+    assert f"U+{ord(bad):04X}" in capsys.readouterr().err

@@ -29,13 +29,16 @@ from .verdict import Failure, Verdict, failed
 DEFAULT_CHECK_TIMEOUT_S = 0.010
 # Not the hot path; a Trigger is fsynced before it is acknowledged.
 DEFAULT_RPC_TIMEOUT_S = 1.0
+MAX_RPC_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and gRPC cannot carry 1e10 s
 # After this long without any answer the stream is taken for hung and replaced.
 DEFAULT_STALL_AFTER_S = 1.0
 # gRPC's default reconnect backoff grows to 120 s; a same-host sidecar restarted by its
 # supervisor should be found again within a second.
 CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
                    ("grpc.min_reconnect_backoff_ms", 50),
-                   ("grpc.max_reconnect_backoff_ms", 1000))
+                   ("grpc.max_reconnect_backoff_ms", 1000),
+                   # GetState in a storm (thousands of tripped scopes) can exceed 4 MiB
+                   ("grpc.max_receive_message_length", 256 << 20))
 
 
 class GuardClient:
@@ -52,9 +55,11 @@ class GuardClient:
         `channel` may be given instead and is then not closed by close(). `token` is the
         bearer token of a sidecar with authentication on; `credentials` (e.g.
         grpc.ssl_channel_credentials(ca, key, cert)) make the channel TLS or mutual TLS.
-        A `check_timeout_s` that is not a finite number > 0 raises TypeError or ValueError."""
+        A `check_timeout_s` or `rpc_timeout_s` that is not a finite number > 0 (at most
+        a day, for the other RPCs: gRPC cannot carry 1e10 s, and the call would fail
+        unsent, a trigger included) raises TypeError or ValueError."""
         self.check_timeout_s = valid_timeout(check_timeout_s)
-        self.rpc_timeout_s = rpc_timeout_s
+        self.rpc_timeout_s = valid_timeout(rpc_timeout_s, "an RPC timeout", MAX_RPC_TIMEOUT_S)
         self._owns_channel = channel is None
         self._channel = channel or _channel(target, credentials)
         self._stub = pb_grpc.GuardServiceStub(self._channel)
@@ -243,13 +248,17 @@ class GuardClient:
                             metadata=self._metadata or None)
 
 
-def valid_timeout(timeout_s: object) -> float:
-    """`timeout_s` if it is a finite number of seconds > 0; else TypeError or ValueError
-    (infinity would wait for ever; what call_later refuses would fail once queued)."""
+def valid_timeout(timeout_s: object, what: str = "a check timeout",
+                  most: float = math.inf) -> float:
+    """`timeout_s` if it is a finite number of seconds > 0 (and at most `most`); else
+    TypeError or ValueError (infinity would wait for ever; what call_later refuses would
+    fail once queued)."""
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real):
-        raise TypeError(f"a check timeout is a number of seconds, not {timeout_s!r}")
+        raise TypeError(f"{what} is a number of seconds, not {timeout_s!r}")
     if not 0 < timeout_s < math.inf:  # NaN fails too
-        raise ValueError(f"a check timeout must be finite and > 0, not {timeout_s!r}")
+        raise ValueError(f"{what} must be finite and > 0, not {timeout_s!r}")
+    if timeout_s > most:
+        raise ValueError(f"{what} must be at most {most:g} seconds, not {timeout_s!r}")
     return float(timeout_s)
 
 

@@ -163,6 +163,15 @@ async def test_a_bad_check_timeout_is_refused_at_construction(timeout_s: object)
         GuardClient("127.0.0.1:1", check_timeout_s=timeout_s)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("timeout_s", [*BAD_TIMEOUTS, None, 1e10], ids=repr)
+async def test_an_rpc_timeout_grpc_cannot_carry_is_refused_at_construction(
+        timeout_s: object) -> None:
+    """Review 17: rpc_timeout_s=inf (or 1e10) made every trigger fail DEADLINE_EXCEEDED
+    unsent; it is refused where it is given."""
+    with pytest.raises((TypeError, ValueError)):
+        GuardClient("127.0.0.1:1", rpc_timeout_s=timeout_s)  # type: ignore[arg-type]
+
+
 async def test_checks_after_close_are_denied(scripted: StartScripted) -> None:
     server = await scripted(lambda r: pb.CheckOrderStreamResponse(
         request_id=r.request_id, decision=ALLOWED))
