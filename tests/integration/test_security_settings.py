@@ -71,6 +71,11 @@ def test_half_a_tls_setup_is_refused(server: dict, key: str) -> None:
      f'b = {{ role = "executor", sha256 = "{"0" * 64}" }}\n', "tokens.b.sha256"),
     ('[users]\n', "users"),
     ('[tokens\n', "auth.tokens_file"),
+    # review 17: one person, two spellings, would be both operators of a four-eyes reset
+    (f'[tokens]\nalice = {{ role = "operator", sha256 = "{"0" * 64}" }}\n'
+     f'Alice = {{ role = "operator", sha256 = "{"1" * 64}" }}\n', "tokens.Alice"),
+    (f'[tokens]\nalice = {{ role = "operator", sha256 = "{"0" * 64}" }}\n'
+     '[certificates]\nALICE = { role = "operator" }\n', "certificates.ALICE"),
 ])
 def test_a_bad_tokens_file_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "tokens.toml"

@@ -88,7 +88,20 @@ def load_principals(path: str | Path) -> Principals:
         tokens.append((bytes.fromhex(digest), _principal(path, "tokens", name, entry)))
     certificates = {name: _principal(path, "certificates", name, entry)
                     for name, entry in _entries(path, data, "certificates", {"role"})}
+    _one_spelling(path, [("tokens", p.name) for _, p in tokens]
+                  + [("certificates", name) for name in certificates])
     return Principals(tuple(tokens), certificates)
+
+
+def _one_spelling(path: str | Path, names: list[tuple[str, str]]) -> None:
+    """Names are the actors of the audit trail and the two operators of a four-eyes
+    reset: two that differ only in case would let one person be both (review 17)."""
+    spelled: dict[str, str] = {}
+    for section, name in names:
+        first = spelled.setdefault(name.casefold(), name)
+        if first != name:
+            raise InvalidConfig(f"{path}: {section}.{name}", f"differs from {first!r} only in"
+                                " case: one person would count as two operators")
 
 
 def _entries(path: str | Path, data: dict, section: str,
