@@ -75,4 +75,7 @@ def canonical_symbol(value: str, field: str) -> str:
     if value.isascii():
         return value.upper()
     folded = unicodedata.normalize("NFC", value.upper())
+    if len(folded) > MAX_ID_LENGTH:  # "ß" upper-cases to "SS": the input was short enough
+        raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters once upper"
+                              f" case ({len(folded)}): symbols are case-insensitive")
     return canonical_id(folded, field) if folded != value else value

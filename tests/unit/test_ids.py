@@ -39,6 +39,14 @@ def test_symbols_are_folded_to_upper_case_and_other_ids_keep_their_case():
     assert Scope.parse("strategy:Momo").id == "Momo"
 
 
+def test_a_symbol_too_long_only_once_upper_case_is_refused_saying_so():
+    """Review 17: 100 × "ß" was refused as "longer than 128 characters"."""
+    assert canonical_symbol("ß" * 64, "symbol") == "SS" * 64
+    with pytest.raises(InvalidArgument, match="once upper case") as raised:
+        canonical_symbol("ß" * 100, "symbol")
+    assert raised.value.field == "symbol"
+
+
 def test_what_an_operator_types_goes_through_the_same_rule():
     with pytest.raises(InvalidArgument, match="whitespace"):
         Scope.parse("strategy: momo")
