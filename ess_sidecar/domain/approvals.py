@@ -29,7 +29,8 @@ class PendingReset:
 
 
 class Approvals:
-    """Pending resets, in memory only: after a restart the first operator asks again."""
+    """Pending resets awaiting a second operator. Held in memory, and rebuilt after a
+    restart by replaying the journaled reset requests (ResetAsked), expiry included."""
 
     def __init__(self, policy: ApprovalPolicy) -> None:
         self.policy = policy
