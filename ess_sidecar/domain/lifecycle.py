@@ -45,7 +45,7 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     record = ledger.get(fill.account, fill.client_order_id)
     if moved > fill.quantity * FILL_TOLERANCE:
         unchecked = _unchecked(fill._replace(quantity=moved), record,
-                               _judged_by(ledger, record, named))
+                               _judged_by(ledger, record, named, moved))
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
         unchecked = _unchecked(fill, record) if record is not None and \
             record.decision_id == ADOPTED else ""
@@ -79,12 +79,9 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         record.crossing = max(record.crossing - quantity, 0.0)
         if named is not None:  # and the leaves a rejected replace would give back
             named.leaves_given_up = max(named.leaves_given_up - quantity, 0.0)
-        if named is not None and ledger.before_leaves(named, record):
-            # Off no leaves the venue gave since: what it may fill, and reserves, stay.
-            record.quantity += quantity
-            record.filled += quantity
-            record.fills_before_leaves += quantity
-            return
+            quantity -= _before_leaves(ledger, record, named, quantity)
+            if not quantity > 0.0:
+                return
     record.filled += quantity
     record.pending = max(record.pending - quantity, 0.0)
     if record.owed_only:  # it works only for its owed fills: this is one of them
@@ -97,14 +94,30 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         ledger.release(record, min(quantity, record.remaining - keep))
 
 
-def _judged_by(ledger: OrderLedger, record: OrderRecord | None,
-               named: OrderRecord | None) -> OrderRecord | None:
+def _before_leaves(ledger: OrderLedger, record: OrderRecord, named: OrderRecord,
+                   quantity: float) -> float:
+    """Book the part of a fill of `named` that came before the leaves the venue gave an
+    order after it in the chain (OrderLedger.before_leaves): it adds to what the chain may
+    fill, and takes nothing off what `record` reserves. Returns that part."""
+    before = ledger.before_leaves(named, record, quantity)
+    if before > 0.0:
+        ledger.take_before_leaves(named, before)
+        record.quantity += before
+        record.filled += before
+        if named.client_order_id != record.replaces:  # of an order before the one it
+            record.fills_before_leaves += before  # replaced: a rejection passes it on
+    return before
+
+
+def _judged_by(ledger: OrderLedger, record: OrderRecord | None, named: OrderRecord | None,
+               quantity: float) -> OrderRecord | None:
     """The order whose room a fill of `named` that goes to `record` is within, or not:
-    `record`, but for a fill that came before the leaves the venue gave an order after
+    `record`, but for a fill that all came before the leaves the venue gave an order after
     `named` (`before_leaves`), which is `named`'s own."""
     if record is None or named is None or named is record:
         return record
-    return named if ledger.before_leaves(named, record) else record
+    before = ledger.before_leaves(named, record, quantity)
+    return named if before >= quantity * (1.0 - FILL_TOLERANCE) else record
 
 
 def _room(judged: OrderRecord, record: OrderRecord) -> float:
@@ -292,7 +305,7 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         # More than the order may fill is booked too (it is in the positions: reported
         # again, or owed, it would count twice), and its fills trip the account when
         # they come.
-        room = _room(_judged_by(ledger, record, named) or record, record)
+        room = _room(_judged_by(ledger, record, named, unreported) or record, record)
         beyond = unreported - max(min(unreported, room), 0.0)
         _book(ledger, record, named, unreported)
         ledger.count_included(account, order.client_order_id, unreported,

@@ -40,7 +40,7 @@ class OrderRecord:
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
-                 "venue_ended", "leaves_stated", "fills_before_leaves")
+                 "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -86,9 +86,13 @@ class OrderRecord:
         self.venue_ended = False
         # The venue gave its own leaves (an update with remaining_quantity: `shrink`). A
         # replacement's exclude the fills of the orders it replaced, all of which came
-        # before it lived: reported since, they are off no leaves (`before_leaves`).
+        # before it lived; `leaves_cut` is how much less than it was allowed they were,
+        # which such fills reported since may explain (`before_leaves`): up to that
+        # much, they are off no leaves.
         self.leaves_stated = False
-        # Such fills counted against it: what it may fill grew by them (`quantity`).
+        self.leaves_cut = 0.0
+        # Such fills counted against it that were of an order before the one it
+        # replaced: what it may fill grew by them, and a rejection passes that on.
         self.fills_before_leaves = 0.0
 
     def __repr__(self) -> str:
@@ -162,24 +166,39 @@ class OrderLedger:
         """The order a fill for `client_order_id` belongs to: that one, or the order that
         replaced it (a fill can cross a replace on its way)."""
         record = self.records.get((account, client_order_id))
-        # Its fills now go to the new one, once the fills it was still owed have come.
-        while record is not None and record.replaced_by and not record.pending > 0.0:
+        if record is None or record.pending > 0.0:  # its own fills still to come: its
+            return record
+        # Its fills now go to the order at the head of its chain: one between that is
+        # owed fills is owed its own, not this order's (review 18).
+        while record is not None and record.replaced_by:
             record = self.records.get((account, record.replaced_by))
         return record
 
-    def before_leaves(self, named: OrderRecord, record: OrderRecord) -> bool:
-        """Whether a fill of `named` that goes to `record` (down its chain of replaces)
-        came before the venue's word on the leaves of an order after `named` in the chain:
-        every fill of an order comes before the order that replaced it lives, so those
-        leaves, and any after them, leave it out."""
+    def before_leaves(self, named: OrderRecord, record: OrderRecord,
+                      quantity: float) -> float:
+        """How much of a fill of `named` going to `record` (down its chain of replaces)
+        came before the leaves the venue gave the first order after `named` whose leaves
+        it gave: every fill of an order comes before the order that replaced it lives,
+        so those leaves leave it out, up to what they were cut by (`leaves_cut`)."""
         while named is not record and named.replaced_by:
             successor = self.records.get((named.account, named.replaced_by))
             if successor is None:
-                return False
+                return 0.0
             if successor.leaves_stated:
-                return True
+                return min(quantity, successor.leaves_cut)
             named = successor
-        return False
+        return 0.0
+
+    def take_before_leaves(self, named: OrderRecord, quantity: float) -> None:
+        """Count `quantity` (from before_leaves) against the leaves cut it explains."""
+        while named.replaced_by:
+            successor = self.records.get((named.account, named.replaced_by))
+            if successor is None:
+                return
+            if successor.leaves_stated:
+                successor.leaves_cut = max(successor.leaves_cut - quantity, 0.0)
+                return
+            named = successor
 
     def exact(self, account: str, client_order_id: str) -> OrderRecord | None:
         """The order `client_order_id` names, itself: what an update or a snapshot means."""
@@ -343,7 +362,9 @@ class OrderLedger:
         a fill beyond what it may fill then trips, as any fill beyond the check's."""
         if most < record.remaining:  # what it counted, or what was reported under its
             # id (a replace may have taken fills to the other order), and `most` more
+            before = record.quantity
             record.quantity = min(record.quantity, max(record.filled, record.reported) + most)
+            record.leaves_cut += before - record.quantity
             self.release(record, record.remaining - most)
         record.pending = record.owed
         record.leaves_stated = True
@@ -482,8 +503,9 @@ class OrderLedger:
     def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
         counts older than the window; how many were forgotten or kept. A working order,
-        one it replaced (down its chain), and the fills applied to them, are never
-        forgotten (a drop copy may send such a fill again): kept, they are remembered for
+        and the fills applied to it or to an order it replaced (down its chain, as far as
+        that is remembered: a drop copy may send one again), are never forgotten: kept,
+        they are remembered for
         another retention from now, and counted, so that the journal records the run and
         a replay keeps them in the same order (which decides what later runs forget)."""
         forgotten = 0
@@ -503,12 +525,13 @@ class OrderLedger:
                 break
             del records[key]
             forgotten += 1
-            if self._chain_works(record):
+            if record.working:
                 record.kept = now
                 records[key] = record  # kept, moved to the end; look past it
             else:
                 self._forget_included(*key)
         fill_ids = self.fill_ids
+        works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
         for _ in range(len(fill_ids)):
             key, (seen, client_order_id) = next(iter(fill_ids.items()))
             if seen > now - retention_s:
@@ -516,21 +539,34 @@ class OrderLedger:
             owner = records.get((key[0], client_order_id))
             del fill_ids[key]
             forgotten += 1
-            if owner is not None and self._chain_works(owner):  # sent again, it would
-                fill_ids[key] = (now, client_order_id)  # count twice
+            if owner is not None and self._chain_works(owner, works):  # sent again, it
+                fill_ids[key] = (now, client_order_id)  # would count twice
             else:
                 self.untripped.pop(key, None)
         return forgotten
 
-    def _chain_works(self, record: OrderRecord) -> bool:
-        """Whether the order works, or one that replaced it, directly or down a chain:
-        its record and its fills' ids are remembered while it does."""
-        while not record.working and record.replaced_by:
+    def _chain_works(self, record: OrderRecord, works: dict[tuple[str, str], bool]) -> bool:
+        """Whether the order works, or one that replaced it down its chain (as far as it
+        is remembered): its fills' ids are kept while it does. `works` holds the answers
+        of one expiry run, so that a long chain is walked once."""
+        path: list[tuple[str, str]] = []
+        found = False
+        while True:
+            key = (record.account, record.client_order_id)
+            if key in works:
+                found = works[key]
+                break
+            path.append(key)
+            if record.working or not record.replaced_by:
+                found = record.working
+                break
             successor = self.records.get((record.account, record.replaced_by))
             if successor is None:
-                return False
+                break
             record = successor
-        return record.working
+        for key in path:
+            works[key] = found
+        return found
 
     def _forget_included(self, account: str, client_order_id: str) -> None:
         self.included_unchecked.discard((account, client_order_id))

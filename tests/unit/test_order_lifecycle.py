@@ -1087,14 +1087,22 @@ def test_a_fill_that_crossed_a_replace_is_off_no_leaves_the_venue_gave_the_repla
     assert _reserved(engine) == {}
 
 
+def _replaced(stated: float | None = None, filled: float = 0.0):  # noqa: ANN202
+    """x (290) replaced by y (290) on a 300 symbol limit; y's OPEN with `stated` leaves
+    (and `filled` as its filled_quantity) if given. The engine, x and y."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(290, client_order_id="x"))
+    y = _allowed(engine, order(290, client_order_id="y", replaces=x))
+    if stated is not None:
+        engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.OPEN, stated, filled))
+    return engine, x, y
+
+
 def test_a_fill_that_crossed_a_sized_replace_is_judged_against_the_original():
     """x (290) filled 250 before its replace by y landed; the venue gave y leaves of 40.
     The 250 are within what x was allowed, so they trip nothing; a fill of x beyond its
     290 does."""
-    engine = make_engine(equity=100_000)
-    x = _allowed(engine, order(290, client_order_id="x"))
-    y = _allowed(engine, order(290, client_order_id="y", replaces=x))
-    engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.OPEN, 40, 0))
+    engine, x, y = _replaced(40, 0)
     assert not report_fill(engine, fill(250, client_order_id=x, fill_id="f1")).unchecked
     assert _reserved(engine) == {y: 40}
     assert report_fill(engine, fill(41, client_order_id=x, fill_id="f2")).unchecked
@@ -1102,7 +1110,8 @@ def test_a_fill_that_crossed_a_sized_replace_is_judged_against_the_original():
 
 def test_the_fills_of_a_replaced_order_are_remembered_while_its_replacement_works():
     """x filled 100 (f1) and was amended into y. f1 was forgotten a retention after it
-    came, though y still worked: sent again by a drop copy, it counted a second time."""
+    came, though y still worked: sent again by a drop copy, it counted a second time.
+    Once x itself is forgotten (a retention after its replace), such a fill trips."""
     limits = LimitSettings(duplicate_identical_orders=0)
     day = limits.order_id_retention_s
     engine = make_engine(equity=100_000, limits=limits)
@@ -1110,8 +1119,61 @@ def test_the_fills_of_a_replaced_order_are_remembered_while_its_replacement_work
     f1 = fill(100, client_order_id=x, fill_id="f1")
     report_fill(engine, f1, T0 + 1)
     _allowed(engine, order(190, client_order_id="y", replaces=x), T0 + day / 2)
-    for later in (1, 2, 3):  # for as long as y works
-        engine.expire(T0 + later * day + 2)
-        assert engine.orders.exact(ACCOUNT, x) is not None
-        assert report_fill(engine, f1, T0 + later * day + 3).duplicate
+    engine.expire(T0 + day + 2)  # f1 a retention old, x remembered, y works
+    assert report_fill(engine, f1, T0 + day + 3).duplicate
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
+    engine.expire(T0 + 2 * day + 2)
+    assert engine.orders.exact(ACCOUNT, x) is None
+    assert report_fill(engine, f1, T0 + 2 * day + 3).unchecked  # never silently twice
+
+
+# -- review 18: what review 16's fixes let through, and an older fill routing -------------
+
+
+def test_a_fill_of_an_order_replaced_twice_goes_past_an_order_owed_its_own():
+    """x -> y -> z. y, cancelled (replaced) with 40 filled, works for those 40; x's own
+    fill of 30 went to y (owed) and took 30 of y's 40 off: a BUY past the limit was
+    allowed until y's fills came. It goes to the head of the chain."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(100, client_order_id="x"))
+    y = _allowed(engine, order(100, client_order_id="y", replaces=x))
+    z = _allowed(engine, order(100, client_order_id="z", replaces=y))
+    engine.update_order(OrderUpdate(ACCOUNT, z, OrderStatus.OPEN, 30, 0))
+    engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.CANCELLED, None, 40))
+    assert not report_fill(engine, fill(30, client_order_id=x, fill_id="f1")).unchecked
+    assert _reserved(engine) == {z: 30, y: 40}
+    assert _worst_long(engine) == 100  # truth: 30 filled, y's 40 on their way, z's 30
+    assert engine.check(order(220), T0).reason is R.SYMBOL_EXPOSURE
+
+
+@pytest.mark.parametrize("stated", [290, 190])
+def test_a_rejected_replacement_passes_no_room_on_for_the_originals_own_fills(stated):
+    """y's OPEN came before the venue rejected it, then x's fill of 100: the rejection
+    made x's allowed 390, so a fill of x beyond its 290 tripped nothing."""
+    engine, x, y = _replaced(stated, 0)
+    assert not report_fill(engine, fill(100, client_order_id=x, fill_id="f1")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.REJECTED))
+    assert _reserved(engine) == {x: 190}
+    assert not report_fill(engine, fill(190, client_order_id=x, fill_id="f2")).unchecked
+    assert _reserved(engine) == {}
+    assert report_fill(engine, fill(100, client_order_id=x, fill_id="f3")).unchecked
+
+
+def test_fills_before_leaves_never_let_a_chain_fill_more_than_its_checks_allowed():
+    """The venue (or an executor echoing its request) said y's leaves are all 290 it was
+    allowed: x's fill of 290 cannot have come before them too. It is y's, and y's own
+    290 after it trip."""
+    engine, x, y = _replaced(290, 0)
+    assert not report_fill(engine, fill(290, client_order_id=x, fill_id="f1")).unchecked
+    assert report_fill(engine, fill(290, client_order_id=y, fill_id="g1")).unchecked
+
+
+def test_a_replacements_open_counting_the_chains_fills_leaves_nothing_stuck():
+    """y's OPEN gave leaves 190 and the chain's CumQty (100, x's fill) as its own
+    filled_quantity; x's fill then came. y reserved 290, and after its 190 still 100."""
+    engine, x, y = _replaced(190, 100)
+    assert not report_fill(engine, fill(100, client_order_id=x, fill_id="f1")).unchecked
+    assert _reserved(engine) == {y: 190}
+    assert not report_fill(engine, fill(190, client_order_id=y, fill_id="g1")).unchecked
+    assert _reserved(engine) == {}
+    assert report_fill(engine, fill(100, client_order_id=y, fill_id="g2")).unchecked
