@@ -156,7 +156,7 @@ class Options:
         if not 0 < self.timeout <= MAX_TIMEOUT_S:  # NaN too
             raise UsageError(f"--timeout must be a positive number of seconds, at most"
                              f" {MAX_TIMEOUT_S:g}")
-        bad = next((c for c in self.token if not "!" <= c <= "~"), None)
+        bad = next((c for c in self.token if not " " <= c <= "~"), None)
         if bad is not None:  # gRPC would refuse the header itself: INTERNAL, nothing sent
             raise UsageError(f"the token (--token or ESS_TOKEN) holds U+{ord(bad):04X}"
                              f" at position {self.token.index(bad) + 1}, which a header"
