@@ -75,13 +75,14 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         named.reported += quantity
     if named is record:
         ledger.confirm(record)  # a fill under its own id: a replacement is live
-    else:  # the original's fill, crossing the replace: what was held for it goes first
-        record.crossing = max(record.crossing - quantity, 0.0)
-        if named is not None:  # and the leaves a rejected replace would give back
+    else:  # the original's fill, crossing the replace
+        if named is not None:  # the leaves a rejected replace would give back go first
             named.leaves_given_up = max(named.leaves_given_up - quantity, 0.0)
             quantity -= _before_leaves(ledger, record, named, quantity)
             if not quantity > 0.0:
                 return
+        # and what was held for the original's leaves, which the rest came out of
+        record.crossing = max(record.crossing - quantity, 0.0)
     record.filled += quantity
     record.pending = max(record.pending - quantity, 0.0)
     if record.owed_only:  # it works only for its owed fills: this is one of them

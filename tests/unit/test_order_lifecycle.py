@@ -1177,3 +1177,18 @@ def test_a_replacements_open_counting_the_chains_fills_leaves_nothing_stuck():
     assert not report_fill(engine, fill(190, client_order_id=y, fill_id="g1")).unchecked
     assert _reserved(engine) == {}
     assert report_fill(engine, fill(100, client_order_id=y, fill_id="g2")).unchecked
+
+
+def test_a_fill_before_leaves_uses_none_of_what_a_replacement_holds_for_them():
+    """Review 19: x -> y (OPEN 80: x's 20 unreported) -> z (50, holding 30 more for y's
+    leaves while in flight). x's 20, before y's leaves, used up z's 30 held for them, so
+    z's OPEN counted the surplus as a cut and fills beyond every check tripped nothing."""
+    engine = make_engine(equity=100_000)
+    x = _allowed(engine, order(100, client_order_id="x"))
+    y = _allowed(engine, order(100, client_order_id="y", replaces=x))
+    engine.update_order(OrderUpdate(ACCOUNT, y, OrderStatus.OPEN, 80, 0))
+    z = _allowed(engine, order(50, client_order_id="z", replaces=y))
+    assert not report_fill(engine, fill(20, client_order_id=x, fill_id="f1")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, z, OrderStatus.OPEN, 30, 0))
+    assert _reserved(engine) == {z: 30}
+    assert report_fill(engine, fill(40, client_order_id=y, fill_id="g1")).unchecked
