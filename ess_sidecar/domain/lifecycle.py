@@ -98,11 +98,12 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
 def _before_leaves(ledger: OrderLedger, record: OrderRecord, named: OrderRecord,
                    quantity: float) -> float:
     """Book the part of a fill of `named` that came before the leaves the venue gave an
-    order after it in the chain (OrderLedger.before_leaves): it adds to what the chain may
+    order after it in the chain (OrderLedger.stated_after): it adds to what the chain may
     fill, and takes nothing off what `record` reserves. Returns that part."""
-    before = ledger.before_leaves(named, record, quantity)
-    if before > 0.0:
-        ledger.take_before_leaves(named, before)
+    stated = ledger.stated_after(named, record)
+    before = min(quantity, stated.leaves_cut) if stated is not None else 0.0
+    if stated is not None and before > 0.0:
+        stated.leaves_cut -= before  # explained, once
         record.quantity += before
         record.filled += before
         if named.client_order_id != record.replaces:  # of an order before the one it
@@ -114,11 +115,12 @@ def _judged_by(ledger: OrderLedger, record: OrderRecord | None, named: OrderReco
                quantity: float) -> OrderRecord | None:
     """The order whose room a fill of `named` that goes to `record` is within, or not:
     `record`, but for a fill that all came before the leaves the venue gave an order after
-    `named` (`before_leaves`), which is `named`'s own."""
+    `named` (OrderLedger.stated_after), which is `named`'s own."""
     if record is None or named is None or named is record:
         return record
-    before = ledger.before_leaves(named, record, quantity)
-    return named if before >= quantity * (1.0 - FILL_TOLERANCE) else record
+    stated = ledger.stated_after(named, record)
+    return named if stated is not None \
+        and stated.leaves_cut >= quantity * (1.0 - FILL_TOLERANCE) else record
 
 
 def _room(judged: OrderRecord, record: OrderRecord) -> float:
@@ -342,11 +344,7 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             ledger.revive(known, order.remaining_quantity)
         else:  # its leaves as listed (live after all), and the fills it is still owed
             known.owed_only = False
-            target = order.remaining_quantity + known.owed
-            if target < known.remaining:
-                ledger.release(known, known.remaining - target)
-            elif target > known.remaining:
-                ledger.grow(known, target - known.remaining)
+            ledger.resize(known, order.remaining_quantity + known.owed)
 
 
 def _same_instrument(record: OrderRecord, fill: Fill) -> bool:

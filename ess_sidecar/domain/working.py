@@ -87,7 +87,7 @@ class OrderRecord:
         # The venue gave its own leaves (an update with remaining_quantity: `shrink`). A
         # replacement's exclude the fills of the orders it replaced, all of which came
         # before it lived; `leaves_cut` is how much less than it was allowed they were,
-        # which such fills reported since may explain (`before_leaves`): up to that
+        # which such fills reported since may explain (`stated_after`): up to that
         # much, they are off no leaves.
         self.leaves_stated = False
         self.leaves_cut = 0.0
@@ -119,9 +119,9 @@ class OrderRecord:
     def cap_fills(self) -> bool:
         """The venue ended this order: it may fill no more than the fills counted and
         those it is owed (`filled_quantity`, or an earlier update's), and a stale OPEN
-        update does not revive it. Of an order replaced, the fills beyond go to the order that replaced
-        it: capped only if a rejection of the replace makes it the chain again. Whether
-        anything changed (the journal must then have the update)."""
+        update does not revive it. Of an order replaced, the fills beyond go to the order
+        that replaced it: capped only if a rejection of the replace makes it the chain
+        again. Whether anything changed (the journal must then have the update)."""
         changed = not self.venue_ended or self.unlisted
         self.venue_ended, self.unlisted = True, False
         if self.replaced_by:
@@ -174,31 +174,17 @@ class OrderLedger:
             record = self.records.get((account, record.replaced_by))
         return record
 
-    def before_leaves(self, named: OrderRecord, record: OrderRecord,
-                      quantity: float) -> float:
-        """How much of a fill of `named` going to `record` (down its chain of replaces)
-        came before the leaves the venue gave the first order after `named` whose leaves
-        it gave: every fill of an order comes before the order that replaced it lives,
-        so those leaves leave it out, up to what they were cut by (`leaves_cut`)."""
+    def stated_after(self, named: OrderRecord, record: OrderRecord) -> OrderRecord | None:
+        """The first order after `named` down its chain of replaces, as far as `record`,
+        whose leaves the venue gave (`leaves_stated`); None if there is none. Every fill
+        of `named` came before that order lived, so those leaves leave it out, up to what
+        they fell short of what the order was allowed (`leaves_cut`)."""
         while named is not record and named.replaced_by:
             successor = self.records.get((named.account, named.replaced_by))
-            if successor is None:
-                return 0.0
-            if successor.leaves_stated:
-                return min(quantity, successor.leaves_cut)
+            if successor is None or successor.leaves_stated:
+                return successor
             named = successor
-        return 0.0
-
-    def take_before_leaves(self, named: OrderRecord, quantity: float) -> None:
-        """Count `quantity` (from before_leaves) against the leaves cut it explains."""
-        while named.replaced_by:
-            successor = self.records.get((named.account, named.replaced_by))
-            if successor is None:
-                return
-            if successor.leaves_stated:
-                successor.leaves_cut = max(successor.leaves_cut - quantity, 0.0)
-                return
-            named = successor
+        return None
 
     def exact(self, account: str, client_order_id: str) -> OrderRecord | None:
         """The order `client_order_id` names, itself: what an update or a snapshot means."""
@@ -379,16 +365,19 @@ class OrderLedger:
         self._count(record, +1)
         self._legs_reserve(record)
 
+    def resize(self, record: OrderRecord, target: float) -> None:
+        """Make a working order reserve `target` (grow, or release: at zero it ends)."""
+        if target > record.remaining:
+            self.grow(record, target - record.remaining)
+        elif target < record.remaining:
+            self.release(record, record.remaining - target)
+
     def relist(self, record: OrderRecord, leaves: float, owed: float) -> None:
         """An order working only for fills it is owed since a snapshot left it out is live
         at the venue after all: it reserves its leaves and those fills again."""
         record.owed_only = record.unlisted = False
         record.pending = owed
-        target = leaves + owed
-        if target > record.remaining:
-            self.grow(record, target - record.remaining)
-        elif target < record.remaining:
-            self.release(record, record.remaining - target)
+        self.resize(record, leaves + owed)
 
     def unreplace(self, replacement: OrderRecord) -> bool:
         """The venue rejected `replacement`, working or not (fills that crossed the replace
@@ -431,10 +420,7 @@ class OrderLedger:
         """An order working only for fills it is owed: the venue now counts `owed` of
         them not reported yet; it reserves exactly that (none left: it ends)."""
         record.pending = owed
-        if owed > record.remaining:
-            self.grow(record, owed - record.remaining)
-        elif owed < record.remaining:
-            self.release(record, record.remaining - owed)
+        self.resize(record, owed)
 
     def owe(self, record: OrderRecord, owed: float) -> None:
         """An ended order (replaced, cancelled) is said to have `owed` fills not reported
@@ -505,9 +491,9 @@ class OrderLedger:
         counts older than the window; how many were forgotten or kept. A working order,
         and the fills applied to it or to an order it replaced (down its chain, as far as
         that is remembered: a drop copy may send one again), are never forgotten: kept,
-        they are remembered for
-        another retention from now, and counted, so that the journal records the run and
-        a replay keeps them in the same order (which decides what later runs forget)."""
+        they are remembered for another retention from now, and counted, so that the
+        journal records the run and a replay keeps them in the same order (which decides
+        what later runs forget)."""
         forgotten = 0
         times = self._identical_times
         while times and times[0][0] <= now - window_s:
