@@ -128,21 +128,23 @@ def validate_snapshot(position: PositionSnapshot, field: str) -> PositionSnapsho
         check_positive(position.mark_price, f"{field}.mark_price", MAX_PRICE)
     elif position.quantity:
         raise InvalidArgument(f"{field}.mark_price", "is required for an open position")
-    return position._replace(strategy=canonical_id(position.strategy, f"{field}.strategy"),
-                             symbol=canonical_symbol(position.symbol, f"{field}.symbol"))
+    # Built, not _replace'd: a snapshot may list tens of thousands (limits.max_snapshot_entries).
+    return PositionSnapshot(canonical_id(position.strategy, f"{field}.strategy"),
+                            canonical_symbol(position.symbol, f"{field}.symbol"),
+                            position.quantity, position.mark_price)
 
 
 def validate_open_order(order: OpenOrder, field: str) -> OpenOrder:
     check_side(order.side)
     check_positive(order.remaining_quantity, f"{field}.remaining_quantity", MAX_QUANTITY)
     check_positive(order.price, f"{field}.price", MAX_PRICE)
-    return order._replace(
-        client_order_id=canonical_id(order.client_order_id, f"{field}.client_order_id"),
-        strategy=canonical_id(order.strategy, f"{field}.strategy"),
-        symbol=canonical_symbol(order.symbol, f"{field}.symbol"))
+    return OpenOrder(canonical_id(order.client_order_id, f"{field}.client_order_id"),
+                     canonical_id(order.strategy, f"{field}.strategy"),
+                     canonical_symbol(order.symbol, f"{field}.symbol"),
+                     order.side, order.remaining_quantity, order.price)
 
 
 def validate_included(included: IncludedFills, field: str) -> IncludedFills:
     check_filled(included.filled_quantity, f"{field}.filled_quantity")
-    return included._replace(client_order_id=canonical_id(included.client_order_id,
-                                                          f"{field}.client_order_id"))
+    return IncludedFills(canonical_id(included.client_order_id, f"{field}.client_order_id"),
+                         included.filled_quantity)
