@@ -200,6 +200,12 @@ class Guard(GuardReadings):
             self._record(OrderUpdated(update))
         return changed
 
+    def check_snapshot_length(self, positions: int, open_orders: int, included: int) -> None:
+        """InvalidArgument if a snapshot lists more than `limits.max_snapshot_entries` in
+        one of its lists: asked before its entries are mapped, so that a refused one costs
+        little."""
+        self.engine.check_snapshot_length(positions, open_orders, included)
+
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                        open_orders: list[OpenOrder] | None = None,
                        included: list[IncludedFills] | None = None) -> int:

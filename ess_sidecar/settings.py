@@ -155,6 +155,7 @@ class LimitsModel(SymbolLimitsModel):
     duplicate_window_s: float | None = None
     order_id_retention_s: float | None = None
     max_remembered_orders: int | None = None
+    max_snapshot_entries: int | None = None
     idle_evidence_s: float | None = None
     max_scopes_with_evidence: int | None = None
     symbols: dict[str, SymbolLimitsModel] = Field(default_factory=dict)

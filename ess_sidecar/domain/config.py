@@ -123,6 +123,8 @@ def _validate_limits(limits: LimitSettings) -> None:
         _duration(f"limits.{name}", getattr(limits, name))
     if limits.max_remembered_orders < 1000:
         raise InvalidConfig("limits.max_remembered_orders", "must be >= 1000")
+    if limits.max_snapshot_entries < 1:
+        raise InvalidConfig("limits.max_snapshot_entries", "must be >= 1")
     _duration("limits.idle_evidence_s", limits.idle_evidence_s)
     if limits.max_scopes_with_evidence < 100:
         raise InvalidConfig("limits.max_scopes_with_evidence", "must be >= 100")

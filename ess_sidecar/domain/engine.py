@@ -158,7 +158,27 @@ class GuardEngine:
                        included: list[IncludedFills] | None = None) -> int:
         """Replace the account's book with a snapshot; `open_orders` (None: not given)
         are then its working orders; `included`, the fills of each order its positions
-        count (those not named: none not reported yet)."""
+        count (those not named: none not reported yet). Each list holds at most
+        `limits.max_snapshot_entries`: a snapshot is applied in one piece, so its size
+        bounds how long a `Trigger` sent meanwhile waits."""
+        self.check_snapshot_length(len(positions), len(open_orders or ()), len(included or ()))
+        return self._sync_positions(account, equity, positions, open_orders, now, included)
+
+    def check_snapshot_length(self, positions: int, open_orders: int, included: int) -> None:
+        """InvalidArgument naming the list a snapshot would hold too many entries in (an
+        adapter may ask before it maps them)."""
+        most = self.config.limits.max_snapshot_entries
+        for field, entries in (("positions", positions), ("open_orders", open_orders),
+                               ("included_fills", included)):
+            if entries > most:
+                raise InvalidArgument(field, f"lists {entries}: at most {most} in one"
+                                      " snapshot (limits.max_snapshot_entries)")
+
+    def _sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
+                        open_orders: list[OpenOrder] | None, now: float,
+                        included: list[IncludedFills] | None) -> int:
+        """sync_positions with no cap: a replay applies what was accepted, whatever the
+        cap is now."""
         account = canonical_id(account, "account")
         check_positive(equity, "equity", MAX_EQUITY)
         checked: list[PositionSnapshot] = []
@@ -524,9 +544,9 @@ class GuardEngine:
             case OrderUpdated(update):
                 self.update_order(update)
             case PositionsSynced(account, equity, positions, open_orders, now, included):
-                self.sync_positions(account, equity, list(positions),
-                                    None if open_orders is None else list(open_orders), now,
-                                    list(included))
+                self._sync_positions(account, equity, list(positions),
+                                     None if open_orders is None else list(open_orders), now,
+                                     list(included))
             case OrdersCleared(account, client_order_ids):
                 self.clear_working_orders(account, list(client_order_ids))
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):

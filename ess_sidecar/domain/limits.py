@@ -39,6 +39,9 @@ class LimitSettings:
     duplicate_window_s: float = 1.0
     order_id_retention_s: float = 86_400.0  # a client_order_id is unique this long
     max_remembered_orders: int = 1_000_000  # order records kept for that retention
+    # Positions, open orders and included fills each, in one SyncPositions: it is applied
+    # in one piece, holding commands (a Trigger too) for about 15 µs an entry.
+    max_snapshot_entries: int = 20_000
     # Breaker evidence of a scope unused this long (and at least its longest window) is
     # forgotten, unless the scope is latched, watches a feed or has a book; at most this
     # many scopes have evidence at once (beyond it GLOBAL trips: none can be ruled out).

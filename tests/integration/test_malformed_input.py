@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.message_factory import GetMessageClass
 
 from ess.v1 import guard_pb2 as pb
-from tests.integration.conftest import Running, order
+from tests.integration.conftest import Running, order, synced
 
 UNARY_METHODS = ("CheckOrder", "ReportMetric", "ReportFill", "SyncPositions", "Heartbeat",
                  "Trigger", "Reset", "GetState", "ListEvents")
@@ -259,3 +259,24 @@ async def test_a_string_that_is_not_utf8_is_answered_for_its_request_alone(
         assert error.details() == "client_order_id: not valid UTF-8"
     else:
         raise AssertionError("an order whose client_order_id is not UTF-8 was answered")
+
+
+async def test_a_snapshot_longer_than_the_cap_is_invalid_naming_the_list_and_changes_nothing(
+        sidecar: Running) -> None:
+    """A snapshot is applied in one piece, holding every command meanwhile, a Trigger too:
+    its length is capped (limits.max_snapshot_entries, 20,000 by default)."""
+    flood = synced(equity=1.0)  # an equity this small would deny the order below
+    flood.positions.extend(pb.Position(strategy=f"s{i}", symbol="AAPL", quantity=0,
+                                       mark_price=100) for i in range(20_000))
+    try:
+        await sidecar.stub.SyncPositions(flood)
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details().startswith("positions:"), error.details()
+        assert "limits.max_snapshot_entries" in error.details()
+    else:
+        raise AssertionError("a snapshot of 20,001 positions was accepted")
+    assert (await sidecar.stub.CheckOrder(order())).allowed
+    del flood.positions[-1]
+    assert (await sidecar.stub.SyncPositions(flood)).positions == 0  # 20,000: applied
+    assert not (await sidecar.stub.CheckOrder(order())).allowed

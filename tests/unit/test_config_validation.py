@@ -90,6 +90,7 @@ def test_scope_override_keys_name_the_scope():
     ({"max_portfolio_exposure_pct": math.nan}, "limits.max_strategy_exposure_pct"),
     ({"max_orders_per_second": -1}, "limits.max_orders_per_second"),
     ({"max_open_positions": 0}, "limits.max_open_positions"),
+    ({"max_snapshot_entries": 0}, "limits.max_snapshot_entries"),
     ({"default": SymbolLimits(max_order_quantity=-1)}, "limits.max_order_quantity"),
     ({"default": SymbolLimits(price_band_pct=math.nan)}, "limits.price_band_pct"),
     ({"symbols": {"ETH": SymbolLimits(max_order_notional=math.nan)}},

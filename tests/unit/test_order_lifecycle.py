@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from ess_sidecar.domain.commands import PositionsSynced
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.breakers import Breaker
 from ess_sidecar.domain.engine import GuardEngine
@@ -474,6 +475,48 @@ def test_a_snapshot_with_a_position_twice_is_refused_naming_it_and_changes_nothi
     assert raised.value.field == "positions[3000]"
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 5
     assert engine.sync_positions(ACCOUNT, 2e6, [*book, position(50)], None, T0) == 3000
+
+
+@pytest.mark.parametrize("field", ["positions", "open_orders", "included_fills"])
+def test_a_snapshot_longer_than_the_cap_is_refused_naming_the_list_and_changes_nothing(field):
+    """A snapshot is applied in one piece, holding every command (a Trigger too) while it
+    runs: `limits.max_snapshot_entries` bounds that wait."""
+    engine = make_engine(limits=LimitSettings(duplicate_identical_orders=0,
+                                              max_snapshot_entries=3))
+    working = _allowed(engine, order(10))
+    positions = [position(i, symbol=f"S{i}") for i in range(1, 4)]
+    orders = [OpenOrder(working, STRATEGY, SYMBOL, Side.BUY, 10, 100)]
+    included = [IncludedFills(working, 0)]
+    if field == "positions":
+        positions.append(position(4, symbol="S4"))
+    elif field == "open_orders":
+        orders += [OpenOrder(f"o{i}", STRATEGY, SYMBOL, Side.BUY, 1, 100) for i in range(3)]
+    else:
+        included += [IncludedFills(f"o{i}", 0) for i in range(3)]
+    with pytest.raises(InvalidArgument) as raised:
+        engine.sync_positions(ACCOUNT, 2e6, positions, orders, T0, included)
+    assert raised.value.field == field
+    assert "limits.max_snapshot_entries" in str(raised.value)
+    assert engine.book.position(ACCOUNT, STRATEGY, "S1") == 0
+    assert engine.book.account(ACCOUNT).equity == EQUITY
+    assert _reserved(engine) == {working: 10}
+    assert engine.sync_positions(ACCOUNT, 2e6, positions[:3], orders[:3], T0,
+                                 included[:3]) == 3  # at the cap: applied
+
+
+def test_a_replayed_snapshot_is_applied_whatever_the_cap_is_now():
+    """It was accepted when it came: a restart with a lower cap must book it, not refuse
+    to start or leave the book as it was before it."""
+    engine = make_engine()
+    engine.sync_positions(ACCOUNT, 2e6, [position(i, symbol=f"S{i}") for i in range(1, 5)],
+                          None, T0)
+    record = PositionsSynced(ACCOUNT, 2e6, tuple(position(i, symbol=f"S{i}")
+                                                  for i in range(1, 5)), None, T0, ())
+    restarted = make_engine(limits=LimitSettings(duplicate_identical_orders=0,
+                                                 max_snapshot_entries=2))
+    restarted.replay(record, ())
+    assert [restarted.book.position(ACCOUNT, STRATEGY, f"S{i}") for i in range(1, 5)] == \
+        [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("how", ["replace", "snapshot", "replace rejected"])

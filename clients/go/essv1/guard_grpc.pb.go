@@ -83,7 +83,8 @@ type GuardServiceClient interface {
 	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
 	ReportOrderUpdate(ctx context.Context, in *ReportOrderUpdateRequest, opts ...grpc.CallOption) (*ReportOrderUpdateResponse, error)
 	// A full snapshot of one account's positions, equity and marks; replaces the book. With
-	// open orders (or open_orders_complete), they replace its working orders too.
+	// open orders (or open_orders_complete), they replace its working orders too. Each list
+	// holds at most limits.max_snapshot_entries (20,000 by default): INVALID_ARGUMENT beyond.
 	SyncPositions(ctx context.Context, in *SyncPositionsRequest, opts ...grpc.CallOption) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
@@ -282,7 +283,8 @@ type GuardServiceServer interface {
 	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
 	ReportOrderUpdate(context.Context, *ReportOrderUpdateRequest) (*ReportOrderUpdateResponse, error)
 	// A full snapshot of one account's positions, equity and marks; replaces the book. With
-	// open orders (or open_orders_complete), they replace its working orders too.
+	// open orders (or open_orders_complete), they replace its working orders too. Each list
+	// holds at most limits.max_snapshot_entries (20,000 by default): INVALID_ARGUMENT beyond.
 	SyncPositions(context.Context, *SyncPositionsRequest) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)

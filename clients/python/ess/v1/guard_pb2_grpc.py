@@ -147,7 +147,8 @@ class GuardServiceServicer:
 
     def SyncPositions(self, request, context):
         """A full snapshot of one account's positions, equity and marks; replaces the book. With
-        open orders (or open_orders_complete), they replace its working orders too.
+        open orders (or open_orders_complete), they replace its working orders too. Each list
+        holds at most limits.max_snapshot_entries (20,000 by default): INVALID_ARGUMENT beyond.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -2234,7 +2234,8 @@ export const GuardService: GenService<{
   },
   /**
    * A full snapshot of one account's positions, equity and marks; replaces the book. With
-   * open orders (or open_orders_complete), they replace its working orders too.
+   * open orders (or open_orders_complete), they replace its working orders too. Each list
+   * holds at most limits.max_snapshot_entries (20,000 by default): INVALID_ARGUMENT beyond.
    *
    * @generated from rpc ess.v1.GuardService.SyncPositions
    */
