@@ -108,7 +108,7 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
     percent = 100.0 / equity
     if net_after is not None:
         pct = net_after * price * percent
-        if pct > settings.max_symbol_exposure_pct:
+        if not pct <= settings.max_symbol_exposure_pct:  # NaN (0 x inf) denies too
             return _too_much(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}", pct,
                              settings.max_symbol_exposure_pct)
     if leg_after is None:
@@ -126,10 +126,10 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
     if near and (abs(strategy - strategy_cap) <= near or abs(portfolio - portfolio_cap) <= near):
         book.resum()  # rounding could decide: the sums made again, exactly
         strategy, portfolio = book.exposure_with(order.strategy, change)
-    if strategy * percent > settings.max_strategy_exposure_pct:
+    if not strategy * percent <= settings.max_strategy_exposure_pct:  # NaN denies
         return _too_much(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",
                          strategy * percent, settings.max_strategy_exposure_pct)
-    if portfolio * percent > settings.max_portfolio_exposure_pct:
+    if not portfolio * percent <= settings.max_portfolio_exposure_pct:
         return _too_much(DecisionReason.PORTFOLIO_EXPOSURE, f"account {order.account}",
                          portfolio * percent, settings.max_portfolio_exposure_pct)
     return None

@@ -201,6 +201,16 @@ def test_equity_reported_as_a_metric_makes_exposure_checkable():
     assert engine.check(order(), T0).allowed
 
 
+def test_an_equity_so_small_that_exposure_cannot_be_computed_denies():
+    """Review 20: with a subnormal equity, 100 / equity is inf, and an order valued at 0
+    (its quantity times its price underflows) gave 0 x inf = NaN, which passed every
+    limit: ten symbols allowed at 40 % of equity each."""
+    engine = make_engine(equity=None)
+    engine.sync_positions(ACCOUNT, 5e-324, [position(0.0, mark=2e-162)], None, T0)
+    denied = engine.check(order(1e-162, 2e-162), T0)
+    assert not denied.allowed and denied.reason is R.SYMBOL_EXPOSURE
+
+
 def test_exposure_limits_off_allow_orders_without_equity():
     engine = make_engine(limits=LimitSettings(exposure_enabled=False), equity=None)
     assert engine.check(order(1e6, 100), T0).allowed
