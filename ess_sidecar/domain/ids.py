@@ -74,7 +74,9 @@ def canonical_symbol(value: str, field: str) -> str:
     canonical_id(value, field)
     if value.isascii():
         return value.upper()
-    folded = unicodedata.normalize("NFC", value.upper())
+    # "ß" upper-cases to "SS", but its capital "ẞ" (U+1E9E) is upper case already: both
+    # must fold to one spelling, or "STRAẞE" escapes a halt of STRASSE.
+    folded = unicodedata.normalize("NFC", value.upper().replace("\u1e9e", "SS"))
     if len(folded) > MAX_ID_LENGTH:  # "ß" upper-cases to "SS": the input was short enough
         raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters once upper"
                               f" case ({len(folded)}): symbols are case-insensitive")

@@ -39,6 +39,15 @@ def test_symbols_are_folded_to_upper_case_and_other_ids_keep_their_case():
     assert Scope.parse("strategy:Momo").id == "Momo"
 
 
+def test_a_capital_sharp_s_folds_as_its_small_letter_does():
+    """Review 20: "ẞ" (U+1E9E) is upper case already, so "STRAẞE" stayed itself while
+    "straße" became "STRASSE": a halt of one let orders for the other through."""
+    spellings = {canonical_symbol(s, "symbol") for s in ("straße", "Straße", "STRAẞE",
+                                                         "straẞe", "STRASSE", "strasse")}
+    assert spellings == {"STRASSE"}
+    assert Scope.parse("symbol:STRAẞE") == Scope(ScopeKind.SYMBOL, "STRASSE")
+
+
 def test_a_symbol_too_long_only_once_upper_case_is_refused_saying_so():
     """Review 17: 100 × "ß" was refused as "longer than 128 characters"."""
     assert canonical_symbol("ß" * 64, "symbol") == "SS" * 64
