@@ -11,6 +11,7 @@ from .approvals import ApprovalPolicy
 from .breakers import HEALTH_CRITICAL, WINDOWED, Breaker, BreakerRule, BreakerSettings
 from .errors import InvalidConfig
 from .limits import LimitSettings, SymbolLimits
+from .orders import MAX_PRICE
 from .scopes import ScopeKind
 
 DRAWDOWN_ORDER = (Breaker.DAILY_DRAWDOWN_PCT, Breaker.WEEKLY_DRAWDOWN_PCT,
@@ -135,3 +136,6 @@ def _validate_limits(limits: LimitSettings) -> None:
                      "reference_price"):
             if not 0 <= getattr(symbol_limits, name) < math.inf:  # NaN would turn it off
                 raise InvalidConfig(f"{key}.{name}", "must be a finite number >= 0 (0 = off)")
+        if symbol_limits.reference_price > MAX_PRICE:  # a leg valued at it must stay finite
+            raise InvalidConfig(f"{key}.reference_price", f"must be at most {MAX_PRICE:g},"
+                                " as a price is")

@@ -95,6 +95,9 @@ def test_scope_override_keys_name_the_scope():
     ({"default": SymbolLimits(price_band_pct=math.nan)}, "limits.price_band_pct"),
     ({"symbols": {"ETH": SymbolLimits(max_order_notional=math.nan)}},
      'limits.symbols."ETH".max_order_notional'),
+    # review 20: a leg valued at 1e300 made the sums inf, then NaN, and NaN passed
+    ({"symbols": {"ETH": SymbolLimits(reference_price=1e300)}},
+     'limits.symbols."ETH".reference_price'),
 ], ids=repr)
 def test_limits_are_validated_symbol_at_most_strategy_at_most_portfolio(changes, key):
     assert key_of(limits(**changes)) == key
