@@ -3,6 +3,7 @@ damage (a flipped bit, a torn or missing record, a deleted file or seal) is foun
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -121,6 +122,21 @@ def test_a_new_journal_leaves_a_seal_and_a_deleted_one_is_found(tmp_path: Path) 
 def test_a_deleted_seal_is_found(tmp_path: Path) -> None:
     written(tmp_path).seal.path.unlink()
     with pytest.raises(JournalDamaged, match="seal .* is missing"):
+        journal(tmp_path).load()
+
+
+@pytest.mark.parametrize("records", ["1e999", "-1", "1.0", "null", "\"12\""])
+def test_a_seal_whose_count_is_no_count_is_garbled_not_a_crash(tmp_path: Path,
+                                                               records: str) -> None:
+    """Review 20: 1e999 parses as inf, and int(inf) raised OverflowError, which nothing
+    caught: `serve` and `reseal` died with a traceback instead of failing closed."""
+    seal = written(tmp_path).seal.path
+    text = seal.read_text()
+    count = json.loads(text)["records"]
+    seal.write_text(text.replace(f'"records": {count}', f'"records": {records}')
+                    .replace(f'"records":{count}', f'"records":{records}'))
+    assert seal.read_text() != text
+    with pytest.raises(JournalDamaged, match="garbled"):
         journal(tmp_path).load()
 
 

@@ -300,7 +300,10 @@ def _sealed(seal: dict[str, Any] | None, path: Path) -> tuple[int, bytes]:
     if seal is None:
         return 0, GENESIS
     try:
-        return int(seal["records"]), bytes.fromhex(seal["chain"])
+        records, chain = seal["records"], bytes.fromhex(seal["chain"])
+        if type(records) is not int or records < 0:  # 1e999 is a float (inf), not a count
+            raise ValueError(f"records is {records!r}, not a count")
+        return records, chain
     except (KeyError, ValueError, TypeError) as error:
         raise JournalDamaged(f"journal seal {path} is garbled: {error!r}") from error
 
