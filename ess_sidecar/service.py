@@ -310,7 +310,7 @@ class Guard(GuardReadings):
         try:
             durable = next(steps)
             while True:
-                self._durably(durable.write)
+                self._durably(durable.write, durable.holds)
                 durable = steps.send(None)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
@@ -436,7 +436,8 @@ class Guard(GuardReadings):
         """One write, its transitions held (they deny already) until it is done. Called
         right after the plan: nothing awaits before the hold."""
         if durable.on_loop:  # the loop waits for it, but it runs in the store's thread
-            self._durably(lambda: self._store_thread().submit(durable.write).result())
+            self._durably(lambda: self._store_thread().submit(durable.write).result(),
+                          durable.holds)
             return
         version = self.engine.version
         self.engine.hold(durable.holds)
@@ -444,7 +445,7 @@ class Guard(GuardReadings):
             await asyncio.get_running_loop().run_in_executor(self._store_thread(),
                                                              durable.write)
         except Exception as error:
-            self._failed(error)  # GLOBAL tripped before the holds go: no check in between
+            self._failed(error, durable.holds)  # trips before the holds go: none between
         finally:
             self.engine.release()
         if self.engine.version != version:
@@ -621,7 +622,7 @@ class Guard(GuardReadings):
             return plan.transitions
         yield Durable(lambda: self._store_transitions(plan.transitions), plan.transitions,
                       on_loop)
-        self._durably(lambda: self._journal.record(command, plan.transitions))
+        self._durably(lambda: self._journal.record(command, plan.transitions), plan.transitions)
         self.engine.apply(plan.transitions)
         self.subscribers.publish(plan.transitions)
         self.alerts.notify(plan.transitions)
@@ -643,16 +644,19 @@ class Guard(GuardReadings):
             self.fail_closed(f"journal write failed: {error}")
             raise
 
-    def _durably(self, write: Callable[[], None]) -> None:
+    def _durably(self, write: Callable[[], None],
+                 transitions: Sequence[Transition] = ()) -> None:
         """Any failure to store (an I/O error, a version clash with another writer) leaves
         state that may not be durable: fail closed, and tell the caller UNAVAILABLE."""
         try:
             write()
         except Exception as error:
-            self._failed(error)
+            self._failed(error, transitions)
 
-    def _failed(self, error: Exception) -> NoReturn:
-        """A write failed: fail closed, and raise it as StoreUnavailable."""
+    def _failed(self, error: Exception, transitions: Sequence[Transition] = ()) -> NoReturn:
+        """A write (of `transitions`) failed: fail closed, their trips go on denying checks
+        (GuardEngine.lose), and raise it as StoreUnavailable."""
+        self.engine.lose(transitions)
         if isinstance(error, StoreUnavailable):
             self.fail_closed(f"state store write failed: {error}")
             raise error

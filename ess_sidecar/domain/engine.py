@@ -60,6 +60,8 @@ class GuardEngine:
         # Non-ARMED transitions being made durable: they block checks already (hold).
         self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         self._holding = False
+        # Trips whose write failed: held until their scope has a durable transition (lose).
+        self._lost: dict[Scope, Transition] = {}
         self._decision_ids = itertools.count(1)
         self.decision_prefix = decision_prefix  # unique per process
         # Why this process started failed closed (a damaged or unreadable store or journal),
@@ -487,6 +489,10 @@ class GuardEngine:
             if transition.version <= self.version:
                 raise ValueError(f"transition {transition.version} is not after {self.version}")
             self.version = transition.version
+            lost = self._lost.pop(transition.scope, None)  # durable now: it decides
+            if lost is not None and self._held[transition.scope.kind].get(
+                    transition.scope.id) is lost:
+                del self._held[transition.scope.kind][transition.scope.id]
             before = self._current.get(transition.scope)
             self._set(transition)
             if transition.cause is Cause.RESET:
@@ -518,11 +524,25 @@ class GuardEngine:
 
     def release(self) -> None:
         """The held transitions were applied, or could not be stored (then the caller
-        has failed closed already)."""
+        has failed closed already, and the trips among them are lost: still held)."""
         if self._holding:
             for table in self._held.values():
                 table.clear()
             self._holding = False
+            self.lose(self._lost.values())
+
+    def lose(self, transitions: Iterable[Transition]) -> None:
+        """Transitions whose write failed. Each trip among them (a scope left TRIPPED or
+        REDUCE_ONLY) goes on denying checks as a held one does, until a durable
+        transition of its scope is applied (the retry of what tripped it, an operator's
+        trigger) or the process ends: a breach is no less real for not being stored, and
+        resetting GLOBAL once the store works again must not let its scope trade. Plans do
+        not see it, so a retry plans the trip again, and stores it."""
+        for transition in list(transitions):
+            if transition.state in (State.TRIPPED, State.REDUCE_ONLY):
+                self._lost[transition.scope] = transition
+                self._held[transition.scope.kind][transition.scope.id] = transition
+                self._holding = True
 
     def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:
         """Redo one journaled command's effects on memory, then apply the transitions it

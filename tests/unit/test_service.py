@@ -10,6 +10,7 @@ from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.orders import Order, PositionSnapshot, Side
 from ess_sidecar.domain.errors import ResyncRequired, ShuttingDown, StoreUnavailable, \
     SubscriberTooSlow
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
@@ -47,6 +48,30 @@ def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> Non
         trigger(guard)
     assert guard.engine.state_of(GLOBAL) is State.TRIPPED
     assert not store.load().current  # nothing claims to be durable that is not
+
+
+def test_a_trip_whose_write_failed_denies_after_global_is_reset_until_a_retry_stores_it(
+        ) -> None:
+    """Review 20: the breach's trip went with its write, so once the store worked again a
+    reset of GLOBAL let the breached strategy trade, its breaker still over."""
+    guard, store = make_guard()
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
+    momo_order = Order("acc-1", "momo", "AAPL", Side.BUY, 1, 100, client_order_id="o-1")
+    guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 3.0)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # threshold 5
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    assert guard.engine.state_of(GLOBAL) is not State.TRIPPED
+    denied = guard.check(momo_order)
+    assert not denied.allowed and "daily_drawdown_pct" in denied.message
+    assert guard.engine.state_of(MOMO) is State.ARMED  # nothing claims to be durable
+    outcome = guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # the retry
+    assert outcome.tripped and [t.scope for t in store.load().current] == [MOMO]
+    guard.reset(MOMO, "reviewed", force=True, actor="alice")
+    guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
+    guard.run_timers()  # the re-arm delay
+    assert guard.check(momo_order._replace(client_order_id="o-2")).allowed
 
 
 def test_a_reset_that_cannot_be_stored_does_not_resume() -> None:
