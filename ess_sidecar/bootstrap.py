@@ -121,8 +121,11 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
     store_was_in_use = store is None and SqliteStateStore.in_use(settings.store.path)
     store, stored = load(lambda: store or open_store(settings))
-    journal, entries, unreadable = load_journal(journal or open_journal(settings,
-                                                                        store_was_in_use))
+    if store.locked:
+        journal, entries, unreadable = load_journal(journal or open_journal(settings,
+                                                                            store_was_in_use))
+    else:  # another sidecar holds the files: its journal is not this process's to write
+        journal, entries, unreadable = NoJournal(), [], ""
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
                   observed.telemetry if observed else None, journal)

@@ -46,6 +46,12 @@ class EventQuery:
 class StateStore(abc.ABC):
     """Durable state: the audit log of transitions, the latched state and registrations."""
 
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the files (no other sidecar writes them): only then
+        may it write the journal beside them."""
+        return True
+
     @abc.abstractmethod
     def load(self) -> StoredState:
         """Read everything needed to resume. Raises StoreUnavailable if it cannot be read."""

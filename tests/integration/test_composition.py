@@ -19,7 +19,7 @@ from ess_sidecar.adapters.grpc.server import Sidecar
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.bootstrap import App, build, server_parts
 from ess_sidecar.domain.breakers import Metric
-from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State
 from ess_sidecar.service import Guard
 from ess_sidecar.settings import load_settings
@@ -170,3 +170,25 @@ async def test_the_grpc_server_starts_the_timers_and_stops_them_before_the_store
     assert events == ["timers started"]
     await sidecar.stop()
     assert events == ["timers started", "timers stopped", "store closed"]
+
+
+def test_a_sidecar_refused_by_the_lock_leaves_the_running_ones_journal_alone(
+        build_app, tmp_path: Path) -> None:
+    """Review 20: the second sidecar started failed closed, but opened the first one's
+    journal for appending: its timer runs, fills and snapshots went in chained on its own
+    head, and its group commit overwrote the seal, so the first one's next start found
+    the journal damaged, and a reseal cut working orders it had acknowledged."""
+    clock = FakeClock()
+    first = build_app(clock)
+    first.guard.sync_positions("acc-1", 1e6, [])
+    first.journal.sync()
+    journal = Path(f"{tmp_path / 'ess.db'}.journal")
+    seal = Path(f"{journal}.seal")
+    before = journal.read_bytes(), seal.read_bytes()
+    second = build_app(clock)
+    assert second.guard.engine.state_of(GLOBAL) is State.TRIPPED
+    second.guard.sync_positions("acc-1", 2e6, [])
+    clock.advance(1)
+    second.timers.tick()
+    second.journal.close()
+    assert (journal.read_bytes(), seal.read_bytes()) == before

@@ -109,15 +109,41 @@ def test_empty_state_file_is_unavailable_not_a_fresh_store(tmp_path):
     assert path.read_bytes() == b""  # left as found: no schema written into it
 
 
-def test_empty_file_does_not_keep_the_file_locked(tmp_path):
+def test_a_store_that_cannot_be_used_keeps_the_lock_until_it_is_closed(tmp_path):
+    """Its process goes on (failed closed) with the journal beside the file: a second
+    sidecar must not start on them meanwhile (review 20: both wrote one journal). Once the
+    first is closed, the operator's fix (here: the empty file removed) starts afresh."""
     path = tmp_path / "ess.db"
     path.write_bytes(b"")
     refused = SqliteStateStore(path)  # unavailable, kept open
+    assert refused.locked
     path.unlink()  # the operator removes the empty file
+    second = SqliteStateStore(path)
+    assert not second.locked
+    with pytest.raises(StoreUnavailable, match="in use by another"):
+        second.load()
+    refused.close()
     store = SqliteStateStore(path)
     assert store.load().version == 0
     store.close()
-    refused.close()
+
+
+def test_a_deleted_lock_file_does_not_let_a_second_store_open_the_file(tmp_path):
+    """Review 20: a "stale lock" cleanup deleted `ess.db.lock`, and a second sidecar served
+    the same state beside the first: orders past a limit, an id used twice, orders after
+    an acknowledged Trigger. The state file itself is locked too."""
+    path = tmp_path / "ess.db"
+    first = SqliteStateStore(path)
+    first.load()
+    first.lock_path.unlink()
+    second = SqliteStateStore(path)
+    assert not second.locked
+    with pytest.raises(StoreUnavailable, match="in use by another"):
+        second.load()
+    first.close()
+    third = SqliteStateStore(path)
+    assert third.load().version == 0 and third.locked
+    third.close()
 
 
 def test_missing_state_file_is_a_fresh_store_that_survives_reopen(tmp_path):

@@ -12,28 +12,43 @@ class LockHeld(Exception):
 
 
 class FileLock:
-    """flock(LOCK_EX | LOCK_NB) on `path`. The file itself is never deleted: deleting it
-    could let two processes each lock a different file of the same name."""
+    """flock(LOCK_EX | LOCK_NB) on `path`, then on other files it guards (`add`). The file
+    itself is never deleted: deleting it could let two processes each lock a different
+    file of the same name; and if someone deletes it all the same, the lock on a guarded
+    file (one that is never replaced while in use) still keeps a second process out."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = None
+        self._fds: list[int] = []
+
+    @property
+    def held(self) -> bool:
+        return bool(self._fds)
 
     def acquire(self) -> None:
         """Raises LockHeld if another process holds it, OSError if it cannot be taken."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockHeld(str(self.path)) from None
-        except OSError:
-            os.close(fd)
-            raise
-        self._fd = fd
+        self._fds.append(_locked(self.path, os.O_RDWR | os.O_CREAT))
+
+    def add(self, path: Path) -> None:
+        """Lock an existing file too, with the lock held (LockHeld, OSError as acquire)."""
+        assert self._fds, "acquire() first"
+        self._fds.append(_locked(path, os.O_RDONLY))
 
     def release(self) -> None:
-        """Closing the descriptor releases the lock; idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        """Closing the descriptors releases the locks; idempotent."""
+        fds, self._fds = self._fds, []
+        for fd in reversed(fds):
             os.close(fd)
+
+
+def _locked(path: Path, flags: int) -> int:
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LockHeld(str(path)) from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

@@ -262,8 +262,14 @@ class SqliteStateStore(StateStore):
         try:
             self._conn = self._open()
         except StoreUnavailable as error:
+            # The lock stays (if it was taken): this process goes on with the journal beside
+            # the file, so no second sidecar, and no reseal, may touch either until close().
             self._broken = error
-            self._unlock()  # a store that cannot be used never writes: nothing to guard
+
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the state file's lock (so it may write its journal)."""
+        return self._file_lock.held
 
     # -- StateStore -------------------------------------------------------------------------
 
@@ -568,6 +574,15 @@ class SqliteStateStore(StateStore):
             raise self._unavailable("cannot open", error) from error
         try:
             self._prepare(conn)
+            # The state file itself is locked too: a deleted `.lock` (a "stale lock"
+            # cleanup) must not let a second sidecar serve this file beside this one.
+            self._file_lock.add(self.path)
+        except LockHeld:
+            conn.close()
+            self._unlock()  # the other process holds the files: this one holds nothing
+            raise StoreUnavailable(f"state file {self.path} is in use by another ess-sidecar"
+                                   f" process (it holds the file's lock; {self.lock_path}"
+                                   " was deleted?)") from None
         except BaseException:
             conn.close()
             raise

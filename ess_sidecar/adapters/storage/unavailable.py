@@ -21,6 +21,10 @@ class UnavailableStateStore(StateStore):
         # touches the files while this process still runs (and writes its journal).
         self._held = held
 
+    @property
+    def locked(self) -> bool:
+        return self._held is not None and self._held.locked
+
     def _fail(self) -> StoreUnavailable:
         return StoreUnavailable(self.reason)
 
