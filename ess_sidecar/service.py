@@ -185,13 +185,16 @@ class Guard(GuardReadings):
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
         # A duplicate that is unchecked is the retry of a fill whose trip (and record)
         # failed to store: it is journaled now, or a restart would not have it booked.
-        command = None if outcome.duplicate and not outcome.unchecked else \
-            FillReported(fill, now)
+        # A refused one changed nothing but its trip, which is journaled alone.
+        command = None if outcome.refused or (outcome.duplicate and not outcome.unchecked) \
+            else FillReported(fill, now)
         transitions = yield from self._commit(plan, command, on_loop=True)
         state = self._outcome(account, transitions)
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
                                                  "reason": outcome.unchecked})
+        if outcome.refused:
+            raise InvalidArgument("quantity", outcome.refused)
         return FillReport(outcome, state)
 
     def report_order_update(self, update: OrderUpdate) -> bool:

@@ -133,9 +133,14 @@ class GuardEngine:
                   actor: str = SYSTEM_ACTOR) -> tuple[Plan, FillOutcome]:
         """Apply a fill (once per fill_id). One the sidecar cannot tie to an order it
         allowed, or larger than what is left of it, trips the account (breaker
-        unchecked_order, manual reset): something sent an order past the guard."""
+        unchecked_order, manual reset): something sent an order past the guard. So does
+        one that would take a position beyond ±MAX_QUANTITY (review 20), which is not
+        booked (`refused`: the caller answers INVALID_ARGUMENT naming `quantity`): the
+        book can no longer hold the account's truth, so nothing more of it is allowed."""
         fill = validate_fill(fill)
         outcome = apply_fill(self.book, self.orders, fill, now)
+        if outcome.refused:
+            outcome = outcome._replace(unchecked=outcome.refused)
         key = (fill.account, fill.fill_id)
         if outcome.duplicate and key in self.orders.untripped:
             # Applied before, but its trip never reached the store (the write failed): the
@@ -147,8 +152,8 @@ class GuardEngine:
         if outcome.unchecked and rule.enabled:
             plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
                       breaker=Breaker.UNCHECKED_ORDER)
-            if plan.transitions:  # until apply() stores it: untripped
-                self.orders.untripped[key] = outcome.unchecked
+            if plan.transitions and not outcome.refused:  # booked: until apply() stores
+                self.orders.untripped[key] = outcome.unchecked  # its trip, untripped
         return plan, outcome
 
     def update_order(self, update: OrderUpdate) -> bool:

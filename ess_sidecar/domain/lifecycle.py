@@ -19,14 +19,17 @@ class FillOutcome(NamedTuple):
     position: float  # the strategy's position in the symbol after the fill
     duplicate: bool = False  # its fill_id was applied before: nothing changed
     unchecked: str = ""  # why the fill is not of an order the sidecar allowed, if it is not
+    # Why the fill could not be booked, if it could not: the position would leave
+    # ±MAX_QUANTITY (nothing changed; no order the sidecar allowed could take it there).
+    refused: str = ""
 
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillOutcome:
     """Apply a validated fill once per fill_id: the position moves, the account's mark is
     the fill's price, and the order's reservation shrinks. Of a fill a snapshot counted
     already (`included_fills`, booked to its order then), only what is beyond it moves
-    the position or the order. Raises InvalidArgument naming `quantity` if
-    a position would leave ±MAX_QUANTITY (nothing changes then)."""
+    the position or the order. If a position would leave ±MAX_QUANTITY, nothing changes
+    and the outcome says why (`refused`)."""
     if (fill.account, fill.fill_id) in ledger.fill_ids:
         return FillOutcome(book.position(fill.account, fill.strategy, fill.symbol), True)
     named = ledger.exact(fill.account, fill.client_order_id)
@@ -40,7 +43,9 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     for quantity in (leg.position, net.position):
         if abs(quantity + signed) > MAX_QUANTITY:
             account.tidy(fill.strategy, fill.symbol)
-            raise InvalidArgument("quantity", f"the position would exceed ±{MAX_QUANTITY:g}")
+            return FillOutcome(leg.position, refused=f"fill {fill.fill_id} would take the"
+                               f" position beyond ±{MAX_QUANTITY:g}, where no order the"
+                               " sidecar allowed could: the book cannot hold it")
     ledger.take_counted(fill.account, fill.client_order_id, counted)
     record = ledger.get(fill.account, fill.client_order_id)
     if moved > fill.quantity * FILL_TOLERANCE:

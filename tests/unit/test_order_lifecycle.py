@@ -337,11 +337,26 @@ def test_positions_stay_within_the_documented_magnitude(engine):
     # Its fill could not be applied: the check denies what the book cannot hold.
     assert engine.check(order(2e11), T0).reason is R.QUANTITY_UNREPRESENTABLE
     assert engine.check(order(1e11), T0).allowed  # exactly 1e12 is within
-    with pytest.raises(InvalidArgument, match="quantity"):
-        engine.plan_fill(fill(2e11), T0)
-    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 9e11
     assert engine.check(order(1e-6), T0).reason is R.QUANTITY_UNREPRESENTABLE
     assert engine.check(order(5e11, side=Side.SELL), T0).allowed  # reduces: representable
+
+
+def test_a_fill_the_book_cannot_hold_is_not_booked_and_trips_the_account():
+    """Review 20: it was refused and tripped nothing, so the next orders were judged on a
+    position that lacked it (9e11 booked, 1.4e12 true). No order the sidecar allowed can
+    take a position beyond ±1e12: it was sent past the guard, or over-filled."""
+    engine = make_engine(limits=LimitSettings(exposure_enabled=False,
+                                              duplicate_identical_orders=0))
+    first = _allowed(engine, order(9e11))
+    report_fill(engine, fill(9e11, client_order_id=first))
+    plan, outcome = engine.plan_fill(fill(5e11, client_order_id="past-the-guard"), T0)
+    assert "beyond ±1e+12" in outcome.refused
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 9e11  # not booked
+    (trip,) = plan.transitions
+    assert (trip.scope, trip.state, trip.breaker) == (account(), State.TRIPPED,
+                                                      Breaker.UNCHECKED_ORDER)
+    engine.apply(plan.transitions)
+    assert engine.check(order(1, side=Side.SELL), T0).reason is R.SCOPE_TRIPPED
 
 
 def _allowed(engine, candidate, now: float = T0) -> str:

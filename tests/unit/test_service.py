@@ -10,9 +10,9 @@ from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
-from ess_sidecar.domain.orders import Order, PositionSnapshot, Side
-from ess_sidecar.domain.errors import ResyncRequired, ShuttingDown, StoreUnavailable, \
-    SubscriberTooSlow
+from ess_sidecar.domain.orders import Fill, Order, PositionSnapshot, Side
+from ess_sidecar.domain.errors import InvalidArgument, ResyncRequired, ShuttingDown, \
+    StoreUnavailable, SubscriberTooSlow
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, State, Transition, TriggerMode, TriggerReason
@@ -72,6 +72,16 @@ def test_a_trip_whose_write_failed_denies_after_global_is_reset_until_a_retry_st
     guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
     guard.run_timers()  # the re-arm delay
     assert guard.check(momo_order._replace(client_order_id="o-2")).allowed
+
+
+def test_a_fill_the_book_cannot_hold_is_invalid_and_its_trip_is_stored() -> None:
+    guard, store = make_guard()
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 9e11, 1)])
+    with pytest.raises(InvalidArgument, match="quantity: fill f-1 would take the position"):
+        guard.report_fill(Fill("acc-1", "momo", "AAPL", Side.BUY, 5e11, 1, "stray", "f-1"))
+    assert [(t.scope.id, t.breaker) for t in store.load().current] == \
+        [("acc-1", "unchecked_order")]
+    assert guard.engine.book.position("acc-1", "momo", "AAPL") == 9e11
 
 
 def test_a_reset_that_cannot_be_stored_does_not_resume() -> None:
