@@ -70,8 +70,16 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
                            if latched[s] != expected[s]})
         raise StoreDamaged(f"the journal and the state store disagree on the latched state"
                            f" of {', '.join(differ[:5])}")
-    if not entries_replayed:  # no journal: registrations are all the store knows of beats,
-        engine.heartbeats.restore(stored.registrations, now)  # journaled as beats at `now`,
-        for executor_id, scope, ttl_s, owner in stored.registrations:  # so the next start
-            journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now, owner=owner))  # agrees
+    # Registrations the store has and the journal does not (no journal: an upgrade; or a
+    # reseal cut the records of their beats, review 20) get a full TTL from now, journaled
+    # as beats at `now` so that the next start agrees: a dead executor must still trip.
+    known = {(r.executor_id, r.scope) for r in engine.heartbeats.registrations()}
+    lacking = [r for r in stored.registrations if (r[0], r[1]) not in known]
+    if lacking:
+        engine.heartbeats.restore(lacking, now)
+        for executor_id, scope, ttl_s, owner in lacking:
+            journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now, owner=owner))
+        if entries_replayed:
+            log.warning("%d heartbeat registration(s) the journal lacks restored from the"
+                        " store, each with a full TTL from now", len(lacking))
     return restored

@@ -408,3 +408,33 @@ def test_the_retry_of_an_unchecked_fill_whose_write_failed_is_journaled_with_its
         restarted.replay(command, transitions)
     assert restarted.book.position("acc-1", "momo", "AAPL") == 5.0
     assert restarted.state_of(Scope(ScopeKind.ACCOUNT, "acc-1")) is not State.ARMED
+
+
+def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Path) -> None:
+    """Review 20: a reseal cut the journal's damaged tail, which held an executor's
+    registration; registrations were taken from the store only when the journal was empty,
+    so that executor was forgotten, and when it died nothing tripped."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    clock = FakeClock()
+    early, late = Scope(ScopeKind.STRATEGY, "early"), Scope(ScopeKind.STRATEGY, "late")
+    first = build(settings, clock=clock)
+    first.guard.heartbeat("exec-early", early, 30.0)
+    kept = (tmp_path / "ess.db.journal").read_bytes()
+    first.guard.heartbeat("exec-late", late, 30.0)  # its record is the tail cut below
+    first.journal.close()
+    first.store.close()
+    (tmp_path / "ess.db.journal").write_bytes(kept)
+    FileJournal(tmp_path / "ess.db.journal").reseal()  # what `ess-sidecar reseal` does to it
+    second = build(settings, clock=clock)
+    assert sorted(r.executor_id for r in second.guard.engine.heartbeats.registrations()) == \
+        ["exec-early", "exec-late"]
+    clock.advance(120)
+    assert sorted(str(t.scope) for t in second.guard.run_timers()) == \
+        ["STRATEGY:early", "STRATEGY:late"]
+    second.journal.close()
+    second.store.close()
