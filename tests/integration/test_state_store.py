@@ -121,7 +121,8 @@ def test_append_with_stale_version_records_nothing(open_store, batch):
 
 def test_version_never_goes_backwards_after_pruning(open_store):
     store = open_store(keep_events=2)
-    store.append([tr(v, ACCOUNT, State.TRIPPED if v % 2 else State.ARMED) for v in range(1, 7)])
+    for v in range(1, 7):
+        store.append([tr(v, ACCOUNT, State.TRIPPED if v % 2 else State.ARMED)])
     store = open_store(keep_events=2)
     assert versions(store.events(ALL)) == [6, 5]
     assert store.load() == StoredState(current=[], version=6)
@@ -138,6 +139,19 @@ def test_pruning_keeps_events_that_are_latched(open_store):
     assert open_store(keep_events=2).load().current == [tr(1, GLOBAL), tr(7, SYMBOL)]
 
 
+def test_pruning_never_takes_the_events_of_the_append_just_made(open_store):
+    """Review 20: a crash between the store's COMMIT and the journal's record leaves a
+    start that takes the command's transitions from the store. An append of more than
+    keep_events pruned some of its own, so that start fell back to the latched state,
+    could not unlatch what the journal latched, and every start failed closed."""
+    store = open_store(keep_events=1)
+    store.append([tr(1, SYMBOL)])
+    store.append([tr(2, SYMBOL, State.ARMED), tr(3, ACCOUNT), tr(4, ACCOUNT, State.ARMED)])
+    assert versions(store.events_after(1, 10)) == [2, 3, 4]
+    store.append([tr(5, SYMBOL, State.ARMED)])  # the next append prunes them
+    assert versions(store.events(ALL)) == [5]
+
+
 def test_keep_events_zero_keeps_the_whole_audit_trail(open_store):
     store = open_store()
     for v in range(1, 51):
@@ -148,7 +162,8 @@ def test_keep_events_zero_keeps_the_whole_audit_trail(open_store):
 def test_events_after_a_pruned_hole_show_a_gap(open_store):
     store = open_store(keep_events=2)
     store.append([tr(1, GLOBAL)])  # latched, so kept below the hole
-    store.append([tr(v, SYMBOL, State.ARMED) for v in range(2, 7)])
+    for v in range(2, 7):
+        store.append([tr(v, SYMBOL, State.ARMED)])
     assert versions(store.events_after(0, 10)) == [5, 6]  # not [1, 5, 6]: 2..4 are gone
     assert versions(store.events_after(3, 10)) == [5, 6]
     assert versions(store.events_after(4, 10)) == [5, 6]
@@ -415,9 +430,11 @@ def test_stores_agree_and_keep_what_the_contract_promises(batches, keep):
     assert loaded.current == latched and loaded.version == version
     assert versions(kept) == sorted(versions(kept), reverse=True)
     assert set(versions(latched)) <= set(versions(kept))
-    newest = range(version, max(version - keep, 0), -1) if keep else range(version, 0, -1)
+    # the newest keep, and every event of the last append however many (review 20)
+    kept_at_least = max(keep, len(batches[-1])) if keep else version
+    newest = range(version, max(version - kept_at_least, 0), -1)
     assert set(newest) <= set(versions(kept))
-    assert len(kept) <= (keep or version) + len(latched)
+    assert len(kept) <= kept_at_least + len(latched)
     # events_after(0) is a gap-free tail; it starts at 1 only if nothing was ever pruned
     assert versions(after) == list(range(after[0].version, version + 1))
     assert (after[0].version == 1) == (versions(kept) == list(range(version, 0, -1)))

@@ -60,7 +60,7 @@ class InMemoryStateStore(StateStore):
             else:
                 self._latched[t.scope] = t.version
         self._last_version = last
-        self._prune()
+        self._prune(len(transitions))
 
     def events(self, query: EventQuery) -> list[Transition]:
         self._check_open()
@@ -92,10 +92,11 @@ class InMemoryStateStore(StateStore):
     def close(self) -> None:
         self.closed = True
 
-    def _prune(self) -> None:
-        if not self.keep_events or len(self._events) <= self.keep_events:
+    def _prune(self, appended: int) -> None:
+        keep = max(self.keep_events, appended)  # never the append just made (sqlite.py)
+        if not self.keep_events or len(self._events) <= keep:
             return
-        cutoff = list(self._events)[-self.keep_events]
+        cutoff = list(self._events)[-keep]
         latched = set(self._latched.values())
         doomed = [v for v in self._events if v < cutoff and v not in latched]
         for v in doomed:

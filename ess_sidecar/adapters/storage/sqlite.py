@@ -754,7 +754,7 @@ class SqliteStateStore(StateStore):
             self._latch(conn, t)
         conn.execute("UPDATE meta SET last_version = ?", (transitions[-1].version,))
         if self._keep_events:
-            self._prune(conn)
+            self._prune(conn, len(transitions))
 
     def _latch(self, conn: sqlite3.Connection, t: Transition) -> None:
         key = (int(t.scope.kind), t.scope.id)
@@ -764,8 +764,12 @@ class SqliteStateStore(StateStore):
             conn.execute("INSERT OR REPLACE INTO scopes (scope_kind, scope_id, version)"
                          " VALUES (?, ?, ?)", (*key, t.version))
 
-    def _prune(self, conn: sqlite3.Connection) -> None:
-        last = conn.execute(LAST_PRUNABLE, (self._keep_events - 1,)).fetchone()[0]
+    def _prune(self, conn: sqlite3.Connection, appended: int) -> None:
+        """Never the events of the append just made, however many: a crash before the
+        journal records their command leaves a start that must find them all (review 20:
+        pruned, it fell back to the latched state, and every start failed closed)."""
+        keep = max(self._keep_events, appended)
+        last = conn.execute(LAST_PRUNABLE, (keep - 1,)).fetchone()[0]
         if last is not None:
             conn.execute(ANCHOR, (last,))
             conn.execute(PRUNE, (last,))
