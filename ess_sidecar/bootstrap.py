@@ -125,7 +125,9 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         journal, entries, unreadable = load_journal(journal or open_journal(settings,
                                                                             store_was_in_use))
     else:  # another sidecar holds the files: its journal is not this process's to write
-        journal, entries, unreadable = NoJournal(), [], ""
+        journal, entries = NoJournal(), []
+        unreadable = "" if stored is None else "this process does not hold the state file's" \
+            " lock: it may not write the journal beside it"
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
                   observed.telemetry if observed else None, journal)

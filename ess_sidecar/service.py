@@ -491,7 +491,7 @@ class Guard(GuardReadings):
             log.error("fail closed: GLOBAL tripped in memory, not durable",
                       extra=transition_fields(plan.transitions[0]))
             self.epoch = self.epoch or f"volatile-{self.engine.decision_prefix}"
-            self.engine.apply(plan.transitions)
+            self.engine.apply(plan.transitions, durable=False)
             self.subscribers.publish(plan.transitions)
             self.alerts.notify(plan.transitions)
             self.telemetry.transitions(plan.transitions)

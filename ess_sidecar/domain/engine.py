@@ -488,16 +488,19 @@ class GuardEngine:
 
     # -- applying ----------------------------------------------------------------------------
 
-    def apply(self, transitions: Iterable[Transition]) -> None:
-        """Make durable transitions current, in version order."""
+    def apply(self, transitions: Iterable[Transition], durable: bool = True) -> None:
+        """Make durable transitions current, in version order (`durable` False: the trip
+        a failed write leaves in memory, Guard.fail_closed; it ends no lost trip)."""
         for transition in transitions:
             if transition.version <= self.version:
                 raise ValueError(f"transition {transition.version} is not after {self.version}")
             self.version = transition.version
-            lost = self._lost.pop(transition.scope, None)  # durable now: it decides
-            if lost is not None and self._held[transition.scope.kind].get(
-                    transition.scope.id) is lost:
-                del self._held[transition.scope.kind][transition.scope.id]
+            lost = self._lost.get(transition.scope)
+            if durable and lost is not None and transition.state in RESTRICTING \
+                    and SEVERITY[transition.state] >= SEVERITY[lost.state]:
+                del self._lost[transition.scope]  # a durable trip as strict: it decides now
+                if self._held[transition.scope.kind].get(transition.scope.id) is lost:
+                    del self._held[transition.scope.kind][transition.scope.id]
             before = self._current.get(transition.scope)
             self._set(transition)
             if transition.cause is Cause.RESET:
@@ -523,7 +526,9 @@ class GuardEngine:
         held reset (TRIPPED to COOLING_DOWN, REDUCE_ONLY to ARMED) loosens nothing before
         apply(); one that tightens (REDUCE_ONLY to COOLING_DOWN) does at once."""
         for transition in transitions:
-            if transition.state is not State.ARMED:
+            lost = self._lost.get(transition.scope)
+            if transition.state is not State.ARMED and (
+                    lost is None or SEVERITY[transition.state] >= SEVERITY[lost.state]):
                 self._held[transition.scope.kind][transition.scope.id] = transition
                 self._holding = True
 
@@ -539,10 +544,11 @@ class GuardEngine:
     def lose(self, transitions: Iterable[Transition]) -> None:
         """Transitions whose write failed. Each trip among them (a scope left TRIPPED or
         REDUCE_ONLY) goes on denying checks as a held one does, until a durable
-        transition of its scope is applied (the retry of what tripped it, an operator's
-        trigger) or the process ends: a breach is no less real for not being stored, and
-        resetting GLOBAL once the store works again must not let its scope trade. Plans do
-        not see it, so a retry plans the trip again, and stores it."""
+        transition of its scope at least as strict is applied (the retry of what tripped
+        it, an operator's trigger) or the process ends: a breach is no less real for not
+        being stored, and neither resetting GLOBAL once the store works again nor a
+        re-arm or reset of its scope may let that scope trade. Plans do not see it, so a
+        retry plans the trip again, and stores it."""
         for transition in list(transitions):
             if transition.state in (State.TRIPPED, State.REDUCE_ONLY):
                 self._lost[transition.scope] = transition

@@ -164,3 +164,24 @@ def test_opening_logs_the_absolute_path(tmp_path, monkeypatch, caplog):
     store.close()
     absolute = str((tmp_path / "state" / "ess.db").resolve())
     assert any(absolute in record.getMessage() for record in caplog.records), caplog.text
+
+
+def test_a_state_file_that_cannot_be_locked_is_unavailable_not_a_crash(tmp_path,
+                                                                       monkeypatch):
+    """Review 21: on a file system whose flock fails (NFS emulates it, and refuses a
+    reader's), the OSError escaped, and `serve` exited instead of starting failed closed."""
+    from ess_sidecar.adapters.storage import filelock  # noqa: PLC0415
+    real, calls = filelock.fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the state file's, after `.lock`'s
+            raise OSError(9, "Bad file descriptor")
+        real(fd, operation)
+
+    monkeypatch.setattr(filelock.fcntl, "flock", flock)
+    store = SqliteStateStore(tmp_path / "ess.db")
+    with pytest.raises(StoreUnavailable, match="cannot be locked"):
+        store.load()
+    assert not store.locked
+    store.close()

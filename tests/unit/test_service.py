@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain.commands import Trigger
-from ess_sidecar.domain.config import GuardConfig
+from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.orders import Fill, Order, PositionSnapshot, Side
 from ess_sidecar.domain.errors import InvalidArgument, ResyncRequired, ShuttingDown, \
@@ -72,6 +73,35 @@ def test_a_trip_whose_write_failed_denies_after_global_is_reset_until_a_retry_st
     guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
     guard.run_timers()  # the re-arm delay
     assert guard.check(momo_order._replace(client_order_id="o-2")).allowed
+
+
+def test_a_trip_whose_write_failed_outlasts_a_re_arm_and_a_fail_closed_trip() -> None:
+    """Review 21: a durable re-arm of the scope (COOLING_DOWN to ARMED, planned over the
+    lost trip, which plans do not see) ended it, and so did the fail-closed GLOBAL trip,
+    not durable, of a lost GLOBAL trip: orders were allowed after each."""
+    store = InMemoryStateStore()
+    config = GuardConfig(policy={ScopeKind.STRATEGY: ResumePolicy(60, 600)})
+    guard = Guard(GuardEngine(config), store, FakeClock(), Subscribers(16))
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
+    orders = (Order("acc-1", "momo", "AAPL", Side.BUY, 1, 100, client_order_id=f"o-{i}")
+              for i in itertools.count())
+    guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # stored
+    guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 3.0)
+    guard._clock.advance(120)  # noqa: SLF001 - the fake behind the port
+    guard.reset(MOMO, "recovered", force=False, actor="alice")  # COOLING_DOWN
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 9.0)
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    guard._clock.advance(700)  # noqa: SLF001
+    assert [(t.scope, t.state) for t in guard.run_timers()] == [(MOMO, State.ARMED)]
+    assert not guard.check(next(orders)).allowed
+    guard.report_metric(GLOBAL, Metric.DAILY_DRAWDOWN_PCT, 3.0)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_metric(GLOBAL, Metric.DAILY_DRAWDOWN_PCT, 7.0)
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    assert guard.check(next(orders)).blocking_scope == GLOBAL
 
 
 def test_a_fill_the_book_cannot_hold_is_invalid_and_its_trip_is_stored() -> None:

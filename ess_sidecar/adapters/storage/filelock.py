@@ -32,7 +32,7 @@ class FileLock:
     def add(self, path: Path) -> None:
         """Lock an existing file too, with the lock held (LockHeld, OSError as acquire)."""
         assert self._fds, "acquire() first"
-        self._fds.append(_locked(path, os.O_RDONLY))
+        self._fds.append(_locked(path, os.O_RDWR))  # NFS emulates flock: it needs a writer
 
     def release(self) -> None:
         """Closing the descriptors releases the locks; idempotent."""

@@ -573,9 +573,11 @@ class SqliteStateStore(StateStore):
         except sqlite3.Error as error:
             raise self._unavailable("cannot open", error) from error
         try:
-            self._prepare(conn)
-            # The state file itself is locked too: a deleted `.lock` (a "stale lock"
-            # cleanup) must not let a second sidecar serve this file beside this one.
+            # The state file itself is locked too, before anything reads or upgrades it: a
+            # deleted `.lock` (a "stale lock" cleanup) must not let a second sidecar serve
+            # this file beside this one. (flock, not fcntl: SQLite's own locks are POSIX
+            # ones, another kind, and our descriptor is closed only after its connection,
+            # so closing it drops none of them.)
             self._file_lock.add(self.path)
         except LockHeld:
             conn.close()
@@ -583,6 +585,12 @@ class SqliteStateStore(StateStore):
             raise StoreUnavailable(f"state file {self.path} is in use by another ess-sidecar"
                                    f" process (it holds the file's lock; {self.lock_path}"
                                    " was deleted?)") from None
+        except OSError as error:  # a file system with no flock (keep the state local)
+            conn.close()
+            self._unlock()
+            raise self._unavailable("cannot be locked", error) from error
+        try:
+            self._prepare(conn)
         except BaseException:
             conn.close()
             raise
