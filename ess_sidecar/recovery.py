@@ -73,7 +73,10 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
     # Registrations the store has and the journal does not (no journal: an upgrade; or a
     # reseal cut the records of their beats, review 20) get a full TTL from now, journaled
     # as beats at `now` so that the next start agrees: a dead executor must still trip.
+    # One the journal ended is not: its delete from the store failed, or a crash came first.
     known = {(r.executor_id, r.scope) for r in engine.heartbeats.registrations()}
+    known |= engine.deregistered_in_replay
+    engine.deregistered_in_replay.clear()
     lacking = [r for r in stored.registrations if (r[0], r[1]) not in known]
     if lacking:
         engine.heartbeats.restore(lacking, now)

@@ -67,6 +67,9 @@ class GuardEngine:
         # Why this process started failed closed (a damaged or unreadable store or journal),
         # if it did: its memory may lack trips, working orders or fills, so GLOBAL stays.
         self.untrusted = ""
+        # Registrations the replayed journal ended (start-up only: a store that still has
+        # one, its delete failed or never came, must not bring it back; recovery.py).
+        self.deregistered_in_replay: set[tuple[str, Scope]] = set()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -583,8 +586,10 @@ class GuardEngine:
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):
                 if deregister:  # it was allowed when it was made
                     self.heartbeats.deregister(executor_id, scope, override=True)
+                    self.deregistered_in_replay.add((executor_id, scope))
                 else:
                     self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
+                    self.deregistered_in_replay.discard((executor_id, scope))
             case ResetAsked(scope, reason, force, actor, now, latches):
                 with contextlib.suppress(ResetRefused, InvalidArgument):  # its transitions
                     self.plan_reset(scope, reason, force, actor, now, latches)  # count

@@ -438,3 +438,38 @@ def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Pa
         ["STRATEGY:early", "STRATEGY:late"]
     second.journal.close()
     second.store.close()
+
+
+def test_a_deregistration_whose_store_delete_failed_stays_ended_after_a_restart(
+        tmp_path: Path) -> None:
+    """Review 21: the journal had ended it, the store still had it, and the start that took
+    registrations the journal lacks from the store brought it back: it lapsed and tripped
+    heartbeat_lost at every start until deregistered again."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.errors import StoreUnavailable  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    clock = FakeClock()
+    scope = Scope(ScopeKind.STRATEGY, "momo")
+    first = build(settings, clock=clock)
+    first.guard.heartbeat("exec-1", scope, 30.0)
+    real_delete = first.store.delete_registration
+
+    def failing(*args: object) -> None:
+        raise StoreUnavailable("disk full")
+
+    first.store.delete_registration = failing  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        first.guard.heartbeat("exec-1", scope, 30.0, deregister=True)
+    first.store.delete_registration = real_delete  # type: ignore[method-assign]
+    first.journal.close()
+    first.store.close()
+    second = build(settings, clock=clock)
+    assert second.guard.engine.heartbeats.registrations() == []
+    clock.advance(120)
+    assert second.guard.run_timers() == []
+    second.journal.close()
+    second.store.close()
