@@ -659,7 +659,10 @@ class Guard(GuardReadings):
     def _failed(self, error: Exception, transitions: Sequence[Transition] = ()) -> NoReturn:
         """A write (of `transitions`) failed: fail closed, their trips go on denying checks
         (GuardEngine.lose), and raise it as StoreUnavailable."""
-        self.engine.lose(transitions)
+        for lost in self.engine.lose(transitions):
+            log.error("trip not stored: it denies checks until it is (the retry of what"
+                      " tripped it stores it) or the sidecar restarts",
+                      extra=transition_fields(lost))
         if isinstance(error, StoreUnavailable):
             self.fail_closed(f"state store write failed: {error}")
             raise error

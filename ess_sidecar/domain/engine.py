@@ -37,7 +37,7 @@ from .validation import check_positive, validate_fill, validate_included, \
     validate_open_order, validate_order, validate_snapshot, validate_update
 from .working import OrderLedger, OrderRecord
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Transition, \
-    TriggerMode
+    TriggerMode, latch_name
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 _ALLOWED: Final = DecisionReason.ALLOWED
@@ -499,9 +499,8 @@ class GuardEngine:
                 raise ValueError(f"transition {transition.version} is not after {self.version}")
             self.version = transition.version
             lost = self._lost.get(transition.scope)
-            if durable and lost is not None and transition.state in RESTRICTING \
-                    and SEVERITY[transition.state] >= SEVERITY[lost.state]:
-                del self._lost[transition.scope]  # a durable trip as strict: it decides now
+            if durable and lost is not None and _holds_latch(transition, lost):
+                del self._lost[transition.scope]  # stored at last: it decides now
                 if self._held[transition.scope.kind].get(transition.scope.id) is lost:
                     del self._held[transition.scope.kind][transition.scope.id]
             before = self._current.get(transition.scope)
@@ -542,21 +541,30 @@ class GuardEngine:
             for table in self._held.values():
                 table.clear()
             self._holding = False
-            self.lose(self._lost.values())
+            for lost in self._lost.values():  # still lost: held again
+                self._held[lost.scope.kind][lost.scope.id] = lost
+                self._holding = True
 
-    def lose(self, transitions: Iterable[Transition]) -> None:
+    def lose(self, transitions: Iterable[Transition]) -> list[Transition]:
         """Transitions whose write failed. Each trip among them (a scope left TRIPPED or
         REDUCE_ONLY) goes on denying checks as a held one does, until a durable
-        transition of its scope at least as strict is applied (the retry of what tripped
-        it, an operator's trigger) or the process ends: a breach is no less real for not
-        being stored, and neither resetting GLOBAL once the store works again nor a
-        re-arm or reset of its scope may let that scope trade. Plans do not see it, so a
-        retry plans the trip again, and stores it."""
+        transition of its scope holds the same latch at least as strict (the retry of what
+        tripped it: a report, a fill, a timer run, a Trigger sent again) or the process
+        ends: a breach is no less real for not being stored, and neither resetting GLOBAL
+        once the store works again, nor a re-arm or reset of its scope, nor another latch's
+        trip may let that scope trade unseen. Plans do not see it, so a retry plans the trip
+        again, and stores it. A latch the scope holds durably already is not lost. Returns
+        the trips lost."""
+        lost = []
         for transition in list(transitions):
-            if transition.state in (State.TRIPPED, State.REDUCE_ONLY):
+            current = self._current.get(transition.scope)
+            if transition.state in RESTRICTING and not (
+                    current is not None and _holds_latch(current, transition)):
                 self._lost[transition.scope] = transition
                 self._held[transition.scope.kind][transition.scope.id] = transition
                 self._holding = True
+                lost.append(transition)
+        return lost
 
     def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:
         """Redo one journaled command's effects on memory, then apply the transitions it
@@ -635,6 +643,14 @@ class GuardEngine:
         else:
             self._current[scope] = transition
             table[scope.id] = transition
+
+
+def _holds_latch(transition: Transition, trip: Transition) -> bool:
+    """Whether `transition` leaves its scope holding the latch `trip` set, as strict."""
+    name = latch_name(trip.cause, trip.breaker, trip.drill)
+    wanted = next((latch.state for latch in trip.held() if latch.name == name), trip.state)
+    return any(latch.name == name and SEVERITY[latch.state] >= SEVERITY[wanted]
+               for latch in transition.held())
 
 
 def _most_severe(by_kind: dict[ScopeKind, dict[str, Transition]], order: Order,

@@ -473,3 +473,26 @@ def test_a_deregistration_whose_store_delete_failed_stays_ended_after_a_restart(
     assert second.guard.run_timers() == []
     second.journal.close()
     second.store.close()
+
+
+def test_a_record_the_disk_took_only_part_of_is_cut_so_the_journal_stays_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 22: on a full disk, `write(2)` took 72 bytes of an 82-byte record; they were
+    left in the file, so the next start found the journal damaged, and its reseal said
+    acknowledged records were lost. The record is refused (and so is every one after it,
+    until a restart), and its bytes are taken off the end again."""
+    from ess_sidecar.adapters.storage import journal as module  # noqa: PLC0415
+    from ess_sidecar.domain.errors import StoreUnavailable  # noqa: PLC0415
+    first = journal(tmp_path)
+    assert written(tmp_path, EVERY_COMMAND[:3]) and first.load() == EVERY_COMMAND[:3]
+    size = first.path.stat().st_size
+    real = os.write
+    monkeypatch.setattr(module.os, "write", lambda fd, data: real(fd, data[:len(data) - 10]))
+    with pytest.raises(StoreUnavailable, match="cannot be written"):
+        first.record(*EVERY_COMMAND[3])
+    monkeypatch.undo()
+    assert first.path.stat().st_size == size
+    with pytest.raises(StoreUnavailable):  # refused until a restart: one may be missing
+        first.record(*EVERY_COMMAND[4])
+    first.close()
+    assert journal(tmp_path).load() == EVERY_COMMAND[:3]

@@ -16,7 +16,8 @@ from ess_sidecar.domain.errors import InvalidArgument, ResyncRequired, ShuttingD
     StoreUnavailable, SubscriberTooSlow
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
-from ess_sidecar.domain.states import Cause, State, Transition, TriggerMode, TriggerReason
+from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
+    TriggerReason
 from ess_sidecar.service import Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
@@ -102,6 +103,50 @@ def test_a_trip_whose_write_failed_outlasts_a_re_arm_and_a_fail_closed_trip() ->
         guard.report_metric(GLOBAL, Metric.DAILY_DRAWDOWN_PCT, 7.0)
     guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
     assert guard.check(next(orders)).blocking_scope == GLOBAL
+
+
+def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() -> None:
+    """Review 22: a drawdown trip of the account, stored, ended the lost trip of an
+    unchecked fill (as strict, another latch); once the drawdown recovered, a plain reset
+    let the account trade, the unchecked fill never seen. The fill's retry ends it."""
+    guard, store = make_guard()
+    account = Scope(ScopeKind.ACCOUNT, "acc-1")
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
+    orders = (Order("acc-1", "momo", "AAPL", Side.BUY, 1, 100, client_order_id=f"o-{i}")
+              for i in itertools.count())
+    stray = Fill("acc-1", "momo", "AAPL", Side.BUY, 5, 100, "never-checked", "x-1")
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_fill(stray)
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # stored: another latch
+    guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 1.0)
+    guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
+    guard.reset(account, "drawdown recovered", force=False, actor="alice")
+    guard._clock.advance(3600)  # noqa: SLF001
+    guard.run_timers()  # re-armed
+    assert guard.engine.state_of(account) is State.ARMED
+    denied = guard.check(next(orders))
+    assert not denied.allowed and "never-checked" in denied.message
+    assert guard.report_fill(stray).fill.unchecked  # the retry: stored now
+    assert [t.breaker for t in store.load().current] == ["unchecked_order"]
+    guard._clock.advance(3600)  # noqa: SLF001 - its reset cooldown
+    guard.reset(account, "stray fill reviewed", force=False, actor="alice")
+    guard._clock.advance(3600)  # noqa: SLF001
+    guard.run_timers()
+    assert guard.check(next(orders)).allowed
+
+
+def test_a_trip_the_scope_holds_durably_already_is_not_lost() -> None:
+    """Review 22: a Trigger of a scope an operator had halted, whose write failed, was held
+    as lost; a reset then answered ARMED while checks were still denied."""
+    guard, store = make_guard()
+    trigger(guard)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.trigger(Trigger(MOMO, TriggerMode.HALT, "again", TriggerReason.USER_INITIATED,
+                              (Directive(1),), "alice"))  # new directives: a transition
+    assert not guard.engine._lost  # noqa: SLF001 - nothing a restart would not keep
 
 
 def test_a_fill_the_book_cannot_hold_is_invalid_and_its_trip_is_stored() -> None:

@@ -26,6 +26,7 @@ in UTF-8. Encoding it takes about a fifth of what its JSON took (float reprs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import errno
@@ -133,6 +134,7 @@ class FileJournal(Journal):
             record = HEADER.pack(len(payload), chain) + payload
             written = os.write(self._fd, record)
             if written != len(record):  # a full disk or a file-size limit: a torn record
+                _cut(self._fd, written)
                 raise OSError(errno.ENOSPC, f"wrote {written} of a {len(record)}-byte record")
         except OSError as error:
             self._failure = error  # a record lost between kept ones would replay wrong
@@ -294,6 +296,14 @@ class FileJournal(Journal):
 
     def _damaged(self, what: str) -> JournalDamaged:
         return JournalDamaged(f"journal {self.path} is damaged: {what}")
+
+
+def _cut(fd: int, written: int) -> None:
+    """Take a torn record's bytes off the end again, so that the next start finds the
+    journal whole (review 22: a full disk left them, and the start found it damaged, and
+    its reseal said records were lost). If that fails too, the start finds the damage."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
 
 
 def _sealed(seal: dict[str, Any] | None, path: Path) -> tuple[int, bytes]:

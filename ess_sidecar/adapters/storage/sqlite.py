@@ -611,8 +611,9 @@ class SqliteStateStore(StateStore):
                 raise StoreDamaged(
                     f"state store {self.path} is missing but its {what} {evidence} shows it"
                     " was in use (deleted after the first run?); restore it from a backup, or"
-                    f" delete {self.seal.path} and {self.wal_path} to start with no latched"
-                    " state")
+                    f" delete {self.seal.path} and {self.wal_path}, and move the journal"
+                    f" ({self.path}.journal) and its seal aside, to start with no latched"
+                    " state, no working orders and no book")
 
     def _sealed_fresh(self) -> bool:
         try:
