@@ -40,6 +40,7 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
     TriggerMode, latch_name
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
+LOOSENING = (Cause.RESET, Cause.REARM)  # may leave a scope restricted, by its other latches
 _ALLOWED: Final = DecisionReason.ALLOWED
 _NO_BOOK: Final = AccountBook()  # read by checks of an account nothing is known of; never written
 
@@ -558,8 +559,8 @@ class GuardEngine:
         lost = []
         for transition in list(transitions):
             current = self._current.get(transition.scope)
-            if transition.state in RESTRICTING and not (
-                    current is not None and _holds_latch(current, transition)):
+            if transition.state in RESTRICTING and transition.cause not in LOOSENING \
+                    and not (current is not None and _holds_latch(current, transition)):
                 self._lost[transition.scope] = transition
                 self._held[transition.scope.kind][transition.scope.id] = transition
                 self._holding = True

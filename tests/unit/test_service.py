@@ -149,6 +149,20 @@ def test_a_trip_the_scope_holds_durably_already_is_not_lost() -> None:
     assert not guard.engine._lost  # noqa: SLF001 - nothing a restart would not keep
 
 
+def test_a_reset_whose_write_failed_is_no_lost_trip_even_if_its_scope_stays_tripped(
+        ) -> None:
+    """A reset of one latch of two leaves the scope TRIPPED; its failed write loosens
+    nothing, and must not be held as a trip that nothing would ever end."""
+    guard, store = make_guard()
+    trigger(guard)
+    guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # a second latch
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.reset(MOMO, "operator's halt reviewed", force=True, actor="alice",
+                    latches=["trigger"])
+    assert not guard.engine._lost  # noqa: SLF001
+
+
 def test_a_fill_the_book_cannot_hold_is_invalid_and_its_trip_is_stored() -> None:
     guard, store = make_guard()
     guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 9e11, 1)])
