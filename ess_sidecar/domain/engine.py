@@ -61,7 +61,7 @@ class GuardEngine:
         # Non-ARMED transitions being made durable: they block checks already (hold).
         self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         self._holding = False
-        # Trips whose write failed: held until their scope has a durable transition (lose).
+        # Trips whose write failed: held until their latch is stored, or the process ends.
         self._lost: dict[Scope, Transition] = {}
         self._decision_ids = itertools.count(1)
         self.decision_prefix = decision_prefix  # unique per process
