@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -32,7 +33,14 @@ class FileLock:
     def add(self, path: Path) -> None:
         """Lock an existing file too, with the lock held (LockHeld, OSError as acquire)."""
         assert self._fds, "acquire() first"
-        self._fds.append(_locked(path, os.O_RDWR))  # NFS emulates flock: it needs a writer
+        try:
+            fd = _locked(path, os.O_RDWR)  # NFS emulates flock: it needs a writer
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd = _locked(path, os.O_RDONLY)  # a file this process may not write (the
+            # store finds that, and says so): still locked, for a local file system
+        self._fds.append(fd)
 
     def release(self) -> None:
         """Closing the descriptors releases the locks; idempotent."""
