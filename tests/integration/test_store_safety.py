@@ -118,14 +118,7 @@ def test_a_store_that_cannot_be_used_keeps_the_lock_until_it_is_closed(tmp_path)
     refused = SqliteStateStore(path)  # unavailable, kept open
     assert refused.locked
     path.unlink()  # the operator removes the empty file
-    second = SqliteStateStore(path)
-    assert not second.locked
-    with pytest.raises(StoreUnavailable, match="in use by another"):
-        second.load()
-    refused.close()
-    store = SqliteStateStore(path)
-    assert store.load().version == 0
-    store.close()
+    _refused_until_closed(path, refused)
 
 
 def test_a_deleted_lock_file_does_not_let_a_second_store_open_the_file(tmp_path):
@@ -136,14 +129,20 @@ def test_a_deleted_lock_file_does_not_let_a_second_store_open_the_file(tmp_path)
     first = SqliteStateStore(path)
     first.load()
     first.lock_path.unlink()
+    _refused_until_closed(path, first)
+
+
+def _refused_until_closed(path: Path, holder: SqliteStateStore) -> None:
+    """A second store on `path` holds no lock and cannot be used while `holder` is open;
+    once it is closed, a new one opens afresh and holds the lock."""
     second = SqliteStateStore(path)
     assert not second.locked
     with pytest.raises(StoreUnavailable, match="in use by another"):
         second.load()
-    first.close()
-    third = SqliteStateStore(path)
-    assert third.load().version == 0 and third.locked
-    third.close()
+    holder.close()
+    store = SqliteStateStore(path)
+    assert store.load().version == 0 and store.locked
+    store.close()
 
 
 def test_missing_state_file_is_a_fresh_store_that_survives_reopen(tmp_path):
