@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, \
-    SettingsError, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, \
+    SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from .domain.approvals import ApprovalPolicy
 from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
@@ -178,6 +178,47 @@ class ScopeOverrideModel(_Section):
 
 
 ENV_PREFIX, ENV_DELIMITER = "ESS_", "__"
+ID_KEYED = (("scopes",), ("limits", "symbols"))  # sections whose keys are ids
+SPELL_ALIKE = " (an ESS_* variable overrides the file's entry when spelled alike)"
+
+
+class CasedEnvSettingsSource(EnvSettingsSource):
+    """ESS_* variables, with the ids in their names spelled as written. pydantic-settings
+    matches names case-insensitively by lower-casing them whole, so
+    `ESS_SCOPES__STRATEGY:Momo__BREAKERS__...` set the breakers of strategy `momo`, another
+    strategy (strategy and account ids are case-sensitive), and
+    `ESS_LIMITS__SYMBOLS__AAPL__...` could not override the file's `[limits.symbols.AAPL]`."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for path in ID_KEYED:
+            *parents, name = path
+            section = data
+            for parent in parents:
+                section = section.get(parent) if isinstance(section, dict) else None
+            if isinstance(section, dict) and isinstance(section.get(name), dict):
+                section[name] = _spelled_as_written(path, section[name])
+        return data
+
+
+def _spelled_as_written(path: tuple[str, ...], section: dict[str, Any]) -> dict[str, Any]:
+    """`section`'s keys, lower-cased by the source, spelled as in the variables' names; a
+    key no variable names (a section given whole, as JSON) stays as it is."""
+    prefix = ENV_PREFIX + ENV_DELIMITER.join(path).upper() + ENV_DELIMITER
+    spellings: dict[str, set[str]] = {}
+    for variable in os.environ:
+        if variable.lower().startswith(prefix.lower()):
+            key = variable[len(prefix):].split(ENV_DELIMITER, 1)[0]
+            spellings.setdefault(key.lower(), set()).add(key)
+    spelled = {}
+    for key, value in section.items():
+        written = spellings.get(key, {key})
+        if len(written) > 1:
+            names = " and ".join(sorted(f"{prefix}{w}{ENV_DELIMITER}..." for w in written))
+            raise InvalidConfig(".".join(path), f"{names} differ only in case: which one"
+                                " is meant cannot be told apart; spell them alike")
+        spelled[written.pop()] = value
+    return spelled
 
 
 class Settings(BaseSettings):
@@ -204,7 +245,9 @@ class Settings(BaseSettings):
                                    env_settings: PydanticBaseSettingsSource,
                                    **_: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+        del env_settings  # lower-cases the ids in the variables' names
+        return init_settings, CasedEnvSettingsSource(settings_cls), \
+            TomlConfigSettingsSource(settings_cls)
 
     def guard_config(self) -> GuardConfig:
         """The validated engine configuration. Raises InvalidConfig naming the key."""
@@ -258,7 +301,7 @@ class Settings(BaseSettings):
             except InvalidArgument as error:
                 raise InvalidConfig(f'scopes."{text}"', str(error)) from None
             if scope in overrides:  # "symbol:aapl" and "SYMBOL:AAPL": which would win?
-                raise InvalidConfig(f'scopes."{text}"', f"names {scope} again")
+                raise InvalidConfig(f'scopes."{text}"', f"names {scope} again{SPELL_ALIKE}")
             prefix = f'scopes."{text}".breakers'
             overrides[scope] = _rules(prefix, override.breakers, defaults, only_given=True)
         return BreakerSettings(defaults=defaults, overrides=overrides)
@@ -277,7 +320,8 @@ class Settings(BaseSettings):
             except InvalidArgument as error:
                 raise InvalidConfig(f'limits.symbols."{text}"', str(error)) from None
             if symbol in by_symbol:
-                raise InvalidConfig(f'limits.symbols."{text}"', f"names {symbol} again")
+                raise InvalidConfig(f'limits.symbols."{text}"',
+                                    f"names {symbol} again{SPELL_ALIKE}")
             by_symbol[symbol] = dataclasses.replace(default, **values)
         return dataclasses.replace(base, default=default, symbols=by_symbol, **given)
 
@@ -361,7 +405,7 @@ def _source_error(error: SettingsError) -> InvalidConfig:
     environment's, and never blame the TOML file for it."""
     cause = f": {error.__cause__}" if error.__cause__ is not None else ""
     found = re.search(r'field "([^"]+)" from source "([^"]+)"', str(error))
-    if found and found.group(2) == "EnvSettingsSource":
+    if found and found.group(2).endswith("EnvSettingsSource"):
         field = found.group(1)
         variable = _env_variable([field]) or f"{ENV_PREFIX}{field.upper()}"
         return InvalidConfig(variable, f"environment (ESS_*) value for {field!r} is not"
