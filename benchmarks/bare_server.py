@@ -8,7 +8,8 @@ filled to about the sidecar's sizes, so transport and (de)serialisation cost the
 sides of the comparison and the difference is the sidecar's own work. grpc.health.v1 is
 registered and SERVING, so the benchmark waits for readiness the same way for both servers.
 
-    python benchmarks/bare_server.py --listen 127.0.0.1:50061 --uds /tmp/bare.sock
+    python benchmarks/bare_server.py --listen 127.0.0.1:50061 --uds /tmp/bare.sock \
+        [--event-loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -110,8 +111,14 @@ async def serve(listen: str | None, uds: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the sidecar's default is uvloop (server.event_loop)")
     args = parse_args(parser, argv, "127.0.0.1:50061")
-    asyncio.run(serve(args.listen, args.uds))
+    if args.event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415
+        uvloop.run(serve(args.listen, args.uds))
+    else:
+        asyncio.run(serve(args.listen, args.uds))
     return 0
 
 

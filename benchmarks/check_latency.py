@@ -31,8 +31,15 @@ endpoint): the ratio is what OpenTelemetry costs.
 With --auth the sidecar has authentication on (a tokens file) and every call of the client,
 to both servers, carries a bearer token: the cost of checking it is what the ratio shows.
 
+The sidecar serves on uvloop, as shipped (`server.event_loop`); the bare server on asyncio,
+as a bare grpc.aio server does. `--bare-loop uvloop` puts the bare server on uvloop too: the
+ratio is then the sidecar's own work against the fastest bare grpc.aio server, with what
+uvloop saves counted on both sides. `--sidecar-loop asyncio` runs the sidecar as it was
+before uvloop.
+
     python benchmarks/check_latency.py [--quick] [--json FILE] [--compare-bare] [--client go]
                                        [--auth] [--compare-telemetry]
+                                       [--bare-loop asyncio|uvloop] [--sidecar-loop ...]
 """
 
 from __future__ import annotations
@@ -313,10 +320,11 @@ def _format_check(check: dict) -> str:
 
 
 def run(args, tmp: str) -> dict:
-    bare = [os.path.join(REPO, "benchmarks", "bare_server.py")]
+    bare = [os.path.join(REPO, "benchmarks", "bare_server.py"), "--event-loop", args.bare_loop]
     names = ("bare", "bare2") if args.compare_bare else ("bare", "sidecar")
     sidecars = (False, not args.compare_bare)
-    config = workload.config(max(segment(args, r) for r in range(args.rounds)))
+    config = workload.config(max(segment(args, r) for r in range(args.rounds))) \
+        + f'[server]\nevent_loop = "{args.sidecar_loop}"\n'
     with open(f"{tmp}/ess.toml", "w") as f:
         f.write(config)
     subject = bare if args.compare_bare else ["-m", "ess_sidecar", "serve", "--config",
@@ -381,6 +389,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         " endpoint) against itself with telemetry off, instead of bare")
     parser.add_argument("--auth", action="store_true",
                         help="authentication on in the sidecar; every call carries a token")
+    parser.add_argument("--bare-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the bare server's event loop (a bare grpc.aio server's is"
+                        " asyncio; on uvloop it is the fastest bare grpc.aio server)")
+    parser.add_argument("--sidecar-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the sidecar's server.event_loop (shipped: uvloop)")
     args = parser.parse_args(argv)
     if args.auth and args.client == "go":
         parser.error("--auth is measured with the Python client only")

@@ -59,7 +59,11 @@ def _serve(settings: Settings) -> int:
     from .adapters.grpc.server import SocketPathError, serve  # noqa: PLC0415 - grpc only here
     from .bootstrap import build, server_parts  # noqa: PLC0415
     try:
-        asyncio.run(serve(server_parts(build(settings))))
+        run = asyncio.run
+        if settings.server.event_loop == "uvloop":
+            import uvloop  # noqa: PLC0415 - a dependency; asyncio stays the alternative
+            run = uvloop.run
+        run(serve(server_parts(build(settings))))
     except SocketPathError as error:
         print(f"cannot serve: {error}", file=sys.stderr)
         return 2

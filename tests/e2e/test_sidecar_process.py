@@ -190,6 +190,28 @@ def test_serve_refuses_to_start_on_invalid_config(sidecar_process: SidecarProces
     assert "limits.max_symbol_exposure_pct" in result.stderr
 
 
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_serves_on_the_event_loop_configured(tmp_path: Path, event_loop: str) -> None:
+    """uvloop by default, the standard library's asyncio when asked: either answers checks
+    and commands, over both sockets, and says which it runs on."""
+    config = CONFIG if event_loop == "uvloop" \
+        else f'{CONFIG}[server]\nevent_loop = "{event_loop}"\n'
+    sidecar = SidecarProcess(tmp_path, config).start()
+    try:
+        for target in (sidecar.uds_target, sidecar.tcp_target):
+            with grpc.insecure_channel(target) as channel:
+                assert guard_stub(channel).CheckOrder(order(), timeout=10).allowed
+        with open_channel(sidecar) as channel:
+            stub = guard_stub(channel)
+            stub.Trigger(pb.TriggerRequest(scope=MOMO, reason="loop test"), timeout=10)
+            denied = stub.CheckOrder(order(), timeout=10)
+            assert not denied.allowed and denied.blocking_scope == MOMO
+        assert sidecar.terminate() == 0
+        assert f"(event loop: {event_loop})" in sidecar.output()
+    finally:
+        sidecar.stop()
+
+
 def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "ess.example.toml"
     result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(example)],

@@ -190,7 +190,8 @@ class Sidecar:
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
-        log.info("ess-sidecar serving on %s", ", ".join(self.addresses))
+        log.info("ess-sidecar serving on %s (event loop: %s)", ", ".join(self.addresses),
+                 type(asyncio.get_running_loop()).__module__.partition(".")[0])
         warn_about_security(self.parts.settings, self.parts.authenticator)
 
     async def stop(self) -> None:
