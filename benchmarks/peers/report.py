@@ -10,8 +10,10 @@ import subprocess
 import grpc
 
 RATIOS = (  # (subject, baseline): the sidecar's and OPA's figures against the bare servers'
-    ("sidecar unary", "bare aio unary"), ("sidecar unary", "bare sync unary"),
-    ("sidecar stream", "bare aio stream"), ("sidecar stream", "bare sync stream"),
+    ("sidecar unary", "bare aio unary"), ("sidecar unary", "bare uvloop unary"),
+    ("sidecar unary", "bare sync unary"),
+    ("sidecar stream", "bare aio stream"), ("sidecar stream", "bare uvloop stream"),
+    ("sidecar stream", "bare sync stream"),
     ("OPA REST", "bare aio unary"), ("OPA REST", "bare sync unary"),
 )
 
@@ -165,8 +167,8 @@ def plots(out_dir: str, rows: list[dict], latencies: dict, subjects, clients_,
     import matplotlib.pyplot as plt
 
     styles = {s.name: ("-" if s.api != "stream" else "--") for s in subjects}
-    by_server = {"bare-aio": "tab:blue", "bare-sync": "tab:green", "sidecar": "tab:red",
-                 "opa": "black"}  # one colour per server; dashed: the stream API
+    by_server = {"bare-aio": "tab:blue", "bare-uvloop": "tab:cyan", "bare-sync": "tab:green",
+                 "sidecar": "tab:red", "opa": "black"}  # one colour per server; dashed: the stream API
     colours = {s.name: by_server.get(s.server, "tab:gray") for s in subjects}
     fig, axes = plt.subplots(len(clients_), len(concurrency), sharex=True, sharey=True,
                              figsize=(4.2 * len(concurrency), 3.6 * len(clients_)),
@@ -259,10 +261,12 @@ def write(out_dir: str, args, argv_text: str, machine: dict, result: dict,
         "| subject | server | API |", "|---|---|---|",
         "| bare aio unary / stream | `benchmarks/bare_server.py`, grpc.aio, no logic |"
         " CheckOrder / CheckOrderStream |",
+        "| bare uvloop unary / stream | `benchmarks/bare_server.py --event-loop uvloop`:"
+        " the same on uvloop, the sidecar's event loop | CheckOrder / CheckOrderStream |",
         "| bare sync unary / stream | `benchmarks/peers/bare_sync_server.py`, grpc.server on"
         " a ThreadPoolExecutor (160 threads), no logic | CheckOrder / CheckOrderStream |",
-        "| sidecar unary / stream | `python -m ess_sidecar serve`, fresh state | CheckOrder"
-        " / CheckOrderStream |",
+        "| sidecar unary / stream | `python -m ess_sidecar serve`, fresh state, on uvloop"
+        " (`server.event_loop`, shipped) | CheckOrder / CheckOrderStream |",
         "| OPA REST | `opa run --server`, `benchmarks/peers/policy/ess.rego` + `data.json` |"
         " POST /v1/data/ess/decision, HTTP/1.1 keep-alive, JSON |",
         "",

@@ -5,9 +5,10 @@
 Subjects, each over its Unix socket (every subject can listen on one: grpcio's `unix:`
 targets, OPA's `--addr unix://...`), so no subject pays for TCP and the others not:
 
-- bare grpc.aio (benchmarks/bare_server.py) and bare synchronous grpcio
-  (benchmarks/peers/bare_sync_server.py), each unary CheckOrder and CheckOrderStream: no
-  logic, one prebuilt ALLOWED answer, the sidecar's messages; the transport's cost;
+- bare grpc.aio (benchmarks/bare_server.py) on asyncio and on uvloop (the sidecar's loop),
+  and bare synchronous grpcio (benchmarks/peers/bare_sync_server.py), each unary
+  CheckOrder and CheckOrderStream: no logic, one prebuilt ALLOWED answer, the sidecar's
+  messages; the transport's cost;
 - the sidecar (`python -m ess_sidecar serve`, fresh state, the config of
   benchmarks/workload.py plus the limits of policy/data.json), unary and stream: every
   timed order goes through the whole decision path and is ALLOWED;
@@ -80,6 +81,8 @@ class Subject:
 SUBJECTS = (
     Subject("bare aio unary", "bare-aio", "unary"),
     Subject("bare aio stream", "bare-aio", "stream"),
+    Subject("bare uvloop unary", "bare-uvloop", "unary"),
+    Subject("bare uvloop stream", "bare-uvloop", "stream"),
     Subject("bare sync unary", "bare-sync", "unary"),
     Subject("bare sync stream", "bare-sync", "stream"),
     Subject("sidecar unary", "sidecar", "unary"),
@@ -120,6 +123,7 @@ def start_servers(tmp: str, args, stack: list[Server]) -> dict[str, Server]:
         f.write(probes.sidecar_config(data, workload.limits(args.working_cap)))
     argvs = {
         "bare-aio": [os.path.join(BENCH, "bare_server.py")],
+        "bare-uvloop": [os.path.join(BENCH, "bare_server.py"), "--event-loop", "uvloop"],
         "bare-sync": [os.path.join(HERE, "bare_sync_server.py")],
         "sidecar": ["-m", "ess_sidecar", "serve", "--config", f"{tmp}/ess.toml",
                     "--state", f"{tmp}/ess.db"],
