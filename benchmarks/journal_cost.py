@@ -28,19 +28,30 @@ Subjects:
   journal's cost is the group commit's cadence;
 - sidecar, constant decision: launched by this file, `Guard.check` answers every order
   with the decision it made for the first one (no engine, no journal). NOT SAFE, a
-  measuring device only: what the gRPC adapter, the mapping and telemetry cost.
+  measuring device only: what the gRPC adapter, the mapping and telemetry cost;
+- sidecar, no group commit: records written as shipped, but the group-commit thread is
+  not started (nothing is fsynced). NOT SAFE across a power cut, a measuring device only:
+  what the thread costs the serving thread (benchmarks/gil_wake.py says how);
+- sidecar, asyncio: as shipped, but with `server.event_loop = "asyncio"` (the shipped
+  loop is uvloop);
+- bare, uvloop: benchmarks/bare_server.py on uvloop, the sidecar's loop.
+
+With --in-flight N (N > 1) the client is benchmarks/peers' Go client (peersbench) with N
+CheckOrderStreams, one request in flight on each, for segments of --segment-s seconds:
+the figures are then calls/s and CPU per message under concurrency.
 
 Before its rounds, each server's CPU while idle is measured over --idle seconds: the
 sidecar's timers run; its journal's group commit sleeps after an interval with no record.
 
     python benchmarks/journal_cost.py [--api stream|unary] [--rounds N] [--segments N]
-        [--calls N] [--idle S]
+        [--calls N] [--idle S] [--in-flight N [--segment-s S]]
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import os
 import sys
@@ -59,7 +70,9 @@ def serve_patched(mode: str, argv: list[str]) -> int:
     from ess_sidecar.adapters.storage import journal
     from ess_sidecar.domain.commands import Admitted
 
-    if mode == "constant-decision":
+    if mode == "no-group-commit":
+        journal.FileJournal.start = lambda self: None
+    elif mode == "constant-decision":
         first: list[object] = []
 
         def constant(self: service.Guard, order: object) -> object:
@@ -103,6 +116,25 @@ def _dump(samples: dict[str, list[int]], path: str) -> None:
         json.dump({name: sorted(values) for name, values in samples.items()}, f)
 
 
+class InFlight:
+    """benchmarks/peers' Go client (peersbench): `in_flight` streams (or unary callers),
+    one request in flight on each, for `seconds` per run; run(n) ignores n."""
+
+    def __init__(self, binary: str, api: str, in_flight: int, seconds: float,
+                 target: str) -> None:
+        import peer_clients  # noqa: PLC0415 - benchmarks/peers, on the path in main()
+        self._client = peer_clients.GoClient(binary, api, target, in_flight)
+        self._seconds = seconds
+
+    def run(self, calls: int) -> list[int]:
+        del calls
+        latencies, _, _ = self._client.run(self._seconds)
+        return latencies
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def pct(values: list[int], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] / 1000
 
@@ -114,6 +146,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400, help="per segment (at most 500)")
     parser.add_argument("--api", choices=("stream", "unary"), default="stream")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured")
+    parser.add_argument("--in-flight", type=int, default=1,
+                        help="streams with a request in flight each (peersbench above 1)")
+    parser.add_argument("--segment-s", type=float, default=1.0,
+                        help="with --in-flight above 1: seconds per segment")
     args = parser.parse_args()
     if not 0 < args.calls <= 500:
         parser.error("--calls: 1 to 500 (the shipped working-order cap per strategy)")
@@ -124,10 +160,14 @@ def main() -> None:
     from goclient import GoClient, build
 
     tmp = tempfile.mkdtemp(prefix="ess-journal-cost-")
+    # A segment in flight for seconds makes thousands of working orders: caps far above.
+    limits = workload.config(args.calls if args.in_flight == 1 else 1_000_000)
     with open(f"{tmp}/ess.toml", "w") as f:
-        f.write(workload.config(args.calls))
+        f.write(limits)
     with open(f"{tmp}/ess-50ms.toml", "w") as f:
-        f.write(workload.config(args.calls) + "[store]\njournal_sync_interval_s = 0.05\n")
+        f.write(limits + "[store]\njournal_sync_interval_s = 0.05\n")
+    with open(f"{tmp}/ess-asyncio.toml", "w") as f:
+        f.write(limits + '[server]\nevent_loop = "asyncio"\n')
     timings = f"{tmp}/timings.json"
     this = os.path.abspath(__file__)
 
@@ -141,13 +181,27 @@ def main() -> None:
                 "sidecar, timed": (sidecar("timed", f"timed:{timings}"), True),
                 "sidecar, no journal": (sidecar("unjournaled", "no-journal"), True),
                 "sidecar, fsync every 50 ms": (sidecar("50ms", config="ess-50ms.toml"), True),
-                "sidecar, constant decision": (sidecar("constant", "constant-decision"), True)}
-    binary, go_version = build(tmp)
+                "sidecar, constant decision": (sidecar("constant", "constant-decision"), True),
+                "sidecar, no group commit": (sidecar("unsynced", "no-group-commit"), True),
+                "sidecar, asyncio": (sidecar("asyncio", config="ess-asyncio.toml"), True),
+                "bare, uvloop": ([os.path.join(REPO, "benchmarks", "bare_server.py"),
+                                  "--event-loop", "uvloop"], False)}
     rpc = "CheckOrderStream" if args.api == "stream" else "CheckOrder"
+    if args.in_flight == 1:
+        binary, go_version = build(tmp)
+        client_for = functools.partial(GoClient, binary, api=args.api)
+        shape = f"one in flight; {args.rounds} rounds x {args.segments} segments x" \
+            f" {args.calls} calls per subject"
+    else:
+        sys.path.insert(0, os.path.join(REPO, "benchmarks", "peers"))
+        import peer_clients
+        binary, go_version = peer_clients.build_go()
+        client_for = functools.partial(InFlight, binary, args.api, args.in_flight,
+                                       args.segment_s)
+        shape = f"{args.in_flight} in flight; {args.rounds} rounds x {args.segments}" \
+            f" segments x {args.segment_s:g} s per subject"
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load"
-          f" {os.getloadavg()[0]:.2f}; Go client ({go_version}), {rpc} over UDS,"
-          f" one in flight; {args.rounds} rounds x {args.segments} segments x {args.calls}"
-          " calls per subject")
+          f" {os.getloadavg()[0]:.2f}; Go client ({go_version}), {rpc} over UDS, {shape}")
     servers, clients = {}, {}
     try:
         for name, (argv, is_sidecar) in subjects.items():
@@ -157,21 +211,22 @@ def main() -> None:
             if is_sidecar:
                 server.settler = workload.Settler(server.target("uds"))
                 server.settle()
-            clients[name] = GoClient(binary, server.target("uds"), args.api)
+            clients[name] = client_for(server.target("uds"))
         before = {name: server.cpu_seconds() for name, server in servers.items()}
         time.sleep(args.idle)  # not a wait for something: what an idle server spends
         idle = {name: (server.cpu_seconds() - before[name]) / args.idle
                 for name, server in servers.items()}
         latencies = {name: [] for name in servers}
-        cpu = dict.fromkeys(servers, 0.0)
+        cpu, wall = dict.fromkeys(servers, 0.0), dict.fromkeys(servers, 0.0)
         for r in range(args.rounds):
             for name in (list(servers) if r % 2 == 0 else list(reversed(servers))):
                 server, client = servers[name], clients[name]
                 client.run(min(100, args.calls))  # warm this connection again
                 server.settle()
                 for _ in range(args.segments):
-                    before = server.cpu_seconds()
+                    before, start = server.cpu_seconds(), time.perf_counter()
                     latencies[name] += client.run(args.calls)
+                    wall[name] += time.perf_counter() - start
                     cpu[name] += server.cpu_seconds() - before
                     server.settle()
     finally:
@@ -181,13 +236,14 @@ def main() -> None:
             stop_server(server)  # SIGTERM: the timed sidecar writes its timings at exit
 
     print(f"\n{'server':<27} {'p50 µs':>8} {'p99 µs':>8} {'p99.9 µs':>9} {'CPU µs/msg':>11}"
-          f" {'p50 / bare':>11} {'idle CPU ms/s':>14}")
+          f" {'p50 / bare':>11} {'idle CPU ms/s':>14} {'calls/s':>8}")
     bare = sorted(latencies["bare"])
     for name, values in latencies.items():
         values.sort()
         print(f"{name:<27} {pct(values, .5):8.1f} {pct(values, .99):8.1f}"
               f" {pct(values, .999):9.1f} {cpu[name] * 1e6 / len(values):11.1f}"
-              f" {pct(values, .5) / pct(bare, .5):11.2f} {idle[name] * 1000:14.1f}")
+              f" {pct(values, .5) / pct(bare, .5):11.2f} {idle[name] * 1000:14.1f}"
+              f" {len(values) / wall[name]:8.0f}")
     with open(timings) as f:
         inside = json.load(f)
     print("\ninside the timed sidecar (µs; the record is made for allowed orders: all of them)")

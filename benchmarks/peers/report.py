@@ -167,8 +167,9 @@ def plots(out_dir: str, rows: list[dict], latencies: dict, subjects, clients_,
     import matplotlib.pyplot as plt
 
     styles = {s.name: ("-" if s.api != "stream" else "--") for s in subjects}
+    # One colour per server; dashed: the stream API.
     by_server = {"bare-aio": "tab:blue", "bare-uvloop": "tab:cyan", "bare-sync": "tab:green",
-                 "sidecar": "tab:red", "opa": "black"}  # one colour per server; dashed: the stream API
+                 "sidecar": "tab:red", "opa": "black"}
     colours = {s.name: by_server.get(s.server, "tab:gray") for s in subjects}
     fig, axes = plt.subplots(len(clients_), len(concurrency), sharex=True, sharey=True,
                              figsize=(4.2 * len(concurrency), 3.6 * len(clients_)),
