@@ -50,8 +50,8 @@ class ServerSettings(_Section):
     tls_client_ca: str = Field("", description="PEM CA bundle: clients must present a"
                                " certificate it signed (mutual TLS)")
     event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop", description="the event loop serving calls: uvloop (libuv; about 30 µs"
-        " less CPU per stream message) or the standard library's asyncio")
+        "uvloop", description="the event loop serving calls: uvloop (libuv; less CPU per"
+        " call) or the standard library's asyncio")
 
 
 class ShutdownSettings(_Section):
