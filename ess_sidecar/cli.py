@@ -61,7 +61,12 @@ def _serve(settings: Settings) -> int:
     try:
         run = asyncio.run
         if settings.server.event_loop == "uvloop":
-            import uvloop  # noqa: PLC0415 - a dependency; asyncio stays the alternative
+            try:
+                import uvloop  # noqa: PLC0415 - a dependency; asyncio stays the alternative
+            except ImportError as error:
+                print(f"invalid configuration: server.event_loop: uvloop cannot be imported"
+                      f' ({error}); install it, or set it to "asyncio"', file=sys.stderr)
+                return 2
             run = uvloop.run
         run(serve(server_parts(build(settings))))
     except SocketPathError as error:

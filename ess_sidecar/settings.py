@@ -13,8 +13,8 @@ import os
 import pathlib
 import re
 import tomllib
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, \
@@ -181,47 +181,83 @@ class ScopeOverrideModel(_Section):
 
 
 ENV_PREFIX, ENV_DELIMITER = "ESS_", "__"
-ID_KEYED = (("scopes",), ("limits", "symbols"))  # sections whose keys are ids
 SPELL_ALIKE = " (an ESS_* variable overrides the file's entry when spelled alike)"
 
 
+def _scope_key(text: str) -> str:
+    """A `[scopes]` key with its case-insensitive parts in upper case: the kind, and a
+    symbol's id ("strategy:Momo" is "STRATEGY:Momo", "symbol:aapl" is "SYMBOL:AAPL");
+    strategy and account ids keep their case. Parsing and validation come later."""
+    kind, colon, identifier = text.partition(":")
+    kind = kind.upper()
+    return kind + colon + (identifier.upper() if kind == "SYMBOL" else identifier)
+
+
+# Each section keyed by ids, and how its keys are spelled for merging the file with ESS_*
+# variables: entries that name one id the same way merge, field by field.
+ID_KEYS = {("scopes",): _scope_key, ("limits", "symbols"): str.upper}
+
+
 class CasedEnvSettingsSource(EnvSettingsSource):
-    """ESS_* variables, with the ids in their names spelled as written. pydantic-settings
-    matches names case-insensitively by lower-casing them whole, so
-    `ESS_SCOPES__STRATEGY:Momo__BREAKERS__...` set the breakers of strategy `momo`, another
-    strategy (strategy and account ids are case-sensitive), and
-    `ESS_LIMITS__SYMBOLS__AAPL__...` could not override the file's `[limits.symbols.AAPL]`."""
+    """ESS_* variables, matched case-insensitively but for the ids in their names.
+    pydantic-settings lower-cases whole names, so `ESS_SCOPES__STRATEGY:Momo__...` set
+    the breakers of strategy `momo` (another strategy: strategy and account ids are
+    case-sensitive). Here each name is spelled the one way before it is read: the prefix
+    `ESS_`, every part lower case but an id (`_scope_key`, symbols upper case), so a
+    variable merges with the file's entry and with a section given whole as JSON by exact
+    key. Two variables that spell one name two ways are refused: which one wins would be
+    the order of the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        spelled: dict[str, str | None] = {}
+        written: dict[str, str] = {}
+        for variable, value in super()._load_env_vars().items():
+            name = _spelled(variable)
+            if name in written:
+                raise InvalidConfig(variable, f"{written[name]} and {variable} name one setting"
+                                    " (names are not case-sensitive but for ids): set one")
+            spelled[name], written[name] = value, variable
+        return spelled
+
+
+def _spelled(variable: str) -> str:
+    if not variable.upper().startswith(ENV_PREFIX):
+        return variable
+    parts = variable[len(ENV_PREFIX):].split(ENV_DELIMITER)
+    lowered = [part.lower() for part in parts]
+    for path, key in ID_KEYS.items():
+        if len(parts) > len(path) and tuple(lowered[:len(path)]) == path:
+            lowered[len(path)] = key(parts[len(path)])
+    return ENV_PREFIX + ENV_DELIMITER.join(lowered)
+
+
+class IdKeyedTomlSource(TomlConfigSettingsSource):
+    """The TOML file, its id-keyed sections spelled as ESS_* variables are (ID_KEYS); two
+    keys of the file that name one id are refused. How the file wrote each is kept in the
+    settings class's `written_ids`, so that an error names the key as written."""
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
-        for path in ID_KEYED:
+        written: dict[tuple[str, str], str] = {}
+        for path, key in ID_KEYS.items():
             *parents, name = path
-            section = data
+            section: Any = data
             for parent in parents:
                 section = section.get(parent) if isinstance(section, dict) else None
             if isinstance(section, dict) and isinstance(section.get(name), dict):
-                section[name] = _spelled_as_written(path, section[name])
+                keyed: dict[str, Any] = {}
+                for text, value in section[name].items():
+                    spelled = key(text) if isinstance(text, str) else text
+                    if spelled in keyed:
+                        raise InvalidConfig(f'{".".join(path)}."{text}"',
+                                            f"names {spelled} again")
+                    keyed[spelled], written[name, spelled] = value, text
+                section[name] = keyed
+        self.settings_cls.written_ids = written  # type: ignore[attr-defined]
         return data
-
-
-def _spelled_as_written(path: tuple[str, ...], section: dict[str, Any]) -> dict[str, Any]:
-    """`section`'s keys, lower-cased by the source, spelled as in the variables' names; a
-    key no variable names (a section given whole, as JSON) stays as it is."""
-    prefix = ENV_PREFIX + ENV_DELIMITER.join(path).upper() + ENV_DELIMITER
-    spellings: dict[str, set[str]] = {}
-    for variable in os.environ:
-        if variable.lower().startswith(prefix.lower()):
-            key = variable[len(prefix):].split(ENV_DELIMITER, 1)[0]
-            spellings.setdefault(key.lower(), set()).add(key)
-    spelled = {}
-    for key, value in section.items():
-        written = spellings.get(key, {key})
-        if len(written) > 1:
-            names = " and ".join(sorted(f"{prefix}{w}{ENV_DELIMITER}..." for w in written))
-            raise InvalidConfig(".".join(path), f"{names} differ only in case: which one"
-                                " is meant cannot be told apart; spell them alike")
-        spelled[written.pop()] = value
-    return spelled
 
 
 class Settings(BaseSettings):
@@ -241,6 +277,8 @@ class Settings(BaseSettings):
     policy: PoliciesModel = PoliciesModel()
     breakers: dict[str, BreakerSettingsModel] = Field(default_factory=dict)
     scopes: dict[str, ScopeOverrideModel] = Field(default_factory=dict)
+    # (section, key as read) -> the key as the file wrote it (IdKeyedTomlSource)
+    written_ids: ClassVar[dict[tuple[str, str], str]] = {}
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -250,7 +288,7 @@ class Settings(BaseSettings):
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         del env_settings  # lower-cases the ids in the variables' names
         return init_settings, CasedEnvSettingsSource(settings_cls), \
-            TomlConfigSettingsSource(settings_cls)
+            IdKeyedTomlSource(settings_cls)
 
     def guard_config(self) -> GuardConfig:
         """The validated engine configuration. Raises InvalidConfig naming the key."""
@@ -298,7 +336,8 @@ class Settings(BaseSettings):
     def _breakers(self) -> BreakerSettings:
         defaults = _rules("breakers", self.breakers, DEFAULT_RULES)
         overrides = {}
-        for text, override in self.scopes.items():
+        for key, override in self.scopes.items():
+            text = self.written_ids.get(("scopes", key), key)
             try:
                 scope = Scope.parse(text)
             except InvalidArgument as error:
@@ -317,7 +356,8 @@ class Settings(BaseSettings):
             k: given.pop(k) for k in ("max_order_quantity", "max_order_notional",
                                       "price_band_pct", "reference_price") if k in given})
         by_symbol = {}
-        for text, values in symbols.items():
+        for key, values in symbols.items():
+            text = self.written_ids.get(("symbols", key), key)
             try:
                 symbol = canonical_symbol(text, "symbol")
             except InvalidArgument as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -210,6 +211,22 @@ def test_serves_on_the_event_loop_configured(tmp_path: Path, event_loop: str) ->
         assert f"(event loop: {event_loop})" in sidecar.output()
     finally:
         sidecar.stop()
+
+
+def test_a_uvloop_that_cannot_be_imported_refuses_to_start_naming_the_setting(
+        tmp_path: Path) -> None:
+    """Review 27: the ImportError escaped as a traceback (exit 1)."""
+    blocked = tmp_path / "blocked" / "uvloop"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("blocked by the test")\n')
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(blocked.parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "serve", "--listen", "",
+                             "--uds", str(tmp_path / "ess.sock"), "--state",
+                             str(tmp_path / "ess.db")], capture_output=True, text=True,
+                            timeout=60, env=environment)
+    assert result.returncode == 2, result.stderr
+    assert "server.event_loop" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_example_config_is_valid() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ess_sidecar.domain.errors import InvalidConfig
-from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.settings import load_settings
 
 
@@ -79,21 +79,70 @@ def test_an_environment_override_keeps_the_case_of_the_ids_in_its_name(
     assert (aapl.max_order_quantity, aapl.price_band_pct) == (5.0, 3.0)
 
 
-def test_environment_overrides_of_one_id_spelled_two_ways_are_refused(monkeypatch) -> None:
+def test_one_setting_named_by_two_variables_is_refused(monkeypatch) -> None:
+    """Names are not case-sensitive but for ids: which of two would win was the order of
+    the environment."""
     monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__THRESHOLD",
                        "2.0")
-    monkeypatch.setenv("ESS_SCOPES__STRATEGY:MOMO__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S",
-                       "60")
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__breakers__daily_drawdown_pct__threshold",
+                       "3.0")
     with pytest.raises(InvalidConfig) as raised:
         load_settings(None)
-    assert raised.value.key == "scopes"
-    assert "STRATEGY:Momo" in str(raised.value) and "STRATEGY:MOMO" in str(raised.value)
+    assert "BREAKERS__DAILY_DRAWDOWN_PCT__THRESHOLD" in str(raised.value)
+    assert "breakers__daily_drawdown_pct__threshold" in str(raised.value)
 
 
-def test_an_environment_override_spelled_otherwise_than_the_file_is_refused(
-        monkeypatch, tmp_path) -> None:
+def test_strategies_whose_ids_differ_in_case_are_overridden_apart(monkeypatch,
+                                                                  tmp_path) -> None:
     config = tmp_path / "ess.toml"
-    config.write_text("[limits.symbols.aapl]\nmax_order_quantity = 100\n")
-    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__AAPL__MAX_ORDER_QUANTITY", "5")
-    with pytest.raises(InvalidConfig, match="names AAPL again.*spelled alike"):
-        load_settings(config).guard_config()
+    config.write_text('[scopes."strategy:momo".breakers.daily_drawdown_pct]\nthreshold = 4.0\n')
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "60")
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:momo__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "30")
+    overrides = load_settings(config).guard_config().breakers.overrides
+    rule = {scope.id: rules["daily_drawdown_pct"] for scope, rules in overrides.items()}
+    assert (rule["momo"].threshold, rule["momo"].window_s) == (4.0, 30.0)
+    assert (rule["Momo"].threshold, rule["Momo"].window_s) == (5.0, 60.0)  # the default 5
+
+
+def test_a_section_given_whole_as_json_merges_with_variables_for_its_entries(
+        monkeypatch) -> None:
+    """Review 27: the JSON's entry was replaced by the variable's, field by field lost (an
+    AAPL quantity cap of 100 became no cap), or moved to another strategy."""
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS", '{"AAPL": {"max_order_quantity": 100}}')
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__AAPL__PRICE_BAND_PCT", "3")
+    monkeypatch.setenv("ESS_SCOPES", '{"STRATEGY:Momo": {"breakers": {"daily_drawdown_pct":'
+                       ' {"threshold": 4.0}}}, "STRATEGY:momo": {"breakers":'
+                       ' {"daily_drawdown_pct": {"threshold": 3.0}}}}')
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "60")
+    config = load_settings(None).guard_config()
+    aapl = config.limits.for_symbol("AAPL")
+    assert (aapl.max_order_quantity, aapl.price_band_pct) == (100.0, 3.0)
+    rule = {scope.id: rules["daily_drawdown_pct"]
+            for scope, rules in config.breakers.overrides.items()}
+    assert (rule["Momo"].threshold, rule["Momo"].window_s) == (4.0, 60.0)
+    assert rule["momo"].threshold == 3.0 and rule["momo"].window_s != 60.0
+
+
+def test_the_case_insensitive_parts_of_an_id_merge_file_and_variable(monkeypatch,
+                                                                     tmp_path) -> None:
+    """A scope's kind and a symbol are not case-sensitive: `[scopes.global]` and
+    ESS_SCOPES__GLOBAL__..., `[limits.symbols.aapl]` and ESS_LIMITS__SYMBOLS__AAPL__...
+    name one entry each."""
+    config = tmp_path / "ess.toml"
+    config.write_text('[scopes.global.breakers.daily_drawdown_pct]\nthreshold = 4.0\n'
+                      '[limits.symbols.aapl]\nmax_order_quantity = 100\n')
+    monkeypatch.setenv("ESS_SCOPES__GLOBAL__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "60")
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__AAPL__PRICE_BAND_PCT", "3")
+    config = load_settings(config).guard_config()
+    rule = config.breakers.overrides[GLOBAL]["daily_drawdown_pct"]
+    assert (rule.threshold, rule.window_s) == (4.0, 60.0)
+    aapl = config.limits.for_symbol("AAPL")
+    assert (aapl.max_order_quantity, aapl.price_band_pct) == (100.0, 3.0)
+
+
+def test_a_file_naming_one_symbol_twice_is_refused(tmp_path) -> None:
+    config = tmp_path / "ess.toml"
+    config.write_text("[limits.symbols.aapl]\nmax_order_quantity = 100\n"
+                      "[limits.symbols.AAPL]\nmax_order_quantity = 5\n")
+    with pytest.raises(InvalidConfig, match="names AAPL again"):
+        load_settings(config)
