@@ -202,6 +202,7 @@ def run(args, tmp: str, machine: dict) -> dict:
         print("probes: every subject, every probe order ...", flush=True)
         probe_rows = probes.check(servers["sidecar"].target("uds"),
                                   {"bare aio": servers["bare-aio"].target("uds"),
+                                   "bare uvloop": servers["bare-uvloop"].target("uds"),
                                    "bare sync": servers["bare-sync"].target("uds")},
                                   servers["opa"].uds, probes.load_data())
         print(f"probes: {len(probe_rows)} orders, every subject agrees", flush=True)
