@@ -103,13 +103,34 @@ class Server:
         return self.tcp if transport == "tcp" else f"unix:{self.uds}"
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """utime + stime of the server and of its child processes (the sidecar's journal
+        syncer): what serving costs the machine."""
+        return sum(map(_cpu_seconds, _and_children(self.proc.pid)))
 
     def tail(self, lines: int = 40) -> str:
         with open(self.log, errors="replace") as f:
             return "".join(f.readlines()[-lines:])
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
+    except FileNotFoundError:
+        return 0.0  # a child that ended meanwhile
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _and_children(pid: int) -> list[int]:
+    """`pid` and its children, from /proc/<pid>/task/<tid>/children."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(child) for child in f.read().split()]
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    return [pid, *children]
 
 
 def free_port() -> int:

@@ -2,9 +2,10 @@
 to journal, and a bare grpcio server, in one interleaved run.
 
 An allowed order is recorded in the journal (one `write(2)`) before its answer goes out, and
-a thread fsyncs the journal and rewrites its seal every 10 ms (docs/design.md, "The
-journal"). In process, the record costs a few microseconds (`decision_cost.py`, "guard.check
-+ journal"); this measures what it costs where it runs, in the served process.
+the journal's syncer (a child process) fsyncs it and rewrites its seal every 10 ms
+(docs/design.md, "The journal's syncer"). In process, the record costs a few microseconds
+(`decision_cost.py`, "guard.check + journal"); this measures what it costs where it runs,
+in the served process.
 
 Method. Every subject is a subprocess served on a Unix socket; the Go client
 (clients/go/cmd/essbench, as check_latency.py --client go) sends CheckOrderStream (or, with
@@ -21,7 +22,7 @@ Subjects:
   around the clock reading, `engine.check` and the journal record); it prints their
   percentiles at the end;
 - sidecar, no journal: launched by this file with two patches, `Guard.check` records
-  nothing and the journal's group-commit thread is not started. NOT SAFE, a measuring
+  nothing and the journal's syncer is not started. NOT SAFE, a measuring
   device only: an order it allowed is not on record;
 - sidecar, fsync every 50 ms: as shipped, with `store.journal_sync_interval_s` 0.05 (the
   shipped 0.01 bounds what a power loss can take; both survive SIGKILL): how much of the
@@ -29,9 +30,10 @@ Subjects:
 - sidecar, constant decision: launched by this file, `Guard.check` answers every order
   with the decision it made for the first one (no engine, no journal). NOT SAFE, a
   measuring device only: what the gRPC adapter, the mapping and telemetry cost;
-- sidecar, no group commit: records written as shipped, but the group-commit thread is
-  not started (nothing is fsynced). NOT SAFE across a power cut, a measuring device only:
-  what the thread costs the serving thread (benchmarks/gil_wake.py says how);
+- sidecar, no group commit: records written as shipped, but the syncer is not started
+  (nothing is fsynced). NOT SAFE across a power cut, a measuring device only: what the
+  group commit costs (a thread did it until stop 28: benchmarks/gil_wake.py says what
+  that cost the serving thread);
 - sidecar, asyncio: as shipped, but with `server.event_loop = "asyncio"` (the shipped
   loop is uvloop);
 - bare, uvloop: benchmarks/bare_server.py on uvloop, the sidecar's loop.
@@ -41,7 +43,8 @@ CheckOrderStreams, one request in flight on each, for segments of --segment-s se
 the figures are then calls/s and CPU per message under concurrency.
 
 Before its rounds, each server's CPU while idle is measured over --idle seconds: the
-sidecar's timers run; its journal's group commit sleeps after an interval with no record.
+sidecar's timers run; its journal's syncer sleeps after an interval with no record.
+Server CPU counts the server's child processes too (the syncer).
 
     python benchmarks/journal_cost.py [--api stream|unary] [--rounds N] [--segments N]
         [--calls N] [--idle S] [--in-flight N [--segment-s S]]

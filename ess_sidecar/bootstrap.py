@@ -143,7 +143,11 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
                   " process: %s", problem)
         guard.fail_closed(problem)
         engine.untrusted = problem  # no reset of GLOBAL in this process: plan_reset
-    journal.start()
+    try:
+        journal.start()
+    except StoreUnavailable as error:  # no syncer: records are refused, so deny them all
+        log.error("%s; GLOBAL is tripped in this process", error)
+        guard.fail_closed(str(error))
     return App(settings, guard, store, alerts, principals, credentials, journal,
                Timers(guard, settings.timers.interval_s), observed)
 

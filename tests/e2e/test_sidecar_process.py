@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -280,3 +281,45 @@ def test_a_state_file_that_cannot_be_written_is_found_before_serving(tmp_path: P
             sidecar.stop()
     finally:
         subprocess.run(["chattr", "-i", str(first.state)], check=True)
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in os.listdir(f"/proc/{pid}/task")
+            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+
+
+def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
+        sidecar_process: SidecarProcess) -> None:
+    """The syncer (a child process) makes the journal durable; without it nothing written
+    is, so the sidecar fails closed: its next wake finds the syncer gone (within one sync
+    interval while orders flow), GLOBAL trips in memory, and every order is denied. A
+    restart starts a new syncer and replays the journal."""
+    sidecar_process.start()
+    assert sidecar_process.process is not None
+    [syncer] = children(sidecar_process.process.pid)
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        assert stub.CheckOrder(order()).allowed
+        os.kill(syncer, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        for n in itertools.count(1):  # an RPC a turn, no sleep; each order unlike the last
+            request = order()
+            request.quantity = n
+            try:
+                allowed = stub.CheckOrder(request).allowed
+            except grpc.RpcError as error:  # the one whose record was refused
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                break
+            assert allowed, "denied before the sidecar failed closed"
+            assert time.monotonic() < deadline, "orders still allowed with no syncer"
+        [scope] = stub.GetState(pb.GetStateRequest()).scopes
+        assert (scope.scope.kind, scope.state) == (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED)
+        assert "syncer stopped" in scope.reason
+        for _ in range(3):
+            assert stub.CheckOrder(order()).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+    sidecar_process.kill()
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        assert stub.GetState(pb.GetStateRequest()).scopes == []
+        assert stub.CheckOrder(order()).allowed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -219,130 +218,6 @@ def test_a_journal_deleted_with_its_seal_is_found_when_the_store_was_in_use(
     first.seal.path.unlink()
     with pytest.raises(JournalDamaged, match="its seal are missing, but the state file"):
         FileJournal(first.path, required=True).load()
-
-
-class Rounds(threading.Event):
-    """The group commit's pause, counted and instant (the thread waits on this event for
-    each interval; close() sets it), and its seals, waited for: nothing waits for real
-    time."""
-
-    def __init__(self, journal: FileJournal) -> None:
-        super().__init__()
-        self.paused = 0
-        self._seals = threading.Condition()
-        self._sealed = 0
-        write = journal.seal.write
-
-        def sealed(value: dict) -> None:
-            write(value)
-            with self._seals:
-                self._sealed = value["records"]
-                self._seals.notify_all()
-        journal.seal.write = sealed  # type: ignore[method-assign]
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.paused += 1
-        return self.is_set()
-
-    def sealed_through(self, records: int) -> bool:
-        with self._seals:
-            return self._seals.wait_for(lambda: self._sealed >= records, timeout=10)
-
-
-class Asleep(threading.Event):
-    """The group commit's wake: says when the thread waits on it with no timeout."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if timeout is None:
-            self.entered.set()
-        return super().wait(timeout)
-
-
-def test_the_group_commit_seals_records_unasked_and_sleeps_while_nothing_is_written(
-        tmp_path: Path) -> None:
-    """Records are made durable (fsync, then the seal) without anyone asking. The pause is
-    instant here, so a thread that went round while nothing was written would have gone
-    round thousands of times: it pauses once to find an interval empty, once per round
-    that syncs, and otherwise sleeps until a record wakes it."""
-    first = journal(tmp_path, interval=0.01)
-    first.load()
-    first._closing = rounds = Rounds(first)
-    first._wake = asleep = Asleep()
-    first.start()
-    try:
-        assert asleep.entered.wait(10), "with nothing written, the thread did not sleep"
-        asleep.entered.clear()
-        first.record(*EVERY_COMMAND[0])
-        first.record(*EVERY_COMMAND[1])
-        assert rounds.sealed_through(2), "the records were never sealed"
-        first.record(*EVERY_COMMAND[2])
-        assert rounds.sealed_through(3), "a record after a sync was never sealed"
-        assert asleep.entered.wait(10), "after its last sync, the thread did not sleep"
-        assert rounds.paused <= 7  # at most: empty, 1, empty, 2, empty, 3, empty
-    finally:
-        first.close()
-    assert journal(tmp_path).load() == EVERY_COMMAND[:3]
-
-
-class Paused(threading.Event):
-    """The group commit's pause, which says when the thread has entered it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.entered.set()
-        return super().wait(timeout)
-
-
-def test_close_cuts_the_group_commits_pause_short_and_seals_what_is_left(
-        tmp_path: Path) -> None:
-    first = journal(tmp_path, interval=3600.0)
-    first.load()
-    first._closing = paused = Paused()
-    first.start()
-    first.record(*EVERY_COMMAND[0])
-    assert paused.entered.wait(10), "a record did not wake the group commit"
-    closing = threading.Thread(target=first.close)
-    closing.start()
-    closing.join(10)
-    assert not closing.is_alive(), "close() waited for the group commit's interval"
-    assert Seal(f"{first.path}.seal").read() == {"records": 1, "chain": first._written[1].hex()}
-
-
-class ClosedAsTheIntervalEnded(threading.Event):
-    """The group commit's pause, ending as close() runs: close() sets this event and
-    wakes the thread after the timed wait gave up, before the thread clears its wake."""
-
-    def __init__(self, journal: FileJournal) -> None:
-        super().__init__()
-        self._journal = journal
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self.is_set():
-            return True
-        self.set()  # what close() does, in its order
-        self._journal._wake.set()
-        return False  # the interval had run out just before
-
-
-def test_the_group_commit_ends_when_close_comes_as_an_interval_ends(tmp_path: Path) -> None:
-    """A close() between the end of a pause and the thread clearing its wake must still
-    end the thread: it would otherwise wait for a record that never comes, and close()
-    would wait for it for ever (a sidecar that never stops)."""
-    first = journal(tmp_path, interval=0.01)
-    first.load()
-    first._closing = ClosedAsTheIntervalEnded(first)
-    first.start()
-    assert first._thread is not None
-    first._thread.join(10)
-    assert not first._thread.is_alive(), "the group commit slept through close()"
-    first.close()
 
 
 def test_registrations_taken_from_the_store_are_journaled_so_the_next_start_keeps_them(

@@ -5,12 +5,16 @@ before its answer goes out, and one `write(2)` of a pre-encoded record costs a f
 microseconds where an SQLite transaction costs tens. Durability, in two steps:
 
 - `record` writes the record to the kernel before returning: it survives SIGKILL.
-- A background thread fsyncs every `sync_interval_s` what was written in it (group
-  commit), off the event loop, then replaces the seal (`<journal>.seal`: how many
-  records, and the chain's head). After an interval with nothing written it sleeps until
-  the next record wakes it: an idle sidecar's journal costs no CPU. With
-  `sync_interval_s` 0, `record` fsyncs itself before returning: power-loss durable, at the
-  cost of an fsync per record. `sync` fsyncs at once; the service calls it before each
+- A child process, the syncer (syncer.py), fsyncs every `sync_interval_s` what was written
+  in it (group commit), then replaces the seal (`<journal>.seal`: how many records, and
+  the chain's head). A process, not a thread: a thread of this process waking under load
+  would make every system call of the serving thread dearer (syncer.py says why). A
+  record wakes it once per interval, with a byte down a pipe; after an interval with
+  nothing written it sleeps until woken: an idle sidecar's journal costs no CPU. If it
+  dies or fails, records are refused from then on (fail closed). With `sync_interval_s`
+  0 there is no syncer: `record` fsyncs itself before returning, power-loss durable, at
+  the cost of an fsync per record. `sync` makes everything written durable at once (it
+  asks the syncer, which answers when it has sealed); the service calls it before each
   transition is stored, so the journal is never behind the store on disk.
 
 Each record is framed as `length (4 bytes) | chain (16) | payload`, where chain is
@@ -35,7 +39,10 @@ import json
 import logging
 import os
 import struct
+import subprocess
+import sys
 import threading
+import time
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,15 +56,17 @@ from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
 from .seal import Seal, SealUnreadable
+from .syncer import HEADER, MAX_RECORD, SYNC, WAKE  # the frame is read by both
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct(">I16s")
 GENESIS = bytes(16)
-MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
 COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
 ADMITTED = b"\x01"  # the first byte of a binary Admitted record
 ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
+_PACKAGES = Path(__file__).resolve().parents[3]  # where ess_sidecar is, for the syncer
+SYNCER = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
+          " from ess_sidecar.adapters.storage.syncer import main; sys.exit(main(sys.argv[1:]))")
 
 
 def journal_path(store_path: str | os.PathLike[str]) -> str:
@@ -83,10 +92,10 @@ class FileJournal(Journal):
         # from other threads, and must never see a count and a chain that do not match.
         self._written = (0, GENESIS)
         self._synced = (0, GENESIS)  # what the seal says
-        self._wake = threading.Event()  # set by a round's first record, and by close
-        self._unsynced = False  # a record was written since the group commit last began
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._syncer: subprocess.Popen[bytes] | None = None  # started by start()
+        self._commands = -1  # the pipe to the syncer (non-blocking), while it runs
+        self._replies = -1  # the pipe from it
+        self._next_wake = 0.0  # monotonic: a record from then on wakes the syncer
         self._sync_lock = threading.Lock()
         self._failure: OSError | None = None
 
@@ -143,9 +152,11 @@ class FileJournal(Journal):
         self._written = (count + 1, chain)
         if self._interval == 0:
             self.sync()
-        elif not self._unsynced:  # once per interval under load: the thread is awake then
-            self._unsynced = True
-            self._wake.set()
+        elif self._syncer is not None:  # once per interval under load: it is awake then
+            now = time.monotonic()
+            if now >= self._next_wake:
+                self._next_wake = now + self._interval
+                self._wake()
 
     def sync(self) -> None:
         head = self._written  # taken before the fsync: all of it is on disk after
@@ -155,9 +166,12 @@ class FileJournal(Journal):
             if head[0] <= self._synced[0]:
                 return
             try:
-                assert self._fd is not None
-                os.fsync(self._fd)
-                self.seal.write({"records": head[0], "chain": head[1].hex()})
+                if self._syncer is not None:  # the seal's only writer while it runs
+                    self._ask_syncer(head[0])
+                else:
+                    assert self._fd is not None
+                    os.fsync(self._fd)
+                    self.seal.write({"records": head[0], "chain": head[1].hex()})
             except OSError as error:
                 self._failure = error  # later records are refused: fail closed
                 raise StoreUnavailable(f"journal {self.path} cannot be synced: {error}") \
@@ -165,16 +179,20 @@ class FileJournal(Journal):
             self._synced = head
 
     def start(self) -> None:
-        if self._interval > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._group_commit, name="ess-journal",
-                                            daemon=True)
-            self._thread.start()
+        """Start the syncer, from a sealed end. Raises StoreUnavailable if it cannot be
+        started; then records are refused."""
+        if self._interval == 0 or self._syncer is not None or self._fd is None:
+            return
+        self.sync()  # what was recorded since load(): the syncer starts from a sealed end
+        try:
+            self._spawn()
+        except OSError as error:
+            self._failure = error
+            raise StoreUnavailable(f"journal {self.path}: its syncer cannot be started:"
+                                   f" {error}") from error
 
     def close(self) -> None:
-        self._closing.set()  # before the wake: the thread sees it when it wakes
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._stop_syncer()
         if self._fd is not None:
             try:
                 self.sync()
@@ -244,26 +262,86 @@ class FileJournal(Journal):
                 raise StoreUnavailable(f"journal {self.path} cannot be sealed: {error}") \
                     from error
 
-    def _group_commit(self) -> None:
-        """Every interval, fsync what was written in it, all at once; after an interval
-        with nothing written, sleep until a record wakes it. Under load the thread keeps
-        its own time and a record's wake finds nobody waiting: the decisions never pay
-        for waking it. A record either sets `_written` before the thread reads it below,
-        or finds `_unsynced` cleared and wakes the thread for another round."""
-        while not self._closing.wait(self._interval):  # close() cuts it short
-            self._wake.clear()
-            self._unsynced = False
-            if self._written == self._synced:
-                # close() sets _closing, then wakes us: if its wake came before the clear
-                # above, _closing is set already and waiting would be for ever.
-                if not self._closing.is_set():
-                    self._wake.wait()  # idle: an idle sidecar's journal costs nothing
-                continue
-            try:
-                self.sync()
-            except StoreUnavailable:
-                log.exception("journal group commit failed; records are refused from now on")
-                return
+    def _spawn(self) -> None:
+        assert self._fd is not None
+        reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        commands, self._commands = os.pipe()
+        self._replies, replies = os.pipe()
+        try:
+            if not os.path.samestat(os.fstat(reader), os.fstat(self._fd)):
+                raise OSError(errno.ESTALE, f"{self.path} was replaced since it was opened")
+            os.set_blocking(self._commands, False)  # a wake never blocks a decision
+            count, chain = self._written
+            self._syncer = subprocess.Popen(
+                [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(reader), str(commands),
+                 str(replies), str(self.seal.path), repr(self._interval),
+                 str(os.fstat(self._fd).st_size), str(count), chain.hex()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                pass_fds=(reader, commands, replies), start_new_session=True)  # no Ctrl-C
+        except BaseException:
+            os.close(self._commands)
+            os.close(self._replies)
+            self._commands = self._replies = -1
+            raise
+        finally:  # the syncer's ends: its own now
+            for fd in (reader, commands, replies):
+                os.close(fd)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._commands, WAKE)
+        except BlockingIOError:
+            pass  # a full pipe: wakes it has yet to read
+        except OSError as error:  # it is gone: from now on nothing written becomes durable
+            self._failure = self._syncer_gone(error)
+            log.error("the journal's syncer is gone; records are refused from now on: %s",
+                      self._failure)
+
+    def _ask_syncer(self, records: int) -> None:
+        """Have the syncer seal everything written; raises OSError if it cannot."""
+        try:
+            os.write(self._commands, SYNC)
+            answer = b""
+            while not answer.endswith(b"\n"):
+                more = os.read(self._replies, 4096)
+                if not more:
+                    break
+                answer += more
+        except OSError as error:
+            raise self._syncer_gone(error) from error
+        if not answer.startswith(b"ok "):
+            raise self._syncer_gone(None, answer)
+        if int(answer[3:]) < records:
+            raise OSError(errno.EIO, f"the journal's syncer sealed {int(answer[3:])} records,"
+                          f" {records} were written")
+
+    def _syncer_gone(self, error: OSError | None, said: bytes = b"") -> OSError:
+        """Why the syncer stopped: what it said, else how it exited."""
+        assert self._syncer is not None
+        with contextlib.suppress(OSError):
+            while more := os.read(self._replies, 4096):  # it is gone: this cannot block
+                said += more
+        said = said.strip().removeprefix(b"failed ").strip()
+        code = self._syncer.poll()
+        why = said.decode(errors="replace") if said else (
+            f"it exited with status {code}" if code is not None else f"{error}")
+        return OSError(errno.EIO, f"the journal's syncer stopped: {why}")
+
+    def _stop_syncer(self) -> None:
+        """Close its pipe, so that it ends, and wait for it (it may be sealing)."""
+        syncer, self._syncer = self._syncer, None
+        if syncer is None:
+            return
+        os.close(self._commands)
+        try:
+            syncer.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            log.error("the journal's syncer did not end in 60 s; killed")
+            syncer.kill()
+            syncer.wait()
+        finally:
+            os.close(self._replies)
+            self._commands = self._replies = -1
 
     def _verified(self, data: bytes, seal: dict[str, Any] | None) -> Iterator[JournalEntry]:
         sealed = _sealed(seal, self.seal.path)

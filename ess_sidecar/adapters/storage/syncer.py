@@ -1,0 +1,151 @@
+"""The journal's syncer: a child process that makes the journal durable (group commit).
+
+Why a process and not a thread: a Python thread that wakes while the serving thread is
+busy waits for the GIL, and while it waits, every call with which the serving thread lets
+the GIL go (each system call, each call into gRPC's core) wakes it in vain and costs that
+call about 15 µs (benchmarks/gil_wake.py; docs/design.md, "The journal's syncer"). The
+syncer has its own interpreter, so nothing in the serving process waits for it.
+
+It reads what the serving process appended, counts the whole records and takes the chain
+of the last from its header (the serving process wrote and chained them; loading verifies
+them), fsyncs, then writes the seal. While it runs it is the seal's only writer.
+
+The serving process talks to it over two pipes. On `commands`:
+- `w`: records are being written; a round (read, fsync, seal) follows `interval` later,
+  and rounds go on every interval while records come, until one finds nothing new.
+- `s`: sync now, and answer `ok <records sealed>` on `replies`.
+- end of file: the serving process closed the pipe or is gone; the syncer exits.
+
+A failure to read, fsync or seal is answered `failed <why>` on `replies`, and the syncer
+exits with status 1: the serving process then refuses records (it fails closed).
+
+Run by FileJournal.start, never by hand:
+
+    python -m ess_sidecar.adapters.storage.syncer JOURNAL_FD COMMANDS_FD REPLIES_FD SEAL \
+        INTERVAL_S OFFSET RECORDS CHAIN_HEX
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable
+
+from .seal import Seal
+
+HEADER = struct.Struct(">I16s")  # a journal record's frame: its length and chain
+MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
+WAKE, SYNC = b"w", b"s"
+
+
+class Syncer:
+    def __init__(self, journal: int, seal: Seal, interval: float, offset: int, records: int,
+                 chain: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+        self._journal = journal
+        self._seal = seal
+        self._interval = interval
+        self._clock = clock
+        self._end = offset  # of the last whole record read
+        self._read = (records, chain)  # records read, and the chain after the last
+        self._sealed = records
+        self._covered_until = 0.0  # a round at or after this sees every waking record
+
+    def serve(self, commands: int, replies: int) -> int:
+        """Answer the serving process until it goes; 1 after a failure (already said)."""
+        due: float | None = None  # when the next round is; None while idle
+        while True:
+            wanted = self._wait(commands, due)
+            now = self._clock()  # before a round reads the end: the read comes after it
+            if wanted == b"":
+                return 0  # closed: the serving process is done or gone
+            if wanted is not None:
+                if SYNC in wanted and not self._answered(replies):
+                    return 1
+                # The record that woke us may have been written just after a round read
+                # the end: a round `interval` after this wake is due whatever happens.
+                self._covered_until = max(self._covered_until, now + self._interval)
+                if due is None:
+                    due = now + self._interval
+                continue
+            try:
+                grew = self._round()
+            except (OSError, ValueError) as error:
+                _say(replies, f"failed {error}")
+                return 1
+            if grew:
+                due = now + self._interval
+            else:  # idle, unless a wake since the last round still needs one
+                due = self._covered_until if now < self._covered_until else None
+
+    def _wait(self, commands: int, due: float | None) -> bytes | None:
+        """What the serving process sent (b"" once it has gone), or None if `due` (on
+        this syncer's clock) came first."""
+        timeout = None if due is None else max(0.0, due - self._clock())
+        if select.select([commands], [], [], timeout)[0]:
+            return os.read(commands, 4096)
+        return None
+
+    def _answered(self, replies: int) -> bool:
+        try:
+            self._round()
+        except (OSError, ValueError) as error:
+            _say(replies, f"failed {error}")
+            return False
+        _say(replies, f"ok {self._sealed}")
+        return True
+
+    def _round(self) -> bool:
+        """Read what was appended, fsync it and seal it; whether there was any."""
+        self._count()
+        if self._read[0] == self._sealed:
+            return False
+        records, chain = self._read
+        os.fsync(self._journal)  # everything read above is in it
+        self._seal.write({"records": records, "chain": chain.hex()})
+        self._sealed = records
+        return True
+
+    def _count(self) -> None:
+        """Count the whole records appended since the last; a record being written shows
+        as a prefix of itself (the kernel copies before it grows the file), left for the
+        next round."""
+        data = os.pread(self._journal, os.fstat(self._journal).st_size - self._end,
+                        self._end)
+        offset, (records, chain) = 0, self._read
+        while len(data) - offset >= HEADER.size:
+            length, next_chain = HEADER.unpack_from(data, offset)
+            if length > MAX_RECORD:
+                raise OSError(f"a record of {length} bytes at byte {self._end + offset}:"
+                              " the journal is damaged")
+            end = offset + HEADER.size + length
+            if end > len(data):
+                break
+            offset, records, chain = end, records + 1, next_chain
+        self._end += offset
+        self._read = (records, chain)
+
+
+def _say(replies: int, line: str) -> None:
+    try:
+        os.write(replies, f"{line}\n".encode())
+    except OSError:
+        pass  # the serving process is gone: nobody to tell
+
+
+def main(argv: list[str]) -> int:
+    # A Ctrl-C or SIGTERM to the process group is for the serving process, which closes
+    # the pipe when it has stopped: the syncer must outlive its last sync.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    journal, commands, replies, seal, interval, offset, records, chain = argv
+    syncer = Syncer(int(journal), Seal(seal), float(interval), int(offset), int(records),
+                    bytes.fromhex(chain))
+    return syncer.serve(int(commands), int(replies))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,316 @@
+"""The journal's syncer (adapters/storage/syncer.py): its rounds, on a clock the test moves,
+and the real child process: what it seals, asked and unasked, and what the journal does
+when it dies, fails, is sent Ctrl-C, or outlives the process that started it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ess_sidecar.adapters.storage.journal import GENESIS, FileJournal
+from ess_sidecar.adapters.storage.seal import Seal
+from ess_sidecar.adapters.storage.syncer import Syncer
+from ess_sidecar.domain.errors import StoreUnavailable
+from tests.integration.test_journal import EVERY_COMMAND
+
+INTERVAL = 0.01
+TIME = None  # a step: the time the syncer waits for comes
+
+
+class Stepped(Syncer):
+    """A syncer whose time passes only when the test says. Each wait shows the test what
+    it waits for (`waits`: the time a round is due, None to sleep until woken) and takes
+    the next step from `steps`: what the serving process sent, or TIME; a step may also
+    set the clock first (`(at, sent)`)."""
+
+    def __init__(self, journal: FileJournal) -> None:
+        self.now = 0.0
+        self.waits: queue.Queue[float | None] = queue.Queue()
+        self.steps: queue.Queue[bytes | tuple[float, bytes] | None] = queue.Queue()
+        self.reader = os.open(journal.path, os.O_RDONLY)
+        super().__init__(self.reader, journal.seal, INTERVAL, 0, 0, GENESIS,
+                         clock=lambda: self.now)
+
+    def _wait(self, commands: int, due: float | None) -> bytes | None:
+        self.waits.put(due)
+        step = self.steps.get(timeout=10)
+        if step is TIME:
+            assert due is not None, "time cannot wake a syncer that waits for a record"
+            self.now = due
+            return None
+        if isinstance(step, tuple):
+            self.now, step = step
+        return step
+
+    def next_wait(self) -> float | None:
+        return self.waits.get(timeout=10)
+
+
+class Served:
+    """A fresh journal (not started: no process, no wakes) and a Stepped syncer serving it
+    on a thread; `replies`: the pipe it answers on."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL)
+        assert self.journal.load() == []
+        self.syncer = Stepped(self.journal)
+        self.replies, self._answers = os.pipe()
+        self._ended: list[int] = []
+        self._thread = threading.Thread(
+            target=lambda: self._ended.append(self.syncer.serve(-1, self._answers)))
+        self._thread.start()
+
+    def end(self) -> int:
+        """What serve() returned, after the serving process went if it had not ended."""
+        if self._thread.is_alive():
+            self.syncer.steps.put(b"")  # the serving process is gone
+        self._thread.join(10)
+        assert not self._thread.is_alive(), "the syncer did not end"
+        for fd in (self.replies, self._answers, self.syncer.reader):
+            os.close(fd)
+        return self._ended[0]
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # noqa: ANN201
+    served = Served(tmp_path)
+    yield served
+    if served._thread.is_alive():
+        served.end()
+
+
+def sealed(journal: FileJournal) -> int:
+    seal = Seal(journal.seal.path).read()
+    assert seal is not None
+    return seal["records"]
+
+
+def test_a_wake_brings_rounds_until_one_finds_nothing_then_it_sleeps(served: Served) -> None:
+    """Records are fsynced and sealed unasked, an interval after a wake; then rounds go
+    on every interval while records come, and after one that finds nothing the syncer
+    waits for a wake, with no timeout: an idle sidecar's journal costs nothing."""
+    journal, syncer, replies = served.journal, served.syncer, served.replies
+    assert syncer.next_wait() is None  # nothing written: asleep
+    journal.record(*EVERY_COMMAND[0])
+    journal.record(*EVERY_COMMAND[1])
+    syncer.steps.put(b"w")
+    assert syncer.next_wait() == INTERVAL
+    assert sealed(journal) == 0  # not before its time
+    syncer.steps.put(TIME)
+    assert syncer.next_wait() == 2 * INTERVAL
+    assert Seal(journal.seal.path).read() == {"records": 2, "chain": journal._written[1].hex()}
+    journal.record(*EVERY_COMMAND[2])  # while rounds go on: no wake needed
+    syncer.steps.put(TIME)
+    assert syncer.next_wait() == 3 * INTERVAL
+    assert sealed(journal) == 3
+    syncer.steps.put(TIME)
+    assert syncer.next_wait() is None  # a round found nothing: asleep again
+    journal.record(*EVERY_COMMAND[3])
+    syncer.steps.put(b"s")  # asked: sealed at once, and answered
+    assert os.read(replies, 100) == b"ok 4\n"
+    assert sealed(journal) == 4
+    assert served.end() == 0
+
+
+def test_a_record_that_woke_it_just_after_a_round_read_the_end_is_still_sealed(
+        served: Served) -> None:
+    """A record's wake comes after its write. If a round that was due anyway reads the end
+    just before the write, it finds nothing new; going to sleep then would leave that
+    record unsynced for as long as nothing else is written. The wake asks for a round an
+    interval after it came, whatever the rounds before it found."""
+    journal, syncer = served.journal, served.syncer
+    assert syncer.next_wait() is None
+    journal.record(*EVERY_COMMAND[0])
+    syncer.steps.put(b"w")
+    assert syncer.next_wait() == INTERVAL
+    syncer.steps.put(TIME)
+    assert syncer.next_wait() == 2 * INTERVAL  # it found the record: another round is due
+    syncer.steps.put((1.5 * INTERVAL, b"w"))  # a wake whose record is not in the file yet
+    assert syncer.next_wait() == 2 * INTERVAL
+    syncer.steps.put(TIME)  # the round at 2 intervals finds nothing...
+    assert syncer.next_wait() == 2.5 * INTERVAL  # ...and the wake still wants one
+    journal.record(*EVERY_COMMAND[1])  # the waking record lands
+    syncer.steps.put(TIME)
+    assert syncer.next_wait() == 3.5 * INTERVAL
+    assert sealed(journal) == 2
+    assert served.end() == 0
+
+
+def test_a_failure_to_seal_is_answered_and_ends_the_syncer(served: Served) -> None:
+    journal, syncer, replies = served.journal, served.syncer, served.replies
+    assert syncer.next_wait() is None
+    journal.record(*EVERY_COMMAND[0])
+    journal.seal.path.unlink()
+    journal.seal.path.mkdir()  # where the seal goes, a directory: it cannot be written
+    syncer.steps.put(b"s")
+    answer = os.read(replies, 1000)
+    assert answer.startswith(b"failed ") and b"Is a directory" in answer
+    assert served.end() == 1
+
+
+# -- the child process --------------------------------------------------------------------
+
+IN_MODIFY, IN_CLOSE_WRITE, IN_ATTRIB = 0x2, 0x8, 0x4
+
+
+class Watched:
+    """inotify on one file: wait for it to change, with a deadline, not by polling."""
+
+    def __init__(self, path: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_CLOEXEC)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        watch = libc.inotify_add_watch(self.fd, str(path).encode(),
+                                       IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB)
+        assert watch >= 0, os.strerror(ctypes.get_errno())
+
+    def until(self, holds, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
+        deadline = time.monotonic() + timeout_s
+        while not holds():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return holds()
+            os.read(self.fd, 4096)
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def started(tmp_path: Path, interval: float = INTERVAL) -> FileJournal:
+    journal = FileJournal(tmp_path / "ess.db.journal", interval)
+    journal.load()
+    journal.start()
+    assert journal._syncer is not None and journal._syncer.poll() is None
+    return journal
+
+
+def test_the_syncer_is_a_child_process_that_seals_asked_and_unasked_and_ends_with_close(
+        tmp_path: Path) -> None:
+    journal = started(tmp_path)
+    syncer = journal._syncer
+    assert syncer is not None and syncer.pid != os.getpid()
+    watched = Watched(journal.seal.path)
+    try:
+        journal.record(*EVERY_COMMAND[0])  # its wake: sealed an interval later, unasked
+        assert watched.until(lambda: sealed(journal) == 1), "never sealed unasked"
+        for command, transitions in EVERY_COMMAND[1:4]:
+            journal.record(command, transitions)
+        journal.sync()  # asked: sealed when it returns
+        assert Seal(journal.seal.path).read() == {"records": 4,
+                                                 "chain": journal._written[1].hex()}
+        journal.record(*EVERY_COMMAND[4])
+    finally:
+        watched.close()
+        journal.close()
+    assert syncer.returncode == 0
+    assert sealed(journal) == 5
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:5]
+
+
+def test_a_syncer_killed_is_found_by_the_next_wake_and_records_are_refused(
+        tmp_path: Path) -> None:
+    journal = started(tmp_path)
+    assert journal._syncer is not None
+    journal._syncer.kill()
+    journal._syncer.wait(10)
+    journal.record(*EVERY_COMMAND[0])  # written; its wake finds the syncer gone
+    with pytest.raises(StoreUnavailable, match="syncer stopped: it exited with status -9"):
+        journal.record(*EVERY_COMMAND[1])
+    with pytest.raises(StoreUnavailable, match="syncer stopped"):
+        journal.sync()
+    journal.close()
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
+
+
+def test_a_syncer_that_cannot_seal_says_why_and_records_are_refused(tmp_path: Path) -> None:
+    journal = started(tmp_path, interval=3600.0)  # no round but the one asked for
+    journal.record(*EVERY_COMMAND[0])
+    journal.seal.path.unlink()
+    journal.seal.path.mkdir()
+    with pytest.raises(StoreUnavailable, match="cannot be synced: .*Is a directory"):
+        journal.sync()
+    assert journal._syncer is not None and journal._syncer.wait(10) == 1
+    with pytest.raises(StoreUnavailable, match="Is a directory"):
+        journal.record(*EVERY_COMMAND[1])
+    journal.seal.path.rmdir()
+    journal.close()  # seals what was written, itself: the syncer is gone
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
+
+
+def test_ctrl_c_and_sigterm_do_not_stop_the_syncer_before_the_sidecar(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C and systemd's SIGTERM go to every process of the group: the
+    syncer must still seal what the sidecar writes while it drains."""
+    journal = started(tmp_path)
+    try:
+        journal.sync()  # nothing to seal: but the syncer is up once it answers
+        journal.record(*EVERY_COMMAND[0])
+        journal.sync()
+        assert journal._syncer is not None
+        journal._syncer.send_signal(signal.SIGINT)
+        journal._syncer.send_signal(signal.SIGTERM)
+        journal.record(*EVERY_COMMAND[1])
+        journal.sync()
+        assert sealed(journal) == 2 and journal._syncer.poll() is None
+    finally:
+        journal.close()
+
+
+SERVING = """
+import sys
+from ess_sidecar.adapters.storage.journal import FileJournal
+journal = FileJournal(sys.argv[1], 0.01)
+journal.load()
+journal.start()
+print(journal._syncer.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_syncer_ends_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    serving = subprocess.Popen([sys.executable, "-c", SERVING, str(tmp_path / "j")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert serving.stdout is not None
+        pid = int(serving.stdout.readline())
+        exited = os.pidfd_open(pid)
+    finally:
+        serving.kill()
+        serving.wait(10)
+    try:
+        assert select.select([exited], [], [], 10)[0], "the syncer outlived its sidecar"
+    finally:
+        os.close(exited)
+
+
+def test_a_syncer_that_cannot_be_started_leaves_the_sidecar_failed_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No syncer, no durability: the sidecar starts (an operator can see why, and stop
+    trading), with GLOBAL tripped in memory, rather than allow orders it cannot keep."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.decisions import DecisionReason  # noqa: PLC0415
+    from ess_sidecar.domain.orders import Order, Side  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db")})
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    app = build(settings)
+    try:
+        decision = app.guard.check(Order("acc-1", "momo", "AAPL", Side.BUY, 1.0, 10.0,
+                                         client_order_id="c-1"))
+        assert not decision.allowed and decision.reason == DecisionReason.SCOPE_TRIPPED
+        [trip] = app.guard.restricted()
+        assert "its syncer cannot be started" in trip.reason and "no-python-here" in trip.reason
+    finally:
+        app.journal.close()
+        app.store.close()
