@@ -110,8 +110,9 @@ class StoreSettings(_Section):
     path: str = Field("state/ess.db", description="SQLite file holding the latched state")
     keep_events: int = Field(0, ge=0, description="audit events kept; 0 keeps all")
     journal_sync_interval_s: float = Field(
-        0.01, ge=0, le=1, description="the journal (<path>.journal) is fsynced this often, off"
-        " the event loop; 0 fsyncs before every answer (power-loss durable, slower)")
+        0.01, ge=0, le=1, description="the journal (<path>.journal) is fsynced this often, by"
+        " a child process (the syncer); 0 fsyncs before every answer, with no syncer"
+        " (power-loss durable, slower)")
 
 
 class WatchSettings(_Section):

@@ -5,12 +5,15 @@ when it dies, fails, is sent Ctrl-C, or outlives the process that started it."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import queue
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -204,18 +207,22 @@ def test_the_syncer_is_a_child_process_that_seals_asked_and_unasked_and_ends_wit
     try:
         journal.record(*EVERY_COMMAND[0])  # its wake: sealed an interval later, unasked
         assert watched.until(lambda: sealed(journal) == 1), "never sealed unasked"
-        for command, transitions in EVERY_COMMAND[1:4]:
+        # An interval has passed since that wake, and the syncer has gone to sleep (or
+        # will, after a round that finds nothing): this record must wake it again.
+        journal.record(*EVERY_COMMAND[1])
+        assert watched.until(lambda: sealed(journal) == 2), "a later record never sealed"
+        for command, transitions in EVERY_COMMAND[2:5]:
             journal.record(command, transitions)
         journal.sync()  # asked: sealed when it returns
-        assert Seal(journal.seal.path).read() == {"records": 4,
+        assert Seal(journal.seal.path).read() == {"records": 5,
                                                  "chain": journal._written[1].hex()}
-        journal.record(*EVERY_COMMAND[4])
+        journal.record(*EVERY_COMMAND[5])
     finally:
         watched.close()
         journal.close()
     assert syncer.returncode == 0
-    assert sealed(journal) == 5
-    assert FileJournal(journal.path).load() == EVERY_COMMAND[:5]
+    assert sealed(journal) == 6
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:6]
 
 
 def test_a_syncer_killed_is_found_by_the_next_wake_and_records_are_refused(
@@ -231,6 +238,56 @@ def test_a_syncer_killed_is_found_by_the_next_wake_and_records_are_refused(
         journal.sync()
     journal.close()
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
+
+
+def test_a_record_wakes_the_syncer_once_an_interval_has_passed_since_the_last_wake(
+        tmp_path: Path) -> None:
+    """The serving side of the protocol, on a clock the test moves: the syncer is stopped,
+    so the wakes stay in its pipe to be counted. Fewer wakes would leave a record written
+    after the syncer's last round unsynced for as long as the sidecar then idles; more
+    would cost the decisions a system call each."""
+    now = [100.0]
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL, clock=lambda: now[0])
+    journal.load()
+    journal.start()
+    assert journal._syncer is not None
+    journal._syncer.send_signal(signal.SIGSTOP)
+    try:
+        wakes = []
+        for at in (100.0, 100.005, 100.0099, 100.01, 100.0101, 100.5, 100.5, 100.51):
+            now[0] = at
+            journal.record(*EVERY_COMMAND[0])
+            wakes.append(struct.unpack("i", fcntl.ioctl(journal._commands, termios.FIONREAD,
+                                                        b"\0\0\0\0"))[0])
+        assert wakes == [1, 1, 1, 2, 2, 3, 3, 4]
+    finally:
+        journal._syncer.send_signal(signal.SIGCONT)
+        journal.close()
+
+
+def test_a_syncer_that_leaves_its_wakes_unread_is_found_stalled_and_records_are_refused(
+        tmp_path: Path) -> None:
+    """A syncer alive but making no progress (stopped here; a hung disk does the same)
+    makes nothing durable: once it has left `stalled_s` of wakes unread, records are
+    refused, so the sidecar fails closed rather than allow orders a power cut would take."""
+    journal = FileJournal(tmp_path / "ess.db.journal", 0.001, stalled_s=0.05)
+    journal.load()
+    journal.start()
+    syncer = journal._syncer
+    assert syncer is not None
+    syncer.send_signal(signal.SIGSTOP)
+    try:
+        deadline, recorded = time.monotonic() + 10, 0
+        with pytest.raises(StoreUnavailable, match="has read none of its last 5[0-9] wakes"):
+            while time.monotonic() < deadline:  # a wake a millisecond while records flow
+                journal.record(*EVERY_COMMAND[0])
+                recorded += 1
+        assert recorded > 1
+    finally:
+        syncer.send_signal(signal.SIGCONT)
+        journal.close()
+    assert syncer.returncode == 0
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1] * recorded
 
 
 def test_a_syncer_that_cannot_seal_says_why_and_records_are_refused(tmp_path: Path) -> None:

@@ -34,17 +34,20 @@ import contextlib
 import dataclasses
 import enum
 import errno
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Union
@@ -64,6 +67,7 @@ GENESIS = bytes(16)
 COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
 ADMITTED = b"\x01"  # the first byte of a binary Admitted record
 ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
+STALLED_S = 5.0  # a syncer that has read no wake for this long, records flowing, is stuck
 _PACKAGES = Path(__file__).resolve().parents[3]  # where ess_sidecar is, for the syncer
 SYNCER = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
           " from ess_sidecar.adapters.storage.syncer import main; sys.exit(main(sys.argv[1:]))")
@@ -80,13 +84,19 @@ class JournalDamaged(StoreDamaged):
 
 class FileJournal(Journal):
     def __init__(self, path: str | os.PathLike[str], sync_interval_s: float = 0.01,
-                 required: bool = False) -> None:
+                 required: bool = False, stalled_s: float = STALLED_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """required: the state file beside it was in use, so a journal that is missing
-        along with its seal was deleted, not never written."""
+        along with its seal was deleted, not never written. stalled_s: a syncer that
+        leaves this long's wakes unread fails the journal. clock: when to wake it."""
+        self._clock = clock
         self.path = Path(path)
         self._required = required
         self.seal = Seal(f"{self.path}.seal")
         self._interval = sync_interval_s
+        self._stalled_s = stalled_s
+        self._stalled_after = max(2, math.ceil(stalled_s / sync_interval_s)) \
+            if sync_interval_s > 0 else 0  # unread wakes
         self._fd: int | None = None
         # Records in the file and the chain after the last, as one value: sync() reads it
         # from other threads, and must never see a count and a chain that do not match.
@@ -153,7 +163,7 @@ class FileJournal(Journal):
         if self._interval == 0:
             self.sync()
         elif self._syncer is not None:  # once per interval under load: it is awake then
-            now = time.monotonic()
+            now = self._clock()
             if now >= self._next_wake:
                 self._next_wake = now + self._interval
                 self._wake()
@@ -264,43 +274,57 @@ class FileJournal(Journal):
 
     def _spawn(self) -> None:
         assert self._fd is not None
-        reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        commands, self._commands = os.pipe()
-        self._replies, replies = os.pipe()
+        theirs: list[int] = []  # the syncer's ends: its own once it runs
         try:
+            reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            theirs.append(reader)
             if not os.path.samestat(os.fstat(reader), os.fstat(self._fd)):
                 raise OSError(errno.ESTALE, f"{self.path} was replaced since it was opened")
+            commands, self._commands = os.pipe()
+            theirs.append(commands)
+            self._replies, replies = os.pipe()
+            theirs.append(replies)
             os.set_blocking(self._commands, False)  # a wake never blocks a decision
             count, chain = self._written
+            # In this process group: a supervisor's kill of the group ends it too (it
+            # ignores SIGINT and SIGTERM, and ends when this process closes its pipe).
             self._syncer = subprocess.Popen(
                 [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(reader), str(commands),
                  str(replies), str(self.seal.path), repr(self._interval),
                  str(os.fstat(self._fd).st_size), str(count), chain.hex()],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                pass_fds=(reader, commands, replies), start_new_session=True)  # no Ctrl-C
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=theirs)
         except BaseException:
-            os.close(self._commands)
-            os.close(self._replies)
+            for fd in (self._commands, self._replies):
+                if fd >= 0:
+                    os.close(fd)
             self._commands = self._replies = -1
             raise
-        finally:  # the syncer's ends: its own now
-            for fd in (reader, commands, replies):
+        finally:
+            for fd in theirs:
                 os.close(fd)
 
     def _wake(self) -> None:
+        """One byte down the pipe; a syncer gone (EPIPE), or one that has left its wakes
+        unread for `stalled_s` (a hung disk, a stopped process; EAGAIN once the pipe is
+        full), fails the journal: from then on nothing written would become durable."""
         try:
             os.write(self._commands, WAKE)
-        except BlockingIOError:
-            pass  # a full pipe: wakes it has yet to read
-        except OSError as error:  # it is gone: from now on nothing written becomes durable
-            self._failure = self._syncer_gone(error)
-            log.error("the journal's syncer is gone; records are refused from now on: %s",
-                      self._failure)
+            unread = struct.unpack("i", fcntl.ioctl(self._commands, termios.FIONREAD,
+                                                    b"\0\0\0\0"))[0]
+            if unread > self._stalled_after:
+                raise OSError(errno.ETIMEDOUT, f"the journal's syncer has read none of its"
+                              f" last {unread} wakes ({self._stalled_s:g} s of records or"
+                              " more): stalled (a hung disk, or a stopped process?)")
+        except OSError as error:
+            self._failure = error if error.errno == errno.ETIMEDOUT else \
+                self._syncer_gone(error)
+            log.error("the journal's syncer is gone or stalled; records are refused from now"
+                      " on: %s", self._failure)
 
     def _ask_syncer(self, records: int) -> None:
         """Have the syncer seal everything written; raises OSError if it cannot."""
         try:
-            os.write(self._commands, SYNC)
+            os.write(self._commands, SYNC)  # EAGAIN: a pipe full of unread wakes
             answer = b""
             while not answer.endswith(b"\n"):
                 more = os.read(self._replies, 4096)
@@ -316,32 +340,39 @@ class FileJournal(Journal):
                           f" {records} were written")
 
     def _syncer_gone(self, error: OSError | None, said: bytes = b"") -> OSError:
-        """Why the syncer stopped: what it said, else how it exited."""
+        """Why the syncer stopped or cannot be asked: what it said, else how it exited,
+        else the error."""
         assert self._syncer is not None
-        with contextlib.suppress(OSError):
-            while more := os.read(self._replies, 4096):  # it is gone: this cannot block
-                said += more
-        said = said.strip().removeprefix(b"failed ").strip()
         code = self._syncer.poll()
+        if code is not None:  # it is gone: reading what it left cannot block
+            said += _drained(self._replies)
+        said = said.strip().removeprefix(b"failed ").strip()
         why = said.decode(errors="replace") if said else (
             f"it exited with status {code}" if code is not None else f"{error}")
         return OSError(errno.EIO, f"the journal's syncer stopped: {why}")
 
     def _stop_syncer(self) -> None:
-        """Close its pipe, so that it ends, and wait for it (it may be sealing)."""
-        syncer, self._syncer = self._syncer, None
+        """Close its pipe, so that it ends, and wait for it (it may be sealing). Called
+        once nothing else records or syncs (the service has drained its store thread)."""
+        syncer = self._syncer
         if syncer is None:
             return
-        os.close(self._commands)
+        commands, self._commands = self._commands, -1  # a wake now fails, and no other
+        os.close(commands)  # file opened meanwhile under this number gets a byte
         try:
-            syncer.wait(timeout=60)
+            code = syncer.wait(timeout=60)
         except subprocess.TimeoutExpired:
             log.error("the journal's syncer did not end in 60 s; killed")
             syncer.kill()
-            syncer.wait()
+            code = syncer.wait()
+        try:
+            if code != 0:  # a failure nobody asked about yet: say it once
+                log.error("the journal's syncer ended with status %s: %s", code,
+                          _drained(self._replies).decode(errors="replace").strip())
         finally:
             os.close(self._replies)
             self._commands = self._replies = -1
+            self._syncer = None
 
     def _verified(self, data: bytes, seal: dict[str, Any] | None) -> Iterator[JournalEntry]:
         sealed = _sealed(seal, self.seal.path)
@@ -394,6 +425,15 @@ def _sealed(seal: dict[str, Any] | None, path: Path) -> tuple[int, bytes]:
         return records, chain
     except (KeyError, ValueError, TypeError) as error:
         raise JournalDamaged(f"journal seal {path} is garbled: {error!r}") from error
+
+
+def _drained(fd: int) -> bytes:
+    """What a pipe whose writer has exited holds."""
+    said = b""
+    with contextlib.suppress(OSError):
+        while more := os.read(fd, 4096):
+            said += more
+    return said
 
 
 def _chain(head: bytes, payload: bytes) -> bytes:

@@ -14,15 +14,16 @@ The serving process talks to it over two pipes. On `commands`:
 - `w`: records are being written; a round (read, fsync, seal) follows `interval` later,
   and rounds go on every interval while records come, until one finds nothing new.
 - `s`: sync now, and answer `ok <records sealed>` on `replies`.
-- end of file: the serving process closed the pipe or is gone; the syncer exits.
+- end of file: the serving process closed the pipe or is gone; the syncer exits. If it
+  went during a round (killed), the round ends after its fsync, without a seal: a sidecar
+  started since, or a reseal, may own the seal by then.
 
 A failure to read, fsync or seal is answered `failed <why>` on `replies`, and the syncer
-exits with status 1: the serving process then refuses records (it fails closed).
+exits with status 1: the serving process then refuses records (it fails closed). It does
+the same when the syncer leaves its wakes unread for journal.STALLED_S (5 s) of records.
 
-Run by FileJournal.start, never by hand:
-
-    python -m ess_sidecar.adapters.storage.syncer JOURNAL_FD COMMANDS_FD REPLIES_FD SEAL \
-        INTERVAL_S OFFSET RECORDS CHAIN_HEX
+Run by FileJournal.start (`python -I -c`, main's arguments: JOURNAL_FD COMMANDS_FD
+REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX), never by hand.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
 WAKE, SYNC = b"w", b"s"
 
 
+class Orphaned(Exception):
+    """The serving process is gone: the seal is no longer this syncer's to write."""
+
+
 class Syncer:
     def __init__(self, journal: int, seal: Seal, interval: float, offset: int, records: int,
                  chain: bytes, clock: Callable[[], float] = time.monotonic) -> None:
@@ -53,6 +58,7 @@ class Syncer:
         self._read = (records, chain)  # records read, and the chain after the last
         self._sealed = records
         self._covered_until = 0.0  # a round at or after this sees every waking record
+        self._parent = os.getppid()
 
     def serve(self, commands: int, replies: int) -> int:
         """Answer the serving process until it goes; 1 after a failure (already said)."""
@@ -73,6 +79,8 @@ class Syncer:
                 continue
             try:
                 grew = self._round()
+            except Orphaned:
+                return 0
             except (OSError, ValueError) as error:
                 _say(replies, f"failed {error}")
                 return 1
@@ -92,6 +100,8 @@ class Syncer:
     def _answered(self, replies: int) -> bool:
         try:
             self._round()
+        except Orphaned:
+            return False
         except (OSError, ValueError) as error:
             _say(replies, f"failed {error}")
             return False
@@ -105,6 +115,8 @@ class Syncer:
             return False
         records, chain = self._read
         os.fsync(self._journal)  # everything read above is in it
+        if os.getppid() != self._parent:  # killed meanwhile: a sidecar started since, or
+            raise Orphaned  # a reseal, may own the seal now
         self._seal.write({"records": records, "chain": chain.hex()})
         self._sealed = records
         return True
