@@ -1,14 +1,17 @@
 """What a Python thread that wakes now and then costs the other threads' system calls.
 
 The journal's group commit was a Python thread that woke every `store.journal_sync_interval_s`
-(10 ms) while records flowed; it is a child process now (docs/design.md, "The journal's
-syncer"), because of what this measures. On this project's 2-core VM, while such a thread
-exists, every call that lets go of the GIL (`os.write`, and grpcio's own calls into its
-core) costs the serving thread about 15 µs more, and not only at the moment the thread
-wakes: most calls made between its wakes are slow too. This measures it without the
-sidecar: one thread appends a 120-byte record to a file with `os.write`, 0.1 ms apart,
-while another thread does nothing, sleeps and wakes every 10 or 100 ms, or is blocked for
-good; and the same with the write made through ctypes.PyDLL, which keeps the GIL.
+(10 ms) while records flowed (a child process since stop 28: docs/design.md, "The
+journal's syncer"). On this project's 2-core VM, while such a thread exists, every call
+that lets go of the GIL (`os.write`, and grpcio's own calls into its core) costs the
+serving thread about 15 µs more, and not only at the moment the thread wakes: most calls
+made between its wakes are slow too. (In the served sidecar that cost did not show: the
+thread and the process measured the same CPU per message; benchmarks/README.md.)
+
+This measures it without the sidecar: one thread appends a 120-byte record to a file with
+`os.write`, 0.1 ms apart, while another thread does nothing, sleeps and wakes every 10 or
+100 ms, or is blocked for good; and the same with the write made through ctypes.PyDLL,
+which keeps the GIL.
 
     python benchmarks/gil_wake.py [--seconds S]
 """

@@ -7,8 +7,8 @@ microseconds where an SQLite transaction costs tens. Durability, in two steps:
 - `record` writes the record to the kernel before returning: it survives SIGKILL.
 - A child process, the syncer (syncer.py), fsyncs every `sync_interval_s` what was written
   in it (group commit), then replaces the seal (`<journal>.seal`: how many records, and
-  the chain's head). A process, not a thread: a thread of this process waking under load
-  would make every system call of the serving thread dearer (syncer.py says why). A
+  the chain's head). A process, not a thread: a thread of this process waits for the GIL
+  under load, and its fsyncs come late (syncer.py says how late). A
   record wakes it once per interval, with a byte down a pipe; after an interval with
   nothing written it sleeps until woken: an idle sidecar's journal costs no CPU. If it
   dies or fails, records are refused from then on (fail closed). With `sync_interval_s`

@@ -1,10 +1,10 @@
 """The journal's syncer: a child process that makes the journal durable (group commit).
 
 Why a process and not a thread: a Python thread that wakes while the serving thread is
-busy waits for the GIL, and while it waits, every call with which the serving thread lets
-the GIL go (each system call, each call into gRPC's core) wakes it in vain and costs that
-call about 15 µs (benchmarks/gil_wake.py; docs/design.md, "The journal's syncer"). The
-syncer has its own interpreter, so nothing in the serving process waits for it.
+busy waits for the GIL, so under load its fsyncs came late (13.8 ms apart at p50, 17 at
+p90 and up to 176 ms with 32 streams in flight, where 10 ms is set), and what a power cut
+can take grew with the load. The syncer has its own interpreter: it fsyncs on time
+(docs/design.md, "The journal's syncer").
 
 It reads what the serving process appended, counts the whole records and takes the chain
 of the last from its header (the serving process wrote and chained them; loading verifies
