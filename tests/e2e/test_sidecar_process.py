@@ -299,18 +299,21 @@ def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
     [syncer] = children(sidecar_process.process.pid)
     with open_channel(sidecar_process, uds=True) as channel:
         stub = guard_stub(channel)
-        assert stub.CheckOrder(order()).allowed
+        first = order()
+        assert stub.CheckOrder(first).allowed
+        allowed = [first.client_order_id]
         os.kill(syncer, signal.SIGKILL)
         deadline = time.monotonic() + 10
         for n in itertools.count(1):  # an RPC a turn, no sleep; each order unlike the last
             request = order()
             request.quantity = n
             try:
-                allowed = stub.CheckOrder(request).allowed
+                decision = stub.CheckOrder(request)
             except grpc.RpcError as error:  # the one whose record was refused
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error
                 break
-            assert allowed, "denied before the sidecar failed closed"
+            assert decision.allowed, "denied before the sidecar failed closed"
+            allowed.append(request.client_order_id)
             assert time.monotonic() < deadline, "orders still allowed with no syncer"
         [scope] = stub.GetState(pb.GetStateRequest()).scopes
         assert (scope.scope.kind, scope.state) == (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED)
@@ -321,5 +324,9 @@ def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
     sidecar_process.start()
     with open_channel(sidecar_process, uds=True) as channel:
         stub = guard_stub(channel)
-        assert stub.GetState(pb.GetStateRequest()).scopes == []
+        state = stub.GetState(pb.GetStateRequest(include_working_orders=True))
+        assert list(state.scopes) == []
+        # Every order allowed, before the syncer died and after, was recorded before its
+        # answer (a write(2): SIGKILL cannot take it), so it is working again.
+        assert [w.client_order_id for w in state.working_orders] == allowed
         assert stub.CheckOrder(order()).allowed
