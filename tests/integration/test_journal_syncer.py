@@ -36,12 +36,12 @@ class Stepped(Syncer):
     the next step from `steps`: what the serving process sent, or TIME; a step may also
     set the clock first (`(at, sent)`)."""
 
-    def __init__(self, journal: FileJournal) -> None:
+    def __init__(self, journal: FileJournal, parent: int) -> None:
         self.now = 0.0
         self.waits: queue.Queue[float | None] = queue.Queue()
         self.steps: queue.Queue[bytes | tuple[float, bytes] | None] = queue.Queue()
         self.reader = os.open(journal.path, os.O_RDONLY)
-        super().__init__(self.reader, journal.seal, INTERVAL, 0, 0, GENESIS,
+        super().__init__(parent, self.reader, journal.seal, INTERVAL, 0, 0, GENESIS,
                          clock=lambda: self.now)
 
     def _wait(self, commands: int, due: float | None) -> bytes | None:
@@ -63,15 +63,24 @@ class Served:
     """A fresh journal (not started: no process, no wakes) and a Stepped syncer serving it
     on a thread; `replies`: the pipe it answers on."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, parent: int | None = None) -> None:
         self.journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL)
         assert self.journal.load() == []
-        self.syncer = Stepped(self.journal)
+        # In this process, the parent the syncer sees is this process's parent.
+        self.syncer = Stepped(self.journal, os.getppid() if parent is None else parent)
         self.replies, self._answers = os.pipe()
         self._ended: list[int] = []
         self._thread = threading.Thread(
             target=lambda: self._ended.append(self.syncer.serve(-1, self._answers)))
         self._thread.start()
+
+    def recorded_and_round(self) -> None:
+        """From asleep: a record, its wake, and the round due an interval later."""
+        assert self.syncer.next_wait() is None
+        self.journal.record(*EVERY_COMMAND[0])
+        self.syncer.steps.put(b"w")
+        assert self.syncer.next_wait() == INTERVAL
+        self.syncer.steps.put(TIME)
 
     def end(self) -> int:
         """What serve() returned, after the serving process went if it had not ended."""
@@ -132,11 +141,7 @@ def test_a_record_that_woke_it_just_after_a_round_read_the_end_is_still_sealed(
     record unsynced for as long as nothing else is written. The wake asks for a round an
     interval after it came, whatever the rounds before it found."""
     journal, syncer = served.journal, served.syncer
-    assert syncer.next_wait() is None
-    journal.record(*EVERY_COMMAND[0])
-    syncer.steps.put(b"w")
-    assert syncer.next_wait() == INTERVAL
-    syncer.steps.put(TIME)
+    served.recorded_and_round()
     assert syncer.next_wait() == 2 * INTERVAL  # it found the record: another round is due
     syncer.steps.put((1.5 * INTERVAL, b"w"))  # a wake whose record is not in the file yet
     assert syncer.next_wait() == 2 * INTERVAL
@@ -159,6 +164,16 @@ def test_a_failure_to_seal_is_answered_and_ends_the_syncer(served: Served) -> No
     answer = os.read(replies, 1000)
     assert answer.startswith(b"failed ") and b"Is a directory" in answer
     assert served.end() == 1
+
+
+def test_a_syncer_whose_serving_process_is_gone_fsyncs_but_writes_no_seal(
+        tmp_path: Path) -> None:
+    """Its parent killed during a round: a sidecar started since (or a reseal) may own the
+    seal by then, and a seal written late could claim records a reseal has cut."""
+    served = Served(tmp_path, parent=os.getppid() + 1_000_000)  # not its parent: gone
+    served.recorded_and_round()
+    assert served.end() == 0  # ended at the round, without a seal
+    assert sealed(served.journal) == 0
 
 
 # -- the child process --------------------------------------------------------------------
@@ -265,29 +280,71 @@ def test_a_record_wakes_the_syncer_once_an_interval_has_passed_since_the_last_wa
         journal.close()
 
 
-def test_a_syncer_that_leaves_its_wakes_unread_is_found_stalled_and_records_are_refused(
-        tmp_path: Path) -> None:
+def test_a_stopped_syncer_is_found_by_time_however_sparse_the_orders(tmp_path: Path) -> None:
     """A syncer alive but making no progress (stopped here; a hung disk does the same)
-    makes nothing durable: once it has left `stalled_s` of wakes unread, records are
-    refused, so the sidecar fails closed rather than allow orders a power cut would take."""
-    journal = FileJournal(tmp_path / "ess.db.journal", 0.001, stalled_s=0.05)
+    makes nothing durable. Once a wake has stayed unread for `stalled_s`, records are
+    refused, so the sidecar fails closed rather than allow orders a power cut would take:
+    judged by time (the test's clock), not by how many orders came meanwhile."""
+    now = [100.0]
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL, clock=lambda: now[0])
     journal.load()
     journal.start()
     syncer = journal._syncer
     assert syncer is not None
     syncer.send_signal(signal.SIGSTOP)
     try:
-        deadline, recorded = time.monotonic() + 10, 0
-        with pytest.raises(StoreUnavailable, match="has read none of its last 5[0-9] wakes"):
-            while time.monotonic() < deadline:  # a wake a millisecond while records flow
-                journal.record(*EVERY_COMMAND[0])
-                recorded += 1
-        assert recorded > 1
+        for second in range(7):  # an order a second: wakes at 100 .. 106
+            now[0] = 100.0 + second
+            journal.record(*EVERY_COMMAND[0])  # the one at 106 finds it stalled
+        with pytest.raises(StoreUnavailable, match="left its wakes unread for 6.0 s: stalled"):
+            journal.record(*EVERY_COMMAND[0])
+        with pytest.raises(StoreUnavailable, match="left its wakes unread"):
+            journal.sync()  # at once: asking a stalled syncer would hang the store
     finally:
         syncer.send_signal(signal.SIGCONT)
         journal.close()
     assert syncer.returncode == 0
-    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1] * recorded
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1] * 7
+
+
+def test_a_syncer_that_reads_its_wakes_is_not_stalled_however_far_apart_they_are(
+        tmp_path: Path) -> None:
+    now = [100.0]
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL, clock=lambda: now[0])
+    journal.load()
+    journal.start()
+    try:
+        for at in (100.0, 1000.0, 5000.0, 5006.0):
+            now[0] = at
+            journal.record(*EVERY_COMMAND[0])
+            journal.sync()  # the syncer has read the wake when it answers
+        journal.record(*EVERY_COMMAND[1])
+    finally:
+        journal.close()
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1] * 4 + EVERY_COMMAND[1:2]
+
+
+def test_a_sync_the_syncer_leaves_unanswered_fails_within_the_stall_time(
+        tmp_path: Path) -> None:
+    """The store's thread asks before each transition is stored; a syncer that never
+    answers must not hang it (and with it every Trigger, Reset and stop)."""
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL, stalled_s=0.2)
+    journal.load()
+    journal.start()
+    syncer = journal._syncer
+    assert syncer is not None
+    journal.sync()  # it is up
+    syncer.send_signal(signal.SIGSTOP)
+    try:
+        journal.record(*EVERY_COMMAND[0])
+        with pytest.raises(StoreUnavailable, match="did not answer within 0.2 s: stalled"):
+            journal.sync()
+        with pytest.raises(StoreUnavailable, match="stalled"):
+            journal.record(*EVERY_COMMAND[1])
+    finally:
+        syncer.send_signal(signal.SIGCONT)
+        journal.close()  # seals what was written, itself, once the syncer has ended
+    assert sealed(journal) == 1
 
 
 def test_a_syncer_that_cannot_seal_says_why_and_records_are_refused(tmp_path: Path) -> None:

@@ -264,7 +264,9 @@ class Sidecar:
 def _exit_after(timeout_s: float) -> None:
     """End the process if it has not exited `timeout_s` from now: a stop that hangs (an
     alert or telemetry export stuck in a thread) must not keep the address. Every
-    acknowledged change is durable already, so this is no worse than a crash."""
+    acknowledged change is written already (a transition fsynced; a journal record in the
+    kernel, fsynced within the sync interval unless the syncer is stuck too), so this is
+    no worse than a crash."""
     def overran() -> None:
         log.critical("stop overran shutdown.timeout_s (%.1f s): exiting now", timeout_s)
         logging.shutdown()

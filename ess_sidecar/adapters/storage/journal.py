@@ -38,8 +38,8 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -67,7 +67,7 @@ GENESIS = bytes(16)
 COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
 ADMITTED = b"\x01"  # the first byte of a binary Admitted record
 ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
-STALLED_S = 5.0  # a syncer that has read no wake for this long, records flowing, is stuck
+STALLED_S = 5.0  # a syncer that has left a wake unread, or a sync unanswered, this long
 _PACKAGES = Path(__file__).resolve().parents[3]  # where ess_sidecar is, for the syncer
 SYNCER = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
           " from ess_sidecar.adapters.storage.syncer import main; sys.exit(main(sys.argv[1:]))")
@@ -95,8 +95,7 @@ class FileJournal(Journal):
         self.seal = Seal(f"{self.path}.seal")
         self._interval = sync_interval_s
         self._stalled_s = stalled_s
-        self._stalled_after = max(2, math.ceil(stalled_s / sync_interval_s)) \
-            if sync_interval_s > 0 else 0  # unread wakes
+        self._unread_since = 0.0  # the oldest wake the syncer may not have read yet
         self._fd: int | None = None
         # Records in the file and the chain after the last, as one value: sync() reads it
         # from other threads, and must never see a count and a chain that do not match.
@@ -166,7 +165,7 @@ class FileJournal(Journal):
             now = self._clock()
             if now >= self._next_wake:
                 self._next_wake = now + self._interval
-                self._wake()
+                self._wake(now)
 
     def sync(self) -> None:
         head = self._written  # taken before the fsync: all of it is on disk after
@@ -177,6 +176,8 @@ class FileJournal(Journal):
                 return
             try:
                 if self._syncer is not None:  # the seal's only writer while it runs
+                    if self._failure is not None:  # gone or stalled: asking would hang
+                        raise self._failure
                     self._ask_syncer(head[0])
                 else:
                     assert self._fd is not None
@@ -286,12 +287,14 @@ class FileJournal(Journal):
             theirs.append(replies)
             os.set_blocking(self._commands, False)  # a wake never blocks a decision
             count, chain = self._written
+            self._unread_since = self._clock()
             # In this process group: a supervisor's kill of the group ends it too (it
             # ignores SIGINT and SIGTERM, and ends when this process closes its pipe).
             self._syncer = subprocess.Popen(
-                [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(reader), str(commands),
-                 str(replies), str(self.seal.path), repr(self._interval),
-                 str(os.fstat(self._fd).st_size), str(count), chain.hex()],
+                [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(os.getpid()),
+                 str(reader), str(commands), str(replies), str(self.seal.path),
+                 repr(self._interval), str(os.fstat(self._fd).st_size), str(count),
+                 chain.hex()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=theirs)
         except BaseException:
             for fd in (self._commands, self._replies):
@@ -303,40 +306,58 @@ class FileJournal(Journal):
             for fd in theirs:
                 os.close(fd)
 
-    def _wake(self) -> None:
-        """One byte down the pipe; a syncer gone (EPIPE), or one that has left its wakes
-        unread for `stalled_s` (a hung disk, a stopped process; EAGAIN once the pipe is
-        full), fails the journal: from then on nothing written would become durable."""
+    def _wake(self, now: float) -> None:
+        """One byte down the pipe. A syncer gone (EPIPE), or one that has left a wake
+        unread for `stalled_s` (a hung disk, a stopped process), fails the journal: from
+        then on nothing written would become durable."""
         try:
-            os.write(self._commands, WAKE)
+            with contextlib.suppress(BlockingIOError):  # full: wakes enough are waiting
+                os.write(self._commands, WAKE)
             unread = struct.unpack("i", fcntl.ioctl(self._commands, termios.FIONREAD,
                                                     b"\0\0\0\0"))[0]
-            if unread > self._stalled_after:
-                raise OSError(errno.ETIMEDOUT, f"the journal's syncer has read none of its"
-                              f" last {unread} wakes ({self._stalled_s:g} s of records or"
-                              " more): stalled (a hung disk, or a stopped process?)")
         except OSError as error:
-            self._failure = error if error.errno == errno.ETIMEDOUT else \
-                self._syncer_gone(error)
-            log.error("the journal's syncer is gone or stalled; records are refused from now"
-                      " on: %s", self._failure)
+            self._failure = self._syncer_gone(error)
+            log.error("the journal's syncer is gone; records are refused from now on: %s",
+                      self._failure)
+            return
+        if unread <= 1:  # it had read every wake before this one
+            self._unread_since = now
+        elif now - self._unread_since > self._stalled_s:
+            self._failure = self._stalled(f"has left its wakes unread for"
+                                          f" {now - self._unread_since:.1f} s")
+            log.error("%s; records are refused from now on", self._failure)
+
+    def _stalled(self, what: str) -> OSError:
+        return OSError(errno.ETIMEDOUT, f"the journal's syncer {what}: stalled (a hung disk,"
+                       " or a stopped process?), so nothing written is made durable")
 
     def _ask_syncer(self, records: int) -> None:
-        """Have the syncer seal everything written; raises OSError if it cannot."""
+        """Have the syncer seal everything written; raises OSError if it cannot, or if it
+        has not answered within `stalled_s`."""
+        answer, deadline = b"", time.monotonic() + self._stalled_s
         try:
             os.write(self._commands, SYNC)  # EAGAIN: a pipe full of unread wakes
-            answer = b""
-            while not answer.endswith(b"\n"):
+            while b"\n" not in answer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                    raise self._stalled(f"did not answer within {self._stalled_s:g} s")
                 more = os.read(self._replies, 4096)
                 if not more:
                     break
                 answer += more
         except OSError as error:
+            if error.errno == errno.ETIMEDOUT:
+                raise
             raise self._syncer_gone(error) from error
-        if not answer.startswith(b"ok "):
+        line = answer.split(b"\n", 1)[0]  # one ask at a time: the answer is the first line
+        if not line.startswith(b"ok "):
             raise self._syncer_gone(None, answer)
-        if int(answer[3:]) < records:
-            raise OSError(errno.EIO, f"the journal's syncer sealed {int(answer[3:])} records,"
+        try:
+            sealed = int(line[3:])
+        except ValueError:
+            raise OSError(errno.EIO, f"the journal's syncer answered {line!r}") from None
+        if sealed < records:
+            raise OSError(errno.EIO, f"the journal's syncer sealed {sealed} records,"
                           f" {records} were written")
 
     def _syncer_gone(self, error: OSError | None, said: bytes = b"") -> OSError:
@@ -360,9 +381,9 @@ class FileJournal(Journal):
         commands, self._commands = self._commands, -1  # a wake now fails, and no other
         os.close(commands)  # file opened meanwhile under this number gets a byte
         try:
-            code = syncer.wait(timeout=60)
+            code = syncer.wait(timeout=self._stalled_s)
         except subprocess.TimeoutExpired:
-            log.error("the journal's syncer did not end in 60 s; killed")
+            log.error("the journal's syncer did not end in %g s; killed", self._stalled_s)
             syncer.kill()
             code = syncer.wait()
         try:

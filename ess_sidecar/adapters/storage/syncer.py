@@ -20,10 +20,11 @@ The serving process talks to it over two pipes. On `commands`:
 
 A failure to read, fsync or seal is answered `failed <why>` on `replies`, and the syncer
 exits with status 1: the serving process then refuses records (it fails closed). It does
-the same when the syncer leaves its wakes unread for journal.STALLED_S (5 s) of records.
+the same when the syncer leaves a wake unread, or a sync unanswered, for journal.STALLED_S
+(5 s).
 
-Run by FileJournal.start (`python -I -c`, main's arguments: JOURNAL_FD COMMANDS_FD
-REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX), never by hand.
+Run by FileJournal.start (`python -I -c`, main's arguments: PARENT_PID JOURNAL_FD
+COMMANDS_FD REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX), never by hand.
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ class Orphaned(Exception):
 
 
 class Syncer:
-    def __init__(self, journal: int, seal: Seal, interval: float, offset: int, records: int,
-                 chain: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, parent: int, journal: int, seal: Seal, interval: float, offset: int,
+                 records: int, chain: bytes, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        """parent: the serving process's pid; once this process has another parent, it
+        seals nothing more."""
+        self._parent = parent
         self._journal = journal
         self._seal = seal
         self._interval = interval
@@ -58,7 +63,6 @@ class Syncer:
         self._read = (records, chain)  # records read, and the chain after the last
         self._sealed = records
         self._covered_until = 0.0  # a round at or after this sees every waking record
-        self._parent = os.getppid()
 
     def serve(self, commands: int, replies: int) -> int:
         """Answer the serving process until it goes; 1 after a failure (already said)."""
@@ -153,9 +157,9 @@ def main(argv: list[str]) -> int:
     # the pipe when it has stopped: the syncer must outlive its last sync.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    journal, commands, replies, seal, interval, offset, records, chain = argv
-    syncer = Syncer(int(journal), Seal(seal), float(interval), int(offset), int(records),
-                    bytes.fromhex(chain))
+    parent, journal, commands, replies, seal, interval, offset, records, chain = argv
+    syncer = Syncer(int(parent), int(journal), Seal(seal), float(interval), int(offset),
+                    int(records), bytes.fromhex(chain))
     return syncer.serve(int(commands), int(replies))
 
 
