@@ -105,7 +105,7 @@ class Server:
     def cpu_seconds(self) -> float:
         """utime + stime of the server and of its child processes (the sidecar's journal
         syncer): what serving costs the machine."""
-        return sum(map(_cpu_seconds, _and_children(self.proc.pid)))
+        return sum(map(_cpu_seconds, and_children(self.proc.pid)))
 
     def tail(self, lines: int = 40) -> str:
         with open(self.log, errors="replace") as f:
@@ -121,7 +121,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _and_children(pid: int) -> list[int]:
+def and_children(pid: int) -> list[int]:
     """`pid` and its children, from /proc/<pid>/task/<tid>/children."""
     children = []
     for task in os.listdir(f"/proc/{pid}/task"):
