@@ -428,3 +428,28 @@ def test_a_syncer_that_cannot_be_started_leaves_the_sidecar_failed_closed(
     finally:
         app.journal.close()
         app.store.close()
+
+
+ANSWERS_TWO_LINES = """
+import os, sys
+commands, replies = int(sys.argv[4]), int(sys.argv[5])
+while wanted := os.read(commands, 4096):
+    if b"s" in wanted:  # an answer and, in the same read, a later round's failure
+        os.write(replies, b"ok 0\\nfailed [Errno 5] a later round\\n")
+"""
+
+
+def test_only_the_first_line_of_what_the_syncer_said_is_its_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 28b: an answer and a failure line read together were parsed as one number
+    (ValueError, not a store failure). Here a scripted syncer answers that it sealed none
+    of the one record written: a failure to sync, named as such."""
+    from ess_sidecar.adapters.storage import journal as module  # noqa: PLC0415
+    monkeypatch.setattr(module, "SYNCER", ANSWERS_TWO_LINES)
+    journal = started(tmp_path)
+    try:
+        journal.record(*EVERY_COMMAND[0])
+        with pytest.raises(StoreUnavailable, match="sealed 0 records, 1 were written"):
+            journal.sync()
+    finally:
+        journal.close()
