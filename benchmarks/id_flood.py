@@ -84,6 +84,7 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.testing import SidecarProcess, free_port
 import workload  # benchmarks/
+from check_latency import cpu_seconds  # benchmarks/
 
 FLOOD_WORKERS = 8  # coroutines, one call in flight each
 SAMPLES = 10  # RSS read after every tenth of the flood
@@ -126,13 +127,6 @@ def memory_mib(pid: int) -> dict[str, float]:
             if name in ("VmRSS", "VmHWM"):
                 figures[name] = int(value.split()[0]) / 1024  # kB
     return figures
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def alive(sidecar: SidecarProcess) -> int:

@@ -39,6 +39,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import workload  # noqa: E402 (benchmarks/)
+from check_latency import cpu_seconds  # noqa: E402 (benchmarks/)
 from ess.v1 import guard_pb2 as pb  # noqa: E402
 from ess.v1 import guard_pb2_grpc as pb_grpc  # noqa: E402
 from opentelemetry.instrumentation.grpc import aio_server_interceptor  # noqa: E402
@@ -119,13 +120,6 @@ async def serve(mode: str, uds: str, state: str, longest_run: str) -> None:
     await server.start()
     print("ready", flush=True)
     await server.wait_for_termination()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(stubs: dict[str, object], pids: dict[str, int], calls: int,

@@ -72,6 +72,13 @@ class SidecarProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def children(self) -> list[int]:
+        """The pids of the running sidecar's child processes (its journal's syncer)."""
+        assert self.process is not None
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        return [int(child) for task in tasks.iterdir()
+                for child in (task / "children").read_text().split()]
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)

@@ -286,7 +286,8 @@ def write(out_dir: str, args, argv_text: str, machine: dict, result: dict,
         " after each of its segments, off the clock (benchmarks/workload.py).",
         "- Latency: the client's clock around each call (the order is made before it);"
         " percentiles nearest-rank. calls/s: calls over the segments' wall time. Server CPU:"
-        " utime + stime of the subject's process (/proc/<pid>/stat) over its segments, per"
+        " utime + stime of the subject's process and its children (/proc/<pid>/stat; the"
+        " sidecar's journal syncer is its child) over its segments, per"
         " call; client CPU likewise for the client process (for Python, the harness).",
         "- Every timed answer is checked ALLOWED; the timed orders are"
         " `benchmarks/workload.py`'s (unique client_order_id, price cycling within 1 % of the"

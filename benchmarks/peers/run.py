@@ -29,7 +29,7 @@ per subject, the subjects' order rotated by one every round and reversed every o
 round, so drift on the machine (other work, frequency) spreads over all subjects instead
 of landing on one. Per segment: every call's latency (timed in the client around the call
 only), calls/s (calls over the segment's wall time), the subject server's CPU (utime +
-stime of its process from /proc/<pid>/stat, all threads, over the segment) and the
+stime of its process and its children from /proc/<pid>/stat, over the segment) and the
 client's. After every sidecar segment, off the clock and outside the CPU window, the
 sidecar's working orders are ended (workload.Settler), as check_latency.py does.
 

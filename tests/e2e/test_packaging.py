@@ -129,8 +129,7 @@ def test_the_built_wheel_alone_gives_a_working_sidecar_and_essctl(tmp_path: Path
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_serving(sidecar, timeout_s=30)
         # The journal's syncer, a child process, runs the venv's copy too.
-        [syncer] = [int(child) for task in Path(f"/proc/{sidecar.process.pid}/task").iterdir()
-                    for child in (task / "children").read_text().split()]
+        [syncer] = sidecar.children()
         argv = Path(f"/proc/{syncer}/cmdline").read_bytes().split(b"\0")
         assert b"ess_sidecar.adapters.storage.syncer" in argv[3], argv
         assert Path(argv[4].decode()).is_relative_to(venv), argv

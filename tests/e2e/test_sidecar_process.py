@@ -283,11 +283,6 @@ def test_a_state_file_that_cannot_be_written_is_found_before_serving(tmp_path: P
         subprocess.run(["chattr", "-i", str(first.state)], check=True)
 
 
-def children(pid: int) -> list[int]:
-    return [int(child) for task in os.listdir(f"/proc/{pid}/task")
-            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-
-
 def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
         sidecar_process: SidecarProcess) -> None:
     """The syncer (a child process) makes the journal durable; without it nothing written
@@ -295,8 +290,7 @@ def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
     interval while orders flow), GLOBAL trips in memory, and every order is denied. A
     restart starts a new syncer and replays the journal."""
     sidecar_process.start()
-    assert sidecar_process.process is not None
-    [syncer] = children(sidecar_process.process.pid)
+    [syncer] = sidecar_process.children()
     with open_channel(sidecar_process, uds=True) as channel:
         stub = guard_stub(channel)
         first = order()

@@ -88,7 +88,8 @@ class FileJournal(Journal):
                  clock: Callable[[], float] = time.monotonic) -> None:
         """required: the state file beside it was in use, so a journal that is missing
         along with its seal was deleted, not never written. stalled_s: a syncer that
-        leaves this long's wakes unread fails the journal. clock: when to wake it."""
+        leaves a wake unread, or a sync unanswered, this long fails the journal. clock:
+        when to wake it."""
         self._clock = clock
         self.path = Path(path)
         self._required = required
