@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -283,20 +284,42 @@ def test_a_state_file_that_cannot_be_written_is_found_before_serving(tmp_path: P
         subprocess.run(["chattr", "-i", str(first.state)], check=True)
 
 
-def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL a process that is not this one's child, and wait until it has exited."""
+    exited = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert select.select([exited], [], [], 10)[0], f"{pid} outlived a SIGKILL"
+    finally:
+        os.close(exited)
+
+
+def test_a_killed_journal_syncer_is_replaced_and_a_second_kill_within_a_minute_fails_closed(
         sidecar_process: SidecarProcess) -> None:
-    """The syncer (a child process) makes the journal durable; without it nothing written
-    is, so the sidecar fails closed: its next wake finds the syncer gone (within one sync
-    interval while orders flow), GLOBAL trips in memory, and every order is denied. A
-    restart starts a new syncer and replays the journal."""
+    """The syncer (a child process) makes the journal durable. Killed, it is replaced:
+    the kill switch is still answered, durably (the Trigger's sync seals in the sidecar
+    itself), and orders go on. Killed again within a minute of its replacement, it is not:
+    the sidecar fails closed (its next wake finds the syncer gone, within one sync
+    interval while orders flow), GLOBAL trips in memory and every order is denied. A
+    restart starts a new syncer and replays the journal: the Trigger and every order
+    allowed are there."""
     sidecar_process.start()
-    [syncer] = sidecar_process.children()
+    [first] = sidecar_process.children()
     with open_channel(sidecar_process, uds=True) as channel:
         stub = guard_stub(channel)
-        first = order()
-        assert stub.CheckOrder(first).allowed
-        allowed = [first.client_order_id]
-        os.kill(syncer, signal.SIGKILL)
+        request = order()
+        assert stub.CheckOrder(request).allowed
+        allowed = [request.client_order_id]
+        kill_and_wait(first)
+        stop = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="other")
+        assert stub.Trigger(pb.TriggerRequest(scope=stop, reason="after the kill")).state \
+            == pb.STATE_TRIPPED
+        request = order()
+        assert stub.CheckOrder(request).allowed  # its record starts the replacement
+        allowed.append(request.client_order_id)
+        [second] = sidecar_process.children()
+        assert second != first
+        kill_and_wait(second)
         deadline = time.monotonic() + 10
         for n in itertools.count(1):  # an RPC a turn, no sleep; each order unlike the last
             request = order()
@@ -309,9 +332,10 @@ def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
             assert decision.allowed, "denied before the sidecar failed closed"
             allowed.append(request.client_order_id)
             assert time.monotonic() < deadline, "orders still allowed with no syncer"
-        [scope] = stub.GetState(pb.GetStateRequest()).scopes
-        assert (scope.scope.kind, scope.state) == (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED)
-        assert "syncer stopped" in scope.reason
+        global_ = [s for s in stub.GetState(pb.GetStateRequest()).scopes
+                   if s.scope.kind == pb.SCOPE_KIND_GLOBAL]
+        assert [s.state for s in global_] == [pb.STATE_TRIPPED]
+        assert "again within 60 s of its replacement" in global_[0].reason
         for _ in range(3):
             assert stub.CheckOrder(order()).reason == pb.DECISION_REASON_SCOPE_TRIPPED
     sidecar_process.kill()
@@ -319,8 +343,9 @@ def test_a_sidecar_whose_journal_syncer_dies_denies_every_order_after_it(
     with open_channel(sidecar_process, uds=True) as channel:
         stub = guard_stub(channel)
         state = stub.GetState(pb.GetStateRequest(include_working_orders=True))
-        assert list(state.scopes) == []
-        # Every order allowed, before the syncer died and after, was recorded before its
+        assert [(s.scope.id, s.state, s.reason) for s in state.scopes] == \
+            [("other", pb.STATE_TRIPPED, "after the kill")]
+        # Every order allowed, before the syncers died and after, was recorded before its
         # answer (a write(2): SIGKILL cannot take it), so it is working again.
         assert [w.client_order_id for w in state.working_orders] == allowed
         assert stub.CheckOrder(order()).allowed

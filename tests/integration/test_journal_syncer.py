@@ -240,18 +240,115 @@ def test_the_syncer_is_a_child_process_that_seals_asked_and_unasked_and_ends_wit
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:6]
 
 
-def test_a_syncer_killed_is_found_by_the_next_wake_and_records_are_refused(
+def moved(tmp_path: Path, now: list[float]) -> FileJournal:
+    """A started journal whose clock (when to wake, when a syncer was replaced) is now[0]."""
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL, clock=lambda: now[0])
+    journal.load()
+    journal.start()
+    return journal
+
+
+def killed(journal: FileJournal) -> subprocess.Popen[bytes]:
+    syncer = journal._syncer
+    assert syncer is not None
+    syncer.kill()
+    syncer.wait(10)
+    return syncer
+
+
+def test_a_killed_syncer_is_replaced_by_the_next_wake_and_the_new_one_seals_unasked(
         tmp_path: Path) -> None:
-    journal = started(tmp_path)
-    assert journal._syncer is not None
-    journal._syncer.kill()
-    journal._syncer.wait(10)
-    journal.record(*EVERY_COMMAND[0])  # written; its wake finds the syncer gone
-    with pytest.raises(StoreUnavailable, match="syncer stopped: it exited with status -9"):
-        journal.record(*EVERY_COMMAND[1])
-    with pytest.raises(StoreUnavailable, match="syncer stopped"):
+    """Killed (an operator's kill, the OOM killer), the syncer said nothing: the next wake
+    finds its pipe broken and starts another. The replacement is told what the seal is
+    known to hold, so its first round, unasked, seals the records written while no syncer
+    ran, the one that found it gone included."""
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    watched = Watched(journal.seal.path)
+    try:
+        journal.record(*EVERY_COMMAND[0])
         journal.sync()
-    journal.close()
+        first = killed(journal)
+        now[0] = 100.001  # before the next wake is due: written, nothing finds it gone
+        journal.record(*EVERY_COMMAND[1])
+        assert journal._syncer is first
+        now[0] = 100.02  # a wake: its pipe is broken; replaced, and woken
+        journal.record(*EVERY_COMMAND[2])
+        second = journal._syncer
+        assert second is not None and second is not first and second.poll() is None
+        assert watched.until(lambda: sealed(journal) == 3), "the replacement never sealed"
+        journal.record(*EVERY_COMMAND[3])
+        journal.sync()  # asked, and answered, by the replacement
+        assert sealed(journal) == 4
+    finally:
+        watched.close()
+        journal.close()
+    assert second.returncode == 0
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:4]
+
+
+def test_a_sync_that_finds_the_syncer_killed_seals_itself_and_the_next_record_replaces_it(
+        tmp_path: Path) -> None:
+    """A Trigger's transition is stored after a sync: with the syncer killed and no order
+    since, the sync finds it gone, reaps it and seals in this process, so the kill switch
+    is still answered, durably. The next record starts a new syncer."""
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    try:
+        journal.record(*EVERY_COMMAND[0])
+        first = killed(journal)
+        journal.sync()
+        assert sealed(journal) == 1
+        journal.record(*EVERY_COMMAND[1])  # no wake due; the syncer is replaced all the same
+        assert journal._syncer is not first and journal._syncer.poll() is None
+        journal.sync()
+        assert sealed(journal) == 2
+    finally:
+        journal.close()
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:2]
+
+
+def test_a_syncer_killed_again_within_a_minute_of_its_replacement_fails_the_journal(
+        tmp_path: Path) -> None:
+    """Replaced at most once a minute: a syncer that cannot stay up must not be started
+    a hundred times a second on the decisions' thread. Then records are refused (the
+    sidecar fails closed) and a sync says why."""
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    try:
+        for at in (100.0, 161.0):  # killed, replaced; killed 61 s later, replaced again
+            killed(journal)
+            now[0] = at
+            journal.record(*EVERY_COMMAND[0])
+            assert journal._syncer is not None and journal._syncer.poll() is None
+        last = killed(journal)
+        now[0] = 220.0  # 59 s after the last replacement: found gone, and not replaced
+        journal.record(*EVERY_COMMAND[0])
+        assert journal._syncer is last
+        with pytest.raises(StoreUnavailable, match="exited with status -9, again within 60 s"):
+            journal.record(*EVERY_COMMAND[1])
+        with pytest.raises(StoreUnavailable, match="again within 60 s of its replacement"):
+            journal.sync()
+    finally:
+        journal.close()  # seals what was written, itself: no syncer is left
+    assert sealed(journal) == 3
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:1] * 3
+
+
+def test_a_replacement_that_cannot_be_started_fails_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    try:
+        killed(journal)
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+        journal.record(*EVERY_COMMAND[0])  # finds it gone; its replacement cannot start
+        with pytest.raises(StoreUnavailable, match="no-python-here"):
+            journal.record(*EVERY_COMMAND[1])
+        with pytest.raises(StoreUnavailable, match="no-python-here"):
+            journal.sync()
+    finally:
+        journal.close()
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
 
 

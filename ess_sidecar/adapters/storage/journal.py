@@ -11,7 +11,11 @@ microseconds where an SQLite transaction costs tens. Durability, in two steps:
   under load, and its fsyncs come late (syncer.py says how late). A
   record wakes it once per interval, with a byte down a pipe; after an interval with
   nothing written it sleeps until woken: an idle sidecar's journal costs no CPU. If it
-  dies or fails, records are refused from then on (fail closed). With `sync_interval_s`
+  is killed, the next record or sync finds it gone: a sync then seals in this process,
+  and the next record starts a new syncer, whose first round seals what was written
+  since. If it fails (an fsync or a seal it could not make), stalls, or dies again
+  within REPLACED_EVERY_S of a replacement, records are refused from then on (fail
+  closed). With `sync_interval_s`
   0 there is no syncer: `record` fsyncs itself before returning, power-loss durable, at
   the cost of an fsync per record. `sync` makes everything written durable at once (it
   asks the syncer, which answers when it has sealed); the service calls it before each
@@ -68,6 +72,7 @@ COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
 ADMITTED = b"\x01"  # the first byte of a binary Admitted record
 ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
 STALLED_S = 5.0  # a syncer that has left a wake unread, or a sync unanswered, this long
+REPLACED_EVERY_S = 60.0  # a syncer killed this soon after a replacement is not replaced
 _PACKAGES = Path(__file__).resolve().parents[3]  # where ess_sidecar is, for the syncer
 SYNCER = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
           " from ess_sidecar.adapters.storage.syncer import main; sys.exit(main(sys.argv[1:]))")
@@ -80,6 +85,15 @@ def journal_path(store_path: str | os.PathLike[str]) -> str:
 
 class JournalDamaged(StoreDamaged):
     """The journal is not what was written: replaying it could forget or invent state."""
+
+
+class _Gone(Exception):
+    """The syncer's pipe broke, or it closed its end: it has exited. `said`: what it had
+    written of an answer."""
+
+    def __init__(self, said: bytes = b"") -> None:
+        super().__init__(said)
+        self.said = said
 
 
 class FileJournal(Journal):
@@ -106,8 +120,13 @@ class FileJournal(Journal):
         self._commands = -1  # the pipe to the syncer (non-blocking), while it runs
         self._replies = -1  # the pipe from it
         self._next_wake = 0.0  # monotonic: a record from then on wakes the syncer
+        # Held by sync() while it asks the syncer or seals, and by the serving thread
+        # while it replaces a dead syncer: one seal writer at a time.
         self._sync_lock = threading.Lock()
         self._failure: OSError | None = None
+        self._gone = False  # the syncer was found gone and is not replaced yet
+        self._buried: OSError | None = None  # the gone syncer reaped: how it ended
+        self._replaced_at: float | None = None  # when a syncer was last replaced (clock)
 
     # -- Journal ----------------------------------------------------------------------------
 
@@ -164,9 +183,11 @@ class FileJournal(Journal):
             self.sync()
         elif self._syncer is not None:  # once per interval under load: it is awake then
             now = self._clock()
-            if now >= self._next_wake:
+            if now >= self._next_wake and not self._gone:
                 self._next_wake = now + self._interval
                 self._wake(now)
+            if self._gone:  # now, or when a sync() in progress is done
+                self._replace(now)
 
     def sync(self) -> None:
         head = self._written  # taken before the fsync: all of it is on disk after
@@ -175,12 +196,20 @@ class FileJournal(Journal):
         with self._sync_lock:
             if head[0] <= self._synced[0]:
                 return
+            said = b""
             try:
-                if self._syncer is not None:  # the seal's only writer while it runs
-                    if self._failure is not None:  # gone or stalled: asking would hang
+                if self._syncer is not None and not self._gone:
+                    if self._failure is not None:  # failed or stalled: asking would hang
                         raise self._failure
-                    self._ask_syncer(head[0])
-                else:
+                    try:  # it is the seal's only writer while it runs
+                        self._ask_syncer(head[0])
+                    except _Gone as gone:
+                        self._gone, said = True, gone.said
+                if self._syncer is None or self._gone:  # none, or gone: seal it here
+                    if self._syncer is not None:
+                        self._bury(said)  # reaped: no other writer of the seal
+                        if self._failure is not None:
+                            raise self._failure
                     assert self._fd is not None
                     os.fsync(self._fd)
                     self.seal.write({"records": head[0], "chain": head[1].hex()})
@@ -274,7 +303,9 @@ class FileJournal(Journal):
                 raise StoreUnavailable(f"journal {self.path} cannot be sealed: {error}") \
                     from error
 
-    def _spawn(self) -> None:
+    def _spawn(self, sealed: int | None = None) -> None:
+        """Start a syncer from the journal's end as written; `sealed`: how many records
+        the seal is known to hold, if fewer (its first round seals the rest)."""
         assert self._fd is not None
         theirs: list[int] = []  # the syncer's ends: its own once it runs
         try:
@@ -295,7 +326,7 @@ class FileJournal(Journal):
                 [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(os.getpid()),
                  str(reader), str(commands), str(replies), str(self.seal.path),
                  repr(self._interval), str(os.fstat(self._fd).st_size), str(count),
-                 chain.hex()],
+                 chain.hex(), str(count if sealed is None else sealed)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=theirs)
         except BaseException:
             for fd in (self._commands, self._replies):
@@ -308,18 +339,16 @@ class FileJournal(Journal):
                 os.close(fd)
 
     def _wake(self, now: float) -> None:
-        """One byte down the pipe. A syncer gone (EPIPE), or one that has left a wake
-        unread for `stalled_s` (a hung disk, a stopped process), fails the journal: from
-        then on nothing written would become durable."""
+        """One byte down the pipe. A syncer gone (EPIPE) is to be replaced; one that has
+        left a wake unread for `stalled_s` (a hung disk, a stopped process) fails the
+        journal: from then on nothing written would become durable."""
         try:
             with contextlib.suppress(BlockingIOError):  # full: wakes enough are waiting
                 os.write(self._commands, WAKE)
             unread = struct.unpack("i", fcntl.ioctl(self._commands, termios.FIONREAD,
                                                     b"\0\0\0\0"))[0]
-        except OSError as error:
-            self._failure = self._syncer_gone(error)
-            log.error("the journal's syncer is gone; records are refused from now on: %s",
-                      self._failure)
+        except OSError:  # EPIPE: it has exited
+            self._gone = True
             return
         if unread <= 1:  # it had read every wake before this one
             self._unread_since = now
@@ -337,22 +366,22 @@ class FileJournal(Journal):
         has not answered within `stalled_s`."""
         answer, deadline = b"", time.monotonic() + self._stalled_s
         try:
-            os.write(self._commands, SYNC)  # EAGAIN: a pipe full of unread wakes
+            os.write(self._commands, SYNC)
             while b"\n" not in answer:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([self._replies], [], [], left)[0]:
                     raise self._stalled(f"did not answer within {self._stalled_s:g} s")
                 more = os.read(self._replies, 4096)
                 if not more:
-                    break
+                    raise _Gone(answer)
                 answer += more
-        except OSError as error:
-            if error.errno == errno.ETIMEDOUT:
-                raise
-            raise self._syncer_gone(error) from error
+        except BlockingIOError:  # a pipe full of unread wakes
+            raise self._stalled("has left its pipe full") from None
+        except BrokenPipeError:
+            raise _Gone(answer) from None
         line = answer.split(b"\n", 1)[0]  # one ask at a time: the answer is the first line
-        if not line.startswith(b"ok "):
-            raise self._syncer_gone(None, answer)
+        if not line.startswith(b"ok "):  # "failed <why>", and it has exited
+            raise _Gone(answer)
         try:
             sealed = int(line[3:])
         except ValueError:
@@ -361,17 +390,70 @@ class FileJournal(Journal):
             raise OSError(errno.EIO, f"the journal's syncer sealed {sealed} records,"
                           f" {records} were written")
 
-    def _syncer_gone(self, error: OSError | None, said: bytes = b"") -> OSError:
-        """Why the syncer stopped or cannot be asked: what it said, else how it exited,
-        else the error."""
-        assert self._syncer is not None
-        code = self._syncer.poll()
-        if code is not None:  # it is gone: reading what it left cannot block
-            said += _drained(self._replies)
-        said = said.strip().removeprefix(b"failed ").strip()
-        why = said.decode(errors="replace") if said else (
-            f"it exited with status {code}" if code is not None else f"{error}")
-        return OSError(errno.EIO, f"the journal's syncer stopped: {why}")
+    def _bury(self, said: bytes = b"") -> None:
+        """With the sync lock held, once the syncer is found gone: reap it and read what
+        it said. If it said why it failed (a read, fsync or seal), or was replaced less
+        than REPLACED_EVERY_S ago, the journal fails; otherwise it was killed, and it is
+        replaced (`_replace`), its seal written here meanwhile."""
+        if self._buried is not None or self._failure is not None:
+            return
+        syncer = self._syncer
+        assert syncer is not None
+        try:  # it has exited, or it is exiting after saying why
+            code = syncer.wait(timeout=self._stalled_s)
+        except subprocess.TimeoutExpired:
+            syncer.kill()
+            code = syncer.wait()
+        said = (said + _drained(self._replies)).strip()
+        failed = said.startswith(b"failed ")
+        why = said.removeprefix(b"failed ").strip().decode(errors="replace") if failed \
+            else f"it exited with status {code}"
+        self._buried = OSError(errno.EIO, f"the journal's syncer stopped: {why}")
+        now = self._clock()
+        if failed:
+            self._failure = self._buried
+        elif self._replaced_at is not None and now - self._replaced_at < REPLACED_EVERY_S:
+            self._failure = OSError(errno.EIO, f"{self._buried.strerror}, again within"
+                                    f" {REPLACED_EVERY_S:g} s of its replacement")
+        if self._failure is not None:
+            log.error("%s; records are refused from now on", self._failure.strerror)
+        else:
+            log.error("%s; a new syncer takes over", self._buried.strerror)
+
+    def _replace(self, now: float) -> None:
+        """In the serving thread (the only one that records, so the end, the count and
+        the chain agree): start a new syncer in place of the gone one, unless a sync()
+        holds the lock (then the next record does it), or the journal has failed. The new
+        one is woken at once: its first round seals what was written since the last
+        seal."""
+        if not self._sync_lock.acquire(blocking=False):
+            return
+        try:
+            if self._failure is not None:
+                return
+            self._bury()
+            if self._failure is not None:
+                return
+            self._close_pipes()
+            self._spawn(sealed=self._synced[0])
+            assert self._syncer is not None
+            pid, self._gone, self._buried, self._replaced_at = self._syncer.pid, False, None, now
+        except OSError as error:
+            self._failure = error
+            log.error("the journal's syncer cannot be replaced; records are refused from"
+                      " now on: %s", error)
+            return
+        finally:
+            self._sync_lock.release()
+        log.warning("the journal's syncer was replaced (pid %d)", pid)
+        self._next_wake = now + self._interval
+        self._wake(now)
+
+    def _close_pipes(self) -> None:
+        for fd in (self._commands, self._replies):
+            if fd >= 0:
+                os.close(fd)
+        self._commands = self._replies = -1
 
     def _stop_syncer(self) -> None:
         """Close its pipe, so that it ends, and wait for it (it may be sealing). Called
@@ -380,7 +462,8 @@ class FileJournal(Journal):
         if syncer is None:
             return
         commands, self._commands = self._commands, -1  # a wake now fails, and no other
-        os.close(commands)  # file opened meanwhile under this number gets a byte
+        if commands >= 0:  # file opened meanwhile under this number gets a byte
+            os.close(commands)  # (-1: closed by a replacement that could not start)
         try:
             code = syncer.wait(timeout=self._stalled_s)
         except subprocess.TimeoutExpired:
@@ -388,13 +471,12 @@ class FileJournal(Journal):
             syncer.kill()
             code = syncer.wait()
         try:
-            if code != 0:  # a failure nobody asked about yet: say it once
+            if code != 0 and self._buried is None:  # a failure nobody saw yet: say it
                 log.error("the journal's syncer ended with status %s: %s", code,
                           _drained(self._replies).decode(errors="replace").strip())
         finally:
-            os.close(self._replies)
-            self._commands = self._replies = -1
-            self._syncer = None
+            self._close_pipes()
+            self._syncer, self._gone, self._buried = None, False, None
 
     def _verified(self, data: bytes, seal: dict[str, Any] | None) -> Iterator[JournalEntry]:
         sealed = _sealed(seal, self.seal.path)

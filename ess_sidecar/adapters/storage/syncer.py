@@ -23,8 +23,12 @@ exits with status 1: the serving process then refuses records (it fails closed).
 the same when the syncer leaves a wake unread, or a sync unanswered, for journal.STALLED_S
 (5 s).
 
-Run by FileJournal.start (`python -I -c`, main's arguments: PARENT_PID JOURNAL_FD
-COMMANDS_FD REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX), never by hand.
+A syncer that dies without a word (killed) is replaced by the serving process, once a
+minute at most; the replacement is told how many records the seal is known to hold, and its
+first round seals the rest.
+
+Run by FileJournal (`python -I -c`, main's arguments: PARENT_PID JOURNAL_FD COMMANDS_FD
+REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX SEALED), never by hand.
 """
 
 from __future__ import annotations
@@ -50,10 +54,12 @@ class Orphaned(Exception):
 
 class Syncer:
     def __init__(self, parent: int, journal: int, seal: Seal, interval: float, offset: int,
-                 records: int, chain: bytes, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+                 records: int, chain: bytes, clock: Callable[[], float] = time.monotonic,
+                 sealed: int | None = None) -> None:
         """parent: the serving process's pid; once this process has another parent, it
-        seals nothing more."""
+        seals nothing more. offset, records, chain: where the journal ends, how many
+        records it holds and the chain after the last. sealed: how many of them the seal
+        is known to hold, if fewer (a replacement's: its first round seals the rest)."""
         self._parent = parent
         self._journal = journal
         self._seal = seal
@@ -61,7 +67,7 @@ class Syncer:
         self._clock = clock
         self._end = offset  # of the last whole record read
         self._read = (records, chain)  # records read, and the chain after the last
-        self._sealed = records
+        self._sealed = records if sealed is None else min(sealed, records)
         self._covered_until = 0.0  # a round at or after this sees every waking record
 
     def serve(self, commands: int, replies: int) -> int:
@@ -157,9 +163,9 @@ def main(argv: list[str]) -> int:
     # the pipe when it has stopped: the syncer must outlive its last sync.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent, journal, commands, replies, seal, interval, offset, records, chain = argv
+    parent, journal, commands, replies, seal, interval, offset, records, chain, sealed = argv
     syncer = Syncer(int(parent), int(journal), Seal(seal), float(interval), int(offset),
-                    int(records), bytes.fromhex(chain))
+                    int(records), bytes.fromhex(chain), sealed=int(sealed))
     return syncer.serve(int(commands), int(replies))
 
 
