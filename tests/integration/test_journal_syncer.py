@@ -5,6 +5,7 @@ when it dies, fails, is sent Ctrl-C, or outlives the process that started it."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import queue
@@ -350,6 +351,127 @@ def test_a_replacement_that_cannot_be_started_fails_the_journal(
     finally:
         journal.close()
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
+
+
+# Scripted syncers (journal.SYNCER replaced): argv[4] and argv[5] are its pipes.
+FAILS_ON = """
+import os, sys
+commands, replies = int(sys.argv[4]), int(sys.argv[5])
+while wanted := os.read(commands, 4096):
+    if %r in wanted:
+        os.write(replies, b"failed [Errno 5] Input/output error\\n")
+        sys.exit(1)
+"""
+EXITS_SILENTLY = """
+import os, sys
+os.read(int(sys.argv[4]), 4096)
+sys.exit(1)  # an exception's exit: whatever it was doing, it did not say
+"""
+ANSWERS_THEN_FAILS = """
+import os, sys
+commands, replies = int(sys.argv[4]), int(sys.argv[5])
+while wanted := os.read(commands, 4096):
+    if b"s" in wanted:  # read late, the answer and a later round's failure come together
+        os.write(replies, b"ok 99\\nfailed [Errno 5] Input/output error\\n")
+        sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("fails_on", [b"w", b"s"], ids=["found-by-a-wake", "asked"])
+def test_a_syncer_that_failed_is_never_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails_on: bytes) -> None:
+    """A failed fsync must not be retried by a new syncer (whose file, opened after the
+    error was reported, would not see it, and would seal records that may be lost):
+    found by a wake or by a sync, the failure fails the journal, and says why."""
+    from ess_sidecar.adapters.storage import journal as module  # noqa: PLC0415
+    monkeypatch.setattr(module, "SYNCER", FAILS_ON % fails_on)
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    first = journal._syncer
+    assert first is not None
+    try:
+        journal.record(*EVERY_COMMAND[0])  # its wake
+        if fails_on == b"s":
+            with pytest.raises(StoreUnavailable, match="Input/output error"):
+                journal.sync()
+        else:
+            assert first.wait(10) == 1
+            now[0] = 101.0
+            journal.record(*EVERY_COMMAND[1])  # a wake: its pipe is broken
+        assert journal._syncer is first, "a syncer that failed was replaced"
+        with pytest.raises(StoreUnavailable, match="syncer stopped: .*Input/output error"):
+            journal.record(*EVERY_COMMAND[2])
+        with pytest.raises(StoreUnavailable, match="Input/output error"):
+            journal.sync()
+    finally:
+        journal.close()
+
+
+def test_a_syncer_that_exited_by_itself_without_a_word_is_not_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a signal's kill is replaced: an exit of its own (an exception) may have taken
+    an fsync's error with it."""
+    from ess_sidecar.adapters.storage import journal as module  # noqa: PLC0415
+    monkeypatch.setattr(module, "SYNCER", EXITS_SILENTLY)
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    first = journal._syncer
+    assert first is not None
+    try:
+        journal.record(*EVERY_COMMAND[0])  # its wake: it exits
+        assert first.wait(10) == 1
+        now[0] = 101.0
+        journal.record(*EVERY_COMMAND[1])
+        assert journal._syncer is first
+        with pytest.raises(StoreUnavailable, match="exited with status 1"):
+            journal.record(*EVERY_COMMAND[2])
+    finally:
+        journal.close()
+
+
+def test_a_failure_read_with_an_answer_fails_the_journal_after_that_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 29: a reader held back (the GIL) reads an answer and a later round's failure
+    at once. The answer stands; the failure is not dropped with the rest of the read, nor
+    taken for a kill at the next wake: records are refused from then on."""
+    from ess_sidecar.adapters.storage import journal as module  # noqa: PLC0415
+    monkeypatch.setattr(module, "SYNCER", ANSWERS_THEN_FAILS)
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    first = journal._syncer
+    try:
+        journal.record(*EVERY_COMMAND[0])
+        journal.sync()  # answered: ok
+        now[0] = 101.0
+        with pytest.raises(StoreUnavailable, match="syncer stopped: .*Input/output error"):
+            journal.record(*EVERY_COMMAND[1])
+        assert journal._syncer is first
+    finally:
+        journal.close()
+
+
+def test_an_fsync_error_the_killed_syncer_took_with_it_is_reported_before_a_replacement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A syncer killed during an fsync that failed takes the error with it, and a new
+    syncer's file, opened after, would not see it. So the serving process fsyncs through
+    its own file before it starts one; an error there fails the journal. (The error is
+    injected into this process's fsync: a disk that fails on demand needs a device
+    mapper target this machine does not have.)"""
+    now = [100.0]
+    journal = moved(tmp_path, now)
+    try:
+        first = killed(journal)
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+        monkeypatch.setattr(os, "fsync", failing)
+        journal.record(*EVERY_COMMAND[0])  # finds it gone; the fsync before a new one fails
+        assert journal._syncer is first
+        with pytest.raises(StoreUnavailable, match="Input/output error"):
+            journal.record(*EVERY_COMMAND[1])
+        monkeypatch.undo()
+    finally:
+        journal.close()
 
 
 def test_a_record_wakes_the_syncer_once_an_interval_has_passed_since_the_last_wake(

@@ -11,11 +11,11 @@ microseconds where an SQLite transaction costs tens. Durability, in two steps:
   under load, and its fsyncs come late (syncer.py says how late). A
   record wakes it once per interval, with a byte down a pipe; after an interval with
   nothing written it sleeps until woken: an idle sidecar's journal costs no CPU. If it
-  is killed, the next record or sync finds it gone: a sync then seals in this process,
+  is killed, the next wake or sync finds it gone: a sync then seals in this process,
   and the next record starts a new syncer, whose first round seals what was written
-  since. If it fails (an fsync or a seal it could not make), stalls, or dies again
-  within REPLACED_EVERY_S of a replacement, records are refused from then on (fail
-  closed). With `sync_interval_s`
+  since. If it fails (an fsync or a seal it could not make, or an exit it did not
+  explain), stalls, or is killed again within REPLACED_EVERY_S of a replacement,
+  records are refused from then on (fail closed). With `sync_interval_s`
   0 there is no syncer: `record` fsyncs itself before returning, power-loss durable, at
   the cost of an fsync per record. `sync` makes everything written durable at once (it
   asks the syncer, which answers when it has sealed); the service calls it before each
@@ -126,6 +126,7 @@ class FileJournal(Journal):
         self._failure: OSError | None = None
         self._gone = False  # the syncer was found gone and is not replaced yet
         self._buried: OSError | None = None  # the gone syncer reaped: how it ended
+        self._said_after = b""  # what the syncer wrote after an answer, in the same read
         self._replaced_at: float | None = None  # when a syncer was last replaced (clock)
 
     # -- Journal ----------------------------------------------------------------------------
@@ -347,8 +348,13 @@ class FileJournal(Journal):
                 os.write(self._commands, WAKE)
             unread = struct.unpack("i", fcntl.ioctl(self._commands, termios.FIONREAD,
                                                     b"\0\0\0\0"))[0]
-        except OSError:  # EPIPE: it has exited
+        except BrokenPipeError:  # it has exited: _replace says how, and what follows
             self._gone = True
+            return
+        except OSError as error:  # not a pipe any more?
+            self._failure = error
+            log.error("the journal's syncer cannot be woken; records are refused from now"
+                      " on: %s", error)
             return
         if unread <= 1:  # it had read every wake before this one
             self._unread_since = now
@@ -379,7 +385,9 @@ class FileJournal(Journal):
             raise self._stalled("has left its pipe full") from None
         except BrokenPipeError:
             raise _Gone(answer) from None
-        line = answer.split(b"\n", 1)[0]  # one ask at a time: the answer is the first line
+        # One ask at a time: the answer is the first line. What follows it in the same read
+        # is a later round's failure: the answer stands, and the journal fails after it.
+        line, _, self._said_after = answer.partition(b"\n")
         if not line.startswith(b"ok "):  # "failed <why>", and it has exited
             raise _Gone(answer)
         try:
@@ -389,12 +397,17 @@ class FileJournal(Journal):
         if sealed < records:
             raise OSError(errno.EIO, f"the journal's syncer sealed {sealed} records,"
                           f" {records} were written")
+        if b"failed " in self._said_after:  # it has exited: the journal fails from now on
+            self._bury()
 
     def _bury(self, said: bytes = b"") -> None:
         """With the sync lock held, once the syncer is found gone: reap it and read what
-        it said. If it said why it failed (a read, fsync or seal), or was replaced less
-        than REPLACED_EVERY_S ago, the journal fails; otherwise it was killed, and it is
-        replaced (`_replace`), its seal written here meanwhile."""
+        it said. Only a syncer killed by a signal without a word is replaced
+        (`_replace`, its seal written here meanwhile), and only if the last replacement
+        is REPLACED_EVERY_S old. One that said why it failed (a read, fsync or seal), or
+        exited by itself without saying (an exception: an fsync's error may have gone
+        with it), fails the journal: a failed fsync must never be retried as if it had
+        not happened (a second can succeed with the data lost)."""
         if self._buried is not None or self._failure is not None:
             return
         syncer = self._syncer
@@ -404,13 +417,14 @@ class FileJournal(Journal):
         except subprocess.TimeoutExpired:
             syncer.kill()
             code = syncer.wait()
-        said = (said + _drained(self._replies)).strip()
-        failed = said.startswith(b"failed ")
-        why = said.removeprefix(b"failed ").strip().decode(errors="replace") if failed \
+        said = (said + self._said_after + _drained(self._replies)).strip()
+        self._said_after = b""
+        reason = said[said.find(b"failed "):] if b"failed " in said else b""
+        why = reason.removeprefix(b"failed ").strip().decode(errors="replace") if reason \
             else f"it exited with status {code}"
         self._buried = OSError(errno.EIO, f"the journal's syncer stopped: {why}")
         now = self._clock()
-        if failed:
+        if reason or code >= 0:
             self._failure = self._buried
         elif self._replaced_at is not None and now - self._replaced_at < REPLACED_EVERY_S:
             self._failure = OSError(errno.EIO, f"{self._buried.strerror}, again within"
@@ -425,7 +439,10 @@ class FileJournal(Journal):
         the chain agree): start a new syncer in place of the gone one, unless a sync()
         holds the lock (then the next record does it), or the journal has failed. The new
         one is woken at once: its first round seals what was written since the last
-        seal."""
+        seal. Before it starts, this process fsyncs the journal through its own file,
+        which has not fsynced since it was opened: an fsync error the dead syncer's
+        fsync saw and took with it (killed during it) is reported here, once, and fails
+        the journal. That fsync holds this record, once a minute at most."""
         if not self._sync_lock.acquire(blocking=False):
             return
         try:
@@ -434,6 +451,8 @@ class FileJournal(Journal):
             self._bury()
             if self._failure is not None:
                 return
+            assert self._fd is not None
+            os.fsync(self._fd)
             self._close_pipes()
             self._spawn(sealed=self._synced[0])
             assert self._syncer is not None
