@@ -391,9 +391,13 @@ class OrderLedger:
         replacement.leaves_given_up = 0.0  # it never lived: one replacing it gives nothing back
         original = self.records.get((replacement.account, replacement.replaces))
         if original is None or original.replaced_by != replacement.client_order_id:
+            replacement.cap_fills()  # a fill under its id beyond those counted trips
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
+        # Review 29: its room goes back to the original, so it may fill no more than the
+        # fills reported under its own id; a fill beyond trips (it never traded).
+        replacement.cap_fills()
         before = replacement.fills_before_leaves  # came before the original lived, too:
         replacement.fills_before_leaves = 0.0  # off none of its leaves
         replacement.quantity -= before

@@ -444,6 +444,35 @@ def test_a_rejected_replacement_leaves_the_original_working_as_it_was(engine):
     assert list(engine.orders.working(ACCOUNT)) == []
 
 
+def test_a_fill_under_a_rejected_replacements_id_trips_the_account():
+    """Review 29: rejecting replacements one after another gave the original its room back
+    each time while each rejected replacement could still fill all it was allowed, unseen:
+    the account went to 120 % of equity against a 30 % limit, a reduce-only long ended
+    short. A rejected replacement never traded: a fill under its id is an order the
+    sidecar does not know of."""
+    engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
+    original = _allowed(engine, order(300))
+    rejected = []
+    for _ in range(3):
+        rejected.append(_allowed(engine, order(300, replaces=original)))
+        assert engine.update_order(OrderUpdate(ACCOUNT, rejected[-1], OrderStatus.REJECTED))
+    outcome = report_fill(engine, fill(300, client_order_id=rejected[0]))
+    assert "exceeds" in outcome.unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+    # The original still may fill what it was allowed; its fills were never in question.
+    assert not report_fill(engine, fill(300, client_order_id=original)).unchecked
+
+
+def test_a_reduce_only_long_cannot_end_short_through_a_rejected_replacement(engine):
+    report_fill(engine, fill(100, client_order_id=_allowed(engine, order(100))))
+    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
+    sell = _allowed(engine, order(100, side=Side.SELL))
+    replacement = _allowed(engine, order(100, side=Side.SELL, replaces=sell))
+    assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.REJECTED))
+    outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=replacement))
+    assert "exceeds" in outcome.unchecked
+
+
 # -- a snapshot reserves what it lists, and allows nothing --------------------------------
 
 
@@ -732,12 +761,12 @@ def test_an_update_of_an_order_an_operator_cleared_changes_nothing_a_replay_woul
     engine = make_engine()
     a = _allowed(engine, order(10, client_order_id="A"))
     b = _allowed(engine, order(4, client_order_id="B", replaces=a))  # holds 6 for A's leaves
-    engine.clear_working_orders(ACCOUNT, [b])
-    cancelled = OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0)
-    assert engine.update_order(cancelled)  # the venue's end: what B may fill is capped
+    engine.clear_working_orders(ACCOUNT, [b])  # as its rejection: B may fill no more
     record = engine.orders.exact(ACCOUNT, b)
     before = repr(record), record.quantity, record.cap, record.venue_ended
-    assert not engine.update_order(cancelled)  # told again: nothing new
+    assert (record.cap, record.venue_ended) == (0, True)
+    cancelled = OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0)
+    assert not engine.update_order(cancelled)  # the venue's end: nothing new
     assert (repr(record), record.quantity, record.cap, record.venue_ended) == before
 
 
