@@ -185,9 +185,10 @@ class Guard(GuardReadings):
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
         # A duplicate that is unchecked is the retry of a fill whose trip (and record)
         # failed to store: it is journaled now, or a restart would not have it booked.
-        # A refused one changed nothing but its trip, which is journaled alone.
-        command = None if outcome.refused or (outcome.duplicate and not outcome.unchecked) \
-            else FillReported(fill, now)
+        # A refused one, or one whose fill_id names another fill, changed nothing but its
+        # trip, which is journaled alone.
+        command = None if outcome.refused or outcome.conflict \
+            or (outcome.duplicate and not outcome.unchecked) else FillReported(fill, now)
         transitions = yield from self._commit(plan, command, on_loop=True)
         state = self._outcome(account, transitions)
         if outcome.unchecked:

@@ -156,8 +156,8 @@ class GuardEngine:
         if outcome.unchecked and rule.enabled:
             plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
                       breaker=Breaker.UNCHECKED_ORDER)
-            if plan.transitions and not outcome.refused:  # booked: until apply() stores
-                self.orders.untripped[key] = outcome.unchecked  # its trip, untripped
+            if plan.transitions and not outcome.refused and not outcome.conflict:
+                self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
         return plan, outcome
 
     def update_order(self, update: OrderUpdate) -> bool:

@@ -10,7 +10,7 @@ from .book import AccountBook, Book
 from .errors import InvalidArgument
 from .orders import ENDED, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, OrderStatus, \
     OrderUpdate, PositionSnapshot, Side
-from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
+from .working import FILL_TOLERANCE, OrderLedger, OrderRecord, what_fill
 
 ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
 
@@ -22,6 +22,9 @@ class FillOutcome(NamedTuple):
     # Why the fill could not be booked, if it could not: the position would leave
     # ±MAX_QUANTITY (nothing changed; no order the sidecar allowed could take it there).
     refused: str = ""
+    # Its fill_id was applied before to another fill: nothing was booked (`unchecked`
+    # says why, and the account trips).
+    conflict: bool = False
 
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillOutcome:
@@ -30,8 +33,19 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     already (`included_fills`, booked to its order then), only what is beyond it moves
     the position or the order. If a position would leave ±MAX_QUANTITY, nothing changes
     and the outcome says why (`refused`)."""
-    if (fill.account, fill.fill_id) in ledger.fill_ids:
-        return FillOutcome(book.position(fill.account, fill.strategy, fill.symbol), True)
+    seen = ledger.fill_ids.get((fill.account, fill.fill_id))
+    if seen is not None:
+        position = book.position(fill.account, fill.strategy, fill.symbol)
+        if seen[2] == what_fill(fill):
+            return FillOutcome(position, True)
+        # Review 29: not the fill applied under this id (another order, symbol, side or
+        # quantity). Ignored as a duplicate, an order never allowed went unseen; booked,
+        # a drop copy's garbled repeat would count twice. Neither can be told: the
+        # account trips, and its next snapshot says what it holds.
+        return FillOutcome(position, unchecked=f"fill {fill.fill_id} was applied before to"
+                           f" another fill (order {seen[1]!r}): a fill_id names one"
+                           " execution of the account's; this one is not booked",
+                           conflict=True)
     named = ledger.exact(fill.account, fill.client_order_id)
     counted = ledger.counted(fill.account, fill.client_order_id, fill.quantity) \
         if named is not None and _same_instrument(named, fill) else 0.0
@@ -66,7 +80,7 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     account.set_mark(fill.symbol, fill.price)
     if record is not None and moved:
         _book(ledger, record, named, moved)
-    ledger.remember_fill(fill.account, fill.fill_id, fill.client_order_id, now)
+    ledger.remember_fill(fill, now)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
     return FillOutcome(position, unchecked=unchecked)

@@ -23,12 +23,19 @@ from typing import Final
 
 from .book import Book, Leg
 from .errors import InvalidArgument
-from .orders import OpenOrder, Order, Side
+from .orders import Fill, OpenOrder, Order, Side
 
 INFINITY: Final = float("inf")
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
 FILL_TOLERANCE: Final = 1e-9
+
+
+def what_fill(fill: Fill) -> int:
+    """What makes a fill the one it is, beside its id, as a hash (one int per id kept):
+    the same execution reported twice (the executor and a drop copy) says the same. Its
+    price is left out: two feeds may print it differently."""
+    return hash((fill.client_order_id, fill.strategy, fill.symbol, fill.side, fill.quantity))
 
 
 class OrderRecord:
@@ -148,7 +155,8 @@ class OrderLedger:
         self._identical: dict[tuple, int] = {}
         self._identical_times: deque[tuple[float, tuple]] = deque()
         # (account, fill_id) -> (when, client_order_id)
-        self.fill_ids: dict[tuple[str, str], tuple[float, str]] = {}
+        # (account, fill_id): when it was applied, its order, and what it was (`what_fill`)
+        self.fill_ids: dict[tuple[str, str], tuple[float, str, int]] = {}
         # (account, fill_id) -> why: unchecked fills applied whose account's trip is not
         # stored yet. A retry of one (its write failed) trips again, not a duplicate.
         self.untripped: dict[tuple[str, str], str] = {}
@@ -486,9 +494,9 @@ class OrderLedger:
         for key in [key for key in self.untripped if key[0] == account]:
             del self.untripped[key]
 
-    def remember_fill(self, account: str, fill_id: str, client_order_id: str,
-                      now: float) -> None:
-        self.fill_ids[(account, fill_id)] = (now, client_order_id)
+    def remember_fill(self, fill: Fill, now: float) -> None:
+        self.fill_ids[(fill.account, fill.fill_id)] = (now, fill.client_order_id,
+                                                       what_fill(fill))
 
     def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
@@ -523,14 +531,14 @@ class OrderLedger:
         fill_ids = self.fill_ids
         works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
         for _ in range(len(fill_ids)):
-            key, (seen, client_order_id) = next(iter(fill_ids.items()))
+            key, (seen, client_order_id, what) = next(iter(fill_ids.items()))
             if seen > now - retention_s:
                 break
             owner = records.get((key[0], client_order_id))
             del fill_ids[key]
             forgotten += 1
             if owner is not None and self._chain_works(owner, works):  # sent again, it
-                fill_ids[key] = (now, client_order_id)  # would count twice
+                fill_ids[key] = (now, client_order_id, what)  # would count twice
             else:
                 self.untripped.pop(key, None)
         return forgotten

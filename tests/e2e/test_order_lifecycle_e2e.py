@@ -186,6 +186,52 @@ def test_a_fill_after_its_order_was_cancelled_trips_even_across_a_restart(
         assert not stub.ReportFill(fill_of(y)).unchecked  # y's own fill is y's
 
 
+def test_a_fill_id_reused_for_another_fill_trips_the_account_across_a_restart(
+        start_sidecar: StartSidecar) -> None:
+    """Review 29: the same fill_id for a fill of an order never allowed was answered
+    'duplicate' and booked nothing, unseen. It trips the account, books nothing, and
+    after a SIGKILL and restart the account is still tripped and the book the same."""
+    sidecar = start_sidecar()
+    checked = order(quantity=10)
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        sync(stub)
+        assert stub.CheckOrder(checked).allowed
+        assert stub.ReportFill(fill_of(checked, fill_id="exec-7")).position == 10
+        stray = order(symbol="MSFT", client_order_id="never-checked")
+        reply = stub.ReportFill(fill_of(stray, quantity=250, fill_id="exec-7"))
+        assert (reply.duplicate, reply.unchecked, reply.account_state) == (
+            False, True, pb.STATE_TRIPPED)
+        assert reply.position == 0  # not booked: which fill is true is not known
+    sidecar.kill()
+    sidecar.start()
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        [scope] = stub.GetState(pb.GetStateRequest()).scopes
+        assert (scope.scope.id, scope.state, scope.breaker) == (
+            "acc-1", pb.STATE_TRIPPED, "unchecked_order")
+        assert "exec-7 was applied before to another fill" in scope.reason
+        again = stub.ReportFill(fill_of(checked, fill_id="exec-7"))
+        assert (again.duplicate, again.position) == (True, 10)
+
+
+def test_a_fill_under_a_rejected_replacements_id_trips_the_account(stub) -> None:  # noqa: ANN001
+    """Review 29: each rejected replacement gave the original its room back while it could
+    still fill all it had been allowed: fills under three rejected ids took the account to
+    120 % of equity against a 30 % limit, unseen."""
+    sync(stub)
+    original = order(quantity=EQUITY * 0.3 / MARK)
+    assert stub.CheckOrder(original).allowed
+    replacement = order(quantity=original.quantity,
+                        replaces_client_order_id=original.client_order_id)
+    assert stub.CheckOrder(replacement).allowed
+    assert stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+        account="acc-1", client_order_id=replacement.client_order_id,
+        status=pb.ORDER_STATUS_REJECTED)).known
+    reply = stub.ReportFill(fill_of(replacement))
+    assert reply.unchecked and reply.account_state == pb.STATE_TRIPPED
+
+
 def test_a_replace_keeps_its_place_whatever_is_said_of_the_order_it_replaced(
         stub) -> None:  # noqa: ANN001
     sync(stub)

@@ -151,6 +151,40 @@ def test_a_fill_draws_down_its_order_and_a_replayed_fill_id_counts_once(engine):
     assert engine.state_of(account()) is State.ARMED
 
 
+def test_a_fill_id_reported_again_counts_once_even_at_another_printed_price(engine):
+    coid = _allowed(engine, order(10))
+    report_fill(engine, fill(4, 100.1, client_order_id=coid, fill_id="exec-1"))
+    again = report_fill(engine, fill(4, 100.10000000001, client_order_id=coid,
+                                     fill_id="exec-1"))
+    assert (again.position, again.duplicate, again.unchecked) == (4, True, "")
+    assert engine.state_of(account()) is State.ARMED
+
+
+@pytest.mark.parametrize("other", [
+    dict(client_order_id="never-checked"), dict(quantity=3), dict(side=Side.SELL),
+    dict(symbol="ETH-USD"), dict(strategy="other")], ids=str)
+def test_a_fill_id_applied_before_to_another_fill_trips_the_account_and_books_nothing(
+        engine, other):
+    """Review 29: a fill under a fill_id already applied was ignored as a duplicate
+    whatever it was: an order the sidecar never allowed, filled under a reused id, left
+    no trace, and its position was never booked."""
+    coid = _allowed(engine, order(10))
+    report_fill(engine, fill(4, client_order_id=coid, fill_id="exec-1"))
+    book_before = engine.book.position(ACCOUNT, STRATEGY, SYMBOL)
+    plan, outcome = engine.plan_fill(
+        fill(**{"quantity": 4, "client_order_id": coid, "fill_id": "exec-1", **other}), T0)
+    assert not outcome.duplicate and outcome.conflict
+    assert "exec-1 was applied before to another fill" in outcome.unchecked
+    [trip_] = plan.transitions
+    assert (trip_.scope, trip_.state, trip_.breaker) == (account(), State.TRIPPED,
+                                                         Breaker.UNCHECKED_ORDER)
+    run(engine, plan)
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == book_before == 4
+    assert engine.book.position(ACCOUNT, "other", "ETH-USD") == 0
+    # the fill first applied under that id is still a duplicate, and trips nothing more
+    assert report_fill(engine, fill(4, client_order_id=coid, fill_id="exec-1")).duplicate
+
+
 @pytest.mark.parametrize("bad", [
     dict(client_order_id="never-checked"), dict(quantity=11), dict(side=Side.SELL),
     dict(symbol="ETH-USD"), dict(strategy="other")], ids=str)
