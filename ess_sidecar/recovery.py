@@ -62,8 +62,11 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
         log.warning("journal ends at version %d, the store at %d: later trips restored from"
                     " the store and journaled, their breakers held until fresh evidence",
                     replayed, stored.version)
-    latched = {t.scope: t.version for t in engine.restricted()}
-    expected = {t.scope: t.version for t in stored.current}
+    # Whole transitions, not only their versions (review 29): another sidecar's journal
+    # beside this state file has the same versions, and its trips served in place of
+    # this store's (a halt as reduce-only, an operator's trip as a drill's).
+    latched = {t.scope: t for t in engine.restricted()}
+    expected = {t.scope: t for t in stored.current}
     if latched != expected:
         differ = sorted(str(s) for s in latched.keys() ^ expected.keys()
                         | {s for s in latched.keys() & expected.keys()

@@ -232,6 +232,29 @@ def test_a_reseal_cannot_launder_an_untripped_row_past_the_journal(
     assert "disagree on the latched state of ACCOUNT:acc-damage-x" in scopes["GLOBAL"][1]
 
 
+def test_another_sidecars_journal_beside_the_state_file_is_damage(
+        sidecar_process: SidecarProcess, tmp_path: Path) -> None:
+    """Review 29: the start compared only the versions of the latched scopes, so a journal
+    and seal copied from another sidecar whose trip of the same scope had the same version
+    were accepted, and their trip served: a halt became reduce-only and let a sell out."""
+    state = trip_and_kill(sidecar_process)  # version 1: ACCOUNT:acc-damage-x, HALT
+    (tmp_path / "other").mkdir()
+    other = SidecarProcess(tmp_path / "other", sidecar_process.config.read_text())
+    other.start()
+    try:
+        with open_channel(other, uds=True) as channel:
+            assert guard_stub(channel).Trigger(pb.TriggerRequest(
+                scope=TRIPPED, reason="another desk", mode=pb.TRIGGER_MODE_REDUCE_ONLY,
+            )).state_version == 1
+    finally:
+        other.kill()
+    for suffix in (".journal", ".journal.seal"):
+        Path(f"{state}{suffix}").write_bytes(Path(f"{other.state}{suffix}").read_bytes())
+    scopes = restarted_scopes(sidecar_process)
+    assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+    assert "disagree on the latched state of ACCOUNT:acc-damage-x" in scopes["GLOBAL"][1]
+
+
 def test_a_reseal_that_finds_acknowledged_transitions_gone_trips_global_in_the_store(
         sidecar_process: SidecarProcess) -> None:
     """The trip lived only in the WAL, which is gone, and the journal that also held it is

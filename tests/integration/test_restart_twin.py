@@ -28,7 +28,7 @@ from ess_sidecar.domain.errors import GuardError
 from ess_sidecar.domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus, \
     OrderUpdate, PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
-from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
+from ess_sidecar.domain.states import Directive, State, TriggerMode, TriggerReason
 from ess_sidecar.ports import NoJournal
 from ess_sidecar.settings import load_settings
 from tests.fakes import FakeClock
@@ -106,7 +106,7 @@ class RestartTwin(RuleBasedStateMachine):
         journal = Path(f"{self.settings.store.path}.journal")
         seal = Path(f"{journal}.seal")
         before = journal.read_bytes(), seal.read_bytes()
-        self.trigger(scope, mode)
+        self.trigger(scope, mode, TriggerReason.USER_INITIATED, [], False)
         self.subject.journal.close()
         self.subject.store.close()
         journal.write_bytes(before[0])
@@ -167,10 +167,15 @@ class RestartTwin(RuleBasedStateMachine):
             return
         self.both(lambda guard: guard.report_metric(scope, metric, value))
 
-    @rule(scope=st.sampled_from(SCOPES), mode=st.sampled_from(TriggerMode))
-    def trigger(self, scope, mode):
-        self.both(lambda guard: guard.trigger(Trigger(scope, mode, "twin",
-                                                      TriggerReason.USER_INITIATED, (), "op1")))
+    @rule(scope=st.sampled_from(SCOPES), mode=st.sampled_from(TriggerMode),
+          code=st.sampled_from(TriggerReason),
+          directives=st.lists(st.sampled_from(Directive), max_size=3, unique=True),
+          drill=st.booleans())
+    def trigger(self, scope, mode, code, directives, drill):
+        """Every field a trip carries: a restart compares the journal's latched transitions
+        with the store's whole (review 29), so each must come back from both the same."""
+        self.both(lambda guard: guard.trigger(Trigger(scope, mode, "twin", code,
+                                                      tuple(directives), "op1", drill)))
 
     @rule(scope=st.sampled_from(SCOPES), actor=st.sampled_from(["op1", "op2"]),
           force=st.booleans(),
