@@ -64,10 +64,10 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     record = ledger.get(fill.account, fill.client_order_id)
     if moved > fill.quantity * FILL_TOLERANCE:
         unchecked = _unchecked(fill._replace(quantity=moved), record,
-                               _judged_by(ledger, record, named, moved))
+                               _judged_by(ledger, record, named, moved), named)
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
-        unchecked = _unchecked(fill, record) if record is not None and \
-            record.decision_id == ADOPTED else ""
+        unchecked = _unchecked(fill, record, None, named) if record is not None and \
+            ADOPTED in (record.decision_id, named.decision_id if named else "") else ""
         moved = 0.0
     if beyond and not unchecked:
         unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: a snapshot"
@@ -150,13 +150,16 @@ def _room(judged: OrderRecord, record: OrderRecord) -> float:
 
 
 def _unchecked(fill: Fill, record: OrderRecord | None,
-               judged: OrderRecord | None = None) -> str:
+               judged: OrderRecord | None = None, named: OrderRecord | None = None) -> str:
     """Why this fill is not of an order the sidecar allowed ("" if it is). `record` is
-    the order it goes to, `judged` the one whose room it must be within (_judged_by)."""
+    the order it goes to, `judged` the one whose room it must be within (_judged_by),
+    `named` the one it names (an order `record` replaced, or `record`)."""
     coid = fill.client_order_id
     if record is None:
         return f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed"
-    if record.decision_id == ADOPTED:  # counted since a snapshot listed it; never checked
+    # Counted since a snapshot listed it; never checked. Replaced by a checked order, its
+    # own fills are still its (review 29: they went down the chain, unseen).
+    if ADOPTED in (record.decision_id, named.decision_id if named is not None else ""):
         return (f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed (a"
                 " snapshot listed it open)")
     if not _same_instrument(record, fill):

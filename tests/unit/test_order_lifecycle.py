@@ -507,6 +507,17 @@ def test_a_reduce_only_long_cannot_end_short_through_a_rejected_replacement(engi
     assert "exceeds" in outcome.unchecked
 
 
+def test_a_fill_of_an_adopted_order_trips_even_after_a_checked_order_replaced_it(engine):
+    """Review 29: a checked order of 1 replacing an order a snapshot listed (never allowed)
+    took that order's fill of 250 down the chain, and the account never tripped."""
+    rogue = OpenOrder("rogue", STRATEGY, SYMBOL, Side.BUY, 250, 100)
+    engine.sync_positions(ACCOUNT, 1e6, [position(0)], [rogue], T0)
+    assert engine.check(order(1, replaces="rogue"), T0).allowed
+    outcome = report_fill(engine, fill(250, client_order_id="rogue"))
+    assert "never allowed" in outcome.unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+
+
 # -- a snapshot reserves what it lists, and allows nothing --------------------------------
 
 
