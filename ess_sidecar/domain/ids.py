@@ -9,7 +9,8 @@ sidecar saw something else). Canonical means:
 - no leading or trailing whitespace, and no whitespace but the ASCII space inside;
 - no control, format, surrogate, private-use or unassigned code point;
 - no default-ignorable code point (U+034F, the variation selectors, the Hangul fillers
-  U+115F, U+1160, U+3164, U+FFA0, ...), which render as nothing;
+  U+115F, U+1160, U+3164, U+FFA0, ...), which render as nothing, nor the braille blank
+  U+2800, which renders as a space but is neither whitespace nor ignorable;
 - no combining mark first;
 - no compatibility character (NFKC: fullwidth "ＡＡＰＬ", ligatures, superscripts), which
   looks like the plain one it stands for.
@@ -38,7 +39,8 @@ _INVISIBLE = frozenset(
     [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0]
     + list(range(0x180B, 0x1810))  # Mongolian free variation selectors and vowel separator
     + list(range(0xFE00, 0xFE10))  # variation selectors 1-16
-    + list(range(0xE0100, 0xE01F0)))  # variation selectors 17-256
+    + list(range(0xE0100, 0xE01F0))  # variation selectors 17-256
+    + [0x2800])  # the braille blank (review 29): a symbol (So), yet renders as a space
 
 
 def canonical_id(value: str, field: str) -> str:

@@ -15,7 +15,8 @@ LOOKALIKES = [" momo", "momo ", "momo\u034f", "momo\ufe0f", "\u3164momo", "mo\u2
               "momo\u00ad", "\u0301momo", unicodedata.normalize("NFD", "momö"), "mo\tmo",
               "mo\u00a0mo", "momo\U000e0100", "mo\u2028mo", "\ufeffmomo", "momo\ue000",
               # review 6: fullwidth, a ligature, a superscript
-              "\uff41\uff41\uff50\uff4c", "\ufb01ll", "x\u00b2"]
+              "\uff41\uff41\uff50\uff4c", "\ufb01ll", "x\u00b2",
+              "momo\u2800"]  # review 29: the braille blank
 
 
 @pytest.mark.parametrize("text", LOOKALIKES, ids=ascii)
