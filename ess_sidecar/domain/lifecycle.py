@@ -10,7 +10,7 @@ from .book import AccountBook, Book
 from .errors import InvalidArgument
 from .orders import ENDED, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, OrderStatus, \
     OrderUpdate, PositionSnapshot, Side
-from .working import FILL_TOLERANCE, OrderLedger, OrderRecord, what_fill
+from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
 
 ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
 
@@ -33,17 +33,18 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     already (`included_fills`, booked to its order then), only what is beyond it moves
     the position or the order. If a position would leave ±MAX_QUANTITY, nothing changes
     and the outcome says why (`refused`)."""
-    seen = ledger.fill_ids.get((fill.account, fill.fill_id))
-    if seen is not None:
+    same = ledger.applied_before(fill)
+    if same is not None:
         position = book.position(fill.account, fill.strategy, fill.symbol)
-        if seen[2] == what_fill(fill):
+        if same:
             return FillOutcome(position, True)
         # Review 29: not the fill applied under this id (another order, symbol, side or
         # quantity). Ignored as a duplicate, an order never allowed went unseen; booked,
         # a drop copy's garbled repeat would count twice. Neither can be told: the
         # account trips, and its next snapshot says what it holds.
+        first = ledger.fill_ids[(fill.account, fill.fill_id)][1]
         return FillOutcome(position, unchecked=f"fill {fill.fill_id} was applied before to"
-                           f" another fill (order {seen[1]!r}): a fill_id names one"
+                           f" another fill (order {first!r}): a fill_id names one"
                            " execution of the account's; this one is not booked",
                            conflict=True)
     named = ledger.exact(fill.account, fill.client_order_id)
@@ -193,7 +194,11 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     record = ledger.exact(update.account, update.client_order_id)
     if record is None:
         return False
-    if update.status is OrderStatus.REJECTED and record.replaces:
+    # A rejected replacement never lived, unless it filled under its own id: then the
+    # rejection contradicts that, and it ends like a cancel, the original left replaced
+    # (review 29: its own fills and the original's leaves given back filled the chain's
+    # room twice). An OPEN before the rejection may be an executor echoing its request.
+    if update.status is OrderStatus.REJECTED and record.replaces and not record.reported:
         return ledger.unreplace(record)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
     owed, counted = None, False

@@ -32,10 +32,12 @@ FILL_TOLERANCE: Final = 1e-9
 
 
 def what_fill(fill: Fill) -> int:
-    """What makes a fill the one it is, beside its id, as a hash (one int per id kept):
-    the same execution reported twice (the executor and a drop copy) says the same. Its
-    price is left out: two feeds may print it differently."""
-    return hash((fill.client_order_id, fill.strategy, fill.symbol, fill.side, fill.quantity))
+    """The strategy, symbol and side of a fill, as a hash (one int per id kept). With its
+    order (the same, or one of its replace chain: a venue may stamp the latest id) and
+    its quantity (within FILL_TOLERANCE: two feeds may add partials differently), they
+    make a fill the one it is: the same execution reported twice (the executor and a
+    drop copy) says the same. Its price is left out: two feeds may print it differently."""
+    return hash((fill.strategy, fill.symbol, fill.side))
 
 
 class OrderRecord:
@@ -155,8 +157,9 @@ class OrderLedger:
         self._identical: dict[tuple, int] = {}
         self._identical_times: deque[tuple[float, tuple]] = deque()
         # (account, fill_id) -> (when, client_order_id)
-        # (account, fill_id): when it was applied, its order, and what it was (`what_fill`)
-        self.fill_ids: dict[tuple[str, str], tuple[float, str, int]] = {}
+        # (account, fill_id): when it was applied, its order, what it was (`what_fill`) and
+        # its quantity
+        self.fill_ids: dict[tuple[str, str], tuple[float, str, int, float]] = {}
         # (account, fill_id) -> why: unchecked fills applied whose account's trip is not
         # stored yet. A retry of one (its write failed) trips again, not a duplicate.
         self.untripped: dict[tuple[str, str], str] = {}
@@ -496,7 +499,33 @@ class OrderLedger:
 
     def remember_fill(self, fill: Fill, now: float) -> None:
         self.fill_ids[(fill.account, fill.fill_id)] = (now, fill.client_order_id,
-                                                       what_fill(fill))
+                                                       what_fill(fill), fill.quantity)
+
+    def applied_before(self, fill: Fill) -> bool | None:
+        """Whether a fill under this fill_id was applied before and was this one (True),
+        another (False), or none was (None)."""
+        seen = self.fill_ids.get((fill.account, fill.fill_id))
+        if seen is None:
+            return None
+        _, client_order_id, what, quantity = seen
+        return what == what_fill(fill) \
+            and abs(quantity - fill.quantity) <= max(quantity, fill.quantity) * FILL_TOLERANCE \
+            and self._one_chain(fill.account, client_order_id, fill.client_order_id)
+
+    def _one_chain(self, account: str, first: str, second: str) -> bool:
+        """Whether two orders are one, or one replaced the other down its chain (as far
+        as it is remembered)."""
+        if first == second:
+            return True
+        for start, other in ((first, second), (second, first)):
+            record = self.records.get((account, start))
+            for _ in range(64):  # a chain longer than this is not followed
+                if record is None or not record.replaced_by:
+                    break
+                if record.replaced_by == other:
+                    return True
+                record = self.records.get((account, record.replaced_by))
+        return False
 
     def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
@@ -531,14 +560,14 @@ class OrderLedger:
         fill_ids = self.fill_ids
         works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
         for _ in range(len(fill_ids)):
-            key, (seen, client_order_id, what) = next(iter(fill_ids.items()))
+            key, (seen, client_order_id, what, quantity) = next(iter(fill_ids.items()))
             if seen > now - retention_s:
                 break
             owner = records.get((key[0], client_order_id))
             del fill_ids[key]
             forgotten += 1
             if owner is not None and self._chain_works(owner, works):  # sent again, it
-                fill_ids[key] = (now, client_order_id, what)  # would count twice
+                fill_ids[key] = (now, client_order_id, what, quantity)  # counted twice
             else:
                 self.untripped.pop(key, None)
         return forgotten

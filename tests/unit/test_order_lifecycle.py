@@ -151,12 +151,21 @@ def test_a_fill_draws_down_its_order_and_a_replayed_fill_id_counts_once(engine):
     assert engine.state_of(account()) is State.ARMED
 
 
-def test_a_fill_id_reported_again_counts_once_even_at_another_printed_price(engine):
-    coid = _allowed(engine, order(10))
-    report_fill(engine, fill(4, 100.1, client_order_id=coid, fill_id="exec-1"))
-    again = report_fill(engine, fill(4, 100.10000000001, client_order_id=coid,
-                                     fill_id="exec-1"))
-    assert (again.position, again.duplicate, again.unchecked) == (4, True, "")
+@pytest.mark.parametrize("first, again", [
+    (dict(price=100.1), dict(price=100.10000000001)),  # printed otherwise
+    (dict(quantity=0.1 + 0.2), dict(quantity=0.3)),  # partials added otherwise
+    (dict(client_order_id="O"), dict(client_order_id="R"))],  # the latest id of its chain
+    ids=["price", "quantity", "replaced"])
+def test_a_fill_reported_again_as_two_feeds_print_it_counts_once(first, again):
+    """The executor and a drop copy report one execution: not always byte for byte the
+    same (review 29's reviewer: each of these tripped the account falsely)."""
+    engine = make_engine()
+    _allowed(engine, order(10, client_order_id="O"))
+    _allowed(engine, order(10, client_order_id="R", replaces="O"))
+    fields = {"quantity": 0.3, "price": 100.0, "client_order_id": "O", "fill_id": "e-1"}
+    report_fill(engine, fill(**{**fields, **first}))
+    outcome = report_fill(engine, fill(**{**fields, **again}))
+    assert (outcome.duplicate, outcome.unchecked) == (True, "")
     assert engine.state_of(account()) is State.ARMED
 
 
@@ -515,6 +524,41 @@ def test_a_fill_of_an_adopted_order_trips_even_after_a_checked_order_replaced_it
     assert engine.check(order(1, replaces="rogue"), T0).allowed
     outcome = report_fill(engine, fill(250, client_order_id="rogue"))
     assert "never allowed" in outcome.unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+@pytest.mark.parametrize("filled", [300, 100])
+def test_a_rejection_of_a_replacement_that_filled_under_its_own_id_gives_nothing_back(filled):
+    """Review 29: R replaced O, filled under its own id, then was 'rejected': O came back
+    with all its leaves and filled them too, 600 (or 400) against a 300 limit, unseen. A
+    fill under its own id says the venue had R; the rejection ends R like a cancel."""
+    engine = make_engine(equity=100_000)  # 30 % = 300 units
+    o = _allowed(engine, order(300, client_order_id="O"))
+    r = _allowed(engine, order(300, client_order_id="R", replaces=o))
+    assert not report_fill(engine, fill(filled, client_order_id=r)).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.REJECTED))
+    assert "exceeds" in report_fill(engine, fill(300, client_order_id=o)).unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_replacement_rejected_after_a_snapshot_listed_only_the_original_fills_no_more():
+    """unreplace's other way out (the original no longer replaced by it): capped too."""
+    engine = make_engine(equity=100_000)
+    o = _allowed(engine, order(300, client_order_id="O"))
+    r = _allowed(engine, order(300, client_order_id="R", replaces=o))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)],
+                          [OpenOrder(o, STRATEGY, SYMBOL, Side.BUY, 300, 100)], T0)
+    engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.REJECTED))
+    assert "exceeds" in report_fill(engine, fill(300, client_order_id=r)).unchecked
+
+
+def test_a_fill_of_an_adopted_order_replaced_and_counted_by_a_snapshot_trips(engine):
+    rogue = OpenOrder("rogue", STRATEGY, SYMBOL, Side.BUY, 250, 100)
+    engine.sync_positions(ACCOUNT, 1e6, [position(0)], [rogue], T0)
+    assert engine.check(order(1, replaces="rogue"), T0).allowed
+    engine.sync_positions(ACCOUNT, 1e6, [position(250)], None, T0,
+                          [IncludedFills("rogue", 250)])
+    report_fill(engine, fill(250, client_order_id="rogue"))
     assert engine.state_of(account()) is State.TRIPPED
 
 
