@@ -349,3 +349,18 @@ def test_a_killed_journal_syncer_is_replaced_and_a_second_kill_within_a_minute_f
         # answer (a write(2): SIGKILL cannot take it), so it is working again.
         assert [w.client_order_id for w in state.working_orders] == allowed
         assert stub.CheckOrder(order()).allowed
+
+
+def test_a_trigger_with_large_metadata_still_stops_trading(
+        sidecar_process: SidecarProcess) -> None:
+    """Review 29: gRPC's default refused calls whose metadata passed 8 KiB (some) and 16
+    KiB (all) before any handler ran: a Trigger with a large W3C baggage, or a proxy's
+    headers, was RESOURCE_EXHAUSTED and tripped nothing."""
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        for size in (16_000, 64_000):
+            scope = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=f"big-{size}")
+            reply = stub.Trigger(pb.TriggerRequest(scope=scope, reason="stop"),
+                                 metadata=(("baggage", "a" * size),), timeout=10)
+            assert reply.state == pb.STATE_TRIPPED
