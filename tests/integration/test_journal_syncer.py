@@ -353,28 +353,20 @@ def test_a_replacement_that_cannot_be_started_fails_the_journal(
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
 
 
-# Scripted syncers (journal.SYNCER replaced): argv[4] and argv[5] are its pipes.
-FAILS_ON = """
+# Scripted syncers (journal.SYNCER replaced): argv[4] and argv[5] are its pipes. This one
+# waits for a command that holds `on`, writes `says` and exits 1.
+SAYS_AND_EXITS = """
 import os, sys
 commands, replies = int(sys.argv[4]), int(sys.argv[5])
 while wanted := os.read(commands, 4096):
     if %r in wanted:
-        os.write(replies, b"failed [Errno 5] Input/output error\\n")
+        os.write(replies, %r)
         sys.exit(1)
 """
-EXITS_SILENTLY = """
-import os, sys
-os.read(int(sys.argv[4]), 4096)
-sys.exit(1)  # an exception's exit: whatever it was doing, it did not say
-"""
-ANSWERS_THEN_FAILS = """
-import os, sys
-commands, replies = int(sys.argv[4]), int(sys.argv[5])
-while wanted := os.read(commands, 4096):
-    if b"s" in wanted:  # read late, the answer and a later round's failure come together
-        os.write(replies, b"ok 99\\nfailed [Errno 5] Input/output error\\n")
-        sys.exit(1)
-"""
+FAILED = b"failed [Errno 5] Input/output error\n"
+EXITS_SILENTLY = SAYS_AND_EXITS % (b"", b"")  # an exception's exit: it did not say why
+# Read late, the answer and a later round's failure come together.
+ANSWERS_THEN_FAILS = SAYS_AND_EXITS % (b"s", b"ok 99\n" + FAILED)
 
 
 @pytest.mark.parametrize("fails_on", [b"w", b"s"], ids=["found-by-a-wake", "asked"])
@@ -384,7 +376,7 @@ def test_a_syncer_that_failed_is_never_replaced(
     error was reported, would not see it, and would seal records that may be lost):
     found by a wake or by a sync, the failure fails the journal, and says why."""
     from ess_sidecar.adapters.storage import journal as module  # noqa: PLC0415
-    monkeypatch.setattr(module, "SYNCER", FAILS_ON % fails_on)
+    monkeypatch.setattr(module, "SYNCER", SAYS_AND_EXITS % (fails_on, FAILED))
     now = [100.0]
     journal = moved(tmp_path, now)
     first = journal._syncer
