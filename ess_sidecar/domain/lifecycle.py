@@ -67,8 +67,8 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
         unchecked = _unchecked(fill._replace(quantity=moved), record,
                                _judged_by(ledger, record, named, moved), named)
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
-        unchecked = _unchecked(fill, record, None, named) if record is not None and \
-            ADOPTED in (record.decision_id, named.decision_id if named else "") else ""
+        unchecked = _unchecked(fill, record, None, named) \
+            if record is not None and _adopted(record, named) else ""
         moved = 0.0
     if beyond and not unchecked:
         unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: a snapshot"
@@ -150,6 +150,13 @@ def _room(judged: OrderRecord, record: OrderRecord) -> float:
     return min(judged.quantity, judged.cap) - max(judged.filled, judged.reported)
 
 
+def _adopted(record: OrderRecord, named: OrderRecord | None) -> bool:
+    """Whether the fill's order was counted since a snapshot listed it, never checked:
+    the one it goes to, or the one it names. Replaced by a checked order, its own fills
+    are still its (review 29: they went down the chain, unseen)."""
+    return record.decision_id == ADOPTED or (named is not None and named.decision_id == ADOPTED)
+
+
 def _unchecked(fill: Fill, record: OrderRecord | None,
                judged: OrderRecord | None = None, named: OrderRecord | None = None) -> str:
     """Why this fill is not of an order the sidecar allowed ("" if it is). `record` is
@@ -158,9 +165,7 @@ def _unchecked(fill: Fill, record: OrderRecord | None,
     coid = fill.client_order_id
     if record is None:
         return f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed"
-    # Counted since a snapshot listed it; never checked. Replaced by a checked order, its
-    # own fills are still its (review 29: they went down the chain, unseen).
-    if ADOPTED in (record.decision_id, named.decision_id if named is not None else ""):
+    if _adopted(record, named):
         return (f"fill {fill.fill_id} for order {coid}, which the sidecar never allowed (a"
                 " snapshot listed it open)")
     if not _same_instrument(record, fill):
