@@ -362,12 +362,16 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
                  now: float) -> None:
     listed = {order.client_order_id: order for order in open_orders}
     for record in list(ledger.working(account)):
-        if record.client_order_id not in listed:  # its fills still owed stay reserved
-            ledger.confirm(record)
+        if record.client_order_id not in listed \
+                and not _replace_in_flight(ledger, record, listed):
+            ledger.confirm(record)  # its fills still owed stay reserved
             ledger.end_but_pending(record)
             record.unlisted = True
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
+        if known is not None and known.replaced_by and _replace_in_flight(
+                ledger, ledger.exact(account, known.replaced_by), listed):
+            continue  # the replace stands: its replacement holds the chain's room
         if known is not None:
             ledger.confirm(known)  # the venue lists it: any replace it made is done
         if known is None:
@@ -377,6 +381,23 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         else:  # its leaves as listed (live after all), and the fills it is still owed
             known.owed_only = False
             ledger.resize(known, order.remaining_quantity + known.owed)
+
+
+def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,
+                       listed: dict[str, OpenOrder]) -> bool:
+    """Whether a snapshot that lists the order `replacement` replaced, and not
+    `replacement` itself, was read while the replace was on its way to the venue: the
+    replacement works on, with the room the chain was allowed (the original's leaves
+    too, until the venue's word on it), and the original stays replaced. Ended as
+    unlisted, with the original working again, both could fill in full unseen (review
+    29). A rejection of the replace gives the original its leaves back (unreplace);
+    one that never comes leaves a reservation that denies, never a wrong allow."""
+    if replacement is None or not replacement.working or not replacement.replaces \
+            or replacement.client_order_id in listed \
+            or replacement.replaces not in listed:
+        return False
+    original = ledger.exact(replacement.account, replacement.replaces)
+    return original is not None and original.replaced_by == replacement.client_order_id
 
 
 def _same_instrument(record: OrderRecord, fill: Fill) -> bool:

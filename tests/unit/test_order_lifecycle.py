@@ -541,15 +541,42 @@ def test_a_rejection_of_a_replacement_that_filled_under_its_own_id_gives_nothing
     assert engine.state_of(account()) is State.TRIPPED
 
 
-def test_a_replacement_rejected_after_a_snapshot_listed_only_the_original_fills_no_more():
-    """unreplace's other way out (the original no longer replaced by it): capped too."""
-    engine = make_engine(equity=100_000)
+def _snapshot_during_a_replace(replacement: float) -> tuple[GuardEngine, str, str]:
+    """O (300, the symbol limit) replaced by R, and a snapshot that lists O alone."""
+    engine = make_engine(equity=100_000)  # 30 % = 300 units
     o = _allowed(engine, order(300, client_order_id="O"))
-    r = _allowed(engine, order(300, client_order_id="R", replaces=o))
+    r = _allowed(engine, order(replacement, client_order_id="R", replaces=o))
     engine.sync_positions(ACCOUNT, 100_000, [position(0)],
                           [OpenOrder(o, STRATEGY, SYMBOL, Side.BUY, 300, 100)], T0)
+    return engine, o, r
+
+
+def test_a_replacement_rejected_after_a_snapshot_listed_only_the_original_fills_no_more():
+    engine, _, r = _snapshot_during_a_replace(300)
     engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.REJECTED))
     assert "exceeds" in report_fill(engine, fill(300, client_order_id=r)).unchecked
+
+
+@pytest.mark.parametrize("first", ["O", "R"])
+def test_a_snapshot_read_while_a_replace_was_in_flight_leaves_the_replace_standing(first):
+    """Review 29: a snapshot listing the original but not its replacement ended the
+    replacement, uncapped, and revived the original: the venue filled both, 600 against
+    a 300 limit, and nothing tripped. The replace stands; the chain may fill 300."""
+    engine, o, r = _snapshot_during_a_replace(300)
+    assert [w.client_order_id for w in engine.orders.working(ACCOUNT)] == [r]  # its room
+    assert not engine.check(order(1, client_order_id="more"), T0).allowed
+    second = {"O": r, "R": o}[first]
+    assert not report_fill(engine, fill(300, client_order_id=first)).unchecked
+    assert "exceeds" in report_fill(engine, fill(300, client_order_id=second)).unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_replace_in_flight_at_a_snapshot_then_rejected_gives_the_original_back():
+    engine, o, r = _snapshot_during_a_replace(100)
+    assert engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.REJECTED))
+    assert [w.client_order_id for w in engine.orders.working(ACCOUNT)] == [o]
+    assert not report_fill(engine, fill(300, client_order_id=o)).unchecked
+    assert engine.state_of(account()) is State.ARMED
 
 
 def test_a_fill_of_an_adopted_order_replaced_and_counted_by_a_snapshot_trips(engine):
