@@ -256,6 +256,40 @@ def test_a_replace_keeps_its_place_whatever_is_said_of_the_order_it_replaced(
     assert working.client_order_id == replacement.client_order_id
 
 
+def test_a_snapshot_read_during_a_replace_leaves_it_standing_across_a_restart(
+        start_sidecar: StartSidecar) -> None:
+    """Review 29: a snapshot listing the original (30 %) but not its replacement, read
+    while the replace was on its way, ended the replacement with nothing to cap it and
+    revived the original: both filled in full, 60 % against a 30 % limit, unseen. The
+    replace stands, after a SIGKILL and restart too: the second fill trips the account."""
+    sidecar = start_sidecar()
+    original = order(quantity=EQUITY * 0.3 / MARK)
+    replacement = order(quantity=original.quantity,
+                        replaces_client_order_id=original.client_order_id)
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        sync(stub)
+        assert stub.CheckOrder(original).allowed
+        assert stub.CheckOrder(replacement).allowed
+        stub.SyncPositions(pb.SyncPositionsRequest(
+            account="acc-1", equity=EQUITY,
+            positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=0,
+                                   mark_price=MARK)],
+            open_orders=[pb.OpenOrder(
+                client_order_id=original.client_order_id, strategy="momo", symbol="AAPL",
+                side=pb.SIDE_BUY, remaining_quantity=original.quantity, price=MARK)]))
+    sidecar.kill()
+    sidecar.start()
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        [working] = stub.GetState(pb.GetStateRequest(include_working_orders=True)) \
+            .working_orders
+        assert working.client_order_id == replacement.client_order_id
+        assert not stub.ReportFill(fill_of(original)).unchecked
+        second = stub.ReportFill(fill_of(replacement))
+        assert second.unchecked and second.account_state == pb.STATE_TRIPPED
+
+
 def test_a_snapshot_reserves_what_it_lists_but_allows_nothing(stub) -> None:  # noqa: ANN001
     sync(stub)
     checked = order(quantity=10)
