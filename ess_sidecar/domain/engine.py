@@ -249,10 +249,13 @@ class GuardEngine:
 
     def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
         """An operator's word that these working orders (all of the account's if none
-        are named) are gone; how many ended. A replacement named, that the venue has not
-        confirmed, may be gone because the venue rejected it: the order it was to
-        replace works again as a rejection would leave it (unless it is named too), so
-        that a clear never takes what a live order reserves."""
+        are named) are gone; how many ended. Their room is free at once, so each may
+        fill no more than the fills counted when it was cleared: a fill beyond trips the
+        account, as after a cancel with no word on fills (review 30: a cleared order and
+        the one allowed in its room both filled in full, unseen). A replacement named,
+        that the venue has not confirmed, may be gone because the venue rejected it: the
+        order it was to replace works again as a rejection would leave it (unless it is
+        named too), so that a clear never takes what a live order reserves."""
         account = canonical_id(account, "account")
         wanted = {canonical_id(c, f"client_order_ids[{i}]")
                   for i, c in enumerate(client_order_ids)}
@@ -260,7 +263,7 @@ class GuardEngine:
                  if not wanted or r.client_order_id in wanted]
         if not wanted:
             for record in ended:
-                self.orders.end(record)
+                self._clear(record)
             return len(ended)
         # Until none named works: one made to work again by an unreplace may itself be a
         # replacement the venue has not confirmed (a replace of a replace), whose original
@@ -277,7 +280,11 @@ class GuardEngine:
                 if record.replaces and not record.confirmed:
                     self.orders.unreplace(record)
                 else:
-                    self.orders.end(record)
+                    self._clear(record)
+
+    def _clear(self, record: OrderRecord) -> None:
+        self.orders.end(record)
+        record.cap_fills()
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
                   deregister: bool = False, caller: Principal | None = None) -> bool:

@@ -63,9 +63,13 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
                                " sidecar allowed could: the book cannot hold it")
     ledger.take_counted(fill.account, fill.client_order_id, counted)
     record = ledger.get(fill.account, fill.client_order_id)
+    parts = _parts(ledger, record, named, moved)
+    unchecked = ""
     if moved > fill.quantity * FILL_TOLERANCE:
-        unchecked = _unchecked(fill._replace(quantity=moved), record,
-                               _judged_by(ledger, record, named, moved), named)
+        for part, quantity in parts:
+            unchecked = unchecked or _unchecked(fill._replace(quantity=quantity), part,
+                                                _judged_by(ledger, part, named, quantity),
+                                                named)
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
         unchecked = _unchecked(fill, record, None, named) \
             if record is not None and _adopted(record, named) else ""
@@ -73,18 +77,33 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     if beyond and not unchecked:
         unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: a snapshot"
                      " held fills of it beyond what the order may fill")
-    if record is not None and not _same_instrument(record, fill):
-        record = None  # of another strategy, symbol or side: no evidence of that order
     if moved:
         leg.move(signed)
         net.move(signed)
     account.set_mark(fill.symbol, fill.price)
-    if record is not None and moved:
-        _book(ledger, record, named, moved)
+    for part, quantity in parts if moved else ():
+        if part is not None and _same_instrument(part, fill):  # else no evidence of it
+            _book(ledger, part, named, quantity)
     ledger.remember_fill(fill, now)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
     return FillOutcome(position, unchecked=unchecked)
+
+
+def _parts(ledger: OrderLedger, record: OrderRecord | None, named: OrderRecord | None,
+           moved: float) -> list[tuple[OrderRecord | None, float]]:
+    """Where a fill goes (OrderLedger.get): to `record`, all of it, but for a fill of an
+    order replaced while it was owed fills (which keep its fills with it) that is larger
+    than they are: the rest came from the leaves it gave up, so it crossed the replace
+    and goes down the chain, as a fill of an order owed nothing does (review 30: all of
+    it was judged against the original's whole allowed quantity, and the chain filled
+    its room twice)."""
+    if record is None or record is not named or not record.replaced_by:
+        return [(record, moved)]
+    owed = record.pending
+    if not moved - owed > moved * FILL_TOLERANCE:
+        return [(record, moved)]
+    return [(record, owed), (ledger.head(record), moved - owed)]
 
 
 def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
@@ -144,9 +163,10 @@ def _judged_by(ledger: OrderLedger, record: OrderRecord | None, named: OrderReco
 
 
 def _room(judged: OrderRecord, record: OrderRecord) -> float:
-    """How much more `judged` (`record`, or the order a fill names: _judged_by) may fill."""
-    if judged is record:
-        return record.unfilled
+    """How much more `judged` (`record`, or the order a fill names: _judged_by) may fill:
+    what it was allowed less its fills, those counted against it or reported under its
+    id, whichever is more (an original whose fills went down a chain whose replace was
+    then rejected works again with them reported but not counted: review 30)."""
     return min(judged.quantity, judged.cap) - max(judged.filled, judged.reported)
 
 

@@ -114,8 +114,10 @@ class OrderRate:
 
 def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
                   replacing: OrderRecord | None) -> Denial | None:
-    """Step 6: working-order caps, then duplicates. A replace frees its old order's slot."""
-    freed = 1 if replacing is not None and replacing.working else 0
+    """Step 6: working-order caps, then duplicates. A replace frees its old order's slot,
+    unless that order works on for fills it is owed (OrderLedger.end_but_pending)."""
+    freed = 1 if replacing is not None and replacing.working \
+        and not replacing.pending > 0.0 else 0
     most = limits.max_working_orders_per_account
     if most and (count := ledger.working_count(order.account) - freed) >= most:
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"account {order.account} has"

@@ -181,8 +181,12 @@ class OrderLedger:
             return record
         # Its fills now go to the order at the head of its chain: one between that is
         # owed fills is owed its own, not this order's (review 18).
+        return self.head(record)
+
+    def head(self, record: OrderRecord | None) -> OrderRecord | None:
+        """The order at the head of `record`'s chain of replaces (None if forgotten)."""
         while record is not None and record.replaced_by:
-            record = self.records.get((account, record.replaced_by))
+            record = self.records.get((record.account, record.replaced_by))
         return record
 
     def stated_after(self, named: OrderRecord, record: OrderRecord) -> OrderRecord | None:

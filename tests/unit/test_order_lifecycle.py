@@ -308,6 +308,19 @@ def test_working_order_caps_per_account_and_per_strategy():
     assert engine.check(order(1, strategy="third"), T0).reason is R.MAX_WORKING_ORDERS
 
 
+def test_a_replace_of_an_order_owed_fills_frees_no_slot_while_it_works_for_them():
+    """Review 30: the replace freed the original's slot, but the original works on for
+    the fills it is owed: three working orders against a cap of two."""
+    engine = make_engine(limits=LimitSettings(max_working_orders_per_account=2,
+                                              duplicate_identical_orders=0))
+    a = _allowed(engine, order(20))
+    assert engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 10, 10))
+    _allowed(engine, order(10))
+    assert engine.check(order(10, replaces=a), T0).reason is R.MAX_WORKING_ORDERS
+    assert not report_fill(engine, fill(10, client_order_id=a)).unchecked  # owed no more
+    assert engine.check(order(10, replaces=a), T0).allowed  # so it ends: its slot is free
+
+
 def test_a_replace_is_judged_without_the_old_reservation_and_takes_its_place():
     engine = make_engine(equity=100_000)
     old = _allowed(engine, order(290))
@@ -577,6 +590,49 @@ def test_a_replace_in_flight_at_a_snapshot_then_rejected_gives_the_original_back
     assert [w.client_order_id for w in engine.orders.working(ACCOUNT)] == [o]
     assert not report_fill(engine, fill(300, client_order_id=o)).unchecked
     assert engine.state_of(account()) is State.ARMED
+
+
+@pytest.mark.parametrize("side", [Side.BUY, Side.SELL])
+def test_fills_of_an_order_owed_fills_that_cross_its_replace_go_down_the_chain(side):
+    """Review 30: A (150) owed 10 (filled_quantity) is replaced by B (140). A fill of A
+    of 140 went all to A, judged against A's whole 150, and took nothing off B: with
+    A's 10 and B's 130 the chain filled 280 against 150 (a REDUCE_ONLY long of 100 ended
+    short 80). Past A's 10 owed, A's fill crossed the replace: it is B's."""
+    engine = make_engine(equity=100_000)  # 30 % = 300 units
+    a = _allowed(engine, order(150, side=side))
+    assert engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 140, 10))
+    b = _allowed(engine, order(140, side=side, replaces=a))
+    assert not report_fill(engine, fill(140, side=side, client_order_id=a)).unchecked
+    assert not report_fill(engine, fill(10, side=side, client_order_id=a)).unchecked
+    assert "exceeds" in report_fill(engine, fill(130, side=side, client_order_id=b)).unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_an_original_back_from_a_rejected_replace_has_its_fills_down_the_chain_counted():
+    """Review 30: A -> B -> C; A's fill of 60 went to C; B is rejected and A works again
+    with its 40 leaves, but may fill 100 more: its room counted the fills against it
+    (none) rather than those reported under its id (60)."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(100, client_order_id="A"))
+    b = _allowed(engine, order(100, client_order_id="B", replaces=a))
+    _allowed(engine, order(100, client_order_id="C", replaces=b))
+    assert not report_fill(engine, fill(60, client_order_id=a)).unchecked
+    assert engine.update_order(OrderUpdate(ACCOUNT, b, OrderStatus.REJECTED))
+    assert "exceeds the 40 left" in report_fill(engine, fill(100, client_order_id=a)).unchecked
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_cleared_order_may_fill_no_more_than_when_it_was_cleared(named):
+    """Review 30: an operator's clear freed A's room (an order of 300 was then allowed in
+    it) but left A free to fill its 300 too, unseen: 60 % against 30 %."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(300))
+    assert not report_fill(engine, fill(100, client_order_id=a)).unchecked
+    assert engine.clear_working_orders(ACCOUNT, [a] if named else []) == 1
+    b = _allowed(engine, order(200))
+    assert not report_fill(engine, fill(200, client_order_id=b)).unchecked
+    assert "exceeds the 0 left" in report_fill(engine, fill(1, client_order_id=a)).unchecked
+    assert engine.state_of(account()) is State.TRIPPED
 
 
 def test_a_fill_of_an_adopted_order_replaced_and_counted_by_a_snapshot_trips(engine):
