@@ -36,13 +36,17 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
     trigger.add_argument("--scope", type=scope_arg, help="global, account:ID, strategy:ID"
                          " or symbol:ID")
     trigger.add_argument("--reason", help="why (recorded; the stop never waits for one)")
-    trigger.add_argument("--code", choices=CODES, help="reason code (default user-initiated)")
+    # Nothing that comes with the stop refuses it (review 30): a code or directive essctl
+    # does not know is sent as the server would take it, and said; --panic wins.
+    trigger.add_argument("--code", metavar="CODE", help=f"reason code: {', '.join(CODES)}"
+                         " (default user-initiated; another is sent as user-initiated)")
     trigger.add_argument("--reduce-only", action="store_true",
                          help="allow only orders that shrink positions, instead of a halt")
-    trigger.add_argument("--directive", action="append", choices=DIRECTIVES, default=[],
-                         help="what executors must do (repeatable)")
+    trigger.add_argument("--directive", action="append", metavar="DIRECTIVE", default=[],
+                         help=f"what executors must do (repeatable): {', '.join(DIRECTIVES)}"
+                         " (another is left out)")
     trigger.add_argument("--panic", action="store_true", help="GLOBAL halt with"
-                         " cancel-open-orders and flatten-positions")
+                         " cancel-open-orders and flatten-positions, whatever else is given")
     trigger.set_defaults(run=run_trigger)
 
 
@@ -92,27 +96,56 @@ def _when_arg():  # noqa: ANN202
     return when
 
 
-def trigger_request(args: argparse.Namespace) -> pb.TriggerRequest:
-    """The request the flags ask for; UsageError for combinations that make no sense."""
-    code = CODES[args.code or "user-initiated"]
-    directives = [DIRECTIVES[d] for d in args.directive]
+def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[str]]:
+    """The request the flags ask for, and what of them it could not carry (each also
+    said in its reason). Only a missing scope is a UsageError: what comes with the stop
+    never refuses it. A code or directive is matched loosely (RISK_VIOLATION is
+    risk-violation); one that is not known is sent as user-initiated, or left out, as
+    the server does with a number it does not know. --panic halts GLOBAL whatever
+    --scope or --reduce-only say, the stronger stop."""
+    notes = []
+    code = CODES.get(_loose(args.code or "user-initiated"))
+    if code is None:
+        code = CODES["user-initiated"]
+        notes.append(f"unknown --code {_text(args.code)!r}: sent as user-initiated")
+    directives = []
+    for given in args.directive:
+        if (directive := DIRECTIVES.get(_loose(given))) is None:
+            notes.append(f"unknown --directive {_text(given)!r}: left out")
+        elif directive not in directives:
+            directives.append(directive)
     if args.panic:
-        if args.scope is not None or args.reduce_only:
-            raise UsageError("--panic halts GLOBAL: it cannot be combined with --scope or"
-                             " --reduce-only")
+        if args.scope is not None and args.scope != GLOBAL:
+            notes.append(f"--scope {args.scope}: --panic halts GLOBAL")
+        if args.reduce_only:
+            notes.append("--reduce-only: --panic halts")
         extra = [d for d in directives if d not in PANIC_DIRECTIVES]
-        return pb.TriggerRequest(scope=scope_to_pb(GLOBAL), reason=_text(args.reason) or
-                                 "panic", reason_code=code, mode=pb.TRIGGER_MODE_HALT,
-                                 directives=PANIC_DIRECTIVES + extra)
+        return pb.TriggerRequest(
+            scope=scope_to_pb(GLOBAL), reason=_noted(_text(args.reason) or "panic", notes),
+            reason_code=code, mode=pb.TRIGGER_MODE_HALT,
+            directives=PANIC_DIRECTIVES + extra), notes
     if args.scope is None:
         raise UsageError("trigger needs --scope (or --panic)")
     mode = pb.TRIGGER_MODE_REDUCE_ONLY if args.reduce_only else pb.TRIGGER_MODE_HALT
     return pb.TriggerRequest(scope=scope_to_pb(args.scope),
-                             reason=_text(args.reason).strip() or NO_REASON,
-                             reason_code=code, mode=mode, directives=directives)
+                             reason=_noted(_text(args.reason).strip() or NO_REASON, notes),
+                             reason_code=code, mode=mode, directives=directives), notes
 
 
 NO_REASON = "essctl trigger: no reason given"
+
+
+def _loose(name: str) -> str:
+    """A code or directive as typed, matched loosely: case, `_` or `-`, and the enum's
+    prefix (TRIGGER_REASON_RISK_VIOLATION, DIRECTIVE_FLATTEN_POSITIONS) do not matter."""
+    name = name.strip().lower().replace("_", "-")
+    for prefix in ("trigger-reason-", "directive-"):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def _noted(reason: str, notes: list[str]) -> str:
+    return f"{reason} (essctl: {'; '.join(notes)})" if notes else reason
 
 
 def _text(argument: str | None) -> str:
@@ -122,7 +155,9 @@ def _text(argument: str | None) -> str:
 
 
 def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
-    request = trigger_request(args)
+    request, notes = trigger_request(args)
+    for note in notes:
+        out.note(f"essctl: {note}")
     reply = sidecar.call("Trigger", request)
     if out.json:
         out.emit({"scope": scope_name(request.scope),

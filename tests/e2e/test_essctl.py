@@ -100,6 +100,35 @@ def test_trigger_panic_halts_global_with_cancel_and_flatten(
     assert glob["directives"] == ["CANCEL_OPEN_ORDERS", "FLATTEN_POSITIONS"]
 
 
+def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
+        start_sidecar: StartSidecar) -> None:
+    """Review 30: an operator who typed --code risk_violation, a directive essctl does not
+    know, or --panic with --scope stopped nothing (exit 64). The stop goes out; what it
+    could not carry is said on stderr and in its reason."""
+    target = start_sidecar().uds_target
+    spelled = essctl(target, "trigger", "--scope", "strategy:a", "--code", "RISK_VIOLATION",
+                     "--directive", "Cancel_Open_Orders")
+    assert spelled.returncode == 0 and not spelled.stderr, spelled.stderr
+    unknown = essctl(target, "trigger", "--scope", "strategy:b", "--reason", "halt b",
+                     "--code", "fat-finger", "--directive", "cancel-everything")
+    assert unknown.returncode == 0, unknown.stderr
+    assert "unknown --code 'fat-finger': sent as user-initiated" in unknown.stderr
+    assert "unknown --directive 'cancel-everything': left out" in unknown.stderr
+    scopes = restricted(target)
+    assert (scopes["STRATEGY:a"]["reason_code"], scopes["STRATEGY:a"]["directives"]) == (
+        "RISK_VIOLATION", ["CANCEL_OPEN_ORDERS"])
+    assert (scopes["STRATEGY:b"]["state"], scopes["STRATEGY:b"]["reason_code"]) == (
+        "TRIPPED", "USER_INITIATED")
+    assert scopes["STRATEGY:b"]["reason"].startswith("halt b (essctl: unknown --code")
+    panic = essctl(target, "trigger", "--panic", "--scope", "strategy:c", "--reduce-only")
+    assert panic.returncode == 0, panic.stderr
+    assert "--scope STRATEGY:c: --panic halts GLOBAL" in panic.stderr
+    glob = restricted(target)["GLOBAL"]
+    assert (glob["state"], glob["directives"]) == (
+        "TRIPPED", ["CANCEL_OPEN_ORDERS", "FLATTEN_POSITIONS"])
+    assert essctl(target, "trigger", "--panic", "--scope", "global").returncode == 0
+
+
 def test_reset_in_cooldown_is_refused_with_the_time_the_cooldown_ends(
         start_sidecar: StartSidecar) -> None:
     target = start_sidecar(LONG_COOLDOWN).uds_target
@@ -361,8 +390,7 @@ def test_token_new_prints_a_token_once_and_a_line_the_tokens_file_accepts(
 
 
 @pytest.mark.parametrize("args", [
-    ["bogus"], ["trigger", "--panic", "--scope", "global"], ["trigger", "--scope", "x:1",
-                                                             "--reason", "r"],
+    ["bogus"], ["trigger", "--scope", "x:1", "--reason", "r"],
     ["trigger", "--reason", "no scope"], ["reset", "--scope", "global"],
     ["check", "--account", "a", "--strategy", "s", "--symbol", "X", "--side", "buy",
      "--qty", "0", "--price", "1"], ["history", "--since", "yesterday"],
