@@ -260,14 +260,19 @@ def test_watches_cancelled_by_their_clients_log_no_error(tmp_path: Path) -> None
     assert errors == [], errors[:2]
 
 
-def test_a_state_file_that_cannot_be_written_is_found_before_serving(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["state file", "journal seal"])
+def test_a_state_file_that_cannot_be_written_is_found_before_serving(
+        tmp_path: Path, which: str) -> None:
     """An immutable file (chattr +i: even root cannot write it) stands for a read-only or
     full disk: the sidecar must serve with GLOBAL tripped from the start, not find out at
-    its first trip."""
+    its first trip (review 30: with the journal's seal immutable it served, and allowed,
+    until its first record failed)."""
     first = SidecarProcess(tmp_path, CONFIG).start()
     assert first.terminate() == 0
     assert shutil.which("chattr"), "chattr (e2fsprogs) is needed for this test"
-    subprocess.run(["chattr", "+i", str(first.state)], check=True)
+    path = first.state if which == "state file" else Path(f"{first.state}.journal.seal")
+    assert path.exists()
+    subprocess.run(["chattr", "+i", str(path)], check=True)
     try:
         sidecar = SidecarProcess(tmp_path, CONFIG).start()
         try:
@@ -275,13 +280,15 @@ def test_a_state_file_that_cannot_be_written_is_found_before_serving(tmp_path: P
                 stub = guard_stub(channel)
                 [scope] = stub.GetState(pb.GetStateRequest()).scopes
                 assert scope.scope.kind == pb.SCOPE_KIND_GLOBAL
-                assert scope.state == pb.STATE_TRIPPED and "not writable" in scope.reason
+                assert scope.state == pb.STATE_TRIPPED, scope.reason
+                assert ("not writable" if which == "state file" else "cannot be sealed") \
+                    in scope.reason
                 decision = stub.CheckOrder(order())
                 assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
         finally:
             sidecar.stop()
     finally:
-        subprocess.run(["chattr", "-i", str(first.state)], check=True)
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def kill_and_wait(pid: int) -> None:

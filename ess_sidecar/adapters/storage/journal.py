@@ -221,11 +221,24 @@ class FileJournal(Journal):
             self._synced = head
 
     def start(self) -> None:
-        """Start the syncer, from a sealed end. Raises StoreUnavailable if it cannot be
-        started; then records are refused."""
-        if self._interval == 0 or self._syncer is not None or self._fd is None:
+        """Seal the end as loaded, then start the syncer from it. Raises StoreUnavailable
+        if either cannot be done; then records are refused. The seal is written even when
+        nothing is new: a seal that cannot be written (a read-only or immutable file)
+        is found before anything is served, not by the first record (review 30)."""
+        if self._syncer is not None or self._fd is None:
             return
-        self.sync()  # what was recorded since load(): the syncer starts from a sealed end
+        with self._sync_lock:  # none runs yet: the seal is this thread's to write
+            head = self._written
+            try:
+                os.fsync(self._fd)
+                self.seal.write({"records": head[0], "chain": head[1].hex()})
+            except OSError as error:
+                self._failure = error
+                raise StoreUnavailable(f"journal {self.path} cannot be sealed: {error}") \
+                    from error
+            self._synced = head
+        if self._interval == 0:
+            return
         try:
             self._spawn()
         except OSError as error:
