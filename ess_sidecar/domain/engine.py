@@ -249,10 +249,12 @@ class GuardEngine:
 
     def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
         """An operator's word that these working orders (all of the account's if none
-        are named) are gone; how many ended. Their room is free at once, so each may
-        fill no more than the fills counted when it was cleared: a fill beyond trips the
-        account, as after a cancel with no word on fills (review 30: a cleared order and
-        the one allowed in its room both filled in full, unseen). A replacement named,
+        are named) are gone; how many ended. Their room is free at once, that of fills
+        the venue said were owed too (a clear is how an operator ends a reservation
+        nothing else will), so each may fill no more than the fills counted when it was
+        cleared: a fill beyond, an owed one included, trips the account (review 30: a
+        cleared order and the one allowed in its room both filled in full, unseen). A
+        replacement named,
         that the venue has not confirmed, may be gone because the venue rejected it: the
         order it was to replace works again as a rejection would leave it (unless it is
         named too), so that a clear never takes what a live order reserves."""

@@ -91,19 +91,25 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
 
 
 def _parts(ledger: OrderLedger, record: OrderRecord | None, named: OrderRecord | None,
-           moved: float) -> list[tuple[OrderRecord | None, float]]:
-    """Where a fill goes (OrderLedger.get): to `record`, all of it, but for a fill of an
-    order replaced while it was owed fills (which keep its fills with it) that is larger
-    than they are: the rest came from the leaves it gave up, so it crossed the replace
-    and goes down the chain, as a fill of an order owed nothing does (review 30: all of
-    it was judged against the original's whole allowed quantity, and the chain filled
-    its room twice)."""
+           moved: float, one_fill: bool = True) -> list[tuple[OrderRecord | None, float]]:
+    """Where fills of `named` go (OrderLedger.get): to `record`, but for an order replaced
+    while it was owed fills (which keep its fills with it) and fills of it larger than
+    what it is owed. An execution that large is not one of those it is owed: it came
+    from the leaves it gave up, so it crossed the replace and goes down the chain, as a
+    fill of an order owed nothing does (review 30: it was judged against the original's
+    whole quantity, and the chain filled its room twice; split, the owed fills counted
+    twice once an update said again they were owed). A fill larger than the leaves too,
+    or a snapshot's count of its fills (`one_fill` False), holds several executions:
+    the owed ones are the order's, and the rest goes down the chain."""
     if record is None or record is not named or not record.replaced_by:
         return [(record, moved)]
-    owed = record.pending
-    if not moved - owed > moved * FILL_TOLERANCE:
+    owed, tolerance = record.pending, moved * FILL_TOLERANCE
+    if not moved - owed > tolerance:
         return [(record, moved)]
-    return [(record, owed), (ledger.head(record), moved - owed)]
+    head = ledger.head(record)
+    if one_fill and moved <= record.leaves_given_up + tolerance:
+        return [(head, moved)]
+    return [(record, owed), (head, moved - owed)]
 
 
 def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
@@ -360,13 +366,18 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         # More than the order may fill is booked too (it is in the positions: reported
         # again, or owed, it would count twice), and its fills trip the account when
         # they come.
-        room = _room(_judged_by(ledger, record, named, unreported) or record, record)
-        beyond = unreported - max(min(unreported, room), 0.0)
-        _book(ledger, record, named, unreported)
+        beyond, parts = 0.0, _parts(ledger, record, named, unreported, one_fill=False)
+        for part, quantity in parts:
+            if part is not None:
+                room = _room(_judged_by(ledger, part, named, quantity) or part, part)
+                beyond += quantity - max(min(quantity, room), 0.0)
+                _book(ledger, part, named, quantity)
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)
         ledger.keep(named, now)
-        ledger.keep(record, now)  # where its fills go (itself, or its replacement)
+        for part, _ in parts:  # where its fills go (itself, or its replacement)
+            if part is not None:
+                ledger.keep(part, now)
 
 
 def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:
@@ -389,8 +400,8 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             record.unlisted = True
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
-        if known is not None and known.replaced_by and _replace_in_flight(
-                ledger, ledger.exact(account, known.replaced_by), listed):
+        if known is not None and known.replaced_by \
+                and _replace_in_flight(ledger, ledger.head(known), listed):
             continue  # the replace stands: its replacement holds the chain's room
         if known is not None:
             ledger.confirm(known)  # the venue lists it: any replace it made is done
@@ -405,19 +416,26 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
 
 def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,
                        listed: dict[str, OpenOrder]) -> bool:
-    """Whether a snapshot that lists the order `replacement` replaced, and not
-    `replacement` itself, was read while the replace was on its way to the venue: the
-    replacement works on, with the room the chain was allowed (the original's leaves
-    too, until the venue's word on it), and the original stays replaced. Ended as
-    unlisted, with the original working again, both could fill in full unseen (review
-    29). A rejection of the replace gives the original its leaves back (unreplace);
-    one that never comes leaves a reservation that denies, never a wrong allow."""
-    if replacement is None or not replacement.working or not replacement.replaces \
-            or replacement.client_order_id in listed \
-            or replacement.replaces not in listed:
+    """Whether a snapshot that lists an order `replacement` replaced (down its chain:
+    several replaces may be on their way), and not `replacement` itself, was read while
+    the replace was on its way to the venue: the replacement works on, with the room the
+    chain was allowed (the original's leaves too, until the venue's word on it), and
+    the original stays replaced. Ended as unlisted, with the original working again,
+    both could fill in full unseen (reviews 29, 30). A rejection of the replace gives
+    the original its leaves back (unreplace); one that never comes leaves a reservation
+    that denies, never a wrong allow."""
+    if replacement is None or not replacement.working \
+            or replacement.client_order_id in listed:
         return False
-    original = ledger.exact(replacement.account, replacement.replaces)
-    return original is not None and original.replaced_by == replacement.client_order_id
+    successor = replacement
+    while successor.replaces:
+        original = ledger.exact(successor.account, successor.replaces)
+        if original is None or original.replaced_by != successor.client_order_id:
+            return False
+        if original.client_order_id in listed:
+            return True
+        successor = original
+    return False
 
 
 def _same_instrument(record: OrderRecord, fill: Fill) -> bool:

@@ -534,11 +534,13 @@ class OrderLedger:
     def expire(self, now: float, retention_s: float, window_s: float) -> int:
         """Forget ended orders and fill ids older than the retention, and identical-order
         counts older than the window; how many were forgotten or kept. A working order,
-        and the fills applied to it or to an order it replaced (down its chain, as far as
-        that is remembered: a drop copy may send one again), are never forgotten: kept,
-        they are remembered for another retention from now, and counted, so that the
-        journal records the run and a replay keeps them in the same order (which decides
-        what later runs forget)."""
+        an order it replaced (down its chain), and the fills applied to any remembered
+        order (a drop copy may send one again) are never forgotten: kept, they are
+        remembered for another retention from now, and counted, so that the journal
+        records the run and a replay keeps them in the same order (which decides what
+        later runs forget). Review 30: a replaced original was forgotten while its
+        replacement worked, and the ids of its fills with it, and a fill id was forgotten
+        while a snapshot kept its order: sent again, such a fill counted twice."""
         forgotten = 0
         times = self._identical_times
         while times and times[0][0] <= now - window_s:
@@ -550,28 +552,27 @@ class OrderLedger:
             else:
                 del self._identical[key]
         records = self.records
+        works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
         for _ in range(len(records)):
             key, record = next(iter(records.items()))
             if record.kept > now - retention_s:
                 break
             del records[key]
             forgotten += 1
-            if record.working:
+            if self._chain_works(record, works):
                 record.kept = now
                 records[key] = record  # kept, moved to the end; look past it
             else:
                 self._forget_included(*key)
         fill_ids = self.fill_ids
-        works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
         for _ in range(len(fill_ids)):
             key, (seen, client_order_id, what, quantity) = next(iter(fill_ids.items()))
             if seen > now - retention_s:
                 break
-            owner = records.get((key[0], client_order_id))
             del fill_ids[key]
             forgotten += 1
-            if owner is not None and self._chain_works(owner, works):  # sent again, it
-                fill_ids[key] = (now, client_order_id, what, quantity)  # counted twice
+            if (key[0], client_order_id) in records:  # sent again, it would count twice
+                fill_ids[key] = (now, client_order_id, what, quantity)
             else:
                 self.untripped.pop(key, None)
         return forgotten

@@ -584,6 +584,20 @@ def test_a_snapshot_read_while_a_replace_was_in_flight_leaves_the_replace_standi
     assert engine.state_of(account()) is State.TRIPPED
 
 
+def test_a_snapshot_read_while_two_replaces_were_in_flight_leaves_both_standing():
+    """Review 30: A -> B -> C, both replaces on their way, the venue still showing A: a
+    snapshot listing A alone ended C, uncapped, and revived A. The chain may fill 300."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(300, client_order_id="A"))
+    b = _allowed(engine, order(300, client_order_id="B", replaces=a))
+    c = _allowed(engine, order(300, client_order_id="C", replaces=b))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)],
+                          [OpenOrder(a, STRATEGY, SYMBOL, Side.BUY, 300, 100)], T0)
+    assert [w.client_order_id for w in engine.orders.working(ACCOUNT)] == [c]
+    assert not report_fill(engine, fill(300, client_order_id=a)).unchecked
+    assert "exceeds" in report_fill(engine, fill(300, client_order_id=c)).unchecked
+
+
 def test_a_replace_in_flight_at_a_snapshot_then_rejected_gives_the_original_back():
     engine, o, r = _snapshot_during_a_replace(100)
     assert engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.REJECTED))
@@ -606,6 +620,40 @@ def test_fills_of_an_order_owed_fills_that_cross_its_replace_go_down_the_chain(s
     assert not report_fill(engine, fill(10, side=side, client_order_id=a)).unchecked
     assert "exceeds" in report_fill(engine, fill(130, side=side, client_order_id=b)).unchecked
     assert engine.state_of(account()) is State.TRIPPED
+
+
+@pytest.mark.parametrize("how", ["snapshot", "fills"])
+def test_a_snapshots_count_of_an_owed_orders_fills_crossing_its_replace_goes_down_the_chain(
+        how):
+    """Review 30: A (150) owed 10 and replaced by B (140); a snapshot holding A's 150
+    booked all of them to A, and B could still fill 140 unseen. A's owed 10 are A's, the
+    other 140 crossed the replace: B has no room left, as when they are reported."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(150))
+    assert engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 140, 10))
+    b = _allowed(engine, order(140, replaces=a))
+    if how == "snapshot":
+        engine.sync_positions(ACCOUNT, 100_000, [position(150)], None, T0,
+                              [IncludedFills(a, 150)])
+    else:
+        for quantity in (10, 140):
+            assert not report_fill(engine, fill(quantity, client_order_id=a)).unchecked
+    assert "exceeds" in report_fill(engine, fill(140, client_order_id=b)).unchecked
+
+
+def test_an_execution_crossing_a_replace_is_not_the_owed_one_an_update_says_again():
+    """Review 30: A (300) owed 100, replaced by B (200). An execution of 150 of A is not
+    the 100 owed (split, it took them, and an update with the venue's CumQty of 250 made
+    them owed again: 400 filled against 300). It crossed: B has 50 left."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(300))
+    assert engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 200, 100))
+    b = _allowed(engine, order(200, replaces=a))
+    assert not report_fill(engine, fill(150, client_order_id=a)).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 50, 250))
+    assert not report_fill(engine, fill(100, client_order_id=a)).unchecked  # the owed
+    assert "exceeds the 50 left" in \
+        report_fill(engine, fill(150, client_order_id=b)).unchecked
 
 
 def test_an_original_back_from_a_rejected_replace_has_its_fills_down_the_chain_counted():
@@ -1370,7 +1418,8 @@ def test_a_fill_that_crossed_a_sized_replace_is_judged_against_the_original():
 def test_the_fills_of_a_replaced_order_are_remembered_while_its_replacement_works():
     """x filled 100 (f1) and was amended into y. f1 was forgotten a retention after it
     came, though y still worked: sent again by a drop copy, it counted a second time.
-    Once x itself is forgotten (a retention after its replace), such a fill trips."""
+    x itself is remembered while y works (review 30: forgotten a retention after its
+    replace, x took f1's id with it). Once both are forgotten, such a fill trips."""
     limits = LimitSettings(duplicate_identical_orders=0)
     day = limits.order_id_retention_s
     engine = make_engine(equity=100_000, limits=limits)
@@ -1382,8 +1431,28 @@ def test_the_fills_of_a_replaced_order_are_remembered_while_its_replacement_work
     assert report_fill(engine, f1, T0 + day + 3).duplicate
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 100
     engine.expire(T0 + 2 * day + 2)
+    assert engine.orders.exact(ACCOUNT, x) is not None
+    assert report_fill(engine, f1, T0 + 2 * day + 3).duplicate
+    assert engine.update_order(OrderUpdate(ACCOUNT, "y", OrderStatus.CANCELLED))
+    for days in (4, 6):
+        engine.expire(T0 + days * day)
     assert engine.orders.exact(ACCOUNT, x) is None
-    assert report_fill(engine, f1, T0 + 2 * day + 3).unchecked  # never silently twice
+    assert report_fill(engine, f1, T0 + 6 * day).unchecked  # never silently twice
+
+
+def test_a_fill_id_is_remembered_while_its_order_is():
+    """Review 30: a snapshot kept A's record for another retention, but f1's id was
+    forgotten a retention after it came: sent again, f1 counted twice."""
+    limits = LimitSettings(duplicate_identical_orders=0, order_id_retention_s=2)
+    engine = make_engine(equity=100_000, limits=limits)
+    a = _allowed(engine, order(100))
+    f1 = fill(20, client_order_id=a, fill_id="f1")
+    report_fill(engine, f1, T0)
+    engine.sync_positions(ACCOUNT, 100_000, [position(30)], [], T0 + 1,
+                          [IncludedFills(a, 30)])
+    engine.expire(T0 + 2.5)  # f1 a retention old; A kept by the snapshot
+    assert engine.orders.exact(ACCOUNT, a) is not None
+    assert report_fill(engine, f1, T0 + 2.6).duplicate
 
 
 # -- review 18: what review 16's fixes let through, and an older fill routing -------------
