@@ -33,8 +33,9 @@ MAX_PAGE_SIZE = 1000
 def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
     trigger = add("trigger", "stop trading on a scope (the kill switch); --panic halts"
                   " everything and tells executors to cancel orders and flatten positions")
-    trigger.add_argument("--scope", type=scope_arg, help="global, account:ID, strategy:ID"
-                         " or symbol:ID")
+    # Read by trigger_request, not by argparse: with --panic, a scope that cannot be read
+    # must not stop the stop (review 30).
+    trigger.add_argument("--scope", help="global, account:ID, strategy:ID or symbol:ID")
     trigger.add_argument("--reason", help="why (recorded; the stop never waits for one)")
     # Nothing that comes with the stop refuses it (review 30): a code or directive essctl
     # does not know is sent as the server would take it, and said; --panic wins.
@@ -47,7 +48,7 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
                          " (another is left out)")
     trigger.add_argument("--panic", action="store_true", help="GLOBAL halt with"
                          " cancel-open-orders and flatten-positions, whatever else is given")
-    trigger.set_defaults(run=run_trigger)
+    trigger.set_defaults(run=run_trigger, parse_scope=scope_arg)
 
 
 def add_check(add, positive, id_arg) -> None:  # noqa: ANN001
@@ -98,12 +99,21 @@ def _when_arg():  # noqa: ANN202
 
 def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[str]]:
     """The request the flags ask for, and what of them it could not carry (each also
-    said in its reason). Only a missing scope is a UsageError: what comes with the stop
-    never refuses it. A code or directive is matched loosely (RISK_VIOLATION is
-    risk-violation); one that is not known is sent as user-initiated, or left out, as
-    the server does with a number it does not know. --panic halts GLOBAL whatever
-    --scope or --reduce-only say, the stronger stop."""
+    said in its reason). Only a scope missing or unreadable is a UsageError, and not
+    with --panic: what comes with the stop never refuses it. A code or directive is
+    matched loosely (RISK_VIOLATION is risk-violation); one that is not known is sent as
+    user-initiated, or left out, as the server does with a number it does not know.
+    --panic halts GLOBAL whatever --scope or --reduce-only say, the stronger stop."""
     notes = []
+    scope = None
+    if args.scope is not None:
+        try:
+            scope = args.parse_scope(args.scope)
+        except argparse.ArgumentTypeError as error:
+            if not args.panic:
+                raise UsageError(f"argument --scope: {error}") from None
+            notes.append(f"--scope {_text(args.scope)!r} cannot be read: --panic halts"
+                         " GLOBAL")
     code = CODES.get(_loose(args.code or "user-initiated"))
     if code is None:
         code = CODES["user-initiated"]
@@ -115,8 +125,8 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
         elif directive not in directives:
             directives.append(directive)
     if args.panic:
-        if args.scope is not None and args.scope != GLOBAL:
-            notes.append(f"--scope {args.scope}: --panic halts GLOBAL")
+        if scope is not None and scope != GLOBAL:
+            notes.append(f"--scope {scope}: --panic halts GLOBAL")
         if args.reduce_only:
             notes.append("--reduce-only: --panic halts")
         extra = [d for d in directives if d not in PANIC_DIRECTIVES]
@@ -124,10 +134,10 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
             scope=scope_to_pb(GLOBAL), reason=_noted(_text(args.reason) or "panic", notes),
             reason_code=code, mode=pb.TRIGGER_MODE_HALT,
             directives=PANIC_DIRECTIVES + extra), notes
-    if args.scope is None:
+    if scope is None:
         raise UsageError("trigger needs --scope (or --panic)")
     mode = pb.TRIGGER_MODE_REDUCE_ONLY if args.reduce_only else pb.TRIGGER_MODE_HALT
-    return pb.TriggerRequest(scope=scope_to_pb(args.scope),
+    return pb.TriggerRequest(scope=scope_to_pb(scope),
                              reason=_noted(_text(args.reason).strip() or NO_REASON, notes),
                              reason_code=code, mode=mode, directives=directives), notes
 
@@ -155,23 +165,33 @@ def _text(argument: str | None) -> str:
 
 
 def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    """The stop goes out first; what is said of it after is best effort: a terminal or
+    pipe that cannot take it changes neither the stop nor the exit status (review 30)."""
     request, notes = trigger_request(args)
+    reply = sidecar.call("Trigger", request)
+    try:
+        _say_triggered(request, reply, notes, out)
+    except BrokenPipeError:  # what is left unsaid goes nowhere (Output), not to the exit
+        pass  # status
+    return Exit.DONE
+
+
+def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],
+                   out: Output) -> None:
     for note in notes:
         out.note(f"essctl: {note}")
-    reply = sidecar.call("Trigger", request)
     if out.json:
         out.emit({"scope": scope_name(request.scope),
                   "mode": enum_name(pb.TriggerMode.DESCRIPTOR, request.mode),
                   "directives": [enum_name(pb.Directive.DESCRIPTOR, d)
                                  for d in request.directives], **to_json(reply)})
-        return Exit.DONE
+        return
     out.line(Text(scope_name(request.scope), style="bold"), " is ", state_text(reply.state),
              f" (version {reply.state_version})")
     if note := non_ascii_note(request.scope):
         out.note(note)
     if request.directives:
         out.line(f"directives: {names(pb.Directive.DESCRIPTOR, request.directives)}")
-    return Exit.DONE
 
 
 def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:

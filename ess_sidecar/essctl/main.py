@@ -219,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.error("interrupted")
         return Exit.INTERRUPTED
+    except BrokenPipeError:  # its reader went away (`essctl history | head`): said nothing
+        return Exit.FAILED  # more; the command's own effect, if any, is done
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -25,10 +26,20 @@ STATE_STYLES = {pb.STATE_ARMED: "bold green", pb.STATE_REDUCE_ONLY: "bold yellow
                 pb.STATE_TRIPPED: "bold red", pb.STATE_COOLING_DOWN: "bold magenta"}
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A closed pipe: say nothing more, and raise BrokenPipeError for the command to
+        decide its exit status. rich's own exits 1 at once, which would tell a script
+        that a stop that went out failed (review 30)."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
+        raise BrokenPipeError(errno.EPIPE, "the pipe essctl writes to is closed")
+
+
 def _console(stream: TextIO, stderr: bool) -> Console:
     # Piped output keeps whole lines: rich would otherwise wrap tables at 80 columns.
     wide = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, highlight=False, width=200 if wide else None)
+    return _Console(stderr=stderr, highlight=False, width=200 if wide else None)
 
 
 class Output:
@@ -43,12 +54,17 @@ class Output:
         print(json.dumps(document), flush=True)
 
     def error(self, message: str) -> None:
-        self.errors.print(Text(f"essctl: {message}"), soft_wrap=True)
+        self.note(Text(f"essctl: {message}"))
 
     def note(self, message: str | Text) -> None:
-        """A remark for the person (stderr), so it never mixes into --json output."""
-        self.errors.print(message if isinstance(message, Text) else Text(message),
-                          soft_wrap=True)
+        """A remark for the person (stderr), so it never mixes into --json output. Best
+        effort: a stderr that cannot take it (a closed pipe) never stops a command, the
+        kill switch above all (review 30)."""
+        try:
+            self.errors.print(message if isinstance(message, Text) else Text(message),
+                              soft_wrap=True)
+        except OSError:
+            pass
 
     def line(self, *parts: str | Text) -> None:
         self.console.print(Text.assemble(*parts), soft_wrap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +18,8 @@ from ess_sidecar.adapters.auth.tokens import load_principals
 from ess_sidecar.domain.access import Role
 from ess_sidecar.testing import SidecarProcess
 from tests.e2e.conftest import guard_stub
-from tests.e2e.essctl_helpers import RunningEssctl, essctl, essctl_at_a_terminal, essctl_json, \
-    restricted, tokens_file, trip
+from tests.e2e.essctl_helpers import ESSCTL, RunningEssctl, clean_env, essctl, \
+    essctl_at_a_terminal, essctl_json, restricted, tokens_file, trip
 
 pytestmark = pytest.mark.e2e
 
@@ -127,6 +128,31 @@ def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
     assert (glob["state"], glob["directives"]) == (
         "TRIPPED", ["CANCEL_OPEN_ORDERS", "FLATTEN_POSITIONS"])
     assert essctl(target, "trigger", "--panic", "--scope", "global").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout"])
+def test_trigger_panic_stops_with_an_unreadable_scope_or_nowhere_to_say_so(
+        start_sidecar: StartSidecar, how: str) -> None:
+    """Review 30: --panic with a --scope that fails the id rules ('strategy: momo') exited
+    64 before anything was sent; with stderr a closed pipe, the notes essctl printed first
+    ended it before the stop. The stop goes out, and exits 0."""
+    target = start_sidecar().uds_target
+    args = ["trigger", "--panic", "--scope", "strategy: momo", "--code", "typo"]
+    if how == "an unreadable --scope":
+        result = essctl(target, *args)
+        assert result.returncode == 0, result.stderr
+        assert "--scope 'strategy: momo' cannot be read: --panic halts GLOBAL" \
+            in result.stderr
+    else:
+        with subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=clean_env()) as essctl_process:
+            essctl_process.stdout.close()  # nobody reads what it says
+            essctl_process.stderr.close()
+            assert essctl_process.wait(timeout=30) == 0
+    assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
+    without_panic = essctl(target, "trigger", "--scope", "strategy: momo")
+    assert without_panic.returncode == 64 and "argument --scope" in without_panic.stderr
 
 
 def test_reset_in_cooldown_is_refused_with_the_time_the_cooldown_ends(
