@@ -260,6 +260,9 @@ class Book:
     def __init__(self, reference: Callable[[str], float] = no_reference) -> None:
         self.accounts: dict[str, AccountBook] = {}
         self._reference = reference
+        # Read by checks of an account nothing is known of, never written; it prices by
+        # the reference too (review 30: a SELL's notional needs it).
+        self.nobody = AccountBook(reference=reference)
 
     def account(self, account: str) -> AccountBook:
         book = self.accounts.get(account)

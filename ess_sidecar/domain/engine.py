@@ -25,7 +25,7 @@ from .decide import first_denial
 from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
-from .book import AccountBook, Book
+from .book import Book
 from .ids import canonical_id
 from .lifecycle import FillOutcome, apply_fill, apply_update, lacking_fills, sync_account
 from .limits import OrderRate
@@ -42,7 +42,6 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 LOOSENING = (Cause.RESET, Cause.REARM)  # may leave a scope restricted, by its other latches
 _ALLOWED: Final = DecisionReason.ALLOWED
-_NO_BOOK: Final = AccountBook()  # read by checks of an account nothing is known of; never written
 
 
 class GuardEngine:
@@ -100,7 +99,7 @@ class GuardEngine:
         orders = self.orders
         replacing = orders.to_replace(order) if order.replaces_client_order_id else None
         blocking = self._blocking(order) if self._current or self._holding else None
-        book = self.book.peek(order.account) or _NO_BOOK
+        book = self.book.peek(order.account) or self.book.nobody
         if replacing is None:
             denial = first_denial(order, blocking, book, orders, self.config.limits,
                                   self._rate, now)

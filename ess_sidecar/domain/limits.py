@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .decisions import DecisionReason, Denial
-from .orders import Order
+from .orders import Order, Side
 from .working import OrderLedger, OrderRecord
 
 
@@ -52,12 +52,27 @@ class LimitSettings:
         return self.symbols.get(symbol, self.default)
 
 
-def check_size(order: Order, limits: SymbolLimits) -> Denial | None:
+def check_size(order: Order, limits: SymbolLimits, market: float) -> Denial | None:
+    """Step 2. `market`: the account's mark for the symbol, else its reference price (0:
+    none). A BUY's notional is at most its quantity at its limit price; a SELL may execute
+    above its limit price, at the market, so it is valued at the higher of the two, as
+    exposure is, and with no market price known its notional cannot be bounded:
+    MARK_UNKNOWN (review 30: a SELL at 0.01 passed a notional cap ten times over)."""
     if limits.max_order_quantity and order.quantity > limits.max_order_quantity:
         return Denial(DecisionReason.MAX_ORDER_QUANTITY,
                       f"quantity {order.quantity:g} > max {limits.max_order_quantity:g}")
-    notional = order.quantity * order.price
-    if limits.max_order_notional and notional > limits.max_order_notional:
+    if not limits.max_order_notional:
+        return None
+    price = order.price
+    if order.side is Side.SELL:
+        if not market:
+            return Denial(DecisionReason.MARK_UNKNOWN, f"mark unknown for {order.symbol} in"
+                          f" account {order.account}: a sell's notional is bounded by the"
+                          " market, not its limit price; sync positions with a mark, or"
+                          " configure a reference_price")
+        price = max(price, market)
+    notional = order.quantity * price
+    if not notional <= limits.max_order_notional:
         return Denial(DecisionReason.MAX_ORDER_NOTIONAL,
                       f"notional {notional:g} > max {limits.max_order_notional:g}")
     return None

@@ -126,6 +126,27 @@ def test_max_order_quantity_and_notional_per_symbol_or_default():
     assert engine.check(eth._replace(price=91), T0).reason is R.MAX_ORDER_NOTIONAL
 
 
+@pytest.mark.parametrize("known", ["mark", "reference price", "nothing"])
+def test_a_sells_notional_is_valued_at_the_market_when_its_price_is_below(known):
+    """Review 30: a SELL limit below the market executes at the market, yet its notional
+    was its own price's: SELL 1000 @ 0.01 passed a cap of 10,000 with the market at 100.
+    It is valued at the higher of its price and the market; unbounded with no market price
+    known, it is MARK_UNKNOWN. A BUY's limit price bounds it."""
+    reference = 100.0 if known == "reference price" else 0.0
+    limits = LimitSettings(default=SymbolLimits(max_order_notional=10_000, price_band_pct=0,
+                                                reference_price=reference),
+                           exposure_enabled=False)
+    engine = make_engine(limits=limits, equity=1e6 if known == "mark" else None)  # mark 100
+    low = order(1000, 0.01, Side.SELL)
+    if known == "nothing":
+        assert engine.check(low, T0).reason is R.MARK_UNKNOWN
+    else:
+        denied = engine.check(low, T0)
+        assert denied.reason is R.MAX_ORDER_NOTIONAL and "notional 100000" in denied.message
+        assert engine.check(order(100, 0.01, Side.SELL), T0).allowed  # 10,000 at 100
+    assert engine.check(order(1000, 0.01, Side.BUY), T0).allowed
+
+
 def test_price_band_uses_last_mark(engine):
     engine.sync_positions(ACCOUNT, 1e6, [position(0, mark=100)])  # flat, but it carries a mark
     assert engine.check(order(1, 109), T0).allowed
