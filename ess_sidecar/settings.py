@@ -225,13 +225,23 @@ class CasedEnvSettingsSource(EnvSettingsSource):
 
 
 def _spelled(variable: str) -> str:
+    """The variable's name spelled the one way (ID_KEYS). The id in it must follow the id
+    rules as written, as a key of the file must: upper-cased first, a compatibility
+    character became a canonical id (review 30: ESS_LIMITS__SYMBOLS__\ufb00__... set the
+    limits of symbol FF). InvalidConfig naming the variable if it does not."""
     if not variable.upper().startswith(ENV_PREFIX):
         return variable
     parts = variable[len(ENV_PREFIX):].split(ENV_DELIMITER)
     lowered = [part.lower() for part in parts]
     for path, key in ID_KEYS.items():
         if len(parts) > len(path) and tuple(lowered[:len(path)]) == path:
-            lowered[len(path)] = key(parts[len(path)])
+            written = parts[len(path)]
+            try:
+                Scope.parse(written) if path == ("scopes",) \
+                    else canonical_symbol(written, "symbol")
+            except InvalidArgument as error:
+                raise InvalidConfig(variable, str(error)) from None
+            lowered[len(path)] = key(written)
     return ENV_PREFIX + ENV_DELIMITER.join(lowered)
 
 

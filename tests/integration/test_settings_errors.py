@@ -146,3 +146,19 @@ def test_a_file_naming_one_symbol_twice_is_refused(tmp_path) -> None:
                       "[limits.symbols.AAPL]\nmax_order_quantity = 5\n")
     with pytest.raises(InvalidConfig, match="names AAPL again"):
         load_settings(config)
+
+
+@pytest.mark.parametrize("variable", [
+    "ESS_LIMITS__SYMBOLS__\ufb00__MAX_ORDER_QUANTITY",
+    "ESS_SCOPES__SYMBOL:\ufb00__BREAKERS__DAILY_DRAWDOWN_PCT__THRESHOLD",
+    "ESS_SCOPES__STRATEGY:momo\u200b__BREAKERS__DAILY_DRAWDOWN_PCT__THRESHOLD"])
+def test_an_id_in_a_variables_name_follows_the_id_rules_as_written(monkeypatch, tmp_path,
+                                                                   variable) -> None:
+    """Review 30: the ligature U+FB00 upper-cases to the canonical FF, so a variable for
+    it loosened the file's [limits.symbols.FF], where the file's own key is refused."""
+    config = tmp_path / "ess.toml"
+    config.write_text("[limits.symbols.FF]\nmax_order_quantity = 10\n")
+    monkeypatch.setenv(variable, "1000000")
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(config)
+    assert str(raised.value).startswith(variable)
