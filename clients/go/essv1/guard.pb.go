@@ -237,7 +237,9 @@ const (
 	DecisionReason_DECISION_REASON_MAX_WORKING_ORDERS DecisionReason = 14
 	// A client_order_id the account already used, or too many identical orders in a window.
 	DecisionReason_DECISION_REASON_DUPLICATE_ORDER DecisionReason = 15
-	// Exposure limits on and no mark for the symbol in this account (nor a reference_price).
+	// No mark for the symbol in this account (nor a reference_price), and the order needs
+	// one: exposure limits on and the order grows a position, or a SELL under
+	// max_order_notional (it may execute above its limit price, at the market).
 	DecisionReason_DECISION_REASON_MARK_UNKNOWN DecisionReason = 16
 	// The order is too small to change a position that large in floating point.
 	DecisionReason_DECISION_REASON_QUANTITY_UNREPRESENTABLE DecisionReason = 17

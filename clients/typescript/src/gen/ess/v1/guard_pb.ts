@@ -1816,7 +1816,9 @@ export enum DecisionReason {
   DUPLICATE_ORDER = 15,
 
   /**
-   * Exposure limits on and no mark for the symbol in this account (nor a reference_price).
+   * No mark for the symbol in this account (nor a reference_price), and the order needs
+   * one: exposure limits on and the order grows a position, or a SELL under
+   * max_order_notional (it may execute above its limit price, at the market).
    *
    * @generated from enum value: DECISION_REASON_MARK_UNKNOWN = 16;
    */
