@@ -91,6 +91,8 @@ PROBES = (
           "MAX_ORDER_QUANTITY"),
     Probe("notional 600,000 > 500,000", P, "PS-1", "AAA", "BUY", 6000, 100,
           "MAX_ORDER_NOTIONAL"),
+    Probe("sell 494,000 at its price, 520,000 at the mark", P, "PS-1", "AAA", "SELL", 5200,
+          95, "MAX_ORDER_NOTIONAL"),
     Probe("buy 15 % over the mark", P, "PS-1", "AAA", "BUY", 10, 115, "PRICE_BAND"),
     Probe("sell 15 % under the mark", P, "PS-1", "AAA", "SELL", 10, 85, "PRICE_BAND"),
     Probe("CCC 6 % over: its band is 5 %", P, "PS-1", "CCC", "BUY", 10, 106, "PRICE_BAND"),

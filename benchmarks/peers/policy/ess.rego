@@ -9,7 +9,8 @@
 #
 # Modelled, in the sidecar's order (the first failure wins): a TRIPPED scope among GLOBAL,
 # ACCOUNT:<account>, STRATEGY:<strategy>, SYMBOL:<symbol>; order quantity and notional
-# (per symbol, else the default); the price band against the account's mark (skipped with
+# (per symbol, else the default; a SELL valued at max(mark, price), MARK_UNKNOWN with no
+# mark nor reference_price); the price band against the account's mark (skipped with
 # no mark); then, for an order that grows the account's net position in the symbol or the
 # strategy's own, EQUITY_UNKNOWN, MARK_UNKNOWN (no mark, no reference_price), and the
 # symbol, strategy and portfolio exposure after the order, valued at max(mark, price), in %
@@ -96,6 +97,11 @@ equity := account.equity if account.equity > 0
 
 valued_at := max([mark_of(symbol), input.price])
 
+# A BUY's notional at its limit price; a SELL may execute above its limit, at the market.
+notional_price := input.price if input.side == "BUY"
+
+notional_price := valued_at if input.side == "SELL"
+
 percent := 100 / equity
 
 # Every other leg's |position| x mark: of the order's strategy, and of the whole account.
@@ -122,9 +128,13 @@ reason := "SCOPE_TRIPPED" if {
 } else := "MAX_ORDER_QUANTITY" if {
 	limits.max_order_quantity > 0
 	input.quantity > limits.max_order_quantity
+} else := "MARK_UNKNOWN" if {
+	limits.max_order_notional > 0
+	input.side == "SELL"
+	not mark_of(symbol)
 } else := "MAX_ORDER_NOTIONAL" if {
 	limits.max_order_notional > 0
-	input.quantity * input.price > limits.max_order_notional
+	input.quantity * notional_price > limits.max_order_notional
 } else := "PRICE_BAND" if {
 	limits.price_band_pct > 0
 	mark := marks[symbol]
