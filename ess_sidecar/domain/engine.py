@@ -284,8 +284,15 @@ class GuardEngine:
                     self._clear(record)
 
     def _clear(self, record: OrderRecord) -> None:
+        owed = record.pending
         self.orders.end(record)
         record.cap_fills()
+        if record.replaced_by and owed > 0.0:
+            # Replaced, it worked for fills it was owed alone: they would go down the
+            # chain once it ended, off a reservation the venue's leaves already leave
+            # them out of (review 30). They come to it still, beyond what it may fill.
+            record.cap = min(record.cap, max(record.filled, record.reported))
+            record.pending = owed
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
                   deregister: bool = False, caller: Principal | None = None) -> bool:

@@ -94,20 +94,23 @@ def _parts(ledger: OrderLedger, record: OrderRecord | None, named: OrderRecord |
            moved: float, one_fill: bool = True) -> list[tuple[OrderRecord | None, float]]:
     """Where fills of `named` go (OrderLedger.get): to `record`, but for an order replaced
     while it was owed fills (which keep its fills with it) and fills of it larger than
-    what it is owed. An execution that large is not one of those it is owed: it came
-    from the leaves it gave up, so it crossed the replace and goes down the chain, as a
-    fill of an order owed nothing does (review 30: it was judged against the original's
-    whole quantity, and the chain filled its room twice; split, the owed fills counted
-    twice once an update said again they were owed). A fill larger than the leaves too,
-    or a snapshot's count of its fills (`one_fill` False), holds several executions:
-    the owed ones are the order's, and the rest goes down the chain."""
+    what it is still owed. Those are split: what it is owed is its own, the rest crossed
+    the replace and goes down the chain, as a fill of an order owed nothing does (review
+    30: all of it was judged against the original's whole quantity, and the chain filled
+    its room twice). But one execution larger than any the order was ever said to be
+    owed (`owed_stated`), and within the leaves it gave up, is not one of those at all:
+    it crossed whole (review 30: split, it took the owed fills' place, and they counted
+    twice once an update said again they were owed). Which fills are the owed ones
+    cannot be known when they come out of the venue's order: this errs towards counting
+    them (a false trip) over a worst case below the truth."""
     if record is None or record is not named or not record.replaced_by:
         return [(record, moved)]
     owed, tolerance = record.pending, moved * FILL_TOLERANCE
     if not moved - owed > tolerance:
         return [(record, moved)]
     head = ledger.head(record)
-    if one_fill and moved <= record.leaves_given_up + tolerance:
+    if one_fill and moved > record.owed_stated + tolerance \
+            and moved <= record.leaves_given_up + tolerance:
         return [(head, moved)]
     return [(record, owed), (head, moved - owed)]
 
@@ -237,6 +240,7 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         counted = update.filled_quantity > record.venue_filled
         record.venue_filled = max(record.venue_filled, update.filled_quantity)
         owed = max(record.venue_filled - record.reported, 0.0)
+        record.owed_stated = max(record.owed_stated, owed)
     if not record.working:  # what changed memory, the journal must have: say so
         return _update_of_an_ended_order(ledger, record, update.status, leaves, owed) \
             or counted

@@ -49,7 +49,8 @@ class OrderRecord:
                  "price", "time", "decision_id", "filled", "remaining", "replaced_by",
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
-                 "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves")
+                 "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
+                 "owed_stated")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -103,6 +104,9 @@ class OrderRecord:
         # Such fills counted against it that were of an order before the one it
         # replaced: what it may fill grew by them, and a rejection passes that on.
         self.fills_before_leaves = 0.0
+        # The most an update ever said it was owed (filled_quantity beyond the fills
+        # reported): no one fill it is owed is larger (lifecycle._parts).
+        self.owed_stated = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"

@@ -656,6 +656,41 @@ def test_an_execution_crossing_a_replace_is_not_the_owed_one_an_update_says_agai
         report_fill(engine, fill(150, client_order_id=b)).unchecked
 
 
+def _worst_case(engine: GuardEngine) -> float:
+    net = engine.book.account(ACCOUNT).nets[SYMBOL]
+    return net.position + net.buying
+
+
+def test_an_owed_fill_delivered_after_another_around_a_replace_stays_in_the_worst_case():
+    """Review 30 (its model): o1 filled 0.5 (owed: the update said so) then 0.25 at the
+    venue; the drop copy brought the 0.25 first, then o1 was replaced by o2 (10), then the
+    0.5 came: larger than what o1 was still owed, it all went down the chain, and o2
+    reserved 9.5 where the venue had 9.75 to fill. No larger than what o1 was said to be
+    owed, it may be that fill: only the rest crosses."""
+    engine = make_engine(equity=1e7)
+    o1 = _allowed(engine, order(1, client_order_id="o1"))
+    assert engine.update_order(OrderUpdate(ACCOUNT, o1, OrderStatus.OPEN, 0.5, 0.5))
+    assert not report_fill(engine, fill(0.25, client_order_id=o1, fill_id="fB")).unchecked
+    _allowed(engine, order(10, client_order_id="o2", replaces=o1))
+    assert not report_fill(engine, fill(0.5, client_order_id=o1, fill_id="fA")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, o1, OrderStatus.OPEN, 0.25, 0.75))
+    assert _worst_case(engine) >= 0.75 + 10 - 0.25  # the venue: o2's leaves are 9.75
+
+
+def test_a_cleared_original_owed_fills_trips_when_they_come_not_off_its_replacement():
+    """Review 30 (its model): o1, replaced, worked for 0.5 owed; cleared, its owed fill
+    went down the chain to o3, whose leaves already left it out: the worst case fell
+    below the truth, untripped. It comes to o1 still, and trips: its room was freed."""
+    engine = make_engine(equity=1e7)
+    o1 = _allowed(engine, order(1, client_order_id="o1"))
+    o2 = _allowed(engine, order(1, client_order_id="o2", replaces=o1))
+    assert engine.update_order(OrderUpdate(ACCOUNT, o1, OrderStatus.OPEN, 0.5, 0.5))
+    assert engine.clear_working_orders(ACCOUNT, [o1]) == 1
+    _allowed(engine, order(15, client_order_id="o3", replaces=o2))
+    assert "exceeds" in report_fill(engine, fill(0.5, client_order_id=o1)).unchecked
+    assert _worst_case(engine) >= 15.5
+
+
 def test_an_original_back_from_a_rejected_replace_has_its_fills_down_the_chain_counted():
     """Review 30: A -> B -> C; A's fill of 60 went to C; B is rejected and A works again
     with its 40 leaves, but may fill 100 more: its room counted the fills against it
