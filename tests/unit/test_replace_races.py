@@ -45,7 +45,30 @@ class VenueOrder:
         self.known = 0.0  # what the executor knew its chain had filled, when it was sent
 
 
-class ReplaceRaces(RuleBasedStateMachine):
+class Venue:
+    """What a model asks of its venue's orders (`venue`, by client_order_id)."""
+
+    venue: dict[str, VenueOrder]
+    ids: int  # the last id made
+
+    def _id(self, prefix: str) -> str:
+        self.ids += 1
+        return f"{prefix}{self.ids}"
+
+    def _chain(self, chain: str) -> list[VenueOrder]:
+        return [o for o in self.venue.values() if o.chain == chain]
+
+    def _crossed(self, order: VenueOrder) -> float:
+        """What a pending replace's chain filled beyond what was known when it was sent."""
+        if not order.replaces:
+            return 0.0
+        return sum(o.cum for o in self._chain(order.chain)) - order.known
+
+    def _live(self) -> list[VenueOrder]:
+        return [o for o in self.venue.values() if o.state == "live"]
+
+
+class ReplaceRaces(Venue, RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.engine = make_engine(limits=LIMITS, equity=EQUITY)
@@ -60,10 +83,6 @@ class ReplaceRaces(RuleBasedStateMachine):
         self.filled = 0.0  # every fill at the venue
         self.ids = 0
 
-    def _id(self, prefix: str) -> str:
-        self.ids += 1
-        return f"{prefix}{self.ids}"
-
     def _check(self, quantity: float, replaces: str = "") -> None:
         candidate = Order(ACCOUNT, STRATEGY, SYMBOL, Side.BUY, quantity, 100.0, False,
                           self._id("o"), replaces)
@@ -76,18 +95,6 @@ class ReplaceRaces(RuleBasedStateMachine):
                 sent.chain = self.venue[replaces].chain
                 sent.known = sum(o.told for o in self._chain(sent.chain))
             self.queue.append(candidate.client_order_id)
-
-    def _chain(self, chain: str) -> list[VenueOrder]:
-        return [o for o in self.venue.values() if o.chain == chain]
-
-    def _crossed(self, order: VenueOrder) -> float:
-        """What a pending replace's chain filled beyond what was known when it was sent."""
-        if not order.replaces:
-            return 0.0
-        return sum(o.cum for o in self._chain(order.chain)) - order.known
-
-    def _live(self) -> list[VenueOrder]:
-        return [o for o in self.venue.values() if o.state == "live"]
 
     # -- the executor ------------------------------------------------------------------------
 
