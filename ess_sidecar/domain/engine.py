@@ -253,10 +253,10 @@ class GuardEngine:
         nothing else will), so each may fill no more than the fills counted when it was
         cleared: a fill beyond, an owed one included, trips the account (review 30: a
         cleared order and the one allowed in its room both filled in full, unseen). A
-        replacement named,
-        that the venue has not confirmed, may be gone because the venue rejected it: the
-        order it was to replace works again as a rejection would leave it (unless it is
-        named too), so that a clear never takes what a live order reserves."""
+        replacement named, that the venue has not confirmed, may be gone because the
+        venue rejected it: the order it was to replace works again as a rejection would
+        leave it (unless it is named too), so that a clear never takes what a live order
+        reserves."""
         account = canonical_id(account, "account")
         wanted = {canonical_id(c, f"client_order_ids[{i}]")
                   for i, c in enumerate(client_order_ids)}
@@ -286,13 +286,16 @@ class GuardEngine:
     def _clear(self, record: OrderRecord) -> None:
         owed = record.pending
         self.orders.end(record)
-        record.cap_fills()
-        if record.replaced_by and owed > 0.0:
+        if not record.replaced_by:
+            record.cap_fills()
+        elif owed > 0.0:
             # Replaced, it worked for fills it was owed alone: they would go down the
             # chain once it ended, off a reservation the venue's leaves already leave
-            # them out of (review 30). They come to it still, beyond what it may fill.
+            # them out of (review 30). They come to it still (`pending` with nothing
+            # reserved: OrderLedger.get), beyond what it may fill, and trip. Not capped
+            # for good: a rejection of its replace gives it its leaves back (unreplace).
             record.cap = min(record.cap, max(record.filled, record.reported))
-            record.pending = owed
+            record.pending, record.cleared_owed = owed, True
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
                   deregister: bool = False, caller: Principal | None = None) -> bool:

@@ -171,8 +171,9 @@ def _judged_by(ledger: OrderLedger, record: OrderRecord | None, named: OrderReco
         and stated.leaves_cut >= quantity * (1.0 - FILL_TOLERANCE) else record
 
 
-def _room(judged: OrderRecord, record: OrderRecord) -> float:
-    """How much more `judged` (`record`, or the order a fill names: _judged_by) may fill:
+def _room(judged: OrderRecord) -> float:
+    """How much more `judged` (the order a fill goes to, or the one it names: _judged_by)
+    may fill:
     what it was allowed less its fills, those counted against it or reported under its
     id, whichever is more (an original whose fills went down a chain whose replace was
     then rejected works again with them reported but not counted: review 30)."""
@@ -202,7 +203,7 @@ def _unchecked(fill: Fill, record: OrderRecord | None,
                 f" {fill.strategy}; the order allowed was {record.side.name} {record.symbol}"
                 f" for {record.strategy}")
     judged = judged or record
-    left = _room(judged, record)
+    left = _room(judged)
     if fill.quantity > left + judged.quantity * FILL_TOLERANCE:
         return (f"fill {fill.fill_id} of {fill.quantity:g} for order {coid} exceeds the"
                 f" {max(left, 0.0):g} left of the {judged.quantity:g} it may fill"
@@ -372,10 +373,12 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         # they come.
         beyond, parts = 0.0, _parts(ledger, record, named, unreported, one_fill=False)
         for part, quantity in parts:
-            if part is not None:
-                room = _room(_judged_by(ledger, part, named, quantity) or part, part)
-                beyond += quantity - max(min(quantity, room), 0.0)
-                _book(ledger, part, named, quantity)
+            if part is None:  # the head of its chain is forgotten: beyond any room
+                beyond += quantity
+                continue
+            room = _room(_judged_by(ledger, part, named, quantity) or part)
+            beyond += quantity - max(min(quantity, room), 0.0)
+            _book(ledger, part, named, quantity)
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)
         ledger.keep(named, now)

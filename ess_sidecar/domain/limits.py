@@ -131,17 +131,20 @@ def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
                   replacing: OrderRecord | None) -> Denial | None:
     """Step 6: working-order caps, then duplicates. A replace frees its old order's slot,
     unless that order works on for fills it is owed (OrderLedger.end_but_pending)."""
-    freed = 1 if replacing is not None and replacing.working \
-        and not replacing.pending > 0.0 else 0
+    stays = replacing is not None and replacing.working and replacing.pending > 0.0
+    freed = 1 if replacing is not None and replacing.working and not stays else 0
+    why = f", {replacing.client_order_id} working on for fills it is owed" \
+        if stays and replacing is not None else ""
     most = limits.max_working_orders_per_account
     if most and (count := ledger.working_count(order.account) - freed) >= most:
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"account {order.account} has"
-                      f" {count} working orders (max {most})")
+                      f" {count} working orders (max {most}{why})")
     most = limits.max_working_orders_per_strategy
     if most and (count := ledger.per_strategy.get((order.account, order.strategy), 0)
                  - freed) >= most:
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"strategy {order.strategy} has"
-                      f" {count} working orders in account {order.account} (max {most})")
+                      f" {count} working orders in account {order.account} (max"
+                      f" {most}{why})")
     if ledger.used(order.account, order.client_order_id):
         return Denial(DecisionReason.DUPLICATE_ORDER, f"client_order_id"
                       f" {order.client_order_id!r} was already used by account"

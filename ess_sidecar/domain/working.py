@@ -50,7 +50,7 @@ class OrderRecord:
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
-                 "owed_stated")
+                 "owed_stated", "cleared_owed")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -107,6 +107,10 @@ class OrderRecord:
         # The most an update ever said it was owed (filled_quantity beyond the fills
         # reported): no one fill it is owed is larger (lifecycle._parts).
         self.owed_stated = 0.0
+        # Replaced, it was cleared by an operator while it worked for fills it was owed:
+        # they come to it still, beyond `cap` (GuardEngine._clear), until a rejection of
+        # the replace gives it its leaves back (unreplace).
+        self.cleared_owed = False
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -178,8 +182,10 @@ class OrderLedger:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, account: str, client_order_id: str) -> OrderRecord | None:
-        """The order a fill for `client_order_id` belongs to: that one, or the order that
-        replaced it (a fill can cross a replace on its way)."""
+        """The order a fill for `client_order_id` belongs to: that one while it is owed
+        fills (`pending`: even ended, when an operator cleared it, GuardEngine._clear),
+        else the head of its chain of replaces (a fill can cross a replace on its way).
+        lifecycle._parts may still send part of a fill of an owed order down the chain."""
         record = self.records.get((account, client_order_id))
         if record is None or record.pending > 0.0:  # its own fills still to come: its
             return record
@@ -431,6 +437,9 @@ class OrderLedger:
         original.replaced_by = ""
         if original.venue_ended:  # it ended while the replace was in flight: for good
             original.cap_fills()
+        if original.cleared_owed:  # the operator freed its owed fills' room, not its
+            original.cleared_owed, original.pending = False, 0.0  # leaves (review 30)
+            original.cap = max(original.filled, original.reported) + leaves
         if original.working:  # it works for fills it is owed: its leaves come back too
             if leaves > 0.0:
                 original.owed_only = False

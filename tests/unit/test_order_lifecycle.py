@@ -691,6 +691,40 @@ def test_a_cleared_original_owed_fills_trips_when_they_come_not_off_its_replacem
     assert _worst_case(engine) >= 15.5
 
 
+def test_a_cleared_original_owed_fills_gets_its_leaves_back_if_its_replace_is_rejected():
+    """Review 30 (its fix reviewed): O, owed 10 and replaced by R (in flight), was cleared;
+    the venue then rejected R, so O is live with its 190 leaves: they are reserved again,
+    and their fills trip nothing (capped at the fills counted, O tripped on its first)."""
+    engine = make_engine(equity=100_000)
+    o = _allowed(engine, order(200, client_order_id="O"))
+    assert engine.update_order(OrderUpdate(ACCOUNT, o, OrderStatus.OPEN, 190, 10))
+    r = _allowed(engine, order(150, client_order_id="R", replaces=o))
+    assert engine.clear_working_orders(ACCOUNT, [o]) == 1
+    assert engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.REJECTED))
+    assert [w.remaining for w in engine.orders.working(ACCOUNT)] == [190]
+    assert not report_fill(engine, fill(190, client_order_id=o)).unchecked
+    assert "exceeds" in report_fill(engine, fill(10, client_order_id=o)).unchecked
+
+
+def test_a_snapshots_fills_of_an_order_whose_chain_head_is_forgotten_trip_when_they_come():
+    """Review 30 (its fix reviewed): O (10) owed 5, replaced by R (5), which filled and was
+    forgotten while O worked on for its 5. A snapshot holding 10 of O's booked the 5
+    beyond its owed nowhere, yet counted them: reported, they moved nothing and tripped
+    nothing, 15 filled against 10 allowed."""
+    limits = LimitSettings(duplicate_identical_orders=0, order_id_retention_s=10)
+    engine = make_engine(equity=100_000, limits=limits)
+    o = _allowed(engine, order(10, client_order_id="O"))
+    assert engine.update_order(OrderUpdate(ACCOUNT, o, OrderStatus.OPEN, 5, 5))
+    r = _allowed(engine, order(5, client_order_id="R", replaces=o))
+    assert engine.update_order(OrderUpdate(ACCOUNT, r, OrderStatus.OPEN, 5, 0))
+    assert not report_fill(engine, fill(5, client_order_id=r)).unchecked
+    engine.expire(T0 + 30)
+    assert engine.orders.exact(ACCOUNT, r) is None and engine.orders.exact(ACCOUNT, o)
+    engine.sync_positions(ACCOUNT, 100_000, [position(15)], None, T0 + 31,
+                          [IncludedFills(o, 10)])
+    assert report_fill(engine, fill(10, client_order_id=o), T0 + 32).unchecked
+
+
 def test_an_original_back_from_a_rejected_replace_has_its_fills_down_the_chain_counted():
     """Review 30: A -> B -> C; A's fill of 60 went to C; B is rejected and A works again
     with its 40 leaves, but may fill 100 more: its room counted the fills against it
