@@ -197,6 +197,9 @@ def _run(args: argparse.Namespace, options: Options, out: Output) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for name in ("stdout", "stderr"):  # closed when started (`>&-`, a bare daemon): Python
+        if getattr(sys, name) is None:  # has None there, and the stop must still go out
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process
     try:
         args = _parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version (0) or a usage error (64)

@@ -130,7 +130,8 @@ def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
     assert essctl(target, "trigger", "--panic", "--scope", "global").returncode == 0
 
 
-@pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout"])
+@pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout",
+                                 "no stdout or stderr at all"])
 def test_trigger_panic_stops_with_an_unreadable_scope_or_nowhere_to_say_so(
         start_sidecar: StartSidecar, how: str) -> None:
     """Review 30: --panic with a --scope that fails the id rules ('strategy: momo') exited
@@ -143,13 +144,17 @@ def test_trigger_panic_stops_with_an_unreadable_scope_or_nowhere_to_say_so(
         assert result.returncode == 0, result.stderr
         assert "--scope 'strategy: momo' cannot be read: --panic halts GLOBAL" \
             in result.stderr
-    else:
+    elif how == "a closed stderr and stdout":
         with subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=clean_env()) as essctl_process:
             essctl_process.stdout.close()  # nobody reads what it says
             essctl_process.stderr.close()
             assert essctl_process.wait(timeout=30) == 0
+    else:  # started with both closed (`>&- 2>&-`, a bare daemon): Python has None there
+        closed = ["sh", "-c", 'exec "$@" >&- 2>&-', "sh", *ESSCTL, "--target", target, *args]
+        assert subprocess.run(closed, stdin=subprocess.DEVNULL, env=clean_env(),
+                              timeout=30).returncode == 0
     assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
     without_panic = essctl(target, "trigger", "--scope", "strategy: momo")
     assert without_panic.returncode == 64 and "argument --scope" in without_panic.stderr
