@@ -237,8 +237,10 @@ def _spelled(variable: str) -> str:
         if len(parts) > len(path) and tuple(lowered[:len(path)]) == path:
             written = parts[len(path)]
             try:
-                Scope.parse(written) if path == ("scopes",) \
-                    else canonical_symbol(written, "symbol")
+                if path == ("scopes",):
+                    Scope.parse(written)
+                else:
+                    canonical_symbol(written, "symbol")
             except InvalidArgument as error:
                 raise InvalidConfig(variable, str(error)) from None
             lowered[len(path)] = key(written)

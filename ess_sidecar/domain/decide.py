@@ -22,7 +22,7 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
         if denial is not None:
             return denial
     symbol_limits = limits.for_symbol(order.symbol)
-    return (check_size(order, symbol_limits, book.price(order.symbol))
+    return (check_size(order, symbol_limits, book)
             or check_price_band(order, symbol_limits, book.marks.get(order.symbol))
             or rate.check(order.strategy, now)
             or check_exposure(order, book, limits)

@@ -173,10 +173,10 @@ def _judged_by(ledger: OrderLedger, record: OrderRecord | None, named: OrderReco
 
 def _room(judged: OrderRecord) -> float:
     """How much more `judged` (the order a fill goes to, or the one it names: _judged_by)
-    may fill:
-    what it was allowed less its fills, those counted against it or reported under its
-    id, whichever is more (an original whose fills went down a chain whose replace was
-    then rejected works again with them reported but not counted: review 30)."""
+    may fill: what it was allowed less its fills, those counted against it or reported
+    under its id, whichever is more (an original whose fills went down a chain whose
+    replace was then rejected works again with them reported but not counted: review
+    30)."""
     return min(judged.quantity, judged.cap) - max(judged.filled, judged.reported)
 
 

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .book import AccountBook
 from .decisions import DecisionReason, Denial
 from .orders import Order, Side
 from .working import OrderLedger, OrderRecord
@@ -52,12 +53,13 @@ class LimitSettings:
         return self.symbols.get(symbol, self.default)
 
 
-def check_size(order: Order, limits: SymbolLimits, market: float) -> Denial | None:
-    """Step 2. `market`: the account's mark for the symbol, else its reference price (0:
-    none). A BUY's notional is at most its quantity at its limit price; a SELL may execute
-    above its limit price, at the market, so it is valued at the higher of the two, as
-    exposure is, and with no market price known its notional cannot be bounded:
-    MARK_UNKNOWN (review 30: a SELL at 0.01 passed a notional cap ten times over)."""
+def check_size(order: Order, limits: SymbolLimits, book: AccountBook) -> Denial | None:
+    """Step 2. A BUY's notional is at most its quantity at its limit price; a SELL may
+    execute above its limit price, at the market (`book.price`: the account's mark, else
+    the reference price), so it is valued at the higher of the two, as exposure is, and
+    with no market price known its notional cannot be bounded: MARK_UNKNOWN (review 30: a
+    SELL at 0.01 passed a notional cap ten times over). The market is looked up only
+    then: most checks pass with no cap, or buy."""
     if limits.max_order_quantity and order.quantity > limits.max_order_quantity:
         return Denial(DecisionReason.MAX_ORDER_QUANTITY,
                       f"quantity {order.quantity:g} > max {limits.max_order_quantity:g}")
@@ -65,6 +67,7 @@ def check_size(order: Order, limits: SymbolLimits, market: float) -> Denial | No
         return None
     price = order.price
     if order.side is Side.SELL:
+        market = book.price(order.symbol)
         if not market:
             return Denial(DecisionReason.MARK_UNKNOWN, f"mark unknown for {order.symbol} in"
                           f" account {order.account}: a sell's notional is bounded by the"

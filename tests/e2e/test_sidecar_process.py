@@ -281,7 +281,7 @@ def test_a_state_file_that_cannot_be_written_is_found_before_serving(
                 [scope] = stub.GetState(pb.GetStateRequest()).scopes
                 assert scope.scope.kind == pb.SCOPE_KIND_GLOBAL
                 assert scope.state == pb.STATE_TRIPPED, scope.reason
-                assert ("not writable" if which == "state file" else "cannot be sealed") \
+                assert ("not writable" if which == "state file" else "cannot be synced") \
                     in scope.reason
                 decision = stub.CheckOrder(order())
                 assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED

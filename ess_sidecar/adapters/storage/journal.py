@@ -190,12 +190,14 @@ class FileJournal(Journal):
             if self._gone:  # now, or when a sync() in progress is done
                 self._replace(now)
 
-    def sync(self) -> None:
+    def sync(self, force: bool = False) -> None:
+        """Make what was recorded durable, and seal it. `force`: even when nothing is new
+        (start-up proves the seal writable)."""
         head = self._written  # taken before the fsync: all of it is on disk after
-        if head == self._synced:
+        if head == self._synced and not force:
             return
         with self._sync_lock:
-            if head[0] <= self._synced[0]:
+            if head[0] <= self._synced[0] and not force:
                 return
             said = b""
             try:
@@ -227,16 +229,7 @@ class FileJournal(Journal):
         is found before anything is served, not by the first record (review 30)."""
         if self._syncer is not None or self._fd is None:
             return
-        with self._sync_lock:  # none runs yet: the seal is this thread's to write
-            head = self._written
-            try:
-                os.fsync(self._fd)
-                self.seal.write({"records": head[0], "chain": head[1].hex()})
-            except OSError as error:
-                self._failure = error
-                raise StoreUnavailable(f"journal {self.path} cannot be sealed: {error}") \
-                    from error
-            self._synced = head
+        self.sync(force=True)  # none runs yet: sealed here
         if self._interval == 0:
             return
         try:
