@@ -281,6 +281,20 @@ def flip_each(path: Path, needle: bytes) -> list[tuple[str, Path]]:
     return copies
 
 
+def test_a_flipped_bit_in_the_schema_text_is_refused_not_a_crash(path):
+    """SQLite's error then quotes bytes that are not UTF-8, and Python's sqlite3 raises
+    UnicodeDecodeError, not sqlite3.Error (review 31: the sidecar exited at start-up)."""
+    written(path, HISTORY)
+    checkpoint(path)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"CREATE TABLE meta (") + 57] ^= 0x80
+    path.write_bytes(data)
+    store = SqliteStateStore(path)
+    with pytest.raises(StoreUnavailable, match=re.escape(str(path))):
+        store.load()
+    store.close()
+
+
 def test_a_bit_flipped_in_any_stored_copy_of_a_latched_scope_id_is_found(path):
     """The id is in the event, in the index by scope, in the latch and in its index; a bit
     flipped in any of them would move or lift the trip, and SQLite's quick_check misses it."""

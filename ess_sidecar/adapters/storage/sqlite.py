@@ -62,6 +62,10 @@ from ...ports import EventQuery, StateStore, StoredRegistration, StoredState
 from .filelock import FileLock, LockHeld
 from .seal import Seal, SealUnreadable
 
+# What a query may raise: sqlite3's errors, and UnicodeDecodeError when SQLite's message
+# quotes bytes of a damaged file that are not UTF-8 (a flipped bit in the schema text).
+FAILURES = (sqlite3.Error, UnicodeDecodeError)
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 5
@@ -351,7 +355,7 @@ class SqliteStateStore(StateStore):
             if self._conn is not None:
                 try:
                     self._conn.close()
-                except sqlite3.Error as error:
+                except FAILURES as error:
                     raise self._unavailable("cannot close", error) from error
         finally:
             self._unlock()  # only after the connection is closed: no write can follow
@@ -570,7 +574,7 @@ class SqliteStateStore(StateStore):
             # Opened here, used while serving by the guard's store thread alone (one thread
             # at a time: Guard.run_async): hence check_same_thread=False.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as error:
+        except FAILURES as error:
             raise self._unavailable("cannot open", error) from error
         try:
             # The state file itself is locked too, before anything reads or upgrades it: a
@@ -672,7 +676,7 @@ class SqliteStateStore(StateStore):
                 self._upgrade(conn, found)
                 log.info("state store %s upgraded from schema %d to %d", self.path, found,
                          SCHEMA_VERSION)
-        except sqlite3.Error as error:
+        except FAILURES as error:
             raise self._unavailable("cannot open", error) from error
 
     @staticmethod
@@ -722,13 +726,13 @@ class SqliteStateStore(StateStore):
             except BaseException:
                 conn.rollback()
                 raise
-        except sqlite3.Error as error:
+        except FAILURES as error:
             raise self._unavailable("cannot read or write", error) from error
 
     def _select(self, sql: str, params: Iterable[Any]) -> list[Transition]:
         try:
             rows = self._connection().execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as error:
+        except FAILURES as error:
             raise self._unavailable("cannot read", error) from error
         with self._decoding():
             return [_transition(row) for row in rows]
