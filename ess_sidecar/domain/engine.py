@@ -352,7 +352,7 @@ class GuardEngine:
                                " ARMED scope")
         plan.trip(scope, trigger.mode, Cause.TRIGGER, reason, trigger.actor,
                   reason_code=trigger.reason_code, directives=trigger.directives,
-                  drill=trigger.drill)
+                  drill=trigger.drill, renew=True)
         return plan
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,

@@ -47,12 +47,16 @@ class Plan:
 
     def trip(self, scope: Scope, mode: TriggerMode, cause: Cause, reason: str, actor: str,
              breaker: str = "", reason_code: TriggerReason | None = None,
-             directives: Iterable[Directive] = (), drill: bool = False) -> Transition | None:
+             directives: Iterable[Directive] = (), drill: bool = False,
+             renew: bool = False) -> Transition | None:
         """Restrict a scope: set the latch of what trips it (a breaker's own, or the
         trigger's, the drill's, the system's), or make it stricter. The scope's state is
         its most severe latch, so a trip never loosens it and never replaces another
         restriction: each stays until a reset names it. Recorded only when the latches
-        or the directives change (directives accumulate). A trip during COOLING_DOWN
+        or the directives change (directives accumulate), or when `renew` (a Trigger:
+        somebody asked for this stop now), which restarts the latch's cooldown and gives
+        the scope a new version, so that a reset or an approval made before it lifts
+        nothing (review 31). A trip during COOLING_DOWN
         starts over, and one in REDUCE_ONLY mode then holds the scope TRIPPED, since
         REDUCE_ONLY would loosen it."""
         target = State.TRIPPED if mode is TriggerMode.HALT else State.REDUCE_ONLY
@@ -68,11 +72,11 @@ class Plan:
         merged = tuple(dict.fromkeys((*current.directives, *directives))) \
             if current and held else directives
         if known is not None and SEVERITY[known.state] >= SEVERITY[target] \
-                and merged == current.directives:  # type: ignore[union-attr]
+                and merged == current.directives and not renew:  # type: ignore[union-attr]
             return None
         if known is None or SEVERITY[target] > SEVERITY[known.state]:
             held[name] = Latch(name, target, self.now, self._version + 1)
-        else:  # new directives (a panic after a halt): stricter too; its cooldown restarts
+        else:  # new directives (a panic after a halt), or renewed: its cooldown restarts
             held[name] = Latch(name, known.state, self.now, self._version + 1)
         latches = tuple(held.values())
         return self.move(scope, strictest(latches), cause, reason, actor, breaker=str(breaker),

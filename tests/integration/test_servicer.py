@@ -158,15 +158,16 @@ async def test_stream_answers_carry_nothing_over_from_the_answer_before(
     assert len({a.decision.decision_id for a in answers}) == len(to_tripped)
 
 
-async def test_trigger_is_idempotent_and_audited_with_its_reason_code(sidecar: Running) -> None:
+async def test_trigger_is_audited_with_its_reason_code_and_a_repeat_renews_it(
+        sidecar: Running) -> None:
     request = pb.TriggerRequest(scope=strategy_scope(), reason="desk says stop",
                                 reason_code=pb.TRIGGER_REASON_RISK_VIOLATION,
                                 directives=[pb.DIRECTIVE_CANCEL_OPEN_ORDERS])
     first = await sidecar.stub.Trigger(request)
     second = await sidecar.stub.Trigger(request)
     assert (first.state, first.state_version) == (pb.STATE_TRIPPED, 1)
-    assert (second.state, second.state_version) == (pb.STATE_TRIPPED, 1)
-    (event,) = (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events
+    assert (second.state, second.state_version) == (pb.STATE_TRIPPED, 2)  # review 31
+    (_, event) = (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events
     assert event.reason_code == pb.TRIGGER_REASON_RISK_VIOLATION
     assert list(event.directives) == [pb.DIRECTIVE_CANCEL_OPEN_ORDERS]
     assert event.cause == pb.CAUSE_TRIGGER and event.reason == "desk says stop"

@@ -232,6 +232,25 @@ def test_a_trigger_that_adds_directives_restarts_the_reset_cooldown():
     assert resumed.state is State.ARMED
 
 
+def test_a_second_stop_of_a_halted_scope_is_never_lifted_by_a_reset_made_before_it():
+    """Review 31: a second halt of a scope already halted was dropped, so a reset with the
+    version the operator had seen before it, after its cooldown, lifted it unseen."""
+    engine = make_engine()
+    (first,) = trip(engine, account(), T0)
+    again = Trigger(account(), TriggerMode.HALT, "feed corrupt, do not resume",
+                    TriggerReason.USER_INITIATED, (), "bob")
+    (second,) = run(engine, engine.plan_trigger(again, T0 + COOLDOWN))
+    assert second.version > first.version and second.state is State.TRIPPED
+    assert second.actor == "bob" and "feed corrupt" in second.reason
+    with pytest.raises(ResetRefused, match="changed since version"):
+        run(engine, engine.plan_reset(account(), "seen", False, "alice", T0 + 2 * COOLDOWN,
+                                      expected_version=first.version))
+    with pytest.raises(ResetRefused, match="cooldown"):  # counted from the second stop
+        reset(engine, account(), T0 + COOLDOWN + 1)
+    (resumed,) = reset(engine, account(), T0 + 2 * COOLDOWN)
+    assert resumed.state is State.ARMED
+
+
 def test_global_tripped_by_a_start_that_could_not_trust_its_state_is_never_reset():
     """Started failed closed (a damaged journal, say): memory may lack working orders and
     fills, so not even a forced reset resumes GLOBAL in that process. Other scopes reset."""

@@ -213,6 +213,10 @@ def test_operator_reduce_only_on_an_automatic_halt_keeps_it_halted():
     assert latched.state is State.TRIPPED and latched.cause is Cause.TRIGGER
 
 
-def test_second_operator_trigger_changes_nothing(engine):
-    trip(engine, account(), T0)
-    assert trip(engine, account(), T0 + 1) == []
+def test_second_operator_trigger_renews_the_halt(engine):
+    """Review 31: it used to change nothing, and a reset made before it then lifted it."""
+    (first,) = trip(engine, account(), T0)
+    (second,) = trip(engine, account(), T0 + 1)
+    assert (second.previous, second.state, second.version) == \
+        (State.TRIPPED, State.TRIPPED, first.version + 1)
+    assert [(latch.name, latch.since) for latch in second.latches] == [("trigger", T0 + 1)]

@@ -91,8 +91,9 @@ type GuardServiceClient interface {
 	SyncPositions(ctx context.Context, in *SyncPositionsRequest, opts ...grpc.CallOption) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
-	// Kill switch for a scope. Idempotent: triggering a scope an operator already halted
-	// changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
+	// Kill switch for a scope. Triggering a scope already as strictly halted changes its
+	// state in nothing, but is recorded: a new state_version, and the latch's reset cooldown
+	// starts again, so a Reset or an approval made before it lifts nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
 	// trigger is recorded as the operator's own, with its directives; it never loosens. It
 	// is never refused for what comes with it: only the scope must be valid. The reason is
 	// sanitised (control characters escaped) and cut to 1024 characters; an unknown mode
@@ -291,8 +292,9 @@ type GuardServiceServer interface {
 	SyncPositions(context.Context, *SyncPositionsRequest) (*SyncPositionsResponse, error)
 	// Dead-man's switch: an executor that stops heartbeating for ttl_ms trips its scope.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
-	// Kill switch for a scope. Idempotent: triggering a scope an operator already halted
-	// changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
+	// Kill switch for a scope. Triggering a scope already as strictly halted changes its
+	// state in nothing, but is recorded: a new state_version, and the latch's reset cooldown
+	// starts again, so a Reset or an approval made before it lifts nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
 	// trigger is recorded as the operator's own, with its directives; it never loosens. It
 	// is never refused for what comes with it: only the scope must be valid. The reason is
 	// sanitised (control characters escaped) and cut to 1024 characters; an unknown mode

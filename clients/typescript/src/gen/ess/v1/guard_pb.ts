@@ -2260,8 +2260,9 @@ export const GuardService: GenService<{
     output: typeof HeartbeatResponseSchema;
   },
   /**
-   * Kill switch for a scope. Idempotent: triggering a scope an operator already halted
-   * changes nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
+   * Kill switch for a scope. Triggering a scope already as strictly halted changes its
+   * state in nothing, but is recorded: a new state_version, and the latch's reset cooldown
+   * starts again, so a Reset or an approval made before it lifts nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
    * trigger is recorded as the operator's own, with its directives; it never loosens. It
    * is never refused for what comes with it: only the scope must be valid. The reason is
    * sanitised (control characters escaped) and cut to 1024 characters; an unknown mode
