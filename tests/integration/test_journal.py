@@ -12,6 +12,7 @@ import pytest
 from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, FileJournal, JournalDamaged, \
     _admitted, _chain, _entry
 from ess_sidecar.adapters.storage.seal import Seal
+from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
@@ -121,6 +122,22 @@ def test_a_new_journal_leaves_a_seal_and_a_deleted_one_is_found(tmp_path: Path) 
 def test_a_deleted_seal_is_found(tmp_path: Path) -> None:
     written(tmp_path).seal.path.unlink()
     with pytest.raises(JournalDamaged, match="seal .* is missing"):
+        journal(tmp_path).load()
+
+
+@pytest.mark.parametrize("which", ["journal", "seal"])
+@pytest.mark.parametrize("thing", ["fifo", "/dev/zero"])
+def test_a_fifo_or_a_device_in_place_of_a_file_is_refused_not_waited_on(
+        tmp_path: Path, which: str, thing: str) -> None:
+    """Review 31: a FIFO hung start-up and /dev/zero was read until memory ran out."""
+    first = written(tmp_path, [])
+    path = first.path if which == "journal" else first.seal.path
+    path.unlink()
+    if thing == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(thing)
+    with pytest.raises((JournalDamaged, StoreUnavailable), match="not a regular file"):
         journal(tmp_path).load()
 
 

@@ -62,7 +62,7 @@ from ...domain.errors import StoreDamaged, StoreUnavailable
 from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
-from .seal import Seal, SealUnreadable
+from .seal import Seal, SealUnreadable, read_regular
 from .syncer import HEADER, MAX_RECORD, SYNC, WAKE  # the frame is read by both
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class FileJournal(Journal):
         except SealUnreadable as error:
             raise JournalDamaged(f"journal seal unreadable: {error}") from error
         try:
-            data = self.path.read_bytes()
+            data = read_regular(self.path)
         except FileNotFoundError:
             if seal is not None:
                 raise JournalDamaged(f"journal {self.path} is missing but its seal"

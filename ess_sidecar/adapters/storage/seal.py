@@ -17,10 +17,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 SIZE = 256  # bytes; within one 512-byte sector
+MAX_READ = 64 << 10  # a longer seal is damage: read() stops there and fails to parse it
 
 
 class SealUnreadable(Exception):
@@ -38,7 +40,7 @@ class Seal:
     def read(self) -> dict[str, Any] | None:
         """The last seal written, or None if there is none. Raises SealUnreadable."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_regular(self.path, MAX_READ).decode("utf-8")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as error:
@@ -85,6 +87,20 @@ class Seal:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """A regular file's bytes (at most `limit`), never blocking: a FIFO, a device
+    (`/dev/zero`) or a directory put in its place is an OSError, not a hang or a read
+    without end (review 31). FileNotFoundError if there is nothing there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path}: not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return file.read() if limit is None else file.read(limit)
+    finally:
+        os.close(fd)
 
 
 def _all_written(count: int, data: bytes) -> None:
