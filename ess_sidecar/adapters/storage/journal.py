@@ -283,7 +283,7 @@ class FileJournal(Journal):
             sealed = _sealed(seal, self.seal.path)[0] if seal is not None else None
         except (SealUnreadable, JournalDamaged):
             sealed = None  # what it counted is unknown
-        data = self.path.read_bytes() if self.path.exists() else b""
+        data = read_regular(self.path) if self.path.exists() else b""
         offset, head, count = 0, GENESIS, 0
         while len(data) - offset >= HEADER.size:
             length, chain = HEADER.unpack_from(data, offset)

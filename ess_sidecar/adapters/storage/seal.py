@@ -93,14 +93,10 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> byte
     """A regular file's bytes (at most `limit`), never blocking: a FIFO, a device
     (`/dev/zero`) or a directory put in its place is an OSError, not a hang or a read
     without end (review 31). FileNotFoundError if there is nothing there."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             raise OSError(errno.EINVAL, f"{path}: not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as file:
-            return file.read() if limit is None else file.read(limit)
-    finally:
-        os.close(fd)
+        return file.read(-1 if limit is None else limit)
 
 
 def _all_written(count: int, data: bytes) -> None:

@@ -164,10 +164,11 @@ class GuardServiceServicer:
     def Trigger(self, request, context):
         """Kill switch for a scope. Triggering a scope already as strictly halted changes its
         state in nothing, but is recorded: a new state_version, and the latch's reset cooldown
-        starts again, so a Reset or an approval made before it lifts nothing. Over an automatic restriction (a breaker, a lost heartbeat) the
-        trigger is recorded as the operator's own, with its directives; it never loosens. It
-        is never refused for what comes with it: only the scope must be valid. The reason is
-        sanitised (control characters escaped) and cut to 1024 characters; an unknown mode
+        starts again, so a Reset or an approval made before it lifts nothing. Over an
+        automatic restriction (a breaker, a lost heartbeat) the trigger is recorded as the
+        operator's own, with its directives; it never loosens. It is never refused for what
+        comes with it: only the scope must be valid. The reason is sanitised (control
+        characters escaped) and cut to 1024 characters; an unknown mode
         halts, an unknown reason_code is USER_INITIATED, unknown directives are left out,
         each noted in the recorded reason.
         """
