@@ -52,11 +52,13 @@ def open_store(settings: Settings) -> StateStore:
     return SqliteStateStore(settings.store.path, keep_events=settings.store.keep_events)
 
 
-def open_journal(settings: Settings, store_was_in_use: bool) -> Journal:
+def open_journal(settings: Settings, store_was_in_use: bool,
+                 identity: bytes | None) -> Journal:
     """The journal beside the SQLite store: `<store.path>.journal`. A store that was in
-    use (it has a seal) had a journal: one missing with its seal was deleted."""
+    use (it has a seal) had a journal: one missing with its seal was deleted. identity:
+    the store's, which the journal's chain starts from (None: the store cannot be read)."""
     return FileJournal(journal_path(settings.store.path), settings.store.journal_sync_interval_s,
-                       required=store_was_in_use)
+                       required=store_was_in_use, identity=identity)
 
 
 def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:
@@ -122,8 +124,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     store_was_in_use = store is None and SqliteStateStore.in_use(settings.store.path)
     store, stored = load(lambda: store or open_store(settings))
     if store.locked:
-        journal, entries, unreadable = load_journal(journal or open_journal(settings,
-                                                                            store_was_in_use))
+        journal, entries, unreadable = load_journal(journal or open_journal(
+            settings, store_was_in_use, stored.identity if stored is not None else None))
     else:  # another sidecar holds the files: its journal is not this process's to write
         journal, entries = NoJournal(), []
         unreadable = "" if stored is None else "this process does not hold the state file's" \

@@ -103,7 +103,7 @@ def _reseal(settings: Settings) -> int:
     except StoreUnavailable as error:
         print(f"cannot reseal: {error}", file=sys.stderr)
         return 1
-    journal = FileJournal(journal_path(path))
+    journal = FileJournal(journal_path(path), identity=summary.identity)
     # The trip first, the cut after: if the trip fails, nothing is cut, and the next
     # start (or reseal) still finds the damage.
     if journal.reseal_would_lose() or (was_in_use and not had_journal):

@@ -32,6 +32,9 @@ class StoredState:
     current: list[Transition] = field(default_factory=list)
     version: int = 0  # the highest version ever written; never reused
     registrations: list[StoredRegistration] = field(default_factory=list)
+    # The store's own, random: the journal beside it chains its records from it, so that
+    # another store's journal is found out. All zeros: a store made before it had one.
+    identity: bytes = field(default=bytes(16), compare=False)  # not state: two stores agree
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,67 @@ def test_another_sidecars_journal_beside_the_state_file_is_damage(
         Path(f"{state}{suffix}").write_bytes(Path(f"{other.state}{suffix}").read_bytes())
     scopes = restarted_scopes(sidecar_process)
     assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
-    assert "disagree on the latched state of ACCOUNT:acc-damage-x" in scopes["GLOBAL"][1]
+    assert "says it is the journal of another state store" in scopes["GLOBAL"][1]
+
+
+def test_another_sidecars_journal_is_damage_even_where_the_store_pruned_its_history(
+        tmp_path: Path) -> None:
+    """Review 31: with `keep_events` set, the store's history no longer covered the
+    journal's gap, so the start took the store's latched state on top of a journal copied
+    in from another sidecar, and served that sidecar's book: here, a long position that let
+    this account's reduce-only sells through. The journal is chained from the store's own
+    identity: another store's is damage, and a reseal cuts all of it."""
+    config = "[limits]\nexposure_enabled = false\n[store]\nkeep_events = 1\n"
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "other").mkdir()
+    ours = SidecarProcess(tmp_path / "ours", config).start()
+    other = SidecarProcess(tmp_path / "other", config).start()
+    try:
+        with open_channel(other, uds=True) as channel:  # a long of 1,000 on the account
+            stub = guard_stub(channel)
+            buy = order()
+            buy.quantity, buy.client_order_id = 1000, "other-1"
+            assert stub.CheckOrder(buy).allowed
+            stub.ReportFill(pb.ReportFillRequest(
+                account="acc-other", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,
+                quantity=1000, price=100, client_order_id="other-1", fill_id="venue-1"))
+            assert stub.CheckOrder(buy).reason == pb.DECISION_REASON_DUPLICATE_ORDER
+        other.kill()
+        with open_channel(ours, uds=True) as channel:
+            stub = guard_stub(channel)
+            for reason in ("first", "second", "third"):  # history pruned to the latest
+                stub.Trigger(pb.TriggerRequest(scope=TRIPPED, reason=reason))
+            stub.Trigger(pb.TriggerRequest(scope=pb.Scope(
+                kind=pb.SCOPE_KIND_ACCOUNT, id="acc-other"), reason="flat: reduce only",
+                mode=pb.TRIGGER_MODE_REDUCE_ONLY))
+        ours.kill()
+        for suffix in (".journal", ".journal.seal"):
+            Path(f"{ours.state}{suffix}").write_bytes(
+                Path(f"{other.state}{suffix}").read_bytes())
+        scopes = restarted_scopes(ours)
+        assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+        assert "says it is the journal of another state store" in scopes["GLOBAL"][1]
+        with open_channel(ours, uds=True) as channel:
+            sell = order()
+            sell.side = pb.SIDE_SELL
+            assert not guard_stub(channel).CheckOrder(sell).allowed
+        ours.kill()
+        done = reseal(ours)
+        assert done.returncode == 0, done.stderr
+        assert "0 records kept and sealed" in done.stdout, done.stdout
+        assert "GLOBAL tripped: journal records were lost" in done.stdout, done.stdout
+        scopes = restarted_scopes(ours)  # the store's trips, none of the other's book
+        assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+        assert scopes["acc-other"][0] == pb.STATE_REDUCE_ONLY
+        with open_channel(ours, uds=True) as channel:
+            stub = guard_stub(channel)
+            stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="checked every scope", force=True))
+            sell = order()
+            sell.side = pb.SIDE_SELL  # no long here to reduce: the other's is not ours
+            assert stub.CheckOrder(sell).reason == pb.DECISION_REASON_REDUCE_ONLY
+    finally:
+        other.stop()
+        ours.stop()
 
 
 def test_a_reseal_that_finds_acknowledged_transitions_gone_trips_global_in_the_store(

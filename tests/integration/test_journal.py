@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, FileJournal, JournalDamaged, \
     _admitted, _chain, _entry
 from ess_sidecar.adapters.storage.seal import Seal
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
@@ -223,6 +225,61 @@ def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
     assert f"{len(EVERY_COMMAND) - 1} records kept" in summary and "cut" in summary and lost
     assert journal(tmp_path).reseal()[1] is False  # nothing more to cut
     assert journal(tmp_path).load() == EVERY_COMMAND[:-1]
+
+
+def test_the_journal_is_bound_to_its_store_and_another_stores_is_damage(
+        tmp_path: Path) -> None:
+    """Review 31: a journal chains its records from the store's identity, so one copied
+    in from another sidecar (with its seal, or without) never replays as this store's."""
+    ours, theirs = (SqliteStateStore(tmp_path / name) for name in ("ours.db", "theirs.db"))
+    mine, other = ours.load().identity, theirs.load().identity
+    ours.close()
+    theirs.close()
+    assert mine != other and GENESIS not in (mine, other)
+    assert SqliteStateStore(tmp_path / "ours.db").load().identity == mine  # it stays
+    path = tmp_path / "ess.db.journal"
+    first = FileJournal(path, 0.0, identity=other)
+    assert first.load() == []
+    first.record(*EVERY_COMMAND[1])
+    first.close()
+    assert FileJournal(path, identity=other).load() == EVERY_COMMAND[1:2]
+    with pytest.raises(JournalDamaged, match="is the journal of another state store"):
+        FileJournal(path, identity=mine).load()
+    seal = json.loads(Path(f"{path}.seal").read_text())
+    Seal(f"{path}.seal").write({**seal, "genesis": mine.hex()})  # a seal made to fit
+    with pytest.raises(JournalDamaged, match="record 1 .* does not match its hash chain"):
+        FileJournal(path, identity=mine).load()
+    summary, lost = FileJournal(path, identity=mine).reseal()  # the operator accepts
+    assert "0 records kept and sealed" in summary and lost
+    assert FileJournal(path, identity=mine).load() == []
+
+
+def test_a_journal_from_before_store_identities_still_replays_after_the_upgrade(
+        tmp_path: Path) -> None:
+    """A schema-5 store's journal was chained from zeros and sealed without a genesis: the
+    upgrade gives the store the all-zero identity, and the journal replays as before."""
+    state = tmp_path / "ess.db"
+    SqliteStateStore(state).close()
+    conn = sqlite3.connect(state)
+    with conn:
+        conn.execute("ALTER TABLE meta DROP COLUMN identity")
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    path = Path(f"{state}.journal")
+    old = FileJournal(path, 0.0)
+    assert old.load() == []
+    old.record(*EVERY_COMMAND[1])
+    old.close()
+    seal = json.loads(Path(f"{path}.seal").read_text())
+    del seal["genesis"]
+    Seal(f"{path}.seal").write(seal)  # as the sidecar before this one sealed it
+    store = SqliteStateStore(state)
+    identity = store.load().identity
+    store.close()
+    assert identity == GENESIS
+    assert FileJournal(path, identity=identity).load() == EVERY_COMMAND[1:2]
+    with pytest.raises(JournalDamaged, match="is the journal of another state store"):
+        FileJournal(path, identity=bytes(range(16))).load()
 
 
 def test_a_journal_deleted_with_its_seal_is_found_when_the_store_was_in_use(

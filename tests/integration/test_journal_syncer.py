@@ -23,7 +23,7 @@ import pytest
 
 from ess_sidecar.adapters.storage.journal import GENESIS, FileJournal
 from ess_sidecar.adapters.storage.seal import Seal
-from ess_sidecar.adapters.storage.syncer import Syncer
+from ess_sidecar.adapters.storage.syncer import Syncer, seal_value
 from ess_sidecar.domain.errors import StoreUnavailable
 from tests.integration.test_journal import EVERY_COMMAND
 
@@ -121,7 +121,7 @@ def test_a_wake_brings_rounds_until_one_finds_nothing_then_it_sleeps(served: Ser
     assert sealed(journal) == 0  # not before its time
     syncer.steps.put(TIME)
     assert syncer.next_wait() == 2 * INTERVAL
-    assert Seal(journal.seal.path).read() == {"records": 2, "chain": journal._written[1].hex()}
+    assert Seal(journal.seal.path).read() == seal_value(2, journal._written[1], GENESIS)
     journal.record(*EVERY_COMMAND[2])  # while rounds go on: no wake needed
     syncer.steps.put(TIME)
     assert syncer.next_wait() == 3 * INTERVAL
@@ -230,8 +230,7 @@ def test_the_syncer_is_a_child_process_that_seals_asked_and_unasked_and_ends_wit
         for command, transitions in EVERY_COMMAND[2:5]:
             journal.record(command, transitions)
         journal.sync()  # asked: sealed when it returns
-        assert Seal(journal.seal.path).read() == {"records": 5,
-                                                 "chain": journal._written[1].hex()}
+        assert Seal(journal.seal.path).read() == seal_value(5, journal._written[1], GENESIS)
         journal.record(*EVERY_COMMAND[5])
     finally:
         watched.close()

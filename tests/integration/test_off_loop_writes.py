@@ -376,7 +376,7 @@ async def test_a_timer_run_that_forgets_and_trips_is_journaled_before_checks_it_
     assert lost.breaker == "heartbeat_lost"
 
     restarted = GuardEngine(running.app.settings.guard_config())
-    replay(restarted, FileJournal(running.app.journal.path).load())
+    replay(restarted, FileJournal(running.app.journal.path, identity=None).load())
     assert list(restarted.orders.records) == list(guard.engine.orders.records) \
         == [(ACCOUNT, "z")]
     assert restarted.orders.exact(ACCOUNT, "z").working

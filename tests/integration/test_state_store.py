@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
-from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+from ess_sidecar.adapters.storage.sqlite import SCHEMA_VERSION, SqliteStateStore
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerReason
@@ -329,7 +329,7 @@ def test_a_schema_1_file_is_upgraded_keeping_its_trips_and_history(tmp_path):
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_another_applications_database_is_not_adopted(tmp_path):

@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ess_sidecar.adapters.storage import sqlite as sqlite_store
-from ess_sidecar.adapters.storage.sqlite import ResealSummary, SqliteStateStore, \
-    StoreDamaged
+from ess_sidecar.adapters.storage.sqlite import SCHEMA_VERSION, ResealSummary, \
+    SqliteStateStore, StoreDamaged
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition
@@ -247,7 +247,7 @@ def test_a_schema_2_file_is_chained_and_sealed_by_its_upgrade(path):
     store.close()
     assert [t.version for t in loaded(path).current] == [1, 6, 7]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
     edit(path, "UPDATE events SET reason = 'rewritten' WHERE version = 1")  # below the hole
     assert "event 1 does not match its hash chain" in refusal(path)
@@ -592,11 +592,12 @@ def test_an_upgrade_from_schema_4_keeps_the_seal_so_damage_is_still_found(path, 
     crash_after_appending(path, 2, "exit").unlink()  # versions 5 and 6 lost with the WAL
     if damage == "seal deleted":
         Path(f"{path}.seal").unlink()
-    edit(path, "PRAGMA user_version = 4")  # as the sidecar before this one left it
+    edit(path, "ALTER TABLE meta DROP COLUMN identity")  # as the sidecar before this one
+    edit(path, "PRAGMA user_version = 4")  # left it
     message = refusal(path)
     assert "lost acknowledged transitions" in message or "seal" in message, message
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5  # upgraded all the same
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # upgraded all the same
     assert SqliteStateStore.reseal(path).loses
 
 

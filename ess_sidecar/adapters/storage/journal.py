@@ -22,9 +22,10 @@ microseconds where an SQLite transaction costs tens. Durability, in two steps:
   transition is stored, so the journal is never behind the store on disk.
 
 Each record is framed as `length (4 bytes) | chain (16) | payload`, where chain is
-BLAKE2b-128 of the previous record's chain and this payload: a flipped bit, a torn or
-missing record, or a journal shorter than its seal is found on load and raises
-JournalDamaged. Payloads are JSON: `[command name, fields, transitions]`, decoded by the
+BLAKE2b-128 of the previous record's chain and this payload, the first record's from the
+state store's identity (StoredState.identity; the seal keeps it too): a flipped bit, a torn
+or missing record, a journal shorter than its seal, or another store's journal is found on
+load and raises JournalDamaged. Payloads are JSON: `[command name, fields, transitions]`, decoded by the
 field types of the command's dataclass (domain/commands.py), never by evaluating them;
 but for the one record of the hot path, an allowed order (`Admitted`), which is binary:
 0x01 (JSON starts with "["), then side, reduce_only, quantity, price and time packed
@@ -63,11 +64,11 @@ from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
 from .seal import Seal, SealUnreadable, read_regular
-from .syncer import HEADER, MAX_RECORD, SYNC, WAKE  # the frame is read by both
+from .syncer import HEADER, MAX_RECORD, SYNC, WAKE, seal_value  # the frame: read by both
 
 log = logging.getLogger(__name__)
 
-GENESIS = bytes(16)
+GENESIS = bytes(16)  # the chain before the first record of a store made before schema 6
 COMMANDS = {cls.__name__: cls for cls in typing.get_args(commands.Command)}
 ADMITTED = b"\x01"  # the first byte of a binary Admitted record
 ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
@@ -99,12 +100,17 @@ class _Gone(Exception):
 class FileJournal(Journal):
     def __init__(self, path: str | os.PathLike[str], sync_interval_s: float = 0.01,
                  required: bool = False, stalled_s: float = STALLED_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 identity: bytes | None = GENESIS) -> None:
         """required: the state file beside it was in use, so a journal that is missing
         along with its seal was deleted, not never written. stalled_s: a syncer that
         leaves a wake unread, or a sync unanswered, this long fails the journal. clock:
-        when to wake it."""
+        when to wake it. identity: the state store's (StoredState.identity), the chain
+        before the first record: a journal chained from another is another store's, and
+        is damage. None: unknown (the store cannot be read), the seal's is taken."""
         self._clock = clock
+        self._identity = identity
+        self._genesis = GENESIS if identity is None else identity
         self.path = Path(path)
         self._required = required
         self.seal = Seal(f"{self.path}.seal")
@@ -114,8 +120,8 @@ class FileJournal(Journal):
         self._fd: int | None = None
         # Records in the file and the chain after the last, as one value: sync() reads it
         # from other threads, and must never see a count and a chain that do not match.
-        self._written = (0, GENESIS)
-        self._synced = (0, GENESIS)  # what the seal says
+        self._written = (0, self._genesis)
+        self._synced = (0, self._genesis)  # what the seal says
         self._syncer: subprocess.Popen[bytes] | None = None  # started by start()
         self._commands = -1  # the pipe to the syncer (non-blocking), while it runs
         self._replies = -1  # the pipe from it
@@ -137,6 +143,9 @@ class FileJournal(Journal):
             seal = self.seal.read()
         except SealUnreadable as error:
             raise JournalDamaged(f"journal seal unreadable: {error}") from error
+        if seal is not None:
+            self._genesis = self._whose(seal)
+            self._written = self._synced = (0, self._genesis)
         try:
             data = read_regular(self.path)
         except FileNotFoundError:
@@ -215,7 +224,7 @@ class FileJournal(Journal):
                             raise self._failure
                     assert self._fd is not None
                     os.fsync(self._fd)
-                    self.seal.write({"records": head[0], "chain": head[1].hex()})
+                    self.seal.write(seal_value(*head, self._genesis))
             except OSError as error:
                 self._failure = error  # later records are refused: fail closed
                 raise StoreUnavailable(f"journal {self.path} cannot be synced: {error}") \
@@ -258,7 +267,7 @@ class FileJournal(Journal):
             journal.truncate(offset)
             journal.flush()
             os.fsync(journal.fileno())
-        self.seal.write({"records": count, "chain": head.hex()})
+        self.seal.write(seal_value(count, head, self._genesis))
         cut = len(data) - offset
         lost = sealed is not None and sealed > count
         return (f"journal {self.path}: {count} records kept and sealed"
@@ -276,15 +285,19 @@ class FileJournal(Journal):
 
     def _kept(self) -> tuple[bytes, int, bytes, int, int | None]:
         """The file, the end, chain and number of the records that verify, and how many
-        the seal counted (None if it cannot say: missing or unreadable)."""
+        the seal counted (None if it cannot say: missing or unreadable). The chain starts
+        from the store's identity, else from the seal's genesis: records chained from
+        another are not this store's, and are cut."""
         sealed: int | None
         try:
             seal = self.seal.read()
             sealed = _sealed(seal, self.seal.path)[0] if seal is not None else None
+            if seal is not None and self._identity is None:
+                self._genesis = _genesis(seal, self.seal.path)
         except (SealUnreadable, JournalDamaged):
             sealed = None  # what it counted is unknown
         data = read_regular(self.path) if self.path.exists() else b""
-        offset, head, count = 0, GENESIS, 0
+        offset, head, count = 0, self._genesis, 0
         while len(data) - offset >= HEADER.size:
             length, chain = HEADER.unpack_from(data, offset)
             end = offset + HEADER.size + length
@@ -305,7 +318,7 @@ class FileJournal(Journal):
         if self._written[0] == 0 and not self.seal.exists():  # a first run leaves its marker
             try:
                 os.fsync(self._fd)
-                self.seal.write({"records": 0, "chain": GENESIS.hex()})
+                self.seal.write(seal_value(0, self._genesis, self._genesis))
             except OSError as error:
                 raise StoreUnavailable(f"journal {self.path} cannot be sealed: {error}") \
                     from error
@@ -333,7 +346,7 @@ class FileJournal(Journal):
                 [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(os.getpid()),
                  str(reader), str(commands), str(replies), str(self.seal.path),
                  repr(self._interval), str(os.fstat(self._fd).st_size), str(count),
-                 chain.hex(), str(count if sealed is None else sealed)],
+                 chain.hex(), str(count if sealed is None else sealed), self._genesis.hex()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=theirs)
         except BaseException:
             for fd in (self._commands, self._replies):
@@ -503,11 +516,23 @@ class FileJournal(Journal):
             self._close_pipes()
             self._syncer, self._gone, self._buried = None, False, None
 
+    def _whose(self, seal: dict[str, Any]) -> bytes:
+        """The seal's genesis, if it is the store's: a journal copied in with its seal
+        from another sidecar would replay that sidecar's book and working orders (review
+        31), and its trips would pass for this store's once the store has pruned the
+        history they are checked against."""
+        genesis = _genesis(seal, self.seal.path)
+        if self._identity is not None and genesis != self._identity:
+            raise self._damaged(f"its seal {self.seal.path} says it is the journal of another"
+                                f" state store (genesis {genesis.hex()}, this store's identity"
+                                f" is {self._identity.hex()}): copied from another sidecar?")
+        return genesis
+
     def _verified(self, data: bytes, seal: dict[str, Any] | None) -> Iterator[JournalEntry]:
-        sealed = _sealed(seal, self.seal.path)
+        sealed = _sealed(seal, self.seal.path, self._genesis)
         if data and seal is None:
             raise self._damaged(f"its seal {self.seal.path} is missing (deleted?)")
-        offset, head, count = 0, GENESIS, 0
+        offset, head, count = 0, self._genesis, 0
         while offset < len(data):
             if len(data) - offset < HEADER.size:
                 raise self._damaged(f"a torn record at byte {offset}")
@@ -544,15 +569,28 @@ def _cut(fd: int, written: int) -> None:
         os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
 
 
-def _sealed(seal: dict[str, Any] | None, path: Path) -> tuple[int, bytes]:
+def _sealed(seal: dict[str, Any] | None, path: Path,
+            genesis: bytes = GENESIS) -> tuple[int, bytes]:
     if seal is None:
-        return 0, GENESIS
+        return 0, genesis
     try:
         records, chain = seal["records"], bytes.fromhex(seal["chain"])
         if type(records) is not int or records < 0:  # 1e999 is a float (inf), not a count
             raise ValueError(f"records is {records!r}, not a count")
         return records, chain
     except (KeyError, ValueError, TypeError) as error:
+        raise JournalDamaged(f"journal seal {path} is garbled: {error!r}") from error
+
+
+def _genesis(seal: dict[str, Any], path: Path) -> bytes:
+    """The chain before the first record: the seal's, or zeros in a seal from before it
+    was kept (schema 6), whose journal was chained from them."""
+    try:
+        genesis = bytes.fromhex(seal.get("genesis", GENESIS.hex()))
+        if len(genesis) != len(GENESIS):
+            raise ValueError(f"genesis is {len(genesis)} bytes, not {len(GENESIS)}")
+        return genesis
+    except (ValueError, TypeError) as error:
         raise JournalDamaged(f"journal seal {path} is garbled: {error!r}") from error
 
 

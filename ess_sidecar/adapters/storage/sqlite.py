@@ -26,6 +26,9 @@ So, since schema 3:
   transactions whose chain verifies is a crash between COMMIT and the seal's write: it is
   accepted and the seal brought up to date. `_open` refuses a missing file whose seal or
   WAL exists, instead of starting afresh.
+- **Identity.** `meta.identity` (schema 6): 16 random bytes drawn at creation (all zeros
+  after an upgrade from schema 5). The journal beside the file chains its records from
+  it (journal.py), so another store's journal is damage.
 
 Damage raises StoreDamaged from load() (bootstrap then serves with GLOBAL tripped, the
 reason naming what was found) and the store stays refused until an operator acts: restore
@@ -68,7 +71,7 @@ FAILURES = (sqlite3.Error, UnicodeDecodeError)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 GENESIS = bytes(16)  # the chain before the first event
 
 # What load() asks SQLite. integrity_check, unlike quick_check, also finds an index that
@@ -99,6 +102,7 @@ class ResealSummary:
     # The seal was missing or unreadable: what the file held when it was last sealed is
     # unknown (its WAL may have gone with the seal), so the reseal trips GLOBAL too.
     unsealed: bool = False
+    identity: bytes | None = None  # the store's (meta.identity), if it can be read
 
     @property
     def loses(self) -> bool:
@@ -162,15 +166,17 @@ CREATE TABLE executors (
 
 -- One row. last_version outlives pruning, so versions are never reused; pruned_through is
 -- the highest version ever pruned: history at or below it has holes. chain_anchor is the
--- chain of the event at pruned_through, where the kept run's chain starts.
+-- chain of the event at pruned_through, where the kept run's chain starts. identity (schema
+-- 6): random, this store's own; the journal beside it chains its records from it.
 CREATE TABLE meta (
     id             INTEGER PRIMARY KEY CHECK (id = 1),
     last_version   INTEGER NOT NULL,
     pruned_through INTEGER NOT NULL,
-    chain_anchor   BLOB    NOT NULL
+    chain_anchor   BLOB    NOT NULL,
+    identity       BLOB    NOT NULL
 );
-INSERT INTO meta (id, last_version, pruned_through, chain_anchor)
-VALUES (1, 0, 0, x'{GENESIS.hex()}');
+INSERT INTO meta (id, last_version, pruned_through, chain_anchor, identity)
+VALUES (1, 0, 0, x'{GENESIS.hex()}', randomblob(16));
 """
 
 # Upgrades of an older file, each run in one transaction: MIGRATIONS[n] takes schema n to
@@ -189,6 +195,8 @@ MIGRATIONS = {
         " SELECT executor_id, scope_kind, scope_id, ttl_s FROM executors",
         "DROP TABLE executors",
         "ALTER TABLE executors_5 RENAME TO executors"),
+    # All zeros: the journal of an older store was chained from zeros (LEGACY_IDENTITY).
+    5: (f"ALTER TABLE meta ADD COLUMN identity BLOB NOT NULL DEFAULT x'{GENESIS.hex()}'",),
 }
 CHAINED_SINCE = 3
 SEALED_AS_NOW = 4  # since schema 4 a seal covers what it covers now
@@ -282,7 +290,8 @@ class SqliteStateStore(StateStore):
             with self._transaction("BEGIN") as conn:
                 found = self._verify(conn)
                 current = conn.execute(CURRENT).fetchall()
-                version = conn.execute("SELECT last_version FROM meta").fetchone()[0]
+                version, identity = conn.execute("SELECT last_version, identity FROM meta"
+                                                 ).fetchone()
                 executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s,"
                                          " owner FROM executors ORDER BY executor_id,"
                                          " scope_kind, scope_id").fetchall()
@@ -294,6 +303,7 @@ class SqliteStateStore(StateStore):
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
+                identity=identity,
                 registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
                                for e, k, i, t, o in executors])
 
@@ -408,8 +418,13 @@ class SqliteStateStore(StateStore):
         if problem != "ok":
             raise StoreUnavailable(f"state store {self.path} is corrupt and cannot be"
                                    f" resealed: {problem}; restore it from a backup")
+        # A lost meta row takes the store's identity with it: a new one, and the journal
+        # chained from the old one no longer verifies (the journal's reseal cuts it all).
         conn.execute("INSERT OR IGNORE INTO meta (id, last_version, pruned_through,"
-                     " chain_anchor) VALUES (1, 0, 0, ?)", (GENESIS,))
+                     " chain_anchor, identity) VALUES (1, 0, 0, ?, randomblob(16))",
+                     (GENESIS,))
+        if _identity(conn) is None:  # garbled: as lost
+            conn.execute("UPDATE meta SET identity = randomblob(16)")
         before = _latches(conn)
         with self._decoding():  # every row must be one this code can serve
             events = [_transition(row) for row in
@@ -434,7 +449,8 @@ class SqliteStateStore(StateStore):
             latched=tuple(_scope_name(*key) for key in sorted(after, key=after.__getitem__)),
             relatched=tuple(_scope_name(*key) for key in sorted(before.keys() | after.keys())
                             if before.get(key) != after.get(key)),
-            lost=(last + 1, sealed) if sealed > last else None, unsealed=unsealed)
+            lost=(last + 1, sealed) if sealed > last else None, unsealed=unsealed,
+            identity=_identity(conn))
 
     def _sealed_version(self) -> int | None:
         """The seal's version if it has a readable one, so a reseal never lowers it; None
@@ -455,12 +471,13 @@ class SqliteStateStore(StateStore):
             raise self._damaged(f"is damaged: SQLite finds it corrupt: {problem}")
         seal = self._read_seal()
         sealed = self._parsed(seal)
-        meta = conn.execute("SELECT last_version, pruned_through, chain_anchor FROM meta"
-                            ).fetchone()
+        meta = conn.execute("SELECT last_version, pruned_through, chain_anchor, identity"
+                            " FROM meta").fetchone()
         if meta is None or not (type(meta[0]) is type(meta[1]) is int
-                                and isinstance(meta[2], bytes)):
+                                and isinstance(meta[2], bytes)
+                                and isinstance(meta[3], bytes) and len(meta[3]) == 16):
             raise self._damaged(f"is damaged: its meta row is missing or garbled: {meta!r}")
-        last, pruned, anchor = meta
+        last, pruned, anchor, _ = meta
         newest, at_seal = self._verify_chain(conn, pruned, anchor, sealed[0] if sealed else 0)
         if newest > last:
             raise self._damaged(f"is damaged: its last version is {last} but it holds"
@@ -847,6 +864,11 @@ def _seal_value(conn: sqlite3.Connection) -> dict[str, Any]:
             "version": conn.execute("SELECT last_version FROM meta").fetchone()[0],
             "chain": conn.execute(HEAD).fetchone()[0].hex(),
             "latched": _latched_digest(conn)}
+
+
+def _identity(conn: sqlite3.Connection) -> bytes | None:
+    identity = conn.execute("SELECT identity FROM meta").fetchone()[0]
+    return identity if isinstance(identity, bytes) and len(identity) == 16 else None
 
 
 def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str]:

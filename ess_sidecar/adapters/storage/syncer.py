@@ -48,6 +48,12 @@ MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
 WAKE, SYNC = b"w", b"s"
 
 
+def seal_value(records: int, chain: bytes, genesis: bytes) -> dict[str, object]:
+    """A journal's seal: how many records, the chain after the last, and the chain before
+    the first (the state store's identity: whose journal it is)."""
+    return {"records": records, "chain": chain.hex(), "genesis": genesis.hex()}
+
+
 class Orphaned(Exception):
     """The serving process is gone: the seal is no longer this syncer's to write."""
 
@@ -55,12 +61,14 @@ class Orphaned(Exception):
 class Syncer:
     def __init__(self, parent: int, journal: int, seal: Seal, interval: float, offset: int,
                  records: int, chain: bytes, clock: Callable[[], float] = time.monotonic,
-                 sealed: int | None = None) -> None:
+                 sealed: int | None = None, genesis: bytes = bytes(16)) -> None:
         """parent: the serving process's pid; once this process has another parent, it
         seals nothing more. offset, records, chain: where the journal ends, how many
         records it holds and the chain after the last. sealed: how many of them the seal
-        is known to hold, if fewer (a replacement's: its first round seals the rest)."""
+        is known to hold, if fewer (a replacement's: its first round seals the rest).
+        genesis: the chain before the first record, sealed with the rest."""
         self._parent = parent
+        self._genesis = genesis
         self._journal = journal
         self._seal = seal
         self._interval = interval
@@ -127,7 +135,7 @@ class Syncer:
         os.fsync(self._journal)  # everything read above is in it
         if os.getppid() != self._parent:  # killed meanwhile: a sidecar started since, or
             raise Orphaned  # a reseal, may own the seal now
-        self._seal.write({"records": records, "chain": chain.hex()})
+        self._seal.write(seal_value(records, chain, self._genesis))
         self._sealed = records
         return True
 
@@ -163,9 +171,11 @@ def main(argv: list[str]) -> int:
     # the pipe when it has stopped: the syncer must outlive its last sync.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent, journal, commands, replies, seal, interval, offset, records, chain, sealed = argv
+    (parent, journal, commands, replies, seal, interval, offset, records, chain, sealed,
+     genesis) = argv
     syncer = Syncer(int(parent), int(journal), Seal(seal), float(interval), int(offset),
-                    int(records), bytes.fromhex(chain), sealed=int(sealed))
+                    int(records), bytes.fromhex(chain), sealed=int(sealed),
+                    genesis=bytes.fromhex(genesis))
     return syncer.serve(int(commands), int(replies))
 
 
