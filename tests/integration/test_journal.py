@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, FileJournal, JournalDamaged, \
-    _admitted, _chain, _entry
+from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, PAGE, FileJournal, \
+    JournalDamaged, _admitted, _chain, _entry
 from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.errors import StoreUnavailable
@@ -173,6 +173,48 @@ def test_a_torn_last_record_is_found(tmp_path: Path, cut: int) -> None:
     path.write_bytes(path.read_bytes()[:-cut])
     with pytest.raises(JournalDamaged, match="torn"):
         journal(tmp_path).load()
+
+
+def torn(tmp_path: Path, extra: int = 0, sealed: bool = False) -> tuple[Path, int]:
+    """A journal whose records are sealed, then one more record (a 20,000-order snapshot,
+    longer than a page), past the seal unless `sealed`, whose write ended at the second
+    page boundary after the sealed part, plus `extra` bytes: as a SIGKILL during its
+    write(2) leaves it. Returns the path and the size of the part sealed before it."""
+    path = written(tmp_path).path
+    before = path.stat().st_size
+    opens = tuple(OpenOrder(f"o-{i}", "momo", "AAPL", Side.BUY, 1.0, 100.0)
+                  for i in range(20_000))
+    last = FileJournal(path, 0.0 if sealed else 60.0)  # 60 s: no round seals it
+    last.load()
+    last.record(PositionsSynced("acc-1", 5e4, (), opens, 9.0))
+    whole = path.read_bytes()
+    end = (before // PAGE + 2) * PAGE + extra
+    assert len(whole) > end + PAGE
+    path.write_bytes(whole[:end])
+    return path, before
+
+
+def test_a_record_a_kill_cut_short_past_the_seal_is_cut_not_damage(tmp_path: Path) -> None:
+    """Review 31: a kill during the write(2) of a record longer than a page leaves the
+    part written up to a page boundary. That record was never acknowledged: the start cuts
+    it and goes on, where it tripped GLOBAL until an operator's reseal."""
+    path, sealed = torn(tmp_path)
+    again = journal(tmp_path)
+    assert again.load() == EVERY_COMMAND
+    assert path.stat().st_size == sealed
+    again.record(*EVERY_COMMAND[1])  # what follows is chained to what was kept
+    again.close()
+    assert journal(tmp_path).load() == [*EVERY_COMMAND, EVERY_COMMAND[1]]
+
+
+@pytest.mark.parametrize("where", ["not at a page boundary", "below the seal"])
+def test_a_torn_end_that_a_kill_cannot_leave_is_damage(tmp_path: Path, where: str) -> None:
+    path, _ = torn(tmp_path, extra=7 if where == "not at a page boundary" else 0,
+                   sealed=where == "below the seal")
+    size = path.stat().st_size
+    with pytest.raises(JournalDamaged, match="is damaged: a torn or garbled record at byte"):
+        journal(tmp_path).load()
+    assert path.stat().st_size == size  # nothing cut
 
 
 def test_whole_records_cut_off_below_the_seal_are_found(tmp_path: Path) -> None:

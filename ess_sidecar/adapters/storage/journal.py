@@ -74,6 +74,7 @@ ADMITTED = b"\x01"  # the first byte of a binary Admitted record
 ADMITTED_NUMBERS = struct.Struct("<BBddd")  # side, reduce_only, quantity, price, now
 STALLED_S = 5.0  # a syncer that has left a wake unread, or a sync unanswered, this long
 REPLACED_EVERY_S = 60.0  # a syncer killed this soon after a replacement is not replaced
+PAGE = os.sysconf("SC_PAGE_SIZE")  # a write(2) a kill cuts short ends at a multiple of it
 _PACKAGES = Path(__file__).resolve().parents[3]  # where ess_sidecar is, for the syncer
 SYNCER = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
           " from ess_sidecar.adapters.storage.syncer import main; sys.exit(main(sys.argv[1:]))")
@@ -134,6 +135,7 @@ class FileJournal(Journal):
         self._buried: OSError | None = None  # the gone syncer reaped: how it ended
         self._said_after = b""  # what the syncer wrote after an answer, in the same read
         self._replaced_at: float | None = None  # when a syncer was last replaced (clock)
+        self._torn: int | None = None  # where a record a kill cut short starts (load)
 
     # -- Journal ----------------------------------------------------------------------------
 
@@ -165,6 +167,8 @@ class FileJournal(Journal):
                                  " was deleted or emptied")
         entries = list(self._verified(data, seal))
         self._open()
+        if self._torn is not None:
+            self._cut_torn(len(data))
         return entries
 
     def record(self, command: Command | None, transitions: Sequence[Transition] = ()) -> None:
@@ -322,6 +326,20 @@ class FileJournal(Journal):
             except OSError as error:
                 raise StoreUnavailable(f"journal {self.path} cannot be sealed: {error}") \
                     from error
+
+    def _cut_torn(self, size: int) -> None:
+        """Take off the record a kill cut short (`_cut_short`) before anything follows it."""
+        assert self._fd is not None and self._torn is not None
+        try:
+            os.ftruncate(self._fd, self._torn)
+            os.fsync(self._fd)
+        except OSError as error:
+            raise StoreUnavailable(f"journal {self.path}: the record a kill cut short at byte"
+                                   f" {self._torn} cannot be cut: {error}") from error
+        log.warning("journal %s: the last record, never acknowledged, was cut short at byte"
+                    " %d by a kill during its write; its %d bytes were cut", self.path,
+                    size, size - self._torn)
+        self._torn = None
 
     def _spawn(self, sealed: int | None = None) -> None:
         """Start a syncer from the journal's end as written; `sealed`: how many records
@@ -535,10 +553,14 @@ class FileJournal(Journal):
         offset, head, count = 0, self._genesis, 0
         while offset < len(data):
             if len(data) - offset < HEADER.size:
+                if self._cut_short(data, offset, count, sealed[0]):
+                    break
                 raise self._damaged(f"a torn record at byte {offset}")
             length, chain = HEADER.unpack_from(data, offset)
             start = offset + HEADER.size
             if length > MAX_RECORD or start + length > len(data):
+                if length <= MAX_RECORD and self._cut_short(data, offset, count, sealed[0]):
+                    break
                 raise self._damaged(f"a torn or garbled record at byte {offset}")
             payload = data[start:start + length]
             if _chain(head, payload) != chain:
@@ -556,6 +578,18 @@ class FileJournal(Journal):
                                 " written (truncated?)")
         self._written = (count, head)
         self._synced = (count, head) if count == sealed[0] else sealed
+
+    def _cut_short(self, data: bytes, offset: int, count: int, sealed: int) -> bool:
+        """Whether the bytes from `offset` on are a record whose write a kill cut short:
+        past the seal, and ending the file at a page boundary, where the kernel stops a
+        write(2) for a fatal signal (a record longer than a page, review 31). Such a record
+        was never acknowledged (its answer waits for the whole write), so load() cuts it
+        (`_torn`) instead of failing every order until a reseal. A torn end anywhere else
+        (below the seal, or not at a page boundary) is damage."""
+        if count < sealed or len(data) % PAGE:
+            return False
+        self._torn = offset
+        return True
 
     def _damaged(self, what: str) -> JournalDamaged:
         return JournalDamaged(f"journal {self.path} is damaged: {what}")
