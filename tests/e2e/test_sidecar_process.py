@@ -260,17 +260,18 @@ def test_watches_cancelled_by_their_clients_log_no_error(tmp_path: Path) -> None
     assert errors == [], errors[:2]
 
 
-@pytest.mark.parametrize("which", ["state file", "journal seal"])
+@pytest.mark.parametrize("which", ["state file", "state file seal", "journal seal"])
 def test_a_state_file_that_cannot_be_written_is_found_before_serving(
         tmp_path: Path, which: str) -> None:
     """An immutable file (chattr +i: even root cannot write it) stands for a read-only or
     full disk: the sidecar must serve with GLOBAL tripped from the start, not find out at
     its first trip (review 30: with the journal's seal immutable it served, and allowed,
-    until its first record failed)."""
+    until its first record failed; review 31: the same with the state file's seal)."""
     first = SidecarProcess(tmp_path, CONFIG).start()
     assert first.terminate() == 0
     assert shutil.which("chattr"), "chattr (e2fsprogs) is needed for this test"
-    path = first.state if which == "state file" else Path(f"{first.state}.journal.seal")
+    path = {"state file": first.state, "state file seal": Path(f"{first.state}.seal"),
+            "journal seal": Path(f"{first.state}.journal.seal")}[which]
     assert path.exists()
     subprocess.run(["chattr", "+i", str(path)], check=True)
     try:
@@ -281,7 +282,7 @@ def test_a_state_file_that_cannot_be_written_is_found_before_serving(
                 [scope] = stub.GetState(pb.GetStateRequest()).scopes
                 assert scope.scope.kind == pb.SCOPE_KIND_GLOBAL
                 assert scope.state == pb.STATE_TRIPPED, scope.reason
-                assert ("not writable" if which == "state file" else "cannot be synced") \
+                assert ("cannot be synced" if which == "journal seal" else "not writable") \
                     in scope.reason
                 decision = stub.CheckOrder(order())
                 assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED

@@ -288,7 +288,7 @@ class SqliteStateStore(StateStore):
     def load(self) -> StoredState:
         try:
             with self._transaction("BEGIN") as conn:
-                found = self._verify(conn)
+                self._verify(conn)
                 current = conn.execute(CURRENT).fetchall()
                 version, identity = conn.execute("SELECT last_version, identity FROM meta"
                                                  ).fetchone()
@@ -299,7 +299,7 @@ class SqliteStateStore(StateStore):
         except StoreDamaged as error:
             self._broken = error  # nothing is written into a file that is not what was
             raise
-        self._prove_writable(None if seal == found else seal)
+        self._prove_writable(seal)
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
@@ -307,16 +307,16 @@ class SqliteStateStore(StateStore):
                 registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
                                for e, k, i, t, o in executors])
 
-    def _prove_writable(self, seal: dict[str, Any] | None) -> None:
+    def _prove_writable(self, seal: dict[str, Any]) -> None:
         """A durable write now, before anything is served: a store that cannot take one
         (read-only file or disk, full disk) would otherwise be found out only by the first
-        trip, with orders allowed until then. Then the seal, if given, is written: it
-        catches up with a file that got ahead of it (a crash between COMMIT and the seal)."""
+        trip, with orders allowed until then. Then the seal is written, even unchanged: a
+        seal that cannot be written is found here too (review 31), and one behind the file
+        catches up with it (a crash between COMMIT and the seal)."""
         try:
             with self._transaction("BEGIN IMMEDIATE") as conn:
                 conn.execute("UPDATE meta SET last_version = last_version")
-            if seal is not None:
-                self._write_seal(seal)
+            self._write_seal(seal)
         except StoreUnavailable as error:
             raise StoreUnavailable(f"state store {self.path} is not writable: {error}") \
                 from error
