@@ -83,6 +83,33 @@ async def test_mutual_tls_maps_the_client_certificate_to_its_role(
     assert trip.actor == "executor-1"
 
 
+@pytest.mark.parametrize("header", ["Bearer not-a-token", "Basic Zm9vOmJhcg==", "Bearer "])
+async def test_a_stray_authorization_header_never_refuses_a_certified_stop(
+        start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA, header: str) -> None:
+    """Review 31: with mutual TLS, a stale or malformed bearer header sent beside a client
+    certificate that has a role refused the Trigger. The certificate alone is accepted,
+    so it is here too; the header grants nothing of its own."""
+    running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))
+    tcp = running.sidecar.addresses[0]
+    channel, stub = secure_stub(tcp, pki, ca.issue_cert("executor-1", common_name="executor-1"))
+    async with channel:
+        reply = await stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="stop"),
+                                   metadata=(("authorization", header),), timeout=5)
+        assert reply.state == pb.STATE_TRIPPED
+        with pytest.raises(grpc.aio.AioRpcError) as denied:  # still the executor's role
+            await stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="x", force=True),
+                             metadata=(("authorization", header),), timeout=5)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    [trip] = running.app.guard.restricted()
+    assert trip.actor == "executor-1"
+    channel, stub = secure_stub(tcp, pki, ca.issue_cert("mallory", common_name="mallory"))
+    async with channel:  # a certificate with no role: the header's refusal stands
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="x"),
+                               metadata=(("authorization", header),), timeout=5)
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_mutual_tls_refuses_unknown_names_and_missing_certificates(
         start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA) -> None:
     running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))

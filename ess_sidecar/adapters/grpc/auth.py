@@ -43,20 +43,28 @@ class Authenticator:
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The caller: by bearer token if one is sent, else by the verified client
-        certificate's common name. Raises Unauthenticated."""
-        token = _bearer_token(context)
+        certificate's common name. A token that is not valid, sent over a connection
+        whose certificate has a role, is passed over for the certificate: it alone would
+        have been accepted, and an operator's stale token must not refuse a stop (review
+        31). Raises Unauthenticated."""
+        refused: Unauthenticated | None = None
+        try:
+            token = _bearer_token(context)
+        except Unauthenticated as error:
+            token, refused = None, error
         if token is not None:
             principal = self.principals.by_token(token)
-            if principal is None:
-                raise Unauthenticated("the bearer token is not valid")
-            return principal
-        for name in context.auth_context().get("x509_common_name", ()):
+            if principal is not None:
+                return principal
+            refused = Unauthenticated("the bearer token is not valid")
+        for name in context.auth_context().get("x509_common_name", ())[:1]:
             common_name = name.decode("utf-8", "replace")
             principal = self.principals.by_certificate(common_name)
-            if principal is None:
-                raise Unauthenticated(f"client certificate CN={common_name!r} has no role")
-            return principal
-        raise Unauthenticated("no credentials: send 'authorization: Bearer <token>'")
+            if principal is not None:
+                return principal
+            refused = refused or Unauthenticated(
+                f"client certificate CN={common_name!r} has no role")
+        raise refused or Unauthenticated("no credentials: send 'authorization: Bearer <token>'")
 
 
 def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
