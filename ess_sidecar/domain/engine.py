@@ -152,9 +152,10 @@ class GuardEngine:
         plan = self.plan(now)
         account = Scope(ScopeKind.ACCOUNT, fill.account)
         rule = self.breakers.rule(account, Breaker.UNCHECKED_ORDER)
-        if outcome.unchecked and rule.enabled:
+        if outcome.unchecked and rule.enabled:  # each one is new evidence: renewed, like a
+            # Trigger, so that a reset or approval made before it lifts nothing (review 31)
             plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
-                      breaker=Breaker.UNCHECKED_ORDER)
+                      breaker=Breaker.UNCHECKED_ORDER, renew=True)
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
         return plan, outcome

@@ -11,7 +11,7 @@ from ess_sidecar.domain.commands import PositionsSynced
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.breakers import Breaker
 from ess_sidecar.domain.engine import GuardEngine
-from ess_sidecar.domain.errors import InvalidArgument
+from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import ENDED, IncludedFills, OpenOrder, OrderStatus, OrderUpdate, \
     Side
@@ -222,6 +222,28 @@ def test_the_retry_of_an_unchecked_fill_whose_trip_was_not_stored_trips(engine):
     reset(engine, account(), T0 + 2, force=True)
     late, copy = engine.plan_fill(unchecked, T0 + 3)
     assert copy.duplicate and not copy.unchecked and not late.transitions
+
+
+def test_a_second_unchecked_fill_renews_the_trip_so_a_reset_made_before_it_lifts_nothing():
+    """Review 31: a second fill of an order the sidecar never allowed, on an account that
+    the first had tripped, was dropped: the operator's reset, made with the version seen
+    before it, then resumed an account that had just sent another order past the guard."""
+    engine = make_engine()
+    first = report_fill(engine, fill(1, client_order_id="never-checked", fill_id="x-1"))
+    seen = engine.version
+    assert first.unchecked and engine.state_of(account()) is State.TRIPPED
+    plan, again = engine.plan_fill(fill(2, client_order_id="also-unchecked", fill_id="x-2"),
+                                   T0 + 10)
+    [renewed] = run(engine, plan)
+    assert again.unchecked and renewed.version > seen
+    assert (renewed.state, renewed.breaker) == (State.TRIPPED, Breaker.UNCHECKED_ORDER)
+    assert "also-unchecked" in renewed.reason
+    with pytest.raises(ResetRefused, match="changed since version"):
+        run(engine, engine.plan_reset(account(), "reconciled", True, "operator", T0 + DAY,
+                                      expected_version=seen))
+    duplicate, copy = engine.plan_fill(fill(2, client_order_id="also-unchecked",
+                                            fill_id="x-2"), T0 + 11)
+    assert copy.duplicate and not duplicate.transitions  # a drop copy of it: nothing new
 
 
 @pytest.mark.parametrize("status", sorted(ENDED), ids=lambda status: status.name)

@@ -132,7 +132,8 @@ class GuardServiceServicer:
         """An incremental fill, applied once per fill_id to the position book used by the limits;
         it draws down its working order. A fill for an order the sidecar never allowed, or
         beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
-        manual reset).
+        manual reset); on an account it already tripped, it renews the trip (a new
+        state_version), so a reset made before it lifts nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
