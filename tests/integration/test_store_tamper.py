@@ -352,6 +352,8 @@ def test_integrity_check_finds_a_flipped_bit_in_a_registration(path):
     (["DELETE FROM events WHERE version = 4", "DELETE FROM scopes WHERE version = 4",
       "UPDATE meta SET last_version = 3"], "has lost acknowledged transitions"),
     (["UPDATE meta SET last_version = 3"], "its last version is 3 but it holds event 4"),
+    (["UPDATE meta SET last_version = 4 + 1024"],  # a bit flipped up (review 31)
+     "its last version is 1028, past its newest event (4) and its seal's version (4)"),
     (["INSERT INTO events SELECT 5, time, scope_kind, scope_id, previous, state, cause,"
       " reason, actor, breaker, reason_code, directives, forced, rearm_at, approved_by,"
       " drill, chain, chain, latches FROM events WHERE version = 4"],

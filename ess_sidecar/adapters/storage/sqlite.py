@@ -19,7 +19,8 @@ So, since schema 3:
   when a store is created (the marker that a first run happened), by an upgrade, and after
   every append commits, before append returns.
 - **load()** checks integrity_check, then every event against the chain, meta.last_version
-  against the newest event, every latch against its scope's newest event (and that every
+  against the newest event (and the seal's version: only a lossy reseal leaves it past the
+  newest event), every latch against its scope's newest event (and that every
   scope whose newest event is not ARMED is latched), then the seal: missing while the file
   was used, ahead of the file (acknowledged transitions lost: a deleted or truncated WAL),
   a chain or latched set other than the one sealed. A file ahead of its seal by whole
@@ -487,6 +488,9 @@ class SqliteStateStore(StateStore):
             raise self._damaged(f"is damaged: its seal {self.seal.path} is missing"
                                 " (deleted?)")
         version, chain, latched = sealed
+        if last > max(newest, version):  # only a lossy reseal leaves it past the newest
+            raise self._damaged(f"is damaged: its last version is {last}, past its newest"
+                                f" event ({newest}) and its seal's version ({version})")
         if last < version:
             raise self._damaged(f"has lost acknowledged transitions: the seal says version"
                                 f" {version}, the file ends at {last}"
