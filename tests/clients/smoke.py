@@ -14,7 +14,12 @@ take more than 5 ms for a first message); the fail-closed ones keep the default 
 Through both: an order is allowed; after a Trigger of its strategy it is denied
 SCOPE_TRIPPED; with the sidecar killed it is denied CLIENT_FAIL_CLOSED within the deadline
 plus 50 ms (the library call, timed by the client itself: process start excluded); with
-the sidecar back, it is allowed again once the client has reconnected by itself."""
+the sidecar back, it is allowed again once the client has reconnected by itself.
+
+Bad arguments are usage errors (exit 64, the flag named on stderr's last line), at once:
+an empty --coid (else the library would make one up that ess-check never prints), an empty
+--target, and a --deadline-ms that is not a finite number > 0 of at most an hour; ess-smoke
+refuses the same, and a bad DEADLINE_MS on a line, rather than crash or hang."""
 
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ DEADLINE_MS = 5  # the clients' default
 ANSWER_MS = 2000  # for checks whose answer, not its speed, is tested
 SLACK_MS = 50  # the issue's bound over the deadline
 RECONNECT_S = 15.0  # how long the client may take to find a restarted sidecar
+USAGE_S = 10  # a usage error is reported at once: no connecting, no waiting (JVM start incl.)
+BAD_DEADLINES_MS = ("inf", "nan", "-1", "0", "1e300")
 _ids = itertools.count(1)
 
 
@@ -77,13 +84,45 @@ class Smoke:
             self.process.kill()
 
 
+def check_args(target: str, strategy: str = "momo", deadline_ms: object = ANSWER_MS,
+               **overrides: str) -> list[str]:
+    """ess-check's arguments for one buy of 1 at 100; `overrides` replace flags by name."""
+    flags = {"target": target, "account": "acc-1", "strategy": strategy, "symbol": "AAPL",
+             "side": "buy", "qty": "1", "price": "100", "coid": f"check-{next(_ids)}",
+             "deadline-ms": str(deadline_ms), **overrides}
+    return [arg for name, value in flags.items() for arg in (f"--{name}", value)]
+
+
 def run_check(program: Path, target: str, strategy: str, deadline_ms: int = ANSWER_MS,
               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(program), "--target", target, "--account", "acc-1", "--strategy", strategy,
-         "--symbol", "AAPL", "--side", "buy", "--qty", "1", "--price", "100", "--coid",
-         f"check-{next(_ids)}", "--deadline-ms", str(deadline_ms)],
-        capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(program), *check_args(target, strategy, deadline_ms)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def expect_usage_error(command: list[str], named: str, stdin: str = "") -> None:
+    """`command` exits 64 within USAGE_S, naming `named` on the last line of its stderr
+    (the error; the synopsis above it names every flag)."""
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True,
+                            timeout=USAGE_S)
+    assert result.returncode == 64, result
+    lines = result.stderr.strip().splitlines()
+    assert lines and named in lines[-1], (named, result)
+
+
+def usage_errors(check: Path, smoke_program: Path, target: str) -> None:
+    """Empty ids and targets, and deadlines that are not a sane number of ms, are refused."""
+    for coid in ("", "  "):
+        expect_usage_error([str(check), *check_args(target, coid=coid)], "--coid")
+    expect_usage_error([str(check), *check_args("")], "--target")
+    expect_usage_error([str(smoke_program), "--target", ""], "--target")
+    for deadline_ms in BAD_DEADLINES_MS:
+        expect_usage_error([str(check), *check_args(target, deadline_ms=deadline_ms)],
+                           "--deadline-ms")
+        expect_usage_error([str(smoke_program), "--target", target, "--deadline-ms",
+                            deadline_ms], "--deadline-ms")
+        expect_usage_error([str(smoke_program), "--target", target],
+                           "DEADLINE_MS", f"check acc-1 momo AAPL buy 1 100 bad-{next(_ids)}"
+                           f" {deadline_ms}\n")
 
 
 @contextmanager
@@ -111,6 +150,7 @@ def smoke_test(lang: str) -> None:
         usage = subprocess.run([str(check), "--target", process.tcp_target],
                                capture_output=True, text=True, timeout=60)
         assert usage.returncode == 64, usage
+        usage_errors(check, smoke_program, process.tcp_target)
         for target in (process.uds_target, process.tcp_target):
             allowed = run_check(check, target, "momo")
             assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed

@@ -45,10 +45,42 @@ bool ParsePositive(const std::string& text, double* value) {
   return true;
 }
 
+bool ParseDeadlineMs(const std::string& text, std::chrono::microseconds* deadline) {
+  double ms = 0;
+  if (!ParsePositive(text, &ms) || ms > kMaxDeadlineMs) {
+    return false;
+  }
+  *deadline = Millis(ms);
+  return true;
+}
+
 void Flags::String(const std::string& flag, std::string* value, const std::string& help) {
   flags_[flag] = {help, [value](const std::string& text) {
                     *value = text;
                     return std::string();
+                  }};
+  order_.push_back(flag);
+}
+
+void Flags::NonBlank(const std::string& flag, std::string* value, const std::string& help) {
+  flags_[flag] = {help, [value](const std::string& text) {
+                    if (text.find_first_not_of(" \t\n\r\f\v") == std::string::npos) {
+                      return std::string("must not be empty");
+                    }
+                    *value = text;
+                    return std::string();
+                  }};
+  order_.push_back(flag);
+}
+
+void Flags::DeadlineMs(const std::string& flag, std::chrono::microseconds* value,
+                       const std::string& help) {
+  flags_[flag] = {help, [value](const std::string& text) {
+                    return ParseDeadlineMs(text, value)
+                               ? std::string()
+                               : "must be a finite number > 0 and at most " +
+                                     std::to_string(static_cast<long>(kMaxDeadlineMs)) +
+                                     ", got " + text;
                   }};
   order_.push_back(flag);
 }

@@ -24,11 +24,18 @@ inline constexpr int kExitUsage = 64;  // EX_USAGE
 // one line whatever the message holds.
 std::string Line(const Verdict& verdict);
 
+// The longest deadline in ms: a longer one is a typo, and a far longer one (1e300) is no
+// duration at all.
+inline constexpr double kMaxDeadlineMs = 3'600'000;
+
 // A double > 0 in milliseconds as a duration.
 std::chrono::microseconds Millis(double ms);
 
 // Parses a double that must be > 0 (and finite); false otherwise.
 bool ParsePositive(const std::string& text, double* value);
+
+// Parses a deadline in ms: > 0, finite and at most kMaxDeadlineMs; false otherwise.
+bool ParseDeadlineMs(const std::string& text, std::chrono::microseconds* deadline);
 
 // `--name value` / `--name=value` flags. -h / --help prints the usage and exits 0; an
 // unknown, bad or missing flag, or a stray argument, prints the synopsis and the error on
@@ -38,7 +45,12 @@ class Flags {
   Flags(std::string name, std::string synopsis, std::string about)
       : name_(std::move(name)), synopsis_(std::move(synopsis)), about_(std::move(about)) {}
   void String(const std::string& flag, std::string* value, const std::string& help);
+  // A string that must not be empty or blank: an empty --coid would have the library make
+  // one up that ess-check never prints, and an empty --target names no sidecar.
+  void NonBlank(const std::string& flag, std::string* value, const std::string& help);
   void Positive(const std::string& flag, double* value, const std::string& help);
+  void DeadlineMs(const std::string& flag, std::chrono::microseconds* value,
+                  const std::string& help);
   void Int(const std::string& flag, long* value, long min, const std::string& help);
   void Choice(const std::string& flag, std::string* value, std::vector<std::string> choices,
               const std::string& help);

@@ -49,8 +49,8 @@ int main(int argc, char** argv) {
                         " checks_per_s=..");
   std::string target, token, account = "bench-acc", strategy = "bench", symbol = "BENCH";
   long checks = 10000, warmup = 1000, inflight = 1;
-  double deadline_ms = 1000;
-  flags.String("target", &target, "HOST:PORT or unix:PATH");
+  std::chrono::microseconds deadline = std::chrono::seconds(1);
+  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
   flags.String("token", &token, "bearer token");
   flags.Int("checks", &checks, 1, "measured checks (default 10000)");
   flags.Int("warmup", &warmup, 0, "unmeasured checks first (default 1000)");
@@ -58,12 +58,12 @@ int main(int argc, char** argv) {
   flags.String("account", &account, "account of the orders");
   flags.String("strategy", &strategy, "strategy of the orders");
   flags.String("symbol", &symbol, "symbol of the orders");
-  flags.Positive("deadline-ms", &deadline_ms,
-                 "per-check deadline in ms (default 1000: measure, do not deny)");
+  flags.DeadlineMs("deadline-ms", &deadline,
+                   "per-check deadline in ms (default 1000: measure, do not deny)");
   flags.Parse(argc, argv, {"target"});
 
   ess::Options options;
-  options.deadline = ess::cli::Millis(deadline_ms);
+  options.deadline = deadline;
   options.token = token;
   std::optional<ess::Client> client;
   try {

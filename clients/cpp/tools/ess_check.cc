@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
       "Ask an ESS sidecar whether an order may be sent; exit 0 allowed, 2 denied, 64 usage"
       " error.");
   std::string target, token, account, strategy, symbol, side, coid;
-  double qty = 0, price = 0, deadline_ms = 5;
-  flags.String("target", &target, "HOST:PORT or unix:PATH");
+  double qty = 0, price = 0;
+  std::chrono::microseconds deadline = ess::Options().deadline;
+  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
   flags.String("token", &token, "bearer token");
   flags.String("account", &account, "account");
   flags.String("strategy", &strategy, "strategy");
@@ -31,13 +32,13 @@ int main(int argc, char** argv) {
   flags.Choice("side", &side, {"buy", "sell"}, "buy or sell");
   flags.Positive("qty", &qty, "quantity (> 0)");
   flags.Positive("price", &price, "price (> 0)");
-  flags.String("coid", &coid, "client_order_id");
-  flags.Positive("deadline-ms", &deadline_ms, "per-check deadline in ms (default 5)");
+  flags.NonBlank("coid", &coid, "client_order_id");
+  flags.DeadlineMs("deadline-ms", &deadline, "per-check deadline in ms (default 5)");
   flags.Parse(argc, argv,
               {"target", "account", "strategy", "symbol", "side", "qty", "price", "coid"});
 
   ess::Options options;
-  options.deadline = ess::cli::Millis(deadline_ms);
+  options.deadline = deadline;
   options.log_interval = std::chrono::hours(1);
   options.token = token;
   ess::Verdict verdict;

@@ -44,11 +44,11 @@ std::string ParseLine(const std::vector<std::string>& fields, ess::Order* order,
   }
   order->client_order_id = fields[7];
   if (fields.size() == 9) {
-    double ms = 0;
-    if (!ess::cli::ParsePositive(fields[8], &ms)) {
+    std::chrono::microseconds ms{};
+    if (!ess::cli::ParseDeadlineMs(fields[8], &ms)) {
       return "bad DEADLINE_MS";
     }
-    *deadline = ess::cli::Millis(ms);
+    *deadline = ms;
   }
   return "";
 }
@@ -61,14 +61,14 @@ int main(int argc, char** argv) {
                         " QTY PRICE COID [DEADLINE_MS]', one answer line each: '<microseconds>"
                         " <the ess-check line>'.");
   std::string target, token;
-  double deadline_ms = 5;
-  flags.String("target", &target, "HOST:PORT or unix:PATH");
+  std::chrono::microseconds deadline = ess::Options().deadline;
+  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
   flags.String("token", &token, "bearer token");
-  flags.Positive("deadline-ms", &deadline_ms, "default per-check deadline in ms (default 5)");
+  flags.DeadlineMs("deadline-ms", &deadline, "default per-check deadline in ms (default 5)");
   flags.Parse(argc, argv, {"target"});
 
   ess::Options options;
-  options.deadline = ess::cli::Millis(deadline_ms);
+  options.deadline = deadline;
   options.token = token;
   std::optional<ess::Client> client;
   try {

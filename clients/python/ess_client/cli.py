@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 
@@ -20,6 +21,8 @@ from .verdict import Verdict
 
 EX_USAGE = 64
 FAIL_CLOSED = "CLIENT_FAIL_CLOSED"
+# A longer deadline is a typo: a check waits for an answer in milliseconds, not hours.
+MAX_DEADLINE_MS = 3_600_000.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,23 +33,45 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < math.inf:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _deadline_ms(text: str) -> float:
+    """A deadline in ms: finite, > 0 and at most an hour (a usage error, not the client's
+    ValueError later)."""
+    value = _positive(text)
+    if value > MAX_DEADLINE_MS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DEADLINE_MS:.0f}, got {text}")
+    return value
+
+
+def _nonblank(text: str) -> str:
+    # An empty --coid would have the library make one up that ess-check never prints; an
+    # empty --target has gRPC wait on nothing.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _check_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ess-check", description="Ask an ESS sidecar whether an order may be"
                      " sent; exit 0 allowed, 2 denied, 64 usage error.")
-    parser.add_argument("--target", required=True, help="HOST:PORT or unix:PATH")
+    parser.add_argument("--target", required=True, type=_nonblank,
+                        help="HOST:PORT or unix:PATH")
     parser.add_argument("--token", default="", help="bearer token")
-    for name in ("account", "strategy", "symbol", "coid"):
+    for name in ("account", "strategy", "symbol"):
         parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--coid", required=True, type=_nonblank, help="client_order_id")
     parser.add_argument("--side", required=True, choices=("buy", "sell"))
     parser.add_argument("--qty", required=True, type=_positive)
     parser.add_argument("--price", required=True, type=_positive)
-    parser.add_argument("--deadline-ms", type=_positive, default=5.0,
+    parser.add_argument("--deadline-ms", type=_deadline_ms, default=5.0,
                         help="per-check deadline (default 5)")
     return parser
 
@@ -81,9 +106,9 @@ def smoke_main(argv: list[str] | None = None) -> int:
     [DEADLINE_MS]`, one answer line each: the microseconds the check call took, then the
     ess-check line."""
     parser = _Parser(prog="ess-smoke")
-    parser.add_argument("--target", required=True)
+    parser.add_argument("--target", required=True, type=_nonblank)
     parser.add_argument("--token", default="")
-    parser.add_argument("--deadline-ms", type=_positive, default=5.0)
+    parser.add_argument("--deadline-ms", type=_deadline_ms, default=5.0)
     args = parser.parse_args(argv)
     return asyncio.run(_smoke(args))
 
@@ -93,16 +118,37 @@ async def _smoke(args: argparse.Namespace) -> int:
     async with GuardClient(args.target, token=args.token or None,
                            check_timeout_s=args.deadline_ms / 1000) as client:
         await client.connect(timeout_s=5.0)  # as an executor does when it starts
-        while command := (await loop.run_in_executor(None, sys.stdin.readline)).split():
-            account, strategy, symbol, side, qty, price, coid = command[1:8]
-            deadline_s = float(command[8]) / 1000 if len(command) > 8 else None
+        while text := await loop.run_in_executor(None, sys.stdin.readline):
+            if not (command := text.split()):
+                continue
+            try:
+                account, strategy, symbol, side, qty, price, coid, deadline_s = \
+                    _smoke_line(command)
+            except (ValueError, argparse.ArgumentTypeError) as error:
+                print(f"ess-smoke: {error}: {text.strip()!r}", file=sys.stderr)
+                return EX_USAGE
             started = time.perf_counter()
             verdict = await client.check(account=account, strategy=strategy, symbol=symbol,
-                                         side=side, quantity=float(qty), price=float(price),
+                                         side=side, quantity=qty, price=price,
                                          client_order_id=coid, timeout_s=deadline_s)
             elapsed_us = int((time.perf_counter() - started) * 1e6)
             print(f"{elapsed_us} {line(verdict)}", flush=True)
     return 0
+
+
+def _smoke_line(command: list[str]) -> tuple[str, str, str, str, float, float, str,
+                                             float | None]:
+    """`check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]`: the order, and
+    the check's deadline in s (None: the client's); ValueError if it cannot be read."""
+    if command[0] != "check" or not 8 <= len(command) <= 9:
+        raise ValueError("expected 'check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID"
+                         " [DEADLINE_MS]'")
+    account, strategy, symbol, side, qty, price, coid = command[1:8]
+    try:
+        deadline_s = _deadline_ms(command[8]) / 1000 if len(command) > 8 else None
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise ValueError(f"bad DEADLINE_MS: {error}") from None
+    return account, strategy, symbol, side, float(qty), float(price), coid, deadline_s
 
 
 def bench_main(argv: list[str] | None = None) -> int:
@@ -110,12 +156,12 @@ def bench_main(argv: list[str] | None = None) -> int:
     unmeasured ones) through one client's stream, K in flight; prints
     `p50_us=.. p99_us=.. checks_per_s=..`; exit 1 if any check was not allowed."""
     parser = _Parser(prog="ess-bench")
-    parser.add_argument("--target", required=True)
+    parser.add_argument("--target", required=True, type=_nonblank)
     parser.add_argument("--token", default="")
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--inflight", type=int, default=1)
-    parser.add_argument("--deadline-ms", type=_positive, default=1000.0,
+    parser.add_argument("--deadline-ms", type=_deadline_ms, default=1000.0,
                         help="per-check deadline (high: measure, do not deny)")
     args = parser.parse_args(argv)
     if args.checks < 1 or args.inflight < 1 or args.warmup < 0:

@@ -11,6 +11,9 @@ pub const EXIT_ALLOWED: i32 = 0;
 pub const EXIT_DENIED: i32 = 2;
 /// EX_USAGE.
 pub const EXIT_USAGE: i32 = 64;
+/// The longest deadline in ms: a longer one is a typo, and a far longer one (1e300) is no
+/// `Duration` at all.
+pub const MAX_DEADLINE_MS: f64 = 3_600_000.0;
 
 /// The one line ess-check prints: `ALLOWED <decision_id>` or `DENIED <REASON> <message>`
 /// (REASON without `DECISION_REASON_`; `CLIENT_FAIL_CLOSED`, and the message led by the
@@ -113,6 +116,35 @@ impl Flags {
         }
     }
 
+    /// A flag's value that must be a deadline in ms (see [`deadline_ms`]; `default` when
+    /// absent).
+    pub fn deadline_ms(
+        &self,
+        values: &HashMap<String, String>,
+        name: &str,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
+        match values.get(name).map(|text| deadline_ms(text)) {
+            None => default,
+            Some(Ok(deadline)) => deadline,
+            Some(Err(why)) => self.usage(&format!("argument --{name}: {why}")),
+        }
+    }
+
+    /// Each of the flags `names` that is given must not be empty or blank: an empty `--coid`
+    /// would have the library make one up that ess-check never prints, and an empty
+    /// `--target` names no sidecar.
+    pub fn non_blank(&self, values: &HashMap<String, String>, names: &[&str]) {
+        for name in names {
+            if values
+                .get(*name)
+                .is_some_and(|value| value.trim().is_empty())
+            {
+                self.usage(&format!("argument --{name}: must not be empty"));
+            }
+        }
+    }
+
     /// A flag's value that must be a whole number >= `min` (`default` when absent).
     pub fn count(
         &self,
@@ -135,8 +167,16 @@ impl Flags {
 pub fn positive(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
-        Ok(_) => Err(format!("must be > 0, got {text}")),
+        Ok(_) => Err(format!("must be a finite number > 0, got {text}")),
         Err(_) => Err(format!("not a number: {text:?}")),
+    }
+}
+
+/// A deadline in ms: a number > 0, finite and at most [`MAX_DEADLINE_MS`].
+pub fn deadline_ms(text: &str) -> Result<std::time::Duration, String> {
+    match positive(text)? {
+        ms if ms > MAX_DEADLINE_MS => Err(format!("must be at most {MAX_DEADLINE_MS}, got {text}")),
+        ms => Ok(millis(ms)),
     }
 }
 

@@ -36,14 +36,15 @@ func main() {
 	account := fs.String("account", "bench-acc", "account of the orders")
 	strategy := fs.String("strategy", "bench", "strategy of the orders")
 	symbol := fs.String("symbol", "BENCH", "symbol of the orders")
-	deadline := cli.Positive{Value: 1000}
+	deadline := cli.DeadlineMS{Positive: cli.Positive{Value: 1000}}
 	fs.Var(&deadline, "deadline-ms", "per-check deadline in ms (high: measure, do not deny)")
 	cli.Parse(fs, os.Args[1:], "target")
+	cli.NotBlank(fs, "target")
 	if *checks < 1 || *inflight < 1 || *warmup < 0 {
 		cli.Usage(fs, fmt.Errorf("--checks and --inflight must be >= 1, --warmup >= 0"))
 	}
 
-	options := []ess.Option{ess.WithDeadline(cli.Millis(&deadline))}
+	options := []ess.Option{ess.WithDeadline(deadline.Duration())}
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}

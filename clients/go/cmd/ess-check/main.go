@@ -32,17 +32,18 @@ func main() {
 	side := fs.String("side", "", "buy or sell")
 	coid := fs.String("coid", "", "client_order_id")
 	var qty, price cli.Positive
-	deadline := cli.Positive{Value: float64(ess.DefaultDeadline) / float64(time.Millisecond)}
+	deadline := cli.DeadlineMS{Positive: cli.Positive{Value: float64(ess.DefaultDeadline) / float64(time.Millisecond)}}
 	fs.Var(&qty, "qty", "quantity (> 0)")
 	fs.Var(&price, "price", "price (> 0)")
 	fs.Var(&deadline, "deadline-ms", "per-check deadline in ms")
 	cli.Parse(fs, os.Args[1:], "target", "account", "strategy", "symbol", "side", "qty", "price", "coid")
+	cli.NotBlank(fs, "target", "coid")
 	if *side != "buy" && *side != "sell" {
 		cli.Usage(fs, fmt.Errorf("argument --side: invalid choice: %q (choose from 'buy', 'sell')", *side))
 	}
 	orderSide, _ := ess.ParseSide(*side)
 
-	options := []ess.Option{ess.WithDeadline(cli.Millis(&deadline)), ess.WithLogInterval(time.Hour)}
+	options := []ess.Option{ess.WithDeadline(deadline.Duration()), ess.WithLogInterval(time.Hour)}
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}

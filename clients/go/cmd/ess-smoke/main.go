@@ -28,11 +28,12 @@ func main() {
 			" [DEADLINE_MS]', one answer line each: '<microseconds> <the ess-check line>'.")
 	target := fs.String("target", "", "HOST:PORT or unix:PATH")
 	token := fs.String("token", "", "bearer token")
-	deadline := cli.Positive{Value: float64(ess.DefaultDeadline) / float64(time.Millisecond)}
+	deadline := cli.DeadlineMS{Positive: cli.Positive{Value: float64(ess.DefaultDeadline) / float64(time.Millisecond)}}
 	fs.Var(&deadline, "deadline-ms", "default per-check deadline in ms")
 	cli.Parse(fs, os.Args[1:], "target")
+	cli.NotBlank(fs, "target")
 
-	options := []ess.Option{ess.WithDeadline(cli.Millis(&deadline))}
+	options := []ess.Option{ess.WithDeadline(deadline.Duration())}
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}
@@ -83,11 +84,11 @@ func parseLine(fields []string) (ess.Order, []ess.CheckOption, error) {
 		Quantity: quantity, Price: price, ClientOrderID: fields[7]}
 	var opts []ess.CheckOption
 	if len(fields) == 9 {
-		ms, err := strconv.ParseFloat(fields[8], 64)
-		if err != nil || !(ms > 0) {
-			return ess.Order{}, nil, fmt.Errorf("bad DEADLINE_MS")
+		var deadline cli.DeadlineMS
+		if err := deadline.Set(fields[8]); err != nil {
+			return ess.Order{}, nil, fmt.Errorf("bad DEADLINE_MS: %v", err)
 		}
-		opts = append(opts, ess.Within(time.Duration(ms*float64(time.Millisecond))))
+		opts = append(opts, ess.Within(deadline.Duration()))
 	}
 	return order, opts, nil
 }

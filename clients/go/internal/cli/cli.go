@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +22,10 @@ const (
 	ExitDenied  = 2
 	ExitUsage   = 64 // EX_USAGE
 )
+
+// MaxDeadlineMS bounds a deadline in ms: a longer one is a typo, and a far longer one
+// (1e300) would overflow time.Duration into a nonsense deadline.
+const MaxDeadlineMS = 3_600_000
 
 // Line is the one line ess-check prints: "ALLOWED <decision_id>" or
 // "DENIED <REASON> <message>" (REASON without DECISION_REASON_; CLIENT_FAIL_CLOSED, and the
@@ -38,7 +43,7 @@ func Line(v ess.Verdict) string {
 	return strings.TrimRight("DENIED "+v.ReasonName()+" "+message, " ")
 }
 
-// Positive is a float flag that must be > 0.
+// Positive is a float flag that must be finite and > 0.
 type Positive struct {
 	Value float64
 	set   bool
@@ -56,12 +61,30 @@ func (p *Positive) Set(text string) error {
 	if err != nil {
 		return fmt.Errorf("not a number: %q", text)
 	}
-	if !(value > 0) {
-		return fmt.Errorf("must be > 0, got %s", text)
+	if !(value > 0) || math.IsInf(value, 1) {
+		return fmt.Errorf("must be a finite number > 0, got %s", text)
 	}
 	p.Value, p.set = value, true
 	return nil
 }
+
+// DeadlineMS is a deadline flag in ms: a Positive of at most MaxDeadlineMS.
+type DeadlineMS struct{ Positive }
+
+func (d *DeadlineMS) Set(text string) error {
+	var p Positive
+	if err := p.Set(text); err != nil {
+		return err
+	}
+	if p.Value > MaxDeadlineMS {
+		return fmt.Errorf("must be at most %d, got %s", MaxDeadlineMS, text)
+	}
+	d.Positive = p
+	return nil
+}
+
+// Duration is the deadline as a time.Duration.
+func (d *DeadlineMS) Duration() time.Duration { return Millis(&d.Positive) }
 
 // Millis is a Positive read as milliseconds.
 func Millis(p *Positive) time.Duration {
@@ -109,7 +132,22 @@ func Parse(fs *flag.FlagSet, args []string, required ...string) {
 		}
 	}
 	if err != nil {
-		Usage(fs, err)
+		Usage(fs, errors.New(dashes.Replace(err.Error())))
+	}
+}
+
+// dashes names flags as the synopsis does, "--name", in the flag package's errors ("-name").
+var dashes = strings.NewReplacer("for flag -", "for flag --", "argument: -", "argument: --",
+	"not defined: -", "not defined: --")
+
+// NotBlank makes an empty or blank value of any of the flags names a usage error: an empty
+// --coid would have the library make one up that ess-check never prints, and an empty
+// --target names no sidecar.
+func NotBlank(fs *flag.FlagSet, names ...string) {
+	for _, name := range names {
+		if strings.TrimSpace(fs.Lookup(name).Value.String()) == "" {
+			Usage(fs, fmt.Errorf("argument --%s: must not be empty", name))
+		}
 	}
 }
 

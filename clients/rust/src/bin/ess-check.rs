@@ -51,11 +51,8 @@ fn main() {
     };
     let quantity = FLAGS.positive(&args, "qty", 0.0);
     let price = FLAGS.positive(&args, "price", 0.0);
-    let deadline = cli::millis(FLAGS.positive(
-        &args,
-        "deadline-ms",
-        DEFAULT_DEADLINE.as_secs_f64() * 1000.0,
-    ));
+    FLAGS.non_blank(&args, &["target", "coid"]);
+    let deadline = FLAGS.deadline_ms(&args, "deadline-ms", DEFAULT_DEADLINE);
     cli::init_logging();
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -34,11 +34,8 @@ const FLAGS: Flags = Flags {
 
 fn main() {
     let args = FLAGS.parse(std::env::args().skip(1), &["target"]);
-    let deadline = cli::millis(FLAGS.positive(
-        &args,
-        "deadline-ms",
-        DEFAULT_DEADLINE.as_secs_f64() * 1000.0,
-    ));
+    FLAGS.non_blank(&args, &["target"]);
+    let deadline = FLAGS.deadline_ms(&args, "deadline-ms", DEFAULT_DEADLINE);
     cli::init_logging();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,9 +95,7 @@ fn parse_line(fields: &[&str]) -> Result<(Order, Option<Duration>), String> {
     let order = Order::new(fields[1], fields[2], fields[3], side, quantity, price)
         .with_client_order_id(fields[7]);
     let within = match fields.get(8) {
-        Some(ms) => Some(cli::millis(
-            cli::positive(ms).map_err(|_| "bad DEADLINE_MS")?,
-        )),
+        Some(ms) => Some(cli::deadline_ms(ms).map_err(|why| format!("bad DEADLINE_MS: {why}"))?),
         None => None,
     };
     Ok((order, within))

@@ -16,7 +16,7 @@
 import { GuardClient } from "../client.js";
 import type { Order } from "../convert.js";
 import type { Verdict } from "../verdict.js";
-import { count, out, parse, positive, run, UsageError } from "./common.js";
+import { count, deadline, nonBlank, out, parse, run, UsageError } from "./common.js";
 
 const USAGE =
   "usage: ess-bench --target unix:PATH|HOST:PORT [--token T] [--checks 10000] [--inflight 1]" +
@@ -42,10 +42,11 @@ async function main(): Promise<number> {
   const checks = count("checks", args.checks, 10_000);
   const inflight = count("inflight", args.inflight, 1);
   const warmup = args.warmup === "0" ? 0 : count("warmup", args.warmup, 1000);
-  const deadlineMs = positive("deadline-ms", args["deadline-ms"], 1000);
+  const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 1000);
+  const target = nonBlank("target", args.target);
   const api = (args.api as string | undefined) ?? "stream";
   if (api !== "stream" && api !== "unary") throw new UsageError(`--api must be stream or unary`);
-  const client = new GuardClient(args.target as string, {
+  const client = new GuardClient(target, {
     token: (args.token as string | undefined) || undefined,
     deadlineMs,
   });
@@ -87,7 +88,7 @@ async function main(): Promise<number> {
   }
 
   try {
-    if (!(await client.connect(5000))) throw new Error(`no sidecar at ${args.target as string}`);
+    if (!(await client.connect(5000))) throw new Error(`no sidecar at ${target}`);
     if (warmup > 0) await segment(warmup, null);
     const latencies = new Float64Array(checks);
     const cpu = process.cpuUsage();

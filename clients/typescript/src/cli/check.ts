@@ -10,7 +10,7 @@
 
 import { GuardClient } from "../client.js";
 import { verdictLine } from "../verdict.js";
-import { out, parse, positive, run, UsageError } from "./common.js";
+import { deadline, nonBlank, out, parse, positive, run, UsageError } from "./common.js";
 
 const USAGE =
   "usage: ess-check --target HOST:PORT|unix:PATH [--token T] --account A --strategy S" +
@@ -44,8 +44,10 @@ async function main(): Promise<number> {
   if (side !== "buy" && side !== "sell") throw new UsageError(`--side must be buy or sell, got ${side}`);
   const quantity = positive("qty", args.qty);
   const price = positive("price", args.price);
-  const deadlineMs = positive("deadline-ms", args["deadline-ms"], 5);
-  const client = new GuardClient(args.target as string, {
+  const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 5);
+  const target = nonBlank("target", args.target);
+  const clientOrderId = nonBlank("coid", args.coid);
+  const client = new GuardClient(target, {
     token: (args.token as string | undefined) || undefined,
     deadlineMs,
     logIntervalMs: 3_600_000,
@@ -60,7 +62,7 @@ async function main(): Promise<number> {
       side,
       quantity,
       price,
-      clientOrderId: args.coid as string,
+      clientOrderId,
     });
     out(verdictLine(verdict));
     return verdict.allowed ? 0 : 2;

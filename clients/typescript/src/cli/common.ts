@@ -3,6 +3,8 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export const EX_USAGE = 64;
+/** A longer deadline is a typo (and setTimeout would take it for 1 ms). */
+export const MAX_DEADLINE_MS = 3_600_000;
 
 export class UsageError extends Error {}
 
@@ -34,6 +36,26 @@ export function positive(name: string, text: string | boolean | undefined, fallb
     throw new UsageError(`--${name} must be a number > 0, got ${String(text)}`);
   }
   return value;
+}
+
+/** A deadline in ms: a number > 0, finite and at most MAX_DEADLINE_MS, or a usage error. */
+export function deadline(name: string, text: string | boolean | undefined, fallback?: number): number {
+  const value = positive(name, text, fallback);
+  if (value > MAX_DEADLINE_MS) {
+    throw new UsageError(`--${name} must be at most ${MAX_DEADLINE_MS}, got ${String(text)}`);
+  }
+  return value;
+}
+
+/**
+ * The option's value, or a usage error if it is empty or blank: an empty --coid would have
+ * the library make one up that ess-check never prints, and an empty --target names no sidecar.
+ */
+export function nonBlank(name: string, text: string | boolean | undefined): string {
+  if (typeof text !== "string" || text.trim() === "") {
+    throw new UsageError(`--${name} must not be empty`);
+  }
+  return text;
 }
 
 /** A whole number >= 1, or a usage error naming the option. */

@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 
 import { GuardClient } from "../client.js";
 import { verdictLine } from "../verdict.js";
-import { out, parse, positive, run, UsageError } from "./common.js";
+import { deadline, nonBlank, out, parse, run, UsageError } from "./common.js";
 
 const USAGE = "usage: ess-smoke --target HOST:PORT|unix:PATH [--token T] [--deadline-ms N]";
 
@@ -20,9 +20,10 @@ const OPTIONS = {
 
 async function main(): Promise<number> {
   const args = parse(process.argv.slice(2), OPTIONS, ["target"]);
-  const client = new GuardClient(args.target as string, {
+  const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 5);
+  const client = new GuardClient(nonBlank("target", args.target), {
     token: (args.token as string | undefined) || undefined,
-    deadlineMs: positive("deadline-ms", args["deadline-ms"], 5),
+    deadlineMs,
   });
   try {
     await client.connect(5000); // as an executor does when it starts
@@ -32,8 +33,8 @@ async function main(): Promise<number> {
       if (words[0] !== "check" || words.length < 8 || words.length > 9) {
         throw new UsageError(`bad line: ${text}`);
       }
-      const [, account, strategy, symbol, side, qty, price, coid, deadline] = words as string[];
-      const deadlineMs = deadline === undefined ? undefined : positive("DEADLINE_MS", deadline);
+      const [, account, strategy, symbol, side, qty, price, coid, ms] = words as string[];
+      const deadlineMs = ms === undefined ? undefined : deadline("DEADLINE_MS", ms);
       const started = performance.now();
       const verdict = await client.check(
         {

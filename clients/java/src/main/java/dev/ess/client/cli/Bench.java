@@ -54,9 +54,10 @@ public final class Bench {
       checks = cli.integer("checks", 1);
       warmup = cli.integer("warmup", 0);
       inflight = cli.integer("inflight", 1);
-      Duration deadline = Cli.millis(cli.positive("deadline-ms"));
+      Duration deadline = cli.deadline("deadline-ms");
+      String target = cli.nonBlank("target");
       try {
-        client = GuardClient.builder(cli.get("target")).token(cli.get("token"))
+        client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).build();
       } catch (IllegalArgumentException e) {
         throw new Cli.UsageError(e.getMessage());

@@ -53,10 +53,11 @@ public final class Check {
       }
       order = Order.builder().account(cli.get("account")).strategy(cli.get("strategy"))
           .symbol(cli.get("symbol")).side(Side.parse(side)).quantity(cli.positive("qty"))
-          .price(cli.positive("price")).clientOrderId(cli.get("coid")).build();
-      deadline = Cli.millis(cli.positive("deadline-ms"));
+          .price(cli.positive("price")).clientOrderId(cli.nonBlank("coid")).build();
+      deadline = cli.deadline("deadline-ms");
+      String target = cli.nonBlank("target");
       try {
-        client = GuardClient.builder(cli.get("target")).token(cli.get("token"))
+        client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).logInterval(Duration.ofHours(1)).build();
       } catch (IllegalArgumentException e) {
         throw new Cli.UsageError(e.getMessage());

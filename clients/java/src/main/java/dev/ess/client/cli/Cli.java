@@ -16,6 +16,8 @@ final class Cli {
   static final int EXIT_ALLOWED = 0;
   static final int EXIT_DENIED = 2;
   static final int EXIT_USAGE = 64; // EX_USAGE
+  /** The longest deadline in ms: a longer one is a typo. */
+  static final double MAX_DEADLINE_MS = 3_600_000;
 
   /** A usage error: the program prints the synopsis and the message, and exits 64. */
   static final class UsageError extends Exception {
@@ -109,7 +111,33 @@ final class Cli {
       throw new UsageError(what + ": not a number: \"" + text + "\"");
     }
     if (!(value > 0) || Double.isInfinite(value)) {
-      throw new UsageError(what + ": must be > 0, got " + text);
+      throw new UsageError(what + ": must be a finite number > 0, got " + text);
+    }
+    return value;
+  }
+
+  /** A flag's value as a deadline in ms (see {@link #deadline(String, String)}). */
+  Duration deadline(String flag) throws UsageError {
+    return deadline("argument --" + flag, get(flag));
+  }
+
+  /** A deadline in ms: a number &gt; 0, finite and at most {@link #MAX_DEADLINE_MS}. */
+  static Duration deadline(String what, String text) throws UsageError {
+    double ms = positive(what, text);
+    if (ms > MAX_DEADLINE_MS) {
+      throw new UsageError(what + ": must be at most " + (long) MAX_DEADLINE_MS + ", got " + text);
+    }
+    return millis(ms);
+  }
+
+  /**
+   * A flag's value, which must not be empty or blank: an empty --coid would have the library
+   * make one up that ess-check never prints, and an empty --target names no sidecar.
+   */
+  String nonBlank(String flag) throws UsageError {
+    String value = get(flag);
+    if (value == null || value.isBlank()) {
+      throw new UsageError("argument --" + flag + ": must not be empty");
     }
     return value;
   }

@@ -41,9 +41,10 @@ public final class Smoke {
     GuardClient client;
     try {
       cli.parse(args, "target");
-      Duration deadline = Cli.millis(cli.positive("deadline-ms"));
+      Duration deadline = cli.deadline("deadline-ms");
+      String target = cli.nonBlank("target");
       try {
-        client = GuardClient.builder(cli.get("target")).token(cli.get("token"))
+        client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).build();
       } catch (IllegalArgumentException e) {
         throw new Cli.UsageError(e.getMessage());
@@ -71,7 +72,7 @@ public final class Smoke {
           }
           order = parseOrder(fields);
           if (fields.length == 9) {
-            deadline = Cli.millis(Cli.positive("DEADLINE_MS", fields[8]));
+            deadline = Cli.deadline("DEADLINE_MS", fields[8]);
           }
         } catch (Cli.UsageError e) {
           System.err.println("ess-smoke: " + e.getMessage() + ": \"" + text + "\"");

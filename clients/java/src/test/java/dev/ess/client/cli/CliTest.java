@@ -41,5 +41,19 @@ class CliTest {
     assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "-1"));
     assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "nan"));
     assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "abc"));
+    assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "Infinity"));
+  }
+
+  @Test
+  void deadlinesAndNonBlankValues() throws Exception {
+    assertEquals(java.time.Duration.ofMillis(5), Cli.deadline("d", "5"));
+    for (String bad : new String[] {"inf", "Infinity", "NaN", "-1", "0", "1e300", "3600001"}) {
+      assertThrows(Cli.UsageError.class, () -> Cli.deadline("d", bad), bad);
+    }
+    Cli cli = new Cli("t", "", "").flag("coid", null, "").flag("target", null, "");
+    cli.parse(new String[] {"--coid", " ", "--target", "x"});
+    assertEquals("x", cli.nonBlank("target"));
+    Cli.UsageError error = assertThrows(Cli.UsageError.class, () -> cli.nonBlank("coid"));
+    assertEquals("argument --coid: must not be empty", error.getMessage());
   }
 }
