@@ -335,7 +335,7 @@ std::shared_ptr<CheckStream> Client::Open() {
     }
     opening_ = stream;
   }
-  stream->Open(*stub_);  // waits for the connection, or for Close to cancel it
+  stream->Open(channel_);  // waits for the connection, or for Close to cancel it
   {
     std::lock_guard<std::mutex> lock(mu_);
     opening_.reset();

@@ -76,6 +76,8 @@ class Pending {
   std::uint64_t id() const { return id_; }
   Clock::time_point sent() const { return sent_; }
   void Resolve(Verdict verdict);
+  // The verdict, if it was resolved by `until`; none if it came later, even if it is there
+  // by the time the wait ends (past the deadline, a check fails closed).
   std::optional<Verdict> WaitUntil(Clock::time_point until);
 
  private:
@@ -84,6 +86,7 @@ class Pending {
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
+  Clock::time_point resolved_;
   Verdict verdict_;
 };
 
@@ -102,9 +105,9 @@ class CheckStream {
   CheckStream(const CheckStream&) = delete;
   CheckStream& operator=(const CheckStream&) = delete;
 
-  // Opens the call, waiting for the channel to connect (or for Cancel), and starts the
+  // Opens the call on channel, waiting for it to connect (or for Cancel), and starts the
   // threads. A call that failed to open breaks the stream at once.
-  void Open(v1::GuardService::Stub& stub);
+  void Open(const std::shared_ptr<grpc::Channel>& channel);
   // Cancels the call, opened or being opened.
   void Cancel() { context_.TryCancel(); }
   // Queues one request; the Pending receives its verdict. On a broken stream or a full
@@ -132,9 +135,8 @@ class CheckStream {
 
   const std::chrono::milliseconds stall_after_;
   grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::CheckOrderStreamRequest,
-                                           v1::CheckOrderStreamResponse>>
-      rw_;
+  // Answers are read as bytes and decoded by Read(): see there.
+  std::unique_ptr<grpc::ClientReaderWriter<v1::CheckOrderStreamRequest, grpc::ByteBuffer>> rw_;
   std::atomic<bool> broken_{false};
   std::atomic<bool> answered_{false};
   std::thread writer_;

@@ -12,6 +12,7 @@ void Pending::Resolve(Verdict verdict) {
       return;
     }
     done_ = true;
+    resolved_ = Clock::now();
     verdict_ = std::move(verdict);
   }
   cv_.notify_all();
@@ -19,7 +20,9 @@ void Pending::Resolve(Verdict verdict) {
 
 std::optional<Verdict> Pending::WaitUntil(Clock::time_point until) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_until(lock, until, [this] { return done_; })) {
+  // wait_until's predicate is true when the answer came as the deadline passed, or while
+  // this thread was waking up: only an answer resolved by the deadline is taken.
+  if (!cv_.wait_until(lock, until, [this] { return done_; }) || resolved_ > until) {
     return std::nullopt;
   }
   return verdict_;
@@ -31,10 +34,15 @@ CheckStream::CheckStream(std::chrono::milliseconds stall_after) : stall_after_(s
 
 CheckStream::~CheckStream() { Shutdown(); }
 
-void CheckStream::Open(v1::GuardService::Stub& stub) {
-  // The sync API sends the call's headers here: with wait_for_ready, that waits for the
-  // channel to connect (or for Cancel).
-  rw_ = stub.CheckOrderStream(&context_);
+void CheckStream::Open(const std::shared_ptr<grpc::Channel>& channel) {
+  // The generated stub's call, made as it makes it, with answers read as bytes. The sync API
+  // sends the call's headers here: with wait_for_ready, that waits for the channel to
+  // connect (or for Cancel).
+  const grpc::internal::RpcMethod method("/ess.v1.GuardService/CheckOrderStream",
+                                         grpc::internal::RpcMethod::BIDI_STREAMING, channel);
+  rw_.reset(grpc::internal::ClientReaderWriterFactory<
+            v1::CheckOrderStreamRequest, grpc::ByteBuffer>::Create(channel.get(), method,
+                                                                   &context_));
   writer_ = std::thread([this] { Write(); });
   reader_ = std::thread([this] { Read(); });
 }
@@ -138,9 +146,15 @@ void CheckStream::Write() {
 }
 
 void CheckStream::Read() {
+  // An answer gRPC cannot decode itself ends Read() but not the call, so Finish() would wait
+  // on a stream that goes on: decoded here, it breaks the stream (and ends the call).
+  grpc::ByteBuffer message;
   v1::CheckOrderStreamResponse answer;
-  while (rw_->Read(&answer)) {
-    if (!OnAnswer(answer)) {
+  while (rw_->Read(&message)) {
+    if (!grpc::SerializationTraits<v1::CheckOrderStreamResponse>::Deserialize(&message, &answer)
+             .ok()) {
+      Fail(Cause::kMalformed, "an answer that cannot be decoded; stream replaced");
+    } else if (!OnAnswer(answer)) {
       context_.TryCancel();  // broken: drain until the call ends
     }
   }

@@ -254,6 +254,24 @@ TEST(Client, BrokenStreamDeniesAtOnceAndIsReplaced) {
   EXPECT_EQ(h.client->StreamsOpened(), 2u);
 }
 
+TEST(Client, AnUndecodableAnswerDeniesAtOnceAndTheStreamIsReplaced) {
+  Harness h([](int stream, const v1::CheckOrderStreamRequest& request) {
+    Reply reply = Allow(stream, request);
+    if (stream == 1) {
+      // Not UTF-8 in a proto3 string: the fake sends it (and logs), no client decodes it.
+      reply.answer->mutable_decision()->set_decision_id("\xff\xfe");
+    }
+    return reply;
+  });
+  ess::Verdict verdict;
+  const double ms = MillisOf([&] { verdict = h.client->Check(AnOrder(), 5s); });
+  EXPECT_FALSE(verdict.allowed);
+  EXPECT_EQ(verdict.cause, Cause::kMalformed) << verdict.message;
+  EXPECT_LT(ms, 1000.0) << "denied when the answer came, not at the deadline";
+  ASSERT_TRUE(Eventually([&] { return h.client->Check(AnOrder(), 2s).allowed; }));
+  EXPECT_EQ(h.client->StreamsOpened(), 2u);
+}
+
 TEST(Client, StreamEndedOrRefused) {
   const std::vector<std::pair<grpc::Status, Cause>> cases = {
       {grpc::Status::OK, Cause::kStreamBroken},

@@ -138,6 +138,19 @@ TEST(Stream, ALateAnswerIsJitterAStallBreaksIt) {
   EXPECT_EQ(first->WaitUntil(std::chrono::steady_clock::now())->cause, Cause::kDeadline);
 }
 
+TEST(Stream, AVerdictResolvedAfterTheDeadlineIsNotTaken) {
+  ess::internal::Pending late(1, std::chrono::steady_clock::now());
+  const auto deadline = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  late.Resolve(VerdictFromAnswer(AllowedAnswer(1)));
+  EXPECT_FALSE(late.WaitUntil(deadline)) << "there, but it came after the deadline";
+  // One resolved in time is taken, however late the wait for it ends.
+  ess::internal::Pending on_time(2, std::chrono::steady_clock::now());
+  on_time.Resolve(VerdictFromAnswer(AllowedAnswer(2)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(on_time.WaitUntil(std::chrono::steady_clock::now())->allowed);
+}
+
 TEST(Stream, TheQueueIsBounded) {
   CheckStream stream(std::chrono::milliseconds(1000));
   ess::Verdict failure;

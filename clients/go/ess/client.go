@@ -301,7 +301,11 @@ func (c *Client) deadline(opts []CheckOption) time.Duration {
 	return o.deadline
 }
 
+// now is the clock a check's answer is judged against its deadline by (tests move it).
+var now = time.Now
+
 func (c *Client) checkOnStream(ctx context.Context, request *essv1.CheckOrderRequest, d time.Duration) Verdict {
+	expires := now().Add(d)
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	s, verdict := c.awaitStream(ctx, timer, d)
@@ -314,6 +318,11 @@ func (c *Client) checkOnStream(ctx context.Context, request *essv1.CheckOrderReq
 	}
 	select {
 	case verdict := <-pending.done:
+		// select picks at random when the deadline is also due: past it, the check fails
+		// closed even though an answer is there.
+		if !now().Before(expires) {
+			return failed(CauseDeadline, fmt.Sprintf("no answer within %v", d))
+		}
 		return verdict
 	case <-timer.C:
 		s.expired()

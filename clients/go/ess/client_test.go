@@ -215,6 +215,27 @@ func TestMissedDeadlineIsADenialOnTime(t *testing.T) {
 	}
 }
 
+func TestAnswerAfterTheDeadlineIsADenial(t *testing.T) {
+	// The fake moves the clock an hour on before it answers "LATE": the answer is there
+	// but the deadline has passed, as when select picks an answer over a deadline due at
+	// the same moment.
+	var skew atomic.Int64
+	defer ess.SetClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })()
+	h := newHarness(t, func(n int, request *essv1.CheckOrderStreamRequest) reply {
+		if request.GetOrder().GetSymbol() == "LATE" {
+			skew.Store(int64(time.Hour))
+		}
+		return allow(n, request)
+	})
+	late := order
+	late.Symbol = "LATE"
+	expectFailure(t, h.client.Check(context.Background(), late, generous), ess.CauseDeadline)
+	skew.Store(0)
+	if v := check(t, h, generous); !v.Allowed {
+		t.Fatalf("an answer on time is taken, got %+v", v)
+	}
+}
+
 func TestCancelledContextIsADenial(t *testing.T) {
 	h := newHarness(t, func(_ int, request *essv1.CheckOrderStreamRequest) reply {
 		return reply{} // never answers

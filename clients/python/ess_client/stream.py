@@ -62,14 +62,20 @@ class CheckStream:
             return failed(Failure.STREAM_BROKEN, "the stream is already broken")
         future: asyncio.Future[Verdict] = self._loop.create_future()
         self._pending[request_id] = future
-        self._unanswered.append((request_id, self._loop.time()))
+        sent = self._loop.time()
+        self._unanswered.append((request_id, sent))
         self._outbox.put_nowait(pb.CheckOrderStreamRequest(request_id=request_id, order=order))
         timer = self._loop.call_later(timeout, self._expire, request_id, timeout)
         try:
-            return await future
+            verdict = await future
         finally:
             timer.cancel()
             self._pending.pop(request_id, None)  # a late answer then finds nobody waiting
+        # An answer read in the loop turn where the timer is also due can beat it: once the
+        # deadline has passed, the check fails closed whatever came.
+        if self._loop.time() - sent >= timeout:
+            return failed(Failure.DEADLINE, f"no answer within {timeout * 1e3:g} ms")
+        return verdict
 
     async def close(self) -> None:
         """Deny everything in flight (CLIENT_ERROR: closing is our doing) and end the call."""
@@ -83,6 +89,12 @@ class CheckStream:
     async def _read(self) -> None:
         try:
             async for answer in self._call:
+                if answer is None:
+                    # grpc.aio reads a message it cannot decode as None, and goes on: the
+                    # answers no longer match their requests, so the stream ends here.
+                    self._break(Failure.MALFORMED, "an answer that cannot be decoded; "
+                                "stream replaced")
+                    return
                 self._on_answer(answer)
                 if self.broken:
                     return

@@ -9,12 +9,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from conftest import SLACK_S, Answer, StartScripted
 
 from ess.v1 import guard_pb2 as pb
 from ess_client import Failure, GuardClient, Verdict
 from ess_client.failures import FailurePolicy
+from ess_client.stream import CheckStream
 
 ORDER = dict(account="acc-1", strategy="momo", symbol="AAPL", side="BUY", quantity=10.0,
              price=100.0)
@@ -130,6 +132,50 @@ async def test_a_well_formed_answer_from_a_scripted_sidecar_is_obeyed(
     async with GuardClient(server.target, check_timeout_s=5) as guard:
         verdict = await guard.check(**ORDER)
     assert (verdict.allowed, verdict.failure) == (True, None)
+
+
+async def test_an_answer_read_after_the_deadline_is_not_taken(
+        scripted: StartScripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer beats the deadline's timer (here: the timer never fires) but comes after
+    the deadline: denied, as if the timer had won."""
+    monkeypatch.setattr(CheckStream, "_expire", lambda self, request_id, timeout: None)
+
+    def late(request: pb.CheckOrderStreamRequest) -> pb.CheckOrderStreamResponse:
+        time.sleep(0.1)  # blocks the loop, the client's with it, past the 50 ms deadline
+        return pb.CheckOrderStreamResponse(request_id=request.request_id, decision=ALLOWED)
+
+    server = await scripted(late)
+    async with GuardClient(server.target, check_timeout_s=0.05) as guard:
+        assert await guard.connect(timeout_s=5)
+        verdict = await guard.check(**ORDER)
+    assert (verdict.allowed, verdict.failure) == (False, Failure.DEADLINE), verdict
+
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "open"])
+async def test_an_answer_that_cannot_be_decoded_ends_the_stream(fail_open: bool) -> None:
+    """grpc.aio reads it as None (and logs it); the checks are denied and the stream is
+    replaced, at once rather than at the deadline."""
+    async def garbage(requests: AsyncIterator[pb.CheckOrderStreamRequest],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for _ in requests:
+            yield b"\xff"  # a varint cut short: no message decodes from it
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "ess.v1.GuardService", {"CheckOrderStream": grpc.stream_stream_rpc_method_handler(
+            garbage, request_deserializer=pb.CheckOrderStreamRequest.FromString)}),))
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    try:
+        async with GuardClient(target, check_timeout_s=5, fail_open=fail_open) as guard:
+            first, elapsed = await timed_check(guard)
+            second, _ = await timed_check(guard)
+    finally:
+        await server.stop(None)
+    for verdict in (first, second):
+        assert (verdict.allowed, verdict.failure) == (False, Failure.MALFORMED), verdict
+    assert elapsed < SLACK_S
+    assert guard.streams_opened == 2
 
 
 @pytest.mark.parametrize("overrides", [{"side": "SIDEWAYS"}, {"quantity": "ten"}],

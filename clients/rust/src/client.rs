@@ -630,6 +630,11 @@ impl Client {
             return verdict;
         }
         match tokio::time::timeout_at(deadline, answer).await {
+            // timeout_at takes an answer that is there even when the deadline is also due:
+            // past the deadline, the check fails closed whatever came.
+            Ok(Ok(_)) if Instant::now() >= deadline => {
+                Verdict::failed(Cause::Deadline, format!("no answer within {within:?}"))
+            }
             Ok(Ok(verdict)) => verdict,
             Ok(Err(_)) => Verdict::failed(Cause::ClientError, "the stream dropped the check"),
             Err(_) => {

@@ -45,6 +45,8 @@ export function describeError(error: Partial<ServiceError>): string {
 interface Pending {
   resolve: (verdict: Verdict) => void;
   timer: NodeJS.Timeout;
+  expiresAt: number; // performance.now() at the deadline
+  timeoutMs: number;
 }
 
 /**
@@ -108,8 +110,9 @@ export class CheckStream {
       return Promise.resolve(failed("stream_broken", "the stream is already broken"));
     }
     return new Promise<Verdict>((resolve) => {
+      const expiresAt = performance.now() + timeoutMs;
       const timer = setTimeout(() => this.expire(requestId, timeoutMs), timeoutMs);
-      this.pending.set(requestId, { resolve, timer });
+      this.pending.set(requestId, { resolve, timer, expiresAt, timeoutMs });
       this.unanswered.push({ id: requestId, sentAt: performance.now() });
       try {
         this.call.write(create(CheckOrderStreamRequestSchema, { requestId, order }));
@@ -152,7 +155,10 @@ export class CheckStream {
     if (pending === undefined) return; // its deadline passed: nobody waits any more
     this.pending.delete(requestId);
     clearTimeout(pending.timer);
-    pending.resolve(verdict);
+    // An answer read while its timer is also due can run first: past the deadline, the
+    // check fails closed whatever came.
+    const late = performance.now() >= pending.expiresAt;
+    pending.resolve(late ? failed("deadline", `no answer within ${pending.timeoutMs} ms`) : verdict);
   }
 
   private expire(requestId: bigint, timeoutMs: number): void {

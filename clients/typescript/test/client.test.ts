@@ -247,6 +247,29 @@ describe("deadlines", () => {
     assert.equal(guard.streamsOpened, 1);
   });
 
+  test("an answer read after the deadline is a denial, even before the timer fires", async () => {
+    // The fake moves the clock an hour on before it answers "LATE": the answer beats the
+    // deadline's timer but comes after the deadline.
+    const now = performance.now.bind(performance);
+    let skew = 0;
+    performance.now = () => now() + skew;
+    try {
+      fake.onCheck = (request, call) => {
+        if (request.order?.symbol === "LATE") skew = 3_600_000;
+        call.write(allow(request));
+      };
+      const guard = await connected();
+      const late = await guard.check({ ...order(), symbol: "LATE" }, { deadlineMs: 2000 });
+      assert.equal(late.allowed, false);
+      assert.equal(late.failure, "deadline");
+      skew = 0;
+      const onTime = await guard.check(order(), { deadlineMs: 2000 });
+      assert.equal(onTime.allowed, true, onTime.message);
+    } finally {
+      performance.now = now;
+    }
+  });
+
   test("a stream with no answer at all for stallAfterMs is replaced", async () => {
     fake.onCheck = () => {};
     const guard = await connected({ deadlineMs: 10, stallAfterMs: 40 });

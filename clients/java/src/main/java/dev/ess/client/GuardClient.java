@@ -54,6 +54,7 @@ import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
+import java.util.function.LongSupplier;
 import java.util.logging.Logger;
 
 /**
@@ -90,6 +91,8 @@ public final class GuardClient implements AutoCloseable {
   public static final int MAX_IN_FLIGHT = 4096;
 
   static final String USER_AGENT = "ess-client-java/0.1.0";
+  /** The clock (nanoTime) an answer is judged against its check's deadline by: tests move it. */
+  static volatile LongSupplier clock = System::nanoTime;
   private static final int WARM_UP_ROUND_TRIPS = 5;
   private static final byte[] EMPTY = new byte[0];
   /** The standard health check, as raw bytes: an empty request asks for the server's health. */
@@ -606,14 +609,14 @@ public final class GuardClient implements AutoCloseable {
       return failed;
     }
     try {
-      return pending.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+      return onTime(pending.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS),
+          deadline, d);
     } catch (TimeoutException e) {
       Verdict late = Verdict.failed(Cause.DEADLINE, "no answer within " + ms(d));
       if (pending.complete(late)) {
         s.expired();
-        return late;
       }
-      return pending.join(); // the answer came just now
+      return late; // an answer that came just now came after the deadline
     } catch (ExecutionException e) {
       return Verdict.failed(Cause.CLIENT_ERROR, "client bug: " + e.getCause());
     } catch (InterruptedException e) {
@@ -621,6 +624,17 @@ public final class GuardClient implements AutoCloseable {
       Verdict canceled = Verdict.failed(Cause.CANCELED, "interrupted");
       return pending.complete(canceled) ? canceled : pending.join();
     }
+  }
+
+  /**
+   * The verdict if the deadline has not passed yet, else a deadline failure: a wait that ends
+   * with both the answer and the deadline there must not take the answer (fail closed).
+   */
+  private static Verdict onTime(Verdict verdict, long deadline, long d) {
+    if (clock.getAsLong() - deadline < 0) {
+      return verdict;
+    }
+    return Verdict.failed(Cause.DEADLINE, "no answer within " + ms(d));
   }
 
   /** One asynchronous check: sent once a stream is there, denied at its deadline. */
@@ -666,7 +680,8 @@ public final class GuardClient implements AutoCloseable {
         CheckStream.Pending pending =
             new CheckStream.Pending(requestIds.incrementAndGet(), System.nanoTime());
         check.pending = pending;
-        pending.whenComplete((v, e) -> check.result.complete(v));
+        pending.whenComplete(
+            (v, e) -> check.result.complete(onTime(v, check.deadline, check.d)));
         Verdict failed = s.send(pending, check.request);
         if (failed != null) {
           check.result.complete(failed);

@@ -27,7 +27,9 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
+import java.util.function.LongSupplier;
 import java.util.logging.Handler;
 import java.util.logging.LogRecord;
 import java.util.logging.Logger;
@@ -323,6 +325,34 @@ class GuardClientTest {
     assertEquals("d-next", next.decisionId());
     assertEquals(1, client.streamsOpened());
     assertEquals(Map.of(Cause.DEADLINE, 1L), client.failures());
+  }
+
+  @Test
+  void anAnswerAfterTheDeadlineIsADenialEvenWhenItIsThere() {
+    // The fake moves the clock an hour on before it answers "LATE": the answer is there but
+    // the deadline has passed, as when a wait ends with both at once.
+    AtomicLong skew = new AtomicLong();
+    LongSupplier real = GuardClient.clock;
+    GuardClient.clock = () -> System.nanoTime() + skew.get();
+    try {
+      fake.stream = (request, out) -> {
+        if (request.getOrder().getSymbol().equals("LATE")) {
+          skew.set(TimeUnit.HOURS.toNanos(1));
+        }
+        FakeGuard.allow(request, out);
+      };
+      connected(builder());
+      Order late = Order.builder().account("acc-1").strategy("momo").symbol("LATE")
+          .side(Side.BUY).quantity(1).price(100).build();
+      assertEquals(Cause.DEADLINE, client.check(late, ANSWER).cause());
+      skew.set(0);
+      assertEquals(Cause.DEADLINE, client.checkAsync(late, ANSWER).join().cause());
+      skew.set(0);
+      Verdict onTime = client.check(order("on-time"), ANSWER);
+      assertTrue(onTime.allowed(), onTime.toString());
+    } finally {
+      GuardClient.clock = real;
+    }
   }
 
   @Test
