@@ -4,6 +4,7 @@ dropped, and never in the way of a decision."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
@@ -256,6 +257,30 @@ async def test_notify_never_blocks_and_drops_what_does_not_fit(
     sink.notify([trip(v) for v in range(1, 101)])
     assert sink.dropped == 99
     assert "queue full (1)" in caplog.text
+
+
+async def test_renewed_trips_waiting_to_be_sent_are_merged_so_a_new_trip_is_never_dropped(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    """Review 31: each further unchecked fill renews its account's trip, and each renewal
+    is a transition. 300 of them filled a queue of 20 and the operator's GLOBAL trip that
+    followed was dropped. A renewal like one still waiting to be sent is merged into it."""
+    account = Scope(ScopeKind.ACCOUNT, "acc-1")
+    first = Transition(1, START, account, State.ARMED, State.TRIPPED, Cause.BREAKER,
+                       "unchecked fill", "system", breaker="unchecked_order")
+    renewals = [dataclasses.replace(first, version=v, previous=State.TRIPPED)
+                for v in range(2, 302)]
+    halt = Transition(302, START, Scope(ScopeKind.GLOBAL, ""), State.ARMED, State.TRIPPED,
+                      Cause.TRIGGER, "desk halt", "alice")
+    sink = sinks(receiver.url, queue_size=20)
+    sink.notify([first, *renewals, halt])  # before start: nothing is sent yet
+    assert (sink.dropped, sink.merged) == (0, 299)
+    await sink.start()
+    delivered = await receiver.wait_for(3)
+    assert [body["title"] for body in delivered] == [
+        "ESS ACCOUNT:acc-1 TRIPPED (breaker)", "ESS ACCOUNT:acc-1 TRIPPED (breaker)",
+        "ESS GLOBAL TRIPPED"]
+    sink.notify([dataclasses.replace(first, version=303, previous=State.TRIPPED)])
+    assert (await receiver.wait_for(4))[3]["title"] == "ESS ACCOUNT:acc-1 TRIPPED (breaker)"
 
 
 async def test_alerts_notified_before_start_are_delivered_after_it(

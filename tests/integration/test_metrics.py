@@ -319,6 +319,7 @@ async def test_alert_counters_read_the_alert_sink(observe: Observe) -> None:
     sink.notify(observed.guard.restricted())
     metrics = await observed.scrape()
     assert metrics.value("ess_alerts_dropped_total") == 2
+    assert metrics.value("ess_alerts_merged_total") == 0
     assert metrics.value("ess_alerts_sent_total") == 0
     assert metrics.matching("ess_alerts_failed_total")
     assert metrics.matching("ess_alerts_retried_total")

@@ -40,6 +40,7 @@ class _Target:
         # in case a plugin carries a secret there.
         self.name = self.apprise[0].url(privacy=True).split("?", 1)[0]
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=queue_size)
+        self.waiting: set[str] = set()  # Alert.repeats of the repeats queued, not yet sent
         self.sending: Alert | None = None
         self.worker: asyncio.Task[None] | None = None
 
@@ -51,7 +52,8 @@ class AppriseAlertSink(AlertSink):
     """Delivers one alert per transition to every configured URL, in the background.
 
     Counters (for telemetry): `sent`, `failed` (gave up after retries), `retried`
-    (failed attempts that were retried), `dropped` (queue full, or left at stop).
+    (failed attempts that were retried), `dropped` (queue full, or left at stop),
+    `merged` (a renewed trip's alert not queued: one like it was waiting, Alert.repeats).
     """
 
     def __init__(self, settings: AlertSettings, on_attempt: AttemptHook | None = None) -> None:
@@ -59,7 +61,7 @@ class AppriseAlertSink(AlertSink):
         self.on_attempt = on_attempt
         self.targets = [_Target(i, url, settings.queue_size)
                         for i, url in enumerate(settings.urls)]
-        self.sent = self.failed = self.retried = self.dropped = 0
+        self.sent = self.failed = self.retried = self.dropped = self.merged = 0
         self._stopped = False
 
     def notify(self, transitions: Sequence[Transition]) -> None:
@@ -74,10 +76,18 @@ class AppriseAlertSink(AlertSink):
             if self._stopped:
                 self._drop(target, alert, "alerts are stopped")
                 continue
+            if alert.repeats and alert.repeats in target.waiting:
+                self.merged += 1
+                log.info("alert v%d %r to %s merged into the one like it waiting",
+                         alert.version, alert.title, target.name)
+                continue
             try:
                 target.queue.put_nowait(alert)
             except asyncio.QueueFull:
                 self._drop(target, alert, f"queue full ({self.settings.queue_size})")
+                continue
+            if alert.repeats:
+                target.waiting.add(alert.repeats)
 
     def _drop(self, target: _Target, alert: Alert, why: str) -> None:
         self.dropped += 1
@@ -115,6 +125,7 @@ class AppriseAlertSink(AlertSink):
     async def _deliver(self, target: _Target) -> None:
         while True:
             alert = target.sending = await target.queue.get()
+            target.waiting.discard(alert.repeats)  # sent now: a later repeat is news again
             try:
                 await self._send(target, alert)
             except Exception:  # a bug in one send must not end this URL's deliveries

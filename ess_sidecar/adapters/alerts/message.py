@@ -23,11 +23,20 @@ class Alert:
     body: str
     severity: str  # "failure", "warning" or "success"
     version: int
+    # A trip of a scope already in that state (renewed: a repeated Trigger, a further
+    # unchecked fill) says nothing new while an earlier one like it still waits to be
+    # sent: the sink keeps one (review 31: a stream of unchecked fills filled the queue,
+    # and the operator's GLOBAL alert was dropped). Empty for any change of state.
+    repeats: str = ""
 
 
 def alert_of(transition: Transition) -> Alert:
+    repeats = f"{transition.scope}|{transition.state.name}|{transition.cause.name}|" \
+        f"{transition.breaker}|{transition.drill}" \
+        if transition.previous is transition.state and transition.cause is not Cause.RESET \
+        else ""
     return Alert(title_of(transition), body_of(transition),
-                 SEVERITY_OF.get(transition.state, WARNING), transition.version)
+                 SEVERITY_OF.get(transition.state, WARNING), transition.version, repeats)
 
 
 def title_of(t: Transition) -> str:

@@ -123,7 +123,8 @@ class GuardGauges:
         for instrument, attribute in ((names.ALERTS_SENT, "sent"),
                                       (names.ALERTS_FAILED, "failed"),
                                       (names.ALERTS_RETRIED, "retried"),
-                                      (names.ALERTS_DROPPED, "dropped")):
+                                      (names.ALERTS_DROPPED, "dropped"),
+                                      (names.ALERTS_MERGED, "merged")):
             meter.create_observable_counter(
                 instrument.name, [never_raising(instrument, self._alert_count(attribute))],
                 unit=instrument.unit, description=instrument.description)

@@ -99,11 +99,14 @@ ALERTS_RETRIED = Instrument(
 ALERTS_DROPPED = Instrument(
     "ess.alerts.dropped", "counter", "{alert}", (),
     "alerts never attempted: queue full, or not yet sent at shutdown")
+ALERTS_MERGED = Instrument(
+    "ess.alerts.merged", "counter", "{alert}", (),
+    "alerts of renewed trips merged into one like it still waiting to be sent")
 
 INSTRUMENTS = (DECISIONS, DECISION_DURATION, SCOPE_STATE, TRIPS, RESETS, REARMS,
                BREAKER_VALUE, BREAKER_THRESHOLD, STATE_VERSION, WATCH_SUBSCRIBERS,
                WATCH_SLOW_DISCONNECTS, REPORTS, INVALID_REQUESTS, ALERTS_SENT,
-               ALERTS_FAILED, ALERTS_RETRIED, ALERTS_DROPPED)
+               ALERTS_FAILED, ALERTS_RETRIED, ALERTS_DROPPED, ALERTS_MERGED)
 
 # Explicit histogram buckets, microseconds: the budget is 10 µs of own work per decision.
 DURATION_BUCKETS_US = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0,
