@@ -24,8 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ess_sidecar.adapters.storage import sqlite as sqlite_store
+from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.sqlite import SCHEMA_VERSION, ResealSummary, \
     SqliteStateStore, StoreDamaged
+from ess_sidecar.domain.commands import TimersRan
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition
@@ -417,6 +419,42 @@ def test_another_stores_file_under_this_seal_is_found(path, tmp_path):
     written(path, HISTORY)
     path.write_bytes(other.read_bytes())
     assert "events up to version 4 are not the ones sealed" in refusal(path)
+
+
+def test_another_stores_file_is_found_by_its_identity_where_the_events_cannot_tell(
+        path, tmp_path):
+    """Two stores that never stored a transition have the same chain and latches: only
+    the identity in the seal tells them apart."""
+    other = written(tmp_path / "other" / "ess.db")
+    loaded(other)  # a start seals the identity
+    loaded(written(path))
+    path.write_bytes(other.read_bytes())
+    message = refusal(path)
+    assert "its identity (" in message and "is not the one sealed" in message
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE meta SET identity = x'00112233445566778899aabbccddeeff'",
+    "UPDATE meta SET identity = 'garbled'", "DELETE FROM meta"])
+def test_a_lost_or_altered_identity_is_found_and_a_reseal_takes_the_sealed_one_back(
+        path, damage):
+    """Review of stop 32: an identity lost or altered was blamed on the journal ("another
+    store's") and the reseal drew a new one, cutting the whole journal chained from the
+    old. The seal keeps the identity: the store finds the change, and a reseal restores it."""
+    written(path, HISTORY)
+    store = SqliteStateStore(path)
+    identity = store.load().identity
+    store.close()
+    journal = FileJournal(f"{path}.journal", 0.0, identity=identity)
+    journal.load()
+    journal.record(TimersRan(T0))
+    journal.close()
+    edit(path, damage)
+    assert "is damaged" in refusal(path)
+    SqliteStateStore.reseal(path)
+    assert loaded(path).identity == identity
+    kept = FileJournal(f"{path}.journal", identity=identity)
+    assert kept.reseal_would_lose() is False and kept.load() == [(TimersRan(T0), ())]
 
 
 # -- the WAL after a crash -------------------------------------------------------------------

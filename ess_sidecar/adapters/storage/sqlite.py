@@ -29,7 +29,8 @@ So, since schema 3:
   WAL exists, instead of starting afresh.
 - **Identity.** `meta.identity` (schema 6): 16 random bytes drawn at creation (all zeros
   after an upgrade from schema 5). The journal beside the file chains its records from
-  it (journal.py), so another store's journal is damage.
+  it (journal.py), so another store's journal is damage. The seal keeps it from the first
+  start on; a reseal takes the sealed one back if the file's is lost or altered.
 
 Damage raises StoreDamaged from load() (bootstrap then serves with GLOBAL tripped, the
 reason naming what was found) and the store stays refused until an operator acts: restore
@@ -419,12 +420,16 @@ class SqliteStateStore(StateStore):
         if problem != "ok":
             raise StoreUnavailable(f"state store {self.path} is corrupt and cannot be"
                                    f" resealed: {problem}; restore it from a backup")
-        # A lost meta row takes the store's identity with it: a new one, and the journal
+        # A meta row lost, or an identity garbled or altered, takes the sealed identity
+        # back: the journal is chained from it. With none sealed, a new one: the journal
         # chained from the old one no longer verifies (the journal's reseal cuts it all).
         conn.execute("INSERT OR IGNORE INTO meta (id, last_version, pruned_through,"
                      " chain_anchor, identity) VALUES (1, 0, 0, ?, randomblob(16))",
                      (GENESIS,))
-        if _identity(conn) is None:  # garbled: as lost
+        sealed_identity = self._sealed_identity()
+        if sealed_identity is not None:
+            conn.execute("UPDATE meta SET identity = ?", (sealed_identity,))
+        elif _identity(conn) is None:  # garbled: as lost
             conn.execute("UPDATE meta SET identity = randomblob(16)")
         before = _latches(conn)
         with self._decoding():  # every row must be one this code can serve
@@ -462,6 +467,15 @@ class SqliteStateStore(StateStore):
         except (SealUnreadable, LookupError, TypeError, ValueError):
             return None
 
+    def _sealed_identity(self) -> bytes | None:
+        """The seal's identity if it has a readable one (a seal from before schema 6, or
+        one unreadable, has none)."""
+        try:
+            seal = self.seal.read()
+            return _identity_of(seal) if seal is not None else None
+        except (SealUnreadable, TypeError, ValueError):
+            return None
+
     # -- verifying --------------------------------------------------------------------------
 
     def _verify(self, conn: sqlite3.Connection) -> dict[str, Any] | None:
@@ -478,7 +492,7 @@ class SqliteStateStore(StateStore):
                                 and isinstance(meta[2], bytes)
                                 and isinstance(meta[3], bytes) and len(meta[3]) == 16):
             raise self._damaged(f"is damaged: its meta row is missing or garbled: {meta!r}")
-        last, pruned, anchor, _ = meta
+        last, pruned, anchor, identity = meta
         newest, at_seal = self._verify_chain(conn, pruned, anchor, sealed[0] if sealed else 0)
         if newest > last:
             raise self._damaged(f"is damaged: its last version is {last} but it holds"
@@ -502,6 +516,13 @@ class SqliteStateStore(StateStore):
         if last == version and _latched_digest(conn) != latched:
             raise self._damaged(f"is damaged: its latched scopes are not the ones sealed in"
                                 f" {self.seal.path} (a latch altered or removed?)")
+        # Last: a file that lost its WAL with the schema in it was made anew, with another
+        # identity, and the loss is the better diagnosis.
+        sealed_identity = self._identity_in(seal)
+        if sealed_identity is not None and sealed_identity != identity:
+            raise self._damaged(f"is damaged: its identity ({identity.hex()}) is not the one"
+                                f" sealed in {self.seal.path} ({sealed_identity.hex()}):"
+                                " altered, or another store's file?")
         return seal
 
     def _verify_chain(self, conn: sqlite3.Connection, pruned: int, anchor: bytes,
@@ -548,6 +569,13 @@ class SqliteStateStore(StateStore):
             return self.seal.read()
         except SealUnreadable as error:
             raise self._damaged(f"is damaged: its seal is unreadable: {error}") from error
+
+    def _identity_in(self, seal: dict[str, Any]) -> bytes | None:
+        try:
+            return _identity_of(seal)
+        except (TypeError, ValueError) as error:
+            raise self._damaged(f"is damaged: its seal {self.seal.path} is garbled:"
+                                f" {error!r}") from error
 
     def _parsed(self, seal: dict[str, Any] | None) -> tuple[int, bytes, str] | None:
         try:
@@ -645,7 +673,9 @@ class SqliteStateStore(StateStore):
             seal = self.seal.read()
         except SealUnreadable:
             return False
-        return seal is not None and {**seal, "schema": SCHEMA_VERSION} == FRESH_SEAL
+        return seal is not None and FRESH_SEAL == {
+            **{key: value for key, value in seal.items() if key != "identity"},
+            "schema": SCHEMA_VERSION}
 
     def _lock(self) -> None:
         """Take the exclusive lock on `<path>.lock`, or raise StoreUnavailable."""
@@ -867,12 +897,24 @@ def _seal_value(conn: sqlite3.Connection) -> dict[str, Any]:
     return {"schema": SCHEMA_VERSION,
             "version": conn.execute("SELECT last_version FROM meta").fetchone()[0],
             "chain": conn.execute(HEAD).fetchone()[0].hex(),
-            "latched": _latched_digest(conn)}
+            "latched": _latched_digest(conn),
+            "identity": conn.execute("SELECT identity FROM meta").fetchone()[0].hex()}
 
 
 def _identity(conn: sqlite3.Connection) -> bytes | None:
     identity = conn.execute("SELECT identity FROM meta").fetchone()[0]
     return identity if isinstance(identity, bytes) and len(identity) == 16 else None
+
+
+def _identity_of(seal: dict[str, Any]) -> bytes | None:
+    """The seal's identity: None in a seal made before a store had one (schema 6) or
+    before the file (FRESH_SEAL). Raises TypeError or ValueError if it is garbled."""
+    if "identity" not in seal:
+        return None
+    identity = bytes.fromhex(seal["identity"])
+    if len(identity) != 16:
+        raise ValueError(f"identity is {len(identity)} bytes, not 16")
+    return identity
 
 
 def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str]:
