@@ -582,10 +582,11 @@ class FileJournal(Journal):
     def _cut_short(self, data: bytes, offset: int, count: int, sealed: int) -> bool:
         """Whether the bytes from `offset` on are a record whose write a kill cut short:
         past the seal, and ending the file at a page boundary, where the kernel stops a
-        write(2) for a fatal signal (a record longer than a page, review 31). Such a record
-        was never acknowledged (its answer waits for the whole write), so load() cuts it
-        (`_torn`) instead of failing every order until a reseal. A torn end anywhere else
-        (below the seal, or not at a page boundary) is damage."""
+        write(2) for a fatal signal (a record crossing one, review 31). Such a record was
+        never acknowledged (its answer waits for the whole write), so load() cuts it
+        (`_torn`) instead of failing every order until a reseal; transitions it carried
+        were stored first, and reconcile takes them back from the store. A torn end
+        anywhere else (below the seal, or not at a page boundary) is damage."""
         if count < sealed or len(data) % PAGE:
             return False
         self._torn = offset
