@@ -141,7 +141,7 @@ class GuardEngine:
         booked (`refused`: the caller answers INVALID_ARGUMENT naming `quantity`): the
         book can no longer hold the account's truth, so nothing more of it is allowed."""
         fill = validate_fill(fill)
-        outcome = apply_fill(self.book, self.orders, fill, now)
+        outcome = apply_fill(self.book, self.orders, fill, now, self._band(fill.symbol))
         if outcome.refused:
             outcome = outcome._replace(unchecked=outcome.refused)
         key = (fill.account, fill.fill_id)
@@ -159,6 +159,11 @@ class GuardEngine:
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
         return plan, outcome
+
+    def _band(self, symbol: str) -> float:
+        """The symbol's price band (percent; 0: off), which bounds what a fill's price
+        may say of the market (lifecycle.apply_fill)."""
+        return self.config.limits.for_symbol(symbol).price_band_pct
 
     def update_order(self, update: OrderUpdate) -> bool:
         """Evidence that a working order ended (or shrank); False if none was working."""
@@ -600,7 +605,8 @@ class GuardEngine:
                     replacing = None
                 self._admit(order, replacing, now, decision_id)
             case FillReported(fill, now):
-                apply_fill(self.book, self.orders, validate_fill(fill), now)
+                valid = validate_fill(fill)
+                apply_fill(self.book, self.orders, valid, now, self._band(valid.symbol))
             case MetricReported(scope, metric, value, now):
                 self.plan_report(scope, metric, value, now)
             case OrderUpdated(update):

@@ -27,12 +27,14 @@ class FillOutcome(NamedTuple):
     conflict: bool = False
 
 
-def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillOutcome:
+def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
+               band_pct: float = 0.0) -> FillOutcome:
     """Apply a validated fill once per fill_id: the position moves, the account's mark is
-    the fill's price, and the order's reservation shrinks. Of a fill a snapshot counted
-    already (`included_fills`, booked to its order then), only what is beyond it moves
-    the position or the order. If a position would leave ±MAX_QUANTITY, nothing changes
-    and the outcome says why (`refused`)."""
+    the fill's price (within `band_pct`, the symbol's price band: `_marks`), and the
+    order's reservation shrinks. Of a fill a snapshot counted already (`included_fills`,
+    booked to its order then), only what is beyond it moves the position or the order. If
+    a position would leave ±MAX_QUANTITY, nothing changes and the outcome says why
+    (`refused`)."""
     same = ledger.applied_before(fill)
     if same is not None:
         position = book.position(fill.account, fill.strategy, fill.symbol)
@@ -77,10 +79,13 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     if beyond and not unchecked:
         unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: a snapshot"
                      " held fills of it beyond what the order may fill")
+    priced = named if named is not None and _same_instrument(named, fill) else None
+    unchecked = unchecked or _beyond_limit(fill, priced, band_pct)
     if moved:
         leg.move(signed)
         net.move(signed)
-    account.set_mark(fill.symbol, fill.price)
+    if _marks(fill, account.marks.get(fill.symbol), priced, band_pct):
+        account.set_mark(fill.symbol, fill.price)
     for part, quantity in parts if moved else ():
         if part is not None and _same_instrument(part, fill):  # else no evidence of it
             _book(ledger, part, named, quantity)
@@ -88,6 +93,37 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float) -> FillO
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
     return FillOutcome(position, unchecked=unchecked)
+
+
+def _beyond_limit(fill: Fill, order: OrderRecord | None, band_pct: float) -> str:
+    """Why a fill priced worse than its order's limit, by more than the price band, is not
+    one the venue could give ("" if it is not): a SELL below its limit, a BUY above it
+    (review of stop 32: a sell filled at 1 against a limit of 100, the units of an
+    executor's bug, took the mark to 1 and a sell 40 times the notional cap was allowed).
+    The band leaves room for a market order's slippage, whose price is what the executor
+    expected to pay."""
+    if order is None or not band_pct:
+        return ""
+    worse = order.price - fill.price if fill.side is Side.SELL else fill.price - order.price
+    if worse / order.price * 100.0 <= band_pct:
+        return ""
+    return (f"fill {fill.fill_id} for order {fill.client_order_id} at {fill.price:g} is"
+            f" {worse / order.price * 100.0:.4g}% worse than its limit {order.price:g}"
+            f" (band {band_pct:g}%)")
+
+
+def _marks(fill: Fill, mark: float | None, order: OrderRecord | None,
+           band_pct: float) -> bool:
+    """Whether the fill's price becomes the account's mark: within the price band of the
+    mark, or with none of its order's price. A price beyond it moves no mark (a real move
+    that far comes in the account's next snapshot), since a mark taken from one wrong
+    fill values every order of the symbol and bounds its price band: a BUY's fill
+    reported at a hundredth of the market would let a SELL at that price pass as small,
+    where it executes at the market."""
+    reference = mark if mark is not None else order.price if order is not None else None
+    if not band_pct or reference is None:
+        return True
+    return abs(fill.price - reference) / reference * 100.0 <= band_pct
 
 
 def _parts(ledger: OrderLedger, record: OrderRecord | None, named: OrderRecord | None,

@@ -155,10 +155,10 @@ def test_price_band_uses_last_mark(engine):
     assert denied.reason is R.PRICE_BAND and "mark 100" in denied.message
     placed = order(1, 105)
     assert engine.check(placed, T0).allowed
-    report_fill(engine, fill(1, price=200, client_order_id=placed.client_order_id))
-    assert engine.book.mark(ACCOUNT, SYMBOL) == 200  # the account's last fill moves its mark
-    assert engine.check(order(1, 111), T0).reason is R.PRICE_BAND
-    assert engine.check(order(1, 210), T0).allowed
+    report_fill(engine, fill(1, price=95, client_order_id=placed.client_order_id))
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 95  # the account's last fill moves its mark
+    assert engine.check(order(1, 105), T0).reason is R.PRICE_BAND
+    assert engine.check(order(1, 86), T0).allowed
 
 
 def test_price_band_is_skipped_while_no_mark_is_known():

@@ -12,7 +12,7 @@ from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.breakers import Breaker
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
-from ess_sidecar.domain.limits import LimitSettings
+from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
 from ess_sidecar.domain.orders import ENDED, IncludedFills, OpenOrder, OrderStatus, OrderUpdate, \
     Side
 from ess_sidecar.domain.scopes import GLOBAL
@@ -244,6 +244,59 @@ def test_a_second_unchecked_fill_renews_the_trip_so_a_reset_made_before_it_lifts
     duplicate, copy = engine.plan_fill(fill(2, client_order_id="also-unchecked",
                                             fill_id="x-2"), T0 + 11)
     assert copy.duplicate and not duplicate.transitions  # a drop copy of it: nothing new
+
+
+def test_a_fill_worse_than_its_limit_beyond_the_band_trips_and_moves_no_mark():
+    """Review of stop 32: a SELL limit 100 reported filled at 1 (an executor's units bug)
+    took the account's mark to 1, and a sell 40 times the notional cap was allowed. No
+    venue fills a limit that far on the wrong side of it: the account trips, and the mark
+    stays where the market is."""
+    engine = make_engine(limits=LimitSettings(default=SymbolLimits(
+        max_order_notional=500_000), max_orders_per_second=0))
+    big = order(200_000, 1.0, Side.SELL)
+    assert engine.check(big, T0).reason is R.MAX_ORDER_NOTIONAL
+    sold = _allowed(engine, order(1, 100.0, Side.SELL))
+    outcome = report_fill(engine, fill(1, 1.0, Side.SELL, client_order_id=sold))
+    assert "worse than its limit 100" in outcome.unchecked
+    assert engine.state_of(account()) is State.TRIPPED
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 100.0
+    reset(engine, account(), T0 + DAY, force=True)
+    assert engine.check(order(200_000, 1.0, Side.SELL), T0 + DAY).reason \
+        is R.MAX_ORDER_NOTIONAL
+
+
+def test_a_fill_price_beyond_the_band_of_the_mark_moves_no_mark():
+    """A BUY reported filled at a hundredth of its limit is a price improvement no venue
+    gives: it does not trip (slippage the other way is possible), but its price is not
+    taken as the market's, so a SELL at that price is still valued at the market."""
+    engine = make_engine(limits=LimitSettings(default=SymbolLimits(
+        max_order_notional=500_000), max_orders_per_second=0))
+    bought = _allowed(engine, order(1, 100.0))
+    assert not report_fill(engine, fill(1, 1.0, client_order_id=bought)).unchecked
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 100.0
+    assert engine.check(order(200_000, 1.0, Side.SELL), T0).reason is not R.ALLOWED
+    within = _allowed(engine, order(1, 100.0))
+    report_fill(engine, fill(1, 95.0, client_order_id=within))  # within the 10 % band
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 95.0
+
+
+def test_with_no_mark_a_fill_price_far_from_its_order_sets_none():
+    engine = make_engine(limits=LimitSettings(exposure_enabled=False,
+                                              max_orders_per_second=0))
+    engine.book.account(ACCOUNT).marks.clear()
+    bought = _allowed(engine, order(1, 100.0))
+    report_fill(engine, fill(1, 0.01, client_order_id=bought))
+    assert engine.book.mark(ACCOUNT, SYMBOL) is None
+    report_fill(engine, fill(1, 98.0, client_order_id=_allowed(engine, order(1, 100.0))))
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 98.0
+
+
+def test_with_the_price_band_off_a_fill_sets_the_mark_whatever_its_price():
+    engine = make_engine(limits=LimitSettings(default=SymbolLimits(price_band_pct=0.0),
+                                              max_orders_per_second=0))
+    sold = _allowed(engine, order(1, 100.0, Side.SELL))
+    assert not report_fill(engine, fill(1, 1.0, Side.SELL, client_order_id=sold)).unchecked
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 1.0
 
 
 @pytest.mark.parametrize("status", sorted(ENDED), ids=lambda status: status.name)
