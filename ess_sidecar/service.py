@@ -239,8 +239,14 @@ class Guard(GuardReadings):
     def heartbeat_steps(self, executor_id: str, scope: Scope, ttl_s: float,
                         deregister: bool = False, caller: Principal | None = None
                         ) -> Steps[Outcome]:
-        """A beat or a deregistration by `caller` (None: authentication is off)."""
+        """A beat or a deregistration by `caller` (None: authentication is off). What the
+        timers would trip by now is tripped first: a beat that comes after its TTL has
+        passed, before the timers' next run saw it (they run every timers.interval_s, and
+        later while a long command holds the loop), must not clear a loss unseen (review
+        of stop 32)."""
         now = self._clock.now()
+        if self.engine.timers_would_trip(now):
+            yield from self._commit(self.engine.plan_timers(now), None)
         changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister, caller)
         owner = self.engine.heartbeats.owner(executor_id, scope)
         self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner))

@@ -43,6 +43,22 @@ def test_a_trigger_is_stored_before_it_is_acknowledged() -> None:
     assert [t.scope for t in store.load().current] == [MOMO]
 
 
+def test_a_beat_after_its_ttl_passed_trips_before_it_clears_the_loss() -> None:
+    """Review of stop 32: a beat that came after the TTL, before the timers' next run,
+    cleared the lapse, and the dead-man's switch never fired."""
+    guard, store = make_guard()
+    clock = guard._clock
+    assert isinstance(clock, FakeClock)
+    guard.heartbeat("exec-1", MOMO, 1.0)
+    clock.advance(1.5)  # no timer ran meanwhile
+    guard.heartbeat("exec-1", MOMO, 1.0)
+    [lost] = store.load().current
+    assert (lost.scope, lost.state, lost.breaker) == (MOMO, State.TRIPPED, "heartbeat_lost")
+    clock.advance(0.5)  # beating again within its TTL: nothing more
+    guard.heartbeat("exec-1", MOMO, 1.0)
+    assert guard.run_timers() == [] and len(store.load().current) == 1
+
+
 def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> None:
     guard, store = make_guard()
     store.fail_next_append = True
