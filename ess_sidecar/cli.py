@@ -95,7 +95,8 @@ def _reseal(settings: Settings) -> int:
     had_journal = Path(journal_path(path)).exists()
     try:
         # Lost versions are accepted with GLOBAL's trip, in one transaction, or not at all.
-        summary = SqliteStateStore.reseal(path, trip_for_lost_versions(settings))
+        summary = SqliteStateStore.reseal(path, trip_for_lost_versions(settings),
+                                          FileJournal(journal_path(path)).sealed_genesis())
         print(summary)
         if summary.loses:
             print("GLOBAL tripped: acknowledged transitions may be lost (above); check every"

@@ -435,7 +435,7 @@ def test_another_stores_file_is_found_by_its_identity_where_the_events_cannot_te
 
 @pytest.mark.parametrize("damage", [
     "UPDATE meta SET identity = x'00112233445566778899aabbccddeeff'",
-    "UPDATE meta SET identity = 'garbled'", "DELETE FROM meta"])
+    "UPDATE meta SET identity = 'garbled'", "DELETE FROM meta", "the seal's identity"])
 def test_a_lost_or_altered_identity_is_found_and_a_reseal_takes_the_sealed_one_back(
         path, damage):
     """Review of stop 32: an identity lost or altered was blamed on the journal ("another
@@ -449,9 +449,15 @@ def test_a_lost_or_altered_identity_is_found_and_a_reseal_takes_the_sealed_one_b
     journal.load()
     journal.record(TimersRan(T0))
     journal.close()
-    edit(path, damage)
+    if damage == "the seal's identity":  # a flipped digit: the journal's seal tells
+        sealed = seal_of(path)["identity"]
+        flipped = ("1" if sealed[0] == "0" else "0") + sealed[1:]
+        reseal(path, {**seal_of(path), "identity": flipped})
+    else:
+        edit(path, damage)
     assert "is damaged" in refusal(path)
-    SqliteStateStore.reseal(path)
+    SqliteStateStore.reseal(path, journal_genesis=FileJournal(
+        f"{path}.journal").sealed_genesis())  # as `ess-sidecar reseal` does
     assert loaded(path).identity == identity
     kept = FileJournal(f"{path}.journal", identity=identity)
     assert kept.reseal_would_lose() is False and kept.load() == [(TimersRan(T0), ())]

@@ -280,6 +280,15 @@ class FileJournal(Journal):
                 + (", its seal was missing or unreadable: how many were written is"
                    " unknown" if sealed is None else "")), bool(cut) or lost or sealed is None
 
+    def sealed_genesis(self) -> bytes | None:
+        """The genesis its seal names, if it can be read: which identity the records are
+        chained from, for a reseal of the store that has two to choose from."""
+        try:
+            seal = self.seal.read()
+            return _genesis(seal, self.seal.path) if seal is not None else None
+        except (SealUnreadable, JournalDamaged, AttributeError):
+            return None
+
     def reseal_would_lose(self) -> bool:
         """Whether reseal() would cut or lose records, or cannot tell (the seal that
         counted them is missing or unreadable): asked before it, so that what the loss

@@ -381,8 +381,8 @@ class SqliteStateStore(StateStore):
         return _seal_of(path).exists() or Path(path).exists()
 
     @classmethod
-    def reseal(cls, path: str | os.PathLike[str],
-               if_lost: ForLostVersions | None = None) -> ResealSummary:
+    def reseal(cls, path: str | os.PathLike[str], if_lost: ForLostVersions | None = None,
+               journal_genesis: bytes | None = None) -> ResealSummary:
         """Accept the state file as it is, after an operator has inspected the damage load()
         reported: re-chain its events, re-derive every latch from its scope's newest event,
         keep last_version at or above the sealed one, rewrite the seal. Takes the file's
@@ -398,7 +398,7 @@ class SqliteStateStore(StateStore):
         store = cls(path)
         try:
             with store._transaction("BEGIN IMMEDIATE") as conn:
-                summary = store._accept(conn)
+                summary = store._accept(conn, journal_genesis)
                 if summary.loses and if_lost is not None:
                     with store._decoding():
                         current = [_transition(row) for row in conn.execute(CURRENT)]
@@ -415,22 +415,24 @@ class SqliteStateStore(StateStore):
         log.warning("state store resealed by an operator: %s", summary)
         return summary
 
-    def _accept(self, conn: sqlite3.Connection) -> ResealSummary:
+    def _accept(self, conn: sqlite3.Connection,
+                journal_genesis: bytes | None = None) -> ResealSummary:
         problem = conn.execute(INTEGRITY_CHECK).fetchone()[0]
         if problem != "ok":
             raise StoreUnavailable(f"state store {self.path} is corrupt and cannot be"
                                    f" resealed: {problem}; restore it from a backup")
-        # A meta row lost, or an identity garbled or altered, takes the sealed identity
-        # back: the journal is chained from it. With none sealed, a new one: the journal
-        # chained from the old one no longer verifies (the journal's reseal cuts it all).
-        conn.execute("INSERT OR IGNORE INTO meta (id, last_version, pruned_through,"
-                     " chain_anchor, identity) VALUES (1, 0, 0, ?, randomblob(16))",
-                     (GENESIS,))
+        # The identity the journal is chained from. Where the file's and the seal's differ
+        # (one of them damaged), the one the journal's seal names (`journal_genesis`)
+        # wins, else the sealed one; with none left, a new one: the journal chained from
+        # the old one no longer verifies (the journal's reseal cuts it all).
+        found = _identity(conn) if conn.execute("SELECT 1 FROM meta").fetchone() else None
         sealed_identity = self._sealed_identity()
-        if sealed_identity is not None:
-            conn.execute("UPDATE meta SET identity = ?", (sealed_identity,))
-        elif _identity(conn) is None:  # garbled: as lost
-            conn.execute("UPDATE meta SET identity = randomblob(16)")
+        candidates = [i for i in (found, sealed_identity) if i is not None]
+        identity = journal_genesis if journal_genesis in candidates else \
+            sealed_identity or found or os.urandom(16)
+        conn.execute("INSERT OR IGNORE INTO meta (id, last_version, pruned_through,"
+                     " chain_anchor, identity) VALUES (1, 0, 0, ?, ?)", (GENESIS, identity))
+        conn.execute("UPDATE meta SET identity = ?", (identity,))
         before = _latches(conn)
         with self._decoding():  # every row must be one this code can serve
             events = [_transition(row) for row in
