@@ -57,8 +57,10 @@ def open_journal(settings: Settings, store_was_in_use: bool,
     """The journal beside the SQLite store: `<store.path>.journal`. A store that was in
     use (it has a seal) had a journal: one missing with its seal was deleted. identity:
     the store's, which the journal's chain starts from (None: the store cannot be read)."""
-    return FileJournal(journal_path(settings.store.path), settings.store.journal_sync_interval_s,
-                       required=store_was_in_use, identity=identity)
+    store = settings.store.path
+    return FileJournal(journal_path(store), settings.store.journal_sync_interval_s,
+                       required=store_was_in_use, identity=identity,
+                       locked=(f"{store}.lock", store))
 
 
 def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:

@@ -7,8 +7,11 @@ WAL), damages what is on disk the way the issue lists, and restarts it.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import resource
+import select
 import sqlite3
 import subprocess
 import sys
@@ -313,6 +316,49 @@ def test_another_sidecars_journal_is_damage_even_where_the_store_pruned_its_hist
     finally:
         other.stop()
         ours.stop()
+
+
+def whole_records(journal: Path) -> int:
+    data, offset, count = journal.read_bytes(), 0, 0
+    while len(data) - offset >= 20:
+        end = offset + 20 + int.from_bytes(data[offset:offset + 4], "big")
+        if end > len(data):
+            break
+        offset, count = end, count + 1
+    return count
+
+
+def test_what_a_killed_sidecar_wrote_is_sealed_by_its_syncer_so_a_cut_is_found(
+        tmp_path: Path) -> None:
+    """Adversarial review, stop 32: the records of a sidecar killed within its sync
+    interval were acknowledged but sealed by nobody, so a journal cut at a record boundary
+    lost them unseen, and a second order on an account was allowed past its cap of one.
+    The syncer outlives the kill and seals them, so that cut is damage."""
+    config = ("[limits]\nexposure_enabled = false\nmax_working_orders_per_account = 1\n"
+              "[store]\njournal_sync_interval_s = 1.0\n")
+    sidecar = SidecarProcess(tmp_path, config).start()
+    try:
+        with open_channel(sidecar, uds=True) as channel:
+            stub = guard_stub(channel)
+            for n in range(20):
+                first = order()
+                first.account, first.client_order_id = f"acc-{n}", f"first-{n}"
+                assert stub.CheckOrder(first).allowed
+        [syncer] = sidecar.children()
+        exited = os.pidfd_open(syncer)
+        sidecar.kill()  # within the interval: none of the 20 is sealed yet by a round
+        assert select.select([exited], [], [], 10)[0], "the syncer outlived its sidecar"
+        os.close(exited)
+        journal = Path(f"{sidecar.state}.journal")
+        seal = json.loads(Path(f"{journal}.seal").read_text())
+        assert seal["records"] == whole_records(journal) == 20
+        with open(journal, "r+b") as file:  # the last order's record cut off, whole
+            file.truncate(last_record_start(journal.read_bytes()))
+        scopes = restarted_scopes(sidecar)
+        assert scopes["GLOBAL"][0] == pb.STATE_TRIPPED
+        assert "seal says" in scopes["GLOBAL"][1], scopes["GLOBAL"][1]
+    finally:
+        sidecar.stop()
 
 
 def test_a_reseal_that_finds_acknowledged_transitions_gone_trips_global_in_the_store(

@@ -64,7 +64,7 @@ from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
 from .seal import Seal, SealUnreadable, read_regular
-from .syncer import HEADER, MAX_RECORD, SYNC, WAKE, seal_value  # the frame: read by both
+from .syncer import HEADER, MAX_RECORD, QUIT, SYNC, WAKE, seal_value  # the frame: both read
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,18 @@ class FileJournal(Journal):
     def __init__(self, path: str | os.PathLike[str], sync_interval_s: float = 0.01,
                  required: bool = False, stalled_s: float = STALLED_S,
                  clock: Callable[[], float] = time.monotonic,
-                 identity: bytes | None = GENESIS) -> None:
+                 identity: bytes | None = GENESIS,
+                 locked: Sequence[str | os.PathLike[str]] = ()) -> None:
         """required: the state file beside it was in use, so a journal that is missing
         along with its seal was deleted, not never written. stalled_s: a syncer that
         leaves a wake unread, or a sync unanswered, this long fails the journal. clock:
         when to wake it. identity: the state store's (StoredState.identity), the chain
         before the first record: a journal chained from another is another store's, and
-        is damage. None: unknown (the store cannot be read), the seal's is taken."""
+        is damage. None: unknown (the store cannot be read), the seal's is taken. locked:
+        the files the state's lock is held on (FileLock): a syncer whose serving process
+        was killed seals what it wrote if it can take them (syncer.Syncer.seal_orphaned)."""
         self._clock = clock
+        self._locked = [str(path) for path in locked]
         self._identity = identity
         self._genesis = GENESIS if identity is None else identity
         self.path = Path(path)
@@ -373,7 +377,8 @@ class FileJournal(Journal):
                 [sys.executable, "-I", "-c", SYNCER, str(_PACKAGES), str(os.getpid()),
                  str(reader), str(commands), str(replies), str(self.seal.path),
                  repr(self._interval), str(os.fstat(self._fd).st_size), str(count),
-                 chain.hex(), str(count if sealed is None else sealed), self._genesis.hex()],
+                 chain.hex(), str(count if sealed is None else sealed), self._genesis.hex(),
+                 *self._locked],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=theirs)
         except BaseException:
             for fd in (self._commands, self._replies):
@@ -528,6 +533,8 @@ class FileJournal(Journal):
             return
         commands, self._commands = self._commands, -1  # a wake now fails, and no other
         if commands >= 0:  # file opened meanwhile under this number gets a byte
+            with contextlib.suppress(OSError):  # full, or it is gone: it ends all the same
+                os.write(commands, QUIT)  # stopping: not killed, nothing for it to seal
             os.close(commands)  # (-1: closed by a replacement that could not start)
         try:
             code = syncer.wait(timeout=self._stalled_s)

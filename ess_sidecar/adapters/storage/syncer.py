@@ -14,9 +14,14 @@ The serving process talks to it over two pipes. On `commands`:
 - `w`: records are being written; a round (read, fsync, seal) follows `interval` later,
   and rounds go on every interval while records come, until one finds nothing new.
 - `s`: sync now, and answer `ok <records sealed>` on `replies`.
-- end of file: the serving process closed the pipe or is gone; the syncer exits. If it
-  went during a round (killed), the round ends after its fsync, without a seal: a sidecar
-  started since, or a reseal, may own the seal by then.
+- `q`: the serving process is stopping (it has sealed, or is about to); end of file
+  follows and the syncer exits.
+- end of file with no `q` before it: the serving process is gone (killed). Whole records
+  it wrote since the last seal were acknowledged, and nothing vouches for them: a cut at
+  a record boundary would lose them unseen. Once that process has exited, the syncer
+  takes the state file's locks (non-blocking: a sidecar started since, or a reseal, owns
+  the seal then, and the syncer leaves it) and seals them, then exits (`seal_orphaned`).
+  A round under way when it went ends after its fsync, without a seal.
 
 A failure to read, fsync or seal is answered `failed <why>` on `replies`, and the syncer
 exits with status 1: the serving process then refuses records (it fails closed). It does
@@ -28,11 +33,13 @@ minute at most; the replacement is told how many records the seal is known to ho
 first round seals the rest.
 
 Run by FileJournal (`python -I -c`, main's arguments: PARENT_PID JOURNAL_FD COMMANDS_FD
-REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX SEALED), never by hand.
+REPLIES_FD SEAL INTERVAL_S OFFSET RECORDS CHAIN_HEX SEALED GENESIS_HEX [LOCKED_PATH...]),
+never by hand.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -45,7 +52,9 @@ from .seal import Seal
 
 HEADER = struct.Struct(">I16s")  # a journal record's frame: its length and chain
 MAX_RECORD = 64 << 20  # a longer length field is damage, not a record
-WAKE, SYNC = b"w", b"s"
+WAKE, SYNC, QUIT = b"w", b"s", b"q"
+ORPHAN_WAIT_S = 2.0  # after end of file with no `q`: how long the serving process may take
+# to exit (closing its files, its locks among them) before the syncer gives up sealing
 
 
 def seal_value(records: int, chain: bytes, genesis: bytes) -> dict[str, object]:
@@ -77,6 +86,7 @@ class Syncer:
         self._read = (records, chain)  # records read, and the chain after the last
         self._sealed = records if sealed is None else min(sealed, records)
         self._covered_until = 0.0  # a round at or after this sees every waking record
+        self.quit = False  # the serving process said it is stopping: not orphaned
 
     def serve(self, commands: int, replies: int) -> int:
         """Answer the serving process until it goes; 1 after a failure (already said)."""
@@ -87,6 +97,7 @@ class Syncer:
             if wanted == b"":
                 return 0  # closed: the serving process is done or gone
             if wanted is not None:
+                self.quit = self.quit or QUIT in wanted
                 if SYNC in wanted and not self._answered(replies):
                     return 1
                 # The record that woke us may have been written just after a round read
@@ -139,6 +150,44 @@ class Syncer:
         self._sealed = records
         return True
 
+    def seal_orphaned(self, locked: list[str]) -> bool:
+        """Seal the whole records the serving process wrote, once it has exited, if no
+        other process holds the locks on `locked` (the state file's) by then; whether it
+        did. Their chain is taken from their headers as in any round: the next start
+        verifies them all."""
+        try:
+            exited = os.pidfd_open(self._parent)
+        except ProcessLookupError:
+            exited = -1  # gone and reaped already
+        if exited >= 0:
+            try:
+                if not select.select([exited], [], [], ORPHAN_WAIT_S)[0]:
+                    return False  # alive: it closed the pipe on purpose, and seals itself
+            finally:
+                os.close(exited)
+        held: list[int] = []
+        try:
+            for path in locked:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                held.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: taken
+            self._count()
+            if self._read[0] <= self._sealed:
+                return False
+            records, chain = self._read
+            os.fsync(self._journal)
+            self._seal.write(seal_value(records, chain, self._genesis))
+            self._sealed = records
+            return True
+        except OSError:  # held by a sidecar or a reseal, or it cannot be done: theirs
+            return False
+        finally:
+            for fd in held:
+                os.close(fd)
+
     def _count(self) -> None:
         """Count the whole records appended since the last; a record being written shows
         as a prefix of itself (the kernel copies before it grows the file), left for the
@@ -172,11 +221,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     (parent, journal, commands, replies, seal, interval, offset, records, chain, sealed,
-     genesis) = argv
+     genesis, *locked) = argv
     syncer = Syncer(int(parent), int(journal), Seal(seal), float(interval), int(offset),
                     int(records), bytes.fromhex(chain), sealed=int(sealed),
                     genesis=bytes.fromhex(genesis))
-    return syncer.serve(int(commands), int(replies))
+    code = syncer.serve(int(commands), int(replies))
+    if code == 0 and locked and not syncer.quit:
+        syncer.seal_orphaned(locked)
+    return code
 
 
 if __name__ == "__main__":
