@@ -159,6 +159,8 @@ class Syncer:
             exited = os.pidfd_open(self._parent)
         except ProcessLookupError:
             exited = -1  # gone and reaped already
+        except OSError:  # no pidfds here (Linux < 5.3): whether it exited cannot be told
+            return False
         if exited >= 0:
             try:
                 if not select.select([exited], [], [], ORPHAN_WAIT_S)[0]:
