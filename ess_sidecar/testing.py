@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -79,10 +81,25 @@ class SidecarProcess:
         return [int(child) for task in tasks.iterdir()
                 for child in (task / "children").read_text().split()]
 
-    def kill(self) -> None:
+    def kill(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the sidecar, and wait until it and its syncer have exited: the syncer
+        outlives it to seal what it wrote (syncer.Syncer.seal_orphaned), and files
+        damaged before that is done would be sealed over."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        children = []
+        if self.process.poll() is None:
+            for pid in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    children.append(os.pidfd_open(pid))
+        try:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=timeout_s)
+            for exited in children:
+                if not select.select([exited], [], [], timeout_s)[0]:
+                    raise TimeoutError(f"the sidecar's syncer outlived it by {timeout_s} s")
+        finally:
+            for exited in children:
+                os.close(exited)
 
     def terminate(self, timeout_s: float = 20.0) -> int:
         """SIGTERM and wait for the exit code."""

@@ -8,10 +8,8 @@ WAL), damages what is on disk the way the issue lists, and restarts it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
-import select
 import sqlite3
 import subprocess
 import sys
@@ -344,11 +342,8 @@ def test_what_a_killed_sidecar_wrote_is_sealed_by_its_syncer_so_a_cut_is_found(
                 first = order()
                 first.account, first.client_order_id = f"acc-{n}", f"first-{n}"
                 assert stub.CheckOrder(first).allowed
-        [syncer] = sidecar.children()
-        exited = os.pidfd_open(syncer)
-        sidecar.kill()  # within the interval: none of the 20 is sealed yet by a round
-        assert select.select([exited], [], [], 10)[0], "the syncer outlived its sidecar"
-        os.close(exited)
+        assert len(sidecar.children()) == 1  # the syncer
+        sidecar.kill()  # within the interval: and it waits for the syncer to have exited
         journal = Path(f"{sidecar.state}.journal")
         seal = json.loads(Path(f"{journal}.seal").read_text())
         assert seal["records"] == whole_records(journal) == 20
