@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ess_sidecar.adapters.storage import sqlite as sqlite_store
+from ess_sidecar.adapters.storage.filelock import FileLock
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
@@ -27,6 +29,27 @@ def trip(version: int, scope: Scope = GLOBAL) -> Transition:
 
 
 # -- one store per file ----------------------------------------------------------------------
+
+def test_a_lock_held_for_a_moment_is_tried_again(tmp_path, monkeypatch):
+    """The syncer of a sidecar killed a moment ago holds the state file's lock while it
+    seals what that sidecar wrote: a sidecar started meanwhile waits for it, briefly,
+    rather than serve with GLOBAL tripped as if another sidecar had the file."""
+    path = tmp_path / "ess.db"
+    SqliteStateStore(path).close()
+    holder = FileLock(Path(f"{path}.lock"))
+    holder.acquire()
+    waits: list[float] = []
+
+    def released_while_waiting(seconds: float) -> None:
+        waits.append(seconds)
+        holder.release()  # the syncer is done
+
+    monkeypatch.setattr(sqlite_store.time, "sleep", released_while_waiting)
+    store = SqliteStateStore(path)
+    assert store.locked and store.load().version == 0
+    assert waits == [sqlite_store.LOCK_RETRY_S]
+    store.close()
+
 
 def test_second_store_on_a_file_in_use_is_unavailable_and_writes_nothing(tmp_path):
     path = tmp_path / "ess.db"
@@ -66,6 +89,8 @@ def test_store_on_another_file_in_the_same_directory_is_not_blocked(tmp_path):
 
 HOLDER = """
 import sys
+from ess_sidecar.adapters.storage import sqlite as sqlite_store
+from ess_sidecar.adapters.storage.filelock import FileLock
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 store = SqliteStateStore(sys.argv[1])
 print("loaded", store.load().version, flush=True)

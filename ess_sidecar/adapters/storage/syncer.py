@@ -187,8 +187,8 @@ class Syncer:
         except OSError:  # held by a sidecar or a reseal, or it cannot be done: theirs
             return False
         finally:
-            for fd in held:
-                os.close(fd)
+            for fd in reversed(held):  # `<state>.lock` last: a store that takes it finds
+                os.close(fd)  # the state file free too
 
     def _count(self) -> None:
         """Count the whole records appended since the last; a record being written shows
