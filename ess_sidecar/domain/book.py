@@ -153,6 +153,10 @@ class Exposure:
 class AccountBook:
     equity: float | None = None
     marks: dict[str, float] = field(default_factory=dict)
+    # Per symbol, what a fill's price may be within (the price band) to move the mark:
+    # the last snapshot's mark, the broker's word, else the first fill's price. A mark
+    # walked by fills, each within the band of the one before, would have no bound.
+    anchors: dict[str, float] = field(default_factory=dict)
     legs: dict[tuple[str, str], StrategyLeg] = field(default_factory=dict)
     nets: dict[str, NetLeg] = field(default_factory=dict)  # symbol
     reference: Callable[[str], float] = no_reference  # the price without a mark (0: none)

@@ -13,7 +13,7 @@
   reduces both the account's net position and the strategy's own position in the symbol,
   counting working orders on its side, without crossing zero.
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
-  fills (within the price band of the mark: lifecycle.apply_fill), never another
+  fills (within the price band of the last snapshot's mark: lifecycle.apply_fill), never another
   account's; else the symbol's configured `reference_price`. With
   exposure limits on, a growing order with no equity known is denied EQUITY_UNKNOWN, with
   no mark MARK_UNKNOWN: the sidecar does not guess. An order is valued at the larger of

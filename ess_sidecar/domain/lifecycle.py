@@ -84,8 +84,9 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
     if moved:
         leg.move(signed)
         net.move(signed)
-    if _marks(fill, account.marks.get(fill.symbol), priced, band_pct):
+    if _marks(fill, account.anchors.get(fill.symbol), priced, band_pct):
         account.set_mark(fill.symbol, fill.price)
+        account.anchors.setdefault(fill.symbol, fill.price)
     for part, quantity in parts if moved else ():
         if part is not None and _same_instrument(part, fill):  # else no evidence of it
             _book(ledger, part, named, quantity)
@@ -112,15 +113,17 @@ def _beyond_limit(fill: Fill, order: OrderRecord | None, band_pct: float) -> str
             f" (band {band_pct:g}%)")
 
 
-def _marks(fill: Fill, mark: float | None, order: OrderRecord | None,
+def _marks(fill: Fill, anchor: float | None, order: OrderRecord | None,
            band_pct: float) -> bool:
     """Whether the fill's price becomes the account's mark: within the price band of the
-    mark, or with none of its order's price. A price beyond it moves no mark (a real move
-    that far comes in the account's next snapshot), since a mark taken from one wrong
-    fill values every order of the symbol and bounds its price band: a BUY's fill
+    anchor (AccountBook.anchors: the last snapshot's mark, else the first fill's), or
+    with none of its order's price. A price beyond it moves no mark (a real move that far
+    comes in the account's next snapshot, which anchors it anew), since a mark taken from
+    a wrong fill values every order of the symbol and bounds its price band: a BUY's fill
     reported at a hundredth of the market would let a SELL at that price pass as small,
-    where it executes at the market."""
-    reference = mark if mark is not None else order.price if order is not None else None
+    where it executes at the market; and fills each within the band of the last would
+    walk it there."""
+    reference = anchor if anchor is not None else order.price if order is not None else None
     if not band_pct or reference is None:
         return True
     return abs(fill.price - reference) / reference * 100.0 <= band_pct
@@ -353,6 +356,7 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
         target.leg(strategy, symbol).set_position(position.quantity)
         if position.mark_price:
             target.set_mark(symbol, position.mark_price)
+            target.anchors[symbol] = position.mark_price
     for symbol, quantity in nets.items():
         target.net(symbol).set_position(quantity)
     target.equity = equity

@@ -280,6 +280,25 @@ def test_a_fill_price_beyond_the_band_of_the_mark_moves_no_mark():
     assert engine.book.mark(ACCOUNT, SYMBOL) == 95.0
 
 
+def test_fills_each_within_the_band_cannot_walk_the_mark_beyond_it():
+    """Each fill within 10 % of the one before would take the mark from 100 to 1 in 45
+    steps: fills move it within the band of the last snapshot's mark, and only a snapshot
+    moves it further."""
+    engine = make_engine(limits=LimitSettings(max_orders_per_second=0))
+    price = 100.0
+    for _ in range(45):  # each sell priced at the last fill, each fill 9 % below it
+        sell = order(1, price, Side.SELL)
+        if engine.check(sell, T0).allowed:
+            price *= 0.91
+            report_fill(engine, fill(1, price, Side.SELL,
+                                     client_order_id=sell.client_order_id))
+    assert engine.book.mark(ACCOUNT, SYMBOL) >= 90.0
+    assert engine.state_of(account()) is State.ARMED  # each fill was one a venue may give
+    engine.sync_positions(ACCOUNT, EQUITY, [position(0, mark=50.0)])  # the broker says
+    report_fill(engine, fill(1, 46.0, client_order_id=_allowed(engine, order(1, 50.0))))
+    assert engine.book.mark(ACCOUNT, SYMBOL) == 46.0
+
+
 def test_with_no_mark_a_fill_price_far_from_its_order_sets_none():
     engine = make_engine(limits=LimitSettings(exposure_enabled=False,
                                               max_orders_per_second=0))

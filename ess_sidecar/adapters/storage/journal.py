@@ -25,8 +25,9 @@ Each record is framed as `length (4 bytes) | chain (16) | payload`, where chain 
 BLAKE2b-128 of the previous record's chain and this payload, the first record's from the
 state store's identity (StoredState.identity; the seal keeps it too): a flipped bit, a torn
 or missing record, a journal shorter than its seal, or another store's journal is found on
-load and raises JournalDamaged. Payloads are JSON: `[command name, fields, transitions]`, decoded by the
-field types of the command's dataclass (domain/commands.py), never by evaluating them;
+load and raises JournalDamaged. Payloads are JSON: `[command name, fields, transitions]`,
+decoded by the field types of the command's dataclass (domain/commands.py), never by
+evaluating them;
 but for the one record of the hot path, an allowed order (`Admitted`), which is binary:
 0x01 (JSON starts with "["), then side, reduce_only, quantity, price and time packed
 (`<BBddd`), then the six ids joined by NUL (a canonical id holds no control character),
