@@ -87,7 +87,7 @@ def _reseal(settings: Settings) -> int:
     journal keeps the records that verify."""
     from .adapters.storage.filelock import FileLock, LockHeld  # noqa: PLC0415
     from .adapters.storage.journal import FileJournal, journal_path  # noqa: PLC0415
-    from .adapters.storage.sqlite import SqliteStateStore  # noqa: PLC0415
+    from .adapters.storage.sqlite import LOCK_WAIT_S, SqliteStateStore  # noqa: PLC0415
     from .domain.errors import StoreUnavailable  # noqa: PLC0415
     from .bootstrap import trip_for_lost_versions, trip_for_what_a_reseal_lost  # noqa: PLC0415
     path = settings.store.path
@@ -118,7 +118,7 @@ def _reseal(settings: Settings) -> int:
             return 1
     lock = FileLock(Path(f"{path}.lock"))  # the store's: no sidecar may start meanwhile
     try:
-        lock.acquire()
+        lock.acquire(LOCK_WAIT_S)  # a killed sidecar's syncer may hold it a moment
     except (LockHeld, OSError) as error:
         print(f"cannot reseal the journal: {path} is in use ({error!r})", file=sys.stderr)
         return 1

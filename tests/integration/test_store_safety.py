@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ess_sidecar.adapters.storage import sqlite as sqlite_store
+from ess_sidecar.adapters.storage import filelock
 from ess_sidecar.adapters.storage.filelock import FileLock
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.errors import StoreUnavailable
@@ -44,10 +44,10 @@ def test_a_lock_held_for_a_moment_is_tried_again(tmp_path, monkeypatch):
         waits.append(seconds)
         holder.release()  # the syncer is done
 
-    monkeypatch.setattr(sqlite_store.time, "sleep", released_while_waiting)
+    monkeypatch.setattr(filelock.time, "sleep", released_while_waiting)
     store = SqliteStateStore(path)
     assert store.locked and store.load().version == 0
-    assert waits == [sqlite_store.LOCK_RETRY_S]
+    assert waits == [filelock.RETRY_S]
     store.close()
 
 
@@ -89,7 +89,7 @@ def test_store_on_another_file_in_the_same_directory_is_not_blocked(tmp_path):
 
 HOLDER = """
 import sys
-from ess_sidecar.adapters.storage import sqlite as sqlite_store
+from ess_sidecar.adapters.storage import filelock
 from ess_sidecar.adapters.storage.filelock import FileLock
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 store = SqliteStateStore(sys.argv[1])

@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
+
+RETRY_S = 0.01  # how often a held lock is tried again, while acquire() may wait
 
 
 class LockHeld(Exception):
@@ -26,9 +29,18 @@ class FileLock:
     def held(self) -> bool:
         return bool(self._fds)
 
-    def acquire(self) -> None:
-        """Raises LockHeld if another process holds it, OSError if it cannot be taken."""
-        self._fds.append(_locked(self.path, os.O_RDWR | os.O_CREAT))
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Raises LockHeld if another process holds it (still, after trying again for
+        `wait_s`), OSError if it cannot be taken."""
+        give_up = time.monotonic() + wait_s
+        while True:
+            try:
+                self._fds.append(_locked(self.path, os.O_RDWR | os.O_CREAT))
+                return
+            except LockHeld:
+                if time.monotonic() >= give_up:
+                    raise
+                time.sleep(RETRY_S)
 
     def add(self, path: Path) -> None:
         """Lock an existing file too, with the lock held (LockHeld, OSError as acquire)."""

@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +74,7 @@ FAILURES = (sqlite3.Error, UnicodeDecodeError)
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 6
-LOCK_WAIT_S, LOCK_RETRY_S = 0.5, 0.01  # a held lock: tried again this long, this often
+LOCK_WAIT_S = 0.5  # a held lock is tried again this long (a killed sidecar's syncer)
 GENESIS = bytes(16)  # the chain before the first event
 
 # What load() asks SQLite. integrity_check, unlike quick_check, also finds an index that
@@ -685,19 +684,14 @@ class SqliteStateStore(StateStore):
         """Take the exclusive lock on `<path>.lock`, or raise StoreUnavailable. A lock held
         is tried again for LOCK_WAIT_S: the syncer of a sidecar killed a moment ago holds
         it for the milliseconds it takes to seal what that sidecar wrote (syncer.py)."""
-        give_up = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                self._file_lock.acquire()
-                return
-            except LockHeld:
-                if time.monotonic() >= give_up:
-                    raise StoreUnavailable(
-                        f"state file {self.path} is in use by another ess-sidecar process"
-                        f" (lock {self.lock_path})") from None
-                time.sleep(LOCK_RETRY_S)
-            except OSError as error:
-                raise self._unavailable(f"cannot lock {self.lock_path}", error) from error
+        try:
+            self._file_lock.acquire(LOCK_WAIT_S)
+        except LockHeld:
+            raise StoreUnavailable(
+                f"state file {self.path} is in use by another ess-sidecar process"
+                f" (lock {self.lock_path})") from None
+        except OSError as error:
+            raise self._unavailable(f"cannot lock {self.lock_path}", error) from error
 
     def __del__(self) -> None:
         # A store dropped without close() must not keep its file locked until exit.

@@ -39,7 +39,6 @@ never by hand.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
@@ -47,7 +46,9 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from .filelock import FileLock, LockHeld
 from .seal import Seal
 
 HEADER = struct.Struct(">I16s")  # a journal record's frame: its length and chain
@@ -167,15 +168,11 @@ class Syncer:
                     return False  # alive: it closed the pipe on purpose, and seals itself
             finally:
                 os.close(exited)
-        held: list[int] = []
+        lock = FileLock(Path(locked[0]))  # as the store takes them (NFS: writable)
         try:
-            for path in locked:
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue
-                held.append(fd)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: taken
+            lock.acquire()
+            for path in locked[1:]:
+                lock.add(Path(path))
             self._count()
             if self._read[0] <= self._sealed:
                 return False
@@ -184,11 +181,10 @@ class Syncer:
             self._seal.write(seal_value(records, chain, self._genesis))
             self._sealed = records
             return True
-        except OSError:  # held by a sidecar or a reseal, or it cannot be done: theirs
+        except (LockHeld, OSError):  # held by a sidecar or a reseal, or cannot be: theirs
             return False
         finally:
-            for fd in reversed(held):  # `<state>.lock` last: a store that takes it finds
-                os.close(fd)  # the state file free too
+            lock.release()  # `<state>.lock` last: a store that takes it finds the rest free
 
     def _count(self) -> None:
         """Count the whole records appended since the last; a record being written shows
