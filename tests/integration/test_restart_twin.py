@@ -128,7 +128,7 @@ class RestartTwin(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS), back=st.integers(0, 4),
           quantity=st.sampled_from([1.0, 40.0, 120.0]), fill_id=st.integers(0, 5),
-          price=st.sampled_from([90.0, 100.0, 110.0]))
+          price=st.sampled_from([50.0, 90.0, 100.0, 108.0, 110.0, 150.0]))
     def fill(self, account, back, quantity, fill_id, price):
         coid = f"c{max(1, self.ids - back)}"
         subject = self.subject.guard.engine.orders.get(account, coid)
@@ -204,10 +204,18 @@ class RestartTwin(RuleBasedStateMachine):
         for account in ACCOUNTS:
             assert subject.book.positions(account) == twin.book.positions(account)
             assert subject.book.equity(account) == twin.book.equity(account)
+            assert _marks(subject, account) == _marks(twin, account)
             assert _working(subject, account) == _working(twin, account)
         now = self.clock.now()
         for scope in SCOPES:
             assert subject.holding(scope, now) == twin.holding(scope, now)
+
+
+def _marks(engine: Any, account: str) -> tuple[dict, dict] | None:
+    """The account's marks and their anchors (a fill's price moves the mark within the
+    price band of its anchor): a restart must rebuild both."""
+    book = engine.book.peek(account)
+    return (dict(book.marks), dict(book.anchors)) if book is not None else None
 
 
 def _latched(engine: Any) -> list[tuple]:
