@@ -291,7 +291,7 @@ class FileJournal(Journal):
         try:
             seal = self.seal.read()
             return _genesis(seal, self.seal.path) if seal is not None else None
-        except (SealUnreadable, JournalDamaged, AttributeError):
+        except (SealUnreadable, JournalDamaged):
             return None
 
     def reseal_would_lose(self) -> bool:

@@ -198,7 +198,7 @@ MIGRATIONS = {
         " SELECT executor_id, scope_kind, scope_id, ttl_s FROM executors",
         "DROP TABLE executors",
         "ALTER TABLE executors_5 RENAME TO executors"),
-    # All zeros: the journal of an older store was chained from zeros (LEGACY_IDENTITY).
+    # All zeros: the journal of an older store was chained from zeros (journal.GENESIS).
     5: (f"ALTER TABLE meta ADD COLUMN identity BLOB NOT NULL DEFAULT x'{GENESIS.hex()}'",),
 }
 CHAINED_SINCE = 3
@@ -426,8 +426,8 @@ class SqliteStateStore(StateStore):
         # (one of them damaged), the one the journal's seal names (`journal_genesis`)
         # wins, else the sealed one; with none left, a new one: the journal chained from
         # the old one no longer verifies (the journal's reseal cuts it all).
-        found = _identity(conn) if conn.execute("SELECT 1 FROM meta").fetchone() else None
-        sealed_identity = self._sealed_identity()
+        found, seal = _identity(conn), self._readable_seal()
+        sealed_identity = seal[3] if seal is not None else None
         candidates = [i for i in (found, sealed_identity) if i is not None]
         identity = journal_genesis if journal_genesis in candidates else \
             sealed_identity or found or os.urandom(16)
@@ -447,9 +447,8 @@ class SqliteStateStore(StateStore):
         after = _latches(conn)
         last = max(conn.execute("SELECT last_version FROM meta").fetchone()[0],
                    events[-1].version if events else 0)  # a lagging meta row lost nothing
-        sealed = self._sealed_version()
-        unsealed = sealed is None
-        sealed = sealed or 0
+        unsealed = seal is None
+        sealed = seal[0] if seal is not None else 0  # a reseal never lowers its version
         conn.execute("UPDATE meta SET last_version = MAX(last_version, ?, ?)",
                      (events[-1].version if events else 0, sealed))
         return ResealSummary(
@@ -461,22 +460,12 @@ class SqliteStateStore(StateStore):
             lost=(last + 1, sealed) if sealed > last else None, unsealed=unsealed,
             identity=_identity(conn))
 
-    def _sealed_version(self) -> int | None:
-        """The seal's version if it has a readable one, so a reseal never lowers it; None
-        if the seal is missing or unreadable."""
+    def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
+        """The seal as _parse_seal reads it; None if it is missing or unreadable."""
         try:
             seal = self.seal.read()
-            return _parse_seal(seal)[0] if seal is not None else None
+            return _parse_seal(seal) if seal is not None else None
         except (SealUnreadable, LookupError, TypeError, ValueError):
-            return None
-
-    def _sealed_identity(self) -> bytes | None:
-        """The seal's identity if it has a readable one (a seal from before schema 6, or
-        one unreadable, has none)."""
-        try:
-            seal = self.seal.read()
-            return _identity_of(seal) if seal is not None else None
-        except (SealUnreadable, TypeError, ValueError):
             return None
 
     # -- verifying --------------------------------------------------------------------------
@@ -504,7 +493,7 @@ class SqliteStateStore(StateStore):
         if sealed is None:  # a new store is sealed before its file exists
             raise self._damaged(f"is damaged: its seal {self.seal.path} is missing"
                                 " (deleted?)")
-        version, chain, latched = sealed
+        version, chain, latched, sealed_identity = sealed
         if last > max(newest, version):  # only a lossy reseal leaves it past the newest
             raise self._damaged(f"is damaged: its last version is {last}, past its newest"
                                 f" event ({newest}) and its seal's version ({version})")
@@ -521,7 +510,6 @@ class SqliteStateStore(StateStore):
                                 f" {self.seal.path} (a latch altered or removed?)")
         # Last: a file that lost its WAL with the schema in it was made anew, with another
         # identity, and the loss is the better diagnosis.
-        sealed_identity = self._identity_in(seal)
         if sealed_identity is not None and sealed_identity != identity:
             raise self._damaged(f"is damaged: its identity ({identity.hex()}) is not the one"
                                 f" sealed in {self.seal.path} ({sealed_identity.hex()}):"
@@ -573,14 +561,8 @@ class SqliteStateStore(StateStore):
         except SealUnreadable as error:
             raise self._damaged(f"is damaged: its seal is unreadable: {error}") from error
 
-    def _identity_in(self, seal: dict[str, Any]) -> bytes | None:
-        try:
-            return _identity_of(seal)
-        except (TypeError, ValueError) as error:
-            raise self._damaged(f"is damaged: its seal {self.seal.path} is garbled:"
-                                f" {error!r}") from error
-
-    def _parsed(self, seal: dict[str, Any] | None) -> tuple[int, bytes, str] | None:
+    def _parsed(self, seal: dict[str, Any] | None
+                ) -> tuple[int, bytes, str, bytes | None] | None:
         try:
             return None if seal is None else _parse_seal(seal)
         except (LookupError, TypeError, ValueError) as error:
@@ -907,28 +889,22 @@ def _seal_value(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 def _identity(conn: sqlite3.Connection) -> bytes | None:
-    identity = conn.execute("SELECT identity FROM meta").fetchone()[0]
+    """meta.identity, if the row is there and the value is one."""
+    row = conn.execute("SELECT identity FROM meta").fetchone()
+    identity = row[0] if row is not None else None
     return identity if isinstance(identity, bytes) and len(identity) == 16 else None
 
 
-def _identity_of(seal: dict[str, Any]) -> bytes | None:
-    """The seal's identity: None in a seal made before a store had one (schema 6) or
-    before the file (FRESH_SEAL). Raises TypeError or ValueError if it is garbled."""
-    if "identity" not in seal:
-        return None
-    identity = bytes.fromhex(seal["identity"])
-    if len(identity) != 16:
-        raise ValueError(f"identity is {len(identity)} bytes, not 16")
-    return identity
-
-
-def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str]:
-    """(version, chain, latched digest). Raises LookupError, TypeError or ValueError."""
+def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str, bytes | None]:
+    """(version, chain, latched digest, identity: None in a seal made before a store had
+    one, schema 6, or before the file, FRESH_SEAL). Raises LookupError, TypeError or
+    ValueError."""
     version, chain, latched = seal["version"], bytes.fromhex(seal["chain"]), seal["latched"]
+    identity = bytes.fromhex(seal["identity"]) if "identity" in seal else None
     if type(version) is not int or version < 0 or len(chain) != 16 \
-            or not isinstance(latched, str):
+            or not isinstance(latched, str) or identity is not None and len(identity) != 16:
         raise ValueError(f"not a seal of this store: {seal!r}"[:200])
-    return version, chain, latched
+    return version, chain, latched, identity
 
 
 def _scope_name(kind: int, ident: str) -> str:
