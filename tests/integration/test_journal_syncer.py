@@ -24,6 +24,7 @@ import pytest
 from ess_sidecar.adapters.storage.journal import GENESIS, FileJournal
 from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.adapters.storage.syncer import Syncer, seal_value
+from ess_sidecar.adapters.storage.syncer import main as syncer_main
 from ess_sidecar.domain.errors import StoreUnavailable
 from tests.integration.test_journal import EVERY_COMMAND
 
@@ -175,6 +176,37 @@ def test_a_syncer_whose_serving_process_is_gone_fsyncs_but_writes_no_seal(
     served.recorded_and_round()
     assert served.end() == 0  # ended at the round, without a seal
     assert sealed(served.journal) == 0
+
+
+def test_a_sync_asked_when_the_serving_process_was_killed_still_ends_in_the_orphans_seal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adversarial review, stop 33: a sidecar killed mid-Trigger (its `s` sent, the round
+    under way) left its acknowledged records unsealed: the asked round that found it gone
+    ended the syncer as a failure, and main() seals an orphan's records only after a
+    clean end. A journal cut at a record boundary was then accepted, and an order past
+    its account's working-order cap allowed after the restart."""
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL)
+    assert journal.load() == []
+    journal.record(*EVERY_COMMAND[0])  # acknowledged, never sealed: the syncer was late
+    gone = subprocess.Popen(["true"])
+    gone.wait(10)  # the serving process: killed and reaped
+    reader = os.open(journal.path, os.O_RDONLY)
+    commands, asked = os.pipe()
+    answers, replies = os.pipe()
+    os.write(asked, b"s")  # the sync it asked for...
+    os.close(asked)  # ...and its end, as the kill left them
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # main() ignores Ctrl-C: not ours
+    try:
+        code = syncer_main([str(gone.pid), str(reader), str(commands), str(replies),
+                            str(journal.seal.path), repr(INTERVAL), "0", "0", GENESIS.hex(),
+                            "0", GENESIS.hex(), str(tmp_path / "ess.db.lock")])
+        os.close(replies)
+        assert os.read(answers, 100) == b""  # nothing said: nobody is left to hear it
+    finally:
+        for fd in (reader, commands, answers):
+            os.close(fd)
+    assert code == 0
+    assert Seal(journal.seal.path).read() == seal_value(1, journal._written[1], GENESIS)
 
 
 # -- the child process --------------------------------------------------------------------

@@ -21,7 +21,8 @@ The serving process talks to it over two pipes. On `commands`:
   a record boundary would lose them unseen. Once that process has exited, the syncer
   takes the state file's locks (non-blocking: a sidecar started since, or a reseal, owns
   the seal then, and the syncer leaves it) and seals them, then exits (`seal_orphaned`).
-  A round under way when it went ends after its fsync, without a seal.
+  A round under way when it went, asked or unasked, ends after its fsync without a seal,
+  and the orphan's seal follows.
 
 A failure to read, fsync or seal is answered `failed <why>` on `replies`, and the syncer
 exits with status 1: the serving process then refuses records (it fails closed). It does
@@ -90,7 +91,15 @@ class Syncer:
         self.quit = False  # the serving process said it is stopping: not orphaned
 
     def serve(self, commands: int, replies: int) -> int:
-        """Answer the serving process until it goes; 1 after a failure (already said)."""
+        """Answer the serving process until it goes; 1 after a failure (already said).
+        0 when it has gone, found by a round (asked or unasked) as by end of file: main
+        then seals what it wrote."""
+        try:
+            return self._serve(commands, replies)
+        except Orphaned:
+            return 0
+
+    def _serve(self, commands: int, replies: int) -> int:
         due: float | None = None  # when the next round is; None while idle
         while True:
             wanted = self._wait(commands, due)
@@ -109,8 +118,6 @@ class Syncer:
                 continue
             try:
                 grew = self._round()
-            except Orphaned:
-                return 0
             except (OSError, ValueError) as error:
                 _say(replies, f"failed {error}")
                 return 1
@@ -130,8 +137,6 @@ class Syncer:
     def _answered(self, replies: int) -> bool:
         try:
             self._round()
-        except Orphaned:
-            return False
         except (OSError, ValueError) as error:
             _say(replies, f"failed {error}")
             return False
