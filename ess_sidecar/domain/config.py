@@ -14,6 +14,12 @@ from .limits import LimitSettings, SymbolLimits
 from .orders import MAX_PRICE
 from .scopes import ScopeKind
 
+# Breakers that trip on one event, with no threshold to reach: a threshold other than 1
+# would be taken and do nothing (review 33: unchecked_order's threshold 3 tripped on the
+# first unchecked fill all the same).
+ONE_EVENT = frozenset({Breaker.DATA_FEED_STALE, Breaker.DATA_FEED_CORRUPT,
+                       Breaker.HEARTBEAT_LOST, Breaker.UNCHECKED_ORDER})
+
 DRAWDOWN_ORDER = (Breaker.DAILY_DRAWDOWN_PCT, Breaker.WEEKLY_DRAWDOWN_PCT,
                   Breaker.TOTAL_DRAWDOWN_PCT)
 
@@ -82,6 +88,10 @@ def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
             raise InvalidConfig(f"{prefix}.{name}.threshold", f"must be a finite number > 0"
                                 f" and at most {MAX_THRESHOLD:g} (turn a breaker off with"
                                 f" enabled = false), got {rule.threshold!r}")
+        if name in ONE_EVENT and rule.threshold != 1:
+            raise InvalidConfig(f"{prefix}.{name}.threshold", "must be 1: this breaker trips"
+                                " on one event (a lapse, a report, a fill; data_feed_stale's"
+                                f" limit is its window_s), got {rule.threshold!r}")
         if name == Breaker.UNCHECKED_ORDER and rule.auto_rearm:
             raise InvalidConfig(f"{prefix}.{name}.auto_rearm", "must be false: an order"
                                 " sent past the guard is resumed from by hand only")

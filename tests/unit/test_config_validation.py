@@ -71,6 +71,11 @@ def test_scope_override_is_checked_against_the_defaults_it_overrides():
     ({"open_loss_pct": {"window_s": 1e300}}, "breakers.open_loss_pct.window_s"),
     ({"daily_drawdown_pct": {"consecutive": 2**40}}, "breakers.daily_drawdown_pct.consecutive"),
     ({"system_health": {"threshold": 3}}, "breakers.system_health.threshold"),
+    # One event trips these: a threshold would be taken and do nothing (review 33).
+    ({"unchecked_order": {"threshold": 3}}, "breakers.unchecked_order.threshold"),
+    ({"data_feed_corrupt": {"threshold": 2}}, "breakers.data_feed_corrupt.threshold"),
+    ({"heartbeat_lost": {"threshold": 0.5}}, "breakers.heartbeat_lost.threshold"),
+    ({"data_feed_stale": {"threshold": 5}}, "breakers.data_feed_stale.threshold"),
 ], ids=repr)
 def test_thresholds_windows_and_counts_must_be_positive(changes, key):
     assert key_of(breakers(**changes)) == key
