@@ -12,6 +12,9 @@ legs (docs/design.md, "The exposure model"):
 - per account, how many symbols have a non-zero net worst case (max positions);
 - per account, the sum of worst case × price over each strategy's legs and over all of
   them (the strategy and portfolio limits), and which legs have a worst case but no price.
+  A leg's worst case is valued side by side: each side's worst position at the larger
+  of the mark and the highest limit price of the working orders on that side (`Leg.worth`),
+  so no order is valued under its own price.
 
 The sums are updated by differences, which round. Each update adds a bound on its
 rounding error to the account's `slack`; a check whose answer that error could change
@@ -21,6 +24,7 @@ decide otherwise."""
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,10 +44,49 @@ def no_reference(symbol: str) -> float:
     return 0.0
 
 
+class Prices:
+    """The limit prices of the working orders on one side of a leg: how many at each, and
+    the highest (`top`). The highest is kept by a heap whose entries for prices no longer
+    counted are dropped when they come to the top, so no change walks the prices: a
+    re-quote of the best bid among 1,000 costs a few heap steps (review 33)."""
+
+    __slots__ = ("top", "_counts", "_heap")
+
+    def __init__(self) -> None:
+        self.top = 0.0  # 0: no working order
+        self._counts: dict[float, int] = {}
+        self._heap: list[float] = []  # prices negated: heapq keeps the least first
+
+    def add(self, price: float) -> None:
+        count = self._counts.get(price, 0)
+        self._counts[price] = count + 1
+        if not count:
+            heapq.heappush(self._heap, -price)
+            if price > self.top:
+                self.top = price
+
+    def remove(self, price: float) -> None:
+        counts = self._counts
+        count = counts[price] - 1
+        if count:
+            counts[price] = count
+            return
+        del counts[price]
+        heap = self._heap
+        if price == self.top:
+            while heap and -heap[0] not in counts:
+                heapq.heappop(heap)
+            self.top = -heap[0] if heap else 0.0
+        if len(heap) > 2 * len(counts) + 64:  # prices gone below the top pile up: rebuild
+            self._heap = [-price for price in counts]
+            heapq.heapify(self._heap)
+
+
 class Leg:
     """One position and the working orders on each side of it."""
 
-    __slots__ = ("position", "buying", "selling", "working", "peak")
+    __slots__ = ("position", "buying", "selling", "working", "peak", "buy_top", "sell_top",
+                 "_bids", "_asks")
 
     def __init__(self) -> None:
         self.position = 0.0
@@ -51,6 +94,10 @@ class Leg:
         self.selling = 0.0
         self.working = 0  # how many working orders are on it
         self.peak = 0.0  # worst(), kept current by settle(): checks read it
+        self.buy_top = 0.0  # the highest limit price of the working buys (0: none)
+        self.sell_top = 0.0  # and of the working sells
+        self._bids: Prices | None = None  # made with the first working order on a side
+        self._asks: Prices | None = None
 
     def worst(self, buy: float = 0.0, sell: float = 0.0) -> float:
         """The largest absolute position if every working order on one side filled,
@@ -58,8 +105,26 @@ class Leg:
         return max(abs(self.position + self.buying + buy),
                    abs(self.position - self.selling - sell))
 
+    def worth(self, mark: float, buy: float = 0.0, sell: float = 0.0,
+              price: float = 0.0) -> float:
+        """The worst case's value: each side's worst position at the larger of `mark` and
+        the highest limit price of the working orders on that side, so that no order is
+        valued under its own price; `buy` or `sell`: an order of that quantity at `price`
+        working too. Finite: quantities and prices are bounded (orders.py)."""
+        position = self.position
+        bid = self.buy_top if self.buy_top > mark else mark
+        if buy and price > bid:
+            bid = price
+        ask = self.sell_top if self.sell_top > mark else mark
+        if sell and price > ask:
+            ask = price
+        long = abs(position + self.buying + buy) * bid
+        short = abs(position - self.selling - sell) * ask
+        return long if long >= short else short
+
     def settle(self, peak: float) -> None:
-        """The worst case has changed to `peak` (a subclass updates its totals)."""
+        """The worst case has changed to `peak`, or a side's highest price has (a subclass
+        updates its totals)."""
         self.peak = peak
 
     def move(self, quantity: float) -> None:
@@ -81,17 +146,26 @@ class Leg:
     def idle(self) -> bool:
         return not self.position and not self.working
 
-    def reserve(self, side: Side, quantity: float) -> None:
+    def reserve(self, side: Side, quantity: float, price: float) -> None:
+        """A new working order: `quantity` on `side`, at the limit `price`."""
+        self.working += 1
+        self._price(side, price)
+        self.widen(side, quantity)
+
+    def widen(self, side: Side, quantity: float) -> None:
+        """The working orders already counted on `side` reserve `quantity` more."""
         if side is _BUY:
             self.buying += quantity
         else:
             self.selling += quantity
-        self.working += 1
         position = self.position  # worst(), inline: this runs for every allowed order
         self.settle(max(abs(position + self.buying), abs(position - self.selling)))
 
-    def release(self, side: Side, quantity: float, ended: bool) -> None:
-        """Take `quantity` off the working orders on `side`; `ended`: one order fewer."""
+    def release(self, side: Side, quantity: float, ended: bool, price: float = 0.0) -> None:
+        """Take `quantity` off the working orders on `side`; `ended`: one order fewer,
+        and its limit `price` (0: none to take out) leaves the side's prices."""
+        if price:
+            self._unprice(side, price)
         if ended:
             self.working -= 1
         if not self.working:  # exact zero: no drift left behind by float sums
@@ -101,6 +175,36 @@ class Leg:
         else:
             self.selling = max(0.0, self.selling - quantity)
         self.settle(self.worst())
+
+    def priced(self, side: Side, price: float, counted: bool) -> None:
+        """Count a limit `price` on `side` (`counted`), or stop counting it, for an order
+        whose quantity is counted already (a replace in flight, a snapshot's re-pricing)."""
+        if counted:
+            self._price(side, price)
+        else:
+            self._unprice(side, price)
+        self.settle(self.peak)
+
+    def _price(self, side: Side, price: float) -> None:
+        if side is _BUY:
+            if self._bids is None:
+                self._bids = Prices()
+            self._bids.add(price)
+            self.buy_top = self._bids.top
+        else:
+            if self._asks is None:
+                self._asks = Prices()
+            self._asks.add(price)
+            self.sell_top = self._asks.top
+
+    def _unprice(self, side: Side, price: float) -> None:
+        prices = self._bids if side is _BUY else self._asks
+        assert prices is not None
+        prices.remove(price)
+        if side is _BUY:
+            self.buy_top = prices.top
+        else:
+            self.sell_top = prices.top
 
     def saved(self) -> tuple[float, float, int]:
         return self.buying, self.selling, self.working
@@ -134,7 +238,7 @@ class StrategyLeg(Leg):
     def __init__(self, account: AccountBook, strategy: str, symbol: str) -> None:
         super().__init__()
         self._account, self.strategy, self.symbol = account, strategy, symbol
-        self.value = 0.0  # peak × price, as last counted in the account's sums
+        self.value = 0.0  # worth(price), as last counted in the account's sums
 
     def settle(self, peak: float) -> None:
         self.peak = peak
@@ -202,7 +306,7 @@ class AccountBook:
         if peak:
             price = self.price(leg.symbol)
             if price:
-                value = peak * price
+                value = leg.worth(price)
                 if self.unpriced:
                     self.unpriced.pop((leg.strategy, leg.symbol), None)
             else:

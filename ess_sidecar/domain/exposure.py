@@ -16,8 +16,16 @@
   fills (within the price band of the last snapshot's mark: lifecycle.apply_fill), never another
   account's; else the symbol's configured `reference_price`. With
   exposure limits on, a growing order with no equity known is denied EQUITY_UNKNOWN, with
-  no mark MARK_UNKNOWN: the sidecar does not guess. An order is valued at the larger of
-  the mark and its own price.
+  no mark MARK_UNKNOWN: the sidecar does not guess.
+- **Price.** No order is valued under its own limit price: each side of a quantity's
+  worst case (the position with every working buy filled, and with every working sell)
+  is valued at the larger of the mark and the highest limit price among the working
+  orders on that side, the checked order's included (`Leg.worth`). An order checked at a
+  low price cannot revalue the orders already working at higher prices (adversarial
+  review, stop 33: three buys at 109, 109.5 and 100 over a mark of 100 were allowed to
+  31.85 % of equity against a 30 % limit, valued at 100 together); a sell's price never
+  values the long side, nor a buy's the short. The original of a replace not yet
+  confirmed by the venue keeps its price counted, as its leaves may still fill at it.
 - **Representable.** Quantities stay within orders.MAX_QUANTITY: an order that would take
   a worst case beyond it, or is too small to change a quantity that large in floating
   point, is denied QUANTITY_UNREPRESENTABLE (its fills could not be applied).
@@ -58,9 +66,8 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
                       f" within ±{MAX_QUANTITY:g} and moves by at least 1e-6 of an order")
     grows_net, grows_leg = net_after > net.peak, leg_after > leg.peak
     if settings.exposure_enabled and (grows_net or grows_leg):
-        denial = _exposure(order, book, settings, net_after if grows_net else None,
-                           leg_after if grows_leg else None,
-                           leg.value if isinstance(leg, StrategyLeg) else 0.0)
+        denial = _exposure(order, book, settings, net if grows_net else None,
+                           leg if grows_leg else None)
         if denial is not None:
             return denial
     if grows_net and not net.peak and settings.max_open_positions:
@@ -94,10 +101,9 @@ def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
 
 
 def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
-              net_after: float | None, leg_after: float | None,
-              own_value: float) -> Denial | None:
-    """The limits of the quantities the order grows (their worst case after it given);
-    `own_value`: what the sums count for the order's own leg now."""
+              net: Leg | None, leg: Leg | None) -> Denial | None:
+    """The limits of the quantities the order grows: `net`, the account's net leg in the
+    symbol, `leg`, the strategy's (None: not grown, the limit does not judge it)."""
     equity = book.equity
     if equity is None or equity <= 0.0:
         return Denial(DecisionReason.EQUITY_UNKNOWN,
@@ -105,21 +111,23 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
     mark = book.price(order.symbol)
     if not mark:
         return _mark_unknown(order.account, order.symbol)
-    price = max(mark, order.price)
+    buy = order.quantity if order.side is _BUY else 0.0
+    sell = 0.0 if buy else order.quantity
     percent = 100.0 / equity
-    if net_after is not None:
-        pct = net_after * price * percent
+    if net is not None:
+        pct = net.worth(mark, buy, sell, order.price) * percent
         if not pct <= settings.max_symbol_exposure_pct:  # NaN (0 x inf) denies too
             return _too_much(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}", pct,
                              settings.max_symbol_exposure_pct)
-    if leg_after is None:
+    if leg is None:
         return None
     if book.unpriced:  # a leg with a worst case and no price
         _, symbol = next(iter(book.unpriced))
         return _mark_unknown(order.account, symbol)
-    # The sums hold every leg at its worst case before the order: the order's own leg is
-    # replaced by its worst case after it, at the order's price if that is higher.
-    change = leg_after * price - own_value
+    # The sums hold every leg's worth before the order: the order's own leg is replaced by
+    # its worth with the order working too.
+    own_value = leg.value if isinstance(leg, StrategyLeg) else 0.0  # in the sums now
+    change = leg.worth(mark, buy, sell, order.price) - own_value
     strategy, portfolio = book.exposure_with(order.strategy, change)
     strategy_cap = settings.max_strategy_exposure_pct * equity / 100.0
     portfolio_cap = settings.max_portfolio_exposure_pct * equity / 100.0

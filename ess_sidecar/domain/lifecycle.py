@@ -454,11 +454,14 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             ledger.confirm(known)  # the venue lists it: any replace it made is done
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
-        elif not known.working:  # filled, cancelled or replaced, says the sidecar: not so
+            continue
+        if not known.working:  # filled, cancelled or replaced, says the sidecar: not so
             ledger.revive(known, order.remaining_quantity)
         else:  # its leaves as listed (live after all), and the fills it is still owed
             known.owed_only = False
             ledger.resize(known, order.remaining_quantity + known.owed)
+        if known.working and order.price != known.price:  # the venue's price is the price
+            ledger.reprice(known, order.price)
 
 
 def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,

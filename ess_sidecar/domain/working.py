@@ -50,7 +50,7 @@ class OrderRecord:
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
-                 "owed_stated", "cleared_owed")
+                 "owed_stated", "cleared_owed", "held_price")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -111,6 +111,10 @@ class OrderRecord:
         # they come to it still, beyond `cap` (GuardEngine._clear), until a rejection of
         # the replace gives it its leaves back (unreplace).
         self.cleared_owed = False
+        # A replacement the venue has not confirmed: the limit price of the order it
+        # replaced, if higher than its own, counted in its legs' prices while the
+        # original's leaves may still fill at it (0: none held).
+        self.held_price = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -284,8 +288,7 @@ class OrderLedger:
         record.remaining += quantity
         book = self._book.account(record.account)
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
-            leg.reserve(record.side, quantity)
-            leg.working -= 1  # the same order, not one more (peak is unchanged by it)
+            leg.widen(record.side, quantity)
 
     def release(self, record: OrderRecord, quantity: float) -> None:
         """Take `quantity` off a working order's reservation; at zero it has ended."""
@@ -298,9 +301,12 @@ class OrderLedger:
             record.remaining = record.crossing = 0.0  # ended: no replace left to confirm
             self._count(record, -1)
         book = self._book.account(record.account)
+        price = record.price if ended else 0.0
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
-            leg.release(record.side, taken, ended)
+            leg.release(record.side, taken, ended, price)
         if ended:
+            if record.held_price:
+                self._hold(record, 0.0)
             book.tidy(record.strategy, record.symbol)
             self._book.forget_if_empty(record.account)
 
@@ -315,6 +321,8 @@ class OrderLedger:
                                  book.net(record.symbol))
         saved = [leg.saved() for leg in legs]
         kept = record.owed  # owed fills: the replace keeps them
+        # Its price stays counted: until the venue's word on the replace, its leaves may
+        # still fill at it (the replacement holds it once allowed: replace()).
         for leg in legs:
             leg.release(record.side, record.remaining - kept, ended=not kept > 0.0)
         try:
@@ -329,7 +337,11 @@ class OrderLedger:
         the replacement, the original's leaves may still fill (the replace is in flight):
         where they exceed the replacement, the replacement also reserves, and may fill,
         the difference (`crossing`), so the chain counts the larger of the two, as the
-        original alone did, and such fills trip nothing."""
+        original alone did, and such fills trip nothing. Until then, too, the replacement's
+        legs count the original's limit price where it is higher (`held_price`): those
+        leaves may fill at it (review 33: a replace down to 100 valued the leaves of an
+        order at 109 at 100, and let another order past the limit)."""
+        held = max(original.price, original.held_price)
         self.end_but_pending(original)  # its leaves, crossing included, pass on
         original.quantity -= original.crossing
         original.crossing = 0.0
@@ -340,11 +352,15 @@ class OrderLedger:
             replacement.crossing = extra
             replacement.quantity += extra
             self.grow(replacement, extra)
+        if held > replacement.price and replacement.working:
+            self._hold(replacement, held)
 
     def confirm(self, replacement: OrderRecord) -> None:
         """The venue's word on a replacement (an update, a fill under its own id, a
         snapshot): the replace is done, and what it held for the original's leaves goes."""
         replacement.confirmed = True
+        if replacement.held_price:
+            self._hold(replacement, 0.0)
         extra = replacement.crossing
         if extra > 0.0:
             replacement.crossing = 0.0
@@ -634,10 +650,31 @@ class OrderLedger:
                 del self._working[account]
         _bump(self.per_strategy, (account, record.strategy), delta)
 
+    def reprice(self, record: OrderRecord, price: float) -> None:
+        """A snapshot lists a working order at another limit price (amended at the venue,
+        past the guard): it is valued, and its fills judged, at that price from now on."""
+        book = self._book.account(record.account)
+        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            leg.priced(record.side, price, True)
+            leg.priced(record.side, record.price, False)
+        record.price = price
+
+    def _hold(self, record: OrderRecord, price: float) -> None:
+        """Make `price` (0: none) the limit price a working replacement holds for the
+        order it replaced."""
+        book = self._book.account(record.account)
+        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            if price:
+                leg.priced(record.side, price, True)
+            if record.held_price:
+                leg.priced(record.side, record.held_price, False)
+        record.held_price = price
+
     def _legs_reserve(self, record: OrderRecord) -> None:
         book = self._book.account(record.account)
-        book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining)
-        book.net(record.symbol).reserve(record.side, record.remaining)
+        book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining,
+                                                         record.price)
+        book.net(record.symbol).reserve(record.side, record.remaining, record.price)
 
 
 def _bump(table: dict[tuple[str, str], int], key: tuple[str, str], delta: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,7 @@ from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
-from ess_sidecar.domain.orders import Side
+from ess_sidecar.domain.orders import OpenOrder, OrderStatus, OrderUpdate, Side
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from ess_sidecar.domain.states import State, TriggerMode
 
@@ -251,6 +252,82 @@ def test_symbol_strategy_portfolio_exposure_limits(held, allowed, denied, reason
     engine.sync_positions(ACCOUNT, 100_000, held + [position(0, 1000)])  # 1000 a unit
     assert engine.check(order(allowed, 1000), T0).allowed
     assert engine.check(order(denied, 1000), T0).reason is reason
+
+
+UNIQUE = LimitSettings(duplicate_identical_orders=0)  # the defaults: 30 / 60 / 90 %
+
+
+@pytest.mark.parametrize("limits, held, quantity, reason", [
+    (UNIQUE, [], 100, R.SYMBOL_EXPOSURE),  # 32.85 %, and 30 % at 100 together
+    # 10 % held elsewhere, then 29.57 % (27 % at 100 together): 39.57 % against 38
+    (replace(UNIQUE, max_strategy_exposure_pct=38), [position(100, 100, symbol="ETH")], 90,
+     R.STRATEGY_EXPOSURE),
+    (replace(UNIQUE, max_strategy_exposure_pct=30, max_portfolio_exposure_pct=38),
+     [position(100, 100, strategy="s-other", symbol="ETH")], 90, R.PORTFOLIO_EXPOSURE),
+], ids=["symbol", "strategy", "portfolio"])
+@pytest.mark.parametrize("prices", [(109, 109.5, 100), (100, 109, 109.5), (109.5, 100, 109)],
+                         ids=str)
+def test_working_orders_keep_their_own_price_whatever_order_they_came_in(
+        prices, limits, held, quantity, reason):
+    """Adversarial review, stop 33: a worst case was valued at the checked order's price,
+    so a buy at the mark checked after buys at 109 and 109.5 valued all three at 100: 30 %
+    of equity against a 30 % symbol limit, where at their own prices they are 31.85 %. A
+    worst case is valued at the highest limit price among the orders it counts (or the
+    mark): the third is denied whatever order they came in, and allowed once the dearest
+    of the working two has ended."""
+    engine = make_engine(equity=100_000, limits=limits)
+    engine.sync_positions(ACCOUNT, 100_000, held + [position(0, 100)])  # the mark: 100
+    first, second, third = (order(quantity, price) for price in prices)
+    assert engine.check(first, T0).allowed and engine.check(second, T0).allowed
+    assert engine.check(third, T0).reason is reason
+    dearest = max(first, second, key=lambda working: working.price)
+    engine.update_order(OrderUpdate(ACCOUNT, dearest.client_order_id, OrderStatus.CANCELLED))
+    assert engine.check(third, T0).allowed  # two working, at 109.5 at most
+
+
+def test_a_replace_in_flight_keeps_the_originals_price_until_the_venue_confirms_it():
+    """Review 33: a replace down to 100 of a buy at 109 took 109 out of the prices at
+    once, though the original's leaves may fill at 109 until the venue takes the replace;
+    an order then fitted under the limit that the leaves, filled, put over it."""
+    engine = make_engine(equity=100_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
+    original = order(275, 109)
+    assert engine.check(original, T0).allowed  # 29.975 %
+    replacement = order(1, 100, replaces=original.client_order_id)
+    assert engine.check(replacement, T0).allowed  # its room covers the 275 in flight
+    denied = engine.check(order(25, 100), T0)  # 300 at 109, not at 100
+    assert denied.reason is R.SYMBOL_EXPOSURE and "32.7%" in denied.message, denied.message
+    engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id, OrderStatus.OPEN, 1))
+    assert engine.check(order(25, 100), T0).allowed  # the venue's word: 26 at 100
+
+
+def test_each_side_is_valued_at_its_own_orders_prices():
+    """Review 33: one highest price for both sides let a take-profit sell above the mark
+    value the long it can only shrink: a buy within the limit was denied. A sell's
+    price values the short side, a buy's the long."""
+    engine = make_engine(equity=100_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 100_000, [position(280, 100)])
+    assert engine.check(order(280, 109, Side.SELL), T0).allowed  # take profit: reduces
+    assert engine.check(order(10, 100), T0).allowed  # 290 at 100: 29 %
+    engine = make_engine(equity=100_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
+    assert engine.check(order(250, 109, Side.SELL), T0).allowed  # short 27.25 %
+    denied = engine.check(order(30, 100, Side.SELL), T0)  # 280 at 109
+    assert denied.reason is R.SYMBOL_EXPOSURE and "30.52%" in denied.message, denied.message
+
+
+def test_a_snapshot_gives_a_working_order_the_venues_price():
+    """Review 33: a working order listed by a snapshot at another price (amended at the
+    venue) kept the price it was checked at, and was valued under the price it may fill
+    at."""
+    engine = make_engine(equity=100_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
+    working = order(200, 100)
+    assert engine.check(working, T0).allowed
+    listed = OpenOrder(working.client_order_id, STRATEGY, SYMBOL, Side.BUY, 200, 109)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    denied = engine.check(order(80, 100), T0)  # 280 at 109: 30.52 %, at 100 it was 28 %
+    assert denied.reason is R.SYMBOL_EXPOSURE and "30.52%" in denied.message, denied.message
 
 
 def test_max_open_positions_counts_symbols_with_working_orders(engine):

@@ -9,8 +9,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ess_sidecar.domain.book import AccountBook
+from ess_sidecar.domain.book import AccountBook, Leg
 from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
 from ess_sidecar.domain.orders import OrderStatus, OrderUpdate, Side
 
@@ -23,23 +24,51 @@ LIMITS = LimitSettings(max_symbol_exposure_pct=100, max_strategy_exposure_pct=10
 STRATEGIES, SYMBOLS = ("s1", "s2", "s3"), ("X", "Y", "Z")
 
 
-def fresh(book: AccountBook) -> tuple[dict[str, float], float, set[tuple[str, str]], int]:
-    """Per strategy and in all, worst case x price over the legs; the legs with a worst
-    case and no price; the symbols with a net worst case."""
+def tops(engine: GuardEngine, account: str) -> dict[tuple[str, str, Side], float]:
+    """Per leg ((strategy, symbol), or ("", symbol) for the net) and side, the highest
+    limit price among the account's working orders, or among the orders a working
+    replacement holds the price of, found afresh."""
+    found: dict[tuple[str, str, Side], float] = {}
+    for record in engine.orders.working(account):
+        price = max(record.price, record.held_price)
+        for key in ((record.strategy, record.symbol, record.side),
+                    ("", record.symbol, record.side)):
+            found[key] = max(found.get(key, 0.0), price)
+    return found
+
+
+def worth(leg: Leg, mark: float, buy_top: float, sell_top: float) -> float:
+    """Each side's worst position at the larger of the mark and its highest price."""
+    return max(abs(leg.position + leg.buying) * max(mark, buy_top),
+               abs(leg.position - leg.selling) * max(mark, sell_top))
+
+
+def fresh(book: AccountBook, top: dict[tuple[str, str, Side], float]
+          ) -> tuple[dict[str, float], float, set[tuple[str, str]], int]:
+    """Per strategy and in all, the legs' worst cases valued afresh; the legs with a
+    worst case and no price; the symbols with a net worst case."""
     values: dict[str, list[float]] = {}
     unpriced = set()
     for (strategy, symbol), leg in book.legs.items():
         price = book.price(symbol)
         if leg.peak and not price:
             unpriced.add((strategy, symbol))
-        values.setdefault(strategy, []).append(leg.peak * price)
+        value = worth(leg, price, top.get((strategy, symbol, Side.BUY), 0.0),
+                      top.get((strategy, symbol, Side.SELL), 0.0)) if price else 0.0
+        values.setdefault(strategy, []).append(value)
     every = [v for each in values.values() for v in each]
     return ({s: math.fsum(v) for s, v in values.items()}, math.fsum(every), unpriced,
             sum(1 for net in book.nets.values() if net.peak))
 
 
-def assert_sums_are_current(book: AccountBook) -> None:
-    strategies, total, unpriced, held = fresh(book)
+def assert_sums_are_current(engine: GuardEngine, account: str = ACCOUNT) -> None:
+    book, top = engine.book.account(account), tops(engine, account)
+    kept = {(*key, Side.BUY): leg.buy_top for key, leg in book.legs.items()}
+    kept |= {(*key, Side.SELL): leg.sell_top for key, leg in book.legs.items()}
+    kept |= {("", symbol, Side.BUY): net.buy_top for symbol, net in book.nets.items()}
+    kept |= {("", symbol, Side.SELL): net.sell_top for symbol, net in book.nets.items()}
+    assert {key: price for key, price in kept.items() if price} == top
+    strategies, total, unpriced, held = fresh(book, top)
     bound = book.slack + 1e-9 * max(1.0, total)  # + the fresh sum's own rounding
     assert abs(book.total - total) <= bound
     assert book.strategies.keys() == strategies.keys()
@@ -47,13 +76,17 @@ def assert_sums_are_current(book: AccountBook) -> None:
         assert abs(book.strategies[strategy].value - value) <= bound
     assert set(book.unpriced) == unpriced
     assert book.held == held
-    for leg in book.legs.values():
-        assert leg.value == leg.peak * book.price(leg.symbol)
+    for (strategy, symbol), leg in book.legs.items():
+        price = book.price(symbol)
+        assert leg.value == (worth(leg, price, top.get((strategy, symbol, Side.BUY), 0.0),
+                                   top.get((strategy, symbol, Side.SELL), 0.0))
+                             if price and leg.peak else 0.0)
 
 
 step = st.one_of(
     st.tuples(st.just("order"), st.sampled_from(STRATEGIES), st.sampled_from(SYMBOLS),
-              st.sampled_from(Side), st.sampled_from([0.001, 1.0, 7.0, 1e4, 1e9])),
+              st.sampled_from(Side), st.sampled_from([0.001, 1.0, 7.0, 1e4, 1e9]),
+              st.sampled_from([0.5, 1.0, 1.5])),
     st.tuples(st.just("fill"), st.integers(0, 99), st.floats(0.01, 1e6)),
     st.tuples(st.just("cancel"), st.integers(0, 99)),
     st.tuples(st.just("sync"), st.sampled_from(SYMBOLS), st.floats(0.01, 1e6)))
@@ -62,16 +95,17 @@ step = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(step, max_size=60))
 def test_sums_stay_within_their_bound_of_fresh_sums(steps):
-    """Orders, fills at any price (a fill moves its account's mark), cancels and snapshots
-    that move marks: after each, the sums agree with sums made afresh."""
+    """Orders at prices around the mark, fills at any price (a fill moves its account's
+    mark), cancels and snapshots that move marks: after each, the sums agree with sums
+    made afresh, and each leg's highest working price with the working orders'."""
     engine = make_engine(limits=LIMITS, equity=None)
     engine.sync_positions(ACCOUNT, 1e18, [position(0, 100.0, symbol=y) for y in SYMBOLS])
     working: list = []
     for kind, *args in steps:
         book = engine.book.account(ACCOUNT)
         if kind == "order":
-            strategy, symbol, side, quantity = args
-            candidate = order(quantity, book.price(symbol), side, strategy=strategy,
+            strategy, symbol, side, quantity, away = args
+            candidate = order(quantity, book.price(symbol) * away, side, strategy=strategy,
                               symbol=symbol)
             if engine.check(candidate, T0).allowed:
                 working.append(candidate)
@@ -94,7 +128,7 @@ def test_sums_stay_within_their_bound_of_fresh_sums(steps):
                         else position(book.legs[("s1", symbol)].position, mark,
                                       strategy="s1", symbol=symbol))
             engine.sync_positions(ACCOUNT, 1e18, held, None, T0)
-        assert_sums_are_current(engine.book.account(ACCOUNT))
+        assert_sums_are_current(engine)
 
 
 def test_a_check_near_the_limit_decides_on_fresh_sums():

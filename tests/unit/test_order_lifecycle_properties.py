@@ -167,7 +167,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 net = book.nets.get(symbol)
                 expected = worst(*self.sums(account, symbol))
                 assert abs((net.worst() if net else 0.0) - expected) <= 1e-6
-            assert_sums_are_current(book)
+            assert_sums_are_current(self.engine, account)
 
 
 LifecycleMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
