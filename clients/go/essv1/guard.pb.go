@@ -1745,7 +1745,9 @@ type Position struct {
 	Symbol   string                 `protobuf:"bytes,2,opt,name=symbol,proto3" json:"symbol,omitempty"`
 	// Signed: > 0 long, < 0 short; 0 may carry a mark only.
 	Quantity float64 `protobuf:"fixed64,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	// Last mark price (> 0), or 0 when unknown.
+	// Last mark price (> 0). Required for an open position (quantity != 0): 0 there is
+	// INVALID_ARGUMENT naming positions[i].mark_price. A flat entry (quantity 0) may give 0:
+	// no mark.
 	MarkPrice     float64 `protobuf:"fixed64,4,opt,name=mark_price,json=markPrice,proto3" json:"mark_price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

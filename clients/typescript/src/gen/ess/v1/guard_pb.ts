@@ -576,7 +576,9 @@ export type Position = Message<"ess.v1.Position"> & {
   quantity: number;
 
   /**
-   * Last mark price (> 0), or 0 when unknown.
+   * Last mark price (> 0). Required for an open position (quantity != 0): 0 there is
+   * INVALID_ARGUMENT naming positions[i].mark_price. A flat entry (quantity 0) may give 0:
+   * no mark.
    *
    * @generated from field: double mark_price = 4;
    */
