@@ -447,8 +447,9 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             record.unlisted = True
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
-        if known is not None and known.replaced_by \
-                and _replace_in_flight(ledger, ledger.head(known), listed):
+        head = ledger.head(known) if known is not None and known.replaced_by else None
+        if head is not None and _replace_in_flight(ledger, head, listed):
+            ledger.hold(head, order.price)  # the listed leaves may fill at that price
             continue  # the replace stands: its replacement holds the chain's room
         if known is not None:
             ledger.confirm(known)  # the venue lists it: any replace it made is done
@@ -473,12 +474,15 @@ def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,
     the original stays replaced. Ended as unlisted, with the original working again,
     both could fill in full unseen (reviews 29, 30). A rejection of the replace gives
     the original its leaves back (unreplace); one that never comes leaves a reservation
-    that denies, never a wrong allow."""
+    that denies, never a wrong allow. A replace the venue has confirmed is not on its
+    way: a snapshot that lists the order it replaced is taken at its word."""
     if replacement is None or not replacement.working \
             or replacement.client_order_id in listed:
         return False
     successor = replacement
-    while successor.replaces:
+    while successor.replaces and not successor.confirmed:  # review 33: a confirmed
+        # replacement's original, listed, was taken as read before the replace, and its
+        # leaves counted nowhere
         original = ledger.exact(successor.account, successor.replaces)
         if original is None or original.replaced_by != successor.client_order_id:
             return False

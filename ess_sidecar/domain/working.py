@@ -112,8 +112,9 @@ class OrderRecord:
         # the replace gives it its leaves back (unreplace).
         self.cleared_owed = False
         # A replacement the venue has not confirmed: the limit price of the order it
-        # replaced, if higher than its own, counted in its legs' prices while the
-        # original's leaves may still fill at it (0: none held).
+        # replaced (or a snapshot listed that order at), if higher than its own: its
+        # leaves may still fill at it. Counted in its legs' prices whenever it works,
+        # again if it works again (a rejected replace of it); 0 once confirmed.
         self.held_price = 0.0
 
     def __repr__(self) -> str:
@@ -305,8 +306,9 @@ class OrderLedger:
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
             leg.release(record.side, taken, ended, price)
         if ended:
-            if record.held_price:
-                self._hold(record, 0.0)
+            if record.held_price:  # no longer counted; held again if it works again
+                for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+                    leg.priced(record.side, record.held_price, False)
             book.tidy(record.strategy, record.symbol)
             self._book.forget_if_empty(record.account)
 
@@ -659,22 +661,30 @@ class OrderLedger:
             leg.priced(record.side, record.price, False)
         record.price = price
 
+    def hold(self, record: OrderRecord, price: float) -> None:
+        """A snapshot lists the order `record` replaced at `price` while the replace is in
+        flight: its leaves may fill at that price, which `record` holds if higher."""
+        if price > record.price and price > record.held_price:
+            self._hold(record, price)
+
     def _hold(self, record: OrderRecord, price: float) -> None:
-        """Make `price` (0: none) the limit price a working replacement holds for the
-        order it replaced."""
-        book = self._book.account(record.account)
-        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
-            if price:
-                leg.priced(record.side, price, True)
-            if record.held_price:
-                leg.priced(record.side, record.held_price, False)
+        """Make `price` (0: none) the limit price a replacement holds for the order it
+        replaced; counted in its legs while it works."""
+        if record.working:
+            book = self._book.account(record.account)
+            for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+                if price:
+                    leg.priced(record.side, price, True)
+                if record.held_price:
+                    leg.priced(record.side, record.held_price, False)
         record.held_price = price
 
     def _legs_reserve(self, record: OrderRecord) -> None:
         book = self._book.account(record.account)
-        book.leg(record.strategy, record.symbol).reserve(record.side, record.remaining,
-                                                         record.price)
-        book.net(record.symbol).reserve(record.side, record.remaining, record.price)
+        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            leg.reserve(record.side, record.remaining, record.price)
+            if record.held_price:
+                leg.priced(record.side, record.held_price, True)
 
 
 def _bump(table: dict[tuple[str, str], int], key: tuple[str, str], delta: int) -> None:

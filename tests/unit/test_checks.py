@@ -257,6 +257,18 @@ def test_symbol_strategy_portfolio_exposure_limits(held, allowed, denied, reason
 UNIQUE = LimitSettings(duplicate_identical_orders=0)  # the defaults: 30 / 60 / 90 %
 
 
+def marked(held: float = 0.0):  # noqa: ANN201
+    """An engine with equity 100,000, the mark 100 and the default limits (symbol 30 %)."""
+    engine = make_engine(equity=100_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 100_000, [position(held, 100)])
+    return engine
+
+
+def allow(engine, *orders) -> None:  # noqa: ANN001
+    for each in orders:
+        assert engine.check(each, T0).allowed, each
+
+
 @pytest.mark.parametrize("limits, held, quantity, reason", [
     (UNIQUE, [], 100, R.SYMBOL_EXPOSURE),  # 32.85 %, and 30 % at 100 together
     # 10 % held elsewhere, then 29.57 % (27 % at 100 together): 39.57 % against 38
@@ -289,29 +301,61 @@ def test_a_replace_in_flight_keeps_the_originals_price_until_the_venue_confirms_
     """Review 33: a replace down to 100 of a buy at 109 took 109 out of the prices at
     once, though the original's leaves may fill at 109 until the venue takes the replace;
     an order then fitted under the limit that the leaves, filled, put over it."""
-    engine = make_engine(equity=100_000, limits=UNIQUE)
-    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
-    original = order(275, 109)
-    assert engine.check(original, T0).allowed  # 29.975 %
+    engine, original = marked(), order(275, 109)  # 29.975 %
     replacement = order(1, 100, replaces=original.client_order_id)
-    assert engine.check(replacement, T0).allowed  # its room covers the 275 in flight
+    allow(engine, original, replacement)  # its room covers the 275 in flight
     denied = engine.check(order(25, 100), T0)  # 300 at 109, not at 100
     assert denied.reason is R.SYMBOL_EXPOSURE and "32.7%" in denied.message, denied.message
     engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id, OrderStatus.OPEN, 1))
     assert engine.check(order(25, 100), T0).allowed  # the venue's word: 26 at 100
 
 
+def test_a_snapshot_listing_the_original_of_a_replace_in_flight_at_a_higher_price_counts_it():
+    """Review 33: the replace stands while a snapshot lists only its original, but the
+    price the snapshot gave that original (whose leaves may fill at it) was dropped."""
+    engine, original = marked(), order(280, 100, Side.SELL)
+    allow(engine, original, order(280, 95, Side.SELL, replaces=original.client_order_id))
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.SELL, 280, 109)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    denied = engine.check(order(5, 100, Side.SELL), T0)  # 285 at 109: 31.07 %
+    assert denied.reason is R.SYMBOL_EXPOSURE and "31.07%" in denied.message, denied.message
+
+
+def test_a_snapshot_listing_the_original_of_a_confirmed_replacement_is_taken_at_its_word():
+    """Review 33: a snapshot that listed the original of a replacement the venue had
+    confirmed was taken as read before the replace: the original's 270 leaves were
+    counted nowhere, and a buy of 180 was allowed to 49 % of equity."""
+    engine, original = marked(), order(270, 109)
+    replacement = order(10, 100, replaces=original.client_order_id)
+    allow(engine, original, replacement)
+    engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id, OrderStatus.OPEN, 10))
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 270, 109)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    assert engine.check(order(180, 100), T0).reason is R.SYMBOL_EXPOSURE
+    assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
+        == {original.client_order_id: 270}
+
+
+def test_a_rejected_replace_of_an_unconfirmed_replacement_keeps_the_price_it_held():
+    """Review 33: z at 109 replaced by a at 100 (unconfirmed: a holds 109), a replaced by
+    b, b rejected: a worked again at 100 alone, though z's leaves may still fill at 109."""
+    engine, z = marked(), order(270, 109)
+    a = order(10, 100, replaces=z.client_order_id)
+    b = order(10, 100, replaces=a.client_order_id)
+    allow(engine, z, a, b)
+    engine.update_order(OrderUpdate(ACCOUNT, b.client_order_id, OrderStatus.REJECTED))
+    denied = engine.check(order(30, 100), T0)  # 300 at 109: 32.7 %
+    assert denied.reason is R.SYMBOL_EXPOSURE and "32.7%" in denied.message, denied.message
+
+
 def test_each_side_is_valued_at_its_own_orders_prices():
     """Review 33: one highest price for both sides let a take-profit sell above the mark
     value the long it can only shrink: a buy within the limit was denied. A sell's
     price values the short side, a buy's the long."""
-    engine = make_engine(equity=100_000, limits=UNIQUE)
-    engine.sync_positions(ACCOUNT, 100_000, [position(280, 100)])
-    assert engine.check(order(280, 109, Side.SELL), T0).allowed  # take profit: reduces
-    assert engine.check(order(10, 100), T0).allowed  # 290 at 100: 29 %
-    engine = make_engine(equity=100_000, limits=UNIQUE)
-    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
-    assert engine.check(order(250, 109, Side.SELL), T0).allowed  # short 27.25 %
+    # A take-profit sell (it reduces), then a buy to 290 at 100: 29 %.
+    allow(marked(280), order(280, 109, Side.SELL), order(10, 100))
+    engine = marked()
+    allow(engine, order(250, 109, Side.SELL))  # short 27.25 %
     denied = engine.check(order(30, 100, Side.SELL), T0)  # 280 at 109
     assert denied.reason is R.SYMBOL_EXPOSURE and "30.52%" in denied.message, denied.message
 
@@ -320,10 +364,8 @@ def test_a_snapshot_gives_a_working_order_the_venues_price():
     """Review 33: a working order listed by a snapshot at another price (amended at the
     venue) kept the price it was checked at, and was valued under the price it may fill
     at."""
-    engine = make_engine(equity=100_000, limits=UNIQUE)
-    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
-    working = order(200, 100)
-    assert engine.check(working, T0).allowed
+    engine, working = marked(), order(200, 100)
+    allow(engine, working)
     listed = OpenOrder(working.client_order_id, STRATEGY, SYMBOL, Side.BUY, 200, 109)
     engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
     denied = engine.check(order(80, 100), T0)  # 280 at 109: 30.52 %, at 100 it was 28 %
