@@ -117,12 +117,14 @@ class RestartTwin(RuleBasedStateMachine):
     @rule(account=st.sampled_from(ACCOUNTS), strategy=st.sampled_from(STRATEGIES),
           symbol=st.sampled_from(SYMBOLS), side=st.sampled_from(Side),
           quantity=st.sampled_from([1.0, 40.0, 120.0, 290.0]),
-          reuse=st.integers(0, 3), replace=st.booleans(), reduce_only=st.booleans())
-    def check(self, account, strategy, symbol, side, quantity, reuse, replace, reduce_only):
+          reuse=st.integers(0, 3), replace=st.booleans(), reduce_only=st.booleans(),
+          price=st.sampled_from([95.0, 100.0, 109.0]))
+    def check(self, account, strategy, symbol, side, quantity, reuse, replace, reduce_only,
+              price):
         self.ids += 1
         coid = f"c{max(1, self.ids - reuse)}"
         replaces = f"c{self.ids - 1}" if replace and self.ids > 1 else ""
-        order = Order(account, strategy, symbol, side, quantity, 100.0, reduce_only, coid,
+        order = Order(account, strategy, symbol, side, quantity, price, reduce_only, coid,
                       replaces)
         self.both(lambda guard: guard.check(order))
 
@@ -148,13 +150,14 @@ class RestartTwin(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS), equity=st.sampled_from([50_000.0, 100_000.0]),
           held=st.sampled_from([0.0, 50.0, -80.0]), listed=st.booleans(),
-          counted=st.sampled_from([None, 40.0, 120.0]))
-    def sync(self, account, equity, held, listed, counted):
+          counted=st.sampled_from([None, 40.0, 120.0]), repriced=st.sampled_from([0.0, 7.0]))
+    def sync(self, account, equity, held, listed, counted, repriced):
+        """`repriced`: the snapshot lists the order that much dearer (amended at the venue)."""
         positions = [PositionSnapshot("s1", "X", held, 100.0),
                      PositionSnapshot("s2", "Y", 0.0, 100.0)]
         keep = [r for r in self.subject.guard.engine.orders.working(account)][:1]
         open_orders = [OpenOrder(r.client_order_id, r.strategy, r.symbol, r.side, r.remaining,
-                                 r.price) for r in keep] if listed else None
+                                 r.price + repriced) for r in keep] if listed else None
         included = [IncludedFills(f"c{self.ids}", counted)] if counted else None
         self.both(lambda guard: guard.sync_positions(account, equity, positions, open_orders,
                                                      included))
@@ -206,6 +209,7 @@ class RestartTwin(RuleBasedStateMachine):
             assert subject.book.equity(account) == twin.book.equity(account)
             assert _marks(subject, account) == _marks(twin, account)
             assert _working(subject, account) == _working(twin, account)
+            assert _valued(subject, account) == _valued(twin, account)
         now = self.clock.now()
         for scope in SCOPES:
             assert subject.holding(scope, now) == twin.holding(scope, now)
@@ -224,7 +228,16 @@ def _latched(engine: Any) -> list[tuple]:
 
 
 def _working(engine: Any, account: str) -> list[tuple]:
-    return sorted((r.client_order_id, r.side, r.remaining) for r in engine.orders.working(account))
+    return sorted((r.client_order_id, r.side, r.remaining, r.price, r.held_price)
+                  for r in engine.orders.working(account))
+
+
+def _valued(engine: Any, account: str) -> dict | None:
+    """Each leg's highest working prices per side and what it counts in the exposure sums
+    (review 33: the prices orders are valued at must come back from the journal too)."""
+    book = engine.book.peek(account)
+    return {key: (leg.buy_top, leg.sell_top, leg.value) for key, leg in book.legs.items()} \
+        if book is not None else None
 
 
 def _comparable(answer: Any) -> Any:
