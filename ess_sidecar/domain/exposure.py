@@ -8,8 +8,9 @@
   symbols of its own worst-case position there; the portfolio limit, that sum over every
   strategy of the account; max positions, how many symbols the account's net worst case is
   non-zero in. Exposure is that quantity times the mark, in % of the account's equity.
-- **Exempt only if it does not grow.** A limit never denies an order that does not grow
-  the worst case of the quantity it measures. REDUCE_ONLY admits an order only if it
+- **Exempt only if it does not grow.** A limit never denies an order that grows neither
+  the worst case of the quantity it measures nor that worst case's worth (see Price: an
+  order dearer than its side is valued at raises the worth of the same quantity). REDUCE_ONLY admits an order only if it
   reduces both the account's net position and the strategy's own position in the symbol,
   counting working orders on its side, without crossing zero.
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
@@ -65,9 +66,8 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
                       f" {max(net.peak, leg.peak):g} cannot be represented: a position stays"
                       f" within ±{MAX_QUANTITY:g} and moves by at least 1e-6 of an order")
     grows_net, grows_leg = net_after > net.peak, leg_after > leg.peak
-    if settings.exposure_enabled and (grows_net or grows_leg):
-        denial = _exposure(order, book, settings, net if grows_net else None,
-                           leg if grows_leg else None)
+    if settings.exposure_enabled:
+        denial = _exposure(order, book, settings, net, leg, grows_net, grows_leg)
         if denial is not None:
             return denial
     if grows_net and not net.peak and settings.max_open_positions:
@@ -100,34 +100,42 @@ def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
     return max(abs(end), other)
 
 
-def _exposure(order: Order, book: AccountBook, settings: LimitSettings,
-              net: Leg | None, leg: Leg | None) -> Denial | None:
-    """The limits of the quantities the order grows: `net`, the account's net leg in the
-    symbol, `leg`, the strategy's (None: not grown, the limit does not judge it)."""
+def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg, leg: Leg,
+              grows_net: bool, grows_leg: bool) -> Denial | None:
+    """The limits of what the order grows in `net`, the account's net leg in the symbol,
+    and `leg`, the strategy's: their worst case (grows_net, grows_leg), or else its worth
+    (an order dearer than its side is valued at: review 33, a buy at 109.9 against a
+    working sell at 100 took the symbol to 31.87 %). Only a growing worst case is denied
+    for want of equity or a mark; a worth that cannot be valued grows nothing known."""
+    grows = grows_net or grows_leg
     equity = book.equity
     if equity is None or equity <= 0.0:
-        return Denial(DecisionReason.EQUITY_UNKNOWN,
-                      f"equity unknown for account {order.account}: sync positions first")
+        return Denial(DecisionReason.EQUITY_UNKNOWN, f"equity unknown for account"
+                      f" {order.account}: sync positions first") if grows else None
     mark = book.price(order.symbol)
     if not mark:
-        return _mark_unknown(order.account, order.symbol)
+        return _mark_unknown(order.account, order.symbol) if grows else None
     buy = order.quantity if order.side is _BUY else 0.0
     sell = 0.0 if buy else order.quantity
     percent = 100.0 / equity
-    if net is not None:
-        pct = net.worth(mark, buy, sell, order.price) * percent
+    worth = net.worth(mark, buy, sell, order.price)
+    if grows_net or worth > net.worth(mark):
+        pct = worth * percent
         if not pct <= settings.max_symbol_exposure_pct:  # NaN (0 x inf) denies too
             return _too_much(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}", pct,
                              settings.max_symbol_exposure_pct)
-    if leg is None:
-        return None
-    if book.unpriced:  # a leg with a worst case and no price
-        _, symbol = next(iter(book.unpriced))
-        return _mark_unknown(order.account, symbol)
     # The sums hold every leg's worth before the order: the order's own leg is replaced by
     # its worth with the order working too.
     own_value = leg.value if isinstance(leg, StrategyLeg) else 0.0  # in the sums now
-    change = leg.worth(mark, buy, sell, order.price) - own_value
+    worth = leg.worth(mark, buy, sell, order.price)
+    if not (grows_leg or worth > own_value):
+        return None
+    if book.unpriced:  # a leg with a worst case and no price
+        if not grows_leg:
+            return None
+        _, symbol = next(iter(book.unpriced))
+        return _mark_unknown(order.account, symbol)
+    change = worth - own_value
     strategy, portfolio = book.exposure_with(order.strategy, change)
     strategy_cap = settings.max_strategy_exposure_pct * equity / 100.0
     portfolio_cap = settings.max_portfolio_exposure_pct * equity / 100.0

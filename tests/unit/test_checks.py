@@ -360,6 +360,17 @@ def test_each_side_is_valued_at_its_own_orders_prices():
     assert denied.reason is R.SYMBOL_EXPOSURE and "30.52%" in denied.message, denied.message
 
 
+def test_an_order_that_grows_no_quantity_is_judged_when_it_raises_the_worth():
+    """Review 33: with a sell of 290 at 100 working, a buy of 290 grows neither side's
+    quantity, so no limit judged it, though at 109.9 it takes the long side to 31.87 %
+    of equity. An order dearer than its side is valued at is judged on the worth."""
+    engine = marked()
+    allow(engine, order(290, 100, Side.SELL))  # 29 %
+    denied = engine.check(order(290, 109.9), T0)
+    assert denied.reason is R.SYMBOL_EXPOSURE and "31.87%" in denied.message, denied.message
+    allow(engine, order(290, 100), order(10, 100))  # at the mark no worth grows; then 30 %
+
+
 def test_a_snapshot_gives_a_working_order_the_venues_price():
     """Review 33: a working order listed by a snapshot at another price (amended at the
     venue) kept the price it was checked at, and was valued under the price it may fill

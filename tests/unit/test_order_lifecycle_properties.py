@@ -58,16 +58,26 @@ class LifecycleMachine(RuleBasedStateMachine):
         return held, buying, selling
 
     def exposure_pct(self, account: str, symbol: str, strategy: str | None = None) -> float:
-        return worst(*self.sums(account, symbol, strategy)) * MARK * 100 / EQUITY
+        """Each side of the worst case at the larger of the mark and the highest limit
+        price of the working orders on that side: no order is valued under its price."""
+        held, buying, selling = self.sums(account, symbol, strategy)
+        prices = {side: max([MARK] + [w["price"] for (a, _), w in self.working.items()
+                                      if a == account and w["symbol"] == symbol
+                                      and w["side"] is side
+                                      and strategy in (None, w["strategy"])])
+                  for side in Side}
+        return max(abs(held + buying) * prices[Side.BUY],
+                   abs(held - selling) * prices[Side.SELL]) * 100 / EQUITY
 
     # -- rules ---------------------------------------------------------------------------------
 
     @rule(account=st.sampled_from(ACCOUNTS), strategy=st.sampled_from(STRATEGIES),
           symbol=st.sampled_from(SYMBOLS), side=st.sampled_from(Side),
-          quantity=st.sampled_from([1.0, 10.0, 50.0, 120.0, 290.0, 310.0]))
-    def check(self, account, strategy, symbol, side, quantity):
+          quantity=st.sampled_from([1.0, 10.0, 50.0, 120.0, 290.0, 310.0]),
+          price=st.sampled_from([MARK, 105.0, 109.0]))
+    def check(self, account, strategy, symbol, side, quantity, price):
         self.ids += 1
-        candidate = order(quantity, MARK, side, account=account, strategy=strategy,
+        candidate = order(quantity, price, side, account=account, strategy=strategy,
                           symbol=symbol, client_order_id=f"c{self.ids}")
         before = [self.exposure_pct(account, symbol), self.exposure_pct(account, symbol,
                                                                         strategy)]
@@ -75,10 +85,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         if not decision.allowed:
             return
         self.working[(account, candidate.client_order_id)] = dict(
-            strategy=strategy, symbol=symbol, side=side, remaining=quantity)
+            strategy=strategy, symbol=symbol, side=side, remaining=quantity, price=price)
         after = [self.exposure_pct(account, symbol), self.exposure_pct(account, symbol,
                                                                        strategy)]
-        # An allowed order that grows what the symbol limit measures stays within it.
+        # An allowed order that grows what the symbol limit measures (its worst case's
+        # worth) stays within it.
         if after[0] > before[0]:
             assert after[0] <= LIMITS.max_symbol_exposure_pct + 1e-9
         if after[1] > before[1]:
@@ -138,7 +149,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         held = [position(self.positions.get((account, s, y), 0.0), MARK, strategy=s, symbol=y)
                 for s in STRATEGIES for y in SYMBOLS]
         self.engine.sync_positions(account, EQUITY, held, [
-            OpenOrder(coid, w["strategy"], w["symbol"], w["side"], w["remaining"], MARK)
+            OpenOrder(coid, w["strategy"], w["symbol"], w["side"], w["remaining"], w["price"])
             for (_, coid), w in kept], self.now)
         for key, _ in mine[keep:]:
             del self.working[key]
