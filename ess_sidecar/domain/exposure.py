@@ -7,12 +7,13 @@
   order's symbol (across its strategies); the strategy limit, the sum over the strategy's
   symbols of its own worst-case position there; the portfolio limit, that sum over every
   strategy of the account; max positions, how many symbols the account's net worst case is
-  non-zero in. Exposure is that quantity times the mark, in % of the account's equity.
+  non-zero in. Exposure is that quantity's worth (see Price), in % of the account's equity.
 - **Exempt only if it does not grow.** A limit never denies an order that grows neither
   the worst case of the quantity it measures nor that worst case's worth (see Price: an
-  order dearer than its side is valued at raises the worth of the same quantity). REDUCE_ONLY admits an order only if it
-  reduces both the account's net position and the strategy's own position in the symbol,
-  counting working orders on its side, without crossing zero.
+  order dearer than its side is valued at raises the worth of the same quantity).
+  REDUCE_ONLY admits an order only if it reduces both the account's net position and the
+  strategy's own position in the symbol, counting working orders on its side, without
+  crossing zero.
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
   fills (within the price band of the last snapshot's mark: lifecycle.apply_fill), never another
   account's; else the symbol's configured `reference_price`. With

@@ -447,22 +447,21 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             record.unlisted = True
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
-        head = ledger.head(known) if known is not None and known.replaced_by else None
-        if head is not None and _replace_in_flight(ledger, head, listed):
-            ledger.hold(head, order.price)  # the listed leaves may fill at that price
-            continue  # the replace stands: its replacement holds the chain's room
-        if known is not None:
-            ledger.confirm(known)  # the venue lists it: any replace it made is done
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
             continue
+        head = ledger.head(known) if known.replaced_by else None
+        if head is not None and _replace_in_flight(ledger, head, listed):
+            ledger.reprice(known, order.price)  # its price, should it work again
+            ledger.restand(head, known, order.remaining_quantity)
+            continue  # the replace stands: its replacement holds the chain's room
+        ledger.confirm(known)  # the venue lists it: any replace it made is done
         if not known.working:  # filled, cancelled or replaced, says the sidecar: not so
             ledger.revive(known, order.remaining_quantity)
         else:  # its leaves as listed (live after all), and the fills it is still owed
             known.owed_only = False
             ledger.resize(known, order.remaining_quantity + known.owed)
-        if known.working and order.price != known.price:  # the venue's price is the price
-            ledger.reprice(known, order.price)
+        ledger.reprice(known, order.price)  # the venue's price values it, if higher
 
 
 def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,
@@ -474,15 +473,13 @@ def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,
     the original stays replaced. Ended as unlisted, with the original working again,
     both could fill in full unseen (reviews 29, 30). A rejection of the replace gives
     the original its leaves back (unreplace); one that never comes leaves a reservation
-    that denies, never a wrong allow. A replace the venue has confirmed is not on its
-    way: a snapshot that lists the order it replaced is taken at its word."""
+    that denies, never a wrong allow. So does a confirmation of the replacement, which
+    may be an executor's echo: the replace is then in flight again (OrderLedger.restand)."""
     if replacement is None or not replacement.working \
             or replacement.client_order_id in listed:
         return False
     successor = replacement
-    while successor.replaces and not successor.confirmed:  # review 33: a confirmed
-        # replacement's original, listed, was taken as read before the replace, and its
-        # leaves counted nowhere
+    while successor.replaces:
         original = ledger.exact(successor.account, successor.replaces)
         if original is None or original.replaced_by != successor.client_order_id:
             return False

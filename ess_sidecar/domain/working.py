@@ -50,7 +50,7 @@ class OrderRecord:
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
-                 "owed_stated", "cleared_owed", "held_price")
+                 "owed_stated", "cleared_owed", "held_price", "venue_price")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -116,6 +116,10 @@ class OrderRecord:
         # leaves may still fill at it. Counted in its legs' prices whenever it works,
         # again if it works again (a rejected replace of it); 0 once confirmed.
         self.held_price = 0.0
+        # The price the last snapshot that listed it gave (the venue's, amended past the
+        # guard; 0: none). It values its leaves where higher than `price`; `price` stays
+        # the limit its fills are judged against, so an amend beyond the band still trips.
+        self.venue_price = 0.0
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -126,6 +130,11 @@ class OrderRecord:
     @property
     def working(self) -> bool:
         return self.remaining > 0.0
+
+    @property
+    def valued(self) -> float:
+        """The price its leaves are valued at: its own, or the venue's if higher."""
+        return self.price if self.price >= self.venue_price else self.venue_price
 
     @property
     def owed(self) -> float:
@@ -302,7 +311,7 @@ class OrderLedger:
             record.remaining = record.crossing = 0.0  # ended: no replace left to confirm
             self._count(record, -1)
         book = self._book.account(record.account)
-        price = record.price if ended else 0.0
+        price = record.valued if ended else 0.0
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
             leg.release(record.side, taken, ended, price)
         if ended:
@@ -343,7 +352,7 @@ class OrderLedger:
         legs count the original's limit price where it is higher (`held_price`): those
         leaves may fill at it (review 33: a replace down to 100 valued the leaves of an
         order at 109 at 100, and let another order past the limit)."""
-        held = max(original.price, original.held_price)
+        held = max(original.valued, original.held_price)
         self.end_but_pending(original)  # its leaves, crossing included, pass on
         original.quantity -= original.crossing
         original.crossing = 0.0
@@ -653,19 +662,37 @@ class OrderLedger:
         _bump(self.per_strategy, (account, record.strategy), delta)
 
     def reprice(self, record: OrderRecord, price: float) -> None:
-        """A snapshot lists a working order at another limit price (amended at the venue,
-        past the guard): it is valued, and its fills judged, at that price from now on."""
-        book = self._book.account(record.account)
-        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
-            leg.priced(record.side, price, True)
-            leg.priced(record.side, record.price, False)
-        record.price = price
+        """A snapshot lists `record` at `price` (amended at the venue, past the guard): its
+        leaves are valued at that price where it is higher than the one it was checked at
+        (`venue_price`). Its fills are still judged against the price it was checked at:
+        a snapshot widens no fill's room (review 33e: a sell listed at 1, then filled at
+        1, no longer tripped)."""
+        before = record.valued
+        record.venue_price = price
+        after = record.valued
+        if after != before and record.working:
+            book = self._book.account(record.account)
+            for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+                leg.priced(record.side, after, True)
+                leg.priced(record.side, before, False)
 
-    def hold(self, record: OrderRecord, price: float) -> None:
-        """A snapshot lists the order `record` replaced at `price` while the replace is in
-        flight: its leaves may fill at that price, which `record` holds if higher."""
-        if price > record.price and price > record.held_price:
-            self._hold(record, price)
+    def restand(self, head: OrderRecord, listed: OrderRecord, leaves: float) -> None:
+        """A snapshot lists `listed`, an order down `head`'s chain of replaces, with
+        `leaves`, and not `head`: it was read while the replace was on its way, or the
+        venue's word on `head` was an executor's echo. The replace is in flight again:
+        `head` covers `listed`'s leaves (its crossing, given back if a confirmation had
+        released it) and holds its price, until the venue's word on `head` comes again
+        (review 33d: the listed original's leaves were counted nowhere; 33e: taken at its
+        word, the snapshot let both orders fill in full untripped)."""
+        if head.confirmed:
+            head.confirmed = False
+            extra = min(leaves, listed.leaves_given_up) - head.remaining
+            if extra > 0.0:
+                head.crossing += extra
+                head.quantity += extra
+                self.grow(head, extra)
+        if listed.valued > head.valued and listed.valued > head.held_price:
+            self._hold(head, listed.valued)
 
     def _hold(self, record: OrderRecord, price: float) -> None:
         """Make `price` (0: none) the limit price a replacement holds for the order it
@@ -682,7 +709,7 @@ class OrderLedger:
     def _legs_reserve(self, record: OrderRecord) -> None:
         book = self._book.account(record.account)
         for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
-            leg.reserve(record.side, record.remaining, record.price)
+            leg.reserve(record.side, record.remaining, record.valued)
             if record.held_price:
                 leg.priced(record.side, record.held_price, True)
 

@@ -321,19 +321,73 @@ def test_a_snapshot_listing_the_original_of_a_replace_in_flight_at_a_higher_pric
     assert denied.reason is R.SYMBOL_EXPOSURE and "31.07%" in denied.message, denied.message
 
 
-def test_a_snapshot_listing_the_original_of_a_confirmed_replacement_is_taken_at_its_word():
-    """Review 33: a snapshot that listed the original of a replacement the venue had
-    confirmed was taken as read before the replace: the original's 270 leaves were
-    counted nowhere, and a buy of 180 was allowed to 49 % of equity."""
+def test_a_snapshot_listing_the_original_of_a_confirmed_replacement_puts_it_in_flight_again():
+    """Review 33d: a snapshot that listed the original of a replacement the venue's word
+    had confirmed (an OPEN: maybe an executor's echo) left the original's 270 leaves
+    counted nowhere, and a buy of 180 was allowed to 49 % of equity. Taking the snapshot
+    at its word instead (33e) let both orders fill in full untripped. The replace is in
+    flight again: the replacement covers the leaves and holds their price."""
     engine, original = marked(), order(270, 109)
     replacement = order(10, 100, replaces=original.client_order_id)
     allow(engine, original, replacement)
     engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id, OrderStatus.OPEN, 10))
     listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 270, 109)
     engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
-    assert engine.check(order(180, 100), T0).reason is R.SYMBOL_EXPOSURE
     assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
-        == {original.client_order_id: 270}
+        == {replacement.client_order_id: 270}
+    assert engine.check(order(180, 100), T0).reason is R.SYMBOL_EXPOSURE
+    denied = engine.check(order(6, 100), T0)  # 276 at 109 (at 100: 27.6 %)
+    assert denied.reason is R.SYMBOL_EXPOSURE and "30.08%" in denied.message, denied.message
+
+
+@pytest.mark.parametrize("confirmed_by", ["open", "fill"])
+def test_a_stale_snapshot_after_a_confirmed_replace_lets_no_more_fill_than_the_chain(
+        confirmed_by):
+    """Review 33e: with the snapshot taken at its word, the original (listed) and its
+    confirmed replacement (unlisted, ended) both filled in full, untripped: 58 % of
+    equity where the chain was allowed 29 %. The chain fills no more than it was allowed
+    without a trip."""
+    engine, original = marked(), order(290, 100)
+    replacement = order(290, 100, replaces=original.client_order_id)
+    allow(engine, original, replacement)
+    if confirmed_by == "open":
+        engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id,
+                                        OrderStatus.OPEN, 290))
+    else:
+        report_fill(engine, fill(10, 100, client_order_id=replacement.client_order_id))
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 280, 100)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    report_fill(engine, fill(280, 100, client_order_id=original.client_order_id))
+    assert engine.state_of(account()) is State.ARMED  # the chain's own room
+    assert engine.check(order(290, 100), T0).reason is R.SYMBOL_EXPOSURE  # 290 held
+    report_fill(engine, fill(280, 100, client_order_id=replacement.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED  # beyond what the chain allowed
+
+
+def test_an_original_listed_at_another_price_while_replaced_keeps_it_when_it_works_again():
+    """Review 33e: a snapshot listed the original of a replace in flight at 109; the
+    replacement held 109, but once the venue rejected the replace the original worked
+    again valued at its checked 100."""
+    engine, original = marked(), order(270, 100)
+    replacement = order(10, 100, replaces=original.client_order_id)
+    allow(engine, original, replacement)
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 270, 109)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id,
+                                    OrderStatus.REJECTED))
+    denied = engine.check(order(29, 100), T0)  # 299 at 109: 32.59 %
+    assert denied.reason is R.SYMBOL_EXPOSURE and "32.59%" in denied.message, denied.message
+
+
+def test_a_snapshots_price_values_an_order_but_widens_no_fill():
+    """Review 33e: a snapshot listing a sell at 1 (checked at 100) made it the order's
+    limit, and its fill at 1 (a units bug, or a lie) no longer tripped the account."""
+    engine, working = marked(), order(100, 100, Side.SELL)
+    allow(engine, working)
+    listed = OpenOrder(working.client_order_id, STRATEGY, SYMBOL, Side.SELL, 100, 1)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    report_fill(engine, fill(100, 1, Side.SELL, client_order_id=working.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
 
 
 def test_a_rejected_replace_of_an_unconfirmed_replacement_keeps_the_price_it_held():

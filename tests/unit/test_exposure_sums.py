@@ -30,7 +30,7 @@ def tops(engine: GuardEngine, account: str) -> dict[tuple[str, str, Side], float
     replacement holds the price of, found afresh."""
     found: dict[tuple[str, str, Side], float] = {}
     for record in engine.orders.working(account):
-        price = max(record.price, record.held_price)
+        price = max(record.valued, record.held_price)
         for key in ((record.strategy, record.symbol, record.side),
                     ("", record.symbol, record.side)):
             found[key] = max(found.get(key, 0.0), price)
