@@ -450,6 +450,8 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
             continue
+        if known.replaced_by and _traded_since(ledger, known):
+            continue  # a listing read before the replace: it was done, and the chain traded
         head = ledger.head(known) if known.replaced_by else None
         if head is not None and _replace_in_flight(ledger, head, listed):
             ledger.reprice(known, order.price)  # its price, should it work again
@@ -462,6 +464,20 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             known.owed_only = False
             ledger.resize(known, order.remaining_quantity + known.owed)
         ledger.reprice(known, order.price)  # the venue's price values it, if higher
+
+
+def _traded_since(ledger: OrderLedger, record: OrderRecord) -> bool:
+    """Whether an order down `record`'s chain of replaces filled under its own id: the
+    replace of `record` was done, so a snapshot listing `record` was read before it, and
+    reviving `record` would let the chain fill twice (review 33f: its replacement filled
+    in full, then a stale snapshot revived the original, which filled in full too)."""
+    successor = ledger.exact(record.account, record.replaced_by)
+    while successor is not None:
+        if successor.reported > 0.0:
+            return True
+        successor = ledger.exact(successor.account, successor.replaced_by) \
+            if successor.replaced_by else None
+    return False
 
 
 def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,

@@ -683,14 +683,19 @@ class OrderLedger:
         `head` covers `listed`'s leaves (its crossing, given back if a confirmation had
         released it) and holds its price, until the venue's word on `head` comes again
         (review 33d: the listed original's leaves were counted nowhere; 33e: taken at its
-        word, the snapshot let both orders fill in full untripped)."""
-        if head.confirmed:
-            head.confirmed = False
-            extra = min(leaves, listed.leaves_given_up) - head.remaining
-            if extra > 0.0:
-                head.crossing += extra
-                head.quantity += extra
-                self.grow(head, extra)
+        word, the snapshot let both orders fill in full untripped). A head that filled
+        under its own id has traded: the replace is done, and the listing is stale
+        (review 33f: its fills and the regrown room let the chain fill twice)."""
+        if head.reported > 0.0:
+            return
+        head.confirmed = False
+        # Whichever listing comes, and however many: as much as the most listed, never
+        # more than the listed order gave up when it was replaced.
+        extra = min(leaves, listed.leaves_given_up) - head.remaining
+        if extra > 0.0:
+            head.crossing += extra
+            head.quantity += extra
+            self.grow(head, extra)
         if listed.valued > head.valued and listed.valued > head.held_price:
             self._hold(head, listed.valued)
 

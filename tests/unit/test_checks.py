@@ -12,7 +12,7 @@ from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
-from ess_sidecar.domain.orders import OpenOrder, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.orders import IncludedFills, OpenOrder, OrderStatus, OrderUpdate, Side
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from ess_sidecar.domain.states import State, TriggerMode
 
@@ -362,6 +362,54 @@ def test_a_stale_snapshot_after_a_confirmed_replace_lets_no_more_fill_than_the_c
     assert engine.check(order(290, 100), T0).reason is R.SYMBOL_EXPOSURE  # 290 held
     report_fill(engine, fill(280, 100, client_order_id=replacement.client_order_id))
     assert engine.state_of(account()) is State.TRIPPED  # beyond what the chain allowed
+
+
+def replaced_and_traded(own_fills: float):  # noqa: ANN201
+    """A 290 replaced by B 290, which filled `own_fills` under its own id."""
+    engine, original = marked(), order(290, 100)
+    replacement = order(290, 100, replaces=original.client_order_id)
+    allow(engine, original, replacement)
+    report_fill(engine, fill(own_fills, 100, client_order_id=replacement.client_order_id))
+    return engine, original, replacement
+
+
+@pytest.mark.parametrize("own_fills", [145, 289, 290])
+def test_a_stale_listing_of_an_original_whose_replacement_traded_gives_it_no_room(own_fills):
+    """Review 33f: once B traded under its own id the replace is done; a snapshot still
+    listing A (read before it) regrew B's room (B part filled) or revived A (B filled),
+    and A then filled its 290 as well, untripped: up to 58 % of equity."""
+    engine, original, replacement = replaced_and_traded(own_fills)
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 290, 100)
+    engine.sync_positions(ACCOUNT, 100_000, [position(own_fills, 100)], [listed], T0,
+                          [IncludedFills(replacement.client_order_id, own_fills)])
+    report_fill(engine, fill(290, 100, client_order_id=original.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_clearing_a_replacement_that_traded_gives_its_original_nothing_back():
+    """Review 33f: an operator's clear of a replacement the venue had not confirmed
+    unreplaced it even though it had filled under its own id, and its original came back
+    with all its leaves: 390 filled where the chain was allowed 290, untripped."""
+    engine, original, replacement = replaced_and_traded(100)
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 190, 100)
+    engine.sync_positions(ACCOUNT, 100_000, [position(100, 100)], [listed])
+    engine.clear_working_orders(ACCOUNT, [replacement.client_order_id])
+    report_fill(engine, fill(290, 100, client_order_id=original.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_stale_listings_of_an_original_cover_the_most_listed_in_any_order():
+    """Review 33f: a first stale listing of A (10 left) put the replace back in flight
+    without room, and a second (270 left) then grew nothing: a buy of 180 was allowed to
+    46 %. The replacement covers the most any listing gave."""
+    engine, original = marked(), order(270, 109)
+    replacement = order(10, 100, replaces=original.client_order_id)
+    allow(engine, original, replacement)
+    engine.update_order(OrderUpdate(ACCOUNT, replacement.client_order_id, OrderStatus.OPEN, 10))
+    for leaves in (10, 270):
+        listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, leaves, 109)
+        engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    assert engine.check(order(180, 100), T0).reason is R.SYMBOL_EXPOSURE
 
 
 def test_an_original_listed_at_another_price_while_replaced_keeps_it_when_it_works_again():
