@@ -272,7 +272,9 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     # rejection contradicts that, and it ends like a cancel, the original left replaced
     # (review 29: its own fills and the original's leaves given back filled the chain's
     # room twice). An OPEN before the rejection may be an executor echoing its request.
-    if update.status is OrderStatus.REJECTED and record.replaces and not record.reported:
+    # So does one an order that replaced it in turn traded under its own id (review 33f).
+    if update.status is OrderStatus.REJECTED and record.replaces and not record.reported \
+            and not (record.replaced_by and _traded_since(ledger, record)):
         return ledger.unreplace(record)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
     owed, counted = None, False

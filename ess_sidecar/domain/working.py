@@ -435,8 +435,25 @@ class OrderLedger:
         """The venue rejected `replacement`, working or not (fills that crossed the replace
         may have ended it): it never worked, so it ends, and what it counted of fills
         named after the original was the original's. The original was never replaced: it
-        works again with the leaves it gave up less those fills. True (the evidence was
-        taken)."""
+        works again with the leaves it gave up less those fills. So did none of the
+        orders that replaced `replacement` in turn and have not traded under their own
+        id: they replaced an order that never lived, and are rejected first, the last
+        first (review 33f: A → B → C in flight, B rejected, gave A its leaves back while
+        C kept its room, and both filled in full). True (the evidence was taken)."""
+        later: list[OrderRecord] = []
+        named = replacement
+        while named.replaced_by:
+            successor = self.records.get((named.account, named.replaced_by))
+            if successor is None or successor.replaces != named.client_order_id \
+                    or successor.reported > 0.0:
+                break
+            later.append(successor)
+            named = successor
+        for successor in reversed(later):
+            self._unreplace(successor)
+        return self._unreplace(replacement)
+
+    def _unreplace(self, replacement: OrderRecord) -> bool:
         crossed = max(replacement.filled - replacement.reported, 0.0)
         if replacement.working:
             self.end(replacement)

@@ -398,6 +398,36 @@ def test_clearing_a_replacement_that_traded_gives_its_original_nothing_back():
     assert engine.state_of(account()) is State.TRIPPED
 
 
+def chain_of_three():  # noqa: ANN201
+    """A 290 replaced by B 290, replaced by C 290, both replaces in flight."""
+    engine, a = marked(), order(290, 100)
+    b = order(290, 100, replaces=a.client_order_id)
+    c = order(290, 100, replaces=b.client_order_id)
+    allow(engine, a, b, c)
+    return engine, a, b, c
+
+
+def test_a_rejection_in_the_middle_of_a_chain_rejects_the_orders_that_replaced_it():
+    """Review 33f: B rejected gave A its leaves back while C, which replaced B (an order
+    that never lived), kept its room: A and C both filled in full, untripped (58 %)."""
+    engine, a, b, c = chain_of_three()
+    engine.update_order(OrderUpdate(ACCOUNT, b.client_order_id, OrderStatus.REJECTED))
+    assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
+        == {a.client_order_id: 290}
+    report_fill(engine, fill(290, 100, client_order_id=c.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_rejection_contradicted_by_a_later_replacements_fill_gives_nothing_back():
+    """Review 33f: C traded under its own id, so the replaces were done; B's rejection
+    must not give A its leaves back beside C's."""
+    engine, a, b, c = chain_of_three()
+    report_fill(engine, fill(100, 100, client_order_id=c.client_order_id))
+    engine.update_order(OrderUpdate(ACCOUNT, b.client_order_id, OrderStatus.REJECTED))
+    report_fill(engine, fill(290, 100, client_order_id=a.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED  # 390 where the chain had 290
+
+
 def test_stale_listings_of_an_original_cover_the_most_listed_in_any_order():
     """Review 33f: a first stale listing of A (10 left) put the replace back in flight
     without room, and a second (270 left) then grew nothing: a buy of 180 was allowed to
