@@ -284,8 +284,8 @@ class GuardEngine:
             for record in working:
                 if not record.working:  # ended by the one before it in this pass
                     continue
-                if record.replaces and not record.confirmed and not record.reported:
-                    self.orders.unreplace(record)  # it never traded (review 33f)
+                if not record.confirmed and self.orders.rejectable(record):
+                    self.orders.unreplace(record)
                 else:
                     self._clear(record)
 

@@ -271,10 +271,9 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     # A rejected replacement never lived, unless it filled under its own id: then the
     # rejection contradicts that, and it ends like a cancel, the original left replaced
     # (review 29: its own fills and the original's leaves given back filled the chain's
-    # room twice). An OPEN before the rejection may be an executor echoing its request.
-    # So does one an order that replaced it in turn traded under its own id (review 33f).
-    if update.status is OrderStatus.REJECTED and record.replaces and not record.reported \
-            and not (record.replaced_by and _traded_since(ledger, record)):
+    # room twice); so does one an order that replaced it in turn filled under its own id
+    # (review 33f). An OPEN before the rejection may be an executor echoing its request.
+    if update.status is OrderStatus.REJECTED and ledger.rejectable(record):
         return ledger.unreplace(record)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
     owed, counted = None, False
@@ -452,7 +451,7 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
             continue
-        if known.replaced_by and _traded_since(ledger, known):
+        if ledger.traded_since(known):
             continue  # a listing read before the replace: it was done, and the chain traded
         head = ledger.head(known) if known.replaced_by else None
         if head is not None and _replace_in_flight(ledger, head, listed):
@@ -466,20 +465,6 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             known.owed_only = False
             ledger.resize(known, order.remaining_quantity + known.owed)
         ledger.reprice(known, order.price)  # the venue's price values it, if higher
-
-
-def _traded_since(ledger: OrderLedger, record: OrderRecord) -> bool:
-    """Whether an order down `record`'s chain of replaces filled under its own id: the
-    replace of `record` was done, so a snapshot listing `record` was read before it, and
-    reviving `record` would let the chain fill twice (review 33f: its replacement filled
-    in full, then a stale snapshot revived the original, which filled in full too)."""
-    successor = ledger.exact(record.account, record.replaced_by)
-    while successor is not None:
-        if successor.reported > 0.0:
-            return True
-        successor = ledger.exact(successor.account, successor.replaced_by) \
-            if successor.replaced_by else None
-    return False
 
 
 def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,

@@ -296,8 +296,7 @@ class OrderLedger:
         """A snapshot says more remains than reserved: reserve that much more. What was
         allowed stays as it was, so a fill beyond it is still unchecked."""
         record.remaining += quantity
-        book = self._book.account(record.account)
-        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+        for leg in self._legs(record):
             leg.widen(record.side, quantity)
 
     def release(self, record: OrderRecord, quantity: float) -> None:
@@ -310,15 +309,15 @@ class OrderLedger:
         if ended:
             record.remaining = record.crossing = 0.0  # ended: no replace left to confirm
             self._count(record, -1)
-        book = self._book.account(record.account)
         price = record.valued if ended else 0.0
-        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+        legs = self._legs(record)
+        for leg in legs:
             leg.release(record.side, taken, ended, price)
         if ended:
             if record.held_price:  # no longer counted; held again if it works again
-                for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+                for leg in legs:
                     leg.priced(record.side, record.held_price, False)
-            book.tidy(record.strategy, record.symbol)
+            self._book.account(record.account).tidy(record.strategy, record.symbol)
             self._book.forget_if_empty(record.account)
 
     @contextmanager
@@ -327,9 +326,7 @@ class OrderLedger:
         if record is None or not record.working:
             yield
             return
-        book = self._book.account(record.account)
-        legs: tuple[Leg, Leg] = (book.leg(record.strategy, record.symbol),
-                                 book.net(record.symbol))
+        legs = self._legs(record)
         saved = [leg.saved() for leg in legs]
         kept = record.owed  # owed fills: the replace keeps them
         # Its price stays counted: until the venue's word on the replace, its leaves may
@@ -363,7 +360,7 @@ class OrderLedger:
             replacement.crossing = extra
             replacement.quantity += extra
             self.grow(replacement, extra)
-        if held > replacement.price and replacement.working:
+        if held > replacement.valued and replacement.working:
             self._hold(replacement, held)
 
     def confirm(self, replacement: OrderRecord) -> None:
@@ -441,17 +438,38 @@ class OrderLedger:
         first (review 33f: A → B → C in flight, B rejected, gave A its leaves back while
         C kept its room, and both filled in full). True (the evidence was taken)."""
         later: list[OrderRecord] = []
-        named = replacement
-        while named.replaced_by:
-            successor = self.records.get((named.account, named.replaced_by))
-            if successor is None or successor.replaces != named.client_order_id \
-                    or successor.reported > 0.0:
+        for successor in self.successors(replacement):
+            if successor.reported > 0.0:
                 break
             later.append(successor)
-            named = successor
         for successor in reversed(later):
             self._unreplace(successor)
         return self._unreplace(replacement)
+
+    def successors(self, record: OrderRecord) -> Iterator[OrderRecord]:
+        """The orders that replaced `record` in turn, down its chain of replaces."""
+        named = record
+        while named.replaced_by:
+            successor = self.records.get((named.account, named.replaced_by))
+            if successor is None or successor.replaces != named.client_order_id:
+                return
+            yield successor
+            named = successor
+
+    def rejectable(self, record: OrderRecord) -> bool:
+        """Whether a rejection (or an operator's clear) of `record`, a replacement, means
+        it never lived, so that its original works again (unreplace): not if it, or an
+        order that replaced it in turn, filled under its own id. Then the replace was
+        done, and the rejection ends it like a cancel (review 29; 33f: the original's
+        leaves given back beside a traded replacement's let the chain fill twice)."""
+        return bool(record.replaces) and not record.reported > 0.0 \
+            and not self.traded_since(record)
+
+    def traded_since(self, record: OrderRecord) -> bool:
+        """Whether an order down `record`'s chain of replaces filled under its own id: the
+        replace of `record` was done, so a snapshot listing `record` was read before it,
+        and reviving `record` would let the chain fill twice (review 33f)."""
+        return any(successor.reported > 0.0 for successor in self.successors(record))
 
     def _unreplace(self, replacement: OrderRecord) -> bool:
         crossed = max(replacement.filled - replacement.reported, 0.0)
@@ -688,8 +706,7 @@ class OrderLedger:
         record.venue_price = price
         after = record.valued
         if after != before and record.working:
-            book = self._book.account(record.account)
-            for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            for leg in self._legs(record):
                 leg.priced(record.side, after, True)
                 leg.priced(record.side, before, False)
 
@@ -720,17 +737,20 @@ class OrderLedger:
         """Make `price` (0: none) the limit price a replacement holds for the order it
         replaced; counted in its legs while it works."""
         if record.working:
-            book = self._book.account(record.account)
-            for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+            for leg in self._legs(record):
                 if price:
                     leg.priced(record.side, price, True)
                 if record.held_price:
                     leg.priced(record.side, record.held_price, False)
         record.held_price = price
 
-    def _legs_reserve(self, record: OrderRecord) -> None:
+    def _legs(self, record: OrderRecord) -> tuple[Leg, Leg]:
+        """The legs a working order counts in: its strategy's, and its account's net."""
         book = self._book.account(record.account)
-        for leg in (book.leg(record.strategy, record.symbol), book.net(record.symbol)):
+        return book.leg(record.strategy, record.symbol), book.net(record.symbol)
+
+    def _legs_reserve(self, record: OrderRecord) -> None:
+        for leg in self._legs(record):
             leg.reserve(record.side, record.remaining, record.valued)
             if record.held_price:
                 leg.priced(record.side, record.held_price, True)
