@@ -446,12 +446,13 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             ledger.confirm(record)  # its fills still owed stay reserved
             ledger.end_but_pending(record)
             record.unlisted = True
+    superseded = _superseded(ledger, account, listed)
     for coid, order in listed.items():
         known = ledger.exact(account, coid)
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
             continue
-        if ledger.traded_since(known):
+        if coid in superseded or ledger.traded_since(known):
             continue  # a listing read before the replace: it was done, and the chain traded
         head = ledger.head(known) if known.replaced_by else None
         if head is not None and _replace_in_flight(ledger, head, listed):
@@ -465,6 +466,40 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             known.owed_only = False
             ledger.resize(known, order.remaining_quantity + known.owed)
         ledger.reprice(known, order.price)  # the venue's price values it, if higher
+    for coid, order in listed.items():  # in the snapshot's order: a replay does the same
+        if coid not in superseded:
+            continue
+        known = ledger.exact(account, coid)
+        head = ledger.head(known)
+        if known is not None and head is not None and head.working \
+                and not ledger.traded_since(known):
+            ledger.reprice(known, order.price)
+            ledger.restand(head, known, order.remaining_quantity)
+
+
+def _superseded(ledger: OrderLedger, account: str,
+                listed: dict[str, OpenOrder]) -> set[str]:
+    """The listed orders that another listed order replaced, down their chain. Either
+    the listing of the earlier is stale (the replace was done), or the later is on its
+    way (an executor lists what it sent): the chain may fill the larger of the two, not
+    their sum. Revived beside the later, the earlier filled in full beside it, untripped
+    (review 33f's chain fuzz); taken as stale, its leaves went uncounted while the later
+    was still on its way. So the replace stands, in flight (OrderLedger.restand), once
+    the later listing has been taken. Each order is walked once."""
+    superseded: set[str] = set()
+    walked: set[str] = set()
+    for coid in listed:
+        record = ledger.exact(account, coid)
+        while record is not None and record.replaces:
+            original = ledger.exact(account, record.replaces)
+            if original is None or original.replaced_by != record.client_order_id \
+                    or original.client_order_id in walked:
+                break
+            walked.add(original.client_order_id)
+            if original.client_order_id in listed:
+                superseded.add(original.client_order_id)
+            record = original
+    return superseded
 
 
 def _replace_in_flight(ledger: OrderLedger, replacement: OrderRecord | None,

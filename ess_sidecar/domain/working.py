@@ -50,7 +50,8 @@ class OrderRecord:
                  "replaces", "pending", "owed_only", "leaves_given_up", "reported",
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
-                 "owed_stated", "cleared_owed", "held_price", "venue_price")
+                 "owed_stated", "cleared_owed", "held_price", "venue_price",
+                 "crossing_released")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -80,6 +81,9 @@ class OrderRecord:
         # reservation (and of what it may fill) that covers the original's leaves filling
         # while the replace is in flight. Gone once the venue's word on it comes (confirm).
         self.crossing = 0.0
+        # What confirmations took off `crossing` unfilled: a stale listing of the order
+        # it replaced may give it back, never more (OrderLedger.restand).
+        self.crossing_released = 0.0
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
@@ -350,6 +354,7 @@ class OrderLedger:
         leaves may fill at it (review 33: a replace down to 100 valued the leaves of an
         order at 109 at 100, and let another order past the limit)."""
         held = max(original.valued, original.held_price)
+        room = original.unfilled - original.owed  # what its leaves may still fill
         self.end_but_pending(original)  # its leaves, crossing included, pass on
         original.quantity -= original.crossing
         original.crossing = 0.0
@@ -357,8 +362,12 @@ class OrderLedger:
         replacement.replaces = original.client_order_id
         extra = original.leaves_given_up - replacement.quantity
         if extra > 0.0:
-            replacement.crossing = extra
-            replacement.quantity += extra
+            # Reserved as the venue has them, but filled no further than the original
+            # could have been (review 34: a snapshot had listed more leaves than it was
+            # allowed, and the replacement let the chain fill them untripped).
+            crossing = min(max(room - replacement.quantity, 0.0), extra)
+            replacement.crossing = crossing
+            replacement.quantity += crossing
             self.grow(replacement, extra)
         if held > replacement.valued and replacement.working:
             self._hold(replacement, held)
@@ -372,6 +381,7 @@ class OrderLedger:
         extra = replacement.crossing
         if extra > 0.0:
             replacement.crossing = 0.0
+            replacement.crossing_released += extra
             replacement.quantity -= extra
             self.release(replacement, min(extra, replacement.remaining))
 
@@ -724,11 +734,17 @@ class OrderLedger:
             return
         head.confirmed = False
         # Whichever listing comes, and however many: as much as the most listed, never
-        # more than the listed order gave up when it was replaced.
-        extra = min(leaves, listed.leaves_given_up) - head.remaining
+        # more than the listed order gave up when it was replaced. What `head` may fill
+        # grows by no more than confirmations took off its crossing (review 34: grown by
+        # all it reserved less, a snapshot listing `head` too, or fills that had crossed
+        # to `head` out of the listed order's leaves, let the chain fill past its checks).
+        most = min(leaves, listed.leaves_given_up)
+        extra = most - head.remaining
         if extra > 0.0:
-            head.crossing += extra
-            head.quantity += extra
+            crossing = min(extra, head.crossing_released)
+            head.crossing += crossing
+            head.crossing_released -= crossing
+            head.quantity += crossing
             self.grow(head, extra)
         if listed.valued > head.valued and listed.valued > head.held_price:
             self._hold(head, listed.valued)

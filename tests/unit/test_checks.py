@@ -604,3 +604,54 @@ def test_denial_messages_print_huge_numbers_compactly(engine):
     denied = engine.check(order(1e-6, 1e12), T0)
     assert denied.reason is R.PRICE_BAND
     assert "1e+12% from mark 100" in denied.message and len(denied.message) < 100
+
+
+def test_a_snapshot_listing_an_original_beside_its_replacement_reserves_one_not_both():
+    """Review 33f's chain fuzz: a snapshot listing A beside B, which replaced it, revived
+    A beside B: either the listing of A was stale, or B was on its way (an executor lists
+    what it sent), so the chain may fill the larger, not the sum; both filled, untripped,
+    past what the chain was allowed. B covers A's listed leaves, A stays replaced."""
+    engine, original = marked(), order(290, 100)
+    replacement = order(290, 100, replaces=original.client_order_id)
+    allow(engine, original, replacement)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [
+        OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 200, 100),
+        OpenOrder(replacement.client_order_id, STRATEGY, SYMBOL, Side.BUY, 100, 100)])
+    assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
+        == {replacement.client_order_id: 200}
+    report_fill(engine, fill(200, 100, client_order_id=original.client_order_id))
+    assert engine.state_of(account()) is State.ARMED  # crossed the replace
+    report_fill(engine, fill(100, 100, client_order_id=replacement.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED  # 300 where the chain had 290
+
+
+def test_a_replace_of_an_order_listed_with_more_than_it_was_allowed_fills_no_more():
+    """Review 34: a snapshot listed A (allowed 10) with 50 left; a replace of it by 10
+    reserved the 50 (the venue's word) but also let the chain fill them, untripped."""
+    engine, original = marked(), order(10, 100)
+    allow(engine, original)
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 50, 100)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    replacement = order(10, 100, replaces=original.client_order_id)
+    allow(engine, replacement)
+    assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
+        == {replacement.client_order_id: 50}
+    report_fill(engine, fill(30, 100, client_order_id=original.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_stale_listing_regrows_no_room_that_fills_crossing_the_replace_took():
+    """Review 34: A 50 replaced by B 100, B by C 50 (C may fill 100: B's leaves), both in
+    flight; A filled its 50, which crossed to C. A snapshot still listing B with 100
+    left grew C's room to 150 (B's leaves on top of the fills that came out of them), and
+    B's 100 filled as well, untripped."""
+    engine, a = marked(), order(50, 100)
+    b = order(100, 100, replaces=a.client_order_id)
+    c = order(50, 100, replaces=b.client_order_id)
+    allow(engine, a, b, c)
+    report_fill(engine, fill(50, 100, client_order_id=a.client_order_id))
+    engine.sync_positions(ACCOUNT, 100_000, [position(50, 100)], [
+        OpenOrder(b.client_order_id, STRATEGY, SYMBOL, Side.BUY, 100, 100)])
+    assert engine.state_of(account()) is State.ARMED
+    report_fill(engine, fill(100, 100, client_order_id=b.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED  # 150 where the chain had 100
