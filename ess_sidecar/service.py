@@ -210,6 +210,11 @@ class Guard(GuardReadings):
         little."""
         self.engine.check_snapshot_length(positions, open_orders, included)
 
+    def check_list_length(self, field: str, entries: int) -> None:
+        """InvalidArgument if a request's list (`field`) holds more than
+        `limits.max_snapshot_entries`, asked before it is mapped."""
+        self.engine.check_list_length(field, entries)
+
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                        open_orders: list[OpenOrder] | None = None,
                        included: list[IncludedFills] | None = None) -> int:
@@ -225,6 +230,7 @@ class Guard(GuardReadings):
                              actor: str) -> int:
         """An operator ends working orders by hand; logged with who and why."""
         check_text(reason, "reason", required=True)
+        self.engine.check_list_length("client_order_ids", len(client_order_ids))
         cleared = self.engine.clear_working_orders(account, client_order_ids)
         self._record(OrdersCleared(account, tuple(client_order_ids)))
         log.warning("working orders cleared", extra={

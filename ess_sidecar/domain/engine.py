@@ -183,12 +183,18 @@ class GuardEngine:
     def check_snapshot_length(self, positions: int, open_orders: int, included: int) -> None:
         """InvalidArgument naming the list a snapshot would hold too many entries in (an
         adapter may ask before it maps them)."""
-        most = self.config.limits.max_snapshot_entries
         for field, entries in (("positions", positions), ("open_orders", open_orders),
                                ("included_fills", included)):
-            if entries > most:
-                raise InvalidArgument(field, f"lists {entries}: at most {most} in one"
-                                      " snapshot (limits.max_snapshot_entries)")
+            self.check_list_length(field, entries)
+
+    def check_list_length(self, field: str, entries: int) -> None:
+        """InvalidArgument naming `field` if a request's list holds more than
+        `limits.max_snapshot_entries`: a snapshot's lists, an operator's clear, a
+        watcher's scopes (review 34: 250,000 scopes held 60 MB per watcher)."""
+        most = self.config.limits.max_snapshot_entries
+        if entries > most:
+            raise InvalidArgument(field, f"lists {entries}: at most {most} in one request"
+                                  " (limits.max_snapshot_entries)")
 
     def _sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                         open_orders: list[OpenOrder] | None, now: float,

@@ -76,9 +76,11 @@ def sanitized_text(value: str, limit: int = MAX_TEXT_LENGTH) -> str:
     the text cut to `limit` characters with a note of how much was left out."""
     if value.replace("\n", " ").replace("\t", " ").isprintable() and len(value) <= limit:
         return value
+    # Each character is one or more of the text: those past `limit` are never shown, and
+    # not looked at (review 34: a reason of 4 million escaped whole held a Trigger 2 s).
     cleaned = "".join(c if c in "\n\t" or c.isprintable()
-                      else c.encode("unicode_escape").decode("ascii") for c in value)
-    if len(cleaned) <= limit:
+                      else c.encode("unicode_escape").decode("ascii") for c in value[:limit])
+    if len(cleaned) <= limit and len(value) <= limit:
         return cleaned
-    note = f" [… {len(cleaned) - limit} more characters]"
+    note = f" [… cut: {len(value)} characters in all]"
     return cleaned[:limit - len(note)] + note

@@ -87,6 +87,12 @@ BAD_COMMANDS = [
     # beyond SQLite's 64-bit integers
     ("ListEvents", pb.ListEventsRequest(page_token="9" * 20), "page_token"),
     ("ListEvents", pb.ListEventsRequest(page_token=str(2**63)), "page_token"),
+    # more digits than int() takes (review 34: ValueError, answered UNKNOWN)
+    ("ListEvents", pb.ListEventsRequest(page_token="9" * 5000), "page_token"),
+    # a clear lists no more than a snapshot may (limits.max_snapshot_entries)
+    ("ClearWorkingOrders", pb.ClearWorkingOrdersRequest(
+        account=ACCOUNT, reason="flood", client_order_ids=[f"o{i}" for i in range(20_001)]),
+     "client_order_ids"),
 ]
 
 
@@ -324,3 +330,33 @@ async def test_the_kill_switch_trips_whatever_comes_with_it(sidecar: Running) ->
     assert list(scope.directives) == [1]
     assert len(scope.reason) <= 1024 and "\x1b" not in scope.reason
     assert (await sidecar.stub.CheckOrder(order())).reason == pb.DECISION_REASON_SCOPE_TRIPPED
+
+
+async def test_a_trigger_with_a_flood_of_directives_trips_looking_at_the_first_few(
+        sidecar: Running) -> None:
+    """Review 34: each of 4 million directives was mapped, and noted, before the Trigger
+    was: every other call waited 20 s. Only three kinds exist; the first 16 are taken."""
+    request = pb.TriggerRequest(scope=strategy_scope(), reason="flood",
+                                directives=[1, 555] + [556 + i for i in range(200_000)])
+    assert (await sidecar.stub.Trigger(request)).state == pb.STATE_TRIPPED
+    [scope] = (await sidecar.stub.GetState(pb.GetStateRequest())).scopes
+    assert list(scope.directives) == [1]
+    assert "unknown directive 555 left out" in scope.reason
+    assert "199986 directives past the first 16 left out" in scope.reason, scope.reason
+
+
+async def test_a_watcher_naming_more_scopes_than_the_cap_is_refused_naming_them(
+        sidecar: Running) -> None:
+    """Review 34: a watcher's scopes were not capped; 250,000 held 60 MB for as long as
+    it watched."""
+    scopes = [pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"S{i}") for i in range(20_001)]
+    call = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=scopes))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call.read()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("scopes:"), error.value.details()
+    assert "limits.max_snapshot_entries" in error.value.details()
+    del scopes[-1]  # 20,000: watched
+    call = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=scopes))
+    assert (await call.read()).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    call.cancel()

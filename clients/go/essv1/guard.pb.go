@@ -2149,7 +2149,9 @@ type TriggerRequest struct {
 	// UNSPECIFIED is recorded as USER_INITIATED.
 	ReasonCode TriggerReason `protobuf:"varint,3,opt,name=reason_code,json=reasonCode,proto3,enum=ess.v1.TriggerReason" json:"reason_code,omitempty"`
 	Mode       TriggerMode   `protobuf:"varint,4,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
-	Directives []Directive   `protobuf:"varint,5,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
+	// Only the first 16 are looked at (three kinds exist); the rest are left out, noted in
+	// the reason. Unknown values are left out too. Never refused.
+	Directives []Directive `protobuf:"varint,5,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
 	// A drill (essctl drill): FAILED_PRECONDITION unless the scope is ARMED; recorded as a
 	// drill. Resetting a drill's own trip needs no cooldown and no second approver.
 	Drill         bool `protobuf:"varint,6,opt,name=drill,proto3" json:"drill,omitempty"`
@@ -3103,7 +3105,8 @@ func (x *GetStateResponse) GetWorkingOrders() []*WorkingOrder {
 type ClearWorkingOrdersRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Account string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
-	// Empty: every working order of the account.
+	// Empty: every working order of the account. At most limits.max_snapshot_entries
+	// (20,000 by default): more is INVALID_ARGUMENT naming client_order_ids.
 	ClientOrderIds []string `protobuf:"bytes,2,rep,name=client_order_ids,json=clientOrderIds,proto3" json:"client_order_ids,omitempty"`
 	// Required: why they are known to be gone.
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -3208,7 +3211,8 @@ func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
 
 type WatchStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only these scopes (GLOBAL is not implied); empty means every scope.
+	// Only these scopes (GLOBAL is not implied); empty means every scope. At most
+	// limits.max_snapshot_entries (20,000 by default): more is INVALID_ARGUMENT naming scopes.
 	Scopes []*Scope `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// 0: start with a snapshot. N > 0: replay every transition after version N instead.
 	FromVersion uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`

@@ -152,6 +152,11 @@ def trigger_reason_from_proto(value: int) -> TriggerReason:
                            default=TriggerReason.USER_INITIATED)
 
 
+# A Trigger's directives looked at: a list of millions, each mapped, held every other
+# call, a Trigger of GLOBAL too, for 20 s (review 34).
+MAX_DIRECTIVES = 16
+
+
 def trigger_from_proto(m: pb.TriggerRequest, actor: str) -> Trigger:
     """A kill switch never refuses to stop because of what comes with it: only the scope
     must be valid. An unknown mode halts (the stricter), an unknown reason code is
@@ -169,11 +174,14 @@ def trigger_from_proto(m: pb.TriggerRequest, actor: str) -> Trigger:
         code = TriggerReason.USER_INITIATED
         notes.append(f"unknown reason_code {m.reason_code}: USER_INITIATED")
     directives = []
-    for value in m.directives:
+    for value in m.directives[:MAX_DIRECTIVES]:
         try:
             directives.append(enum_from_proto(Directive, value, "directives"))
         except InvalidArgument:
             notes.append(f"unknown directive {value} left out")
+    if len(m.directives) > MAX_DIRECTIVES:  # a few kinds exist: the rest say nothing new
+        notes.append(f"{len(m.directives) - MAX_DIRECTIVES} directives past the first"
+                     f" {MAX_DIRECTIVES} left out")
     reason = m.reason.strip() or code.name.lower().replace("_", " ")
     if notes:
         reason = f"{reason} ({'; '.join(notes)})"

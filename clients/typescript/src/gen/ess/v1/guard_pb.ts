@@ -791,6 +791,9 @@ export type TriggerRequest = Message<"ess.v1.TriggerRequest"> & {
   mode: TriggerMode;
 
   /**
+   * Only the first 16 are looked at (three kinds exist); the rest are left out, noted in
+   * the reason. Unknown values are left out too. Never refused.
+   *
    * @generated from field: repeated ess.v1.Directive directives = 5;
    */
   directives: Directive[];
@@ -1303,7 +1306,8 @@ export type ClearWorkingOrdersRequest = Message<"ess.v1.ClearWorkingOrdersReques
   account: string;
 
   /**
-   * Empty: every working order of the account.
+   * Empty: every working order of the account. At most limits.max_snapshot_entries
+   * (20,000 by default): more is INVALID_ARGUMENT naming client_order_ids.
    *
    * @generated from field: repeated string client_order_ids = 2;
    */
@@ -1346,7 +1350,8 @@ export const ClearWorkingOrdersResponseSchema: GenMessage<ClearWorkingOrdersResp
  */
 export type WatchStateRequest = Message<"ess.v1.WatchStateRequest"> & {
   /**
-   * Only these scopes (GLOBAL is not implied); empty means every scope.
+   * Only these scopes (GLOBAL is not implied); empty means every scope. At most
+   * limits.max_snapshot_entries (20,000 by default): more is INVALID_ARGUMENT naming scopes.
    *
    * @generated from field: repeated ess.v1.Scope scopes = 1;
    */
