@@ -89,7 +89,9 @@ BAD_COMMANDS = [
     ("ListEvents", pb.ListEventsRequest(page_token=str(2**63)), "page_token"),
     # more digits than int() takes (review 34: ValueError, answered UNKNOWN)
     ("ListEvents", pb.ListEventsRequest(page_token="9" * 5000), "page_token"),
-    # a clear lists no more than a snapshot may (limits.max_snapshot_entries)
+    # a clear, or a reset's latches, list no more than a snapshot may
+    ("Reset", pb.ResetRequest(scope=strategy_scope(), reason="flood",
+                              latches=["manual"] * 20_001), "latches"),
     ("ClearWorkingOrders", pb.ClearWorkingOrdersRequest(
         account=ACCOUNT, reason="flood", client_order_ids=[f"o{i}" for i in range(20_001)]),
      "client_order_ids"),

@@ -2293,7 +2293,8 @@ type ResetRequest struct {
 	// The latches to lift (ScopeState.latches names); none: all of them. A name the scope
 	// does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
 	// its breaker still holds; a reset that resumes the scope is also refused while any
-	// breaker of the scope holds. The scope keeps the state of the latches left.
+	// breaker of the scope holds. The scope keeps the state of the latches left. At most
+	// limits.max_snapshot_entries names (more: INVALID_ARGUMENT naming latches).
 	Latches []string `protobuf:"bytes,4,rep,name=latches,proto3" json:"latches,omitempty"`
 	// The scope's version (ScopeState.version) the caller looked at; 0: no check. A scope
 	// that changed since (another trip landed) is FAILED_PRECONDITION, forced or not, so a

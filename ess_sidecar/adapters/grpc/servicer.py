@@ -190,8 +190,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                     context: grpc.aio.ServicerContext) -> pb.ResetResponse:
         scope = scope_from_proto(request.scope)
         reason = check_text(request.reason, "reason", required=True)
-        latches = latch_names_from_proto(request.latches)
         guard = self._guard
+        guard.check_list_length("latches", len(request.latches))
+        latches = latch_names_from_proto(request.latches)
         outcome = await guard.run_async(guard.reset_steps(scope, reason, request.force,
                                                           actor_of(context), latches,
                                                           request.expected_version))

@@ -863,7 +863,8 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
    * The latches to lift (ScopeState.latches names); none: all of them. A name the scope
    * does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
    * its breaker still holds; a reset that resumes the scope is also refused while any
-   * breaker of the scope holds. The scope keeps the state of the latches left.
+   * breaker of the scope holds. The scope keeps the state of the latches left. At most
+   * limits.max_snapshot_entries names (more: INVALID_ARGUMENT naming latches).
    *
    * @generated from field: repeated string latches = 4;
    */
