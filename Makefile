@@ -28,7 +28,9 @@ $(VENV)/.installed: pyproject.toml setup.py clients/python/pyproject.toml
 # An extension module shadows its .py, so tests refuse a stale one (tests/conftest.py).
 $(VENV)/.compiled: $(VENV)/.installed setup.py $(wildcard ess_sidecar/domain/*.py)
 	$(BIN)/python setup.py --quiet build_ext --inplace
-	touch ess_sidecar/domain/*.so $@  # current now, even where the build found nothing to redo
+	# current now, even where the build found nothing to redo (none with ESS_NO_MYPYC=1)
+	touch -c ess_sidecar/domain/*.so
+	touch $@
 
 compile: $(VENV)/.compiled  ## compile the decision domain in place (mypyc)
 

@@ -145,6 +145,24 @@ def same_line(shown: str, printed: str) -> bool:
     return re.fullmatch(pattern, normalized(printed)) is not None
 
 
+def headings(lines: list[str]) -> list[list[str]]:
+    """The column names of each table's heading (a row drawn with `┃`), however wide the
+    terminal made the table (review 34: a column added to `essctl status` was missing from
+    the README's transcript, whose first and last lines still matched)."""
+    return [[name.strip() for name in line.strip().strip("┃").split("┃")]
+            for line in lines if "┃" in line]
+
+
+def row_names(lines: list[str]) -> list[str] | None:
+    """The first cell of each row of a table drawn with `│` (its name, in a table of
+    names and values), the rows a long cell wraps onto left out; None if the transcript
+    cuts a table short (`…`) or holds none."""
+    names = [line.strip().strip("│").split("│")[0].strip()
+             for line in lines if line.lstrip().startswith("│")]
+    names = [name for name in names if name]
+    return None if not names or "…" in names else names
+
+
 def expected_prints(script: str) -> list[str]:
     """The `# → TEXT` comments of a python block, in order."""
     return [found.group(1).strip() for found in re.finditer(r"#\s*→\s*(.*)$", script, re.M)]
@@ -374,3 +392,8 @@ def test_console_transcript_runs_as_shown(block: Block, start_sidecar: StartSide
                 assert same_line(want, got), failure(
                     f"{what}: {which} line {got!r}, the README shows {want!r}", result,
                     sidecar)
+            for which, shown, got in (("columns", headings(step.shown), headings(printed)),
+                                      ("rows", row_names(step.shown), row_names(printed))):
+                assert shown is None or shown == got, failure(
+                    f"{what}: its tables' {which} are {got}, the README shows {shown}",
+                    result, sidecar)
