@@ -81,8 +81,9 @@ class OrderRecord:
         # reservation (and of what it may fill) that covers the original's leaves filling
         # while the replace is in flight. Gone once the venue's word on it comes (confirm).
         self.crossing = 0.0
-        # What confirmations took off `crossing` unfilled: a stale listing of the order
-        # it replaced may give it back, never more (OrderLedger.restand).
+        # What confirmations took off `crossing` unfilled (its own, or those of the orders
+        # it replaced, passed on): a stale listing of an order before it in its chain may
+        # give it back, never more (OrderLedger.restand).
         self.crossing_released = 0.0
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
@@ -360,6 +361,11 @@ class OrderLedger:
         original.crossing = 0.0
         original.replaced_by = replacement.client_order_id
         replacement.replaces = original.client_order_id
+        # What a confirmation took off the original's room for the leaves of the order it
+        # replaced passes on with those leaves: a stale listing of that order gives it to
+        # the new head (review 34c: kept on the original, an echo's, a false trip).
+        replacement.crossing_released = original.crossing_released
+        original.crossing_released = 0.0
         extra = original.leaves_given_up - replacement.quantity
         if extra > 0.0:
             # Reserved as the venue has them, but filled no further than the original
@@ -492,6 +498,8 @@ class OrderLedger:
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
+        original.crossing_released += replacement.crossing_released  # back with its leaves
+        replacement.crossing_released = 0.0
         # Review 29: its room goes back to the original, so it may fill no more than the
         # fills reported under its own id; a fill beyond trips (it never traded).
         replacement.cap_fills()
@@ -735,13 +743,14 @@ class OrderLedger:
         head.confirmed = False
         # Whichever listing comes, and however many: as much as the most listed, never
         # more than the listed order gave up when it was replaced. What `head` may fill
-        # grows by no more than confirmations took off its crossing (review 34: grown by
-        # all it reserved less, a snapshot listing `head` too, or fills that had crossed
-        # to `head` out of the listed order's leaves, let the chain fill past its checks).
+        # grows only where it would not cover them, and by no more than confirmations
+        # took off the chain's crossing (review 34: grown by all it reserved less, a
+        # snapshot listing `head` too, or fills that had crossed to `head` out of the
+        # listed order's leaves, let the chain fill past its checks).
         most = min(leaves, listed.leaves_given_up)
         extra = most - head.remaining
         if extra > 0.0:
-            crossing = min(extra, head.crossing_released)
+            crossing = min(extra, max(most - head.unfilled, 0.0), head.crossing_released)
             head.crossing += crossing
             head.crossing_released -= crossing
             head.quantity += crossing

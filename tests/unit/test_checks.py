@@ -655,3 +655,48 @@ def test_a_stale_listing_regrows_no_room_that_fills_crossing_the_replace_took():
     assert engine.state_of(account()) is State.ARMED
     report_fill(engine, fill(100, 100, client_order_id=b.client_order_id))
     assert engine.state_of(account()) is State.TRIPPED  # 150 where the chain had 100
+
+
+def test_a_listing_after_an_echoed_confirmation_down_a_chain_gives_the_head_the_room_back():
+    """Review 34c: A 100 replaced by B 10, B's OPEN an executor's echo (its room for A's
+    leaves let go), then B replaced by C 10; a snapshot lists A live and B, C on their
+    way. C covered A's 100 but could fill only its own 10: A's first fill tripped. What
+    the echo let go passes down the chain with the leaves it was for."""
+    engine, a = marked(), order(100, 100)
+    b = order(10, 100, replaces=a.client_order_id)
+    allow(engine, a, b)
+    engine.update_order(OrderUpdate(ACCOUNT, b.client_order_id, OrderStatus.OPEN, 10))
+    c = order(10, 100, replaces=b.client_order_id)
+    allow(engine, c)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [
+        OpenOrder(coid, STRATEGY, SYMBOL, Side.BUY, leaves, 100)
+        for coid, leaves in ((a.client_order_id, 100), (b.client_order_id, 10),
+                             (c.client_order_id, 10))])
+    for _ in range(4):
+        report_fill(engine, fill(25, 100, client_order_id=a.client_order_id))
+    assert engine.state_of(account()) is State.ARMED
+    report_fill(engine, fill(10, 100, client_order_id=c.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED  # 110 where the chain had 100
+
+
+def test_a_listing_gives_back_no_room_that_the_head_still_has():
+    """Review 34 (chain fuzz): A 100 replaced by B 100, B by C 50 (its crossing covers
+    B's leaves); a snapshot listing A with 50 and C confirms C (its crossing let go).
+    D 100 replaces C, and a snapshot lists A with 100 beside D with 50: D may already
+    fill 100, yet what C let go was added to it, and the chain filled 105 untripped."""
+    engine, a = marked(), order(100, 100)
+    b = order(100, 100, replaces=a.client_order_id)
+    c = order(50, 100, replaces=b.client_order_id)
+    allow(engine, a, b, c)
+
+    def listing(*orders: tuple[str, float]) -> None:
+        engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [
+            OpenOrder(coid, STRATEGY, SYMBOL, Side.BUY, leaves, 100) for coid, leaves in orders])
+
+    listing((a.client_order_id, 50), (c.client_order_id, 5))
+    d = order(100, 100, replaces=c.client_order_id)
+    allow(engine, d)
+    listing((a.client_order_id, 100), (d.client_order_id, 50))
+    report_fill(engine, fill(5, 100, client_order_id=a.client_order_id))
+    report_fill(engine, fill(100, 100, client_order_id=d.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
