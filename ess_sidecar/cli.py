@@ -18,26 +18,33 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the sidecar")
     serve.add_argument("--config", help="TOML settings file (ESS_* variables override it)")
-    serve.add_argument("--listen", help="TCP host:port (default 127.0.0.1:50051; '' for none)")
-    serve.add_argument("--uds", help="Unix domain socket path")
-    serve.add_argument("--state", help="SQLite state file (default state/ess.db)")
-    serve.add_argument("--tokens-file", help="principals and roles (auth.tokens_file);"
-                       " turns authentication on")
-    serve.add_argument("--tls-cert", help="PEM certificate chain: serve TCP over TLS")
-    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
-    serve.add_argument("--metrics-listen", help="host:port of the Prometheus endpoint"
-                       " (/metrics, /healthz); telemetry.metrics_listen")
-    serve.add_argument("--insecure", action="store_true", default=None,
-                       help="serve a non-loopback address with authentication off")
-    check = commands.add_parser("check-config", help="validate a settings file and exit")
+    _settings_flags(serve)
+    check = commands.add_parser("check-config", help="validate a settings file, with the"
+                                " flags serve would be given, and the files it names; exit")
     check.add_argument("config")
+    _settings_flags(check)
     reseal = commands.add_parser(
         "reseal", help="accept damaged state as it is (after inspecting it; sidecar stopped):"
         " re-chain and re-seal the state file, keep the journal's records that verify")
     reseal.add_argument("--config", help="TOML settings file (for store.path)")
     reseal.add_argument("--state", help="SQLite state file (default state/ess.db)")
     return parser
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that override settings, for serve and for check-config."""
+    parser.add_argument("--listen", help="TCP host:port (default 127.0.0.1:50051; '' for none)")
+    parser.add_argument("--uds", help="Unix domain socket path")
+    parser.add_argument("--state", help="SQLite state file (default state/ess.db)")
+    parser.add_argument("--tokens-file", help="principals and roles (auth.tokens_file);"
+                       " turns authentication on")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve TCP over TLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
+    parser.add_argument("--metrics-listen", help="host:port of the Prometheus endpoint"
+                       " (/metrics, /healthz); telemetry.metrics_listen")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                       help="serve a non-loopback address with authentication off")
 
 
 SERVER_FLAGS = ("listen", "uds", "tls_cert", "tls_key", "tls_client_ca", "insecure")
@@ -135,10 +142,12 @@ def _reseal(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "check-config":
-            settings = load_settings(args.config)
+        if args.command == "check-config":  # what serve reads before it serves
+            from .adapters.grpc.security import server_credentials  # noqa: PLC0415
+            settings = load_settings(args.config, **_flag_overrides(args))
             open_principals(settings)
             open_alerts(settings)
+            server_credentials(settings.server)  # review 34: its files were not read
             print(f"{args.config}: OK")
             return 0
         if args.command == "reseal":

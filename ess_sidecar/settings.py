@@ -215,13 +215,37 @@ class CasedEnvSettingsSource(EnvSettingsSource):
     def _load_env_vars(self) -> Mapping[str, str | None]:
         spelled: dict[str, str | None] = {}
         written: dict[str, str] = {}
+        sections = set(self.settings_cls.model_fields)
         for variable, value in super()._load_env_vars().items():
+            _check_names_a_section(variable, sections)
             name = _spelled(variable)
             if name in written:
                 raise InvalidConfig(variable, f"{written[name]} and {variable} name one setting"
                                     " (names are not case-sensitive but for ids): set one")
             spelled[name], written[name] = value, variable
         return spelled
+
+
+def _check_names_a_section(variable: str, sections: set[str]) -> None:
+    """InvalidConfig naming an ESS_* variable that looks meant for a setting but names
+    none: its first part is not a section (`ESS_LIMITZ__MAX_ORDER_QUANTITY`), or a
+    section's name is joined to its key by one underscore (`ESS_RESET_REQUIRE_APPROVALS`).
+    Review 34: each was ignored, and four-eyes or a limit an operator set was not in force.
+    Other ESS_* variables (essctl's ESS_TOKEN and ESS_TARGET) are not settings."""
+    if not variable.upper().startswith(ENV_PREFIX):
+        return
+    rest = variable[len(ENV_PREFIX):]
+    section = rest.split(ENV_DELIMITER)[0].lower()
+    if ENV_DELIMITER in rest and section not in sections:
+        raise InvalidConfig(variable, f"names no setting: {section!r} is not a section"
+                            f" ({', '.join(sorted(sections))})")
+    if ENV_DELIMITER not in rest and section not in sections:
+        meant = next((s for s in sorted(sections) if section.startswith(s + "_")), None)
+        if meant is not None:
+            raise InvalidConfig(variable, "names no setting: a section and its key are"
+                                f" joined by {ENV_DELIMITER!r} ({ENV_PREFIX}"
+                                f"{meant.upper()}{ENV_DELIMITER}"
+                                f"{rest[len(meant) + 1:].upper()})")
 
 
 def _spelled(variable: str) -> str:

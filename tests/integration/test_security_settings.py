@@ -109,3 +109,25 @@ def test_check_config_checks_the_alert_urls(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "alerts.urls[1]" in result.stderr
+
+
+def test_check_config_reads_the_tls_files_it_names(tmp_path: Path) -> None:
+    """Review 34: check-config said OK to TLS files serve could not read."""
+    config = tmp_path / "ess.toml"
+    config.write_text(f'[server]\ntls_cert = "{tmp_path / "cert.pem"}"\n'
+                      f'tls_key = "{tmp_path / "key.pem"}"\n')
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "server.tls_key: cannot read" in result.stderr
+
+
+def test_check_config_takes_the_flags_serve_takes(tmp_path: Path) -> None:
+    """Review 34: an edited tokens file given by --tokens-file, as the README starts the
+    sidecar, could not be checked before the restart."""
+    (tmp_path / "tokens.toml").write_text('[tokens]\nbob = { role = "root" }\n')
+    config = tmp_path / "ess.toml"
+    config.write_text("")
+    result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(config),
+                             "--tokens-file", str(tmp_path / "tokens.toml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "tokens.bob" in result.stderr

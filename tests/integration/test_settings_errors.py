@@ -19,6 +19,26 @@ def test_bad_nested_environment_value_names_the_key_and_the_variable(monkeypatch
     assert "TOML" not in message
 
 
+@pytest.mark.parametrize("variable", [
+    "ESS_RESET_REQUIRE_APPROVALS", "ESS_RESETS__REQUIRE_APPROVALS",
+    "ESS_LIMIT__MAX_ORDER_QUANTITY", "ESS_LIMITS_MAX_ORDER_QUANTITY", "ess_limitz__x"])
+def test_a_variable_meant_for_a_setting_that_names_none_is_refused(monkeypatch,
+                                                                  variable) -> None:
+    """Review 34: each was ignored, and four-eyes or a limit the operator set was not
+    in force; a typo in a key inside a section was refused already."""
+    monkeypatch.setenv(variable, "2")
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None)
+    assert raised.value.key == variable and "names no setting" in str(raised.value)
+
+
+def test_variables_that_are_not_settings_are_let_be(monkeypatch) -> None:
+    for variable in ("ESS_TOKEN", "ESS_TARGET", "ESS_NO_MYPYC", "ESS_JAVA_OPTS"):
+        monkeypatch.setenv(variable, "x")
+    monkeypatch.setenv("ESS_LIMITS__MAX_ORDER_QUANTITY", "5")
+    assert load_settings(None).limits.max_order_quantity == 5
+
+
 def test_bad_environment_value_with_a_valid_file_does_not_blame_the_file(
         monkeypatch, tmp_path) -> None:
     config = tmp_path / "ess.toml"
