@@ -141,6 +141,9 @@ class Guard(GuardReadings):
         # False once the server stops taking calls: from then on a stop (a new Trigger)
         # is refused, so no check is answered either (the adapters refuse them).
         self.deciding = True
+        # Whether a principal's name is an operator's now (authentication on): a four-eyes
+        # request whose requester is not is void (bootstrap sets it from the tokens file).
+        self.is_operator: Callable[[str], bool] | None = None
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
 
@@ -283,15 +286,23 @@ class Guard(GuardReadings):
         scope is no longer at expected_version (0: any)."""
         now = self._clock.now()
         latches = tuple(latches)
+        # Review 34: a request whose requester was revoked since (its line removed from the
+        # tokens file, and a restart) was approved by the next operator's reset alone.
+        requester = self.engine.approvals.requester(scope)
+        void = bool(requester) and self.is_operator is not None \
+            and not self.is_operator(requester)
         try:
             plan = self.engine.plan_reset(scope, reason, force, actor, now, latches,
-                                          expected_version)
+                                          expected_version, void)
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),
                                                 "forced": force, "latches": latches})
             raise
-        command = ResetAsked(scope, reason, force, actor, now, latches)
+        command = ResetAsked(scope, reason, force, actor, now, latches, void)
+        if void:
+            log.warning("a pending reset is void: its requester is no longer an operator",
+                        extra={"scope": str(scope), "requested_by": requester, "actor": actor})
         if plan.pending_reset is not None:
             pending = plan.pending_reset
             log.warning("reset pending approval", extra={

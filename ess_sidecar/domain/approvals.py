@@ -50,11 +50,20 @@ class Approvals:
             return None
         return pending
 
+    def requester(self, scope: Scope) -> str:
+        """Who asked for the reset of `scope` pending (maybe expired, or void); "" if none."""
+        pending = self._pending.get(scope)
+        return pending.requested_by if pending is not None else ""
+
     def review(self, scope: Scope, trip_version: int, actor: str, reason: str, force: bool,
-               now: float, latches: tuple[str, ...] = ()) -> PendingReset:
+               now: float, latches: tuple[str, ...] = (), void: bool = False) -> PendingReset:
         """A reset by `actor`: the pending request it approves, or a new pending request
         (return value's requested_by is then `actor`). ResetRefused when the same operator
-        asks again, or asks with a different force than the pending request."""
+        asks again, or asks with a different force than the pending request. `void`: the
+        pending request is void (its requester is no longer an operator), and `actor`'s
+        is a new one."""
+        if void:
+            self.discard(scope)
         pending = self.pending(scope, trip_version, now)
         if pending is None:
             pending = PendingReset(scope, trip_version, actor, reason, force,

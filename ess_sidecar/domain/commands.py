@@ -97,6 +97,8 @@ class ResetAsked:
     actor: str
     now: float
     latches: tuple[str, ...] = ()  # none: all of them
+    # The pending request it met was void: its requester was no longer an operator.
+    void: bool = False
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,8 @@ class GuardEngine:
         return plan
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,
-                   latches: Iterable[str] = (), expected_version: int = 0) -> Plan:
+                   latches: Iterable[str] = (), expected_version: int = 0,
+                   void: bool = False) -> Plan:
         """Lift the named latches of a restricted scope (none named: all of them), or
         refuse (ResetRefused) while one of them is in its cooldown or its breaker still
         holds, unless forced; a reset that resumes the scope is also refused while any
@@ -377,7 +378,8 @@ class GuardEngine:
         Resetting an unrestricted scope changes nothing; a drill's latch lifts at once.
         expected_version, when not 0, is the scope's version the operator looked at: a
         scope that changed since (another trip landed) is refused, even forced, so what
-        was not seen is never lifted."""
+        was not seen is never lifted. `void`: a four-eyes request pending for the scope is
+        void (its requester is no longer an operator): this reset is a new request."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         current = self._current.get(scope)
@@ -408,7 +410,7 @@ class GuardEngine:
         approved_by = ""
         if self.approvals.required:
             pending = self.approvals.review(scope, current.version, actor, reason, force, now,
-                                            named)
+                                            named, void)
             if pending.requested_by == actor:
                 plan.pending_reset = pending
                 return plan
@@ -630,9 +632,10 @@ class GuardEngine:
                 else:
                     self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
                     self.deregistered_in_replay.discard((executor_id, scope))
-            case ResetAsked(scope, reason, force, actor, now, latches):
+            case ResetAsked(scope, reason, force, actor, now, latches, void):
                 with contextlib.suppress(ResetRefused, InvalidArgument):  # its transitions
-                    self.plan_reset(scope, reason, force, actor, now, latches)  # count
+                    self.plan_reset(scope, reason, force, actor, now, latches,  # count
+                                    void=void)
             case TimersRan(now):
                 self.expire(now)
             case Restored(now, version):

@@ -60,6 +60,11 @@ class Principals:
     def by_certificate(self, common_name: str) -> Principal | None:
         return self.certificates.get(common_name)
 
+    def is_operator(self, name: str) -> bool:
+        """Whether a token or a certificate names `name` an operator."""
+        return any(p.name == name and p.role is Role.OPERATOR
+                   for p in (*(p for _, p in self.tokens), *self.certificates.values()))
+
     def __bool__(self) -> bool:
         return bool(self.tokens or self.certificates)
 
