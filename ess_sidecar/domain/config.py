@@ -49,6 +49,11 @@ class GuardConfig:
         for scope, rules in self.breakers.overrides.items():
             effective = {**self.breakers.defaults, **rules}
             _validate_rules(f'scopes."{scope}".breakers', effective, only=set(rules))
+            if Breaker.UNCHECKED_ORDER in rules and scope.kind is not ScopeKind.ACCOUNT:
+                # review 34: taken, it turned nothing off, and said nothing
+                raise InvalidConfig(f'scopes."{scope}".breakers.{Breaker.UNCHECKED_ORDER}',
+                                    "trips accounts only (ACCOUNT:<id>): set on another"
+                                    " scope it would do nothing")
         _validate_limits(self.limits)
         for kind, policy in self.policy.items():
             key = f"policy.{kind.name.lower()}"

@@ -14,7 +14,7 @@ from ess_sidecar.domain.errors import InvalidConfig
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
 from ess_sidecar.domain.scopes import ScopeKind
 
-from .conftest import rules, symbol
+from .conftest import account, rules, strategy, symbol
 
 
 def key_of(config: GuardConfig) -> str:
@@ -85,6 +85,14 @@ def test_scope_override_keys_name_the_scope():
     override = {"api_errors": BreakerRule(3, window_s=0)}
     config = GuardConfig(breakers=BreakerSettings(overrides={symbol(): override}))
     assert key_of(config) == 'scopes."SYMBOL:BTC-USD".breakers.api_errors.window_s'
+
+
+def test_an_unchecked_order_override_on_a_scope_that_is_not_an_account_is_refused():
+    """Review 34: it trips accounts only; set on a strategy it was taken and did nothing."""
+    override = {"unchecked_order": BreakerRule(1, enabled=False)}
+    config = GuardConfig(breakers=BreakerSettings(overrides={strategy(): override}))
+    assert key_of(config) == f'scopes."{strategy()}".breakers.unchecked_order'
+    GuardConfig(breakers=BreakerSettings(overrides={account(): override})).validate()
 
 
 @pytest.mark.parametrize("changes, key", [
