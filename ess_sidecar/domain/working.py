@@ -51,7 +51,7 @@ class OrderRecord:
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
-                 "crossing_released")
+                 "crossing_released", "crossing_room")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -78,9 +78,12 @@ class OrderRecord:
         self.owed_only = False
         self.leaves_given_up = 0.0
         # A replacement smaller than the leaves of the order it replaced: the part of its
-        # reservation (and of what it may fill) that covers the original's leaves filling
-        # while the replace is in flight. Gone once the venue's word on it comes (confirm).
+        # reservation that covers the original's leaves filling while the replace is in
+        # flight, and of that, `crossing_room`, what it may also fill (the original's
+        # leaves within what it was allowed; leaves a snapshot listed beyond that are
+        # reserved only). Both gone once the venue's word on it comes (confirm).
         self.crossing = 0.0
+        self.crossing_room = 0.0
         # What confirmations took off `crossing` unfilled (its own, or those of the orders
         # it replaced, passed on): a stale listing of an order before it in its chain may
         # give it back, never more (OrderLedger.restand).
@@ -312,7 +315,8 @@ class OrderLedger:
         record.remaining -= taken
         ended = record.remaining <= record.quantity * FILL_TOLERANCE
         if ended:
-            record.remaining = record.crossing = 0.0  # ended: no replace left to confirm
+            # ended: no replace left to confirm
+            record.remaining = record.crossing = record.crossing_room = 0.0
             self._count(record, -1)
         price = record.valued if ended else 0.0
         legs = self._legs(record)
@@ -348,9 +352,10 @@ class OrderLedger:
         """`replacement` (just allowed) takes the place of `original`: its later fills go
         to the replacement once those it was owed have come. Until the venue's word on
         the replacement, the original's leaves may still fill (the replace is in flight):
-        where they exceed the replacement, the replacement also reserves, and may fill,
-        the difference (`crossing`), so the chain counts the larger of the two, as the
-        original alone did, and such fills trip nothing. Until then, too, the replacement's
+        where they exceed the replacement, the replacement also reserves the difference
+        (`crossing`), and may fill it within what the original could (`crossing_room`),
+        so the chain counts the larger of the two, as the original alone did, and such
+        fills trip nothing. Until then, too, the replacement's
         legs count the original's limit price where it is higher (`held_price`): those
         leaves may fill at it (review 33: a replace down to 100 valued the leaves of an
         order at 109 at 100, and let another order past the limit)."""
@@ -371,9 +376,9 @@ class OrderLedger:
             # Reserved as the venue has them, but filled no further than the original
             # could have been (review 34: a snapshot had listed more leaves than it was
             # allowed, and the replacement let the chain fill them untripped).
-            crossing = min(max(room - replacement.quantity, 0.0), extra)
-            replacement.crossing = crossing
-            replacement.quantity += crossing
+            replacement.crossing = extra
+            replacement.crossing_room = min(max(room - replacement.quantity, 0.0), extra)
+            replacement.quantity += replacement.crossing_room
             self.grow(replacement, extra)
         if held > replacement.valued and replacement.working:
             self._hold(replacement, held)
@@ -384,11 +389,11 @@ class OrderLedger:
         replacement.confirmed = True
         if replacement.held_price:
             self._hold(replacement, 0.0)
-        extra = replacement.crossing
+        extra, room = replacement.crossing, replacement.crossing_room
         if extra > 0.0:
-            replacement.crossing = 0.0
-            replacement.crossing_released += extra
-            replacement.quantity -= extra
+            replacement.crossing = replacement.crossing_room = 0.0
+            replacement.crossing_released += room
+            replacement.quantity -= room
             self.release(replacement, min(extra, replacement.remaining))
 
     def end(self, record: OrderRecord) -> None:
@@ -750,10 +755,11 @@ class OrderLedger:
         most = min(leaves, listed.leaves_given_up)
         extra = most - head.remaining
         if extra > 0.0:
-            crossing = min(extra, max(most - head.unfilled, 0.0), head.crossing_released)
-            head.crossing += crossing
-            head.crossing_released -= crossing
-            head.quantity += crossing
+            room = min(extra, max(most - head.unfilled, 0.0), head.crossing_released)
+            head.crossing += extra
+            head.crossing_room += room
+            head.crossing_released -= room
+            head.quantity += room
             self.grow(head, extra)
         if listed.valued > head.valued and listed.valued > head.held_price:
             self._hold(head, listed.valued)

@@ -640,6 +640,21 @@ def test_a_replace_of_an_order_listed_with_more_than_it_was_allowed_fills_no_mor
     assert engine.state_of(account()) is State.TRIPPED
 
 
+def test_a_replacement_reserving_listed_leaves_beyond_its_room_frees_them_when_confirmed():
+    """Review 34f: the leaves beyond what the original was allowed, reserved but not
+    fillable, stayed reserved once the venue's word on the replacement came, though
+    nothing could fill them: a working order with nothing left to fill."""
+    engine, original = marked(), order(10, 100)
+    allow(engine, original)
+    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 50, 100)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
+    replacement = order(10, 100, replaces=original.client_order_id)
+    allow(engine, replacement)
+    report_fill(engine, fill(10, 100, client_order_id=replacement.client_order_id))
+    assert engine.state_of(account()) is State.ARMED
+    assert not list(engine.orders.working(ACCOUNT))
+
+
 def test_a_stale_listing_regrows_no_room_that_fills_crossing_the_replace_took():
     """Review 34: A 50 replaced by B 100, B by C 50 (C may fill 100: B's leaves), both in
     flight; A filled its 50, which crossed to C. A snapshot still listing B with 100
@@ -698,5 +713,6 @@ def test_a_listing_gives_back_no_room_that_the_head_still_has():
     allow(engine, d)
     listing((a.client_order_id, 100), (d.client_order_id, 50))
     report_fill(engine, fill(5, 100, client_order_id=a.client_order_id))
+    assert engine.state_of(account()) is State.ARMED  # within the chain's room
     report_fill(engine, fill(100, 100, client_order_id=d.client_order_id))
     assert engine.state_of(account()) is State.TRIPPED
