@@ -134,9 +134,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
             " lock: it may not write the journal beside it"
     alerts = open_alerts(settings)
     guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size), alerts,
-                  observed.telemetry if observed else None, journal)
-    if principals is not None:
-        guard.is_operator = principals.is_operator
+                  observed.telemetry if observed else None, journal,
+                  principals.is_operator if principals is not None else None)
     # The store's trips, even when the journal cannot be read:
     wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)
     problem = unreadable or wrong

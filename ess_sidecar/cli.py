@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .domain.errors import InvalidConfig
-from .bootstrap import open_alerts, open_principals
+from .bootstrap import open_alerts, open_credentials, open_principals
 from .settings import Settings, load_settings
 
 
@@ -143,11 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check-config":  # what serve reads before it serves
-            from .adapters.grpc.security import server_credentials  # noqa: PLC0415
             settings = load_settings(args.config, **_flag_overrides(args))
             open_principals(settings)
+            open_credentials(settings)  # review 34: its files were not read
             open_alerts(settings)
-            server_credentials(settings.server)  # review 34: its files were not read
             print(f"{args.config}: OK")
             return 0
         if args.command == "reseal":

@@ -116,7 +116,8 @@ class WatchStart:
 class Guard(GuardReadings):
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
-                 telemetry: Telemetry | None = None, journal: Journal | None = None) -> None:
+                 telemetry: Telemetry | None = None, journal: Journal | None = None,
+                 is_operator: Callable[[str], bool] | None = None) -> None:
         self.engine = engine
         self.subscribers = subscribers
         self.alerts = alerts or NoAlerts()
@@ -141,9 +142,9 @@ class Guard(GuardReadings):
         # False once the server stops taking calls: from then on a stop (a new Trigger)
         # is refused, so no check is answered either (the adapters refuse them).
         self.deciding = True
-        # Whether a principal's name is an operator's now (authentication on): a four-eyes
-        # request whose requester is not is void (bootstrap sets it from the tokens file).
-        self.is_operator: Callable[[str], bool] | None = None
+        # Whether a principal's name is an operator's now (None: authentication is off,
+        # and four-eyes with it): a four-eyes request whose requester is not is void.
+        self._is_operator = is_operator
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
 
@@ -232,8 +233,8 @@ class Guard(GuardReadings):
     def clear_working_orders(self, account: str, client_order_ids: list[str], reason: str,
                              actor: str) -> int:
         """An operator ends working orders by hand; logged with who and why."""
-        check_text(reason, "reason", required=True)
         self.engine.check_list_length("client_order_ids", len(client_order_ids))
+        check_text(reason, "reason", required=True)
         cleared = self.engine.clear_working_orders(account, client_order_ids)
         self._record(OrdersCleared(account, tuple(client_order_ids)))
         log.warning("working orders cleared", extra={
@@ -289,8 +290,8 @@ class Guard(GuardReadings):
         # Review 34: a request whose requester was revoked since (its line removed from the
         # tokens file, and a restart) was approved by the next operator's reset alone.
         requester = self.engine.approvals.requester(scope)
-        void = bool(requester) and self.is_operator is not None \
-            and not self.is_operator(requester)
+        void = bool(requester) and self._is_operator is not None \
+            and not self._is_operator(requester)
         try:
             plan = self.engine.plan_reset(scope, reason, force, actor, now, latches,
                                           expected_version, void)
@@ -300,10 +301,11 @@ class Guard(GuardReadings):
                                                 "forced": force, "latches": latches})
             raise
         command = ResetAsked(scope, reason, force, actor, now, latches, void)
-        if void:
-            log.warning("a pending reset is void: its requester is no longer an operator",
-                        extra={"scope": str(scope), "requested_by": requester, "actor": actor})
         if plan.pending_reset is not None:
+            if void:  # the request met was dropped: this one is new
+                log.warning("a pending reset is void: its requester is no longer an operator",
+                            extra={"scope": str(scope), "requested_by": requester,
+                                   "actor": actor})
             pending = plan.pending_reset
             log.warning("reset pending approval", extra={
                 "scope": str(scope), "actor": actor, "reason": reason, "forced": force,

@@ -170,6 +170,7 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
                 return
         # and what was held for the original's leaves, which the rest came out of
         record.crossing = max(record.crossing - quantity, 0.0)
+        record.crossing_room = max(record.crossing_room - quantity, 0.0)
     record.filled += quantity
     record.pending = max(record.pending - quantity, 0.0)
     if record.owed_only:  # it works only for its owed fills: this is one of them
@@ -452,7 +453,9 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if known is None:
             ledger.adopt(account, order, now, ADOPTED)
             continue
-        if coid in superseded or ledger.traded_since(known):
+        if coid in superseded:
+            continue  # taken after the others (below)
+        if ledger.traded_since(known):
             continue  # a listing read before the replace: it was done, and the chain traded
         head = ledger.head(known) if known.replaced_by else None
         if head is not None and _replace_in_flight(ledger, head, listed):
@@ -470,9 +473,12 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if coid not in superseded:
             continue
         known = ledger.exact(account, coid)
+        assert known is not None  # _superseded holds only orders the sidecar knows
         head = ledger.head(known)
-        if known is not None and head is not None and head.working \
-                and not ledger.traded_since(known):
+        # The head is the later listed order, or one that replaced it in turn: taken above,
+        # it works (an order down the chain that traded makes the listing stale, and a
+        # head that ended, filled or cancelled, left nothing for the earlier to cover).
+        if head is not None and head.working and not ledger.traded_since(known):
             ledger.reprice(known, order.price)
             ledger.restand(head, known, order.remaining_quantity)
 

@@ -73,7 +73,7 @@ def check_text(value: str, field: str, required: bool = False) -> str:
 def sanitized_text(value: str, limit: int = MAX_TEXT_LENGTH) -> str:
     """Free text that must never be refused (a kill switch's reason): every control or
     format character but newline and tab written out as an escape (`\\x1b`, `\\r`), and
-    the text cut to `limit` characters with a note of how much was left out."""
+    the text cut to `limit` characters with a note of how long it was."""
     if value.replace("\n", " ").replace("\t", " ").isprintable() and len(value) <= limit:
         return value
     # Each character is one or more of the text: those past `limit` are never shown, and
@@ -82,5 +82,5 @@ def sanitized_text(value: str, limit: int = MAX_TEXT_LENGTH) -> str:
                       else c.encode("unicode_escape").decode("ascii") for c in value[:limit])
     if len(cleaned) <= limit and len(value) <= limit:
         return cleaned
-    note = f" [… cut: {len(value)} characters in all]"
+    note = f" [… cut; {len(value)} characters given]"
     return cleaned[:limit - len(note)] + note

@@ -13,8 +13,7 @@ from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode, Trig
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import Side
 from ess_sidecar.domain.config import ResumePolicy
-from ess_sidecar.domain.scopes import sanitized_text
-from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
+from ess_sidecar.domain.scopes import GLOBAL, ScopeKind, sanitized_text
 from tests.unit.conftest import ACCOUNT, T0, account, make_engine, order, position, report, \
     reset, rules, run, strategy, symbol, timers, trip
 
@@ -159,7 +158,7 @@ def test_a_trigger_is_never_refused_for_its_reason_text():
     assert tripped.state is State.TRIPPED
     assert len(tripped.reason) <= 1024 and "\x1b" not in tripped.reason and "\r" not in \
         tripped.reason
-    assert tripped.reason.startswith("slippage\\r\n\\x1b[31mRED") and "characters in all]" in \
+    assert tripped.reason.startswith("slippage\\r\n\\x1b[31mRED") and "characters given]" in \
         tripped.reason
 
 
@@ -167,7 +166,7 @@ def test_a_long_reason_of_control_characters_is_cut_before_it_is_written_out():
     """Review 34: 4 million NULs were each escaped (40 MB) before the cut."""
     text = sanitized_text("\x00" * 4_000_000)
     assert len(text) <= 1024 and text.startswith("\\x00" * 200)
-    assert text.endswith(" [… cut: 4000000 characters in all]")
+    assert text.endswith(" [… cut; 4000000 characters given]")
     assert sanitized_text("\x00" * 200) == "\\x00" * 200  # 800 characters: not cut
 
 

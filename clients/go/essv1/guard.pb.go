@@ -2149,8 +2149,8 @@ type TriggerRequest struct {
 	// UNSPECIFIED is recorded as USER_INITIATED.
 	ReasonCode TriggerReason `protobuf:"varint,3,opt,name=reason_code,json=reasonCode,proto3,enum=ess.v1.TriggerReason" json:"reason_code,omitempty"`
 	Mode       TriggerMode   `protobuf:"varint,4,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
-	// Only the first 16 are looked at (three kinds exist); the rest are left out, noted in
-	// the reason. Unknown values are left out too. Never refused.
+	// Every known kind named is taken; unknown values are left out, the first 16 values
+	// noted in the reason if unknown. Never refused.
 	Directives []Directive `protobuf:"varint,5,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
 	// A drill (essctl drill): FAILED_PRECONDITION unless the scope is ARMED; recorded as a
 	// drill. Resetting a drill's own trip needs no cooldown and no second approver.

@@ -791,8 +791,8 @@ export type TriggerRequest = Message<"ess.v1.TriggerRequest"> & {
   mode: TriggerMode;
 
   /**
-   * Only the first 16 are looked at (three kinds exist); the rest are left out, noted in
-   * the reason. Unknown values are left out too. Never refused.
+   * Every known kind named is taken; unknown values are left out, the first 16 values
+   * noted in the reason if unknown. Never refused.
    *
    * @generated from field: repeated ess.v1.Directive directives = 5;
    */
