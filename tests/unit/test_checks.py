@@ -625,15 +625,21 @@ def test_a_snapshot_listing_an_original_beside_its_replacement_reserves_one_not_
     assert engine.state_of(account()) is State.TRIPPED  # 300 where the chain had 290
 
 
-def test_a_replace_of_an_order_listed_with_more_than_it_was_allowed_fills_no_more():
-    """Review 34: a snapshot listed A (allowed 10) with 50 left; a replace of it by 10
-    reserved the 50 (the venue's word) but also let the chain fill them, untripped."""
+def listed_beyond_its_check_then_replaced():  # noqa: ANN201
+    """A allowed 10, listed by a snapshot with 50 left, then replaced by B 10."""
     engine, original = marked(), order(10, 100)
     allow(engine, original)
     listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 50, 100)
     engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
     replacement = order(10, 100, replaces=original.client_order_id)
     allow(engine, replacement)
+    return engine, original, replacement
+
+
+def test_a_replace_of_an_order_listed_with_more_than_it_was_allowed_fills_no_more():
+    """Review 34: a snapshot listed A (allowed 10) with 50 left; a replace of it by 10
+    reserved the 50 (the venue's word) but also let the chain fill them, untripped."""
+    engine, original, replacement = listed_beyond_its_check_then_replaced()
     assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
         == {replacement.client_order_id: 50}
     report_fill(engine, fill(30, 100, client_order_id=original.client_order_id))
@@ -644,12 +650,7 @@ def test_a_replacement_reserving_listed_leaves_beyond_its_room_frees_them_when_c
     """Review 34f: the leaves beyond what the original was allowed, reserved but not
     fillable, stayed reserved once the venue's word on the replacement came, though
     nothing could fill them: a working order with nothing left to fill."""
-    engine, original = marked(), order(10, 100)
-    allow(engine, original)
-    listed = OpenOrder(original.client_order_id, STRATEGY, SYMBOL, Side.BUY, 50, 100)
-    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)], [listed])
-    replacement = order(10, 100, replaces=original.client_order_id)
-    allow(engine, replacement)
+    engine, _, replacement = listed_beyond_its_check_then_replaced()
     report_fill(engine, fill(10, 100, client_order_id=replacement.client_order_id))
     assert engine.state_of(account()) is State.ARMED
     assert not list(engine.orders.working(ACCOUNT))
