@@ -216,8 +216,9 @@ class CasedEnvSettingsSource(EnvSettingsSource):
         spelled: dict[str, str | None] = {}
         written: dict[str, str] = {}
         sections = set(self.settings_cls.model_fields)
+        keys = {key for key in _field_names(self.settings_cls) if "_" in key}
         for variable, value in super()._load_env_vars().items():
-            _check_names_a_section(variable, sections)
+            _check_names_a_section(variable, sections, keys)
             name = _spelled(variable)
             if name in written:
                 raise InvalidConfig(variable, f"{written[name]} and {variable} name one setting"
@@ -226,12 +227,24 @@ class CasedEnvSettingsSource(EnvSettingsSource):
         return spelled
 
 
-def _check_names_a_section(variable: str, sections: set[str]) -> None:
+def _field_names(model: type[BaseModel]) -> set[str]:
+    """The names of every setting, in every section, at any depth."""
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names |= _field_names(kind)
+    return names
+
+
+def _check_names_a_section(variable: str, sections: set[str], keys: set[str]) -> None:
     """InvalidConfig naming an ESS_* variable that looks meant for a setting but names
-    none: its first part is not a section (`ESS_LIMITZ__MAX_ORDER_QUANTITY`), or a
-    section's name is joined to its key by one underscore (`ESS_RESET_REQUIRE_APPROVALS`).
-    Review 34: each was ignored, and four-eyes or a limit an operator set was not in force.
-    Other ESS_* variables (essctl's ESS_TOKEN and ESS_TARGET) are not settings."""
+    none: its first part is not a section (`ESS_LIMITZ__MAX_ORDER_QUANTITY`), a section's
+    name is joined to its key by one underscore (`ESS_RESET_REQUIRE_APPROVALS`), or it
+    ends with the name of a setting (one of `keys`) so joined to anything else
+    (`ESS_RESETS_REQUIRE_APPROVALS`). Review 34: each was ignored, and four-eyes or a
+    limit an operator set was not in force. Other ESS_* variables (essctl's ESS_TOKEN and
+    ESS_TARGET) are not settings."""
     if not variable.upper().startswith(ENV_PREFIX):
         return
     rest = variable[len(ENV_PREFIX):]
@@ -239,13 +252,18 @@ def _check_names_a_section(variable: str, sections: set[str]) -> None:
     if ENV_DELIMITER in rest and section not in sections:
         raise InvalidConfig(variable, f"names no setting: {section!r} is not a section"
                             f" ({', '.join(sorted(sections))})")
-    if ENV_DELIMITER not in rest and section not in sections:
-        meant = next((s for s in sorted(sections) if section.startswith(s + "_")), None)
-        if meant is not None:
-            raise InvalidConfig(variable, "names no setting: a section and its key are"
-                                f" joined by {ENV_DELIMITER!r} ({ENV_PREFIX}"
-                                f"{meant.upper()}{ENV_DELIMITER}"
-                                f"{rest[len(meant) + 1:].upper()})")
+    if ENV_DELIMITER in rest or section in sections:
+        return
+    meant = next((s for s in sorted(sections) if section.startswith(s + "_")), None)
+    if meant is not None:
+        raise InvalidConfig(variable, "names no setting: a section and its key are joined"
+                            f" by {ENV_DELIMITER!r} ({ENV_PREFIX}{meant.upper()}"
+                            f"{ENV_DELIMITER}{rest[len(meant) + 1:].upper()})")
+    key = next((k for k in sorted(keys) if section.endswith("_" + k)), None)
+    if key is not None:
+        raise InvalidConfig(variable, f"names no setting: it ends with the setting {key!r},"
+                            f" which is {ENV_PREFIX}<SECTION>{ENV_DELIMITER}{key.upper()}"
+                            f" ({', '.join(sorted(sections))})")
 
 
 def _spelled(variable: str) -> str:

@@ -355,15 +355,19 @@ class OrderLedger:
         where they exceed the replacement, the replacement also reserves the difference
         (`crossing`), and may fill it within what the original could (`crossing_room`),
         so the chain counts the larger of the two, as the original alone did, and such
-        fills trip nothing. Until then, too, the replacement's
-        legs count the original's limit price where it is higher (`held_price`): those
-        leaves may fill at it (review 33: a replace down to 100 valued the leaves of an
-        order at 109 at 100, and let another order past the limit)."""
+        fills trip nothing. Until then, too, the replacement's legs count the original's
+        limit price where it is higher (`held_price`): those leaves may fill at it
+        (review 33: a replace down to 100 valued the leaves of an order at 109 at 100,
+        and let another order past the limit)."""
         held = max(original.valued, original.held_price)
         room = original.unfilled - original.owed  # what its leaves may still fill
+        crossing = original.crossing, original.crossing_room
         self.end_but_pending(original)  # its leaves, crossing included, pass on
-        original.quantity -= original.crossing
-        original.crossing = 0.0
+        # An original itself on its way (a replace of a replace) keeps what it held for
+        # the order it replaced: a rejection of this replace makes it the one in flight
+        # again, for its own confirmation to let go (review 34g: ended with it, the
+        # original revived reserved, and could fill, its predecessor's leaves for good).
+        original.crossing, original.crossing_room = crossing
         original.replaced_by = replacement.client_order_id
         replacement.replaces = original.client_order_id
         # What a confirmation took off the original's room for the leaves of the order it
@@ -503,6 +507,8 @@ class OrderLedger:
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
+        original.crossing = max(original.crossing - crossed, 0.0)  # they crossed to it
+        original.crossing_room = max(original.crossing_room - crossed, 0.0)
         original.crossing_released += replacement.crossing_released  # back with its leaves
         replacement.crossing_released = 0.0
         # Review 29: its room goes back to the original, so it may fill no more than the

@@ -21,7 +21,9 @@ def test_bad_nested_environment_value_names_the_key_and_the_variable(monkeypatch
 
 @pytest.mark.parametrize("variable", [
     "ESS_RESET_REQUIRE_APPROVALS", "ESS_RESETS__REQUIRE_APPROVALS",
-    "ESS_LIMIT__MAX_ORDER_QUANTITY", "ESS_LIMITS_MAX_ORDER_QUANTITY", "ess_limitz__x"])
+    "ESS_LIMIT__MAX_ORDER_QUANTITY", "ESS_LIMITS_MAX_ORDER_QUANTITY", "ess_limitz__x",
+    # a section misspelled and joined by one underscore (review 34g)
+    "ESS_RESETS_REQUIRE_APPROVALS", "ESS_LIMIT_MAX_ORDER_QUANTITY"])
 def test_a_variable_meant_for_a_setting_that_names_none_is_refused(monkeypatch,
                                                                   variable) -> None:
     """Review 34: each was ignored, and four-eyes or a limit the operator set was not

@@ -717,3 +717,22 @@ def test_a_listing_gives_back_no_room_that_the_head_still_has():
     assert engine.state_of(account()) is State.ARMED  # within the chain's room
     report_fill(engine, fill(100, 100, client_order_id=d.client_order_id))
     assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_an_original_working_again_after_its_replace_is_rejected_lets_go_of_its_crossing():
+    """Review 34g: A 100 replaced by B 50 (its crossing covers A's leaves), B by C 10, C
+    rejected: B worked again without its crossing, so once B traded (the A -> B replace
+    done) it still reserved, and could fill, A's leaves: 100 filled under B's own id,
+    untripped, where B was checked for 50."""
+    engine, a = marked(), order(100, 100)
+    b = order(50, 100, replaces=a.client_order_id)
+    c = order(10, 100, replaces=b.client_order_id)
+    allow(engine, a, b, c)
+    engine.update_order(OrderUpdate(ACCOUNT, c.client_order_id, OrderStatus.REJECTED))
+    report_fill(engine, fill(10, 100, client_order_id=b.client_order_id))
+    assert {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)} \
+        == {b.client_order_id: 40}
+    report_fill(engine, fill(40, 100, client_order_id=b.client_order_id))
+    assert engine.state_of(account()) is State.ARMED
+    report_fill(engine, fill(10, 100, client_order_id=b.client_order_id))
+    assert engine.state_of(account()) is State.TRIPPED
