@@ -292,7 +292,9 @@ class Breakers:
                 break
             del meters[scope]
             changed += 1
-            if keep(scope) or oldest.last_tick is not None:
+            # A peak equity is what total drawdown counts from (review 34h: forgotten,
+            # equity reported once a day never built a drawdown on a strategy or GLOBAL).
+            if keep(scope) or oldest.last_tick is not None or oldest.peak_equity > 0.0:
                 oldest.last_seen = now  # kept: looked at again after another idle_s
                 meters[scope] = oldest
         return changed

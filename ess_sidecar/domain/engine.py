@@ -479,8 +479,13 @@ class GuardEngine:
                 continue
             if current.state is State.COOLING_DOWN and current.rearm_at is not None \
                     and now >= current.rearm_at:
-                plan.move(current.scope, State.ARMED, Cause.REARM, "re-arm delay elapsed",
-                          SYSTEM_ACTOR, drill=current.drill)
+                # Not while a breaker of the scope holds, as a reset or an auto re-arm is
+                # not (review 34h: a level breaker with `consecutive` > 1, breached once
+                # during the delay, held unlatched, and the scope re-armed): it stays
+                # COOLING_DOWN until a sample clears the condition or latches it.
+                if not self.holding(current.scope, now):
+                    plan.move(current.scope, State.ARMED, Cause.REARM, "re-arm delay elapsed",
+                              SYSTEM_ACTOR, drill=current.drill)
             elif rearming := self._auto_rearming(current, now):
                 plan.clear(current.scope, rearming, Cause.REARM,
                            f"auto re-arm: {', '.join(rearming)} cleared", SYSTEM_ACTOR,

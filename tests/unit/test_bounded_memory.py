@@ -40,7 +40,7 @@ def test_idle_evidence_is_forgotten_after_its_longest_window() -> None:
 
 def test_evidence_something_still_needs_is_kept() -> None:
     """A latched scope (its reset needs the evidence), a watched feed (it must still go
-    stale) and an account with a book (its peak equity) are never forgotten."""
+    stale), a peak equity and an account with a book are never forgotten."""
     engine = make_engine(limits=LimitSettings(idle_evidence_s=60.0),
                          breakers=rules(data_feed_stale={"window_s": 10 * HOUR}))
     latched, feed, account = (Scope(ScopeKind.STRATEGY, "latched"),
@@ -54,6 +54,18 @@ def test_evidence_something_still_needs_is_kept() -> None:
     assert all(scope in engine.breakers for scope in (latched, feed, account))
     # The account's drawdown is still measured from the peak it had.
     assert [t.breaker for t in report(engine, account, Metric.EQUITY, 0.7e6, T0 + 2 * HOUR)] \
+        == ["total_drawdown_pct"]
+
+
+@pytest.mark.parametrize("scope", [Scope(ScopeKind.STRATEGY, "momo"), GLOBAL], ids=str)
+def test_a_peak_equity_is_kept_however_long_the_scope_is_idle(scope: Scope) -> None:
+    """Review 34h: forgotten after a day idle, equity reported once a day never built a
+    total drawdown on a strategy or GLOBAL (the peak started again each day)."""
+    engine = make_engine()
+    report(engine, scope, Metric.EQUITY, 100.0, T0)
+    timers(engine, T0 + 86_400)  # a day idle (limits.idle_evidence_s)
+    assert scope in engine.breakers
+    assert [t.breaker for t in report(engine, scope, Metric.EQUITY, 50.0, T0 + 86_400)] \
         == ["total_drawdown_pct"]
 
 

@@ -228,3 +228,22 @@ def test_a_timer_run_that_would_restrict_is_told_from_one_that_only_loosens():
     assert not engine.timers_would_trip(T0 + 200)  # COOLING_DOWN -> ARMED loosens
     engine.heartbeat("ex-1", strategy("h"), 2, T0 + 200)
     assert engine.timers_would_trip(T0 + 203)  # a lost heartbeat trips
+
+
+def test_a_re_arm_delay_does_not_arm_a_scope_while_a_breaker_of_it_holds():
+    """Review 34h: a level breaker asking for two breaches in a row, breached once during
+    the re-arm delay, held unlatched, and the delay's end armed the scope, as neither a
+    reset nor an auto re-arm would have. It stays COOLING_DOWN until a sample clears the
+    condition (or a second one latches it)."""
+    scope = strategy()
+    engine = make_engine(breakers=rules(daily_drawdown_pct={"consecutive": 2}),
+                         policy={ScopeKind.STRATEGY: ResumePolicy(reset_cooldown_s=0,
+                                                                  rearm_delay_s=60)})
+    trip(engine, scope, T0)
+    reset(engine, scope, T0 + 1)
+    report(engine, scope, Metric.DAILY_DRAWDOWN_PCT, 7.0, T0 + 2)  # one breach of two
+    timers(engine, T0 + 61)
+    assert engine.state_of(scope) is State.COOLING_DOWN
+    report(engine, scope, Metric.DAILY_DRAWDOWN_PCT, 1.0, T0 + 62)  # recovered
+    timers(engine, T0 + 63)
+    assert engine.state_of(scope) is State.ARMED

@@ -107,8 +107,8 @@ def test_a_trip_whose_write_failed_outlasts_a_re_arm_and_a_fail_closed_trip() ->
     guard._clock.advance(120)  # noqa: SLF001 - the fake behind the port
     guard.reset(MOMO, "recovered", force=False, actor="alice")  # COOLING_DOWN
     store.fail_next_append = True
-    with pytest.raises(StoreUnavailable):
-        guard.report_metric(MOMO, Metric.DAILY_DRAWDOWN_PCT, 9.0)
+    with pytest.raises(StoreUnavailable):  # its window passes before the re-arm: a held
+        guard.report_metric(MOMO, Metric.API_ERROR, 3)  # breaker stops a re-arm (34h)
     guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
     guard._clock.advance(700)  # noqa: SLF001
     assert [(t.scope, t.state) for t in guard.run_timers()] == [(MOMO, State.ARMED)]
