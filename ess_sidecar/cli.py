@@ -37,14 +37,14 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uds", help="Unix domain socket path")
     parser.add_argument("--state", help="SQLite state file (default state/ess.db)")
     parser.add_argument("--tokens-file", help="principals and roles (auth.tokens_file);"
-                       " turns authentication on")
+                        " turns authentication on")
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve TCP over TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--tls-client-ca", help="PEM CA: require client certificates (mTLS)")
     parser.add_argument("--metrics-listen", help="host:port of the Prometheus endpoint"
-                       " (/metrics, /healthz); telemetry.metrics_listen")
+                        " (/metrics, /healthz); telemetry.metrics_listen")
     parser.add_argument("--insecure", action="store_true", default=None,
-                       help="serve a non-loopback address with authentication off")
+                        help="serve a non-loopback address with authentication off")
 
 
 SERVER_FLAGS = ("listen", "uds", "tls_cert", "tls_key", "tls_client_ca", "insecure")

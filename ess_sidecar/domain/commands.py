@@ -1,6 +1,7 @@
 """What changed the engine's memory, as values: the journal records them, in order, and a
 restart replays them, so the book, working orders, breaker evidence, heartbeats and
-pending approvals come back exactly as they were (docs/design.md, "The journal: restart transparency").
+pending approvals come back exactly as they were (docs/design.md, "The journal: restart
+transparency").
 
 A command holds its inputs after validation and the clock reading it ran at. Replaying one
 redoes its effects, never its judgement: an order admitted before the restart is working
