@@ -239,6 +239,7 @@ func (c *Client) CheckUnary(ctx context.Context, order Order, opts ...CheckOptio
 		return verdict
 	}
 	d := c.deadline(opts)
+	expires := now().Add(d)
 	callCtx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	answer, err := c.stub.CheckOrder(callCtx, request)
@@ -248,7 +249,7 @@ func (c *Client) CheckUnary(ctx context.Context, order Order, opts ...CheckOptio
 		}
 		return failureOf(err)
 	}
-	return verdictFromDecision(answer)
+	return onTime(verdictFromDecision(answer), expires, d)
 }
 
 // Failures counts failed checks by cause since New.
@@ -318,18 +319,24 @@ func (c *Client) checkOnStream(ctx context.Context, request *essv1.CheckOrderReq
 	}
 	select {
 	case verdict := <-pending.done:
-		// select picks at random when the deadline is also due: past it, the check fails
-		// closed even though an answer is there.
-		if !now().Before(expires) {
-			return failed(CauseDeadline, fmt.Sprintf("no answer within %v", d))
-		}
-		return verdict
+		// select picks at random when the deadline is also due.
+		return onTime(verdict, expires, d)
 	case <-timer.C:
 		s.expired()
 		return failed(CauseDeadline, fmt.Sprintf("no answer within %v", d))
 	case <-ctx.Done():
 		return contextFailure(ctx)
 	}
+}
+
+// onTime is verdict if its answer came before expires, the check's deadline d from its
+// start; an answer at or past it (one a select took over a deadline due at the same time,
+// or a unary call that returned late) is a denial even though it is there.
+func onTime(verdict Verdict, expires time.Time, d time.Duration) Verdict {
+	if !now().Before(expires) {
+		return failed(CauseDeadline, fmt.Sprintf("no answer within %v", d))
+	}
+	return verdict
 }
 
 // awaitStream returns the open stream, waiting for one (within the check's deadline) only

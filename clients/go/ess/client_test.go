@@ -234,6 +234,19 @@ func TestAnswerAfterTheDeadlineIsADenial(t *testing.T) {
 	if v := check(t, h, generous); !v.Allowed {
 		t.Fatalf("an answer on time is taken, got %+v", v)
 	}
+	// The unary call too: its answer returned after the deadline (review 35: taken).
+	h.fake.unary = func(request *essv1.CheckOrderRequest) (*essv1.CheckOrderResponse, error) {
+		if request.GetSymbol() == "LATE" {
+			skew.Store(int64(time.Hour))
+		}
+		return &essv1.CheckOrderResponse{Allowed: true,
+			Reason: essv1.DecisionReason_DECISION_REASON_ALLOWED, DecisionId: "d"}, nil
+	}
+	expectFailure(t, h.client.CheckUnary(context.Background(), late, generous), ess.CauseDeadline)
+	skew.Store(0)
+	if v := h.client.CheckUnary(context.Background(), order, generous); !v.Allowed {
+		t.Fatalf("a unary answer on time is taken, got %+v", v)
+	}
 }
 
 func TestCancelledContextIsADenial(t *testing.T) {
