@@ -47,7 +47,7 @@ import { FailurePolicy, type Logger } from "./failures.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 import { methods } from "./service.js";
 import { warmUp } from "./warm.js";
-import { CheckStream, describeError, failureOf } from "./stream.js";
+import { CheckStream, describeError, failureOf, onTime } from "./stream.js";
 import { failed, type Failure, type Verdict, verdictFromDecision } from "./verdict.js";
 
 /** The default per-check deadline. The sidecar's budget on a Unix socket is p99.9 <= 1 ms;
@@ -371,6 +371,7 @@ export class GuardClient {
 
   private askUnary(request: CheckOrderRequest, deadlineMs: number): Promise<Verdict> {
     return new Promise((resolve) => {
+      const expiresAt = performance.now() + deadlineMs;
       let done = false;
       const finish = (verdict: Verdict): void => {
         if (done) return;
@@ -397,7 +398,8 @@ export class GuardClient {
           } else if (response === undefined) {
             finish(failed("malformed", "an empty answer"));
           } else {
-            finish(verdictFromDecision(response));
+            // read in the poll phase in which the deadline's timer is due, it runs first
+            finish(onTime(verdictFromDecision(response), expiresAt, deadlineMs));
           }
         },
       );

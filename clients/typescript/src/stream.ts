@@ -42,6 +42,16 @@ export function describeError(error: Partial<ServiceError>): string {
   return code ? `${code}: ${details}` : details;
 }
 
+/**
+ * `verdict`, unless it is read at or after `expiresAt` (performance.now() at the deadline of
+ * a check given `timeoutMs`): an answer read while the deadline's timer is also due can run
+ * first, and past the deadline the check fails closed whatever came.
+ */
+export function onTime(verdict: Verdict, expiresAt: number, timeoutMs: number): Verdict {
+  if (performance.now() < expiresAt) return verdict;
+  return failed("deadline", `no answer within ${timeoutMs} ms`);
+}
+
 interface Pending {
   resolve: (verdict: Verdict) => void;
   timer: NodeJS.Timeout;
@@ -155,10 +165,7 @@ export class CheckStream {
     if (pending === undefined) return; // its deadline passed: nobody waits any more
     this.pending.delete(requestId);
     clearTimeout(pending.timer);
-    // An answer read while its timer is also due can run first: past the deadline, the
-    // check fails closed whatever came.
-    const late = performance.now() >= pending.expiresAt;
-    pending.resolve(late ? failed("deadline", `no answer within ${pending.timeoutMs} ms`) : verdict);
+    pending.resolve(onTime(verdict, pending.expiresAt, pending.timeoutMs));
   }
 
   private expire(requestId: bigint, timeoutMs: number): void {

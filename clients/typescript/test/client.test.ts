@@ -11,6 +11,7 @@ import { CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, pb } from "..
 import { allow, answer, FakeSidecar, memoryLogger, order, sleep } from "./fake.js";
 
 let fake: FakeSidecar;
+let answerCheckOrder: FakeSidecar["onCheckOrder"];
 const clients: GuardClient[] = [];
 
 function client(options: GuardClientOptions = {}): GuardClient {
@@ -36,11 +37,13 @@ async function eventually(condition: () => boolean, ms = 5000): Promise<void> {
 
 before(async () => {
   fake = await new FakeSidecar().start();
+  answerCheckOrder = fake.onCheckOrder;
 });
 
 beforeEach(() => {
   fake.onCheck = (request, call) => call.write(allow(request));
   fake.onStream = () => {};
+  fake.onCheckOrder = answerCheckOrder;
   while (clients.length) clients.pop()!.close();
 });
 
@@ -265,6 +268,20 @@ describe("deadlines", () => {
       skew = 0;
       const onTime = await guard.check(order(), { deadlineMs: 2000 });
       assert.equal(onTime.allowed, true, onTime.message);
+      // The unary call too (review 35: its answer was taken whenever it was read).
+      fake.onCheckOrder = (call, callback) => {
+        if (call.request.symbol === "LATE") skew = 3_600_000;
+        answerCheckOrder(call, callback);
+      };
+      const lateUnary = await guard.checkUnary(
+        { ...order(), symbol: "LATE" },
+        { deadlineMs: 2000 },
+      );
+      assert.equal(lateUnary.allowed, false);
+      assert.equal(lateUnary.failure, "deadline");
+      skew = 0;
+      const onTimeUnary = await guard.checkUnary(order(), { deadlineMs: 2000 });
+      assert.equal(onTimeUnary.allowed, true, onTimeUnary.message);
     } finally {
       performance.now = now;
     }
