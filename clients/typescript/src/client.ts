@@ -42,7 +42,15 @@ import {
   TriggerRequestSchema,
   DirectiveSchema,
 } from "./gen/ess/v1/guard_pb.js";
-import { type Order, orderRequest, type ScopeLike, type SideLike, toEnum, toScope } from "./convert.js";
+import {
+  clientOrderIdOf,
+  type Order,
+  orderRequest,
+  type ScopeLike,
+  type SideLike,
+  toEnum,
+  toScope,
+} from "./convert.js";
 import { FailurePolicy, type Logger } from "./failures.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 import { methods } from "./service.js";
@@ -259,7 +267,7 @@ export class GuardClient {
     let clientOrderId = "";
     let verdict: Verdict;
     try {
-      clientOrderId = order.clientOrderId || this.newClientOrderId();
+      clientOrderId = clientOrderIdOf(order) || this.newClientOrderId();
       const request = orderRequest(order, clientOrderId);
       verdict = await this.ask(request, validDeadline(options.deadlineMs, this.deadlineMs));
     } catch (error) {
@@ -279,7 +287,7 @@ export class GuardClient {
     let clientOrderId = "";
     let verdict: Verdict;
     try {
-      clientOrderId = order.clientOrderId || this.newClientOrderId();
+      clientOrderId = clientOrderIdOf(order) || this.newClientOrderId();
       const request = orderRequest(order, clientOrderId);
       verdict = this.closed
         ? failed("client_error", "the client is closed")

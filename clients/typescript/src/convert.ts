@@ -71,6 +71,12 @@ function number(value: unknown, name: string): number {
   return value;
 }
 
+/** The order's own client_order_id, "" when it has none; one that is no string (untyped
+ * callers) is a TypeError, so that the order is denied unsent like any other malformed one. */
+export function clientOrderIdOf(order: Order): string {
+  return text(order.clientOrderId, "clientOrderId");
+}
+
 /** The order as the sidecar sees it. Types are checked here (a wrong type would break the
  * stream for every check in flight); values are the sidecar's to judge. */
 export function orderRequest(order: Order, clientOrderId: string): CheckOrderRequest {

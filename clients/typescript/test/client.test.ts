@@ -201,6 +201,21 @@ describe("malformed answers fail closed", () => {
     const typed = await guard.check({ ...order(), quantity: "1" as unknown as number });
     assert.equal(typed.failure, "client_error");
     assert.equal(typed.allowed, false);
+    // a client_order_id that is no string (untyped JS) is not sent either (review 35: it was)
+    const sent = fake.requests.length;
+    let unarySent = 0;
+    fake.onCheckOrder = (call, callback) => {
+      unarySent += 1;
+      answerCheckOrder(call, callback);
+    };
+    const numbered = { ...order(), clientOrderId: 12345 as unknown as string };
+    for (const verdict of [await guard.check(numbered), await guard.checkUnary(numbered)]) {
+      assert.equal(verdict.allowed, false);
+      assert.equal(verdict.failure, "client_error");
+      assert.match(verdict.message, /clientOrderId must be a string/);
+    }
+    assert.equal(fake.requests.length, sent);
+    assert.equal(unarySent, 0);
     assert.equal(guard.streamsOpened, 1);
   });
 
