@@ -24,7 +24,7 @@ from .domain.approvals import ApprovalPolicy
 from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
 from .domain.errors import InvalidArgument, InvalidConfig
-from .domain.ids import canonical_symbol
+from .domain.ids import canonical_symbol, fold_symbol
 from .domain.limits import LimitSettings
 from .domain.scopes import Scope, ScopeKind
 from .domain.states import TriggerMode
@@ -191,12 +191,12 @@ def _scope_key(text: str) -> str:
     strategy and account ids keep their case. Parsing and validation come later."""
     kind, colon, identifier = text.partition(":")
     kind = kind.upper()
-    return kind + colon + (identifier.upper() if kind == "SYMBOL" else identifier)
+    return kind + colon + (fold_symbol(identifier) if kind == "SYMBOL" else identifier)
 
 
 # Each section keyed by ids, and how its keys are spelled for merging the file with ESS_*
 # variables: entries that name one id the same way merge, field by field.
-ID_KEYS = {("scopes",): _scope_key, ("limits", "symbols"): str.upper}
+ID_KEYS = {("scopes",): _scope_key, ("limits", "symbols"): fold_symbol}
 
 
 class CasedEnvSettingsSource(EnvSettingsSource):

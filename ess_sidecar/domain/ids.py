@@ -71,14 +71,26 @@ def canonical_id(value: str, field: str) -> str:
     return value
 
 
+def fold_symbol(value: str) -> str:
+    """A symbol in upper case, in NFC: the one spelling of every case of it. Upper-cased
+    decomposed, because a mark's place in the composed form depends on the case it came
+    in (review 35: the iota subscript U+0345 of "ᾷ" upper-cases to an Ι before its
+    perispomeni, the one of its capital "ᾼ͂" after it, so the two were two symbols and
+    an order for the capital escaped a halt of the small). "ß" upper-cases to "SS", but
+    its capital "ẞ" (U+1E9E) is upper case already: both fold to "SS", or "STRAẞE"
+    escapes a halt of STRASSE."""
+    if value.isascii():
+        return value.upper()
+    upper = unicodedata.normalize("NFD", value).upper().replace("\u1e9e", "SS")
+    return unicodedata.normalize("NFC", upper)
+
+
 def canonical_symbol(value: str, field: str) -> str:
     """A canonical id folded to upper case: symbols are case-insensitive."""
     canonical_id(value, field)
     if value.isascii():
         return value.upper()
-    # "ß" upper-cases to "SS", but its capital "ẞ" (U+1E9E) is upper case already: both
-    # must fold to one spelling, or "STRAẞE" escapes a halt of STRASSE.
-    folded = unicodedata.normalize("NFC", value.upper().replace("\u1e9e", "SS"))
+    folded = fold_symbol(value)
     if len(folded) > MAX_ID_LENGTH:  # "ß" upper-cases to "SS": the input was short enough
         raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters once upper"
                               f" case ({len(folded)}): symbols are case-insensitive")

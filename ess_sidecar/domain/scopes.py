@@ -29,12 +29,12 @@ class Scope:
 
     @classmethod
     def parse(cls, text: str, field: str = "scope") -> Scope:
-        """Parse "GLOBAL" or "KIND:id" (kind case-insensitive)."""
+        """Parse "GLOBAL" or "KIND:id" (the kind's ASCII letters in any case; review 35:
+        " ſymbol\t" was SYMBOL, Unicode's upper case of the long s being S)."""
         kind_name, _, ident = text.partition(":")
-        try:
-            kind = ScopeKind[kind_name.strip().upper()]
-        except KeyError:
-            raise InvalidArgument(field, f"unknown scope kind in {text!r}") from None
+        kind = ScopeKind.__members__.get(kind_name.upper()) if kind_name.isascii() else None
+        if kind is None:
+            raise InvalidArgument(field, f"unknown scope kind in {text!r}")
         return make_scope(kind, ident, field)
 
 

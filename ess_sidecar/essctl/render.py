@@ -101,8 +101,9 @@ def non_ascii_note(scope: pb.Scope) -> str:
         return ""
     spelled = ", ".join(dict.fromkeys(
         f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in scope.id if not c.isascii()))
+    spelling = "so, in any case" if scope.kind == pb.SCOPE_KIND_SYMBOL else "exactly so"
     return (f"note: {scope_name(scope)} is not plain ASCII ({spelled}): it holds only"
-            " orders whose ids are spelled exactly so")
+            f" orders whose ids are spelled {spelling}")
 
 
 def scope_to_pb(scope: Scope) -> pb.Scope:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ess_sidecar.domain.errors import InvalidConfig
+from ess_sidecar.domain.ids import canonical_symbol
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.settings import load_settings
 
@@ -160,6 +161,21 @@ def test_the_case_insensitive_parts_of_an_id_merge_file_and_variable(monkeypatch
     assert (rule.threshold, rule.window_s) == (4.0, 60.0)
     aapl = config.limits.for_symbol("AAPL")
     assert (aapl.max_order_quantity, aapl.price_band_pct) == (100.0, 3.0)
+
+
+def test_a_variable_naming_a_symbol_whose_capital_decomposes_sets_its_limits(
+        monkeypatch, tmp_path) -> None:
+    """Review 35: "ΐ" (U+0390) upper-cases to Ϊ́ decomposed, which was the variable's key
+    as spelled, so ESS_LIMITS__SYMBOLS__ΐ__... was refused as "not in NFC" although the
+    file and gRPC take the symbol; and "ᾷ" and its capital were two keys."""
+    config = tmp_path / "ess.toml"
+    config.write_text('[limits.symbols."\u1fbc\u0342"]\nmax_order_quantity = 100\n')
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__\u0390__MAX_ORDER_QUANTITY", "5")
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__\u1fb7__PRICE_BAND_PCT", "3")
+    limits = load_settings(config).guard_config().limits
+    assert limits.for_symbol(canonical_symbol("\u0390", "symbol")).max_order_quantity == 5
+    sign = limits.for_symbol(canonical_symbol("\u1fb7", "symbol"))
+    assert (sign.max_order_quantity, sign.price_band_pct) == (100, 3)
 
 
 def test_a_file_naming_one_symbol_twice_is_refused(tmp_path) -> None:

@@ -49,6 +49,58 @@ def test_a_capital_sharp_s_folds_as_its_small_letter_does():
     assert Scope.parse("symbol:STRAẞE") == Scope(ScopeKind.SYMBOL, "STRASSE")
 
 
+def _caseless(text: str) -> str:
+    """Unicode's canonical caseless match key (D145): two strings are one word in
+    different cases when their keys are equal."""
+    nfd = unicodedata.normalize
+    return nfd("NFD", nfd("NFD", text).casefold())
+
+
+def _cases(word: str) -> set[str]:
+    """Spellings of `word` in other cases, in NFC, that Unicode matches with it."""
+    decomposed = unicodedata.normalize("NFD", word)
+    spellings = {word, decomposed.lower(), decomposed.upper(), decomposed.title(), word.upper(),
+                 word.lower(), word.title()}
+    return {unicodedata.normalize("NFC", s) for s in spellings
+            if _caseless(s) == _caseless(word)}
+
+
+GREEK = [chr(c) for c in [*range(0x0386, 0x03D0), *range(0x1F00, 0x2000)]
+         if unicodedata.category(chr(c)).startswith("L")]
+
+
+@pytest.mark.parametrize("mark", ["", "\u0300", "\u0301", "\u0308", "\u0342", "\u0345"],
+                         ids=ascii)
+def test_every_case_of_a_letter_with_a_mark_folds_to_one_symbol(mark):
+    """Review 35: "ᾷ" folded to Α͂Ι and its capital "ᾼ͂" to ΑΙ͂ (the iota subscript
+    U+0345 upper-cases to an Ι where it sits in the composed form), so a halt of one let
+    orders for the other through, and a symbol's limits split the same way. Every case
+    of every Greek letter (the script where case moves marks), with each mark after it,
+    that Unicode's caseless matching takes for the same word folds to one symbol."""
+    split = {}
+    for letter in GREEK:
+        word = unicodedata.normalize("NFC", letter + mark)
+        folded = set()
+        for spelling in _cases(word):
+            try:
+                folded.add(canonical_symbol(spelling, "symbol"))
+            except InvalidArgument:
+                continue  # a case that is no canonical id (a compatibility character)
+        if len(folded) > 1:
+            split[word] = folded
+    assert not split, split
+    assert canonical_symbol("\u1fb7", "symbol") == canonical_symbol("\u1fbc\u0342", "symbol")
+
+
+def test_a_scope_kind_is_ascii_letters_in_any_case():
+    """Review 35: " ſymbol\t:aapl" was SYMBOL:AAPL (Unicode upper-cases the long s to S),
+    whitespace around a kind was stripped: a kind is spelled the one way, in any case."""
+    assert Scope.parse("sYmBoL:aapl") == Scope(ScopeKind.SYMBOL, "AAPL")
+    for text in (" symbol:aapl", "symbol\t:aapl", "\u017fymbol:aapl", "account\u00a0:x"):
+        with pytest.raises(InvalidArgument, match="unknown scope kind"):
+            Scope.parse(text)
+
+
 def test_a_symbol_too_long_only_once_upper_case_is_refused_saying_so():
     """Review 17: 100 × "ß" was refused as "longer than 128 characters"."""
     assert canonical_symbol("ß" * 64, "symbol") == "SS" * 64

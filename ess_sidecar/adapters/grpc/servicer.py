@@ -213,10 +213,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             state_version=guard.state_version(), thresholds=thresholds_to_proto(guard.config),
             working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
                                   for a, n in sorted(guard.working_counts().items())])
+        account = canonical_id(request.working_orders_account, "working_orders_account") \
+            if request.working_orders_account else None
         if request.include_working_orders:
-            account = canonical_id(request.working_orders_account,
-                                   "working_orders_account") \
-                if request.working_orders_account else None
             working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
             response.working_orders.extend(working_order_to_proto(r) for r in working)
         return response
