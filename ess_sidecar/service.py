@@ -168,6 +168,7 @@ class Guard(GuardReadings):
     def report_metric_steps(self, scope: Scope, metric: Metric, value: float,
                             actor: str = SYSTEM_ACTOR) -> Steps[Outcome]:
         now = self._clock.now()
+        yield from self._owed_timers(now)  # a tick after its window must not clear it unseen
         plan = self.engine.plan_report(scope, metric, value, now, actor)
         transitions = yield from self._commit(plan, MetricReported(scope, metric, value, now))
         outcome = self._outcome(scope, transitions)
@@ -249,14 +250,9 @@ class Guard(GuardReadings):
     def heartbeat_steps(self, executor_id: str, scope: Scope, ttl_s: float,
                         deregister: bool = False, caller: Principal | None = None
                         ) -> Steps[Outcome]:
-        """A beat or a deregistration by `caller` (None: authentication is off). What the
-        timers would trip by now is tripped first: a beat that comes after its TTL has
-        passed, before the timers' next run saw it (they run every timers.interval_s, and
-        later while a long command holds the loop), must not clear a loss unseen (review
-        of stop 32)."""
+        """A beat or a deregistration by `caller` (None: authentication is off)."""
         now = self._clock.now()
-        if self.engine.timers_would_trip(now):
-            yield from self._commit(self.engine.plan_timers(now), None)
+        yield from self._owed_timers(now)
         changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister, caller)
         owner = self.engine.heartbeats.owner(executor_id, scope)
         self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner))
@@ -266,6 +262,15 @@ class Guard(GuardReadings):
             yield Durable(lambda: self._store.save_registration(executor_id, scope, ttl_s,
                                                                 owner))
         return self._outcome(scope, [])
+
+    def _owed_timers(self, now: float) -> Steps[None]:
+        """Trip what the timers would trip by now, before a heartbeat or a metric: one that
+        comes after its TTL or its feed's window has passed, before the timers' next run
+        saw it (they run every timers.interval_s, and later while a long command holds the
+        loop), must not clear a loss unseen (review of stop 32: heartbeats; review 35: a
+        data feed's tick)."""
+        if self.engine.timers_would_trip(now):
+            yield from self._commit(self.engine.plan_timers(now), None)
 
     def trigger(self, trigger: Trigger) -> Outcome:
         return self.run(self.trigger_steps(trigger))

@@ -59,6 +59,23 @@ def test_a_beat_after_its_ttl_passed_trips_before_it_clears_the_loss() -> None:
     assert guard.run_timers() == [] and len(store.load().current) == 1
 
 
+def test_a_tick_after_its_feed_went_stale_trips_before_it_freshens_the_feed() -> None:
+    """Review 35: a data feed's tick that came after the feed's window (30 s), before the
+    timers' next run, made the feed fresh again, and its staleness never tripped."""
+    guard, store = make_guard()
+    clock = guard._clock
+    assert isinstance(clock, FakeClock)
+    aapl = Scope(ScopeKind.SYMBOL, "AAPL")
+    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
+    clock.advance(30.5)  # no timer ran meanwhile
+    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
+    [stale] = store.load().current
+    assert (stale.scope, stale.state, stale.breaker) == (aapl, State.TRIPPED, "data_feed_stale")
+    clock.advance(10)  # ticking again within its window: nothing more
+    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
+    assert guard.run_timers() == [] and len(store.load().current) == 1
+
+
 def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> None:
     guard, store = make_guard()
     store.fail_next_append = True
