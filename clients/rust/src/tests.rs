@@ -1,6 +1,7 @@
 //! The library against an in-process fake sidecar: gRPC over h2 on a loopback port (or a
 //! Unix socket), whose answers each test scripts, malformed ones included.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +19,15 @@ use crate::{
 };
 
 const GENEROUS: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// How far this thread's tests move the clock a check's answer is judged by.
+    static CLOCK_SKEW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+pub(crate) fn clock_skew() -> Duration {
+    CLOCK_SKEW.with(Cell::get)
+}
 
 /// What the fake does with one check.
 #[derive(Clone)]
@@ -655,6 +665,36 @@ async fn a_missed_deadline_fails_closed_and_the_late_answer_is_dropped() {
     assert_eq!(next.decision_id, "d-next");
     assert_eq!(client.streams_opened(), 1);
     assert_eq!(client.failures().get(&Cause::Deadline), Some(&1));
+}
+
+#[tokio::test]
+async fn an_answer_after_the_deadline_is_a_denial_even_when_it_is_there() {
+    // The fake (on this test's thread) moves the clock an hour on before it answers "late":
+    // the answer is there when the check's timeout polls it, but the deadline has passed.
+    let fake = Fake::tcp(|request| {
+        if coid(request).starts_with("late") {
+            CLOCK_SKEW.with(|skew| skew.set(Duration::from_secs(3600)));
+        }
+        allow(request)
+    })
+    .await;
+    let client = client(&fake);
+    client.connect(GENEROUS).await.unwrap();
+    let late = client.check(order("late-1")).await;
+    assert_eq!(late.cause, Some(Cause::Deadline), "{late:?}");
+    CLOCK_SKEW.with(|skew| skew.set(Duration::ZERO));
+    // The unary check too (review 35: it took the answer).
+    let late = client.check_unary(order("late-2")).await;
+    assert_eq!(late.cause, Some(Cause::Deadline), "{late:?}");
+    assert!(!late.allowed);
+    CLOCK_SKEW.with(|skew| skew.set(Duration::ZERO));
+    for verdict in [
+        client.check(order("on-time-1")).await,
+        client.check_unary(order("on-time-2")).await,
+    ] {
+        assert!(verdict.allowed, "{verdict:?}");
+    }
+    assert_eq!(client.failures().get(&Cause::Deadline), Some(&2));
 }
 
 #[tokio::test]
