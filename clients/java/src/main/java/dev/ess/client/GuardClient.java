@@ -347,9 +347,10 @@ public final class GuardClient implements AutoCloseable {
         verdict = Verdict.failed(Cause.CLIENT_ERROR, "the client is closed");
       } else {
         long d = nanos(deadline);
+        long expires = System.nanoTime() + d;
         CheckOrderResponse answer =
             stub.withDeadlineAfter(d, TimeUnit.NANOSECONDS).checkOrder(order.request(id));
-        verdict = Verdict.fromDecision(answer);
+        verdict = onTime(Verdict.fromDecision(answer), expires, d);
       }
     } catch (StatusRuntimeException e) {
       verdict = Thread.currentThread().isInterrupted()
@@ -628,7 +629,8 @@ public final class GuardClient implements AutoCloseable {
 
   /**
    * The verdict if the deadline has not passed yet, else a deadline failure: a wait that ends
-   * with both the answer and the deadline there must not take the answer (fail closed).
+   * with both the answer and the deadline there, or a blocking call that returns late, must
+   * not take the answer (fail closed).
    */
   private static Verdict onTime(Verdict verdict, long deadline, long d) {
     if (clock.getAsLong() - deadline < 0) {

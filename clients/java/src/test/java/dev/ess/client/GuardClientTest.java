@@ -348,8 +348,17 @@ class GuardClientTest {
       skew.set(0);
       assertEquals(Cause.DEADLINE, client.checkAsync(late, ANSWER).join().cause());
       skew.set(0);
+      // The unary check too (review 35: it took whatever the blocking stub returned).
+      fake.unary = request -> {
+        skew.set(request.getSymbol().equals("LATE") ? TimeUnit.HOURS.toNanos(1) : 0);
+        return FakeGuard.decision(true, DecisionReason.DECISION_REASON_ALLOWED, "u");
+      };
+      assertEquals(Cause.DEADLINE, client.checkUnary(late, ANSWER).cause());
+      skew.set(0);
       Verdict onTime = client.check(order("on-time"), ANSWER);
       assertTrue(onTime.allowed(), onTime.toString());
+      Verdict unaryOnTime = client.checkUnary(order("on-time-unary"), ANSWER);
+      assertTrue(unaryOnTime.allowed(), unaryOnTime.toString());
     } finally {
       GuardClient.clock = real;
     }
