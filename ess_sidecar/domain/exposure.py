@@ -16,9 +16,9 @@
   crossing zero.
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
   fills (within the price band of the last snapshot's mark: lifecycle.apply_fill), never another
-  account's; else the symbol's configured `reference_price`. With
-  exposure limits on, a growing order with no equity known is denied EQUITY_UNKNOWN, with
-  no mark MARK_UNKNOWN: the sidecar does not guess.
+  account's; else the symbol's configured `reference_price`. With exposure limits on, an
+  order that could grow a worst case or its worth at some mark is denied EQUITY_UNKNOWN
+  with no equity known, MARK_UNKNOWN with no mark: the sidecar does not guess.
 - **Price.** No order is valued under its own limit price: each side of a quantity's
   worst case (the position with every working buy filled, and with every working sell)
   is valued at the larger of the mark and the highest limit price among the working
@@ -106,18 +106,26 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
     """The limits of what the order grows in `net`, the account's net leg in the symbol,
     and `leg`, the strategy's: their worst case (grows_net, grows_leg), or else its worth
     (an order dearer than its side is valued at: review 33, a buy at 109.9 against a
-    working sell at 100 took the symbol to 31.87 %). Only a growing worst case is denied
-    for want of equity or a mark; a worth that cannot be valued grows nothing known."""
-    grows = grows_net or grows_leg
-    equity = book.equity
-    if equity is None or equity <= 0.0:
-        return Denial(DecisionReason.EQUITY_UNKNOWN, f"equity unknown for account"
-                      f" {order.account}: sync positions first") if grows else None
-    mark = book.price(order.symbol)
-    if not mark:
-        return _mark_unknown(order.account, order.symbol) if grows else None
+    working sell at 100 took the symbol to 31.87 %).
+
+    With no equity or no mark, an order that could raise a worth at some mark is denied
+    EQUITY_UNKNOWN or MARK_UNKNOWN (review 35: a buy of 290 at 1,000 against an adopted
+    sell of 290 at 100, with no mark, was allowed: 290 % of equity); one that cannot is
+    exempt. A leg of another symbol with no price counts 0 in the sums, which are then
+    what the account holds at least: an order that grows its own leg's worst case is
+    denied MARK_UNKNOWN, one that grows only a worth is judged on those sums (review 35:
+    any such leg, even another strategy's, let a worth grow past the strategy limit)."""
     buy = order.quantity if order.side is _BUY else 0.0
     sell = 0.0 if buy else order.quantity
+    equity, mark = book.equity, book.price(order.symbol)
+    if equity is None or equity <= 0.0 or not mark:
+        if not (grows_net or grows_leg or _may_raise(net, buy, sell, order.price)
+                or _may_raise(leg, buy, sell, order.price)):
+            return None
+        if equity is None or equity <= 0.0:
+            return Denial(DecisionReason.EQUITY_UNKNOWN, f"equity unknown for account"
+                          f" {order.account}: sync positions first")
+        return _mark_unknown(order.account, order.symbol)
     percent = 100.0 / equity
     worth = net.worth(mark, buy, sell, order.price)
     if grows_net or worth > net.worth(mark):
@@ -131,9 +139,7 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
     worth = leg.worth(mark, buy, sell, order.price)
     if not (grows_leg or worth > own_value):
         return None
-    if book.unpriced:  # a leg with a worst case and no price
-        if not grows_leg:
-            return None
+    if book.unpriced and grows_leg:  # a leg with a worst case and no price, in the sums at 0
         _, symbol = next(iter(book.unpriced))
         return _mark_unknown(order.account, symbol)
     change = worth - own_value
@@ -151,6 +157,20 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
         return _too_much(DecisionReason.PORTFOLIO_EXPOSURE, f"account {order.account}",
                          portfolio * percent, settings.max_portfolio_exposure_pct)
     return None
+
+
+def _may_raise(leg: Leg, buy: float, sell: float, price: float) -> bool:
+    """Whether an order (`buy` or `sell` at `price`) could raise the leg's worth at some
+    mark: it grows the side it is on, or tops that side's highest price with some of the
+    side left. If not, that side is worth no more at any mark, the other is untouched."""
+    position = leg.position
+    if buy:
+        before, top = abs(position + leg.buying), leg.buy_top
+        after = abs(position + leg.buying + buy)
+    else:
+        before, top = abs(position - leg.selling), leg.sell_top
+        after = abs(position - leg.selling - sell)
+    return after > before or (after > 0.0 and price > top)
 
 
 def _mark_unknown(account: str, symbol: str) -> Denial:

@@ -182,6 +182,37 @@ def test_a_growing_order_with_no_mark_is_denied_mark_unknown():
     assert denied.reason is R.MARK_UNKNOWN and "PENNY" in denied.message
 
 
+def test_an_order_that_may_raise_a_worth_with_no_mark_is_denied_mark_unknown():
+    """Review 35: with no mark for W, a snapshot's adopted sell of 290 at 100 made a buy of
+    290 at 1,000 grow no worst case (290 either way), and it was allowed: 290 % of equity
+    if it fills. Its own price raises the worth; with no mark it is MARK_UNKNOWN."""
+    engine = make_engine(equity=100_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 100_000, [], [OpenOrder("adopted", STRATEGY, "W", Side.SELL,
+                                                           290, 100)], T0)
+    denied = engine.check(order(290, 1000, symbol="W"), T0)
+    assert denied.reason is R.MARK_UNKNOWN and "W" in denied.message
+    assert engine.check(order(290, 100, Side.SELL, symbol="W", strategy="s-2"), T0).reason \
+        is R.MARK_UNKNOWN  # the net's sells grow (580)
+
+
+def test_an_unpriced_leg_elsewhere_leaves_a_worth_judged_on_what_is_known():
+    """Review 35: a leg of another strategy in a symbol with no price turned off the
+    strategy and portfolio limits for an order that grows a worth and no worst case (a
+    buy at 109.9 against the strategy's sell at 100): 60.87 % of equity against 60. The
+    unpriced leg counts 0, so the known sums are what the account holds at least."""
+    engine = make_engine(equity=100_000, limits=UNIQUE)  # strategy limit 60 %
+    engine.sync_positions(ACCOUNT, 100_000, [position(290, 100, symbol="Y"),
+                                             position(0, 100, symbol="X")])
+    allow(engine, order(290, 100, Side.SELL, symbol="X", client_order_id="sell"))  # 58 %
+    held = [position(290, 100, symbol="Y"), position(-290, 100, strategy="s-2", symbol="X")]
+    engine.sync_positions(ACCOUNT, 100_000, held, [
+        OpenOrder("sell", STRATEGY, "X", Side.SELL, 290, 100),
+        OpenOrder("adopted", "s-3", "W", Side.BUY, 1, 5)], T0)  # no mark for W
+    assert engine.book.peek(ACCOUNT).unpriced
+    denied = engine.check(order(290, 109.9, symbol="X"), T0)
+    assert denied.reason is R.STRATEGY_EXPOSURE, denied
+
+
 def test_a_reference_price_values_a_symbol_with_no_mark():
     limits = LimitSettings(symbols={"PENNY": SymbolLimits(reference_price=2.0)},
                            duplicate_identical_orders=0)
