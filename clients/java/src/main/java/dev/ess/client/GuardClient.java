@@ -134,6 +134,12 @@ public final class GuardClient implements AutoCloseable {
   private volatile CheckStream opening;
   /** Completed with the stream once one is installed (guarded by streamLock). */
   private CompletableFuture<CheckStream> ready = new CompletableFuture<>();
+  /**
+   * Asynchronous checks waiting for a stream, sent when one is installed; each leaves at its
+   * deadline, so a sidecar stuck mid-connect holds none that are done (review 35: a callback
+   * on {@link #ready} per check, never removed).
+   */
+  private final Set<AsyncCheck> awaitingStream = ConcurrentHashMap.newKeySet();
 
   private GuardClient(Builder b) {
     if (b.channel != null) {
@@ -525,6 +531,7 @@ public final class GuardClient implements AutoCloseable {
       waiting = ready;
     }
     waiting.complete(null); // wakes checks waiting for a stream: they see closed
+    resubmitAwaiting();
     maintainer.interrupt();
     try {
       maintainer.join(2000);
@@ -659,6 +666,7 @@ public final class GuardClient implements AutoCloseable {
       CheckStream.Pending p = pending;
       if (p == null) {
         result.complete(Verdict.failed(Cause.DEADLINE, "no stream to the sidecar within " + ms(d)));
+        awaitingStream.remove(this);
         return;
       }
       Verdict late = Verdict.failed(Cause.DEADLINE, "no answer within " + ms(d));
@@ -699,8 +707,29 @@ public final class GuardClient implements AutoCloseable {
             Verdict.failed(Cause.UNAVAILABLE, "the sidecar is unreachable; reconnecting"));
         return;
       }
-      waiting.whenComplete((x, e) -> submit(check));
+      awaitingStream.add(check);
+      // A stream installed (or the deadline passed) meanwhile may have missed it: whoever
+      // takes it out of the set goes on with it.
+      if ((waiting.isDone() || check.result.isDone()) && awaitingStream.remove(check)) {
+        continue;
+      }
       return;
+    }
+  }
+
+  /** Sends (or denies) the asynchronous checks that waited for a stream: one is there now. */
+  private void resubmitAwaiting() {
+    for (AsyncCheck check : awaitingStream) {
+      if (awaitingStream.remove(check)) {
+        submit(check);
+      }
+    }
+  }
+
+  /** Async checks waiting for a stream, and callbacks on {@link #ready}: for tests. */
+  int waitingForStream() {
+    synchronized (streamLock) {
+      return awaitingStream.size() + ready.getNumberOfDependents();
     }
   }
 
@@ -717,6 +746,7 @@ public final class GuardClient implements AutoCloseable {
       waiting = ready;
     }
     waiting.complete(s);
+    resubmitAwaiting();
   }
 
   private void uninstall(CheckStream s) {

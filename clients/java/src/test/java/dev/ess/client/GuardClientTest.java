@@ -19,11 +19,16 @@ import dev.ess.v1.RequestError;
 import dev.ess.v1.SyncPositionsRequest;
 import io.grpc.Status;
 import io.grpc.inprocess.InProcessChannelBuilder;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -478,6 +483,51 @@ class GuardClientTest {
     }
     long failed = client.failures().values().stream().mapToLong(Long::longValue).sum();
     assertEquals(3, failed);
+  }
+
+  @Test
+  void asyncChecksThatTimedOutWhileConnectingHoldNothing() throws Exception {
+    // A sidecar stuck mid-connect: it takes the connection and never says a word (not even
+    // HTTP/2 settings), so no stream is ever ready and the channel never fails either.
+    try (ServerSocket silent = new ServerSocket(0, 50, InetAddress.getLoopbackAddress())) {
+      List<Socket> taken = new CopyOnWriteArrayList<>();
+      Thread acceptor = new Thread(() -> {
+        try {
+          while (true) {
+            taken.add(silent.accept());
+          }
+        } catch (IOException e) {
+          // closed
+        }
+      });
+      acceptor.setDaemon(true);
+      acceptor.start();
+      client = GuardClient.builder("127.0.0.1:" + silent.getLocalPort()).logger(logger).build();
+      List<CompletableFuture<Verdict>> checks = new ArrayList<>();
+      for (int i = 0; i < 200; i++) {
+        checks.add(client.checkAsync(order(""), Duration.ofMillis(5)));
+      }
+      for (CompletableFuture<Verdict> check : checks) {
+        assertEquals(Cause.DEADLINE, check.get(10, TimeUnit.SECONDS).cause());
+      }
+      // Review 35: each left a callback on the future a stream would complete.
+      assertEquals(0, client.waitingForStream());
+      client.close();
+      for (Socket socket : taken) {
+        socket.close();
+      }
+    }
+    // Those that wait for a stream within their deadline are sent once it is there.
+    client = builder().build();
+    List<CompletableFuture<Verdict>> early = new ArrayList<>();
+    for (int i = 0; i < 20; i++) {
+      early.add(client.checkAsync(order("early-" + i), ANSWER));
+    }
+    for (CompletableFuture<Verdict> check : early) {
+      Verdict verdict = check.get(10, TimeUnit.SECONDS);
+      assertTrue(verdict.allowed(), verdict.toString());
+    }
+    assertEquals(0, client.waitingForStream());
   }
 
   @Test
