@@ -629,9 +629,18 @@ public final class GuardClient implements AutoCloseable {
       return Verdict.failed(Cause.CLIENT_ERROR, "client bug: " + e.getCause());
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      Verdict canceled = Verdict.failed(Cause.CANCELED, "interrupted");
-      return pending.complete(canceled) ? canceled : pending.join();
+      return interrupted(pending, deadline, d);
     }
+  }
+
+  /**
+   * The verdict of a check interrupted while it waited for its answer: CANCELED, unless the
+   * answer came in between, which is then judged by the deadline like any other (review 35:
+   * it was taken as it was).
+   */
+  static Verdict interrupted(CheckStream.Pending pending, long deadline, long d) {
+    Verdict canceled = Verdict.failed(Cause.CANCELED, "interrupted");
+    return pending.complete(canceled) ? canceled : onTime(pending.join(), deadline, d);
   }
 
   /**

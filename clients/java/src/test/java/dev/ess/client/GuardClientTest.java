@@ -370,6 +370,21 @@ class GuardClientTest {
   }
 
   @Test
+  void anAnswerThatComesWithAnInterruptIsJudgedByTheDeadline() {
+    // The answer came between the interrupt and the check's giving up (review 35: taken).
+    CheckStream.Pending answered = new CheckStream.Pending(1, System.nanoTime());
+    answered.complete(Verdict.fromDecision(
+        FakeGuard.decision(true, DecisionReason.DECISION_REASON_ALLOWED, "d")));
+    long d = TimeUnit.MILLISECONDS.toNanos(5);
+    long passed = System.nanoTime() - 1;
+    long ahead = System.nanoTime() + TimeUnit.HOURS.toNanos(1);
+    assertEquals(Cause.DEADLINE, GuardClient.interrupted(answered, passed, d).cause());
+    assertTrue(GuardClient.interrupted(answered, ahead, d).allowed());
+    CheckStream.Pending waiting = new CheckStream.Pending(2, System.nanoTime());
+    assertEquals(Cause.CANCELED, GuardClient.interrupted(waiting, ahead, d).cause());
+  }
+
+  @Test
   void theDefaultDeadlineIsFiveMilliseconds() {
     fake.stream = fake.holding();
     connected(builder());
