@@ -114,6 +114,11 @@ v1::CheckOrderRequest RequestOf(const Order& order, const std::string& client_or
   return request;
 }
 
+// The denial of a check whose answer did not come within d.
+Verdict NoAnswerWithin(std::chrono::microseconds d) {
+  return Failed(Cause::kDeadline, "no answer within " + FormatDuration(d));
+}
+
 template <typename T>
 Result<T> Done(grpc::Status status, T response) {
   return Result<T>{std::move(status), std::move(response)};
@@ -246,7 +251,7 @@ Verdict Client::CheckOnStream(const v1::CheckOrderRequest& request, std::chrono:
     return std::move(*verdict);
   }
   stream->Expired();
-  return Failed(Cause::kDeadline, "no answer within " + FormatDuration(d));
+  return NoAnswerWithin(d);
 }
 
 Verdict Client::CheckUnary(const Order& order, std::optional<std::chrono::microseconds> deadline) {
@@ -257,12 +262,20 @@ Verdict Client::CheckUnary(const Order& order, std::optional<std::chrono::micros
     if (closed_.load()) {
       verdict = Failed(Cause::kClientError, "the client is closed");
     } else {
+      const auto d = DeadlineOf(deadline);
+      const auto until = AddCapped(Clock::now(), d);
       grpc::ClientContext context;
-      context.set_deadline(AddCapped(std::chrono::system_clock::now(), DeadlineOf(deadline)));
+      context.set_deadline(AddCapped(std::chrono::system_clock::now(), d));
       v1::CheckOrderResponse answer;
       const grpc::Status status =
           stub_->CheckOrder(&context, RequestOf(order, client_order_id), &answer);
-      verdict = status.ok() ? internal::VerdictFromDecision(answer) : internal::FailureOf(status);
+      if (!status.ok()) {
+        verdict = internal::FailureOf(status);
+      } else if (internal::Late(internal::AnswerTime(), until)) {
+        verdict = NoAnswerWithin(d);  // returned late, as the stream's checks judge theirs
+      } else {
+        verdict = internal::VerdictFromDecision(answer);
+      }
     }
   } catch (const std::exception& e) {
     verdict = Failed(Cause::kClientError, std::string("client bug: ") + e.what());

@@ -34,6 +34,19 @@ TimePoint AddCapped(TimePoint now, std::chrono::duration<Rep, Period> d) {
   return now + std::min(d, std::chrono::duration_cast<Duration>(kFarFuture));
 }
 
+// When an answer is taken to have come, to be judged against its check's deadline:
+// Clock::now(), moved on by clock_skew, which tests set to make an answer late.
+inline std::atomic<Clock::rep> clock_skew{0};
+inline Clock::time_point AnswerTime() {
+  return Clock::now() + Clock::duration(clock_skew.load(std::memory_order_relaxed));
+}
+
+// Whether an answer that came at `answered` missed its check's deadline `until`: one at or
+// past it is a denial, even though it is there.
+inline bool Late(Clock::time_point answered, Clock::time_point until) {
+  return answered >= until;
+}
+
 // A fail-closed verdict.
 Verdict Failed(Cause cause, std::string message);
 // The cause of a call or stream that ended with code: the connectivity codes are told

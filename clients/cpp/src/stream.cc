@@ -12,7 +12,7 @@ void Pending::Resolve(Verdict verdict) {
       return;
     }
     done_ = true;
-    resolved_ = Clock::now();
+    resolved_ = AnswerTime();
     verdict_ = std::move(verdict);
   }
   cv_.notify_all();
@@ -22,7 +22,7 @@ std::optional<Verdict> Pending::WaitUntil(Clock::time_point until) {
   std::unique_lock<std::mutex> lock(mu_);
   // wait_until's predicate is true when the answer came as the deadline passed, or while
   // this thread was waking up: only an answer resolved by the deadline is taken.
-  if (!cv_.wait_until(lock, until, [this] { return done_; }) || resolved_ > until) {
+  if (!cv_.wait_until(lock, until, [this] { return done_; }) || Late(resolved_, until)) {
     return std::nullopt;
   }
   return verdict_;

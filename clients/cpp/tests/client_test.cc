@@ -7,6 +7,7 @@
 
 #include "certs.h"
 #include "fake_guard.h"
+#include "internal.h"
 
 namespace ess_test {
 namespace {
@@ -189,6 +190,41 @@ TEST(Client, MissedDeadlineIsADenialOnTime) {
   EXPECT_TRUE(h.client->Check(AnOrder(), 2s).allowed);
   EXPECT_EQ(h.client->StreamsOpened(), 1u);
   EXPECT_EQ(h.client->Failures(Cause::kDeadline), 2u);
+}
+
+TEST(Client, AnAnswerAfterTheDeadlineIsADenialEvenWhenItIsThere) {
+  // The fake moves the clock answers are judged by an hour on before it answers "LATE":
+  // the answer is there when the check looks, but it came after the deadline.
+  struct Unskew {
+    ~Unskew() { ess::internal::clock_skew = 0; }
+  } unskew;
+  static const auto kHour = std::chrono::duration_cast<ess::internal::Clock::duration>(1h);
+  Harness h([](int stream, const v1::CheckOrderStreamRequest& request) {
+    if (request.order().symbol() == "LATE") {
+      ess::internal::clock_skew = kHour.count();
+    }
+    return Allow(stream, request);
+  });
+  h.fake.unary = [](const v1::CheckOrderRequest& request, v1::CheckOrderResponse* response) {
+    if (request.symbol() == "LATE") {
+      ess::internal::clock_skew = kHour.count();
+    }
+    response->set_allowed(true);
+    response->set_reason(v1::DECISION_REASON_ALLOWED);
+    return grpc::Status::OK;
+  };
+  auto late = AnOrder();
+  late.symbol = "LATE";
+  EXPECT_EQ(h.client->Check(late, 2s).cause, Cause::kDeadline);
+  ess::internal::clock_skew = 0;
+  // The unary check too (review 35: it took whatever the stub returned).
+  const auto unary = h.client->CheckUnary(late, 2s);
+  EXPECT_FALSE(unary.allowed);
+  EXPECT_EQ(unary.cause, Cause::kDeadline);
+  EXPECT_EQ(unary.message, "no answer within 2000ms");
+  ess::internal::clock_skew = 0;
+  EXPECT_TRUE(h.client->Check(AnOrder(), 2s).allowed);
+  EXPECT_TRUE(h.client->CheckUnary(AnOrder(), 2s).allowed);
 }
 
 TEST(Client, DeadlineIsConfigurablePerClient) {
