@@ -27,11 +27,20 @@ def to_enum(enum_type: Any, prefix: str, value: EnumLike) -> int:
     return enum_type.Value(name if name.startswith(prefix) else prefix + name)
 
 
+def to_side(value: EnumLike) -> int:
+    """A check's side, as to_enum reads it; but a number that is no Side, or a bool,
+    raises ValueError as an unknown name does, so that the order is denied unsent (as the
+    other clients deny it), not sent for the sidecar to refuse."""
+    if isinstance(value, bool) or (isinstance(value, int) and value not in pb.Side.values()):
+        raise ValueError(f"unknown Side: {value!r}")
+    return to_enum(pb.Side, "SIDE_", value)
+
+
 def order_request(account: str, strategy: str, symbol: str, side: EnumLike, quantity: float,
                   price: float, reduce_only: bool, client_order_id: str,
                   replaces_client_order_id: str = "") -> pb.CheckOrderRequest:
     """The order as the sidecar sees it; the sidecar, not the client, validates the values."""
     return pb.CheckOrderRequest(
-        account=account, strategy=strategy, symbol=symbol, side=to_enum(pb.Side, "SIDE_", side),
+        account=account, strategy=strategy, symbol=symbol, side=to_side(side),
         quantity=quantity, price=price, reduce_only=reduce_only,
         client_order_id=client_order_id, replaces_client_order_id=replaces_client_order_id)

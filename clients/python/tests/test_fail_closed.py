@@ -186,6 +186,20 @@ async def test_an_order_that_cannot_be_encoded_is_denied_not_raised(overrides: d
     assert (verdict.allowed, verdict.failure) == (False, Failure.CLIENT_ERROR)
 
 
+@pytest.mark.parametrize("side", [7, -1, True, 2**40, 1.5], ids=repr)
+async def test_a_side_that_is_no_side_is_denied_without_sending(
+        scripted: StartScripted, side: object) -> None:
+    # Review 35: a number that is no Side (7, -1) was sent for the sidecar to refuse.
+    server = await scripted(lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=ALLOWED))
+    async with GuardClient(server.target, check_timeout_s=5) as guard:
+        bad = await guard.check(**{**ORDER, "side": side})
+        good = await guard.check(**{**ORDER, "side": pb.SIDE_SELL})
+    assert (bad.allowed, bad.failure) == (False, Failure.CLIENT_ERROR), bad
+    assert good.allowed, good
+    assert [o.client_order_id for o in server.guard.orders] == [good.client_order_id]
+
+
 # Infinity would wait for ever; the others would fail once the request was queued.
 BAD_TIMEOUTS = [math.inf, math.nan, 0, -1.0, "0.5", True]
 
