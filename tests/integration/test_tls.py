@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
@@ -126,3 +132,49 @@ async def test_mutual_tls_refuses_unknown_names_and_missing_certificates(
             await stub.GetState(pb.GetStateRequest(), timeout=5)
     assert no_cert.value.code() is grpc.StatusCode.UNAVAILABLE
     assert running.app.guard.engine.version == 0
+
+
+def _certificate(ca: trustme.CA, *common_names: str) -> Any:
+    """A client certificate from `ca` whose subject holds these common names, as trustme's
+    (which takes one, and no NUL in it)."""
+    issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    signer = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)
+                                 for name in common_names]))
+        .issuer_name(issuer.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(signer, hashes.SHA256()))
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return SimpleNamespace(private_key_pem=SimpleNamespace(bytes=lambda: key_pem),
+                           cert_chain_pems=[SimpleNamespace(bytes=lambda: pem)])
+
+
+@pytest.mark.parametrize("common_names", [("executor-1\x00.evil",),
+                                          ("mallory", "executor-1"),
+                                          ("executor-1", "mallory")], ids=ascii)
+async def test_a_certificate_names_one_principal_by_its_one_whole_common_name(
+        start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA,
+        common_names: tuple[str, ...]) -> None:
+    """Review 35: gRPC's common name ends at a NUL, so a certificate for
+    "executor-1\\0.evil" (which a CA signing names by suffix issues) was executor-1's; of
+    two common names the first counted. Such a certificate names no one."""
+    running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))
+    tcp = running.sidecar.addresses[0]
+    channel, stub = secure_stub(tcp, pki, _certificate(ca, *common_names))
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CheckOrder(order(), timeout=5)
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED, refused.value
+    channel, stub = secure_stub(tcp, pki, _certificate(ca, "executor-1"))
+    async with channel:  # the same way made, one whole name: executor-1, answered
+        assert (await stub.CheckOrder(order(), timeout=5)).decision_id
+    assert running.app.guard.engine.version == 0
+

@@ -4,8 +4,11 @@ mapped to a principal whose role is checked against the method's permission."""
 from __future__ import annotations
 
 import contextvars
+import functools
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from ...domain.access import Permission, Principal
 from ...domain.errors import Unauthenticated
@@ -57,14 +60,30 @@ class Authenticator:
             if principal is not None:
                 return principal
             refused = Unauthenticated("the bearer token is not valid")
-        for name in context.auth_context().get("x509_common_name", ())[:1]:
-            common_name = name.decode("utf-8", "replace")
-            principal = self.principals.by_certificate(common_name)
+        for pem in context.auth_context().get("x509_pem_cert", ())[:1]:
+            common_name = _common_name(pem)
+            principal = self.principals.by_certificate(common_name) if common_name else None
             if principal is not None:
                 return principal
             refused = refused or Unauthenticated(
-                f"client certificate CN={common_name!r} has no role")
+                f"client certificate CN={common_name!r} has no role" if common_name else
+                "the client certificate has no common name, or several: it names no one")
         raise refused or Unauthenticated("no credentials: send 'authorization: Bearer <token>'")
+
+
+@functools.lru_cache(maxsize=256)
+def _common_name(pem: bytes) -> str | None:
+    """The verified client certificate's one common name, read from the certificate: gRPC's
+    `x509_common_name` ends at a NUL (review 35: "executor-1\\0.evil", which a CA
+    signing by suffix would issue, was executor-1) and is the first of several. None if
+    the certificate has no common name or more than one."""
+    try:
+        subject = x509.load_pem_x509_certificate(pem).subject
+    except ValueError:
+        return None
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if len(names) == 1 else None
+    return value if isinstance(value, str) else None
 
 
 def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
