@@ -83,6 +83,7 @@ class Outcome:
     version: int
     tripped: bool = False
     pending_reset: PendingReset | None = None  # four-eyes: waiting for a second operator
+    requested_by: str = ""  # four-eyes: whose request a reset approved and carried out
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Guard(GuardReadings):
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
                  telemetry: Telemetry | None = None, journal: Journal | None = None,
-                 is_operator: Callable[[str], bool] | None = None) -> None:
+                 is_operator: Callable[[str, str], bool] | None = None) -> None:
         self.engine = engine
         self.subscribers = subscribers
         self.alerts = alerts or NoAlerts()
@@ -142,8 +143,9 @@ class Guard(GuardReadings):
         # False once the server stops taking calls: from then on a stop (a new Trigger)
         # is refused, so no check is answered either (the adapters refuse them).
         self.deciding = True
-        # Whether a principal's name is an operator's now (None: authentication is off,
-        # and four-eyes with it): a four-eyes request whose requester is not is void.
+        # Whether a principal's name, with a credential it came with ("": any), is an
+        # operator's now (None: authentication is off, and four-eyes with it): a four-eyes
+        # request whose requester is not is void.
         self._is_operator = is_operator
 
     # -- the hot path: one write(2) when allowed, no fsync, no await -----------------------
@@ -281,31 +283,34 @@ class Guard(GuardReadings):
         return self._outcome(trigger.scope, (yield from self._commit(plan, Triggered(now))))
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str,
-              latches: Iterable[str] = (), expected_version: int = 0) -> Outcome:
+              latches: Iterable[str] = (), expected_version: int = 0,
+              credential: str = "") -> Outcome:
         return self.run(self.reset_steps(scope, reason, force, actor, latches,
-                                         expected_version))
+                                         expected_version, credential))
 
     def reset_steps(self, scope: Scope, reason: str, force: bool, actor: str,
-                    latches: Iterable[str] = (), expected_version: int = 0
-                    ) -> Steps[Outcome]:
+                    latches: Iterable[str] = (), expected_version: int = 0,
+                    credential: str = "") -> Steps[Outcome]:
         """Lift the named latches of a scope (none named: all of them); refused if the
-        scope is no longer at expected_version (0: any)."""
+        scope is no longer at expected_version (0: any). `credential`: which of the
+        actor's credentials it came with (Principal.credential)."""
         now = self._clock.now()
         latches = tuple(latches)
         # Review 34: a request whose requester was revoked since (its line removed from the
-        # tokens file, and a restart) was approved by the next operator's reset alone.
-        requester = self.engine.approvals.requester(scope)
+        # tokens file, and a restart) was approved by the next operator's reset alone;
+        # review 35: so was one whose token was replaced by a new one for the same name.
+        requester, requested_with = self.engine.approvals.requester(scope)
         void = bool(requester) and self._is_operator is not None \
-            and not self._is_operator(requester)
+            and not self._is_operator(requester, requested_with)
         try:
             plan = self.engine.plan_reset(scope, reason, force, actor, now, latches,
-                                          expected_version, void)
+                                          expected_version, void, credential)
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),
                                                 "forced": force, "latches": latches})
             raise
-        command = ResetAsked(scope, reason, force, actor, now, latches, void)
+        command = ResetAsked(scope, reason, force, actor, now, latches, void, credential)
         if plan.pending_reset is not None:
             if void:  # the request met was dropped: this one is new
                 log.warning("a pending reset is void: its requester is no longer an operator",
@@ -317,7 +322,9 @@ class Guard(GuardReadings):
                 "expires_at": pending.expires_at, "latches": pending.latches})
             self._record(command)
             return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
-        return self._outcome(scope, (yield from self._commit(plan, command)))
+        transitions = yield from self._commit(plan, command)
+        approved = next((t.actor for t in transitions if t.approved_by), "")
+        return dataclasses.replace(self._outcome(scope, transitions), requested_by=approved)
 
     def run_timers(self) -> list[Transition]:
         return self.run(self.timers_steps())

@@ -46,10 +46,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: its name is the actor in the audit trail."""
+    """An authenticated caller: its name is the actor in the audit trail. `credential`
+    says which of the name's credentials it came with (a token's fingerprint; four-eyes
+    voids a request whose credential is gone)."""
 
     name: str
     role: Role
+    credential: str = ""
 
     def authorize(self, permission: Permission) -> None:
         """Raise PermissionDenied unless this principal's role grants the permission."""

@@ -26,6 +26,7 @@ class PendingReset:
     force: bool
     expires_at: float
     latches: tuple[str, ...] = ()  # the latches it lifts
+    credential: str = ""  # which credential of requested_by made it ("": not known)
 
 
 class Approvals:
@@ -50,24 +51,26 @@ class Approvals:
             return None
         return pending
 
-    def requester(self, scope: Scope) -> str:
-        """Who asked for the reset of `scope` pending (maybe expired, or void); "" if none."""
+    def requester(self, scope: Scope) -> tuple[str, str]:
+        """Who asked for the reset of `scope` pending (maybe expired, or void), and with
+        which credential; ("", "") if none."""
         pending = self._pending.get(scope)
-        return pending.requested_by if pending is not None else ""
+        return (pending.requested_by, pending.credential) if pending is not None else ("", "")
 
     def review(self, scope: Scope, trip_version: int, actor: str, reason: str, force: bool,
-               now: float, latches: tuple[str, ...] = (), void: bool = False) -> PendingReset:
+               now: float, latches: tuple[str, ...] = (), void: bool = False,
+               credential: str = "") -> PendingReset:
         """A reset by `actor`: the pending request it approves, or a new pending request
         (return value's requested_by is then `actor`). ResetRefused when the same operator
         asks again, or asks with a different force than the pending request. `void`: the
-        pending request is void (its requester is no longer an operator), and `actor`'s
-        is a new one."""
+        pending request is void (its requester, or the credential it came with, is no
+        longer an operator's), and `actor`'s (with `credential`) is a new one."""
         if void:
             self.discard(scope)
         pending = self.pending(scope, trip_version, now)
         if pending is None:
             pending = PendingReset(scope, trip_version, actor, reason, force,
-                                   now + self.policy.window_s, latches)
+                                   now + self.policy.window_s, latches, credential)
             self._pending[scope] = pending
             return pending
         if pending.requested_by == actor:

@@ -100,6 +100,7 @@ class ResetAsked:
     latches: tuple[str, ...] = ()  # none: all of them
     # The pending request it met was void: its requester was no longer an operator.
     void: bool = False
+    credential: str = ""  # which credential of actor's it came with (Principal.credential)
 
 
 @dataclass(frozen=True)

@@ -369,7 +369,7 @@ class GuardEngine:
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,
                    latches: Iterable[str] = (), expected_version: int = 0,
-                   void: bool = False) -> Plan:
+                   void: bool = False, credential: str = "") -> Plan:
         """Lift the named latches of a restricted scope (none named: all of them), or
         refuse (ResetRefused) while one of them is in its cooldown or its breaker still
         holds, unless forced; a reset that resumes the scope is also refused while any
@@ -379,7 +379,8 @@ class GuardEngine:
         expected_version, when not 0, is the scope's version the operator looked at: a
         scope that changed since (another trip landed) is refused, even forced, so what
         was not seen is never lifted. `void`: a four-eyes request pending for the scope is
-        void (its requester is no longer an operator): this reset is a new request."""
+        void (its requester is no longer an operator): this reset is a new request, made
+        with the actor's `credential`."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         current = self._current.get(scope)
@@ -410,7 +411,7 @@ class GuardEngine:
         approved_by = ""
         if self.approvals.required:
             pending = self.approvals.review(scope, current.version, actor, reason, force, now,
-                                            named, void)
+                                            named, void, credential)
             if pending.requested_by == actor:
                 plan.pending_reset = pending
                 return plan
@@ -637,10 +638,10 @@ class GuardEngine:
                 else:
                     self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
                     self.deregistered_in_replay.discard((executor_id, scope))
-            case ResetAsked(scope, reason, force, actor, now, latches, void):
+            case ResetAsked(scope, reason, force, actor, now, latches, void, credential):
                 with contextlib.suppress(ResetRefused, InvalidArgument):  # its transitions
                     self.plan_reset(scope, reason, force, actor, now, latches,  # count
-                                    void=void)
+                                    void=void, credential=credential)
             case TimersRan(now):
                 self.expire(now)
             case Restored(now, version):

@@ -239,12 +239,14 @@ async def test_a_heartbeat_is_bound_to_the_principal_that_registered_it(
     assert running.app.guard.engine.heartbeats.registrations() == []
 
 
+@pytest.mark.parametrize("revoked", ["removed", "replaced"])
 async def test_a_four_eyes_request_of_an_operator_since_revoked_approves_nothing(
-        start_sidecar: Any, tmp_path: Path, tokens: dict[str, str]) -> None:
+        start_sidecar: Any, tmp_path: Path, tokens: dict[str, str], revoked: str) -> None:
     """Review 34: an operator's request survived the revocation of its token (its line
     removed, the sidecar restarted), and the next operator's reset alone lifted the trip,
-    co-signed by a token that may have been stolen. It is void: that reset is a new
-    request, and a third operator's approves it."""
+    co-signed by a token that may have been stolen; review 35: so did one whose token was
+    replaced by a new one for the same name (a leaked token rotated). It is void: that
+    reset is a new request, and a third operator's approves it, saying whose it was."""
     sections = {"auth": {"tokens_file": str(tmp_path / "tokens.toml")},
                 "reset": {"require_approvals": 2, "approval_window_s": 60}}
     first = await start_sidecar(sync=False, **sections)
@@ -256,10 +258,12 @@ async def test_a_four_eyes_request_of_an_operator_since_revoked_approves_nothing
     await first.channel.close()
     await first.sidecar.stop()
     third = new_token()
+    rotated = [tokens_file_line("operator", Role.OPERATOR, new_token())] \
+        if revoked == "replaced" else []
     (tmp_path / "tokens.toml").write_text("[tokens]\n" + "\n".join([
         tokens_file_line("executor", Role.EXECUTOR, tokens["executor"]),
         tokens_file_line("operator2", Role.OPERATOR, tokens["operator2"]),
-        tokens_file_line("operator3", Role.OPERATOR, third)]) + "\n")
+        tokens_file_line("operator3", Role.OPERATOR, third), *rotated]) + "\n")
     again = await start_sidecar(sync=False, **sections)
     second = await again.stub.Reset(reset, metadata=bearer(tokens["operator2"]))
     assert (second.pending_approval, second.requested_by, second.state) == (
@@ -268,4 +272,5 @@ async def test_a_four_eyes_request_of_an_operator_since_revoked_approves_nothing
     await again.sidecar.stop()
     replayed = await start_sidecar(sync=False, **sections)  # the void is journaled
     approved = await replayed.stub.Reset(reset, metadata=bearer(third))
-    assert (approved.pending_approval, approved.state) == (False, pb.STATE_ARMED)
+    assert (approved.pending_approval, approved.state, approved.requested_by) == (
+        False, pb.STATE_ARMED, "operator2")

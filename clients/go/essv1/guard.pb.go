@@ -2376,7 +2376,8 @@ type ResetResponse struct {
 	// Four-eyes: nothing changed yet; a second operator must reset the same scope with the
 	// same force before approval_expires_at.
 	PendingApproval bool `protobuf:"varint,3,opt,name=pending_approval,json=pendingApproval,proto3" json:"pending_approval,omitempty"`
-	// The operator whose reset is pending (this caller, on a new request).
+	// The operator whose reset is pending (this caller, on a new request); or, when this
+	// reset approved another operator's pending request and took effect, that operator.
 	RequestedBy       string                 `protobuf:"bytes,4,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	ApprovalExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=approval_expires_at,json=approvalExpiresAt,proto3" json:"approval_expires_at,omitempty"`
 	unknownFields     protoimpl.UnknownFields

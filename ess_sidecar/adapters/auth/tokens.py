@@ -60,9 +60,11 @@ class Principals:
     def by_certificate(self, common_name: str) -> Principal | None:
         return self.certificates.get(common_name)
 
-    def is_operator(self, name: str) -> bool:
-        """Whether a token or a certificate names `name` an operator."""
+    def is_operator(self, name: str, credential: str = "") -> bool:
+        """Whether a token or a certificate names `name` an operator; with `credential`
+        (Principal.credential), that one: a token replaced by another is not."""
         return any(p.name == name and p.role is Role.OPERATOR
+                   and credential in ("", p.credential)
                    for p in (*(p for _, p in self.tokens), *self.certificates.values()))
 
     def __bool__(self) -> bool:
@@ -90,8 +92,12 @@ def load_principals(path: str | Path) -> Principals:
         if digest in seen:
             raise InvalidConfig(f"{path}: tokens.{name}.sha256", "is another name's token too")
         seen.add(digest)
-        tokens.append((bytes.fromhex(digest), _principal(path, "tokens", name, entry)))
-    certificates = {name: _principal(path, "certificates", name, entry)
+        # The credential names the token without being its digest: a journal record
+        # is no second copy of the tokens file.
+        fingerprint = "token:" + hashlib.sha256(bytes.fromhex(digest)).hexdigest()[:16]
+        tokens.append((bytes.fromhex(digest),
+                       _principal(path, "tokens", name, entry, fingerprint)))
+    certificates = {name: _principal(path, "certificates", name, entry, "certificate")
                     for name, entry in _entries(path, data, "certificates", {"role"})}
     _one_spelling(path, [("tokens", p.name) for _, p in tokens]
                   + [("certificates", name) for name in certificates])
@@ -122,9 +128,10 @@ def _entries(path: str | Path, data: dict, section: str,
     return list(table.items())
 
 
-def _principal(path: str | Path, section: str, name: str, entry: dict) -> Principal:
+def _principal(path: str | Path, section: str, name: str, entry: dict,
+               credential: str) -> Principal:
     try:
-        return Principal(name, parse_role(str(entry["role"])))
+        return Principal(name, parse_role(str(entry["role"])), credential)
     except ValueError as error:
         raise InvalidConfig(f"{path}: {section}.{name}.role", str(error)) from None
 

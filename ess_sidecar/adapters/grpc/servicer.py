@@ -193,14 +193,17 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         guard = self._guard
         guard.check_list_length("latches", len(request.latches))
         latches = latch_names_from_proto(request.latches)
-        outcome = await guard.run_async(guard.reset_steps(scope, reason, request.force,
-                                                          actor_of(context), latches,
-                                                          request.expected_version))
+        principal = PRINCIPAL.get()
+        outcome = await guard.run_async(guard.reset_steps(
+            scope, reason, request.force, actor_of(context), latches, request.expected_version,
+            principal.credential if principal is not None else ""))
         response = _state_response(pb.ResetResponse, outcome)
         if outcome.pending_reset is not None:
             response.pending_approval = True
             response.requested_by = outcome.pending_reset.requested_by
             response.approval_expires_at.CopyFrom(timestamp(outcome.pending_reset.expires_at))
+        else:
+            response.requested_by = outcome.requested_by
         return response
 
     @aborts_on_guard_errors

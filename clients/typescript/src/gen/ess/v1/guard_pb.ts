@@ -910,7 +910,8 @@ export type ResetResponse = Message<"ess.v1.ResetResponse"> & {
   pendingApproval: boolean;
 
   /**
-   * The operator whose reset is pending (this caller, on a new request).
+   * The operator whose reset is pending (this caller, on a new request); or, when this
+   * reset approved another operator's pending request and took effect, that operator.
    *
    * @generated from field: string requested_by = 4;
    */
