@@ -127,7 +127,7 @@ def refused(message: str, current: pb.ScopeState, out: Output) -> int:
                   "cooldown_ends_at": utc_iso(ends) if ends else None})
         return Exit.NO
     out.line(Text("REFUSED", style="bold red"), f": {message}")
-    if ends:
+    if ends and "cooldown" in message:  # not a four-eyes or a breaker's refusal (review 35)
         left = (ends - datetime.now(UTC)).total_seconds()
         out.line(f"cooldown ends at {local(ends)} ({utc_iso(ends)}), in {duration(left)}")
     return Exit.NO
@@ -158,6 +158,8 @@ def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output) -> int:
         return Exit.DONE
     out.line(Text(scope_name(scope), style="bold"), " is ", state_text(reply.state),
              f" (version {reply.state_version})")
+    if reply.requested_by:  # four-eyes: this reset carried out another operator's request
+        out.line(f"approved {reply.requested_by}'s request")
     if note := non_ascii_note(scope):
         out.note(note)
     if reply.state == pb.STATE_COOLING_DOWN:

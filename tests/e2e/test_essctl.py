@@ -486,10 +486,29 @@ def test_four_eyes_reset_waits_for_a_second_different_operator(
     second = essctl(target, *reset, token=tokens["bob"])
     assert second.returncode == 0, second.stdout + second.stderr
     assert "STRATEGY:momo is ARMED" in second.stdout
+    assert "approved alice's request" in second.stdout  # review 35: it said nothing of it
     _, history = essctl_json(target, "history", "--limit", "1", token=tokens["bob"])
     [event] = history["events"]
     assert (event["state"], event["actor"], event["approved_by"]) == ("ARMED", "alice", "bob")
     assert "alice approved by bob" in essctl(target, "history", token=tokens["bob"]).stdout
+
+
+def test_a_four_eyes_refusal_in_a_cooldown_does_not_blame_the_cooldown(
+        start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    """Review 35: every refusal printed "cooldown ends at ..." while a cooldown ran, the
+    refusal of a forced reset asked twice by one operator too; --json says whose request
+    an approving reset carried out."""
+    tokens = tokens_file(tmp_path, alice=Role.OPERATOR, bob=Role.OPERATOR)
+    target = start_sidecar(f'[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n'
+                           "[reset]\nrequire_approvals = 2\n").uds_target
+    trip(target, token=tokens["alice"])
+    reset = ["reset", "--scope", "strategy:momo", "--reason", "reviewed", "--force", "--yes"]
+    assert essctl(target, *reset, token=tokens["alice"]).returncode == 3
+    again = essctl(target, *reset, token=tokens["alice"])
+    assert again.returncode == 2 and "alice already requested this reset" in again.stdout
+    assert "cooldown" not in again.stdout.split("REFUSED", 1)[1], again.stdout
+    code, approved = essctl_json(target, *reset, token=tokens["bob"])
+    assert (code, approved["result"], approved["requested_by"]) == (0, "reset", "alice")
 
 
 def test_tls_and_mutual_tls_with_a_server_name(start_sidecar: StartSidecar,
