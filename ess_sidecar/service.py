@@ -28,7 +28,7 @@ from .domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderUpdate, P
 from .domain.planner import Plan
 from .domain.working import OrderRecord
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
-from .domain.states import SYSTEM_ACTOR, Cause, State, Transition, TriggerMode
+from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode
 from .ports import AlertSink, Clock, EventQuery, GuardReadings, Journal, NoAlerts, NoJournal, \
     NoTelemetry, StateStore, Telemetry
 from .watch import Subscribers, Subscription
@@ -520,12 +520,15 @@ class Guard(GuardReadings):
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="ess-store")
         return self._thread
 
-    def fail_closed(self, reason: str) -> None:
+    def fail_closed(self, reason: str, directives: Iterable[Directive] = ()) -> None:
         """Trip GLOBAL in memory when durability is lost (unreadable or unwritable store):
         every order is denied until an operator resets GLOBAL, which itself needs a
-        working store, or repairs the store and restarts."""
+        working store, or repairs the store and restarts. `directives`: those of a GLOBAL
+        trip whose write failed, which executors must see all the same (review 35: a
+        panic on a full disk halted, and its cancel and flatten never reached them)."""
         plan = self.engine.plan(self._clock.now())
-        if plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, SYSTEM_ACTOR):
+        if plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, reason, SYSTEM_ACTOR,
+                     directives=directives):
             log.error("fail closed: GLOBAL tripped in memory, not durable",
                       extra=transition_fields(plan.transitions[0]))
             self.epoch = self.epoch or f"volatile-{self.engine.decision_prefix}"
@@ -701,10 +704,11 @@ class Guard(GuardReadings):
             log.error("trip not stored: it denies checks until it is (the retry of what"
                       " tripped it stores it) or the sidecar restarts",
                       extra=transition_fields(lost))
+        directives = [d for t in transitions if t.scope == GLOBAL for d in t.directives]
         if isinstance(error, StoreUnavailable):
-            self.fail_closed(f"state store write failed: {error}")
+            self.fail_closed(f"state store write failed: {error}", directives)
             raise error
-        self.fail_closed(f"state store write failed: {error!r}")
+        self.fail_closed(f"state store write failed: {error!r}", directives)
         raise StoreUnavailable(f"state store write failed: {error!r}") from error
 
     def _outcome(self, scope: Scope, transitions: list[Transition]) -> Outcome:

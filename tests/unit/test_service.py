@@ -85,6 +85,25 @@ def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> Non
     assert not store.load().current  # nothing claims to be durable that is not
 
 
+async def test_a_panic_whose_write_failed_still_tells_executors_to_cancel_and_flatten(
+        ) -> None:
+    """Review 35: on a full disk a panic (GLOBAL, cancel and flatten) failed to store, and
+    the fail-closed trip that watchers saw halted with no directives: resting orders stayed
+    live at the venue. The fail-closed trip carries the lost GLOBAL trip's directives."""
+    guard, store = make_guard()
+    watcher = guard.watch([], 0)
+    store.fail_next_append = True
+    panic = (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS)
+    with pytest.raises(StoreUnavailable):
+        guard.trigger(Trigger(GLOBAL, TriggerMode.HALT, "panic", TriggerReason.USER_INITIATED,
+                              panic, "alice"))
+    published = await watcher.subscription.next(timeout=1)
+    assert published is not None and published.scope == GLOBAL
+    assert (published.state, published.cause, published.directives) == (
+        State.TRIPPED, Cause.SYSTEM, panic)
+    assert guard.engine.current(GLOBAL).directives == panic  # GetState says so too
+
+
 def test_a_trip_whose_write_failed_denies_after_global_is_reset_until_a_retry_stores_it(
         ) -> None:
     """Review 20: the breach's trip went with its write, so once the store worked again a
