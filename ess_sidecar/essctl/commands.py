@@ -6,6 +6,7 @@ import argparse
 import secrets
 import shlex
 
+import grpc
 from rich.table import Table
 from rich.text import Text
 
@@ -164,16 +165,57 @@ def _text(argument: str | None) -> str:
     return (argument or "").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+# How long a stop that got no answer in time is waited for when it is sent again.
+STOP_AGAIN_S = 30.0
+
+
 def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     """The stop goes out first; what is said of it after is best effort: a terminal or
     pipe that cannot take it changes neither the stop nor the exit status (review 30)."""
     request, notes = trigger_request(args)
-    reply = sidecar.call("Trigger", request)
+    reply = _stop(sidecar, request, out)
     try:
         _say_triggered(request, reply, notes, out)
     except BrokenPipeError:  # what is left unsaid goes nowhere (Output), not to the exit
         pass  # status
     return Exit.DONE
+
+
+def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.TriggerResponse:
+    """The Trigger, answered. One that got no answer in time is sent again, waited for
+    longer: a sidecar too busy to read a call before its deadline drops it unapplied
+    (review 35: a panic behind a storm of trips to thousands of watchers was lost, and
+    essctl said only DEADLINE_EXCEEDED). If it still fails, the person is told where the
+    scope stands, as far as the sidecar says, before the error (exit 1)."""
+    try:
+        return sidecar.call("Trigger", request)
+    except grpc.RpcError as error:
+        failed = error
+    if failed.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+        wait = max(STOP_AGAIN_S, sidecar.options.timeout)
+        out.note(f"essctl: no answer within {sidecar.options.timeout:g} s; the stop is sent"
+                 f" again, waiting up to {wait:g} s")
+        try:
+            return sidecar.call("Trigger", request, timeout=wait)
+        except grpc.RpcError as error:
+            failed = error
+    out.note(f"essctl: the stop was not acknowledged; {_where_it_stands(sidecar, request)}")
+    raise failed
+
+
+def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> str:
+    """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot."""
+    try:
+        scopes = sidecar.call("GetState", pb.GetStateRequest()).scopes
+    except grpc.RpcError as error:
+        return (f"the sidecar cannot say whether trading stopped ({error.code().name}):"
+                " assume it did NOT")
+    states = {scope_name(s.scope): enum_name(pb.State.DESCRIPTOR, s.state) for s in scopes}
+    asked = scope_name(request.scope)
+    said = [f"{name} is {states.get(name, 'ARMED')}" for name in dict.fromkeys([asked, "GLOBAL"])]
+    stopped = any(name in states for name in (asked, "GLOBAL"))
+    return f"the sidecar says {' and '.join(said)}" + (
+        "" if stopped else ": trading was NOT stopped")
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],

@@ -221,8 +221,8 @@ class Sidecar:
         self.metadata = (("authorization", f"Bearer {options.token}"),) if options.token \
             else ()
 
-    def call(self, method: str, request: object) -> object:
-        return getattr(self.stub, method)(request, timeout=self.options.timeout,
+    def call(self, method: str, request: object, timeout: float | None = None) -> object:
+        return getattr(self.stub, method)(request, timeout=timeout or self.options.timeout,
                                           metadata=self.metadata)
 
     def watch(self, request: object) -> grpc.Call:

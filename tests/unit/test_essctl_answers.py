@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 
+import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.domain.scopes import Scope
-from ess_sidecar.essctl.commands import run_check
+from ess_sidecar.essctl.commands import STOP_AGAIN_S, run_check, run_trigger
 from ess_sidecar.essctl.connection import Exit, Failed
 from ess_sidecar.essctl.drill import Drill
 from ess_sidecar.essctl.orders import run_clear
@@ -52,15 +53,72 @@ def test_essctl_check_never_shows_an_answer_that_contradicts_itself_as_allowed()
 
 
 class ScriptedSidecar:
-    """Answers each call with the next reply scripted for its method."""
+    """Answers each call with the next reply scripted for its method (raised if it is an
+    error)."""
+
+    options = argparse.Namespace(timeout=5.0)
 
     def __init__(self, **replies: list) -> None:
         self.replies = replies
         self.requests: list[tuple[str, object]] = []
+        self.timeouts: list[float | None] = []
 
-    def call(self, method: str, request: object) -> object:
+    def call(self, method: str, request: object, timeout: float | None = None) -> object:
         self.requests.append((method, request))
-        return self.replies[method].pop(0)
+        self.timeouts.append(timeout)
+        reply = self.replies[method].pop(0)
+        if isinstance(reply, grpc.RpcError):
+            raise reply
+        return reply
+
+
+class Refusal(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+PANIC = argparse.Namespace(scope=None, reason=None, code=None, reduce_only=False,
+                           directive=[], panic=True, parse_scope=Scope.parse)
+LATE = Refusal(grpc.StatusCode.DEADLINE_EXCEEDED)
+GLOBAL_TRIPPED = pb.GetStateResponse(scopes=[pb.ScopeState(
+    scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_TRIPPED)])
+
+
+def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsys):
+    """Review 35: behind a storm of trips to thousands of watchers, a panic whose deadline
+    passed before the sidecar read it was dropped unapplied, and essctl only said
+    DEADLINE_EXCEEDED. It sends the stop again and waits longer."""
+    sidecar = ScriptedSidecar(Trigger=[LATE, pb.TriggerResponse(state=pb.STATE_TRIPPED,
+                                                                state_version=7)])
+    assert run_trigger(PANIC, sidecar, Output(json_mode=False)) == Exit.DONE
+    assert [m for m, _ in sidecar.requests] == ["Trigger", "Trigger"]
+    assert sidecar.timeouts == [None, STOP_AGAIN_S]
+    said = capsys.readouterr()
+    assert "the stop is sent again" in said.err and "GLOBAL is TRIPPED" in said.out
+
+
+@pytest.mark.parametrize("refusals, state, told", [
+    ([Refusal(grpc.StatusCode.UNAVAILABLE, "state store write failed: disk full")],
+     [GLOBAL_TRIPPED], "the sidecar says GLOBAL is TRIPPED"),
+    ([LATE, LATE], [pb.GetStateResponse()], "GLOBAL is ARMED: trading was NOT stopped"),
+    ([LATE, LATE], [LATE], "cannot say whether trading stopped (DEADLINE_EXCEEDED): assume"
+                           " it did NOT"),
+], ids=["unstored", "unapplied", "unknown"])
+def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, state, told):
+    """Review 35: the operator saw only the error, whether the sidecar halted in memory
+    (a full disk) or never applied the stop."""
+    sidecar = ScriptedSidecar(Trigger=list(refusals), GetState=list(state))
+    with pytest.raises(grpc.RpcError) as raised:
+        run_trigger(PANIC, sidecar, Output(json_mode=False))
+    assert raised.value is refusals[-1]
+    assert told in capsys.readouterr().err
 
 
 def working(*coids: str) -> pb.GetStateResponse:
