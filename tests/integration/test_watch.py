@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -55,6 +57,32 @@ async def test_watch_filtered_by_scope_sees_only_that_scope(sidecar: Running) ->
         await trigger(sidecar, ident)
     assert (await next_event(stream)).scope.id == "b"
     stream.cancel()
+
+
+async def test_watchers_beyond_the_cap_are_refused_and_a_place_frees_when_one_ends(
+        start_sidecar) -> None:
+    """Review 35: with no cap, 3,000 watchers that never read made each trip thousands of
+    writes, and a panic behind a burst of trips waited past its deadline, dropped unread.
+    At watch.max_watchers the next watch is RESOURCE_EXHAUSTED, naming the setting."""
+    running = await start_sidecar(watch={"max_watchers": 2})
+    streams = [running.stub.WatchState(pb.WatchStateRequest()) for _ in range(2)]
+    for stream in streams:
+        assert (await next_event(stream)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    third = running.stub.WatchState(pb.WatchStateRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await next_event(third)
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "watch.max_watchers" in refused.value.details()
+    streams[0].cancel()
+    async with asyncio.timeout(5):
+        while len(running.app.guard.subscribers) > 1:  # the cancel reaches the handler
+            await asyncio.sleep(0)
+    again = running.stub.WatchState(pb.WatchStateRequest())
+    assert (await next_event(again)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    await trigger(running, "a")
+    assert (await next_event(streams[1])).scope.id == "a"
+    for stream in (streams[1], again):
+        stream.cancel()
 
 
 async def test_version_no_longer_kept_gets_out_of_range(start_sidecar) -> None:
