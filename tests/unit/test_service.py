@@ -12,8 +12,8 @@ from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.orders import Fill, Order, PositionSnapshot, Side
-from ess_sidecar.domain.errors import InvalidArgument, ResyncRequired, ShuttingDown, \
-    StoreUnavailable, SubscriberTooSlow
+from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument, ResyncRequired, \
+    ShuttingDown, StoreUnavailable, SubscriberTooSlow
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
@@ -74,6 +74,27 @@ def test_a_tick_after_its_feed_went_stale_trips_before_it_freshens_the_feed() ->
     clock.advance(10)  # ticking again within its window: nothing more
     guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
     assert guard.run_timers() == [] and len(store.load().current) == 1
+
+
+def test_snapshots_in_flight_at_once_hold_at_most_one_full_snapshot_of_entries() -> None:
+    """Review 35: 16 snapshots of 60,000 entries each, sent at once, were applied one after
+    another, each in one piece, and held a Trigger 2.1 s. While snapshots are mapped or
+    applied, another is let in only if all of them hold no more entries than one snapshot's
+    three lists may; one alone always is."""
+    guard, _ = make_guard()
+    most = 3 * guard.engine.config.limits.max_snapshot_entries
+    with guard.snapshot_room(most):
+        with pytest.raises(CapacityExceeded, match="send it again"):
+            with guard.snapshot_room(1):
+                pass
+        with guard.snapshot_room(0):  # equity alone, nothing listed
+            pass
+    with guard.snapshot_room(most // 2), guard.snapshot_room(most // 2):
+        with pytest.raises(CapacityExceeded):
+            with guard.snapshot_room(1):
+                pass
+    with guard.snapshot_room(most):  # all of it let go
+        pass
 
 
 def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> None:

@@ -146,12 +146,13 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     async def SyncPositions(self, request: pb.SyncPositionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.SyncPositionsResponse:
         guard = self._guard
-        guard.check_snapshot_length(len(request.positions), len(request.open_orders),
-                                    len(request.included_fills))  # before mapping them
-        positions, open_orders = positions_from_proto(request), open_orders_from_proto(request)
-        included = included_from_proto(request)
-        count = await guard.call_async(lambda: guard.sync_positions(
-            request.account, request.equity, positions, open_orders, included))
+        lengths = len(request.positions), len(request.open_orders), len(request.included_fills)
+        guard.check_snapshot_length(*lengths)  # before mapping them
+        with guard.snapshot_room(sum(lengths)):
+            positions = positions_from_proto(request)
+            open_orders, included = open_orders_from_proto(request), included_from_proto(request)
+            count = await guard.call_async(lambda: guard.sync_positions(
+                request.account, request.equity, positions, open_orders, included))
         working = guard.working_count(request.account)
         return pb.SyncPositionsResponse(positions=count, working_orders=working)
 
