@@ -165,7 +165,8 @@ def server_parts(app: App) -> ServerParts:
     from .adapters.grpc.server import ServerParts  # noqa: PLC0415
     parts = ServerParts(
         app.settings, app.guard, app.alerts, app.store, app.journal, app.timers,
-        authenticator=Authenticator(app.principals) if app.principals is not None else None,
+        authenticator=Authenticator(app.principals, app.guard.telemetry)
+        if app.principals is not None else None,
         credentials=app.credentials)
     observed = app.observability
     if observed is None:

@@ -201,6 +201,10 @@ class Telemetry(abc.ABC):
     def subscriber_dropped(self) -> None:
         """A WatchState subscriber was cut off for being too slow."""
 
+    @abc.abstractmethod
+    def call_refused(self, code: str) -> None:
+        """A call was refused by authentication or authorization (`code`: its status)."""
+
 
 class NoTelemetry(Telemetry):
     """telemetry.enabled = false."""
@@ -221,6 +225,9 @@ class NoTelemetry(Telemetry):
         pass
 
     def subscriber_dropped(self) -> None:
+        pass
+
+    def call_refused(self, code: str) -> None:
         pass
 
 

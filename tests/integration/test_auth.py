@@ -13,8 +13,10 @@ import pytest
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.adapters.grpc.auth import Authenticator
 from ess_sidecar.domain.access import Role
 from tests.integration.conftest import Running, order, strategy_scope
+from tests.integration.test_metrics import scrape
 
 ROLES = ("executor", "operator", "reconciler")
 
@@ -274,3 +276,29 @@ async def test_a_four_eyes_request_of_an_operator_since_revoked_approves_nothing
     approved = await replayed.stub.Reset(reset, metadata=bearer(third))
     assert (approved.pending_approval, approved.state, approved.requested_by) == (
         False, pb.STATE_ARMED, "operator2")
+
+
+async def test_refused_calls_are_counted_and_logged_a_line_a_second_at_most(
+        start_sidecar: Any, tmp_path: Path, tokens: dict[str, str],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 35: a flood of bad tokens left no trace in the logs or the metrics. Each
+    refusal is counted by status; the log says so, one line a second at most (here an
+    hour, so that a slow machine does not make two), each counting those since the last."""
+    monkeypatch.setattr(Authenticator, "LOG_EVERY_S", 3600.0)
+    running = await start_sidecar(sync=False, auth={"tokens_file": str(tmp_path / "tokens.toml")},
+                                  telemetry={"metrics_listen": "127.0.0.1:0"})
+    trip = pb.TriggerRequest(scope=strategy_scope(), reason="x")
+    with caplog.at_level("WARNING", logger="ess_sidecar.adapters.grpc.auth"):
+        for _ in range(5):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await running.stub.Trigger(trip, metadata=bearer(new_token()))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await running.stub.Trigger(trip, metadata=bearer(tokens["reconciler"]))
+    metrics = await scrape(running.sidecar.metrics.address)
+    assert metrics.value("ess_calls_refused_total", code="UNAUTHENTICATED") == 5
+    assert metrics.value("ess_calls_refused_total", code="PERMISSION_DENIED") == 1
+    [line] = [r for r in caplog.records if r.getMessage() == "call refused"]
+    assert (line.code, line.refused) == ("UNAUTHENTICATED", 1)  # type: ignore[attr-defined]
+    assert tokens["reconciler"] not in caplog.text
+    assert running.app.guard.engine.version == 0
+

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import logging
+import time
 
 import grpc
 from cryptography import x509
@@ -12,7 +14,10 @@ from cryptography.x509.oid import NameOID
 
 from ...domain.access import Permission, Principal
 from ...domain.errors import Unauthenticated
+from ...ports import NoTelemetry, Telemetry
 from ..auth.tokens import Principals
+
+log = logging.getLogger(__name__)
 
 # The authenticated caller of the RPC being handled (each RPC runs in its own task).
 PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -41,8 +46,26 @@ BEARER = "bearer "
 class Authenticator:
     """Authenticates a call against the principals of the tokens file."""
 
-    def __init__(self, principals: Principals) -> None:
+    # Refusals are logged at most once this often, each line counting those since the
+    # last: a flood of bad tokens is seen without writing a line per call.
+    LOG_EVERY_S = 1.0
+
+    def __init__(self, principals: Principals, telemetry: Telemetry | None = None) -> None:
         self.principals = principals
+        self._telemetry = telemetry or NoTelemetry()
+        self._logged_at = -self.LOG_EVERY_S
+        self._unlogged = 0
+
+    def refused(self, code: grpc.StatusCode, why: str, peer: str) -> None:
+        """A call refused with `code` (UNAUTHENTICATED, PERMISSION_DENIED): counted, and
+        logged (review 35: a token brute force left no trace in logs or metrics)."""
+        self._telemetry.call_refused(code.name)
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.LOG_EVERY_S:
+            log.warning("call refused", extra={"code": code.name, "refusal": why,
+                                               "peer": peer, "refused": self._unlogged})
+            self._logged_at, self._unlogged = now, 0
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         """The caller: by bearer token if one is sent, else by the verified client

@@ -125,6 +125,7 @@ async def _admit(authenticator: Authenticator, permission: Permission,
         principal = authenticator.authenticate(context)
         principal.authorize(permission)
     except (Unauthenticated, PermissionDenied) as error:
+        authenticator.refused(status_of(error), str(error), context.peer())
         if client_streaming:
             # Refused while the client is still sending its first request, about 1 stream
             # in 10 ends for grpcio's client with INTERNAL "Internal error from Core"

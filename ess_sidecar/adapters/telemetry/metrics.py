@@ -96,10 +96,10 @@ class OtelTelemetry(Telemetry):
         self._duration = meter.create_histogram(
             names.DECISION_DURATION.name, unit=names.DECISION_DURATION.unit,
             description=names.DECISION_DURATION.description)
-        self._trips, self._resets, self._rearms, self._slow, self._invalid = (
+        self._trips, self._resets, self._rearms, self._slow, self._invalid, self._refused = (
             meter.create_counter(i.name, unit=i.unit, description=i.description)
             for i in (names.TRIPS, names.RESETS, names.REARMS, names.WATCH_SLOW_DISCONNECTS,
-                      names.INVALID_REQUESTS))
+                      names.INVALID_REQUESTS, names.CALLS_REFUSED))
         for instrument, observe in ((names.DECISIONS, self._observe_decisions),
                                     (names.REPORTS, self._observe_reports)):
             meter.create_observable_counter(
@@ -218,6 +218,12 @@ class OtelTelemetry(Telemetry):
             self._slow.add(1)
         except Exception:
             log.exception("slow subscriber not counted")
+
+    def call_refused(self, code: str) -> None:
+        try:
+            self._refused.add(1, {names.CODE: code})
+        except Exception:
+            log.exception("refused call not counted")
 
     # -- observable counters -----------------------------------------------------------------
 

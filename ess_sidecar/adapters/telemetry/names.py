@@ -28,6 +28,7 @@ FORCED = "forced"  # bool
 DRILL = "drill"  # bool: part of an essctl drill, not a real trip
 METRIC = "metric"  # Metric name of a ReportMetric sample
 FIELD = "field"  # the request field named by INVALID_ARGUMENT, indexes folded: "positions[]"
+CODE = "code"  # the status a call was refused with: UNAUTHENTICATED, PERMISSION_DENIED
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ REPORTS = Instrument(
 INVALID_REQUESTS = Instrument(
     "ess.invalid_requests", "counter", "{request}", (FIELD,),
     "requests rejected with INVALID_ARGUMENT, by the field named")
+CALLS_REFUSED = Instrument(
+    "ess.calls_refused", "counter", "{call}", (CODE,),
+    "calls refused by authentication or authorization, by status")
 ALERTS_SENT = Instrument(
     "ess.alerts.sent", "counter", "{alert}", (), "alerts delivered")
 ALERTS_FAILED = Instrument(
@@ -105,7 +109,7 @@ ALERTS_MERGED = Instrument(
 
 INSTRUMENTS = (DECISIONS, DECISION_DURATION, SCOPE_STATE, TRIPS, RESETS, REARMS,
                BREAKER_VALUE, BREAKER_THRESHOLD, STATE_VERSION, WATCH_SUBSCRIBERS,
-               WATCH_SLOW_DISCONNECTS, REPORTS, INVALID_REQUESTS, ALERTS_SENT,
+               WATCH_SLOW_DISCONNECTS, REPORTS, INVALID_REQUESTS, CALLS_REFUSED, ALERTS_SENT,
                ALERTS_FAILED, ALERTS_RETRIED, ALERTS_DROPPED, ALERTS_MERGED)
 
 # Explicit histogram buckets, microseconds: the budget is 10 µs of own work per decision.
