@@ -103,25 +103,24 @@ def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
 
 def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg, leg: Leg,
               grows_net: bool, grows_leg: bool) -> Denial | None:
-    """The limits of what the order grows in `net`, the account's net leg in the symbol,
-    and `leg`, the strategy's: their worst case (grows_net, grows_leg), or else its worth
-    (an order dearer than its side is valued at: review 33, a buy at 109.9 against a
-    working sell at 100 took the symbol to 31.87 %).
+    """The limits of what the order grows in `net` (the account's net leg in the symbol)
+    and `leg` (the strategy's): their worst case (grows_net, grows_leg), or else its
+    worth (an order dearer than its side is valued at).
 
-    With no equity or no mark, an order that could raise a worth at some mark is denied
-    EQUITY_UNKNOWN or MARK_UNKNOWN (review 35: a buy of 290 at 1,000 against an adopted
-    sell of 290 at 100, with no mark, was allowed: 290 % of equity); one that cannot is
-    exempt. A leg of another symbol with no price counts 0 in the sums, which are then
-    what the account holds at least: an order that grows its own leg's worst case is
-    denied MARK_UNKNOWN, one that grows only a worth is judged on those sums (review 35:
-    any such leg, even another strategy's, let a worth grow past the strategy limit)."""
+    With no equity or no mark, an order is denied EQUITY_UNKNOWN or MARK_UNKNOWN unless
+    it only reduces the position or could raise no worth at any mark (_may_raise). A leg
+    of another symbol with no price counts 0 in the sums, which are then lower bounds: an
+    order growing its own leg's worst case is denied MARK_UNKNOWN, one growing only a
+    worth is judged on them. docs/design.md ("The exposure model") says what each rule
+    closed."""
     buy = order.quantity if order.side is _BUY else 0.0
     sell = 0.0 if buy else order.quantity
     equity, mark = book.equity, book.price(order.symbol)
     if equity is None or equity <= 0.0 or not mark:
-        if not (grows_net or grows_leg or _may_raise(net, buy, sell, order.price)
-                or _may_raise(leg, buy, sell, order.price)):
-            return None
+        if reduces(order, book) or not (grows_net or grows_leg
+                                        or _may_raise(net, buy, sell, order.price)
+                                        or _may_raise(leg, buy, sell, order.price)):
+            return None  # what only reduces a position is never held up for a price
         if equity is None or equity <= 0.0:
             return Denial(DecisionReason.EQUITY_UNKNOWN, f"equity unknown for account"
                           f" {order.account}: sync positions first")

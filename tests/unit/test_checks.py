@@ -195,6 +195,19 @@ def test_an_order_that_may_raise_a_worth_with_no_mark_is_denied_mark_unknown():
         is R.MARK_UNKNOWN  # the net's sells grow (580)
 
 
+@pytest.mark.parametrize("restricted", [False, True], ids=["armed", "reduce-only"])
+def test_with_equity_reported_zero_an_order_that_only_reduces_is_allowed(restricted):
+    """Review 35, of the first version of the rule above: with equity reported 0, a sell
+    of half a long at 99 was denied EQUITY_UNKNOWN (the formula values the long left at
+    the sell's price), in REDUCE_ONLY too: de-risking was held up when it matters most."""
+    engine = marked(held=100)
+    report(engine, account(), Metric.EQUITY, 0.0, T0)
+    if restricted:
+        trip(engine, symbol(), T0, TriggerMode.REDUCE_ONLY)
+    allow(engine, order(50, 99, Side.SELL))
+    assert engine.check(order(10, 99), T0).reason in (R.EQUITY_UNKNOWN, R.REDUCE_ONLY)
+
+
 def test_an_unpriced_leg_elsewhere_leaves_a_worth_judged_on_what_is_known():
     """Review 35: a leg of another strategy in a symbol with no price turned off the
     strategy and portfolio limits for an order that grows a worth and no worst case (a
