@@ -12,7 +12,9 @@ from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import CapacityExceeded
 from ess_sidecar.domain.limits import LimitSettings
-from ess_sidecar.domain.orders import Order, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.orders import OpenOrder, Order, OrderStatus, OrderUpdate, \
+    PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State
 from ess_sidecar.service import Guard
@@ -105,6 +107,26 @@ def test_an_account_that_holds_nothing_is_forgotten() -> None:
         assert engine.update_order(OrderUpdate(order.account, order.client_order_id,
                                                OrderStatus.CANCELLED))
     assert engine.book.accounts == {}
+
+
+def test_a_snapshot_adopts_no_order_while_the_order_ids_remembered_are_at_their_cap() -> None:
+    """Review 35: adopted orders went past limits.max_remembered_orders, 36 MiB a second
+    for as long as snapshots of new ids came. One that starts under the cap is applied
+    whole; at the cap, one listing an order the sidecar does not know is refused and
+    changes nothing, one listing known orders only is applied, and new orders are denied."""
+    engine = make_engine(limits=LimitSettings(max_remembered_orders=1000,
+                                              duplicate_identical_orders=0))
+    listed = [OpenOrder(f"v-{i}", "s", "AAPL", Side.BUY, 1, 100) for i in range(1000)]
+    marked = [PositionSnapshot("s", "AAPL", 0, 100)]
+    engine.sync_positions("acc-1", 1e6, marked, listed, T0)  # from 0: applied whole
+    assert len(engine.orders.records) == 1000
+    with pytest.raises(CapacityExceeded, match="limits.max_remembered_orders"):
+        engine.sync_positions("acc-2", 1e6, [], [OpenOrder("new", "s", "AAPL", Side.BUY, 1,
+                                                           100)], T0)
+    assert len(engine.orders.records) == 1000 and engine.book.equity("acc-2") is None
+    assert engine.sync_positions("acc-1", 1e6, marked, listed[:10], T0) == 0
+    denied = engine.check(Order("acc-1", "s", "AAPL", Side.BUY, 1, 100, client_order_id="c"), T0)
+    assert denied.reason is DecisionReason.DUPLICATE_ORDER
 
 
 def test_rate_windows_of_idle_strategies_are_forgotten() -> None:
