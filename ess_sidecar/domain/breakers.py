@@ -233,14 +233,20 @@ class Breakers:
         """Scopes whose data feed has not ticked within its window and whose staleness
         has not tripped yet in this silence (see mark_stale)."""
         trips = []
-        for scope, meters in self._feeds.items():
-            if meters.last_tick is None or meters.stale:
-                continue
-            rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
-            if rule.enabled and now - meters.last_tick >= rule.window_s:
+        for scope in self._feeds:
+            if self.overdue(scope, now):
+                rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
                 trips.append((scope, BreakerTrip(Breaker.DATA_FEED_STALE, rule.mode,
                                                  f"no data feed tick for {rule.window_s:g}s")))
         return trips
+
+    def overdue(self, scope: Scope, now: float) -> bool:
+        """Whether this scope's feed is stale now and its staleness has not tripped yet."""
+        meters = self._feeds.get(scope)
+        if meters is None or meters.last_tick is None or meters.stale:
+            return False
+        rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
+        return rule.enabled and now - meters.last_tick >= rule.window_s
 
     def mark_stale(self, scope: Scope) -> None:
         """The stale trip is durable: don't trip again until the feed ticks. Set on apply,

@@ -83,8 +83,12 @@ class Heartbeats:
 
     def lapse(self, now: float) -> list[Registration]:
         """Registrations whose TTL has passed and whose loss has not tripped yet."""
-        return [r for r in self._registrations.values()
-                if not r.lost and now - r.last_seen > r.ttl_s]
+        return [r for r in self._registrations.values() if _overdue(r, now)]
+
+    def overdue(self, executor_id: str, scope: Scope, now: float) -> bool:
+        """Whether this registration is among lapse(now)."""
+        known = self._registrations.get((executor_id, scope))
+        return known is not None and _overdue(known, now)
 
     def mark_lost(self, scope: Scope, now: float) -> None:
         """The loss is durable: don't trip again until they beat. Set on apply, not on
@@ -107,6 +111,10 @@ class Heartbeats:
 
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())
+
+
+def _overdue(registration: Registration, now: float) -> bool:
+    return not registration.lost and now - registration.last_seen > registration.ttl_s
 
 
 def _check_owner(known: Registration, owner: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 
 import pytest
 
@@ -18,11 +19,17 @@ from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from ess_sidecar.service import Guard
+from ess_sidecar.service import Durable, Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
 
 MOMO = Scope(ScopeKind.STRATEGY, "momo")
+GATE_TIMEOUT_S = 10.0  # a held write gives up rather than hang the test
+
+
+def _waits_for(gate: threading.Event):  # noqa: ANN202
+    """Steps of a command whose write waits (in the store's thread) until `gate` is set."""
+    yield Durable(lambda: gate.wait(GATE_TIMEOUT_S))
 
 
 def make_guard(queue_size: int = 16) -> tuple[Guard, InMemoryStateStore]:
@@ -83,18 +90,46 @@ def test_snapshots_in_flight_at_once_hold_at_most_one_full_snapshot_of_entries()
     three lists may; one alone always is."""
     guard, _ = make_guard()
     most = 3 * guard.engine.config.limits.max_snapshot_entries
-    with guard.snapshot_room(most):
-        with pytest.raises(CapacityExceeded, match="send it again"):
-            with guard.snapshot_room(1):
-                pass
-        with guard.snapshot_room(0):  # equity alone, nothing listed
-            pass
-    with guard.snapshot_room(most // 2), guard.snapshot_room(most // 2):
-        with pytest.raises(CapacityExceeded):
-            with guard.snapshot_room(1):
-                pass
-    with guard.snapshot_room(most):  # all of it let go
-        pass
+    full = guard.snapshot_room(most)
+    with pytest.raises(CapacityExceeded, match="send it again"):
+        guard.snapshot_room(1)
+    guard.snapshot_room(0)()  # equity alone, nothing listed
+    full()
+    halves = [guard.snapshot_room(most // 2), guard.snapshot_room(most // 2)]
+    with pytest.raises(CapacityExceeded):
+        guard.snapshot_room(1)
+    for half in halves:
+        half()
+    guard.snapshot_room(most)()  # all of it given back
+
+
+async def test_a_snapshot_whose_caller_gave_up_holds_its_room_until_it_is_applied() -> None:
+    """Review 35 (of the first version): the room was given back when the caller left,
+    while its snapshot stayed queued and was applied later, so callers that gave up and
+    sent again piled snapshots up as before."""
+    guard, _ = make_guard()
+    most = 3 * guard.engine.config.limits.max_snapshot_entries
+    ahead = threading.Event()
+
+    async def trip_held() -> None:  # a command before the snapshot, not done yet
+        await guard.run_async(_waits_for(ahead))
+    first = asyncio.ensure_future(trip_held())
+    await asyncio.sleep(0)
+    room = guard.snapshot_room(most)
+    caller = asyncio.ensure_future(guard.call_async(
+        lambda: guard.sync_positions("acc-1", 1e6, []), finished=room))
+    await asyncio.sleep(0)
+    caller.cancel()  # the client's deadline
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    with pytest.raises(CapacityExceeded):  # still queued: its room is still taken
+        guard.snapshot_room(1)
+    ahead.set()
+    await asyncio.wait_for(first, 5)
+    async with asyncio.timeout(5):
+        while guard.engine.book.equity("acc-1") is None:  # applied, then the room freed
+            await asyncio.sleep(0)
+    guard.snapshot_room(most)()
 
 
 def test_a_write_failure_trips_global_in_memory_and_is_not_acknowledged() -> None:

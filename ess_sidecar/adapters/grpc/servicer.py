@@ -148,11 +148,15 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         guard = self._guard
         lengths = len(request.positions), len(request.open_orders), len(request.included_fills)
         guard.check_snapshot_length(*lengths)  # before mapping them
-        with guard.snapshot_room(sum(lengths)):
+        room = guard.snapshot_room(sum(lengths))
+        try:
             positions = positions_from_proto(request)
             open_orders, included = open_orders_from_proto(request), included_from_proto(request)
-            count = await guard.call_async(lambda: guard.sync_positions(
-                request.account, request.equity, positions, open_orders, included))
+        except BaseException:
+            room()
+            raise
+        count = await guard.call_async(lambda: guard.sync_positions(
+            request.account, request.equity, positions, open_orders, included), finished=room)
         working = guard.working_count(request.account)
         return pb.SyncPositionsResponse(positions=count, working_orders=working)
 
