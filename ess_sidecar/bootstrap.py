@@ -133,7 +133,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         unreadable = "" if stored is None else "this process does not hold the state file's" \
             " lock: it may not write the journal beside it"
     alerts = open_alerts(settings)
-    guard = Guard(engine, store, clock, Subscribers(settings.watch.queue_size, settings.watch.max_watchers), alerts,
+    watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers)
+    guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
                   principals.is_operator if principals is not None else None)
     # The store's trips, even when the journal cannot be read:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from .domain.errors import CapacityExceeded, ShuttingDown, SubscriberTooSlow
+from .domain.errors import Busy, ShuttingDown, SubscriberTooSlow
 from .domain.scopes import Scope
 from .domain.states import Transition
 
@@ -79,15 +79,15 @@ class Subscribers:
         return len(self._subscriptions)
 
     def add(self, scopes: Iterable[Scope]) -> Subscription:
-        """A new watcher's queue. Raises ShuttingDown after close_all(), CapacityExceeded
-        while `most` watch already (review 35: behind a storm of trips fanned out to 3,000
-        watchers that never read, a panic waited past its caller's deadline, and gRPC
-        dropped it unread)."""
+        """A new watcher's queue. Raises ShuttingDown after close_all(), Busy while `most`
+        watch already (review 35: behind a storm of trips fanned out to 3,000 watchers that
+        never read, a panic waited past its caller's deadline, and gRPC dropped it unread).
+        Busy is UNAVAILABLE, a retry later: RESOURCE_EXHAUSTED tells a watcher to resume."""
         if self._closed:
             raise ShuttingDown("the sidecar is shutting down; resubscribe to another"
                                " or after its restart")
         if len(self._subscriptions) >= self.most:
-            raise CapacityExceeded(f"{self.most} watchers already (watch.max_watchers): each"
+            raise Busy(f"{self.most} watchers already (watch.max_watchers): each"
                                    " costs every transition a write; watch fewer scopes"
                                    " from one stream, or resubscribe later")
         subscription = Subscription(frozenset(scopes), self.queue_size)

@@ -47,6 +47,10 @@ class ShuttingDown(GuardError):
     """The sidecar is stopping; callers retry elsewhere or later."""
 
 
+class Busy(GuardError):
+    """The sidecar serves as many of these as it may (watchers); callers retry later."""
+
+
 class CapacityExceeded(GuardError):
     """A hard cap on what the sidecar keeps in memory was reached; nothing was changed
     but what failing closed needs."""

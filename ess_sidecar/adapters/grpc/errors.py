@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import grpc
 
-from ...domain.errors import CapacityExceeded, DrillRefused, GuardError, InvalidArgument, \
-    PermissionDenied, ResetRefused, ResyncRequired, ShuttingDown, StoreUnavailable, \
-    SubscriberTooSlow, Unauthenticated
+from ...domain.errors import Busy, CapacityExceeded, DrillRefused, GuardError, \
+    InvalidArgument, PermissionDenied, ResetRefused, ResyncRequired, ShuttingDown, \
+    StoreUnavailable, SubscriberTooSlow, Unauthenticated
 
 # Most specific first: SubscriberTooSlow is a ResyncRequired.
 STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [
@@ -23,6 +23,7 @@ STATUS: list[tuple[type[GuardError], grpc.StatusCode]] = [
     (CapacityExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ResyncRequired, grpc.StatusCode.OUT_OF_RANGE),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    (Busy, grpc.StatusCode.UNAVAILABLE),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
