@@ -29,9 +29,11 @@ class Scope:
 
     @classmethod
     def parse(cls, text: str, field: str = "scope") -> Scope:
-        """Parse "GLOBAL" or "KIND:id" (the kind's ASCII letters in any case; review 35:
-        " ſymbol\t" was SYMBOL, Unicode's upper case of the long s being S)."""
+        """Parse "GLOBAL" or "KIND:id": the kind in ASCII letters, in any case, ASCII
+        spaces around it let go (review 35: "ſymbol" was SYMBOL, Unicode's upper case of
+        the long s being S)."""
         kind_name, _, ident = text.partition(":")
+        kind_name = kind_name.strip(" \t")
         kind = ScopeKind.__members__.get(kind_name.upper()) if kind_name.isascii() else None
         if kind is None:
             raise InvalidArgument(field, f"unknown scope kind in {text!r}")

@@ -204,18 +204,23 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
 
 
 def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> str:
-    """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot."""
+    """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot;
+    and whether either is stopped as the request asked (a halt: TRIPPED; reduce-only:
+    REDUCE_ONLY or TRIPPED)."""
     try:
         scopes = sidecar.call("GetState", pb.GetStateRequest()).scopes
     except grpc.RpcError as error:
         return (f"the sidecar cannot say whether trading stopped ({error.code().name}):"
                 " assume it did NOT")
-    states = {scope_name(s.scope): enum_name(pb.State.DESCRIPTOR, s.state) for s in scopes}
-    asked = scope_name(request.scope)
-    said = [f"{name} is {states.get(name, 'ARMED')}" for name in dict.fromkeys([asked, "GLOBAL"])]
-    stopped = any(name in states for name in (asked, "GLOBAL"))
+    states = {scope_name(s.scope): s.state for s in scopes}
+    enough = {pb.STATE_TRIPPED} if request.mode != pb.TRIGGER_MODE_REDUCE_ONLY \
+        else {pb.STATE_TRIPPED, pb.STATE_REDUCE_ONLY}
+    looked = list(dict.fromkeys([scope_name(request.scope), "GLOBAL"]))
+    said = [f"{name} is {enum_name(pb.State.DESCRIPTOR, states.get(name, pb.STATE_ARMED))}"
+            for name in looked]
+    stopped = any(states.get(name) in enough for name in looked)
     return f"the sidecar says {' and '.join(said)}" + (
-        "" if stopped else ": trading was NOT stopped")
+        "" if stopped else ": trading was NOT stopped as asked")
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],

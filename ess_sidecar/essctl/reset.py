@@ -120,6 +120,10 @@ def cooldown_end(current: pb.ScopeState) -> datetime | None:
     return ends if ends > datetime.now(UTC) else None
 
 
+# How the sidecar's refusal for a reset cooldown reads (GuardEngine._check_resumable).
+COOLDOWN_REFUSAL = "is in its reset cooldown until"
+
+
 def refused(message: str, current: pb.ScopeState, out: Output) -> int:
     ends = cooldown_end(current)
     if out.json:
@@ -127,7 +131,7 @@ def refused(message: str, current: pb.ScopeState, out: Output) -> int:
                   "cooldown_ends_at": utc_iso(ends) if ends else None})
         return Exit.NO
     out.line(Text("REFUSED", style="bold red"), f": {message}")
-    if ends and "cooldown" in message:  # not a four-eyes or a breaker's refusal (review 35)
+    if ends and COOLDOWN_REFUSAL in message:  # not four-eyes' or a breaker's (review 35)
         left = (ends - datetime.now(UTC)).total_seconds()
         out.line(f"cooldown ends at {local(ends)} ({utc_iso(ends)}), in {duration(left)}")
     return Exit.NO

@@ -108,9 +108,12 @@ def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsy
     ([Refusal(grpc.StatusCode.UNAVAILABLE, "state store write failed: disk full")],
      [GLOBAL_TRIPPED], "the sidecar says GLOBAL is TRIPPED"),
     ([LATE, LATE], [pb.GetStateResponse()], "GLOBAL is ARMED: trading was NOT stopped"),
+    ([LATE, LATE], [pb.GetStateResponse(scopes=[pb.ScopeState(
+        scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_COOLING_DOWN)])],
+     "GLOBAL is COOLING_DOWN: trading was NOT stopped"),
     ([LATE, LATE], [LATE], "cannot say whether trading stopped (DEADLINE_EXCEEDED): assume"
                            " it did NOT"),
-], ids=["unstored", "unapplied", "unknown"])
+], ids=["unstored", "unapplied", "re-arming", "unknown"])
 def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, state, told):
     """Review 35: the operator saw only the error, whether the sidecar halted in memory
     (a full disk) or never applied the stop."""
