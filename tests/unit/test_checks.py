@@ -208,6 +208,21 @@ def test_with_equity_reported_zero_an_order_that_only_reduces_is_allowed(restric
     assert engine.check(order(10, 99), T0).reason in (R.EQUITY_UNKNOWN, R.REDUCE_ONLY)
 
 
+@pytest.mark.parametrize("held, side", [(100, Side.SELL), (-100, Side.BUY)], ids=["long", "short"])
+@pytest.mark.parametrize("restricted", [False, True], ids=["armed", "reduce-only"])
+def test_an_order_that_only_reduces_is_never_denied_for_its_price(held, side, restricted):
+    """Review 35: with 29 % of equity held, a sell of 5 of a long of 100 at 110 (the
+    formula values the 95 left at 110: 30.3 %) was denied SYMBOL_EXPOSURE, in REDUCE_ONLY
+    too, and a buy to cover a short the same; with equity reported 0 it was allowed."""
+    engine = make_engine(equity=34_483, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 34_483, [position(held, 100)])
+    if restricted:
+        trip(engine, symbol(), T0, TriggerMode.REDUCE_ONLY)
+    allow(engine, order(5, 110, side))
+    grows = Side.BUY if side is Side.SELL else Side.SELL  # the other way is judged
+    assert not engine.check(order(5, 110, grows), T0).allowed
+
+
 def test_an_unpriced_leg_elsewhere_leaves_a_worth_judged_on_what_is_known():
     """Review 35: a leg of another strategy in a symbol with no price turned off the
     strategy and portfolio limits for an order that grows a worth and no worst case (a
