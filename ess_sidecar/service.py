@@ -247,6 +247,12 @@ class Guard(GuardReadings):
                        open_orders: list[OpenOrder] | None = None,
                        included: list[IncludedFills] | None = None) -> int:
         now = self._clock.now()
+        if open_orders:
+            listed, open_orders = len(open_orders), self.engine.adoptable(account, open_orders)
+            if len(open_orders) < listed:
+                log.warning("snapshot's unknown orders not adopted: order ids at their cap",
+                            extra={"account": account, "left_out": listed - len(open_orders),
+                                   "limit": "limits.max_remembered_orders"})
         adopted = self.engine.sync_positions(account, equity, positions, open_orders, now,
                                              included)
         self._record(PositionsSynced(account, equity, tuple(positions),

@@ -23,7 +23,7 @@ from .commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, M
 from .config import GuardConfig
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
-from .errors import CapacityExceeded, DrillRefused, InvalidArgument, ResetRefused
+from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .book import Book
 from .ids import canonical_id
@@ -178,24 +178,21 @@ class GuardEngine:
         `limits.max_snapshot_entries`: a snapshot is applied in one piece, so its size
         bounds how long a `Trigger` sent meanwhile waits."""
         self.check_snapshot_length(len(positions), len(open_orders or ()), len(included or ()))
-        self._check_room_to_adopt(account, open_orders or [])
         return self._sync_positions(account, equity, positions, open_orders, now, included)
 
-    def _check_room_to_adopt(self, account: str, open_orders: list[OpenOrder]) -> None:
-        """CapacityExceeded for a snapshot listing orders the sidecar does not know (it
-        would adopt them) while it remembers `limits.max_remembered_orders` order ids
-        already (review 35: adoption went past the cap, 36 MiB a second for as long as
-        snapshots of new ids came). New orders are denied meanwhile, so nothing is
-        allowed that the refused snapshot's orders would have denied; one that starts
-        under the cap is applied whole (at most one snapshot's orders over it)."""
-        most, records = self.config.limits.max_remembered_orders, self.orders.records
-        if len(records) >= most and any((account, order.client_order_id) not in records
-                                        for order in open_orders):
-            raise CapacityExceeded(f"{len(records)} order ids are remembered (the most:"
-                                   " limits.max_remembered_orders): a snapshot listing orders"
-                                   " the sidecar does not know waits until ids are forgotten"
-                                   " (limits.order_id_retention_s); new orders are denied"
-                                   " meanwhile")
+    def adoptable(self, account: str, open_orders: list[OpenOrder]) -> list[OpenOrder]:
+        """The open orders a snapshot may list now: while the sidecar remembers
+        `limits.max_remembered_orders` order ids, those it does not know are left out, not
+        adopted (review 35: adoption went past the cap, 36 MiB a second for as long as
+        snapshots of new ids came); the rest of the snapshot applies (refused whole, it
+        left the orders it would have ended working for good). Nothing is allowed that
+        the orders left out would have denied: new orders are denied at the cap, and
+        their fills trip the account as unchecked. One that starts under the cap adopts
+        every order it lists (the ids pass the cap by one snapshot's list at most)."""
+        records = self.orders.records
+        if len(records) < self.config.limits.max_remembered_orders:
+            return open_orders
+        return [order for order in open_orders if (account, order.client_order_id) in records]
 
     def check_snapshot_length(self, positions: int, open_orders: int, included: int) -> None:
         """InvalidArgument naming the list a snapshot would hold too many entries in (an

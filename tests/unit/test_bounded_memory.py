@@ -3,6 +3,8 @@ hard caps fail closed with a clear error, never a silent allow."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
@@ -17,6 +19,9 @@ from ess_sidecar.domain.orders import OpenOrder, Order, OrderStatus, OrderUpdate
     PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State
+from ess_sidecar.domain.commands import Command
+from ess_sidecar.domain.states import Transition
+from ess_sidecar.ports import NoJournal
 from ess_sidecar.service import Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
@@ -109,24 +114,41 @@ def test_an_account_that_holds_nothing_is_forgotten() -> None:
     assert engine.book.accounts == {}
 
 
+class RecordingJournal(NoJournal):
+    def __init__(self) -> None:
+        self.commands: list[Command | None] = []
+
+    def record(self, command: Command | None, transitions: Sequence[Transition] = ()) -> None:
+        self.commands.append(command)
+
+
 def test_a_snapshot_adopts_no_order_while_the_order_ids_remembered_are_at_their_cap() -> None:
     """Review 35: adopted orders went past limits.max_remembered_orders, 36 MiB a second
-    for as long as snapshots of new ids came. One that starts under the cap is applied
-    whole; at the cap, one listing an order the sidecar does not know is refused and
-    changes nothing, one listing known orders only is applied, and new orders are denied."""
+    for as long as snapshots of new ids came; the first fix refused such a snapshot
+    whole, and the working orders it would have ended stayed for good. One that starts
+    under the cap adopts all it lists; at the cap the orders it lists that the sidecar
+    does not know are left out, the rest applies, and new orders are denied."""
     engine = make_engine(limits=LimitSettings(max_remembered_orders=1000,
                                               duplicate_identical_orders=0))
-    listed = [OpenOrder(f"v-{i}", "s", "AAPL", Side.BUY, 1, 100) for i in range(1000)]
+    journal = RecordingJournal()
+    guard = Guard(engine, InMemoryStateStore(), FakeClock(T0), Subscribers(16),
+                  journal=journal)
     marked = [PositionSnapshot("s", "AAPL", 0, 100)]
-    engine.sync_positions("acc-1", 1e6, marked, listed, T0)  # from 0: applied whole
-    assert len(engine.orders.records) == 1000
-    with pytest.raises(CapacityExceeded, match="limits.max_remembered_orders"):
-        engine.sync_positions("acc-2", 1e6, [], [OpenOrder("new", "s", "AAPL", Side.BUY, 1,
-                                                           100)], T0)
-    assert len(engine.orders.records) == 1000 and engine.book.equity("acc-2") is None
-    assert engine.sync_positions("acc-1", 1e6, marked, listed[:10], T0) == 0
+    listed = [OpenOrder(f"v-{i}", "s", "AAPL", Side.BUY, 1, 100) for i in range(1000)]
+    guard.sync_positions("acc-1", 1e6, marked, listed)  # from 0: adopted whole
+    assert len(engine.orders.records) == 1000 and engine.orders.working_count("acc-1") == 1000
+    unknown = [OpenOrder("new", "s", "AAPL", Side.BUY, 1, 100)]
+    guard.sync_positions("acc-1", 2e6, [PositionSnapshot("s", "AAPL", 5, 100)],
+                         listed[:10] + unknown)
+    assert len(engine.orders.records) == 1000  # "new" left out, not adopted
+    assert engine.orders.working_count("acc-1") == 10  # the other 990 ended
+    assert (engine.book.equity("acc-1"), engine.book.position("acc-1", "s", "AAPL")) == (2e6, 5)
     denied = engine.check(Order("acc-1", "s", "AAPL", Side.BUY, 1, 100, client_order_id="c"), T0)
     assert denied.reason is DecisionReason.DUPLICATE_ORDER
+    replayed = make_engine(limits=engine.config.limits)  # the journal holds what applied
+    for command in journal.commands:
+        replayed.replay(command, [])
+    assert set(replayed.orders.records) == set(engine.orders.records)
 
 
 def test_rate_windows_of_idle_strategies_are_forgotten() -> None:
