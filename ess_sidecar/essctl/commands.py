@@ -206,19 +206,20 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
 def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> str:
     """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot;
     and whether either is stopped as the request asked (a halt: TRIPPED; reduce-only:
-    REDUCE_ONLY or TRIPPED)."""
+    REDUCE_ONLY or TRIPPED), a drill's state not counted: it lifts itself."""
     try:
         scopes = sidecar.call("GetState", pb.GetStateRequest()).scopes
     except grpc.RpcError as error:
         return (f"the sidecar cannot say whether trading stopped ({error.code().name}):"
                 " assume it did NOT")
     states = {scope_name(s.scope): s.state for s in scopes}
+    drills = {scope_name(s.scope) for s in scopes if s.drill}  # a drill lifts itself
     enough = {pb.STATE_TRIPPED} if request.mode != pb.TRIGGER_MODE_REDUCE_ONLY \
         else {pb.STATE_TRIPPED, pb.STATE_REDUCE_ONLY}
     looked = list(dict.fromkeys([scope_name(request.scope), "GLOBAL"]))
     said = [f"{name} is {enum_name(pb.State.DESCRIPTOR, states.get(name, pb.STATE_ARMED))}"
             for name in looked]
-    stopped = any(states.get(name) in enough for name in looked)
+    stopped = any(states.get(name) in enough and name not in drills for name in looked)
     return f"the sidecar says {' and '.join(said)}" + (
         "" if stopped else ": trading was NOT stopped as asked")
 

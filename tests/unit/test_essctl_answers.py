@@ -111,9 +111,12 @@ def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsy
     ([LATE, LATE], [pb.GetStateResponse(scopes=[pb.ScopeState(
         scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_COOLING_DOWN)])],
      "GLOBAL is COOLING_DOWN: trading was NOT stopped"),
+    ([LATE, LATE], [pb.GetStateResponse(scopes=[pb.ScopeState(  # a drill lifts itself
+        scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_TRIPPED, drill=True)])],
+     "GLOBAL is TRIPPED: trading was NOT stopped"),
     ([LATE, LATE], [LATE], "cannot say whether trading stopped (DEADLINE_EXCEEDED): assume"
                            " it did NOT"),
-], ids=["unstored", "unapplied", "re-arming", "unknown"])
+], ids=["unstored", "unapplied", "re-arming", "drill", "unknown"])
 def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, state, told):
     """Review 35: the operator saw only the error, whether the sidecar halted in memory
     (a full disk) or never applied the stop."""

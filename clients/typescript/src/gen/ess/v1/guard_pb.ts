@@ -5,8 +5,10 @@
 // INVALID_ARGUMENT (bad input; the message names the field, nothing changed),
 // UNAUTHENTICATED (a missing or unknown bearer token in the "authorization" metadata) /
 // PERMISSION_DENIED (the principal's role may not call this RPC; nothing changed), FAILED_PRECONDITION (a refused reset),
-// OUT_OF_RANGE / RESOURCE_EXHAUSTED (a watcher must resync), UNAVAILABLE (shutting down,
-// or the state store cannot make a transition durable). Clients treat every error,
+// OUT_OF_RANGE / RESOURCE_EXHAUSTED (a watcher must resync; RESOURCE_EXHAUSTED also a cap
+// reached: a snapshot while others in flight are applied, evidence or registrations),
+// UNAVAILABLE (shutting down, the state store cannot make a transition durable, or as
+// many WatchState streams as the sidecar serves: retry later). Clients treat every error,
 // missed deadline or malformed answer as a denial.
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
