@@ -143,9 +143,9 @@ class Guard(GuardReadings):
         # False once the server stops taking calls: from then on a stop (a new Trigger)
         # is refused, so no check is answered either (the adapters refuse them).
         self.deciding = True
-        # Whether a principal's name, with a credential it came with ("": any), is an
-        # operator's now (None: authentication is off, and four-eyes with it): a four-eyes
-        # request whose requester is not is void.
+        # Whether a principal's name, with the credential it came with, is an operator's
+        # now (None: authentication is off, and four-eyes with it): a four-eyes request
+        # whose requester is not is void.
         self._is_operator = is_operator
         self._snapshot_entries = 0  # of snapshots being mapped or applied (snapshot_room)
 

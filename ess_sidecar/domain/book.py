@@ -35,6 +35,9 @@ from .orders import Side
 # Bound on the relative rounding error of one update: a subtraction and two additions,
 # each within half an ulp (2**-53), counted twice over to be safe.
 ROUNDING: Final = 2.0 ** -51
+# How far past zero a reduction may take a position, relative to it: what the sums of
+# working orders round by (reduced_by), as fills are matched within working.FILL_TOLERANCE.
+_SLACK: Final = 1.0 + 1e-9
 # Final: the compiled domain reads these as C statics (Side.BUY is two dict lookups).
 _BUY: Final = Side.BUY
 _SELL: Final = Side.SELL
@@ -138,10 +141,13 @@ class Leg:
 
     def reduced_by(self, side: Side, quantity: float) -> bool:
         """Whether an order only reduces this position: even if it and every working
-        order on its side filled, the position would shrink without crossing zero."""
+        order on its side filled, the position would shrink without crossing zero (by
+        more than the rounding of the sums: review 35, a sell of exactly what was left of
+        a long, 14.30146 less sells of 1.322 and 9.501, was not reducing, and REDUCE_ONLY
+        denied it)."""
         if side is _SELL:
-            return self.position > 0.0 and self.selling + quantity <= self.position
-        return self.position < 0.0 and self.buying + quantity <= -self.position
+            return self.position > 0.0 and self.selling + quantity <= self.position * _SLACK
+        return self.position < 0.0 and self.buying + quantity <= -self.position * _SLACK
 
     def idle(self) -> bool:
         return not self.position and not self.working

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
-from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.adapters.auth.tokens import load_principals, new_token, tokens_file_line
 from ess_sidecar.adapters.grpc.auth import Authenticator
 from ess_sidecar.domain.access import Role
 from tests.integration.conftest import Running, order, strategy_scope
@@ -239,6 +239,20 @@ async def test_a_heartbeat_is_bound_to_the_principal_that_registered_it(
                                                      scope=strategy_scope()),
                                  metadata=bearer(tokens["ops"]))
     assert running.app.guard.engine.heartbeats.registrations() == []
+
+
+def test_a_request_counts_only_with_the_credential_it_was_made_with(
+        tmp_path: Path, tokens: dict[str, str]) -> None:
+    """Review 35l: a request journaled by an earlier version keeps no credential, and ""
+    matched any, so after an upgrade with the token rotated it still counted."""
+    principals = load_principals(tmp_path / "tokens.toml")
+    alice = principals.by_token(tokens["operator"])
+    assert alice is not None and alice.credential.startswith("token:")
+    assert principals.is_operator("operator", alice.credential)
+    other = principals.by_token(tokens["operator2"])
+    assert other is not None
+    for credential in ("", other.credential, "certificate"):
+        assert not principals.is_operator("operator", credential)
 
 
 @pytest.mark.parametrize("revoked", ["removed", "replaced"])

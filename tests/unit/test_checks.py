@@ -223,6 +223,18 @@ def test_an_order_that_only_reduces_is_never_denied_for_its_price(held, side, re
     assert not engine.check(order(5, 110, grows), T0).allowed
 
 
+def test_a_sell_of_exactly_what_is_left_reduces_whatever_the_sums_round_to():
+    """Review 35k: a long of 14.30146 (as a float, 14.301459999999999) with sells of
+    1.322 and 9.501 working: a sell of the 3.47846 left summed past the position in
+    floating point, was not reducing, and REDUCE_ONLY denied closing the position."""
+    engine = make_engine(equity=1_000_000, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 1_000_000, [position(14.301459999999999, 100)])
+    allow(engine, order(1.322, 100, Side.SELL), order(9.501, 100, Side.SELL))
+    trip(engine, symbol(), T0, TriggerMode.REDUCE_ONLY)
+    allow(engine, order(3.47846, 100, Side.SELL))
+    assert engine.check(order(0.001, 100, Side.SELL), T0).reason is R.REDUCE_ONLY
+
+
 def test_an_unpriced_leg_elsewhere_leaves_a_worth_judged_on_what_is_known():
     """Review 35: a leg of another strategy in a symbol with no price turned off the
     strategy and portfolio limits for an order that grows a worth and no worst case (a

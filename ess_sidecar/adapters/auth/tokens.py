@@ -60,11 +60,12 @@ class Principals:
     def by_certificate(self, common_name: str) -> Principal | None:
         return self.certificates.get(common_name)
 
-    def is_operator(self, name: str, credential: str = "") -> bool:
-        """Whether a token or a certificate names `name` an operator; with `credential`
-        (Principal.credential), that one: a token replaced by another is not."""
-        return any(p.name == name and p.role is Role.OPERATOR
-                   and credential in ("", p.credential)
+    def is_operator(self, name: str, credential: str) -> bool:
+        """Whether the token or certificate `credential` (Principal.credential) names
+        `name` an operator: a token replaced by another does not, and "" (a request
+        journaled by an earlier version, which kept none) matches nothing (review 35l: an
+        upgrade is a restart, and such a request survived the rotation of its token)."""
+        return any(p.name == name and p.role is Role.OPERATOR and p.credential == credential
                    for p in (*(p for _, p in self.tokens), *self.certificates.values()))
 
     def __bool__(self) -> bool:
