@@ -227,11 +227,10 @@ class Guard(GuardReadings):
     def snapshot_room(self, entries: int) -> Callable[[], None]:
         """Room for a snapshot of `entries`, taken until the returned call gives it back
         (call_async's `finished`: once it is applied or refused, even if its caller gave up
-        meanwhile, for it stays queued). Refused (CapacityExceeded)
-        while snapshots in flight hold, with it, more entries than one snapshot's three
-        lists may (review 35: 16 snapshots of 60,000 entries each, sent at once, held a
-        Trigger 2.1 s; each is applied in one piece, one after another). One alone is
-        always let in."""
+        meanwhile, for it stays queued). Refused (CapacityExceeded) while snapshots in
+        flight hold, with it, more entries than one snapshot's three lists may (review 35:
+        16 snapshots of 60,000 entries each, sent at once, held a Trigger 2.1 s; each is
+        applied in one piece, one after another). One alone is always let in."""
         most = 3 * self.engine.config.limits.max_snapshot_entries
         if self._snapshot_entries and self._snapshot_entries + entries > most:
             raise CapacityExceeded(f"snapshots of {self._snapshot_entries} entries are being"

@@ -17,8 +17,9 @@
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
   fills (within the price band of the last snapshot's mark: lifecycle.apply_fill), never another
   account's; else the symbol's configured `reference_price`. With exposure limits on, an
-  order that could grow a worst case or its worth at some mark is denied EQUITY_UNKNOWN
-  with no equity known, MARK_UNKNOWN with no mark: the sidecar does not guess.
+  order that could grow a worst case or its worth at some mark, and does not only reduce
+  the position, is denied EQUITY_UNKNOWN with no equity known, MARK_UNKNOWN with no mark:
+  the sidecar does not guess.
 - **Price.** No order is valued under its own limit price: each side of a quantity's
   worst case (the position with every working buy filled, and with every working sell)
   is valued at the larger of the mark and the highest limit price among the working
@@ -112,11 +113,10 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
 
     With no equity or no mark, an order is denied EQUITY_UNKNOWN or MARK_UNKNOWN unless
     it could raise no worth at any mark (_may_raise; one that only reduces the position
-    never comes here: check_exposure). A leg
-    of another symbol with no price counts 0 in the sums, which are then lower bounds: an
-    order growing its own leg's worst case is denied MARK_UNKNOWN, one growing only a
-    worth is judged on them. docs/design.md ("The exposure model") says what each rule
-    closed."""
+    never comes here: check_exposure). A leg of another symbol with no price counts 0 in
+    the sums, which are then lower bounds: an order growing its own leg's worst case is
+    denied MARK_UNKNOWN, one growing only a worth is judged on them. docs/design.md ("The
+    exposure model") says what each rule closed."""
     buy = order.quantity if order.side is _BUY else 0.0
     sell = 0.0 if buy else order.quantity
     equity, mark = book.equity, book.price(order.symbol)
