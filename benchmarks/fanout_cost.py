@@ -82,6 +82,14 @@ async def serve_bare(listen: str, uds: str, rate: float) -> None:
         publisher.cancel()
 
 
+def watch_config(tmp: str, watchers: int) -> str:
+    """A config file serving `watchers` watchers (watch.max_watchers is 100 by default)."""
+    path = f"{tmp}/ess.toml"
+    with open(path, "w") as f:
+        f.write(f"[watch]\nmax_watchers = {watchers + 1}\n")
+    return path
+
+
 def measure(server: Server, watchers_binary: str, watchers: int, seconds: float,
             rate: float) -> dict:
     target = server.target("uds")
@@ -126,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, argv_, sidecar in (
                 ("bare aio", [os.path.abspath(__file__), "--serve-bare", "--rate",
                               str(args.rate)], False),
-                ("sidecar", ["-m", "ess_sidecar", "serve", "--state", f"{tmp}/ess.db"], True)):
+                ("sidecar", ["-m", "ess_sidecar", "serve", "--state", f"{tmp}/ess.db",
+                             "--config", watch_config(tmp, args.watchers)], True)):
             server = start_server(name, argv_, tmp, sidecar)
             try:
                 wait_serving(server, 30)

@@ -234,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         watchers_binary, _ = build(tmp, "esswatchers")
         print(f"client: Go ({go_version}); {args.api}, one call in flight, Unix socket")
         metrics = f"127.0.0.1:{free_port()}"
-        with open(f"{tmp}/ess.toml", "w") as f:
-            f.write(workload.config(args.calls))
+        with open(f"{tmp}/ess.toml", "w") as f:  # as many watchers as a phase opens
+            f.write(workload.config(args.calls)
+                    + f"[watch]\nmax_watchers = {max([1, *args.watchers]) + 1}\n")
         server = start_server("sidecar", ["-m", "ess_sidecar", "serve", "--config",
                                           f"{tmp}/ess.toml", "--state", f"{tmp}/ess.db",
                                           "--metrics-listen", metrics], tmp, True)

@@ -118,8 +118,8 @@ class StoreSettings(_Section):
 class WatchSettings(_Section):
     heartbeat_interval_s: float = Field(5.0, gt=0, le=3600, description="WatchState heartbeat period")
     queue_size: int = Field(1024, ge=1, description="events queued per subscriber before resync")
-    max_watchers: int = Field(1000, ge=1, le=100_000,
-                              description="WatchState streams at once; more: RESOURCE_EXHAUSTED")
+    max_watchers: int = Field(100, ge=1, le=100_000,
+                              description="WatchState streams at once; more: UNAVAILABLE")
 
 
 class TimerSettings(_Section):

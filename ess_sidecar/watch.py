@@ -69,7 +69,7 @@ class Subscription:
 
 
 class Subscribers:
-    def __init__(self, queue_size: int, most: int = 1000) -> None:
+    def __init__(self, queue_size: int, most: int = 100) -> None:
         self.queue_size = queue_size
         self.most = most  # watchers at once: each costs every transition a write
         self._subscriptions: set[Subscription] = set()

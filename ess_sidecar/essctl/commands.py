@@ -220,8 +220,9 @@ def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> str:
     said = [f"{name} is {enum_name(pb.State.DESCRIPTOR, states.get(name, pb.STATE_ARMED))}"
             for name in looked]
     stopped = any(states.get(name) in enough and name not in drills for name in looked)
-    return f"the sidecar says {' and '.join(said)}" + (
-        "" if stopped else ": trading was NOT stopped as asked")
+    return f"the sidecar says {' and '.join(said)}" + ("" if stopped else (
+        ": trading was NOT stopped as asked (a stop still queued there may yet land: look"
+        " again with essctl status)"))
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],
