@@ -246,14 +246,15 @@ class Guard(GuardReadings):
                        open_orders: list[OpenOrder] | None = None,
                        included: list[IncludedFills] | None = None) -> int:
         now = self._clock.now()
+        listed = len(open_orders or ())
         if open_orders:
-            listed, open_orders = len(open_orders), self.engine.adoptable(account, open_orders)
-            if len(open_orders) < listed:
-                log.warning("snapshot's unknown orders not adopted: order ids at their cap",
-                            extra={"account": account, "left_out": listed - len(open_orders),
-                                   "limit": "limits.max_remembered_orders"})
+            open_orders = self.engine.adoptable(account, open_orders)
         adopted = self.engine.sync_positions(account, equity, positions, open_orders, now,
                                              included)
+        if listed > len(open_orders or ()):
+            log.warning("snapshot's unknown orders not adopted: order ids at their cap",
+                        extra={"account": account, "left_out": listed - len(open_orders or ()),
+                               "limit": "limits.max_remembered_orders"})
         self._record(PositionsSynced(account, equity, tuple(positions),
                                      None if open_orders is None else tuple(open_orders), now,
                                      tuple(included or ())))

@@ -180,6 +180,23 @@ class GuardEngine:
         self.check_snapshot_length(len(positions), len(open_orders or ()), len(included or ()))
         return self._sync_positions(account, equity, positions, open_orders, now, included)
 
+    def _checked_orders(self, account: str, open_orders: list[OpenOrder]) -> list[OpenOrder]:
+        """A snapshot's open orders, validated as a list (InvalidArgument naming the entry):
+        each one, no id twice, a known order listed as what it is."""
+        orders = [validate_open_order(o, f"open_orders[{i}]")
+                  for i, o in enumerate(open_orders)]
+        ids = [o.client_order_id for o in orders]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("open_orders", "lists a client_order_id twice")
+        for index, listed in enumerate(orders):
+            known = self.orders.exact(account, listed.client_order_id)
+            if known is not None and (known.strategy, known.symbol, known.side) != \
+                    (listed.strategy, listed.symbol, listed.side):
+                raise InvalidArgument(f"open_orders[{index}]", f"order"
+                                      f" {known.client_order_id!r} is {known.side.name}"
+                                      f" {known.symbol} for strategy {known.strategy}")
+        return orders
+
     def adoptable(self, account: str, open_orders: list[OpenOrder]) -> list[OpenOrder]:
         """The open orders a snapshot may list now: while the sidecar remembers
         `limits.max_remembered_orders` order ids, those it does not know are left out, not
@@ -188,11 +205,15 @@ class GuardEngine:
         left the orders it would have ended working for good). Nothing is allowed that
         the orders left out would have denied: new orders are denied at the cap, and
         their fills trip the account as unchecked. One that starts under the cap adopts
-        every order it lists (the ids pass the cap by one snapshot's list at most)."""
+        every order it lists (the ids pass the cap by one snapshot's list at most). The
+        list is validated whole first (review 35o: left out first, two unknown orders of
+        one id passed, and an error named an entry by its place in what was left)."""
         records = self.orders.records
         if len(records) < self.config.limits.max_remembered_orders:
             return open_orders
-        return [order for order in open_orders if (account, order.client_order_id) in records]
+        account = canonical_id(account, "account")
+        return [order for order in self._checked_orders(account, open_orders)
+                if (account, order.client_order_id) in records]
 
     def check_snapshot_length(self, positions: int, open_orders: int, included: int) -> None:
         """InvalidArgument naming the list a snapshot would hold too many entries in (an
@@ -227,20 +248,7 @@ class GuardEngine:
                                       f" {position.strategy}/{position.symbol}")
             seen.add(key)
             checked.append(position)
-        orders = None
-        if open_orders is not None:
-            orders = [validate_open_order(o, f"open_orders[{i}]")
-                      for i, o in enumerate(open_orders)]
-            ids = [o.client_order_id for o in orders]
-            if len(set(ids)) != len(ids):
-                raise InvalidArgument("open_orders", "lists a client_order_id twice")
-            for index, listed in enumerate(orders):
-                known = self.orders.exact(account, listed.client_order_id)
-                if known is not None and (known.strategy, known.symbol, known.side) != \
-                        (listed.strategy, listed.symbol, listed.side):
-                    raise InvalidArgument(f"open_orders[{index}]", f"order"
-                                          f" {known.client_order_id!r} is {known.side.name}"
-                                          f" {known.symbol} for strategy {known.strategy}")
+        orders = None if open_orders is None else self._checked_orders(account, open_orders)
         counted = [validate_included(c, f"included_fills[{i}]")
                    for i, c in enumerate(included or ())]
         if len({c.client_order_id for c in counted}) != len(counted):

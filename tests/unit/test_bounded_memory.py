@@ -12,7 +12,7 @@ from ess_sidecar.domain import heartbeats
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
-from ess_sidecar.domain.errors import CapacityExceeded
+from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import OpenOrder, Order, OrderStatus, OrderUpdate, \
@@ -145,6 +145,14 @@ def test_a_snapshot_adopts_no_order_while_the_order_ids_remembered_are_at_their_
     assert (engine.book.equity("acc-1"), engine.book.position("acc-1", "s", "AAPL")) == (2e6, 5)
     denied = engine.check(Order("acc-1", "s", "AAPL", Side.BUY, 1, 100, client_order_id="c"), T0)
     assert denied.reason is DecisionReason.DUPLICATE_ORDER
+    twice = [unknown[0], unknown[0]]  # review 35o: left out first, this passed and applied
+    with pytest.raises(InvalidArgument, match="twice"):
+        guard.sync_positions("acc-1", 3e6, marked, twice)
+    mislisted = [OpenOrder("v-1", "other", "AAPL", Side.BUY, 1, 100)]
+    with pytest.raises(InvalidArgument) as raised:  # named by its place in the whole list
+        guard.sync_positions("acc-1", 3e6, marked, unknown + [listed[0]] + mislisted)
+    assert raised.value.field == "open_orders[2]"
+    assert engine.book.equity("acc-1") == 2e6 and engine.orders.working_count("acc-1") == 10
     replayed = make_engine(limits=engine.config.limits)  # the journal holds what applied
     for command in journal.commands:
         replayed.replay(command, [])
