@@ -18,8 +18,8 @@ from .domain.errors import StoreUnavailable
 from .domain.scopes import GLOBAL
 from .domain.states import Cause, Transition, TriggerMode
 from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
-    StoredState, SystemClock
-from .recovery import reconcile, replay
+    SteadyClock, StoredState, SystemClock
+from .recovery import latest_time, reconcile, replay
 from .service import Guard
 from .settings import Settings
 from .timers import Timers
@@ -112,13 +112,21 @@ def open_observability(settings: Settings,
     return observability(settings.telemetry, span_exporters)
 
 
+def steady_clock(floor: float) -> SteadyClock:
+    """The serving clock, from the system's time or `floor` if that is later (said)."""
+    clock = SteadyClock(floor)
+    if clock.behind:
+        log.warning("the system clock is %.3f s behind the latest time in the state on disk:"
+                    " the sidecar's clock starts from that time instead", clock.behind)
+    return clock
+
+
 def build(settings: Settings, clock: Clock | None = None, store: StateStore | None = None,
           span_exporters: Sequence[Any] = (), journal: Journal | None = None) -> App:
     """Load the latched state, replay the journal and wire the guard and its timers. An
     unreadable or
     damaged store or journal starts the sidecar with GLOBAL tripped (in memory) and the
     reason, rather than not at all. Spans also go to `span_exporters` (tests)."""
-    clock = clock or SystemClock()
     principals = open_principals(settings)  # first: a bad tokens or TLS file opens nothing
     credentials = open_credentials(settings)
     observed = open_observability(settings, span_exporters)
@@ -133,6 +141,9 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         unreadable = "" if stored is None else "this process does not hold the state file's" \
             " lock: it may not write the journal beside it"
     alerts = open_alerts(settings)
+    steady = None
+    if clock is None:  # serving: a step of the system clock moves no deadline
+        clock = steady = steady_clock(latest_time(stored, entries))
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
@@ -155,7 +166,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         log.error("%s; GLOBAL is tripped in this process", error)
         guard.fail_closed(str(error))
     return App(settings, guard, store, alerts, principals, credentials, journal,
-               Timers(guard, settings.timers.interval_s), observed)
+               Timers(guard, settings.timers.interval_s, steady), observed)
 
 
 def server_parts(app: App) -> ServerParts:
@@ -216,7 +227,7 @@ def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
 def _global_trip(settings: Settings, current: list[Transition], version: int,
                  reason: str) -> list[Transition]:
     """GLOBAL's SYSTEM trip on top of the stored state (none if it is tripped already)."""
-    now = SystemClock().now()
+    now = max(SystemClock().now(), latest_time(StoredState(current), []))
     engine = GuardEngine(settings.guard_config())
     engine.restore(current, version, now)
     plan = engine.plan(now)

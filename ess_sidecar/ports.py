@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -255,9 +255,42 @@ class GuardReadings(abc.ABC):
 class Clock(abc.ABC):
     @abc.abstractmethod
     def now(self) -> float:
-        """Wall-clock seconds since the epoch (cooldowns are persisted as wall times)."""
+        """Seconds since the epoch, never going back (cooldowns are persisted as times)."""
 
 
 class SystemClock(Clock):
+    """The system's wall clock as it is: for one-off commands, never for a serving sidecar
+    (SteadyClock)."""
+
     def now(self) -> float:
         return time.time()
+
+
+class SteadyClock(Clock):
+    """The serving sidecar's clock: the system's wall clock as read at start-up, but never
+    earlier than `floor` (the latest time the state on disk holds), then advanced by the
+    monotonic clock. A step of the system clock while serving (NTP, a VM restored, a
+    `date` typed) moves no deadline: a step back would hold off every heartbeat's and data
+    feed's deadline, a reset request's lifetime and every window by its size, and a step
+    forward would end cooldowns, retention and windows at once (review 36d). The next start
+    takes the system's time, unless it is behind the state on disk."""
+
+    def __init__(self, floor: float = 0.0, wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._monotonic = wall, monotonic
+        started = wall()
+        self.behind = max(floor - started, 0.0)  # the system clock, behind the state on disk
+        self._origin = max(started, floor) - monotonic()
+        self._offset_said = -self.behind
+
+    def now(self) -> float:
+        return self._origin + self._monotonic()
+
+    def stepped(self, tolerance_s: float = 1.0) -> float | None:
+        """How far the system clock is from this one (+: ahead), if that moved by more than
+        `tolerance_s` since it was last said (or since the start); else None."""
+        offset = self._wall() - self.now()
+        if abs(offset - self._offset_said) <= tolerance_s:
+            return None
+        self._offset_said = offset
+        return offset

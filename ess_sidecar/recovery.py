@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 RESTORED_PER_RECORD = 2_000  # transitions per Restored record: under 64 MiB at 15 KB each
 
 
+def latest_time(stored: StoredState | None, entries: list[JournalEntry]) -> float:
+    """The latest time the state on disk holds (a command's clock reading, a transition's),
+    0 if none: the serving clock starts from no earlier (SteadyClock)."""
+    latest = max((t.time for t in stored.current), default=0.0) if stored else 0.0
+    for command, transitions in entries:
+        latest = max(latest, getattr(command, "now", 0.0),
+                     max((t.time for t in transitions), default=0.0))
+    return latest
+
+
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
     """Redo every journaled command. Raises StoreDamaged if one does not fit."""
     for number, (command, transitions) in enumerate(entries, 1):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from .domain.errors import StoreUnavailable
 from .domain.states import Transition
+from .ports import SteadyClock
 from .service import Guard
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,11 @@ class Timers:
     `stop`. A failing run is logged (RepeatedFailureLog) and never ends the runs after it:
     a timer that stopped would leave stale feeds and lost heartbeats untripped."""
 
-    def __init__(self, guard: Guard, interval_s: float) -> None:
+    def __init__(self, guard: Guard, interval_s: float, clock: SteadyClock | None = None,
+                 ) -> None:
         self._guard = guard
         self._interval_s = interval_s
+        self._clock = clock  # the guard's, if steady: a step of the system clock is said
         self._failures = RepeatedFailureLog(log)
         self._task: asyncio.Task[None] | None = None
 
@@ -74,6 +77,10 @@ class Timers:
     async def tick_async(self) -> list[Transition]:
         """One run as served (Guard.run_timers_async): its durable writes off the event
         loop, and checks wait for it only if it would trip a scope."""
+        if self._clock is not None and (offset := self._clock.stepped()) is not None:
+            log.warning("the system clock is now %+.3f s from the sidecar's, which keeps its"
+                        " own time (deadlines, cooldowns and windows do not step); a restart"
+                        " takes the system's", offset)
         try:
             return self._succeeded(await self._guard.run_timers_async(self._interval_s))
         except Exception as error:  # a bug here must never stop the timers

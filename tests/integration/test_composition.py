@@ -21,6 +21,7 @@ from ess_sidecar.bootstrap import App, build, server_parts
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State
+from ess_sidecar.ports import SteadyClock
 from ess_sidecar.service import Guard
 from ess_sidecar.settings import load_settings
 from ess_sidecar.timers import Timers
@@ -192,3 +193,17 @@ def test_a_sidecar_refused_by_the_lock_leaves_the_running_ones_journal_alone(
     second.timers.tick()
     second.journal.close()
     assert (journal.read_bytes(), seal.read_bytes()) == before
+
+
+async def test_the_timers_say_when_the_system_clock_steps(build_app, caplog) -> None:
+    """Review 36d: the serving clock keeps its own time through a step of the system
+    clock; the operator is told, once per step, where the system clock now is."""
+    app = build_app(FakeClock())
+    wall = [1_000_000.0]
+    timers = Timers(app.guard, 1.0, SteadyClock(0.0, lambda: wall[0], lambda: 0.0))
+    await timers.tick_async()
+    assert "system clock" not in caplog.text
+    wall[0] -= 3_600.0
+    await timers.tick_async()
+    await timers.tick_async()
+    assert caplog.text.count("the system clock is now -3600.000 s from the sidecar's") == 1

@@ -487,3 +487,34 @@ def test_a_record_the_disk_took_only_part_of_is_cut_so_the_journal_stays_whole(
         first.record(*EVERY_COMMAND[4])
     first.close()
     assert journal(tmp_path).load() == EVERY_COMMAND[:3]
+
+
+def test_a_start_with_the_system_clock_behind_the_state_keeps_the_deadlines_it_holds(
+        tmp_path: Path) -> None:
+    """Review 36d: restarted with the system clock an hour behind its journal, a sidecar
+    held off the trip of an executor that never came back for that hour, and allowed
+    orders. The serving clock starts from the journal's latest time instead."""
+    import time  # noqa: PLC0415
+
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    scope = Scope(ScopeKind.STRATEGY, "momo")
+    ahead = FakeClock(time.time() + 3_600.0)  # the clock the first run had
+    first = build(settings, clock=ahead)
+    first.guard.heartbeat("exec-1", scope, 5.0)
+    ahead.advance(10.0)  # the executor is gone; the sidecar is stopped before it notices
+    first.guard.trigger(Trigger(Scope(ScopeKind.STRATEGY, "other"), TriggerMode.HALT, "x",
+                                TriggerReason.USER_INITIATED, (), "op"))
+    first.journal.close()
+    first.store.close()
+    second = build(settings)  # serving: its clock from the system's, an hour behind
+    try:
+        assert [(t.scope, t.breaker) for t in second.guard.run_timers()] == [
+            (scope, "heartbeat_lost")]
+    finally:
+        second.journal.close()
+        second.store.close()

@@ -1,0 +1,59 @@
+"""The serving clock (SteadyClock): a step of the system clock moves no deadline (review 36d:
+a step back of an hour held off every heartbeat's and data feed's trip for an hour)."""
+
+from __future__ import annotations
+
+from ess_sidecar.ports import SteadyClock
+
+
+class Readings:
+    """The system's wall and monotonic clocks, set by the test."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall, self.monotonic = wall, 500.0
+
+    def elapse(self, seconds: float) -> None:
+        self.wall += seconds
+        self.monotonic += seconds
+
+
+def test_it_starts_at_the_system_time_and_runs_with_the_monotonic_clock() -> None:
+    readings = Readings(1_000_000.0)
+    clock = SteadyClock(0.0, lambda: readings.wall, lambda: readings.monotonic)
+    assert clock.now() == 1_000_000.0 and clock.behind == 0.0
+    readings.elapse(7.5)
+    assert clock.now() == 1_000_007.5
+
+
+def test_a_step_of_the_system_clock_either_way_moves_it_not() -> None:
+    readings = Readings(1_000_000.0)
+    clock = SteadyClock(0.0, lambda: readings.wall, lambda: readings.monotonic)
+    readings.wall -= 3_600.0  # NTP steps it back an hour
+    readings.elapse(5.0)
+    assert clock.now() == 1_000_005.0
+    readings.wall += 86_400.0  # then a day forward
+    readings.elapse(1.0)
+    assert clock.now() == 1_000_006.0
+
+
+def test_it_never_starts_before_the_state_on_disk() -> None:
+    readings = Readings(1_000_000.0)
+    clock = SteadyClock(1_003_600.0, lambda: readings.wall, lambda: readings.monotonic)
+    assert clock.now() == 1_003_600.0 and clock.behind == 3_600.0
+    readings.elapse(2.0)
+    assert clock.now() == 1_003_602.0
+    later = SteadyClock(999_000.0, lambda: readings.wall, lambda: readings.monotonic)
+    assert later.now() == readings.wall and later.behind == 0.0  # the state is older
+
+
+def test_a_step_is_said_once_and_the_clock_behind_at_start_is_no_step() -> None:
+    readings = Readings(1_000_000.0)
+    clock = SteadyClock(1_000_010.0, lambda: readings.wall, lambda: readings.monotonic)
+    assert clock.stepped() is None  # 10 s behind from the start: said at start-up
+    readings.wall += 0.5
+    assert clock.stepped() is None  # within the tolerance
+    readings.wall -= 60.0
+    assert clock.stepped() == -69.5
+    assert clock.stepped() is None  # said
+    readings.wall += 120.0
+    assert clock.stepped() == 50.5
