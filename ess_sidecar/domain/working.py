@@ -51,7 +51,7 @@ class OrderRecord:
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
-                 "crossing_released", "crossing_room")
+                 "crossing_released", "crossing_room", "leaves_over")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -77,6 +77,10 @@ class OrderRecord:
         # given up `leaves_given_up`: a rejected replace gives them back (unreplace).
         self.owed_only = False
         self.leaves_given_up = 0.0
+        # Of those, what a snapshot had listed beyond what it may fill (reserved only): a
+        # rejected replace gives them back too (review 36b: cut to what the check allowed,
+        # an order was allowed into the room of leaves the venue still had).
+        self.leaves_over = 0.0
         # A replacement smaller than the leaves of the order it replaced: the part of its
         # reservation that covers the original's leaves filling while the replace is in
         # flight, and of that, `crossing_room`, what it may also fill (the original's
@@ -361,8 +365,10 @@ class OrderLedger:
         and let another order past the limit)."""
         held = max(original.valued, original.held_price)
         room = original.unfilled - original.owed  # what its leaves may still fill
+        left = original.quantity - max(original.filled, original.reported) - original.owed
         crossing = original.crossing, original.crossing_room
         self.end_but_pending(original)  # its leaves, crossing included, pass on
+        original.leaves_over = max(original.leaves_given_up - left, 0.0)
         # An original itself on its way (a replace of a replace) keeps what it held for
         # the order it replaced: a rejection of this replace makes it the one in flight
         # again, for its own confirmation to let go (review 34g: ended with it, the
@@ -522,9 +528,11 @@ class OrderLedger:
         # The leaves it gave up (its fills since, wherever they went, are off them: see
         # apply_fill), never more than it may still fill of what it was allowed beyond the
         # fills it is owed (those may have come under its own id while the replace was in
-        # flight).
+        # flight), but for leaves a snapshot listed beyond that (reserved, never filled).
         left = original.quantity - max(original.filled, original.reported)  # under its id,
-        leaves = max(min(original.leaves_given_up, left - original.owed), 0.0)  # anywhere
+        leaves = max(min(original.leaves_given_up,  # or anywhere
+                         left - original.owed + original.leaves_over), 0.0)
+        original.leaves_over = 0.0
         original.replaced_by = ""
         if original.venue_ended:  # it ended while the replace was in flight: for good
             original.cap_fills()

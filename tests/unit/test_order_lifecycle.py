@@ -881,6 +881,27 @@ def test_a_snapshot_that_lists_more_than_was_allowed_reserves_it_but_allows_noth
     assert "exceeds" in report_fill(engine, fill(900, client_order_id=working)).unchecked
 
 
+@pytest.mark.parametrize("how", ["rejected", "cleared"])
+def test_a_rejected_replace_gives_back_the_leaves_a_snapshot_listed_beyond_the_check(how):
+    """Review 36b: allowed 50, listed by the venue with 290 leaves (amended past the guard),
+    replaced, and the replace rejected (or the replacement cleared by an operator): the
+    original reserved only its 50 again, and a buy of 240 was allowed into the room of
+    leaves the venue still had (53 % against a 30 % limit once both filled)."""
+    engine = make_engine(equity=100_000)
+    coid = _allowed(engine, order(50))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
+        OpenOrder(coid, STRATEGY, SYMBOL, Side.BUY, 290, 100)], T0)
+    replacement = _allowed(engine, order(50, replaces=coid))
+    if how == "rejected":
+        engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.REJECTED))
+    else:
+        engine.clear_working_orders(ACCOUNT, [replacement])
+    assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == [
+        (coid, 290)]
+    assert engine.check(order(240), T0).reason is R.SYMBOL_EXPOSURE
+    assert "exceeds" in report_fill(engine, fill(51, client_order_id=coid)).unchecked
+
+
 def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_nothing(engine):
     allowed = _allowed(engine, order(10))
     with pytest.raises(InvalidArgument) as raised:
