@@ -11,8 +11,8 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from .connection import Exit, Sidecar, describe
-from .render import Output, cause_text, local_time, scope_name, scope_to_pb, state_text, \
-    to_json, transition_text
+from .render import Output, cause_text, local_time, names, scope_name, scope_to_pb, \
+    state_text, to_json, transition_text
 
 BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.2, 5.0
 # The server says our history is gone (OUT_OF_RANGE) or we fell behind (RESOURCE_EXHAUSTED).
@@ -97,6 +97,8 @@ class Follower:
         self.out.line(label, local_time(m, "time"), f"  v{m.version}  ",
                       Text(scope_name(m.scope), style="bold"), "  ", change,
                       f"  {cause_text(m.cause)}  {m.reason!r}  by {m.actor}",
+                      Text(f"  {names(pb.Directive.DESCRIPTOR, m.directives)}",
+                           style="bold red") if m.directives else "",  # review 36f
                       Text("  DRILL", style="bold cyan") if m.drill else "")
 
     def show_end(self, version: int, from_version: int) -> None:

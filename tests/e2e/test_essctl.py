@@ -319,6 +319,21 @@ def test_watch_follows_transitions_until_max_events(start_sidecar: StartSidecar)
         human.stop()
 
 
+def test_watch_shows_a_transitions_directives(start_sidecar: StartSidecar) -> None:
+    """Review 36f: an operator following `essctl watch` through a panic saw the halt but
+    not that open orders are to be cancelled and positions flattened."""
+    target = start_sidecar().uds_target
+    human = RunningEssctl(target, "watch")
+    try:
+        assert human.lines.get(timeout=15).startswith("snapshot complete at version 0")
+        result = essctl(target, "trigger", "--panic", "--reason", "desk panic")
+        assert result.returncode == 0, result.stderr
+        line = human.lines.get(timeout=15)
+        assert "GLOBAL" in line and "CANCEL_OPEN_ORDERS, FLATTEN_POSITIONS" in line
+    finally:
+        human.stop()
+
+
 def test_watch_resumes_after_a_sidecar_restart_without_losing_an_event(
         start_sidecar: StartSidecar) -> None:
     sidecar = start_sidecar()

@@ -18,8 +18,8 @@ import pytest
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.alerts.apprise_sink import AppriseAlertSink
 from ess_sidecar.domain.errors import InvalidConfig
-from ess_sidecar.domain.scopes import Scope, ScopeKind
-from ess_sidecar.domain.states import Cause, State, Transition
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from ess_sidecar.domain.states import Cause, Directive, State, Transition
 from ess_sidecar.settings import AlertSettings
 from tests.fakes import START
 from tests.integration.conftest import order, strategy_scope
@@ -281,6 +281,26 @@ async def test_renewed_trips_waiting_to_be_sent_are_merged_so_a_new_trip_is_neve
         "ESS GLOBAL TRIPPED"]
     sink.notify([dataclasses.replace(first, version=303, previous=State.TRIPPED)])
     assert (await receiver.wait_for(4))[3]["title"] == "ESS ACCOUNT:acc-1 TRIPPED (breaker)"
+
+
+async def test_a_renewed_trip_with_directives_is_never_merged_into_one_without(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    """Review 36f: GLOBAL halted, and halted again (renewed) by another executor, then a
+    panic on it (cancel and flatten) while the renewal's alert still waited: the panic was
+    merged into the renewal's alert and never sent."""
+    halt = Transition(1, START, GLOBAL, State.ARMED, State.TRIPPED, Cause.TRIGGER,
+                      "desk halt", "ex-7")
+    renewed = dataclasses.replace(halt, version=2, previous=State.TRIPPED, actor="ex-8")
+    panic = dataclasses.replace(renewed, version=3, reason="panic", actor="alice",
+                                directives=(Directive.CANCEL_OPEN_ORDERS,
+                                            Directive.FLATTEN_POSITIONS))
+    again = dataclasses.replace(panic, version=4, directives=panic.directives[::-1])
+    sink = sinks(receiver.url)
+    sink.notify([halt, renewed, panic, again])  # before start: all wait together
+    assert sink.merged == 1  # the same directives again, in another order
+    await sink.start()
+    delivered = await receiver.wait_for(3)
+    assert "directives: CANCEL_OPEN_ORDERS, FLATTEN_POSITIONS" in delivered[2]["message"]
 
 
 async def test_alerts_notified_before_start_are_delivered_after_it(

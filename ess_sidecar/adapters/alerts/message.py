@@ -26,13 +26,16 @@ class Alert:
     # A trip of a scope already in that state (renewed: a repeated Trigger, a further
     # unchecked fill) says nothing new while an earlier one like it still waits to be
     # sent: the sink keeps one (review 31: a stream of unchecked fills filled the queue,
-    # and the operator's GLOBAL alert was dropped). Empty for any change of state.
+    # and the operator's GLOBAL alert was dropped). Empty for any change of state. One
+    # with other directives is news (review 36f: a panic's cancel and flatten on a halted
+    # GLOBAL were merged into the halt's alert, and never sent).
     repeats: str = ""
 
 
 def alert_of(transition: Transition) -> Alert:
+    directives = ",".join(sorted(d.name for d in transition.directives))
     repeats = f"{transition.scope}|{transition.state.name}|{transition.cause.name}|" \
-        f"{transition.breaker}|{transition.drill}" \
+        f"{transition.breaker}|{transition.drill}|{directives}" \
         if transition.previous is transition.state and transition.cause is not Cause.RESET \
         else ""
     return Alert(title_of(transition), body_of(transition),
