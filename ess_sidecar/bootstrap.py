@@ -152,6 +152,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)
     problem = unreadable or wrong
     alerts.notify(taken)  # taken from the store: a crash may have come before their alerts
+    alerts.still_latched(engine.restricted())  # or one that was waiting to be sent
     if stored is None:
         assert isinstance(store, UnavailableStateStore)
         problem = store.reason

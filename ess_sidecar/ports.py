@@ -150,6 +150,12 @@ class AlertSink(abc.ABC):
         """Queue alerts for these durable transitions and return at once. Never raises
         and never blocks; an alert that cannot be queued is dropped, logged and counted."""
 
+    def still_latched(self, current: Sequence[Transition]) -> None:
+        """At start-up: the scopes not ARMED (their current transitions), one alert for
+        all. An alert still waiting when the last process was killed died with it (review
+        36f), so each start says again what still needs an operator. Like notify: never
+        raises, never blocks. None configured: nothing."""
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Begin delivering, on the running event loop."""

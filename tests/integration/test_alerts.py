@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -358,3 +359,49 @@ async def test_a_trip_restored_from_the_store_at_start_is_alerted(
     (restored,) = await receiver.wait_for(1)
     assert restored["title"] == "ESS STRATEGY:momo TRIPPED"
     assert "reason: desk says stop" in restored["message"]
+
+
+async def test_a_start_with_scopes_latched_alerts_them_once_more(
+        receiver: Receiver, tmp_path: Path) -> None:
+    """Review 36f: a panic's alert still waiting (a receiver down) when the sidecar was
+    SIGKILLed died with it, and nothing told the operator after the restart. Each start
+    alerts the scopes it finds latched, in one alert."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.commands import Trigger  # noqa: PLC0415
+    from ess_sidecar.domain.states import TriggerMode, TriggerReason  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db")},
+                             alerts={"urls": [receiver.url], **FAST})
+    first = build(settings, clock=FakeClock())  # its alerts never start: as if killed
+    first.guard.trigger(Trigger(GLOBAL, TriggerMode.HALT, "desk panic",
+                                TriggerReason.USER_INITIATED,
+                                (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS),
+                                "alice"))
+    first.journal.close()
+    first.store.close()
+    second = build(settings, clock=FakeClock())
+    await second.alerts.start()
+    try:
+        (alert,) = await receiver.wait_for(1)
+        assert alert["title"] == "ESS started with 1 scope(s) not ARMED"
+        assert "GLOBAL TRIPPED since" in alert["message"]
+        assert "'desk panic' by alice, directives: CANCEL_OPEN_ORDERS, FLATTEN_POSITIONS (v1)" \
+            in alert["message"]
+    finally:
+        await second.alerts.stop(1.0)
+        second.journal.close()
+        second.store.close()
+
+
+
+async def test_a_start_with_nothing_latched_alerts_nothing(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    sink = sinks(receiver.url)
+    outcomes = Outcomes(sink)
+    sink.still_latched([])
+    sink.notify([trip(1, "a")])
+    await sink.start()
+    await outcomes.until(lambda: sink.sent == 1)
+    assert [b["title"] for b in receiver.bodies] == ["ESS STRATEGY:a TRIPPED"]

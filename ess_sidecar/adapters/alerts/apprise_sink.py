@@ -13,7 +13,7 @@ from ...domain.errors import InvalidConfig
 from ...domain.states import Transition
 from ...ports import AlertSink
 from ...settings import AlertSettings
-from .message import Alert, alert_of
+from .message import Alert, alert_of, still_latched_alert
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,14 @@ class AppriseAlertSink(AlertSink):
                 self._queue(alert_of(transition))
         except Exception:  # the transition is already durable: an alert bug must not fail it
             log.exception("alerts for %d transition(s) could not be queued", len(transitions))
+
+    def still_latched(self, current: Sequence[Transition]) -> None:
+        try:
+            if current:
+                self._queue(still_latched_alert(current))
+        except Exception:  # as notify: an alert bug must not stop a start
+            log.exception("the alert for %d latched scope(s) could not be queued",
+                          len(current))
 
     def _queue(self, alert: Alert) -> None:
         for target in self.targets:

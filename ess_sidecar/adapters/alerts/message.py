@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -40,6 +41,20 @@ def alert_of(transition: Transition) -> Alert:
         else ""
     return Alert(title_of(transition), body_of(transition),
                  SEVERITY_OF.get(transition.state, WARNING), transition.version, repeats)
+
+
+def still_latched_alert(current: Sequence[Transition]) -> Alert:
+    """What a start says of the scopes it found not ARMED: each one's line."""
+    severe = any(SEVERITY_OF.get(t.state) == FAILURE for t in current)
+    lines = [f"{t.scope} {t.state.name} since {iso_utc(t.time)}: {t.cause.name}"
+             + (f" ({t.breaker})" if t.breaker else "") + f", {t.reason!r} by {t.actor}"
+             + (", directives: " + ", ".join(d.name for d in t.directives)
+                if t.directives else "") + f" (v{t.version})" + (" DRILL" if t.drill else "")
+             for t in current]
+    return Alert(f"ESS started with {len(current)} scope(s) not ARMED",
+                 "\n".join(["The sidecar started (or restarted) with these scopes latched;"
+                            " an alert sent before it may have been lost:", *lines]),
+                 FAILURE if severe else WARNING, max(t.version for t in current))
 
 
 def title_of(t: Transition) -> str:
