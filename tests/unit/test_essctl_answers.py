@@ -56,7 +56,7 @@ class ScriptedSidecar:
     """Answers each call with the next reply scripted for its method (raised if it is an
     error)."""
 
-    options = argparse.Namespace(timeout=5.0)
+    options = argparse.Namespace(timeout=5.0, target="unix:/run/ess.sock")
 
     def __init__(self, **replies: list) -> None:
         self.replies = replies
@@ -192,3 +192,35 @@ def test_a_scope_that_is_not_plain_ascii_is_spelled_out_by_name():
     note = non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="\ua4eeAPL"))
     assert "U+A4EE LISU LETTER A" in note and "SYMBOL:\ua4eeAPL" in note
     assert non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="AAPL")) == ""
+
+
+MOMO = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+SHOWN = pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3)
+
+
+@pytest.mark.parametrize("after, code, told", [
+    (pb.GetStateResponse(), Exit.DONE, "STRATEGY:momo is now ARMED"),
+    (pb.GetStateResponse(scopes=[pb.ScopeState(scope=MOMO, state=pb.STATE_COOLING_DOWN,
+                                               version=4)]),
+     Exit.DONE, "STRATEGY:momo is now COOLING_DOWN (version 4, was 3)"),
+    (pb.GetStateResponse(scopes=[pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED,
+                                               version=4)]),
+     Exit.FAILED, "STRATEGY:momo has changed since: it is now TRIPPED (version 4, was 3"),
+    (pb.GetStateResponse(scopes=[pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3,
+                                               reset_requested_by="alice")]),
+     Exit.PENDING, "with a reset request by alice pending"),
+    (pb.GetStateResponse(scopes=[SHOWN]), Exit.FAILED,
+     "STRATEGY:momo is still TRIPPED (version 3): the reset may yet land"),
+    (LATE, Exit.FAILED, "cannot say where STRATEGY:momo stands now (DEADLINE_EXCEEDED)"),
+], ids=["armed", "cooling", "changed", "pending", "unchanged", "unknown"])
+def test_a_reset_with_no_answer_says_where_the_scope_stands(capsys, after, code, told):
+    """Review 36e: the sidecar finishes a reset whose caller gave up; essctl said only
+    DEADLINE_EXCEEDED and exit 1, "could not do it", while trading had resumed."""
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[SHOWN])] * 2 + [after],
+                              Reset=[LATE])
+    args = argparse.Namespace(scope=Scope.parse("strategy:momo"), reason="window over",
+                              force=False, latch=[], yes=True)
+    assert run_reset(args, sidecar, Output(json_mode=False)) == code
+    said = " ".join(capsys.readouterr().out.split())
+    assert "NO ANSWER: no answer to the reset (DEADLINE_EXCEEDED: no answer from" in said
+    assert told in said
