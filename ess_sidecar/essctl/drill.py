@@ -175,11 +175,14 @@ class Drill:
         reset = self.step(6, "reset", lambda: self.reset(watcher))
         if reset:
             self.step(7, "drill order allowed after", self.allowed)
-        if cleaning:
+        if cleaning:  # the drill's latch only: a full reset would lift a real trip made
+            # meanwhile, under a failed drill's name (review 36e)
             self.report.cleanup = (
                 f"cleanup: {self.report.scope} was reset" if reset else
-                f"cleanup FAILED: {self.report.scope} may be left tripped; reset it with:"
-                f" essctl reset --scope {self.scope} --reason 'failed drill'")
+                f"cleanup FAILED: the drill's latch on {self.report.scope} may be left; lift"
+                f" it, and only it, with: essctl reset --scope {self.scope} --latch drill"
+                " --reason 'failed drill' (any other latch there is a real trip, not the"
+                " drill's to lift)")
 
     def armed(self) -> tuple[bool, str]:
         try:  # Reset needs the operator role: find out before tripping anything

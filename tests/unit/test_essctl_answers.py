@@ -42,6 +42,19 @@ def test_the_drills_reset_lifts_only_the_drill_latch_and_a_real_trip_fails_the_d
     assert not ok and "TRIPPED" in detail
 
 
+def test_a_failed_drills_cleanup_says_to_lift_the_drill_latch_only():
+    """Review 36e: a real trip landed during a drill that failed; the drill's reset left it,
+    but the cleanup line told the operator to run a reset of every latch: the real one."""
+    sidecar = RecordingSidecar(pb.ResetResponse(state=pb.STATE_TRIPPED, state_version=5))
+    drill = Drill(sidecar, Scope.parse("strategy:drilled"),
+                  argparse.Namespace(timeout_s=1.0), out=Output(json_mode=True))
+    drill.step(4, "trip → first denial", lambda: (False, "allowed"))
+    drill.resume(watcher=None)
+    assert "essctl reset --scope STRATEGY:drilled --latch drill --reason 'failed drill'" \
+        in drill.report.cleanup
+    assert "not the drill's to lift" in drill.report.cleanup
+
+
 def test_essctl_check_never_shows_an_answer_that_contradicts_itself_as_allowed():
     """allowed=true with a denial's reason decides nothing: exit 1, not ALLOWED."""
     for reason in (pb.DECISION_REASON_SCOPE_TRIPPED, pb.DECISION_REASON_UNSPECIFIED, 999):
