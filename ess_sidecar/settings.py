@@ -119,7 +119,8 @@ class WatchSettings(_Section):
     heartbeat_interval_s: float = Field(5.0, gt=0, le=3600, description="WatchState heartbeat period")
     queue_size: int = Field(1024, ge=1, description="events queued per subscriber before resync")
     max_watchers: int = Field(100, ge=1, le=100_000,
-                              description="WatchState streams at once; more: UNAVAILABLE")
+                              description="WatchState streams at once, and health Watch"
+                              " streams; more: UNAVAILABLE")
 
 
 class TimerSettings(_Section):

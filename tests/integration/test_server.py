@@ -34,6 +34,31 @@ async def test_health_serving_for_both_names_then_not_serving_from_shutdown(
     await asyncio.wait_for(stopping, 5)
 
 
+async def test_health_watches_are_capped_and_a_closed_one_frees_its_place(
+        start_sidecar) -> None:
+    """Review 36e: health needs no credentials, and a peer with no token held 2,443 Watch
+    streams open (23 KiB each). At watch.max_watchers the next is UNAVAILABLE; Check
+    still answers."""
+    running = await start_sidecar(watch={"max_watchers": 2})
+    health = health_pb2_grpc.HealthStub(running.channel)
+    watches = [health.Watch(health_pb2.HealthCheckRequest(service="")) for _ in range(2)]
+    for watch in watches:
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    refused = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await refused.read()
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "watch.max_watchers" in (raised.value.details() or "")
+    assert (await health.Check(health_pb2.HealthCheckRequest())).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    watches[0].cancel()
+    async with asyncio.timeout(5):
+        while running.sidecar.health.watching > 1:  # the cancel reaches the handler
+            await asyncio.sleep(0)
+    again = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await again.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+
 async def test_during_the_drain_health_says_not_serving_and_everything_is_answered(
         start_sidecar) -> None:
     running = await start_sidecar(shutdown={"drain_s": 3.0})

@@ -163,7 +163,7 @@ class Sidecar:
         self.server = grpc.aio.server(interceptors=parts.interceptors, options=SERVER_OPTIONS)
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
-        self.health = DrainingHealthServicer()
+        self.health = DrainingHealthServicer(parts.settings.watch.max_watchers)
         self.addresses: list[str] = []
         self._stopping = False
         self._stopped = asyncio.Event()
