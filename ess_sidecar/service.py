@@ -126,6 +126,7 @@ class Guard(GuardReadings):
         # "" while every published version is durable; set once one is not (fail_closed),
         # so a watcher resuming across that point resyncs instead of trusting replay.
         self.epoch = ""
+        self._volatile_from = 0  # the first version published in the volatile epoch
         self._store = store
         self._journal = journal or NoJournal()
         self._clock = clock
@@ -567,7 +568,9 @@ class Guard(GuardReadings):
                      directives=directives):
             log.error("fail closed: GLOBAL tripped in memory, not durable",
                       extra=transition_fields(plan.transitions[0]))
-            self.epoch = self.epoch or f"volatile-{self.engine.decision_prefix}"
+            if not self.epoch:
+                self.epoch = f"volatile-{self.engine.decision_prefix}"
+                self._volatile_from = plan.transitions[0].version
             self.engine.apply(plan.transitions, durable=False)
             self.subscribers.publish(plan.transitions)
             self.alerts.notify(plan.transitions)
@@ -577,6 +580,14 @@ class Guard(GuardReadings):
 
     def now(self) -> float:
         return self._clock.now()
+
+    def epoch_of(self, version: int) -> str:
+        """The epoch that versions up to `version` were published in: the volatile one only
+        from the fail-closed trip on. A watcher told an earlier version under the volatile
+        epoch would resume from it with the store's replay, whose next version may be a
+        transition memory never took (review 36f: the store's trip whose journal record
+        failed, in place of the fail-closed GLOBAL trip under the same version)."""
+        return self.epoch if version >= self._volatile_from else ""
 
     def restricted(self) -> list[Transition]:
         return self.engine.restricted()

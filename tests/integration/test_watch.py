@@ -143,3 +143,63 @@ async def test_watch_messages_carry_the_epoch_once_a_version_was_not_durable(
         await next_event(resumed)
     assert error.value.code() == grpc.StatusCode.OUT_OF_RANGE
     stream.cancel()
+
+
+async def test_a_version_published_before_a_fail_closed_trip_is_told_in_its_own_epoch(
+        ) -> None:
+    """Review 36f: STRATEGY:b's trip was stored, then its journal record failed (a full
+    disk), and GLOBAL was tripped in memory under the same version, volatile. A watcher
+    that read version 1 after that was told it under the volatile epoch, resumed from it,
+    and was replayed the store's version 2 (STRATEGY:b), never learning of GLOBAL's trip.
+    Told in the epoch it was published in, the resume resyncs to a snapshot with GLOBAL."""
+    from ess_sidecar.adapters.grpc.servicer import GuardServicer  # noqa: PLC0415
+    from ess_sidecar.domain.commands import Trigger  # noqa: PLC0415
+    from ess_sidecar.domain.config import GuardConfig  # noqa: PLC0415
+    from ess_sidecar.domain.engine import GuardEngine  # noqa: PLC0415
+    from ess_sidecar.domain.errors import StoreUnavailable  # noqa: PLC0415
+    from ess_sidecar.domain.scopes import Scope, ScopeKind  # noqa: PLC0415
+    from ess_sidecar.domain.states import TriggerMode, TriggerReason  # noqa: PLC0415
+    from ess_sidecar.ports import NoJournal  # noqa: PLC0415
+    from ess_sidecar.service import Guard  # noqa: PLC0415
+    from ess_sidecar.watch import Subscribers  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+
+    class FullDisk(NoJournal):
+        full = False
+
+        def record(self, command, transitions=()) -> None:  # noqa: ANN001
+            if self.full:
+                raise StoreUnavailable("journal write failed: No space left on device")
+
+    class Context:
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise grpc.aio.AbortError(f"{code.name}: {details}")
+
+    journal = FullDisk()
+    guard = Guard(GuardEngine(GuardConfig()), InMemoryStateStore(), FakeClock(),
+                  Subscribers(16), journal=journal)
+    servicer = GuardServicer(guard, 5.0)
+
+    def halt(ident: str):  # noqa: ANN202
+        return guard.run_async(guard.trigger_steps(Trigger(
+            Scope(ScopeKind.STRATEGY, ident), TriggerMode.HALT, "x",
+            TriggerReason.USER_INITIATED, (), "alice")))
+
+    watcher = servicer.WatchState(pb.WatchStateRequest(), Context())
+    assert (await anext(watcher)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    await halt("a")
+    journal.full = True
+    with pytest.raises(StoreUnavailable):
+        await halt("b")
+    first = await anext(watcher)
+    first = pb.WatchStateResponse.FromString(first) if isinstance(first, bytes) else first
+    assert (first.version, first.scope.id, first.epoch) == (1, "a", "")
+    second = await anext(watcher)
+    second = pb.WatchStateResponse.FromString(second) if isinstance(second, bytes) else second
+    assert (second.version, second.scope.kind, second.epoch) == (
+        2, pb.SCOPE_KIND_GLOBAL, guard.epoch)
+    await watcher.aclose()
+    resumed = servicer.WatchState(pb.WatchStateRequest(from_version=1, epoch=first.epoch),
+                                  Context())
+    with pytest.raises(grpc.aio.AbortError, match="OUT_OF_RANGE: epoch"):
+        await anext(resumed)

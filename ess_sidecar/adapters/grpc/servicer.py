@@ -263,17 +263,21 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             subscription = start.subscription
             kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
                 else pb.WATCH_EVENT_KIND_TRANSITION
+            # Each message in the epoch of the version it brings the watcher to, not the
+            # epoch when it is sent: a fail-closed trip may have come between (review 36f).
+            epoch = guard.epoch_of(start.version)
             for transition in start.initial:
-                yield self._watch_message(transition, kind, guard.epoch)
+                yield self._watch_message(transition, kind, epoch)
             yield pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_SNAPSHOT_END,
-                                        version=start.version, epoch=guard.epoch)
+                                        version=start.version, epoch=epoch)
             while True:
                 transition = await subscription.next(self._watch_heartbeat_s)
                 if transition is None:
-                    yield heartbeat_to_watch(guard.state_version(), guard.now(), guard.epoch)
+                    version = guard.state_version()
+                    yield heartbeat_to_watch(version, guard.now(), guard.epoch_of(version))
                 else:
                     yield self._watch_message(transition, pb.WATCH_EVENT_KIND_TRANSITION,
-                                              guard.epoch)
+                                              guard.epoch_of(transition.version))
         except GuardError as error:
             if isinstance(error, SubscriberTooSlow):
                 self.telemetry.subscriber_dropped()
