@@ -255,6 +255,25 @@ def test_a_failed_write_refuses_every_later_record(tmp_path: Path) -> None:
         broken.record(*EVERY_COMMAND[1])
 
 
+def test_a_record_over_the_limit_is_refused_unwritten_and_refuses_every_later_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 36a: a record longer than the load takes (MAX_RECORD) was written, and every
+    later start found the journal damaged (GLOBAL tripped until a reseal). It is refused
+    (the service fails closed) and not written; the journal loads as it was."""
+    import ess_sidecar.adapters.storage.journal as module  # noqa: PLC0415
+    first = journal(tmp_path)
+    first.load()
+    first.record(*EVERY_COMMAND[0])
+    monkeypatch.setattr(module, "MAX_RECORD", 200)
+    with pytest.raises(StoreUnavailable, match="over the journal's 200-byte limit"):
+        first.record(Triggered(2.0), [TRIP] * 3)
+    with pytest.raises(StoreUnavailable):  # a hole would replay a different history
+        first.record(*EVERY_COMMAND[1])
+    first.close()
+    monkeypatch.undo()
+    assert journal(tmp_path).load() == EVERY_COMMAND[:1]
+
+
 def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
     """After damage, an operator who accepts it keeps the good prefix; the sidecar loads."""
     path = written(tmp_path).path

@@ -187,6 +187,9 @@ class FileJournal(Journal):
         try:
             if self._failure is not None:
                 raise self._failure
+            if len(payload) > MAX_RECORD:  # load would call it damage: refused, never written
+                raise OSError(errno.EFBIG, f"a {len(payload)}-byte record is over the"
+                              f" journal's {MAX_RECORD}-byte limit")
             assert self._fd is not None, "load() opens the journal"
             record = HEADER.pack(len(payload), chain) + payload
             written = os.write(self._fd, record)
