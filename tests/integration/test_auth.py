@@ -15,6 +15,7 @@ from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.auth.tokens import load_principals, new_token, tokens_file_line
 from ess_sidecar.adapters.grpc.auth import Authenticator
 from ess_sidecar.domain.access import Role
+from ess_sidecar.domain.errors import Unauthenticated
 from tests.integration.conftest import Running, order, strategy_scope
 from tests.integration.test_metrics import scrape
 
@@ -253,6 +254,33 @@ def test_a_request_counts_only_with_the_credential_it_was_made_with(
     assert other is not None
     for credential in ("", other.credential, "certificate"):
         assert not principals.is_operator("operator", credential)
+
+
+class _Metadata:
+    """A call's context as far as authentication reads it. gRPC hands a value that is not
+    UTF-8 over decoded as Latin-1 (grpc/_cython/_cygrpc/grpc_string.pyx.pxi)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", self.value),)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+
+@pytest.mark.parametrize("extra", ["\x85", "\xa0", "\u3000", "\n"])
+def test_a_token_with_a_stray_character_around_it_is_not_valid(
+        tmp_path: Path, tokens: dict[str, str], extra: str) -> None:
+    """Review 36c: the operator's token with a stray byte (0x85, decoded as U+0085, which
+    str.strip takes for a space) was accepted. Only ASCII spaces and tabs are taken off."""
+    authenticator = Authenticator(load_principals(tmp_path / "tokens.toml"))
+    token = tokens["operator"]
+    assert authenticator.authenticate(_Metadata(f"Bearer  {token}\t")).name == "operator"
+    for value in (f"Bearer {token}{extra}", f"Bearer {extra}{token}"):
+        with pytest.raises(Unauthenticated, match="not valid"):
+            authenticator.authenticate(_Metadata(value))
 
 
 @pytest.mark.parametrize("revoked", ["removed", "replaced"])

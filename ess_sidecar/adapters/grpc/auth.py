@@ -110,11 +110,13 @@ def _common_name(pem: bytes) -> str | None:
 
 
 def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    """The token, with ASCII spaces around it taken off: only those (review 36c: str.strip
+    also took off a stray byte gRPC had decoded as U+0085, and the token was accepted)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             if not isinstance(value, str) or not value.lower().startswith(BEARER):
                 raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
-            return value[len(BEARER):].strip()
+            return value[len(BEARER):].strip(" \t")
     return None
 
 
