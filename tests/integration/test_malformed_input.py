@@ -261,6 +261,17 @@ async def test_a_string_that_is_not_utf8_is_answered_for_its_request_alone(
         raise AssertionError("an order whose client_order_id is not UTF-8 was answered")
 
 
+def test_the_string_that_is_not_utf8_is_named_by_its_own_index_past_a_stray_varint() -> None:
+    """Review 36c: a varint under a list's field number (protobuf skips it) was counted as
+    an entry, and the error named positions[1] for positions[0]."""
+    from ess_sidecar.adapters.grpc.wire import invalid_utf8  # noqa: PLC0415
+    request = pb.SyncPositionsRequest.DESCRIPTOR
+    number = request.fields_by_name["positions"].number
+    raw = pb.SyncPositionsRequest(account="a", positions=[
+        pb.Position(strategy="s", symbol="AAPL~")]).SerializeToString().replace(b"~", b"\xff")
+    assert invalid_utf8(bytes([number << 3, 5]) + raw, request) == "positions[0].symbol"
+
+
 async def test_a_snapshot_longer_than_the_cap_is_invalid_naming_the_list_and_changes_nothing(
         sidecar: Running) -> None:
     """A snapshot is applied in one piece, holding every command meanwhile, a Trigger too:

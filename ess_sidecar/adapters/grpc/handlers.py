@@ -7,7 +7,8 @@ The kill switch is the exception: a Trigger is never refused for what comes with
 protobuf refuses a whole message whose string holds bytes that are not UTF-8 (a C++ or
 Go executor can send them). So a Trigger that fails to parse is parsed again with its
 reason read as bytes, decoded with U+FFFD for what is not UTF-8; only a scope that
-cannot be read refuses it."""
+cannot be read, or bytes that are not protobuf at all (a truncated field, say), refuse it,
+INVALID_ARGUMENT naming the request."""
 
 from __future__ import annotations
 

@@ -23,10 +23,10 @@ def invalid_utf8(raw: bytes, descriptor: Descriptor) -> str | None:
         return None
     seen: dict[int, int] = {}
     for field in fields:
-        index = seen[field.field_number] = seen.get(field.field_number, -1) + 1
         known = descriptor.fields_by_number.get(field.field_number)
         if known is None or field.wire_type != LENGTH_DELIMITED:
-            continue
+            continue  # not counted: protobuf skips it too (review 36c)
+        index = seen[field.field_number] = seen.get(field.field_number, -1) + 1
         name = f"{known.name}[{index}]" if known.is_repeated else known.name
         if known.type == FieldDescriptor.TYPE_STRING:
             try:
