@@ -7,6 +7,7 @@ import contextvars
 import functools
 import logging
 import time
+from collections.abc import Sequence
 
 import grpc
 from cryptography import x509
@@ -41,6 +42,7 @@ PERMISSIONS = {
 }
 
 BEARER = "bearer "
+NO_CREDENTIALS = "no credentials: send 'authorization: Bearer <token>'"
 
 
 class Authenticator:
@@ -73,16 +75,10 @@ class Authenticator:
         whose certificate has a role, is passed over for the certificate: it alone would
         have been accepted, and an operator's stale token must not refuse a stop (review
         31). Raises Unauthenticated."""
-        refused: Unauthenticated | None = None
         try:
-            token = _bearer_token(context)
+            return self.by_token(context.invocation_metadata() or ())
         except Unauthenticated as error:
-            token, refused = None, error
-        if token is not None:
-            principal = self.principals.by_token(token)
-            if principal is not None:
-                return principal
-            refused = Unauthenticated("the bearer token is not valid")
+            refused = None if str(error) == NO_CREDENTIALS else error
         for pem in context.auth_context().get("x509_pem_cert", ())[:1]:
             common_name = _common_name(pem)
             principal = self.principals.by_certificate(common_name) if common_name else None
@@ -91,7 +87,18 @@ class Authenticator:
             refused = refused or Unauthenticated(
                 f"client certificate CN={common_name!r} has no role" if common_name else
                 "the client certificate has no common name, or several: it names no one")
-        raise refused or Unauthenticated("no credentials: send 'authorization: Bearer <token>'")
+        raise refused or Unauthenticated(NO_CREDENTIALS)
+
+    def by_token(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
+        """The caller by the bearer token in a call's metadata. Raises Unauthenticated:
+        NO_CREDENTIALS when there is none."""
+        token = _bearer_token(metadata)
+        if token is None:
+            raise Unauthenticated(NO_CREDENTIALS)
+        principal = self.principals.by_token(token)
+        if principal is None:
+            raise Unauthenticated("the bearer token is not valid")
+        return principal
 
 
 @functools.lru_cache(maxsize=256)
@@ -109,10 +116,10 @@ def _common_name(pem: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
     """The token, with ASCII spaces around it taken off: only those (review 36c: str.strip
     also took off a stray byte gRPC had decoded as U+0085, and the token was accepted)."""
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if key == "authorization":
             if not isinstance(value, str) or not value.lower().startswith(BEARER):
                 raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")

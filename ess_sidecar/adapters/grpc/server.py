@@ -27,7 +27,7 @@ from ...service import Guard
 from ...settings import Settings
 from ...timers import Timers
 from .auth import Authenticator
-from .handlers import add_guard_service
+from .handlers import RefusedAsItStarts, add_guard_service
 from .health import DrainingHealthServicer, MethodResolvingPool
 from .security import warn_about_security
 from .servicer import GuardServicer
@@ -160,7 +160,10 @@ class Sidecar:
 
     def __init__(self, parts: ServerParts) -> None:
         self.parts = parts
-        self.server = grpc.aio.server(interceptors=parts.interceptors, options=SERVER_OPTIONS)
+        early = (RefusedAsItStarts(parts.authenticator),) \
+            if parts.authenticator is not None and not parts.settings.server.tls_client_ca else ()
+        self.server = grpc.aio.server(interceptors=(*early, *parts.interceptors),
+                                      options=SERVER_OPTIONS)
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
         self.health = DrainingHealthServicer(parts.settings.watch.max_watchers)
