@@ -537,3 +537,32 @@ def test_a_start_with_the_system_clock_behind_the_state_keeps_the_deadlines_it_h
     finally:
         second.journal.close()
         second.store.close()
+
+
+def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 36g: with the system clock an hour behind the journal, the reseal's GLOBAL
+    trip was stamped an hour before the serving clock's start (the journal's latest
+    time), so its reset cooldown was over when the sidecar started."""
+    import time  # noqa: PLC0415
+
+    from ess_sidecar.bootstrap import build, trip_for_what_a_reseal_lost  # noqa: PLC0415
+    from ess_sidecar.ports import SystemClock  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    latest = time.time()
+    first = build(settings, clock=FakeClock(latest))
+    first.guard.heartbeat("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
+    first.journal.close()
+    first.store.close()
+    monkeypatch.setattr(SystemClock, "now", lambda self: time.time() - 3_600.0)
+    trip_for_what_a_reseal_lost(settings, "journal records lost")
+    store = SqliteStateStore(tmp_path / "ess.db")
+    try:
+        (trip,) = store.load().current
+    finally:
+        store.close()
+    assert trip.scope == GLOBAL and trip.time >= latest

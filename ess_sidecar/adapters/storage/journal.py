@@ -297,6 +297,22 @@ class FileJournal(Journal):
         except (SealUnreadable, JournalDamaged):
             return None
 
+    def last_entry(self) -> JournalEntry | None:
+        """The last whole record, decoded, unverified; None if there is none or it does not
+        decode. Its time is the latest the journal holds (a serving clock never goes
+        back): a one-off command's trip is stamped no earlier (bootstrap._global_trip)."""
+        data = read_regular(self.path) if self.path.exists() else b""
+        offset, last = 0, None
+        while len(data) - offset >= HEADER.size:
+            end = offset + HEADER.size + HEADER.unpack_from(data, offset)[0]
+            if end > len(data):
+                break
+            offset, last = end, data[offset + HEADER.size:end]
+        try:
+            return _entry(last) if last is not None else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
     def reseal_would_lose(self) -> bool:
         """Whether reseal() would cut or lose records, or cannot tell (the seal that
         counted them is missing or unreadable): asked before it, so that what the loss
