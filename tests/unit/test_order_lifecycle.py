@@ -902,6 +902,23 @@ def test_a_rejected_replace_gives_back_the_leaves_a_snapshot_listed_beyond_the_c
     assert "exceeds" in report_fill(engine, fill(51, client_order_id=coid)).unchecked
 
 
+def test_a_replacements_leaves_the_venue_cut_are_not_given_back_by_a_later_rejection():
+    """Review 36g: A allowed 50 and listed with 290 leaves, replaced by B (50), B by C; the
+    venue says B is open with 50 leaves; C is rejected. B got back the 290 (A's leaves,
+    gone at the venue), and a buy of 200 the limit had room for was denied."""
+    engine = make_engine(equity=100_000)
+    first = _allowed(engine, order(50))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
+        OpenOrder(first, STRATEGY, SYMBOL, Side.BUY, 290, 100)], T0)
+    second = _allowed(engine, order(50, replaces=first))
+    third = _allowed(engine, order(50, replaces=second))
+    engine.update_order(OrderUpdate(ACCOUNT, second, OrderStatus.OPEN, 50))
+    engine.update_order(OrderUpdate(ACCOUNT, third, OrderStatus.REJECTED))
+    assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == [
+        (second, 50)]
+    assert engine.check(order(200), T0).allowed
+
+
 def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_nothing(engine):
     allowed = _allowed(engine, order(10))
     with pytest.raises(InvalidArgument) as raised:
