@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
-from .connection import Exit, Sidecar, UsageError
+from .connection import Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, scope_name, scope_to_pb, \
     state_text, to_json, when
 from .status import latches_text, pending_text, resume_text, scope_cause
@@ -60,12 +60,64 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
                                                       force=args.force, latches=args.latch,
                                                       expected_version=current.version))
     except grpc.RpcError as error:
+        if error.code() in NO_ANSWER:
+            return unanswered(error, sidecar, current, args.latch, out)
         if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:
             raise
         return refused(error.details() or "", current, out)
     if reply.pending_approval:
         return pending(reply, current, args, out)
     return done(reply, scope, out)
+
+
+# The reset was sent but no answer came: the sidecar finishes a command it has started
+# even when its caller gave up, so the reset may have landed, or may yet.
+NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                       grpc.StatusCode.CANCELLED})
+
+
+def unanswered(error: grpc.RpcError, sidecar: Sidecar, current: pb.ScopeState,
+               latches: list[str], out: Output) -> int:
+    """Where the scope stands after a reset with no answer, from a fresh GetState: exit 0
+    if it is ARMED, or changed with none of the `latches` named (if any) still held, or
+    cooling down; 3 if a reset request of it is now pending (or renewed); else 1 (review
+    36e: exit 1 and "could not" while trading had resumed)."""
+    try:
+        now = scope_state(sidecar, current.scope)
+    except grpc.RpcError as again:
+        message, code = (f"the sidecar cannot say where {scope_name(current.scope)} stands"
+                         f" now ({again.code().name}): the reset may have landed, or may"
+                         " yet; look with essctl status"), Exit.FAILED
+    else:
+        message, code = _where_the_reset_left(current, now, latches)
+    first = f"no answer to the reset ({describe(error, sidecar.options)})"
+    if out.json:
+        out.emit({"result": "no_answer", "scope": name, "message": f"{first}; {message}",
+                  "exit": int(code)})
+    else:
+        out.line(Text("NO ANSWER", style="bold yellow"), f": {first}; {message}")
+    return code
+
+
+def _where_the_reset_left(current: pb.ScopeState, now: pb.ScopeState | None,
+                          latches: list[str]) -> tuple[str, Exit]:
+    name, was = scope_name(current.scope), current.version
+    if now is None:
+        return f"{name} is now ARMED", Exit.DONE
+    state, held = state_text(now.state).plain, {latch.name for latch in now.latches}
+    if now.version != was:
+        shown = f"it is now {state} (version {now.version}, was {was}, latches" \
+            f" {latches_text(now) or 'none'})"
+        if now.state == pb.STATE_COOLING_DOWN or latches and not held & set(latches):
+            return f"{name} has changed as the reset asks: {shown}", Exit.DONE
+        return f"{name} has changed since: {shown}", Exit.FAILED
+    if now.reset_requested_by and (
+            now.reset_requested_by != current.reset_requested_by
+            or now.reset_approval_expires_at != current.reset_approval_expires_at):
+        return (f"{name} is {state} with a reset request by {now.reset_requested_by}"
+                " pending", Exit.PENDING)
+    return (f"{name} is still {state} (version {was}): the reset may yet land; look again"
+            " with essctl status"), Exit.FAILED
 
 
 def scope_state(sidecar: Sidecar, scope: pb.Scope) -> pb.ScopeState | None:

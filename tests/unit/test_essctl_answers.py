@@ -215,7 +215,8 @@ SHOWN = pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3)
     (pb.GetStateResponse(), Exit.DONE, "STRATEGY:momo is now ARMED"),
     (pb.GetStateResponse(scopes=[pb.ScopeState(scope=MOMO, state=pb.STATE_COOLING_DOWN,
                                                version=4)]),
-     Exit.DONE, "STRATEGY:momo is now COOLING_DOWN (version 4, was 3)"),
+     Exit.DONE, "STRATEGY:momo has changed as the reset asks: it is now COOLING_DOWN"
+                " (version 4, was 3"),
     (pb.GetStateResponse(scopes=[pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED,
                                                version=4)]),
      Exit.FAILED, "STRATEGY:momo has changed since: it is now TRIPPED (version 4, was 3"),
@@ -225,14 +226,31 @@ SHOWN = pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3)
     (pb.GetStateResponse(scopes=[SHOWN]), Exit.FAILED,
      "STRATEGY:momo is still TRIPPED (version 3): the reset may yet land"),
     (LATE, Exit.FAILED, "cannot say where STRATEGY:momo stands now (DEADLINE_EXCEEDED)"),
-], ids=["armed", "cooling", "changed", "pending", "unchanged", "unknown"])
-def test_a_reset_with_no_answer_says_where_the_scope_stands(capsys, after, code, told):
+    (pb.GetStateResponse(scopes=[pb.ScopeState(
+        scope=MOMO, state=pb.STATE_TRIPPED, version=4,
+        latches=[pb.Latch(name="trigger", state=pb.STATE_TRIPPED)])]),
+     Exit.DONE, "STRATEGY:momo has changed as the reset asks: it is now TRIPPED (version 4,"
+                " was 3, latches trigger (TRIPPED))"),
+    (pb.GetStateResponse(scopes=[pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3,
+                                               reset_requested_by="alice",
+                                               reset_approval_expires_at={"seconds": 9})]),
+     Exit.PENDING, "with a reset request by alice pending"),
+], ids=["armed", "cooling", "changed", "pending", "unchanged", "unknown", "latch-lifted",
+        "renewed"])
+def test_a_reset_with_no_answer_says_where_the_scope_stands(request, capsys, after, code,
+                                                            told):
     """Review 36e: the sidecar finishes a reset whose caller gave up; essctl said only
-    DEADLINE_EXCEEDED and exit 1, "could not do it", while trading had resumed."""
-    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[SHOWN])] * 2 + [after],
+    DEADLINE_EXCEEDED and exit 1, "could not do it", while trading had resumed. Review 36g:
+    a reset of one latch that landed, with another latch left, is done (exit 0); one that
+    renewed the caller's own pending request is pending (exit 3)."""
+    shown = pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3,
+                          reset_requested_by="alice" if "renewed" in request.node.name
+                          else "", latches=[pb.Latch(name="trigger"), pb.Latch(name="drill")])
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2 + [after],
                               Reset=[LATE])
     args = argparse.Namespace(scope=Scope.parse("strategy:momo"), reason="window over",
-                              force=False, latch=[], yes=True)
+                              force=False, latch=["drill"] if "latch" in request.node.name
+                              else [], yes=True)
     assert run_reset(args, sidecar, Output(json_mode=False)) == code
     said = " ".join(capsys.readouterr().out.split())
     assert "NO ANSWER: no answer to the reset (DEADLINE_EXCEEDED: no answer from" in said
