@@ -251,6 +251,10 @@ def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
         if stored is not None:
             restored = reconcile(engine, store, stored, now, bool(entries), journal)
     except StoreUnavailable as error:
+        if stored is not None:  # what the store latched is shown too, where replay stopped
+            # short of it (review 36a): GLOBAL is tripped, but status named fewer scopes
+            engine.restore([t for t in stored.current if engine.current(t.scope) is None],
+                           stored.version, now)
         return str(error), restored
     log.info("state loaded: version %d, %d journal entries, %d scope(s) not ARMED",
              engine.version, len(entries), len(engine.restricted()))

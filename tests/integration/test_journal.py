@@ -566,3 +566,38 @@ def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
     finally:
         store.close()
     assert trip.scope == GLOBAL and trip.time >= latest
+
+
+def test_a_journal_that_stops_replaying_still_shows_every_trip_the_store_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 36a: a journal whose record decodes but does not fit the engine starts the
+    sidecar with GLOBAL tripped, but the trips the store holds after that record were not
+    shown. (No record this version writes fails so: the replay is made to stop at the
+    second record, as recovery.replay does on one that does not fit.)"""
+    import ess_sidecar.bootstrap as bootstrap  # noqa: PLC0415
+    from ess_sidecar.domain.errors import StoreDamaged  # noqa: PLC0415
+    from ess_sidecar.recovery import replay  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    first = bootstrap.build(settings, clock=FakeClock())
+    first.guard.heartbeat("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
+    later = Scope(ScopeKind.STRATEGY, "later")
+    first.guard.trigger(Trigger(later, TriggerMode.HALT, "x", TriggerReason.USER_INITIATED,
+                                (), "op"))
+    first.journal.close()
+    first.store.close()
+
+    def stops_at_the_second(engine, entries) -> None:  # noqa: ANN001
+        replay(engine, entries[:1])
+        raise StoreDamaged("journal entry 2 (Triggered) cannot be replayed: it does not fit")
+    monkeypatch.setattr(bootstrap, "replay", stops_at_the_second)
+    second = bootstrap.build(settings, clock=FakeClock())
+    try:
+        shown = {t.scope: t.state for t in second.guard.restricted()}
+        assert shown == {GLOBAL: State.TRIPPED, later: State.TRIPPED}
+    finally:
+        second.journal.close()
+        second.store.close()
