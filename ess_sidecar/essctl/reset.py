@@ -92,7 +92,8 @@ def unanswered(error: grpc.RpcError, sidecar: Sidecar, current: pb.ScopeState,
         message, code = _where_the_reset_left(current, now, latches)
     first = f"no answer to the reset ({describe(error, sidecar.options)})"
     if out.json:
-        out.emit({"result": "no_answer", "scope": name, "message": f"{first}; {message}",
+        out.emit({"result": "no_answer", "scope": scope_name(current.scope),
+                  "message": f"{first}; {message}",
                   "exit": int(code)})
     else:
         out.line(Text("NO ANSWER", style="bold yellow"), f": {first}; {message}")

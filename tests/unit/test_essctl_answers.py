@@ -8,6 +8,7 @@ served sidecar in tests/e2e/test_essctl.py."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import grpc
 import pytest
@@ -255,3 +256,10 @@ def test_a_reset_with_no_answer_says_where_the_scope_stands(request, capsys, aft
     said = " ".join(capsys.readouterr().out.split())
     assert "NO ANSWER: no answer to the reset (DEADLINE_EXCEEDED: no answer from" in said
     assert told in said
+    sidecar.replies = {"GetState": [pb.GetStateResponse(scopes=[shown])] * 2 + [after],
+                       "Reset": [LATE]}
+    assert run_reset(args, sidecar, Output(json_mode=True)) == code
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["result"], answer["scope"], answer["exit"]) == (
+        "no_answer", "STRATEGY:momo", code)
+    assert told in answer["message"]
