@@ -422,8 +422,8 @@ Result<v1::ReportOrderUpdateResponse> Client::ReportOrderUpdate(const OrderUpdat
   request.set_account(update.account);
   request.set_client_order_id(update.client_order_id);
   request.set_status(update.status);
-  if (update.status == v1::ORDER_STATUS_OPEN) {
-    request.set_remaining_quantity(update.remaining_quantity);
+  if (update.status == v1::ORDER_STATUS_OPEN && update.remaining_quantity) {
+    request.set_remaining_quantity(*update.remaining_quantity);
   }
   if (update.filled_quantity) {
     request.set_filled_quantity(*update.filled_quantity);

@@ -574,6 +574,27 @@ TEST(Client, EndlessDeadlinesAreCappedNotOverflowed) {
   EXPECT_EQ(h.client->Check(AnOrder()).cause, Cause::kClientError);
 }
 
+// An OPEN update built without remaining_quantity is sent without it, never as 0 leaves
+// (which would release a live order's reservation): the sidecar refuses it. An explicit 0
+// (filled in full, fills not reported yet) is sent as 0.
+TEST(Client, OpenUpdateWithoutRemainingIsNotSentAsZero) {
+  Harness h;
+  ess::OrderUpdate unset;
+  unset.account = "acc-1";
+  unset.client_order_id = "coid-1";
+  unset.status = v1::ORDER_STATUS_OPEN;
+  ASSERT_TRUE(h.client->ReportOrderUpdate(unset).ok());
+  ess::OrderUpdate filled_in_full{"acc-1", "coid-1", v1::ORDER_STATUS_OPEN, 0.0, 2.0};
+  ASSERT_TRUE(h.client->ReportOrderUpdate(filled_in_full).ok());
+  const auto updates = h.fake.Copy(h.fake.updates);
+  ASSERT_EQ(updates.size(), 2u);
+  EXPECT_FALSE(updates[0].has_remaining_quantity())
+      << "sent as " << updates[0].remaining_quantity() << " left";
+  EXPECT_TRUE(updates[1].has_remaining_quantity());
+  EXPECT_EQ(updates[1].remaining_quantity(), 0);
+  EXPECT_EQ(updates[1].filled_quantity(), 2);
+}
+
 TEST(Client, FillsUpdatesAndPositions) {
   Harness h;
   const auto fill = h.client->ReportFill({"acc-1", "momo", "AAPL", ess::kSell, 3, 101.5,
@@ -589,7 +610,8 @@ TEST(Client, FillsUpdatesAndPositions) {
   EXPECT_TRUE(update.response.known());
   ess::OrderUpdate open_filled{"acc-1", "coid-3", v1::ORDER_STATUS_OPEN, 2.5, 1.5};
   ASSERT_TRUE(h.client->ReportOrderUpdate(open_filled).ok());
-  ess::OrderUpdate expired_filled{"acc-1", "coid-4", v1::ORDER_STATUS_EXPIRED, 0, 0.0};
+  ess::OrderUpdate expired_filled{"acc-1", "coid-4", v1::ORDER_STATUS_EXPIRED, std::nullopt,
+                                  0.0};
   ASSERT_TRUE(h.client->ReportOrderUpdate(expired_filled).ok());
 
   ess::Snapshot snapshot;

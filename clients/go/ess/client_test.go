@@ -563,17 +563,17 @@ func TestFillsUpdatesAndPositions(t *testing.T) {
 	if err != nil || fill.GetPosition() != 2 {
 		t.Fatalf("fill: %v %v", fill, err)
 	}
+	zero, one, three, cumQty := 0.0, 1.0, 3.0, 5.0
 	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
-		Status: essv1.OrderStatus_ORDER_STATUS_OPEN, RemainingQuantity: 3}); err != nil {
+		Status: essv1.OrderStatus_ORDER_STATUS_OPEN, RemainingQuantity: &three}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
 		Status: essv1.OrderStatus_ORDER_STATUS_CANCELLED}); err != nil {
 		t.Fatal(err)
 	}
-	zero, cumQty := 0.0, 5.0
 	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
-		Status: essv1.OrderStatus_ORDER_STATUS_OPEN, RemainingQuantity: 1, FilledQuantity: &cumQty}); err != nil {
+		Status: essv1.OrderStatus_ORDER_STATUS_OPEN, RemainingQuantity: &one, FilledQuantity: &cumQty}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
@@ -610,6 +610,31 @@ func TestFillsUpdatesAndPositions(t *testing.T) {
 	}
 	if s := h.fake.syncs[0]; !s.GetOpenOrdersComplete() || len(s.GetPositions()) != 1 || s.GetEquity() != 1e6 {
 		t.Fatalf("sync sent: %v", s)
+	}
+}
+
+// An OPEN update built without RemainingQuantity is sent without it, never as 0 leaves
+// (which would release a live order's reservation): the sidecar refuses it. An explicit 0
+// (filled in full, fills not reported yet) is sent as 0.
+func TestOpenUpdateWithoutRemainingIsNotSentAsZero(t *testing.T) {
+	h := newHarness(t, allow)
+	ctx := context.Background()
+	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
+		Status: essv1.OrderStatus_ORDER_STATUS_OPEN}); err != nil {
+		t.Fatal(err)
+	}
+	zero, filled := 0.0, 2.0
+	if _, err := h.client.ReportOrderUpdate(ctx, ess.OrderUpdate{Account: "acc-1", ClientOrderID: "c-1",
+		Status: essv1.OrderStatus_ORDER_STATUS_OPEN, RemainingQuantity: &zero, FilledQuantity: &filled}); err != nil {
+		t.Fatal(err)
+	}
+	h.fake.mu.Lock()
+	defer h.fake.mu.Unlock()
+	if u := h.fake.updates[0]; u.RemainingQuantity != nil {
+		t.Fatalf("an OPEN update without RemainingQuantity carries none, not %v: %v", *u.RemainingQuantity, u)
+	}
+	if u := h.fake.updates[1]; u.RemainingQuantity == nil || *u.RemainingQuantity != 0 {
+		t.Fatalf("an explicit 0 left is sent: %v", u)
 	}
 }
 

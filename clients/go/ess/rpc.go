@@ -18,15 +18,18 @@ type Fill struct {
 }
 
 // OrderUpdate says a working order ended (CANCELLED, REJECTED, EXPIRED) or is OPEN with
-// RemainingQuantity left (sent with OPEN only). FilledQuantity is the venue's cumulative
-// filled quantity (FIX CumQty), if known (nil: unknown, not sent; 0 is sent): the fills it
-// counts beyond those reported stay reserved until they arrive. Without it an OPEN update
-// releases nothing. Set it when fills come by a separate drop copy.
+// RemainingQuantity left (the venue's leaves; required with OPEN, sent with OPEN only, and
+// only if non-nil: an OPEN update without it is refused by the sidecar, INVALID_ARGUMENT,
+// never taken as 0 leaves; a 0 that is set is sent: an order filled in full whose fills are
+// not reported yet). FilledQuantity is the venue's cumulative filled quantity (FIX CumQty),
+// if known (nil: unknown, not sent; 0 is sent): the fills it counts beyond those reported
+// stay reserved until they arrive. Without it an OPEN update releases nothing. Set it when
+// fills come by a separate drop copy.
 type OrderUpdate struct {
 	Account           string
 	ClientOrderID     string
 	Status            essv1.OrderStatus
-	RemainingQuantity float64
+	RemainingQuantity *float64
 	FilledQuantity    *float64
 }
 
@@ -76,8 +79,8 @@ func (c *Client) ReportOrderUpdate(ctx context.Context, update OrderUpdate) (*es
 	request := &essv1.ReportOrderUpdateRequest{
 		Account: update.Account, ClientOrderId: update.ClientOrderID, Status: update.Status,
 	}
-	if update.Status == essv1.OrderStatus_ORDER_STATUS_OPEN {
-		remaining := update.RemainingQuantity
+	if update.Status == essv1.OrderStatus_ORDER_STATUS_OPEN && update.RemainingQuantity != nil {
+		remaining := *update.RemainingQuantity
 		request.RemainingQuantity = &remaining
 	}
 	if update.FilledQuantity != nil {

@@ -25,15 +25,18 @@ pub struct Fill {
 }
 
 /// A working order ended (`Cancelled`, `Rejected`, `Expired`) or is `Open` with
-/// `remaining_quantity` left (sent with `Open` only). `filled_quantity` is the venue's
-/// cumulative filled quantity (FIX CumQty), if known: the fills it counts beyond those
-/// reported stay reserved until they arrive. Send it when fills come by a drop copy.
+/// `remaining_quantity` left (the venue's leaves; required with `Open`, sent with `Open`
+/// only, and only if `Some`: an `Open` update with `None` is refused by the sidecar,
+/// INVALID_ARGUMENT, never taken as 0 leaves; `Some(0.0)` is sent: an order filled in full
+/// whose fills are not reported yet). `filled_quantity` is the venue's cumulative filled
+/// quantity (FIX CumQty), if known: the fills it counts beyond those reported stay reserved
+/// until they arrive. Send it when fills come by a drop copy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OrderUpdate {
     pub account: String,
     pub client_order_id: String,
     pub status: OrderStatus,
-    pub remaining_quantity: f64,
+    pub remaining_quantity: Option<f64>,
     pub filled_quantity: Option<f64>,
 }
 
@@ -114,8 +117,9 @@ impl Client {
             account: update.account,
             client_order_id: update.client_order_id,
             status: update.status as i32,
-            remaining_quantity: (update.status == OrderStatus::Open)
-                .then_some(update.remaining_quantity),
+            remaining_quantity: update
+                .remaining_quantity
+                .filter(|_| update.status == OrderStatus::Open),
             filled_quantity: update.filled_quantity,
         };
         self.unary(request, |mut stub, r| async move {

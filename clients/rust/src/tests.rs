@@ -733,7 +733,7 @@ async fn an_endless_deadline_is_far_away_not_a_panic() {
         account: "acc-1".into(),
         client_order_id: "c-1".into(),
         status: OrderStatus::Cancelled,
-        remaining_quantity: 0.0,
+        remaining_quantity: None,
         filled_quantity: None,
     };
     assert!(client.report_order_update(update).await.is_ok());
@@ -969,7 +969,7 @@ async fn fills_updates_and_snapshots_are_reported() {
         account: "acc-1".into(),
         client_order_id: verdict.client_order_id.clone(),
         status: OrderStatus::Open,
-        remaining_quantity: 0.5,
+        remaining_quantity: Some(0.5),
         filled_quantity: Some(0.5),
     };
     assert!(
@@ -1010,6 +1010,36 @@ async fn fills_updates_and_snapshots_are_reported() {
         assert_eq!(seen.updates[1].status, OrderStatus::Cancelled as i32);
         assert_eq!(seen.updates[1].remaining_quantity, None);
         assert!(seen.syncs[0].open_orders_complete);
+    });
+}
+
+/// An `Open` update built without a remaining quantity is sent without one, never as 0
+/// leaves (which would release a live order's reservation): the sidecar refuses it. An
+/// explicit `Some(0.0)` (filled in full, fills not reported yet) is sent as 0.
+#[tokio::test]
+async fn an_open_update_without_remaining_is_not_sent_as_zero() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let unset = OrderUpdate {
+        account: "acc-1".into(),
+        client_order_id: "c-1".into(),
+        status: OrderStatus::Open,
+        ..OrderUpdate::default()
+    };
+    client.report_order_update(unset.clone()).await.unwrap();
+    client
+        .report_order_update(OrderUpdate {
+            remaining_quantity: Some(0.0),
+            filled_quantity: Some(2.0),
+            ..unset
+        })
+        .await
+        .unwrap();
+    fake.seen(|seen| {
+        assert_eq!(seen.updates[0].status, OrderStatus::Open as i32);
+        assert_eq!(seen.updates[0].remaining_quantity, None);
+        assert_eq!(seen.updates[1].remaining_quantity, Some(0.0));
+        assert_eq!(seen.updates[1].filled_quantity, Some(2.0));
     });
 }
 

@@ -129,15 +129,18 @@ struct Fill {
 };
 
 // A working order ended (CANCELLED, REJECTED, EXPIRED) or is OPEN with remaining_quantity
-// left (sent with OPEN only). filled_quantity is the venue's cumulative filled quantity (FIX
-// CumQty), if known (sent only when set; unset is not 0): the fills it counts beyond those
-// reported stay reserved until they arrive; without it an OPEN update releases nothing. Set
-// it when fills come by a separate drop copy.
+// left (the venue's leaves; required with OPEN, sent with OPEN only, and only when set: an
+// OPEN update without it is refused by the sidecar, INVALID_ARGUMENT, never taken as 0
+// leaves; a 0 that is set is sent: an order filled in full whose fills are not reported
+// yet). filled_quantity is the venue's cumulative filled quantity (FIX CumQty), if known
+// (sent only when set; unset is not 0): the fills it counts beyond those reported stay
+// reserved until they arrive; without it an OPEN update releases nothing. Set it when fills
+// come by a separate drop copy.
 struct OrderUpdate {
   std::string account;
   std::string client_order_id;
   v1::OrderStatus status = v1::ORDER_STATUS_UNSPECIFIED;
-  double remaining_quantity = 0;
+  std::optional<double> remaining_quantity = std::nullopt;
   std::optional<double> filled_quantity = std::nullopt;
 };
 

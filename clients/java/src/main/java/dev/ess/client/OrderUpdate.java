@@ -6,8 +6,14 @@ import java.util.OptionalDouble;
 
 /**
  * What the venue said of a working order, for {@link GuardClient#reportOrderUpdate}: it
- * ended ({@code ORDER_STATUS_CANCELLED}, {@code _REJECTED}, {@code _EXPIRED}) or is still
- * {@code ORDER_STATUS_OPEN} with {@code remainingQuantity} left (sent with OPEN only).
+ * ended ({@code ORDER_STATUS_CANCELLED}, {@code _REJECTED}, {@code _EXPIRED}: see
+ * {@link #ended}) or is still {@code ORDER_STATUS_OPEN} with {@code remainingQuantity} left
+ * (see {@link #open}).
+ *
+ * <p>{@code remainingQuantity} is the venue's leaves, required with OPEN: it is sent with OPEN
+ * only, and only when present. An OPEN update without it is refused by the sidecar
+ * (INVALID_ARGUMENT), never taken as 0 left; a 0 that is given is sent (an order filled in
+ * full whose fills are not reported yet).
  *
  * <p>{@code filledQuantity} is the venue's cumulative filled quantity (FIX CumQty), if known:
  * the fills it counts beyond those reported by {@link GuardClient#reportFill} stay reserved
@@ -15,31 +21,45 @@ import java.util.OptionalDouble;
  * {@link #withFilledQuantity}) when fills come by a separate drop copy. It is sent only when
  * present: empty is "unknown", not 0.
  *
+ * @param remainingQuantity the venue's leaves (OPEN only), or empty (null is taken as empty)
  * @param filledQuantity the venue's CumQty, or empty if unknown (null is taken as empty)
  */
 public record OrderUpdate(
     String account,
     String clientOrderId,
     OrderStatus status,
-    double remainingQuantity,
+    OptionalDouble remainingQuantity,
     OptionalDouble filledQuantity) {
 
   public OrderUpdate {
+    remainingQuantity = remainingQuantity == null ? OptionalDouble.empty() : remainingQuantity;
     filledQuantity = filledQuantity == null ? OptionalDouble.empty() : filledQuantity;
   }
 
-  /** Without a filled quantity (it is not sent). */
+  /** With this remaining quantity (sent with OPEN only) and without a filled quantity. */
   public OrderUpdate(
       String account, String clientOrderId, OrderStatus status, double remainingQuantity) {
-    this(account, clientOrderId, status, remainingQuantity, OptionalDouble.empty());
+    this(account, clientOrderId, status, OptionalDouble.of(remainingQuantity),
+        OptionalDouble.empty());
   }
 
-  /** An order that ended: cancelled, rejected or expired. */
+  /**
+   * An order that ended: cancelled, rejected or expired.
+   *
+   * @throws IllegalArgumentException for any other status (an OPEN order has leaves: see
+   *     {@link #open})
+   */
   public static OrderUpdate ended(String account, String clientOrderId, OrderStatus status) {
-    return new OrderUpdate(account, clientOrderId, status, 0);
+    if (status != OrderStatus.ORDER_STATUS_CANCELLED && status != OrderStatus.ORDER_STATUS_REJECTED
+        && status != OrderStatus.ORDER_STATUS_EXPIRED) {
+      throw new IllegalArgumentException("OrderUpdate.ended: status " + status
+          + " is not ORDER_STATUS_CANCELLED, _REJECTED or _EXPIRED (OPEN: OrderUpdate.open)");
+    }
+    return new OrderUpdate(
+        account, clientOrderId, status, OptionalDouble.empty(), OptionalDouble.empty());
   }
 
-  /** An order still working with this much left. */
+  /** An order still working with this much left (0: filled in full, fills not reported). */
   public static OrderUpdate open(String account, String clientOrderId, double remaining) {
     return new OrderUpdate(account, clientOrderId, OrderStatus.ORDER_STATUS_OPEN, remaining);
   }
@@ -55,8 +75,8 @@ public record OrderUpdate(
         .setAccount(account == null ? "" : account)
         .setClientOrderId(clientOrderId == null ? "" : clientOrderId)
         .setStatus(status == null ? OrderStatus.ORDER_STATUS_UNSPECIFIED : status);
-    if (status == OrderStatus.ORDER_STATUS_OPEN) {
-      request.setRemainingQuantity(remainingQuantity);
+    if (status == OrderStatus.ORDER_STATUS_OPEN && remainingQuantity.isPresent()) {
+      request.setRemainingQuantity(remainingQuantity.getAsDouble());
     }
     if (filledQuantity.isPresent()) {
       request.setFilledQuantity(filledQuantity.getAsDouble());

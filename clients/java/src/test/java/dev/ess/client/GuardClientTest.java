@@ -601,6 +601,35 @@ class GuardClientTest {
     assertEquals("u-late", late.clientOrderId());
   }
 
+  /**
+   * An OPEN update built without a remaining quantity is sent without one, never as 0 left
+   * (which would release a live order's reservation): the sidecar refuses it. An explicit 0
+   * (filled in full, fills not reported yet) is sent as 0; ended() refuses OPEN.
+   */
+  @Test
+  void anOpenUpdateWithoutRemainingIsNotSentAsZero() throws Exception {
+    connected(builder());
+    assertThrows(IllegalArgumentException.class,
+        () -> OrderUpdate.ended("acc-1", "o-1", OrderStatus.ORDER_STATUS_OPEN));
+    assertThrows(IllegalArgumentException.class,
+        () -> OrderUpdate.ended("acc-1", "o-1", OrderStatus.ORDER_STATUS_UNSPECIFIED));
+    assertThrows(IllegalArgumentException.class, () -> OrderUpdate.ended("acc-1", "o-1", null));
+    for (OrderStatus status : List.of(OrderStatus.ORDER_STATUS_CANCELLED,
+        OrderStatus.ORDER_STATUS_REJECTED, OrderStatus.ORDER_STATUS_EXPIRED)) {
+      assertEquals(status, OrderUpdate.ended("acc-1", "o-1", status).status());
+    }
+    client.reportOrderUpdate(
+        new OrderUpdate("acc-1", "o-1", OrderStatus.ORDER_STATUS_OPEN, null, null));
+    ReportOrderUpdateRequest unset = (ReportOrderUpdateRequest) fake.calls.take();
+    assertEquals(OrderStatus.ORDER_STATUS_OPEN, unset.getStatus());
+    assertFalse(unset.hasRemainingQuantity(), () -> "sent as " + unset.getRemainingQuantity());
+    client.reportOrderUpdate(OrderUpdate.open("acc-1", "o-1", 0).withFilledQuantity(2));
+    ReportOrderUpdateRequest filledInFull = (ReportOrderUpdateRequest) fake.calls.take();
+    assertTrue(filledInFull.hasRemainingQuantity());
+    assertEquals(0.0, filledInFull.getRemainingQuantity());
+    assertEquals(2.0, filledInFull.getFilledQuantity());
+  }
+
   @Test
   void fillsUpdatesAndSnapshots() throws Exception {
     connected(builder());
@@ -638,7 +667,7 @@ class GuardClientTest {
     assertEquals(0.0, endedFilled.getFilledQuantity());
     assertFalse(endedFilled.hasRemainingQuantity());
     client.reportOrderUpdate(new OrderUpdate(
-        "acc-1", "o-1", OrderStatus.ORDER_STATUS_CANCELLED, 0, null));
+        "acc-1", "o-1", OrderStatus.ORDER_STATUS_CANCELLED, null, null));
     assertFalse(((ReportOrderUpdateRequest) fake.calls.take()).hasFilledQuantity());
 
     Position position = Position.newBuilder().setStrategy("momo").setSymbol("AAPL")
