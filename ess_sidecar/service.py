@@ -529,8 +529,12 @@ class Guard(GuardReadings):
         if self.engine.version != version:
             # Failed closed meanwhile: a journal write failed, and the journal refuses every
             # record from then on, so GLOBAL cannot be reset before a restart; that restart
-            # restores these transitions from the store, which has them.
-            raise StoreUnavailable("the sidecar failed closed while this change was stored")
+            # restores these transitions from the store, which has them. Here the fail-closed
+            # trip took their version: they are lost as a failed write's are, their trips
+            # deny and a GLOBAL trip's directives go with the fail-closed trip (review 36l:
+            # a panic's cancel and flatten, stored, were never published).
+            self._failed(StoreUnavailable("the sidecar failed closed while this change was"
+                                          " stored"), durable.holds)
 
     async def read_async(self, read: Callable[[], R]) -> R:
         """A read of the store (history, a watcher's resume) in the store's thread: it

@@ -19,6 +19,7 @@ from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
+from ess_sidecar.ports import NoJournal
 from ess_sidecar.service import Durable, Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
@@ -158,6 +159,45 @@ async def test_a_panic_whose_write_failed_still_tells_executors_to_cancel_and_fl
     assert (published.state, published.cause, published.directives) == (
         State.TRIPPED, Cause.SYSTEM, panic)
     assert guard.engine.current(GLOBAL).directives == panic  # GetState says so too
+
+
+async def test_a_panic_stored_while_the_sidecar_failed_closed_still_gives_its_directives(
+        ) -> None:
+    """Review 36l: a reduce-only panic (cancel and flatten) was being written when a check
+    allowed under it failed its journal record: the fail-closed trip took the panic's
+    version, the panic's stored transition was dropped unpublished, and executors were
+    told to halt but never to cancel or flatten."""
+    class BreakingJournal(NoJournal):
+        broken = False
+
+        def record(self, command, transitions=()) -> None:  # noqa: ANN001
+            if self.broken:
+                raise StoreUnavailable("journal write failed: No space left on device")
+
+    journal, entered, gate = BreakingJournal(), threading.Event(), threading.Event()
+    store = InMemoryStateStore()
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16),
+                  journal=journal)
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 10, 100)])
+    watcher = guard.watch([], 0)
+    append = store.append
+    store.append = lambda transitions: (entered.set(), gate.wait(GATE_TIMEOUT_S),
+                                        append(transitions))[2]
+    panic = (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS)
+    stored = asyncio.ensure_future(guard.run_async(guard.trigger_steps(Trigger(
+        GLOBAL, TriggerMode.REDUCE_ONLY, "panic", TriggerReason.USER_INITIATED, panic,
+        "alice"))))
+    assert await asyncio.to_thread(entered.wait, GATE_TIMEOUT_S)  # held, its write waits
+    journal.broken = True
+    with pytest.raises(StoreUnavailable):  # reduces, so allowed: its record fails
+        guard.check(Order("acc-1", "momo", "AAPL", Side.SELL, 5, 100, client_order_id="o-1"))
+    gate.set()
+    with pytest.raises(StoreUnavailable):
+        await stored
+    told = [await watcher.subscription.next(timeout=1) for _ in range(2)]
+    assert [(t.scope, t.cause) for t in told] == [(GLOBAL, Cause.SYSTEM)] * 2
+    assert told[-1].directives == panic
+    assert guard.engine.current(GLOBAL).directives == panic
 
 
 def test_a_trip_whose_write_failed_denies_after_global_is_reset_until_a_retry_stores_it(
