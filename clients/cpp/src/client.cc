@@ -539,7 +539,20 @@ Heartbeater::Heartbeater(Client& client, HeartbeatConfig config)
       config_(std::move(config)),
       ttl_ms_(static_cast<std::uint32_t>(config_.ttl.count())) {}
 
-Heartbeater::~Heartbeater() { Stop(); }
+// Only Stop deregisters: destroyed without it (an exception unwinding the executor, say),
+// the Heartbeater just ends its thread, so that the scope trips when the TTL lapses.
+Heartbeater::~Heartbeater() {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stopping_) {  // Stop ran
+    return;
+  }
+  stopping_ = true;
+  lock.unlock();
+  stop_cv_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
 
 grpc::Status Heartbeater::Beat(bool deregister, std::chrono::milliseconds timeout) {
   grpc::ClientContext context;

@@ -698,6 +698,41 @@ TEST(Client, HeartbeatBeatsUntilStopAndDeregisters) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A Heartbeater destroyed by an exception unwinding its scope (an executor that died) stops
+// beating but does not deregister: the registration stays, so the scope trips when the TTL
+// lapses. Only Stop deregisters, and destroying it after Stop sends nothing more.
+TEST(Client, HeartbeaterDestroyedByAnExceptionDoesNotDeregister) {
+  Harness h;
+  ess::HeartbeatConfig config;
+  config.executor_id = "exec-1";
+  config.scope = *ess::ParseScope("STRATEGY:momo");
+  config.ttl = 150ms;  // beats every 50 ms
+  try {
+    grpc::Status status;
+    auto heartbeater = h.client->StartHeartbeat(config, &status);
+    ASSERT_NE(heartbeater, nullptr) << status.error_message();
+    ASSERT_TRUE(Eventually([&] { return h.fake.Copy(h.fake.heartbeats).size() >= 2; }, 5s));
+    throw std::runtime_error("the executor died");
+  } catch (const std::runtime_error&) {
+  }
+  const auto beats = h.fake.Copy(h.fake.heartbeats);
+  ASSERT_GE(beats.size(), 2u);
+  for (const auto& beat : beats) {
+    EXPECT_FALSE(beat.deregister()) << "the destructor deregistered";
+  }
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(h.fake.Copy(h.fake.heartbeats).size(), beats.size()) << "it beats when destroyed";
+
+  auto stopped = h.client->StartHeartbeat(config);
+  ASSERT_NE(stopped, nullptr);
+  EXPECT_TRUE(stopped->Stop().ok());
+  const auto before = h.fake.Copy(h.fake.heartbeats).size();
+  stopped.reset();
+  const auto after = h.fake.Copy(h.fake.heartbeats);
+  EXPECT_EQ(after.size(), before) << "destroyed after Stop, it sent more";
+  EXPECT_TRUE(after.back().deregister());
+}
+
 TEST(Client, HeartbeatThatCannotStartReturnsTheError) {
   TempDir dir;
   ess::Options options = Quiet();

@@ -104,7 +104,8 @@ func (h *Heartbeater) Err() error {
 
 // Stop ends the heartbeats and deregisters the executor, so that the scope does not trip
 // when the TTL lapses. The deregistration's error is returned (only the first Stop sends
-// it).
+// it). Call it on a clean shutdown only: do not defer it, for a deferred Stop runs on a
+// panic too, and deregisters an executor that died (its scope would then never trip).
 func (h *Heartbeater) Stop(ctx context.Context) error {
 	var err error
 	h.once.Do(func() {

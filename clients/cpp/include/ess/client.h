@@ -211,9 +211,13 @@ struct HeartbeatConfig {
   std::function<void(const grpc::Status&)> on_error;
 };
 
-// Beats in a background thread until Stop (or destruction), then deregisters.
+// Beats in a background thread until Stop, which deregisters, or destruction, which only
+// stops beating: the registration stays and the scope trips when the TTL lapses, as for an
+// executor that died (a Heartbeater destroyed by an exception unwinding the stack must not
+// look like a clean shutdown). Call Stop to shut down cleanly.
 class Heartbeater {
  public:
+  // Stops beating without deregistering (see above); after Stop, nothing.
   ~Heartbeater();
   Heartbeater(const Heartbeater&) = delete;
   Heartbeater& operator=(const Heartbeater&) = delete;
@@ -301,8 +305,9 @@ class Client {
                                           const v1::Scope& scope, std::uint32_t ttl_ms,
                                           bool deregister = false);
   // Sends a first heartbeat and, if it succeeded, keeps beating in a background thread
-  // until the Heartbeater is stopped or destroyed (then it deregisters). On failure (or a
-  // bad ttl) returns nullptr and sets *status. The Heartbeater must not outlive the client.
+  // until the Heartbeater is stopped (then it deregisters) or destroyed (then it does not).
+  // On failure (or a bad ttl) returns nullptr and sets *status. The Heartbeater must not
+  // outlive the client.
   std::unique_ptr<Heartbeater> StartHeartbeat(HeartbeatConfig config,
                                               grpc::Status* status = nullptr);
   // One metric sample for scope; the answer says whether it tripped it.

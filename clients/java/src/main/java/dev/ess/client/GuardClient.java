@@ -468,7 +468,8 @@ public final class GuardClient implements AutoCloseable {
   /**
    * Starts a dead-man's switch: scope trips if the sidecar hears no heartbeat from executorId
    * for ttl. It beats every ttl/3; a failed beat is logged. Stop it with
-   * {@link Heartbeater#stop()}, which deregisters.
+   * {@link Heartbeater#stop()}, which deregisters; {@link Heartbeater#close()} only stops
+   * beating (the scope then trips when the ttl lapses).
    *
    * @throws StatusRuntimeException the first beat's error (nothing is started then)
    */

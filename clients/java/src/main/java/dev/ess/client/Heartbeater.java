@@ -15,7 +15,10 @@ import java.util.logging.Logger;
 
 /**
  * A dead-man's switch ({@link GuardClient#startHeartbeat}): beats in the background until
- * {@link #stop()}, which deregisters the executor so that its scope does not trip.
+ * {@link #stop()}, which deregisters the executor so that its scope does not trip, or
+ * {@link #close()}, which only stops beating: the registration stays, and the scope trips
+ * when the ttl lapses. So a try-with-resources block left by an exception (an executor that
+ * died) trips the scope; call {@link #stop()} in it for a clean shutdown.
  */
 public final class Heartbeater implements AutoCloseable {
   private final GuardClient client;
@@ -26,6 +29,8 @@ public final class Heartbeater implements AutoCloseable {
   private final Consumer<Throwable> onError;
   private final ScheduledExecutorService scheduler;
   private final AtomicBoolean stopped = new AtomicBoolean();
+  /** Set once the deregistration was sent, or can no longer be (the client closed). */
+  private final AtomicBoolean deregistered = new AtomicBoolean();
   private volatile State lastState = State.STATE_UNSPECIFIED;
   private volatile Throwable lastError;
 
@@ -106,13 +111,37 @@ public final class Heartbeater implements AutoCloseable {
 
   /**
    * Ends the heartbeats and deregisters the executor, so that the scope does not trip when
-   * the ttl lapses. Only the first stop deregisters; later ones return null.
+   * the ttl lapses (a clean shutdown). Only the first stop deregisters (even after
+   * {@link #close()}); later ones, and any after the client was closed, return null.
    *
    * @throws StatusRuntimeException the deregistration failed
    */
   public HeartbeatResponse stop() {
-    if (!stopped.compareAndSet(false, true)) {
+    halt();
+    if (!deregistered.compareAndSet(false, true)) {
       return null;
+    }
+    return client.heartbeat(executorId, scope, ttl, true, null);
+  }
+
+  /**
+   * Ends the heartbeats <em>without</em> deregistering: the registration stays, and the
+   * scope trips when the ttl lapses, as it does for an executor that died. A
+   * try-with-resources block left by an exception must not look like a clean shutdown; call
+   * {@link #stop()} for one.
+   */
+  @Override
+  public void close() {
+    halt();
+  }
+
+  /**
+   * Ends the beats and waits for one in flight (a beat that landed after the deregistration
+   * would register the executor again); a caller that comes while another halts waits too.
+   */
+  private synchronized void halt() {
+    if (!stopped.compareAndSet(false, true)) {
+      return;
     }
     scheduler.shutdown();
     try {
@@ -122,21 +151,11 @@ public final class Heartbeater implements AutoCloseable {
       Thread.currentThread().interrupt();
     }
     client.forget(this);
-    return client.heartbeat(executorId, scope, ttl, true, null);
   }
 
-  /** {@link #stop()}, its error logged through onError rather than thrown. */
-  @Override
-  public void close() {
-    try {
-      stop();
-    } catch (StatusRuntimeException e) {
-      onError.accept(e);
-    }
-  }
-
-  /** Stops beating without deregistering (the client is closing). */
+  /** Stops beating without deregistering (the client is closing: no stop can deregister). */
   void cancel() {
+    deregistered.set(true);
     stopped.set(true);
     scheduler.shutdownNow();
   }

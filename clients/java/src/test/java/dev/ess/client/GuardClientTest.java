@@ -702,6 +702,55 @@ class GuardClientTest {
     assertEquals(null, heartbeat.stop(), "only the first stop deregisters");
   }
 
+  /**
+   * A heartbeat closed by an exception leaving its try-with-resources block (an executor that
+   * died) stops beating but does not deregister: the registration stays, so the scope trips
+   * when the ttl lapses. Only stop() deregisters, once, even after close().
+   */
+  @Test
+  void aHeartbeatClosedByAnExceptionStopsBeatingWithoutDeregistering() throws Exception {
+    connected(builder());
+    Heartbeater[] opened = new Heartbeater[1];
+    IllegalStateException died = assertThrows(IllegalStateException.class, () -> {
+      try (Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+          Duration.ofMillis(300))) {
+        opened[0] = heartbeat;
+        eventually(() -> fake.calls.size() >= 2, "two heartbeats");
+        throw new IllegalStateException("the executor died");
+      }
+    });
+    assertEquals("the executor died", died.getMessage());
+    assertFalse(opened[0].running());
+    int after = fake.calls.size();
+    Thread.sleep(250);
+    assertEquals(after, fake.calls.size(), "it still beats after close");
+    for (Object call : fake.calls) {
+      assertFalse(((HeartbeatRequest) call).getDeregister(), "close() deregistered");
+    }
+
+    assertNotNull(opened[0].stop(), "an explicit stop after close deregisters");
+    HeartbeatRequest last = (HeartbeatRequest) new ArrayList<>(fake.calls).get(after);
+    assertTrue(last.getDeregister());
+    assertEquals(null, opened[0].stop(), "only the first stop deregisters");
+    opened[0].close();
+    assertEquals(after + 1, fake.calls.size());
+  }
+
+  /** The clean shutdown in a try-with-resources block: stop() deregisters, close() adds none. */
+  @Test
+  void aHeartbeatStoppedInItsBlockDeregistersOnce() throws Exception {
+    connected(builder());
+    try (Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofMillis(300))) {
+      assertNotNull(heartbeat.stop());
+    }
+    List<Object> calls = new ArrayList<>(fake.calls);
+    long deregistrations = calls.stream()
+        .filter(call -> ((HeartbeatRequest) call).getDeregister()).count();
+    assertEquals(1, deregistrations, calls::toString);
+    assertTrue(((HeartbeatRequest) calls.get(calls.size() - 1)).getDeregister());
+  }
+
   @Test
   void aHeartbeatWhoseFirstBeatFailsIsNotStarted() {
     client = GuardClient.builder(
