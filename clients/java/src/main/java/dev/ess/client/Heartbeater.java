@@ -54,10 +54,13 @@ public final class Heartbeater implements AutoCloseable {
     });
   }
 
-  /** Sends the first beat (its error is thrown, and nothing is started), then schedules. */
+  /**
+   * Sends the first beat (its error is thrown, and nothing is started), then schedules. The
+   * first beat has the whole rpc timeout: it may pay for connecting the channel.
+   */
   void start() {
     try {
-      beat();
+      beat(Duration.ofNanos(client.rpcTimeoutNanos()));
     } catch (RuntimeException e) {
       stopped.set(true);
       scheduler.shutdownNow();
@@ -67,8 +70,7 @@ public final class Heartbeater implements AutoCloseable {
     scheduler.scheduleAtFixedRate(this::tick, every, every, TimeUnit.NANOSECONDS);
   }
 
-  private void beat() {
-    Duration timeout = Duration.ofNanos(Math.min(interval.toNanos(), client.rpcTimeoutNanos()));
+  private void beat(Duration timeout) {
     try {
       HeartbeatResponse answer = client.heartbeat(executorId, scope, ttl, false, timeout);
       lastState = answer.getState();
@@ -84,7 +86,8 @@ public final class Heartbeater implements AutoCloseable {
       return;
     }
     try {
-      beat();
+      // Bounded by the interval too, so that beats never pile up.
+      beat(Duration.ofNanos(Math.min(interval.toNanos(), client.rpcTimeoutNanos())));
     } catch (Throwable e) { // a scheduled task that throws is never run again
       try {
         onError.accept(e);

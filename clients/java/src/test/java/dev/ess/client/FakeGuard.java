@@ -28,9 +28,12 @@ import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.inprocess.InProcessServerBuilder;
 import io.grpc.stub.StreamObserver;
 import java.io.IOException;
+import java.time.Duration;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Function;
 
@@ -63,6 +66,8 @@ final class FakeGuard extends GuardServiceGrpc.GuardServiceImplBase {
   final List<CheckOrderStreamRequest> streamRequests = new CopyOnWriteArrayList<>();
   final List<String> authorizations = new CopyOnWriteArrayList<>();
   final LinkedBlockingQueue<Object> calls = new LinkedBlockingQueue<>();
+  /** How long to hold each heartbeat's answer, in turn (then none). */
+  final LinkedBlockingQueue<Duration> heartbeatDelays = new LinkedBlockingQueue<>();
   private Server server;
 
   FakeGuard start() throws IOException {
@@ -176,8 +181,17 @@ final class FakeGuard extends GuardServiceGrpc.GuardServiceImplBase {
   @Override
   public void heartbeat(HeartbeatRequest request, StreamObserver<HeartbeatResponse> out) {
     calls.add(request);
-    out.onNext(HeartbeatResponse.newBuilder().setState(State.STATE_ARMED).build());
-    out.onCompleted();
+    Duration delay = heartbeatDelays.poll();
+    Runnable answer = () -> {
+      out.onNext(HeartbeatResponse.newBuilder().setState(State.STATE_ARMED).build());
+      out.onCompleted();
+    };
+    if (delay == null) {
+      answer.run();
+    } else {
+      CompletableFuture.runAsync(answer,
+          CompletableFuture.delayedExecutor(delay.toNanos(), TimeUnit.NANOSECONDS));
+    }
   }
 
   /** Sends every call's headers at once, as the sidecar does, and records the token. */

@@ -751,6 +751,21 @@ class GuardClientTest {
     assertTrue(((HeartbeatRequest) calls.get(calls.size() - 1)).getDeregister());
   }
 
+  /**
+   * The first beat (startHeartbeat's own, which may pay for connecting) has the whole rpc
+   * timeout, not the interval that bounds the later ones.
+   */
+  @Test
+  void theFirstHeartbeatHasTheWholeRpcTimeout() throws Exception {
+    connected(builder().rpcTimeout(ANSWER));
+    fake.heartbeatDelays.add(Duration.ofMillis(300));
+    Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofSeconds(3), Duration.ofMillis(50), null);
+    assertEquals(dev.ess.v1.State.STATE_ARMED, heartbeat.state());
+    assertEquals(null, heartbeat.lastError());
+    assertNotNull(heartbeat.stop());
+  }
+
   @Test
   void aHeartbeatWhoseFirstBeatFailsIsNotStarted() {
     client = GuardClient.builder(
