@@ -30,6 +30,10 @@ class Heartbeats:
 
     def __init__(self) -> None:
         self._registrations: dict[tuple[str, Scope], Registration] = {}
+        # The same registrations by scope: what a trip, a reset or a restore of one scope
+        # touches is that scope's, not every one (review 36o: 6,000 executors lapsing at
+        # once made 6,000 scans of 6,000 registrations, and held a Trigger 9 s).
+        self._by_scope: dict[Scope, dict[str, Registration]] = {}
 
     def beat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
              owner: str = "") -> bool:
@@ -47,9 +51,17 @@ class Heartbeats:
         elif len(self._registrations) >= MAX_REGISTRATIONS:
             raise CapacityExceeded(f"{MAX_REGISTRATIONS} heartbeat registrations are kept"
                                    " (the most); deregister executors that stopped")
-        self._registrations[(executor_id, scope)] = Registration(executor_id, scope, ttl_s, now,
-                                                                 owner=owner)
+        self._put(Registration(executor_id, scope, ttl_s, now, owner=owner))
         return True
+
+    def _put(self, registration: Registration) -> None:
+        self._registrations[(registration.executor_id, registration.scope)] = registration
+        self._by_scope.setdefault(registration.scope, {})[registration.executor_id] = \
+            registration
+
+    def _of(self, scope: Scope) -> list[Registration]:
+        known = self._by_scope.get(scope)
+        return list(known.values()) if known is not None else []
 
     def deregister(self, executor_id: str, scope: Scope, owner: str = "",
                    override: bool = False) -> bool:
@@ -61,6 +73,10 @@ class Heartbeats:
         if not override:
             _check_owner(known, owner)
         del self._registrations[(executor_id, scope)]
+        of_scope = self._by_scope[scope]
+        del of_scope[executor_id]
+        if not of_scope:
+            del self._by_scope[scope]
         return True
 
     def owner(self, executor_id: str, scope: Scope) -> str:
@@ -71,14 +87,13 @@ class Heartbeats:
         """After a restart with no journal of beats (an upgrade), every known executor
         gets one full TTL from now."""
         for executor_id, scope, ttl_s, owner in registrations:
-            self._registrations[(executor_id, scope)] = Registration(executor_id, scope,
-                                                                     ttl_s, now, owner=owner)
+            self._put(Registration(executor_id, scope, ttl_s, now, owner=owner))
 
     def rearm(self, scope: Scope, now: float) -> None:
         """A reset of the scope: an executor whose loss was latched gets a fresh TTL from
         now, so if it is still dead it trips again."""
-        for each in self._registrations.values():
-            if each.scope == scope and (each.lost or now - each.last_seen > each.ttl_s):
+        for each in self._of(scope):
+            if each.lost or now - each.last_seen > each.ttl_s:
                 each.last_seen, each.lost = now, False
 
     def lapse(self, now: float) -> list[Registration]:
@@ -93,21 +108,19 @@ class Heartbeats:
     def mark_lost(self, scope: Scope, now: float) -> None:
         """The loss is durable: don't trip again until they beat. Set on apply, not on
         plan, so a trip that could not be stored is planned again."""
-        for registration in self._registrations.values():
-            if registration.scope == scope and now - registration.last_seen > registration.ttl_s:
+        for registration in self._of(scope):
+            if now - registration.last_seen > registration.ttl_s:
                 registration.lost = True
 
     def lapsed(self, scope: Scope, now: float) -> bool:
         """Whether an executor of this scope is past its TTL now: the breaker's condition."""
-        return any(r.scope == scope and now - r.last_seen > r.ttl_s
-                   for r in self._registrations.values())
+        return any(now - r.last_seen > r.ttl_s for r in self._of(scope))
 
     def assume_lapsed(self, scope: Scope) -> None:
         """After a restart, an executor whose loss latched the scope counts as lost until
         it beats again: nothing since shows it came back."""
-        for registration in self._registrations.values():
-            if registration.scope == scope:
-                registration.last_seen = float("-inf")
+        for registration in self._of(scope):
+            registration.last_seen = float("-inf")
 
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())

@@ -114,6 +114,25 @@ def test_a_deregistered_executor_never_trips(engine):
     assert timers(engine, T0 + 60) == []
 
 
+def test_a_scopes_switch_counts_only_its_own_registrations_as_they_stand(engine):
+    """Registrations are also kept by scope (review 36o: every trip scanned all of them,
+    and 6,000 lapsing at once held a Trigger 9 s): one deregistered, or re-registered with
+    a new TTL, counts as it stands, and a reset sees only its scope's."""
+    engine.heartbeat("gone", strategy(), 5.0, T0)
+    engine.heartbeat("gone", strategy(), 5.0, T0, deregister=True)
+    engine.heartbeat("slow", strategy(), 5.0, T0)
+    engine.heartbeat("slow", strategy(), 50.0, T0)  # the 5 s registration replaced
+    engine.heartbeat("other", account(), 5.0, T0)
+    (lost,) = timers(engine, T0 + 10)
+    assert lost.scope == account()
+    assert not engine.heartbeats.lapsed(strategy(), T0 + 10)
+    assert reset(engine, account(), T0 + 2_000, force=True)[0].state is State.ARMED
+    engine.heartbeat("other", account(), 5.0, T0 + 2_000)  # back: the switch is armed
+    engine.heartbeat("slow", strategy(), 50.0, T0 + 2_000)
+    assert timers(engine, T0 + 2_004) == []
+    assert [t.scope for t in timers(engine, T0 + 2_006)] == [account()]
+
+
 def test_a_changed_ttl_or_another_scope_is_a_new_registration(engine):
     engine.heartbeat("exec-1", strategy(), 5.0, T0)
     assert engine.heartbeat("exec-1", strategy(), 10.0, T0 + 1) is True
