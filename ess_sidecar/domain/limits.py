@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .book import AccountBook
 from .decisions import DecisionReason, Denial
+from .oldest import expired_run
 from .orders import Order, Side
 from .working import OrderLedger, OrderRecord
 
@@ -120,14 +121,11 @@ class OrderRate:
 
     def expire(self, now: float) -> int:
         """Forget strategies with no order in the last second (oldest first); how many."""
-        sent, forgotten = self._sent, 0
-        while sent:
-            strategy, times = next(iter(sent.items()))
-            if times and times[-1] > now - 1.0:
-                break
+        sent, cutoff = self._sent, now - 1.0
+        idle = expired_run(sent, lambda times: not times or times[-1] <= cutoff)
+        for strategy, _ in idle:
             del sent[strategy]
-            forgotten += 1
-        return forgotten
+        return len(idle)
 
 
 def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
@@ -159,5 +157,6 @@ def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
     if len(ledger.records) >= limits.max_remembered_orders:
         return Denial(DecisionReason.DUPLICATE_ORDER, f"{len(ledger.records)} order ids"
                       f" within their {limits.order_id_retention_s:g}s retention are"
-                      " remembered (the most): a duplicate cannot be ruled out")
+                      " remembered (limits.max_remembered_orders): a duplicate cannot be"
+                      " ruled out")
     return None

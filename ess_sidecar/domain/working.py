@@ -23,6 +23,7 @@ from typing import Final
 
 from .book import Book, Leg
 from .errors import InvalidArgument
+from .oldest import expired_run
 from .orders import Fill, OpenOrder, Order, Side
 
 INFINITY: Final = float("inf")
@@ -663,24 +664,19 @@ class OrderLedger:
                 self._identical[key] = left
             else:
                 del self._identical[key]
-        records = self.records
+        records, cutoff = self.records, now - retention_s
         works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
-        for _ in range(len(records)):
-            key, record = next(iter(records.items()))
-            if record.kept > now - retention_s:
-                break
+        for key, record in expired_run(records, lambda r: r.kept <= cutoff):
             del records[key]
             forgotten += 1
             if self._chain_works(record, works):
                 record.kept = now
-                records[key] = record  # kept, moved to the end; look past it
+                records[key] = record  # kept, moved to the end
             else:
                 self._forget_included(*key)
         fill_ids = self.fill_ids
-        for _ in range(len(fill_ids)):
-            key, (seen, client_order_id, what, quantity) = next(iter(fill_ids.items()))
-            if seen > now - retention_s:
-                break
+        for key, (_, client_order_id, what, quantity) in expired_run(
+                fill_ids, lambda seen: seen[0] <= cutoff):
             del fill_ids[key]
             forgotten += 1
             if (key[0], client_order_id) in records:  # sent again, it would count twice

@@ -13,6 +13,7 @@ from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument
+from ess_sidecar.domain.oldest import MOST_PER_RUN
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import OpenOrder, Order, OrderStatus, OrderUpdate, \
@@ -157,6 +158,24 @@ def test_a_snapshot_adopts_no_order_while_the_order_ids_remembered_are_at_their_
     for command in journal.commands:
         replayed.replay(command, [])
     assert set(replayed.orders.records) == set(engine.orders.records)
+
+
+def test_a_timer_run_forgets_a_bounded_number_of_ids_and_the_next_runs_the_rest() -> None:
+    """Review 36o: forgetting ids took the first entry and deleted it, once per id, and a
+    dict rescans the slots of those deleted before it: a restart after a day held the loop
+    18 s for 250,000 ids. One pass reads them, and a run forgets at most MOST_PER_RUN."""
+    engine = make_engine(limits=LimitSettings(
+        duplicate_identical_orders=0, exposure_enabled=False, max_orders_per_second=0,
+        max_working_orders_per_account=0, max_working_orders_per_strategy=0))
+    count = MOST_PER_RUN + 500
+    for n in range(count):
+        assert engine.check(Order("acc-1", "s", "AAPL", Side.BUY, 1, 100,
+                                  client_order_id=f"c-{n}"), T0).allowed
+    engine.clear_working_orders("acc-1", [])
+    later = T0 + engine.config.limits.order_id_retention_s + 1
+    assert engine.expire(later) == MOST_PER_RUN
+    assert len(engine.orders.records) == 500
+    assert engine.expire(later) == 500 and not engine.orders.records
 
 
 def test_rate_windows_of_idle_strategies_are_forgotten() -> None:
