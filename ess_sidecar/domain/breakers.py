@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .errors import InvalidArgument
+from .oldest import expired_run
 from .orders import MAX_EQUITY
 from .scopes import Scope
 from .states import TriggerMode
@@ -290,17 +291,17 @@ class Breakers:
         (a kept one is looked at again only after another idle_s): either changes what a
         later run forgets, so the journal must record the run, or a restart would forget
         evidence that a reset is refused on."""
-        idle_s = max(idle_s, self._longest_window)
+        cutoff = now - max(idle_s, self._longest_window)
         meters, changed = self._meters, 0
-        for _ in range(len(meters)):
-            scope, oldest = next(iter(meters.items()))
-            if oldest.last_seen > now - idle_s:
-                break
+        for scope, oldest in expired_run(meters, lambda m: m.last_seen <= cutoff):
             del meters[scope]
             changed += 1
             # A peak equity is what total drawdown counts from (review 34h: forgotten,
-            # equity reported once a day never built a drawdown on a strategy or GLOBAL).
-            if keep(scope) or oldest.last_tick is not None or oldest.peak_equity > 0.0:
+            # equity reported once a day never built a drawdown on a strategy or GLOBAL);
+            # a losing streak and a breach count end only by a sample (review 36p: nine
+            # losses, a quiet weekend, and the tenth began a new streak).
+            if keep(scope) or oldest.last_tick is not None or oldest.peak_equity > 0.0 \
+                    or oldest.losses or any(oldest.breaches.values()):
                 oldest.last_seen = now  # kept: looked at again after another idle_s
                 meters[scope] = oldest
         return changed

@@ -17,7 +17,8 @@ from typing import Final
 
 from .access import Permission, Principal
 from .approvals import Approvals
-from .breakers import DEFAULT_RULES, Breaker, Breakers, Metric, check_metric_value
+from .breakers import DEFAULT_RULES, ONE_OFF, Breaker, Breakers, Metric, \
+    check_metric_value
 from .commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
     OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, TimersRan, Triggered
 from .config import GuardConfig
@@ -372,7 +373,12 @@ class GuardEngine:
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
         for trip in self.breakers.record(scope, metric, value, now):
-            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker)
+            # A one-off breaker's report is new evidence each time, as an unchecked fill is:
+            # renewed, its cooldown counts from it, and a reset asked before it is void
+            # (review 36p: a corrupt feed reported again 1 s before the re-arm left no trace,
+            # nothing holds for it, and the re-arm lifted the latch).
+            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker,
+                      renew=trip.breaker in ONE_OFF)
         return plan
 
     def plan_trigger(self, trigger: Trigger, now: float) -> Plan:

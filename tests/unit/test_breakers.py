@@ -16,7 +16,7 @@ from ess_sidecar.domain.states import SYSTEM_ACTOR, Cause, Directive, State, Tri
     TriggerReason
 
 from .conftest import T0, account, make_engine, order, report, reset, rules, run, strategy, \
-    symbol, trip
+    symbol, timers, trip
 
 M = Metric
 LEVELS = [(M.DAILY_DRAWDOWN_PCT, "daily_drawdown_pct", 5), (M.WEEKLY_DRAWDOWN_PCT,
@@ -170,8 +170,39 @@ def test_a_breach_on_a_tripped_scope_adds_its_own_latch_once(engine):
     (second,) = report(engine, GLOBAL, M.DATA_FEED_CORRUPT, 0)
     assert (second.previous, second.state) == (State.TRIPPED, State.TRIPPED)
     assert [latch.name for latch in second.latches] == ["system_health", "data_feed_corrupt"]
-    assert report(engine, GLOBAL, M.DATA_FEED_CORRUPT, 0) == []
+    assert report(engine, GLOBAL, M.SYSTEM_HEALTH, 2) == []  # a level: its reset checks it
     assert engine.version == 2
+
+
+def test_a_corrupt_feed_reported_again_renews_its_latch_and_its_cooldown():
+    """Review 36p: a one-off breaker holds nothing a reset or re-arm can check, and a
+    second corrupt report left no trace: the latch was lifted by the re-arm 1 s after it
+    (and by an approval, or a Reset naming the version, made before it). It is renewed."""
+    engine = make_engine(breakers=rules(data_feed_corrupt={"auto_rearm": True}))
+    (first,) = report(engine, strategy(), M.DATA_FEED_CORRUPT, 0)
+    cooldown = engine.config.policy_for(ScopeKind.STRATEGY).reset_cooldown_s
+    (again,) = report(engine, strategy(), M.DATA_FEED_CORRUPT, 0, T0 + cooldown - 1)
+    assert (again.version, again.state) == (first.version + 1, State.TRIPPED)
+    assert timers(engine, T0 + cooldown) == []  # counted from the second report
+    assert engine.state_of(strategy()) is State.TRIPPED
+    (rearmed,) = timers(engine, T0 + 2 * cooldown)
+    assert (rearmed.state, rearmed.cause) == (State.ARMED, Cause.REARM)
+
+
+def test_a_losing_streak_and_a_debounce_count_outlast_a_quiet_spell():
+    """Review 36p: nine losses in a row, then a weekend with no sample: the timers forgot
+    the streak, and the tenth loss began a new one (likewise a breach count)."""
+    engine = make_engine(breakers=rules(open_loss_pct={"consecutive": 2}))
+    quiet = strategy("quiet")  # no book: nothing else keeps its evidence
+    for hour in range(9):  # two hours apart: failed_trades (5 an hour) stays quiet
+        report(engine, quiet, M.TRADE_RESULT, -1, T0 + 7_200.0 * hour)
+    report(engine, quiet, M.OPEN_LOSS_PCT, 50, T0 + 7_200.0 * 9)  # one breach of two
+    monday = T0 + 7_200.0 * 9 + 3 * 86_400.0
+    assert timers(engine, monday) == [] and engine.state_of(quiet) is State.ARMED
+    (streak,) = report(engine, quiet, M.TRADE_RESULT, -1, monday)
+    assert streak.breaker == "consecutive_losses"
+    (debounced,) = report(engine, quiet, M.OPEN_LOSS_PCT, 50, monday)
+    assert debounced.breaker == "open_loss_pct"
 
 
 @pytest.mark.parametrize("metric, value", [
