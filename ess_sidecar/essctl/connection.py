@@ -43,6 +43,12 @@ class Exit(enum.IntEnum):
     INTERRUPTED = 130
 
 
+# A command was sent but no answer came: the sidecar finishes a command it has started
+# even when its caller gave up, so it may have landed, or may yet (review 36e).
+NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                       grpc.StatusCode.CANCELLED})
+
+
 class UsageError(Exception):
     """The command line cannot be acted on: exit 64."""
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+import grpc
 from rich.table import Table
 from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
-from .connection import Exit, Sidecar, UsageError
+from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, enum_name, to_json, when
 
 LISTED_AT_MOST = 10_000  # GetState lists at most this many working orders
@@ -114,8 +115,13 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
                 " gone at the venue? Go ahead?", out, "not confirmed: pass --yes")
     # None named, all listed: clear those shown, never one allowed while the prompt waited
     ids = named or ([o.client_order_id for o in doomed] if complete else [])
-    reply = sidecar.call("ClearWorkingOrders", pb.ClearWorkingOrdersRequest(
-        account=args.account, client_order_ids=ids, reason=args.reason))
+    try:
+        reply = sidecar.call("ClearWorkingOrders", pb.ClearWorkingOrdersRequest(
+            account=args.account, client_order_ids=ids, reason=args.reason))
+    except grpc.RpcError as error:
+        if error.code() not in NO_ANSWER:
+            raise
+        return unanswered(error, sidecar, args.account, ids, out)
     short = bool(named) and reply.cleared < len(named)
     missing = not_working if short else []
     if out.json:
@@ -129,6 +135,32 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
                      " working (unknown, or ended already)"
                      + (f": {', '.join(missing)}" if missing else ""))
     return Exit.NO if short else Exit.DONE
+
+
+def unanswered(error: grpc.RpcError, sidecar: Sidecar, account: str, ids: list[str],
+               out: Output) -> int:
+    """A clear with no answer may have landed (review 36e: exit 1, "could not", while it
+    had): how many of the orders it was to end still work, from a fresh look. Exit 0 if
+    none does, else 1."""
+    first = f"no answer to the clear ({describe(error, sidecar.options)})"
+    try:
+        orders, total = working_orders(sidecar, account)
+    except grpc.RpcError as again:
+        left, message = None, (f"the sidecar cannot say what still works now"
+                               f" ({again.code().name}): the clear may have landed, or may"
+                               " yet; look with essctl orders")
+    else:
+        listed = {o.client_order_id for o in orders}
+        left = sum(c in listed for c in ids) if ids else total  # ids: all of the account's
+        message = f"{plural(left, 'order')} it was to end still work in account {account}" \
+            + (": the clear may yet land; look again with essctl orders" if left else
+               ": it landed")
+    if out.json:
+        out.emit({"result": "no_answer", "account": account, "still_working": left,
+                  "message": f"{first}; {message}"})
+    else:
+        out.line(Text("NO ANSWER", style="bold yellow"), f": {first}; {message}")
+    return Exit.DONE if left == 0 else Exit.FAILED
 
 
 def nothing_to_clear(account: str, not_working: list[str], out: Output) -> int:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
-from .connection import Exit, Sidecar, UsageError, describe
+from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, scope_name, scope_to_pb, \
     state_text, to_json, when
 from .status import latches_text, pending_text, resume_text, scope_cause
@@ -68,12 +68,6 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if reply.pending_approval:
         return pending(reply, current, args, out)
     return done(reply, scope, out)
-
-
-# The reset was sent but no answer came: the sidecar finishes a command it has started
-# even when its caller gave up, so the reset may have landed, or may yet.
-NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
-                       grpc.StatusCode.CANCELLED})
 
 
 def unanswered(error: grpc.RpcError, sidecar: Sidecar, current: pb.ScopeState,

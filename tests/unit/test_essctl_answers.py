@@ -162,6 +162,28 @@ def test_orders_clear_without_ids_clears_the_orders_it_showed_not_all():
     assert list(request.client_order_ids) == ["stuck-1", "stuck-2"]
 
 
+@pytest.mark.parametrize("after, code, told", [
+    (working(), Exit.DONE, "0 orders it was to end still work in account acc: it landed"),
+    (working("stuck-2"), Exit.FAILED, "1 order it was to end still work in account acc: the"
+                                      " clear may yet land"),
+    (LATE, Exit.FAILED, "the sidecar cannot say what still works now (DEADLINE_EXCEEDED)"),
+], ids=["landed", "not-yet", "unknown"])
+def test_a_clear_with_no_answer_says_what_still_works(capsys, after, code, told):
+    """Review 36e: a clear answered too late exited 1, "could not do it", while it had
+    been carried out: it looks again and says how many of its orders still work."""
+    sidecar = ScriptedSidecar(GetState=[working("stuck-1", "stuck-2"), after],
+                              ClearWorkingOrders=[LATE])
+    args = argparse.Namespace(account="acc", coid=[], reason="gone at the venue", yes=True)
+    assert run_clear(args, sidecar, Output(json_mode=False)) == code
+    said = " ".join(capsys.readouterr().out.split())
+    assert "NO ANSWER: no answer to the clear (DEADLINE_EXCEEDED" in said and told in said
+    sidecar.replies = {"GetState": [working("stuck-1", "stuck-2"), after],
+                       "ClearWorkingOrders": [LATE]}
+    assert run_clear(args, sidecar, Output(json_mode=True)) == code
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["result"] == "no_answer" and told in answer["message"]
+
+
 def test_a_reset_of_a_scope_that_changed_while_it_waited_resets_nothing():
     """Shown: a maintenance halt. Meanwhile a second operator's panic: never shown."""
     scope = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
