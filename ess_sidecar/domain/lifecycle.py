@@ -323,11 +323,6 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
     changed = status in ENDED and bool(record.replaced_by) and record.leaves_given_up > 0.0
     if changed:  # its leaves are gone: a rejected replace of it gives none back
         record.leaves_given_up = 0.0
-    elif status is OrderStatus.OPEN and leaves is not None and record.replaced_by \
-            and leaves < record.leaves_given_up:
-        # The venue's word on its leaves while its replace is in flight: a rejection gives
-        # back no more (review 36g: leaves a snapshot had listed, and the venue cut since).
-        record.leaves_given_up, changed = leaves, True
     if owed:  # its fills are on their way: they count until they come
         ledger.owe(record, owed)
         changed = True

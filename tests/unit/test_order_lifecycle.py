@@ -902,21 +902,24 @@ def test_a_rejected_replace_gives_back_the_leaves_a_snapshot_listed_beyond_the_c
     assert "exceeds" in report_fill(engine, fill(51, client_order_id=coid)).unchecked
 
 
-def test_a_replacements_leaves_the_venue_cut_are_not_given_back_by_a_later_rejection():
-    """Review 36g: A allowed 50 and listed with 290 leaves, replaced by B (50), B by C; the
-    venue says B is open with 50 leaves; C is rejected. B got back the 290 (A's leaves,
-    gone at the venue), and a buy of 200 the limit had room for was denied."""
+@pytest.mark.parametrize("update_first", [True, False])
+def test_an_open_update_of_a_replaced_order_before_its_fill_takes_the_fill_off_once(
+        update_first):
+    """Review 36q: O (100) replaced by R (100) in flight; O fills 30, its OPEN update (70
+    left, no filled_quantity) coming before the fill or after; R rejected. A fix of stop
+    36 capped O's leaves at the update's 70 and the fill took 30 off again: 40 reserved,
+    and a buy of 230 allowed (30 + 70 + 230 = 330 against 300)."""
     engine = make_engine(equity=100_000)
-    first = _allowed(engine, order(50))
-    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
-        OpenOrder(first, STRATEGY, SYMBOL, Side.BUY, 290, 100)], T0)
-    second = _allowed(engine, order(50, replaces=first))
-    third = _allowed(engine, order(50, replaces=second))
-    engine.update_order(OrderUpdate(ACCOUNT, second, OrderStatus.OPEN, 50))
-    engine.update_order(OrderUpdate(ACCOUNT, third, OrderStatus.REJECTED))
+    original = _allowed(engine, order(100))
+    replacement = _allowed(engine, order(100, replaces=original))
+    steps = [lambda: engine.update_order(OrderUpdate(ACCOUNT, original, OrderStatus.OPEN, 70)),
+             lambda: report_fill(engine, fill(30, client_order_id=original))]
+    for step in steps if update_first else steps[::-1]:
+        step()
+    engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.REJECTED))
     assert [(r.client_order_id, r.remaining) for r in engine.orders.working(ACCOUNT)] == [
-        (second, 50)]
-    assert engine.check(order(200), T0).allowed
+        (original, 70)]
+    assert engine.check(order(230), T0).reason is R.SYMBOL_EXPOSURE
 
 
 def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_nothing(engine):
