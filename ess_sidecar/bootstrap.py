@@ -230,7 +230,7 @@ def _global_trip(settings: Settings, current: list[Transition], version: int,
     """GLOBAL's SYSTEM trip on top of the stored state (none if it is tripped already)."""
     # No earlier than the state on disk, as a serving clock starts (review 36g: stamped
     # an hour before the journal's latest record, the trip's cooldown was over at start).
-    last = FileJournal(journal_path(settings.store.path)).last_entry()
+    last = FileJournal(journal_path(settings.store.path), identity=None).last_entry()
     now = max(SystemClock().now(), latest_time(StoredState(current), [last] if last else []))
     engine = GuardEngine(settings.guard_config())
     engine.restore(current, version, now)

@@ -539,11 +539,14 @@ def test_a_start_with_the_system_clock_behind_the_state_keeps_the_deadlines_it_h
         second.store.close()
 
 
+@pytest.mark.parametrize("tail", ["whole", "zeroes", "rotted"])
 def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str) -> None:
     """Review 36g: with the system clock an hour behind the journal, the reseal's GLOBAL
     trip was stamped an hour before the serving clock's start (the journal's latest
-    time), so its reset cooldown was over when the sidecar started."""
+    time), so its reset cooldown was over when the sidecar started. Review 36q: the time
+    was read from the journal's tail unverified: zeroes there lost it, and a rotted digit
+    in the last record's time made it year 2280. The last record that verifies counts."""
     import time  # noqa: PLC0415
 
     from ess_sidecar.bootstrap import build, trip_for_what_a_reseal_lost  # noqa: PLC0415
@@ -554,10 +557,21 @@ def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
                              store={"path": str(tmp_path / "ess.db"),
                                     "journal_sync_interval_s": 0.0})
     latest = time.time()
-    first = build(settings, clock=FakeClock(latest))
+    clock = FakeClock(latest - 10.0)
+    first = build(settings, clock=clock)
     first.guard.heartbeat("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
+    clock.advance(10.0)
+    first.guard.heartbeat("exec-2", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
     first.journal.close()
     first.store.close()
+    path = tmp_path / "ess.db.journal"
+    data = path.read_bytes()
+    if tail == "zeroes":
+        path.write_bytes(data + bytes(100))
+    elif tail == "rotted":  # the first digit of the last record's time: 9, not 1
+        at = data.rindex(str(int(latest)).encode())
+        path.write_bytes(data[:at] + b"9" + data[at + 1:])
+        latest -= 10.0  # the record before it is the last that verifies
     monkeypatch.setattr(SystemClock, "now", lambda self: time.time() - 3_600.0)
     trip_for_what_a_reseal_lost(settings, "journal records lost")
     store = SqliteStateStore(tmp_path / "ess.db")
@@ -565,7 +579,7 @@ def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
         (trip,) = store.load().current
     finally:
         store.close()
-    assert trip.scope == GLOBAL and trip.time >= latest
+    assert trip.scope == GLOBAL and latest <= trip.time < latest + 60.0
 
 
 def test_a_journal_that_stops_replaying_still_shows_every_trip_the_store_holds(

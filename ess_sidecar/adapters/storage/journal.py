@@ -298,19 +298,20 @@ class FileJournal(Journal):
             return None
 
     def last_entry(self) -> JournalEntry | None:
-        """The last whole record, decoded, unverified; None if there is none or it does not
-        decode. Its time is the latest the journal holds (a serving clock never goes
-        back): a one-off command's trip is stamped no earlier (bootstrap._global_trip)."""
-        data = read_regular(self.path) if self.path.exists() else b""
+        """The last record that verifies (the chain, as a reseal keeps them), decoded; None
+        if there is none or it does not decode. Its time is the latest the journal holds (a
+        serving clock never goes back): a one-off command's trip is stamped no earlier
+        (bootstrap._global_trip). Never a damaged tail's (review 36q: a rotted digit made
+        the floor year 2280)."""
+        data, end, *_ = self._kept()
         offset, last = 0, None
-        while len(data) - offset >= HEADER.size:
-            end = offset + HEADER.size + HEADER.unpack_from(data, offset)[0]
-            if end > len(data):
-                break
-            offset, last = end, data[offset + HEADER.size:end]
+        while offset < end:
+            start = offset + HEADER.size
+            offset = start + HEADER.unpack_from(data, offset)[0]
+            last = data[start:offset]
         try:
             return _entry(last) if last is not None else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
 
     def reseal_would_lose(self) -> bool:
