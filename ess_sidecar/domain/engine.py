@@ -41,6 +41,9 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
     TriggerMode, latch_name
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
+# A one-off breaker's latch is renewed by a report at most this often (review 36q: a feed
+# handler reporting each corrupt message made one durable transition each, a storm).
+RENEW_EVERY_S = 1.0
 LOOSENING = (Cause.RESET, Cause.REARM)  # may leave a scope restricted, by its other latches
 _ALLOWED: Final = DecisionReason.ALLOWED
 
@@ -374,12 +377,19 @@ class GuardEngine:
             self.book.set_equity(scope.id, value)
         for trip in self.breakers.record(scope, metric, value, now):
             # A one-off breaker's report is new evidence each time, as an unchecked fill is:
-            # renewed, its cooldown counts from it, and a reset asked before it is void
-            # (review 36p: a corrupt feed reported again 1 s before the re-arm left no trace,
-            # nothing holds for it, and the re-arm lifted the latch).
+            # renewed (once a second at most), its cooldown counts from it, and a reset
+            # asked before it is void (review 36p: a corrupt feed reported again 1 s before
+            # the re-arm left no trace, nothing holds for it, and the re-arm lifted it).
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker,
-                      renew=trip.breaker in ONE_OFF)
+                      renew=trip.breaker in ONE_OFF and self._latched_before(
+                          scope, trip.breaker, now - RENEW_EVERY_S))
         return plan
+
+    def _latched_before(self, scope: Scope, name: str, when: float) -> bool:
+        """Whether the scope's latch `name` was set (or renewed) at `when` or before."""
+        current = self._current.get(scope)
+        return current is not None and any(latch.name == name and latch.since <= when
+                                           for latch in current.latches)
 
     def plan_trigger(self, trigger: Trigger, now: float) -> Plan:
         """Restrict a scope by hand. A drill must start from ARMED: its trip is reset

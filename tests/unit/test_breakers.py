@@ -183,6 +183,10 @@ def test_a_corrupt_feed_reported_again_renews_its_latch_and_its_cooldown():
     cooldown = engine.config.policy_for(ScopeKind.STRATEGY).reset_cooldown_s
     (again,) = report(engine, strategy(), M.DATA_FEED_CORRUPT, 0, T0 + cooldown - 1)
     assert (again.version, again.state) == (first.version + 1, State.TRIPPED)
+    assert all(report(engine, strategy(), M.DATA_FEED_CORRUPT, 0,
+                      T0 + cooldown - 1 + 0.001 * (n + 1)) == []
+               for n in range(300))  # review 36q: renewed once a second at most, no storm
+    assert engine.version == again.version
     assert timers(engine, T0 + cooldown) == []  # counted from the second report
     assert engine.state_of(strategy()) is State.TRIPPED
     (rearmed,) = timers(engine, T0 + 2 * cooldown)
