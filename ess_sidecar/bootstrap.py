@@ -203,7 +203,8 @@ def trip_for_what_a_reseal_lost(settings: Settings, reason: str) -> str:
     store = SqliteStateStore(settings.store.path)
     try:
         stored = store.load()
-        transitions = _global_trip(settings, stored.current, stored.version, reason)
+        transitions = _global_trip(settings, stored.current, stored.version, reason,
+                                   stored.identity)
         store.append(transitions)
     finally:
         store.close()
@@ -221,16 +222,19 @@ def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
                 " may be gone with its WAL")
         return _global_trip(settings, current, summary.version,
                             f"{lost}: what they latched is unknown; check every scope"
-                            " before resetting GLOBAL")
+                            " before resetting GLOBAL", summary.identity)
     return trip
 
 
 def _global_trip(settings: Settings, current: list[Transition], version: int,
-                 reason: str) -> list[Transition]:
-    """GLOBAL's SYSTEM trip on top of the stored state (none if it is tripped already)."""
+                 reason: str, identity: bytes | None) -> list[Transition]:
+    """GLOBAL's SYSTEM trip on top of the stored state (none if it is tripped already).
+    `identity`: the store's, which the journal's records are chained from (None: unknown,
+    the journal's seal says)."""
     # No earlier than the state on disk, as a serving clock starts (review 36g: stamped
-    # an hour before the journal's latest record, the trip's cooldown was over at start).
-    last = FileJournal(journal_path(settings.store.path), identity=None).last_entry()
+    # an hour before the journal's latest record, the trip's cooldown was over at start;
+    # 36r: with the seal gone, the records are still the store's, as the reseal keeps them).
+    last = FileJournal(journal_path(settings.store.path), identity=identity).last_entry()
     now = max(SystemClock().now(), latest_time(StoredState(current), [last] if last else []))
     engine = GuardEngine(settings.guard_config())
     engine.restore(current, version, now)

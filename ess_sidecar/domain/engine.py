@@ -380,16 +380,19 @@ class GuardEngine:
             # renewed (once a second at most), its cooldown counts from it, and a reset
             # asked before it is void (review 36p: a corrupt feed reported again 1 s before
             # the re-arm left no trace, nothing holds for it, and the re-arm lifted it).
+            # Never less often than a cooldown ends (review 36r: with a cooldown of 0.5 s,
+            # a feed corrupt every 0.1 s re-armed between renewals).
+            every = min(RENEW_EVERY_S, self.config.policy_for(scope.kind).reset_cooldown_s)
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker,
-                      renew=trip.breaker in ONE_OFF and self._latched_before(
-                          scope, trip.breaker, now - RENEW_EVERY_S))
+                      renew=trip.breaker in ONE_OFF
+                      and self._latched_before(scope, trip.breaker, now - every))
         return plan
 
     def _latched_before(self, scope: Scope, name: str, when: float) -> bool:
         """Whether the scope's latch `name` was set (or renewed) at `when` or before."""
         current = self._current.get(scope)
         return current is not None and any(latch.name == name and latch.since <= when
-                                           for latch in current.latches)
+                                           for latch in current.held())
 
     def plan_trigger(self, trigger: Trigger, now: float) -> Plan:
         """Restrict a scope by hand. A drill must start from ARMED: its trip is reset

@@ -539,7 +539,7 @@ def test_a_start_with_the_system_clock_behind_the_state_keeps_the_deadlines_it_h
         second.store.close()
 
 
-@pytest.mark.parametrize("tail", ["whole", "zeroes", "rotted"])
+@pytest.mark.parametrize("tail", ["whole", "zeroes", "rotted", "unsealed"])
 def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: str) -> None:
     """Review 36g: with the system clock an hour behind the journal, the reseal's GLOBAL
@@ -568,6 +568,8 @@ def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
     data = path.read_bytes()
     if tail == "zeroes":
         path.write_bytes(data + bytes(100))
+    elif tail == "unsealed":  # review 36r: the records are still the store's
+        (tmp_path / "ess.db.journal.seal").unlink()
     elif tail == "rotted":  # the first digit of the last record's time: 9, not 1
         at = data.rindex(str(int(latest)).encode())
         path.write_bytes(data[:at] + b"9" + data[at + 1:])

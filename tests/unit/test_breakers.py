@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -191,6 +192,26 @@ def test_a_corrupt_feed_reported_again_renews_its_latch_and_its_cooldown():
     assert engine.state_of(strategy()) is State.TRIPPED
     (rearmed,) = timers(engine, T0 + 2 * cooldown)
     assert (rearmed.state, rearmed.cause) == (State.ARMED, Cause.REARM)
+
+
+def test_a_feed_corrupt_without_pause_never_re_arms_however_short_the_cooldown():
+    """Review 36r: renewed once a second at most, a latch with a cooldown of 0.5 s re-armed
+    between renewals while the feed was reported corrupt every 0.1 s; and a latch stored
+    before latches were recorded (schema 4) was never renewed."""
+    engine = make_engine(breakers=rules(data_feed_corrupt={"auto_rearm": True}),
+                         policy={ScopeKind.STRATEGY: ResumePolicy(reset_cooldown_s=0.5)})
+    for tenth in range(30):
+        now = T0 + tenth / 10
+        report(engine, strategy(), M.DATA_FEED_CORRUPT, 0, now)
+        timers(engine, now + 0.05)
+        assert engine.state_of(strategy()) is State.TRIPPED, now - T0
+    legacy = make_engine(breakers=rules(data_feed_corrupt={"auto_rearm": True}))
+    (trip,) = report(legacy, strategy(), M.DATA_FEED_CORRUPT, 0)
+    stored = make_engine(breakers=rules(data_feed_corrupt={"auto_rearm": True}))
+    stored.restore([dataclasses.replace(trip, latches=())], trip.version, T0)
+    cooldown = ResumePolicy().reset_cooldown_s
+    assert report(stored, strategy(), M.DATA_FEED_CORRUPT, 0, T0 + cooldown - 1)
+    assert timers(stored, T0 + cooldown + 0.1) == []
 
 
 def test_a_losing_streak_and_a_debounce_count_outlast_a_quiet_spell():
