@@ -13,15 +13,17 @@ import os
 import pathlib
 import re
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, \
+    field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, \
     SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from .domain.approvals import ApprovalPolicy
-from .domain.breakers import DEFAULT_RULES, BreakerRule, BreakerSettings
+from .domain.breakers import DEFAULT_RULES, WINDOWED, BreakerRule, BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
 from .domain.errors import InvalidArgument, InvalidConfig
 from .domain.ids import canonical_symbol, fold_symbol
@@ -32,6 +34,19 @@ from .domain.states import TriggerMode
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN or inf turns checks off
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _a_value_of_its_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse what lax parsing would take for something else (review 36s): `true` for a
+        number (`require_approvals = true` was 1: no four-eyes; `false` for a cap was 0:
+        off), and an explicit null (read as not set: the default, often "off")."""
+        if value is None:
+            raise ValueError("null is no value: leave the key out for its default")
+        kind = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and bool not in (kind, *typing.get_args(kind)):
+            raise ValueError("must be a number, not true or false")
+        return value
 
     def given(self) -> dict[str, Any]:
         """Only the fields the operator set; the rest keep the domain's defaults."""
@@ -142,14 +157,19 @@ class BreakerSettingsModel(_Section):
         return dataclasses.replace(rule, **given)
 
 
-class SymbolLimitsModel(_Section):
+class _OrderLimitsModel(_Section):
     max_order_quantity: float | None = None
     max_order_notional: float | None = None
     price_band_pct: float | None = None
+
+
+class SymbolLimitsModel(_OrderLimitsModel):
+    # Per symbol only (review 36s: under [limits] it valued every symbol with no mark at
+    # it, and a sell of 1,000 BTC at 0.01 was allowed where MARK_UNKNOWN denied it).
     reference_price: float | None = None
 
 
-class LimitsModel(SymbolLimitsModel):
+class LimitsModel(_OrderLimitsModel):
     max_orders_per_second: int | None = None
     exposure_enabled: bool | None = None
     max_symbol_exposure_pct: float | None = None
@@ -185,6 +205,14 @@ class ScopeOverrideModel(_Section):
 
 
 ENV_PREFIX, ENV_DELIMITER = "ESS_", "__"
+# ESS_* variables that are not settings: essctl's, and the build's.
+NOT_SETTINGS = frozenset({"ESS_TOKEN", "ESS_TARGET", "ESS_NO_MYPYC", "ESS_JAVA_OPTS",
+                          "ESS_PROTO_ROOT", "ESS_CLIENT_BUILD_TESTS",
+                          "ESS_CLIENT_BUILD_PROGRAMS"})
+# Settings that an empty ESS_* value would turn off: authentication and TLS (review 36s: a
+# template's unset variable passed as ESS_AUTH__TOKENS_FILE="" turned authentication off).
+NOT_EMPTY = frozenset({"auth__tokens_file", "server__tls_cert", "server__tls_key",
+                       "server__tls_client_ca"})
 SPELL_ALIKE = " (an ESS_* variable overrides the file's entry when spelled alike)"
 
 
@@ -219,10 +247,14 @@ class CasedEnvSettingsSource(EnvSettingsSource):
         spelled: dict[str, str | None] = {}
         written: dict[str, str] = {}
         sections = set(self.settings_cls.model_fields)
-        keys = {key for key in _field_names(self.settings_cls) if "_" in key}
+        keys = _field_names(self.settings_cls) | set(DEFAULT_RULES)
         for variable, value in super()._load_env_vars().items():
             _check_names_a_section(variable, sections, keys)
             name = _spelled(variable)
+            if not value and name[len(ENV_PREFIX):] in NOT_EMPTY:
+                raise InvalidConfig(variable, "is empty, which would turn authentication or"
+                                    " TLS off: unset it (the file's setting stands), or turn"
+                                    " it off in the file")
             if name in written:
                 raise InvalidConfig(variable, f"{written[name]} and {variable} name one setting"
                                     " (names are not case-sensitive but for ids): set one")
@@ -248,7 +280,7 @@ def _check_names_a_section(variable: str, sections: set[str], keys: set[str]) ->
     (`ESS_RESETS_REQUIRE_APPROVALS`). Review 34: each was ignored, and four-eyes or a
     limit an operator set was not in force. Other ESS_* variables (essctl's ESS_TOKEN and
     ESS_TARGET) are not settings."""
-    if not variable.upper().startswith(ENV_PREFIX):
+    if not variable.upper().startswith(ENV_PREFIX) or variable.upper() in NOT_SETTINGS:
         return
     rest = variable[len(ENV_PREFIX):]
     section = rest.split(ENV_DELIMITER)[0].lower()
@@ -262,11 +294,16 @@ def _check_names_a_section(variable: str, sections: set[str], keys: set[str]) ->
         raise InvalidConfig(variable, "names no setting: a section and its key are joined"
                             f" by {ENV_DELIMITER!r} ({ENV_PREFIX}{meant.upper()}"
                             f"{ENV_DELIMITER}{rest[len(meant) + 1:].upper()})")
-    key = next((k for k in sorted(keys) if section.endswith("_" + k)), None)
+    key = next((k for k in sorted(keys) if section == k or section.endswith("_" + k)), None)
     if key is not None:
         raise InvalidConfig(variable, f"names no setting: it ends with the setting {key!r},"
                             f" which is {ENV_PREFIX}<SECTION>{ENV_DELIMITER}{key.upper()}"
                             f" ({', '.join(sorted(sections))})")
+    # Any other: no setting, and not one of ours (review 36s: ESS_REQUIRE_APPROVALS=2 and
+    # ESS_TOKENS_FILE were accepted and ignored: four-eyes and authentication off).
+    raise InvalidConfig(variable, f"names no setting: a setting is {ENV_PREFIX}<SECTION>"
+                        f"{ENV_DELIMITER}<KEY> ({', '.join(sorted(sections))}); the other"
+                        f" {ENV_PREFIX}* variables are {', '.join(sorted(NOT_SETTINGS))}")
 
 
 def _spelled(variable: str) -> str:
@@ -411,8 +448,7 @@ class Settings(BaseSettings):
         symbols = given.pop("symbols", {})
         base = LimitSettings()
         default = dataclasses.replace(base.default, **{
-            k: given.pop(k) for k in ("max_order_quantity", "max_order_notional",
-                                      "price_band_pct", "reference_price") if k in given})
+            k: given.pop(k) for k in _OrderLimitsModel.model_fields if k in given})
         by_symbol = {}
         for key, values in symbols.items():
             text = self.written_ids.get(("symbols", key), key)
@@ -458,6 +494,9 @@ def _rules(prefix: str, given: dict[str, BreakerSettingsModel],
                             f"unknown breaker; known: {', '.join(DEFAULT_RULES)}")
     rules = {} if only_given else dict(base)
     for name, model in given.items():
+        if model.window_s is not None and name not in WINDOWED:  # review 36s: ignored
+            raise InvalidConfig(f"{prefix}.{name}.window_s", "this breaker has no window"
+                                f" (those with one: {', '.join(sorted(WINDOWED))})")
         rules[name] = model.over(base[name])
     return rules
 

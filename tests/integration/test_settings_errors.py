@@ -24,7 +24,10 @@ def test_bad_nested_environment_value_names_the_key_and_the_variable(monkeypatch
     "ESS_RESET_REQUIRE_APPROVALS", "ESS_RESETS__REQUIRE_APPROVALS",
     "ESS_LIMIT__MAX_ORDER_QUANTITY", "ESS_LIMITS_MAX_ORDER_QUANTITY", "ess_limitz__x",
     # a section misspelled and joined by one underscore (review 34g)
-    "ESS_RESETS_REQUIRE_APPROVALS", "ESS_LIMIT_MAX_ORDER_QUANTITY"])
+    "ESS_RESETS_REQUIRE_APPROVALS", "ESS_LIMIT_MAX_ORDER_QUANTITY",
+    # no section at all (review 36s: each was accepted and ignored)
+    "ESS_REQUIRE_APPROVALS", "ESS_TOKENS_FILE", "ESS_MAX_ORDERS_PER_SECOND", "ESS_THRESHOLD",
+    "ESS_DAILY_DRAWDOWN_PCT", "ESS_LIMIT_MAX_ORDERS", "ESS_BREAKER_DAILY_DRAWDOWN_PCT_THRESHOLD"])
 def test_a_variable_meant_for_a_setting_that_names_none_is_refused(monkeypatch,
                                                                   variable) -> None:
     """Review 34: each was ignored, and four-eyes or a limit the operator set was not
@@ -33,6 +36,49 @@ def test_a_variable_meant_for_a_setting_that_names_none_is_refused(monkeypatch,
     with pytest.raises(InvalidConfig) as raised:
         load_settings(None)
     assert raised.value.key == variable and "names no setting" in str(raised.value)
+
+
+@pytest.mark.parametrize("variable", ["ESS_AUTH__TOKENS_FILE", "ESS_SERVER__TLS_CERT",
+                                      "ESS_SERVER__TLS_CLIENT_CA"])
+def test_an_empty_variable_never_turns_authentication_or_tls_off(monkeypatch, tmp_path,
+                                                                  variable) -> None:
+    """Review 36s: a template's unset variable passed as ESS_AUTH__TOKENS_FILE="" turned
+    the file's authentication off, and check-config said OK."""
+    monkeypatch.setenv(variable, "")
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None)
+    assert raised.value.key == variable and "is empty" in str(raised.value)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[reset]\nrequire_approvals = true\n", "reset.require_approvals"),
+    ("[limits]\nmax_orders_per_second = false\n", "limits.max_orders_per_second"),
+    ("[limits]\nreference_price = 1.0\n", "limits.reference_price"),
+    ("[breakers.heartbeat_lost]\nwindow_s = 10\n", "breakers.heartbeat_lost.window_s"),
+    ("[breakers.consecutive_losses]\nwindow_s = 3600\n",
+     "breakers.consecutive_losses.window_s"),
+], ids=["true-for-a-number", "false-for-a-cap", "reference-price-for-all", "no-window",
+        "streak-window"])
+def test_a_value_lax_parsing_would_misread_or_ignore_is_refused(tmp_path, text, key) -> None:
+    """Review 36s: `require_approvals = true` was 1 (no four-eyes), a cap of `false` was 0
+    (off), `reference_price` under [limits] valued every symbol with no mark, and a window
+    on a breaker that has none was ignored; each with check-config saying OK."""
+    config = tmp_path / "ess.toml"
+    config.write_text(text)
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(config)
+    assert raised.value.key == key, raised.value
+
+
+def test_a_null_in_a_section_given_as_json_is_refused(monkeypatch, tmp_path) -> None:
+    """Review 36s: null read as "not set", and the file's cap of 5 became the default 0
+    (off)."""
+    config = tmp_path / "ess.toml"
+    config.write_text("[limits]\nmax_order_quantity = 5\n")
+    monkeypatch.setenv("ESS_LIMITS", '{"max_order_quantity": null}')
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(config)
+    assert raised.value.key == "limits.max_order_quantity"
 
 
 def test_variables_that_are_not_settings_are_let_be(monkeypatch) -> None:
@@ -89,14 +135,14 @@ def test_an_environment_override_keeps_the_case_of_the_ids_in_its_name(
     config = tmp_path / "ess.toml"
     config.write_text('[limits.symbols.AAPL]\nmax_order_quantity = 100\nprice_band_pct = 3\n'
                       '[scopes."STRATEGY:Momo".breakers.daily_drawdown_pct]\n'
-                      'threshold = 4.0\nwindow_s = 60\n')
+                      'threshold = 4.0\nconsecutive = 6\n')
     monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__THRESHOLD",
                        "2.0")
     monkeypatch.setenv("ESS_LIMITS__SYMBOLS__AAPL__MAX_ORDER_QUANTITY", "5")
     config = load_settings(config).guard_config()
     momo = config.breakers.overrides[Scope(ScopeKind.STRATEGY, "Momo")]
-    assert (momo["daily_drawdown_pct"].threshold, momo["daily_drawdown_pct"].window_s) \
-        == (2.0, 60.0)
+    assert (momo["daily_drawdown_pct"].threshold, momo["daily_drawdown_pct"].consecutive) \
+        == (2.0, 6)
     assert set(config.breakers.overrides) == {Scope(ScopeKind.STRATEGY, "Momo")}
     aapl = config.limits.for_symbol("AAPL")
     assert (aapl.max_order_quantity, aapl.price_band_pct) == (5.0, 3.0)
@@ -119,12 +165,12 @@ def test_strategies_whose_ids_differ_in_case_are_overridden_apart(monkeypatch,
                                                                   tmp_path) -> None:
     config = tmp_path / "ess.toml"
     config.write_text('[scopes."strategy:momo".breakers.daily_drawdown_pct]\nthreshold = 4.0\n')
-    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "60")
-    monkeypatch.setenv("ESS_SCOPES__STRATEGY:momo__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "30")
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__CONSECUTIVE", "6")
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:momo__BREAKERS__DAILY_DRAWDOWN_PCT__CONSECUTIVE", "3")
     overrides = load_settings(config).guard_config().breakers.overrides
     rule = {scope.id: rules["daily_drawdown_pct"] for scope, rules in overrides.items()}
-    assert (rule["momo"].threshold, rule["momo"].window_s) == (4.0, 30.0)
-    assert (rule["Momo"].threshold, rule["Momo"].window_s) == (5.0, 60.0)  # the default 5
+    assert (rule["momo"].threshold, rule["momo"].consecutive) == (4.0, 3)
+    assert (rule["Momo"].threshold, rule["Momo"].consecutive) == (5.0, 6)  # the default 5
 
 
 def test_a_section_given_whole_as_json_merges_with_variables_for_its_entries(
@@ -136,14 +182,14 @@ def test_a_section_given_whole_as_json_merges_with_variables_for_its_entries(
     monkeypatch.setenv("ESS_SCOPES", '{"STRATEGY:Momo": {"breakers": {"daily_drawdown_pct":'
                        ' {"threshold": 4.0}}}, "STRATEGY:momo": {"breakers":'
                        ' {"daily_drawdown_pct": {"threshold": 3.0}}}}')
-    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "60")
+    monkeypatch.setenv("ESS_SCOPES__STRATEGY:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__CONSECUTIVE", "6")
     config = load_settings(None).guard_config()
     aapl = config.limits.for_symbol("AAPL")
     assert (aapl.max_order_quantity, aapl.price_band_pct) == (100.0, 3.0)
     rule = {scope.id: rules["daily_drawdown_pct"]
             for scope, rules in config.breakers.overrides.items()}
-    assert (rule["Momo"].threshold, rule["Momo"].window_s) == (4.0, 60.0)
-    assert rule["momo"].threshold == 3.0 and rule["momo"].window_s != 60.0
+    assert (rule["Momo"].threshold, rule["Momo"].consecutive) == (4.0, 6)
+    assert rule["momo"].threshold == 3.0 and rule["momo"].consecutive != 6
 
 
 def test_the_case_insensitive_parts_of_an_id_merge_file_and_variable(monkeypatch,
@@ -154,11 +200,11 @@ def test_the_case_insensitive_parts_of_an_id_merge_file_and_variable(monkeypatch
     config = tmp_path / "ess.toml"
     config.write_text('[scopes.global.breakers.daily_drawdown_pct]\nthreshold = 4.0\n'
                       '[limits.symbols.aapl]\nmax_order_quantity = 100\n')
-    monkeypatch.setenv("ESS_SCOPES__GLOBAL__BREAKERS__DAILY_DRAWDOWN_PCT__WINDOW_S", "60")
+    monkeypatch.setenv("ESS_SCOPES__GLOBAL__BREAKERS__DAILY_DRAWDOWN_PCT__CONSECUTIVE", "6")
     monkeypatch.setenv("ESS_LIMITS__SYMBOLS__AAPL__PRICE_BAND_PCT", "3")
     config = load_settings(config).guard_config()
     rule = config.breakers.overrides[GLOBAL]["daily_drawdown_pct"]
-    assert (rule.threshold, rule.window_s) == (4.0, 60.0)
+    assert (rule.threshold, rule.consecutive) == (4.0, 6)
     aapl = config.limits.for_symbol("AAPL")
     assert (aapl.max_order_quantity, aapl.price_band_pct) == (100.0, 3.0)
 
