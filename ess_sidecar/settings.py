@@ -211,8 +211,9 @@ NOT_SETTINGS = frozenset({"ESS_TOKEN", "ESS_TARGET", "ESS_NO_MYPYC", "ESS_JAVA_O
                           "ESS_CLIENT_BUILD_PROGRAMS"})
 # Settings that an empty ESS_* value would turn off: authentication and TLS (review 36s: a
 # template's unset variable passed as ESS_AUTH__TOKENS_FILE="" turned authentication off).
-NOT_EMPTY = frozenset({"auth__tokens_file", "server__tls_cert", "server__tls_key",
-                       "server__tls_client_ca"})
+SECURITY_KEYS = (("auth", "tokens_file"), ("server", "tls_cert"), ("server", "tls_key"),
+                 ("server", "tls_client_ca"))
+NOT_EMPTY = frozenset(f"{section}{ENV_DELIMITER}{key}" for section, key in SECURITY_KEYS)
 SPELL_ALIKE = " (an ESS_* variable overrides the file's entry when spelled alike)"
 
 
@@ -494,7 +495,7 @@ def _rules(prefix: str, given: dict[str, BreakerSettingsModel],
                             f"unknown breaker; known: {', '.join(DEFAULT_RULES)}")
     rules = {} if only_given else dict(base)
     for name, model in given.items():
-        if model.window_s is not None and name not in WINDOWED:  # review 36s: ignored
+        if model.window_s and name not in WINDOWED:  # review 36s: ignored (0: none, as is)
             raise InvalidConfig(f"{prefix}.{name}.window_s", "this breaker has no window"
                                 f" (those with one: {', '.join(sorted(WINDOWED))})")
         rules[name] = model.over(base[name])
@@ -527,10 +528,26 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
         raise _source_error(error) from None
     except ValueError as error:  # e.g. a file that is not UTF-8
         raise InvalidConfig(str(path), f"cannot be read: {error}") from None
+    _refuse_emptied(path, settings)
     settings.guard_config()
     settings.check_security()
     settings.check_shutdown()
     return settings
+
+
+def _refuse_emptied(path: str | pathlib.Path | None, settings: Settings) -> None:
+    """InvalidConfig if the file turns authentication or TLS on and an override (an ESS_*
+    section given as JSON, a flag given "") empties it (review 36t: `ESS_AUTH='{"tokens_file":
+    ""}'` and `--tokens-file ""` turned the file's authentication off, check-config OK)."""
+    if path is None:
+        return
+    written = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    for section, key in SECURITY_KEYS:
+        if written.get(section, {}).get(key) and not getattr(getattr(settings, section), key):
+            raise InvalidConfig(f"{section}.{key}", "the file sets it and an override (an"
+                                f" {ENV_PREFIX}* variable or a flag) empties it, which would"
+                                " turn authentication or TLS off: unset the override, or"
+                                " turn it off in the file")
 
 
 def _env_variable(loc: Sequence[str | int]) -> str | None:

@@ -50,6 +50,25 @@ def test_an_empty_variable_never_turns_authentication_or_tls_off(monkeypatch, tm
     assert raised.value.key == variable and "is empty" in str(raised.value)
 
 
+@pytest.mark.parametrize("how", ["json-section", "flag"])
+def test_an_override_never_empties_the_files_authentication_or_tls(monkeypatch, tmp_path,
+                                                                   how) -> None:
+    """Review 36t: ESS_AUTH='{"tokens_file": ""}' (a whole section as JSON) and
+    --tokens-file "" turned the file's authentication off, check-config saying OK."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text("[tokens]\n")
+    config = tmp_path / "ess.toml"
+    config.write_text(f'[auth]\ntokens_file = "{tokens}"\n')
+    overrides = {}
+    if how == "json-section":
+        monkeypatch.setenv("ESS_AUTH", '{"tokens_file": ""}')
+    else:
+        overrides["auth"] = {"tokens_file": ""}
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(config, **overrides)
+    assert raised.value.key == "auth.tokens_file" and "empties it" in str(raised.value)
+
+
 @pytest.mark.parametrize("text, key", [
     ("[reset]\nrequire_approvals = true\n", "reset.require_approvals"),
     ("[limits]\nmax_orders_per_second = false\n", "limits.max_orders_per_second"),
