@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 import numbers
+import re
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,11 +61,12 @@ class GuardClient:
         unsent, a trigger included) raises TypeError or ValueError."""
         self.check_timeout_s = valid_timeout(check_timeout_s)
         self.rpc_timeout_s = valid_timeout(rpc_timeout_s, "an RPC timeout", MAX_RPC_TIMEOUT_S)
+        bearer = token.strip(ASCII_SPACE) if token else ""  # a file's newline, not U+0085
+        self._metadata = _valid_metadata(tuple(metadata) + (
+            (("authorization", f"Bearer {bearer}"),) if bearer else ()))
         self._owns_channel = channel is None
         self._channel = channel or _channel(target, credentials)
         self._stub = pb_grpc.GuardServiceStub(self._channel)
-        self._metadata = tuple(metadata) + (
-            (("authorization", f"Bearer {token}"),) if token else ())
         self._stall_after_s = stall_after_s
         self._policy = FailurePolicy(fail_open, log_interval_s)
         self._ids = itertools.count(1)
@@ -266,3 +268,23 @@ def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.a
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
     return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+_KEY = re.compile(r"[0-9a-z_.-]+")
+ASCII_SPACE = " \t\r\n"
+
+
+def _valid_metadata(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The call metadata, or ValueError naming what gRPC would refuse to send: a key that is
+    not lower-case ASCII, or a value (a token read from a file with its newline) that is not
+    printable ASCII. gRPC refuses such a header locally with INTERNAL, which reads as a
+    broken stream: a fail-open client allowed every order, GLOBAL tripped or not (review
+    36u)."""
+    for key, value in metadata:
+        if not _KEY.fullmatch(key) or key.endswith("-bin"):
+            raise ValueError(f"metadata key {key!r}: lower-case ASCII letters, digits, '-',"
+                             " '_' or '.' (and not a binary '-bin' key)")
+        if not (value.isascii() and value.isprintable()):
+            raise ValueError(f"metadata {key!r}: its value must be printable ASCII")
+    return metadata
+

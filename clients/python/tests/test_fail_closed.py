@@ -293,3 +293,22 @@ async def test_made_up_client_order_ids_share_one_prefix_per_client() -> None:
     prefix = ids[0].rsplit("-", 1)[0]
     assert ids == [f"{prefix}-{n}" for n in (1, 2, 3)]
     assert len(prefix) == 12 and not other.startswith(f"{prefix}-")
+
+
+@pytest.mark.parametrize("token, metadata", [
+    ("s3cret\x85", ()), ("s3cr\u00e9t", ()), ("s3cret", (("X-Desk", "a"),)),
+    ("s3cret", (("desk", "a\nb"),))], ids=["stray-byte", "non-ascii", "upper-key", "newline"])
+def test_metadata_grpc_would_refuse_is_refused_at_construction_even_fail_open(
+        token: str, metadata: tuple[tuple[str, str], ...]) -> None:
+    """Review 36u: gRPC refuses such a header locally with INTERNAL, counted as a broken
+    stream, so a fail-open client allowed every order, GLOBAL tripped or not."""
+    with pytest.raises(ValueError, match="metadata"):
+        GuardClient("127.0.0.1:1", token=token, metadata=metadata, fail_open=True)
+
+
+async def test_a_token_read_from_a_file_loses_its_newline_only() -> None:
+    client = GuardClient("127.0.0.1:1", token=" s3cret\n", fail_open=True)
+    try:
+        assert dict(client._metadata)["authorization"] == "Bearer s3cret"  # noqa: SLF001
+    finally:
+        await client.close()
