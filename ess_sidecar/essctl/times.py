@@ -26,7 +26,12 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise ValueError(f"{text!r} is neither ISO 8601 (2026-11-21T10:00:00Z) nor a"
                          " duration back from now (90s, 15m, 2h, 7d)") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    try:  # in UTC it must still be a time (review 36u: 0001-01-01T00:00+01:00 is year 0)
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range in UTC") from None
+    return when
 
 
 def to_timestamp(when: datetime) -> Timestamp:

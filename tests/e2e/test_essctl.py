@@ -260,11 +260,18 @@ def test_history_lists_trigger_and_reset_newest_first_by_scope_and_limit(
         (1, "ARMED", "TRIPPED", "TRIGGER", "drawdown breach")]
     _, latest = essctl_json(target, "history", "--limit", "2")
     assert [e["version"] for e in latest["events"]] == [3, 2]
+    assert latest["truncated"] is True  # review 36u: version 1 was left out, unsaid
+    _, every = essctl_json(target, "history", "--limit", "3")
+    assert [e["version"] for e in every["events"]] == [3, 2, 1] and not every["truncated"]
+    cut = essctl(target, "history", "--limit", "1")
+    assert "showing the newest 1; older events match too" in cut.stderr
     _, future = essctl_json(target, "history", "--since", "2999-01-01T00:00:00")
     assert future["events"] == []
     human = essctl(target, "history")
-    assert human.returncode == 0
+    assert human.returncode == 0 and "older events" not in human.stderr
     assert "TRIPPED → ARMED" in human.stdout and "TRIGGER (RISK_VIOLATION)" in human.stdout
+    year_zero = essctl(target, "history", "--until", "0001-01-01T00:00:00+01:00")
+    assert year_zero.returncode == 64 and "out of range in UTC" in year_zero.stderr
 
 
 def test_check_exits_0_when_allowed_and_2_when_denied(start_sidecar: StartSidecar) -> None:
