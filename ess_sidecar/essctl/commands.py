@@ -14,8 +14,9 @@ from ess.v1 import guard_pb2 as pb
 
 from ..domain.scopes import GLOBAL
 from .connection import Exit, Failed, Sidecar, UsageError
-from .render import Output, cause_text, enum_name, names, non_ascii_note, scope_name, \
-    scope_to_pb, state_text, to_json, transition_text
+from .render import Output, cause_text, enum_name, names, non_ascii_note, non_ascii_notes, \
+    scope_cell, scope_name, scope_to_pb, state_text, to_json, transition_text
+from .status import latches_text
 from .times import from_timestamp, local, parse_when, to_timestamp
 
 CODES = {"user-initiated": pb.TRIGGER_REASON_USER_INITIATED,
@@ -322,6 +323,8 @@ def run_history(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
         return Exit.DONE
     if events:
         out.console.print(events_table(events))
+        for note in non_ascii_notes(e.scope for e in events):
+            out.note(note)
     else:
         out.line("no events")
     if more:  # review 36u: the oldest of the window were left out, unsaid
@@ -333,13 +336,15 @@ def run_history(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
 def events_table(events: list[pb.Event]) -> Table:
     table = Table(title="Audit trail, newest first", title_justify="left")
     for column in ("time", "version", "scope", "transition", "cause", "reason", "actor",
-                   "forced", "drill"):
+                   "directives", "latches", "forced", "drill"):
         table.add_column(column, overflow="fold")
-    for e in events:
+    for e in events:  # directives and the latches after it (review 36u: a panic on a
+        # halted account read as TRIPPED → TRIPPED, a reset of one latch as a no-op)
         actor = e.actor + (f" approved by {e.approved_by}" if e.approved_by else "")
         table.add_row(Text(local(from_timestamp(e.time))), Text(str(e.version)),
-                      Text(scope_name(e.scope)), transition_text(e.previous_state, e.state),
+                      scope_cell(e.scope), transition_text(e.previous_state, e.state),
                       Text(cause_text(e.cause, e.breaker, e.reason_code)), Text(e.reason),
-                      Text(actor), Text("FORCED" if e.forced else ""),
+                      Text(actor), Text(names(pb.Directive.DESCRIPTOR, e.directives)),
+                      Text(latches_text(e)), Text("FORCED" if e.forced else ""),
                       Text("DRILL" if e.drill else ""))
     return table

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import unicodedata
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
@@ -91,6 +92,18 @@ def state_text(state: int) -> Text:
 def scope_name(scope: pb.Scope) -> str:
     kind = enum_name(pb.ScopeKind.DESCRIPTOR, scope.kind)
     return "GLOBAL" if scope.kind == pb.SCOPE_KIND_GLOBAL else f"{kind}:{scope.id}"
+
+
+def scope_cell(scope: pb.Scope, style: str = "") -> Text:
+    """A scope as a table shows it, marked when its id is not plain ASCII (review 36u: a
+    halt of SYMBOL:АAPL, Cyrillic А, read as AAPL's in status and history)."""
+    marked = "" if scope.id.isascii() else " (not ASCII)"
+    return Text(scope_name(scope) + marked, style=style)
+
+
+def non_ascii_notes(scopes: Iterable[pb.Scope]) -> list[str]:
+    """non_ascii_note of each scope that has one, once."""
+    return list(dict.fromkeys(note for scope in scopes if (note := non_ascii_note(scope))))
 
 
 def non_ascii_note(scope: pb.Scope) -> str:

@@ -11,8 +11,8 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from .connection import Exit, Sidecar
-from .render import Output, cause_text, enum_name, names, scope_name, state_name, state_text, \
-    to_json, when
+from .render import Output, cause_text, enum_name, names, non_ascii_notes, scope_cell, \
+    scope_name, state_name, state_text, to_json, when
 from .times import duration, from_timestamp
 
 
@@ -40,6 +40,8 @@ def show_status(restricted: list[pb.ScopeState], state: pb.GetStateResponse,
                  Text(": every order is restricted", style="bold"))
     if restricted:
         out.console.print(scopes_table(restricted))
+        for note in non_ascii_notes(s.scope for s in restricted):
+            out.note(note)
     else:
         out.line(Text("GLOBAL ARMED, all scopes ARMED", style="bold green"))
     if state.thresholds:
@@ -65,8 +67,9 @@ def resume_text(s: pb.ScopeState) -> str:
     return f"cooldown ends at {when(s, 'reset_allowed_at')}"
 
 
-def latches_text(s: pb.ScopeState) -> str:
-    """Each restriction on the scope: `essctl reset --latch NAME` lifts one."""
+def latches_text(s: pb.ScopeState | pb.Event) -> str:
+    """Each restriction on the scope (after the event): `essctl reset --latch NAME` lifts
+    one."""
     return ", ".join(f"{latch.name} ({state_name(latch.state)})"
                      for latch in s.latches)
 
@@ -86,7 +89,7 @@ def scopes_table(restricted: list[pb.ScopeState]) -> Table:
         table.add_column(column, overflow="fold")
     for s in restricted:
         resume = "\n".join(filter(None, (resume_text(s), pending_text(s))))
-        table.add_row(Text(scope_name(s.scope), style="bold"), state_text(s.state),
+        table.add_row(scope_cell(s.scope, "bold"), state_text(s.state),
                       Text(when(s, "since")), Text(scope_cause(s)), Text(s.reason),
                       Text(s.actor), Text(names(pb.Directive.DESCRIPTOR, s.directives)),
                       Text(latches_text(s)), Text(resume))

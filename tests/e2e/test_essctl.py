@@ -274,6 +274,21 @@ def test_history_lists_trigger_and_reset_newest_first_by_scope_and_limit(
     assert year_zero.returncode == 64 and "out of range in UTC" in year_zero.stderr
 
 
+def test_status_and_history_mark_look_alike_scopes_and_show_directives_and_latches(
+        start_sidecar: StartSidecar) -> None:
+    """Review 36u: a halt of SYMBOL:АAPL (Cyrillic A) read as AAPL's in status and
+    history, and history showed neither a panic's directives nor the latches left."""
+    target = start_sidecar().uds_target
+    assert essctl(target, "trigger", "--scope", "symbol:АAPL", "--reason", "x").returncode == 0
+    assert essctl(target, "trigger", "--panic", "--reason", "desk panic").returncode == 0
+    for command in ("status", "history"):
+        shown = essctl(target, command)
+        assert "SYMBOL:АAPL (not ASCII)" in shown.stdout, shown.stdout
+        assert "U+0410 CYRILLIC CAPITAL LETTER A" in shown.stderr
+    history = essctl(target, "history").stdout
+    assert "CANCEL_OPEN_ORDERS, FLATTEN_POSITIONS" in history and "trigger (TRIPPED)" in history
+
+
 def test_check_exits_0_when_allowed_and_2_when_denied(start_sidecar: StartSidecar) -> None:
     target = start_sidecar().uds_target
     allowed = essctl(target, "check", "--strategy", "momo", *ORDER)
