@@ -543,7 +543,9 @@ def _refuse_emptied(path: str | pathlib.Path | None, settings: Settings) -> None
         return
     written = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     for section, key in SECURITY_KEYS:
-        if written.get(section, {}).get(key) and not getattr(getattr(settings, section), key):
+        table = written.get(section)  # not a table: the file turned nothing on (36v)
+        if isinstance(table, dict) and table.get(key) \
+                and not getattr(getattr(settings, section), key):
             raise InvalidConfig(f"{section}.{key}", "the file sets it and an override (an"
                                 f" {ENV_PREFIX}* variable or a flag) empties it, which would"
                                 " turn authentication or TLS off: unset the override, or"

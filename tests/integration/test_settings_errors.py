@@ -69,6 +69,18 @@ def test_an_override_never_empties_the_files_authentication_or_tls(monkeypatch, 
     assert raised.value.key == "auth.tokens_file" and "empties it" in str(raised.value)
 
 
+def test_a_section_the_file_gives_as_no_table_is_overridden_without_a_crash(
+        monkeypatch, tmp_path) -> None:
+    """Review 36v: `auth = "x"` in the file, overridden whole by ESS_AUTH, crashed the
+    check of emptied settings (AttributeError): the file turned nothing on."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text("[tokens]\n")
+    config = tmp_path / "ess.toml"
+    config.write_text('auth = "x"\n')
+    monkeypatch.setenv("ESS_AUTH", f'{{"tokens_file": "{tokens}"}}')
+    assert load_settings(config).auth.tokens_file == str(tokens)
+
+
 @pytest.mark.parametrize("text, key", [
     ("[reset]\nrequire_approvals = true\n", "reset.require_approvals"),
     ("[limits]\nmax_orders_per_second = false\n", "limits.max_orders_per_second"),

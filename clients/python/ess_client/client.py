@@ -284,7 +284,8 @@ def _valid_metadata(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, s
         if not _KEY.fullmatch(key) or key.endswith("-bin"):
             raise ValueError(f"metadata key {key!r}: lower-case ASCII letters, digits, '-',"
                              " '_' or '.' (and not a binary '-bin' key)")
-        if not (value.isascii() and value.isprintable()):
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        if not (isinstance(text, str) and text.isascii() and text.isprintable()):
             raise ValueError(f"metadata {key!r}: its value must be printable ASCII")
     return metadata
 

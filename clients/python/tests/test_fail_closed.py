@@ -297,7 +297,8 @@ async def test_made_up_client_order_ids_share_one_prefix_per_client() -> None:
 
 @pytest.mark.parametrize("token, metadata", [
     ("s3cret\x85", ()), ("s3cr\u00e9t", ()), ("s3cret", (("X-Desk", "a"),)),
-    ("s3cret", (("desk", "a\nb"),))], ids=["stray-byte", "non-ascii", "upper-key", "newline"])
+    ("s3cret", (("desk", "a\nb"),)), ("s3cret", (("desk", b"a\x00"),))],
+    ids=["stray-byte", "non-ascii", "upper-key", "newline", "bytes"])
 def test_metadata_grpc_would_refuse_is_refused_at_construction_even_fail_open(
         token: str, metadata: tuple[tuple[str, str], ...]) -> None:
     """Review 36u: gRPC refuses such a header locally with INTERNAL, counted as a broken
@@ -307,7 +308,8 @@ def test_metadata_grpc_would_refuse_is_refused_at_construction_even_fail_open(
 
 
 async def test_a_token_read_from_a_file_loses_its_newline_only() -> None:
-    client = GuardClient("127.0.0.1:1", token=" s3cret\n", fail_open=True)
+    client = GuardClient("127.0.0.1:1", token=" s3cret\n", fail_open=True,
+                         metadata=(("desk", b"a"),))  # bytes gRPC sends (review 36v)
     try:
         assert dict(client._metadata)["authorization"] == "Bearer s3cret"  # noqa: SLF001
     finally:
