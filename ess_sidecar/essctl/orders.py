@@ -16,7 +16,7 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
-from .render import Output, confirm, enum_name, to_json, when
+from .render import Output, confirm, enum_name, say_no_answer, to_json, when
 
 LISTED_AT_MOST = 10_000  # GetState lists at most this many working orders
 
@@ -142,7 +142,6 @@ def unanswered(error: grpc.RpcError, sidecar: Sidecar, account: str, ids: list[s
     """A clear with no answer may have landed (review 36e: exit 1, "could not", while it
     had): how many of the orders it was to end still work, from a fresh look. Exit 0 if
     none does, else 1."""
-    first = f"no answer to the clear ({describe(error, sidecar.options)})"
     try:
         orders, total = working_orders(sidecar, account)
     except grpc.RpcError as again:
@@ -155,11 +154,8 @@ def unanswered(error: grpc.RpcError, sidecar: Sidecar, account: str, ids: list[s
         message = f"{plural(left, 'order')} it was to end still work in account {account}" \
             + (": the clear may yet land; look again with essctl orders" if left else
                ": it landed")
-    if out.json:
-        out.emit({"result": "no_answer", "account": account, "still_working": left,
-                  "message": f"{first}; {message}"})
-    else:
-        out.line(Text("NO ANSWER", style="bold yellow"), f": {first}; {message}")
+    say_no_answer(out, "clear", describe(error, sidecar.options), message, account=account,
+                  still_working=left)
     return Exit.DONE if left == 0 else Exit.FAILED
 
 

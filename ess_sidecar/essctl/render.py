@@ -94,6 +94,17 @@ def scope_name(scope: pb.Scope) -> str:
     return "GLOBAL" if scope.kind == pb.SCOPE_KIND_GLOBAL else f"{kind}:{scope.id}"
 
 
+def say_no_answer(out: Output, what: str, described: str, message: str,
+                  **fields: Any) -> None:
+    """A command sent that got no answer (`described`: the error), and `message`: where
+    things stand now, as text or as JSON with `fields` (essctl reset, orders clear)."""
+    said = f"no answer to the {what} ({described}); {message}"
+    if out.json:
+        out.emit({"result": "no_answer", **fields, "message": said})
+    else:
+        out.line(Text("NO ANSWER", style="bold yellow"), f": {said}")
+
+
 def scope_cell(scope: pb.Scope, style: str = "") -> Text:
     """A scope as a table shows it, marked when its id is not plain ASCII (review 36u: a
     halt of SYMBOL:АAPL, Cyrillic А, read as AAPL's in status and history)."""

@@ -13,8 +13,8 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
-from .render import Output, confirm, names, non_ascii_note, scope_name, scope_to_pb, \
-    state_text, to_json, when
+from .render import Output, confirm, names, non_ascii_note, say_no_answer, scope_name, \
+    scope_to_pb, state_text, to_json, when
 from .status import latches_text, pending_text, resume_text, scope_cause
 from .times import duration, from_timestamp, local, utc_iso
 
@@ -84,13 +84,8 @@ def unanswered(error: grpc.RpcError, sidecar: Sidecar, current: pb.ScopeState,
                          " yet; look with essctl status"), Exit.FAILED
     else:
         message, code = _where_the_reset_left(current, now, latches)
-    first = f"no answer to the reset ({describe(error, sidecar.options)})"
-    if out.json:
-        out.emit({"result": "no_answer", "scope": scope_name(current.scope),
-                  "message": f"{first}; {message}",
-                  "exit": int(code)})
-    else:
-        out.line(Text("NO ANSWER", style="bold yellow"), f": {first}; {message}")
+    say_no_answer(out, "reset", describe(error, sidecar.options), message,
+                  scope=scope_name(current.scope), exit=int(code))
     return code
 
 

@@ -368,3 +368,27 @@ async def test_a_call_that_sends_no_request_and_no_token_is_refused_not_held(
             else:
                 await call
         assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED, raised.value
+
+
+async def test_a_unary_call_looks_its_token_up_once(start_sidecar: Any, tmp_path: Path,
+                                                    tokens: dict[str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interceptor that refuses calls with no valid token as they start keeps the
+    principal it found for the call's admission: one token lookup a check, not two (the
+    diff review of stop 36), and another call's principal never carries over."""
+    from ess_sidecar.adapters.auth.tokens import Principals  # noqa: PLC0415
+    lookups: list[str] = []
+    lookup = Principals.by_token
+    monkeypatch.setattr(Principals, "by_token",
+                        lambda self, token: (lookups.append(token), lookup(self, token))[1])
+    running = await start_sidecar(sync=False,
+                                  auth={"tokens_file": str(tmp_path / "tokens.toml")})
+    decided = await running.stub.CheckOrder(order(), metadata=bearer(tokens["executor"]))
+    assert decided.decision_id and lookups == [tokens["executor"]]  # admitted, looked up once
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # the next call is its own
+        await running.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="x"),
+                                 metadata=bearer(tokens["executor"]))
+    assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.stub.CheckOrder(order(client_order_id="c-2"))
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED

@@ -16,10 +16,14 @@ class Readings:
         self.wall += seconds
         self.monotonic += seconds
 
+    def clock(self, floor: float = 0.0) -> SteadyClock:
+        """A SteadyClock reading these, never earlier than `floor`."""
+        return SteadyClock(floor, lambda: self.wall, lambda: self.monotonic)
+
 
 def test_it_starts_at_the_system_time_and_runs_with_the_monotonic_clock() -> None:
     readings = Readings(1_000_000.0)
-    clock = SteadyClock(0.0, lambda: readings.wall, lambda: readings.monotonic)
+    clock = readings.clock()
     assert clock.now() == 1_000_000.0 and clock.behind == 0.0
     readings.elapse(7.5)
     assert clock.now() == 1_000_007.5
@@ -27,7 +31,7 @@ def test_it_starts_at_the_system_time_and_runs_with_the_monotonic_clock() -> Non
 
 def test_a_step_of_the_system_clock_either_way_moves_it_not() -> None:
     readings = Readings(1_000_000.0)
-    clock = SteadyClock(0.0, lambda: readings.wall, lambda: readings.monotonic)
+    clock = readings.clock()
     readings.wall -= 3_600.0  # NTP steps it back an hour
     readings.elapse(5.0)
     assert clock.now() == 1_000_005.0
@@ -38,17 +42,17 @@ def test_a_step_of_the_system_clock_either_way_moves_it_not() -> None:
 
 def test_it_never_starts_before_the_state_on_disk() -> None:
     readings = Readings(1_000_000.0)
-    clock = SteadyClock(1_003_600.0, lambda: readings.wall, lambda: readings.monotonic)
+    clock = readings.clock(1_003_600.0)
     assert clock.now() == 1_003_600.0 and clock.behind == 3_600.0
     readings.elapse(2.0)
     assert clock.now() == 1_003_602.0
-    later = SteadyClock(999_000.0, lambda: readings.wall, lambda: readings.monotonic)
+    later = readings.clock(999_000.0)
     assert later.now() == readings.wall and later.behind == 0.0  # the state is older
 
 
 def test_a_step_is_said_once_and_the_clock_behind_at_start_is_no_step() -> None:
     readings = Readings(1_000_000.0)
-    clock = SteadyClock(1_000_010.0, lambda: readings.wall, lambda: readings.monotonic)
+    clock = readings.clock(1_000_010.0)
     assert clock.stepped() is None  # 10 s behind from the start: said at start-up
     readings.wall += 0.5
     assert clock.stepped() is None  # within the tolerance

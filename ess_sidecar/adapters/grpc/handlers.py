@@ -122,8 +122,8 @@ REFUSE_AFTER_S = 1.0
 async def _admit(authenticator: Authenticator, permission: Permission,
                  context: grpc.aio.ServicerContext, client_streaming: bool) -> None:
     """Authenticate and authorize the call, or abort it; the principal becomes the actor."""
-    try:
-        principal = authenticator.authenticate(context)
+    try:  # RefusedAsItStarts may have authenticated it already, in this call's task
+        principal = PRINCIPAL.get() or authenticator.authenticate(context)
         principal.authorize(permission)
     except (Unauthenticated, PermissionDenied) as error:
         await _refuse(authenticator, error, context, client_streaming)
@@ -147,8 +147,8 @@ class RefusedAsItStarts(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_streaming \
                 or not details.method.startswith(self._prefix):
             return handler
-        try:
-            self._authenticator.by_token(details.invocation_metadata or ())
+        try:  # the principal is kept for _admit, in this call's own task: one lookup
+            PRINCIPAL.set(self._authenticator.by_token(details.invocation_metadata or ()))
             return handler
         except Unauthenticated as error:
             refusal = error
