@@ -160,7 +160,11 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         log.error("the state on disk cannot be trusted; GLOBAL stays tripped in this"
                   " process: %s", problem)
         guard.fail_closed(problem)
-        engine.untrusted = problem  # no reset of GLOBAL in this process: plan_reset
+        engine.untrusted = (  # no reset of GLOBAL in this process: plan_reset
+            f"it was tripped at start-up because the state on disk could not be trusted"
+            f" ({problem}); this process's memory may lack trips, working orders or fills:"
+            " repair or restore the state files, or accept them with `ess-sidecar reseal`"
+            " (sidecar stopped), then restart")
     try:
         journal.start()
     except StoreUnavailable as error:  # no syncer: records are refused, so deny them all

@@ -42,6 +42,11 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
         except (GuardError, ValueError) as error:
             raise StoreDamaged(f"journal entry {number} ({type(command).__name__}) cannot be"
                                f" replayed: {error}") from error
+        except Exception as error:  # a fault of ours: start failed closed, not a crash loop
+            log.error("journal entry %d cannot be replayed", number, exc_info=error)
+            raise StoreDamaged(f"journal entry {number} ({type(command).__name__}) cannot be"
+                               f" replayed: internal error ({type(error).__name__}: {error})"
+                               ) from error
 
 
 def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: float,

@@ -580,6 +580,21 @@ class Guard(GuardReadings):
             self.alerts.notify(plan.transitions)
             self.telemetry.transitions(plan.transitions)
 
+    def internal_fault(self, where: str, error: BaseException) -> str:
+        """A fault of the sidecar's own (a bug, not bad input) while `where` ran: memory
+        may be half changed (review 37b: a fill moved the position, then a KeyError left
+        its order's count wrong and nothing journaled, and its retry booked it again).
+        Fail closed until a restart, which replays what the journal acknowledged; what
+        the caller is told."""
+        log.error("internal error in %s: GLOBAL tripped until a restart", where,
+                  exc_info=error)
+        reason = f"internal error in {where} ({type(error).__name__}: {error})"
+        self.fail_closed(reason)
+        self.engine.untrusted = self.engine.untrusted or (
+            f"{reason} may have left this process's memory half changed: restart the"
+            " sidecar, which replays what its journal acknowledged")
+        return f"{reason}: GLOBAL is tripped until the sidecar restarts"
+
     # -- reads ------------------------------------------------------------------------------
 
     def now(self) -> float:

@@ -68,8 +68,9 @@ class GuardEngine:
         self._lost: dict[Scope, Transition] = {}
         self._decision_ids = itertools.count(1)
         self.decision_prefix = decision_prefix  # unique per process
-        # Why this process started failed closed (a damaged or unreadable store or journal),
-        # if it did: its memory may lack trips, working orders or fills, so GLOBAL stays.
+        # Why GLOBAL, tripped, cannot be reset in this process, if so: it started failed
+        # closed (a damaged or unreadable store or journal) and its memory may lack trips,
+        # working orders or fills, or a fault of its own may have left memory half changed.
         self.untrusted = ""
         # Registrations the replayed journal ended (start-up only: a store that still has
         # one, its delete failed or never came, must not bring it back; recovery.py).
@@ -432,11 +433,7 @@ class GuardEngine:
                                f" {current.state.name} at version {current.version}"
                                f" ({current.reason}); look again before resetting it")
         if scope == GLOBAL and self.untrusted:  # not even forced: nothing here to resume to
-            raise ResetRefused(
-                "GLOBAL was tripped at start-up because the state on disk could not be"
-                f" trusted ({self.untrusted}); this process's memory may lack trips, working"
-                " orders or fills, so no reset lifts it: repair or restore the state files,"
-                " or accept them with `ess-sidecar reseal` (sidecar stopped), then restart")
+            raise ResetRefused(f"GLOBAL cannot be reset in this process: {self.untrusted}")
         held = {latch.name: latch for latch in current.held()}
         named = tuple(dict.fromkeys(latches)) or tuple(held)
         for index, name in enumerate(named):

@@ -405,7 +405,11 @@ class OrderLedger:
             replacement.crossing = replacement.crossing_room = 0.0
             replacement.crossing_released += room
             replacement.quantity -= room
-            self.release(replacement, min(extra, replacement.remaining))
+            if not replacement.replaced_by:  # replaced in turn, its leaves and crossing
+                # went down the chain: it reserves only fills it is owed, and they stay
+                # (review 37b: released, an owed-only order ended uncounted, and a second
+                # update's settle reserved it again: caps passed, later a KeyError)
+                self.release(replacement, min(extra, replacement.remaining))
 
     def end(self, record: OrderRecord) -> None:
         record.pending = 0.0

@@ -24,6 +24,7 @@ from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, Order
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
+from ess_sidecar.settings import Settings
 
 ORDER = Order("acc-1", "momo", "AAPL", Side.SELL, 1e-4, 123.25, True, 'co"id\u00e9', "old")
 ACCOUNT = Scope(ScopeKind.ACCOUNT, "acc-1")
@@ -593,18 +594,8 @@ def test_a_journal_that_stops_replaying_still_shows_every_trip_the_store_holds(
     import ess_sidecar.bootstrap as bootstrap  # noqa: PLC0415
     from ess_sidecar.domain.errors import StoreDamaged  # noqa: PLC0415
     from ess_sidecar.recovery import replay  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
-    first = bootstrap.build(settings, clock=FakeClock())
-    first.guard.heartbeat("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
-    later = Scope(ScopeKind.STRATEGY, "later")
-    first.guard.trigger(Trigger(later, TriggerMode.HALT, "x", TriggerReason.USER_INITIATED,
-                                (), "op"))
-    first.journal.close()
-    first.store.close()
+    settings, later = _two_records_the_second_a_trip(tmp_path)
 
     def stops_at_the_second(engine, entries) -> None:  # noqa: ANN001
         replay(engine, entries[:1])
@@ -617,3 +608,56 @@ def test_a_journal_that_stops_replaying_still_shows_every_trip_the_store_holds(
     finally:
         second.journal.close()
         second.store.close()
+
+
+def test_a_fault_in_the_replay_starts_failed_closed_not_a_crash_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 37b: a bug met in replaying a record (a KeyError) ended every start with a
+    traceback: no kill switch, no state to read, until the journal was moved aside and the
+    book lost. The start fails closed: GLOBAL tripped for good in that process, and every
+    trip the store holds shown. (No record this version writes fails so: the engine is
+    made to raise at the second record.)"""
+    import ess_sidecar.bootstrap as bootstrap  # noqa: PLC0415
+    from ess_sidecar.recovery import replay  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings, later = _two_records_the_second_a_trip(tmp_path)
+
+    class FaultyAtTheSecond:
+        def __init__(self, engine) -> None:  # noqa: ANN001
+            self.engine, self.records = engine, 0
+
+        def replay(self, command, transitions) -> None:  # noqa: ANN001
+            self.records += 1
+            if self.records == 2:
+                raise KeyError("B")
+            self.engine.replay(command, transitions)
+
+    monkeypatch.setattr(bootstrap, "replay",
+                        lambda engine, entries: replay(FaultyAtTheSecond(engine), entries))
+    second = bootstrap.build(settings, clock=FakeClock())
+    try:
+        shown = {t.scope: t.state for t in second.guard.restricted()}
+        assert shown == {GLOBAL: State.TRIPPED, later: State.TRIPPED}
+        assert "journal entry 2 (Triggered) cannot be replayed: internal error (KeyError" \
+            in second.guard.engine.untrusted
+    finally:
+        second.journal.close()
+        second.store.close()
+
+
+def _two_records_the_second_a_trip(tmp_path: Path) -> tuple[Settings, Scope]:
+    """A state file whose journal holds a heartbeat, then a trip of the scope returned."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    first = build(settings, clock=FakeClock())
+    first.guard.heartbeat("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
+    later = Scope(ScopeKind.STRATEGY, "later")
+    first.guard.trigger(Trigger(later, TriggerMode.HALT, "x", TriggerReason.USER_INITIATED,
+                                (), "op"))
+    first.journal.close()
+    first.store.close()
+    return settings, later

@@ -23,12 +23,12 @@ from ess_sidecar.adapters.grpc.server import Sidecar, SocketPathError
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.domain.errors import StoreUnavailable
-from ess_sidecar.service import Durable
+from ess_sidecar.service import Durable, Guard
 from ess_sidecar.settings import load_settings
 from ess_sidecar.testing import SidecarProcess
 from ess_sidecar.timers import RepeatedFailureLog
 from tests.fakes import FakeClock
-from tests.integration.conftest import Running, order
+from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, order
 
 TIMERS_LOG = "ess_sidecar.timers"
 
@@ -269,3 +269,85 @@ def test_second_sidecar_process_on_a_live_socket_exits_cleanly(workdirs) -> None
     assert "Traceback" not in second.stderr
     assert first.uds.is_socket()
     assert get_state(first.uds_target).state_version == 0
+
+
+# -- a fault of the sidecar's own --------------------------------------------------------
+
+
+def _fault_on(method: str, when: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Guard.`method` raise KeyError (a bug) for the calls `when` picks out."""
+    served = getattr(Guard, method)
+
+    def faulty(guard: Guard, *args: Any, **kwargs: Any) -> Any:
+        if when(*args):
+            raise KeyError("B")
+        return served(guard, *args, **kwargs)
+
+    monkeypatch.setattr(Guard, method, faulty)
+
+
+async def _stopped_until_a_restart(stub: pb_grpc.GuardServiceStub) -> None:
+    denied = await stub.CheckOrder(order())
+    assert (denied.allowed, denied.reason) == (False, pb.DECISION_REASON_SCOPE_TRIPPED)
+    assert "internal error" in denied.message
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Reset(pb.ResetRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL),
+                                         reason="looks fine", force=True))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cannot be reset in this process" in refused.value.details()
+
+
+async def test_a_fault_in_a_check_answers_internal_and_stops_trading_until_a_restart(
+        start_sidecar, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 37b: a bug (a KeyError) raised in a call was answered UNKNOWN, with memory
+    possibly half changed, and trading went on. It is INTERNAL, naming the fault, and
+    GLOBAL is tripped until a restart, which replays what the journal acknowledged."""
+    _fault_on("check", lambda candidate: candidate.client_order_id == "bug", monkeypatch)
+    running = await start_sidecar()
+    assert (await running.stub.CheckOrder(order())).allowed
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.stub.CheckOrder(order(client_order_id="bug"))
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "internal error in CheckOrder (KeyError" in raised.value.details()
+    await _stopped_until_a_restart(running.stub)
+
+
+async def test_a_fault_on_the_stream_is_an_internal_error_for_its_request(
+        start_sidecar, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fault_on("check", lambda candidate: candidate.client_order_id == "bug", monkeypatch)
+    running = await start_sidecar()
+    stream = running.stub.CheckOrderStream()
+    await stream.write(pb.CheckOrderStreamRequest(request_id=7, order=order(
+        client_order_id="bug")))
+    answer = await asyncio.wait_for(stream.read(), 10)
+    assert (answer.request_id, answer.error.code) == (7, grpc.StatusCode.INTERNAL.value[0])
+    assert "internal error in CheckOrderStream" in answer.error.message
+    await stream.write(pb.CheckOrderStreamRequest(request_id=8, order=order()))
+    answer = await asyncio.wait_for(stream.read(), 10)
+    assert answer.request_id == 8 and not answer.decision.allowed  # the stream goes on
+    await stream.done_writing()
+    await _stopped_until_a_restart(running.stub)
+
+
+async def test_a_fault_in_a_command_answers_internal_and_stops_trading_until_a_restart(
+        start_sidecar, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fault_on("report_fill_steps", lambda fill, *_: fill.fill_id == "exec-1", monkeypatch)
+    running = await start_sidecar()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.stub.ReportFill(pb.ReportFillRequest(
+            account=ACCOUNT, strategy=STRATEGY, symbol=SYMBOL, side=pb.SIDE_BUY, quantity=5,
+            price=100, client_order_id="o-1", fill_id="exec-1"))
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "internal error in ReportFill (KeyError" in raised.value.details()
+    await _stopped_until_a_restart(running.stub)
+
+
+async def test_a_fault_in_a_read_answers_internal_and_changes_nothing(
+        start_sidecar, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fault_on("scope_views", lambda: True, monkeypatch)
+    running = await start_sidecar()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.stub.GetState(pb.GetStateRequest())
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert raised.value.details() == "internal error in GetState: KeyError"
+    assert (await running.stub.CheckOrder(order())).allowed

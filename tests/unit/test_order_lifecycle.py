@@ -246,6 +246,27 @@ def test_a_second_unchecked_fill_renews_the_trip_so_a_reset_made_before_it_lifts
     assert copy.duplicate and not duplicate.transitions  # a drop copy of it: nothing new
 
 
+def test_an_order_replaced_twice_stays_counted_while_it_works_for_fills_it_is_owed():
+    """Review 37b: A -> B -> C, B replaced before the venue's word on it. B's cancel with
+    5 filled, sent twice (executor and drop copy): the second took B's crossing (kept for
+    a rejection of C) off the 5 it is owed and ended it, then reserved the 5 again
+    uncounted. An order past the cap was allowed, B was in no list, and its fill raised
+    KeyError after moving the position: retried, it was booked twice."""
+    engine = make_engine(limits=LimitSettings(max_working_orders_per_strategy=2,
+                                              duplicate_identical_orders=0))
+    for quantity, coid, replaces in ((100, "A", ""), (90, "B", "A"), (80, "C", "B")):
+        _allowed(engine, order(quantity, client_order_id=coid, replaces=replaces))
+    for _ in range(2):
+        assert engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 5))
+        assert _reserved(engine) == {"C": 100, "B": 5}
+        assert engine.check(order(1), T0).reason is R.MAX_WORKING_ORDERS
+    assert not report_fill(engine, fill(5, client_order_id="B", fill_id="x1")).unchecked
+    assert report_fill(engine, fill(5, client_order_id="B", fill_id="x1")).duplicate
+    assert _reserved(engine) == {"C": 100}
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 5
+    assert engine.check(order(1), T0).allowed
+
+
 def test_a_fill_worse_than_its_limit_beyond_the_band_trips_and_moves_no_mark():
     """Review of stop 32: a SELL limit 100 reported filled at 1 (an executor's units bug)
     took the account's mark to 1, and a sell 40 times the notional cap was allowed. No

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,11 +37,16 @@ def status_of(error: GuardError) -> grpc.StatusCode:
 
 
 Response = TypeVar("Response")
+READS = frozenset({"GetState", "ListEvents"})  # handlers that change nothing
+log = logging.getLogger(__name__)
 
 
 def aborts_on_guard_errors(
         method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """Turn a GuardError raised by a unary handler into its status code and message."""
+    """Turn a GuardError raised by a unary handler into its status code and message. Any
+    other error is a fault of ours: INTERNAL, and the sidecar fails closed if the call
+    may have changed memory (all but READS), never gRPC's UNKNOWN."""
+    changes = method.__name__ not in READS
 
     @functools.wraps(method)
     async def handler(self: object, request: object,
@@ -51,6 +57,17 @@ def aborts_on_guard_errors(
             if isinstance(error, InvalidArgument):
                 self.telemetry.invalid_request(error.field)  # type: ignore[attr-defined]
             await context.abort(status_of(error), str(error))
+            raise  # unreachable: abort raises
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            if not changes:
+                log.error("internal error in %s", method.__name__, exc_info=error)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in"
+                                    f" {method.__name__}: {type(error).__name__}")
+            guard = self._guard  # type: ignore[attr-defined]
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                guard.internal_fault(method.__name__, error))
             raise  # unreachable: abort raises
 
     return handler

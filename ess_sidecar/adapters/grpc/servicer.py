@@ -64,6 +64,10 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         except GuardError as error:  # its journal record failed: GLOBAL is tripped already
             await context.abort(status_of(error), str(error))
             raise
+        except Exception as error:  # a fault of ours: never gRPC's UNKNOWN, never trusted
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                self._guard.internal_fault("CheckOrder", error))
+            raise
         self.telemetry.annotate(decision)
         return decision_to_proto(decision)
 
@@ -113,6 +117,12 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                 await write(pb.CheckOrderStreamResponse(
                     request_id=request.request_id, error=pb.RequestError(
                         code=status_of(error).value[0], message=str(error))))
+                continue
+            except Exception as error:  # a fault of ours: never trusted
+                await write(pb.CheckOrderStreamResponse(
+                    request_id=request.request_id, error=pb.RequestError(
+                        code=grpc.StatusCode.INTERNAL.value[0],
+                        message=guard.internal_fault("CheckOrderStream", error))))
                 continue
             # Serialized here, before the await: the message is reused for the next answer.
             await write(decision_to_stream_bytes(answer, request.request_id, decision))
