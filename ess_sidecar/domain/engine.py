@@ -157,10 +157,11 @@ class GuardEngine:
         plan = self.plan(now)
         account = Scope(ScopeKind.ACCOUNT, fill.account)
         rule = self.breakers.rule(account, Breaker.UNCHECKED_ORDER)
-        if outcome.unchecked and rule.enabled:  # each one is new evidence: renewed, like a
-            # Trigger, so that a reset or approval made before it lifts nothing (review 31)
+        if outcome.unchecked and rule.enabled:  # each one is new evidence: renewed, so that
+            # a reset or approval made before it lifts nothing (review 31), as `_renews` says
             plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
-                      breaker=Breaker.UNCHECKED_ORDER, renew=True)
+                      breaker=Breaker.UNCHECKED_ORDER,
+                      renew=self._renews(account, Breaker.UNCHECKED_ORDER, now))
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
         return plan, outcome
@@ -377,23 +378,28 @@ class GuardEngine:
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
         for trip in self.breakers.record(scope, metric, value, now):
-            # A one-off breaker's report is new evidence each time, as an unchecked fill is:
-            # renewed (once a second at most), its cooldown counts from it, and a reset
-            # asked before it is void (review 36p: a corrupt feed reported again 1 s before
-            # the re-arm left no trace, nothing holds for it, and the re-arm lifted it).
-            # Never less often than a cooldown ends (review 36r: with a cooldown of 0.5 s,
-            # a feed corrupt every 0.1 s re-armed between renewals).
-            every = min(RENEW_EVERY_S, self.config.policy_for(scope.kind).reset_cooldown_s)
+            # A one-off breaker's report is new evidence each time, as an unchecked fill is
+            # (review 36p: a corrupt feed reported again 1 s before the re-arm left no
+            # trace, nothing holds for it, and the re-arm lifted it).
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker,
-                      renew=trip.breaker in ONE_OFF
-                      and self._latched_before(scope, trip.breaker, now - every))
+                      renew=trip.breaker in ONE_OFF and self._renews(scope, trip.breaker, now))
         return plan
 
-    def _latched_before(self, scope: Scope, name: str, when: float) -> bool:
-        """Whether the scope's latch `name` was set (or renewed) at `when` or before."""
+    def _renews(self, scope: Scope, name: str, now: float) -> bool:
+        """Whether new evidence for the scope's latch `name` renews it (a new version: its
+        cooldown counts from now, and a reset asked before it is void). Once a second at
+        most (reviews 36q, 37c: renewed for each corrupt message or unchecked fill, a
+        storm made one durable write and one alert each, with checks waiting), never less
+        often than a cooldown ends (review 36r: with a cooldown of 0.5 s, a feed corrupt
+        every 0.1 s re-armed between renewals, so a reset allowed after the cooldown always
+        finds the evidence before it), and always while a reset of the scope is asked."""
         current = self._current.get(scope)
-        return current is not None and any(latch.name == name and latch.since <= when
-                                           for latch in current.held())
+        if current is None:
+            return False
+        every = min(RENEW_EVERY_S, self.config.policy_for(scope.kind).reset_cooldown_s)
+        return any(latch.name == name and latch.since <= now - every
+                   for latch in current.held()) \
+            or self.approvals.pending(scope, current.version, now) is not None
 
     def plan_trigger(self, trigger: Trigger, now: float) -> Plan:
         """Restrict a scope by hand. A drill must start from ARMED: its trip is reset

@@ -191,10 +191,9 @@ class OrderLedger:
         self.per_strategy: dict[tuple[str, str], int] = {}
         self._identical: dict[tuple, int] = {}
         self._identical_times: deque[tuple[float, tuple]] = deque()
-        # (account, fill_id) -> (when, client_order_id)
-        # (account, fill_id): when it was applied, its order, what it was (`what_fill`) and
-        # its quantity
-        self.fill_ids: dict[tuple[str, str], tuple[float, str, int, float]] = {}
+        # (account, fill_id): when it was applied (or last kept), its order, what it was
+        # (`what_fill`), its quantity, and whether its order was forgotten (`expire`)
+        self.fill_ids: dict[tuple[str, str], tuple[float, str, int, float, bool]] = {}
         # (account, fill_id) -> why: unchecked fills applied whose account's trip is not
         # stored yet. A retry of one (its write failed) trips again, not a duplicate.
         self.untripped: dict[tuple[str, str], str] = {}
@@ -620,7 +619,7 @@ class OrderLedger:
 
     def remember_fill(self, fill: Fill, now: float) -> None:
         self.fill_ids[(fill.account, fill.fill_id)] = (now, fill.client_order_id,
-                                                       what_fill(fill), fill.quantity)
+                                                       what_fill(fill), fill.quantity, False)
 
     def applied_before(self, fill: Fill) -> bool | None:
         """Whether a fill under this fill_id was applied before and was this one (True),
@@ -628,7 +627,7 @@ class OrderLedger:
         seen = self.fill_ids.get((fill.account, fill.fill_id))
         if seen is None:
             return None
-        _, client_order_id, what, quantity = seen
+        _, client_order_id, what, quantity, _ = seen
         return what == what_fill(fill) \
             and abs(quantity - fill.quantity) <= max(quantity, fill.quantity) * FILL_TOLERANCE \
             and self._one_chain(fill.account, client_order_id, fill.client_order_id)
@@ -657,7 +656,9 @@ class OrderLedger:
         records the run and a replay keeps them in the same order (which decides what
         later runs forget). Review 30: a replaced original was forgotten while its
         replacement worked, and the ids of its fills with it, and a fill id was forgotten
-        while a snapshot kept its order: sent again, such a fill counted twice."""
+        while a snapshot kept its order: sent again, such a fill counted twice. A fill id
+        outlives its order by a retention (review 37c: forgotten with it, a drop copy's
+        repeat of a day-old fill was booked to a new order reusing the order's id)."""
         forgotten = 0
         times = self._identical_times
         while times and times[0][0] <= now - window_s:
@@ -679,12 +680,14 @@ class OrderLedger:
             else:
                 self._forget_included(*key)
         fill_ids = self.fill_ids
-        for key, (_, client_order_id, what, quantity) in expired_run(
+        for key, (_, client_order_id, what, quantity, orphan) in expired_run(
                 fill_ids, lambda seen: seen[0] <= cutoff):
             del fill_ids[key]
             forgotten += 1
-            if (key[0], client_order_id) in records:  # sent again, it would count twice
-                fill_ids[key] = (now, client_order_id, what, quantity)
+            remembered = (key[0], client_order_id) in records
+            if remembered or not orphan:  # sent again, it would count twice; its order's
+                # id forgotten (free to use again) a retention ago at most, it is kept one
+                fill_ids[key] = (now, client_order_id, what, quantity, not remembered)
             else:
                 self.untripped.pop(key, None)
         return forgotten

@@ -9,7 +9,9 @@ import pytest
 
 from ess_sidecar.domain.commands import PositionsSynced
 from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.approvals import ApprovalPolicy
 from ess_sidecar.domain.breakers import Breaker
+from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
@@ -244,6 +246,54 @@ def test_a_second_unchecked_fill_renews_the_trip_so_a_reset_made_before_it_lifts
     duplicate, copy = engine.plan_fill(fill(2, client_order_id="also-unchecked",
                                             fill_id="x-2"), T0 + 11)
     assert copy.duplicate and not duplicate.transitions  # a drop copy of it: nothing new
+
+
+def test_unchecked_fills_in_a_storm_renew_the_trip_once_a_second_or_when_a_reset_is_asked():
+    """Review 37c: each unchecked fill renewed the account's trip: a drop copy's 300 a
+    second made 300 durable writes and alerts, checks waiting behind them. Renewed once
+    a second at most (a reset is allowed only after the cooldown, so it finds the
+    evidence before it), and at once when a reset is asked meanwhile (a request made
+    before the evidence is void: a forced one may come within that second)."""
+    engine = GuardEngine(GuardConfig(approvals=ApprovalPolicy(required=2)))
+    report_fill(engine, fill(1, client_order_id="never-checked", fill_id="x-0"))
+    first = engine.version
+    for n in range(1, 300):
+        plan, outcome = engine.plan_fill(fill(1, client_order_id="never-checked",
+                                              fill_id=f"x-{n}"), T0 + n / 1000)
+        assert outcome.unchecked and run(engine, plan) == []
+    assert engine.version == first and engine.state_of(account()) is State.TRIPPED
+    plan, _ = engine.plan_fill(fill(1, client_order_id="also-unchecked", fill_id="x-300"),
+                               T0 + 1)
+    [renewed] = run(engine, plan)
+    assert renewed.version == first + 1 and "also-unchecked" in renewed.reason
+    asked = engine.plan_reset(account(), "reconciled", True, "alice", T0 + 1.2)
+    assert asked.pending_reset is not None
+    plan, _ = engine.plan_fill(fill(1, client_order_id="never-checked", fill_id="x-301"),
+                               T0 + 1.3)
+    assert [t.version for t in run(engine, plan)] == [first + 2]  # alice's request is void
+    approval = engine.plan_reset(account(), "agreed", True, "bob", T0 + 1.4)
+    assert approval.pending_reset.requested_by == "bob" and not run(engine, approval)
+    assert engine.state_of(account()) is State.TRIPPED
+
+
+def test_a_day_old_fill_sent_again_under_a_reused_order_id_counts_once():
+    """Review 37c: an order's id is free to use again a retention after it was allowed,
+    and its fills' ids were forgotten with it: a drop copy's repeat of yesterday's fill
+    was booked to today's order of that id (a position of 20 for 10 bought, today's order
+    no longer reserved, and a REDUCE_ONLY sell of 20 allowed as reducing). A fill id
+    outlives its order by a retention: the repeat is a duplicate."""
+    limits = LimitSettings(duplicate_identical_orders=0, order_id_retention_s=3)
+    engine = make_engine(equity=100_000, limits=limits)
+    yesterday = fill(10, client_order_id=_allowed(engine, order(10, client_order_id="c1")),
+                     fill_id="exec-1")
+    assert not report_fill(engine, yesterday, T0 + 1).unchecked
+    timers(engine, T0 + 3.5)  # c1 forgotten: its id may be used again
+    timers(engine, T0 + 4.5)  # exec-1 a retention old
+    _allowed(engine, order(10, client_order_id="c1"), T0 + 5)
+    again = report_fill(engine, yesterday, T0 + 5)
+    assert again.duplicate and not again.unchecked
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 10
+    assert _reserved(engine) == {"c1": 10}
 
 
 def test_an_order_replaced_twice_stays_counted_while_it_works_for_fills_it_is_owed():
