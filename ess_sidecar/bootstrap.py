@@ -19,7 +19,7 @@ from .domain.scopes import GLOBAL
 from .domain.states import Cause, Transition, TriggerMode
 from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
     SteadyClock, StoredState, SystemClock
-from .recovery import latest_time, reconcile, replay
+from .recovery import latest_time, reconcile, replay, respelled
 from .service import Guard
 from .settings import Settings
 from .timers import Timers
@@ -264,6 +264,8 @@ def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
             engine.restore([t for t in stored.current if engine.current(t.scope) is None],
                            stored.version, now)
         return str(error), restored
+    if respelled_scope := respelled(engine):
+        return respelled_scope, restored
     log.info("state loaded: version %d, %d journal entries, %d scope(s) not ARMED",
              engine.version, len(entries), len(engine.restricted()))
     return "", restored

@@ -13,10 +13,12 @@ damage, and raises StoreDamaged.
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 from .domain.commands import HeartbeatSeen, Restored
 from .domain.engine import GuardEngine
-from .domain.errors import GuardError, StoreDamaged
+from .domain.errors import GuardError, InvalidArgument, StoreDamaged
+from .domain.scopes import make_scope
 from .domain.states import Transition
 from .ports import Journal, JournalEntry, StateStore, StoredState
 
@@ -47,6 +49,28 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
             raise StoreDamaged(f"journal entry {number} ({type(command).__name__}) cannot be"
                                f" replayed: internal error ({type(error).__name__}: {error})"
                                ) from error
+
+
+def respelled(engine: GuardEngine) -> str:
+    """What this process would spell another way, among the scopes the state on disk holds
+    trips and heartbeats of ("" if nothing): ids are canonical by this Python's Unicode
+    data, and a newer one folds some symbols differently (review 37a: "ƛX" upper-cases to
+    "ꟜX" from Unicode 16), so a trip stored under the old spelling would block nothing.
+    Orders, fills and snapshots are validated again as they are replayed."""
+    scopes = [t.scope for t in engine.restricted()] + [r.scope for r in
+                                                       engine.heartbeats.registrations()]
+    for scope in dict.fromkeys(scopes):
+        try:
+            spelled = str(make_scope(scope.kind, scope.id))
+        except InvalidArgument as error:
+            spelled = f"refused ({error})"
+        if spelled != str(scope):
+            return f"{scope}, stored, is {spelled} for this Python, whose Unicode data" \
+                   f" ({unicodedata.unidata_version}) spells it another way: its trip or" \
+                   " heartbeat would cover no order. Start the sidecar on the Python it" \
+                   " ran on before, reset the scope (or deregister the heartbeat), and" \
+                   " trip it again after the upgrade"
+    return ""
 
 
 def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: float,

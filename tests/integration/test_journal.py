@@ -661,3 +661,29 @@ def _two_records_the_second_a_trip(tmp_path: Path) -> tuple[Settings, Scope]:
     first.journal.close()
     first.store.close()
     return settings, later
+
+
+def test_a_stored_scope_this_python_spells_another_way_starts_failed_closed(
+        tmp_path: Path) -> None:
+    """Review 37a: a symbol is folded by the Unicode data of the Python that runs the
+    sidecar, and a newer one folds some differently ("ƛX" is "ꟜX" from Unicode 16). A
+    trip stored under the old spelling would block no order after the upgrade: the start
+    fails closed naming it. (Stored here spelled as no fold would: in lower case.)"""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings, _ = _two_records_the_second_a_trip(tmp_path)
+    first = build(settings, clock=FakeClock())
+    old = Scope(ScopeKind.SYMBOL, "\u019bx")  # "ƛx"
+    first.guard.trigger(Trigger(old, TriggerMode.HALT, "x", TriggerReason.USER_INITIATED,
+                                (), "op"))
+    first.journal.close()
+    first.store.close()
+    second = build(settings, clock=FakeClock())
+    try:
+        assert {t.scope: t.state for t in second.guard.restricted()}[GLOBAL] is State.TRIPPED
+        assert second.guard.engine.state_of(old) is State.TRIPPED
+        assert "SYMBOL:\u019bx, stored, is SYMBOL:\u019bX for this Python, whose" \
+            in second.guard.engine.untrusted
+    finally:
+        second.journal.close()
+        second.store.close()

@@ -727,7 +727,7 @@ func TestParseScopeAndSide(t *testing.T) {
 			t.Errorf("%q: %v %v", text, scope, err)
 		}
 	}
-	for _, bad := range []string{"", "STRATEGY:", "momo", "PLANET:x"} {
+	for _, bad := range []string{"", "STRATEGY:", "momo", "PLANET:x", "\u017fymbol:aapl"} {
 		if _, err := ess.ParseScope(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode"
 
 	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
 )
@@ -139,13 +140,14 @@ var scopeKinds = map[string]essv1.ScopeKind{
 }
 
 // ParseScope reads "GLOBAL" or "KIND:id" (KIND one of ACCOUNT, STRATEGY, SYMBOL, in any
-// case).
+// case of ASCII letters, as the sidecar reads it: "ſymbol" is no kind).
 func ParseScope(text string) (*essv1.Scope, error) {
 	if strings.EqualFold(text, "GLOBAL") {
 		return &essv1.Scope{Kind: essv1.ScopeKind_SCOPE_KIND_GLOBAL}, nil
 	}
 	kind, id, found := strings.Cut(text, ":")
-	if k, ok := scopeKinds[strings.ToUpper(kind)]; ok && found && id != "" {
+	ascii := strings.IndexFunc(kind, func(r rune) bool { return r > unicode.MaxASCII }) < 0
+	if k, ok := scopeKinds[strings.ToUpper(kind)]; ok && ascii && found && id != "" {
 		return &essv1.Scope{Kind: k, Id: id}, nil
 	}
 	return nil, fmt.Errorf("ess: scope %q is not GLOBAL or ACCOUNT:, STRATEGY:, SYMBOL:<id>", text)

@@ -28,7 +28,8 @@ public final class Scopes {
   }
 
   /**
-   * Reads "GLOBAL" or "KIND:id", KIND one of ACCOUNT, STRATEGY, SYMBOL in any case.
+   * Reads "GLOBAL" or "KIND:id", KIND one of ACCOUNT, STRATEGY, SYMBOL in any case of ASCII
+   * letters, as the sidecar reads it ("ſymbol" is no kind).
    *
    * @throws IllegalArgumentException for anything else
    */
@@ -37,9 +38,10 @@ public final class Scopes {
       return global();
     }
     int colon = text.indexOf(':');
-    if (colon > 0 && colon < text.length() - 1) {
+    String kind = colon > 0 ? text.substring(0, colon) : "";
+    if (colon < text.length() - 1 && kind.chars().allMatch(c -> c < 0x80)) {
       String id = text.substring(colon + 1);
-      switch (text.substring(0, colon).toUpperCase(Locale.ROOT)) {
+      switch (kind.toUpperCase(Locale.ROOT)) {
         case "ACCOUNT":
           return account(id);
         case "STRATEGY":

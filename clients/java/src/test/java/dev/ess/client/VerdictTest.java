@@ -66,6 +66,7 @@ class VerdictTest {
     assertEquals("SYMBOL:AAPL", Scopes.format(Scopes.symbol("AAPL")));
     assertThrows(IllegalArgumentException.class, () -> Scopes.parse("STRATEGY:"));
     assertThrows(IllegalArgumentException.class, () -> Scopes.parse("desk:x"));
+    assertThrows(IllegalArgumentException.class, () -> Scopes.parse("\u017fymbol:aapl"));
   }
 
   @Test
