@@ -223,7 +223,9 @@ def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
         lost = (f"versions {summary.lost[0]} to {summary.lost[1]} were acknowledged but are"
                 " not in the state file (a lost WAL?)" if summary.lost else
                 "the state file's seal was missing or unreadable, so acknowledged versions"
-                " may be gone with its WAL")
+                " may be gone with its WAL" if summary.unsealed else
+                f"{', '.join(summary.unlatched)} latched, but not by their newest event (a"
+                " damaged event?)")
         return _global_trip(settings, current, summary.version,
                             f"{lost}: what they latched is unknown; check every scope"
                             " before resetting GLOBAL", summary.identity)

@@ -507,8 +507,11 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
 
     Raises InvalidConfig naming the first bad key; nothing is started on a bad file.
     """
-    if path is not None and not pathlib.Path(path).is_file():
-        raise InvalidConfig("--config", f"no such file: {path}")
+    try:
+        if path is not None and not pathlib.Path(path).is_file():
+            raise InvalidConfig("--config", f"no such file: {path}")
+    except OSError as error:  # review 37d: a directory that cannot be read, a traceback
+        raise InvalidConfig("--config", f"cannot be read: {error}") from None
 
     class FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path)
@@ -526,7 +529,7 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
         raise InvalidConfig(str(path), f"not valid TOML: {error}") from None
     except SettingsError as error:  # e.g. ESS_LIMITS=... that is not JSON
         raise _source_error(error) from None
-    except ValueError as error:  # e.g. a file that is not UTF-8
+    except (ValueError, OSError) as error:  # e.g. a file that is not UTF-8, or unreadable
         raise InvalidConfig(str(path), f"cannot be read: {error}") from None
     _refuse_emptied(path, settings)
     settings.guard_config()

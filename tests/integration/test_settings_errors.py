@@ -277,3 +277,19 @@ def test_an_id_in_a_variables_name_follows_the_id_rules_as_written(monkeypatch, 
     with pytest.raises(InvalidConfig) as raised:
         load_settings(config)
     assert str(raised.value).startswith(variable)
+
+
+def test_a_config_file_that_cannot_be_looked_at_is_an_invalid_configuration(
+        tmp_path, monkeypatch) -> None:
+    """Review 37d: a config file in a directory the process may not read ended the start
+    with a traceback. (The test runs as root in CI, which reads any directory: the stat's
+    PermissionError is made here.)"""
+    import pathlib  # noqa: PLC0415
+
+    def refused(self: pathlib.Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "is_file", refused)
+    with pytest.raises(InvalidConfig, match="cannot be read: .*Permission denied") as raised:
+        load_settings(tmp_path / "ess.toml")
+    assert raised.value.key == "--config"

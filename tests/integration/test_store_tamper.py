@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,11 +28,13 @@ from ess_sidecar.adapters.storage import sqlite as sqlite_store
 from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.sqlite import SCHEMA_VERSION, ResealSummary, \
     SqliteStateStore, StoreDamaged
+from ess_sidecar.bootstrap import trip_for_lost_versions
 from ess_sidecar.domain.commands import TimersRan
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition
 from ess_sidecar.ports import EventQuery, StoredState
+from ess_sidecar.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -486,8 +489,8 @@ sys.stdin.read()  # held until SIGKILLed
 
 def crash_after_appending(path: Path, count: int, how: str) -> Path:
     """A child process appends `count` trips and dies (os._exit or SIGKILL) before
-    anything checkpoints its WAL; the WAL's path."""
-    version = loaded(path).version + count
+    anything checkpoints its WAL (a new store's schema too); the WAL's path."""
+    version = (loaded(path).version if path.exists() else 0) + count
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(count), how],
                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
@@ -551,6 +554,47 @@ def test_a_damaged_wal_after_a_crash_is_found(path, damage):
                      r" ends at [4-6] \(a deleted or truncated WAL\?\)", refusal(path))
 
 
+def test_a_new_stores_damaged_wal_is_left_as_it_is_so_that_it_can_be_repaired(path):
+    """Review 37d: the schema and the trips of a store never checkpointed are in its WAL
+    alone, and one flipped bit of the WAL's salt makes SQLite ignore it. The start found
+    no schema and created one: that write restarted the WAL, and flipping the bit back no
+    longer brought the trips back. Nothing is written now."""
+    wal = crash_after_appending(path, 3, "kill")
+    damage = garbled(lambda size: 16, 1)
+    damage(wal)
+    message = refusal(path)
+    assert "the seal says version 3, the file holds no schema" in message
+    assert "-wal.found, for a repair" in message
+    shutil.copyfile(f"{wal}.found", wal)  # SQLite deletes a WAL it cannot read, at close
+    damage(wal)  # repaired
+    assert [t.version for t in loaded(path).current] == [1, 2, 3]
+    assert not Path(f"{wal}.found").exists()  # loaded: the copy goes
+
+
+def test_a_damaged_wal_is_kept_as_the_first_start_found_it(path):
+    """The WAL of a store that lost acknowledged transitions is deleted by SQLite when the
+    start that found the damage closes: a copy of it as found is kept, for a repair."""
+    wal = crash_after_appending(written(path, HISTORY), 3, "kill")
+    before = wal.read_bytes()
+    garbled(lambda size: 16, 1)(wal)
+    assert "kept at" in refusal(path)
+    found = Path(f"{wal}.found").read_bytes()
+    assert found[:16] == before[:16] and found[17:] == before[17:]
+
+
+def test_a_damaged_schema_version_is_refused_not_a_crash(path):
+    """Review 37d: one flipped bit of the header's user_version made it negative, and the
+    start (and the reseal) ended in a KeyError."""
+    written(path, HISTORY)
+    data = bytearray(path.read_bytes())
+    data[60] ^= 0x80
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreUnavailable, match="which no sidecar writes: its header is"):
+        loaded(path)
+    with pytest.raises(StoreUnavailable, match="which no sidecar writes"):
+        SqliteStateStore.reseal(path)
+
+
 # -- the operator's way out ------------------------------------------------------------------
 
 def test_reseal_accepts_an_edited_file_as_it_is(path):
@@ -579,6 +623,23 @@ def test_reseal_relatches_from_the_events_and_never_reuses_a_version(path):
     assert summary.version == 6  # the seal's: versions 5 and 6 were acknowledged once
     state = loaded(path)
     assert ([t.version for t in state.current], state.version) == ([2, 4], 6)
+
+
+def test_a_reseal_that_would_lift_a_latch_trips_global(path):
+    """Review 37d: killed between the store's commit and the journal's record, a trip is in
+    the store alone; its event rotted from TRIPPED to ARMED, the chain found it, and the
+    reseal took the event's word: the scope resumed, nothing tripped, reported only as a
+    changed latch. A latch its newest event does not hold is a loss: GLOBAL is tripped."""
+    written(path, HISTORY)
+    edit(path, "UPDATE events SET state = 1 WHERE version = 4")  # SYMBOL's trip, ARMED
+    refusal(path)
+    configured = load_settings(None, store={"path": str(path)})
+    summary = SqliteStateStore.reseal(path, trip_for_lost_versions(configured))
+    assert summary.unlatched == ("SYMBOL:BTC-USD",) and summary.loses
+    assert "latched, but not by their newest event: SYMBOL:BTC-USD" in str(summary)
+    tamper, trip = loaded(path).current
+    assert (tamper.scope, trip.scope, trip.state) == (TAMPERED, GLOBAL, State.TRIPPED)
+    assert "SYMBOL:BTC-USD latched, but not by their newest event" in trip.reason
 
 
 def test_a_reseal_accepts_lost_versions_only_together_with_what_it_trips_for_them(path):

@@ -54,6 +54,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -106,11 +107,16 @@ class ResealSummary:
     # unknown (its WAL may have gone with the seal), so the reseal trips GLOBAL too.
     unsealed: bool = False
     identity: bytes | None = None  # the store's (meta.identity), if it can be read
+    # Scopes latched in the file that their newest event, as the file holds it, does not
+    # latch: an event that lifts a latch is written with it, so only damage does this
+    # (review 37d: a trip's event rotted to ARMED, its journal record not written yet).
+    # Lifting them is a loss: the reseal trips GLOBAL.
+    unlatched: tuple[str, ...] = ()
 
     @property
     def loses(self) -> bool:
         """Whether accepting the file may lose acknowledged transitions."""
-        return self.lost is not None or self.unsealed
+        return self.lost is not None or self.unsealed or bool(self.unlatched)
 
     def __str__(self) -> str:
         changed = f"; latches changed: {', '.join(self.relatched)}" if self.relatched else ""
@@ -118,6 +124,8 @@ class ResealSummary:
             " missing" if self.lost else ""
         if self.unsealed:
             lost += "; its seal was missing or unreadable: what it vouched for is unknown"
+        if self.unlatched:
+            lost += f"; latched, but not by their newest event: {', '.join(self.unlatched)}"
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
                 f"{changed}{lost}")
@@ -263,15 +271,21 @@ class SqliteStateStore(StateStore):
     writing versions of its own into it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], keep_events: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], keep_events: int = 0,
+                 resealing: bool = False) -> None:
         if keep_events < 0:
             raise ValueError(f"keep_events must be >= 0, not {keep_events}")
         self.path = Path(path)
         self.lock_path = Path(f"{self.path}.lock")
         self.wal_path = Path(f"{self.path}-wal")
+        # A copy of the WAL a crash left, while this start has not loaded it: SQLite deletes
+        # or restarts a WAL it cannot read when it closes or writes (review 37d: a WAL one
+        # flipped bit from repairable was lost by the start that found the damage).
+        self.found_wal = Path(f"{self.path}-wal.found")
         self.seal = _seal_of(self.path)
         self._file_lock = FileLock(self.lock_path)
         self._keep_events = keep_events
+        self._resealing = resealing  # an operator accepts the file: a lost schema too
         self._conn: sqlite3.Connection | None = None
         self._broken: StoreUnavailable | None = None
         try:
@@ -301,8 +315,10 @@ class SqliteStateStore(StateStore):
                 seal = _seal_value(conn)
         except StoreDamaged as error:
             self._broken = error  # nothing is written into a file that is not what was
-            raise
+            raise self._with_the_wal_found(error) from error
         self._prove_writable(seal)
+        with contextlib.suppress(OSError):
+            self.found_wal.unlink(missing_ok=True)  # loaded: the WAL was as it should be
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
@@ -396,7 +412,7 @@ class SqliteStateStore(StateStore):
         it returns (bootstrap's GLOBAL trip) are stored in the same transaction: the loss
         is accepted with its trip or not at all, so a trip that cannot be written leaves
         the damage for the next start or reseal to find."""
-        store = cls(path)
+        store = cls(path, resealing=True)
         try:
             with store._transaction("BEGIN IMMEDIATE") as conn:
                 summary = store._accept(conn, journal_genesis)
@@ -458,7 +474,8 @@ class SqliteStateStore(StateStore):
             relatched=tuple(_scope_name(*key) for key in sorted(before.keys() | after.keys())
                             if before.get(key) != after.get(key)),
             lost=(last + 1, sealed) if sealed > last else None, unsealed=unsealed,
-            identity=_identity(conn))
+            identity=_identity(conn),
+            unlatched=tuple(_scope_name(*key) for key in sorted(before.keys() - after.keys())))
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable."""
@@ -587,6 +604,7 @@ class SqliteStateStore(StateStore):
         except OSError as error:
             raise self._unavailable("cannot create its directory", error) from error
         self._lock()
+        self._keep_the_wal_found()
         try:
             if self.path.stat().st_size == 0:
                 # A fresh store is never left empty (the first PRAGMA below writes the
@@ -629,11 +647,33 @@ class SqliteStateStore(StateStore):
             raise self._unavailable("cannot be locked", error) from error
         try:
             self._prepare(conn)
+        except StoreDamaged as error:
+            conn.close()
+            raise self._with_the_wal_found(error) from error
         except BaseException:
             conn.close()
             raise
         log.info("state store opened: %s", self.path.resolve())
         return conn
+
+    def _keep_the_wal_found(self) -> None:
+        """Copy a WAL a crash left (`found_wal`), unless a copy is there already: the first
+        start after the crash saw it as it was."""
+        try:
+            if self.wal_path.stat().st_size > 0 and not self.found_wal.exists():
+                shutil.copyfile(self.wal_path, self.found_wal)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            log.warning("the WAL %s could not be copied before the store opened it: %s",
+                        self.wal_path, error)
+
+    def _with_the_wal_found(self, error: StoreDamaged) -> StoreDamaged:
+        said = f"(the WAL as the first start after a crash found it is kept at" \
+            f" {self.found_wal}, for a repair)"
+        if not self.found_wal.exists() or said in str(error):
+            return error
+        return StoreDamaged(f"{error} {said}")
 
     def _refuse_a_lost_file(self) -> None:
         """No state file is a first run, unless its seal or its WAL is there: then it was
@@ -652,6 +692,26 @@ class SqliteStateStore(StateStore):
                     f" delete {self.seal.path} and {self.wal_path}, and move the journal"
                     f" ({self.path}.journal) and its seal aside, to start with no latched"
                     " state, no working orders and no book")
+
+    def _refuse_a_schema_lost(self) -> None:
+        """A file with no schema is new, if its seal is a new store's (written before the
+        file); else its schema and latched state were in a WAL that is gone or that SQLite
+        ignores (a damaged header or first frame): nothing is written, so that the WAL, if
+        it is still there, can be repaired (review 37d: the schema created over it
+        restarted the WAL, and a one-byte repair became a loss)."""
+        if not self.seal.exists():  # written before the file: it was deleted
+            raise StoreDamaged(
+                f"state store {self.path} holds no schema and its seal {self.seal.path} is"
+                " missing: its schema and latched state may have been in a deleted WAL;"
+                " restore it from a backup, or delete it to start with no latched state")
+        if not self._sealed_fresh() and not self._resealing:
+            sealed = self._readable_seal()
+            raise StoreDamaged(
+                f"state store {self.path} has lost acknowledged transitions: the seal says"
+                f" version {sealed[0] if sealed else '(unreadable)'}, the file holds no"
+                f" schema: its WAL ({self.wal_path}) is gone, or SQLite cannot read it (a"
+                " damaged header or first frame); nothing was written: restore the files"
+                " from a backup, or accept the loss with `ess-sidecar reseal`")
 
     def _sealed_fresh(self) -> bool:
         try:
@@ -694,20 +754,19 @@ class SqliteStateStore(StateStore):
                 raise StoreUnavailable(
                     f"state store {self.path} has schema version {found}, newer than the"
                     f" {SCHEMA_VERSION} this sidecar understands; upgrade the sidecar")
+            if found < 0:  # review 37d: one flipped bit of the header was a KeyError
+                raise StoreUnavailable(f"state store {self.path} has schema version {found},"
+                                       " which no sidecar writes: its header is damaged")
             if found == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise StoreUnavailable(f"state store {self.path} is an SQLite database of"
                                        " something else (tables but no schema version)")
+            if found == 0:
+                self._refuse_a_schema_lost()
             # WAL may be refused (e.g. some network filesystems); FULL sync keeps it durable.
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             if found == 0:
-                if not self.seal.exists():  # written before the file: it was deleted
-                    raise StoreDamaged(
-                        f"state store {self.path} holds no schema and its seal"
-                        f" {self.seal.path} is missing: its schema and latched state may"
-                        " have been in a deleted WAL; restore it from a backup, or delete it"
-                        " to start with no latched state")
                 self._run_script(conn, SCHEMA, SCHEMA_VERSION)
                 found = SCHEMA_VERSION
             if found < SCHEMA_VERSION:
