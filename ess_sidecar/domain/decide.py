@@ -23,7 +23,8 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
             return denial
     symbol_limits = limits.for_symbol(order.symbol)
     return (check_size(order, symbol_limits, book)
-            or check_price_band(order, symbol_limits, book.marks.get(order.symbol))
+            or check_price_band(order, symbol_limits,
+                                book.marks.get(order.symbol) or symbol_limits.reference_price)
             or rate.check(order.strategy, now)
             or check_exposure(order, book, limits)
             or check_working(order, ledger, limits, replacing))

@@ -84,7 +84,8 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
     if moved:
         leg.move(signed)
         net.move(signed)
-    if _marks(fill, account.anchors.get(fill.symbol), priced, band_pct):
+    if _marks(fill, account.anchors.get(fill.symbol) or account.reference(fill.symbol) or None,
+              priced, band_pct):
         account.set_mark(fill.symbol, fill.price)
         account.anchors.setdefault(fill.symbol, fill.price)
     for part, quantity in parts if moved else ():
@@ -116,17 +117,20 @@ def _beyond_limit(fill: Fill, order: OrderRecord | None, band_pct: float) -> str
 def _marks(fill: Fill, anchor: float | None, order: OrderRecord | None,
            band_pct: float) -> bool:
     """Whether the fill's price becomes the account's mark: within the price band of the
-    anchor (AccountBook.anchors: the last snapshot's mark, else the first fill's), or
-    with none of its order's price. A price beyond it moves no mark (a real move that far
-    comes in the account's next snapshot, which anchors it anew), since a mark taken from
-    a wrong fill values every order of the symbol and bounds its price band: a BUY's fill
-    reported at a hundredth of the market would let a SELL at that price pass as small,
-    where it executes at the market; and fills each within the band of the last would
-    walk it there."""
+    anchor (AccountBook.anchors: the last snapshot's mark, else the first fill's; else the
+    symbol's reference_price), or with none of its order's price. A price beyond it moves
+    no mark (a real move that far comes in the account's next snapshot, which anchors it
+    anew), since a mark taken from a wrong fill values every order of the symbol and
+    bounds its price band: a BUY's fill reported at a hundredth of the market would let a
+    SELL at that price pass as small, where it executes at the market; and fills each
+    within the band of the last would walk it there. With none of these (a fill of an
+    order the sidecar never allowed, in a symbol with no mark yet), nothing bands it: it
+    sets no mark either (review 37e: a stray fill at a hundredth of the market was the
+    mark once the account was reset)."""
     reference = anchor if anchor is not None else order.price if order is not None else None
-    if not band_pct or reference is None:
+    if not band_pct:
         return True
-    return abs(fill.price - reference) / reference * 100.0 <= band_pct
+    return reference is not None and abs(fill.price - reference) / reference * 100.0 <= band_pct
 
 
 def _parts(ledger: OrderLedger, record: OrderRecord | None, named: OrderRecord | None,

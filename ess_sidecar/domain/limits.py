@@ -83,7 +83,10 @@ def check_size(order: Order, limits: SymbolLimits, book: AccountBook) -> Denial 
 
 
 def check_price_band(order: Order, limits: SymbolLimits, mark: float | None) -> Denial | None:
-    if not limits.price_band_pct or mark is None:
+    """`mark`: the account's, else the symbol's reference_price (review 37e: with a
+    reference alone, an order at a hundredth of it went unbanded, and its fill became the
+    mark); None or 0: none, and the price is not banded."""
+    if not limits.price_band_pct or not mark:
         return None
     deviation = abs(order.price - mark) / mark * 100.0
     if deviation > limits.price_band_pct:

@@ -257,9 +257,37 @@ def test_a_reference_price_values_a_symbol_with_no_mark():
     limits = LimitSettings(symbols={"PENNY": SymbolLimits(reference_price=2.0)},
                            duplicate_identical_orders=0)
     engine = make_engine(limits=limits)
-    assert engine.check(order(100_000, 0.01, symbol="PENNY"), T0).allowed  # 20 % at 2.0
-    assert engine.check(order(100_000, 0.01, symbol="PENNY"), T0).reason is \
+    assert engine.check(order(100_000, 1.9, symbol="PENNY"), T0).allowed  # 20 % at 2.0
+    assert engine.check(order(100_000, 1.9, symbol="PENNY"), T0).reason is \
         R.SYMBOL_EXPOSURE  # 40 %: the working order counts
+
+
+def test_a_reference_price_bands_prices_and_the_marks_fills_set():
+    """Review 37e: with a reference price and no mark, an order at a hundredth of it was
+    not banded (no mark), and its fill at that price became the mark: a SELL of 3,000 %
+    of equity at that price was then valued at 30 %. The reference bands the order, and a
+    fill beyond its band (a BUY at 50 reported filled at 0.5: better than its limit, so
+    no trip) moves no mark."""
+    limits = LimitSettings(symbols={"Z": SymbolLimits(reference_price=50.0)},
+                           duplicate_identical_orders=0)
+    engine = make_engine(limits=limits)
+    assert engine.check(order(1, 0.5, symbol="Z"), T0).reason is R.PRICE_BAND
+    for price, mark in ((0.5, None), (51.0, 51.0)):
+        allowed = order(1, 50.0, symbol="Z")
+        assert engine.check(allowed, T0).allowed
+        report_fill(engine, fill(1, price, symbol="Z", client_order_id=allowed.client_order_id))
+        assert engine.book.mark(ACCOUNT, "Z") == mark
+
+
+def test_a_fill_of_an_order_never_allowed_sets_no_mark_nothing_bands():
+    """Review 37e: a drop copy's fill of a desk trade at 0.02, in a symbol the account had
+    no mark for, became the mark (nothing banded it); once the account's unchecked_order
+    trip was reset, a SELL of 2,000 % of equity at that price passed as 2 %."""
+    engine = make_engine()
+    outcome = report_fill(engine, fill(1, 0.02, symbol="Y", client_order_id="desk-1"))
+    assert outcome.unchecked and engine.book.mark(ACCOUNT, "Y") is None
+    assert engine.check(order(100_000, 0.021, side=Side.SELL, symbol="Y"), T0 + 1).reason \
+        in (R.SCOPE_TRIPPED, R.MARK_UNKNOWN)
 
 
 def test_order_rate_per_strategy(engine):
