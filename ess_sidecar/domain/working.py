@@ -627,7 +627,10 @@ class OrderLedger:
         seen = self.fill_ids.get((fill.account, fill.fill_id))
         if seen is None:
             return None
-        _, client_order_id, what, quantity, _ = seen
+        _, client_order_id, what, quantity, orphan = seen
+        if orphan and client_order_id != fill.client_order_id:
+            return None  # kept past its order for that order's id alone (review 37f: a
+            # venue's execution id used again after the retention is a new fill)
         return what == what_fill(fill) \
             and abs(quantity - fill.quantity) <= max(quantity, fill.quantity) * FILL_TOLERANCE \
             and self._one_chain(fill.account, client_order_id, fill.client_order_id)

@@ -317,6 +317,23 @@ def test_an_order_replaced_twice_stays_counted_while_it_works_for_fills_it_is_ow
     assert engine.check(order(1), T0).allowed
 
 
+def test_a_fill_id_used_again_after_the_retention_by_another_order_is_a_new_fill():
+    """Review 37f: fill ids are unique per account for the retention. One kept past its
+    order (above) was taken for a conflict when the venue used it again, a retention
+    later, for another order's execution: the account tripped, the fill unbooked."""
+    limits = LimitSettings(duplicate_identical_orders=0, order_id_retention_s=3)
+    engine = make_engine(equity=100_000, limits=limits)
+    first = fill(5, client_order_id=_allowed(engine, order(5, client_order_id="o1")),
+                 fill_id="x1")
+    report_fill(engine, first, T0 + 1)
+    timers(engine, T0 + 3.5)  # o1 forgotten
+    timers(engine, T0 + 4.5)  # x1 a retention old
+    _allowed(engine, order(3, client_order_id="o2"), T0 + 5)
+    again = report_fill(engine, fill(3, client_order_id="o2", fill_id="x1"), T0 + 5)
+    assert not again.unchecked and not again.duplicate
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 8
+
+
 def test_a_fill_worse_than_its_limit_beyond_the_band_trips_and_moves_no_mark():
     """Review of stop 32: a SELL limit 100 reported filled at 1 (an executor's units bug)
     took the account's mark to 1, and a sell 40 times the notional cap was allowed. No
