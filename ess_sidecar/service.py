@@ -129,6 +129,9 @@ class Guard(GuardReadings):
         self._volatile_from = 0  # the first version published in the volatile epoch
         self._store = store
         self._journal = journal or NoJournal()
+        # (account, fill_id) of fills booked in memory whose record was never written (their
+        # commit failed): a retry of one is journaled, duplicate or not (review 37f).
+        self._unjournaled_fills: set[tuple[str, str]] = set()
         self._clock = clock
         self._writing = asyncio.Lock()  # run_async: one command at a time
         # Commands are numbered as they come; a check waits until all that came before it
@@ -193,13 +196,20 @@ class Guard(GuardReadings):
         now = self._clock.now()
         plan, outcome = self.engine.plan_fill(fill, now, actor)
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
-        # A duplicate that is unchecked is the retry of a fill whose trip (and record)
-        # failed to store: it is journaled now, or a restart would not have it booked.
-        # A refused one, or one whose fill_id names another fill, changed nothing but its
-        # trip, which is journaled alone.
+        # A duplicate of a fill booked when its commit failed (its trip or its record not
+        # stored) is journaled now, or a restart would not have it booked; so is one still
+        # untripped (review 37f: another fill's trip, stored since, had cleared that mark,
+        # and the retry went unjournaled). A refused one, or one whose fill_id names another
+        # fill, changed nothing but its trip, which is journaled alone.
+        key = (account.id, fill.fill_id)
+        unjournaled = key in self._unjournaled_fills
         command = None if outcome.refused or outcome.conflict \
-            or (outcome.duplicate and not outcome.unchecked) else FillReported(fill, now)
+            or (outcome.duplicate and not outcome.unchecked and not unjournaled) \
+            else FillReported(fill, now)
+        if command is not None:
+            self._unjournaled_fills.add(key)  # until its record is written
         transitions = yield from self._commit(plan, command, on_loop=True)
+        self._unjournaled_fills.discard(key)
         state = self._outcome(account, transitions)
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
