@@ -72,6 +72,12 @@ class GuardEngine:
         # closed (a damaged or unreadable store or journal) and its memory may lack trips,
         # working orders or fills, or a fault of its own may have left memory half changed.
         self.untrusted = ""
+        # Evidence a latch did not renew for (within a second of its last renewal:
+        # `_renews`), per scope: the latest (breaker, mode, reason, actor). The next timer
+        # run from a second after that renewal renews it (review 37f: left unrecorded, a
+        # reset naming the version seen lifted it hours later). Not replayed: a restart
+        # forgets what came in the second before it.
+        self._unrenewed: dict[Scope, tuple[str, TriggerMode, str, str]] = {}
         # Registrations the replayed journal ended (start-up only: a store that still has
         # one, its delete failed or never came, must not bring it back; recovery.py).
         self.deregistered_in_replay: set[tuple[str, Scope]] = set()
@@ -159,9 +165,11 @@ class GuardEngine:
         rule = self.breakers.rule(account, Breaker.UNCHECKED_ORDER)
         if outcome.unchecked and rule.enabled:  # each one is new evidence: renewed, so that
             # a reset or approval made before it lifts nothing (review 31), as `_renews` says
-            plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
-                      breaker=Breaker.UNCHECKED_ORDER,
-                      renew=self._renews(account, Breaker.UNCHECKED_ORDER, now))
+            if not plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
+                             breaker=Breaker.UNCHECKED_ORDER,
+                             renew=self._renews(account, Breaker.UNCHECKED_ORDER, now)):
+                self._unrenewed[account] = (Breaker.UNCHECKED_ORDER, rule.mode,
+                                            outcome.unchecked, actor)
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
         return plan, outcome
@@ -381,8 +389,10 @@ class GuardEngine:
             # A one-off breaker's report is new evidence each time, as an unchecked fill is
             # (review 36p: a corrupt feed reported again 1 s before the re-arm left no
             # trace, nothing holds for it, and the re-arm lifted it).
-            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor, breaker=trip.breaker,
-                      renew=trip.breaker in ONE_OFF and self._renews(scope, trip.breaker, now))
+            renew = trip.breaker in ONE_OFF and self._renews(scope, trip.breaker, now)
+            if not plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor,
+                             breaker=trip.breaker, renew=renew) and trip.breaker in ONE_OFF:
+                self._unrenewed[scope] = (trip.breaker, trip.mode, trip.message, actor)
         return plan
 
     def _renews(self, scope: Scope, name: str, now: float) -> bool:
@@ -504,11 +514,13 @@ class GuardEngine:
         not latched yet, a re-arm that goes through COOLING_DOWN from REDUCE_ONLY): such
         a run takes its place before the checks that come after it. Other runs only
         loosen (re-arms) or forget, and may come later."""
-        return any(t.cause is not Cause.REARM or SEVERITY[t.state] > SEVERITY[t.previous]
+        return any((t.cause is not Cause.REARM and t.scope not in self._unrenewed)
+                   or SEVERITY[t.state] > SEVERITY[t.previous]
                    for t in self.plan_timers(now).transitions)
 
     def plan_timers(self, now: float) -> Plan:
-        """What time alone causes: stale feeds, lost heartbeats, re-arms."""
+        """What time alone causes: stale feeds, lost heartbeats, evidence a latch did not
+        renew for yet, re-arms."""
         plan = self.plan(now)
         for scope, trip in self.breakers.stale(now):
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
@@ -519,6 +531,11 @@ class GuardEngine:
                 plan.trip(lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
                           f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s"
                           f" heartbeat", SYSTEM_ACTOR, breaker=Breaker.HEARTBEAT_LOST)
+        for scope, (name, mode, reason, actor) in self._unrenewed.items():
+            current = self._current.get(scope)  # renewed before a re-arm can look at it
+            if current is not None and any(latch.name == name for latch in current.held()) \
+                    and self._renews(scope, name, now):
+                plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name, renew=True)
         for current in list(self._current.values()):
             if plan.current(current.scope) is not current:
                 continue
@@ -588,6 +605,7 @@ class GuardEngine:
                     del self._held[transition.scope.kind][transition.scope.id]
             before = self._current.get(transition.scope)
             self._set(transition)
+            self._unrenewed.pop(transition.scope, None)  # its latest word is recorded now
             if transition.cause is Cause.RESET:
                 kept = {latch.name for latch in transition.held()}
                 for latch in before.held() if before else ():

@@ -276,6 +276,27 @@ def test_unchecked_fills_in_a_storm_renew_the_trip_once_a_second_or_when_a_reset
     assert engine.state_of(account()) is State.TRIPPED
 
 
+def test_unchecked_evidence_the_trip_did_not_renew_for_is_renewed_by_the_next_timer_run():
+    """Review 37f: an unchecked fill within a second of the trip's last renewal left no
+    trace an operator sees, and a reset naming the version seen lifted the trip hours
+    later. The next timer run a second after the renewal renews it with that evidence;
+    checks need not wait for that run (it restricts nothing more)."""
+    engine = make_engine()
+    report_fill(engine, fill(1, client_order_id="rogue-1", fill_id="f1"))
+    seen = engine.version
+    plan, outcome = engine.plan_fill(fill(500, client_order_id="rogue-2", fill_id="f2"),
+                                     T0 + 0.5)
+    assert outcome.unchecked and run(engine, plan) == []
+    assert timers(engine, T0 + 0.9) == [] and not engine.timers_would_trip(T0 + 1)
+    [renewed] = timers(engine, T0 + 1)
+    assert renewed.version == seen + 1 and "rogue-2" in renewed.reason
+    assert renewed.state is State.TRIPPED and renewed.breaker == Breaker.UNCHECKED_ORDER
+    with pytest.raises(ResetRefused, match="changed since version"):
+        run(engine, engine.plan_reset(account(), "reconciled", False, "operator", T0 + DAY,
+                                      expected_version=seen))
+    assert timers(engine, T0 + 2) == []  # once
+
+
 def test_a_day_old_fill_sent_again_under_a_reused_order_id_counts_once():
     """Review 37c: an order's id is free to use again a retention after it was allowed,
     and its fills' ids were forgotten with it: a drop copy's repeat of yesterday's fill
