@@ -220,15 +220,20 @@ def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
     acknowledged versions are gone (a lost WAL): GLOBAL tripped, since what they latched
     is unknown. The loss is accepted with its trip or not at all."""
     def trip(current: list[Transition], summary: ResealSummary) -> list[Transition]:
-        lost = (f"versions {summary.lost[0]} to {summary.lost[1]} were acknowledged but are"
-                " not in the state file (a lost WAL?)" if summary.lost else
-                "the state file's seal was missing or unreadable, so acknowledged versions"
-                " may be gone with its WAL" if summary.unsealed else
-                f"{', '.join(summary.unlatched)} latched, but not by their newest event (a"
-                " damaged event?)")
+        lost = [f"versions {summary.lost[0]} to {summary.lost[1]} were acknowledged but"
+                " are not in the state file (a lost WAL?)"] if summary.lost else []
+        if summary.unsealed:
+            lost.append("the state file's seal was missing or unreadable, so acknowledged"
+                        " versions may be gone with its WAL")
+        if summary.unlatched:
+            lost.append(f"{', '.join(summary.unlatched)} latched, but not by their newest"
+                        " event (a damaged event?)")
+        if summary.rewritten:
+            lost.append(f"{summary.rewritten} event(s) did not match their chain (edited or"
+                        " damaged)")
         return _global_trip(settings, current, summary.version,
-                            f"{lost}: what they latched is unknown; check every scope"
-                            " before resetting GLOBAL", summary.identity)
+                            f"{'; '.join(lost)}: what they latched is unknown; check every"
+                            " scope before resetting GLOBAL", summary.identity)
     return trip
 
 

@@ -514,9 +514,20 @@ class GuardEngine:
         not latched yet, a re-arm that goes through COOLING_DOWN from REDUCE_ONLY): such
         a run takes its place before the checks that come after it. Other runs only
         loosen (re-arms) or forget, and may come later."""
-        return any((t.cause is not Cause.REARM and t.scope not in self._unrenewed)
+        return any((t.cause is not Cause.REARM and not self._renewal_only(t))
                    or SEVERITY[t.state] > SEVERITY[t.previous]
                    for t in self.plan_timers(now).transitions)
+
+    def _renewal_only(self, transition: Transition) -> bool:
+        """Whether a timer run's transition only renews a latch for evidence it holds
+        (`_unrenewed`): the same state and latches, so no check is judged otherwise
+        (review 37i: any transition of such a scope, a lost heartbeat's latch among them,
+        was passed over, and a late beat then cleared the loss unrecorded)."""
+        current = self._current.get(transition.scope)
+        return transition.scope in self._unrenewed and current is not None \
+            and transition.state is current.state \
+            and {latch.name for latch in transition.held()} == \
+            {latch.name for latch in current.held()}
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, evidence a latch did not
@@ -605,7 +616,11 @@ class GuardEngine:
                     del self._held[transition.scope.kind][transition.scope.id]
             before = self._current.get(transition.scope)
             self._set(transition)
-            self._unrenewed.pop(transition.scope, None)  # its latest word is recorded now
+            unrenewed = self._unrenewed.get(transition.scope)
+            if unrenewed is not None and not any(  # renewed or lifted: recorded now
+                    latch.name == unrenewed[0] and latch.since < transition.time
+                    for latch in transition.held()):
+                del self._unrenewed[transition.scope]
             if transition.cause is Cause.RESET:
                 kept = {latch.name for latch in transition.held()}
                 for latch in before.held() if before else ():

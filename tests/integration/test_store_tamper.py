@@ -582,6 +582,25 @@ def test_a_damaged_wal_is_kept_as_the_first_start_found_it(path):
     assert found[:16] == before[:16] and found[17:] == before[17:]
 
 
+def test_a_wal_that_cannot_be_kept_whole_is_not_opened(path, monkeypatch):
+    """Review 37g: a full disk cut the copy short; the store opened anyway (SQLite then
+    deleted the damaged WAL) and the half copy was named as the one to repair from."""
+    wal = crash_after_appending(path, 3, "kill")
+    before = wal.read_bytes()
+
+    def disk_full(source: Path, target: Path) -> None:
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(StoreUnavailable, match="cannot keep a copy of its WAL"):
+        loaded(path)
+    assert wal.read_bytes() == before  # not opened: nothing read or deleted
+    assert not list(path.parent.glob("*.found*"))
+    monkeypatch.undo()
+    assert [t.version for t in loaded(path).current] == [1, 2, 3]
+
+
 def test_a_damaged_schema_version_is_refused_not_a_crash(path):
     """Review 37d: one flipped bit of the header's user_version made it negative, and the
     start (and the reseal) ended in a KeyError."""
@@ -640,6 +659,35 @@ def test_a_reseal_that_would_lift_a_latch_trips_global(path):
     tamper, trip = loaded(path).current
     assert (tamper.scope, trip.scope, trip.state) == (TAMPERED, GLOBAL, State.TRIPPED)
     assert "SYMBOL:BTC-USD latched, but not by their newest event" in trip.reason
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE events SET state = 2 WHERE version = 4",  # TRIPPED rotted to REDUCE_ONLY
+    "UPDATE events SET reason = 'rotted' WHERE version = 2"])  # what an operator reads
+def test_a_reseal_of_an_event_that_no_longer_matches_its_chain_trips_global(path, damage):
+    """Review 37g: a trip's state rotted from TRIPPED to REDUCE_ONLY (one bit) kept its
+    latch at the same event: the reseal resumed the scope half-way, unreported. What an
+    event that does not match its chain says cannot be trusted: GLOBAL is tripped."""
+    written(path, HISTORY)
+    edit(path, damage)
+    refusal(path)
+    configured = load_settings(None, store={"path": str(path)})
+    summary = SqliteStateStore.reseal(path, trip_for_lost_versions(configured))
+    assert (summary.rewritten, summary.unlatched, summary.loses) == (1, (), True)
+    assert "1 event(s) did not match their chain" in str(summary)
+    assert loaded(path).current[-1].scope == GLOBAL
+
+
+def test_a_reseal_that_moves_a_latch_to_an_older_event_trips_global(path):
+    """Review 37g: a scope REDUCE_ONLY at one event, then TRIPPED at the next, whose scope
+    id rotted: the latch fell back to the older, looser event, listed only as changed."""
+    written(path, [tr(1, SYMBOL, State.REDUCE_ONLY)], [tr(2, SYMBOL)])
+    edit(path, "UPDATE events SET scope_id = 'BTC-USE' WHERE version = 2")
+    refusal(path)
+    configured = load_settings(None, store={"path": str(path)})
+    summary = SqliteStateStore.reseal(path, trip_for_lost_versions(configured))
+    assert summary.unlatched == ("SYMBOL:BTC-USD",) and summary.loses
+    assert loaded(path).current[-1].scope == GLOBAL
 
 
 def test_a_reseal_accepts_lost_versions_only_together_with_what_it_trips_for_them(path):

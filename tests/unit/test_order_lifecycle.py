@@ -297,6 +297,18 @@ def test_unchecked_evidence_the_trip_did_not_renew_for_is_renewed_by_the_next_ti
     assert timers(engine, T0 + 2) == []  # once
 
 
+def test_another_latchs_transition_keeps_the_evidence_waiting_for_its_renewal():
+    """Review 37g: any transition of the scope (a Trigger, a lost heartbeat) dropped the
+    evidence waiting for the next timer run, though it renewed another latch."""
+    engine = make_engine()
+    report_fill(engine, fill(1, client_order_id="rogue-1", fill_id="f1"))
+    run(engine, engine.plan_fill(fill(500, client_order_id="rogue-2", fill_id="f2"),
+                                 T0 + 0.5)[0])
+    trip(engine, account(), T0 + 0.6)
+    [renewed] = timers(engine, T0 + 1)
+    assert renewed.breaker == Breaker.UNCHECKED_ORDER and "rogue-2" in renewed.reason
+
+
 def test_a_day_old_fill_sent_again_under_a_reused_order_id_counts_once():
     """Review 37c: an order's id is free to use again a retention after it was allowed,
     and its fills' ids were forgotten with it: a drop copy's repeat of yesterday's fill

@@ -469,3 +469,23 @@ def test_a_fill_whose_commit_failed_is_journaled_when_it_is_sent_again() -> None
         replayed.replay(command, transitions)
     assert replayed.book.position("acc", "s1", "AAPL") == \
         guard.engine.book.position("acc", "s1", "AAPL") == 9
+
+
+def test_a_late_beat_trips_its_scope_even_with_corrupt_feed_evidence_awaiting_renewal(
+        ) -> None:
+    """Review 37i: with a second corrupt-feed report waiting for the latch's renewal
+    (the timer run a second after it), every transition of that scope was taken for that
+    renewal, so a beat after its TTL, before the timers ran, cleared the loss unrecorded:
+    resetting the corrupt feed's latch then resumed a scope whose executor had been lost."""
+    guard, _ = make_guard()
+    clock = guard._clock
+    assert isinstance(clock, FakeClock)
+    guard.heartbeat("exec-1", MOMO, 1.0)
+    clock.advance(0.2)
+    guard.report_metric(MOMO, Metric.DATA_FEED_CORRUPT, 1)
+    clock.advance(0.3)
+    guard.report_metric(MOMO, Metric.DATA_FEED_CORRUPT, 1)  # within its second: waits
+    clock.advance(0.6)  # the TTL passed, no timer run yet
+    guard.heartbeat("exec-1", MOMO, 1.0)
+    held = [latch.name for latch in guard.engine.current(MOMO).held()]
+    assert held == ["data_feed_corrupt", "heartbeat_lost"]

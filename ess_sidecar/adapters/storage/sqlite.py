@@ -108,15 +108,20 @@ class ResealSummary:
     unsealed: bool = False
     identity: bytes | None = None  # the store's (meta.identity), if it can be read
     # Scopes latched in the file that their newest event, as the file holds it, does not
-    # latch: an event that lifts a latch is written with it, so only damage does this
-    # (review 37d: a trip's event rotted to ARMED, its journal record not written yet).
-    # Lifting them is a loss: the reseal trips GLOBAL.
+    # latch at the same event: an event that lifts or moves a latch is written with it,
+    # so only damage does this (review 37d: a trip's event rotted to ARMED, its journal
+    # record not written yet; 37g: to REDUCE_ONLY, or the latch fell back to an older,
+    # looser event). Lifting or moving them is a loss: the reseal trips GLOBAL.
     unlatched: tuple[str, ...] = ()
+    # Events whose content no longer matches their chain (edited or damaged: what they
+    # say, a latch's state among it, may not be what was stored), chained anew: a loss.
+    rewritten: int = 0
 
     @property
     def loses(self) -> bool:
         """Whether accepting the file may lose acknowledged transitions."""
-        return self.lost is not None or self.unsealed or bool(self.unlatched)
+        return self.lost is not None or self.unsealed or bool(self.unlatched) \
+            or bool(self.rewritten)
 
     def __str__(self) -> str:
         changed = f"; latches changed: {', '.join(self.relatched)}" if self.relatched else ""
@@ -126,6 +131,9 @@ class ResealSummary:
             lost += "; its seal was missing or unreadable: what it vouched for is unknown"
         if self.unlatched:
             lost += f"; latched, but not by their newest event: {', '.join(self.unlatched)}"
+        if self.rewritten:
+            lost += f"; {self.rewritten} event(s) did not match their chain (edited or" \
+                " damaged): chained as they are now"
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
                 f"{changed}{lost}")
@@ -454,7 +462,7 @@ class SqliteStateStore(StateStore):
         with self._decoding():  # every row must be one this code can serve
             events = [_transition(row) for row in
                       conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY version")]
-            _rechain(conn)
+            rewritten = _rechain(conn)
         conn.execute("DELETE FROM scopes")
         conn.executemany("INSERT INTO scopes (scope_kind, scope_id, version) VALUES (?, ?, ?)",
                          [(kind, ident, version) for kind, ident, version, state
@@ -475,7 +483,9 @@ class SqliteStateStore(StateStore):
                             if before.get(key) != after.get(key)),
             lost=(last + 1, sealed) if sealed > last else None, unsealed=unsealed,
             identity=_identity(conn),
-            unlatched=tuple(_scope_name(*key) for key in sorted(before.keys() - after.keys())))
+            unlatched=tuple(_scope_name(*key) for key in sorted(before)
+                            if after.get(key) != before[key]),
+            rewritten=rewritten)
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable."""
@@ -604,7 +614,6 @@ class SqliteStateStore(StateStore):
         except OSError as error:
             raise self._unavailable("cannot create its directory", error) from error
         self._lock()
-        self._keep_the_wal_found()
         try:
             if self.path.stat().st_size == 0:
                 # A fresh store is never left empty (the first PRAGMA below writes the
@@ -646,6 +655,7 @@ class SqliteStateStore(StateStore):
             self._unlock()
             raise self._unavailable("cannot be locked", error) from error
         try:
+            self._keep_the_wal_found()  # locked, and before SQLite reads the WAL
             self._prepare(conn)
         except StoreDamaged as error:
             conn.close()
@@ -657,16 +667,28 @@ class SqliteStateStore(StateStore):
         return conn
 
     def _keep_the_wal_found(self) -> None:
-        """Copy a WAL a crash left (`found_wal`), unless a copy is there already: the first
-        start after the crash saw it as it was."""
+        """Copy a WAL a crash left (`found_wal`), whole or not at all, unless a copy is
+        there already: the first start after the crash saw it as it was. One that cannot
+        be kept is StoreUnavailable: SQLite would delete the only copy (review 37g: a full
+        disk left half a copy, named as the one to repair from)."""
         try:
-            if self.wal_path.stat().st_size > 0 and not self.found_wal.exists():
-                shutil.copyfile(self.wal_path, self.found_wal)
+            if self.found_wal.exists() or not self.wal_path.stat().st_size:
+                return
         except FileNotFoundError:
-            pass
+            return
         except OSError as error:
-            log.warning("the WAL %s could not be copied before the store opened it: %s",
-                        self.wal_path, error)
+            raise self._unavailable("cannot look at its WAL", error) from error
+        copying = Path(f"{self.found_wal}.part")
+        try:
+            shutil.copyfile(self.wal_path, copying)
+            with open(copying, "rb+") as copy:
+                os.fsync(copy.fileno())
+            copying.replace(self.found_wal)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                copying.unlink(missing_ok=True)
+            raise self._unavailable("cannot keep a copy of its WAL before opening it (SQLite"
+                                    " may delete a WAL it cannot read)", error) from error
 
     def _with_the_wal_found(self, error: StoreDamaged) -> StoreDamaged:
         said = f"(the WAL as the first start after a crash found it is kept at" \
@@ -899,19 +921,24 @@ def _link(previous: bytes, row: Sequence[Any]) -> bytes:
     return hashlib.blake2b(previous + encoded, digest_size=16).digest()
 
 
-def _rechain(conn: sqlite3.Connection) -> None:
+def _rechain(conn: sqlite3.Connection) -> int:
     """Chain the events as they are, oldest first, and anchor the run above pruned_through
-    to the chain just below it: an upgrade, or an operator's reseal, vouches for them."""
+    to the chain just below it: an upgrade, or an operator's reseal, vouches for them.
+    How many events did not match the link they had (edited, damaged, or never chained)."""
     pruned = conn.execute("SELECT pruned_through FROM meta").fetchone()[0]
-    previous, anchor, links = GENESIS, None, []
-    for row in conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY version").fetchall():
+    previous, anchor, links, unmatched = GENESIS, None, [], 0
+    for row in conn.execute(f"SELECT {COLUMNS}, prev_chain, chain FROM events"
+                            " ORDER BY version").fetchall():
         if anchor is None and row[0] > pruned:
             anchor = previous
-        chain = _link(previous, row)
+        *fields, had_previous, had = row
+        unmatched += _link(had_previous, tuple(fields)) != had if had_previous else 1
+        chain = _link(previous, tuple(fields))
         links.append((previous, chain, row[0]))
         previous = chain
     conn.executemany("UPDATE events SET prev_chain = ?, chain = ? WHERE version = ?", links)
     conn.execute("UPDATE meta SET chain_anchor = ?", (previous if anchor is None else anchor,))
+    return unmatched
 
 
 def _latches(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
