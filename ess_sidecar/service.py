@@ -692,6 +692,13 @@ class Guard(GuardReadings):
         if from_version and epoch != self.epoch:
             raise ResyncRequired(f"epoch {epoch!r} is not the current {self.epoch!r}: what was"
                                  " seen may not have been durable; resubscribe from 0")
+        if from_version and epoch and from_version < self._volatile_from:
+            # Review 37h: a watcher of one scope took the epoch from a heartbeat, its
+            # version from a transition before the fail-closed trip: the store's version
+            # after it can be a transition memory never took (a reset whose record failed).
+            raise ResyncRequired(f"from_version {from_version} is from before epoch"
+                                 f" {epoch!r} began (version {self._volatile_from}): what"
+                                 " followed may not have been durable; resubscribe from 0")
         if from_version > version:
             raise ResyncRequired(f"from_version {from_version} is ahead of this sidecar's"
                                  f" version {version}; resubscribe from 0")

@@ -50,7 +50,7 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
                          " (another is left out)")
     trigger.add_argument("--panic", action="store_true", help="GLOBAL halt with"
                          " cancel-open-orders and flatten-positions, whatever else is given")
-    trigger.set_defaults(run=run_trigger, parse_scope=scope_arg)
+    trigger.set_defaults(run=run_trigger, parse_scope=scope_arg, stops=True)
 
 
 def add_check(add, positive, id_arg) -> None:  # noqa: ANN001

@@ -162,11 +162,8 @@ class Options:
         if not 0 < self.timeout <= MAX_TIMEOUT_S:  # NaN too
             raise UsageError(f"--timeout must be a positive number of seconds, at most"
                              f" {MAX_TIMEOUT_S:g}")
-        bad = next((c for c in self.token if not " " <= c <= "~"), None)
-        if bad is not None:  # gRPC would refuse the header itself: INTERNAL, nothing sent
-            raise UsageError(f"the token (--token or ESS_TOKEN) holds U+{ord(bad):04X}"
-                             f" at position {self.token.index(bad) + 1}, which a header"
-                             " cannot carry: tokens are printable ASCII")
+        if (unusable := self.unusable_token()) is not None:
+            raise UsageError(unusable)
         given = [flag for flag, value in (("--tls-ca", self.tls_ca), ("--tls-cert",
                  self.tls_cert), ("--tls-key", self.tls_key), ("--tls-server-name",
                  self.tls_server_name)) if value]
@@ -176,6 +173,16 @@ class Options:
             raise UsageError("--tls-cert and --tls-key go together (mutual TLS)")
         if self.tls and self.is_unix:
             raise UsageError("--tls applies to TCP targets; a unix: socket is plain")
+
+    def unusable_token(self) -> str | None:
+        """Why the token cannot be sent (None if it can): gRPC would refuse the header
+        itself, INTERNAL, with nothing sent."""
+        bad = next((c for c in self.token if not " " <= c <= "~"), None)
+        if bad is None:
+            return None
+        return (f"the token (--token or ESS_TOKEN) holds U+{ord(bad):04X} at position"
+                f" {self.token.index(bad) + 1}, which a header cannot carry: tokens are"
+                " printable ASCII")
 
     @property
     def is_unix(self) -> bool:

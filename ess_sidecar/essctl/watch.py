@@ -57,7 +57,8 @@ class Follower:
         self.connected = False
         request = self.request()
         for message in self.sidecar.watch(request):
-            self.epoch = message.epoch
+            if message.kind != pb.WATCH_EVENT_KIND_HEARTBEAT:  # the epoch of a resume point
+                self.epoch = message.epoch  # (review 37h: a heartbeat's is not one)
             if self.handle(message, request.from_version):
                 return True
         return False

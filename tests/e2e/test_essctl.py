@@ -89,6 +89,18 @@ def test_trigger_never_waits_for_a_reason_nor_refuses_one_it_cannot_read(
                        "STRATEGY:other": "Soci\ufffdt\ufffd halt"}
 
 
+def test_trigger_with_a_token_no_header_can_carry_still_stops(
+        start_sidecar: StartSidecar) -> None:
+    """Review 37h: a zero-width space pasted into ESS_TOKEN made `essctl trigger --panic`
+    a usage error (exit 64, nothing sent), even on a sidecar with authentication off. The
+    stop goes out without the token, with a warning."""
+    target = start_sidecar().uds_target
+    stopped = essctl(target, "trigger", "--panic", token="ess_abc\u200bdef")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "U+200B" in stopped.stderr and "sending the stop without it" in stopped.stderr
+    assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
+
+
 def test_trigger_panic_halts_global_with_cancel_and_flatten(
         start_sidecar: StartSidecar) -> None:
     target = start_sidecar().uds_target

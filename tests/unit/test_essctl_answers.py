@@ -285,3 +285,21 @@ def test_a_reset_with_no_answer_says_where_the_scope_stands(request, capsys, aft
     assert (answer["result"], answer["scope"], answer["exit"]) == (
         "no_answer", "STRATEGY:momo", code)
     assert told in answer["message"]
+
+
+def test_watch_resumes_with_the_epoch_of_the_message_it_resumes_from() -> None:
+    """Review 37h: `essctl watch` took the epoch of every message, heartbeats included,
+    but its resume version from transitions only: after a fail-closed trip it never saw
+    (filtered out), it resumed from a version before it with the new epoch, and was
+    replayed a transition the sidecar never took."""
+    from ess_sidecar.essctl.watch import Follower  # noqa: PLC0415
+
+    class OneStream:
+        def watch(self, request: pb.WatchStateRequest):  # noqa: ANN202
+            yield pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_SNAPSHOT_END, version=1)
+            yield pb.WatchStateResponse(kind=pb.WATCH_EVENT_KIND_HEARTBEAT, version=2,
+                                        epoch="volatile-1")
+
+    follower = Follower(OneStream(), [], Output(json_mode=True), None)  # type: ignore[arg-type]
+    follower.follow()
+    assert (follower.request().from_version, follower.request().epoch) == (1, "")

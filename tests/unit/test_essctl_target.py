@@ -124,9 +124,9 @@ def test_a_wait_or_time_no_call_can_carry_is_a_usage_error_before_dialling(
 def test_a_token_no_header_can_carry_is_a_usage_error_naming_the_character(
         token: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Review 17: a pasted zero-width space gave "INTERNAL: Invalid metadata", which reads
-    as the sidecar's fault, and nothing was sent."""
+    as the sidecar's fault, and nothing was sent. (A stop is sent without it: review 37h,
+    tests/e2e/test_essctl.py.)"""
     monkeypatch.setenv("ESS_TOKEN", token)
-    assert main(["--target", "127.0.0.1:1", "trigger", "--scope", "strategy:momo",
-                 "--reason", "r"]) == 64
+    assert main(["--target", "127.0.0.1:1", "status"]) == 64
     bad = next(c for c in token if not " " <= c <= "~")
     assert f"U+{ord(bad):04X}" in capsys.readouterr().err

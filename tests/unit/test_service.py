@@ -421,6 +421,10 @@ def test_a_watcher_resuming_across_a_non_durable_version_must_resync() -> None:
     with pytest.raises(ResyncRequired, match="epoch"):
         guard.watch([], from_version=1, epoch="")  # saw v1 before the failure
     assert guard.watch([], from_version=2, epoch=guard.epoch).version == 2
+    # Review 37h: a watcher of one scope saw v1, then only heartbeats, which carry the
+    # new epoch: the store's v2 (what failed) is not what memory took under that version.
+    with pytest.raises(ResyncRequired, match="from before epoch"):
+        guard.watch([], from_version=1, epoch=guard.epoch)
 
 
 def test_after_a_restart_versions_seen_only_in_memory_are_not_trusted() -> None:
