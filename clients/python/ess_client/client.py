@@ -10,7 +10,7 @@ import numbers
 import re
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -20,8 +20,8 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 
 from .convert import EnumLike, ScopeLike, order_request, to_enum, to_scope
 from .failures import FailurePolicy, log
-from .stream import CheckStream
-from .verdict import Failure, Verdict, failed
+from .stream import CheckStream, failure_of
+from .verdict import Failure, Verdict, failed, verdict_from_answer
 
 # The sidecar's budget on a Unix socket is p99.9 <= 1 ms. Measured through this client on
 # a loaded 2-core host (p50 ~0.37 ms, p99.9 ~0.7-2 ms), about 1 check in 20 000 took over
@@ -124,12 +124,35 @@ class GuardClient:
         sidecar, a broken stream, a rejected order or a malformed answer is a denial with
         `failure` set, counted and logged; with fail_open only the connectivity causes are
         allowed instead. `replaces_client_order_id`: a cancel/replace of that order."""
+        return await self._check(self._ask, account, strategy, symbol, side, quantity, price,
+                                 reduce_only, client_order_id, replaces_client_order_id,
+                                 timeout_s)
+
+    async def check_unary(self, *, account: str, strategy: str, symbol: str,
+                          side: EnumLike, quantity: float, price: float,
+                          reduce_only: bool = False, client_order_id: str = "",
+                          replaces_client_order_id: str = "",
+                          timeout_s: float | None = None) -> Verdict:
+        """`check` as one unary CheckOrder call, without the stream (a process that checks
+        seldom): the same verdicts, and the same denials when anything fails; an answer
+        that comes at or after the deadline is one too."""
+        return await self._check(self._ask_unary, account, strategy, symbol, side, quantity,
+                                 price, reduce_only, client_order_id, replaces_client_order_id,
+                                 timeout_s)
+
+    async def _check(self, ask: Callable[[pb.CheckOrderRequest, float], Awaitable[Verdict]],
+                     account: str, strategy: str, symbol: str, side: EnumLike,
+                     quantity: float, price: float, reduce_only: bool, client_order_id: str,
+                     replaces_client_order_id: str, timeout_s: float | None) -> Verdict:
         client_order_id = client_order_id or self.new_client_order_id()
         try:
             order = order_request(account, strategy, symbol, side, quantity, price,
                                   reduce_only, client_order_id, replaces_client_order_id)
-            verdict = await self._ask(order, self.check_timeout_s if timeout_s is None
-                                      else timeout_s)
+            if self._closed:
+                verdict = failed(Failure.CLIENT_ERROR, "the client is closed")
+            else:  # a bad timeout raises before anything is sent
+                verdict = await ask(order, valid_timeout(
+                    self.check_timeout_s if timeout_s is None else timeout_s))
         except Exception as error:  # fail closed on anything, including a client bug
             verdict = failed(Failure.CLIENT_ERROR, f"could not check the order: {error!r}")
         if verdict.failure is not None:
@@ -137,10 +160,25 @@ class GuardClient:
         return dataclasses.replace(verdict, client_order_id=client_order_id)
 
     async def _ask(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
-        if self._closed:
-            return failed(Failure.CLIENT_ERROR, "the client is closed")
-        timeout_s = valid_timeout(timeout_s)  # a bad one raises before anything is sent
         return await self._current_stream().ask(next(self._ids), order, timeout_s)
+
+    async def _ask_unary(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            decision = await self._stub.CheckOrder(order, timeout=timeout_s,
+                                                   metadata=self._metadata or None)
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return failed(Failure.DEADLINE, f"no answer within {timeout_s * 1e3:g} ms")
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                details = error.details() or ""
+                return failed(Failure.REQUEST_ERROR, details, details.partition(":")[0])
+            return failed(failure_of(code), f"{code.name}: {error.details()}")
+        if loop.time() >= deadline:
+            return failed(Failure.DEADLINE, f"answered after {timeout_s * 1e3:g} ms")
+        return verdict_from_answer(pb.CheckOrderStreamResponse(decision=decision))
 
     def _current_stream(self) -> CheckStream:
         # A broken stream is never reused: the next check opens a fresh one.

@@ -144,3 +144,19 @@ async def test_unreachable_sidecar_is_denied_as_unavailable_by_default(tmp_path:
         verdict = await guard.check(**ORDER)
     assert (verdict.allowed, verdict.failure) == (False, Failure.UNAVAILABLE)
     assert guard.failures == {Failure.UNAVAILABLE: 1} and guard.failed_open == 0
+
+
+async def test_the_unary_check_gives_the_streams_verdicts(client: GuardClient) -> None:
+    """Review 37j: the README promised a unary check in every client; Python had none."""
+    allowed = await client.check_unary(**ORDER)
+    assert (allowed.allowed, allowed.reason, allowed.failure) == (
+        True, pb.DECISION_REASON_ALLOWED, None)
+    assert allowed.client_order_id and allowed.decision_id
+    again = await client.check_unary(**ORDER, client_order_id=allowed.client_order_id)
+    assert (again.allowed, again.reason) == (False, pb.DECISION_REASON_DUPLICATE_ORDER)
+    bad = await client.check_unary(**{**ORDER, "quantity": -1.0})
+    assert (bad.allowed, bad.failure, bad.field) == (False, Failure.REQUEST_ERROR, "quantity")
+    await client.trigger("STRATEGY:momo", reason="drill")
+    tripped = await client.check_unary(**ORDER)
+    assert (tripped.reason, tripped.blocking_scope) == (pb.DECISION_REASON_SCOPE_TRIPPED,
+                                                        "STRATEGY:momo")

@@ -314,3 +314,19 @@ async def test_a_token_read_from_a_file_loses_its_newline_only() -> None:
         assert dict(client._metadata)["authorization"] == "Bearer s3cret"  # noqa: SLF001
     finally:
         await client.close()
+
+
+async def test_a_unary_check_that_is_not_answered_in_time_is_denied(
+        silent_tcp_server: str) -> None:
+    async with GuardClient(silent_tcp_server, check_timeout_s=0.05) as guard:
+        started = time.monotonic()
+        verdict = await guard.check_unary(**ORDER)
+        elapsed = time.monotonic() - started
+    assert (verdict.allowed, verdict.failure) == (False, Failure.DEADLINE)
+    assert 0.05 <= elapsed < 0.05 + SLACK_S
+
+
+async def test_a_unary_check_of_an_unreachable_sidecar_is_denied() -> None:
+    async with GuardClient("unix:/nonexistent/ess.sock", check_timeout_s=0.5) as guard:
+        verdict = await guard.check_unary(**ORDER)
+    assert not verdict.allowed and verdict.failure in (Failure.UNAVAILABLE, Failure.DEADLINE)
