@@ -209,7 +209,8 @@ class Guard(GuardReadings):
         if command is not None:
             self._unjournaled_fills.add(key)  # until its record is written
         transitions = yield from self._commit(plan, command, on_loop=True)
-        self._unjournaled_fills.discard(key)
+        if command is not None:  # journaled now (review 37k: a conflict's call, which
+            self._unjournaled_fills.discard(key)  # journals nothing, cleared the mark)
         state = self._outcome(account, transitions)
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,

@@ -498,6 +498,8 @@ def test_a_journal_that_cannot_be_written_fails_the_check_unavailable_and_trips(
         with pytest.raises(grpc.RpcError) as failed:
             stub.CheckOrder(pb.CheckOrderRequest(**_fields(order(), "full-1")))
         assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value.details()
+        # the sidecar failed closed, not unreachable: a fail-open client must not trade
+        assert ("ess-failed-closed", "1") in failed.value.trailing_metadata()
         requests = [pb.CheckOrderStreamRequest(
             request_id=n, order=pb.CheckOrderRequest(**_fields(order(), f"full-s{n}")))
             for n in (1, 2)]

@@ -443,36 +443,48 @@ def test_after_a_restart_versions_seen_only_in_memory_are_not_trusted() -> None:
     assert [t.scope.id for t in restarted.watch([], from_version=1, epoch="").initial] == ["c"]
 
 
-def test_a_fill_whose_commit_failed_is_journaled_when_it_is_sent_again() -> None:
-    """Review 37f: a fill whose trip failed to store is booked, journaled nowhere, and
-    marked untripped; another unchecked fill's trip, stored since, cleared that mark, so
-    the retry was a plain duplicate, journaled nowhere either: a restart lost 7 units."""
-    class Recording(NoJournal):
-        def __init__(self) -> None:
-            self.entries: list = []
-
-        def record(self, command, transitions=()) -> None:  # noqa: ANN001
-            self.entries.append((command, tuple(transitions)))
-
-    store, journal, clock = InMemoryStateStore(), Recording(), FakeClock()
+@pytest.mark.parametrize(("between", "position"), [
+    (("rogue-3", "f3", 1), 9),  # another unchecked fill's trip
+    (("rogue-9", "f2", 7), 8)])  # a conflict: the same fill_id for another order
+def test_a_fill_whose_commit_failed_is_journaled_when_it_is_sent_again(
+        between: tuple[str, str, float], position: float) -> None:
+    """A fill whose trip failed to store is booked, journaled nowhere, and marked
+    untripped. Review 37f: another unchecked fill's trip, stored since, cleared that mark,
+    so the retry was a plain duplicate, journaled nowhere either: a restart lost 7 units.
+    Review 37k: so did a conflicting fill's call (it journals nothing), clearing it."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
     guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
-
-    def unchecked(order_id: str, fill_id: str, quantity: float) -> Fill:
-        return Fill("acc", "s1", "AAPL", Side.BUY, quantity, 100.0, order_id, fill_id)
-
-    guard.report_fill(unchecked("rogue-1", "f1", 1))
+    guard.report_fill(_unchecked("rogue-1", "f1", 1))
     clock.advance(5)
     store.fail_next_append = True
     with pytest.raises(StoreUnavailable):
-        guard.report_fill(unchecked("rogue-2", "f2", 7))
+        guard.report_fill(_unchecked("rogue-2", "f2", 7))
     clock.advance(2)
-    guard.report_fill(unchecked("rogue-3", "f3", 1))  # its trip stored
-    assert guard.report_fill(unchecked("rogue-2", "f2", 7)).fill.duplicate
-    replayed = GuardEngine(GuardConfig())
+    guard.report_fill(_unchecked(*between))  # its trip stored
+    assert guard.report_fill(_unchecked("rogue-2", "f2", 7)).fill.duplicate
+    assert _replayed(journal).book.position("acc", "s1", "AAPL") == \
+        guard.engine.book.position("acc", "s1", "AAPL") == position
+
+
+class _Recording(NoJournal):
+    """A journal that keeps what it is given, for a replay."""
+
+    def __init__(self) -> None:
+        self.entries: list = []
+
+    def record(self, command, transitions=()) -> None:  # noqa: ANN001
+        self.entries.append((command, tuple(transitions)))
+
+
+def _replayed(journal: _Recording) -> GuardEngine:
+    engine = GuardEngine(GuardConfig())
     for command, transitions in journal.entries:
-        replayed.replay(command, transitions)
-    assert replayed.book.position("acc", "s1", "AAPL") == \
-        guard.engine.book.position("acc", "s1", "AAPL") == 9
+        engine.replay(command, transitions)
+    return engine
+
+
+def _unchecked(order_id: str, fill_id: str, quantity: float) -> Fill:
+    return Fill("acc", "s1", "AAPL", Side.BUY, quantity, 100.0, order_id, fill_id)
 
 
 def test_a_late_beat_trips_its_scope_even_with_corrupt_feed_evidence_awaiting_renewal(

@@ -33,6 +33,8 @@ DEFAULT_RPC_TIMEOUT_S = 1.0
 MAX_RPC_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and gRPC cannot carry 1e10 s
 # After this long without any answer the stream is taken for hung and replaced.
 DEFAULT_STALL_AFTER_S = 1.0
+# Trailing metadata of a unary check the sidecar answered failing closed: never fail-open.
+FAILED_CLOSED = "ess-failed-closed"
 # gRPC's default reconnect backoff grows to 120 s; a same-host sidecar restarted by its
 # supervisor should be found again within a second.
 CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
@@ -175,7 +177,12 @@ class GuardClient:
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 details = error.details() or ""
                 return failed(Failure.REQUEST_ERROR, details, details.partition(":")[0])
-            return failed(failure_of(code), f"{code.name}: {error.details()}")
+            heard = code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) or any(
+                key == FAILED_CLOSED for key, _ in error.trailing_metadata() or ())
+            # The sidecar answered, failing closed (a fault of its own, a journal record it
+            # could not write: review 37k): fail_open never flips that.
+            return failed(Failure.REFUSED if heard else failure_of(code),
+                          f"{code.name}: {error.details()}")
         if loop.time() >= deadline:
             return failed(Failure.DEADLINE, f"answered after {timeout_s * 1e3:g} ms")
         return verdict_from_answer(pb.CheckOrderStreamResponse(decision=decision))

@@ -14,6 +14,7 @@ import pytest
 from conftest import SLACK_S, Answer, StartScripted
 
 from ess.v1 import guard_pb2 as pb
+from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_client import Failure, GuardClient, Verdict
 from ess_client.failures import FailurePolicy
 from ess_client.stream import CheckStream
@@ -330,3 +331,33 @@ async def test_a_unary_check_of_an_unreachable_sidecar_is_denied() -> None:
     async with GuardClient("unix:/nonexistent/ess.sock", check_timeout_s=0.5) as guard:
         verdict = await guard.check_unary(**ORDER)
     assert not verdict.allowed and verdict.failure in (Failure.UNAVAILABLE, Failure.DEADLINE)
+
+
+@pytest.mark.parametrize(("code", "metadata", "failure"), [
+    (grpc.StatusCode.UNAVAILABLE, (("ess-failed-closed", "1"),), Failure.REFUSED),
+    (grpc.StatusCode.INTERNAL, (), Failure.REFUSED),
+    (grpc.StatusCode.UNKNOWN, (), Failure.REFUSED),
+    (grpc.StatusCode.UNAVAILABLE, (), Failure.UNAVAILABLE)])
+async def test_a_unary_check_the_sidecar_failed_closed_on_is_denied_even_fail_open(
+        code: grpc.StatusCode, metadata: tuple, failure: Failure) -> None:
+    """Review 37k: a sidecar whose journal record failed answers a unary check UNAVAILABLE
+    (GLOBAL tripped); a fail-open client took it for an unreachable sidecar and traded.
+    The sidecar says it failed closed (trailing metadata), and an INTERNAL or UNKNOWN
+    answer came from it too: neither is flipped. Only a bare UNAVAILABLE is."""
+    class FailingClosed(pb_grpc.GuardServiceServicer):
+        async def CheckOrder(self, request, context):  # noqa: ANN001, ANN201, N802
+            context.set_trailing_metadata(metadata)
+            await context.abort(code, "journal cannot be written")
+
+    server = grpc.aio.server()
+    pb_grpc.add_GuardServiceServicer_to_server(FailingClosed(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with GuardClient(f"127.0.0.1:{port}", check_timeout_s=2.0,
+                               fail_open=True) as guard:
+            verdict = await guard.check_unary(**ORDER)
+    finally:
+        await server.stop(None)
+    assert verdict.failure is failure
+    assert verdict.allowed is (failure is Failure.UNAVAILABLE)  # fail_open flips only it

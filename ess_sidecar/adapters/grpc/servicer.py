@@ -32,6 +32,10 @@ from . import wire
 from .thresholds import thresholds_to_proto
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+# On a unary check the sidecar answers with an error because it failed closed (GLOBAL is
+# tripped): the sidecar was heard, so a client's fail_open must not take the error for an
+# unreachable sidecar (review 37k: UNAVAILABLE, a journal record that failed, was traded on).
+FAILED_CLOSED = (("ess-failed-closed", "1"),)
 STREAM_REQUEST = pb.CheckOrderStreamRequest.DESCRIPTOR
 MAX_PAGE_SIZE = 1000
 MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
@@ -62,9 +66,11 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             raise
         except GuardError as error:  # its journal record failed: GLOBAL is tripped already
+            context.set_trailing_metadata(FAILED_CLOSED)
             await context.abort(status_of(error), str(error))
             raise
         except Exception as error:  # a fault of ours: never gRPC's UNKNOWN, never trusted
+            context.set_trailing_metadata(FAILED_CLOSED)
             await context.abort(grpc.StatusCode.INTERNAL,
                                 self._guard.internal_fault("CheckOrder", error))
             raise
