@@ -200,17 +200,18 @@ class Guard(GuardReadings):
         # stored) is journaled now, or a restart would not have it booked; so is one still
         # untripped (review 37f: another fill's trip, stored since, had cleared that mark,
         # and the retry went unjournaled). A refused one, or one whose fill_id names another
-        # fill, changed nothing but its trip, which is journaled alone.
+        # fill, books nothing, but is journaled too: its replay books nothing either, and
+        # owes the account's latch its renewal as the live one did (`_unrenewed`).
         key = (account.id, fill.fill_id)
         unjournaled = key in self._unjournaled_fills
-        command = None if outcome.refused or outcome.conflict \
-            or (outcome.duplicate and not outcome.unchecked and not unjournaled) \
+        command = None if outcome.duplicate and not outcome.unchecked and not unjournaled \
             else FillReported(fill, now)
-        if command is not None:
+        books = command is not None and not (outcome.refused or outcome.conflict)
+        if books:
             self._unjournaled_fills.add(key)  # until its record is written
         transitions = yield from self._commit(plan, command, on_loop=True)
-        if command is not None:  # journaled now (review 37k: a conflict's call, which
-            self._unjournaled_fills.discard(key)  # journals nothing, cleared the mark)
+        if books:  # journaled now (review 37k: the call of a conflict, another fill under
+            self._unjournaled_fills.discard(key)  # this fill_id, cleared the mark)
         state = self._outcome(account, transitions)
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,

@@ -75,8 +75,7 @@ class GuardEngine:
         # Evidence a latch did not renew for (within a second of its last renewal:
         # `_renews`), per scope: the latest (breaker, mode, reason, actor). The next timer
         # run from a second after that renewal renews it (review 37f: left unrecorded, a
-        # reset naming the version seen lifted it hours later). Not replayed: a restart
-        # forgets what came in the second before it.
+        # reset naming the version seen lifted it hours later). Rebuilt by replay.
         self._unrenewed: dict[Scope, tuple[str, TriggerMode, str, str]] = {}
         # Registrations the replayed journal ended (start-up only: a store that still has
         # one, its delete failed or never came, must not bring it back; recovery.py).
@@ -697,7 +696,11 @@ class GuardEngine:
                 self._admit(order, replacing, now, decision_id)
             case FillReported(fill, now):
                 valid = validate_fill(fill)
-                apply_fill(self.book, self.orders, valid, now, self._band(valid.symbol))
+                outcome = apply_fill(self.book, self.orders, valid, now, self._band(valid.symbol))
+                transitions = list(transitions)
+                if (outcome.unchecked or outcome.refused) and not transitions:
+                    self._renewal_owed_in_replay(valid.account,
+                                                 outcome.unchecked or outcome.refused)
             case MetricReported(scope, metric, value, now):
                 self.plan_report(scope, metric, value, now)
             case OrderUpdated(update):
@@ -727,6 +730,17 @@ class GuardEngine:
             case Triggered() | None:
                 pass
         self.apply(transitions)
+
+    def _renewal_owed_in_replay(self, account: str, reason: str) -> None:
+        """An unchecked fill journaled with no transition came within its account's latch's
+        second: the renewal it is owed, as the live process owed it (`_unrenewed`; the
+        actor is not journaled: the sidecar's)."""
+        scope = Scope(ScopeKind.ACCOUNT, account)
+        rule = self.breakers.rule(scope, Breaker.UNCHECKED_ORDER)
+        current = self._current.get(scope)
+        if rule.enabled and current is not None and any(
+                latch.name == Breaker.UNCHECKED_ORDER for latch in current.held()):
+            self._unrenewed[scope] = (Breaker.UNCHECKED_ORDER, rule.mode, reason, SYSTEM_ACTOR)
 
     def catch_up(self, transitions: list[Transition], version: int, now: float) -> None:
         """The store's transitions after this engine's version (start-up, when the journal

@@ -9,6 +9,7 @@ store's file lock is released, as the kernel does for a killed process.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -250,6 +251,6 @@ def _comparable(answer: Any) -> Any:
 
 
 RestartTwin.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None,
+    max_examples=int(os.environ.get("HUNT") or 60), stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestRestartTwin = RestartTwin.TestCase

@@ -505,3 +505,18 @@ def test_a_late_beat_trips_its_scope_even_with_corrupt_feed_evidence_awaiting_re
     guard.heartbeat("exec-1", MOMO, 1.0)
     held = [latch.name for latch in guard.engine.current(MOMO).held()]
     assert held == ["data_feed_corrupt", "heartbeat_lost"]
+
+
+def test_a_restart_owes_the_renewals_the_live_process_owed() -> None:
+    """An unchecked fill (here a conflict: another fill under f1's id) within a second of
+    the account's trip renews it at the next timer run a second on; the journal's replay
+    owed that renewal too (the twin test found a restart forgot it)."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+    guard.report_fill(_unchecked("rogue-1", "f1", 1))
+    assert guard.report_fill(_unchecked("rogue-2", "f1", 40)).fill.conflict
+    restarted = _replayed(journal)
+    clock.advance(1)
+    account = Scope(ScopeKind.ACCOUNT, "acc")
+    assert [t.scope for t in guard.run_timers()] == [account]
+    assert [t.scope for t in restarted.plan_timers(clock.now()).transitions] == [account]
