@@ -204,9 +204,10 @@ class Guard(GuardReadings):
         # owes the account's latch its renewal as the live one did (`_unrenewed`).
         key = (account.id, fill.fill_id)
         unjournaled = key in self._unjournaled_fills
+        books = not (outcome.refused or outcome.conflict)
         command = None if outcome.duplicate and not outcome.unchecked and not unjournaled \
-            else FillReported(fill, now)
-        books = command is not None and not (outcome.refused or outcome.conflict)
+            else FillReported(fill, now, books, outcome.renewal)
+        books = books and command is not None
         if books:
             self._unjournaled_fills.add(key)  # until its record is written
         transitions = yield from self._commit(plan, command, on_loop=True)

@@ -47,6 +47,13 @@ class Admitted(NamedTuple):
 class FillReported:
     fill: Fill
     now: float
+    # What the live engine decided, journaled rather than worked out again at replay
+    # (review 37n: against a ledger missing a fill whose commit had failed, a replay booked
+    # a conflicting fill, and owed a renewal the live process did not): whether it was
+    # booked (a conflict or a refused one is journaled, booking nothing), and the reason
+    # of the latch renewal it is owed, if it came within its latch's second.
+    booked: bool = True
+    renewal: str = ""
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,7 @@ class GuardEngine:
                              renew=self._renews(account, Breaker.UNCHECKED_ORDER, now)):
                 self._unrenewed[account] = (Breaker.UNCHECKED_ORDER, rule.mode,
                                             outcome.unchecked, actor)
+                outcome = outcome._replace(renewal=outcome.unchecked)
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
         return plan, outcome
@@ -694,13 +695,12 @@ class GuardEngine:
                 except InvalidArgument:  # journaled before replaces were checked: a new one
                     replacing = None
                 self._admit(order, replacing, now, decision_id)
-            case FillReported(fill, now):
+            case FillReported(fill, now, booked, renewal):
                 valid = validate_fill(fill)
-                outcome = apply_fill(self.book, self.orders, valid, now, self._band(valid.symbol))
-                transitions = list(transitions)
-                if (outcome.unchecked or outcome.refused) and not transitions:
-                    self._renewal_owed_in_replay(valid.account,
-                                                 outcome.unchecked or outcome.refused)
+                if booked:
+                    apply_fill(self.book, self.orders, valid, now, self._band(valid.symbol))
+                if renewal:
+                    self._renewal_owed_in_replay(valid.account, renewal)
             case MetricReported(scope, metric, value, now):
                 self.plan_report(scope, metric, value, now)
             case OrderUpdated(update):
@@ -732,9 +732,9 @@ class GuardEngine:
         self.apply(transitions)
 
     def _renewal_owed_in_replay(self, account: str, reason: str) -> None:
-        """An unchecked fill journaled with no transition came within its account's latch's
-        second: the renewal it is owed, as the live process owed it (`_unrenewed`; the
-        actor is not journaled: the sidecar's)."""
+        """An unchecked fill came within its account's latch's second: the renewal it is
+        owed, as the live process owed it (`_unrenewed`; the actor is not journaled: the
+        sidecar's)."""
         scope = Scope(ScopeKind.ACCOUNT, account)
         rule = self.breakers.rule(scope, Breaker.UNCHECKED_ORDER)
         current = self._current.get(scope)

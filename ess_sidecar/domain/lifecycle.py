@@ -25,6 +25,9 @@ class FillOutcome(NamedTuple):
     # Its fill_id was applied before to another fill: nothing was booked (`unchecked`
     # says why, and the account trips).
     conflict: bool = False
+    # Unchecked within its account's latch's second: the reason the next timer run renews
+    # the latch for (GuardEngine._unrenewed).
+    renewal: str = ""
 
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
