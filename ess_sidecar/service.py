@@ -129,9 +129,6 @@ class Guard(GuardReadings):
         self._volatile_from = 0  # the first version published in the volatile epoch
         self._store = store
         self._journal = journal or NoJournal()
-        # (account, fill_id) of fills booked in memory whose record was never written (their
-        # commit failed): a retry of one is journaled, duplicate or not (review 37f).
-        self._unjournaled_fills: set[tuple[str, str]] = set()
         self._clock = clock
         self._writing = asyncio.Lock()  # run_async: one command at a time
         # Commands are numbered as they come; a check waits until all that came before it
@@ -196,23 +193,16 @@ class Guard(GuardReadings):
         now = self._clock.now()
         plan, outcome = self.engine.plan_fill(fill, now, actor)
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
-        # A duplicate of a fill booked when its commit failed (its trip or its record not
-        # stored) is journaled now, or a restart would not have it booked; so is one still
-        # untripped (review 37f: another fill's trip, stored since, had cleared that mark,
-        # and the retry went unjournaled). A refused one, or one whose fill_id names another
-        # fill, books nothing, but is journaled too: its replay books nothing either, and
-        # owes the account's latch its renewal as the live one did (`_unrenewed`).
-        key = (account.id, fill.fill_id)
-        unjournaled = key in self._unjournaled_fills
-        books = not (outcome.refused or outcome.conflict)
-        command = None if outcome.duplicate and not outcome.unchecked and not unjournaled \
-            else FillReported(fill, now, books, outcome.renewal)
-        books = books and command is not None
-        if books:
-            self._unjournaled_fills.add(key)  # until its record is written
-        transitions = yield from self._commit(plan, command, on_loop=True)
-        if books:  # journaled now (review 37k: the call of a conflict, another fill under
-            self._unjournaled_fills.discard(key)  # this fill_id, cleared the mark)
+        # Journaled in its place, before its trip is stored (the journal is never behind
+        # the store), with what the engine decided: booked or not, the renewal its latch
+        # is owed, and whether it is booked but its trip not stored yet (untripped: a
+        # retry trips again, after a restart too). Reviews 37f, 37k, 37n, 37o: journaled
+        # only when it was sent again after its trip failed to store, a fill was replayed
+        # after a snapshot that counted it (booked twice), or not at all.
+        books = not (outcome.refused or outcome.conflict or outcome.duplicate)
+        if books or outcome.renewal:
+            self._record(FillReported(fill, now, books, outcome.renewal, outcome.untripped))
+        transitions = yield from self._commit(plan, None, on_loop=True)
         state = self._outcome(account, transitions)
         if outcome.unchecked:
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,

@@ -50,10 +50,13 @@ class FillReported:
     # What the live engine decided, journaled rather than worked out again at replay
     # (review 37n: against a ledger missing a fill whose commit had failed, a replay booked
     # a conflicting fill, and owed a renewal the live process did not): whether it was
-    # booked (a conflict or a refused one is journaled, booking nothing), and the reason
-    # of the latch renewal it is owed, if it came within its latch's second.
+    # booked (a conflict or a refused one is journaled, booking nothing), the reason of
+    # the latch renewal it is owed, if it came within its latch's second, and the reason
+    # of the account's trip it is owed, if it was unchecked (OrderLedger.untripped: it
+    # was journaled before the trip, which may have failed to store).
     booked: bool = True
     renewal: str = ""
+    untripped: str = ""
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,7 @@ class GuardEngine:
                 outcome = outcome._replace(renewal=outcome.unchecked)
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
+                outcome = outcome._replace(untripped=outcome.unchecked)
         return plan, outcome
 
     def _band(self, symbol: str) -> float:
@@ -695,10 +696,16 @@ class GuardEngine:
                 except InvalidArgument:  # journaled before replaces were checked: a new one
                     replacing = None
                 self._admit(order, replacing, now, decision_id)
-            case FillReported(fill, now, booked, renewal):
+            case FillReported(fill, now, booked, renewal, untripped):
                 valid = validate_fill(fill)
                 if booked:
-                    apply_fill(self.book, self.orders, valid, now, self._band(valid.symbol))
+                    replayed = apply_fill(self.book, self.orders, valid, now,
+                                          self._band(valid.symbol))
+                    if replayed.refused or replayed.conflict or replayed.duplicate:
+                        raise ValueError(f"fill {valid.fill_id} was booked, and its replay"
+                                         " books nothing: the journal does not fit")
+                if untripped:
+                    self.orders.untripped[(valid.account, valid.fill_id)] = untripped
                 if renewal:
                     self._renewal_owed_in_replay(valid.account, renewal)
             case MetricReported(scope, metric, value, now):

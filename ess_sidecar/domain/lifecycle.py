@@ -28,6 +28,9 @@ class FillOutcome(NamedTuple):
     # Unchecked within its account's latch's second: the reason the next timer run renews
     # the latch for (GuardEngine._unrenewed).
     renewal: str = ""
+    # Booked, and its account's trip planned: why, until the trip is stored
+    # (OrderLedger.untripped).
+    untripped: str = ""
 
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,

@@ -525,3 +525,26 @@ def test_a_restart_owes_the_renewals_the_live_process_owed() -> None:
     account = Scope(ScopeKind.ACCOUNT, "acc")
     assert [t.scope for t in guard.run_timers()] == [account]
     assert [t.scope for t in restarted.plan_timers(clock.now()).transitions] == [account]
+
+
+def test_a_fill_whose_trip_failed_to_store_replays_in_its_place_and_trips_when_resent(
+        ) -> None:
+    """Review 37o: a fill whose trip failed to store was journaled only when it was sent
+    again, after the account's snapshot that counted it: a restart booked it twice (15
+    for 8). It is journaled in its place, before its trip, marked untripped, so that its
+    retry trips the account, after a restart too."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+    guard.report_fill(_unchecked("rogue-1", "f1", 1))
+    clock.advance(5)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_fill(_unchecked("rogue-2", "f2", 7))
+    guard.sync_positions("acc", 1e6, [PositionSnapshot("s1", "AAPL", 8, 100)])
+    before_the_retry = _replayed(journal)
+    plan, outcome = before_the_retry.plan_fill(_unchecked("rogue-2", "f2", 7), clock.now())
+    assert outcome.duplicate and outcome.unchecked and plan.transitions  # trips again
+    retry = guard.report_fill(_unchecked("rogue-2", "f2", 7))
+    assert retry.fill.duplicate and retry.fill.unchecked and retry.account.tripped
+    assert _replayed(journal).book.position("acc", "s1", "AAPL") == \
+        guard.engine.book.position("acc", "s1", "AAPL") == 8
