@@ -452,13 +452,7 @@ def test_a_fill_whose_commit_failed_is_journaled_when_it_is_sent_again(
     untripped. Review 37f: another unchecked fill's trip, stored since, cleared that mark,
     so the retry was a plain duplicate, journaled nowhere either: a restart lost 7 units.
     Review 37k: so did a conflicting fill's call (it journals nothing), clearing it."""
-    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
-    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
-    guard.report_fill(_unchecked("rogue-1", "f1", 1))
-    clock.advance(5)
-    store.fail_next_append = True
-    with pytest.raises(StoreUnavailable):
-        guard.report_fill(_unchecked("rogue-2", "f2", 7))
+    guard, journal, clock = _a_fill_whose_trip_failed_to_store()
     clock.advance(2)
     guard.report_fill(_unchecked(*between))  # its trip stored
     assert guard.report_fill(_unchecked("rogue-2", "f2", 7)).fill.duplicate
@@ -469,6 +463,19 @@ def test_a_fill_whose_commit_failed_is_journaled_when_it_is_sent_again(
     assert restarted.orders.fill_ids.keys() == guard.engine.orders.fill_ids.keys()
     clock.advance(1)
     assert restarted.plan_timers(clock.now()).transitions == guard.run_timers() == []
+
+
+def _a_fill_whose_trip_failed_to_store() -> tuple[Guard, _Recording, FakeClock]:
+    """f1 trips the account ("acc"); 5 s later f2 (7 units) is booked, its trip's store
+    write failing."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+    guard.report_fill(_unchecked("rogue-1", "f1", 1))
+    clock.advance(5)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_fill(_unchecked("rogue-2", "f2", 7))
+    return guard, journal, clock
 
 
 class _Recording(NoJournal):
@@ -533,13 +540,7 @@ def test_a_fill_whose_trip_failed_to_store_replays_in_its_place_and_trips_when_r
     again, after the account's snapshot that counted it: a restart booked it twice (15
     for 8). It is journaled in its place, before its trip, marked untripped, so that its
     retry trips the account, after a restart too."""
-    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
-    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
-    guard.report_fill(_unchecked("rogue-1", "f1", 1))
-    clock.advance(5)
-    store.fail_next_append = True
-    with pytest.raises(StoreUnavailable):
-        guard.report_fill(_unchecked("rogue-2", "f2", 7))
+    guard, journal, clock = _a_fill_whose_trip_failed_to_store()
     guard.sync_positions("acc", 1e6, [PositionSnapshot("s1", "AAPL", 8, 100)])
     before_the_retry = _replayed(journal)
     plan, outcome = before_the_retry.plan_fill(_unchecked("rogue-2", "f2", 7), clock.now())
