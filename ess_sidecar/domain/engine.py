@@ -701,9 +701,15 @@ class GuardEngine:
                 if booked:
                     replayed = apply_fill(self.book, self.orders, valid, now,
                                           self._band(valid.symbol))
-                    if replayed.refused or replayed.conflict or replayed.duplicate:
-                        raise ValueError(f"fill {valid.fill_id} was booked, and its replay"
-                                         " books nothing: the journal does not fit")
+                    if replayed.conflict or replayed.duplicate:
+                        # Its id remembered longer than the live process did (a retention
+                        # raised since: review 37p): booked, as it was.
+                        self.orders.fill_ids.pop((valid.account, valid.fill_id))
+                        replayed = apply_fill(self.book, self.orders, valid, now,
+                                              self._band(valid.symbol))
+                    if replayed.refused:
+                        raise ValueError(f"fill {valid.fill_id} was booked, and the book"
+                                         " replayed cannot hold it: the journal does not fit")
                 if untripped:
                     self.orders.untripped[(valid.account, valid.fill_id)] = untripped
                 if renewal:

@@ -12,6 +12,7 @@ from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import Fill, Order, PositionSnapshot, Side
 from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument, ResyncRequired, \
     ShuttingDown, StoreUnavailable, SubscriberTooSlow
@@ -549,3 +550,25 @@ def test_a_fill_whose_trip_failed_to_store_replays_in_its_place_and_trips_when_r
     assert retry.fill.duplicate and retry.fill.unchecked and retry.account.tripped
     assert _replayed(journal).book.position("acc", "s1", "AAPL") == \
         guard.engine.book.position("acc", "s1", "AAPL") == 8
+
+
+def test_a_fill_booked_once_its_id_was_forgotten_replays_booked_under_a_longer_retention(
+        ) -> None:
+    """Review 37p: a drop copy's repeat of a fill whose id the retention had forgotten is
+    booked; raised since, the retention kept the id at replay, the repeat was a duplicate
+    there, and every start failed closed ("the journal does not fit"). It is booked, as it
+    was."""
+    journal, clock = _Recording(), FakeClock()
+    short = GuardConfig(limits=LimitSettings(order_id_retention_s=300))
+    guard = Guard(GuardEngine(short), InMemoryStateStore(), clock, Subscribers(16),
+                  journal=journal)
+    guard.report_fill(_unchecked("rogue-1", "f1", 10))
+    for _ in range(2):  # f1's id forgotten (a retention past its order's: review 37c)
+        clock.advance(400)
+        guard.run_timers()
+    assert not guard.report_fill(_unchecked("rogue-1", "f1", 10)).fill.duplicate
+    longer = GuardEngine(GuardConfig(limits=LimitSettings(order_id_retention_s=3600)))
+    for command, transitions in journal.entries:
+        longer.replay(command, transitions)
+    assert longer.book.position("acc", "s1", "AAPL") == \
+        guard.engine.book.position("acc", "s1", "AAPL") == 20
