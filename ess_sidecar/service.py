@@ -201,7 +201,11 @@ class Guard(GuardReadings):
         # after a snapshot that counted it (booked twice), or not at all.
         books = not (outcome.refused or outcome.conflict or outcome.duplicate)
         if books or outcome.renewal:
-            self._record(FillReported(fill, now, books, outcome.renewal, outcome.untripped))
+            try:
+                self._journal.record(FillReported(fill, now, books, outcome.renewal,
+                                                  outcome.untripped))
+            except StoreUnavailable as error:  # its trip is not stored either: it holds
+                self._failed(error, plan.transitions)  # (review 37q)
         transitions = yield from self._commit(plan, None, on_loop=True)
         state = self._outcome(account, transitions)
         if outcome.unchecked:

@@ -572,3 +572,18 @@ def test_a_fill_booked_once_its_id_was_forgotten_replays_booked_under_a_longer_r
         longer.replay(command, transitions)
     assert longer.book.position("acc", "s1", "AAPL") == \
         guard.engine.book.position("acc", "s1", "AAPL") == 20
+
+
+def test_a_fill_whose_record_fails_still_holds_its_accounts_trip() -> None:
+    """Review 37q: the fill's record, written before its trip, failing, left the trip
+    neither stored nor held: only GLOBAL's fail-closed trip denied the account's orders."""
+    class Failing(NoJournal):
+        def record(self, command, transitions=()) -> None:  # noqa: ANN001
+            raise StoreUnavailable("journal cannot be written: ENOSPC")
+
+    guard = Guard(GuardEngine(GuardConfig()), InMemoryStateStore(), FakeClock(),
+                  Subscribers(16), journal=Failing())
+    with pytest.raises(StoreUnavailable):
+        guard.report_fill(_unchecked("rogue", "f1", 5))
+    assert [t.scope for t in guard.engine._lost.values()] == [  # noqa: SLF001
+        Scope(ScopeKind.ACCOUNT, "acc")]
