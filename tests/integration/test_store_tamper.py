@@ -580,6 +580,8 @@ def test_a_damaged_wal_is_kept_as_the_first_start_found_it(path):
     assert "kept at" in refusal(path)
     found = Path(f"{wal}.found").read_bytes()
     assert found[:16] == before[:16] and found[17:] == before[17:]
+    SqliteStateStore.reseal(path)  # accepted as it is: no repair from the copy now
+    assert not Path(f"{wal}.found").exists()
 
 
 def test_a_wal_that_cannot_be_kept_whole_is_not_opened(path, monkeypatch):

@@ -435,6 +435,9 @@ class SqliteStateStore(StateStore):
                                                       latched=(*summary.latched, *scopes))
                 seal = _seal_value(conn)
             store._write_seal(seal)
+            # accepted as it is: the copy of a WAL found damaged is no repair of it now, and
+            # would stand in for the next crash's (review 37k)
+            store.found_wal.unlink(missing_ok=True)
         finally:
             store.close()
         log.warning("state store resealed by an operator: %s", summary)
