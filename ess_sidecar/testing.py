@@ -77,9 +77,12 @@ class SidecarProcess:
     def children(self) -> list[int]:
         """The pids of the running sidecar's child processes (its journal's syncer)."""
         assert self.process is not None
-        tasks = Path(f"/proc/{self.process.pid}/task")
-        return [int(child) for task in tasks.iterdir()
-                for child in (task / "children").read_text().split()]
+        children: list[int] = []
+        with contextlib.suppress(FileNotFoundError):  # the process ended meanwhile
+            for task in list(Path(f"/proc/{self.process.pid}/task").iterdir()):
+                with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                    children += [int(c) for c in (task / "children").read_text().split()]
+        return children
 
     def kill(self, timeout_s: float = 10.0) -> None:
         """SIGKILL the sidecar, and wait until it and its syncer have exited: the syncer
