@@ -201,11 +201,8 @@ class Guard(GuardReadings):
         # after a snapshot that counted it (booked twice), or not at all.
         books = not (outcome.refused or outcome.conflict or outcome.duplicate)
         if books or outcome.renewal:
-            try:
-                self._journal.record(FillReported(fill, now, books, outcome.renewal,
-                                                  outcome.untripped))
-            except StoreUnavailable as error:  # its trip is not stored either: it holds
-                self._failed(error, plan.transitions)  # (review 37q)
+            self._record(FillReported(fill, now, books, outcome.renewal, outcome.untripped),
+                         holds=plan.transitions)
         transitions = yield from self._commit(plan, None, on_loop=True)
         state = self._outcome(account, transitions)
         if outcome.unchecked:
@@ -760,11 +757,15 @@ class Guard(GuardReadings):
         self._journal.sync()
         self._store.append(transitions)
 
-    def _record(self, command: Command) -> None:
-        """Journal a command that changed memory but caused no transition."""
+    def _record(self, command: Command, holds: Sequence[Transition] = ()) -> None:
+        """Journal a command that changed memory but caused no transition (yet: `holds`,
+        the trips planned with it and stored after it, hold if its record fails: review
+        37q, a fill's)."""
         try:
             self._journal.record(command)
         except StoreUnavailable as error:
+            if holds:
+                self._failed(error, holds)
             self.fail_closed(f"journal write failed: {error}")
             raise
 

@@ -746,14 +746,12 @@ class GuardEngine:
 
     def _renewal_owed_in_replay(self, account: str, reason: str) -> None:
         """An unchecked fill came within its account's latch's second: the renewal it is
-        owed, as the live process owed it (`_unrenewed`; the actor is not journaled: the
-        sidecar's)."""
+        owed, as the live process owed it (`_unrenewed`, which plan_timers checks against
+        the latch; the actor is not journaled: the sidecar's)."""
         scope = Scope(ScopeKind.ACCOUNT, account)
-        rule = self.breakers.rule(scope, Breaker.UNCHECKED_ORDER)
-        current = self._current.get(scope)
-        if rule.enabled and current is not None and any(
-                latch.name == Breaker.UNCHECKED_ORDER for latch in current.held()):
-            self._unrenewed[scope] = (Breaker.UNCHECKED_ORDER, rule.mode, reason, SYSTEM_ACTOR)
+        self._unrenewed[scope] = (Breaker.UNCHECKED_ORDER,
+                                  self.breakers.rule(scope, Breaker.UNCHECKED_ORDER).mode,
+                                  reason, SYSTEM_ACTOR)
 
     def catch_up(self, transitions: list[Transition], version: int, now: float) -> None:
         """The store's transitions after this engine's version (start-up, when the journal
