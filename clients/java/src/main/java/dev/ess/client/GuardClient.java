@@ -675,6 +675,9 @@ public final class GuardClient implements AutoCloseable {
     void expire() {
       CheckStream.Pending p = pending;
       if (p == null) {
+        // Out of the set before its caller sees the verdict, and again after: a submit racing
+        // this one may have put it back before seeing it done.
+        awaitingStream.remove(this);
         result.complete(Verdict.failed(Cause.DEADLINE, "no stream to the sidecar within " + ms(d)));
         awaitingStream.remove(this);
         return;
