@@ -254,15 +254,17 @@ class Guard(GuardReadings):
         listed = len(open_orders or ())
         if open_orders:
             open_orders = self.engine.adoptable(account, open_orders)
+        left_out = listed - len(open_orders or ())
         adopted = self.engine.sync_positions(account, equity, positions, open_orders, now,
-                                             included)
-        if listed > len(open_orders or ()):
-            log.warning("snapshot's unknown orders not adopted: order ids at their cap",
-                        extra={"account": account, "left_out": listed - len(open_orders or ()),
+                                             included, left_out)
+        if left_out:
+            log.warning("snapshot's unknown orders not adopted: order ids at their cap; the"
+                        " account's orders are denied until a snapshot leaves none out",
+                        extra={"account": account, "left_out": left_out,
                                "limit": "limits.max_remembered_orders"})
         self._record(PositionsSynced(account, equity, tuple(positions),
                                      None if open_orders is None else tuple(open_orders), now,
-                                     tuple(included or ())))
+                                     tuple(included or ()), left_out))
         return adopted
 
     def clear_working_orders(self, account: str, client_order_ids: list[str], reason: str,

@@ -275,6 +275,9 @@ class AccountBook:
     total: float = 0.0  # the sum over every strategy
     slack: float = 0.0  # bound on the rounding error of the sums
     unpriced: dict[tuple[str, str], None] = field(default_factory=dict)  # worst case, no price
+    # Open orders its last snapshot listed and the sidecar could not adopt (order ids at
+    # limits.max_remembered_orders): what they reserve is unknown, so its orders are denied
+    unadopted: int = 0
     _holders: dict[str, dict[str, StrategyLeg]] = field(default_factory=dict)  # by symbol
 
     def leg(self, strategy: str, symbol: str) -> StrategyLeg:
@@ -388,11 +391,12 @@ class Book:
         return self.accounts.get(account)
 
     def forget_if_empty(self, account: str) -> None:
-        """Drop an account that holds nothing (no equity, marks, positions or working
-        orders), so idle ids cost no memory; forgetting it loses no information."""
+        """Drop an account that holds nothing (no equity, marks, positions, working
+        orders or orders left out), so idle ids cost no memory; forgetting it loses no
+        information."""
         book = self.accounts.get(account)
         if book is not None and book.equity is None and not (book.marks or book.legs
-                                                             or book.nets):
+                                                             or book.nets or book.unadopted):
             del self.accounts[account]
 
     def position(self, account: str, strategy: str, symbol: str) -> float:

@@ -80,6 +80,7 @@ class PositionsSynced:
     open_orders: tuple[OpenOrder, ...] | None  # None: the snapshot did not list them
     now: float
     included: tuple[IncludedFills, ...] = ()  # fills the positions count, per order
+    left_out: int = 0  # open orders listed but not adopted (GuardEngine.adoptable)
 
 
 @dataclass(frozen=True)

@@ -186,14 +186,17 @@ class GuardEngine:
 
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                        open_orders: list[OpenOrder] | None = None, now: float = 0.0,
-                       included: list[IncludedFills] | None = None) -> int:
+                       included: list[IncludedFills] | None = None, left_out: int = 0) -> int:
         """Replace the account's book with a snapshot; `open_orders` (None: not given)
-        are then its working orders; `included`, the fills of each order its positions
-        count (those not named: none not reported yet). Each list holds at most
-        `limits.max_snapshot_entries`: a snapshot is applied in one piece, so its size
-        bounds how long a `Trigger` sent meanwhile waits."""
-        self.check_snapshot_length(len(positions), len(open_orders or ()), len(included or ()))
-        return self._sync_positions(account, equity, positions, open_orders, now, included)
+        are then its working orders, and `left_out` more that `adoptable` did not take in;
+        `included`, the fills of each order its positions count (those not named: none
+        not reported yet). Each list holds at most `limits.max_snapshot_entries`: a
+        snapshot is applied in one piece, so its size bounds how long a `Trigger` sent
+        meanwhile waits."""
+        self.check_snapshot_length(len(positions), len(open_orders or ()) + left_out,
+                                   len(included or ()))
+        return self._sync_positions(account, equity, positions, open_orders, now, included,
+                                    left_out)
 
     def _checked_orders(self, account: str, open_orders: list[OpenOrder]) -> list[OpenOrder]:
         """A snapshot's open orders, validated as a list (InvalidArgument naming the entry):
@@ -218,8 +221,10 @@ class GuardEngine:
         adopted (review 35: adoption went past the cap, 36 MiB a second for as long as
         snapshots of new ids came); the rest of the snapshot applies (refused whole, it
         left the orders it would have ended working for good). Nothing is allowed that
-        the orders left out would have denied: new orders are denied at the cap, and
-        their fills trip the account as unchecked. One that starts under the cap adopts
+        the orders left out would have denied: the account's orders are denied until a
+        snapshot of it leaves none out, or an operator clears all its orders (review 38b:
+        denied only at the cap, the orders were forgotten once ids expired or the cap was
+        raised), and their fills trip the account as unchecked. One that starts under the cap adopts
         every order it lists (the ids pass the cap by one snapshot's list at most). The
         list is validated whole first (review 35o: left out first, two unknown orders of
         one id passed, and an error named an entry by its place in what was left)."""
@@ -248,7 +253,7 @@ class GuardEngine:
 
     def _sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                         open_orders: list[OpenOrder] | None, now: float,
-                        included: list[IncludedFills] | None) -> int:
+                        included: list[IncludedFills] | None, left_out: int = 0) -> int:
         """sync_positions with no cap: a replay applies what was accepted, whatever the
         cap is now."""
         account = canonical_id(account, "account")
@@ -270,7 +275,7 @@ class GuardEngine:
             raise InvalidArgument("included_fills", "lists a client_order_id twice")
         self._check_lacking(account, checked, counted)
         return sync_account(self.book, self.orders, account, equity, checked, orders, now,
-                            counted)
+                            counted, left_out)
 
     def _check_lacking(self, account: str, positions: list[PositionSnapshot],
                        counted: list[IncludedFills]) -> None:
@@ -311,9 +316,11 @@ class GuardEngine:
                   for i, c in enumerate(client_order_ids)}
         ended = [r for r in self.orders.working(account)
                  if not wanted or r.client_order_id in wanted]
-        if not wanted:
+        if not wanted:  # all of them, those a snapshot left out too
             for record in ended:
                 self._clear(record)
+            if (book := self.book.peek(account)) is not None:
+                book.unadopted = 0
             return len(ended)
         # Until none named works: one made to work again by an unreplace may itself be a
         # replacement the venue has not confirmed (a replace of a replace), whose original
@@ -718,10 +725,11 @@ class GuardEngine:
                 self.plan_report(scope, metric, value, now)
             case OrderUpdated(update):
                 self.update_order(update)
-            case PositionsSynced(account, equity, positions, open_orders, now, included):
+            case PositionsSynced(account, equity, positions, open_orders, now, included,
+                                 left_out):
                 self._sync_positions(account, equity, list(positions),
                                      None if open_orders is None else list(open_orders), now,
-                                     list(included))
+                                     list(included), left_out)
             case OrdersCleared(account, client_order_ids):
                 self.clear_working_orders(account, list(client_order_ids))
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):

@@ -343,12 +343,14 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
 
 def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
                  positions: Iterable[PositionSnapshot], open_orders: Iterable[OpenOrder] | None,
-                 now: float, included: Iterable[IncludedFills] = ()) -> int:
+                 now: float, included: Iterable[IncludedFills] = (), left_out: int = 0) -> int:
     """Replace the account's positions (and marks, and equity) with a snapshot. With
     `open_orders` (None: the snapshot says nothing of orders), they are the account's
     working orders: one not listed has ended, one listed reserves the snapshot's
     remaining quantity (an ended one works again), and one the sidecar never allowed is
-    adopted so that it counts; its fills still trip the account. `included` says how much
+    adopted so that it counts; its fills still trip the account. `left_out` more were
+    listed and not adopted (AccountBook.unadopted: its orders are denied until a snapshot
+    leaves none out). `included` says how much
     of each order's fills the positions count (`_count_included`; an order not named:
     the positions count only fills reported, or named by a snapshot, before). Returns the
     number of open positions."""
@@ -379,6 +381,7 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     known = [ledger.exact(account, o.client_order_id) is not None for o in named]
     _count_included(target, ledger, account, [o for o, k in zip(named, known) if k], now)
     if open_orders is not None:
+        target.unadopted = left_out
         _sync_orders(ledger, account, list(open_orders), now)
         _count_included(target, ledger, account,
                         [o for o, k in zip(named, known) if not k], now)

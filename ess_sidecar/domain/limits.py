@@ -132,9 +132,16 @@ class OrderRate:
 
 
 def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
-                  replacing: OrderRecord | None) -> Denial | None:
+                  replacing: OrderRecord | None, unadopted: int = 0) -> Denial | None:
     """Step 6: working-order caps, then duplicates. A replace frees its old order's slot,
-    unless that order works on for fills it is owed (OrderLedger.end_but_pending)."""
+    unless that order works on for fills it is owed (OrderLedger.end_but_pending). An
+    account whose last snapshot listed `unadopted` open orders the sidecar could not take
+    in has working orders it cannot count: none of its orders is allowed (review 38b)."""
+    if unadopted:
+        return Denial(DecisionReason.MAX_WORKING_ORDERS, f"account {order.account}'s last"
+                      f" snapshot listed {unadopted} open orders the sidecar could not adopt"
+                      " (limits.max_remembered_orders): what they reserve is unknown until a"
+                      " snapshot adopts every order it lists")
     stays = replacing is not None and replacing.working and replacing.pending > 0.0
     freed = 1 if replacing is not None and replacing.working and not stays else 0
     why = f", {replacing.client_order_id} working on for fills it is owed" \

@@ -145,7 +145,7 @@ def test_a_snapshot_adopts_no_order_while_the_order_ids_remembered_are_at_their_
     assert engine.orders.working_count("acc-1") == 10  # the other 990 ended
     assert (engine.book.equity("acc-1"), engine.book.position("acc-1", "s", "AAPL")) == (2e6, 5)
     denied = engine.check(Order("acc-1", "s", "AAPL", Side.BUY, 1, 100, client_order_id="c"), T0)
-    assert denied.reason is DecisionReason.DUPLICATE_ORDER
+    assert denied.reason is DecisionReason.MAX_WORKING_ORDERS  # "new" is not counted
     twice = [unknown[0], unknown[0]]  # review 35o: left out first, this passed and applied
     with pytest.raises(InvalidArgument, match="twice"):
         guard.sync_positions("acc-1", 3e6, marked, twice)
@@ -158,6 +158,64 @@ def test_a_snapshot_adopts_no_order_while_the_order_ids_remembered_are_at_their_
     for command in journal.commands:
         replayed.replay(command, [])
     assert set(replayed.orders.records) == set(engine.orders.records)
+
+
+def test_an_account_a_snapshot_left_orders_out_of_is_denied_until_one_leaves_none_out() -> None:
+    """Review 38b: the orders left out at the cap were denied only while the cap lasted;
+    once the ids expired (or the cap was raised and the sidecar restarted), a buy of 29 %
+    of equity was allowed beside the venue's unadopted 29 % (a 30 % symbol limit). The
+    account is denied until a snapshot leaves none out or an operator clears all its
+    orders; a replay restores it."""
+    engine = make_engine(limits=LimitSettings(
+        max_remembered_orders=1000, duplicate_identical_orders=0, max_orders_per_second=0,
+        max_working_orders_per_account=0, max_working_orders_per_strategy=0))
+    journal = RecordingJournal()
+    guard = Guard(engine, InMemoryStateStore(), FakeClock(T0), Subscribers(16),
+                  journal=journal)
+    guard.sync_positions("other", 1e6, [PositionSnapshot("s", "BBB", 0, 10)])
+    for n in range(1000):  # another account's ids fill the cap
+        assert engine.check(Order("other", "s", "BBB", Side.BUY, 1, 10,
+                                  client_order_id=f"x-{n}"), T0).allowed
+    engine.clear_working_orders("other", [])
+    marked = [PositionSnapshot("s", "AAA", 0, 100)]
+    venue = OpenOrder("venue-1", "s", "AAA", Side.BUY, 2900, 100)  # 29 % of equity
+    guard.sync_positions("victim", 1e6, marked, [venue])
+    assert engine.orders.working_count("victim") == 0  # left out
+
+    def check(n: int, now: float) -> DecisionReason:
+        return engine.check(Order("victim", "s", "AAA", Side.BUY, 2900, 100,
+                                  client_order_id=f"new-{n}"), now).reason
+
+    later = T0 + engine.config.limits.order_id_retention_s + 1
+    assert engine.expire(later) == 1000  # the cap is relieved
+    assert check(1, later) is DecisionReason.MAX_WORKING_ORDERS
+    assert "could not adopt" in engine.check(Order("victim", "s", "AAA", Side.SELL, 1, 100,
+                                                   client_order_id="sell"), later).message
+    assert engine.check(Order("other", "s", "BBB", Side.BUY, 1, 10,  # others are not held
+                              client_order_id="x-new"), later).allowed
+    engine.clear_working_orders("other", [])
+    replayed = make_engine(limits=engine.config.limits)
+    for command in journal.commands:
+        replayed.replay(command, [])
+    replayed.expire(later)
+    assert replayed.check(Order("victim", "s", "AAA", Side.BUY, 2900, 100,
+                                client_order_id="new-1"), later).reason \
+        is DecisionReason.MAX_WORKING_ORDERS
+    guard.sync_positions("victim", 1e6, marked, [], )  # no positions, no orders: lifted
+    assert check(2, later) is DecisionReason.ALLOWED
+    engine.clear_working_orders("victim", [])
+    guard.sync_positions("victim", 1e6, marked, [venue])  # under the cap: adopted, counted
+    assert check(3, later) is DecisionReason.SYMBOL_EXPOSURE
+    for n in range(1000):
+        engine.check(Order("other", "s", "BBB", Side.BUY, 1, 10, client_order_id=f"y-{n}"),
+                     later)
+    guard.sync_positions("victim", 1e6, marked, [OpenOrder("venue-2", "s", "AAA", Side.BUY,
+                                                           1, 100)])
+    assert engine.book.peek("victim").unadopted == 1
+    engine.clear_working_orders("victim", ["venue-1"])  # one named: still held
+    assert engine.book.peek("victim").unadopted == 1
+    engine.clear_working_orders("victim", [])  # all of its orders: the operator's word
+    assert engine.book.peek("victim").unadopted == 0
 
 
 def test_a_timer_run_forgets_a_bounded_number_of_ids_and_the_next_runs_the_rest() -> None:
