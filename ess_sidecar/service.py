@@ -39,6 +39,9 @@ MAX_REPLAY = 100_000
 MAX_WAITING_CHECKS = 10_000  # then waiters of checks that gave up are dropped
 # The epochs this sidecar sends are "" or "volatile-<8 hex>".
 MAX_EPOCH_LENGTH = 64
+# A timer run is journaled at least this often, so that a restart's clock starts no
+# earlier than this far before where the process that stopped was (recovery.latest_time).
+CLOCK_MARK_S = 1.0
 
 
 T = TypeVar("T")
@@ -130,6 +133,7 @@ class Guard(GuardReadings):
         self._store = store
         self._journal = journal or NoJournal()
         self._clock = clock
+        self._clock_marked = clock.now()  # the last timer run journaled
         self._writing = asyncio.Lock()  # run_async: one command at a time
         # Commands are numbered as they come; a check waits until all that came before it
         # are planned (until_planned).
@@ -215,7 +219,7 @@ class Guard(GuardReadings):
     def report_order_update(self, update: OrderUpdate) -> bool:
         changed = self.engine.update_order(update)
         if changed:
-            self._record(OrderUpdated(update))
+            self._record(OrderUpdated(update, self._clock.now()))
         return changed
 
     def check_snapshot_length(self, positions: int, open_orders: int, included: int) -> None:
@@ -273,7 +277,7 @@ class Guard(GuardReadings):
         self.engine.check_list_length("client_order_ids", len(client_order_ids))
         check_text(reason, "reason", required=True)
         cleared = self.engine.clear_working_orders(account, client_order_ids)
-        self._record(OrdersCleared(account, tuple(client_order_ids)))
+        self._record(OrdersCleared(account, tuple(client_order_ids), self._clock.now()))
         log.warning("working orders cleared", extra={
             "account": account, "actor": actor, "reason": reason, "cleared": cleared,
             "client_order_ids": client_order_ids[:100]})
@@ -370,11 +374,16 @@ class Guard(GuardReadings):
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
         by `Timers` (timers.py), whatever transport serves the guard."""
         now = self._clock.now()
-        if self.engine.expire(now):  # most runs forget nothing: not journaled (10 a second)
+        if self.engine.expire(now) or now - self._clock_marked >= CLOCK_MARK_S:
             # Journaled now, in its place: what it forgot or kept depends on the orders as
             # they are now, and a check answered while this run's trips are written may
-            # replace one (docs/design.md, "The journal's order").
+            # replace one (docs/design.md, "The journal's order"). Once a second anyway,
+            # though it forgot nothing: its time is where a restart's clock starts from
+            # when the system clock is behind it (review 38d: a restart an hour behind
+            # gave back every second since the last record, and a lost executor's trip
+            # came 38 s after its 20 s TTL).
             self._record(TimersRan(now))
+            self._clock_marked = now
         plan = self.engine.plan_timers(now)
         return (yield from self._commit(plan, None))
 

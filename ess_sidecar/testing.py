@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -84,10 +85,11 @@ class SidecarProcess:
                     children += [int(c) for c in (task / "children").read_text().split()]
         return children
 
-    def kill(self, timeout_s: float = 10.0) -> None:
+    def kill(self, timeout_s: float = 10.0, resume: Iterable[int] = ()) -> None:
         """SIGKILL the sidecar, and wait until it and its syncer have exited: the syncer
         outlives it to seal what it wrote (syncer.Syncer.seal_orphaned), and files
-        damaged before that is done would be sealed over."""
+        damaged before that is done would be sealed over. `resume`: children a test
+        stopped (SIGSTOP: a stalled disk), continued once the sidecar is dead."""
         assert self.process is not None
         children = []
         if self.process.poll() is None:
@@ -97,6 +99,8 @@ class SidecarProcess:
         try:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=timeout_s)
+            for pid in resume:
+                os.kill(pid, signal.SIGCONT)
             for exited in children:
                 if not select.select([exited], [], [], timeout_s)[0]:
                     raise TimeoutError(f"the sidecar's syncer outlived it by {timeout_s} s")

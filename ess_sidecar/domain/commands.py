@@ -70,6 +70,7 @@ class MetricReported:
 @dataclass(frozen=True)
 class OrderUpdated:
     update: OrderUpdate
+    now: float = 0.0  # when (0 in journals before review 38d): recovery.latest_time
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class PositionsSynced:
 class OrdersCleared:
     account: str
     client_order_ids: tuple[str, ...]  # empty: all of the account's
+    now: float = 0.0  # when (0 in journals before review 38d): recovery.latest_time
 
 
 @dataclass(frozen=True)

@@ -539,8 +539,18 @@ class GuardEngine:
 
     def plan_timers(self, now: float) -> Plan:
         """What time alone causes: stale feeds, lost heartbeats, evidence a latch did not
-        renew for yet, re-arms."""
+        renew for yet, re-arms; and the trips of unchecked fills booked whose trip never
+        reached the store (`OrderLedger.untripped`: its write failed, or the process died
+        before it, and a restart replayed the fill: review 38d, the account was left
+        ARMED until the fill was sent again)."""
         plan = self.plan(now)
+        owed = {account: reason for (account, _), reason in self.orders.untripped.items()}
+        for account, reason in owed.items():
+            scope = Scope(ScopeKind.ACCOUNT, account)
+            rule = self.breakers.rule(scope, Breaker.UNCHECKED_ORDER)
+            if rule.enabled:
+                plan.trip(scope, rule.mode, Cause.BREAKER, reason, SYSTEM_ACTOR,
+                          breaker=Breaker.UNCHECKED_ORDER)
         for scope, trip in self.breakers.stale(now):
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
                       breaker=trip.breaker)

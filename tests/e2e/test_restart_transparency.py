@@ -5,7 +5,9 @@ streaks and the last tick of a data feed — and a reset still needs fresh evide
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +131,37 @@ def test_a_reset_after_restart_still_needs_fresh_evidence(sidecar: SidecarProces
             stub.Reset(reset)
         assert after.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "drawdown" in after.value.details()
+
+
+def test_an_unchecked_fill_whose_trip_was_never_stored_trips_its_account_at_restart(
+        sidecar: SidecarProcess) -> None:
+    """Review 38d: a fill of an order never allowed is journaled before its trip is
+    stored; with the disk stalled (the journal's syncer stopped) the trip never reached
+    the store, and after a SIGKILL the restart booked the fill and served the account
+    ARMED: orders were allowed beside it until the fill was sent again. A timer run
+    before the first call is served trips the account it is owed."""
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        stub.SyncPositions(pb.SyncPositionsRequest(account="acc-1", equity=EQUITY, positions=[
+            pb.Position(strategy="momo", symbol="AAPL", quantity=0, mark_price=MARK)]))
+        assert check(stub, 1).allowed
+        stalled = sidecar.children()
+        assert stalled, "no journal syncer to stall"
+        for pid in stalled:
+            os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(grpc.RpcError) as failed:  # the trip's write waits, then fails
+            stub.ReportFill(pb.ReportFillRequest(
+                account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,
+                quantity=500, price=MARK, client_order_id="rogue", fill_id="rogue-1"),
+                timeout=30)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value
+    sidecar.kill(resume=stalled)
+    sidecar.start()
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        denied = check(stub, 1)
+        assert denied.reason == pb.DECISION_REASON_SCOPE_TRIPPED, denied
+        assert denied.blocking_scope == ACCOUNT and "rogue" in denied.message, denied
+        account = next(s for s in stub.GetState(pb.GetStateRequest()).scopes
+                       if s.scope == ACCOUNT)
+        assert [latch.name for latch in account.latches] == ["unchecked_order"], account

@@ -351,3 +351,35 @@ async def test_a_fault_in_a_read_answers_internal_and_changes_nothing(
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     assert raised.value.details() == "internal error in GetState: KeyError"
     assert (await running.stub.CheckOrder(order())).allowed
+
+
+async def test_the_first_timer_run_is_over_before_any_call_is_served(
+        tmp_path: Path, socket_dir: Path) -> None:
+    """Review 38d: what time did while the sidecar was down (an executor lost, a feed gone
+    stale) and the trips a restart owes are stored before an order is judged: the first
+    timer run is over before the server takes a call (it ran after)."""
+    app = build(load_settings(None, server={"listen": "", "uds": str(socket_dir / "ess.sock")},
+                              store={"path": str(tmp_path / "ess.db")},
+                              shutdown={"drain_s": 0.0}), clock=FakeClock())
+    happened: list[str] = []
+    tick = app.timers.tick_async
+
+    async def timer_run() -> list[Any]:
+        transitions = await tick()
+        happened.append("timer run over")
+        return transitions
+
+    app.timers.tick_async = timer_run  # type: ignore[method-assign]
+    sidecar = Sidecar(server_parts(app))
+    serve = sidecar.server.start
+
+    async def start_serving() -> None:
+        happened.append("serving")
+        await serve()
+
+    sidecar.server.start = start_serving  # type: ignore[method-assign]
+    await sidecar.start()
+    try:
+        assert happened[:2] == ["timer run over", "serving"]
+    finally:
+        await sidecar.stop()

@@ -21,7 +21,8 @@ from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
 from ess_sidecar.ports import NoJournal
-from ess_sidecar.service import Durable, Guard
+from ess_sidecar.recovery import latest_time
+from ess_sidecar.service import CLOCK_MARK_S, Durable, Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
 
@@ -257,7 +258,8 @@ def test_a_trip_whose_write_failed_outlasts_a_re_arm_and_a_fail_closed_trip() ->
 def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() -> None:
     """Review 22: a drawdown trip of the account, stored, ended the lost trip of an
     unchecked fill (as strict, another latch); once the drawdown recovered, a plain reset
-    let the account trade, the unchecked fill never seen. The fill's retry ends it."""
+    let the account trade, the unchecked fill never seen. The next timer run stores it
+    (review 38d; before, the fill's retry did)."""
     guard, store = make_guard()
     account = Scope(ScopeKind.ACCOUNT, "acc-1")
     guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
@@ -272,13 +274,13 @@ def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() 
     guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 1.0)
     guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
     guard.reset(account, "drawdown recovered", force=False, actor="alice")
-    guard._clock.advance(3600)  # noqa: SLF001
-    guard.run_timers()  # re-armed
     assert guard.engine.state_of(account) is State.ARMED
     denied = guard.check(next(orders))
     assert not denied.allowed and "never-checked" in denied.message
-    assert guard.report_fill(stray).fill.unchecked  # the retry: stored now
+    guard._clock.advance(3600)  # noqa: SLF001
+    guard.run_timers()  # the fill's trip, owed, stored (review 38d)
     assert [t.breaker for t in store.load().current] == ["unchecked_order"]
+    assert guard.report_fill(stray).fill.duplicate
     guard._clock.advance(3600)  # noqa: SLF001 - its reset cooldown
     guard.reset(account, "stray fill reviewed", force=False, actor="alice")
     guard._clock.advance(3600)  # noqa: SLF001
@@ -550,6 +552,48 @@ def test_a_fill_whose_trip_failed_to_store_replays_in_its_place_and_trips_when_r
     assert retry.fill.duplicate and retry.fill.unchecked and retry.account.tripped
     assert _replayed(journal).book.position("acc", "s1", "AAPL") == \
         guard.engine.book.position("acc", "s1", "AAPL") == 8
+
+
+def test_a_fill_whose_trip_never_reached_the_store_trips_its_account_at_the_next_timer_run(
+        ) -> None:
+    """Review 38d: a fill booked whose trip's write failed, or whose process died before
+    the write, left the account ARMED until the fill was sent again, after a restart too
+    (the replay knew the trip was owed). The next timer run trips it, in the live process
+    and in the restarted one."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_fill(_unchecked("rogue-1", "f1", 5))
+    account = Scope(ScopeKind.ACCOUNT, "acc")
+    restarted = Guard(_replayed(journal), InMemoryStateStore(), clock, Subscribers(16))
+    assert restarted.engine.state_of(account) is State.ARMED
+    for each in (guard, restarted):
+        tripped = each.run_timers()
+        assert [(t.scope, t.breaker) for t in tripped] == [(account, "unchecked_order")]
+        assert "rogue-1" in tripped[0].reason
+        assert each.run_timers() == []  # owed once
+    assert [t.scope for t in store.load().current] == [account]
+    assert not guard.report_fill(_unchecked("rogue-1", "f1", 5)).fill.unchecked  # tripped
+
+
+def test_the_journal_holds_where_the_clock_was_within_a_second() -> None:
+    """Review 38d: a restart's clock starts from the latest time on disk when the
+    system's is behind it, and timer runs that changed nothing were not journaled: a
+    restart an hour behind gave back every second since the last record (a lost
+    executor's trip came 38 s after its 20 s TTL). A timer run is journaled once a second
+    anyway, and an order update or a clear carries its time."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+    guard.heartbeat("exec-1", MOMO, 20.0)
+    for _ in range(150):  # 15 s of timer runs with nothing to forget or trip
+        clock.advance(0.1)
+        guard.run_timers()
+        assert clock.now() - latest_time(None, journal.entries) < CLOCK_MARK_S + 0.1
+    assert len(journal.entries) <= 1 + 15 / CLOCK_MARK_S  # not one a run
+    clock.advance(0.5)
+    guard.clear_working_orders("acc", [], "nothing works", "alice")
+    assert latest_time(None, journal.entries) == clock.now()
 
 
 def test_a_fill_booked_once_its_id_was_forgotten_replays_booked_under_a_longer_retention(

@@ -193,6 +193,10 @@ class Sidecar:
         if not self.addresses:
             raise ValueError("server.listen and server.uds are both empty: nothing to serve on")
         await self.parts.alerts.start()
+        # A timer run before the first call is served: what time did while the sidecar
+        # was down (heartbeats lapsed, feeds gone stale) and the trips a restart owes
+        # (review 38d) are stored before any order is judged.
+        await self.parts.timers.tick_async()
         await self.server.start()
         self.parts.timers.start()
         self._start_metrics()
