@@ -7,8 +7,10 @@ with a message naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
+import json
 import os
 import pathlib
 import re
@@ -259,8 +261,53 @@ class CasedEnvSettingsSource(EnvSettingsSource):
             if name in written:
                 raise InvalidConfig(variable, f"{written[name]} and {variable} name one setting"
                                     " (names are not case-sensitive but for ids): set one")
+            if value and value.lstrip().startswith("{"):
+                _check_keys_once(variable, value)
             spelled[name], written[name] = value, variable
+        for name, variable in written.items():
+            _check_not_given_whole(name, variable, spelled, written)
         return spelled
+
+
+def _check_not_given_whole(name: str, variable: str, spelled: Mapping[str, str | None],
+                           written: Mapping[str, str]) -> None:
+    """InvalidConfig if a variable sets what another, giving a section or a table whole
+    as JSON, sets too (review 38c: `ESS_LIMITS='{"max_order_quantity": 5}'` beside
+    `ESS_LIMITS__MAX_ORDER_QUANTITY=1000` started with 1000, the nested one winning
+    whichever was looser). One setting an entry the JSON does not give merges with it
+    (review 27). `name`: the variable's, spelled."""
+    parts = name.split(ENV_DELIMITER)
+    for n in range(1, len(parts)):
+        whole = ENV_DELIMITER.join(parts[:n])
+        if whole not in written:
+            continue
+        try:
+            given: Any = json.loads(spelled[whole] or "")
+        except ValueError:  # not JSON: pydantic-settings says so
+            continue
+        for part in parts[n:]:
+            if not isinstance(given, dict) or part not in given:
+                break
+            given = given[part]
+        else:
+            raise InvalidConfig(variable, f"sets what {written[whole]} gives too: set it in"
+                                " one place")
+
+
+def _check_keys_once(variable: str, value: str) -> None:
+    """InvalidConfig if a section or table given whole as JSON gives one key twice, as
+    the TOML reader refuses in the file (review 38c: the last one won, silently). Not
+    JSON: pydantic-settings says so."""
+    def once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidConfig(variable, f"gives the key {key!r} twice: give it once")
+            seen.add(key)
+        return dict(pairs)
+
+    with contextlib.suppress(ValueError):  # not JSON (InvalidConfig is no ValueError)
+        json.loads(value, object_pairs_hook=once)
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from .approvals import ApprovalPolicy
 from .breakers import HEALTH_CRITICAL, WINDOWED, Breaker, BreakerRule, BreakerSettings
-from .errors import InvalidConfig
+from .errors import InvalidArgument, InvalidConfig
 from .limits import LimitSettings, SymbolLimits
 from .orders import MAX_PRICE
-from .scopes import ScopeKind
+from .scopes import Scope, ScopeKind, make_scope
 
 # Breakers that trip on one event, with no threshold to reach: a threshold other than 1
 # would be taken and do nothing (review 33: unchecked_order's threshold 3 tripped on the
@@ -47,6 +47,7 @@ class GuardConfig:
         """Raise InvalidConfig naming the first wrong key; return self when all is well."""
         _validate_rules("breakers", self.breakers.defaults)
         for scope, rules in self.breakers.overrides.items():
+            _check_canonical(f'scopes."{scope}"', scope)
             effective = {**self.breakers.defaults, **rules}
             _validate_rules(f'scopes."{scope}".breakers', effective, only=set(rules))
             if Breaker.UNCHECKED_ORDER in rules and scope.kind is not ScopeKind.ACCOUNT:
@@ -73,6 +74,19 @@ MAX_THRESHOLD = 1e12
 # Samples in a row a breaker may ask for: beyond this it would never fire in practice (and
 # the contract carries the count in 32 bits).
 MAX_CONSECUTIVE = 1_000_000
+
+
+def _check_canonical(key: str, scope: Scope) -> None:
+    """InvalidConfig naming `key` unless `scope` is spelled as orders and requests are
+    (review 38c: a limit keyed "aapl" through the domain's API was never applied, orders
+    being for AAPL; the settings loader spells keys so)."""
+    try:
+        canonical = make_scope(scope.kind, scope.id)
+    except InvalidArgument as error:
+        raise InvalidConfig(key, str(error).removeprefix(f"{error.field}: ")) from None
+    if canonical != scope:
+        raise InvalidConfig(key, f"the id is spelled {canonical.id!r} in orders and requests:"
+                            " key it so")
 
 
 def _duration(key: str, value: float, zero: bool = False) -> None:
@@ -144,6 +158,8 @@ def _validate_limits(limits: LimitSettings) -> None:
     _duration("limits.idle_evidence_s", limits.idle_evidence_s)
     if limits.max_scopes_with_evidence < 100:
         raise InvalidConfig("limits.max_scopes_with_evidence", "must be >= 100")
+    for symbol in limits.symbols:
+        _check_canonical(f'limits.symbols."{symbol}"', Scope(ScopeKind.SYMBOL, symbol))
     symbols: dict[str, SymbolLimits] = {"default": limits.default, **limits.symbols}
     for symbol, symbol_limits in symbols.items():
         key = "limits" if symbol == "default" else f'limits.symbols."{symbol}"'

@@ -293,3 +293,37 @@ def test_a_config_file_that_cannot_be_looked_at_is_an_invalid_configuration(
     with pytest.raises(InvalidConfig, match="cannot be read: .*Permission denied") as raised:
         load_settings(tmp_path / "ess.toml")
     assert raised.value.key == "--config"
+
+
+@pytest.mark.parametrize("whole, value, part", [
+    ("ESS_LIMITS", '{"max_order_quantity": 5}', "ESS_LIMITS__MAX_ORDER_QUANTITY"),
+    ("ESS_LIMITS__SYMBOLS", '{"AAPL": {"max_order_quantity": 5}}',
+     "ESS_LIMITS__SYMBOLS__aapl__MAX_ORDER_QUANTITY"),
+    ("ESS_LIMITS__SYMBOLS__AAPL", '{"max_order_quantity": 5}',
+     "ESS_LIMITS__SYMBOLS__AAPL__MAX_ORDER_QUANTITY"),
+    ("ESS_RESET", '{"require_approvals": 2}', "ESS_RESET__REQUIRE_APPROVALS"),
+    ("ESS_SCOPES", '{"STRATEGY:Momo": {"breakers": {"daily_drawdown_pct": {"threshold": 4}}}}',
+     "ESS_SCOPES__strategy:Momo__BREAKERS__DAILY_DRAWDOWN_PCT__THRESHOLD")])
+def test_a_variable_setting_what_another_gives_as_json_is_refused(
+        monkeypatch, whole: str, value: str, part: str) -> None:
+    """Review 38c: `ESS_LIMITS='{"max_order_quantity": 5}'` beside
+    `ESS_LIMITS__MAX_ORDER_QUANTITY=1000` started with 1000 (the nested one won, whichever
+    was looser; four-eyes was turned off the same way)."""
+    monkeypatch.setenv(whole, value)
+    monkeypatch.setenv(part, "1")
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None)
+    assert str(raised.value).startswith(part) and f"what {whole} gives too" in str(raised.value)
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("ESS_LIMITS", '{"max_order_quantity": 5, "max_order_quantity": 1000}'),
+    ("ESS_LIMITS__SYMBOLS__AAPL", '{"max_order_quantity": 5, "max_order_quantity": 1000}'),
+    ("ESS_LIMITS", '{"symbols": {"AAPL": {"price_band_pct": 1, "price_band_pct": 50}}}')])
+def test_a_section_given_as_json_naming_a_key_twice_is_refused(monkeypatch, variable: str,
+                                                               value: str) -> None:
+    """Review 38c: the last one won, where the file's TOML refuses a key given twice."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InvalidConfig, match="twice") as raised:
+        load_settings(None)
+    assert str(raised.value).startswith(variable)

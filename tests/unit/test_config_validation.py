@@ -12,7 +12,7 @@ from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import InvalidConfig
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
-from ess_sidecar.domain.scopes import ScopeKind
+from ess_sidecar.domain.scopes import Scope, ScopeKind
 
 from .conftest import account, rules, strategy, symbol
 
@@ -111,6 +111,9 @@ def test_an_unchecked_order_override_on_a_scope_that_is_not_an_account_is_refuse
     # review 20: a leg valued at 1e300 made the sums inf, then NaN, and NaN passed
     ({"symbols": {"ETH": SymbolLimits(reference_price=1e300)}},
      'limits.symbols."ETH".reference_price'),
+    # review 38c: orders are for ETH, so the limit keyed otherwise was never applied
+    ({"symbols": {"eth": SymbolLimits(max_order_quantity=5)}}, 'limits.symbols."eth"'),
+    ({"symbols": {"ETH ": SymbolLimits(max_order_quantity=5)}}, 'limits.symbols."ETH "'),
 ], ids=repr)
 def test_limits_are_validated_symbol_at_most_strategy_at_most_portfolio(changes, key):
     assert key_of(limits(**changes)) == key
@@ -151,3 +154,11 @@ def test_default_breakers_match_the_design():
     assert (defaults.max_orders_per_second, defaults.max_symbol_exposure_pct,
             defaults.max_strategy_exposure_pct, defaults.max_portfolio_exposure_pct,
             defaults.max_open_positions) == (100, 30, 60, 90, 10)
+
+
+@pytest.mark.parametrize("scope", [Scope(ScopeKind.SYMBOL, "aapl"),
+                                   Scope(ScopeKind.STRATEGY, "momo\u200b")], ids=str)
+def test_a_breaker_override_for_a_scope_spelled_otherwise_than_requests_is_refused(scope):
+    """Review 38c: the domain's API took `SYMBOL:aapl`, which no order or report names."""
+    config = GuardConfig(breakers=BreakerSettings(defaults=rules(), overrides={scope: {}}))
+    assert key_of(config) == f'scopes."{scope}"'
