@@ -429,12 +429,16 @@ class OrderLedger:
         """The venue's word that a working order may fill at most `most` more (its leaves,
         plus fills it counts that were not reported here yet): what it may fill in all and
         what it reserves shrink to that, never grow (that needs a check). At zero it ends;
-        a fill beyond what it may fill then trips, as any fill beyond the check's."""
-        if most < record.remaining:  # what it counted, or what was reported under its
-            # id (a replace may have taken fills to the other order), and `most` more
-            before = record.quantity
-            record.quantity = min(record.quantity, max(record.filled, record.reported) + most)
-            record.leaves_cut += before - record.quantity
+        a fill beyond what it may fill then trips, as any fill beyond the check's. What
+        it may fill is cut even when what it reserves is no more than `most` already (a
+        snapshot listed its leaves: review 38h, an expiry after it capped nothing, and
+        25 more filled unseen)."""
+        # What it counted, or what was reported under its id (a replace may have taken
+        # fills to the other order), and `most` more.
+        before = record.quantity
+        record.quantity = min(record.quantity, max(record.filled, record.reported) + most)
+        record.leaves_cut += before - record.quantity
+        if most < record.remaining:
             self.release(record, record.remaining - most)
         record.pending = record.owed
         record.leaves_stated = True

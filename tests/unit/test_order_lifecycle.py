@@ -111,6 +111,22 @@ def test_an_update_before_its_fills_frees_nothing_they_take(update):
         assert report_fill(engine, fill(5, client_order_id=coid)).unchecked
 
 
+@pytest.mark.parametrize("update", [
+    OrderUpdate(ACCOUNT, "", OrderStatus.EXPIRED, None, 4),  # 4 filled in all, ended
+    OrderUpdate(ACCOUNT, "", OrderStatus.OPEN, 4, 0)])  # none filled, 4 may fill
+def test_the_venues_word_caps_an_order_a_snapshot_listed_with_those_leaves(update):
+    """Review 38h: a snapshot listed 4 left of 29; the venue's word that the order may
+    fill 4 more at most capped nothing, since it reserved no more than that already, and
+    25 more filled unseen beside the order allowed in its room (54 % against 30 %)."""
+    engine = make_engine(equity=10_000)  # 30 % symbol limit = 30 units at 100
+    coid = _allowed(engine, order(29))
+    engine.sync_positions(ACCOUNT, 10_000, [position(0.0, mark=100.0)],
+                          [OpenOrder(coid, STRATEGY, SYMBOL, Side.BUY, 4, 100)], T0)
+    engine.update_order(update._replace(client_order_id=coid))
+    assert not report_fill(engine, fill(4, client_order_id=coid)).unchecked
+    assert report_fill(engine, fill(25, client_order_id=coid)).unchecked
+
+
 def test_an_update_that_counted_a_fill_before_it_came_keeps_what_is_left_reserved():
     """The venue filled 8 of 10; the executor says "2 left" before the fill of 8 arrives:
     2 still work, so another 10 is over the 18-unit symbol limit either way round."""
