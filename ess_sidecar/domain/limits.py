@@ -141,7 +141,8 @@ def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"account {order.account}'s last"
                       f" snapshot listed {unadopted} open orders the sidecar could not adopt"
                       " (limits.max_remembered_orders): what they reserve is unknown until a"
-                      " snapshot adopts every order it lists")
+                      " snapshot adopts every order it lists, or an operator clears all of"
+                      " the account's orders (essctl orders clear --all)")
     stays = replacing is not None and replacing.working and replacing.pending > 0.0
     freed = 1 if replacing is not None and replacing.working and not stays else 0
     why = f", {replacing.client_order_id} working on for fills it is owed" \

@@ -31,14 +31,20 @@ def add_parser(add, common, id_arg) -> None:  # noqa: ANN001
     clear = sub.add_parser(
         "clear", parents=[common], help="end working orders known to be gone at the venue",
         description="End working orders of an account by hand (ClearWorkingOrders, operator"
-        " role): every one, or those named by --coid. They stop counting toward the limits"
+        " role): those it shows, those named by --coid, or --all. They stop counting toward"
+        " the limits"
         " at once; do it only when they are known to be gone. Shows them and asks for"
         " confirmation unless --yes; exit 0 done, 1 not confirmed or not allowed, 2 a named"
         " order was not working.")
     clear.add_argument("--account", required=True, type=id_arg("account"))
     clear.add_argument("--coid", action="append", default=[], type=id_arg("client_order_id"),
                        metavar="ID", help="only this client_order_id (repeatable; default:"
-                       " every working order of the account)")
+                       " every working order of the account it shows)")
+    clear.add_argument("--all", action="store_true", help="every working order of the"
+                       " account when the sidecar takes the clear (one allowed while you"
+                       " confirm included), and the open orders a snapshot of it listed"
+                       " that the sidecar could not adopt, which deny its orders until"
+                       " then")
     clear.add_argument("--reason", required=True, help="why they are known to be gone"
                        " (logged)")
     clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -96,12 +102,14 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if not args.reason.strip():
         raise UsageError("--reason must say why the orders are known to be gone")
     named = list(dict.fromkeys(args.coid))
+    if named and args.all:
+        raise UsageError("--all clears every order of the account: name none with --coid")
     orders, total = working_orders(sidecar, args.account)
     complete = total <= len(orders)  # every working order of the account was listed
     listed, wanted = {o.client_order_id for o in orders}, set(named)
     doomed = [o for o in orders if not named or o.client_order_id in wanted]
     not_working = [c for c in named if c not in listed] if complete else []
-    if not total or (complete and not doomed):
+    if not args.all and (not total or (complete and not doomed)):
         return nothing_to_clear(args.account, not_working, out)
     if not out.json and doomed:
         shown = plural(len(doomed), "working order") if complete else \
@@ -109,12 +117,14 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
         out.console.print(orders_table(doomed, f"The clear will end {shown} of account"
                                                f" {args.account}"))
     if not args.yes:
-        many = len(named) if named else total
-        confirm(f"Clear {plural(many, 'working order')} of account"
+        many = f"every working order ({total} now) and unadopted open order" if args.all \
+            else plural(len(named) if named else total, "working order")
+        confirm(f"Clear {many} of account"
                 f" {args.account}: they stop counting toward the limits at once. They are"
                 " gone at the venue? Go ahead?", out, "not confirmed: pass --yes")
     # None named, all listed: clear those shown, never one allowed while the prompt waited
-    ids = named or ([o.client_order_id for o in doomed] if complete else [])
+    ids = [] if args.all else named or (
+        [o.client_order_id for o in doomed] if complete else [])
     try:
         reply = sidecar.call("ClearWorkingOrders", pb.ClearWorkingOrdersRequest(
             account=args.account, client_order_ids=ids, reason=args.reason))

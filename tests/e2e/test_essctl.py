@@ -711,6 +711,45 @@ def test_orders_clear_asks_then_ends_the_orders_named_or_all(
     assert "nothing to clear: account acc-1 has no working orders" in empty.stdout
 
 
+def test_orders_clear_all_ends_what_a_snapshot_could_not_adopt(
+        start_sidecar: StartSidecar) -> None:
+    """Review 38e: a snapshot's open orders left out at limits.max_remembered_orders deny
+    the account's orders until an operator clears all of them; `orders clear` sends the
+    ids it shows, which named none of those, and said "cleared" (exit 0)."""
+    target = start_sidecar(LONG_COOLDOWN + "max_remembered_orders = 1000\n"
+                           "max_orders_per_second = 0\nduplicate_identical_orders = 0\n"
+                           "max_working_orders_per_account = 0\n"
+                           "max_working_orders_per_strategy = 0\n").uds_target
+    with grpc.insecure_channel(target) as channel:
+        stub = guard_stub(channel)
+        for n in range(1000):  # another account's ids fill the memory of order ids
+            assert stub.CheckOrder(pb.CheckOrderRequest(
+                account="acc-2", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,
+                quantity=1, price=100, client_order_id=f"fill-{n}")).allowed
+        stub.SyncPositions(pb.SyncPositionsRequest(
+            account="acc-1", equity=1e6, open_orders_complete=True, open_orders=[
+                pb.OpenOrder(client_order_id="venue-1", strategy="momo", symbol="AAPL",
+                             side=pb.SIDE_BUY, remaining_quantity=5, price=100)]))
+
+        def denial() -> str:
+            return stub.CheckOrder(pb.CheckOrderRequest(
+                account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,
+                quantity=1, price=100, client_order_id="next")).message
+
+        assert "could not adopt" in denial()
+        shown = essctl(target, "orders", "clear", "--account", "acc-1", "--reason", "x",
+                       "--yes")
+        assert shown.returncode == 0 and "nothing to clear" in shown.stdout
+        assert "could not adopt" in denial()
+        cleared = essctl(target, "orders", "clear", "--account", "acc-1", "--all",
+                         "--reason", "venue session ended", "--yes")
+        assert cleared.returncode == 0, cleared.stderr
+        assert "could not adopt" not in denial()  # the memory of ids is still full
+        both = essctl(target, "orders", "clear", "--account", "acc-1", "--all", "--coid",
+                      "x", "--reason", "x", "--yes")
+        assert both.returncode != 0 and "--all" in both.stderr
+
+
 def test_an_executor_may_not_clear_working_orders(start_sidecar: StartSidecar,
                                                   tmp_path: Path) -> None:
     tokens = tokens_file(tmp_path, alice=Role.OPERATOR, exe=Role.EXECUTOR)

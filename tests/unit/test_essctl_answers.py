@@ -156,7 +156,8 @@ def test_orders_clear_without_ids_clears_the_orders_it_showed_not_all():
     """An order allowed while the operator read the prompt was never shown: it stays."""
     sidecar = ScriptedSidecar(GetState=[working("stuck-1", "stuck-2")],
                               ClearWorkingOrders=[pb.ClearWorkingOrdersResponse(cleared=2)])
-    args = argparse.Namespace(account="acc", coid=[], reason="gone at the venue", yes=True)
+    args = argparse.Namespace(account="acc", coid=[], all=False, reason="gone at the venue",
+                              yes=True)
     assert run_clear(args, sidecar, Output(json_mode=True)) == Exit.DONE
     [request] = [r for m, r in sidecar.requests if m == "ClearWorkingOrders"]
     assert list(request.client_order_ids) == ["stuck-1", "stuck-2"]
@@ -173,7 +174,8 @@ def test_a_clear_with_no_answer_says_what_still_works(capsys, after, code, told)
     been carried out: it looks again and says how many of its orders still work."""
     sidecar = ScriptedSidecar(GetState=[working("stuck-1", "stuck-2"), after],
                               ClearWorkingOrders=[LATE])
-    args = argparse.Namespace(account="acc", coid=[], reason="gone at the venue", yes=True)
+    args = argparse.Namespace(account="acc", coid=[], all=False, reason="gone at the venue",
+                              yes=True)
     assert run_clear(args, sidecar, Output(json_mode=False)) == code
     said = " ".join(capsys.readouterr().out.split())
     assert "NO ANSWER: no answer to the clear (DEADLINE_EXCEEDED" in said and told in said
