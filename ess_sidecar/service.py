@@ -39,8 +39,9 @@ MAX_REPLAY = 100_000
 MAX_WAITING_CHECKS = 10_000  # then waiters of checks that gave up are dropped
 # The epochs this sidecar sends are "" or "volatile-<8 hex>".
 MAX_EPOCH_LENGTH = 64
-# A timer run is journaled at least this often, so that a restart's clock starts no
-# earlier than this far before where the process that stopped was (recovery.latest_time).
+# While a deadline is ahead (GuardEngine.awaits_deadline), a timer run is journaled at
+# least this often, so that a restart's clock starts no earlier than this far before where
+# the process that stopped was (recovery.latest_time).
 CLOCK_MARK_S = 1.0
 
 
@@ -374,14 +375,16 @@ class Guard(GuardReadings):
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
         by `Timers` (timers.py), whatever transport serves the guard."""
         now = self._clock.now()
-        if self.engine.expire(now) or now - self._clock_marked >= CLOCK_MARK_S:
+        if self.engine.expire(now) or (now - self._clock_marked >= CLOCK_MARK_S
+                                       and self.engine.awaits_deadline()):
             # Journaled now, in its place: what it forgot or kept depends on the orders as
             # they are now, and a check answered while this run's trips are written may
-            # replace one (docs/design.md, "The journal's order"). Once a second anyway,
-            # though it forgot nothing: its time is where a restart's clock starts from
-            # when the system clock is behind it (review 38d: a restart an hour behind
-            # gave back every second since the last record, and a lost executor's trip
-            # came 38 s after its 20 s TTL).
+            # replace one (docs/design.md, "The journal's order"). Once a second anyway
+            # while a deadline is ahead, though it forgot nothing: its time is where a
+            # restart's clock starts from when the system clock is behind it (review 38d:
+            # a restart an hour behind gave back every second since the last record, and
+            # a lost executor's trip came 38 s after its 20 s TTL). An idle sidecar with
+            # nothing to wait for journals nothing (review 38e: a month idle was 134 MB).
             self._record(TimersRan(now))
             self._clock_marked = now
         plan = self.engine.plan_timers(now)

@@ -51,6 +51,10 @@ class Approvals:
             return None
         return pending
 
+    def any_pending(self) -> bool:
+        """Whether a request is kept (maybe expired already: found so when next asked)."""
+        return bool(self._pending)
+
     def requester(self, scope: Scope) -> tuple[str, str]:
         """Who asked for the reset of `scope` pending (maybe expired, or void), and with
         which credential; ("", "") if none."""

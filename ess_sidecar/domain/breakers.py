@@ -249,6 +249,10 @@ class Breakers:
         rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
         return rule.enabled and now - meters.last_tick >= rule.window_s
 
+    def any_fresh_feed(self) -> bool:
+        """Whether a feed may still go stale (one that ticked, not stale already)."""
+        return any(m.last_tick is not None and not m.stale for m in self._feeds.values())
+
     def mark_stale(self, scope: Scope) -> None:
         """The stale trip is durable: don't trip again until the feed ticks. Set on apply,
         not on plan, so a trip that could not be stored is planned again."""

@@ -517,6 +517,14 @@ class GuardEngine:
         return scope in self._current or (scope.kind is ScopeKind.ACCOUNT
                                           and self.book.peek(scope.id) is not None)
 
+    def awaits_deadline(self) -> bool:
+        """Whether time alone may still change what is decided: an executor's TTL, a
+        feed's staleness, a four-eyes request's expiry. A restart whose system clock is
+        behind must then not lose the time since the last record (Guard.timers_steps);
+        every other rule only gets stricter when time is lost (a cooldown, a retention)."""
+        return self.heartbeats.any_live() or self.breakers.any_fresh_feed() \
+            or self.approvals.any_pending()
+
     def timers_would_trip(self, now: float) -> bool:
         """Whether a timer run now would restrict a scope (a stale feed, a lost heartbeat
         not latched yet, a re-arm that goes through COOLING_DOWN from REDUCE_ONLY): such
@@ -542,7 +550,9 @@ class GuardEngine:
         renew for yet, re-arms; and the trips of unchecked fills booked whose trip never
         reached the store (`OrderLedger.untripped`: its write failed, or the process died
         before it, and a restart replayed the fill: review 38d, the account was left
-        ARMED until the fill was sent again)."""
+        ARMED until the fill was sent again), renewed if the account holds that latch
+        already (review 38e: a renewal that failed to store was owed for good, and undid
+        the resets after it), as the fill would have (`_renews`)."""
         plan = self.plan(now)
         owed = {account: reason for (account, _), reason in self.orders.untripped.items()}
         for account, reason in owed.items():
@@ -550,7 +560,8 @@ class GuardEngine:
             rule = self.breakers.rule(scope, Breaker.UNCHECKED_ORDER)
             if rule.enabled:
                 plan.trip(scope, rule.mode, Cause.BREAKER, reason, SYSTEM_ACTOR,
-                          breaker=Breaker.UNCHECKED_ORDER)
+                          breaker=Breaker.UNCHECKED_ORDER,
+                          renew=self._renews(scope, Breaker.UNCHECKED_ORDER, now))
         for scope, trip in self.breakers.stale(now):
             plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
                       breaker=trip.breaker)

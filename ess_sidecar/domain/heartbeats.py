@@ -125,6 +125,10 @@ class Heartbeats:
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())
 
+    def any_live(self) -> bool:
+        """Whether an executor's loss may still trip (one not lost already)."""
+        return any(not r.lost for r in self._registrations.values())
+
 
 def _overdue(registration: Registration, now: float) -> bool:
     return not registration.lost and now - registration.last_seen > registration.ttl_s

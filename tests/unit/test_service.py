@@ -577,20 +577,51 @@ def test_a_fill_whose_trip_never_reached_the_store_trips_its_account_at_the_next
     assert not guard.report_fill(_unchecked("rogue-1", "f1", 5)).fill.unchecked  # tripped
 
 
+def test_a_renewal_that_failed_to_store_is_stored_by_the_next_timer_run_and_not_again(
+        ) -> None:
+    """Review 38e: with the account latched already, the owed trip of a fill whose
+    renewal failed to store planned nothing, so the fill stayed owed for good, and the
+    next timer run after a reset of the account tripped it again."""
+    guard, _, clock = _a_fill_whose_trip_failed_to_store()
+    account = Scope(ScopeKind.ACCOUNT, "acc")
+    renewed = guard.run_timers()
+    assert [(t.scope, t.breaker) for t in renewed] == [(account, "unchecked_order")]
+    assert "rogue-2" in renewed[0].reason and not guard.engine.orders.untripped
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    clock.advance(1000)  # the renewal's cooldown
+    assert guard.reset(account, "reviewed", force=False, actor="alice").state is State.ARMED
+    clock.advance(1)
+    assert guard.run_timers() == []
+    assert guard.engine.state_of(account) is State.ARMED
+
+
 def test_the_journal_holds_where_the_clock_was_within_a_second() -> None:
     """Review 38d: a restart's clock starts from the latest time on disk when the
     system's is behind it, and timer runs that changed nothing were not journaled: a
     restart an hour behind gave back every second since the last record (a lost
-    executor's trip came 38 s after its 20 s TTL). A timer run is journaled once a second
-    anyway, and an order update or a clear carries its time."""
+    executor's trip came 38 s after its 20 s TTL). While a deadline is ahead, a timer run
+    is journaled once a second; an order update or a clear carries its time. With none
+    ahead, nothing is (review 38e: an idle month journaled 134 MB)."""
     store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
     guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+
+    def runs(seconds: int) -> None:
+        for _ in range(seconds * 10):
+            clock.advance(0.1)
+            guard.run_timers()
+
+    runs(10)
+    assert journal.entries == []  # nothing to wait for
     guard.heartbeat("exec-1", MOMO, 20.0)
-    for _ in range(150):  # 15 s of timer runs with nothing to forget or trip
-        clock.advance(0.1)
-        guard.run_timers()
+    for _ in range(15):
+        runs(1)
         assert clock.now() - latest_time(None, journal.entries) < CLOCK_MARK_S + 0.1
     assert len(journal.entries) <= 1 + 15 / CLOCK_MARK_S  # not one a run
+    runs(6)  # the TTL passed: the loss is tripped, and no deadline is ahead
+    assert guard.engine.state_of(MOMO) is State.TRIPPED
+    written = len(journal.entries)
+    runs(10)
+    assert len(journal.entries) == written
     clock.advance(0.5)
     guard.clear_working_orders("acc", [], "nothing works", "alice")
     assert latest_time(None, journal.entries) == clock.now()
