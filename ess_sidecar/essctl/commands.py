@@ -201,6 +201,10 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
         except grpc.RpcError as error:
             failed = error
     out.note(f"essctl: the stop was not acknowledged; {_where_it_stands(sidecar, request)}")
+    if failed.code() is grpc.StatusCode.UNAVAILABLE:  # review 38g: the scope read ARMED
+        out.note("essctl: a stop the sidecar could not store may still deny orders from its"
+                 " memory, but a restart drops it (and GLOBAL's fail-closed trip): send it"
+                 " again once the sidecar's store works")
     if failed.code() is grpc.StatusCode.DEADLINE_EXCEEDED:  # the error says what was waited
         raise Failed(f"DEADLINE_EXCEEDED: the stop was sent twice, and no answer came within"
                      f" {sidecar.options.timeout:g} s, then {wait:g} s")

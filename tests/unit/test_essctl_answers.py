@@ -142,7 +142,10 @@ def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, sta
                                      " answer came within 5 s, then 30 s")
     else:
         assert raised.value is refusals[-1]
-    assert told in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert told in said
+    # review 38g: the scope read ARMED while its trip, held in memory, denied its orders
+    assert ("a restart drops it" in said) == (refusals[-1] is not LATE)
 
 
 def working(*coids: str) -> pb.GetStateResponse:
