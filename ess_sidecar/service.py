@@ -180,7 +180,8 @@ class Guard(GuardReadings):
         if metric is Metric.DATA_FEED_TICK and self.engine.breakers.overdue(scope, now):
             yield from self._owed_timers(now)  # a tick after its window must not clear it
         plan = self.engine.plan_report(scope, metric, value, now, actor)
-        transitions = yield from self._commit(plan, MetricReported(scope, metric, value, now))
+        transitions = yield from self._commit(plan, MetricReported(scope, metric, value, now,
+                                                                   not plan.refusal))
         outcome = self._outcome(scope, transitions)
         if plan.refusal:
             raise CapacityExceeded(plan.refusal)

@@ -65,6 +65,9 @@ class MetricReported:
     metric: Metric
     value: float
     now: float
+    # Whether its evidence was kept (refused at limits.max_scopes_with_evidence); None in
+    # journals before review 38m: the cap in force at replay decides.
+    accepted: bool | None = None
 
 
 @dataclass(frozen=True)

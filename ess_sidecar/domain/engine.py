@@ -376,18 +376,26 @@ class GuardEngine:
         return Plan(self.version, self._current.get, now)
 
     def plan_report(self, scope: Scope, metric: Metric, value: float, now: float,
-                    actor: str = SYSTEM_ACTOR) -> Plan:
+                    actor: str = SYSTEM_ACTOR, capped: bool = True) -> Plan:
         """Record one metric sample; the plan holds the trips its breakers call for, with
-        the reporter as their actor."""
+        the reporter as their actor. `capped`: refused at
+        `limits.max_scopes_with_evidence` (a replay of a sample kept live is not: review
+        38m, a restart with the cap lowered dropped evidence, and a reset was accepted
+        while the breach held)."""
         check_metric_value(metric, value)
         plan = self.plan(now)
         most = self.config.limits.max_scopes_with_evidence
-        if scope not in self.breakers and len(self.breakers) >= most:
+        if capped and scope not in self.breakers and len(self.breakers) >= most:
             # No evidence can be kept for this scope, so nothing can be ruled out: stop
-            # everything (once), and refuse the sample (plan.refusal).
+            # everything (once), and refuse the sample (plan.refusal). What the sample
+            # alone calls for is tripped all the same (review 38m: a breach refused here
+            # was recorded nowhere, and a reset of GLOBAL let its account trade).
             plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{most} scopes have breaker"
                       " evidence (limits.max_scopes_with_evidence): no more can be kept",
                       actor)
+            for alone in Breakers(self.config.breakers).record(scope, metric, value, now):
+                plan.trip(scope, alone.mode, Cause.BREAKER, alone.message, actor,
+                          breaker=alone.breaker)
             plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have evidence;" \
                            f" a sample for {scope} cannot be kept (GLOBAL tripped)"
             return plan
@@ -742,8 +750,9 @@ class GuardEngine:
                     self.orders.untripped[(valid.account, valid.fill_id)] = untripped
                 if renewal:
                     self._renewal_owed_in_replay(valid.account, renewal)
-            case MetricReported(scope, metric, value, now):
-                self.plan_report(scope, metric, value, now)
+            case MetricReported(scope, metric, value, now, accepted):
+                if accepted is not False:  # None: the cap in force now decides
+                    self.plan_report(scope, metric, value, now, capped=accepted is None)
             case OrderUpdated(update):
                 self.update_order(update)
             case PositionsSynced(account, equity, positions, open_orders, now, included,

@@ -4,6 +4,7 @@ hard caps fail closed with a clear error, never a silent allow."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import pytest
 
@@ -101,6 +102,42 @@ def test_too_many_scopes_with_evidence_trips_global_and_refuses_the_sample() -> 
     assert engine.current(GLOBAL).cause is Cause.SYSTEM
     assert Scope(ScopeKind.STRATEGY, "one-more") not in engine.breakers
     guard.report_metric(strategies(1)[0], Metric.API_ERROR, 1.0)  # known scopes still report
+
+
+def test_a_sample_refused_at_the_evidence_cap_trips_what_it_alone_calls_for() -> None:
+    """Review 38m: a 50 % drawdown refused at the cap tripped GLOBAL only, and a plain reset
+    of GLOBAL after its cooldown let the account trade, the breach recorded nowhere."""
+    clock = FakeClock(T0)
+    engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
+    guard = Guard(engine, InMemoryStateStore(), clock, Subscribers(4))
+    for scope in strategies(100):
+        guard.report_metric(scope, Metric.API_ERROR, 1.0)
+    breached, quiet = Scope(ScopeKind.ACCOUNT, "acc-1"), Scope(ScopeKind.ACCOUNT, "acc-2")
+    for scope, drawdown in ((breached, 50.0), (quiet, 1.0)):
+        with pytest.raises(CapacityExceeded):
+            guard.report_metric(scope, Metric.DAILY_DRAWDOWN_PCT, drawdown)
+    assert [latch.name for latch in engine.current(breached).held()] == \
+        ["daily_drawdown_pct"]
+    assert engine.state_of(quiet) is State.ARMED and breached not in engine.breakers
+
+
+def test_a_replay_keeps_the_evidence_kept_live_whatever_the_cap_is_now() -> None:
+    """Review 38m: replayed under a lower cap, samples kept live were refused again and
+    their evidence lost: a reset was accepted while the breach held, and feeds were no
+    longer watched. A sample refused live is not kept by a replay under a higher cap."""
+    journal = RecordingJournal()
+    engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=150)))
+    guard = Guard(engine, InMemoryStateStore(), FakeClock(T0), Subscribers(4),
+                  journal=journal)
+    for scope in strategies(151):
+        with pytest.raises(CapacityExceeded) if scope.id == "s-150" else nullcontext():
+            guard.report_metric(scope, Metric.DAILY_DRAWDOWN_PCT, 6.0)
+    for cap in (100, 1000):
+        replayed = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=cap)))
+        for command in journal.commands:
+            replayed.replay(command, [])
+        assert len(replayed.breakers) == 150 and Scope(ScopeKind.STRATEGY, "s-149") in \
+            replayed.breakers and Scope(ScopeKind.STRATEGY, "s-150") not in replayed.breakers
 
 
 def test_an_account_that_holds_nothing_is_forgotten() -> None:
