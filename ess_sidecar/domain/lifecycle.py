@@ -325,14 +325,18 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
                               status: OrderStatus, leaves: float | None,
                               owed: float | None) -> bool:
     """The venue's word on an order the sidecar has ended (filled, cancelled, replaced,
-    left out of a snapshot); whether it changed anything."""
+    left out of a snapshot); whether it changed anything. It lived at the venue: an
+    operator's clear of it ends it as a cancel would, never as a replacement the venue
+    rejected (review 38i: the clear unreplaced it, and first ended the live order that
+    replaced it in turn, its reservation gone)."""
+    changed, record.confirmed = not record.confirmed, True
     if status is OrderStatus.OPEN and leaves and record.unlisted and not record.replaced_by:
         ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
         record.pending = owed or 0.0
         return True
-    changed = status in ENDED and bool(record.replaced_by) and record.leaves_given_up > 0.0
-    if changed:  # its leaves are gone: a rejected replace of it gives none back
-        record.leaves_given_up = 0.0
+    if status in ENDED and record.replaced_by and record.leaves_given_up > 0.0:
+        record.leaves_given_up = 0.0  # its leaves are gone: a rejected replace of it
+        changed = True  # gives none back
     if owed:  # its fills are on their way: they count until they come
         ledger.owe(record, owed)
         changed = True

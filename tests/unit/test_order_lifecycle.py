@@ -1327,8 +1327,10 @@ def test_an_update_of_an_order_an_operator_cleared_changes_nothing_a_replay_woul
     before = repr(record), record.quantity, record.cap, record.venue_ended
     assert (record.cap, record.venue_ended) == (0, True)
     cancelled = OrderUpdate(ACCOUNT, b, OrderStatus.CANCELLED, None, 0)
-    assert not engine.update_order(cancelled)  # the venue's end: nothing new
+    assert engine.update_order(cancelled)  # it lived at the venue (review 38i): journaled
+    assert record.confirmed
     assert (repr(record), record.quantity, record.cap, record.venue_ended) == before
+    assert not engine.update_order(cancelled)  # the venue's end again: nothing new
 
 
 # -- review 9: snapshots of orders in flight, chains of replaces, late updates --------------
@@ -1861,3 +1863,20 @@ def test_a_fill_before_leaves_uses_none_of_what_a_replacement_holds_for_them():
     engine.update_order(OrderUpdate(ACCOUNT, z, OrderStatus.OPEN, 30, 0))
     assert _reserved(engine) == {z: 30}
     assert report_fill(engine, fill(40, client_order_id=y, fill_id="g1")).unchecked
+
+
+def test_a_clear_of_a_replacement_the_venue_spoke_of_ends_it_as_a_cancel():
+    """Review 38i: o1 -> o2 -> o3, o3 sent while o2 was on its way. The venue took o2 and
+    said so (o2 OPEN, 0.25 filled, reported after o3 had replaced it here); the operator
+    then cleared o2, gone at the venue: the clear took o2 for a replacement the venue had
+    rejected, and ended o3, live, with it: o3's room was free for another order."""
+    engine = make_engine(equity=10_000_000)
+    for coid, replaces in (("o1", ""), ("o2", "o1"), ("o3", "o2")):
+        _allowed(engine, order(1, client_order_id=coid, replaces=replaces))
+    for coid, status, leaves, filled in (("o1", OrderStatus.OPEN, 0.5, 0.5),
+                                         ("o1", OrderStatus.CANCELLED, None, 0.5)):
+        engine.update_order(OrderUpdate(ACCOUNT, coid, status, leaves, filled))
+    assert engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 0.5, 0))  # kept
+    engine.clear_working_orders(ACCOUNT, ["o1", "o2"])
+    assert _reserved(engine) == {"o3": 1}
+    assert not report_fill(engine, fill(0.25, client_order_id="o3")).unchecked
