@@ -377,7 +377,7 @@ class Guard(GuardReadings):
         by `Timers` (timers.py), whatever transport serves the guard."""
         now = self._clock.now()
         if self.engine.expire(now) or (now - self._clock_marked >= CLOCK_MARK_S
-                                       and self.engine.awaits_deadline()):
+                                       and self.engine.awaits_deadline(now)):
             # Journaled now, in its place: what it forgot or kept depends on the orders as
             # they are now, and a check answered while this run's trips are written may
             # replace one (docs/design.md, "The journal's order"). Once a second anyway

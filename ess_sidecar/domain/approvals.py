@@ -51,9 +51,9 @@ class Approvals:
             return None
         return pending
 
-    def any_pending(self) -> bool:
-        """Whether a request is kept (maybe expired already: found so when next asked)."""
-        return bool(self._pending)
+    def any_pending(self, now: float) -> bool:
+        """Whether a request's expiry is still ahead."""
+        return any(now < pending.expires_at for pending in self._pending.values())
 
     def requester(self, scope: Scope) -> tuple[str, str]:
         """Who asked for the reset of `scope` pending (maybe expired, or void), and with

@@ -249,9 +249,11 @@ class Breakers:
         rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
         return rule.enabled and now - meters.last_tick >= rule.window_s
 
-    def any_fresh_feed(self) -> bool:
-        """Whether a feed may still go stale (one that ticked, not stale already)."""
-        return any(m.last_tick is not None and not m.stale for m in self._feeds.values())
+    def any_fresh_feed(self, now: float) -> bool:
+        """Whether a feed's staleness is still ahead (one that ticked within its window)."""
+        return any(m.last_tick is not None and not m.stale and now - m.last_tick
+                   < self._settings.rule(scope, Breaker.DATA_FEED_STALE).window_s
+                   for scope, m in self._feeds.items())
 
     def mark_stale(self, scope: Scope) -> None:
         """The stale trip is durable: don't trip again until the feed ticks. Set on apply,

@@ -525,13 +525,14 @@ class GuardEngine:
         return scope in self._current or (scope.kind is ScopeKind.ACCOUNT
                                           and self.book.peek(scope.id) is not None)
 
-    def awaits_deadline(self) -> bool:
+    def awaits_deadline(self, now: float) -> bool:
         """Whether time alone may still change what is decided: an executor's TTL, a
-        feed's staleness, a four-eyes request's expiry. A restart whose system clock is
-        behind must then not lose the time since the last record (Guard.timers_steps);
-        every other rule only gets stricter when time is lost (a cooldown, a retention)."""
-        return self.heartbeats.any_live() or self.breakers.any_fresh_feed() \
-            or self.approvals.any_pending()
+        feed's staleness, a four-eyes request's expiry, still ahead. A restart whose
+        system clock is behind must then not lose the time since the last record
+        (Guard.timers_steps); every other rule only gets stricter when time is lost (a
+        cooldown, a retention)."""
+        return self.heartbeats.any_ahead(now) or self.breakers.any_fresh_feed(now) \
+            or self.approvals.any_pending(now)
 
     def timers_would_trip(self, now: float) -> bool:
         """Whether a timer run now would restrict a scope (a stale feed, a lost heartbeat

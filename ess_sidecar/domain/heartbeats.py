@@ -125,9 +125,11 @@ class Heartbeats:
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())
 
-    def any_live(self) -> bool:
-        """Whether an executor's loss may still trip (one not lost already)."""
-        return any(not r.lost for r in self._registrations.values())
+    def any_ahead(self, now: float) -> bool:
+        """Whether an executor's TTL is still ahead (review 38i: one past it whose scope
+        was latched already is never marked lost, and counted for good)."""
+        return any(not r.lost and now - r.last_seen <= r.ttl_s
+                   for r in self._registrations.values())
 
 
 def _overdue(registration: Registration, now: float) -> bool:

@@ -200,8 +200,10 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
             return sidecar.call("Trigger", request, timeout=wait)
         except grpc.RpcError as error:
             failed = error
-    out.note(f"essctl: the stop was not acknowledged; {_where_it_stands(sidecar, request)}")
-    if failed.code() is grpc.StatusCode.UNAVAILABLE:  # review 38g: the scope read ARMED
+    stands, failed_closed = _where_it_stands(sidecar, request)
+    out.note(f"essctl: the stop was not acknowledged; {stands}")
+    if failed.code() is grpc.StatusCode.UNAVAILABLE and failed_closed:  # review 38g: the
+        # scope read ARMED while its trip, held in memory, denied its orders
         out.note("essctl: a stop the sidecar could not store may still deny orders from its"
                  " memory, but a restart drops it (and GLOBAL's fail-closed trip): send it"
                  " again once the sidecar's store works")
@@ -211,15 +213,16 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
     raise failed
 
 
-def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> str:
+def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> tuple[str, bool]:
     """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot;
     and whether either is stopped as the request asked (a halt: TRIPPED; reduce-only:
-    REDUCE_ONLY or TRIPPED), a drill's state not counted: it lifts itself."""
+    REDUCE_ONLY or TRIPPED), a drill's state not counted: it lifts itself. And whether
+    GLOBAL is tripped by the sidecar itself (failing closed: CAUSE_SYSTEM)."""
     try:
         scopes = sidecar.call("GetState", pb.GetStateRequest()).scopes
     except grpc.RpcError as error:
         return (f"the sidecar cannot say whether trading stopped ({error.code().name}):"
-                " assume it did NOT")
+                " assume it did NOT"), False
     states = {scope_name(s.scope): s.state for s in scopes}
     drills = {scope_name(s.scope) for s in scopes if s.drill}  # a drill lifts itself
     enough = {pb.STATE_TRIPPED} if request.mode != pb.TRIGGER_MODE_REDUCE_ONLY \
@@ -228,9 +231,11 @@ def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> str:
     said = [f"{name} is {enum_name(pb.State.DESCRIPTOR, states.get(name, pb.STATE_ARMED))}"
             for name in looked]
     stopped = any(states.get(name) in enough and name not in drills for name in looked)
+    failed_closed = any(s.scope.kind == pb.SCOPE_KIND_GLOBAL and s.state == pb.STATE_TRIPPED
+                        and s.cause == pb.CAUSE_SYSTEM for s in scopes)
     return f"the sidecar says {' and '.join(said)}" + ("" if stopped else (
         ": trading was NOT stopped as asked (a stop still queued there may yet land: look"
-        " again with essctl status)"))
+        " again with essctl status)")), failed_closed
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],

@@ -131,7 +131,7 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     except grpc.RpcError as error:
         if error.code() not in NO_ANSWER:
             raise
-        return unanswered(error, sidecar, args.account, ids, out)
+        return unanswered(error, sidecar, args.account, ids, out, args.all)
     short = bool(named) and reply.cleared < len(named)
     missing = not_working if short else []
     if out.json:
@@ -148,10 +148,11 @@ def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
 
 
 def unanswered(error: grpc.RpcError, sidecar: Sidecar, account: str, ids: list[str],
-               out: Output) -> int:
+               out: Output, unadopted: bool = False) -> int:
     """A clear with no answer may have landed (review 36e: exit 1, "could not", while it
     had): how many of the orders it was to end still work, from a fresh look. Exit 0 if
-    none does, else 1."""
+    none does, else 1; always 1 for `--all` (`unadopted`): whether the open orders a
+    snapshot could not adopt are cleared cannot be seen (review 38i: "it landed")."""
     try:
         orders, total = working_orders(sidecar, account)
     except grpc.RpcError as again:
@@ -163,10 +164,12 @@ def unanswered(error: grpc.RpcError, sidecar: Sidecar, account: str, ids: list[s
         left = sum(c in listed for c in ids) if ids else total  # ids: all of the account's
         message = f"{plural(left, 'order')} it was to end still work in account {account}" \
             + (": the clear may yet land; look again with essctl orders" if left else
+               ": whether the open orders a snapshot could not adopt are cleared cannot be"
+               " seen: send it again (a clear may be repeated)" if unadopted else
                ": it landed")
     say_no_answer(out, "clear", describe(error, sidecar.options), message, account=account,
                   still_working=left)
-    return Exit.DONE if left == 0 else Exit.FAILED
+    return Exit.DONE if left == 0 and not unadopted else Exit.FAILED
 
 
 def nothing_to_clear(account: str, not_working: list[str], out: Output) -> int:

@@ -102,7 +102,7 @@ PANIC = argparse.Namespace(scope=None, reason=None, code=None, reduce_only=False
                            directive=[], panic=True, parse_scope=Scope.parse)
 LATE = Refusal(grpc.StatusCode.DEADLINE_EXCEEDED)
 GLOBAL_TRIPPED = pb.GetStateResponse(scopes=[pb.ScopeState(
-    scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_TRIPPED)])
+    scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_TRIPPED, cause=pb.CAUSE_SYSTEM)])
 
 
 def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsys):
@@ -130,7 +130,9 @@ def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsy
      "GLOBAL is TRIPPED: trading was NOT stopped"),
     ([LATE, LATE], [LATE], "cannot say whether trading stopped (DEADLINE_EXCEEDED): assume"
                            " it did NOT"),
-], ids=["unstored", "unapplied", "re-arming", "drill", "unknown"])
+    ([Refusal(grpc.StatusCode.UNAVAILABLE, "failed to connect")],
+     [Refusal(grpc.StatusCode.UNAVAILABLE)], "cannot say whether trading stopped (UNAVAILABLE)"),
+], ids=["unstored", "unapplied", "re-arming", "drill", "unknown", "unreachable"])
 def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, state, told):
     """Review 35: the operator saw only the error, whether the sidecar halted in memory
     (a full disk) or never applied the stop."""
@@ -144,8 +146,9 @@ def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, sta
         assert raised.value is refusals[-1]
     said = capsys.readouterr().err
     assert told in said
-    # review 38g: the scope read ARMED while its trip, held in memory, denied its orders
-    assert ("a restart drops it" in said) == (refusals[-1] is not LATE)
+    # review 38g: the scope read ARMED while its trip, held in memory, denied its orders;
+    # 38i: not said of a sidecar never reached
+    assert ("a restart drops it" in said) == (state[0] is GLOBAL_TRIPPED)
 
 
 def working(*coids: str) -> pb.GetStateResponse:
@@ -166,18 +169,22 @@ def test_orders_clear_without_ids_clears_the_orders_it_showed_not_all():
     assert list(request.client_order_ids) == ["stuck-1", "stuck-2"]
 
 
-@pytest.mark.parametrize("after, code, told", [
-    (working(), Exit.DONE, "0 orders it was to end still work in account acc: it landed"),
+@pytest.mark.parametrize("after, code, told, every", [
+    (working(), Exit.DONE, "0 orders it was to end still work in account acc: it landed",
+     False),
     (working("stuck-2"), Exit.FAILED, "1 order it was to end still work in account acc: the"
-                                      " clear may yet land"),
-    (LATE, Exit.FAILED, "the sidecar cannot say what still works now (DEADLINE_EXCEEDED)"),
-], ids=["landed", "not-yet", "unknown"])
-def test_a_clear_with_no_answer_says_what_still_works(capsys, after, code, told):
+                                      " clear may yet land", False),
+    (LATE, Exit.FAILED, "the sidecar cannot say what still works now (DEADLINE_EXCEEDED)",
+     False),
+    # review 38i: with --all, whether unadopted open orders are cleared cannot be seen
+    (working(), Exit.FAILED, "could not adopt are cleared cannot be seen", True),
+], ids=["landed", "not-yet", "unknown", "all"])
+def test_a_clear_with_no_answer_says_what_still_works(capsys, after, code, told, every):
     """Review 36e: a clear answered too late exited 1, "could not do it", while it had
     been carried out: it looks again and says how many of its orders still work."""
     sidecar = ScriptedSidecar(GetState=[working("stuck-1", "stuck-2"), after],
                               ClearWorkingOrders=[LATE])
-    args = argparse.Namespace(account="acc", coid=[], all=False, reason="gone at the venue",
+    args = argparse.Namespace(account="acc", coid=[], all=every, reason="gone at the venue",
                               yes=True)
     assert run_clear(args, sidecar, Output(json_mode=False)) == code
     said = " ".join(capsys.readouterr().out.split())

@@ -617,8 +617,10 @@ def test_the_journal_holds_where_the_clock_was_within_a_second() -> None:
         runs(1)
         assert clock.now() - latest_time(None, journal.entries) < CLOCK_MARK_S + 0.1
     assert len(journal.entries) <= 1 + 15 / CLOCK_MARK_S  # not one a run
-    runs(6)  # the TTL passed: the loss is tripped, and no deadline is ahead
+    guard.heartbeat("exec-2", MOMO, 20.0)  # beats once more, then it stops too
+    runs(6)  # exec-1's TTL passed: the loss is tripped
     assert guard.engine.state_of(MOMO) is State.TRIPPED
+    runs(15)  # and exec-2's, its scope latched already (review 38i: marked for good)
     written = len(journal.entries)
     runs(10)
     assert len(journal.entries) == written
