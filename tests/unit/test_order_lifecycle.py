@@ -1880,3 +1880,18 @@ def test_a_clear_of_a_replacement_the_venue_spoke_of_ends_it_as_a_cancel():
     engine.clear_working_orders(ACCOUNT, ["o1", "o2"])
     assert _reserved(engine) == {"o3": 1}
     assert not report_fill(engine, fill(0.25, client_order_id="o3")).unchecked
+
+
+@pytest.mark.xfail(strict=True, reason="review 38j, docs/design.md known gap 15: an"
+                   " original's fills first said owed while its replace is in flight are"
+                   " reserved apart, and the replacement keeps its whole room")
+def test_an_originals_fills_said_owed_while_its_replace_is_in_flight_take_the_chains_room():
+    """Review 38j: o5 (8) replaced by o17 (8); before the venue's word on o17, o5's OPEN
+    says 4 left, 4 filled. The chain was allowed 8; o5's 4 and o17's 8 filled untripped
+    (without the update, or with it after o5's fill, o17's 8 trips)."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(8, client_order_id="o5"))
+    _allowed(engine, order(8, client_order_id="o17", replaces="o5"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
+    assert not report_fill(engine, fill(4, client_order_id="o5")).unchecked
+    assert report_fill(engine, fill(8, client_order_id="o17")).unchecked
