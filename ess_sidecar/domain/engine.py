@@ -381,21 +381,20 @@ class GuardEngine:
         the reporter as their actor. `capped`: refused at
         `limits.max_scopes_with_evidence` (a replay of a sample kept live is not: review
         38m, a restart with the cap lowered dropped evidence, and a reset was accepted
-        while the breach held)."""
+        while the breach held). A sample that trips its scope on its own is kept past the
+        cap: the latch needs its evidence, for its reset and its renewals (reviews 38m,
+        38n: refused, the breach was recorded nowhere, and a reset, or an auto re-arm,
+        lifted it while it held)."""
         check_metric_value(metric, value)
         plan = self.plan(now)
         most = self.config.limits.max_scopes_with_evidence
-        if capped and scope not in self.breakers and len(self.breakers) >= most:
+        if capped and scope not in self.breakers and len(self.breakers) >= most \
+                and not Breakers(self.config.breakers).record(scope, metric, value, now):
             # No evidence can be kept for this scope, so nothing can be ruled out: stop
-            # everything (once), and refuse the sample (plan.refusal). What the sample
-            # alone calls for is tripped all the same (review 38m: a breach refused here
-            # was recorded nowhere, and a reset of GLOBAL let its account trade).
+            # everything (once), and refuse the sample (plan.refusal).
             plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{most} scopes have breaker"
                       " evidence (limits.max_scopes_with_evidence): no more can be kept",
                       actor)
-            for alone in Breakers(self.config.breakers).record(scope, metric, value, now):
-                plan.trip(scope, alone.mode, Cause.BREAKER, alone.message, actor,
-                          breaker=alone.breaker)
             plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have evidence;" \
                            f" a sample for {scope} cannot be kept (GLOBAL tripped)"
             return plan

@@ -542,6 +542,10 @@ class OrderLedger:
                          left - original.owed + original.leaves_over), 0.0)
         original.leaves_over = 0.0
         original.replaced_by = ""
+        # Its own word may have been an executor's echo (review 38n: a clear of it then
+        # ended it as a cancel, and the order it replaced, live, reserved nothing): a
+        # clear of it gives that order its leaves back, as for a rejection.
+        original.confirmed = False
         if original.venue_ended:  # it ended while the replace was in flight: for good
             original.cap_fills()
         if original.cleared_owed:  # the operator freed its owed fills' room, not its

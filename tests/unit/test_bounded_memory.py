@@ -13,7 +13,7 @@ from ess_sidecar.domain import heartbeats
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import GuardConfig
 from ess_sidecar.domain.engine import GuardEngine
-from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument
+from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument, ResetRefused
 from ess_sidecar.domain.oldest import MOST_PER_RUN
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.decisions import DecisionReason
@@ -104,21 +104,24 @@ def test_too_many_scopes_with_evidence_trips_global_and_refuses_the_sample() -> 
     guard.report_metric(strategies(1)[0], Metric.API_ERROR, 1.0)  # known scopes still report
 
 
-def test_a_sample_refused_at_the_evidence_cap_trips_what_it_alone_calls_for() -> None:
-    """Review 38m: a 50 % drawdown refused at the cap tripped GLOBAL only, and a plain reset
-    of GLOBAL after its cooldown let the account trade, the breach recorded nowhere."""
+def test_a_sample_that_trips_its_scope_alone_is_kept_past_the_evidence_cap() -> None:
+    """Review 38m: a 50 % drawdown refused at the cap tripped GLOBAL only, and a reset of
+    GLOBAL let the account trade, the breach recorded nowhere; 38n: tripping the account
+    without its evidence, a plain reset (or an auto re-arm) lifted it while it held."""
     clock = FakeClock(T0)
     engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
     guard = Guard(engine, InMemoryStateStore(), clock, Subscribers(4))
     for scope in strategies(100):
         guard.report_metric(scope, Metric.API_ERROR, 1.0)
     breached, quiet = Scope(ScopeKind.ACCOUNT, "acc-1"), Scope(ScopeKind.ACCOUNT, "acc-2")
-    for scope, drawdown in ((breached, 50.0), (quiet, 1.0)):
-        with pytest.raises(CapacityExceeded):
-            guard.report_metric(scope, Metric.DAILY_DRAWDOWN_PCT, drawdown)
-    assert [latch.name for latch in engine.current(breached).held()] == \
-        ["daily_drawdown_pct"]
-    assert engine.state_of(quiet) is State.ARMED and breached not in engine.breakers
+    assert guard.report_metric(breached, Metric.DAILY_DRAWDOWN_PCT, 50.0).tripped
+    assert breached in engine.breakers and engine.state_of(GLOBAL) is State.ARMED
+    with pytest.raises(CapacityExceeded):
+        guard.report_metric(quiet, Metric.DAILY_DRAWDOWN_PCT, 1.0)
+    assert engine.state_of(quiet) is State.ARMED and quiet not in engine.breakers
+    clock.advance(3600)
+    with pytest.raises(ResetRefused, match="still holds"):
+        guard.reset(breached, "looked", force=False, actor="alice")
 
 
 def test_a_replay_keeps_the_evidence_kept_live_whatever_the_cap_is_now() -> None:
@@ -131,7 +134,7 @@ def test_a_replay_keeps_the_evidence_kept_live_whatever_the_cap_is_now() -> None
                   journal=journal)
     for scope in strategies(151):
         with pytest.raises(CapacityExceeded) if scope.id == "s-150" else nullcontext():
-            guard.report_metric(scope, Metric.DAILY_DRAWDOWN_PCT, 6.0)
+            guard.report_metric(scope, Metric.DAILY_DRAWDOWN_PCT, 3.0)  # below 5
     for cap in (100, 1000):
         replayed = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=cap)))
         for command in journal.commands:

@@ -1895,3 +1895,19 @@ def test_an_originals_fills_said_owed_while_its_replace_is_in_flight_take_the_ch
     engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
     assert not report_fill(engine, fill(4, client_order_id="o5")).unchecked
     assert report_fill(engine, fill(8, client_order_id="o17")).unchecked
+
+
+def test_a_clear_of_a_replacement_revived_by_a_rejection_gives_its_original_back():
+    """Review 38n: o1 -> o2 -> o3, o3 sent before the venue's word on o2. The executor's
+    echo of o2 (OPEN) came after o3 had replaced it here, and marked it as having lived;
+    the venue rejected o2, o3 with it; o3's rejection revived o2, and the operator's clear
+    of o2 ended it as a cancel: o1, live at the venue, reserved nothing."""
+    engine = make_engine(equity=10_000_000)
+    for coid, replaces in (("o1", ""), ("o2", "o1"), ("o3", "o2")):
+        _allowed(engine, order(1, client_order_id=coid, replaces=replaces))
+    engine.update_order(OrderUpdate(ACCOUNT, "o1", OrderStatus.OPEN, 1, 0))
+    engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 1, 0))  # an echo
+    engine.update_order(OrderUpdate(ACCOUNT, "o3", OrderStatus.REJECTED))
+    assert _reserved(engine) == {"o2": 1}
+    engine.clear_working_orders(ACCOUNT, ["o2"])
+    assert _reserved(engine) == {"o1": 1}
