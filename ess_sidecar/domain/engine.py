@@ -388,16 +388,20 @@ class GuardEngine:
         check_metric_value(metric, value)
         plan = self.plan(now)
         most = self.config.limits.max_scopes_with_evidence
-        if capped and scope not in self.breakers and len(self.breakers) >= most \
-                and not Breakers(self.config.breakers).record(scope, metric, value, now):
+        if capped and scope not in self.breakers and len(self.breakers) >= most:
             # No evidence can be kept for this scope, so nothing can be ruled out: stop
-            # everything (once), and refuse the sample (plan.refusal).
+            # everything (once), and refuse the sample (plan.refusal); GLOBAL is held
+            # while the evidence is at its cap (`holding`). One that trips its scope alone
+            # is kept, up to a tenth past the cap (review 38p: unbounded otherwise).
             plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{most} scopes have breaker"
                       " evidence (limits.max_scopes_with_evidence): no more can be kept",
                       actor)
-            plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have evidence;" \
-                           f" a sample for {scope} cannot be kept (GLOBAL tripped)"
-            return plan
+            if len(self.breakers) >= most + most // 10 \
+                    or not Breakers(self.config.breakers).record(scope, metric, value, now):
+                plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have" \
+                               f" evidence; a sample for {scope} cannot be kept (GLOBAL" \
+                               " tripped)"
+                return plan
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
         for trip in self.breakers.record(scope, metric, value, now):
@@ -603,8 +607,13 @@ class GuardEngine:
         return plan
 
     def holding(self, scope: Scope, now: float) -> list[str]:
-        """Breakers of this scope whose condition still holds."""
+        """Breakers of this scope whose condition still holds; for GLOBAL, the evidence
+        at its cap too (review 38p: samples refused there, a breach needing more than one
+        sample was recorded nowhere, and a plain reset of GLOBAL let its account trade)."""
         held = self.breakers.holding(scope, now)
+        most = self.config.limits.max_scopes_with_evidence
+        if scope == GLOBAL and len(self.breakers) >= most:
+            held.append("limits.max_scopes_with_evidence")
         if self.heartbeats.lapsed(scope, now) \
                 and self.breakers.rule(scope, Breaker.HEARTBEAT_LOST).enabled:
             held.append(Breaker.HEARTBEAT_LOST)

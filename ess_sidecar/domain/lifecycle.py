@@ -329,7 +329,9 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
     operator's clear of it ends it as a cancel would, never as a replacement the venue
     rejected (review 38i: the clear unreplaced it, and first ended the live order that
     replaced it in turn, its reservation gone)."""
-    changed, record.confirmed = not record.confirmed, True
+    changed = not record.confirmed
+    if changed:  # once replaced: maybe an executor's echo (OrderRecord.confirmed_late)
+        record.confirmed = record.confirmed_late = True
     if status is OrderStatus.OPEN and leaves and record.unlisted and not record.replaced_by:
         ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
         record.pending = owed or 0.0

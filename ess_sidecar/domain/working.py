@@ -52,7 +52,7 @@ class OrderRecord:
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
-                 "crossing_released", "crossing_room", "leaves_over")
+                 "crossing_released", "crossing_room", "leaves_over", "confirmed_late")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -99,6 +99,9 @@ class OrderRecord:
         # The venue's word on it came (an update, a fill under its own id, a snapshot): a
         # replacement it has confirmed is no longer one the venue may yet reject.
         self.confirmed = False
+        # Confirmed only by a word that came once it was replaced already: maybe an
+        # executor's echo of its request (review 38n), doubted if a rejection revives it.
+        self.confirmed_late = False
         # The most it may fill in all once the venue ended it (the fills counted then,
         # and those it was owed): its room went to other orders, so a fill beyond trips.
         # Never lifted; what it was allowed (`quantity`) is kept.
@@ -396,7 +399,7 @@ class OrderLedger:
     def confirm(self, replacement: OrderRecord) -> None:
         """The venue's word on a replacement (an update, a fill under its own id, a
         snapshot): the replace is done, and what it held for the original's leaves goes."""
-        replacement.confirmed = True
+        replacement.confirmed, replacement.confirmed_late = True, False
         if replacement.held_price:
             self._hold(replacement, 0.0)
         extra, room = replacement.crossing, replacement.crossing_room
@@ -542,10 +545,12 @@ class OrderLedger:
                          left - original.owed + original.leaves_over), 0.0)
         original.leaves_over = 0.0
         original.replaced_by = ""
-        # Its own word may have been an executor's echo (review 38n: a clear of it then
-        # ended it as a cancel, and the order it replaced, live, reserved nothing): a
-        # clear of it gives that order its leaves back, as for a rejection.
-        original.confirmed = False
+        # A word on it that came once it was replaced may have been an executor's echo
+        # (review 38n: a clear of it then ended it as a cancel, and the order it had
+        # replaced, live, reserved nothing): a clear of it gives that order its leaves
+        # back, as for a rejection. One that came while it was the head stands (38p).
+        if original.confirmed_late:
+            original.confirmed = original.confirmed_late = False
         if original.venue_ended:  # it ended while the replace was in flight: for good
             original.cap_fills()
         if original.cleared_owed:  # the operator freed its owed fills' room, not its

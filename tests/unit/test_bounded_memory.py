@@ -107,7 +107,9 @@ def test_too_many_scopes_with_evidence_trips_global_and_refuses_the_sample() -> 
 def test_a_sample_that_trips_its_scope_alone_is_kept_past_the_evidence_cap() -> None:
     """Review 38m: a 50 % drawdown refused at the cap tripped GLOBAL only, and a reset of
     GLOBAL let the account trade, the breach recorded nowhere; 38n: tripping the account
-    without its evidence, a plain reset (or an auto re-arm) lifted it while it held."""
+    without its evidence, a plain reset (or an auto re-arm) lifted it while it held; 38p:
+    a breach of two samples was refused whole, so GLOBAL holds while the evidence is at
+    its cap, and what passes it is bounded (a tenth of it)."""
     clock = FakeClock(T0)
     engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
     guard = Guard(engine, InMemoryStateStore(), clock, Subscribers(4))
@@ -115,13 +117,18 @@ def test_a_sample_that_trips_its_scope_alone_is_kept_past_the_evidence_cap() -> 
         guard.report_metric(scope, Metric.API_ERROR, 1.0)
     breached, quiet = Scope(ScopeKind.ACCOUNT, "acc-1"), Scope(ScopeKind.ACCOUNT, "acc-2")
     assert guard.report_metric(breached, Metric.DAILY_DRAWDOWN_PCT, 50.0).tripped
-    assert breached in engine.breakers and engine.state_of(GLOBAL) is State.ARMED
+    assert breached in engine.breakers and engine.state_of(GLOBAL) is State.TRIPPED
     with pytest.raises(CapacityExceeded):
         guard.report_metric(quiet, Metric.DAILY_DRAWDOWN_PCT, 1.0)
     assert engine.state_of(quiet) is State.ARMED and quiet not in engine.breakers
     clock.advance(3600)
-    with pytest.raises(ResetRefused, match="still holds"):
-        guard.reset(breached, "looked", force=False, actor="alice")
+    for scope in (breached, GLOBAL):
+        with pytest.raises(ResetRefused, match="still holds"):
+            guard.reset(scope, "looked", force=False, actor="alice")
+    for n in range(20):  # a flood of breaches for new scopes: a tenth past the cap
+        with pytest.raises(CapacityExceeded) if n >= 9 else nullcontext():
+            guard.report_metric(Scope(ScopeKind.SYMBOL, f"S{n}"), Metric.DATA_FEED_CORRUPT, 1)
+    assert len(engine.breakers) == 110
 
 
 def test_a_replay_keeps_the_evidence_kept_live_whatever_the_cap_is_now() -> None:

@@ -1911,3 +1911,20 @@ def test_a_clear_of_a_replacement_revived_by_a_rejection_gives_its_original_back
     assert _reserved(engine) == {"o2": 1}
     engine.clear_working_orders(ACCOUNT, ["o2"])
     assert _reserved(engine) == {"o1": 1}
+
+
+def test_a_replacement_the_venue_spoke_of_as_the_head_stays_confirmed_once_revived():
+    """Review 38p: o2, confirmed by the venue while it was the head, then revived by the
+    rejection of o3, was doubted as an echo: the operator's clear of o2 (replaced since
+    by o4, live) unreplaced it and ended o4, and 100 more were allowed past the limit."""
+    engine = make_engine(equity=100_000)  # 30 % = 300 units
+    _allowed(engine, order(10, client_order_id="o1"))
+    _allowed(engine, order(10, client_order_id="o2", replaces="o1"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 8, 2))
+    _allowed(engine, order(10, client_order_id="o3", replaces="o2"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o3", OrderStatus.REJECTED))
+    _allowed(engine, order(280, client_order_id="o4", replaces="o2"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o4", OrderStatus.OPEN, 280, 0))
+    engine.clear_working_orders(ACCOUNT, ["o2"])
+    assert "o4" in _reserved(engine)
+    assert engine.check(order(100), T0).reason is R.SYMBOL_EXPOSURE
