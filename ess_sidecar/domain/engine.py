@@ -77,6 +77,11 @@ class GuardEngine:
         # run from a second after that renewal renews it (review 37f: left unrecorded, a
         # reset naming the version seen lifted it hours later). Rebuilt by replay.
         self._unrenewed: dict[Scope, tuple[str, TriggerMode, str, str]] = {}
+        # A sample was refused at limits.max_scopes_with_evidence since GLOBAL last
+        # resumed: its breach may be recorded nowhere, so only a forced reset resumes
+        # GLOBAL (review 38p; 38q: held while the evidence was at its cap instead, a
+        # re-arm delay of GLOBAL never ended). Rebuilt by replay (MetricReported.accepted).
+        self.refused_at_cap = False
         # Registrations the replayed journal ended (start-up only: a store that still has
         # one, its delete failed or never came, must not bring it back; recovery.py).
         self.deregistered_in_replay: set[tuple[str, Scope]] = set()
@@ -334,7 +339,10 @@ class GuardEngine:
             for record in working:
                 if not record.working:  # ended by the one before it in this pass
                     continue
-                if not record.confirmed and self.orders.rejectable(record):
+                if not record.confirmed and self.orders.rejectable(record) and not any(
+                        s.confirmed for s in self.orders.successors(record)):
+                    # (a replace of it the venue confirmed says it lived: review 38q, the
+                    # unreplace ended that live order, and its room went to others)
                     self.orders.unreplace(record)
                 else:
                     self._clear(record)
@@ -390,9 +398,9 @@ class GuardEngine:
         most = self.config.limits.max_scopes_with_evidence
         if capped and scope not in self.breakers and len(self.breakers) >= most:
             # No evidence can be kept for this scope, so nothing can be ruled out: stop
-            # everything (once), and refuse the sample (plan.refusal); GLOBAL is held
-            # while the evidence is at its cap (`holding`). One that trips its scope alone
-            # is kept, up to a tenth past the cap (review 38p: unbounded otherwise).
+            # everything (once), and refuse the sample (plan.refusal); then only a forced
+            # reset resumes GLOBAL (`refused_at_cap`). One that trips its scope alone is
+            # kept, up to a tenth past the cap (review 38p: unbounded otherwise).
             plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{most} scopes have breaker"
                       " evidence (limits.max_scopes_with_evidence): no more can be kept",
                       actor)
@@ -401,6 +409,7 @@ class GuardEngine:
                 plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have" \
                                f" evidence; a sample for {scope} cannot be kept (GLOBAL" \
                                " tripped)"
+                self.refused_at_cap = True
                 return plan
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
@@ -500,6 +509,10 @@ class GuardEngine:
         when the scope would resume, any breaker of it) still holds; unless forced."""
         if force:
             return
+        if scope == GLOBAL and resumes and self.refused_at_cap:
+            raise ResetRefused("GLOBAL: samples were refused at limits.max_scopes_with_evidence"
+                               " since it last resumed: a breach may be recorded nowhere"
+                               " (review 38p); check the reporting scopes, then force")
         cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
         allowed_at = max(latch.since for latch in clearing) + cooldown
         if now < allowed_at:
@@ -607,13 +620,8 @@ class GuardEngine:
         return plan
 
     def holding(self, scope: Scope, now: float) -> list[str]:
-        """Breakers of this scope whose condition still holds; for GLOBAL, the evidence
-        at its cap too (review 38p: samples refused there, a breach needing more than one
-        sample was recorded nowhere, and a plain reset of GLOBAL let its account trade)."""
+        """Breakers of this scope whose condition still holds."""
         held = self.breakers.holding(scope, now)
-        most = self.config.limits.max_scopes_with_evidence
-        if scope == GLOBAL and len(self.breakers) >= most:
-            held.append("limits.max_scopes_with_evidence")
         if self.heartbeats.lapsed(scope, now) \
                 and self.breakers.rule(scope, Breaker.HEARTBEAT_LOST).enabled:
             held.append(Breaker.HEARTBEAT_LOST)
@@ -667,6 +675,8 @@ class GuardEngine:
                     latch.name == unrenewed[0] and latch.since < transition.time
                     for latch in transition.held()):
                 del self._unrenewed[transition.scope]
+            if transition.scope == GLOBAL and transition.state not in RESTRICTING:
+                self.refused_at_cap = False  # resumed (forced, see _check_resumable)
             if transition.cause is Cause.RESET:
                 kept = {latch.name for latch in transition.held()}
                 for latch in before.held() if before else ():
@@ -762,6 +772,8 @@ class GuardEngine:
             case MetricReported(scope, metric, value, now, accepted):
                 if accepted is not False:  # None: the cap in force now decides
                     self.plan_report(scope, metric, value, now, capped=accepted is None)
+                else:
+                    self.refused_at_cap = True
             case OrderUpdated(update):
                 self.update_order(update)
             case PositionsSynced(account, equity, positions, open_orders, now, included,

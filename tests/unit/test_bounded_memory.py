@@ -11,7 +11,7 @@ import pytest
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain import heartbeats
 from ess_sidecar.domain.breakers import Metric
-from ess_sidecar.domain.config import GuardConfig
+from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument, ResetRefused
 from ess_sidecar.domain.oldest import MOST_PER_RUN
@@ -122,13 +122,42 @@ def test_a_sample_that_trips_its_scope_alone_is_kept_past_the_evidence_cap() -> 
         guard.report_metric(quiet, Metric.DAILY_DRAWDOWN_PCT, 1.0)
     assert engine.state_of(quiet) is State.ARMED and quiet not in engine.breakers
     clock.advance(3600)
-    for scope in (breached, GLOBAL):
-        with pytest.raises(ResetRefused, match="still holds"):
-            guard.reset(scope, "looked", force=False, actor="alice")
+    with pytest.raises(ResetRefused, match="still holds"):
+        guard.reset(breached, "looked", force=False, actor="alice")
+    with pytest.raises(ResetRefused, match="refused at limits.max_scopes_with_evidence"):
+        guard.reset(GLOBAL, "looked", force=False, actor="alice")
     for n in range(20):  # a flood of breaches for new scopes: a tenth past the cap
         with pytest.raises(CapacityExceeded) if n >= 9 else nullcontext():
             guard.report_metric(Scope(ScopeKind.SYMBOL, f"S{n}"), Metric.DATA_FEED_CORRUPT, 1)
     assert len(engine.breakers) == 110
+
+
+def test_after_a_sample_refused_at_the_cap_only_a_forced_reset_resumes_global() -> None:
+    """Review 38p: a breach of two samples, both refused at the cap, was recorded nowhere,
+    and a plain reset of GLOBAL let its account trade; 38q: held while the evidence was at
+    its cap instead, GLOBAL's re-arm delay never ended, and a plain reset after idle
+    evidence was forgotten resumed it all the same. Replay rebuilds it."""
+    clock, journal = FakeClock(T0), RecordingJournal()
+    config = GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100),
+                         policy={ScopeKind.GLOBAL: ResumePolicy(rearm_delay_s=30)})
+    engine = GuardEngine(config)
+    guard = Guard(engine, InMemoryStateStore(), clock, Subscribers(4), journal=journal)
+    for scope in strategies(100):
+        guard.report_metric(scope, Metric.DATA_FEED_TICK, 1.0)  # watched: never forgotten
+    with pytest.raises(CapacityExceeded):
+        guard.report_metric(Scope(ScopeKind.ACCOUNT, "acc-1"), Metric.DAILY_DRAWDOWN_PCT, 4)
+    replayed = GuardEngine(config)
+    for command in journal.commands:
+        replayed.replay(command, [])
+    assert replayed.refused_at_cap
+    clock.advance(3 * 86_400)
+    with pytest.raises(ResetRefused, match="refused at limits.max_scopes_with_evidence"):
+        guard.reset(GLOBAL, "looked", force=False, actor="alice")
+    assert guard.reset(GLOBAL, "checked", force=True, actor="alice").state \
+        is State.COOLING_DOWN
+    clock.advance(31)
+    guard.run_timers()
+    assert engine.state_of(GLOBAL) is State.ARMED and not engine.refused_at_cap
 
 
 def test_a_replay_keeps_the_evidence_kept_live_whatever_the_cap_is_now() -> None:

@@ -1917,12 +1917,20 @@ def test_a_replacement_the_venue_spoke_of_as_the_head_stays_confirmed_once_reviv
     """Review 38p: o2, confirmed by the venue while it was the head, then revived by the
     rejection of o3, was doubted as an echo: the operator's clear of o2 (replaced since
     by o4, live) unreplaced it and ended o4, and 100 more were allowed past the limit."""
-    engine = make_engine(equity=100_000)  # 30 % = 300 units
-    _allowed(engine, order(10, client_order_id="o1"))
-    _allowed(engine, order(10, client_order_id="o2", replaces="o1"))
-    engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 8, 2))
-    _allowed(engine, order(10, client_order_id="o3", replaces="o2"))
-    engine.update_order(OrderUpdate(ACCOUNT, "o3", OrderStatus.REJECTED))
+    for late in (False, True):  # 38q: o2's word came once o3 had replaced it
+        engine = make_engine(equity=100_000)  # 30 % = 300 units
+        _allowed(engine, order(10, client_order_id="o1"))
+        _allowed(engine, order(10, client_order_id="o2", replaces="o1"))
+        if not late:
+            engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 8, 2))
+        _allowed(engine, order(10, client_order_id="o3", replaces="o2"))
+        if late:
+            engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 8, 2))
+        engine.update_order(OrderUpdate(ACCOUNT, "o3", OrderStatus.REJECTED))
+        _cleared_after_a_live_replace(engine)
+
+
+def _cleared_after_a_live_replace(engine) -> None:
     _allowed(engine, order(280, client_order_id="o4", replaces="o2"))
     engine.update_order(OrderUpdate(ACCOUNT, "o4", OrderStatus.OPEN, 280, 0))
     engine.clear_working_orders(ACCOUNT, ["o2"])
