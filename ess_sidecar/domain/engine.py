@@ -317,8 +317,8 @@ class GuardEngine:
         leave it (unless it is named too), so that a clear never takes what a live order
         reserves."""
         account = canonical_id(account, "account")
-        wanted = {canonical_id(c, f"client_order_ids[{i}]")
-                  for i, c in enumerate(client_order_ids)}
+        wanted = dict.fromkeys(canonical_id(c, f"client_order_ids[{i}]")  # in the order
+                               for i, c in enumerate(client_order_ids))  # named: a replay
         ended = [r for r in self.orders.working(account)
                  if not wanted or r.client_order_id in wanted]
         if not wanted:  # all of them, those a snapshot left out too
@@ -340,9 +340,11 @@ class GuardEngine:
                 if not record.working:  # ended by the one before it in this pass
                     continue
                 if not record.confirmed and self.orders.rejectable(record) and not any(
-                        s.confirmed for s in self.orders.successors(record)):
-                    # (a replace of it the venue confirmed says it lived: review 38q, the
-                    # unreplace ended that live order, and its room went to others)
+                        s.confirmed and not s.confirmed_late
+                        for s in self.orders.successors(record)):
+                    # (a replace of it the venue confirmed as the head says it lived:
+                    # review 38q, the unreplace ended that live order; 38r: a word that
+                    # came once it was replaced may be an echo, and proves nothing)
                     self.orders.unreplace(record)
                 else:
                     self._clear(record)
@@ -485,6 +487,11 @@ class GuardEngine:
                 raise InvalidArgument(f"latches[{index}]", f"{scope} has no latch {name!r}:"
                                       f" it has {', '.join(held)}")
         resumes = len(named) == len(held)
+        if scope == GLOBAL and self.refused_at_cap and not force \
+                and (resumes or LatchKind.SYSTEM in named):  # a drill's too (review 38r)
+            raise ResetRefused("GLOBAL: samples were refused at limits.max_scopes_with_evidence"
+                               " since it last resumed: a breach may be recorded nowhere"
+                               " (review 38p); check the reporting scopes, then force")
         if all(name == LatchKind.DRILL for name in named):  # a drill's transition only if
             plan.clear(scope, named, Cause.RESET, reason, actor,  # no real latch is left
                        self._rearm_delay(scope), drill=resumes)
@@ -509,10 +516,6 @@ class GuardEngine:
         when the scope would resume, any breaker of it) still holds; unless forced."""
         if force:
             return
-        if scope == GLOBAL and resumes and self.refused_at_cap:
-            raise ResetRefused("GLOBAL: samples were refused at limits.max_scopes_with_evidence"
-                               " since it last resumed: a breach may be recorded nowhere"
-                               " (review 38p); check the reporting scopes, then force")
         cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
         allowed_at = max(latch.since for latch in clearing) + cooldown
         if now < allowed_at:

@@ -153,6 +153,8 @@ def test_after_a_sample_refused_at_the_cap_only_a_forced_reset_resumes_global() 
     clock.advance(3 * 86_400)
     with pytest.raises(ResetRefused, match="refused at limits.max_scopes_with_evidence"):
         guard.reset(GLOBAL, "looked", force=False, actor="alice")
+    with pytest.raises(ResetRefused, match="refused at limits"):  # review 38r: a latch at
+        guard.reset(GLOBAL, "looked", force=False, actor="alice", latches=["system"])  # a time
     assert guard.reset(GLOBAL, "checked", force=True, actor="alice").state \
         is State.COOLING_DOWN
     clock.advance(31)

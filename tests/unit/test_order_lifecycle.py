@@ -1936,3 +1936,22 @@ def _cleared_after_a_live_replace(engine) -> None:
     engine.clear_working_orders(ACCOUNT, ["o2"])
     assert "o4" in _reserved(engine)
     assert engine.check(order(100), T0).reason is R.SYMBOL_EXPOSURE
+
+
+@pytest.mark.parametrize("named", [["o2"], ["o2", "o5"], ["o5", "o2"]])
+def test_a_word_that_came_once_replaced_proves_no_order_before_it_lived(named):
+    """Review 38r: o4's only word came once o5 had replaced it (an echo, maybe), and it
+    kept the clear of o2 from giving o1, live, its leaves back; with two orders named the
+    outcome followed the hash of their ids, so a replay could differ from the live one."""
+    engine = make_engine(equity=100_000)  # 30 % = 300 units
+    _allowed(engine, order(100, client_order_id="o1"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o1", OrderStatus.OPEN, 100, 0))
+    _allowed(engine, order(100, client_order_id="o2", replaces="o1"))
+    _allowed(engine, order(100, client_order_id="o3", replaces="o2"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o2", OrderStatus.OPEN, 98, 2))  # late
+    engine.update_order(OrderUpdate(ACCOUNT, "o3", OrderStatus.REJECTED))
+    _allowed(engine, order(10, client_order_id="o4", replaces="o2"))
+    _allowed(engine, order(10, client_order_id="o5", replaces="o4"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o4", OrderStatus.OPEN, 10, 0))  # late
+    engine.clear_working_orders(ACCOUNT, named)
+    assert _reserved(engine) == {"o1": 100}
