@@ -325,10 +325,12 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
                               status: OrderStatus, leaves: float | None,
                               owed: float | None) -> bool:
     """The venue's word on an order the sidecar has ended (filled, cancelled, replaced,
-    left out of a snapshot); whether it changed anything. It lived at the venue: an
-    operator's clear of it ends it as a cancel would, never as a replacement the venue
-    rejected (review 38i: the clear unreplaced it, and first ended the live order that
-    replaced it in turn, its reservation gone)."""
+    left out of a snapshot); whether it changed anything. It is confirmed: an operator's
+    clear of it ends it as a cancel would, not as a replacement the venue rejected
+    (review 38i: the clear unreplaced it, and first ended the live order that replaced it
+    in turn). Its word came once it was replaced, so it may be an executor's echo
+    (`confirmed_late`): a rejection that revives it undoes that (review 38n), and it
+    proves nothing of the orders before it (engine.clear_working_orders, 38r)."""
     changed = not record.confirmed
     if changed:  # once replaced: maybe an executor's echo (OrderRecord.confirmed_late)
         record.confirmed = record.confirmed_late = True
