@@ -78,6 +78,8 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
             unchecked = unchecked or _unchecked(fill._replace(quantity=quantity), part,
                                                 _judged_by(ledger, part, named, quantity),
                                                 named)
+            if part is named and part is not None and _same_instrument(part, fill):
+                _charge_late(ledger, part, quantity)  # before the chain's part is judged
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
         unchecked = _unchecked(fill, record, None, named) \
             if record is not None and _adopted(record, named) else ""
@@ -191,6 +193,37 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         # unfilled.
         keep = max(min(record.remaining, record.unfilled), 0.0)
         ledger.release(record, min(quantity, record.remaining - keep))
+
+
+def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> None:
+    """A fill of `record`, replaced, that it was said to be owed once replaced
+    (`OrderRecord.owed_late`) is booked to it, and is the chain's too: it comes off what
+    the head of the chain may fill (its crossing room first, as a fill crossing the replace
+    does), as far as the head has room left, but for what leaves the venue gave an order
+    after `record` left out (`stated_after`). Reserved apart until it came, and charged
+    once it is here, it counts once whichever way it went (review 38j: uncharged, the
+    chain filled it twice untripped; sent down the chain, it tripped a head the venue had
+    ended before it was reported)."""
+    late = min(quantity, record.owed_late)
+    if not late > 0.0:
+        return
+    record.owed_late -= late
+    head = ledger.head(record)
+    if head is None or head is record:
+        return
+    stated = ledger.stated_after(record, head)
+    if stated is not None:
+        explained = min(late, stated.leaves_cut)
+        stated.leaves_cut -= explained  # explained, once
+        late -= explained
+    cut = min(late, max(head.unfilled, 0.0))
+    if not cut > 0.0:
+        return
+    head.quantity -= cut
+    head.crossing_room = max(head.crossing_room - cut, 0.0)
+    head.crossing = max(head.crossing - cut, 0.0)
+    keep = max(min(head.remaining, head.unfilled), 0.0)
+    ledger.release(head, min(cut, head.remaining - keep))
 
 
 def _before_leaves(ledger: OrderLedger, record: OrderRecord, named: OrderRecord,
@@ -442,6 +475,8 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
             room = _room(_judged_by(ledger, part, named, quantity) or part)
             beyond += quantity - max(min(quantity, room), 0.0)
             _book(ledger, part, named, quantity)
+            if part is named:
+                _charge_late(ledger, part, quantity)  # before the chain's part is judged
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)
         ledger.keep(named, now)

@@ -52,7 +52,8 @@ class OrderRecord:
                  "crossing", "unlisted", "venue_filled", "kept", "confirmed", "cap",
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
-                 "crossing_released", "crossing_room", "leaves_over", "confirmed_late")
+                 "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
+                 "owed_late")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -74,6 +75,12 @@ class OrderRecord:
         # were not reported yet. A replace or a snapshot keeps it reserved; its fills
         # take it down first, and nothing else does but an operator's clear.
         self.pending = 0.0
+        # Of `pending`: fills the venue said it was owed once it was replaced. The
+        # replacement's quantity (its leaves) was judged without them known, so they are
+        # the chain's: when they come they go down it, off its head's room, and what is
+        # reserved for them here goes then (review 38j: reserved apart, with the head's
+        # room whole, the chain could fill them twice untripped).
+        self.owed_late = 0.0
         # Works on only for its owed fills (replaced, or missing from a snapshot), having
         # given up `leaves_given_up`: a rejected replace gives them back (unreplace).
         self.owed_only = False
@@ -414,7 +421,7 @@ class OrderLedger:
                 self.release(replacement, min(extra, replacement.remaining))
 
     def end(self, record: OrderRecord) -> None:
-        record.pending = 0.0
+        record.pending = record.owed_late = 0.0
         self.release(record, record.remaining)
 
     def end_but_pending(self, record: OrderRecord) -> None:
@@ -452,6 +459,7 @@ class OrderLedger:
         own again. What was allowed and filled stays as it was."""
         assert not record.working and remaining > 0.0
         record.replaced_by, record.owed_only, record.unlisted = "", False, False
+        record.owed_late = 0.0  # the chain again: what it is owed is its own
         record.remaining = remaining
         self._count(record, +1)
         self._legs_reserve(record)
@@ -544,7 +552,7 @@ class OrderLedger:
         leaves = max(min(original.leaves_given_up,  # or anywhere
                          left - original.owed + original.leaves_over), 0.0)
         original.leaves_over = 0.0
-        original.replaced_by = ""
+        original.replaced_by, original.owed_late = "", 0.0  # its owed fills are its own
         # A word on it that came once it was replaced may have been an executor's echo
         # (review 38n: a clear of it then ended it as a cancel, and the order it had
         # replaced, live, reserved nothing): a clear of it gives that order its leaves
@@ -566,15 +574,21 @@ class OrderLedger:
 
     def settle_owed(self, record: OrderRecord, owed: float) -> None:
         """An order working only for fills it is owed: the venue now counts `owed` of
-        them not reported yet; it reserves exactly that (none left: it ends)."""
+        them not reported yet; it reserves exactly that (none left: it ends). Of an order
+        replaced, what it is owed beyond what it was before is the chain's (`owed_late`)."""
+        if record.replaced_by:
+            more = max(owed - record.pending, 0.0)
+            record.owed_late = min(record.owed_late + more, owed)
         record.pending = owed
         self.resize(record, owed)
 
     def owe(self, record: OrderRecord, owed: float) -> None:
         """An ended order (replaced, cancelled) is said to have `owed` fills not reported
-        yet: it works for them alone until they come. What it was allowed is unchanged."""
+        yet: it works for them alone until they come. What it was allowed is unchanged.
+        Of an order replaced, they are the chain's (`owed_late`)."""
         assert not record.working and owed > 0.0
         record.pending, record.owed_only = owed, True
+        record.owed_late = owed if record.replaced_by else 0.0
         record.remaining = owed
         self._count(record, +1)
         self._legs_reserve(record)

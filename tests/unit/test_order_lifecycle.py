@@ -361,7 +361,7 @@ def test_an_order_replaced_twice_stays_counted_while_it_works_for_fills_it_is_ow
         assert engine.check(order(1), T0).reason is R.MAX_WORKING_ORDERS
     assert not report_fill(engine, fill(5, client_order_id="B", fill_id="x1")).unchecked
     assert report_fill(engine, fill(5, client_order_id="B", fill_id="x1")).duplicate
-    assert _reserved(engine) == {"C": 100}
+    assert _reserved(engine) == {"C": 95}  # said owed once replaced: the chain's (38j)
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 5
     assert engine.check(order(1), T0).allowed
 
@@ -1882,19 +1882,62 @@ def test_a_clear_of_a_replacement_the_venue_spoke_of_ends_it_as_a_cancel():
     assert not report_fill(engine, fill(0.25, client_order_id="o3")).unchecked
 
 
-@pytest.mark.xfail(strict=True, reason="review 38j, docs/design.md known gap 15: an"
-                   " original's fills first said owed while its replace is in flight are"
-                   " reserved apart, and the replacement keeps its whole room")
 def test_an_originals_fills_said_owed_while_its_replace_is_in_flight_take_the_chains_room():
-    """Review 38j: o5 (8) replaced by o17 (8); before the venue's word on o17, o5's OPEN
-    says 4 left, 4 filled. The chain was allowed 8; o5's 4 and o17's 8 filled untripped
-    (without the update, or with it after o5's fill, o17's 8 trips)."""
+    """Review 38j (known gap 15 until stop 39): o5 (8) replaced by o17 (8); before the
+    venue's word on o17, o5's OPEN says 4 left, 4 filled. The chain was allowed 8; o5's 4
+    and o17's 8 filled untripped (without the update, or with it after o5's fill, o17's 8
+    trips): the 4 were reserved apart, and o17 kept its whole room."""
     engine = make_engine(equity=100_000)
     _allowed(engine, order(8, client_order_id="o5"))
     _allowed(engine, order(8, client_order_id="o17", replaces="o5"))
     engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
+    assert _reserved(engine) == {"o5": 4, "o17": 8}  # reserved until they come
     assert not report_fill(engine, fill(4, client_order_id="o5")).unchecked
+    assert _reserved(engine) == {"o17": 4}
     assert report_fill(engine, fill(8, client_order_id="o17")).unchecked
+
+
+def test_a_fill_said_owed_once_replaced_is_charged_before_its_chains_part_is_judged():
+    """Sim seed 8785 (stop 39): o5 (8) replaced by o12 (7), 4 of o5's crossing to o12;
+    then o5 is said to be owed 1 more, and its fill of 5 splits: 1 owed, 4 down the
+    chain. Judged before the 1 was charged, the 4 fitted o12's room; the chain filled 9."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(8, client_order_id="o5"))
+    _allowed(engine, order(7, client_order_id="o12", replaces="o5"))
+    assert not report_fill(engine, fill(4, client_order_id="o5", fill_id="f4")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 3, 5))
+    assert report_fill(engine, fill(5, client_order_id="o5", fill_id="f2")).unchecked
+
+
+def test_fills_said_owed_once_replaced_and_held_by_a_snapshot_take_the_chains_room():
+    """The same charge when a snapshot's `included_fills` books o5's owed fills."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(8, client_order_id="o5"))
+    _allowed(engine, order(8, client_order_id="o17", replaces="o5"))
+    engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
+    engine.sync_positions(ACCOUNT, 100_000, [position(4)], None, T0 + 1,
+                          [IncludedFills("o5", 4)])
+    assert _reserved(engine) == {"o17": 4}
+    assert report_fill(engine, fill(8, client_order_id="o17"), T0 + 2).unchecked
+
+
+def test_fills_said_owed_once_replaced_are_off_leaves_the_venue_gave_the_replacement():
+    """The venue's leaves for o17 (4 of 8) leave out o5's fills said owed once it was
+    replaced, whichever word comes first: they are reserved apart until they come, and
+    o17 may still fill its 4 (taken off its room a second time, they tripped it)."""
+    for first in ("o5", "o17"):
+        engine = make_engine(equity=100_000)
+        _allowed(engine, order(8, client_order_id="o5"))
+        _allowed(engine, order(8, client_order_id="o17", replaces="o5"))
+        updates = {"o5": OrderUpdate(ACCOUNT, "o5", OrderStatus.CANCELLED, None, 4),
+                   "o17": OrderUpdate(ACCOUNT, "o17", OrderStatus.OPEN, 4, 0)}
+        for coid in (first, "o17" if first == "o5" else "o5"):
+            engine.update_order(updates[coid])
+        assert _reserved(engine) == {"o5": 4, "o17": 4}
+        assert not report_fill(engine, fill(4, client_order_id="o5")).unchecked
+        assert _reserved(engine) == {"o17": 4}
+        assert not report_fill(engine, fill(4, client_order_id="o17")).unchecked
+        assert report_fill(engine, fill(1, client_order_id="o17")).unchecked
 
 
 def test_a_clear_of_a_replacement_revived_by_a_rejection_gives_its_original_back():
