@@ -9,9 +9,10 @@ import sys
 from typing import Any
 
 import pytest
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
-from ess_sidecar.adapters.telemetry.logs import configure_logging
+from ess_sidecar.adapters.telemetry.logs import MalformedTraceHeaders, configure_logging
 
 log = logging.getLogger("ess_sidecar.service")
 
@@ -22,9 +23,11 @@ def restore_root_logger() -> Any:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     apprise_level = logging.getLogger("apprise").level
-    grpc_filters = list(logging.getLogger("grpc._cython.cygrpc").filters)
+    throttled = ("grpc._cython.cygrpc", *MalformedTraceHeaders.LOGGERS)
+    filters = {name: list(logging.getLogger(name).filters) for name in throttled}
     yield
-    logging.getLogger("grpc._cython.cygrpc").filters[:] = grpc_filters
+    for name, kept in filters.items():
+        logging.getLogger(name).filters[:] = kept
     root.handlers[:] = handlers
     root.setLevel(level)
     logging.getLogger("apprise").setLevel(apprise_level)
@@ -127,3 +130,21 @@ def test_grpcs_undecodable_metadata_lines_never_show_the_value_and_are_rate_limi
         "WARNING", "a call's metadata held a value that is not UTF-8 (not logged): 1 such"
         " value(s) since the last line")
     assert "exception" not in first and other["event"] == "another line"
+
+
+def test_malformed_trace_headers_never_show_the_value_and_are_rate_limited(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 39d: OpenTelemetry's propagators logged a 900 KB `baggage` header whole, at
+    WARNING, for every call carrying it (a peer with no token wrote 90 MB a second)."""
+    configure_logging("json", "INFO")
+    carriers = [{"baggage": "k=" + "v" * 100_000}, {"baggage": "no-equals-sign-" * 1000},
+                {"traceparent": "00-" + "f" * 600},
+                {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01", "tracestate": "B@D=" * 40}]
+    for carrier in carriers * 3:
+        propagate.extract(carrier)
+    [line] = lines(capsys)
+    first = json.loads(line)
+    assert (first["level"], first["event"]) == (
+        "WARNING", "a call's trace-context or baggage header was malformed or too long (not"
+        " logged): 1 such since the last line")
+    assert len(line) < 1000

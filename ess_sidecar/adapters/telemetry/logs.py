@@ -28,31 +28,63 @@ class TraceIds(logging.Filter):
         return True
 
 
-class UndecodableMetadata(logging.Filter):
-    """gRPC logs each metadata value that is not UTF-8 at ERROR, with the value and a
-    traceback, for every call (review 36c: 200 calls with a stray byte wrote 167 KB, and a
-    bearer token with one in its value was logged in clear). Such a record becomes a
-    WARNING that never shows the value, at most one every `every_s`, with how many since."""
+class _Throttled(logging.Filter):
+    """The records it `matches` become one WARNING that never shows their values, at most
+    one every `every_s`, saying how many came since (`SUMMARY`, with that count)."""
 
-    MESSAGE = "Invalid encoding on %s"  # grpc/_cython/_cygrpc/grpc_string.pyx.pxi
+    SUMMARY = ""
 
     def __init__(self, every_s: float = 1.0) -> None:
         super().__init__()
         self._every_s, self._logged_at, self._unlogged = every_s, -every_s, 0
 
+    def matches(self, record: logging.LogRecord) -> bool:
+        return True
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != self.MESSAGE:
+        if not self.matches(record):
             return True
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at < self._every_s:
             return False
-        record.msg = "a call's metadata held a value that is not UTF-8 (not logged): %d such" \
-            " value(s) since the last line"
-        record.args, record.exc_info, record.exc_text = (self._unlogged,), None, None
+        record.msg, record.args = self.SUMMARY, (self._unlogged,)
+        record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         self._logged_at, self._unlogged = now, 0
         return True
+
+
+class UndecodableMetadata(_Throttled):
+    """gRPC logs each metadata value that is not UTF-8 at ERROR, with the value and a
+    traceback, for every call (review 36c: 200 calls with a stray byte wrote 167 KB, and a
+    bearer token with one in its value was logged in clear)."""
+
+    MESSAGE = "Invalid encoding on %s"  # grpc/_cython/_cygrpc/grpc_string.pyx.pxi
+    SUMMARY = "a call's metadata held a value that is not UTF-8 (not logged): %d such" \
+        " value(s) since the last line"
+
+    def matches(self, record: logging.LogRecord) -> bool:
+        return record.msg == self.MESSAGE
+
+
+class MalformedTraceHeaders(_Throttled):
+    """OpenTelemetry's propagators log a malformed or over-long `traceparent`, `tracestate`
+    or `baggage` header at WARNING, with its value, once per call that carries it (review
+    39d: a 900 KB `baggage` on calls with no token wrote 90 MB of log a second). Installed
+    on the loggers that do (`LOGGERS`), every record of theirs is throttled."""
+
+    LOGGERS = ("opentelemetry.baggage", "opentelemetry.baggage.propagation",
+               "opentelemetry.trace.propagation.tracecontext", "opentelemetry.trace.span")
+    SUMMARY = "a call's trace-context or baggage header was malformed or too long (not" \
+        " logged): %d such since the last line"
+
+
+def _install(logger: logging.Logger, throttle: _Throttled) -> None:
+    """`throttle` on `logger`, in place of one of its kind that a previous set-up added."""
+    for previous in [f for f in logger.filters if type(f) is type(throttle)]:
+        logger.removeFilter(previous)
+    logger.addFilter(throttle)
 
 
 class UtcJsonFormatter(JsonFormatter):
@@ -92,7 +124,7 @@ def configure_logging(format: str, level: str, stream: IO[str] | None = None) ->
     # apprise logs every send at INFO and every failed attempt itself; the alert sink logs
     # what matters (retries, give-ups) once.
     logging.getLogger("apprise").setLevel(logging.ERROR)
-    grpc_core = logging.getLogger("grpc._cython.cygrpc")
-    for previous in [f for f in grpc_core.filters if isinstance(f, UndecodableMetadata)]:
-        grpc_core.removeFilter(previous)
-    grpc_core.addFilter(UndecodableMetadata())
+    _install(logging.getLogger("grpc._cython.cygrpc"), UndecodableMetadata())
+    headers = MalformedTraceHeaders()  # one count for all its loggers
+    for name in MalformedTraceHeaders.LOGGERS:
+        _install(logging.getLogger(name), headers)
