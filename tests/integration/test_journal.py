@@ -289,6 +289,30 @@ def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
     assert journal(tmp_path).load() == EVERY_COMMAND[:-1]
 
 
+def test_a_seal_whose_count_rotted_lower_makes_a_reseal_say_records_may_be_lost(
+        tmp_path: Path) -> None:
+    """Review 39c: the seal's count rotted lower (its chain then names no record at that
+    count) and the journal lost its last record: the reseal kept what was left, said
+    nothing was lost, and tripped nothing; the start after it forgot what those records
+    held. A seal that does not match its records cannot count them."""
+    path = written(tmp_path).path
+    seal_path = Path(f"{path}.seal")
+    seal = json.loads(seal_path.read_text())
+    seal["records"] = len(EVERY_COMMAND) - 2
+    seal_path.write_text(json.dumps(seal))
+    ends, offset, data = [], 0, path.read_bytes()
+    while offset < len(data):
+        offset += HEADER.size + HEADER.unpack_from(data, offset)[0]
+        ends.append(offset)
+    path.write_bytes(data[:ends[-2]])  # whole records only: nothing torn to see
+    with pytest.raises(JournalDamaged, match="differs from the one sealed"):
+        journal(tmp_path).load()
+    assert journal(tmp_path).reseal_would_lose()
+    summary, lost = journal(tmp_path).reseal()
+    assert lost and "how many were written is unknown" in summary
+    assert journal(tmp_path).load() == EVERY_COMMAND[:-1]
+
+
 def test_the_journal_is_bound_to_its_store_and_another_stores_is_damage(
         tmp_path: Path) -> None:
     """Review 31: a journal chains its records from the store's identity, so one copied

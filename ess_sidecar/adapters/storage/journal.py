@@ -285,8 +285,9 @@ class FileJournal(Journal):
         return (f"journal {self.path}: {count} records kept and sealed"
                 + (f", {cut} bytes after them cut" if cut else "")
                 + (f", {sealed - count} of the {sealed} sealed lost" if lost else "")
-                + (", its seal was missing or unreadable: how many were written is"
-                   " unknown" if sealed is None else "")), bool(cut) or lost or sealed is None
+                + (", its seal was missing, unreadable or not of these records: how many"
+                   " were written is unknown" if sealed is None else "")), \
+            bool(cut) or lost or sealed is None
 
     def sealed_genesis(self) -> bytes | None:
         """The genesis its seal names, if it can be read: which identity the records are
@@ -325,17 +326,22 @@ class FileJournal(Journal):
         """The file, the end, chain and number of the records that verify, and how many
         the seal counted (None if it cannot say: missing or unreadable). The chain starts
         from the store's identity, else from the seal's genesis: records chained from
-        another are not this store's, and are cut."""
+        another are not this store's, and are cut. A seal whose chain is not that of the
+        record at its count cannot say how many were written either (review 39c: its count
+        rotted from 218 to 208 and 210 records left, the reseal reported nothing lost, and
+        the next start forgot acknowledged orders), as load() finds it damaged."""
         sealed: int | None
+        chained = b""
         try:
             seal = self.seal.read()
-            sealed = _sealed(seal, self.seal.path)[0] if seal is not None else None
+            sealed, chained = _sealed(seal, self.seal.path) if seal is not None else (None, b"")
             if seal is not None and self._identity is None:
                 self._genesis = _genesis(seal, self.seal.path)
         except (SealUnreadable, JournalDamaged):
             sealed = None  # what it counted is unknown
         data = read_regular(self.path) if self.path.exists() else b""
         offset, head, count = 0, self._genesis, 0
+        at_seal = head if sealed == 0 else None
         while len(data) - offset >= HEADER.size:
             length, chain = HEADER.unpack_from(data, offset)
             end = offset + HEADER.size + length
@@ -343,6 +349,10 @@ class FileJournal(Journal):
                     or _chain(head, data[offset + HEADER.size:end]) != chain:
                 break
             offset, head, count = end, chain, count + 1
+            if count == sealed:
+                at_seal = head
+        if sealed is not None and sealed <= count and at_seal != chained:
+            sealed = None  # the seal is not of these records: what it counted is unknown
         return data, offset, head, count, sealed
 
     # -- inside -----------------------------------------------------------------------------
