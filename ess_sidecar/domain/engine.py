@@ -35,7 +35,8 @@ from .orders import MAX_EQUITY, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Or
 from .planner import Plan
 from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .validation import check_positive, validate_fill, validate_included, \
-    validate_open_order, validate_order, validate_snapshot, validate_update
+    check_ended_without_leaves, check_one_mark, validate_open_order, validate_order, \
+    validate_snapshot, validate_update
 from .working import OrderLedger, OrderRecord
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Transition, \
     TriggerMode, latch_name
@@ -185,9 +186,13 @@ class GuardEngine:
         may say of the market (lifecycle.apply_fill)."""
         return self.config.limits.for_symbol(symbol).price_band_pct
 
-    def update_order(self, update: OrderUpdate) -> bool:
-        """Evidence that a working order ended (or shrank); False if none was working."""
-        return apply_update(self.orders, validate_update(update))
+    def update_order(self, update: OrderUpdate, replay: bool = False) -> bool:
+        """Evidence that a working order ended (or shrank); False if none was working.
+        Leaves with an ended status are refused (a replay applies what was accepted)."""
+        update = validate_update(update)
+        if not replay:
+            check_ended_without_leaves(update)
+        return apply_update(self.orders, update)
 
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                        open_orders: list[OpenOrder] | None = None, now: float = 0.0,
@@ -258,13 +263,15 @@ class GuardEngine:
 
     def _sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                         open_orders: list[OpenOrder] | None, now: float,
-                        included: list[IncludedFills] | None, left_out: int = 0) -> int:
+                        included: list[IncludedFills] | None, left_out: int = 0,
+                        replay: bool = False) -> int:
         """sync_positions with no cap: a replay applies what was accepted, whatever the
-        cap is now."""
+        cap is now (and whatever marks its positions gave)."""
         account = canonical_id(account, "account")
         check_positive(equity, "equity", MAX_EQUITY)
         checked: list[PositionSnapshot] = []
         seen: set[tuple[str, str]] = set()  # a set: a large book is not a long pause
+        marks: dict[str, tuple[float, int]] = {}
         for index, position in enumerate(positions):
             position = validate_snapshot(position, f"positions[{index}]")
             key = (position.strategy, position.symbol)
@@ -272,6 +279,8 @@ class GuardEngine:
                 raise InvalidArgument(f"positions[{index}]", "duplicate position for"
                                       f" {position.strategy}/{position.symbol}")
             seen.add(key)
+            if position.mark_price and not replay:
+                check_one_mark(marks, position, index)
             checked.append(position)
         orders = None if open_orders is None else self._checked_orders(account, open_orders)
         counted = [validate_included(c, f"included_fills[{i}]")
@@ -472,7 +481,10 @@ class GuardEngine:
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         current = self._current.get(scope)
-        if current is None or current.state not in RESTRICTING:
+        if current is None or current.state not in RESTRICTING:  # nothing to lift, and no
+            if latches:  # version kept (review 39a: a latch named was answered OK)
+                raise InvalidArgument("latches[0]", f"{scope} has no latch"
+                                      f" {next(iter(latches))!r}: it holds none")
             return plan
         if expected_version and current.version != expected_version:
             raise ResetRefused(f"{scope} changed since version {expected_version}: it is"
@@ -778,12 +790,12 @@ class GuardEngine:
                 else:
                     self.refused_at_cap = True
             case OrderUpdated(update):
-                self.update_order(update)
+                self.update_order(update, replay=True)
             case PositionsSynced(account, equity, positions, open_orders, now, included,
                                  left_out):
                 self._sync_positions(account, equity, list(positions),
                                      None if open_orders is None else list(open_orders), now,
-                                     list(included), left_out)
+                                     list(included), left_out, replay=True)
             case OrdersCleared(account, client_order_ids):
                 self.clear_working_orders(account, list(client_order_ids))
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):

@@ -9,7 +9,7 @@ from typing import Final
 
 from .errors import InvalidArgument
 from .ids import canonical_id, canonical_symbol
-from .orders import MAX_PRICE, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
+from .orders import ENDED, MAX_PRICE, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
     OrderStatus, OrderUpdate, PositionSnapshot, Side
 
 
@@ -118,6 +118,30 @@ def validate_update(update: OrderUpdate) -> OrderUpdate:
     return update._replace(account=canonical_id(update.account, "account"),
                            client_order_id=canonical_id(update.client_order_id,
                                                         "client_order_id"))
+
+
+def check_ended_without_leaves(update: OrderUpdate) -> None:
+    """An ended status has no leaves: `remaining_quantity` above 0 with one contradicts it,
+    and would be dropped (review 39a: a CANCELLED "100 left" of 290 released all 290, and
+    the 190 filled tripped the account when they came). Fills go in `filled_quantity`."""
+    if update.status in ENDED and update.remaining_quantity:
+        raise InvalidArgument("remaining_quantity", f"is {update.remaining_quantity:g} with"
+                              f" {update.status.name}: an ended order has no leaves (send 0"
+                              " or none; its fills go in filled_quantity)")
+
+
+def check_one_mark(marks: dict[str, tuple[float, int]], position: PositionSnapshot,
+                   index: int) -> None:
+    """A snapshot gives each symbol one mark (marks are kept per account and symbol):
+    positions of several strategies in it that give different ones are refused (review
+    39a: the last row's won, and a SELL valued at 1 where the other said 100 passed the
+    exposure limits)."""
+    mark, first = marks.setdefault(position.symbol, (position.mark_price, index))
+    if mark != position.mark_price:
+        raise InvalidArgument(f"positions[{index}].mark_price", f"{position.mark_price:g}"
+                              f" differs from the mark {mark:g} that positions[{first}]"
+                              f" gives {position.symbol}: one snapshot gives a symbol one"
+                              " mark")
 
 
 def validate_snapshot(position: PositionSnapshot, field: str) -> PositionSnapshot:

@@ -254,6 +254,11 @@ def test_a_replace_keeps_its_place_whatever_is_said_of_the_order_it_replaced(
     assert details.startswith("replaces_client_order_id:")
     [working] = stub.GetState(pb.GetStateRequest(include_working_orders=True)).working_orders
     assert working.client_order_id == replacement.client_order_id
+    smaller = order(quantity=10, replaces_client_order_id=replacement.client_order_id)
+    assert stub.CheckOrder(smaller).allowed
+    [working] = stub.GetState(pb.GetStateRequest(include_working_orders=True)).working_orders
+    # Review 39a: shown as 290, what it holds for the leaves of the order it replaced
+    assert (working.quantity, working.remaining_quantity) == (10, percent_29)
 
 
 def test_a_snapshot_read_during_a_replace_leaves_it_standing_across_a_restart(
@@ -328,6 +333,32 @@ def test_fills_a_snapshot_counted_move_its_positions_once(stub) -> None:  # noqa
     late = stub.ReportFill(fill_of(checked))
     assert (late.position, late.duplicate, late.unchecked) == (10, False, False)
     assert not stub.GetState(pb.GetStateRequest()).working_order_counts
+
+
+def test_what_contradicts_itself_is_refused_naming_the_field_and_changes_nothing(
+        stub) -> None:  # noqa: ANN001
+    """Review 39a: a snapshot giving AAPL two marks kept the last row's (a SELL valued at
+    1 where the other said 100 passed); a CANCELLED "100 left" of 290 dropped the leaves
+    and released the whole order, and the drop copy's 190 filled tripped the account."""
+    sync(stub)
+    percent_29 = EQUITY * 0.29 / MARK
+    held = order(quantity=percent_29)
+    assert stub.CheckOrder(held).allowed
+    cancelled = pb.ReportOrderUpdateRequest(account="acc-1",
+                                            client_order_id=held.client_order_id,
+                                            status=pb.ORDER_STATUS_CANCELLED,
+                                            remaining_quantity=100)
+    assert invalid(lambda: stub.ReportOrderUpdate(cancelled)).startswith(
+        "remaining_quantity: is 100 with CANCELLED")
+    two_marks = pb.SyncPositionsRequest(account="acc-1", equity=EQUITY, positions=[
+        pb.Position(strategy="momo", symbol="AAPL", quantity=10, mark_price=MARK),
+        pb.Position(strategy="hedge", symbol="AAPL", quantity=0, mark_price=1)])
+    assert invalid(lambda: stub.SyncPositions(two_marks)).startswith(
+        "positions[1].mark_price: 1 differs from the mark 100 that positions[0] gives AAPL")
+    assert not stub.CheckOrder(order(quantity=percent_29)).allowed  # still reserved
+    cancelled.remaining_quantity = 0  # FIX's LeavesQty on a cancel
+    assert stub.ReportOrderUpdate(cancelled).known
+    assert stub.CheckOrder(order(quantity=percent_29)).allowed
 
 
 LOOK_ALIKES = [" momo", "momo\u034f", "momo\ufe0f", "\u3164momo",

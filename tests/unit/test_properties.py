@@ -63,10 +63,17 @@ def test_a_tripped_scope_never_allows_an_order(held, triggers, candidate, trippe
 
 
 def sync(engine, held) -> None:
-    """Each account's snapshot of the generated positions (the first of a key wins)."""
+    """Each account's snapshot of the generated positions (the first of a key wins, and
+    the first mark of a symbol: a snapshot gives a symbol one mark)."""
     for account in ACCOUNTS:
         snapshot = {(p.strategy, p.symbol): p for a, p in reversed(held) if a == account}
-        engine.sync_positions(account, 1e6, list(snapshot.values()))
+        marks: dict[str, float] = {}
+        for p in snapshot.values():
+            if p.mark_price:
+                marks.setdefault(p.symbol, p.mark_price)
+        engine.sync_positions(account, 1e6, [
+            p._replace(mark_price=marks[p.symbol]) if p.mark_price else p
+            for p in snapshot.values()])
 
 
 @FEW

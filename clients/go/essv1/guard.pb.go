@@ -1527,7 +1527,8 @@ type ReportOrderUpdateRequest struct {
 	// a replacement leaves the order it replaced working again (the cancel/replace failed).
 	ClientOrderId string      `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
 	Status        OrderStatus `protobuf:"varint,3,opt,name=status,proto3,enum=ess.v1.OrderStatus" json:"status,omitempty"`
-	// With ORDER_STATUS_OPEN (required there): what is left of the order (its leaves).
+	// With ORDER_STATUS_OPEN (required there): what is left of the order (its leaves). An
+	// ended status has none: 0 or unset (above 0 is INVALID_ARGUMENT naming the field).
 	RemainingQuantity *float64 `protobuf:"fixed64,4,opt,name=remaining_quantity,json=remainingQuantity,proto3,oneof" json:"remaining_quantity,omitempty"`
 	// The order's own cumulative filled quantity at the venue (FIX CumQty, but of this
 	// client_order_id alone, not of a cancel/replace chain), if known. An update
@@ -1749,7 +1750,8 @@ type Position struct {
 	Quantity float64 `protobuf:"fixed64,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// Last mark price (> 0). Required for an open position (quantity != 0): 0 there is
 	// INVALID_ARGUMENT naming positions[i].mark_price. A flat entry (quantity 0) may give 0:
-	// no mark.
+	// no mark. Marks are kept per account and symbol: the positions of one snapshot that
+	// give a symbol a mark give it the same one (else INVALID_ARGUMENT naming the later).
 	MarkPrice     float64 `protobuf:"fixed64,4,opt,name=mark_price,json=markPrice,proto3" json:"mark_price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2293,14 +2295,15 @@ type ResetRequest struct {
 	// Override the cooldown and a breaker condition that still holds; recorded as forced.
 	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	// The latches to lift (ScopeState.latches names); none: all of them. A name the scope
-	// does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
+	// does not hold is INVALID_ARGUMENT (an ARMED scope holds none). Refused while a named latch is in its cooldown or
 	// its breaker still holds; a reset that resumes the scope is also refused while any
 	// breaker of the scope holds. The scope keeps the state of the latches left. At most
 	// limits.max_snapshot_entries names (more: INVALID_ARGUMENT naming latches).
 	Latches []string `protobuf:"bytes,4,rep,name=latches,proto3" json:"latches,omitempty"`
 	// The scope's version (ScopeState.version) the caller looked at; 0: no check. A scope
 	// that changed since (another trip landed) is FAILED_PRECONDITION, forced or not, so a
-	// trip nobody saw is never lifted. essctl reset sends the version it showed.
+	// trip nobody saw is never lifted. essctl reset sends the version it showed. A reset of
+	// an ARMED scope changes nothing, whatever the version.
 	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -2506,13 +2509,18 @@ func (x *GetStateRequest) GetWorkingOrdersAccount() string {
 
 // An order the sidecar allowed that has not ended yet.
 type WorkingOrder struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Account           string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
-	ClientOrderId     string                 `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
-	Strategy          string                 `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
-	Symbol            string                 `protobuf:"bytes,4,opt,name=symbol,proto3" json:"symbol,omitempty"`
-	Side              Side                   `protobuf:"varint,5,opt,name=side,proto3,enum=ess.v1.Side" json:"side,omitempty"`
-	Quantity          float64                `protobuf:"fixed64,6,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	ClientOrderId string                 `protobuf:"bytes,2,opt,name=client_order_id,json=clientOrderId,proto3" json:"client_order_id,omitempty"`
+	Strategy      string                 `protobuf:"bytes,3,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Symbol        string                 `protobuf:"bytes,4,opt,name=symbol,proto3" json:"symbol,omitempty"`
+	Side          Side                   `protobuf:"varint,5,opt,name=side,proto3,enum=ess.v1.Side" json:"side,omitempty"`
+	// What it may fill in all: what its check allowed, less what the venue's word cut off
+	// it (plus fills that came before leaves the venue gave it). A replacement's room for
+	// the leaves of the order it replaced, while the replace is in flight, is not in it.
+	Quantity float64 `protobuf:"fixed64,6,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	// What it reserves now: its leaves, fills it is owed, and while a replace is in flight
+	// the leaves of the order it replaced where they exceed its own.
 	RemainingQuantity float64                `protobuf:"fixed64,7,opt,name=remaining_quantity,json=remainingQuantity,proto3" json:"remaining_quantity,omitempty"`
 	Price             float64                `protobuf:"fixed64,8,opt,name=price,proto3" json:"price,omitempty"`
 	Since             *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=since,proto3" json:"since,omitempty"`

@@ -126,7 +126,8 @@ def included_from_proto(m: pb.SyncPositionsRequest) -> list[IncludedFills]:
 def working_order_to_proto(r: OrderRecord) -> pb.WorkingOrder:
     return pb.WorkingOrder(account=r.account, client_order_id=r.client_order_id,
                            strategy=r.strategy, symbol=r.symbol, side=r.side,
-                           quantity=r.quantity, remaining_quantity=r.remaining, price=r.price,
+                           quantity=r.quantity - r.crossing_room,  # (review 39a)
+                           remaining_quantity=r.remaining, price=r.price,
                            since=timestamp(r.time), decision_id=r.decision_id)
 
 

@@ -461,7 +461,8 @@ export type ReportOrderUpdateRequest = Message<"ess.v1.ReportOrderUpdateRequest"
   status: OrderStatus;
 
   /**
-   * With ORDER_STATUS_OPEN (required there): what is left of the order (its leaves).
+   * With ORDER_STATUS_OPEN (required there): what is left of the order (its leaves). An
+   * ended status has none: 0 or unset (above 0 is INVALID_ARGUMENT naming the field).
    *
    * @generated from field: optional double remaining_quantity = 4;
    */
@@ -580,7 +581,8 @@ export type Position = Message<"ess.v1.Position"> & {
   /**
    * Last mark price (> 0). Required for an open position (quantity != 0): 0 there is
    * INVALID_ARGUMENT naming positions[i].mark_price. A flat entry (quantity 0) may give 0:
-   * no mark.
+   * no mark. Marks are kept per account and symbol: the positions of one snapshot that
+   * give a symbol a mark give it the same one (else INVALID_ARGUMENT naming the later).
    *
    * @generated from field: double mark_price = 4;
    */
@@ -863,7 +865,7 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
 
   /**
    * The latches to lift (ScopeState.latches names); none: all of them. A name the scope
-   * does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
+   * does not hold is INVALID_ARGUMENT (an ARMED scope holds none). Refused while a named latch is in its cooldown or
    * its breaker still holds; a reset that resumes the scope is also refused while any
    * breaker of the scope holds. The scope keeps the state of the latches left. At most
    * limits.max_snapshot_entries names (more: INVALID_ARGUMENT naming latches).
@@ -875,7 +877,8 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
   /**
    * The scope's version (ScopeState.version) the caller looked at; 0: no check. A scope
    * that changed since (another trip landed) is FAILED_PRECONDITION, forced or not, so a
-   * trip nobody saw is never lifted. essctl reset sends the version it showed.
+   * trip nobody saw is never lifted. essctl reset sends the version it showed. A reset of
+   * an ARMED scope changes nothing, whatever the version.
    *
    * @generated from field: uint64 expected_version = 5;
    */
@@ -988,11 +991,18 @@ export type WorkingOrder = Message<"ess.v1.WorkingOrder"> & {
   side: Side;
 
   /**
+   * What it may fill in all: what its check allowed, less what the venue's word cut off
+   * it (plus fills that came before leaves the venue gave it). A replacement's room for
+   * the leaves of the order it replaced, while the replace is in flight, is not in it.
+   *
    * @generated from field: double quantity = 6;
    */
   quantity: number;
 
   /**
+   * What it reserves now: its leaves, fills it is owed, and while a replace is in flight
+   * the leaves of the order it replaced where they exceed its own.
+   *
    * @generated from field: double remaining_quantity = 7;
    */
   remainingQuantity: number;
