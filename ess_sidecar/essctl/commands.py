@@ -38,16 +38,20 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
     # Read by trigger_request, not by argparse: with --panic, a scope that cannot be read
     # must not stop the stop (review 30).
     trigger.add_argument("--scope", help="global, account:ID, strategy:ID or symbol:ID")
-    trigger.add_argument("--reason", help="why (recorded; the stop never waits for one)")
     # Nothing that comes with the stop refuses it (review 30): a code or directive essctl
-    # does not know is sent as the server would take it, and said; --panic wins.
-    trigger.add_argument("--code", metavar="CODE", help=f"reason code: {', '.join(CODES)}"
-                         " (default user-initiated; another is sent as user-initiated)")
+    # does not know is sent as the server would take it, and said; --panic wins. Nor one
+    # given no value, nor words left over (review 39f: `--reason desk halt now` unquoted
+    # sent nothing): main() hands those to the reason (`unparsed`).
+    trigger.add_argument("--reason", nargs="?",
+                         help="why (recorded; the stop never waits for one)")
+    trigger.add_argument("--code", metavar="CODE", nargs="?",
+                         help=f"reason code: {', '.join(CODES)} (default user-initiated;"
+                         " another is sent as user-initiated)")
     trigger.add_argument("--reduce-only", action="store_true",
                          help="allow only orders that shrink positions, instead of a halt")
     trigger.add_argument("--directive", action="append", metavar="DIRECTIVE", default=[],
-                         help=f"what executors must do (repeatable): {', '.join(DIRECTIVES)}"
-                         " (another is left out)")
+                         nargs="?", help="what executors must do (repeatable):"
+                         f" {', '.join(DIRECTIVES)} (another is left out)")
     trigger.add_argument("--panic", action="store_true", help="GLOBAL halt with"
                          " cancel-open-orders and flatten-positions, whatever else is given")
     trigger.set_defaults(run=run_trigger, parse_scope=scope_arg, stops=True)
@@ -107,6 +111,11 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
     user-initiated, or left out, as the server does with a number it does not know.
     --panic halts GLOBAL whatever --scope or --reduce-only say, the stronger stop."""
     notes = []
+    words = [_text(w) for w in getattr(args, "unparsed", ()) if not w.startswith("-")]
+    options = [_text(w) for w in getattr(args, "unparsed", ()) if w.startswith("-")]
+    if options:
+        notes.append(f"unrecognized {' '.join(options)}: left out")
+    reason = " ".join([_text(args.reason), *words]).strip()
     scope = None
     if args.scope is not None:
         try:
@@ -122,7 +131,7 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
         notes.append(f"unknown --code {_text(args.code)!r}: sent as user-initiated")
     directives = []
     for given in args.directive:
-        if (directive := DIRECTIVES.get(_loose(given))) is None:
+        if (directive := DIRECTIVES.get(_loose(given or ""))) is None:
             notes.append(f"unknown --directive {_text(given)!r}: left out")
         elif directive not in directives:
             directives.append(directive)
@@ -133,14 +142,14 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
             notes.append("--reduce-only: --panic halts")
         extra = [d for d in directives if d not in PANIC_DIRECTIVES]
         return pb.TriggerRequest(
-            scope=scope_to_pb(GLOBAL), reason=_noted(_text(args.reason) or "panic", notes),
+            scope=scope_to_pb(GLOBAL), reason=_noted(reason or "panic", notes),
             reason_code=code, mode=pb.TRIGGER_MODE_HALT,
             directives=PANIC_DIRECTIVES + extra), notes
     if scope is None:
         raise UsageError("trigger needs --scope (or --panic)")
     mode = pb.TRIGGER_MODE_REDUCE_ONLY if args.reduce_only else pb.TRIGGER_MODE_HALT
     return pb.TriggerRequest(scope=scope_to_pb(scope),
-                             reason=_noted(_text(args.reason).strip() or NO_REASON, notes),
+                             reason=_noted(reason or NO_REASON, notes),
                              reason_code=code, mode=mode, directives=directives), notes
 
 

@@ -206,9 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("stdout", "stderr"):  # closed when started (`>&-`, a bare daemon): Python
         if getattr(sys, name) is None:  # has None there, and the stop must still go out
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args, unparsed = parser.parse_known_args(argv)
+        if unparsed and not getattr(args, "stops", False):
+            parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+        args.unparsed = unparsed  # a stop's: its reason says them (commands.trigger_request)
     except SystemExit as stop:  # --help, --version (0) or a usage error (64)
+        if stop.code and "trigger" in (sys.argv[1:] if argv is None else argv):
+            print("essctl: NO STOP WAS SENT: correct the command and send it again",
+                  file=sys.stderr)
         return int(stop.code or 0)
     options = _options(args)
     out = Output(args.json)
@@ -217,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = options.resolved()  # the target as grpc dials it: exit 64 if unparsable
         return _run(args, options, out)
     except UsageError as error:
-        out.error(f"usage: {error}")
+        out.error(f"usage: {error}" + ("; NO STOP WAS SENT" if getattr(args, "stops", False)
+                                      else ""))
         return Exit.USAGE
     except Failed as error:
         out.error(str(error))

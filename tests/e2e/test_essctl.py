@@ -142,6 +142,29 @@ def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
     assert essctl(target, "trigger", "--panic", "--scope", "global").returncode == 0
 
 
+def test_trigger_stops_whatever_words_come_unquoted_or_missing_after_it(
+        start_sidecar: StartSidecar) -> None:
+    """Review 39f: `--reason desk halt now` unquoted, a `--reason` or `--directive` given no
+    value, or `--yes` typed out of habit from reset: argparse refused the command, and no
+    stop went out (exit 64, never saying so). The words go into the reason, what is not
+    a word is said and left out; a usage error that remains says no stop was sent."""
+    target = start_sidecar().uds_target
+    loose = essctl(target, "trigger", "--scope", "strategy:a", "--reason", "runaway", "algo",
+                   "--yes", "--directive")
+    assert loose.returncode == 0, loose.stderr
+    assert "unrecognized --yes: left out" in loose.stderr
+    scopes = restricted(target)
+    assert scopes["STRATEGY:a"]["state"] == "TRIPPED"
+    assert scopes["STRATEGY:a"]["reason"].startswith("runaway algo (essctl: unrecognized")
+    bare = essctl(target, "trigger", "--panic", "--reason")
+    assert bare.returncode == 0, bare.stderr
+    assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
+    unsent = essctl(target, "trigger", "--scope", "strategy:b", "--timeout", "0")
+    assert unsent.returncode == 64
+    assert "NO STOP WAS SENT" in unsent.stderr and "STRATEGY:b" not in restricted(target)
+    assert essctl(target, "status", "--yes").returncode == 64  # only a stop is lenient
+
+
 @pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout",
                                  "no stdout or stderr at all"])
 def test_trigger_panic_stops_with_an_unreadable_scope_or_nowhere_to_say_so(
