@@ -214,8 +214,9 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
     if failed.code() is grpc.StatusCode.UNAVAILABLE and failed_closed:  # review 38g: the
         # scope read ARMED while its trip, held in memory, denied its orders
         out.note("essctl: a stop the sidecar could not store may still deny orders from its"
-                 " memory, but a restart drops it (and GLOBAL's fail-closed trip): send it"
-                 " again once the sidecar's store works")
+                 " memory, but a restart may drop it (and GLOBAL's fail-closed trip; or keep"
+                 " what reached the disk: review 39f): send it again once the sidecar's"
+                 " store works, and check with essctl status")
     if failed.code() is grpc.StatusCode.DEADLINE_EXCEEDED:  # the error says what was waited
         raise Failed(f"DEADLINE_EXCEEDED: the stop was sent twice, and no answer came within"
                      f" {sidecar.options.timeout:g} s, then {wait:g} s")
