@@ -10,7 +10,7 @@ from .book import AccountBook, Book
 from .errors import InvalidArgument
 from .orders import ENDED, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, OrderStatus, \
     OrderUpdate, PositionSnapshot, Side
-from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
+from .working import FILL_TOLERANCE, OrderLedger, OrderRecord, charge
 
 ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
 
@@ -79,7 +79,11 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
                                                 _judged_by(ledger, part, named, quantity),
                                                 named)
             if part is named and part is not None and _same_instrument(part, fill):
-                _charge_late(ledger, part, quantity)  # before the chain's part is judged
+                past = _charge_late(ledger, part, quantity)  # before the chain's part
+                if past > quantity * FILL_TOLERANCE and not unchecked:  # is judged
+                    unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}:"
+                                 f" {past:g} of it past what its chain of replaces was"
+                                 " allowed")
     else:  # all of it in the snapshot, and booked then: only an adopted order's trips
         unchecked = _unchecked(fill, record, None, named) \
             if record is not None and _adopted(record, named) else ""
@@ -195,35 +199,42 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
         ledger.release(record, min(quantity, record.remaining - keep))
 
 
-def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> None:
+def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> float:
     """A fill of `record`, replaced, that it was said to be owed once replaced
     (`OrderRecord.owed_late`) is booked to it, and is the chain's too: it comes off what
-    the head of the chain may fill (its crossing room first, as a fill crossing the replace
-    does), as far as the head has room left, but for what leaves the venue gave an order
-    after `record` left out (`stated_after`). Reserved apart until it came, and charged
-    once it is here, it counts once whichever way it went (review 38j: uncharged, the
-    chain filled it twice untripped; sent down the chain, it tripped a head the venue had
-    ended before it was reported)."""
+    the head of the chain may fill, but for what leaves the venue gave an order after
+    `record` left out (`stated_after`). Reserved apart until it came, and charged once it
+    is here, it counts once whichever way it went (review 38j: uncharged, the chain filled
+    it twice untripped; sent down the chain, it tripped a head the venue had ended before
+    it was reported). It may have crossed while the replace was in flight: what a
+    confirmation released of the head's crossing room takes it first (review 38j's sim,
+    seed 20: the head's own room was gone, ended by the venue). Returns how much of it
+    the chain had no room left for: it filled past what the chain's checks allowed
+    (review 39e: cut to the room left, the head's own fills first, and the rest
+    passed)."""
     late = min(quantity, record.owed_late)
     if not late > 0.0:
-        return
+        return 0.0
     record.owed_late -= late
     head = ledger.head(record)
     if head is None or head is record:
-        return
+        return 0.0
     stated = ledger.stated_after(record, head)
     if stated is not None:
         explained = min(late, stated.leaves_cut)
         stated.leaves_cut -= explained  # explained, once
         late -= explained
-    cut = min(late, max(head.unfilled, 0.0))
-    if not cut > 0.0:
-        return
-    head.quantity -= cut
-    head.crossing_room = max(head.crossing_room - cut, 0.0)
-    head.crossing = max(head.crossing - cut, 0.0)
-    keep = max(min(head.remaining, head.unfilled), 0.0)
-    ledger.release(head, min(cut, head.remaining - keep))
+    released = min(late, head.crossing_released)
+    head.crossing_released -= released
+    late -= released
+    cut = min(late, max(head.quantity - max(head.filled, head.reported), 0.0))
+    if cut > 0.0:  # its room, whatever the venue's end of it left (that is `cap`'s)
+        charge(head, record.client_order_id, cut)
+        head.crossing_room = max(head.crossing_room - cut, 0.0)
+        head.crossing = max(head.crossing - cut, 0.0)
+        keep = max(min(head.remaining, head.unfilled), 0.0)
+        ledger.release(head, min(cut, head.remaining - keep))
+    return late - cut
 
 
 def _before_leaves(ledger: OrderLedger, record: OrderRecord, named: OrderRecord,
@@ -475,8 +486,8 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
             room = _room(_judged_by(ledger, part, named, quantity) or part)
             beyond += quantity - max(min(quantity, room), 0.0)
             _book(ledger, part, named, quantity)
-            if part is named:
-                _charge_late(ledger, part, quantity)  # before the chain's part is judged
+            if part is named:  # before the chain's part is judged
+                beyond += _charge_late(ledger, part, quantity)
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)
         ledger.keep(named, now)

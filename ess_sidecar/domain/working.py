@@ -53,7 +53,7 @@ class OrderRecord:
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
-                 "owed_late")
+                 "owed_late", "charged_late")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -81,6 +81,10 @@ class OrderRecord:
         # reserved for them here goes then (review 38j: reserved apart, with the head's
         # room whole, the chain could fill them twice untripped).
         self.owed_late = 0.0
+        # What such fills of orders before it took off its room, by order (None: none): a
+        # rejection of it passes them on to the order it replaced, but for that order's
+        # own (review 39e: lost, a rejection gave the chain their room back).
+        self.charged_late: dict[str, float] | None = None
         # Works on only for its owed fills (replaced, or missing from a snapshot), having
         # given up `leaves_given_up`: a rejected replace gives them back (unreplace).
         self.owed_only = False
@@ -386,6 +390,8 @@ class OrderLedger:
         original.crossing, original.crossing_room = crossing
         original.replaced_by = replacement.client_order_id
         replacement.replaces = original.client_order_id
+        for before in self._chain_to(original):  # reserved apart, they were judged with
+            before.owed_late = 0.0  # `replacement`: not its room's (review 39e)
         # What a confirmation took off the original's room for the leaves of the order it
         # replaced passes on with those leaves: a stale listing of that order gives it to
         # the new head (review 34c: kept on the original, an echo's, a false trip).
@@ -496,6 +502,16 @@ class OrderLedger:
             self._unreplace(successor)
         return self._unreplace(replacement)
 
+    def _chain_to(self, record: OrderRecord) -> Iterator[OrderRecord]:
+        """`record` and the orders it replaced, up its chain (as far as remembered)."""
+        named: OrderRecord | None = record
+        while named is not None:
+            yield named
+            before = self.records.get((named.account, named.replaces)) \
+                if named.replaces else None
+            named = before if before is not None \
+                and before.replaced_by == named.client_order_id else None
+
     def successors(self, record: OrderRecord) -> Iterator[OrderRecord]:
         """The orders that replaced `record` in turn, down its chain of replaces."""
         named = record
@@ -539,6 +555,7 @@ class OrderLedger:
         # Review 29: its room goes back to the original, so it may fill no more than the
         # fills reported under its own id; a fill beyond trips (it never traded).
         replacement.cap_fills()
+        _pass_charges(replacement, original)
         before = replacement.fills_before_leaves  # came before the original lived, too:
         replacement.fills_before_leaves = 0.0  # off none of its leaves
         replacement.quantity -= before
@@ -832,6 +849,24 @@ class OrderLedger:
             leg.reserve(record.side, record.remaining, record.valued)
             if record.held_price:
                 leg.priced(record.side, record.held_price, True)
+
+
+def charge(head: OrderRecord, owner: str, quantity: float) -> None:
+    """`quantity` of fills of `owner`, an order `head` replaced down its chain, comes off
+    what `head` may fill (lifecycle._charge_late)."""
+    head.quantity -= quantity
+    charges = head.charged_late if head.charged_late is not None else {}
+    charges[owner] = charges.get(owner, 0.0) + quantity
+    head.charged_late = charges
+
+
+def _pass_charges(replacement: OrderRecord, original: OrderRecord) -> None:
+    """A rejected `replacement`'s charges go to `original`, working again, but for its own
+    fills (counted against it already)."""
+    charges, replacement.charged_late = replacement.charged_late, None
+    for owner, quantity in (charges or {}).items():
+        if owner != original.client_order_id:
+            charge(original, owner, quantity)
 
 
 def _bump(table: dict[tuple[str, str], int], key: tuple[str, str], delta: int) -> None:

@@ -1921,6 +1921,42 @@ def test_fills_said_owed_once_replaced_and_held_by_a_snapshot_take_the_chains_ro
     assert report_fill(engine, fill(8, client_order_id="o17"), T0 + 2).unchecked
 
 
+def test_fills_said_owed_before_a_replace_was_judged_are_not_its_rooms():
+    """Review 39e (seed 4624, honest): A -> B, A said to have 2 filled, then C replaces B
+    judged with those 2 reserved apart; A's fill was charged to C, whose 10 leaves the
+    venue still had: 2 of C's room freed (a buy past the limit allowed), C's fill tripped."""
+    engine = make_engine(equity=10_000)  # 30 % = 30 units
+    _allowed(engine, order(4, client_order_id="A"))
+    _allowed(engine, order(8, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 2, 2))
+    _allowed(engine, order(10, client_order_id="C", replaces="B"))
+    assert not report_fill(engine, fill(2, client_order_id="A")).unchecked
+    assert _reserved(engine) == {"C": 10}
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE
+    assert not report_fill(engine, fill(10, client_order_id="C")).unchecked
+
+
+@pytest.mark.parametrize("rejected", [False, True])
+def test_fills_said_owed_once_replaced_past_the_chains_room_trip(rejected):
+    """Review 39e: o5 -> o17 (8 each), o5 said to have 4 filled; o17's 8 came first and
+    o5's 4 were charged to no room: 12 filled untripped, where without the update o5's 4
+    tripped. A -> B -> C: A's 4 charged to C, C rejected: B came back with its 8."""
+    engine = make_engine(equity=100_000)
+    chain = ["o5", "o17", "o20"] if rejected else ["o5", "o17"]
+    for before, coid in zip([""] + chain, chain):
+        _allowed(engine, order(8, client_order_id=coid, replaces=before))
+    engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
+    if rejected:
+        assert not report_fill(engine, fill(4, client_order_id="o5")).unchecked
+        engine.update_order(OrderUpdate(ACCOUNT, "o20", OrderStatus.REJECTED))
+        assert _reserved(engine) == {"o17": 4}
+        assert report_fill(engine, fill(8, client_order_id="o17")).unchecked
+        return
+    assert not report_fill(engine, fill(8, client_order_id="o17")).unchecked
+    assert "past what its chain of replaces was allowed" in \
+        report_fill(engine, fill(4, client_order_id="o5")).unchecked
+
+
 def test_fills_said_owed_once_replaced_are_off_leaves_the_venue_gave_the_replacement():
     """The venue's leaves for o17 (4 of 8) leave out o5's fills said owed once it was
     replaced, whichever word comes first: they are reserved apart until they come, and
