@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ResetRefused
@@ -42,18 +43,18 @@ class Approvals:
         return self.policy.required > 1
 
     def pending(self, scope: Scope, trip_version: int, now: float) -> PendingReset | None:
-        """The live request to reset this trip of the scope, if any."""
+        """The live request to reset this trip of the scope, if any. A read: one expired or
+        of another trip stays until a reset of the scope replaces it (review 39g: dropped
+        by a GetState, which is not journaled, it lived on in a restart)."""
         pending = self._pending.get(scope)
-        if pending is None:
-            return None
-        if now >= pending.expires_at or pending.trip_version != trip_version:
-            del self._pending[scope]
+        if pending is None or now >= pending.expires_at or pending.trip_version != trip_version:
             return None
         return pending
 
-    def any_pending(self, now: float) -> bool:
-        """Whether a request's expiry is still ahead."""
-        return any(now < pending.expires_at for pending in self._pending.values())
+    def any_pending(self, now: float, version_of: Callable[[Scope], int]) -> bool:
+        """Whether a live request's expiry is still ahead (`version_of`: a scope's trip)."""
+        return any(now < pending.expires_at and pending.trip_version == version_of(scope)
+                   for scope, pending in self._pending.items())
 
     def requester(self, scope: Scope) -> tuple[str, str]:
         """Who asked for the reset of `scope` pending (maybe expired, or void), and with

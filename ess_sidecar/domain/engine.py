@@ -563,7 +563,12 @@ class GuardEngine:
         (Guard.timers_steps); every other rule only gets stricter when time is lost (a
         cooldown, a retention)."""
         return self.heartbeats.any_ahead(now) or self.breakers.any_fresh_feed(now) \
-            or self.approvals.any_pending(now)
+            or self.approvals.any_pending(now, self._version_of)
+
+    def _version_of(self, scope: Scope) -> int:
+        """The version of the transition that put `scope` in its state (0: ARMED)."""
+        current = self._current.get(scope)
+        return current.version if current is not None else 0
 
     def timers_would_trip(self, now: float) -> bool:
         """Whether a timer run now would restrict a scope (a stale feed, a lost heartbeat

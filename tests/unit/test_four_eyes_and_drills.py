@@ -59,6 +59,20 @@ def test_a_second_different_operator_makes_the_reset_take_effect_with_both_recor
     assert engine.check(order(), AFTER + 10).allowed
 
 
+def test_a_request_made_void_by_a_new_trip_awaits_no_deadline_whether_read_or_not():
+    """Review 39g: a GetState dropped a request whose trip was renewed since (not
+    journaled): the live process then awaited no deadline, a restart (its replay keeps
+    the request) one until the request's expiry, and journaled a clock mark a second."""
+    engine = four_eyes()
+    trip(engine, strategy())
+    reset_by(engine, "alice")
+    assert engine.awaits_deadline(AFTER + 1)
+    (renewed,) = trip(engine, strategy(), AFTER + 2)  # the request is void
+    assert not engine.awaits_deadline(AFTER + 3)
+    assert engine.approvals.pending(strategy(), renewed.version, AFTER + 3) is None  # a read
+    assert not engine.awaits_deadline(AFTER + 3)
+
+
 def test_the_same_operator_cannot_approve_their_own_reset():
     engine = four_eyes()
     trip(engine, strategy())
