@@ -206,9 +206,10 @@ def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> f
     `record` left out (`stated_after`). Reserved apart until it came, and charged once it
     is here, it counts once whichever way it went (review 38j: uncharged, the chain filled
     it twice untripped; sent down the chain, it tripped a head the venue had ended before
-    it was reported). It may have crossed while the replace was in flight: what a
-    confirmation released of the head's crossing room takes it first (review 38j's sim,
-    seed 20: the head's own room was gone, ended by the venue). Returns how much of it
+    it was reported). A fill of the order the head replaced may have crossed while the
+    replace was in flight: what the head's confirmation released of its crossing room
+    takes it first (review 38j's sim, seed 20: the head's own room was gone, ended by
+    the venue). What the head reserves is left as it is. Returns how much of it
     the chain had no room left for: it filled past what the chain's checks allowed
     (review 39e: cut to the room left, the head's own fills first, and the rest
     passed)."""
@@ -224,17 +225,32 @@ def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> f
         explained = min(late, stated.leaves_cut)
         stated.leaves_cut -= explained  # explained, once
         late -= explained
-    released = min(late, head.crossing_released)
-    head.crossing_released -= released
-    late -= released
+    late -= _released_for(ledger, record, head, late)
     cut = min(late, max(head.quantity - max(head.filled, head.reported), 0.0))
-    if cut > 0.0:  # its room, whatever the venue's end of it left (that is `cap`'s)
-        charge(head, record.client_order_id, cut)
-        head.crossing_room = max(head.crossing_room - cut, 0.0)
-        head.crossing = max(head.crossing - cut, 0.0)
-        keep = max(min(head.remaining, head.unfilled), 0.0)
-        ledger.release(head, min(cut, head.remaining - keep))
-    return late - cut
+    if cut > 0.0:  # its room, whatever the venue's end of it left (that is `cap`'s); what
+        charge(head, record.client_order_id, cut)  # it reserves stays: the venue's word
+        head.crossing_room = max(head.crossing_room - cut, 0.0)  # or its fills lower it
+    return late - cut  # (review 39j: released, an order went past the limit)
+
+
+def _released_for(ledger: OrderLedger, record: OrderRecord, head: OrderRecord,
+                  late: float) -> float:
+    """Take up to `late` of what confirmations of the orders after `record` released of
+    the room held for their originals' leaves (`OrderRecord.released_here`), as far as
+    `head` still has it (`crossing_released`): fills of `record` may have crossed those
+    replaces. Room released for the leaves of an order before `record` is not theirs
+    (review 39j: it let the chain fill past its checks). Returns what was taken."""
+    after = list(ledger.successors(record))
+    taken = min(late, head.crossing_released, sum(s.released_here for s in after))
+    if not taken > 0.0:
+        return 0.0
+    head.crossing_released -= taken
+    left = taken
+    for successor in after:
+        part = min(left, successor.released_here)
+        successor.released_here -= part
+        left -= part
+    return taken
 
 
 def _before_leaves(ledger: OrderLedger, record: OrderRecord, named: OrderRecord,

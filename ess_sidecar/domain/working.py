@@ -53,7 +53,7 @@ class OrderRecord:
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
-                 "owed_late", "charged_late")
+                 "owed_late", "charged_late", "released_here")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -104,6 +104,12 @@ class OrderRecord:
         # it replaced, passed on): a stale listing of an order before it in its chain may
         # give it back, never more (OrderLedger.restand).
         self.crossing_released = 0.0
+        # What its own confirmation took off the room for the leaves of the order it
+        # replaced (passed down with `crossing_released`, it stays here): late fills of
+        # that order, or of one before it, may have crossed in it
+        # (lifecycle._released_for; review 39j: room released for an earlier order's
+        # leaves took a later order's fills).
+        self.released_here = 0.0
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
@@ -419,6 +425,7 @@ class OrderLedger:
         if extra > 0.0:
             replacement.crossing = replacement.crossing_room = 0.0
             replacement.crossing_released += room
+            replacement.released_here += room
             replacement.quantity -= room
             if not replacement.replaced_by:  # replaced in turn, its leaves and crossing
                 # went down the chain: it reserves only fills it is owed, and they stay

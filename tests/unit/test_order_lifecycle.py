@@ -361,7 +361,7 @@ def test_an_order_replaced_twice_stays_counted_while_it_works_for_fills_it_is_ow
         assert engine.check(order(1), T0).reason is R.MAX_WORKING_ORDERS
     assert not report_fill(engine, fill(5, client_order_id="B", fill_id="x1")).unchecked
     assert report_fill(engine, fill(5, client_order_id="B", fill_id="x1")).duplicate
-    assert _reserved(engine) == {"C": 95}  # said owed once replaced: the chain's (38j)
+    assert _reserved(engine) == {"C": 100}
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 5
     assert engine.check(order(1), T0).allowed
 
@@ -1893,7 +1893,7 @@ def test_an_originals_fills_said_owed_while_its_replace_is_in_flight_take_the_ch
     engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
     assert _reserved(engine) == {"o5": 4, "o17": 8}  # reserved until they come
     assert not report_fill(engine, fill(4, client_order_id="o5")).unchecked
-    assert _reserved(engine) == {"o17": 4}
+    assert _reserved(engine) == {"o17": 8}  # until the venue's word on o17 (review 39j)
     assert report_fill(engine, fill(8, client_order_id="o17")).unchecked
 
 
@@ -1917,8 +1917,36 @@ def test_fills_said_owed_once_replaced_and_held_by_a_snapshot_take_the_chains_ro
     engine.update_order(OrderUpdate(ACCOUNT, "o5", OrderStatus.OPEN, 4, 4))
     engine.sync_positions(ACCOUNT, 100_000, [position(4)], None, T0 + 1,
                           [IncludedFills("o5", 4)])
-    assert _reserved(engine) == {"o17": 4}
+    assert _reserved(engine) == {"o17": 8}
     assert report_fill(engine, fill(8, client_order_id="o17"), T0 + 2).unchecked
+
+
+def test_a_charge_of_late_fills_releases_nothing_the_venue_may_still_fill():
+    """Review 39j: B said live with its 8 leaves; A's 2 said owed and filled were charged
+    to B's room and released from B's reservation: a buy of 2 was allowed past the
+    limit, and B's 8 filled. B's room is cut (its 8 trip); what it reserves stays."""
+    engine = make_engine(equity=3_400)  # 30 % = 10.2 units
+    _allowed(engine, order(8, client_order_id="A"))
+    _allowed(engine, order(8, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 8, 0))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED, None, 2))
+    assert not report_fill(engine, fill(2, client_order_id="A")).unchecked
+    assert _reserved(engine) == {"B": 8}
+    assert engine.check(order(2), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_late_fills_of_an_order_take_no_room_released_for_another_ones_leaves():
+    """Review 39j: A 8 -> B 4, B confirmed (its confirmation freed the room it held for
+    A's leaves), B -> C 8; B's 2 said owed and filled took that room, passed down to C,
+    and C's 8 filled untripped: 10 where no check allowed more than 8."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(8, client_order_id="A"))
+    _allowed(engine, order(4, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 4, 0))
+    _allowed(engine, order(8, client_order_id="C", replaces="B"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 2))
+    assert not report_fill(engine, fill(2, client_order_id="B")).unchecked
+    assert report_fill(engine, fill(8, client_order_id="C")).unchecked
 
 
 def test_fills_said_owed_before_a_replace_was_judged_are_not_its_rooms():
