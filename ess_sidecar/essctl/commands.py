@@ -37,11 +37,13 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
                   " everything and tells executors to cancel orders and flatten positions")
     # Read by trigger_request, not by argparse: with --panic, a scope that cannot be read
     # must not stop the stop (review 30).
-    trigger.add_argument("--scope", help="global, account:ID, strategy:ID or symbol:ID")
+    trigger.add_argument("--scope", nargs="?", help="global, account:ID, strategy:ID or"
+                         " symbol:ID")
     # Nothing that comes with the stop refuses it (review 30): a code or directive essctl
     # does not know is sent as the server would take it, and said; --panic wins. Nor one
     # given no value, nor words left over (review 39f: `--reason desk halt now` unquoted
-    # sent nothing): main() hands those to the reason (`unparsed`).
+    # sent nothing): main() hands those to the reason (`unparsed`). An option it does not
+    # know is a usage error: it may be a mistyped --target or --token (review 39k).
     trigger.add_argument("--reason", nargs="?",
                          help="why (recorded; the stop never waits for one)")
     trigger.add_argument("--code", metavar="CODE", nargs="?",
@@ -111,11 +113,8 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
     user-initiated, or left out, as the server does with a number it does not know.
     --panic halts GLOBAL whatever --scope or --reduce-only say, the stronger stop."""
     notes = []
-    words = [_text(w) for w in getattr(args, "unparsed", ()) if not w.startswith("-")]
-    options = [_text(w) for w in getattr(args, "unparsed", ()) if w.startswith("-")]
-    if options:
-        notes.append(f"unrecognized {' '.join(options)}: left out")
-    reason = " ".join([_text(args.reason), *words]).strip()
+    reason = " ".join([_text(args.reason), *map(_text, getattr(args, "unparsed", ()))])
+    reason = reason.strip()
     scope = None
     if args.scope is not None:
         try:

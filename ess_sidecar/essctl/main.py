@@ -202,18 +202,35 @@ def _run(args: argparse.Namespace, options: Options, out: Output) -> int:
         return args.run(args, sidecar, out)
 
 
+def _reason_word(args: argparse.Namespace, word: str, words: list[str]) -> bool:
+    """Whether `word`, left over by the parser, is a word of a stop's reason typed
+    unquoted (review 39f: `--reason desk halt now` sent no stop): after the command, and
+    not an option (a number may be negative). Anything else refuses the command: an
+    option mistyped may be the target or the token (review 39k: `--targt` sent a panic
+    to the default sidecar, and the token typed after `--tokn` went into the reason)."""
+    if not getattr(args, "stops", False) or word not in words[words.index("trigger") + 1:]:
+        return False
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return not word.startswith("-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for name in ("stdout", "stderr"):  # closed when started (`>&-`, a bare daemon): Python
         if getattr(sys, name) is None:  # has None there, and the stop must still go out
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     try:
-        args, unparsed = parser.parse_known_args(argv)
-        if unparsed and not getattr(args, "stops", False):
-            parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+        args, unparsed = parser.parse_known_args(words)
+        stray = [word for word in unparsed if not _reason_word(args, word, words)]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
         args.unparsed = unparsed  # a stop's: its reason says them (commands.trigger_request)
     except SystemExit as stop:  # --help, --version (0) or a usage error (64)
-        if stop.code and "trigger" in (sys.argv[1:] if argv is None else argv):
+        if stop.code and "trigger" in words:
             print("essctl: NO STOP WAS SENT: correct the command and send it again",
                   file=sys.stderr)
         return int(stop.code or 0)

@@ -144,25 +144,27 @@ def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
 
 def test_trigger_stops_whatever_words_come_unquoted_or_missing_after_it(
         start_sidecar: StartSidecar) -> None:
-    """Review 39f: `--reason desk halt now` unquoted, a `--reason` or `--directive` given no
-    value, or `--yes` typed out of habit from reset: argparse refused the command, and no
-    stop went out (exit 64, never saying so). The words go into the reason, what is not
-    a word is said and left out; a usage error that remains says no stop was sent."""
+    """Review 39f: `--reason desk halt now` unquoted, or a `--reason`, `--directive` or
+    `--scope` (with `--panic`) given no value, made argparse refuse the command: exit 64,
+    no stop sent, and never said. Those words go into the reason; but an option it does
+    not know may be a mistyped --target or --token (review 39k: `--targt` sent a panic to
+    the default sidecar): refused, saying no stop was sent."""
     target = start_sidecar().uds_target
-    loose = essctl(target, "trigger", "--scope", "strategy:a", "--reason", "runaway", "algo",
-                   "--yes", "--directive")
+    loose = essctl(target, "trigger", "--scope", "strategy:a", "--reason", "down", "-5",
+                   "pct", "--directive")
     assert loose.returncode == 0, loose.stderr
-    assert "unrecognized --yes: left out" in loose.stderr
     scopes = restricted(target)
     assert scopes["STRATEGY:a"]["state"] == "TRIPPED"
-    assert scopes["STRATEGY:a"]["reason"].startswith("runaway algo (essctl: unrecognized")
-    bare = essctl(target, "trigger", "--panic", "--reason")
+    assert scopes["STRATEGY:a"]["reason"].startswith("down -5 pct (essctl: unknown --dir")
+    for typo in (["--targt", "unix:/nowhere"], ["--yes"], ["--tokn", "s3cr3t"]):
+        unsent = essctl(target, "trigger", "--scope", "strategy:b", "--reason", "x", *typo)
+        assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, typo
+    assert essctl(target, "--panic", "trigger", "--scope", "strategy:b").returncode == 64
+    assert "STRATEGY:b" not in restricted(target)
+    bare = essctl(target, "trigger", "--panic", "--scope", "--reason")
     assert bare.returncode == 0, bare.stderr
     assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
-    unsent = essctl(target, "trigger", "--scope", "strategy:b", "--timeout", "0")
-    assert unsent.returncode == 64
-    assert "NO STOP WAS SENT" in unsent.stderr and "STRATEGY:b" not in restricted(target)
-    assert essctl(target, "status", "--yes").returncode == 64  # only a stop is lenient
+    assert essctl(target, "status", "extra").returncode == 64  # only a stop's reason
 
 
 @pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout",

@@ -2294,8 +2294,8 @@ type ResetRequest struct {
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Override the cooldown and a breaker condition that still holds; recorded as forced.
 	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
-	// The latches to lift (ScopeState.latches names); none: all of them. A name the scope
-	// does not hold is INVALID_ARGUMENT (an ARMED scope holds none). Refused while a named latch is in its cooldown or
+	// The latches to lift (ScopeState.latches names); none: all of them. A name a
+	// restricted scope does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
 	// its breaker still holds; a reset that resumes the scope is also refused while any
 	// breaker of the scope holds. The scope keeps the state of the latches left. At most
 	// limits.max_snapshot_entries names (more: INVALID_ARGUMENT naming latches).
@@ -2303,7 +2303,7 @@ type ResetRequest struct {
 	// The scope's version (ScopeState.version) the caller looked at; 0: no check. A scope
 	// that changed since (another trip landed) is FAILED_PRECONDITION, forced or not, so a
 	// trip nobody saw is never lifted. essctl reset sends the version it showed. A reset of
-	// an ARMED scope changes nothing, whatever the version.
+	// an ARMED scope changes nothing, whatever the version and latches it names.
 	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

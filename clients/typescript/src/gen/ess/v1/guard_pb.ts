@@ -864,8 +864,8 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
   force: boolean;
 
   /**
-   * The latches to lift (ScopeState.latches names); none: all of them. A name the scope
-   * does not hold is INVALID_ARGUMENT (an ARMED scope holds none). Refused while a named latch is in its cooldown or
+   * The latches to lift (ScopeState.latches names); none: all of them. A name a
+   * restricted scope does not hold is INVALID_ARGUMENT. Refused while a named latch is in its cooldown or
    * its breaker still holds; a reset that resumes the scope is also refused while any
    * breaker of the scope holds. The scope keeps the state of the latches left. At most
    * limits.max_snapshot_entries names (more: INVALID_ARGUMENT naming latches).
@@ -878,7 +878,7 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
    * The scope's version (ScopeState.version) the caller looked at; 0: no check. A scope
    * that changed since (another trip landed) is FAILED_PRECONDITION, forced or not, so a
    * trip nobody saw is never lifted. essctl reset sends the version it showed. A reset of
-   * an ARMED scope changes nothing, whatever the version.
+   * an ARMED scope changes nothing, whatever the version and latches it names.
    *
    * @generated from field: uint64 expected_version = 5;
    */
