@@ -558,7 +558,7 @@ class OrderLedger:
         original.crossing = max(original.crossing - crossed, 0.0)  # they crossed to it
         original.crossing_room = max(original.crossing_room - crossed, 0.0)
         original.crossing_released += replacement.crossing_released  # back with its leaves
-        replacement.crossing_released = 0.0
+        replacement.crossing_released = replacement.released_here = 0.0
         # Review 29: its room goes back to the original, so it may fill no more than the
         # fills reported under its own id; a fill beyond trips (it never traded).
         replacement.cap_fills()
@@ -830,6 +830,8 @@ class OrderLedger:
             head.crossing += extra
             head.crossing_room += room
             head.crossing_released -= room
+            # held again: the room its confirmation released is not free (review 39m)
+            head.released_here = max(head.released_here - room, 0.0)
             head.quantity += room
             self.grow(head, extra)
         if listed.valued > head.valued and listed.valued > head.held_price:

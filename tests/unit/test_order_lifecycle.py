@@ -1949,6 +1949,25 @@ def test_late_fills_of_an_order_take_no_room_released_for_another_ones_leaves():
     assert report_fill(engine, fill(8, client_order_id="C")).unchecked
 
 
+def test_room_a_stale_snapshot_holds_again_is_not_released_twice():
+    """Review 39m: A 8 -> B 4 -> C 2, each confirmed; a stale snapshot listing B made C
+    hold B's leaves again, and C's second confirmation counted the room it released a
+    second time: B's 4 said owed took room released for A's leaves, and D's 8 passed."""
+    engine = make_engine(equity=100_000)
+    for quantity, coid, before in ((8, "A", ""), (4, "B", "A"), (2, "C", "B")):
+        _allowed(engine, order(quantity, client_order_id=coid, replaces=before))
+        if before:
+            engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN, quantity, 0))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0.0)],
+                          [OpenOrder("B", STRATEGY, SYMBOL, Side.BUY, 4, 100.0)], T0,
+                          [IncludedFills(c, 0.0) for c in "ABC"])
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.OPEN, 2, 0))
+    _allowed(engine, order(8, client_order_id="D", replaces="C"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 4))
+    assert not report_fill(engine, fill(4, client_order_id="B")).unchecked
+    assert report_fill(engine, fill(8, client_order_id="D")).unchecked
+
+
 def test_fills_said_owed_before_a_replace_was_judged_are_not_its_rooms():
     """Review 39e (seed 4624, honest): A -> B, A said to have 2 filled, then C replaces B
     judged with those 2 reserved apart; A's fill was charged to C, whose 10 leaves the
