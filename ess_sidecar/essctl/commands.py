@@ -37,22 +37,23 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
                   " everything and tells executors to cancel orders and flatten positions")
     # Read by trigger_request, not by argparse: with --panic, a scope that cannot be read
     # must not stop the stop (review 30).
-    trigger.add_argument("--scope", nargs="?", help="global, account:ID, strategy:ID or"
-                         " symbol:ID")
     # Nothing that comes with the stop refuses it (review 30): a code or directive essctl
-    # does not know is sent as the server would take it, and said; --panic wins. Nor one
-    # given no value, nor words left over (review 39f: `--reason desk halt now` unquoted
-    # sent nothing): main() hands those to the reason (`unparsed`). An option it does not
-    # know is a usage error: it may be a mistyped --target or --token (review 39k).
-    trigger.add_argument("--reason", nargs="?",
+    # does not know is sent as the server would take it, and said; --panic wins. Nor an
+    # option given no value ("": review 39f, `--panic --scope $UNSET` sent nothing). But
+    # words it cannot place are a usage error (main() says no stop was sent): taken into
+    # the reason, an option mistyped (`--targt`, `—target`) sent the stop to another
+    # sidecar, and a token typed after it went into the reason (reviews 39k, 39n).
+    trigger.add_argument("--scope", nargs="?", const="",
+                         help="global, account:ID, strategy:ID or symbol:ID")
+    trigger.add_argument("--reason", nargs="?", const="",
                          help="why (recorded; the stop never waits for one)")
-    trigger.add_argument("--code", metavar="CODE", nargs="?",
+    trigger.add_argument("--code", metavar="CODE", nargs="?", const="",
                          help=f"reason code: {', '.join(CODES)} (default user-initiated;"
                          " another is sent as user-initiated)")
     trigger.add_argument("--reduce-only", action="store_true",
                          help="allow only orders that shrink positions, instead of a halt")
     trigger.add_argument("--directive", action="append", metavar="DIRECTIVE", default=[],
-                         nargs="?", help="what executors must do (repeatable):"
+                         nargs="?", const="", help="what executors must do (repeatable):"
                          f" {', '.join(DIRECTIVES)} (another is left out)")
     trigger.add_argument("--panic", action="store_true", help="GLOBAL halt with"
                          " cancel-open-orders and flatten-positions, whatever else is given")
@@ -112,11 +113,11 @@ def trigger_request(args: argparse.Namespace) -> tuple[pb.TriggerRequest, list[s
     matched loosely (RISK_VIOLATION is risk-violation); one that is not known is sent as
     user-initiated, or left out, as the server does with a number it does not know.
     --panic halts GLOBAL whatever --scope or --reduce-only say, the stronger stop."""
-    notes = []
-    reason = " ".join([_text(args.reason), *map(_text, getattr(args, "unparsed", ()))])
-    reason = reason.strip()
+    notes = [f"--{name} given no value: left out" for name in ("scope", "reason", "code")
+             if getattr(args, name) == ""]
+    reason = _text(args.reason).strip()
     scope = None
-    if args.scope is not None:
+    if args.scope:
         try:
             scope = args.parse_scope(args.scope)
         except argparse.ArgumentTypeError as error:

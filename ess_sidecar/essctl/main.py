@@ -202,19 +202,25 @@ def _run(args: argparse.Namespace, options: Options, out: Output) -> int:
         return args.run(args, sidecar, out)
 
 
-def _reason_word(args: argparse.Namespace, word: str, words: list[str]) -> bool:
-    """Whether `word`, left over by the parser, is a word of a stop's reason typed
-    unquoted (review 39f: `--reason desk halt now` sent no stop): after the command, and
-    not an option (a number may be negative). Anything else refuses the command: an
-    option mistyped may be the target or the token (review 39k: `--targt` sent a panic
-    to the default sidecar, and the token typed after `--tokn` went into the reason)."""
-    if not getattr(args, "stops", False) or word not in words[words.index("trigger") + 1:]:
-        return False
-    try:
-        float(word)
-        return True
-    except ValueError:
-        return not word.startswith("-")
+ONCE = ("--scope", "--target", "--token")  # a stop goes where, and as whom, it was typed
+
+
+def _asks_to_stop(words: list[str]) -> bool:
+    """Whether the command line means a stop, however it is spelled."""
+    return "--panic" in words or any(word.lower() == "trigger" for word in words)
+
+
+def _given_once(words: list[str]) -> str | None:
+    """What is wrong with a stop's command line that argparse takes: an option of ONCE
+    given twice with different values (argparse keeps the last: review 39n, `--scope
+    global ... --scope strategy:s5` halted the strategy alone)."""
+    for option in ONCE:
+        values = {words[i + 1] if word == option and i + 1 < len(words) else
+                  word.partition("=")[2] for i, word in enumerate(words)
+                  if word == option or word.startswith(option + "=")}
+        if len(values) > 1:
+            return f"{option} given {len(values)} different values: which one is meant?"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,15 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     try:
-        args, unparsed = parser.parse_known_args(words)
-        stray = [word for word in unparsed if not _reason_word(args, word, words)]
-        if stray:
-            parser.error(f"unrecognized arguments: {' '.join(stray)}")
-        args.unparsed = unparsed  # a stop's: its reason says them (commands.trigger_request)
+        args = parser.parse_args(words)
+        if getattr(args, "stops", False) and (problem := _given_once(words)) is not None:
+            parser.error(problem)
     except SystemExit as stop:  # --help, --version (0) or a usage error (64)
-        if stop.code and "trigger" in words:
+        # A stop's command line that sent none says so (review 39f: exit 64, and never
+        # said); so does one that asked for help beside its flags (review 39n: a reason
+        # "-h" printed the help, exit 0).
+        if _asks_to_stop(words) and (stop.code or len(words) > 2):
             print("essctl: NO STOP WAS SENT: correct the command and send it again",
                   file=sys.stderr)
+            return Exit.USAGE
         return int(stop.code or 0)
     options = _options(args)
     out = Output(args.json)

@@ -142,29 +142,31 @@ def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
     assert essctl(target, "trigger", "--panic", "--scope", "global").returncode == 0
 
 
-def test_trigger_stops_whatever_words_come_unquoted_or_missing_after_it(
+def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
         start_sidecar: StartSidecar) -> None:
-    """Review 39f: `--reason desk halt now` unquoted, or a `--reason`, `--directive` or
-    `--scope` (with `--panic`) given no value, made argparse refuse the command: exit 64,
-    no stop sent, and never said. Those words go into the reason; but an option it does
-    not know may be a mistyped --target or --token (review 39k: `--targt` sent a panic to
-    the default sidecar): refused, saying no stop was sent."""
+    """Review 39f: `--panic --scope $UNSET` (no value) sent no stop, and a refused stop
+    (`--reason desk halt now` unquoted) never said it sent none. An option given no value
+    is left out and said; words it cannot place are refused, saying no stop was sent:
+    taken into the reason, a mistyped `--targt` or `—target` sent the stop to another
+    sidecar, and a token typed after it went into the reason (reviews 39k, 39n). Nor may
+    a repeated --scope or --target leave the last one alone standing."""
     target = start_sidecar().uds_target
-    loose = essctl(target, "trigger", "--scope", "strategy:a", "--reason", "down", "-5",
-                   "pct", "--directive")
-    assert loose.returncode == 0, loose.stderr
-    scopes = restricted(target)
-    assert scopes["STRATEGY:a"]["state"] == "TRIPPED"
-    assert scopes["STRATEGY:a"]["reason"].startswith("down -5 pct (essctl: unknown --dir")
-    for typo in (["--targt", "unix:/nowhere"], ["--yes"], ["--tokn", "s3cr3t"]):
-        unsent = essctl(target, "trigger", "--scope", "strategy:b", "--reason", "x", *typo)
-        assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, typo
-    assert essctl(target, "--panic", "trigger", "--scope", "strategy:b").returncode == 64
-    assert "STRATEGY:b" not in restricted(target)
-    bare = essctl(target, "trigger", "--panic", "--scope", "--reason")
+    bare = essctl(target, "trigger", "--panic", "--scope", "--reason", "--code")
     assert bare.returncode == 0, bare.stderr
+    for said in ("--scope given no value", "--reason given no value",
+                 "--code given no value"):
+        assert said in bare.stderr
     assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
-    assert essctl(target, "status", "extra").returncode == 64  # only a stop's reason
+    for wrong in (["--reason", "desk", "halt"], ["--targt", "unix:/nowhere"],
+                  ["\u2014target", "unix:/nowhere"], ["--tokn", "s3cr3t"],
+                  ["--scope", "strategy:c"], ["--target", "unix:/nowhere"],
+                  ["--reason", "-h"]):
+        unsent = essctl(target, "trigger", "--scope", "strategy:b", *wrong)
+        assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
+    for wrong in (["--panic", "trigger", "--scope", "strategy:b"], ["Trigger", "--panic"]):
+        assert "NO STOP WAS SENT" in essctl(target, *wrong).stderr, wrong
+    assert "STRATEGY:b" not in restricted(target)
+    assert essctl(target, "status", "extra").returncode == 64
 
 
 @pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout",
