@@ -201,18 +201,17 @@ def _book(ledger: OrderLedger, record: OrderRecord, named: OrderRecord | None,
 
 def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> float:
     """A fill of `record`, replaced, that it was said to be owed once replaced
-    (`OrderRecord.owed_late`) is booked to it, and is the chain's too: it comes off what
-    the head of the chain may fill, but for what leaves the venue gave an order after
-    `record` left out (`stated_after`). Reserved apart until it came, and charged once it
-    is here, it counts once whichever way it went (review 38j: uncharged, the chain filled
-    it twice untripped; sent down the chain, it tripped a head the venue had ended before
-    it was reported). A fill of the order the head replaced may have crossed while the
-    replace was in flight: what the head's confirmation released of its crossing room
-    takes it first (review 38j's sim, seed 20: the head's own room was gone, ended by
-    the venue). What the head reserves is left as it is. Returns how much of it
-    the chain had no room left for: it filled past what the chain's checks allowed
-    (review 39e: cut to the room left, the head's own fills first, and the rest
-    passed)."""
+    (`OrderRecord.owed_late`) is booked to it, and is the chain's too. Reserved apart
+    until it came and charged once it is here, it counts once whichever way it went
+    (review 38j: uncharged, the chain filled it twice untripped; sent down the chain, it
+    tripped a head the venue had ended before it was reported). It is taken, in turn, by
+    what leaves the venue gave an order after `record` left out (`stated_after`), by room
+    the confirmations of those orders released (it may have crossed their replaces:
+    `_released_for`; seed 20 of review 38j's sim), and by the head's own room, whatever
+    the venue's end of it left (`charge`). What the head reserves is left as it is: the
+    venue's word or its fills lower it (review 39j: released, an order was allowed into
+    leaves the venue still had). Returns how much of it none of these held: it filled
+    past what the chain's checks allowed (review 39e: passed, untripped)."""
     late = min(quantity, record.owed_late)
     if not late > 0.0:
         return 0.0
@@ -227,10 +226,10 @@ def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> f
         late -= explained
     late -= _released_for(ledger, record, head, late)
     cut = min(late, max(head.quantity - max(head.filled, head.reported), 0.0))
-    if cut > 0.0:  # its room, whatever the venue's end of it left (that is `cap`'s); what
-        charge(head, record.client_order_id, cut)  # it reserves stays: the venue's word
-        head.crossing_room = max(head.crossing_room - cut, 0.0)  # or its fills lower it
-    return late - cut  # (review 39j: released, an order went past the limit)
+    if cut > 0.0:
+        charge(head, record.client_order_id, cut)
+        head.crossing_room = max(head.crossing_room - cut, 0.0)
+    return late - cut
 
 
 def _released_for(ledger: OrderLedger, record: OrderRecord, head: OrderRecord,
