@@ -77,9 +77,9 @@ class OrderRecord:
         self.pending = 0.0
         # Of `pending`: fills the venue said it was owed once it was replaced. The
         # replacement's quantity (its leaves) was judged without them known, so they are
-        # the chain's: when they come they go down it, off its head's room, and what is
-        # reserved for them here goes then (review 38j: reserved apart, with the head's
-        # room whole, the chain could fill them twice untripped).
+        # the chain's: reserved here until they come, then charged to the chain's head
+        # (lifecycle._charge_late; review 38j: with the head's room whole, the chain could
+        # fill them twice untripped). A later replace was judged with them: none then.
         self.owed_late = 0.0
         # What such fills of orders before it took off its room, by order (None: none): a
         # rejection of it passes them on to the order it replaced, but for that order's
