@@ -53,7 +53,7 @@ class OrderRecord:
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
-                 "owed_late", "charged_late", "released_here")
+                 "owed_late", "charged_late", "released_here", "restood")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -110,6 +110,10 @@ class OrderRecord:
         # (lifecycle._released_for; review 39j: room released for an earlier order's
         # leaves took a later order's fills).
         self.released_here = 0.0
+        # Room a stale listing made it hold again for the leaves of an order before it
+        # since its last confirmation (restand): that confirmation releases it for that
+        # order, not as its own (review 39q: credited to it, it was counted twice).
+        self.restood = 0.0
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
@@ -425,7 +429,8 @@ class OrderLedger:
         if extra > 0.0:
             replacement.crossing = replacement.crossing_room = 0.0
             replacement.crossing_released += room
-            replacement.released_here += room
+            replacement.released_here += room - min(room, replacement.restood)
+            replacement.restood = 0.0
             replacement.quantity -= room
             if not replacement.replaced_by:  # replaced in turn, its leaves and crossing
                 # went down the chain: it reserves only fills it is owed, and they stay
@@ -558,7 +563,7 @@ class OrderLedger:
         original.crossing = max(original.crossing - crossed, 0.0)  # they crossed to it
         original.crossing_room = max(original.crossing_room - crossed, 0.0)
         original.crossing_released += replacement.crossing_released  # back with its leaves
-        replacement.crossing_released = replacement.released_here = 0.0
+        replacement.crossing_released = replacement.released_here = replacement.restood = 0.0
         # Review 29: its room goes back to the original, so it may fill no more than the
         # fills reported under its own id; a fill beyond trips (it never traded).
         replacement.cap_fills()
@@ -830,8 +835,15 @@ class OrderLedger:
             head.crossing += extra
             head.crossing_room += room
             head.crossing_released -= room
-            # held again: the room its confirmation released is not free (review 39m)
-            head.released_here = max(head.released_here - room, 0.0)
+            # Held again: the room confirmations after `listed` released is not free
+            # (reviews 39m, 39q), nearest first, and the next confirmation of `head`
+            # does not release it as its own.
+            head.restood += room
+            left = room
+            for successor in self.successors(listed):
+                part = min(left, successor.released_here)
+                successor.released_here -= part
+                left -= part
             head.quantity += room
             self.grow(head, extra)
         if listed.valued > head.valued and listed.valued > head.held_price:

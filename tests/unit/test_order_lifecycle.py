@@ -1968,6 +1968,32 @@ def test_room_a_stale_snapshot_holds_again_is_not_released_twice():
     assert report_fill(engine, fill(8, client_order_id="D")).unchecked
 
 
+@pytest.mark.parametrize("stale", [False, True])
+def test_room_a_stale_listing_of_the_first_order_holds_again_is_not_a_later_ones(stale):
+    """Review 39q: A 12 -> B 4 (confirmed: 8 of A's leaves released) -> C 8; a snapshot
+    read before B's replace listed A. C held 4 of that room again, and its next
+    confirmation counted them as its own: B's 2 said owed took them, and the chain
+    filled 14 untripped where its checks allowed 12 (without the listing, the 13th
+    trips)."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(12, client_order_id="A"))
+    _allowed(engine, order(4, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 4, 0))
+    _allowed(engine, order(8, client_order_id="C", replaces="B"))
+    if stale:
+        engine.sync_positions(ACCOUNT, 100_000, [position(0.0)],
+                              [OpenOrder("A", STRATEGY, SYMBOL, Side.BUY, 12, 100.0)], T0,
+                              [IncludedFills(c, 0.0) for c in "ABC"])
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED, None, 4))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 2))
+    filled = 0.0
+    for quantity, coid in ((1, "C"), (4, "A"), (2, "B")) + ((1, "C"),) * 6:
+        if report_fill(engine, fill(quantity, client_order_id=coid)).unchecked:
+            break
+        filled += quantity
+    assert filled <= 12
+
+
 def test_fills_said_owed_before_a_replace_was_judged_are_not_its_rooms():
     """Review 39e (seed 4624, honest): A -> B, A said to have 2 filled, then C replaces B
     judged with those 2 reserved apart; A's fill was charged to C, whose 10 leaves the
