@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 
 import grpc
@@ -203,23 +205,44 @@ def _run(args: argparse.Namespace, options: Options, out: Output) -> int:
 
 
 ONCE = ("--scope", "--target", "--token")  # a stop goes where, and as whom, it was typed
+# Global options that take a value: the word after one is not the command.
+VALUED = ("--target", "--token", "--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name",
+          "--timeout")
+DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
 
 
 def _asks_to_stop(words: list[str]) -> bool:
-    """Whether the command line means a stop, however it is spelled."""
-    return "--panic" in words or any(word.lower() == "trigger" for word in words)
+    """Whether the command line means a stop, however it is spelled: --panic, or a
+    command word like `trigger` (review 39p: `triger` and `Trigger` said nothing)."""
+    if "--panic" in words:
+        return True
+    for before, word in zip([""] + words, words):
+        if not word.startswith("-") and before not in VALUED:
+            return bool(difflib.get_close_matches(word.lower(), ["trigger"], cutoff=0.8))
+    return False
 
 
-def _given_once(words: list[str]) -> str | None:
+def _stop_problem(words: list[str]) -> str | None:
     """What is wrong with a stop's command line that argparse takes: an option of ONCE
     given twice with different values (argparse keeps the last: review 39n, `--scope
-    global ... --scope strategy:s5` halted the strategy alone)."""
+    global ... --scope strategy:s5` halted the strategy alone; but --panic halts GLOBAL
+    whatever its scopes: review 39p), or a word that starts with a dash that is not `-`
+    (a pasted `—target`, taken as a reason or a scope, sent the stop to the default
+    sidecar: reviews 39n, 39p). Never a value: it may be a token."""
     for option in ONCE:
+        if option == "--scope" and "--panic" in words:
+            continue
         values = {words[i + 1] if word == option and i + 1 < len(words) else
                   word.partition("=")[2] for i, word in enumerate(words)
                   if word == option or word.startswith(option + "=")}
         if len(values) > 1:
             return f"{option} given {len(values)} different values: which one is meant?"
+    for index, word in enumerate(words):
+        bare = word.lstrip("".join(c for c in word if unicodedata.category(c) in
+                                   ("Cf", "Zs")))
+        if bare and (bare[0] in DASHES or (bare[0] == "-" and bare != word)):
+            return (f"word {index + 1} starts with a dash that is not '-' (pasted?): an"
+                    " option mistyped may send the stop elsewhere")
     return None
 
 
@@ -231,13 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(words)
-        if getattr(args, "stops", False) and (problem := _given_once(words)) is not None:
+        if getattr(args, "stops", False) and (problem := _stop_problem(words)) is not None:
             parser.error(problem)
     except SystemExit as stop:  # --help, --version (0) or a usage error (64)
         # A stop's command line that sent none says so (review 39f: exit 64, and never
         # said); so does one that asked for help beside its flags (review 39n: a reason
         # "-h" printed the help, exit 0).
-        if _asks_to_stop(words) and (stop.code or len(words) > 2):
+        flags = [w for w in words if w not in ("-h", "--help", "--version")
+                 and not difflib.get_close_matches(w.lower(), ["trigger"], cutoff=0.8)]
+        if _asks_to_stop(words) and (stop.code or flags):
             print("essctl: NO STOP WAS SENT: correct the command and send it again",
                   file=sys.stderr)
             return Exit.USAGE

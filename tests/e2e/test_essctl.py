@@ -151,10 +151,11 @@ def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
     sidecar, and a token typed after it went into the reason (reviews 39k, 39n). Nor may
     a repeated --scope or --target leave the last one alone standing."""
     target = start_sidecar().uds_target
-    bare = essctl(target, "trigger", "--panic", "--scope", "--reason", "--code")
+    bare = essctl(target, "trigger", "--panic", "--scope", "--reason", "--code", "--scope",
+                  "strategy:x", "--reason", "")
     assert bare.returncode == 0, bare.stderr
-    for said in ("--scope given no value", "--reason given no value",
-                 "--code given no value"):
+    for said in ("--reason given no value", "--code given no value",
+                 "--scope STRATEGY:x: --panic halts GLOBAL"):  # two scopes: a panic
         assert said in bare.stderr
     assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
     for wrong in (["--reason", "desk", "halt"], ["--targt", "unix:/nowhere"],
@@ -163,8 +164,15 @@ def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
                   ["--reason", "-h"]):
         unsent = essctl(target, "trigger", "--scope", "strategy:b", *wrong)
         assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
-    for wrong in (["--panic", "trigger", "--scope", "strategy:b"], ["Trigger", "--panic"]):
-        assert "NO STOP WAS SENT" in essctl(target, *wrong).stderr, wrong
+    for wrong in (["--reason", "\u2014target=unix:/nowhere"], ["--reason", "\u200b--panic"]):
+        unsent = essctl(target, "trigger", "--scope", "strategy:b", *wrong)  # review 39p
+        assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
+    for wrong in (["--panic", "trigger", "--scope", "strategy:b"], ["Trigger", "--panic"],
+                  ["triger", "--panic"], ["--panic", "-h"]):
+        unsent = essctl(target, *wrong)
+        assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
+    assert essctl(target, "reset", "--scope", "global", "--reason", "trigger",
+                  "-h").returncode == 0
     assert "STRATEGY:b" not in restricted(target)
     assert essctl(target, "status", "extra").returncode == 64
 
