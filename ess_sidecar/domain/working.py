@@ -110,10 +110,11 @@ class OrderRecord:
         # (lifecycle._released_for; review 39j: room released for an earlier order's
         # leaves took a later order's fills).
         self.released_here = 0.0
-        # Room a stale listing made it hold again for the leaves of an order before it
-        # since its last confirmation (restand): that confirmation releases it for that
-        # order, not as its own (review 39q: credited to it, it was counted twice).
-        self.restood = 0.0
+        # Room a stale listing made it hold again since its last confirmation (restand),
+        # by the order whose `released_here` it was taken from: that confirmation gives
+        # it back to them (review 39q: credited to the head, it was counted twice; 39r:
+        # not given back, the head's own was lost, and an honest fill tripped).
+        self.restood: dict[str, float] | None = None
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
@@ -429,8 +430,15 @@ class OrderLedger:
         if extra > 0.0:
             replacement.crossing = replacement.crossing_room = 0.0
             replacement.crossing_released += room
-            replacement.released_here += room - min(room, replacement.restood)
-            replacement.restood = 0.0
+            given = 0.0
+            for coid, part in (replacement.restood or {}).items():
+                held = self.records.get((replacement.account, coid))
+                part = min(part, room - given)
+                if held is not None and part > 0.0:
+                    held.released_here += part
+                    given += part
+            replacement.restood = None
+            replacement.released_here += room - given
             replacement.quantity -= room
             if not replacement.replaced_by:  # replaced in turn, its leaves and crossing
                 # went down the chain: it reserves only fills it is owed, and they stay
@@ -563,7 +571,8 @@ class OrderLedger:
         original.crossing = max(original.crossing - crossed, 0.0)  # they crossed to it
         original.crossing_room = max(original.crossing_room - crossed, 0.0)
         original.crossing_released += replacement.crossing_released  # back with its leaves
-        replacement.crossing_released = replacement.released_here = replacement.restood = 0.0
+        replacement.crossing_released = replacement.released_here = 0.0
+        replacement.restood = None
         # Review 29: its room goes back to the original, so it may fill no more than the
         # fills reported under its own id; a fill beyond trips (it never traded).
         replacement.cap_fills()
@@ -838,12 +847,16 @@ class OrderLedger:
             # Held again: the room confirmations after `listed` released is not free
             # (reviews 39m, 39q), nearest first, and the next confirmation of `head`
             # does not release it as its own.
-            head.restood += room
+            taken = head.restood if head.restood is not None else {}
             left = room
             for successor in self.successors(listed):
                 part = min(left, successor.released_here)
-                successor.released_here -= part
-                left -= part
+                if part > 0.0:
+                    successor.released_here -= part
+                    coid = successor.client_order_id
+                    taken[coid] = taken.get(coid, 0.0) + part
+                    left -= part
+            head.restood = taken or None
             head.quantity += room
             self.grow(head, extra)
         if listed.valued > head.valued and listed.valued > head.held_price:

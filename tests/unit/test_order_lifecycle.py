@@ -1994,6 +1994,23 @@ def test_room_a_stale_listing_of_the_first_order_holds_again_is_not_a_later_ones
     assert filled <= 12
 
 
+def test_room_a_stale_listing_made_the_head_hold_again_is_its_own_once_confirmed():
+    """Review 39r: B 12 -> C 4, C confirmed (8 of B's leaves released); a snapshot read
+    before the replace listed B, then C was confirmed again: the room it released again
+    was no longer its own, and B's 4 said owed, then C's honest 4, tripped the account."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(12, client_order_id="B"))
+    _allowed(engine, order(4, client_order_id="C", replaces="B"))
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.OPEN, 4, 0))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0.0)],
+                          [OpenOrder("B", STRATEGY, SYMBOL, Side.BUY, 12, 100.0)], T0,
+                          [IncludedFills(c, 0.0) for c in "BC"])
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.OPEN, 4, 0))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 4))
+    assert not report_fill(engine, fill(4, client_order_id="B")).unchecked
+    assert not report_fill(engine, fill(4, client_order_id="C")).unchecked
+
+
 def test_fills_said_owed_before_a_replace_was_judged_are_not_its_rooms():
     """Review 39e (seed 4624, honest): A -> B, A said to have 2 filled, then C replaces B
     judged with those 2 reserved apart; A's fill was charged to C, whose 10 leaves the
