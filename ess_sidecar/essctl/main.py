@@ -208,18 +208,33 @@ ONCE = ("--scope", "--target", "--token")  # a stop goes where, and as whom, it 
 # Global options that take a value: the word after one is not the command.
 VALUED = ("--target", "--token", "--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name",
           "--timeout")
-DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+# Minus signs that are not Unicode dashes (Pd), and blanks that are letters to Python.
+MINUSES, BLANKS = "\u02d7\u2212\u2796\ufe63\uff0d", "\u2800\u3164"
+# Options whose value may be any word, `trigger` too.
+WORDY = ("--reason", "--scope", "--code", "--directive")
 
 
 def _asks_to_stop(words: list[str]) -> bool:
-    """Whether the command line means a stop, however it is spelled: --panic, or a
-    command word like `trigger` (review 39p: `triger` and `Trigger` said nothing)."""
-    if "--panic" in words:
-        return True
-    for before, word in zip([""] + words, words):
-        if not word.startswith("-") and before not in VALUED:
-            return bool(difflib.get_close_matches(word.lower(), ["trigger"], cutoff=0.8))
-    return False
+    """Whether the command line means a stop, however it is spelled: --panic, or a word
+    like `trigger` that is not an option's value (review 39p: `triger` and `Trigger`
+    said nothing; 39r: nor did `--targt HOST trigger`)."""
+    return "--panic" in words or any(
+        before not in VALUED + WORDY
+        and difflib.get_close_matches(word.lower(), ["trigger"], cutoff=0.8)
+        for before, word in zip([""] + words, words))
+
+
+def _dashed(word: str) -> bool:
+    """Whether `word` starts with a dash that is not `-`, or with `-` behind characters
+    that do not show: a pasted option (`—target=B`), which argparse takes for a value."""
+    shown = unicodedata.normalize("NFKC", word)
+    shown = shown.lstrip("".join(c for c in shown if not c.isprintable() or c.isspace()
+                                 or c in BLANKS))
+    if not shown:
+        return False
+    if shown[0] == "-":
+        return shown != word
+    return unicodedata.category(shown[0]) == "Pd" or shown[0] in MINUSES
 
 
 def _stop_problem(words: list[str]) -> str | None:
@@ -238,9 +253,7 @@ def _stop_problem(words: list[str]) -> str | None:
         if len(values) > 1:
             return f"{option} given {len(values)} different values: which one is meant?"
     for index, word in enumerate(words):
-        bare = word.lstrip("".join(c for c in word if unicodedata.category(c) in
-                                   ("Cf", "Zs")))
-        if bare and (bare[0] in DASHES or (bare[0] == "-" and bare != word)):
+        if _dashed(word):
             return (f"word {index + 1} starts with a dash that is not '-' (pasted?): an"
                     " option mistyped may send the stop elsewhere")
     return None

@@ -164,11 +164,13 @@ def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
                   ["--reason", "-h"]):
         unsent = essctl(target, "trigger", "--scope", "strategy:b", *wrong)
         assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
-    for wrong in (["--reason", "\u2014target=unix:/nowhere"], ["--reason", "\u200b--panic"]):
+    for wrong in (["--reason", "\u2014target=unix:/nowhere"], ["--reason", "\u200b--panic"],
+                  ["--reason", "\u2e3atarget=B"], ["--reason", "\u2800--target=B"]):
         unsent = essctl(target, "trigger", "--scope", "strategy:b", *wrong)  # review 39p
         assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
     for wrong in (["--panic", "trigger", "--scope", "strategy:b"], ["Trigger", "--panic"],
-                  ["triger", "--panic"], ["--panic", "-h"]):
+                  ["triger", "--panic"], ["--panic", "-h"],
+                  ["--targt", "B", "trigger", "--scope", "global"]):  # review 39r
         unsent = essctl(target, *wrong)
         assert unsent.returncode == 64 and "NO STOP WAS SENT" in unsent.stderr, wrong
     assert essctl(target, "reset", "--scope", "global", "--reason", "trigger",
