@@ -207,7 +207,8 @@ def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> f
     tripped a head the venue had ended before it was reported). It is taken, in turn, by
     what leaves the venue gave an order after `record` left out (`stated_after`), by room
     the confirmations of those orders released (it may have crossed their replaces:
-    `_released_for`; seed 20 of review 38j's sim), and by the head's own room, whatever
+    `OrderLedger.take_released`; seed 20 of review 38j's sim), as far as the head still
+    has it (`crossing_released`), and by the head's own room, whatever
     the venue's end of it left (`charge`). What the head reserves is left as it is: the
     venue's word or its fills lower it (review 39j: released, an order was allowed into
     leaves the venue still had). Returns how much of it none of these held: it filled
@@ -224,32 +225,16 @@ def _charge_late(ledger: OrderLedger, record: OrderRecord, quantity: float) -> f
         explained = min(late, stated.leaves_cut)
         stated.leaves_cut -= explained  # explained, once
         late -= explained
-    late -= _released_for(ledger, record, head, late)
+    # Room released for the leaves of an order before `record` is not its fills' (review
+    # 39j: it let the chain fill past its checks).
+    released = sum(ledger.take_released(record, min(late, head.crossing_released)).values())
+    head.crossing_released -= released
+    late -= released
     cut = min(late, max(head.quantity - max(head.filled, head.reported), 0.0))
     if cut > 0.0:
         charge(head, record.client_order_id, cut)
         head.crossing_room = max(head.crossing_room - cut, 0.0)
     return late - cut
-
-
-def _released_for(ledger: OrderLedger, record: OrderRecord, head: OrderRecord,
-                  late: float) -> float:
-    """Take up to `late` of what confirmations of the orders after `record` released of
-    the room held for their originals' leaves (`OrderRecord.released_here`), as far as
-    `head` still has it (`crossing_released`): fills of `record` may have crossed those
-    replaces. Room released for the leaves of an order before `record` is not theirs
-    (review 39j: it let the chain fill past its checks). Returns what was taken."""
-    after = list(ledger.successors(record))
-    taken = min(late, head.crossing_released, sum(s.released_here for s in after))
-    if not taken > 0.0:
-        return 0.0
-    head.crossing_released -= taken
-    left = taken
-    for successor in after:
-        part = min(left, successor.released_here)
-        successor.released_here -= part
-        left -= part
-    return taken
 
 
 def _before_leaves(ledger: OrderLedger, record: OrderRecord, named: OrderRecord,

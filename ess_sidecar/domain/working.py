@@ -107,7 +107,7 @@ class OrderRecord:
         # What its own confirmation took off the room for the leaves of the order it
         # replaced (passed down with `crossing_released`, it stays here): late fills of
         # that order, or of one before it, may have crossed in it
-        # (lifecycle._released_for; review 39j: room released for an earlier order's
+        # (OrderLedger.take_released; review 39j: room released for an earlier order's
         # leaves took a later order's fills).
         self.released_here = 0.0
         # Room a stale listing made it hold again since its last confirmation (restand),
@@ -532,6 +532,19 @@ class OrderLedger:
             named = before if before is not None \
                 and before.replaced_by == named.client_order_id else None
 
+    def take_released(self, record: OrderRecord, most: float) -> dict[str, float]:
+        """Take up to `most` of the room that confirmations of the orders after `record`
+        released for their originals' leaves (`OrderRecord.released_here`), nearest
+        first; what was taken, by order."""
+        taken: dict[str, float] = {}
+        for successor in self.successors(record):
+            part = min(most, successor.released_here)
+            if part > 0.0:
+                successor.released_here -= part
+                taken[successor.client_order_id] = part
+                most -= part
+        return taken
+
     def successors(self, record: OrderRecord) -> Iterator[OrderRecord]:
         """The orders that replaced `record` in turn, down its chain of replaces."""
         named = record
@@ -848,14 +861,8 @@ class OrderLedger:
             # (reviews 39m, 39q), nearest first, and the next confirmation of `head`
             # does not release it as its own.
             taken = head.restood if head.restood is not None else {}
-            left = room
-            for successor in self.successors(listed):
-                part = min(left, successor.released_here)
-                if part > 0.0:
-                    successor.released_here -= part
-                    coid = successor.client_order_id
-                    taken[coid] = taken.get(coid, 0.0) + part
-                    left -= part
+            for coid, part in self.take_released(listed, room).items():
+                taken[coid] = taken.get(coid, 0.0) + part
             head.restood = taken or None
             head.quantity += room
             self.grow(head, extra)

@@ -214,14 +214,17 @@ MINUSES, BLANKS = "\u02d7\u2212\u2796\ufe63\uff0d", "\u2800\u3164"
 WORDY = ("--reason", "--scope", "--code", "--directive")
 
 
+def _is_trigger(word: str) -> bool:
+    """`trigger`, or a near miss of it (`Trigger`, `triger`)."""
+    return bool(difflib.get_close_matches(word.lower(), ["trigger"], cutoff=0.8))
+
+
 def _asks_to_stop(words: list[str]) -> bool:
     """Whether the command line means a stop, however it is spelled: --panic, or a word
     like `trigger` that is not an option's value (review 39p: `triger` and `Trigger`
     said nothing; 39r: nor did `--targt HOST trigger`)."""
-    return "--panic" in words or any(
-        before not in VALUED + WORDY
-        and difflib.get_close_matches(word.lower(), ["trigger"], cutoff=0.8)
-        for before, word in zip([""] + words, words))
+    return "--panic" in words or any(before not in VALUED + WORDY and _is_trigger(word)
+                                     for before, word in zip([""] + words, words))
 
 
 def _dashed(word: str) -> bool:
@@ -274,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # said); so does one that asked for help beside its flags (review 39n: a reason
         # "-h" printed the help, exit 0).
         flags = [w for w in words if w not in ("-h", "--help", "--version")
-                 and not difflib.get_close_matches(w.lower(), ["trigger"], cutoff=0.8)]
+                 and not _is_trigger(w)]
         if _asks_to_stop(words) and (stop.code or flags):
             print("essctl: NO STOP WAS SENT: correct the command and send it again",
                   file=sys.stderr)
