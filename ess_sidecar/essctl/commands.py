@@ -32,6 +32,16 @@ PANIC_DIRECTIVES = [pb.DIRECTIVE_CANCEL_OPEN_ORDERS, pb.DIRECTIVE_FLATTEN_POSITI
 MAX_PAGE_SIZE = 1000
 
 
+class _KeepGiven(argparse.Action):
+    """An option's value; given again with none, the value given before it stands (stop 39
+    left it: a stray `--reason` after `--reason "desk halt"` dropped the reason)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        if values != "" or not getattr(namespace, self.dest, None):
+            setattr(namespace, self.dest, values)
+
+
 def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
     trigger = add("trigger", "stop trading on a scope (the kill switch); --panic halts"
                   " everything and tells executors to cancel orders and flatten positions")
@@ -43,11 +53,11 @@ def add_trigger(add, scope_arg) -> None:  # noqa: ANN001
     # words it cannot place are a usage error (main() says no stop was sent): taken into
     # the reason, an option mistyped (`--targt`, `—target`) sent the stop to another
     # sidecar, and a token typed after it went into the reason (reviews 39k, 39n).
-    trigger.add_argument("--scope", nargs="?", const="",
+    trigger.add_argument("--scope", nargs="?", const="", action=_KeepGiven,
                          help="global, account:ID, strategy:ID or symbol:ID")
-    trigger.add_argument("--reason", nargs="?", const="",
+    trigger.add_argument("--reason", nargs="?", const="", action=_KeepGiven,
                          help="why (recorded; the stop never waits for one)")
-    trigger.add_argument("--code", metavar="CODE", nargs="?", const="",
+    trigger.add_argument("--code", metavar="CODE", nargs="?", const="", action=_KeepGiven,
                          help=f"reason code: {', '.join(CODES)} (default user-initiated;"
                          " another is sent as user-initiated)")
     trigger.add_argument("--reduce-only", action="store_true",

@@ -133,6 +133,15 @@ def _host_port(text: str, bad: Callable[[str], UsageError]) -> str:
     return f"{host}:{_port(port, bad) if colon else DEFAULT_PORT}"
 
 
+def _is_host(name: str) -> bool:
+    """A DNS name (ASCII: an IDN in its xn-- form) or an IP address, as a certificate names."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return _HOST.fullmatch(name) is not None
+
+
 def _port(text: str, bad: Callable[[str], UsageError]) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise bad(f"port {text!r} is not a number from 1 to 65535")
@@ -169,6 +178,9 @@ class Options:
                  self.tls_server_name)) if value]
         if given and not self.tls:
             raise UsageError(f"{given[0]} needs --tls")
+        if self.tls_server_name and not _is_host(self.tls_server_name):
+            raise UsageError(f"--tls-server-name {self.tls_server_name!r} is not a host name or"
+                             " IP address")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise UsageError("--tls-cert and --tls-key go together (mutual TLS)")
         if self.tls and self.is_unix:

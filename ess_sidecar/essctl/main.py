@@ -240,6 +240,15 @@ def _dashed(word: str) -> bool:
     return unicodedata.category(shown[0]) == "Pd" or shown[0] in MINUSES
 
 
+def _values(words: list[str], option: str) -> set[str]:
+    """The values `option` is given in `words` (`--scope X`, `--scope=X`). An option of
+    WORDY given none (bare, before another option, or `--scope=`) keeps the one before."""
+    given = {words[i + 1] if word == option and i + 1 < len(words)
+             and not words[i + 1].startswith("-") else word.partition("=")[2]
+             for i, word in enumerate(words) if word == option or word.startswith(option + "=")}
+    return given - {""} if option in WORDY else given
+
+
 def _stop_problem(words: list[str]) -> str | None:
     """What is wrong with a stop's command line that argparse takes: an option of ONCE
     given twice with different values (argparse keeps the last: review 39n, `--scope
@@ -250,10 +259,7 @@ def _stop_problem(words: list[str]) -> str | None:
     for option in ONCE:
         if option == "--scope" and "--panic" in words:
             continue
-        values = {words[i + 1] if word == option and i + 1 < len(words) else
-                  word.partition("=")[2] for i, word in enumerate(words)
-                  if word == option or word.startswith(option + "=")}
-        if len(values) > 1:
+        if len(values := _values(words, option)) > 1:
             return f"{option} given {len(values)} different values: which one is meant?"
     for index, word in enumerate(words):
         if _dashed(word):

@@ -149,7 +149,8 @@ def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
     is left out and said; words it cannot place are refused, saying no stop was sent:
     taken into the reason, a mistyped `--targt` or `—target` sent the stop to another
     sidecar, and a token typed after it went into the reason (reviews 39k, 39n). Nor may
-    a repeated --scope or --target leave the last one alone standing."""
+    a repeated --scope or --target leave the last one alone standing, nor an option given
+    again with no value drop the one given before it (stop 39 left it)."""
     target = start_sidecar().uds_target
     bare = essctl(target, "trigger", "--panic", "--scope", "--reason", "--code", "--scope",
                   "strategy:x", "--reason", "")
@@ -158,6 +159,11 @@ def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
                  "--scope STRATEGY:x: --panic halts GLOBAL"):  # two scopes: a panic
         assert said in bare.stderr
     assert restricted(target)["GLOBAL"]["state"] == "TRIPPED"
+    again = essctl(target, "trigger", "--scope", "strategy:k", "--reason", "desk halt",
+                   "--code", "risk-violation", "--reason", "--code", "--scope")
+    assert again.returncode == 0, again.stderr  # a stray option kept what came before it
+    kept = restricted(target)["STRATEGY:k"]
+    assert (kept["reason"], kept["reason_code"]) == ("desk halt", "RISK_VIOLATION")
     for wrong in (["--reason", "desk", "halt"], ["--targt", "unix:/nowhere"],
                   ["\u2014target", "unix:/nowhere"], ["--tokn", "s3cr3t"],
                   ["--scope", "strategy:c"], ["--target", "unix:/nowhere"],

@@ -130,3 +130,17 @@ def test_a_token_no_header_can_carry_is_a_usage_error_naming_the_character(
     assert main(["--target", "127.0.0.1:1", "status"]) == 64
     bad = next(c for c in token if not " " <= c <= "~")
     assert f"U+{ord(bad):04X}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["\udcff", "ess internal", "ess.\u0131nternal"],
+                         ids=["undecodable byte", "space", "non-ASCII"])
+def test_a_tls_server_name_no_certificate_holds_is_a_usage_error_that_sends_no_stop(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stop 39 left it: an undecodable byte in --tls-server-name (as a shell passes
+    `$'\\xff'`) ended the kill switch in a traceback from gRPC's channel arguments."""
+    argv = ["--target", "127.0.0.1:1", "--tls", "--tls-server-name", name,
+            "trigger", "--panic", "--reason", "r"]
+    assert main(argv) == 64
+    err = capsys.readouterr().err
+    assert "--tls-server-name" in err and "NO STOP WAS SENT" in err
+    assert "Traceback" not in err
