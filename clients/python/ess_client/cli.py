@@ -95,7 +95,15 @@ async def _check(args: argparse.Namespace) -> Verdict:
 
 
 def check_main(argv: list[str] | None = None) -> int:
-    args = _check_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        args = _check_parser().parse_args(words)
+    except SystemExit as done:  # help exits 0, which means "allowed" here: beside an
+        if not done.code and set(words) - {"-h", "--help"}:  # order's flags, a usage
+            print("ess-check: --help given with other arguments: nothing was checked",
+                  file=sys.stderr)  # error (review 40a: `ess-check ... --help && send`)
+            return EX_USAGE
+        raise
     verdict = asyncio.run(_check(args))
     print(line(verdict))
     return 0 if verdict.allowed else 2

@@ -21,7 +21,7 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 from .convert import EnumLike, ScopeLike, order_request, to_enum, to_scope
 from .failures import FailurePolicy, log
 from .stream import CheckStream, failure_of
-from .verdict import Failure, Verdict, failed, verdict_from_answer
+from .verdict import Failure, Verdict, failed, late, verdict_from_answer
 
 # The sidecar's budget on a Unix socket is p99.9 <= 1 ms. Measured through this client on
 # a loaded 2-core host (p50 ~0.37 ms, p99.9 ~0.7-2 ms), about 1 check in 20 000 took over
@@ -136,8 +136,8 @@ class GuardClient:
                           replaces_client_order_id: str = "",
                           timeout_s: float | None = None) -> Verdict:
         """`check` as one unary CheckOrder call, without the stream (a process that checks
-        seldom): the same verdicts, and the same denials when anything fails; an answer
-        that comes at or after the deadline is one too."""
+        seldom): the same verdicts, and the same denials when anything fails; an allow
+        that comes at or after the deadline is a DEADLINE failure too."""
         return await self._check(self._ask_unary, account, strategy, symbol, side, quantity,
                                  price, reduce_only, client_order_id, replaces_client_order_id,
                                  timeout_s)
@@ -183,9 +183,8 @@ class GuardClient:
             # could not write: review 37k): fail_open never flips that.
             return failed(Failure.REFUSED if heard else failure_of(code),
                           f"{code.name}: {error.details()}")
-        if loop.time() >= deadline:
-            return failed(Failure.DEADLINE, f"answered after {timeout_s * 1e3:g} ms")
-        return verdict_from_answer(pb.CheckOrderStreamResponse(decision=decision))
+        return late(verdict_from_answer(pb.CheckOrderStreamResponse(decision=decision)),
+                    loop.time() >= deadline, timeout_s)
 
     def _current_stream(self) -> CheckStream:
         # A broken stream is never reused: the next check opens a fresh one.

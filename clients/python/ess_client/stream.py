@@ -12,7 +12,7 @@ import grpc
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 
-from .verdict import Failure, Verdict, failed, verdict_from_answer
+from .verdict import Failure, Verdict, failed, late, verdict_from_answer
 
 log = logging.getLogger("ess_client")
 
@@ -22,9 +22,9 @@ CONNECTIVITY_CODES = {
     grpc.StatusCode.UNAVAILABLE: Failure.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED: Failure.DEADLINE,
     grpc.StatusCode.CANCELLED: Failure.STREAM_BROKEN,
-    grpc.StatusCode.INTERNAL: Failure.STREAM_BROKEN,
-    grpc.StatusCode.UNKNOWN: Failure.STREAM_BROKEN,
 }
+# INTERNAL and UNKNOWN are the sidecar's own faults, answered: heard, as on the unary path
+# (review 40a: a fail-open client allowed on them).
 
 
 def failure_of(code: grpc.StatusCode) -> Failure:
@@ -72,10 +72,8 @@ class CheckStream:
             timer.cancel()
             self._pending.pop(request_id, None)  # a late answer then finds nobody waiting
         # An answer read in the loop turn where the timer is also due can beat it: once the
-        # deadline has passed, the check fails closed whatever came.
-        if self._loop.time() - sent >= timeout:
-            return failed(Failure.DEADLINE, f"no answer within {timeout * 1e3:g} ms")
-        return verdict
+        # deadline has passed, an allow is a failure; a denial stands (review 40a).
+        return late(verdict, self._loop.time() - sent >= timeout, timeout)
 
     async def close(self) -> None:
         """Deny everything in flight (CLIENT_ERROR: closing is our doing) and end the call."""

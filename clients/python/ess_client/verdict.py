@@ -59,6 +59,15 @@ def failed(cause: Failure, message: str, field: str = "") -> Verdict:
     return Verdict(allowed=False, message=message, failure=cause, field=field)
 
 
+def late(verdict: Verdict, is_late: bool, timeout: float) -> Verdict:
+    """The verdict of an answer that came `is_late`, after `timeout` seconds: an allow is
+    a DEADLINE failure (the order's moment has passed); anything else stands as it came,
+    never a failure fail-open may flip (review 40a: a denial read late was allowed)."""
+    if is_late and verdict.allowed:
+        return failed(Failure.DEADLINE, f"answered after {timeout * 1e3:g} ms")
+    return verdict
+
+
 def scope_text(scope: pb.Scope) -> str:
     """"GLOBAL" or "KIND:id", the way operators write scopes."""
     kind = pb.ScopeKind.Name(scope.kind).removeprefix("SCOPE_KIND_")

@@ -81,8 +81,8 @@ Answer = Callable[[pb.CheckOrderStreamRequest], pb.CheckOrderStreamResponse | No
 
 
 class ScriptedGuard(pb_grpc.GuardServiceServicer):
-    """A GuardService whose stream answers each request with `answer(request)`, or never
-    when that is None. `received` counts requests (`orders` keeps them); `arrived` fires at
+    """A GuardService whose stream (and unary CheckOrder) answers each request with
+    `answer(request)`, or never when that is None. `received` counts requests (`orders` keeps them); `arrived` fires at
     `expect` of them."""
 
     def __init__(self, answer: Answer, expect: int = 1) -> None:
@@ -103,6 +103,15 @@ class ScriptedGuard(pb_grpc.GuardServiceServicer):
             response = self.answer(request)
             if response is not None:
                 yield response
+
+    async def CheckOrder(self, request, context):  # noqa: ANN001, N802
+        """The unary call, answered as the stream answers: the response's decision."""
+        self.received += 1
+        self.orders.append(request)
+        response = self.answer(pb.CheckOrderStreamRequest(order=request))
+        if response is None:
+            await asyncio.Event().wait()  # never: the caller's deadline ends it
+        return response.decision
 
 
 class ScriptedServer:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -39,6 +40,22 @@ async def silent_tcp_server() -> AsyncIterator[str]:
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     server.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_stream_server(handler: Callable[..., AsyncIterator[bytes]]) -> AsyncIterator[str]:
+    """A server whose CheckOrderStream is `handler(requests, context)`, yielding raw bytes
+    (what no well-behaved sidecar sends); its target."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "ess.v1.GuardService", {"CheckOrderStream": grpc.stream_stream_rpc_method_handler(
+            handler, request_deserializer=pb.CheckOrderStreamRequest.FromString)}),))
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    try:
+        yield target
+    finally:
+        await server.stop(None)
 
 
 async def timed_check(guard: GuardClient, **overrides: object) -> tuple[Verdict, float]:
@@ -152,6 +169,54 @@ async def test_an_answer_read_after_the_deadline_is_not_taken(
     assert (verdict.allowed, verdict.failure) == (False, Failure.DEADLINE), verdict
 
 
+DENIED = pb.CheckOrderResponse(allowed=False, reason=pb.DECISION_REASON_SCOPE_TRIPPED)
+
+
+@pytest.mark.parametrize("unary", [False, True], ids=["stream", "unary"])
+@pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "open"])
+@pytest.mark.parametrize("decision", [ALLOWED, DENIED], ids=["allowed", "denied"])
+async def test_a_late_allow_is_a_deadline_failure_and_a_late_denial_stands(
+        scripted: StartScripted, monkeypatch: pytest.MonkeyPatch, unary: bool,
+        fail_open: bool, decision: pb.CheckOrderResponse) -> None:
+    """Review 40a: an answer read after the deadline was a DEADLINE failure, whatever it
+    said, so a fail-open client allowed a denial the sidecar had sent. A second passes
+    on the client's clock while the sidecar answers (the deadline's timer never fires)."""
+    monkeypatch.setattr(CheckStream, "_expire", lambda self, request_id, timeout: None)
+    loop, passed = asyncio.get_running_loop(), [0.0]
+    monkeypatch.setattr(loop, "time", (lambda clock: lambda: clock() + passed[0])(loop.time))
+
+    def slow(request: pb.CheckOrderStreamRequest) -> pb.CheckOrderStreamResponse:
+        passed[0] += 1.0
+        return pb.CheckOrderStreamResponse(request_id=request.request_id, decision=decision)
+
+    server = await scripted(slow)
+    async with GuardClient(server.target, check_timeout_s=0.5, fail_open=fail_open) as guard:
+        verdict = await (guard.check_unary if unary else guard.check)(**ORDER)
+    if decision.allowed:  # the sidecar allowed it: fail-open may take it, fail-closed not
+        assert (verdict.allowed, verdict.failure) == (fail_open, Failure.DEADLINE), verdict
+    else:
+        assert (verdict.allowed, verdict.failure, verdict.reason_name) == (
+            False, None, "SCOPE_TRIPPED"), verdict
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN],
+                         ids=lambda code: code.name)
+async def test_a_stream_the_sidecar_ends_with_a_fault_is_a_denial_even_when_fail_open(
+        code: grpc.StatusCode) -> None:
+    """Review 40a: on the unary call these were heard (a fault of the sidecar's, answered:
+    review 37k); on the stream they were a broken stream, which fail-open allowed."""
+    async def fault(requests: AsyncIterator[pb.CheckOrderStreamRequest],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for _ in requests:
+            await context.abort(code, "a fault of the sidecar's")
+        yield b""  # a generator, never reached
+
+    async with raw_stream_server(fault) as target, \
+            GuardClient(target, check_timeout_s=5, fail_open=True) as guard:
+        verdict = await guard.check(**ORDER)
+    assert (verdict.allowed, verdict.failure) == (False, Failure.REFUSED), verdict
+
+
 @pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "open"])
 async def test_an_answer_that_cannot_be_decoded_ends_the_stream(fail_open: bool) -> None:
     """grpc.aio reads it as None (and logs it); the checks are denied and the stream is
@@ -161,18 +226,10 @@ async def test_an_answer_that_cannot_be_decoded_ends_the_stream(fail_open: bool)
         async for _ in requests:
             yield b"\xff"  # a varint cut short: no message decodes from it
 
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "ess.v1.GuardService", {"CheckOrderStream": grpc.stream_stream_rpc_method_handler(
-            garbage, request_deserializer=pb.CheckOrderStreamRequest.FromString)}),))
-    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-    await server.start()
-    try:
-        async with GuardClient(target, check_timeout_s=5, fail_open=fail_open) as guard:
-            first, elapsed = await timed_check(guard)
-            second, _ = await timed_check(guard)
-    finally:
-        await server.stop(None)
+    async with raw_stream_server(garbage) as target, \
+            GuardClient(target, check_timeout_s=5, fail_open=fail_open) as guard:
+        first, elapsed = await timed_check(guard)
+        second, _ = await timed_check(guard)
     for verdict in (first, second):
         assert (verdict.allowed, verdict.failure) == (False, Failure.MALFORMED), verdict
     assert elapsed < SLACK_S
