@@ -20,6 +20,7 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 
 from .convert import EnumLike, ScopeLike, order_request, to_enum, to_scope
 from .failures import FailurePolicy, log
+from .heartbeat import Heartbeat
 from .stream import CheckStream, failure_of
 from .verdict import Failure, Verdict, failed, late, verdict_from_answer
 
@@ -31,6 +32,7 @@ DEFAULT_CHECK_TIMEOUT_S = 0.010
 # Not the hot path; a Trigger is fsynced before it is acknowledged.
 DEFAULT_RPC_TIMEOUT_S = 1.0
 MAX_RPC_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and gRPC cannot carry 1e10 s
+MAX_HEARTBEAT_TTL_MS = 3_600_000  # the contract's: 1 ms to 1 hour
 # After this long without any answer the stream is taken for hung and replaced.
 DEFAULT_STALL_AFTER_S = 1.0
 # Trailing metadata of a unary check the sidecar answered failing closed: never fail-open.
@@ -273,6 +275,25 @@ class GuardClient:
         return await self._unary(self._stub.Heartbeat, pb.HeartbeatRequest(
             executor_id=executor_id, scope=to_scope(scope), ttl_ms=ttl_ms,
             deregister=deregister))
+
+    def start_heartbeat(self, executor_id: str, scope: ScopeLike, ttl_ms: int,
+                        interval_s: float | None = None,
+                        on_response: Callable[[pb.HeartbeatResponse], object] | None = None,
+                        on_error: Callable[[Exception], object] | None = None) -> Heartbeat:
+        """`heartbeat` every `interval_s` (a third of the TTL by default) until the
+        Heartbeat's `stop()`, which deregisters. Call it in a running event loop. An
+        interval not shorter than the TTL is a ValueError: the scope would trip."""
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) \
+                or not 1 <= ttl_ms <= MAX_HEARTBEAT_TTL_MS:
+            raise ValueError(f"ttl_ms must be 1 to {MAX_HEARTBEAT_TTL_MS} ms, got {ttl_ms!r}")
+        interval_s = ttl_ms / 3000 if interval_s is None else valid_timeout(
+            interval_s, "a heartbeat interval")
+        if interval_s * 1000 >= ttl_ms:
+            raise ValueError(f"a heartbeat interval of {interval_s:g} s is not shorter than"
+                             f" its TTL of {ttl_ms} ms: the scope would trip")
+        return Heartbeat(lambda deregister: self.heartbeat(executor_id, scope, ttl_ms,
+                                                           deregister),
+                         interval_s, on_response, on_error)
 
     async def trigger(self, scope: ScopeLike, reason: str = "",
                       reason_code: EnumLike = pb.TRIGGER_REASON_USER_INITIATED,

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from conftest import RELAXED_TIMEOUT_S, SLACK_S, SidecarProcess
 
 from ess.v1 import guard_pb2 as pb
@@ -68,6 +69,32 @@ async def test_position_and_heartbeat_wrappers_return_the_sidecars_answers(
     beat = await client.heartbeat("exec-1", "STRATEGY:momo", ttl_ms=60_000)
     assert beat.state == pb.STATE_ARMED
     await client.heartbeat("exec-1", "STRATEGY:momo", ttl_ms=60_000, deregister=True)
+
+
+async def test_the_heartbeat_helper_beats_on_past_a_failing_callback_and_deregisters(
+        client: GuardClient) -> None:
+    """README: every client has a heartbeat helper (review 40a: Python had none; the
+    TypeScript one stopped for good when its callback raised)."""
+    states: list[int] = []
+    enough = asyncio.Event()
+
+    def on_response(response: pb.HeartbeatResponse) -> None:
+        states.append(response.state)
+        if len(states) == 8:
+            enough.set()
+        if len(states) == 2:
+            raise RuntimeError("a bug in the executor's callback")
+
+    beat = client.start_heartbeat("exec-hb", "STRATEGY:hb", ttl_ms=5_000, interval_s=0.02,
+                                  on_response=on_response)
+    await asyncio.wait_for(enough.wait(), 10)  # 8 beats 20 ms apart
+    assert beat.running and beat.sent >= 8 and beat.failures == 0
+    assert set(states) == {pb.STATE_ARMED}
+    assert (await beat.stop()).state == pb.STATE_ARMED
+    assert not beat.running
+    for ttl_ms, interval_s in ((300, 0.3), (0, None), (True, None), (300, 0.0)):
+        with pytest.raises((TypeError, ValueError)):  # the scope would trip, or no TTL
+            client.start_heartbeat("exec-hb", "STRATEGY:hb", ttl_ms, interval_s)
 
 
 async def test_hundred_concurrent_checks_share_one_stream_and_each_gets_its_own_answer(
