@@ -82,8 +82,8 @@ Answer = Callable[[pb.CheckOrderStreamRequest], pb.CheckOrderStreamResponse | No
 
 class ScriptedGuard(pb_grpc.GuardServiceServicer):
     """A GuardService whose stream (and unary CheckOrder) answers each request with
-    `answer(request)`, or never when that is None. `received` counts requests (`orders` keeps them); `arrived` fires at
-    `expect` of them."""
+    `answer(request)`, or never when that is None. `received` counts requests (`orders`
+    keeps them); `arrived` fires at `expect` of them."""
 
     def __init__(self, answer: Answer, expect: int = 1) -> None:
         self.answer = answer
