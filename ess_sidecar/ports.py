@@ -117,6 +117,12 @@ class Journal(abc.ABC):
     def start(self) -> None:
         """Begin syncing in the background."""
 
+    @property
+    def failed(self) -> bool:
+        """Whether every record is refused from now on (a write or a sync failed): only a
+        restart, which replays what it kept, lifts it."""
+        return False
+
     @abc.abstractmethod
     def close(self) -> None:
         """Sync what is recorded and release the journal."""

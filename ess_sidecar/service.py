@@ -756,9 +756,15 @@ class Guard(GuardReadings):
             if command is not None:
                 self._record(command)
             return plan.transitions
-        yield Durable(lambda: self._store_transitions(plan.transitions), plan.transitions,
-                      on_loop)
-        self._durably(lambda: self._journal.record(command, plan.transitions), plan.transitions)
+        stop = type(command) is Triggered
+        if stop and self._journal.failed:  # the store alone: see _store_transitions
+            yield Durable(lambda: self._store.append(plan.transitions), plan.transitions,
+                          on_loop)
+        else:
+            yield Durable(lambda: self._store_transitions(plan.transitions, stop),
+                          plan.transitions, on_loop)
+            self._durably(lambda: self._journal.record(command, plan.transitions),
+                          plan.transitions)
         self.engine.apply(plan.transitions)
         self.subscribers.publish(plan.transitions)
         self.alerts.notify(plan.transitions)
@@ -767,9 +773,20 @@ class Guard(GuardReadings):
             log.warning("transition", extra=transition_fields(transition))
         return plan.transitions
 
-    def _store_transitions(self, transitions: list[Transition]) -> None:
-        """The durable part of a commit; in the store's thread when served."""
-        self._journal.sync()
+    def _store_transitions(self, transitions: list[Transition], stop: bool = False) -> None:
+        """The durable part of a commit; in the store's thread when served. A `stop` (a
+        Trigger) is stored even when the journal cannot be synced, and once it has failed
+        it is not journaled at all: the journal refuses every record until a restart, and
+        the kill switch must not (review 40b: after a full disk was freed, every stop was
+        refused, and the restart that was the only way out forgot them). A trip needs no
+        record before it; the next start restores the store's trips beyond the journal's
+        end (recovery.reconcile)."""
+        try:
+            self._journal.sync()
+        except StoreUnavailable:
+            if stop:  # stored, then failed as the journal did: the caller is told
+                self._store.append(transitions)
+            raise
         self._store.append(transitions)
 
     def _record(self, command: Command, holds: Sequence[Transition] = ()) -> None:

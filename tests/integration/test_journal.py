@@ -445,6 +445,40 @@ def test_the_retry_of_an_unchecked_fill_whose_write_failed_is_journaled_with_its
     assert restarted.state_of(Scope(ScopeKind.ACCOUNT, "acc-1")) is not State.ARMED
 
 
+def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
+        tmp_path: Path) -> None:
+    """Review 40b: once a journal write had failed (a full disk, since freed), every
+    Trigger was refused UNAVAILABLE for the rest of the process, essctl's resend too, and
+    the restart that was the only way out forgot them: the kill switch refused to stop. A
+    stop is stored whatever the journal, and the next start restores it from the store."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             limits={"exposure_enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    clock = FakeClock()
+    first = build(settings, clock=clock)
+    assert first.guard.check(ORDER._replace(client_order_id="before")).allowed
+    read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
+    os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
+    with pytest.raises(StoreUnavailable):
+        first.guard.check(ORDER._replace(client_order_id="lost"))
+    assert first.guard.engine.state_of(GLOBAL) is State.TRIPPED  # failed closed, in memory
+    stop = Trigger(ACCOUNT, TriggerMode.HALT, "desk halt", TriggerReason.USER_INITIATED, (),
+                   "op")
+    assert first.guard.trigger(stop).tripped  # acknowledged: stored, not refused
+    first.store.close()
+    os.close(read_only)
+    second = build(settings, clock=clock)
+    assert second.guard.engine.state_of(ACCOUNT) is State.TRIPPED
+    assert [o.client_order_id for o in second.guard.engine.orders.working("acc-1")] == \
+        ["before"]
+    second.journal.close()
+    second.store.close()
+
+
 def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Path) -> None:
     """Review 20: a reseal cut the journal's damaged tail, which held an executor's
     registration; registrations were taken from the store only when the journal was empty,

@@ -176,6 +176,10 @@ class FileJournal(Journal):
             self._cut_torn(len(data))
         return entries
 
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
     def record(self, command: Command | None, transitions: Sequence[Transition] = ()) -> None:
         if type(command) is Admitted and not transitions:  # the hot path, in binary
             payload = _admitted(command)
