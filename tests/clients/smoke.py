@@ -18,8 +18,9 @@ the sidecar back, it is allowed again once the client has reconnected by itself.
 
 Bad arguments are usage errors (exit 64, the flag named on stderr's last line), at once:
 an empty --coid (else the library would make one up that ess-check never prints), an empty
---target, and a --deadline-ms that is not a finite number > 0 of at most an hour; ess-smoke
-refuses the same, and a bad DEADLINE_MS on a line, rather than crash or hang."""
+--target, --help beside an order's flags (0 would read as allowed), and a --deadline-ms
+that is not a finite number > 0 of at most an hour; ess-smoke refuses the same, and a bad
+DEADLINE_MS on a line, rather than crash or hang."""
 
 from __future__ import annotations
 
@@ -115,6 +116,9 @@ def usage_errors(check: Path, smoke_program: Path, target: str) -> None:
         expect_usage_error([str(check), *check_args(target, coid=coid)], "--coid")
     expect_usage_error([str(check), *check_args("")], "--target")
     expect_usage_error([str(smoke_program), "--target", ""], "--target")
+    # Help exits 0, the "allowed" code: beside an order's flags it is a usage error
+    # (review 40a: `ess-check ... --help && send_order` sent).
+    expect_usage_error([str(check), *check_args(target), "--help"], "--help")
     for deadline_ms in BAD_DEADLINES_MS:
         expect_usage_error([str(check), *check_args(target, deadline_ms=deadline_ms)],
                            "--deadline-ms")

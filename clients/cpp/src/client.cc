@@ -130,6 +130,10 @@ Client::Client(const std::string& target, Options options) : options_(std::move(
   if (options_.deadline.count() <= 0) {
     throw std::invalid_argument("ess: the check deadline must be > 0");
   }
+  // Else every RPC but the checks (Trigger, heartbeats, fills) would fail unsent.
+  if (options_.rpc_timeout.count() <= 0) {
+    throw std::invalid_argument("ess: the RPC timeout (rpc_timeout) must be > 0");
+  }
   if (options_.reconnect_base.count() <= 0 || options_.reconnect_max < options_.reconnect_base) {
     throw std::invalid_argument("ess: the reconnect backoff must be 0 < base <= max");
   }

@@ -761,6 +761,24 @@ TEST(Client, BadOptionsThrow) {
   EXPECT_THROW(ess::Client("localhost:1", half), std::invalid_argument);
 }
 
+// Review: an rpc_timeout <= 0 was taken, and every RPC but the checks (Trigger,
+// heartbeats, fills) then failed DEADLINE_EXCEEDED unsent.
+TEST(Client, NonPositiveRpcTimeoutThrows) {
+  for (const auto timeout : {std::chrono::milliseconds(0), std::chrono::milliseconds(-1)}) {
+    ess::Options options;
+    options.rpc_timeout = timeout;
+    try {
+      ess::Client client("localhost:1", options);
+      ADD_FAILURE() << "rpc_timeout " << timeout.count() << " ms was taken";
+    } catch (const std::invalid_argument& error) {
+      EXPECT_NE(std::string(error.what()).find("rpc_timeout"), std::string::npos) << error.what();
+    }
+  }
+  ess::Options shortest;
+  shortest.rpc_timeout = std::chrono::milliseconds(1);
+  EXPECT_NO_THROW(ess::Client("localhost:1", shortest));
+}
+
 // A TLS fake sidecar on 127.0.0.1 (mutual TLS when require_client_cert).
 class TlsServer {
  public:

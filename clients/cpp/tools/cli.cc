@@ -125,11 +125,22 @@ void Flags::Choice(const std::string& flag, std::string* value,
   order_.push_back(flag);
 }
 
+namespace {
+
+bool IsHelp(const std::string& arg) { return arg == "-h" || arg == "--help"; }
+
+}  // namespace
+
 void Flags::Parse(int argc, char** argv, const std::vector<std::string>& required) {
   std::set<std::string> given;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
+    if (IsHelp(arg)) {
+      // Help exits 0, ess-check's "allowed": beside other arguments it is a usage error, so
+      // that `ess-check ... --help && send` sends nothing.
+      if (std::any_of(argv + 1, argv + argc, [](const char* other) { return !IsHelp(other); })) {
+        Usage("--help given with other arguments: nothing was checked");
+      }
       std::printf("usage: %s\n%s\n", synopsis_.c_str(), about_.c_str());
       for (const auto& flag : order_) {
         std::printf("  --%s\t%s\n", flag.c_str(), flags_[flag].help.c_str());

@@ -37,9 +37,9 @@ bool ParsePositive(const std::string& text, double* value);
 // Parses a deadline in ms: > 0, finite and at most kMaxDeadlineMs; false otherwise.
 bool ParseDeadlineMs(const std::string& text, std::chrono::microseconds* deadline);
 
-// `--name value` / `--name=value` flags. -h / --help prints the usage and exits 0; an
-// unknown, bad or missing flag, or a stray argument, prints the synopsis and the error on
-// stderr and exits 64.
+// `--name value` / `--name=value` flags. -h / --help alone prints the usage and exits 0;
+// beside other arguments, or an unknown, bad or missing flag, or a stray argument, prints
+// the synopsis and the error on stderr and exits 64.
 class Flags {
  public:
   Flags(std::string name, std::string synopsis, std::string about)

@@ -119,6 +119,11 @@ func New(target string, opts ...Option) (*Client, error) {
 	if o.deadline <= 0 {
 		return nil, errors.New("ess: the check deadline must be > 0")
 	}
+	// Else every RPC but the checks (Trigger, heartbeats, fills) would fail unsent.
+	if o.rpcTimeout <= 0 {
+		return nil, fmt.Errorf("ess: the RPC timeout (WithRPCTimeout) must be > 0, got %v",
+			o.rpcTimeout)
+	}
 	if o.logger == nil {
 		o.logger = slog.Default()
 	}

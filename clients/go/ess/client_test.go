@@ -441,6 +441,25 @@ func TestClosedClientDenies(t *testing.T) {
 	}
 }
 
+// An RPC timeout <= 0 fails New, as a check deadline <= 0 does (review: it was taken, and
+// every RPC but the checks then failed DEADLINE_EXCEEDED unsent).
+func TestNonPositiveTimeoutsFailNew(t *testing.T) {
+	for _, d := range []time.Duration{0, -time.Second} {
+		_, err := ess.New("localhost:1", ess.WithRPCTimeout(d))
+		if err == nil || !strings.Contains(err.Error(), "WithRPCTimeout") {
+			t.Errorf("WithRPCTimeout(%v): %v", d, err)
+		}
+		if _, err := ess.New("localhost:1", ess.WithDeadline(d)); err == nil {
+			t.Errorf("WithDeadline(%v) taken", d)
+		}
+	}
+	client, err := ess.New("localhost:1", ess.WithRPCTimeout(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+}
+
 func TestClientOrderIDsAreMadeUpWhenMissing(t *testing.T) {
 	var seen sync.Map
 	h := newHarness(t, func(n int, request *essv1.CheckOrderStreamRequest) reply {

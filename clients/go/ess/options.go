@@ -52,7 +52,7 @@ type Option func(*options)
 func WithDeadline(d time.Duration) Option { return func(o *options) { o.deadline = d } }
 
 // WithRPCTimeout bounds the RPCs other than checks when the caller's context has no
-// deadline (default 1 s).
+// deadline (default 1 s); one <= 0 fails New.
 func WithRPCTimeout(d time.Duration) Option { return func(o *options) { o.rpcTimeout = d } }
 
 // WithToken sends "authorization: Bearer <token>" with every call (a sidecar with

@@ -43,37 +43,60 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Parses `args` (without the program name): `-h` / `--help` prints the usage and
-    /// exits 0; an unknown, repeated-without-value or missing flag (`required`), or a stray
-    /// argument, prints the synopsis and the error on stderr and exits 64.
+    /// Parses `args` (without the program name): `-h` / `--help` alone prints the usage and
+    /// exits 0; beside other arguments, or an unknown, repeated-without-value or missing flag
+    /// (`required`), or a stray argument, prints the synopsis and the error on stderr and
+    /// exits 64.
     pub fn parse(
         &self,
         args: impl IntoIterator<Item = String>,
         required: &[&str],
     ) -> HashMap<String, String> {
-        let mut values = HashMap::new();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            if arg == "-h" || arg == "--help" {
+        match self.try_parse(args, required) {
+            Ok(Some(values)) => values,
+            Ok(None) => {
                 print!("{}", self.help());
                 std::process::exit(0);
+            }
+            Err(why) => self.usage(&why),
+        }
+    }
+
+    /// [`Flags::parse`] without its exits: `Ok(None)` for help alone, `Err` a usage error.
+    pub fn try_parse(
+        &self,
+        args: impl IntoIterator<Item = String>,
+        required: &[&str],
+    ) -> Result<Option<HashMap<String, String>>, String> {
+        let all: Vec<String> = args.into_iter().collect();
+        let is_help = |arg: &str| arg == "-h" || arg == "--help";
+        let mut values = HashMap::new();
+        let mut args = all.iter().cloned();
+        while let Some(arg) = args.next() {
+            if is_help(&arg) {
+                // Help exits 0, ess-check's "allowed": beside other arguments it is a usage
+                // error, so that `ess-check ... --help && send` sends nothing.
+                if all.iter().any(|other| !is_help(other)) {
+                    return Err("--help given with other arguments: nothing was checked".into());
+                }
+                return Ok(None);
             }
             let Some(flag) = arg
                 .strip_prefix("--")
                 .or_else(|| arg.strip_prefix('-').filter(|f| f.len() > 1))
             else {
-                self.usage(&format!("unexpected argument {arg:?}"));
+                return Err(format!("unexpected argument {arg:?}"));
             };
             let (name, value) = match flag.split_once('=') {
                 Some((name, value)) => (name.to_string(), Some(value.to_string())),
                 None => (flag.to_string(), None),
             };
             if !self.flags.iter().any(|(known, _)| *known == name) {
-                self.usage(&format!("unrecognized argument --{name}"));
+                return Err(format!("unrecognized argument --{name}"));
             }
             let value = match value.or_else(|| args.next()) {
                 Some(value) => value,
-                None => self.usage(&format!("argument --{name}: expected one argument")),
+                None => return Err(format!("argument --{name}: expected one argument")),
             };
             values.insert(name, value);
         }
@@ -83,12 +106,12 @@ impl Flags {
             .map(|name| format!("--{name}"))
             .collect();
         if !missing.is_empty() {
-            self.usage(&format!(
+            return Err(format!(
                 "the following arguments are required: {}",
                 missing.join(", ")
             ));
         }
-        values
+        Ok(Some(values))
     }
 
     fn help(&self) -> String {

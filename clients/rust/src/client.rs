@@ -151,7 +151,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Bounds the RPCs other than checks (default 1 s).
+    /// Bounds the RPCs other than checks (default 1 s); zero fails [`ClientBuilder::build`].
     pub fn rpc_timeout(mut self, timeout: Duration) -> Self {
         self.rpc_timeout = timeout;
         self
@@ -233,6 +233,12 @@ impl ClientBuilder {
         if self.deadline.is_zero() {
             return Err(Error::InvalidOption(
                 "the check deadline must be > 0".into(),
+            ));
+        }
+        // Else every RPC but the checks (trigger, heartbeats, fills) would fail unsent.
+        if self.rpc_timeout.is_zero() {
+            return Err(Error::InvalidOption(
+                "the RPC timeout (rpc_timeout) must be > 0".into(),
             ));
         }
         if self.reconnect_base.is_zero() || self.reconnect_max < self.reconnect_base {

@@ -1146,6 +1146,56 @@ async fn bad_options_are_refused() {
     assert!(matches!(missing.build(), Err(Error::Tls(_))));
 }
 
+/// Review: help exited 0, ess-check's "allowed", even beside an order's flags, so
+/// `ess-check ... --help && send` sent the order unchecked.
+#[test]
+fn help_beside_other_arguments_is_a_usage_error() {
+    let flags = cli::Flags {
+        name: "ess-check",
+        synopsis: "ess-check --target T --coid ID",
+        about: "Ask a sidecar.",
+        flags: &[
+            ("target", "HOST:PORT or unix:PATH"),
+            ("coid", "client_order_id"),
+        ],
+    };
+    let parse = |args: &[&str]| flags.try_parse(args.iter().map(|a| a.to_string()), &["target"]);
+    for help in ["-h", "--help"] {
+        assert_eq!(parse(&[help]), Ok(None));
+        for args in [
+            vec!["--target", "unix:/tmp/ess.sock", "--coid", "o-1", help],
+            vec![help, "--target", "unix:/tmp/ess.sock"],
+            vec!["--coid=o-1", help],
+        ] {
+            match parse(&args) {
+                Err(why) => assert!(why.contains("--help"), "{args:?}: {why}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(parse(&["-h", "--help"]), Ok(None));
+    assert!(parse(&["--coid", "o-1"]).is_err());
+    let values = parse(&["--target", "t"]).unwrap().unwrap();
+    assert_eq!(values["target"], "t");
+}
+
+/// Review: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
+/// fills) then failed DEADLINE_EXCEEDED unsent.
+#[tokio::test]
+async fn a_zero_rpc_timeout_is_refused() {
+    match Client::builder("127.0.0.1:1")
+        .rpc_timeout(Duration::ZERO)
+        .build()
+    {
+        Err(Error::InvalidOption(why)) => assert!(why.contains("rpc_timeout"), "{why}"),
+        other => panic!("a zero RPC timeout was taken: {:?}", other.map(|_| ())),
+    }
+    assert!(Client::builder("127.0.0.1:1")
+        .rpc_timeout(Duration::from_nanos(1))
+        .build()
+        .is_ok());
+}
+
 #[test]
 fn no_client_outside_a_runtime() {
     assert!(matches!(

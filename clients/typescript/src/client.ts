@@ -91,7 +91,7 @@ export interface TlsOptions {
 export interface GuardClientOptions {
   /** The per-check deadline, in ms (default 5); each call may give its own. */
   deadlineMs?: number;
-  /** The timeout of the other RPCs, in ms (default 1000). */
+  /** The timeout of the other RPCs, in ms (default 1000); not > 0: a RangeError. */
   rpcTimeoutMs?: number;
   /** The bearer token of a sidecar with authentication on: `authorization: Bearer <token>`. */
   token?: string;
@@ -170,6 +170,16 @@ function validDeadline(ms: number | undefined, fallback: number): number {
   return typeof ms === "number" && ms > 0 && Number.isFinite(ms) ? ms : fallback;
 }
 
+/** The rpcTimeoutMs option: one that is not a finite number > 0 is refused, as every
+ * client refuses it, not silently replaced by the default. */
+function rpcTimeout(ms: number | undefined): number {
+  if (ms === undefined) return DEFAULT_RPC_TIMEOUT_MS;
+  if (typeof ms !== "number" || !(ms > 0) || !Number.isFinite(ms)) {
+    throw new RangeError(`rpcTimeoutMs must be a finite number > 0, got ${String(ms)}`);
+  }
+  return ms;
+}
+
 /**
  * A client of one sidecar. `check` and `checkUnary` never reject: whatever goes wrong is a
  * denial (CLIENT_FAIL_CLOSED). The other RPCs reject with the grpc-js ServiceError.
@@ -198,7 +208,7 @@ export class GuardClient {
     options: GuardClientOptions = {},
   ) {
     this.deadlineMs = validDeadline(options.deadlineMs, DEFAULT_DEADLINE_MS);
-    this.rpcTimeoutMs = validDeadline(options.rpcTimeoutMs, DEFAULT_RPC_TIMEOUT_MS);
+    this.rpcTimeoutMs = rpcTimeout(options.rpcTimeoutMs);
     this.stallAfterMs = validDeadline(options.stallAfterMs, DEFAULT_STALL_AFTER_MS);
     this.policy = new FailurePolicy(options.logger ?? console, options.logIntervalMs ?? 1000);
     this.metadata = new Metadata();

@@ -12,9 +12,11 @@ export interface HeartbeatOptions {
   ttlMs: number;
   /** How often to send one (default ttlMs / 3). */
   intervalMs?: number;
-  /** Called with each failed heartbeat (the scope trips if they keep failing past ttlMs). */
+  /** Called with each failed heartbeat (the scope trips if they keep failing past ttlMs),
+   * and with what onResponse throws. What it throws itself is dropped. */
   onError?: (error: Error) => void;
-  /** Called with each answer: the scope's state. */
+  /** Called with each answer: the scope's state. What it throws goes to onError (else to
+   * console.error); either way the heartbeats go on. */
   onResponse?: (response: HeartbeatResponse) => void;
 }
 
@@ -62,11 +64,16 @@ export class Heartbeat {
       (response) => {
         this.sent += 1;
         this.lastResponse = response;
-        this.options.onResponse?.(response);
+        try {
+          this.options.onResponse?.(response);
+        } catch (error) {
+          if (this.options.onError) this.report(asError(error));
+          else console.error("ess heartbeat: onResponse threw", error);
+        }
       },
       (error: Error) => {
         this.failures += 1;
-        this.options.onError?.(error);
+        this.report(error);
       },
     ).then(() => {
       this.inFlight = null;
@@ -76,4 +83,18 @@ export class Heartbeat {
       this.timer.unref();
     });
   }
+
+  /** A throw of a callback must not skip the next beat (the scope would trip while
+   * `running` says true) nor reject unhandled; as Java's Heartbeater, onError's is dropped. */
+  private report(error: Error): void {
+    try {
+      this.options.onError?.(error);
+    } catch {
+      // The handler's own failure must not stop the beats.
+    }
+  }
+}
+
+function asError(thrown: unknown): Error {
+  return thrown instanceof Error ? thrown : new Error(String(thrown));
 }

@@ -240,6 +240,17 @@ describe("malformed answers fail closed", () => {
 });
 
 describe("deadlines", () => {
+  // Review: one <= 0 fell back to 1 s where every other client refuses it.
+  test("an rpcTimeoutMs that is not a finite number > 0 is refused", () => {
+    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.throws(() => new GuardClient(fake.target, { rpcTimeoutMs: bad }),
+        (error: Error) => error instanceof RangeError && /rpcTimeoutMs/.test(error.message),
+        String(bad));
+    }
+    assert.equal(client({ rpcTimeoutMs: 250 }).rpcTimeoutMs, 250);
+    assert.equal(client().rpcTimeoutMs, 1000);
+  });
+
   test("no answer within the deadline (default 5 ms) is a denial in time", async () => {
     fake.onCheck = () => {}; // a hung sidecar
     const guard = await connected();
@@ -511,5 +522,46 @@ describe("reports and the heartbeat", () => {
     await sleep(60);
     assert.equal(beats().length, count, "a heartbeat after stop()");
     assert.equal(beat.running, false);
+  });
+
+  // Review: a throw of onResponse or onError skipped the next beat for good (the scope
+  // tripped while `running` said true), and rejected unhandled.
+  test("a callback that throws stops neither the heartbeat nor escapes", async () => {
+    const guard = await connected();
+    const before = fake.unary.filter((u) => u.method === "heartbeat").length;
+    const reported: Error[] = [];
+    const beat = guard.startHeartbeat({
+      executorId: "ex-2", scope: "STRATEGY:momo", ttlMs: 60,
+      onResponse: () => {
+        throw new Error("onResponse broke");
+      },
+      onError: (error) => {
+        reported.push(error);
+        throw new Error("onError broke");
+      },
+    });
+    await sleep(150);
+    const beats = fake.unary.filter((u) => u.method === "heartbeat").length - before;
+    assert.ok(beats >= 3, `only ${beats} heartbeats`); // 1 at once, then every 20 ms
+    assert.ok(reported.length >= 2 && reported.every((e) => e.message === "onResponse broke"));
+    assert.equal(beat.failures, 0);
+    assert.equal(beat.running, true);
+    await beat.stop();
+
+    // A failing heartbeat whose onError throws: the next one is sent all the same.
+    const down = new GuardClient("127.0.0.1:1", { logger: memoryLogger(), rpcTimeoutMs: 20 });
+    clients.push(down);
+    let failed = 0;
+    const lost = down.startHeartbeat({
+      executorId: "ex-3", scope: "STRATEGY:momo", ttlMs: 60,
+      onError: () => {
+        failed += 1;
+        throw new Error("onError broke");
+      },
+    });
+    await eventually(() => failed >= 3, 2000);
+    assert.equal(lost.failures, failed);
+    assert.equal(lost.running, true);
+    lost.stop().catch(() => {}); // the deregistration fails too: nothing listens
   });
 });

@@ -175,7 +175,7 @@ using LogSink = std::function<void(std::string_view line)>;
 struct Options {
   // The default per-check deadline: a missed deadline is a denial.
   std::chrono::microseconds deadline{5000};
-  // Bounds the RPCs other than checks when the call gives none.
+  // Bounds the RPCs other than checks when the call gives none; <= 0 makes Client throw.
   std::chrono::milliseconds rpc_timeout{1000};
   // A stream with a request unanswered for this long is taken for hung and replaced.
   std::chrono::milliseconds stall_after{1000};
@@ -263,7 +263,7 @@ class Client {
   // A client of the sidecar at target: "unix:/abs/path/ess.sock" (fastest) or
   // "host:port". It does not wait for the sidecar (see Connect); it starts connecting, and
   // keeps a check stream open, in the background. Throws std::invalid_argument for bad
-  // options (deadline <= 0, unreadable TLS files).
+  // options (deadline or rpc_timeout <= 0, unreadable TLS files).
   explicit Client(const std::string& target, Options options = {});
   // Close()s.
   ~Client();

@@ -7,7 +7,8 @@
 // It connects (connecting is not part of the deadline; it waits up to 1 s), checks once
 // and prints one line: "ALLOWED <decision_id>" (exit 0) or "DENIED <REASON> <message>"
 // (exit 2; "DENIED CLIENT_FAIL_CLOSED <cause>: <why>" when it could not get a decision).
-// A usage error (a missing, unknown or bad argument) exits 64.
+// A usage error (a missing, unknown or bad argument) exits 64; so does -h / --help beside
+// other arguments (alone, it prints the usage and exits 0).
 package main
 
 import (

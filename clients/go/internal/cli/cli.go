@@ -104,13 +104,21 @@ func NewFlagSet(name, synopsis, about string) *flag.FlagSet {
 
 var synopses = map[*flag.FlagSet]string{}
 
-// Parse parses args with fs (from NewFlagSet): -h / --help prints the usage and exits 0;
-// a bad, unknown or missing flag (required lists the flags that must be given) or a stray
-// argument prints the synopsis and the error on stderr and exits 64.
+// Parse parses args with fs (from NewFlagSet): -h / --help alone prints the usage and
+// exits 0; beside any other argument, or a bad, unknown or missing flag (required lists the
+// flags that must be given) or a stray argument, prints the synopsis and the error on
+// stderr and exits 64.
 func Parse(fs *flag.FlagSet, args []string, required ...string) {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
+		// Help beside other arguments exits 64, not 0 (ess-check's "allowed"), so that
+		// `ess-check ... --help && send` sends nothing; alone, it is a plain question.
+		for _, arg := range args {
+			if !helpFlags[arg] {
+				Usage(fs, errors.New("--help given with other arguments: nothing was checked"))
+			}
+		}
 		fs.SetOutput(os.Stdout)
 		fs.Usage()
 		os.Exit(0)
@@ -135,6 +143,9 @@ func Parse(fs *flag.FlagSet, args []string, required ...string) {
 		Usage(fs, errors.New(dashes.Replace(err.Error())))
 	}
 }
+
+// helpFlags are the arguments the flag package takes for help.
+var helpFlags = map[string]bool{"-h": true, "--h": true, "-help": true, "--help": true}
 
 // dashes names flags as the synopsis does, "--name", in the flag package's errors ("-name").
 var dashes = strings.NewReplacer("for flag -", "for flag --", "argument: -", "argument: --",

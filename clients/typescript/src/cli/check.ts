@@ -6,7 +6,7 @@
 //
 // prints `ALLOWED <decision_id>` (exit 0) or `DENIED <REASON> <message>` (exit 2; a check
 // that could not be decided is `DENIED CLIENT_FAIL_CLOSED <cause>: <why>`), and exits 64 on
-// a usage error.
+// a usage error, -h / --help beside other arguments included (alone, it exits 0).
 
 import { GuardClient } from "../client.js";
 import { verdictLine } from "../verdict.js";
@@ -32,8 +32,14 @@ const OPTIONS = {
 } as const;
 
 async function main(): Promise<number> {
-  const args = parse(process.argv.slice(2), OPTIONS, []);
+  const argv = process.argv.slice(2);
+  const args = parse(argv, OPTIONS, []);
   if (args.help) {
+    // Help exits 0, which is "allowed" here: beside other arguments it is a usage error, so
+    // that `ess-check ... --help && send` sends nothing.
+    if (argv.some((arg) => arg !== "-h" && arg !== "--help")) {
+      throw new UsageError("--help given with other arguments: nothing was checked");
+    }
     out(USAGE);
     return 0;
   }

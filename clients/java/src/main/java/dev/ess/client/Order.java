@@ -1,7 +1,6 @@
 package dev.ess.client;
 
 import dev.ess.v1.CheckOrderRequest;
-import java.util.Objects;
 
 /**
  * What a check asks about. Build one with {@link #builder()}:
@@ -14,7 +13,7 @@ import java.util.Objects;
  * @param account the account (required)
  * @param strategy the strategy (required)
  * @param symbol the symbol (required; case-insensitive)
- * @param side BUY or SELL
+ * @param side BUY or SELL (required)
  * @param quantity what may fill, positive and finite
  * @param price positive and finite; for a market order, the price expected
  * @param reduceOnly informational: a REDUCE_ONLY scope admits the order only if it does not
@@ -35,8 +34,11 @@ public record Order(
     String clientOrderId,
     String replacesClientOrderId) {
 
+  /** @throws IllegalArgumentException without a side */
   public Order {
-    Objects.requireNonNull(side, "side");
+    if (side == null) {
+      throw new IllegalArgumentException("an order needs its side (Side.BUY or Side.SELL)");
+    }
   }
 
   public static Builder builder() {
@@ -69,12 +71,13 @@ public record Order(
     return text == null ? "" : text;
   }
 
-  /** A builder of {@link Order}; side defaults to BUY. */
+  /** A builder of {@link Order}; side has no default: {@link #build()} refuses none. */
   public static final class Builder {
     private String account = "";
     private String strategy = "";
     private String symbol = "";
-    private Side side = Side.BUY;
+    // No default: a SELL checked as a BUY would be a wrong allow under REDUCE_ONLY.
+    private Side side;
     private double quantity;
     private double price;
     private boolean reduceOnly;
@@ -128,6 +131,7 @@ public record Order(
       return this;
     }
 
+    /** @throws IllegalArgumentException without a side */
     public Order build() {
       return new Order(account, strategy, symbol, side, quantity, price, reduceOnly,
           clientOrderId, replacesClientOrderId);

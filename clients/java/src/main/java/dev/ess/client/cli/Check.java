@@ -18,7 +18,8 @@ import java.time.Duration;
  * <p>It connects (connecting is not part of the deadline; it waits up to 1 s), checks once
  * and prints one line: "ALLOWED &lt;decision_id&gt;" (exit 0) or "DENIED &lt;REASON&gt;
  * &lt;message&gt;" (exit 2; "DENIED CLIENT_FAIL_CLOSED &lt;cause&gt;: &lt;why&gt;" when it
- * could not get a decision). A usage error exits 64.
+ * could not get a decision). A usage error exits 64; so does -h / --help beside other
+ * arguments (alone, it prints the usage and exits 0).
  */
 public final class Check {
   private Check() {}

@@ -51,14 +51,21 @@ final class Cli {
   }
 
   /**
-   * Parses args: "--flag value", "--flag=value" (or one dash). -h / --help prints the usage
-   * and exits 0; an unknown, repeated-without-value or missing required flag, or a stray
-   * argument, is a usage error.
+   * Parses args: "--flag value", "--flag=value" (or one dash). -h / --help alone prints the
+   * usage and exits 0; beside other arguments it is a usage error, as is an unknown,
+   * repeated-without-value or missing required flag, or a stray argument.
    */
   void parse(String[] args, String... required) throws UsageError {
     for (int i = 0; i < args.length; i++) {
       String arg = args[i];
-      if (arg.equals("-h") || arg.equals("--help")) {
+      if (isHelp(arg)) {
+        // Not 0 (ess-check's "allowed") beside other arguments, so that
+        // `ess-check ... --help && send` sends nothing; alone, it is a plain question.
+        for (String other : args) {
+          if (!isHelp(other)) {
+            throw new UsageError("--help given with other arguments: nothing was checked");
+          }
+        }
         printUsage(System.out);
         System.exit(0);
       }
@@ -92,6 +99,10 @@ final class Cli {
     if (!missing.isEmpty()) {
       throw new UsageError("the following arguments are required: " + String.join(", ", missing));
     }
+  }
+
+  private static boolean isHelp(String arg) {
+    return arg.equals("-h") || arg.equals("--help");
   }
 
   String get(String flag) {

@@ -2,6 +2,7 @@ package dev.ess.client.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.ess.client.Cause;
 import dev.ess.client.Verdict;
@@ -42,6 +43,24 @@ class CliTest {
     assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "nan"));
     assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "abc"));
     assertThrows(Cli.UsageError.class, () -> Cli.positive("q", "Infinity"));
+  }
+
+  /**
+   * Help beside other arguments is a usage error, not help's exit 0 (review: 0 is ess-check's
+   * "allowed", so `ess-check ... --help && send` sent the order unchecked).
+   */
+  @Test
+  void helpBesideOtherArgumentsIsAUsageError() {
+    String[] order = {"--target", "unix:/nonexistent/ess.sock", "--account", "a", "--strategy",
+        "s", "--symbol", "X", "--side", "sell", "--qty", "1", "--price", "1", "--coid", "o-1"};
+    for (String help : new String[] {"-h", "--help"}) {
+      String[] args = java.util.Arrays.copyOf(order, order.length + 1);
+      args[order.length] = help;
+      assertEquals(Cli.EXIT_USAGE, Check.run(args), help);
+      Cli.UsageError error = assertThrows(Cli.UsageError.class,
+          () -> new Cli("t", "", "").flag("a", null, "").parse(new String[] {help, "--a", "x"}));
+      assertTrue(error.getMessage().contains("--help"), error.getMessage());
+    }
   }
 
   @Test

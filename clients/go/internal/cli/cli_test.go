@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// With ESS_CLI_ARGS set, the test binary is a child that runs Parse on those arguments (one
+// a line): Parse exits, so the tests watch it from the parent.
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv("ESS_CLI_ARGS"); ok {
+		fs := NewFlagSet("ess-check", "ess-check --target T --coid ID", "Ask a sidecar.")
+		fs.String("target", "", "HOST:PORT or unix:PATH")
+		fs.String("coid", "", "client_order_id")
+		Parse(fs, strings.Split(args, "\n"), "target", "coid")
+		os.Exit(99) // parsed without exiting: none of these tests' arguments
+	}
+	os.Exit(m.Run())
+}
+
+func exitCode(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ESS_CLI_ARGS="+strings.Join(args, "\n"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// Help alone exits 0; beside other arguments it is a usage error (review: it exited 0,
+// ess-check's "allowed", so `ess-check ... --help && send` sent the order unchecked).
+func TestHelpExitsZeroOnlyAlone(t *testing.T) {
+	for _, help := range []string{"-h", "--help", "-help"} {
+		if code, stderr := exitCode(t, help); code != ExitAllowed {
+			t.Errorf("%s alone: exit %d, %s", help, code, stderr)
+		}
+		for _, args := range [][]string{
+			{"--target", "unix:/tmp/ess.sock", "--coid", "o-1", help},
+			{help, "--target", "unix:/tmp/ess.sock"},
+			{"--coid=o-1", help},
+		} {
+			code, stderr := exitCode(t, args...)
+			if code != ExitUsage || !strings.Contains(stderr, "--help") {
+				t.Errorf("%q: exit %d, %s", args, code, stderr)
+			}
+		}
+	}
+	if code, stderr := exitCode(t, "-h", "--help"); code != ExitAllowed {
+		t.Errorf("help twice: exit %d, %s", code, stderr)
+	}
+	if code, stderr := exitCode(t, "--target", "t"); code != ExitUsage {
+		t.Errorf("a missing --coid: exit %d, %s", code, stderr)
+	}
+}
