@@ -119,6 +119,8 @@ class WatchStart:
 
 
 class Guard(GuardReadings):
+    store_stall_s = 5.0  # a store write running this long fails closed (_stalled)
+
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
                  telemetry: Telemetry | None = None, journal: Journal | None = None,
@@ -477,7 +479,7 @@ class Guard(GuardReadings):
         """For a check: done once every command that came before now is planned, so that
         the check is judged as the sequential design would judge it."""
         waiter = asyncio.get_running_loop().create_future()
-        if self._planned_through >= self._arrived:
+        if self._planned_through >= self._arrived or self._halted():
             waiter.set_result(None)
             return waiter
         waiters = self._waiters
@@ -504,6 +506,11 @@ class Guard(GuardReadings):
             return done.value  # type: ignore[no-any-return]
         finally:
             self._writing.release()
+
+    def _halted(self) -> bool:
+        """GLOBAL is tripped (halted), so any check is denied whenever it is judged: it
+        need not wait for the commands before it (a stalled write holds them)."""
+        return self.engine.state_of(GLOBAL) is State.TRIPPED
 
     def _planned(self, turn: _Turn) -> None:
         """The command is planned (or will never be): move the mark over every number
@@ -539,8 +546,11 @@ class Guard(GuardReadings):
         version = self.engine.version
         self.engine.hold(durable.holds)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._store_thread(),
-                                                             durable.write)
+            writing = asyncio.get_running_loop().run_in_executor(self._store_thread(),
+                                                                 durable.write)
+            if not (await asyncio.wait((writing,), timeout=self.store_stall_s))[0]:
+                self._stalled(durable.holds)
+            await writing
         except Exception as error:
             self._failed(error, durable.holds)  # trips before the holds go: none between
         finally:
@@ -554,6 +564,27 @@ class Guard(GuardReadings):
             # a panic's cancel and flatten, stored, were never published).
             self._failed(StoreUnavailable("the sidecar failed closed while this change was"
                                           " stored"), durable.holds)
+
+    def _stalled(self, holds: Sequence[Transition]) -> None:
+        """A store write has run for store_stall_s (a hung disk, a frozen file system):
+        every command after it waits for its turn, a `Trigger` too, and every check for
+        the commands that came before it (review 40b: a panic queued behind one waited 40
+        s, unheld, while checks hung to their callers' deadlines). Fail closed, GLOBAL
+        with the directives of a GLOBAL trip in the write, and answer the checks waiting:
+        with GLOBAL halted, none they could be judged after would allow them."""
+        log.error("a state store write has not finished in %g s (a hung disk?): failing"
+                  " closed; commands wait until it ends", self.store_stall_s)
+        self.fail_closed(f"a state store write has not finished in {self.store_stall_s:g} s",
+                         [d for t in holds if t.scope == GLOBAL and not t.drill
+                          for d in t.directives])
+        self._answer_waiting_checks()
+
+    def _answer_waiting_checks(self) -> None:
+        """GLOBAL is halted: the checks waiting for commands are judged now (denied)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()[1]
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def read_async(self, read: Callable[[], R]) -> R:
         """A read of the store (history, a watcher's resume) in the store's thread: it

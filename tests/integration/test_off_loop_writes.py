@@ -141,6 +141,33 @@ async def test_a_reset_being_stored_allows_nothing_until_it_is_stored(
     assert (await check(running)).allowed
 
 
+async def test_a_write_that_hangs_fails_closed_and_checks_wait_no_longer_for_it(
+        gated: tuple[Running, GatedStore]) -> None:
+    """Review 40b: a store write that hung (a frozen disk) held every command after it,
+    a panic too, and every check after those, silently, until the callers' deadlines.
+    Past `store_stall_s` the sidecar fails closed, carrying the directives of a GLOBAL
+    trip in that write, and the checks waiting are answered: denied."""
+    running, store = gated
+    guard = running.app.guard
+    guard.store_stall_s = 0.2
+    tripping = await trip_being_stored(running, store)
+    panic = asyncio.ensure_future(running.stub.Trigger(pb.TriggerRequest(
+        scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), reason="panic",
+        directives=[pb.DIRECTIVE_CANCEL_OPEN_ORDERS]), timeout=10))
+    await until(lambda: guard.unplanned > 0)  # the panic came, and waits for its turn
+    waited = await check(running, strategy="other")  # would wait for the panic's plan
+    assert (waited.allowed, waited.blocking_scope.kind) == (False, pb.SCOPE_KIND_GLOBAL)
+    assert "has not finished in 0.2 s" in waited.message
+    store.open_gate()
+    with pytest.raises(grpc.aio.AioRpcError) as failed:  # stored, but after the fail closed
+        await tripping
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    stopped = await panic  # then its turn came, and it was stored
+    assert stopped.state == pb.STATE_TRIPPED
+    latched = {(t.scope.kind, t.state) for t in running.app.store.load().current}
+    assert (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED) in latched
+
+
 async def test_a_trip_whose_caller_gave_up_is_still_applied_and_the_next_one_follows(
         gated: tuple[Running, GatedStore]) -> None:
     running, store = gated
