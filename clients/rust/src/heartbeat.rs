@@ -1,5 +1,6 @@
 //! The dead-man's switch: a task that heartbeats until stopped, and deregisters on stop.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,8 @@ pub struct HeartbeatConfig {
     pub ttl: Duration,
     /// How often to beat; `None`: ttl / 3 (so one lost beat does not trip the scope).
     pub interval: Option<Duration>,
-    /// Called with each failed beat; `None`: logged (tracing, warn).
+    /// Called with each failed beat; `None`: logged (tracing, warn). A panic in it is caught
+    /// and logged, and the beats go on.
     pub on_error: Option<OnHeartbeatError>,
 }
 
@@ -81,11 +83,7 @@ impl Client {
                     _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
                     _ = ticker.tick() => {
                         if let Err(status) = beat(&client, &beat_config, &beat_last).await {
-                            match &beat_config.on_error {
-                                Some(on_error) => on_error(&status),
-                                None => tracing::warn!(executor_id = %beat_config.executor_id,
-                                    error = %status, "ess heartbeat failed"),
-                            }
+                            report(&beat_config, &status);
                         }
                     }
                 }
@@ -98,6 +96,26 @@ impl Client {
             task: Some(task),
             last,
         })
+    }
+}
+
+/// Hands a failed beat to `on_error`, catching a panic in it: one would end this task, and
+/// with it the beats, and the sidecar would trip a live executor's scope at the TTL while
+/// its `Heartbeater` looked alive.
+fn report(config: &HeartbeatConfig, status: &Status) {
+    let Some(on_error) = &config.on_error else {
+        tracing::warn!(executor_id = %config.executor_id, error = %status,
+            "ess heartbeat failed");
+        return;
+    };
+    if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| on_error(status))) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        tracing::warn!(executor_id = %config.executor_id, error = %status, panic = why,
+            "ess heartbeat on_error panicked; beating on");
     }
 }
 

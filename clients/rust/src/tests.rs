@@ -57,6 +57,8 @@ struct FakeState {
     token: Option<String>,
     headers_first: bool,
     streams: AtomicUsize,
+    /// How many of the next heartbeats to refuse (UNAVAILABLE); they are still seen.
+    failing_heartbeats: AtomicUsize,
     seen: Mutex<Seen>,
 }
 
@@ -129,6 +131,7 @@ impl Fake {
             token: token.map(str::to_string),
             headers_first,
             streams: AtomicUsize::new(0),
+            failing_heartbeats: AtomicUsize::new(0),
             seen: Mutex::default(),
         });
         let mut fake = Fake {
@@ -332,6 +335,14 @@ async fn call(request: http::Request<h2::RecvStream>, mut respond: Respond, stat
         "Heartbeat" => {
             seen.heartbeats
                 .push(pb::HeartbeatRequest::decode(message.as_slice()).unwrap());
+            let failing = &state.failing_heartbeats;
+            let fail = |n: usize| n.checked_sub(1);
+            if failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, fail)
+                .is_ok()
+            {
+                return refuse(respond, 14, "heartbeat refused by the test");
+            }
             reply(
                 &mut respond,
                 frame(&pb::HeartbeatResponse {
@@ -1070,6 +1081,40 @@ async fn the_heartbeat_beats_until_stopped_and_deregisters() {
 
     let invalid = HeartbeatConfig::new("executor-1", scope, Duration::ZERO);
     assert!(client.start_heartbeat(invalid).await.is_err());
+}
+
+/// Review: a panicking `on_error` ended the heartbeat task, silently: the beats stopped and
+/// the sidecar would trip the scope of a live executor whose `Heartbeater` looked alive.
+#[tokio::test]
+async fn a_panicking_on_error_does_not_stop_the_beats() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    let mut config = HeartbeatConfig::new("executor-1", scope, Duration::from_millis(150));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let counted = errors.clone();
+    config.on_error = Some(Arc::new(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        panic!("on_error panics (as the test means it to)");
+    }));
+    let heartbeater = client.start_heartbeat(config).await.unwrap();
+    fake.state.failing_heartbeats.store(2, Ordering::SeqCst);
+    // The first beat, two refused (on_error panics each time), then two answered.
+    let start = Instant::now();
+    while fake.seen(|s| s.heartbeats.len()) < 5 {
+        assert!(
+            start.elapsed() < GENEROUS,
+            "the beats stopped: {} seen, on_error called {} times",
+            fake.seen(|s| s.heartbeats.len()),
+            errors.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(errors.load(Ordering::SeqCst), 2);
+    assert!(heartbeater.error().is_none());
+    assert_eq!(heartbeater.state(), Some(pb::State::Armed));
+    heartbeater.stop().await.unwrap();
+    assert!(fake.seen(|s| s.heartbeats.last().unwrap().deregister));
 }
 
 #[tokio::test]
