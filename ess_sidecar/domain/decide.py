@@ -27,7 +27,7 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
                                 book.marks.get(order.symbol) or symbol_limits.reference_price)
             or rate.check(order.strategy, now)
             or check_exposure(order, book, limits)
-            or check_working(order, ledger, limits, replacing, book.unadopted))
+            or check_working(order, ledger, limits, replacing, now, book.unadopted))
 
 
 def state_denial(order: Order, blocking: Transition, book: AccountBook) -> Denial | None:

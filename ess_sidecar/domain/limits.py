@@ -132,7 +132,8 @@ class OrderRate:
 
 
 def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
-                  replacing: OrderRecord | None, unadopted: int = 0) -> Denial | None:
+                  replacing: OrderRecord | None, now: float,
+                  unadopted: int = 0) -> Denial | None:
     """Step 6: working-order caps, then duplicates. A replace frees its old order's slot,
     unless that order works on for fills it is owed (OrderLedger.end_but_pending). An
     account whose last snapshot listed `unadopted` open orders the sidecar could not take
@@ -162,7 +163,8 @@ def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
                       f" {order.client_order_id!r} was already used by account"
                       f" {order.account}")
     identical = limits.duplicate_identical_orders
-    if identical and ledger.identical_count(order) + 1 >= identical:
+    if identical and ledger.identical_count(order, now, limits.duplicate_window_s) + 1 \
+            >= identical:
         return Denial(DecisionReason.DUPLICATE_ORDER, f"{identical} identical orders within"
                       f" {limits.duplicate_window_s:g}s")
     if len(ledger.records) >= limits.max_remembered_orders:

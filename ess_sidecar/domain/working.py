@@ -286,8 +286,26 @@ class OrderLedger:
     def used(self, account: str, client_order_id: str) -> bool:
         return (account, client_order_id) in self.records
 
-    def identical_count(self, order: Order) -> int:
+    def identical_count(self, order: Order, now: float, window_s: float) -> int:
+        """How many orders identical to this one were allowed within `window_s` of `now`
+        (review 40c: counted until the timers' next run, one just out of the window
+        was denied)."""
+        self._forget_identical(now - window_s)
         return self._identical.get(_identity(order), 0)
+
+    def _forget_identical(self, until: float) -> int:
+        """Forget the identical orders allowed at `until` or before; how many."""
+        forgotten = 0
+        times = self._identical_times
+        while times and times[0][0] <= until:
+            _, key = times.popleft()
+            forgotten += 1
+            left = self._identical[key] - 1
+            if left:
+                self._identical[key] = left
+            else:
+                del self._identical[key]
+        return forgotten
 
     def working(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account), each account's oldest first."""
@@ -696,8 +714,13 @@ class OrderLedger:
             del self.untripped[key]
 
     def remember_fill(self, fill: Fill, now: float) -> None:
-        self.fill_ids[(fill.account, fill.fill_id)] = (now, fill.client_order_id,
-                                                       what_fill(fill), fill.quantity, False)
+        key = (fill.account, fill.fill_id)
+        # Moved to the end, in the order of its time: expire stops at the first id not due
+        # (review 40c: an id used again, kept in its old place, kept every id after it
+        # past its retention, and a venue's later reuse of one tripped the account).
+        self.fill_ids.pop(key, None)
+        self.fill_ids[key] = (now, fill.client_order_id, what_fill(fill), fill.quantity,
+                              False)
 
     def applied_before(self, fill: Fill) -> bool | None:
         """Whether a fill under this fill_id was applied before and was this one (True),
@@ -740,16 +763,7 @@ class OrderLedger:
         while a snapshot kept its order: sent again, such a fill counted twice. A fill id
         outlives its order by a retention (review 37c: forgotten with it, a drop copy's
         repeat of a day-old fill was booked to a new order reusing the order's id)."""
-        forgotten = 0
-        times = self._identical_times
-        while times and times[0][0] <= now - window_s:
-            _, key = times.popleft()
-            forgotten += 1
-            left = self._identical[key] - 1
-            if left:
-                self._identical[key] = left
-            else:
-                del self._identical[key]
+        forgotten = self._forget_identical(now - window_s)
         records, cutoff = self.records, now - retention_s
         works: dict[tuple[str, str], bool] = {}  # chains looked at in this run
         for key, record in expired_run(records, lambda r: r.kept <= cutoff):

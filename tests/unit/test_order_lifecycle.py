@@ -383,6 +383,30 @@ def test_a_fill_id_used_again_after_the_retention_by_another_order_is_a_new_fill
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 8
 
 
+def test_a_fill_id_used_again_keeps_no_later_id_past_its_retention():
+    """Review 40c: x1's reuse (above) kept its old place in the table, with its new time,
+    and the expiry stops at the first id not due: x2 behind it outlived its retention
+    unmarked, and the venue's later reuse of x2 for another order tripped the account."""
+    limits = LimitSettings(duplicate_identical_orders=0, order_id_retention_s=3)
+    engine = make_engine(equity=100_000, limits=limits)
+
+    def filled(coid: str, fill_id: str, now: float) -> None:
+        _allowed(engine, order(1, client_order_id=coid), now)
+        assert not report_fill(engine, fill(1, client_order_id=coid, fill_id=fill_id),
+                               now).unchecked
+
+    filled("o1", "x1", T0)
+    timers(engine, T0 + 3.5)  # o1 forgotten, x1 kept for it
+    filled("o2", "x2", T0 + 4)
+    filled("o3", "x1", T0 + 5)  # the venue uses x1 again, a retention later
+    timers(engine, T0 + 7.5)  # o2 forgotten; x2 a retention old: kept for o2's fills only
+    _allowed(engine, order(1, client_order_id="o4"), T0 + 7.6)
+    again = report_fill(engine, fill(1, client_order_id="o4", fill_id="x2"), T0 + 7.6)
+    assert not again.unchecked and not again.duplicate
+    assert engine.state_of(account()) is State.ARMED
+    assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 4
+
+
 def test_a_fill_worse_than_its_limit_beyond_the_band_trips_and_moves_no_mark():
     """Review of stop 32: a SELL limit 100 reported filled at 1 (an executor's units bug)
     took the account's mark to 1, and a sell 40 times the notional cap was allowed. No
@@ -524,8 +548,9 @@ def test_n_identical_orders_within_the_window_are_duplicates():
     assert engine.check(order(1), T0 + 0.1).allowed
     assert engine.check(order(1), T0 + 0.2).reason is R.DUPLICATE_ORDER
     assert engine.check(order(2), T0 + 0.2).allowed  # not identical
-    timers(engine, T0 + 1.05)
-    assert engine.check(order(1), T0 + 1.05).allowed  # the first left the window
+    # The first left the window, before any timer run forgot it (review 40c: denied
+    # until the timers' next run).
+    assert engine.check(order(1), T0 + 1.05).allowed
 
 
 def test_working_order_caps_per_account_and_per_strategy():
