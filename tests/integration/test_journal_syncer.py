@@ -604,6 +604,49 @@ def test_a_syncer_that_cannot_seal_says_why_and_records_are_refused(tmp_path: Pa
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:1]
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced", "cut"])
+def test_a_journal_deleted_replaced_or_cut_while_in_use_fails_at_the_next_sync(
+        tmp_path: Path, how: str) -> None:
+    """Review 40b: the sidecar went on allowing orders into a journal deleted (or copied
+    over) while it served, and the next start found them gone. The syncer's next round
+    fails, so the journal refuses records: the sidecar fails closed now."""
+    journal = started(tmp_path, interval=3600.0)  # no round but the one asked for
+    journal.record(*EVERY_COMMAND[0])
+    journal.sync()
+    if how == "deleted":
+        journal.path.unlink()
+    elif how == "replaced":
+        other = journal.path.with_name("other")
+        other.write_bytes(journal.path.read_bytes())
+        other.replace(journal.path)
+    else:
+        os.truncate(journal.path, 10)
+    journal.record(*EVERY_COMMAND[1])
+    with pytest.raises(StoreUnavailable, match="while in use|is damaged"):  # cut: what
+        journal.sync()  # was appended since reads as damage
+    with pytest.raises(StoreUnavailable):
+        journal.record(*EVERY_COMMAND[2])
+    if how == "cut":
+        journal.close()
+    else:  # nor is a seal written for a file that has gone
+        with pytest.raises(StoreUnavailable, match="while in use"):
+            journal.close()
+
+
+def test_a_journal_deleted_while_in_use_without_a_syncer_refuses_the_next_record(
+        tmp_path: Path) -> None:
+    """The same, with records synced as they are written (journal_sync_interval_s = 0)."""
+    journal = FileJournal(tmp_path / "ess.db.journal", 0.0)
+    journal.load()
+    journal.start()
+    journal.record(*EVERY_COMMAND[0])
+    journal.path.unlink()
+    with pytest.raises(StoreUnavailable, match="deleted or replaced while in use"):
+        journal.record(*EVERY_COMMAND[1])
+    with pytest.raises(StoreUnavailable, match="while in use"):
+        journal.close()
+
+
 def test_ctrl_c_and_sigterm_do_not_stop_the_syncer_before_the_sidecar(tmp_path: Path) -> None:
     """A terminal's Ctrl-C and systemd's SIGTERM go to every process of the group: the
     syncer must still seal what the sidecar writes while it drains."""

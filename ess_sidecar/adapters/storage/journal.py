@@ -65,7 +65,8 @@ from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
 from .seal import Seal, SealUnreadable, read_regular
-from .syncer import HEADER, MAX_RECORD, QUIT, SYNC, WAKE, seal_value  # the frame: both read
+from .syncer import HEADER, MAX_RECORD, QUIT, SYNC, WAKE, check_in_use, \
+    seal_value  # the frame: both read
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class FileJournal(Journal):
                         if self._failure is not None:
                             raise self._failure
                     assert self._fd is not None
+                    check_in_use(self._fd)
                     os.fsync(self._fd)
                     self.seal.write(seal_value(*head, self._genesis))
             except OSError as error:

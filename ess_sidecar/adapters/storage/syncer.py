@@ -40,6 +40,7 @@ never by hand.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -63,6 +64,17 @@ def seal_value(records: int, chain: bytes, genesis: bytes) -> dict[str, object]:
     """A journal's seal: how many records, the chain after the last, and the chain before
     the first (the state store's identity: whose journal it is)."""
     return {"records": records, "chain": chain.hex(), "genesis": genesis.hex()}
+
+
+def check_in_use(journal: int, end: int = 0) -> None:
+    """Raise OSError if the journal open at `journal` no longer has a name (deleted, or
+    replaced by another file) or is shorter than the `end` bytes known written to it."""
+    status = os.fstat(journal)
+    if status.st_nlink == 0:
+        raise OSError(errno.ENOENT, "the journal was deleted or replaced while in use")
+    if status.st_size < end:
+        raise OSError(errno.EIO, f"the journal is {status.st_size} bytes, shorter than the"
+                      f" {end} written to it (cut or overwritten while in use)")
 
 
 class Orphaned(Exception):
@@ -144,7 +156,10 @@ class Syncer:
         return True
 
     def _round(self) -> bool:
-        """Read what was appended, fsync it and seal it; whether there was any."""
+        """Read what was appended, fsync it and seal it; whether there was any. A journal
+        deleted, replaced or cut while in use fails (review 40b: deleted while served, it
+        went unnoticed until the next start found the acknowledged book gone)."""
+        check_in_use(self._journal, self._end)
         self._count()
         if self._read[0] == self._sealed:
             return False
