@@ -17,7 +17,8 @@ from .domain.access import Principal
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
 from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
-    OrderUpdated, OrdersCleared, PositionsSynced, ResetAsked, TimersRan, Trigger, Triggered
+    OrderUpdated, OrdersCleared, PositionsSynced, ResetAsked, Restored, TimersRan, Trigger, \
+    Triggered
 from .domain.config import GuardConfig
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
@@ -508,9 +509,10 @@ class Guard(GuardReadings):
             self._writing.release()
 
     def _halted(self) -> bool:
-        """GLOBAL is tripped (halted), so any check is denied whenever it is judged: it
-        need not wait for the commands before it (a stalled write holds them)."""
-        return self.engine.state_of(GLOBAL) is State.TRIPPED
+        """GLOBAL is tripped (halted), applied or held, so any check is denied whenever it
+        is judged: it need not wait for the commands before it (a stalled write holds
+        them)."""
+        return self.engine.halted()
 
     def _planned(self, turn: _Turn) -> None:
         """The command is planned (or will never be): move the mark over every number
@@ -548,35 +550,50 @@ class Guard(GuardReadings):
         try:
             writing = asyncio.get_running_loop().run_in_executor(self._store_thread(),
                                                                  durable.write)
-            if not (await asyncio.wait((writing,), timeout=self.store_stall_s))[0]:
-                self._stalled(durable.holds)
+            stalled = not (await asyncio.wait((writing,), timeout=self.store_stall_s))[0]
+            if stalled:
+                self._stalled()
             await writing
+            if stalled:
+                log.warning("the state store write that stalled has ended: checks are"
+                            " judged as before")
         except Exception as error:
             self._failed(error, durable.holds)  # trips before the holds go: none between
         finally:
             self.engine.release()
         if self.engine.version != version:
-            # Failed closed meanwhile: a journal write failed, and the journal refuses every
-            # record from then on, so GLOBAL cannot be reset before a restart; that restart
-            # restores these transitions from the store, which has them. Here the fail-closed
-            # trip took their version: they are lost as a failed write's are, their trips
-            # deny and a GLOBAL trip's directives go with the fail-closed trip (review 36l:
-            # a panic's cancel and flatten, stored, were never published).
+            # Failed closed meanwhile (a journal write failed, or a fault of ours). Here the
+            # fail-closed trip took their version: they are lost as a failed write's are,
+            # their trips deny and a GLOBAL trip's directives go with the fail-closed trip
+            # (review 36l: a panic's cancel and flatten, stored, were never published).
+            # The restart restores them from the store: a failed journal refuses every
+            # record, so it ends before them; a journal that works records them now, as a
+            # start would (review 40e: records after them, and every start failed closed
+            # on a store the journal disagreed with).
+            if durable.holds and not self._journal.failed:
+                with contextlib.suppress(StoreUnavailable):  # then it has failed: as above
+                    self._journal.record(Restored(self._clock.now(), durable.holds[-1].version),
+                                         durable.holds)
             self._failed(StoreUnavailable("the sidecar failed closed while this change was"
                                           " stored"), durable.holds)
 
-    def _stalled(self, holds: Sequence[Transition]) -> None:
-        """A store write has run for store_stall_s (a hung disk, a frozen file system):
-        every command after it waits for its turn, a `Trigger` too, and every check for
-        the commands that came before it (review 40b: a panic queued behind one waited 40
-        s, unheld, while checks hung to their callers' deadlines). Fail closed, GLOBAL
-        with the directives of a GLOBAL trip in the write, and answer the checks waiting:
-        with GLOBAL halted, none they could be judged after would allow them."""
-        log.error("a state store write has not finished in %g s (a hung disk?): failing"
-                  " closed; commands wait until it ends", self.store_stall_s)
-        self.fail_closed(f"a state store write has not finished in {self.store_stall_s:g} s",
-                         [d for t in holds if t.scope == GLOBAL and not t.drill
-                          for d in t.directives])
+    def _stalled(self) -> None:
+        """A store write has run for store_stall_s (a hung disk): every command after it
+        waits for its turn, a `Trigger` too, and every check for the commands that came
+        before it (review 40b: a panic queued behind one waited 40 s, while checks hung to
+        their callers' deadlines). Until it ends, GLOBAL is held tripped (no version, not
+        stored nor published: when the write ends, all goes on as if it had been slow),
+        and the checks waiting are answered: denied, as every check is meanwhile. Failed
+        closed instead, the write's trip, stored after the fail-closed trip took its
+        version, made every later start fail closed (review 40e)."""
+        why = f"a state store write has not finished in {self.store_stall_s:g} s"
+        plan = self.engine.plan(self._clock.now())
+        stall = plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{why} (a hung disk?)",
+                          SYSTEM_ACTOR)
+        log.error("%s (a hung disk?): every check is denied until it ends; commands wait"
+                  " for it", why)
+        if stall is not None:
+            self.engine.hold([stall])
         self._answer_waiting_checks()
 
     def _answer_waiting_checks(self) -> None:

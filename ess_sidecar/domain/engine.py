@@ -710,6 +710,12 @@ class GuardEngine:
             elif transition.breaker == Breaker.UNCHECKED_ORDER:
                 self.orders.tripped_for(transition.scope.id)  # its unchecked fills' trip
 
+    def halted(self) -> bool:
+        """Whether GLOBAL is TRIPPED, applied or held: every check is denied."""
+        held = self._held[ScopeKind.GLOBAL].get("")
+        return self.state_of(GLOBAL) is State.TRIPPED or (
+            self._holding and held is not None and held.state is State.TRIPPED)
+
     def hold(self, transitions: Iterable[Transition]) -> None:
         """Transitions on their way to the store: until apply(), every one that leaves
         its scope restricted (any state but ARMED) blocks checks as if applied, so no

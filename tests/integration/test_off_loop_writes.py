@@ -141,15 +141,18 @@ async def test_a_reset_being_stored_allows_nothing_until_it_is_stored(
     assert (await check(running)).allowed
 
 
-async def test_a_write_that_hangs_fails_closed_and_checks_wait_no_longer_for_it(
+async def test_a_write_that_hangs_denies_every_check_until_it_ends_and_nothing_is_lost(
         gated: tuple[Running, GatedStore]) -> None:
     """Review 40b: a store write that hung (a frozen disk) held every command after it,
     a panic too, and every check after those, silently, until the callers' deadlines.
-    Past `store_stall_s` the sidecar fails closed, carrying the directives of a GLOBAL
-    trip in that write, and the checks waiting are answered: denied."""
+    Past `store_stall_s` GLOBAL is held tripped and the checks waiting are answered:
+    denied. Review 40e: failed closed instead, the hung trip was stored under the
+    fail-closed trip's version, and every later start failed closed. When the write
+    ends, all goes on as if it had been slow: both trips are stored and acknowledged."""
     running, store = gated
     guard = running.app.guard
     guard.store_stall_s = 0.2
+    before = await running.version()
     tripping = await trip_being_stored(running, store)
     panic = asyncio.ensure_future(running.stub.Trigger(pb.TriggerRequest(
         scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), reason="panic",
@@ -158,14 +161,37 @@ async def test_a_write_that_hangs_fails_closed_and_checks_wait_no_longer_for_it(
     waited = await check(running, strategy="other")  # would wait for the panic's plan
     assert (waited.allowed, waited.blocking_scope.kind) == (False, pb.SCOPE_KIND_GLOBAL)
     assert "has not finished in 0.2 s" in waited.message
+    assert await running.version() == before  # nothing stored, published nor versioned
     store.open_gate()
-    with pytest.raises(grpc.aio.AioRpcError) as failed:  # stored, but after the fail closed
+    assert (await tripping).state_version == before + 1
+    assert (await panic).state_version == before + 2
+    stored = running.app.store.events_after(before, 10)
+    assert [(t.scope.kind, t.version) for t in stored] == [
+        (pb.SCOPE_KIND_STRATEGY, before + 1), (pb.SCOPE_KIND_GLOBAL, before + 2)]
+    assert (await check(running, strategy="other")).blocking_scope.kind == \
+        pb.SCOPE_KIND_GLOBAL  # the panic's trip, applied: no longer the stall's
+    assert "panic" in (await check(running, strategy="other")).message
+
+
+async def test_a_write_that_outlived_a_fail_closed_is_journaled_and_the_next_start_agrees(
+        gated: tuple[Running, GatedStore], start_sidecar: Any, tmp_path: Path) -> None:
+    """Review 40e: a trip stored while the sidecar failed closed (a fault of ours, here)
+    lost its version to the fail-closed trip and was not journaled; the journal went on
+    recording after it, and every later start found journal and store disagree."""
+    running, store = gated
+    tripping = await trip_being_stored(running, store)
+    running.app.guard.internal_fault("a test", RuntimeError("a bug"))
+    store.open_gate()
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
         await tripping
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-    stopped = await panic  # then its turn came, and it was stored
-    assert stopped.state == pb.STATE_TRIPPED
-    latched = {(t.scope.kind, t.state) for t in running.app.store.load().current}
-    assert (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED) in latched
+    await running.stub.Trigger(trigger("other"), timeout=5)  # recorded after it
+    await running.sidecar.stop()
+    again = await start_sidecar(state_store=SqliteStateStore(tmp_path / "ess.db"), sync=False)
+    scopes = {s.scope.id: (s.state, s.cause)
+              for s in (await again.stub.GetState(pb.GetStateRequest())).scopes}
+    assert scopes == {STRATEGY: (pb.STATE_TRIPPED, pb.CAUSE_TRIGGER),
+                      "other": (pb.STATE_TRIPPED, pb.CAUSE_TRIGGER)}
 
 
 async def test_a_trip_whose_caller_gave_up_is_still_applied_and_the_next_one_follows(
