@@ -291,6 +291,7 @@ class GuardClient:
         if interval_s * 1000 >= ttl_ms:
             raise ValueError(f"a heartbeat interval of {interval_s:g} s is not shorter than"
                              f" its TTL of {ttl_ms} ms: the scope would trip")
+        scope = to_scope(scope)  # a ValueError now, not a beat that never registers
         return Heartbeat(lambda deregister: self.heartbeat(executor_id, scope, ttl_ms,
                                                            deregister),
                          interval_s, on_response, on_error)

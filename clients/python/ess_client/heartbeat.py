@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import grpc
+
 from ess.v1 import guard_pb2 as pb
 
 from .failures import log
@@ -15,14 +17,17 @@ Send = Callable[[bool], Awaitable[pb.HeartbeatResponse]]
 class Heartbeat:
     """A running heartbeat (`GuardClient.start_heartbeat`). `sent` counts answered beats,
     `failures` failed ones (the scope trips if they keep failing past the TTL);
-    `last_response` is the scope's state at the last answer. A callback that raises is
-    logged and the beats go on: one bad callback must not trip the executor's scope."""
+    `last_response` is the scope's state at the last answer. One the sidecar refuses
+    (INVALID_ARGUMENT, PERMISSION_DENIED) stops: `refused` says why, `running` is False.
+    A callback that raises is logged and the beats go on: one bad callback must not trip
+    the executor's scope."""
 
     def __init__(self, send: Send, interval_s: float,
                  on_response: Callable[[pb.HeartbeatResponse], object] | None = None,
                  on_error: Callable[[Exception], object] | None = None) -> None:
         self.sent = 0
         self.failures = 0
+        self.refused: Exception | None = None  # why the sidecar refused it: it stopped
         self.last_response: pb.HeartbeatResponse | None = None
         self._send, self._interval_s = send, interval_s
         self._on_response, self._on_error = on_response, on_error
@@ -31,6 +36,11 @@ class Heartbeat:
     @property
     def running(self) -> bool:
         return not self._task.done()
+
+    async def stopped(self) -> None:
+        """Until it stops by itself (refused) or is stopped; cancelling the wait stops
+        nothing."""
+        await asyncio.wait((self._task,))
 
     async def stop(self) -> pb.HeartbeatResponse:
         """Stop beating and deregister (the scope does not trip); raises if deregistering
@@ -48,6 +58,10 @@ class Heartbeat:
             except Exception as error:  # noqa: BLE001 - every failure is counted and said
                 self.failures += 1
                 self._call(self._on_error, error)
+                if _refused(error):  # sent again, it would be refused again, and the
+                    self.refused = error  # scope is not registered: it trips for nothing
+                    log.error("ess heartbeat refused, not sent again: %r", error)
+                    return  # review 40e: a misspelled scope beat on, never registered
                 if self._on_error is None:
                     log.warning("ess heartbeat failed: %r", error)
             else:
@@ -64,3 +78,10 @@ class Heartbeat:
             callback(value)
         except Exception:  # the beats go on (review 40a: TypeScript's stopped for good)
             log.exception("ess heartbeat callback failed")
+
+
+def _refused(error: Exception) -> bool:
+    """The sidecar refused the heartbeat itself (a scope or executor id it does not take):
+    no retry can succeed."""
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in (
+        grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)

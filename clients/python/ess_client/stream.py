@@ -22,9 +22,11 @@ CONNECTIVITY_CODES = {
     grpc.StatusCode.UNAVAILABLE: Failure.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED: Failure.DEADLINE,
     grpc.StatusCode.CANCELLED: Failure.STREAM_BROKEN,
+    # gRPC's core ends a stream whose peer died with INTERNAL ("Internal error from Core");
+    # the sidecar answers its own faults in the stream, request by request, never so.
+    grpc.StatusCode.INTERNAL: Failure.STREAM_BROKEN,
+    grpc.StatusCode.UNKNOWN: Failure.STREAM_BROKEN,
 }
-# INTERNAL and UNKNOWN are the sidecar's own faults, answered: heard, as on the unary path
-# (review 40a: a fail-open client allowed on them).
 
 
 def failure_of(code: grpc.StatusCode) -> Failure:

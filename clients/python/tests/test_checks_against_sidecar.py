@@ -95,6 +95,19 @@ async def test_the_heartbeat_helper_beats_on_past_a_failing_callback_and_deregis
     for ttl_ms, interval_s in ((300, 0.3), (0, None), (True, None), (300, 0.0)):
         with pytest.raises((TypeError, ValueError)):  # the scope would trip, or no TTL
             client.start_heartbeat("exec-hb", "STRATEGY:hb", ttl_ms, interval_s)
+    with pytest.raises(ValueError):  # review 40e: beat on, never registered
+        client.start_heartbeat("exec-hb", "STRATGY:hb", 5_000)
+
+
+async def test_a_heartbeat_the_sidecar_refuses_stops_and_says_why(client: GuardClient) -> None:
+    """Review 40e: a scope the sidecar does not take ("strategy: momo") was sent again
+    every interval, never registered: if the executor died, nothing tripped."""
+    errors: list[Exception] = []
+    beat = client.start_heartbeat("exec-hb", "STRATEGY: hb", 5_000, interval_s=0.02,
+                                  on_error=errors.append)
+    await asyncio.wait_for(beat.stopped(), 10)
+    assert not beat.running and beat.sent == 0 and beat.failures == 1
+    assert "scope.id" in str(beat.refused) and errors == [beat.refused]
 
 
 async def test_hundred_concurrent_checks_share_one_stream_and_each_gets_its_own_answer(
