@@ -577,6 +577,18 @@ class GuardEngine:
                    or SEVERITY[t.state] > SEVERITY[t.previous]
                    for t in self.plan_timers(now).transitions)
 
+    def plan_owed_renewal(self, scope: Scope, now: float) -> Plan:
+        """The renewal the scope's latch is owed for evidence that came within a second of
+        its last one (`_unrenewed`, which the timers renew a second on), made now: asked
+        before a reset, which must not lift evidence nobody has seen (review 40g)."""
+        plan = self.plan(now)
+        owed, current = self._unrenewed.get(scope), self._current.get(scope)
+        if owed is not None and current is not None \
+                and any(latch.name == owed[0] for latch in current.held()):
+            name, mode, reason, actor = owed
+            plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name, renew=True)
+        return plan
+
     def _renewal_only(self, transition: Transition) -> bool:
         """Whether a timer run's transition only renews a latch for evidence it holds
         (`_unrenewed`): the same state and latches, so no check is judged otherwise

@@ -15,7 +15,7 @@ from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import Fill, Order, PositionSnapshot, Side
 from ess_sidecar.domain.errors import CapacityExceeded, InvalidArgument, ResyncRequired, \
-    ShuttingDown, StoreUnavailable, SubscriberTooSlow
+    ResetRefused, ShuttingDown, StoreUnavailable, SubscriberTooSlow
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
@@ -520,6 +520,26 @@ def test_a_late_beat_trips_its_scope_even_with_corrupt_feed_evidence_awaiting_re
     guard.heartbeat("exec-1", MOMO, 1.0)
     held = [latch.name for latch in guard.engine.current(MOMO).held()]
     assert held == ["data_feed_corrupt", "heartbeat_lost"]
+
+
+def test_a_reset_is_judged_after_the_renewal_owed_for_evidence_nobody_saw() -> None:
+    """Review 40g: a second unchecked fill within a second of the account's trip waits
+    for the timers to renew the latch; a forced reset naming the version the operator
+    had seen lifted it, and no trip of that fill was ever recorded or alerted. The
+    renewal is made first: the reset then finds a version it did not see, and a reset
+    naming none is judged after it (the fill's trip is in the history)."""
+    store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
+    account = Scope(ScopeKind.ACCOUNT, "acc")
+    seen = guard.report_fill(_unchecked("rogue-1", "f1", 1)).account.version
+    clock.advance(0.3)
+    assert guard.report_fill(_unchecked("rogue-2", "f2", 9)).account.version == seen
+    with pytest.raises(ResetRefused, match="version"):
+        guard.reset(account, "looked at rogue-1", True, "op", expected_version=seen)
+    renewed = store.events_after(seen, 10)
+    assert [(t.scope, "rogue-2" in t.reason) for t in renewed] == [(account, True)]
+    assert guard.reset(account, "looked again", True, "op").state is State.ARMED
+    assert _replayed(journal).state_of(account) is State.ARMED
 
 
 def test_a_restart_owes_the_renewals_the_live_process_owed() -> None:
