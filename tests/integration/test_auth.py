@@ -217,13 +217,15 @@ async def test_a_refused_stream_always_reports_unauthenticated(secured: Running)
 async def test_a_heartbeat_is_bound_to_the_principal_that_registered_it(
         start_sidecar: Any, tmp_path: Path) -> None:
     """One executor process must not keep another's dead-man's switch from firing by
-    beating for its executor_id; an operator may retire a registration."""
+    beating for its executor_id; an operator may retire a registration. The refusals are
+    counted as any refused call is (review 40g: they left no trace)."""
     tokens = {name: new_token() for name in ("desk-a", "desk-b", "ops")}
     roles = {"desk-a": Role.EXECUTOR, "desk-b": Role.EXECUTOR, "ops": Role.OPERATOR}
     (tmp_path / "tokens.toml").write_text("[tokens]\n" + "\n".join(
         tokens_file_line(name, roles[name], token) for name, token in tokens.items()) + "\n")
     running = await start_sidecar(sync=False,
-                                  auth={"tokens_file": str(tmp_path / "tokens.toml")})
+                                  auth={"tokens_file": str(tmp_path / "tokens.toml")},
+                                  telemetry={"metrics_listen": "127.0.0.1:0"})
     beat = pb.HeartbeatRequest(executor_id="exec-1", scope=strategy_scope(), ttl_ms=5_000)
     await running.stub.Heartbeat(beat, metadata=bearer(tokens["desk-a"]))
     (registration,) = running.app.guard.engine.heartbeats.registrations()
@@ -236,6 +238,8 @@ async def test_a_heartbeat_is_bound_to_the_principal_that_registered_it(
         assert "desk-a" in refused.value.details()
     assert running.app.guard.engine.heartbeats.registrations() == [registration]
     assert registration.last_seen == running.clock.now() - 4  # desk-b's beat kept nothing
+    metrics = await scrape(running.sidecar.metrics.address)
+    assert metrics.value("ess_calls_refused_total", code="PERMISSION_DENIED") == 2
     await running.stub.Heartbeat(pb.HeartbeatRequest(executor_id="exec-1", deregister=True,
                                                      scope=strategy_scope()),
                                  metadata=bearer(tokens["ops"]))

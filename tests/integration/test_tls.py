@@ -116,6 +116,33 @@ async def test_a_stray_authorization_header_never_refuses_a_certified_stop(
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_a_weaker_token_beside_a_certificate_never_refuses_a_certified_stop(
+        start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA) -> None:
+    """Review 40g: a valid token won over the connection's certificate, so a reconciler's
+    token beside an executor's (or operator's) certificate refused the Trigger that the
+    certificate alone was allowed. What the token's role may not do, the certificate's
+    may; the token still names the caller for what its role may do."""
+    recon = new_token()
+    tokens = pki["dir"] / "tokens.toml"
+    tokens.write_text(tokens.read_text().replace(
+        "[certificates]", tokens_file_line("recon1", Role.RECONCILER, recon)
+        + "\n[certificates]"))
+    running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))
+    tcp = running.sidecar.addresses[0]
+    channel, stub = secure_stub(tcp, pki, ca.issue_cert("executor-1", common_name="executor-1"))
+    bearer = (("authorization", f"Bearer {recon}"),)
+    async with channel:
+        reply = await stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="stop"),
+                                   metadata=bearer, timeout=5)
+        assert reply.state == pb.STATE_TRIPPED
+        with pytest.raises(grpc.aio.AioRpcError) as denied:  # neither role may reset
+            await stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="x", force=True),
+                             metadata=bearer, timeout=5)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    [trip] = running.app.guard.restricted()
+    assert trip.actor == "executor-1"
+
+
 async def test_mutual_tls_refuses_unknown_names_and_missing_certificates(
         start_sidecar: Any, pki: dict[str, Any], ca: trustme.CA) -> None:
     running = await start_sidecar(sync=False, **tls_sections(pki, mutual=True))

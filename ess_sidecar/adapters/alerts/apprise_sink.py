@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import Callable, Sequence
 
 import apprise
@@ -36,9 +37,11 @@ class _Target:
         if not self.apprise.add(url):
             raise InvalidConfig(f"alerts.urls[{index}]", "apprise cannot use this URL"
                                 " (unknown scheme or missing token)")
-        # apprise's privacy form masks passwords and tokens; the query is dropped too,
-        # in case a plugin carries a secret there.
-        self.name = self.apprise[0].url(privacy=True).split("?", 1)[0]
+        # apprise's privacy form masks passwords and tokens; the path and the query are
+        # dropped too, in case a plugin carries a secret there (review 40g: a webhook's
+        # secret path was logged whole).
+        shown = urllib.parse.urlsplit(self.apprise[0].url(privacy=True))
+        self.name = f"alerts.urls[{index}] {shown.scheme}://{shown.netloc}"
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=queue_size)
         self.waiting: set[str] = set()  # Alert.repeats of the repeats queued, not yet sent
         self.sending: Alert | None = None

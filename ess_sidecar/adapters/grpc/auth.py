@@ -79,15 +79,24 @@ class Authenticator:
             return self.by_token(context.invocation_metadata() or ())
         except Unauthenticated as error:
             refused = None if str(error) == NO_CREDENTIALS else error
+        principal, why = self.by_certificate(context)
+        if principal is not None:
+            return principal
+        raise refused or why or Unauthenticated(NO_CREDENTIALS)
+
+    def by_certificate(self, context: grpc.aio.ServicerContext,
+                       ) -> tuple[Principal | None, Unauthenticated | None]:
+        """The caller by the connection's verified client certificate, or why it names no
+        one (None, None: there is no certificate)."""
         for pem in context.auth_context().get("x509_pem_cert", ())[:1]:
             common_name = _common_name(pem)
             principal = self.principals.by_certificate(common_name) if common_name else None
             if principal is not None:
-                return principal
-            refused = refused or Unauthenticated(
+                return principal, None
+            return None, Unauthenticated(
                 f"client certificate CN={common_name!r} has no role" if common_name else
                 "the client certificate has no common name, or several: it names no one")
-        raise refused or Unauthenticated(NO_CREDENTIALS)
+        return None, None
 
     def by_token(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
         """The caller by the bearer token in a call's metadata. Raises Unauthenticated:

@@ -56,6 +56,9 @@ def aborts_on_guard_errors(
         except GuardError as error:
             if isinstance(error, InvalidArgument):
                 self.telemetry.invalid_request(error.field)  # type: ignore[attr-defined]
+            elif isinstance(error, PermissionDenied):  # counted and logged as a role's are
+                self.refused(  # type: ignore[attr-defined]  # (review 40g: a heartbeat
+                    status_of(error), str(error), context.peer())  # of another's, unseen)
             await context.abort(status_of(error), str(error))
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:

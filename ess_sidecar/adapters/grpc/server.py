@@ -170,7 +170,9 @@ class Sidecar:
         self.addresses: list[str] = []
         self._stopping = False
         self._stopped = asyncio.Event()
-        add_guard_service(GuardServicer(parts.guard, parts.settings.watch.heartbeat_interval_s),
+        refused = parts.authenticator.refused if parts.authenticator is not None else None
+        add_guard_service(GuardServicer(parts.guard, parts.settings.watch.heartbeat_interval_s,
+                                        refused),
                           self.server, parts.authenticator, parts.wrap_streams)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

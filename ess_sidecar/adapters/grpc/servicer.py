@@ -42,9 +42,13 @@ MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
 
 
 class GuardServicer(pb_grpc.GuardServiceServicer):
-    def __init__(self, guard: Guard, watch_heartbeat_s: float) -> None:
+    def __init__(self, guard: Guard, watch_heartbeat_s: float,
+                 refused: Callable[[grpc.StatusCode, str, str], None] | None = None) -> None:
+        """`refused(code, why, peer)`: a call the domain refused to its caller (another
+        executor's heartbeat), counted and logged as the authenticator's refusals are."""
         self._guard = guard
         self.telemetry = guard.telemetry
+        self.refused = refused or (lambda code, why, peer: None)
         self._check = guard.check if isinstance(guard.telemetry, NoTelemetry) \
             else _timed(guard.check, guard.telemetry.decided)
         self._watch_heartbeat_s = watch_heartbeat_s
