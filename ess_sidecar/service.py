@@ -134,6 +134,9 @@ class Guard(GuardReadings):
         # so a watcher resuming across that point resyncs instead of trusting replay.
         self.epoch = ""
         self._volatile_from = 0  # the first version published in the volatile epoch
+        # The last version the store holds of a write that outlived a fail-closed: up to
+        # it, memory's transitions and the store's differ under the same versions.
+        self._diverged_through = 0
         self._store = store
         self._journal = journal or NoJournal()
         self._clock = clock
@@ -575,10 +578,18 @@ class Guard(GuardReadings):
             # record, so it ends before them; a journal that works records them now, as a
             # start would (review 40e: records after them, and every start failed closed
             # on a store the journal disagreed with).
-            if durable.holds and not self._journal.failed:
-                with contextlib.suppress(StoreUnavailable):  # then it has failed: as above
-                    self._journal.record(Restored(self._clock.now(), durable.holds[-1].version),
-                                         durable.holds)
+            if durable.holds:
+                stored = durable.holds[-1].version
+                if not self._journal.failed:
+                    with contextlib.suppress(StoreUnavailable):  # then it has failed, too
+                        self._journal.record(Restored(self._clock.now(), stored),
+                                             durable.holds)
+                # Numbered after what the store holds now, or the next write clashes with
+                # it (review 40f: a write of two trips left memory one behind, and every
+                # later stop was refused); memory and store differ up to it: a watcher
+                # resuming from before must resync (its replay would not be what it saw).
+                self.engine.version = max(self.engine.version, stored)
+                self._diverged_through = max(self._diverged_through, stored)
             self._failed(StoreUnavailable("the sidecar failed closed while this change was"
                                           " stored"), durable.holds)
 
@@ -761,6 +772,10 @@ class Guard(GuardReadings):
             raise ResyncRequired(f"from_version {from_version} is from before epoch"
                                  f" {epoch!r} began (version {self._volatile_from}): what"
                                  " followed may not have been durable; resubscribe from 0")
+        if from_version and from_version < self._diverged_through:
+            raise ResyncRequired(f"from_version {from_version} is from before version"
+                                 f" {self._diverged_through}, which this process and its"
+                                 " store hold differently; resubscribe from 0")
         if from_version > version:
             raise ResyncRequired(f"from_version {from_version} is ahead of this sidecar's"
                                  f" version {version}; resubscribe from 0")

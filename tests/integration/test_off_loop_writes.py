@@ -19,6 +19,7 @@ from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.engine import GuardEngine
+from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.recovery import replay
 from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, next_event, order, \
     strategy_scope, synced
@@ -192,6 +193,40 @@ async def test_a_write_that_outlived_a_fail_closed_is_journaled_and_the_next_sta
               for s in (await again.stub.GetState(pb.GetStateRequest())).scopes}
     assert scopes == {STRATEGY: (pb.STATE_TRIPPED, pb.CAUSE_TRIGGER),
                       "other": (pb.STATE_TRIPPED, pb.CAUSE_TRIGGER)}
+
+
+async def test_a_write_of_two_trips_that_outlived_a_fail_closed_clashes_with_nothing(
+        gated: tuple[Running, GatedStore], start_sidecar: Any, tmp_path: Path) -> None:
+    """Review 40f: a timer run tripping two lost heartbeats, stored after the fail-closed
+    trip took the first one's version, left memory a version behind the store: every
+    later stop clashed with the store's second trip and was refused until a restart. A
+    watcher resuming from before it was replayed the store's transitions as if they were
+    what it had been sent."""
+    running, store = gated
+    guard = running.app.guard
+    for executor in ("s1", "s2"):
+        await running.stub.Heartbeat(pb.HeartbeatRequest(
+            executor_id=executor, scope=strategy_scope(executor), ttl_ms=1000))
+    before = await running.version()
+    store.close_gate()
+    running.clock.advance(5)
+    timers = asyncio.ensure_future(guard.run_timers_async(0.05))
+    await store.wait_entered()
+    guard.internal_fault("a test", RuntimeError("a bug"))
+    store.open_gate()
+    with pytest.raises(StoreUnavailable):
+        await timers
+    stopped = await running.stub.Trigger(trigger("stop"), timeout=5)  # no clash
+    assert stopped.state_version == before + 3
+    resumed = running.stub.WatchState(pb.WatchStateRequest(
+        from_version=before + 1, epoch=guard.epoch))
+    with pytest.raises(grpc.aio.AioRpcError) as resync:
+        await resumed.read()
+    assert resync.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    await running.sidecar.stop()
+    again = await start_sidecar(state_store=SqliteStateStore(tmp_path / "ess.db"), sync=False)
+    scopes = {s.scope.id for s in (await again.stub.GetState(pb.GetStateRequest())).scopes}
+    assert scopes == {"s1", "s2", "stop"}
 
 
 async def test_a_trip_whose_caller_gave_up_is_still_applied_and_the_next_one_follows(

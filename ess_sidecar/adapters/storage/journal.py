@@ -137,6 +137,7 @@ class FileJournal(Journal):
         # while it replaces a dead syncer: one seal writer at a time.
         self._sync_lock = threading.Lock()
         self._failure: OSError | None = None
+        self._end = 0  # bytes the journal holds, as this process wrote them
         self._gone = False  # the syncer was found gone and is not replaced yet
         self._buried: OSError | None = None  # the gone syncer reaped: how it ended
         self._said_after = b""  # what the syncer wrote after an answer, in the same read
@@ -175,6 +176,8 @@ class FileJournal(Journal):
         self._open()
         if self._torn is not None:
             self._cut_torn(len(data))
+        assert self._fd is not None
+        self._end = os.fstat(self._fd).st_size  # what this process knows the file holds
         return entries
 
     @property
@@ -206,6 +209,7 @@ class FileJournal(Journal):
             raise StoreUnavailable(f"journal {self.path} cannot be written: {error}") \
                 from error
         self._written = (count + 1, chain)
+        self._end += written
         if self._interval == 0:
             self.sync()
         elif self._syncer is not None:  # once per interval under load: it is awake then
@@ -240,7 +244,7 @@ class FileJournal(Journal):
                         if self._failure is not None:
                             raise self._failure
                     assert self._fd is not None
-                    check_in_use(self._fd)
+                    check_in_use(self._fd, self.path, self._end)
                     os.fsync(self._fd)
                     self.seal.write(seal_value(*head, self._genesis))
             except OSError as error:

@@ -66,12 +66,18 @@ def seal_value(records: int, chain: bytes, genesis: bytes) -> dict[str, object]:
     return {"records": records, "chain": chain.hex(), "genesis": genesis.hex()}
 
 
-def check_in_use(journal: int, end: int = 0) -> None:
-    """Raise OSError if the journal open at `journal` no longer has a name (deleted, or
-    replaced by another file) or is shorter than the `end` bytes known written to it."""
+def check_in_use(journal: int, path: str | os.PathLike[str], end: int) -> None:
+    """Raise OSError unless `path` still names the journal open at `journal` (deleted,
+    renamed away as log rotation does, or replaced, it does not) and the file holds the
+    `end` bytes known written to it (cut or overwritten, it does not)."""
     status = os.fstat(journal)
-    if status.st_nlink == 0:
-        raise OSError(errno.ENOENT, "the journal was deleted or replaced while in use")
+    try:
+        named = os.path.samestat(os.stat(path), status)
+    except FileNotFoundError:
+        named = False
+    if not named:
+        raise OSError(errno.ENOENT, f"{path} no longer names the journal in use (deleted,"
+                      " renamed or replaced)")
     if status.st_size < end:
         raise OSError(errno.EIO, f"the journal is {status.st_size} bytes, shorter than the"
                       f" {end} written to it (cut or overwritten while in use)")
@@ -94,6 +100,7 @@ class Syncer:
         self._genesis = genesis
         self._journal = journal
         self._seal = seal
+        self._path = seal.path.with_name(seal.path.name.removesuffix(".seal"))  # its journal
         self._interval = interval
         self._clock = clock
         self._end = offset  # of the last whole record read
@@ -159,7 +166,7 @@ class Syncer:
         """Read what was appended, fsync it and seal it; whether there was any. A journal
         deleted, replaced or cut while in use fails (review 40b: deleted while served, it
         went unnoticed until the next start found the acknowledged book gone)."""
-        check_in_use(self._journal, self._end)
+        check_in_use(self._journal, self._path, self._end)
         self._count()
         if self._read[0] == self._sealed:
             return False
