@@ -374,6 +374,25 @@ async def test_a_call_that_sends_no_request_and_no_token_is_refused_not_held(
         assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED, raised.value
 
 
+async def test_a_health_check_that_sends_no_request_is_ended_not_held(
+        secured: Running) -> None:
+    """Review 40g: the health service is open to all (probes send no token), and a Check
+    that never sent its request was held for ever (10,000 took 114 MB). Ended after a
+    second without one; a Check with its request is answered as ever."""
+    never = asyncio.Event()
+
+    async def nothing() -> Any:
+        await never.wait()
+        yield b""
+
+    path = "/grpc.health.v1.Health/Check"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await secured.channel.stream_unary(path)(nothing(), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    answer = await secured.channel.unary_unary(path)(b"", timeout=5)  # an empty request
+    assert answer == b"\x08\x01"  # status: SERVING
+
+
 async def test_a_unary_call_looks_its_token_up_once(start_sidecar: Any, tmp_path: Path,
                                                     tokens: dict[str, str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
