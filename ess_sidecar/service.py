@@ -345,11 +345,6 @@ class Guard(GuardReadings):
         actor's credentials it came with (Principal.credential)."""
         now = self._clock.now()
         latches = tuple(latches)
-        # Evidence that came within a second of the latch's last renewal waits for the
-        # timers to renew it: renewed first, so the reset is judged after it (review 40g:
-        # a reset naming the version seen lifted an unchecked fill nobody had seen, and
-        # no trip of it was ever recorded or alerted).
-        yield from self._commit(self.engine.plan_owed_renewal(scope, now), None)
         # Review 34: a request whose requester was revoked since (its line removed from the
         # tokens file, and a restart) was approved by the next operator's reset alone;
         # review 35: so was one whose token was replaced by a new one for the same name.

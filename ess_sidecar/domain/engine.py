@@ -74,10 +74,12 @@ class GuardEngine:
         # working orders or fills, or a fault of its own may have left memory half changed.
         self.untrusted = ""
         # Evidence a latch did not renew for (within a second of its last renewal:
-        # `_renews`), per scope: the latest (breaker, mode, reason, actor). The next timer
+        # `_renews`), per scope and latch: the latest (mode, reason, actor). The next timer
         # run from a second after that renewal renews it (review 37f: left unrecorded, a
-        # reset naming the version seen lifted it hours later). Rebuilt by replay.
-        self._unrenewed: dict[Scope, tuple[str, TriggerMode, str, str]] = {}
+        # reset naming the version seen lifted it hours later; review 40h: one slot per
+        # scope, a corrupt feed's evidence took an unchecked fill's place). A reset that
+        # would lift such a latch is refused. Rebuilt by replay.
+        self._unrenewed: dict[Scope, dict[str, tuple[TriggerMode, str, str]]] = {}
         # A sample was refused at limits.max_scopes_with_evidence since GLOBAL last
         # resumed: its breach may be recorded nowhere, so only a forced reset resumes
         # GLOBAL (review 38p; 38q: held while the evidence was at its cap instead, a
@@ -173,8 +175,8 @@ class GuardEngine:
             if not plan.trip(account, rule.mode, Cause.BREAKER, outcome.unchecked, actor,
                              breaker=Breaker.UNCHECKED_ORDER,
                              renew=self._renews(account, Breaker.UNCHECKED_ORDER, now)):
-                self._unrenewed[account] = (Breaker.UNCHECKED_ORDER, rule.mode,
-                                            outcome.unchecked, actor)
+                self._unrenewed.setdefault(account, {})[Breaker.UNCHECKED_ORDER] = (
+                    rule.mode, outcome.unchecked, actor)
                 outcome = outcome._replace(renewal=outcome.unchecked)
             if plan.transitions and not outcome.refused and not outcome.conflict:
                 self.orders.untripped[key] = outcome.unchecked  # booked; tripped once stored
@@ -431,7 +433,8 @@ class GuardEngine:
             renew = trip.breaker in ONE_OFF and self._renews(scope, trip.breaker, now)
             if not plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, actor,
                              breaker=trip.breaker, renew=renew) and trip.breaker in ONE_OFF:
-                self._unrenewed[scope] = (trip.breaker, trip.mode, trip.message, actor)
+                self._unrenewed.setdefault(scope, {})[trip.breaker] = (trip.mode,
+                                                                       trip.message, actor)
         return plan
 
     def _renews(self, scope: Scope, name: str, now: float) -> bool:
@@ -507,6 +510,11 @@ class GuardEngine:
                        self._rearm_delay(scope), drill=resumes)
             return plan
         self._check_resumable(scope, [held[n] for n in named], resumes, force, now)
+        unseen = [name for name in named if name in self._unrenewed.get(scope, {})]
+        if unseen:  # review 40g: a forced reset naming the version seen lifted it unrecorded
+            raise ResetRefused(f"{scope}: new evidence for {', '.join(unseen)} came after"
+                               f" version {current.version}; it is recorded within a second:"
+                               " look again before resetting it")
         approved_by = ""
         if self.approvals.required:
             pending = self.approvals.review(scope, current.version, actor, reason, force, now,
@@ -577,18 +585,6 @@ class GuardEngine:
                    or SEVERITY[t.state] > SEVERITY[t.previous]
                    for t in self.plan_timers(now).transitions)
 
-    def plan_owed_renewal(self, scope: Scope, now: float) -> Plan:
-        """The renewal the scope's latch is owed for evidence that came within a second of
-        its last one (`_unrenewed`, which the timers renew a second on), made now: asked
-        before a reset, which must not lift evidence nobody has seen (review 40g)."""
-        plan = self.plan(now)
-        owed, current = self._unrenewed.get(scope), self._current.get(scope)
-        if owed is not None and current is not None \
-                and any(latch.name == owed[0] for latch in current.held()):
-            name, mode, reason, actor = owed
-            plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name, renew=True)
-        return plan
-
     def _renewal_only(self, transition: Transition) -> bool:
         """Whether a timer run's transition only renews a latch for evidence it holds
         (`_unrenewed`): the same state and latches, so no check is judged otherwise
@@ -626,11 +622,13 @@ class GuardEngine:
                 plan.trip(lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
                           f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s"
                           f" heartbeat", SYSTEM_ACTOR, breaker=Breaker.HEARTBEAT_LOST)
-        for scope, (name, mode, reason, actor) in self._unrenewed.items():
+        for scope, evidence in self._unrenewed.items():
             current = self._current.get(scope)  # renewed before a re-arm can look at it
-            if current is not None and any(latch.name == name for latch in current.held()) \
-                    and self._renews(scope, name, now):
-                plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name, renew=True)
+            for name, (mode, reason, actor) in evidence.items():
+                if current is not None and any(latch.name == name for latch in current.held()) \
+                        and self._renews(scope, name, now):
+                    plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name,
+                              renew=True)
         for current in list(self._current.values()):
             if plan.current(current.scope) is not current:
                 continue
@@ -700,11 +698,14 @@ class GuardEngine:
                     del self._held[transition.scope.kind][transition.scope.id]
             before = self._current.get(transition.scope)
             self._set(transition)
-            unrenewed = self._unrenewed.get(transition.scope)
-            if unrenewed is not None and not any(  # renewed or lifted: recorded now
-                    latch.name == unrenewed[0] and latch.since < transition.time
-                    for latch in transition.held()):
-                del self._unrenewed[transition.scope]
+            owed = self._unrenewed.get(transition.scope)
+            if owed is not None:
+                for name in [name for name in owed if not any(  # renewed or lifted: recorded
+                        latch.name == name and latch.since < transition.time  # now
+                        for latch in transition.held())]:
+                    del owed[name]
+                if not owed:
+                    del self._unrenewed[transition.scope]
             if transition.scope == GLOBAL and transition.state not in RESTRICTING:
                 self.refused_at_cap = False  # resumed (forced, see _check_resumable)
             if transition.cause is Cause.RESET:
@@ -844,9 +845,8 @@ class GuardEngine:
         owed, as the live process owed it (`_unrenewed`, which plan_timers checks against
         the latch; the actor is not journaled: the sidecar's)."""
         scope = Scope(ScopeKind.ACCOUNT, account)
-        self._unrenewed[scope] = (Breaker.UNCHECKED_ORDER,
-                                  self.breakers.rule(scope, Breaker.UNCHECKED_ORDER).mode,
-                                  reason, SYSTEM_ACTOR)
+        self._unrenewed.setdefault(scope, {})[Breaker.UNCHECKED_ORDER] = (
+            self.breakers.rule(scope, Breaker.UNCHECKED_ORDER).mode, reason, SYSTEM_ACTOR)
 
     def catch_up(self, transitions: list[Transition], version: int, now: float) -> None:
         """The store's transitions after this engine's version (start-up, when the journal

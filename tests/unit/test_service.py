@@ -522,23 +522,38 @@ def test_a_late_beat_trips_its_scope_even_with_corrupt_feed_evidence_awaiting_re
     assert held == ["data_feed_corrupt", "heartbeat_lost"]
 
 
-def test_a_reset_is_judged_after_the_renewal_owed_for_evidence_nobody_saw() -> None:
+@pytest.mark.parametrize("first", ["none", "corrupt feed"])
+def test_a_reset_never_lifts_evidence_that_waits_for_its_renewal(first: str) -> None:
     """Review 40g: a second unchecked fill within a second of the account's trip waits
     for the timers to renew the latch; a forced reset naming the version the operator
-    had seen lifted it, and no trip of that fill was ever recorded or alerted. The
-    renewal is made first: the reset then finds a version it did not see, and a reset
-    naming none is judged after it (the fill's trip is in the history)."""
+    had seen lifted it, and no trip of that fill was ever recorded or alerted. Review
+    40h: a corrupt feed's evidence waiting too took the fill's place (one slot a scope).
+    A reset that would lift a latch with evidence waiting is refused, changing nothing
+    (40h: renewing it at each reset undid the once-a-second bound); the timers record
+    it, and a reset of what the operator then sees is accepted."""
     store, journal, clock = InMemoryStateStore(), _Recording(), FakeClock()
     guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16), journal=journal)
     account = Scope(ScopeKind.ACCOUNT, "acc")
-    seen = guard.report_fill(_unchecked("rogue-1", "f1", 1)).account.version
+    guard.report_fill(_unchecked("rogue-1", "f1", 1))
+    if first == "corrupt feed":
+        guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1)
+    seen = guard.engine.current(account).version
     clock.advance(0.3)
     assert guard.report_fill(_unchecked("rogue-2", "f2", 9)).account.version == seen
-    with pytest.raises(ResetRefused, match="version"):
-        guard.reset(account, "looked at rogue-1", True, "op", expected_version=seen)
+    if first == "corrupt feed":
+        guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1)  # waits too
+    for expected_version in (seen, 0):
+        with pytest.raises(ResetRefused, match="new evidence for .*unchecked_order"):
+            guard.reset(account, "looked at rogue-1", True, "op",
+                        expected_version=expected_version)
+    assert guard.engine.version == seen  # refused: nothing changed
+    clock.advance(1)
+    guard.run_timers()
     renewed = store.events_after(seen, 10)
-    assert [(t.scope, "rogue-2" in t.reason) for t in renewed] == [(account, True)]
-    assert guard.reset(account, "looked again", True, "op").state is State.ARMED
+    assert any("rogue-2" in t.reason for t in renewed)  # recorded, and alerted with it
+    now = guard.engine.current(account).version
+    assert guard.reset(account, "looked again", True, "op",
+                       expected_version=now).state is State.ARMED
     assert _replayed(journal).state_of(account) is State.ARMED
 
 

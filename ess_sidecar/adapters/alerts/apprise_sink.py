@@ -37,11 +37,15 @@ class _Target:
         if not self.apprise.add(url):
             raise InvalidConfig(f"alerts.urls[{index}]", "apprise cannot use this URL"
                                 " (unknown scheme or missing token)")
-        # apprise's privacy form masks passwords and tokens; the path and the query are
-        # dropped too, in case a plugin carries a secret there (review 40g: a webhook's
-        # secret path was logged whole).
+        # apprise's privacy form masks passwords and tokens; the user, the path and the
+        # query are dropped too, in case a plugin carries a secret there (review 40g: a
+        # webhook's secret path was logged whole; 40h: a user name that is an API key).
         shown = urllib.parse.urlsplit(self.apprise[0].url(privacy=True))
-        self.name = f"alerts.urls[{index}] {shown.scheme}://{shown.netloc}"
+        try:
+            port = f":{shown.port}" if shown.port else ""
+        except ValueError:  # not a number: shown as nothing rather than refuse to start
+            port = ""
+        self.name = f"alerts.urls[{index}] {shown.scheme}://{shown.hostname or ''}{port}"
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=queue_size)
         self.waiting: set[str] = set()  # Alert.repeats of the repeats queued, not yet sent
         self.sending: Alert | None = None
