@@ -574,19 +574,25 @@ class Guard(GuardReadings):
             # start would (review 40e: records after them, and every start failed closed
             # on a store the journal disagreed with).
             if durable.holds:
-                stored = durable.holds[-1].version
                 if not self._journal.failed:
                     with contextlib.suppress(StoreUnavailable):  # then it has failed, too
-                        self._journal.record(Restored(self._clock.now(), stored),
+                        self._journal.record(Restored(self._clock.now(),
+                                                      durable.holds[-1].version),
                                              durable.holds)
-                # Numbered after what the store holds now, or the next write clashes with
-                # it (review 40f: a write of two trips left memory one behind, and every
-                # later stop was refused); memory and store differ up to it: a watcher
-                # resuming from before must resync (its replay would not be what it saw).
-                self.engine.version = max(self.engine.version, stored)
-                self._diverged_through = max(self._diverged_through, stored)
+                self._stored_unapplied(durable.holds)
             self._failed(StoreUnavailable("the sidecar failed closed while this change was"
                                           " stored"), durable.holds)
+
+    def _stored_unapplied(self, transitions: Sequence[Transition]) -> None:
+        """The store holds `transitions`, and memory will not apply them (the sidecar
+        failed closed, or their journal record failed): number what comes next after them,
+        or the next write clashes with them (review 40f: a write of two trips left memory
+        one behind, and every later stop was refused; 40i: so did a record that failed
+        after its write). Memory and store differ up to them: a watcher resuming from
+        before must resync. The next start restores them from the store."""
+        stored = transitions[-1].version
+        self.engine.version = max(self.engine.version, stored)
+        self._diverged_through = max(self._diverged_through, stored)
 
     def _stalled(self) -> None:
         """A store write has run for store_stall_s (a hung disk): every command after it
@@ -826,7 +832,7 @@ class Guard(GuardReadings):
         else:
             yield Durable(lambda: self._store_transitions(plan.transitions, stop),
                           plan.transitions, on_loop)
-            self._durably(lambda: self._journal.record(command, plan.transitions),
+            self._durably(lambda: self._record_stored(command, plan.transitions),
                           plan.transitions)
         self.engine.apply(plan.transitions)
         self.subscribers.publish(plan.transitions)
@@ -835,6 +841,15 @@ class Guard(GuardReadings):
         for transition in plan.transitions:
             log.warning("transition", extra=transition_fields(transition))
         return plan.transitions
+
+    def _record_stored(self, command: Command | None, transitions: list[Transition]) -> None:
+        """Journal a command whose transitions are stored; if that fails, they are stored
+        but not applied (_stored_unapplied), and the failure is raised."""
+        try:
+            self._journal.record(command, transitions)
+        except StoreUnavailable:
+            self._stored_unapplied(transitions)
+            raise
 
     def _store_transitions(self, transitions: list[Transition], stop: bool = False) -> None:
         """The durable part of a commit; in the store's thread when served. A `stop` (a
@@ -845,7 +860,9 @@ class Guard(GuardReadings):
         record before it; the next start restores the store's trips beyond the journal's
         end (recovery.reconcile)."""
         try:
-            self._journal.sync()
+            if self._journal.failed:  # a sync with nothing new would pass (review 40i: a
+                raise StoreUnavailable("the journal refuses records since it failed")  # trip
+            self._journal.sync()  # stored unrecorded left memory behind the store)
         except StoreUnavailable:
             if stop:  # stored, then failed as the journal did: the caller is told
                 self._store.append(transitions)

@@ -479,6 +479,42 @@ def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
     second.store.close()
 
 
+def test_a_trip_after_the_journal_failed_leaves_no_stop_refused(tmp_path: Path) -> None:
+    """Review 40i: once the journal had failed, a breaker's trip still reached the store
+    when the journal had nothing new to sync, then its record was refused: memory stayed
+    a version behind the store, and every later stop clashed with it, refused until a
+    restart that forgot them (here a corrupt feed's trip). A trip other than a stop is
+    not stored once the journal has failed (it denies from memory, as a lost trip); a
+    stop is, numbered after what the store holds."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             limits={"exposure_enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    clock = FakeClock()
+    first = build(settings, clock=clock)
+    read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
+    os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
+    with pytest.raises(StoreUnavailable):
+        first.guard.check(ORDER._replace(client_order_id="lost"))
+    with pytest.raises(StoreUnavailable):  # its trip denies from memory, unstored
+        first.guard.report_metric(Scope(ScopeKind.STRATEGY, "feed"),
+                                  Metric.DATA_FEED_CORRUPT, 1)
+    assert first.guard.engine.state_of(GLOBAL) is State.TRIPPED
+    assert first.store.load().current == []  # not stored: no record could follow it
+    stop = Trigger(ACCOUNT, TriggerMode.HALT, "desk halt", TriggerReason.USER_INITIATED, (),
+                   "op")
+    assert first.guard.trigger(stop).tripped  # no clash with an unrecorded trip
+    first.store.close()
+    os.close(read_only)
+    second = build(settings, clock=clock)
+    assert second.guard.engine.state_of(ACCOUNT) is State.TRIPPED
+    second.journal.close()
+    second.store.close()
+
+
 def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Path) -> None:
     """Review 20: a reseal cut the journal's damaged tail, which held an executor's
     registration; registrations were taken from the store only when the journal was empty,

@@ -148,7 +148,8 @@ async def test_watch_messages_carry_the_epoch_once_a_version_was_not_durable(
 async def test_a_version_published_before_a_fail_closed_trip_is_told_in_its_own_epoch(
         ) -> None:
     """Review 36f: STRATEGY:b's trip was stored, then its journal record failed (a full
-    disk), and GLOBAL was tripped in memory under the same version, volatile. A watcher
+    disk), and GLOBAL was tripped in memory under the same version (since review 40i,
+    the next: b's is the store's), volatile. A watcher
     that read version 1 after that was told it under the volatile epoch, resumed from it,
     and was replayed the store's version 2 (STRATEGY:b), never learning of GLOBAL's trip.
     Told in the epoch it was published in, the resume resyncs to a snapshot with GLOBAL."""
@@ -196,8 +197,8 @@ async def test_a_version_published_before_a_fail_closed_trip_is_told_in_its_own_
     assert (first.version, first.scope.id, first.epoch) == (1, "a", "")
     second = await anext(watcher)
     second = pb.WatchStateResponse.FromString(second) if isinstance(second, bytes) else second
-    assert (second.version, second.scope.kind, second.epoch) == (
-        2, pb.SCOPE_KIND_GLOBAL, guard.epoch)
+    assert (second.version, second.scope.kind, second.epoch) == (  # after b's, stored:
+        3, pb.SCOPE_KIND_GLOBAL, guard.epoch)  # no version for two transitions (40i)
     await watcher.aclose()
     resumed = servicer.WatchState(pb.WatchStateRequest(from_version=1, epoch=first.epoch),
                                   Context())
