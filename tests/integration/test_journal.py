@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -445,12 +447,9 @@ def test_the_retry_of_an_unchecked_fill_whose_write_failed_is_journaled_with_its
     assert restarted.state_of(Scope(ScopeKind.ACCOUNT, "acc-1")) is not State.ARMED
 
 
-def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
-        tmp_path: Path) -> None:
-    """Review 40b: once a journal write had failed (a full disk, since freed), every
-    Trigger was refused UNAVAILABLE for the rest of the process, essctl's resend too, and
-    the restart that was the only way out forgot them: the kill switch refused to stop. A
-    stop is stored whatever the journal, and the next start restores it from the store."""
+def _starter(tmp_path: Path) -> Callable[[], Any]:
+    """start(): the sidecar's parts on the state file in tmp_path, records synced as they
+    are written, on one fake clock; each call a (re)start."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
     from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
@@ -459,7 +458,17 @@ def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
                              store={"path": str(tmp_path / "ess.db"),
                                     "journal_sync_interval_s": 0.0})
     clock = FakeClock()
-    first = build(settings, clock=clock)
+    return lambda: build(settings, clock=clock)
+
+
+def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
+        tmp_path: Path) -> None:
+    """Review 40b: once a journal write had failed (a full disk, since freed), every
+    Trigger was refused UNAVAILABLE for the rest of the process, essctl's resend too, and
+    the restart that was the only way out forgot them: the kill switch refused to stop. A
+    stop is stored whatever the journal, and the next start restores it from the store."""
+    start = _starter(tmp_path)
+    first = start()
     assert first.guard.check(ORDER._replace(client_order_id="before")).allowed
     read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
     os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
@@ -471,7 +480,7 @@ def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
     assert first.guard.trigger(stop).tripped  # acknowledged: stored, not refused
     first.store.close()
     os.close(read_only)
-    second = build(settings, clock=clock)
+    second = start()
     assert second.guard.engine.state_of(ACCOUNT) is State.TRIPPED
     assert [o.client_order_id for o in second.guard.engine.orders.working("acc-1")] == \
         ["before"]
@@ -486,15 +495,8 @@ def test_a_trip_after_the_journal_failed_leaves_no_stop_refused(tmp_path: Path) 
     restart that forgot them (here a corrupt feed's trip). A trip other than a stop is
     not stored once the journal has failed (it denies from memory, as a lost trip); a
     stop is, numbered after what the store holds."""
-    from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
-    from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             limits={"exposure_enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
-    clock = FakeClock()
-    first = build(settings, clock=clock)
+    start = _starter(tmp_path)
+    first = start()
     read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
     os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
     with pytest.raises(StoreUnavailable):
@@ -509,7 +511,7 @@ def test_a_trip_after_the_journal_failed_leaves_no_stop_refused(tmp_path: Path) 
     assert first.guard.trigger(stop).tripped  # no clash with an unrecorded trip
     first.store.close()
     os.close(read_only)
-    second = build(settings, clock=clock)
+    second = start()
     assert second.guard.engine.state_of(ACCOUNT) is State.TRIPPED
     second.journal.close()
     second.store.close()
