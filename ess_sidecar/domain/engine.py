@@ -700,9 +700,10 @@ class GuardEngine:
             self._set(transition)
             owed = self._unrenewed.get(transition.scope)
             if owed is not None:
-                for name in [name for name in owed if not any(  # renewed or lifted: recorded
-                        latch.name == name and latch.since < transition.time  # now
-                        for latch in transition.held())]:
+                for name in [name for name in owed if not any(  # renewed or lifted by it:
+                        latch.name == name and latch.version < transition.version  # recorded
+                        for latch in transition.held())]:  # (review 40k: by time, a latch
+                    # set at the same clock reading looked renewed, and its evidence went)
                     del owed[name]
                 if not owed:
                     del self._unrenewed[transition.scope]

@@ -557,6 +557,25 @@ def test_a_reset_never_lifts_evidence_that_waits_for_its_renewal(first: str) -> 
     assert _replayed(journal).state_of(account) is State.ARMED
 
 
+def test_evidence_waiting_stays_when_another_latch_is_set_at_the_same_clock_reading(
+        ) -> None:
+    """Review 40k: a transition of the scope was taken for a renewal of every latch set
+    at its clock reading; a corrupt feed's trip at the same reading as two unchecked
+    fills dropped the second fill's evidence, and a forced reset lifted it unrecorded."""
+    store, clock = InMemoryStateStore(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16))
+    account = Scope(ScopeKind.ACCOUNT, "acc")
+    guard.report_fill(_unchecked("rogue-1", "f1", 1))
+    guard.report_fill(_unchecked("rogue-2", "f2", 9))  # the same reading: it waits
+    guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1)  # the same reading
+    seen = guard.engine.current(account).version
+    with pytest.raises(ResetRefused, match="new evidence for unchecked_order"):
+        guard.reset(account, "looked", True, "op", expected_version=seen)
+    clock.advance(1)
+    guard.run_timers()
+    assert any("rogue-2" in t.reason for t in store.events_after(seen, 10))
+
+
 def test_a_restart_owes_the_renewals_the_live_process_owed() -> None:
     """An unchecked fill (here a conflict: another fill under f1's id) within a second of
     the account's trip renews it at the next timer run a second on; the journal's replay

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import urllib.parse
 from collections.abc import Callable, Sequence
 
 import apprise
@@ -37,15 +36,10 @@ class _Target:
         if not self.apprise.add(url):
             raise InvalidConfig(f"alerts.urls[{index}]", "apprise cannot use this URL"
                                 " (unknown scheme or missing token)")
-        # apprise's privacy form masks passwords and tokens; the user, the path and the
-        # query are dropped too, in case a plugin carries a secret there (review 40g: a
-        # webhook's secret path was logged whole; 40h: a user name that is an API key).
-        shown = urllib.parse.urlsplit(self.apprise[0].url(privacy=True))
-        try:
-            port = f":{shown.port}" if shown.port else ""
-        except ValueError:  # not a number: shown as nothing rather than refuse to start
-            port = ""
-        self.name = f"alerts.urls[{index}] {shown.scheme}://{shown.hostname or ''}{port}"
+        # By its index in alerts.urls and its scheme only: apprise's privacy form masks
+        # passwords and tokens, but a plugin may carry a secret in the user, the host (an
+        # ntfy topic), the path or the query (reviews 40g, 40h, 40k).
+        self.name = f"alerts.urls[{index}] {self.apprise[0].url(privacy=True).split(':')[0]}"
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=queue_size)
         self.waiting: set[str] = set()  # Alert.repeats of the repeats queued, not yet sent
         self.sending: Alert | None = None
