@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-config":  # what serve reads before it serves
             settings = load_settings(args.config, **_flag_overrides(args))
+            settings.check_serves()
             open_principals(settings)
             open_credentials(settings)  # review 34: its files were not read
             open_alerts(settings)
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {"store": {"path": args.state}} if args.state else {}
             return _reseal(load_settings(args.config, **overrides))
         settings = load_settings(args.config, **_flag_overrides(args))
+        settings.check_serves()
     except InvalidConfig as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2

@@ -55,6 +55,28 @@ class _Section(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+def _host_port(value: str) -> str:
+    """HOST:PORT (HOST may be empty, a name, an IPv4 or a [v6] address; PORT 0 to 65535),
+    or "" for none. Review 40j: a port out of range was taken, and gRPC listened on
+    another (-1 on 65535, 99999 on 34463)."""
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535 \
+                or any(c.isspace() or not c.isprintable() for c in host):
+            raise ValueError("must be HOST:PORT, the port a number from 0 to 65535")
+    return value
+
+
+def _path(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("must not hold a NUL character")
+    return value
+
+
+# A Unix socket's path must fit sockaddr_un (108 bytes, its NUL included).
+MAX_SOCKET_PATH = 107
+
+
 class ServerSettings(_Section):
     listen: str = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
     uds: str = Field("", description="Unix socket path (the fastest same-host path)")
@@ -69,6 +91,18 @@ class ServerSettings(_Section):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="the event loop serving calls: uvloop (libuv; less CPU per"
         " call) or the standard library's asyncio")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        return _host_port(value)
+
+    @field_validator("uds")
+    @classmethod
+    def _socket_path(cls, value: str) -> str:
+        if len(os.fsencode(_path(value))) > MAX_SOCKET_PATH:
+            raise ValueError(f"a Unix socket's path is at most {MAX_SOCKET_PATH} bytes")
+        return value
 
 
 class ShutdownSettings(_Section):
@@ -113,27 +147,41 @@ class TelemetrySettings(_Section):
     log_format: Literal["json", "text"] = Field("json", description="stderr log lines")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        return _host_port(value)
+
 
 class AlertSettings(_Section):
     urls: list[str] = Field(default_factory=list, description="apprise notification URLs")
     retries: int = Field(5, ge=0, description="retries per URL after a failed send")
-    backoff_initial_s: float = Field(1.0, gt=0, description="first retry delay; doubles")
-    backoff_max_s: float = Field(60.0, gt=0, description="longest retry delay")
+    backoff_initial_s: float = Field(1.0, gt=0, le=86_400, description="first retry delay;"
+                                     " doubles")
+    backoff_max_s: float = Field(60.0, gt=0, le=86_400, description="longest retry delay")
     queue_size: int = Field(1000, ge=1, description="alerts waiting to be sent before new"
                             " ones are dropped (and counted)")
 
 
 class StoreSettings(_Section):
-    path: str = Field("state/ess.db", description="SQLite file holding the latched state")
-    keep_events: int = Field(0, ge=0, description="audit events kept; 0 keeps all")
+    path: str = Field("state/ess.db", min_length=1, description="SQLite file holding the"
+                      " latched state")
+    keep_events: int = Field(0, ge=0, le=10**12, description="audit events kept; 0 keeps"
+                             " all")  # review 40j: 2**64 failed every write, in SQLite
     journal_sync_interval_s: float = Field(
         0.01, ge=0, le=1, description="the journal (<path>.journal) is fsynced this often, by"
         " a child process (the syncer); 0 fsyncs before every answer, with no syncer"
         " (power-loss durable, slower)")
 
+    @field_validator("path")
+    @classmethod
+    def _file_path(cls, value: str) -> str:
+        return _path(value)
+
 
 class WatchSettings(_Section):
-    heartbeat_interval_s: float = Field(5.0, gt=0, le=3600, description="WatchState heartbeat period")
+    heartbeat_interval_s: float = Field(5.0, ge=0.001, le=3600,
+                                        description="WatchState heartbeat period")
     queue_size: int = Field(1024, ge=1, description="events queued per subscriber before resync")
     max_watchers: int = Field(100, ge=1, le=100_000,
                               description="WatchState streams at once, and health Watch"
@@ -141,7 +189,8 @@ class WatchSettings(_Section):
 
 
 class TimerSettings(_Section):
-    interval_s: float = Field(0.1, gt=0, le=5, description="period of feed/heartbeat timers")
+    interval_s: float = Field(0.1, ge=0.001, le=5, description="period of feed/heartbeat"
+                              " timers")
 
 
 class BreakerSettingsModel(_Section):
@@ -467,6 +516,14 @@ class Settings(BaseSettings):
                                 " can reach it could reset trips; configure tokens, or pass"
                                 " --insecure (server.insecure) to serve it anyway")
 
+    def check_serves(self) -> None:
+        """Something to serve on (asked by `serve` and `check-config`: a guard built in
+        process serves nothing). Raises InvalidConfig (review 40j: serve ended in a
+        traceback)."""
+        if not self.server.listen and not self.server.uds:
+            raise InvalidConfig("server.listen", "and server.uds are both empty: nothing to"
+                                " serve on")
+
     def check_shutdown(self) -> None:
         """The hard bound on a stop leaves room for the drain and the grace. Raises
         InvalidConfig."""
@@ -576,8 +633,8 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
         raise InvalidConfig(str(path), f"not valid TOML: {error}") from None
     except SettingsError as error:  # e.g. ESS_LIMITS=... that is not JSON
         raise _source_error(error) from None
-    except (ValueError, OSError) as error:  # e.g. a file that is not UTF-8, or unreadable
-        raise InvalidConfig(str(path), f"cannot be read: {error}") from None
+    except (ValueError, OSError, RecursionError) as error:  # e.g. a file that is not
+        raise InvalidConfig(str(path), f"cannot be read: {error!r}") from None  # UTF-8
     _refuse_emptied(path, settings)
     settings.guard_config()
     settings.check_security()

@@ -25,6 +25,19 @@ from ess_sidecar.settings import load_settings
     ("[limits.symbols.AAPL]\nreference_price = inf\n", "limits.symbols.AAPL.reference_price"),
     ("[watch]\nheartbeat_interval_s = 1e300\n", "watch.heartbeat_interval_s"),
     ("[alerts]\nbackoff_max_s = inf\n", "alerts.backoff_max_s"),
+    # Review 40j: each was taken, then meant something else or ended serve in a traceback
+    ("[store]\nkeep_events = 18446744073709551616\n", "store.keep_events"),  # no write
+    ("[server]\nlisten = \"127.0.0.1:99999\"\n", "server.listen"),  # listened on 34463
+    ("[server]\nlisten = \"127.0.0.1:-1\"\n", "server.listen"),  # on 65535
+    ("[server]\nlisten = \"127.0.0.1\"\n", "server.listen"),
+    ("[telemetry]\nmetrics_listen = \"x y z\"\n", "telemetry.metrics_listen"),
+    ("[server]\nuds = \"/tmp/" + "s" * 120 + "\"\n", "server.uds"),
+    ("[store]\npath = \"state/ess\\u0000.db\"\n", "store.path"),
+    ("[store]\npath = \"\"\n", "store.path"),
+    ("[alerts]\nbackoff_initial_s = 1e308\n", "alerts.backoff_initial_s"),
+    ("[timers]\ninterval_s = 5e-324\n", "timers.interval_s"),  # a core spent on timers
+    ("[watch]\nheartbeat_interval_s = 5e-324\n", "watch.heartbeat_interval_s"),
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", str),  # RecursionError: the file is named
 ])
 def test_values_that_would_turn_a_check_off_or_break_an_rpc_are_refused(
         tmp_path: Path, text: str, key: str) -> None:
@@ -32,4 +45,14 @@ def test_values_that_would_turn_a_check_off_or_break_an_rpc_are_refused(
     path.write_text(text)
     with pytest.raises(InvalidConfig) as raised:
         load_settings(path)
-    assert raised.value.key.startswith(key), raised.value
+    assert raised.value.key.startswith(str(path) if key is str else key), raised.value
+
+
+def test_a_config_with_nothing_to_serve_on_is_refused_by_check_config(tmp_path: Path) -> None:
+    """Review 40j: `listen = ""` with no `uds` passed check-config, and serve ended in a
+    traceback. A guard built in process (the tests') serves nothing, so serve and
+    check-config ask it, not the loader."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    path = tmp_path / "ess.toml"
+    path.write_text("[server]\nlisten = \"\"\n")
+    assert main(["check-config", str(path)]) == 2
