@@ -119,6 +119,10 @@ class WatchStart:
     subscription: Subscription
 
 
+class StoredUnrecorded(StoreUnavailable):
+    """A stop's transitions were stored, and the journal sync before them failed."""
+
+
 class Guard(GuardReadings):
     store_stall_s = 5.0  # a store write running this long fails closed (_stalled)
 
@@ -863,9 +867,10 @@ class Guard(GuardReadings):
             if self._journal.failed:  # a sync with nothing new would pass (review 40i: a
                 raise StoreUnavailable("the journal refuses records since it failed")  # trip
             self._journal.sync()  # stored unrecorded left memory behind the store)
-        except StoreUnavailable:
+        except StoreUnavailable as error:
             if stop:  # stored, then failed as the journal did: the caller is told
                 self._store.append(transitions)
+                raise StoredUnrecorded(str(error)) from error
             raise
         self._store.append(transitions)
 
@@ -893,6 +898,9 @@ class Guard(GuardReadings):
     def _failed(self, error: Exception, transitions: Sequence[Transition] = ()) -> NoReturn:
         """A write (of `transitions`) failed: fail closed, their trips go on denying checks
         (GuardEngine.lose), and raise it as StoreUnavailable."""
+        if isinstance(error, StoredUnrecorded):  # numbered past before the fail-closed
+            self._stored_unapplied(transitions)  # trip (review 40l: GLOBAL latched by the
+            # system already, that trip took no version, and every later stop clashed)
         for lost in self.engine.lose(transitions):
             log.error("trip not stored: it denies checks until it is (the retry of what"
                       " tripped it stores it) or the sidecar restarts",

@@ -55,15 +55,26 @@ class _Section(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-def _host_port(value: str) -> str:
-    """HOST:PORT (HOST may be empty, a name, an IPv4 or a [v6] address; PORT 0 to 65535),
-    or "" for none. Review 40j: a port out of range was taken, and gRPC listened on
-    another (-1 on 65535, 99999 on 34463)."""
-    if value:
-        host, sep, port = value.rpartition(":")
-        if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535 \
-                or any(c.isspace() or not c.isprintable() for c in host):
-            raise ValueError("must be HOST:PORT, the port a number from 0 to 65535")
+def _host_port(value: str, every_interface: bool = False) -> str:
+    """HOST:PORT (HOST a name, an IPv4 or a [v6] address; empty, every interface, only
+    where `every_interface`; PORT 0 to 65535), or "" for none. Review 40j: a port out of
+    range was taken, and gRPC listened on another (-1 on 65535, 99999 on 34463); 40l: a
+    host that cannot be looked up (an empty label) ended serve in a traceback, and
+    `::1:50051` was taken for a loopback address gRPC cannot bind."""
+    if not value:
+        return value
+    host, sep, port = value.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError("must be HOST:PORT, the port a number from 0 to 65535")
+    if not host and not every_interface:
+        raise ValueError("must name its host (0.0.0.0 or [::] for every interface)")
+    if ":" in bare and bare == host:
+        raise ValueError("an IPv6 host goes in brackets: [::1]:50051")
+    try:
+        bare.encode("idna")
+    except UnicodeError as error:
+        raise ValueError(f"its host is not a host name or address ({error})") from None
     return value
 
 
@@ -102,6 +113,8 @@ class ServerSettings(_Section):
     def _socket_path(cls, value: str) -> str:
         if len(os.fsencode(_path(value))) > MAX_SOCKET_PATH:
             raise ValueError(f"a Unix socket's path is at most {MAX_SOCKET_PATH} bytes")
+        if "%" in value:  # review 40l: gRPC decodes %41 as A, and took a live sidecar's
+            raise ValueError("must not hold '%' (gRPC reads %XX as a byte)")  # socket
         return value
 
 
@@ -150,7 +163,7 @@ class TelemetrySettings(_Section):
     @field_validator("metrics_listen")
     @classmethod
     def _metrics_address(cls, value: str) -> str:
-        return _host_port(value)
+        return _host_port(value, every_interface=True)
 
 
 class AlertSettings(_Section):
@@ -523,6 +536,9 @@ class Settings(BaseSettings):
         if not self.server.listen and not self.server.uds:
             raise InvalidConfig("server.listen", "and server.uds are both empty: nothing to"
                                 " serve on")
+        if self.server.listen and self.server.listen == self.telemetry.metrics_listen:
+            raise InvalidConfig("telemetry.metrics_listen", f"is server.listen's address"
+                                f" ({self.server.listen}): one of them cannot be bound")
 
     def check_shutdown(self) -> None:
         """The hard bound on a stop leaves room for the drain and the grace. Raises

@@ -38,6 +38,12 @@ from ess_sidecar.settings import load_settings
     ("[timers]\ninterval_s = 5e-324\n", "timers.interval_s"),  # a core spent on timers
     ("[watch]\nheartbeat_interval_s = 5e-324\n", "watch.heartbeat_interval_s"),
     ("x = " + "[" * 5000 + "]" * 5000 + "\n", str),  # RecursionError: the file is named
+    # Review 40l: a sidecar bound a live one's socket (gRPC reads %41 as A); serve ended
+    # in a traceback on an empty label; gRPC cannot bind ":port" nor an unbracketed IPv6
+    ("[server]\nuds = \"/tmp/a%41.sock\"\n", "server.uds"),
+    ("[server]\nlisten = \"host..example:50051\"\n", "server.listen"),
+    ("[server]\nlisten = \":50051\"\n", "server.listen"),
+    ("[server]\nlisten = \"::1:50051\"\n", "server.listen"),
 ])
 def test_values_that_would_turn_a_check_off_or_break_an_rpc_are_refused(
         tmp_path: Path, text: str, key: str) -> None:
@@ -56,3 +62,15 @@ def test_a_config_with_nothing_to_serve_on_is_refused_by_check_config(tmp_path: 
     path = tmp_path / "ess.toml"
     path.write_text("[server]\nlisten = \"\"\n")
     assert main(["check-config", str(path)]) == 2
+    path.write_text("[server]\nlisten = \"127.0.0.1:9109\"\n"  # review 40l: serve
+                    "[telemetry]\nmetrics_listen = \"127.0.0.1:9109\"\n")  # crashed
+    assert main(["check-config", str(path)]) == 2
+
+
+@pytest.mark.parametrize("listen", ["[::1]:50051", "[::]:0", "localhost:0",
+                                    "0.0.0.0:50051", "ess-sidecar.internal:50051"])
+def test_listen_addresses_that_bind_are_taken(tmp_path: Path, listen: str) -> None:
+    path = tmp_path / "ess.toml"
+    path.write_text(f'[server]\nlisten = "{listen}"\ninsecure = true\n'
+                    '[telemetry]\nmetrics_listen = ":9109"\n')
+    assert load_settings(path).server.listen == listen

@@ -576,6 +576,33 @@ def test_evidence_waiting_stays_when_another_latch_is_set_at_the_same_clock_read
     assert any("rogue-2" in t.reason for t in store.events_after(seen, 10))
 
 
+def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past() -> None:
+    """Review 40l: a stop whose journal sync failed was stored, then the fail-closed trip
+    was planned at the stop's version (or, GLOBAL latched by the system already, at none),
+    and every later stop clashed with it in the store. Memory is numbered past what the
+    store holds first: the fail-closed trip after the stop, the next stop after both."""
+    class SyncFailsOnce(NoJournal):
+        broken = False
+
+        @property
+        def failed(self) -> bool:
+            return self.broken
+
+        def sync(self) -> None:
+            if not self.broken:
+                self.broken = True
+                raise StoreUnavailable("journal cannot be synced: EIO")
+
+    store = InMemoryStateStore()
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16),
+                  journal=SyncFailsOnce())
+    with pytest.raises(StoreUnavailable):
+        trigger(guard)  # stored all the same
+    [stored] = store.events_after(0, 10)
+    assert guard.engine.current(GLOBAL).version == stored.version + 1  # the fail-closed trip
+    assert trigger(guard, Scope(ScopeKind.ACCOUNT, "a")).version == stored.version + 2
+
+
 def test_a_restart_owes_the_renewals_the_live_process_owed() -> None:
     """An unchecked fill (here a conflict: another fill under f1's id) within a second of
     the account's trip renews it at the next timer run a second on; the journal's replay

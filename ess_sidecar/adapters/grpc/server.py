@@ -190,7 +190,11 @@ class Sidecar:
             self.addresses.append(bind_tcp(self.server, server_settings.listen,
                                            self.parts.credentials))
         if server_settings.uds:
-            self.server.add_insecure_port(f"unix:{server_settings.uds}")
+            try:
+                self.server.add_insecure_port(f"unix:{server_settings.uds}")
+            except RuntimeError as error:  # its directory missing (review 40l: a traceback)
+                raise SocketPathError(f"server.uds: cannot bind unix:{server_settings.uds}"
+                                      f" ({error})") from None
             self.addresses.append(f"unix:{server_settings.uds}")
         if not self.addresses:
             raise ValueError("server.listen and server.uds are both empty: nothing to serve on")
