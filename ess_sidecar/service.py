@@ -597,6 +597,11 @@ class Guard(GuardReadings):
         stored = transitions[-1].version
         self.engine.version = max(self.engine.version, stored)
         self._diverged_through = max(self._diverged_through, stored)
+        if not self.epoch:  # nothing may have been published under it (GLOBAL latched by
+            # the system already: the fail-closed trip is no transition): told in a new
+            # epoch, a watcher resumes after a restart with a resync (review 40m)
+            self.epoch = f"volatile-{self.engine.decision_prefix}"
+            self._volatile_from = stored
 
     def _stalled(self) -> None:
         """A store write has run for store_stall_s (a hung disk): every command after it

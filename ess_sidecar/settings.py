@@ -72,10 +72,24 @@ def _host_port(value: str, every_interface: bool = False) -> str:
     if ":" in bare and bare == host:
         raise ValueError("an IPv6 host goes in brackets: [::1]:50051")
     try:
+        if bare != host:  # in brackets: an IPv6 address (review 40m: [127.0.0.1], [])
+            ipaddress.IPv6Address(bare)
         bare.encode("idna")
-    except UnicodeError as error:
+    except (ValueError, UnicodeError) as error:
         raise ValueError(f"its host is not a host name or address ({error})") from None
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise ValueError("its host holds a space or a control character")
     return value
+
+
+def _same_port(one: str, other: str) -> bool:
+    """Whether two HOST:PORT addresses would contend for one port: the same port, not 0
+    (each its own), on the same host or one on every interface (review 40m)."""
+    (host, _, port), (other_host, _, other_port) = one.rpartition(":"), \
+        other.rpartition(":")
+    every = {"", "0.0.0.0", "[::]"}
+    return port == other_port and int(port) != 0 \
+        and (host == other_host or host in every or other_host in every)
 
 
 def _path(value: str) -> str:
@@ -536,9 +550,10 @@ class Settings(BaseSettings):
         if not self.server.listen and not self.server.uds:
             raise InvalidConfig("server.listen", "and server.uds are both empty: nothing to"
                                 " serve on")
-        if self.server.listen and self.server.listen == self.telemetry.metrics_listen:
-            raise InvalidConfig("telemetry.metrics_listen", f"is server.listen's address"
-                                f" ({self.server.listen}): one of them cannot be bound")
+        listen, metrics = self.server.listen, self.telemetry.metrics_listen
+        if listen and metrics and _same_port(listen, metrics):
+            raise InvalidConfig("telemetry.metrics_listen", f"{metrics} and server.listen"
+                                f" {listen} take one port: one of them cannot be bound")
 
     def check_shutdown(self) -> None:
         """The hard bound on a stop leaves room for the drain and the grace. Raises

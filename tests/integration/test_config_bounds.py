@@ -44,6 +44,8 @@ from ess_sidecar.settings import load_settings
     ("[server]\nlisten = \"host..example:50051\"\n", "server.listen"),
     ("[server]\nlisten = \":50051\"\n", "server.listen"),
     ("[server]\nlisten = \"::1:50051\"\n", "server.listen"),
+    ("[server]\nlisten = \"[127.0.0.1]:50051\"\n", "server.listen"),  # review 40m
+    ("[server]\nlisten = \"a b:50051\"\n", "server.listen"),
 ])
 def test_values_that_would_turn_a_check_off_or_break_an_rpc_are_refused(
         tmp_path: Path, text: str, key: str) -> None:
@@ -62,9 +64,13 @@ def test_a_config_with_nothing_to_serve_on_is_refused_by_check_config(tmp_path: 
     path = tmp_path / "ess.toml"
     path.write_text("[server]\nlisten = \"\"\n")
     assert main(["check-config", str(path)]) == 2
-    path.write_text("[server]\nlisten = \"127.0.0.1:9109\"\n"  # review 40l: serve
-                    "[telemetry]\nmetrics_listen = \"127.0.0.1:9109\"\n")  # crashed
-    assert main(["check-config", str(path)]) == 2
+    for metrics in ("127.0.0.1:9109", "0.0.0.0:9109", ":9109"):  # review 40l: serve
+        path.write_text(f'[server]\nlisten = "127.0.0.1:9109"\n'  # crashed (40m: another
+                        f'[telemetry]\nmetrics_listen = "{metrics}"\n')  # host too)
+        assert main(["check-config", str(path)]) == 2
+    path.write_text('[server]\nlisten = "127.0.0.1:0"\n'  # each its own port (40m)
+                    '[telemetry]\nmetrics_listen = "127.0.0.1:0"\n')
+    assert main(["check-config", str(path)]) == 0
 
 
 @pytest.mark.parametrize("listen", ["[::1]:50051", "[::]:0", "localhost:0",

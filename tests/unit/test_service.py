@@ -603,6 +603,28 @@ def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past() -> None:
     assert trigger(guard, Scope(ScopeKind.ACCOUNT, "a")).version == stored.version + 2
 
 
+def test_a_stop_stored_unrecorded_under_a_system_latch_is_told_in_a_new_epoch() -> None:
+    """Review 40m: with GLOBAL latched by the system already (stored: a reseal's trip, the
+    evidence cap), the fail-closed trip is no transition and the epoch stayed "": the
+    stop stored without its record was told as version V of it, never sent, and a
+    watcher resuming from V after a restart was replayed nothing."""
+    class SyncFails(NoJournal):
+        def sync(self) -> None:
+            raise StoreUnavailable("journal cannot be synced: EIO")
+
+    store, clock = InMemoryStateStore(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16),
+                  journal=SyncFails())
+    plan = guard.engine.plan(clock.now())
+    plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, "a reseal lost records", "ess-sidecar")
+    store.append(plan.transitions)
+    guard.engine.apply(plan.transitions)
+    with pytest.raises(StoreUnavailable):
+        trigger(guard)  # stored all the same
+    stored = store.events_after(0, 10)[-1]
+    assert guard.epoch and guard.epoch_of(stored.version) == guard.epoch
+
+
 def test_a_restart_owes_the_renewals_the_live_process_owed() -> None:
     """An unchecked fill (here a conflict: another fill under f1's id) within a second of
     the account's trip renews it at the next timer run a second on; the journal's replay
