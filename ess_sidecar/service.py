@@ -124,7 +124,7 @@ class StoredUnrecorded(StoreUnavailable):
 
 
 class Guard(GuardReadings):
-    store_stall_s = 5.0  # a store write running this long fails closed (_stalled)
+    store_stall_s = 5.0  # a store write running this long holds GLOBAL tripped (_stalled)
 
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
@@ -138,8 +138,8 @@ class Guard(GuardReadings):
         # so a watcher resuming across that point resyncs instead of trusting replay.
         self.epoch = ""
         self._volatile_from = 0  # the first version published in the volatile epoch
-        # The last version the store holds of a write that outlived a fail-closed: up to
-        # it, memory's transitions and the store's differ under the same versions.
+        # The last version of transitions the store holds and memory did not apply
+        # (_stored_unapplied): up to it, memory and the store may differ.
         self._diverged_through = 0
         self._store = store
         self._journal = journal or NoJournal()
