@@ -487,7 +487,9 @@ class Guard(GuardReadings):
         """For a check: done once every command that came before now is planned, so that
         the check is judged as the sequential design would judge it."""
         waiter = asyncio.get_running_loop().create_future()
-        if self._planned_through >= self._arrived or self._halted():
+        # With GLOBAL halted (applied or held) any check is denied whenever it is judged:
+        # it need not wait for the commands before it (a stalled write holds them).
+        if self._planned_through >= self._arrived or self.engine.halted():
             waiter.set_result(None)
             return waiter
         waiters = self._waiters
@@ -514,12 +516,6 @@ class Guard(GuardReadings):
             return done.value  # type: ignore[no-any-return]
         finally:
             self._writing.release()
-
-    def _halted(self) -> bool:
-        """GLOBAL is tripped (halted), applied or held, so any check is denied whenever it
-        is judged: it need not wait for the commands before it (a stalled write holds
-        them)."""
-        return self.engine.halted()
 
     def _planned(self, turn: _Turn) -> None:
         """The command is planned (or will never be): move the mark over every number
