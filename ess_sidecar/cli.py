@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,35 @@ def _reseal(settings: Settings) -> int:
     return 0
 
 
+def _check_store_path(path: str) -> None:
+    """check-config: the state file and its journal can be made or opened as files. Serve
+    starts failed closed on one that cannot (every order denied), which a check before a
+    deploy should catch (review 40j: a directory and /dev/null passed). Raises
+    InvalidConfig naming store.path."""
+    from .adapters.storage.journal import journal_path  # noqa: PLC0415
+    for file in (Path(path), Path(journal_path(path))):
+        if file.exists() or file.is_symlink():
+            if not file.is_file():
+                raise InvalidConfig("store.path", f"{file} is not a regular file (a directory,"
+                                    " a device, a broken link?): serve would fail closed")
+            continue
+        folder = next(p for p in file.parents if p.exists())  # "/" at last
+        if not folder.is_dir():
+            raise InvalidConfig("store.path", f"{folder} is not a directory: {file} cannot"
+                                " be made, and serve would fail closed")
+        if not os.access(folder, os.W_OK | os.X_OK) or \
+                os.statvfs(folder).f_flag & os.ST_RDONLY:
+            raise InvalidConfig("store.path", f"{folder} is not writable: {file} cannot be"
+                                " made, and serve would fail closed")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check-config":  # what serve reads before it serves
             settings = load_settings(args.config, **_flag_overrides(args))
             settings.check_serves()
+            _check_store_path(settings.store.path)
             open_principals(settings)
             open_credentials(settings)  # review 34: its files were not read
             open_alerts(settings)

@@ -73,6 +73,25 @@ def test_a_config_with_nothing_to_serve_on_is_refused_by_check_config(tmp_path: 
     assert main(["check-config", str(path)]) == 0
 
 
+def test_a_state_file_serve_could_not_open_is_refused_by_check_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 40j: a store.path naming a directory or /dev/null passed check-config, and
+    serve started failed closed, denying every order."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    config = tmp_path / "ess.toml"
+    config.write_text("")
+    (tmp_path / "file").write_text("")
+    (tmp_path / "journal-a-folder.db.journal").mkdir()
+    for state in (tmp_path, "/dev/null", tmp_path / "file" / "ess.db",
+                  tmp_path / "journal-a-folder.db"):
+        assert main(["check-config", str(config), "--state", str(state)]) == 2, state
+        assert "store.path" in capsys.readouterr().err
+        assert not (tmp_path / "file" / "ess.db").exists()
+    assert main(["check-config", str(config), "--state",
+                 str(tmp_path / "new" / "folder" / "ess.db")]) == 0
+    assert not (tmp_path / "new").exists()  # checked, not made
+
+
 @pytest.mark.parametrize("listen", ["[::1]:50051", "[::]:0", "localhost:0",
                                     "0.0.0.0:50051", "ess-sidecar.internal:50051"])
 def test_listen_addresses_that_bind_are_taken(tmp_path: Path, listen: str) -> None:
