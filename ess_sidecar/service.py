@@ -106,6 +106,9 @@ class ScopeView:
     current: Transition
     reset_allowed_at: float  # when a reset of all its latches is out of the cooldown
     pending_reset: PendingReset | None
+    # A trip of the scope whose write failed: it denies (GuardEngine.lose), and no reset
+    # lifts it in this process (review 40i: GetState said ARMED, a reset answered ARMED).
+    unstored: Transition | None = None
 
 
 @dataclass(frozen=True)
@@ -714,10 +717,17 @@ class Guard(GuardReadings):
         return self.engine.config
 
     def scope_views(self) -> list[ScopeView]:
-        """Every restricted scope with when it may be reset and any pending request."""
+        """Every restricted scope with when it may be reset and any pending request, and
+        each with a trip not stored (a scope restricted by that alone shows it as
+        current)."""
         engine, now = self.engine, self._clock.now()
-        return [ScopeView(t, engine.reset_allowed_at(t), engine.approvals.pending(
-            t.scope, t.version, now)) for t in engine.restricted()]
+        views = {t.scope: ScopeView(t, engine.reset_allowed_at(t), engine.approvals.pending(
+            t.scope, t.version, now)) for t in engine.restricted()}
+        for lost in engine.lost():
+            view = views.get(lost.scope)
+            views[lost.scope] = dataclasses.replace(view, unstored=lost) if view else \
+                ScopeView(lost, lost.time, None, lost)
+        return sorted(views.values(), key=lambda view: view.current.version)
 
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account, when given), the oldest first."""

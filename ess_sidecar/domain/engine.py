@@ -103,6 +103,10 @@ class GuardEngine:
         """Every non-ARMED scope, oldest transition first."""
         return sorted(self._current.values(), key=lambda t: t.version)
 
+    def lost(self) -> list[Transition]:
+        """Trips whose write failed, still denying (`lose`), oldest first."""
+        return sorted(self._lost.values(), key=lambda t: t.version)
+
     def reset_allowed_at(self, current: Transition) -> float:
         """When a reset of every latch of the scope is out of its cooldown."""
         since = max((latch.since for latch in current.held()), default=current.time)
@@ -483,6 +487,12 @@ class GuardEngine:
         with the actor's `credential`."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
+        lost = self._lost.get(scope)
+        if lost is not None:  # it denies after any reset: none may answer as if it did not
+            raise ResetRefused(f"{scope} holds a trip that could not be stored (version"
+                               f" {lost.version}: {lost.reason}); it denies every order of"
+                               " the scope until it is stored (what tripped it, a Trigger"
+                               " too, sent again) or the sidecar restarts; no reset lifts it")
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:  # nothing to lift, and no
             return plan  # version kept: whatever it names (a drill's clean-up may not know

@@ -198,6 +198,39 @@ async def test_store_write_failure_fails_closed(start_sidecar) -> None:
     assert "state store write failed" in decision.message
 
 
+async def test_a_trip_not_stored_is_shown_and_no_reset_claims_to_lift_it(start_sidecar) -> None:
+    """Review 40i: a Trigger whose write failed denies its scope for the rest of the
+    process (or until it is stored), but GetState showed the scope ARMED and its reset
+    answered ARMED, orders still denied."""
+    store = InMemoryStateStore()
+    running = await start_sidecar(state_store=store)
+    store.fail_next_append = True
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="desk"))
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    await running.stub.Reset(pb.ResetRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL),
+                                             reason="disk replaced", force=True))
+
+    async def shown() -> pb.ScopeState:
+        [scope] = (await running.stub.GetState(pb.GetStateRequest())).scopes
+        return scope
+    scope = await shown()
+    assert (scope.scope, scope.state) == (strategy_scope(), pb.STATE_TRIPPED)
+    assert "not stored" in scope.reason and "desk" in scope.reason, scope.reason
+    assert not scope.HasField("reset_allowed_at")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await running.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="why not",
+                                                 force=True))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "could not be stored" in refused.value.details()
+    assert (await running.stub.CheckOrder(order())).reason == \
+        pb.DECISION_REASON_SCOPE_TRIPPED
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="again"))
+    scope = await shown()  # stored at last: an ordinary trip, reset as any
+    assert "not stored" not in scope.reason and scope.HasField("reset_allowed_at")
+    assert [t.scope.id for t in store.load().current] == [strategy_scope().id]
+
+
 async def test_an_unchecked_fill_retried_after_its_trip_failed_to_store_trips(
         start_sidecar) -> None:
     """Review 8: the retry of a fill answered UNAVAILABLE passed as a duplicate, and the

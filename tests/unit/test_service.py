@@ -251,8 +251,9 @@ def test_a_trip_whose_write_failed_outlasts_a_re_arm_and_a_fail_closed_trip() ->
     store.fail_next_append = True
     with pytest.raises(StoreUnavailable):
         guard.report_metric(GLOBAL, Metric.DAILY_DRAWDOWN_PCT, 7.0)
-    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
-    assert guard.check(next(orders)).blocking_scope == GLOBAL
+    with pytest.raises(ResetRefused, match="could not be stored"):  # it denies on: the
+        guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")  # reset answered
+    assert guard.check(next(orders)).blocking_scope == GLOBAL  # ARMED (review 40i)
 
 
 def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() -> None:
@@ -273,10 +274,9 @@ def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() 
     guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # stored: another latch
     guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 1.0)
     guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
-    guard.reset(account, "drawdown recovered", force=False, actor="alice")
-    assert guard.engine.state_of(account) is State.ARMED
-    denied = guard.check(next(orders))
-    assert not denied.allowed and "never-checked" in denied.message
+    with pytest.raises(ResetRefused, match="could not be stored"):  # it denies on: the
+        guard.reset(account, "drawdown recovered", force=False, actor="alice")  # reset
+    assert not guard.check(next(orders)).allowed  # answered ARMED (review 40i)
     guard._clock.advance(3600)  # noqa: SLF001
     guard.run_timers()  # the fill's trip, owed, stored (review 38d)
     assert [t.breaker for t in store.load().current] == ["unchecked_order"]

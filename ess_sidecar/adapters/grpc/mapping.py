@@ -18,7 +18,7 @@ from ...domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus,
 from ...domain.working import OrderRecord
 from ...service import FillReport
 from ...domain.scopes import Scope, ScopeKind, check_text, make_scope, sanitized_text
-from ...domain.states import Directive, State, Transition, TriggerMode, TriggerReason
+from ...domain.states import SEVERITY, Directive, State, Transition, TriggerMode, TriggerReason
 
 _SIDES = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
 _ALLOWED_REASON = pb.DECISION_REASON_ALLOWED
@@ -241,7 +241,10 @@ def latch_names_from_proto(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def scope_state_to_proto(t: Transition, reset_allowed_at: float,
-                         pending: PendingReset | None = None) -> pb.ScopeState:
+                         pending: PendingReset | None = None,
+                         unstored: Transition | None = None) -> pb.ScopeState:
+    """`unstored`: a trip of the scope whose write failed; it denies, and no reset lifts
+    it in this process (`t` itself when it is all that restricts the scope)."""
     state = pb.ScopeState(
         scope=scope_to_proto(t.scope), state=t.state, reason=t.reason, since=timestamp(t.time),
         actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
@@ -249,7 +252,13 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float,
         latches=latches_to_proto(t))
     if t.rearm_at is not None:
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))
-    if t.state in (State.TRIPPED, State.REDUCE_ONLY):
+    if unstored is not None:
+        note = (f"a trip not stored (version {unstored.version}: {unstored.reason}) denies"
+                " until it is stored or the sidecar restarts; no reset lifts it")
+        state.reason = note if unstored is t else f"{t.reason}; also {note}"
+        if SEVERITY[unstored.state] > SEVERITY[t.state]:
+            state.state = unstored.state
+    elif t.state in (State.TRIPPED, State.REDUCE_ONLY):
         state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))
     if pending is not None:
         state.reset_requested_by = pending.requested_by
