@@ -43,6 +43,11 @@ _INVISIBLE = frozenset(
     + [0x2800])  # the braille blank (review 29): a symbol (So), yet renders as a space
 
 
+def blank(value: str) -> bool:
+    """Whether `value` shows nothing: whitespace and invisible characters alone."""
+    return all(c.isspace() or ord(c) in _INVISIBLE for c in value)
+
+
 def canonical_id(value: str, field: str) -> str:
     """`value` if it is a canonical id; InvalidArgument naming `field` otherwise."""
     # The hot path: printable ASCII is NFC, has no default-ignorable code point and no

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from .errors import InvalidArgument
-from .ids import MAX_ID_LENGTH, canonical_id, canonical_symbol
+from .ids import MAX_ID_LENGTH, blank, canonical_id, canonical_symbol
 
 __all__ = ["GLOBAL", "MAX_ID_LENGTH", "Scope", "ScopeKind", "check_id", "check_text",
            "make_scope", "sanitized_text"]
@@ -62,9 +62,11 @@ MAX_TEXT_LENGTH = 1024
 
 def check_text(value: str, field: str, required: bool = False) -> str:
     """Free text such as a reason: at most 1024 characters, no control characters but
-    newlines and tabs."""
-    if required and not value.strip():
-        raise InvalidArgument(field, "is required")
+    newlines and tabs; `required`, something visible (review 41c: a reason of U+2800 or
+    U+3164 alone was the audit trail's why)."""
+    if required and blank(value):
+        raise InvalidArgument(field, "is required" if not value.strip() else
+                              "is required: it has nothing visible")
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidArgument(field, f"is longer than {MAX_TEXT_LENGTH} characters")
     if not value.replace("\n", " ").replace("\t", " ").isprintable():

@@ -356,6 +356,8 @@ def run_history(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
             out.note(note)
     else:
         out.line("no events")
+        if args.scope is not None and (note := non_ascii_note(scope_to_pb(args.scope))):
+            out.note(note)  # review 41c: a look-alike of a scope with events says why
     if more:  # review 36u: the oldest of the window were left out, unsaid
         out.note(f"essctl: showing the newest {len(events)}; older events match too (raise"
                  " --limit, or narrow --since/--until)")

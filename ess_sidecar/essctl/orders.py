@@ -15,6 +15,8 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
+from ..domain.ids import blank
+
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, enum_name, say_no_answer, to_json, when
 
@@ -99,7 +101,7 @@ def orders_table(orders: list[pb.WorkingOrder], title: str) -> Table:
 
 
 def run_clear(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
-    if not args.reason.strip():
+    if blank(args.reason):  # review 41c: U+2800 alone passed
         raise UsageError("--reason must say why the orders are known to be gone")
     named = list(dict.fromkeys(args.coid))
     if named and args.all:

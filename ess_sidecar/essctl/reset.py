@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
+from ..domain.ids import blank
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, say_no_answer, scope_name, \
     scope_to_pb, state_text, to_json, when
@@ -37,7 +38,7 @@ def add_parser(add, scope_arg) -> None:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
-    if not args.reason.strip():
+    if blank(args.reason):  # review 41c: U+2800 alone passed
         raise UsageError("--reason must say why trading may resume")
     scope = scope_to_pb(args.scope)
     current = scope_state(sidecar, scope)
@@ -121,6 +122,8 @@ def nothing_to_reset(scope: pb.Scope, out: Output) -> int:
         out.emit({"result": "nothing_to_reset", "scope": scope_name(scope), "state": "ARMED"})
     else:
         out.line(f"{scope_name(scope)} is ARMED; nothing to reset")
+    if note := non_ascii_note(scope):  # review 41c: a look-alike of a tripped scope
+        out.note(note)
     return Exit.DONE
 
 

@@ -261,6 +261,20 @@ def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None
     assert result.returncode == 0, result.stderr
     assert "SYMBOL:AAPL is ARMED; nothing to reset" in result.stdout
     assert essctl_json(target, "history")[1]["events"] == []
+    trip(target)  # review 41c: a look-alike of it (a Cyrillic "о") was ARMED, unexplained
+    result = essctl(target, "reset", "--scope", "strategy:m\u043emo", "--reason", "ok")
+    assert result.returncode == 0 and "is ARMED; nothing to reset" in result.stdout
+    assert "U+043E CYRILLIC SMALL LETTER O" in result.stderr, result.stderr
+    result = essctl(target, "history", "--scope", "strategy:m\u043emo")
+    assert "no events" in result.stdout and "U+043E" in result.stderr, result.stderr
+    for blank in ("\u2800", "\u3164"):
+        result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", blank,
+                        "--yes")
+        assert result.returncode == 64 and "--reason" in result.stderr, result.stderr
+        result = essctl(target, "orders", "clear", "--account", "acc-1", "--all",
+                        "--reason", blank, "--yes")
+        assert result.returncode == 64 and "--reason" in result.stderr, result.stderr
+    assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
 
 
 def test_reset_with_yes_resumes_a_scope_once_the_cooldown_allows(

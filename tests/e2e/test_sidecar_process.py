@@ -153,6 +153,24 @@ def test_sigterm_drains_and_exits_cleanly(sidecar_process: SidecarProcess) -> No
     assert "ess-sidecar stopped" in sidecar_process.output()
 
 
+def test_sighup_is_said_and_ignored(sidecar_process: SidecarProcess) -> None:
+    """Review 41c: a SIGHUP (the usual reload, or a closed terminal) ended the sidecar at
+    once, with no drain and no word; there is no reload."""
+    sidecar_process.start()
+    children = sidecar_process.children()
+    for pid in (sidecar_process.process.pid, *children):  # a hangup reaches the syncer
+        os.kill(pid, signal.SIGHUP)  # too
+    deadline = time.monotonic() + 10
+    while "SIGHUP ignored" not in sidecar_process.output():
+        assert time.monotonic() < deadline and sidecar_process.process.poll() is None, \
+            sidecar_process.output()
+        time.sleep(0.01)
+    with open_channel(sidecar_process) as channel:
+        assert guard_stub(channel).CheckOrder(order()).allowed
+    assert sidecar_process.children() == children  # the journal's syncer kept
+    assert sidecar_process.terminate() == 0, sidecar_process.output()
+
+
 def test_the_log_is_one_json_object_per_line_with_each_transition(
         sidecar_process: SidecarProcess) -> None:
     sidecar_process.start()

@@ -132,10 +132,13 @@ def test_reset_of_an_unrestricted_scope_changes_nothing(engine):
     assert engine.version == 0
 
 
-def test_reset_requires_a_reason(engine):
+@pytest.mark.parametrize("reason", ["  ", "\u2800", "\u3164\n\ufe0f", ""])
+def test_reset_requires_a_reason_that_shows(engine, reason):
+    """Review 41c: a reason of the braille blank or a Hangul filler alone, which render as
+    nothing, was the audit trail's why."""
     trip(engine, GLOBAL, T0)
     with pytest.raises(InvalidArgument) as raised:
-        engine.plan_reset(GLOBAL, "  ", True, "operator", T0 + COOLDOWN)
+        engine.plan_reset(GLOBAL, reason, True, "operator", T0 + COOLDOWN)
     assert raised.value.field == "reason" and engine.state_of(GLOBAL) is State.TRIPPED
 
 

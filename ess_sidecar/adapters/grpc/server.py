@@ -297,7 +297,7 @@ def _exit_after(timeout_s: float) -> None:
 
 
 async def serve(parts: ServerParts) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP is ignored."""
     sidecar = Sidecar(parts)
     try:
         await sidecar.start()
@@ -316,4 +316,8 @@ async def serve(parts: ServerParts) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    # The usual "reload" (and a closed terminal's hangup) ended the process at once, with
+    # no drain and no word (review 41c): there is no reload, so it is said and ignored.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
+        "SIGHUP ignored: ess-sidecar has no reload; restart it to apply new settings"))
     await sidecar.wait_stopped()

@@ -241,10 +241,11 @@ def _say(replies: int, line: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    # A Ctrl-C or SIGTERM to the process group is for the serving process, which closes
+    # A Ctrl-C, SIGTERM or SIGHUP to the process group is for the serving process, which closes
     # the pipe when it has stopped: the syncer must outlive its last sync.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # so does the sidecar (review 41c)
     (parent, journal, commands, replies, seal, interval, offset, records, chain, sealed,
      genesis, *locked) = argv
     syncer = Syncer(int(parent), int(journal), Seal(seal), float(interval), int(offset),
