@@ -31,6 +31,8 @@ class StoredState:
     # the latest transition per non-ARMED scope, oldest first
     current: list[Transition] = field(default_factory=list)
     version: int = 0  # the highest version ever written; never reused
+    # The history at or below it has holes (store.keep_events); not state either.
+    pruned_through: int = field(default=0, compare=False)
     registrations: list[StoredRegistration] = field(default_factory=list)
     # The store's own, random: the journal beside it chains its records from it, so that
     # another store's journal is found out. All zeros: a store made before it had one.

@@ -594,7 +594,7 @@ class Guard(GuardReadings):
         after its write). Memory and store differ up to them: a watcher resuming from
         before must resync. The next start restores them from the store."""
         stored = transitions[-1].version
-        self.engine.version = max(self.engine.version, stored)
+        self.engine.stored_unapplied(transitions)  # plans start from them (review 41a)
         self._diverged_through = max(self._diverged_through, stored)
         if not self.epoch:  # nothing may have been published under it (GLOBAL latched by
             # the system already: the fail-closed trip is no transition): told in a new

@@ -65,8 +65,14 @@ class GuardEngine:
         # Non-ARMED transitions being made durable: they block checks already (hold).
         self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         self._holding = False
-        # Trips whose write failed: held until their latch is stored, or the process ends.
-        self._lost: dict[Scope, Transition] = {}
+        # Trips whose write failed, per scope and latch: held until their latch is stored,
+        # or the process ends (review 41a: one per scope, a second trip's took the first's
+        # place, and a reset let the scope trade).
+        self._lost: dict[Scope, dict[str, Transition]] = {}
+        # Transitions the store holds and memory did not apply (their journal record
+        # failed, or the sidecar failed closed while they were written), the latest per
+        # scope: plans of the scope start from them (`_planned_from`).
+        self._unapplied: dict[Scope, Transition] = {}
         self._decision_ids = itertools.count(1)
         self.decision_prefix = decision_prefix  # unique per process
         # Why GLOBAL, tripped, cannot be reset in this process, if so: it started failed
@@ -104,8 +110,12 @@ class GuardEngine:
         return sorted(self._current.values(), key=lambda t: t.version)
 
     def lost(self) -> list[Transition]:
-        """Trips whose write failed, still denying (`lose`), oldest first."""
-        return sorted(self._lost.values(), key=lambda t: t.version)
+        """The strictest trip of each scope whose write failed, still denying (`lose`),
+        oldest first."""
+        return sorted((self._strictest_lost(s) for s in self._lost), key=lambda t: t.version)
+
+    def _strictest_lost(self, scope: Scope) -> Transition:
+        return max(self._lost[scope].values(), key=lambda t: SEVERITY[t.state])
 
     def reset_allowed_at(self, current: Transition) -> float:
         """When a reset of every latch of the scope is out of its cooldown."""
@@ -398,7 +408,27 @@ class GuardEngine:
     # -- plans: commands that change scope state -------------------------------------------
 
     def plan(self, now: float) -> Plan:
-        return Plan(self.version, self._current.get, now)
+        return Plan(self.version, self._planned_from, now)
+
+    def _planned_from(self, scope: Scope) -> Transition | None:
+        """The transition a plan starts from: the scope's current one, or a later one the
+        store holds that memory did not apply, so that what is stored next keeps its
+        latches (review 41a: a stop stored after a HALT whose record failed took its
+        place in the store, and the restart forgot the HALT)."""
+        current = self._current.get(scope)
+        unapplied = self._unapplied.get(scope)
+        if unapplied is None or current is not None and current.version > unapplied.version:
+            return current
+        return None if unapplied.state is State.ARMED else unapplied
+
+    def stored_unapplied(self, transitions: Iterable[Transition]) -> None:
+        """Transitions the store holds that memory will not apply: what comes next is
+        numbered after them, and plans of their scopes start from them."""
+        for transition in transitions:
+            self.version = max(self.version, transition.version)
+            known = self._unapplied.get(transition.scope)
+            if known is None or transition.version > known.version:
+                self._unapplied[transition.scope] = transition
 
     def plan_report(self, scope: Scope, metric: Metric, value: float, now: float,
                     actor: str = SYSTEM_ACTOR, capped: bool = True) -> Plan:
@@ -487,12 +517,13 @@ class GuardEngine:
         with the actor's `credential`."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
-        lost = self._lost.get(scope)
-        if lost is not None:  # it denies after any reset: none may answer as if it did not
-            raise ResetRefused(f"{scope} holds a trip that could not be stored (version"
+        if scope in self._lost:  # it denies after any reset: none may answer as if not
+            lost = self._strictest_lost(scope)
+            raise ResetRefused(f"{scope} holds a trip that could not be recorded (version"
                                f" {lost.version}: {lost.reason}); it denies every order of"
-                               " the scope until it is stored (what tripped it, a Trigger"
-                               " too, sent again) or the sidecar restarts; no reset lifts it")
+                               " the scope until what tripped it (a Trigger too) is sent"
+                               " again, or the sidecar restarts (which keeps it if the"
+                               " state file has it); no reset lifts it")
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:  # nothing to lift, and no
             return plan  # version kept: whatever it names (a drill's clean-up may not know
@@ -701,11 +732,11 @@ class GuardEngine:
             if transition.version <= self.version:
                 raise ValueError(f"transition {transition.version} is not after {self.version}")
             self.version = transition.version
-            lost = self._lost.get(transition.scope)
-            if durable and lost is not None and _holds_latch(transition, lost):
-                del self._lost[transition.scope]  # stored at last: it decides now
-                if self._held[transition.scope.kind].get(transition.scope.id) is lost:
-                    del self._held[transition.scope.kind][transition.scope.id]
+            if durable and transition.scope in self._lost:
+                self._found(transition)
+            unapplied = self._unapplied.get(transition.scope)
+            if unapplied is not None and transition.version > unapplied.version:
+                del self._unapplied[transition.scope]  # planned from it: current now
             before = self._current.get(transition.scope)
             self._set(transition)
             owed = self._unrenewed.get(transition.scope)
@@ -734,6 +765,22 @@ class GuardEngine:
             elif transition.breaker == Breaker.UNCHECKED_ORDER:
                 self.orders.tripped_for(transition.scope.id)  # its unchecked fills' trip
 
+    def _found(self, transition: Transition) -> None:
+        """A durable transition of a scope with lost trips: those whose latch it holds
+        are stored at last, and decide as it does now."""
+        scope, lost = transition.scope, self._lost[transition.scope]
+        gone = [trip for trip in lost.values() if _holds_latch(transition, trip)]
+        for trip in gone:
+            del lost[latch_name(trip.cause, trip.breaker, trip.drill)]
+        table = self._held[scope.kind]
+        if not lost:
+            del self._lost[scope]
+        if any(table.get(scope.id) is trip for trip in gone):
+            if lost:
+                table[scope.id] = self._strictest_lost(scope)
+            else:
+                del table[scope.id]
+
     def halted(self) -> bool:
         """Whether GLOBAL is TRIPPED, applied or held: every check is denied."""
         held = self._held[ScopeKind.GLOBAL].get("")
@@ -748,7 +795,8 @@ class GuardEngine:
         held reset (TRIPPED to COOLING_DOWN, REDUCE_ONLY to ARMED) loosens nothing before
         apply(); one that tightens (REDUCE_ONLY to COOLING_DOWN) does at once."""
         for transition in transitions:
-            lost = self._lost.get(transition.scope)
+            lost = self._strictest_lost(transition.scope) \
+                if transition.scope in self._lost else None
             if transition.state is not State.ARMED and (
                     lost is None or SEVERITY[transition.state] >= SEVERITY[lost.state]):
                 self._held[transition.scope.kind][transition.scope.id] = transition
@@ -761,8 +809,8 @@ class GuardEngine:
             for table in self._held.values():
                 table.clear()
             self._holding = False
-            for lost in self._lost.values():  # still lost: held again
-                self._held[lost.scope.kind][lost.scope.id] = lost
+            for scope in self._lost:  # still lost: held again
+                self._held[scope.kind][scope.id] = self._strictest_lost(scope)
                 self._holding = True
 
     def lose(self, transitions: Iterable[Transition]) -> list[Transition]:
@@ -772,16 +820,22 @@ class GuardEngine:
         tripped it: a report, a fill, a timer run, a Trigger sent again) or the process
         ends: a breach is no less real for not being stored, and neither resetting GLOBAL
         once the store works again, nor a re-arm or reset of its scope, nor another latch's
-        trip may let that scope trade unseen. Plans do not see it, so a retry plans the trip
-        again, and stores it. A latch the scope holds durably already is not lost. Returns
-        the trips lost."""
+        trip may let that scope trade unseen. Plans do not see it (unless the store holds
+        it: `stored_unapplied`), so a retry plans the trip again, and stores it. Each
+        latch's is kept, the strictest held (review 41a: a second trip took the first's
+        place). A latch the scope holds durably already is not lost. Returns the trips
+        lost."""
         lost = []
         for transition in list(transitions):
-            current = self._current.get(transition.scope)
+            scope, current = transition.scope, self._current.get(transition.scope)
             if transition.state in RESTRICTING and transition.cause not in LOOSENING \
                     and not (current is not None and _holds_latch(current, transition)):
-                self._lost[transition.scope] = transition
-                self._held[transition.scope.kind][transition.scope.id] = transition
+                trips = self._lost.setdefault(scope, {})
+                name = latch_name(transition.cause, transition.breaker, transition.drill)
+                known = trips.get(name)
+                if known is None or SEVERITY[transition.state] >= SEVERITY[known.state]:
+                    trips[name] = transition
+                self._held[scope.kind][scope.id] = self._strictest_lost(scope)
                 self._holding = True
                 lost.append(transition)
         return lost
@@ -861,11 +915,13 @@ class GuardEngine:
 
     def catch_up(self, transitions: list[Transition], version: int, now: float) -> None:
         """The store's transitions after this engine's version (start-up, when the journal
-        ends before the store): applied if they follow on without a gap, else (history
-        pruned) taken as the latched state as they are; either way the version becomes
-        the store's `version`, and what they latch has no evidence: restore()."""
-        if [t.version for t in transitions] \
-                == list(range(self.version + 1, self.version + 1 + len(transitions))):
+        ends before the store): applied in order if each is after the one before, the first
+        after this engine's version (versions a store write never took may lie between:
+        review 41a), else (history pruned) taken as the latched state as they are; either
+        way the version becomes the store's `version`, and what they latch has no
+        evidence: restore()."""
+        versions = [self.version] + [t.version for t in transitions]
+        if all(a < b for a, b in zip(versions, versions[1:])):
             self.apply(transitions)
             transitions = [t for t in transitions if self._current.get(t.scope) is t]
         self.restore(transitions, version, now)

@@ -517,6 +517,63 @@ def test_a_trip_after_the_journal_failed_leaves_no_stop_refused(tmp_path: Path) 
     second.store.close()
 
 
+def test_a_stop_after_a_trip_stored_unrecorded_keeps_that_trip_in_the_store(
+        tmp_path: Path) -> None:
+    """Review 41a: a corrupt feed's HALT was stored and its record failed; a REDUCE_ONLY
+    stop of the account, planned from memory (which lacked the HALT), took its place in
+    the store, and the restart let the account sell. Plans start from what the store
+    holds."""
+    start = _starter(tmp_path)
+    first = start()
+    read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
+    os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
+    with pytest.raises(StoreUnavailable):  # stored, its record refused
+        first.guard.report_metric(ACCOUNT, Metric.DATA_FEED_CORRUPT, 1)
+    stop = Trigger(ACCOUNT, TriggerMode.REDUCE_ONLY, "desk", TriggerReason.USER_INITIATED,
+                   (), "op")
+    first.guard.trigger(stop)
+    [stored] = first.store.load().current
+    assert stored.state is State.TRIPPED
+    assert {latch.name for latch in stored.held()} == {"data_feed_corrupt", "trigger"}
+    first.store.close()
+    os.close(read_only)
+    second = start()
+    assert not second.guard.engine.untrusted
+    assert second.guard.engine.state_of(ACCOUNT) is State.TRIPPED
+    second.journal.close()
+    second.store.close()
+
+
+def test_a_reset_stored_unrecorded_before_a_stop_starts_agreeing(tmp_path: Path) -> None:
+    """Review 41a: a reset was stored and its record failed; the fail-closed trip took the
+    next version in memory alone, and a stop was stored after it. Every start took the
+    gap for pruned history, kept the reset scope latched from the journal, found the two
+    disagree, and failed closed, a reseal no help. The store's events since the journal's
+    end are applied in order, past versions no write took."""
+    start = _starter(tmp_path)
+    first = start()
+    other = Scope(ScopeKind.ACCOUNT, "acc-2")
+    first.guard.trigger(Trigger(ACCOUNT, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED,
+                                (), "op"))
+    read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
+    os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
+    with pytest.raises(StoreUnavailable):  # stored, its record refused
+        first.guard.reset(ACCOUNT, "reviewed", force=True, actor="op")
+    first.guard.trigger(Trigger(other, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED,
+                                (), "op"))
+    assert [t.version for t in first.store.events_after(0, 10)] == [1, 2, 4]
+    first.store.close()
+    os.close(read_only)
+    for _ in range(2):
+        again = start()
+        engine = again.guard.engine
+        assert not engine.untrusted and engine.state_of(GLOBAL) is State.ARMED
+        assert (engine.state_of(ACCOUNT), engine.state_of(other)) == \
+            (State.ARMED, State.TRIPPED)
+        again.journal.close()
+        again.store.close()
+
+
 def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Path) -> None:
     """Review 20: a reseal cut the journal's damaged tail, which held an executor's
     registration; registrations were taken from the store only when the journal was empty,

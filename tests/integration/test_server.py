@@ -216,18 +216,18 @@ async def test_a_trip_not_stored_is_shown_and_no_reset_claims_to_lift_it(start_s
         return scope
     scope = await shown()
     assert (scope.scope, scope.state) == (strategy_scope(), pb.STATE_TRIPPED)
-    assert "not stored" in scope.reason and "desk" in scope.reason, scope.reason
+    assert "not recorded" in scope.reason and "desk" in scope.reason, scope.reason
     assert not scope.HasField("reset_allowed_at")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await running.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="why not",
                                                  force=True))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "could not be stored" in refused.value.details()
+    assert "could not be recorded" in refused.value.details()
     assert (await running.stub.CheckOrder(order())).reason == \
         pb.DECISION_REASON_SCOPE_TRIPPED
     await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="again"))
     scope = await shown()  # stored at last: an ordinary trip, reset as any
-    assert "not stored" not in scope.reason and scope.HasField("reset_allowed_at")
+    assert "not recorded" not in scope.reason and scope.HasField("reset_allowed_at")
     assert [t.scope.id for t in store.load().current] == [strategy_scope().id]
 
 

@@ -126,6 +126,7 @@ def test_version_never_goes_backwards_after_pruning(open_store):
     store = open_store(keep_events=2)
     assert versions(store.events(ALL)) == [6, 5]
     assert store.load() == StoredState(current=[], version=6)
+    assert store.load().pruned_through == 4
     with pytest.raises(ValueError):
         store.append([tr(6, SYMBOL)])
 

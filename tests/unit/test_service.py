@@ -251,7 +251,7 @@ def test_a_trip_whose_write_failed_outlasts_a_re_arm_and_a_fail_closed_trip() ->
     store.fail_next_append = True
     with pytest.raises(StoreUnavailable):
         guard.report_metric(GLOBAL, Metric.DAILY_DRAWDOWN_PCT, 7.0)
-    with pytest.raises(ResetRefused, match="could not be stored"):  # it denies on: the
+    with pytest.raises(ResetRefused, match="could not be recorded"):  # it denies on: the
         guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")  # reset answered
     assert guard.check(next(orders)).blocking_scope == GLOBAL  # ARMED (review 40i)
 
@@ -274,7 +274,7 @@ def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() 
     guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 7.0)  # stored: another latch
     guard.report_metric(account, Metric.DAILY_DRAWDOWN_PCT, 1.0)
     guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
-    with pytest.raises(ResetRefused, match="could not be stored"):  # it denies on: the
+    with pytest.raises(ResetRefused, match="could not be recorded"):  # it denies on: the
         guard.reset(account, "drawdown recovered", force=False, actor="alice")  # reset
     assert not guard.check(next(orders)).allowed  # answered ARMED (review 40i)
     guard._clock.advance(3600)  # noqa: SLF001
@@ -284,6 +284,38 @@ def test_a_lost_trip_is_ended_by_its_own_latch_stored_not_by_another_breakers() 
     guard._clock.advance(3600)  # noqa: SLF001 - its reset cooldown
     guard.reset(account, "stray fill reviewed", force=False, actor="alice")
     guard._clock.advance(3600)  # noqa: SLF001
+    guard.run_timers()
+    assert guard.check(next(orders)).allowed
+
+
+def test_each_latch_of_a_scope_whose_write_failed_denies_until_it_is_stored() -> None:
+    """Review 41a: a second trip of a scope whose write failed took the first's place
+    among the lost trips: a corrupt feed's HALT, then a REDUCE_ONLY stop, both unstored,
+    and after GLOBAL's reset the account sold; with the stop sent again and stored, its
+    reset let the account buy."""
+    guard, store = make_guard()
+    account = Scope(ScopeKind.ACCOUNT, "acc-1")
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 10, 100)])
+    orders = (Order("acc-1", "momo", "AAPL", side, 1, 100, client_order_id=f"o-{i}")
+              for i, side in enumerate(itertools.cycle((Side.SELL, Side.BUY))))
+    stop = Trigger(account, TriggerMode.REDUCE_ONLY, "desk", TriggerReason.USER_INITIATED,
+                   (), "alice")
+    for report in (lambda: guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1),
+                   lambda: guard.trigger(stop)):
+        store.fail_next_append = True
+        with pytest.raises(StoreUnavailable):
+            report()
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    assert [t.state for t in guard.engine.lost()] == [State.TRIPPED]
+    assert not any(guard.check(next(orders)).allowed for _ in range(2))
+    guard.trigger(stop)  # stored: its latch is no longer lost, the HALT's is
+    with pytest.raises(ResetRefused, match="data feed reported corrupt"):
+        guard.reset(account, "reviewed", force=True, actor="alice")
+    assert not any(guard.check(next(orders)).allowed for _ in range(2))
+    guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1)  # sent again: stored
+    assert guard.engine.lost() == []
+    guard.reset(account, "reviewed", force=True, actor="alice")
+    guard._clock.advance(3600)  # noqa: SLF001 - the fake behind the port
     guard.run_timers()
     assert guard.check(next(orders)).allowed
 
@@ -765,5 +797,5 @@ def test_a_fill_whose_record_fails_still_holds_its_accounts_trip() -> None:
                   Subscribers(16), journal=Failing())
     with pytest.raises(StoreUnavailable):
         guard.report_fill(_unchecked("rogue", "f1", 5))
-    assert [t.scope for t in guard.engine._lost.values()] == [  # noqa: SLF001
+    assert [t.scope for t in guard.engine.lost()] == [
         Scope(ScopeKind.ACCOUNT, "acc")]

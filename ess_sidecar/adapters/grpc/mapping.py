@@ -253,8 +253,9 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float,
     if t.rearm_at is not None:
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))
     if unstored is not None:
-        note = (f"a trip not stored (version {unstored.version}: {unstored.reason}) denies"
-                " until it is stored or the sidecar restarts; no reset lifts it")
+        note = (f"a trip not recorded (version {unstored.version}: {unstored.reason})"
+                " denies until what tripped it is sent again or the sidecar restarts"
+                " (which keeps it if the state file has it); no reset lifts it")
         state.reason = note if unstored is t else f"{t.reason}; also {note}"
         if SEVERITY[unstored.state] > SEVERITY[t.state]:
             state.state = unstored.state

@@ -39,7 +39,7 @@ class InMemoryStateStore(StateStore):
             raise StoreUnavailable("in-memory state store: load failed (fail_load is set)")
         return StoredState(
             current=[self._events[v] for v in sorted(self._latched.values())],
-            version=self._last_version,
+            version=self._last_version, pruned_through=self._pruned_through,
             registrations=[r for _, r in sorted(self._registrations.items(),
                                                 key=lambda item: (item[0][0], str(item[0][1])))])
 

@@ -315,8 +315,8 @@ class SqliteStateStore(StateStore):
             with self._transaction("BEGIN") as conn:
                 self._verify(conn)
                 current = conn.execute(CURRENT).fetchall()
-                version, identity = conn.execute("SELECT last_version, identity FROM meta"
-                                                 ).fetchone()
+                version, pruned, identity = conn.execute(
+                    "SELECT last_version, pruned_through, identity FROM meta").fetchone()
                 executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s,"
                                          " owner FROM executors ORDER BY executor_id,"
                                          " scope_kind, scope_id").fetchall()
@@ -330,7 +330,7 @@ class SqliteStateStore(StateStore):
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
-                identity=identity,
+                pruned_through=pruned, identity=identity,
                 registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
                                for e, k, i, t, o in executors])
 
