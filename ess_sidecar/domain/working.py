@@ -461,8 +461,11 @@ class OrderLedger:
             if not replacement.replaced_by:  # replaced in turn, its leaves and crossing
                 # went down the chain: it reserves only fills it is owed, and they stay
                 # (review 37b: released, an owed-only order ended uncounted, and a second
-                # update's settle reserved it again: caps passed, later a KeyError)
-                self.release(replacement, min(extra, replacement.remaining))
+                # update's settle reserved it again: caps passed, later a KeyError); nor do
+                # those of one a rejected replace made the head again (review 41e: its
+                # first owed fill ended it, and the rest were neither reserved nor tripped)
+                self.release(replacement, min(extra, max(replacement.remaining
+                                                         - replacement.owed, 0.0)))
 
     def end(self, record: OrderRecord) -> None:
         record.pending = record.owed_late = 0.0

@@ -2149,3 +2149,29 @@ def test_a_word_that_came_once_replaced_proves_no_order_before_it_lived(named):
     engine.update_order(OrderUpdate(ACCOUNT, "o4", OrderStatus.OPEN, 10, 0))  # late
     engine.clear_working_orders(ACCOUNT, named)
     assert _reserved(engine) == {"o1": 100}
+
+
+@pytest.mark.parametrize("drop_copy", [False, True])
+def test_an_order_a_rejected_replace_made_the_head_keeps_every_fill_it_is_owed(drop_copy):
+    """Review 41e: c1 -> c2 -> c3, c2 cancelled with 5 filled (not reported yet), c3's
+    replace rejected: c2 works for its 5 owed fills alone. Its first fill of 2 released
+    all 5 (the crossing it got back was released at its confirmation), so an order was
+    allowed into their room and the other 3 came untripped. With the drop copy's copy of
+    the cancel, c2 was left reserving but not counted, and its fill ended in a KeyError:
+    GLOBAL failed closed, and again at every fill after a restart."""
+    engine = make_engine(equity=10_000, limits=LimitSettings(duplicate_identical_orders=0,
+                                                             max_orders_per_second=0))
+    for coid, quantity, before in (("c1", 25, ""), ("c2", 10, "c1"), ("c3", 25, "c2")):
+        _allowed(engine, order(quantity, client_order_id=coid, replaces=before))
+    engine.update_order(OrderUpdate(ACCOUNT, "c2", OrderStatus.CANCELLED, None, 5.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "c3", OrderStatus.REJECTED, None, 0.0))
+    if drop_copy:
+        engine.update_order(OrderUpdate(ACCOUNT, "c2", OrderStatus.CANCELLED, None, 5.0))
+    assert _reserved(engine) == {"c2": 5}
+    assert not report_fill(engine, fill(2, client_order_id="c2")).unchecked
+    assert _reserved(engine) == {"c2": 3}
+    denied = engine.check(order(28), T0)  # 2 held, 3 owed: 28 more is 33 % of equity
+    assert denied.reason is DecisionReason.SYMBOL_EXPOSURE, denied
+    assert not report_fill(engine, fill(3, client_order_id="c2")).unchecked
+    assert _reserved(engine) == {}
+    assert report_fill(engine, fill(1, client_order_id="c2")).unchecked
