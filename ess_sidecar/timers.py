@@ -57,7 +57,8 @@ class RepeatedFailureLog:
 class Timers:
     """Runs `guard.run_timers` every `interval_s` on the running loop, from `start` to
     `stop`. A failing run is logged (RepeatedFailureLog) and never ends the runs after it:
-    a timer that stopped would leave stale feeds and lost heartbeats untripped."""
+    a timer that stopped would leave stale feeds and lost heartbeats untripped. A run that
+    fails for a fault of ours (not the store's) fails closed (Guard.internal_fault)."""
 
     def __init__(self, guard: Guard, interval_s: float, clock: SteadyClock | None = None,
                  ) -> None:
@@ -65,6 +66,7 @@ class Timers:
         self._interval_s = interval_s
         self._clock = clock  # the guard's, if steady: a step of the system clock is said
         self._failures = RepeatedFailureLog(log)
+        self._faulted = False
         self._task: asyncio.Task[None] | None = None
 
     def tick(self) -> list[Transition]:
@@ -93,8 +95,13 @@ class Timers:
     def _failed(self, error: Exception) -> list[Transition]:
         if isinstance(error, StoreUnavailable):
             self._failures.failed("timer transition could not be made durable", error)
-        else:
+        else:  # a fault of ours: no stale feed, lost executor or re-arm might trip from
+            # here on, and memory may be half changed; it fails closed as a call's fault
+            # does (review 41d: it was logged, and orders went on being allowed)
             self._failures.failed("timer run failed", error)
+            if not self._faulted:  # once: GLOBAL is not reset in this process after it
+                self._faulted = True
+                self._guard.internal_fault("a timer run", error)
         return []
 
     def start(self) -> None:

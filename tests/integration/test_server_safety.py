@@ -189,6 +189,9 @@ async def test_persistent_timer_failure_logs_one_traceback_until_it_recovers(
     timers.error = RuntimeError("clock source broke")
     await timers.wait_calls(5)
     assert len(tracebacks(caplog)) == 2  # a success ends the run: the next failure is new
+    decision = await running.stub.CheckOrder(order())  # a fault of ours: failed closed
+    assert decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED  # (review 41d: it was
+    assert "internal error in a timer run" in decision.message  # logged, orders allowed)
 
 
 def test_repeated_failure_is_logged_at_most_once_a_minute_with_a_count(caplog) -> None:
