@@ -10,9 +10,7 @@ from .book import AccountBook, Book
 from .errors import InvalidArgument
 from .orders import ENDED, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, OrderStatus, \
     OrderUpdate, PositionSnapshot, Side
-from .working import FILL_TOLERANCE, OrderLedger, OrderRecord, charge
-
-ADOPTED = "adopted"  # decision_id of an open order first seen in a snapshot
+from .working import ADOPTED, FILL_TOLERANCE, OrderLedger, OrderRecord, charge
 
 
 class FillOutcome(NamedTuple):
@@ -381,7 +379,8 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
     if status is OrderStatus.OPEN and leaves and record.unlisted and not record.replaced_by:
         ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
         record.pending = owed or 0.0
-        return True
+        ledger.shrink(record, leaves + (owed or 0.0))  # and it may fill no more, as a
+        return True  # working order told so (review 41e: 38 more filled untripped)
     if status in ENDED and record.replaced_by and record.leaves_given_up > 0.0:
         record.leaves_given_up = 0.0  # its leaves are gone: a rejected replace of it
         changed = True  # gives none back
@@ -522,8 +521,9 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
             continue
         if coid in superseded:
             continue  # taken after the others (below)
-        if ledger.traded_since(known):
-            continue  # a listing read before the replace: it was done, and the chain traded
+        if ledger.done_since(known):
+            continue  # a listing read before the replace: it was done, the chain traded or
+            # the venue ended an order of it
         head = ledger.head(known) if known.replaced_by else None
         if head is not None and _replace_in_flight(ledger, head, listed):
             ledger.reprice(known, order.price)  # its price, should it work again

@@ -26,6 +26,8 @@ from .errors import InvalidArgument
 from .oldest import expired_run
 from .orders import Fill, OpenOrder, Order, Side
 
+ADOPTED: Final = "adopted"  # decision_id of an open order first seen in a snapshot
+
 INFINITY: Final = float("inf")
 
 # A fill may exceed what remains by this fraction of the order (float sums of partials).
@@ -407,7 +409,10 @@ class OrderLedger:
         (review 33: a replace down to 100 valued the leaves of an order at 109 at 100,
         and let another order past the limit)."""
         held = max(original.valued, original.held_price)
-        room = original.unfilled - original.owed  # what its leaves may still fill
+        # What its leaves may still fill: nothing of an order a snapshot adopted, which
+        # reserves and never allows (review 41e: its replacement filled its leaves under
+        # its own id, untripped)
+        room = 0.0 if original.decision_id == ADOPTED else original.unfilled - original.owed
         left = original.quantity - max(original.filled, original.reported) - original.owed
         crossing = original.crossing, original.crossing_room
         self.end_but_pending(original)  # its leaves, crossing included, pass on
@@ -590,6 +595,14 @@ class OrderLedger:
         replace of `record` was done, so a snapshot listing `record` was read before it,
         and reviving `record` would let the chain fill twice (review 33f)."""
         return any(successor.reported > 0.0 for successor in self.successors(record))
+
+    def done_since(self, record: OrderRecord) -> bool:
+        """Whether the venue had an order down `record`'s chain: one traded
+        (`traded_since`), or the venue ended one, so a snapshot listing `record` was read
+        before its replace was done (review 41e: reviving it beside an expired replacement
+        holding its crossing fills, the chain filled its room twice, untripped)."""
+        return any(successor.reported > 0.0 or successor.venue_ended
+                   for successor in self.successors(record))
 
     def _unreplace(self, replacement: OrderRecord) -> bool:
         crossed = max(replacement.filled - replacement.reported, 0.0)

@@ -2175,3 +2175,47 @@ def test_an_order_a_rejected_replace_made_the_head_keeps_every_fill_it_is_owed(d
     assert not report_fill(engine, fill(3, client_order_id="c2")).unchecked
     assert _reserved(engine) == {}
     assert report_fill(engine, fill(1, client_order_id="c2")).unchecked
+
+
+def test_a_listing_of_an_order_whose_replacement_the_venue_ended_revives_nothing():
+    """Review 41e: Z -> A (40) -> B, A's fill of 20 crossing to B, B expired; a stale
+    snapshot listing A with 20 left revived it, its crossing fills counted apart from
+    what it filled after, and the chain filled 60 untripped where 40 were allowed. The
+    venue had B: the replace was done, and the listing was read before it."""
+    engine = make_engine(equity=1e6)
+    for coid, quantity, before in (("Z", 10, ""), ("A", 40, "Z"), ("B", 25, "A")):
+        _allowed(engine, order(quantity, client_order_id=coid, replaces=before))
+    assert not report_fill(engine, fill(20, client_order_id="A")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.EXPIRED))
+    engine.sync_positions(ACCOUNT, 1e6, [position(20)],
+                          [OpenOrder("A", STRATEGY, SYMBOL, Side.BUY, 20, 100)], T0,
+                          [IncludedFills("A", 20)])
+    assert _reserved(engine) == {}
+    assert report_fill(engine, fill(20, client_order_id="A")).unchecked
+
+
+def test_a_replacement_of_an_order_a_snapshot_adopted_may_fill_only_its_own_quantity():
+    """Review 41e: a snapshot adopted X-ext (100, never checked); C (10) replacing it was
+    allowed, and a fill of 100 under C passed, untripped: a snapshot reserves, it never
+    allows. C holds X-ext's leaves until the venue's word, and may fill its own 10."""
+    engine = make_engine(equity=1e6)
+    engine.sync_positions(ACCOUNT, 1e6, [position(0)],
+                          [OpenOrder("X-ext", STRATEGY, SYMBOL, Side.BUY, 100, 100)], T0)
+    _allowed(engine, order(10, client_order_id="C", replaces="X-ext"))
+    assert _reserved(engine) == {"C": 100}
+    assert "exceeds" in report_fill(engine, fill(100, client_order_id="C")).unchecked
+
+
+@pytest.mark.parametrize("left_out", [False, True])
+def test_an_open_update_cuts_what_an_order_may_fill_even_one_a_snapshot_left_out(left_out):
+    """Review 41e: c6 (40) filled 1, a snapshot left it out, the venue's OPEN said 1 left
+    (filled 1): it worked again reserving 1, yet 38 more filled untripped; the same OPEN
+    on a working order cuts what it may fill."""
+    engine = make_engine(equity=1e6)
+    _allowed(engine, order(40, client_order_id="c6"))
+    assert not report_fill(engine, fill(1, client_order_id="c6")).unchecked
+    if left_out:
+        engine.sync_positions(ACCOUNT, 1e6, [position(1)], [], T0)
+    engine.update_order(OrderUpdate(ACCOUNT, "c6", OrderStatus.OPEN, 1.0, 1.0))
+    assert _reserved(engine) == {"c6": 1}
+    assert report_fill(engine, fill(38, client_order_id="c6")).unchecked
