@@ -326,7 +326,15 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
     # (review 29: its own fills and the original's leaves given back filled the chain's
     # room twice); so does one an order that replaced it in turn filled under its own id
     # (review 33f). An OPEN before the rejection may be an executor echoing its request.
-    if update.status is OrderStatus.REJECTED and ledger.rejectable(record):
+    # So does a replacement cancelled before any word of the venue on it, with no fills:
+    # an executor that was told no (its check's deadline passed, the sidecar allowed it
+    # all the same) reports it cancelled, never sent, and the original works on at the
+    # venue (review 41b: taken as the venue's confirmation, the original's leaves were
+    # reserved nowhere, and an order was allowed past the limit). If the venue did take it
+    # and then cancel it, the original's leaves only reserve, until its own end is said.
+    if (update.status is OrderStatus.REJECTED or update.status is OrderStatus.CANCELLED
+            and record.working and not record.confirmed and not update.filled_quantity) \
+            and ledger.rejectable(record):
         return ledger.unreplace(record)
     leaves = 0.0 if update.status in ENDED else update.remaining_quantity
     owed, counted = None, False

@@ -749,11 +749,32 @@ def test_a_rejected_replacement_leaves_the_original_working_as_it_was(engine):
     assert (working.client_order_id, working.remaining) == (original, 6)
     assert not report_fill(engine, fill(6, client_order_id=original)).unchecked
     assert list(engine.orders.working(ACCOUNT)) == []
-    # A replacement cancelled after it worked leaves the original ended.
+    # A replacement cancelled after the venue's word on it leaves the original ended.
     original = _allowed(engine, order(10))
     replacement = _allowed(engine, order(10, replaces=original))
+    assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.OPEN, 10))
     assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.CANCELLED))
     assert list(engine.orders.working(ACCOUNT)) == []
+
+
+def test_a_replacement_cancelled_before_any_word_of_the_venue_gives_the_original_back():
+    """Review 41b: a replace allowed after its check's deadline was never sent, and the
+    executor reported it cancelled, as told; taken as the venue's confirmation, the
+    original's leaves (still live at the venue) were reserved nowhere, and an order was
+    allowed past the symbol limit. Then the original's fill tripped the account."""
+    engine = make_engine(equity=1e6)  # 30 % symbol limit = 3,000 units at 100
+    original = _allowed(engine, order(2000))
+    replacement = _allowed(engine, order(500, replaces=original))
+    assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.CANCELLED))
+    assert _reserved(engine) == {original: 2000}
+    assert engine.check(order(2900), T0).reason is DecisionReason.SYMBOL_EXPOSURE
+    assert not report_fill(engine, fill(2000, client_order_id=original)).unchecked
+    # With fills said (filled_quantity), it traded: the replace was done.
+    original = _allowed(engine, order(10))
+    replacement = _allowed(engine, order(10, replaces=original))
+    assert engine.update_order(OrderUpdate(ACCOUNT, replacement, OrderStatus.CANCELLED,
+                                           None, 4))
+    assert _reserved(engine) == {replacement: 4}
 
 
 def test_a_fill_under_a_rejected_replacements_id_trips_the_account():
@@ -1801,7 +1822,7 @@ def test_the_fills_of_a_replaced_order_are_remembered_while_its_replacement_work
     engine.expire(T0 + 2 * day + 2)
     assert engine.orders.exact(ACCOUNT, x) is not None
     assert report_fill(engine, f1, T0 + 2 * day + 3).duplicate
-    assert engine.update_order(OrderUpdate(ACCOUNT, "y", OrderStatus.CANCELLED))
+    assert engine.update_order(OrderUpdate(ACCOUNT, "y", OrderStatus.EXPIRED))
     for days in (4, 6):
         engine.expire(T0 + days * day)
     assert engine.orders.exact(ACCOUNT, x) is None
