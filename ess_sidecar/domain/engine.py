@@ -617,6 +617,12 @@ class GuardEngine:
         current = self._current.get(scope)
         return current.version if current is not None else 0
 
+    def _latched(self, scope: Scope, name: str) -> bool:
+        """Whether the scope's stored state holds the latch `name` (applied, or stored
+        and not applied: `_planned_from`), not one planned alone."""
+        current = self._planned_from(scope)
+        return current is not None and any(latch.name == name for latch in current.held())
+
     def timers_would_trip(self, now: float) -> bool:
         """Whether a timer run now would restrict a scope (a stale feed, a lost heartbeat
         not latched yet, a re-arm that goes through COOLING_DOWN from REDUCE_ONLY): such
@@ -654,15 +660,22 @@ class GuardEngine:
                 plan.trip(scope, rule.mode, Cause.BREAKER, reason, SYSTEM_ACTOR,
                           breaker=Breaker.UNCHECKED_ORDER,
                           renew=self._renews(scope, Breaker.UNCHECKED_ORDER, now))
+        # A feed or an executor whose scope holds its latch durably already trips nothing
+        # new: it is marked as if its own trip were applied, or every run would plan it
+        # again, and its tick or beat would run the timers' whole plan (review 41d: a
+        # flapping feed, or a fleet lapsing after the first, slowed every check).
         for scope, trip in self.breakers.stale(now):
-            plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
-                      breaker=trip.breaker)
+            if plan.trip(scope, trip.mode, Cause.BREAKER, trip.message, SYSTEM_ACTOR,
+                         breaker=trip.breaker) is None and self._latched(scope, trip.breaker):
+                self.breakers.mark_stale(scope)
         for lapsed in self.heartbeats.lapse(now):
             rule = self.breakers.rule(lapsed.scope, Breaker.HEARTBEAT_LOST)
-            if rule.enabled:
-                plan.trip(lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
-                          f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s"
-                          f" heartbeat", SYSTEM_ACTOR, breaker=Breaker.HEARTBEAT_LOST)
+            if rule.enabled and plan.trip(
+                    lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
+                    f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s heartbeat",
+                    SYSTEM_ACTOR, breaker=Breaker.HEARTBEAT_LOST) is None \
+                    and self._latched(lapsed.scope, Breaker.HEARTBEAT_LOST):
+                self.heartbeats.mark_lost(lapsed.scope, now)
         for scope, evidence in self._unrenewed.items():
             current = self._current.get(scope)  # renewed before a re-arm can look at it
             for name, (mode, reason, actor) in evidence.items():

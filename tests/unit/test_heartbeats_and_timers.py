@@ -266,3 +266,36 @@ def test_a_re_arm_delay_does_not_arm_a_scope_while_a_breaker_of_it_holds():
     report(engine, scope, Metric.DAILY_DRAWDOWN_PCT, 1.0, T0 + 62)  # recovered
     timers(engine, T0 + 63)
     assert engine.state_of(scope) is State.ARMED
+
+
+def test_a_feed_stale_again_under_its_latch_is_marked_and_trips_after_a_forced_reset(engine):
+    """Review 41d: a feed that went stale again while its scope still held its latch
+    (stale, tripped, one tick, stale again) was never marked: every timer run planned its
+    trip again, and its next tick ran the timers' whole plan (with 4,000 such feeds, 47 s
+    of the event loop). Marked as if tripped, it still trips again after a forced reset if
+    it stays dead."""
+    tick(engine, T0)
+    [stale] = timers(engine, T0 + 30)
+    tick(engine, T0 + 31)
+    assert engine.breakers.stale(T0 + 61) != []  # due again: its scope holds the latch
+    assert timers(engine, T0 + 61) == []
+    assert engine.breakers.stale(T0 + 62) == []  # marked: planned no more
+    reset(engine, symbol(), T0 + 61 + COOLDOWN, force=True)
+    assert timers(engine, T0 + 61 + COOLDOWN + 29) == []
+    [again] = timers(engine, T0 + 61 + COOLDOWN + 30)
+    assert (again.scope, again.breaker) == (symbol(), stale.breaker)
+
+
+def test_executors_that_lapse_after_their_scopes_latch_are_marked_lost():
+    """Review 41d: the first executor's loss latched the scope; those that lapsed after it
+    were never marked lost, so every timer run planned their trip again, and each one's
+    return beat ran the timers' whole plan."""
+    engine = make_engine()
+    scope = strategy()
+    engine.heartbeat("first", scope, 1.0, T0)
+    engine.heartbeat("second", scope, 5.0, T0)
+    [lost] = timers(engine, T0 + 2)
+    assert lost.breaker == "heartbeat_lost"
+    assert [r.executor_id for r in engine.heartbeats.lapse(T0 + 6)] == ["second"]
+    assert timers(engine, T0 + 6) == []
+    assert engine.heartbeats.lapse(T0 + 7) == []
