@@ -62,10 +62,12 @@ class StateStore(abc.ABC):
         """Read everything needed to resume. Raises StoreUnavailable if it cannot be read."""
 
     @abc.abstractmethod
-    def append(self, transitions: Sequence[Transition]) -> None:
+    def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         """Record transitions atomically and durably (fsync) before returning; each becomes
         its scope's latched state. Versions must rise strictly above every stored version
-        (ValueError otherwise). Raises StoreUnavailable; then nothing was recorded."""
+        (ValueError otherwise). Raises StoreUnavailable; then nothing was recorded.
+        `prune` False: no event is pruned (store.keep_events), as none may be that the
+        journal lacks (its writes have failed), or a start would find them gone."""
 
     @abc.abstractmethod
     def events(self, query: EventQuery) -> list[Transition]:

@@ -517,8 +517,15 @@ class GuardEngine:
         with the actor's `credential`."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
-        if scope in self._lost:  # it denies after any reset: none may answer as if not
-            lost = self._strictest_lost(scope)
+        unapplied = self._unapplied.get(scope)
+        if unapplied is not None and (scope not in self._current
+                                      or unapplied.version > self._current[scope].version):
+            raise ResetRefused(f"{scope} changed in the state file (version"  # review 41f:
+                               f" {unapplied.version}: {unapplied.reason}) after this"  # a
+                               " process could record it: restart the sidecar, which"  # reset
+                               " takes it, then look again")  # named the version before
+        if any(not trip.drill for trip in self._lost.get(scope, {}).values()):
+            lost = self._strictest_lost(scope)  # it denies after any reset: none may
             raise ResetRefused(f"{scope} holds a trip that could not be recorded (version"
                                f" {lost.version}: {lost.reason}); it denies every order of"
                                " the scope until what tripped it (a Trigger too) is sent"
@@ -678,6 +685,8 @@ class GuardEngine:
                 self.heartbeats.mark_lost(lapsed.scope, now)
         for scope, evidence in self._unrenewed.items():
             current = self._current.get(scope)  # renewed before a re-arm can look at it
+            if plan.current(scope) is not current:
+                continue  # renewed, or changed, above (an unchecked fill's): the next run
             for name, (mode, reason, actor) in evidence.items():
                 if current is not None and any(latch.name == name for latch in current.held()) \
                         and self._renews(scope, name, now):
@@ -778,11 +787,26 @@ class GuardEngine:
             elif transition.breaker == Breaker.UNCHECKED_ORDER:
                 self.orders.tripped_for(transition.scope.id)  # its unchecked fills' trip
 
+    def _owe_renewal(self, transition: Transition) -> None:
+        """A breaker's renewal of a latch memory holds, whose write failed: its evidence is
+        owed as one within the latch's second is (`_unrenewed`): a reset naming the version
+        before it is refused, and the timers renew the latch (review 41f: unrecorded, a
+        reset not forced lifted it inside the cooldown it restarted)."""
+        if transition.cause is Cause.BREAKER and transition.breaker:
+            latch = next((l for l in transition.held() if l.name == transition.breaker), None)
+            mode = TriggerMode.HALT if latch is None or latch.state is State.TRIPPED \
+                else TriggerMode.REDUCE_ONLY
+            self._unrenewed.setdefault(transition.scope, {})[transition.breaker] = (
+                mode, transition.reason, transition.actor)
+
     def _found(self, transition: Transition) -> None:
         """A durable transition of a scope with lost trips: those whose latch it holds
-        are stored at last, and decide as it does now."""
+        are stored at last, and decide as it does now; a reset lifts a drill's (it lifts
+        at once, and no drill can be sent again while the scope is restricted: review
+        41f)."""
         scope, lost = transition.scope, self._lost[transition.scope]
-        gone = [trip for trip in lost.values() if _holds_latch(transition, trip)]
+        gone = [trip for trip in lost.values() if _holds_latch(transition, trip)
+                or trip.drill and transition.cause is Cause.RESET]
         for trip in gone:
             del lost[latch_name(trip.cause, trip.breaker, trip.drill)]
         table = self._held[scope.kind]
@@ -841,8 +865,11 @@ class GuardEngine:
         lost = []
         for transition in list(transitions):
             scope, current = transition.scope, self._current.get(transition.scope)
-            if transition.state in RESTRICTING and transition.cause not in LOOSENING \
-                    and not (current is not None and _holds_latch(current, transition)):
+            if transition.state not in RESTRICTING or transition.cause in LOOSENING:
+                continue
+            if current is not None and _holds_latch(current, transition):
+                self._owe_renewal(transition)  # its evidence is new all the same
+            else:
                 trips = self._lost.setdefault(scope, {})
                 name = latch_name(transition.cause, transition.breaker, transition.drill)
                 known = trips.get(name)

@@ -16,7 +16,7 @@ from ess_sidecar.adapters.storage.journal import GENESIS, HEADER, PAGE, FileJour
     JournalDamaged, _admitted, _chain, _entry
 from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
-from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.domain.errors import ResetRefused, StoreUnavailable
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
@@ -447,7 +447,7 @@ def test_the_retry_of_an_unchecked_fill_whose_write_failed_is_journaled_with_its
     assert restarted.state_of(Scope(ScopeKind.ACCOUNT, "acc-1")) is not State.ARMED
 
 
-def _starter(tmp_path: Path) -> Callable[[], Any]:
+def _starter(tmp_path: Path, keep_events: int = 0) -> Callable[[], Any]:
     """start(): the sidecar's parts on the state file in tmp_path, records synced as they
     are written, on one fake clock; each call a (re)start."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
@@ -456,7 +456,8 @@ def _starter(tmp_path: Path) -> Callable[[], Any]:
     settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
                              limits={"exposure_enabled": False},
                              store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+                                    "journal_sync_interval_s": 0.0,
+                                    "keep_events": keep_events})
     clock = FakeClock()
     return lambda: build(settings, clock=clock)
 
@@ -544,13 +545,39 @@ def test_a_stop_after_a_trip_stored_unrecorded_keeps_that_trip_in_the_store(
     second.store.close()
 
 
-def test_a_reset_stored_unrecorded_before_a_stop_starts_agreeing(tmp_path: Path) -> None:
+def test_a_reset_naming_the_version_before_a_renewal_stored_unrecorded_is_refused(
+        tmp_path: Path) -> None:
+    """Review 41f: a stop sent again renewed the account's latch (its cooldown from now);
+    it was stored, its record failed, and memory kept the version before it: a reset
+    naming that version was judged against memory and accepted."""
+    start = _starter(tmp_path)
+    first = start()
+    stop = Trigger(ACCOUNT, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED, (), "op")
+    seen = first.guard.trigger(stop).version
+    read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
+    os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
+    with pytest.raises(StoreUnavailable):  # stored, its record refused
+        first.guard.trigger(stop)
+    with pytest.raises(ResetRefused, match="changed in the state file"):
+        first.guard.reset(ACCOUNT, "reviewed", force=True, actor="op", expected_version=seen)
+    first.store.close()
+    os.close(read_only)
+    second = start()
+    assert second.guard.engine.current(ACCOUNT).version > seen
+    second.journal.close()
+    second.store.close()
+
+
+@pytest.mark.parametrize("keep_events", [0, 1])
+def test_a_reset_stored_unrecorded_before_a_stop_starts_agreeing(tmp_path: Path,
+                                                                 keep_events: int) -> None:
     """Review 41a: a reset was stored and its record failed; the fail-closed trip took the
     next version in memory alone, and a stop was stored after it. Every start took the
     gap for pruned history, kept the reset scope latched from the journal, found the two
     disagree, and failed closed, a reseal no help. The store's events since the journal's
-    end are applied in order, past versions no write took."""
-    start = _starter(tmp_path)
+    end are applied in order, past versions no write took; and none is pruned once the
+    journal has failed (review 41f: with store.keep_events 1, the reset was)."""
+    start = _starter(tmp_path, keep_events)
     first = start()
     other = Scope(ScopeKind.ACCOUNT, "acc-2")
     first.guard.trigger(Trigger(ACCOUNT, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED,
@@ -561,7 +588,7 @@ def test_a_reset_stored_unrecorded_before_a_stop_starts_agreeing(tmp_path: Path)
         first.guard.reset(ACCOUNT, "reviewed", force=True, actor="op")
     first.guard.trigger(Trigger(other, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED,
                                 (), "op"))
-    assert [t.version for t in first.store.events_after(0, 10)] == [1, 2, 4]
+    assert [t.version for t in first.store.events_after(0, 10)] == [1, 2, 4][keep_events:]
     first.store.close()
     os.close(read_only)
     for _ in range(2):

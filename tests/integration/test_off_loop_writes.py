@@ -38,11 +38,11 @@ class GatedStore(SqliteStateStore):
         self.entered = threading.Event()
         self.appended = threading.Event()
 
-    def append(self, transitions: Any) -> None:
+    def append(self, transitions: Any, prune: bool = True) -> None:
         self.entered.set()
         if not self.gate.is_set() and not self.passes.acquire(timeout=GATE_TIMEOUT_S):
             raise AssertionError("the gate was never opened: was the event loop blocked?")
-        super().append(transitions)
+        super().append(transitions, prune)
         self.appended.set()
 
     def let_one(self) -> None:

@@ -231,6 +231,25 @@ async def test_a_trip_not_stored_is_shown_and_no_reset_claims_to_lift_it(start_s
     assert [t.scope.id for t in store.load().current] == [strategy_scope().id]
 
 
+async def test_a_scope_cooling_down_with_a_trip_not_stored_shows_no_re_arm_time(
+        start_sidecar) -> None:
+    """Review 41f: GetState showed the stricter trip not stored, with the cooldown's
+    re-arm time beside it: essctl said the scope re-arms then, and it never would."""
+    store = InMemoryStateStore()
+    running = await start_sidecar(state_store=store, policy={"reset_cooldown_s": 0,
+                                                             "rearm_delay_s": 600})
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="desk"))
+    await running.stub.Reset(pb.ResetRequest(scope=strategy_scope(), reason="ok"))
+    store.fail_next_append = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await running.stub.ReportMetric(pb.ReportMetricRequest(
+            scope=strategy_scope(), metric=pb.METRIC_DATA_FEED_CORRUPT, value=1))
+    [shown] = [s for s in (await running.stub.GetState(pb.GetStateRequest())).scopes
+               if s.scope == strategy_scope()]
+    assert shown.state == pb.STATE_TRIPPED and "not recorded" in shown.reason
+    assert not shown.HasField("rearm_at")
+
+
 async def test_an_unchecked_fill_retried_after_its_trip_failed_to_store_trips(
         start_sidecar) -> None:
     """Review 8: the retry of a fill answered UNAVAILABLE passed as a duplicate, and the

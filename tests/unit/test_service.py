@@ -320,6 +320,49 @@ def test_each_latch_of_a_scope_whose_write_failed_denies_until_it_is_stored() ->
     assert guard.check(next(orders)).allowed
 
 
+def test_a_renewal_whose_write_failed_is_owed_and_a_reset_naming_the_version_before_refused(
+        ) -> None:
+    """Review 41f: a corrupt feed reported again after the latch's cooldown renews it; its
+    write failed, memory held the latch, and nothing kept the new evidence: once GLOBAL
+    was reset, a reset naming the version seen before it, not forced, lifted the latch.
+    The renewal is owed now, as one within the latch's second is."""
+    guard, store = make_guard()
+    account = Scope(ScopeKind.ACCOUNT, "acc-1")
+    guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1)
+    seen = guard.engine.current(account).version
+    guard._clock.advance(1000)  # noqa: SLF001 - past its cooldown
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.report_metric(account, Metric.DATA_FEED_CORRUPT, 1)
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    with pytest.raises(ResetRefused, match="new evidence for data_feed_corrupt"):
+        guard.reset(account, "feed fixed", force=False, actor="alice", expected_version=seen)
+    [renewed] = guard.run_timers()
+    assert renewed.scope == account and renewed.version > seen
+    with pytest.raises(ResetRefused, match="cooldown"):  # counted from the renewal
+        guard.reset(account, "feed fixed", force=False, actor="alice")
+
+
+def test_a_drills_trip_whose_write_failed_is_lifted_by_a_reset() -> None:
+    """Review 41f: a drill's trip that failed to store denied its scope, and a real stop
+    after it holds no drill latch, nor can a drill be sent again: every reset of the
+    scope was refused until a restart. A drill's latch lifts at once: a reset lifts its
+    lost trip too."""
+    guard, store = make_guard()
+    guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
+    drill = Trigger(MOMO, TriggerMode.HALT, "drill", TriggerReason.USER_INITIATED, (),
+                    "alice", drill=True)
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        guard.trigger(drill)
+    guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
+    trigger(guard)
+    assert guard.reset(MOMO, "reviewed", force=True, actor="alice").state is State.ARMED
+    assert guard.engine.lost() == []
+    assert guard.check(Order("acc-1", "momo", "AAPL", Side.BUY, 1, 100,
+                             client_order_id="after")).allowed
+
+
 def test_a_trip_the_scope_holds_durably_already_is_not_lost() -> None:
     """Review 22: a Trigger of a scope an operator had halted, whose write failed, was held
     as lost; a reset then answered ARMED while checks were still denied."""

@@ -250,8 +250,8 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float,
         actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
         directives=t.directives, version=t.version, drill=t.drill,
         latches=latches_to_proto(t))
-    if t.rearm_at is not None:
-        state.rearm_at.CopyFrom(timestamp(t.rearm_at))
+    if t.rearm_at is not None and unstored is None:  # review 41f: with a trip not stored
+        state.rearm_at.CopyFrom(timestamp(t.rearm_at))  # beside it, it re-arms at no time
     if unstored is not None:
         note = (f"a trip not recorded (version {unstored.version}: {unstored.reason})"
                 " denies until what tripped it is sent again or the sidecar restarts"

@@ -43,7 +43,7 @@ class InMemoryStateStore(StateStore):
             registrations=[r for _, r in sorted(self._registrations.items(),
                                                 key=lambda item: (item[0][0], str(item[0][1])))])
 
-    def append(self, transitions: Sequence[Transition]) -> None:
+    def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         self._check_open()
         if self.fail_next_append:
             self.fail_next_append = False
@@ -60,7 +60,8 @@ class InMemoryStateStore(StateStore):
             else:
                 self._latched[t.scope] = t.version
         self._last_version = last
-        self._prune(len(transitions))
+        if prune:
+            self._prune(len(transitions))
 
     def events(self, query: EventQuery) -> list[Transition]:
         self._check_open()

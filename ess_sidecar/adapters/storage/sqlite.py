@@ -348,14 +348,14 @@ class SqliteStateStore(StateStore):
             raise StoreUnavailable(f"state store {self.path} is not writable: {error}") \
                 from error
 
-    def append(self, transitions: Sequence[Transition]) -> None:
+    def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         """As StateStore.append; the seal is written after COMMIT. If that fails, the
         transitions are stored (as after a crash right after COMMIT) but the append raises
         and the store refuses every later call: nothing is written behind a stale seal."""
         if not transitions:
             return
         with self._transaction("BEGIN IMMEDIATE") as conn:
-            self._insert(conn, transitions)
+            self._insert(conn, transitions, prune)
             seal = _seal_value(conn)
         try:
             self._write_seal(seal)
@@ -873,7 +873,8 @@ class SqliteStateStore(StateStore):
         assert self._conn is not None
         return self._conn
 
-    def _insert(self, conn: sqlite3.Connection, transitions: Sequence[Transition]) -> None:
+    def _insert(self, conn: sqlite3.Connection, transitions: Sequence[Transition],
+                prune: bool = True) -> None:
         """Chain, store and latch transitions, inside the caller's transaction."""
         last = conn.execute("SELECT last_version FROM meta").fetchone()[0]
         _check_versions(transitions, last)
@@ -888,7 +889,7 @@ class SqliteStateStore(StateStore):
         for t in transitions:
             self._latch(conn, t)
         conn.execute("UPDATE meta SET last_version = ?", (transitions[-1].version,))
-        if self._keep_events:
+        if self._keep_events and prune:
             self._prune(conn, len(transitions))
 
     def _latch(self, conn: sqlite3.Connection, t: Transition) -> None:

@@ -31,7 +31,7 @@ class UnavailableStateStore(StateStore):
     def load(self) -> StoredState:
         raise self._fail()
 
-    def append(self, transitions: Sequence[Transition]) -> None:
+    def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         raise self._fail()
 
     def events(self, query: EventQuery) -> list[Transition]:
