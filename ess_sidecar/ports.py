@@ -166,6 +166,12 @@ class AlertSink(abc.ABC):
         36f), so each start says again what still needs an operator. Like notify: never
         raises, never blocks. None configured: nothing."""
 
+    def acted(self, title: str, body: str) -> None:
+        """An operator's act that loosens what protects trading without changing any
+        scope's state (working orders cleared, another's heartbeat deregistered): one
+        warning, so that it is seen beyond this process's log (review 41c: it left no
+        trace but a log line). Like notify: never raises, never blocks."""
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Begin delivering, on the running event loop."""

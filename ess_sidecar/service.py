@@ -296,6 +296,11 @@ class Guard(GuardReadings):
         log.warning("working orders cleared", extra={
             "account": account, "actor": actor, "reason": reason, "cleared": cleared,
             "client_order_ids": client_order_ids[:100]})
+        named = ", ".join(client_order_ids[:20]) + (" …" if len(client_order_ids) > 20 else "")
+        self.alerts.acted(f"ESS ACCOUNT:{account}: {cleared} working order(s) cleared",
+                          f"{actor} cleared {cleared} working order(s) of account"
+                          f" {account} ({named or 'all'}): {reason!r}. Their room is free:"
+                          " one the venue still has would fill past the limits (and trip).")
         return cleared
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
@@ -309,7 +314,10 @@ class Guard(GuardReadings):
         now = self._clock.now()
         if self.engine.heartbeats.overdue(executor_id, scope, now):
             yield from self._owed_timers(now)
+        before = self.engine.heartbeats.owner(executor_id, scope)
         changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister, caller)
+        if changed and deregister and caller is not None and before not in ("", caller.name):
+            self._deregistered_for(executor_id, scope, before, caller.name)
         owner = self.engine.heartbeats.owner(executor_id, scope)
         self._record(HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner))
         if changed and deregister:
@@ -318,6 +326,16 @@ class Guard(GuardReadings):
             yield Durable(lambda: self._store.save_registration(executor_id, scope, ttl_s,
                                                                 owner))
         return self._outcome(scope, [])
+
+    def _deregistered_for(self, executor_id: str, scope: Scope, owner: str,
+                          actor: str) -> None:
+        """An operator retired another principal's executor: its death trips nothing
+        from now on (review 41c: it left no trace at all)."""
+        log.warning("heartbeat deregistered for another principal", extra={
+            "executor_id": executor_id, "scope": str(scope), "owner": owner, "actor": actor})
+        self.alerts.acted(f"ESS {scope}: executor {executor_id} deregistered by {actor}",
+                          f"{actor} deregistered executor {executor_id} of {scope}, whose"
+                          f" heartbeats {owner} sent: if it dies now, nothing trips.")
 
     def _owed_timers(self, now: float) -> Steps[None]:
         """Trip what the timers would trip by now, before a heartbeat or a data feed's

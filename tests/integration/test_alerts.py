@@ -190,6 +190,33 @@ async def test_a_lost_heartbeat_is_alerted_naming_the_executor(
     assert "breaker: heartbeat_lost" in lost["message"]
 
 
+async def test_an_operators_clear_and_a_deregistration_for_another_are_alerted(
+        start_sidecar: Any, receiver: Receiver) -> None:
+    """Review 41c: a clear of working orders (their room free at once) and an operator's
+    deregistration of another principal's executor (its death then trips nothing) left
+    no trace but a log line, the second not even that."""
+    from ess_sidecar.domain.access import Principal, Role  # noqa: PLC0415
+    running = await start_sidecar(alerts={"urls": [receiver.url]})
+    assert (await running.stub.CheckOrder(order())).allowed
+    await running.stub.ClearWorkingOrders(pb.ClearWorkingOrdersRequest(
+        account="acc-1", reason="venue says gone"))
+    (cleared,) = await receiver.wait_for(1)
+    assert cleared["title"] == "ESS ACCOUNT:acc-1: 1 working order(s) cleared"
+    assert cleared["type"] == "warning" and "'venue says gone'" in cleared["message"]
+    guard, scope = running.app.guard, Scope(ScopeKind.STRATEGY, "momo")
+    guard.heartbeat("ex-1", scope, 5.0, caller=Principal("bob", Role.EXECUTOR))
+    guard.heartbeat("ex-1", scope, 5.0, deregister=True,
+                    caller=Principal("alice", Role.OPERATOR))
+    retired = (await receiver.wait_for(2))[1]
+    assert retired["title"] == "ESS STRATEGY:momo: executor ex-1 deregistered by alice"
+    assert "bob" in retired["message"]
+    guard.heartbeat("ex-2", scope, 5.0, caller=Principal("bob", Role.EXECUTOR))
+    guard.heartbeat("ex-2", scope, 5.0, deregister=True,  # its own: nothing to say
+                    caller=Principal("bob", Role.EXECUTOR))
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="then"))
+    assert (await receiver.wait_for(3))[2]["title"] == "ESS STRATEGY:momo TRIPPED"
+
+
 async def test_decisions_and_triggers_answer_while_the_receiver_hangs(
         start_sidecar: Any, hanging: Hanging) -> None:
     running = await start_sidecar(alerts={"urls": [hanging.url]}, server={"grace_s": 0.2})

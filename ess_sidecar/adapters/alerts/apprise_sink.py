@@ -13,7 +13,7 @@ from ...domain.errors import InvalidConfig
 from ...domain.states import Transition
 from ...ports import AlertSink
 from ...settings import AlertSettings
-from .message import Alert, alert_of, still_latched_alert
+from .message import WARNING, Alert, alert_of, still_latched_alert
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,12 @@ class AppriseAlertSink(AlertSink):
         except Exception:  # as notify: an alert bug must not stop a start
             log.exception("the alert for %d latched scope(s) could not be queued",
                           len(current))
+
+    def acted(self, title: str, body: str) -> None:
+        try:
+            self._queue(Alert(title, body, WARNING, 0))
+        except Exception:  # as notify: an alert bug must not fail the act
+            log.exception("the alert %r could not be queued", title)
 
     def _queue(self, alert: Alert) -> None:
         for target in self.targets:
