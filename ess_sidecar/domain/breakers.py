@@ -46,6 +46,7 @@ class BreakerRule:
 
 HEALTH_CRITICAL = 2.0
 MAX_EVENTS_PER_REPORT = 1_000_000
+EVENT_SLOTS = 1024  # entries an event window keeps at most (one per 1/1024 of it, and one)
 
 class Breaker(enum.StrEnum):
     """Every breaker, by the name config keys, GetState and the audit trail use."""
@@ -375,7 +376,14 @@ class Breakers:
     def _event(self, scope: Scope, meters: _Meters, name: str, count: int,
                now: float) -> BreakerTrip | None:
         rule = self._settings.rule(scope, name)
-        meters.events.setdefault(name, deque()).append((now, count))
+        window = meters.events.setdefault(name, deque())
+        if window and now - window[-1][0] < rule.window_s / EVENT_SLOTS:
+            # One slot for the reports within a 1/EVENT_SLOTS of the window, kept as long
+            # as the latest of them: never fewer in the window than came, and a window's
+            # memory bounded (review 41d: an entry per report, for up to a year)
+            window[-1] = (max(now, window[-1][0]), window[-1][1] + count)
+        else:
+            window.append((now, count))
         meters.totals[name] = meters.totals.get(name, 0) + count
         total = self._prune(meters, name, rule, now)
         if not rule.enabled or total < rule.threshold:

@@ -12,7 +12,7 @@ from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument
-from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import SYSTEM_ACTOR, Cause, Directive, State, TriggerMode, \
     TriggerReason
 
@@ -296,3 +296,19 @@ def test_a_count_beyond_the_cap_is_clamped_and_still_trips():
     assert [t.breaker for t in tripped] == ["api_errors"]
     other = make_engine()
     assert report(other, strategy(), Metric.EXECUTION_ERROR, 1e300)  # 5 in 15 min: tripped
+
+
+def test_an_event_window_keeps_bounded_memory_and_never_counts_fewer_than_came(engine):
+    """Review 41d: an event window kept an entry per report for up to window_s (a year at
+    most): an executor in an error loop at 1,000 reports a second held 360 MB for an
+    hour's window. Reports close together share a slot, kept as long as the latest."""
+    from ess_sidecar.domain.breakers import EVENT_SLOTS  # noqa: PLC0415
+    scope = Scope(ScopeKind.STRATEGY, "busy")
+    for i in range(20_000):
+        engine.breakers.record(scope, M.STOP_LOSS_HIT, 1, T0 + i * 0.001)
+    window = engine.breakers._meters[scope].events["stop_loss_hits"]  # noqa: SLF001
+    assert len(window) <= EVENT_SLOTS + 1
+    assert sum(count for _, count in window) == 20_000
+    last = T0 + 19_999 * 0.001
+    assert "stop_loss_hits" in engine.breakers.holding(scope, last + 3599)  # its hour
+    assert "stop_loss_hits" not in engine.breakers.holding(scope, last + 3600.5)
