@@ -376,6 +376,7 @@ class GuardEngine:
 
     def _clear(self, record: OrderRecord) -> None:
         owed = record.pending
+        record.cleared = True  # not the venue's word (review 41g: OrderLedger.done_since)
         self.orders.end(record)
         if not record.replaced_by:
             record.cap_fills()

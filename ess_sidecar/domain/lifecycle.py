@@ -86,6 +86,13 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
         unchecked = _unchecked(fill, record, None, named) \
             if record is not None and _adopted(record, named) else ""
         moved = 0.0
+    if not unchecked and named is not None and named.final_filled >= 0.0 \
+            and moved > fill.quantity * FILL_TOLERANCE \
+            and named.reported + moved > named.final_filled * (1.0 + FILL_TOLERANCE) + 1e-9:
+        # Review 41g: its replacement's end cut the chain's leaves, and a fill naming it,
+        # judged within its own room, passed while that room went to another order.
+        unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: beyond the"
+                     f" {named.final_filled:g} the venue said it filled when it ended")
     if beyond and not unchecked:
         unchecked = (f"fill {fill.fill_id} for order {fill.client_order_id}: a snapshot"
                      " held fills of it beyond what the order may fill")
@@ -343,6 +350,8 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         record.venue_filled = max(record.venue_filled, update.filled_quantity)
         owed = max(record.venue_filled - record.reported, 0.0)
         record.owed_stated = max(record.owed_stated, owed)
+        if update.status in ENDED:  # all it filled, under its own id (review 41g)
+            record.final_filled = record.venue_filled
     if not record.working:  # what changed memory, the journal must have: say so
         return _update_of_an_ended_order(ledger, record, update.status, leaves, owed) \
             or counted
@@ -387,8 +396,9 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
     if status is OrderStatus.OPEN and leaves and record.unlisted and not record.replaced_by:
         ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
         record.pending = owed or 0.0
-        ledger.shrink(record, leaves + (owed or 0.0))  # and it may fill no more, as a
-        return True  # working order told so (review 41e: 38 more filled untripped)
+        if owed is not None:  # it may fill no more, as a working order told so (review
+            ledger.shrink(record, leaves + owed)  # 41e: 38 more filled untripped); without
+        return True  # filled_quantity its leaves may leave out fills not reported (41g)
     if status in ENDED and record.replaced_by and record.leaves_given_up > 0.0:
         record.leaves_given_up = 0.0  # its leaves are gone: a rejected replace of it
         changed = True  # gives none back

@@ -55,7 +55,8 @@ class OrderRecord:
                  "venue_ended", "leaves_stated", "leaves_cut", "fills_before_leaves",
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
-                 "owed_late", "charged_late", "released_here", "restood")
+                 "owed_late", "charged_late", "released_here", "restood", "final_filled",
+                 "cleared")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -70,6 +71,7 @@ class OrderRecord:
         # crossed the replace, named after the order it replaced)
         self.reported = 0.0  # fills reported under its own client_order_id
         self.venue_filled = 0.0  # the most any update's filled_quantity said (it only grows)
+        self.final_filled = -1.0  # its filled_quantity when the venue ended it (-1: unsaid)
         self.remaining = remaining  # reserved; 0 once ended
         self.replaced_by = replaced_by  # the order that took its place
         self.replaces = replaces  # the order whose place it took
@@ -160,6 +162,7 @@ class OrderRecord:
         # guard; 0: none). It values its leaves where higher than `price`; `price` stays
         # the limit its fills are judged against, so an amend beyond the band still trips.
         self.venue_price = 0.0
+        self.cleared = False  # ended by an operator's clear, not by the venue's word
 
     def __repr__(self) -> str:
         return (f"OrderRecord({self.account!r}, {self.client_order_id!r}, {self.strategy!r},"
@@ -601,7 +604,7 @@ class OrderLedger:
         (`traded_since`), or the venue ended one, so a snapshot listing `record` was read
         before its replace was done (review 41e: reviving it beside an expired replacement
         holding its crossing fills, the chain filled its room twice, untripped)."""
-        return any(successor.reported > 0.0 or successor.venue_ended
+        return any(successor.reported > 0.0 or successor.venue_ended and not successor.cleared
                    for successor in self.successors(record))
 
     def _unreplace(self, replacement: OrderRecord) -> bool:

@@ -2240,3 +2240,47 @@ def test_an_open_update_cuts_what_an_order_may_fill_even_one_a_snapshot_left_out
     engine.update_order(OrderUpdate(ACCOUNT, "c6", OrderStatus.OPEN, 1.0, 1.0))
     assert _reserved(engine) == {"c6": 1}
     assert report_fill(engine, fill(38, client_order_id="c6")).unchecked
+
+
+def test_a_fill_naming_an_order_beyond_what_the_venue_said_it_filled_when_it_ended_trips():
+    """Review 41g: A -> B, A cancelled with 0 filled, B live then cancelled with 0: the
+    room was free and C allowed into it, yet a fill of 290 naming A passed, judged within
+    A's own room: 580 held against a 300 limit, untripped."""
+    engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
+    _allowed(engine, order(290, client_order_id="A"))
+    _allowed(engine, order(290, client_order_id="B", replaces="A"))
+    for coid, status, leaves in (("A", OrderStatus.CANCELLED, None),
+                                 ("B", OrderStatus.OPEN, 290.0),
+                                 ("B", OrderStatus.CANCELLED, None)):
+        engine.update_order(OrderUpdate(ACCOUNT, coid, status, leaves, 0.0))
+    _allowed(engine, order(290, client_order_id="C"))
+    assert "the venue said it filled when it ended" in \
+        report_fill(engine, fill(290, client_order_id="A")).unchecked
+
+
+def test_a_listing_of_an_order_whose_replacement_an_operator_cleared_revives_it():
+    """Review 41g: an executor's echo confirmed B (replacing A), the venue rejected the
+    replace unsaid, and an operator cleared B: the snapshot listing A live was taken as
+    stale (the clear looked like the venue ending B), and C was allowed into A's room."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(290, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 290.0, 0.0))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 100.0, 0.0))
+    engine.clear_working_orders(ACCOUNT, ["B"])
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)],
+                          [OpenOrder("A", STRATEGY, SYMBOL, Side.BUY, 290, 100)], T0)
+    assert _reserved(engine) == {"A": 290}
+    assert engine.check(order(290), T0).reason is DecisionReason.SYMBOL_EXPOSURE
+
+
+def test_an_open_without_filled_quantity_reviving_a_left_out_order_cuts_nothing():
+    """Review 41g: an OPEN with no filled_quantity says nothing of fills not reported yet;
+    reviving an order a snapshot left out, it cut what the order may fill to its leaves,
+    and the drop copy's honest fills tripped the account."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(100, client_order_id="A"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0)
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 70.0, None))
+    assert not report_fill(engine, fill(30, client_order_id="A")).unchecked
+    assert not report_fill(engine, fill(70, client_order_id="A")).unchecked
