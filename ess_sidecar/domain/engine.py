@@ -534,8 +534,14 @@ class GuardEngine:
                                " state file has it); no reset lifts it")
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:  # nothing to lift, and no
-            return plan  # version kept: whatever it names (a drill's clean-up may not know
-            # whether its trip landed: review 39k)
+            if scope in self._lost:  # version kept (review 39k), but a drill's trip not
+                # stored (no other is left: refused above), lifted by a reset stored as
+                # one (review 41h: no transition, and it went on denying)
+                plan.move(scope, current.state if current else State.ARMED, Cause.RESET,
+                          reason, actor, drill=True,
+                          rearm_at=current.rearm_at if current else None)
+            return plan  # whatever it names (a drill's clean-up may not know whether its
+            # trip landed: review 39k)
         if expected_version and current.version != expected_version:
             raise ResetRefused(f"{scope} changed since version {expected_version}: it is"
                                f" {current.state.name} at version {current.version}"

@@ -20,7 +20,7 @@ from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from ess_sidecar.ports import NoJournal
+from ess_sidecar.ports import EventQuery, NoJournal
 from ess_sidecar.recovery import latest_time
 from ess_sidecar.service import CLOCK_MARK_S, Durable, Guard
 from ess_sidecar.watch import Subscribers
@@ -343,11 +343,13 @@ def test_a_renewal_whose_write_failed_is_owed_and_a_reset_naming_the_version_bef
         guard.reset(account, "feed fixed", force=False, actor="alice")
 
 
-def test_a_drills_trip_whose_write_failed_is_lifted_by_a_reset() -> None:
+@pytest.mark.parametrize("stopped_after", [True, False])
+def test_a_drills_trip_whose_write_failed_is_lifted_by_a_reset(stopped_after: bool) -> None:
     """Review 41f: a drill's trip that failed to store denied its scope, and a real stop
     after it holds no drill latch, nor can a drill be sent again: every reset of the
     scope was refused until a restart. A drill's latch lifts at once: a reset lifts its
-    lost trip too."""
+    lost trip too, stored as one (review 41h: on a scope nothing else restricted, the
+    reset planned nothing, answered ARMED, and the drill's trip went on denying)."""
     guard, store = make_guard()
     guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 0, 100)])
     drill = Trigger(MOMO, TriggerMode.HALT, "drill", TriggerReason.USER_INITIATED, (),
@@ -356,9 +358,12 @@ def test_a_drills_trip_whose_write_failed_is_lifted_by_a_reset() -> None:
     with pytest.raises(StoreUnavailable):
         guard.trigger(drill)
     guard.reset(GLOBAL, "disk replaced", force=True, actor="alice")
-    trigger(guard)
+    if stopped_after:
+        trigger(guard)
     assert guard.reset(MOMO, "reviewed", force=True, actor="alice").state is State.ARMED
     assert guard.engine.lost() == []
+    assert store.load().current == [] and [t.cause for t in store.events(EventQuery(
+        scope=MOMO, limit=1))] == [Cause.RESET]
     assert guard.check(Order("acc-1", "momo", "AAPL", Side.BUY, 1, 100,
                              client_order_id="after")).allowed
 

@@ -253,9 +253,11 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float,
     if t.rearm_at is not None and unstored is None:  # review 41f: with a trip not stored
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))  # beside it, it re-arms at no time
     if unstored is not None:
-        note = (f"a trip not recorded (version {unstored.version}: {unstored.reason})"
-                " denies until what tripped it is sent again or the sidecar restarts"
-                " (which keeps it if the state file has it); no reset lifts it")
+        note = (f"a drill's trip not recorded (version {unstored.version}) denies until a"
+                " reset of the scope") if unstored.drill else (
+            f"a trip not recorded (version {unstored.version}: {unstored.reason})"
+            " denies until what tripped it is sent again or the sidecar restarts"
+            " (which keeps it if the state file has it); no reset lifts it")
         state.reason = note if unstored is t else f"{t.reason}; also {note}"
         if SEVERITY[unstored.state] > SEVERITY[t.state]:
             state.state = unstored.state
