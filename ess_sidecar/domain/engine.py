@@ -518,30 +518,18 @@ class GuardEngine:
         with the actor's `credential`."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
-        unapplied = self._unapplied.get(scope)
-        if unapplied is not None and (scope not in self._current
-                                      or unapplied.version > self._current[scope].version):
-            raise ResetRefused(f"{scope} changed in the state file (version"  # review 41f:
-                               f" {unapplied.version}: {unapplied.reason}) after this"  # a
-                               " process could record it: restart the sidecar, which"  # reset
-                               " takes it, then look again")  # named the version before
-        if any(not trip.drill for trip in self._lost.get(scope, {}).values()):
-            lost = self._strictest_lost(scope)  # it denies after any reset: none may
-            raise ResetRefused(f"{scope} holds a trip that could not be recorded (version"
-                               f" {lost.version}: {lost.reason}); it denies every order of"
-                               " the scope until what tripped it (a Trigger too) is sent"
-                               " again, or the sidecar restarts (which keeps it if the"
-                               " state file has it); no reset lifts it")
+        self._check_recorded(scope)
         current = self._current.get(scope)
         if current is None or current.state not in RESTRICTING:  # nothing to lift, and no
-            if scope in self._lost:  # version kept (review 39k), but a drill's trip not
-                # stored (no other is left: refused above), lifted by a reset stored as
-                # one (review 41h: no transition, and it went on denying)
+            # version kept: whatever it names (a drill's clean-up may not know whether its
+            # trip landed: review 39k); but a drill's trip not stored (no other is left:
+            # _check_recorded) is lifted by a reset stored as one (review 41h: none was,
+            # and it went on denying)
+            if scope in self._lost:
                 plan.move(scope, current.state if current else State.ARMED, Cause.RESET,
                           reason, actor, drill=True,
                           rearm_at=current.rearm_at if current else None)
-            return plan  # whatever it names (a drill's clean-up may not know whether its
-            # trip landed: review 39k)
+            return plan
         if expected_version and current.version != expected_version:
             raise ResetRefused(f"{scope} changed since version {expected_version}: it is"
                                f" {current.state.name} at version {current.version}"
@@ -582,6 +570,26 @@ class GuardEngine:
         plan.clear(scope, named, Cause.RESET, reason, actor, self._rearm_delay(scope),
                    forced=force, approved_by=approved_by)
         return plan
+
+    def _check_recorded(self, scope: Scope) -> None:
+        """ResetRefused while the scope holds what memory could not judge a reset against:
+        a transition stored that memory did not apply (review 41f: a reset naming the
+        version before a renewal stored so lifted it), or a trip not stored but a drill's,
+        which denies after any reset (review 40i: the reset answered ARMED)."""
+        unapplied = self._unapplied.get(scope)
+        current = self._current.get(scope)
+        if unapplied is not None and (current is None or unapplied.version > current.version):
+            raise ResetRefused(f"{scope} changed in the state file (version"
+                               f" {unapplied.version}: {unapplied.reason}) after this process"
+                               " could record it: restart the sidecar, which takes it, then"
+                               " look again")
+        if any(not trip.drill for trip in self._lost.get(scope, {}).values()):
+            lost = self._strictest_lost(scope)
+            raise ResetRefused(f"{scope} holds a trip that could not be recorded (version"
+                               f" {lost.version}: {lost.reason}); it denies every order of"
+                               " the scope until what tripped it (a Trigger too) is sent"
+                               " again, or the sidecar restarts (which keeps it if the"
+                               " state file has it); no reset lifts it")
 
     def _check_resumable(self, scope: Scope, clearing: list[Latch], resumes: bool,
                          force: bool, now: float) -> None:
