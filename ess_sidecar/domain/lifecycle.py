@@ -350,8 +350,12 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         record.venue_filled = max(record.venue_filled, update.filled_quantity)
         owed = max(record.venue_filled - record.reported, 0.0)
         record.owed_stated = max(record.owed_stated, owed)
-        if update.status in ENDED:  # all it filled, under its own id (review 41g)
+        if update.status in ENDED:  # all it filled, under its own id (review 41g); a
+            # change journaled (review 41i: not, and a restart forgot the bound)
+            counted = counted or record.final_filled != record.venue_filled
             record.final_filled = record.venue_filled
+    if update.status in ENDED and record.cleared:  # the venue's own end, whatever an
+        record.cleared, counted = False, True  # operator did (review 41i); journaled
     if not record.working:  # what changed memory, the journal must have: say so
         return _update_of_an_ended_order(ledger, record, update.status, leaves, owed) \
             or counted
@@ -373,7 +377,12 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         record.pending = owed
         if short > 0.0:
             ledger.grow(record, short)
+        stated, cut = record.leaves_stated, record.leaves_cut
         ledger.shrink(record, leaves + owed)
+        if update.status in ENDED:  # review 41i: the venue ended it (done_since), and
+            record.venue_ended = True  # the leaves an OPEN stated before bound the fills
+            if stated:  # before them, not this end's: with its whole cut, a fill naming
+                record.leaves_cut = cut  # the order it replaced passed in its own room
     elif update.status in ENDED:  # no word on fills: those said owed before stay reserved,
         record.cap_fills()  # and it may fill no more than them: its room is free now
         ledger.end_but_pending(record)
@@ -394,7 +403,11 @@ def _update_of_an_ended_order(ledger: OrderLedger, record: OrderRecord,
     if changed:  # once replaced: maybe an executor's echo (OrderRecord.confirmed_late)
         record.confirmed = record.confirmed_late = True
     if status is OrderStatus.OPEN and leaves and record.unlisted and not record.replaced_by:
-        ledger.revive(record, leaves + (owed or 0.0))  # in flight when a snapshot left it out
+        most = leaves if owed is not None else max(  # no word on fills: it releases
+            leaves, min(record.quantity, record.cap) - max(record.filled, record.reported))
+        # nothing (review 41i: it reserved its leaves alone, and its unreported fills and
+        # an order allowed beside them went past the limit)
+        ledger.revive(record, most + (owed or 0.0))  # in flight when a snapshot left it out
         record.pending = owed or 0.0
         if owed is not None:  # it may fill no more, as a working order told so (review
             ledger.shrink(record, leaves + owed)  # 41e: 38 more filled untripped); without
@@ -492,6 +505,9 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
         record = ledger.get(account, order.client_order_id)
         if record is None:  # its successor is forgotten: its fills trip
             continue
+        over_final = max(named.reported + unreported - named.final_filled  # beyond what
+                         * (1.0 + FILL_TOLERANCE) - 1e-9, 0.0) \
+            if named.final_filled >= 0.0 else 0.0  # the venue said when it ended (41i)
         # More than the order may fill is booked too (it is in the positions: reported
         # again, or owed, it would count twice), and its fills trip the account when
         # they come.
@@ -505,6 +521,7 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
             _book(ledger, part, named, quantity)
             if part is named:  # before the chain's part is judged
                 beyond += _charge_late(ledger, part, quantity)
+        beyond = max(beyond, over_final)
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)
         ledger.keep(named, now)

@@ -2242,20 +2242,68 @@ def test_an_open_update_cuts_what_an_order_may_fill_even_one_a_snapshot_left_out
     assert report_fill(engine, fill(38, client_order_id="c6")).unchecked
 
 
-def test_a_fill_naming_an_order_beyond_what_the_venue_said_it_filled_when_it_ended_trips():
-    """Review 41g: A -> B, A cancelled with 0 filled, B live then cancelled with 0: the
-    room was free and C allowed into it, yet a fill of 290 naming A passed, judged within
-    A's own room: 580 held against a 300 limit, untripped."""
+@pytest.mark.parametrize("original_end", [None, "unsaid fills", 0.0])
+def test_a_fill_naming_the_original_after_its_replacement_ended_trips(original_end):
+    """Review 41g: A -> B, B live then cancelled with 0 filled: the room was free and C
+    allowed into it, yet a fill of 290 naming A passed, judged within A's own room: 580
+    held against a 300 limit, untripped. Review 41i: so it did with A's end unreported
+    (FIX gives one report for a replace), or said without filled_quantity; B's end took
+    the leaves its OPEN had stated as cut before A's fills."""
     engine = make_engine(equity=100_000)  # 30 % symbol limit = 300 units at 100
     _allowed(engine, order(290, client_order_id="A"))
     _allowed(engine, order(290, client_order_id="B", replaces="A"))
-    for coid, status, leaves in (("A", OrderStatus.CANCELLED, None),
-                                 ("B", OrderStatus.OPEN, 290.0),
-                                 ("B", OrderStatus.CANCELLED, None)):
-        engine.update_order(OrderUpdate(ACCOUNT, coid, status, leaves, 0.0))
+    if original_end is not None:
+        engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED, None,
+                                        original_end if original_end == 0.0 else None))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 290.0, 0.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 0.0))
     _allowed(engine, order(290, client_order_id="C"))
-    assert "the venue said it filled when it ended" in \
-        report_fill(engine, fill(290, client_order_id="A")).unchecked
+    assert report_fill(engine, fill(290, client_order_id="A")).unchecked
+
+
+def test_an_end_saying_what_an_order_filled_is_journaled_and_bounds_a_snapshots_fills():
+    """Review 41i: the drop copy's copy of A's cancel, with filled_quantity 0 after the
+    executor's without, changed memory (the bound on A's fills) but answered "changed
+    nothing", so it was not journaled and a restart let the fill pass; and a snapshot's
+    included_fills naming A beyond that bound were booked unjudged."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(290, client_order_id="A"))
+    _allowed(engine, order(290, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED))
+    assert engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED, None, 0.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 290.0, 0.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 0.0))
+    _allowed(engine, order(290, client_order_id="C"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(290)],
+                          [OpenOrder("C", STRATEGY, SYMBOL, Side.BUY, 290, 100)], T0,
+                          [IncludedFills("A", 290)])
+    assert report_fill(engine, fill(290, client_order_id="A")).unchecked
+
+
+@pytest.mark.parametrize("cleared_first", [False, True])
+@pytest.mark.parametrize("filled_quantity", [None, 0.0])
+def test_a_listing_of_the_original_after_the_venue_ended_its_replacement_revives_nothing(
+        cleared_first, filled_quantity):
+    """Review 41i: Z -> A (200) -> B (120), A's 100 crossing to B, B live with 20 then
+    expired; C allowed into the room; a snapshot read before the replace listed A with
+    100 left and revived it, and its fill of 100 passed: 400 against 300. B's end with
+    filled_quantity was not taken as the venue's (done_since), nor was the venue's end
+    after an operator had cleared B."""
+    engine = make_engine(equity=100_000)
+    for coid, quantity, before in (("Z", 10, ""), ("A", 200, "Z"), ("B", 120, "A")):
+        _allowed(engine, order(quantity, client_order_id=coid, replaces=before))
+    assert not report_fill(engine, fill(100, client_order_id="A")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 20.0, 0.0))
+    if cleared_first:
+        engine.clear_working_orders(ACCOUNT, ["B"])
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.EXPIRED, None,
+                                    filled_quantity))
+    _allowed(engine, order(200, client_order_id="C"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(100)],
+                          [OpenOrder("A", STRATEGY, SYMBOL, Side.BUY, 100, 100),
+                           OpenOrder("C", STRATEGY, SYMBOL, Side.BUY, 200, 100)], T0,
+                          [IncludedFills("A", 100)])
+    assert report_fill(engine, fill(100, client_order_id="A")).unchecked
 
 
 def test_a_listing_of_an_order_whose_replacement_an_operator_cleared_revives_it():
@@ -2274,13 +2322,16 @@ def test_a_listing_of_an_order_whose_replacement_an_operator_cleared_revives_it(
     assert engine.check(order(290), T0).reason is DecisionReason.SYMBOL_EXPOSURE
 
 
-def test_an_open_without_filled_quantity_reviving_a_left_out_order_cuts_nothing():
+def test_an_open_without_filled_quantity_reviving_a_left_out_order_releases_nothing():
     """Review 41g: an OPEN with no filled_quantity says nothing of fills not reported yet;
     reviving an order a snapshot left out, it cut what the order may fill to its leaves,
-    and the drop copy's honest fills tripped the account."""
+    and the drop copy's honest fills tripped the account. Review 41i: and it reserved its
+    leaves alone, so an order allowed beside those fills went past the limit."""
     engine = make_engine(equity=100_000)
-    _allowed(engine, order(100, client_order_id="A"))
+    _allowed(engine, order(290, client_order_id="A"))
     engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0)
-    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 70.0, None))
-    assert not report_fill(engine, fill(30, client_order_id="A")).unchecked
-    assert not report_fill(engine, fill(70, client_order_id="A")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 90.0, None))
+    assert _reserved(engine) == {"A": 290}
+    assert engine.check(order(200), T0).reason is DecisionReason.SYMBOL_EXPOSURE
+    assert not report_fill(engine, fill(200, client_order_id="A")).unchecked
+    assert not report_fill(engine, fill(90, client_order_id="A")).unchecked
