@@ -382,7 +382,11 @@ def apply_update(ledger: OrderLedger, update: OrderUpdate) -> bool:
         if update.status in ENDED:  # review 41i: the venue ended it (done_since), and
             record.venue_ended = True  # the leaves an OPEN stated before bound the fills
             if stated:  # before them, not this end's: with its whole cut, a fill naming
-                record.leaves_cut = cut  # the order it replaced passed in its own room
+                # the order it replaced passed in its own room; yet never below what the
+                # orders it replaced were said to have filled beyond those reported (review
+                # 41k: an executor's echoed OPEN stated no cut, and their late fills tripped)
+                record.leaves_cut = min(max(cut, ledger.said_owed_before(record)),
+                                        record.leaves_cut)
     elif update.status in ENDED:  # no word on fills: those said owed before stay reserved,
         record.cap_fills()  # and it may fill no more than them: its room is free now
         ledger.end_but_pending(record)

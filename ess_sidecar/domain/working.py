@@ -551,6 +551,12 @@ class OrderLedger:
             self._unreplace(successor)
         return self._unreplace(replacement)
 
+    def said_owed_before(self, record: OrderRecord) -> float:
+        """What the orders `record` replaced, up its chain, were said to have filled
+        (their updates' filled_quantity) beyond the fills reported under their ids."""
+        return sum(max(before.venue_filled - before.reported, 0.0)
+                   for before in self._chain_to(record) if before is not record)
+
     def _chain_to(self, record: OrderRecord) -> Iterator[OrderRecord]:
         """`record` and the orders it replaced, up its chain (as far as remembered)."""
         named: OrderRecord | None = record

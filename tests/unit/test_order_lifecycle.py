@@ -2335,3 +2335,18 @@ def test_an_open_without_filled_quantity_reviving_a_left_out_order_releases_noth
     assert engine.check(order(200), T0).reason is DecisionReason.SYMBOL_EXPOSURE
     assert not report_fill(engine, fill(200, client_order_id="A")).unchecked
     assert not report_fill(engine, fill(90, client_order_id="A")).unchecked
+
+
+def test_an_echoed_open_of_a_replacement_keeps_room_for_the_fills_its_original_was_said_to_have():
+    """Review 41k: A (1) -> B (15), the executor echoing B's request as an OPEN (leaves 15,
+    no cut); the venue had filled A 0.75 before the replace, said by A's cancel; B's
+    cancel kept the echo's cut of 0, and the drop copy's late fill of A tripped."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(1, client_order_id="A"))
+    _allowed(engine, order(15, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 15.0, 0.0))
+    assert not report_fill(engine, fill(0.25, client_order_id="A")).unchecked
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED, None, 0.75))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 0.0))
+    assert not report_fill(engine, fill(0.5, client_order_id="A")).unchecked
+    assert report_fill(engine, fill(0.5, client_order_id="A")).unchecked  # past 0.75
