@@ -552,10 +552,18 @@ class OrderLedger:
         return self._unreplace(replacement)
 
     def said_owed_before(self, record: OrderRecord) -> float:
-        """What the orders `record` replaced, up its chain, were said to have filled
-        (their updates' filled_quantity) beyond the fills reported under their ids."""
-        return sum(max(before.venue_filled - before.reported, 0.0)
-                   for before in self._chain_to(record) if before is not record)
+        """What the orders `record` replaced were said to have filled (their updates'
+        filled_quantity) beyond the fills reported under their ids: up its chain to the
+        first whose leaves were stated, whose own cut explains the late fills of those
+        before it (`stated_after`; review 41l: counted again here, the spare cut let a
+        fill naming a middle order pass after its room had gone to another order)."""
+        owed = 0.0
+        for before in self._chain_to(record):
+            if before is not record:
+                owed += max(before.venue_filled - before.reported, 0.0)
+                if before.leaves_stated:
+                    break
+        return owed
 
     def _chain_to(self, record: OrderRecord) -> Iterator[OrderRecord]:
         """`record` and the orders it replaced, up its chain (as far as remembered)."""

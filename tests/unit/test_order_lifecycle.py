@@ -2350,3 +2350,22 @@ def test_an_echoed_open_of_a_replacement_keeps_room_for_the_fills_its_original_w
     engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.CANCELLED, None, 0.0))
     assert not report_fill(engine, fill(0.5, client_order_id="A")).unchecked
     assert report_fill(engine, fill(0.5, client_order_id="A")).unchecked  # past 0.75
+
+
+def test_a_replacements_end_keeps_no_spare_cut_for_fills_an_earlier_cut_explains():
+    """Review 41l: A -> B -> C, A said to have filled 50 (unreported), B's OPEN stating its
+    real leaves (its cut explains A's 50), C echoed and cancelled: C's end also kept A's
+    50 as its cut, so after D took the freed room and A's 50 came, a fill of 50 naming B
+    passed in B's own room: 350 against the 300 limit, untripped."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(100, client_order_id="A"))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.CANCELLED, None, 50.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 50.0, 0.0))
+    _allowed(engine, order(100, client_order_id="C", replaces="B"))
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.OPEN, 100.0, 0.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.CANCELLED, None, 0.0))
+    _allowed(engine, order(250, client_order_id="D"))
+    assert not report_fill(engine, fill(250, client_order_id="D")).unchecked
+    assert not report_fill(engine, fill(50, client_order_id="A")).unchecked
+    assert report_fill(engine, fill(50, client_order_id="B")).unchecked
