@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .adapters.storage.journal import journal_path
 from .domain.errors import InvalidConfig
 from .bootstrap import open_alerts, open_credentials, open_principals
 from .settings import Settings, load_settings
@@ -145,7 +146,6 @@ def _check_store_path(path: str) -> None:
     starts failed closed on one that cannot (every order denied), which a check before a
     deploy should catch (review 40j: a directory and /dev/null passed). Raises
     InvalidConfig naming store.path."""
-    from .adapters.storage.journal import journal_path  # noqa: PLC0415
     for file in (Path(path), Path(journal_path(path))):
         if file.exists() or file.is_symlink():
             if not file.is_file():

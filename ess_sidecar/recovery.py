@@ -7,8 +7,8 @@ upgrade from a sidecar without a journal, a crash between the store's COMMIT and
 journal's record, a record that failed after its write, or entries lost with a power
 cut), the store's later transitions are applied (its latched state as it is, if the
 history since was pruned), their breakers count as holding until fresh evidence clears
-them, and they are journaled (Restored) so that the next start finds the same. Any other disagreement is
-damage, and raises StoreDamaged.
+them, and they are journaled (Restored) so that the next start finds the same. Any other
+disagreement is damage, and raises StoreDamaged.
 """
 
 from __future__ import annotations
