@@ -2369,3 +2369,19 @@ def test_a_replacements_end_keeps_no_spare_cut_for_fills_an_earlier_cut_explains
     assert not report_fill(engine, fill(250, client_order_id="D")).unchecked
     assert not report_fill(engine, fill(50, client_order_id="A")).unchecked
     assert report_fill(engine, fill(50, client_order_id="B")).unchecked
+
+
+def test_an_open_of_a_replacement_says_the_replace_is_done_and_the_original_may_not_fill_past_it():
+    """The contract of ORDER_STATUS_OPEN for a replacement (stop 42): it is the venue's word
+    that the replace is done, so the original's leaves beyond the replacement's are free for
+    other orders. An executor that echoes its replace request as OPEN before the venue took
+    it frees room the original may still fill: the original's fill beyond the replacement's
+    room then trips the account, never passes."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(290, client_order_id="A"))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    assert _reserved(engine) == {"B": 290}
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 100.0, 0.0))
+    assert _reserved(engine) == {"B": 100}
+    _allowed(engine, order(190, client_order_id="C"))
+    assert report_fill(engine, fill(290, client_order_id="A")).unchecked

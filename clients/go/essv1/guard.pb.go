@@ -637,7 +637,8 @@ func (Cause) EnumDescriptor() ([]byte, []int) {
 	return file_ess_v1_guard_proto_rawDescGZIP(), []int{8}
 }
 
-// What the venue said of a working order.
+// What the venue said of a working order: report one once the venue has said it (its
+// execution report), never the executor's own request echoed back before then.
 type OrderStatus int32
 
 const (
@@ -646,6 +647,11 @@ const (
 	OrderStatus_ORDER_STATUS_REJECTED    OrderStatus = 2
 	OrderStatus_ORDER_STATUS_EXPIRED     OrderStatus = 3
 	// Still working, with remaining_quantity left; a reservation only ever shrinks this way.
+	// For a replacement it is the venue's word that the replace is done (FIX ExecType
+	// Replaced): the order it replaced has ended, and its leaves beyond the replacement's are
+	// free for other orders. Sent while the replace is still on its way (an echo), it frees
+	// room the original may still fill: a fill of the original beyond the replacement's room
+	// then trips the account.
 	OrderStatus_ORDER_STATUS_OPEN OrderStatus = 4
 )
 

@@ -2117,7 +2117,8 @@ export const CauseSchema: GenEnum<Cause> = /*@__PURE__*/
   enumDesc(file_ess_v1_guard, 8);
 
 /**
- * What the venue said of a working order.
+ * What the venue said of a working order: report one once the venue has said it (its
+ * execution report), never the executor's own request echoed back before then.
  *
  * @generated from enum ess.v1.OrderStatus
  */
@@ -2144,6 +2145,11 @@ export enum OrderStatus {
 
   /**
    * Still working, with remaining_quantity left; a reservation only ever shrinks this way.
+   * For a replacement it is the venue's word that the replace is done (FIX ExecType
+   * Replaced): the order it replaced has ended, and its leaves beyond the replacement's are
+   * free for other orders. Sent while the replace is still on its way (an echo), it frees
+   * room the original may still fill: a fill of the original beyond the replacement's room
+   * then trips the account.
    *
    * @generated from enum value: ORDER_STATUS_OPEN = 4;
    */
