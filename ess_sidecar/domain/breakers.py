@@ -153,7 +153,8 @@ class _Meters:
 
     levels: dict[Slot, float] = field(default_factory=dict)
     breaches: dict[Slot, int] = field(default_factory=dict)
-    events: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    # Per event breaker: (first report, latest report, count) of each slot of its window.
+    events: dict[str, deque[tuple[float, float, int]]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     losses: int = 0
     peak_equity: float = 0.0
@@ -378,12 +379,15 @@ class Breakers:
         rule = self._settings.rule(scope, name)
         window = meters.events.setdefault(name, deque())
         if window and now - window[-1][0] < rule.window_s / EVENT_SLOTS:
-            # One slot for the reports within a 1/EVENT_SLOTS of the window, kept as long
-            # as the latest of them: never fewer in the window than came, and a window's
-            # memory bounded (review 41d: an entry per report, for up to a year)
-            window[-1] = (max(now, window[-1][0]), window[-1][1] + count)
+            # One slot for the reports within 1/EVENT_SLOTS of the window from the first
+            # of them, kept as long as the latest: never fewer in the window than came,
+            # none held more than a slot longer, and a window's memory bounded (review
+            # 41d: an entry per report, for up to a year; review 42b: a slot reaching from
+            # its latest report took a steady stream in whole, for good, and tripped it)
+            first, latest, counted = window[-1]
+            window[-1] = (first, max(now, latest), counted + count)
         else:
-            window.append((now, count))
+            window.append((now, now, count))
         meters.totals[name] = meters.totals.get(name, 0) + count
         total = self._prune(meters, name, rule, now)
         if not rule.enabled or total < rule.threshold:
@@ -409,6 +413,6 @@ class Breakers:
     @staticmethod
     def _prune(meters: _Meters, name: str, rule: BreakerRule, now: float) -> int:
         window = meters.events.get(name)
-        while window and window[0][0] <= now - rule.window_s:
-            meters.totals[name] -= window.popleft()[1]
+        while window and window[0][1] <= now - rule.window_s:
+            meters.totals[name] -= window.popleft()[2]
         return meters.totals.get(name, 0)

@@ -308,7 +308,22 @@ def test_an_event_window_keeps_bounded_memory_and_never_counts_fewer_than_came(e
         engine.breakers.record(scope, M.STOP_LOSS_HIT, 1, T0 + i * 0.001)
     window = engine.breakers._meters[scope].events["stop_loss_hits"]  # noqa: SLF001
     assert len(window) <= EVENT_SLOTS + 1
-    assert sum(count for _, count in window) == 20_000
+    assert sum(count for *_, count in window) == 20_000
     last = T0 + 19_999 * 0.001
     assert "stop_loss_hits" in engine.breakers.holding(scope, last + 3599)  # its hour
     assert "stop_loss_hits" not in engine.breakers.holding(scope, last + 3600.5)
+
+
+def test_a_steady_rate_below_an_event_breakers_threshold_never_trips_it():
+    """Review 42b: a report within a slot of the window's last entry joined it and moved
+    its time to the report's, so a steady stream (1,500 a minute, threshold 2,000) was
+    one entry that never aged out: tripped after 80 s, and a reset refused while the
+    stream went on. A slot spans 1/1024 of the window from its first report."""
+    engine = make_engine(overrides={strategy(): {"api_errors": BreakerRule(2000,
+                                                                            window_s=60)}})
+    for i in range(7_500):  # five minutes, one every 40 ms
+        now = T0 + i * 0.04
+        assert not engine.breakers.record(strategy(), Metric.API_ERROR, 1, now), now
+    counted = {r.breaker: r.value for r in engine.breakers.readings(now)}["api_errors"]
+    assert 1_500 <= counted <= 1_502  # the last minute's, and at most a slot more
+    assert "api_errors" not in engine.breakers.holding(strategy(), now)
