@@ -189,6 +189,7 @@ class Guard(GuardReadings):
 
     def report_metric_steps(self, scope: Scope, metric: Metric, value: float,
                             actor: str = SYSTEM_ACTOR) -> Steps[Outcome]:
+        self._recordable()
         now = self._clock.now()
         if metric is Metric.DATA_FEED_TICK and self.engine.breakers.overdue(scope, now):
             yield from self._owed_timers(now)  # a tick after its window must not clear it
@@ -209,6 +210,7 @@ class Guard(GuardReadings):
         durably, before this returns. That trip is written on the event loop: the fill
         changed the book before it, and a check answered while it was written would be
         journaled before the fill, and replayed in another order than it happened."""
+        self._recordable()
         now = self._clock.now()
         plan, outcome = self.engine.plan_fill(fill, now, actor)
         account = Scope(ScopeKind.ACCOUNT, fill.account)  # canonical: plan_fill checked it
@@ -232,6 +234,7 @@ class Guard(GuardReadings):
         return FillReport(outcome, state)
 
     def report_order_update(self, update: OrderUpdate) -> bool:
+        self._recordable()
         changed = self.engine.update_order(update)
         if changed:
             self._record(OrderUpdated(update, self._clock.now()))
@@ -269,6 +272,7 @@ class Guard(GuardReadings):
     def sync_positions(self, account: str, equity: float, positions: list[PositionSnapshot],
                        open_orders: list[OpenOrder] | None = None,
                        included: list[IncludedFills] | None = None) -> int:
+        self._recordable()
         now = self._clock.now()
         listed = len(open_orders or ())
         if open_orders:
@@ -289,6 +293,7 @@ class Guard(GuardReadings):
     def clear_working_orders(self, account: str, client_order_ids: list[str], reason: str,
                              actor: str) -> int:
         """An operator ends working orders by hand; logged with who and why."""
+        self._recordable()
         self.engine.check_list_length("client_order_ids", len(client_order_ids))
         check_text(reason, "reason", required=True)
         cleared = self.engine.clear_working_orders(account, client_order_ids)
@@ -311,6 +316,7 @@ class Guard(GuardReadings):
                         deregister: bool = False, caller: Principal | None = None
                         ) -> Steps[Outcome]:
         """A beat or a deregistration by `caller` (None: authentication is off)."""
+        self._recordable()
         now = self._clock.now()
         if self.engine.heartbeats.overdue(executor_id, scope, now):
             yield from self._owed_timers(now)
@@ -368,6 +374,8 @@ class Guard(GuardReadings):
         """Lift the named latches of a scope (none named: all of them); refused if the
         scope is no longer at expected_version (0: any). `credential`: which of the
         actor's credentials it came with (Principal.credential)."""
+        if self._journal.failed:  # nothing but a restart lets a reset be recorded
+            raise ResetRefused(JOURNAL_FAILED)
         now = self._clock.now()
         latches = tuple(latches)
         # Review 34: a request whose requester was revoked since (its line removed from the
@@ -894,7 +902,7 @@ class Guard(GuardReadings):
         end (recovery.reconcile)."""
         try:
             if self._journal.failed:  # a sync with nothing new would pass (review 40i: a
-                raise StoreUnavailable("the journal refuses records since it failed")  # trip
+                raise StoreUnavailable(JOURNAL_FAILED)  # trip
             self._journal.sync()  # stored unrecorded left memory behind the store)
         except StoreUnavailable as error:
             if stop:  # stored, then failed as the journal did: the caller is told. Nothing
@@ -914,8 +922,17 @@ class Guard(GuardReadings):
         except StoreUnavailable as error:
             if holds:
                 self._failed(error, holds)
-            self.fail_closed(f"journal write failed: {error}")
+            self.fail_closed(f"journal write failed: {error}; {JOURNAL_FAILED}")
             raise
+
+    def _recordable(self) -> None:
+        """Refuse a report once the journal has failed: memory may hold what it could not
+        record, and a report answered from it (a fill already applied: `duplicate`; an
+        update that changes nothing more) would acknowledge what a restart forgets (review
+        42a: a fill retried after its record failed was answered `duplicate`, and after the
+        restart the order's overfill passed untripped). Stops go on: they are stored."""
+        if self._journal.failed:
+            raise StoreUnavailable(JOURNAL_FAILED)
 
     def _durably(self, write: Callable[[], None],
                  transitions: Sequence[Transition] = ()) -> None:
@@ -948,6 +965,11 @@ class Guard(GuardReadings):
         tripped = any(t.scope == scope and t.state in (State.TRIPPED, State.REDUCE_ONLY)
                       for t in transitions)
         return Outcome(self.engine.state_of(scope), self.engine.version, tripped)
+
+
+JOURNAL_FAILED = "the journal refuses records since it failed: reports and resets are" \
+    " refused until the sidecar restarts (free the disk or fix the file system first;" \
+    " stored trips are kept, and what was refused must be sent again after the restart)"
 
 
 def transition_fields(t: Transition) -> dict[str, object]:

@@ -876,7 +876,8 @@ class GuardEngine:
         it: `stored_unapplied`), so a retry plans the trip again, and stores it. Each
         latch's is kept, the strictest held (review 41a: a second trip took the first's
         place). A latch the scope holds durably already is not lost. Returns the trips
-        lost."""
+        newly lost, or stricter than the one their latch had lost (review 42a: a timer
+        retrying a trip on a full disk logged it again every run)."""
         lost = []
         for transition in list(transitions):
             scope, current = transition.scope, self._current.get(transition.scope)
@@ -892,7 +893,8 @@ class GuardEngine:
                     trips[name] = transition
                 self._held[scope.kind][scope.id] = self._strictest_lost(scope)
                 self._holding = True
-                lost.append(transition)
+                if known is None or SEVERITY[transition.state] > SEVERITY[known.state]:
+                    lost.append(transition)
         return lost
 
     def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:

@@ -518,6 +518,42 @@ def test_a_trip_after_the_journal_failed_leaves_no_stop_refused(tmp_path: Path) 
     second.store.close()
 
 
+def test_reports_after_the_journal_failed_are_refused_not_answered_from_memory(
+        tmp_path: Path) -> None:
+    """Review 42a (a real full disk): a fill whose record failed was in memory, so its
+    retry was answered `duplicate` and the executor stopped resending it; the restart
+    forgot it, and the order's overfill passed untripped. Once the journal has failed,
+    every report and reset is refused until the restart, and a stop is still stored."""
+    start = _starter(tmp_path)
+    first = start()
+    order = Order("acc-1", "momo", "AAPL", Side.BUY, 10.0, 100.0, False, "w-1", "")
+    assert first.guard.check(order).allowed
+    read_only = os.open(tmp_path / "ess.db.journal", os.O_RDONLY)
+    os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
+    fill = Fill("acc-1", "momo", "AAPL", Side.BUY, 10.0, 100.0, "w-1", "F-1")
+    with pytest.raises(StoreUnavailable):
+        first.guard.report_fill(fill)
+    with pytest.raises(StoreUnavailable, match="until the sidecar restarts"):
+        first.guard.report_fill(fill)  # not `duplicate`: nothing recorded it
+    with pytest.raises(StoreUnavailable, match="until the sidecar restarts"):
+        first.guard.report_order_update(OrderUpdate("acc-1", "w-1", OrderStatus.CANCELLED,
+                                                    None, 10.0))
+    with pytest.raises(ResetRefused, match="until the sidecar restarts"):
+        first.guard.reset(GLOBAL, "disk freed", True, "op")
+    stop = Trigger(ACCOUNT, TriggerMode.HALT, "desk halt", TriggerReason.USER_INITIATED, (),
+                   "op")
+    assert first.guard.trigger(stop).tripped
+    first.store.close()
+    os.close(read_only)
+    second = start()
+    assert second.guard.engine.state_of(ACCOUNT) is State.TRIPPED
+    assert not second.guard.report_fill(fill).fill.duplicate  # resent, and booked now
+    overfill = Fill("acc-1", "momo", "AAPL", Side.BUY, 5.0, 100.0, "w-1", "F-2")
+    assert second.guard.report_fill(overfill).fill.unchecked
+    second.journal.close()
+    second.store.close()
+
+
 def test_a_stop_after_a_trip_stored_unrecorded_keeps_that_trip_in_the_store(
         tmp_path: Path) -> None:
     """Review 41a: a corrupt feed's HALT was stored and its record failed; a REDUCE_ONLY
@@ -558,8 +594,9 @@ def test_a_reset_naming_the_version_before_a_renewal_stored_unrecorded_is_refuse
     os.dup2(read_only, first.journal._fd)  # every write to the journal fails from here
     with pytest.raises(StoreUnavailable):  # stored, its record refused
         first.guard.trigger(stop)
-    with pytest.raises(ResetRefused, match="changed in the state file"):
-        first.guard.reset(ACCOUNT, "reviewed", force=True, actor="op", expected_version=seen)
+    with pytest.raises(ResetRefused, match="until the sidecar restarts"):  # review 42a:
+        first.guard.reset(ACCOUNT, "reviewed", force=True, actor="op",  # no reset lands
+                          expected_version=seen)  # once the journal failed
     first.store.close()
     os.close(read_only)
     second = start()

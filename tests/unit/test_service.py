@@ -368,6 +368,24 @@ def test_a_drills_trip_whose_write_failed_is_lifted_by_a_reset(stopped_after: bo
                              client_order_id="after")).allowed
 
 
+def test_a_lost_trip_is_logged_once_however_often_its_retry_fails(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 42a: on a full disk, each timer run retried a lost heartbeat's trip and
+    logged it again (ten lines a second per scope, filling the logs' disk too). Logged
+    when it is first lost, or lost stricter."""
+    guard, store = make_guard()
+    stray = Fill("acc-1", "momo", "AAPL", Side.BUY, 5, 100, "never-checked", "x-1")
+    for _ in range(3):
+        store.fail_next_append = True
+        with pytest.raises(StoreUnavailable):
+            guard.report_fill(stray)  # the retry plans the trip again
+    assert [r.getMessage() for r in caplog.records].count(
+        "trip not stored: it denies checks until it is (the retry of what tripped it stores"
+        " it) or the sidecar restarts") == 1
+    assert guard.report_fill(stray).fill.unchecked  # stored at last
+    assert [t.breaker for t in store.load().current] == ["unchecked_order"]
+
+
 def test_a_trip_the_scope_holds_durably_already_is_not_lost() -> None:
     """Review 22: a Trigger of a scope an operator had halted, whose write failed, was held
     as lost; a reset then answered ARMED while checks were still denied."""
