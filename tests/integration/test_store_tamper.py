@@ -815,3 +815,33 @@ def test_every_history_reloads_and_any_edited_event_in_it_is_found(batches, keep
         edited = kept[pick % len(kept)]
         edit(path, f"UPDATE events SET actor = 'mallory' WHERE version = {edited}")
         assert f"event {edited} does not match its hash chain" in refusal(path, keep)
+
+
+FIRST_START_CUT_SHORT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))  # room for the seal, not a page
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
+try:
+    SqliteStateStore(sys.argv[1]).load()
+except Exception as error:
+    print(error)
+"""
+
+
+def test_a_first_start_that_could_not_write_its_file_is_named_as_such(path):
+    """Review 42a, on a real full disk: a first start wrote the new store's seal, then not
+    even the file's header, and every later start called the empty file truncated. It is
+    still refused (a truncated store looks the same), saying what it may be; and SQLite's
+    "disk I/O error" comes with the space left (a file-size limit here, so plenty)."""
+    child = subprocess.run([sys.executable, "-c", FIRST_START_CUT_SHORT, str(path)],
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert re.fullmatch(r"state store .* cannot open: disk I/O error \(its file system has"
+                        r" \d+ bytes free\)\n", child.stdout), child.stdout + child.stderr
+    assert path.stat().st_size == 0
+    with pytest.raises(StoreUnavailable, match=r"is empty \(0 bytes\) and its seal .* is a"
+                       " new store's: a first start that could not write it"):
+        loaded(path)
+    path.unlink()
+    path.with_name("ess.db.seal").unlink()
+    assert loaded(path).version == 0  # as the refusal says: a new store

@@ -619,13 +619,17 @@ class SqliteStateStore(StateStore):
         self._lock()
         try:
             if self.path.stat().st_size == 0:
-                # A fresh store is never left empty (the first PRAGMA below writes the
-                # header), so an empty file is a truncated one: adopting it as new would
-                # forget every latched trip.
-                raise StoreUnavailable(
-                    f"state store {self.path} is empty (0 bytes): it may have been truncated;"
-                    f" restore it, or delete it and {self.seal.path} to start with no"
-                    " latched state")
+                # A fresh store is never left empty by a start that succeeded (the first
+                # PRAGMA below writes the header), so an empty file is a truncated one, or
+                # a first start's that failed: adopting it as new could forget every
+                # latched trip.
+                raise StoreUnavailable(f"state store {self.path} is empty (0 bytes)" + (
+                    f" and its seal {self.seal.path} is a new store's: a first start that"
+                    " could not write it (a full disk? review 42a)? If no sidecar served"
+                    " with it, delete both to start with no latched state; else restore it"
+                    " from a backup" if self._sealed_fresh() else
+                    ": it may have been truncated; restore it, or delete it and"
+                    f" {self.seal.path} to start with no latched state"))
         except FileNotFoundError:
             self._refuse_a_lost_file()  # or a first run: a new store is created,
             # sealed first, so that a state file without its seal is never a legitimate
@@ -911,7 +915,14 @@ class SqliteStateStore(StateStore):
             conn.execute(PRUNE, (last,))
 
     def _unavailable(self, what: str, error: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"state store {self.path} {what}: {error}")
+        """With the space its file system has left: SQLite says "disk I/O error" for a
+        full disk and for a file-size limit alike (review 42a)."""
+        try:
+            room = os.statvfs(self.path.parent)
+        except OSError:
+            return StoreUnavailable(f"state store {self.path} {what}: {error}")
+        return StoreUnavailable(f"state store {self.path} {what}: {error} (its file system"
+                                f" has {room.f_bavail * room.f_frsize} bytes free)")
 
 
 CANONICAL = json.JSONEncoder(separators=(",", ":"))  # one encoder: load() runs it per event
