@@ -224,11 +224,11 @@ class Guard(GuardReadings):
         if books or outcome.renewal:
             self._record(FillReported(fill, now, books, outcome.renewal, outcome.untripped),
                          holds=plan.transitions)
-        transitions = yield from self._commit(plan, None, on_loop=True)
-        state = self._outcome(account, transitions)
-        if outcome.unchecked:
+        if outcome.unchecked:  # before its trip is stored: logged if that fails too
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
                                                  "reason": outcome.unchecked})
+        transitions = yield from self._commit(plan, None, on_loop=True)
+        state = self._outcome(account, transitions)
         if outcome.refused:
             raise InvalidArgument("quantity", outcome.refused)
         return FillReport(outcome, state)
@@ -374,7 +374,7 @@ class Guard(GuardReadings):
         """Lift the named latches of a scope (none named: all of them); refused if the
         scope is no longer at expected_version (0: any). `credential`: which of the
         actor's credentials it came with (Principal.credential)."""
-        if self._journal.failed:  # nothing but a restart lets a reset be recorded
+        if self._journal_failed():  # nothing but a restart lets a reset be recorded
             raise ResetRefused(JOURNAL_FAILED)
         now = self._clock.now()
         latches = tuple(latches)
@@ -413,7 +413,9 @@ class Guard(GuardReadings):
 
     def timers_steps(self) -> Steps[list[Transition]]:
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
-        by `Timers` (timers.py), whatever transport serves the guard."""
+        by `Timers` (timers.py), whatever transport serves the guard. A journal that
+        failed unasked (its syncer stalled or dead) fails closed here, traffic or not."""
+        self._journal_failed()
         now = self._clock.now()
         if self.engine.expire(now) or (now - self._clock_marked >= CLOCK_MARK_S
                                        and self.engine.awaits_deadline(now)):
@@ -931,8 +933,17 @@ class Guard(GuardReadings):
         update that changes nothing more) would acknowledge what a restart forgets (review
         42a: a fill retried after its record failed was answered `duplicate`, and after the
         restart the order's overfill passed untripped). Stops go on: they are stored."""
-        if self._journal.failed:
+        if self._journal_failed():
             raise StoreUnavailable(JOURNAL_FAILED)
+
+    def _journal_failed(self) -> bool:
+        """Whether the journal has failed, failing closed if so: it fails unasked too, its
+        syncer stalled or dead (review 42d: reports refused left the sidecar ARMED, and
+        an unchecked fill tripped nothing)."""
+        if self._journal.failed:
+            self.fail_closed(f"journal failed: {JOURNAL_FAILED}")
+            return True
+        return False
 
     def _durably(self, write: Callable[[], None],
                  transitions: Sequence[Transition] = ()) -> None:

@@ -69,6 +69,7 @@ class GuardConfig:
 # Durations (windows, cooldowns, delays) are at most a year: more is a mistake, and would
 # overflow the timestamps and milliseconds the contract carries them in.
 MAX_DURATION_S = 366 * 86_400.0
+MIN_WINDOW_S = 0.001  # a breaker's window: a clock reading resolves it
 # A threshold beyond this can never be reached: it would turn its breaker off unseen.
 MAX_THRESHOLD = 1e12
 # Samples in a row a breaker may ask for: beyond this it would never fire in practice (and
@@ -120,6 +121,10 @@ def _validate_rules(prefix: str, rules: Mapping[str, BreakerRule],
                                 f" as 0, 1 or 2, so {rule.threshold:g} is never reached")
         # Ignored by the other breakers, but shown by GetState: never a value it cannot show.
         _duration(f"{prefix}.{name}.window_s", rule.window_s, zero=name not in WINDOWED)
+        if name in WINDOWED and rule.window_s < MIN_WINDOW_S:  # review 42d: below ~1e-7 s,
+            raise InvalidConfig(f"{prefix}.{name}.window_s",  # now - window_s == now, and
+                                f"must be at least {MIN_WINDOW_S:g} s, got"  # a report
+                                f" {rule.window_s!r}")  # left the window as it came
         if not 1 <= rule.consecutive <= MAX_CONSECUTIVE:
             raise InvalidConfig(f"{prefix}.{name}.consecutive",
                                 f"must be from 1 to {MAX_CONSECUTIVE:,}, got {rule.consecutive}")

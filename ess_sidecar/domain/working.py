@@ -623,6 +623,11 @@ class OrderLedger:
 
     def _unreplace(self, replacement: OrderRecord) -> bool:
         crossed = max(replacement.filled - replacement.reported, 0.0)
+        # Confirmed, its room was all the chain held since: the original's leaves beyond
+        # it were free for other orders (review 42d: an executor's echoed OPEN, then the
+        # venue's rejection, and an order allowed into them; both filled, untripped).
+        held = min(replacement.quantity, replacement.cap) - replacement.filled \
+            if replacement.confirmed else INFINITY
         if replacement.working:
             self.end(replacement)
         replacement.leaves_given_up = 0.0  # it never lived: one replacing it gives nothing back
@@ -666,6 +671,9 @@ class OrderLedger:
         if original.cleared_owed:  # the operator freed its owed fills' room, not its
             original.cleared_owed, original.pending = False, 0.0  # leaves (review 30)
             original.cap = max(original.filled, original.reported) + leaves
+        if held < leaves:  # they come back reserved; a fill into them trips
+            original.cap = min(original.cap, max(original.filled, original.reported)
+                               + original.owed + max(held, 0.0))
         if original.working:  # it works for fills it is owed: its leaves come back too
             if leaves > 0.0:
                 original.owed_only = False

@@ -65,6 +65,9 @@ def test_scope_override_is_checked_against_the_defaults_it_overrides():
     ({"api_errors": {"window_s": 0}}, "breakers.api_errors.window_s"),
     ({"failed_trades": {"window_s": -60}}, "breakers.failed_trades.window_s"),
     ({"data_feed_stale": {"window_s": math.nan}}, "breakers.data_feed_stale.window_s"),
+    # Review 42d: a report left a window this short as it came (now - window_s == now).
+    ({"api_errors": {"window_s": 1e-7}}, "breakers.api_errors.window_s"),
+    ({"data_feed_stale": {"window_s": 0.0009}}, "breakers.data_feed_stale.window_s"),
     ({"daily_drawdown_pct": {"consecutive": 0}}, "breakers.daily_drawdown_pct.consecutive"),
     # Values GetState could not show, or a breaker that could never fire:
     ({"daily_drawdown_pct": {"window_s": -5}}, "breakers.daily_drawdown_pct.window_s"),

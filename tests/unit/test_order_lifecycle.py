@@ -2385,3 +2385,30 @@ def test_an_open_of_a_replacement_says_the_replace_is_done_and_the_original_may_
     assert _reserved(engine) == {"B": 100}
     _allowed(engine, order(190, client_order_id="C"))
     assert report_fill(engine, fill(290, client_order_id="A")).unchecked
+
+
+def test_a_rejection_after_an_echoed_open_gives_the_original_its_leaves_reserved_not_filled():
+    """Review 42d: B replacing A was echoed OPEN (the replace's room let C in), then the
+    venue rejected B; A came back with its 290 leaves beside C's 190, and both filled,
+    untripped, past the 30 % limit. The leaves beyond the room B held come back reserved,
+    and a fill of A into them trips, as a fill of A would have before the rejection."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(290, client_order_id="A"))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 100.0, 0.0))
+    _allowed(engine, order(190, client_order_id="C"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED))
+    assert _reserved(engine) == {"A": 290, "C": 190}
+    assert not report_fill(engine, fill(100, client_order_id="A")).unchecked
+    assert report_fill(engine, fill(1, client_order_id="A")).unchecked
+
+
+def test_a_rejection_of_an_unconfirmed_replacement_lets_the_original_fill_its_leaves():
+    """The same without the OPEN: the room B held covered A's leaves (its crossing), so A,
+    working again, may fill them all."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(290, client_order_id="A"))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED))
+    assert _reserved(engine) == {"A": 290}
+    assert not report_fill(engine, fill(290, client_order_id="A")).unchecked

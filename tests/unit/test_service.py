@@ -386,6 +386,41 @@ def test_a_lost_trip_is_logged_once_however_often_its_retry_fails(
     assert [t.breaker for t in store.load().current] == ["unchecked_order"]
 
 
+def test_a_journal_failed_unasked_fails_closed_at_the_next_report_or_timer_run() -> None:
+    """Review 42d: a journal whose syncer stalled or died is failed without any record
+    failing; reports were refused from then on, but nothing failed closed: the sidecar
+    showed ARMED, with no alert, and an unchecked fill tripped nothing."""
+    class Stalled(NoJournal):
+        failed = False
+
+    for first in ("report", "timers"):
+        journal = Stalled()
+        guard = Guard(GuardEngine(GuardConfig()), InMemoryStateStore(), FakeClock(),
+                      Subscribers(16), journal=journal)
+        journal.failed = True  # its syncer stalled: no record was asked for
+        if first == "report":
+            with pytest.raises(StoreUnavailable, match="until the sidecar restarts"):
+                guard.report_metric(MOMO, Metric.API_ERROR, 1)
+        else:
+            guard.run_timers()
+        assert guard.engine.state_of(GLOBAL) is State.TRIPPED, first
+        assert "journal failed" in guard.engine.current(GLOBAL).reason
+
+
+def test_each_unchecked_fill_is_logged_though_its_trip_is_not_stored(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 42d: the warning came after the trip's write, so a second unchecked fill
+    whose trip failed to store (its latch lost already) left no line at all."""
+    guard, store = make_guard()
+    for fill_id, quantity in (("x-1", 5), ("x-2", 500)):
+        store.fail_next_append = True
+        with pytest.raises(StoreUnavailable):
+            guard.report_fill(Fill("acc-1", "momo", "AAPL", Side.BUY, quantity, 100,
+                                   f"never-{fill_id}", fill_id))
+    said = [r.reason for r in caplog.records if r.getMessage() == "unchecked fill"]
+    assert len(said) == 2 and "never-x-2" in said[1]
+
+
 def test_a_trip_the_scope_holds_durably_already_is_not_lost() -> None:
     """Review 22: a Trigger of a scope an operator had halted, whose write failed, was held
     as lost; a reset then answered ARMED while checks were still denied."""
