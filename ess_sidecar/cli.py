@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reseal":
             overrides = {"store": {"path": args.state}} if args.state else {}
             return _reseal(load_settings(args.config, **overrides))
+        # From here on a hangup is ignored (serve says so once it serves): during start-up
+        # it ended the process, unsaid (review 42f; a long journal replay is a long window)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         settings = load_settings(args.config, **_flag_overrides(args))
         settings.check_serves()
     except InvalidConfig as error:

@@ -634,6 +634,10 @@ def _rules(prefix: str, given: dict[str, BreakerSettingsModel],
             raise InvalidConfig(f"{prefix}.{name}.window_s", "this breaker has no window"
                                 f" (those with one: {', '.join(sorted(WINDOWED))})")
         rules[name] = model.over(base[name])
+        if not rules[name].enabled and model.given() and model.enabled is None:
+            raise InvalidConfig(f"{prefix}.{name}", "sets a breaker that stays off (it is"  # 42f
+                                " disabled where it is not set here): add enabled = true,"
+                                " or enabled = false to keep it off")
     return rules
 
 
@@ -647,6 +651,12 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
             raise InvalidConfig("--config", f"no such file: {path}")
     except OSError as error:  # review 37d: a directory that cannot be read, a traceback
         raise InvalidConfig("--config", f"cannot be read: {error}") from None
+
+    for section, key in SECURITY_KEYS:  # review 42f: "" from a flag turned off what an
+        if overrides.get(section, {}).get(key) == "":  # ESS_* variable turned on
+            raise InvalidConfig(f"{section}.{key}", "a flag given \"\" would turn"
+                                " authentication or TLS off whatever the file or an"
+                                f" {ENV_PREFIX}* variable sets: leave the flag out")
 
     class FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path)
@@ -675,8 +685,9 @@ def load_settings(path: str | pathlib.Path | None = None, **overrides: Any) -> S
 
 def _refuse_emptied(path: str | pathlib.Path | None, settings: Settings) -> None:
     """InvalidConfig if the file turns authentication or TLS on and an override (an ESS_*
-    section given as JSON, a flag given "") empties it (review 36t: `ESS_AUTH='{"tokens_file":
-    ""}'` and `--tokens-file ""` turned the file's authentication off, check-config OK)."""
+    section given as JSON) empties it (review 36t: `ESS_AUTH='{"tokens_file": ""}'` and
+    `--tokens-file ""` turned the file's authentication off, check-config OK; a flag
+    given "" is refused whatever sets the key, in load_settings)."""
     if path is None:
         return
     written = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))

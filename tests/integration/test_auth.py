@@ -4,6 +4,7 @@ missing credentials, and the principal recorded as the actor."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.auth.tokens import load_principals, new_token, tokens_file_line
 from ess_sidecar.adapters.grpc.auth import Authenticator
 from ess_sidecar.domain.access import Role
-from ess_sidecar.domain.errors import Unauthenticated
+from ess_sidecar.domain.errors import InvalidConfig, Unauthenticated
 from tests.integration.conftest import Running, order, strategy_scope
 from tests.integration.test_metrics import scrape
 
@@ -284,6 +285,27 @@ def test_a_token_with_a_stray_character_around_it_is_not_valid(
     assert authenticator.authenticate(_Metadata(f"Bearer  {token}\t")).name == "operator"
     for value in (f"Bearer {token}{extra}", f"Bearer {extra}{token}"):
         with pytest.raises(Unauthenticated, match="not valid"):
+            authenticator.authenticate(_Metadata(value))
+
+
+def test_the_empty_tokens_digest_is_refused_and_an_empty_bearer_is_unauthenticated(
+        tmp_path: Path) -> None:
+    """Review 42f: `echo -n "$TOKEN" | sha256sum` with TOKEN unset gives the SHA-256 of
+    nothing; the tokens file took it, and `authorization: Bearer ` (no token) was that
+    operator: a forced reset of GLOBAL by anyone."""
+    empty = hashlib.sha256(b"").hexdigest()
+    (tmp_path / "tokens.toml").write_text(
+        f'[tokens]\nbob = {{ role = "operator", sha256 = "{empty}" }}\n')
+    with pytest.raises(InvalidConfig, match="SHA-256 of an empty token") as raised:
+        load_principals(tmp_path / "tokens.toml")
+    assert raised.value.key.endswith("tokens.bob.sha256")
+    token = new_token()
+    (tmp_path / "tokens.toml").write_text("[tokens]\n" + tokens_file_line("ann",
+                                                                           Role.OPERATOR,
+                                                                           token))
+    authenticator = Authenticator(load_principals(tmp_path / "tokens.toml"))
+    for value in ("Bearer ", "Bearer \t ", "bearer"):
+        with pytest.raises(Unauthenticated, match="must be 'Bearer <token>'"):
             authenticator.authenticate(_Metadata(value))
 
 

@@ -99,3 +99,16 @@ def test_listen_addresses_that_bind_are_taken(tmp_path: Path, listen: str) -> No
     path.write_text(f'[server]\nlisten = "{listen}"\ninsecure = true\n'
                     '[telemetry]\nmetrics_listen = ":9109"\n')
     assert load_settings(path).server.listen == listen
+
+
+def test_serve_ignores_a_hangup_from_before_it_reads_its_config(tmp_path: Path) -> None:
+    """Review 42f: serve ignored SIGHUP only once it served, so a hangup during start-up
+    (a journal being replayed) ended the process, unsaid. Ignored from the start."""
+    import signal  # noqa: PLC0415
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

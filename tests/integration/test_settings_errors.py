@@ -66,7 +66,21 @@ def test_an_override_never_empties_the_files_authentication_or_tls(monkeypatch, 
         overrides["auth"] = {"tokens_file": ""}
     with pytest.raises(InvalidConfig) as raised:
         load_settings(config, **overrides)
-    assert raised.value.key == "auth.tokens_file" and "empties it" in str(raised.value)
+    assert raised.value.key == "auth.tokens_file"
+    assert ("empties it" if how == "json-section" else 'a flag given ""') in str(raised.value)
+
+
+@pytest.mark.parametrize("section, key", [("auth", "tokens_file"), ("server", "tls_cert"),
+                                          ("server", "tls_key"), ("server", "tls_client_ca")])
+def test_a_flag_given_empty_never_turns_off_what_the_environment_turns_on(
+        monkeypatch, tmp_path, section, key) -> None:
+    """Review 42f: with no config file, ESS_AUTH__TOKENS_FILE (or ESS_SERVER__TLS_*)
+    turned authentication (TLS) on and `--tokens-file ""` (`--tls-client-ca ""`) turned it
+    off, check-config OK: anyone could reset GLOBAL. A flag given "" is refused."""
+    monkeypatch.setenv(f"ESS_{section.upper()}__{key.upper()}", str(tmp_path / "x"))
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None, **{section: {key: ""}})
+    assert raised.value.key == f"{section}.{key}" and 'a flag given ""' in str(raised.value)
 
 
 def test_a_section_the_file_gives_as_no_table_is_overridden_without_a_crash(
@@ -99,6 +113,25 @@ def test_a_value_lax_parsing_would_misread_or_ignore_is_refused(tmp_path, text, 
     with pytest.raises(InvalidConfig) as raised:
         load_settings(config)
     assert raised.value.key == key, raised.value
+
+
+def test_an_override_of_a_breaker_left_off_is_refused(tmp_path) -> None:
+    """Review 42f: a scope's override setting a breaker turned off in [breakers] left it
+    off, check-config OK: five API errors on the strategy tripped nothing. Said on or
+    off, it is taken."""
+    text = ('[breakers.api_errors]\nenabled = false\n'
+            '[scopes."STRATEGY:momo".breakers.api_errors]\nthreshold = 2\n')
+    key = 'scopes."STRATEGY:momo".breakers.api_errors'
+    config = tmp_path / "ess.toml"
+    config.write_text(text)
+    with pytest.raises(InvalidConfig, match="sets a breaker that stays off") as raised:
+        load_settings(config)
+    assert raised.value.key == key, raised.value
+    for enabled in ("true", "false"):
+        config.write_text(f"{text}enabled = {enabled}\n")
+        rules = load_settings(config).guard_config().breakers
+        scope = Scope(ScopeKind.STRATEGY, "momo")
+        assert rules.rule(scope, key.rsplit(".", 1)[1]).enabled is (enabled == "true")
 
 
 def test_a_null_in_a_section_given_as_json_is_refused(monkeypatch, tmp_path) -> None:

@@ -439,3 +439,20 @@ def test_stores_agree_and_keep_what_the_contract_promises(batches, keep):
     # events_after(0) is a gap-free tail; it starts at 1 only if nothing was ever pruned
     assert versions(after) == list(range(after[0].version, version + 1))
     assert (after[0].version == 1) == (versions(kept) == list(range(version, 0, -1)))
+
+
+def test_a_new_state_file_is_said_with_where_it_is(tmp_path, monkeypatch, caplog):
+    """Review 42f: the default store.path is relative, so a sidecar started from another
+    directory made a new, empty store there and served with no latched state, said only
+    at INFO like any other start. A new store is a warning naming its absolute path;
+    opening an existing one is not."""
+    monkeypatch.chdir(tmp_path)
+    SqliteStateStore(Path("state/ess.db")).close()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [f"a new state store, with no latched state, is created at"
+                    f" {tmp_path / 'state' / 'ess.db'}: if this sidecar has served before,"
+                    " its state file is elsewhere (a relative store.path is taken from the"
+                    " working directory)"]
+    caplog.clear()
+    SqliteStateStore(Path("state/ess.db")).close()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -205,3 +205,31 @@ async def test_a_certificate_names_one_principal_by_its_one_whole_common_name(
         assert (await stub.CheckOrder(order(), timeout=5)).decision_id
     assert running.app.guard.engine.version == 0
 
+
+
+@pytest.mark.parametrize("swap, key", [
+    ({"tls_key": "other.key"}, "server.tls_key"),
+    ({"tls_cert": "server.key", "tls_key": "server.pem"}, "server.tls_cert"),
+    ({"tls_client_ca": "tokens.toml"}, "server.tls_client_ca"),
+], ids=["another-certificate's-key", "swapped", "a-ca-that-is-no-certificate"])
+def test_check_config_refuses_tls_files_openssl_cannot_use(
+        pki: dict[str, Any], ca: trustme.CA, capsys: pytest.CaptureFixture[str],
+        swap: dict[str, str], key: str) -> None:
+    """Review 42f: check-config said OK, and serve then refused, blaming server.listen
+    ("cannot bind ... in use by another process"). Each is refused naming its key."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    folder = pki["dir"]
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(folder / "other.key"))
+    sections = tls_sections(pki, mutual=True)
+    assert main(["check-config", str(_config(folder, sections))]) == 0
+    sections["server"].update({name: str(folder / file) for name, file in swap.items()})
+    assert main(["check-config", str(_config(folder, sections))]) == 2
+    assert f"invalid configuration: {key}: " in capsys.readouterr().err
+
+
+def _config(folder: Path, sections: dict[str, dict[str, str]]) -> Path:
+    path = folder / "ess.toml"
+    path.write_text("".join(f"[{section}]\n" + "".join(f'{name} = "{value}"\n'
+                                                      for name, value in table.items())
+                            for section, table in sections.items()))
+    return path

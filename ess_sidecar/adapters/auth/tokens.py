@@ -72,6 +72,9 @@ class Principals:
         return bool(self.tokens or self.certificates)
 
 
+EMPTY_TOKEN = hashlib.sha256(b"").hexdigest()
+
+
 def load_principals(path: str | Path) -> Principals:
     """Read and check the tokens file. Raises InvalidConfig naming the file and the key."""
     try:
@@ -90,6 +93,10 @@ def load_principals(path: str | Path) -> Principals:
         if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
             raise InvalidConfig(f"{path}: tokens.{name}.sha256",
                                 "must be 64 lowercase hex digits (essctl token new)")
+        if digest == EMPTY_TOKEN:  # review 42f: `echo -n "$TOKEN" | sha256sum`, unset
+            raise InvalidConfig(f"{path}: tokens.{name}.sha256", "is the SHA-256 of an"
+                                " empty token: anyone sending 'Bearer ' would be this"
+                                " principal (essctl token new)")
         if digest in seen:
             raise InvalidConfig(f"{path}: tokens.{name}.sha256", "is another name's token too")
         seen.add(digest)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import ssl
+from collections.abc import Callable
 
 import grpc
 
@@ -22,8 +24,36 @@ def server_credentials(server: ServerSettings) -> grpc.ServerCredentials | None:
         return None
     key, cert = _read_pem(server, "tls_key"), _read_pem(server, "tls_cert")
     client_ca = _read_pem(server, "tls_client_ca") if server.tls_client_ca else None
+    _check_pems(server)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                        require_client_auth=client_ca is not None)
+
+
+def _check_pems(server: ServerSettings) -> None:
+    """InvalidConfig naming the file OpenSSL cannot use: gRPC finds out only when it binds,
+    and serve then blamed server.listen, check-config saying OK (review 42f: a key of
+    another certificate, the two swapped, a client CA that is no certificate)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _openssl(server, "tls_cert", "no PEM certificate",
+             lambda: context.load_verify_locations(cafile=server.tls_cert))
+    _openssl(server, "tls_key", "no unencrypted PEM key of the certificate in tls_cert",
+             lambda: context.load_cert_chain(server.tls_cert, server.tls_key,
+                                             password=_no_password))
+    if server.tls_client_ca:
+        _openssl(server, "tls_client_ca", "no PEM certificate",
+                 lambda: context.load_verify_locations(cafile=server.tls_client_ca))
+
+
+def _openssl(server: ServerSettings, key: str, lacking: str, load: Callable[[], None]) -> None:
+    try:
+        load()
+    except ssl.SSLError as error:
+        raise InvalidConfig(f"server.{key}", f"{getattr(server, key)} holds {lacking}"
+                            f" ({error.reason or error})") from None
+
+
+def _no_password() -> bytes:
+    return b""  # gRPC takes no encrypted key: never a prompt on the terminal
 
 
 def _read_pem(server: ServerSettings, key: str) -> bytes:

@@ -625,7 +625,7 @@ class SqliteStateStore(StateStore):
                 # latched trip.
                 raise StoreUnavailable(f"state store {self.path} is empty (0 bytes)" + (
                     f" and its seal {self.seal.path} is a new store's: a first start that"
-                    " could not write it (a full disk? review 42a)? If no sidecar served"
+                    " could not write it (a full disk?)? If no sidecar served"
                     " with it, delete both to start with no latched state; else restore it"
                     " from a backup" if self._sealed_fresh() else
                     ": it may have been truncated; restore it, or delete it and"
@@ -635,6 +635,10 @@ class SqliteStateStore(StateStore):
             # sealed first, so that a state file without its seal is never a legitimate
             # state (a crash before the file exists leaves a seal and no file: refused)
             self._write_seal(FRESH_SEAL)
+            log.warning("a new state store, with no latched state, is created at %s: if"  # 42f
+                        " this sidecar has served before, its state file is elsewhere (a"
+                        " relative store.path is taken from the working directory)",
+                        self.path.resolve())
         except OSError as error:
             raise self._unavailable("cannot open", error) from error
         try:
