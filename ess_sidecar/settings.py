@@ -595,6 +595,12 @@ class Settings(BaseSettings):
             if symbol in by_symbol:
                 raise InvalidConfig(f'limits.symbols."{text}"',
                                     f"names {symbol} again{SPELL_ALIKE}")
+            for name, value in values.items():  # review 42f: 0 read as "none allowed"
+                if value == 0 and getattr(default, name, 0):
+                    raise InvalidConfig(
+                        f'limits.symbols."{text}".{name}', "0 would turn off for this symbol"
+                        " the limit [limits] sets for every other: to forbid the symbol,"
+                        f" trip SYMBOL:{symbol}; to lift its limit, give a large value")
             by_symbol[symbol] = dataclasses.replace(default, **values)
         return dataclasses.replace(base, default=default, symbols=by_symbol, **given)
 

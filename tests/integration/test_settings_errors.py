@@ -115,6 +115,19 @@ def test_a_value_lax_parsing_would_misread_or_ignore_is_refused(tmp_path, text, 
     assert raised.value.key == key, raised.value
 
 
+def test_a_symbols_zero_never_lifts_the_limit_every_other_symbol_has(tmp_path) -> None:
+    """Review 42f: `[limits.symbols.GME]` with max_order_quantity = 0 (meant: nothing)
+    turned the cap off for GME alone: 1,000,000 GME were allowed where AAPL was capped."""
+    config = tmp_path / "ess.toml"
+    config.write_text("[limits]\nmax_order_quantity = 100\n"
+                      "[limits.symbols.GME]\nmax_order_quantity = 0\n")
+    with pytest.raises(InvalidConfig, match="trip SYMBOL:GME") as raised:
+        load_settings(config)
+    assert raised.value.key == 'limits.symbols."GME".max_order_quantity'
+    config.write_text("[limits.symbols.GME]\nmax_order_quantity = 0\n")  # off anyway
+    assert load_settings(config).guard_config().limits.symbols["GME"].max_order_quantity == 0
+
+
 def test_an_override_of_a_breaker_left_off_is_refused(tmp_path) -> None:
     """Review 42f: a scope's override setting a breaker turned off in [breakers] left it
     off, check-config OK: five API errors on the strategy tripped nothing. Said on or
