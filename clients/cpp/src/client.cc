@@ -515,9 +515,22 @@ std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
     }
     return nullptr;
   }
-  if (config.interval.count() <= 0) {
-    config.interval = std::max(config.ttl / 3, std::chrono::milliseconds(1));
+  // An interval not shorter than the ttl would trip the scope of a live executor.
+  if (config.interval.count() < 0 || config.interval >= config.ttl) {
+    if (status != nullptr) {
+      const std::string interval = std::to_string(config.interval.count()) + " ms";
+      *status = grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          config.interval.count() < 0
+              ? "ess: a heartbeat interval must be > 0 (0: ttl/3), not " + interval
+              : "ess: a heartbeat interval of " + interval + " is not shorter than its ttl of " +
+                    std::to_string(config.ttl.count()) + " ms: the scope would trip");
+    }
+    return nullptr;
   }
+  const std::chrono::microseconds interval =
+      config.interval.count() > 0 ? std::chrono::microseconds(config.interval)
+                                  : std::chrono::microseconds(config.ttl) / 3;
   if (!config.on_error) {
     const std::string executor = config.executor_id;
     config.on_error = [this, executor](const grpc::Status& failure) {
@@ -525,7 +538,8 @@ std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
           internal::CodeName(failure.error_code()) + ": " + failure.error_message());
     };
   }
-  std::unique_ptr<Heartbeater> heartbeater(new Heartbeater(*this, std::move(config)));
+  std::unique_ptr<Heartbeater> heartbeater(
+      new Heartbeater(*this, std::move(config), interval));
   grpc::Status first = heartbeater->Beat(false, options_.rpc_timeout);
   if (status != nullptr) {
     *status = first;
@@ -538,10 +552,12 @@ std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
   return heartbeater;
 }
 
-Heartbeater::Heartbeater(Client& client, HeartbeatConfig config)
+Heartbeater::Heartbeater(Client& client, HeartbeatConfig config,
+                         std::chrono::microseconds interval)
     : client_(client),
       config_(std::move(config)),
-      ttl_ms_(static_cast<std::uint32_t>(config_.ttl.count())) {}
+      ttl_ms_(static_cast<std::uint32_t>(config_.ttl.count())),
+      interval_(interval) {}
 
 // Only Stop deregisters: destroyed without it (an exception unwinding the executor, say),
 // the Heartbeater just ends its thread, so that the scope trips when the TTL lapses.
@@ -558,7 +574,7 @@ Heartbeater::~Heartbeater() {
   }
 }
 
-grpc::Status Heartbeater::Beat(bool deregister, std::chrono::milliseconds timeout) {
+grpc::Status Heartbeater::Beat(bool deregister, std::chrono::microseconds timeout) {
   grpc::ClientContext context;
   context.set_deadline(AddCapped(std::chrono::system_clock::now(), timeout));
   v1::HeartbeatRequest request;
@@ -577,17 +593,17 @@ grpc::Status Heartbeater::Beat(bool deregister, std::chrono::milliseconds timeou
 }
 
 void Heartbeater::Run() {
-  auto next = AddCapped(Clock::now(), config_.interval);
+  auto next = AddCapped(Clock::now(), interval_);
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_cv_.wait_until(lock, next, [this] { return stopping_; })) {
     lock.unlock();
     // Bounded by the interval too, so that beats never pile up.
     const grpc::Status status =
-        Beat(false, std::min(config_.interval, client_.options_.rpc_timeout));
+        Beat(false, std::min<std::chrono::microseconds>(interval_, client_.options_.rpc_timeout));
     if (!status.ok()) {
       config_.on_error(status);
     }
-    next = std::max(AddCapped(next, config_.interval), Clock::now());
+    next = std::max(AddCapped(next, interval_), Clock::now());
     lock.lock();
   }
 }

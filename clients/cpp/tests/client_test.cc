@@ -698,6 +698,40 @@ TEST(Client, HeartbeatBeatsUntilStopAndDeregisters) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// Review 42e: an interval not shorter than the ttl was taken (and a 1 ms ttl's default was
+// clamped to 1 ms, the ttl itself): a live executor's scope tripped for a missed heartbeat
+// while its Heartbeater ran. Python's start_heartbeat refuses it.
+TEST(Client, HeartbeatIntervalNotShorterThanTheTtlIsRefused) {
+  Harness h;
+  ess::HeartbeatConfig config;
+  config.executor_id = "exec-1";
+  config.scope = *ess::ParseScope("STRATEGY:momo");
+  const std::pair<std::chrono::milliseconds, std::chrono::milliseconds> refused[] = {
+      {300ms, 300ms}, {300ms, 1s}, {300ms, -1ms}, {1ms, 1ms}};
+  for (const auto& [ttl, interval] : refused) {
+    config.ttl = ttl;
+    config.interval = interval;
+    grpc::Status status;
+    EXPECT_EQ(h.client->StartHeartbeat(config, &status), nullptr)
+        << "ttl " << ttl.count() << " ms, interval " << interval.count() << " ms";
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("heartbeat interval"), std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_TRUE(h.fake.Copy(h.fake.heartbeats).empty()) << "a refused heartbeat was sent";
+
+  // The default (ttl/3) is shorter than the ttl, even the shortest: a 1 ms ttl beats every
+  // 333 us, not every 1 ms.
+  config.ttl = 1ms;
+  config.interval = 0ms;
+  config.on_error = [](const grpc::Status&) {};  // its beats may miss their 333 us
+  grpc::Status status;
+  auto heartbeater = h.client->StartHeartbeat(config, &status);
+  ASSERT_NE(heartbeater, nullptr) << status.error_message();
+  ASSERT_TRUE(Eventually([&] { return h.fake.Copy(h.fake.heartbeats).size() >= 4; }, 5s));
+  EXPECT_TRUE(heartbeater->Stop().ok());
+}
+
 // A Heartbeater destroyed by an exception unwinding its scope (an executor that died) stops
 // beating but does not deregister: the registration stays, so the scope trips when the TTL
 // lapses. Only Stop deregisters, and destroying it after Stop sends nothing more.
@@ -761,7 +795,7 @@ TEST(Client, BadOptionsThrow) {
   EXPECT_THROW(ess::Client("localhost:1", half), std::invalid_argument);
 }
 
-// Review: an rpc_timeout <= 0 was taken, and every RPC but the checks (Trigger,
+// Review 42e: an rpc_timeout <= 0 was taken, and every RPC but the checks (Trigger,
 // heartbeats, fills) then failed DEADLINE_EXCEEDED unsent.
 TEST(Client, NonPositiveRpcTimeoutThrows) {
   for (const auto timeout : {std::chrono::milliseconds(0), std::chrono::milliseconds(-1)}) {

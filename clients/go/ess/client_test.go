@@ -699,6 +699,56 @@ func TestHeartbeatBeatsUntilStopAndDeregisters(t *testing.T) {
 	}
 }
 
+// Review 42e: an Interval not shorter than the TTL was taken, and the scope of a live executor
+// tripped for a missed heartbeat while the Heartbeater ran (Python's start_heartbeat
+// refuses it).
+func TestHeartbeatRefusesAnIntervalNotShorterThanTheTTL(t *testing.T) {
+	h := newHarness(t, allow)
+	scope, err := ess.ParseScope("STRATEGY:momo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ ttl, interval time.Duration }{
+		{300 * time.Millisecond, 300 * time.Millisecond},
+		{300 * time.Millisecond, time.Second},
+		{300 * time.Millisecond, -time.Millisecond},
+		{1900 * time.Microsecond, 1500 * time.Microsecond}, // the TTL is sent as 1 ms
+	} {
+		hb, err := h.client.StartHeartbeat(context.Background(), ess.HeartbeatConfig{
+			ExecutorID: "exec-1", Scope: scope, TTL: c.ttl, Interval: c.interval})
+		if err == nil {
+			hb.Stop(context.Background())
+			t.Fatalf("TTL %v, Interval %v: started", c.ttl, c.interval)
+		}
+		if !strings.Contains(err.Error(), "heartbeat interval") {
+			t.Fatalf("TTL %v, Interval %v: %v", c.ttl, c.interval, err)
+		}
+	}
+	h.fake.mu.Lock()
+	sent := len(h.fake.heartbeats)
+	h.fake.mu.Unlock()
+	if sent != 0 {
+		t.Fatalf("%d heartbeats sent for a refused config", sent)
+	}
+	// The default (TTL/3) is shorter than the TTL, even the shortest (whose first beat may
+	// miss its 333 µs timeout: that error is not the refusal).
+	hb, err := h.client.StartHeartbeat(context.Background(), ess.HeartbeatConfig{
+		ExecutorID: "exec-1", Scope: scope, TTL: time.Millisecond})
+	if err != nil && strings.Contains(err.Error(), "heartbeat interval") {
+		t.Fatal(err)
+	} else if err == nil {
+		hb.Stop(context.Background())
+	}
+	hb, err = h.client.StartHeartbeat(context.Background(), ess.HeartbeatConfig{
+		ExecutorID: "exec-1", Scope: scope, TTL: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestTLS(t *testing.T) {
 	certPEM, keyPEM := selfSigned(t)
 	fake := &fakeGuard{behave: allow}

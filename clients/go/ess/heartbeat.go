@@ -3,6 +3,7 @@ package ess
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -14,8 +15,9 @@ import (
 type HeartbeatConfig struct {
 	ExecutorID string
 	Scope      *essv1.Scope
-	TTL        time.Duration // 1 ms to 1 hour
-	// How often to beat; default TTL/3 (so one lost beat does not trip the scope).
+	TTL        time.Duration // 1 ms to 1 hour, sent in whole ms
+	// How often to beat; default (0) TTL/3, so one lost beat does not trip the scope. One
+	// that is negative or not shorter than the TTL is an error: the scope would trip.
 	Interval time.Duration
 	// Called (from the heartbeat goroutine) with each failed beat; default: logged.
 	OnError func(error)
@@ -36,13 +38,23 @@ type Heartbeater struct {
 }
 
 // StartHeartbeat sends a first heartbeat (its error is returned, and nothing is started)
-// and then one every Interval until Stop.
+// and then one every Interval until Stop. An Interval not shorter than the TTL is an
+// error, and nothing is sent.
 func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*Heartbeater, error) {
 	if config.TTL < time.Millisecond || config.TTL > time.Hour {
 		return nil, errors.New("ess: heartbeat TTL must be 1 ms to 1 hour")
 	}
-	if config.Interval <= 0 {
-		config.Interval = config.TTL / 3
+	ttl := config.TTL.Truncate(time.Millisecond) // what the sidecar is sent
+	if config.Interval < 0 {
+		return nil, fmt.Errorf("ess: a heartbeat interval must be > 0 (0: TTL/3), got %v",
+			config.Interval)
+	}
+	if config.Interval == 0 {
+		config.Interval = ttl / 3
+	}
+	if config.Interval >= ttl {
+		return nil, fmt.Errorf("ess: a heartbeat interval of %v is not shorter than its TTL"+
+			" of %v: the scope would trip", config.Interval, ttl)
 	}
 	if config.OnError == nil {
 		logger := c.opts.logger
@@ -50,7 +62,7 @@ func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*H
 			logger.Warn("ess heartbeat failed", "executor_id", config.ExecutorID, "error", err)
 		}
 	}
-	h := &Heartbeater{client: c, config: config, ttlMs: uint32(config.TTL / time.Millisecond),
+	h := &Heartbeater{client: c, config: config, ttlMs: uint32(ttl / time.Millisecond),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if err := h.beat(ctx); err != nil {
 		return nil, err

@@ -19,9 +19,10 @@ pub type OnHeartbeatError = Arc<dyn Fn(&Status) + Send + Sync>;
 pub struct HeartbeatConfig {
     pub executor_id: String,
     pub scope: pb::Scope,
-    /// 1 ms to 1 hour.
+    /// 1 ms to 1 hour, sent in whole ms.
     pub ttl: Duration,
-    /// How often to beat; `None`: ttl / 3 (so one lost beat does not trip the scope).
+    /// How often to beat; `None`: ttl / 3 (so one lost beat does not trip the scope). Zero,
+    /// or not shorter than the ttl, is an error: the scope would trip.
     pub interval: Option<Duration>,
     /// Called with each failed beat; `None`: logged (tracing, warn). A panic in it is caught
     /// and logged, and the beats go on.
@@ -59,17 +60,28 @@ pub struct Heartbeater {
 
 impl Client {
     /// Sends a first heartbeat (its error is returned, and nothing is started), then one
-    /// every interval until [`Heartbeater::stop`].
+    /// every interval until [`Heartbeater::stop`]. An interval that is zero or not shorter
+    /// than the ttl is an error (`InvalidArgument`), and nothing is sent.
     pub async fn start_heartbeat(&self, config: HeartbeatConfig) -> Result<Heartbeater, Status> {
         if config.ttl < Duration::from_millis(1) || config.ttl > Duration::from_secs(3600) {
             return Err(Status::invalid_argument(
                 "the heartbeat ttl must be 1 ms to 1 hour",
             ));
         }
-        let interval = config
-            .interval
-            .filter(|i| !i.is_zero())
-            .unwrap_or(config.ttl / 3);
+        // What the sidecar is sent: whole ms.
+        let ttl = Duration::from_millis(config.ttl.as_millis() as u64);
+        let interval = config.interval.unwrap_or(ttl / 3);
+        if interval.is_zero() {
+            return Err(Status::invalid_argument(
+                "a heartbeat interval must be > 0 (None: ttl / 3)",
+            ));
+        }
+        if interval >= ttl {
+            return Err(Status::invalid_argument(format!(
+                "a heartbeat interval of {interval:?} is not shorter than its ttl of {ttl:?}: \
+                 the scope would trip"
+            )));
+        }
         let last = Arc::new(Mutex::new(LastBeat::default()));
         beat(self, &config, &last).await?;
         let (stop, mut stopped) = watch::channel(false);

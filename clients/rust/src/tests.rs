@@ -1083,7 +1083,48 @@ async fn the_heartbeat_beats_until_stopped_and_deregisters() {
     assert!(client.start_heartbeat(invalid).await.is_err());
 }
 
-/// Review: a panicking `on_error` ended the heartbeat task, silently: the beats stopped and
+/// Review 42e: an interval not shorter than the ttl was taken, and the scope of a live executor
+/// tripped for a missed heartbeat while its `Heartbeater` ran (Python's refuses it).
+#[tokio::test]
+async fn an_interval_not_shorter_than_the_ttl_is_refused() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    for (ttl, interval) in [
+        (Duration::from_millis(300), Duration::from_millis(300)),
+        (Duration::from_millis(300), Duration::from_secs(1)),
+        (Duration::from_millis(300), Duration::ZERO),
+        (Duration::from_micros(1900), Duration::from_micros(1500)), // sent as 1 ms
+    ] {
+        let mut config = HeartbeatConfig::new("executor-1", scope.clone(), ttl);
+        config.interval = Some(interval);
+        let status = match client.start_heartbeat(config).await {
+            Ok(_) => panic!("ttl {ttl:?}, interval {interval:?}: started"),
+            Err(status) => status,
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("heartbeat interval"),
+            "{status:?}"
+        );
+    }
+    assert_eq!(
+        fake.seen(|s| s.heartbeats.len()),
+        0,
+        "a refused config sent a beat"
+    );
+    // The default (ttl / 3) is shorter than the ttl, even the shortest.
+    let shortest = HeartbeatConfig::new("executor-1", scope, Duration::from_millis(1));
+    client
+        .start_heartbeat(shortest)
+        .await
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
+
+/// Review 42e: a panicking `on_error` ended the heartbeat task, silently: the beats stopped and
 /// the sidecar would trip the scope of a live executor whose `Heartbeater` looked alive.
 #[tokio::test]
 async fn a_panicking_on_error_does_not_stop_the_beats() {
@@ -1191,7 +1232,7 @@ async fn bad_options_are_refused() {
     assert!(matches!(missing.build(), Err(Error::Tls(_))));
 }
 
-/// Review: help exited 0, ess-check's "allowed", even beside an order's flags, so
+/// Review 42e: help exited 0, ess-check's "allowed", even beside an order's flags, so
 /// `ess-check ... --help && send` sent the order unchecked.
 #[test]
 fn help_beside_other_arguments_is_a_usage_error() {
@@ -1224,7 +1265,7 @@ fn help_beside_other_arguments_is_a_usage_error() {
     assert_eq!(values["target"], "t");
 }
 
-/// Review: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
+/// Review 42e: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
 /// fills) then failed DEADLINE_EXCEEDED unsent.
 #[tokio::test]
 async fn a_zero_rpc_timeout_is_refused() {

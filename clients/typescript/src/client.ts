@@ -150,8 +150,9 @@ export interface PositionsSnapshot {
   /** Account equity (> 0). */
   equity: number;
   positions: MessageInitShape<typeof PositionSchema>[];
-  /** When given (even empty), all of the account's open orders: the rest have ended. */
-  openOrders?: MessageInitShape<typeof OpenOrderSchema>[];
+  /** When given (even empty), all of the account's open orders: the rest have ended. null
+   * is not given (not known: none end); anything else that is not an array is a TypeError. */
+  openOrders?: MessageInitShape<typeof OpenOrderSchema>[] | null;
   /** Per order, the cumulative fills (the venue's CumQty) the positions already count:
    * fills reported after the snapshot move no position until they pass it. Name every
    * order open or filled since the positions were read (0 if none of its fills are in
@@ -487,8 +488,15 @@ export class GuardClient {
   }
 
   /** Replace the account's book with this snapshot; with `openOrders` (even empty), they
-   * are all of its working orders. */
+   * are all of its working orders. Without them (or null: not known), none ends. */
   syncPositions(snapshot: PositionsSnapshot): Promise<SyncPositionsResponse> {
+    const openOrders: unknown = snapshot.openOrders ?? undefined;
+    if (openOrders !== undefined && !Array.isArray(openOrders)) {
+      const got = typeof openOrders;
+      return Promise.reject(
+        new TypeError(`openOrders must be an array (or null: not known), got ${got}`),
+      );
+    }
     return this.unary(
       methods.syncPositions,
       create(SyncPositionsRequestSchema, {
@@ -496,7 +504,7 @@ export class GuardClient {
         equity: snapshot.equity,
         positions: snapshot.positions,
         openOrders: snapshot.openOrders ?? [],
-        openOrdersComplete: snapshot.openOrders !== undefined,
+        openOrdersComplete: openOrders !== undefined,
         includedFills: snapshot.includedFills ?? [],
       }),
     );

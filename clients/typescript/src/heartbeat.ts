@@ -8,9 +8,11 @@ export interface HeartbeatOptions {
   executorId: string;
   /** The scope that trips when heartbeats stop, e.g. "STRATEGY:momo". */
   scope: ScopeLike;
-  /** How long the sidecar waits for the next heartbeat: 1 ms to 1 hour. */
+  /** How long the sidecar waits for the next heartbeat: a whole number of ms, 1 ms to 1 hour
+   * (else a RangeError). */
   ttlMs: number;
-  /** How often to send one (default ttlMs / 3). */
+  /** How often to send one (default ttlMs / 3): a finite number of ms > 0 and shorter than
+   * ttlMs, else a RangeError (the scope would trip). */
   intervalMs?: number;
   /** Called with each failed heartbeat (the scope trips if they keep failing past ttlMs),
    * and with what onResponse throws. What it throws itself is dropped. */
@@ -19,6 +21,9 @@ export interface HeartbeatOptions {
    * console.error); either way the heartbeats go on. */
   onResponse?: (response: HeartbeatResponse) => void;
 }
+
+/** The contract's longest heartbeat TTL: 1 hour. */
+const MAX_TTL_MS = 3_600_000;
 
 /** A running heartbeat. Its timer does not keep the process alive. */
 export class Heartbeat {
@@ -35,7 +40,7 @@ export class Heartbeat {
     private readonly send: (deregister: boolean) => Promise<HeartbeatResponse>,
     private readonly options: HeartbeatOptions,
   ) {
-    this.intervalMs = Math.max(1, options.intervalMs ?? Math.floor(options.ttlMs / 3));
+    this.intervalMs = validInterval(options.ttlMs, options.intervalMs);
   }
 
   get running(): boolean {
@@ -93,6 +98,25 @@ export class Heartbeat {
       // The handler's own failure must not stop the beats.
     }
   }
+}
+
+/** The interval to beat at: one that is not shorter than the TTL (or not a finite number
+ * > 0: NaN beat every 1 ms) is a RangeError, as Python's start_heartbeat refuses it. */
+function validInterval(ttlMs: unknown, intervalMs: unknown): number {
+  if (typeof ttlMs !== "number" || !Number.isInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_TTL_MS) {
+    throw new RangeError(`ttlMs must be a whole number of ms, 1 to ${MAX_TTL_MS}: ${ttlMs}`);
+  }
+  if (intervalMs === undefined || intervalMs === null) return ttlMs / 3;
+  if (typeof intervalMs !== "number" || !(intervalMs > 0) || !Number.isFinite(intervalMs)) {
+    throw new RangeError(`intervalMs must be a finite number > 0, got ${String(intervalMs)}`);
+  }
+  if (intervalMs >= ttlMs) {
+    throw new RangeError(
+      `a heartbeat interval of ${intervalMs} ms is not shorter than its TTL of ${ttlMs} ms: ` +
+        "the scope would trip",
+    );
+  }
+  return intervalMs;
 }
 
 function asError(thrown: unknown): Error {

@@ -240,7 +240,7 @@ describe("malformed answers fail closed", () => {
 });
 
 describe("deadlines", () => {
-  // Review: one <= 0 fell back to 1 s where every other client refuses it.
+  // Review 42e: one <= 0 fell back to 1 s where every other client refuses it.
   test("an rpcTimeoutMs that is not a finite number > 0 is refused", () => {
     for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
       assert.throws(() => new GuardClient(fake.target, { rpcTimeoutMs: bad }),
@@ -504,6 +504,27 @@ describe("reports and the heartbeat", () => {
     assert.equal((fake.unary.at(-1)!.request as pb.SyncPositionsRequest).openOrdersComplete, false);
   });
 
+  // Review 42e: openOrders null (an untyped caller's "not known") was sent as the complete list,
+  // empty: the sidecar ended every working order of the account.
+  test("syncPositions: openOrders null is not known, not []; a non-array: TypeError", async () => {
+    const guard = await connected();
+    await guard.syncPositions({ account: "acc-1", equity: 1e6, positions: [], openOrders: null });
+    const sync = fake.unary.at(-1)!.request as pb.SyncPositionsRequest;
+    assert.equal(sync.openOrdersComplete, false);
+    assert.deepEqual(sync.openOrders, []);
+    const sent = fake.unary.length;
+    for (const openOrders of ["none", 0, {}, { length: 0 }]) {
+      await assert.rejects(
+        guard.syncPositions({
+          account: "acc-1", equity: 1e6, positions: [],
+          openOrders: openOrders as unknown as pb.OpenOrder[],
+        }),
+        (error: Error) => error instanceof TypeError && /openOrders/.test(error.message),
+      );
+    }
+    assert.equal(fake.unary.length, sent, "a bad snapshot was sent");
+  });
+
   test("the heartbeat beats until stopped, then deregisters", async () => {
     const guard = await connected();
     const before = fake.unary.filter((u) => u.method === "heartbeat").length;
@@ -524,7 +545,29 @@ describe("reports and the heartbeat", () => {
     assert.equal(beat.running, false);
   });
 
-  // Review: a throw of onResponse or onError skipped the next beat for good (the scope
+  // Review 42e: an interval not shorter than the TTL (or NaN: a 1 ms loop) was taken, and the
+  // scope of a live executor tripped while the heartbeat said it was running.
+  test("an interval not shorter than the TTL, or not a finite number > 0, is refused", async () => {
+    const guard = await connected();
+    const before = fake.unary.filter((u) => u.method === "heartbeat").length;
+    const bad: [number, number | undefined][] = [
+      [300, 300], [300, 1000], [300, NaN], [300, Infinity], [300, 0], [300, -5],
+      [0, undefined], [1.5, undefined], [NaN, undefined], [3_600_001, undefined],
+    ];
+    for (const [ttlMs, intervalMs] of bad) {
+      assert.throws(
+        () => guard.startHeartbeat({ executorId: "ex-1", scope: "GLOBAL", ttlMs, intervalMs }),
+        RangeError,
+        `ttlMs ${ttlMs}, intervalMs ${intervalMs}`,
+      );
+    }
+    assert.equal(fake.unary.filter((u) => u.method === "heartbeat").length, before, "a beat sent");
+    // The default (ttlMs / 3) is shorter than the TTL, even the shortest.
+    const beat = guard.startHeartbeat({ executorId: "ex-1", scope: "STRATEGY:momo", ttlMs: 1 });
+    await beat.stop();
+  });
+
+  // Review 42e: a throw of onResponse or onError skipped the next beat for good (the scope
   // tripped while `running` said true), and rejected unhandled.
   test("a callback that throws stops neither the heartbeat nor escapes", async () => {
     const guard = await connected();

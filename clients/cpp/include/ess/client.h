@@ -206,6 +206,7 @@ struct HeartbeatConfig {
   v1::Scope scope;
   std::chrono::milliseconds ttl{0};  // 1 ms to 1 hour
   // How often to beat; default (0) ttl/3, so that one lost beat does not trip the scope.
+  // Negative, or not shorter than ttl (the scope would trip), is refused: INVALID_ARGUMENT.
   std::chrono::milliseconds interval{0};
   // Called (from the heartbeat thread) with each failed beat; default: logged.
   std::function<void(const grpc::Status&)> on_error;
@@ -232,13 +233,14 @@ class Heartbeater {
 
  private:
   friend class Client;
-  Heartbeater(Client& client, HeartbeatConfig config);
-  grpc::Status Beat(bool deregister, std::chrono::milliseconds timeout);
+  Heartbeater(Client& client, HeartbeatConfig config, std::chrono::microseconds interval);
+  grpc::Status Beat(bool deregister, std::chrono::microseconds timeout);
   void Run();
 
   Client& client_;
   HeartbeatConfig config_;
   std::uint32_t ttl_ms_;
+  std::chrono::microseconds interval_;  // a 1 ms ttl beats every 333 us
   mutable std::mutex mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;

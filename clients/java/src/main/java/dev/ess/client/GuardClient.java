@@ -472,6 +472,7 @@ public final class GuardClient implements AutoCloseable {
    * beating (the scope then trips when the ttl lapses).
    *
    * @throws StatusRuntimeException the first beat's error (nothing is started then)
+   * @throws IllegalArgumentException a ttl outside 1 ms to 1 hour
    */
   public Heartbeater startHeartbeat(String executorId, Scope scope, Duration ttl) {
     return startHeartbeat(executorId, scope, ttl, null, null);
@@ -481,18 +482,28 @@ public final class GuardClient implements AutoCloseable {
    * {@link #startHeartbeat(String, Scope, Duration)} beating every interval ({@code null}:
    * ttl/3), with onError called (from the heartbeat thread) for each failed beat
    * ({@code null}: logged).
+   *
+   * @throws IllegalArgumentException a ttl outside 1 ms to 1 hour, or an interval that is
+   *     not &gt; 0 or not shorter than the ttl (the scope would trip); nothing is sent
    */
   public Heartbeater startHeartbeat(String executorId, Scope scope, Duration ttl,
       Duration interval, Consumer<Throwable> onError) {
     if (ttl.compareTo(Duration.ofMillis(1)) < 0 || ttl.compareTo(Duration.ofHours(1)) > 0) {
       throw new IllegalArgumentException("heartbeat ttl must be 1 ms to 1 hour");
     }
+    Duration sent = Duration.ofMillis(ttl.toMillis()); // the ttl in whole ms, as it is sent
+    if (interval == null) {
+      interval = sent.dividedBy(3);
+    } else if (interval.isZero() || interval.isNegative()) {
+      throw new IllegalArgumentException("a heartbeat interval must be > 0, not " + interval);
+    } else if (interval.compareTo(sent) >= 0) {
+      throw new IllegalArgumentException("a heartbeat interval of " + interval
+          + " is not shorter than its ttl of " + sent + ": the scope would trip");
+    }
     if (closed) {
       throw new IllegalStateException("the client is closed");
     }
-    Heartbeater h = new Heartbeater(this, executorId, scope, ttl,
-        interval == null || interval.isZero() || interval.isNegative() ? ttl.dividedBy(3) : interval,
-        onError, logger);
+    Heartbeater h = new Heartbeater(this, executorId, scope, ttl, interval, onError, logger);
     h.start();
     heartbeaters.add(h);
     return h;

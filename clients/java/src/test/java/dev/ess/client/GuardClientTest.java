@@ -703,6 +703,34 @@ class GuardClientTest {
   }
 
   /**
+   * Review 42e: an interval not shorter than the ttl was taken, and the scope of a live executor
+   * tripped for a missed heartbeat while its Heartbeater ran (Python's refuses it).
+   */
+  @Test
+  void aHeartbeatIntervalNotShorterThanTheTtlIsRefused() throws Exception {
+    connected(builder());
+    int before = fake.calls.size();
+    Duration[][] refused = {
+        {Duration.ofMillis(300), Duration.ofMillis(300)},
+        {Duration.ofMillis(300), Duration.ofSeconds(1)},
+        {Duration.ofMillis(300), Duration.ZERO},
+        {Duration.ofMillis(300), Duration.ofMillis(-1)},
+        {Duration.ofNanos(1_900_000), Duration.ofNanos(1_500_000)}, // the ttl is sent as 1 ms
+    };
+    for (Duration[] c : refused) {
+      IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+          () -> client.startHeartbeat("exec-1", Scopes.strategy("momo"), c[0], c[1], null),
+          () -> "ttl " + c[0] + ", interval " + c[1]);
+      assertTrue(e.getMessage().contains("heartbeat interval"), e.getMessage());
+    }
+    assertEquals(before, fake.calls.size(), "a refused heartbeat was sent");
+    // The default (ttl/3) is shorter than the ttl, even the shortest.
+    Heartbeater shortest = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofMillis(1));
+    assertNotNull(shortest.stop());
+  }
+
+  /**
    * A heartbeat closed by an exception leaving its try-with-resources block (an executor that
    * died) stops beating but does not deregister: the registration stays, so the scope trips
    * when the ttl lapses. Only stop() deregisters, once, even after close().
