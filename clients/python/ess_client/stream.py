@@ -67,14 +67,18 @@ class CheckStream:
         sent = self._loop.time()
         self._unanswered.append((request_id, sent))
         self._outbox.put_nowait(pb.CheckOrderStreamRequest(request_id=request_id, order=order))
-        timer = self._loop.call_later(timeout, self._expire, request_id, timeout)
+        timer = self._loop.call_later(timeout, self._loop.call_soon, self._expire, request_id,
+                                      timeout)
         try:
             verdict = await future
         finally:
             timer.cancel()
             self._pending.pop(request_id, None)  # a late answer then finds nobody waiting
-        # An answer read in the loop turn where the timer is also due can beat it: once the
-        # deadline has passed, an allow is a failure; a denial stands (review 40a).
+        # The deadline's timer acts a loop turn after it is due: in a loop busy past the
+        # deadline it came before the reader, and an answer already received was read after
+        # the check had failed (review 42e: fail_open allowed the denials of a tripped
+        # sidecar). So an answer read in that turn can beat it: once the deadline has
+        # passed, an allow is a failure; a denial stands (review 40a).
         return late(verdict, self._loop.time() - sent >= timeout, timeout)
 
     async def close(self) -> None:
