@@ -625,9 +625,13 @@ class OrderLedger:
         crossed = max(replacement.filled - replacement.reported, 0.0)
         # Confirmed, its room was all the chain held since: the original's leaves beyond
         # it were free for other orders (review 42d: an executor's echoed OPEN, then the
-        # venue's rejection, and an order allowed into them; both filled, untripped).
+        # venue's rejection, and an order allowed into them; both filled, untripped). So
+        # too if a rejection of the order that replaced it capped it (review 42h: the
+        # echo one replace further down); not if a snapshot that left it out confirmed
+        # it (it freed the room itself: known gap 13; review 42h: an honest fill tripped).
         held = min(replacement.quantity, replacement.cap) - replacement.filled \
-            if replacement.confirmed else INFINITY
+            if replacement.confirmed and not replacement.unlisted \
+            or replacement.cap < INFINITY else INFINITY
         if replacement.working:
             self.end(replacement)
         replacement.leaves_given_up = 0.0  # it never lived: one replacing it gives nothing back

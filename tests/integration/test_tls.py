@@ -12,7 +12,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ess.v1 import guard_pb2 as pb
@@ -233,3 +233,24 @@ def _config(folder: Path, sections: dict[str, dict[str, str]]) -> Path:
                                                       for name, value in table.items())
                             for section, table in sections.items()))
     return path
+
+
+def test_check_config_takes_tls_files_grpc_serves_with(pki: dict[str, Any]) -> None:
+    """Review 42h: the check above, on OpenSSL's default security level, refused an
+    RSA-1024 (or SHA-1) certificate that gRPC serves with (weak, and the operator's call)."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    folder = pki["dir"]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+                   .sign(key, hashes.SHA256()))
+    (folder / "weak.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "weak.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
+    sections = tls_sections(pki)
+    sections["server"].update(tls_cert=str(folder / "weak.pem"), tls_key=str(folder / "weak.key"))
+    assert main(["check-config", str(_config(folder, sections))]) == 0

@@ -2412,3 +2412,36 @@ def test_a_rejection_of_an_unconfirmed_replacement_lets_the_original_fill_its_le
     engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED))
     assert _reserved(engine) == {"A": 290}
     assert not report_fill(engine, fill(290, client_order_id="A")).unchecked
+
+
+@pytest.mark.parametrize("rejected", ["BC", "CB"])
+def test_a_rejection_after_an_echo_one_replace_further_down_keeps_the_cap(rejected: str):
+    """Review 42h: A -> B -> C, C echoed OPEN, D allowed into the room that freed, then
+    the venue rejected B and C: C's rejection capped B, and B's gave A all its leaves
+    back, uncapped; D and A filled past the limit, untripped."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(200, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 200.0, 0.0))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    _allowed(engine, order(100, client_order_id="C", replaces="B"))
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.OPEN, 100.0, 0.0))
+    _allowed(engine, order(200, client_order_id="D"))
+    for coid in rejected:
+        engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.REJECTED, None, 0.0))
+    assert not report_fill(engine, fill(200, client_order_id="D")).unchecked
+    assert report_fill(engine, fill(200, client_order_id="A")).unchecked
+
+
+def test_a_rejection_after_a_snapshot_left_the_replace_out_lets_the_original_fill():
+    """Review 42h: honest, no echo: a snapshot read before A was live left A and B out
+    (B, replacing A, confirmed by being left out), then the venue rejected B; A, live with
+    its 10, filled them and tripped the account. A snapshot that ends an order frees its
+    room itself (known gap 13): no cap from it."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(10, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 10.0, 0.0))
+    _allowed(engine, order(4, client_order_id="B", replaces="A"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0,
+                          [IncludedFills("A", 0), IncludedFills("B", 0)])
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED, None, 0.0))
+    assert not report_fill(engine, fill(10, client_order_id="A")).unchecked

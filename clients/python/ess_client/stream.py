@@ -29,6 +29,9 @@ CONNECTIVITY_CODES = {
 }
 
 
+SETTLE_STEP_S = 0.001  # a fail-open check past its deadline: how often it looks again
+
+
 def failure_of(code: grpc.StatusCode) -> Failure:
     """The failure cause of a stream that ended with `code`."""
     return CONNECTIVITY_CODES.get(code, Failure.REFUSED)
@@ -42,10 +45,12 @@ class CheckStream:
     unanswered request: anything else means the stream cannot be trusted and is replaced."""
 
     def __init__(self, stub: pb_grpc.GuardServiceStub, metadata: Sequence[tuple[str, str]],
-                 stall_after_s: float) -> None:
+                 stall_after_s: float, settle_s: float = 0.0) -> None:
         self.broken = False
         self._loop = asyncio.get_running_loop()
         self._stall_after_s = stall_after_s
+        self._settle_s = settle_s  # see _expire
+        self._answers = 0  # read so far
         self._outbox: asyncio.Queue[pb.CheckOrderStreamRequest | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[Verdict]] = {}
         self._unanswered: deque[tuple[int, float]] = deque()  # (request_id, sent at)
@@ -67,18 +72,14 @@ class CheckStream:
         sent = self._loop.time()
         self._unanswered.append((request_id, sent))
         self._outbox.put_nowait(pb.CheckOrderStreamRequest(request_id=request_id, order=order))
-        timer = self._loop.call_later(timeout, self._loop.call_soon, self._expire, request_id,
-                                      timeout)
+        timer = self._loop.call_later(timeout, self._expire, request_id, timeout)
         try:
             verdict = await future
         finally:
             timer.cancel()
             self._pending.pop(request_id, None)  # a late answer then finds nobody waiting
-        # The deadline's timer acts a loop turn after it is due: in a loop busy past the
-        # deadline it came before the reader, and an answer already received was read after
-        # the check had failed (review 42e: fail_open allowed the denials of a tripped
-        # sidecar). So an answer read in that turn can beat it: once the deadline has
-        # passed, an allow is a failure; a denial stands (review 40a).
+        # An answer read in the loop turn where the timer is also due can beat it: once the
+        # deadline has passed, an allow is a failure; a denial stands (review 40a).
         return late(verdict, self._loop.time() - sent >= timeout, timeout)
 
     async def close(self) -> None:
@@ -116,6 +117,7 @@ class CheckStream:
             self._break(Failure.CLIENT_ERROR, f"stream reader failed: {error!r}")
 
     def _on_answer(self, answer: pb.CheckOrderStreamResponse) -> None:
+        self._answers += 1
         if not self._unanswered:
             self._break(Failure.MALFORMED, f"answer to request {answer.request_id} never sent")
             return
@@ -132,7 +134,22 @@ class CheckStream:
         if future is not None and not future.done():
             future.set_result(verdict)
 
-    def _expire(self, request_id: int, timeout: float) -> None:
+    def _expire(self, request_id: int, timeout: float, answers: int = -1,
+                until: float = 0.0) -> None:
+        # With settle_s (fail_open only): the timer runs before the reader in a loop busy
+        # past the deadline (asyncio's ready queue; uvloop's timers before its I/O poll),
+        # so an answer already received may not have been read: the check waits
+        # SETTLE_STEP_S, and again while answers are being read, settle_s at most. A
+        # denial read meanwhile stands (review 42e, 42h: fail_open allowed a tripped
+        # sidecar's denials). Fail-closed, a late denial and no answer both deny.
+        future = self._pending.get(request_id)
+        if future is None or future.done():
+            return
+        now = self._loop.time()
+        if self._settle_s and (answers < 0 or answers != self._answers and now < until):
+            self._loop.call_later(SETTLE_STEP_S, self._expire, request_id, timeout,
+                                  self._answers, until or now + self._settle_s)
+            return
         self._resolve(request_id, failed(Failure.DEADLINE,
                                          f"no answer within {timeout * 1e3:g} ms"))
         # One late answer is jitter; no answer at all for stall_after_s is a hung stream.

@@ -202,19 +202,22 @@ async def test_the_unary_check_gives_the_streams_verdicts(client: GuardClient) -
                                                         "STRATEGY:momo")
 
 
-async def test_a_denial_received_while_the_loop_was_busy_past_the_deadline_stands(
-        sidecar: SidecarProcess) -> None:
+@pytest.mark.parametrize("in_flight", [1, 10])
+async def test_denials_received_while_the_loop_was_busy_past_the_deadline_stand(
+        sidecar: SidecarProcess, in_flight: int) -> None:
     """Review 42e: the executor's loop busy past a check's deadline (a blocking call, a
     GC pause) while the sidecar's denial came: the deadline's timer ran before the reader
-    read it, and fail_open allowed every such check while GLOBAL was tripped."""
+    read it, and fail_open allowed every such check while GLOBAL was tripped. Review 42h:
+    a loop turn later was not enough with several in flight (one answer read a turn)."""
     async with GuardClient(sidecar.uds_target, check_timeout_s=0.01, fail_open=True) as guard:
         assert await guard.connect(timeout_s=10)
         await guard.trigger("GLOBAL", reason="halt")
-        for _ in range(5):
-            check = asyncio.ensure_future(guard.check(**ORDER))
-            for _ in range(4):  # the request goes out
+        for _ in range(3):
+            checks = [asyncio.ensure_future(guard.check(**ORDER)) for _ in range(in_flight)]
+            for _ in range(4 + in_flight):  # the requests go out
                 await asyncio.sleep(0)
-            time.sleep(0.2)  # the executor's loop, busy: the denial comes meanwhile
-            verdict = await check
-            assert (verdict.allowed, verdict.reason_name) == (False, "SCOPE_TRIPPED"), verdict
+            time.sleep(0.2)  # the executor's loop, busy: the denials come meanwhile
+            for verdict in await asyncio.gather(*checks):
+                assert (verdict.allowed, verdict.reason_name) == (False, "SCOPE_TRIPPED"), \
+                    verdict
         assert guard.failed_open == 0
