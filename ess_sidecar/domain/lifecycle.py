@@ -549,7 +549,7 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
     for record in list(ledger.working(account)):
         if record.client_order_id not in listed \
                 and not _replace_in_flight(ledger, record, listed):
-            ledger.confirm(record)  # its fills still owed stay reserved
+            ledger.confirm(record, said=False)  # its fills still owed stay reserved
             ledger.end_but_pending(record)
             record.unlisted = True
     superseded = _superseded(ledger, account, listed)

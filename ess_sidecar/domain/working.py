@@ -56,7 +56,7 @@ class OrderRecord:
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
                  "owed_late", "charged_late", "released_here", "restood", "final_filled",
-                 "cleared")
+                 "cleared", "room_capped", "said_live")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -132,6 +132,13 @@ class OrderRecord:
         # and those it was owed): its room went to other orders, so a fill beyond trips.
         # Never lifted; what it was allowed (`quantity`) is kept.
         self.cap = INFINITY
+        # Capped by the rejection of its replacement to the room that one held (its leaves
+        # beyond were free for other orders: OrderLedger._unreplace): a rejection of it in
+        # turn caps the order it replaced the same way.
+        self.room_capped = False
+        # A word of the venue said it lived (an update, a fill under its id, a snapshot
+        # listing it: `confirm`), not only a snapshot that left it out.
+        self.said_live = False
         # The venue said it ended (CANCELLED, REJECTED, EXPIRED). Of an order replaced
         # then, its fills went on to the chain, so it is capped only when a rejection of
         # the replace makes it the chain again (unreplace).
@@ -446,10 +453,12 @@ class OrderLedger:
         if held > replacement.valued and replacement.working:
             self._hold(replacement, held)
 
-    def confirm(self, replacement: OrderRecord) -> None:
+    def confirm(self, replacement: OrderRecord, said: bool = True) -> None:
         """The venue's word on a replacement (an update, a fill under its own id, a
-        snapshot): the replace is done, and what it held for the original's leaves goes."""
+        snapshot): the replace is done, and what it held for the original's leaves goes.
+        `said`: a word said it lived (not a snapshot that left it out)."""
         replacement.confirmed, replacement.confirmed_late = True, False
+        replacement.said_live = replacement.said_live or said
         if replacement.held_price:
             self._hold(replacement, 0.0)
         extra, room = replacement.crossing, replacement.crossing_room
@@ -626,12 +635,12 @@ class OrderLedger:
         # Confirmed, its room was all the chain held since: the original's leaves beyond
         # it were free for other orders (review 42d: an executor's echoed OPEN, then the
         # venue's rejection, and an order allowed into them; both filled, untripped). So
-        # too if a rejection of the order that replaced it capped it (review 42h: the
-        # echo one replace further down); not if a snapshot that left it out confirmed
-        # it (it freed the room itself: known gap 13; review 42h: an honest fill tripped).
+        # too if a rejection of the order that replaced it capped it so (review 42h: the
+        # echo one replace further down; 42i: any cap of it, a cancel's too, tripped an
+        # honest fill); not if only a snapshot that left it out confirmed it (it freed
+        # the room itself: known gap 13; reviews 42h, 42i: an honest fill tripped).
         held = min(replacement.quantity, replacement.cap) - replacement.filled \
-            if replacement.confirmed and not replacement.unlisted \
-            or replacement.cap < INFINITY else INFINITY
+            if replacement.said_live or replacement.room_capped else INFINITY
         if replacement.working:
             self.end(replacement)
         replacement.leaves_given_up = 0.0  # it never lived: one replacing it gives nothing back
@@ -678,6 +687,7 @@ class OrderLedger:
         if held < leaves:  # they come back reserved; a fill into them trips
             original.cap = min(original.cap, max(original.filled, original.reported)
                                + original.owed + max(held, 0.0))
+            original.room_capped = True
         if original.working:  # it works for fills it is owed: its leaves come back too
             if leaves > 0.0:
                 original.owed_only = False

@@ -12,7 +12,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from cryptography.x509.oid import NameOID
 
 from ess.v1 import guard_pb2 as pb
@@ -254,3 +254,28 @@ def test_check_config_takes_tls_files_grpc_serves_with(pki: dict[str, Any]) -> N
     sections = tls_sections(pki)
     sections["server"].update(tls_cert=str(folder / "weak.pem"), tls_key=str(folder / "weak.key"))
     assert main(["check-config", str(_config(folder, sections))]) == 0
+
+
+def test_check_config_refuses_a_key_type_grpc_cannot_serve_with(
+        pki: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 42i: OpenSSL takes an Ed448 (or DSA, brainpool, RSA-PSS) key that gRPC
+    does not: check-config said OK, and serve failed to bind. gRPC binds them once."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    folder = pki["dir"]
+    key = ed448.Ed448PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+                   .sign(key, None))
+    (folder / "ed448.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "ed448.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    sections = tls_sections(pki)
+    sections["server"].update(tls_cert=str(folder / "ed448.pem"),
+                              tls_key=str(folder / "ed448.key"))
+    assert main(["check-config", str(_config(folder, sections))]) == 2
+    assert "invalid configuration: server.tls_cert: gRPC cannot serve with" in \
+        capsys.readouterr().err

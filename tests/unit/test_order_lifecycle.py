@@ -2445,3 +2445,21 @@ def test_a_rejection_after_a_snapshot_left_the_replace_out_lets_the_original_fil
                           [IncludedFills("A", 0), IncludedFills("B", 0)])
     engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED, None, 0.0))
     assert not report_fill(engine, fill(10, client_order_id="A")).unchecked
+
+
+@pytest.mark.parametrize("filled_quantity", [0.0, None])
+def test_a_rejection_capping_nothing_the_venue_said_lets_the_original_fill(filled_quantity):
+    """Review 42i: honest, no echo: A -> B -> C, C never sent (told no), a snapshot read
+    before A was live left them all out, C reported CANCELLED; the venue took A and
+    rejected B, and A's fill of its own 10 tripped: C's cancel had capped it, and that cap
+    went up the chain. Only a replacement a word of the venue said lived (or one capped
+    so) caps the order it replaced."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(10, client_order_id="A"))
+    _allowed(engine, order(15, client_order_id="B", replaces="A"))
+    _allowed(engine, order(1, client_order_id="C", replaces="B"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [], T0, [])
+    engine.update_order(OrderUpdate(ACCOUNT, "C", OrderStatus.CANCELLED, None, filled_quantity))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 10.0, 0.0))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED, None, 0.0))
+    assert not report_fill(engine, fill(10, client_order_id="A")).unchecked

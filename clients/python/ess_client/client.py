@@ -35,9 +35,6 @@ MAX_RPC_TIMEOUT_S = 86_400.0  # a day: longer is a typo, and gRPC cannot carry 1
 MAX_HEARTBEAT_TTL_MS = 3_600_000  # the contract's: 1 ms to 1 hour
 # After this long without any answer the stream is taken for hung and replaced.
 DEFAULT_STALL_AFTER_S = 1.0
-# With fail_open, how long a check past its deadline waits for an answer already received
-# to be read, while answers are being read (stream.CheckStream._expire; review 42h).
-FAIL_OPEN_SETTLE_S = 0.005
 # Trailing metadata of a unary check the sidecar answered failing closed: never fail-open.
 FAILED_CLOSED = "ess-failed-closed"
 # gRPC's default reconnect backoff grows to 120 s; a same-host sidecar restarted by its
@@ -195,7 +192,7 @@ class GuardClient:
         # A broken stream is never reused: the next check opens a fresh one.
         if self._stream is None or self._stream.broken:
             self._stream = CheckStream(self._stub, self._metadata, self._stall_after_s,
-                                       FAIL_OPEN_SETTLE_S if self._policy.fail_open else 0.0)
+                                       settle=self._policy.fail_open)
             self.streams_opened += 1
         return self._stream
 

@@ -29,7 +29,10 @@ CONNECTIVITY_CODES = {
 }
 
 
-SETTLE_STEP_S = 0.001  # a fail-open check past its deadline: how often it looks again
+# A fail-open check past its deadline: how often it looks for answers read, and how many
+# looks finding none fail it (_expire).
+SETTLE_STEP_S = 0.001
+SETTLE_IDLE_STEPS = 5
 
 
 def failure_of(code: grpc.StatusCode) -> Failure:
@@ -45,11 +48,11 @@ class CheckStream:
     unanswered request: anything else means the stream cannot be trusted and is replaced."""
 
     def __init__(self, stub: pb_grpc.GuardServiceStub, metadata: Sequence[tuple[str, str]],
-                 stall_after_s: float, settle_s: float = 0.0) -> None:
+                 stall_after_s: float, settle: bool = False) -> None:
         self.broken = False
         self._loop = asyncio.get_running_loop()
         self._stall_after_s = stall_after_s
-        self._settle_s = settle_s  # see _expire
+        self._settle = settle  # see _expire
         self._answers = 0  # read so far
         self._outbox: asyncio.Queue[pb.CheckOrderStreamRequest | None] = asyncio.Queue()
         self._pending: dict[int, asyncio.Future[Verdict]] = {}
@@ -135,20 +138,22 @@ class CheckStream:
             future.set_result(verdict)
 
     def _expire(self, request_id: int, timeout: float, answers: int = -1,
-                until: float = 0.0) -> None:
-        # With settle_s (fail_open only): the timer runs before the reader in a loop busy
+                idle: int = 0) -> None:
+        # With `settle` (fail_open only): the timer runs before the reader in a loop busy
         # past the deadline (asyncio's ready queue; uvloop's timers before its I/O poll),
-        # so an answer already received may not have been read: the check waits
-        # SETTLE_STEP_S, and again while answers are being read, settle_s at most. A
-        # denial read meanwhile stands (review 42e, 42h: fail_open allowed a tripped
-        # sidecar's denials). Fail-closed, a late denial and no answer both deny.
+        # and grpc.aio reads an answer over several loop turns, so answers already
+        # received may not have been read: the check fails only once SETTLE_IDLE_STEPS
+        # looks, SETTLE_STEP_S apart, found no answer read since the last. Answers come in
+        # request order, so while they are read this one's comes nearer; a denial read
+        # meanwhile stands (reviews 42e, 42h, 42i: fail_open allowed a tripped sidecar's
+        # denials). Fail-closed, a late denial and no answer both deny: no wait.
         future = self._pending.get(request_id)
         if future is None or future.done():
             return
-        now = self._loop.time()
-        if self._settle_s and (answers < 0 or answers != self._answers and now < until):
+        idle = idle + 1 if answers == self._answers else 0
+        if self._settle and idle < SETTLE_IDLE_STEPS:
             self._loop.call_later(SETTLE_STEP_S, self._expire, request_id, timeout,
-                                  self._answers, until or now + self._settle_s)
+                                  self._answers, idle)
             return
         self._resolve(request_id, failed(Failure.DEADLINE,
                                          f"no answer within {timeout * 1e3:g} ms"))

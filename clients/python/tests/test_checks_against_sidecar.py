@@ -202,13 +202,14 @@ async def test_the_unary_check_gives_the_streams_verdicts(client: GuardClient) -
                                                         "STRATEGY:momo")
 
 
-@pytest.mark.parametrize("in_flight", [1, 10])
+@pytest.mark.parametrize("in_flight", [1, 10, 100])
 async def test_denials_received_while_the_loop_was_busy_past_the_deadline_stand(
         sidecar: SidecarProcess, in_flight: int) -> None:
     """Review 42e: the executor's loop busy past a check's deadline (a blocking call, a
     GC pause) while the sidecar's denial came: the deadline's timer ran before the reader
     read it, and fail_open allowed every such check while GLOBAL was tripped. Review 42h:
-    a loop turn later was not enough with several in flight (one answer read a turn)."""
+    a loop turn later was not enough with several in flight (one answer read a turn);
+    review 42i: nor 5 ms, with 100 (the wait lasts while answers are read)."""
     async with GuardClient(sidecar.uds_target, check_timeout_s=0.01, fail_open=True) as guard:
         assert await guard.connect(timeout_s=10)
         await guard.trigger("GLOBAL", reason="halt")

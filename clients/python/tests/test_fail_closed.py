@@ -85,6 +85,21 @@ async def test_a_hung_stream_is_denied_by_the_deadline_and_then_replaced(
     assert guard.streams_opened == 2
 
 
+async def test_a_hung_stream_fails_open_soon_after_the_deadline_and_is_replaced(
+        scripted: StartScripted) -> None:
+    """Fail-open, a check past its deadline waits while answers are read (review 42i):
+    with none coming, a few milliseconds; then it is allowed, and the stream replaced."""
+    server = await scripted(never)
+    async with GuardClient(server.target, check_timeout_s=0.05, stall_after_s=0.0,
+                           fail_open=True) as guard:
+        first, elapsed = await timed_check(guard)
+        second, _ = await timed_check(guard)
+    for verdict in (first, second):
+        assert (verdict.allowed, verdict.failure) == (True, Failure.DEADLINE)
+    assert elapsed < 0.05 + SLACK_S
+    assert guard.streams_opened == 2
+
+
 async def test_a_single_missed_deadline_does_not_replace_the_stream(
         scripted: StartScripted) -> None:
     server = await scripted(never)

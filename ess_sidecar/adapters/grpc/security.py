@@ -6,6 +6,7 @@ import logging
 import pathlib
 import ssl
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -25,8 +26,27 @@ def server_credentials(server: ServerSettings) -> grpc.ServerCredentials | None:
     key, cert = _read_pem(server, "tls_key"), _read_pem(server, "tls_cert")
     client_ca = _read_pem(server, "tls_client_ca") if server.tls_client_ca else None
     _check_pems(server)
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
-                                       require_client_auth=client_ca is not None)
+    credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                              require_client_auth=client_ca is not None)
+    _check_grpc_serves(server, credentials)
+    return credentials
+
+
+def _check_grpc_serves(server: ServerSettings, credentials: grpc.ServerCredentials) -> None:
+    """InvalidConfig unless gRPC can serve with the files: it takes fewer key types than
+    OpenSSL (review 42i: DSA, Ed448, brainpool, secp256k1 and RSA-PSS keys passed
+    check-config, and serve failed to bind), so a server not started binds them once."""
+    probe = grpc.server(ThreadPoolExecutor(max_workers=1))
+    try:
+        bound = probe.add_secure_port("127.0.0.1:0", credentials)
+    except RuntimeError:
+        bound = 0
+    finally:
+        probe.stop(None)
+    if not bound:
+        raise InvalidConfig("server.tls_cert", f"gRPC cannot serve with {server.tls_cert} and"
+                            f" {server.tls_key} (a key type it does not take: DSA, Ed448, an"
+                            " RSA-PSS key, a curve other than P-256, P-384 or P-521?)")
 
 
 def _check_pems(server: ServerSettings) -> None:
