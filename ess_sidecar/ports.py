@@ -166,11 +166,13 @@ class AlertSink(abc.ABC):
         36f), so each start says again what still needs an operator. Like notify: never
         raises, never blocks. None configured: nothing."""
 
-    def acted(self, title: str, body: str) -> None:
-        """An operator's act that loosens what protects trading without changing any
-        scope's state (working orders cleared, another's heartbeat deregistered): one
-        warning, so that it is seen beyond this process's log (review 41c: it left no
-        trace but a log line). Like notify: never raises, never blocks."""
+    def warn(self, title: str, body: str) -> None:
+        """One warning for what changes no stored scope's state, so that it is seen beyond
+        this process's log: an operator's act that loosens what protects trading (working
+        orders cleared, another's heartbeat deregistered: review 41c), or a trip that
+        could not be stored and denies all the same (review 42j: no alert named it, and
+        GLOBAL's reset looked like the all-clear). Like notify: never raises, never
+        blocks."""
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -272,6 +274,10 @@ class GuardReadings(abc.ABC):
     @abc.abstractmethod
     def watchers(self) -> int:
         """How many WatchState subscribers are connected."""
+
+    @abc.abstractmethod
+    def lost(self) -> list[Transition]:
+        """Trips whose write failed, still denying (restricted() has them not)."""
 
 
 class Clock(abc.ABC):

@@ -104,7 +104,9 @@ class ScopeView:
     """A restricted scope as GetState shows it."""
 
     current: Transition
-    reset_allowed_at: float  # when a reset of all its latches is out of the cooldown
+    # When a reset of all its latches is out of the cooldown; None: no reset lifts it in
+    # this process (GLOBAL untrusted, or the journal failed).
+    reset_allowed_at: float | None
     pending_reset: PendingReset | None
     # A trip of the scope whose write failed: it denies (GuardEngine.lose), and no reset
     # lifts it in this process (review 40i: GetState said ARMED, a reset answered ARMED).
@@ -302,7 +304,7 @@ class Guard(GuardReadings):
             "account": account, "actor": actor, "reason": reason, "cleared": cleared,
             "client_order_ids": client_order_ids[:100]})
         named = ", ".join(client_order_ids[:20]) + (" …" if len(client_order_ids) > 20 else "")
-        self.alerts.acted(f"ESS ACCOUNT:{account}: {cleared} working order(s) cleared",
+        self.alerts.warn(f"ESS ACCOUNT:{account}: {cleared} working order(s) cleared",
                           f"{actor} cleared {cleared} working order(s) of account"
                           f" {account} ({named or 'all'}): {reason!r}. Their room is free:"
                           " one the venue still has would fill past the limits (and trip).")
@@ -339,7 +341,7 @@ class Guard(GuardReadings):
         from now on (review 41c: it left no trace at all)."""
         log.warning("heartbeat deregistered for another principal", extra={
             "executor_id": executor_id, "scope": str(scope), "owner": owner, "actor": actor})
-        self.alerts.acted(f"ESS {scope}: executor {executor_id} deregistered by {actor}",
+        self.alerts.warn(f"ESS {scope}: executor {executor_id} deregistered by {actor}",
                           f"{actor} deregistered executor {executor_id} of {scope}, whose"
                           f" heartbeats {owner} sent: if it dies now, nothing trips.")
 
@@ -740,6 +742,9 @@ class Guard(GuardReadings):
     def watchers(self) -> int:
         return len(self.subscribers)
 
+    def lost(self) -> list[Transition]:
+        return self.engine.lost()
+
     @property
     def config(self) -> GuardConfig:
         return self.engine.config
@@ -748,9 +753,10 @@ class Guard(GuardReadings):
         """Every restricted scope with when it may be reset and any pending request, and
         each with a trip not stored (a scope restricted by that alone shows it as
         current)."""
-        engine, now = self.engine, self._clock.now()
-        views = {t.scope: ScopeView(t, engine.reset_allowed_at(t), engine.approvals.pending(
-            t.scope, t.version, now)) for t in engine.restricted()}
+        engine, now, failed = self.engine, self._clock.now(), self._journal.failed
+        views = {t.scope: ScopeView(t, None if failed else engine.reset_allowed_at(t),
+                                    engine.approvals.pending(t.scope, t.version, now))
+                 for t in engine.restricted()}
         for lost in engine.lost():
             view = views.get(lost.scope)
             views[lost.scope] = dataclasses.replace(view, unstored=lost) if view else \
@@ -964,6 +970,11 @@ class Guard(GuardReadings):
             log.error("trip not stored: it denies checks until it is (the retry of what"
                       " tripped it stores it) or the sidecar restarts",
                       extra=transition_fields(lost))
+            self.alerts.warn(f"ESS {lost.scope} {lost.state.name}, not recorded",
+                             f"{lost.scope} is {lost.state.name} ({lost.reason}), but the"
+                             f" write failed: {error}. It denies every order of the scope"
+                             " until what tripped it is sent again and stored, or the"
+                             " sidecar restarts; no reset lifts it, GLOBAL's included.")
         directives = [d for t in transitions if t.scope == GLOBAL and not t.drill
                       for d in t.directives]  # a drill's are no order to act
         if isinstance(error, StoreUnavailable):

@@ -117,8 +117,12 @@ class GuardEngine:
     def _strictest_lost(self, scope: Scope) -> Transition:
         return max(self._lost[scope].values(), key=lambda t: SEVERITY[t.state])
 
-    def reset_allowed_at(self, current: Transition) -> float:
-        """When a reset of every latch of the scope is out of its cooldown."""
+    def reset_allowed_at(self, current: Transition) -> float | None:
+        """When a reset of every latch of the scope is out of its cooldown; None when no
+        reset lifts it in this process (GLOBAL, untrusted: review 42j showed a cooldown
+        that never ended)."""
+        if current.scope == GLOBAL and self.untrusted:
+            return None
         since = max((latch.since for latch in current.held()), default=current.time)
         return since + self.config.policy_for(current.scope.kind).reset_cooldown_s
 

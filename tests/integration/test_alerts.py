@@ -14,10 +14,12 @@ from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.alerts.apprise_sink import AppriseAlertSink
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain.errors import InvalidConfig
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, Transition
@@ -215,6 +217,22 @@ async def test_an_operators_clear_and_a_deregistration_for_another_are_alerted(
                     caller=Principal("bob", Role.EXECUTOR))
     await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="then"))
     assert (await receiver.wait_for(3))[2]["title"] == "ESS STRATEGY:momo TRIPPED"
+
+
+async def test_a_trip_that_could_not_be_stored_is_alerted(
+        start_sidecar: Any, receiver: Receiver) -> None:
+    """Review 42j: a trip whose write failed denies its scope until it is stored or the
+    sidecar restarts, after GLOBAL's reset too; no alert named it, and the alert of
+    GLOBAL's reset read as the all-clear."""
+    store = InMemoryStateStore()
+    running = await start_sidecar(alerts={"urls": [receiver.url]}, state_store=store)
+    store.fail_next_append = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="stop"))
+    alerts = await receiver.wait_for(2)
+    lost = next(a for a in alerts if "not recorded" in a["title"])
+    assert lost["title"] == "ESS STRATEGY:momo TRIPPED, not recorded"
+    assert lost["type"] == "warning" and "no reset lifts it" in lost["message"]
 
 
 async def test_decisions_and_triggers_answer_while_the_receiver_hangs(

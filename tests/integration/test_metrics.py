@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.alerts.apprise_sink import AppriseAlertSink
+from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.adapters.telemetry import names
 from ess_sidecar.adapters.telemetry.metrics import OtelTelemetry, meter_provider
 from ess_sidecar.adapters.telemetry.prometheus_http import MetricsServer
@@ -35,9 +36,9 @@ from ess_sidecar.adapters.telemetry.resource import sidecar_resource
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.decisions import Decision
-from ess_sidecar.domain.errors import InvalidArgument, SubscriberTooSlow
+from ess_sidecar.domain.errors import InvalidArgument, StoreUnavailable, SubscriberTooSlow
 from ess_sidecar.domain.orders import Order, PositionSnapshot, Side
-from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import TriggerMode, TriggerReason
 from ess_sidecar.ports import AlertSink, EventQuery
 from ess_sidecar.settings import AlertSettings, TelemetrySettings
@@ -261,7 +262,40 @@ async def test_per_scope_gauges_are_capped_the_newest_first(observe: Observe) ->
     reported = {s.labels["scope"] for s in metrics.samples if s.name == "ess_breaker_value"}
     assert reported == {f"STRATEGY:s-{n}" for n in range(40, 50)}
     states = {s.labels["scope"] for s in metrics.samples if s.name == "ess_scope_state"}
-    assert states == {f"STRATEGY:t-{n}" for n in range(20, 30)}
+    assert states == {"GLOBAL"} | {f"STRATEGY:t-{n}" for n in range(20, 30)}
+
+
+async def test_the_state_gauge_shows_global_however_many_trips_came_after_it(
+        observe: Observe) -> None:
+    """Review 42j: the cap kept the newest restricted scopes, and a hundred trips after
+    GLOBAL's hid it: a Prometheus alert on GLOBAL resolved while it was tripped."""
+    observed = await observe(max_gauge_scopes=10)
+    observed.trigger(GLOBAL)
+    for n in range(30):
+        observed.trigger(Scope(ScopeKind.STRATEGY, f"t-{n}"))
+    metrics = await observed.scrape()
+    assert metrics.value("ess_scope_state", scope="GLOBAL", state="TRIPPED") == 1
+
+
+async def test_the_state_gauge_shows_a_trip_that_could_not_be_stored(
+        observe: Observe) -> None:
+    """Review 42j: a trip whose write failed denies its scope's orders after GLOBAL's
+    reset too, and the gauge said ARMED (only GetState showed it)."""
+    store = InMemoryStateStore()
+    observed = await observe(state_store=store)
+    observed.trigger()
+    observed.running.clock.advance(COOLDOWN_S + 1)
+    observed.tell(lambda: observed.guard.reset(MOMO, "desk says go", force=False,
+                                               actor="operator"))
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        observed.trigger()
+    observed.tell(lambda: observed.guard.reset(GLOBAL, "disk replaced", force=True,
+                                               actor="operator"))
+    assert not observed.check().allowed
+    metrics = await observed.scrape()
+    assert metrics.value("ess_scope_state", scope="STRATEGY:momo", state="TRIPPED") == 1
+    assert metrics.value("ess_scope_state", scope="GLOBAL", state="ARMED") == 1
 
 
 async def test_breakers_observed_before_the_loop_runs_show_from_the_first_report(

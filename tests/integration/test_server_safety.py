@@ -298,6 +298,8 @@ async def _stopped_until_a_restart(stub: pb_grpc.GuardServiceStub) -> None:
                                          reason="looks fine", force=True))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "cannot be reset in this process" in refused.value.details()
+    (shown,) = (await stub.GetState(pb.GetStateRequest())).scopes  # review 42j: a reset
+    assert not shown.HasField("reset_allowed_at")  # time shown that never came
 
 
 async def test_a_fault_in_a_check_answers_internal_and_stops_trading_until_a_restart(

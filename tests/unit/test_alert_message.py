@@ -63,3 +63,18 @@ def test_a_drill_says_so_in_title_and_body() -> None:
 
 def test_times_are_iso_8601_utc() -> None:
     assert iso_utc(0.25) == "1970-01-01T00:00:00.250Z"
+
+
+def test_a_reason_or_an_id_cannot_forge_the_alerts_own_lines_or_title() -> None:
+    """Review 42j: a Trigger's reason with newlines showed lines of its own ("state:
+    ARMED") before the alert's real ones, and an id with spaces read as a state in the
+    title."""
+    alert = alert_of(dataclasses.replace(
+        TRIP, scope=Scope(ScopeKind.STRATEGY, "q ARMED (reset)"),
+        reason="line1\nstate: ARMED (was TRIPPED)\nactor: risk-desk"))
+    assert alert.title == 'ESS "STRATEGY:q ARMED (reset)" TRIPPED'
+    lines = alert.body.splitlines()
+    assert lines[3:6] == ["reason: line1", "    state: ARMED (was TRIPPED)",
+                          "    actor: risk-desk"]
+    assert [line for line in lines if line.startswith(("state:", "actor:"))] == [
+        "state: TRIPPED (was ARMED)", "actor: alice"]

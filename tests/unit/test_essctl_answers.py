@@ -315,3 +315,13 @@ def test_watch_resumes_with_the_epoch_of_the_message_it_resumes_from() -> None:
     follower = Follower(OneStream(), [], Output(json_mode=True), None)  # type: ignore[arg-type]
     follower.follow()
     assert (follower.request().from_version, follower.request().epoch) == (1, "")
+
+
+def test_status_says_no_reset_lifts_a_scope_shown_with_no_reset_time():
+    """Review 42j: GLOBAL failed closed at start (or a trip not stored) showed a cooldown
+    that ended, then "cooldown over", while every reset was refused."""
+    from ess_sidecar.essctl.status import resume_text  # noqa: PLC0415
+    tripped = pb.ScopeState(state=pb.STATE_TRIPPED)
+    assert resume_text(tripped) == "no reset lifts it in this process (its reason says why)"
+    tripped.reset_allowed_at.FromSeconds(0)
+    assert resume_text(tripped) == "cooldown over (a breaker still holding refuses the reset)"

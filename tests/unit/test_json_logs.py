@@ -89,6 +89,18 @@ def test_text_format_is_one_human_line(capsys: pytest.CaptureFixture[str]) -> No
     assert line.endswith(" WARNING ess_sidecar.service: GLOBAL tripped (drill)")
 
 
+def test_text_format_keeps_the_fields_and_quotes_their_values(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 42j: the text log said "transition" with no scope, state or reason (they are
+    `extra=` fields); a value with a newline must not forge a line."""
+    configure_logging("text", "INFO")
+    log.warning("transition", extra={"scope": "STRATEGY:momo", "state": "TRIPPED",
+                                     "version": 3, "reason": 'stop\nERROR forged "x"'})
+    [line] = lines(capsys)
+    assert line.endswith(' WARNING ess_sidecar.service: transition scope="STRATEGY:momo"'
+                         ' state="TRIPPED" version=3 reason="stop\\nERROR forged \\"x\\""')
+
+
 def test_configuring_twice_keeps_one_handler(capsys: pytest.CaptureFixture[str]) -> None:
     before = len(logging.getLogger().handlers)
     configure_logging("text", "INFO")

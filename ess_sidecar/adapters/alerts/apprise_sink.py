@@ -80,7 +80,7 @@ class AppriseAlertSink(AlertSink):
             log.exception("the alert for %d latched scope(s) could not be queued",
                           len(current))
 
-    def acted(self, title: str, body: str) -> None:
+    def warn(self, title: str, body: str) -> None:
         try:
             self._queue(Alert(title, body, WARNING, 0))
         except Exception:  # as notify: an alert bug must not fail the act

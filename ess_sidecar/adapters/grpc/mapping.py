@@ -240,7 +240,7 @@ def latch_names_from_proto(names: Iterable[str]) -> tuple[str, ...]:
                  for i, name in enumerate(names))
 
 
-def scope_state_to_proto(t: Transition, reset_allowed_at: float,
+def scope_state_to_proto(t: Transition, reset_allowed_at: float | None,
                          pending: PendingReset | None = None,
                          unstored: Transition | None = None) -> pb.ScopeState:
     """`unstored`: a trip of the scope whose write failed; it denies, and no reset lifts
@@ -261,7 +261,7 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float,
         state.reason = note if unstored is t else f"{t.reason}; also {note}"
         if SEVERITY[unstored.state] > SEVERITY[t.state]:
             state.state = unstored.state
-    elif t.state in (State.TRIPPED, State.REDUCE_ONLY):
+    elif t.state in (State.TRIPPED, State.REDUCE_ONLY) and reset_allowed_at is not None:
         state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))
     if pending is not None:
         state.reset_requested_by = pending.requested_by

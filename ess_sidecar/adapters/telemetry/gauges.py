@@ -20,8 +20,8 @@ from typing import TypeVar
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ...domain.breakers import Reading
-from ...domain.scopes import Scope
-from ...domain.states import State
+from ...domain.scopes import GLOBAL, Scope
+from ...domain.states import SEVERITY, State
 from ...ports import AlertSink, GuardReadings
 from . import names
 
@@ -139,12 +139,18 @@ class GuardGauges:
         # restricted() copies the engine's dict in one C step; also restricted without a
         # transition passing through telemetry: latched at start-up, failed closed.
         current = {t.scope: t.state for t in guard.restricted()}
+        for lost in self._on_loop(guard.lost, unbound=[]):  # a trip not stored denies too
+            if SEVERITY[lost.state] > SEVERITY[current.get(lost.scope, State.ARMED)]:
+                current[lost.scope] = lost.state  # (review 42j: shown ARMED)
         for scope in current:
             self._scopes.setdefault(scope)
         for scope in list(self._scopes)[:max(0, len(self._scopes) - self._most)]:
-            if scope not in current:  # the oldest seen, no longer restricted, go first
-                del self._scopes[scope]
-        shown = list(self._scopes)[-self._most:]  # the newest, when more are restricted
+            if scope not in current and scope != GLOBAL:  # the oldest seen, no longer
+                del self._scopes[scope]  # restricted, go first
+        # The newest, when more are restricted; GLOBAL always (review 42j: a hundred
+        # trips after it hid GLOBAL's, tripped).
+        shown = [GLOBAL] + [scope for scope in list(self._scopes)[-self._most:]
+                            if scope != GLOBAL]
         return [Observation(int(state is current.get(scope, State.ARMED)),
                             {names.SCOPE: str(scope), names.STATE: state.name})
                 for scope in shown for state in State]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -95,6 +96,24 @@ class UtcJsonFormatter(JsonFormatter):
         return f"{seconds}.{int(record.msecs):03d}Z"
 
 
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, then the record's `extra=` fields as key=value, strings JSON-quoted
+    (review 42j: the text log showed "transition" with no scope, state or reason, and a
+    value with a newline could forge a line)."""
+
+    PLAIN = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message",
+                                                                              "asctime"}
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={json.dumps(value, ensure_ascii=False, default=str)}"
+                          for key, value in vars(record).items() if key not in self.PLAIN)
+        line = super().formatMessage(record)
+        return f"{line} {fields}" if fields else line
+
+
 class _SidecarHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler configure_logging installed, so a second call replaces it."""
 
@@ -109,7 +128,7 @@ def configure_logging(format: str, level: str, stream: IO[str] | None = None) ->
     if format == "json":
         handler.setFormatter(UtcJsonFormatter(list(JSON_KEYS)[:4], rename_fields=JSON_KEYS))
     elif format == "text":
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     else:
         raise ValueError(f"log format must be 'json' or 'text', not {format!r}")
     handler.addFilter(TraceIds())  # on the handler: root logger filters skip child loggers
