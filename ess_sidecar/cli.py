@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             settings.check_serves()
             _check_store_path(settings.store.path)
             open_principals(settings)
-            open_credentials(settings)  # review 34: its files were not read
+            credentials = open_credentials(settings)  # review 34: its files were not read
+            if credentials is not None:  # review 42i: nor tried by gRPC
+                from .adapters.grpc.security import check_grpc_serves  # noqa: PLC0415
+                check_grpc_serves(settings.server, credentials)
             open_alerts(settings)
             print(f"{args.config}: OK")
             return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -279,3 +281,8 @@ def test_check_config_refuses_a_key_type_grpc_cannot_serve_with(
     assert main(["check-config", str(_config(folder, sections))]) == 2
     assert "invalid configuration: server.tls_cert: gRPC cannot serve with" in \
         capsys.readouterr().err
+    sections["store"] = {"path": str(folder / "state" / "ess.db")}  # serve: the bind says so
+    served = subprocess.run([sys.executable, "-m", "ess_sidecar", "serve", "--config",
+                             str(_config(folder, sections))], capture_output=True, text=True,
+                            timeout=60)
+    assert served.returncode == 2 and "or TLS files gRPC cannot serve with" in served.stderr

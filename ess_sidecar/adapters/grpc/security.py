@@ -26,27 +26,35 @@ def server_credentials(server: ServerSettings) -> grpc.ServerCredentials | None:
     key, cert = _read_pem(server, "tls_key"), _read_pem(server, "tls_cert")
     client_ca = _read_pem(server, "tls_client_ca") if server.tls_client_ca else None
     _check_pems(server)
-    credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
-                                              require_client_auth=client_ca is not None)
-    _check_grpc_serves(server, credentials)
-    return credentials
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
 
 
-def _check_grpc_serves(server: ServerSettings, credentials: grpc.ServerCredentials) -> None:
-    """InvalidConfig unless gRPC can serve with the files: it takes fewer key types than
-    OpenSSL (review 42i: DSA, Ed448, brainpool, secp256k1 and RSA-PSS keys passed
-    check-config, and serve failed to bind), so a server not started binds them once."""
+def check_grpc_serves(server: ServerSettings, credentials: grpc.ServerCredentials) -> None:
+    """For check-config: InvalidConfig if gRPC cannot serve with the TLS files where it
+    can serve without them. It takes fewer key types than OpenSSL (review 42i: DSA,
+    Ed448, brainpool, secp256k1 and RSA-PSS keys passed check-config, and serve failed to
+    bind), so a server never started binds port 0 of server.listen's host with them, and
+    without (review 42k: a host with no IPv4 loopback is no key's fault). Not at serve: a
+    server never started keeps its port open (42k); serve's own bind says the same."""
+    host = server.listen.rpartition(":")[0]
     probe = grpc.server(ThreadPoolExecutor(max_workers=1))
     try:
-        bound = probe.add_secure_port("127.0.0.1:0", credentials)
-    except RuntimeError:
-        bound = 0
+        if not _binds(lambda: probe.add_secure_port(f"{host}:0", credentials)) \
+                and _binds(lambda: probe.add_insecure_port(f"{host}:0")):
+            raise InvalidConfig("server.tls_cert", f"gRPC cannot serve with {server.tls_cert}"
+                                f" and {server.tls_key} (a key type it does not take: DSA,"
+                                " Ed448, an RSA-PSS key, a curve other than P-256, P-384 or"
+                                " P-521?)")
     finally:
         probe.stop(None)
-    if not bound:
-        raise InvalidConfig("server.tls_cert", f"gRPC cannot serve with {server.tls_cert} and"
-                            f" {server.tls_key} (a key type it does not take: DSA, Ed448, an"
-                            " RSA-PSS key, a curve other than P-256, P-384 or P-521?)")
+
+
+def _binds(add_port: Callable[[], int]) -> bool:
+    try:
+        return add_port() != 0
+    except RuntimeError:  # grpcio's "Failed to bind to address ..."
+        return False
 
 
 def _check_pems(server: ServerSettings) -> None:

@@ -110,7 +110,10 @@ def bind_tcp(server: grpc.aio.Server, listen: str,
         except RuntimeError as error:  # grpcio's "Failed to bind to address ..."
             raise SocketPathError(f"server.listen: cannot bind {target} ({listen}): in use"
                                   " by another process, or not an address of this host"
-                                  f" ({error})") from None
+                                  + (", or TLS files gRPC cannot serve with (a key type"
+                                     " such as DSA, Ed448 or RSA-PSS: check-config says)"
+                                     if credentials is not None else "")
+                                  + f" ({error})") from None
         port = bound  # port 0: the one picked for the first address, for every address
     return f"{host}:{port}"
 
