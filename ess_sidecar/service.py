@@ -305,9 +305,9 @@ class Guard(GuardReadings):
             "client_order_ids": client_order_ids[:100]})
         named = ", ".join(client_order_ids[:20]) + (" …" if len(client_order_ids) > 20 else "")
         self.alerts.warn(f"ESS ACCOUNT:{account}: {cleared} working order(s) cleared",
-                          f"{actor} cleared {cleared} working order(s) of account"
-                          f" {account} ({named or 'all'}): {reason!r}. Their room is free:"
-                          " one the venue still has would fill past the limits (and trip).")
+                         f"{actor} cleared {cleared} working order(s) of account"
+                         f" {account} ({named or 'all'}): {reason!r}. Their room is free:"
+                         " one the venue still has would fill past the limits (and trip).")
         return cleared
 
     def heartbeat(self, executor_id: str, scope: Scope, ttl_s: float,
@@ -342,8 +342,8 @@ class Guard(GuardReadings):
         log.warning("heartbeat deregistered for another principal", extra={
             "executor_id": executor_id, "scope": str(scope), "owner": owner, "actor": actor})
         self.alerts.warn(f"ESS {scope}: executor {executor_id} deregistered by {actor}",
-                          f"{actor} deregistered executor {executor_id} of {scope}, whose"
-                          f" heartbeats {owner} sent: if it dies now, nothing trips.")
+                         f"{actor} deregistered executor {executor_id} of {scope}, whose"
+                         f" heartbeats {owner} sent: if it dies now, nothing trips.")
 
     def _owed_timers(self, now: float) -> Steps[None]:
         """Trip what the timers would trip by now, before a heartbeat or a data feed's
