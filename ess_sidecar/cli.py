@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             credentials = open_credentials(settings)  # review 34: its files were not read
             if credentials is not None:  # review 42i: nor tried by gRPC
                 from .adapters.grpc.security import check_grpc_serves  # noqa: PLC0415
-                check_grpc_serves(settings.server, credentials)
+                if not check_grpc_serves(settings.server, credentials):
+                    print("server.tls_cert: not tried by gRPC (no address binds here)")
             open_alerts(settings)
             print(f"{args.config}: OK")
             return 0

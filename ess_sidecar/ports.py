@@ -166,13 +166,14 @@ class AlertSink(abc.ABC):
         36f), so each start says again what still needs an operator. Like notify: never
         raises, never blocks. None configured: nothing."""
 
-    def warn(self, title: str, body: str) -> None:
+    def warn(self, scope: Scope, what: str, body: str) -> None:
         """One warning for what changes no stored scope's state, so that it is seen beyond
         this process's log: an operator's act that loosens what protects trading (working
         orders cleared, another's heartbeat deregistered: review 41c), or a trip that
         could not be stored and denies all the same (review 42j: no alert named it, and
-        GLOBAL's reset looked like the all-clear). Like notify: never raises, never
-        blocks."""
+        GLOBAL's reset looked like the all-clear). Titled "ESS <scope><what>"; `body`
+        may hold what a caller sent (a reason), so its lines are its own, not the
+        alert's. Like notify: never raises, never blocks."""
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -277,7 +278,8 @@ class GuardReadings(abc.ABC):
 
     @abc.abstractmethod
     def lost(self) -> list[Transition]:
-        """Trips whose write failed, still denying (restricted() has them not)."""
+        """Trips whose write failed, still denying (restricted() has them not). Read off
+        the loop too: may raise RuntimeError if they change meanwhile."""
 
 
 class Clock(abc.ABC):

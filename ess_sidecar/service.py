@@ -304,7 +304,8 @@ class Guard(GuardReadings):
             "account": account, "actor": actor, "reason": reason, "cleared": cleared,
             "client_order_ids": client_order_ids[:100]})
         named = ", ".join(client_order_ids[:20]) + (" …" if len(client_order_ids) > 20 else "")
-        self.alerts.warn(f"ESS ACCOUNT:{account}: {cleared} working order(s) cleared",
+        self.alerts.warn(Scope(ScopeKind.ACCOUNT, account),
+                         f": {cleared} working order(s) cleared",
                          f"{actor} cleared {cleared} working order(s) of account"
                          f" {account} ({named or 'all'}): {reason!r}. Their room is free:"
                          " one the venue still has would fill past the limits (and trip).")
@@ -341,7 +342,7 @@ class Guard(GuardReadings):
         from now on (review 41c: it left no trace at all)."""
         log.warning("heartbeat deregistered for another principal", extra={
             "executor_id": executor_id, "scope": str(scope), "owner": owner, "actor": actor})
-        self.alerts.warn(f"ESS {scope}: executor {executor_id} deregistered by {actor}",
+        self.alerts.warn(scope, f": executor {executor_id} deregistered by {actor}",
                          f"{actor} deregistered executor {executor_id} of {scope}, whose"
                          f" heartbeats {owner} sent: if it dies now, nothing trips.")
 
@@ -970,11 +971,12 @@ class Guard(GuardReadings):
             log.error("trip not stored: it denies checks until it is (the retry of what"
                       " tripped it stores it) or the sidecar restarts",
                       extra=transition_fields(lost))
-            self.alerts.warn(f"ESS {lost.scope} {lost.state.name}, not recorded",
-                             f"{lost.scope} is {lost.state.name} ({lost.reason}), but the"
-                             f" write failed: {error}. It denies every order of the scope"
-                             " until what tripped it is sent again and stored, or the"
-                             " sidecar restarts; no reset lifts it, GLOBAL's included.")
+            if not lost.drill:  # a reset lifts a drill's (review 42l)
+                self.alerts.warn(lost.scope, f" {lost.state.name}, not recorded",
+                                 f"the write failed: {error}. It denies every order of the"
+                                 " scope until what tripped it is sent again and stored, or"
+                                 " the sidecar restarts; no reset lifts it, GLOBAL's"
+                                 f" included. Its reason: {lost.reason}")
         directives = [d for t in transitions if t.scope == GLOBAL and not t.drill
                       for d in t.directives]  # a drill's are no order to act
         if isinstance(error, StoreUnavailable):

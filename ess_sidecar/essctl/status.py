@@ -59,7 +59,8 @@ def resume_text(s: pb.ScopeState) -> str:
     if s.HasField("rearm_at"):
         return f"re-arms at {when(s, 'rearm_at')}"
     if not s.HasField("reset_allowed_at"):  # a trip not stored, GLOBAL failed closed at
-        return "no reset lifts it in this process (its reason says why)" \
+        return "no reset lifts it in this process (a trip not recorded, a failed journal" \
+            " or a store it cannot trust: the sidecar's log says which)" \
             if s.state in (pb.STATE_TRIPPED, pb.STATE_REDUCE_ONLY) else ""  # start (42j)
     # The cooldown only: a breaker whose condition still holds refuses the reset too, and
     # GetState does not say whether one does (Reset's refusal names it).

@@ -25,7 +25,7 @@ from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, Transition
 from ess_sidecar.settings import AlertSettings
 from tests.fakes import START
-from tests.integration.conftest import order, strategy_scope
+from tests.integration.conftest import order, strategy_scope, synced
 
 DEADLINE_S = 10.0  # generous: these wait for events, never measure time
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
@@ -233,6 +233,28 @@ async def test_a_trip_that_could_not_be_stored_is_alerted(
     lost = next(a for a in alerts if "not recorded" in a["title"])
     assert lost["title"] == "ESS STRATEGY:momo TRIPPED, not recorded"
     assert lost["type"] == "warning" and "no reset lifts it" in lost["message"]
+
+
+async def test_warnings_quote_spaced_ids_and_indent_a_reasons_lines_and_skip_drills(
+        start_sidecar: Any, receiver: Receiver) -> None:
+    """Review 42l: the warnings built their own titles and bodies, so an id with spaces
+    and a reason with newlines forged a title and lines 42j had closed for transitions;
+    and a drill's trip not stored was alerted as a real one no reset lifts."""
+    store = InMemoryStateStore()
+    running = await start_sidecar(alerts={"urls": [receiver.url]}, state_store=store)
+    await running.stub.SyncPositions(synced("ops desk"))
+    assert (await running.stub.CheckOrder(order(account="ops desk"))).allowed
+    await running.stub.ClearWorkingOrders(pb.ClearWorkingOrdersRequest(
+        account="ops desk", reason="gone\nstate: ARMED (was TRIPPED)"))
+    (cleared,) = await receiver.wait_for(1)
+    assert cleared["title"] == 'ESS "ACCOUNT:ops desk": 1 working order(s) cleared'
+    assert not any(line.startswith("state:") for line in cleared["message"].splitlines())
+    store.fail_next_append = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), drill=True,
+                                                     reason="drill"))
+    titles = [alert["title"] for alert in await receiver.wait_for(2)]
+    assert titles[1] == "ESS GLOBAL TRIPPED (system)" and "not recorded" not in str(titles)
 
 
 async def test_decisions_and_triggers_answer_while_the_receiver_hangs(

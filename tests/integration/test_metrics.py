@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import functools
 import time
 import urllib.error
@@ -275,6 +276,19 @@ async def test_the_state_gauge_shows_global_however_many_trips_came_after_it(
         observed.trigger(Scope(ScopeKind.STRATEGY, f"t-{n}"))
     metrics = await observed.scrape()
     assert metrics.value("ess_scope_state", scope="GLOBAL", state="TRIPPED") == 1
+
+
+async def test_the_state_gauge_is_read_whole_while_the_loop_is_busy(observe: Observe) -> None:
+    """Review 42l: the trips not stored were read on the loop, and a loop busy past the
+    read's second took the whole state gauge with it, GLOBAL's trip included."""
+    observed = await observe()
+    observed.trigger(GLOBAL)
+    scraped: list[Scrape] = []
+    scraper = threading.Thread(target=lambda: scraped.append(asyncio.run(observed.scrape())))
+    scraper.start()
+    time.sleep(1.5)  # the loop, busy: the scrape is served meanwhile, on its own thread
+    scraper.join(10)
+    assert scraped[0].value("ess_scope_state", scope="GLOBAL", state="TRIPPED") == 1
 
 
 async def test_the_state_gauge_shows_a_trip_that_could_not_be_stored(

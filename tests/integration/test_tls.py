@@ -281,6 +281,10 @@ def test_check_config_refuses_a_key_type_grpc_cannot_serve_with(
     assert main(["check-config", str(_config(folder, sections))]) == 2
     assert "invalid configuration: server.tls_cert: gRPC cannot serve with" in \
         capsys.readouterr().err
+    for elsewhere in ("192.0.2.1:50051", "[::1]:50051"):  # review 42l: a production config
+        sections["server"]["listen"] = elsewhere  # checked on another host (TEST-NET-1)
+        assert main(["check-config", str(_config(folder, sections))]) == 2, elsewhere
+    sections["server"]["listen"] = "127.0.0.1:0"
     sections["store"] = {"path": str(folder / "state" / "ess.db")}  # serve: the bind says so
     served = subprocess.run([sys.executable, "-m", "ess_sidecar", "serve", "--config",
                              str(_config(folder, sections))], capture_output=True, text=True,

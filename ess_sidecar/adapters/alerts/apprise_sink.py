@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 import apprise
 
 from ...domain.errors import InvalidConfig
+from ...domain.scopes import Scope
 from ...domain.states import Transition
 from ...ports import AlertSink
 from ...settings import AlertSettings
-from .message import WARNING, Alert, alert_of, still_latched_alert
+from .message import WARNING, Alert, alert_of, indented, named, still_latched_alert
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,10 @@ class AppriseAlertSink(AlertSink):
             log.exception("the alert for %d latched scope(s) could not be queued",
                           len(current))
 
-    def warn(self, title: str, body: str) -> None:
-        try:
-            self._queue(Alert(title, body, WARNING, 0))
+    def warn(self, scope: Scope, what: str, body: str) -> None:
+        title = f"ESS {named(scope)}{what}"
+        try:  # the body's lines past its first come from a caller's text (review 42l)
+            self._queue(Alert(title, indented(body), WARNING, 0))
         except Exception:  # as notify: an alert bug must not fail the act
             log.exception("the alert %r could not be queued", title)
 

@@ -65,22 +65,27 @@ def title_of(t: Transition) -> str:
     why = WHY.get(t.cause, "")
     if t.cause is Cause.RESET and t.forced:
         why = "forced reset"
-    title = f"ESS {_named(t.scope)} {t.state.name}" + (f" ({why})" if why else "")
+    title = f"ESS {named(t.scope)} {t.state.name}" + (f" ({why})" if why else "")
     return f"[DRILL] {title}" if t.drill else title
 
 
-def _named(scope: Scope) -> str:
+def named(scope: Scope) -> str:
     """A scope as a title shows it: quoted when its id holds a space (review 42j: an id
     such as "x ARMED (reset)" read as a state in the title)."""
     return json.dumps(str(scope), ensure_ascii=False) if " " in scope.id else str(scope)
+
+
+def indented(text: str) -> str:
+    """A caller's text in a body: its own lines ("line1\nstate: ARMED") stand indented
+    under its first, never as the alert's (review 42j)."""
+    return text.replace("\n", "\n    ")
 
 
 def body_of(t: Transition) -> str:
     lines = [f"scope: {t.scope}",
              f"state: {t.state.name} (was {t.previous.name})",
              f"cause: {t.cause.name}",
-             "reason: " + t.reason.replace("\n", "\n    ")]  # review 42j: its own lines
-    # ("line1\nstate: ARMED") stand indented, under it, never as the alert's own
+             "reason: " + indented(t.reason)]
     if t.reason_code is not None:
         lines.append(f"reason code: {t.reason_code.name}")
     if t.breaker:

@@ -261,6 +261,8 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float | None,
         state.reason = note if unstored is t else f"{t.reason}; also {note}"
         if SEVERITY[unstored.state] > SEVERITY[t.state]:
             state.state = unstored.state
+        if unstored.drill and reset_allowed_at is not None:  # a reset lifts a drill's
+            state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))  # (review 42l)
     elif t.state in (State.TRIPPED, State.REDUCE_ONLY) and reset_allowed_at is not None:
         state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))
     if pending is not None:

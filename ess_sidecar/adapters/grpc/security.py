@@ -30,22 +30,26 @@ def server_credentials(server: ServerSettings) -> grpc.ServerCredentials | None:
                                        require_client_auth=client_ca is not None)
 
 
-def check_grpc_serves(server: ServerSettings, credentials: grpc.ServerCredentials) -> None:
-    """For check-config: InvalidConfig if gRPC cannot serve with the TLS files where it
-    can serve without them. It takes fewer key types than OpenSSL (review 42i: DSA,
-    Ed448, brainpool, secp256k1 and RSA-PSS keys passed check-config, and serve failed to
-    bind), so a server never started binds port 0 of server.listen's host with them, and
-    without (review 42k: a host with no IPv4 loopback is no key's fault). Not at serve: a
-    server never started keeps its port open (42k); serve's own bind says the same."""
-    host = server.listen.rpartition(":")[0]
+def check_grpc_serves(server: ServerSettings, credentials: grpc.ServerCredentials) -> bool:
+    """For check-config: InvalidConfig if gRPC cannot serve with the TLS files; False if
+    no address binds here to try them. gRPC takes fewer key types than OpenSSL (review
+    42i: DSA, Ed448, brainpool, secp256k1 and RSA-PSS keys passed check-config, and serve
+    failed to bind), so a server never started binds port 0 with them, on the first of
+    server.listen's host and the loopbacks that binds without them (42k: an IPv6-only
+    loopback is no key's fault; 42l: nor a host this machine is not, as when a build
+    host checks a production config). Not at serve: a server never started keeps its
+    port open (42k); serve's own bind error names the same cause."""
     probe = grpc.server(ThreadPoolExecutor(max_workers=1))
     try:
-        if not _binds(lambda: probe.add_secure_port(f"{host}:0", credentials)) \
-                and _binds(lambda: probe.add_insecure_port(f"{host}:0")):
-            raise InvalidConfig("server.tls_cert", f"gRPC cannot serve with {server.tls_cert}"
-                                f" and {server.tls_key} (a key type it does not take: DSA,"
-                                " Ed448, an RSA-PSS key, a curve other than P-256, P-384 or"
-                                " P-521?)")
+        for host in dict.fromkeys((server.listen.rpartition(":")[0], "127.0.0.1", "[::1]")):
+            if _binds(lambda: probe.add_insecure_port(f"{host}:0")):
+                if _binds(lambda: probe.add_secure_port(f"{host}:0", credentials)):
+                    return True
+                raise InvalidConfig("server.tls_cert", f"gRPC cannot serve with"
+                                    f" {server.tls_cert} and {server.tls_key} (a key type it"
+                                    " does not take: DSA, Ed448, an RSA-PSS key, a curve"
+                                    " other than P-256, P-384 or P-521?)")
+        return False
     finally:
         probe.stop(None)
 
