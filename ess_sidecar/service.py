@@ -342,8 +342,8 @@ class Guard(GuardReadings):
         from now on (review 41c: it left no trace at all)."""
         log.warning("heartbeat deregistered for another principal", extra={
             "executor_id": executor_id, "scope": str(scope), "owner": owner, "actor": actor})
-        self.alerts.warn(scope, f": executor {executor_id} deregistered by {actor}",
-                         f"{actor} deregistered executor {executor_id} of {scope}, whose"
+        self.alerts.warn(scope, f": executor {executor_id!r} deregistered by {actor}",
+                         f"{actor} deregistered executor {executor_id!r} of {scope}, whose"
                          f" heartbeats {owner} sent: if it dies now, nothing trips.")
 
     def _owed_timers(self, now: float) -> Steps[None]:
@@ -758,10 +758,13 @@ class Guard(GuardReadings):
         views = {t.scope: ScopeView(t, None if failed else engine.reset_allowed_at(t),
                                     engine.approvals.pending(t.scope, t.version, now))
                  for t in engine.restricted()}
-        for lost in engine.lost():
-            view = views.get(lost.scope)
-            views[lost.scope] = dataclasses.replace(view, unstored=lost) if view else \
-                ScopeView(lost, lost.time, None, lost)
+        for lost in engine.lost():  # a reset time only where a reset lifts it (review 42m)
+            view, lifts = views.get(lost.scope), not failed and engine.reset_lifts_lost(
+                lost.scope)
+            views[lost.scope] = dataclasses.replace(
+                view, unstored=lost, reset_allowed_at=view.reset_allowed_at if lifts
+                else None) if view else ScopeView(lost, lost.time if lifts else None, None,
+                                                  lost)
         return sorted(views.values(), key=lambda view: view.current.version)
 
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:

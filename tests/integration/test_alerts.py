@@ -210,7 +210,7 @@ async def test_an_operators_clear_and_a_deregistration_for_another_are_alerted(
     guard.heartbeat("ex-1", scope, 5.0, deregister=True,
                     caller=Principal("alice", Role.OPERATOR))
     retired = (await receiver.wait_for(2))[1]
-    assert retired["title"] == "ESS STRATEGY:momo: executor ex-1 deregistered by alice"
+    assert retired["title"] == "ESS STRATEGY:momo: executor 'ex-1' deregistered by alice"
     assert "bob" in retired["message"]
     guard.heartbeat("ex-2", scope, 5.0, caller=Principal("bob", Role.EXECUTOR))
     guard.heartbeat("ex-2", scope, 5.0, deregister=True,  # its own: nothing to say

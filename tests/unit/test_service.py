@@ -421,6 +421,26 @@ def test_each_unchecked_fill_is_logged_though_its_trip_is_not_stored(
     assert len(said) == 2 and "never-x-2" in said[1]
 
 
+@pytest.mark.parametrize("drill_first", [True, False])
+def test_a_drills_trip_not_stored_never_masks_a_real_one(drill_first: bool) -> None:
+    """Review 42m: a drill's trip and a real one, both not stored: GetState showed the
+    drill's, with a reset time, and the refused reset named the drill, the real trip
+    nowhere. A reset time is shown only where a reset lifts every trip not stored."""
+    guard, store = make_guard()
+    drill = Trigger(MOMO, TriggerMode.HALT, "quarterly drill", TriggerReason.USER_INITIATED,
+                    (), "alice", drill=True)
+    real = Trigger(MOMO, TriggerMode.REDUCE_ONLY, "venue fault", TriggerReason.USER_INITIATED,
+                   (), "alice")
+    for stop in (drill, real) if drill_first else (real, drill):
+        store.fail_next_append = True
+        with pytest.raises(StoreUnavailable):
+            guard.trigger(stop)
+    (view,) = [v for v in guard.scope_views() if v.current.scope == MOMO]
+    assert view.reset_allowed_at is None
+    with pytest.raises(ResetRefused, match="venue fault"):
+        guard.reset(MOMO, "drill over", force=True, actor="bob")
+
+
 def test_a_trip_the_scope_holds_durably_already_is_not_lost() -> None:
     """Review 22: a Trigger of a scope an operator had halted, whose write failed, was held
     as lost; a reset then answered ARMED while checks were still denied."""

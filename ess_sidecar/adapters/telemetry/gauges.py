@@ -138,8 +138,9 @@ class GuardGauges:
             return []
         # restricted() copies the engine's dict in one C step; also restricted without a
         # transition passing through telemetry: latched at start-up, failed closed.
+        lost_trips = self._lost(guard)  # first: one found meanwhile is then in restricted()
         current = {t.scope: t.state for t in guard.restricted()}
-        for lost in self._lost(guard):  # a trip not stored denies too (42j: shown ARMED)
+        for lost in lost_trips:  # a trip not stored denies too (42j: shown ARMED)
             if SEVERITY[lost.state] > SEVERITY[current.get(lost.scope, State.ARMED)]:
                 current[lost.scope] = lost.state
         for scope in current:
@@ -158,11 +159,12 @@ class GuardGauges:
     @staticmethod
     def _lost(guard: GuardReadings) -> list[Transition]:
         """Read here, as restricted() is: not on the loop, whose stall would take the whole
-        state gauge with it (review 42l). A lost trip added or found meanwhile (the
-        loop's, if the domain is not compiled) leaves this scrape the stored states."""
+        state gauge with it (review 42l). A read racing the loop's change of them (a trip
+        lost or found) leaves this scrape the stored states, never no gauge (42m: a
+        KeyError or an empty max() did)."""
         try:
             return guard.lost()
-        except RuntimeError:  # "dictionary changed size during iteration"
+        except Exception:  # noqa: BLE001 - whatever the race raised
             return []
 
     def _values(self) -> list[Observation]:
