@@ -625,9 +625,9 @@ class SqliteStateStore(StateStore):
                 # latched trip.
                 raise StoreUnavailable(f"state store {self.path} is empty (0 bytes)" + (
                     f" and its seal {self.seal.path} is a new store's: a first start that"
-                    " could not write it (a full disk?)? If no sidecar served"
-                    " with it, delete both to start with no latched state; else restore it"
-                    " from a backup" if self._sealed_fresh() else
+                    " could not write it (a full disk?): if no sidecar served with it,"
+                    " delete both to start with no latched state; else restore it from a"
+                    " backup" if self._sealed_fresh() else
                     ": it may have been truncated; restore it, or delete it and"
                     f" {self.seal.path} to start with no latched state"))
         except FileNotFoundError:
