@@ -546,6 +546,11 @@ def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:
 def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder],
                  now: float) -> None:
     listed = {order.client_order_id: order for order in open_orders}
+    # The replacements a word of the venue had said lived before this snapshot: its own
+    # listing of one is no word on what the chain held before it (an executor may list
+    # what it sent, and the venue reject it yet).
+    said = {record.client_order_id for record in ledger.working(account)
+            if record.said_live and record.confirmed}
     for record in list(ledger.working(account)):
         if record.client_order_id not in listed \
                 and not _replace_in_flight(ledger, record, listed):
@@ -566,7 +571,8 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         head = ledger.head(known) if known.replaced_by else None
         if head is not None and _replace_in_flight(ledger, head, listed):
             ledger.reprice(known, order.price)  # its price, should it work again
-            ledger.restand(head, known, order.remaining_quantity)
+            ledger.restand(head, known, order.remaining_quantity,
+                           head.client_order_id in said)
             continue  # the replace stands: its replacement holds the chain's room
         ledger.confirm(known)  # the venue lists it: any replace it made is done
         if not known.working:  # filled, cancelled or replaced, says the sidecar: not so
@@ -586,7 +592,8 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         # head that ended, filled or cancelled, left nothing for the earlier to cover).
         if head is not None and head.working and not ledger.traded_since(known):
             ledger.reprice(known, order.price)
-            ledger.restand(head, known, order.remaining_quantity)
+            ledger.restand(head, known, order.remaining_quantity,
+                           head.client_order_id in said)
 
 
 def _superseded(ledger: OrderLedger, account: str,

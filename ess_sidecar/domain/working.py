@@ -56,7 +56,7 @@ class OrderRecord:
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
                  "owed_late", "charged_late", "released_here", "restood", "final_filled",
-                 "cleared", "room_capped", "said_live")
+                 "cleared", "room_capped", "said_live", "said_room")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -139,6 +139,10 @@ class OrderRecord:
         # A word of the venue said it lived (an update, a fill under its id, a snapshot
         # listing it: `confirm`), not only a snapshot that left it out.
         self.said_live = False
+        # The room it held when a snapshot put its replace in flight again (restand) after
+        # a word of the venue had said it lived: what its chain held in between, whatever
+        # the snapshot made it hold since (review 42k).
+        self.said_room = INFINITY
         # The venue said it ended (CANCELLED, REJECTED, EXPIRED). Of an order replaced
         # then, its fills went on to the chain, so it is capped only when a rejection of
         # the replace makes it the chain again (unreplace).
@@ -638,9 +642,12 @@ class OrderLedger:
         # too if a rejection of the order that replaced it capped it so (review 42h: the
         # echo one replace further down; 42i: any cap of it, a cancel's too, tripped an
         # honest fill); not if only a snapshot that left it out confirmed it (it freed
-        # the room itself: known gap 13; reviews 42h, 42i: an honest fill tripped).
-        held = min(replacement.quantity, replacement.cap) - replacement.filled \
-            if replacement.said_live or replacement.room_capped else INFINITY
+        # the room itself: known gap 13; reviews 42h, 42i: an honest fill tripped). Nor
+        # more than it held when a stale snapshot made it cover the original's leaves
+        # again (review 42k: they came back uncapped beside an order allowed into them).
+        held = min(replacement.quantity, replacement.cap, replacement.said_room) \
+            - replacement.filled if replacement.said_live or replacement.room_capped \
+            else INFINITY
         if replacement.working:
             self.end(replacement)
         replacement.leaves_given_up = 0.0  # it never lived: one replacing it gives nothing back
@@ -900,7 +907,8 @@ class OrderLedger:
                 leg.priced(record.side, after, True)
                 leg.priced(record.side, before, False)
 
-    def restand(self, head: OrderRecord, listed: OrderRecord, leaves: float) -> None:
+    def restand(self, head: OrderRecord, listed: OrderRecord, leaves: float,
+                said: bool) -> None:
         """A snapshot lists `listed`, an order down `head`'s chain of replaces, with
         `leaves`, and not `head`: it was read while the replace was on its way, or the
         venue's word on `head` was an executor's echo. The replace is in flight again:
@@ -909,9 +917,12 @@ class OrderLedger:
         (review 33d: the listed original's leaves were counted nowhere; 33e: taken at its
         word, the snapshot let both orders fill in full untripped). A head that filled
         under its own id has traded: the replace is done, and the listing is stale
-        (review 33f: its fills and the regrown room let the chain fill twice)."""
+        (review 33f: its fills and the regrown room let the chain fill twice). `said`: a
+        word of the venue had said `head` lived before this snapshot (`confirm`)."""
         if head.reported > 0.0:
             return
+        if said:  # review 42k: what it held in between, should the venue reject it yet
+            head.said_room = min(head.said_room, head.quantity)
         head.confirmed = False
         # Whichever listing comes, and however many: as much as the most listed, never
         # more than the listed order gave up when it was replaced. What `head` may fill

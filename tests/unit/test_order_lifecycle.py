@@ -2463,3 +2463,42 @@ def test_a_rejection_capping_nothing_the_venue_said_lets_the_original_fill(fille
     engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 10.0, 0.0))
     engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED, None, 0.0))
     assert not report_fill(engine, fill(10, client_order_id="A")).unchecked
+
+
+def test_a_rejection_after_an_echo_and_a_stale_snapshot_keeps_the_cap():
+    """Review 42k: B replacing A echoed OPEN, D allowed into the room that freed, then a
+    venue snapshot read before B reached it listed A (the replace in flight again: B covered
+    A's leaves once more), then the venue rejected B: A came back uncapped beside D, and
+    both filled past the 30 % limit, untripped. The room B held between the echo and the
+    snapshot caps A still."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(200, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 200.0, 0.0))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.OPEN, 100.0, 0.0))
+    _allowed(engine, order(200, client_order_id="D"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
+        OpenOrder("A", STRATEGY, SYMBOL, Side.BUY, 200, 100),
+        OpenOrder("D", STRATEGY, SYMBOL, Side.BUY, 200, 100)], T0,
+        [IncludedFills("A", 0), IncludedFills("D", 0)])
+    assert _reserved(engine) == {"B": 200, "D": 200}
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED, None, 0.0))
+    assert not report_fill(engine, fill(200, client_order_id="D")).unchecked
+    assert not report_fill(engine, fill(100, client_order_id="A")).unchecked
+    assert report_fill(engine, fill(1, client_order_id="A")).unchecked
+
+
+def test_a_rejection_after_a_snapshot_listing_the_replace_as_sent_lets_the_original_fill():
+    """The same snapshot's listing of B is no word on what the chain held before it (an
+    executor lists what it sent): B listed beside A, then rejected, leaves A all its
+    leaves."""
+    engine = make_engine(equity=100_000)
+    _allowed(engine, order(200, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, "A", OrderStatus.OPEN, 200.0, 0.0))
+    _allowed(engine, order(100, client_order_id="B", replaces="A"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], [
+        OpenOrder("A", STRATEGY, SYMBOL, Side.BUY, 200, 100),
+        OpenOrder("B", STRATEGY, SYMBOL, Side.BUY, 100, 100)], T0,
+        [IncludedFills("A", 0), IncludedFills("B", 0)])
+    engine.update_order(OrderUpdate(ACCOUNT, "B", OrderStatus.REJECTED, None, 0.0))
+    assert not report_fill(engine, fill(200, client_order_id="A")).unchecked
