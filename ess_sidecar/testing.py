@@ -18,6 +18,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICE = "ess.v1.GuardService"
 
 
+def full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is full, its write end blocking again: a stderr nobody reads."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"filler\n" * 512)
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -47,16 +58,18 @@ class SidecarProcess:
     def uds_target(self) -> str:
         return f"unix:{self.uds}"
 
-    def start(self, timeout_s: float = 20.0) -> SidecarProcess:
-        """Start and block until health says SERVING; the log is in the error if not."""
+    def start(self, timeout_s: float = 20.0, output: int | None = None) -> SidecarProcess:
+        """Start and block until health says SERVING; the log is in the error if not.
+        `output`: a file descriptor for its stdout and stderr, in place of `log`."""
         environment = dict(os.environ)
         if self.drain_s is not None:
             environment["ESS_SHUTDOWN__DRAIN_S"] = str(self.drain_s)
-        with open(self.log, "ab") as output:
+        with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ess_sidecar", "serve", "--config", str(self.config),
                  "--listen", self.tcp_target, "--uds", str(self.uds), "--state",
-                 str(self.state)], stdout=output, stderr=subprocess.STDOUT, env=environment)
+                 str(self.state)], stdout=log if output is None else output,
+                stderr=subprocess.STDOUT, env=environment)
         try:
             self.wait_serving(timeout_s)
         except grpc.RpcError as error:

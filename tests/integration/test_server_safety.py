@@ -4,12 +4,15 @@ stopping fail, and does not flood the log with one failure."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,11 @@ from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.service import Durable, Guard
 from ess_sidecar.settings import load_settings
-from ess_sidecar.testing import SidecarProcess
+from ess_sidecar.testing import SidecarProcess, full_pipe
 from ess_sidecar.timers import RepeatedFailureLog
 from tests.fakes import FakeClock
-from tests.integration.conftest import ACCOUNT, STRATEGY, SYMBOL, Running, order
+from tests.integration.conftest import (ACCOUNT, STRATEGY, SYMBOL, Running, order,
+                                        strategy_scope)
 
 TIMERS_LOG = "ess_sidecar.timers"
 
@@ -272,6 +276,46 @@ def test_second_sidecar_process_on_a_live_socket_exits_cleanly(workdirs) -> None
     assert "Traceback" not in second.stderr
     assert first.uds.is_socket()
     assert get_state(first.uds_target).state_version == 0
+
+
+@pytest.mark.e2e
+def test_a_stderr_nobody_reads_holds_no_check_and_no_stop(workdirs) -> None:
+    """Review 43b: the sidecar wrote its log lines on the event loop; with a stderr nobody
+    read (a hung log shipper, a terminal on hold) and its pipe full, the next line froze
+    the loop: checks and Triggers went unanswered, and a stop sent then was never read.
+    Lines are written by a thread of their own: answers go on, and the lines come once
+    the pipe is read."""
+    read_end, write_end = full_pipe()
+    sidecar = workdirs()
+    try:
+        sidecar.start(output=write_end)
+    finally:
+        os.close(write_end)
+    received = bytearray()
+    try:
+        with grpc.insecure_channel(sidecar.tcp_target) as channel:
+            stub = pb_grpc.GuardServiceStub(channel)
+            for number in range(20):
+                tripped = stub.Trigger(pb.TriggerRequest(scope=strategy_scope(f"s{number}"),
+                                                         reason="desk says stop"), timeout=10)
+                assert tripped.state == pb.STATE_TRIPPED
+            denied = stub.CheckOrder(order(strategy="s7"), timeout=10)
+            assert denied.reason == pb.DECISION_REASON_SCOPE_TRIPPED
+
+        def drain() -> None:
+            while chunk := os.read(read_end, 1 << 16):
+                received.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        assert sidecar.terminate() == 0
+        reader.join(20)
+        assert not reader.is_alive()
+    finally:
+        os.close(read_end)
+    lines = [json.loads(line) for line in received.decode().splitlines() if line[:1] == "{"]
+    assert sum(line["event"] == "transition" for line in lines) == 20
+    assert lines[-1]["event"] == "ess-sidecar stopped"
 
 
 # -- a fault of the sidecar's own --------------------------------------------------------

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+import threading
 from typing import Any
 
 import pytest
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
-from ess_sidecar.adapters.telemetry.logs import MalformedTraceHeaders, configure_logging
+from ess_sidecar.adapters.telemetry.logs import (MalformedTraceHeaders, _SidecarHandler,
+                                                 configure_logging, flush)
+from ess_sidecar.testing import full_pipe
 
 log = logging.getLogger("ess_sidecar.service")
 
@@ -34,6 +38,7 @@ def restore_root_logger() -> Any:
 
 
 def lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert flush()
     return capsys.readouterr().err.splitlines()
 
 
@@ -160,3 +165,46 @@ def test_malformed_trace_headers_never_show_the_value_and_are_rate_limited(
         "WARNING", "a call's trace-context or baggage header was malformed or too long (not"
         " logged): 1 such since the last line")
     assert len(line) < 1000
+
+
+def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_counted() -> None:
+    """Review 43b: log lines were written where they were made, on the event loop; once a
+    stderr nobody read (a hung log shipper, a terminal on hold) was full, the next line
+    froze the loop, every check and the kill switch with it. A line that finds the
+    writer's queue full is dropped and counted, and the count is written once it can."""
+    read_end, write_end = full_pipe()
+    stream = os.fdopen(write_end, "w")
+    configure_logging("json", "INFO", stream)
+    logged = threading.Event()
+    total = _SidecarHandler.LINES + 500
+
+    def log_them() -> None:
+        for number in range(total):
+            log.warning("line %d", number)
+        logged.set()
+
+    threading.Thread(target=log_them, daemon=True).start()
+    assert logged.wait(60), "a log call waited on the stream"
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert flush(60)
+    finally:
+        configure_logging("json", "INFO")  # the writer off the pipe, then its end closed
+        stream.close()
+        reader.join(10)
+        os.close(read_end)
+    events = [json.loads(line)["event"] for line in received.decode().splitlines()
+              if line.startswith("{")]
+    [notice] = [event for event in events if "dropped" in event]
+    dropped = int(notice.split()[0])
+    assert notice == f"{dropped} log line(s) dropped: stderr was not read"
+    written = [event for event in events if event.startswith("line ")]
+    assert dropped > 0 and len(written) + dropped == total
+    assert written == [f"line {number}" for number in range(len(written))]

@@ -1,10 +1,14 @@
-"""Structured logs: one JSON object per line on stderr, with the current trace's ids."""
+"""Structured logs: one JSON object per line on stderr, with the current trace's ids,
+written by a thread of their own: a log line never waits on stderr."""
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import sys
+import threading
 import time
 from typing import IO
 
@@ -114,15 +118,105 @@ class TextFormatter(logging.Formatter):
         return f"{line} {fields}" if fields else line
 
 
-class _SidecarHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the handler configure_logging installed, so a second call replaces it."""
+class _SidecarHandler(logging.handlers.QueueHandler):
+    """Formats a record where it is made (its trace ids, its fields) and queues the line
+    for its writer thread (`_Writer`), never waiting: a line that finds the queue full is
+    dropped and counted. Review 43b: written on the event loop, a stderr nobody read (a
+    hung log shipper, a terminal on hold) froze the loop once the pipe filled, and with it
+    every check and the kill switch; a stop sent then was never read. `flush` and `close`
+    (logging.shutdown, at exit) wait for the writer, WAIT_S at most each."""
+
+    LINES = 10_000  # queued at most: a few MB of lines, seconds of a storm
+    WAIT_S = 1.0
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(queue.Queue(self.LINES))
+        self.dropped = 0  # under the handler's lock: handle() holds it around emit()
+        self.writer = _Writer(self, stream)
+        self.writer.start()
+
+    def prepare(self, record: logging.LogRecord) -> str:  # type: ignore[override]
+        return self.format(record)
+
+    def enqueue(self, record: logging.LogRecord | str) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped += 1  # a record that cannot be formatted: counted, not written here
+
+    def take_dropped(self) -> int:
+        with self.lock:  # type: ignore[union-attr]
+            dropped, self.dropped = self.dropped, 0
+        return dropped
+
+    def written(self, timeout_s: float) -> bool:
+        """Waits, up to `timeout_s`, until every line queued before the call is written."""
+        done = threading.Event()
+        try:
+            self.queue.put(done, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return done.wait(timeout_s)
+
+    def flush(self) -> None:
+        self.written(self.WAIT_S)
+
+    def close(self) -> None:
+        self.writer.stop_within(self.WAIT_S)
+        super().close()
+
+
+class _Writer(logging.handlers.QueueListener):
+    """The thread that writes the queued lines to the stream, and may wait on it: first a
+    line saying how many were dropped since it last wrote, if any."""
+
+    def __init__(self, handler: _SidecarHandler, stream: IO[str]) -> None:
+        super().__init__(handler.queue)
+        self.handler, self.stream = handler, stream
+
+    def handle(self, item: str | threading.Event) -> None:  # type: ignore[override]
+        lines = [item] if isinstance(item, str) else []
+        dropped = self.handler.take_dropped()
+        if dropped:
+            lines.insert(0, self.handler.format(logging.LogRecord(
+                __name__, logging.WARNING, __file__, 0,
+                "%d log line(s) dropped: stderr was not read", (dropped,), None)))
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # closed, or a broken pipe: nowhere to say it
+                pass
+        if isinstance(item, threading.Event):  # written(): what came before it is
+            item.set()
+
+    def stop_within(self, timeout_s: float) -> None:
+        """Writes what is queued, waiting no more than `timeout_s` on the stream."""
+        thread = self._thread  # type: ignore[attr-defined]
+        if thread is not None:
+            try:
+                self.queue.put(self._sentinel, timeout=timeout_s)  # type: ignore[attr-defined]
+            except queue.Full:
+                return
+            thread.join(timeout_s)
+            self._thread = None
+
+
+def flush(timeout_s: float = 5.0) -> bool:
+    """Waits, up to `timeout_s`, until every line logged before the call is written."""
+    return all(handler.written(timeout_s) for handler in logging.getLogger().handlers
+               if isinstance(handler, _SidecarHandler))
 
 
 def configure_logging(format: str, level: str, stream: IO[str] | None = None) -> None:
     """Root logger: one line per record on `stream` (stderr), JSON (`format="json"`:
     time, level, event, logger, the call's `extra=` fields, trace_id / span_id inside a
-    span, exception) or human text. Calling it again replaces the previous set-up, as it
-    replaces a plain handler on the same stream (logging.basicConfig's)."""
+    span, exception) or human text, written by a thread of its own (`flush` waits for
+    it). Calling it again replaces the previous set-up, as it replaces a plain handler on
+    the same stream (logging.basicConfig's)."""
     target = stream if stream is not None else sys.stderr
     handler = _SidecarHandler(target)
     if format == "json":
@@ -138,7 +232,9 @@ def configure_logging(format: str, level: str, stream: IO[str] | None = None) ->
     for previous in [h for h in root.handlers if isinstance(h, _SidecarHandler) or
                      (type(h) is logging.StreamHandler and h.stream is target)]:
         root.removeHandler(previous)
+        previous.close()
     root.addHandler(handler)
+    logging.captureWarnings(True)  # Python's warnings too: written to stderr where raised
     root.setLevel(level)
     # apprise logs every send at INFO and every failed attempt itself; the alert sink logs
     # what matters (retries, give-ups) once.
