@@ -19,7 +19,7 @@ from .domain.scopes import GLOBAL
 from .domain.states import Cause, Transition, TriggerMode
 from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
     SteadyClock, StoredState, SystemClock
-from .recovery import latest_time, reconcile, replay, respelled
+from .recovery import last_clock_read, latest_time, reconcile, replay, respelled
 from .service import Guard
 from .settings import Settings
 from .timers import Timers
@@ -112,12 +112,18 @@ def open_observability(settings: Settings,
     return observability(settings.telemetry, span_exporters)
 
 
-def steady_clock(floor: float) -> SteadyClock:
-    """The serving clock, from the system's time or `floor` if that is later (said)."""
-    clock = SteadyClock(floor)
-    if clock.behind:
+def steady_clock(floor: float, last: ClockRead | None) -> SteadyClock:
+    """The serving clock, going on from `last` (or the system's time), never before
+    `floor`; said if it starts more than a second from the system's."""
+    clock = SteadyClock(floor, last=None if last is None else (last.now, last.wall))
+    if clock.floored:
         log.warning("the system clock is %.3f s behind the latest time in the state on disk:"
-                    " the sidecar's clock starts from that time instead", clock.behind)
+                    " the sidecar's clock starts from that time instead", clock.ahead)
+    elif abs(clock.ahead) > 1.0:
+        log.warning("the sidecar's clock starts %+.3f s from the system's: it goes on from"
+                    " the time it kept before this start, when the system clock had stepped"
+                    " away from it (deadlines, cooldowns and windows do not step)",
+                    clock.ahead)
     return clock
 
 
@@ -143,7 +149,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     alerts = open_alerts(settings)
     steady = None
     if clock is None:  # serving: a step of the system clock moves no deadline
-        clock = steady = steady_clock(latest_time(stored, entries))
+        clock = steady = steady_clock(latest_time(stored, entries), last_clock_read(entries))
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
@@ -167,6 +173,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
             " (sidecar stopped), then restart")
     try:
         journal.start()
+        if steady is not None:
+            guard.clock_read(*steady.reading())
     except StoreUnavailable as error:  # no syncer: records are refused, so deny them all
         log.error("%s; GLOBAL is tripped in this process", error)
         guard.fail_closed(str(error))

@@ -297,24 +297,34 @@ class SystemClock(Clock):
 
 
 class SteadyClock(Clock):
-    """The serving sidecar's clock: the system's wall clock as read at start-up, but never
-    earlier than `floor` (the latest time the state on disk holds), then advanced by the
-    monotonic clock. A step of the system clock while serving (NTP, a VM restored, a
-    `date` typed) moves no deadline: a step back would hold off every heartbeat's and data
-    feed's deadline, a reset request's lifetime and every window by its size, and a step
-    forward would end cooldowns, retention and windows at once (review 36d). The next start
-    takes the system's time, unless it is behind the state on disk."""
+    """The serving sidecar's clock, advanced by the monotonic clock. A step of the system
+    clock while serving (NTP, a VM resumed, a `date` typed) moves no deadline: a step back
+    would hold off every heartbeat's and data feed's deadline, a reset request's lifetime
+    and every window by its size, and a step forward would end cooldowns, retention and
+    windows at once (review 36d). It starts from the system's wall clock, or, given `last`
+    (the serving clock and the system's as last read together and journaled: ClockRead),
+    from the time the serving clock then kept plus what the system's says passed since:
+    started from the system's, a restart aged everything stamped since a step forward by
+    its size (review 43d: a used order id taken again, a cooldown over early). Never
+    earlier than `floor`, the latest time the state on disk holds."""
 
     def __init__(self, floor: float = 0.0, wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 last: tuple[float, float] | None = None) -> None:
         self._wall, self._monotonic = wall, monotonic
         started = wall()
-        self.behind = max(floor - started, 0.0)  # the system clock, behind the state on disk
-        self._origin = max(started, floor) - monotonic()
-        self._offset_said = -self.behind
+        resumed = started if last is None else last[0] + started - last[1]
+        self.floored = floor > resumed  # started from `floor`
+        self._origin = max(resumed, floor) - monotonic()
+        self.ahead = self.now() - started  # of the system clock at the start (-: behind it)
+        self._offset_said = -self.ahead
 
     def now(self) -> float:
         return self._origin + self._monotonic()
+
+    def reading(self) -> tuple[float, float]:
+        """This clock's time and the system's, read together (ClockRead)."""
+        return self.now(), self._wall()
 
     def stepped(self, tolerance_s: float = 1.0) -> float | None:
         """How far the system clock is from this one (+: ahead), if that moved by more than

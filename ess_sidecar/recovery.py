@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 
-from .domain.commands import HeartbeatSeen, Restored
+from .domain.commands import ClockRead, HeartbeatSeen, Restored
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, InvalidArgument, StoreDamaged
 from .domain.scopes import make_scope
@@ -35,6 +35,13 @@ def latest_time(stored: StoredState | None, entries: list[JournalEntry]) -> floa
         latest = max(latest, getattr(command, "now", 0.0),
                      max((t.time for t in transitions), default=0.0))
     return latest
+
+
+def last_clock_read(entries: list[JournalEntry]) -> ClockRead | None:
+    """The serving clock and the system's as last read together (SteadyClock goes on
+    from it), if the journal holds such a reading."""
+    return next((command for command, _ in reversed(entries)
+                 if isinstance(command, ClockRead)), None)
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:

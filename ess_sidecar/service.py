@@ -16,9 +16,9 @@ from typing import Any, NoReturn, TypeVar
 from .domain.access import Principal
 from .domain.approvals import PendingReset
 from .domain.breakers import Metric, Reading
-from .domain.commands import Admitted, Command, FillReported, HeartbeatSeen, MetricReported, \
-    OrderUpdated, OrdersCleared, PositionsSynced, ResetAsked, Restored, TimersRan, Trigger, \
-    Triggered
+from .domain.commands import Admitted, ClockRead, Command, FillReported, HeartbeatSeen, \
+    MetricReported, OrderUpdated, OrdersCleared, PositionsSynced, ResetAsked, Restored, \
+    TimersRan, Trigger, Triggered
 from .domain.config import GuardConfig
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
@@ -935,6 +935,12 @@ class Guard(GuardReadings):
                 self._failed(error, holds)
             self.fail_closed(f"journal write failed: {error}; {JOURNAL_FAILED}")
             raise
+
+    def clock_read(self, now: float, wall: float) -> None:
+        """Journal the serving clock and the system's, read together (ClockRead: the next
+        start goes on from it). Changes nothing in memory, so it needs no turn."""
+        if not self._journal_failed():
+            self._record(ClockRead(now, wall))
 
     def _recordable(self) -> None:
         """Refuse a report once the journal has failed: memory may hold what it could not

@@ -78,11 +78,12 @@ class Timers:
     async def tick_async(self) -> list[Transition]:
         """One run as served (Guard.run_timers_async): its durable writes off the event
         loop, and checks wait for it only if it would trip a scope."""
-        if self._clock is not None and (offset := self._clock.stepped()) is not None:
-            log.warning("the system clock is now %+.3f s from the sidecar's, which keeps its"
-                        " own time (deadlines, cooldowns and windows do not step); a restart"
-                        " takes the system's", offset)
         try:
+            if self._clock is not None and (offset := self._clock.stepped()) is not None:
+                log.warning("the system clock is now %+.3f s from the sidecar's, which keeps"
+                            " its own time (deadlines, cooldowns and windows do not step, nor"
+                            " does a restart: journaled)", offset)
+                self._guard.clock_read(*self._clock.reading())
             return self._succeeded(await self._guard.run_timers_async(self._interval_s))
         except Exception as error:  # a bug here must never stop the timers
             return self._failed(error)

@@ -128,6 +128,17 @@ class TimersRan:
 
 
 @dataclass(frozen=True)
+class ClockRead:
+    """The serving clock and the system's, read together: at each start, and when the
+    system clock stepped away from the serving clock. It changes nothing in memory; the
+    next start goes on from the serving clock's time (ports.SteadyClock), so the times
+    stamped while it kept its own are not aged by the step (review 43d)."""
+
+    now: float
+    wall: float
+
+
+@dataclass(frozen=True)
 class Triggered:
     """An operator's trigger: its transitions are all it changed."""
 
@@ -146,4 +157,5 @@ class Restored:
 
 
 Command = (Admitted | FillReported | MetricReported | OrderUpdated | PositionsSynced
-           | OrdersCleared | HeartbeatSeen | ResetAsked | TimersRan | Triggered | Restored)
+           | OrdersCleared | HeartbeatSeen | ResetAsked | TimersRan | Triggered | Restored
+           | ClockRead)

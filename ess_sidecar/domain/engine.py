@@ -19,8 +19,9 @@ from .access import Permission, Principal
 from .approvals import Approvals
 from .breakers import DEFAULT_RULES, ONE_OFF, Breaker, Breakers, Metric, \
     check_metric_value
-from .commands import Admitted, Command, Trigger, FillReported, HeartbeatSeen, MetricReported, \
-    OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, TimersRan, Triggered
+from .commands import Admitted, ClockRead, Command, Trigger, FillReported, HeartbeatSeen, \
+    MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
+    TimersRan, Triggered
 from .config import GuardConfig
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
@@ -968,7 +969,7 @@ class GuardEngine:
             case Restored(now, version):
                 self.catch_up(list(transitions), version, now)
                 return
-            case Triggered() | None:
+            case Triggered() | ClockRead() | None:
                 pass
         self.apply(transitions)
 

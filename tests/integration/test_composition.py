@@ -5,6 +5,7 @@ sidecar bootstrap builds, whatever serves it."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -16,11 +17,14 @@ from typing import Any
 import pytest
 
 from ess_sidecar.adapters.grpc.server import Sidecar
+from ess_sidecar import bootstrap
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.bootstrap import App, build, server_parts
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Trigger
+from ess_sidecar.domain.errors import ResetRefused
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
-from ess_sidecar.domain.states import Cause, State
+from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
 from ess_sidecar.ports import SteadyClock
 from ess_sidecar.service import Guard
 from ess_sidecar.settings import load_settings
@@ -73,7 +77,7 @@ def build_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
     """A sidecar as bootstrap builds it, with no server; closed after the test."""
     apps: list[App] = []
 
-    def build_one(clock: FakeClock, **sections: Any) -> App:
+    def build_one(clock: FakeClock | None, **sections: Any) -> App:
         settings = load_settings(None, **{"server": {"listen": "", "uds": str(tmp_path / "s")},
                                           "store": {"path": str(tmp_path / "ess.db")},
                                           **sections})
@@ -207,3 +211,29 @@ async def test_the_timers_say_when_the_system_clock_steps(build_app, caplog) -> 
     await timers.tick_async()
     await timers.tick_async()
     assert caplog.text.count("the system clock is now -3600.000 s from the sidecar's") == 1
+
+
+async def test_a_restart_goes_on_from_the_serving_clock_not_a_stepped_system_clock(
+        build_app, monkeypatch, caplog) -> None:
+    """Review 43d: the serving clock kept its own time through an NTP step forward of a
+    day, so what it stamped since was a day behind the system's clock; the next start took
+    the system's time, and all of that looked a day older: a cooldown over at once, used
+    order ids and breaker evidence forgotten. The step is journaled (ClockRead), and the
+    next start goes on from the serving clock's time plus what the system's says passed."""
+    wall, monotonic = [1_000_000.0], [0.0]
+    monkeypatch.setattr(bootstrap, "SteadyClock", functools.partial(
+        SteadyClock, wall=lambda: wall[0], monotonic=lambda: monotonic[0]))
+    first = build_app(None)
+    wall[0] += 86_400.0  # NTP steps the system clock forward a day
+    await first.timers.tick_async()
+    wall[0], monotonic[0] = wall[0] + 10.0, monotonic[0] + 10.0
+    first.guard.trigger(Trigger(STRATEGY, TriggerMode.HALT, "desk says stop",
+                                TriggerReason.USER_INITIATED, (), "ops"))
+    first.journal.close()
+    first.store.close()
+    wall[0], monotonic[0] = wall[0] + 5.0, 0.0  # a new process, 5 s later
+    second = build_app(None)
+    assert second.guard.engine.state_of(STRATEGY) is State.TRIPPED
+    with pytest.raises(ResetRefused, match="cooldown"):  # 15 s of its 900 have passed
+        second.guard.reset(STRATEGY, "fixed", False, "ops")
+    assert "the sidecar's clock starts -86400.000 s from the system's" in caplog.text

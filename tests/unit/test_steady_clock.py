@@ -24,7 +24,7 @@ class Readings:
 def test_it_starts_at_the_system_time_and_runs_with_the_monotonic_clock() -> None:
     readings = Readings(1_000_000.0)
     clock = readings.clock()
-    assert clock.now() == 1_000_000.0 and clock.behind == 0.0
+    assert clock.now() == 1_000_000.0 and clock.ahead == 0.0
     readings.elapse(7.5)
     assert clock.now() == 1_000_007.5
 
@@ -43,11 +43,11 @@ def test_a_step_of_the_system_clock_either_way_moves_it_not() -> None:
 def test_it_never_starts_before_the_state_on_disk() -> None:
     readings = Readings(1_000_000.0)
     clock = readings.clock(1_003_600.0)
-    assert clock.now() == 1_003_600.0 and clock.behind == 3_600.0
+    assert clock.now() == 1_003_600.0 and clock.ahead == 3_600.0 and clock.floored
     readings.elapse(2.0)
     assert clock.now() == 1_003_602.0
     later = readings.clock(999_000.0)
-    assert later.now() == readings.wall and later.behind == 0.0  # the state is older
+    assert later.now() == readings.wall and later.ahead == 0.0  # the state is older
 
 
 def test_a_step_is_said_once_and_the_clock_behind_at_start_is_no_step() -> None:
@@ -61,3 +61,18 @@ def test_a_step_is_said_once_and_the_clock_behind_at_start_is_no_step() -> None:
     assert clock.stepped() is None  # said
     readings.wall += 120.0
     assert clock.stepped() == 50.5
+
+
+def test_it_goes_on_from_the_time_it_kept_when_last_read_with_the_system_clock() -> None:
+    """Review 43d: a step forward of the system clock it did not follow, then a restart:
+    it goes on from its own time plus what the system clock says passed since, never
+    before the state on disk."""
+    readings = Readings(1_086_400.0)
+    clock = SteadyClock(0.0, lambda: readings.wall, lambda: readings.monotonic,
+                        last=(1_000_000.0, 1_086_390.0))
+    assert clock.now() == 1_000_010.0 and clock.ahead == -86_390.0 and not clock.floored
+    readings.elapse(2.0)
+    assert clock.reading() == (1_000_012.0, 1_086_402.0)
+    stepped_back = SteadyClock(1_000_000.0, lambda: readings.wall, lambda: readings.monotonic,
+                               last=(1_000_000.0, 2_000_000.0))  # back during the stop
+    assert stepped_back.now() == 1_000_000.0 and stepped_back.floored
