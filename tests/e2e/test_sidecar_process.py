@@ -390,3 +390,20 @@ def test_a_trigger_with_large_metadata_still_stops_trading(
             reply = stub.Trigger(pb.TriggerRequest(scope=scope, reason="stop"),
                                  metadata=(("baggage", "a" * size),), timeout=10)
             assert reply.state == pb.STATE_TRIPPED
+
+
+def test_metadata_of_many_entries_is_refused_before_any_handler(
+        sidecar_process: SidecarProcess) -> None:
+    """Review 43c: with 1 MiB of metadata allowed, HPACK's one-byte repeats of an indexed
+    header made a 25 KB call decode to 25,000 entries: a client with no token grew the
+    sidecar by gigabytes and held every check for up to a second. Past 64 KiB of metadata
+    (gRPC counts 32 bytes an entry), a call is refused by the transport."""
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL)),
+                         metadata=(("x-many", "1"),) * 3_000, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        state = stub.GetState(pb.GetStateRequest(), timeout=10)
+        assert not state.scopes and state.state_version == 0

@@ -44,10 +44,13 @@ HEALTH_NAMES = ("", SERVICE_NAME)
 # grpc turns SO_REUSEPORT on by default: a second sidecar could then bind the same TCP port
 # and the kernel would split connections between the two, so a halt sent to one would
 # leave orders allowed by the other. Off, a taken port fails the bind.
-# Metadata up to 1 MiB (gRPC's default refuses some calls from 8 KiB and all from 16 KiB,
-# RESOURCE_EXHAUSTED, before any handler): a Trigger carrying a large W3C baggage or a
-# proxy's headers must still stop trading (review 29).
-MAX_METADATA_BYTES = 1 << 20
+# Metadata up to 64 KiB (gRPC's default refuses some calls from 8 KiB and all from 16 KiB,
+# RESOURCE_EXHAUSTED, before any handler): a Trigger carrying a large W3C baggage (8 KiB
+# at most by its spec) or a proxy's headers must still stop trading (review 29). No more:
+# HPACK repeats an indexed header for a byte, so a call of 25 KB on the wire decoded to
+# 25,000 entries under 1 MiB; a client with no token grew the sidecar by gigabytes and
+# held every check for up to a second (review 43c).
+MAX_METADATA_BYTES = 64 << 10
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),
                   ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                   ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -30,6 +31,8 @@ from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_prot
     transition_to_watch, trigger_from_proto, update_from_proto, working_order_to_proto
 from . import wire
 from .thresholds import thresholds_to_proto
+
+log = logging.getLogger(__name__)
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 # On a unary check the sidecar answers with an error because it failed closed (GLOBAL is
@@ -83,6 +86,14 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
 
     async def CheckOrderStream(self, request_iterator: object,
                                context: grpc.aio.ServicerContext) -> None:
+        try:
+            await self._check_stream(context)
+        except grpc.aio.InternalError as error:  # an answer grpc could not send: the
+            # client went with it held by flow control (review 43c: grpc logged an ERROR
+            # with a traceback for each such stream, which any client could cause)
+            log.info("CheckOrderStream ended: an answer could not be sent (%s)", error)
+
+    async def _check_stream(self, context: grpc.aio.ServicerContext) -> None:
         """The hot path. Registered to receive raw bytes and driven by read/write rather
         than async generators: one await per message each way, nothing stacked between.
         A request that is bad input is answered with an error for its request id and the
@@ -188,6 +199,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                                  context: grpc.aio.ServicerContext,
                                  ) -> pb.ClearWorkingOrdersResponse:
         guard, actor = self._guard, actor_of(context)
+        guard.check_list_length("client_order_ids", len(request.client_order_ids))  # first:
+        # a list of millions was built on the loop before the cap refused it (review 43c)
         cleared = await guard.call_async(lambda: guard.clear_working_orders(
             request.account, list(request.client_order_ids), request.reason, actor))
         return pb.ClearWorkingOrdersResponse(cleared=cleared)
