@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.adapters.auth.tokens import load_principals, new_token, tokens_file_line
@@ -394,6 +395,24 @@ async def test_a_call_that_sends_no_request_and_no_token_is_refused_not_held(
             else:
                 await call
         assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED, raised.value
+
+
+async def test_server_reflection_takes_a_token(secured: Running,
+                                              tokens: dict[str, str]) -> None:
+    """Review 43c: reflection streams opened with no token were held with no limit (15,000
+    took 300 MB). With tokens on, reflection is refused without one, served with one."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(secured.channel)
+    for metadata in ((), bearer(new_token())):
+        call = stub.ServerReflectionInfo(metadata=metadata)
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+        assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    call = stub.ServerReflectionInfo(metadata=bearer(tokens["executor"]))
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    services = [s.name for s in (await call.read()).list_services_response.service]
+    call.cancel()
+    assert "ess.v1.GuardService" in services
 
 
 async def test_a_health_check_that_sends_no_request_is_ended_not_held(
