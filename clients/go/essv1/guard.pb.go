@@ -116,7 +116,8 @@ const (
 	State_STATE_UNSPECIFIED State = 0
 	// Normal trading.
 	State_STATE_ARMED State = 1
-	// Only orders that do not grow an absolute position.
+	// Only orders that reduce both the account's net position and the strategy's own in the
+	// symbol, working orders on their side counted, without crossing zero.
 	State_STATE_REDUCE_ONLY State = 2
 	// No new orders.
 	State_STATE_TRIPPED State = 3
@@ -821,8 +822,8 @@ type CheckOrderRequest struct {
 	Quantity float64 `protobuf:"fixed64,5,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// Positive and finite; for a market order, the price the executor expects to pay.
 	Price float64 `protobuf:"fixed64,6,opt,name=price,proto3" json:"price,omitempty"`
-	// Informational: a REDUCE_ONLY scope admits the order only if the sidecar's position
-	// book shows it does not grow the absolute position.
+	// Informational, and ignored: a REDUCE_ONLY scope admits the order only if the sidecar's
+	// book shows it reduces both the account's net position and the strategy's own.
 	ReduceOnly bool `protobuf:"varint,7,opt,name=reduce_only,json=reduceOnly,proto3" json:"reduce_only,omitempty"`
 	// Required, unique per account for order_id_retention (a trading day by default): an
 	// allowed order is a working order under (account, client_order_id).

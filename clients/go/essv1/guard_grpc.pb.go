@@ -84,7 +84,8 @@ type GuardServiceClient interface {
 	// it draws down its working order. A fill for an order the sidecar never allowed, or
 	// beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
 	// manual reset); on an account it already tripped, it renews the trip (a new
-	// state_version), so a reset made before it lifts nothing.
+	// state_version within about a second, by the timers; until then a reset that would lift
+	// it is refused), so a reset made before it lifts nothing.
 	ReportFill(ctx context.Context, in *ReportFillRequest, opts ...grpc.CallOption) (*ReportFillResponse, error)
 	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
 	ReportOrderUpdate(ctx context.Context, in *ReportOrderUpdateRequest, opts ...grpc.CallOption) (*ReportOrderUpdateResponse, error)
@@ -287,7 +288,8 @@ type GuardServiceServer interface {
 	// it draws down its working order. A fill for an order the sidecar never allowed, or
 	// beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
 	// manual reset); on an account it already tripped, it renews the trip (a new
-	// state_version), so a reset made before it lifts nothing.
+	// state_version within about a second, by the timers; until then a reset that would lift
+	// it is refused), so a reset made before it lifts nothing.
 	ReportFill(context.Context, *ReportFillRequest) (*ReportFillResponse, error)
 	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
 	ReportOrderUpdate(context.Context, *ReportOrderUpdateRequest) (*ReportOrderUpdateResponse, error)

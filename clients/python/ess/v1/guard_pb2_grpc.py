@@ -133,7 +133,8 @@ class GuardServiceServicer:
         it draws down its working order. A fill for an order the sidecar never allowed, or
         beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
         manual reset); on an account it already tripped, it renews the trip (a new
-        state_version), so a reset made before it lifts nothing.
+        state_version within about a second, by the timers; until then a reset that would lift
+        it is refused), so a reset made before it lifts nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -110,8 +110,8 @@ export type CheckOrderRequest = Message<"ess.v1.CheckOrderRequest"> & {
   price: number;
 
   /**
-   * Informational: a REDUCE_ONLY scope admits the order only if the sidecar's position
-   * book shows it does not grow the absolute position.
+   * Informational, and ignored: a REDUCE_ONLY scope admits the order only if the sidecar's
+   * book shows it reduces both the account's net position and the strategy's own.
    *
    * @generated from field: bool reduce_only = 7;
    */
@@ -1695,7 +1695,8 @@ export enum State {
   ARMED = 1,
 
   /**
-   * Only orders that do not grow an absolute position.
+   * Only orders that reduce both the account's net position and the strategy's own in the
+   * symbol, working orders on their side counted, without crossing zero.
    *
    * @generated from enum value: STATE_REDUCE_ONLY = 2;
    */
@@ -2246,7 +2247,8 @@ export const GuardService: GenService<{
    * it draws down its working order. A fill for an order the sidecar never allowed, or
    * beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
    * manual reset); on an account it already tripped, it renews the trip (a new
-   * state_version), so a reset made before it lifts nothing.
+   * state_version within about a second, by the timers; until then a reset that would lift
+   * it is refused), so a reset made before it lifts nothing.
    *
    * @generated from rpc ess.v1.GuardService.ReportFill
    */
