@@ -10,6 +10,7 @@ and while it stores a plan's transitions it `hold`s them, so that they already d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -111,9 +112,18 @@ class GuardEngine:
         return sorted(self._current.values(), key=lambda t: t.version)
 
     def lost(self) -> list[Transition]:
-        """The strictest trip of each scope whose write failed, still denying (`lose`),
-        oldest first."""
-        return sorted((self._strictest_lost(s) for s in self._lost), key=lambda t: t.version)
+        """For each scope with trips whose write failed, still denying (`lose`), oldest
+        first: the strictest that is not a drill's, in the state of the strictest of all
+        (review 43a: a drill's stricter trip was shown alone, saying a reset lifts it, and
+        the real one no reset lifts was named nowhere); a drill's if they all are."""
+        shown = []
+        for scope, trips in self._lost.items():
+            strictest = self._strictest_lost(scope)
+            real = [trip for trip in trips.values() if not trip.drill]
+            trip = max(real, key=lambda t: SEVERITY[t.state]) if real else strictest
+            shown.append(trip if trip.state is strictest.state
+                         else dataclasses.replace(trip, state=strictest.state))
+        return sorted(shown, key=lambda t: t.version)
 
     def _strictest_lost(self, scope: Scope) -> Transition:
         return max(self._lost[scope].values(), key=lambda t: SEVERITY[t.state])

@@ -437,6 +437,9 @@ def test_a_drills_trip_not_stored_never_masks_a_real_one(drill_first: bool) -> N
             guard.trigger(stop)
     (view,) = [v for v in guard.scope_views() if v.current.scope == MOMO]
     assert view.reset_allowed_at is None
+    # Review 43a: and the trip shown is the real one, in the drill's stricter state
+    assert view.unstored is not None and not view.unstored.drill
+    assert (view.unstored.reason, view.unstored.state) == ("venue fault", State.TRIPPED)
     with pytest.raises(ResetRefused, match="venue fault"):
         guard.reset(MOMO, "drill over", force=True, actor="bob")
 

@@ -59,8 +59,9 @@ DECISION_DURATION = Instrument(
     " in telemetry.latency_sample_every is recorded")
 SCOPE_STATE = Instrument(
     "ess.scope.state", "gauge", "1", (SCOPE, STATE),
-    "1 for the scope's current state, 0 for the others; GLOBAL and every scope restricted"
-    " since start")
+    "1 for the scope's current state, 0 for the others; GLOBAL always, then at most"
+    " `telemetry.max_gauge_scopes` (100) scopes restricted since start, newest first (those"
+    " armed again dropped first)")
 TRIPS = Instrument(
     "ess.trips", "counter", "{trip}", (SCOPE_KIND, STATE, REASON, BREAKER, DRILL),
     "transitions into TRIPPED or REDUCE_ONLY (triggers, breakers, lost heartbeats, system)")
