@@ -150,7 +150,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     steady = None
     if clock is None:  # serving: a step of the system clock moves no deadline
         clock = steady = steady_clock(latest_time(stored, entries), last_clock_read(entries))
-    watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers)
+    watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers,
+                           2 * settings.watch.heartbeat_interval_s)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
                   principals.is_operator if principals is not None else None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from .domain.errors import Busy, ShuttingDown, SubscriberTooSlow
 from .domain.scopes import Scope
@@ -15,9 +16,15 @@ class Subscription:
     (its queued transitions are still delivered, then SubscriberTooSlow) rather than
     slowing the publisher or anyone else."""
 
-    def __init__(self, scopes: frozenset[Scope], queue_size: int) -> None:
+    def __init__(self, scopes: frozenset[Scope], queue_size: int,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.scopes = scopes
         self.delivered = 0
+        # When its stream last came for a message (`next`), and whether it waits for one
+        # now: away since, its stream is held sending the last (a peer that reads nothing).
+        self._monotonic = monotonic
+        self.came_at, self.waiting = monotonic(), False
+        self.end: Callable[[], object] | None = None  # ends its stream: set by the server
         self._queue_size = queue_size
         # Unbounded underneath so close() always fits; offer() enforces the bound.
         self._queue: asyncio.Queue[Transition | None] = asyncio.Queue()
@@ -46,9 +53,11 @@ class Subscription:
         if self._overflowed and self._queue.empty():
             raise SubscriberTooSlow(f"watcher fell more than {self._queue_size} transitions"
                                     f" behind; resubscribe with from_version={self.delivered}")
+        self.came_at = self._monotonic()
         queue = self._queue
         if not queue.empty():  # queued already (a storm): no timer to arm and cancel
             return self._delivered(queue.get_nowait())
+        self.waiting = True
         try:
             async with asyncio.timeout(timeout):  # unlike wait_for, no task per message
                 transition = await self._queue.get()
@@ -58,6 +67,8 @@ class Subscription:
             # A transition queued as the timeout fired: deliver it before any heartbeat,
             # which would otherwise carry its version first and let a resume skip it.
             transition = self._queue.get_nowait()
+        finally:
+            self.waiting = False
         return self._delivered(transition)
 
     def _delivered(self, transition: Transition | None) -> Transition:
@@ -69,9 +80,12 @@ class Subscription:
 
 
 class Subscribers:
-    def __init__(self, queue_size: int, most: int = 100) -> None:
+    def __init__(self, queue_size: int, most: int = 100, stuck_s: float = 10.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.queue_size = queue_size
         self.most = most  # watchers at once: each costs every transition a write
+        self.stuck_s = stuck_s  # a stream away this long sends nothing: its slot is taken
+        self._monotonic = monotonic
         self._subscriptions: set[Subscription] = set()
         self._closed = False
 
@@ -86,13 +100,27 @@ class Subscribers:
         if self._closed:
             raise ShuttingDown("the sidecar is shutting down; resubscribe to another"
                                " or after its restart")
-        if len(self._subscriptions) >= self.most:
+        now = self._monotonic()
+        if len(self._subscriptions) >= self.most and not self._end_a_stuck_one(now):
             raise Busy(f"{self.most} watchers already (watch.max_watchers): each"
                                    " costs every transition a write; watch fewer scopes"
                                    " from one stream, or resubscribe later")
-        subscription = Subscription(frozenset(scopes), self.queue_size)
+        subscription = Subscription(frozenset(scopes), self.queue_size, self._monotonic)
         self._subscriptions.add(subscription)
         return subscription
+
+    def _end_a_stuck_one(self, now: float) -> bool:
+        """End the watch whose stream has been held sending longest, if over `stuck_s`
+        (review 43c: 100 streams of a peer that read nothing held every slot, and no
+        operator could watch, while no transition came to overflow their queues)."""
+        away = [s for s in self._subscriptions if not s.waiting and s.end is not None]
+        stuck = min(away, key=lambda s: s.came_at, default=None)
+        if stuck is None or now - stuck.came_at <= self.stuck_s:
+            return False
+        self._subscriptions.discard(stuck)
+        assert stuck.end is not None
+        stuck.end()
+        return True
 
     def remove(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)

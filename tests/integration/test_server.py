@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
+import h2.config
+import h2.connection
+import h2.settings
 import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -57,6 +61,58 @@ async def test_health_watches_are_capped_and_a_closed_one_frees_its_place(
             await asyncio.sleep(0)
     again = health.Watch(health_pb2.HealthCheckRequest(service=""))
     assert (await again.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+
+class StuckWatcher:
+    """A peer on the Unix socket that opens WatchState streams and grants them no
+    flow-control window (raw HTTP/2): the sidecar's first message to each is held."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self.h2.initiate_connection()
+        self.sock.sendall(self.h2.data_to_send())
+
+    def watch(self) -> int:
+        stream = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream, [
+            (":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+            (":path", "/ess.v1.GuardService/WatchState"),
+            ("content-type", "application/grpc"), ("te", "trailers")])
+        self.h2.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)  # {}
+        self.sock.sendall(self.h2.data_to_send())
+        return stream
+
+
+async def test_a_watcher_that_reads_nothing_gives_its_place_up(start_sidecar) -> None:
+    """Review 43c: 100 WatchState streams of a peer that read nothing held every place
+    while no transition came to overflow their queues, and no operator could watch. At
+    watch.max_watchers, the stream held sending longest, over two heartbeat intervals,
+    is ended for the new one."""
+    running = await start_sidecar(watch={"max_watchers": 2, "heartbeat_interval_s": 30.0})
+    subscribers, now = running.app.guard.subscribers, [0.0]
+    subscribers._monotonic = lambda: now[0]  # noqa: SLF001 - the test moves it
+    peer = StuckWatcher(running.app.settings.server.uds)
+    for _ in range(2):
+        peer.watch()
+    async with asyncio.timeout(10):
+        while running.app.guard.watchers() < 2:  # both admitted, their first message held
+            await asyncio.sleep(0)
+    refused = running.stub.WatchState(pb.WatchStateRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await refused.read()
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+    now[0] += 61.0  # past two heartbeat intervals, with nothing sent
+    operator = running.stub.WatchState(pb.WatchStateRequest())
+    assert (await operator.read()).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    assert running.app.guard.watchers() == 2  # one of the peer's is no longer fanned out to
+    await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="stop"))
+    assert (await operator.read()).kind == pb.WATCH_EVENT_KIND_TRANSITION
+    operator.cancel()
+    peer.sock.close()
 
 
 async def test_during_the_drain_health_says_not_serving_and_everything_is_answered(
