@@ -21,7 +21,7 @@ from ess.v1 import guard_pb2_grpc as pb_grpc
 from .convert import EnumLike, ScopeLike, order_request, to_enum, to_scope
 from .failures import FailurePolicy, log
 from .heartbeat import Heartbeat
-from .stream import CheckStream, failure_of
+from .stream import SETTLE_IDLE_STEPS, SETTLE_STEP_S, CheckStream, failure_of
 from .verdict import Failure, Verdict, failed, late, verdict_from_answer
 
 # The sidecar's budget on a Unix socket is p99.9 <= 1 ms. Measured through this client on
@@ -169,8 +169,11 @@ class GuardClient:
     async def _ask_unary(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        # Fail-open, an answer a little late is still heard: a denial stands (review 43i:
+        # a slow sidecar's denials came after the deadline, and fail-open traded).
+        settle_s = SETTLE_IDLE_STEPS * SETTLE_STEP_S if self._policy.fail_open else 0.0
         try:
-            decision = await self._stub.CheckOrder(order, timeout=timeout_s,
+            decision = await self._stub.CheckOrder(order, timeout=timeout_s + settle_s,
                                                    metadata=self._metadata or None)
         except grpc.aio.AioRpcError as error:
             code = error.code()
@@ -339,6 +342,10 @@ def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.a
 
 _KEY = re.compile(r"[0-9a-z_.-]+")
 ASCII_SPACE = " \t\r\n"
+# The sidecar refuses a call with more metadata than 64 KiB (gRPC counts 32 bytes an entry
+# beside its key and value), RESOURCE_EXHAUSTED before any handler; gRPC's own headers
+# (path, deadline, trace context) take a few hundred bytes of it.
+MAX_METADATA_BYTES = 60 << 10
 
 
 def _valid_metadata(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
@@ -346,7 +353,8 @@ def _valid_metadata(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, s
     not lower-case ASCII, or a value (a token read from a file with its newline) that is not
     printable ASCII. gRPC refuses such a header locally with INTERNAL, which reads as a
     broken stream: a fail-open client allowed every order, GLOBAL tripped or not (review
-    36u)."""
+    36u); or more of it than the sidecar takes (review 43i: its refusal, late, read as no
+    answer, and a fail-open client allowed every order)."""
     for key, value in metadata:
         if not _KEY.fullmatch(key) or key.endswith("-bin"):
             raise ValueError(f"metadata key {key!r}: lower-case ASCII letters, digits, '-',"
@@ -354,5 +362,9 @@ def _valid_metadata(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, s
         text = value.decode("latin-1") if isinstance(value, bytes) else value
         if not (isinstance(text, str) and text.isascii() and text.isprintable()):
             raise ValueError(f"metadata {key!r}: its value must be printable ASCII")
+    size = sum(len(key) + len(value) + 32 for key, value in metadata)
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata: {size} bytes, more than the {MAX_METADATA_BYTES} a"
+                         " sidecar takes with gRPC's own headers")
     return metadata
 

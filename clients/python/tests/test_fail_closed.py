@@ -17,6 +17,7 @@ from conftest import SLACK_S, Answer, StartScripted
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_client import Failure, GuardClient, Verdict
+from ess_client import client as client_module
 from ess_client.failures import FailurePolicy
 from ess_client.stream import CheckStream
 
@@ -214,6 +215,32 @@ async def test_a_late_allow_is_a_deadline_failure_and_a_late_denial_stands(
             False, None, "SCOPE_TRIPPED"), verdict
 
 
+async def test_a_fail_open_unary_check_hears_a_denial_a_little_late(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 43i: a slow sidecar's denial came just after a unary check's deadline, which
+    cancelled the call: fail-open took the silence for a sidecar not heard, and traded.
+    Fail-open, the call waits the stream's settling time more (made 0.5 s here)."""
+    monkeypatch.setattr(client_module, "SETTLE_STEP_S", 0.1)
+
+    class Slow(pb_grpc.GuardServiceServicer):
+        async def CheckOrder(self, request, context):  # noqa: ANN001, ANN201, N802
+            await asyncio.sleep(0.15)  # the sidecar is slow: past the client's 0.05 s
+            return DENIED
+
+    server = grpc.aio.server()
+    pb_grpc.add_GuardServiceServicer_to_server(Slow(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with GuardClient(f"127.0.0.1:{port}", check_timeout_s=0.05,
+                               fail_open=True) as guard:
+            verdict = await guard.check_unary(**ORDER)
+    finally:
+        await server.stop(None)
+    assert (verdict.allowed, verdict.failure, verdict.reason_name) == (
+        False, None, "SCOPE_TRIPPED"), verdict
+
+
 @pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "open"])
 async def test_an_answer_that_cannot_be_decoded_ends_the_stream(fail_open: bool) -> None:
     """grpc.aio reads it as None (and logs it); the checks are denied and the stream is
@@ -352,12 +379,14 @@ async def test_made_up_client_order_ids_share_one_prefix_per_client() -> None:
 
 @pytest.mark.parametrize("token, metadata", [
     ("s3cret\x85", ()), ("s3cr\u00e9t", ()), ("s3cret", (("X-Desk", "a"),)),
-    ("s3cret", (("desk", "a\nb"),)), ("s3cret", (("desk", b"a\x00"),))],
-    ids=["stray-byte", "non-ascii", "upper-key", "newline", "bytes"])
+    ("s3cret", (("desk", "a\nb"),)), ("s3cret", (("desk", b"a\x00"),)),
+    ("s3cret", (("x-baggage", "a" * 70_000),))],
+    ids=["stray-byte", "non-ascii", "upper-key", "newline", "bytes", "too-much"])
 def test_metadata_grpc_would_refuse_is_refused_at_construction_even_fail_open(
         token: str, metadata: tuple[tuple[str, str], ...]) -> None:
     """Review 36u: gRPC refuses such a header locally with INTERNAL, counted as a broken
-    stream, so a fail-open client allowed every order, GLOBAL tripped or not."""
+    stream, so a fail-open client allowed every order, GLOBAL tripped or not. Review 43i:
+    the sidecar refuses more than 64 KiB of it, late enough to read as no answer."""
     with pytest.raises(ValueError, match="metadata"):
         GuardClient("127.0.0.1:1", token=token, metadata=metadata, fail_open=True)
 

@@ -194,6 +194,7 @@ export class GuardClient {
   private readonly metadata: Metadata;
   private readonly stallAfterMs: number;
   private readonly policy: FailurePolicy;
+  private readonly logger: Logger;
   private readonly idPrefix = randomBytes(6).toString("hex");
   private orderCount = 0;
   private requestId = 0n;
@@ -211,7 +212,8 @@ export class GuardClient {
     this.deadlineMs = validDeadline(options.deadlineMs, DEFAULT_DEADLINE_MS);
     this.rpcTimeoutMs = rpcTimeout(options.rpcTimeoutMs);
     this.stallAfterMs = validDeadline(options.stallAfterMs, DEFAULT_STALL_AFTER_MS);
-    this.policy = new FailurePolicy(options.logger ?? console, options.logIntervalMs ?? 1000);
+    this.logger = options.logger ?? console;
+    this.policy = new FailurePolicy(this.logger, options.logIntervalMs ?? 1000);
     this.metadata = new Metadata();
     for (const [key, value] of Object.entries(options.metadata ?? {})) {
       this.metadata.set(key, value);
@@ -531,11 +533,13 @@ export class GuardClient {
   }
 
   /** A dead-man's switch: heartbeats every `intervalMs` (default ttlMs / 3) until stop(),
-   * which deregisters. The first one is sent at once. */
+   * which deregisters. The first one is sent at once. One the sidecar refuses stops it
+   * (`refused`, logged). */
   startHeartbeat(options: HeartbeatOptions): Heartbeat {
     return new Heartbeat(
       (deregister) => this.heartbeat(options.executorId, options.scope, options.ttlMs, deregister),
       options,
+      this.logger,
     ).start();
   }
 

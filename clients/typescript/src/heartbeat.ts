@@ -1,7 +1,10 @@
 // The dead-man's switch: a Heartbeat RPC every interval until stopped; stop() deregisters.
 
+import { status as Status } from "@grpc/grpc-js";
+
 import type { HeartbeatResponse } from "./gen/ess/v1/guard_pb.js";
 import type { ScopeLike } from "./convert.js";
+import type { Logger } from "./failures.js";
 
 export interface HeartbeatOptions {
   /** This executor's id (canonical, as every id). */
@@ -25,12 +28,17 @@ export interface HeartbeatOptions {
 /** The contract's longest heartbeat TTL: 1 hour. */
 const MAX_TTL_MS = 3_600_000;
 
-/** A running heartbeat. Its timer does not keep the process alive. */
+/** A running heartbeat. Its timer does not keep the process alive. One the sidecar refuses
+ * (INVALID_ARGUMENT, PERMISSION_DENIED: a scope or executor id it does not take) stops:
+ * `refused` says why and `running` is false; sent again it would be refused again, and
+ * the scope, never registered, would trip for nothing (review 43i: it beat on, unsaid). */
 export class Heartbeat {
   /** Heartbeats sent and answered, and failed. */
   sent = 0;
   failures = 0;
   lastResponse: HeartbeatResponse | null = null;
+  /** Why the sidecar refused a heartbeat: it stopped. */
+  refused: Error | null = null;
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | null = null;
   private inFlight: Promise<void> | null = null;
@@ -39,6 +47,7 @@ export class Heartbeat {
   constructor(
     private readonly send: (deregister: boolean) => Promise<HeartbeatResponse>,
     private readonly options: HeartbeatOptions,
+    private readonly logger: Logger = console,
   ) {
     this.intervalMs = validInterval(options.ttlMs, options.intervalMs);
   }
@@ -79,6 +88,14 @@ export class Heartbeat {
       (error: Error) => {
         this.failures += 1;
         this.report(error);
+        const code = (error as { code?: unknown }).code;
+        if (code === Status.INVALID_ARGUMENT || code === Status.PERMISSION_DENIED) {
+          this.refused = error;
+          this.stopped = true;
+          this.logger.warn(`ess heartbeat refused, not sent again: ${error.message}`);
+        } else if (!this.options.onError) {
+          this.logger.warn(`ess heartbeat failed: ${error.message}`);
+        }
       },
     ).then(() => {
       this.inFlight = null;

@@ -569,6 +569,19 @@ describe("reports and the heartbeat", () => {
 
   // Review 42e: a throw of onResponse or onError skipped the next beat for good (the scope
   // tripped while `running` said true), and rejected unhandled.
+  test("a heartbeat the sidecar refuses stops, says why and logs it", async () => {
+    // Review 43i: refused (an executor id the sidecar does not take), it beat on with no
+    // word while `running` said true, and the scope, never registered, could never trip.
+    const logger = memoryLogger();
+    const guard = await connected({ logger });
+    const before = fake.unary.filter((u) => u.method === "heartbeat").length;
+    const beat = guard.startHeartbeat({ executorId: "ex-1 ", scope: "STRATEGY:momo", ttlMs: 60 });
+    await eventually(() => !beat.running, 2000);
+    assert.equal((beat.refused as { code?: number } | null)?.code, Status.INVALID_ARGUMENT);
+    assert.equal(fake.unary.filter((u) => u.method === "heartbeat").length - before, 1);
+    assert.ok(logger.lines.some((line) => line.startsWith("ess heartbeat refused")), logger.lines.join());
+  });
+
   test("a callback that throws stops neither the heartbeat nor escapes", async () => {
     const guard = await connected();
     const before = fake.unary.filter((u) => u.method === "heartbeat").length;

@@ -86,8 +86,16 @@ export class FakeSidecar {
         call.on("end", () => call.end());
         this.onStream(call);
       },
-      heartbeat: record("heartbeat", () =>
-        create(pb.HeartbeatResponseSchema, { state: pb.State.ARMED, stateVersion: 1n })),
+      heartbeat: (call: ServerUnaryCall<pb.HeartbeatRequest, pb.HeartbeatResponse>,
+        callback: sendUnaryData<pb.HeartbeatResponse>) => {
+        this.unary.push({ method: "heartbeat", request: call.request, authorization: "" });
+        if (call.request.executorId !== call.request.executorId.trim()) { // as the sidecar
+          callback({ code: Status.INVALID_ARGUMENT, details: "executor_id: not canonical" });
+        } else {
+          callback(null, create(pb.HeartbeatResponseSchema, {
+            state: pb.State.ARMED, stateVersion: 1n }));
+        }
+      },
       reportFill: record("reportFill", () =>
         create(pb.ReportFillResponseSchema, { position: 1, accountState: pb.State.ARMED })),
       reportOrderUpdate: record("reportOrderUpdate", () =>
