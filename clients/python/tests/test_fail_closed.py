@@ -59,6 +59,20 @@ async def raw_stream_server(handler: Callable[..., AsyncIterator[bytes]]) -> Asy
         await server.stop(None)
 
 
+async def unary_check(servicer: pb_grpc.GuardServiceServicer, timeout_s: float) -> Verdict:
+    """A fail-open check_unary of ORDER against a server of `servicer`."""
+    server = grpc.aio.server()
+    pb_grpc.add_GuardServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with GuardClient(f"127.0.0.1:{port}", check_timeout_s=timeout_s,
+                               fail_open=True) as guard:
+            return await guard.check_unary(**ORDER)
+    finally:
+        await server.stop(None)
+
+
 async def timed_check(guard: GuardClient, **overrides: object) -> tuple[Verdict, float]:
     started = time.monotonic()
     verdict = await guard.check(**{**ORDER, **overrides})
@@ -227,16 +241,7 @@ async def test_a_fail_open_unary_check_hears_a_denial_a_little_late(
             await asyncio.sleep(0.15)  # the sidecar is slow: past the client's 0.05 s
             return DENIED
 
-    server = grpc.aio.server()
-    pb_grpc.add_GuardServiceServicer_to_server(Slow(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with GuardClient(f"127.0.0.1:{port}", check_timeout_s=0.05,
-                               fail_open=True) as guard:
-            verdict = await guard.check_unary(**ORDER)
-    finally:
-        await server.stop(None)
+    verdict = await unary_check(Slow(), 0.05)
     assert (verdict.allowed, verdict.failure, verdict.reason_name) == (
         False, None, "SCOPE_TRIPPED"), verdict
 
@@ -432,15 +437,6 @@ async def test_a_unary_check_the_sidecar_failed_closed_on_is_denied_even_fail_op
             context.set_trailing_metadata(metadata)
             await context.abort(code, "journal cannot be written")
 
-    server = grpc.aio.server()
-    pb_grpc.add_GuardServiceServicer_to_server(FailingClosed(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with GuardClient(f"127.0.0.1:{port}", check_timeout_s=2.0,
-                               fail_open=True) as guard:
-            verdict = await guard.check_unary(**ORDER)
-    finally:
-        await server.stop(None)
+    verdict = await unary_check(FailingClosed(), 2.0)
     assert verdict.failure is failure
     assert verdict.allowed is (failure is Failure.UNAVAILABLE)  # fail_open flips only it
