@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -149,7 +150,10 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     alerts = open_alerts(settings)
     steady = None
     if clock is None:  # serving: a step of the system clock moves no deadline
-        clock = steady = steady_clock(latest_time(stored, entries), last_clock_read(entries))
+        written_at = os.stat(journal.path).st_mtime \
+            if isinstance(journal, FileJournal) and entries else None
+        clock = steady = steady_clock(latest_time(stored, entries),
+                                      last_clock_read(entries, written_at))
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers,
                            2 * settings.watch.heartbeat_interval_s)
     guard = Guard(engine, store, clock, watchers, alerts,

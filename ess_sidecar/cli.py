@@ -104,6 +104,8 @@ def _reseal(settings: Settings) -> int:
     was_in_use = SqliteStateStore.in_use(path)  # before the reseal writes a seal
     had_journal = Path(journal_path(path)).exists()
     try:
+        FileJournal(journal_path(path)).reseal_would_lose()  # first: one a newer version
+        # wrote is refused before anything is resealed (review 43h)
         # Lost versions are accepted with GLOBAL's trip, in one transaction, or not at all.
         summary = SqliteStateStore.reseal(path, trip_for_lost_versions(settings),
                                           FileJournal(journal_path(path)).sealed_genesis())

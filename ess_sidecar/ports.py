@@ -303,17 +303,20 @@ class SteadyClock(Clock):
     and every window by its size, and a step forward would end cooldowns, retention and
     windows at once (review 36d). It starts from the system's wall clock, or, given `last`
     (the serving clock and the system's as last read together and journaled: ClockRead),
-    from the time the serving clock then kept plus what the system's says passed since:
-    started from the system's, a restart aged everything stamped since a step forward by
-    its size (review 43d: a used order id taken again, a cooldown over early). Never
-    earlier than `floor`, the latest time the state on disk holds."""
+    from the time the serving clock then kept plus what the system's says passed since,
+    if that is earlier: started from the system's, a restart aged everything stamped since
+    a step forward by its size (review 43d: a used order id taken again, a cooldown over
+    early); started ahead of it, after a step back the system's clock was put right from
+    while stopped, by that step (review 43g). Never earlier than `floor`, the latest time
+    the state on disk holds."""
 
     def __init__(self, floor: float = 0.0, wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  last: tuple[float, float] | None = None) -> None:
         self._wall, self._monotonic = wall, monotonic
         started = wall()
-        resumed = started if last is None else last[0] + started - last[1]
+        resumed = started if last is None else min(last[0] + started - last[1],
+                                                   max(started, floor))
         self.floored = floor > resumed  # started from `floor`
         self._origin = max(resumed, floor) - monotonic()
         self.ahead = self.now() - started  # of the system clock at the start (-: behind it)

@@ -37,11 +37,18 @@ def latest_time(stored: StoredState | None, entries: list[JournalEntry]) -> floa
     return latest
 
 
-def last_clock_read(entries: list[JournalEntry]) -> ClockRead | None:
+def last_clock_read(entries: list[JournalEntry], written_at: float | None = None
+                    ) -> ClockRead | None:
     """The serving clock and the system's as last read together (SteadyClock goes on
-    from it), if the journal holds such a reading."""
-    return next((command for command, _ in reversed(entries)
+    from it). A journal an earlier version wrote holds no such reading: then its latest
+    record's time and `written_at`, the system's time of its last write (the file's
+    mtime), if given (review 43h: an upgrade after a step the earlier version absorbed
+    aged everything by it)."""
+    read = next((command for command, _ in reversed(entries)
                  if isinstance(command, ClockRead)), None)
+    if read is None and entries and written_at is not None:
+        read = ClockRead(latest_time(None, entries), written_at)
+    return read
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:

@@ -947,9 +947,15 @@ class Guard(GuardReadings):
         record, and a report answered from it (a fill already applied: `duplicate`; an
         update that changes nothing more) would acknowledge what a restart forgets (review
         42a: a fill retried after its record failed was answered `duplicate`, and after the
-        restart the order's overfill passed untripped). Stops go on: they are stored."""
+        restart the order's overfill passed untripped). Stops go on: they are stored. So
+        too while memory cannot be trusted (the state on disk could not be, or a fault of
+        ours): judged against it, a fill resent for an order the journal held was taken
+        for one never allowed, and its false trip stored (review 43h)."""
         if self._journal_failed():
             raise StoreUnavailable(JOURNAL_FAILED)
+        if self.engine.untrusted:
+            raise StoreUnavailable(f"reports are refused until the sidecar restarts (send"
+                                   f" them again then): {self.engine.untrusted}")
 
     def _journal_failed(self) -> bool:
         """Whether the journal has failed, failing closed if so: it fails unasked too, its

@@ -22,7 +22,7 @@ from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.bootstrap import App, build, server_parts
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import Trigger
-from ess_sidecar.domain.errors import ResetRefused
+from ess_sidecar.domain.errors import ResetRefused, StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
 from ess_sidecar.ports import SteadyClock
@@ -192,7 +192,8 @@ def test_a_sidecar_refused_by_the_lock_leaves_the_running_ones_journal_alone(
     before = journal.read_bytes(), seal.read_bytes()
     second = build_app(clock)
     assert second.guard.engine.state_of(GLOBAL) is State.TRIPPED
-    second.guard.sync_positions("acc-1", 2e6, [])
+    with pytest.raises(StoreUnavailable, match="reports are refused until the sidecar"):
+        second.guard.sync_positions("acc-1", 2e6, [])  # judged by memory it cannot trust
     clock.advance(1)
     second.timers.tick()
     second.journal.close()

@@ -3,6 +3,7 @@ damage (a flipped bit, a torn or missing record, a deleted file or seal) is foun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -18,7 +19,8 @@ from ess_sidecar.adapters.storage.seal import Seal
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.errors import ResetRefused, StoreUnavailable
 from ess_sidecar.domain.breakers import Metric
-from ess_sidecar.domain.commands import Admitted, FillReported, HeartbeatSeen, \
+from ess_sidecar.cli import main
+from ess_sidecar.domain.commands import Admitted, ClockRead, FillReported, HeartbeatSeen, \
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
     TimersRan, Trigger, Triggered
 from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
@@ -50,6 +52,7 @@ EVERY_COMMAND = [
     (TimersRan(7.0), (TRIP,)),
     (Triggered(7.5), (TRIP,)),
     (Restored(8.0, 9), (TRIP,)),
+    (ClockRead(8.5, 86_408.5), ()),
     (None, (TRIP,)),
 ]
 
@@ -289,6 +292,30 @@ def test_reseal_keeps_the_records_that_verify(tmp_path: Path) -> None:
     assert f"{len(EVERY_COMMAND) - 1} records kept" in summary and "cut" in summary and lost
     assert journal(tmp_path).reseal()[1] is False  # nothing more to cut
     assert journal(tmp_path).load() == EVERY_COMMAND[:-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class FromANewerVersion:
+    """A record of a kind this version does not know, as a newer version may write."""
+
+    now: float
+
+
+def test_a_record_a_newer_version_wrote_is_named_so_and_refused_by_a_reseal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 43h: a journal record of a kind this version does not know (a downgrade)
+    was called damage, and the reseal it advised kept it: the next start failed closed
+    the same. It is named as a newer version's, and a reseal refuses it, changing
+    nothing."""
+    path = written(tmp_path, [*EVERY_COMMAND[:2], (FromANewerVersion(9.0), ())]).path
+    with pytest.raises(JournalDamaged, match="record 3 is of a kind this version does not"
+                       " know .FromANewerVersion.: a newer ess-sidecar wrote it"):
+        journal(tmp_path).load()
+    before = path.read_bytes(), Path(f"{path}.seal").read_bytes()
+    assert main(["reseal", "--state", str(tmp_path / "ess.db")]) == 1
+    assert "FromANewerVersion" in capsys.readouterr().err
+    assert (path.read_bytes(), Path(f"{path}.seal").read_bytes()) == before
+    assert not (tmp_path / "ess.db").exists()
 
 
 def test_a_seal_whose_count_rotted_lower_makes_a_reseal_say_records_may_be_lost(

@@ -223,9 +223,15 @@ async def test_reflection_says_not_found_for_an_unknown_symbol(sidecar: Running)
 async def test_unreadable_state_file_starts_with_global_tripped(start_sidecar, tmp_path) -> None:
     state = tmp_path / "ess.db"
     state.write_bytes(b"this is not a database" * 100)
-    running = await start_sidecar()
+    running = await start_sidecar(sync=False)
     (scope,) = (await running.stub.GetState(pb.GetStateRequest())).scopes
     assert scope.scope.kind == pb.SCOPE_KIND_GLOBAL and scope.state == pb.STATE_TRIPPED
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # review 43h: a fill judged by a
+        await running.stub.ReportFill(pb.ReportFillRequest(  # book it cannot trust was
+            account="acc-1", strategy="momo", symbol="AAPL", side=pb.SIDE_BUY,  # taken for
+            quantity=1, price=100, client_order_id="o-1", fill_id="f-1"))  # one unchecked
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "reports are refused until the sidecar restarts" in refused.value.details()
     assert "state store unreadable" in scope.reason and str(state) in scope.reason
     assert (await running.stub.CheckOrder(order())).reason == pb.DECISION_REASON_SCOPE_TRIPPED
     try:

@@ -90,7 +90,7 @@ async def test_empty_state_file_starts_with_global_tripped_naming_it(start_sidec
                                                                      tmp_path: Path) -> None:
     state = tmp_path / "ess.db"
     state.write_bytes(b"")  # a truncated file: its latched trips are lost, so trip GLOBAL
-    running = await start_sidecar()
+    running = await start_sidecar(sync=False)
     (scope,) = (await running.stub.GetState(pb.GetStateRequest())).scopes
     assert (scope.scope.kind, scope.state) == (pb.SCOPE_KIND_GLOBAL, pb.STATE_TRIPPED)
     assert "is empty" in scope.reason and str(state) in scope.reason

@@ -125,6 +125,36 @@ def test_a_basic_config_handler_on_stderr_is_replaced(
     assert json.loads(line)["event"] == "once"
 
 
+def test_a_record_being_formatted_holds_no_other_threads_log_call(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 43g: the handler's lock was held while a record was formatted and queued;
+    the loop thread, holding it, waited for the queue's lock, which the writer thread held
+    while a finalizer there logged, waiting for the handler's: the loop stopped for good.
+    No lock is held while a record is formatted or queued."""
+    configure_logging("json", "INFO")
+    root = logging.getLogger()  # ours alone: pytest's capture handler formats under a lock
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, _SidecarHandler)]
+    formatting, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def __str__(self) -> str:
+            formatting.set()
+            release.wait(30)
+            return "slow"
+
+    slow = threading.Thread(target=lambda: log.warning("%s", Slow()), daemon=True)
+    slow.start()
+    assert formatting.wait(10)
+    other = threading.Thread(target=lambda: log.warning("other"), daemon=True)
+    other.start()
+    other.join(10)
+    held = other.is_alive()
+    release.set()
+    slow.join(10)
+    assert not held, "a log call waited for another thread's record to be formatted"
+    assert {json.loads(line)["event"] for line in lines(capsys)} == {"slow", "other"}
+
+
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="json"):
         configure_logging("xml", "INFO")
@@ -171,7 +201,8 @@ def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_count
     """Review 43b: log lines were written where they were made, on the event loop; once a
     stderr nobody read (a hung log shipper, a terminal on hold) was full, the next line
     froze the loop, every check and the kill switch with it. A line that finds the
-    writer's queue full is dropped and counted, and the count is written once it can."""
+    writer's queue full is dropped and counted, and the count is written once it can,
+    where the lines went missing (review 43g: 10,000 lines before)."""
     read_end, write_end = full_pipe()
     stream = os.fdopen(write_end, "w")
     configure_logging("json", "INFO", stream)
@@ -204,7 +235,8 @@ def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_count
               if line.startswith("{")]
     [notice] = [event for event in events if "dropped" in event]
     dropped = int(notice.split()[0])
-    assert notice == f"{dropped} log line(s) dropped: stderr was not read"
+    assert notice == f"{dropped} log line(s) dropped from here on: stderr was not read"
     written = [event for event in events if event.startswith("line ")]
     assert dropped > 0 and len(written) + dropped == total
     assert written == [f"line {number}" for number in range(len(written))]
+    assert events.index(notice) == events.index(written[-1]) + 1  # where the gap is (43g)

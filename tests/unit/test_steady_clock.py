@@ -3,7 +3,9 @@ a step back of an hour held off every heartbeat's and data feed's trip for an ho
 
 from __future__ import annotations
 
+from ess_sidecar.domain.commands import ClockRead, TimersRan, Triggered
 from ess_sidecar.ports import SteadyClock
+from ess_sidecar.recovery import last_clock_read
 
 
 class Readings:
@@ -76,3 +78,25 @@ def test_it_goes_on_from_the_time_it_kept_when_last_read_with_the_system_clock()
     stepped_back = SteadyClock(1_000_000.0, lambda: readings.wall, lambda: readings.monotonic,
                                last=(1_000_000.0, 2_000_000.0))  # back during the stop
     assert stepped_back.now() == 1_000_000.0 and stepped_back.floored
+
+
+def test_it_never_goes_on_ahead_of_both_the_system_clock_and_the_state() -> None:
+    """Review 43g: the system clock stepped back a day while serving (journaled), then was
+    put right while the sidecar was stopped: going on from the reading started a day
+    ahead, and a trip's cooldown was over at once."""
+    readings = Readings(1_000_005.0)  # put right: 5 s after the reading, really
+    clock = SteadyClock(1_000_000.0, lambda: readings.wall, lambda: readings.monotonic,
+                        last=(1_000_000.0, 913_600.0))  # read with the system a day behind
+    assert clock.now() == 1_000_005.0 and clock.ahead == 0.0
+
+
+def test_an_earlier_versions_journal_is_read_by_its_last_records_time_and_mtime() -> None:
+    """Review 43h: a journal written before ClockRead existed holds no reading, so an
+    upgrade after a step the earlier version absorbed took the system's time and aged
+    everything by the step. Its latest record's time and the file's last write stand in;
+    a ClockRead, where there is one, is taken as it is."""
+    entries = [(TimersRan(1_000_000.0), ()), (Triggered(1_000_030.0), ())]
+    assert last_clock_read(entries, 1_086_430.0) == ClockRead(1_000_030.0, 1_086_430.0)
+    assert last_clock_read(entries) is None and last_clock_read([], 5.0) is None
+    read = ClockRead(1_000_010.0, 1_086_410.0)
+    assert last_clock_read([(read, ()), *entries], 1_086_430.0) == read

@@ -91,6 +91,17 @@ class JournalDamaged(StoreDamaged):
     """The journal is not what was written: replaying it could forget or invent state."""
 
 
+class NewerRecord(ValueError):
+    """A record of a kind this version does not know: a newer ess-sidecar wrote it (its
+    kind is the message). Review 43h: called damage, its start failed closed naming a
+    reseal, which kept the record, and the next start failed closed the same."""
+
+    def __str__(self) -> str:
+        return (f"of a kind this version does not know ({self.args[0]}): a newer ess-sidecar"
+                " wrote it; run that version (an earlier one can neither read nor reseal"
+                " its journal)")
+
+
 class _Gone(Exception):
     """The syncer's pipe broke, or it closed its end: it has exited. `said`: what it had
     written of an answer."""
@@ -361,6 +372,7 @@ class FileJournal(Journal):
             offset, head, count = end, chain, count + 1
             if count == sealed:
                 at_seal = head
+            _refuse_newer(data[end - length:end], count, self.path)
         if sealed is not None and sealed <= count and at_seal != chained:
             sealed = None  # the seal is not of these records: what it counted is unknown
         return data, offset, head, count, sealed
@@ -628,6 +640,9 @@ class FileJournal(Journal):
                 raise self._damaged(f"record {count} differs from the one sealed")
             try:
                 yield _entry(payload)
+            except NewerRecord as error:
+                raise JournalDamaged(f"journal {self.path}: record {count} is {error}") \
+                    from error
             except (ValueError, TypeError, KeyError, IndexError) as error:
                 raise self._damaged(f"record {count} cannot be decoded: {error!r}") from error
         if count < sealed[0]:
@@ -733,10 +748,24 @@ def _admitted_from(payload: bytes) -> JournalEntry:
     return Admitted(order, now, decision_id), ()
 
 
+def _refuse_newer(payload: bytes, number: int, path: Path) -> None:
+    """StoreUnavailable if the record is of a kind a newer ess-sidecar wrote: a reseal by
+    this one would keep what it cannot read (review 43h)."""
+    if payload[:1] != ADMITTED:
+        try:
+            name = json.loads(payload)[0]
+        except (ValueError, IndexError, KeyError, TypeError):
+            return  # not one a reseal can judge: load() finds it damaged
+        if isinstance(name, str) and name and name not in COMMANDS:
+            raise StoreUnavailable(f"journal {path}: record {number} is {NewerRecord(name)}")
+
+
 def _entry(payload: bytes) -> JournalEntry:
     if payload[:1] == ADMITTED:
         return _admitted_from(payload)
     name, fields, transitions = json.loads(payload)
+    if name and name not in COMMANDS:
+        raise NewerRecord(name)
     command = _decode(COMMANDS[name], fields) if name else None
     return command, tuple(_decode(Transition, t) for t in transitions)
 

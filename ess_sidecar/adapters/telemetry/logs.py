@@ -118,47 +118,70 @@ class TextFormatter(logging.Formatter):
         return f"{line} {fields}" if fields else line
 
 
+class _Gap:
+    """Queued where lines began to be dropped: the writer says there how many were."""
+
+
+GAP = _Gap()
+
+
 class _SidecarHandler(logging.handlers.QueueHandler):
     """Formats a record where it is made (its trace ids, its fields) and queues the line
-    for its writer thread (`_Writer`), never waiting: a line that finds the queue full is
+    for its writer thread (`_Writer`), never waiting: a line that finds LINES queued is
     dropped and counted. Review 43b: written on the event loop, a stderr nobody read (a
     hung log shipper, a terminal on hold) froze the loop once the pipe filled, and with it
-    every check and the kill switch; a stop sent then was never read. `flush` and `close`
-    (logging.shutdown, at exit) wait for the writer, WAIT_S at most each."""
+    every check and the kill switch; a stop sent then was never read. No lock is held
+    while a record is formatted or queued (a SimpleQueue, and not the handler's lock):
+    review 43g, the loop thread held the handler's lock waiting for a Queue's, which the
+    writer thread held while a collected object's finalizer logged, waiting for the
+    handler's: the loop stopped for good. `flush` and `close` (logging.shutdown, at exit)
+    wait for the writer, WAIT_S at most each."""
 
     LINES = 10_000  # queued at most: a few MB of lines, seconds of a storm
     WAIT_S = 1.0
 
     def __init__(self, stream: IO[str]) -> None:
-        super().__init__(queue.Queue(self.LINES))
-        self.dropped = 0  # under the handler's lock: handle() holds it around emit()
+        super().__init__(queue.SimpleQueue())  # type: ignore[arg-type]
+        self._drops = threading.RLock()  # the count and its gap only, never held to log
+        self.dropped, self._gap = 0, False
         self.writer = _Writer(self, stream)
         self.writer.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
 
     def prepare(self, record: logging.LogRecord) -> str:  # type: ignore[override]
         return self.format(record)
 
     def enqueue(self, record: logging.LogRecord | str) -> None:
-        try:
+        if self.queue.qsize() < self.LINES:
             self.queue.put_nowait(record)
-        except queue.Full:
-            self.dropped += 1
+        else:
+            self._drop()
 
     def handleError(self, record: logging.LogRecord) -> None:
-        self.dropped += 1  # a record that cannot be formatted: counted, not written here
+        self._drop()  # a record that cannot be formatted: counted, not written here
+
+    def _drop(self) -> None:
+        with self._drops:
+            self.dropped += 1
+            if self._gap:
+                return
+            self._gap = True
+        self.queue.put_nowait(GAP)
 
     def take_dropped(self) -> int:
-        with self.lock:  # type: ignore[union-attr]
-            dropped, self.dropped = self.dropped, 0
+        with self._drops:
+            dropped, self.dropped, self._gap = self.dropped, 0, False
         return dropped
 
     def written(self, timeout_s: float) -> bool:
         """Waits, up to `timeout_s`, until every line queued before the call is written."""
         done = threading.Event()
-        try:
-            self.queue.put(done, timeout=timeout_s)
-        except queue.Full:
-            return False
+        self.queue.put_nowait(done)
         return done.wait(timeout_s)
 
     def flush(self) -> None:
@@ -170,37 +193,32 @@ class _SidecarHandler(logging.handlers.QueueHandler):
 
 
 class _Writer(logging.handlers.QueueListener):
-    """The thread that writes the queued lines to the stream, and may wait on it: first a
-    line saying how many were dropped since it last wrote, if any."""
+    """The thread that writes the queued lines to the stream, and may wait on it; where
+    lines began to be dropped, a line saying how many were."""
 
     def __init__(self, handler: _SidecarHandler, stream: IO[str]) -> None:
         super().__init__(handler.queue)
         self.handler, self.stream = handler, stream
 
-    def handle(self, item: str | threading.Event) -> None:  # type: ignore[override]
-        lines = [item] if isinstance(item, str) else []
-        dropped = self.handler.take_dropped()
-        if dropped:
-            lines.insert(0, self.handler.format(logging.LogRecord(
-                __name__, logging.WARNING, __file__, 0,
-                "%d log line(s) dropped: stderr was not read", (dropped,), None)))
-        if lines:
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # closed, or a broken pipe: nowhere to say it
-                pass
+    def handle(self, item: str | _Gap | threading.Event) -> None:  # type: ignore[override]
         if isinstance(item, threading.Event):  # written(): what came before it is
             item.set()
+            return
+        if item is GAP:
+            item = self.handler.format(logging.LogRecord(
+                __name__, logging.WARNING, __file__, 0, "%d log line(s) dropped from here"
+                " on: stderr was not read", (self.handler.take_dropped(),), None))
+        try:
+            self.stream.write(f"{item}\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nowhere to say it
+            pass
 
     def stop_within(self, timeout_s: float) -> None:
         """Writes what is queued, waiting no more than `timeout_s` on the stream."""
         thread = self._thread  # type: ignore[attr-defined]
         if thread is not None:
-            try:
-                self.queue.put(self._sentinel, timeout=timeout_s)  # type: ignore[attr-defined]
-            except queue.Full:
-                return
+            self.queue.put_nowait(self._sentinel)  # type: ignore[attr-defined]
             thread.join(timeout_s)
             self._thread = None
 
