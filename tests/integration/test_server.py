@@ -87,6 +87,20 @@ class StuckWatcher:
         return stream
 
 
+async def test_a_connection_may_have_256_calls_in_flight(start_sidecar) -> None:
+    """Review 43g: one connection's HPACK flood queued calls faster than they were served
+    (3.4 GB, checks held for 0.8 s): the server tells each peer how many calls it may
+    have in flight (gRPC refuses more)."""
+    running = await start_sidecar()
+    peer = StuckWatcher(running.app.settings.server.uds)
+    peer.sock.setblocking(False)
+    async with asyncio.timeout(10):
+        while peer.h2.remote_settings.max_concurrent_streams > 2**30:  # none said yet
+            peer.h2.receive_data(await asyncio.get_running_loop().sock_recv(peer.sock, 1 << 16))
+    assert peer.h2.remote_settings.max_concurrent_streams == 256
+    peer.sock.close()
+
+
 async def test_a_watcher_that_reads_nothing_gives_its_place_up(start_sidecar) -> None:
     """Review 43c: 100 WatchState streams of a peer that read nothing held every place
     while no transition came to overflow their queues, and no operator could watch. At
