@@ -349,7 +349,7 @@ def test_what_a_killed_sidecar_wrote_is_sealed_by_its_syncer_so_a_cut_is_found(
         sidecar.kill()  # within the interval: and it waits for the syncer to have exited
         journal = Path(f"{sidecar.state}.journal")
         seal = json.loads(Path(f"{journal}.seal").read_text())
-        assert seal["records"] == whole_records(journal) == 20
+        assert seal["records"] == whole_records(journal) == 21  # and the start's ClockRead
         with open(journal, "r+b") as file:  # the last order's record cut off, whole
             file.truncate(last_record_start(journal.read_bytes()))
         scopes = restarted_scopes(sidecar)
