@@ -104,8 +104,9 @@ def _reseal(settings: Settings) -> int:
     was_in_use = SqliteStateStore.in_use(path)  # before the reseal writes a seal
     had_journal = Path(journal_path(path)).exists()
     try:
-        FileJournal(journal_path(path)).reseal_would_lose()  # first: one a newer version
-        # wrote is refused before anything is resealed (review 43h)
+        # First, chained as its seal says: a record a newer version wrote is refused before
+        # anything is resealed (reviews 43h, 43j: chained from zeros, none verified)
+        FileJournal(journal_path(path), identity=None).reseal_would_lose()
         # Lost versions are accepted with GLOBAL's trip, in one transaction, or not at all.
         summary = SqliteStateStore.reseal(path, trip_for_lost_versions(settings),
                                           FileJournal(journal_path(path)).sealed_genesis())
@@ -119,7 +120,12 @@ def _reseal(settings: Settings) -> int:
     journal = FileJournal(journal_path(path), identity=summary.identity)
     # The trip first, the cut after: if the trip fails, nothing is cut, and the next
     # start (or reseal) still finds the damage.
-    if journal.reseal_would_lose() or (was_in_use and not had_journal):
+    try:
+        loses = journal.reseal_would_lose()
+    except StoreUnavailable as error:
+        print(f"cannot reseal the journal: {error}", file=sys.stderr)
+        return 1
+    if loses or (was_in_use and not had_journal):
         try:
             print(trip_for_what_a_reseal_lost(settings, (
                 "journal records were lost (cut, or the journal gone): working orders,"

@@ -191,7 +191,7 @@ class Guard(GuardReadings):
 
     def report_metric_steps(self, scope: Scope, metric: Metric, value: float,
                             actor: str = SYSTEM_ACTOR) -> Steps[Outcome]:
-        self._recordable()
+        self._recordable(book=False)
         now = self._clock.now()
         if metric is Metric.DATA_FEED_TICK and self.engine.breakers.overdue(scope, now):
             yield from self._owed_timers(now)  # a tick after its window must not clear it
@@ -319,7 +319,7 @@ class Guard(GuardReadings):
                         deregister: bool = False, caller: Principal | None = None
                         ) -> Steps[Outcome]:
         """A beat or a deregistration by `caller` (None: authentication is off)."""
-        self._recordable()
+        self._recordable(book=False)
         now = self._clock.now()
         if self.engine.heartbeats.overdue(executor_id, scope, now):
             yield from self._owed_timers(now)
@@ -942,18 +942,20 @@ class Guard(GuardReadings):
         if not self._journal_failed():
             self._record(ClockRead(now, wall))
 
-    def _recordable(self) -> None:
+    def _recordable(self, book: bool = True) -> None:
         """Refuse a report once the journal has failed: memory may hold what it could not
         record, and a report answered from it (a fill already applied: `duplicate`; an
         update that changes nothing more) would acknowledge what a restart forgets (review
         42a: a fill retried after its record failed was answered `duplicate`, and after the
         restart the order's overfill passed untripped). Stops go on: they are stored. So
-        too while memory cannot be trusted (the state on disk could not be, or a fault of
-        ours): judged against it, a fill resent for an order the journal held was taken
-        for one never allowed, and its false trip stored (review 43h)."""
+        too, for a report the `book` judges (fills, updates, snapshots, clears), while
+        memory cannot be trusted (the state on disk could not be, or a fault of ours):
+        judged against it, a fill resent for an order the journal held was taken for one
+        never allowed, and its false trip stored (review 43h). Heartbeats and metrics go
+        on then: refused, a live executor's scope tripped for a lost heartbeat (43j)."""
         if self._journal_failed():
             raise StoreUnavailable(JOURNAL_FAILED)
-        if self.engine.untrusted:
+        if book and self.engine.untrusted:
             raise StoreUnavailable(f"reports are refused until the sidecar restarts (send"
                                    f" them again then): {self.engine.untrusted}")
 

@@ -116,6 +116,9 @@ class ServerSettings(_Section):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="the event loop serving calls: uvloop (libuv; less CPU per"
         " call) or the standard library's asyncio")
+    max_calls_per_connection: int = Field(
+        256, ge=1, le=1_000_000, description="calls in flight on one connection, streams"
+        " included; a client's further calls wait for a place (its Trigger too)")
 
     @field_validator("listen")
     @classmethod

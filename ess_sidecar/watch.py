@@ -20,11 +20,11 @@ class Subscription:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.scopes = scopes
         self.delivered = 0
-        # When its stream last came for a message (`next`), and whether it waits for one
-        # now: away since, its stream is held sending the last (a peer that reads nothing).
+        # When its stream was last handed a message (`next` returned), and whether it waits
+        # for one now: away since, its stream is held sending it (a peer that reads nothing).
         self._monotonic = monotonic
         self.came_at, self.waiting = monotonic(), False
-        self.end: Callable[[], object] | None = None  # ends its stream: set by the server
+        self._ended = ""  # why its place was taken (Subscribers): its next() says so
         self._queue_size = queue_size
         # Unbounded underneath so close() always fits; offer() enforces the bound.
         self._queue: asyncio.Queue[Transition | None] = asyncio.Queue()
@@ -53,9 +53,12 @@ class Subscription:
         if self._overflowed and self._queue.empty():
             raise SubscriberTooSlow(f"watcher fell more than {self._queue_size} transitions"
                                     f" behind; resubscribe with from_version={self.delivered}")
-        self.came_at = self._monotonic()
+        if self._ended:
+            raise SubscriberTooSlow(f"{self._ended}; resubscribe with"
+                                    f" from_version={self.delivered}")
         queue = self._queue
         if not queue.empty():  # queued already (a storm): no timer to arm and cancel
+            self.came_at = self._monotonic()
             return self._delivered(queue.get_nowait())
         self.waiting = True
         try:
@@ -69,7 +72,14 @@ class Subscription:
             transition = self._queue.get_nowait()
         finally:
             self.waiting = False
+            self.came_at = self._monotonic()
         return self._delivered(transition)
+
+    def end(self, why: str) -> None:
+        """Its place is taken: no transition is offered it again, and once its stream comes
+        back for one (a held write done at last), it is told `why` (review 43j: its task
+        cancelled, a watcher that read again got nothing, no status, and went stale)."""
+        self._ended = why
 
     def _delivered(self, transition: Transition | None) -> Transition:
         if transition is None:
@@ -113,13 +123,13 @@ class Subscribers:
         """End the watch whose stream has been held sending longest, if over `stuck_s`
         (review 43c: 100 streams of a peer that read nothing held every slot, and no
         operator could watch, while no transition came to overflow their queues)."""
-        away = [s for s in self._subscriptions if not s.waiting and s.end is not None]
+        away = [s for s in self._subscriptions if not s.waiting]
         stuck = min(away, key=lambda s: s.came_at, default=None)
         if stuck is None or now - stuck.came_at <= self.stuck_s:
             return False
         self._subscriptions.discard(stuck)
-        assert stuck.end is not None
-        stuck.end()
+        stuck.end(f"its place was given to another watcher after its stream sent nothing for"
+                  f" {now - stuck.came_at:.1f} s (watch.max_watchers)")
         return True
 
     def remove(self, subscription: Subscription) -> None:

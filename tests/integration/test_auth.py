@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ess.v1 import guard_pb2 as pb
@@ -432,6 +433,16 @@ async def test_a_health_check_that_sends_no_request_is_ended_not_held(
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value
     answer = await secured.channel.unary_unary(path)(b"", timeout=5)  # an empty request
     assert answer == b"\x08\x01"  # status: SERVING
+
+
+async def test_a_health_watch_needs_no_token(secured: Running) -> None:
+    """Review 43j: with tokens on, the health service's Watch (open to all, as its Check)
+    was wrapped as a single answer, and failed UNKNOWN for every caller: a channel with
+    gRPC's client-side health checking could not use the sidecar."""
+    watch = health_pb2_grpc.HealthStub(secured.channel).Watch(
+        health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
 
 
 async def test_a_unary_call_looks_its_token_up_once(start_sidecar: Any, tmp_path: Path,

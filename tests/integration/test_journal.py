@@ -301,21 +301,44 @@ class FromANewerVersion:
     now: float
 
 
+@pytest.mark.parametrize("kind", ["json", "binary"])
 def test_a_record_a_newer_version_wrote_is_named_so_and_refused_by_a_reseal(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        kind: str) -> None:
     """Review 43h: a journal record of a kind this version does not know (a downgrade)
     was called damage, and the reseal it advised kept it: the next start failed closed
-    the same. It is named as a newer version's, and a reseal refuses it, changing
-    nothing."""
-    path = written(tmp_path, [*EVERY_COMMAND[:2], (FromANewerVersion(9.0), ())]).path
-    with pytest.raises(JournalDamaged, match="record 3 is of a kind this version does not"
-                       " know .FromANewerVersion.: a newer ess-sidecar wrote it"):
-        journal(tmp_path).load()
-    before = path.read_bytes(), Path(f"{path}.seal").read_bytes()
+    the same. It is named as a newer version's, and a reseal refuses it before anything
+    is resealed (review 43j: chained from the state file's identity, as a sidecar writes
+    it, none verified for the reseal's check, and a binary kind passed it)."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = Settings(store={"path": str(tmp_path / "ess.db"),
+                               "journal_sync_interval_s": 0.0},
+                        server={"listen": ""}, telemetry={"enabled": False})
+    app = build(settings, clock=FakeClock())
+    app.guard.sync_positions("acc-1", 1e6, [])
+    if kind == "binary":
+        monkeypatch.setattr("ess_sidecar.adapters.storage.journal._admitted",
+                            lambda admitted: b"\x02 a record of a newer kind")
+        app.journal.record(Admitted(ORDER, 9.0, "d-9"))
+        named = "binary record 0x02"
+    else:
+        app.journal.record(FromANewerVersion(9.0))
+        named = "FromANewerVersion"
+    app.journal.close()
+    app.store.close()
+    monkeypatch.undo()
+    files = sorted(path for path in tmp_path.iterdir() if path.is_file())
+    before = [path.read_bytes() for path in files]
+    restarted = build(settings, clock=FakeClock())
+    assert f"is of a kind this version does not know ({named}): a newer ess-sidecar wrote" \
+        in restarted.guard.engine.untrusted
+    restarted.journal.close()
+    restarted.store.close()
     assert main(["reseal", "--state", str(tmp_path / "ess.db")]) == 1
-    assert "FromANewerVersion" in capsys.readouterr().err
-    assert (path.read_bytes(), Path(f"{path}.seal").read_bytes()) == before
-    assert not (tmp_path / "ess.db").exists()
+    said = capsys.readouterr()
+    assert named in said.err and "events up to version" not in said.out  # before the store
+    assert [path.read_bytes() for path in files] == before
 
 
 def test_a_seal_whose_count_rotted_lower_makes_a_reseal_say_records_may_be_lost(
@@ -693,6 +716,43 @@ def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Pa
         ["STRATEGY:early", "STRATEGY:late"]
     second.journal.close()
     second.store.close()
+
+
+def test_on_a_journal_it_cannot_read_it_refuses_fills_and_takes_heartbeats(
+        tmp_path: Path) -> None:
+    """Review 43h: started failed closed on a journal it could not read, a fill resent for
+    an order the journal held was judged against a book without it, taken for one never
+    allowed, and its false trip stored for good: such reports are refused until a restart.
+    Review 43j: heartbeats were refused too, and a live executor's scope tripped for a lost
+    heartbeat: they do not depend on the book, and are taken."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+    clock, scope = FakeClock(), Scope(ScopeKind.STRATEGY, "momo")
+    first = build(settings, clock=clock)
+    first.guard.heartbeat("exec-1", scope, 30.0)
+    first.journal.close()
+    first.store.close()
+    journal_file = tmp_path / "ess.db.journal"
+    data = bytearray(journal_file.read_bytes())
+    data[-3] ^= 0x01  # its last record garbled
+    journal_file.write_bytes(bytes(data))
+    second = build(settings, clock=clock)
+    try:
+        assert second.guard.engine.untrusted
+        with pytest.raises(StoreUnavailable, match="reports are refused until the sidecar"):
+            second.guard.report_fill(Fill("acc-1", "momo", "AAPL", Side.BUY, 1.0, 100.0,
+                                          "o-1", "f-1"))
+        for _ in range(4):  # it beats on, past its TTL: no trip
+            clock.advance(20)
+            second.guard.heartbeat("exec-1", scope, 30.0)
+            assert second.timers.tick() == []
+    finally:
+        second.journal.close()
+        second.store.close()
 
 
 def test_a_deregistration_whose_store_delete_failed_stays_ended_after_a_restart(

@@ -8,6 +8,7 @@ import socket
 import grpc
 import h2.config
 import h2.connection
+import h2.events
 import h2.settings
 import pytest
 from google.protobuf import descriptor_pool
@@ -86,6 +87,23 @@ class StuckWatcher:
         self.sock.sendall(self.h2.data_to_send())
         return stream
 
+    async def read_again(self) -> dict[int, str]:
+        """Open every stream's window, and read until one ends: the grpc-status of those
+        that ended."""
+        for stream in self.h2.streams:
+            self.h2.increment_flow_control_window(1 << 20, stream_id=stream)
+        self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        self.sock.sendall(self.h2.data_to_send())
+        self.sock.setblocking(False)
+        ended: dict[int, str] = {}
+        while not ended:
+            data = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 16)
+            for event in self.h2.receive_data(data):
+                if isinstance(event, h2.events.TrailersReceived):
+                    ended[event.stream_id] = dict(event.headers)[b"grpc-status"].decode()
+            self.sock.sendall(self.h2.data_to_send())
+        return ended
+
 
 async def test_a_connection_may_have_256_calls_in_flight(start_sidecar) -> None:
     """Review 43g: one connection's HPACK flood queued calls faster than they were served
@@ -125,6 +143,9 @@ async def test_a_watcher_that_reads_nothing_gives_its_place_up(start_sidecar) ->
     assert running.app.guard.watchers() == 2  # one of the peer's is no longer fanned out to
     await running.stub.Trigger(pb.TriggerRequest(scope=strategy_scope(), reason="stop"))
     assert (await operator.read()).kind == pb.WATCH_EVENT_KIND_TRANSITION
+    async with asyncio.timeout(10):  # the peer reads again: the ended one is told so
+        ended = await peer.read_again()  # (review 43j: it got nothing, and went stale)
+    assert list(ended.values()) == [str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])]
     operator.cancel()
     peer.sock.close()
 

@@ -125,6 +125,34 @@ def test_a_basic_config_handler_on_stderr_is_replaced(
     assert json.loads(line)["event"] == "once"
 
 
+def test_every_line_is_written_to_a_stderr_left_non_blocking() -> None:
+    """Review 43j: a stderr left non-blocking by whoever started the process lost every
+    line past a full pipe, unsaid: the writer waits for it instead."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    stream = os.fdopen(write_end, "w")
+    configure_logging("json", "INFO", stream)
+    for number in range(3_000):  # about 300 KB: past the pipe's 64 KB before it is read
+        log.warning("line %d", number)
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert flush(60)
+    finally:
+        configure_logging("json", "INFO")
+        stream.close()
+        reader.join(10)
+        os.close(read_end)
+    events = [json.loads(line)["event"] for line in received.decode().splitlines()]
+    assert events == [f"line {number}" for number in range(3_000)]
+
+
 def test_a_record_being_formatted_holds_no_other_threads_log_call(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Review 43g: the handler's lock was held while a record was formatted and queued;

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from ess_sidecar.domain.errors import Busy
+from ess_sidecar.domain.errors import Busy, SubscriberTooSlow
 from ess_sidecar.watch import Subscribers
 
 
@@ -16,30 +16,44 @@ def one_place(now: list[float]) -> Subscribers:
     return Subscribers(4, most=1, stuck_s=10.0, monotonic=lambda: now[0])
 
 
-def test_a_watch_held_sending_past_stuck_s_is_ended_for_a_new_one() -> None:
-    now, ended = [0.0], []
+async def test_a_watch_held_sending_past_stuck_s_is_ended_for_a_new_one() -> None:
+    now = [0.0]
     subscribers = one_place(now)
     held = subscribers.add([])  # its stream never came back for a message
-    held.end = lambda: ended.append(held)
     now[0] += 10.0
     with pytest.raises(Busy):
         subscribers.add([])
     now[0] += 0.5
     subscribers.add([])
-    assert ended == [held] and len(subscribers) == 1
+    assert len(subscribers) == 1
+    with pytest.raises(SubscriberTooSlow, match="its place was given to another watcher"
+                       " after its stream sent nothing for 10.5 s.*from_version=0"):
+        await held.next(3600.0)  # its stream, back at last, is told (review 43j)
 
 
 async def test_a_watch_waiting_for_a_transition_keeps_its_place() -> None:
-    now, ended = [0.0], []
+    now = [0.0]
     subscribers = one_place(now)
     waiting = subscribers.add([])
-    waiting.end = lambda: ended.append(waiting)
     task = asyncio.ensure_future(waiting.next(3600.0))
     await asyncio.sleep(0)  # in next(), waiting: a quiet sidecar, not a stuck peer
     now[0] += 100.0
     with pytest.raises(Busy):
         subscribers.add([])
-    assert ended == []
+    assert len(subscribers) == 1
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_time_spent_waiting_for_a_transition_is_not_time_away() -> None:
+    """Review 43j: the time a watch waited in next() counted as away, so a stream held for
+    one heartbeat interval was ended as if for two."""
+    now = [0.0]
+    subscribers = one_place(now)
+    watch = subscribers.add([])
+    now[0] += 9.0
+    assert await watch.next(0.0) is None  # quiet for 9 s, then a heartbeat handed over
+    now[0] += 9.0  # held sending it for 9 s: under stuck_s
+    with pytest.raises(Busy):
+        subscribers.add([])

@@ -24,7 +24,7 @@ from ess.v1 import guard_pb2 as pb
 
 from ...ports import AlertSink, Journal, StateStore
 from ...service import Guard
-from ...settings import Settings
+from ...settings import ServerSettings, Settings
 from ...timers import Timers
 from .auth import Authenticator
 from .handlers import RefusedAsItStarts, add_guard_service
@@ -51,15 +51,17 @@ HEALTH_NAMES = ("", SERVICE_NAME)
 # 25,000 entries under 1 MiB; a client with no token grew the sidecar by gigabytes and
 # held every check for up to a second (review 43c).
 MAX_METADATA_BYTES = 64 << 10
-# Calls in flight on one connection: a client's further ones wait for a place (gRPC clients
-# queue them). Review 43g: under 64 KiB, 1,700 one-byte entries a call still let one
-# connection queue calls faster than they were served: 3.4 GB, and checks held for 0.8 s;
-# with this cap, 280 MB and none held 0.1 s.
-MAX_STREAMS_PER_CONNECTION = 256
 SERVER_OPTIONS = (("grpc.so_reuseport", 0),
                   ("grpc.max_metadata_size", MAX_METADATA_BYTES),
-                  ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
-                  ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION))
+                  ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES))
+
+
+def server_options(settings: ServerSettings) -> tuple[tuple[str, int], ...]:
+    """SERVER_OPTIONS, and the calls one connection may have in flight (gRPC clients queue
+    the rest). Review 43g: under the metadata cap, 1,700 one-byte entries a call still let
+    one connection queue calls faster than they were served: 3.4 GB, and checks held for
+    0.8 s; at 256, 280 MB and none held 0.1 s (at 1,024: 790 MB, 0.2 s)."""
+    return (*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.max_calls_per_connection))
 
 # Exit status when a stop overran shutdown.timeout_s and the process was ended.
 STOP_OVERRAN = 70
@@ -175,7 +177,7 @@ class Sidecar:
         early = (RefusedAsItStarts(parts.authenticator),) \
             if parts.authenticator is not None and not parts.settings.server.tls_client_ca else ()
         self.server = grpc.aio.server(interceptors=(*early, *parts.interceptors),
-                                      options=SERVER_OPTIONS)
+                                      options=server_options(parts.settings.server))
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
         self.health = DrainingHealthServicer(parts.settings.watch.max_watchers)

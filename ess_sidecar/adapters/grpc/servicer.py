@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -299,7 +298,6 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
             start = await guard.watch_async(scopes, request.from_version, request.epoch)
             subscription = start.subscription
-            subscription.end = asyncio.current_task().cancel  # held sending: Subscribers
             kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
                 else pb.WATCH_EVENT_KIND_TRANSITION
             # Each message in the epoch of the version it brings the watcher to, not the

@@ -748,24 +748,33 @@ def _admitted_from(payload: bytes) -> JournalEntry:
     return Admitted(order, now, decision_id), ()
 
 
+def _kind(payload: bytes) -> str | None:
+    """The kind of a record that verifies, if this version does not know it (a newer
+    one's): a JSON record's command name, or a binary record's first byte."""
+    if payload[:1] == ADMITTED or not payload:
+        return None
+    if payload[:1] != b"[":
+        return f"binary record 0x{payload[0]:02x}"
+    try:
+        name = json.loads(payload)[0]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None  # garbled, not newer: load() finds it damaged
+    return name if isinstance(name, str) and name and name not in COMMANDS else None
+
+
 def _refuse_newer(payload: bytes, number: int, path: Path) -> None:
     """StoreUnavailable if the record is of a kind a newer ess-sidecar wrote: a reseal by
     this one would keep what it cannot read (review 43h)."""
-    if payload[:1] != ADMITTED:
-        try:
-            name = json.loads(payload)[0]
-        except (ValueError, IndexError, KeyError, TypeError):
-            return  # not one a reseal can judge: load() finds it damaged
-        if isinstance(name, str) and name and name not in COMMANDS:
-            raise StoreUnavailable(f"journal {path}: record {number} is {NewerRecord(name)}")
+    if (kind := _kind(payload)) is not None:
+        raise StoreUnavailable(f"journal {path}: record {number} is {NewerRecord(kind)}")
 
 
 def _entry(payload: bytes) -> JournalEntry:
     if payload[:1] == ADMITTED:
         return _admitted_from(payload)
+    if (kind := _kind(payload)) is not None:
+        raise NewerRecord(kind)
     name, fields, transitions = json.loads(payload)
-    if name and name not in COMMANDS:
-        raise NewerRecord(name)
     command = _decode(COMMANDS[name], fields) if name else None
     return command, tuple(_decode(Transition, t) for t in transitions)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import queue
+import select
 import sys
 import threading
 import time
@@ -209,10 +211,25 @@ class _Writer(logging.handlers.QueueListener):
                 __name__, logging.WARNING, __file__, 0, "%d log line(s) dropped from here"
                 " on: stderr was not read", (self.handler.take_dropped(),), None))
         try:
-            self.stream.write(f"{item}\n")
-            self.stream.flush()
+            self._write(f"{item}\n")
         except (OSError, ValueError):  # closed, or a broken pipe: nowhere to say it
             pass
+
+    def _write(self, text: str) -> None:
+        """All of `text`, waiting for a stream left non-blocking by whoever started the
+        process (review 43j: its lines past a full pipe were lost, unsaid)."""
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # no descriptor (a test's): as it is
+            self.stream.write(text)
+            self.stream.flush()
+            return
+        data = text.encode("utf-8", "replace")
+        while data:
+            try:
+                data = data[os.write(fd, data):]
+            except BlockingIOError:
+                select.select((), (fd,), ())
 
     def stop_within(self, timeout_s: float) -> None:
         """Writes what is queued, waiting no more than `timeout_s` on the stream."""
