@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import threading
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from opentelemetry import propagate
@@ -125,15 +125,10 @@ def test_a_basic_config_handler_on_stderr_is_replaced(
     assert json.loads(line)["event"] == "once"
 
 
-def test_every_line_is_written_to_a_stderr_left_non_blocking() -> None:
-    """Review 43j: a stderr left non-blocking by whoever started the process lost every
-    line past a full pipe, unsaid: the writer waits for it instead."""
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    stream = os.fdopen(write_end, "w")
-    configure_logging("json", "INFO", stream)
-    for number in range(3_000):  # about 300 KB: past the pipe's 64 KB before it is read
-        log.warning("line %d", number)
+def drained(read_end: int, stream: IO[str]) -> list[str]:
+    """The lines written to a pipe (its read end; `stream`, its write end, logged to), read
+    until every line logged is written; the writer then taken off it, and both ends
+    closed."""
     received = bytearray()
 
     def drain() -> None:
@@ -145,11 +140,23 @@ def test_every_line_is_written_to_a_stderr_left_non_blocking() -> None:
     try:
         assert flush(60)
     finally:
-        configure_logging("json", "INFO")
+        configure_logging("json", "INFO")  # the writer off the pipe, then its end closed
         stream.close()
         reader.join(10)
         os.close(read_end)
-    events = [json.loads(line)["event"] for line in received.decode().splitlines()]
+    return received.decode().splitlines()
+
+
+def test_every_line_is_written_to_a_stderr_left_non_blocking() -> None:
+    """Review 43j: a stderr left non-blocking by whoever started the process lost every
+    line past a full pipe, unsaid: the writer waits for it instead."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    stream = os.fdopen(write_end, "w")
+    configure_logging("json", "INFO", stream)
+    for number in range(3_000):  # about 300 KB: past the pipe's 64 KB before it is read
+        log.warning("line %d", number)
+    events = [json.loads(line)["event"] for line in drained(read_end, stream)]
     assert events == [f"line {number}" for number in range(3_000)]
 
 
@@ -244,22 +251,7 @@ def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_count
 
     threading.Thread(target=log_them, daemon=True).start()
     assert logged.wait(60), "a log call waited on the stream"
-    received = bytearray()
-
-    def drain() -> None:
-        while chunk := os.read(read_end, 1 << 16):
-            received.extend(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        assert flush(60)
-    finally:
-        configure_logging("json", "INFO")  # the writer off the pipe, then its end closed
-        stream.close()
-        reader.join(10)
-        os.close(read_end)
-    events = [json.loads(line)["event"] for line in received.decode().splitlines()
+    events = [json.loads(line)["event"] for line in drained(read_end, stream)
               if line.startswith("{")]
     [notice] = [event for event in events if "dropped" in event]
     dropped = int(notice.split()[0])
