@@ -171,7 +171,21 @@ def _check_store_path(path: str) -> None:
                                 " made, and serve would fail closed")
 
 
+def _standard_streams() -> None:
+    """Reopen onto /dev/null a standard descriptor the parent closed (`2>&-`): else the next
+    file opened takes its number, and gRPC's core, which writes its errors to descriptor 2
+    itself, writes them into that file (review 43k: the state file's lock)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - for good
+
+
 def main(argv: list[str] | None = None) -> int:
+    _standard_streams()
     args = _parser().parse_args(argv)
     try:
         if args.command == "check-config":  # what serve reads before it serves

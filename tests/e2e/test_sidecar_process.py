@@ -233,6 +233,24 @@ def test_serves_on_the_event_loop_configured(tmp_path: Path, event_loop: str) ->
         sidecar.stop()
 
 
+def test_a_standard_descriptor_closed_at_start_is_not_taken_by_a_file(tmp_path: Path) -> None:
+    """Review 43k: started with `2>&-`, the state file's lock took descriptor 2, and gRPC's
+    core, which writes its errors there itself, would write into it. It is /dev/null."""
+    sidecar = SidecarProcess(tmp_path, CONFIG)
+    sidecar.process = subprocess.Popen(
+        [sys.executable, "-m", "ess_sidecar", "serve", "--config", str(sidecar.config),
+         "--listen", sidecar.tcp_target, "--uds", str(sidecar.uds), "--state",
+         str(sidecar.state)], stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2))
+    try:
+        sidecar.wait_serving(20)
+        assert os.readlink(f"/proc/{sidecar.process.pid}/fd/2") == os.devnull
+        with open_channel(sidecar, uds=True) as channel:
+            assert guard_stub(channel).CheckOrder(order(), timeout=10).allowed
+        assert sidecar.terminate() == 0
+    finally:
+        sidecar.stop()
+
+
 def test_a_uvloop_that_cannot_be_imported_refuses_to_start_naming_the_setting(
         tmp_path: Path) -> None:
     """Review 27: the ImportError escaped as a traceback (exit 1)."""
