@@ -14,6 +14,7 @@ from .adapters.auth.tokens import Principals, load_principals
 from .adapters.storage.journal import FileJournal, journal_path
 from .adapters.storage.sqlite import ForLostVersions, ResealSummary, SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
+from .domain.commands import ClockRead
 from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
 from .domain.scopes import GLOBAL

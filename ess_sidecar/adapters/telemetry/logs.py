@@ -159,7 +159,7 @@ class _SidecarHandler(logging.handlers.QueueHandler):
         return self.format(record)
 
     def enqueue(self, record: logging.LogRecord | str) -> None:
-        if self.queue.qsize() < self.LINES:
+        if self.queue.qsize() < self.LINES:  # type: ignore[attr-defined]
             self.queue.put_nowait(record)
         else:
             self._drop()
