@@ -117,10 +117,9 @@ class GuardEngine:
         (review 43a: a drill's stricter trip was shown alone, saying a reset lifts it, and
         the real one no reset lifts was named nowhere); a drill's if they all are."""
         shown = []
-        for scope, trips in self._lost.items():
+        for scope in self._lost:
             strictest = self._strictest_lost(scope)
-            real = [trip for trip in trips.values() if not trip.drill]
-            trip = max(real, key=lambda t: SEVERITY[t.state]) if real else strictest
+            trip = self._real_lost(scope) or strictest
             shown.append(trip if trip.state is strictest.state
                          else dataclasses.replace(trip, state=strictest.state))
         return sorted(shown, key=lambda t: t.version)
@@ -128,10 +127,16 @@ class GuardEngine:
     def _strictest_lost(self, scope: Scope) -> Transition:
         return max(self._lost[scope].values(), key=lambda t: SEVERITY[t.state])
 
+    def _real_lost(self, scope: Scope) -> Transition | None:
+        """The strictest trip of the scope not stored that is not a drill's, if any: no
+        reset lifts it."""
+        return max((t for t in self._lost.get(scope, {}).values() if not t.drill),
+                   key=lambda t: SEVERITY[t.state], default=None)
+
     def reset_lifts_lost(self, scope: Scope) -> bool:
         """Whether a reset lifts every trip of the scope not stored: drills' alone (review
         42m: a drill's showed a reset time beside a real one, which refused the reset)."""
-        return all(trip.drill for trip in self._lost.get(scope, {}).values())
+        return self._real_lost(scope) is None
 
     def reset_allowed_at(self, current: Transition) -> float | None:
         """When a reset of every latch of the scope is out of its cooldown; None when no
@@ -603,9 +608,7 @@ class GuardEngine:
                                f" {unapplied.version}: {unapplied.reason}) after this process"
                                " could record it: restart the sidecar, which takes it, then"
                                " look again")
-        if not self.reset_lifts_lost(scope):  # named by a real one (42m: the drill's)
-            lost = max((t for t in self._lost[scope].values() if not t.drill),
-                       key=lambda t: SEVERITY[t.state])
+        if (lost := self._real_lost(scope)) is not None:  # named (42m: the drill's was)
             raise ResetRefused(f"{scope} holds a trip that could not be recorded (version"
                                f" {lost.version}: {lost.reason}); it denies every order of"
                                " the scope until what tripped it (a Trigger too) is sent"

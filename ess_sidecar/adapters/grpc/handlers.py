@@ -157,14 +157,11 @@ class RefusedAsItStarts(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Callable, details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None:
+        reflection = details.method.startswith(REFLECTION)  # a client stream, with a token
+        if handler is None or handler.request_streaming and not reflection:
             return handler
-        if details.method.startswith(REFLECTION):
-            pass  # a client stream, but held only with a token
-        elif handler.request_streaming:
-            return handler
-        elif not details.method.startswith(self._prefix):  # health: open to all, but it
-            return _bounded(handler)  # may not hold a call with no request (review 40g)
+        if not reflection and not details.method.startswith(self._prefix):  # health: open
+            return _bounded(handler)  # to all, but no call held with no request (40g)
         try:  # the principal is kept for _admit, in this call's own task: one lookup
             PRINCIPAL.set(self._authenticator.by_token(details.invocation_metadata or ()))
             return handler
