@@ -28,9 +28,6 @@ class Role(enum.Enum):
     EXECUTOR = "executor"
     OPERATOR = "operator"
     RECONCILER = "reconciler"  # a drop-copy feed: fills and order updates, nothing else
-    # Everything; today no more than an operator, since no call changes thresholds (they
-    # come from the config file). Kept because the roles are a contract (issue 3).
-    ADMIN = "admin"
 
     @property
     def permissions(self) -> frozenset[Permission]:
@@ -44,7 +41,6 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: _EXECUTOR | {Permission.RESET, Permission.READ_HISTORY,
                                 Permission.CLEAR_WORKING_ORDERS},
     Role.RECONCILER: frozenset({Permission.REPORT_EXECUTION}),
-    Role.ADMIN: frozenset(Permission),
 }
 
 

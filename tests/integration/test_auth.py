@@ -22,13 +22,13 @@ from ess_sidecar.domain.errors import InvalidConfig, Unauthenticated
 from tests.integration.conftest import Running, order, strategy_scope
 from tests.integration.test_metrics import scrape
 
-ROLES = ("executor", "operator", "reconciler", "admin")
+ROLES = ("executor", "operator", "reconciler")
 
 # Executors check, report, heartbeat, read state, watch and trigger; operators also reset,
 # clear working orders and read the audit trail; a reconciler (a drop-copy feed) reports
-# fills and order updates, nothing else; an admin may do everything (issue 3's roles).
-EVERYONE, OPERATORS = {"executor", "operator", "admin"}, {"operator", "admin"}
-EXECUTION = {"executor", "operator", "reconciler", "admin"}
+# fills and order updates, nothing else.
+EVERYONE, OPERATORS = {"executor", "operator"}, {"operator"}
+EXECUTION = {"executor", "operator", "reconciler"}
 MAY_CALL = {
     "CheckOrder": EVERYONE, "CheckOrderStream": EVERYONE, "ReportMetric": EVERYONE,
     "ReportFill": EXECUTION, "ReportOrderUpdate": EXECUTION, "SyncPositions": EVERYONE,
@@ -198,12 +198,6 @@ async def test_four_eyes_reset_takes_a_second_operator(start_sidecar: Any, tmp_p
     [event] = (await stub.ListEvents(pb.ListEventsRequest(page_size=1),
                                      metadata=bearer(tokens["operator"]))).events
     assert (event.actor, event.approved_by, event.forced) == ("operator", "operator2", True)
-    # an admin is an operator too: its request stands, and it approves another's
-    await stub.Trigger(pb.TriggerRequest(scope=scope, reason="again"),
-                       metadata=bearer(tokens["executor"]))
-    for approver, state in (("admin", pb.STATE_TRIPPED), ("operator", pb.STATE_ARMED)):
-        answer = await stub.Reset(reset, metadata=bearer(tokens[approver]))
-        assert (answer.pending_approval, answer.state) == (state != pb.STATE_ARMED, state)
 
 
 async def test_a_refused_stream_always_reports_unauthenticated(secured: Running) -> None:
@@ -263,11 +257,6 @@ def test_a_request_counts_only_with_the_credential_it_was_made_with(
     alice = principals.by_token(tokens["operator"])
     assert alice is not None and alice.credential.startswith("token:")
     assert principals.is_operator("operator", alice.credential)
-    admin = principals.by_token(tokens["admin"])
-    assert admin is not None and principals.is_operator("admin", admin.credential)
-    reconciler = principals.by_token(tokens["reconciler"])
-    assert reconciler is not None
-    assert not principals.is_operator("reconciler", reconciler.credential)
     other = principals.by_token(tokens["operator2"])
     assert other is not None
     for credential in ("", other.credential, "certificate"):

@@ -64,7 +64,7 @@ def test_half_a_tls_setup_is_refused(server: dict, key: str) -> None:
 @pytest.mark.parametrize("text, key", [
     ('[tokens]\nalice = { role = "operator", sha256 = "abc" }\n', "tokens.alice.sha256"),
     (f'[tokens]\nalice = {{ role = "boss", sha256 = "{"0" * 64}" }}\n', "tokens.alice.role"),
-    (f'[tokens]\nalice = {{ role = "root", sha256 = "{"0" * 64}" }}\n', "tokens.alice.role"),
+    (f'[tokens]\nalice = {{ role = "admin", sha256 = "{"0" * 64}" }}\n', "tokens.alice.role"),
     (f'[tokens]\nalice = {{ role = "operator", sha256 = "{"0" * 64}", x = 1 }}\n',
      "tokens.alice"),
     (f'[tokens]\na = {{ role = "operator", sha256 = "{"0" * 64}" }}\n'

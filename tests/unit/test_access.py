@@ -24,7 +24,7 @@ def test_an_executor_reading_the_audit_trail_is_told_that_not_that_it_may_not_re
         executor.authorize(Permission.READ_HISTORY)
     assert "may not read the audit trail" in str(raised.value)
     assert "reset" not in str(raised.value)
-    with pytest.raises(PermissionDenied, match="may not reset: needs the operator or admin role"):
+    with pytest.raises(PermissionDenied, match="may not reset: needs the operator role"):
         executor.authorize(Permission.RESET)
 
 
@@ -34,9 +34,7 @@ def test_operators_may_do_everything_executors_may_and_reset() -> None:
         Principal("alice", Role.OPERATOR).authorize(permission)
 
 
-def test_the_roles_are_issue_3s_and_the_reconciler() -> None:
+def test_roles_are_executor_and_operator_only() -> None:
     assert parse_role(" Operator ") is Role.OPERATOR
-    assert [role.value for role in Role] == ["executor", "operator", "reconciler", "admin"]
-    assert Role.ADMIN.permissions == frozenset(Permission) >= Role.OPERATOR.permissions
-    with pytest.raises(ValueError, match="known: executor, operator, reconciler, admin"):
-        parse_role("root")
+    with pytest.raises(ValueError, match="known: executor, operator"):
+        parse_role("admin")

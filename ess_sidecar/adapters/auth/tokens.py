@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...domain.access import Permission, Principal, Role, parse_role
+from ...domain.access import Principal, Role, parse_role
 from ...domain.errors import InvalidConfig
 
 TOKEN_PREFIX = "ess_"
@@ -62,11 +62,10 @@ class Principals:
 
     def is_operator(self, name: str, credential: str) -> bool:
         """Whether the token or certificate `credential` (Principal.credential) names
-        `name` one who may reset (an operator or an admin): a token replaced by another does not, and "" (a request
+        `name` an operator: a token replaced by another does not, and "" (a request
         journaled by an earlier version, which kept none) matches nothing (review 35l: an
         upgrade is a restart, and such a request survived the rotation of its token)."""
-        return any(p.name == name and Permission.RESET in p.role.permissions
-                   and p.credential == credential
+        return any(p.name == name and p.role is Role.OPERATOR and p.credential == credential
                    for p in (*(p for _, p in self.tokens), *self.certificates.values()))
 
     def __bool__(self) -> bool:
