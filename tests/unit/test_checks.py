@@ -124,7 +124,7 @@ def test_max_order_quantity_and_notional_per_symbol_or_default():
     eth = order(11, 90, symbol="ETH-USD")  # the symbol's own limits replace the default
     engine.sync_positions(ACCOUNT, 1e6, [position(0, 90, symbol="ETH-USD")])
     assert engine.check(eth, T0).allowed
-    assert engine.check(eth._replace(price=91), T0).reason is R.MAX_ORDER_NOTIONAL
+    assert engine.check(order(11, 91, symbol="ETH-USD"), T0).reason is R.MAX_ORDER_NOTIONAL
 
 
 @pytest.mark.parametrize("known", ["mark", "reference price", "nothing"])

@@ -541,6 +541,22 @@ def test_a_reused_client_order_id_is_a_duplicate_for_the_retention_then_forgotte
     assert engine.check(order(1, client_order_id=coid), T0 + DAY + 1).allowed
 
 
+def test_an_allowed_order_resent_is_a_duplicate_whatever_limit_it_would_also_fail():
+    """Review 44a: a retry of an allowed 29 % order was denied SYMBOL_EXPOSURE (its own
+    reservation counted twice), not DUPLICATE_ORDER; a denied order uses no id."""
+    engine = make_engine(equity=100_000)
+    big = order(290, client_order_id="big-1")
+    assert engine.check(big, T0).allowed
+    for at in (T0, T0 + 0.001, T0 + 10):  # within the rate and the identical-orders window
+        again = engine.check(big, at)
+        assert (again.allowed, again.reason) == (False, R.DUPLICATE_ORDER)
+    denied = order(290, client_order_id="big-2")
+    assert engine.check(denied, T0 + 10).reason is R.SYMBOL_EXPOSURE
+    assert engine.check(denied, T0 + 11).reason is R.SYMBOL_EXPOSURE  # still its own
+    trip(engine, account(), T0 + 12)
+    assert engine.check(big, T0 + 12).reason is R.SCOPE_TRIPPED  # the state comes first
+
+
 def test_n_identical_orders_within_the_window_are_duplicates():
     engine = make_engine(limits=LimitSettings(duplicate_identical_orders=3,
                                               duplicate_window_s=1.0))
