@@ -11,8 +11,9 @@ CLIENTS := $(patsubst clients/%/Makefile,%,$(wildcard clients/*/Makefile))
 
 install: $(VENV)/.compiled node_modules/.installed tools
 
-tools:  ## grpcurl, grpc_health_probe and ghz, pinned, built with Go into .tools/bin
+tools:  ## grpcurl, grpc_health_probe, ghz and OPA, pinned, built with Go into .tools/bin
 	bash scripts/install_tools.sh
+	bash benchmarks/peers/install_opa.sh
 
 # Editable installs; the decision domain is compiled apart (below), so ESS_NO_MYPYC here.
 $(VENV)/.installed: pyproject.toml setup.py clients/python/pyproject.toml
@@ -68,7 +69,6 @@ bench: $(VENV)/.compiled  ## latency benchmark against a bare grpcio server
 bench-clients: clients  ## every language's client, stream p50/p99 over UDS, 1 and 8 in flight
 	$(BIN)/python benchmarks/clients.py
 
-bench-peers: $(VENV)/.compiled  ## the sidecar beside bare grpcio and OPA: benchmarks/results/
-	bash benchmarks/peers/install_opa.sh
+bench-peers: $(VENV)/.compiled tools  ## the sidecar beside bare grpcio and OPA: benchmarks/results/
 	$(BIN)/pip install --quiet -r benchmarks/peers/requirements.txt
 	$(BIN)/python benchmarks/peers/run.py $(PEERS_ARGS)

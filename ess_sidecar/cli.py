@@ -24,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     _settings_flags(serve)
     check = commands.add_parser("check-config", help="validate a settings file, with the"
                                 " flags serve would be given, and the files it names; exit")
-    check.add_argument("config")
+    check.add_argument("config", nargs="?", help="TOML settings file (ESS_* variables"
+                       " override it)")
+    check.add_argument("--config", dest="config_option", metavar="CONFIG",
+                       help="the same, as serve takes it (review 44c)")
     _settings_flags(check)
     reseal = commands.add_parser(
         "reseal", help="accept damaged state as it is (after inspecting it; sidecar stopped):"
@@ -186,7 +189,13 @@ def _standard_streams() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _standard_streams()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        if (args.config is None) == (args.config_option is None):
+            parser.error("check-config: give the settings file once, as FILE or --config"
+                         " FILE")
+        args.config = args.config or args.config_option
     try:
         if args.command == "check-config":  # what serve reads before it serves
             settings = load_settings(args.config, **_flag_overrides(args))

@@ -19,7 +19,8 @@ sent to
 The probes cover an allowed order of each kind (buy, reducing sell, short, within a
 symbol's own band, valued at a reference price) and every denial the policy models: a
 TRIPPED account, strategy, symbol and (phase "global") GLOBAL scope, quantity and notional
-(default and per symbol), the price band both ways and per symbol, the symbol exposure
+(default and per symbol), the price band both ways, per symbol and against a reference
+price, the symbol exposure
 (long, valued at the order's price above the mark, short after crossing zero), strategy
 and portfolio exposure, no mark, no equity, and two orders that fail several checks (the
 first in the sidecar's order must win). The timed order (workload.py's) is probed too.
@@ -76,8 +77,10 @@ PROBES = (
           "ALLOWED"),
     Probe("short from flat, 0.5 %", P, "PS-1", "BBB", "SELL", 100, 50, "ALLOWED"),
     Probe("CCC within its own 5 % band", P, "PS-1", "CCC", "BUY", 10, 104, "ALLOWED"),
-    Probe("no mark: band skipped, valued at reference 20", P, "PS-1", "HHH", "BUY", 10, 500,
+    Probe("no mark: banded and valued at reference 20", P, "PS-1", "HHH", "BUY", 10, 21,
           "ALLOWED"),
+    Probe("no mark: 2,400 % from reference 20", P, "PS-1", "HHH", "BUY", 10, 500,
+          "PRICE_BAND"),
     Probe("account TRIPPED", "PROBE-TRIPPED", "PS-1", "AAA", "BUY", 1, 100, "SCOPE_TRIPPED"),
     Probe("strategy TRIPPED", P, "PS-TRIPPED", "AAA", "BUY", 1, 100, "SCOPE_TRIPPED"),
     Probe("symbol TRIPPED", P, "PS-1", "SYM-TRIPPED", "BUY", 1, 100, "SCOPE_TRIPPED"),

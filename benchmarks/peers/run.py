@@ -193,19 +193,24 @@ def measure(kind: str, n: int, servers: dict[str, Server], make_client, args,
     return rows
 
 
+def check_probes(servers: dict[str, Server]) -> list[dict]:
+    print("probes: every subject, every probe order ...", flush=True)
+    probe_rows = probes.check(servers["sidecar"].target("uds"),
+                              {"bare aio": servers["bare-aio"].target("uds"),
+                               "bare uvloop": servers["bare-uvloop"].target("uds"),
+                               "bare sync": servers["bare-sync"].target("uds")},
+                              servers["opa"].uds, probes.load_data())
+    print(f"probes: {len(probe_rows)} orders, every subject agrees", flush=True)
+    return probe_rows
+
+
 def run(args, tmp: str, machine: dict) -> dict:
     go_binary, machine["go_client"] = clients.build_go()
     stack: list[Server] = []
     rows, latencies = [], {}
     try:
         servers = start_servers(tmp, args, stack)
-        print("probes: every subject, every probe order ...", flush=True)
-        probe_rows = probes.check(servers["sidecar"].target("uds"),
-                                  {"bare aio": servers["bare-aio"].target("uds"),
-                                   "bare uvloop": servers["bare-uvloop"].target("uds"),
-                                   "bare sync": servers["bare-sync"].target("uds")},
-                                  servers["opa"].uds, probes.load_data())
-        print(f"probes: {len(probe_rows)} orders, every subject agrees", flush=True)
+        probe_rows = check_probes(servers)
         servers["sidecar"].settle()
         loop = asyncio.new_event_loop()
         try:
@@ -244,6 +249,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--working-cap", type=int, default=200_000,
                         help="the sidecar's working-order caps (more than a segment's calls)")
     parser.add_argument("--start-timeout", type=float, default=30.0)
+    parser.add_argument("--probes-only", action="store_true",
+                        help="start every subject, check the probes, time nothing, write"
+                             " nothing (tests/integration/test_peer_probes.py)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.segment_s, args.warmup_s = 2, 0.15, 0.1
@@ -252,8 +260,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def mismatch(error: probes.ProbeMismatch, then: str) -> int:
+    if len(error.args) > 1:  # every probe's decisions, for the diagnosis
+        print("\n".join(report.probe_table(error.args[1])), file=sys.stderr)
+    print(f"error: probe mismatch{then}: {error.args[0]}", file=sys.stderr)
+    return 1
+
+
+def probes_only(args: argparse.Namespace) -> int:
+    """Whether every subject still decides the probes as expected (the policy and the
+    sidecar's config kept equivalent to the sidecar as it is): 0, else 1 saying why."""
+    stack: list[Server] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="ess-probes-") as tmp:
+            try:
+                check_probes(start_servers(tmp, args, stack))
+            finally:
+                for server in stack:
+                    check_latency.stop_server(server)
+    except probes.ProbeMismatch as error:
+        return mismatch(error, "")
+    except (BenchmarkError, grpc.RpcError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.probes_only:
+        return probes_only(args)
     started = time.monotonic()
     machine = report.machine(OPA, ENVOY_NOTE)
     machine["started"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -264,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="ess-peers-") as tmp:
             result = run(args, tmp, machine)
     except probes.ProbeMismatch as error:
-        if len(error.args) > 1:  # every probe's decisions, for the diagnosis
-            print("\n".join(report.probe_table(error.args[1])), file=sys.stderr)
-        print(f"error: probe mismatch, nothing timed: {error.args[0]}", file=sys.stderr)
-        return 1
+        return mismatch(error, ", nothing timed")
     except (BenchmarkError, GoClientError, clients.ClientError, grpc.RpcError, OSError,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -73,6 +73,24 @@ def test_a_config_with_nothing_to_serve_on_is_refused_by_check_config(tmp_path: 
     assert main(["check-config", str(path)]) == 0
 
 
+def test_check_config_takes_its_file_as_serve_does_too(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """Review 44c: `check-config --config FILE`, as serve and reseal take it, was a usage
+    error. Either form, once."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text('[server]\nlisten = "127.0.0.1:0"\n')
+    bad.write_text("[server]\nlisten = \"\"\n")
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert main(["check-config", "--config", str(bad)]) == 2
+    for argv in ([], [str(good), "--config", str(good)]):
+        with pytest.raises(SystemExit) as usage:
+            main(["check-config", *argv])
+        assert usage.value.code == 2
+        assert "give the settings file once" in capsys.readouterr().err
+
+
 def test_a_state_file_serve_could_not_open_is_refused_by_check_config(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Review 40j: a store.path naming a directory or /dev/null passed check-config, and

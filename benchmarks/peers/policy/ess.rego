@@ -10,9 +10,9 @@
 # Modelled, in the sidecar's order (the first failure wins): a TRIPPED scope among GLOBAL,
 # ACCOUNT:<account>, STRATEGY:<strategy>, SYMBOL:<symbol>; order quantity and notional
 # (per symbol, else the default; a SELL valued at max(mark, price), MARK_UNKNOWN with no
-# mark nor reference_price); the price band against the account's mark (skipped with
-# no mark); then, for an order that grows the account's net position in the symbol or the
-# strategy's own, EQUITY_UNKNOWN, MARK_UNKNOWN (no mark, no reference_price), and the
+# mark nor reference_price); the price band against the account's mark, else the symbol's
+# reference_price (skipped with neither); then, for an order that grows the account's net
+# position in the symbol or the strategy's own, EQUITY_UNKNOWN, MARK_UNKNOWN (no mark, no reference_price), and the
 # symbol, strategy and portfolio exposure after the order, valued at max(mark, price), in %
 # of equity. Positions, marks, equity and scope states are data (data.json), which the
 # harness also gives the sidecar (SyncPositions, Trigger).
@@ -81,15 +81,12 @@ grows if {
 	grows_leg
 }
 
-# The account's mark, else the symbol's configured reference price (0: none).
+# The account's mark, else the symbol's configured reference price (none: no mark).
 mark_of(s) := marks[s]
 
 mark_of(s) := ref if {
 	not marks[s]
-	ref := object.get(
-		object.get(data.ess_state.limits.symbols, s, {}), "reference_price",
-		data.ess_state.limits.default.reference_price,
-	)
+	ref := object.get(object.get(data.ess_state.limits.symbols, s, {}), "reference_price", 0)
 	ref > 0
 }
 
@@ -137,7 +134,7 @@ reason := "SCOPE_TRIPPED" if {
 	input.quantity * notional_price > limits.max_order_notional
 } else := "PRICE_BAND" if {
 	limits.price_band_pct > 0
-	mark := marks[symbol]
+	mark := mark_of(symbol)
 	(abs(input.price - mark) / mark) * 100 > limits.price_band_pct
 } else := "EQUITY_UNKNOWN" if {
 	grows
