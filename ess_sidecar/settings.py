@@ -82,6 +82,32 @@ def _host_port(value: str, every_interface: bool = False) -> str:
     return value
 
 
+# The OTLP exports the standard variables can ask for: each signal's own endpoint and
+# protocol variables, which win over the general OTEL_EXPORTER_OTLP_ENDPOINT / _PROTOCOL.
+OTLP_SIGNALS = ("METRICS", "TRACES")
+
+
+def otlp_exports(environ: typing.Mapping[str, str]) -> frozenset[str]:
+    """The signals ("METRICS", "TRACES") the OTEL_EXPORTER_OTLP_* variables ask to export.
+    Raises InvalidConfig naming the variable whose protocol is not grpc: only the gRPC
+    exporters are installed (review 44d: traces asked for over HTTP went out over gRPC,
+    and every span was lost; check-config passed what serve refused for metrics)."""
+    asked = set()
+    for signal in OTLP_SIGNALS:
+        if not (environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+                or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+            continue
+        for variable in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL",
+                         "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            if (protocol := environ.get(variable)) is not None:
+                if protocol.strip() != "grpc":
+                    raise InvalidConfig(variable, f"OTLP protocol {protocol!r} is not"
+                                        " supported; only grpc")
+                break
+        asked.add(signal)
+    return frozenset(asked)
+
+
 def _same_port(one: str, other: str) -> bool:
     """Whether two HOST:PORT addresses would contend for one port: the same port, not 0
     (each its own), on the same host or one on every interface (review 40m)."""
@@ -548,8 +574,8 @@ class Settings(BaseSettings):
 
     def check_serves(self) -> None:
         """Something to serve on (asked by `serve` and `check-config`: a guard built in
-        process serves nothing). Raises InvalidConfig (review 40j: serve ended in a
-        traceback)."""
+        process serves nothing), and telemetry that can be served as set. Raises
+        InvalidConfig (review 40j: serve ended in a traceback)."""
         if not self.server.listen and not self.server.uds:
             raise InvalidConfig("server.listen", "and server.uds are both empty: nothing to"
                                 " serve on")
@@ -557,6 +583,12 @@ class Settings(BaseSettings):
         if listen and metrics and _same_port(listen, metrics):
             raise InvalidConfig("telemetry.metrics_listen", f"{metrics} and server.listen"
                                 f" {listen} take one port: one of them cannot be bound")
+        if metrics and not self.telemetry.enabled:  # review 44d: /healthz went unserved
+            raise InvalidConfig("telemetry.metrics_listen", f"{metrics} is set and"
+                                " telemetry.enabled is false, which serves no endpoint"
+                                " (/metrics nor /healthz): unset one of them")
+        if self.telemetry.enabled:
+            otlp_exports(os.environ)
 
     def check_shutdown(self) -> None:
         """The hard bound on a stop leaves room for the drain and the grace. Raises

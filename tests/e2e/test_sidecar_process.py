@@ -267,6 +267,25 @@ def test_a_uvloop_that_cannot_be_imported_refuses_to_start_naming_the_setting(
     assert "server.event_loop" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_metrics_port_taken_refuses_to_start_naming_the_setting(tmp_path: Path) -> None:
+    """Review 44d: the error named no setting, and a traceback followed it (the gRPC server
+    was left started). The metrics port is claimed before anything starts."""
+    import socket  # noqa: PLC0415
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ess_sidecar", "serve", "--listen", "",
+             "--uds", str(tmp_path / "ess.sock"), "--state", str(tmp_path / "ess.db"),
+             "--metrics-listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"telemetry.metrics_listen: cannot serve metrics on 127.0.0.1:{port}" \
+        in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
 def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "ess.example.toml"
     result = subprocess.run([sys.executable, "-m", "ess_sidecar", "check-config", str(example)],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ess_sidecar.domain.errors import InvalidConfig
-from ess_sidecar.settings import load_settings
+from ess_sidecar.settings import load_settings, otlp_exports
 
 
 @pytest.mark.parametrize("text, key", [
@@ -130,3 +130,61 @@ def test_serve_ignores_a_hangup_from_before_it_reads_its_config(tmp_path: Path) 
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+@pytest.mark.parametrize("environ, exports", [
+    ({}, set()),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, {"METRICS", "TRACES"}),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317"}, {"TRACES"}),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, set()),
+    # a signal's own protocol wins over the general one
+    ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4317",
+      "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+      "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}, {"METRICS"}),
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, set()),  # nothing exported
+])
+def test_the_otlp_variables_say_what_is_exported(environ: dict[str, str],
+                                                  exports: set[str]) -> None:
+    assert otlp_exports(environ) == exports
+
+
+@pytest.mark.parametrize("environ, variable", [
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces",
+      "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+      "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+    ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318",
+      "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"},
+     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"),
+])
+def test_an_otlp_protocol_other_than_grpc_is_refused_by_check_config_as_by_serve(
+        environ: dict[str, str], variable: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 44d: traces asked for over HTTP went out over gRPC, every span lost, and
+    check-config passed the metrics' protocol that serve refused."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    with pytest.raises(InvalidConfig) as raised:
+        otlp_exports(environ)
+    assert raised.value.key == variable
+    path = tmp_path / "ess.toml"
+    path.write_text('[server]\nlisten = "127.0.0.1:0"\n')
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(path).check_serves()  # what serve asks before it starts
+    assert raised.value.key == variable
+    assert main(["check-config", str(path)]) == 2
+    monkeypatch.setenv("ESS_TELEMETRY__ENABLED", "false")  # nothing exported
+    assert main(["check-config", str(path)]) == 0
+
+
+def test_a_metrics_endpoint_with_telemetry_off_is_refused(tmp_path: Path) -> None:
+    """Review 44d: nothing served it, /healthz included, and nothing said so."""
+    from ess_sidecar.cli import main  # noqa: PLC0415
+    path = tmp_path / "ess.toml"
+    path.write_text('[server]\nlisten = "127.0.0.1:0"\n[telemetry]\nenabled = false\n'
+                    'metrics_listen = "127.0.0.1:0"\n')
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(path).check_serves()
+    assert raised.value.key == "telemetry.metrics_listen"
+    assert main(["check-config", str(path)]) == 2

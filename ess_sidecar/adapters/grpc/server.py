@@ -212,6 +212,7 @@ class Sidecar:
             self.addresses.append(f"unix:{server_settings.uds}")
         if not self.addresses:
             raise ValueError("server.listen and server.uds are both empty: nothing to serve on")
+        self._start_metrics()  # its port claimed before anything starts (review 44d)
         await self.parts.alerts.start()
         # A timer run before the first call is served: what time did while the sidecar
         # was down (heartbeats lapsed, feeds gone stale) and the trips a restart owes
@@ -219,7 +220,6 @@ class Sidecar:
         await self.parts.timers.tick_async()
         await self.server.start()
         self.parts.timers.start()
-        self._start_metrics()
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True

@@ -27,18 +27,15 @@ from prometheus_client import CollectorRegistry
 
 from ...domain.breakers import Metric
 from ...domain.decisions import Decision, DecisionReason
-from ...domain.errors import InvalidConfig
 from ...domain.scopes import GLOBAL, Scope
 from ...domain.states import Cause, State, Transition
 from ...ports import AlertSink, GuardReadings, Telemetry
-from ...settings import TelemetrySettings
+from ...settings import TelemetrySettings, otlp_exports
 from . import names
 from .gauges import GuardGauges, LoopReader, never_raising
 
 log = logging.getLogger(__name__)
 
-OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-OTLP_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
 MAX_FIELDS = 100  # distinct `field` labels of ess.invalid_requests; then "other"
 
@@ -54,7 +51,7 @@ def meter_provider(settings: TelemetrySettings, resource: Resource,
         from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415
         # One meter: the otel_scope_* labels would only repeat "ess_sidecar" on every series.
         readers.append(PrometheusMetricReader(registry=registry, scope_info_enabled=False))
-    if any(os.environ.get(variable) for variable in OTLP_ENDPOINT_VARIABLES):
+    if "METRICS" in otlp_exports(os.environ):
         readers.append(_otlp_reader())
     duration = View(instrument_name=names.DECISION_DURATION.name,
                     aggregation=ExplicitBucketHistogramAggregation(names.DURATION_BUCKETS_US))
@@ -63,11 +60,6 @@ def meter_provider(settings: TelemetrySettings, resource: Resource,
 
 
 def _otlp_reader() -> MetricReader:
-    for variable in OTLP_PROTOCOL_VARIABLES:
-        protocol = os.environ.get(variable, "grpc")
-        if protocol != "grpc":
-            raise InvalidConfig(variable, f"OTLP protocol {protocol!r} is not supported;"
-                                " only grpc")
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import \
         OTLPMetricExporter  # noqa: PLC0415 - gRPC exporter only when OTLP is configured
     # Endpoint, headers, TLS, timeout and OTEL_METRIC_EXPORT_INTERVAL come from the

@@ -84,8 +84,8 @@ class MetricsServer:
             self._server = make_server(self._host, self._port, self._app,
                                        server_class=server_class, handler_class=_QuietHandler)
         except OSError as error:
-            raise OSError(error.errno, f"cannot serve metrics on {self.listen}:"
-                          f" {error.strerror or error}") from error
+            raise OSError(error.errno, f"telemetry.metrics_listen: cannot serve metrics on"
+                          f" {self.listen}: {error.strerror or error}") from error
         self._wake, wake = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, args=(self._server, wake),
                                         name=f"metrics {self.address}", daemon=True)

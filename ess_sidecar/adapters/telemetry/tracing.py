@@ -25,7 +25,7 @@ from opentelemetry.util.types import Attributes
 
 from ess.v1 import guard_pb2 as pb
 
-from ...settings import TelemetrySettings
+from ...settings import TelemetrySettings, otlp_exports
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 # The instrumentation names a span by the full method, "/ess.v1.GuardService/CheckOrder".
@@ -37,7 +37,6 @@ CONTROL = (f"/{SERVICE}/Trigger", f"/{SERVICE}/Reset")
 # probes not at all.
 UNTRACED = frozenset({CHECK_ORDER_STREAM, WATCH_STATE, "/grpc.health.v1.Health/Check",
                       "/grpc.health.v1.Health/Watch"})
-OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 # The status codes a server span reports as an error, as the gRPC instrumentation (and the
 # semantic conventions) do: the others are the client's doing, not the server's failure.
@@ -101,7 +100,7 @@ def tracer_provider(settings: TelemetrySettings, resource: Resource,
     trace runs through the check; OTLP export when the standard variables ask for it."""
     sampler = ParentOrMethodRatio(MethodRatioSampler.from_settings(settings))
     provider = TracerProvider(resource=resource, sampler=sampler)
-    if any(name in os.environ for name in OTLP_ENDPOINT_VARIABLES):
+    if "TRACES" in otlp_exports(os.environ):
         # Imported only when used: it pulls in the OTLP protobufs and a gRPC channel.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import \
             OTLPSpanExporter  # noqa: PLC0415
