@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_sidecar.adapters.grpc.server import Sidecar
+from ess_sidecar.adapters.telemetry.resource import sidecar_resource
 from ess_sidecar.bootstrap import build, server_parts
 from ess_sidecar.ports import NoTelemetry
 from ess_sidecar.settings import load_settings
@@ -112,3 +113,21 @@ async def test_telemetry_disabled_records_nothing(tmp_path: Path, socket_dir: Pa
     await sidecar.stop()
     assert app.observability is None and isinstance(app.guard.telemetry, NoTelemetry)
     assert sidecar.metrics is None and exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("environ, configured, expected", [
+    ({}, {}, "ess-sidecar"),
+    ({"OTEL_SERVICE_NAME": "desk-7"}, {}, "desk-7"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=desk-8"}, {}, "desk-8"),
+    ({"OTEL_SERVICE_NAME": "desk-7"}, {"service_name": "from-config"}, "from-config"),
+])
+def test_the_service_name_is_the_settings_else_the_standard_variables(
+        monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], configured: dict[str, str],
+        expected: str) -> None:
+    """Review 44d: the default service name hid OTEL_SERVICE_NAME."""
+    for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(None, telemetry=configured).telemetry
+    assert sidecar_resource(settings).attributes["service.name"] == expected
