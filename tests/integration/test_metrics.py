@@ -188,7 +188,7 @@ async def test_latency_histogram_records_one_decision_in_latency_sample_every(
         observed.check()
     metrics = await observed.scrape()
     assert metrics.value("ess_decisions_total", reason="ALLOWED") == 17  # exact
-    assert metrics.value("ess_decision_duration_microseconds_count") == 2  # sampled
+    assert metrics.value("ess_decision_duration_microseconds_count") == 3  # 1st, 9th, 17th
     buckets = metrics.matching("ess_decision_duration_microseconds_bucket")
     bounds = [s.labels["le"] for s in buckets]
     assert bounds == [str(b) for b in names.DURATION_BUCKETS_US] + ["+Inf"]
@@ -325,6 +325,7 @@ async def test_breakers_observed_before_the_loop_runs_show_from_the_first_report
 
 async def test_watch_subscribers_and_slow_disconnects(observe: Observe) -> None:
     observed = await observe(watch={"queue_size": 1})
+    assert (await observed.scrape()).value("ess_watch_slow_disconnects_total") == 0  # 44d
     watch = observed.guard.watch([], from_version=0).subscription
     assert (await observed.scrape()).value("ess_watch_subscribers") == 1
     for ident in ("a", "b"):  # the second overflows the watcher's queue: cut off

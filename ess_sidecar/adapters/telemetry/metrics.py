@@ -75,7 +75,9 @@ class OtelTelemetry(Telemetry):
     def __init__(self, settings: TelemetrySettings, meter_provider: MeterProvider) -> None:
         self._provider = meter_provider
         self._meter = meter = meter_provider.get_meter(names.METER_NAME)
-        self._sample_every = self._countdown = settings.latency_sample_every
+        # The first decision is timed, then one in this many: the histogram has a series
+        # from the first on (review 44d: none until the 8th)
+        self._sample_every, self._countdown = settings.latency_sample_every, 1
         # Written only on the event loop; copied whole (under the GIL) by collections.
         self._decisions: dict[tuple[bool, DecisionReason], int] = {
             (reason is DecisionReason.ALLOWED, reason): 0 for reason in DecisionReason}
@@ -92,6 +94,7 @@ class OtelTelemetry(Telemetry):
             meter.create_counter(i.name, unit=i.unit, description=i.description)
             for i in (names.TRIPS, names.RESETS, names.REARMS, names.WATCH_SLOW_DISCONNECTS,
                       names.INVALID_REQUESTS, names.CALLS_REFUSED))
+        self._slow.add(0)  # no attributes: shown at 0 from the start, not only once it counts
         for instrument, observe in ((names.DECISIONS, self._observe_decisions),
                                     (names.REPORTS, self._observe_reports)):
             meter.create_observable_counter(

@@ -4,7 +4,7 @@ Renaming anything here breaks operators' dashboards and alerts: add, never renam
 Prometheus endpoint shows each metric with dots as underscores, the unit as a suffix
 ("us" -> `_microseconds`; `{...}` annotations add nothing) and `_total` on counters.
 
-`ess.decisions` counts every decision exactly; `ess.decision.duration` records only one
+`ess.decisions` counts every decision exactly; `ess.decision.duration` records the first, then one
 decision in `telemetry.latency_sample_every` (default 8): a histogram record costs several
 microseconds in the OpenTelemetry SDK, more than the decision itself.
 """
@@ -55,8 +55,8 @@ DECISIONS = Instrument(
     "orders judged by CheckOrder / CheckOrderStream (exact count)")
 DECISION_DURATION = Instrument(
     "ess.decision.duration", "histogram", "us", (),
-    "the sidecar's own time to judge one order, as the servicer times it; one decision"
-    " in telemetry.latency_sample_every is recorded")
+    "the sidecar's own time to judge one order, as the servicer times it; the first"
+    " decision, then one in telemetry.latency_sample_every, is recorded")
 SCOPE_STATE = Instrument(
     "ess.scope.state", "gauge", "1", (SCOPE, STATE),
     "1 for the scope's current state, 0 for the others; GLOBAL always, then at most"
