@@ -10,7 +10,9 @@ stream: the request's id echoed), so a denial or an error fails the run.
 - GoClient: clients/go/cmd/peersbench, one process per (subject, concurrency), its
   connections kept across segments (that file says how it keeps N calls in flight).
 - PyClient: this process, one asyncio event loop, N coroutines. gRPC through grpc.aio: one
-  channel (one HTTP/2 connection) shared by the N coroutines, each awaiting a unary
+  channel with a connection of its own (not gRPC's process-wide one, which every client
+  of a cell would share: at N = 128, past the sidecar's server.max_calls_per_connection)
+  shared by the N coroutines, each awaiting a unary
   CheckOrder, or each with its own CheckOrderStream (write, then read). HTTP (OPA) through
   asyncio streams on N Unix-socket connections, one per coroutine, keep-alive, a minimal
   HTTP/1.1 exchange written here (request line, Host, Content-Type, Content-Length; the
@@ -158,7 +160,8 @@ class PyClient:
             for worker in workers:
                 await worker.open(target.removeprefix("unix:"))
             return workers
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(
+            target, options=[("grpc.use_local_subchannel_pool", 1)])
         stub = pb_grpc.GuardServiceStub(self._channel)
         return [(_Unary if api == "unary" else _Stream)(stub, orders) for _ in range(n)]
 
