@@ -8,6 +8,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .domain.config import GuardConfig
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
 from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, ResyncRequired, \
-    StoreUnavailable
+    StoreBusy, StoreUnavailable
 from .domain.lifecycle import FillOutcome
 from .domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
@@ -879,7 +880,7 @@ class Guard(GuardReadings):
             return plan.transitions
         stop = type(command) is Triggered
         if stop and self._journal.failed:  # the store alone: see _store_transitions
-            yield Durable(lambda: self._store.append(plan.transitions, prune=False),
+            yield Durable(lambda: self._store_stop(plan.transitions, prune=False),
                           plan.transitions, on_loop)
         else:
             yield Durable(lambda: self._store_transitions(plan.transitions, stop),
@@ -919,10 +920,30 @@ class Guard(GuardReadings):
             if stop:  # stored, then failed as the journal did: the caller is told. Nothing
                 # is pruned the journal lacks (review 41f: with keep_events small, a reset
                 # stored unrecorded was pruned, and every start failed closed)
-                self._store.append(transitions, prune=False)
+                self._store_stop(transitions, prune=False)
                 raise StoredUnrecorded(str(error)) from error
             raise
-        self._store.append(transitions)
+        if stop:
+            self._store_stop(transitions)
+        else:
+            self._store.append(transitions)
+
+    def _store_stop(self, transitions: list[Transition], prune: bool = True) -> None:
+        """Store a stop's transitions, trying again for STOP_PATIENCE_S while another
+        process holds the state file's lock (StoreBusy: nothing was written). Meanwhile the
+        stop already denies its scope's orders, and GLOBAL's once the write has stalled
+        (_stalled). Given up on so soon, the stop was refused and forgotten at the next
+        start (review 43b); any other failure is final at once."""
+        give_up = time.monotonic() + STOP_PATIENCE_S
+        while True:
+            try:
+                self._store.append(transitions, prune=prune)
+                return
+            except StoreBusy as error:
+                if time.monotonic() >= give_up:
+                    raise
+                log.warning("%s: the stop is tried again, for up to %g s in all", error,
+                            STOP_PATIENCE_S)
 
     def _record(self, command: Command, holds: Sequence[Transition] = ()) -> None:
         """Journal a command that changed memory but caused no transition (yet: `holds`,
@@ -1006,6 +1027,10 @@ class Guard(GuardReadings):
                       for t in transitions)
         return Outcome(self.engine.state_of(scope), self.engine.version, tripped)
 
+
+# How long a stop keeps trying to store itself while another process holds the state
+# file's lock (each try waits the store's busy timeout): essctl waits 30 s for its answer.
+STOP_PATIENCE_S = 20.0
 
 JOURNAL_FAILED = "the journal refuses records since it failed: reports and resets are" \
     " refused until the sidecar restarts (free the disk or fix the file system first;" \

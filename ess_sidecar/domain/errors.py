@@ -60,6 +60,11 @@ class StoreUnavailable(GuardError):
     """The state store could not make a transition durable; the guard fails closed."""
 
 
+class StoreBusy(StoreUnavailable):
+    """Another process held the state store's write lock past the store's busy timeout:
+    nothing was written, and the same write may succeed if tried again."""
+
+
 class StoreDamaged(StoreUnavailable):
     """The state on disk is not what was acknowledged (a broken hash chain, a file behind
     its seal, a deleted file, a journal that disagrees with the store): fail closed."""

@@ -7,6 +7,8 @@ write can be held "in the middle of its fsync" for as long as the test needs."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
 from pathlib import Path
 from collections.abc import Callable
@@ -16,6 +18,7 @@ import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.storage import sqlite as sqlite_store
 from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.domain.engine import GuardEngine
@@ -496,3 +499,46 @@ async def test_stopping_waits_for_the_command_being_stored_before_the_store_clos
         assert [t.version for t in reopened.load().current] == [before + 1]
     finally:
         reopened.close()
+
+
+class _Seen(logging.Handler):
+    """Set once a record whose message holds `text` is logged (from any thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_a_stop_waits_for_a_lock_another_process_holds_and_is_stored(
+        start_sidecar: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 43b: with the state file locked past SQLite's busy timeout by another
+    process (a tool's write, a backup), a Trigger was refused at once, and the restart
+    that followed had forgotten it. It is tried again while the lock is held, denying its
+    scope meanwhile, and answered once stored."""
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2)
+    running = await start_sidecar()
+    running.sidecar.parts.timers.stop()
+    tried_again = _Seen("the stop is tried again")
+    logging.getLogger("ess_sidecar.service").addHandler(tried_again)
+    other = sqlite3.connect(tmp_path / "ess.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's write lock on the file
+        tripping = asyncio.ensure_future(running.stub.Trigger(trigger(), timeout=30))
+        assert await asyncio.to_thread(tried_again.event.wait, 10.0), "never tried again"
+        denied = await check(running)
+        assert not denied.allowed  # by the stop held, or GLOBAL held once the write stalled
+        assert denied.blocking_scope.kind in (pb.SCOPE_KIND_STRATEGY, pb.SCOPE_KIND_GLOBAL)
+        other.rollback()  # the lock goes
+        answer = await tripping
+    finally:
+        other.close()
+        logging.getLogger("ess_sidecar.service").removeHandler(tried_again)
+    assert answer.state == pb.STATE_TRIPPED
+    [stored] = running.app.store.events_after(0, 10)
+    assert (stored.scope.id, stored.version) == (STRATEGY, answer.state_version)
+    after = await check(running, strategy="other")
+    assert after.allowed  # not failed closed: the write was only slow

@@ -183,8 +183,8 @@ async def test_a_panic_stored_while_the_sidecar_failed_closed_still_gives_its_di
     guard.engine.sync_positions("acc-1", 1e6, [PositionSnapshot("momo", "AAPL", 10, 100)])
     watcher = guard.watch([], 0)
     append = store.append
-    store.append = lambda transitions: (entered.set(), gate.wait(GATE_TIMEOUT_S),
-                                        append(transitions))[2]
+    store.append = lambda transitions, prune=True: (
+        entered.set(), gate.wait(GATE_TIMEOUT_S), append(transitions, prune))[2]
     panic = (Directive.CANCEL_OPEN_ORDERS, Directive.FLATTEN_POSITIONS)
     stored = asyncio.ensure_future(guard.run_async(guard.trigger_steps(Trigger(
         GLOBAL, TriggerMode.REDUCE_ONLY, "panic", TriggerReason.USER_INITIATED, panic,

@@ -2157,9 +2157,13 @@ type TriggerRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Scope  *Scope                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
 	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	// UNSPECIFIED is recorded as USER_INITIATED.
+	// UNSPECIFIED is recorded as USER_INITIATED, and so is a value this version does not
+	// know, noted in the reason: the kill switch never refuses to stop for what comes with
+	// it, so unlike every other RPC's enums these are not INVALID_ARGUMENT.
 	ReasonCode TriggerReason `protobuf:"varint,3,opt,name=reason_code,json=reasonCode,proto3,enum=ess.v1.TriggerReason" json:"reason_code,omitempty"`
-	Mode       TriggerMode   `protobuf:"varint,4,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
+	// UNSPECIFIED, or a value this version does not know (noted in the reason), is HALT:
+	// the strictest.
+	Mode TriggerMode `protobuf:"varint,4,opt,name=mode,proto3,enum=ess.v1.TriggerMode" json:"mode,omitempty"`
 	// Every known kind named is taken; unknown values are left out, the first 16 values
 	// noted in the reason if unknown. Never refused.
 	Directives []Directive `protobuf:"varint,5,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...domain.errors import StoreDamaged, StoreUnavailable
+from ...domain.errors import StoreBusy, StoreDamaged, StoreUnavailable
 from ...domain.scopes import Scope, ScopeKind
 from ...domain.states import Cause, Directive, Latch, State, Transition, TriggerReason
 from ...ports import EventQuery, StateStore, StoredRegistration, StoredState
@@ -71,6 +71,9 @@ from .seal import Seal, SealUnreadable
 # What a query may raise: sqlite3's errors, and UnicodeDecodeError when SQLite's message
 # quotes bytes of a damaged file that are not UTF-8 (a flipped bit in the schema text).
 FAILURES = (sqlite3.Error, UnicodeDecodeError)
+# How long a write waits for another process's lock on the state file (SQLite's busy
+# timeout; its default): then StoreBusy, which a stop tries again (Guard._store_stop).
+BUSY_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -645,7 +648,8 @@ class SqliteStateStore(StateStore):
             # isolation_level=None: no implicit transactions; each write says BEGIN itself.
             # Opened here, used while serving by the guard's store thread alone (one thread
             # at a time: Guard.run_async): hence check_same_thread=False.
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
         except FAILURES as error:
             raise self._unavailable("cannot open", error) from error
         try:
@@ -920,7 +924,11 @@ class SqliteStateStore(StateStore):
 
     def _unavailable(self, what: str, error: BaseException) -> StoreUnavailable:
         """With the space its file system has left: SQLite says "disk I/O error" for a
-        full disk and for a file-size limit alike (review 42a)."""
+        full disk and for a file-size limit alike (review 42a). StoreBusy when another
+        process held the file's lock past BUSY_TIMEOUT_S: nothing was written."""
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            return StoreBusy(f"state store {self.path} {what}: {error} (another process"
+                             f" held its lock for {BUSY_TIMEOUT_S:g} s)")
         try:
             room = os.statvfs(self.path.parent)
         except OSError:

@@ -783,13 +783,18 @@ export type TriggerRequest = Message<"ess.v1.TriggerRequest"> & {
   reason: string;
 
   /**
-   * UNSPECIFIED is recorded as USER_INITIATED.
+   * UNSPECIFIED is recorded as USER_INITIATED, and so is a value this version does not
+   * know, noted in the reason: the kill switch never refuses to stop for what comes with
+   * it, so unlike every other RPC's enums these are not INVALID_ARGUMENT.
    *
    * @generated from field: ess.v1.TriggerReason reason_code = 3;
    */
   reasonCode: TriggerReason;
 
   /**
+   * UNSPECIFIED, or a value this version does not know (noted in the reason), is HALT:
+   * the strictest.
+   *
    * @generated from field: ess.v1.TriggerMode mode = 4;
    */
   mode: TriggerMode;
