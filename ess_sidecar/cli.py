@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.config is None) == (args.config_option is None):
             parser.error("check-config: give the settings file once, as FILE or --config"
                          " FILE")
-        args.config = args.config or args.config_option
+        if args.config is None:  # "" is a file name too: refused as serve refuses it
+            args.config = args.config_option
     try:
         if args.command == "check-config":  # what serve reads before it serves
             settings = load_settings(args.config, **_flag_overrides(args))

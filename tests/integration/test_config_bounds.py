@@ -84,6 +84,7 @@ def test_check_config_takes_its_file_as_serve_does_too(tmp_path: Path,
     bad.write_text("[server]\nlisten = \"\"\n")
     assert main(["check-config", "--config", str(good)]) == 0
     assert main(["check-config", "--config", str(bad)]) == 2
+    assert main(["check-config", "--config", ""]) == 2  # review 44f: "" was no file
     for argv in ([], [str(good), "--config", str(good)]):
         with pytest.raises(SystemExit) as usage:
             main(["check-config", *argv])

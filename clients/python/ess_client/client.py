@@ -43,7 +43,16 @@ CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
                    ("grpc.min_reconnect_backoff_ms", 50),
                    ("grpc.max_reconnect_backoff_ms", 1000),
                    # GetState in a storm (thousands of tripped scopes) can exceed 4 MiB
-                   ("grpc.max_receive_message_length", 256 << 20))
+                   ("grpc.max_receive_message_length", 256 << 20),
+                   # A connection of this client's own: gRPC shares one per process among
+                   # channels alike, so a second client for stops shared the first's calls
+                   # and the sidecar's cap on them (server.max_calls_per_connection; review
+                   # 44f: its Triggers were refused)
+                   ("grpc.use_local_subchannel_pool", 1))
+# A Trigger answered UNAVAILABLE (a connection at the sidecar's cap refused it unread, a
+# sidecar restarting, a trip it could not store yet) is sent again this long after, until
+# the RPC's deadline: the kill switch keeps trying to stop.
+TRIGGER_RETRY_S = 0.01
 
 
 class GuardClient:
@@ -304,12 +313,26 @@ class GuardClient:
                       reason_code: EnumLike = pb.TRIGGER_REASON_USER_INITIATED,
                       mode: EnumLike = pb.TRIGGER_MODE_HALT,
                       directives: Iterable[EnumLike] = ()) -> pb.TriggerResponse:
-        """Kill switch for `scope`; durable on the sidecar before this returns."""
-        return await self._unary(self._stub.Trigger, pb.TriggerRequest(
+        """Kill switch for `scope`; durable on the sidecar before this returns. Sent again
+        while the sidecar answers UNAVAILABLE, until `rpc_timeout_s` from the first try
+        (TRIGGER_RETRY_S); then the last error is raised."""
+        request = pb.TriggerRequest(
             scope=to_scope(scope), reason=reason,
             reason_code=to_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code),
             mode=to_enum(pb.TriggerMode, "TRIGGER_MODE_", mode),
-            directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives]))
+            directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.rpc_timeout_s
+        while True:
+            try:
+                return await self._stub.Trigger(
+                    request, timeout=max(deadline - loop.time(), TRIGGER_RETRY_S),
+                    metadata=self._metadata or None)
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.UNAVAILABLE \
+                        or loop.time() + TRIGGER_RETRY_S >= deadline:
+                    raise
+            await asyncio.sleep(TRIGGER_RETRY_S)
 
     async def get_state(self) -> pb.GetStateResponse:
         """Every scope that is not ARMED, the thresholds in force and the state version."""

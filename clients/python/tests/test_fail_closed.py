@@ -440,3 +440,21 @@ async def test_a_unary_check_the_sidecar_failed_closed_on_is_denied_even_fail_op
     verdict = await unary_check(FailingClosed(), 2.0)
     assert verdict.failure is failure
     assert verdict.allowed is (failure is Failure.UNAVAILABLE)  # fail_open flips only it
+
+
+async def test_a_trigger_answered_unavailable_is_sent_again_until_its_deadline(
+        scripted: StartScripted) -> None:
+    """Review 44f: a Trigger refused at the sidecar's cap on a connection's calls
+    (REFUSED_STREAM: UNAVAILABLE, never run) was given up on at once."""
+    server = await scripted(lambda request: None)
+    server.guard.refuse_triggers = 3
+    async with GuardClient(server.target, rpc_timeout_s=5.0) as guard:
+        answer = await guard.trigger("STRATEGY:momo", "halt")
+    assert (answer.state, server.guard.triggers) == (pb.STATE_TRIPPED, 4)
+    server.guard.refuse_triggers, server.guard.triggers = 10**9, 0
+    async with GuardClient(server.target, rpc_timeout_s=0.3) as guard:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await guard.trigger("STRATEGY:momo", "halt")
+    assert raised.value.code() in (grpc.StatusCode.UNAVAILABLE,
+                                   grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert server.guard.triggers > 1
