@@ -6,8 +6,7 @@ from __future__ import annotations
 from .book import AccountBook
 from .decisions import DecisionReason, Denial
 from .exposure import check_exposure, reduces
-from .limits import (LimitSettings, OrderRate, check_price_band, check_reused_id, check_size,
-                     check_working)
+from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
 from .states import State, Transition
 from .working import OrderLedger, OrderRecord
@@ -23,8 +22,7 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
         if denial is not None:
             return denial
     symbol_limits = limits.for_symbol(order.symbol)
-    return (check_reused_id(order, ledger)
-            or check_size(order, symbol_limits, book)
+    return (check_size(order, symbol_limits, book)
             or check_price_band(order, symbol_limits,
                                 book.marks.get(order.symbol) or symbol_limits.reference_price)
             or rate.check(order.strategy, now)

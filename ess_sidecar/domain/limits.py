@@ -131,22 +131,10 @@ class OrderRate:
         return len(idle)
 
 
-def check_reused_id(order: Order, ledger: OrderLedger) -> Denial | None:
-    """Step 1b: a `client_order_id` the account used (an order under it allowed) is a
-    duplicate, whatever limit would also deny it: a retry resending an allowed order is
-    told it is one (review 44a: past the limits, its own reservation counted twice
-    and it was denied for exposure)."""
-    if ledger.used(order.account, order.client_order_id):
-        return Denial(DecisionReason.DUPLICATE_ORDER, f"client_order_id"
-                      f" {order.client_order_id!r} was already used by account"
-                      f" {order.account}")
-    return None
-
-
 def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
                   replacing: OrderRecord | None, now: float,
                   unadopted: int = 0) -> Denial | None:
-    """Step 6: working-order caps, then identical orders. A replace frees its old order's slot,
+    """Step 6: working-order caps, then duplicates. A replace frees its old order's slot,
     unless that order works on for fills it is owed (OrderLedger.end_but_pending). An
     account whose last snapshot listed `unadopted` open orders the sidecar could not take
     in has working orders it cannot count: none of its orders is allowed (review 38b)."""
@@ -170,6 +158,10 @@ def check_working(order: Order, ledger: OrderLedger, limits: LimitSettings,
         return Denial(DecisionReason.MAX_WORKING_ORDERS, f"strategy {order.strategy} has"
                       f" {count} working orders in account {order.account} (max"
                       f" {most}{why})")
+    if ledger.used(order.account, order.client_order_id):
+        return Denial(DecisionReason.DUPLICATE_ORDER, f"client_order_id"
+                      f" {order.client_order_id!r} was already used by account"
+                      f" {order.account}")
     identical = limits.duplicate_identical_orders
     if identical and ledger.identical_count(order, now, limits.duplicate_window_s) + 1 \
             >= identical:

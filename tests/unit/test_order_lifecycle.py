@@ -541,20 +541,19 @@ def test_a_reused_client_order_id_is_a_duplicate_for_the_retention_then_forgotte
     assert engine.check(order(1, client_order_id=coid), T0 + DAY + 1).allowed
 
 
-def test_an_allowed_order_resent_is_a_duplicate_whatever_limit_it_would_also_fail():
-    """Review 44a: a retry of an allowed 29 % order was denied SYMBOL_EXPOSURE (its own
-    reservation counted twice), not DUPLICATE_ORDER; a denied order uses no id."""
+def test_a_resent_order_is_denied_by_the_first_check_it_fails_in_the_contracts_order():
+    """The contract's order (docs/design.md, "Limits"): the used id is step 6, after the
+    limits, and the first failure wins. Review 44a read issue 9 as saying a resent order
+    is always DUPLICATE_ORDER; the contract says otherwise, and a resend is denied either
+    way (its own reservation counts toward the exposure it is judged against)."""
     engine = make_engine(equity=100_000)
-    big = order(290, client_order_id="big-1")
-    assert engine.check(big, T0).allowed
-    for at in (T0, T0 + 0.001, T0 + 10):  # within the rate and the identical-orders window
-        again = engine.check(big, at)
-        assert (again.allowed, again.reason) == (False, R.DUPLICATE_ORDER)
-    denied = order(290, client_order_id="big-2")
-    assert engine.check(denied, T0 + 10).reason is R.SYMBOL_EXPOSURE
-    assert engine.check(denied, T0 + 11).reason is R.SYMBOL_EXPOSURE  # still its own
+    big, small = order(290, client_order_id="big-1"), order(1, client_order_id="small-1")
+    assert engine.check(big, T0).allowed and engine.check(small, T0).allowed
+    for at in (T0, T0 + 10):
+        assert engine.check(big, at).reason is R.SYMBOL_EXPOSURE  # step 5 first
+        assert engine.check(small, at).reason is R.DUPLICATE_ORDER  # step 6
     trip(engine, account(), T0 + 12)
-    assert engine.check(big, T0 + 12).reason is R.SCOPE_TRIPPED  # the state comes first
+    assert engine.check(small, T0 + 12).reason is R.SCOPE_TRIPPED  # the state comes first
 
 
 def test_n_identical_orders_within_the_window_are_duplicates():

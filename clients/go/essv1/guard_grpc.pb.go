@@ -110,7 +110,9 @@ type GuardServiceClient interface {
 	// reset is pending (pending_approval) until a second, different operator resets the
 	// same scope, with the same force, before it expires.
 	Reset(ctx context.Context, in *ResetRequest, opts ...grpc.CallOption) (*ResetResponse, error)
-	// Every scope that is not ARMED, the thresholds in force and the state version.
+	// Every scope that is not ARMED, the thresholds in force and the state version. Every
+	// scope the response does not list is ARMED, GLOBAL included: scope ids are open-ended
+	// (any account, strategy or symbol), so "all scope states" are those not ARMED.
 	GetState(ctx context.Context, in *GetStateRequest, opts ...grpc.CallOption) (*GetStateResponse, error)
 	// Snapshot, SNAPSHOT_END, then every transition in version order, with heartbeats.
 	WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error)
@@ -314,7 +316,9 @@ type GuardServiceServer interface {
 	// reset is pending (pending_approval) until a second, different operator resets the
 	// same scope, with the same force, before it expires.
 	Reset(context.Context, *ResetRequest) (*ResetResponse, error)
-	// Every scope that is not ARMED, the thresholds in force and the state version.
+	// Every scope that is not ARMED, the thresholds in force and the state version. Every
+	// scope the response does not list is ARMED, GLOBAL included: scope ids are open-ended
+	// (any account, strategy or symbol), so "all scope states" are those not ARMED.
 	GetState(context.Context, *GetStateRequest) (*GetStateResponse, error)
 	// Snapshot, SNAPSHOT_END, then every transition in version order, with heartbeats.
 	WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error

@@ -189,7 +189,9 @@ class GuardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetState(self, request, context):
-        """Every scope that is not ARMED, the thresholds in force and the state version.
+        """Every scope that is not ARMED, the thresholds in force and the state version. Every
+        scope the response does not list is ARMED, GLOBAL included: scope ids are open-ended
+        (any account, strategy or symbol), so "all scope states" are those not ARMED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

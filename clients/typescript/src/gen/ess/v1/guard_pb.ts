@@ -2326,7 +2326,9 @@ export const GuardService: GenService<{
     output: typeof ResetResponseSchema;
   },
   /**
-   * Every scope that is not ARMED, the thresholds in force and the state version.
+   * Every scope that is not ARMED, the thresholds in force and the state version. Every
+   * scope the response does not list is ARMED, GLOBAL included: scope ids are open-ended
+   * (any account, strategy or symbol), so "all scope states" are those not ARMED.
    *
    * @generated from rpc ess.v1.GuardService.GetState
    */
