@@ -213,6 +213,7 @@ class GuardClient:
         self._closed = True
         if self._stream is not None:
             await self._stream.close()
+            self._stream = None  # its call held this client's connection open (review 44h)
         if self._owns_channel:
             await self._channel.close()
 
@@ -315,7 +316,7 @@ class GuardClient:
                       directives: Iterable[EnumLike] = ()) -> pb.TriggerResponse:
         """Kill switch for `scope`; durable on the sidecar before this returns. Sent again
         while the sidecar answers UNAVAILABLE, until `rpc_timeout_s` from the first try
-        (TRIGGER_RETRY_S); then the last error is raised."""
+        (TRIGGER_RETRY_S); then the last UNAVAILABLE is raised, whose details say why."""
         request = pb.TriggerRequest(
             scope=to_scope(scope), reason=reason,
             reason_code=to_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code),
@@ -323,14 +324,20 @@ class GuardClient:
             directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.rpc_timeout_s
+        refused: grpc.aio.AioRpcError | None = None  # the last UNAVAILABLE: its reason
         while True:
             try:
                 return await self._stub.Trigger(
                     request, timeout=max(deadline - loop.time(), TRIGGER_RETRY_S),
                     metadata=self._metadata or None)
             except grpc.aio.AioRpcError as error:
-                if error.code() is not grpc.StatusCode.UNAVAILABLE \
-                        or loop.time() + TRIGGER_RETRY_S >= deadline:
+                if error.code() is grpc.StatusCode.UNAVAILABLE:
+                    refused = error
+                elif error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and refused:
+                    raise refused from error  # the sidecar's word, not the clock's (44h)
+                else:
+                    raise
+                if loop.time() + TRIGGER_RETRY_S >= deadline:
                     raise
             await asyncio.sleep(TRIGGER_RETRY_S)
 

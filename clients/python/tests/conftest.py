@@ -105,11 +105,13 @@ class ScriptedGuard(pb_grpc.GuardServiceServicer):
                 yield response
 
     refuse_triggers = 0  # this many Triggers are answered UNAVAILABLE first
+    refuse_delay_s = 0.0  # after this long
     triggers = 0
 
     async def Trigger(self, request, context):  # noqa: ANN001, N802
         self.triggers += 1
         if self.triggers <= self.refuse_triggers:
+            await asyncio.sleep(self.refuse_delay_s)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "refused (scripted)")
         return pb.TriggerResponse(state=pb.STATE_TRIPPED, state_version=self.triggers)
 
