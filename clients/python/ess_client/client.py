@@ -109,11 +109,15 @@ class GuardClient:
         """Connect and open the stream (the sidecar answers its headers at once), so the
         first check does not pay for either. Returns whether the sidecar was reached within
         `timeout_s`; never raises."""
+        if self._closed:  # review 44i: it opened a stream nothing would close
+            return False
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             async with asyncio.timeout_at(deadline):
                 await self._channel.channel_ready()
         except (TimeoutError, grpc.aio.UsageError):
+            return False
+        if self._closed:
             return False
         try:  # reached; the stream's headers are a bonus (an older sidecar sends none)
             async with asyncio.timeout_at(deadline):
@@ -316,7 +320,8 @@ class GuardClient:
                       directives: Iterable[EnumLike] = ()) -> pb.TriggerResponse:
         """Kill switch for `scope`; durable on the sidecar before this returns. Sent again
         while the sidecar answers UNAVAILABLE, until `rpc_timeout_s` from the first try
-        (TRIGGER_RETRY_S); then the last UNAVAILABLE is raised, whose details say why."""
+        (TRIGGER_RETRY_S), each try given the time left; the error that ended it is
+        raised. DEADLINE_EXCEEDED does not say the stop was not taken: look (get_state)."""
         request = pb.TriggerRequest(
             scope=to_scope(scope), reason=reason,
             reason_code=to_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code),
@@ -324,20 +329,19 @@ class GuardClient:
             directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.rpc_timeout_s
-        refused: grpc.aio.AioRpcError | None = None  # the last UNAVAILABLE: its reason
         while True:
+            sent = loop.time()
             try:
-                return await self._stub.Trigger(
-                    request, timeout=max(deadline - loop.time(), TRIGGER_RETRY_S),
-                    metadata=self._metadata or None)
+                return await self._stub.Trigger(request, timeout=deadline - sent,
+                                                metadata=self._metadata or None)
             except grpc.aio.AioRpcError as error:
-                if error.code() is grpc.StatusCode.UNAVAILABLE:
-                    refused = error
-                elif error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and refused:
-                    raise refused from error  # the sidecar's word, not the clock's (44h)
-                else:
-                    raise
-                if loop.time() + TRIGGER_RETRY_S >= deadline:
+                # Sent again only while another try has at least the time this refusal
+                # took: else it raises this refusal, not a deadline that hid the reason
+                # (44h); a try that ran out of time raises DEADLINE_EXCEEDED, since the
+                # sidecar may have taken that stop (44i: a lock held it; it was stored).
+                refusal = loop.time() - sent
+                if error.code() is not grpc.StatusCode.UNAVAILABLE \
+                        or loop.time() + TRIGGER_RETRY_S + refusal >= deadline:
                     raise
             await asyncio.sleep(TRIGGER_RETRY_S)
 

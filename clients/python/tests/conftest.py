@@ -106,6 +106,7 @@ class ScriptedGuard(pb_grpc.GuardServiceServicer):
 
     refuse_triggers = 0  # this many Triggers are answered UNAVAILABLE first
     refuse_delay_s = 0.0  # after this long
+    hang_triggers = False  # then never answered (a sidecar waiting out a lock)
     triggers = 0
 
     async def Trigger(self, request, context):  # noqa: ANN001, N802
@@ -113,6 +114,8 @@ class ScriptedGuard(pb_grpc.GuardServiceServicer):
         if self.triggers <= self.refuse_triggers:
             await asyncio.sleep(self.refuse_delay_s)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "refused (scripted)")
+        if self.hang_triggers:
+            await asyncio.Event().wait()
         return pb.TriggerResponse(state=pb.STATE_TRIPPED, state_version=self.triggers)
 
     async def CheckOrder(self, request, context):  # noqa: ANN001, N802

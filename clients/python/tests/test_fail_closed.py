@@ -464,6 +464,15 @@ async def test_a_trigger_answered_unavailable_is_sent_again_until_its_deadline(
             await guard.trigger("STRATEGY:momo", "halt")
     assert (raised.value.code(), raised.value.details()) == (
         grpc.StatusCode.UNAVAILABLE, "refused (scripted)")
+    # Review 44i: a try that reached the sidecar and ran out of time raised the earlier
+    # refusal, as if the stop was never taken; it may have been: DEADLINE_EXCEEDED.
+    server.guard.refuse_triggers, server.guard.triggers = 1, 0
+    server.guard.refuse_delay_s, server.guard.hang_triggers = 0.0, True
+    async with GuardClient(server.target, rpc_timeout_s=0.3) as guard:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await guard.trigger("STRATEGY:momo", "halt")
+    assert (raised.value.code(), server.guard.triggers) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED, 2)
 
 
 async def test_a_closed_client_lets_its_connection_go(scripted: StartScripted) -> None:
@@ -486,3 +495,8 @@ async def test_a_closed_client_lets_its_connection_go(scripted: StartScripted) -
         while sockets() >= before + 20:  # each held one (two: server side, in process)
             await asyncio.sleep(0.01)
     assert sockets() < before + 20
+    async with grpc.aio.insecure_channel(server.target) as channel:  # the application's
+        guard = GuardClient(server.target, channel=channel)
+        await guard.close()
+        assert not await guard.connect()  # review 44i: it opened a stream nothing closed
+        assert guard._stream is None  # noqa: SLF001
