@@ -49,10 +49,6 @@ CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
                    # and the sidecar's cap on them (server.max_calls_per_connection; review
                    # 44f: its Triggers were refused)
                    ("grpc.use_local_subchannel_pool", 1))
-# A Trigger answered UNAVAILABLE (a connection at the sidecar's cap refused it unread, a
-# sidecar restarting, a trip it could not store yet) is sent again this long after, until
-# the RPC's deadline: the kill switch keeps trying to stop.
-TRIGGER_RETRY_S = 0.01
 
 
 class GuardClient:
@@ -318,32 +314,15 @@ class GuardClient:
                       reason_code: EnumLike = pb.TRIGGER_REASON_USER_INITIATED,
                       mode: EnumLike = pb.TRIGGER_MODE_HALT,
                       directives: Iterable[EnumLike] = ()) -> pb.TriggerResponse:
-        """Kill switch for `scope`; durable on the sidecar before this returns. Sent again
-        while the sidecar answers UNAVAILABLE, until `rpc_timeout_s` from the first try
-        (TRIGGER_RETRY_S), each try given the time left; the error that ended it is
-        raised. DEADLINE_EXCEEDED does not say the stop was not taken: look (get_state)."""
-        request = pb.TriggerRequest(
+        """Kill switch for `scope`; durable on the sidecar before this returns. Sent once:
+        an error does not say the stop was not taken (a sidecar waiting out another
+        process's lock on its state file stores it later, and shows it only then), so send
+        it again until it is acknowledged, as essctl does; a stop sent twice renews it."""
+        return await self._unary(self._stub.Trigger, pb.TriggerRequest(
             scope=to_scope(scope), reason=reason,
             reason_code=to_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code),
             mode=to_enum(pb.TriggerMode, "TRIGGER_MODE_", mode),
-            directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.rpc_timeout_s
-        while True:
-            sent = loop.time()
-            try:
-                return await self._stub.Trigger(request, timeout=deadline - sent,
-                                                metadata=self._metadata or None)
-            except grpc.aio.AioRpcError as error:
-                # Sent again only while another try has at least the time this refusal
-                # took: else it raises this refusal, not a deadline that hid the reason
-                # (44h); a try that ran out of time raises DEADLINE_EXCEEDED, since the
-                # sidecar may have taken that stop (44i: a lock held it; it was stored).
-                refusal = loop.time() - sent
-                if error.code() is not grpc.StatusCode.UNAVAILABLE \
-                        or loop.time() + TRIGGER_RETRY_S + refusal >= deadline:
-                    raise
-            await asyncio.sleep(TRIGGER_RETRY_S)
+            directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives]))
 
     async def get_state(self) -> pb.GetStateResponse:
         """Every scope that is not ARMED, the thresholds in force and the state version."""

@@ -104,20 +104,6 @@ class ScriptedGuard(pb_grpc.GuardServiceServicer):
             if response is not None:
                 yield response
 
-    refuse_triggers = 0  # this many Triggers are answered UNAVAILABLE first
-    refuse_delay_s = 0.0  # after this long
-    hang_triggers = False  # then never answered (a sidecar waiting out a lock)
-    triggers = 0
-
-    async def Trigger(self, request, context):  # noqa: ANN001, N802
-        self.triggers += 1
-        if self.triggers <= self.refuse_triggers:
-            await asyncio.sleep(self.refuse_delay_s)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "refused (scripted)")
-        if self.hang_triggers:
-            await asyncio.Event().wait()
-        return pb.TriggerResponse(state=pb.STATE_TRIPPED, state_version=self.triggers)
-
     async def CheckOrder(self, request, context):  # noqa: ANN001, N802
         """The unary call, answered as the stream answers: the response's decision."""
         self.received += 1

@@ -443,38 +443,6 @@ async def test_a_unary_check_the_sidecar_failed_closed_on_is_denied_even_fail_op
     assert verdict.allowed is (failure is Failure.UNAVAILABLE)  # fail_open flips only it
 
 
-async def test_a_trigger_answered_unavailable_is_sent_again_until_its_deadline(
-        scripted: StartScripted) -> None:
-    """Review 44f: a Trigger refused at the sidecar's cap on a connection's calls
-    (REFUSED_STREAM: UNAVAILABLE, never run) was given up on at once."""
-    server = await scripted(lambda request: None)
-    server.guard.refuse_triggers = 3
-    async with GuardClient(server.target, rpc_timeout_s=5.0) as guard:
-        answer = await guard.trigger("STRATEGY:momo", "halt")
-    assert (answer.state, server.guard.triggers) == (pb.STATE_TRIPPED, 4)
-    server.guard.refuse_triggers, server.guard.triggers = 10**9, 0
-    async with GuardClient(server.target, rpc_timeout_s=0.3) as guard:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await guard.trigger("STRATEGY:momo", "halt")
-    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE  # the sidecar's reason
-    assert raised.value.details() == "refused (scripted)" and server.guard.triggers > 1
-    server.guard.refuse_delay_s = 0.05  # review 44h: the last try's deadline hid the reason
-    async with GuardClient(server.target, rpc_timeout_s=0.2) as guard:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await guard.trigger("STRATEGY:momo", "halt")
-    assert (raised.value.code(), raised.value.details()) == (
-        grpc.StatusCode.UNAVAILABLE, "refused (scripted)")
-    # Review 44i: a try that reached the sidecar and ran out of time raised the earlier
-    # refusal, as if the stop was never taken; it may have been: DEADLINE_EXCEEDED.
-    server.guard.refuse_triggers, server.guard.triggers = 1, 0
-    server.guard.refuse_delay_s, server.guard.hang_triggers = 0.0, True
-    async with GuardClient(server.target, rpc_timeout_s=0.3) as guard:
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await guard.trigger("STRATEGY:momo", "halt")
-    assert (raised.value.code(), server.guard.triggers) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED, 2)
-
-
 async def test_a_closed_client_lets_its_connection_go(scripted: StartScripted) -> None:
     """Review 44h: a closed client's stream call held its connection open (each client
     has its own since 44f) for as long as the client object lived."""
