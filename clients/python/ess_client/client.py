@@ -184,6 +184,12 @@ class GuardClient:
         try:
             decision = await self._stub.CheckOrder(order, timeout=timeout_s + settle_s,
                                                    metadata=self._metadata or None)
+        except asyncio.CancelledError:
+            # grpc.aio raises it too when close() cancels the call: a denial then (review
+            # 44i: it escaped the check); only our own task's cancellation propagates.
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return failed(Failure.CLIENT_ERROR, "the client was closed")
         except grpc.aio.AioRpcError as error:
             code = error.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -468,3 +468,32 @@ async def test_a_closed_client_lets_its_connection_go(scripted: StartScripted) -
         await guard.close()
         assert not await guard.connect()  # review 44i: it opened a stream nothing closed
         assert guard._stream is None  # noqa: SLF001
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+async def test_a_unary_check_in_flight_when_the_client_closes_is_denied_not_raised(
+        scripted: StartScripted, fail_open: bool) -> None:
+    """Review 44i: closing the client cancels the call, and grpc.aio raised CancelledError
+    out of check_unary, which never raises: it is a denial (CLIENT_ERROR)."""
+    server = await scripted(lambda request: None)  # never answers
+    guard = GuardClient(server.target, check_timeout_s=10.0, fail_open=fail_open)
+
+    async def in_flight() -> asyncio.Future[Verdict]:
+        checking = asyncio.ensure_future(guard.check_unary(
+            account="acc-1", strategy="momo", symbol="AAPL", side="BUY", quantity=1,
+            price=100))
+        received = server.guard.received
+        async with asyncio.timeout(10):
+            while server.guard.received == received:  # the call is in flight
+                await asyncio.sleep(0.001)
+        return checking
+
+    cancelled = await in_flight()  # the caller's own cancellation still cancels it
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    checking = await in_flight()
+    await guard.close()
+    verdict = await checking
+    assert not checking.cancelled()
+    assert (verdict.allowed, verdict.failure) == (False, Failure.CLIENT_ERROR)
