@@ -251,7 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start-timeout", type=float, default=30.0)
     parser.add_argument("--probes-only", action="store_true",
                         help="start every subject, check the probes, time nothing, write"
-                             " nothing (tests/integration/test_peer_probes.py)")
+                             " nothing (tests/e2e/test_peer_probes.py)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.segment_s, args.warmup_s = 2, 0.15, 0.1

@@ -12,10 +12,10 @@
 # (per symbol, else the default; a SELL valued at max(mark, price), MARK_UNKNOWN with no
 # mark nor reference_price); the price band against the account's mark, else the symbol's
 # reference_price (skipped with neither); then, for an order that grows the account's net
-# position in the symbol or the strategy's own, EQUITY_UNKNOWN, MARK_UNKNOWN (no mark, no reference_price), and the
-# symbol, strategy and portfolio exposure after the order, valued at max(mark, price), in %
-# of equity. Positions, marks, equity and scope states are data (data.json), which the
-# harness also gives the sidecar (SyncPositions, Trigger).
+# position in the symbol or the strategy's own, EQUITY_UNKNOWN, MARK_UNKNOWN (no mark, no
+# reference_price), and the symbol, strategy and portfolio exposure after the order, valued
+# at max(mark, price), in % of equity. Positions, marks, equity and scope states are data
+# (data.json), which the harness also gives the sidecar (SyncPositions, Trigger).
 #
 # Numbers are OPA's (arbitrary precision; each arithmetic operation costs some 10 us on the
 # benchmark's machine, which is most of this policy's evaluation time); the probes keep away
