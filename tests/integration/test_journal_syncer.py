@@ -10,6 +10,7 @@ import errno
 import fcntl
 import os
 import queue
+import resource
 import select
 import signal
 import struct
@@ -271,6 +272,42 @@ def test_the_syncer_is_a_child_process_that_seals_asked_and_unasked_and_ends_wit
     assert syncer.returncode == 0
     assert sealed(journal) == 6
     assert FileJournal(journal.path).load() == EVERY_COMMAND[:6]
+
+
+def test_a_journal_whose_descriptors_are_past_1023_still_seals(tmp_path: Path) -> None:
+    """The sidecar raises its open-files limit (grpc/server.py): with a thousand
+    connections held, a journal started (or its syncer replaced) then has pipes past
+    1,023, where select(2) cannot wait (ValueError: every record refused). Its waits,
+    and its syncer's, are poll(2)s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    journal = FileJournal(tmp_path / "ess.db.journal", INTERVAL)
+    journal.load()
+    watched = Watched(journal.seal.path)  # its inotify descriptor below 1,024
+    # A hard limit below 1,200 is raised too: root may (CI runs as root); else this fails.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard if hard ==
+                                                resource.RLIM_INFINITY else max(hard, 1200)))
+    fillers = [os.open(os.devnull, os.O_RDONLY)]
+    try:
+        while fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        journal.start()  # its pipes: past 1,100
+        syncer = journal._syncer
+        assert min(journal._commands, journal._replies) > 1023
+        try:
+            journal.record(*EVERY_COMMAND[0])  # its wake: sealed unasked, by the syncer
+            assert watched.until(lambda: sealed(journal) == 1), "never sealed unasked"
+            journal.record(*EVERY_COMMAND[1])
+            journal.sync()  # asked: its answer read from a pipe past 1,023
+            assert sealed(journal) == 2
+        finally:
+            journal.close()
+        assert syncer is not None and syncer.returncode == 0
+    finally:
+        watched.close()
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert FileJournal(journal.path).load() == EVERY_COMMAND[:2]
 
 
 def moved(tmp_path: Path, now: list[float]) -> FileJournal:

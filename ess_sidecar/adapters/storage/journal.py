@@ -45,7 +45,6 @@ import hashlib
 import json
 import logging
 import os
-import select
 import struct
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from ...domain.errors import StoreDamaged, StoreUnavailable
 from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
+from ..descriptors import ready
 from .seal import Seal, SealUnreadable, read_regular
 from .syncer import HEADER, MAX_RECORD, QUIT, SYNC, WAKE, check_in_use, \
     seal_value  # the frame: both read
@@ -479,7 +479,7 @@ class FileJournal(Journal):
             os.write(self._commands, SYNC)
             while b"\n" not in answer:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                if left <= 0 or not ready(self._replies, left):
                     raise self._stalled(f"did not answer within {self._stalled_s:g} s")
                 more = os.read(self._replies, 4096)
                 if not more:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import struct
 import sys
@@ -50,6 +49,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..descriptors import ready
 from .filelock import FileLock, LockHeld
 from .seal import Seal
 
@@ -149,7 +149,7 @@ class Syncer:
         """What the serving process sent (b"" once it has gone), or None if `due` (on
         this syncer's clock) came first."""
         timeout = None if due is None else max(0.0, due - self._clock())
-        if select.select([commands], [], [], timeout)[0]:
+        if ready(commands, timeout):
             return os.read(commands, 4096)
         return None
 
@@ -191,7 +191,7 @@ class Syncer:
             return False
         if exited >= 0:
             try:
-                if not select.select([exited], [], [], ORPHAN_WAIT_S)[0]:
+                if not ready(exited, ORPHAN_WAIT_S):
                     return False  # alive: it closed the pipe on purpose, and seals itself
             finally:
                 os.close(exited)

@@ -8,7 +8,6 @@ import logging
 import logging.handlers
 import os
 import queue
-import select
 import sys
 import threading
 import time
@@ -16,6 +15,8 @@ from typing import IO
 
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
+
+from ..descriptors import WRITABLE, ready
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # LogRecord attribute -> key in the JSON line; `extra=` fields keep their own names.
@@ -229,7 +230,7 @@ class _Writer(logging.handlers.QueueListener):
             try:
                 data = data[os.write(fd, data):]
             except BlockingIOError:
-                select.select((), (fd,), ())
+                ready(fd, None, WRITABLE)
 
     def stop_within(self, timeout_s: float) -> None:
         """Writes what is queued, waiting no more than `timeout_s` on the stream."""
