@@ -145,6 +145,11 @@ class ServerSettings(_Section):
     max_calls_per_connection: int = Field(
         256, ge=1, le=1_000_000, description="calls in flight on one connection, streams"
         " included; a client's further calls wait for a place (its Trigger too)")
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000, description="connections each address served on (a TCP"
+        " address, the Unix socket) holds at once; a new one past it is closed as it comes,"
+        " so a flood on one address leaves the others, and the file descriptors the state"
+        " needs, free; lowered to fit the open-files limit")
 
     @field_validator("listen")
     @classmethod

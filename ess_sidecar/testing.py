@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .adapters.descriptors import ready
 
 SERVICE = "ess.v1.GuardService"
 
@@ -39,8 +40,11 @@ class SidecarProcess:
     """One sidecar on a Unix socket and a free TCP port, its files in `workdir`. Its stop
     does not drain (`drain_s` 0) unless asked: `drain_s=None` keeps the configured one."""
 
-    def __init__(self, workdir: Path, config: str = "", drain_s: float | None = 0.0) -> None:
+    def __init__(self, workdir: Path, config: str = "", drain_s: float | None = 0.0,
+                 open_files: tuple[int, int] | None = None) -> None:
+        """`open_files`: its (soft, hard) limit on open files, if not this process's."""
         self.workdir = workdir
+        self.open_files = open_files
         self.config = workdir / "ess.toml"
         self.config.write_text(config)
         self.state = workdir / "ess.db"
@@ -66,7 +70,7 @@ class SidecarProcess:
             environment["ESS_SHUTDOWN__DRAIN_S"] = str(self.drain_s)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ess_sidecar", "serve", "--config", str(self.config),
+                [*self._python(), "-m", "ess_sidecar", "serve", "--config", str(self.config),
                  "--listen", self.tcp_target, "--uds", str(self.uds), "--state",
                  str(self.state)], stdout=log if output is None else output,
                 stderr=subprocess.STDOUT, env=environment)
@@ -75,6 +79,14 @@ class SidecarProcess:
         except grpc.RpcError as error:
             raise AssertionError(f"sidecar did not become SERVING:\n{self.output()}") from error
         return self
+
+    def _python(self) -> list[str]:
+        """The interpreter, started under `open_files` if given (set, then exec'd)."""
+        if self.open_files is None:
+            return [sys.executable]
+        return [sys.executable, "-c", "import os, resource, sys;"
+                f" resource.setrlimit(resource.RLIMIT_NOFILE, {self.open_files});"
+                " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
 
     def wait_serving(self, timeout_s: float) -> None:
         """wait_for_ready waits for the socket to open: no sleeps, one deadline. Asked on
@@ -115,7 +127,7 @@ class SidecarProcess:
             for pid in resume:
                 os.kill(pid, signal.SIGCONT)
             for exited in children:
-                if not select.select([exited], [], [], timeout_s)[0]:
+                if not ready(exited, timeout_s):
                     raise TimeoutError(f"the sidecar's syncer outlived it by {timeout_s} s")
         finally:
             for exited in children:

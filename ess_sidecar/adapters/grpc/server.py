@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -56,12 +57,68 @@ SERVER_OPTIONS = (("grpc.so_reuseport", 0),
                   ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES))
 
 
-def server_options(settings: ServerSettings) -> tuple[tuple[str, int], ...]:
+# File descriptors kept for all but the served connections: the state file, its WAL and
+# lock, the journal, its seal and syncer's pipes, the log, the metrics endpoint's clients
+# (prometheus_http.MAX_CLIENTS), alerts, exporters, the audit readers and gRPC's own.
+RESERVED_DESCRIPTORS = 128
+
+
+def server_options(settings: ServerSettings,
+                   connections: int | None = None) -> tuple[tuple[str, int], ...]:
     """SERVER_OPTIONS, and the calls one connection may have in flight (gRPC clients queue
     the rest). Review 43g: under the metadata cap, 1,700 one-byte entries a call still let
     one connection queue calls faster than they were served: 3.4 GB, and checks held for
-    0.8 s; at 256, 280 MB and none held 0.1 s (at 1,024: 790 MB, 0.2 s)."""
-    return (*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.max_calls_per_connection))
+    0.8 s; at 256, 280 MB and none held 0.1 s (at 1,024: 790 MB, 0.2 s). `connections`:
+    the connections each address holds at once (gRPC counts them per address, and closes
+    one past the cap as it accepts it), server.max_connections if not given."""
+    return (*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.max_calls_per_connection),
+            ("grpc.max_allowed_incoming_connections",
+             settings.max_connections if connections is None else connections))
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit, as Go's runtime
+    does: each connection takes a descriptor, and the soft limit is often 1,024 where the
+    hard one is far above. Out of descriptors, nothing reached the sidecar any more, the
+    Unix socket and a Trigger included (400 idle TCP connections at a limit of 256)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or soft == resource.RLIM_INFINITY:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:  # an unlimited hard limit the kernel refuses
+        log.warning("open files: the soft limit stays %d (raising it to %s failed: %s)",
+                    soft, hard, error)
+
+
+def connections_per_address(settings: ServerSettings, addresses: int) -> int:
+    """server.max_connections, lowered so that `addresses` (listening sockets) held at
+    their cap leave RESERVED_DESCRIPTORS of the open-files limit free: a connection flood
+    must never take the descriptors a stop needs to be stored (at least 1)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return settings.max_connections
+    fits = max(1, (limit - RESERVED_DESCRIPTORS) // max(1, addresses))
+    if fits < settings.max_connections:
+        log.warning("server.max_connections: %d a listening address, lowered to %d to fit"
+                    " the open-files limit (%d; raise it, e.g. systemd's LimitNOFILE, for"
+                    " more)", settings.max_connections, fits, limit)
+        return fits
+    return settings.max_connections
+
+
+def listening_addresses(settings: ServerSettings) -> int:
+    """How many sockets the server will listen on: the TCP addresses `listen` stands for
+    (a name may resolve to several; every interface is one per family) and the Unix
+    socket. A name that does not resolve counts once: start() reports it."""
+    count = 1 if settings.uds else 0
+    if settings.listen:
+        host = settings.listen.rpartition(":")[0]
+        try:
+            count += len(_addresses(host, settings.listen)) if host else 2
+        except SocketPathError:
+            count += 1
+    return count
 
 # Exit status when a stop overran shutdown.timeout_s and the process was ended.
 STOP_OVERRAN = 70
@@ -176,8 +233,12 @@ class Sidecar:
         self.parts = parts
         early = (RefusedAsItStarts(parts.authenticator),) \
             if parts.authenticator is not None and not parts.settings.server.tls_client_ca else ()
+        server_settings = parts.settings.server
+        self.max_connections = connections_per_address(server_settings,
+                                                       listening_addresses(server_settings))
         self.server = grpc.aio.server(interceptors=(*early, *parts.interceptors),
-                                      options=server_options(parts.settings.server))
+                                      options=server_options(server_settings,
+                                                             self.max_connections))
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
         self.health = DrainingHealthServicer(parts.settings.watch.max_watchers)
@@ -312,6 +373,7 @@ def _exit_after(timeout_s: float) -> None:
 
 async def serve(parts: ServerParts) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP is ignored."""
+    raise_open_files_limit()
     sidecar = Sidecar(parts)
     try:
         await sidecar.start()

@@ -16,6 +16,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 log = logging.getLogger(__name__)
 
 CLIENT_TIMEOUT_S = 10.0  # a client that sends nothing for this long is dropped
+# Requests served at once; one more is closed as it is accepted. A descriptor and a thread
+# each: with no cap, a flood of connections here took the descriptors the state needs
+# (grpc/server.py keeps RESERVED_DESCRIPTORS for this endpoint and the state).
+MAX_CLIENTS = 32
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -26,10 +30,31 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    # A thread per request, so a stuck client never holds up /healthz.
+    # A thread per request, so a stuck client never holds up /healthz; MAX_CLIENTS at once.
     daemon_threads = True
     allow_reuse_address = True
     timeout = 0  # handle_request is only called once the socket is readable: never wait
+    request_queue_size = 128  # the listen backlog (socketserver's 5 held a burst in SYN retries)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._serving = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__(*args, **kwargs)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self._serving.acquire(blocking=False)  # False: closed at once
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)  # starts its thread
+        except BaseException:
+            self._serving.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._serving.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks DNS for the host's full name (socket.getfqdn),

@@ -1,0 +1,173 @@
+"""A flood of connections never takes the kill switch: each address holds at most
+`server.max_connections` (lowered to fit the open-files limit), the soft limit is raised to
+the hard one at start, and the metrics endpoint serves a bounded number of clients, so the
+descriptors a stop needs to be stored are always there (before: 400 idle TCP connections at
+a limit of 256 left nothing reachable, the Unix socket and a Trigger included)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import socket
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ess_sidecar.adapters.grpc.server import RESERVED_DESCRIPTORS
+from ess_sidecar.adapters.telemetry.prometheus_http import MAX_CLIENTS
+from ess_sidecar.testing import SidecarProcess, free_port
+from tests.e2e.conftest import CONFIG
+from tests.e2e.essctl_helpers import essctl, restricted
+
+FLOOD = 400  # idle connections, more than a limit of 256 has room for
+
+
+@pytest.fixture(autouse=True)
+def room_for_the_flood() -> Iterator[None]:
+    """This process holds the flood's sockets: its own soft limit raised for them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = FLOOD + 200
+    try:  # a hard limit below it is raised too: root may (CI runs as root)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (
+            max(soft, needed), hard if hard == resource.RLIM_INFINITY else max(hard, needed)))
+    except (ValueError, OSError) as error:
+        pytest.fail(f"this test needs {needed} open files (ulimit -n {soft}, -Hn {hard}): {error}")
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="ess-flood-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-files limit in /proc/{pid}/limits")
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll `condition` until it holds; a deadline, not a sleep to wait for it."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def flood(host: str, port: int, count: int = FLOOD) -> Iterator[list[socket.socket]]:
+    """`count` idle TCP connections (no HTTP/2 preface: held until the server's handshake
+    timeout, or closed at once past its cap)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection((host, port), timeout=10))
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def closed_by_server(sockets: list[socket.socket]) -> int:
+    """How many of `sockets` the server has closed (end of file, or reset)."""
+    closed = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            closed += sock.recv(64) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    return closed
+
+
+def trip_and_check_it_is_stored(sidecar: SidecarProcess, target: str) -> None:
+    """A stop over `target` is acknowledged, and survives SIGKILL: it was stored."""
+    result = essctl(target, "trigger", "--scope", "account:ACC-1", "--reason", "flood")
+    assert result.returncode == 0, result.stderr
+    assert restricted(target)["ACCOUNT:ACC-1"]["state"] == "TRIPPED"
+    sidecar.kill()
+    sidecar.start()
+    assert restricted(sidecar.uds_target)["ACCOUNT:ACC-1"]["state"] == "TRIPPED"
+
+
+def test_a_flood_on_tcp_at_a_hard_limit_leaves_the_unix_socket_and_the_store(
+        workdir: Path) -> None:
+    sidecar = SidecarProcess(workdir, CONFIG, open_files=(256, 256))
+    try:
+        sidecar.start()
+        pid = sidecar.process.pid  # type: ignore[union-attr]
+        cap = (256 - RESERVED_DESCRIPTORS) // 2  # two addresses: TCP and the Unix socket
+        with flood("127.0.0.1", sidecar.port) as sockets:
+            until(lambda: closed_by_server(sockets) >= FLOOD - cap,
+                  f"the sidecar closes what is past {cap} connections")
+            assert descriptors(pid) < 256 - RESERVED_DESCRIPTORS // 2
+            assert "server.max_connections: 1000 a listening address, lowered to 64" \
+                in sidecar.output()
+            trip_and_check_it_is_stored(sidecar, sidecar.uds_target)
+    finally:
+        sidecar.stop()
+
+
+def test_the_soft_limit_is_raised_so_a_flood_leaves_tcp_itself_reachable(
+        workdir: Path) -> None:
+    hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # room for the flood
+    sidecar = SidecarProcess(workdir, CONFIG, open_files=(256, hard))
+    try:
+        sidecar.start()
+        pid = sidecar.process.pid  # type: ignore[union-attr]
+        assert soft_limit(pid) == hard
+        with flood("127.0.0.1", sidecar.port) as sockets:
+            until(lambda: descriptors(pid) > FLOOD, "the sidecar holds every connection")
+            assert closed_by_server(sockets) == 0
+            trip_and_check_it_is_stored(sidecar, sidecar.tcp_target)
+    finally:
+        sidecar.stop()
+
+
+def test_the_configured_cap_closes_connections_past_it(workdir: Path) -> None:
+    sidecar = SidecarProcess(workdir, CONFIG + "[server]\nmax_connections = 10\n")
+    try:
+        sidecar.start()
+        with flood("127.0.0.1", sidecar.port, 50) as sockets:
+            until(lambda: closed_by_server(sockets) >= 40, "40 of 50 connections closed")
+            assert closed_by_server(sockets) == 40  # the 10 it holds stay open
+            trip_and_check_it_is_stored(sidecar, sidecar.uds_target)
+    finally:
+        sidecar.stop()
+
+
+def test_a_flood_on_the_metrics_port_is_bounded_and_health_answers_after(
+        workdir: Path) -> None:
+    port = free_port()
+    sidecar = SidecarProcess(
+        workdir, CONFIG + f'[telemetry]\nmetrics_listen = "127.0.0.1:{port}"\n')
+    try:
+        sidecar.start()
+        pid = sidecar.process.pid  # type: ignore[union-attr]
+        before = descriptors(pid)
+        with flood("127.0.0.1", port) as sockets:
+            until(lambda: closed_by_server(sockets) >= FLOOD - MAX_CLIENTS,
+                  f"the metrics endpoint closes what is past {MAX_CLIENTS} clients")
+            assert descriptors(pid) <= before + MAX_CLIENTS + 2
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as reply:
+            assert reply.status == 200  # the flood's places are free again
+        trip_and_check_it_is_stored(sidecar, sidecar.uds_target)
+    finally:
+        sidecar.stop()
