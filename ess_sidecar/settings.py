@@ -146,10 +146,13 @@ class ServerSettings(_Section):
         256, ge=1, le=1_000_000, description="calls in flight on one connection, streams"
         " included; a client's further calls wait for a place (its Trigger too)")
     max_connections: int = Field(
-        1000, ge=1, le=1_000_000, description="connections each address served on (a TCP"
+        400, ge=1, le=1_000_000, description="connections each address served on (a TCP"
         " address, the Unix socket) holds at once; a new one past it is closed as it comes,"
         " so a flood on one address leaves the others, and the file descriptors the state"
         " needs, free; lowered to fit the open-files limit")
+    max_connection_idle_s: float = Field(
+        300.0, ge=0.1, le=86_400, description="a connection with no call in flight this"
+        " long is closed, its place freed (its client reconnects at its next call)")
 
     @field_validator("listen")
     @classmethod

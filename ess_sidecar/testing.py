@@ -30,6 +30,16 @@ def full_pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
+def python_under(open_files: tuple[int, int] | None) -> list[str]:
+    """The interpreter's command, started under `open_files` (soft, hard) if given: the
+    limit set, then the interpreter exec'd with the arguments that follow."""
+    if open_files is None:
+        return [sys.executable]
+    return [sys.executable, "-c", "import os, resource, sys;"
+            f" resource.setrlimit(resource.RLIMIT_NOFILE, {open_files});"
+            " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,23 +80,15 @@ class SidecarProcess:
             environment["ESS_SHUTDOWN__DRAIN_S"] = str(self.drain_s)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [*self._python(), "-m", "ess_sidecar", "serve", "--config", str(self.config),
-                 "--listen", self.tcp_target, "--uds", str(self.uds), "--state",
-                 str(self.state)], stdout=log if output is None else output,
+                [*python_under(self.open_files), "-m", "ess_sidecar", "serve", "--config",
+                 str(self.config), "--listen", self.tcp_target, "--uds", str(self.uds),
+                 "--state", str(self.state)], stdout=log if output is None else output,
                 stderr=subprocess.STDOUT, env=environment)
         try:
             self.wait_serving(timeout_s)
         except grpc.RpcError as error:
             raise AssertionError(f"sidecar did not become SERVING:\n{self.output()}") from error
         return self
-
-    def _python(self) -> list[str]:
-        """The interpreter, started under `open_files` if given (set, then exec'd)."""
-        if self.open_files is None:
-            return [sys.executable]
-        return [sys.executable, "-c", "import os, resource, sys;"
-                f" resource.setrlimit(resource.RLIMIT_NOFILE, {self.open_files});"
-                " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
 
     def wait_serving(self, timeout_s: float) -> None:
         """wait_for_ready waits for the socket to open: no sleeps, one deadline. Asked on

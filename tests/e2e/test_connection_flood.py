@@ -11,6 +11,8 @@ import os
 import resource
 import shutil
 import socket
+import struct
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ess_sidecar.adapters.grpc.server import RESERVED_DESCRIPTORS
+from ess_sidecar.adapters.grpc.server import MIN_CONNECTIONS, RESERVED_DESCRIPTORS
 from ess_sidecar.adapters.telemetry.prometheus_http import MAX_CLIENTS
-from ess_sidecar.testing import SidecarProcess, free_port
+from ess_sidecar.testing import SidecarProcess, free_port, full_pipe, python_under
 from tests.e2e.conftest import CONFIG
 from tests.e2e.essctl_helpers import essctl, restricted
 
@@ -118,7 +120,7 @@ def test_a_flood_on_tcp_at_a_hard_limit_leaves_the_unix_socket_and_the_store(
             until(lambda: closed_by_server(sockets) >= FLOOD - cap,
                   f"the sidecar closes what is past {cap} connections")
             assert descriptors(pid) < 256 - RESERVED_DESCRIPTORS // 2
-            assert "server.max_connections: 1000 a listening address, lowered to 64" \
+            assert "server.max_connections: 400 an address, lowered to 64: 2 addresses" \
                 in sidecar.output()
             trip_and_check_it_is_stored(sidecar, sidecar.uds_target)
     finally:
@@ -128,7 +130,8 @@ def test_a_flood_on_tcp_at_a_hard_limit_leaves_the_unix_socket_and_the_store(
 def test_the_soft_limit_is_raised_so_a_flood_leaves_tcp_itself_reachable(
         workdir: Path) -> None:
     hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # room for the flood
-    sidecar = SidecarProcess(workdir, CONFIG, open_files=(256, hard))
+    sidecar = SidecarProcess(workdir, CONFIG + "[server]\nmax_connections = 1000\n",
+                             open_files=(256, hard))
     try:
         sidecar.start()
         pid = sidecar.process.pid  # type: ignore[union-attr]
@@ -171,3 +174,71 @@ def test_a_flood_on_the_metrics_port_is_bounded_and_health_answers_after(
         trip_and_check_it_is_stored(sidecar, sidecar.uds_target)
     finally:
         sidecar.stop()
+
+
+def test_a_limit_too_low_for_a_few_connections_an_address_refuses_to_serve(
+        workdir: Path) -> None:
+    """At a cap of 1, one executor on the Unix socket kept `essctl trigger` out (review
+    45a): below MIN_CONNECTIONS an address the sidecar says so and does not serve."""
+    limit = RESERVED_DESCRIPTORS + 2 * MIN_CONNECTIONS - 1
+    (workdir / "ess.toml").write_text(CONFIG)
+    result = subprocess.run(
+        [*python_under((limit, limit)), "-m", "ess_sidecar", "serve", "--config",
+         str(workdir / "ess.toml"), "--listen", f"127.0.0.1:{free_port()}", "--uds",
+         str(workdir / "ess.sock"), "--state", str(workdir / "ess.db")],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"server.max_connections: the open-files limit ({limit}) leaves room for" \
+        f" {MIN_CONNECTIONS - 1} connection(s) an address on 2 address(es)" in result.stderr
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SETTINGS, SETTINGS_ACK = struct.pack(">3sBBI", bytes(3), 4, 0, 0), \
+    struct.pack(">3sBBI", bytes(3), 4, 1, 0)
+
+
+def test_places_held_by_silent_peers_come_back_after_the_idle_time(workdir: Path) -> None:
+    """Peers that spoke HTTP/2 (its preface and settings) and went silent held the
+    places of a full address for good (review 45a); with no call in flight for
+    server.max_connection_idle_s their connections are closed."""
+    sidecar = SidecarProcess(workdir, CONFIG + "[server]\nmax_connections = 10\n"
+                             "max_connection_idle_s = 1.0\n")
+    try:
+        sidecar.start()
+        with flood("127.0.0.1", sidecar.port, 10) as sockets:
+            for sock in sockets:
+                sock.sendall(PREFACE + SETTINGS + SETTINGS_ACK)
+            until(lambda: closed_by_server(sockets) == 10, "the silent peers' connections"
+                  " closed")
+            trip_and_check_it_is_stored(sidecar, sidecar.tcp_target)
+    finally:
+        sidecar.stop()
+
+
+def test_metrics_clients_that_hang_up_free_their_places_with_stderr_unread(
+        workdir: Path) -> None:
+    """socketserver printed each failed request's traceback to stderr from its thread:
+    with stderr unread, 32 clients that hung up mid-request held every place for good,
+    and /healthz was refused (review 45a)."""
+    port = free_port()
+    sidecar = SidecarProcess(
+        workdir, CONFIG + f'[telemetry]\nmetrics_listen = "127.0.0.1:{port}"\n')
+    read_end, write_end = full_pipe()
+    try:
+        sidecar.start(output=write_end)
+        with flood("127.0.0.1", port, 2 * MAX_CLIENTS) as sockets:
+            for sock in sockets:
+                sock.sendall(b"GET /metr")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        def healthy() -> bool:  # noqa: E306 - a closure over port
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                            timeout=2) as reply:
+                    return reply.status == 200
+            except OSError:
+                return False
+        until(healthy, "/healthz answered once the clients hung up")
+    finally:
+        sidecar.stop()
+        os.close(read_end)
+        os.close(write_end)

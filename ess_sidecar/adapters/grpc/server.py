@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -58,9 +59,12 @@ SERVER_OPTIONS = (("grpc.so_reuseport", 0),
 
 
 # File descriptors kept for all but the served connections: the state file, its WAL and
-# lock, the journal, its seal and syncer's pipes, the log, the metrics endpoint's clients
-# (prometheus_http.MAX_CLIENTS), alerts, exporters, the audit readers and gRPC's own.
+# lock, the journal, its seal and syncer's pipes (a replacement opens a few more), the
+# log, alerts, exporters, gRPC's own and the metrics endpoint's clients
+# (prometheus_http.MAX_CLIENTS). About 30 are open once serving.
 RESERVED_DESCRIPTORS = 128
+# Fewer places an address than this and one executor could keep an operator's stop out.
+MIN_CONNECTIONS = 8
 
 
 def server_options(settings: ServerSettings,
@@ -70,10 +74,14 @@ def server_options(settings: ServerSettings,
     one connection queue calls faster than they were served: 3.4 GB, and checks held for
     0.8 s; at 256, 280 MB and none held 0.1 s (at 1,024: 790 MB, 0.2 s). `connections`:
     the connections each address holds at once (gRPC counts them per address, and closes
-    one past the cap as it accepts it), server.max_connections if not given."""
+    one past the cap as it accepts it), server.max_connections if not given; one with no
+    call for server.max_connection_idle_s is closed (its client reconnects at its next
+    call), so places held by peers gone silent come back (review 45a: one that sent
+    HTTP/2's preface and nothing since was held for good)."""
     return (*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.max_calls_per_connection),
             ("grpc.max_allowed_incoming_connections",
-             settings.max_connections if connections is None else connections))
+             settings.max_connections if connections is None else connections),
+            ("grpc.max_connection_idle_ms", round(settings.max_connection_idle_s * 1000)))
 
 
 def raise_open_files_limit() -> None:
@@ -94,28 +102,36 @@ def raise_open_files_limit() -> None:
 def connections_per_address(settings: ServerSettings, addresses: int) -> int:
     """server.max_connections, lowered so that `addresses` (listening sockets) held at
     their cap leave RESERVED_DESCRIPTORS of the open-files limit free: a connection flood
-    must never take the descriptors a stop needs to be stored (at least 1)."""
+    must never take the descriptors a stop needs to be stored. Raises OSError (EMFILE) if
+    that leaves fewer than MIN_CONNECTIONS an address (review 45a: at 1, one executor on
+    the Unix socket kept `essctl trigger` out)."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if limit == resource.RLIM_INFINITY:
         return settings.max_connections
-    fits = max(1, (limit - RESERVED_DESCRIPTORS) // max(1, addresses))
-    if fits < settings.max_connections:
-        log.warning("server.max_connections: %d a listening address, lowered to %d to fit"
-                    " the open-files limit (%d; raise it, e.g. systemd's LimitNOFILE, for"
-                    " more)", settings.max_connections, fits, limit)
-        return fits
-    return settings.max_connections
+    fits = (limit - RESERVED_DESCRIPTORS) // max(1, addresses)
+    if fits >= settings.max_connections:
+        return settings.max_connections
+    if fits < MIN_CONNECTIONS:
+        raise OSError(errno.EMFILE, f"server.max_connections: the open-files limit ({limit})"
+                      f" leaves room for {max(0, fits)} connection(s) an address on"
+                      f" {addresses} address(es), fewer than {MIN_CONNECTIONS}, after"
+                      f" {RESERVED_DESCRIPTORS} kept for the state: raise it (ulimit -n,"
+                      " systemd's LimitNOFILE)")
+    log.warning("server.max_connections: %d an address, lowered to %d: %d addresses at"
+                " their cap and %d descriptors kept for the state fit the open-files"
+                " limit (%d; raise it, e.g. systemd's LimitNOFILE, for more)",
+                settings.max_connections, fits, addresses, RESERVED_DESCRIPTORS, limit)
+    return fits
 
 
 def listening_addresses(settings: ServerSettings) -> int:
     """How many sockets the server will listen on: the TCP addresses `listen` stands for
-    (a name may resolve to several; every interface is one per family) and the Unix
-    socket. A name that does not resolve counts once: start() reports it."""
+    (a name may resolve to several) and the Unix socket. A name that does not resolve
+    counts once: start() reports it."""
     count = 1 if settings.uds else 0
     if settings.listen:
-        host = settings.listen.rpartition(":")[0]
         try:
-            count += len(_addresses(host, settings.listen)) if host else 2
+            count += len(_addresses(settings.listen.rpartition(":")[0], settings.listen))
         except SocketPathError:
             count += 1
     return count
@@ -374,8 +390,8 @@ def _exit_after(timeout_s: float) -> None:
 async def serve(parts: ServerParts) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP is ignored."""
     raise_open_files_limit()
-    sidecar = Sidecar(parts)
     try:
+        sidecar = Sidecar(parts)
         await sidecar.start()
     except BaseException:
         with contextlib.suppress(Exception):  # the start-up error is the one to report

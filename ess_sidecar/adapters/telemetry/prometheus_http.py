@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import selectors
 import socket
@@ -22,11 +23,26 @@ CLIENT_TIMEOUT_S = 10.0  # a client that sends nothing for this long is dropped
 MAX_CLIENTS = 32
 
 
+class _ToLog(io.StringIO):
+    """wsgiref's `wsgi.errors` (sys.stderr by default): an application's traceback, logged.
+    Nothing here writes to stderr itself: with stderr unread, that write would hold the
+    request's thread and its place for good (review 45a)."""
+
+    def flush(self) -> None:
+        if text := self.getvalue().strip():
+            log.error("metrics endpoint: %s", text)
+        self.seek(0)
+        self.truncate()
+
+
 class _QuietHandler(WSGIRequestHandler):
     timeout = CLIENT_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         pass  # one line per scrape on stderr is noise; errors reach the WSGI app's log
+
+    def get_stderr(self) -> io.StringIO:
+        return _ToLog()
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -55,6 +71,12 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             self._serving.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out or hung up mid-request: its own doing. socketserver's
+        # default printed a traceback to stderr from this thread (review 45a: one per
+        # idle client, and with stderr unread every place was held, /healthz refused).
+        log.debug("metrics request from %s failed", client_address[0], exc_info=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks DNS for the host's full name (socket.getfqdn),
