@@ -71,7 +71,9 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     def events(self, query: EventQuery) -> list[Transition]:
-        """Audited transitions matching the query, newest first, at most query.limit."""
+        """Audited transitions matching the query, newest first, at most query.limit. The
+        reads (this and events_after) may run in another thread than the writes, while
+        one runs: they see what was committed."""
 
     @abc.abstractmethod
     def events_after(self, version: int, limit: int) -> list[Transition]:

@@ -66,7 +66,7 @@ class InMemoryStateStore(StateStore):
     def events(self, query: EventQuery) -> list[Transition]:
         self._check_open()
         found: list[Transition] = []
-        for t in reversed(self._events.values()):
+        for t in reversed(list(self._events.values())):  # a copy: written meanwhile
             if len(found) >= query.limit:
                 break
             if _matches(t, query):
@@ -78,7 +78,7 @@ class InMemoryStateStore(StateStore):
         # Behind a pruned hole only the gap-free tail is returned, as SqliteStateStore does,
         # so the reader sees the first version is not the one it asked for and resyncs.
         floor = max(version, self._pruned_through)
-        return [t for v, t in self._events.items() if v > floor][:max(limit, 0)]
+        return [t for v, t in list(self._events.items()) if v > floor][:max(limit, 0)]
 
     def save_registration(self, executor_id: str, scope: Scope, ttl_s: float,
                           owner: str = "") -> None:
