@@ -128,6 +128,11 @@ def _path(value: str) -> str:
 MAX_SOCKET_PATH = 107
 
 
+# Fewer places an address than this and one executor could keep an operator's stop out
+# (review 45a: at 1, one executor on the Unix socket kept `essctl trigger` out).
+MIN_CONNECTIONS = 8
+
+
 class ServerSettings(_Section):
     listen: str = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
     uds: str = Field("", description="Unix socket path (the fastest same-host path)")
@@ -146,13 +151,11 @@ class ServerSettings(_Section):
         256, ge=1, le=1_000_000, description="calls in flight on one connection, streams"
         " included; a client's further calls wait for a place (its Trigger too)")
     max_connections: int = Field(
-        400, ge=1, le=1_000_000, description="connections each address served on (a TCP"
-        " address, the Unix socket) holds at once; a new one past it is closed as it comes,"
-        " so a flood on one address leaves the others, and the file descriptors the state"
-        " needs, free; lowered to fit the open-files limit")
-    max_connection_idle_s: float = Field(
-        300.0, ge=0.1, le=86_400, description="a connection with no call in flight this"
-        " long is closed, its place freed (its client reconnects at its next call)")
+        400, ge=MIN_CONNECTIONS, le=1_000_000, description="connections each address served"
+        " on (a TCP address, the Unix socket) holds at once; a new one past it is closed as"
+        " it comes, so a flood on one address leaves the others, and the file descriptors"
+        " the state needs, free; lowered to fit the open-files limit (at least 8: fewer,"
+        " and one executor could keep an operator's stop out)")
 
     @field_validator("listen")
     @classmethod

@@ -192,29 +192,6 @@ def test_a_limit_too_low_for_a_few_connections_an_address_refuses_to_serve(
         f" {MIN_CONNECTIONS - 1} connection(s) an address on 2 address(es)" in result.stderr
 
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-SETTINGS, SETTINGS_ACK = struct.pack(">3sBBI", bytes(3), 4, 0, 0), \
-    struct.pack(">3sBBI", bytes(3), 4, 1, 0)
-
-
-def test_places_held_by_silent_peers_come_back_after_the_idle_time(workdir: Path) -> None:
-    """Peers that spoke HTTP/2 (its preface and settings) and went silent held the
-    places of a full address for good (review 45a); with no call in flight for
-    server.max_connection_idle_s their connections are closed."""
-    sidecar = SidecarProcess(workdir, CONFIG + "[server]\nmax_connections = 10\n"
-                             "max_connection_idle_s = 1.0\n")
-    try:
-        sidecar.start()
-        with flood("127.0.0.1", sidecar.port, 10) as sockets:
-            for sock in sockets:
-                sock.sendall(PREFACE + SETTINGS + SETTINGS_ACK)
-            until(lambda: closed_by_server(sockets) == 10, "the silent peers' connections"
-                  " closed")
-            trip_and_check_it_is_stored(sidecar, sidecar.tcp_target)
-    finally:
-        sidecar.stop()
-
-
 def test_metrics_clients_that_hang_up_free_their_places_with_stderr_unread(
         workdir: Path) -> None:
     """socketserver printed each failed request's traceback to stderr from its thread:

@@ -373,3 +373,15 @@ def test_a_section_given_as_json_naming_a_key_twice_is_refused(monkeypatch, vari
     with pytest.raises(InvalidConfig, match="twice") as raised:
         load_settings(None)
     assert str(raised.value).startswith(variable)
+
+
+def test_a_connection_cap_one_executor_could_fill_is_refused(tmp_path) -> None:
+    """Review 45c: at 1 to 7 places an address, executors holding them kept `essctl
+    trigger` out of the Unix socket, with check-config saying OK."""
+    config = tmp_path / "ess.toml"
+    config.write_text("[server]\nmax_connections = 7\n")
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(config)
+    assert raised.value.key == "server.max_connections", raised.value
+    config.write_text("[server]\nmax_connections = 8\n")
+    assert load_settings(config).server.max_connections == 8

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
@@ -26,7 +25,7 @@ from ess.v1 import guard_pb2 as pb
 
 from ...ports import AlertSink, Journal, StateStore
 from ...service import Guard
-from ...settings import ServerSettings, Settings
+from ...settings import MIN_CONNECTIONS, ServerSettings, Settings
 from ...timers import Timers
 from .auth import Authenticator
 from .handlers import RefusedAsItStarts, add_guard_service
@@ -63,8 +62,6 @@ SERVER_OPTIONS = (("grpc.so_reuseport", 0),
 # log, alerts, exporters, gRPC's own and the metrics endpoint's clients
 # (prometheus_http.MAX_CLIENTS). About 30 are open once serving.
 RESERVED_DESCRIPTORS = 128
-# Fewer places an address than this and one executor could keep an operator's stop out.
-MIN_CONNECTIONS = 8
 
 
 def server_options(settings: ServerSettings,
@@ -74,14 +71,12 @@ def server_options(settings: ServerSettings,
     one connection queue calls faster than they were served: 3.4 GB, and checks held for
     0.8 s; at 256, 280 MB and none held 0.1 s (at 1,024: 790 MB, 0.2 s). `connections`:
     the connections each address holds at once (gRPC counts them per address, and closes
-    one past the cap as it accepts it), server.max_connections if not given; one with no
-    call for server.max_connection_idle_s is closed (its client reconnects at its next
-    call), so places held by peers gone silent come back (review 45a: one that sent
-    HTTP/2's preface and nothing since was held for good)."""
+    one past the cap as it accepts it), server.max_connections if not given. Connections
+    with no call are not closed: gRPC closes an idle one abruptly, and a call sent as it
+    did failed UNAVAILABLE unrun, a Trigger too (review 45c)."""
     return (*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.max_calls_per_connection),
             ("grpc.max_allowed_incoming_connections",
-             settings.max_connections if connections is None else connections),
-            ("grpc.max_connection_idle_ms", round(settings.max_connection_idle_s * 1000)))
+             settings.max_connections if connections is None else connections))
 
 
 def raise_open_files_limit() -> None:
@@ -102,8 +97,8 @@ def raise_open_files_limit() -> None:
 def connections_per_address(settings: ServerSettings, addresses: int) -> int:
     """server.max_connections, lowered so that `addresses` (listening sockets) held at
     their cap leave RESERVED_DESCRIPTORS of the open-files limit free: a connection flood
-    must never take the descriptors a stop needs to be stored. Raises OSError (EMFILE) if
-    that leaves fewer than MIN_CONNECTIONS an address (review 45a: at 1, one executor on
+    must never take the descriptors a stop needs to be stored. Raises OSError if that
+    leaves fewer than MIN_CONNECTIONS an address (review 45a: at 1, one executor on
     the Unix socket kept `essctl trigger` out)."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if limit == resource.RLIM_INFINITY:
@@ -112,7 +107,7 @@ def connections_per_address(settings: ServerSettings, addresses: int) -> int:
     if fits >= settings.max_connections:
         return settings.max_connections
     if fits < MIN_CONNECTIONS:
-        raise OSError(errno.EMFILE, f"server.max_connections: the open-files limit ({limit})"
+        raise OSError(f"server.max_connections: the open-files limit ({limit})"
                       f" leaves room for {max(0, fits)} connection(s) an address on"
                       f" {addresses} address(es), fewer than {MIN_CONNECTIONS}, after"
                       f" {RESERVED_DESCRIPTORS} kept for the state: raise it (ulimit -n,"
