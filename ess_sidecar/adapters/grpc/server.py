@@ -65,18 +65,17 @@ RESERVED_DESCRIPTORS = 128
 
 
 def server_options(settings: ServerSettings,
-                   connections: int | None = None) -> tuple[tuple[str, int], ...]:
+                   connections: int) -> tuple[tuple[str, int], ...]:
     """SERVER_OPTIONS, and the calls one connection may have in flight (gRPC clients queue
     the rest). Review 43g: under the metadata cap, 1,700 one-byte entries a call still let
     one connection queue calls faster than they were served: 3.4 GB, and checks held for
     0.8 s; at 256, 280 MB and none held 0.1 s (at 1,024: 790 MB, 0.2 s). `connections`:
     the connections each address holds at once (gRPC counts them per address, and closes
-    one past the cap as it accepts it), server.max_connections if not given. Connections
+    one past the cap as it accepts it: `connections_per_address`). Connections
     with no call are not closed: gRPC closes an idle one abruptly, and a call sent as it
     did failed UNAVAILABLE unrun, a Trigger too (review 45c)."""
     return (*SERVER_OPTIONS, ("grpc.max_concurrent_streams", settings.max_calls_per_connection),
-            ("grpc.max_allowed_incoming_connections",
-             settings.max_connections if connections is None else connections))
+            ("grpc.max_allowed_incoming_connections", connections))
 
 
 def raise_open_files_limit() -> None:
@@ -245,11 +244,10 @@ class Sidecar:
         early = (RefusedAsItStarts(parts.authenticator),) \
             if parts.authenticator is not None and not parts.settings.server.tls_client_ca else ()
         server_settings = parts.settings.server
-        self.max_connections = connections_per_address(server_settings,
-                                                       listening_addresses(server_settings))
+        connections = connections_per_address(server_settings,
+                                              listening_addresses(server_settings))
         self.server = grpc.aio.server(interceptors=(*early, *parts.interceptors),
-                                      options=server_options(server_settings,
-                                                             self.max_connections))
+                                      options=server_options(server_settings, connections))
         self.metrics: MetricsServer | None = None
         self.serving = False  # the health the metrics endpoint reports
         self.health = DrainingHealthServicer(parts.settings.watch.max_watchers)
