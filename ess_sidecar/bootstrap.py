@@ -156,7 +156,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
         clock = steady = steady_clock(latest_time(stored, entries),
                                       last_clock_read(entries, written_at))
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers,
-                           2 * settings.watch.heartbeat_interval_s)
+                           2 * settings.watch.heartbeat_interval_s,
+                           most_scopes=settings.watch.max_scopes)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
                   principals.is_operator if principals is not None else None)

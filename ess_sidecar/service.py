@@ -255,6 +255,12 @@ class Guard(GuardReadings):
         `limits.max_snapshot_entries`, asked before it is mapped."""
         self.engine.check_list_length(field, entries)
 
+    def admit_watcher(self, scopes: int) -> None:
+        """Raises unless a watcher naming `scopes` scopes would be let in now (Subscribers.
+        admit): asked before they are mapped, so a refused one costs nothing. The
+        subscription asks again: a place taken meanwhile still refuses it."""
+        self.subscribers.admit(scopes)
+
     def snapshot_room(self, entries: int) -> Callable[[], None]:
         """Room for a snapshot of `entries`, taken until the returned call gives it back
         (call_async's `finished`: once it is applied or refused, even if its caller gave up

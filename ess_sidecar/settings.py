@@ -253,6 +253,9 @@ class WatchSettings(_Section):
     max_watchers: int = Field(100, ge=1, le=100_000,
                               description="WatchState streams at once, and health Watch"
                               " streams; more: UNAVAILABLE")
+    max_scopes: int = Field(1024, ge=1, le=100_000,
+                            description="scopes one WatchState names (none: every scope);"
+                            " more: INVALID_ARGUMENT")
 
 
 class TimerSettings(_Section):

@@ -87,6 +87,54 @@ async def test_watchers_beyond_the_cap_are_refused_and_a_place_frees_when_one_en
         stream.cancel()
 
 
+async def test_a_watch_past_the_cap_is_refused_before_its_scopes_are_read(
+        start_sidecar) -> None:
+    """Review 45: 256 watches of 20,000 scopes each, on one executor's connection, each
+    had its scopes mapped on the loop before the watcher cap refused it, and a Trigger
+    waited 27 s. At the cap a watch is refused as it comes: one whose last scope cannot
+    even be read is UNAVAILABLE, not INVALID_ARGUMENT for that scope."""
+    running = await start_sidecar(watch={"max_watchers": 1})
+    first = running.stub.WatchState(pb.WatchStateRequest())
+    assert (await next_event(first)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    unreadable = [*(strategy_scope(f"s{i}") for i in range(500)), pb.Scope(kind=99)]
+    refused = running.stub.WatchState(pb.WatchStateRequest(scopes=unreadable))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await next_event(refused)
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "watch.max_watchers" in error.value.details()
+    first.cancel()
+    async with asyncio.timeout(5):
+        while len(running.app.guard.subscribers):  # the cancel reaches the handler
+            await asyncio.sleep(0)
+    with pytest.raises(grpc.aio.AioRpcError) as error:  # with a place: the scope named
+        await next_event(running.stub.WatchState(pb.WatchStateRequest(scopes=unreadable)))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "scopes[500]" in error.value.details()
+    assert len(running.app.guard.subscribers) == 0
+
+
+async def test_a_watch_names_at_most_watch_max_scopes(start_sidecar) -> None:
+    """One more scope than watch.max_scopes is INVALID_ARGUMENT naming the field and the
+    setting, and takes no place; as many as it are watched; none watches every scope."""
+    running = await start_sidecar(watch={"max_scopes": 3})
+    names = [strategy_scope(ident) for ident in ("a", "b", "c", "d")]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await next_event(running.stub.WatchState(pb.WatchStateRequest(scopes=names)))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "scopes" in error.value.details() and "watch.max_scopes" in error.value.details()
+    assert len(running.app.guard.subscribers) == 0
+    three = running.stub.WatchState(pb.WatchStateRequest(scopes=names[1:]))
+    every = running.stub.WatchState(pb.WatchStateRequest())
+    for stream in (three, every):
+        assert (await next_event(stream)).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+    await trigger(running, "a")
+    await trigger(running, "d")
+    assert (await next_event(three)).scope.id == "d"
+    assert [(await next_event(every)).scope.id for _ in range(2)] == ["a", "d"]
+    for stream in (three, every):
+        stream.cancel()
+
+
 async def test_version_no_longer_kept_gets_out_of_range(start_sidecar) -> None:
     running = await start_sidecar(store={"keep_events": 2})
     for _ in range(3):  # trip/reset cycles: old events are no scope's latched state

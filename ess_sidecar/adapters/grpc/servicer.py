@@ -295,6 +295,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         try:
             guard = self._guard
             guard.check_list_length("scopes", len(request.scopes))
+            guard.admit_watcher(len(request.scopes))  # before its scopes are mapped
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
             start = await guard.watch_async(scopes, request.from_version, request.epoch)
             subscription = start.subscription
