@@ -374,28 +374,50 @@ async def test_refused_calls_are_counted_and_logged_a_line_a_second_at_most(
 
 
 
+async def _refusal_of_a_call_with_no_request(running: Running, method: str, requests: Any,
+                                             metadata: Any = ()) -> grpc.aio.AioRpcError:
+    """The error that ends a call of `method` sent raw, as its client would send it, with
+    `requests` (an empty iterator, or one that never yields): its handler never runs."""
+    path = f"/ess.v1.GuardService/{method}"
+    call = running.channel.stream_stream(path)(requests, metadata=metadata, timeout=5) \
+        if method == "WatchState" else \
+        running.channel.stream_unary(path)(requests, metadata=metadata, timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        if method == "WatchState":
+            await call.read()
+        else:
+            await call
+    return raised.value
+
+
+async def _never() -> Any:
+    await asyncio.Event().wait()
+    yield b""
+
+
 @pytest.mark.parametrize("method", ["CheckOrder", "Trigger", "GetState", "WatchState"])
 async def test_a_call_that_sends_no_request_and_no_token_is_refused_not_held(
         secured: Running, method: str) -> None:
     """Review 36c: gRPC calls a unary-request handler only once its request has come, so a
     call with none was held for ever, unauthenticated (20,000 of them took 380 MB). It
     is refused as it starts, the request ended or not."""
-    never = asyncio.Event()
+    for requests in (iter(()), _never()):
+        refused = await _refusal_of_a_call_with_no_request(secured, method, requests)
+        assert refused.code() is grpc.StatusCode.UNAUTHENTICATED, refused
 
-    async def nothing() -> Any:
-        await never.wait()
-        yield b""
 
-    path = f"/ess.v1.GuardService/{method}"
-    for requests in (iter(()), nothing()):
-        call = secured.channel.stream_stream(path)(requests, timeout=5) \
-            if method == "WatchState" else secured.channel.stream_unary(path)(requests, timeout=5)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            if method == "WatchState":
-                await call.read()
-            else:
-                await call
-        assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED, raised.value
+@pytest.mark.parametrize("method", ["CheckOrder", "Trigger", "GetState", "WatchState"])
+async def test_a_role_that_may_not_call_a_method_is_refused_before_its_request_is_read(
+        secured: Running, tokens: dict[str, str], method: str) -> None:
+    """Review 45: a role was authorized for a single-request method only once gRPC had
+    read its request, so the reconciler's token on GetState, 256 requests announced at
+    4 MiB each and never finished, pinned about 1 GB on one connection. The method is
+    authorized as the call starts: one that never sends its request is refused too."""
+    refused = await _refusal_of_a_call_with_no_request(secured, method, _never(),
+                                                       bearer(tokens["reconciler"]))
+    assert refused.code() is grpc.StatusCode.PERMISSION_DENIED, refused
+    assert "reconciler" in (refused.details() or "")
+    assert secured.app.guard.engine.version == 0
 
 
 async def test_server_reflection_takes_a_token(secured: Running,

@@ -142,10 +142,12 @@ async def _admit(authenticator: Authenticator, permission: Permission,
 
 class RefusedAsItStarts(grpc.aio.ServerInterceptor):
     """Authentication by token alone (no client certificates taken): a GuardService call
-    with a single request and no valid token is refused as it starts, before gRPC reads
-    its request. gRPC calls such a handler (and so `_admit`) only once the request has
-    come, so a call that never sent one was held with no limit and no credentials (review
-    36c: 20,000 held, 19 KB each). Refused as a client stream is: after its request, or
+    with a single request and no valid token, or one whose role may not call its method,
+    is refused as it starts, before gRPC reads its request. gRPC calls such a handler (and
+    so `_admit`) only once the request has come, so a call that never sent one was held
+    with no limit and no credentials (review 36c: 20,000 held, 19 KB each), and a weak
+    role's calls, each holding a 4 MiB request but its last byte, pinned about 1 GB on
+    one connection (review 45). Refused as a client stream is: after its request, or
     after REFUSE_AFTER_S without one. The health service's Check, open to all, is ended
     after REFUSE_AFTER_S without its request (`_bounded`). Server reflection takes a
     token too (review 43c: 15,000 of its streams opened with none were held with no limit,
@@ -163,9 +165,12 @@ class RefusedAsItStarts(grpc.aio.ServerInterceptor):
         if not reflection and not details.method.startswith(self._prefix):  # health: open
             return _bounded(handler)  # to all, but no call held with no request (40g)
         try:  # the principal is kept for _admit, in this call's own task: one lookup
-            PRINCIPAL.set(self._authenticator.by_token(details.invocation_metadata or ()))
+            principal = self._authenticator.by_token(details.invocation_metadata or ())
+            if not reflection:  # and its role, before its request is read
+                principal.authorize(PERMISSIONS[details.method[len(self._prefix):]])
+            PRINCIPAL.set(principal)
             return handler
-        except Unauthenticated as error:
+        except (Unauthenticated, PermissionDenied) as error:
             refusal = error
 
         async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
