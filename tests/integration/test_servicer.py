@@ -354,15 +354,18 @@ async def test_a_trigger_with_a_flood_of_directives_trips_looking_at_the_first_f
 async def test_a_watcher_naming_more_scopes_than_the_cap_is_refused_naming_them(
         sidecar: Running) -> None:
     """Review 34: a watcher's scopes were not capped; 250,000 held 60 MB for as long as
-    it watched."""
+    it watched. A request's list is capped (limits.max_snapshot_entries, 20,000), and a
+    watcher's scopes tighter (watch.max_scopes, 1,024; review 45: 256 watches of 20,000
+    scopes each held a Trigger 27 s)."""
     scopes = [pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"S{i}") for i in range(20_001)]
-    call = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=scopes))
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await call.read()
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.value.details().startswith("scopes:"), error.value.details()
-    assert "limits.max_snapshot_entries" in error.value.details()
-    del scopes[-1]  # 20,000: watched
-    call = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=scopes))
+    for named, setting in ((20_001, "limits.max_snapshot_entries"),
+                           (1_025, "watch.max_scopes")):
+        call = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=scopes[:named]))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call.read()
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("scopes:"), error.value.details()
+        assert setting in error.value.details()
+    call = sidecar.stub.WatchState(pb.WatchStateRequest(scopes=scopes[:1_024]))  # watched
     assert (await call.read()).kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
     call.cancel()
