@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .deadlines import Deadlines
 from .errors import InvalidArgument
 from .oldest import expired_run
 from .orders import MAX_EQUITY
@@ -195,7 +196,8 @@ class Breakers:
     def __init__(self, settings: BreakerSettings) -> None:
         self._settings = settings
         self._meters: dict[Scope, _Meters] = {}  # the least recently used first
-        self._feeds: dict[Scope, _Meters] = {}  # scopes that watch a feed: the timer scans these
+        self._feeds: dict[Scope, _Meters] = {}  # scopes that watch a feed
+        self._feeds_due: Deadlines[Scope] = Deadlines()  # when each may go stale
         rules = [*settings.defaults.values(),
                  *(r for overrides in settings.overrides.values() for r in overrides.values())]
         self._longest_window = max((r.window_s for r in rules), default=0.0)
@@ -227,6 +229,7 @@ class Breakers:
         elif metric is Metric.DATA_FEED_TICK:
             meters.last_tick, meters.stale = now, False
             self._feeds[scope] = meters
+            self._watch_feed(scope, meters)
             meters.unconfirmed.pop(Breaker.DATA_FEED_STALE, None)
         elif metric is Metric.DATA_FEED_CORRUPT:
             trip = self._fire(scope, Breaker.DATA_FEED_CORRUPT, "data feed reported corrupt")
@@ -234,14 +237,25 @@ class Breakers:
 
     def stale(self, now: float) -> list[tuple[Scope, BreakerTrip]]:
         """Scopes whose data feed has not ticked within its window and whose staleness
-        has not tripped yet in this silence (see mark_stale)."""
+        has not tripped yet in this silence (see mark_stale). Only the feeds due are
+        looked at; each overdue one stays due, so the next run finds it again until its
+        trip is applied (a run may only plan, or its trip may fail to store)."""
         trips = []
-        for scope in self._feeds:
+        for scope in self._feeds_due.pop_due(now):
+            meters = self._feeds[scope]
+            self._watch_feed(scope, meters)
             if self.overdue(scope, now):
                 rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
                 trips.append((scope, BreakerTrip(Breaker.DATA_FEED_STALE, rule.mode,
                                                  f"no data feed tick for {rule.window_s:g}s")))
         return trips
+
+    def _watch_feed(self, scope: Scope, meters: _Meters) -> None:
+        """Queue the feed for the time it goes stale, unless its staleness has tripped
+        already in this silence (a tick, or a reset lifting it, queues it again)."""
+        rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
+        if meters.last_tick is not None and not meters.stale and rule.enabled:
+            self._feeds_due.schedule(scope, meters.last_tick + rule.window_s)
 
     def overdue(self, scope: Scope, now: float) -> bool:
         """Whether this scope's feed is stale now and its staleness has not tripped yet."""
@@ -351,6 +365,8 @@ class Breakers:
             meters.losses = 0
         elif breaker == Breaker.DATA_FEED_STALE and meters.stale:
             meters.stale, meters.last_tick = False, now
+            if scope in self._feeds:
+                self._watch_feed(scope, meters)
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:
         return self._settings.rule(scope, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .deadlines import Deadlines
 from .errors import CapacityExceeded, PermissionDenied
 from .scopes import Scope
 
@@ -34,6 +35,7 @@ class Heartbeats:
         # touches is that scope's, not every one (review 36o: 6,000 executors lapsing at
         # once made 6,000 scans of 6,000 registrations, and held a Trigger 9 s).
         self._by_scope: dict[Scope, dict[str, Registration]] = {}
+        self._due: Deadlines[tuple[str, Scope]] = Deadlines()  # when each may lapse
 
     def beat(self, executor_id: str, scope: Scope, ttl_s: float, now: float,
              owner: str = "") -> bool:
@@ -46,6 +48,7 @@ class Heartbeats:
             _check_owner(known, owner)
             if known.ttl_s == ttl_s and (known.owner or not owner):
                 known.last_seen, known.lost = now, False
+                self._watch(known)
                 return False
             owner = owner or known.owner
         elif len(self._registrations) >= MAX_REGISTRATIONS:
@@ -58,6 +61,14 @@ class Heartbeats:
         self._registrations[(registration.executor_id, registration.scope)] = registration
         self._by_scope.setdefault(registration.scope, {})[registration.executor_id] = \
             registration
+        self._watch(registration)
+
+    def _watch(self, registration: Registration) -> None:
+        """Queue it for the time its TTL passes, unless its loss has tripped already (a
+        beat, or a reset lifting it, queues it again)."""
+        if not registration.lost:
+            self._due.schedule((registration.executor_id, registration.scope),
+                               registration.last_seen + registration.ttl_s)
 
     def _of(self, scope: Scope) -> list[Registration]:
         known = self._by_scope.get(scope)
@@ -95,10 +106,20 @@ class Heartbeats:
         for each in self._of(scope):
             if each.lost or now - each.last_seen > each.ttl_s:
                 each.last_seen, each.lost = now, False
+                self._watch(each)
 
     def lapse(self, now: float) -> list[Registration]:
-        """Registrations whose TTL has passed and whose loss has not tripped yet."""
-        return [r for r in self._registrations.values() if _overdue(r, now)]
+        """Registrations whose TTL has passed and whose loss has not tripped yet. Only
+        those due are looked at; each lapsed one stays due, so the next run finds it
+        again until its loss is applied (mark_lost)."""
+        lapsed = []
+        for key in self._due.pop_due(now):
+            registration = self._registrations.get(key)
+            if registration is not None:  # else deregistered
+                self._watch(registration)
+                if _overdue(registration, now):
+                    lapsed.append(registration)
+        return lapsed
 
     def overdue(self, executor_id: str, scope: Scope, now: float) -> bool:
         """Whether this registration is among lapse(now)."""
@@ -121,6 +142,7 @@ class Heartbeats:
         it beats again: nothing since shows it came back."""
         for registration in self._of(scope):
             registration.last_seen = float("-inf")
+            self._watch(registration)
 
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())

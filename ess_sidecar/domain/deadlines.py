@@ -1,0 +1,48 @@
+"""When a timer run must next look at each of many keys (a feed, an executor), so that a
+run costs what is due, not what is watched (review 45: 90,000 stale feeds, walked ten
+times a second, took 77 ms of each 100).
+
+A key's time is never late, only early: whoever takes a due key looks at its own state,
+and schedules it again if time may still change it. Each key is queued at most once."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+# Times are scheduled this much early: a deadline computed as `start + window` in floats
+# may round past the instant at which `now - start >= window` first holds, and a key due
+# a millisecond early is only looked at again, never missed.
+EARLY_S = 0.001
+
+
+class Deadlines(Generic[K]):
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, K]] = []
+        self._at: dict[K, float] = {}  # each queued key's time: the earliest scheduled
+        self._order = itertools.count()  # ties in time: in the order scheduled
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def schedule(self, key: K, at: float) -> None:
+        """Look at `key` from `at` (less EARLY_S) on, unless it is queued earlier already."""
+        at -= EARLY_S
+        queued = self._at.get(key)
+        if queued is None or at < queued:
+            self._at[key] = at
+            heapq.heappush(self._heap, (at, next(self._order), key))
+
+    def pop_due(self, now: float) -> list[K]:
+        """The keys due by `now`, oldest time first, each taken off the queue."""
+        heap, due = self._heap, []
+        while heap and heap[0][0] <= now:
+            at, _, key = heapq.heappop(heap)
+            if self._at.get(key) == at:  # else superseded by an earlier time, taken already
+                del self._at[key]
+                due.append(key)
+        return due
