@@ -174,6 +174,20 @@ def _check_store_path(path: str) -> None:
                                 " made, and serve would fail closed")
 
 
+def _check_open_files(settings: Settings) -> None:
+    """check-config: the connections an address may hold under this shell's open-files
+    limit, raised as serve raises it (review 45: it said nothing, and serve then refused
+    to start, or lowered the cap). Raises OSError if serve would refuse; says so if it
+    would lower server.max_connections (a service manager may set another limit)."""
+    from .adapters.grpc import server  # noqa: PLC0415 - gRPC only where it serves
+    server.raise_open_files_limit()
+    connections = server.connections_per_address(
+        settings.server, server.listening_addresses(settings.server))
+    if connections < settings.server.max_connections:
+        print(f"server.max_connections: {connections} an address under this shell's"
+              f" open-files limit, lowered from {settings.server.max_connections}")
+
+
 def _standard_streams() -> None:
     """Reopen onto /dev/null a standard descriptor the parent closed (`2>&-`): else the next
     file opened takes its number, and gRPC's core, which writes its errors to descriptor 2
@@ -209,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not check_grpc_serves(settings.server, credentials):
                     print("server.tls_cert: not tried by gRPC (no address binds here)")
             open_alerts(settings)
+            try:
+                _check_open_files(settings)
+            except OSError as error:
+                print(f"cannot serve: {error}", file=sys.stderr)
+                return 2
             print(f"{args.config}: OK")
             return 0
         if args.command == "reseal":

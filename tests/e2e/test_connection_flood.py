@@ -192,6 +192,26 @@ def test_a_limit_too_low_for_a_few_connections_an_address_refuses_to_serve(
         f" {MIN_CONNECTIONS - 1} connection(s) an address on 2 address(es)" in result.stderr
 
 
+@pytest.mark.parametrize(("limit", "said", "status"), [
+    (RESERVED_DESCRIPTORS + 2 * MIN_CONNECTIONS - 1, "cannot serve: server.max_connections:"
+     f" the open-files limit ({RESERVED_DESCRIPTORS + 2 * MIN_CONNECTIONS - 1}) leaves room"
+     f" for {MIN_CONNECTIONS - 1} connection(s) an address on 2 address(es)", 2),
+    (RESERVED_DESCRIPTORS + 2 * 50, "server.max_connections: 50 an address under this"
+     " shell's open-files limit, lowered from 400", 0)])
+def test_check_config_says_what_the_open_files_limit_does_to_serve(
+        workdir: Path, limit: int, said: str, status: int) -> None:
+    """Review 45: check-config passed a configuration that serve, under the same limit,
+    refused to serve, or served with fewer connections an address."""
+    (workdir / "ess.toml").write_text(CONFIG)
+    result = subprocess.run(
+        [*python_under((limit, limit)), "-m", "ess_sidecar", "check-config",
+         str(workdir / "ess.toml"), "--listen", f"127.0.0.1:{free_port()}", "--uds",
+         str(workdir / "ess.sock"), "--state", str(workdir / "ess.db")],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stderr
+    assert said in result.stdout + result.stderr
+
+
 def test_metrics_clients_that_hang_up_free_their_places_with_stderr_unread(
         workdir: Path) -> None:
     """socketserver printed each failed request's traceback to stderr from its thread:
