@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 
+from .domain.breakers import Breaker
 from .domain.commands import ClockRead, HeartbeatSeen, Restored
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, InvalidArgument, StoreDamaged
@@ -134,15 +135,23 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
     # reseal cut the records of their beats, review 20) get a full TTL from now, journaled
     # as beats at `now` so that the next start agrees: a dead executor must still trip.
     # One the journal ended is not: its delete from the store failed, or a crash came first.
+    # Those of a scope whose heartbeat_lost is latched count as lost until they beat, and
+    # are not journaled, so the next start finds them lacking and does the same (review
+    # 46a: a full TTL from now made the latch stop holding, and an auto re-arm lifted it
+    # at the first timer run though the executor never beat again).
     known = {(r.executor_id, r.scope) for r in engine.heartbeats.registrations()}
     known |= engine.deregistered_in_replay
     engine.deregistered_in_replay.clear()
     lacking = [r for r in stored.registrations if (r[0], r[1]) not in known]
     if lacking:
-        engine.heartbeats.restore(lacking, now)
+        lost = frozenset(t.scope for t in engine.restricted()
+                         if any(latch.name == Breaker.HEARTBEAT_LOST for latch in t.held()))
+        engine.heartbeats.restore(lacking, now, lost)
         for executor_id, scope, ttl_s, owner in lacking:
-            journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now, owner=owner))
+            if scope not in lost:
+                journal.record(HeartbeatSeen(executor_id, scope, ttl_s, now, owner=owner))
         if entries_replayed:
             log.warning("%d heartbeat registration(s) the journal lacks restored from the"
-                        " store, each with a full TTL from now", len(lacking))
+                        " store, each with a full TTL from now, or lost where the scope's"
+                        " heartbeat_lost is latched", len(lacking))
     return restored

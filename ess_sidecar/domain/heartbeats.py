@@ -94,11 +94,15 @@ class Heartbeats:
         known = self._registrations.get((executor_id, scope))
         return known.owner if known is not None else ""
 
-    def restore(self, registrations: list[tuple[str, Scope, float, str]], now: float) -> None:
+    def restore(self, registrations: list[tuple[str, Scope, float, str]], now: float,
+                lost: frozenset[Scope] = frozenset()) -> None:
         """After a restart with no journal of beats (an upgrade), every known executor
-        gets one full TTL from now."""
+        gets one full TTL from now, but for those of a scope whose loss is latched
+        (`lost`): nothing shows they came back, so they count as lost until they beat."""
         for executor_id, scope, ttl_s, owner in registrations:
-            self._put(Registration(executor_id, scope, ttl_s, now, owner=owner))
+            gone = scope in lost
+            self._put(Registration(executor_id, scope, ttl_s,
+                                   float("-inf") if gone else now, gone, owner))
 
     def rearm(self, scope: Scope, now: float) -> None:
         """A reset of the scope: an executor whose loss was latched gets a fresh TTL from

@@ -28,7 +28,7 @@ from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, Order
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from ess_sidecar.settings import Settings
+from ess_sidecar.settings import Settings, load_settings
 
 ORDER = Order("acc-1", "momo", "AAPL", Side.SELL, 1e-4, 123.25, True, 'co"id\u00e9', "old")
 ACCOUNT = Scope(ScopeKind.ACCOUNT, "acc-1")
@@ -68,6 +68,14 @@ def written(tmp_path: Path, entries: list = EVERY_COMMAND) -> FileJournal:
         first.record(command, transitions)
     first.close()
     return first
+
+
+def built_settings(tmp_path: Path) -> Settings:
+    """Settings for a sidecar built in process on a state file in tmp_path, its journal
+    fsynced at every record."""
+    return load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                         store={"path": str(tmp_path / "ess.db"),
+                                "journal_sync_interval_s": 0.0})
 
 
 def test_every_command_reads_back_as_written(tmp_path: Path) -> None:
@@ -438,11 +446,8 @@ def test_registrations_taken_from_the_store_are_journaled_so_the_next_start_keep
     operator set aside) takes the executors' registrations from the store; the start
     after it, which has a journal, must still know them, so a dead executor still trips."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     clock = FakeClock()
     scope = Scope(ScopeKind.STRATEGY, "momo")
 
@@ -477,7 +482,6 @@ def test_the_retry_of_an_unchecked_fill_whose_write_failed_is_journaled_with_its
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
     from ess_sidecar.domain.engine import GuardEngine  # noqa: PLC0415
     from ess_sidecar.domain.errors import StoreUnavailable  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
     settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False})
     store = InMemoryStateStore()
@@ -501,7 +505,6 @@ def _starter(tmp_path: Path, keep_events: int = 0) -> Callable[[], Any]:
     """start(): the sidecar's parts on the state file in tmp_path, records synced as they
     are written, on one fake clock; each call a (re)start."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
     settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
                              limits={"exposure_enabled": False},
@@ -693,11 +696,8 @@ def test_registrations_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Pa
     registration; registrations were taken from the store only when the journal was empty,
     so that executor was forgotten, and when it died nothing tripped."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     clock = FakeClock()
     early, late = Scope(ScopeKind.STRATEGY, "early"), Scope(ScopeKind.STRATEGY, "late")
     first = build(settings, clock=clock)
@@ -726,11 +726,8 @@ def test_on_a_journal_it_cannot_read_it_refuses_fills_and_takes_heartbeats(
     Review 43j: heartbeats were refused too, and a live executor's scope tripped for a lost
     heartbeat: they do not depend on the book, and are taken."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     clock, scope = FakeClock(), Scope(ScopeKind.STRATEGY, "momo")
     first = build(settings, clock=clock)
     first.guard.heartbeat("exec-1", scope, 30.0)
@@ -755,6 +752,48 @@ def test_on_a_journal_it_cannot_read_it_refuses_fills_and_takes_heartbeats(
         second.store.close()
 
 
+def test_an_executor_whose_loss_is_latched_stays_lost_when_the_journal_lacks_it(
+        tmp_path: Path) -> None:
+    """Review 46a: a reseal cut the journal's record of an executor's beat after its
+    heartbeat_lost had latched; the start took its registration from the store with a
+    full TTL from now, so the latch stopped holding: a reset needed no force, and an
+    auto re-arm lifted it at the first timer run, though the executor never beat again.
+    It counts as lost until it beats, on that start and the next."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    clock = FakeClock()
+    scope = Scope(ScopeKind.STRATEGY, "momo")
+    first = build(settings, clock=clock)
+    first.guard.heartbeat("exec-0", Scope(ScopeKind.STRATEGY, "other"), 3600.0)
+    kept = (tmp_path / "ess.db.journal").read_bytes()
+    first.guard.heartbeat("exec-1", scope, 30.0)  # its record is the tail cut below
+    clock.advance(60)
+    assert [(t.scope, t.breaker) for t in first.guard.run_timers()] == [
+        (scope, "heartbeat_lost")]
+    clock.advance(1000)  # past the reset cooldown
+    first.journal.close()
+    first.store.close()
+    (tmp_path / "ess.db.journal").write_bytes(kept)
+    store = SqliteStateStore(tmp_path / "ess.db")
+    identity = store.load().identity
+    store.close()
+    FileJournal(tmp_path / "ess.db.journal", identity=identity).reseal()  # as `reseal` does
+    for _ in range(2):  # this start, and the next
+        app = build(settings, clock=clock)
+        assert app.guard.engine.holding(scope, clock.now()) == ["heartbeat_lost"]
+        with pytest.raises(ResetRefused, match="heartbeat_lost"):
+            app.guard.reset(scope, "it is back, surely", False, "op")
+        assert app.guard.run_timers() == []  # lost already: no second trip
+        app.journal.close()
+        app.store.close()
+    app = build(settings, clock=clock)
+    app.guard.heartbeat("exec-1", scope, 30.0)  # back at last
+    assert app.guard.engine.holding(scope, clock.now()) == []
+    app.journal.close()
+    app.store.close()
+
+
 def test_a_deregistration_whose_store_delete_failed_stays_ended_after_a_restart(
         tmp_path: Path) -> None:
     """Review 21: the journal had ended it, the store still had it, and the start that took
@@ -762,11 +801,8 @@ def test_a_deregistration_whose_store_delete_failed_stays_ended_after_a_restart(
     heartbeat_lost at every start until deregistered again."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
     from ess_sidecar.domain.errors import StoreUnavailable  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     clock = FakeClock()
     scope = Scope(ScopeKind.STRATEGY, "momo")
     first = build(settings, clock=clock)
@@ -821,11 +857,8 @@ def test_a_start_with_the_system_clock_behind_the_state_keeps_the_deadlines_it_h
     import time  # noqa: PLC0415
 
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     scope = Scope(ScopeKind.STRATEGY, "momo")
     ahead = FakeClock(time.time() + 3_600.0)  # the clock the first run had
     first = build(settings, clock=ahead)
@@ -856,11 +889,8 @@ def test_a_reseals_trip_is_stamped_no_earlier_than_the_journals_latest_record(
 
     from ess_sidecar.bootstrap import build, trip_for_what_a_reseal_lost  # noqa: PLC0415
     from ess_sidecar.ports import SystemClock  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     latest = time.time()
     clock = FakeClock(latest - 10.0)
     first = build(settings, clock=clock)
@@ -952,11 +982,8 @@ def test_a_fault_in_the_replay_starts_failed_closed_not_a_crash_loop(
 def _two_records_the_second_a_trip(tmp_path: Path) -> tuple[Settings, Scope]:
     """A state file whose journal holds a heartbeat, then a trip of the scope returned."""
     from ess_sidecar.bootstrap import build  # noqa: PLC0415
-    from ess_sidecar.settings import load_settings  # noqa: PLC0415
     from tests.fakes import FakeClock  # noqa: PLC0415
-    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
-                             store={"path": str(tmp_path / "ess.db"),
-                                    "journal_sync_interval_s": 0.0})
+    settings = built_settings(tmp_path)
     first = build(settings, clock=FakeClock())
     first.guard.heartbeat("exec-1", Scope(ScopeKind.STRATEGY, "momo"), 30.0)
     later = Scope(ScopeKind.STRATEGY, "later")
