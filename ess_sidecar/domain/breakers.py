@@ -265,11 +265,10 @@ class Breakers:
         rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
         return rule.enabled and now - meters.last_tick >= rule.window_s
 
-    def any_fresh_feed(self, now: float) -> bool:
-        """Whether a feed's staleness is still ahead (one that ticked within its window)."""
-        return any(m.last_tick is not None and not m.stale and now - m.last_tick
-                   < self._settings.rule(scope, Breaker.DATA_FEED_STALE).window_s
-                   for scope, m in self._feeds.items())
+    def any_fresh_feed(self) -> bool:
+        """Whether a feed's staleness may still be ahead: one is queued, its staleness not
+        tripped (review 46a: every feed was walked, on every run)."""
+        return len(self._feeds_due) > 0
 
     def mark_stale(self, scope: Scope) -> None:
         """The stale trip is durable: don't trip again until the feed ticks. Set on apply,
@@ -295,6 +294,21 @@ class Breakers:
                 and now - meters.last_tick >= stale.window_s:
             held.append(Breaker.DATA_FEED_STALE)
         return list(dict.fromkeys(held))  # once each, in the order found
+
+    def holding_may_end_at(self, scope: Scope, now: float) -> float:
+        """The earliest time after `now` at which a condition of this scope may stop
+        holding by time alone: an assumed one's end (assume_holding), or the oldest slot
+        of an event window leaving it; infinity if only a sample can end them."""
+        meters = self._meters.get(scope)
+        if meters is None:
+            return float("inf")
+        ends = [until for until in meters.unconfirmed.values() if until > now]
+        for name, window in meters.events.items():
+            rule = self._settings.rule(scope, name)
+            self._prune(meters, name, rule, now)  # what left it already, as holding() does
+            if window:
+                ends.append(window[0][1] + rule.window_s)
+        return min(ends, default=float("inf"))
 
     def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
         """After a restart: count this breaker's condition as holding until a fresh sample

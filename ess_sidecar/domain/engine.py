@@ -24,6 +24,7 @@ from .commands import Admitted, ClockRead, Command, Trigger, FillReported, Heart
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
     TimersRan, Triggered
 from .config import GuardConfig
+from .deadlines import Deadlines
 from .decide import first_denial
 from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
@@ -44,6 +45,8 @@ from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Tran
     TriggerMode, latch_name
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
+INFINITY = float("inf")
+NEXT_RUN = -INFINITY  # queued for the timers' next run
 # A one-off breaker's latch is renewed by a report at most this often (review 36q: a feed
 # handler reporting each corrupt message made one durable transition each, a storm).
 RENEW_EVERY_S = 1.0
@@ -63,11 +66,15 @@ class GuardEngine:
         self.approvals = Approvals(config.approvals)
         self._rate = OrderRate(config.limits.max_orders_per_second)
         self._current: dict[Scope, Transition] = {}
-        # The current transitions that time alone may change (`_timed`): a COOLING_DOWN
-        # scope's re-arm, a latch of a breaker that re-arms by itself. The timers look at
-        # these, not at every restricted scope (review 45: 90,000 scopes latched by as
-        # many stale feeds made each run, ten a second, walk them all, 77 ms).
+        # The current transitions that time alone may change (`_timed_by`): a COOLING_DOWN
+        # scope's re-arm, a latch of a breaker that re-arms by itself; each queued by
+        # when the timers must look at it next (`_next_look`), and again at once when a
+        # sample, a beat or a deregistration comes for its scope. The timers look at
+        # those due, not at every restricted scope (review 45: 90,000 scopes latched by as
+        # many stale feeds made each run, ten a second, walk them all, 77 ms; review 46a:
+        # so did those whose latch re-arms by itself, while their feeds stayed stale).
         self._timed: dict[Scope, Transition] = {}
+        self._timed_due: Deadlines[Scope] = Deadlines()
         self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         # Non-ARMED transitions being made durable: they block checks already (hold).
         self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
@@ -428,13 +435,17 @@ class GuardEngine:
         canonical_id(executor_id, "executor_id")
         owner = caller.name if caller is not None else ""
         if deregister:
-            return self.heartbeats.deregister(
+            changed = self.heartbeats.deregister(
                 executor_id, scope, owner,
                 override=caller is not None and Permission.RESET in caller.role.permissions)
-        check_positive(ttl_s, "ttl_s")  # a NaN TTL would never lapse: fail open
-        if ttl_s > MAX_TTL_S:
-            raise InvalidArgument("ttl_s", f"must be at most {MAX_TTL_S:g}s, got {ttl_s!r}")
-        return self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
+        else:
+            check_positive(ttl_s, "ttl_s")  # a NaN TTL would never lapse: fail open
+            if ttl_s > MAX_TTL_S:
+                raise InvalidArgument("ttl_s", f"must be at most {MAX_TTL_S:g}s, got"
+                                      f" {ttl_s!r}")
+            changed = self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
+        self._look_again(scope)
+        return changed
 
     # -- plans: commands that change scope state -------------------------------------------
 
@@ -491,7 +502,9 @@ class GuardEngine:
                 return plan
         if metric is Metric.EQUITY and scope.kind is ScopeKind.ACCOUNT:
             self.book.set_equity(scope.id, value)
-        for trip in self.breakers.record(scope, metric, value, now):
+        trips = self.breakers.record(scope, metric, value, now)
+        self._look_again(scope)
+        for trip in trips:
             # A one-off breaker's report is new evidence each time, as an unchecked fill is
             # (review 36p: a corrupt feed reported again 1 s before the re-arm left no
             # trace, nothing holds for it, and the re-arm lifted it).
@@ -660,7 +673,7 @@ class GuardEngine:
         system clock is behind must then not lose the time since the last record
         (Guard.timers_steps); every other rule only gets stricter when time is lost (a
         cooldown, a retention)."""
-        return self.heartbeats.any_ahead(now) or self.breakers.any_fresh_feed(now) \
+        return self.heartbeats.any_ahead() or self.breakers.any_fresh_feed() \
             or self.approvals.any_pending(now, self._version_of)
 
     def _version_of(self, scope: Scope) -> int:
@@ -721,11 +734,14 @@ class GuardEngine:
                 self.breakers.mark_stale(scope)
         for lapsed in self.heartbeats.lapse(now):
             rule = self.breakers.rule(lapsed.scope, Breaker.HEARTBEAT_LOST)
-            if rule.enabled and plan.trip(
+            if not rule.enabled or plan.trip(
                     lapsed.scope, rule.mode, Cause.HEARTBEAT_LOST,
                     f"executor {lapsed.executor_id} missed its {lapsed.ttl_s:g}s heartbeat",
                     SYSTEM_ACTOR, breaker=Breaker.HEARTBEAT_LOST) is None \
                     and self._latched(lapsed.scope, Breaker.HEARTBEAT_LOST):
+                # Its loss trips nothing new (the breaker is off here, or the latch is
+                # held): not looked at again until it beats (review 46a: with the breaker
+                # off, every silent executor was taken and queued again on every run).
                 self.heartbeats.mark_lost(lapsed.scope, now)
         for scope, evidence in self._unrenewed.items():
             current = self._current.get(scope)  # renewed before a re-arm can look at it
@@ -736,9 +752,12 @@ class GuardEngine:
                         and self._renews(scope, name, now):
                     plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name,
                               renew=True)
-        for current in list(self._timed.values()):
-            if plan.current(current.scope) is not current:
+        for scope in self._timed_due.pop_due(now):
+            current = self._timed[scope]
+            if plan.current(scope) is not current:
+                self._timed_due.schedule(scope, NEXT_RUN)
                 continue
+            self._timed_due.schedule(scope, self._next_look(current, now))
             if current.state is State.COOLING_DOWN and current.rearm_at is not None \
                     and now >= current.rearm_at:
                 # Not while a breaker of the scope holds, as a reset or an auto re-arm is
@@ -748,11 +767,36 @@ class GuardEngine:
                 if not self.holding(current.scope, now):
                     plan.move(current.scope, State.ARMED, Cause.REARM, "re-arm delay elapsed",
                               SYSTEM_ACTOR, drill=current.drill)
+                    self._timed_due.schedule(scope, NEXT_RUN)  # until it is applied
             elif rearming := self._auto_rearming(current, now):
                 plan.clear(current.scope, rearming, Cause.REARM,
                            f"auto re-arm: {', '.join(rearming)} cleared", SYSTEM_ACTOR,
                            self._rearm_delay(current.scope))
+                self._timed_due.schedule(scope, NEXT_RUN)
         return plan
+
+    def _next_look(self, current: Transition, now: float) -> float:
+        """Having looked at this scope now, when time alone may next let it re-arm: its
+        re-arm delay's end, an auto re-arming latch's cooldown's end, or a condition of
+        the scope that holds ending by time (an assumed one's end, an event leaving its
+        window). A sample, a beat or a deregistration for the scope has it looked at again
+        at once (`_look_again`); a condition that starts to hold only keeps it as it is."""
+        ends = self.breakers.holding_may_end_at(current.scope, now)
+        if current.state is State.COOLING_DOWN:
+            rearm_at = current.rearm_at if current.rearm_at is not None else INFINITY
+            return rearm_at if now < rearm_at else ends
+        cooldown = self.config.policy_for(current.scope.kind).reset_cooldown_s
+        for latch in current.held():
+            if latch.name in DEFAULT_RULES and latch.since + cooldown > now \
+                    and self.breakers.rule(current.scope, latch.name).auto_rearm:
+                ends = min(ends, latch.since + cooldown)
+        return ends
+
+    def _look_again(self, scope: Scope) -> None:
+        """New evidence for the scope: the timers look at it on their next run, if time
+        may change its state (a condition that held may no longer)."""
+        if scope in self._timed:
+            self._timed_due.schedule(scope, NEXT_RUN)
 
     def holding(self, scope: Scope, now: float) -> list[str]:
         """Breakers of this scope whose condition still holds."""
@@ -1034,8 +1078,10 @@ class GuardEngine:
         else:
             self._current[scope] = transition
             table[scope.id] = transition
+        self._timed_due.discard(scope)
         if self._timed_by(transition):
             self._timed[scope] = transition
+            self._timed_due.schedule(scope, NEXT_RUN)  # the run says when next
         else:
             self._timed.pop(scope, None)
 

@@ -84,6 +84,7 @@ class Heartbeats:
         if not override:
             _check_owner(known, owner)
         del self._registrations[(executor_id, scope)]
+        self._due.discard((executor_id, scope))
         of_scope = self._by_scope[scope]
         del of_scope[executor_id]
         if not of_scope:
@@ -151,11 +152,11 @@ class Heartbeats:
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())
 
-    def any_ahead(self, now: float) -> bool:
-        """Whether an executor's TTL is still ahead (review 38i: one past it whose scope
-        was latched already is never marked lost, and counted for good)."""
-        return any(not r.lost and now - r.last_seen <= r.ttl_s
-                   for r in self._registrations.values())
+    def any_ahead(self) -> bool:
+        """Whether an executor's TTL may still be ahead: one is queued, not lost (review
+        38i: one past it whose scope was latched already is never marked lost, and
+        counted for good; review 46a: every registration was walked, on every run)."""
+        return len(self._due) > 0
 
 
 def _overdue(registration: Registration, now: float) -> bool:
