@@ -310,6 +310,16 @@ class Breakers:
                 ends.append(window[0][1] + rule.window_s)
         return min(ends, default=float("inf"))
 
+    def stale_at(self, scope: Scope, now: float) -> float:
+        """When this scope's feed, not stale now, goes stale if it does not tick (no
+        earlier than `now`); infinity if it is stale already, or has no feed."""
+        meters = self._meters.get(scope)
+        rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
+        if meters is None or meters.last_tick is None or not rule.enabled \
+                or now - meters.last_tick >= rule.window_s:
+            return float("inf")
+        return max(meters.last_tick + rule.window_s, now)
+
     def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
         """After a restart: count this breaker's condition as holding until a fresh sample
         clears it; for an event window, until one whole window has passed since."""

@@ -777,20 +777,34 @@ class GuardEngine:
 
     def _next_look(self, current: Transition, now: float) -> float:
         """Having looked at this scope now, when time alone may next let it re-arm: its
-        re-arm delay's end, an auto re-arming latch's cooldown's end, or a condition of
-        the scope that holds ending by time (an assumed one's end, an event leaving its
-        window). A sample, a beat or a deregistration for the scope has it looked at again
-        at once (`_look_again`); a condition that starts to hold only keeps it as it is."""
-        ends = self.breakers.holding_may_end_at(current.scope, now)
+        re-arm delay's end; the earliest cooldown's end of its auto re-arming latches,
+        while none is past it; else a condition of the scope that holds ending by time
+        (an assumed one's end, an event leaving its window), or a latched feed going
+        stale or a latched executor lapsing (a re-arm that would lift every latch while
+        another breaker holds is held back, and one latch holding again makes it partial:
+        review 46c). A sample, a beat or a deregistration for the scope has it looked at
+        again at once (`_look_again`)."""
+        scope = current.scope
         if current.state is State.COOLING_DOWN:
             rearm_at = current.rearm_at if current.rearm_at is not None else INFINITY
-            return rearm_at if now < rearm_at else ends
-        cooldown = self.config.policy_for(current.scope.kind).reset_cooldown_s
+            return rearm_at if now < rearm_at else self.breakers.holding_may_end_at(scope,
+                                                                                   now)
+        cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
+        ahead, past = INFINITY, False
         for latch in current.held():
-            if latch.name in DEFAULT_RULES and latch.since + cooldown > now \
-                    and self.breakers.rule(current.scope, latch.name).auto_rearm:
-                ends = min(ends, latch.since + cooldown)
-        return ends
+            if latch.name in DEFAULT_RULES and self.breakers.rule(scope, latch.name).auto_rearm:
+                if latch.since + cooldown > now:
+                    ahead = min(ahead, latch.since + cooldown)
+                else:
+                    past = True
+        if not past:
+            return ahead
+        held = {latch.name for latch in current.held()}
+        return min(ahead, self.breakers.holding_may_end_at(scope, now),
+                   self.breakers.stale_at(scope, now) if Breaker.DATA_FEED_STALE in held
+                   else INFINITY,
+                   self.heartbeats.lapse_at(scope, now) if Breaker.HEARTBEAT_LOST in held
+                   else INFINITY)
 
     def _look_again(self, scope: Scope) -> None:
         """New evidence for the scope: the timers look at it on their next run, if time

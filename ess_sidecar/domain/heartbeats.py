@@ -142,6 +142,12 @@ class Heartbeats:
         """Whether an executor of this scope is past its TTL now: the breaker's condition."""
         return any(now - r.last_seen > r.ttl_s for r in self._of(scope))
 
+    def lapse_at(self, scope: Scope, now: float) -> float:
+        """When the first executor of this scope not past its TTL now lapses if it does
+        not beat (no earlier than `now`); infinity if none is left to lapse."""
+        return min((max(r.last_seen + r.ttl_s, now) for r in self._of(scope)
+                    if not now - r.last_seen > r.ttl_s), default=float("inf"))
+
     def assume_lapsed(self, scope: Scope) -> None:
         """After a restart, an executor whose loss latched the scope counts as lost until
         it beats again: nothing since shows it came back."""

@@ -18,7 +18,7 @@ from ess_sidecar.domain.deadlines import EARLY_S, Deadlines
 from ess_sidecar.domain.scopes import Scope, ScopeKind
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
-from ess_sidecar.domain.states import Cause, State
+from ess_sidecar.domain.states import Cause, State, TriggerMode
 
 from .conftest import T0, make_engine, report, reset, rules, run
 
@@ -37,7 +37,8 @@ class TimersMachine(RuleBasedStateMachine):
         super().__init__()
         again = {"auto_rearm": True}  # latches that lift themselves once clear
         every = rules(data_feed_stale={"window_s": WINDOW_S, **again}, heartbeat_lost=again,
-                      api_errors={"threshold": 2, "window_s": 10.0, **again})
+                      api_errors={"threshold": 2, "window_s": 10.0, **again},
+                      open_loss_pct={"consecutive": 2})  # holds, unlatched, once of two
         off = {name: dataclasses.replace(every[name], enabled=False)  # nothing to trip
                for name in (Breaker.DATA_FEED_STALE, Breaker.HEARTBEAT_LOST)}
         policy = {ScopeKind.SYMBOL: ResumePolicy(COOLDOWN_S, 3.0),  # through COOLING_DOWN
@@ -56,6 +57,10 @@ class TimersMachine(RuleBasedStateMachine):
     @rule(scope=st.sampled_from(SCOPES), errors=st.integers(1, 3))
     def api_errors(self, scope: Scope, errors: int) -> None:
         report(self.engine, scope, Metric.API_ERROR, float(errors), self.now)
+
+    @rule(scope=st.sampled_from(SCOPES), loss=st.sampled_from([0.0, 11.0]))
+    def open_loss(self, scope: Scope, loss: float) -> None:
+        report(self.engine, scope, Metric.OPEN_LOSS_PCT, loss, self.now)
 
     @rule(executor=st.sampled_from(EXECUTORS), scope=st.sampled_from(SCOPES),
           deregister=st.booleans())
@@ -208,3 +213,26 @@ def test_a_latch_held_past_its_cooldown_by_its_window_re_arms_when_the_events_le
             break
     assert engine.current(scope) is None
     assert now >= T0 + COOLDOWN_S - 5 + 10  # not before the second report left the window
+
+
+def test_a_re_arm_held_back_goes_through_once_a_latched_executor_lapses_again() -> None:
+    """Review 46c: a re-arm that would lift every latch while an unlatched breaker holds
+    is held back; once one latched executor lapses again, lifting the other latch alone is
+    allowed, and the walk of every scope made it on its next run. The queue waited for a
+    sample."""
+    engine = make_engine(
+        breakers=rules(system_health={"auto_rearm": True},
+                       heartbeat_lost={"auto_rearm": True, "mode": TriggerMode.REDUCE_ONLY},
+                       open_loss_pct={"consecutive": 2}),
+        policy={ScopeKind.SYMBOL: ResumePolicy(0.0, 0.0)})
+    scope = SCOPES[1]
+    engine.heartbeat("e", scope, TTL_S, T0)
+    report(engine, scope, Metric.SYSTEM_HEALTH, 2.0, T0)  # system_health latched
+    run(engine, engine.plan_timers(T0 + 6))  # e lapsed: heartbeat_lost latched too
+    report(engine, scope, Metric.OPEN_LOSS_PCT, 11.0, T0 + 6)  # holds, once of two
+    report(engine, scope, Metric.SYSTEM_HEALTH, 0.0, T0 + 7)
+    engine.heartbeat("e", scope, TTL_S, T0 + 7)  # back: both would lift, open loss holds
+    assert run(engine, engine.plan_timers(T0 + 7)) == []
+    lifted = run(engine, engine.plan_timers(T0 + 12.5))  # e lapsed again at +12
+    assert [(t.state, [latch.name for latch in t.held()]) for t in lifted] == [
+        (State.REDUCE_ONLY, [Breaker.HEARTBEAT_LOST])]
