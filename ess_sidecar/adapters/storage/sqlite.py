@@ -1013,9 +1013,9 @@ LATCHED_MODULUS = 1 << 128
 
 
 def _latched_set(conn: sqlite3.Connection) -> int:
-    """The seal's record of what is latched (its `latched_set`): the sum, modulo 2**128,
-    of each latch's digest with its event's chain. A sum, so that an append moves it by
-    the latches it changes (`_latch_rows`), and no order is needed."""
+    """The seal's record of what is latched (its `latched`, written "set:<hex>"): the
+    sum, modulo 2**128, of each latch's digest with its event's chain. A sum, so that an
+    append moves it by the latches it changes (`_latch_rows`), and no order is needed."""
     return _latches_sum(conn.execute(LATCHES)) % LATCHED_MODULUS
 
 
