@@ -36,18 +36,21 @@ class Deadlines(Generic[K]):
         if queued is None or at < queued:
             self._at[key] = at
             heapq.heappush(self._heap, (at, next(self._order), key))
-            if queued is not None and len(self._heap) > 2 * len(self._at) + 64:
+            if queued is not None:
                 self._compact()
 
     def discard(self, key: K) -> None:
         """Look at `key` no more (until it is scheduled again)."""
-        if self._at.pop(key, None) is not None and len(self._heap) > 2 * len(self._at) + 64:
+        if self._at.pop(key, None) is not None:
             self._compact()
 
     def _compact(self) -> None:
-        """Drop the entries of keys discarded or queued again earlier, which pop_due would
-        skip: the heap stays within twice the keys queued (review 46a: 200,000 executors
-        deregistered held their entries, 65 MB, until their TTLs passed)."""
+        """Once entries of keys discarded or queued again earlier (which pop_due would
+        skip) outnumber the rest, drop them: the heap stays within twice the keys queued
+        (review 46a: 200,000 executors deregistered held their entries, 65 MB, until
+        their TTLs passed)."""
+        if len(self._heap) <= 2 * len(self._at) + 64:
+            return
         self._heap = [(at, next(self._order), key) for key, at in self._at.items()]
         heapq.heapify(self._heap)
 

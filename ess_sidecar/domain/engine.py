@@ -73,7 +73,7 @@ class GuardEngine:
         # those due, not at every restricted scope (review 45: 90,000 scopes latched by as
         # many stale feeds made each run, ten a second, walk them all, 77 ms; review 46a:
         # so did those whose latch re-arms by itself, while their feeds stayed stale).
-        self._timed: dict[Scope, Transition] = {}
+        self._timed: set[Scope] = set()  # their current transitions: `_current`
         self._timed_due: Deadlines[Scope] = Deadlines()
         self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
         # Non-ARMED transitions being made durable: they block checks already (hold).
@@ -753,7 +753,7 @@ class GuardEngine:
                     plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name,
                               renew=True)
         for scope in self._timed_due.pop_due(now):
-            current = self._timed[scope]
+            current = self._current[scope]
             if plan.current(scope) is not current:
                 self._timed_due.schedule(scope, NEXT_RUN)
                 continue
@@ -1094,10 +1094,10 @@ class GuardEngine:
             table[scope.id] = transition
         self._timed_due.discard(scope)
         if self._timed_by(transition):
-            self._timed[scope] = transition
+            self._timed.add(scope)
             self._timed_due.schedule(scope, NEXT_RUN)  # the run says when next
         else:
-            self._timed.pop(scope, None)
+            self._timed.discard(scope)
 
     def _timed_by(self, transition: Transition) -> bool:
         """Whether time alone may change the state this transition leaves: a re-arm delay
