@@ -60,8 +60,8 @@ class InMemoryStateStore(StateStore):
             else:
                 self._latched[t.scope] = t.version
         self._last_version = last
-        if prune:
-            self._prune(len(transitions))
+        if prune and self.keep_events:
+            self._prune(transitions)
 
     def events(self, query: EventQuery) -> list[Transition]:
         self._check_open()
@@ -93,13 +93,11 @@ class InMemoryStateStore(StateStore):
     def close(self) -> None:
         self.closed = True
 
-    def _prune(self, appended: int) -> None:
-        keep = max(self.keep_events, appended)  # never the append just made (sqlite.py)
-        if not self.keep_events or len(self._events) <= keep:
-            return
-        cutoff = list(self._events)[-keep]
+    def _prune(self, transitions: Sequence[Transition]) -> None:
+        # as sqlite.py: versions older than the newest keep_events, never the append just made
+        through = min(transitions[-1].version - self.keep_events, transitions[0].version - 1)
         latched = set(self._latched.values())
-        doomed = [v for v in self._events if v < cutoff and v not in latched]
+        doomed = [v for v in self._events if v <= through and v not in latched]
         for v in doomed:
             del self._events[v]
         if doomed:
