@@ -8,10 +8,14 @@
   symbols of its own worst-case position there; the portfolio limit, that sum over every
   strategy of the account; max positions, how many symbols the account's net worst case is
   non-zero in. Exposure is that quantity's worth (see Price), in % of the account's equity.
-- **Exempt only if it does not grow.** A limit never denies an order that grows neither
-  the worst case of the quantity it measures nor that worst case's worth (see Price: an
-  order dearer than its side is valued at raises the worth of the same quantity), nor
-  one that only reduces the position (`reduces`), whatever its price. REDUCE_ONLY admits
+- **Exempt only if it does not grow its side.** An order grows the side it is on: the
+  position with every working order on that side filled (a buy's, the position plus
+  every working buy). A limit never denies an order that grows neither that side of the
+  quantity it measures nor that side's worth (see Price: an order dearer than its side
+  is valued at raises the worth of the same quantity), nor one that only reduces the
+  position (`reduces`), whatever its price. One that does is judged on the whole worst
+  case with it: room on one side is never room on the other (review 47b: working buys
+  the venue no longer held let a sell grow the short side up to their size unjudged). REDUCE_ONLY admits
   an order only if it reduces both the account's net position and the strategy's own
   position in the symbol, counting working orders on its side, without crossing zero.
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
@@ -57,17 +61,16 @@ def reduces(order: Order, book: AccountBook) -> bool:
 
 def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> Denial | None:
     """Step 5 of the check: the order can move what it touches, then exposure after it,
-    then open positions. Each leg's worst case before the order is its cached `peak`."""
+    then open positions."""
     net = book.nets.get(order.symbol) or _EMPTY
     leg = book.legs.get((order.strategy, order.symbol)) or _EMPTY
     buy, quantity = order.side is _BUY, order.quantity
-    net_after, leg_after = _after(net, buy, quantity), _after(leg, buy, quantity)
-    if net_after is None or leg_after is None:
+    grows_net, grows_leg = _grows(net, buy, quantity), _grows(leg, buy, quantity)
+    if grows_net is None or grows_leg is None:
         return Denial(DecisionReason.QUANTITY_UNREPRESENTABLE,
                       f"quantity {order.quantity:g} on a position of"
                       f" {max(net.peak, leg.peak):g} cannot be represented: a position stays"
                       f" within ±{MAX_QUANTITY:g} and moves by at least 1e-6 of an order")
-    grows_net, grows_leg = net_after > net.peak, leg_after > leg.peak
     # An order that only reduces the position is never held up by a limit: the formula
     # values what is left at the order's own price (review 35: a sell of 5 of a long of
     # 100 at the band's top was denied at 30.3 %, in REDUCE_ONLY too).
@@ -87,22 +90,41 @@ _EMPTY: Final = Leg()  # the leg of a quantity nothing touches yet; never writte
 _BUY: Final = Side.BUY
 
 
-def _after(leg: Leg, buy: bool, quantity: float) -> float | None:
-    """The leg's worst case with the order (a buy, or a sell) working too; None if it
-    would leave ±MAX_QUANTITY, or floating point cannot represent the order's move (it
+def _grows(leg: Leg, buy: bool, quantity: float) -> bool | None:
+    """Whether the order (a buy, or a sell) grows the worst position on its own side: the
+    position with every working order on that side filled. Not the larger side's (review
+    47b: reservations the venue no longer held on the other side, a check given up on,
+    let a sell take the account to 60 % against 30 % as "growing no worst case"). None
+    if it would leave ±MAX_QUANTITY, or floating point cannot represent its move (it
     would change nothing, or something else)."""
     position = leg.position
     if buy:
-        start, other = position + leg.buying, abs(position - leg.selling)
+        start = position + leg.buying
         end = start + quantity
         moved = end - start
     else:
-        start, other = position - leg.selling, abs(position + leg.buying)
+        start = position - leg.selling
         end = start - quantity
         moved = start - end
     if abs(moved - quantity) > quantity * REPRESENTABLE or abs(end) > _MAX_QUANTITY:
         return None
-    return max(abs(end), other)
+    return abs(end) > abs(start)
+
+
+def _raises_worth(leg: Leg, mark: float, buy: float, sell: float, price: float) -> bool:
+    """Whether the order raises the worth of its own side (Leg.worth's: the side's worst
+    position at the larger of the mark and its working orders' highest price): an order
+    dearer than its side is valued at raises it without growing the quantity."""
+    position = leg.position
+    if buy:
+        top = leg.buy_top if leg.buy_top > mark else mark
+        before = abs(position + leg.buying) * top
+        after = abs(position + leg.buying + buy) * (price if price > top else top)
+    else:
+        top = leg.sell_top if leg.sell_top > mark else mark
+        before = abs(position - leg.selling) * top
+        after = abs(position - leg.selling - sell) * (price if price > top else top)
+    return after > before
 
 
 def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg, leg: Leg,
@@ -129,18 +151,17 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
                           f" {order.account}: sync positions first")
         return _mark_unknown(order.account, order.symbol)
     percent = 100.0 / equity
-    worth = net.worth(mark, buy, sell, order.price)
-    if grows_net or worth > net.worth(mark):
-        pct = worth * percent
+    if grows_net or _raises_worth(net, mark, buy, sell, order.price):
+        pct = net.worth(mark, buy, sell, order.price) * percent
         if not pct <= settings.max_symbol_exposure_pct:  # NaN (0 x inf) denies too
             return _too_much(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}", pct,
                              settings.max_symbol_exposure_pct)
     # The sums hold every leg's worth before the order: the order's own leg is replaced by
     # its worth with the order working too.
     own_value = leg.value if isinstance(leg, StrategyLeg) else 0.0  # in the sums now
-    worth = leg.worth(mark, buy, sell, order.price)
-    if not (grows_leg or worth > own_value):
+    if not (grows_leg or _raises_worth(leg, mark, buy, sell, order.price)):
         return None
+    worth = leg.worth(mark, buy, sell, order.price)
     if book.unpriced and grows_leg:  # a leg with a worst case and no price, in the sums at 0
         _, symbol = next(iter(book.unpriced))
         return _mark_unknown(order.account, symbol)

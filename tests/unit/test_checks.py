@@ -237,20 +237,21 @@ def test_a_sell_of_exactly_what_is_left_reduces_whatever_the_sums_round_to():
 
 def test_an_unpriced_leg_elsewhere_leaves_a_worth_judged_on_what_is_known():
     """Review 35: a leg of another strategy in a symbol with no price turned off the
-    strategy and portfolio limits for an order that grows a worth and no worst case (a
-    buy at 109.9 against the strategy's sell at 100): 60.87 % of equity against 60. The
-    unpriced leg counts 0, so the known sums are what the account holds at least."""
+    strategy and portfolio limits for an order that grows a worth and no worst case. The
+    unpriced leg counts 0, so the known sums are what the account holds at least. Here a
+    buy of 195 at 109.9 turns the strategy's short of 100 into a long of 95, worth more
+    at its price: 60.44 % of equity against 60 (stop 47: review 35's own case, a buy
+    against the strategy's working sell, now grows its side and is MARK_UNKNOWN)."""
     engine = make_engine(equity=100_000, limits=UNIQUE)  # strategy limit 60 %
-    engine.sync_positions(ACCOUNT, 100_000, [position(290, 100, symbol="Y"),
-                                             position(0, 100, symbol="X")])
-    allow(engine, order(290, 100, Side.SELL, symbol="X", client_order_id="sell"))  # 58 %
-    held = [position(290, 100, symbol="Y"), position(-290, 100, strategy="s-2", symbol="X")]
+    held = [position(500, 100, symbol="Y"), position(-100, 100, symbol="X"),
+            position(100, 100, strategy="s-2", symbol="X")]
     engine.sync_positions(ACCOUNT, 100_000, held, [
-        OpenOrder("sell", STRATEGY, "X", Side.SELL, 290, 100),
         OpenOrder("adopted", "s-3", "W", Side.BUY, 1, 5)], T0)  # no mark for W
     assert engine.book.peek(ACCOUNT).unpriced
-    denied = engine.check(order(290, 109.9, symbol="X"), T0)
-    assert denied.reason is R.STRATEGY_EXPOSURE, denied
+    denied = engine.check(order(195, 109.9, symbol="X"), T0)
+    assert denied.reason is R.STRATEGY_EXPOSURE and "60.44%" in denied.message, denied
+    grows = engine.check(order(250, 100, symbol="X"), T0)  # a long of 150: grows
+    assert grows.reason is R.MARK_UNKNOWN, grows
 
 
 def test_a_reference_price_values_a_symbol_with_no_mark():
@@ -638,9 +639,33 @@ def test_order_that_does_not_grow_the_position_is_never_denied_by_exposure():
     engine.sync_positions(ACCOUNT, 100_000, [position(500, 1000)])  # 500 % of equity
     assert engine.check(order(1, 1000), T0).reason is R.SYMBOL_EXPOSURE
     assert engine.check(order(100, 1000, Side.SELL), T0).allowed
-    # with the working sell of 100, the worst case reaches -500 at most: no growth
-    assert engine.check(order(900, 1000, Side.SELL), T0).allowed
+    assert engine.check(order(400, 1000, Side.SELL), T0).allowed  # to flat, at worst
+    # A flip to a short as large as the long grows its own side, the short: judged on
+    # it (review 47b: the larger side's size was taken as room for the other)
+    assert engine.check(order(500, 1000, Side.SELL), T0).reason is R.SYMBOL_EXPOSURE
     assert engine.check(order(1, 1000, Side.SELL), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_room_on_one_side_is_never_room_on_the_other():
+    """Review 47b: an order was exempt when it grew its own side no further than the
+    other side's worst case, so a reservation the venue no longer held (a check the
+    executor gave up on) let a sell take the account to 60 % against a 30 % limit once
+    equity halved; the same sell on a fresh account was denied. An order that grows its
+    own side keeps that side within every limit, whatever the other side holds."""
+    engine = make_engine(equity=100_000)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
+    assert engine.check(order(300, 100), T0).allowed  # 30 %, then never sent
+    engine.sync_positions(ACCOUNT, 50_000, [position(0, 100)])
+    denied = engine.check(order(300, 100, Side.SELL), T0)
+    assert denied.reason is R.SYMBOL_EXPOSURE and "60%" in denied.message, denied.message
+    # The strategy's limit too: another strategy's long makes the sell reduce the net
+    engine = make_engine(equity=100_000)
+    engine.sync_positions(ACCOUNT, 100_000, [position(0, 100)])
+    assert engine.check(order(300, 100), T0).allowed  # never sent
+    engine.sync_positions(ACCOUNT, 40_000, [position(0, 100),
+                                            position(300, 100, strategy="s-2")])
+    denied = engine.check(order(300, 100, Side.SELL), T0)  # the strategy short 75 %
+    assert denied.reason is R.STRATEGY_EXPOSURE and "75%" in denied.message, denied
 
 
 VALID_ID = "x" * 128

@@ -71,14 +71,17 @@ class LifecycleMachine(RuleBasedStateMachine):
     def exposure_pct(self, account: str, symbol: str, strategy: str | None = None) -> float:
         """Each side of the worst case at the larger of the mark and the highest limit
         price of the working orders on that side: no order is valued under its price."""
+        return max(self.side_pct(account, symbol, side, strategy) for side in Side)
+
+    def side_pct(self, account: str, symbol: str, side: Side,
+                 strategy: str | None = None) -> float:
+        """One side's: the position with every working order on that side filled."""
         held, buying, selling = self.sums(account, symbol, strategy)
-        prices = {side: max([MARK] + [w["price"] for (a, _), w in self.working.items()
-                                      if a == account and w["symbol"] == symbol
-                                      and w["side"] is side
-                                      and strategy in (None, w["strategy"])])
-                  for side in Side}
-        return max(abs(held + buying) * prices[Side.BUY],
-                   abs(held - selling) * prices[Side.SELL]) * 100 / EQUITY
+        price = max([MARK] + [w["price"] for (a, _), w in self.working.items()
+                              if a == account and w["symbol"] == symbol and w["side"] is side
+                              and strategy in (None, w["strategy"])])
+        worst = held + buying if side is Side.BUY else held - selling
+        return abs(worst) * price * 100 / EQUITY
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -90,8 +93,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.ids += 1
         candidate = order(quantity, price, side, account=account, strategy=strategy,
                           symbol=symbol, client_order_id=f"c{self.ids}")
-        before = [self.exposure_pct(account, symbol), self.exposure_pct(account, symbol,
-                                                                        strategy)]
+        before = [self.side_pct(account, symbol, side),
+                  self.side_pct(account, symbol, side, strategy)]
         only_reduces = self.reduces(account, strategy, symbol, side, quantity)
         decision = self.engine.check(candidate, self.now)
         if not decision.allowed:
@@ -102,12 +105,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             # exposure model": the worth formula values what is left at the order's price,
             # which is no exposure: review 35j; a run of stop 36 found this case)
             return
-        after = [self.exposure_pct(account, symbol), self.exposure_pct(account, symbol,
-                                                                       strategy)]
-        # An allowed order that grows what the symbol limit measures (its worst case's
-        # worth) stays within it.
+        after = [self.side_pct(account, symbol, side),
+                 self.side_pct(account, symbol, side, strategy)]
+        # An allowed order that grows its side of what the symbol limit measures (that
+        # side's worth) keeps the worst case within it, whatever the other side holds
+        # (review 47b: room on one side was taken as room on the other).
         if after[0] > before[0]:
-            assert after[0] <= LIMITS.max_symbol_exposure_pct + 1e-9
+            assert self.exposure_pct(account, symbol) <= LIMITS.max_symbol_exposure_pct + 1e-9
         if after[1] > before[1]:
             strategy_pct = sum(self.exposure_pct(account, y, strategy) for y in SYMBOLS)
             portfolio_pct = sum(self.exposure_pct(account, y, s) for y in SYMBOLS

@@ -223,7 +223,9 @@ class GuardMachine(RuleBasedStateMachine):
         buy, sell = (candidate.quantity, 0.0) if candidate.side is Side.BUY \
             else (0.0, candidate.quantity)
         legs = (book.net(candidate.symbol), book.leg(candidate.strategy, candidate.symbol))
-        grows = any(leg.worst(buy, sell) > leg.worst() for leg in legs)
+        grows = any(abs(leg.position + leg.buying + buy) > abs(leg.position + leg.buying)
+                    if buy else abs(leg.position - leg.selling - sell)
+                    > abs(leg.position - leg.selling) for leg in legs)  # its own side
         decision = self.engine.check(candidate, self.now)
         assert decision.state_version == self.engine.version
         states = {self.engine.state_of(scope) for scope in covering(candidate)}
