@@ -257,14 +257,16 @@ UPDATE meta SET pruned_through = ?1, chain_anchor = (SELECT chain FROM events WH
  WHERE pruned_through < ?1
 """
 
-PRUNE = f"DELETE FROM events WHERE version > ? AND version <= ? AND {UNLATCHED}"
+PRUNE = (f"DELETE FROM events WHERE version > ? AND version <= ? AND {UNLATCHED}"
+         " RETURNING scope_kind, scope_id")
+PRUNE_FREED = f"DELETE FROM events WHERE version = ? AND {UNLATCHED} RETURNING scope_kind, scope_id"
 
-# A latched event kept below the prune point that an append has since unlatched (its scope
-# reset or latched anew): found by its scope, so no prune reads the others.
-PRUNE_UNLATCHED_BELOW = (f"DELETE FROM events WHERE scope_kind = ? AND scope_id = ?"
-                         f" AND version <= ? AND {UNLATCHED}")
-UNLATCHED_OF_SCOPE = (f"SELECT MIN(version) FROM events WHERE scope_kind = ? AND scope_id = ?"
-                      f" AND version > ? AND version <= ? AND {UNLATCHED}")
+# The events of a scope older than one of its pruned, at or below ?3: none is latched (a
+# scope's latch is its newest event), so none is kept once that one goes (review 47c: an
+# old trip left below the prune point was then the scope's newest event, unlatched, and
+# the next start called the file damaged).
+PRUNE_OLDER_OF_SCOPE = (f"DELETE FROM events WHERE scope_kind = ? AND scope_id = ?"
+                        f" AND version <= ? AND {UNLATCHED}")
 
 # A reader behind a pruned hole gets only the gap-free tail, so the first version it sees
 # is not the one it asked for and it knows to resync (a kept latched event would hide it).
@@ -284,6 +286,18 @@ SELECT IFNULL((SELECT chain FROM events WHERE version > meta.pruned_through
 # Every scope's newest event and its state (SQLite takes bare columns from the MAX row).
 NEWEST_PER_SCOPE = ("SELECT scope_kind, scope_id, MAX(version), state FROM events"
                     " GROUP BY scope_kind, scope_id")
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """What the last prune of this process knew of the events above pruned_through, so
+    that the next reads only what may go: up to `latched_to` every one was latched but
+    the `freed` versions, whose latches appends have lifted or moved since (a latch names
+    one version: once freed, never latched again). In memory, set when an append commits;
+    a start scans once, and a scope's older events go with any of its pruned."""
+    latched_to: int = 0
+    freed: frozenset[int] = frozenset()
+    indexed: bool = False  # LATCHES_BY_VERSION made (or found)
 
 
 class SqliteStateStore(StateStore):
@@ -314,9 +328,7 @@ class SqliteStateStore(StateStore):
         self.seal = _seal_of(self.path)
         self._file_lock = FileLock(self.lock_path)
         self._keep_events = keep_events
-        self._indexed = False  # LATCHES_BY_VERSION made by this process (or found)
-        self._latched_to = 0  # every event above pruned_through up to it was latched
-        self._unpruned: set[tuple[int, str]] = set()  # scopes appends changed, not pruned
+        self._pruning = Pruning()  # what the last committed prune knew
         self._resealing = resealing  # an operator accepts the file: a lost schema too
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # reads' own: see _reading
@@ -388,11 +400,13 @@ class SqliteStateStore(StateStore):
             # whole (review 45: at 20,000 latched scopes that took 27 ms of every write).
             scopes = {(t.scope.kind, t.scope.id) for t in transitions}
             latched = _latched_set(conn) if self._latched is None else self._latched
-            latched -= _latches_sum(_latch_rows(conn, scopes))
-            self._insert(conn, transitions, prune)
+            lifted = _latch_rows(conn, scopes)  # every one is replaced or deleted
+            latched -= _latches_sum(lifted)
+            pruning = self._insert(conn, transitions, prune,
+                                   frozenset(version for _, _, version, _ in lifted))
             latched = (latched + _latches_sum(_latch_rows(conn, scopes))) % LATCHED_MODULUS
             seal = _seal_value(conn, latched)
-        self._latched = latched  # committed
+        self._latched, self._pruning = latched, pruning  # committed
         try:
             self._write_seal(seal)
         except StoreUnavailable as error:
@@ -938,8 +952,10 @@ class SqliteStateStore(StateStore):
         return self._conn
 
     def _insert(self, conn: sqlite3.Connection, transitions: Sequence[Transition],
-                prune: bool = True) -> None:
-        """Chain, store and latch transitions, inside the caller's transaction."""
+                prune: bool = True, freed: frozenset[int] = frozenset()) -> Pruning:
+        """Chain, store and latch transitions, inside the caller's transaction; `freed`,
+        the versions of the latches they lift or move. Returns what pruning knows once
+        the transaction commits."""
         last = conn.execute("SELECT last_version FROM meta").fetchone()[0]
         _check_versions(transitions, last)
         previous = conn.execute(HEAD).fetchone()[0]
@@ -953,10 +969,12 @@ class SqliteStateStore(StateStore):
         for t in transitions:
             self._latch(conn, t)
         conn.execute("UPDATE meta SET last_version = ?", (transitions[-1].version,))
-        if self._keep_events and prune:
-            self._prune(conn, transitions)
-        elif self._keep_events:  # their events kept below the prune point go with the next
-            self._unpruned |= _keys(transitions)
+        if not self._keep_events:
+            return self._pruning
+        freed |= self._pruning.freed
+        if not prune:  # what it freed goes with the next prune
+            return dataclasses.replace(self._pruning, freed=freed)
+        return self._prune(conn, transitions, freed)
 
     def _latch(self, conn: sqlite3.Connection, t: Transition) -> None:
         key = (int(t.scope.kind), t.scope.id)
@@ -966,35 +984,37 @@ class SqliteStateStore(StateStore):
             conn.execute("INSERT OR REPLACE INTO scopes (scope_kind, scope_id, version)"
                          " VALUES (?, ?, ?)", (*key, t.version))
 
-    def _prune(self, conn: sqlite3.Connection, transitions: Sequence[Transition]) -> None:
+    def _prune(self, conn: sqlite3.Connection, transitions: Sequence[Transition],
+               freed: frozenset[int]) -> Pruning:
         """Drop the events of versions older than the newest keep_events but the latched
-        ones, reading only what may go: the events since the last prune, and those kept
-        below it of the scopes appends have changed since. Never the events of the append
-        just made, however many: a crash before the journal records their command leaves a
-        start that must find them all (review 20: pruned, it fell back to the latched
-        state, and every start failed closed)."""
-        if not self._indexed:
+        ones, reading only what may go: the events a prune has not passed yet, and the
+        `freed` ones, once latched, whose latches appends have lifted or moved since. Never
+        the events of the append just made, however many: a crash before the journal
+        records their command leaves a start that must find them all (review 20: pruned,
+        it fell back to the latched state, and every start failed closed)."""
+        if not self._pruning.indexed:
             conn.execute(LATCHES_BY_VERSION)
-            self._indexed = True
-        scopes, self._unpruned = self._unpruned | _keys(transitions), set()
         before = conn.execute("SELECT pruned_through FROM meta").fetchone()[0]
         through = min(transitions[-1].version - self._keep_events, transitions[0].version - 1)
-        # Events a scan passed are latched: not scanned again (a burst of trips would be,
-        # by every append until the versions kept pass them) unless an append has since
-        # unlatched one, which is then scanned down to (once: it goes with this prune).
-        for kind, ident in scopes if self._latched_to > before else ():
-            version = conn.execute(UNLATCHED_OF_SCOPE, (kind, ident, before,
-                                                        self._latched_to)).fetchone()[0]
-            if version is not None:
-                self._latched_to = min(self._latched_to, version - 1)
-        found = conn.execute(LAST_PRUNABLE, (max(before, self._latched_to), through)).fetchone()
-        self._latched_to = max(self._latched_to, through)
-        last = before if found is None else found[0]
-        if found is not None:
+        # Up to `passed` every event above `before` is latched but the freed ones: a
+        # burst of trips is not read again by every append until the versions kept pass
+        # it (review 47c: lifting its latches oldest first read it all each time)
+        passed = max(before, self._pruning.latched_to)
+        found = conn.execute(LAST_PRUNABLE, (passed, through)).fetchone()
+        last = max([v for v in freed if before < v <= through] + [found[0] if found else 0],
+                   default=0)
+        scopes: set[tuple[int, str]] = set()
+        if last > before:
             conn.execute(ANCHOR, (last,))
-            conn.execute(PRUNE, (before, last))
+            scopes.update(conn.execute(PRUNE, (passed, last)).fetchall())
+        below = max(before, last)
+        for version in sorted(v for v in freed if v <= below):
+            scopes.update(conn.execute(PRUNE_FREED, (version,)).fetchall())
         for kind, ident in scopes:
-            conn.execute(PRUNE_UNLATCHED_BELOW, (kind, ident, last))
+            conn.execute(PRUNE_OLDER_OF_SCOPE, (kind, ident, below))
+        latched_to = max(passed, through)
+        return Pruning(latched_to, frozenset(v for v in freed if below < v <= latched_to),
+                       indexed=True)
 
     def _unavailable(self, what: str, error: BaseException) -> StoreUnavailable:
         """With the space its file system has left: SQLite says "disk I/O error" for a
@@ -1040,10 +1060,6 @@ def _rechain(conn: sqlite3.Connection) -> int:
     conn.executemany("UPDATE events SET prev_chain = ?, chain = ? WHERE version = ?", links)
     conn.execute("UPDATE meta SET chain_anchor = ?", (previous if anchor is None else anchor,))
     return unmatched
-
-
-def _keys(transitions: Iterable[Transition]) -> set[tuple[int, str]]:
-    return {(int(t.scope.kind), t.scope.id) for t in transitions}
 
 
 def _latches(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
