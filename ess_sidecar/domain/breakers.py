@@ -380,17 +380,21 @@ class Breakers:
     def rearm(self, scope: Scope, breaker: str, now: float) -> None:
         """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
         latch owns: a losing streak restarts only when the streak's latch is lifted; a
-        feed found stale gets a fresh window from now, so if it stays dead it trips
-        again (a forced reset must not silence it for good)."""
+        feed found stale, or assumed stale after a start whose journal lacked its ticks
+        (a reseal cut them), gets a fresh window from now, so if it stays dead it trips
+        again (a forced reset must not silence it for good; review 47a: an assumed one
+        was never watched again, and still held after the reset)."""
         meters = self._meters.get(scope)
         if meters is None:
             return
         if breaker == Breaker.CONSECUTIVE_LOSSES:
             meters.losses = 0
-        elif breaker == Breaker.DATA_FEED_STALE and meters.stale:
+        elif breaker == Breaker.DATA_FEED_STALE and (meters.stale or breaker in
+                                                     meters.unconfirmed):
             meters.stale, meters.last_tick = False, now
-            if scope in self._feeds:
-                self._watch_feed(scope, meters)
+            meters.unconfirmed.pop(breaker, None)
+            self._feeds[scope] = meters
+            self._watch_feed(scope, meters)
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:
         return self._settings.rule(scope, name)

@@ -65,6 +65,29 @@ def test_a_forced_reset_rearms_a_dead_feed() -> None:
     assert (again.scope, again.breaker) == (symbol(), "data_feed_stale")
 
 
+def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
+    """Review 47a: after a start whose journal lacked the feed's ticks (a reseal cut
+    them), its stale latch was restored as holding with no tick known; a forced reset
+    lifted it but started no window, so the dead feed never tripped again, and its
+    assumed staleness refused the next plain reset of any other trip of the scope."""
+    engine = make_engine(breakers=rules(data_feed_stale={"window_s": 10.0}),
+                         policy=NO_COOLDOWN)
+    report(engine, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
+    (stale,) = timers(engine, T0 + 10)
+    restarted = make_engine(breakers=rules(data_feed_stale={"window_s": 10.0}),
+                            policy=NO_COOLDOWN)
+    restarted.restore([stale], stale.version, T0 + 50)
+    reset(restarted, symbol(), T0 + 51, force=True)
+    assert restarted.state_of(symbol()) is State.ARMED
+    assert timers(restarted, T0 + 60) == []  # a fresh window from the reset
+    (again,) = timers(restarted, T0 + 61)
+    assert (again.scope, again.breaker) == (symbol(), "data_feed_stale")
+    reset(restarted, symbol(), T0 + 62, force=True)
+    trip(restarted, symbol(), T0 + 63)  # an operator's, within the fresh window
+    reset(restarted, symbol(), T0 + 64)  # nothing assumed holds it
+    assert restarted.state_of(symbol()) is State.ARMED
+
+
 def test_directives_accumulate_and_are_recorded() -> None:
     """A panic after a plain halt: its directives are a new transition, with the halt's."""
     engine = make_engine()
