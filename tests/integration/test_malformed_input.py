@@ -207,15 +207,17 @@ async def test_a_trigger_whose_reason_is_not_utf8_still_stops(sidecar: Running) 
     assert answer.state == pb.STATE_TRIPPED
     [scope] = (await sidecar.stub.GetState(pb.GetStateRequest())).scopes
     assert (scope.scope, scope.reason) == (momo, "Soci\ufffdt\ufffd G\ufffdn\ufffdrale halt")
-    unreadable = bytes([1 << 3 | 2, 6, 1 << 3, pb.SCOPE_KIND_STRATEGY, 2 << 3 | 2, 2]) \
+    scope = bytes([1 << 3 | 2, 6, 1 << 3, pb.SCOPE_KIND_STRATEGY, 2 << 3 | 2, 2]) \
         + b"\xe9\xe9"  # a scope whose id is not UTF-8
-    try:
-        await trigger(unreadable, timeout=5)
-    except grpc.aio.AioRpcError as error:
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
-        assert error.details() == "scope.id: not valid UTF-8"
-    else:
-        raise AssertionError("a Trigger whose scope cannot be read was accepted")
+    reason = bytes([2 << 3 | 2, len(latin1)]) + latin1
+    for unreadable in (scope, reason + scope):  # the reason first: review 47b
+        try:
+            await trigger(unreadable, timeout=5)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert error.details() == "scope.id: not valid UTF-8"
+        else:
+            raise AssertionError("a Trigger whose scope cannot be read was accepted")
 
 
 def not_utf8(message, placeholder: bytes = b"AAPL~") -> bytes:  # noqa: ANN001

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
@@ -34,12 +35,14 @@ from .wire import invalid_utf8
 SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"]
 
 
-async def _parse(raw: bytes, request_type: type[Message],
-                 context: grpc.aio.ServicerContext) -> Any:
+async def _parse(raw: bytes, request_type: type[Message], context: grpc.aio.ServicerContext,
+                 strings: Descriptor | None = None) -> Any:
+    """The request, or an abort naming the first field in `strings` (a descriptor; the
+    request's own by default) that is not UTF-8."""
     try:
         return request_type.FromString(raw)
     except DecodeError:
-        field = invalid_utf8(raw, request_type.DESCRIPTOR)
+        field = invalid_utf8(raw, strings or request_type.DESCRIPTOR)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"{field}: not valid UTF-8" if field else
                             f"request: not a valid {request_type.DESCRIPTOR.full_name}")
@@ -51,8 +54,9 @@ def _unary_unary(method: Callable, request_type: type[Message]) -> Callable:
             try:
                 request = pb.TriggerRequest.FromString(raw)
             except DecodeError:
-                request = _trigger_with_any_reason(raw) \
-                    or await _parse(raw, pb.TriggerRequest, context)  # aborts
+                request = _trigger_with_any_reason(raw) or await _parse(
+                    raw, pb.TriggerRequest, context,  # aborts, naming no reason: any
+                    _TRIGGER_WITH_BYTES.DESCRIPTOR)  # is taken (review 47b)
             return await method(request, context)
         return trigger
 
