@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import grpc
@@ -37,6 +38,27 @@ async def test_health_serving_for_both_names_then_not_serving_from_shutdown(
     reply = await asyncio.wait_for(watch.read(), 5)
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await asyncio.wait_for(stopping, 5)
+
+
+@pytest.mark.parametrize("method", ["Check", "Watch"])
+async def test_a_health_request_that_is_not_one_is_invalid_and_logs_nothing(
+        sidecar: Running, method: str, caplog) -> None:
+    """Review 47b: health is open to all, and bytes that were no HealthCheckRequest were
+    answered UNKNOWN with an ERROR and its traceback logged by gRPC for each (3,000 wrote
+    4 MB, and pushed a stop's line out of a log read slowly)."""
+    call = (sidecar.channel.unary_unary if method == "Check" else
+            sidecar.channel.unary_stream)(f"/grpc.health.v1.Health/{method}")
+    for _ in range(20):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            answer = call(b"\xff\xff\xff", timeout=5)
+            await (answer if method == "Check" else answer.read())
+        assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value
+        assert raised.value.details() == \
+            "request: not a valid grpc.health.v1.HealthCheckRequest"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    health = health_pb2_grpc.HealthStub(sidecar.channel)  # and a real one is answered
+    assert (await health.Check(health_pb2.HealthCheckRequest())).status == \
+        health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_health_watches_are_capped_and_a_closed_one_frees_its_place(

@@ -232,6 +232,21 @@ def test_malformed_trace_headers_never_show_the_value_and_are_rate_limited(
     assert len(line) < 1000
 
 
+def test_a_flood_of_other_lines_leaves_room_for_the_sidecars_own_warnings() -> None:
+    """Review 47b: a flood of gRPC's errors, on a stderr read slowly, filled the queue,
+    and the line of a stop acknowledged meanwhile was dropped."""
+    read_end, write_end = full_pipe()
+    stream = os.fdopen(write_end, "w")
+    configure_logging("json", "INFO", stream)
+    for number in range(_SidecarHandler.LINES + 100):
+        logging.getLogger("grpc._cython.cygrpc").error("flood %d", number)
+    log.warning("transition", extra={"scope": "STRATEGY:momo", "state": "TRIPPED"})
+    lines = [json.loads(line) for line in drained(read_end, stream) if line.startswith("{")]
+    assert [line["scope"] for line in lines if line["event"] == "transition"] == \
+        ["STRATEGY:momo"]
+    assert any("dropped" in line["event"] for line in lines)
+
+
 def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_counted() -> None:
     """Review 43b: log lines were written where they were made, on the event loop; once a
     stderr nobody read (a hung log shipper, a terminal on hold) was full, the next line
@@ -242,7 +257,7 @@ def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_count
     stream = os.fdopen(write_end, "w")
     configure_logging("json", "INFO", stream)
     logged = threading.Event()
-    total = _SidecarHandler.LINES + 500
+    total = _SidecarHandler.LINES + _SidecarHandler.OWN + 500
 
     def log_them() -> None:
         for number in range(total):

@@ -7,7 +7,35 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2
+
+
+def add_health(servicer: health.aio.HealthServicer, server: grpc.aio.Server) -> None:
+    """As grpc_health's add_HealthServicer_to_server, but each request is parsed here:
+    bytes that are no HealthCheckRequest are INVALID_ARGUMENT, where gRPC logged an ERROR
+    with a traceback for each, and anyone may call health (review 47b: 3,000 garbage
+    checks with no token wrote 4 MB of log, and pushed a stop's line out of it)."""
+    async def check(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        return await servicer.Check(await _request(raw, context), context)
+
+    async def watch(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+        await servicer.Watch(await _request(raw, context), context)
+
+    answer = health_pb2.HealthCheckResponse.SerializeToString
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, {
+            "Check": grpc.unary_unary_rpc_method_handler(check, response_serializer=answer),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, response_serializer=answer),
+        }),))
+
+
+async def _request(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    try:
+        return health_pb2.HealthCheckRequest.FromString(raw)
+    except DecodeError:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            "request: not a valid grpc.health.v1.HealthCheckRequest")
 
 
 class DrainingHealthServicer(health.aio.HealthServicer):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from ess.v1 import guard_pb2 as pb
@@ -29,7 +29,7 @@ from ...settings import MIN_CONNECTIONS, ServerSettings, Settings
 from ...timers import Timers
 from .auth import Authenticator
 from .handlers import RefusedAsItStarts, add_guard_service
-from .health import DrainingHealthServicer, MethodResolvingPool
+from .health import DrainingHealthServicer, MethodResolvingPool, add_health
 from .security import warn_about_security
 from .servicer import GuardServicer
 
@@ -258,7 +258,7 @@ class Sidecar:
         add_guard_service(GuardServicer(parts.guard, parts.settings.watch.heartbeat_interval_s,
                                         refused),
                           self.server, parts.authenticator, parts.wrap_streams)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        add_health(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.server, pool=MethodResolvingPool())

@@ -141,6 +141,8 @@ class _SidecarHandler(logging.handlers.QueueHandler):
     wait for the writer, WAIT_S at most each."""
 
     LINES = 10_000  # queued at most: a few MB of lines, seconds of a storm
+    OWN = 1_000  # more, for the sidecar's own warnings (its transitions): review 47b, a
+    # flood of gRPC's errors, read slowly, left no room for a stop's line
     WAIT_S = 1.0
 
     def __init__(self, stream: IO[str]) -> None:
@@ -156,12 +158,16 @@ class _SidecarHandler(logging.handlers.QueueHandler):
         self.emit(record)
         return True
 
-    def prepare(self, record: logging.LogRecord) -> str:  # type: ignore[override]
-        return self.format(record)
-
-    def enqueue(self, record: logging.LogRecord | str) -> None:
-        if self.queue.qsize() < self.LINES:  # type: ignore[attr-defined]
-            self.queue.put_nowait(record)
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own contract: never raise
+            self.handleError(record)
+            return
+        room = self.LINES + self.OWN if record.levelno >= logging.WARNING \
+            and record.name.startswith("ess_sidecar") else self.LINES
+        if self.queue.qsize() < room:  # type: ignore[attr-defined]
+            self.queue.put_nowait(line)
         else:
             self._drop()
 
