@@ -10,19 +10,23 @@
   non-zero in. Exposure is that quantity's worth (see Price), in % of the account's equity.
 - **Exempt only if it does not grow its side.** An order grows the side it is on: the
   position with every working order on that side filled (a buy's, the position plus
-  every working buy). A limit never denies an order that grows neither that side of the
-  quantity it measures nor that side's worth (see Price: an order dearer than its side
-  is valued at raises the worth of the same quantity), nor one that only reduces the
-  position (`reduces`), whatever its price. One that does is judged on the whole worst
-  case with it: room on one side is never room on the other (review 47b: working buys
-  the venue no longer held let a sell grow the short side up to their size unjudged). REDUCE_ONLY admits
-  an order only if it reduces both the account's net position and the strategy's own
-  position in the symbol, counting working orders on its side, without crossing zero.
+  every working buy), when it takes it further from zero or across it (the part across
+  zero is a new position: review 47d). A limit never denies an order that grows neither
+  that side of the quantity it measures nor that side's worth (see Price: an order
+  dearer than its side is valued at raises the worth of the same quantity), nor one that
+  only reduces the position (`reduces`), whatever its price. One that does is judged on
+  that side with it: the other side, which the order leaves as it is, is neither room
+  for it (review 47b: working buys the venue no longer held let a sell grow the short
+  side up to their size unjudged) nor a reason to deny it (47d). The strategy's and the
+  account's sums count every other leg at its worst and the order's leg at that side.
+  REDUCE_ONLY admits an order only if it reduces both the account's net position and the
+  strategy's own position in the symbol, counting working orders on its side, without
+  crossing zero.
 - **Marks** are per (account, symbol), from that account's SyncPositions marks and its own
   fills (within the price band of the last snapshot's mark: lifecycle.apply_fill), never another
   account's; else the symbol's configured `reference_price`. With exposure limits on, an
-  order that could grow a worst case or its worth at some mark, and does not only reduce
-  the position, is denied EQUITY_UNKNOWN with no equity known, MARK_UNKNOWN with no mark:
+  order that could grow its side or that side's worth at some mark, and does not only
+  reduce the position, is denied EQUITY_UNKNOWN with no equity known, MARK_UNKNOWN with no mark:
   the sidecar does not guess.
 - **Price.** No order is valued under its own limit price: each side of a quantity's
   worst case (the position with every working buy filled, and with every working sell)
@@ -73,8 +77,9 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
                       f" within ±{MAX_QUANTITY:g} and moves by at least 1e-6 of an order")
     # An order that only reduces the position is never held up by a limit: the formula
     # values what is left at the order's own price (review 35: a sell of 5 of a long of
-    # 100 at the band's top was denied at 30.3 %, in REDUCE_ONLY too).
-    if settings.exposure_enabled and (grows_net or grows_leg or not reduces(order, book)):
+    # 100 at the band's top was denied at 30.3 %, in REDUCE_ONLY too; review 47d: one the
+    # test admits, crossing zero within its rounding, was judged).
+    if settings.exposure_enabled and not reduces(order, book):
         denial = _exposure(order, book, settings, net, leg, grows_net, grows_leg)
         if denial is not None:
             return denial
@@ -108,37 +113,39 @@ def _grows(leg: Leg, buy: bool, quantity: float) -> bool | None:
         moved = start - end
     if abs(moved - quantity) > quantity * REPRESENTABLE or abs(end) > _MAX_QUANTITY:
         return None
-    return abs(end) > abs(start)
+    # Across zero the side is a new position, the old sign's no room for it (review 47d:
+    # a sell of 800 turned a long of 400, past the limit, into a short as large, where
+    # the same short sent as two orders was denied)
+    return abs(end) > abs(start) or start * end < 0.0
 
 
-def _raises_worth(leg: Leg, mark: float, buy: float, sell: float, price: float) -> bool:
-    """Whether the order raises the worth of its own side (Leg.worth's: the side's worst
-    position at the larger of the mark and its working orders' highest price): an order
-    dearer than its side is valued at raises it without growing the quantity."""
+def _side_worth(leg: Leg, mark: float, buy: float, sell: float,
+                price: float) -> tuple[float, float]:
+    """The worth of the order's own side (Leg.worth's: the side's worst position at the
+    larger of the mark and the highest price of the working orders on it), before and
+    with the order working too."""
     position = leg.position
     if buy:
         top = leg.buy_top if leg.buy_top > mark else mark
         before = abs(position + leg.buying) * top
-        after = abs(position + leg.buying + buy) * (price if price > top else top)
-    else:
-        top = leg.sell_top if leg.sell_top > mark else mark
-        before = abs(position - leg.selling) * top
-        after = abs(position - leg.selling - sell) * (price if price > top else top)
-    return after > before
+        return before, abs(position + leg.buying + buy) * (price if price > top else top)
+    top = leg.sell_top if leg.sell_top > mark else mark
+    before = abs(position - leg.selling) * top
+    return before, abs(position - leg.selling - sell) * (price if price > top else top)
 
 
 def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg, leg: Leg,
               grows_net: bool, grows_leg: bool) -> Denial | None:
     """The limits of what the order grows in `net` (the account's net leg in the symbol)
-    and `leg` (the strategy's): their worst case (grows_net, grows_leg), or else its
-    worth (an order dearer than its side is valued at).
+    and `leg` (the strategy's): its side of their worst case (grows_net, grows_leg), or
+    else that side's worth (an order dearer than its side is valued at).
 
     With no equity or no mark, an order is denied EQUITY_UNKNOWN or MARK_UNKNOWN unless
     it could raise no worth at any mark (_may_raise; one that only reduces the position
     never comes here: check_exposure). A leg of another symbol with no price counts 0 in
-    the sums, which are then lower bounds: an order growing its own leg's worst case is
-    denied MARK_UNKNOWN, one growing only a worth is judged on them. docs/design.md ("The
-    exposure model") says what each rule closed."""
+    the sums, which are then lower bounds: an order growing its side of its own leg is
+    denied MARK_UNKNOWN, one growing only that side's worth is judged on them.
+    docs/design.md ("The exposure model") says what each rule closed."""
     buy = order.quantity if order.side is _BUY else 0.0
     sell = 0.0 if buy else order.quantity
     equity, mark = book.equity, book.price(order.symbol)
@@ -151,21 +158,24 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
                           f" {order.account}: sync positions first")
         return _mark_unknown(order.account, order.symbol)
     percent = 100.0 / equity
-    if grows_net or _raises_worth(net, mark, buy, sell, order.price):
-        pct = net.worth(mark, buy, sell, order.price) * percent
+    # Each limit judges the side the order grows, with it: the other side, which it
+    # leaves as it is, neither makes room for it nor denies it (review 47d: judged on the
+    # whole worst case, a sell shrinking a long was denied for the long).
+    before, after = _side_worth(net, mark, buy, sell, order.price)
+    if grows_net or after > before:
+        pct = after * percent
         if not pct <= settings.max_symbol_exposure_pct:  # NaN (0 x inf) denies too
             return _too_much(DecisionReason.SYMBOL_EXPOSURE, f"symbol {order.symbol}", pct,
                              settings.max_symbol_exposure_pct)
-    # The sums hold every leg's worth before the order: the order's own leg is replaced by
-    # its worth with the order working too.
-    own_value = leg.value if isinstance(leg, StrategyLeg) else 0.0  # in the sums now
-    if not (grows_leg or _raises_worth(leg, mark, buy, sell, order.price)):
+    before, after = _side_worth(leg, mark, buy, sell, order.price)
+    if not (grows_leg or after > before):
         return None
-    worth = leg.worth(mark, buy, sell, order.price)
     if book.unpriced and grows_leg:  # a leg with a worst case and no price, in the sums at 0
         _, symbol = next(iter(book.unpriced))
         return _mark_unknown(order.account, symbol)
-    change = worth - own_value
+    # The sums hold every leg's worth (its larger side) before the order; the order's leg
+    # counts, in its place, the side it grows, with it: every other leg at its worst.
+    change = after - (leg.value if isinstance(leg, StrategyLeg) else 0.0)
     strategy, portfolio = book.exposure_with(order.strategy, change)
     strategy_cap = settings.max_strategy_exposure_pct * equity / 100.0
     portfolio_cap = settings.max_portfolio_exposure_pct * equity / 100.0

@@ -239,18 +239,19 @@ def test_an_unpriced_leg_elsewhere_leaves_a_worth_judged_on_what_is_known():
     """Review 35: a leg of another strategy in a symbol with no price turned off the
     strategy and portfolio limits for an order that grows a worth and no worst case. The
     unpriced leg counts 0, so the known sums are what the account holds at least. Here a
-    buy of 195 at 109.9 turns the strategy's short of 100 into a long of 95, worth more
-    at its price: 60.44 % of equity against 60 (stop 47: review 35's own case, a buy
-    against the strategy's working sell, now grows its side and is MARK_UNKNOWN)."""
+    buy of 5 at 109.9 leaves the strategy's short of 100 at 95, worth more at the buy's
+    price: 60.44 % of equity against 60 (stop 47: review 35's own case, a buy against
+    the strategy's working sell, now grows its side and is MARK_UNKNOWN; so does a buy
+    that takes the short across zero)."""
     engine = make_engine(equity=100_000, limits=UNIQUE)  # strategy limit 60 %
     held = [position(500, 100, symbol="Y"), position(-100, 100, symbol="X"),
             position(100, 100, strategy="s-2", symbol="X")]
     engine.sync_positions(ACCOUNT, 100_000, held, [
         OpenOrder("adopted", "s-3", "W", Side.BUY, 1, 5)], T0)  # no mark for W
     assert engine.book.peek(ACCOUNT).unpriced
-    denied = engine.check(order(195, 109.9, symbol="X"), T0)
+    denied = engine.check(order(5, 109.9, symbol="X"), T0)
     assert denied.reason is R.STRATEGY_EXPOSURE and "60.44%" in denied.message, denied
-    grows = engine.check(order(250, 100, symbol="X"), T0)  # a long of 150: grows
+    grows = engine.check(order(195, 100, symbol="X"), T0)  # a long of 95: grows
     assert grows.reason is R.MARK_UNKNOWN, grows
 
 
@@ -641,9 +642,26 @@ def test_order_that_does_not_grow_the_position_is_never_denied_by_exposure():
     assert engine.check(order(100, 1000, Side.SELL), T0).allowed
     assert engine.check(order(400, 1000, Side.SELL), T0).allowed  # to flat, at worst
     # A flip to a short as large as the long grows its own side, the short: judged on
-    # it (review 47b: the larger side's size was taken as room for the other)
+    # it (review 47b: the larger side's size was taken as room for the other), and the
+    # long, which it leaves as it is, does not deny a short within the limit (47d)
     assert engine.check(order(500, 1000, Side.SELL), T0).reason is R.SYMBOL_EXPOSURE
-    assert engine.check(order(1, 1000, Side.SELL), T0).reason is R.SYMBOL_EXPOSURE
+    assert engine.check(order(1, 1000, Side.SELL), T0).allowed  # a short of 1: 1 %
+    assert engine.check(order(1, 1000), T0).reason is R.SYMBOL_EXPOSURE  # the long grows
+
+
+def test_no_order_takes_a_side_across_zero_as_if_it_were_room():
+    """Review 47d: a long of 400 past a 30 % limit (the mark rose) was a side of 400 a
+    sell of 800 could take across zero unjudged, "growing" nothing: a short of 400, 40 %,
+    where the same short sent as two orders was denied; a replace of the long's exit
+    did the same. The part across zero is judged as a new position."""
+    engine = make_engine(equity=100_000)
+    engine.sync_positions(ACCOUNT, 100_000, [position(400, 100)])  # 40 %
+    denied = engine.check(order(800, 100, Side.SELL), T0)
+    assert denied.reason is R.SYMBOL_EXPOSURE and "40%" in denied.message, denied
+    allow(engine, order(400, 100, Side.SELL, client_order_id="exit"))  # to flat
+    denied = engine.check(order(800, 100, Side.SELL, replaces="exit"), T0)
+    assert denied.reason is R.SYMBOL_EXPOSURE and "40%" in denied.message, denied
+    assert engine.check(order(700, 100, Side.SELL, replaces="exit"), T0).allowed  # 30 %
 
 
 def test_room_on_one_side_is_never_room_on_the_other():
