@@ -379,20 +379,24 @@ class Breakers:
 
     def rearm(self, scope: Scope, breaker: str, now: float) -> None:
         """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
-        latch owns: a losing streak restarts only when the streak's latch is lifted; a
-        feed found stale, or assumed stale after a start whose journal lacked its ticks
-        (a reseal cut them), gets a fresh window from now, so if it stays dead it trips
-        again (a forced reset must not silence it for good; review 47a: an assumed one
-        was never watched again, and still held after the reset)."""
+        latch owns: a restart's assumption that its condition holds (review 47f: after a
+        forced reset with a re-arm delay the scope stayed COOLING_DOWN until a sample
+        came, and a plain reset of another trip was refused); a losing streak, when the
+        streak's latch is lifted; a feed stale at the reset (found so, assumed so after a
+        start whose journal lacked its ticks, or silent past its window) gets a fresh
+        window from now, so if it stays dead it trips again (a forced reset must not
+        silence it for good; review 47a: an assumed one was never watched again), by what
+        the journal holds alone (47f: whether a timer run had marked it was not)."""
         meters = self._meters.get(scope)
         if meters is None:
             return
+        assumed = meters.unconfirmed.pop(breaker, None) is not None
         if breaker == Breaker.CONSECUTIVE_LOSSES:
             meters.losses = 0
-        elif breaker == Breaker.DATA_FEED_STALE and (meters.stale or breaker in
-                                                     meters.unconfirmed):
+        elif breaker == Breaker.DATA_FEED_STALE and (assumed or meters.stale or (
+                meters.last_tick is not None and now - meters.last_tick
+                >= self._settings.rule(scope, breaker).window_s)):
             meters.stale, meters.last_tick = False, now
-            meters.unconfirmed.pop(breaker, None)
             self._feeds[scope] = meters
             self._watch_feed(scope, meters)
 

@@ -61,6 +61,22 @@ async def test_a_health_request_that_is_not_one_is_invalid_and_logs_nothing(
         health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_reflection_request_that_is_not_one_is_invalid_and_logs_nothing(
+        sidecar: Running, caplog) -> None:
+    """Review 47f: as health's (reflection needs no token under mutual TLS)."""
+    info = sidecar.channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    for _ in range(20):
+        call = info()
+        await call.write(b"\xff\xff")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+        assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value
+        assert raised.value.details() == \
+            "request: not a valid grpc.reflection.v1alpha.ServerReflectionRequest"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
 async def test_health_watches_are_capped_and_a_closed_one_frees_its_place(
         start_sidecar) -> None:
     """Review 36e: health needs no credentials, and a peer with no token held 2,443 Watch

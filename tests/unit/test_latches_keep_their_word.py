@@ -88,6 +88,47 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     assert restarted.state_of(symbol()) is State.ARMED
 
 
+def test_a_forced_reset_lifts_a_restarts_assumption_with_the_latch() -> None:
+    """Review 47f: a level breaker's latch restored with no evidence is assumed to hold
+    until a sample clears it; a forced reset with a re-arm delay left the scope
+    COOLING_DOWN for good (orders denied, a second forced reset changed nothing) until a
+    sample came, and a plain reset of an operator's trip was refused for it."""
+    limits = {kind: ResumePolicy(reset_cooldown_s=0, rearm_delay_s=2) for kind in ScopeKind}
+    engine = make_engine(policy=limits)
+    (tripped,) = report(engine, account(), Metric.OPEN_LOSS_PCT, 50.0, T0)
+    restarted = make_engine(policy=limits)
+    restarted.restore([tripped], tripped.version, T0 + 10)
+    reset(restarted, account(), T0 + 11, force=True)
+    assert restarted.state_of(account()) is State.COOLING_DOWN
+    (armed,) = timers(restarted, T0 + 13)
+    assert (armed.scope, armed.state) == (account(), State.ARMED)
+    trip(restarted, account(), T0 + 14)
+    reset(restarted, account(), T0 + 15)  # plain: nothing assumed holds it
+    assert restarted.state_of(account()) is State.COOLING_DOWN
+
+
+def test_a_forced_reset_of_a_feed_silent_past_its_window_starts_a_fresh_one() -> None:
+    """Review 47f: under its latch a feed ticked once and went silent again; a timer run
+    marked it (no record), so a forced reset gave it a fresh window, and a restart before
+    that reset, which had no mark, tripped it a window early. The window is now from
+    what the journal holds alone: the feed was silent past its window at the reset."""
+    rule = rules(data_feed_stale={"window_s": 10.0})
+    engine = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    report(engine, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
+    timers(engine, T0 + 10)  # stale: latched
+    report(engine, symbol(), Metric.DATA_FEED_TICK, 1.0, T0 + 11)
+    replayed = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    report(replayed, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
+    timers(replayed, T0 + 10)
+    report(replayed, symbol(), Metric.DATA_FEED_TICK, 1.0, T0 + 11)
+    assert timers(engine, T0 + 21) == []  # silent again, marked under the latch
+    for each in (engine, replayed):  # the second never ran that timer run
+        reset(each, symbol(), T0 + 25, force=True)
+        assert timers(each, T0 + 34) == []
+        (again,) = timers(each, T0 + 35)
+        assert (again.scope, again.breaker) == (symbol(), "data_feed_stale")
+
+
 def test_directives_accumulate_and_are_recorded() -> None:
     """A panic after a plain halt: its directives are a new transition, with the halt's."""
     engine = make_engine()

@@ -29,7 +29,7 @@ from ...settings import MIN_CONNECTIONS, ServerSettings, Settings
 from ...timers import Timers
 from .auth import Authenticator
 from .handlers import RefusedAsItStarts, add_guard_service
-from .health import DrainingHealthServicer, MethodResolvingPool, add_health
+from .health import DrainingHealthServicer, MethodResolvingPool, add_health, add_reflection
 from .security import warn_about_security
 from .servicer import GuardServicer
 
@@ -259,9 +259,9 @@ class Sidecar:
                                         refused),
                           self.server, parts.authenticator, parts.wrap_streams)
         add_health(self.health, self.server)
-        reflection.enable_server_reflection(
+        add_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.server, pool=MethodResolvingPool())
+             reflection.SERVICE_NAME), self.server, MethodResolvingPool())
 
     async def start(self) -> None:
         """Raises SocketPathError, before binding anything, if server.uds is taken."""
