@@ -37,7 +37,8 @@ from .orders import Side
 ROUNDING: Final = 2.0 ** -51
 # How far past zero a reduction may take a position, relative to it: what the sums of
 # working orders round by (reduced_by), as fills are matched within working.FILL_TOLERANCE.
-_SLACK: Final = 1.0 + 1e-9
+PAST_ZERO: Final = 1e-9
+_SLACK: Final = 1.0 + PAST_ZERO
 # Final: the compiled domain reads these as C statics (Side.BUY is two dict lookups).
 _BUY: Final = Side.BUY
 _SELL: Final = Side.SELL
@@ -337,6 +338,13 @@ class AccountBook:
         """The strategy's and the account's sums with `change` added to one of its legs."""
         exposure = self.strategies.get(strategy)
         return (exposure.value if exposure else 0.0) + change, self.total + change
+
+    def exposure_counting(self, strategy: str, leg: Leg, value: float) -> tuple[float, float]:
+        """The strategy's and the account's sums with `leg` counted at `value`, made from
+        the legs and exactly rounded (math.fsum): for a comparison rounding could decide."""
+        others = [(each.strategy, each.value) for each in self.legs.values() if each is not leg]
+        return (math.fsum([v for s, v in others if s == strategy] + [value]),
+                math.fsum([v for _, v in others] + [value]))
 
     def resum(self) -> None:
         """Make the sums again from the legs, exactly rounded: no slack left."""

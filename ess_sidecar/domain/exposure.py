@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .book import AccountBook, Leg, StrategyLeg
+from .book import PAST_ZERO, ROUNDING, AccountBook, Leg, StrategyLeg
 from .decisions import DecisionReason, Denial
 from .limits import LimitSettings
 from .orders import MAX_QUANTITY, Order, Side
@@ -115,8 +115,9 @@ def _grows(leg: Leg, buy: bool, quantity: float) -> bool | None:
         return None
     # Across zero the side is a new position, the old sign's no room for it (review 47d:
     # a sell of 800 turned a long of 400, past the limit, into a short as large, where
-    # the same short sent as two orders was denied)
-    return abs(end) > abs(start) or start * end < 0.0
+    # the same short sent as two orders was denied), but for what a close of what is left
+    # may cross by in floating point (47g: as REDUCE_ONLY allows, book.PAST_ZERO)
+    return abs(end) > abs(start) or start * end < 0.0 and abs(end) > abs(start) * PAST_ZERO
 
 
 def _side_worth(leg: Leg, mark: float, buy: float, sell: float,
@@ -157,10 +158,10 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
             return Denial(DecisionReason.EQUITY_UNKNOWN, f"equity unknown for account"
                           f" {order.account}: sync positions first")
         return _mark_unknown(order.account, order.symbol)
-    percent = 100.0 / equity
     # Each limit judges the side the order grows, with it: the other side, which it
     # leaves as it is, neither makes room for it nor denies it (review 47d: judged on the
     # whole worst case, a sell shrinking a long was denied for the long).
+    percent = 100.0 / equity
     before, after = _side_worth(net, mark, buy, sell, order.price)
     if grows_net or after > before:
         pct = after * percent
@@ -175,14 +176,16 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
         return _mark_unknown(order.account, symbol)
     # The sums hold every leg's worth (its larger side) before the order; the order's leg
     # counts, in its place, the side it grows, with it: every other leg at its worst.
-    change = after - (leg.value if isinstance(leg, StrategyLeg) else 0.0)
-    strategy, portfolio = book.exposure_with(order.strategy, change)
+    own = leg.value if isinstance(leg, StrategyLeg) else 0.0
+    strategy, portfolio = book.exposure_with(order.strategy, after - own)
     strategy_cap = settings.max_strategy_exposure_pct * equity / 100.0
     portfolio_cap = settings.max_portfolio_exposure_pct * equity / 100.0
-    near = 2.0 * book.slack  # twice the sums' rounding bound: the comparisons round too
-    if near and (abs(strategy - strategy_cap) <= near or abs(portfolio - portfolio_cap) <= near):
+    # Twice the sums' rounding bound and the change's (review 47g: a leg's other side
+    # 10**16 times equity cancelled out of `after - own` with the other legs in it)
+    near = 2.0 * (book.slack + (own + after + abs(strategy) + abs(portfolio)) * ROUNDING)
+    if abs(strategy - strategy_cap) <= near or abs(portfolio - portfolio_cap) <= near:
         book.resum()  # rounding could decide: the sums made again, exactly
-        strategy, portfolio = book.exposure_with(order.strategy, change)
+        strategy, portfolio = book.exposure_counting(order.strategy, leg, after)
     if not strategy * percent <= settings.max_strategy_exposure_pct:  # NaN denies
         return _too_much(DecisionReason.STRATEGY_EXPOSURE, f"strategy {order.strategy}",
                          strategy * percent, settings.max_strategy_exposure_pct)

@@ -649,6 +649,33 @@ def test_order_that_does_not_grow_the_position_is_never_denied_by_exposure():
     assert engine.check(order(1, 1000), T0).reason is R.SYMBOL_EXPOSURE  # the long grows
 
 
+def test_a_close_of_what_is_left_does_not_cross_zero_by_its_rounding():
+    """Review 47g: 0.7 - 0.4 left 0.29999999999999993, and a sell of 0.3 closing it
+    "crossed zero" by 5.6e-17: judged on the strategy's sums (65 % against 60, its other
+    symbol past the cap), where a close of 0.3 exactly was not. As REDUCE_ONLY allows
+    (book.PAST_ZERO), that is no new position."""
+    limits = LimitSettings(max_portfolio_exposure_pct=200.0, duplicate_identical_orders=0)
+    engine = make_engine(equity=100_000, limits=limits)
+    engine.sync_positions(ACCOUNT, 100_000, [
+        position(0.7, 100), position(650, 100, symbol="ETH"),
+        position(-1.0, 100, strategy="s-2")])  # the net is short: no REDUCE_ONLY exemption
+    fill_order(engine, 0.4, 100, Side.SELL)
+    assert engine.book.peek(ACCOUNT).legs[(STRATEGY, SYMBOL)].position == 0.29999999999999993
+    assert engine.check(order(0.3, 100, Side.SELL), T0).allowed
+
+
+def test_a_huge_other_side_does_not_round_the_sums_under_a_limit():
+    """Review 47g: the order's leg counts its side in the sums in place of its larger one
+    (`after - own`); with the other side 10**16 times equity, the difference rounded the
+    other legs away and a sell taking the strategy to 75 % against 60 was allowed."""
+    engine = make_engine(equity=1.0, limits=UNIQUE)
+    engine.sync_positions(ACCOUNT, 1.0, [position(0.0055, 100, symbol="Y"),
+                                         position(0.0, 1e6, symbol="X")],
+                          [OpenOrder("big", STRATEGY, "X", Side.BUY, 1e10, 1e6)], T0)
+    denied = engine.check(order(2e-7, 1e6, Side.SELL, symbol="X"), T0)
+    assert denied.reason is R.STRATEGY_EXPOSURE and "75%" in denied.message, denied
+
+
 def test_no_order_takes_a_side_across_zero_as_if_it_were_room():
     """Review 47d: a long of 400 past a 30 % limit (the mark rose) was a side of 400 a
     sell of 800 could take across zero unjudged, "growing" nothing: a short of 400, 40 %,
