@@ -11,7 +11,8 @@
 - **Exempt only if it does not grow its side.** An order grows the side it is on: the
   position with every working order on that side filled (a buy's, the position plus
   every working buy), when it takes it further from zero or across it (the part across
-  zero is a new position: review 47d). A limit never denies an order that grows neither
+  zero is a new position: review 47d; past it by more than a billionth of the side,
+  book.PAST_ZERO, what a close of what is left may cross by as fills are matched). A limit never denies an order that grows neither
   that side of the quantity it measures nor that side's worth (see Price: an order
   dearer than its side is valued at raises the worth of the same quantity), nor one that
   only reduces the position (`reduces`), whatever its price. One that does is judged on
@@ -116,8 +117,10 @@ def _grows(leg: Leg, buy: bool, quantity: float) -> bool | None:
     # Across zero the side is a new position, the old sign's no room for it (review 47d:
     # a sell of 800 turned a long of 400, past the limit, into a short as large, where
     # the same short sent as two orders was denied), but for what a close of what is left
-    # may cross by in floating point (47g: as REDUCE_ONLY allows, book.PAST_ZERO)
-    return abs(end) > abs(start) or start * end < 0.0 and abs(end) > abs(start) * PAST_ZERO
+    # may cross by in floating point (47g: as REDUCE_ONLY allows, book.PAST_ZERO); by the
+    # signs, as a product of two tiny sides underflows (47i)
+    return abs(end) > abs(start) or (start < 0.0) != (end < 0.0) \
+        and abs(end) > abs(start) * PAST_ZERO
 
 
 def _side_worth(leg: Leg, mark: float, buy: float, sell: float,

@@ -9,6 +9,7 @@ import pytest
 
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import ResumePolicy
+from ess_sidecar.domain import exposure
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
@@ -662,6 +663,16 @@ def test_a_close_of_what_is_left_does_not_cross_zero_by_its_rounding():
     fill_order(engine, 0.4, 100, Side.SELL)
     assert engine.book.peek(ACCOUNT).legs[(STRATEGY, SYMBOL)].position == 0.29999999999999993
     assert engine.check(order(0.3, 100, Side.SELL), T0).allowed
+
+
+def test_a_side_across_zero_is_found_by_its_sign_however_small():
+    """Review 47i: start * end underflowed to -0.0 for sides of 1e-170, and a sell taking
+    a long of 1e-170 to a short of 5e-171 grew nothing."""
+    engine = make_engine(equity=100_000)
+    engine.sync_positions(ACCOUNT, 100_000, [position(1e-170, 100)])
+    leg = engine.book.peek(ACCOUNT).legs[(STRATEGY, SYMBOL)]
+    assert exposure._grows(leg, False, 1.5e-170) is True
+    assert exposure._grows(leg, False, 1e-170) is False  # to flat
 
 
 def test_a_huge_other_side_does_not_round_the_sums_under_a_limit():
