@@ -379,26 +379,30 @@ class Breakers:
 
     def rearm(self, scope: Scope, breaker: str, now: float) -> None:
         """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
-        latch owns: a restart's assumption that its condition holds (review 47f: after a
-        forced reset with a re-arm delay the scope stayed COOLING_DOWN until a sample
-        came, and a plain reset of another trip was refused); a losing streak, when the
-        streak's latch is lifted; a feed stale at the reset (found so, assumed so after a
-        start whose journal lacked its ticks, or silent past its window) gets a fresh
-        window from now, so if it stays dead it trips again (a forced reset must not
-        silence it for good; review 47a: an assumed one was never watched again), by what
-        the journal holds alone (47f: whether a timer run had marked it was not)."""
+        latch owns: a losing streak restarts only when the streak's latch is lifted; a
+        feed stale at the reset (found so, assumed so after a start whose journal lacked
+        its ticks, or silent past its window by the last tick the journal holds) gets a
+        fresh window from now, so if it stays dead it trips again (a forced reset must
+        not silence it for good; review 47a: an assumed one was never watched again; 47f:
+        a restart before the reset, with no timer run's mark, tripped it a window early).
+        With them goes a restart's assumption that their condition holds, as a sidecar
+        that ran through has none left then; any other breaker's stays until a sample
+        clears it, as its evidence would (review 47h: dropped, a restarted sidecar
+        re-armed a scope whose open loss one that ran through still held)."""
         meters = self._meters.get(scope)
         if meters is None:
             return
-        assumed = meters.unconfirmed.pop(breaker, None) is not None
         if breaker == Breaker.CONSECUTIVE_LOSSES:
             meters.losses = 0
-        elif breaker == Breaker.DATA_FEED_STALE and (assumed or meters.stale or (
-                meters.last_tick is not None and now - meters.last_tick
-                >= self._settings.rule(scope, breaker).window_s)):
-            meters.stale, meters.last_tick = False, now
-            self._feeds[scope] = meters
-            self._watch_feed(scope, meters)
+            meters.unconfirmed.pop(breaker, None)
+        elif breaker == Breaker.DATA_FEED_STALE:
+            assumed = meters.unconfirmed.pop(breaker, None) is not None
+            if assumed or meters.stale or (meters.last_tick is not None and now
+                                           - meters.last_tick
+                                           >= self._settings.rule(scope, breaker).window_s):
+                meters.stale, meters.last_tick = False, now
+                self._feeds[scope] = meters
+                self._watch_feed(scope, meters)
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:
         return self._settings.rule(scope, name)

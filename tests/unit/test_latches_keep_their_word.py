@@ -88,23 +88,33 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     assert restarted.state_of(symbol()) is State.ARMED
 
 
-def test_a_forced_reset_lifts_a_restarts_assumption_with_the_latch() -> None:
-    """Review 47f: a level breaker's latch restored with no evidence is assumed to hold
-    until a sample clears it; a forced reset with a re-arm delay left the scope
-    COOLING_DOWN for good (orders denied, a second forced reset changed nothing) until a
-    sample came, and a plain reset of an operator's trip was refused for it."""
+def test_after_a_restart_a_forced_reset_lifts_as_much_as_one_that_ran_through() -> None:
+    """A latch restored with no evidence is assumed to hold until a sample clears it, as
+    the evidence would have: a forced reset with a re-arm delay leaves an open loss's
+    scope COOLING_DOWN until a sample under the threshold (review 47h: review 47f's
+    change lifted the assumption, and the restarted sidecar re-armed and allowed orders
+    one that ran through denied); a losing streak's latch, which a reset restarts, is
+    lifted with it (47f: a plain reset of another trip was refused for it)."""
     limits = {kind: ResumePolicy(reset_cooldown_s=0, rearm_delay_s=2) for kind in ScopeKind}
-    engine = make_engine(policy=limits)
-    (tripped,) = report(engine, account(), Metric.OPEN_LOSS_PCT, 50.0, T0)
+    through = make_engine(policy=limits)
+    (tripped,) = report(through, account(), Metric.OPEN_LOSS_PCT, 50.0, T0)
     restarted = make_engine(policy=limits)
     restarted.restore([tripped], tripped.version, T0 + 10)
+    for each in (through, restarted):
+        reset(each, account(), T0 + 11, force=True)
+        assert timers(each, T0 + 3600) == []  # still COOLING_DOWN: the loss holds
+        assert each.state_of(account()) is State.COOLING_DOWN
+        report(each, account(), Metric.OPEN_LOSS_PCT, 1.0, T0 + 3601)
+        (armed,) = timers(each, T0 + 3602)
+        assert (armed.scope, armed.state) == (account(), State.ARMED)
+    streaks = make_engine(breakers=STREAK_OF_3, policy=NO_COOLDOWN)
+    streak = losses(streaks, 3)[0]
+    restarted = make_engine(breakers=STREAK_OF_3, policy=NO_COOLDOWN)
+    restarted.restore([streak], streak.version, T0 + 10)
     reset(restarted, account(), T0 + 11, force=True)
-    assert restarted.state_of(account()) is State.COOLING_DOWN
-    (armed,) = timers(restarted, T0 + 13)
-    assert (armed.scope, armed.state) == (account(), State.ARMED)
-    trip(restarted, account(), T0 + 14)
-    reset(restarted, account(), T0 + 15)  # plain: nothing assumed holds it
-    assert restarted.state_of(account()) is State.COOLING_DOWN
+    trip(restarted, account(), T0 + 12)
+    reset(restarted, account(), T0 + 13)  # plain: the streak began again
+    assert restarted.state_of(account()) is State.ARMED
 
 
 def test_a_forced_reset_of_a_feed_silent_past_its_window_starts_a_fresh_one() -> None:
