@@ -12,10 +12,11 @@
   position with every working order on that side filled (a buy's, the position plus
   every working buy), when it takes it further from zero or across it (the part across
   zero is a new position: review 47d; past it by more than a billionth of the side,
-  book.PAST_ZERO, what a close of what is left may cross by as fills are matched). A limit never denies an order that grows neither
-  that side of the quantity it measures nor that side's worth (see Price: an order
-  dearer than its side is valued at raises the worth of the same quantity), nor one that
-  only reduces the position (`reduces`), whatever its price. One that does is judged on
+  book.PAST_ZERO, what a close of what is left may cross by as fills are matched). A
+  limit never denies an order that grows neither that side of the quantity it measures
+  nor that side's worth (see Price: an order dearer than its side is valued at raises
+  the worth of the same quantity), nor one that only reduces the position (`reduces`),
+  whatever its price. One that does is judged on
   that side with it: the other side, which the order leaves as it is, is neither room
   for it (review 47b: working buys the venue no longer held let a sell grow the short
   side up to their size unjudged) nor a reason to deny it (47d). The strategy's and the
