@@ -346,8 +346,12 @@ class Breakers:
             # equity reported once a day never built a drawdown on a strategy or GLOBAL);
             # a losing streak and a breach count end only by a sample (review 36p: nine
             # losses, a quiet weekend, and the tenth began a new streak).
+            # So is a restart's assumption that a condition holds, as the evidence it
+            # stands for would be (review 47j: evicted once the scope was ARMED, a plain
+            # reset was accepted that one that ran through refused).
             if keep(scope) or oldest.last_tick is not None or oldest.peak_equity > 0.0 \
-                    or oldest.losses or any(oldest.breaches.values()):
+                    or oldest.losses or any(oldest.breaches.values()) \
+                    or any(until > now for until in oldest.unconfirmed.values()):
                 oldest.last_seen = now  # kept: looked at again after another idle_s
                 meters[scope] = oldest
         return changed
@@ -396,10 +400,12 @@ class Breakers:
             meters.losses = 0
             meters.unconfirmed.pop(breaker, None)
         elif breaker == Breaker.DATA_FEED_STALE:
+            # Assumed stale with a tick known (the journal held a later one than the trip:
+            # review 47j), the window runs from that tick, as one that ran through has it.
             assumed = meters.unconfirmed.pop(breaker, None) is not None
-            if assumed or meters.stale or (meters.last_tick is not None and now
-                                           - meters.last_tick
-                                           >= self._settings.rule(scope, breaker).window_s):
+            if assumed and meters.last_tick is None or meters.stale or (
+                    meters.last_tick is not None and now - meters.last_tick
+                    >= self._settings.rule(scope, breaker).window_s):
                 meters.stale, meters.last_tick = False, now
                 self._feeds[scope] = meters
                 self._watch_feed(scope, meters)

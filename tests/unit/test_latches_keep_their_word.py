@@ -13,8 +13,8 @@ from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.scopes import ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode, TriggerReason
 
-from .conftest import T0, account, make_engine, order, report, reset, rules, run, symbol, \
-    timers, trip
+from .conftest import T0, account, make_engine, order, report, reset, rules, run, strategy, \
+    symbol, timers, trip
 
 STREAK_OF_3 = rules(consecutive_losses={"threshold": 3}, failed_trades={"threshold": 100})
 NO_COOLDOWN = {kind: ResumePolicy(reset_cooldown_s=0) for kind in ScopeKind}
@@ -115,6 +115,43 @@ def test_after_a_restart_a_forced_reset_lifts_as_much_as_one_that_ran_through() 
     trip(restarted, account(), T0 + 12)
     reset(restarted, account(), T0 + 13)  # plain: the streak began again
     assert restarted.state_of(account()) is State.ARMED
+
+
+def test_a_restarts_assumption_outlives_a_timer_run_as_the_evidence_would() -> None:
+    """Review 47j: kept through a forced reset, a level's assumption was evicted at the
+    next timer run once the scope was ARMED (its record had never been seen), and a plain
+    reset of an operator's trip was accepted that a sidecar that ran through refused."""
+    policy = {kind: ResumePolicy(reset_cooldown_s=0) for kind in ScopeKind}
+    through = make_engine(policy=policy)
+    (tripped,) = report(through, strategy(), Metric.OPEN_LOSS_PCT, 12.0, T0)
+    restarted = make_engine(policy=policy)
+    restarted.restore([tripped], tripped.version, T0 + 1)
+    for each in (through, restarted):
+        reset(each, strategy(), T0 + 10, force=True)
+        timers(each, T0 + 11)
+        trip(each, strategy(), T0 + 20)
+        with pytest.raises(ResetRefused, match="open_loss_pct"):
+            reset(each, strategy(), T0 + 21)
+
+
+def test_a_feed_assumed_stale_with_a_later_tick_known_runs_its_window_from_it() -> None:
+    """Review 47j: restored from the store after the journal's replay had a tick later
+    than the stale trip, the latch was assumed to hold and a forced reset started a
+    window from the reset: the dead feed tripped again a window after the reset, where a
+    sidecar that ran through tripped it a window after that tick."""
+    rule = rules(data_feed_stale={"window_s": 30.0})
+    through = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    report(through, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
+    (stale,) = timers(through, T0 + 30)
+    report(through, symbol(), Metric.DATA_FEED_TICK, 1.0, T0 + 40)
+    restarted = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    report(restarted, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
+    report(restarted, symbol(), Metric.DATA_FEED_TICK, 1.0, T0 + 40)
+    restarted.restore([stale], stale.version, T0 + 45)  # the trip from the store
+    for each in (through, restarted):
+        reset(each, symbol(), T0 + 50, force=True)
+        (again,) = timers(each, T0 + 70)  # a window after the tick at T0 + 40
+        assert (again.scope, again.breaker) == (symbol(), "data_feed_stale")
 
 
 def test_a_forced_reset_of_a_feed_silent_past_its_window_starts_a_fresh_one() -> None:
