@@ -88,6 +88,16 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     assert restarted.state_of(symbol()) is State.ARMED
 
 
+def through_and_restarted(policy, scope) -> tuple:  # noqa: ANN001
+    """Two engines with `scope` latched by an open loss of 50 %: one that ran through, and
+    one restarted with only the latched transition (its evidence lost: assumed)."""
+    through = make_engine(policy=policy)
+    (tripped,) = report(through, scope, Metric.OPEN_LOSS_PCT, 50.0, T0)
+    restarted = make_engine(policy=policy)
+    restarted.restore([tripped], tripped.version, T0 + 1)
+    return through, restarted
+
+
 def test_after_a_restart_a_forced_reset_lifts_as_much_as_one_that_ran_through() -> None:
     """A latch restored with no evidence is assumed to hold until a sample clears it, as
     the evidence would have: a forced reset with a re-arm delay leaves an open loss's
@@ -96,11 +106,7 @@ def test_after_a_restart_a_forced_reset_lifts_as_much_as_one_that_ran_through() 
     one that ran through denied); a losing streak's latch, which a reset restarts, is
     lifted with it (47f: a plain reset of another trip was refused for it)."""
     limits = {kind: ResumePolicy(reset_cooldown_s=0, rearm_delay_s=2) for kind in ScopeKind}
-    through = make_engine(policy=limits)
-    (tripped,) = report(through, account(), Metric.OPEN_LOSS_PCT, 50.0, T0)
-    restarted = make_engine(policy=limits)
-    restarted.restore([tripped], tripped.version, T0 + 10)
-    for each in (through, restarted):
+    for each in through_and_restarted(limits, account()):
         reset(each, account(), T0 + 11, force=True)
         assert timers(each, T0 + 3600) == []  # still COOLING_DOWN: the loss holds
         assert each.state_of(account()) is State.COOLING_DOWN
@@ -122,11 +128,7 @@ def test_a_restarts_assumption_outlives_a_timer_run_as_the_evidence_would() -> N
     next timer run once the scope was ARMED (its record had never been seen), and a plain
     reset of an operator's trip was accepted that a sidecar that ran through refused."""
     policy = {kind: ResumePolicy(reset_cooldown_s=0) for kind in ScopeKind}
-    through = make_engine(policy=policy)
-    (tripped,) = report(through, strategy(), Metric.OPEN_LOSS_PCT, 12.0, T0)
-    restarted = make_engine(policy=policy)
-    restarted.restore([tripped], tripped.version, T0 + 1)
-    for each in (through, restarted):
+    for each in through_and_restarted(policy, strategy()):
         reset(each, strategy(), T0 + 10, force=True)
         timers(each, T0 + 11)
         trip(each, strategy(), T0 + 20)

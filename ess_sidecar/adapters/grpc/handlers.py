@@ -35,7 +35,7 @@ from .wire import invalid_utf8
 SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"]
 
 
-async def _parse(raw: bytes, request_type: type[Message], context: grpc.aio.ServicerContext,
+async def parse_request(raw: bytes, request_type: type[Message], context: grpc.aio.ServicerContext,
                  strings: Descriptor | None = None) -> Any:
     """The request, or an abort naming the first field in `strings` (a descriptor; the
     request's own by default) that is not UTF-8."""
@@ -54,14 +54,14 @@ def _unary_unary(method: Callable, request_type: type[Message]) -> Callable:
             try:
                 request = pb.TriggerRequest.FromString(raw)
             except DecodeError:
-                request = _trigger_with_any_reason(raw) or await _parse(
+                request = _trigger_with_any_reason(raw) or await parse_request(
                     raw, pb.TriggerRequest, context,  # aborts, naming no reason: any
                     _TRIGGER_WITH_BYTES.DESCRIPTOR)  # is taken (review 47b)
             return await method(request, context)
         return trigger
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        return await method(await _parse(raw, request_type, context), context)
+        return await method(await parse_request(raw, request_type, context), context)
     return handle
 
 
@@ -106,7 +106,7 @@ def _unary_stream(method: Callable, request_type: type[Message]) -> Callable:
     generator: a generator whose client hung up is closed later, from another context,
     where OpenTelemetry cannot detach the context it attached to the span."""
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> None:
-        request = await _parse(raw, request_type, context)
+        request = await parse_request(raw, request_type, context)
         async with contextlib.aclosing(method(request, context)) as responses:
             async for response in responses:
                 await context.write(response)

@@ -8,22 +8,24 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from .handlers import parse_request
 
 
 def add_health(servicer: health.aio.HealthServicer, server: grpc.aio.Server) -> None:
     """As grpc_health's add_HealthServicer_to_server, but each request is parsed here
-    (`_parsed`): anyone may call health (review 47b: 3,000 garbage checks with no token
+    (`handlers.parse_request`): anyone may call health (review 47b: 3,000 garbage checks with no token
     wrote 4 MB of log, and pushed a stop's line out of it)."""
     request = health_pb2.HealthCheckRequest
 
     async def check(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        return await servicer.Check(await _parsed(request, raw, context), context)
+        return await servicer.Check(await parse_request(raw, request, context), context)
 
     async def watch(raw: bytes, context: grpc.aio.ServicerContext) -> None:
-        await servicer.Watch(await _parsed(request, raw, context), context)
+        await servicer.Watch(await parse_request(raw, request, context), context)
 
     answer = health_pb2.HealthCheckResponse.SerializeToString
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
@@ -36,7 +38,7 @@ def add_health(servicer: health.aio.HealthServicer, server: grpc.aio.Server) -> 
 def add_reflection(names: Iterable[str], server: grpc.aio.Server,
                    pool: MethodResolvingPool) -> None:
     """As grpc_reflection's enable_server_reflection, but each request is parsed here
-    (`_parsed`; review 47f: reflection needs no token under mutual TLS, and 1,000
+    (`handlers.parse_request`; review 47f: reflection needs no token under mutual TLS, and 1,000
     garbage requests wrote 1.4 MB of log)."""
     servicer = reflection.aio.ReflectionServicer(tuple(names), pool=pool)
     request = reflection_pb2.ServerReflectionRequest
@@ -45,7 +47,7 @@ def add_reflection(names: Iterable[str], server: grpc.aio.Server,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
         async def requests() -> AsyncIterator[Message]:
             async for raw in raws:
-                yield await _parsed(request, raw, context)
+                yield await parse_request(raw, request, context)
         async for answer in servicer.ServerReflectionInfo(requests(), context):
             yield answer
 
@@ -53,17 +55,6 @@ def add_reflection(names: Iterable[str], server: grpc.aio.Server,
         reflection.SERVICE_NAME, {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
             info, response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
         }),))
-
-
-async def _parsed(request: type[Message], raw: bytes,
-                  context: grpc.aio.ServicerContext) -> Any:
-    """`raw` as a `request`, or INVALID_ARGUMENT: gRPC, parsing it, answered UNKNOWN and
-    logged an ERROR with its traceback for each request that was not one."""
-    try:
-        return request.FromString(raw)
-    except DecodeError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"request: not a valid {request.DESCRIPTOR.full_name}")
 
 
 class DrainingHealthServicer(health.aio.HealthServicer):
