@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -322,13 +323,27 @@ class Breakers:
 
     def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
         """After a restart: count this breaker's condition as holding until a fresh sample
-        clears it; for an event window, until one whole window has passed since."""
+        clears it, its evidence as strict as any the restart may have lost (reviews 47j,
+        47k): an event window holds its threshold of events, reported now, so for one
+        whole window the next event re-trips it; a level's breach count is one short of
+        a trip, so the next breach re-trips it; a feed with no tick known ticked now, as
+        it may have just before the restart (a forced reset gives it no longer)."""
         if breaker in ONE_OFF:
             return  # an event: no condition to hold
         meters = self._meters.setdefault(scope, _Meters())
-        until = now + self._settings.rule(scope, breaker).window_s \
-            if breaker in EVENT_WINDOWS else float("inf")
-        meters.unconfirmed[breaker] = until
+        meters.last_seen = max(meters.last_seen, now)  # evicted with what it stands for
+        rule = self._settings.rule(scope, breaker)
+        if breaker in EVENT_WINDOWS:
+            count = max(1, math.ceil(rule.threshold))
+            meters.events.setdefault(breaker, deque()).append((now, now, count))
+            meters.totals[breaker] = meters.totals.get(breaker, 0) + count
+            return
+        meters.unconfirmed[breaker] = float("inf")
+        if breaker in LEVEL_BREAKERS.values():  # (a derived drawdown's count starts over
+            slot = Slot(Breaker(breaker))        # with its peak: the first sample ends it)
+            meters.breaches[slot] = max(meters.breaches.get(slot, 0), rule.consecutive - 1)
+        if breaker == Breaker.DATA_FEED_STALE and meters.last_tick is None:
+            meters.last_tick = now
 
     def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
         """Forget the evidence of scopes with no sample for idle_s (and at least the
@@ -384,11 +399,11 @@ class Breakers:
     def rearm(self, scope: Scope, breaker: str, now: float) -> None:
         """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
         latch owns: a losing streak restarts only when the streak's latch is lifted; a
-        feed stale at the reset (found so, assumed so after a start whose journal lacked
-        its ticks, or silent past its window by the last tick the journal holds) gets a
-        fresh window from now, so if it stays dead it trips again (a forced reset must
-        not silence it for good; review 47a: an assumed one was never watched again; 47f:
-        a restart before the reset, with no timer run's mark, tripped it a window early).
+        feed stale at the reset (found so, or silent past its window by the last tick
+        known: the journal's, or a restart's for one assumed stale) gets a fresh window
+        from now, so if it stays dead it trips again (a forced reset must not silence it
+        for good; review 47a: an assumed one was never watched again; 47f: a restart
+        before the reset, with no timer run's mark, tripped it a window early).
         With them goes a restart's assumption that their condition holds, as a sidecar
         that ran through has none left then; any other breaker's stays until a sample
         clears it, as its evidence would (review 47h: dropped, a restarted sidecar
@@ -399,16 +414,15 @@ class Breakers:
         if breaker == Breaker.CONSECUTIVE_LOSSES:
             meters.losses = 0
             meters.unconfirmed.pop(breaker, None)
-        elif breaker == Breaker.DATA_FEED_STALE:
-            # Assumed stale with a tick known (the journal held a later one than the trip:
-            # review 47j), the window runs from that tick, as one that ran through has it.
-            assumed = meters.unconfirmed.pop(breaker, None) is not None
-            if assumed and meters.last_tick is None or meters.stale or (
-                    meters.last_tick is not None and now - meters.last_tick
-                    >= self._settings.rule(scope, breaker).window_s):
+        elif breaker == Breaker.DATA_FEED_STALE and meters.last_tick is not None:
+            # Assumed stale, the window runs from the last tick known (the journal's, or the
+            # restart's: assume_holding), as one that ran through has it (review 47j).
+            meters.unconfirmed.pop(breaker, None)
+            if meters.stale or now - meters.last_tick \
+                    >= self._settings.rule(scope, breaker).window_s:
                 meters.stale, meters.last_tick = False, now
-                self._feeds[scope] = meters
-                self._watch_feed(scope, meters)
+            self._feeds[scope] = meters
+            self._watch_feed(scope, meters)
 
     def rule(self, scope: Scope, name: str) -> BreakerRule:
         return self._settings.rule(scope, name)

@@ -69,7 +69,9 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     """Review 47a: after a start whose journal lacked the feed's ticks (a reseal cut
     them), its stale latch was restored as holding with no tick known; a forced reset
     lifted it but started no window, so the dead feed never tripped again, and its
-    assumed staleness refused the next plain reset of any other trip of the scope."""
+    assumed staleness refused the next plain reset of any other trip of the scope.
+    Review 47k: the window then ran from the reset; a feed that ticked just before the
+    restart, one that ran through tripped a window after that tick."""
     engine = make_engine(breakers=rules(data_feed_stale={"window_s": 10.0}),
                          policy=NO_COOLDOWN)
     report(engine, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
@@ -79,8 +81,10 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     restarted.restore([stale], stale.version, T0 + 50)
     reset(restarted, symbol(), T0 + 51, force=True)
     assert restarted.state_of(symbol()) is State.ARMED
-    assert timers(restarted, T0 + 60) == []  # a fresh window from the reset
-    (again,) = timers(restarted, T0 + 61)
+    # A window from the restart, as a feed that ticked just before it would have (review
+    # 47k: a window from the reset, later than any straight-through run allowed).
+    assert timers(restarted, T0 + 59) == []
+    (again,) = timers(restarted, T0 + 60)
     assert (again.scope, again.breaker) == (symbol(), "data_feed_stale")
     reset(restarted, symbol(), T0 + 62, force=True)
     trip(restarted, symbol(), T0 + 63)  # an operator's, within the fresh window
@@ -134,6 +138,46 @@ def test_a_restarts_assumption_outlives_a_timer_run_as_the_evidence_would() -> N
         trip(each, strategy(), T0 + 20)
         with pytest.raises(ResetRefused, match="open_loss_pct"):
             reset(each, strategy(), T0 + 21)
+
+
+def test_after_a_restart_the_next_event_within_the_window_trips_again() -> None:
+    """Review 47j: a restart rebuilt no event window, so after a forced reset the next
+    error did not re-trip where the lost ones still counted for a sidecar that ran
+    through. The window is restored holding its threshold, reported at the restart."""
+    rule = rules(execution_errors={"threshold": 3.0, "window_s": 60.0})
+    through = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    (tripped,) = report(through, account(), Metric.EXECUTION_ERROR, 3.0, T0)
+    restarted = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    restarted.restore([tripped], tripped.version, T0 + 1)
+    for each in (through, restarted):
+        with pytest.raises(ResetRefused, match="execution_errors"):
+            reset(each, account(), T0 + 2)
+        reset(each, account(), T0 + 2, force=True)
+        (again,) = report(each, account(), Metric.EXECUTION_ERROR, 1.0, T0 + 30)
+        assert again.breaker == "execution_errors"
+        reset(each, account(), T0 + 62, force=True)  # the first three have left it
+        assert report(each, account(), Metric.EXECUTION_ERROR, 1.0, T0 + 62) == []
+        assert each.state_of(account()) is State.ARMED
+
+
+def test_after_a_restart_the_next_breach_trips_again() -> None:
+    """Review 47j: a level's breach count started at 0 after a restart, so with
+    `consecutive` 3, after a forced reset three more breaches were needed where one that
+    ran through tripped on the next."""
+    rule = rules(open_loss_pct={"threshold": 10.0, "consecutive": 3})
+    through = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    for _ in range(2):
+        assert report(through, account(), Metric.OPEN_LOSS_PCT, 50.0, T0) == []
+    (tripped,) = report(through, account(), Metric.OPEN_LOSS_PCT, 50.0, T0)
+    restarted = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    restarted.restore([tripped], tripped.version, T0 + 1)
+    for each in (through, restarted):
+        reset(each, account(), T0 + 2, force=True)
+        (again,) = report(each, account(), Metric.OPEN_LOSS_PCT, 50.0, T0 + 3)
+        assert again.breaker == "open_loss_pct"
+        reset(each, account(), T0 + 4, force=True)
+        assert report(each, account(), Metric.OPEN_LOSS_PCT, 1.0, T0 + 5) == []
+        assert report(each, account(), Metric.OPEN_LOSS_PCT, 50.0, T0 + 6) == []  # 1 of 3
 
 
 def test_a_feed_assumed_stale_with_a_later_tick_known_runs_its_window_from_it() -> None:
