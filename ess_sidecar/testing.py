@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +29,19 @@ def full_pipe() -> tuple[int, int]:
             os.write(write_end, b"filler\n" * 512)
     os.set_blocking(write_end, True)
     return read_end, write_end
+
+
+def read_in_background(read_end: int) -> tuple[threading.Thread, bytearray]:
+    """A thread (started) that reads the pipe until its end, and what it has read."""
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    return reader, received
 
 
 def python_under(open_files: tuple[int, int] | None) -> list[str]:

@@ -432,7 +432,8 @@ class FileJournal(Journal):
                  repr(self._interval), str(os.fstat(self._fd).st_size), str(count),
                  chain.hex(), str(count if sealed is None else sealed), self._genesis.hex(),
                  *self._locked],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=theirs)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=_python_stderr(),
+                pass_fds=theirs)
         except BaseException:
             for fd in (self._commands, self._replies):
                 if fd >= 0:
@@ -823,3 +824,13 @@ def _hints(kind: type) -> dict[str, Any]:
     if hints is None:
         hints = _HINTS[kind] = typing.get_type_hints(kind)
     return hints
+
+
+def _python_stderr() -> int | None:
+    """Where this process's Python writes its errors, for the syncer's: serving, the real
+    stderr, not descriptor 2, which is then a pipe that ends with this process
+    (`logs.descriptor_2_drained`), and the syncer outlives it to seal what it wrote. None
+    (inherit descriptor 2) where sys.stderr has no descriptor (a test's capture)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return sys.stderr.fileno()
+    return None
