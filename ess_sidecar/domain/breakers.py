@@ -321,29 +321,34 @@ class Breakers:
             return float("inf")
         return max(meters.last_tick + rule.window_s, now)
 
-    def assume_holding(self, scope: Scope, breaker: str, now: float) -> None:
-        """After a restart: count this breaker's condition as holding until a fresh sample
-        clears it, its evidence as strict as any the restart may have lost (reviews 47j,
-        47k): an event window holds its threshold of events, reported now, so for one
-        whole window the next event re-trips it; a level's breach count is one short of
-        a trip, so the next breach re-trips it; a feed with no tick known ticked now, as
-        it may have just before the restart (a forced reset gives it no longer)."""
+    def assume_holding(self, scope: Scope, breaker: str, since: float, now: float) -> None:
+        """After a restart: count this breaker's condition (its latch set at `since`) as
+        holding until a fresh sample clears it, its evidence as strict as any the restart
+        may have lost (reviews 47j, 48a): an event window holds its threshold of events,
+        reported now, so for one whole window the next event re-trips it; a level's
+        breach count is one short of a trip, so the next breach re-trips it; a feed with
+        no tick known went stale at `since`, so a forced reset gives it a fresh window,
+        as one that ran through and saw no tick since (a tick between the two is lost
+        with the journal: known gap 21)."""
         if breaker in ONE_OFF:
             return  # an event: no condition to hold
-        meters = self._meters.setdefault(scope, _Meters())
-        meters.last_seen = max(meters.last_seen, now)  # evicted with what it stands for
+        meters = self._meters.pop(scope, None) or _Meters()  # re-inserted: newest last, or
+        self._meters[scope] = meters  # it holds older ones back from eviction (review 48a)
+        meters.last_seen = max(meters.last_seen, now)
         rule = self._settings.rule(scope, breaker)
         if breaker in EVENT_WINDOWS:
             count = max(1, math.ceil(rule.threshold))
-            meters.events.setdefault(breaker, deque()).append((now, now, count))
-            meters.totals[breaker] = meters.totals.get(breaker, 0) + count
+            window = meters.events.setdefault(breaker, deque())
+            if not (window and window[-1][0] >= now and window[-1][2] >= count):  # once
+                window.append((now, now, count))
+                meters.totals[breaker] = meters.totals.get(breaker, 0) + count
             return
         meters.unconfirmed[breaker] = float("inf")
         if breaker in LEVEL_BREAKERS.values():  # (a derived drawdown's count starts over
             slot = Slot(Breaker(breaker))        # with its peak: the first sample ends it)
             meters.breaches[slot] = max(meters.breaches.get(slot, 0), rule.consecutive - 1)
         if breaker == Breaker.DATA_FEED_STALE and meters.last_tick is None:
-            meters.last_tick = now
+            meters.last_tick, meters.stale = since, True
 
     def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
         """Forget the evidence of scopes with no sample for idle_s (and at least the
@@ -399,9 +404,8 @@ class Breakers:
     def rearm(self, scope: Scope, breaker: str, now: float) -> None:
         """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
         latch owns: a losing streak restarts only when the streak's latch is lifted; a
-        feed stale at the reset (found so, or silent past its window by the last tick
-        known: the journal's, or a restart's for one assumed stale) gets a fresh window
-        from now, so if it stays dead it trips again (a forced reset must not silence it
+        feed stale at the reset (found so, assumed so after a restart, or silent past its
+        window by the last tick the journal holds) gets a fresh window from now, so if it stays dead it trips again (a forced reset must not silence it
         for good; review 47a: an assumed one was never watched again; 47f: a restart
         before the reset, with no timer run's mark, tripped it a window early).
         With them goes a restart's assumption that their condition holds, as a sidecar
@@ -415,8 +419,8 @@ class Breakers:
             meters.losses = 0
             meters.unconfirmed.pop(breaker, None)
         elif breaker == Breaker.DATA_FEED_STALE and meters.last_tick is not None:
-            # Assumed stale, the window runs from the last tick known (the journal's, or the
-            # restart's: assume_holding), as one that ran through has it (review 47j).
+            # Assumed stale with a later tick known (the journal's: review 47j), the window
+            # runs from that tick, as one that ran through has it.
             meters.unconfirmed.pop(breaker, None)
             if meters.stale or now - meters.last_tick \
                     >= self._settings.rule(scope, breaker).window_s:

@@ -1066,7 +1066,9 @@ class GuardEngine:
         evidence: restore()."""
         versions = [self.version] + [t.version for t in transitions]
         if all(a < b for a, b in zip(versions, versions[1:])):
-            self.apply(transitions)
+            for transition in transitions:  # each trip's evidence assumed as it is applied,
+                self._assume(transition, now, transition.version)  # so a reset after it
+                self.apply([transition])  # lifts what it did live (review 48a)
             transitions = [t for t in transitions if self._current.get(t.scope) is t]
         self.restore(transitions, version, now)
 
@@ -1079,9 +1081,16 @@ class GuardEngine:
             for latch in transition.held():
                 if latch.name == Breaker.HEARTBEAT_LOST:
                     self.heartbeats.assume_lapsed(transition.scope)
-                elif latch.name in DEFAULT_RULES:
-                    self.breakers.assume_holding(transition.scope, latch.name, now)
+            self._assume(transition, now)
         self.version = max(version, self.version)
+
+    def _assume(self, transition: Transition, now: float, set_by: int | None = None) -> None:
+        """Its breakers' latches (those `set_by` that version, if given) hold on no
+        evidence: Breakers.assume_holding."""
+        for latch in transition.held():
+            if latch.name in DEFAULT_RULES and latch.name != Breaker.HEARTBEAT_LOST \
+                    and set_by in (None, latch.version):
+                self.breakers.assume_holding(transition.scope, latch.name, latch.since, now)
 
     def _set(self, transition: Transition) -> None:
         scope = transition.scope

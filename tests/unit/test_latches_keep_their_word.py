@@ -69,9 +69,7 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     """Review 47a: after a start whose journal lacked the feed's ticks (a reseal cut
     them), its stale latch was restored as holding with no tick known; a forced reset
     lifted it but started no window, so the dead feed never tripped again, and its
-    assumed staleness refused the next plain reset of any other trip of the scope.
-    Review 47k: the window then ran from the reset; a feed that ticked just before the
-    restart, one that ran through tripped a window after that tick."""
+    assumed staleness refused the next plain reset of any other trip of the scope."""
     engine = make_engine(breakers=rules(data_feed_stale={"window_s": 10.0}),
                          policy=NO_COOLDOWN)
     report(engine, symbol(), Metric.DATA_FEED_TICK, 1.0, T0)
@@ -81,10 +79,8 @@ def test_a_forced_reset_rearms_a_feed_assumed_stale_after_a_restart() -> None:
     restarted.restore([stale], stale.version, T0 + 50)
     reset(restarted, symbol(), T0 + 51, force=True)
     assert restarted.state_of(symbol()) is State.ARMED
-    # A window from the restart, as a feed that ticked just before it would have (review
-    # 47k: a window from the reset, later than any straight-through run allowed).
-    assert timers(restarted, T0 + 59) == []
-    (again,) = timers(restarted, T0 + 60)
+    assert timers(restarted, T0 + 60) == []  # a fresh window from the reset
+    (again,) = timers(restarted, T0 + 61)
     assert (again.scope, again.breaker) == (symbol(), "data_feed_stale")
     reset(restarted, symbol(), T0 + 62, force=True)
     trip(restarted, symbol(), T0 + 63)  # an operator's, within the fresh window
@@ -178,6 +174,54 @@ def test_after_a_restart_the_next_breach_trips_again() -> None:
         reset(each, account(), T0 + 4, force=True)
         assert report(each, account(), Metric.OPEN_LOSS_PCT, 1.0, T0 + 5) == []
         assert report(each, account(), Metric.OPEN_LOSS_PCT, 50.0, T0 + 6) == []  # 1 of 3
+
+
+def test_a_restart_that_replays_a_trip_and_its_reset_keeps_what_the_reset_kept() -> None:
+    """Review 48a: with no journal, the store's history is applied in order, and only the
+    latches still held at its end were assumed: a trip forced off before the restart left
+    no evidence, so a plain reset of the next operator's trip was accepted behind an open
+    loss, the next error in the window did not re-trip, and a dead feed was never watched
+    again. Each trip's evidence is assumed as it is applied; the reset then lifts what it
+    did in the sidecar that ran through."""
+    rule = rules(execution_errors={"threshold": 3.0, "window_s": 60.0},
+                 data_feed_stale={"window_s": 10.0})
+    through = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    history = [*report(through, account(), Metric.OPEN_LOSS_PCT, 50.0, T0),
+               *report(through, strategy(), Metric.EXECUTION_ERROR, 3.0, T0),
+               *report(through, symbol(), Metric.DATA_FEED_TICK, 1.0, T0),
+               *timers(through, T0 + 10)]
+    history += [*reset(through, account(), T0 + 11, force=True),
+                *reset(through, strategy(), T0 + 11, force=True),
+                *reset(through, symbol(), T0 + 11, force=True)]
+    assert len(history) == 6
+    restarted = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    restarted.catch_up(history, history[-1].version, T0 + 12)
+    for each in (through, restarted):
+        trip(each, account(), T0 + 13)
+        with pytest.raises(ResetRefused, match="open_loss_pct"):
+            reset(each, account(), T0 + 14)
+        (again,) = report(each, strategy(), Metric.EXECUTION_ERROR, 1.0, T0 + 15)
+        assert again.breaker == "execution_errors"
+        assert timers(each, T0 + 20) == []
+        (stale,) = timers(each, T0 + 21)  # a window from the reset
+        assert (stale.scope, stale.breaker) == (symbol(), "data_feed_stale")
+
+
+def test_a_restarts_assumption_does_not_hold_older_evidence_back_from_eviction() -> None:
+    """Review 48a: an assumed latch's record kept its place in the least recently used
+    order, with a recent time: eviction, which stops at the first record it keeps, kept
+    every idle one behind it, and at `limits.max_scopes_with_evidence` GLOBAL tripped."""
+    restarted = make_engine(policy=NO_COOLDOWN)
+    report(restarted, strategy("old"), Metric.OPEN_LOSS_PCT, 1.0, T0)
+    for number in range(5):
+        report(restarted, strategy(f"idle{number}"), Metric.OPEN_LOSS_PCT, 1.0, T0 + 1)
+    tripped = make_engine(policy=NO_COOLDOWN)
+    (trip_of_old,) = report(tripped, strategy("old"), Metric.OPEN_LOSS_PCT, 50.0, T0 + 2)
+    restarted.restore([trip_of_old], trip_of_old.version, T0 + 3000)
+    assert len(restarted.breakers) == 6
+    timers(restarted, T0 + 2 + restarted.config.limits.idle_evidence_s)  # idle, not "old"
+    assert strategy("old") in restarted.breakers
+    assert len(restarted.breakers) == 1  # the idle ones went
 
 
 def test_a_feed_assumed_stale_with_a_later_tick_known_runs_its_window_from_it() -> None:
