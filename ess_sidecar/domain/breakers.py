@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -323,32 +322,45 @@ class Breakers:
 
     def assume_holding(self, scope: Scope, breaker: str, since: float, now: float) -> None:
         """After a restart: count this breaker's condition (its latch set at `since`) as
-        holding until a fresh sample clears it, its evidence as strict as any the restart
-        may have lost (reviews 47j, 48a): an event window holds its threshold of events,
-        reported now, so for one whole window the next event re-trips it; a level's
-        breach count is one short of a trip, so the next breach re-trips it; a feed with
-        no tick known went stale at `since`, so a forced reset gives it a fresh window,
-        as one that ran through and saw no tick since (a tick between the two is lost
-        with the journal: known gap 21)."""
+        holding until a fresh sample clears it (for an event window, until a whole window
+        has passed since `now`), its evidence as strict as the latch says it was (reviews
+        47j, 48a): meanwhile the next event re-trips the window; a level's breach count is
+        one short of a trip, so the next breach re-trips it; a feed with no tick known
+        went stale at `since`, so a forced reset gives it a fresh window, as one that ran
+        through and saw no tick since (a tick between the two is lost with the journal:
+        known gap 21)."""
         if breaker in ONE_OFF:
             return  # an event: no condition to hold
         meters = self._meters.pop(scope, None) or _Meters()  # re-inserted: newest last, or
         self._meters[scope] = meters  # it holds older ones back from eviction (review 48a)
         meters.last_seen = max(meters.last_seen, now)
         rule = self._settings.rule(scope, breaker)
-        if breaker in EVENT_WINDOWS:
-            count = max(1, math.ceil(rule.threshold))
-            window = meters.events.setdefault(breaker, deque())
-            if not (window and window[-1][0] >= now and window[-1][2] >= count):  # once
-                window.append((now, now, count))
-                meters.totals[breaker] = meters.totals.get(breaker, 0) + count
-            return
-        meters.unconfirmed[breaker] = float("inf")
+        until = now + rule.window_s if breaker in EVENT_WINDOWS else float("inf")
+        meters.unconfirmed[breaker] = max(until, meters.unconfirmed.get(breaker, until))
         if breaker in LEVEL_BREAKERS.values():  # (a derived drawdown's count starts over
             slot = Slot(Breaker(breaker))        # with its peak: the first sample ends it)
             meters.breaches[slot] = max(meters.breaches.get(slot, 0), rule.consecutive - 1)
         if breaker == Breaker.DATA_FEED_STALE and meters.last_tick is None:
             meters.last_tick, meters.stale = since, True
+
+    def assumed_clear(self, scope: Scope, breaker: str, now: float) -> None:
+        """A history applied after a restart has a checked reset or a re-arm lift
+        `breaker` at `now`: its condition did not hold then, so what the restart assumed
+        of it goes (review 48b: kept, a scope stayed COOLING_DOWN for days, the next
+        event re-tripped it, and idle scopes filled `limits.max_scopes_with_evidence`);
+        a feed runs a window from then, as the tick that showed it live (lost with the
+        journal) would have it, and a losing streak starts again."""
+        meters = self._meters.get(scope)
+        if meters is None or meters.unconfirmed.pop(breaker, None) is None:
+            return
+        if breaker in LEVEL_BREAKERS.values():
+            meters.breaches[Slot(Breaker(breaker))] = 0
+        elif breaker == Breaker.CONSECUTIVE_LOSSES:
+            meters.losses = 0
+        elif breaker == Breaker.DATA_FEED_STALE:
+            meters.stale, meters.last_tick = False, now
+            self._feeds[scope] = meters
+            self._watch_feed(scope, meters)
 
     def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
         """Forget the evidence of scopes with no sample for idle_s (and at least the
@@ -466,10 +478,16 @@ class Breakers:
             window.append((now, now, count))
         meters.totals[name] = meters.totals.get(name, 0) + count
         total = self._prune(meters, name, rule, now)
-        if not rule.enabled or total < rule.threshold:
+        if not rule.enabled:
             return None
-        return BreakerTrip(name, rule.mode,
-                           f"{name}: {total} in {rule.window_s:g}s >= {rule.threshold:g}")
+        if total >= rule.threshold:
+            return BreakerTrip(name, rule.mode,
+                               f"{name}: {total} in {rule.window_s:g}s >= {rule.threshold:g}")
+        if meters.unconfirmed.get(name, now) > now:  # a restart's: assume_holding
+            return BreakerTrip(name, rule.mode, f"{name}: {total} in {rule.window_s:g}s,"
+                               f" after a restart that lost the {rule.threshold:g} or more"
+                               " its latch stands for")
+        return None
 
     def _trade(self, scope: Scope, meters: _Meters, pnl: float, now: float) -> list[BreakerTrip]:
         if pnl > 0:

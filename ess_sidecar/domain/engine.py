@@ -50,6 +50,7 @@ NEXT_RUN = -INFINITY  # queued for the timers' next run
 # A one-off breaker's latch is renewed by a report at most this often (review 36q: a feed
 # handler reporting each corrupt message made one durable transition each, a storm).
 RENEW_EVERY_S = 1.0
+AT_CAP = "(limits.max_scopes_with_evidence)"  # in the reason of GLOBAL's trip at the cap
 LOOSENING = (Cause.RESET, Cause.REARM)  # may leave a scope restricted, by its other latches
 _ALLOWED: Final = DecisionReason.ALLOWED
 
@@ -491,8 +492,7 @@ class GuardEngine:
             # reset resumes GLOBAL (`refused_at_cap`). One that trips its scope alone is
             # kept, up to a tenth past the cap (review 38p: unbounded otherwise).
             plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"{most} scopes have breaker"
-                      " evidence (limits.max_scopes_with_evidence): no more can be kept",
-                      actor)
+                      f" evidence {AT_CAP}: no more can be kept", actor)
             if len(self.breakers) >= most + most // 10 \
                     or not Breakers(self.config.breakers).record(scope, metric, value, now):
                 plan.refusal = f"limits.max_scopes_with_evidence: {most} scopes have" \
@@ -1061,16 +1061,26 @@ class GuardEngine:
         """The store's transitions after this engine's version (start-up, when the journal
         ends before the store): applied in order if each is after the one before, the first
         after this engine's version (versions a store write never took may lie between:
-        review 41a), else (history pruned) taken as the latched state as they are; either
-        way the version becomes the store's `version`, and what they latch has no
-        evidence: restore()."""
+        review 41a), else (history pruned) taken as the latched state as they are: restore().
+        Either way the version becomes the store's `version`, and the breakers they latch
+        have no evidence: applied in order, each trip's latches are assumed to hold as of
+        when it set them, so a reset after it lifts what it lifted live, and a checked reset
+        or a re-arm ends the assumption of what it lifted (reviews 48a, 48b)."""
         versions = [self.version] + [t.version for t in transitions]
-        if all(a < b for a, b in zip(versions, versions[1:])):
-            for transition in transitions:  # each trip's evidence assumed as it is applied,
-                self._assume(transition, now, transition.version)  # so a reset after it
-                self.apply([transition])  # lifts what it did live (review 48a)
-            transitions = [t for t in transitions if self._current.get(t.scope) is t]
-        self.restore(transitions, version, now)
+        if not all(a < b for a, b in zip(versions, versions[1:])):
+            self.restore(transitions, version, now)
+            return
+        for transition in transitions:
+            before = self._current.get(transition.scope)
+            for latch in transition.held():
+                if latch.version == transition.version:  # set by it
+                    self._assume(transition, latch, latch.since)
+            self.apply([transition])
+            self._assumed_clear(before, transition)
+        for transition in transitions:
+            if self._current.get(transition.scope) is transition:
+                self._assume_lapsed(transition)
+        self.version = max(version, self.version)
 
     def restore(self, current: Iterable[Transition], version: int, now: float) -> None:
         """Load the latched state: the latest transition of every non-ARMED scope. What
@@ -1078,19 +1088,32 @@ class GuardEngine:
         holding until fresh samples clear it: no reset or auto re-arm on no evidence."""
         for transition in current:
             self._set(transition)
+            self._assume_lapsed(transition)
             for latch in transition.held():
-                if latch.name == Breaker.HEARTBEAT_LOST:
-                    self.heartbeats.assume_lapsed(transition.scope)
-            self._assume(transition, now)
+                self._assume(transition, latch, now)
         self.version = max(version, self.version)
 
-    def _assume(self, transition: Transition, now: float, set_by: int | None = None) -> None:
-        """Its breakers' latches (those `set_by` that version, if given) hold on no
-        evidence: Breakers.assume_holding."""
-        for latch in transition.held():
-            if latch.name in DEFAULT_RULES and latch.name != Breaker.HEARTBEAT_LOST \
-                    and set_by in (None, latch.version):
-                self.breakers.assume_holding(transition.scope, latch.name, latch.since, now)
+    def _assume(self, transition: Transition, latch: Latch, now: float) -> None:
+        """`latch`, of `transition`, holds on no evidence (as of `now`)."""
+        if latch.name in DEFAULT_RULES and latch.name != Breaker.HEARTBEAT_LOST:
+            self.breakers.assume_holding(transition.scope, latch.name, latch.since, now)
+        elif transition.scope == GLOBAL and latch.name == LatchKind.SYSTEM \
+                and AT_CAP in transition.reason:  # a sample refused at the cap may be lost
+            self.refused_at_cap = True  # with the journal (review 48b)
+
+    def _assume_lapsed(self, transition: Transition) -> None:
+        if any(latch.name == Breaker.HEARTBEAT_LOST for latch in transition.held()):
+            self.heartbeats.assume_lapsed(transition.scope)
+
+    def _assumed_clear(self, before: Transition | None, transition: Transition) -> None:
+        """A reset checked (not forced, and not a drill's alone) or a re-arm: the breakers
+        it lifted did not hold, nor, if it resumed the scope, any breaker of it."""
+        lifted = {latch.name for latch in before.held()} - {
+            latch.name for latch in transition.held()} if before else set()
+        if transition.cause is Cause.REARM or transition.cause is Cause.RESET \
+                and not transition.forced and lifted - {LatchKind.DRILL}:
+            for name in DEFAULT_RULES if not transition.held() else lifted:
+                self.breakers.assumed_clear(transition.scope, name, transition.time)
 
     def _set(self, transition: Transition) -> None:
         scope = transition.scope

@@ -28,7 +28,7 @@ from ess_sidecar.service import Guard
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
 
-from .conftest import T0, make_engine, report, rules, timers, trip
+from .conftest import T0, make_engine, report, rules, run, timers, trip
 
 HOUR = 3600.0  # the longest default breaker window (failed_trades, stop_loss_hits)
 
@@ -337,3 +337,19 @@ def test_heartbeat_registrations_are_capped_with_a_clear_error(monkeypatch) -> N
     assert engine.heartbeat("ex-3", GLOBAL, 5.0, T0 + 1) is False  # known ones still beat
     timers(engine, T0 + 6)  # and still trip when they stop
     assert engine.state_of(GLOBAL) is State.TRIPPED
+
+
+def test_a_restart_that_lost_a_sample_refused_at_the_cap_still_needs_a_forced_reset() -> None:
+    """Review 48b: where the journal lost the refused sample (only GLOBAL's trip at the cap
+    was in the store), a plain reset of GLOBAL was accepted after the restart."""
+    engine = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
+    for scope in strategies(100):
+        run(engine, engine.plan_report(scope, Metric.API_ERROR, 1.0, T0))
+    plan = engine.plan_report(Scope(ScopeKind.STRATEGY, "one-more"), Metric.API_ERROR, 1.0, T0)
+    assert plan.refusal
+    (at_cap,) = run(engine, plan)
+    for restart in ("catch_up", "restore"):
+        restarted = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
+        getattr(restarted, restart)([at_cap], at_cap.version, T0 + 1)
+        with pytest.raises(ResetRefused, match="refused at limits.max_scopes_with_evidence"):
+            run(restarted, restarted.plan_reset(GLOBAL, "looked", False, "alice", T0 + 2))

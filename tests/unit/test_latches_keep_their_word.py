@@ -207,6 +207,48 @@ def test_a_restart_that_replays_a_trip_and_its_reset_keeps_what_the_reset_kept()
         assert (stale.scope, stale.breaker) == (symbol(), "data_feed_stale")
 
 
+def test_a_checked_reset_in_the_replayed_history_ends_what_the_restart_assumed() -> None:
+    """Review 48b: applying the history after a restart, each trip's evidence was assumed
+    and kept past a plain reset, which the sidecar that ran through accepted only because
+    the condition no longer held: a scope stayed COOLING_DOWN until a sample for the
+    metric came (days), and the next event re-tripped a window that had cleared."""
+    rule = rules(api_errors={"threshold": 3.0, "window_s": 60.0})
+    delay = {kind: ResumePolicy(reset_cooldown_s=0, rearm_delay_s=30) for kind in ScopeKind}
+    through = make_engine(breakers=rule, policy=delay)
+    history = [*report(through, account(), Metric.OPEN_LOSS_PCT, 50.0, T0),
+               *report(through, strategy(), Metric.API_ERROR, 3.0, T0)]
+    report(through, account(), Metric.OPEN_LOSS_PCT, 1.0, T0 + 5)  # lost with the journal
+    history += [*reset(through, account(), T0 + 10), *reset(through, strategy(), T0 + 70)]
+    restarted = make_engine(breakers=rule, policy=delay)
+    restarted.catch_up(history, history[-1].version, T0 + 75)
+    for each in (through, restarted):
+        timers(each, T0 + 101)
+        assert each.state_of(account()) is State.ARMED  # its re-arm delay over
+        assert report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 102) == []
+        timers(each, T0 + 102)
+        assert each.state_of(strategy()) is State.ARMED
+
+
+def test_where_the_history_is_cut_into_records_changes_nothing() -> None:
+    """Review 48b: applied in records (`Restored`, up to 2,000 transitions each), the end of
+    each assumed every latch the scope then held, those the journal had the evidence of
+    included: in one record a scope re-armed, in two it stayed COOLING_DOWN behind a
+    health breaker the journal had seen clear."""
+    delay = {kind: ResumePolicy(reset_cooldown_s=0, rearm_delay_s=2) for kind in ScopeKind}
+    engines = [make_engine(policy=delay) for _ in range(3)]
+    for each in engines:  # the journal's part: a health trip, and the sample that cleared it
+        report(each, account(), Metric.SYSTEM_HEALTH, 2.0, T0)
+        report(each, account(), Metric.SYSTEM_HEALTH, 0.0, T0 + 1)
+    through, whole, cut = engines
+    lacking = [*trip(through, account(), T0 + 2), *reset(through, account(), T0 + 3, force=True)]
+    whole.catch_up(lacking, lacking[-1].version, T0 + 4)
+    for transition in lacking:
+        cut.catch_up([transition], transition.version, T0 + 4)
+    for each in engines:
+        (armed,) = timers(each, T0 + 5)
+        assert (armed.scope, armed.state) == (account(), State.ARMED)
+
+
 def test_a_restarts_assumption_does_not_hold_older_evidence_back_from_eviction() -> None:
     """Review 48a: an assumed latch's record kept its place in the least recently used
     order, with a recent time: eviction, which stops at the first record it keeps, kept
