@@ -242,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidConfig as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2
-    from .adapters.telemetry.logs import configure_logging, descriptor_2_drained  # noqa: PLC0415
-    with descriptor_2_drained() as stderr:  # gRPC's core writes there: never waits on it
-        configure_logging(settings.telemetry.log_format, settings.telemetry.log_level, stderr)
+    from .adapters.telemetry.logs import configure_logging, descriptor_2_never_waits  # noqa: PLC0415
+    with descriptor_2_never_waits():  # gRPC's core writes there itself
+        configure_logging(settings.telemetry.log_format, settings.telemetry.log_level)
         return _serve(settings)
 
 

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
@@ -42,6 +43,43 @@ def read_in_background(read_end: int) -> tuple[threading.Thread, bytearray]:
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     return reader, received
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll `condition` until it holds; a deadline, not a sleep to wait for it."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what}")
+        time.sleep(0.05)
+
+
+def malformed_timeout_answered(port: int, within_s: float) -> bool:
+    """A health call whose `grpc-timeout` is not one: gRPC's core writes an error line for
+    it to descriptor 2 itself. Whether the call is answered (reset or trailers) in time."""
+    import h2.config  # noqa: PLC0415 - a test dependency: raw HTTP/2
+    import h2.connection  # noqa: PLC0415
+    import h2.events  # noqa: PLC0415
+    with socket.create_connection(("127.0.0.1", port), timeout=within_s) as sock:
+        peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        peer.initiate_connection()
+        stream = peer.get_next_available_stream_id()
+        peer.send_headers(stream, [(":method", "POST"), (":scheme", "http"),
+                                   (":path", "/grpc.health.v1.Health/Check"),
+                                   (":authority", "ess"), ("content-type", "application/grpc"),
+                                   ("te", "trailers"), ("grpc-timeout", "soon")])
+        peer.send_data(stream, b"\x00\x00\x00\x00\x00", end_stream=True)
+        sock.sendall(peer.data_to_send())
+        try:
+            while data := sock.recv(1 << 16):
+                for event in peer.receive_data(data):
+                    if isinstance(event, h2.events.StreamReset | h2.events.StreamEnded) \
+                            and event.stream_id == stream:
+                        return True
+                sock.sendall(peer.data_to_send())
+        except TimeoutError:
+            pass
+    return False
 
 
 def python_under(open_files: tuple[int, int] | None) -> list[str]:

@@ -23,7 +23,7 @@ import pytest
 
 from ess_sidecar.adapters.grpc.server import MIN_CONNECTIONS, RESERVED_DESCRIPTORS
 from ess_sidecar.adapters.telemetry.prometheus_http import MAX_CLIENTS
-from ess_sidecar.testing import SidecarProcess, free_port, full_pipe, python_under
+from ess_sidecar.testing import SidecarProcess, free_port, full_pipe, python_under, until
 from tests.e2e.conftest import CONFIG
 from tests.e2e.essctl_helpers import essctl, restricted
 
@@ -60,15 +60,6 @@ def soft_limit(pid: int) -> int:
         if line.startswith("Max open files"):
             return int(line.split()[3])
     raise AssertionError(f"no open-files limit in /proc/{pid}/limits")
-
-
-def until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    """Poll `condition` until it holds; a deadline, not a sleep to wait for it."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

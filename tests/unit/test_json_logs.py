@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -15,8 +14,8 @@ import pytest
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 
-from ess_sidecar.adapters.telemetry.logs import (MalformedTraceHeaders, _Descriptor2,
-                                                 _SidecarHandler, configure_logging, flush)
+from ess_sidecar.adapters.telemetry.logs import (MalformedTraceHeaders, _SidecarHandler,
+                                                 configure_logging, flush)
 from ess_sidecar.testing import full_pipe, read_in_background
 
 log = logging.getLogger("ess_sidecar.service")
@@ -269,45 +268,3 @@ def test_a_stderr_nobody_reads_holds_no_log_call_and_the_lines_dropped_are_count
     assert dropped > 0 and len(written) + dropped == total
     assert written == [f"line {number}" for number in range(len(written))]
     assert events.index(notice) == events.index(written[-1]) + 1  # where the gap is (43g)
-
-
-def test_what_descriptor_2_receives_is_logged_at_its_level_and_bounded(caplog) -> None:
-    """gRPC's core writes its lines to descriptor 2 itself (known gap 19): read from a
-    pipe, each is logged by `stderr` at the level its first letter gives, anything else
-    at WARNING, a line with no newline at the end too; past LINES_PER_S a second the rest
-    are counted, and said with the next line logged."""
-    read_end, write_end = os.pipe()
-    drain = _Descriptor2(read_end, write_end, clock=lambda: 100.0)
-    caplog.set_level(logging.INFO, logger="stderr")
-    try:
-        drain.start()
-        os.write(write_end, b"E1206 05:19:32.406318 8076 hpack_parser.cc:1048] bad value\n"
-                            b"I1206 05:19:32.4 1 x.cc:1] info\r\nTraceback (most recent"
-                            b" call last):\n" + b"flood\n" * 200)
-        drain.finish(10)
-        assert not drain.is_alive()
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "stderr"]
-    assert logged[:3] == [
-        (logging.ERROR, "E1206 05:19:32.406318 8076 hpack_parser.cc:1048] bad value"),
-        (logging.INFO, "I1206 05:19:32.4 1 x.cc:1] info"),
-        (logging.WARNING, "Traceback (most recent call last):")]
-    assert logged[3:] == [(logging.WARNING, "flood")] * (_Descriptor2.LINES_PER_S - 3)
-    caplog.clear()
-    lines = _Descriptor2.LINES_PER_S + 5
-    clock = itertools.chain(itertools.repeat(100.0, lines), itertools.repeat(101.0))
-    read_end, write_end = os.pipe()
-    drain = _Descriptor2(read_end, write_end, clock=lambda: next(clock))
-    try:
-        drain.start()
-        os.write(write_end, b"x\n" * lines + b"a second later, with no newline")
-        drain.finish(10)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    messages = [r.getMessage() for r in caplog.records if r.name == "stderr"]
-    assert messages == ["x"] * _Descriptor2.LINES_PER_S + [
-        "5 line(s) written to stderr were not logged: more than 100 a second",
-        "a second later, with no newline"]

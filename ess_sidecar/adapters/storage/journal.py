@@ -827,10 +827,11 @@ def _hints(kind: type) -> dict[str, Any]:
 
 
 def _python_stderr() -> int | None:
-    """Where this process's Python writes its errors, for the syncer's: serving, the real
-    stderr, not descriptor 2, which is then a pipe that ends with this process
-    (`logs.descriptor_2_drained`), and the syncer outlives it to seal what it wrote. None
-    (inherit descriptor 2) where sys.stderr has no descriptor (a test's capture)."""
+    """Where this process's Python writes its errors, for the syncer's: serving, a
+    blocking descriptor of stderr, where descriptor 2 may be one that drops what finds it
+    full (`logs.descriptor_2_never_waits`: a traceback of the syncer's would lose its
+    start). None (inherit descriptor 2) where sys.stderr has no descriptor (a test's
+    capture)."""
     with contextlib.suppress(AttributeError, OSError, ValueError):
         return sys.stderr.fileno()
     return None

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line on stderr, with the current trace's ids,
 written by a thread of their own: a log line never waits on stderr; nor, while serving,
-does a line gRPC's core writes to file descriptor 2 (`descriptor_2_drained`)."""
+does a line gRPC's core writes to file descriptor 2 (`descriptor_2_never_waits`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import logging
 import logging.handlers
 import os
 import queue
-import re
+import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO
 
 from opentelemetry import trace
@@ -292,98 +292,40 @@ def configure_logging(format: str, level: str, stream: IO[str] | None = None) ->
         _install(logging.getLogger(name), headers)
 
 
-class _Descriptor2(threading.Thread):
-    """Reads what is written to file descriptor 2 (a pipe: `descriptor_2_drained`) as it
-    comes, and logs each line, by logger `stderr`, at the level gRPC's core gives it (its
-    first letter: I, W, E or F), else WARNING. At most LINES_PER_S lines a second are
-    logged; the rest are counted, and said with the next line logged."""
-
-    LINES_PER_S = 100
-    LONGEST = 16_384  # bytes with no newline logged as a line of their own
-    CORE_LINE = re.compile(rb"([IWEF])\d{4} ")
-    LEVELS = {b"I": logging.INFO, b"W": logging.WARNING, b"E": logging.ERROR,
-              b"F": logging.CRITICAL}
-
-    def __init__(self, read_end: int, write_end: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(name="ess-descriptor-2", daemon=True)
-        self._read, self._wake, self._clock = read_end, write_end, clock
-        self._done = False
-        self._logger = logging.getLogger("stderr")
-        self._second, self._logged, self._dropped = -1.0, 0, 0
-
-    def run(self) -> None:
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(self._read, 1 << 16)
-            except BlockingIOError:  # finishing, and nothing more is queued
-                chunk = b""
-            except OSError:
-                return
-            *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) >= self.LONGEST or not chunk and pending:
-                lines.append(pending)
-                pending = b""
-            for line in lines:
-                self._log(line.rstrip(b"\r"))
-            if not chunk:
-                return
-            if self._done:
-                os.set_blocking(self._read, False)  # what is queued, then stop
-
-    def _log(self, line: bytes) -> None:
-        if not line:
-            return
-        now = self._clock()
-        if now - self._second >= 1.0:
-            self._second, self._logged = now, 0
-        if self._logged >= self.LINES_PER_S:
-            self._dropped += 1
-            return
-        self._logged += 1
-        core = self.CORE_LINE.match(line)
-        level = self.LEVELS[core.group(1)] if core else logging.WARNING
-        if self._dropped:
-            self._logger.warning("%d line(s) written to stderr were not logged: more than"
-                                 " %d a second", self._dropped, self.LINES_PER_S)
-            self._dropped = 0
-        self._logger.log(level, "%s", line.decode("utf-8", "replace"))
-
-    def finish(self, timeout_s: float) -> None:
-        """Log what is queued in the pipe, and stop (waiting `timeout_s` at most)."""
-        self._done = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake, b"\n")  # wakes a read with nothing to read
-        self.join(timeout_s)
-
-
 @contextlib.contextmanager
-def descriptor_2_drained(timeout_s: float = 1.0) -> Iterator[IO[str]]:
-    """Makes file descriptor 2 a pipe that a thread reads at once (`_Descriptor2`), each
-    line logged; yields the real stderr, for the log's own lines, and makes it
-    `sys.stderr`, for Python's (as before: written where they are made) and a crash's
-    traceback (faulthandler). gRPC's core writes its own lines to descriptor 2 with
-    write(2) from its threads: with a stderr nobody read, the pipe full, they stopped
-    there, and with them calls on every connection (review 47h: 30 to 200 health calls
-    with a malformed `grpc-timeout` held checks and Triggers about 1 s each, some past
-    5 s; known gap 19). Child processes inherit the pipe; on leaving, descriptor 2 is the
-    real stderr again, and what the pipe holds is logged."""
-    real_fd = os.dup(2)
-    real = open(real_fd, "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
-    read_end, write_end = os.pipe()
-    drain = _Descriptor2(read_end, write_end)
-    drain.start()
-    previous = sys.stderr
-    os.dup2(write_end, 2)
-    sys.stderr = real
-    faulthandler.enable(real)
+def descriptor_2_never_waits() -> Iterator[None]:
+    """gRPC's core writes its own lines (its errors, at GRPC_VERBOSITY's level) to file
+    descriptor 2 itself, with write(2), from its threads: with a stderr nobody read and
+    its pipe full, they stopped there, and with them calls on every connection (review
+    47h: 30 to 200 health calls with a malformed `grpc-timeout` held checks and Triggers
+    about 1 s each, some past 5 s; known gap 19). Within this, descriptor 2 is the same
+    pipe or terminal opened again, non-blocking: a line that finds it full is dropped,
+    one that finds room is written as before, a crash's last words too (review 48c: a
+    thread draining it lost them). `sys.stderr`, so Python's own lines and the log's
+    (written by a thread that waits), and the journal's syncer keep a blocking descriptor
+    of it. A file never blocks, and a socket cannot be opened again: either stays as it
+    is."""
+    mode = os.fstat(2).st_mode
     try:
-        yield real
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            raise OSError("neither a pipe nor a terminal")
+        own = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # a file, a socket, no /proc, a pipe nobody can read: as it is
+        yield
+        return
+    previous, enabled = sys.stderr, faulthandler.is_enabled()
+    sys.stderr = open(os.dup(2), "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
+    os.dup2(own, 2)
+    os.close(own)
+    faulthandler.enable(2)  # a crash's traceback: never waits either
+    try:
+        yield
     finally:
-        faulthandler.disable()
         with contextlib.suppress(OSError, ValueError):
-            real.flush()
-        os.dup2(real_fd, 2)
+            sys.stderr.flush()
+        os.dup2(sys.stderr.fileno(), 2)  # blocking again; the log's handler keeps its copy
         sys.stderr = previous
-        drain.finish(timeout_s)
+        if enabled:
+            faulthandler.enable(previous)
+        else:
+            faulthandler.disable()
