@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -243,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2
     from .adapters.telemetry.logs import configure_logging, descriptor_2_never_waits  # noqa: PLC0415
-    with descriptor_2_never_waits():  # gRPC's core writes there itself
+    with descriptor_2_never_waits() as unguarded:  # gRPC's core writes there itself
         configure_logging(settings.telemetry.log_format, settings.telemetry.log_level)
+        if unguarded:
+            logging.getLogger(__name__).warning(
+                "stderr %s: gRPC's own error lines wait on it, so unread it can hold calls"
+                " (docs/design.md, known gap 19); have it read, or set GRPC_VERBOSITY=NONE",
+                unguarded)
         return _serve(settings)
 
 

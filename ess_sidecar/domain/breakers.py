@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -348,12 +349,23 @@ class Breakers:
         `breaker` at `now`: its condition did not hold then, so what the restart assumed
         of it goes (review 48b: kept, a scope stayed COOLING_DOWN for days, the next
         event re-tripped it, and idle scopes filled `limits.max_scopes_with_evidence`);
-        a feed runs a window from then, as the tick that showed it live (lost with the
-        journal) would have it, and a losing streak starts again."""
+        an event window holds one event short of its threshold, reported at the trip,
+        until it leaves (48d: emptied, the next event did not re-trip where the trip's
+        own reports still counted); a feed runs a window from then, as the tick that
+        showed it live (lost with the journal) would have it; a losing streak starts
+        again."""
         meters = self._meters.get(scope)
-        if meters is None or meters.unconfirmed.pop(breaker, None) is None:
+        until = None if meters is None else meters.unconfirmed.pop(breaker, None)
+        if meters is None or until is None:
             return
-        if breaker in LEVEL_BREAKERS.values():
+        rule = self._settings.rule(scope, breaker)
+        if breaker in EVENT_WINDOWS and until > now:
+            short = math.ceil(rule.threshold) - 1  # as many as may be left: fewer held
+            if short > 0:
+                tripped = until - rule.window_s  # when the latch was set
+                meters.events.setdefault(breaker, deque()).append((tripped, tripped, short))
+                meters.totals[breaker] = meters.totals.get(breaker, 0) + short
+        elif breaker in LEVEL_BREAKERS.values():
             meters.breaches[Slot(Breaker(breaker))] = 0
         elif breaker == Breaker.CONSECUTIVE_LOSSES:
             meters.losses = 0

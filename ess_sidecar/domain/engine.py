@@ -1077,9 +1077,6 @@ class GuardEngine:
                     self._assume(transition, latch, latch.since)
             self.apply([transition])
             self._assumed_clear(before, transition)
-        for transition in transitions:
-            if self._current.get(transition.scope) is transition:
-                self._assume_lapsed(transition)
         self.version = max(version, self.version)
 
     def restore(self, current: Iterable[Transition], version: int, now: float) -> None:
@@ -1088,32 +1085,40 @@ class GuardEngine:
         holding until fresh samples clear it: no reset or auto re-arm on no evidence."""
         for transition in current:
             self._set(transition)
-            self._assume_lapsed(transition)
             for latch in transition.held():
-                self._assume(transition, latch, now)
+                if latch.name == Breaker.HEARTBEAT_LOST:
+                    self.heartbeats.assume_lapsed(transition.scope)
+                else:
+                    self._assume(transition, latch, now)
         self.version = max(version, self.version)
 
     def _assume(self, transition: Transition, latch: Latch, now: float) -> None:
-        """`latch`, of `transition`, holds on no evidence (as of `now`)."""
+        """`latch`, of `transition`, holds on no evidence (as of `now`). An executor's
+        loss needs no assumption where the history is applied: applying it marks the
+        executors it found lapsed lost, and the beats the journal holds are the latest
+        known (review 48d: assumed at the end of each record, where the history was cut
+        changed when they tripped again). GLOBAL's latch at the evidence cap, where the
+        transition that set it is not at hand to say so, is taken to be one (48d): a
+        sample refused at the cap may be lost with the journal (48b), so only a forced
+        reset resumes GLOBAL."""
         if latch.name in DEFAULT_RULES and latch.name != Breaker.HEARTBEAT_LOST:
             self.breakers.assume_holding(transition.scope, latch.name, latch.since, now)
-        elif transition.scope == GLOBAL and latch.name == LatchKind.SYSTEM \
-                and AT_CAP in transition.reason:  # a sample refused at the cap may be lost
-            self.refused_at_cap = True  # with the journal (review 48b)
-
-    def _assume_lapsed(self, transition: Transition) -> None:
-        if any(latch.name == Breaker.HEARTBEAT_LOST for latch in transition.held()):
-            self.heartbeats.assume_lapsed(transition.scope)
+        elif transition.scope == GLOBAL and latch.name == LatchKind.SYSTEM and (
+                AT_CAP in transition.reason or latch.version != transition.version):
+            self.refused_at_cap = True
 
     def _assumed_clear(self, before: Transition | None, transition: Transition) -> None:
         """A reset checked (not forced, and not a drill's alone) or a re-arm: the breakers
-        it lifted did not hold, nor, if it resumed the scope, any breaker of it."""
+        it lifted did not hold, nor, if it resumed the scope, any breaker of it; nor was
+        a sample refused at the cap if it lifted GLOBAL's system latch (review 48d)."""
         lifted = {latch.name for latch in before.held()} - {
             latch.name for latch in transition.held()} if before else set()
         if transition.cause is Cause.REARM or transition.cause is Cause.RESET \
                 and not transition.forced and lifted - {LatchKind.DRILL}:
             for name in DEFAULT_RULES if not transition.held() else lifted:
                 self.breakers.assumed_clear(transition.scope, name, transition.time)
+            if transition.scope == GLOBAL and LatchKind.SYSTEM in lifted:
+                self.refused_at_cap = False
 
     def _set(self, transition: Transition) -> None:
         scope = transition.scope

@@ -349,6 +349,24 @@ def test_grpcs_own_error_lines_wait_on_no_stderr(workdirs) -> None:
     assert json.loads(received.decode().splitlines()[-1])["event"] == "ess-sidecar stopped"
 
 
+@pytest.mark.e2e
+def test_a_stderr_that_cannot_be_made_non_blocking_is_said(workdirs) -> None:
+    """Review 48e: where descriptor 2 cannot be opened again non-blocking (a socket, as
+    journald's; a pipe another user owns), gRPC's lines still wait on it, unsaid."""
+    ours, theirs = socket.socketpair()
+    sidecar = workdirs()
+    try:
+        sidecar.start(output=theirs.fileno())
+    finally:
+        theirs.close()
+    try:
+        lines = _json_lines_once_stopped(sidecar, ours.fileno())
+    finally:
+        ours.close()
+    (said,) = [line for line in lines if "known gap 19" in line["event"]]
+    assert said["level"] == "WARNING" and "stderr is a socket" in said["event"]
+
+
 # -- a fault of the sidecar's own --------------------------------------------------------
 
 

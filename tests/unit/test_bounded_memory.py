@@ -20,8 +20,8 @@ from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
-from ess_sidecar.domain.states import Cause, State
-from ess_sidecar.domain.commands import Command
+from ess_sidecar.domain.states import Cause, State, TriggerMode, TriggerReason
+from ess_sidecar.domain.commands import Command, Trigger
 from ess_sidecar.domain.states import Transition
 from ess_sidecar.ports import NoJournal
 from ess_sidecar.service import Guard
@@ -348,8 +348,34 @@ def test_a_restart_that_lost_a_sample_refused_at_the_cap_still_needs_a_forced_re
     plan = engine.plan_report(Scope(ScopeKind.STRATEGY, "one-more"), Metric.API_ERROR, 1.0, T0)
     assert plan.refusal
     (at_cap,) = run(engine, plan)
-    for restart in ("catch_up", "restore"):
+    (operators,) = run(engine, engine.plan_trigger(Trigger(
+        GLOBAL, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED, (), "op"), T0 + 1))
+    for restart, history in (("catch_up", [at_cap]), ("restore", [at_cap]),
+                             ("restore", [operators])):  # 48d: the cap trip's reason hidden
         restarted = GuardEngine(GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100)))
-        getattr(restarted, restart)([at_cap], at_cap.version, T0 + 1)
+        getattr(restarted, restart)(history, history[-1].version, T0 + 2)
         with pytest.raises(ResetRefused, match="refused at limits.max_scopes_with_evidence"):
-            run(restarted, restarted.plan_reset(GLOBAL, "looked", False, "alice", T0 + 2))
+            run(restarted, restarted.plan_reset(GLOBAL, "looked", False, "alice", T0 + 3))
+
+
+def test_a_checked_reset_of_the_cap_latch_in_the_replayed_history_shows_none_was_refused(
+        ) -> None:
+    """Review 48d: a plain reset of GLOBAL's system latch is accepted only if no sample was
+    refused at the cap; applied after a restart, it left GLOBAL force-only all the same."""
+    config = GuardConfig(limits=LimitSettings(max_scopes_with_evidence=100),
+                         policy={kind: ResumePolicy(reset_cooldown_s=0) for kind in ScopeKind})
+    engine = GuardEngine(config)
+    for scope in strategies(100):
+        run(engine, engine.plan_report(scope, Metric.API_ERROR, 1.0, T0))
+    plan = engine.plan_report(Scope(ScopeKind.ACCOUNT, "acc-1"), Metric.DAILY_DRAWDOWN_PCT, 50.0, T0)
+    assert not plan.refusal  # it trips its scope alone: kept
+    history = run(engine, plan)
+    history += run(engine, engine.plan_trigger(Trigger(
+        GLOBAL, TriggerMode.HALT, "desk", TriggerReason.USER_INITIATED, (), "op"), T0 + 1))
+    history += run(engine, engine.plan_reset(GLOBAL, "looked", False, "alice", T0 + 2,
+                                             latches=["system"]))
+    restarted = GuardEngine(config)
+    restarted.catch_up(history, history[-1].version, T0 + 3)
+    for each in (engine, restarted):
+        run(each, each.plan_reset(GLOBAL, "looked", False, "alice", T0 + 4))
+        assert each.state_of(GLOBAL) is State.ARMED

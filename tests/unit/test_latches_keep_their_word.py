@@ -229,6 +229,26 @@ def test_a_checked_reset_in_the_replayed_history_ends_what_the_restart_assumed()
         assert each.state_of(strategy()) is State.ARMED
 
 
+def test_a_checked_reset_in_the_replayed_history_keeps_what_the_window_may_still_hold(
+        ) -> None:
+    """Review 48d: a plain reset is accepted once fewer than the threshold are in the
+    window, not none: emptied by it after a restart, the next error did not re-trip
+    where the trip's own reports still counted in the sidecar that ran through."""
+    rule = rules(api_errors={"threshold": 3.0, "window_s": 100.0})
+    through = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    report(through, strategy(), Metric.API_ERROR, 1.0, T0 - 80)
+    report(through, strategy(), Metric.API_ERROR, 1.0, T0 - 50)
+    history = report(through, strategy(), Metric.API_ERROR, 1.0, T0)
+    history += reset(through, strategy(), T0 + 30)  # the first has left the window
+    restarted = make_engine(breakers=rule, policy=NO_COOLDOWN)
+    restarted.catch_up(history, history[-1].version, T0 + 35)
+    for each in (through, restarted):
+        (again,) = report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 40)
+        assert again.breaker == "api_errors"
+        reset(each, strategy(), T0 + 150, force=True)  # all three have left it
+        assert report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 150) == []
+
+
 def test_where_the_history_is_cut_into_records_changes_nothing() -> None:
     """Review 48b: applied in records (`Restored`, up to 2,000 transitions each), the end of
     each assumed every latch the scope then held, those the journal had the evidence of
@@ -247,6 +267,29 @@ def test_where_the_history_is_cut_into_records_changes_nothing() -> None:
     for each in engines:
         (armed,) = timers(each, T0 + 5)
         assert (armed.scope, armed.state) == (account(), State.ARMED)
+
+
+def test_where_the_history_is_cut_changes_no_executor_assumed_lapsed() -> None:
+    """Review 48d: executors were assumed lapsed at the end of each record: cut between a
+    lapse and its reset, every executor of the scope counted from the reset, and the one
+    that beat last tripped a TTL after it, past one that ran through; in one record, a
+    TTL after its last beat the journal held, before it."""
+    engines = [make_engine(policy=NO_COOLDOWN) for _ in range(3)]
+    for each in engines:  # the journal's part
+        each.heartbeat("a", strategy(), 10, T0)
+        each.heartbeat("b", strategy(), 10, T0 + 5)
+    through, whole, cut = engines
+    through.heartbeat("b", strategy(), 10, T0 + 10.5)  # lost with the journal
+    lacking = timers(through, T0 + 11)  # "a" lapsed
+    through.heartbeat("a", strategy(), 10, T0 + 11.5)
+    lacking += reset(through, strategy(), T0 + 12)
+    whole.catch_up(lacking, lacking[-1].version, T0 + 13)
+    for transition in lacking:
+        cut.catch_up([transition], transition.version, T0 + 13)
+    assert timers(through, T0 + 16) == []  # "b" beat at T0 + 10.5, which the others lost
+    for each in (whole, cut):  # a TTL after its last beat known, T0 + 5
+        assert timers(each, T0 + 16)
+    assert timers(through, T0 + 21)
 
 
 def test_a_restarts_assumption_does_not_hold_older_evidence_back_from_eviction() -> None:

@@ -293,7 +293,7 @@ def configure_logging(format: str, level: str, stream: IO[str] | None = None) ->
 
 
 @contextlib.contextmanager
-def descriptor_2_never_waits() -> Iterator[None]:
+def descriptor_2_never_waits() -> Iterator[str]:
     """gRPC's core writes its own lines (its errors, at GRPC_VERBOSITY's level) to file
     descriptor 2 itself, with write(2), from its threads: with a stderr nobody read and
     its pipe full, they stopped there, and with them calls on every connection (review
@@ -301,31 +301,38 @@ def descriptor_2_never_waits() -> Iterator[None]:
     about 1 s each, some past 5 s; known gap 19). Within this, descriptor 2 is the same
     pipe or terminal opened again, non-blocking: a line that finds it full is dropped,
     one that finds room is written as before, a crash's last words too (review 48c: a
-    thread draining it lost them). `sys.stderr`, so Python's own lines and the log's
-    (written by a thread that waits), and the journal's syncer keep a blocking descriptor
-    of it. A file never blocks, and a socket cannot be opened again: either stays as it
-    is."""
+    thread draining it lost them), and faulthandler writes a crash's traceback there.
+    `sys.stderr`, so Python's own lines and the log's (written by a thread that waits),
+    and the journal's syncer keep a blocking descriptor of it. A file never blocks (and
+    faulthandler is on for it too). Yields "" then, or why descriptor 2 stays as it is
+    (a socket, such as journald's, cannot be opened again; nor can a pipe or terminal
+    another user owns: review 48e), for the caller to say once it logs."""
     mode = os.fstat(2).st_mode
-    try:
-        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
-            raise OSError("neither a pipe nor a terminal")
-        own = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:  # a file, a socket, no /proc, a pipe nobody can read: as it is
-        yield
-        return
     previous, enabled = sys.stderr, faulthandler.is_enabled()
-    sys.stderr = open(os.dup(2), "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
-    os.dup2(own, 2)
-    os.close(own)
-    faulthandler.enable(2)  # a crash's traceback: never waits either
+    own, unguarded = -1, ""
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        try:
+            own = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            unguarded = f"cannot be opened again non-blocking ({error.strerror})"
+    elif not stat.S_ISREG(mode):
+        unguarded = "is a socket, which cannot be opened again non-blocking"
+    if own >= 0:
+        sys.stderr = open(os.dup(2), "w", buffering=1, errors="backslashreplace")  # noqa: SIM115
+        os.dup2(own, 2)
+        os.close(own)
+    if not unguarded:  # where a crash's traceback cannot wait on stderr
+        faulthandler.enable(2)
     try:
-        yield
+        yield unguarded
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-        os.dup2(sys.stderr.fileno(), 2)  # blocking again; the log's handler keeps its copy
-        sys.stderr = previous
-        if enabled:
-            faulthandler.enable(previous)
-        else:
-            faulthandler.disable()
+        if own >= 0:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(sys.stderr.fileno(), 2)  # blocking again; the log's handler keeps its copy
+            sys.stderr = previous
+        with contextlib.suppress(OSError, ValueError):  # (a test's stderr: no descriptor)
+            if enabled:
+                faulthandler.enable(previous)
+            else:
+                faulthandler.disable()
