@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidConfig as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 2
-    from .adapters.telemetry.logs import configure_logging, descriptor_2_never_waits  # noqa: PLC0415
+    from .adapters.telemetry.logs import (  # noqa: PLC0415 - grpc and logging only here
+        configure_logging, descriptor_2_never_waits)
     with descriptor_2_never_waits() as unguarded:  # gRPC's core writes there itself
         configure_logging(settings.telemetry.log_format, settings.telemetry.log_level)
         if unguarded:

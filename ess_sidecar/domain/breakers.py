@@ -429,9 +429,10 @@ class Breakers:
         """An accepted reset lifted `breaker`'s latch. It erases no evidence but what that
         latch owns: a losing streak restarts only when the streak's latch is lifted; a
         feed stale at the reset (found so, assumed so after a restart, or silent past its
-        window by the last tick the journal holds) gets a fresh window from now, so if it stays dead it trips again (a forced reset must not silence it
-        for good; review 47a: an assumed one was never watched again; 47f: a restart
-        before the reset, with no timer run's mark, tripped it a window early).
+        window by the last tick the journal holds) gets a fresh window from now, so if it
+        stays dead it trips again (a forced reset must not silence it for good; review
+        47a: an assumed one was never watched again; 47f: a restart before the reset,
+        with no timer run's mark, tripped it a window early).
         With them goes a restart's assumption that their condition holds, as a sidecar
         that ran through has none left then; any other breaker's stays until a sample
         clears it, as its evidence would (review 47h: dropped, a restarted sidecar

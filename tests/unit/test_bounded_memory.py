@@ -367,7 +367,8 @@ def test_a_checked_reset_of_the_cap_latch_in_the_replayed_history_shows_none_was
     engine = GuardEngine(config)
     for scope in strategies(100):
         run(engine, engine.plan_report(scope, Metric.API_ERROR, 1.0, T0))
-    plan = engine.plan_report(Scope(ScopeKind.ACCOUNT, "acc-1"), Metric.DAILY_DRAWDOWN_PCT, 50.0, T0)
+    breached = Scope(ScopeKind.ACCOUNT, "acc-1")
+    plan = engine.plan_report(breached, Metric.DAILY_DRAWDOWN_PCT, 50.0, T0)
     assert not plan.refusal  # it trips its scope alone: kept
     history = run(engine, plan)
     history += run(engine, engine.plan_trigger(Trigger(
