@@ -359,8 +359,9 @@ class Breakers:
         if meters is None or until is None:
             return
         rule = self._settings.rule(scope, breaker)
-        if breaker in EVENT_WINDOWS and until > now:
-            short = math.ceil(rule.threshold) - 1  # as many as may be left: fewer held
+        if breaker in EVENT_WINDOWS and until > now:  # as many as may be left, with those
+            short = math.ceil(rule.threshold) - 1 - self._prune(  # it holds (review 48f:
+                meters, breaker, rule, now)  # on top of them, a reset was refused)
             if short > 0:
                 tripped = until - rule.window_s  # when the latch was set
                 meters.events.setdefault(breaker, deque()).append((tripped, tripped, short))

@@ -589,8 +589,10 @@ class GuardEngine:
         if scope == GLOBAL and self.refused_at_cap and not force \
                 and (resumes or LatchKind.SYSTEM in named):  # a drill's too (review 38r)
             raise ResetRefused("GLOBAL: samples were refused at limits.max_scopes_with_evidence"
-                               " since it last resumed: a breach may be recorded nowhere"
-                               " (review 38p); check the reporting scopes, then force")
+                               " since it last resumed, or may have been (a restart lost"
+                               " what set its system latch): a breach may be recorded"
+                               " nowhere (review 38p); check the reporting scopes, then"
+                               " force")
         if all(name == LatchKind.DRILL for name in named):  # a drill's transition only if
             plan.clear(scope, named, Cause.RESET, reason, actor,  # no real latch is left
                        self._rearm_delay(scope), drill=resumes)
@@ -1075,6 +1077,9 @@ class GuardEngine:
             for latch in transition.held():
                 if latch.version == transition.version:  # set by it
                     self._assume(transition, latch, latch.since)
+                    if latch.name == Breaker.HEARTBEAT_LOST and not self.heartbeats.lapsed(
+                            transition.scope, transition.time):  # the journal lacks the
+                        self.heartbeats.assume_lapsed(transition.scope)  # lapse (48f)
             self.apply([transition])
             self._assumed_clear(before, transition)
         self.version = max(version, self.version)
@@ -1094,10 +1099,11 @@ class GuardEngine:
 
     def _assume(self, transition: Transition, latch: Latch, now: float) -> None:
         """`latch`, of `transition`, holds on no evidence (as of `now`). An executor's
-        loss needs no assumption where the history is applied: applying it marks the
-        executors it found lapsed lost, and the beats the journal holds are the latest
-        known (review 48d: assumed at the end of each record, where the history was cut
-        changed when they tripped again). GLOBAL's latch at the evidence cap, where the
+        loss is assumed where the history is applied only if the journal's beats show
+        none lapsed then (review 48f: a TTL shortened in what it lost); else applying it
+        marks those lost, and the beats the journal holds are the latest known (review
+        48d: assumed at the end of each record, where the history was cut changed when
+        they tripped again). GLOBAL's latch at the evidence cap, where the
         transition that set it is not at hand to say so, is taken to be one (48d): a
         sample refused at the cap may be lost with the journal (48b), so only a forced
         reset resumes GLOBAL."""

@@ -249,6 +249,45 @@ def test_a_checked_reset_in_the_replayed_history_keeps_what_the_window_may_still
         assert report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 150) == []
 
 
+def test_what_a_checked_reset_leaves_in_the_window_counts_what_it_holds_already() -> None:
+    """Review 48f: the events one short of the threshold were added on top of those the
+    journal held, so the window held again after a reset accepted because it did not,
+    and the next plain reset was refused."""
+    rule = rules(api_errors={"threshold": 3.0, "window_s": 60.0})
+    engines = [make_engine(breakers=rule, policy=NO_COOLDOWN) for _ in range(2)]
+    for each in engines:  # the journal's part
+        report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 10)
+        report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 20)
+    through, restarted = engines
+    lacking = [*report(through, strategy(), Metric.API_ERROR, 1.0, T0 + 30),
+               *reset(through, strategy(), T0 + 71)]  # the first has left: 2 of 3
+    restarted.catch_up(lacking, lacking[-1].version, T0 + 72)
+    for each in engines:
+        trip(each, strategy(), T0 + 73)
+        reset(each, strategy(), T0 + 75)
+        assert each.state_of(strategy()) is State.ARMED
+        (again,) = report(each, strategy(), Metric.API_ERROR, 1.0, T0 + 76)  # 3 of 3
+        assert again.breaker == "api_errors"
+
+
+def test_a_lapse_the_journal_cannot_show_is_assumed() -> None:
+    """Review 48f: applying an executor's loss marks lost only those the journal's beats
+    show lapsed; with a TTL shortened in what the journal lost, none was, and the latch
+    held on nothing: a plain reset was accepted (an auto re-arm lifted it at once)."""
+    engines = [make_engine(policy=NO_COOLDOWN) for _ in range(2)]
+    for each in engines:
+        each.heartbeat("a", strategy(), 60, T0)  # the journal's
+    through, restarted = engines
+    through.heartbeat("a", strategy(), 5, T0 + 1)  # lost with the journal
+    lacking = timers(through, T0 + 7)
+    assert [t.breaker for t in lacking] == ["heartbeat_lost"]
+    restarted.catch_up(lacking, lacking[-1].version, T0 + 8)
+    for each in engines:
+        trip(each, strategy(), T0 + 8.5)
+        with pytest.raises(ResetRefused, match="heartbeat_lost"):
+            reset(each, strategy(), T0 + 9)
+
+
 def test_where_the_history_is_cut_into_records_changes_nothing() -> None:
     """Review 48b: applied in records (`Restored`, up to 2,000 transitions each), the end of
     each assumed every latch the scope then held, those the journal had the evidence of
