@@ -1077,9 +1077,8 @@ class GuardEngine:
             for latch in transition.held():
                 if latch.version == transition.version:  # set by it
                     self._assume(transition, latch, latch.since)
-                    if latch.name == Breaker.HEARTBEAT_LOST and not self.heartbeats.lapsed(
-                            transition.scope, transition.time):  # the journal lacks the
-                        self.heartbeats.assume_lapsed(transition.scope)  # lapse (48f)
+                    if latch.name == Breaker.HEARTBEAT_LOST:  # which lapsed, the journal
+                        self.heartbeats.assume_lapsed(transition.scope)  # may not show
             self.apply([transition])
             self._assumed_clear(before, transition)
         self.version = max(version, self.version)
@@ -1098,12 +1097,11 @@ class GuardEngine:
         self.version = max(version, self.version)
 
     def _assume(self, transition: Transition, latch: Latch, now: float) -> None:
-        """`latch`, of `transition`, holds on no evidence (as of `now`). An executor's
-        loss is assumed where the history is applied only if the journal's beats show
-        none lapsed then (review 48f: a TTL shortened in what it lost); else applying it
-        marks those lost, and the beats the journal holds are the latest known (review
-        48d: assumed at the end of each record, where the history was cut changed when
-        they tripped again). GLOBAL's latch at the evidence cap, where the
+        """`latch`, of `transition`, holds on no evidence (as of `now`). Where the history
+        is applied, an executor's loss is assumed of every executor of the scope at the
+        trip (the journal may not show which lapsed: reviews 48f, 48g), and a checked
+        reset or a re-arm gives each its last beat known (48d: assumed at the end of each
+        record, where the history was cut changed when they tripped again). GLOBAL's latch at the evidence cap, where the
         transition that set it is not at hand to say so, is taken to be one (48d): a
         sample refused at the cap may be lost with the journal (48b), so only a forced
         reset resumes GLOBAL."""
@@ -1116,7 +1114,9 @@ class GuardEngine:
     def _assumed_clear(self, before: Transition | None, transition: Transition) -> None:
         """A reset checked (not forced, and not a drill's alone) or a re-arm: the breakers
         it lifted did not hold, nor, if it resumed the scope, any breaker of it; nor was
-        a sample refused at the cap if it lifted GLOBAL's system latch (review 48d)."""
+        a sample refused at the cap if it lifted GLOBAL's system latch (review 48d); an
+        executor's loss it lifts, the executors beat (lost with the journal), as a reset
+        has them (48g: never watched again)."""
         lifted = {latch.name for latch in before.held()} - {
             latch.name for latch in transition.held()} if before else set()
         if transition.cause is Cause.REARM or transition.cause is Cause.RESET \
@@ -1125,6 +1125,8 @@ class GuardEngine:
                 self.breakers.assumed_clear(transition.scope, name, transition.time)
             if transition.scope == GLOBAL and LatchKind.SYSTEM in lifted:
                 self.refused_at_cap = False
+            if transition.cause is Cause.REARM and Breaker.HEARTBEAT_LOST in lifted:
+                self.heartbeats.rearm(transition.scope, transition.time)  # as a reset does
 
     def _set(self, transition: Transition) -> None:
         scope = transition.scope

@@ -23,6 +23,7 @@ class Registration:
     # registered with authentication off: anyone may, and the next authenticated beat
     # binds it). docs/design.md, "Heartbeats".
     owner: str = ""
+    known_seen: float | None = None  # the journal's last beat, under a restart's assumption
 
 
 class Heartbeats:
@@ -47,7 +48,7 @@ class Heartbeats:
         if known is not None:
             _check_owner(known, owner)
             if known.ttl_s == ttl_s and (known.owner or not owner):
-                known.last_seen, known.lost = now, False
+                known.last_seen, known.lost, known.known_seen = now, False, None
                 self._watch(known)
                 return False
             owner = owner or known.owner
@@ -107,10 +108,16 @@ class Heartbeats:
 
     def rearm(self, scope: Scope, now: float) -> None:
         """A reset of the scope: an executor whose loss was latched gets a fresh TTL from
-        now, so if it is still dead it trips again."""
+        now, so if it is still dead it trips again; one only assumed lost (a restart),
+        whose last beat the journal holds is within its TTL now, runs from that beat, as
+        it does in a sidecar that ran through (review 48g: all its beats known, it
+        tripped a TTL after the reset)."""
         for each in self._of(scope):
             if each.lost or now - each.last_seen > each.ttl_s:
-                each.last_seen, each.lost = now, False
+                known, each.known_seen = each.known_seen, None
+                each.last_seen = known if known is not None and now - known <= each.ttl_s \
+                    else now
+                each.lost = False
                 self._watch(each)
 
     def lapse(self, now: float) -> list[Registration]:
@@ -150,8 +157,11 @@ class Heartbeats:
 
     def assume_lapsed(self, scope: Scope) -> None:
         """After a restart, an executor whose loss latched the scope counts as lost until
-        it beats again: nothing since shows it came back."""
+        it beats again: nothing since shows it came back (its last beat known kept, for
+        a reset: rearm)."""
         for registration in self._of(scope):
+            if registration.known_seen is None and registration.last_seen > float("-inf"):
+                registration.known_seen = registration.last_seen
             registration.last_seen = float("-inf")
             self._watch(registration)
 

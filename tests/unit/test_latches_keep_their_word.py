@@ -271,21 +271,50 @@ def test_what_a_checked_reset_leaves_in_the_window_counts_what_it_holds_already(
 
 
 def test_a_lapse_the_journal_cannot_show_is_assumed() -> None:
-    """Review 48f: applying an executor's loss marks lost only those the journal's beats
-    show lapsed; with a TTL shortened in what the journal lost, none was, and the latch
-    held on nothing: a plain reset was accepted (an auto re-arm lifted it at once)."""
+    """Review 48f: applying an executor's loss marked lost only those the journal's beats
+    showed lapsed; with a TTL shortened in what the journal lost, none was, and the
+    latch held on nothing: a plain reset was accepted (an auto re-arm lifted it at once).
+    48g: nor may the one it shows lapsed be the one that did ("x" beats on)."""
     engines = [make_engine(policy=NO_COOLDOWN) for _ in range(2)]
-    for each in engines:
-        each.heartbeat("a", strategy(), 60, T0)  # the journal's
+    for each in engines:  # the journal's part
+        each.heartbeat("a", strategy(), 60, T0)
+        each.heartbeat("x", strategy(), 5, T0)
     through, restarted = engines
     through.heartbeat("a", strategy(), 5, T0 + 1)  # lost with the journal
+    through.heartbeat("x", strategy(), 5, T0 + 4)
     lacking = timers(through, T0 + 7)
     assert [t.breaker for t in lacking] == ["heartbeat_lost"]
     restarted.catch_up(lacking, lacking[-1].version, T0 + 8)
     for each in engines:
-        trip(each, strategy(), T0 + 8.5)
+        each.heartbeat("x", strategy(), 5, T0 + 8.5)  # "a" is dead
         with pytest.raises(ResetRefused, match="heartbeat_lost"):
             reset(each, strategy(), T0 + 9)
+
+
+def test_a_checked_lift_of_an_executors_loss_in_the_history_runs_from_the_last_beat_known(
+        ) -> None:
+    """Review 48g: assumed lapsed at the trip, every executor of the scope got a fresh TTL
+    from a checked reset, so one whose beats the journal held whole tripped a TTL after
+    the reset, not after its last beat; and after a re-arm (which a sidecar that ran
+    through makes once they beat) none was watched again: a dead one never tripped."""
+    auto = rules(heartbeat_lost={"auto_rearm": True})
+    for lift in ("reset", "re-arm"):
+        engines = [make_engine(policy=NO_COOLDOWN, breakers=auto) for _ in range(2)]
+        for each in engines:  # the journal's part
+            each.heartbeat("a", strategy(), 60, T0)
+            each.heartbeat("b", strategy(), 60, T0)
+        through, restarted = engines
+        through.heartbeat("a", strategy(), 5, T0 + 1)  # lost with the journal
+        lacking = timers(through, T0 + 7)  # "a" lapsed
+        through.heartbeat("a", strategy(), 5, T0 + 8)
+        lacking += reset(through, strategy(), T0 + 9) if lift == "reset" \
+            else timers(through, T0 + 9)
+        assert through.state_of(strategy()) is State.ARMED
+        restarted.catch_up(lacking, lacking[-1].version, T0 + 10)
+        assert timers(restarted, T0 + 59) == []  # "b" beat last at T0, with a TTL of 60
+        for each in engines:  # "a" is dead since T0 + 8, "b" since T0
+            (lost,) = timers(each, T0 + 61)
+            assert lost.breaker == "heartbeat_lost"
 
 
 def test_where_the_history_is_cut_into_records_changes_nothing() -> None:
