@@ -1077,8 +1077,6 @@ class GuardEngine:
             for latch in transition.held():
                 if latch.version == transition.version:  # set by it
                     self._assume(transition, latch, latch.since)
-                    if latch.name == Breaker.HEARTBEAT_LOST:  # which lapsed, the journal
-                        self.heartbeats.assume_lapsed(transition.scope)  # may not show
             self.apply([transition])
             self._assumed_clear(before, transition)
         self.version = max(version, self.version)
@@ -1090,22 +1088,20 @@ class GuardEngine:
         for transition in current:
             self._set(transition)
             for latch in transition.held():
-                if latch.name == Breaker.HEARTBEAT_LOST:
-                    self.heartbeats.assume_lapsed(transition.scope)
-                else:
-                    self._assume(transition, latch, now)
+                self._assume(transition, latch, now)
         self.version = max(version, self.version)
 
     def _assume(self, transition: Transition, latch: Latch, now: float) -> None:
-        """`latch`, of `transition`, holds on no evidence (as of `now`). Where the history
-        is applied, an executor's loss is assumed of every executor of the scope at the
-        trip (the journal may not show which lapsed: reviews 48f, 48g), and a checked
-        reset or a re-arm gives each its last beat known (48d: assumed at the end of each
-        record, where the history was cut changed when they tripped again). GLOBAL's latch at the evidence cap, where the
-        transition that set it is not at hand to say so, is taken to be one (48d): a
-        sample refused at the cap may be lost with the journal (48b), so only a forced
-        reset resumes GLOBAL."""
-        if latch.name in DEFAULT_RULES and latch.name != Breaker.HEARTBEAT_LOST:
+        """`latch`, of `transition`, holds on no evidence (as of `now`). An executor's loss
+        is assumed of every executor of the scope (the journal may not show which lapsed:
+        reviews 48f, 48g); a checked reset or a re-arm gives each its last beat known
+        (Heartbeats.rearm). GLOBAL's latch at the evidence cap, where the transition that
+        set it is not at hand to say so, is taken to be one (48d): a sample refused at
+        the cap may be lost with the journal (48b), so only a forced reset resumes
+        GLOBAL."""
+        if latch.name == Breaker.HEARTBEAT_LOST:
+            self.heartbeats.assume_lapsed(transition.scope)
+        elif latch.name in DEFAULT_RULES:
             self.breakers.assume_holding(transition.scope, latch.name, latch.since, now)
         elif transition.scope == GLOBAL and latch.name == LatchKind.SYSTEM and (
                 AT_CAP in transition.reason or latch.version != transition.version):
@@ -1119,8 +1115,9 @@ class GuardEngine:
         has them (48g: never watched again)."""
         lifted = {latch.name for latch in before.held()} - {
             latch.name for latch in transition.held()} if before else set()
-        if transition.cause is Cause.REARM or transition.cause is Cause.RESET \
-                and not transition.forced and lifted - {LatchKind.DRILL}:
+        if transition.cause is Cause.REARM or (transition.cause is Cause.RESET
+                                               and not transition.forced
+                                               and lifted - {LatchKind.DRILL}):
             for name in DEFAULT_RULES if not transition.held() else lifted:
                 self.breakers.assumed_clear(transition.scope, name, transition.time)
             if transition.scope == GLOBAL and LatchKind.SYSTEM in lifted:
