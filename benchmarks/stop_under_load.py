@@ -14,7 +14,11 @@ of each phase, with the sidecar's CPU during the load:
   never allowed an order on, each tripping that account (`unchecked_order`), for --seconds;
 - `watch-flood`: 256 `WatchState` calls in flight over TCP, each naming --scopes scopes,
   opened again as each is answered or refused, for --seconds (they were mapped before the
-  watcher cap refused them).
+  watcher cap refused them);
+- `state-reads`: --scopes strategies tripped (before the quiet phase), each with a 1 KB
+  reason, then 8 `GetState` calls in flight over TCP (dashboards), each asked again as it is answered, for --seconds
+  (review 49a: each answer, 22 MB for 20,000 scopes, was built in one piece on the event
+  loop).
 
     python benchmarks/stop_under_load.py [--scenario NAME ...] [--seconds S] [--scopes N]
 """
@@ -28,6 +32,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from pathlib import Path
 
 import grpc
@@ -38,7 +43,8 @@ from ess_sidecar.testing import SidecarProcess
 
 STALE_WINDOW_S = 2.0
 QUIET_TRIGGERS = 20
-IN_FLIGHT = {"unchecked-fills": 200, "watch-flood": 256}
+IN_FLIGHT = {"unchecked-fills": 200, "watch-flood": 256, "state-reads": 8}
+REASON = "r" * 1000  # state-reads: each tripped scope's reason
 
 
 def cpu_seconds(pid: int) -> float:
@@ -80,18 +86,23 @@ def summary(name: str, taken: list[float]) -> str:
             f"  p99 {p99 * 1e3:8.1f} ms  worst {ordered[-1] * 1e3:8.1f} ms")
 
 
+async def each(count: int, call: Callable[[int], Awaitable[object]]) -> None:
+    """call(0) .. call(count - 1), 64 in flight."""
+    room = asyncio.Semaphore(64)
+
+    async def one(index: int) -> None:
+        async with room:
+            await call(index)
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
 async def stale_feeds(sidecar: SidecarProcess, scopes: int, _: float) -> str:
     """Tick `scopes` feeds once, then wait until every one is latched."""
     async with grpc.aio.insecure_channel(sidecar.uds_target) as channel:
         stub = pbg.GuardServiceStub(channel)
-        room = asyncio.Semaphore(64)
-
-        async def tick(index: int) -> None:
-            async with room:
-                await stub.ReportMetric(pb.ReportMetricRequest(
-                    scope=pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"FEED{index}"),
-                    metric=pb.METRIC_DATA_FEED_TICK, value=1), timeout=120)
-        await asyncio.gather(*(tick(i) for i in range(scopes)))
+        await each(scopes, lambda index: stub.ReportMetric(pb.ReportMetricRequest(
+            scope=pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"FEED{index}"),
+            metric=pb.METRIC_DATA_FEED_TICK, value=1), timeout=120))
         while True:
             state = await stub.GetState(pb.GetStateRequest(), timeout=120)
             if sum(s.state != pb.STATE_ARMED for s in state.scopes) >= scopes:
@@ -99,14 +110,35 @@ async def stale_feeds(sidecar: SidecarProcess, scopes: int, _: float) -> str:
             await asyncio.sleep(0.5)
 
 
+async def tripped(sidecar: SidecarProcess, scopes: int) -> None:
+    """Trip `scopes` strategies, each with a REASON."""
+    async with grpc.aio.insecure_channel(sidecar.uds_target) as channel:
+        stub = pbg.GuardServiceStub(channel)
+        await each(scopes, lambda index: stub.Trigger(pb.TriggerRequest(
+            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=f"tripped-{index}"),
+            reason=REASON), timeout=120))
+
+
+class StateReads:
+    """GetState, its answer taken as bytes: parsing 22 MB answers would busy this process,
+    whose loop also times the stops."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.GetState = channel.unary_unary(  # noqa: N815 (the stub's name)
+            "/ess.v1.GuardService/GetState", request_serializer=pb.GetStateRequest.
+            SerializeToString, response_deserializer=len)
+
+
 async def flood(sidecar: SidecarProcess, in_flight: int,
-                call: Callable[[pbg.GuardServiceStub, int, int], Awaitable[None]],
-                stop: asyncio.Event) -> int:
+                call: Callable[[Any, int, int], Awaitable[None]],
+                stop: asyncio.Event, stub_of: Callable[[grpc.aio.Channel], Any]
+                = pbg.GuardServiceStub) -> int:
     """`in_flight` loops over one TCP connection, each making `call` until `stop`."""
     made = 0
-    options = [("grpc.max_send_message_length", 8 << 20)]
+    options = [("grpc.max_send_message_length", 8 << 20),
+               ("grpc.max_receive_message_length", 1 << 30)]  # state-reads' answers
     async with grpc.aio.insecure_channel(sidecar.tcp_target, options=options) as channel:
-        stub = pbg.GuardServiceStub(channel)
+        stub = stub_of(channel)
 
         async def loop(worker: int) -> None:
             nonlocal made
@@ -142,6 +174,10 @@ def watch_call(scopes: int) -> Callable[[pbg.GuardServiceStub, int, int], Awaita
     return watch
 
 
+async def state_read(stub: StateReads, worker: int, made: int) -> None:
+    await stub.GetState(pb.GetStateRequest(), timeout=60)
+
+
 async def scenario(name: str, seconds: float, scopes: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = f"[breakers.data_feed_stale]\nthreshold = 1\nwindow_s = {STALE_WINDOW_S}\n"
@@ -149,6 +185,8 @@ async def scenario(name: str, seconds: float, scopes: int) -> None:
         try:
             async with grpc.aio.insecure_channel(sidecar.uds_target) as channel:
                 stops = Stops(pbg.GuardServiceStub(channel))
+                if name == "state-reads":  # quiet with them tripped too
+                    await tripped(sidecar, scopes)
                 quiet = await stops.during(None, QUIET_TRIGGERS)
                 pid = sidecar.process.pid if sidecar.process else 0
                 cpu, started = cpu_seconds(pid), time.monotonic()
@@ -158,9 +196,11 @@ async def scenario(name: str, seconds: float, scopes: int) -> None:
                     loaded = await stops.during(seconds)
                 else:
                     stop = asyncio.Event()
-                    call = unchecked_fill if name == "unchecked-fills" else watch_call(scopes)
-                    flooding = asyncio.ensure_future(flood(sidecar, IN_FLIGHT[name], call,
-                                                           stop))
+                    call = {"unchecked-fills": unchecked_fill, "state-reads": state_read}.get(
+                        name) or watch_call(scopes)
+                    flooding = asyncio.ensure_future(flood(
+                        sidecar, IN_FLIGHT[name], call, stop,
+                        StateReads if name == "state-reads" else pbg.GuardServiceStub))
                     loaded = await stops.during(seconds)
                     stop.set()
                     made = await flooding
@@ -179,12 +219,15 @@ async def scenario(name: str, seconds: float, scopes: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", action="append",
-                        choices=["stale-feeds", "unchecked-fills", "watch-flood"])
+                        choices=["stale-feeds", "unchecked-fills", "watch-flood",
+                                 "state-reads"])
     parser.add_argument("--seconds", type=float, default=30.0, help="load and measure (s)")
     parser.add_argument("--scopes", type=int, default=20_000,
-                        help="feeds made stale; scopes each WatchState names")
+                        help="feeds made stale; scopes each WatchState names;"
+                        " scopes tripped for state-reads")
     args = parser.parse_args()
-    for name in args.scenario or ["stale-feeds", "unchecked-fills", "watch-flood"]:
+    for name in args.scenario or ["stale-feeds", "unchecked-fills", "watch-flood",
+                                  "state-reads"]:
         asyncio.run(scenario(name, args.seconds, args.scopes))
 
 

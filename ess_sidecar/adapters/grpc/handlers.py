@@ -228,18 +228,15 @@ def _guarded(handle: Callable, permission: Permission, authenticator: Authentica
     return guarded
 
 
-def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    """A server stream may send a message already serialized (WatchState: one transition's
-    bytes to every watcher; CheckOrderStream: each answer from one reused message);
-    anything else is serialized as usual."""
+def _serializer(response_type: type[Message]) -> Callable[[Any], bytes]:
+    """A method may answer with a message already serialized (WatchState: one
+    transition's bytes to every watcher; CheckOrderStream: each answer from one reused
+    message; GetState: its scopes' parts joined); anything else is serialized as usual."""
+    serialize = response_type.SerializeToString
+
     def serialized(message: Any) -> bytes:
         return message if type(message) is bytes else serialize(message)
     return serialized
-
-
-def _serializer(response_type: type[Message], server_streaming: bool) -> Callable:
-    serialize = response_type.SerializeToString
-    return _passing_bytes(serialize) if server_streaming else serialize
 
 
 _KINDS = {(False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
@@ -266,8 +263,7 @@ def add_guard_service(servicer: object, server: grpc.aio.Server,
             handle = _guarded(handle, PERMISSIONS[method.name], authenticator,
                               method.client_streaming)
         handlers[method.name] = make_handler(
-            handle, response_serializer=_serializer(GetMessageClass(method.output_type),
-                                                    method.server_streaming))
+            handle, response_serializer=_serializer(GetMessageClass(method.output_type)))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -17,11 +18,11 @@ from ...domain.decisions import Decision
 from ...domain.errors import GuardError, InvalidArgument, SubscriberTooSlow
 from ...domain.heartbeats import MAX_TTL_S
 from ...domain.ids import canonical_id
-from ...domain.scopes import check_text
+from ...domain.scopes import Scope, check_text
 from ...domain.orders import Order
 from ...domain.states import Transition
 from ...ports import EventQuery, NoTelemetry
-from ...service import Guard, Outcome
+from ...service import Guard, Outcome, ScopeView
 from .auth import PRINCIPAL, actor_of
 from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_proto, \
@@ -42,6 +43,7 @@ FAILED_CLOSED = (("ess-failed-closed", "1"),)
 STREAM_REQUEST = pb.CheckOrderStreamRequest.DESCRIPTOR
 MAX_PAGE_SIZE = 1000
 MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
+STATE_CHUNK = 500  # GetState gives the event loop back after mapping this many scopes
 
 
 class GuardServicer(pb_grpc.GuardServiceServicer):
@@ -59,6 +61,10 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         # not once per watcher. Keyed by version, kind and epoch; the transition is kept
         # with its bytes and compared, so a hit is always the very same transition.
         self._watch_messages: dict[tuple[int, int, str], tuple[Transition, bytes]] = {}
+        # GetState: one answer built at a time, and each scope's serialized part of the
+        # last answer, with the view it was made of (see GetState).
+        self._state_answers = asyncio.Lock()
+        self._scope_parts: dict[Scope, tuple[ScopeView, bytes]] = {}
 
     async def CheckOrder(self, request: pb.CheckOrderRequest,
                          context: grpc.aio.ServicerContext) -> pb.CheckOrderResponse:
@@ -249,21 +255,39 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
 
     @aborts_on_guard_errors
     async def GetState(self, request: pb.GetStateRequest,
-                       context: grpc.aio.ServicerContext) -> pb.GetStateResponse:
+                       context: grpc.aio.ServicerContext) -> bytes:
+        """Every restricted scope, as of one moment. An answer can be tens of megabytes
+        (20,000 tripped scopes with 1 KB reasons: 22 MB, 0.8 s to map), so it is built
+        one at a time, giving the event loop back every STATE_CHUNK scopes, and each
+        scope's part is kept from the last answer while its view is the same: a Trigger
+        waits for one chunk, not for every answer asked before it (review 49a: 8 calls in
+        flight held one 1.5 s, 64 held one 11 to 17 s). The views are taken at once, of
+        immutable transitions, so what is mapped later is still that moment's state."""
         guard = self._guard
-        response = pb.GetStateResponse(
-            scopes=[scope_state_to_proto(view.current, view.reset_allowed_at,
-                                         view.pending_reset, view.unstored)
-                    for view in guard.scope_views()],
-            state_version=guard.state_version(), thresholds=thresholds_to_proto(guard.config),
-            working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
-                                  for a, n in sorted(guard.working_counts().items())])
         account = canonical_id(request.working_orders_account, "working_orders_account") \
             if request.working_orders_account else None
-        if request.include_working_orders:
-            working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
-            response.working_orders.extend(working_order_to_proto(r) for r in working)
-        return response
+        async with self._state_answers:
+            views = guard.scope_views()
+            rest = pb.GetStateResponse(
+                state_version=guard.state_version(),
+                thresholds=thresholds_to_proto(guard.config),
+                working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
+                                      for a, n in sorted(guard.working_counts().items())])
+            if request.include_working_orders:
+                working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
+                rest.working_orders.extend(working_order_to_proto(r) for r in working)
+            parts, kept, fresh = [rest.SerializeToString()], self._scope_parts, {}
+            for index, view in enumerate(views, 1):
+                scope = view.current.scope
+                part = kept.get(scope)
+                if part is None or part[0] != view:
+                    part = (view, _scope_part(view))
+                fresh[scope] = part
+                parts.append(part[1])
+                if index % STATE_CHUNK == 0:
+                    await asyncio.sleep(0)
+            self._scope_parts = fresh  # only what this answer held: bounded by the state
+        return b"".join(parts)
 
     @aborts_on_guard_errors
     async def ListEvents(self, request: pb.ListEventsRequest,
@@ -343,6 +367,14 @@ def _timed(check: Callable[[Order], Decision],
         decided(decision, clock() - start)
         return decision
     return timed_check
+
+
+def _scope_part(view: ScopeView) -> bytes:
+    """A GetStateResponse holding this one scope, serialized: answers joined byte to byte
+    are one answer holding all their scopes (protobuf merges a repeated field's parts)."""
+    return pb.GetStateResponse(scopes=[scope_state_to_proto(
+        view.current, view.reset_allowed_at, view.pending_reset, view.unstored)],
+    ).SerializeToString()
 
 
 def _state_response(response_type: type, outcome: Outcome):  # noqa: ANN202
