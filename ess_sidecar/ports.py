@@ -65,8 +65,8 @@ class StateStore(abc.ABC):
     def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         """Record transitions atomically and durably (fsync) before returning; each becomes
         its scope's latched state. Versions must rise strictly above every stored version
-        (ValueError otherwise). Raises StoreUnavailable; then nothing was recorded.
-        `prune` False: no event is pruned (store.keep_events), as none may be that the
+        (ValueError otherwise). Raises StoreUnavailable; then nothing was recorded, but
+        for StoredUnsealed: then they were. `prune` False: no event is pruned (store.keep_events), as none may be that the
         journal lacks (its writes have failed), or a start would find them gone."""
 
     @abc.abstractmethod

@@ -24,7 +24,7 @@ from .domain.config import GuardConfig
 from .domain.decisions import Decision
 from .domain.engine import GuardEngine
 from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, ResyncRequired, \
-    StoreBusy, StoreUnavailable
+    StoreBusy, StoredUnsealed, StoreUnavailable
 from .domain.lifecycle import FillOutcome
 from .domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
@@ -616,14 +616,20 @@ class Guard(GuardReadings):
             # start would (review 40e: records after them, and every start failed closed
             # on a store the journal disagreed with).
             if durable.holds:
-                if not self._journal.failed:
-                    with contextlib.suppress(StoreUnavailable):  # then it has failed, too
-                        self._journal.record(Restored(self._clock.now(),
-                                                      durable.holds[-1].version),
-                                             durable.holds)
-                self._stored_unapplied(durable.holds)
+                self._kept_for_the_restart(durable.holds)
             self._failed(StoreUnavailable("the sidecar failed closed while this change was"
                                           " stored"), durable.holds)
+
+    def _kept_for_the_restart(self, transitions: Sequence[Transition]) -> None:
+        """The store holds `transitions` and memory will not apply them: a journal that
+        works records them as a start would restore them (review 40e: records after them,
+        and every start failed closed on a store the journal disagreed with), and what
+        comes next is numbered after them (_stored_unapplied)."""
+        if not self._journal.failed:
+            with contextlib.suppress(StoreUnavailable):  # then it has failed, too
+                self._journal.record(Restored(self._clock.now(), transitions[-1].version),
+                                     transitions)
+        self._stored_unapplied(transitions)
 
     def _stored_unapplied(self, transitions: Sequence[Transition]) -> None:
         """The store holds `transitions`, and memory will not apply them (the sidecar
@@ -1016,18 +1022,24 @@ class Guard(GuardReadings):
     def _failed(self, error: Exception, transitions: Sequence[Transition] = ()) -> NoReturn:
         """A write (of `transitions`) failed: fail closed, their trips go on denying checks
         (GuardEngine.lose), and raise it as StoreUnavailable."""
-        if isinstance(error, StoredUnrecorded):  # numbered past before the fail-closed
-            self._stored_unapplied(transitions)  # trip (review 40l: GLOBAL latched by the
-            # system already, that trip took no version, and every later stop clashed)
+        # Stored, but its journal record or the state file's seal failed: numbered past
+        # before the fail-closed trip (review 40l: GLOBAL latched by the system already,
+        # that trip took no version, and every later stop clashed; review 49a: after a
+        # seal that failed, every later write did), and a restart restores it from the
+        # state file (49a: the log said it was not stored).
+        stored = isinstance(error, (StoredUnrecorded, StoredUnsealed))
+        if stored:
+            self._kept_for_the_restart(transitions)
+        what, until = ("trip stored, not made durable in full", "the sidecar restarts,"
+                       " which keeps it (it is in the state file)") if stored else (
+            "trip not stored", "what tripped it is sent again and stored, or the sidecar"
+            " restarts")
         for lost in self.engine.lose(transitions):
-            log.error("trip not stored: it denies checks until it is (the retry of what"
-                      " tripped it stores it) or the sidecar restarts",
-                      extra=transition_fields(lost))
+            log.error(f"{what}: it denies checks until {until}", extra=transition_fields(lost))
             if not lost.drill:  # a reset lifts a drill's (review 42l)
                 self.alerts.warn(lost.scope, f" {lost.state.name}, not recorded",
                                  f"the write failed: {error}. It denies every order of the"
-                                 " scope until what tripped it is sent again and stored, or"
-                                 " the sidecar restarts; no reset lifts it, GLOBAL's"
+                                 f" scope until {until}; no reset lifts it, GLOBAL's"
                                  f" included. Its reason: {lost.reason}")
         directives = [d for t in transitions if t.scope == GLOBAL and not t.drill
                       for d in t.directives]  # a drill's are no order to act

@@ -65,6 +65,12 @@ class StoreBusy(StoreUnavailable):
     nothing was written, and the same write may succeed if tried again."""
 
 
+class StoredUnsealed(StoreUnavailable):
+    """The transitions were stored (committed), but the store could not vouch for them
+    (its seal was not written): a restart keeps them, and the store writes nothing more
+    until it can vouch for what it holds."""
+
+
 class StoreDamaged(StoreUnavailable):
     """The state on disk is not what was acknowledged (a broken hash chain, a file behind
     its seal, a deleted file, a journal that disagrees with the store): fail closed."""

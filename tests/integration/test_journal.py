@@ -542,6 +542,41 @@ def test_a_stop_after_the_journal_failed_is_stored_and_kept_by_the_restart(
     second.store.close()
 
 
+def test_stops_after_a_seal_that_could_not_be_written_are_taken_once_it_can_be(
+        tmp_path: Path) -> None:
+    """Review 49a: one seal that could not be written (an immutable file, a full disk)
+    refused every later stop until a restart, even once it could be written again. A
+    stop is refused only while the store cannot vouch for what it holds; what was stored
+    meanwhile, and the journal's records after it, are kept by the restart."""
+    start = _starter(tmp_path)
+    first = start()
+    assert first.guard.check(ORDER._replace(client_order_id="before")).allowed
+    seal = tmp_path / "ess.db.seal"
+    seal.unlink()
+    seal.mkdir()  # the seal cannot be written
+    halt = [Trigger(Scope(ScopeKind.STRATEGY, f"s{n}"), TriggerMode.HALT, "desk halt",
+                    TriggerReason.USER_INITIATED, (), "op") for n in range(4)]
+    with pytest.raises(StoreUnavailable, match="were stored"):
+        first.guard.trigger(halt[0])  # stored, not vouched for: not acknowledged
+    with pytest.raises(StoreUnavailable, match="cannot write its seal"):
+        first.guard.trigger(halt[1])  # refused, not stored
+    seal.rmdir()  # writable again
+    assert first.guard.trigger(halt[2]).tripped
+    assert first.guard.check(ORDER._replace(client_order_id="after")).allowed is False
+    assert first.guard.engine.state_of(GLOBAL) is State.TRIPPED  # failed closed, in memory
+    first.guard.report_metric(Scope(ScopeKind.STRATEGY, "s3"), Metric.DATA_FEED_CORRUPT, 1)
+    first.journal.close()
+    first.store.close()
+    second = start()  # no damage: the journal and the store agree
+    assert second.guard.engine.state_of(GLOBAL) is State.ARMED
+    assert [second.guard.engine.state_of(t.scope) for t in halt] == [
+        State.TRIPPED, State.ARMED, State.TRIPPED, State.TRIPPED]
+    assert [o.client_order_id for o in second.guard.engine.orders.working("acc-1")] == \
+        ["before"]
+    second.journal.close()
+    second.store.close()
+
+
 def test_a_trip_after_the_journal_failed_leaves_no_stop_refused(tmp_path: Path) -> None:
     """Review 40i: once the journal had failed, a breaker's trip still reached the store
     when the journal had nothing new to sync, then its record was refused: memory stayed

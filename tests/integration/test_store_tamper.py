@@ -31,7 +31,7 @@ from ess_sidecar.adapters.storage.sqlite import SCHEMA_VERSION, ResealSummary, \
     SqliteStateStore, StoreDamaged
 from ess_sidecar.bootstrap import trip_for_lost_versions
 from ess_sidecar.domain.commands import TimersRan
-from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.domain.errors import StoredUnsealed, StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition
 from ess_sidecar.ports import EventQuery, StoredState
@@ -805,20 +805,39 @@ def test_reseal_refuses_a_missing_file_and_a_file_in_use(path):
 
 # -- writes after damage ---------------------------------------------------------------------
 
-def test_a_seal_that_cannot_be_written_refuses_the_store_from_then_on(path):
+def test_a_seal_that_cannot_be_written_refuses_appends_until_it_can_be(path):
     store = SqliteStateStore(path)
     store.load()
     store.append([tr(1, TAMPERED)])
     seal = Path(f"{path}.seal")
     seal.unlink()
     seal.mkdir()  # the seal can no longer be replaced
-    with pytest.raises(StoreUnavailable, match="cannot write its seal"):
+    with pytest.raises(StoredUnsealed, match="cannot write its seal"):
+        store.append([tr(2, SYMBOL)])  # stored, as if the process died before its seal
+    with pytest.raises(StoreUnavailable, match="cannot write its seal") as refused:
+        store.append([tr(3, SYMBOL)])  # nothing written behind a stale seal
+    assert not isinstance(refused.value, StoredUnsealed)
+    assert [t.version for t in store.events_after(0, 10)] == [1, 2]
+    seal.rmdir()
+    store.append([tr(3, SYMBOL)])  # the seal 2 is owed, then 3
+    store.close()
+    assert [t.version for t in SqliteStateStore(path).load().current] == [1, 3]
+
+
+def test_a_file_that_was_stored_past_its_seal_loads_with_what_it_holds(path):
+    store = SqliteStateStore(path)
+    store.load()
+    store.append([tr(1, TAMPERED)])
+    seal = Path(f"{path}.seal")
+    sealed = seal.read_bytes()
+    seal.unlink()
+    seal.mkdir()
+    with pytest.raises(StoredUnsealed):
         store.append([tr(2, SYMBOL)])
-    with pytest.raises(StoreUnavailable, match="cannot write its seal"):
-        store.append([tr(3, SYMBOL)])
     store.close()
     seal.rmdir()
-    assert "its seal" in refusal(path)  # 2 is stored, but no seal vouches for the file
+    seal.write_bytes(sealed)  # the seal as the failed write left it: behind the file
+    assert [t.version for t in SqliteStateStore(path).load().current] == [1, 2]
 
 
 # -- any single edit, anywhere in any history --------------------------------------------------

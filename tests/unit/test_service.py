@@ -380,8 +380,8 @@ def test_a_lost_trip_is_logged_once_however_often_its_retry_fails(
         with pytest.raises(StoreUnavailable):
             guard.report_fill(stray)  # the retry plans the trip again
     assert [r.getMessage() for r in caplog.records].count(
-        "trip not stored: it denies checks until it is (the retry of what tripped it stores"
-        " it) or the sidecar restarts") == 1
+        "trip not stored: it denies checks until what tripped it is sent again and stored,"
+        " or the sidecar restarts") == 1
     assert guard.report_fill(stray).fill.unchecked  # stored at last
     assert [t.breaker for t in store.load().current] == ["unchecked_order"]
 
@@ -732,11 +732,13 @@ def test_evidence_waiting_stays_when_another_latch_is_set_at_the_same_clock_read
     assert any("rogue-2" in t.reason for t in store.events_after(seen, 10))
 
 
-def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past() -> None:
+def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past(
+        caplog: pytest.LogCaptureFixture) -> None:
     """Review 40l: a stop whose journal sync failed was stored, then the fail-closed trip
     was planned at the stop's version (or, GLOBAL latched by the system already, at none),
     and every later stop clashed with it in the store. Memory is numbered past what the
-    store holds first: the fail-closed trip after the stop, the next stop after both."""
+    store holds first: the fail-closed trip after the stop, the next stop after both.
+    Review 49a: the log said that stop was not stored."""
     class SyncFailsOnce(NoJournal):
         broken = False
 
@@ -757,6 +759,10 @@ def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past() -> None:
     [stored] = store.events_after(0, 10)
     assert guard.engine.current(GLOBAL).version == stored.version + 1  # the fail-closed trip
     assert trigger(guard, Scope(ScopeKind.ACCOUNT, "a")).version == stored.version + 2
+    [said] = [r.getMessage() for r in caplog.records if "trip" in r.getMessage()
+              and "stored" in r.getMessage()]
+    assert said == ("trip stored, not made durable in full: it denies checks until the"
+                    " sidecar restarts, which keeps it (it is in the state file)")
 
 
 def test_a_stop_stored_unrecorded_under_a_system_latch_is_told_in_a_new_epoch() -> None:

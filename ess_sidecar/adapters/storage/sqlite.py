@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...domain.errors import StoreBusy, StoreDamaged, StoreUnavailable
+from ...domain.errors import StoreBusy, StoreDamaged, StoredUnsealed, StoreUnavailable
 from ...domain.scopes import Scope, ScopeKind
 from ...domain.states import Cause, Directive, Latch, State, Transition, TriggerReason
 from ...ports import EventQuery, StateStore, StoredRegistration, StoredState
@@ -333,6 +333,7 @@ class SqliteStateStore(StateStore):
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # reads' own: see _reading
         self._broken: StoreUnavailable | None = None
+        self._owed_seal: dict[str, Any] | None = None  # an append's, not written (append)
         # The latched set's digest as the file holds it (`_latched_set`), kept by each
         # append from the latches it changed: None until load() computed it.
         self._latched: int | None = None
@@ -391,10 +392,17 @@ class SqliteStateStore(StateStore):
 
     def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         """As StateStore.append; the seal is written after COMMIT. If that fails, the
-        transitions are stored (as after a crash right after COMMIT) but the append raises
-        and the store refuses every later call: nothing is written behind a stale seal."""
+        transitions are stored (as after a crash right after COMMIT: a start accepts
+        them) and the append raises StoredUnsealed; the seal they are owed is written
+        before the next append writes anything, which is refused while it cannot be:
+        nothing is written behind a stale seal. Once it can, appends go on (review 49a:
+        the store refused every call, every stop included, until a restart, though the
+        seal had become writable)."""
         if not transitions:
             return
+        if self._owed_seal is not None:
+            self._write_seal(self._owed_seal)
+            self._owed_seal = None
         with self._transaction("BEGIN IMMEDIATE") as conn:
             # The latched set's digest moved by the latches this append changes, not read
             # whole (review 45: at 20,000 latched scopes that took 27 ms of every write).
@@ -410,8 +418,9 @@ class SqliteStateStore(StateStore):
         try:
             self._write_seal(seal)
         except StoreUnavailable as error:
-            self._broken = error
-            raise
+            self._owed_seal = seal
+            raise StoredUnsealed(f"{error}; the transitions were stored, and a restart"
+                                 " keeps them") from error
 
     def events(self, query: EventQuery) -> list[Transition]:
         if query.limit <= 0:
