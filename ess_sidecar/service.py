@@ -615,10 +615,8 @@ class Guard(GuardReadings):
             # record, so it ends before them; a journal that works records them now, as a
             # start would (review 40e: records after them, and every start failed closed
             # on a store the journal disagreed with).
-            if durable.holds:
-                self._kept_for_the_restart(durable.holds)
             self._failed(StoreUnavailable("the sidecar failed closed while this change was"
-                                          " stored"), durable.holds)
+                                          " stored"), durable.holds, stored=True)
 
     def _kept_for_the_restart(self, transitions: Sequence[Transition]) -> None:
         """The store holds `transitions` and memory will not apply them: a journal that
@@ -1019,16 +1017,18 @@ class Guard(GuardReadings):
         except Exception as error:
             self._failed(error, transitions)
 
-    def _failed(self, error: Exception, transitions: Sequence[Transition] = ()) -> NoReturn:
+    def _failed(self, error: Exception, transitions: Sequence[Transition] = (),
+                stored: bool = False) -> NoReturn:
         """A write (of `transitions`) failed: fail closed, their trips go on denying checks
-        (GuardEngine.lose), and raise it as StoreUnavailable."""
+        (GuardEngine.lose), and raise it as StoreUnavailable. `stored`: the store holds
+        them all the same (so do StoredUnrecorded and StoredUnsealed)."""
         # Stored, but its journal record or the state file's seal failed: numbered past
         # before the fail-closed trip (review 40l: GLOBAL latched by the system already,
         # that trip took no version, and every later stop clashed; review 49a: after a
         # seal that failed, every later write did), and a restart restores it from the
         # state file (49a: the log said it was not stored).
-        stored = isinstance(error, (StoredUnrecorded, StoredUnsealed))
-        if stored:
+        stored = stored or isinstance(error, (StoredUnrecorded, StoredUnsealed))
+        if stored and transitions:
             self._kept_for_the_restart(transitions)
         what, until = ("trip stored, not made durable in full", "the sidecar restarts,"
                        " which keeps it (it is in the state file)") if stored else (
@@ -1037,7 +1037,8 @@ class Guard(GuardReadings):
         for lost in self.engine.lose(transitions):
             log.error(f"{what}: it denies checks until {until}", extra=transition_fields(lost))
             if not lost.drill:  # a reset lifts a drill's (review 42l)
-                self.alerts.warn(lost.scope, f" {lost.state.name}, not recorded",
+                self.alerts.warn(lost.scope, f" {lost.state.name}, "
+                                 + ("not made durable in full" if stored else "not recorded"),
                                  f"the write failed: {error}. It denies every order of the"
                                  f" scope until {until}; no reset lifts it, GLOBAL's"
                                  f" included. Its reason: {lost.reason}")
@@ -1050,9 +1051,12 @@ class Guard(GuardReadings):
         raise StoreUnavailable(f"state store write failed: {error!r}") from error
 
     def _outcome(self, scope: Scope, transitions: list[Transition]) -> Outcome:
+        """The state checks of the scope see: a report sent again after its trip was
+        stored but not applied (its seal or journal record failed) plans nothing new, and
+        was answered ARMED while its trip denied (review 49d)."""
         tripped = any(t.scope == scope and t.state in (State.TRIPPED, State.REDUCE_ONLY)
                       for t in transitions)
-        return Outcome(self.engine.state_of(scope), self.engine.version, tripped)
+        return Outcome(self.engine.denying_state(scope), self.engine.version, tripped)
 
 
 # How long a stop keeps trying to store itself while another process holds the state

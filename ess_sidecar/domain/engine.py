@@ -120,6 +120,16 @@ class GuardEngine:
         current = self._current.get(scope)
         return current.state if current else State.ARMED
 
+    def denying_state(self, scope: Scope) -> State:
+        """The state checks of the scope see: its own, or a stricter trip's whose write
+        failed, or that the store holds but memory did not apply (`lose`)."""
+        state = self.state_of(scope)
+        if scope in self._lost:
+            lost = self._strictest_lost(scope).state
+            if SEVERITY[lost] > SEVERITY[state]:
+                return lost
+        return state
+
     def restricted(self) -> list[Transition]:
         """Every non-ARMED scope, oldest transition first."""
         return sorted(self._current.values(), key=lambda t: t.version)

@@ -564,7 +564,14 @@ def test_stops_after_a_seal_that_could_not_be_written_are_taken_once_it_can_be(
     assert first.guard.trigger(halt[2]).tripped
     assert first.guard.check(ORDER._replace(client_order_id="after")).allowed is False
     assert first.guard.engine.state_of(GLOBAL) is State.TRIPPED  # failed closed, in memory
-    first.guard.report_metric(Scope(ScopeKind.STRATEGY, "s3"), Metric.DATA_FEED_CORRUPT, 1)
+    seal.rename(tmp_path / "sealed")
+    seal.mkdir()  # once more, for a report's trip
+    corrupt = Scope(ScopeKind.STRATEGY, "s3"), Metric.DATA_FEED_CORRUPT, 1
+    with pytest.raises(StoreUnavailable, match="were stored"):
+        first.guard.report_metric(*corrupt)
+    seal.rmdir()
+    (tmp_path / "sealed").rename(seal)
+    assert first.guard.report_metric(*corrupt).state is State.TRIPPED  # (49d: ARMED)
     first.journal.close()
     first.store.close()
     second = start()  # no damage: the journal and the store agree

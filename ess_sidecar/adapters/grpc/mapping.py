@@ -258,7 +258,7 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float | None,
             f"a trip not recorded (version {unstored.version}: {unstored.reason})"
             " denies until what tripped it is sent again or the sidecar restarts"
             " (which keeps it if the state file has it); no reset lifts it")
-        state.reason = note if unstored is t else f"{t.reason}; also {note}"
+        state.reason = note if unstored == t else f"{t.reason}; also {note}"
         if SEVERITY[unstored.state] > SEVERITY[t.state]:
             state.state = unstored.state
         if unstored.drill and reset_allowed_at is not None:  # a reset lifts a drill's
