@@ -16,6 +16,14 @@ SCOPE_TRIPPED; with the sidecar killed it is denied CLIENT_FAIL_CLOSED within th
 plus 50 ms (the library call, timed by the client itself: process start excluded); with
 the sidecar back, it is allowed again once the client has reconnected by itself.
 
+A stop is never refused for what comes with it (trigger_test): the Python, Go and
+TypeScript clients' ess-smoke also read
+`trigger SCOPE MODE CODE DIRECTIVES REASON_HEX` (DIRECTIVES comma-separated; `-` for the
+default, none or an empty reason; a number is sent as a number; REASON_HEX the reason's
+bytes, read as the language reads text it is given: raw bytes where strings are bytes
+(Python: surrogateescape), UTF-16LE code units in JavaScript) and calls the library's trigger, printing `STATE
+VERSION` (e.g. `TRIPPED 3`), or `ERROR CODE` / `RAISED WHAT` when it did not return.
+
 Bad arguments are usage errors (exit 64, the flag named on stderr's last line), at once:
 an empty --coid (else the library would make one up that ess-check never prints), an empty
 --target, --help beside an order's flags (0 would read as allowed), and a --deadline-ms
@@ -75,6 +83,15 @@ class Smoke:
         assert answer, f"ess-smoke ended: {self.process.stderr.read() if self.process.stderr else ''}"
         elapsed, _, text = answer.strip().partition(" ")
         return int(elapsed), text
+
+    def command(self, text: str) -> str:
+        """The answer line to one stdin line."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{text}\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, f"ess-smoke ended: {self.process.stderr.read() if self.process.stderr else ''}"
+        return answer.strip()
 
     def close(self) -> None:
         if self.process.stdin is not None:
@@ -184,5 +201,72 @@ def smoke_test(lang: str) -> None:
                     break
                 assert again.startswith("DENIED CLIENT_FAIL_CLOSED"), again
                 assert time.monotonic() < deadline, "the client never reconnected"
+        finally:
+            smoke.close()
+
+
+# Text that is not valid: bytes that are not UTF-8, as a byte-string language reads them
+# from a file or a socket; a lone surrogate in a UTF-16 language's string (JavaScript's).
+NOT_UTF8 = b"stop \xff\xfe\xc3( now"
+LONE_SURROGATE_UTF16 = "stop ".encode("utf-16-le") + b"\x00\xd8" + " now".encode("utf-16-le")
+MAX_REASON_CHARS = 1024  # the sidecar's bound (ess_sidecar/domain/scopes.py)
+
+
+def reasons(process: SidecarProcess) -> dict[str, pb.ScopeState]:
+    """Every strategy scope that is not ARMED, by id (GetState)."""
+    with grpc.insecure_channel(process.uds_target) as channel:
+        state = pb_grpc.GuardServiceStub(channel).GetState(pb.GetStateRequest(), timeout=10)
+    return {s.scope.id: s for s in state.scopes if s.scope.kind == pb.SCOPE_KIND_STRATEGY}
+
+
+def trigger_test(lang: str, encoding: str = "utf-8") -> None:
+    """The client's trigger never refuses a stop for what comes with it: a reason that is
+    not valid text (U+FFFD), one of 5 MiB (cut to the sidecar's bound), an unknown mode
+    (HALT), reason code (USER_INITIATED) or directive (left out), each noted in the reason;
+    an unknown number within int32 passes to the sidecar, which notes it. A scope it
+    cannot read is still refused. `encoding`: the language's strings' (REASON_HEX)."""
+    bad_reason = NOT_UTF8 if encoding == "utf-8" else LONE_SURROGATE_UTF16
+
+    def hexed(text: str) -> str:
+        return text.encode(encoding).hex()
+
+    with sidecar() as process:
+        smoke = Smoke(binary(lang, "ess-smoke"), process.uds_target)
+        try:
+            def tripped(line: str) -> None:
+                answer = smoke.command(line)
+                assert answer.startswith("TRIPPED "), (line[:120], answer)
+
+            tripped(f"trigger STRATEGY:bad-text - - - {bad_reason.hex()}")
+            tripped(f"trigger STRATEGY:panic PANIC - - {hexed('why')}")
+            tripped("trigger STRATEGY:names halt RISK CANCEL_ALL,cancel-open-orders -")
+            tripped("trigger STRATEGY:numbers 99 77 1,42 -")
+            tripped(f"trigger STRATEGY:huge PANIC - - {hexed('x') * (5 << 20)}")
+            tripped(f"trigger STRATEGY:huge-numbers 1 - - {hexed('y') * (5 << 20)}")
+            refused = smoke.command("trigger NOPE:x - - - -")
+            assert refused.startswith(("ERROR ", "RAISED ")), refused
+            stored = reasons(process)
+            assert "\ufffd" in stored["bad-text"].reason, stored["bad-text"]
+            assert stored["bad-text"].reason.startswith("stop "), stored["bad-text"]
+            panic = stored["panic"]
+            assert panic.state == pb.STATE_TRIPPED, panic
+            assert panic.reason.startswith("why"), panic
+            assert "mode PANIC unknown: halted" in panic.reason, panic
+            names = stored["names"]
+            assert "reason_code RISK unknown: user-initiated" in names.reason, names
+            assert "directive CANCEL_ALL unknown: left out" in names.reason, names
+            assert names.reason_code == pb.TRIGGER_REASON_USER_INITIATED, names
+            assert list(names.directives) == [pb.DIRECTIVE_CANCEL_OPEN_ORDERS], names
+            numbers = stored["numbers"]  # the sidecar's own notes: the numbers reached it
+            assert "unknown mode 99: HALT" in numbers.reason, numbers
+            assert "unknown reason_code 77" in numbers.reason, numbers
+            assert "unknown directive 42 left out" in numbers.reason, numbers
+            huge = stored["huge"]
+            assert len(huge.reason) <= MAX_REASON_CHARS, len(huge.reason)
+            assert huge.reason.startswith("xxx"), huge.reason[:40]
+            assert "mode PANIC unknown: halted" in huge.reason, huge.reason[-200:]
+            huge = stored["huge-numbers"]
+            assert len(huge.reason) <= MAX_REASON_CHARS, len(huge.reason)
+            assert huge.reason.startswith("yyy"), huge.reason[:40]
         finally:
             smoke.close()

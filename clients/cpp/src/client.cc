@@ -488,11 +488,76 @@ Result<v1::ReportMetricResponse> Client::ReportMetric(const v1::Scope& scope, v1
   return Done(std::move(status), std::move(response));
 }
 
+namespace {
+
+// The length of the valid UTF-8 sequence at text[i], 0 if none starts there (overlong
+// forms, surrogates and code points past U+10FFFF are not valid).
+std::size_t Utf8SequenceAt(std::string_view text, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[i + k]); };
+  const auto continuation = [&](std::size_t k) {
+    return i + k < text.size() && (byte(k) & 0xC0) == 0x80;
+  };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return continuation(1) ? 2 : 0;
+  if (lead >= 0xE0 && lead <= 0xEF) {
+    if (!continuation(1) || !continuation(2)) return 0;
+    if (lead == 0xE0 && byte(1) < 0xA0) return 0;   // overlong
+    if (lead == 0xED && byte(1) >= 0xA0) return 0;  // a surrogate
+    return 3;
+  }
+  if (lead >= 0xF0 && lead <= 0xF4) {
+    if (!continuation(1) || !continuation(2) || !continuation(3)) return 0;
+    if (lead == 0xF0 && byte(1) < 0x90) return 0;   // overlong
+    if (lead == 0xF4 && byte(1) >= 0x90) return 0;  // past U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string BoundedReason(std::string_view reason) {
+  std::string text;
+  std::size_t chars = 0, i = 0;
+  // Past kMaxReasonChars code points nothing is looked at.
+  while (i < reason.size() && chars < kMaxReasonChars) {
+    const std::size_t length = Utf8SequenceAt(reason, i);
+    if (length == 0) {
+      text += "\xEF\xBF\xBD";  // U+FFFD
+      i += 1;
+    } else {
+      text.append(reason.substr(i, length));
+      i += length;
+    }
+    ++chars;
+  }
+  if (i == reason.size()) return text;
+  const std::string cut = " [\xE2\x80\xA6 cut; " + std::to_string(reason.size()) + " bytes given]";
+  const std::size_t keep = kMaxReasonChars - (cut.size() - 2);  // "\xE2\x80\xA6" is one
+  std::size_t end = 0;
+  for (std::size_t n = 0; n < keep && end < text.size(); ++n) {
+    do {
+      ++end;
+    } while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80);
+  }
+  text.resize(end);
+  return text + cut;
+}
+
 Result<v1::TriggerResponse> Client::Trigger(const v1::TriggerRequest& request) {
   grpc::ClientContext context;
   Bound(context);
   v1::TriggerResponse response;
-  auto status = stub_->Trigger(&context, request, &response);
+  std::string reason = BoundedReason(request.reason());
+  grpc::Status status;
+  if (reason == request.reason()) {
+    status = stub_->Trigger(&context, request, &response);
+  } else {
+    v1::TriggerRequest sent = request;  // the caller's request is left as it is
+    sent.set_reason(std::move(reason));
+    status = stub_->Trigger(&context, sent, &response);
+  }
   return Done(std::move(status), std::move(response));
 }
 

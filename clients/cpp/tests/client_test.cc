@@ -883,3 +883,17 @@ TEST(Client, Tls) {
 
 }  // namespace
 }  // namespace ess_test
+
+// A stop is never refused for what comes with it: its reason is made sendable.
+TEST(Trigger, ReasonIsValidUtf8AndBounded) {
+  EXPECT_EQ(ess::BoundedReason("fine \xC3\xA9"), "fine \xC3\xA9");
+  EXPECT_EQ(ess::BoundedReason("stop \xFF\xFE now"), "stop \xEF\xBF\xBD\xEF\xBF\xBD now");
+  EXPECT_EQ(ess::BoundedReason("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  std::string huge;
+  for (int i = 0; i < (3 << 20); ++i) huge += "\xC3\xA9";
+  const std::string cut = ess::BoundedReason(huge);
+  std::size_t chars = 0;
+  for (const char c : cut) chars += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  EXPECT_LE(chars, ess::kMaxReasonChars);
+  EXPECT_EQ(cut.rfind("\xC3\xA9\xC3\xA9", 0), 0u);
+}

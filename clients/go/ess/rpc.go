@@ -110,11 +110,14 @@ func (c *Client) ReportMetric(ctx context.Context, scope *essv1.Scope, metric es
 }
 
 // Trigger is the kill switch for scope (HALT unless request says otherwise); durable on the
-// sidecar before it returns.
+// sidecar before it returns. It never fails here for what comes with the stop: a reason
+// that is not valid UTF-8 is sent with U+FFFD, one over MaxReasonRunes cut (a copy of
+// request; request is left as it is); any mode, reason code or directive number is sent,
+// the sidecar noting one it does not know. NewTrigger reads them by name.
 func (c *Client) Trigger(ctx context.Context, request *essv1.TriggerRequest) (*essv1.TriggerResponse, error) {
 	ctx, cancel := c.rpcContext(ctx)
 	defer cancel()
-	return c.stub.Trigger(ctx, request)
+	return c.stub.Trigger(ctx, triggerToSend(request))
 }
 
 // GetState lists every scope that is not ARMED, the thresholds and the state version.

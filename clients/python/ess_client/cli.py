@@ -16,6 +16,10 @@ import math
 import sys
 import time
 
+import grpc
+
+from ess.v1 import guard_pb2 as pb
+
 from .client import GuardClient
 from .verdict import Verdict
 
@@ -129,6 +133,9 @@ async def _smoke(args: argparse.Namespace) -> int:
         while text := await loop.run_in_executor(None, sys.stdin.readline):
             if not (command := text.split()):
                 continue
+            if command[0] == "trigger":
+                print(await _smoke_trigger(client, command), flush=True)
+                continue
             try:
                 account, strategy, symbol, side, qty, price, coid, deadline_s = \
                     _smoke_line(command)
@@ -142,6 +149,27 @@ async def _smoke(args: argparse.Namespace) -> int:
             elapsed_us = int((time.perf_counter() - started) * 1e6)
             print(f"{elapsed_us} {line(verdict)}", flush=True)
     return 0
+
+
+async def _smoke_trigger(client: GuardClient, command: list[str]) -> str:
+    """`trigger SCOPE MODE CODE DIRECTIVES REASON_HEX` (DIRECTIVES comma-separated, `-`
+    for none or an empty reason; REASON_HEX the reason's bytes, read as a program reads
+    bytes it is given: os.fsdecode's surrogateescape): `STATE VERSION`, or `ERROR CODE`
+    or `RAISED TYPE` when the call did not return."""
+    words = [*command[1:], "-", "-", "-", "-", "-"][:5]
+    scope, mode, code, directives, reason_hex = ("" if w == "-" else w for w in words)
+    reason = bytes.fromhex(reason_hex).decode("utf-8", "surrogateescape")
+    mode_given, code_given = (int(w) if w.lstrip("-").isdigit() else w or 1
+                              for w in (mode, code))
+    try:
+        answer = await client.trigger(scope, reason, reason_code=code_given, mode=mode_given,
+                                      directives=[int(d) if d.lstrip("-").isdigit() else d
+                                                  for d in directives.split(",") if d])
+    except grpc.aio.AioRpcError as error:
+        return f"ERROR {error.code().name}"
+    except Exception as error:  # noqa: BLE001 - the test reads what happened
+        return f"RAISED {type(error).__name__}"
+    return f"{pb.State.Name(answer.state).removeprefix('STATE_')} {answer.state_version}"
 
 
 def _smoke_line(command: list[str]) -> tuple[str, str, str, str, float, float, str,

@@ -18,7 +18,8 @@ import grpc
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 
-from .convert import EnumLike, ScopeLike, order_request, to_enum, to_scope
+from .convert import (EnumLike, ScopeLike, order_request, to_enum, to_scope,
+                      trigger_request)
 from .failures import FailurePolicy, log
 from .heartbeat import Heartbeat
 from .stream import SETTLE_IDLE_STEPS, SETTLE_STEP_S, CheckStream, failure_of
@@ -323,12 +324,15 @@ class GuardClient:
         """Kill switch for `scope`; durable on the sidecar before this returns. Sent once:
         an error does not say the stop was not taken (a sidecar waiting out another
         process's lock on its state file stores it later, and shows it only then), so send
-        it again until it is acknowledged, as essctl does; a stop sent twice renews it."""
-        return await self._unary(self._stub.Trigger, pb.TriggerRequest(
-            scope=to_scope(scope), reason=reason,
-            reason_code=to_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code),
-            mode=to_enum(pb.TriggerMode, "TRIGGER_MODE_", mode),
-            directives=[to_enum(pb.Directive, "DIRECTIVE_", d) for d in directives]))
+        it again until it is acknowledged, as essctl does; a stop sent twice renews it.
+
+        Never refused here for what comes with the stop (convert.trigger_request): an
+        unknown mode halts, an unknown reason code is USER_INITIATED, unknown directives
+        are left out, each noted in the reason; the reason is made valid text and cut to
+        the sidecar's 1024 characters. Only a scope that cannot be read raises
+        ValueError."""
+        return await self._unary(self._stub.Trigger, trigger_request(
+            scope, reason, reason_code, mode, directives))
 
     async def get_state(self) -> pb.GetStateResponse:
         """Every scope that is not ARMED, the thresholds in force and the state version."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from ess.v1 import guard_pb2 as pb
@@ -44,3 +46,94 @@ def order_request(account: str, strategy: str, symbol: str, side: EnumLike, quan
         account=account, strategy=strategy, symbol=symbol, side=to_side(side),
         quantity=quantity, price=price, reduce_only=reduce_only,
         client_order_id=client_order_id, replaces_client_order_id=replaces_client_order_id)
+
+
+# The sidecar's bound on a reason (ess_sidecar/domain/scopes.py MAX_TEXT_LENGTH): it cuts
+# one longer itself, but a reason over 4 MiB never reaches it (RESOURCE_EXHAUSTED).
+MAX_REASON_CHARS = 1024
+INT32 = range(-(1 << 31), 1 << 31)
+NOTED_DIRECTIVES = 16  # as many unknown directives as the sidecar notes
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def trigger_request(scope: ScopeLike, reason: object, reason_code: object, mode: object,
+                    directives: object) -> pb.TriggerRequest:
+    """The kill switch never refuses to stop because of what comes with it: only the scope
+    is strict (ValueError, as the sidecar refuses it). A mode, reason code or directive is
+    matched loosely (name or number, any case, with or without its prefix, `-` for `_`);
+    an int32 number passes through (the sidecar notes one it does not know); an unknown
+    name, another number or type is HALT, USER_INITIATED or left out, noted in the
+    reason. The reason's invalid text (lone surrogates, bad UTF-8 bytes) becomes U+FFFD
+    and it is cut to the sidecar's bound, notes included."""
+    notes: list[str] = []
+    mode_number = _trigger_enum(pb.TriggerMode, "TRIGGER_MODE_", mode)
+    if mode_number is None:
+        mode_number = pb.TRIGGER_MODE_HALT
+        notes.append(f"mode {_shown(mode)} unknown: halted")
+    code_number = _trigger_enum(pb.TriggerReason, "TRIGGER_REASON_", reason_code)
+    if code_number is None:
+        code_number = pb.TRIGGER_REASON_USER_INITIATED
+        notes.append(f"reason_code {_shown(reason_code)} unknown: user-initiated")
+    if directives is None:
+        directives = ()
+    elif isinstance(directives, (str, bytes, int)):
+        directives = (directives,)  # one directive, not a list of them
+    try:
+        given = list(directives)  # type: ignore[call-overload]
+    except TypeError:
+        given = [directives]
+    numbers: list[int] = []
+    unknown = 0
+    for directive in given:
+        number = _trigger_enum(pb.Directive, "DIRECTIVE_", directive)
+        if number is not None:
+            numbers.append(number)
+        else:
+            unknown += 1
+            if unknown <= NOTED_DIRECTIVES:
+                notes.append(f"directive {_shown(directive)} unknown: left out")
+    if unknown > NOTED_DIRECTIVES:
+        notes.append(f"{unknown - NOTED_DIRECTIVES} more unknown directives left out")
+    return pb.TriggerRequest(scope=to_scope(scope), reason=bounded_reason(reason, notes),
+                             reason_code=code_number, mode=mode_number, directives=numbers)
+
+
+def bounded_reason(reason: object, notes: Sequence[str] = ()) -> str:
+    """`reason` as valid text (U+FFFD for what is not), cut so that it and `notes` (in
+    parentheses after it) fit MAX_REASON_CHARS."""
+    if isinstance(reason, (bytes, bytearray)):
+        reason = bytes(reason[:4 * MAX_REASON_CHARS]).decode("utf-8", "replace")
+    elif not isinstance(reason, str):
+        reason = "" if reason is None else _shown(reason, MAX_REASON_CHARS)
+    note = f" ({'; '.join(notes)})" if notes else ""
+    note = _SURROGATES.sub("\ufffd", note[:MAX_REASON_CHARS // 2])
+    room = MAX_REASON_CHARS - len(note)
+    text = reason
+    if len(reason) > room:
+        cut = f" [… cut; {len(reason)} characters given]"
+        text = reason[:room - len(cut)] + cut
+    return _SURROGATES.sub("\ufffd", text) + note
+
+
+def _trigger_enum(enum_type: Any, prefix: str, value: object) -> int | None:
+    """The enum's number for a name (loosely) or an int32 number; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value in INT32 else None
+    if isinstance(value, str) and len(value) <= 100:
+        name = value.strip().upper().replace("-", "_").replace(" ", "_")
+        for candidate in (name, prefix + name):
+            if candidate in enum_type.keys():
+                return enum_type.Value(candidate)
+    return None
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A given value in a note: a name as it is, else its repr; at most `limit`
+    characters."""
+    try:
+        text = value[:limit] if isinstance(value, str) else repr(value)
+    except Exception:  # noqa: BLE001 - a note must not fail the stop
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -53,7 +53,7 @@ pub use client::{
 };
 pub use heartbeat::{HeartbeatConfig, Heartbeater, OnHeartbeatError};
 pub use pb::{DecisionReason, OrderStatus, Side};
-pub use rpc::{Fill, OrderUpdate, Snapshot};
+pub use rpc::{Fill, OrderUpdate, Snapshot, MAX_REASON_CHARS};
 pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 pub use tonic::{Code, Status};
 pub use verdict::{

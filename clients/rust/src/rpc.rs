@@ -189,11 +189,15 @@ impl Client {
     }
 
     /// The kill switch for a scope (HALT unless the request says otherwise); durable on the
-    /// sidecar before it returns.
+    /// sidecar before it returns. Never refused for what comes with the stop: a reason over
+    /// the sidecar's [`MAX_REASON_CHARS`] is cut (one over 4 MiB would never reach it), and
+    /// any mode, reason code or directive number is sent, the sidecar noting one it does
+    /// not know.
     pub async fn trigger(
         &self,
-        request: pb::TriggerRequest,
+        mut request: pb::TriggerRequest,
     ) -> Result<pb::TriggerResponse, Status> {
+        bound_reason(&mut request.reason);
         self.unary(request, |mut stub, r| async move { stub.trigger(r).await })
             .await
     }
@@ -207,4 +211,22 @@ impl Client {
         )
         .await
     }
+}
+
+/// The sidecar's bound on a reason, in characters (ess_sidecar/domain/scopes.py).
+pub const MAX_REASON_CHARS: usize = 1024;
+
+/// Cuts `reason` to at most [`MAX_REASON_CHARS`] characters, saying how long it was.
+pub(crate) fn bound_reason(reason: &mut String) {
+    if reason.len() <= MAX_REASON_CHARS || reason.chars().nth(MAX_REASON_CHARS).is_none() {
+        return; // short enough
+    }
+    let cut = format!(" [\u{2026} cut; {} bytes given]", reason.len());
+    let keep = MAX_REASON_CHARS - cut.chars().count();
+    let end = reason
+        .char_indices()
+        .nth(keep)
+        .map_or(reason.len(), |(i, _)| i);
+    reason.truncate(end);
+    reason.push_str(&cut);
 }

@@ -1329,3 +1329,20 @@ fn lines_and_names() {
         "DEADLINE_EXCEEDED: x"
     );
 }
+
+/// A stop is never refused for what comes with it: a reason over 4 MiB would never reach
+/// the sidecar (RESOURCE_EXHAUSTED); it is cut to the sidecar's bound.
+#[test]
+fn a_huge_trigger_reason_is_cut_to_the_sidecars_bound() {
+    let mut reason = "\u{e9}".repeat(3 << 20);
+    crate::rpc::bound_reason(&mut reason);
+    assert!(
+        reason.chars().count() <= crate::rpc::MAX_REASON_CHARS,
+        "{}",
+        reason.len()
+    );
+    assert!(reason.starts_with("\u{e9}\u{e9}"));
+    let mut fine = String::from("fine");
+    crate::rpc::bound_reason(&mut fine);
+    assert_eq!(fine, "fine");
+}

@@ -37,10 +37,7 @@ import {
   type SyncPositionsResponse,
   SyncPositionsRequestSchema,
   type TriggerResponse,
-  TriggerModeSchema,
-  TriggerReasonSchema,
-  TriggerRequestSchema,
-  DirectiveSchema,
+  type TriggerRequest,
 } from "./gen/ess/v1/guard_pb.js";
 import {
   clientOrderIdOf,
@@ -50,6 +47,8 @@ import {
   type SideLike,
   toEnum,
   toScope,
+  type TriggerOptions,
+  triggerRequest,
 } from "./convert.js";
 import { FailurePolicy, type Logger } from "./failures.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
@@ -543,22 +542,19 @@ export class GuardClient {
     ).start();
   }
 
-  /** Kill switch for `scope`; durable on the sidecar before this resolves. */
-  trigger(
-    scope: ScopeLike,
-    reason = "",
-    options: { reasonCode?: string | number; mode?: string | number; directives?: (string | number)[] } = {},
-  ): Promise<TriggerResponse> {
-    return this.unary(
-      methods.trigger,
-      create(TriggerRequestSchema, {
-        scope: toScope(scope),
-        reason,
-        reasonCode: toEnum(TriggerReasonSchema, options.reasonCode ?? "USER_INITIATED"),
-        mode: toEnum(TriggerModeSchema, options.mode ?? "HALT"),
-        directives: (options.directives ?? []).map((d) => toEnum(DirectiveSchema, d)),
-      }),
-    );
+  /** Kill switch for `scope`; durable on the sidecar before this resolves. Never refused
+   * here for what comes with the stop (see `triggerRequest`): an unknown mode halts, an
+   * unknown reason code is USER_INITIATED, unknown directives are left out, each noted in
+   * the reason; the reason is made well-formed and cut to the sidecar's 1024 characters.
+   * Only a scope it cannot read is refused: a rejected promise, never a synchronous throw. */
+  trigger(scope: ScopeLike, reason = "", options: TriggerOptions = {}): Promise<TriggerResponse> {
+    let request: TriggerRequest;
+    try {
+      request = triggerRequest(scope, reason, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.unary(methods.trigger, request);
   }
 
   /** Every scope that is not ARMED, the thresholds in force and the state version. */

@@ -10,6 +10,13 @@ import {
   ScopeSchema,
   type Side,
   SideSchema,
+  DirectiveSchema,
+  type TriggerRequest,
+  TriggerRequestSchema,
+  TriggerMode,
+  TriggerModeSchema,
+  TriggerReason,
+  TriggerReasonSchema,
 } from "./gen/ess/v1/guard_pb.js";
 
 /** Side.BUY, "buy", "BUY" or "SIDE_BUY". */
@@ -91,4 +98,101 @@ export function orderRequest(order: Order, clientOrderId: string): CheckOrderReq
     clientOrderId,
     replacesClientOrderId: text(order.replacesClientOrderId, "replacesClientOrderId"),
   });
+}
+
+/** The sidecar's bound on a reason (ess_sidecar/domain/scopes.py), in characters (code
+ * points): it cuts a longer one itself, but one over 4 MiB never reaches it. */
+export const MAX_REASON_CHARS = 1024;
+/** As many unknown directives as the sidecar notes in a reason. */
+const NOTED_DIRECTIVES = 16;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** What comes with a stop, as `trigger` takes it (untyped callers may pass anything). */
+export interface TriggerOptions {
+  reasonCode?: string | number;
+  mode?: string | number;
+  directives?: (string | number)[];
+}
+
+/**
+ * The TriggerRequest for a stop of `scope`; it never throws for what comes with the stop,
+ * only for a scope it cannot read (as the sidecar refuses it). A mode, reason code or
+ * directive is matched loosely (any case, with or without its prefix, "-" for "_"); an
+ * int32 number passes through (the sidecar notes one it does not know); an unknown name,
+ * another number or type is HALT, USER_INITIATED or left out, noted in the reason. The
+ * reason's lone surrogates become U+FFFD and it is cut to MAX_REASON_CHARS, notes included.
+ */
+export function triggerRequest(scope: ScopeLike, reason: unknown, options: unknown): TriggerRequest {
+  const given = (typeof options === "object" && options !== null ? options : {}) as Record<string, unknown>;
+  const notes: string[] = [];
+  let mode = looseEnum(TriggerModeSchema, "TRIGGER_MODE_", given.mode ?? TriggerMode.HALT);
+  if (mode === undefined) {
+    mode = TriggerMode.HALT;
+    notes.push(`mode ${shown(given.mode)} unknown: halted`);
+  }
+  let reasonCode = looseEnum(TriggerReasonSchema, "TRIGGER_REASON_", given.reasonCode ?? TriggerReason.USER_INITIATED);
+  if (reasonCode === undefined) {
+    reasonCode = TriggerReason.USER_INITIATED;
+    notes.push(`reason_code ${shown(given.reasonCode)} unknown: user-initiated`);
+  }
+  const listed = given.directives ?? [];
+  const directives: number[] = [];
+  let unknown = 0;
+  for (const directive of Array.isArray(listed) ? listed : [listed]) {
+    const number = looseEnum(DirectiveSchema, "DIRECTIVE_", directive);
+    if (number !== undefined) directives.push(number);
+    else if (++unknown <= NOTED_DIRECTIVES) notes.push(`directive ${shown(directive)} unknown: left out`);
+  }
+  if (unknown > NOTED_DIRECTIVES) notes.push(`${unknown - NOTED_DIRECTIVES} more unknown directives left out`);
+  return create(TriggerRequestSchema, {
+    scope: toScope(scope),
+    reason: boundedReason(reason, notes),
+    reasonCode,
+    mode,
+    directives,
+  });
+}
+
+/** `reason` as well-formed text (U+FFFD for a lone surrogate), cut so that it and `notes`
+ * (in parentheses after it) fit MAX_REASON_CHARS code points. */
+export function boundedReason(reason: unknown, notes: string[] = []): string {
+  const text = typeof reason === "string" ? reason : reason === undefined || reason === null ? "" : shown(reason, MAX_REASON_CHARS);
+  const note = notes.length === 0 ? "" : cutChars(` (${notes.join("; ")})`, MAX_REASON_CHARS / 2).replace(LONE_SURROGATE, "\uFFFD");
+  const room = MAX_REASON_CHARS - Array.from(note).length;
+  // At most 2 UTF-16 units a code point: what lies past 2 * room is never looked at.
+  let kept = text.length > 2 * room ? text.slice(0, 2 * room) : text;
+  if (kept.length < text.length || Array.from(kept).length > room) {
+    const cut = ` [… cut; ${text.length} UTF-16 units given]`;
+    kept = cutChars(kept, room - cut.length) + cut;
+  }
+  return kept.replace(LONE_SURROGATE, "\uFFFD") + note;
+}
+
+function cutChars(text: string, most: number): string {
+  const chars = Array.from(text.length > 2 * most ? text.slice(0, 2 * most) : text);
+  return chars.length > most ? chars.slice(0, Math.max(most, 0)).join("") : chars.join("");
+}
+
+/** An enum's number from an int32 number or a name read loosely; undefined if neither. */
+function looseEnum(schema: DescEnum, prefix: string, value: unknown): number | undefined {
+  if (typeof value === "number") {
+    return Number.isInteger(value) && value >= -(2 ** 31) && value < 2 ** 31 ? value : undefined;
+  }
+  if (typeof value !== "string" || value.length > 100) return undefined;
+  const name = value.trim().toUpperCase().replace(/[- ]/g, "_");
+  const found = schema.values.find((v) => v.name === name || v.name === prefix + name);
+  return found?.number;
+}
+
+/** A given value in a note: a name as it is, anything else as JSON would show it; at most
+ * `most` characters. */
+function shown(value: unknown, most = 40): string {
+  let text: string;
+  try {
+    text = typeof value === "string" ? value.slice(0, 2 * most) : String(JSON.stringify(value) ?? String(value));
+  } catch {
+    text = `<${typeof value}>`;
+  }
+  const chars = Array.from(text);
+  return chars.length > most ? `${chars.slice(0, most - 1).join("")}…` : text;
 }

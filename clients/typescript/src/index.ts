@@ -12,7 +12,17 @@ export {
   type PositionsSnapshot,
   type TlsOptions,
 } from "./client.js";
-export { type Order, type ScopeLike, type SideLike, toEnum, toScope } from "./convert.js";
+export {
+  boundedReason,
+  MAX_REASON_CHARS,
+  type Order,
+  type ScopeLike,
+  type SideLike,
+  toEnum,
+  toScope,
+  type TriggerOptions,
+  triggerRequest,
+} from "./convert.js";
 export { FailurePolicy, type Logger } from "./failures.js";
 export { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 export { GuardServiceClient, GuardServiceDefinition, methodDefinition, serviceDefinition } from "./service.js";

@@ -257,6 +257,13 @@ class FailureBook;
 }  // namespace internal
 
 // A client of one sidecar, safe for concurrent use from any number of threads.
+// The sidecar's bound on a reason, in characters (code points).
+inline constexpr std::size_t kMaxReasonChars = 1024;
+
+// reason as valid UTF-8 (U+FFFD for each byte that starts no valid sequence), cut to at
+// most kMaxReasonChars code points with a note of how long it was: what Trigger sends.
+std::string BoundedReason(std::string_view reason);
+
 class Client {
  public:
   // Checks queued on a stream beyond this fail closed (kClientError).
@@ -315,7 +322,10 @@ class Client {
   // One metric sample for scope; the answer says whether it tripped it.
   Result<v1::ReportMetricResponse> ReportMetric(const v1::Scope& scope, v1::Metric metric,
                                                 double value);
-  // The kill switch for a scope; durable on the sidecar before it returns.
+  // The kill switch for a scope; durable on the sidecar before it returns. Never refused
+  // for what comes with the stop: a reason that is not valid UTF-8 is sent with U+FFFD, one
+  // over the sidecar's kMaxReasonChars cut (a copy: request is not changed); any mode,
+  // reason code or directive number is sent, the sidecar noting one it does not know.
   Result<v1::TriggerResponse> Trigger(const v1::TriggerRequest& request);
   // Every scope that is not ARMED, the thresholds and the state version.
   Result<v1::GetStateResponse> GetState(const v1::GetStateRequest& request = {});

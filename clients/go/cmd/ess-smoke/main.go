@@ -5,20 +5,25 @@
 //
 // It connects (up to 5 s) before it reads stdin; for each line
 // "check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]" it prints, flushed,
-// "<microseconds the library's Check took> <the ess-check line>". It exits 0 at EOF, 64
+// "<microseconds the library's Check took> <the ess-check line>"; for each line "trigger
+// ..." the answer of a Trigger (see trigger). It exits 0 at EOF, 64
 // on a usage error or a line it cannot read.
 package main
 
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/ess-sidecar/ess-sidecar/clients/go/ess"
+	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
 	"github.com/ess-sidecar/ess-sidecar/clients/go/internal/cli"
 )
 
@@ -47,9 +52,14 @@ func main() {
 	cancel()
 
 	input := bufio.NewScanner(os.Stdin)
+	input.Buffer(make([]byte, 64<<10), 64<<20) // a trigger line may carry megabytes
 	for input.Scan() {
 		fields := strings.Fields(input.Text())
 		if len(fields) == 0 {
+			continue
+		}
+		if fields[0] == "trigger" {
+			fmt.Println(trigger(client, fields[1:]))
 			continue
 		}
 		order, opts, err := parseLine(fields)
@@ -63,6 +73,65 @@ func main() {
 		elapsed := time.Since(started).Microseconds()
 		fmt.Printf("%d %s\n", elapsed, cli.Line(verdict)) // os.Stdout is unbuffered
 	}
+}
+
+// trigger runs "trigger SCOPE MODE CODE DIRECTIVES REASON_HEX" (DIRECTIVES comma-separated;
+// "-" for the default, none or an empty reason; REASON_HEX the reason's bytes, as they
+// are: not necessarily UTF-8) through Client.Trigger, the request built by hand if every
+// value is a number (or left out), else by ess.NewTrigger: "STATE VERSION",
+// or "ERROR CODE" when it did not return.
+func trigger(client *ess.Client, words []string) string {
+	words = append(words, "-", "-", "-", "-", "-")[:5]
+	for i, word := range words {
+		if word == "-" {
+			words[i] = ""
+		}
+	}
+	reason, err := hex.DecodeString(words[4])
+	if err != nil {
+		return "ERROR bad REASON_HEX"
+	}
+	scope, err := ess.ParseScope(words[0])
+	if err != nil {
+		scope = &essv1.Scope{Id: words[0]} // the sidecar's to refuse
+	}
+	var directives []string
+	if words[3] != "" {
+		directives = strings.Split(words[3], ",")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	request := ess.NewTrigger(scope, string(reason), words[1], words[2], directives...)
+	if typed := typedTrigger(scope, string(reason), words[1:3], directives); typed != nil {
+		request = typed // as most callers send it: the reason exactly as it was given
+	}
+	answer, err := client.Trigger(ctx, request)
+	if err != nil {
+		return "ERROR " + status.Code(err).String()
+	}
+	return fmt.Sprintf("%s %d", strings.TrimPrefix(answer.State.String(), "STATE_"), answer.StateVersion)
+}
+
+// typedTrigger is the request built by hand, when the mode, code and directives are all
+// numbers (or left out); nil otherwise.
+func typedTrigger(scope *essv1.Scope, reason string, modeCode, directives []string) *essv1.TriggerRequest {
+	var numbers []int32
+	for _, word := range append(append([]string{}, modeCode...), directives...) {
+		number := int64(0)
+		if word != "" {
+			var err error
+			if number, err = strconv.ParseInt(word, 10, 32); err != nil {
+				return nil
+			}
+		}
+		numbers = append(numbers, int32(number))
+	}
+	request := &essv1.TriggerRequest{Scope: scope, Reason: reason,
+		Mode: essv1.TriggerMode(numbers[0]), ReasonCode: essv1.TriggerReason(numbers[1])}
+	for _, number := range numbers[2:] {
+		request.Directives = append(request.Directives, essv1.Directive(number))
+	}
+	return request
 }
 
 // parseLine reads "check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]". An

@@ -6,7 +6,10 @@
 
 import { createInterface } from "node:readline";
 
+import { status as Status } from "@grpc/grpc-js";
+
 import { GuardClient } from "../client.js";
+import { State } from "../gen/ess/v1/guard_pb.js";
 import { verdictLine } from "../verdict.js";
 import { deadline, nonBlank, out, parse, run, UsageError } from "./common.js";
 
@@ -17,6 +20,29 @@ const OPTIONS = {
   token: { type: "string" },
   "deadline-ms": { type: "string" },
 } as const;
+
+/**
+ * `trigger SCOPE MODE CODE DIRECTIVES REASON_HEX` (DIRECTIVES comma-separated; "-" for the
+ * default, none or an empty reason; a number is sent as a number; REASON_HEX the reason's
+ * UTF-16LE code units, lone surrogates and all) through the library's trigger: `STATE
+ * VERSION`, or `ERROR CODE` / `RAISED WHAT` when it did not resolve.
+ */
+async function trigger(client: GuardClient, given: string[]): Promise<string> {
+  const words = [...given, "-", "-", "-", "-", "-"].slice(0, 5).map((w) => (w === "-" ? "" : w));
+  const [scope, mode, code, directives, reasonHex] = words as [string, string, string, string, string];
+  const value = (w: string): string | number => (/^-?\d+$/.test(w) ? Number(w) : w);
+  try {
+    const answer = await client.trigger(scope, Buffer.from(reasonHex, "hex").toString("utf16le"), {
+      ...(mode === "" ? {} : { mode: value(mode) }),
+      ...(code === "" ? {} : { reasonCode: value(code) }),
+      directives: directives === "" ? [] : directives.split(",").map(value),
+    });
+    return `${State[answer.state]} ${answer.stateVersion}`;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    return typeof code === "number" ? `ERROR ${Status[code]}` : `RAISED ${(error as Error).name}`;
+  }
+}
 
 async function main(): Promise<number> {
   const args = parse(process.argv.slice(2), OPTIONS, ["target"]);
@@ -30,6 +56,10 @@ async function main(): Promise<number> {
     for await (const text of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
       const words = text.trim().split(/\s+/);
       if (words.length === 1 && words[0] === "") continue;
+      if (words[0] === "trigger") {
+        out(await trigger(client, words.slice(1)));
+        continue;
+      }
       if (words[0] !== "check" || words.length < 8 || words.length > 9) {
         throw new UsageError(`bad line: ${text}`);
       }

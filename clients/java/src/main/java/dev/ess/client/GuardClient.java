@@ -442,9 +442,48 @@ public final class GuardClient implements AutoCloseable {
         .setScope(scope).setMetric(metric).setValue(value).build());
   }
 
-  /** The kill switch for a scope; durable on the sidecar before it returns. */
+  /**
+   * The kill switch for a scope; durable on the sidecar before it returns. Never refused here
+   * for what comes with the stop: a reason with lone surrogates is sent with U+FFFD, one over
+   * the sidecar's {@link #MAX_REASON_CHARS} cut (a reason over 4 MiB would never reach it);
+   * any mode, reason code or directive number is sent (set*Value), the sidecar noting one it
+   * does not know.
+   */
   public TriggerResponse trigger(TriggerRequest request) {
-    return stub(null).trigger(request);
+    return stub(null).trigger(sendableTrigger(request));
+  }
+
+  /** The sidecar's bound on a reason, in characters (code points). */
+  public static final int MAX_REASON_CHARS = 1024;
+
+  /** {@code request} with its reason well-formed and at most MAX_REASON_CHARS code points. */
+  static TriggerRequest sendableTrigger(TriggerRequest request) {
+    String reason = request.getReason();
+    String bounded = boundedReason(reason);
+    return bounded.equals(reason) ? request : request.toBuilder().setReason(bounded).build();
+  }
+
+  static String boundedReason(String reason) {
+    // At most 2 chars a code point: what lies past 2 * MAX_REASON_CHARS is never looked at.
+    String kept = reason.length() > 2 * MAX_REASON_CHARS
+        ? reason.substring(0, 2 * MAX_REASON_CHARS) : reason;
+    if (kept.length() < reason.length()
+        || kept.codePointCount(0, kept.length()) > MAX_REASON_CHARS) {
+      String cut = " [\u2026 cut; " + reason.length() + " UTF-16 units given]";
+      int end = kept.offsetByCodePoints(0, MAX_REASON_CHARS - cut.length());
+      kept = kept.substring(0, end) + cut;
+    }
+    StringBuilder text = new StringBuilder(kept.length());
+    for (int i = 0; i < kept.length(); i++) {
+      char c = kept.charAt(i);
+      if (Character.isHighSurrogate(c) && i + 1 < kept.length()
+          && Character.isLowSurrogate(kept.charAt(i + 1))) {
+        text.append(c).append(kept.charAt(++i));
+      } else {
+        text.append(Character.isSurrogate(c) ? '\uFFFD' : c);
+      }
+    }
+    return text.toString();
   }
 
   /** Every scope that is not ARMED, the thresholds in force and the state version. */
