@@ -260,10 +260,10 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         (20,000 tripped scopes with 1 KB reasons: 22 MB, 0.8 s to map), so it is built
         one at a time, giving the event loop back every STATE_CHUNK scopes, and each
         scope's part is kept from the last answer while its view is the same: a Trigger
-        waits for the views to be taken (about 0.1 s at 20,000 scopes) and a chunk, not
-        for every answer asked before it (review 49a: 8 calls in flight held one 1.5 s,
-        64 held one 11 to 17 s). The views are taken at once, of immutable transitions, so
-        what is mapped later is still that moment's state."""
+        waits for the state to be read (Guard.scope_views: about 20 ms at 20,000 scopes)
+        and a chunk, not for every answer asked before it (review 49a: 8 calls in flight
+        held one 1.5 s, 64 held one 11 to 17 s). The state is read at once, immutable
+        transitions, so what is mapped later is still that moment's."""
         guard = self._guard
         account = canonical_id(request.working_orders_account, "working_orders_account") \
             if request.working_orders_account else None
