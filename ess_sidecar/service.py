@@ -129,7 +129,8 @@ class WatchStart:
 
 
 class StoredUnrecorded(StoreUnavailable):
-    """A stop's transitions were stored, and the journal sync before them failed."""
+    """Transitions were stored, and the journal's sync before them (a stop's) or its
+    record of them failed."""
 
 
 class Guard(GuardReadings):
@@ -928,12 +929,12 @@ class Guard(GuardReadings):
 
     def _record_stored(self, command: Command | None, transitions: list[Transition]) -> None:
         """Journal a command whose transitions are stored; if that fails, they are stored
-        but not applied (_stored_unapplied), and the failure is raised."""
+        but not applied (_failed, told StoredUnrecorded: review 49e, logged as not
+        stored)."""
         try:
             self._journal.record(command, transitions)
-        except StoreUnavailable:
-            self._stored_unapplied(transitions)
-            raise
+        except StoreUnavailable as error:
+            raise StoredUnrecorded(str(error)) from error
 
     def _store_transitions(self, transitions: list[Transition], stop: bool = False) -> None:
         """The durable part of a commit; in the store's thread when served. A `stop` (a

@@ -765,6 +765,38 @@ def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past(
                     " sidecar restarts, which keeps it (it is in the state file)")
 
 
+def test_a_trip_stored_whose_record_failed_is_told_as_stored_and_answered_as_it_denies(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 49e: a breaker's trip whose journal record failed after it was stored was
+    logged as not stored, to be cleared by sending it again, which planned nothing (the
+    store holds it) and answered ARMED; only a restart clears it, and keeps it."""
+    class RecordFails(NoJournal):
+        broken = False
+
+        @property
+        def failed(self) -> bool:
+            return self.broken
+
+        def record(self, command, transitions=()) -> None:  # noqa: ANN001
+            if transitions or self.broken:
+                self.broken = True
+                raise StoreUnavailable("journal write failed: EIO")
+
+    store = InMemoryStateStore()
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16),
+                  journal=RecordFails())
+    breach = Scope(ScopeKind.ACCOUNT, "acc-1"), Metric.DAILY_DRAWDOWN_PCT, 50.0
+    with pytest.raises(StoreUnavailable):
+        guard.report_metric(*breach)
+    assert [t.scope for t in store.load().current] == [breach[0]]
+    assert [r.getMessage() for r in caplog.records if "trip " in r.getMessage()] == [
+        "trip stored, not made durable in full: it denies checks until the sidecar"
+        " restarts, which keeps it (it is in the state file)"]
+    with pytest.raises(StoreUnavailable):  # reports are refused once the journal failed
+        guard.report_metric(*breach)
+    assert guard.engine.denying_state(breach[0]) is State.TRIPPED
+
+
 def test_a_stop_stored_unrecorded_under_a_system_latch_is_told_in_a_new_epoch() -> None:
     """Review 40m: with GLOBAL latched by the system already (stored: a reseal's trip, the
     evidence cap), the fail-closed trip is no transition and the epoch stayed "": the

@@ -53,6 +53,7 @@ def order_request(account: str, strategy: str, symbol: str, side: EnumLike, quan
 MAX_REASON_CHARS = 1024
 INT32 = range(-(1 << 31), 1 << 31)
 NOTED_DIRECTIVES = 16  # as many unknown directives as the sidecar notes
+MAX_DIRECTIVES = 64  # more are not read (a generator may never end)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -79,9 +80,18 @@ def trigger_request(scope: ScopeLike, reason: object, reason_code: object, mode:
     elif isinstance(directives, (str, bytes, int)):
         directives = (directives,)  # one directive, not a list of them
     try:
-        given = list(directives)  # type: ignore[call-overload]
-    except TypeError:
-        given = [directives]
+        each = iter(directives)  # type: ignore[call-overload]
+    except Exception:  # noqa: BLE001 - not a list of them: one directive
+        each = iter((directives,))
+    given: list[object] = []
+    try:  # what came before an error is taken; a generator may never end
+        for directive in each:
+            if len(given) == MAX_DIRECTIVES:
+                notes.append(f"directives past the first {MAX_DIRECTIVES} not read")
+                break
+            given.append(directive)
+    except Exception:  # noqa: BLE001 - the stop goes on with what was read
+        notes.append("directives could not all be read: the rest left out")
     numbers: list[int] = []
     unknown = 0
     for directive in given:
@@ -101,10 +111,15 @@ def trigger_request(scope: ScopeLike, reason: object, reason_code: object, mode:
 def bounded_reason(reason: object, notes: Sequence[str] = ()) -> str:
     """`reason` as valid text (U+FFFD for what is not), cut so that it and `notes` (in
     parentheses after it) fit MAX_REASON_CHARS."""
-    if isinstance(reason, (bytes, bytearray)):
-        reason = bytes(reason[:4 * MAX_REASON_CHARS]).decode("utf-8", "replace")
-    elif not isinstance(reason, str):
-        reason = "" if reason is None else _shown(reason, MAX_REASON_CHARS)
+    try:
+        if isinstance(reason, (bytes, bytearray)):
+            reason = bytes(reason[:4 * MAX_REASON_CHARS]).decode("utf-8", "replace")
+        elif isinstance(reason, str):
+            reason = str.__str__(reason)  # a subclass's own methods are not trusted
+        else:
+            reason = "" if reason is None else _shown(reason, MAX_REASON_CHARS)
+    except Exception:  # noqa: BLE001 - a reason that cannot be read: the stop goes on
+        reason = f"<a reason of type {type(reason).__name__} that could not be read>"
     note = f" ({'; '.join(notes)})" if notes else ""
     note = _SURROGATES.sub("\ufffd", note[:MAX_REASON_CHARS // 2])
     room = MAX_REASON_CHARS - len(note)
@@ -116,16 +131,20 @@ def bounded_reason(reason: object, notes: Sequence[str] = ()) -> str:
 
 
 def _trigger_enum(enum_type: Any, prefix: str, value: object) -> int | None:
-    """The enum's number for a name (loosely) or an int32 number; None if neither."""
-    if isinstance(value, bool):
+    """The enum's number for a name (loosely) or an int32 number; None if neither, or if
+    reading the value fails (a subclass of str or int whose methods raise)."""
+    try:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return int(value) if int(value) in INT32 else None
+        if isinstance(value, str) and str.__len__(value) <= 100:
+            name = str.__str__(value).strip().upper().replace("-", "_").replace(" ", "_")
+            for candidate in (name, prefix + name):
+                if candidate in enum_type.keys():
+                    return int(enum_type.Value(candidate))
+    except Exception:  # noqa: BLE001 - unreadable is unknown: the stop goes on
         return None
-    if isinstance(value, int):
-        return value if value in INT32 else None
-    if isinstance(value, str) and len(value) <= 100:
-        name = value.strip().upper().replace("-", "_").replace(" ", "_")
-        for candidate in (name, prefix + name):
-            if candidate in enum_type.keys():
-                return enum_type.Value(candidate)
     return None
 
 

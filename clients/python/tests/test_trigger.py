@@ -46,3 +46,34 @@ def test_lone_surrogates_are_replaced_and_a_huge_reason_cut_notes_kept() -> None
 def test_the_scope_stays_strict() -> None:
     with pytest.raises(ValueError):
         trigger_request("NOPE:x", "why", 1, 1, ())
+
+
+class Unreadable(str):
+    def strip(self) -> str:  # type: ignore[override]
+        raise RuntimeError("strip")
+
+    def __len__(self) -> int:
+        raise RuntimeError("len")
+
+
+def test_what_cannot_be_read_is_left_out_and_the_stop_goes_on() -> None:
+    """Review 49e: a directives iterable that raised part way, or a str subclass whose
+    methods raise, refused the stop locally."""
+    def failing():  # noqa: ANN202
+        yield "cancel-open-orders"
+        raise ValueError("mid-way")
+
+    def endless():  # noqa: ANN202
+        while True:
+            yield "CANCEL_OPEN_ORDERS"
+
+    request = trigger_request("STRATEGY:x", "r", "user_initiated", "halt", failing())
+    assert list(request.directives) == [pb.DIRECTIVE_CANCEL_OPEN_ORDERS]
+    assert "directives could not all be read" in request.reason
+    request = trigger_request("STRATEGY:x", Unreadable("why"), Unreadable("risk"),
+                              Unreadable("reduce_only"), endless())
+    assert request.mode == pb.TRIGGER_MODE_REDUCE_ONLY
+    assert request.reason_code == pb.TRIGGER_REASON_USER_INITIATED
+    assert "reason_code risk unknown: user-initiated" in request.reason
+    assert request.reason.startswith("why") and "past the first 64 not read" in request.reason
+    assert len(request.directives) == 64

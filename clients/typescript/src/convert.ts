@@ -104,6 +104,7 @@ export function orderRequest(order: Order, clientOrderId: string): CheckOrderReq
  * points): it cuts a longer one itself, but one over 4 MiB never reaches it. */
 export const MAX_REASON_CHARS = 1024;
 /** As many unknown directives as the sidecar notes in a reason. */
+const MAX_DIRECTIVES = 64; // more are not read (an iterator may never end)
 const NOTED_DIRECTIVES = 16;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
@@ -125,20 +126,31 @@ export interface TriggerOptions {
 export function triggerRequest(scope: ScopeLike, reason: unknown, options: unknown): TriggerRequest {
   const given = (typeof options === "object" && options !== null ? options : {}) as Record<string, unknown>;
   const notes: string[] = [];
-  let mode = looseEnum(TriggerModeSchema, "TRIGGER_MODE_", given.mode ?? TriggerMode.HALT);
+  // A getter or a Proxy that throws: what it would have given is unknown (review 49e).
+  const read = (name: string): unknown => {
+    try {
+      return given[name];
+    } catch {
+      notes.push(`${name} could not be read`);
+      return null;
+    }
+  };
+  const modeGiven = read("mode");
+  const codeGiven = read("reasonCode");
+  const listed = read("directives") ?? [];
+  let mode = looseEnum(TriggerModeSchema, "TRIGGER_MODE_", modeGiven ?? TriggerMode.HALT);
   if (mode === undefined) {
     mode = TriggerMode.HALT;
-    notes.push(`mode ${shown(given.mode)} unknown: halted`);
+    notes.push(`mode ${shown(modeGiven)} unknown: halted`);
   }
-  let reasonCode = looseEnum(TriggerReasonSchema, "TRIGGER_REASON_", given.reasonCode ?? TriggerReason.USER_INITIATED);
+  let reasonCode = looseEnum(TriggerReasonSchema, "TRIGGER_REASON_", codeGiven ?? TriggerReason.USER_INITIATED);
   if (reasonCode === undefined) {
     reasonCode = TriggerReason.USER_INITIATED;
-    notes.push(`reason_code ${shown(given.reasonCode)} unknown: user-initiated`);
+    notes.push(`reason_code ${shown(codeGiven)} unknown: user-initiated`);
   }
-  const listed = given.directives ?? [];
   const directives: number[] = [];
   let unknown = 0;
-  for (const directive of Array.isArray(listed) ? listed : [listed]) {
+  for (const directive of directivesOf(listed, notes)) {
     const number = looseEnum(DirectiveSchema, "DIRECTIVE_", directive);
     if (number !== undefined) directives.push(number);
     else if (++unknown <= NOTED_DIRECTIVES) notes.push(`directive ${shown(directive)} unknown: left out`);
@@ -151,6 +163,28 @@ export function triggerRequest(scope: ScopeLike, reason: unknown, options: unkno
     mode,
     directives,
   });
+}
+
+/** The directives given: an array, any other iterable (a Set), or one directive; at most
+ * MAX_DIRECTIVES of an iterator, and what came before one that throws (noted). */
+function directivesOf(listed: unknown, notes: string[]): unknown[] {
+  if (Array.isArray(listed) || typeof listed === "string" || listed === null
+      || typeof (listed as { [Symbol.iterator]?: unknown })[Symbol.iterator] !== "function") {
+    return Array.isArray(listed) ? listed : [listed];
+  }
+  const taken: unknown[] = [];
+  try {
+    for (const directive of listed as Iterable<unknown>) {
+      if (taken.length === MAX_DIRECTIVES) {
+        notes.push(`directives past the first ${MAX_DIRECTIVES} not read`);
+        break;
+      }
+      taken.push(directive);
+    }
+  } catch {
+    notes.push("directives could not all be read: the rest left out");
+  }
+  return taken;
 }
 
 /** `reason` as well-formed text (U+FFFD for a lone surrogate), cut so that it and `notes`

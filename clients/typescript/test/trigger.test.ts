@@ -24,6 +24,33 @@ describe("trigger", () => {
     );
   });
 
+  test("what cannot be read is left out, and the stop goes on (review 49e)", () => {
+    const throwing = {
+      get mode(): string {
+        throw new Error("getter");
+      },
+      directives: new Set(["cancel-open-orders"]),
+    };
+    const request = triggerRequest("GLOBAL", "why", throwing);
+    assert.equal(request.mode, pb.TriggerMode.HALT);
+    assert.deepEqual(request.directives, [pb.Directive.CANCEL_OPEN_ORDERS]);
+    assert.match(request.reason, /mode could not be read/);
+    function* failing(): Generator<string> {
+      yield "CANCEL_OPEN_ORDERS";
+      throw new Error("mid-way");
+    }
+    const partial = triggerRequest("GLOBAL", "", { directives: failing() });
+    assert.deepEqual(partial.directives, [pb.Directive.CANCEL_OPEN_ORDERS]);
+    assert.match(partial.reason, /directives could not all be read/);
+    function* endless(): Generator<string> {
+      for (;;) yield "CANCEL_OPEN_ORDERS";
+    }
+    const bounded = triggerRequest("GLOBAL", "", { directives: endless() });
+    assert.equal(bounded.directives.length, 64);
+    const proxy = new Proxy({}, { get: () => { throw new Error("proxy"); } });
+    assert.equal(triggerRequest("GLOBAL", "", proxy).mode, pb.TriggerMode.HALT);
+  });
+
   test("an int32 number passes through, even one this version does not know", () => {
     const request = triggerRequest("GLOBAL", "", { mode: 7, reasonCode: 2 ** 31 - 1, directives: [42] });
     assert.deepEqual([request.mode, request.reasonCode, request.directives], [7, 2 ** 31 - 1, [42]]);
