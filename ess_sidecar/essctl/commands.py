@@ -202,21 +202,27 @@ def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
 
 
 def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.TriggerResponse:
-    """The Trigger, answered. One that got no answer in time is sent again, waited for
-    longer: a sidecar too busy to read a call before its deadline drops it unapplied
+    """The Trigger, answered. One that got no answer in time, or found the sidecar
+    unavailable, is sent again, waited for longer (a second Trigger only renews the
+    first): a sidecar too busy to read a call before its deadline drops it unapplied
     (review 35: a panic behind a storm of trips to thousands of watchers was lost, and
-    essctl said only DEADLINE_EXCEEDED). If it still fails, the person is told where the
+    essctl said only DEADLINE_EXCEEDED), and one starting (it loads its state before it
+    listens) or with every connection taken refuses it (review 49f: essctl gave up at
+    once, and the stop was never sent). If it still fails, the person is told where the
     scope stands, as far as the sidecar says, before the error (exit 1)."""
     try:
         return sidecar.call("Trigger", request)
     except grpc.RpcError as error:
         failed = error
-    if failed.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-        wait = max(STOP_AGAIN_S, sidecar.options.timeout)
-        out.note(f"essctl: no answer within {sidecar.options.timeout:g} s; the stop is sent"
-                 f" again, waiting up to {wait:g} s")
+    wait = max(STOP_AGAIN_S, sidecar.options.timeout)
+    if failed.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+        why = f"no answer within {sidecar.options.timeout:g} s" \
+            if failed.code() is grpc.StatusCode.DEADLINE_EXCEEDED else \
+            f"the sidecar is not available ({failed.details()})"
+        out.note(f"essctl: {why}; the stop is sent again, waiting up to {wait:g} s for the"
+                 " sidecar")
         try:
-            return sidecar.call("Trigger", request, timeout=wait)
+            return sidecar.call("Trigger", request, timeout=wait, wait_for_ready=True)
         except grpc.RpcError as error:
             failed = error
     stands, failed_closed = _where_it_stands(sidecar, request)

@@ -246,9 +246,11 @@ class Sidecar:
         self.metadata = (("authorization", f"Bearer {options.token}"),) if options.token \
             else ()
 
-    def call(self, method: str, request: object, timeout: float | None = None) -> object:
+    def call(self, method: str, request: object, timeout: float | None = None,
+             wait_for_ready: bool = False) -> object:
+        """`wait_for_ready`: a sidecar not reachable yet is waited for, up to `timeout`."""
         return getattr(self.stub, method)(request, timeout=timeout or self.options.timeout,
-                                          metadata=self.metadata)
+                                          metadata=self.metadata, wait_for_ready=wait_for_ready)
 
     def watch(self, request: object) -> grpc.Call:
         """No deadline: a watch runs until it is stopped or the connection breaks."""

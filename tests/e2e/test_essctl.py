@@ -185,6 +185,30 @@ def test_trigger_sends_no_stop_it_cannot_place_and_says_so(
     assert essctl(target, "status", "extra").returncode == 64
 
 
+def test_trigger_sent_while_the_sidecar_starts_waits_for_it_and_stops(tmp_path: Path) -> None:
+    """Review 49f: a sidecar starting (it loads its state before it listens) refused the
+    stop, and essctl gave up at once: the stop was never sent. It is sent again, waiting
+    for the sidecar."""
+    sidecar = SidecarProcess(tmp_path)  # not started: its address refuses connections
+    stop = subprocess.Popen([*ESSCTL, "--target", sidecar.tcp_target, "trigger", "--panic",
+                             "--reason", "sent during a restart"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            env=clean_env())
+    try:
+        assert stop.stderr is not None
+        said = stop.stderr.readline()  # written before it waits; at its exit if it does not
+        assert "the stop is sent again, waiting up to 30 s" in said, said
+        sidecar.start()
+        out, err = stop.communicate(timeout=60)
+        assert stop.returncode == 0, (out, err)
+        with grpc.insecure_channel(sidecar.uds_target) as channel:
+            [global_] = guard_stub(channel).GetState(pb.GetStateRequest()).scopes
+        assert (global_.state, global_.reason) == (pb.STATE_TRIPPED, "sent during a restart")
+    finally:
+        stop.kill()
+        sidecar.stop()
+
+
 @pytest.mark.parametrize("how", ["an unreadable --scope", "a closed stderr and stdout",
                                  "no stdout or stderr at all"])
 def test_trigger_panic_stops_with_an_unreadable_scope_or_nowhere_to_say_so(

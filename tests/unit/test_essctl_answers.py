@@ -76,10 +76,13 @@ class ScriptedSidecar:
         self.replies = replies
         self.requests: list[tuple[str, object]] = []
         self.timeouts: list[float | None] = []
+        self.waited: list[bool] = []  # wait_for_ready, call by call
 
-    def call(self, method: str, request: object, timeout: float | None = None) -> object:
+    def call(self, method: str, request: object, timeout: float | None = None,
+             wait_for_ready: bool = False) -> object:
         self.requests.append((method, request))
         self.timeouts.append(timeout)
+        self.waited.append(wait_for_ready)
         reply = self.replies[method].pop(0)
         if isinstance(reply, grpc.RpcError):
             raise reply
@@ -118,8 +121,22 @@ def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsy
     assert "the stop is sent again" in said.err and "GLOBAL is TRIPPED" in said.out
 
 
+def test_a_stop_that_finds_the_sidecar_unavailable_is_sent_again_waiting_for_it(capsys):
+    """Review 49f: a sidecar starting (it loads its state before it listens) or with
+    every connection taken refused the stop, and essctl gave up at once: the stop was
+    never sent. It is sent again, waiting up to STOP_AGAIN_S for the sidecar."""
+    refused = Refusal(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+    sidecar = ScriptedSidecar(Trigger=[refused, pb.TriggerResponse(state=pb.STATE_TRIPPED,
+                                                                   state_version=3)])
+    assert run_trigger(PANIC, sidecar, Output(json_mode=False)) == Exit.DONE
+    assert (sidecar.timeouts, sidecar.waited) == ([None, STOP_AGAIN_S], [False, True])
+    said = capsys.readouterr()
+    assert "the sidecar is not available (failed to connect" in said.err
+    assert "GLOBAL is TRIPPED" in said.out
+
+
 @pytest.mark.parametrize("refusals, state, told", [
-    ([Refusal(grpc.StatusCode.UNAVAILABLE, "state store write failed: disk full")],
+    ([Refusal(grpc.StatusCode.UNAVAILABLE, "state store write failed: disk full")] * 2,
      [GLOBAL_TRIPPED], "the sidecar says GLOBAL is TRIPPED"),
     ([LATE, LATE], [pb.GetStateResponse()], "GLOBAL is ARMED: trading was NOT stopped"),
     ([LATE, LATE], [pb.GetStateResponse(scopes=[pb.ScopeState(
@@ -130,7 +147,7 @@ def test_a_stop_with_no_answer_in_time_is_sent_again_and_waited_for_longer(capsy
      "GLOBAL is TRIPPED: trading was NOT stopped"),
     ([LATE, LATE], [LATE], "cannot say whether trading stopped (DEADLINE_EXCEEDED): assume"
                            " it did NOT"),
-    ([Refusal(grpc.StatusCode.UNAVAILABLE, "failed to connect")],
+    ([Refusal(grpc.StatusCode.UNAVAILABLE, "failed to connect")] * 2,
      [Refusal(grpc.StatusCode.UNAVAILABLE)], "cannot say whether trading stopped (UNAVAILABLE)"),
 ], ids=["unstored", "unapplied", "re-arming", "drill", "unknown", "unreachable"])
 def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, state, told):
