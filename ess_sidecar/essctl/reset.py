@@ -16,7 +16,7 @@ from ..domain.ids import blank
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, say_no_answer, scope_name, \
     scope_to_pb, state_text, to_json, when
-from .status import latches_text, pending_text, resume_text, scope_cause
+from .status import latches_text, pending_text, request_text, resume_text, scope_cause
 from .times import duration, from_timestamp, local, utc_iso
 
 
@@ -150,8 +150,8 @@ def confirm_reset(current: pb.ScopeState, args: argparse.Namespace, out: Output)
         return
     what = "FORCED reset (overrides the cooldown and any breaker condition)" if args.force \
         else "Reset"
-    approve = f", approving {current.reset_requested_by}'s request" \
-        if current.reset_requested_by else ""
+    approve = (f", approving {current.reset_requested_by}'s request ({request_text(current)}:"
+               f" {current.reset_request_reason!r})") if current.reset_requested_by else ""
     lifted = f" (latches {', '.join(args.latch)} only)" if args.latch else ""
     question = (f"{what} of {scope_name(current.scope)}{lifted}{approve}: trading resumes"
                 f"{' as far as the other latches allow' if args.latch else ''}. Go ahead?")

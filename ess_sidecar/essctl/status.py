@@ -80,8 +80,15 @@ def pending_text(s: pb.ScopeState) -> str:
     """A four-eyes reset waiting for its second operator, if any."""
     if not s.reset_requested_by:
         return ""
-    return (f"reset requested by {s.reset_requested_by}, waiting for a second operator"
-            f" until {when(s, 'reset_approval_expires_at')}")
+    return (f"{request_text(s)} requested by {s.reset_requested_by}, waiting for a second"
+            f" operator until {when(s, 'reset_approval_expires_at')}: {s.reset_request_reason!r}")
+
+
+def request_text(s: pb.ScopeState) -> str:
+    """What a pending reset asks (review 49f: the second operator approved it blind)."""
+    lifted = f" of latches {', '.join(s.reset_request_latches)}" \
+        if s.reset_request_latches else " of every latch"
+    return f"{'a FORCED reset' if s.reset_request_force else 'a reset'}{lifted}"
 
 
 def scopes_table(restricted: list[pb.ScopeState]) -> Table:

@@ -608,6 +608,8 @@ def test_four_eyes_reset_waits_for_a_second_different_operator(
     assert "PENDING APPROVAL" in first.stdout and "requested by alice" in first.stdout
     assert "essctl reset --scope STRATEGY:momo --reason 'risk reviewed'" in first.stdout
     assert restricted(target, tokens["alice"])["STRATEGY:momo"]["reset_requested_by"] == "alice"
+    pending = restricted(target, tokens["bob"])["STRATEGY:momo"]  # what bob approves (49f)
+    assert pending["reset_request_reason"] == "risk reviewed"
 
     again = essctl(target, *reset, token=tokens["alice"])
     assert again.returncode == 2 and "alice already requested this reset" in again.stdout

@@ -182,7 +182,7 @@ async def test_four_eyes_reset_takes_a_second_operator(start_sidecar: Any, tmp_p
     stub, scope = running.stub, strategy_scope()
     await stub.Trigger(pb.TriggerRequest(scope=scope, reason="halt"),
                        metadata=bearer(tokens["executor"]))
-    reset = pb.ResetRequest(scope=scope, reason="reviewed", force=True)
+    reset = pb.ResetRequest(scope=scope, reason="reviewed", force=True, latches=["trigger"])
     first = await stub.Reset(reset, metadata=bearer(tokens["operator"]))
     assert (first.pending_approval, first.requested_by, first.state) == (
         True, "operator", pb.STATE_TRIPPED)
@@ -190,6 +190,9 @@ async def test_four_eyes_reset_takes_a_second_operator(start_sidecar: Any, tmp_p
     [listed] = (await stub.GetState(pb.GetStateRequest(),
                                     metadata=bearer(tokens["executor"]))).scopes
     assert listed.reset_requested_by == "operator"
+    # what the second operator approves (review 49f: they approved it blind)
+    assert (listed.reset_request_reason, listed.reset_request_force,
+            list(listed.reset_request_latches)) == ("reviewed", True, ["trigger"])
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.Reset(reset, metadata=bearer(tokens["operator"]))
     assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION

@@ -21,6 +21,7 @@ from ess_sidecar.essctl.drill import Drill
 from ess_sidecar.essctl.orders import run_clear
 from ess_sidecar.essctl.render import Output
 from ess_sidecar.essctl.reset import run as run_reset
+from ess_sidecar.essctl.status import pending_text
 
 
 class RecordingSidecar:
@@ -342,3 +343,18 @@ def test_status_says_no_reset_lifts_a_scope_shown_with_no_reset_time():
     assert resume_text(tripped).startswith("no reset lifts it in this process (")
     tripped.reset_allowed_at.FromSeconds(0)
     assert resume_text(tripped) == "cooldown over (a breaker still holding refuses the reset)"
+
+
+def test_a_pending_reset_shows_what_the_second_operator_approves():
+    """Review 49f: the second operator saw only who asked, not the reason, whether the
+    reset is forced, nor the latches it lifts."""
+    asked = pb.ScopeState(scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo"),
+                          state=pb.STATE_TRIPPED, reset_requested_by="alice",
+                          reset_request_reason="venue confirmed flat",
+                          reset_request_force=True, reset_request_latches=["trigger"])
+    assert pending_text(asked).startswith(
+        "a FORCED reset of latches trigger requested by alice, waiting for a second operator")
+    assert pending_text(asked).endswith(": 'venue confirmed flat'")
+    asked.reset_request_force = False
+    del asked.reset_request_latches[:]
+    assert pending_text(asked).startswith("a reset of every latch requested by alice")

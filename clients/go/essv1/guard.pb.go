@@ -2718,9 +2718,15 @@ type ScopeState struct {
 	ResetApprovalExpiresAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=reset_approval_expires_at,json=resetApprovalExpiresAt,proto3" json:"reset_approval_expires_at,omitempty"`
 	// Every restriction on the scope, each its own latch; state is the most severe. A
 	// Reset lifts the latches it names (or all of them).
-	Latches       []*Latch `protobuf:"bytes,16,rep,name=latches,proto3" json:"latches,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Latches []*Latch `protobuf:"bytes,16,rep,name=latches,proto3" json:"latches,omitempty"`
+	// Four-eyes: what the pending reset asks, as its first operator sent it, so that the
+	// second sees what they approve: its reason, whether it is forced, and the latches it
+	// lifts (none listed: all of them).
+	ResetRequestReason  string   `protobuf:"bytes,17,opt,name=reset_request_reason,json=resetRequestReason,proto3" json:"reset_request_reason,omitempty"`
+	ResetRequestForce   bool     `protobuf:"varint,18,opt,name=reset_request_force,json=resetRequestForce,proto3" json:"reset_request_force,omitempty"`
+	ResetRequestLatches []string `protobuf:"bytes,19,rep,name=reset_request_latches,json=resetRequestLatches,proto3" json:"reset_request_latches,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ScopeState) Reset() {
@@ -2861,6 +2867,27 @@ func (x *ScopeState) GetResetApprovalExpiresAt() *timestamppb.Timestamp {
 func (x *ScopeState) GetLatches() []*Latch {
 	if x != nil {
 		return x.Latches
+	}
+	return nil
+}
+
+func (x *ScopeState) GetResetRequestReason() string {
+	if x != nil {
+		return x.ResetRequestReason
+	}
+	return ""
+}
+
+func (x *ScopeState) GetResetRequestForce() bool {
+	if x != nil {
+		return x.ResetRequestForce
+	}
+	return false
+}
+
+func (x *ScopeState) GetResetRequestLatches() []string {
+	if x != nil {
+		return x.ResetRequestLatches
 	}
 	return nil
 }
@@ -3889,7 +3916,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"decisionId\"T\n" +
 	"\x11WorkingOrderCount\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12%\n" +
-	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\xbb\x05\n" +
+	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\xd1\x06\n" +
 	"\n" +
 	"ScopeState\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -3911,7 +3938,10 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x05drill\x18\r \x01(\bR\x05drill\x12,\n" +
 	"\x12reset_requested_by\x18\x0e \x01(\tR\x10resetRequestedBy\x12U\n" +
 	"\x19reset_approval_expires_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x16resetApprovalExpiresAt\x12'\n" +
-	"\alatches\x18\x10 \x03(\v2\r.ess.v1.LatchR\alatches\"\x8c\x01\n" +
+	"\alatches\x18\x10 \x03(\v2\r.ess.v1.LatchR\alatches\x120\n" +
+	"\x14reset_request_reason\x18\x11 \x01(\tR\x12resetRequestReason\x12.\n" +
+	"\x13reset_request_force\x18\x12 \x01(\bR\x11resetRequestForce\x122\n" +
+	"\x15reset_request_latches\x18\x13 \x03(\tR\x13resetRequestLatches\"\x8c\x01\n" +
 	"\x05Latch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05state\x18\x02 \x01(\x0e2\r.ess.v1.StateR\x05state\x120\n" +

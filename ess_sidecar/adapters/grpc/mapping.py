@@ -265,9 +265,12 @@ def scope_state_to_proto(t: Transition, reset_allowed_at: float | None,
             state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))  # (review 42l)
     elif t.state in (State.TRIPPED, State.REDUCE_ONLY) and reset_allowed_at is not None:
         state.reset_allowed_at.CopyFrom(timestamp(reset_allowed_at))
-    if pending is not None:
+    if pending is not None:  # what the second operator approves (review 49f)
         state.reset_requested_by = pending.requested_by
         state.reset_approval_expires_at.CopyFrom(timestamp(pending.expires_at))
+        state.reset_request_reason = pending.reason
+        state.reset_request_force = pending.force
+        state.reset_request_latches.extend(pending.latches)
     return state
 
 
