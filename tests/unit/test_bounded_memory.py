@@ -380,3 +380,29 @@ def test_a_checked_reset_of_the_cap_latch_in_the_replayed_history_shows_none_was
     for each in (engine, restarted):
         run(each, each.plan_reset(GLOBAL, "looked", False, "alice", T0 + 4))
         assert each.state_of(GLOBAL) is State.ARMED
+
+
+def test_an_executor_refused_at_the_registrations_cap_trips_its_scope(monkeypatch) -> None:
+    """Review 49g: with the registrations' table full, a new executor's first beat was
+    refused and its scope went on trading with no dead-man's switch. Its scope trips, as
+    for a lost executor, durably; a known executor's beats are unaffected."""
+    monkeypatch.setattr(heartbeats, "MAX_REGISTRATIONS", 10)
+    store = InMemoryStateStore()
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16))
+    for n in range(10):
+        guard.heartbeat(f"junk-{n}", Scope(ScopeKind.STRATEGY, "junk"), 3600.0)
+    momo = Scope(ScopeKind.STRATEGY, "momo")
+    with pytest.raises(CapacityExceeded, match="10 heartbeat registrations"):
+        guard.heartbeat("real", momo, 1.0)
+    [stored] = store.load().current
+    assert (stored.scope, stored.state, stored.breaker) == (momo, State.TRIPPED,
+                                                            "heartbeat_lost")
+    assert "executor real cannot be watched" in stored.reason
+    denied = guard.check(Order("acc", "momo", "AAPL", Side.BUY, 1.0, 100.0,
+                               client_order_id="c-1"))
+    assert (denied.allowed, denied.reason) == (False, DecisionReason.SCOPE_TRIPPED)
+    with pytest.raises(CapacityExceeded):  # again: the latch holds, nothing new stored
+        guard.heartbeat("real", momo, 1.0)
+    assert [t.version for t in store.load().current] == [stored.version]
+    assert guard.heartbeat("junk-3", Scope(ScopeKind.STRATEGY, "junk"), 3600.0).state \
+        is State.ARMED
