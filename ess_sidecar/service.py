@@ -435,7 +435,7 @@ class Guard(GuardReadings):
         """Stale feeds, lost heartbeats, re-arms and forgetting; run every timers.interval_s
         by `Timers` (timers.py), whatever transport serves the guard. A journal that
         failed unasked (its syncer stalled or dead) fails closed here, traffic or not."""
-        self._journal_failed()
+        failed = self._journal_failed()
         now = self._clock.now()
         if self.engine.expire(now) or (now - self._clock_marked >= CLOCK_MARK_S
                                        and self.engine.awaits_deadline(now)):
@@ -447,7 +447,11 @@ class Guard(GuardReadings):
             # a restart an hour behind gave back every second since the last record, and
             # a lost executor's trip came 38 s after its 20 s TTL). An idle sidecar with
             # nothing to wait for journals nothing (review 38e: a month idle was 134 MB).
-            self._record(TimersRan(now))
+            # A journal that failed takes no record, and the run still plans: its trips
+            # deny, shown and alerted as not stored (review 49g: the record's refusal
+            # ended every run first, and a dead executor or feed was never told).
+            if not failed:
+                self._record(TimersRan(now))
             self._clock_marked = now
         plan = self.engine.plan_timers(now)
         return (yield from self._commit(plan, None))

@@ -352,6 +352,28 @@ async def test_renewed_trips_waiting_to_be_sent_are_merged_so_a_new_trip_is_neve
     assert (await receiver.wait_for(4))[3]["title"] == "ESS ACCOUNT:acc-1 TRIPPED (breaker)"
 
 
+async def test_a_renewed_trip_after_other_news_of_its_scope_is_never_merged_behind_it(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    """Review 49g: a breaker's trip, an operator's stop renewing it, a reset of the stop's
+    latch, then another operator's stop: the last was merged into the first stop's alert,
+    still waiting, and the last alert sent said the scope was reset."""
+    scope = Scope(ScopeKind.STRATEGY, "x")
+    corrupt = Transition(1, START, scope, State.ARMED, State.TRIPPED, Cause.BREAKER,
+                         "corrupt feed", "system", breaker="data_feed_corrupt")
+    alice = Transition(2, START, scope, State.TRIPPED, State.TRIPPED, Cause.TRIGGER,
+                       "halt", "alice")
+    reset = Transition(3, START, scope, State.TRIPPED, State.TRIPPED, Cause.RESET,
+                       "trigger lifted", "bob")
+    carol = dataclasses.replace(alice, version=4, reason="HALT x, it is running away",
+                                actor="carol")
+    sink = sinks(receiver.url)
+    sink.notify([corrupt, alice, reset, carol])  # before start: all wait together
+    assert sink.merged == 0
+    await sink.start()
+    delivered = await receiver.wait_for(4)
+    assert "HALT x, it is running away" in delivered[3]["message"]
+
+
 async def test_a_renewed_trip_with_directives_is_never_merged_into_one_without(
         sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
     """Review 36f: GLOBAL halted, and halted again (renewed) by another executor, then a
@@ -473,3 +495,21 @@ async def test_a_start_with_nothing_latched_alerts_nothing(
     await sink.start()
     await outcomes.until(lambda: sink.sent == 1)
     assert [b["title"] for b in receiver.bodies] == ["ESS STRATEGY:a TRIPPED"]
+
+
+async def test_a_start_with_many_latched_lists_the_widest_stops_first_and_bounded(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    """Review 49g: 300 symbols and GLOBAL latched made a 47,000-character alert (past what
+    Slack, Telegram or PagerDuty take) with GLOBAL's line last."""
+    symbols = [trip(v, f"S{v}") for v in range(1, 301)]
+    halt = Transition(301, START, GLOBAL, State.TRIPPED, State.TRIPPED, Cause.TRIGGER,
+                      "desk halt", "alice")
+    sink = sinks(receiver.url)
+    sink.still_latched([*symbols, halt])
+    await sink.start()
+    [alert] = await receiver.wait_for(1)
+    assert alert["title"] == "ESS started with 301 scope(s) not ARMED"
+    lines = alert["message"].splitlines()
+    assert lines[1].startswith("GLOBAL TRIPPED") and "desk halt" in lines[1]
+    assert lines[-1] == "... and 251 more: essctl status lists them"
+    assert len(alert["message"]) < 20_000

@@ -407,6 +407,33 @@ def test_a_journal_failed_unasked_fails_closed_at_the_next_report_or_timer_run()
         assert "journal failed" in guard.engine.current(GLOBAL).reason
 
 
+def test_timers_still_trip_a_lost_executor_once_the_journal_failed() -> None:
+    """Review 49g: once the journal had failed, each timer run's clock record was refused
+    before it planned anything: a dead executor was never tripped, shown nor alerted."""
+    class Failing(NoJournal):
+        failed = False
+
+        def record(self, command, transitions=()) -> None:  # noqa: ANN001
+            if self.failed:
+                raise StoreUnavailable("journal write failed: EIO")
+
+        def sync(self) -> None:
+            if self.failed:
+                raise StoreUnavailable("journal cannot be synced: EIO")
+
+    journal, clock = Failing(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), InMemoryStateStore(), clock, Subscribers(16),
+                  journal=journal)
+    guard.heartbeat("ex-1", MOMO, 1.0)
+    journal.failed = True
+    guard.run_timers()  # finds the journal failed: GLOBAL fails closed
+    clock.advance(2.0)
+    with pytest.raises(StoreUnavailable):  # the loss is planned, its write refused
+        guard.run_timers()
+    assert guard.engine.denying_state(MOMO) is State.TRIPPED
+    assert MOMO in [view.current.scope for view in guard.scope_views()]
+
+
 def test_each_unchecked_fill_is_logged_though_its_trip_is_not_stored(
         caplog: pytest.LogCaptureFixture) -> None:
     """Review 42d: the warning came after the trip's write, so a second unchecked fill

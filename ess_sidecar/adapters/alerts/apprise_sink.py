@@ -42,7 +42,9 @@ class _Target:
         # ntfy topic), the path or the query (reviews 40g, 40h, 40k).
         self.name = f"alerts.urls[{index}] {self.apprise[0].url(privacy=True).split(':')[0]}"
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=queue_size)
-        self.waiting: set[str] = set()  # Alert.repeats of the repeats queued, not yet sent
+        # Per scope, the Alert.repeats of its latest alert queued, not yet sent, if that is
+        # one a repeat may merge into (Alert.scope).
+        self.waiting: dict[str, str] = {}
         self.sending: Alert | None = None
         self.worker: asyncio.Task[None] | None = None
 
@@ -84,7 +86,7 @@ class AppriseAlertSink(AlertSink):
     def warn(self, scope: Scope, what: str, body: str) -> None:
         title = f"ESS {named(scope)}{what}"
         try:  # the body's lines past its first come from a caller's text (review 42l)
-            self._queue(Alert(title, indented(body), WARNING, 0))
+            self._queue(Alert(title, indented(body), WARNING, 0, scope=str(scope)))
         except Exception:  # as notify: an alert bug must not fail the act
             log.exception("the alert %r could not be queued", title)
 
@@ -93,7 +95,7 @@ class AppriseAlertSink(AlertSink):
             if self._stopped:
                 self._drop(target, alert, "alerts are stopped")
                 continue
-            if alert.repeats and alert.repeats in target.waiting:
+            if alert.repeats and target.waiting.get(alert.scope) == alert.repeats:
                 self.merged += 1
                 log.info("alert v%d %r to %s merged into the one like it waiting",
                          alert.version, alert.title, target.name)
@@ -104,7 +106,9 @@ class AppriseAlertSink(AlertSink):
                 self._drop(target, alert, f"queue full ({self.settings.queue_size})")
                 continue
             if alert.repeats:
-                target.waiting.add(alert.repeats)
+                target.waiting[alert.scope] = alert.repeats
+            elif alert.scope:  # news of the scope: nothing before it takes a repeat
+                target.waiting.pop(alert.scope, None)
 
     def _drop(self, target: _Target, alert: Alert, why: str) -> None:
         self.dropped += 1
@@ -142,7 +146,8 @@ class AppriseAlertSink(AlertSink):
     async def _deliver(self, target: _Target) -> None:
         while True:
             alert = target.sending = await target.queue.get()
-            target.waiting.discard(alert.repeats)  # sent now: a later repeat is news again
+            if alert.repeats and target.waiting.get(alert.scope) == alert.repeats:
+                del target.waiting[alert.scope]  # sent now: a later repeat is news again
             try:
                 await self._send(target, alert)
             except Exception:  # a bug in one send must not end this URL's deliveries

@@ -33,6 +33,10 @@ class Alert:
     # with other directives is news (review 36f: a panic's cancel and flatten on a halted
     # GLOBAL were merged into the halt's alert, and never sent).
     repeats: str = ""
+    # The scope it is about ("": none): a repeat merges only into the latest alert queued
+    # for its scope (review 49g: an operator's stop, repeating a trip queued before a
+    # reset, was merged into that trip's alert, and the last alert said the scope reset).
+    scope: str = ""
 
 
 def alert_of(transition: Transition) -> Alert:
@@ -42,17 +46,28 @@ def alert_of(transition: Transition) -> Alert:
         if transition.previous is transition.state and transition.cause is not Cause.RESET \
         else ""
     return Alert(title_of(transition), body_of(transition),
-                 SEVERITY_OF.get(transition.state, WARNING), transition.version, repeats)
+                 SEVERITY_OF.get(transition.state, WARNING), transition.version, repeats,
+                 str(transition.scope))
+
+
+LATCHED_LISTED = 50  # a start's alert lists at most this many scopes
 
 
 def still_latched_alert(current: Sequence[Transition]) -> Alert:
-    """What a start says of the scopes it found not ARMED: each one's line."""
+    """What a start says of the scopes it found not ARMED: each one's line, the stops first
+    and the widest (GLOBAL, then accounts) first among them, at most LATCHED_LISTED
+    (review 49g: 301 scopes made a 47,000-character message, past what Slack, Telegram or
+    PagerDuty take, with GLOBAL's line last)."""
     severe = any(SEVERITY_OF.get(t.state) == FAILURE for t in current)
+    shown = sorted(current, key=lambda t: (SEVERITY_OF.get(t.state) != FAILURE,
+                                           t.scope.kind, t.version))[:LATCHED_LISTED]
     lines = [f"{t.scope} {t.state.name} since {iso_utc(t.time)}: {t.cause.name}"
-             + (f" ({t.breaker})" if t.breaker else "") + f", {t.reason!r} by {t.actor}"
+             + (f" ({t.breaker})" if t.breaker else "") + f", {t.reason[:200]!r} by {t.actor}"
              + (", directives: " + ", ".join(d.name for d in t.directives)
                 if t.directives else "") + f" (v{t.version})" + (" DRILL" if t.drill else "")
-             for t in current]
+             for t in shown]
+    if len(current) > len(shown):
+        lines.append(f"... and {len(current) - len(shown)} more: essctl status lists them")
     return Alert(f"ESS started with {len(current)} scope(s) not ARMED",
                  "\n".join(["The sidecar started (or restarted) with these scopes latched;"
                             " an alert sent before it may have been lost:", *lines]),
