@@ -340,7 +340,8 @@ class Guard(GuardReadings):
             changed = self.engine.heartbeat(executor_id, scope, ttl_s, now, deregister, caller)
         except CapacityExceeded:  # no switch can arm for it: its scope trips (review 49g)
             yield from self._commit(self.engine.plan_unwatched(
-                executor_id, scope, "the heartbeat registrations are at their cap", now), None)
+                executor_id, scope, "the heartbeat registrations are at their cap", now,
+                caller.name if caller is not None else SYSTEM_ACTOR), None)
             raise
         if changed and deregister and caller is not None and before not in ("", caller.name):
             self._deregistered_for(executor_id, scope, before, caller.name)

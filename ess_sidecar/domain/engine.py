@@ -463,17 +463,18 @@ class GuardEngine:
     def plan(self, now: float) -> Plan:
         return Plan(self.version, self._planned_from, now)
 
-    def plan_unwatched(self, executor_id: str, scope: Scope, why: str, now: float) -> Plan:
+    def plan_unwatched(self, executor_id: str, scope: Scope, why: str, now: float,
+                       actor: str = SYSTEM_ACTOR) -> Plan:
         """An executor whose first heartbeat cannot be registered (the registrations'
         cap: `why`): its dead-man's switch cannot arm, so its scope trips as for a lost
-        executor (review 49g: refused, the scope traded with no switch). A checked reset
-        lifts it once no registered executor of the scope is lost; the next beat refused
-        trips it again."""
+        executor (review 49g: refused, the scope traded with no switch), the beat's
+        sender as its actor (49h). A checked reset lifts it once no registered executor
+        of the scope is lost; the next beat refused trips it again."""
         plan = self.plan(now)
         rule = self.breakers.rule(scope, Breaker.HEARTBEAT_LOST)
         if rule.enabled:
             plan.trip(scope, rule.mode, Cause.HEARTBEAT_LOST,
-                      f"executor {executor_id} cannot be watched: {why}", SYSTEM_ACTOR,
+                      f"executor {executor_id} cannot be watched: {why}", actor,
                       breaker=Breaker.HEARTBEAT_LOST)
         return plan
 

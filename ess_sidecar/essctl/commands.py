@@ -13,7 +13,7 @@ from rich.text import Text
 from ess.v1 import guard_pb2 as pb
 
 from ..domain.scopes import GLOBAL
-from .connection import Exit, Failed, Sidecar, UsageError
+from .connection import Exit, Failed, Sidecar, UsageError, describe
 from .render import Output, cause_text, enum_name, names, non_ascii_note, non_ascii_notes, \
     scope_cell, scope_name, scope_to_pb, state_text, to_json, transition_text
 from .status import latches_text
@@ -213,7 +213,7 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
     try:
         return sidecar.call("Trigger", request)
     except grpc.RpcError as error:
-        failed = error
+        failed = first = error
     wait = max(STOP_AGAIN_S, sidecar.options.timeout)
     if failed.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
         why = f"no answer within {sidecar.options.timeout:g} s" \
@@ -234,6 +234,9 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
                  " what reached the disk: review 39f): send it again once the sidecar's"
                  " store works, and check with essctl status")
     if failed.code() is grpc.StatusCode.DEADLINE_EXCEEDED:  # the error says what was waited
+        if first.code() is grpc.StatusCode.UNAVAILABLE:  # for a sidecar never reached: its
+            raise Failed(f"{describe(first, sidecar.options)}; sent again, no answer within"
+                         f" {wait:g} s more")  # hint kept (review 49h: "sent twice")
         raise Failed(f"DEADLINE_EXCEEDED: the stop was sent twice, and no answer came within"
                      f" {sidecar.options.timeout:g} s, then {wait:g} s")
     raise failed

@@ -87,7 +87,7 @@ def pending_text(s: pb.ScopeState) -> str:
 def request_text(s: pb.ScopeState) -> str:
     """What a pending reset asks (review 49f: the second operator approved it blind)."""
     lifted = f" of latches {', '.join(s.reset_request_latches)}" \
-        if s.reset_request_latches else " of every latch"
+        if s.reset_request_latches else " of every latch"  # (named, or all held then)
     return f"{'a FORCED reset' if s.reset_request_force else 'a reset'}{lifted}"
 
 

@@ -352,6 +352,27 @@ async def test_renewed_trips_waiting_to_be_sent_are_merged_so_a_new_trip_is_neve
     assert (await receiver.wait_for(4))[3]["title"] == "ESS ACCOUNT:acc-1 TRIPPED (breaker)"
 
 
+async def test_renewals_of_two_kinds_on_one_scope_are_both_merged(
+        sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
+    """Review 49h: an account's unchecked fills and an executor's repeated Triggers of it
+    renewing in turn never merged (one key per scope), and the queue dropped GLOBAL's
+    trip."""
+    account = Scope(ScopeKind.ACCOUNT, "acc-1")
+    first = Transition(1, START, account, State.ARMED, State.TRIPPED, Cause.BREAKER,
+                       "unchecked fill", "system", breaker="unchecked_order")
+    fills = dataclasses.replace(first, previous=State.TRIPPED)
+    stops = dataclasses.replace(fills, cause=Cause.TRIGGER, breaker="", actor="bot")
+    renewals = [dataclasses.replace(fills if v % 2 else stops, version=v)
+                for v in range(2, 302)]
+    halt = Transition(302, START, GLOBAL, State.ARMED, State.TRIPPED, Cause.TRIGGER,
+                      "desk halt", "alice")
+    sink = sinks(receiver.url, queue_size=20)
+    sink.notify([first, *renewals, halt])  # before start: nothing is sent yet
+    assert (sink.dropped, sink.merged) == (0, 298)
+    await sink.start()
+    assert (await receiver.wait_for(4))[3]["title"] == "ESS GLOBAL TRIPPED"
+
+
 async def test_a_renewed_trip_after_other_news_of_its_scope_is_never_merged_behind_it(
         sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
     """Review 49g: a breaker's trip, an operator's stop renewing it, a reset of the stop's

@@ -10,6 +10,7 @@ import pytest
 
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
 from ess_sidecar.domain import heartbeats
+from ess_sidecar.domain.access import Principal, Role
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.engine import GuardEngine
@@ -398,6 +399,7 @@ def test_an_executor_refused_at_the_registrations_cap_trips_its_scope(monkeypatc
     assert (stored.scope, stored.state, stored.breaker) == (momo, State.TRIPPED,
                                                             "heartbeat_lost")
     assert "executor real cannot be watched" in stored.reason
+    assert stored.actor == "system"  # authentication off: no principal to name
     denied = guard.check(Order("acc", "momo", "AAPL", Side.BUY, 1.0, 100.0,
                                client_order_id="c-1"))
     assert (denied.allowed, denied.reason) == (False, DecisionReason.SCOPE_TRIPPED)
@@ -406,3 +408,7 @@ def test_an_executor_refused_at_the_registrations_cap_trips_its_scope(monkeypatc
     assert [t.version for t in store.load().current] == [stored.version]
     assert guard.heartbeat("junk-3", Scope(ScopeKind.STRATEGY, "junk"), 3600.0).state \
         is State.ARMED
+    bot = Principal("bot-1", Role.EXECUTOR)  # with authentication: who sent it (49h)
+    with pytest.raises(CapacityExceeded):
+        guard.heartbeat("other", Scope(ScopeKind.STRATEGY, "arb"), 1.0, caller=bot)
+    assert [t.actor for t in store.load().current if t.scope.id == "arb"] == ["bot-1"]

@@ -2721,7 +2721,7 @@ type ScopeState struct {
 	Latches []*Latch `protobuf:"bytes,16,rep,name=latches,proto3" json:"latches,omitempty"`
 	// Four-eyes: what the pending reset asks, as its first operator sent it, so that the
 	// second sees what they approve: its reason, whether it is forced, and the latches it
-	// lifts (none listed: all of them).
+	// lifts (those it named, or every latch the scope held when it was asked).
 	ResetRequestReason  string   `protobuf:"bytes,17,opt,name=reset_request_reason,json=resetRequestReason,proto3" json:"reset_request_reason,omitempty"`
 	ResetRequestForce   bool     `protobuf:"varint,18,opt,name=reset_request_force,json=resetRequestForce,proto3" json:"reset_request_force,omitempty"`
 	ResetRequestLatches []string `protobuf:"bytes,19,rep,name=reset_request_latches,json=resetRequestLatches,proto3" json:"reset_request_latches,omitempty"`

@@ -42,9 +42,9 @@ class _Target:
         # ntfy topic), the path or the query (reviews 40g, 40h, 40k).
         self.name = f"alerts.urls[{index}] {self.apprise[0].url(privacy=True).split(':')[0]}"
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=queue_size)
-        # Per scope, the Alert.repeats of its latest alert queued, not yet sent, if that is
-        # one a repeat may merge into (Alert.scope).
-        self.waiting: dict[str, str] = {}
+        # Per scope (Alert.scope), the Alert.repeats of the repeats queued since its last
+        # alert that was news, not yet sent: a repeat merges into one of these only.
+        self.waiting: dict[str, set[str]] = {}
         self.sending: Alert | None = None
         self.worker: asyncio.Task[None] | None = None
 
@@ -95,7 +95,7 @@ class AppriseAlertSink(AlertSink):
             if self._stopped:
                 self._drop(target, alert, "alerts are stopped")
                 continue
-            if alert.repeats and target.waiting.get(alert.scope) == alert.repeats:
+            if alert.repeats and alert.repeats in target.waiting.get(alert.scope, ()):
                 self.merged += 1
                 log.info("alert v%d %r to %s merged into the one like it waiting",
                          alert.version, alert.title, target.name)
@@ -106,7 +106,7 @@ class AppriseAlertSink(AlertSink):
                 self._drop(target, alert, f"queue full ({self.settings.queue_size})")
                 continue
             if alert.repeats:
-                target.waiting[alert.scope] = alert.repeats
+                target.waiting.setdefault(alert.scope, set()).add(alert.repeats)
             elif alert.scope:  # news of the scope: nothing before it takes a repeat
                 target.waiting.pop(alert.scope, None)
 
@@ -146,8 +146,10 @@ class AppriseAlertSink(AlertSink):
     async def _deliver(self, target: _Target) -> None:
         while True:
             alert = target.sending = await target.queue.get()
-            if alert.repeats and target.waiting.get(alert.scope) == alert.repeats:
-                del target.waiting[alert.scope]  # sent now: a later repeat is news again
+            if (keys := target.waiting.get(alert.scope)) is not None:
+                keys.discard(alert.repeats)  # sent now: a later repeat is news again
+                if not keys:
+                    del target.waiting[alert.scope]
             try:
                 await self._send(target, alert)
             except Exception:  # a bug in one send must not end this URL's deliveries

@@ -1161,7 +1161,7 @@ export type ScopeState = Message<"ess.v1.ScopeState"> & {
   /**
    * Four-eyes: what the pending reset asks, as its first operator sent it, so that the
    * second sees what they approve: its reason, whether it is forced, and the latches it
-   * lifts (none listed: all of them).
+   * lifts (those it named, or every latch the scope held when it was asked).
    *
    * @generated from field: string reset_request_reason = 17;
    */
