@@ -33,9 +33,10 @@ class Alert:
     # with other directives is news (review 36f: a panic's cancel and flatten on a halted
     # GLOBAL were merged into the halt's alert, and never sent).
     repeats: str = ""
-    # The scope it is about ("": none): a repeat merges only into the latest alert queued
-    # for its scope (review 49g: an operator's stop, repeating a trip queued before a
-    # reset, was merged into that trip's alert, and the last alert said the scope reset).
+    # The scope it is about ("": none): a repeat merges only into one queued after the
+    # scope's last alert that was news (review 49g: an operator's stop, repeating a trip
+    # queued before a reset, was merged into that trip's alert, and the last alert said
+    # the scope was reset).
     scope: str = ""
 
 
