@@ -227,8 +227,9 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
             failed = error
     stands, failed_closed = _where_it_stands(sidecar, request)
     out.note(f"essctl: the stop was not acknowledged; {stands}")
-    if failed.code() is grpc.StatusCode.UNAVAILABLE and failed_closed:  # review 38g: the
-        # scope read ARMED while its trip, held in memory, denied its orders
+    unavailable = grpc.StatusCode.UNAVAILABLE in (first.code(), failed.code())  # 49i: or
+    if unavailable and failed_closed:  # first; review 38g: the scope read ARMED while its
+        # trip, held in memory, denied its orders
         out.note("essctl: a stop the sidecar could not store may still deny orders from its"
                  " memory, but a restart may drop it (and GLOBAL's fail-closed trip; or keep"
                  " what reached the disk: review 39f): send it again once the sidecar's"

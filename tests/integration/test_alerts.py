@@ -395,6 +395,24 @@ async def test_a_renewed_trip_after_other_news_of_its_scope_is_never_merged_behi
     assert "HALT x, it is running away" in delivered[3]["message"]
 
 
+async def test_a_renewed_trip_never_merges_past_news_of_its_scope_that_was_dropped(
+        sinks: Callable[..., AppriseAlertSink]) -> None:
+    """Review 49i: with the queue full, a reset and a halt again were dropped, and the
+    next renewal was merged into the alert queued before them: the last alert sent named
+    a state the scope had left. It is dropped too, and counted."""
+    account = Scope(ScopeKind.ACCOUNT, "acc-1")
+    renewed = Transition(1, START, account, State.TRIPPED, State.TRIPPED, Cause.TRIGGER,
+                         "halt", "bot")
+    lifted = Transition(3, START, account, State.TRIPPED, State.REDUCE_ONLY, Cause.RESET,
+                        "halt lifted", "alice")
+    again = Transition(4, START, account, State.REDUCE_ONLY, State.TRIPPED, Cause.TRIGGER,
+                       "HALT again", "carol")
+    sink = sinks(dead_url(), queue_size=2)  # not started: the queue stays full
+    sink.notify([renewed, trip(2, "other"), lifted, again,
+                 dataclasses.replace(renewed, version=5)])
+    assert (sink.merged, sink.dropped) == (0, 3)
+
+
 async def test_a_renewed_trip_with_directives_is_never_merged_into_one_without(
         sinks: Callable[..., AppriseAlertSink], receiver: Receiver) -> None:
     """Review 36f: GLOBAL halted, and halted again (renewed) by another executor, then a

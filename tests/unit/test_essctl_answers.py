@@ -16,7 +16,7 @@ import pytest
 from ess.v1 import guard_pb2 as pb
 from ess_sidecar.domain.scopes import Scope
 from ess_sidecar.essctl.commands import STOP_AGAIN_S, run_check, run_trigger
-from ess_sidecar.essctl.connection import Exit, Failed
+from ess_sidecar.essctl.connection import Exit, Failed, describe
 from ess_sidecar.essctl.drill import Drill
 from ess_sidecar.essctl.orders import run_clear
 from ess_sidecar.essctl.render import Output
@@ -152,8 +152,10 @@ def test_a_stop_that_finds_the_sidecar_unavailable_is_sent_again_waiting_for_it(
      [Refusal(grpc.StatusCode.UNAVAILABLE)], "cannot say whether trading stopped (UNAVAILABLE)"),
     ([Refusal(grpc.StatusCode.UNAVAILABLE, "failed to connect"), LATE],
      [Refusal(grpc.StatusCode.UNAVAILABLE)], "cannot say whether trading stopped (UNAVAILABLE)"),
+    ([Refusal(grpc.StatusCode.UNAVAILABLE, "state store write failed: disk full"), LATE],
+     [GLOBAL_TRIPPED], "the sidecar says GLOBAL is TRIPPED"),
 ], ids=["unstored", "unapplied", "re-arming", "drill", "unknown", "unreachable",
-        "never-reached"])
+        "never-reached", "unstored-then-late"])
 def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, state, told):
     """Review 35: the operator saw only the error, whether the sidecar halted in memory
     (a full disk) or never applied the stop."""
@@ -164,10 +166,9 @@ def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, sta
         assert str(raised.value) == ("DEADLINE_EXCEEDED: the stop was sent twice, and no"
                                      " answer came within 5 s, then 30 s")
     elif refusals[-1] is LATE:  # review 49h: it said "sent twice" of a sidecar never reached
-        assert str(raised.value) == (
-            "UNAVAILABLE: cannot reach the sidecar at unix:/run/ess.sock: failed to connect"
-            " (is it running? check --target / ESS_TARGET); sent again, no answer within 30 s"
-            " more")
+        assert str(raised.value) == describe(refusals[0], ScriptedSidecar.options) + \
+            "; sent again, no answer within 30 s more"
+        assert "check --target" in str(raised.value) or "disk full" in str(raised.value)
     else:
         assert raised.value is refusals[-1]
     said = capsys.readouterr().err

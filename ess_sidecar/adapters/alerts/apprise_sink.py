@@ -100,6 +100,8 @@ class AppriseAlertSink(AlertSink):
                 log.info("alert v%d %r to %s merged into the one like it waiting",
                          alert.version, alert.title, target.name)
                 continue
+            if not alert.repeats and alert.scope:  # news of the scope, queued or dropped:
+                target.waiting.pop(alert.scope, None)  # nothing before it takes a repeat
             try:
                 target.queue.put_nowait(alert)
             except asyncio.QueueFull:
@@ -107,8 +109,6 @@ class AppriseAlertSink(AlertSink):
                 continue
             if alert.repeats:
                 target.waiting.setdefault(alert.scope, set()).add(alert.repeats)
-            elif alert.scope:  # news of the scope: nothing before it takes a repeat
-                target.waiting.pop(alert.scope, None)
 
     def _drop(self, target: _Target, alert: Alert, why: str) -> None:
         self.dropped += 1
