@@ -228,11 +228,19 @@ def _guarded(handle: Callable, permission: Permission, authenticator: Authentica
     return guarded
 
 
-def _serializer(response_type: type[Message]) -> Callable[[Any], bytes]:
-    """A method may answer with a message already serialized (WatchState: one
-    transition's bytes to every watcher; CheckOrderStream: each answer from one reused
-    message; GetState: its scopes' parts joined); anything else is serialized as usual."""
+# Unary methods that may answer with their message already serialized (GetState: its
+# scopes' parts joined); the others, CheckOrder among them, pay no test for it.
+ANSWERED_IN_BYTES = frozenset({"GetState"})
+
+
+def _serializer(response_type: type[Message], passes_bytes: bool) -> Callable[[Any], bytes]:
+    """`passes_bytes`: the method may answer with a message already serialized
+    (WatchState: one transition's bytes to every watcher; CheckOrderStream: each answer
+    from one reused message; ANSWERED_IN_BYTES), sent as it is; anything else is
+    serialized as usual."""
     serialize = response_type.SerializeToString
+    if not passes_bytes:
+        return serialize
 
     def serialized(message: Any) -> bytes:
         return message if type(message) is bytes else serialize(message)
@@ -263,7 +271,9 @@ def add_guard_service(servicer: object, server: grpc.aio.Server,
             handle = _guarded(handle, PERMISSIONS[method.name], authenticator,
                               method.client_streaming)
         handlers[method.name] = make_handler(
-            handle, response_serializer=_serializer(GetMessageClass(method.output_type)))
+            handle, response_serializer=_serializer(
+                GetMessageClass(method.output_type),
+                method.server_streaming or method.name in ANSWERED_IN_BYTES))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
