@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .adapters.collector import FreezeAfterLongCollections
 from .adapters.storage.journal import journal_path
 from .domain.errors import InvalidConfig
 from .bootstrap import open_alerts, open_credentials, open_principals
@@ -70,6 +71,16 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve(settings: Settings) -> int:
+    """Serve until stopped. Long full garbage collections freeze what survived them from
+    before the state is loaded (adapters/collector.py): its replay remembers orders too."""
+    collections = FreezeAfterLongCollections().install()
+    try:
+        return _serve_collected(settings)
+    finally:
+        collections.uninstall()
+
+
+def _serve_collected(settings: Settings) -> int:
     from .adapters.grpc.server import SocketPathError, serve  # noqa: PLC0415 - grpc only here
     from .bootstrap import build, server_parts  # noqa: PLC0415
     try:
