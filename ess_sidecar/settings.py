@@ -25,7 +25,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
     SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from .domain.approvals import ApprovalPolicy
-from .domain.breakers import DEFAULT_RULES, WINDOWED, BreakerRule, BreakerSettings
+from .domain.breakers import DEBOUNCED, DEFAULT_RULES, WINDOWED, BreakerRule, \
+    BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
 from .domain.errors import InvalidArgument, InvalidConfig
 from .domain.ids import canonical_symbol, fold_symbol
@@ -688,6 +689,10 @@ def _rules(prefix: str, given: dict[str, BreakerSettingsModel],
         if model.window_s and name not in WINDOWED:  # review 36s: ignored (0: none, as is)
             raise InvalidConfig(f"{prefix}.{name}.window_s", "this breaker has no window"
                                 f" (those with one: {', '.join(sorted(WINDOWED))})")
+        if model.consecutive not in (None, 1) and name not in DEBOUNCED:  # known gap 2
+            raise InvalidConfig(f"{prefix}.{name}.consecutive", "this breaker trips on the"
+                                " event: it counts no consecutive breaches (those that do:"
+                                f" {', '.join(sorted(DEBOUNCED))})")
         rules[name] = model.over(base[name])
         if not rules[name].enabled and model.given() and model.enabled is None:
             raise InvalidConfig(f"{prefix}.{name}", "sets a breaker that stays off (it is"  # 42f

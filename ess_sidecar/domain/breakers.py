@@ -104,6 +104,8 @@ EVENT_BREAKERS = {
 }
 EVENT_WINDOWS = frozenset(EVENT_BREAKERS.values()) | {Breaker.FAILED_TRADES}
 WINDOWED = EVENT_WINDOWS | {Breaker.DATA_FEED_STALE}
+# Breakers whose `consecutive` counts breaching samples; the others trip on the event.
+DEBOUNCED = frozenset(LEVEL_BREAKERS.values())
 # Breakers tripped by one event, with no condition that goes on holding.
 ONE_OFF = frozenset({Breaker.DATA_FEED_CORRUPT, Breaker.UNCHECKED_ORDER})
 

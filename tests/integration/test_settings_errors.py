@@ -147,6 +147,27 @@ def test_an_override_of_a_breaker_left_off_is_refused(tmp_path) -> None:
         assert rules.rule(scope, key.rsplit(".", 1)[1]).enabled is (enabled == "true")
 
 
+@pytest.mark.parametrize("breaker", ["api_errors", "failed_trades", "consecutive_losses",
+                                     "data_feed_stale", "heartbeat_lost"])
+def test_a_count_of_breaches_on_a_breaker_that_trips_on_the_event_is_refused(
+        tmp_path, breaker) -> None:
+    """Review 50b: `consecutive` on a breaker that counts no breaches (an event window, a
+    streak, a lost heartbeat) was taken, check-config OK, and did nothing. In [breakers]
+    and in a scope's override; 1, what it does anyway, is taken."""
+    config = tmp_path / "ess.toml"
+    for section in (f"[breakers.{breaker}]",
+                    f'[scopes."STRATEGY:momo".breakers.{breaker}]\nenabled = true'):
+        config.write_text(f"{section}\nconsecutive = 3\n")
+        with pytest.raises(InvalidConfig, match="counts no consecutive breaches") as raised:
+            load_settings(config)
+        assert raised.value.key.endswith(f"breakers.{breaker}.consecutive"), raised.value
+        config.write_text(f"{section}\nconsecutive = 1\n")
+        load_settings(config).guard_config()
+    config.write_text("[breakers.open_loss_pct]\nconsecutive = 3\n")  # a level: counted
+    assert load_settings(config).guard_config().breakers.rule(
+        GLOBAL, "open_loss_pct").consecutive == 3
+
+
 def test_a_null_in_a_section_given_as_json_is_refused(monkeypatch, tmp_path) -> None:
     """Review 36s: null read as "not set", and the file's cap of 5 became the default 0
     (off)."""
