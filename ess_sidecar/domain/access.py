@@ -28,6 +28,7 @@ class Role(enum.Enum):
     EXECUTOR = "executor"
     OPERATOR = "operator"
     RECONCILER = "reconciler"  # a drop-copy feed: fills and order updates, nothing else
+    WATCHER = "watcher"  # a dashboard, the fan-out process: reads the state, nothing else
 
     @property
     def permissions(self) -> frozenset[Permission]:
@@ -41,6 +42,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: _EXECUTOR | {Permission.RESET, Permission.READ_HISTORY,
                                 Permission.CLEAR_WORKING_ORDERS},
     Role.RECONCILER: frozenset({Permission.REPORT_EXECUTION}),
+    Role.WATCHER: frozenset({Permission.READ_STATE}),
 }
 
 

@@ -22,17 +22,19 @@ from ess_sidecar.domain.errors import InvalidConfig, Unauthenticated
 from tests.integration.conftest import Running, order, strategy_scope
 from tests.integration.test_metrics import scrape
 
-ROLES = ("executor", "operator", "reconciler")
+ROLES = ("executor", "operator", "reconciler", "watcher")
 
 # Executors check, report, heartbeat, read state, watch and trigger; operators also reset,
 # clear working orders and read the audit trail; a reconciler (a drop-copy feed) reports
-# fills and order updates, nothing else.
+# fills and order updates, nothing else; a watcher (a dashboard) reads and watches the
+# state, nothing else.
 EVERYONE, OPERATORS = {"executor", "operator"}, {"operator"}
 EXECUTION = {"executor", "operator", "reconciler"}
+READERS = {"executor", "operator", "watcher"}
 MAY_CALL = {
     "CheckOrder": EVERYONE, "CheckOrderStream": EVERYONE, "ReportMetric": EVERYONE,
     "ReportFill": EXECUTION, "ReportOrderUpdate": EXECUTION, "SyncPositions": EVERYONE,
-    "Heartbeat": EVERYONE, "Trigger": EVERYONE, "GetState": EVERYONE, "WatchState": EVERYONE,
+    "Heartbeat": EVERYONE, "Trigger": EVERYONE, "GetState": READERS, "WatchState": READERS,
     "Reset": OPERATORS, "ListEvents": OPERATORS, "ClearWorkingOrders": OPERATORS,
 }
 
