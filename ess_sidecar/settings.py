@@ -17,10 +17,10 @@ import re
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, \
-    field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, \
+    ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, \
     SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
@@ -129,14 +129,26 @@ def _path(value: str) -> str:
 MAX_SOCKET_PATH = 107
 
 
+def _socket_path(value: str) -> str:
+    if len(os.fsencode(_path(value))) > MAX_SOCKET_PATH:
+        raise ValueError(f"a Unix socket's path is at most {MAX_SOCKET_PATH} bytes")
+    if "%" in value:  # review 40l: gRPC decodes %41 as A, and took a live sidecar's socket
+        raise ValueError("must not hold '%' (gRPC reads %XX as a byte)")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(lambda value: _host_port(value))]
+SocketPath = Annotated[str, AfterValidator(_socket_path)]
+
+
 # Fewer places an address than this and one executor could keep an operator's stop out
 # (review 45a: at 1, one executor on the Unix socket kept `essctl trigger` out).
 MIN_CONNECTIONS = 8
 
 
 class ServerSettings(_Section):
-    listen: str = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
-    uds: str = Field("", description="Unix socket path (the fastest same-host path)")
+    listen: HostPort = Field("127.0.0.1:50051", description="TCP host:port; empty for none")
+    uds: SocketPath = Field("", description="Unix socket path (the fastest same-host path)")
     grace_s: float = Field(5.0, ge=0, le=60, description="on shutdown, after the drain:"
                           " how long in-flight calls may finish (and, again, alerts)")
     insecure: bool = Field(False, description="allow a non-loopback listen address with"
@@ -157,20 +169,6 @@ class ServerSettings(_Section):
         " it comes, so a flood on one address leaves the others, and the file descriptors"
         " the state needs, free; lowered to fit the open-files limit (at least 8: fewer,"
         " and one executor could keep an operator's stop out)")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_address(cls, value: str) -> str:
-        return _host_port(value)
-
-    @field_validator("uds")
-    @classmethod
-    def _socket_path(cls, value: str) -> str:
-        if len(os.fsencode(_path(value))) > MAX_SOCKET_PATH:
-            raise ValueError(f"a Unix socket's path is at most {MAX_SOCKET_PATH} bytes")
-        if "%" in value:  # review 40l: gRPC decodes %41 as A, and took a live sidecar's
-            raise ValueError("must not hold '%' (gRPC reads %XX as a byte)")  # socket
-        return value
 
 
 class ShutdownSettings(_Section):
@@ -257,6 +255,18 @@ class WatchSettings(_Section):
     max_scopes: int = Field(1024, ge=1, le=100_000,
                             description="scopes one WatchState names (none: every scope);"
                             " more: INVALID_ARGUMENT")
+    fanout_listen: HostPort = Field("", description="TCP host:port where a process of its"
+                                    " own serves WatchState (only) to many watchers, off the"
+                                    " decisions' process (TLS as server.listen); empty for"
+                                    " none")
+    fanout_uds: SocketPath = Field("", description="Unix socket path of that process;"
+                                   " empty for none")
+    fanout_max_watchers: int = Field(1000, ge=1, le=100_000, description="WatchState"
+                                     " streams the fan-out process serves at once; more:"
+                                     " UNAVAILABLE")
+
+    def fans_out(self) -> bool:
+        return bool(self.fanout_listen or self.fanout_uds)
 
 
 class TimerSettings(_Section):
@@ -586,6 +596,13 @@ class Settings(BaseSettings):
                                 " and authentication is off (auth.tokens_file): anyone who"
                                 " can reach it could reset trips; configure tokens, or pass"
                                 " --insecure (server.insecure) to serve it anyway")
+        fanout = self.watch.fanout_listen
+        if fanout and not is_loopback(fanout) and not self.authenticates() \
+                and not server.insecure:
+            raise InvalidConfig("watch.fanout_listen", f"{fanout} is not a loopback address"
+                                " and authentication is off (auth.tokens_file): anyone who"
+                                " can reach it could watch every scope; configure tokens, or"
+                                " pass --insecure (server.insecure) to serve it anyway")
 
     def check_serves(self) -> None:
         """Something to serve on (asked by `serve` and `check-config`: a guard built in
@@ -598,6 +615,14 @@ class Settings(BaseSettings):
         if listen and metrics and _same_port(listen, metrics):
             raise InvalidConfig("telemetry.metrics_listen", f"{metrics} and server.listen"
                                 f" {listen} take one port: one of them cannot be bound")
+        fanout = self.watch.fanout_listen
+        for key, other in (("server.listen", listen), ("telemetry.metrics_listen", metrics)):
+            if fanout and other and _same_port(fanout, other):
+                raise InvalidConfig("watch.fanout_listen", f"{fanout} and {key} {other} take"
+                                    " one port: one of them cannot be bound")
+        if self.watch.fanout_uds and self.watch.fanout_uds == self.server.uds:
+            raise InvalidConfig("watch.fanout_uds", f"{self.server.uds} is server.uds too:"
+                                " one of them cannot be bound")
         if metrics and not self.telemetry.enabled:  # review 44d: /healthz went unserved
             raise InvalidConfig("telemetry.metrics_listen", f"{metrics} is set and"
                                 " telemetry.enabled is false, which serves no endpoint"

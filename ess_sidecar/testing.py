@@ -155,7 +155,8 @@ class SidecarProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def children(self) -> list[int]:
-        """The pids of the running sidecar's child processes (its journal's syncer)."""
+        """The pids of the running sidecar's child processes (its journal's syncer, the
+        fan-out process)."""
         assert self.process is not None
         children: list[int] = []
         with contextlib.suppress(FileNotFoundError):  # the process ended meanwhile
@@ -163,6 +164,16 @@ class SidecarProcess:
                 with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
                     children += [int(c) for c in (task / "children").read_text().split()]
         return children
+
+    def children_named(self, word: str) -> list[int]:
+        """The pids of its children whose command line holds `word` ("grpc.fanout",
+        "storage.syncer")."""
+        named = []
+        for pid in self.children():
+            with contextlib.suppress(FileNotFoundError):
+                if word.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    named.append(pid)
+        return named
 
     def kill(self, timeout_s: float = 10.0, resume: Iterable[int] = ()) -> None:
         """SIGKILL the sidecar, and wait until it and its syncer have exited: the syncer

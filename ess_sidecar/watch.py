@@ -1,14 +1,26 @@
-"""Fan-out of transitions to WatchState subscribers, each with a bounded queue."""
+"""Fan-out of transitions to WatchState subscribers, each with a bounded queue: the
+sidecar's own (of `Transition`s) and the fan-out process's (of the feed's serialized
+transitions, `adapters/grpc/fanout.py`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from .domain.errors import Busy, InvalidArgument, ShuttingDown, SubscriberTooSlow
 from .domain.scopes import Scope
-from .domain.states import Transition
+
+
+class Published(Protocol):
+    """What a subscription queues: a `Transition`, or the fan-out's `Relayed`."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 class Subscription:
@@ -19,6 +31,9 @@ class Subscription:
     def __init__(self, scopes: frozenset[Scope], queue_size: int,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.scopes = scopes
+        # Transitions up to `after` are not offered: a snapshot covered them (a watcher of
+        # the fan-out process, served from the version its snapshot gave).
+        self.after = 0
         self.delivered = 0
         # When its stream was last handed a message (`next` returned), and whether it waits
         # for one now: away since, its stream is held sending it (a peer that reads nothing).
@@ -27,13 +42,15 @@ class Subscription:
         self._ended = ""  # why its place was taken (Subscribers): its next() says so
         self._queue_size = queue_size
         # Unbounded underneath so close() always fits; offer() enforces the bound.
-        self._queue: asyncio.Queue[Transition | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Published | None] = asyncio.Queue()
         self._overflowed = False
+        self._closed = "the sidecar is shutting down"
 
-    def matches(self, transition: Transition) -> bool:
-        return not self.scopes or transition.scope in self.scopes
+    def matches(self, transition: Published) -> bool:
+        return transition.version > self.after and (
+            not self.scopes or transition.scope in self.scopes)
 
-    def offer(self, transition: Transition) -> bool:
+    def offer(self, transition: Published) -> bool:
         """Queue a transition without waiting; False if the watcher is too slow."""
         if self._queue.qsize() >= self._queue_size:
             self._overflowed = True
@@ -41,11 +58,13 @@ class Subscription:
         self._queue.put_nowait(transition)
         return True
 
-    def close(self) -> None:
-        """End the stream after what is queued (shutdown)."""
+    def close(self, why: str = "") -> None:
+        """End the stream after what is queued: ShuttingDown, saying `why` (by default
+        that the sidecar is shutting down)."""
+        self._closed = why or self._closed
         self._queue.put_nowait(None)
 
-    async def next(self, timeout: float) -> Transition | None:
+    async def next(self, timeout: float) -> Published | None:
         """The next transition, or None when `timeout` passes with none queued (so every
         transition published so far has been delivered: a heartbeat may say so). Raises
         SubscriberTooSlow once the queue is drained after an overflow, and ShuttingDown
@@ -81,9 +100,9 @@ class Subscription:
         cancelled, a watcher that read again got nothing, no status, and went stale)."""
         self._ended = why
 
-    def _delivered(self, transition: Transition | None) -> Transition:
+    def _delivered(self, transition: Published | None) -> Published:
         if transition is None:
-            raise ShuttingDown("the sidecar is shutting down; resubscribe with"
+            raise ShuttingDown(f"{self._closed}; resubscribe with"
                                f" from_version={self.delivered}")
         self.delivered = transition.version
         return transition
@@ -152,7 +171,7 @@ class Subscribers:
     def remove(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
-    def publish(self, transitions: Iterable[Transition]) -> None:
+    def publish(self, transitions: Iterable[Published]) -> None:
         """Hand transitions to every matching watcher; never waits."""
         for transition in transitions:
             for subscription in list(self._subscriptions):
@@ -162,6 +181,11 @@ class Subscribers:
     def close_all(self) -> None:
         """End every watch (after what each has queued) and refuse new ones: shutdown."""
         self._closed = True
+        self.end_all()
+
+    def end_all(self, why: str = "") -> None:
+        """End every watch after what each has queued, with ShuttingDown saying `why`; new
+        ones are still taken (the fan-out's feed lost, and opened again)."""
         for subscription in self._subscriptions:
-            subscription.close()
+            subscription.close(why)
         self._subscriptions.clear()

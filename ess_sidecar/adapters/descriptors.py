@@ -5,7 +5,9 @@ would be out of its range (ValueError), and a journal waiting on its syncer woul
 
 from __future__ import annotations
 
+import contextlib
 import select
+import sys
 
 READABLE, WRITABLE = select.POLLIN, select.POLLOUT
 
@@ -16,3 +18,14 @@ def ready(fd: int, timeout_s: float | None, events: int = READABLE) -> bool:
     poller = select.poll()
     poller.register(fd, events)
     return bool(poller.poll(None if timeout_s is None else max(0.0, timeout_s) * 1000.0))
+
+
+def python_stderr() -> int | None:
+    """Where this process's Python writes its errors, for a child's (the journal's
+    syncer, the fan-out process): serving, a blocking descriptor of stderr, where
+    descriptor 2 may be one that drops what finds it full (`logs.descriptor_2_never_waits`:
+    a child's traceback would lose its start). None (inherit descriptor 2) where
+    sys.stderr has no descriptor (a test's capture)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return sys.stderr.fileno()
+    return None

@@ -41,6 +41,33 @@ def test_a_public_address_is_served_with_tokens_or_when_told_insecure(tokens_fil
     load_settings(None, server={"listen": "0.0.0.0:50051", "insecure": True})
 
 
+def test_a_public_fanout_address_needs_authentication_too(tokens_file: str) -> None:
+    """The fan-out process serves every scope's state to whoever reaches it."""
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None, watch={"fanout_listen": "0.0.0.0:50052"})
+    assert raised.value.key == "watch.fanout_listen" and "--insecure" in str(raised.value)
+    load_settings(None, watch={"fanout_listen": "0.0.0.0:50052"},
+                  auth={"tokens_file": tokens_file})
+    load_settings(None, watch={"fanout_listen": "0.0.0.0:50052"}, server={"insecure": True})
+    load_settings(None, watch={"fanout_listen": "127.0.0.1:50052"})
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"watch": {"fanout_listen": "127.0.0.1:50051"}}, "watch.fanout_listen"),
+    ({"watch": {"fanout_listen": "127.0.0.1:9464"},
+      "telemetry": {"metrics_listen": "127.0.0.1:9464"}}, "watch.fanout_listen"),
+    ({"watch": {"fanout_uds": "/tmp/ess.sock"}, "server": {"uds": "/tmp/ess.sock"}},
+     "watch.fanout_uds"),
+    ({"watch": {"fanout_listen": "127.0.0.1:99999"}}, "watch.fanout_listen"),
+    ({"watch": {"fanout_uds": "/tmp/%41.sock"}}, "watch.fanout_uds"),
+], ids=["the sidecar's port", "the metrics port", "the sidecar's socket", "no port",
+        "a percent sign"])
+def test_a_fanout_address_that_cannot_be_served_is_refused(settings: dict, key: str) -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(None, **settings).check_serves()
+    assert raised.value.key == key, raised.value
+
+
 def test_four_eyes_needs_authentication(tokens_file: str) -> None:
     with pytest.raises(InvalidConfig) as raised:
         load_settings(None, reset={"require_approvals": 2})

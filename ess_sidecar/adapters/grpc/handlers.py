@@ -254,8 +254,10 @@ _KINDS = {(False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
 
 def add_guard_service(servicer: object, server: grpc.aio.Server,
                       authenticator: Authenticator | None = None,
-                      wrap_streams: Callable[[str, Callable], Callable] | None = None) -> None:
-    """Register every GuardService method of `servicer`, as the generated code would;
+                      wrap_streams: Callable[[str, Callable], Callable] | None = None,
+                      methods: frozenset[str] | None = None) -> None:
+    """Register every GuardService method of `servicer` (or those named in `methods`: the
+    others are UNIMPLEMENTED), as the generated code would;
     with an authenticator, each method admits only the roles its permission allows.
     `wrap_streams(method path, handle)` wraps each streaming method (its span: the
     instrumentation's interceptor would make a generator of it), inside the authenticator,
@@ -263,6 +265,8 @@ def add_guard_service(servicer: object, server: grpc.aio.Server,
     and its trace headers are never read (review 39d)."""
     handlers = {}
     for method in SERVICE.methods:
+        if methods is not None and method.name not in methods:
+            continue
         wrap, make_handler = _KINDS[(method.client_streaming, method.server_streaming)]
         handle = wrap(getattr(servicer, method.name), GetMessageClass(method.input_type))
         if wrap_streams is not None and method.server_streaming:

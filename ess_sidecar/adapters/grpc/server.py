@@ -28,6 +28,7 @@ from ...service import Guard
 from ...settings import MIN_CONNECTIONS, ServerSettings, Settings
 from ...timers import Timers
 from .auth import Authenticator
+from .fanout import FanoutProcess
 from .handlers import RefusedAsItStarts, add_guard_service
 from .health import DrainingHealthServicer, MethodResolvingPool, add_health, add_reflection
 from .security import warn_about_security
@@ -140,7 +141,7 @@ class SocketPathError(Exception):
     removed. The message starts with the settings key."""
 
 
-def claim_unix_socket(path: str) -> None:
+def claim_unix_socket(path: str, key: str = "server.uds") -> None:
     """Make `path` free to bind: remove a socket left by a dead process, but never a live
     server's socket (that would silently take its clients) nor anything that is not a
     socket. Raises SocketPathError."""
@@ -149,9 +150,9 @@ def claim_unix_socket(path: str) -> None:
     except FileNotFoundError:
         return
     except OSError as error:
-        raise SocketPathError(f"server.uds: cannot inspect unix:{path}: {error}") from error
+        raise SocketPathError(f"{key}: cannot inspect unix:{path}: {error}") from error
     if not stat.S_ISSOCK(mode):
-        raise SocketPathError(f"server.uds: unix:{path} exists and is not a socket; not"
+        raise SocketPathError(f"{key}: unix:{path} exists and is not a socket; not"
                               " removing it")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(2.0)
@@ -162,17 +163,17 @@ def claim_unix_socket(path: str) -> None:
         except FileNotFoundError:
             return  # removed meanwhile
         except OSError as error:  # a timeout (full backlog) or no permission: not ours
-            raise SocketPathError(f"server.uds: cannot tell whether unix:{path} is in use:"
+            raise SocketPathError(f"{key}: cannot tell whether unix:{path} is in use:"
                                   f" {error}; not removing it") from error
         else:
-            raise SocketPathError(f"server.uds: another process is serving on unix:{path}")
+            raise SocketPathError(f"{key}: another process is serving on unix:{path}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     log.info("removed stale socket %s", path)
 
 
 def bind_tcp(server: grpc.aio.Server, listen: str,
-             credentials: grpc.ServerCredentials | None) -> str:
+             credentials: grpc.ServerCredentials | None, key: str = "server.listen") -> str:
     """Bind every address of `listen` exclusively; the bound host:port. Raises
     SocketPathError naming server.listen when one is taken or cannot be bound. A host
     name is resolved here and each address bound on its own: given a name, gRPC binds
@@ -180,13 +181,13 @@ def bind_tcp(server: grpc.aio.Server, listen: str,
     would serve on ::1 alone, and clients would reach one sidecar or the other."""
     host, _, port_text = listen.rpartition(":")
     port = int(port_text) if port_text.isdigit() else port_text
-    for address in _addresses(host, listen):
+    for address in _addresses(host, listen, key):
         target = f"{address}:{port}"
         try:
             bound = server.add_secure_port(target, credentials) if credentials is not None \
                 else server.add_insecure_port(target)
         except RuntimeError as error:  # grpcio's "Failed to bind to address ..."
-            raise SocketPathError(f"server.listen: cannot bind {target} ({listen}): in use"
+            raise SocketPathError(f"{key}: cannot bind {target} ({listen}): in use"
                                   " by another process, or not an address of this host"
                                   + (", or TLS files gRPC cannot serve with (a key type"
                                      " such as DSA, Ed448 or RSA-PSS: check-config says)"
@@ -196,7 +197,7 @@ def bind_tcp(server: grpc.aio.Server, listen: str,
     return f"{host}:{port}"
 
 
-def _addresses(host: str, listen: str) -> list[str]:
+def _addresses(host: str, listen: str, key: str = "server.listen") -> list[str]:
     """The host of `listen` as the literal addresses to bind (IPv6 in brackets): itself if
     it is one (or empty: every interface, as gRPC reads it), else what it resolves to."""
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -209,7 +210,7 @@ def _addresses(host: str, listen: str) -> list[str]:
     try:
         found = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
     except OSError as error:
-        raise SocketPathError(f"server.listen: {listen}: {bare} does not resolve ({error})")\
+        raise SocketPathError(f"{key}: {listen}: {bare} does not resolve ({error})")\
             from None
     literals = dict.fromkeys(info[4][0] for info in found)  # in order, once each
     return [f"[{a}]" if ":" in a else a for a in literals]
@@ -244,8 +245,11 @@ class Sidecar:
         early = (RefusedAsItStarts(parts.authenticator),) \
             if parts.authenticator is not None and not parts.settings.server.tls_client_ca else ()
         server_settings = parts.settings.server
-        connections = connections_per_address(server_settings,
-                                              listening_addresses(server_settings))
+        # WatchState served by a process of its own, fed over a private Unix socket
+        self.fanout = FanoutProcess(parts.settings, parts.authenticator) \
+            if parts.settings.watch.fans_out() else None
+        connections = connections_per_address(
+            server_settings, listening_addresses(server_settings) + bool(self.fanout))
         self.server = grpc.aio.server(interceptors=(*early, *parts.interceptors),
                                       options=server_options(server_settings, connections))
         self.metrics: MetricsServer | None = None
@@ -280,6 +284,8 @@ class Sidecar:
                 raise SocketPathError(f"server.uds: cannot bind unix:{server_settings.uds}"
                                       f" ({error})") from None
             self.addresses.append(f"unix:{server_settings.uds}")
+        if self.fanout is not None:
+            self.server.add_insecure_port(f"unix:{self.fanout.upstream}")
         if not self.addresses:
             raise ValueError("server.listen and server.uds are both empty: nothing to serve on")
         self._start_metrics()  # its port claimed before anything starts (review 44d)
@@ -295,13 +301,16 @@ class Sidecar:
         self.serving = True
         log.info("ess-sidecar serving on %s (event loop: %s)", ", ".join(self.addresses),
                  type(asyncio.get_running_loop()).__module__.partition(".")[0])
+        if self.fanout is not None:
+            await self.fanout.start()
         warn_about_security(self.parts.settings, self.parts.authenticator)
 
     async def stop(self) -> None:
         """Drain, then stop, within shutdown.timeout_s of the first call:
         1. health says NOT_SERVING (gRPC and /healthz) while every RPC is still answered,
            decisions included, for shutdown.drain_s, so that polling probes see it;
-        2. WatchState and health Watch streams end with UNAVAILABLE, new calls are
+        2. WatchState and health Watch streams end with UNAVAILABLE (the fan-out
+           process's too, then it is stopped), new calls are
            refused, and calls in flight get server.grace_s; from then on a check on an
            open CheckOrderStream ends it with UNAVAILABLE: a stop can no longer come in,
            so no order may be allowed;
@@ -325,6 +334,8 @@ class Sidecar:
             await self.server.stop(settings.server.grace_s)
         finally:
             try:
+                if self.fanout is not None:  # its watchers were ended with its feed
+                    await self.fanout.stop(settings.server.grace_s)
                 parts.timers.stop()
                 await parts.guard.drain()  # a command being stored finishes first
                 await parts.alerts.stop(settings.server.grace_s)

@@ -63,7 +63,7 @@ from ...domain.errors import StoreDamaged, StoreUnavailable
 from ...domain.orders import Order, Side
 from ...domain.states import Transition
 from ...ports import Journal, JournalEntry
-from ..descriptors import ready
+from ..descriptors import python_stderr, ready
 from .seal import Seal, SealUnreadable, read_regular
 from .syncer import HEADER, MAX_RECORD, QUIT, SYNC, WAKE, check_in_use, \
     seal_value  # the frame: both read
@@ -432,7 +432,7 @@ class FileJournal(Journal):
                  repr(self._interval), str(os.fstat(self._fd).st_size), str(count),
                  chain.hex(), str(count if sealed is None else sealed), self._genesis.hex(),
                  *self._locked],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=_python_stderr(),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=python_stderr(),
                 pass_fds=theirs)
         except BaseException:
             for fd in (self._commands, self._replies):
@@ -826,12 +826,3 @@ def _hints(kind: type) -> dict[str, Any]:
     return hints
 
 
-def _python_stderr() -> int | None:
-    """Where this process's Python writes its errors, for the syncer's: serving, a
-    blocking descriptor of stderr, where descriptor 2 may be one that drops what finds it
-    full (`logs.descriptor_2_never_waits`: a traceback of the syncer's would lose its
-    start). None (inherit descriptor 2) where sys.stderr has no descriptor (a test's
-    capture)."""
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        return sys.stderr.fileno()
-    return None

@@ -1,0 +1,462 @@
+"""WatchState served by a process of its own: the fan-out.
+
+Each WatchState message costs gRPC's write path 35 to 100 µs of CPU per watcher, on the
+interpreter that makes the decisions (docs/design.md, known gap 3): 200 watchers of a
+storm of 100 transitions a second take a whole core. With `watch.fanout_listen` or
+`watch.fanout_uds` set, the sidecar starts this process (`FanoutProcess`), which serves
+WatchState, and only it, on those addresses, to up to `watch.fanout_max_watchers`
+watchers; the sidecar writes each transition once, to it, however many watch.
+
+What a watcher gets is what the sidecar's own WatchState gives:
+- **The feed** is one WatchState stream from the sidecar over a Unix socket in a
+  directory only the sidecar's user may enter, under a principal of its own (`FEEDER`,
+  role `watcher`: it may read the state, nothing else) whose token is made at each start
+  and handed over on this process's standard input, never in its arguments or
+  environment. Each transition it brings is kept as the sidecar serialized it, the
+  latest `RING` of them, for the watchers that join.
+- **A watcher** is admitted as the sidecar admits one (the same tokens file,
+  certificates and roles; `watch.max_scopes`), and its request goes to the sidecar as it
+  came, under the feeder: the snapshot, or the replay after `from_version` with its
+  epoch checks, and any error (bad input, `OUT_OF_RANGE`) are the sidecar's own answer,
+  passed on byte for byte up to SNAPSHOT_END. From the version SNAPSHOT_END gives, the
+  watcher is served from the ring and then the feed: nothing after it is missed, nothing
+  repeated. One that joins past what the ring still holds is told to resume from that
+  version (RESOURCE_EXHAUSTED, as one cut off for being slow).
+- **Heartbeats**: after `watch.heartbeat_interval_s` with nothing sent, the latest version
+  the feed brought, its epoch, and the sidecar's time then plus what passed since; none
+  while the sidecar has been quiet longer than an interval and a second (idle, it sends
+  one every interval): this process never vouches for a sidecar that stopped talking. The
+  feed quiet for two intervals and a second is taken as lost.
+- **Slow watchers**: more than `watch.queue_size` transitions behind, one is ended after
+  what was queued, RESOURCE_EXHAUSTED with the version to resume from; one whose stream
+  has sent nothing for 10 s gives its place to a new one when every place is taken.
+- **The feed lost** (the sidecar stopping, or its stream ended): every watcher is ended
+  UNAVAILABLE with the version to resume from, health says NOT_SERVING, and the feed is
+  opened again (a watcher that comes meanwhile waits up to FEED_WAIT_S for it).
+- **The sidecar gone** (the pipe it holds open on this process's standard input ends):
+  this process stops. The sidecar starts it again if it ends otherwise.
+
+Checks, reports, stops and the other reads are UNIMPLEMENTED here: they go to the
+sidecar. This process makes no decision and writes nothing durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ess.v1 import guard_pb2 as pb
+
+from ...domain.access import Principal, Role
+from ...domain.errors import GuardError, ShuttingDown, SubscriberTooSlow
+from ...domain.scopes import Scope
+from ...watch import Subscribers, Subscription
+from ..auth.tokens import Principals, load_principals, new_token
+from ..descriptors import python_stderr
+from .auth import Authenticator
+from .errors import status_of
+from .handlers import RefusedAsItStarts, add_guard_service
+from .mapping import heartbeat_to_watch, scope_from_proto
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
+WATCH_METHOD = f"/{SERVICE_NAME}/WatchState"
+FEEDER = "ess-fanout"  # the fan-out's principal at the sidecar: the actor of nothing
+RING = 4096  # transitions kept for the watchers that join (at least watch.queue_size)
+FEED_WAIT_S = 5.0  # how long a watcher that comes while the feed is down waits for it
+SNAPSHOT_TIMEOUT_S = 60.0  # a watcher's snapshot, read from the sidecar and passed on
+SNAPSHOTS_AT_ONCE = 16  # snapshot calls to the sidecar in flight (each takes its place)
+STUCK_S = 10.0  # a watcher whose stream sent nothing this long gives its place
+# Its CPU priority below the sidecar's (nice(2)): on a busy machine the decisions and the
+# stops go first, and the watchers lag (each ended to resume once `watch.queue_size` behind).
+NICENESS = 10
+_PACKAGES = Path(__file__).resolve().parents[3]  # where ess_sidecar is, for the child
+CHILD = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
+         " from ess_sidecar.adapters.grpc.fanout import main; sys.exit(main())")
+
+
+@dataclass(frozen=True)
+class FanoutConfig:
+    """What the fan-out process is given on its standard input, as one line of JSON."""
+
+    upstream: str  # the sidecar's private Unix socket, "unix:PATH"
+    token: str  # the feeder's bearer token ("" with authentication off)
+    listen: str  # TCP host:port, or ""
+    uds: str  # Unix socket path, or ""
+    server: dict[str, Any]  # the sidecar's ServerSettings (TLS, connection caps, grace)
+    tokens_file: str  # "" with authentication off
+    heartbeat_s: float
+    queue_size: int
+    max_watchers: int
+    max_scopes: int
+    log_format: str
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A transition as the feed brought it: what a Subscription matches and counts
+    (scope, version), and the bytes every watcher is sent."""
+
+    version: int
+    scope: Scope
+    data: bytes
+
+
+@dataclass
+class Feed:
+    """The one WatchState stream from the sidecar, and the latest RING transitions."""
+
+    subscribers: Subscribers
+    ring_size: int
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    version: int = 0  # the latest version the feed brought
+    epoch: str = ""  # its epoch
+    start: int = -1  # the ring holds every transition after this version; -1: no feed
+    _time: float = 0.0  # the sidecar's time in the latest message that had one
+    _at: float = 0.0  # this process's monotonic clock then
+    _heard: float = 0.0  # this process's monotonic clock at the latest message
+    _ring: collections.deque[Relayed] = field(default_factory=collections.deque)
+
+    def follow(self, data: bytes) -> None:
+        """Take one message of the feed's stream."""
+        message = pb.WatchStateResponse.FromString(data)
+        kind = message.kind
+        self._heard = time.monotonic()
+        if kind == pb.WATCH_EVENT_KIND_SNAPSHOT:
+            return  # the state now: the ring starts after it
+        if message.HasField("time"):
+            self._time, self._at = message.time.ToNanoseconds() / 1e9, time.monotonic()
+        self.version, self.epoch = message.version, message.epoch
+        if kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+            self.start = message.version
+            self._ring.clear()
+            self.up.set()
+        elif kind == pb.WATCH_EVENT_KIND_TRANSITION:
+            relayed = Relayed(message.version, scope_from_proto(message.scope), data)
+            if len(self._ring) >= self.ring_size:
+                self.start = self._ring.popleft().version
+            self._ring.append(relayed)
+            self.subscribers.publish((relayed,))
+
+    def lost(self, why: str) -> None:
+        """The stream ended: every watcher is ended after what it was queued."""
+        self.up.clear()
+        self.start = -1
+        self._ring.clear()
+        self.subscribers.end_all(f"the fan-out lost its feed from the sidecar ({why})")
+
+    def join(self, scopes: list[Scope], after: int) -> Subscription:
+        """A watcher served every transition after `after` (its snapshot's version).
+        Raises SubscriberTooSlow if the ring no longer holds them all."""
+        if not self.up.is_set() or self.start > after:
+            raise SubscriberTooSlow(f"the fan-out no longer holds every transition after"
+                                    f" version {after}; resubscribe with"
+                                    f" from_version={after}")
+        subscription = self.subscribers.add(scopes)
+        subscription.after = subscription.delivered = after
+        for relayed in self._ring:
+            if subscription.matches(relayed) and not subscription.offer(relayed):
+                self.subscribers.remove(subscription)  # it says so once drained
+                break
+        return subscription
+
+    def fresh(self, within_s: float) -> bool:
+        """Whether the sidecar said anything within `within_s`: idle, it sends a heartbeat
+        every `watch.heartbeat_interval_s`."""
+        return time.monotonic() - self._heard <= within_s
+
+    def heartbeat(self, subscription: Subscription, epoch: str) -> bytes:
+        """A heartbeat for a watcher with nothing queued: the latest version it has been
+        given everything up to (its snapshot's, `epoch`, while the feed is behind it)."""
+        version = self.version
+        if version < subscription.delivered:
+            version = subscription.delivered
+        else:
+            epoch = self.epoch
+        now = self._time + (time.monotonic() - self._at) if self._at else time.time()
+        return heartbeat_to_watch(version, now, epoch).SerializeToString()
+
+
+class FanoutServicer:
+    """WatchState only; the handlers admit and parse as the sidecar's do."""
+
+    def __init__(self, feed: Feed, watch: Callable[..., Any], credentials: tuple[Any, ...],
+                 heartbeat_s: float) -> None:
+        self._feed = feed
+        self._watch = watch  # the sidecar's WatchState, bytes in and out
+        self._credentials = credentials  # the feeder's metadata
+        self._heartbeat_s = heartbeat_s
+        self._snapshots = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
+
+    async def WatchState(self, request: pb.WatchStateRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        subscription = None
+        try:
+            feed = self._feed
+            feed.subscribers.admit(len(request.scopes))
+            scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
+            if not feed.up.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.up.wait(), FEED_WAIT_S)
+                if not feed.up.is_set():
+                    raise ShuttingDown("the fan-out has no feed from the sidecar (starting"
+                                       " or stopping); resubscribe later")
+            # The sidecar's own answer to the request, up to SNAPSHOT_END; an error of its
+            # (bad input, OUT_OF_RANGE, too many watchers) ends the watcher with it.
+            after, epoch = -1, ""
+            async with self._snapshots:
+                call = self._watch(request.SerializeToString(), metadata=self._credentials,
+                                   timeout=SNAPSHOT_TIMEOUT_S)
+                try:
+                    async for data in call:
+                        yield data
+                        message = pb.WatchStateResponse.FromString(data)
+                        if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                            after, epoch = message.version, message.epoch
+                            break
+                except grpc.aio.AioRpcError as error:
+                    await context.abort(error.code(), error.details() or "")
+                finally:
+                    call.cancel()
+            if after < 0:
+                raise ShuttingDown("the sidecar ended the snapshot before its end")
+            subscription = feed.join(scopes, after)
+            while True:
+                relayed = await subscription.next(self._heartbeat_s)
+                if relayed is not None:
+                    yield relayed.data
+                elif feed.fresh(self._heartbeat_s + 1.0):  # never a heartbeat for a
+                    yield feed.heartbeat(subscription, epoch)  # sidecar gone quiet
+        except GuardError as error:
+            await context.abort(status_of(error), str(error))
+        finally:
+            if subscription is not None:
+                self._feed.subscribers.remove(subscription)
+
+
+async def _feed_forever(feed: Feed, watch: Callable[..., Any], credentials: tuple[Any, ...],
+                        serving: Callable[[bool], Awaitable[None]], quiet_s: float) -> None:
+    """Follow the sidecar's WatchState, opening it again whenever it ends, or when it has
+    said nothing for `quiet_s` (a heartbeat is due every watch.heartbeat_interval_s: a
+    sidecar that stopped sending is not vouched for)."""
+    pause = 0.05
+    while True:
+        call = watch(pb.WatchStateRequest().SerializeToString(), metadata=credentials,
+                     wait_for_ready=True)
+        try:
+            while (data := await asyncio.wait_for(call.read(), quiet_s)) is not grpc.aio.EOF:
+                came_up = not feed.up.is_set()
+                feed.follow(data)
+                if came_up and feed.up.is_set():
+                    pause = 0.05
+                    await serving(True)
+            why = "the sidecar ended its stream"
+        except TimeoutError:
+            why = f"the sidecar sent nothing for {quiet_s:g} s"
+        except grpc.aio.AioRpcError as error:  # its own "resubscribe" is the sidecar's
+            why = f"{error.code().name}: {(error.details() or '').split('; resubscribe')[0]}"
+        finally:
+            call.cancel()
+        if feed.up.is_set():
+            log.warning("fan-out: its feed from the sidecar ended (%s); opening it again", why)
+        feed.lost(why)
+        await serving(False)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+async def serve(config: FanoutConfig, stopped: asyncio.Event) -> None:
+    """Serve until `stopped` is set."""
+    from ...settings import ServerSettings  # noqa: PLC0415
+    from .security import server_credentials  # noqa: PLC0415
+    from .server import bind_tcp, claim_unix_socket, connections_per_address, \
+        server_options  # noqa: PLC0415
+    settings = ServerSettings.model_validate(config.server)
+    settings = settings.model_copy(update={"listen": config.listen, "uds": config.uds})
+    addresses = int(bool(config.listen)) + int(bool(config.uds))
+    authenticator = Authenticator(load_principals(config.tokens_file)) \
+        if config.tokens_file else None
+    early = (RefusedAsItStarts(authenticator),) \
+        if authenticator is not None and not settings.tls_client_ca else ()
+    server = grpc.aio.server(interceptors=early, options=server_options(
+        settings, connections_per_address(settings, addresses)))
+    subscribers = Subscribers(config.queue_size, most=config.max_watchers, stuck_s=STUCK_S,
+                              most_scopes=config.max_scopes)
+    feed = Feed(subscribers, max(RING, config.queue_size))
+    credentials = (("authorization", f"Bearer {config.token}"),) if config.token else ()
+    async with grpc.aio.insecure_channel(config.upstream) as channel:
+        watch = channel.unary_stream(WATCH_METHOD)  # bytes in and out
+        add_guard_service(FanoutServicer(feed, watch, credentials, config.heartbeat_s),
+                          server, authenticator, methods=frozenset({"WatchState"}))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+        async def serving(up: bool) -> None:
+            status = health_pb2.HealthCheckResponse.SERVING if up \
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, status)
+
+        await serving(False)
+        if config.uds:
+            claim_unix_socket(config.uds, "watch.fanout_uds")
+            server.add_insecure_port(f"unix:{config.uds}")
+        if config.listen:
+            bind_tcp(server, config.listen, server_credentials(settings),
+                     "watch.fanout_listen")
+        await server.start()
+        log.info("fan-out serving WatchState on %s",
+                 ", ".join(a for a in (config.listen, config.uds and f"unix:{config.uds}") if a))
+        following = asyncio.create_task(_feed_forever(
+            feed, watch, credentials, serving, 2 * config.heartbeat_s + 1.0))
+        try:
+            await stopped.wait()
+        finally:
+            following.cancel()
+            subscribers.close_all()
+            await serving(False)
+            await server.stop(settings.grace_s)
+
+
+def main() -> int:
+    """The fan-out process: its FanoutConfig is the first line of standard input, which the
+    sidecar then holds open until it stops; its end stops this process."""
+    config = FanoutConfig(**json.loads(sys.stdin.buffer.readline()))
+    os.nice(NICENESS)
+    from ..telemetry.logs import configure_logging, descriptor_2_never_waits  # noqa: PLC0415
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C goes to the group: the
+    # sidecar stops it once its own watchers are ended
+
+    async def run() -> None:
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopped.set)
+
+        def sidecar_gone() -> None:
+            sys.stdin.buffer.read()  # until its end: the sidecar closed it, or died
+            loop.call_soon_threadsafe(stopped.set)
+        threading.Thread(target=sidecar_gone, name="sidecar-gone", daemon=True).start()
+        await serve(config, stopped)
+
+    with descriptor_2_never_waits():
+        configure_logging(config.log_format, config.log_level)
+        try:
+            asyncio.run(run())
+        except Exception:
+            log.exception("fan-out process failed")
+            return 1
+    return 0
+
+
+class FanoutProcess:
+    """The sidecar's side: the fan-out process started, watched, started again if it
+    ends on its own (at most once every RESTART_S), and stopped with the sidecar."""
+
+    RESTART_S = (1.0, 60.0)  # the first pause before a restart, and the longest
+
+    def __init__(self, settings: Any, authenticator: Authenticator | None) -> None:
+        self._settings = settings
+        self._dir = tempfile.mkdtemp(prefix="ess-fanout-")  # 0700: this user's only
+        self.upstream = os.path.join(self._dir, "upstream.sock")
+        self._token = ""
+        if authenticator is not None:  # the feeder's token, valid for this process's life
+            self._token = new_token()
+            principals: Principals = authenticator.principals
+            feeder = Principal(FEEDER, Role.WATCHER, "fan-out")
+            authenticator.principals = replace(principals, tokens=(
+                *principals.tokens, (hashlib.sha256(self._token.encode()).digest(), feeder)))
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def config(self) -> FanoutConfig:
+        s = self._settings
+        return FanoutConfig(
+            upstream=f"unix:{self.upstream}", token=self._token, listen=s.watch.fanout_listen,
+            uds=s.watch.fanout_uds, server=s.server.model_dump(),
+            tokens_file=s.auth.tokens_file if s.authenticates() else "",
+            heartbeat_s=s.watch.heartbeat_interval_s, queue_size=s.watch.queue_size,
+            max_watchers=s.watch.fanout_max_watchers, max_scopes=s.watch.max_scopes,
+            log_format=s.telemetry.log_format, log_level=s.telemetry.log_level)
+
+    async def start(self) -> None:
+        """Once the sidecar serves on `upstream`."""
+        self._watching = asyncio.create_task(self._keep_running())
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Started as the journal's syncer is (a vfork: gRPC's fork handlers, which log a
+        line and may not be safe with its threads running, are not run), in this
+        process group; its standard input is the pipe whose end tells it this process
+        is gone."""
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-c", CHILD, str(_PACKAGES)], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=python_stderr())
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(asdict(self.config())).encode() + b"\n")
+        process.stdin.flush()  # a pipe's buffer holds a line this size: never waits
+        log.info("fan-out process %d started", process.pid)
+        return process
+
+    async def _keep_running(self) -> None:
+        pause = self.RESTART_S[0]
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                self._process = self._spawn()
+                code = await asyncio.to_thread(self._process.wait)
+            except OSError as error:
+                code = None
+                log.error("fan-out process could not be started: %s", error)
+            if self._stopping:
+                return
+            if self._process is not None and self._process.stdin is not None:
+                self._process.stdin.close()
+            # One that ran a while is started again at once; one that keeps failing (its
+            # address taken, say: it logs why) less and less often
+            pause = self.RESTART_S[0] if time.monotonic() - started > self.RESTART_S[1] \
+                else min(pause * 2, self.RESTART_S[1])
+            log.warning("fan-out process ended (exit %s); starting it again in %.0f s",
+                        code, pause)
+            await asyncio.sleep(pause)
+
+    async def stop(self, timeout_s: float) -> None:
+        """End it (its watchers were told the sidecar is stopping by its feed's end)."""
+        self._stopping = True
+        process = self._process
+        try:
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+                try:
+                    await asyncio.to_thread(process.wait, timeout_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await asyncio.to_thread(process.wait)
+            if process is not None and process.stdin is not None:
+                process.stdin.close()
+            if self._watching is not None:
+                self._watching.cancel()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)

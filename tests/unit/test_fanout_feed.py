@@ -1,0 +1,130 @@
+"""The fan-out process's feed (adapters/grpc/fanout.py `Feed`): the ring of transitions a
+joining watcher is served from, after the version its snapshot gave, with nothing missed
+or repeated; and what a watcher is told when it cannot be. No gRPC: the feed's messages
+are given as the sidecar serializes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ess.v1 import guard_pb2 as pb
+from ess_sidecar.adapters.grpc.fanout import Feed
+from ess_sidecar.domain.errors import ShuttingDown, SubscriberTooSlow
+from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.watch import Subscribers
+
+MOMO, MEAN = Scope(ScopeKind.STRATEGY, "momo"), Scope(ScopeKind.STRATEGY, "mean")
+
+
+def message(kind: int, version: int, scope: Scope | None = None, epoch: str = "",
+            seconds: int = 0) -> bytes:
+    reply = pb.WatchStateResponse(kind=kind, version=version, epoch=epoch)
+    if scope is not None:
+        reply.scope.kind, reply.scope.id = scope.kind, scope.id
+    if seconds:
+        reply.time.seconds = seconds
+    return reply.SerializeToString()
+
+
+def transition(version: int, scope: Scope = MOMO, epoch: str = "") -> bytes:
+    return message(pb.WATCH_EVENT_KIND_TRANSITION, version, scope, epoch)
+
+
+def fed(ring: int = 8, queue: int = 16, up_to: int = 3) -> Feed:
+    """A feed whose snapshot ended at version `up_to`."""
+    feed = Feed(Subscribers(queue), ring)
+    feed.follow(message(pb.WATCH_EVENT_KIND_SNAPSHOT, 2, MOMO))  # the state: not kept
+    feed.follow(message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, up_to))
+    return feed
+
+
+async def drained(subscription) -> list[int]:
+    versions = []
+    while (relayed := await subscription.next(0.0)) is not None:
+        versions.append(relayed.version)
+    return versions
+
+
+async def test_a_watcher_gets_every_transition_after_its_snapshot_once() -> None:
+    feed = fed(up_to=3)
+    assert feed.up.is_set() and feed.start == 3
+    for version in (4, 5, 6):
+        feed.follow(transition(version))
+    subscription = feed.join([], after=5)  # its own snapshot said 5
+    feed.follow(transition(7))
+    assert await drained(subscription) == [6, 7]
+    assert subscription.delivered == 7
+
+
+async def test_a_watcher_whose_snapshot_is_ahead_of_the_feed_gets_nothing_twice() -> None:
+    feed = fed(up_to=3)
+    subscription = feed.join([], after=5)  # the feed has not brought 4 and 5 yet
+    for version in (4, 5, 6):
+        feed.follow(transition(version))
+    assert await drained(subscription) == [6]
+
+
+async def test_a_watcher_of_some_scopes_gets_theirs_only() -> None:
+    feed = fed(up_to=3)
+    feed.follow(transition(4, MEAN))
+    feed.follow(transition(5, MOMO))
+    subscription = feed.join([MEAN], after=3)
+    feed.follow(transition(6, MOMO))
+    feed.follow(transition(7, MEAN))
+    assert await drained(subscription) == [4, 7]
+
+
+async def test_a_watcher_joining_past_what_the_ring_holds_is_told_to_resume() -> None:
+    feed = fed(ring=2, up_to=3)
+    for version in (4, 5, 6):  # 4 leaves the ring
+        feed.follow(transition(version))
+    assert feed.start == 4
+    with pytest.raises(SubscriberTooSlow, match="from_version=3"):
+        feed.join([], after=3)
+    assert await drained(feed.join([], after=4)) == [5, 6]
+
+
+async def test_a_watcher_too_far_behind_gets_what_was_queued_then_is_told_to_resume() -> None:
+    feed = fed(queue=2, up_to=3)
+    subscription = feed.join([], after=3)
+    for version in (4, 5, 6):
+        feed.follow(transition(version))
+    assert (await subscription.next(0.0)).version == 4
+    assert (await subscription.next(0.0)).version == 5
+    with pytest.raises(SubscriberTooSlow, match="from_version=5"):
+        await subscription.next(0.0)
+
+
+async def test_a_lost_feed_ends_every_watcher_with_the_version_to_resume_from() -> None:
+    feed = fed(up_to=3)
+    subscription = feed.join([], after=3)
+    feed.follow(transition(4))
+    feed.lost("UNAVAILABLE: the sidecar is shutting down")
+    assert not feed.up.is_set()
+    assert (await subscription.next(0.0)).version == 4
+    with pytest.raises(ShuttingDown, match=r"lost its feed from the sidecar \(UNAVAILABLE:"
+                       r" the sidecar is shutting down\); resubscribe with from_version=4"):
+        await subscription.next(0.0)
+    with pytest.raises(SubscriberTooSlow, match="from_version=3"):  # until it is back
+        feed.join([], after=3)
+    feed.follow(message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, 4))
+    assert feed.up.is_set() and feed.start == 4
+
+
+async def test_a_heartbeat_says_the_latest_version_given_and_its_epoch() -> None:
+    feed = fed(up_to=3)
+    subscription = feed.join([MEAN], after=3)
+    feed.follow(transition(4, MOMO, epoch="e1"))  # not its scope: still up to 4 for it
+    beat = pb.WatchStateResponse.FromString(feed.heartbeat(subscription, ""))
+    assert (beat.kind, beat.version, beat.epoch) == (pb.WATCH_EVENT_KIND_HEARTBEAT, 4, "e1")
+    ahead = feed.join([], after=9)  # its snapshot is ahead of the feed: its own version
+    beat = pb.WatchStateResponse.FromString(feed.heartbeat(ahead, "e2"))
+    assert (beat.version, beat.epoch) == (9, "e2")
+
+
+async def test_a_heartbeat_tells_the_sidecars_time_moved_on() -> None:
+    feed = fed(up_to=3)
+    feed.follow(message(pb.WATCH_EVENT_KIND_HEARTBEAT, 3, seconds=1_790_000_000))
+    beat = pb.WatchStateResponse.FromString(feed.heartbeat(feed.join([], after=3), ""))
+    assert 1_790_000_000 <= beat.time.seconds < 1_790_000_060
+
