@@ -8,7 +8,10 @@ in flight over the Unix socket), phase by phase in interleaved rounds:
 - storm: checks while this process sends --rate commands a second (Trigger, then a forced
   Reset, of 20 strategy scopes no measured order is in: --rate transitions a second);
 - storm+N watchers, for each N in --watchers: the same storm with N WatchState subscribers
-  (clients/go/cmd/esswatchers), --stalled of which never read;
+  (clients/go/cmd/esswatchers), --stalled of which never read, served by the sidecar;
+- storm+N fan-out: the same, the watchers served by the fan-out process
+  (`watch.fanout_uds`, ess_sidecar/adapters/grpc/fanout.py), which the sidecar feeds one
+  stream; --no-fanout leaves these phases out;
 - scrape: checks while /metrics is fetched every --scrape-interval seconds;
 - bare quiet, bare storm: the floor. The same checks and the same storm against
   benchmarks/bare_server.py, a grpc.aio server with no logic whose Trigger and Reset change
@@ -16,13 +19,15 @@ in flight over the Unix socket), phase by phase in interleaved rounds:
   cost only their transport. Where the bare storm/quiet ratio exceeds a budget, no grpc.aio
   server meets that budget on this machine.
 
-What must hold (docs/design.md, "Performance budgets"; figures, never timed unit tests):
+What must hold (docs/design.md, "Performance budgets"; figures, never timed unit tests),
+for the watchers served by the sidecar and by the fan-out alike:
 - storm+200 watchers: CheckOrder p99 <= 2x its p99 in the storm with no watchers;
 - storm+1000 watchers: the sidecar stays SERVING and keeps up (>= 95 % of the storm's
   transitions/s, every reading watcher has every transition by the end of the phase);
 - storm: p99 <= 1.2x quiet's; scrape: p99 <= 1.1x quiet's.
 
     python benchmarks/storm.py [--calls 4000] [--rounds 3] [--rate 100] [--watchers 200 1000]
+                               [--no-fanout]
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class Phase:
     serving: bool = True
     kept_up: bool = True
     bare: bool = False  # against the bare server: the floor
+    fanout: bool = False  # the watchers served by the fan-out process
 
     def summary(self) -> dict:
         ordered, n = sorted(self.latencies), len(self.latencies)
@@ -160,7 +166,8 @@ def run_phase(phase: Phase, server: Server, client: GoClient, calls: int, args,
     target = server.target("uds")
     watchers = None
     if phase.watchers:
-        watchers = SegmentProcess([watchers_binary, "--target", target, "--watchers",
+        watched = f"unix:{server.uds}.fanout" if phase.fanout else target
+        watchers = SegmentProcess([watchers_binary, "--target", watched, "--watchers",
                                    str(phase.watchers), "--stalled", str(args.stalled)])
         watchers.answer()  # {"ready": n}: every reader has its snapshot
     with grpc.insecure_channel(target) as channel:
@@ -223,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stalled", type=int, default=10, help="watchers that never read")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
     parser.add_argument("--api", choices=("unary", "stream"), default="unary")
+    parser.add_argument("--no-fanout", dest="fanout", action="store_false",
+                        help="no phases with the watchers served by the fan-out process")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
     phases = [Phase("quiet"), Phase("storm", storm=True),
               *[Phase(f"storm+{n} watchers", watchers=n, storm=True) for n in args.watchers],
+              *[Phase(f"storm+{n} fan-out", watchers=n, storm=True, fanout=True)
+                for n in (args.watchers if args.fanout else ())],
               Phase("scrape", scrape=True), Phase("bare quiet", bare=True),
               Phase("bare storm", storm=True, bare=True)]
     with tempfile.TemporaryDirectory(prefix="ess-storm-") as tmp:
@@ -234,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         watchers_binary, _ = build(tmp, "esswatchers")
         print(f"client: Go ({go_version}); {args.api}, one call in flight, Unix socket")
         metrics = f"127.0.0.1:{free_port()}"
+        most = max([1, *args.watchers]) + 1
         with open(f"{tmp}/ess.toml", "w") as f:  # as many watchers as a phase opens
-            f.write(workload.config(args.calls)
-                    + f"[watch]\nmax_watchers = {max([1, *args.watchers]) + 1}\n")
+            f.write(workload.config(args.calls) + f"[watch]\nmax_watchers = {most}\n"
+                    f'fanout_uds = "{tmp}/sidecar.sock.fanout"\nfanout_max_watchers = {most}\n')
         server = start_server("sidecar", ["-m", "ess_sidecar", "serve", "--config",
                                           f"{tmp}/ess.toml", "--state", f"{tmp}/ess.db",
                                           "--metrics-listen", metrics], tmp, True)
@@ -285,13 +297,13 @@ def report(rows: list[dict], args) -> None:
             print(f"    {note}")
     checks = [("storm p99 / quiet p99", by["storm"]["p99"] / by["quiet"]["p99"], 1.2),
               ("scrape p99 / quiet p99", by["scrape"]["p99"] / by["quiet"]["p99"], 1.1)]
-    for n in args.watchers:
-        row = by[f"storm+{n} watchers"]
+    for name in [f"storm+{n} watchers" for n in args.watchers] + \
+            [f"storm+{n} fan-out" for n in (args.watchers if args.fanout else ())]:
+        row, n = by[name], int(name.split("+")[1].split()[0])
         if n <= 200:
-            checks.append((f"storm+{n} watchers p99 / storm p99",
-                           row["p99"] / by["storm"]["p99"], 2.0))
+            checks.append((f"{name} p99 / storm p99", row["p99"] / by["storm"]["p99"], 2.0))
         else:
-            checks.append((f"storm+{n} watchers: SERVING and kept up",
+            checks.append((f"{name}: SERVING and kept up",
                            float(row["serving"] and row["kept_up"]), None))
     print("verdicts:")
     for name, value, limit in checks:
