@@ -424,7 +424,7 @@ class FanoutProcess:
             started = time.monotonic()
             try:
                 self._process = self._spawn()
-                code = await asyncio.to_thread(self._process.wait)
+                code = await _exit_of(self._process)
             except OSError as error:
                 code = None
                 log.error("fan-out process could not be started: %s", error)
@@ -449,14 +449,31 @@ class FanoutProcess:
                 with contextlib.suppress(ProcessLookupError):
                     process.terminate()
                 try:
-                    await asyncio.to_thread(process.wait, timeout_s)
-                except subprocess.TimeoutExpired:
+                    await asyncio.wait_for(_exit_of(process), timeout_s)
+                except TimeoutError:
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
-                    await asyncio.to_thread(process.wait)
+                    await _exit_of(process)
             if process is not None and process.stdin is not None:
                 process.stdin.close()
             if self._watching is not None:
                 self._watching.cancel()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+async def _exit_of(process: subprocess.Popen[bytes]) -> int:
+    """Its exit status, once it has exited: waited for on the loop (a pidfd), not in a
+    thread a failed start could leave waiting for ever."""
+    loop = asyncio.get_running_loop()
+    exited = os.pidfd_open(process.pid)
+    try:
+        done: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(exited, lambda: done.done() or done.set_result(None))
+        try:
+            await done
+        finally:
+            loop.remove_reader(exited)
+    finally:
+        os.close(exited)
+    return process.wait()
