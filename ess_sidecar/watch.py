@@ -111,9 +111,10 @@ class Subscription:
 class Subscribers:
     def __init__(self, queue_size: int, most: int = 100, stuck_s: float = 10.0,
                  monotonic: Callable[[], float] = time.monotonic,
-                 most_scopes: int = 1024) -> None:
+                 most_scopes: int = 1024, most_key: str = "watch.max_watchers") -> None:
         self.queue_size = queue_size
         self.most = most  # watchers at once: each costs every transition a write
+        self.most_key = most_key  # the setting of `most`, for the refusal
         self.stuck_s = stuck_s  # a stream away this long sends nothing: its slot is taken
         self.most_scopes = most_scopes  # scopes one watcher names (none: every scope)
         self._monotonic = monotonic
@@ -123,17 +124,19 @@ class Subscribers:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def admit(self, scopes: int) -> None:
+    def admit(self, scopes: int, joining: int = 0) -> None:
         """Raises unless a watcher naming `scopes` scopes would be added now: asked before
         its scopes are even read, so that a refused one costs nothing (review 45: 256
         watches of 20,000 scopes each, mapped on the loop before the cap refused them,
         held a Trigger 27 s and grew the process to 2.9 GB). InvalidArgument past
-        `most_scopes`; otherwise as add(), which may end a stuck watcher for it."""
+        `most_scopes`; otherwise as add(), which may end a stuck watcher for it.
+        `joining`: watchers admitted and not added yet (the fan-out's, during their
+        snapshot), which count as watching."""
         if scopes > self.most_scopes:
             raise InvalidArgument("scopes", f"lists {scopes}: a watcher names at most"
                                   f" {self.most_scopes} (watch.max_scopes); name none to"
                                   " watch every scope")
-        self._make_room()
+        self._make_room(joining)
 
     def add(self, scopes: Iterable[Scope]) -> Subscription:
         """A new watcher's queue. Raises ShuttingDown after close_all(), Busy while `most`
@@ -145,13 +148,14 @@ class Subscribers:
         self._subscriptions.add(subscription)
         return subscription
 
-    def _make_room(self) -> None:
+    def _make_room(self, joining: int = 0) -> None:
         if self._closed:
             raise ShuttingDown("the sidecar is shutting down; resubscribe to another"
                                " or after its restart")
         now = self._monotonic()
-        if len(self._subscriptions) >= self.most and not self._end_a_stuck_one(now):
-            raise Busy(f"{self.most} watchers already (watch.max_watchers): each costs"
+        if len(self._subscriptions) + joining >= self.most \
+                and not self._end_a_stuck_one(now):
+            raise Busy(f"{self.most} watchers already ({self.most_key}): each costs"
                        " every transition a write; watch fewer scopes from one stream, or"
                        " resubscribe later")
 

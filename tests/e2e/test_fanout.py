@@ -11,7 +11,9 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +23,7 @@ from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
 from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
 from ess_sidecar.adapters.descriptors import ready
+from ess_sidecar.adapters.grpc.fanout import SNAPSHOTS_AT_ONCE
 from ess_sidecar.domain.access import Role
 from ess_sidecar.testing import SERVICE, SidecarProcess, until
 
@@ -133,6 +136,8 @@ def test_a_watcher_of_the_fanout_gets_what_a_watcher_of_the_sidecar_gets(
         pairs = [(Watcher(sidecar.uds_target, r), Watcher(fanout_target(workdir), r))
                  for r in requests]
         try:
+            for direct, fanned in pairs:  # each at its SNAPSHOT_END before the storm: the
+                assert fanned.upto(1) == direct.upto(1)  # same starting point for both
             last = storm(stub, [f"s{n}" for n in range(6)])
             for direct, fanned in pairs:
                 assert fanned.upto(last) == direct.upto(last)
@@ -142,7 +147,7 @@ def test_a_watcher_of_the_fanout_gets_what_a_watcher_of_the_sidecar_gets(
             direct, fanned = Watcher(sidecar.uds_target, late), Watcher(fanout_target(workdir),
                                                                         late)
             pairs.append((direct, fanned))
-            resumed = fanned.upto(last)
+            resumed = fanned.upto(last)  # no transition meanwhile: the same replay
             assert resumed == direct.upto(last)
             assert resumed[0][4] == middle + 1
             while (beat := fanned.next()).kind != HEARTBEAT:  # its SNAPSHOT_END
@@ -296,3 +301,95 @@ def test_a_sidecar_gone_quiet_is_not_vouched_for(sidecar: SidecarProcess,
     watcher = Watcher(fanout_target(workdir), pb.WatchStateRequest())
     assert watcher.next().kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
     watcher.close()
+
+
+def test_the_fanouts_cap_refuses_before_any_snapshot_naming_its_setting(
+        workdir: Path) -> None:
+    """Review 50c: past the cap, each watcher got its whole snapshot, then UNAVAILABLE
+    naming the sidecar's watch.max_watchers (the sidecar's work for nothing)."""
+    process = SidecarProcess(workdir, fanout_config(workdir, "fanout_max_watchers = 2\n"))
+    process.start()
+    try:
+        wait_fanout_serving(fanout_target(workdir))
+        watching = [Watcher(fanout_target(workdir), pb.WatchStateRequest()) for _ in range(2)]
+        for watcher in watching:
+            assert watcher.next().kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+        refused = Watcher(fanout_target(workdir), pb.WatchStateRequest())
+        first = refused.next()
+        assert isinstance(first, grpc.RpcError), first
+        assert first.code() == grpc.StatusCode.UNAVAILABLE
+        assert "watch.fanout_max_watchers" in first.details(), first.details()
+        for watcher in (*watching, refused):
+            watcher.close()
+    finally:
+        process.stop()
+
+
+def test_a_restarted_fanout_admits_whom_the_sidecar_admits(workdir: Path) -> None:
+    """Review 50c: a restarted child read the tokens file again, edited since, and let
+    in a token the sidecar refused."""
+    tokens = workdir / "tokens.toml"
+    tokens.write_text("[tokens]\n" + tokens_file_line("dash", Role.WATCHER, new_token()) + "\n")
+    process = SidecarProcess(workdir, f'[auth]\ntokens_file = "{tokens}"\n'
+                             + fanout_config(workdir)).start()
+    try:
+        wait_fanout_serving(fanout_target(workdir))
+        late = new_token()
+        with tokens.open("a") as f:
+            f.write(tokens_file_line("late", Role.WATCHER, late) + "\n")
+        (child,) = process.children_named("grpc.fanout")
+        os.kill(child, signal.SIGKILL)
+        until(lambda: process.children_named("grpc.fanout") not in ([], [child]),
+              "a new fan-out process")
+        wait_fanout_serving(fanout_target(workdir))
+        watcher = Watcher(fanout_target(workdir), pb.WatchStateRequest(),
+                          (("authorization", f"Bearer {late}"),))
+        assert watcher.ended().code() == grpc.StatusCode.UNAUTHENTICATED
+        watcher.close()
+    finally:
+        process.stop()
+
+
+def test_watchers_reading_nothing_neither_shut_others_out_nor_hold_the_stop(
+        workdir: Path) -> None:
+    """Review 50c: sixteen watchers that read nothing of a large snapshot held every
+    place of the fan-out's snapshots for good; and a stop waited for the fan-out's grace
+    after the sidecar's, past shutdown.timeout_s (exit 70). Here 2,000 trips of 3 KB
+    reasons (6 MB of snapshot), SNAPSHOTS_AT_ONCE + 1 watchers that read one message."""
+    process = SidecarProcess(workdir, "[server]\ngrace_s = 2.0\n[shutdown]\ntimeout_s = 3.5\n"
+                             + fanout_config(workdir)).start()  # one grace fits, two not
+    held: list[tuple[grpc.Channel, Any]] = []
+    try:
+        with grpc.insecure_channel(process.uds_target) as channel:
+            stub = pb_grpc.GuardServiceStub(channel)
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda n: stub.Trigger(pb.TriggerRequest(
+                    scope=strategy(f"big{n}"), reason="€" * 1024), timeout=60), range(2000)))
+        wait_fanout_serving(fanout_target(workdir))
+        for target in [fanout_target(workdir)] * (SNAPSHOTS_AT_ONCE + 1) + [process.uds_target]:
+            channel = grpc.insecure_channel(target)
+            call = pb_grpc.GuardServiceStub(channel).WatchState(pb.WatchStateRequest())
+            assert next(call).kind == pb.WATCH_EVENT_KIND_SNAPSHOT  # then nothing is read
+            held.append((channel, call))
+        watcher = Watcher(fanout_target(workdir), pb.WatchStateRequest(scopes=[strategy("big7")]))
+        assert [m[0] for m in watcher.upto(2000)] == [pb.WATCH_EVENT_KIND_SNAPSHOT,
+                                                      pb.WATCH_EVENT_KIND_SNAPSHOT_END]
+        watcher.close()
+        exited = os.pidfd_open(process.children_named("grpc.fanout")[0])
+        try:
+            assert process.terminate() == 0, process.output()[-2000:]  # 70: overran
+            assert ready(exited, 0)
+        finally:
+            os.close(exited)
+        assert "Fatal Python error" not in process.output()  # review 50c: SIGABRT
+        for channel, call in held[:SNAPSHOTS_AT_ONCE]:  # what was sent, then why it ended
+            with pytest.raises(grpc.RpcError) as raised:
+                for _ in call:
+                    pass
+            assert raised.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                           grpc.StatusCode.UNAVAILABLE), raised.value
+    finally:
+        for channel, call in held:
+            call.cancel()
+            channel.close()
+        process.stop()

@@ -43,9 +43,9 @@ sidecar. This process makes no decision and writes nothing durable.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -54,10 +54,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ from ...domain.access import Principal, Role
 from ...domain.errors import GuardError, ShuttingDown, SubscriberTooSlow
 from ...domain.scopes import Scope
 from ...watch import Subscribers, Subscription
-from ..auth.tokens import Principals, load_principals, new_token
+from ..auth.tokens import Principals, new_token
 from ..descriptors import python_stderr
 from .auth import Authenticator
 from .errors import status_of
@@ -82,11 +81,11 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 WATCH_METHOD = f"/{SERVICE_NAME}/WatchState"
 FEEDER = "ess-fanout"  # the fan-out's principal at the sidecar: the actor of nothing
+DIR_PREFIX = "ess-fanout-"  # its private directory's, with the sidecar's pid after it
 RING = 4096  # transitions kept for the watchers that join (at least watch.queue_size)
 FEED_WAIT_S = 5.0  # how long a watcher that comes while the feed is down waits for it
 SNAPSHOT_TIMEOUT_S = 60.0  # a watcher's snapshot, read from the sidecar and passed on
 SNAPSHOTS_AT_ONCE = 16  # snapshot calls to the sidecar in flight (each takes its place)
-STUCK_S = 10.0  # a watcher whose stream sent nothing this long gives its place
 # Its CPU priority below the sidecar's (nice(2)): on a busy machine the decisions and the
 # stops go first, and the watchers lag (each ended to resume once `watch.queue_size` behind).
 NICENESS = 10
@@ -97,20 +96,38 @@ CHILD = ("import sys; sys.path.insert(0, sys.argv.pop(1));"
 
 @dataclass(frozen=True)
 class FanoutConfig:
-    """What the fan-out process is given on its standard input, as one line of JSON."""
+    """What the fan-out process is given on its standard input, as one line of JSON: what
+    the sidecar read at its start, so that a restarted child admits whom the sidecar does
+    (review 50c: it read the tokens file again, edited since)."""
 
     upstream: str  # the sidecar's private Unix socket, "unix:PATH"
     token: str  # the feeder's bearer token ("" with authentication off)
     listen: str  # TCP host:port, or ""
     uds: str  # Unix socket path, or ""
-    server: dict[str, Any]  # the sidecar's ServerSettings (TLS, connection caps, grace)
-    tokens_file: str  # "" with authentication off
+    server: dict[str, Any]  # the sidecar's ServerSettings (connection caps, grace)
+    tls: list[str] | None  # the key, certificate chain and client CA ("": none), base64
+    principals: dict[str, Any] | None  # the tokens file as read (None: authentication off)
     heartbeat_s: float
     queue_size: int
     max_watchers: int
     max_scopes: int
     log_format: str
     log_level: str
+
+
+def principals_to_json(principals: Principals) -> dict[str, Any]:
+    return {"tokens": [[digest.hex(), p.name, p.role.value, p.credential]
+                       for digest, p in principals.tokens],
+            "certificates": {cn: [p.name, p.role.value, p.credential]
+                             for cn, p in principals.certificates.items()}}
+
+
+def principals_from_json(data: dict[str, Any]) -> Principals:
+    return Principals(
+        tuple((bytes.fromhex(digest), Principal(name, Role(role), credential))
+              for digest, name, role, credential in data["tokens"]),
+        {cn: Principal(name, Role(role), credential)
+         for cn, (name, role, credential) in data["certificates"].items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,52 +224,73 @@ class FanoutServicer:
         self._watch = watch  # the sidecar's WatchState, bytes in and out
         self._credentials = credentials  # the feeder's metadata
         self._heartbeat_s = heartbeat_s
+        self._stuck_s = feed.subscribers.stuck_s
         self._snapshots = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
+        self._joining = 0  # admitted, in their snapshot: they hold a place
 
     async def WatchState(self, request: pb.WatchStateRequest,
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        subscription = None
+                         context: grpc.aio.ServicerContext) -> None:
+        """Written through the context (handlers._unary_stream takes a coroutine): the
+        snapshot's writes are bounded in time."""
+        feed, subscription = self._feed, None
         try:
-            feed = self._feed
-            feed.subscribers.admit(len(request.scopes))
+            feed.subscribers.admit(len(request.scopes), self._joining)
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
-            if not feed.up.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(feed.up.wait(), FEED_WAIT_S)
-                if not feed.up.is_set():
-                    raise ShuttingDown("the fan-out has no feed from the sidecar (starting"
-                                       " or stopping); resubscribe later")
-            # The sidecar's own answer to the request, up to SNAPSHOT_END; an error of its
-            # (bad input, OUT_OF_RANGE, too many watchers) ends the watcher with it.
-            after, epoch = -1, ""
-            async with self._snapshots:
-                call = self._watch(request.SerializeToString(), metadata=self._credentials,
-                                   timeout=SNAPSHOT_TIMEOUT_S)
-                try:
-                    async for data in call:
-                        yield data
-                        message = pb.WatchStateResponse.FromString(data)
-                        if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
-                            after, epoch = message.version, message.epoch
-                            break
-                except grpc.aio.AioRpcError as error:
-                    await context.abort(error.code(), error.details() or "")
-                finally:
-                    call.cancel()
-            if after < 0:
-                raise ShuttingDown("the sidecar ended the snapshot before its end")
+            self._joining += 1
+            try:
+                after, epoch = await self._snapshot(request, context)
+            finally:
+                self._joining -= 1
             subscription = feed.join(scopes, after)
             while True:
                 relayed = await subscription.next(self._heartbeat_s)
                 if relayed is not None:
-                    yield relayed.data
+                    await context.write(relayed.data)
                 elif feed.fresh(self._heartbeat_s + 1.0):  # never a heartbeat for a
-                    yield feed.heartbeat(subscription, epoch)  # sidecar gone quiet
+                    await context.write(feed.heartbeat(subscription, epoch))  # quiet sidecar
         except GuardError as error:
             await context.abort(status_of(error), str(error))
         finally:
             if subscription is not None:
-                self._feed.subscribers.remove(subscription)
+                feed.subscribers.remove(subscription)
+
+    async def _snapshot(self, request: pb.WatchStateRequest,
+                        context: grpc.aio.ServicerContext) -> tuple[int, str]:
+        """The sidecar's own answer to the request, passed on up to SNAPSHOT_END: its
+        version and epoch. An error of the sidecar's (bad input, OUT_OF_RANGE, too many
+        watchers) ends the watcher with it. Each write waits `Subscribers.stuck_s` (two
+        heartbeat intervals, as the sidecar's) at most: a watcher that reads nothing gives
+        up its place among the SNAPSHOTS_AT_ONCE (review 50c: sixteen that stopped reading
+        shut every other out for good)."""
+        feed = self._feed
+        if not feed.up.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.up.wait(), FEED_WAIT_S)
+            if not feed.up.is_set():
+                raise ShuttingDown("the fan-out has no feed from the sidecar (starting or"
+                                   " stopping); resubscribe later")
+        async with self._snapshots:
+            call = self._watch(request.SerializeToString(), metadata=self._credentials,
+                               timeout=SNAPSHOT_TIMEOUT_S)
+            try:
+                async for data in call:
+                    try:
+                        async with asyncio.timeout(self._stuck_s):  # in this task
+                            await context.write(data)
+                    except TimeoutError:
+                        raise SubscriberTooSlow(
+                            f"the watcher read nothing of its snapshot for"
+                            f" {self._stuck_s:g} s;"
+                            f" resubscribe with from_version={request.from_version}"
+                        ) from None
+                    message = pb.WatchStateResponse.FromString(data)
+                    if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                        return message.version, message.epoch
+            except grpc.aio.AioRpcError as error:
+                await context.abort(error.code(), error.details() or "")
+            finally:
+                call.cancel()
+        raise ShuttingDown("the sidecar ended the snapshot before its end")
 
 
 async def _feed_forever(feed: Feed, watch: Callable[..., Any], credentials: tuple[Any, ...],
@@ -289,20 +327,22 @@ async def _feed_forever(feed: Feed, watch: Callable[..., Any], credentials: tupl
 async def serve(config: FanoutConfig, stopped: asyncio.Event) -> None:
     """Serve until `stopped` is set."""
     from ...settings import ServerSettings  # noqa: PLC0415
-    from .security import server_credentials  # noqa: PLC0415
+    from .security import credentials_of  # noqa: PLC0415
     from .server import bind_tcp, claim_unix_socket, connections_per_address, \
         server_options  # noqa: PLC0415
     settings = ServerSettings.model_validate(config.server)
     settings = settings.model_copy(update={"listen": config.listen, "uds": config.uds})
     addresses = int(bool(config.listen)) + int(bool(config.uds))
-    authenticator = Authenticator(load_principals(config.tokens_file)) \
-        if config.tokens_file else None
+    authenticator = Authenticator(principals_from_json(config.principals)) \
+        if config.principals is not None else None
     early = (RefusedAsItStarts(authenticator),) \
         if authenticator is not None and not settings.tls_client_ca else ()
     server = grpc.aio.server(interceptors=early, options=server_options(
         settings, connections_per_address(settings, addresses)))
-    subscribers = Subscribers(config.queue_size, most=config.max_watchers, stuck_s=STUCK_S,
-                              most_scopes=config.max_scopes)
+    subscribers = Subscribers(config.queue_size, most=config.max_watchers,
+                              stuck_s=2 * config.heartbeat_s,  # as the sidecar's own
+                              most_scopes=config.max_scopes,
+                              most_key="watch.fanout_max_watchers")
     feed = Feed(subscribers, max(RING, config.queue_size))
     credentials = (("authorization", f"Bearer {config.token}"),) if config.token else ()
     async with grpc.aio.insecure_channel(config.upstream) as channel:
@@ -323,8 +363,9 @@ async def serve(config: FanoutConfig, stopped: asyncio.Event) -> None:
             claim_unix_socket(config.uds, "watch.fanout_uds")
             server.add_insecure_port(f"unix:{config.uds}")
         if config.listen:
-            bind_tcp(server, config.listen, server_credentials(settings),
-                     "watch.fanout_listen")
+            pems = [base64.b64decode(pem) for pem in config.tls] if config.tls else None
+            bind_tcp(server, config.listen, credentials_of(pems[0], pems[1], pems[2] or None)
+                     if pems else None, "watch.fanout_listen")
         await server.start()
         log.info("fan-out serving WatchState on %s",
                  ", ".join(a for a in (config.listen, config.uds and f"unix:{config.uds}") if a))
@@ -341,8 +382,16 @@ async def serve(config: FanoutConfig, stopped: asyncio.Event) -> None:
 
 def main() -> int:
     """The fan-out process: its FanoutConfig is the first line of standard input, which the
-    sidecar then holds open until it stops; its end stops this process."""
-    config = FanoutConfig(**json.loads(sys.stdin.buffer.readline()))
+    sidecar then holds open until it stops; its end stops this process. Read from the
+    descriptor itself, on the loop: a thread blocked in a read of sys.stdin made every
+    exit an abort (review 50c: SIGABRT, a core dump holding the feeder's token)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        more = os.read(0, 1 << 16)
+        if not more:
+            return 1  # the sidecar went before it said anything
+        line += more
+    config = FanoutConfig(**json.loads(line))
     os.nice(NICENESS)
     from ..telemetry.logs import configure_logging, descriptor_2_never_waits  # noqa: PLC0415
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C goes to the group: the
@@ -353,10 +402,13 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stopped.set)
 
-        def sidecar_gone() -> None:
-            sys.stdin.buffer.read()  # until its end: the sidecar closed it, or died
-            loop.call_soon_threadsafe(stopped.set)
-        threading.Thread(target=sidecar_gone, name="sidecar-gone", daemon=True).start()
+        def readable() -> None:  # the sidecar writes nothing more: only its end comes
+            with contextlib.suppress(BlockingIOError):
+                if not os.read(0, 1 << 16):
+                    loop.remove_reader(0)
+                    stopped.set()
+        os.set_blocking(0, False)
+        loop.add_reader(0, readable)
         await serve(config, stopped)
 
     with descriptor_2_never_waits():
@@ -371,21 +423,27 @@ def main() -> int:
 
 class FanoutProcess:
     """The sidecar's side: the fan-out process started, watched, started again if it
-    ends on its own (at most once every RESTART_S), and stopped with the sidecar."""
+    ends on its own, and stopped with the sidecar."""
 
     RESTART_S = (1.0, 60.0)  # the first pause before a restart, and the longest
 
     def __init__(self, settings: Any, authenticator: Authenticator | None) -> None:
+        """Reads the TLS files now, as the sidecar just did: a restarted child serves what
+        the sidecar serves. Raises InvalidConfig as the sidecar's own read would."""
+        from .security import server_pems  # noqa: PLC0415
         self._settings = settings
-        self._dir = tempfile.mkdtemp(prefix="ess-fanout-")  # 0700: this user's only
+        _remove_left_behind()
+        # 0700: this user's only; named by this pid, for the next start to remove it
+        self._dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
         self.upstream = os.path.join(self._dir, "upstream.sock")
-        self._token = ""
+        pems = server_pems(settings.server) if settings.watch.fanout_listen else None
+        self._tls = [base64.b64encode(pem or b"").decode() for pem in pems] if pems else None
+        self._token, self._principals = "", None
         if authenticator is not None:  # the feeder's token, valid for this process's life
+            self._principals = principals_to_json(authenticator.principals)
             self._token = new_token()
-            principals: Principals = authenticator.principals
-            feeder = Principal(FEEDER, Role.WATCHER, "fan-out")
-            authenticator.principals = replace(principals, tokens=(
-                *principals.tokens, (hashlib.sha256(self._token.encode()).digest(), feeder)))
+            authenticator.admit_internal(self._token, Principal(FEEDER, Role.WATCHER,
+                                                                "fan-out"))
         self._process: subprocess.Popen[bytes] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._stopping = False
@@ -394,11 +452,11 @@ class FanoutProcess:
         s = self._settings
         return FanoutConfig(
             upstream=f"unix:{self.upstream}", token=self._token, listen=s.watch.fanout_listen,
-            uds=s.watch.fanout_uds, server=s.server.model_dump(),
-            tokens_file=s.auth.tokens_file if s.authenticates() else "",
-            heartbeat_s=s.watch.heartbeat_interval_s, queue_size=s.watch.queue_size,
-            max_watchers=s.watch.fanout_max_watchers, max_scopes=s.watch.max_scopes,
-            log_format=s.telemetry.log_format, log_level=s.telemetry.log_level)
+            uds=s.watch.fanout_uds, server=s.server.model_dump(), tls=self._tls,
+            principals=self._principals, heartbeat_s=s.watch.heartbeat_interval_s,
+            queue_size=s.watch.queue_size, max_watchers=s.watch.fanout_max_watchers,
+            max_scopes=s.watch.max_scopes, log_format=s.telemetry.log_format,
+            log_level=s.telemetry.log_level)
 
     async def start(self) -> None:
         """Once the sidecar serves on `upstream`."""
@@ -440,14 +498,22 @@ class FanoutProcess:
                         code, pause)
             await asyncio.sleep(pause)
 
-    async def stop(self, timeout_s: float) -> None:
-        """End it (its watchers were told the sidecar is stopping by its feed's end)."""
+    def terminate(self) -> None:
+        """Ask it to stop (its watchers are told the sidecar is stopping), without
+        waiting: as the sidecar's own server stops, both within server.grace_s."""
         self._stopping = True
         process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Wait `timeout_s` at most for it to end after `terminate`, then kill it (review
+        50c: its own grace after the sidecar's overran shutdown.timeout_s)."""
+        self.terminate()
+        process = self._process
         try:
-            if process is not None and process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
+            if process is not None and process.returncode is None:
                 try:
                     await asyncio.wait_for(_exit_of(process), timeout_s)
                 except TimeoutError:
@@ -460,6 +526,20 @@ class FanoutProcess:
                 self._watching.cancel()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _remove_left_behind() -> None:
+    """The private directories of sidecars that were killed (SIGKILL leaves them)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
+        pid = path.name[len(DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or path.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 async def _exit_of(process: subprocess.Popen[bytes]) -> int:

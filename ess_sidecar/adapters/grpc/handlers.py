@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from .errors import status_of
 from .wire import invalid_utf8
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GuardService"]
+log = logging.getLogger(__name__)
 
 
 async def parse_request(raw: bytes, request_type: type[Message], context: grpc.aio.ServicerContext,
@@ -104,12 +106,24 @@ def _trigger_with_any_reason(raw: bytes) -> pb.TriggerRequest | None:
 def _unary_stream(method: Callable, request_type: type[Message]) -> Callable:
     """A server stream (WatchState) writes through the context rather than being an async
     generator: a generator whose client hung up is closed later, from another context,
-    where OpenTelemetry cannot detach the context it attached to the span."""
+    where OpenTelemetry cannot detach the context it attached to the span. `method` yields
+    the answers, or is a coroutine that writes them itself (the fan-out's, which bounds
+    some writes in time). An answer that cannot be written because the client went
+    meanwhile ends the stream, logged at INFO as CheckOrderStream's is (review 50c: each
+    fan-out join, cancelled as the sidecar wrote, logged an ERROR with a traceback)."""
     async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> None:
         request = await parse_request(raw, request_type, context)
-        async with contextlib.aclosing(method(request, context)) as responses:
-            async for response in responses:
-                await context.write(response)
+        try:
+            answers = method(request, context)
+            if inspect.iscoroutine(answers):
+                await answers
+                return
+            async with contextlib.aclosing(answers) as responses:
+                async for response in responses:
+                    await context.write(response)
+        except grpc.aio.InternalError as error:
+            log.info("%s ended: an answer could not be sent (%s)",
+                     method.__name__, error)
     return handle
 
 

@@ -21,11 +21,22 @@ def server_credentials(server: ServerSettings) -> grpc.ServerCredentials | None:
     """TLS for the TCP address when a certificate is configured; mutual TLS (clients must
     present a certificate signed by tls_client_ca) when that is set too. Raises
     InvalidConfig naming the key of a file that cannot be read."""
+    pems = server_pems(server)
+    return credentials_of(*pems) if pems is not None else None
+
+
+def server_pems(server: ServerSettings) -> tuple[bytes, bytes, bytes | None] | None:
+    """The key, certificate chain and client CA (None: no mutual TLS) as read now, checked;
+    None without TLS. Raises InvalidConfig naming the key of a file that cannot be used."""
     if not server.tls_cert:
         return None
     key, cert = _read_pem(server, "tls_key"), _read_pem(server, "tls_cert")
     client_ca = _read_pem(server, "tls_client_ca") if server.tls_client_ca else None
     _check_pems(server)
+    return key, cert, client_ca
+
+
+def credentials_of(key: bytes, cert: bytes, client_ca: bytes | None) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                        require_client_auth=client_ca is not None)
 

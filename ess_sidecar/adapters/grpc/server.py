@@ -131,6 +131,10 @@ def listening_addresses(settings: ServerSettings) -> int:
             count += 1
     return count
 
+# How long the fan-out process may still take once this server's grace is over (it was
+# asked to stop as the grace began): then it is killed.
+FANOUT_AFTER_GRACE_S = 0.5
+
 # Exit status when a stop overran shutdown.timeout_s and the process was ended.
 STOP_OVERRAN = 70
 
@@ -330,12 +334,14 @@ class Sidecar:
             await asyncio.sleep(settings.shutdown.drain_s)
             parts.guard.deciding = False
             parts.guard.subscribers.close_all()
+            if self.fanout is not None:  # within the same grace as this server's calls
+                self.fanout.terminate()
             self.health.close_watches()
             await self.server.stop(settings.server.grace_s)
         finally:
             try:
-                if self.fanout is not None:  # its watchers were ended with its feed
-                    await self.fanout.stop(settings.server.grace_s)
+                if self.fanout is not None:  # asked to stop with this server's calls
+                    await self.fanout.stop(FANOUT_AFTER_GRACE_S)
                 parts.timers.stop()
                 await parts.guard.drain()  # a command being stored finishes first
                 await parts.alerts.stop(settings.server.grace_s)
