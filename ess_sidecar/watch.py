@@ -46,6 +46,11 @@ class Subscription:
         self._overflowed = False
         self._closed = "the sidecar is shutting down"
 
+    @property
+    def ended(self) -> bool:
+        """Whether its place was given to another watcher (`end`)."""
+        return bool(self._ended)
+
     def matches(self, transition: Published) -> bool:
         return transition.version > self.after and (
             not self.scopes or transition.scope in self.scopes)
@@ -169,7 +174,7 @@ class Subscribers:
             return False
         self._subscriptions.discard(stuck)
         stuck.end(f"its place was given to another watcher after its stream sent nothing for"
-                  f" {now - stuck.came_at:.1f} s (watch.max_watchers)")
+                  f" {now - stuck.came_at:.1f} s ({self.most_key})")
         return True
 
     def remove(self, subscription: Subscription) -> None:

@@ -128,3 +128,24 @@ async def test_a_heartbeat_tells_the_sidecars_time_moved_on() -> None:
     beat = pb.WatchStateResponse.FromString(feed.heartbeat(feed.join([], after=3), ""))
     assert 1_790_000_000 <= beat.time.seconds < 1_790_000_060
 
+
+
+def test_private_directories_of_dead_sidecars_are_removed_and_nothing_else(
+        tmp_path, monkeypatch) -> None:
+    """Review 50c: a killed sidecar left its fan-out directory in /tmp for good. The
+    next start removes those of dead pids, this user's, never a link planted there."""
+    import os
+    import tempfile
+
+    from ess_sidecar.adapters.grpc.fanout import DIR_PREFIX, _remove_left_behind
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{DIR_PREFIX}999999-a"
+    alive = tmp_path / f"{DIR_PREFIX}{os.getppid()}-b"
+    elsewhere = tmp_path / "elsewhere"
+    for path in (dead, alive, elsewhere):
+        path.mkdir()
+        (path / "upstream.sock").write_text("")
+    (tmp_path / f"{DIR_PREFIX}999998-c").symlink_to(elsewhere)
+    _remove_left_behind()
+    assert not dead.exists()
+    assert alive.exists() and (elsewhere / "upstream.sock").exists()

@@ -51,6 +51,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -66,7 +67,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ess.v1 import guard_pb2 as pb
 
 from ...domain.access import Principal, Role
-from ...domain.errors import GuardError, ShuttingDown, SubscriberTooSlow
+from ...domain.errors import Busy, GuardError, ShuttingDown, SubscriberTooSlow
 from ...domain.scopes import Scope
 from ...watch import Subscribers, Subscription
 from ..auth.tokens import Principals, new_token
@@ -86,6 +87,7 @@ RING = 4096  # transitions kept for the watchers that join (at least watch.queue
 FEED_WAIT_S = 5.0  # how long a watcher that comes while the feed is down waits for it
 SNAPSHOT_TIMEOUT_S = 60.0  # a watcher's snapshot, read from the sidecar and passed on
 SNAPSHOTS_AT_ONCE = 16  # snapshot calls to the sidecar in flight (each takes its place)
+SNAPSHOT_BYTES = 256 << 20  # snapshots read and not yet written, in all; more: retry later
 # Its CPU priority below the sidecar's (nice(2)): on a busy machine the decisions and the
 # stops go first, and the watchers lag (each ended to resume once `watch.queue_size` behind).
 NICENESS = 10
@@ -183,15 +185,17 @@ class Feed:
         self._ring.clear()
         self.subscribers.end_all(f"the fan-out lost its feed from the sidecar ({why})")
 
-    def join(self, scopes: list[Scope], after: int) -> Subscription:
-        """A watcher served every transition after `after` (its snapshot's version).
-        Raises SubscriberTooSlow if the ring no longer holds them all."""
+    def join(self, scopes: list[Scope], after: int, resume: int | None = None) -> Subscription:
+        """A watcher served every transition after `after` (its snapshot's version), told
+        to resume from `resume` (by default `after`) until it has been given more. Raises
+        SubscriberTooSlow if the ring no longer holds them all."""
+        resume = after if resume is None else resume
         if not self.up.is_set() or self.start > after:
             raise SubscriberTooSlow(f"the fan-out no longer holds every transition after"
                                     f" version {after}; resubscribe with"
-                                    f" from_version={after}")
+                                    f" from_version={resume}")
         subscription = self.subscribers.add(scopes)
-        subscription.after = subscription.delivered = after
+        subscription.after, subscription.delivered = after, resume
         for relayed in self._ring:
             if subscription.matches(relayed) and not subscription.offer(relayed):
                 self.subscribers.remove(subscription)  # it says so once drained
@@ -224,24 +228,36 @@ class FanoutServicer:
         self._watch = watch  # the sidecar's WatchState, bytes in and out
         self._credentials = credentials  # the feeder's metadata
         self._heartbeat_s = heartbeat_s
-        self._stuck_s = feed.subscribers.stuck_s
         self._snapshots = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
-        self._joining = 0  # admitted, in their snapshot: they hold a place
+        self._joining = 0  # admitted, their snapshot being read: they hold a place
+        self._buffered = 0  # bytes of snapshots read and not yet written
 
     async def WatchState(self, request: pb.WatchStateRequest,
                          context: grpc.aio.ServicerContext) -> None:
-        """Written through the context (handlers._unary_stream takes a coroutine): the
-        snapshot's writes are bounded in time."""
-        feed, subscription = self._feed, None
+        """Written through the context (handlers._unary_stream takes a coroutine). The
+        sidecar's answer is read whole first, then written at the watcher's pace: a slow
+        reader holds no turn of the sidecar's (review 50d: bounding each write cut readers
+        the sidecar itself served), and from the moment it is read the watcher is a
+        subscription like any other, its place given away if its stream is stuck."""
+        feed, subscription, held = self._feed, None, 0
         try:
             feed.subscribers.admit(len(request.scopes), self._joining)
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
             self._joining += 1
             try:
-                after, epoch = await self._snapshot(request, context)
+                answer = await self._snapshot(request, context)
+                held = sum(map(len, answer))
+                after, epoch = _version_and_epoch(answer[-1])
+                subscription = feed.join(scopes, after, resume=request.from_version)
             finally:
                 self._joining -= 1
-            subscription = feed.join(scopes, after)
+            for data in answer:
+                if subscription.ended:
+                    break  # its place was given away: it is told so below
+                await context.write(data)
+                self._buffered, held = self._buffered - len(data), held - len(data)
+            subscription.delivered = max(subscription.delivered, after)
+            del answer
             while True:
                 relayed = await subscription.next(self._heartbeat_s)
                 if relayed is not None:
@@ -251,17 +267,15 @@ class FanoutServicer:
         except GuardError as error:
             await context.abort(status_of(error), str(error))
         finally:
+            self._buffered -= held
             if subscription is not None:
                 feed.subscribers.remove(subscription)
 
     async def _snapshot(self, request: pb.WatchStateRequest,
-                        context: grpc.aio.ServicerContext) -> tuple[int, str]:
-        """The sidecar's own answer to the request, passed on up to SNAPSHOT_END: its
-        version and epoch. An error of the sidecar's (bad input, OUT_OF_RANGE, too many
-        watchers) ends the watcher with it. Each write waits `Subscribers.stuck_s` (two
-        heartbeat intervals, as the sidecar's) at most: a watcher that reads nothing gives
-        up its place among the SNAPSHOTS_AT_ONCE (review 50c: sixteen that stopped reading
-        shut every other out for good)."""
+                        context: grpc.aio.ServicerContext) -> list[bytes]:
+        """The sidecar's own answer to the request, up to SNAPSHOT_END, read whole (at most
+        SNAPSHOTS_AT_ONCE at once, SNAPSHOT_BYTES held in all). An error of the sidecar's
+        (bad input, OUT_OF_RANGE, too many watchers) ends the watcher with it."""
         feed = self._feed
         if not feed.up.is_set():
             with contextlib.suppress(TimeoutError):
@@ -269,28 +283,34 @@ class FanoutServicer:
             if not feed.up.is_set():
                 raise ShuttingDown("the fan-out has no feed from the sidecar (starting or"
                                    " stopping); resubscribe later")
+        answer: list[bytes] = []
         async with self._snapshots:
             call = self._watch(request.SerializeToString(), metadata=self._credentials,
                                timeout=SNAPSHOT_TIMEOUT_S)
             try:
                 async for data in call:
-                    try:
-                        async with asyncio.timeout(self._stuck_s):  # in this task
-                            await context.write(data)
-                    except TimeoutError:
-                        raise SubscriberTooSlow(
-                            f"the watcher read nothing of its snapshot for"
-                            f" {self._stuck_s:g} s;"
-                            f" resubscribe with from_version={request.from_version}"
-                        ) from None
-                    message = pb.WatchStateResponse.FromString(data)
-                    if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
-                        return message.version, message.epoch
+                    if self._buffered + len(data) > SNAPSHOT_BYTES:
+                        raise Busy(f"the fan-out holds {SNAPSHOT_BYTES >> 20} MiB of"
+                                   " snapshots not yet read by their watchers; resubscribe"
+                                   " later")
+                    answer.append(data)
+                    self._buffered += len(data)
+                    if pb.WatchStateResponse.FromString(data).kind \
+                            == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                        return answer
             except grpc.aio.AioRpcError as error:
                 await context.abort(error.code(), error.details() or "")
             finally:
                 call.cancel()
+                if not answer or pb.WatchStateResponse.FromString(answer[-1]).kind \
+                        != pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                    self._buffered -= sum(map(len, answer))  # none of it will be sent
         raise ShuttingDown("the sidecar ended the snapshot before its end")
+
+
+def _version_and_epoch(snapshot_end: bytes) -> tuple[int, str]:
+    message = pb.WatchStateResponse.FromString(snapshot_end)
+    return message.version, message.epoch
 
 
 async def _feed_forever(feed: Feed, watch: Callable[..., Any], credentials: tuple[Any, ...],
@@ -470,11 +490,16 @@ class FanoutProcess:
         process = subprocess.Popen(
             [sys.executable, "-I", "-c", CHILD, str(_PACKAGES)], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=python_stderr())
-        assert process.stdin is not None
-        process.stdin.write(json.dumps(asdict(self.config())).encode() + b"\n")
-        process.stdin.flush()  # a pipe's buffer holds a line this size: never waits
         log.info("fan-out process %d started", process.pid)
         return process
+
+    def _hand_over(self, process: subprocess.Popen[bytes]) -> None:
+        """Its configuration, in a thread: with many tokens or a CA bundle it is more than
+        a pipe holds, and the write waits until the child reads it (review 50d: 0.27 s of
+        the loop, every check waiting). A child gone first: BrokenPipeError."""
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(asdict(self.config())).encode() + b"\n")
+        process.stdin.flush()
 
     async def _keep_running(self) -> None:
         pause = self.RESTART_S[0]
@@ -482,6 +507,8 @@ class FanoutProcess:
             started = time.monotonic()
             try:
                 self._process = self._spawn()
+                with contextlib.suppress(BrokenPipeError):  # it ended: its status says why
+                    await asyncio.to_thread(self._hand_over, self._process)
                 code = await _exit_of(self._process)
             except OSError as error:
                 code = None
@@ -532,7 +559,12 @@ def _remove_left_behind() -> None:
     """The private directories of sidecars that were killed (SIGKILL leaves them)."""
     for path in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
         pid = path.name[len(DIR_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or path.stat().st_uid != os.getuid():
+        try:
+            found = path.lstat()  # a link planted there is not followed
+        except OSError:
+            continue
+        if not pid.isdigit() or int(pid) == os.getpid() or found.st_uid != os.getuid() \
+                or not stat.S_ISDIR(found.st_mode):
             continue
         try:
             os.kill(int(pid), 0)
