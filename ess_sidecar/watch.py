@@ -46,6 +46,15 @@ class Subscription:
         self._overflowed = False
         self._closed = "the sidecar is shutting down"
 
+    def progressed(self) -> None:
+        """Its stream has just been handed something other than a queued transition (a
+        part of the fan-out's snapshot): it is not stuck."""
+        self.came_at = self._monotonic()
+
+    def stuck_for(self, now: float) -> float:
+        """How long its stream has been held sending (0 while it waits for a transition)."""
+        return 0.0 if self.waiting else now - self.came_at
+
     @property
     def ended(self) -> bool:
         """Whether its place was given to another watcher (`end`)."""

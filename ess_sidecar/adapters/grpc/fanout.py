@@ -230,7 +230,9 @@ class FanoutServicer:
         self._heartbeat_s = heartbeat_s
         self._snapshots = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
         self._joining = 0  # admitted, their snapshot being read: they hold a place
-        self._buffered = 0  # bytes of snapshots read and not yet written
+        self._buffered = 0  # bytes of snapshots read and not yet written whole
+        # The watchers writing theirs, by handler task: one stuck is ended for room.
+        self._writing: dict[asyncio.Task[Any] | None, Subscription] = {}
 
     async def WatchState(self, request: pb.WatchStateRequest,
                          context: grpc.aio.ServicerContext) -> None:
@@ -251,12 +253,18 @@ class FanoutServicer:
                 subscription = feed.join(scopes, after, resume=request.from_version)
             finally:
                 self._joining -= 1
-            for data in answer:
-                if subscription.ended:
-                    break  # its place was given away: it is told so below
-                await context.write(data)
-                self._buffered, held = self._buffered - len(data), held - len(data)
-            subscription.delivered = max(subscription.delivered, after)
+            self._writing[asyncio.current_task()] = subscription
+            try:
+                for data in answer:
+                    if subscription.ended:
+                        break  # its place was given away: told so below, from its
+                    await context.write(data)  # request's version (not all of it came)
+                    subscription.progressed()  # reading, slowly maybe: not stuck (50e)
+                else:
+                    subscription.delivered = max(subscription.delivered, after)
+            finally:
+                self._writing.pop(asyncio.current_task(), None)
+            self._buffered, held = self._buffered - held, 0  # gRPC holds no more of it
             del answer
             while True:
                 relayed = await subscription.next(self._heartbeat_s)
@@ -289,7 +297,8 @@ class FanoutServicer:
                                timeout=SNAPSHOT_TIMEOUT_S)
             try:
                 async for data in call:
-                    if self._buffered + len(data) > SNAPSHOT_BYTES:
+                    if self._buffered + len(data) > SNAPSHOT_BYTES \
+                            and not self._end_a_stuck_writer():
                         raise Busy(f"the fan-out holds {SNAPSHOT_BYTES >> 20} MiB of"
                                    " snapshots not yet read by their watchers; resubscribe"
                                    " later")
@@ -306,6 +315,20 @@ class FanoutServicer:
                         != pb.WATCH_EVENT_KIND_SNAPSHOT_END:
                     self._buffered -= sum(map(len, answer))  # none of it will be sent
         raise ShuttingDown("the sidecar ended the snapshot before its end")
+
+
+    def _end_a_stuck_writer(self) -> bool:
+        """Cancel the watcher whose snapshot has been held longest, past the stuck-stream
+        bound, freeing what it holds (review 50e: watchers that read nothing held the
+        bytes for good, and every later snapshot was refused)."""
+        now, bound = time.monotonic(), self._feed.subscribers.stuck_s
+        task, subscription = max(self._writing.items(),
+                                 key=lambda item: item[1].stuck_for(now), default=(None, None))
+        if task is None or subscription is None or subscription.stuck_for(now) <= bound:
+            return False
+        del self._writing[task]
+        task.cancel()  # its handler's finally gives the bytes back; gRPC cancels the call
+        return True
 
 
 def _version_and_epoch(snapshot_end: bytes) -> tuple[int, str]:
