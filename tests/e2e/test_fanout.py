@@ -241,13 +241,13 @@ def test_a_fanout_killed_is_started_again_and_its_watchers_resume(
     watcher.close()
 
 
-def test_the_fanout_ends_with_its_sidecar_killed(workdir: Path) -> None:
-    process = SidecarProcess(workdir, fanout_config(workdir)).start()
+def test_the_fanout_ends_with_its_sidecar_killed(sidecar: SidecarProcess,
+                                                 workdir: Path) -> None:
     wait_fanout_serving(fanout_target(workdir))
-    (child,) = process.children_named("grpc.fanout")
+    (child,) = sidecar.children_named("grpc.fanout")
     exited = os.pidfd_open(child)
     try:
-        process.kill()  # SIGKILL: the pipe it held open on the fan-out's stdin ends
+        sidecar.kill()  # SIGKILL: the pipe it held open on the fan-out's stdin ends
         assert ready(exited, 20), "the fan-out outlived its sidecar"
     finally:
         os.close(exited)
