@@ -14,11 +14,13 @@ What a watcher gets is what the sidecar's own WatchState gives:
   and handed over on this process's standard input, never in its arguments or
   environment. Each transition it brings is kept as the sidecar serialized it, the
   latest `RING` of them, for the watchers that join.
-- **A watcher** is admitted as the sidecar admits one (the same tokens file,
-  certificates and roles; `watch.max_scopes`), and its request goes to the sidecar as it
-  came, under the feeder: the snapshot, or the replay after `from_version` with its
-  epoch checks, and any error (bad input, `OUT_OF_RANGE`) are the sidecar's own answer,
-  passed on byte for byte up to SNAPSHOT_END. From the version SNAPSHOT_END gives, the
+- **A watcher** is admitted as the sidecar admits one (the tokens, certificates and TLS
+  files' contents the sidecar read at its start, handed over with the token; the roles;
+  `watch.max_scopes`), and its request goes to the sidecar as it came, under the
+  feeder: the snapshot, or the replay after `from_version` with its epoch checks, and
+  any error (bad input, `OUT_OF_RANGE`) are the sidecar's own answer, read whole (16 at
+  once) and passed on byte for byte, at the watcher's pace, up to SNAPSHOT_END. From
+  the version SNAPSHOT_END gives, the
   watcher is served from the ring and then the feed: nothing after it is missed, nothing
   repeated. One that joins past what the ring still holds is told to resume from that
   version (RESOURCE_EXHAUSTED, as one cut off for being slow).
@@ -29,7 +31,8 @@ What a watcher gets is what the sidecar's own WatchState gives:
   feed quiet for two intervals and a second is taken as lost.
 - **Slow watchers**: more than `watch.queue_size` transitions behind, one is ended after
   what was queued, RESOURCE_EXHAUSTED with the version to resume from; one whose stream
-  has sent nothing for 10 s gives its place to a new one when every place is taken.
+  has been held sending for two heartbeat intervals gives its place to a new one when
+  every place is taken, and its snapshot's bytes when SNAPSHOT_BYTES are held.
 - **The feed lost** (the sidecar stopping, or its stream ended): every watcher is ended
   UNAVAILABLE with the version to resume from, health says NOT_SERVING, and the feed is
   opened again (a watcher that comes meanwhile waits up to FEED_WAIT_S for it).
