@@ -177,9 +177,8 @@ class Subscribers:
         """End the watch whose stream has been held sending longest, if over `stuck_s`
         (review 43c: 100 streams of a peer that read nothing held every slot, and no
         operator could watch, while no transition came to overflow their queues)."""
-        away = [s for s in self._subscriptions if not s.waiting]
-        stuck = min(away, key=lambda s: s.came_at, default=None)
-        if stuck is None or now - stuck.came_at <= self.stuck_s:
+        stuck = max(self._subscriptions, key=lambda s: s.stuck_for(now), default=None)
+        if stuck is None or stuck.stuck_for(now) <= self.stuck_s:
             return False
         self._subscriptions.discard(stuck)
         stuck.end(f"its place was given to another watcher after its stream sent nothing for"

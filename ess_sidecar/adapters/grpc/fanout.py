@@ -250,9 +250,8 @@ class FanoutServicer:
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
             self._joining += 1
             try:
-                answer = await self._snapshot(request, context)
+                answer, after, epoch = await self._snapshot(request, context)
                 held = sum(map(len, answer))
-                after, epoch = _version_and_epoch(answer[-1])
                 subscription = feed.join(scopes, after, resume=request.from_version)
             finally:
                 self._joining -= 1
@@ -283,8 +282,9 @@ class FanoutServicer:
                 feed.subscribers.remove(subscription)
 
     async def _snapshot(self, request: pb.WatchStateRequest,
-                        context: grpc.aio.ServicerContext) -> list[bytes]:
-        """The sidecar's own answer to the request, up to SNAPSHOT_END, read whole (at most
+                        context: grpc.aio.ServicerContext) -> tuple[list[bytes], int, str]:
+        """The sidecar's own answer to the request, up to SNAPSHOT_END (its version and
+        epoch follow it), read whole (at most
         SNAPSHOTS_AT_ONCE at once, SNAPSHOT_BYTES held in all). An error of the sidecar's
         (bad input, OUT_OF_RANGE, too many watchers) ends the watcher with it."""
         feed = self._feed
@@ -295,6 +295,7 @@ class FanoutServicer:
                 raise ShuttingDown("the fan-out has no feed from the sidecar (starting or"
                                    " stopping); resubscribe later")
         answer: list[bytes] = []
+        complete = False
         async with self._snapshots:
             call = self._watch(request.SerializeToString(), metadata=self._credentials,
                                timeout=SNAPSHOT_TIMEOUT_S)
@@ -307,15 +308,15 @@ class FanoutServicer:
                                    " later")
                     answer.append(data)
                     self._buffered += len(data)
-                    if pb.WatchStateResponse.FromString(data).kind \
-                            == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
-                        return answer
+                    message = pb.WatchStateResponse.FromString(data)
+                    if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                        complete = True
+                        return answer, message.version, message.epoch
             except grpc.aio.AioRpcError as error:
                 await context.abort(error.code(), error.details() or "")
             finally:
                 call.cancel()
-                if not answer or pb.WatchStateResponse.FromString(answer[-1]).kind \
-                        != pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                if not complete:
                     self._buffered -= sum(map(len, answer))  # none of it will be sent
         raise ShuttingDown("the sidecar ended the snapshot before its end")
 
@@ -332,11 +333,6 @@ class FanoutServicer:
         del self._writing[task]
         task.cancel()  # its handler's finally gives the bytes back; gRPC cancels the call
         return True
-
-
-def _version_and_epoch(snapshot_end: bytes) -> tuple[int, str]:
-    message = pb.WatchStateResponse.FromString(snapshot_end)
-    return message.version, message.epoch
 
 
 async def _feed_forever(feed: Feed, watch: Callable[..., Any], credentials: tuple[Any, ...],
