@@ -25,7 +25,7 @@ from .recovery import last_clock_read, latest_time, reconcile, replay, respelled
 from .service import Guard
 from .settings import Settings
 from .timers import Timers
-from .watch import Subscribers
+from .watch import FANOUT_PLACES, Subscribers
 
 if TYPE_CHECKING:
     import grpc
@@ -157,7 +157,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
                                       last_clock_read(entries, written_at))
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers,
                            2 * settings.watch.heartbeat_interval_s,
-                           most_scopes=settings.watch.max_scopes)
+                           most_scopes=settings.watch.max_scopes,
+                           most_internal=FANOUT_PLACES if settings.watch.fans_out() else 0)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
                   principals.is_operator if principals is not None else None)

@@ -259,11 +259,12 @@ class Guard(GuardReadings):
         `limits.max_snapshot_entries`, asked before it is mapped."""
         self.engine.check_list_length(field, entries)
 
-    def admit_watcher(self, scopes: int) -> None:
+    def admit_watcher(self, scopes: int, internal: bool = False) -> None:
         """Raises unless a watcher naming `scopes` scopes would be let in now (Subscribers.
         admit): asked before they are mapped, so a refused one costs nothing. The
-        subscription asks again: a place taken meanwhile still refuses it."""
-        self.subscribers.admit(scopes)
+        subscription asks again: a place taken meanwhile still refuses it. `internal`: a
+        stream of the fan-out process, which has places of its own."""
+        self.subscribers.admit(scopes, internal=internal)
 
     def snapshot_room(self, entries: int) -> Callable[[], None]:
         """Room for a snapshot of `entries`, taken until the returned call gives it back
@@ -840,10 +841,11 @@ class Guard(GuardReadings):
         return self._started(start)
 
     async def watch_async(self, scopes: Iterable[Scope], from_version: int,
-                          epoch: str = "") -> WatchStart:
+                          epoch: str = "", internal: bool = False) -> WatchStart:
         """As watch(), the missed transitions read in the store's thread. Still no gap:
-        the subscription is taken first, and queues every transition after `version`."""
-        start = self._subscribe(scopes, from_version, epoch)
+        the subscription is taken first, and queues every transition after `version`.
+        `internal`: as admit_watcher's."""
+        start = self._subscribe(scopes, from_version, epoch, internal)
         with self._unsubscribed_on_error(start):
             if from_version:
                 start.initial.extend(await self.read_async(
@@ -851,7 +853,7 @@ class Guard(GuardReadings):
         return self._started(start)
 
     def _subscribe(self, scopes: Iterable[Scope], from_version: int,
-                   epoch: str) -> WatchStart:
+                   epoch: str, internal: bool = False) -> WatchStart:
         """The subscription, the snapshot when from_version is 0, else nothing yet."""
         scopes = frozenset(scopes)
         version = self.engine.version
@@ -880,7 +882,7 @@ class Guard(GuardReadings):
             raise ResyncRequired(f"more than {MAX_REPLAY} transitions since version"
                                  f" {from_version}; resubscribe from 0")
         initial = [] if from_version else self.engine.restricted()
-        subscription = self.subscribers.add(scopes)
+        subscription = self.subscribers.add(scopes, internal)
         subscription.delivered = version
         return WatchStart(initial, not from_version, version, subscription)
 

@@ -12,6 +12,13 @@ from typing import Protocol
 from .domain.errors import Busy, InvalidArgument, ShuttingDown, SubscriberTooSlow
 from .domain.scopes import Scope
 
+FANOUT_SNAPSHOTS = 16  # the fan-out process's snapshot calls to the sidecar at once
+# Places the sidecar keeps for the fan-out process's own streams, its feed and its
+# snapshots, apart from watch.max_watchers: watchers of the sidecar itself that fill those
+# cannot cut the fan-out's watchers off. Twice what it opens at once, for streams whose end
+# the sidecar has not seen yet.
+FANOUT_PLACES = 2 * (1 + FANOUT_SNAPSHOTS)
+
 
 class Published(Protocol):
     """What a subscription queues: a `Transition`, or the fan-out's `Relayed`."""
@@ -125,75 +132,88 @@ class Subscription:
 class Subscribers:
     def __init__(self, queue_size: int, most: int = 100, stuck_s: float = 10.0,
                  monotonic: Callable[[], float] = time.monotonic,
-                 most_scopes: int = 1024, most_key: str = "watch.max_watchers") -> None:
+                 most_scopes: int = 1024, most_key: str = "watch.max_watchers",
+                 most_internal: int = 0) -> None:
         self.queue_size = queue_size
         self.most = most  # watchers at once: each costs every transition a write
         self.most_key = most_key  # the setting of `most`, for the refusal
+        self.most_internal = most_internal  # places apart, for the fan-out's own streams
         self.stuck_s = stuck_s  # a stream away this long sends nothing: its slot is taken
         self.most_scopes = most_scopes  # scopes one watcher names (none: every scope)
         self._monotonic = monotonic
         self._subscriptions: set[Subscription] = set()
+        self._internal: set[Subscription] = set()  # the fan-out's (most_internal places)
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._subscriptions)
+        return len(self._subscriptions) + len(self._internal)
 
-    def admit(self, scopes: int, joining: int = 0) -> None:
+    def admit(self, scopes: int, joining: int = 0, internal: bool = False) -> None:
         """Raises unless a watcher naming `scopes` scopes would be added now: asked before
         its scopes are even read, so that a refused one costs nothing (review 45: 256
         watches of 20,000 scopes each, mapped on the loop before the cap refused them,
         held a Trigger 27 s and grew the process to 2.9 GB). InvalidArgument past
         `most_scopes`; otherwise as add(), which may end a stuck watcher for it.
         `joining`: watchers admitted and not added yet (the fan-out's, during their
-        snapshot), which count as watching."""
+        snapshot), which count as watching. `internal`: a stream of the fan-out process,
+        given one of `most_internal` places, never one of `most`."""
         if scopes > self.most_scopes:
             raise InvalidArgument("scopes", f"lists {scopes}: a watcher names at most"
                                   f" {self.most_scopes} (watch.max_scopes); name none to"
                                   " watch every scope")
-        self._make_room(joining)
+        self._make_room(joining, internal)
 
-    def add(self, scopes: Iterable[Scope]) -> Subscription:
+    def add(self, scopes: Iterable[Scope], internal: bool = False) -> Subscription:
         """A new watcher's queue. Raises ShuttingDown after close_all(), Busy while `most`
         watch already (review 35: behind a storm of trips fanned out to 3,000 watchers that
         never read, a panic waited past its caller's deadline, and gRPC dropped it unread).
-        Busy is UNAVAILABLE, a retry later: RESOURCE_EXHAUSTED tells a watcher to resume."""
-        self._make_room()
+        Busy is UNAVAILABLE, a retry later: RESOURCE_EXHAUSTED tells a watcher to resume.
+        `internal`: as admit()'s."""
+        self._make_room(internal=internal)
         subscription = Subscription(frozenset(scopes), self.queue_size, self._monotonic)
-        self._subscriptions.add(subscription)
+        (self._internal if internal else self._subscriptions).add(subscription)
         return subscription
 
-    def _make_room(self, joining: int = 0) -> None:
+    def _make_room(self, joining: int = 0, internal: bool = False) -> None:
         if self._closed:
             raise ShuttingDown("the sidecar is shutting down; resubscribe to another"
                                " or after its restart")
         now = self._monotonic()
-        if len(self._subscriptions) + joining >= self.most \
-                and not self._end_a_stuck_one(now):
+        pool, most = (self._internal, self.most_internal) if internal \
+            else (self._subscriptions, self.most)
+        if len(pool) + joining >= most and not self._end_a_stuck_one(pool, now):
+            if internal:
+                raise Busy(f"the fan-out process has {most} streams here already; its"
+                           " watcher may try again shortly")
             raise Busy(f"{self.most} watchers already ({self.most_key}): each costs"
                        " every transition a write; watch fewer scopes from one stream, or"
                        " resubscribe later")
 
-    def _end_a_stuck_one(self, now: float) -> bool:
-        """End the watch whose stream has been held sending longest, if over `stuck_s`
-        (review 43c: 100 streams of a peer that read nothing held every slot, and no
-        operator could watch, while no transition came to overflow their queues)."""
-        stuck = max(self._subscriptions, key=lambda s: s.stuck_for(now), default=None)
+    def _end_a_stuck_one(self, pool: set[Subscription], now: float) -> bool:
+        """End the watch of `pool` whose stream has been held sending longest, if over
+        `stuck_s` (review 43c: 100 streams of a peer that read nothing held every slot, and
+        no operator could watch, while no transition came to overflow their queues)."""
+        stuck = max(pool, key=lambda s: s.stuck_for(now), default=None)
         if stuck is None or stuck.stuck_for(now) <= self.stuck_s:
             return False
-        self._subscriptions.discard(stuck)
+        pool.discard(stuck)
+        places = "the fan-out process's places" if pool is self._internal else self.most_key
         stuck.end(f"its place was given to another watcher after its stream sent nothing for"
-                  f" {now - stuck.came_at:.1f} s ({self.most_key})")
+                  f" {now - stuck.came_at:.1f} s ({places})")
         return True
 
     def remove(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
+        self._internal.discard(subscription)
 
     def publish(self, transitions: Iterable[Published]) -> None:
         """Hand transitions to every matching watcher; never waits."""
         for transition in transitions:
-            for subscription in list(self._subscriptions):
-                if subscription.matches(transition) and not subscription.offer(transition):
-                    self._subscriptions.discard(subscription)
+            for pool in (self._subscriptions, self._internal):
+                for subscription in list(pool):
+                    if subscription.matches(transition) \
+                            and not subscription.offer(transition):
+                        pool.discard(subscription)
 
     def close_all(self) -> None:
         """End every watch (after what each has queued) and refuse new ones: shutdown."""
@@ -203,6 +223,7 @@ class Subscribers:
     def end_all(self, why: str = "") -> None:
         """End every watch after what each has queued, with ShuttingDown saying `why`; new
         ones are still taken (the fan-out's feed lost, and opened again)."""
-        for subscription in self._subscriptions:
-            subscription.close(why)
-        self._subscriptions.clear()
+        for pool in (self._subscriptions, self._internal):
+            for subscription in pool:
+                subscription.close(why)
+            pool.clear()

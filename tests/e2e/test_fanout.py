@@ -241,6 +241,44 @@ def test_a_fanout_killed_is_started_again_and_its_watchers_resume(
     watcher.close()
 
 
+def test_watchers_of_the_sidecar_filling_its_places_cut_no_fanout_watcher_off(
+        workdir: Path) -> None:
+    """The fan-out's feed and snapshots take places the sidecar keeps for them: with
+    watch.max_watchers taken by watchers of the sidecar itself (reading, so none is
+    stuck), a watcher of the fan-out still joins, and so does a restarted fan-out's feed.
+    Before, its snapshot was refused UNAVAILABLE, and a restarted child stayed blind."""
+    process = SidecarProcess(workdir, fanout_config(workdir, "max_watchers = 2\n")).start()
+    direct: list[Watcher] = []
+    try:
+        wait_fanout_serving(fanout_target(workdir))
+        direct = [Watcher(process.uds_target, pb.WatchStateRequest()) for _ in range(2)]
+        for watcher in direct:
+            assert watcher.next().kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END
+        third = Watcher(process.uds_target, pb.WatchStateRequest())
+        assert third.ended().code() == grpc.StatusCode.UNAVAILABLE  # the sidecar's are full
+        third.close()
+        (child,) = process.children_named("grpc.fanout")
+        for round_ in ("first", "restarted"):
+            fanned = Watcher(fanout_target(workdir), pb.WatchStateRequest())
+            assert fanned.next().kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END, round_
+            with grpc.insecure_channel(process.uds_target) as channel:
+                last = storm(pb_grpc.GuardServiceStub(channel), [round_])
+            assert [m[4] for m in fanned.upto(last)] == [last - 1, last], round_
+            for watcher in direct:  # reading all along: still in their places
+                assert [m[4] for m in watcher.upto(last)][-2:] == [last - 1, last]
+            if round_ == "first":
+                os.kill(child, signal.SIGKILL)
+                assert fanned.ended().code() == grpc.StatusCode.UNAVAILABLE
+                until(lambda: process.children_named("grpc.fanout") not in ([], [child]),
+                      "a new fan-out process")
+                wait_fanout_serving(fanout_target(workdir))
+            fanned.close()
+    finally:
+        for watcher in direct:
+            watcher.close()
+        process.stop()
+
+
 def test_the_fanout_ends_with_its_sidecar_killed(sidecar: SidecarProcess,
                                                  workdir: Path) -> None:
     wait_fanout_serving(fanout_target(workdir))

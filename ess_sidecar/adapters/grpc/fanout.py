@@ -49,6 +49,8 @@ import asyncio
 import base64
 import collections
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -72,7 +74,7 @@ from ess.v1 import guard_pb2 as pb
 from ...domain.access import Principal, Role
 from ...domain.errors import Busy, GuardError, ShuttingDown, SubscriberTooSlow
 from ...domain.scopes import Scope
-from ...watch import Subscribers, Subscription
+from ...watch import FANOUT_SNAPSHOTS, Subscribers, Subscription
 from ..auth.tokens import Principals, new_token
 from ..descriptors import python_stderr
 from .auth import Authenticator
@@ -89,7 +91,9 @@ DIR_PREFIX = "ess-fanout-"  # its private directory's, with the sidecar's pid af
 RING = 4096  # transitions kept for the watchers that join (at least watch.queue_size)
 FEED_WAIT_S = 5.0  # how long a watcher that comes while the feed is down waits for it
 SNAPSHOT_TIMEOUT_S = 60.0  # a watcher's snapshot, read from the sidecar and passed on
-SNAPSHOTS_AT_ONCE = 16  # snapshot calls to the sidecar in flight (each takes its place)
+# Snapshot calls to the sidecar in flight, each in one of the places it keeps for the
+# fan-out's streams (watch.FANOUT_PLACES, apart from watch.max_watchers).
+SNAPSHOTS_AT_ONCE = FANOUT_SNAPSHOTS
 SNAPSHOT_BYTES = 256 << 20  # snapshots read and not yet written, in all; more: retry later
 # Its CPU priority below the sidecar's (nice(2)): on a busy machine the decisions and the
 # stops go first, and the watchers lag (each ended to resume once `watch.queue_size` behind).
@@ -106,7 +110,7 @@ class FanoutConfig:
     (review 50c: it read the tokens file again, edited since)."""
 
     upstream: str  # the sidecar's private Unix socket, "unix:PATH"
-    token: str  # the feeder's bearer token ("" with authentication off)
+    token: str  # the feeder's bearer token (also with authentication off: see owns())
     listen: str  # TCP host:port, or ""
     uds: str  # Unix socket path, or ""
     server: dict[str, Any]  # the sidecar's ServerSettings (connection caps, grace)
@@ -480,15 +484,28 @@ class FanoutProcess:
         self.upstream = os.path.join(self._dir, "upstream.sock")
         pems = server_pems(settings.server) if settings.watch.fanout_listen else None
         self._tls = [base64.b64encode(pem or b"").decode() for pem in pems] if pems else None
-        self._token, self._principals = "", None
-        if authenticator is not None:  # the feeder's token, valid for this process's life
+        # The feeder's token, valid for this process's life: its principal with
+        # authentication on, and with it off too what tells its streams apart (owns)
+        self._token, self._principals = new_token(), None
+        self._bearer = hashlib.sha256(f"Bearer {self._token}".encode()).digest()
+        if authenticator is not None:
             self._principals = principals_to_json(authenticator.principals)
-            self._token = new_token()
             authenticator.admit_internal(self._token, Principal(FEEDER, Role.WATCHER,
                                                                 "fan-out"))
         self._process: subprocess.Popen[bytes] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def owns(self, context: grpc.aio.ServicerContext) -> bool:
+        """Whether a call to the sidecar is this child's (its feed or a snapshot): it
+        came with the feeder's token. Such a stream takes a place kept for the fan-out
+        (watch.FANOUT_PLACES), so watchers of the sidecar filling `watch.max_watchers`
+        cannot cut off the fan-out's watchers."""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                return hmac.compare_digest(
+                    hashlib.sha256(value.encode(errors="replace")).digest(), self._bearer)
+        return False
 
     def config(self) -> FanoutConfig:
         s = self._settings

@@ -263,8 +263,9 @@ class Sidecar:
         self._stopping = False
         self._stopped = asyncio.Event()
         refused = parts.authenticator.refused if parts.authenticator is not None else None
+        owned = self.fanout.owns if self.fanout is not None else None
         add_guard_service(GuardServicer(parts.guard, parts.settings.watch.heartbeat_interval_s,
-                                        refused),
+                                        refused, owned),
                           self.server, parts.authenticator, parts.wrap_streams)
         add_health(self.health, self.server)
         add_reflection(

@@ -48,10 +48,14 @@ STATE_CHUNK = 500  # GetState gives the event loop back after mapping this many 
 
 class GuardServicer(pb_grpc.GuardServiceServicer):
     def __init__(self, guard: Guard, watch_heartbeat_s: float,
-                 refused: Callable[[grpc.StatusCode, str, str], None] | None = None) -> None:
+                 refused: Callable[[grpc.StatusCode, str, str], None] | None = None,
+                 fanout: Callable[[grpc.aio.ServicerContext], bool] | None = None) -> None:
         """`refused(code, why, peer)`: a call the domain refused to its caller (another
-        executor's heartbeat), counted and logged as the authenticator's refusals are."""
+        executor's heartbeat), counted and logged as the authenticator's refusals are.
+        `fanout(context)`: whether a WatchState is the fan-out process's own (its feed or
+        a snapshot), which takes one of the places kept for it."""
         self._guard = guard
+        self._fanout = fanout or (lambda context: False)
         self.telemetry = guard.telemetry
         self.refused = refused or (lambda code, why, peer: None)
         self._check = guard.check if isinstance(guard.telemetry, NoTelemetry) \
@@ -318,11 +322,12 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                          ) -> AsyncIterator[pb.WatchStateResponse | bytes]:
         subscription = None
         try:
-            guard = self._guard
+            guard, internal = self._guard, self._fanout(context)
             guard.check_list_length("scopes", len(request.scopes))
-            guard.admit_watcher(len(request.scopes))  # before its scopes are mapped
+            guard.admit_watcher(len(request.scopes), internal)  # before its scopes are mapped
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
-            start = await guard.watch_async(scopes, request.from_version, request.epoch)
+            start = await guard.watch_async(scopes, request.from_version, request.epoch,
+                                            internal)
             subscription = start.subscription
             kind = pb.WATCH_EVENT_KIND_SNAPSHOT if start.is_snapshot \
                 else pb.WATCH_EVENT_KIND_TRANSITION
