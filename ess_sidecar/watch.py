@@ -140,7 +140,7 @@ class Subscribers:
         self.most_internal = most_internal  # places apart, for the fan-out's own streams
         self.stuck_s = stuck_s  # a stream away this long sends nothing: its slot is taken
         self.most_scopes = most_scopes  # scopes one watcher names (none: every scope)
-        self._monotonic = monotonic
+        self.monotonic = monotonic  # its watchers' clock, when they were last handed one
         self._subscriptions: set[Subscription] = set()
         self._internal: set[Subscription] = set()  # the fan-out's (most_internal places)
         self._closed = False
@@ -170,7 +170,7 @@ class Subscribers:
         Busy is UNAVAILABLE, a retry later: RESOURCE_EXHAUSTED tells a watcher to resume.
         `internal`: as admit()'s."""
         self._make_room(internal=internal)
-        subscription = Subscription(frozenset(scopes), self.queue_size, self._monotonic)
+        subscription = Subscription(frozenset(scopes), self.queue_size, self.monotonic)
         (self._internal if internal else self._subscriptions).add(subscription)
         return subscription
 
@@ -178,7 +178,7 @@ class Subscribers:
         if self._closed:
             raise ShuttingDown("the sidecar is shutting down; resubscribe to another"
                                " or after its restart")
-        now = self._monotonic()
+        now = self.monotonic()
         pool, most = (self._internal, self.most_internal) if internal \
             else (self._subscriptions, self.most)
         if len(pool) + joining >= most and not self._end_a_stuck_one(pool, now):
@@ -201,6 +201,12 @@ class Subscribers:
         stuck.end(f"its place was given to another watcher after its stream sent nothing for"
                   f" {now - stuck.came_at:.1f} s ({places})")
         return True
+
+    def end(self, subscription: Subscription, why: str) -> None:
+        """End one watch for room (the fan-out's, whose snapshot is stuck): its place is
+        given up, and it is told `why` once its stream takes a message again."""
+        self.remove(subscription)
+        subscription.end(why)
 
     def remove(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)

@@ -5,10 +5,14 @@ are given as the sidecar serializes them."""
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 import pytest
 
 from ess.v1 import guard_pb2 as pb
-from ess_sidecar.adapters.grpc.fanout import Feed
+from ess_sidecar.adapters.grpc import fanout
+from ess_sidecar.adapters.grpc.fanout import Feed, FanoutServicer
 from ess_sidecar.domain.errors import ShuttingDown, SubscriberTooSlow
 from ess_sidecar.domain.scopes import Scope, ScopeKind
 from ess_sidecar.watch import Subscribers
@@ -149,3 +153,133 @@ def test_private_directories_of_dead_sidecars_are_removed_and_nothing_else(
     _remove_left_behind()
     assert not dead.exists()
     assert alive.exists() and (elsewhere / "upstream.sock").exists()
+
+
+# -- a watcher's answer, read whole from the sidecar and written at the watcher's pace ------
+
+class Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+class Upstream:
+    """The sidecar's WatchState, as the servicer calls it: its answer to each
+    from_version, as the sidecar serializes it."""
+
+    def __init__(self, answers: dict[int, list[bytes]]) -> None:
+        self.answers = answers
+
+    def __call__(self, raw: bytes, metadata: object, timeout: float) -> Upstream._Call:
+        return self._Call(self.answers[pb.WatchStateRequest.FromString(raw).from_version])
+
+    class _Call:
+        def __init__(self, parts: list[bytes]) -> None:
+            self.parts = parts
+
+        async def __aiter__(self):  # noqa: ANN204
+            for part in self.parts:
+                yield part
+
+        def cancel(self) -> None:
+            pass
+
+
+class Peer:
+    """A watcher's stream (the servicer's context): takes `reads` messages, then holds
+    the next write until `read_again()`, as a peer that stopped reading does."""
+
+    def __init__(self, reads: int | None = None) -> None:
+        self.got: list[pb.WatchStateResponse] = []
+        self._reads, self._again, self.held = reads, asyncio.Event(), asyncio.Event()
+        self._wrote = asyncio.Event()
+
+    async def write(self, data: bytes) -> None:
+        if self._reads is not None and len(self.got) >= self._reads:
+            self.held.set()
+            await self._again.wait()
+        self.got.append(pb.WatchStateResponse.FromString(data))
+        self._wrote.set()
+
+    async def has(self, count: int) -> None:
+        """Once `count` messages are written to it (a deadline: 5 s)."""
+        async with asyncio.timeout(5):
+            while len(self.got) < count:
+                self._wrote.clear()
+                await self._wrote.wait()
+
+    def read_again(self) -> None:
+        self._reads = None
+        self._again.set()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+def snapshot_part(version: int, scope: Scope = MOMO) -> bytes:
+    return message(pb.WATCH_EVENT_KIND_SNAPSHOT, version, scope)
+
+
+async def ended(task: asyncio.Task) -> Aborted:
+    with pytest.raises(Aborted) as raised:
+        await asyncio.wait_for(task, 5)
+    return raised.value
+
+
+async def test_a_watcher_cut_mid_replay_resumes_after_the_last_transition_written() -> None:
+    """Review 51b: told to resume from its request's version, it was sent again every
+    transition it had; a replay's transitions count as they are written (a snapshot's
+    parts do not: test below)."""
+    now = [0.0]
+    feed = Feed(Subscribers(16, most=1, stuck_s=10.0, monotonic=lambda: now[0]), 8)
+    feed.follow(message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, 4))
+    upstream = Upstream({1: [transition(2), transition(3), transition(4),
+                             message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, 4)],
+                         0: [message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, 4)]})
+    servicer = FanoutServicer(feed, upstream, (), heartbeat_s=3600.0)
+    slow, other = Peer(reads=2), Peer()
+    cut = asyncio.create_task(servicer.WatchState(pb.WatchStateRequest(from_version=1), slow))
+    await asyncio.wait_for(slow.held.wait(), 5)  # v2 and v3 read, v4 held
+    now[0] += 11.0
+    joined = asyncio.create_task(servicer.WatchState(pb.WatchStateRequest(), other))
+    await other.has(1)  # it took the slow one's place
+    slow.read_again()
+    error = await ended(cut)
+    assert [m.version for m in slow.got] == [2, 3, 4]
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.details.endswith("resubscribe with from_version=4"), error.details
+    joined.cancel()
+
+
+async def test_a_stuck_writer_cut_for_room_is_told_where_to_resume_and_frees_its_bytes(
+        monkeypatch) -> None:
+    """Review 51b: a watcher whose snapshot held the fan-out's bytes past the stuck bound
+    was cancelled, and never told: its stream went silent for good. Now it is ended as the
+    sidecar ends a stuck watcher: told, from its request's version, once it reads again."""
+    parts = [snapshot_part(2), snapshot_part(3, MEAN), message(
+        pb.WATCH_EVENT_KIND_SNAPSHOT_END, 3)]
+    monkeypatch.setattr(fanout, "SNAPSHOT_BYTES", sum(map(len, parts)) + 2)  # one at once
+    now = [0.0]
+    feed = Feed(Subscribers(16, stuck_s=10.0, monotonic=lambda: now[0]), 8)
+    feed.follow(message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, 3))
+    servicer = FanoutServicer(feed, Upstream({0: parts}), (), heartbeat_s=3600.0)
+    slow, other = Peer(reads=1), Peer()
+    cut = asyncio.create_task(servicer.WatchState(pb.WatchStateRequest(), slow))
+    await asyncio.wait_for(slow.held.wait(), 5)
+    refused = asyncio.create_task(servicer.WatchState(pb.WatchStateRequest(), other))
+    error = await ended(refused)  # held for under the bound: not cut
+    assert (error.code, "MiB of snapshots" in error.details) == (
+        grpc.StatusCode.UNAVAILABLE, True), error
+    now[0] += 11.0
+    other = Peer()
+    joined = asyncio.create_task(servicer.WatchState(pb.WatchStateRequest(), other))
+    await other.has(3)  # its whole snapshot, in the bytes the slow one gave up
+    slow.read_again()
+    error = await ended(cut)
+    assert [m.kind for m in slow.got] == [pb.WATCH_EVENT_KIND_SNAPSHOT] * 2  # no END
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "its snapshot was given up" in error.details
+    assert error.details.endswith("resubscribe with from_version=0"), error.details
+    assert servicer._buffered == 0  # noqa: SLF001 - the budget: nothing held any more
+    joined.cancel()
+

@@ -25,14 +25,15 @@ What a watcher gets is what the sidecar's own WatchState gives:
   repeated. One that joins past what the ring still holds is told to resume from that
   version (RESOURCE_EXHAUSTED, as one cut off for being slow).
 - **Heartbeats**: after `watch.heartbeat_interval_s` with nothing sent, the latest version
-  the feed brought, its epoch, and the sidecar's time then plus what passed since; none
+  the feed brought, its epoch, and the sidecar's time in its latest message; none
   while the sidecar has been quiet longer than an interval and a second (idle, it sends
   one every interval): this process never vouches for a sidecar that stopped talking. The
   feed quiet for two intervals and a second is taken as lost.
 - **Slow watchers**: more than `watch.queue_size` transitions behind, one is ended after
   what was queued, RESOURCE_EXHAUSTED with the version to resume from; one whose stream
   has been held sending for two heartbeat intervals gives its place to a new one when
-  every place is taken, and its snapshot's bytes when SNAPSHOT_BYTES are held.
+  every place is taken, and its snapshot's bytes when SNAPSHOT_BYTES are held: it is
+  told so, with the version to resume from, once its stream takes a message again.
 - **The feed lost** (the sidecar stopping, or its stream ended): every watcher is ended
   UNAVAILABLE with the version to resume from, health says NOT_SERVING, and the feed is
   opened again (a watcher that comes meanwhile waits up to FEED_WAIT_S for it).
@@ -159,8 +160,7 @@ class Feed:
     version: int = 0  # the latest version the feed brought
     epoch: str = ""  # its epoch
     start: int = -1  # the ring holds every transition after this version; -1: no feed
-    _time: float = 0.0  # the sidecar's time in the latest message that had one
-    _at: float = 0.0  # this process's monotonic clock then
+    _time: float | None = None  # the sidecar's time in the latest message that had one
     _heard: float = 0.0  # this process's monotonic clock at the latest message
     _ring: collections.deque[Relayed] = field(default_factory=collections.deque)
 
@@ -172,7 +172,7 @@ class Feed:
         if kind == pb.WATCH_EVENT_KIND_SNAPSHOT:
             return  # the state now: the ring starts after it
         if message.HasField("time"):
-            self._time, self._at = message.time.ToNanoseconds() / 1e9, time.monotonic()
+            self._time = message.time.ToNanoseconds() / 1e9
         self.version, self.epoch = message.version, message.epoch
         if kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
             self.start = message.version
@@ -216,14 +216,30 @@ class Feed:
 
     def heartbeat(self, subscription: Subscription, epoch: str) -> bytes:
         """A heartbeat for a watcher with nothing queued: the latest version it has been
-        given everything up to (its snapshot's, `epoch`, while the feed is behind it)."""
+        given everything up to (its snapshot's, `epoch`, while the feed is behind it), at
+        the sidecar's time in the latest message that had one: what the sidecar said, never
+        a time it has not reached (review 51b: a frozen sidecar's time moved on here)."""
         version = self.version
         if version < subscription.delivered:
             version = subscription.delivered
         else:
             epoch = self.epoch
-        now = self._time + (time.monotonic() - self._at) if self._at else time.time()
-        return heartbeat_to_watch(version, now, epoch).SerializeToString()
+        said = time.time() if self._time is None else self._time
+        return heartbeat_to_watch(version, said, epoch).SerializeToString()
+
+
+@dataclass(eq=False)
+class _Answer:
+    """The sidecar's answer to one watcher's request, read whole, being written to it:
+    each part with the version the watcher may resume from once it is written (a
+    replayed transition's; 0 for a part of a snapshot, which makes it current of
+    nothing until all of it is written), and the bytes counted in the servicer's budget."""
+
+    parts: list[tuple[bytes, int]]
+    version: int  # its SNAPSHOT_END's
+    epoch: str
+    held: int = 0
+    subscription: Subscription | None = None
 
 
 class FanoutServicer:
@@ -238,8 +254,7 @@ class FanoutServicer:
         self._snapshots = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
         self._joining = 0  # admitted, their snapshot being read: they hold a place
         self._buffered = 0  # bytes of snapshots read and not yet written whole
-        # The watchers writing theirs, by handler task: one stuck is ended for room.
-        self._writing: dict[asyncio.Task[Any] | None, Subscription] = {}
+        self._writing: set[_Answer] = set()  # being written: one stuck is cut for room
 
     async def WatchState(self, request: pb.WatchStateRequest,
                          context: grpc.aio.ServicerContext) -> None:
@@ -248,49 +263,54 @@ class FanoutServicer:
         reader holds no turn of the sidecar's (review 50d: bounding each write cut readers
         the sidecar itself served), and from the moment it is read the watcher is a
         subscription like any other, its place given away if its stream is stuck."""
-        feed, subscription, held = self._feed, None, 0
+        feed, subscription, answer = self._feed, None, None
         try:
             feed.subscribers.admit(len(request.scopes), self._joining)
             scopes = [scope_from_proto(s, f"scopes[{i}]") for i, s in enumerate(request.scopes)]
             self._joining += 1
             try:
-                answer, after, epoch = await self._snapshot(request, context)
-                held = sum(map(len, answer))
-                subscription = feed.join(scopes, after, resume=request.from_version)
+                answer = await self._snapshot(request, context)
+                subscription = answer.subscription = feed.join(
+                    scopes, answer.version, resume=request.from_version)
             finally:
                 self._joining -= 1
-            self._writing[asyncio.current_task()] = subscription
+            self._writing.add(answer)
             try:
-                for data in answer:
+                for data, version in answer.parts:  # emptied if the watcher is cut (below)
                     if subscription.ended:
-                        break  # its place was given away: told so below, from its
-                    await context.write(data)  # request's version (not all of it came)
+                        break  # told so below, from what it was given whole (50e)
+                    await context.write(data)
                     subscription.progressed()  # reading, slowly maybe: not stuck (50e)
-                else:
-                    subscription.delivered = max(subscription.delivered, after)
+                    subscription.delivered = max(subscription.delivered, version)
+                if not subscription.ended:
+                    subscription.delivered = max(subscription.delivered, answer.version)
             finally:
-                self._writing.pop(asyncio.current_task(), None)
-            self._buffered, held = self._buffered - held, 0  # gRPC holds no more of it
-            del answer
+                self._writing.discard(answer)
+            self._give_back(answer)  # gRPC holds no more of it
             while True:
                 relayed = await subscription.next(self._heartbeat_s)
                 if relayed is not None:
                     await context.write(relayed.data)
-                elif feed.fresh(self._heartbeat_s + 1.0):  # never a heartbeat for a
-                    await context.write(feed.heartbeat(subscription, epoch))  # quiet sidecar
+                elif feed.fresh(self._heartbeat_s + 1.0):  # none for a quiet sidecar
+                    await context.write(feed.heartbeat(subscription, answer.epoch))
         except GuardError as error:
             await context.abort(status_of(error), str(error))
         finally:
-            self._buffered -= held
+            if answer is not None:
+                self._give_back(answer)
             if subscription is not None:
                 feed.subscribers.remove(subscription)
 
+    def _give_back(self, answer: _Answer) -> None:
+        self._buffered -= answer.held
+        answer.held = 0
+        answer.parts.clear()
+
     async def _snapshot(self, request: pb.WatchStateRequest,
-                        context: grpc.aio.ServicerContext) -> tuple[list[bytes], int, str]:
-        """The sidecar's own answer to the request, up to SNAPSHOT_END (its version and
-        epoch follow it), read whole (at most
-        SNAPSHOTS_AT_ONCE at once, SNAPSHOT_BYTES held in all). An error of the sidecar's
-        (bad input, OUT_OF_RANGE, too many watchers) ends the watcher with it."""
+                        context: grpc.aio.ServicerContext) -> _Answer:
+        """The sidecar's own answer to the request, up to its SNAPSHOT_END, read whole (at
+        most SNAPSHOTS_AT_ONCE at once, SNAPSHOT_BYTES held in all). An error of the
+        sidecar's (bad input, OUT_OF_RANGE, too many watchers) ends the watcher with it."""
         feed = self._feed
         if not feed.up.is_set():
             with contextlib.suppress(TimeoutError):
@@ -298,44 +318,55 @@ class FanoutServicer:
             if not feed.up.is_set():
                 raise ShuttingDown("the fan-out has no feed from the sidecar (starting or"
                                    " stopping); resubscribe later")
-        answer: list[bytes] = []
-        complete = False
+        parts: list[tuple[bytes, int]] = []
+        held = 0
         async with self._snapshots:
             call = self._watch(request.SerializeToString(), metadata=self._credentials,
                                timeout=SNAPSHOT_TIMEOUT_S)
             try:
                 async for data in call:
                     if self._buffered + len(data) > SNAPSHOT_BYTES \
-                            and not self._end_a_stuck_writer():
+                            and not self._cut_a_stuck_writer():
                         raise Busy(f"the fan-out holds {SNAPSHOT_BYTES >> 20} MiB of"
                                    " snapshots not yet read by their watchers; resubscribe"
                                    " later")
-                    answer.append(data)
                     self._buffered += len(data)
+                    held += len(data)
                     message = pb.WatchStateResponse.FromString(data)
                     if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
-                        complete = True
-                        return answer, message.version, message.epoch
+                        parts.append((data, 0))
+                        answer = _Answer(parts, message.version, message.epoch, held)
+                        held = 0
+                        return answer
+                    parts.append((data, message.version
+                                  if message.kind == pb.WATCH_EVENT_KIND_TRANSITION else 0))
             except grpc.aio.AioRpcError as error:
                 await context.abort(error.code(), error.details() or "")
             finally:
                 call.cancel()
-                if not complete:
-                    self._buffered -= sum(map(len, answer))  # none of it will be sent
+                self._buffered -= held  # not all of it came: none of it will be sent
         raise ShuttingDown("the sidecar ended the snapshot before its end")
 
-
-    def _end_a_stuck_writer(self) -> bool:
-        """Cancel the watcher whose snapshot has been held longest, past the stuck-stream
-        bound, freeing what it holds (review 50e: watchers that read nothing held the
-        bytes for good, and every later snapshot was refused)."""
-        now, bound = time.monotonic(), self._feed.subscribers.stuck_s
-        task, subscription = max(self._writing.items(),
-                                 key=lambda item: item[1].stuck_for(now), default=(None, None))
-        if task is None or subscription is None or subscription.stuck_for(now) <= bound:
+    def _cut_a_stuck_writer(self) -> bool:
+        """End the watcher whose answer has been held sending longest, past the
+        stuck-stream bound, and free what it holds (review 50e: watchers that read nothing
+        held the bytes for good, and every later snapshot was refused). Ended as the
+        sidecar ends a stuck watcher: its place given up, and told why, with the version
+        to resume from, once its stream takes a message again (review 51b: cancelled, it
+        was never told, and went stale)."""
+        subscribers = self._feed.subscribers
+        now, bound = subscribers.monotonic(), subscribers.stuck_s
+        stuck = max(self._writing, default=None,
+                    key=lambda a: a.subscription.stuck_for(now) if a.subscription else 0.0)
+        if stuck is None or stuck.subscription is None \
+                or stuck.subscription.stuck_for(now) <= bound:
             return False
-        del self._writing[task]
-        task.cancel()  # its handler's finally gives the bytes back; gRPC cancels the call
+        self._writing.discard(stuck)
+        subscribers.end(stuck.subscription, f"its snapshot was given up for another"
+                        f" watcher's after its stream sent nothing for"
+                        f" {stuck.subscription.stuck_for(now):.1f} s (the fan-out holds at"
+                        f" most {SNAPSHOT_BYTES >> 20} MiB of snapshots)")
+        self._give_back(stuck)  # but the part gRPC is sending
         return True
 
 
