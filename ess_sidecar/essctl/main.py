@@ -308,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.error("interrupted")
         return Exit.INTERRUPTED
-    except BrokenPipeError:  # its reader went away (`essctl history | head`): said nothing
-        return Exit.FAILED  # more; the command's own effect, if any, is done
+    except BrokenPipeError:  # `essctl watch | head`: its reader went away, and it only
+        return Exit.FAILED  # prints (a command with an effect goes on to its own status)
 
 
 if __name__ == "__main__":

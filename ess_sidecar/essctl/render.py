@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -28,13 +27,21 @@ STATE_STYLES = {pb.STATE_ARMED: "bold green", pb.STATE_REDUCE_ONLY: "bold yellow
 
 
 class _Console(Console):
+    gone = False  # its reader went away (a closed pipe)
+
     def on_broken_pipe(self) -> None:
-        """A closed pipe: say nothing more, and raise BrokenPipeError for the command to
-        decide its exit status. rich's own exits 1 at once, which would tell a script
-        that a stop that went out failed (review 30)."""
-        self.quiet = True
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
-        raise BrokenPipeError(errno.EPIPE, "the pipe essctl writes to is closed")
+        """A closed pipe: say nothing more, and go on. The command's exit status is its
+        effect's: rich's own exits 1 at once, which would tell a script that a stop that
+        went out failed (review 30), and so did a reset that was done, or an order that
+        was allowed, when essctl raised here (review 51a: `essctl status | head -1` exited
+        1, not 2). A command that only prints (watch) stops once its reader is `gone`."""
+        self.quiet = self.gone = True
+        _to_nowhere(self.file)
+
+
+def _to_nowhere(stream: TextIO) -> None:
+    """What is written to `stream` from now on goes nowhere."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def _console(stream: TextIO, stderr: bool) -> Console:
@@ -50,9 +57,20 @@ class Output:
         self.json = json_mode
         self.console = _console(sys.stdout, stderr=False)
         self.errors = _console(sys.stderr, stderr=True)
+        self._emitted_to_nobody = False
+
+    @property
+    def gone(self) -> bool:
+        """Whether the reader of the output went away (a closed pipe): what is said since
+        goes nowhere, and the command goes on to its exit status."""
+        return self.console.gone or self._emitted_to_nobody
 
     def emit(self, document: dict[str, Any]) -> None:
-        print(json.dumps(document), flush=True)
+        try:
+            print(json.dumps(document), flush=True)
+        except BrokenPipeError:  # as the console's on_broken_pipe
+            self._emitted_to_nobody = True
+            _to_nowhere(sys.stdout)
 
     def error(self, message: str) -> None:
         self.note(Text(f"essctl: {message}"))

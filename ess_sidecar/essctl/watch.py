@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import time
 
 import grpc
@@ -61,6 +62,8 @@ class Follower:
                 self.epoch = message.epoch  # (review 37h: a heartbeat's is not one)
             if self.handle(message, request.from_version):
                 return True
+            if self.out.gone:  # its reader went away (`essctl watch | head`): no one to
+                raise BrokenPipeError(errno.EPIPE, "the pipe essctl writes to is closed")
         return False
 
     def handle(self, message: pb.WatchStateResponse, from_version: int) -> bool:

@@ -848,3 +848,33 @@ def test_an_executor_may_not_clear_working_orders(start_sidecar: StartSidecar,
     cleared = essctl(target, "orders", "clear", "--account", "acc-1", "--reason", "gone",
                      "--yes", token=tokens["alice"])
     assert cleared.returncode == 0 and "cleared 1 working order" in cleared.stdout
+
+
+def exit_with_no_reader(target: str, *args: str) -> int:
+    """essctl's exit status with its stdout a pipe nobody reads (`essctl ... | head -c0`)."""
+    with subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env=clean_env()) as process:
+        assert process.stdout is not None
+        process.stdout.close()
+        return process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_a_reader_gone_changes_no_commands_exit_status(start_sidecar: StartSidecar,
+                                                       json_flag: list[str]) -> None:
+    """Review 51a: with its reader gone (`essctl status | head -1`), status exited 1
+    ("could not do it"), not 2 (tripped), and a reset that was done and a check that was
+    allowed exited 1 too. Each exits as it would have; watch, which only prints, ends."""
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target)
+    assert exit_with_no_reader(target, *json_flag, "status") == 2
+    assert exit_with_no_reader(target, *json_flag, "check", "--strategy", "momo",
+                               *ORDER) == 2  # denied: its strategy is tripped
+    assert exit_with_no_reader(target, *json_flag, "reset", "--scope", "strategy:momo",
+                               "--reason", "ok", "--yes") == 0
+    assert "STRATEGY:momo" not in restricted(target)  # done, though nobody read so
+    assert exit_with_no_reader(target, *json_flag, "status") == 0
+    assert exit_with_no_reader(target, *json_flag, "check", "--strategy", "momo",
+                               *ORDER) == 0
+    assert exit_with_no_reader(target, *json_flag, "watch") == 1
