@@ -13,7 +13,8 @@
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
 // GetState, WatchState, Trigger), operator (+ Reset, ClearWorkingOrders, ListEvents),
-// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only).
+// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only), watcher (a
+// dashboard: GetState and WatchState only).
 //
 // Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
 // canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,
@@ -3262,7 +3263,7 @@ func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
 type WatchStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only these scopes (GLOBAL is not implied); empty means every scope. At most
-	// limits.max_snapshot_entries (20,000 by default): more is INVALID_ARGUMENT naming scopes.
+	// watch.max_scopes (1,024 by default): more is INVALID_ARGUMENT naming scopes.
 	Scopes []*Scope `protobuf:"bytes,1,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// 0: start with a snapshot. N > 0: replay every transition after version N instead.
 	FromVersion uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`

@@ -13,7 +13,8 @@
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
 // GetState, WatchState, Trigger), operator (+ Reset, ClearWorkingOrders, ListEvents),
-// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only).
+// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only), watcher (a
+// dashboard: GetState and WatchState only).
 //
 // Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
 // canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,

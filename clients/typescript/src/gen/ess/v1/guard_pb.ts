@@ -13,7 +13,8 @@
 //
 // Roles, when the sidecar has authentication on: executor (checks, reports, heartbeats,
 // GetState, WatchState, Trigger), operator (+ Reset, ClearWorkingOrders, ListEvents),
-// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only).
+// reconciler (a drop-copy feed: ReportFill and ReportOrderUpdate only), watcher (a
+// dashboard: GetState and WatchState only).
 //
 // Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
 // canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,
@@ -1389,7 +1390,7 @@ export const ClearWorkingOrdersResponseSchema: GenMessage<ClearWorkingOrdersResp
 export type WatchStateRequest = Message<"ess.v1.WatchStateRequest"> & {
   /**
    * Only these scopes (GLOBAL is not implied); empty means every scope. At most
-   * limits.max_snapshot_entries (20,000 by default): more is INVALID_ARGUMENT naming scopes.
+   * watch.max_scopes (1,024 by default): more is INVALID_ARGUMENT naming scopes.
    *
    * @generated from field: repeated ess.v1.Scope scopes = 1;
    */
