@@ -182,6 +182,20 @@ async def test_trigger_is_audited_with_its_reason_code_and_a_repeat_renews_it(
     assert event.actor.startswith("unauthenticated@")
 
 
+async def test_a_long_reason_keeps_the_notes_of_what_was_substituted(
+        sidecar: Running) -> None:
+    """Review 51a: the notes saying an unknown mode halted, and an unknown code or
+    directive was replaced, were cut off with the end of a long reason."""
+    request = pb.TriggerRequest(scope=strategy_scope(), reason="r\x1b[31m" + "x" * 5000,
+                                reason_code=77, mode=9, directives=[1, 55])
+    assert (await sidecar.stub.Trigger(request)).state == pb.STATE_TRIPPED
+    (event,) = (await sidecar.stub.ListEvents(pb.ListEventsRequest())).events
+    assert len(event.reason) <= 1024 and event.reason.startswith("r\\x1b[31mxxx")
+    assert event.reason.endswith(" [… cut; 5006 characters given] (unknown mode 9: HALT;"
+                                 " unknown reason_code 77: USER_INITIATED; unknown directive"
+                                 " 55 left out)"), event.reason
+
+
 async def test_reduce_only_trigger_admits_only_reducing_orders(sidecar: Running) -> None:
     bought = order(side=pb.SIDE_BUY, quantity=10)
     assert (await sidecar.stub.CheckOrder(bought)).allowed

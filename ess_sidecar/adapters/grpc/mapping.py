@@ -17,7 +17,8 @@ from ...domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus,
     PositionSnapshot, Side
 from ...domain.working import OrderRecord
 from ...service import FillReport
-from ...domain.scopes import Scope, ScopeKind, check_text, make_scope, sanitized_text
+from ...domain.scopes import MAX_TEXT_LENGTH, Scope, ScopeKind, check_text, make_scope, \
+    sanitized_text
 from ...domain.states import SEVERITY, Directive, State, Transition, TriggerMode, TriggerReason
 
 _SIDES = {pb.SIDE_BUY: Side.BUY, pb.SIDE_SELL: Side.SELL}
@@ -184,9 +185,11 @@ def trigger_from_proto(m: pb.TriggerRequest, actor: str) -> Trigger:
         notes.append(f"{len(m.directives) - NOTED_DIRECTIVES} more directives: the known"
                      " kinds among them taken, the rest left out")
     reason = m.reason.strip() or code.name.lower().replace("_", " ")
-    if notes:
-        reason = f"{reason} ({'; '.join(notes)})"
-    return Trigger(scope, mode, sanitized_text(reason), code, tuple(directives), actor, m.drill)
+    # The notes are kept whole, the caller's text cut to leave them room (review 51a: a
+    # long reason cut them off, and the record no longer said what was substituted).
+    said = f" ({'; '.join(notes)})" if notes else ""
+    reason = sanitized_text(reason, MAX_TEXT_LENGTH - len(said)) + said
+    return Trigger(scope, mode, reason, code, tuple(directives), actor, m.drill)
 
 
 def timestamp(seconds: float) -> Timestamp:
