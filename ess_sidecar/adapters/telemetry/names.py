@@ -67,7 +67,8 @@ TRIPS = Instrument(
     "transitions into TRIPPED or REDUCE_ONLY (triggers, breakers, lost heartbeats, system)")
 RESETS = Instrument(
     "ess.resets", "counter", "{reset}", (SCOPE_KIND, FORCED, DRILL),
-    "accepted operator resets")
+    "accepted operator resets; no trigger reason: a reset lifts a scope's latches, which"
+    " trips of several reasons may have set (ess.trips counts those by reason)")
 REARMS = Instrument(
     "ess.rearms", "counter", "{rearm}", (SCOPE_KIND, PREVIOUS_STATE),
     "automatic re-arms: re-arm delay elapsed (from COOLING_DOWN) or a breaker's auto_rearm")
