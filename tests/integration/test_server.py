@@ -164,7 +164,7 @@ async def test_a_watcher_that_reads_nothing_gives_its_place_up(start_sidecar) ->
     is ended for the new one."""
     running = await start_sidecar(watch={"max_watchers": 2, "heartbeat_interval_s": 30.0})
     subscribers, now = running.app.guard.subscribers, [0.0]
-    subscribers._monotonic = lambda: now[0]  # noqa: SLF001 - the test moves it
+    subscribers.monotonic = lambda: now[0]  # the test moves it
     peer = StuckWatcher(running.app.settings.server.uds)
     for _ in range(2):
         peer.watch()

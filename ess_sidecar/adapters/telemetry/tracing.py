@@ -64,7 +64,12 @@ class MethodRatioSampler(Sampler):
                           for ratio in (*self._ratios.values(), default_ratio)}
 
     @classmethod
-    def from_settings(cls, settings: TelemetrySettings) -> MethodRatioSampler:
+    def from_settings(cls, settings: TelemetrySettings,
+                      exporting: bool = True) -> MethodRatioSampler:
+        """The settings' ratios; none at all when no span is exported (`exporting`):
+        a root span nobody receives cost a Trigger about 0.3 ms of CPU (stop 51)."""
+        if not exporting:
+            return cls(0.0, 0.0, 0.0)
         return cls(settings.check_order_sample_ratio, settings.control_sample_ratio,
                    settings.default_sample_ratio)
 
@@ -97,10 +102,16 @@ def tracer_provider(settings: TelemetrySettings, resource: Resource,
                     exporters: Iterable[SpanExporter] = ()) -> TracerProvider:
     """A provider for this sidecar only (never the global one: several sidecars may share
     a process). A sampled parent from the caller keeps the server span, so an order's
-    trace runs through the check; OTLP export when the standard variables ask for it."""
-    sampler = ParentOrMethodRatio(MethodRatioSampler.from_settings(settings))
+    trace runs through the check (and the log lines of the call carry its trace id);
+    OTLP export when the standard variables ask for it. With nothing to export to (no
+    OTLP, no `exporters`), no root span is sampled: only a caller's sampled trace is
+    followed."""
+    exporters = tuple(exporters)
+    otlp = "TRACES" in otlp_exports(os.environ)
+    sampler = ParentOrMethodRatio(MethodRatioSampler.from_settings(
+        settings, exporting=otlp or bool(exporters)))
     provider = TracerProvider(resource=resource, sampler=sampler)
-    if "TRACES" in otlp_exports(os.environ):
+    if otlp:
         # Imported only when used: it pulls in the OTLP protobufs and a gRPC channel.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import \
             OTLPSpanExporter  # noqa: PLC0415
