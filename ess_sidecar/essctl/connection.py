@@ -271,6 +271,10 @@ def describe(error: grpc.RpcError, options: Options, hints: bool = True) -> str:
         return f"DEADLINE_EXCEEDED: no answer from {options.target} within {options.timeout:g} s"
     if code is grpc.StatusCode.UNAVAILABLE and "connect" in details:
         hint = " (is it running? check --target / ESS_TARGET)" if hints else ""
+        if hints and "Socket closed" in details and not options.tls \
+                and not options.target.startswith("unix:"):  # review 51d
+            hint = " (a sidecar serving TLS closes a plaintext connection: pass --tls; or" \
+                " is it running? check --target / ESS_TARGET)"
         return f"UNAVAILABLE: cannot reach the sidecar at {options.target}: {details}{hint}"
     if code is grpc.StatusCode.UNAUTHENTICATED and not options.token:
         details += " (no token given: pass --token or set ESS_TOKEN)"

@@ -211,13 +211,21 @@ def _json_value(field: FieldDescriptor, value: Any) -> Any:
 
 def confirm(question: str, out: Output, no_tty: str) -> None:
     """Ask a person; raise Failed(no_tty) when nobody can answer (stdin is not a TTY) and
-    Failed when the answer is not yes. Nothing has changed in either case."""
+    Failed when the answer is not yes. Nothing has changed in either case. Asked on stderr
+    unless stdout is the terminal, and never once what came before the question went
+    nowhere (review 51c: with stdout a closed pipe, the question was never seen, and a
+    blind "y" did the reset)."""
     if not sys.stdin.isatty():
         raise Failed(no_tty)
+    if out.gone:
+        raise Failed("not confirmed: what it would change could not be shown (the output"
+                     " is closed); nothing changed")
+    asking = out.console if not out.json and out.console.is_terminal else out.errors
     try:
-        agreed = Confirm.ask(Text(question), console=out.errors if out.json else out.console,
-                             default=False)
+        agreed = Confirm.ask(Text(question), console=asking, default=False)
     except EOFError:
         agreed = False
+    if asking.gone:  # type: ignore[attr-defined]  # the question itself went nowhere
+        raise Failed("not confirmed: the question could not be shown; nothing changed")
     if not agreed:
         raise Failed("not confirmed; nothing changed")

@@ -111,13 +111,17 @@ class RunningEssctl:
             self.process.wait(timeout=10)
 
 
-def essctl_at_a_terminal(target: str, *args: str, answer: str,
-                         timeout: float = 30.0) -> tuple[int, str]:
+def essctl_at_a_terminal(target: str, *args: str, answer: str, timeout: float = 30.0,
+                         stdout_read: bool = True) -> tuple[int, str]:
     """One command whose stdin and stdout are a terminal (a pty), as for a person at 3 a.m.,
-    who types `answer` once the prompt appears. Returns the exit code and what was shown."""
+    who types `answer` once the prompt appears. Returns the exit code and what was shown.
+    `stdout_read=False`: its stdout is a pipe nobody reads instead (`essctl ... | head`)."""
     leader, follower = pty.openpty()
     process = subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=follower,
-                               stdout=follower, stderr=follower, env=clean_env())
+                               stdout=follower if stdout_read else subprocess.PIPE,
+                               stderr=follower, env=clean_env())
+    if process.stdout is not None:
+        process.stdout.close()
     os.close(follower)
     shown, answered, deadline = b"", False, time.monotonic() + timeout
     try:

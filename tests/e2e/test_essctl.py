@@ -279,6 +279,20 @@ def test_reset_at_a_terminal_asks_and_obeys_the_answer(
     assert restricted(target).get("STRATEGY:momo", {}).get("state") == state
 
 
+def test_reset_at_a_terminal_whose_output_goes_nowhere_is_not_done(
+        start_sidecar: StartSidecar) -> None:
+    """Review 51c: with stdout a closed pipe, what the reset would clear and its question
+    went nowhere, essctl waited, and a blind "y" resumed trading. It refuses instead."""
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target)
+    exit_code, shown = essctl_at_a_terminal(
+        target, "reset", "--scope", "strategy:momo", "--reason", "reviewed", answer="y",
+        stdout_read=False)
+    assert exit_code == 1, shown
+    assert "not confirmed: what it would change could not be shown" in shown, shown
+    assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
+
+
 def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None:
     target = start_sidecar(NO_COOLDOWN).uds_target
     result = essctl(target, "reset", "--scope", "symbol:AAPL", "--reason", "ok")
@@ -664,7 +678,8 @@ def test_tls_and_mutual_tls_with_a_server_name(start_sidecar: StartSidecar,
     code, history = essctl_json(sidecar.tcp_target, *mtls, "history")
     assert code == 0 and history["events"][0]["actor"] == "ops-1"
     assert essctl(sidecar.tcp_target, *tls, "status").returncode == 1  # no client cert
-    assert essctl(sidecar.tcp_target, "status").returncode == 1  # plaintext to a TLS port
+    plaintext = essctl(sidecar.tcp_target, "status")  # to a TLS port: it says what to do
+    assert plaintext.returncode == 1 and "pass --tls" in plaintext.stderr, plaintext.stderr
 
 
 @pytest.mark.parametrize("scope, problem", [
