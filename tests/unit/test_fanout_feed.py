@@ -115,22 +115,36 @@ async def test_a_lost_feed_ends_every_watcher_with_the_version_to_resume_from() 
     assert feed.up.is_set() and feed.start == 4
 
 
-async def test_a_heartbeat_says_the_latest_version_given_and_its_epoch() -> None:
+def beat_of(feed: Feed, subscription) -> pb.WatchStateResponse | None:  # noqa: ANN001
+    data = feed.heartbeat(subscription)
+    return None if data is None else pb.WatchStateResponse.FromString(data)
+
+
+async def test_a_heartbeat_says_the_latest_version_given_its_epoch_and_the_sidecars_time(
+        ) -> None:
     feed = fed(up_to=3)
     subscription = feed.join([MEAN], after=3)
-    feed.follow(transition(4, MOMO, epoch="e1"))  # not its scope: still up to 4 for it
-    beat = pb.WatchStateResponse.FromString(feed.heartbeat(subscription, ""))
-    assert (beat.kind, beat.version, beat.epoch) == (pb.WATCH_EVENT_KIND_HEARTBEAT, 4, "e1")
-    ahead = feed.join([], after=9)  # its snapshot is ahead of the feed: its own version
-    beat = pb.WatchStateResponse.FromString(feed.heartbeat(ahead, "e2"))
-    assert (beat.version, beat.epoch) == (9, "e2")
+    feed.follow(message(pb.WATCH_EVENT_KIND_TRANSITION, 4, MOMO, epoch="e1",
+                        seconds=1_790_000_000))  # not its scope: still up to 4 for it
+    beat = beat_of(feed, subscription)
+    assert (beat.kind, beat.version, beat.epoch, beat.time.seconds) == (
+        pb.WATCH_EVENT_KIND_HEARTBEAT, 4, "e1", 1_790_000_000)
+    feed.follow(message(pb.WATCH_EVENT_KIND_HEARTBEAT, 4, epoch="e1", seconds=1_790_000_005))
+    assert beat_of(feed, subscription).time.seconds == 1_790_000_005  # the sidecar's, as said
 
 
-async def test_a_heartbeat_tells_the_sidecars_time_moved_on() -> None:
+async def test_no_heartbeat_says_what_the_sidecar_did_not() -> None:
+    """Review 51c: with the feed behind a watcher's own answer, the feed's older time went
+    out with the watcher's newer version; before the feed brought a time, this process's
+    clock went out as the sidecar's. Review 51b: a frozen sidecar's time moved on here."""
     feed = fed(up_to=3)
+    assert beat_of(feed, feed.join([], after=3)) is None  # no time from the sidecar yet
     feed.follow(message(pb.WATCH_EVENT_KIND_HEARTBEAT, 3, seconds=1_790_000_000))
-    beat = pb.WatchStateResponse.FromString(feed.heartbeat(feed.join([], after=3), ""))
-    assert 1_790_000_000 <= beat.time.seconds < 1_790_000_060
+    assert beat_of(feed, feed.join([], after=9)) is None  # its answer is ahead of the feed
+    assert beat_of(feed, feed.join([], after=3)).time.seconds == 1_790_000_000
+    feed.lost("UNAVAILABLE: gone")
+    feed.follow(message(pb.WATCH_EVENT_KIND_SNAPSHOT_END, 3))  # opened again: no time yet
+    assert beat_of(feed, feed.join([], after=3)) is None
 
 
 

@@ -25,7 +25,8 @@ What a watcher gets is what the sidecar's own WatchState gives:
   repeated. One that joins past what the ring still holds is told to resume from that
   version (RESOURCE_EXHAUSTED, as one cut off for being slow).
 - **Heartbeats**: after `watch.heartbeat_interval_s` with nothing sent, the latest version
-  the feed brought, its epoch, and the sidecar's time in its latest message; none
+  the feed brought, its epoch, and the sidecar's time in its latest message (none before
+  the feed has brought a time, or while it is behind the watcher's own answer); none
   while the sidecar has been quiet longer than an interval and a second (idle, it sends
   one every interval): this process never vouches for a sidecar that stopped talking. The
   feed quiet for two intervals and a second is taken as lost.
@@ -188,7 +189,7 @@ class Feed:
     def lost(self, why: str) -> None:
         """The stream ended: every watcher is ended after what it was queued."""
         self.up.clear()
-        self.start = -1
+        self.start, self._time = -1, None
         self._ring.clear()
         self.subscribers.end_all(f"the fan-out lost its feed from the sidecar ({why})")
 
@@ -214,18 +215,17 @@ class Feed:
         every `watch.heartbeat_interval_s`."""
         return time.monotonic() - self._heard <= within_s
 
-    def heartbeat(self, subscription: Subscription, epoch: str) -> bytes:
-        """A heartbeat for a watcher with nothing queued: the latest version it has been
-        given everything up to (its snapshot's, `epoch`, while the feed is behind it), at
-        the sidecar's time in the latest message that had one: what the sidecar said, never
-        a time it has not reached (review 51b: a frozen sidecar's time moved on here)."""
-        version = self.version
-        if version < subscription.delivered:
-            version = subscription.delivered
-        else:
-            epoch = self.epoch
-        said = time.time() if self._time is None else self._time
-        return heartbeat_to_watch(version, said, epoch).SerializeToString()
+    def heartbeat(self, subscription: Subscription) -> bytes | None:
+        """A heartbeat for a watcher with nothing queued: the latest version the feed
+        brought (it has been given everything up to it), its epoch, and the sidecar's time
+        in the feed's latest message that had one: what the sidecar said, never a time it
+        has not reached (review 51b: a frozen sidecar's time moved on here). None while
+        the feed has brought no time since it was opened, or is behind what the watcher
+        was given (its own answer came from a later state of the sidecar: review 51c, the
+        feed's older time went out with the watcher's newer version)."""
+        if self._time is None or self.version < subscription.delivered:
+            return None
+        return heartbeat_to_watch(self.version, self._time, self.epoch).SerializeToString()
 
 
 @dataclass(eq=False)
@@ -237,7 +237,6 @@ class _Answer:
 
     parts: list[tuple[bytes, int]]
     version: int  # its SNAPSHOT_END's
-    epoch: str
     held: int = 0
     subscription: Subscription | None = None
 
@@ -291,8 +290,9 @@ class FanoutServicer:
                 relayed = await subscription.next(self._heartbeat_s)
                 if relayed is not None:
                     await context.write(relayed.data)
-                elif feed.fresh(self._heartbeat_s + 1.0):  # none for a quiet sidecar
-                    await context.write(feed.heartbeat(subscription, answer.epoch))
+                elif feed.fresh(self._heartbeat_s + 1.0) \
+                        and (beat := feed.heartbeat(subscription)) is not None:
+                    await context.write(beat)  # none for a quiet sidecar
         except GuardError as error:
             await context.abort(status_of(error), str(error))
         finally:
@@ -335,7 +335,7 @@ class FanoutServicer:
                     message = pb.WatchStateResponse.FromString(data)
                     if message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
                         parts.append((data, 0))
-                        answer = _Answer(parts, message.version, message.epoch, held)
+                        answer = _Answer(parts, message.version, held)
                         held = 0
                         return answer
                     parts.append((data, message.version
