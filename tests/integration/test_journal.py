@@ -1060,3 +1060,13 @@ def test_a_stored_scope_this_python_spells_another_way_starts_failed_closed(
     finally:
         second.journal.close()
         second.store.close()
+
+
+def test_a_reseal_where_there_is_no_state_refuses_and_makes_none(tmp_path: Path,
+                                                                  capsys) -> None:
+    """Review 51d: a mistyped --state (or the wrong directory for the default) made a new
+    store, said it was resealed and exited 0, while the damaged one was left as it was."""
+    missing = tmp_path / "typo" / "ess.db"
+    assert main(["reseal", "--state", str(missing)]) == 1
+    assert f"there is no state at {missing}" in capsys.readouterr().err
+    assert not missing.parent.exists()
