@@ -118,11 +118,12 @@ def _reseal(settings: Settings) -> int:
     path = settings.store.path
     was_in_use = SqliteStateStore.in_use(path)  # before the reseal writes a seal
     had_journal = Path(journal_path(path)).exists()
-    if not was_in_use and not had_journal:  # review 51d: a mistyped path, or the wrong
-        # directory, made a new store and said it was resealed, the damaged one untouched
+    if not (was_in_use or had_journal or Path(f"{journal_path(path)}.seal").exists()):
+        # review 51d: a mistyped path, or the wrong directory, made a new store and said
+        # it was resealed, the damaged one untouched
         print(f"cannot reseal: there is no state at {Path(path).resolve()} (no state file,"
-              " seal or journal): check --state, or the directory it is relative to",
-              file=sys.stderr)
+              " journal, or seal of either): check --state or store.path, and the directory"
+              " a relative one is taken from", file=sys.stderr)
         return 1
     try:
         # First, chained as its seal says: a record a newer version wrote is refused before

@@ -273,8 +273,8 @@ def describe(error: grpc.RpcError, options: Options, hints: bool = True) -> str:
         hint = " (is it running? check --target / ESS_TARGET)" if hints else ""
         if hints and "Socket closed" in details and not options.tls \
                 and not options.target.startswith("unix:"):  # review 51d
-            hint = " (a sidecar serving TLS closes a plaintext connection: pass --tls; or" \
-                " is it running? check --target / ESS_TARGET)"
+            hint = " (is it serving TLS? then pass --tls; or it has server.max_connections" \
+                " connections already; or is it running? check --target / ESS_TARGET)"
         return f"UNAVAILABLE: cannot reach the sidecar at {options.target}: {details}{hint}"
     if code is grpc.StatusCode.UNAUTHENTICATED and not options.token:
         details += " (no token given: pass --token or set ESS_TOKEN)"

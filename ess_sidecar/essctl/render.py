@@ -209,18 +209,32 @@ def _json_value(field: FieldDescriptor, value: Any) -> Any:
     return to_json(value)
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or not a file
+        return False
+
+
 def confirm(question: str, out: Output, no_tty: str) -> None:
-    """Ask a person; raise Failed(no_tty) when nobody can answer (stdin is not a TTY) and
-    Failed when the answer is not yes. Nothing has changed in either case. Asked on stderr
-    unless stdout is the terminal, and never once what came before the question went
-    nowhere (review 51c: with stdout a closed pipe, the question was never seen, and a
-    blind "y" did the reset)."""
+    """Ask a person; raise Failed(no_tty) when nobody can answer (stdin is not a TTY, or
+    neither stdout nor stderr is one to ask on) and Failed when the answer is not yes.
+    Nothing has changed in either case. Asked on stdout when it is the terminal, else on
+    stderr, and never once what came before the question went nowhere (review 51c: with
+    stdout a closed pipe, the question was never seen, and a blind "y" did the reset)."""
     if not sys.stdin.isatty():
         raise Failed(no_tty)
     if out.gone:
         raise Failed("not confirmed: what it would change could not be shown (the output"
                      " is closed); nothing changed")
-    asking = out.console if not out.json and out.console.is_terminal else out.errors
+    # Where a person sees it: the file descriptors themselves (rich takes FORCE_COLOR for
+    # a terminal: review 51e, the question went into a file and a blind "y" went ahead)
+    if not out.json and _is_terminal(sys.stdout):
+        asking = out.console
+    elif _is_terminal(sys.stderr):
+        asking = out.errors
+    else:
+        raise Failed(no_tty)
     try:
         agreed = Confirm.ask(Text(question), console=asking, default=False)
     except EOFError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -112,14 +113,20 @@ class RunningEssctl:
 
 
 def essctl_at_a_terminal(target: str, *args: str, answer: str, timeout: float = 30.0,
-                         stdout_read: bool = True) -> tuple[int, str]:
+                         stdout_read: bool = True, stdout_to: Path | None = None,
+                         env: dict[str, str] | None = None) -> tuple[int, str]:
     """One command whose stdin and stdout are a terminal (a pty), as for a person at 3 a.m.,
     who types `answer` once the prompt appears. Returns the exit code and what was shown.
-    `stdout_read=False`: its stdout is a pipe nobody reads instead (`essctl ... | head`)."""
+    `stdout_read=False`: its stdout is a pipe nobody reads instead (`essctl ... | head`);
+    `stdout_to`: a file (`essctl ... > file`). `env`: more environment variables."""
     leader, follower = pty.openpty()
-    process = subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=follower,
-                               stdout=follower if stdout_read else subprocess.PIPE,
-                               stderr=follower, env=clean_env())
+    with contextlib.ExitStack() as files:
+        stdout: Any = follower if stdout_read else subprocess.PIPE
+        if stdout_to is not None:
+            stdout = files.enter_context(open(stdout_to, "wb"))  # noqa: SIM115
+        process = subprocess.Popen([*ESSCTL, "--target", target, *args], stdin=follower,
+                                   stdout=stdout, stderr=follower,
+                                   env={**clean_env(), **(env or {})})
     if process.stdout is not None:
         process.stdout.close()
     os.close(follower)

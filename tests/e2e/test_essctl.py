@@ -293,6 +293,21 @@ def test_reset_at_a_terminal_whose_output_goes_nowhere_is_not_done(
     assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
 
 
+def test_reset_with_its_output_in_a_file_asks_at_the_terminal(start_sidecar: StartSidecar,
+                                                               tmp_path: Path) -> None:
+    """Review 51e: with FORCE_COLOR set, rich took a file for a terminal, the question went
+    into it, and a blind "y" resumed trading. It is asked where a person sees it."""
+    target = start_sidecar(NO_COOLDOWN).uds_target
+    trip(target)
+    exit_code, shown = essctl_at_a_terminal(
+        target, "reset", "--scope", "strategy:momo", "--reason", "reviewed", answer="n",
+        stdout_to=tmp_path / "out.txt", env={"FORCE_COLOR": "1"})
+    assert exit_code == 1 and "Go ahead?" in shown, shown
+    written = (tmp_path / "out.txt").read_text()
+    assert "will clear" in written and "Go ahead?" not in written, written
+    assert restricted(target)["STRATEGY:momo"]["state"] == "TRIPPED"
+
+
 def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None:
     target = start_sidecar(NO_COOLDOWN).uds_target
     result = essctl(target, "reset", "--scope", "symbol:AAPL", "--reason", "ok")

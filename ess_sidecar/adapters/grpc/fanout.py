@@ -286,13 +286,18 @@ class FanoutServicer:
             finally:
                 self._writing.discard(answer)
             self._give_back(answer)  # gRPC holds no more of it
+            wait = self._heartbeat_s
             while True:
-                relayed = await subscription.next(self._heartbeat_s)
+                relayed = await subscription.next(wait)
+                wait = self._heartbeat_s
                 if relayed is not None:
                     await context.write(relayed.data)
-                elif feed.fresh(self._heartbeat_s + 1.0) \
-                        and (beat := feed.heartbeat(subscription)) is not None:
-                    await context.write(beat)  # none for a quiet sidecar
+                elif feed.fresh(self._heartbeat_s + 1.0):  # none for a quiet sidecar
+                    if (beat := feed.heartbeat(subscription)) is not None:
+                        await context.write(beat)
+                    else:  # the feed has no time of the sidecar's yet (just opened), or
+                        wait = self._heartbeat_s / 10  # is behind: soon, not an interval
+                        # on (review 51e: two intervals with none, after a reconnect)
         except GuardError as error:
             await context.abort(status_of(error), str(error))
         finally:
