@@ -196,15 +196,14 @@ class Subscribers:
         stuck = max(pool, key=lambda s: s.stuck_for(now), default=None)
         if stuck is None or stuck.stuck_for(now) <= self.stuck_s:
             return False
-        pool.discard(stuck)
         places = "the fan-out process's places" if pool is self._internal else self.most_key
-        stuck.end(f"its place was given to another watcher after its stream sent nothing for"
-                  f" {now - stuck.came_at:.1f} s ({places})")
+        self.end(stuck, f"its place was given to another watcher after its stream sent"
+                 f" nothing for {now - stuck.came_at:.1f} s ({places})")
         return True
 
     def end(self, subscription: Subscription, why: str) -> None:
-        """End one watch for room (the fan-out's, whose snapshot is stuck): its place is
-        given up, and it is told `why` once its stream takes a message again."""
+        """End one watch for room (a stuck one): its place is given up, and it is told
+        `why` once its stream takes a message again."""
         self.remove(subscription)
         subscription.end(why)
 

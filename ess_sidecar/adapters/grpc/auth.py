@@ -56,7 +56,7 @@ class Authenticator:
 
     def __init__(self, principals: Principals, telemetry: Telemetry | None = None) -> None:
         self.principals = principals
-        self._internal: tuple[bytes, Principal] | None = None  # see admit_internal
+        self._internal: tuple[InternalToken, Principal] | None = None  # admit_internal
         self._telemetry = telemetry or NoTelemetry()
         self._logged_at = -self.LOG_EVERY_S
         self._unlogged = 0
@@ -108,17 +108,37 @@ class Authenticator:
         if token is None:
             raise Unauthenticated(NO_CREDENTIALS)
         principal = self.principals.by_token(token)
-        if principal is None and self._internal is not None and hmac.compare_digest(
-                hashlib.sha256(token.encode()).digest(), self._internal[0]):
+        if principal is None and self._internal is not None \
+                and self._internal[0].is_token(token):
             principal = self._internal[1]
         if principal is None:
             raise Unauthenticated("the bearer token is not valid")
         return principal
 
-    def admit_internal(self, token: str, principal: Principal) -> None:
+    def admit_internal(self, token: InternalToken, principal: Principal) -> None:
         """One principal of the sidecar's own, not in the tokens file (the fan-out
         process's feed): `token` is accepted as it for the life of this process."""
-        self._internal = (hashlib.sha256(token.encode()).digest(), principal)
+        self._internal = (token, principal)
+
+
+class InternalToken:
+    """A bearer token the sidecar makes for a process of its own (the fan-out's feed),
+    kept as its digest and compared in constant time; `value` is handed to that process."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self._digest = hashlib.sha256(value.encode()).digest()
+
+    def is_token(self, token: str) -> bool:
+        return hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._digest)
+
+    def came_with(self, metadata: Sequence[tuple[str, str | bytes]]) -> bool:
+        """Whether a call's metadata carries this token as its bearer token."""
+        try:
+            token = _bearer_token(metadata)
+        except Unauthenticated:  # malformed authorization metadata: not this token
+            return False
+        return token is not None and self.is_token(token)
 
 
 @functools.lru_cache(maxsize=256)

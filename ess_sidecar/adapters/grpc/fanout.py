@@ -51,8 +51,6 @@ import asyncio
 import base64
 import collections
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -79,7 +77,7 @@ from ...domain.scopes import Scope
 from ...watch import FANOUT_SNAPSHOTS, Subscribers, Subscription
 from ..auth.tokens import Principals, new_token
 from ..descriptors import python_stderr
-from .auth import Authenticator
+from .auth import Authenticator, InternalToken
 from .errors import status_of
 from .handlers import RefusedAsItStarts, add_guard_service
 from .mapping import heartbeat_to_watch, scope_from_proto
@@ -426,7 +424,7 @@ async def serve(config: FanoutConfig, stopped: asyncio.Event) -> None:
                               most_scopes=config.max_scopes,
                               most_key="watch.fanout_max_watchers")
     feed = Feed(subscribers, max(RING, config.queue_size))
-    credentials = (("authorization", f"Bearer {config.token}"),) if config.token else ()
+    credentials = (("authorization", f"Bearer {config.token}"),)
     async with grpc.aio.insecure_channel(config.upstream) as channel:
         watch = channel.unary_stream(WATCH_METHOD)  # bytes in and out
         add_guard_service(FanoutServicer(feed, watch, credentials, config.heartbeat_s),
@@ -522,8 +520,7 @@ class FanoutProcess:
         self._tls = [base64.b64encode(pem or b"").decode() for pem in pems] if pems else None
         # The feeder's token, valid for this process's life: its principal with
         # authentication on, and with it off too what tells its streams apart (owns)
-        self._token, self._principals = new_token(), None
-        self._bearer = hashlib.sha256(f"Bearer {self._token}".encode()).digest()
+        self._token, self._principals = InternalToken(new_token()), None
         if authenticator is not None:
             self._principals = principals_to_json(authenticator.principals)
             authenticator.admit_internal(self._token, Principal(FEEDER, Role.WATCHER,
@@ -537,16 +534,12 @@ class FanoutProcess:
         came with the feeder's token. Such a stream takes a place kept for the fan-out
         (watch.FANOUT_PLACES), so watchers of the sidecar filling `watch.max_watchers`
         cannot cut off the fan-out's watchers."""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
-                return hmac.compare_digest(
-                    hashlib.sha256(value.encode(errors="replace")).digest(), self._bearer)
-        return False
+        return self._token.came_with(context.invocation_metadata() or ())
 
     def config(self) -> FanoutConfig:
         s = self._settings
         return FanoutConfig(
-            upstream=f"unix:{self.upstream}", token=self._token, listen=s.watch.fanout_listen,
+            upstream=f"unix:{self.upstream}", token=self._token.value, listen=s.watch.fanout_listen,
             uds=s.watch.fanout_uds, server=s.server.model_dump(), tls=self._tls,
             principals=self._principals, heartbeat_s=s.watch.heartbeat_interval_s,
             queue_size=s.watch.queue_size, max_watchers=s.watch.fanout_max_watchers,
