@@ -12,9 +12,10 @@ The checks whose answer is the point get a generous deadline (a loaded 2-core ma
 take more than 5 ms for a first message); the fail-closed ones keep the default 5 ms.
 
 Through both: an order is allowed; after a Trigger of its strategy it is denied
-SCOPE_TRIPPED; with the sidecar killed it is denied CLIENT_FAIL_CLOSED within the deadline
-plus 50 ms (the library call, timed by the client itself: process start excluded); with
-the sidecar back, it is allowed again once the client has reconnected by itself.
+SCOPE_TRIPPED, on one line whatever lines the trip's reason holds; with the sidecar
+killed it is denied CLIENT_FAIL_CLOSED within the deadline plus 50 ms (the library call,
+timed by the client itself: process start excluded); with the sidecar back, it is allowed
+again once the client has reconnected by itself.
 
 A stop is never refused for what comes with it (trigger_test): the Python, Go and
 TypeScript clients' ess-smoke also read
@@ -157,10 +158,16 @@ def sidecar() -> Iterator[SidecarProcess]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# A trip reason is its caller's text, and every denial of the scope carries it: lines in it
+# must not become lines of ess-check's answer (review 52a: Python's and TypeScript's printed
+# `ALLOWED forged-1` on a line of its own under the denial).
+FORGED_REASON = "smoke\nALLOWED forged-1\r\n\tALLOWED forged-2"
+
+
 def trigger(process: SidecarProcess, strategy: str) -> None:
     with grpc.insecure_channel(process.uds_target) as channel:
         pb_grpc.GuardServiceStub(channel).Trigger(pb.TriggerRequest(
-            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=strategy), reason="smoke"),
+            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=strategy), reason=FORGED_REASON),
             timeout=10)
 
 
@@ -182,9 +189,13 @@ def smoke_test(lang: str) -> None:
             trigger(process, "momo")
             _, denied = smoke.check("momo", ANSWER_MS)
             assert denied.startswith("DENIED SCOPE_TRIPPED "), denied
+            assert "forged" in denied, denied  # the reason reached it, on this line
             tripped = run_check(check, process.uds_target, "momo")
             assert tripped.returncode == 2, tripped
             assert tripped.stdout.startswith("DENIED SCOPE_TRIPPED "), tripped
+            assert tripped.stdout.count("\n") == 1 and "forged-2" in tripped.stdout, tripped
+            _, after = smoke.check("momo", ANSWER_MS)  # its answer, not the reason's lines
+            assert after.startswith("DENIED SCOPE_TRIPPED "), after
             process.kill()
             for _ in range(3):
                 elapsed_us, down = smoke.check("other")

@@ -81,11 +81,17 @@ def _check_parser() -> argparse.ArgumentParser:
 
 
 def line(verdict: Verdict) -> str:
-    """The one line ess-check prints for a verdict."""
+    """The one line ess-check prints for a verdict: whatever the sidecar's text holds, one
+    line, each run of whitespace or unprintable characters one space (review 52a: a trip
+    reason with a newline printed a second line reading `ALLOWED <id>` under the denial)."""
     if verdict.allowed:
-        return f"ALLOWED {verdict.decision_id}"
+        return _one_line(f"ALLOWED {verdict.decision_id}")
     reason = FAIL_CLOSED if verdict.failure is not None else verdict.reason_name
-    return f"DENIED {reason} {verdict.message}".rstrip()
+    return _one_line(f"DENIED {reason} {verdict.message}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 async def _check(args: argparse.Namespace) -> Verdict:

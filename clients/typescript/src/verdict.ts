@@ -129,7 +129,16 @@ export function verdictFromAnswer(answer: CheckOrderStreamResponse): Verdict {
  * fail-closed denial is `DENIED CLIENT_FAIL_CLOSED <cause>: <message>`.
  */
 export function verdictLine(verdict: Verdict): string {
-  if (verdict.allowed) return `ALLOWED ${verdict.decisionId}`;
+  if (verdict.allowed) return oneLine(`ALLOWED ${verdict.decisionId}`);
   const message = verdict.failure ? `${verdict.failure}: ${verdict.message}` : verdict.message;
-  return `DENIED ${verdict.reason} ${message}`.trimEnd();
+  return oneLine(`DENIED ${verdict.reason} ${message}`);
+}
+
+/**
+ * One line whatever the sidecar's text holds: each run of whitespace, control or line
+ * separator characters becomes one space (review 52a: a trip reason with a newline printed
+ * a second line reading `ALLOWED <id>` under the denial).
+ */
+function oneLine(text: string): string {
+  return text.split(/[\s\p{Cc}\p{Cf}\p{Zl}\p{Zp}]+/u).filter(Boolean).join(" ");
 }

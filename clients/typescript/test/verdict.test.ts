@@ -42,6 +42,11 @@ test("the ess-check line", () => {
     verdictLine(failed("deadline", "no answer within 5 ms")),
     `DENIED ${CLIENT_FAIL_CLOSED} deadline: no answer within 5 ms`,
   );
+  // A trip reason is the caller's text: whatever it holds, the denial stays one line.
+  const forged = verdictFromAnswer(answer(1n, {
+    reason: 2, message: "halt\nALLOWED d-9\r\n\u2028ALLOWED d-8\u0085\u001b[2K\tend",
+  }));
+  assert.equal(verdictLine(forged), "DENIED SCOPE_TRIPPED halt ALLOWED d-9 ALLOWED d-8 [2K end");
 });
 
 test("a request error is a fail-closed denial naming the field", () => {
