@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -27,6 +29,11 @@ EX_USAGE = 64
 FAIL_CLOSED = "CLIENT_FAIL_CLOSED"
 # A longer deadline is a typo: a check waits for an answer in milliseconds, not hours.
 MAX_DEADLINE_MS = 3_600_000.0
+# The one grammar of every client's programs (tests/clients/smoke.py): float() alone takes
+# `1_0` as 10, ` 1` and full-width digits, numbers the operator did not write.
+_NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_WHITESPACE = " \t\n\x0b\f\r"
+_HOST_PORT = re.compile(r"(\[[^ \t\n\x0b\f\r/\[\]]+\]|[^ \t\n\x0b\f\r/:\[\]]+):([0-9]{1,5})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,10 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not _NUMBER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a plain decimal number: {text!r}")
+    value = float(text)
     if not 0 < value < math.inf:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -56,17 +62,30 @@ def _deadline_ms(text: str) -> float:
 
 
 def _nonblank(text: str) -> str:
-    # An empty --coid would have the library make one up that ess-check never prints; an
-    # empty --target has gRPC wait on nothing.
+    # An empty --coid would have the library make one up that ess-check never prints.
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _target(text: str) -> str:
+    """HOST:PORT or unix:PATH, else a usage error: a typo must not look like an outage
+    (a check that fails closed)."""
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        good = bool(path) and path.strip(_WHITESPACE) == path
+    else:
+        match = _HOST_PORT.fullmatch(text)
+        good = match is not None and 1 <= int(match[2]) <= 65535
+    if not good:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or unix:PATH, got {text!r}")
     return text
 
 
 def _check_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ess-check", description="Ask an ESS sidecar whether an order may be"
                      " sent; exit 0 allowed, 2 denied, 64 usage error.")
-    parser.add_argument("--target", required=True, type=_nonblank,
+    parser.add_argument("--target", required=True, type=_target,
                         help="HOST:PORT or unix:PATH")
     parser.add_argument("--token", default="", help="bearer token")
     for name in ("account", "strategy", "symbol"):
@@ -124,7 +143,7 @@ def smoke_main(argv: list[str] | None = None) -> int:
     [DEADLINE_MS]`, one answer line each: the microseconds the check call took, then the
     ess-check line."""
     parser = _Parser(prog="ess-smoke")
-    parser.add_argument("--target", required=True, type=_nonblank)
+    parser.add_argument("--target", required=True, type=_target)
     parser.add_argument("--token", default="")
     parser.add_argument("--deadline-ms", type=_deadline_ms, default=5.0)
     args = parser.parse_args(argv)
@@ -186,11 +205,18 @@ def _smoke_line(command: list[str]) -> tuple[str, str, str, str, float, float, s
         raise ValueError("expected 'check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID"
                          " [DEADLINE_MS]'")
     account, strategy, symbol, side, qty, price, coid = command[1:8]
+    deadline_s = _field("DEADLINE_MS", _deadline_ms, command[8]) / 1000 \
+        if len(command) > 8 else None
+    return (account, strategy, symbol, side, _field("QTY", _positive, qty),
+            _field("PRICE", _positive, price), coid, deadline_s)
+
+
+def _field(name: str, read: Callable[[str], float], text: str) -> float:
+    """`read(text)`; ValueError naming the field if it cannot be read."""
     try:
-        deadline_s = _deadline_ms(command[8]) / 1000 if len(command) > 8 else None
-    except (ValueError, argparse.ArgumentTypeError) as error:
-        raise ValueError(f"bad DEADLINE_MS: {error}") from None
-    return account, strategy, symbol, side, float(qty), float(price), coid, deadline_s
+        return read(text)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"bad {name}: {error}") from None
 
 
 def bench_main(argv: list[str] | None = None) -> int:
@@ -198,7 +224,7 @@ def bench_main(argv: list[str] | None = None) -> int:
     unmeasured ones) through one client's stream, K in flight; prints
     `p50_us=.. p99_us=.. checks_per_s=..`; exit 1 if any check was not allowed."""
     parser = _Parser(prog="ess-bench")
-    parser.add_argument("--target", required=True, type=_nonblank)
+    parser.add_argument("--target", required=True, type=_target)
     parser.add_argument("--token", default="")
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=1_000)
