@@ -28,7 +28,8 @@ import (
 func main() {
 	fs := cli.NewFlagSet("ess-bench", "ess-bench --target unix:PATH|HOST:PORT [--checks 10000] [--inflight 1]",
 		"Measure checks through the library's stream Check: p50_us=.. p99_us=.. checks_per_s=..")
-	target := fs.String("target", "", "HOST:PORT or unix:PATH")
+	var target cli.Target
+	fs.Var(&target, "target", "HOST:PORT or unix:PATH")
 	token := fs.String("token", "", "bearer token")
 	checks := fs.Int("checks", 10000, "measured checks")
 	warmup := fs.Int("warmup", 1000, "unmeasured checks first")
@@ -39,7 +40,6 @@ func main() {
 	deadline := cli.DeadlineMS{Positive: cli.Positive{Value: 1000}}
 	fs.Var(&deadline, "deadline-ms", "per-check deadline in ms (high: measure, do not deny)")
 	cli.Parse(fs, os.Args[1:], "target")
-	cli.NotBlank(fs, "target")
 	if *checks < 1 || *inflight < 1 || *warmup < 0 {
 		cli.Usage(fs, fmt.Errorf("--checks and --inflight must be >= 1, --warmup >= 0"))
 	}
@@ -48,7 +48,7 @@ func main() {
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}
-	client, err := ess.New(*target, options...)
+	client, err := ess.New(target.Value, options...)
 	if err != nil {
 		cli.Usage(fs, err)
 	}

@@ -25,7 +25,8 @@ func main() {
 	fs := cli.NewFlagSet("ess-check", "ess-check --target HOST:PORT|unix:PATH [--token T] --account A"+
 		" --strategy S --symbol X --side buy|sell --qty Q --price P --coid ID [--deadline-ms N]",
 		"Ask an ESS sidecar whether an order may be sent; exit 0 allowed, 2 denied, 64 usage error.")
-	target := fs.String("target", "", "HOST:PORT or unix:PATH")
+	var target cli.Target
+	fs.Var(&target, "target", "HOST:PORT or unix:PATH")
 	token := fs.String("token", "", "bearer token")
 	account := fs.String("account", "", "account")
 	strategy := fs.String("strategy", "", "strategy")
@@ -38,7 +39,7 @@ func main() {
 	fs.Var(&price, "price", "price (> 0)")
 	fs.Var(&deadline, "deadline-ms", "per-check deadline in ms")
 	cli.Parse(fs, os.Args[1:], "target", "account", "strategy", "symbol", "side", "qty", "price", "coid")
-	cli.NotBlank(fs, "target", "coid")
+	cli.NotBlank(fs, "coid")
 	if *side != "buy" && *side != "sell" {
 		cli.Usage(fs, fmt.Errorf("argument --side: invalid choice: %q (choose from 'buy', 'sell')", *side))
 	}
@@ -48,7 +49,7 @@ func main() {
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}
-	client, err := ess.New(*target, options...)
+	client, err := ess.New(target.Value, options...)
 	if err != nil {
 		cli.Usage(fs, err)
 	}

@@ -31,18 +31,18 @@ func main() {
 	fs := cli.NewFlagSet("ess-smoke", "ess-smoke --target T [--token T] [--deadline-ms N]",
 		"One long-lived client; stdin lines 'check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID"+
 			" [DEADLINE_MS]', one answer line each: '<microseconds> <the ess-check line>'.")
-	target := fs.String("target", "", "HOST:PORT or unix:PATH")
+	var target cli.Target
+	fs.Var(&target, "target", "HOST:PORT or unix:PATH")
 	token := fs.String("token", "", "bearer token")
 	deadline := cli.DeadlineMS{Positive: cli.Positive{Value: float64(ess.DefaultDeadline) / float64(time.Millisecond)}}
 	fs.Var(&deadline, "deadline-ms", "default per-check deadline in ms")
 	cli.Parse(fs, os.Args[1:], "target")
-	cli.NotBlank(fs, "target")
 
 	options := []ess.Option{ess.WithDeadline(deadline.Duration())}
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}
-	client, err := ess.New(*target, options...)
+	client, err := ess.New(target.Value, options...)
 	if err != nil {
 		cli.Usage(fs, err)
 	}
@@ -141,16 +141,15 @@ func parseLine(fields []string) (ess.Order, []ess.CheckOption, error) {
 		return ess.Order{}, nil, fmt.Errorf("expected 'check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]'")
 	}
 	side, _ := ess.ParseSide(fields[4])
-	quantity, err := strconv.ParseFloat(fields[5], 64)
-	if err != nil {
-		return ess.Order{}, nil, fmt.Errorf("bad QTY")
+	var quantity, price cli.Positive
+	if err := quantity.Set(fields[5]); err != nil {
+		return ess.Order{}, nil, fmt.Errorf("bad QTY: %v", err)
 	}
-	price, err := strconv.ParseFloat(fields[6], 64)
-	if err != nil {
-		return ess.Order{}, nil, fmt.Errorf("bad PRICE")
+	if err := price.Set(fields[6]); err != nil {
+		return ess.Order{}, nil, fmt.Errorf("bad PRICE: %v", err)
 	}
 	order := ess.Order{Account: fields[1], Strategy: fields[2], Symbol: fields[3], Side: side,
-		Quantity: quantity, Price: price, ClientOrderID: fields[7]}
+		Quantity: quantity.Value, Price: price.Value, ClientOrderID: fields[7]}
 	var opts []ess.CheckOption
 	if len(fields) == 9 {
 		var deadline cli.DeadlineMS

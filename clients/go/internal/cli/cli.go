@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,42 @@ func Line(v ess.Verdict) string {
 	return strings.TrimRight("DENIED "+v.ReasonName()+" "+message, " ")
 }
 
-// Positive is a float flag that must be finite and > 0.
+// The one grammar of every client's programs (tests/clients/smoke.py). ParseFloat alone
+// takes "1_0" as 10 and "0x10" as 16: numbers the operator did not write.
+var (
+	plainDecimal = regexp.MustCompile(`^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
+	hostPort     = regexp.MustCompile(`^(\[[^ \t\n\x0B\f\r/\[\]]+\]|[^ \t\n\x0B\f\r/:\[\]]+):([0-9]{1,5})$`)
+)
+
+const whitespace = " \t\n\x0B\f\r"
+
+// Target is a --target flag: HOST:PORT or unix:PATH, else a usage error, so that a typo
+// does not look like an outage (a check that fails closed).
+type Target struct{ Value string }
+
+func (t *Target) String() string {
+	if t == nil {
+		return ""
+	}
+	return t.Value
+}
+
+func (t *Target) Set(text string) error {
+	good := false
+	if path, ok := strings.CutPrefix(text, "unix:"); ok {
+		good = path != "" && strings.Trim(path, whitespace) == path
+	} else if match := hostPort.FindStringSubmatch(text); match != nil {
+		port, _ := strconv.Atoi(match[2])
+		good = port >= 1 && port <= 65535
+	}
+	if !good {
+		return fmt.Errorf("expected HOST:PORT or unix:PATH, got %q", text)
+	}
+	t.Value = text
+	return nil
+}
+
+// Positive is a float flag that must be plain decimal, finite and > 0.
 type Positive struct {
 	Value float64
 	set   bool
@@ -57,9 +93,12 @@ func (p *Positive) String() string {
 }
 
 func (p *Positive) Set(text string) error {
-	value, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
-	if err != nil {
-		return fmt.Errorf("not a number: %q", text)
+	if !plainDecimal.MatchString(text) {
+		return fmt.Errorf("not a plain decimal number: %q", text)
+	}
+	value, err := strconv.ParseFloat(text, 64)
+	if err != nil { // out of range
+		return fmt.Errorf("must be a finite number > 0, got %s", text)
 	}
 	if !(value > 0) || math.IsInf(value, 1) {
 		return fmt.Errorf("must be a finite number > 0, got %s", text)
@@ -152,8 +191,7 @@ var dashes = strings.NewReplacer("for flag -", "for flag --", "argument: -", "ar
 	"not defined: -", "not defined: --")
 
 // NotBlank makes an empty or blank value of any of the flags names a usage error: an empty
-// --coid would have the library make one up that ess-check never prints, and an empty
-// --target names no sidecar.
+// --coid would have the library make one up that ess-check never prints.
 func NotBlank(fs *flag.FlagSet, names ...string) {
 	for _, name := range names {
 		if strings.TrimSpace(fs.Lookup(name).Value.String()) == "" {

@@ -13,8 +13,9 @@ import (
 func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv("ESS_CLI_ARGS"); ok {
 		fs := NewFlagSet("ess-check", "ess-check --target T --coid ID", "Ask a sidecar.")
-		fs.String("target", "", "HOST:PORT or unix:PATH")
+		fs.Var(&Target{}, "target", "HOST:PORT or unix:PATH")
 		fs.String("coid", "", "client_order_id")
+		fs.Var(&Positive{}, "qty", "quantity (> 0)")
 		Parse(fs, strings.Split(args, "\n"), "target", "coid")
 		os.Exit(99) // parsed without exiting: none of these tests' arguments
 	}
@@ -56,7 +57,40 @@ func TestHelpExitsZeroOnlyAlone(t *testing.T) {
 	if code, stderr := exitCode(t, "-h", "--help"); code != ExitAllowed {
 		t.Errorf("help twice: exit %d, %s", code, stderr)
 	}
-	if code, stderr := exitCode(t, "--target", "t"); code != ExitUsage {
+	if code, stderr := exitCode(t, "--target", "h:1"); code != ExitUsage {
 		t.Errorf("a missing --coid: exit %d, %s", code, stderr)
+	}
+}
+
+// One grammar in every client's programs (review 52a): ParseFloat took "1_0" as 10, and a
+// mistyped target was a check that failed closed, like an outage.
+func TestNumbersAndTargetsHaveOneGrammar(t *testing.T) {
+	order := func(target, qty string) []string {
+		return []string{"--target", target, "--coid", "o-1", "--qty", qty}
+	}
+	for _, qty := range []string{"1", "1.5", ".5", "1e3", "+2", "100", "2."} {
+		if code, stderr := exitCode(t, order("127.0.0.1:50051", qty)...); code != 99 {
+			t.Errorf("--qty %q: exit %d, %s", qty, code, stderr)
+		}
+	}
+	for _, qty := range []string{"1_0", "0x10", "1d", "0x1p4", " 1", "1 ", "", "1e", ".", "-1", "inf"} {
+		code, stderr := exitCode(t, order("127.0.0.1:50051", qty)...)
+		if code != ExitUsage || !strings.Contains(stderr, "--qty") {
+			t.Errorf("--qty %q: exit %d, %s", qty, code, stderr)
+		}
+	}
+	for _, target := range []string{"127.0.0.1:50051", "localhost:1", "[::1]:50051",
+		"unix:/tmp/x.sock", "unix:relative.sock"} {
+		if code, stderr := exitCode(t, order(target, "1")...); code != 99 {
+			t.Errorf("--target %q: exit %d, %s", target, code, stderr)
+		}
+	}
+	for _, target := range []string{"127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:",
+		"unix:/x ", "127.0.0.1", " 127.0.0.1:50051", "http://h:1", "dns:///h:1", "h:1/x",
+		"::1:50051", ""} {
+		code, stderr := exitCode(t, order(target, "1")...)
+		if code != ExitUsage || !strings.Contains(stderr, "--target") {
+			t.Errorf("--target %q: exit %d, %s", target, code, stderr)
+		}
 	}
 }
