@@ -16,7 +16,7 @@
 import { GuardClient } from "../client.js";
 import type { Order } from "../convert.js";
 import type { Verdict } from "../verdict.js";
-import { count, deadline, nonBlank, out, parse, run, UsageError } from "./common.js";
+import { checkedTarget, count, deadline, out, parse, run, UsageError } from "./common.js";
 
 const USAGE =
   "usage: ess-bench --target unix:PATH|HOST:PORT [--token T] [--checks 10000] [--inflight 1]" +
@@ -43,7 +43,7 @@ async function main(): Promise<number> {
   const inflight = count("inflight", args.inflight, 1);
   const warmup = args.warmup === "0" ? 0 : count("warmup", args.warmup, 1000);
   const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 1000);
-  const target = nonBlank("target", args.target);
+  const target = checkedTarget("target", args.target);
   const api = (args.api as string | undefined) ?? "stream";
   if (api !== "stream" && api !== "unary") throw new UsageError(`--api must be stream or unary`);
   const client = new GuardClient(target, {

@@ -10,7 +10,9 @@
 
 import { GuardClient } from "../client.js";
 import { verdictLine } from "../verdict.js";
-import { deadline, nonBlank, out, parse, positive, run, UsageError } from "./common.js";
+import {
+  checkedTarget, deadline, nonBlank, out, parse, positive, run, UsageError,
+} from "./common.js";
 
 const USAGE =
   "usage: ess-check --target HOST:PORT|unix:PATH [--token T] --account A --strategy S" +
@@ -51,7 +53,7 @@ async function main(): Promise<number> {
   const quantity = positive("qty", args.qty);
   const price = positive("price", args.price);
   const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 5);
-  const target = nonBlank("target", args.target);
+  const target = checkedTarget("target", args.target);
   const clientOrderId = nonBlank("coid", args.coid);
   const client = new GuardClient(target, {
     token: (args.token as string | undefined) || undefined,

@@ -28,12 +28,18 @@ export function parse(
   return values as Record<string, string | boolean | undefined>;
 }
 
-/** A number > 0 and finite, or a usage error naming the option. */
+// The one grammar of every client's programs (tests/clients/smoke.py): Number() alone takes
+// "0x10" as 16 and " 1" as 1, numbers the operator did not write.
+const PLAIN_DECIMAL = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
+const HOST_PORT = /^(\[[^ \t\n\x0B\f\r/[\]]+\]|[^ \t\n\x0B\f\r/:[\]]+):([0-9]{1,5})$/;
+const EDGE_WHITESPACE = /^[ \t\n\x0B\f\r]|[ \t\n\x0B\f\r]$/;
+
+/** A plain decimal number > 0 and finite, or a usage error naming the option. */
 export function positive(name: string, text: string | boolean | undefined, fallback?: number): number {
   if (text === undefined && fallback !== undefined) return fallback;
-  const value = typeof text === "string" && text.trim() !== "" ? Number(text) : Number.NaN;
+  const value = typeof text === "string" && PLAIN_DECIMAL.test(text) ? Number(text) : Number.NaN;
   if (!(value > 0) || !Number.isFinite(value)) {
-    throw new UsageError(`--${name} must be a number > 0, got ${String(text)}`);
+    throw new UsageError(`--${name} must be a plain decimal number > 0, got ${String(text)}`);
   }
   return value;
 }
@@ -48,8 +54,25 @@ export function deadline(name: string, text: string | boolean | undefined, fallb
 }
 
 /**
+ * HOST:PORT or unix:PATH, or a usage error naming the option: a typo must not look like an
+ * outage (a check that fails closed).
+ */
+export function checkedTarget(name: string, text: string | boolean | undefined): string {
+  const given = typeof text === "string" ? text : "";
+  const path = given.startsWith("unix:") ? given.slice("unix:".length) : undefined;
+  const port = path === undefined ? HOST_PORT.exec(given)?.[2] : undefined;
+  const good = path !== undefined
+    ? path !== "" && !EDGE_WHITESPACE.test(path)
+    : port !== undefined && Number(port) >= 1 && Number(port) <= 65535;
+  if (!good) {
+    throw new UsageError(`--${name} must be HOST:PORT or unix:PATH, got ${JSON.stringify(text)}`);
+  }
+  return given;
+}
+
+/**
  * The option's value, or a usage error if it is empty or blank: an empty --coid would have
- * the library make one up that ess-check never prints, and an empty --target names no sidecar.
+ * the library make one up that ess-check never prints.
  */
 export function nonBlank(name: string, text: string | boolean | undefined): string {
   if (typeof text !== "string" || text.trim() === "") {

@@ -11,7 +11,7 @@ import { status as Status } from "@grpc/grpc-js";
 import { GuardClient } from "../client.js";
 import { State } from "../gen/ess/v1/guard_pb.js";
 import { verdictLine } from "../verdict.js";
-import { deadline, nonBlank, out, parse, run, UsageError } from "./common.js";
+import { checkedTarget, deadline, out, parse, positive, run, UsageError } from "./common.js";
 
 const USAGE = "usage: ess-smoke --target HOST:PORT|unix:PATH [--token T] [--deadline-ms N]";
 
@@ -47,7 +47,7 @@ async function trigger(client: GuardClient, given: string[]): Promise<string> {
 async function main(): Promise<number> {
   const args = parse(process.argv.slice(2), OPTIONS, ["target"]);
   const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 5);
-  const client = new GuardClient(nonBlank("target", args.target), {
+  const client = new GuardClient(checkedTarget("target", args.target), {
     token: (args.token as string | undefined) || undefined,
     deadlineMs,
   });
@@ -72,8 +72,8 @@ async function main(): Promise<number> {
           strategy: strategy!,
           symbol: symbol!,
           side: side!,
-          quantity: Number(qty),
-          price: Number(price),
+          quantity: positive("QTY", qty),
+          price: positive("PRICE", price),
           clientOrderId: coid!,
         },
         { deadlineMs },
