@@ -154,9 +154,15 @@ impl Flags {
         }
     }
 
+    /// The flag `name`, if given, must be a target (see [`target`]).
+    pub fn target(&self, values: &HashMap<String, String>, name: &str) {
+        if let Some(Err(why)) = values.get(name).map(|text| target(text)) {
+            self.usage(&format!("argument --{name}: {why}"));
+        }
+    }
+
     /// Each of the flags `names` that is given must not be empty or blank: an empty `--coid`
-    /// would have the library make one up that ess-check never prints, and an empty
-    /// `--target` names no sidecar.
+    /// would have the library make one up that ess-check never prints.
     pub fn non_blank(&self, values: &HashMap<String, String>, names: &[&str]) {
         for name in names {
             if values
@@ -186,12 +192,60 @@ impl Flags {
     }
 }
 
-/// A number > 0 (and finite).
+/// A plain decimal number (see [`plain_decimal`]) > 0 and finite.
 pub fn positive(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
+    if !plain_decimal(text) {
+        return Err(format!("not a plain decimal number: {text:?}"));
+    }
+    match text.parse::<f64>() {
         Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
-        Ok(_) => Err(format!("must be a finite number > 0, got {text}")),
-        Err(_) => Err(format!("not a number: {text:?}")),
+        _ => Err(format!("must be a finite number > 0, got {text}")),
+    }
+}
+
+/// Whether `text` is `[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?`, the one grammar of
+/// every client's programs (tests/clients/smoke.py): each language's own parser takes forms
+/// of its own (`1_0`, `0x10`, ` 1`), numbers the operator did not write.
+pub fn plain_decimal(text: &str) -> bool {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = text.strip_prefix('+').unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let exponent_digits = exponent.map(|e| e.strip_prefix(['+', '-']).unwrap_or(e));
+    digits(whole)
+        && digits(fraction)
+        && !(whole.is_empty() && fraction.is_empty())
+        && exponent_digits.is_none_or(|e| !e.is_empty() && digits(e))
+}
+
+/// `HOST:PORT` (HOST without whitespace, `/`, `:` or brackets, or `[v6]`; PORT 1-65535) or
+/// `unix:PATH` (PATH not empty, not led or ended by whitespace), the one grammar of every
+/// client's programs: a typo is a usage error, not a check that fails closed like an outage.
+pub fn target(text: &str) -> Result<(), String> {
+    let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r');
+    let not_in_host = |c: char| space(c) || matches!(c, '/' | '[' | ']');
+    let port = |p: &str| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p))
+    };
+    let host = |h: &str| match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && !v6.contains(not_in_host),
+        None => !h.is_empty() && !h.contains(|c| not_in_host(c) || c == ':'),
+    };
+    let good = match text.strip_prefix("unix:") {
+        Some(path) => !path.is_empty() && path.trim_matches(space) == path,
+        None => text
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| host(h) && port(p)),
+    };
+    if good {
+        Ok(())
+    } else {
+        Err(format!("expected HOST:PORT or unix:PATH, got {text:?}"))
     }
 }
 

@@ -1265,6 +1265,47 @@ fn help_beside_other_arguments_is_a_usage_error() {
     assert_eq!(values["target"], "t");
 }
 
+/// Review 52a: each language's programs read numbers their own way (`1_0`, `0x10`, ` 1`), and a
+/// mistyped target was a check that failed closed, like an outage: one grammar for both.
+#[test]
+fn numbers_and_targets_have_one_grammar() {
+    for good in ["1", "1.5", ".5", "1e3", "+2", "100", "2.", "2.e3", "1E-2"] {
+        assert!(cli::positive(good).is_ok(), "{good:?}");
+    }
+    for bad in [
+        "1_0", "0x10", "1d", "0x1p4", " 1", "1 ", "", "1e", ".", "++1", "-1", "0", "inf", "NaN",
+        "1e400", "\u{ff11}",
+    ] {
+        assert!(cli::positive(bad).is_err(), "{bad:?}");
+    }
+    for good in [
+        "127.0.0.1:50051",
+        "localhost:1",
+        "[::1]:50051",
+        "unix:/tmp/x.sock",
+        "unix:relative.sock",
+    ] {
+        assert_eq!(cli::target(good), Ok(()), "{good:?}");
+    }
+    for bad in [
+        "127.0.0.1:abc",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        "unix:",
+        "unix: /x",
+        "127.0.0.1",
+        " 127.0.0.1:50051",
+        "http://h:1",
+        "dns:///h:1",
+        "h:1/x",
+        "::1:50051",
+        "[::1]",
+        "",
+    ] {
+        assert!(cli::target(bad).is_err(), "{bad:?}");
+    }
+}
+
 /// Review 42e: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
 /// fills) then failed DEADLINE_EXCEEDED unsent.
 #[tokio::test]

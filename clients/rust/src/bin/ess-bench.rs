@@ -54,7 +54,7 @@ fn main() {
     let warmup = FLAGS.count(&args, "warmup", 1_000, 0);
     let inflight = FLAGS.count(&args, "inflight", 1, 1);
     let threads = FLAGS.count(&args, "threads", 2, 0);
-    FLAGS.non_blank(&args, &["target"]);
+    FLAGS.target(&args, "target");
     let deadline = FLAGS.deadline_ms(&args, "deadline-ms", Duration::from_secs(1));
     let get = |name: &str, default: &str| {
         args.get(name)

@@ -52,7 +52,8 @@ fn main() {
     };
     let quantity = FLAGS.positive(&args, "qty", 0.0);
     let price = FLAGS.positive(&args, "price", 0.0);
-    FLAGS.non_blank(&args, &["target", "coid"]);
+    FLAGS.non_blank(&args, &["coid"]);
+    FLAGS.target(&args, "target");
     let deadline = FLAGS.deadline_ms(&args, "deadline-ms", DEFAULT_DEADLINE);
     cli::init_logging();
 

@@ -34,7 +34,7 @@ const FLAGS: Flags = Flags {
 
 fn main() {
     let args = FLAGS.parse(std::env::args().skip(1), &["target"]);
-    FLAGS.non_blank(&args, &["target"]);
+    FLAGS.target(&args, "target");
     let deadline = FLAGS.deadline_ms(&args, "deadline-ms", DEFAULT_DEADLINE);
     cli::init_logging();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -90,8 +90,8 @@ fn parse_line(fields: &[&str]) -> Result<(Order, Option<Duration>), String> {
         );
     }
     let side = ess_client::parse_side(fields[4]).unwrap_or(Side::Unspecified);
-    let quantity: f64 = fields[5].parse().map_err(|_| "bad QTY")?;
-    let price: f64 = fields[6].parse().map_err(|_| "bad PRICE")?;
+    let quantity = cli::positive(fields[5]).map_err(|why| format!("bad QTY: {why}"))?;
+    let price = cli::positive(fields[6]).map_err(|why| format!("bad PRICE: {why}"))?;
     let order = Order::new(fields[1], fields[2], fields[3], side, quantity, price)
         .with_client_order_id(fields[7]);
     let within = match fields.get(8) {
