@@ -14,6 +14,7 @@ import io.netty.channel.unix.DomainSocketAddress;
 import io.netty.util.concurrent.DefaultThreadFactory;
 import java.io.File;
 import java.io.IOException;
+import java.net.URI;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -55,6 +56,24 @@ final class Channels {
       throw new IllegalArgumentException("target \"" + target + "\" has no socket path");
     }
     return path;
+  }
+
+  /**
+   * Refuses a TCP target whose port is out of range. grpc-java's DNS resolver takes it, then
+   * throws in its own executor thread when it resolves, where no caller hears of it: every
+   * check waits out its deadline (a port that is no number it refuses at build, as here).
+   */
+  static void checkPort(String target) {
+    String name = target.substring(target.lastIndexOf('/') + 1); // "dns:///h:p" as "h:p"
+    int port;
+    try {
+      port = URI.create("//" + name).getPort(); // as the DNS resolver reads it
+    } catch (IllegalArgumentException e) {
+      return; // not a DNS name: gRPC's to refuse
+    }
+    if (port > 65535) {
+      throw new IllegalArgumentException("target \"" + target + "\": port out of range");
+    }
   }
 
   static ChannelCredentials credentials(File ca, File cert, File key) {
@@ -106,6 +125,7 @@ final class Channels {
         throw e;
       }
     }
+    checkPort(target);
     io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder builder =
         io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder.forTarget(target, credentials)
             .disableRetry()

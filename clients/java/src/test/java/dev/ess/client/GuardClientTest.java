@@ -863,6 +863,11 @@ class GuardClientTest {
   @Test
   void badTargetsAndOptionsAreRejected() {
     assertThrows(IllegalArgumentException.class, () -> GuardClient.builder("unix:").build());
+    // Review 52a: gRPC's DNS resolver threw on these in its own thread; checks waited it out.
+    for (String target : new String[] {"127.0.0.1:99999", "[::1]:70000", "dns:///h:65536"}) {
+      assertThrows(IllegalArgumentException.class, () -> GuardClient.builder(target).build(),
+          target);
+    }
     assertThrows(IllegalArgumentException.class,
         () -> GuardClient.builder("x:1").deadline(Duration.ZERO));
     assertThrows(IllegalArgumentException.class,
