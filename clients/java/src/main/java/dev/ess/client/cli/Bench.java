@@ -55,7 +55,7 @@ public final class Bench {
       warmup = cli.integer("warmup", 0);
       inflight = cli.integer("inflight", 1);
       Duration deadline = cli.deadline("deadline-ms");
-      String target = cli.nonBlank("target");
+      String target = cli.target("target");
       try {
         client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).build();

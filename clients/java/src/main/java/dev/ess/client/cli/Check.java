@@ -56,7 +56,7 @@ public final class Check {
           .symbol(cli.get("symbol")).side(Side.parse(side)).quantity(cli.positive("qty"))
           .price(cli.positive("price")).clientOrderId(cli.nonBlank("coid")).build();
       deadline = cli.deadline("deadline-ms");
-      String target = cli.nonBlank("target");
+      String target = cli.target("target");
       try {
         client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).logInterval(Duration.ofHours(1)).build();

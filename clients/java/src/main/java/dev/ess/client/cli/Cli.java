@@ -7,6 +7,8 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * What ess-check, ess-smoke and ess-bench share: flag parsing with the usage exit code, and
@@ -18,6 +20,13 @@ final class Cli {
   static final int EXIT_USAGE = 64; // EX_USAGE
   /** The longest deadline in ms: a longer one is a typo. */
   static final double MAX_DEADLINE_MS = 3_600_000;
+  // The one grammar of every client's programs (tests/clients/smoke.py): parseDouble alone
+  // takes "1d", "0x1p4" and " 1", numbers the operator did not write.
+  private static final Pattern PLAIN_DECIMAL =
+      Pattern.compile("[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?");
+  private static final Pattern HOST_PORT = Pattern.compile(
+      "(\\[[^ \\t\\n\\x0B\\f\\r/\\[\\]]+\\]|[^ \\t\\n\\x0B\\f\\r/:\\[\\]]+):([0-9]{1,5})");
+  private static final String WHITESPACE = " \t\n\u000B\f\r";
 
   /** A usage error: the program prints the synopsis and the message, and exits 64. */
   static final class UsageError extends Exception {
@@ -114,13 +123,12 @@ final class Cli {
     return positive("argument --" + flag, get(flag));
   }
 
+  /** A plain decimal number &gt; 0 and finite. */
   static double positive(String what, String text) throws UsageError {
-    double value;
-    try {
-      value = Double.parseDouble(text.trim());
-    } catch (NumberFormatException e) {
-      throw new UsageError(what + ": not a number: \"" + text + "\"");
+    if (!PLAIN_DECIMAL.matcher(text).matches()) {
+      throw new UsageError(what + ": not a plain decimal number: \"" + text + "\"");
     }
+    double value = Double.parseDouble(text);
     if (!(value > 0) || Double.isInfinite(value)) {
       throw new UsageError(what + ": must be a finite number > 0, got " + text);
     }
@@ -142,8 +150,36 @@ final class Cli {
   }
 
   /**
+   * A flag's value, which must be HOST:PORT (HOST without whitespace, "/", ":" or brackets,
+   * or [v6]; PORT 1-65535) or unix:PATH (PATH not empty, not led or ended by whitespace): a
+   * typo must not look like an outage (a check that fails closed).
+   */
+  String target(String flag) throws UsageError {
+    String text = get(flag);
+    if (text == null || !isTarget(text)) {
+      throw new UsageError("argument --" + flag + ": expected HOST:PORT or unix:PATH, got \""
+          + text + "\"");
+    }
+    return text;
+  }
+
+  static boolean isTarget(String text) {
+    if (text.startsWith("unix:")) {
+      String path = text.substring("unix:".length());
+      return !path.isEmpty() && WHITESPACE.indexOf(path.charAt(0)) < 0
+          && WHITESPACE.indexOf(path.charAt(path.length() - 1)) < 0;
+    }
+    Matcher hostPort = HOST_PORT.matcher(text);
+    if (!hostPort.matches()) {
+      return false;
+    }
+    int port = Integer.parseInt(hostPort.group(2));
+    return port >= 1 && port <= 65535;
+  }
+
+  /**
    * A flag's value, which must not be empty or blank: an empty --coid would have the library
-   * make one up that ess-check never prints, and an empty --target names no sidecar.
+   * make one up that ess-check never prints.
    */
   String nonBlank(String flag) throws UsageError {
     String value = get(flag);

@@ -42,7 +42,7 @@ public final class Smoke {
     try {
       cli.parse(args, "target");
       Duration deadline = cli.deadline("deadline-ms");
-      String target = cli.nonBlank("target");
+      String target = cli.target("target");
       try {
         client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).build();
@@ -91,7 +91,7 @@ public final class Smoke {
     return 0;
   }
 
-  /** The order of a check line; a quantity or price <= 0 is left to the sidecar to reject. */
+  /** The order of a check line: QTY and PRICE read as --qty and --price are. */
   private static Order parseOrder(String[] fields) throws Cli.UsageError {
     Side side;
     try {
@@ -99,15 +99,8 @@ public final class Smoke {
     } catch (IllegalArgumentException e) {
       throw new Cli.UsageError("bad SIDE");
     }
-    double quantity;
-    double price;
-    try {
-      quantity = Double.parseDouble(fields[5]);
-      price = Double.parseDouble(fields[6]);
-    } catch (NumberFormatException e) {
-      throw new Cli.UsageError("bad QTY or PRICE");
-    }
     return Order.builder().account(fields[1]).strategy(fields[2]).symbol(fields[3]).side(side)
-        .quantity(quantity).price(price).clientOrderId(fields[7]).build();
+        .quantity(Cli.positive("QTY", fields[5])).price(Cli.positive("PRICE", fields[6]))
+        .clientOrderId(fields[7]).build();
   }
 }

@@ -1,6 +1,7 @@
 package dev.ess.client.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -60,6 +61,35 @@ class CliTest {
       Cli.UsageError error = assertThrows(Cli.UsageError.class,
           () -> new Cli("t", "", "").flag("a", null, "").parse(new String[] {help, "--a", "x"}));
       assertTrue(error.getMessage().contains("--help"), error.getMessage());
+    }
+  }
+
+  /**
+   * One grammar in every client's programs (review 52a): parseDouble took "1d" and "0x1p4",
+   * and a mistyped target was a check that failed closed, like an outage.
+   */
+  @Test
+  void numbersAndTargetsHaveOneGrammar() throws Exception {
+    for (String good : new String[] {"1", "1.5", ".5", "1e3", "+2", "100", "2.", "2.e3"}) {
+      assertTrue(Cli.positive("q", good) > 0, good);
+    }
+    for (String bad : new String[] {"1_0", "0x10", "1d", "0x1p4", " 1", "1 ", "", "1e", ".",
+        "++1", "1f", "\uff11"}) {
+      Cli.UsageError error = assertThrows(Cli.UsageError.class, () -> Cli.positive("q", bad));
+      assertTrue(error.getMessage().startsWith("q: "), error.getMessage());
+    }
+    for (String good : new String[] {"127.0.0.1:50051", "localhost:1", "[::1]:50051",
+        "unix:/tmp/x.sock", "unix:relative.sock"}) {
+      assertTrue(Cli.isTarget(good), good);
+    }
+    for (String bad : new String[] {"127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:",
+        "unix: /x", "127.0.0.1", " 127.0.0.1:50051", "http://h:1", "dns:///h:1", "h:1/x",
+        "::1:50051", "[::1]", ""}) {
+      assertFalse(Cli.isTarget(bad), bad);
+      Cli cli = new Cli("t", "", "").flag("target", null, "");
+      cli.parse(new String[] {"--target", bad});
+      Cli.UsageError error = assertThrows(Cli.UsageError.class, () -> cli.target("target"));
+      assertTrue(error.getMessage().startsWith("argument --target: "), error.getMessage());
     }
   }
 
