@@ -13,8 +13,10 @@ namespace {
 void Parse(std::vector<std::string> args) {
   ess::cli::Flags flags("ess-check", "ess-check --target T --coid ID", "Ask a sidecar.");
   std::string target, coid;
-  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
+  double qty = 0;
+  flags.Target("target", &target, "HOST:PORT or unix:PATH");
   flags.NonBlank("coid", &coid, "client_order_id");
+  flags.Positive("qty", &qty, "quantity (> 0)");
   args.insert(args.begin(), "ess-check");
   std::vector<char*> argv;
   for (auto& arg : args) {
@@ -41,8 +43,37 @@ TEST(Cli, HelpExitsZeroOnlyAlone) {
           << help;
     }
   }
-  EXPECT_EXIT(Parse({"--target", "t"}), testing::ExitedWithCode(ess::cli::kExitUsage),
+  EXPECT_EXIT(Parse({"--target", "h:1"}), testing::ExitedWithCode(ess::cli::kExitUsage),
               "required: --coid");
+}
+
+// One grammar in every client's programs (review 52a): strtod took "0x10" as 16 and " 1" as
+// 1, and a mistyped target was a check that failed closed, like an outage.
+TEST(Cli, NumbersAndTargetsHaveOneGrammar) {
+  double value = 0;
+  for (const std::string good : {"1", "1.5", ".5", "1e3", "+2", "100", "2.", "2.e3"}) {
+    EXPECT_TRUE(ess::cli::ParsePositive(good, &value)) << good;
+  }
+  for (const std::string bad : {"1_0", "0x10", "1d", "0x1p4", " 1", "1 ", "", "1e", ".", "++1",
+                                "inf", "nan", "1e400", "-1", "0"}) {
+    EXPECT_FALSE(ess::cli::ParsePositive(bad, &value)) << bad;
+  }
+  for (const std::string good : {"127.0.0.1:50051", "localhost:1", "[::1]:50051",
+                                 "unix:/tmp/x.sock", "unix:relative.sock"}) {
+    EXPECT_TRUE(ess::cli::IsTarget(good)) << good;
+  }
+  for (const std::string bad : {"127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:",
+                                "unix: /x", "127.0.0.1", " 127.0.0.1:50051", "http://h:1",
+                                "dns:///h:1", "h:1/x", "::1:50051", "[::1]", ""}) {
+    EXPECT_FALSE(ess::cli::IsTarget(bad)) << bad;
+  }
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(Parse({"--target", "h:1", "--coid", "o-1", "--qty", "0x10"}),
+              testing::ExitedWithCode(ess::cli::kExitUsage), "argument --qty: ");
+  EXPECT_EXIT(Parse({"--target", "127.0.0.1:99999", "--coid", "o-1", "--qty", "1"}),
+              testing::ExitedWithCode(ess::cli::kExitUsage), "argument --target: ");
+  EXPECT_EXIT(Parse({"--target", "[::1]:50051", "--coid", "o-1", "--qty", "+2"}),
+              testing::ExitedWithCode(99), "");
 }
 
 }  // namespace

@@ -5,8 +5,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <regex>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 namespace ess::cli {
 
@@ -30,8 +32,42 @@ std::chrono::microseconds Millis(double ms) {
   return std::chrono::microseconds(std::max<long long>(1, std::llround(ms * 1000.0)));
 }
 
+namespace {
+
+// strtod alone takes "0x10" as 16, " 1" and "inf": numbers the operator did not write.
+const std::regex& PlainDecimal() {
+  static const std::regex kPlainDecimal(
+      R"([+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)");
+  return kPlainDecimal;
+}
+
+const std::regex& HostPort() {
+  static const std::regex kHostPort(
+      R"((\[[^ \t\n\x0B\f\r/\[\]]+\]|[^ \t\n\x0B\f\r/:\[\]]+):([0-9]{1,5}))");
+  return kHostPort;
+}
+
+bool IsSpace(char c) {
+  return std::string_view(" \t\n\v\f\r").find(c) != std::string_view::npos;
+}
+
+}  // namespace
+
+bool IsTarget(const std::string& text) {
+  if (text.rfind("unix:", 0) == 0) {
+    const std::string path = text.substr(5);
+    return !path.empty() && !IsSpace(path.front()) && !IsSpace(path.back());
+  }
+  std::smatch host_port;
+  if (!std::regex_match(text, host_port, HostPort())) {
+    return false;
+  }
+  const long port = std::stol(host_port[2].str());
+  return port >= 1 && port <= 65535;
+}
+
 bool ParsePositive(const std::string& text, double* value) {
-  if (text.empty()) {
+  if (!std::regex_match(text, PlainDecimal())) {
     return false;
   }
   char* end = nullptr;
@@ -73,12 +109,23 @@ void Flags::NonBlank(const std::string& flag, std::string* value, const std::str
   order_.push_back(flag);
 }
 
+void Flags::Target(const std::string& flag, std::string* value, const std::string& help) {
+  flags_[flag] = {help, [value](const std::string& text) {
+                    if (!IsTarget(text)) {
+                      return "expected HOST:PORT or unix:PATH, got '" + text + "'";
+                    }
+                    *value = text;
+                    return std::string();
+                  }};
+  order_.push_back(flag);
+}
+
 void Flags::DeadlineMs(const std::string& flag, std::chrono::microseconds* value,
                        const std::string& help) {
   flags_[flag] = {help, [value](const std::string& text) {
                     return ParseDeadlineMs(text, value)
                                ? std::string()
-                               : "must be a finite number > 0 and at most " +
+                               : "must be a plain decimal number > 0 and at most " +
                                      std::to_string(static_cast<long>(kMaxDeadlineMs)) +
                                      ", got " + text;
                   }};
@@ -87,8 +134,9 @@ void Flags::DeadlineMs(const std::string& flag, std::chrono::microseconds* value
 
 void Flags::Positive(const std::string& flag, double* value, const std::string& help) {
   flags_[flag] = {help, [value](const std::string& text) {
-                    return ParsePositive(text, value) ? std::string()
-                                                      : "must be a number > 0, got " + text;
+                    return ParsePositive(text, value)
+                               ? std::string()
+                               : "must be a plain decimal number > 0, got " + text;
                   }};
   order_.push_back(flag);
 }

@@ -31,8 +31,13 @@ inline constexpr double kMaxDeadlineMs = 3'600'000;
 // A double > 0 in milliseconds as a duration.
 std::chrono::microseconds Millis(double ms);
 
-// Parses a double that must be > 0 (and finite); false otherwise.
+// Parses a plain decimal number (the one grammar of every client's programs, see
+// tests/clients/smoke.py) that must be > 0 and finite; false otherwise.
 bool ParsePositive(const std::string& text, double* value);
+
+// Whether text is HOST:PORT (HOST without whitespace, '/', ':' or brackets, or [v6]; PORT
+// 1-65535) or unix:PATH (PATH not empty, not led or ended by whitespace).
+bool IsTarget(const std::string& text);
 
 // Parses a deadline in ms: > 0, finite and at most kMaxDeadlineMs; false otherwise.
 bool ParseDeadlineMs(const std::string& text, std::chrono::microseconds* deadline);
@@ -46,8 +51,10 @@ class Flags {
       : name_(std::move(name)), synopsis_(std::move(synopsis)), about_(std::move(about)) {}
   void String(const std::string& flag, std::string* value, const std::string& help);
   // A string that must not be empty or blank: an empty --coid would have the library make
-  // one up that ess-check never prints, and an empty --target names no sidecar.
+  // one up that ess-check never prints.
   void NonBlank(const std::string& flag, std::string* value, const std::string& help);
+  // A target (IsTarget): a typo must not look like an outage (a check that fails closed).
+  void Target(const std::string& flag, std::string* value, const std::string& help);
   void Positive(const std::string& flag, double* value, const std::string& help);
   void DeadlineMs(const std::string& flag, std::chrono::microseconds* value,
                   const std::string& help);

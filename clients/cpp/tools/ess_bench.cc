@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   std::string target, token, account = "bench-acc", strategy = "bench", symbol = "BENCH";
   long checks = 10000, warmup = 1000, inflight = 1;
   std::chrono::microseconds deadline = std::chrono::seconds(1);
-  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
+  flags.Target("target", &target, "HOST:PORT or unix:PATH");
   flags.String("token", &token, "bearer token");
   flags.Int("checks", &checks, 1, "measured checks (default 10000)");
   flags.Int("warmup", &warmup, 0, "unmeasured checks first (default 1000)");

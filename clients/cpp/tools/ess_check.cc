@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   std::string target, token, account, strategy, symbol, side, coid;
   double qty = 0, price = 0;
   std::chrono::microseconds deadline = ess::Options().deadline;
-  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
+  flags.Target("target", &target, "HOST:PORT or unix:PATH");
   flags.String("token", &token, "bearer token");
   flags.String("account", &account, "account");
   flags.String("strategy", &strategy, "strategy");

@@ -32,14 +32,10 @@ std::string ParseLine(const std::vector<std::string>& fields, ess::Order* order,
   order->strategy = fields[2];
   order->symbol = fields[3];
   order->side = ess::ParseSide(fields[4]).value_or(ess::v1::SIDE_UNSPECIFIED);
-  try {
-    order->quantity = std::stod(fields[5]);
-  } catch (const std::exception&) {
+  if (!ess::cli::ParsePositive(fields[5], &order->quantity)) {
     return "bad QTY";
   }
-  try {
-    order->price = std::stod(fields[6]);
-  } catch (const std::exception&) {
+  if (!ess::cli::ParsePositive(fields[6], &order->price)) {
     return "bad PRICE";
   }
   order->client_order_id = fields[7];
@@ -62,7 +58,7 @@ int main(int argc, char** argv) {
                         " <the ess-check line>'.");
   std::string target, token;
   std::chrono::microseconds deadline = ess::Options().deadline;
-  flags.NonBlank("target", &target, "HOST:PORT or unix:PATH");
+  flags.Target("target", &target, "HOST:PORT or unix:PATH");
   flags.String("token", &token, "bearer token");
   flags.DeadlineMs("deadline-ms", &deadline, "default per-check deadline in ms (default 5)");
   flags.Parse(argc, argv, {"target"});
