@@ -1,4 +1,4 @@
-"""The smoke test every client passes, in any language, against a live `ess-sidecar serve`.
+r"""The smoke test every client passes, in any language, against a live `ess-sidecar serve`.
 
 A client ships two programs in clients/<lang>/bin (`make clients` builds them):
 - `ess-check`, the example (README): one check, one line, exit 0 allowed / 2 denied / 64
@@ -29,7 +29,14 @@ Bad arguments are usage errors (exit 64, the flag named on stderr's last line), 
 an empty --coid (else the library would make one up that ess-check never prints), an empty
 --target, --help beside an order's flags (0 would read as allowed), and a --deadline-ms
 that is not a finite number > 0 of at most an hour; ess-smoke refuses the same, and a bad
-DEADLINE_MS on a line, rather than crash or hang."""
+DEADLINE_MS on a line, rather than crash or hang.
+
+One grammar in every language (review 52a: each read `1_0`, `0x10`, `1d` or ` 1` its own
+way, and a typo in a target looked like an outage): a number (--qty, --price, --deadline-ms;
+QTY, PRICE, DEADLINE_MS on a line) is plain decimal as given, no spaces,
+`[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?`; a target is `HOST:PORT` (HOST without
+whitespace, `/`, `:` or brackets, or `[IPv6]`; PORT 1-65535) or `unix:PATH` (PATH not empty,
+not led or ended by whitespace). Anything else is a usage error."""
 
 from __future__ import annotations
 
@@ -56,6 +63,15 @@ SLACK_MS = 50  # the issue's bound over the deadline
 RECONNECT_S = 15.0  # how long the client may take to find a restarted sidecar
 USAGE_S = 10  # a usage error is reported at once: no connecting, no waiting (JVM start incl.)
 BAD_DEADLINES_MS = ("inf", "nan", "-1", "0", "1e300")
+# Numbers some language read as one the operator did not write (1_0 as 10, 0x10 as 16, 1d,
+# 0x1p4, a full-width 1, ' 1'); those without spaces are tried on ess-smoke's lines too.
+BAD_NUMBERS = ("1_0", "0x10", "1d", "0x1p4", "\uff11", "1e", ".", "1..5", "++1", "Infinity",
+               " 1", "1 ", "")
+GOOD_NUMBERS = ("1", "1.5", ".5", "1e3", "+2", "100", "2.")
+GOOD_DEADLINES_MS = ("2000", "2000.5", ".2e4", "2E3", "+2000", "3000", "2000.")
+BAD_TARGETS = ("127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:", "unix: /tmp/x",
+               "127.0.0.1", " 127.0.0.1:50051", "127.0.0.1:50051 ", "http://h:1", "dns:///h:1",
+               "h:1/x", "::1:50051", "[::1]", ":50051")
 _ids = itertools.count(1)
 
 
@@ -145,6 +161,50 @@ def usage_errors(check: Path, smoke_program: Path, target: str) -> None:
         expect_usage_error([str(smoke_program), "--target", target],
                            "DEADLINE_MS", f"check acc-1 momo AAPL buy 1 100 bad-{next(_ids)}"
                            f" {deadline_ms}\n")
+    grammar_errors(check, smoke_program, target)
+
+
+def grammar_errors(check: Path, smoke_program: Path, target: str) -> None:
+    """Numbers and targets outside the one grammar (the docstring above) are refused."""
+    for number in BAD_NUMBERS:
+        for flag in ("qty", "price", "deadline-ms"):
+            expect_usage_error([str(check), *check_args(target, **{flag: number})],
+                               f"--{flag}")
+    for number in (n for n in BAD_NUMBERS if n and n.split() == [n]):  # fits a line
+        coid = f"bad-{next(_ids)}"
+        for field, order in (("QTY", f"{number} 100 {coid}"), ("PRICE", f"1 {number} {coid}"),
+                             ("DEADLINE_MS", f"1 100 {coid} {number}")):
+            expect_usage_error([str(smoke_program), "--target", target], field,
+                               f"check acc-1 momo AAPL buy {order}\n")
+    for bad in BAD_TARGETS:
+        expect_usage_error([str(check), *check_args(bad)], "--target")
+        expect_usage_error([str(smoke_program), "--target", bad], "--target")
+
+
+def accepted_forms(check: Path, smoke_program: Path, process: SidecarProcess) -> None:
+    """The grammar's good forms are taken: numbers, and targets by name, IPv6 or a socket
+    path relative to the working directory (`[::1]` may fail closed: the sidecar listens on
+    127.0.0.1, so it is only not a usage error)."""
+    for number, deadline_ms in zip(GOOD_NUMBERS, GOOD_DEADLINES_MS, strict=True):
+        allowed = subprocess.run([str(check), *check_args(
+            process.tcp_target, qty=number, price=number, deadline_ms=deadline_ms)],
+            capture_output=True, text=True, timeout=60)
+        assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
+    smoke = Smoke(smoke_program, process.uds_target)
+    try:
+        for number, deadline_ms in zip(GOOD_NUMBERS, GOOD_DEADLINES_MS, strict=True):
+            answer = smoke.command(f"check acc-1 momo AAPL buy {number} {number}"
+                                   f" good-{next(_ids)} {deadline_ms}")
+            assert answer.split()[1] == "ALLOWED", answer
+    finally:
+        smoke.close()
+    for target, cwd in ((f"localhost:{process.port}", None), ("unix:ess.sock", process.workdir)):
+        allowed = subprocess.run([str(check), *check_args(target)], cwd=cwd,
+                                 capture_output=True, text=True, timeout=60)
+        assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
+    v6 = subprocess.run([str(check), *check_args(f"[::1]:{process.port}", deadline_ms=5)],
+                        capture_output=True, text=True, timeout=60)
+    assert v6.returncode in (0, 2), v6
 
 
 @contextmanager
@@ -179,6 +239,7 @@ def smoke_test(lang: str) -> None:
                                capture_output=True, text=True, timeout=60)
         assert usage.returncode == 64, usage
         usage_errors(check, smoke_program, process.tcp_target)
+        accepted_forms(check, smoke_program, process)
         for target in (process.uds_target, process.tcp_target):
             allowed = run_check(check, target, "momo")
             assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
