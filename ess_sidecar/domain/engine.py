@@ -779,7 +779,7 @@ class GuardEngine:
                         and self._renews(scope, name, now):
                     plan.trip(scope, mode, Cause.BREAKER, reason, actor, breaker=name,
                               renew=True)
-        for scope in self._timed_due.pop_due(now):
+        for scope in sorted(self._timed_due.pop_due(now), key=self._falls_due):
             current = self._current[scope]
             if plan.current(scope) is not current:
                 self._timed_due.schedule(scope, NEXT_RUN)
@@ -801,6 +801,22 @@ class GuardEngine:
                            self._rearm_delay(current.scope))
                 self._timed_due.schedule(scope, NEXT_RUN)
         return plan
+
+    def _falls_due(self, scope: Scope) -> tuple[float, int, str]:
+        """The order a run re-arms its due scopes in: when each fell due (its re-arm delay's
+        end; the earliest cooldown's end of its auto re-arming latches), then the scope.
+        The queue's own order is not it: a restart queues every scope for its first run in
+        the order the journal replayed them (review 52b: two re-arms due while the sidecar
+        was down were made in that order, and took each other's versions)."""
+        current = self._current[scope]
+        if current.state is State.COOLING_DOWN:
+            due = current.rearm_at if current.rearm_at is not None else INFINITY
+        else:
+            cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
+            due = min((latch.since + cooldown for latch in current.held()
+                       if latch.name in DEFAULT_RULES
+                       and self.breakers.rule(scope, latch.name).auto_rearm), default=INFINITY)
+        return due, scope.kind.value, scope.id
 
     def _next_look(self, current: Transition, now: float) -> float:
         """Having looked at this scope now, when time alone may next let it re-arm: its

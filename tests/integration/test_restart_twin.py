@@ -254,3 +254,44 @@ RestartTwin.TestCase.settings = settings(
     max_examples=int(os.environ.get("HUNT") or 60), stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestRestartTwin = RestartTwin.TestCase
+
+
+def test_rearms_due_while_down_are_made_in_the_order_they_fell_due(tmp_path: Path) -> None:
+    """Two scopes re-arm by time while the sidecar is down: the first run after the start
+    makes their re-arms in the order they fell due, as the sidecar that stayed up did,
+    so each gets the same version and the audit trail the same order (review 52b: they
+    were made in the order the journal replayed their scopes, and versions swapped)."""
+    clock = FakeClock()
+    sections: dict[str, Any] = {
+        "server": {"listen": ""}, "telemetry": {"enabled": False},
+        "policy": {"reset_cooldown_s": 10.0, "rearm_delay_s": 5.0},
+        "breakers": {"data_feed_corrupt": {"mode": "reduce_only", "auto_rearm": True}}}
+    settings_ = load_settings(None, **sections, store={
+        "path": str(tmp_path / "ess.db"), "journal_sync_interval_s": 0.0})
+    subject = build(settings_, clock=clock)
+    twin = build(settings_, clock=clock, store=InMemoryStateStore(), journal=NoJournal())
+    account, symbol = Scope(ScopeKind.ACCOUNT, "a1"), Scope(ScopeKind.SYMBOL, "Y")
+    for guard in (subject.guard, twin.guard):
+        guard.trigger(Trigger(account, TriggerMode.HALT, "stop", TriggerReason.USER_INITIATED,
+                              (), "op1"))
+        guard.run_timers()  # as the serving sidecar's timers do after each command
+    clock.advance(6.0)  # the feed's latch re-arms by itself at 16
+    for guard in (subject.guard, twin.guard):
+        guard.report_metric(symbol, Metric.DATA_FEED_CORRUPT, 1.0)
+        guard.run_timers()
+    clock.advance(4.0)  # the account's reset: COOLING_DOWN, re-armed at 15
+    for guard in (subject.guard, twin.guard):
+        guard.reset(account, "checked", True, "op1", ())
+        guard.run_timers()
+    subject.journal.close()  # killed: its records are in the file already
+    subject.store.close()
+    subject = build(settings_, clock=clock)
+    try:
+        clock.advance(10.0)  # both due while it was down
+        made = [[(t.version, t.scope) for t in guard.run_timers()]
+                for guard in (subject.guard, twin.guard)]
+        assert made[0] == made[1] == [(4, account), (5, symbol)], made
+        assert _latched(subject.guard.engine) == _latched(twin.guard.engine)
+    finally:
+        subject.journal.close()
+        subject.store.close()
