@@ -68,7 +68,8 @@ class GuardClient:
         grpc.ssl_channel_credentials(ca, key, cert)) make the channel TLS or mutual TLS.
         A `check_timeout_s` or `rpc_timeout_s` that is not a finite number > 0 (at most
         a day, for the other RPCs: gRPC cannot carry 1e10 s, and the call would fail
-        unsent, a trigger included) raises TypeError or ValueError."""
+        unsent, a trigger included) raises TypeError or ValueError; so does a `target`
+        gRPC cannot use at all (a Unix socket's path over 107 bytes)."""
         self.check_timeout_s = valid_timeout(check_timeout_s)
         self.rpc_timeout_s = valid_timeout(rpc_timeout_s, "an RPC timeout", MAX_RPC_TIMEOUT_S)
         bearer = token.strip(ASCII_SPACE) if token else ""  # a file's newline, not U+0085
@@ -358,9 +359,18 @@ def valid_timeout(timeout_s: object, what: str = "a check timeout",
 
 
 def _channel(target: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
-    if credentials is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    """The channel to `target`, or ValueError if gRPC cannot use the target at all (a Unix
+    socket's path over 107 bytes, an IPv4 address out of range: gRPC logs why). Such a
+    channel is failed from its start and never connects: each check would fail closed as
+    if the sidecar were down, each allowed on a fail-open client, and waiting for it to
+    be ready left gRPC's poller thread stuck, so that the process never exited (review 52c:
+    ess-check hung, deaf to SIGINT). A channel not yet used is IDLE otherwise."""
+    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) \
+        if credentials is None else \
+        grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    if channel.get_state(try_to_connect=False) is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+        raise ValueError(f"target {target!r}: not an address gRPC can connect to")
+    return channel
 
 
 _KEY = re.compile(r"[0-9a-z_.-]+")

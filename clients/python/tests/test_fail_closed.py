@@ -7,6 +7,8 @@ import contextlib
 import logging
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -318,6 +320,41 @@ async def test_an_rpc_timeout_grpc_cannot_carry_is_refused_at_construction(
     unsent; it is refused where it is given."""
     with pytest.raises((TypeError, ValueError)):
         GuardClient("127.0.0.1:1", rpc_timeout_s=timeout_s)  # type: ignore[arg-type]
+
+
+# Targets gRPC cannot use at all: its channel to them is failed from the start.
+UNUSABLE_TARGETS = ["unix:/" + "x" * 200, "ipv4:300.1.1.1:5"]
+UNUSABLE_PROGRAM = """
+import asyncio, sys
+from ess_client import GuardClient
+
+async def main() -> None:
+    try:
+        client = GuardClient(sys.argv[1], check_timeout_s=0.2, fail_open=True)
+    except ValueError as error:
+        print("refused:", error)
+        return
+    async with client:
+        await client.connect(timeout_s=0.2)
+        print("checked:", await client.check(account="a", strategy="s", symbol="X",
+                                             side="buy", quantity=1, price=1))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("target", UNUSABLE_TARGETS, ids=["long-unix-path", "bad-ipv4"])
+def test_a_target_grpc_cannot_use_is_refused_at_construction(target: str) -> None:
+    """Review 52c: its channel never connects, so every check failed as if the sidecar
+    were down (each allowed, fail-open), and the process that had waited for it to connect
+    never exited (gRPC's poller thread stuck at shutdown; ess-check hung, deaf to SIGINT).
+    Run as a process of its own: the hang was at the interpreter's exit."""
+    done = subprocess.run([sys.executable, "-c", UNUSABLE_PROGRAM, target],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done
+    assert done.stdout.startswith("refused: target "), done
+    with pytest.raises(ValueError, match="target"):
+        GuardClient(target)
 
 
 async def test_checks_after_close_are_denied(scripted: StartScripted) -> None:
