@@ -45,8 +45,10 @@ SECTIONS: dict[str, Any] = {
                "max_working_orders_per_account": 6, "duplicate_identical_orders": 2,
                "duplicate_window_s": 5.0, "order_id_retention_s": 300.0,
                "idle_evidence_s": 30.0},
-    "policy": {"reset_cooldown_s": 10.0, "rearm_delay_s": 5.0},
+    "policy": {"reset_cooldown_s": 10.0, "rearm_delay_s": 5.0,
+               "symbol": {"reset_cooldown_s": 4.0, "rearm_delay_s": 2.0}},
     "breakers": {"consecutive_losses": {"threshold": 3},
+                 "data_feed_corrupt": {"mode": "reduce_only", "auto_rearm": True},
                  "api_errors": {"threshold": 3, "window_s": 60},
                  "data_feed_stale": {"window_s": 20},
                  "total_drawdown_pct": {"threshold": 15}},
@@ -164,7 +166,8 @@ class RestartTwin(RuleBasedStateMachine):
                                                      included))
 
     @rule(scope=st.sampled_from(SCOPES[1:]), metric=st.sampled_from(
-        [Metric.TRADE_RESULT, Metric.API_ERROR, Metric.DATA_FEED_TICK, Metric.EQUITY]),
+        [Metric.TRADE_RESULT, Metric.API_ERROR, Metric.DATA_FEED_TICK, Metric.EQUITY,
+         Metric.DATA_FEED_CORRUPT]),
           value=st.sampled_from([-5.0, 1.0, 3.0, 80_000.0, 100_000.0]))
     def metric(self, scope, metric, value):
         if metric is Metric.EQUITY and scope.kind is not ScopeKind.ACCOUNT:
