@@ -27,13 +27,22 @@ from .verdict import Verdict
 
 EX_USAGE = 64
 FAIL_CLOSED = "CLIENT_FAIL_CLOSED"
-# A longer deadline is a typo: a check waits for an answer in milliseconds, not hours.
+# A longer deadline is a typo: a check waits for an answer in milliseconds, not hours; a
+# shorter one than a microsecond is one too, and rounds to no deadline at all (5e-324).
 MAX_DEADLINE_MS = 3_600_000.0
+MIN_DEADLINE_MS = 0.001
+MAX_HOST_CHARS = 253  # DNS's longest name
+MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the NUL
 # The one grammar of every client's programs (tests/clients/smoke.py): float() alone takes
 # `1_0` as 10, ` 1` and full-width digits, numbers the operator did not write.
 _NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_WHITESPACE = " \t\n\x0b\f\r"
-_HOST_PORT = re.compile(r"(\[[^ \t\n\x0b\f\r/\[\]]+\]|[^ \t\n\x0b\f\r/:\[\]]+):([0-9]{1,5})")
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+_PORT = re.compile(r"[0-9]{1,5}")
+# Control and line-separator characters: grpc refuses some, a log line breaks on others.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# ess-smoke's words: split on ASCII whitespace only, as every client's ess-smoke does
+# (str.split() also splits on U+0085 and U+2028, inside what would be one field elsewhere).
+_WORD = re.compile(r"[^ \t\n\x0b\f\r]+")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,9 +62,11 @@ def _positive(text: str) -> float:
 
 
 def _deadline_ms(text: str) -> float:
-    """A deadline in ms: finite, > 0 and at most an hour (a usage error, not the client's
-    ValueError later)."""
+    """A deadline in ms: finite, at least a microsecond and at most an hour (a usage error,
+    not the client's ValueError later)."""
     value = _positive(text)
+    if value < MIN_DEADLINE_MS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_DEADLINE_MS}, got {text}")
     if value > MAX_DEADLINE_MS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_DEADLINE_MS:.0f}, got {text}")
     return value
@@ -71,15 +82,33 @@ def _nonblank(text: str) -> str:
 def _target(text: str) -> str:
     """HOST:PORT or unix:PATH, else a usage error: a typo must not look like an outage
     (a check that fails closed)."""
-    if text.startswith("unix:"):
-        path = text.removeprefix("unix:")
-        good = bool(path) and path.strip(_WHITESPACE) == path
-    else:
-        match = _HOST_PORT.fullmatch(text)
-        good = match is not None and 1 <= int(match[2]) <= 65535
-    if not good:
+    if not _is_target(text):
         raise argparse.ArgumentTypeError(f"expected HOST:PORT or unix:PATH, got {text!r}")
     return text
+
+
+def _is_target(text: str) -> bool:
+    """The grammar of tests/clients/smoke.py: HOST a name or [IPv6] of at most 253
+    characters, PORT 1-65535; PATH 1-107 bytes (a longer one never connects), no control
+    characters, not led or ended by a space."""
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        size = len(path.encode("utf-8", "surrogateescape"))  # argv's bytes as given
+        return (0 < size <= MAX_UNIX_PATH_BYTES and not _CONTROL.search(path)
+                and path.strip(" ") == path)
+    host, _, port = text.rpartition(":")
+    return (len(host) <= MAX_HOST_CHARS and _HOST.fullmatch(host) is not None
+            and _PORT.fullmatch(port) is not None and 1 <= int(port) <= 65535)
+
+
+def _client(prog: str, target: str, **options: object) -> GuardClient:
+    """GuardClient(target, ...); a target it refuses all the same is a usage error, not a
+    traceback."""
+    try:
+        return GuardClient(target, **options)  # type: ignore[arg-type]
+    except ValueError as error:
+        print(f"{prog}: argument --target: {error}", file=sys.stderr)
+        sys.exit(EX_USAGE)
 
 
 def _check_parser() -> argparse.ArgumentParser:
@@ -114,9 +143,8 @@ def _one_line(text: str) -> str:
 
 
 async def _check(args: argparse.Namespace) -> Verdict:
-    async with GuardClient(args.target, token=args.token or None,
-                           check_timeout_s=args.deadline_ms / 1000, log_interval_s=3600) \
-            as client:
+    async with _client("ess-check", args.target, token=args.token or None,
+                       check_timeout_s=args.deadline_ms / 1000, log_interval_s=3600) as client:
         await client.connect(timeout_s=1.0)  # connecting is not the check's deadline
         return await client.check(account=args.account, strategy=args.strategy,
                                   symbol=args.symbol, side=args.side, quantity=args.qty,
@@ -152,11 +180,11 @@ def smoke_main(argv: list[str] | None = None) -> int:
 
 async def _smoke(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
-    async with GuardClient(args.target, token=args.token or None,
-                           check_timeout_s=args.deadline_ms / 1000) as client:
+    async with _client("ess-smoke", args.target, token=args.token or None,
+                       check_timeout_s=args.deadline_ms / 1000) as client:
         await client.connect(timeout_s=5.0)  # as an executor does when it starts
         while text := await loop.run_in_executor(None, sys.stdin.readline):
-            if not (command := text.split()):
+            if not (command := _WORD.findall(text)):
                 continue
             if command[0] == "trigger":
                 print(await _smoke_trigger(client, command), flush=True)
@@ -238,8 +266,8 @@ def bench_main(argv: list[str] | None = None) -> int:
 
 
 async def _bench(args: argparse.Namespace) -> int:
-    async with GuardClient(args.target, token=args.token or None,
-                           check_timeout_s=args.deadline_ms / 1000) as client:
+    async with _client("ess-bench", args.target, token=args.token or None,
+                       check_timeout_s=args.deadline_ms / 1000) as client:
         await client.connect(timeout_s=5.0)
         denied = await _run_checks(client, args.warmup, args.inflight, [])
         latencies: list[float] = []

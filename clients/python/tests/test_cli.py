@@ -1,0 +1,45 @@
+"""ess-check's and ess-smoke's grammar (tests/clients/smoke.py's docstring), without a
+sidecar."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from ess_client import cli
+
+
+@pytest.mark.parametrize("text", [
+    "localhost:1", "a.b-c_d:65535", "[::1]:50051", "[::ffff:1.2.3.4]:1", "unix:ess.sock",
+    "unix:/tmp/" + "x" * 102, "unix:/tmp/é"])
+def test_a_target_in_the_grammar_is_taken(text: str) -> None:
+    assert cli._target(text) == text
+
+
+@pytest.mark.parametrize("text", [
+    "h" * 100_000 + ":1", "h" * 254 + ":1", "héllo:1", "[fe80::1%lo]:1", "[]:1", "h:0",
+    "h:65536", "h:000001", "h:70000/", "\u2028localhost:1", "unix:", "unix:/tmp/a\nb",
+    "unix:/tmp/a\u2028b", "unix:/tmp/a\x85b", "unix: /tmp/x", "unix:/tmp/" + "x" * 103,
+    "unix:/tmp/" + "é" * 52])
+def test_a_target_outside_the_grammar_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli._target(text)
+
+
+def test_a_subnormal_number_is_a_number() -> None:
+    assert cli._positive("5e-324") > 0
+
+
+@pytest.mark.parametrize("text", ["5e-324", "1e-7", "0.0009", "9" * 100_000])
+def test_a_deadline_under_a_microsecond_or_overflowing_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli._deadline_ms(text)
+
+
+def test_the_shortest_deadline_is_a_microsecond() -> None:
+    assert cli._deadline_ms("0.001") == 0.001
+
+
+def test_smoke_lines_split_on_ascii_whitespace_only() -> None:
+    assert cli._WORD.findall(" a\u2028b\x85c\t\x0bd\f\re\n") == ["a\u2028b\x85c", "d", "e"]
