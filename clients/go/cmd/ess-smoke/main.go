@@ -43,8 +43,8 @@ func main() {
 		options = append(options, ess.WithToken(*token))
 	}
 	client, err := ess.New(target.Value, options...)
-	if err != nil {
-		cli.Usage(fs, err)
+	if err != nil { // a target the library refuses all the same
+		cli.Usage(fs, fmt.Errorf("argument --target: %w", err))
 	}
 	defer client.Close()
 	connecting, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -54,7 +54,7 @@ func main() {
 	input := bufio.NewScanner(os.Stdin)
 	input.Buffer(make([]byte, 64<<10), 64<<20) // a trigger line may carry megabytes
 	for input.Scan() {
-		fields := strings.Fields(input.Text())
+		fields := cli.Fields(input.Text())
 		if len(fields) == 0 {
 			continue
 		}

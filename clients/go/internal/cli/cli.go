@@ -28,6 +28,17 @@ const (
 // (1e300) would overflow time.Duration into a nonsense deadline.
 const MaxDeadlineMS = 3_600_000
 
+// MinDeadlineMS bounds it below: a shorter one is a typo too, and 5e-324 rounds to a zero
+// Duration, which the library reads as "the default".
+const MinDeadlineMS = 0.001
+
+// The longest HOST (DNS's longest name) and unix PATH in bytes (sun_path's 108 with the
+// NUL: a longer one never connects).
+const (
+	maxHostChars     = 253
+	maxUnixPathBytes = 107
+)
+
 // Line is the one line ess-check prints: "ALLOWED <decision_id>" or
 // "DENIED <REASON> <message>" (REASON without DECISION_REASON_; CLIENT_FAIL_CLOSED, and the
 // message led by the cause, when the check failed closed).
@@ -48,10 +59,36 @@ func Line(v ess.Verdict) string {
 // takes "1_0" as 10 and "0x10" as 16: numbers the operator did not write.
 var (
 	plainDecimal = regexp.MustCompile(`^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
-	hostPort     = regexp.MustCompile(`^(\[[^ \t\n\x0B\f\r/\[\]]+\]|[^ \t\n\x0B\f\r/:\[\]]+):([0-9]{1,5})$`)
+	hostName     = regexp.MustCompile(`^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$`)
+	port         = regexp.MustCompile(`^[0-9]{1,5}$`)
+	// Control and line-separator characters: gRPC refuses some, a log line breaks on others.
+	control = regexp.MustCompile(`[\x00-\x1f\x7f-\x9f\x{2028}\x{2029}]`)
 )
 
-const whitespace = " \t\n\x0B\f\r"
+// Fields splits an ess-smoke line on ASCII whitespace only, as every client's ess-smoke
+// does (strings.Fields splits on U+0085 and U+2028 too, inside one word elsewhere).
+func Fields(line string) []string {
+	return strings.FieldsFunc(line, func(r rune) bool {
+		return strings.ContainsRune(" \t\n\v\f\r", r)
+	})
+}
+
+// IsTarget reports whether text is in the grammar: HOST:PORT (HOST a name or [IPv6] of at
+// most 253 characters, PORT 1-65535) or unix:PATH (1-107 bytes, no control characters,
+// not led or ended by a space).
+func IsTarget(text string) bool {
+	if path, ok := strings.CutPrefix(text, "unix:"); ok {
+		return path != "" && len(path) <= maxUnixPathBytes && !control.MatchString(path) &&
+			strings.Trim(path, " ") == path
+	}
+	colon := strings.LastIndexByte(text, ':')
+	if colon < 0 || colon > maxHostChars || !hostName.MatchString(text[:colon]) ||
+		!port.MatchString(text[colon+1:]) {
+		return false
+	}
+	number, _ := strconv.Atoi(text[colon+1:])
+	return number >= 1 && number <= 65535
+}
 
 // Target is a --target flag: HOST:PORT or unix:PATH, else a usage error, so that a typo
 // does not look like an outage (a check that fails closed).
@@ -65,14 +102,7 @@ func (t *Target) String() string {
 }
 
 func (t *Target) Set(text string) error {
-	good := false
-	if path, ok := strings.CutPrefix(text, "unix:"); ok {
-		good = path != "" && strings.Trim(path, whitespace) == path
-	} else if match := hostPort.FindStringSubmatch(text); match != nil {
-		port, _ := strconv.Atoi(match[2])
-		good = port >= 1 && port <= 65535
-	}
-	if !good {
+	if !IsTarget(text) {
 		return fmt.Errorf("expected HOST:PORT or unix:PATH, got %q", text)
 	}
 	t.Value = text
@@ -107,13 +137,16 @@ func (p *Positive) Set(text string) error {
 	return nil
 }
 
-// DeadlineMS is a deadline flag in ms: a Positive of at most MaxDeadlineMS.
+// DeadlineMS is a deadline flag in ms: a Positive of MinDeadlineMS to MaxDeadlineMS.
 type DeadlineMS struct{ Positive }
 
 func (d *DeadlineMS) Set(text string) error {
 	var p Positive
 	if err := p.Set(text); err != nil {
 		return err
+	}
+	if p.Value < MinDeadlineMS {
+		return fmt.Errorf("must be at least %g, got %s", MinDeadlineMS, text)
 	}
 	if p.Value > MaxDeadlineMS {
 		return fmt.Errorf("must be at most %d, got %s", MaxDeadlineMS, text)

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // With ESS_CLI_ARGS set, the test binary is a child that runs Parse on those arguments (one
@@ -92,5 +93,49 @@ func TestNumbersAndTargetsHaveOneGrammar(t *testing.T) {
 		if code != ExitUsage || !strings.Contains(stderr, "--target") {
 			t.Errorf("--target %q: exit %d, %s", target, code, stderr)
 		}
+	}
+}
+
+// The grammar narrowed (review 52c): names or [IPv6] without zones, at most 253 characters;
+// unix paths sun_path holds, without control or line-separator characters.
+func TestTargetsAreNamesOrAddressesAndPathsASocketHolds(t *testing.T) {
+	for _, target := range []string{"a.b-c_d:65535", "[::ffff:1.2.3.4]:1",
+		"unix:/tmp/" + strings.Repeat("x", 102), "unix:/tmp/é"} {
+		if !IsTarget(target) {
+			t.Errorf("%q refused", target)
+		}
+	}
+	for _, target := range []string{strings.Repeat("h", 100_000) + ":1",
+		strings.Repeat("h", 254) + ":1", "héllo:1", "[fe80::1%lo]:1", "[]:1", "h:000001",
+		"h:70000/", "\u2028localhost:1", "unix:/tmp/a\nb", "unix:/tmp/a\u2028b",
+		"unix:/tmp/a\u0085b", "unix:/tmp/" + strings.Repeat("x", 103),
+		"unix:/tmp/" + strings.Repeat("é", 52)} {
+		if IsTarget(target) {
+			t.Errorf("%.40q taken", target)
+		}
+	}
+}
+
+func TestADeadlineIsAtLeastAMicrosecondAndANumberMayBeSubnormal(t *testing.T) {
+	for _, text := range []string{"5e-324", "1e-7", "0.0009", strings.Repeat("9", 100_000)} {
+		var deadline DeadlineMS
+		if err := deadline.Set(text); err == nil {
+			t.Errorf("deadline %.40q taken", text)
+		}
+	}
+	var deadline DeadlineMS
+	if err := deadline.Set("0.001"); err != nil || deadline.Duration() != time.Microsecond {
+		t.Errorf("deadline 0.001: %v, %v", err, deadline.Duration())
+	}
+	var qty Positive
+	if err := qty.Set("5e-324"); err != nil {
+		t.Errorf("qty 5e-324: %v", err)
+	}
+}
+
+func TestSmokeLinesSplitOnASCIIWhitespaceOnly(t *testing.T) {
+	got := Fields(" a\u2028b\u0085c\t\vd\f\re\n")
+	if strings.Join(got, "|") != "a\u2028b\u0085c|d|e" {
+		t.Errorf("%q", got)
 	}
 }
