@@ -14,6 +14,12 @@ pub const EXIT_USAGE: i32 = 64;
 /// The longest deadline in ms: a longer one is a typo, and a far longer one (1e300) is no
 /// `Duration` at all.
 pub const MAX_DEADLINE_MS: f64 = 3_600_000.0;
+/// The shortest: a shorter one is a typo too, and 5e-324 is no deadline at all.
+pub const MIN_DEADLINE_MS: f64 = 0.001;
+/// The longest HOST (DNS's longest name) and unix PATH in bytes (sun_path's 108 with the
+/// NUL: a longer one never connects).
+const MAX_HOST_CHARS: usize = 253;
+const MAX_UNIX_PATH_BYTES: usize = 107;
 
 /// The one line ess-check prints: `ALLOWED <decision_id>` or `DENIED <REASON> <message>`
 /// (REASON without `DECISION_REASON_`; `CLIENT_FAIL_CLOSED`, and the message led by the
@@ -221,23 +227,35 @@ pub fn plain_decimal(text: &str) -> bool {
         && exponent_digits.is_none_or(|e| !e.is_empty() && digits(e))
 }
 
-/// `HOST:PORT` (HOST without whitespace, `/`, `:` or brackets, or `[v6]`; PORT 1-65535) or
-/// `unix:PATH` (PATH not empty, not led or ended by whitespace), the one grammar of every
-/// client's programs: a typo is a usage error, not a check that fails closed like an outage.
+/// `HOST:PORT` (HOST `[A-Za-z0-9._-]+` or `[` `[0-9A-Fa-f:.]+` `]`, at most 253 characters;
+/// PORT 1-65535) or `unix:PATH` (PATH 1-107 bytes, no control or line-separator
+/// characters, not led or ended by a space), the one grammar of every client's programs: a
+/// typo is a usage error, not a check that fails closed like an outage.
 pub fn target(text: &str) -> Result<(), String> {
-    let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r');
-    let not_in_host = |c: char| space(c) || matches!(c, '/' | '[' | ']');
     let port = |p: &str| {
         (1..=5).contains(&p.len())
             && p.bytes().all(|b| b.is_ascii_digit())
             && p.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p))
     };
-    let host = |h: &str| match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => !v6.is_empty() && !v6.contains(not_in_host),
-        None => !h.is_empty() && !h.contains(|c| not_in_host(c) || c == ':'),
+    let host = |h: &str| {
+        let name = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
+        h.len() <= MAX_HOST_CHARS
+            && match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(v6) => {
+                    !v6.is_empty()
+                        && v6
+                            .bytes()
+                            .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                }
+                None => !h.is_empty() && h.bytes().all(name),
+            }
     };
     let good = match text.strip_prefix("unix:") {
-        Some(path) => !path.is_empty() && path.trim_matches(space) == path,
+        Some(path) => {
+            (1..=MAX_UNIX_PATH_BYTES).contains(&path.len())
+                && !path.contains(is_control)
+                && path.trim_matches(' ') == path
+        }
         None => text
             .rsplit_once(':')
             .is_some_and(|(h, p)| host(h) && port(p)),
@@ -249,9 +267,25 @@ pub fn target(text: &str) -> Result<(), String> {
     }
 }
 
-/// A deadline in ms: a number > 0, finite and at most [`MAX_DEADLINE_MS`].
+/// Control and line-separator characters: gRPC refuses some, a log line breaks on others.
+fn is_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// An ess-smoke line's words: split on ASCII whitespace only, as every client's ess-smoke
+/// does (`split_whitespace` splits on U+0085 and U+2028 too, inside one word elsewhere).
+pub fn words(line: &str) -> Vec<&str> {
+    line.split([' ', '\t', '\n', '\x0B', '\x0C', '\r'])
+        .filter(|word| !word.is_empty())
+        .collect()
+}
+
+/// A deadline in ms: a number from [`MIN_DEADLINE_MS`] to [`MAX_DEADLINE_MS`].
 pub fn deadline_ms(text: &str) -> Result<std::time::Duration, String> {
     match positive(text)? {
+        ms if ms < MIN_DEADLINE_MS => {
+            Err(format!("must be at least {MIN_DEADLINE_MS}, got {text}"))
+        }
         ms if ms > MAX_DEADLINE_MS => Err(format!("must be at most {MAX_DEADLINE_MS}, got {text}")),
         ms => Ok(millis(ms)),
     }

@@ -1306,6 +1306,54 @@ fn numbers_and_targets_have_one_grammar() {
     }
 }
 
+/// Review 52c: the grammar narrowed to names or [IPv6] without zones, at most 253
+/// characters, and unix paths sun_path holds, without control or line-separator characters;
+/// deadlines of at least a microsecond; subnormal numbers are numbers.
+#[test]
+fn targets_are_names_or_addresses_and_paths_a_socket_holds() {
+    let long_path = format!("unix:/tmp/{}", "x".repeat(102));
+    for good in [
+        "a.b-c_d:65535",
+        "[::ffff:1.2.3.4]:1",
+        "unix:/tmp/\u{e9}",
+        &long_path,
+    ] {
+        assert_eq!(cli::target(good), Ok(()), "{good:?}");
+    }
+    let bad = [
+        format!("{}:1", "h".repeat(100_000)),
+        format!("{}:1", "h".repeat(254)),
+        format!("{long_path}x"),
+        format!("unix:/tmp/{}", "\u{e9}".repeat(52)),
+    ];
+    let fixed = [
+        "h\u{e9}llo:1",
+        "[fe80::1%lo]:1",
+        "[]:1",
+        "h:000001",
+        "h:70000/",
+        "\u{2028}localhost:1",
+        "unix:/tmp/a\nb",
+        "unix:/tmp/a\u{2028}b",
+        "unix:/tmp/a\u{85}b",
+    ];
+    for bad in bad.iter().map(String::as_str).chain(fixed) {
+        let error = cli::target(bad).expect_err(bad);
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(!error.contains(['\u{2028}', '\u{85}']), "{error}");
+    }
+    for bad in ["5e-324", "1e-7", "0.0009", &"9".repeat(100_000)] {
+        assert!(cli::deadline_ms(bad).is_err(), "{bad:.40}");
+    }
+    assert_eq!(cli::deadline_ms("0.001"), Ok(Duration::from_micros(1)));
+    assert!(cli::positive("5e-324").is_ok());
+    assert!(cli::positive(&"9".repeat(100_000)).is_err());
+    assert_eq!(
+        cli::words(" a\u{2028}b\u{85}c\t\x0Bd\x0C\re\n"),
+        ["a\u{2028}b\u{85}c", "d", "e"]
+    );
+}
+
 /// Review 42e: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
 /// fills) then failed DEADLINE_EXCEEDED unsent.
 #[tokio::test]

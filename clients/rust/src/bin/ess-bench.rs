@@ -89,7 +89,8 @@ fn main() {
         }
         let client = match builder.build() {
             Ok(client) => client,
-            Err(error) => FLAGS.usage(&error.to_string()),
+            // A target the library refuses all the same.
+            Err(error) => FLAGS.usage(&format!("argument --target: {error}")),
         };
         if let Err(error) = client.connect(Duration::from_secs(5)).await {
             eprintln!("ess-bench: {error}");

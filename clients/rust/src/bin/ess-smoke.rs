@@ -48,13 +48,14 @@ fn main() {
         }
         let client = match builder.build() {
             Ok(client) => client,
-            Err(error) => FLAGS.usage(&error.to_string()),
+            // A target the library refuses all the same.
+            Err(error) => FLAGS.usage(&format!("argument --target: {error}")),
         };
         let _ = client.connect(Duration::from_secs(5)).await; // as an executor does when it starts
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut stdout = std::io::stdout();
         while let Ok(Some(text)) = lines.next_line().await {
-            let fields: Vec<&str> = text.split_whitespace().collect();
+            let fields = cli::words(&text);
             if fields.is_empty() {
                 continue;
             }
