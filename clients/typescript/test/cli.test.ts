@@ -5,6 +5,10 @@ import { spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import {
+  deadline, isTarget, positive, quoted, UsageError, words,
+} from "../src/cli/common.js";
+
 const CHECK = fileURLToPath(new URL("../src/cli/check.js", import.meta.url));
 
 function essCheck(...args: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -52,4 +56,34 @@ test("numbers and targets: one grammar, anything else a usage error naming the o
     const taken = essCheck(...order(target!, qty!));
     assert.equal(taken.status, 2, `${target} ${qty}: ${taken.stderr}`);
   }
+});
+
+// Review 52c: the grammar narrowed to names or [IPv6] without zones, at most 253 characters,
+// and unix paths sun_path holds, without control or line-separator characters (grpc-js threw
+// "Could not parse target name" on some, uncaught); deadlines of at least a microsecond.
+test("targets: names or addresses, and paths a socket holds", () => {
+  const path107 = `unix:/tmp/${"x".repeat(102)}`;
+  for (const good of ["a.b-c_d:65535", "[::ffff:1.2.3.4]:1", "unix:/tmp/\u00e9", path107]) {
+    assert.ok(isTarget(good), good);
+  }
+  for (const bad of [`${"h".repeat(100_000)}:1`, `${"h".repeat(254)}:1`, `${path107}x`,
+    `unix:/tmp/${"\u00e9".repeat(52)}`, "h\u00e9llo:1", "[fe80::1%lo]:1", "[]:1", "h:000001",
+    "h:70000/", "\u2028localhost:1", "unix:/tmp/a\nb", "unix:/tmp/a\u2028b",
+    "unix:/tmp/a\u0085b"]) {
+    assert.ok(!isTarget(bad), bad.slice(0, 40));
+  }
+  assert.equal(quoted("a\n\u2028\u0085b"), '"a\\n\\u2028\\u0085b"');
+  assert.deepEqual(words(" a\u2028b\u0085c\t\vd\f\re\n"), ["a\u2028b\u0085c", "d", "e"]);
+});
+
+test("deadlines: at least a microsecond; subnormal numbers are numbers", () => {
+  for (const bad of ["5e-324", "1e-7", "0.0009", "9".repeat(100_000)]) {
+    assert.throws(() => deadline("deadline-ms", bad), UsageError, bad.slice(0, 40));
+  }
+  assert.equal(deadline("deadline-ms", "0.001"), 0.001);
+  assert.equal(positive("qty", "5e-324"), 5e-324);
+  const refused = essCheck("--target", "unix:/tmp/a\nb", "--account", "a", "--strategy", "s",
+    "--symbol", "X", "--side", "sell", "--qty", "1\n2", "--price", "1", "--coid", "o-1");
+  assert.equal(refused.status, 64);
+  assert.match(refused.stderr.trim().split("\n").at(-1)!, /--qty/);
 });

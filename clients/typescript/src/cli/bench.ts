@@ -16,7 +16,9 @@
 import { GuardClient } from "../client.js";
 import type { Order } from "../convert.js";
 import type { Verdict } from "../verdict.js";
-import { checkedTarget, count, deadline, out, parse, run, UsageError } from "./common.js";
+import {
+  checkedTarget, client as made, count, deadline, out, parse, run, UsageError,
+} from "./common.js";
 
 const USAGE =
   "usage: ess-bench --target unix:PATH|HOST:PORT [--token T] [--checks 10000] [--inflight 1]" +
@@ -46,10 +48,10 @@ async function main(): Promise<number> {
   const target = checkedTarget("target", args.target);
   const api = (args.api as string | undefined) ?? "stream";
   if (api !== "stream" && api !== "unary") throw new UsageError(`--api must be stream or unary`);
-  const client = new GuardClient(target, {
+  const client = made(() => new GuardClient(target, {
     token: (args.token as string | undefined) || undefined,
     deadlineMs,
-  });
+  }));
   let n = 0;
   const order = (): Order => {
     n += 1;

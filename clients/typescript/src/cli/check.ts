@@ -11,7 +11,8 @@
 import { GuardClient } from "../client.js";
 import { verdictLine } from "../verdict.js";
 import {
-  checkedTarget, deadline, nonBlank, out, parse, positive, run, UsageError,
+  checkedTarget, client as made, deadline, nonBlank, out, parse, positive, quoted, run,
+  UsageError,
 } from "./common.js";
 
 const USAGE =
@@ -49,18 +50,20 @@ async function main(): Promise<number> {
     if (args[name] === undefined) throw new UsageError(`the option --${name} is required`);
   }
   const side = args.side as string;
-  if (side !== "buy" && side !== "sell") throw new UsageError(`--side must be buy or sell, got ${side}`);
+  if (side !== "buy" && side !== "sell") {
+    throw new UsageError(`--side must be buy or sell, got ${quoted(side)}`);
+  }
   const quantity = positive("qty", args.qty);
   const price = positive("price", args.price);
   const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 5);
   const target = checkedTarget("target", args.target);
   const clientOrderId = nonBlank("coid", args.coid);
-  const client = new GuardClient(target, {
+  const client = made(() => new GuardClient(target, {
     token: (args.token as string | undefined) || undefined,
     deadlineMs,
     logIntervalMs: 3_600_000,
     logger: { warn: () => {} }, // the printed line says it all
-  });
+  }));
   try {
     await client.connect(1000); // connecting is not part of the check's deadline
     const verdict = await client.check({

@@ -5,6 +5,12 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 export const EX_USAGE = 64;
 /** A longer deadline is a typo (and setTimeout would take it for 1 ms). */
 export const MAX_DEADLINE_MS = 3_600_000;
+/** A shorter deadline is a typo too (5e-324 is no deadline at all). */
+export const MIN_DEADLINE_MS = 0.001;
+/** DNS's longest name. */
+const MAX_HOST_CHARS = 253;
+/** sun_path holds 108 bytes with the NUL: a longer path never connects. */
+const MAX_UNIX_PATH_BYTES = 107;
 
 export class UsageError extends Error {}
 
@@ -31,24 +37,48 @@ export function parse(
 // The one grammar of every client's programs (tests/clients/smoke.py): Number() alone takes
 // "0x10" as 16 and " 1" as 1, numbers the operator did not write.
 const PLAIN_DECIMAL = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
-const HOST_PORT = /^(\[[^ \t\n\x0B\f\r/[\]]+\]|[^ \t\n\x0B\f\r/:[\]]+):([0-9]{1,5})$/;
-const EDGE_WHITESPACE = /^[ \t\n\x0B\f\r]|[ \t\n\x0B\f\r]$/;
+const HOST = /^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$/;
+const PORT = /^[0-9]{1,5}$/;
+// Control and line-separator characters: grpc-js throws on some, a log line breaks on others.
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+const CONTROLS = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g;
+
+/**
+ * `text` quoted on one line, control and line-separator characters escaped: a usage error's
+ * last line names its option whatever the value holds (JSON.stringify leaves U+2028 and
+ * U+0085 as they are).
+ */
+export function quoted(text: unknown): string {
+  return JSON.stringify(String(text)).replace(
+    CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/**
+ * An ess-smoke line's words: split on ASCII whitespace only, as every client's ess-smoke
+ * does (\s splits on U+2028 too, inside one word elsewhere).
+ */
+export function words(line: string): string[] {
+  return line.split(/[ \t\n\v\f\r]+/).filter((word) => word !== "");
+}
 
 /** A plain decimal number > 0 and finite, or a usage error naming the option. */
 export function positive(name: string, text: string | boolean | undefined, fallback?: number): number {
   if (text === undefined && fallback !== undefined) return fallback;
   const value = typeof text === "string" && PLAIN_DECIMAL.test(text) ? Number(text) : Number.NaN;
   if (!(value > 0) || !Number.isFinite(value)) {
-    throw new UsageError(`--${name} must be a plain decimal number > 0, got ${String(text)}`);
+    throw new UsageError(`--${name} must be a plain decimal number > 0, got ${quoted(text)}`);
   }
   return value;
 }
 
-/** A deadline in ms: a number > 0, finite and at most MAX_DEADLINE_MS, or a usage error. */
+/** A deadline in ms: from MIN_DEADLINE_MS to MAX_DEADLINE_MS, or a usage error. */
 export function deadline(name: string, text: string | boolean | undefined, fallback?: number): number {
   const value = positive(name, text, fallback);
+  if (value < MIN_DEADLINE_MS) {
+    throw new UsageError(`--${name} must be at least ${MIN_DEADLINE_MS}, got ${quoted(text)}`);
+  }
   if (value > MAX_DEADLINE_MS) {
-    throw new UsageError(`--${name} must be at most ${MAX_DEADLINE_MS}, got ${String(text)}`);
+    throw new UsageError(`--${name} must be at most ${MAX_DEADLINE_MS}, got ${quoted(text)}`);
   }
   return value;
 }
@@ -59,15 +89,38 @@ export function deadline(name: string, text: string | boolean | undefined, fallb
  */
 export function checkedTarget(name: string, text: string | boolean | undefined): string {
   const given = typeof text === "string" ? text : "";
-  const path = given.startsWith("unix:") ? given.slice("unix:".length) : undefined;
-  const port = path === undefined ? HOST_PORT.exec(given)?.[2] : undefined;
-  const good = path !== undefined
-    ? path !== "" && !EDGE_WHITESPACE.test(path)
-    : port !== undefined && Number(port) >= 1 && Number(port) <= 65535;
-  if (!good) {
-    throw new UsageError(`--${name} must be HOST:PORT or unix:PATH, got ${JSON.stringify(text)}`);
+  if (!isTarget(given)) {
+    throw new UsageError(`--${name} must be HOST:PORT or unix:PATH, got ${quoted(text)}`);
   }
   return given;
+}
+
+/**
+ * The grammar of tests/clients/smoke.py: HOST a name or [IPv6] of at most 253 characters,
+ * PORT 1-65535; PATH 1-107 bytes in UTF-8, no control characters, not led or ended by a
+ * space.
+ */
+export function isTarget(text: string): boolean {
+  if (text.startsWith("unix:")) {
+    const path = text.slice("unix:".length);
+    const bytes = Buffer.byteLength(path, "utf8");
+    return bytes >= 1 && bytes <= MAX_UNIX_PATH_BYTES && !CONTROL.test(path) &&
+      !path.startsWith(" ") && !path.endsWith(" ");
+  }
+  const colon = text.lastIndexOf(":");
+  const host = text.slice(0, Math.max(colon, 0));
+  const port = text.slice(colon + 1);
+  return colon > 0 && host.length <= MAX_HOST_CHARS && HOST.test(host) && PORT.test(port) &&
+    Number(port) >= 1 && Number(port) <= 65535;
+}
+
+/** `new GuardClient(...)`, a target it refuses all the same a usage error, not a crash. */
+export function client<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (error) {
+    throw new UsageError(`--target: ${quoted((error as Error)?.message ?? error)}`);
+  }
 }
 
 /**
@@ -84,7 +137,9 @@ export function nonBlank(name: string, text: string | boolean | undefined): stri
 /** A whole number >= 1, or a usage error naming the option. */
 export function count(name: string, text: string | boolean | undefined, fallback: number): number {
   const value = positive(name, text, fallback);
-  if (!Number.isInteger(value)) throw new UsageError(`--${name} must be a whole number, got ${String(text)}`);
+  if (!Number.isInteger(value)) {
+    throw new UsageError(`--${name} must be a whole number, got ${quoted(text)}`);
+  }
   return value;
 }
 

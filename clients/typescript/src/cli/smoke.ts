@@ -11,7 +11,10 @@ import { status as Status } from "@grpc/grpc-js";
 import { GuardClient } from "../client.js";
 import { State } from "../gen/ess/v1/guard_pb.js";
 import { verdictLine } from "../verdict.js";
-import { checkedTarget, deadline, out, parse, positive, run, UsageError } from "./common.js";
+import {
+  checkedTarget, client as made, deadline, out, parse, positive, quoted, run, UsageError,
+  words as split,
+} from "./common.js";
 
 const USAGE = "usage: ess-smoke --target HOST:PORT|unix:PATH [--token T] [--deadline-ms N]";
 
@@ -47,21 +50,22 @@ async function trigger(client: GuardClient, given: string[]): Promise<string> {
 async function main(): Promise<number> {
   const args = parse(process.argv.slice(2), OPTIONS, ["target"]);
   const deadlineMs = deadline("deadline-ms", args["deadline-ms"], 5);
-  const client = new GuardClient(checkedTarget("target", args.target), {
+  const target = checkedTarget("target", args.target);
+  const client = made(() => new GuardClient(target, {
     token: (args.token as string | undefined) || undefined,
     deadlineMs,
-  });
+  }));
   try {
     await client.connect(5000); // as an executor does when it starts
     for await (const text of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
-      const words = text.trim().split(/\s+/);
-      if (words.length === 1 && words[0] === "") continue;
+      const words = split(text);
+      if (words.length === 0) continue;
       if (words[0] === "trigger") {
         out(await trigger(client, words.slice(1)));
         continue;
       }
       if (words[0] !== "check" || words.length < 8 || words.length > 9) {
-        throw new UsageError(`bad line: ${text}`);
+        throw new UsageError(`bad line: ${quoted(text)}`);
       }
       const [, account, strategy, symbol, side, qty, price, coid, ms] = words as string[];
       const deadlineMs = ms === undefined ? undefined : deadline("DEADLINE_MS", ms);
