@@ -64,7 +64,9 @@ final class Channels {
    * check waits out its deadline (a port that is no number it refuses at build, as here).
    */
   static void checkPort(String target) {
-    String name = target.substring(target.lastIndexOf('/') + 1); // "dns:///h:p" as "h:p"
+    // "dns:///h:p" as "h:p", and "h:p/" too (the resolver reads what ends in "/" whole).
+    String trimmed = target.replaceFirst("/+$", "");
+    String name = trimmed.substring(trimmed.lastIndexOf('/') + 1);
     int port;
     try {
       port = URI.create("//" + name).getPort(); // as the DNS resolver reads it

@@ -864,7 +864,9 @@ class GuardClientTest {
   void badTargetsAndOptionsAreRejected() {
     assertThrows(IllegalArgumentException.class, () -> GuardClient.builder("unix:").build());
     // Review 52a: gRPC's DNS resolver threw on these in its own thread; checks waited it out.
-    for (String target : new String[] {"127.0.0.1:99999", "[::1]:70000", "dns:///h:65536"}) {
+    // Review 52c: and "h:70000/", its empty part after the last "/" read as no port at all.
+    for (String target : new String[] {"127.0.0.1:99999", "[::1]:70000", "dns:///h:65536",
+        "h:70000/"}) {
       assertThrows(IllegalArgumentException.class, () -> GuardClient.builder(target).build(),
           target);
     }

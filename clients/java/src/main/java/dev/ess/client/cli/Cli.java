@@ -6,8 +6,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.nio.charset.StandardCharsets;
 import java.util.Map;
-import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
@@ -20,13 +20,18 @@ final class Cli {
   static final int EXIT_USAGE = 64; // EX_USAGE
   /** The longest deadline in ms: a longer one is a typo. */
   static final double MAX_DEADLINE_MS = 3_600_000;
+  /** The shortest: a shorter one is a typo too, and 5e-324 is no deadline at all. */
+  static final double MIN_DEADLINE_MS = 0.001;
+  /** DNS's longest name. */
+  private static final int MAX_HOST_CHARS = 253;
+  /** sun_path holds 108 bytes with the NUL: a longer path never connects. */
+  private static final int MAX_UNIX_PATH_BYTES = 107;
   // The one grammar of every client's programs (tests/clients/smoke.py): parseDouble alone
   // takes "1d", "0x1p4" and " 1", numbers the operator did not write.
   private static final Pattern PLAIN_DECIMAL =
       Pattern.compile("[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?");
-  private static final Pattern HOST_PORT = Pattern.compile(
-      "(\\[[^ \\t\\n\\x0B\\f\\r/\\[\\]]+\\]|[^ \\t\\n\\x0B\\f\\r/:\\[\\]]+):([0-9]{1,5})");
-  private static final String WHITESPACE = " \t\n\u000B\f\r";
+  // ess-smoke's words: split on ASCII whitespace only, as every client's ess-smoke does.
+  private static final Pattern SPACES = Pattern.compile("[ \\t\\n\\x0B\\f\\r]+");
 
   /** A usage error: the program prints the synopsis and the message, and exits 64. */
   static final class UsageError extends Exception {
@@ -126,7 +131,7 @@ final class Cli {
   /** A plain decimal number &gt; 0 and finite. */
   static double positive(String what, String text) throws UsageError {
     if (!PLAIN_DECIMAL.matcher(text).matches()) {
-      throw new UsageError(what + ": not a plain decimal number: \"" + text + "\"");
+      throw new UsageError(what + ": not a plain decimal number: " + quoted(text));
     }
     double value = Double.parseDouble(text);
     if (!(value > 0) || Double.isInfinite(value)) {
@@ -140,9 +145,12 @@ final class Cli {
     return deadline("argument --" + flag, get(flag));
   }
 
-  /** A deadline in ms: a number &gt; 0, finite and at most {@link #MAX_DEADLINE_MS}. */
+  /** A deadline in ms: from {@link #MIN_DEADLINE_MS} to {@link #MAX_DEADLINE_MS}. */
   static Duration deadline(String what, String text) throws UsageError {
     double ms = positive(what, text);
+    if (ms < MIN_DEADLINE_MS) {
+      throw new UsageError(what + ": must be at least " + MIN_DEADLINE_MS + ", got " + text);
+    }
     if (ms > MAX_DEADLINE_MS) {
       throw new UsageError(what + ": must be at most " + (long) MAX_DEADLINE_MS + ", got " + text);
     }
@@ -150,31 +158,77 @@ final class Cli {
   }
 
   /**
-   * A flag's value, which must be HOST:PORT (HOST without whitespace, "/", ":" or brackets,
-   * or [v6]; PORT 1-65535) or unix:PATH (PATH not empty, not led or ended by whitespace): a
-   * typo must not look like an outage (a check that fails closed).
+   * A flag's value, which must be a target (see {@link #isTarget}): a typo must not look like
+   * an outage (a check that fails closed).
    */
   String target(String flag) throws UsageError {
     String text = get(flag);
     if (text == null || !isTarget(text)) {
-      throw new UsageError("argument --" + flag + ": expected HOST:PORT or unix:PATH, got \""
-          + text + "\"");
+      throw new UsageError("argument --" + flag + ": expected HOST:PORT or unix:PATH, got "
+          + quoted(text));
     }
     return text;
   }
 
+  /**
+   * Whether text is HOST:PORT (HOST [A-Za-z0-9._-]+ or [v6] of [0-9A-Fa-f:.], at most 253
+   * characters; PORT 1-65535) or unix:PATH (PATH 1-107 bytes in UTF-8, no control or
+   * line-separator characters, not led or ended by a space).
+   */
   static boolean isTarget(String text) {
     if (text.startsWith("unix:")) {
       String path = text.substring("unix:".length());
-      return !path.isEmpty() && WHITESPACE.indexOf(path.charAt(0)) < 0
-          && WHITESPACE.indexOf(path.charAt(path.length() - 1)) < 0;
+      int bytes = path.getBytes(StandardCharsets.UTF_8).length;
+      return bytes >= 1 && bytes <= MAX_UNIX_PATH_BYTES && path.chars().noneMatch(Cli::isControl)
+          && !path.startsWith(" ") && !path.endsWith(" ");
     }
-    Matcher hostPort = HOST_PORT.matcher(text);
-    if (!hostPort.matches()) {
+    int colon = text.lastIndexOf(':');
+    if (colon < 1 || colon > MAX_HOST_CHARS || !isHost(text.substring(0, colon))) {
       return false;
     }
-    int port = Integer.parseInt(hostPort.group(2));
-    return port >= 1 && port <= 65535;
+    String port = text.substring(colon + 1);
+    return !port.isEmpty() && port.length() <= 5 && port.chars().allMatch(c -> c >= '0' && c <= '9')
+        && Integer.parseInt(port) >= 1 && Integer.parseInt(port) <= 65535;
+  }
+
+  private static boolean isHost(String host) {
+    if (host.startsWith("[") && host.endsWith("]") && host.length() > 2) {
+      return host.substring(1, host.length() - 1).chars()
+          .allMatch(c -> Character.digit(c, 16) >= 0 && c < 0x80 || c == ':' || c == '.');
+    }
+    return host.chars().allMatch(c -> c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+        || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-');
+  }
+
+  /** Control and line-separator characters: gRPC refuses some, a log line breaks on others. */
+  private static boolean isControl(int c) {
+    return c < 0x20 || c >= 0x7f && c <= 0x9f || c == 0x2028 || c == 0x2029;
+  }
+
+  /**
+   * text quoted on one line, control and line-separator characters escaped: a usage error's
+   * last line names its flag whatever the value holds.
+   */
+  static String quoted(String text) {
+    if (text == null) {
+      return "null";
+    }
+    StringBuilder out = new StringBuilder("\"");
+    text.chars().forEach(c -> {
+      if (c == '"' || c == '\\') {
+        out.append('\\').append((char) c);
+      } else if (isControl(c)) {
+        out.append(String.format("\\u%04x", c));
+      } else {
+        out.append((char) c);
+      }
+    });
+    return out.append('"').toString();
+  }
+
+  /** An ess-smoke line's words, split on ASCII whitespace only. */
+  static String[] words(String line) {
+    return SPACES.splitAsStream(line).filter(word -> !word.isEmpty()).toArray(String[]::new);
   }
 
   /**
@@ -198,7 +252,7 @@ final class Cli {
       }
       return value;
     } catch (NumberFormatException e) {
-      throw new UsageError("argument --" + flag + ": not an integer: \"" + text + "\"");
+      throw new UsageError("argument --" + flag + ": not an integer: " + quoted(text));
     }
   }
 

@@ -46,8 +46,8 @@ public final class Smoke {
       try {
         client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).build();
-      } catch (IllegalArgumentException e) {
-        throw new Cli.UsageError(e.getMessage());
+      } catch (IllegalArgumentException e) { // a target it refuses all the same
+        throw new Cli.UsageError("argument --target: " + Cli.quoted(e.getMessage()));
       }
     } catch (Cli.UsageError e) {
       return cli.usage(e);
@@ -59,8 +59,8 @@ public final class Smoke {
           new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
       String text;
       while ((text = input.readLine()) != null) {
-        String[] fields = text.trim().split("\\s+");
-        if (fields.length == 0 || fields[0].isEmpty()) {
+        String[] fields = Cli.words(text);
+        if (fields.length == 0) {
           continue;
         }
         Order order;
@@ -75,7 +75,7 @@ public final class Smoke {
             deadline = Cli.deadline("DEADLINE_MS", fields[8]);
           }
         } catch (Cli.UsageError e) {
-          System.err.println("ess-smoke: " + e.getMessage() + ": \"" + text + "\"");
+          System.err.println("ess-smoke: " + e.getMessage() + ": " + Cli.quoted(text));
           return Cli.EXIT_USAGE;
         }
         long started = System.nanoTime();

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.ess.client.Cause;
 import dev.ess.client.Verdict;
 import dev.ess.v1.DecisionReason;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 
 class CliTest {
@@ -91,6 +92,41 @@ class CliTest {
       Cli.UsageError error = assertThrows(Cli.UsageError.class, () -> cli.target("target"));
       assertTrue(error.getMessage().startsWith("argument --target: "), error.getMessage());
     }
+  }
+
+  // Review 52c: the grammar narrowed to names or [v6] without zones, at most 253 characters,
+  // and unix paths sun_path holds, without control or line-separator characters; a value
+  // with a newline is escaped, so that the error's last line names its flag.
+  @Test
+  void targetsAreNamesOrAddressesAndPathsASocketHolds() throws Exception {
+    String path107 = "unix:/tmp/" + "x".repeat(102);
+    for (String good : new String[] {"a.b-c_d:65535", "[::ffff:1.2.3.4]:1", "unix:/tmp/\u00e9",
+        path107}) {
+      assertTrue(Cli.isTarget(good), good);
+    }
+    for (String bad : new String[] {"h".repeat(100_000) + ":1", "h".repeat(254) + ":1",
+        path107 + "x", "unix:/tmp/" + "\u00e9".repeat(52), "h\u00e9llo:1", "[fe80::1%lo]:1",
+        "[]:1", "h:000001", "h:70000/", "\u2028localhost:1", "unix:/tmp/a\nb",
+        "unix:/tmp/a\u2028b", "unix:/tmp/a\u0085b"}) {
+      assertFalse(Cli.isTarget(bad), bad.substring(0, Math.min(40, bad.length())));
+      Cli cli = new Cli("t", "", "").flag("target", null, "");
+      cli.parse(new String[] {"--target", bad});
+      Cli.UsageError error = assertThrows(Cli.UsageError.class, () -> cli.target("target"));
+      assertFalse(error.getMessage().matches("(?s).*[\n\r\u2028\u0085].*"),
+          error.getMessage().substring(0, 40));
+    }
+    assertEquals("\"a\\u000a\\u2028\\\"b\"", Cli.quoted("a\n\u2028\"b"));
+    assertEquals(List.of("a\u2028b\u0085c", "d", "e"),
+        List.of(Cli.words(" a\u2028b\u0085c\t\u000Bd\f\re\n")));
+  }
+
+  @Test
+  void aDeadlineIsAtLeastAMicrosecondAndANumberMayBeSubnormal() throws Exception {
+    for (String bad : new String[] {"5e-324", "1e-7", "0.0009", "9".repeat(100_000)}) {
+      assertThrows(Cli.UsageError.class, () -> Cli.deadline("d", bad));
+    }
+    assertEquals(java.time.Duration.ofNanos(1000), Cli.deadline("d", "0.001"));
+    assertEquals(Double.MIN_VALUE, Cli.positive("q", "5e-324"));
   }
 
   @Test
