@@ -76,5 +76,46 @@ TEST(Cli, NumbersAndTargetsHaveOneGrammar) {
               testing::ExitedWithCode(99), "");
 }
 
+// Review 52c: std::regex_match recursed per character (a 30,000-digit --qty or a 40,000-char
+// host crashed); subnormal numbers are numbers; a deadline is at least a microsecond; the
+// grammar narrowed to names or [v6] without zones, at most 253 characters, and unix paths
+// sun_path holds, without control or line-separator characters.
+TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
+  double value = 0;
+  EXPECT_FALSE(ess::cli::ParsePositive(std::string(100'000, '9'), &value));
+  EXPECT_TRUE(ess::cli::ParsePositive("0." + std::string(100'000, '0') + "1e100001", &value));
+  for (const std::string subnormal : {"5e-324", "1e-310"}) {
+    EXPECT_TRUE(ess::cli::ParsePositive(subnormal, &value)) << subnormal;
+  }
+  EXPECT_FALSE(ess::cli::ParsePositive("1e-400", &value));
+  std::chrono::microseconds deadline{};
+  for (const std::string bad : {"5e-324", "1e-7", "0.0009"}) {
+    EXPECT_FALSE(ess::cli::ParseDeadlineMs(bad, &deadline)) << bad;
+  }
+  EXPECT_TRUE(ess::cli::ParseDeadlineMs("0.001", &deadline));
+  EXPECT_EQ(deadline, std::chrono::microseconds(1));
+  const std::string path107 = "unix:/tmp/" + std::string(102, 'x');
+  for (const std::string good : {std::string("a.b-c_d:65535"), std::string("[::ffff:1.2.3.4]:1"),
+                                 std::string("unix:/tmp/\u00e9"), path107}) {
+    EXPECT_TRUE(ess::cli::IsTarget(good)) << good;
+  }
+  std::string accents;
+  for (int i = 0; i < 52; ++i) accents += "\u00e9";
+  for (const std::string bad :
+       {std::string(100'000, 'h') + ":1", std::string(254, 'h') + ":1", path107 + "x",
+        "unix:/tmp/" + accents, std::string("h\u00e9llo:1"), std::string("[fe80::1%lo]:1"),
+        std::string("[]:1"), std::string("h:000001"), std::string("h:70000/"),
+        std::string("\u2028localhost:1"), std::string("unix:/tmp/a\nb"),
+        std::string("unix:/tmp/a\u2028b"), std::string("unix:/tmp/a\u0085b")}) {
+    EXPECT_FALSE(ess::cli::IsTarget(bad)) << bad.substr(0, 40);
+  }
+  EXPECT_EQ(ess::cli::Quoted("a\n\"\xe2\x80\xa8"), R"("a\x0a\"\xe2\x80\xa8")");
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(Parse({"--target", std::string(100'000, 'h') + ":1", "--coid", "o-1"}),
+              testing::ExitedWithCode(ess::cli::kExitUsage), "argument --target: ");
+  EXPECT_EXIT(Parse({"--target", "h:1", "--coid", "o-1", "--qty", std::string(100'000, '1')}),
+              testing::ExitedWithCode(ess::cli::kExitUsage), "argument --qty: ");
+}
+
 }  // namespace
 }  // namespace ess_test

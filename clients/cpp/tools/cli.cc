@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -34,56 +33,128 @@ std::chrono::microseconds Millis(double ms) {
 
 namespace {
 
-// strtod alone takes "0x10" as 16, " 1" and "inf": numbers the operator did not write.
-const std::regex& PlainDecimal() {
-  static const std::regex kPlainDecimal(
-      R"([+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)");
-  return kPlainDecimal;
+// The longest HOST (DNS's longest name) and unix PATH in bytes (sun_path's 108 with the
+// NUL: a longer one never connects).
+constexpr size_t kMaxHostChars = 253;
+constexpr size_t kMaxUnixPathBytes = 107;
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+bool IsHexDigit(char c) { return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+bool IsNameChar(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+         c == '_' || c == '-';
 }
 
-const std::regex& HostPort() {
-  static const std::regex kHostPort(
-      R"((\[[^ \t\n\x0B\f\r/\[\]]+\]|[^ \t\n\x0B\f\r/:\[\]]+):([0-9]{1,5}))");
-  return kHostPort;
+// Whether text is [+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?, scanned by hand:
+// std::regex_match recursed once per character, and a 30,000-digit number overflowed the
+// stack (review 52c). strtod alone takes "0x10" as 16, " 1" and "inf".
+bool IsPlainDecimal(std::string_view text) {
+  size_t i = 0;
+  const auto digits = [&] {
+    const size_t start = i;
+    while (i < text.size() && IsDigit(text[i])) ++i;
+    return i - start;
+  };
+  if (i < text.size() && text[i] == '+') ++i;
+  size_t mantissa = digits();
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    mantissa += digits();
+  }
+  if (mantissa == 0) return false;
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == text.size();
 }
 
-bool IsSpace(char c) {
-  return std::string_view(" \t\n\v\f\r").find(c) != std::string_view::npos;
+bool IsHost(std::string_view host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    return std::all_of(host.begin() + 1, host.end() - 1,
+                       [](char c) { return IsHexDigit(c) || c == ':' || c == '.'; });
+  }
+  return !host.empty() && std::all_of(host.begin(), host.end(), IsNameChar);
+}
+
+// Whether UTF-8 text holds a control or line-separator character (U+0000-U+001F,
+// U+007F-U+009F, U+2028, U+2029): gRPC refuses some, a log line breaks on others.
+bool HasControl(std::string_view text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const auto next = [&](size_t n) {
+      return i + n < text.size() ? static_cast<unsigned char>(text[i + n]) : 0;
+    };
+    if (c < 0x20 || c == 0x7f || (c == 0xc2 && next(1) >= 0x80 && next(1) <= 0x9f) ||
+        (c == 0xe2 && next(1) == 0x80 && (next(2) == 0xa8 || next(2) == 0xa9))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
 
 bool IsTarget(const std::string& text) {
   if (text.rfind("unix:", 0) == 0) {
-    const std::string path = text.substr(5);
-    return !path.empty() && !IsSpace(path.front()) && !IsSpace(path.back());
+    const std::string_view path = std::string_view(text).substr(5);
+    return !path.empty() && path.size() <= kMaxUnixPathBytes && !HasControl(path) &&
+           path.front() != ' ' && path.back() != ' ';
   }
-  std::smatch host_port;
-  if (!std::regex_match(text, host_port, HostPort())) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon > kMaxHostChars ||
+      !IsHost(std::string_view(text).substr(0, colon))) {
     return false;
   }
-  const long port = std::stol(host_port[2].str());
-  return port >= 1 && port <= 65535;
+  const std::string_view port = std::string_view(text).substr(colon + 1);
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), IsDigit)) {
+    return false;
+  }
+  const long number = std::stol(std::string(port));
+  return number >= 1 && number <= 65535;
 }
 
 bool ParsePositive(const std::string& text, double* value) {
-  if (!std::regex_match(text, PlainDecimal())) {
+  if (!IsPlainDecimal(text)) {
     return false;
   }
   char* end = nullptr;
   errno = 0;
   const double parsed = std::strtod(text.c_str(), &end);
-  if (errno != 0 || end == text.c_str() || *end != '\0' || !std::isfinite(parsed) ||
-      !(parsed > 0)) {
+  // ERANGE with a finite non-zero result is a subnormal number, which the sidecar judges as
+  // every other language's programs let it; an overflow is infinite, an underflow 0.
+  if (end == text.c_str() || *end != '\0' || !std::isfinite(parsed) || !(parsed > 0) ||
+      (errno != 0 && errno != ERANGE)) {
     return false;
   }
   *value = parsed;
   return true;
 }
 
+std::string Quoted(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || byte >= 0x7f) {
+      char escaped[5];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", byte);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + '"';
+}
+
 bool ParseDeadlineMs(const std::string& text, std::chrono::microseconds* deadline) {
   double ms = 0;
-  if (!ParsePositive(text, &ms) || ms > kMaxDeadlineMs) {
+  if (!ParsePositive(text, &ms) || ms < kMinDeadlineMs || ms > kMaxDeadlineMs) {
     return false;
   }
   *deadline = Millis(ms);
@@ -112,7 +183,7 @@ void Flags::NonBlank(const std::string& flag, std::string* value, const std::str
 void Flags::Target(const std::string& flag, std::string* value, const std::string& help) {
   flags_[flag] = {help, [value](const std::string& text) {
                     if (!IsTarget(text)) {
-                      return "expected HOST:PORT or unix:PATH, got '" + text + "'";
+                      return "expected HOST:PORT or unix:PATH, got " + Quoted(text);
                     }
                     *value = text;
                     return std::string();
@@ -125,9 +196,9 @@ void Flags::DeadlineMs(const std::string& flag, std::chrono::microseconds* value
   flags_[flag] = {help, [value](const std::string& text) {
                     return ParseDeadlineMs(text, value)
                                ? std::string()
-                               : "must be a plain decimal number > 0 and at most " +
+                               : "must be a plain decimal number from 0.001 to " +
                                      std::to_string(static_cast<long>(kMaxDeadlineMs)) +
-                                     ", got " + text;
+                                     ", got " + Quoted(text);
                   }};
   order_.push_back(flag);
 }
@@ -136,7 +207,7 @@ void Flags::Positive(const std::string& flag, double* value, const std::string& 
   flags_[flag] = {help, [value](const std::string& text) {
                     return ParsePositive(text, value)
                                ? std::string()
-                               : "must be a plain decimal number > 0, got " + text;
+                               : "must be a plain decimal number > 0, got " + Quoted(text);
                   }};
   order_.push_back(flag);
 }
@@ -147,7 +218,8 @@ void Flags::Int(const std::string& flag, long* value, long min, const std::strin
                     errno = 0;
                     const long parsed = std::strtol(text.c_str(), &end, 10);
                     if (text.empty() || errno != 0 || *end != '\0' || parsed < min) {
-                      return "must be an integer >= " + std::to_string(min) + ", got " + text;
+                      return "must be an integer >= " + std::to_string(min) + ", got " +
+                             Quoted(text);
                     }
                     *value = parsed;
                     return std::string();
@@ -168,7 +240,7 @@ void Flags::Choice(const std::string& flag, std::string* value,
                     for (const auto& choice : choices) {
                       list += (list.empty() ? "'" : ", '") + choice + "'";
                     }
-                    return "invalid choice: '" + text + "' (choose from " + list + ")";
+                    return "invalid choice: " + Quoted(text) + " (choose from " + list + ")";
                   }};
   order_.push_back(flag);
 }
@@ -196,7 +268,7 @@ void Flags::Parse(int argc, char** argv, const std::vector<std::string>& require
       std::exit(0);
     }
     if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
-      Usage("unexpected argument '" + arg + "'");
+      Usage("unexpected argument " + Quoted(arg));
     }
     std::string name = arg.substr(2);
     std::string value;
@@ -208,7 +280,7 @@ void Flags::Parse(int argc, char** argv, const std::vector<std::string>& require
     }
     const auto found = flags_.find(name);
     if (found == flags_.end()) {
-      Usage("unrecognized argument --" + name);
+      Usage("unrecognized argument " + Quoted("--" + name));
     }
     if (!has_value) {
       if (i + 1 >= argc) {

@@ -27,20 +27,27 @@ std::string Line(const Verdict& verdict);
 // The longest deadline in ms: a longer one is a typo, and a far longer one (1e300) is no
 // duration at all.
 inline constexpr double kMaxDeadlineMs = 3'600'000;
+// The shortest: a shorter one is a typo too, and 5e-324 rounds to no deadline at all.
+inline constexpr double kMinDeadlineMs = 0.001;
 
 // A double > 0 in milliseconds as a duration.
 std::chrono::microseconds Millis(double ms);
 
 // Parses a plain decimal number (the one grammar of every client's programs, see
-// tests/clients/smoke.py) that must be > 0 and finite; false otherwise.
+// tests/clients/smoke.py) that must be > 0 and finite (subnormal included); false otherwise.
 bool ParsePositive(const std::string& text, double* value);
 
-// Whether text is HOST:PORT (HOST without whitespace, '/', ':' or brackets, or [v6]; PORT
-// 1-65535) or unix:PATH (PATH not empty, not led or ended by whitespace).
+// Whether text is HOST:PORT (HOST [A-Za-z0-9._-]+ or [v6] of [0-9A-Fa-f:.], at most 253
+// characters; PORT 1-65535) or unix:PATH (PATH 1-107 bytes, no control or line-separator
+// characters, not led or ended by a space).
 bool IsTarget(const std::string& text);
 
-// Parses a deadline in ms: > 0, finite and at most kMaxDeadlineMs; false otherwise.
+// Parses a deadline in ms: from kMinDeadlineMs to kMaxDeadlineMs; false otherwise.
 bool ParseDeadlineMs(const std::string& text, std::chrono::microseconds* deadline);
+
+// text in double quotes, quotes, backslashes, control and non-ASCII bytes escaped: a usage
+// error's last line names its flag whatever the value holds.
+std::string Quoted(const std::string& text);
 
 // `--name value` / `--name=value` flags. -h / --help alone prints the usage and exits 0;
 // beside other arguments, or an unknown, bad or missing flag, or a stray argument, prints

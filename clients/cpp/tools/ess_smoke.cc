@@ -69,13 +69,13 @@ int main(int argc, char** argv) {
   std::optional<ess::Client> client;
   try {
     client.emplace(target, options);
-  } catch (const std::invalid_argument& e) {
-    flags.Usage(e.what());
+  } catch (const std::invalid_argument& e) {  // a target the library refuses all the same
+    flags.Usage(std::string("argument --target: ") + ess::cli::Quoted(e.what()));
   }
   client->Connect(std::chrono::seconds(5));  // as an executor does when it starts
 
   for (std::string text; std::getline(std::cin, text);) {
-    std::istringstream words(text);
+    std::istringstream words(text);  // split on ASCII whitespace only (the C locale's)
     std::vector<std::string> fields;
     for (std::string word; words >> word;) {
       fields.push_back(word);
@@ -86,7 +86,8 @@ int main(int argc, char** argv) {
     ess::Order order;
     std::optional<std::chrono::microseconds> deadline;
     if (const std::string error = ParseLine(fields, &order, &deadline); !error.empty()) {
-      std::fprintf(stderr, "ess-smoke: %s: \"%s\"\n", error.c_str(), text.c_str());
+      std::fprintf(stderr, "ess-smoke: %s: %s\n", error.c_str(),
+                   ess::cli::Quoted(text).c_str());
       client->Close();
       return ess::cli::kExitUsage;
     }
