@@ -25,22 +25,29 @@ bytes, read as the language reads text it is given: raw bytes where strings are 
 (Python: surrogateescape), UTF-16LE code units in JavaScript) and calls the library's trigger, printing `STATE
 VERSION` (e.g. `TRIPPED 3`), or `ERROR CODE` / `RAISED WHAT` when it did not return.
 
-Bad arguments are usage errors (exit 64, the flag named on stderr's last line), at once:
-an empty --coid (else the library would make one up that ess-check never prints), an empty
---target, --help beside an order's flags (0 would read as allowed), and a --deadline-ms
-that is not a finite number > 0 of at most an hour; ess-smoke refuses the same, and a bad
-DEADLINE_MS on a line, rather than crash or hang.
+Bad arguments are usage errors (exit 64, the flag named on stderr's last line, whatever
+lines the value holds), at once: an empty --coid (else the library would make one up that
+ess-check never prints), an empty --target, --help beside an order's flags (0 would read
+as allowed), and a --deadline-ms that is not a finite number of at least 0.001 (a
+microsecond) and at most an hour; ess-smoke refuses the same, and a bad DEADLINE_MS on a
+line, rather than crash or hang. ess-smoke splits its lines into words on ASCII whitespace
+only (space, \t, \n, \v, \f, \r).
 
 One grammar in every language (review 52a: each read `1_0`, `0x10`, `1d` or ` 1` its own
 way, and a typo in a target looked like an outage): a number (--qty, --price, --deadline-ms;
 QTY, PRICE, DEADLINE_MS on a line) is plain decimal as given, no spaces,
-`[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?`; a target is `HOST:PORT` (HOST without
-whitespace, `/`, `:` or brackets, or `[IPv6]`; PORT 1-65535) or `unix:PATH` (PATH not empty,
-not led or ended by whitespace). Anything else is a usage error."""
+`[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?` of any length (a subnormal one is a
+number: the sidecar judges it); a target is `HOST:PORT` (HOST `[A-Za-z0-9._-]+` or
+`[` `[0-9A-Fa-f:.]+` `]`, no zone, at most 253 characters; PORT 1-65535, 1-5 digits) or
+`unix:PATH` (PATH 1-107 bytes in UTF-8, the kernel's sun_path with its NUL; no control or
+line-separator character, U+0000-U+001F, U+007F-U+009F, U+2028, U+2029; not led or ended by
+a space). Anything else is a usage error, and so is a target the library's client refuses
+all the same."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 import tempfile
@@ -62,16 +69,30 @@ ANSWER_MS = 2000  # for checks whose answer, not its speed, is tested
 SLACK_MS = 50  # the issue's bound over the deadline
 RECONNECT_S = 15.0  # how long the client may take to find a restarted sidecar
 USAGE_S = 10  # a usage error is reported at once: no connecting, no waiting (JVM start incl.)
-BAD_DEADLINES_MS = ("inf", "nan", "-1", "0", "1e300")
+BAD_DEADLINES_MS = ("inf", "nan", "-1", "0", "1e300", "5e-324", "1e-7", "0.0009")
 # Numbers some language read as one the operator did not write (1_0 as 10, 0x10 as 16, 1d,
-# 0x1p4, a full-width 1, ' 1'); those without spaces are tried on ess-smoke's lines too.
+# 0x1p4, a full-width 1, ' 1'); one with a newline (the error must still name the flag on its
+# last line); one of 100,000 digits (C++'s regex recursed per character and crashed); those
+# without ASCII whitespace are tried on ess-smoke's lines too, U+0085 and U+2028 part of a
+# word there (some split on them).
 BAD_NUMBERS = ("1_0", "0x10", "1d", "0x1p4", "\uff11", "1e", ".", "1..5", "++1", "Infinity",
-               " 1", "1 ", "")
+               " 1", "1 ", "", "1\n2", "9" * 100_000, "1\u2028", "1\u0085")
 GOOD_NUMBERS = ("1", "1.5", ".5", "1e3", "+2", "100", "2.")
 GOOD_DEADLINES_MS = ("2000", "2000.5", ".2e4", "2E3", "+2000", "3000", "2000.")
+# Not usage errors, though the sidecar may deny them or the check fail closed: a subnormal
+# quantity or price (C++'s strtod flags them ERANGE), the shortest deadline.
+TAKEN_NUMBERS = ("5e-324", "1e-310")
+SHORTEST_DEADLINE_MS = "0.001"
+UNIX_PATH_107 = "unix:/tmp/" + "x" * 102  # the longest path sun_path holds
 BAD_TARGETS = ("127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:", "unix: /tmp/x",
                "127.0.0.1", " 127.0.0.1:50051", "127.0.0.1:50051 ", "http://h:1", "dns:///h:1",
-               "h:1/x", "::1:50051", "[::1]", ":50051")
+               "h:1/x", "::1:50051", "[::1]", ":50051", "h:70000/", "h:123456",
+               "h" * 100_000 + ":1", "\u2028localhost:1", "localhost:1\n", "h\u0085:1",
+               "héllo:1", "[fe80::1%lo]:1", "[::1%25lo]:1", "[]:1", "[v1.x]:1",
+               "unix:/tmp/a\nb.sock", "unix:/tmp/a\u2028b.sock", "unix:/tmp/a\x7fb",
+               "unix:/tmp/a\u0085b", "unix:/tmp/x ", UNIX_PATH_107 + "x",
+               "unix:/tmp/" + "x" * 195, "unix:/tmp/" + "é" * 52)
+_WORD = re.compile(r"[^ \t\n\x0b\f\r]+")  # ess-smoke's words
 _ids = itertools.count(1)
 
 
@@ -170,7 +191,7 @@ def grammar_errors(check: Path, smoke_program: Path, target: str) -> None:
         for flag in ("qty", "price", "deadline-ms"):
             expect_usage_error([str(check), *check_args(target, **{flag: number})],
                                f"--{flag}")
-    for number in (n for n in BAD_NUMBERS if n and n.split() == [n]):  # fits a line
+    for number in (n for n in BAD_NUMBERS if n and _WORD.fullmatch(n)):  # fits a line
         coid = f"bad-{next(_ids)}"
         for field, order in (("QTY", f"{number} 100 {coid}"), ("PRICE", f"1 {number} {coid}"),
                              ("DEADLINE_MS", f"1 100 {coid} {number}")):
@@ -202,9 +223,30 @@ def accepted_forms(check: Path, smoke_program: Path, process: SidecarProcess) ->
         allowed = subprocess.run([str(check), *check_args(target)], cwd=cwd,
                                  capture_output=True, text=True, timeout=60)
         assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
-    v6 = subprocess.run([str(check), *check_args(f"[::1]:{process.port}", deadline_ms=5)],
-                        capture_output=True, text=True, timeout=60)
-    assert v6.returncode in (0, 2), v6
+    for target in (f"[::1]:{process.port}", UNIX_PATH_107):
+        taken = subprocess.run([str(check), *check_args(target, deadline_ms=5)],
+                               capture_output=True, text=True, timeout=60)
+        assert taken.returncode in (0, 2), taken
+    taken_numbers(check, smoke_program, process)
+
+
+def taken_numbers(check: Path, smoke_program: Path, process: SidecarProcess) -> None:
+    """Subnormal quantities and prices and the shortest deadline are no usage errors: the
+    sidecar answers (a denial perhaps) or the check fails closed."""
+    overrides = [{"qty": n} for n in TAKEN_NUMBERS] + [{"price": n} for n in TAKEN_NUMBERS]
+    for flags in [*overrides, {"deadline_ms": SHORTEST_DEADLINE_MS}]:
+        taken = subprocess.run([str(check), *check_args(process.tcp_target, **flags)],
+                               capture_output=True, text=True, timeout=60)
+        assert taken.returncode in (0, 2), (flags, taken)
+    smoke = Smoke(smoke_program, process.uds_target)
+    try:
+        for order in [f"{n} 100 t-{next(_ids)} {ANSWER_MS}" for n in TAKEN_NUMBERS] + \
+                [f"1 {n} t-{next(_ids)} {ANSWER_MS}" for n in TAKEN_NUMBERS] + \
+                [f"1 100 t-{next(_ids)} {SHORTEST_DEADLINE_MS}"]:
+            answer = smoke.command(f"check acc-1 momo AAPL buy {order}")
+            assert answer.split()[1] in ("ALLOWED", "DENIED"), (order, answer)
+    finally:
+        smoke.close()
 
 
 @contextmanager
