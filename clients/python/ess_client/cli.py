@@ -102,12 +102,13 @@ def _is_target(text: str) -> bool:
 
 
 def _client(prog: str, target: str, **options: object) -> GuardClient:
-    """GuardClient(target, ...); a target it refuses all the same is a usage error, not a
-    traceback."""
+    """GuardClient(target, ...); a target (or a token) it refuses all the same is a usage
+    error, not a traceback."""
     try:
         return GuardClient(target, **options)  # type: ignore[arg-type]
     except ValueError as error:
-        print(f"{prog}: argument --target: {error}", file=sys.stderr)
+        flag = "--target" if str(error).startswith("target ") else "--token"
+        print(f"{prog}: argument {flag}: {error}", file=sys.stderr)
         sys.exit(EX_USAGE)
 
 

@@ -43,3 +43,15 @@ def test_the_shortest_deadline_is_a_microsecond() -> None:
 
 def test_smoke_lines_split_on_ascii_whitespace_only() -> None:
     assert cli._WORD.findall(" a\u2028b\x85c\t\x0bd\f\re\n") == ["a\u2028b\x85c", "d", "e"]
+
+
+def test_a_token_the_client_refuses_is_a_usage_error_naming_the_token(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A token with a control character (a file's bytes) is refused by the library: that
+    is the --token flag's error, not the target's."""
+    with pytest.raises(SystemExit) as done:
+        cli.check_main(["--target", "127.0.0.1:1", "--token", "ab\x01c", "--account", "a",
+                        "--strategy", "s", "--symbol", "X", "--side", "buy", "--qty", "1",
+                        "--price", "1", "--coid", "c"])
+    assert done.value.code == cli.EX_USAGE
+    assert "argument --token:" in capsys.readouterr().err.splitlines()[-1]
