@@ -32,6 +32,9 @@ FAIL_CLOSED = "CLIENT_FAIL_CLOSED"
 MAX_DEADLINE_MS = 3_600_000.0
 MIN_DEADLINE_MS = 0.001
 MAX_HOST_CHARS = 253  # DNS's longest name
+# A number's text: bounds every parser (review 52d: Go's ParseFloat misread one of 800
+# digits, 1e13 as a far smaller number, and allowed it).
+MAX_NUMBER_CHARS = 64
 MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the NUL
 # The one grammar of every client's programs (tests/clients/smoke.py): float() alone takes
 # `1_0` as 10, ` 1` and full-width digits, numbers the operator did not write.
@@ -53,6 +56,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise argparse.ArgumentTypeError(f"longer than {MAX_NUMBER_CHARS} characters")
     if not _NUMBER.fullmatch(text):
         raise argparse.ArgumentTypeError(f"not a plain decimal number: {text!r}")
     value = float(text)

@@ -37,6 +37,15 @@ def test_a_deadline_under_a_microsecond_or_overflowing_is_refused(text: str) -> 
         cli._deadline_ms(text)
 
 
+@pytest.mark.parametrize("text", ["1" + "0" * 803 + "e-790", "1" + "0" * 1000 + "e-1000",
+                                  "1." + "0" * 63])
+def test_a_number_longer_than_64_characters_is_refused(text: str) -> None:
+    # Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it.
+    with pytest.raises(argparse.ArgumentTypeError, match="longer than 64"):
+        cli._positive(text)
+    assert cli._positive("1." + "0" * 62) == 1
+
+
 def test_the_shortest_deadline_is_a_microsecond() -> None:
     assert cli._deadline_ms("0.001") == 0.001
 

@@ -344,7 +344,7 @@ asyncio.run(main())
 
 
 @pytest.mark.parametrize("target", UNUSABLE_TARGETS, ids=["long-unix-path", "bad-ipv4"])
-def test_a_target_grpc_cannot_use_is_refused_at_construction(target: str) -> None:
+async def test_a_target_grpc_cannot_use_is_refused_at_construction(target: str) -> None:
     """Review 52c: its channel never connects, so every check failed as if the sidecar
     were down (each allowed, fail-open), and the process that had waited for it to connect
     never exited (gRPC's poller thread stuck at shutdown; ess-check hung, deaf to SIGINT).
