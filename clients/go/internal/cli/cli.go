@@ -39,6 +39,10 @@ const (
 	maxUnixPathBytes = 107
 )
 
+// MaxNumberChars bounds a number's text, and so every parser: ParseFloat misread one of
+// 800 digits (review 52d: 1e13 as a far smaller number, allowed).
+const MaxNumberChars = 64
+
 // Line is the one line ess-check prints: "ALLOWED <decision_id>" or
 // "DENIED <REASON> <message>" (REASON without DECISION_REASON_; CLIENT_FAIL_CLOSED, and the
 // message led by the cause, when the check failed closed).
@@ -123,6 +127,9 @@ func (p *Positive) String() string {
 }
 
 func (p *Positive) Set(text string) error {
+	if len(text) > MaxNumberChars {
+		return fmt.Errorf("longer than %d characters", MaxNumberChars)
+	}
 	if !plainDecimal.MatchString(text) {
 		return fmt.Errorf("not a plain decimal number: %q", text)
 	}

@@ -116,6 +116,21 @@ func TestTargetsAreNamesOrAddressesAndPathsASocketHolds(t *testing.T) {
 	}
 }
 
+// Review 52d: ParseFloat read the first as far less than 1e13, and ess-check allowed it.
+func TestANumberLongerThan64CharactersIsRefused(t *testing.T) {
+	for _, text := range []string{"1" + strings.Repeat("0", 803) + "e-790",
+		"1" + strings.Repeat("0", 1000) + "e-1000", "1." + strings.Repeat("0", 63)} {
+		var qty Positive
+		if err := qty.Set(text); err == nil || !strings.Contains(err.Error(), "longer than 64") {
+			t.Errorf("%.40q: %v", text, err)
+		}
+	}
+	var qty Positive
+	if err := qty.Set("1." + strings.Repeat("0", 62)); err != nil || qty.Value != 1 {
+		t.Errorf("64 characters: %v", err)
+	}
+}
+
 func TestADeadlineIsAtLeastAMicrosecondAndANumberMayBeSubnormal(t *testing.T) {
 	for _, text := range []string{"5e-324", "1e-7", "0.0009", strings.Repeat("9", 100_000)} {
 		var deadline DeadlineMS
