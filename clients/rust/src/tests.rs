@@ -1348,6 +1348,16 @@ fn targets_are_names_or_addresses_and_paths_a_socket_holds() {
     assert_eq!(cli::deadline_ms("0.001"), Ok(Duration::from_micros(1)));
     assert!(cli::positive("5e-324").is_ok());
     assert!(cli::positive(&"9".repeat(100_000)).is_err());
+    // Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it.
+    for long in [
+        format!("1{}e-790", "0".repeat(803)),
+        format!("1{}e-1000", "0".repeat(1000)),
+        format!("1.{}", "0".repeat(63)),
+    ] {
+        let error = cli::positive(&long).expect_err(&long);
+        assert!(error.contains("longer than 64"), "{error}");
+    }
+    assert_eq!(cli::positive(&format!("1.{}", "0".repeat(62))), Ok(1.0));
     assert_eq!(
         cli::words(" a\u{2028}b\u{85}c\t\x0Bd\x0C\re\n"),
         ["a\u{2028}b\u{85}c", "d", "e"]
