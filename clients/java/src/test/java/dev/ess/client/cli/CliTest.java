@@ -129,6 +129,17 @@ class CliTest {
     assertEquals(Double.MIN_VALUE, Cli.positive("q", "5e-324"));
   }
 
+  /** Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it. */
+  @Test
+  void aNumberLongerThan64CharactersIsRefused() throws Exception {
+    for (String bad : new String[] {"1" + "0".repeat(803) + "e-790",
+        "1" + "0".repeat(1000) + "e-1000", "1." + "0".repeat(63)}) {
+      Cli.UsageError error = assertThrows(Cli.UsageError.class, () -> Cli.positive("q", bad));
+      assertTrue(error.getMessage().contains("longer than 64"), error.getMessage());
+    }
+    assertEquals(1.0, Cli.positive("q", "1." + "0".repeat(62)));
+  }
+
   @Test
   void deadlinesAndNonBlankValues() throws Exception {
     assertEquals(java.time.Duration.ofMillis(5), Cli.deadline("d", "5"));
