@@ -76,6 +76,15 @@ test("targets: names or addresses, and paths a socket holds", () => {
   assert.deepEqual(words(" a\u2028b\u0085c\t\vd\f\re\n"), ["a\u2028b\u0085c", "d", "e"]);
 });
 
+// Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it.
+test("a number longer than 64 characters is refused", () => {
+  for (const bad of [`1${"0".repeat(803)}e-790`, `1${"0".repeat(1000)}e-1000`,
+    `1.${"0".repeat(63)}`]) {
+    assert.throws(() => positive("qty", bad), /--qty is longer than 64 characters/);
+  }
+  assert.equal(positive("qty", `1.${"0".repeat(62)}`), 1);
+});
+
 test("deadlines: at least a microsecond; subnormal numbers are numbers", () => {
   for (const bad of ["5e-324", "1e-7", "0.0009", "9".repeat(100_000)]) {
     assert.throws(() => deadline("deadline-ms", bad), UsageError, bad.slice(0, 40));

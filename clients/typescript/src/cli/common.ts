@@ -11,6 +11,11 @@ export const MIN_DEADLINE_MS = 0.001;
 const MAX_HOST_CHARS = 253;
 /** sun_path holds 108 bytes with the NUL: a longer path never connects. */
 const MAX_UNIX_PATH_BYTES = 107;
+/**
+ * The longest number's text: it bounds every parser (review 52d: Go's misread one of 800
+ * digits, 1e13 as a far smaller number, and allowed it).
+ */
+export const MAX_NUMBER_CHARS = 64;
 
 export class UsageError extends Error {}
 
@@ -64,6 +69,9 @@ export function words(line: string): string[] {
 /** A plain decimal number > 0 and finite, or a usage error naming the option. */
 export function positive(name: string, text: string | boolean | undefined, fallback?: number): number {
   if (text === undefined && fallback !== undefined) return fallback;
+  if (typeof text === "string" && text.length > MAX_NUMBER_CHARS) {
+    throw new UsageError(`--${name} is longer than ${MAX_NUMBER_CHARS} characters`);
+  }
   const value = typeof text === "string" && PLAIN_DECIMAL.test(text) ? Number(text) : Number.NaN;
   if (!(value > 0) || !Number.isFinite(value)) {
     throw new UsageError(`--${name} must be a plain decimal number > 0, got ${quoted(text)}`);
