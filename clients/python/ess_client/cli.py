@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import math
 import re
 import sys
@@ -39,10 +40,16 @@ MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the NUL
 # The one grammar of every client's programs (tests/clients/smoke.py): float() alone takes
 # `1_0` as 10, ` 1` and full-width digits, numbers the operator did not write.
 _NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+# HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a dotted
+# quad: gRPC's resolvers read `127.1` and `2130706433` their own ways) or [IPv6].
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+# PATH (review 52d): printable ASCII, none of `%`, `?`, `#` (gRPC's URI syntax reaches
+# another file: `q?x.sock` is `q`); `//` only as `///abs` (the clients read `//host/x` apart).
+_UNIX_PATH = re.compile(r"(?!//)[!-~]([ -~]*[!-~])?|///[!-.0-~]([ -~]*[!-~])?")
 _PORT = re.compile(r"[0-9]{1,5}")
-# Control and line-separator characters: grpc refuses some, a log line breaks on others.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # ess-smoke's words: split on ASCII whitespace only, as every client's ess-smoke does
 # (str.split() also splits on U+0085 and U+2028, inside what would be one field elsewhere).
 _WORD = re.compile(r"[^ \t\n\x0b\f\r]+")
@@ -93,17 +100,35 @@ def _target(text: str) -> str:
 
 
 def _is_target(text: str) -> bool:
-    """The grammar of tests/clients/smoke.py: HOST a name or [IPv6] of at most 253
-    characters, PORT 1-65535; PATH 1-107 bytes (a longer one never connects), no control
-    characters, not led or ended by a space."""
+    """The grammar of tests/clients/smoke.py: HOST (`_is_host`), PORT 1-65535; PATH 1-107
+    characters of printable ASCII (a longer one never connects), not led or ended by a
+    space, no `%`, `?` or `#`, and `//` only as `///` then a name."""
     if text.startswith("unix:"):
         path = text.removeprefix("unix:")
-        size = len(path.encode("utf-8", "surrogateescape"))  # argv's bytes as given
-        return (0 < size <= MAX_UNIX_PATH_BYTES and not _CONTROL.search(path)
-                and path.strip(" ") == path)
+        return (len(path) <= MAX_UNIX_PATH_BYTES and _UNIX_PATH.fullmatch(path) is not None
+                and not any(c in path for c in "%?#"))
     host, _, port = text.rpartition(":")
-    return (len(host) <= MAX_HOST_CHARS and _HOST.fullmatch(host) is not None
-            and _PORT.fullmatch(port) is not None and 1 <= int(port) <= 65535)
+    return (_is_host(host) and _PORT.fullmatch(port) is not None
+            and 1 <= int(port) <= 65535)
+
+
+def _is_host(host: str) -> bool:
+    """A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end
+    it; all-digit labels only as a dotted quad), or [IPv6] by ipaddress's reading."""
+    if host.startswith("[") and host.endswith("]"):
+        inside = host[1:-1]
+        if not _IPV6.fullmatch(inside) or ":" not in inside:
+            return False
+        try:
+            ipaddress.IPv6Address(inside)
+        except ValueError:
+            return False
+        return True
+    if _IPV4.fullmatch(host):
+        return True
+    labels = host.removesuffix(".").split(".")
+    return (len(host) <= MAX_HOST_CHARS and all(_LABEL.fullmatch(x) for x in labels)
+            and not all(x.isdigit() for x in labels))
 
 
 def _client(prog: str, target: str, **options: object) -> GuardClient:
