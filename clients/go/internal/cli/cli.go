@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -63,11 +64,15 @@ func Line(v ess.Verdict) string {
 // takes "1_0" as 10 and "0x10" as 16: numbers the operator did not write.
 var (
 	plainDecimal = regexp.MustCompile(`^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
-	hostName     = regexp.MustCompile(`^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$`)
 	port         = regexp.MustCompile(`^[0-9]{1,5}$`)
-	// Control and line-separator characters: gRPC refuses some, a log line breaks on others.
-	control = regexp.MustCompile(`[\x00-\x1f\x7f-\x9f\x{2028}\x{2029}]`)
+	// HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a
+	// dotted quad: gRPC's resolvers read 127.1 and 2130706433 their own ways) or [IPv6].
+	ipv4  = regexp.MustCompile(`^` + octet + `(\.` + octet + `){3}$`)
+	label = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	ipv6  = regexp.MustCompile(`^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$`)
 )
+
+const octet = `(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])`
 
 // Fields splits an ess-smoke line on ASCII whitespace only, as every client's ess-smoke
 // does (strings.Fields splits on U+0085 and U+2028 too, inside one word elsewhere).
@@ -77,21 +82,61 @@ func Fields(line string) []string {
 	})
 }
 
-// IsTarget reports whether text is in the grammar: HOST:PORT (HOST a name or [IPv6] of at
-// most 253 characters, PORT 1-65535) or unix:PATH (1-107 bytes, no control characters,
-// not led or ended by a space).
+// IsTarget reports whether text is in the grammar: HOST:PORT (isHost, PORT 1-65535) or
+// unix:PATH (isUnixPath).
 func IsTarget(text string) bool {
 	if path, ok := strings.CutPrefix(text, "unix:"); ok {
-		return path != "" && len(path) <= maxUnixPathBytes && !control.MatchString(path) &&
-			strings.Trim(path, " ") == path
+		return isUnixPath(path)
 	}
 	colon := strings.LastIndexByte(text, ':')
-	if colon < 0 || colon > maxHostChars || !hostName.MatchString(text[:colon]) ||
-		!port.MatchString(text[colon+1:]) {
+	if colon < 0 || !isHost(text[:colon]) || !port.MatchString(text[colon+1:]) {
 		return false
 	}
 	number, _ := strconv.Atoi(text[colon+1:])
 	return number >= 1 && number <= 65535
+}
+
+// isHost: a dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may
+// end it; all-digit labels only as a dotted quad), or [IPv6] by netip's reading.
+func isHost(host string) bool {
+	if inside, ok := strings.CutPrefix(host, "["); ok {
+		inside, ok = strings.CutSuffix(inside, "]")
+		address, err := netip.ParseAddr(inside)
+		return ok && ipv6.MatchString(inside) && err == nil && address.Is6()
+	}
+	if ipv4.MatchString(host) {
+		return true
+	}
+	if len(host) > maxHostChars {
+		return false
+	}
+	digits := true
+	for _, part := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+		if !label.MatchString(part) {
+			return false
+		}
+		digits = digits && strings.Trim(part, "0123456789") == ""
+	}
+	return !digits
+}
+
+// isUnixPath: 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space,
+// none of %, ? and # (review 52d: gRPC's URI syntax reached another file, q?x.sock as q),
+// and // only as ///abs (the clients read //host/x and ////x apart).
+func isUnixPath(path string) bool {
+	if path == "" || len(path) > maxUnixPathBytes || path[0] == ' ' ||
+		path[len(path)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c < ' ' || c > '~' || c == '%' || c == '?' || c == '#' {
+			return false
+		}
+	}
+	if strings.HasPrefix(path, "//") {
+		return len(path) > 3 && strings.HasPrefix(path, "///") && path[3] != '/'
+	}
+	return true
 }
 
 // Target is a --target flag: HOST:PORT or unix:PATH, else a usage error, so that a typo

@@ -96,11 +96,31 @@ func TestNumbersAndTargetsHaveOneGrammar(t *testing.T) {
 	}
 }
 
+// Review 52d: HOST a dotted quad, an RFC 1123 name or an IPv6 literal netip reads; PATH
+// printable ASCII without URI syntax, and // only as ///abs.
+func TestHostsAreNamesOrAddressesAndPathsPrintableASCII(t *testing.T) {
+	for _, target := range []string{"localhost:1", "a.b-c.d:65535", "[::1]:50051",
+		"[::ffff:1.2.3.4]:1", "127.0.0.1:50051", "0.0.0.0:1", "localhost.:1",
+		strings.Repeat("a", 63) + ":1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b"} {
+		if !IsTarget(target) {
+			t.Errorf("%q refused", target)
+		}
+	}
+	for _, target := range []string{"_:1", "-:1", "..:1", "a..b:1", "a-.b:1",
+		strings.Repeat("a", 64) + ":1", "[1.2.3.4]:1", "[::1::]:1", "127.1:1",
+		"2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
+		"unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/é"} {
+		if IsTarget(target) {
+			t.Errorf("%q taken", target)
+		}
+	}
+}
+
 // The grammar narrowed (review 52c): names or [IPv6] without zones, at most 253 characters;
 // unix paths sun_path holds, without control or line-separator characters.
 func TestTargetsAreNamesOrAddressesAndPathsASocketHolds(t *testing.T) {
-	for _, target := range []string{"a.b-c_d:65535", "[::ffff:1.2.3.4]:1",
-		"unix:/tmp/" + strings.Repeat("x", 102), "unix:/tmp/é"} {
+	for _, target := range []string{"a.b-c.d:65535", "[::ffff:1.2.3.4]:1",
+		"unix:/tmp/" + strings.Repeat("x", 102)} {
 		if !IsTarget(target) {
 			t.Errorf("%q refused", target)
 		}
