@@ -233,38 +233,20 @@ pub fn plain_decimal(text: &str) -> bool {
         && exponent_digits.is_none_or(|e| !e.is_empty() && digits(e))
 }
 
-/// `HOST:PORT` (HOST `[A-Za-z0-9._-]+` or `[` `[0-9A-Fa-f:.]+` `]`, at most 253 characters;
-/// PORT 1-65535) or `unix:PATH` (PATH 1-107 bytes, no control or line-separator
-/// characters, not led or ended by a space), the one grammar of every client's programs: a
-/// typo is a usage error, not a check that fails closed like an outage.
+/// `HOST:PORT` (HOST see [`is_host`]; PORT 1-65535) or `unix:PATH` (see [`is_unix_path`]),
+/// the one grammar of every client's programs: a typo is a usage error, not a check that
+/// fails closed like an outage.
 pub fn target(text: &str) -> Result<(), String> {
     let port = |p: &str| {
         (1..=5).contains(&p.len())
             && p.bytes().all(|b| b.is_ascii_digit())
             && p.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p))
     };
-    let host = |h: &str| {
-        let name = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
-        h.len() <= MAX_HOST_CHARS
-            && match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-                Some(v6) => {
-                    !v6.is_empty()
-                        && v6
-                            .bytes()
-                            .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
-                }
-                None => !h.is_empty() && h.bytes().all(name),
-            }
-    };
     let good = match text.strip_prefix("unix:") {
-        Some(path) => {
-            (1..=MAX_UNIX_PATH_BYTES).contains(&path.len())
-                && !path.contains(is_control)
-                && path.trim_matches(' ') == path
-        }
+        Some(path) => is_unix_path(path),
         None => text
             .rsplit_once(':')
-            .is_some_and(|(h, p)| host(h) && port(p)),
+            .is_some_and(|(h, p)| is_host(h) && port(p)),
     };
     if good {
         Ok(())
@@ -273,9 +255,48 @@ pub fn target(text: &str) -> Result<(), String> {
     }
 }
 
-/// Control and line-separator characters: gRPC refuses some, a log line breaks on others.
-fn is_control(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+/// A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
+/// all-digit labels only as a dotted quad: gRPC's resolvers read `127.1` and `2130706433`
+/// their own ways), or `[IPv6]` as `Ipv6Addr` reads it (review 52d).
+fn is_host(host: &str) -> bool {
+    if let Some(inside) = host.strip_prefix('[') {
+        return inside.strip_suffix(']').is_some_and(|v6| {
+            v6.bytes().all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                && v6.parse::<std::net::Ipv6Addr>().is_ok()
+        });
+    }
+    let octet = |p: &str| {
+        (1..=3).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p == "0" || !p.starts_with('0'))
+            && p.parse::<u16>().is_ok_and(|n| n <= 255)
+    };
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() == 4 && parts.iter().all(|p| octet(p)) {
+        return true;
+    }
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let labels: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
+    host.len() <= MAX_HOST_CHARS
+        && labels.iter().all(|l| label(l))
+        && !labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space, none of `%`,
+/// `?` and `#` (review 52d: gRPC's URI syntax reached another file elsewhere, `q?x.sock` as
+/// `q`), and `//` only as `///abs` (the clients read `//host/x` and `////x` apart).
+fn is_unix_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    (1..=MAX_UNIX_PATH_BYTES).contains(&b.len())
+        && b.iter().all(|&c| (b' '..=b'~').contains(&c) && !b"%?#".contains(&c))
+        && b[0] != b' '
+        && b[b.len() - 1] != b' '
+        && (!path.starts_with("//") || b.len() > 3 && path.starts_with("///") && b[3] != b'/')
 }
 
 /// An ess-smoke line's words: split on ASCII whitespace only, as every client's ess-smoke
