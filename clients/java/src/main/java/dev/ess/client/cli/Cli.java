@@ -1,12 +1,12 @@
 package dev.ess.client.cli;
 
+import com.google.common.net.InetAddresses;
 import dev.ess.client.Verdict;
 import java.io.PrintStream;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.regex.Pattern;
 
@@ -35,6 +35,18 @@ final class Cli {
   // takes "1d", "0x1p4" and " 1", numbers the operator did not write.
   private static final Pattern PLAIN_DECIMAL =
       Pattern.compile("[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?");
+  // HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a dotted
+  // quad: gRPC's resolvers read 127.1 and 2130706433 their own ways) or [IPv6].
+  private static final String OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  private static final Pattern IPV4 = Pattern.compile(OCTET + "(\\." + OCTET + "){3}");
+  private static final Pattern LABEL =
+      Pattern.compile("[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?");
+  private static final Pattern DIGITS = Pattern.compile("[0-9]+");
+  private static final Pattern IPV6 = Pattern.compile("[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*");
+  // PATH (review 52d): printable ASCII, none of %, ? and # (gRPC's URI syntax reached another
+  // file elsewhere: q?x.sock as q); // only as ///abs (the clients read //host/x apart).
+  private static final Pattern UNIX_PATH =
+      Pattern.compile("(?!//)[!-~]([ -~]*[!-~])?|///[!-.0-~]([ -~]*[!-~])?");
   // ess-smoke's words: split on ASCII whitespace only, as every client's ess-smoke does.
   private static final Pattern SPACES = Pattern.compile("[ \\t\\n\\x0B\\f\\r]+");
 
@@ -179,19 +191,18 @@ final class Cli {
   }
 
   /**
-   * Whether text is HOST:PORT (HOST [A-Za-z0-9._-]+ or [v6] of [0-9A-Fa-f:.], at most 253
-   * characters; PORT 1-65535) or unix:PATH (PATH 1-107 bytes in UTF-8, no control or
-   * line-separator characters, not led or ended by a space).
+   * Whether text is HOST:PORT (HOST see {@link #isHost}; PORT 1-65535) or unix:PATH (PATH 1-107
+   * characters of printable ASCII, not led or ended by a space, none of %, ? and #, and //
+   * only as ///abs).
    */
   static boolean isTarget(String text) {
     if (text.startsWith("unix:")) {
       String path = text.substring("unix:".length());
-      int bytes = path.getBytes(StandardCharsets.UTF_8).length;
-      return bytes >= 1 && bytes <= MAX_UNIX_PATH_BYTES && path.chars().noneMatch(Cli::isControl)
-          && !path.startsWith(" ") && !path.endsWith(" ");
+      return path.length() <= MAX_UNIX_PATH_BYTES && UNIX_PATH.matcher(path).matches()
+          && path.chars().noneMatch(c -> c == '%' || c == '?' || c == '#');
     }
     int colon = text.lastIndexOf(':');
-    if (colon < 1 || colon > MAX_HOST_CHARS || !isHost(text.substring(0, colon))) {
+    if (colon < 1 || !isHost(text.substring(0, colon))) {
       return false;
     }
     String port = text.substring(colon + 1);
@@ -199,13 +210,29 @@ final class Cli {
         && Integer.parseInt(port) >= 1 && Integer.parseInt(port) <= 65535;
   }
 
-  private static boolean isHost(String host) {
-    if (host.startsWith("[") && host.endsWith("]") && host.length() > 2) {
-      return host.substring(1, host.length() - 1).chars()
-          .allMatch(c -> Character.digit(c, 16) >= 0 && c < 0x80 || c == ':' || c == '.');
+  /**
+   * A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
+   * all-digit labels only as a dotted quad), or [IPv6] as Guava reads it: never a DNS lookup.
+   */
+  static boolean isHost(String host) {
+    if (host.startsWith("[")) {
+      String inside = host.substring(1, host.length() - (host.endsWith("]") ? 1 : 0));
+      return host.endsWith("]") && host.length() > 2 && IPV6.matcher(inside).matches()
+          && InetAddresses.isInetAddress(inside);
     }
-    return host.chars().allMatch(c -> c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-        || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-');
+    if (IPV4.matcher(host).matches()) {
+      return true;
+    }
+    String name = host.endsWith(".") ? host.substring(0, host.length() - 1) : host;
+    String[] labels = name.split("\\.", -1);
+    boolean digits = true;
+    for (String label : labels) {
+      if (!LABEL.matcher(label).matches()) {
+        return false;
+      }
+      digits &= DIGITS.matcher(label).matches();
+    }
+    return host.length() <= MAX_HOST_CHARS && !digits;
   }
 
   /** Control and line-separator characters: gRPC refuses some, a log line breaks on others. */

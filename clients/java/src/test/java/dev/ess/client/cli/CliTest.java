@@ -94,14 +94,30 @@ class CliTest {
     }
   }
 
+  // Review 52d: HOST a dotted quad, an RFC 1123 name or an IPv6 literal (never a DNS lookup);
+  // PATH printable ASCII without URI syntax, and // only as ///abs.
+  @Test
+  void hostsAreNamesOrAddressesAndPathsPrintableAscii() {
+    for (String good : new String[] {"localhost:1", "a.b-c.d:65535", "[::1]:50051",
+        "[::ffff:1.2.3.4]:1", "127.0.0.1:50051", "0.0.0.0:1", "localhost.:1",
+        "a".repeat(63) + ":1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b"}) {
+      assertTrue(Cli.isTarget(good), good);
+    }
+    for (String bad : new String[] {"_:1", "-:1", "..:1", "a..b:1", "a-.b:1",
+        "a".repeat(64) + ":1", "[1.2.3.4]:1", "[::1::]:1", "127.1:1", "2130706433:1",
+        "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock", "unix:a%2fb", "unix:a#b",
+        "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9"}) {
+      assertFalse(Cli.isTarget(bad), bad);
+    }
+  }
+
   // Review 52c: the grammar narrowed to names or [v6] without zones, at most 253 characters,
   // and unix paths sun_path holds, without control or line-separator characters; a value
   // with a newline is escaped, so that the error's last line names its flag.
   @Test
   void targetsAreNamesOrAddressesAndPathsASocketHolds() throws Exception {
     String path107 = "unix:/tmp/" + "x".repeat(102);
-    for (String good : new String[] {"a.b-c_d:65535", "[::ffff:1.2.3.4]:1", "unix:/tmp/\u00e9",
-        path107}) {
+    for (String good : new String[] {"a.b-c.d:65535", "[::ffff:1.2.3.4]:1", path107}) {
       assertTrue(Cli.isTarget(good), good);
     }
     for (String bad : new String[] {"h".repeat(100_000) + ":1", "h".repeat(254) + ":1",
