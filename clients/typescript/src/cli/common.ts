@@ -1,5 +1,6 @@
 // What ess-check, ess-smoke and ess-bench share: argument checks and the exit codes.
 
+import { isIPv6 } from "node:net";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export const EX_USAGE = 64;
@@ -42,10 +43,17 @@ export function parse(
 // The one grammar of every client's programs (tests/clients/smoke.py): Number() alone takes
 // "0x10" as 16 and " 1" as 1, numbers the operator did not write.
 const PLAIN_DECIMAL = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
-const HOST = /^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])$/;
 const PORT = /^[0-9]{1,5}$/;
+// HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a dotted
+// quad: gRPC's resolvers read 127.1 and 2130706433 their own ways) or [IPv6].
+const OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+const IPV4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
+const LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+const IPV6 = /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$/;
+// PATH (review 52d): printable ASCII, none of %, ? and # (gRPC's URI syntax reached another
+// file elsewhere: q?x.sock as q); // only as ///abs (the clients read //host/x apart).
+const UNIX_PATH = /^((?!\/\/)[!-~]([ -~]*[!-~])?|\/\/\/[!-.0-~]([ -~]*[!-~])?)$/;
 // Control and line-separator characters: grpc-js throws on some, a log line breaks on others.
-const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
 const CONTROLS = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g;
 
 /**
@@ -104,22 +112,33 @@ export function checkedTarget(name: string, text: string | boolean | undefined):
 }
 
 /**
- * The grammar of tests/clients/smoke.py: HOST a name or [IPv6] of at most 253 characters,
- * PORT 1-65535; PATH 1-107 bytes in UTF-8, no control characters, not led or ended by a
- * space.
+ * The grammar of tests/clients/smoke.py: HOST (isHost), PORT 1-65535; PATH 1-107 characters
+ * of printable ASCII, not led or ended by a space, none of %, ? and #, and // only as ///abs.
  */
 export function isTarget(text: string): boolean {
   if (text.startsWith("unix:")) {
     const path = text.slice("unix:".length);
-    const bytes = Buffer.byteLength(path, "utf8");
-    return bytes >= 1 && bytes <= MAX_UNIX_PATH_BYTES && !CONTROL.test(path) &&
-      !path.startsWith(" ") && !path.endsWith(" ");
+    return path.length <= MAX_UNIX_PATH_BYTES && UNIX_PATH.test(path) && !/[%?#]/.test(path);
   }
   const colon = text.lastIndexOf(":");
-  const host = text.slice(0, Math.max(colon, 0));
   const port = text.slice(colon + 1);
-  return colon > 0 && host.length <= MAX_HOST_CHARS && HOST.test(host) && PORT.test(port) &&
+  return colon > 0 && isHost(text.slice(0, colon)) && PORT.test(port) &&
     Number(port) >= 1 && Number(port) <= 65535;
+}
+
+/**
+ * A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
+ * all-digit labels only as a dotted quad), or [IPv6] as net.isIPv6 reads it.
+ */
+function isHost(host: string): boolean {
+  if (host.startsWith("[")) {
+    const inside = host.slice(1, -1);
+    return host.endsWith("]") && IPV6.test(inside) && isIPv6(inside);
+  }
+  if (IPV4.test(host)) return true;
+  const labels = (host.endsWith(".") ? host.slice(0, -1) : host).split(".");
+  return host.length <= MAX_HOST_CHARS && labels.every((label) => LABEL.test(label)) &&
+    !labels.every((label) => /^[0-9]+$/.test(label));
 }
 
 /** `new GuardClient(...)`, a target it refuses all the same a usage error, not a crash. */
