@@ -99,8 +99,8 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
   EXPECT_TRUE(ess::cli::ParseDeadlineMs("0.001", &deadline));
   EXPECT_EQ(deadline, std::chrono::microseconds(1));
   const std::string path107 = "unix:/tmp/" + std::string(102, 'x');
-  for (const std::string good : {std::string("a.b-c_d:65535"), std::string("[::ffff:1.2.3.4]:1"),
-                                 std::string("unix:/tmp/\u00e9"), path107}) {
+  for (const std::string good :
+       {std::string("a.b-c.d:65535"), std::string("[::ffff:1.2.3.4]:1"), path107}) {
     EXPECT_TRUE(ess::cli::IsTarget(good)) << good;
   }
   std::string accents;
@@ -112,6 +112,21 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
         std::string("\u2028localhost:1"), std::string("unix:/tmp/a\nb"),
         std::string("unix:/tmp/a\u2028b"), std::string("unix:/tmp/a\u0085b")}) {
     EXPECT_FALSE(ess::cli::IsTarget(bad)) << bad.substr(0, 40);
+  }
+  // Review 52d: HOST a dotted quad, an RFC 1123 name or an IPv6 literal inet_pton reads;
+  // PATH printable ASCII without URI syntax, and // only as ///abs.
+  for (const std::string good :
+       {"localhost:1", "a.b-c.d:65535", "[::1]:50051", "[::ffff:1.2.3.4]:1", "127.0.0.1:50051",
+        "0.0.0.0:1", "localhost.:1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b"}) {
+    EXPECT_TRUE(ess::cli::IsTarget(good)) << good;
+  }
+  EXPECT_TRUE(ess::cli::IsTarget(std::string(63, 'a') + ":1"));
+  EXPECT_FALSE(ess::cli::IsTarget(std::string(64, 'a') + ":1"));
+  for (const std::string bad :
+       {"_:1", "-:1", "..:1", "a..b:1", "a-.b:1", "[1.2.3.4]:1", "[::1::]:1", "127.1:1",
+        "2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
+        "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9"}) {
+    EXPECT_FALSE(ess::cli::IsTarget(bad)) << bad;
   }
   EXPECT_EQ(ess::cli::Quoted("a\n\"\xe2\x80\xa8"), R"("a\x0a\"\xe2\x80\xa8")");
   GTEST_FLAG_SET(death_test_style, "threadsafe");
