@@ -53,6 +53,7 @@ _PORT = re.compile(r"[0-9]{1,5}")
 # ess-smoke's words: split on ASCII whitespace only, as every client's ess-smoke does
 # (str.split() also splits on U+0085 and U+2028, inside what would be one field elsewhere).
 _WORD = re.compile(r"[^ \t\n\x0b\f\r]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,9 +138,24 @@ def _client(prog: str, target: str, **options: object) -> GuardClient:
     try:
         return GuardClient(target, **options)  # type: ignore[arg-type]
     except ValueError as error:
-        flag = "--target" if str(error).startswith("target ") else "--token"
+        # The library's own words say which: its target, or the token's metadata; anything
+        # else names the construction's flags rather than blame one it was not (review 52d).
+        text = str(error)
+        flag = ("--target" if text.startswith("target ") else
+                "--token" if text.startswith("metadata") else "--target/--token/--deadline-ms")
         print(f"{prog}: argument {flag}: {error}", file=sys.stderr)
         sys.exit(EX_USAGE)
+
+
+def _parse(parser: argparse.ArgumentParser, words: list[str] | None) -> argparse.Namespace:
+    """parser.parse_args(words); a value with a lone surrogate (argv's bytes that are not
+    UTF-8, by surrogateescape) is a usage error naming its flag (review 52d), not a check
+    that fails closed."""
+    args = parser.parse_args(words)
+    for name, value in vars(args).items():
+        if isinstance(value, str) and _SURROGATE.search(value):
+            parser.error(f"argument --{name.replace('_', '-')}: not valid UTF-8: {value!r}")
+    return args
 
 
 def _check_parser() -> argparse.ArgumentParser:
@@ -185,7 +201,7 @@ async def _check(args: argparse.Namespace) -> Verdict:
 def check_main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     try:
-        args = _check_parser().parse_args(words)
+        args = _parse(_check_parser(), words)
     except SystemExit as done:  # help exits 0, which means "allowed" here: beside an
         if not done.code and set(words) - {"-h", "--help"}:  # order's flags, a usage
             print("ess-check: --help given with other arguments: nothing was checked",
@@ -205,7 +221,7 @@ def smoke_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", required=True, type=_target)
     parser.add_argument("--token", default="")
     parser.add_argument("--deadline-ms", type=_deadline_ms, default=5.0)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     return asyncio.run(_smoke(args))
 
 
@@ -290,7 +306,7 @@ def bench_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inflight", type=int, default=1)
     parser.add_argument("--deadline-ms", type=_deadline_ms, default=1000.0,
                         help="per-check deadline (high: measure, do not deny)")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.checks < 1 or args.inflight < 1 or args.warmup < 0:
         parser.error("--checks and --inflight must be >= 1, --warmup >= 0")
     return asyncio.run(_bench(args))

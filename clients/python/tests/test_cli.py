@@ -76,3 +76,15 @@ def test_a_token_the_client_refuses_is_a_usage_error_naming_the_token(
                         "--price", "1", "--coid", "c"])
     assert done.value.code == cli.EX_USAGE
     assert "argument --token:" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_value_that_is_not_utf8_is_a_usage_error_naming_its_flag(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 52d: argv's bytes that are not UTF-8 (a lone surrogate, by surrogateescape)
+    reached the library, which failed closed on the coid."""
+    with pytest.raises(SystemExit) as done:
+        cli.check_main(["--target", "127.0.0.1:1", "--account", "a", "--strategy", "s",
+                        "--symbol", "X", "--side", "buy", "--qty", "1", "--price", "1",
+                        "--coid", "o-\udcff"])
+    assert done.value.code == cli.EX_USAGE
+    assert "argument --coid:" in capsys.readouterr().err.splitlines()[-1]
