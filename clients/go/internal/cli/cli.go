@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ess-sidecar/ess-sidecar/clients/go/ess"
 )
@@ -262,6 +263,14 @@ func Parse(fs *flag.FlagSet, args []string, required ...string) {
 		if len(missing) > 0 {
 			err = fmt.Errorf("the following arguments are required: %s", strings.Join(missing, ", "))
 		}
+	}
+	if err == nil {
+		// Review 52d: a value that is not UTF-8 reached the library, which failed closed.
+		fs.Visit(func(f *flag.Flag) {
+			if err == nil && !utf8.ValidString(f.Value.String()) {
+				err = fmt.Errorf("argument --%s: not valid UTF-8: %q", f.Name, f.Value.String())
+			}
+		})
 	}
 	if err != nil {
 		Usage(fs, errors.New(dashes.Replace(err.Error())))

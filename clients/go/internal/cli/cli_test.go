@@ -63,6 +63,15 @@ func TestHelpExitsZeroOnlyAlone(t *testing.T) {
 	}
 }
 
+// Review 52d: a value that is not UTF-8 is a usage error naming its flag.
+func TestAValueThatIsNotUTF8IsAUsageError(t *testing.T) {
+	code, stderr := exitCode(t, "--target", "h:1", "--coid", "o-\xff")
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if code != ExitUsage || !strings.Contains(lines[len(lines)-1], "--coid") {
+		t.Errorf("exit %d, %s", code, stderr)
+	}
+}
+
 // One grammar in every client's programs (review 52a): ParseFloat took "1_0" as 10, and a
 // mistyped target was a check that failed closed, like an outage.
 func TestNumbersAndTargetsHaveOneGrammar(t *testing.T) {
