@@ -130,6 +130,11 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
   }
   EXPECT_EQ(ess::cli::Quoted("a\n\"\xe2\x80\xa8"), R"("a\x0a\"\xe2\x80\xa8")");
   GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // Review 52d: a value that is not UTF-8 is a usage error naming its flag.
+  EXPECT_EXIT(Parse({"--target", "h:1", "--coid", "o-\xff"}),
+              testing::ExitedWithCode(ess::cli::kExitUsage), "argument --coid: not valid UTF-8");
+  EXPECT_EXIT(Parse({"--target", "h:1", "--coid", "o-\xed\xa0\x80"}),
+              testing::ExitedWithCode(ess::cli::kExitUsage), "argument --coid: not valid UTF-8");
   EXPECT_EXIT(Parse({"--target", std::string(100'000, 'h') + ":1", "--coid", "o-1"}),
               testing::ExitedWithCode(ess::cli::kExitUsage), "argument --target: ");
   EXPECT_EXIT(Parse({"--target", "h:1", "--coid", "o-1", "--qty", std::string(100'000, '1')}),

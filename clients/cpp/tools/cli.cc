@@ -141,6 +141,30 @@ bool IsUnixPath(std::string_view path) {
   return true;
 }
 
+// Whether text is valid UTF-8: no stray continuation byte, overlong form, surrogate or
+// code point beyond U+10FFFF.
+bool IsUtf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const size_t n = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xe  ? 3
+                     : (c >> 3) == 0x1e ? 4
+                                        : 0;
+    if (n == 0 || i + n > text.size()) return false;
+    unsigned long code = n == 1 ? c : c & (0x7f >> n);
+    for (size_t k = 1; k < n; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    static constexpr unsigned long kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < kMin[n] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += n;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool IsTarget(const std::string& text) {
@@ -332,6 +356,10 @@ void Flags::Parse(int argc, char** argv, const std::vector<std::string>& require
         Usage("argument --" + name + ": expected one argument");
       }
       value = argv[++i];
+    }
+    // Review 52d: a value that is not UTF-8 reached the library, which failed closed.
+    if (!IsUtf8(value)) {
+      Usage("argument --" + name + ": not valid UTF-8: " + Quoted(value));
     }
     if (const std::string error = found->second.set(value); !error.empty()) {
       Usage("argument --" + name + ": " + error);
