@@ -71,6 +71,15 @@ impl Flags {
         }
     }
 
+    /// The program's arguments (without its name): one that is not UTF-8 is a usage error
+    /// naming its flag (review 52d: `std::env::args` panicked, exit 101).
+    pub fn args(&self) -> Vec<String> {
+        match utf8_args(std::env::args_os().skip(1)) {
+            Ok(args) => args,
+            Err(why) => self.usage(&why),
+        }
+    }
+
     /// [`Flags::parse`] without its exits: `Ok(None)` for help alone, `Err` a usage error.
     pub fn try_parse(
         &self,
@@ -199,6 +208,32 @@ impl Flags {
             )),
         }
     }
+}
+
+/// `args` as text, or the error naming the flag whose value is not UTF-8.
+pub fn utf8_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Vec<String>, String> {
+    let mut texts: Vec<String> = Vec::new();
+    for arg in args {
+        match arg.into_string() {
+            Ok(text) => texts.push(text),
+            Err(raw) => {
+                let lossy = raw.to_string_lossy();
+                let flag = match lossy.strip_prefix("--").and_then(|f| f.split_once('=')) {
+                    Some((name, _)) => format!("--{name}"),
+                    None => texts
+                        .last()
+                        .filter(|before| before.starts_with('-'))
+                        .map_or("an argument".to_string(), |before| {
+                            format!("--{}", before.trim_start_matches('-'))
+                        }),
+                };
+                return Err(format!("argument {flag}: not valid UTF-8: {lossy:?}"));
+            }
+        }
+    }
+    Ok(texts)
 }
 
 /// A plain decimal number (see [`plain_decimal`]) > 0 and finite.

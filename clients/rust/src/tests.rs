@@ -1306,6 +1306,25 @@ fn numbers_and_targets_have_one_grammar() {
     }
 }
 
+/// Review 52d: an argument that is not UTF-8 panicked (exit 101); it is a usage error naming
+/// its flag.
+#[test]
+fn an_argument_that_is_not_utf8_names_its_flag() {
+    use std::os::unix::ffi::OsStringExt;
+    let bad = || std::ffi::OsString::from_vec(b"c\xff".to_vec());
+    let given = |args: Vec<std::ffi::OsString>| cli::utf8_args(args).expect_err("not UTF-8");
+    let error = given(vec!["--qty".into(), "1".into(), "--coid".into(), bad()]);
+    assert!(error.starts_with("argument --coid: "), "{error}");
+    let mut eq = b"--coid=".to_vec();
+    eq.extend(b"c\xff");
+    let error = given(vec![std::ffi::OsString::from_vec(eq)]);
+    assert!(error.starts_with("argument --coid: "), "{error}");
+    assert_eq!(
+        cli::utf8_args(vec!["--qty".into(), "1".into()]),
+        Ok(vec!["--qty".to_string(), "1".to_string()])
+    );
+}
+
 /// Review 52d: HOST a dotted quad, an RFC 1123 name or an IPv6 literal `Ipv6Addr` reads;
 /// PATH printable ASCII without URI syntax, and `//` only as `///abs`.
 #[test]

@@ -49,7 +49,7 @@ const FLAGS: Flags = Flags {
 };
 
 fn main() {
-    let args = FLAGS.parse(std::env::args().skip(1), &["target"]);
+    let args = FLAGS.parse(FLAGS.args(), &["target"]);
     let checks = FLAGS.count(&args, "checks", 10_000, 1);
     let warmup = FLAGS.count(&args, "warmup", 1_000, 0);
     let inflight = FLAGS.count(&args, "inflight", 1, 1);

@@ -39,7 +39,7 @@ const FLAGS: Flags = Flags {
 
 fn main() {
     let args = FLAGS.parse(
-        std::env::args().skip(1),
+        FLAGS.args(),
         &[
             "target", "account", "strategy", "symbol", "side", "qty", "price", "coid",
         ],

@@ -33,7 +33,7 @@ const FLAGS: Flags = Flags {
 };
 
 fn main() {
-    let args = FLAGS.parse(std::env::args().skip(1), &["target"]);
+    let args = FLAGS.parse(FLAGS.args(), &["target"]);
     FLAGS.target(&args, "target");
     let deadline = FLAGS.deadline_ms(&args, "deadline-ms", DEFAULT_DEADLINE);
     cli::init_logging();
@@ -52,9 +52,23 @@ fn main() {
             Err(error) => FLAGS.usage(&format!("argument --target: {error}")),
         };
         let _ = client.connect(Duration::from_secs(5)).await; // as an executor does when it starts
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut input = tokio::io::BufReader::new(tokio::io::stdin());
         let mut stdout = std::io::stdout();
-        while let Ok(Some(text)) = lines.next_line().await {
+        let mut raw = Vec::new();
+        for number in 1.. {
+            raw.clear();
+            if !matches!(input.read_until(b'\n', &mut raw).await, Ok(n) if n > 0) {
+                break;
+            }
+            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // Review 52d: `lines()` stopped silently (exit 0) at a line that is not UTF-8.
+            let Ok(text) = std::str::from_utf8(line) else {
+                let lossy = String::from_utf8_lossy(line);
+                eprintln!("ess-smoke: line {number} is not valid UTF-8: {lossy:?}");
+                client.close().await;
+                return cli::EXIT_USAGE;
+            };
             let fields = cli::words(&text);
             if fields.is_empty() {
                 continue;
