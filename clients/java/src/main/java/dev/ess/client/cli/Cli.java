@@ -119,6 +119,11 @@ final class Cli {
         }
         value = args[++i];
       }
+      // Review 52d: the JVM reads argv's bytes that are not UTF-8 as U+FFFD, a value the
+      // operator did not write (Go and C++ refuse the bytes themselves).
+      if (value.indexOf('\uFFFD') >= 0) {
+        throw new UsageError("argument --" + flag + ": not valid UTF-8 (U+FFFD): " + quoted(value));
+      }
       values.put(flag, value);
     }
     List<String> missing = new ArrayList<>();
@@ -259,6 +264,24 @@ final class Cli {
       }
     });
     return out.append('"').toString();
+  }
+
+  /**
+   * The next line of input, split on '\n' only (a '\r' before it dropped), as every client's
+   * ess-smoke splits them: readLine also breaks at a bare '\r' (review 52d), inside one line
+   * elsewhere; null at the end.
+   */
+  static String line(java.io.Reader input) throws java.io.IOException {
+    StringBuilder text = new StringBuilder();
+    int c;
+    while ((c = input.read()) != -1 && c != '\n') {
+      text.append((char) c);
+    }
+    if (c == -1 && text.length() == 0) {
+      return null;
+    }
+    int end = text.length();
+    return end > 0 && text.charAt(end - 1) == '\r' ? text.substring(0, end - 1) : text.toString();
   }
 
   /** An ess-smoke line's words, split on ASCII whitespace only. */

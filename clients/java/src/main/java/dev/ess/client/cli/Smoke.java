@@ -58,7 +58,7 @@ public final class Smoke {
       BufferedReader input =
           new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
       String text;
-      while ((text = input.readLine()) != null) {
+      while ((text = Cli.line(input)) != null) {
         String[] fields = Cli.words(text);
         if (fields.length == 0) {
           continue;

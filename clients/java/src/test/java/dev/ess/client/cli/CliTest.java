@@ -145,6 +145,25 @@ class CliTest {
     assertEquals(Double.MIN_VALUE, Cli.positive("q", "5e-324"));
   }
 
+  /** Review 52d: argv's bytes that are not UTF-8 reach the JVM as U+FFFD: refused. */
+  @Test
+  void aValueWithAReplacementCharacterIsRefused() {
+    Cli cli = new Cli("t", "", "").flag("coid", null, "");
+    Cli.UsageError error = assertThrows(Cli.UsageError.class,
+        () -> cli.parse(new String[] {"--coid", "o-\uFFFD"}));
+    assertTrue(error.getMessage().startsWith("argument --coid: "), error.getMessage());
+  }
+
+  /** Review 52d: readLine broke a line at a bare \r (two checks where the others refuse one). */
+  @Test
+  void smokeLinesSplitOnNewlineOnly() throws Exception {
+    java.io.Reader input = new java.io.StringReader("a\rb\r\nc\nd\r");
+    assertEquals("a\rb", Cli.line(input));
+    assertEquals("c", Cli.line(input));
+    assertEquals("d", Cli.line(input));
+    assertEquals(null, Cli.line(input));
+  }
+
   /** Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it. */
   @Test
   void aNumberLongerThan64CharactersIsRefused() throws Exception {
