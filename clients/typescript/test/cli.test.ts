@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import {
-  deadline, isTarget, positive, quoted, UsageError, words,
+  deadline, isTarget, lines, parse, positive, quoted, UsageError, words,
 } from "../src/cli/common.js";
 
 const CHECK = fileURLToPath(new URL("../src/cli/check.js", import.meta.url));
@@ -90,6 +90,20 @@ test("targets: names or addresses, and paths a socket holds", () => {
   }
   assert.equal(quoted("a\n\u2028\u0085b"), '"a\\n\\u2028\\u0085b"');
   assert.deepEqual(words(" a\u2028b\u0085c\t\vd\f\re\n"), ["a\u2028b\u0085c", "d", "e"]);
+});
+
+// Review 52d: readline broke a line at a bare "\r" (two checks where the others refuse one).
+test("a value with U+FFFD (argv's bytes that are not UTF-8) is refused, naming its option", () => {
+  assert.throws(() => parse(["--coid", "o-\ufffd"], { coid: { type: "string" } }, []),
+    /--coid is not valid UTF-8/);
+});
+
+test("ess-smoke lines split on \\n only", async () => {
+  const got: string[] = [];
+  const chunks = [Buffer.from("a\rb\r\nc"), Buffer.from([0xc3]),
+    Buffer.from([0xa9, 0x0a, 0x64, 0x0d])];
+  for await (const line of lines(chunks)) got.push(line);
+  assert.deepEqual(got, ["a\rb", "c\u00e9", "d"]);
 });
 
 // Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it.

@@ -67,6 +67,7 @@ async function main(): Promise<number> {
   const ask = (o: Order): Promise<Verdict> =>
     api === "stream" ? client.check(o) : client.checkUnary(o);
   const reasons = new Map<string, number>();
+  let notAllowed = 0; // warm-up checks included: any is exit 1, as in every client
 
   async function segment(total: number, latencies: Float64Array | null): Promise<void> {
     let issued = 0;
@@ -77,6 +78,7 @@ async function main(): Promise<number> {
         const started = performance.now();
         const verdict = await ask(next);
         const elapsed = performance.now() - started;
+        if (!verdict.allowed) notAllowed += 1;
         if (latencies !== null) {
           latencies[index] = elapsed * 1000;
           if (!verdict.allowed) {
@@ -107,7 +109,9 @@ async function main(): Promise<number> {
         ` client_cpu_us=${((used.user + used.system) / checks).toFixed(0)}` +
         ` inflight=${inflight} checks=${checks} api=${api} denied=${denied || "0"}`,
     );
-    return 0;
+    if (notAllowed > 0) process.stderr.write(`${notAllowed} checks were not allowed\n`);
+    return notAllowed > 0 ? 1 : 0; // review 52d: a run with denials is no benchmark
+
   } finally {
     client.close();
   }

@@ -1,6 +1,7 @@
 // What ess-check, ess-smoke and ess-bench share: argument checks and the exit codes.
 
 import { isIPv6 } from "node:net";
+import { StringDecoder } from "node:string_decoder";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export const EX_USAGE = 64;
@@ -37,6 +38,13 @@ export function parse(
   for (const name of required) {
     if (values[name] === undefined) throw new UsageError(`the option --${name} is required`);
   }
+  // Review 52d: node reads argv's bytes that are not UTF-8 as U+FFFD, a value the operator
+  // did not write (Go and C++ refuse the bytes themselves).
+  for (const [name, value] of Object.entries(values)) {
+    if (typeof value === "string" && value.includes("\ufffd")) {
+      throw new UsageError(`--${name} is not valid UTF-8 (U+FFFD): ${quoted(value)}`);
+    }
+  }
   return values as Record<string, string | boolean | undefined>;
 }
 
@@ -72,6 +80,30 @@ export function quoted(text: unknown): string {
  */
 export function words(line: string): string[] {
   return line.split(/[ \t\n\v\f\r]+/).filter((word) => word !== "");
+}
+
+/**
+ * `input`'s lines, split on "\n" only (a "\r" before it dropped), as every client's ess-smoke
+ * splits them: readline also breaks at a bare "\r" (review 52d), inside one line elsewhere.
+ */
+export async function* lines(
+  input: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
+): AsyncGenerator<string> {
+  const decoder = new StringDecoder("utf8");
+  let pending = "";
+  let scanned = 0; // pending holds no "\n" before this: a long line is scanned once
+  for await (const chunk of input) {
+    pending += typeof chunk === "string" ? chunk : decoder.write(chunk);
+    let end: number;
+    while ((end = pending.indexOf("\n", scanned)) >= 0) {
+      yield pending.slice(0, end).replace(/\r$/, "");
+      pending = pending.slice(end + 1);
+      scanned = 0;
+    }
+    scanned = pending.length;
+  }
+  pending += decoder.end();
+  if (pending !== "") yield pending.replace(/\r$/, "");
 }
 
 /** A plain decimal number > 0 and finite, or a usage error naming the option. */

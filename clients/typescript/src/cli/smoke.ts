@@ -4,16 +4,14 @@
 //   check ACCOUNT STRATEGY SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]
 // it prints `<microseconds the library's check took> <the ess-check line>`. Exit 0 at EOF.
 
-import { createInterface } from "node:readline";
-
 import { status as Status } from "@grpc/grpc-js";
 
 import { GuardClient } from "../client.js";
 import { State } from "../gen/ess/v1/guard_pb.js";
 import { verdictLine } from "../verdict.js";
 import {
-  checkedTarget, client as made, deadline, out, parse, positive, quoted, run, UsageError,
-  words as split,
+  checkedTarget, client as made, deadline, lines, out, parse, positive, quoted, run,
+  UsageError, words as split,
 } from "./common.js";
 
 const USAGE = "usage: ess-smoke --target HOST:PORT|unix:PATH [--token T] [--deadline-ms N]";
@@ -57,7 +55,7 @@ async function main(): Promise<number> {
   }));
   try {
     await client.connect(5000); // as an executor does when it starts
-    for await (const text of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    for await (const text of lines(process.stdin)) {
       const words = split(text);
       if (words.length === 0) continue;
       if (words[0] === "trigger") {
