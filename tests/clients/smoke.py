@@ -26,23 +26,31 @@ bytes, read as the language reads text it is given: raw bytes where strings are 
 VERSION` (e.g. `TRIPPED 3`), or `ERROR CODE` / `RAISED WHAT` when it did not return.
 
 Bad arguments are usage errors (exit 64, the flag named on stderr's last line, whatever
-lines the value holds), at once: an empty --coid (else the library would make one up that
+lines the value holds), at once: a value that is not valid UTF-8 (one with U+FFFD in Java and
+TypeScript, which read such bytes so), an empty --coid (else the library would make one up that
 ess-check never prints), an empty --target, --help beside an order's flags (0 would read
 as allowed), and a --deadline-ms that is not a finite number of at least 0.001 (a
 microsecond) and at most an hour; ess-smoke refuses the same, and a bad DEADLINE_MS on a
-line, rather than crash or hang. ess-smoke splits its lines into words on ASCII whitespace
-only (space, \t, \n, \v, \f, \r).
+line, rather than crash or hang. ess-smoke splits its input into lines on \n only (a \r before
+it dropped) and its lines into words on ASCII whitespace only (space, \t, \n, \v, \f, \r); a
+line that is not UTF-8 is answered (the check fails closed) or a usage error, never a stop.
 
 One grammar in every language (review 52a: each read `1_0`, `0x10`, `1d` or ` 1` its own
 way, and a typo in a target looked like an outage): a number (--qty, --price, --deadline-ms;
 QTY, PRICE, DEADLINE_MS on a line) is plain decimal as given, no spaces,
-`[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?` of any length (a subnormal one is a
-number: the sidecar judges it); a target is `HOST:PORT` (HOST `[A-Za-z0-9._-]+` or
-`[` `[0-9A-Fa-f:.]+` `]`, no zone, at most 253 characters; PORT 1-65535, 1-5 digits) or
-`unix:PATH` (PATH 1-107 bytes in UTF-8, the kernel's sun_path with its NUL; no control or
-line-separator character, U+0000-U+001F, U+007F-U+009F, U+2028, U+2029; not led or ended by
-a space). Anything else is a usage error, and so is a target the library's client refuses
-all the same."""
+`[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?` of at most 64 characters (review 52d:
+Go's ParseFloat misread one of 800 digits, 1e13 as a far smaller number, and allowed it; the
+bound bounds every parser; a subnormal one is a number: the sidecar judges it); a target is `HOST:PORT` or `unix:PATH`. HOST (review 52d: gRPC's
+resolvers read `127.1` and `2130706433` their own ways) is a dotted quad (4 parts of 0-255, no
+leading zero), an RFC 1123 name (dot-separated labels of 1-63 of `[A-Za-z0-9-]`, not led or
+ended by `-`, at most 253 characters, one trailing dot allowed; all-digit labels only as a
+dotted quad) or `[IPv6]` (`[0-9A-Fa-f:.]`, no zone, a literal the language's own parser
+takes); PORT 1-65535, 1-5 digits. PATH is 1-107 bytes (the kernel's sun_path with its NUL)
+of printable ASCII (0x20-0x7E; review 52d: Java refused non-ASCII paths that worked), not
+led or ended by a space, none of `%`, `?`, `#` (URI syntax to some: `q?x.sock` reached `q`),
+and `//` only as `///` then a name (`unix:///abs`; the clients read `//host/x` apart).
+Anything else is a usage error, and so is a target the library's client refuses all the
+same."""
 
 from __future__ import annotations
 
@@ -72,13 +80,16 @@ USAGE_S = 10  # a usage error is reported at once: no connecting, no waiting (JV
 BAD_DEADLINES_MS = ("inf", "nan", "-1", "0", "1e300", "5e-324", "1e-7", "0.0009")
 # Numbers some language read as one the operator did not write (1_0 as 10, 0x10 as 16, 1d,
 # 0x1p4, a full-width 1, ' 1'); one with a newline (the error must still name the flag on its
-# last line); one of 100,000 digits (C++'s regex recursed per character and crashed); those
-# without ASCII whitespace are tried on ess-smoke's lines too, U+0085 and U+2028 part of a
+# last line); one of 100,000 digits (C++'s regex recursed per character and crashed); longer
+# than 64 characters (Go misread the 803-digit one as far less than 1e13; 65 is one too many);
+# those without ASCII whitespace are tried on ess-smoke's lines too, U+0085 and U+2028 part of a
 # word there (some split on them).
 BAD_NUMBERS = ("1_0", "0x10", "1d", "0x1p4", "\uff11", "1e", ".", "1..5", "++1", "Infinity",
-               " 1", "1 ", "", "1\n2", "9" * 100_000, "1\u2028", "1\u0085")
-GOOD_NUMBERS = ("1", "1.5", ".5", "1e3", "+2", "100", "2.")
-GOOD_DEADLINES_MS = ("2000", "2000.5", ".2e4", "2E3", "+2000", "3000", "2000.")
+               " 1", "1 ", "", "1\n2", "9" * 100_000, "1\u2028", "1\u0085",
+               "1" + "0" * 803 + "e-790", "1" + "0" * 1000 + "e-1000", "1." + "0" * 63)
+GOOD_NUMBERS = ("1", "1.5", ".5", "1e3", "+2", "100", "2.", "1." + "0" * 62)  # 64 chars
+GOOD_DEADLINES_MS = ("2000", "2000.5", ".2e4", "2E3", "+2000", "3000", "2000.",
+                     "2000." + "0" * 59)
 # Not usage errors, though the sidecar may deny them or the check fail closed: a subnormal
 # quantity or price (C++'s strtod flags them ERANGE), the shortest deadline.
 TAKEN_NUMBERS = ("5e-324", "1e-310")
@@ -91,7 +102,12 @@ BAD_TARGETS = ("127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:", "unix
                "héllo:1", "[fe80::1%lo]:1", "[::1%25lo]:1", "[]:1", "[v1.x]:1",
                "unix:/tmp/a\nb.sock", "unix:/tmp/a\u2028b.sock", "unix:/tmp/a\x7fb",
                "unix:/tmp/a\u0085b", "unix:/tmp/x ", UNIX_PATH_107 + "x",
-               "unix:/tmp/" + "x" * 195, "unix:/tmp/" + "é" * 52)
+               "unix:/tmp/" + "x" * 195, "unix:/tmp/" + "é" * 52,
+               # review 52d: names gRPC reads its own way, literals, URI syntax, //host
+               "_:1", "-:1", "..:1", "a..b:1", "a-.b:1", "a" * 64 + ":1", "[1.2.3.4]:1",
+               "[::1::]:1", "127.1:1", "2130706433:1", "256.1.1.1:1", "01.2.3.4:1",
+               "unix:q?x.sock", "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x",
+               "unix://", "unix:/tmp/é")
 _WORD = re.compile(r"[^ \t\n\x0b\f\r]+")  # ess-smoke's words
 _ids = itertools.count(1)
 
@@ -170,6 +186,10 @@ def usage_errors(check: Path, smoke_program: Path, target: str) -> None:
     for coid in ("", "  "):
         expect_usage_error([str(check), *check_args(target, coid=coid)], "--coid")
     expect_usage_error([str(check), *check_args("")], "--target")
+    # Review 52d: argv's bytes that are not UTF-8 (os.fsencode's surrogateescape): Go, C++,
+    # Rust and Python refuse the bytes, the JVM and node the U+FFFD they read them as.
+    for flag in ("coid", "account", "token"):
+        expect_usage_error([str(check), *check_args(target, **{flag: "o-\udcff"})], f"--{flag}")
     expect_usage_error([str(smoke_program), "--target", ""], "--target")
     # Help exits 0, the "allowed" code: beside an order's flags it is a usage error
     # (review 40a: `ess-check ... --help && send_order` sent).
@@ -183,6 +203,23 @@ def usage_errors(check: Path, smoke_program: Path, target: str) -> None:
                            "DEADLINE_MS", f"check acc-1 momo AAPL buy 1 100 bad-{next(_ids)}"
                            f" {deadline_ms}\n")
     grammar_errors(check, smoke_program, target)
+    line_errors(smoke_program, target)
+
+
+def line_errors(smoke_program: Path, target: str) -> None:
+    """ess-smoke splits lines on \\n only (review 52d: Java's and TypeScript's broke a line at a
+    bare \\r, checking two orders where the others refused one line of too many words); a
+    line that is not UTF-8 is answered (a check failing closed) or refused, never a silent
+    stop (Rust's exited 0; Java and TypeScript read U+FFFD in its place)."""
+    order = "check acc-1 momo AAPL buy 1 100"
+    expect_usage_error([str(smoke_program), "--target", target], "check",
+                       f"{order} cr-{next(_ids)}\r{order} cr-{next(_ids)}\n")
+    done = subprocess.run([str(smoke_program), "--target", target],
+                          input=f"{order} bad-".encode() + b"\xff 1\n", capture_output=True,
+                          timeout=USAGE_S + 10)
+    answered = done.returncode == 0 and done.stdout.split()[1:2] in ([b"DENIED"], [b"ALLOWED"])
+    refused = done.returncode == 64 and b"UTF-8" in done.stderr.strip().splitlines()[-1]
+    assert answered or refused, done
 
 
 def grammar_errors(check: Path, smoke_program: Path, target: str) -> None:
@@ -219,11 +256,13 @@ def accepted_forms(check: Path, smoke_program: Path, process: SidecarProcess) ->
             assert answer.split()[1] == "ALLOWED", answer
     finally:
         smoke.close()
-    for target, cwd in ((f"localhost:{process.port}", None), ("unix:ess.sock", process.workdir)):
+    for target, cwd in ((f"localhost:{process.port}", None), ("unix:ess.sock", process.workdir),
+                        (f"127.0.0.1:{process.port}", None), (f"unix://{process.uds}", None)):
         allowed = subprocess.run([str(check), *check_args(target)], cwd=cwd,
                                  capture_output=True, text=True, timeout=60)
         assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
-    for target in (f"[::1]:{process.port}", UNIX_PATH_107):
+    for target in (f"[::1]:{process.port}", f"[::ffff:127.0.0.1]:{process.port}",
+                   UNIX_PATH_107):
         taken = subprocess.run([str(check), *check_args(target, deadline_ms=5)],
                                capture_output=True, text=True, timeout=60)
         assert taken.returncode in (0, 2), taken
