@@ -117,7 +117,8 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
   // PATH printable ASCII without URI syntax, and // only as ///abs.
   for (const std::string good :
        {"localhost:1", "a.b-c.d:65535", "[::1]:50051", "[::ffff:1.2.3.4]:1", "127.0.0.1:50051",
-        "0.0.0.0:1", "localhost.:1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b"}) {
+        "0.0.0.0:1", "localhost.:1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b",
+        "my-host.example.com:1", "0x.example:1", "1.example:1"}) {
     EXPECT_TRUE(ess::cli::IsTarget(good)) << good;
   }
   EXPECT_TRUE(ess::cli::IsTarget(std::string(63, 'a') + ":1"));
@@ -125,7 +126,9 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
   for (const std::string bad :
        {"_:1", "-:1", "..:1", "a..b:1", "a-.b:1", "[1.2.3.4]:1", "[::1::]:1", "127.1:1",
         "2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
-        "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9"}) {
+        "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9",
+        // Review 52e: a numeric last label (the URL standard's rule) unless a dotted quad.
+        "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1"}) {
     EXPECT_FALSE(ess::cli::IsTarget(bad)) << bad;
   }
   EXPECT_EQ(ess::cli::Quoted("a\n\"\xe2\x80\xa8"), R"("a\x0a\"\xe2\x80\xa8")");

@@ -98,8 +98,8 @@ std::vector<std::string_view> Split(std::string_view text, char separator) {
 }
 
 // A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
-// all-digit labels only as a dotted quad: gRPC's resolvers read 127.1 and 2130706433 their
-// own ways), or [IPv6] as inet_pton reads it (review 52d).
+// a last label of digits, or 0x and hex digits, only as a dotted quad: gRPC's resolvers
+// read 127.1 and 2130706433 their own ways), or [IPv6] as inet_pton reads it (review 52d).
 bool IsHost(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
     if (host.size() < 3 || host.back() != ']') return false;
@@ -113,15 +113,20 @@ bool IsHost(std::string_view host) {
   if (parts.size() == 4 && std::all_of(parts.begin(), parts.end(), IsOctet)) return true;
   if (host.empty() || host.size() > kMaxHostChars) return false;
   const std::string_view name = host.back() == '.' ? host.substr(0, host.size() - 1) : host;
-  bool digits = true;
-  for (const std::string_view label : Split(name, '.')) {
+  const std::vector<std::string_view> labels = Split(name, '.');
+  for (const std::string_view label : labels) {
     if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-' ||
         !std::all_of(label.begin(), label.end(), IsLabelChar)) {
       return false;
     }
-    digits = digits && std::all_of(label.begin(), label.end(), IsDigit);
   }
-  return !digits;
+  // Review 52e: a name ending in a number is an address to the URL standard (0x7f.1
+  // reached 127.0.0.1 in two clients), so only a dotted quad may end in one.
+  const std::string_view last = labels.back();
+  if (last.size() >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
+    return !std::all_of(last.begin() + 2, last.end(), IsHexDigit);
+  }
+  return !std::all_of(last.begin(), last.end(), IsDigit);
 }
 
 // 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space, none of %, ? and

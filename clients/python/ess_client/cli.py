@@ -40,11 +40,14 @@ MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the NUL
 # The one grammar of every client's programs (tests/clients/smoke.py): float() alone takes
 # `1_0` as 10, ` 1` and full-width digits, numbers the operator did not write.
 _NUMBER = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
-# HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a dotted
+# HOST (review 52d): a dotted quad, an RFC 1123 name (a numeric last label only as a dotted
 # quad: gRPC's resolvers read `127.1` and `2130706433` their own ways) or [IPv6].
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# review 52e: a name ending in a number is an address to the URL standard (`0x7f.1` reached
+# 127.0.0.1 in two clients), so only a dotted quad may end in one.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
 # PATH (review 52d): printable ASCII, none of `%`, `?`, `#` (gRPC's URI syntax reaches
 # another file: `q?x.sock` is `q`); `//` only as `///abs` (the clients read `//host/x` apart).
@@ -115,7 +118,8 @@ def _is_target(text: str) -> bool:
 
 def _is_host(host: str) -> bool:
     """A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end
-    it; all-digit labels only as a dotted quad), or [IPv6] by ipaddress's reading."""
+    it; a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6] by
+    ipaddress's reading."""
     if host.startswith("[") and host.endswith("]"):
         inside = host[1:-1]
         if not _IPV6.fullmatch(inside) or ":" not in inside:
@@ -129,7 +133,7 @@ def _is_host(host: str) -> bool:
         return True
     labels = host.removesuffix(".").split(".")
     return (len(host) <= MAX_HOST_CHARS and all(_LABEL.fullmatch(x) for x in labels)
-            and not all(x.isdigit() for x in labels))
+            and not _NUMERIC_LABEL.fullmatch(labels[-1]))
 
 
 def _client(prog: str, target: str, **options: object) -> GuardClient:

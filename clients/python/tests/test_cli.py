@@ -13,6 +13,7 @@ from ess_client import cli
 @pytest.mark.parametrize("text", [
     "localhost:1", "a.b-c.d:65535", "[::1]:50051", "[::ffff:1.2.3.4]:1", "127.0.0.1:50051",
     "0.0.0.0:1", "localhost.:1", "a" * 63 + ":1", "unix:ess.sock", "unix:///abs",
+    "my-host.example.com:1", "0x.example:1", "1.example:1",
     "unix:/tmp/a b", "unix:/tmp/" + "x" * 102])
 def test_a_target_in_the_grammar_is_taken(text: str) -> None:
     assert cli._target(text) == text
@@ -23,7 +24,9 @@ def test_a_target_in_the_grammar_is_taken(text: str) -> None:
 @pytest.mark.parametrize("text", [
     "_:1", "-:1", "..:1", "a..b:1", "a-.b:1", "a" * 64 + ":1", "[1.2.3.4]:1", "[::1::]:1",
     "127.1:1", "2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
-    "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/é"])
+    "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/é",
+    # review 52e: a numeric last label (URL standard) unless the host is a dotted quad
+    "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1"])
 def test_a_target_outside_the_new_grammar_is_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         cli._target(text)

@@ -291,8 +291,8 @@ pub fn target(text: &str) -> Result<(), String> {
 }
 
 /// A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
-/// all-digit labels only as a dotted quad: gRPC's resolvers read `127.1` and `2130706433`
-/// their own ways), or `[IPv6]` as `Ipv6Addr` reads it (review 52d).
+/// a last label of digits, or `0x` and hex digits, only as a dotted quad: gRPC's resolvers
+/// read `127.1` and `2130706433` their own ways), or `[IPv6]` as `Ipv6Addr` reads it (review 52d).
 fn is_host(host: &str) -> bool {
     if let Some(inside) = host.strip_prefix('[') {
         return inside.strip_suffix(']').is_some_and(|v6| {
@@ -316,10 +316,16 @@ fn is_host(host: &str) -> bool {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
+    // Review 52e: a name ending in a number is an address to the URL standard (`0x7f.1`
+    // reached 127.0.0.1 here), so only a dotted quad may end in one.
+    let numeric = |l: &str| match l.strip_prefix("0x").or_else(|| l.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => l.bytes().all(|b| b.is_ascii_digit()),
+    };
     let labels: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
     host.len() <= MAX_HOST_CHARS
         && labels.iter().all(|l| label(l))
-        && !labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        && !labels.last().is_some_and(|l| numeric(l))
 }
 
 /// 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space, none of `%`,

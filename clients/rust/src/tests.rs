@@ -1342,6 +1342,9 @@ fn hosts_are_names_or_addresses_and_paths_printable_ascii() {
         "unix:ess.sock",
         "unix:///abs",
         "unix:/tmp/a b",
+        "my-host.example.com:1",
+        "0x.example:1",
+        "1.example:1",
     ] {
         assert_eq!(cli::target(good), Ok(()), "{good:?}");
     }
@@ -1366,6 +1369,13 @@ fn hosts_are_names_or_addresses_and_paths_printable_ascii() {
         "unix:////x",
         "unix://",
         "unix:/tmp/\u{e9}",
+        // review 52e: a numeric last label (URL standard) unless a dotted quad
+        "0x7f000001:1",
+        "0x7f.1:1",
+        "0X7F.0.0.1:1",
+        "1.2.3.0x4:1",
+        "example.1:1",
+        "a.0x:1",
     ] {
         assert!(cli::target(bad).is_err(), "{bad:?}");
     }

@@ -66,10 +66,13 @@ func Line(v ess.Verdict) string {
 var (
 	plainDecimal = regexp.MustCompile(`^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$`)
 	port         = regexp.MustCompile(`^[0-9]{1,5}$`)
-	// HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a
+	// HOST (review 52d): a dotted quad, an RFC 1123 name (a numeric last label only as a
 	// dotted quad: gRPC's resolvers read 127.1 and 2130706433 their own ways) or [IPv6].
 	ipv4  = regexp.MustCompile(`^` + octet + `(\.` + octet + `){3}$`)
 	label = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	// review 52e: a name ending in a number is an address to the URL standard (0x7f.1
+	// reached 127.0.0.1 in two clients), so only a dotted quad may end in one.
+	numericLabel = regexp.MustCompile(`^([0-9]+|0[xX][0-9A-Fa-f]*)$`)
 	ipv6  = regexp.MustCompile(`^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$`)
 )
 
@@ -98,7 +101,8 @@ func IsTarget(text string) bool {
 }
 
 // isHost: a dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may
-// end it; all-digit labels only as a dotted quad), or [IPv6] by netip's reading.
+// end it; a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6]
+// by netip's reading.
 func isHost(host string) bool {
 	if inside, ok := strings.CutPrefix(host, "["); ok {
 		inside, ok = strings.CutSuffix(inside, "]")
@@ -111,14 +115,13 @@ func isHost(host string) bool {
 	if len(host) > maxHostChars {
 		return false
 	}
-	digits := true
-	for _, part := range strings.Split(strings.TrimSuffix(host, "."), ".") {
+	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
+	for _, part := range labels {
 		if !label.MatchString(part) {
 			return false
 		}
-		digits = digits && strings.Trim(part, "0123456789") == ""
 	}
-	return !digits
+	return !numericLabel.MatchString(labels[len(labels)-1])
 }
 
 // isUnixPath: 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space,

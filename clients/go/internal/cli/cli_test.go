@@ -110,7 +110,8 @@ func TestNumbersAndTargetsHaveOneGrammar(t *testing.T) {
 func TestHostsAreNamesOrAddressesAndPathsPrintableASCII(t *testing.T) {
 	for _, target := range []string{"localhost:1", "a.b-c.d:65535", "[::1]:50051",
 		"[::ffff:1.2.3.4]:1", "127.0.0.1:50051", "0.0.0.0:1", "localhost.:1",
-		strings.Repeat("a", 63) + ":1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b"} {
+		strings.Repeat("a", 63) + ":1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b",
+		"my-host.example.com:1", "0x.example:1", "1.example:1"} {
 		if !IsTarget(target) {
 			t.Errorf("%q refused", target)
 		}
@@ -118,7 +119,9 @@ func TestHostsAreNamesOrAddressesAndPathsPrintableASCII(t *testing.T) {
 	for _, target := range []string{"_:1", "-:1", "..:1", "a..b:1", "a-.b:1",
 		strings.Repeat("a", 64) + ":1", "[1.2.3.4]:1", "[::1::]:1", "127.1:1",
 		"2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
-		"unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/é"} {
+		"unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/é",
+		// review 52e: a numeric last label (URL standard) unless a dotted quad
+		"0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1"} {
 		if IsTarget(target) {
 			t.Errorf("%q taken", target)
 		}
