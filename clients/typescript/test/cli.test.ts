@@ -32,6 +32,21 @@ test("ess-check: help alone exits 0, beside other arguments 64", () => {
   }
 });
 
+// Review 52e: ess-bench took --help for an unknown option (exit 64).
+test("ess-bench: help alone exits 0, beside other arguments 64", () => {
+  const bench = fileURLToPath(new URL("../src/cli/bench.js", import.meta.url));
+  const run = (...args: string[]) =>
+    spawnSync(process.execPath, [bench, ...args], { encoding: "utf8", timeout: 30_000 });
+  for (const help of ["-h", "--help"]) {
+    const alone = run(help);
+    assert.equal(alone.status, 0, alone.stderr);
+    assert.match(alone.stdout, /^usage: ess-bench/);
+    const beside = run("--target", "127.0.0.1:1", help);
+    assert.equal(beside.status, 64, beside.stdout);
+    assert.match(beside.stderr.trim().split("\n").at(-1)!, /--help/);
+  }
+});
+
 // One grammar in every client's programs (review 52a): Number() took "0x10" as 16 and " 1" as
 // 1, and a mistyped target was a check that failed closed, like an outage.
 test("numbers and targets: one grammar, anything else a usage error naming the option", () => {
@@ -63,13 +78,15 @@ test("numbers and targets: one grammar, anything else a usage error naming the o
 test("targets: hosts are names or addresses, paths printable ASCII", () => {
   for (const good of ["localhost:1", "a.b-c.d:65535", "[::1]:50051", "[::ffff:1.2.3.4]:1",
     "127.0.0.1:50051", "0.0.0.0:1", "localhost.:1", `${"a".repeat(63)}:1`, "unix:ess.sock",
-    "unix:///abs", "unix:/tmp/a b"]) {
+    "unix:///abs", "unix:/tmp/a b", "my-host.example.com:1", "0x.example:1", "1.example:1"]) {
     assert.ok(isTarget(good), good);
   }
   for (const bad of ["_:1", "-:1", "..:1", "a..b:1", "a-.b:1", `${"a".repeat(64)}:1`,
     "[1.2.3.4]:1", "[::1::]:1", "127.1:1", "2130706433:1", "256.1.1.1:1", "01.2.3.4:1",
     "1.2.3.4.:1", "unix:q?x.sock", "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x",
-    "unix://", "unix:/tmp/\u00e9"]) {
+    "unix://", "unix:/tmp/\u00e9",
+    // Review 52e: a numeric last label (the URL standard's rule) unless a dotted quad.
+    "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1"]) {
     assert.ok(!isTarget(bad), bad);
   }
 });
@@ -104,6 +121,16 @@ test("ess-smoke lines split on \\n only", async () => {
     Buffer.from([0xa9, 0x0a, 0x64, 0x0d])];
   for await (const line of lines(chunks)) got.push(line);
   assert.deepEqual(got, ["a\rb", "c\u00e9", "d"]);
+});
+
+// Review 52e: U+FFFD in a coid checked an order under another id.
+test("an ess-smoke line that is not UTF-8 is a usage error naming its number", async () => {
+  const got: string[] = [];
+  const chunks = [Buffer.from("a\nb-"), Buffer.from([0xff, 0x0a, 0x63, 0x0a])];
+  await assert.rejects(async () => {
+    for await (const line of lines(chunks)) got.push(line);
+  }, /line 2 is not valid UTF-8/);
+  assert.deepEqual(got, ["a"]);
 });
 
 // Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it.

@@ -32,6 +32,7 @@ const OPTIONS = {
   warmup: { type: "string" },
   "deadline-ms": { type: "string" },
   api: { type: "string" },
+  help: { type: "boolean", short: "h" },
 } as const;
 
 function percentile(sorted: Float64Array, q: number): number {
@@ -40,7 +41,15 @@ function percentile(sorted: Float64Array, q: number): number {
 }
 
 async function main(): Promise<number> {
-  const args = parse(process.argv.slice(2), OPTIONS, ["target"]);
+  const argv = process.argv.slice(2);
+  // Review 52e: -h / --help alone prints the usage and exits 0, as ess-check and the other
+  // clients' ess-bench do; beside other arguments it is a usage error, as in ess-check.
+  if (argv.length > 0 && argv.every((arg) => arg === "-h" || arg === "--help")) {
+    out(USAGE);
+    return 0;
+  }
+  const args = parse(argv, OPTIONS, ["target"]);
+  if (args.help) throw new UsageError("--help given with other arguments: nothing was run");
   const checks = count("checks", args.checks, 10_000);
   const inflight = count("inflight", args.inflight, 1);
   const warmup = args.warmup === "0" ? 0 : count("warmup", args.warmup, 1000);

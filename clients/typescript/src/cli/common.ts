@@ -1,7 +1,6 @@
 // What ess-check, ess-smoke and ess-bench share: argument checks and the exit codes.
 
 import { isIPv6 } from "node:net";
-import { StringDecoder } from "node:string_decoder";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export const EX_USAGE = 64;
@@ -52,11 +51,14 @@ export function parse(
 // "0x10" as 16 and " 1" as 1, numbers the operator did not write.
 const PLAIN_DECIMAL = /^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
 const PORT = /^[0-9]{1,5}$/;
-// HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a dotted
+// HOST (review 52d): a dotted quad, an RFC 1123 name (a numeric last label only as a dotted
 // quad: gRPC's resolvers read 127.1 and 2130706433 their own ways) or [IPv6].
 const OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
 const IPV4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
 const LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+// Review 52e: a name ending in a number is an address to the URL standard (0x7f.1 reached
+// 127.0.0.1 here), so only a dotted quad may end in one.
+const NUMERIC_LABEL = /^([0-9]+|0[xX][0-9A-Fa-f]*)$/;
 const IPV6 = /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$/;
 // PATH (review 52d): printable ASCII, none of %, ? and # (gRPC's URI syntax reached another
 // file elsewhere: q?x.sock as q); // only as ///abs (the clients read //host/x apart).
@@ -85,25 +87,37 @@ export function words(line: string): string[] {
 /**
  * `input`'s lines, split on "\n" only (a "\r" before it dropped), as every client's ess-smoke
  * splits them: readline also breaks at a bare "\r" (review 52d), inside one line elsewhere.
+ * Each line's bytes are decoded strictly: one that is not valid UTF-8 is a usage error
+ * (review 52e: a lenient decoder put U+FFFD in a coid and checked another order id).
  */
 export async function* lines(
   input: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
 ): AsyncGenerator<string> {
-  const decoder = new StringDecoder("utf8");
-  let pending = "";
-  let scanned = 0; // pending holds no "\n" before this: a long line is scanned once
+  let number = 0;
+  let pending: Buffer[] = []; // the current line's bytes so far, in chunks
   for await (const chunk of input) {
-    pending += typeof chunk === "string" ? chunk : decoder.write(chunk);
+    const bytes = typeof chunk === "string" ? Buffer.from(chunk, "utf8") : chunk;
+    let start = 0;
     let end: number;
-    while ((end = pending.indexOf("\n", scanned)) >= 0) {
-      yield pending.slice(0, end).replace(/\r$/, "");
-      pending = pending.slice(end + 1);
-      scanned = 0;
+    while ((end = bytes.indexOf(0x0a, start)) >= 0) {
+      number += 1;
+      yield utf8(Buffer.concat([...pending, bytes.subarray(start, end)]), number);
+      pending = [];
+      start = end + 1;
     }
-    scanned = pending.length;
+    if (start < bytes.length) pending.push(bytes.subarray(start));
   }
-  pending += decoder.end();
-  if (pending !== "") yield pending.replace(/\r$/, "");
+  if (pending.length > 0) yield utf8(Buffer.concat(pending), number + 1);
+}
+
+/** Line `number`'s bytes, a "\r" at their end dropped, as text; a usage error if not UTF-8. */
+function utf8(bytes: Buffer, number: number): string {
+  const line = bytes.at(-1) === 0x0d ? bytes.subarray(0, -1) : bytes;
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(line);
+  } catch {
+    throw new UsageError(`line ${number} is not valid UTF-8: ${quoted(line.toString("utf8"))}`);
+  }
 }
 
 /** A plain decimal number > 0 and finite, or a usage error naming the option. */
@@ -160,7 +174,8 @@ export function isTarget(text: string): boolean {
 
 /**
  * A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
- * all-digit labels only as a dotted quad), or [IPv6] as net.isIPv6 reads it.
+ * a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6] as
+ * net.isIPv6 reads it.
  */
 function isHost(host: string): boolean {
   if (host.startsWith("[")) {
@@ -170,7 +185,7 @@ function isHost(host: string): boolean {
   if (IPV4.test(host)) return true;
   const labels = (host.endsWith(".") ? host.slice(0, -1) : host).split(".");
   return host.length <= MAX_HOST_CHARS && labels.every((label) => LABEL.test(label)) &&
-    !labels.every((label) => /^[0-9]+$/.test(label));
+    !NUMERIC_LABEL.test(labels[labels.length - 1]!);
 }
 
 /** `new GuardClient(...)`, a target it refuses all the same a usage error, not a crash. */

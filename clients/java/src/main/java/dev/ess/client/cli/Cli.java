@@ -2,9 +2,17 @@ package dev.ess.client.cli;
 
 import com.google.common.net.InetAddresses;
 import dev.ess.client.Verdict;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
 import java.io.PrintStream;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -35,13 +43,15 @@ final class Cli {
   // takes "1d", "0x1p4" and " 1", numbers the operator did not write.
   private static final Pattern PLAIN_DECIMAL =
       Pattern.compile("[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?");
-  // HOST (review 52d): a dotted quad, an RFC 1123 name (all-digit labels only as a dotted
+  // HOST (review 52d): a dotted quad, an RFC 1123 name (a numeric last label only as a dotted
   // quad: gRPC's resolvers read 127.1 and 2130706433 their own ways) or [IPv6].
   private static final String OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
   private static final Pattern IPV4 = Pattern.compile(OCTET + "(\\." + OCTET + "){3}");
   private static final Pattern LABEL =
       Pattern.compile("[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?");
-  private static final Pattern DIGITS = Pattern.compile("[0-9]+");
+  // Review 52e: a name ending in a number is an address to the URL standard (0x7f.1 reached
+  // 127.0.0.1 in two clients), so only a dotted quad may end in one.
+  private static final Pattern NUMERIC_LABEL = Pattern.compile("[0-9]+|0[xX][0-9A-Fa-f]*");
   private static final Pattern IPV6 = Pattern.compile("[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*");
   // PATH (review 52d): printable ASCII, none of %, ? and # (gRPC's URI syntax reached another
   // file elsewhere: q?x.sock as q); // only as ///abs (the clients read //host/x apart).
@@ -217,7 +227,8 @@ final class Cli {
 
   /**
    * A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
-   * all-digit labels only as a dotted quad), or [IPv6] as Guava reads it: never a DNS lookup.
+   * a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6] as Guava
+   * reads it: never a DNS lookup.
    */
   static boolean isHost(String host) {
     if (host.startsWith("[")) {
@@ -230,14 +241,13 @@ final class Cli {
     }
     String name = host.endsWith(".") ? host.substring(0, host.length() - 1) : host;
     String[] labels = name.split("\\.", -1);
-    boolean digits = true;
     for (String label : labels) {
       if (!LABEL.matcher(label).matches()) {
         return false;
       }
-      digits &= DIGITS.matcher(label).matches();
     }
-    return host.length() <= MAX_HOST_CHARS && !digits;
+    return host.length() <= MAX_HOST_CHARS
+        && !NUMERIC_LABEL.matcher(labels[labels.length - 1]).matches();
   }
 
   /** Control and line-separator characters: gRPC refuses some, a log line breaks on others. */
@@ -267,21 +277,33 @@ final class Cli {
   }
 
   /**
-   * The next line of input, split on '\n' only (a '\r' before it dropped), as every client's
-   * ess-smoke splits them: readLine also breaks at a bare '\r' (review 52d), inside one line
-   * elsewhere; null at the end.
+   * The next line of input's bytes, split on '\n' only (a '\r' before it dropped), as every
+   * client's ess-smoke splits them: readLine also breaks at a bare '\r' (review 52d), inside
+   * one line elsewhere; null at the end. Bytes, not text: see {@link #utf8}.
    */
-  static String line(java.io.Reader input) throws java.io.IOException {
-    StringBuilder text = new StringBuilder();
+  static byte[] rawLine(InputStream input) throws IOException {
+    ByteArrayOutputStream bytes = new ByteArrayOutputStream();
     int c;
     while ((c = input.read()) != -1 && c != '\n') {
-      text.append((char) c);
+      bytes.write(c);
     }
-    if (c == -1 && text.length() == 0) {
+    if (c == -1 && bytes.size() == 0) {
       return null;
     }
-    int end = text.length();
-    return end > 0 && text.charAt(end - 1) == '\r' ? text.substring(0, end - 1) : text.toString();
+    byte[] line = bytes.toByteArray();
+    int end = line.length;
+    return end > 0 && line[end - 1] == '\r' ? Arrays.copyOf(line, end - 1) : line;
+  }
+
+  /**
+   * A line's bytes as text, or CharacterCodingException if they are not valid UTF-8 (review
+   * 52e: a lenient reader put U+FFFD in a coid and checked an order under another id).
+   */
+  static String utf8(byte[] line) throws CharacterCodingException {
+    return StandardCharsets.UTF_8.newDecoder()
+        .onMalformedInput(CodingErrorAction.REPORT)
+        .onUnmappableCharacter(CodingErrorAction.REPORT)
+        .decode(ByteBuffer.wrap(line)).toString();
   }
 
   /** An ess-smoke line's words, split on ASCII whitespace only. */

@@ -4,10 +4,11 @@ import dev.ess.client.GuardClient;
 import dev.ess.client.Order;
 import dev.ess.client.Side;
 import dev.ess.client.Verdict;
-import java.io.BufferedReader;
+import java.io.BufferedInputStream;
 import java.io.IOException;
-import java.io.InputStreamReader;
+import java.io.InputStream;
 import java.io.PrintStream;
+import java.nio.charset.CharacterCodingException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 
@@ -22,7 +23,7 @@ import java.time.Duration;
  * <p>It connects (up to 5 s) before it reads stdin; for each line "check ACCOUNT STRATEGY
  * SYMBOL SIDE QTY PRICE COID [DEADLINE_MS]" it prints, flushed, "&lt;microseconds the
  * library's check took&gt; &lt;the ess-check line&gt;". It exits 0 at EOF, 64 on a usage error
- * or a line it cannot read.
+ * or a line it cannot read (one not valid UTF-8 among them).
  */
 public final class Smoke {
   private Smoke() {}
@@ -55,10 +56,17 @@ public final class Smoke {
     PrintStream out = new PrintStream(System.out, false, StandardCharsets.UTF_8);
     try (client) {
       client.connect(Duration.ofSeconds(5)); // as an executor does when it starts
-      BufferedReader input =
-          new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-      String text;
-      while ((text = Cli.line(input)) != null) {
+      InputStream input = new BufferedInputStream(System.in);
+      byte[] raw;
+      for (int number = 1; (raw = Cli.rawLine(input)) != null; number++) {
+        String text;
+        try {
+          text = Cli.utf8(raw);
+        } catch (CharacterCodingException e) {
+          System.err.println("ess-smoke: line " + number + " is not valid UTF-8: "
+              + Cli.quoted(new String(raw, StandardCharsets.UTF_8)));
+          return Cli.EXIT_USAGE;
+        }
         String[] fields = Cli.words(text);
         if (fields.length == 0) {
           continue;

@@ -100,13 +100,16 @@ class CliTest {
   void hostsAreNamesOrAddressesAndPathsPrintableAscii() {
     for (String good : new String[] {"localhost:1", "a.b-c.d:65535", "[::1]:50051",
         "[::ffff:1.2.3.4]:1", "127.0.0.1:50051", "0.0.0.0:1", "localhost.:1",
-        "a".repeat(63) + ":1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b"}) {
+        "a".repeat(63) + ":1", "unix:ess.sock", "unix:///abs", "unix:/tmp/a b",
+        "my-host.example.com:1", "0x.example:1", "1.example:1"}) {
       assertTrue(Cli.isTarget(good), good);
     }
     for (String bad : new String[] {"_:1", "-:1", "..:1", "a..b:1", "a-.b:1",
         "a".repeat(64) + ":1", "[1.2.3.4]:1", "[::1::]:1", "127.1:1", "2130706433:1",
         "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock", "unix:a%2fb", "unix:a#b",
-        "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9"}) {
+        "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9",
+        // Review 52e: a numeric last label (the URL standard's rule) unless a dotted quad.
+        "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1"}) {
       assertFalse(Cli.isTarget(bad), bad);
     }
   }
@@ -157,11 +160,21 @@ class CliTest {
   /** Review 52d: readLine broke a line at a bare \r (two checks where the others refuse one). */
   @Test
   void smokeLinesSplitOnNewlineOnly() throws Exception {
-    java.io.Reader input = new java.io.StringReader("a\rb\r\nc\nd\r");
-    assertEquals("a\rb", Cli.line(input));
-    assertEquals("c", Cli.line(input));
-    assertEquals("d", Cli.line(input));
-    assertEquals(null, Cli.line(input));
+    java.io.InputStream input = new java.io.ByteArrayInputStream(
+        "a\rb\r\nc\nd\r".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+    assertEquals("a\rb", Cli.utf8(Cli.rawLine(input)));
+    assertEquals("c", Cli.utf8(Cli.rawLine(input)));
+    assertEquals("d", Cli.utf8(Cli.rawLine(input)));
+    assertEquals(null, Cli.rawLine(input));
+  }
+
+  /** Review 52e: a lenient decoder read U+FFFD in a coid and checked another order id. */
+  @Test
+  void aSmokeLineNotValidUtf8IsRefused() {
+    for (byte[] bad : new byte[][] {{'o', '-', (byte) 0xff}, {(byte) 0xc3, '('},
+        {(byte) 0xed, (byte) 0xa0, (byte) 0x80}}) {
+      assertThrows(java.nio.charset.CharacterCodingException.class, () -> Cli.utf8(bad));
+    }
   }
 
   /** Review 52d: Go's ParseFloat read the first as far less than 1e13, and allowed it. */
