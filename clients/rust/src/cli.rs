@@ -296,7 +296,8 @@ pub fn target(text: &str) -> Result<(), String> {
 fn is_host(host: &str) -> bool {
     if let Some(inside) = host.strip_prefix('[') {
         return inside.strip_suffix(']').is_some_and(|v6| {
-            v6.bytes().all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+            v6.bytes()
+                .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
                 && v6.parse::<std::net::Ipv6Addr>().is_ok()
         });
     }
@@ -334,7 +335,8 @@ fn is_host(host: &str) -> bool {
 fn is_unix_path(path: &str) -> bool {
     let b = path.as_bytes();
     (1..=MAX_UNIX_PATH_BYTES).contains(&b.len())
-        && b.iter().all(|&c| (b' '..=b'~').contains(&c) && !b"%?#".contains(&c))
+        && b.iter()
+            .all(|&c| (b' '..=b'~').contains(&c) && !b"%?#".contains(&c))
         && b[0] != b' '
         && b[b.len() - 1] != b' '
         && (!path.starts_with("//") || b.len() > 3 && path.starts_with("///") && b[3] != b'/')

@@ -1303,7 +1303,10 @@ fn an_argument_that_is_not_utf8_names_its_flag() {
 /// PATH printable ASCII without URI syntax, and `//` only as `///abs`.
 #[test]
 fn hosts_are_names_or_addresses_and_paths_printable_ascii() {
-    let (label_63, label_64) = (format!("{}:1", "a".repeat(63)), format!("{}:1", "a".repeat(64)));
+    let (label_63, label_64) = (
+        format!("{}:1", "a".repeat(63)),
+        format!("{}:1", "a".repeat(64)),
+    );
     for good in [
         "localhost:1",
         "a.b-c.d:65535",
