@@ -22,9 +22,13 @@ def to_scope(scope: ScopeLike) -> pb.Scope:
 
 def to_enum(enum_type: Any, prefix: str, value: EnumLike) -> int:
     """An enum number passes through; a name is accepted with or without its prefix, in any
-    case ("buy", "SIDE_BUY"). An unknown name raises ValueError."""
+    case of ASCII letters ("buy", "SIDE_BUY"), as the sidecar and the other clients read
+    it (review 53a: Unicode's upper case read "ſymbol" as SYMBOL, "ſell" as SELL). An
+    unknown name raises ValueError."""
     if isinstance(value, int):
         return value
+    if not value.isascii():
+        raise ValueError(f"unknown {enum_type.DESCRIPTOR.name}: {value!r}")
     name = value.upper()
     return enum_type.Value(name if name.startswith(prefix) else prefix + name)
 

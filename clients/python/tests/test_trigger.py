@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ess.v1 import guard_pb2 as pb
-from ess_client.convert import MAX_REASON_CHARS, trigger_request
+from ess_client.convert import MAX_REASON_CHARS, to_scope, to_side, trigger_request
 
 
 def test_unknown_names_halt_are_user_initiated_or_left_out_noted() -> None:
@@ -46,6 +46,19 @@ def test_lone_surrogates_are_replaced_and_a_huge_reason_cut_notes_kept() -> None
 def test_the_scope_stays_strict() -> None:
     with pytest.raises(ValueError):
         trigger_request("NOPE:x", "why", 1, 1, ())
+
+
+@pytest.mark.parametrize("text", ["\u017fymbol:aapl", "\u017ftrategy:momo",
+                                  "SCOPE_KIND_\u017fYMBOL:x", "Strategy :momo"])
+def test_a_kind_is_read_in_ascii_letters_only(text: str) -> None:
+    """Review 53a: Unicode's upper case of the long s is S, so "ſymbol:aapl" was the
+    SYMBOL scope here, and "ſell" a sell, where the sidecar and the other clients refuse
+    them; a kind with spaces around it is refused too, as Go, Rust and Java do."""
+    assert to_scope("symbol:aapl") == pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="aapl")
+    with pytest.raises(ValueError):
+        to_scope(text)
+    with pytest.raises(ValueError):
+        to_side("\u017fell")
 
 
 class Unreadable(str):

@@ -36,7 +36,9 @@ export function toEnum(schema: DescEnum, value: number | string): number {
     return value;
   }
   if (typeof value !== "string") throw new TypeError(`not a ${schema.name}: ${String(value)}`);
-  const name = value.toUpperCase();
+  // ASCII letters only, as the sidecar and the other clients read a name (review 53a:
+  // Unicode's upper case read "ſymbol" as SYMBOL, "ſell" as SELL).
+  const name = /^[\x00-\x7f]*$/.test(value) ? value.toUpperCase() : "";
   const found = schema.values.find((v) => v.name === name || v.localName === name);
   if (found === undefined) throw new TypeError(`unknown ${schema.name}: ${value}`);
   return found.number;
