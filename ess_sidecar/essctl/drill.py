@@ -1,7 +1,10 @@
 """`essctl drill`: trip a scope as a drill, verify denial and the watcher, reset, verify.
 
 Each check the drill makes has a client_order_id of its own (a reused one is denied as a
-duplicate), and each order it was allowed is a working order: the drill ends them (order
+duplicate) and a price of its own, a millionth at most above DRILL_PRICE (review 53a: the
+duplicate rule denies the Nth identical order allowed within its window, so with N = 2 the
+drill's last check was denied every time, and back-to-back drills failed with the
+default), and each order it was allowed is a working order: the drill ends them (order
 update CANCELLED) before it reports, so it leaves no working order behind."""
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class Drill:
         self.report = Report(scope_name(self.scope_pb))
         run_id = secrets.token_hex(6)  # no two drills (nor two checks) share an order id
         self.order_ids = (f"ess-drill-{run_id}-{n}" for n in itertools.count(1))
+        self.prices = (DRILL_PRICE * (1 + n * 1e-12)  # see the module's docstring
+                       for n in itertools.count(1 + secrets.randbelow(1 << 19)))
         self.working: list[str] = []  # client_order_ids of the drill orders allowed
         self.t0 = 0.0
         self.tripping = False
@@ -140,7 +145,7 @@ class Drill:
         ended when the drill is over."""
         order = pb.CheckOrderRequest()
         order.CopyFrom(self.order)
-        order.client_order_id = next(self.order_ids)
+        order.client_order_id, order.price = next(self.order_ids), next(self.prices)
         decision = self.sidecar.call("CheckOrder", order)
         if decision.allowed:
             self.working.append(order.client_order_id)

@@ -564,6 +564,18 @@ def test_drill_passes_with_its_timings_and_is_audited_as_a_drill(
     assert "DRILL FAIL" in busy.stdout
 
 
+def test_drills_pass_where_a_second_identical_order_is_a_duplicate(
+        start_sidecar: StartSidecar) -> None:
+    """Review 53a: the drill's three checks were one order (account, strategy, symbol,
+    side, quantity, price), so with duplicates at 2 its last check was denied and the drill
+    FAILed every time, for a reason that says nothing about the kill switch."""
+    target = start_sidecar("[limits]\nduplicate_identical_orders = 2\n"
+                           "duplicate_window_s = 600\n").uds_target
+    for run in range(2):
+        code, report = essctl_json(target, "drill")
+        assert code == 0 and report["verdict"] == "PASS", (run, report)
+
+
 def test_token_new_prints_a_token_once_and_a_line_the_tokens_file_accepts(
         tmp_path: Path) -> None:
     code, token = essctl_json("unix:/nonexistent", "token", "new", "--role", "operator",
