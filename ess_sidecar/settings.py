@@ -29,7 +29,7 @@ from .domain.breakers import DEBOUNCED, DEFAULT_RULES, WINDOWED, BreakerRule, \
     BreakerSettings
 from .domain.config import GuardConfig, ResumePolicy
 from .domain.errors import InvalidArgument, InvalidConfig
-from .domain.ids import canonical_symbol, fold_symbol
+from .domain.ids import canonical_symbol, fold_symbol, shown
 from .domain.limits import LimitSettings
 from .domain.scopes import Scope, ScopeKind
 from .domain.states import TriggerMode
@@ -352,9 +352,12 @@ SPELL_ALIKE = " (an ESS_* variable overrides the file's entry when spelled alike
 def _scope_key(text: str) -> str:
     """A `[scopes]` key with its case-insensitive parts in upper case: the kind, and a
     symbol's id ("strategy:Momo" is "STRATEGY:Momo", "symbol:aapl" is "SYMBOL:AAPL");
-    strategy and account ids keep their case. Parsing and validation come later."""
+    strategy and account ids keep their case. Parsing and validation come later. The
+    kind is read as `Scope.parse` reads it, in ASCII letters with spaces around it let go
+    (review 53a: "symbol :aapl" in the file and a variable for SYMBOL:AAPL were two
+    entries, and the start refused); one that is not ASCII is left for the parse to refuse."""
     kind, colon, identifier = text.partition(":")
-    kind = kind.upper()
+    kind = kind.strip(" \t").upper() if kind.isascii() else kind
     return kind + colon + (fold_symbol(identifier) if kind == "SYMBOL" else identifier)
 
 
@@ -525,7 +528,7 @@ class IdKeyedTomlSource(TomlConfigSettingsSource):
                 for text, value in section[name].items():
                     spelled = key(text) if isinstance(text, str) else text
                     if spelled in keyed:
-                        raise InvalidConfig(f'{".".join(path)}."{text}"',
+                        raise InvalidConfig(f'{".".join(path)}."{shown(text)}"',
                                             f"names {spelled} again")
                     keyed[spelled], written[name, spelled] = value, text
                 section[name] = keyed
@@ -647,10 +650,10 @@ class Settings(BaseSettings):
             try:
                 scope = Scope.parse(text)
             except InvalidArgument as error:
-                raise InvalidConfig(f'scopes."{text}"', str(error)) from None
+                raise InvalidConfig(f'scopes."{shown(text)}"', str(error)) from None
             if scope in overrides:  # "symbol:aapl" and "SYMBOL:AAPL": which would win?
-                raise InvalidConfig(f'scopes."{text}"', f"names {scope} again{SPELL_ALIKE}")
-            prefix = f'scopes."{text}".breakers'
+                raise InvalidConfig(f'scopes."{shown(text)}"', f"names {scope} again{SPELL_ALIKE}")
+            prefix = f'scopes."{shown(text)}".breakers'
             overrides[scope] = _rules(prefix, override.breakers, defaults, only_given=True)
         return BreakerSettings(defaults=defaults, overrides=overrides)
 
@@ -666,14 +669,14 @@ class Settings(BaseSettings):
             try:
                 symbol = canonical_symbol(text, "symbol")
             except InvalidArgument as error:
-                raise InvalidConfig(f'limits.symbols."{text}"', str(error)) from None
+                raise InvalidConfig(f'limits.symbols."{shown(text)}"', str(error)) from None
             if symbol in by_symbol:
-                raise InvalidConfig(f'limits.symbols."{text}"',
+                raise InvalidConfig(f'limits.symbols."{shown(text)}"',
                                     f"names {symbol} again{SPELL_ALIKE}")
             for name, value in values.items():  # review 42f: 0 read as "none allowed"
                 if value == 0 and getattr(default, name, 0):
                     raise InvalidConfig(
-                        f'limits.symbols."{text}".{name}', "0 would turn off for this symbol"
+                        f'limits.symbols."{shown(text)}".{name}', "0 would turn off for this symbol"
                         " the limit [limits] sets for every other: to forbid the symbol,"
                         f" trip SYMBOL:{symbol}; to lift its limit, give a large value")
             by_symbol[symbol] = dataclasses.replace(default, **values)

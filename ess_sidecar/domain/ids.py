@@ -48,6 +48,16 @@ def blank(value: str) -> bool:
     return all(c.isspace() or ord(c) in _INVISIBLE for c in value)
 
 
+def shown(value: str) -> str:
+    """`value` as an error message names it: each character that shows nothing (but the
+    ASCII space) or is not printable written as its escape, `\\u115f` (review 53a: a key
+    holding an invisible character, printed as it was, showed nothing to delete)."""
+    return "".join(c if c == " " or (c.isprintable() and not c.isspace()
+                                     and ord(c) not in _INVISIBLE)
+                   else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
+                   for c in value)
+
+
 def canonical_id(value: str, field: str) -> str:
     """`value` if it is a canonical id; InvalidArgument naming `field` otherwise."""
     # The hot path: printable ASCII is NFC, has no default-ignorable code point and no

@@ -307,6 +307,37 @@ def test_the_case_insensitive_parts_of_an_id_merge_file_and_variable(monkeypatch
     assert (aapl.max_order_quantity, aapl.price_band_pct) == (100.0, 3.0)
 
 
+def test_a_kind_with_spaces_merges_and_one_not_ascii_is_refused(monkeypatch,
+                                                                tmp_path) -> None:
+    """Review 53a: the file's `[scopes."symbol :aapl"]` (a scope as the sidecar reads one)
+    and ESS_SCOPES__SYMBOL:AAPL__... were two entries, and the start was refused as naming
+    SYMBOL:AAPL twice. "ſymbol" (whose Unicode capital is SYMBOL) is no kind."""
+    config = tmp_path / "ess.toml"
+    config.write_text('[scopes."symbol :aapl".breakers.daily_drawdown_pct]\nthreshold = 4.0\n')
+    monkeypatch.setenv("ESS_SCOPES__SYMBOL:AAPL__BREAKERS__DAILY_DRAWDOWN_PCT__CONSECUTIVE", "6")
+    rule = load_settings(config).guard_config().breakers.overrides[
+        Scope(ScopeKind.SYMBOL, "AAPL")]["daily_drawdown_pct"]
+    assert (rule.threshold, rule.consecutive) == (4.0, 6)
+    config.write_text('[scopes."\u017fymbol:aapl".breakers.daily_drawdown_pct]\nthreshold = 4\n')
+    monkeypatch.delenv("ESS_SCOPES__SYMBOL:AAPL__BREAKERS__DAILY_DRAWDOWN_PCT__CONSECUTIVE")
+    with pytest.raises(InvalidConfig, match="scope kind"):
+        load_settings(config).guard_config()
+
+
+def test_a_key_refused_for_an_invisible_character_shows_it_escaped(tmp_path) -> None:
+    """Review 53a: the key was printed as written, so the operator saw "AAPL" and nothing
+    to delete."""
+    config = tmp_path / "ess.toml"
+    config.write_text('[limits.symbols."AAPL\U000e0041"]\nmax_order_quantity = 1\n'
+                      '[scopes."strategy:mo\u115f"]\n', encoding="utf-8")
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(config).guard_config()
+    message = str(raised.value)
+    assert ('limits.symbols."AAPL\\U000e0041"' in message
+            or 'scopes."strategy:mo\\u115f"' in message), message
+    assert "\U000e0041" not in message and "\u115f" not in message
+
+
 def test_a_variable_naming_a_symbol_whose_capital_decomposes_sets_its_limits(
         monkeypatch, tmp_path) -> None:
     """Review 35: "ΐ" (U+0390) upper-cases to Ϊ́ decomposed, which was the variable's key
