@@ -56,8 +56,10 @@ same."""
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -271,6 +273,40 @@ def accepted_forms(check: Path, smoke_program: Path, process: SidecarProcess) ->
                                capture_output=True, text=True, timeout=60)
         assert taken.returncode in (0, 2), taken
     taken_numbers(check, smoke_program, process)
+    scheme_hosts(check)
+
+
+def scheme_hosts(check: Path) -> None:
+    """A host that is one of gRPC's schemes is a host, looked up by name: it reaches no Unix
+    socket (review 53b: gRPC read `unix-abstract:N` as the abstract socket "N" and `UNIX:N`
+    as the socket file ./N in the Python, Go and C++ clients, which then checked with
+    whatever answered there). Listeners at both places fail the test if anything connects."""
+    with tempfile.TemporaryDirectory(prefix="ess-scheme-") as cwd:
+        port = random.SystemRandom().randrange(1024, 65536)  # the abstract name: unique
+        listeners = []
+        for address in (f"\0{port}", f"{cwd}/{port}"):
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(address)
+            listener.listen(8)
+            listener.setblocking(False)
+            listeners.append(listener)
+        try:
+            for host in ("unix-abstract", "UNIX-ABSTRACT", "UNIX", "Unix", "dns", "ipv4"):
+                taken = subprocess.run([str(check), *check_args(f"{host}:{port}",
+                                                                deadline_ms=200)],
+                                       cwd=cwd, capture_output=True, text=True, timeout=60)
+                assert taken.returncode == 2, (host, taken)  # looked up, and failed closed
+                assert "CLIENT_FAIL_CLOSED" in taken.stdout, (host, taken)
+                for listener in listeners:
+                    try:
+                        reached = listener.accept()[0]
+                    except BlockingIOError:
+                        continue
+                    reached.close()
+                    raise AssertionError(f"{host}:{port} reached {listener.getsockname()!r}")
+        finally:
+            for listener in listeners:
+                listener.close()
 
 
 def taken_numbers(check: Path, smoke_program: Path, process: SidecarProcess) -> None:

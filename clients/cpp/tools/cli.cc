@@ -256,7 +256,10 @@ void Flags::Target(const std::string& flag, std::string* value, const std::strin
                     if (!IsTarget(text)) {
                       return "expected HOST:PORT or unix:PATH, got " + Quoted(text);
                     }
-                    *value = text;
+                    // HOST:PORT as dns:///HOST:PORT, where gRPC would read a host that is
+                    // one of its schemes as the scheme (review 53b: "unix-abstract:1"
+                    // reached the abstract Unix socket "1").
+                    *value = text.rfind("unix:", 0) == 0 ? text : "dns:///" + text;
                     return std::string();
                   }};
   order_.push_back(flag);

@@ -60,7 +60,8 @@ class Flags {
   // A string that must not be empty or blank: an empty --coid would have the library make
   // one up that ess-check never prints.
   void NonBlank(const std::string& flag, std::string* value, const std::string& help);
-  // A target (IsTarget): a typo must not look like an outage (a check that fails closed).
+  // A target (IsTarget), stored as gRPC is given it (HOST:PORT as dns:///HOST:PORT): a typo
+  // must not look like an outage (a check that fails closed).
   void Target(const std::string& flag, std::string* value, const std::string& help);
   void Positive(const std::string& flag, double* value, const std::string& help);
   void DeadlineMs(const std::string& flag, std::chrono::microseconds* value,

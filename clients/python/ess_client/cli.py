@@ -136,11 +136,18 @@ def _is_host(host: str) -> bool:
             and not _NUMERIC_LABEL.fullmatch(labels[-1]))
 
 
+def _dialled(target: str) -> str:
+    """The target as gRPC is given it: HOST:PORT as `dns:///HOST:PORT`, where gRPC would
+    read a host that is one of its schemes as the scheme (review 53b: `unix-abstract:1`
+    reached the abstract Unix socket "1", `UNIX:1` the socket file ./1)."""
+    return target if target.startswith("unix:") else f"dns:///{target}"
+
+
 def _client(prog: str, target: str, **options: object) -> GuardClient:
     """GuardClient(target, ...); a target (or a token) it refuses all the same is a usage
     error, not a traceback."""
     try:
-        return GuardClient(target, **options)  # type: ignore[arg-type]
+        return GuardClient(_dialled(target), **options)  # type: ignore[arg-type]
     except ValueError as error:
         # The library's own words say which: its target, or the token's metadata; anything
         # else names the construction's flags rather than blame one it was not (review 52d).

@@ -42,7 +42,7 @@ func main() {
 	if *token != "" {
 		options = append(options, ess.WithToken(*token))
 	}
-	client, err := ess.New(target.Value, options...)
+	client, err := ess.New(target.Dial(), options...)
 	if err != nil { // a target the library refuses all the same
 		cli.Usage(fs, fmt.Errorf("argument --target: %w", err))
 	}

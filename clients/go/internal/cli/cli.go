@@ -154,6 +154,16 @@ func (t *Target) String() string {
 	return t.Value
 }
 
+// Dial is the target as gRPC is given it: HOST:PORT as dns:///HOST:PORT, where gRPC would
+// read a host that is one of its schemes as the scheme (review 53b: "unix-abstract:1"
+// reached the abstract Unix socket "1", "UNIX:1" the socket file ./1).
+func (t *Target) Dial() string {
+	if strings.HasPrefix(t.Value, "unix:") {
+		return t.Value
+	}
+	return "dns:///" + t.Value
+}
+
 func (t *Target) Set(text string) error {
 	if !IsTarget(text) {
 		return fmt.Errorf("expected HOST:PORT or unix:PATH, got %q", text)

@@ -147,14 +147,16 @@ export function deadline(name: string, text: string | boolean | undefined, fallb
 
 /**
  * HOST:PORT or unix:PATH, or a usage error naming the option: a typo must not look like an
- * outage (a check that fails closed).
+ * outage (a check that fails closed). Returned as gRPC is given it: HOST:PORT as
+ * dns:///HOST:PORT, where gRPC would read a host that is one of its schemes as the scheme
+ * (review 53b: "unix-abstract:1" reached the abstract Unix socket "1" in three clients).
  */
 export function checkedTarget(name: string, text: string | boolean | undefined): string {
   const given = typeof text === "string" ? text : "";
   if (!isTarget(given)) {
     throw new UsageError(`--${name} must be HOST:PORT or unix:PATH, got ${quoted(text)}`);
   }
-  return given;
+  return given.startsWith("unix:") ? given : `dns:///${given}`;
 }
 
 /**

@@ -194,7 +194,11 @@ final class Cli {
 
   /**
    * A flag's value, which must be a target (see {@link #isTarget}): a typo must not look like
-   * an outage (a check that fails closed).
+   * an outage (a check that fails closed). Returned as gRPC is given it: HOST:PORT as
+   * dns:///HOST:PORT, where gRPC would read a host that is one of its schemes as the scheme
+   * (review 53b: "unix-abstract:1" reached the abstract Unix socket "1" in three clients).
+   * A [IPv6] host, which no scheme reads, is left as it is: java.net.URI refuses a '[' in the
+   * path of dns:///[::1]:1, and gRPC makes that URI of it itself.
    */
   String target(String flag) throws UsageError {
     String text = get(flag);
@@ -202,7 +206,7 @@ final class Cli {
       throw new UsageError("argument --" + flag + ": expected HOST:PORT or unix:PATH, got "
           + quoted(text));
     }
-    return text;
+    return text.startsWith("unix:") || text.startsWith("[") ? text : "dns:///" + text;
   }
 
   /**
