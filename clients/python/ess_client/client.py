@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 import numbers
+import os
 import re
 import secrets
 from collections import Counter
@@ -52,9 +53,28 @@ CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
                    ("grpc.use_local_subchannel_pool", 1))
 
 
+# How many times this process's line has forked since this module was loaded, counted in
+# the child. A client made before a fork shares its connection, its stream and its order
+# ids with the other process (review 53b: a child checking through it took the parent's
+# answers, so the parent's checks waited out their deadlines, and a fail-open parent
+# allowed orders the sidecar denied; both made the same client_order_ids).
+_FORKS = [0]
+
+
+def _forked() -> None:
+    _FORKS[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+FORKED = "this client was made before the process forked: make one in this process"
+
+
 class GuardClient:
     """A client of one sidecar. `check` never raises (fail-closed); the other RPCs raise
-    grpc.aio.AioRpcError like any gRPC call. Use from one event loop; close() when done."""
+    grpc.aio.AioRpcError like any gRPC call. Use from the event loop it was made in (or,
+    made outside one, the loop of its first check), in the process it was made in: a
+    check from another loop or from a forked child is denied unsent (CLIENT_ERROR), and
+    the other RPCs there raise RuntimeError. close() when done."""
 
     def __init__(self, target: str, *, check_timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
                  rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S, fail_open: bool = False,
@@ -89,6 +109,11 @@ class GuardClient:
         self._stream: CheckStream | None = None
         self.streams_opened = 0  # more than one means the stream was replaced after a failure
         self._closed = False
+        self._forks = _FORKS[0]
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # the first check's
         if fail_open:
             log.warning("ess client for %s is FAIL-OPEN: orders are allowed when the sidecar "
                         "cannot be reached", target)
@@ -165,6 +190,8 @@ class GuardClient:
                                   reduce_only, client_order_id, replaces_client_order_id)
             if self._closed:
                 verdict = failed(Failure.CLIENT_ERROR, "the client is closed")
+            elif (unusable := self._unusable()):
+                verdict = failed(Failure.CLIENT_ERROR, unusable)
             else:  # a bad timeout raises before anything is sent
                 verdict = await ask(order, valid_timeout(
                     self.check_timeout_s if timeout_s is None else timeout_s))
@@ -173,6 +200,20 @@ class GuardClient:
         if verdict.failure is not None:
             verdict = self._policy.apply(verdict)
         return dataclasses.replace(verdict, client_order_id=client_order_id)
+
+    def _unusable(self) -> str:
+        """Why this client cannot be used here, or "". From another event loop, gRPC sent
+        the order and then failed to await its answer (review 53b: checks from threads
+        with loops of their own were denied, and the sidecar counted each as a working
+        order); from a forked child, see _FORKS."""
+        if self._forks != _FORKS[0]:
+            return FORKED
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            return "used from an event loop other than its own: use one client per loop"
+        return ""
 
     async def _ask(self, order: pb.CheckOrderRequest, timeout_s: float) -> Verdict:
         return await self._current_stream().ask(next(self._ids), order, timeout_s)
@@ -217,8 +258,13 @@ class GuardClient:
         return self._stream
 
     async def close(self) -> None:
-        """Deny checks in flight, end the stream and close our channel; later checks deny."""
+        """Deny checks in flight, end the stream and close our channel; later checks deny.
+        In a forked child it only marks the client closed: ending the stream there would
+        end the parent's, whose connection it is."""
         self._closed = True
+        if self._forks != _FORKS[0]:
+            self._stream = None
+            return
         if self._stream is not None:
             await self._stream.close()
             self._stream = None  # its call held this client's connection open (review 44h)
@@ -340,6 +386,8 @@ class GuardClient:
         return await self._unary(self._stub.GetState, pb.GetStateRequest())
 
     async def _unary(self, method: Any, request: Any) -> Any:
+        if unusable := self._unusable():
+            raise RuntimeError(unusable)
         return await method(request, timeout=self.rpc_timeout_s,
                             metadata=self._metadata or None)
 

@@ -46,6 +46,11 @@ class Verdict:
     blocking_scope: str = ""
     client_order_id: str = ""  # the order's id: report its fills and updates with it
 
+    def __bool__(self) -> bool:
+        """`allowed`, so that `if await client.check(...):` sends only what was allowed
+        (review 53b: every Verdict was true, a denial's too)."""
+        return self.allowed
+
     @property
     def reason_name(self) -> str:
         """The reason without its prefix, e.g. "SCOPE_TRIPPED"; the failure value if failed."""

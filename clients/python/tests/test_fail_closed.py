@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import SLACK_S, Answer, StartScripted
+from conftest import SLACK_S, Answer, ScriptedGuard, ScriptedServer, StartScripted
 
 from ess.v1 import guard_pb2 as pb
 from ess.v1 import guard_pb2_grpc as pb_grpc
@@ -534,3 +534,82 @@ async def test_a_unary_check_in_flight_when_the_client_closes_is_denied_not_rais
     verdict = await checking
     assert not checking.cancelled()
     assert (verdict.allowed, verdict.failure) == (False, Failure.CLIENT_ERROR)
+
+
+def test_a_verdict_is_true_only_when_allowed() -> None:
+    """Review 53b: every Verdict was true, so `if await client.check(...):` sent denied
+    orders."""
+    assert Verdict(allowed=True) and not Verdict(allowed=False, reason=DENIED.reason)
+    assert not client_module.failed(Failure.DEADLINE, "late")
+
+
+@pytest.mark.parametrize("unary", [False, True])
+async def test_a_check_from_another_event_loop_is_denied_unsent(scripted: StartScripted,
+                                                                unary: bool) -> None:
+    """Review 53b: from a thread running a loop of its own, the stream sent the order, then
+    failed to await its answer: the caller was denied, and the sidecar counted a working
+    order nobody would end. Now nothing is sent: only this loop's two checks arrive."""
+    server = await scripted(lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=ALLOWED))
+    async with GuardClient(server.target, check_timeout_s=5) as guard:
+        check = guard.check_unary if unary else guard.check
+        assert (await check(**ORDER)).allowed
+        elsewhere = await asyncio.to_thread(asyncio.run, check(**ORDER))
+        assert (elsewhere.allowed, elsewhere.failure) == (False, Failure.CLIENT_ERROR)
+        assert "event loop" in elsewhere.message
+        assert (await check(**ORDER)).allowed
+        assert server.guard.received == 2
+        with pytest.raises(RuntimeError, match="event loop"):
+            await asyncio.to_thread(asyncio.run, guard.get_state())
+
+
+FORK_PROGRAM = """
+import asyncio, os, sys
+from ess_client import GuardClient
+
+ORDER = dict(account="acc-1", strategy="momo", symbol="AAPL", side="BUY", quantity=1,
+             price=100)
+
+async def main() -> None:
+    guard = GuardClient(sys.argv[1], check_timeout_s=2, fail_open=True)
+    assert (await guard.check(**ORDER)).allowed  # the stream is open
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        verdict = await guard.check(**ORDER)
+        await guard.close()
+        os.write(write, f"{verdict.allowed} {verdict.failure} {verdict.message}".encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    print("child:", os.read(read, 4096).decode())
+    verdict = await guard.check(**ORDER)
+    print("parent:", verdict.allowed, verdict.failure, guard.streams_opened)
+    await guard.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_client_made_before_a_fork_denies_in_the_child_unsent() -> None:
+    """Review 53b: a child checking through its parent's client took the parent's answers
+    (the parent's checks waited out their deadlines, and a fail-open parent allowed
+    orders the sidecar denied), and made the parent's client_order_ids. In the child, a
+    check is denied unsent (CLIENT_ERROR, which fail-open never flips) and close() leaves
+    the parent's stream alone: the parent's next check goes through that stream."""
+    server = ScriptedServer(ScriptedGuard(lambda r: pb.CheckOrderStreamResponse(
+        request_id=r.request_id, decision=ALLOWED)))
+    await server.server.start()
+    try:
+        program = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FORK_PROGRAM, server.target,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(60):
+            out, err = await program.communicate()
+        assert program.returncode == 0, err.decode()
+        lines = dict(line.split(": ", 1) for line in out.decode().splitlines())
+        assert lines["child"].startswith("False Failure.CLIENT_ERROR this client was made"
+                                         " before the process forked"), lines
+        assert lines["parent"] == "True None 1", lines
+        assert server.guard.received == 2  # the child's check was never sent
+    finally:
+        await server.server.stop(None)
