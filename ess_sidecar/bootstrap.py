@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import secrets
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -151,10 +151,16 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     alerts = open_alerts(settings)
     steady = None
     if clock is None:  # serving: a step of the system clock moves no deadline
-        written_at = os.stat(journal.path).st_mtime \
+        written_at = journal.last_written \
             if isinstance(journal, FileJournal) and entries else None
-        clock = steady = steady_clock(latest_time(stored, entries),
-                                      last_clock_read(entries, written_at))
+        last = last_clock_read(entries, written_at)
+        if last is not None and last.wall == written_at \
+                and not any(isinstance(command, ClockRead) for command, _ in entries):
+            log.warning("the journal holds no clock reading (an earlier version wrote it):"
+                        " the sidecar stopped when it was last written, by the file's time"
+                        " (%s); a copy that did not keep file times loses the downtime",
+                        datetime.fromtimestamp(written_at, timezone.utc).isoformat())
+        clock = steady = steady_clock(latest_time(stored, entries), last)
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers,
                            2 * settings.watch.heartbeat_interval_s,
                            most_scopes=settings.watch.max_scopes,

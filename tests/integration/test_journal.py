@@ -221,6 +221,20 @@ def test_a_record_a_kill_cut_short_past_the_seal_is_cut_not_damage(tmp_path: Pat
     assert journal(tmp_path).load() == [*EVERY_COMMAND, EVERY_COMMAND[1]]
 
 
+def test_the_time_of_the_last_write_is_the_files_before_a_torn_record_is_cut(
+        tmp_path: Path) -> None:
+    """Review 53d: cutting the torn record set the file's mtime to now, and an earlier
+    version's journal (no ClockRead) stands in its mtime for when the sidecar stopped: the
+    start took the whole downtime for none, and an executor that died meanwhile got a full
+    TTL from the start, allowed meanwhile."""
+    path, sealed = torn(tmp_path)
+    os.utime(path, (1_000_000.0, 1_000_000.0))
+    again = journal(tmp_path)
+    again.load()
+    assert path.stat().st_size == sealed and path.stat().st_mtime > 1_000_000.0  # cut
+    assert again.last_written == 1_000_000.0
+
+
 @pytest.mark.parametrize("where", ["not at a page boundary", "below the seal"])
 def test_a_torn_end_that_a_kill_cannot_leave_is_damage(tmp_path: Path, where: str) -> None:
     path, _ = torn(tmp_path, extra=7 if where == "not at a page boundary" else 0,

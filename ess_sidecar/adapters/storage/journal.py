@@ -154,6 +154,10 @@ class FileJournal(Journal):
         self._said_after = b""  # what the syncer wrote after an answer, in the same read
         self._replaced_at: float | None = None  # when a syncer was last replaced (clock)
         self._torn: int | None = None  # where a record a kill cut short starts (load)
+        # When the file was last written (its mtime) as load() found it, before cutting a
+        # torn record moved it to now (review 53d: an earlier version's journal holds no
+        # ClockRead, and that cut made the start take its downtime for none).
+        self.last_written: float | None = None
 
     # -- Journal ----------------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class FileJournal(Journal):
             self._written = self._synced = (0, self._genesis)
         try:
             data = read_regular(self.path)
+            self.last_written = os.stat(self.path).st_mtime
         except FileNotFoundError:
             if seal is not None:
                 raise JournalDamaged(f"journal {self.path} is missing but its seal"
