@@ -53,7 +53,8 @@ def last_clock_read(entries: list[JournalEntry], written_at: float | None = None
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
-    """Redo every journaled command. Raises StoreDamaged if one does not fit."""
+    """Redo every journaled command. Raises StoreDamaged if one does not fit. A four-eyes
+    request this version's rules refuse is gone, and said so (review 53d: silently)."""
     for number, (command, transitions) in enumerate(entries, 1):
         try:
             engine.replay(command, transitions)
@@ -65,6 +66,10 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
             raise StoreDamaged(f"journal entry {number} ({type(command).__name__}) cannot be"
                                f" replayed: internal error ({type(error).__name__}: {error})"
                                ) from error
+    for refused in engine.refused_in_replay:
+        log.warning("a four-eyes request in the journal is refused by this version's rules,"
+                    " so it is gone (ask again): %s", refused)
+    engine.refused_in_replay.clear()
 
 
 def respelled(engine: GuardEngine) -> str:

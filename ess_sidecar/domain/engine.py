@@ -9,7 +9,6 @@ and while it stores a plan's transitions it `hold`s them, so that they already d
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 from collections.abc import Iterable
@@ -109,6 +108,9 @@ class GuardEngine:
         # Registrations the replayed journal ended (start-up only: a store that still has
         # one, its delete failed or never came, must not bring it back; recovery.py).
         self.deregistered_in_replay: set[tuple[str, Scope]] = set()
+        # Four-eyes requests the journal holds that this version's rules refuse (a reason
+        # an earlier version took: review 53d), for the start to say they are gone.
+        self.refused_in_replay: list[str] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1080,9 +1082,13 @@ class GuardEngine:
                     self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
                     self.deregistered_in_replay.discard((executor_id, scope))
             case ResetAsked(scope, reason, force, actor, now, latches, void, credential):
-                with contextlib.suppress(ResetRefused, InvalidArgument):  # its transitions
-                    self.plan_reset(scope, reason, force, actor, now, latches,  # count
+                try:  # its transitions count
+                    self.plan_reset(scope, reason, force, actor, now, latches,
                                     void=void, credential=credential)
+                except ResetRefused:
+                    pass
+                except InvalidArgument as error:
+                    self.refused_in_replay.append(f"{actor}'s reset of {scope}: {error}")
             case TimersRan(now):
                 self.expire(now)
             case Restored(now, version):

@@ -159,3 +159,18 @@ def test_a_real_trip_during_a_drill_latches_as_real(engine, real_trip):
     assert current.state is State.TRIPPED and not current.drill
     with pytest.raises(ResetRefused, match="cooldown"):
         reset_by(engine, "alice", T0 + 2)
+
+
+def test_a_journaled_request_this_versions_rules_refuse_is_said_to_be_gone(caplog):
+    """Review 53d: an earlier version took "\u2800" alone as a reset's reason; replayed
+    after the upgrade, its four-eyes request was dropped without a word, and the second
+    operator's approval became a new request."""
+    from ess_sidecar.domain.commands import ResetAsked
+    from ess_sidecar.recovery import replay
+
+    engine = four_eyes()
+    trip(engine, strategy())
+    replay(engine, [(ResetAsked(strategy(), "\u2800", True, "alice", AFTER), ())])
+    assert engine.refused_in_replay == []  # said, then cleared
+    assert engine.approvals.pending(strategy(), engine.version, AFTER) is None
+    assert f"alice's reset of {strategy()}: reason" in caplog.text and "ask again" in caplog.text
