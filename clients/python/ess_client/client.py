@@ -54,27 +54,38 @@ CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 50),
 
 
 # How many times this process's line has forked since this module was loaded, counted in
-# the child. A client made before a fork shares its connection, its stream and its order
-# ids with the other process (review 53b: a child checking through it took the parent's
-# answers, so the parent's checks waited out their deadlines, and a fail-open parent
-# allowed orders the sidecar denied; both made the same client_order_ids).
+# the child, and how many clients it has made. A client made before a fork shares its
+# connection, its stream and its order ids with the other process (review 53b: a child
+# checking through it took the parent's answers, so the parent's checks waited out their
+# deadlines, and a fail-open parent allowed orders the sidecar denied; both made the same
+# client_order_ids). Nor does gRPC survive fork(): a new client in a child forked after
+# one was made stalled the parent's checks the same way (review 53c), so none is made.
 _FORKS = [0]
+_MADE = [0]
+_FORKED_FROM_GRPC = [False]
+_LEFT_IN_THE_PARENT: list[object] = []  # a forked child's closed clients' gRPC objects
 
 
 def _forked() -> None:
     _FORKS[0] += 1
+    _FORKED_FROM_GRPC[0] = _FORKED_FROM_GRPC[0] or _MADE[0] > 0
 
 
 os.register_at_fork(after_in_child=_forked)
-FORKED = "this client was made before the process forked: make one in this process"
+FORKED = "this client was made before the process forked, and gRPC does not survive a" \
+    " fork: start child processes with multiprocessing's 'spawn' or 'forkserver' method"
+FORKED_FROM_GRPC = "this process was forked from one that had made a client, and gRPC" \
+    " does not survive a fork (a client here stalls the parent's checks): start child" \
+    " processes with multiprocessing's 'spawn' or 'forkserver' method, or fork first"
 
 
 class GuardClient:
     """A client of one sidecar. `check` never raises (fail-closed); the other RPCs raise
-    grpc.aio.AioRpcError like any gRPC call. Use from the event loop it was made in (or,
-    made outside one, the loop of its first check), in the process it was made in: a
-    check from another loop or from a forked child is denied unsent (CLIENT_ERROR), and
-    the other RPCs there raise RuntimeError. close() when done."""
+    grpc.aio.AioRpcError like any gRPC call. Make it in the running event loop that uses
+    it, and use it from that loop, in the process that made it: a check from another
+    loop or from a forked child is denied unsent (CLIENT_ERROR), and the other RPCs there
+    raise RuntimeError; none is made in a process forked after one was (RuntimeError).
+    close() when done."""
 
     def __init__(self, target: str, *, check_timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
                  rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S, fail_open: bool = False,
@@ -90,6 +101,8 @@ class GuardClient:
         a day, for the other RPCs: gRPC cannot carry 1e10 s, and the call would fail
         unsent, a trigger included) raises TypeError or ValueError; so does a `target`
         gRPC cannot use at all (a Unix socket's path over 107 bytes)."""
+        if _FORKED_FROM_GRPC[0]:
+            raise RuntimeError(FORKED_FROM_GRPC)
         self.check_timeout_s = valid_timeout(check_timeout_s)
         self.rpc_timeout_s = valid_timeout(rpc_timeout_s, "an RPC timeout", MAX_RPC_TIMEOUT_S)
         bearer = token.strip(ASCII_SPACE) if token else ""  # a file's newline, not U+0085
@@ -110,6 +123,7 @@ class GuardClient:
         self.streams_opened = 0  # more than one means the stream was replaced after a failure
         self._closed = False
         self._forks = _FORKS[0]
+        _MADE[0] += 1
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -132,8 +146,8 @@ class GuardClient:
         """Connect and open the stream (the sidecar answers its headers at once), so the
         first check does not pay for either. Returns whether the sidecar was reached within
         `timeout_s`; never raises."""
-        if self._closed:  # review 44i: it opened a stream nothing would close
-            return False
+        if self._closed or self._unusable():  # review 44i: it opened a stream nothing
+            return False  # would close; 53c: from another loop, gRPC raised
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             async with asyncio.timeout_at(deadline):
@@ -262,8 +276,8 @@ class GuardClient:
         In a forked child it only marks the client closed: ending the stream there would
         end the parent's, whose connection it is."""
         self._closed = True
-        if self._forks != _FORKS[0]:
-            self._stream = None
+        if self._forks != _FORKS[0]:  # kept: gRPC's objects freed in a child crash it
+            _LEFT_IN_THE_PARENT.append((self._stream, self._channel, self._stub))
             return
         if self._stream is not None:
             await self._stream.close()
