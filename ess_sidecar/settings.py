@@ -650,7 +650,7 @@ class Settings(BaseSettings):
             try:
                 scope = Scope.parse(text)
             except InvalidArgument as error:
-                raise InvalidConfig(f'scopes."{shown(text)}"', str(error)) from None
+                raise InvalidConfig(f'scopes."{shown(text)}"', shown(str(error))) from None
             if scope in overrides:  # "symbol:aapl" and "SYMBOL:AAPL": which would win?
                 raise InvalidConfig(f'scopes."{shown(text)}"', f"names {scope} again{SPELL_ALIKE}")
             prefix = f'scopes."{shown(text)}".breakers'
@@ -669,7 +669,7 @@ class Settings(BaseSettings):
             try:
                 symbol = canonical_symbol(text, "symbol")
             except InvalidArgument as error:
-                raise InvalidConfig(f'limits.symbols."{shown(text)}"', str(error)) from None
+                raise InvalidConfig(f'limits.symbols."{shown(text)}"', shown(str(error))) from None
             if symbol in by_symbol:
                 raise InvalidConfig(f'limits.symbols."{shown(text)}"',
                                     f"names {symbol} again{SPELL_ALIKE}")
