@@ -43,9 +43,9 @@ Go's ParseFloat misread one of 800 digits, 1e13 as a far smaller number, and all
 bound bounds every parser; a subnormal one is a number: the sidecar judges it); a target is `HOST:PORT` or `unix:PATH`. HOST (review 52d: gRPC's
 resolvers read `127.1` and `2130706433` their own ways) is a dotted quad (4 parts of 0-255, no
 leading zero), an RFC 1123 name (dot-separated labels of 1-63 of `[A-Za-z0-9-]`, not led or
-ended by `-`, at most 253 characters, one trailing dot allowed; a last label of digits only,
-or `0x`/`0X` and hex digits only, only as a dotted quad: review 52e, the URL standard's rule,
-`0x7f.1` reached 127.0.0.1 in two clients) or `[IPv6]` (`[0-9A-Fa-f:.]`, no zone, a literal the language's own parser
+ended by `-`, at most 253 characters, one trailing dot allowed; its last label led by a
+letter: review 52e, a numeric one is an address to the URL standard, and `0x7f.1` reached
+127.0.0.1 in two clients; review 53b, Java's URI refused `a.1b`) or `[IPv6]` (`[0-9A-Fa-f:.]`, no zone, a literal the language's own parser
 takes); PORT 1-65535, 1-5 digits. PATH is 1-107 bytes (the kernel's sun_path with its NUL)
 of printable ASCII (0x20-0x7E; review 52d: Java refused non-ASCII paths that worked), not
 led or ended by a space, none of `%`, `?`, `#` (URI syntax to some: `q?x.sock` reached `q`),
@@ -112,7 +112,9 @@ BAD_TARGETS = ("127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "unix:", "unix
                "unix:q?x.sock", "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x",
                "unix://", "unix:/tmp/é",
                # review 52e: a numeric last label (the URL standard's rule) unless a quad
-               "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1")
+               "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1",
+               # review 53b: Java's URI refused a last label led by a digit: none may be
+               "a.1b:1", "localhost.1x:1", "a.9z-y:1", "a.0x1g:1", "1b:1")
 _WORD = re.compile(r"[^ \t\n\x0b\f\r]+")  # ess-smoke's words
 _ids = itertools.count(1)
 

@@ -98,8 +98,8 @@ std::vector<std::string_view> Split(std::string_view text, char separator) {
 }
 
 // A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
-// a last label of digits, or 0x and hex digits, only as a dotted quad: gRPC's resolvers
-// read 127.1 and 2130706433 their own ways), or [IPv6] as inet_pton reads it (review 52d).
+// its last label starting with a letter: gRPC's resolvers read 127.1 and 2130706433 their
+// own ways), or [IPv6] as inet_pton reads it (review 52d).
 bool IsHost(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
     if (host.size() < 3 || host.back() != ']') return false;
@@ -121,12 +121,11 @@ bool IsHost(std::string_view host) {
     }
   }
   // Review 52e: a name ending in a number is an address to the URL standard (0x7f.1
-  // reached 127.0.0.1 in two clients), so only a dotted quad may end in one.
-  const std::string_view last = labels.back();
-  if (last.size() >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
-    return !std::all_of(last.begin() + 2, last.end(), IsHexDigit);
-  }
-  return !std::all_of(last.begin(), last.end(), IsDigit);
+  // reached 127.0.0.1 in two clients), so only a dotted quad may end in one; review 53b: a
+  // last label that starts with a digit (a.1b) Java's URI refused, so a name's last label
+  // starts with a letter (RFC 2396's toplabel), which covers both.
+  const char first = labels.back().front();
+  return (first >= 'A' && first <= 'Z') || (first >= 'a' && first <= 'z');
 }
 
 // 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space, none of %, ? and

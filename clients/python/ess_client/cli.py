@@ -46,8 +46,9 @@ _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # review 52e: a name ending in a number is an address to the URL standard (`0x7f.1` reached
-# 127.0.0.1 in two clients), so only a dotted quad may end in one.
-_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+# 127.0.0.1 in two clients), so only a dotted quad may end in one; review 53b: a last label
+# that starts with a digit (`a.1b`) Java's URI refused, so a name's last label starts with a
+# letter (RFC 2396's toplabel), which covers both.
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
 # PATH (review 52d): printable ASCII, none of `%`, `?`, `#` (gRPC's URI syntax reaches
 # another file: `q?x.sock` is `q`); `//` only as `///abs` (the clients read `//host/x` apart).
@@ -118,7 +119,7 @@ def _is_target(text: str) -> bool:
 
 def _is_host(host: str) -> bool:
     """A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end
-    it; a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6] by
+    it; its last label starting with a letter), or [IPv6] by
     ipaddress's reading."""
     if host.startswith("[") and host.endswith("]"):
         inside = host[1:-1]
@@ -133,7 +134,7 @@ def _is_host(host: str) -> bool:
         return True
     labels = host.removesuffix(".").split(".")
     return (len(host) <= MAX_HOST_CHARS and all(_LABEL.fullmatch(x) for x in labels)
-            and not _NUMERIC_LABEL.fullmatch(labels[-1]))
+            and labels[-1][:1].isalpha())
 
 
 def _dialled(target: str) -> str:

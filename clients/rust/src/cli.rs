@@ -291,8 +291,8 @@ pub fn target(text: &str) -> Result<(), String> {
 }
 
 /// A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
-/// a last label of digits, or `0x` and hex digits, only as a dotted quad: gRPC's resolvers
-/// read `127.1` and `2130706433` their own ways), or `[IPv6]` as `Ipv6Addr` reads it (review 52d).
+/// its last label starting with a letter: gRPC's resolvers read `127.1` and `2130706433`
+/// their own ways), or `[IPv6]` as `Ipv6Addr` reads it (review 52d).
 fn is_host(host: &str) -> bool {
     if let Some(inside) = host.strip_prefix('[') {
         return inside.strip_suffix(']').is_some_and(|v6| {
@@ -318,15 +318,15 @@ fn is_host(host: &str) -> bool {
             && !l.ends_with('-')
     };
     // Review 52e: a name ending in a number is an address to the URL standard (`0x7f.1`
-    // reached 127.0.0.1 here), so only a dotted quad may end in one.
-    let numeric = |l: &str| match l.strip_prefix("0x").or_else(|| l.strip_prefix("0X")) {
-        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        None => l.bytes().all(|b| b.is_ascii_digit()),
-    };
+    // reached 127.0.0.1 here), so only a dotted quad may end in one; review 53b: a last
+    // label that starts with a digit (`a.1b`) Java's URI refused, so a name's last label
+    // starts with a letter (RFC 2396's toplabel), which covers both.
     let labels: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
     host.len() <= MAX_HOST_CHARS
         && labels.iter().all(|l| label(l))
-        && !labels.last().is_some_and(|l| numeric(l))
+        && labels
+            .last()
+            .is_some_and(|l| l.bytes().next().is_some_and(|c| c.is_ascii_alphabetic()))
 }
 
 /// 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space, none of `%`,

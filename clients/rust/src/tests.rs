@@ -1362,6 +1362,9 @@ fn hosts_are_names_or_addresses_and_paths_printable_ascii() {
         "unix://",
         "unix:/tmp/\u{e9}",
         // review 52e: a numeric last label (URL standard) unless a dotted quad
+        "a.1b:1",
+        "localhost.1x:1",
+        "1b:1",
         "0x7f000001:1",
         "0x7f.1:1",
         "0X7F.0.0.1:1",

@@ -71,8 +71,10 @@ var (
 	ipv4  = regexp.MustCompile(`^` + octet + `(\.` + octet + `){3}$`)
 	label = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	// review 52e: a name ending in a number is an address to the URL standard (0x7f.1
-	// reached 127.0.0.1 in two clients), so only a dotted quad may end in one.
-	numericLabel = regexp.MustCompile(`^([0-9]+|0[xX][0-9A-Fa-f]*)$`)
+	// reached 127.0.0.1 in two clients), so only a dotted quad may end in one; review 53b:
+	// a last label that starts with a digit (a.1b) Java's URI refused, so a name's last
+	// label starts with a letter (RFC 2396's toplabel), which covers both.
+	topLabel = regexp.MustCompile(`^[A-Za-z]`)
 	ipv6  = regexp.MustCompile(`^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$`)
 )
 
@@ -101,7 +103,7 @@ func IsTarget(text string) bool {
 }
 
 // isHost: a dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may
-// end it; a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6]
+// end it; its last label starting with a letter), or [IPv6]
 // by netip's reading.
 func isHost(host string) bool {
 	if inside, ok := strings.CutPrefix(host, "["); ok {
@@ -121,7 +123,7 @@ func isHost(host string) bool {
 			return false
 		}
 	}
-	return !numericLabel.MatchString(labels[len(labels)-1])
+	return topLabel.MatchString(labels[len(labels)-1])
 }
 
 // isUnixPath: 1-107 bytes (sun_path's) of printable ASCII, not led or ended by a space,

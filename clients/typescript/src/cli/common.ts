@@ -57,8 +57,10 @@ const OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
 const IPV4 = new RegExp(`^${OCTET}(\\.${OCTET}){3}$`);
 const LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 // Review 52e: a name ending in a number is an address to the URL standard (0x7f.1 reached
-// 127.0.0.1 here), so only a dotted quad may end in one.
-const NUMERIC_LABEL = /^([0-9]+|0[xX][0-9A-Fa-f]*)$/;
+// 127.0.0.1 here), so only a dotted quad may end in one; review 53b: a last label that starts
+// with a digit (a.1b) Java's URI refused, so a name's last label starts with a letter (RFC
+// 2396's toplabel), which covers both.
+const TOP_LABEL = /^[A-Za-z]/;
 const IPV6 = /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$/;
 // PATH (review 52d): printable ASCII, none of %, ? and # (gRPC's URI syntax reached another
 // file elsewhere: q?x.sock as q); // only as ///abs (the clients read //host/x apart).
@@ -176,7 +178,7 @@ export function isTarget(text: string): boolean {
 
 /**
  * A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
- * a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6] as
+ * its last label starting with a letter), or [IPv6] as
  * net.isIPv6 reads it.
  */
 function isHost(host: string): boolean {
@@ -187,7 +189,7 @@ function isHost(host: string): boolean {
   if (IPV4.test(host)) return true;
   const labels = (host.endsWith(".") ? host.slice(0, -1) : host).split(".");
   return host.length <= MAX_HOST_CHARS && labels.every((label) => LABEL.test(label)) &&
-    !NUMERIC_LABEL.test(labels[labels.length - 1]!);
+    TOP_LABEL.test(labels[labels.length - 1]!);
 }
 
 /** `new GuardClient(...)`, a target it refuses all the same a usage error, not a crash. */
@@ -219,13 +221,18 @@ export function count(name: string, text: string | boolean | undefined, fallback
   return value;
 }
 
-/** Run `main`; a UsageError prints the usage and exits 64, anything else exits 1. */
+/**
+ * Run `main`; a UsageError prints the usage and, on a line of its own led by the program's
+ * name as the other clients' programs do (review 53b), what was wrong, and exits 64;
+ * anything else exits 1.
+ */
 export function run(usage: string, main: () => Promise<number>): void {
+  const program = /^usage: (\S+)/.exec(usage)?.[1] ?? "ess";
   main().then(
     (code) => exit(code),
     (error: unknown) => {
       if (error instanceof UsageError) {
-        process.stderr.write(`${usage}\n${error.message}\n`);
+        process.stderr.write(`${usage}\n${program}: ${error.message}\n`);
         exit(EX_USAGE);
       } else {
         process.stderr.write(`${(error as Error)?.stack ?? String(error)}\n`);

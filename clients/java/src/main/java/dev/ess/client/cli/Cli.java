@@ -50,8 +50,10 @@ final class Cli {
   private static final Pattern LABEL =
       Pattern.compile("[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?");
   // Review 52e: a name ending in a number is an address to the URL standard (0x7f.1 reached
-  // 127.0.0.1 in two clients), so only a dotted quad may end in one.
-  private static final Pattern NUMERIC_LABEL = Pattern.compile("[0-9]+|0[xX][0-9A-Fa-f]*");
+  // 127.0.0.1 in two clients), so only a dotted quad may end in one; review 53b: a last label
+  // that starts with a digit (a.1b) java.net.URI refused, so a name's last label starts with
+  // a letter (RFC 2396's toplabel), which covers both.
+  private static final Pattern TOP_LABEL = Pattern.compile("[A-Za-z].*");
   private static final Pattern IPV6 = Pattern.compile("[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*");
   // PATH (review 52d): printable ASCII, none of %, ? and # (gRPC's URI syntax reached another
   // file elsewhere: q?x.sock as q); // only as ///abs (the clients read //host/x apart).
@@ -231,7 +233,7 @@ final class Cli {
 
   /**
    * A dotted quad, an RFC 1123 name of at most 253 characters (one trailing dot may end it;
-   * a last label of digits, or 0x and hex digits, only as a dotted quad), or [IPv6] as Guava
+   * its last label starting with a letter), or [IPv6] as Guava
    * reads it: never a DNS lookup.
    */
   static boolean isHost(String host) {
@@ -251,7 +253,7 @@ final class Cli {
       }
     }
     return host.length() <= MAX_HOST_CHARS
-        && !NUMERIC_LABEL.matcher(labels[labels.length - 1]).matches();
+        && TOP_LABEL.matcher(labels[labels.length - 1]).matches();
   }
 
   /** Control and line-separator characters: gRPC refuses some, a log line breaks on others. */
