@@ -302,8 +302,10 @@ class FileJournal(Journal):
         records were lost: bytes cut, or fewer kept than the old seal counted."""
         data, offset, head, count, sealed = self._kept()
         with open(self.path, "ab") as journal:
+            written = os.fstat(journal.fileno())
             journal.truncate(offset)
             journal.flush()
+            _keep_times(journal.fileno(), written)
             os.fsync(journal.fileno())
         self.seal.write(seal_value(count, head, self._genesis))
         cut = len(data) - offset
@@ -402,7 +404,9 @@ class FileJournal(Journal):
         """Take off the record a kill cut short (`_cut_short`) before anything follows it."""
         assert self._fd is not None and self._torn is not None
         try:
+            written = os.fstat(self._fd)
             os.ftruncate(self._fd, self._torn)
+            _keep_times(self._fd, written)
             os.fsync(self._fd)
         except OSError as error:
             raise StoreUnavailable(f"journal {self.path}: the record a kill cut short at byte"
@@ -831,3 +835,10 @@ def _hints(kind: type) -> dict[str, Any]:
     return hints
 
 
+def _keep_times(fd: int, written: os.stat_result) -> None:
+    """Put back the file's times as `written` had them: a cut is no write. A journal an
+    earlier version wrote holds no clock reading, and its last write stands in for when
+    the sidecar stopped (recovery.last_clock_read); a cut that moved it to now lost the
+    downtime, at the start that cut it or, failed before its first reading, at the next
+    (reviews 53d, 53e), and so did a reseal."""
+    os.utime(fd, ns=(written.st_atime_ns, written.st_mtime_ns))
