@@ -6,8 +6,8 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals

@@ -45,8 +45,9 @@ resolvers read `127.1` and `2130706433` their own ways) is a dotted quad (4 part
 leading zero), an RFC 1123 name (dot-separated labels of 1-63 of `[A-Za-z0-9-]`, not led or
 ended by `-`, at most 253 characters, one trailing dot allowed; its last label led by a
 letter: review 52e, a numeric one is an address to the URL standard, and `0x7f.1` reached
-127.0.0.1 in two clients; review 53b, Java's URI refused `a.1b`) or `[IPv6]` (`[0-9A-Fa-f:.]`, no zone, a literal the language's own parser
-takes); PORT 1-65535, 1-5 digits. PATH is 1-107 bytes (the kernel's sun_path with its NUL)
+127.0.0.1 in two clients; review 53b, Java's URI refused `a.1b`) or `[IPv6]`
+(`[0-9A-Fa-f:.]`, no zone, a literal the language's own parser takes); a host is given to
+gRPC as `dns:///HOST:PORT` (review 53b: `unix-abstract:N` reached a socket); PORT 1-65535, 1-5 digits. PATH is 1-107 bytes (the kernel's sun_path with its NUL)
 of printable ASCII (0x20-0x7E; review 52d: Java refused non-ASCII paths that worked), not
 led or ended by a space, none of `%`, `?`, `#` (URI syntax to some: `q?x.sock` reached `q`),
 and `//` only as `///` then a name (`unix:///abs`; the clients read `//host/x` apart).

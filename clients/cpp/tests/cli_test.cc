@@ -128,7 +128,8 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
         "2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
         "unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/\u00e9",
         // Review 52e: a numeric last label (the URL standard's rule) unless a dotted quad.
-        "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1", "a.1b:1", "localhost.1x:1", "1b:1"}) {
+        "0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1",
+        "a.1b:1", "localhost.1x:1", "1b:1"}) {
     EXPECT_FALSE(ess::cli::IsTarget(bad)) << bad;
   }
   EXPECT_EQ(ess::cli::Quoted("a\n\"\xe2\x80\xa8"), R"("a\x0a\"\xe2\x80\xa8")");

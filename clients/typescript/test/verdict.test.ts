@@ -76,7 +76,8 @@ test("enums by name or number, scopes as KIND:id", () => {
   assert.equal(toScope("account:a:b").id, "a:b");
   // Review 53a: Unicode's upper case of the long s is S; the sidecar and the other clients
   // read a kind in ASCII letters only, with nothing around it.
-  for (const text of ["\u017fymbol:aapl", "\u017ftrategy:momo", "SCOPE_KIND_\u017fYMBOL:x", "Strategy :momo"]) {
+  const texts = ["\u017fymbol:aapl", "\u017ftrategy:momo", "SCOPE_KIND_\u017fYMBOL:x", "Strategy :momo"];
+  for (const text of texts) {
     assert.throws(() => toScope(text), TypeError, text);
   }
   assert.throws(() => toEnum(pb.SideSchema, "\u017fell"), TypeError);

@@ -121,7 +121,8 @@ func TestHostsAreNamesOrAddressesAndPathsPrintableASCII(t *testing.T) {
 		"2130706433:1", "256.1.1.1:1", "01.2.3.4:1", "1.2.3.4.:1", "unix:q?x.sock",
 		"unix:a%2fb", "unix:a#b", "unix://host/x", "unix:////x", "unix://", "unix:/tmp/é",
 		// review 52e: a numeric last label (URL standard) unless a dotted quad
-		"0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1", "a.1b:1", "localhost.1x:1", "1b:1"} {
+		"0x7f000001:1", "0x7f.1:1", "0X7F.0.0.1:1", "1.2.3.0x4:1", "example.1:1", "a.0x:1",
+		"a.1b:1", "localhost.1x:1", "1b:1"} {
 		if IsTarget(target) {
 			t.Errorf("%q taken", target)
 		}
