@@ -243,6 +243,24 @@ def test_the_time_of_the_last_write_is_the_files_before_a_torn_record_is_cut(
     assert path.stat().st_mtime == 1_000_000.0
 
 
+def test_a_cut_whose_times_cannot_be_kept_is_still_a_cut(tmp_path: Path, monkeypatch,
+                                                         caplog) -> None:
+    """Review 53f: setting a file's times needs its owner, cutting only write permission;
+    a journal another user owns made the cut a failure (GLOBAL tripped in memory) and
+    every reseal. The times are kept where they can be, and said where they cannot."""
+    path, sealed = torn(tmp_path)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "utime", refused)
+    assert journal(tmp_path).load() == EVERY_COMMAND
+    assert path.stat().st_size == sealed
+    assert "could not be kept across a cut" in caplog.text
+    path.write_bytes(path.read_bytes() + b"garbage")
+    assert journal(tmp_path).reseal()[1] is True
+
+
 @pytest.mark.parametrize("where", ["not at a page boundary", "below the seal"])
 def test_a_torn_end_that_a_kill_cannot_leave_is_damage(tmp_path: Path, where: str) -> None:
     path, _ = torn(tmp_path, extra=7 if where == "not at a page boundary" else 0,

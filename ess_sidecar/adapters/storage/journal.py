@@ -154,9 +154,10 @@ class FileJournal(Journal):
         self._said_after = b""  # what the syncer wrote after an answer, in the same read
         self._replaced_at: float | None = None  # when a syncer was last replaced (clock)
         self._torn: int | None = None  # where a record a kill cut short starts (load)
-        # When the file was last written (its mtime) as load() found it, before cutting a
-        # torn record moved it to now (review 53d: an earlier version's journal holds no
-        # ClockRead, and that cut made the start take its downtime for none).
+        # When the file was last written (its mtime) as load() found it, before a cut of a
+        # torn record (which keeps it where it can: _keep_times) (review 53d: an earlier
+        # version's journal holds no ClockRead, and the cut made the start take its
+        # downtime for none).
         self.last_written: float | None = None
 
     # -- Journal ----------------------------------------------------------------------------
@@ -302,10 +303,11 @@ class FileJournal(Journal):
         records were lost: bytes cut, or fewer kept than the old seal counted."""
         data, offset, head, count, sealed = self._kept()
         with open(self.path, "ab") as journal:
-            written = os.fstat(journal.fileno())
-            journal.truncate(offset)
-            journal.flush()
-            _keep_times(journal.fileno(), written)
+            if offset < len(data):  # something to cut
+                written = os.fstat(journal.fileno())
+                journal.truncate(offset)
+                journal.flush()
+                _keep_times(journal.fileno(), written)
             os.fsync(journal.fileno())
         self.seal.write(seal_value(count, head, self._genesis))
         cut = len(data) - offset
@@ -840,5 +842,13 @@ def _keep_times(fd: int, written: os.stat_result) -> None:
     earlier version wrote holds no clock reading, and its last write stands in for when
     the sidecar stopped (recovery.last_clock_read); a cut that moved it to now lost the
     downtime, at the start that cut it or, failed before its first reading, at the next
-    (reviews 53d, 53e), and so did a reseal."""
-    os.utime(fd, ns=(written.st_atime_ns, written.st_mtime_ns))
+    (reviews 53d, 53e), and so did a reseal. Best effort: setting a file's times needs its
+    owner, where cutting needs only write permission (review 53f: a journal another user
+    owns made the cut a failure, and every reseal)."""
+    try:
+        os.utime(fd, ns=(written.st_atime_ns, written.st_mtime_ns))
+    except OSError as error:
+        log.warning("the journal's last write time could not be kept across a cut (%s): a"
+                    " journal an earlier version wrote, with no clock reading, now looks"
+                    " written just now, and the next start counts no downtime before it",
+                    error)
