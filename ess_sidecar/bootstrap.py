@@ -7,7 +7,6 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
@@ -153,14 +152,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     if clock is None:  # serving: a step of the system clock moves no deadline
         written_at = journal.last_written \
             if isinstance(journal, FileJournal) and entries else None
-        last = last_clock_read(entries, written_at)
-        if last is not None and last.wall == written_at \
-                and not any(isinstance(command, ClockRead) for command, _ in entries):
-            log.warning("the journal holds no clock reading (an earlier version wrote it):"
-                        " the sidecar stopped when it was last written, by the file's time"
-                        " (%s); a copy that did not keep file times loses the downtime",
-                        datetime.fromtimestamp(written_at, timezone.utc).isoformat())
-        clock = steady = steady_clock(latest_time(stored, entries), last)
+        clock = steady = steady_clock(latest_time(stored, entries),
+                                      last_clock_read(entries, written_at))
     watchers = Subscribers(settings.watch.queue_size, settings.watch.max_watchers,
                            2 * settings.watch.heartbeat_interval_s,
                            most_scopes=settings.watch.max_scopes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from datetime import datetime, timezone
 
 from .domain.breakers import Breaker
 from .domain.commands import ClockRead, HeartbeatSeen, Restored
@@ -49,6 +50,10 @@ def last_clock_read(entries: list[JournalEntry], written_at: float | None = None
                  if isinstance(command, ClockRead)), None)
     if read is None and entries and written_at is not None:
         read = ClockRead(latest_time(None, entries), written_at)
+        log.warning("the journal holds no clock reading (an earlier version wrote it): the"
+                    " sidecar stopped when it was last written, by the file's time (%s); a"
+                    " copy that did not keep file times loses the downtime",
+                    datetime.fromtimestamp(written_at, timezone.utc).isoformat())
     return read
 
 

@@ -90,7 +90,8 @@ def test_it_never_goes_on_ahead_of_both_the_system_clock_and_the_state() -> None
     assert clock.now() == 1_000_005.0 and clock.ahead == 0.0
 
 
-def test_an_earlier_versions_journal_is_read_by_its_last_records_time_and_mtime() -> None:
+def test_an_earlier_versions_journal_is_read_by_its_last_records_time_and_mtime(
+        caplog) -> None:
     """Review 43h: a journal written before ClockRead existed holds no reading, so an
     upgrade after a step the earlier version absorbed took the system's time and aged
     everything by the step. Its latest record's time and the file's last write stand in;
@@ -98,5 +99,7 @@ def test_an_earlier_versions_journal_is_read_by_its_last_records_time_and_mtime(
     entries = [(TimersRan(1_000_000.0), ()), (Triggered(1_000_030.0), ())]
     assert last_clock_read(entries, 1_086_430.0) == ClockRead(1_000_030.0, 1_086_430.0)
     assert last_clock_read(entries) is None and last_clock_read([], 5.0) is None
+    assert caplog.text.count("holds no clock reading") == 1  # the file's time, said
     read = ClockRead(1_000_010.0, 1_086_410.0)
     assert last_clock_read([(read, ()), *entries], 1_086_430.0) == read
+    assert caplog.text.count("holds no clock reading") == 1
