@@ -22,7 +22,7 @@ from .domain.commands import Admitted, ClockRead, Command, FillReported, Heartbe
     TimersRan, Trigger, Triggered
 from .domain.config import GuardConfig
 from .domain.decisions import Decision
-from .domain.engine import GuardEngine
+from .domain.engine import LOOSENING, GuardEngine
 from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, ResyncRequired, \
     StoreBusy, StoredUnsealed, StoreUnavailable
 from .domain.lifecycle import FillOutcome
@@ -115,6 +115,7 @@ class ScopeView:
     # A trip of the scope whose write failed: it denies (GuardEngine.lose), and no reset
     # lifts it in this process (review 40i: GetState said ARMED, a reset answered ARMED).
     unstored: Transition | None = None
+    epoch: str = ""  # that of current's version (Guard.epoch_of)
 
 
 @dataclass(frozen=True)
@@ -386,16 +387,18 @@ class Guard(GuardReadings):
 
     def reset(self, scope: Scope, reason: str, force: bool, actor: str,
               latches: Iterable[str] = (), expected_version: int = 0,
-              credential: str = "") -> Outcome:
+              credential: str = "", expected_epoch: str = "") -> Outcome:
         return self.run(self.reset_steps(scope, reason, force, actor, latches,
-                                         expected_version, credential))
+                                         expected_version, credential, expected_epoch))
 
     def reset_steps(self, scope: Scope, reason: str, force: bool, actor: str,
                     latches: Iterable[str] = (), expected_version: int = 0,
-                    credential: str = "") -> Steps[Outcome]:
+                    credential: str = "", expected_epoch: str = "") -> Steps[Outcome]:
         """Lift the named latches of a scope (none named: all of them); refused if the
-        scope is no longer at expected_version (0: any). `credential`: which of the
-        actor's credentials it came with (Principal.credential)."""
+        scope is no longer at expected_version (0: any) in expected_epoch: a version shown
+        in another epoch (a sidecar that failed closed, before a restart) may be another
+        transition's here (review 54c). `credential`: which of the actor's credentials it
+        came with (Principal.credential)."""
         if self._journal_failed():  # nothing but a restart lets a reset be recorded
             raise ResetRefused(JOURNAL_FAILED)
         now = self._clock.now()
@@ -407,8 +410,10 @@ class Guard(GuardReadings):
         void = bool(requester) and self._is_operator is not None \
             and not self._is_operator(requester, requested_with)
         try:
-            plan = self.engine.plan_reset(scope, reason, force, actor, now, latches,
-                                          expected_version, void, credential)
+            plan = self.engine.plan_reset(
+                scope, reason, force, actor, now, latches, expected_version, void,
+                credential, elsewhere=bool(expected_version)
+                and expected_epoch != self.epoch_of(expected_version))
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),
@@ -806,7 +811,7 @@ class Guard(GuardReadings):
         if (entry := taken.get(GLOBAL)) is not None and entry[3] is LATER:
             entry[3] = engine.reset_allowed_at(entry[0])  # trusted or not, now
         return (ScopeView(current, engine.reset_allowed_at(current) if at is LATER else at,
-                          pending, unstored)
+                          pending, unstored, self.epoch_of(current.version))
                 for current, pending, unstored, at in sorted(
                     taken.values(), key=lambda entry: entry[0].version))
 
@@ -1059,14 +1064,26 @@ class Guard(GuardReadings):
                        " which keeps it (it is in the state file)") if stored else (
             "trip not stored", "what tripped it is sent again and stored, or the sidecar"
             " restarts")
-        for lost in self.engine.lose(transitions):
-            log.error(f"{what}: it denies checks until {until}", extra=transition_fields(lost))
-            if not lost.drill:  # a reset lifts a drill's (review 42l)
-                self.alerts.warn(lost.scope, f" {lost.state.name}, "
+        for trip in self.engine.lose(transitions):
+            log.error(f"{what}: it denies checks until {until}", extra=transition_fields(trip))
+            if not trip.drill:  # a reset lifts a drill's (review 42l)
+                self.alerts.warn(trip.scope, f" {trip.state.name}, "
                                  + ("not made durable in full" if stored else "not recorded"),
                                  f"the write failed: {error}. It denies every order of the"
                                  f" scope until {until}; no reset lifts it, GLOBAL's"
-                                 f" included. Its reason: {lost.reason}")
+                                 f" included. Its reason: {trip.reason}")
+        for lifted in (t for t in transitions if stored and t.cause in LOOSENING):
+            # A reset or re-arm the state file holds, which memory does not apply: the
+            # restart does, and its operator was told UNAVAILABLE (review 54c: nothing said
+            # so, and a scope the operator then meant to keep halted resumed at the restart)
+            log.error("stored, not made durable in full: the scope stays as it was until the"
+                      " sidecar restarts, which applies it (it is in the state file)",
+                      extra=transition_fields(lifted))
+            self.alerts.warn(lifted.scope, f" {lifted.state.name} at the next restart",
+                             f"the write failed: {error}. This {lifted.cause.name.lower()}"
+                             " is in the state file but not applied: the scope denies as"
+                             " before until the sidecar restarts, which applies it; trip"
+                             f" the scope again to keep it halted. Its reason: {lifted.reason}")
         directives = [d for t in transitions if t.scope == GLOBAL and not t.drill
                       for d in t.directives]  # a drill's are no order to act
         if isinstance(error, StoreUnavailable):

@@ -574,7 +574,7 @@ class GuardEngine:
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,
                    latches: Iterable[str] = (), expected_version: int = 0,
-                   void: bool = False, credential: str = "") -> Plan:
+                   void: bool = False, credential: str = "", elsewhere: bool = False) -> Plan:
         """Lift the named latches of a restricted scope (none named: all of them), or
         refuse (ResetRefused) while one of them is in its cooldown or its breaker still
         holds, unless forced; a reset that resumes the scope is also refused while any
@@ -583,9 +583,11 @@ class GuardEngine:
         Resetting an unrestricted scope changes nothing; a drill's latch lifts at once.
         expected_version, when not 0, is the scope's version the operator looked at: a
         scope that changed since (another trip landed) is refused, even forced, so what
-        was not seen is never lifted. `void`: a four-eyes request pending for the scope is
-        void (its requester is no longer an operator): this reset is a new request, made
-        with the actor's `credential`."""
+        was not seen is never lifted; `elsewhere`: it was shown in another epoch than this
+        process gives it (a sidecar that failed closed before a restart numbered a trip it
+        never stored), so it names no transition here, whatever the number. `void`: a
+        four-eyes request pending for the scope is void (its requester is no longer an
+        operator): this reset is a new request, made with the actor's `credential`."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         self._check_recorded(scope)
@@ -604,6 +606,12 @@ class GuardEngine:
             raise ResetRefused(f"{scope} changed since version {expected_version}: it is"
                                f" {current.state.name} at version {current.version}"
                                f" ({current.reason}); look again before resetting it")
+        if elsewhere:  # review 54c: a reset sent after the restart lifted another's halt
+            raise ResetRefused(f"{scope}: version {expected_version} was shown in another"
+                               " epoch (a sidecar that failed closed, before a restart):"
+                               f" here it is {current.state.name} ({current.reason}), which"
+                               " may not be what was seen; look again (the version with"
+                               " its epoch) before resetting it")
         if scope == GLOBAL and self.untrusted:  # not even forced: nothing here to resume to
             raise ResetRefused(f"GLOBAL cannot be reset in this process: {self.untrusted}")
         held = {latch.name: latch for latch in current.held()}

@@ -223,6 +223,43 @@ def test_an_operator_reseals_accepted_damage_and_the_trips_stay(
     assert "seal was missing or unreadable" in scopes["GLOBAL"][1]
 
 
+def test_a_reset_naming_what_the_damaged_start_showed_lifts_nothing_after_the_reseal(
+        sidecar_process: SidecarProcess) -> None:
+    """Review 54c: the damaged start's GLOBAL trip (never stored) and the reseal's trip
+    (stored) had one version, and a reset naming what the damaged start had shown lifted
+    the reseal's trip, which says to check every scope first. The version is sent with
+    its epoch: the damaged start's is its own."""
+    delete_seal(trip_and_kill(sidecar_process))
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        (shown,) = global_states(guard_stub(channel))
+    assert shown.state == pb.STATE_TRIPPED and shown.epoch  # never stored
+    sidecar_process.kill()
+    assert (done := reseal(sidecar_process)).returncode == 0, done.stderr
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        (resealed,) = global_states(stub)
+        assert (resealed.version, resealed.epoch) == (shown.version, "")
+        assert resealed.reason != shown.reason
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="disk checked", force=True,
+                                       expected_version=shown.version,
+                                       expected_epoch=shown.epoch))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "was shown in another epoch" in (refused.value.details() or "")
+        assert global_states(stub) == [resealed]
+        reset = stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="every scope checked",
+                                           force=True, expected_version=resealed.version,
+                                           expected_epoch=resealed.epoch))
+        assert reset.state == pb.STATE_ARMED and global_states(stub) == []
+
+
+def global_states(stub) -> list[pb.ScopeState]:  # noqa: ANN001
+    return [s for s in stub.GetState(pb.GetStateRequest()).scopes
+            if s.scope.kind == pb.SCOPE_KIND_GLOBAL]
+
+
 def test_a_reseal_cannot_launder_an_untripped_row_past_the_journal(
         sidecar_process: SidecarProcess) -> None:
     """Rows edited by hand to un-trip a scope, then resealed: the reseal trips GLOBAL in

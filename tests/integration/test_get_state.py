@@ -38,7 +38,7 @@ def as_mapped_whole(guard: Guard) -> pb.GetStateResponse:
     """What GetState must answer: every view mapped on the spot."""
     return pb.GetStateResponse(
         scopes=[scope_state_to_proto(view.current, view.reset_allowed_at, view.pending_reset,
-                                     view.unstored) for view in guard.scope_views()],
+                                     view.unstored, view.epoch) for view in guard.scope_views()],
         state_version=guard.state_version(), thresholds=thresholds_to_proto(guard.config),
         working_order_counts=[pb.WorkingOrderCount(account=a, working_orders=n)
                               for a, n in sorted(guard.working_counts().items())])

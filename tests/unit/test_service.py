@@ -20,7 +20,7 @@ from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
-from ess_sidecar.ports import EventQuery, NoJournal
+from ess_sidecar.ports import EventQuery, NoAlerts, NoJournal
 from ess_sidecar.recovery import latest_time
 from ess_sidecar.service import CLOCK_MARK_S, Durable, Guard
 from ess_sidecar.watch import Subscribers
@@ -629,6 +629,34 @@ def test_after_a_restart_versions_seen_only_in_memory_are_not_trusted() -> None:
     assert [t.scope.id for t in restarted.watch([], from_version=1, epoch="").initial] == ["c"]
 
 
+def test_a_reset_naming_a_version_shown_before_a_restart_in_another_epoch_lifts_nothing(
+        ) -> None:
+    """Review 54c: a sidecar whose store failed showed GLOBAL's fail-closed trip at v2;
+    restarted, it stored another operator's halt as v2, and a reset naming v2 lifted that
+    halt. The version names a transition only with its epoch."""
+    guard, store = make_guard()
+    trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))
+    (shown,) = [view for view in guard.scope_views() if view.current.scope == GLOBAL]
+    assert (shown.current.version, shown.epoch) == (2, guard.epoch) and guard.epoch
+    restarted = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16))
+    stored = store.load()
+    restarted.engine.restore(stored.current, stored.version, 0.0)
+    trigger(restarted, GLOBAL)  # another operator's halt: version 2 again
+    halt = restarted.engine.current(GLOBAL)
+    with pytest.raises(ResetRefused, match="version 2 was shown in another epoch"):
+        restarted.reset(GLOBAL, "disk freed", force=True, actor="alice", expected_version=2,
+                        expected_epoch=shown.epoch)
+    assert restarted.engine.current(GLOBAL) == halt
+    # Within one epoch the pair names what was shown, in either process.
+    (view,) = [v for v in restarted.scope_views() if v.current.scope == GLOBAL]
+    assert view.epoch == ""
+    assert restarted.reset(GLOBAL, "looked", force=True, actor="alice", expected_version=2,
+                           expected_epoch=view.epoch).state is State.ARMED
+
+
 @pytest.mark.parametrize(("between", "position"), [
     (("rogue-3", "f3", 1), 9),  # another unchecked fill's trip
     (("rogue-9", "f2", 40), 8)])  # a conflict: the same fill_id for another order
@@ -822,6 +850,45 @@ def test_a_trip_stored_whose_record_failed_is_told_as_stored_and_answered_as_it_
     with pytest.raises(StoreUnavailable):  # reports are refused once the journal failed
         guard.report_metric(*breach)
     assert guard.engine.denying_state(breach[0]) is State.TRIPPED
+
+
+def test_a_reset_stored_whose_record_failed_is_said_and_alerted_as_applied_at_the_restart(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 54c: a reset stored, then its journal record failed: answered UNAVAILABLE,
+    the scope stayed TRIPPED in that process and ARMED after the restart, and nothing
+    said so; an operator who decided to keep it halted was overruled at the restart."""
+    class ResetRecordFails(NoJournal):
+        broken = False
+
+        @property
+        def failed(self) -> bool:
+            return self.broken
+
+        def record(self, command, transitions=()) -> None:  # noqa: ANN001
+            if type(command).__name__ == "ResetAsked":
+                self.broken = True
+                raise StoreUnavailable("journal write failed: ENOSPC")
+
+    class Warnings(NoAlerts):
+        def __init__(self) -> None:
+            self.said: list[str] = []
+
+        def warn(self, scope: Scope, what: str, body: str) -> None:
+            self.said.append(f"{scope}{what}: {body}")
+
+    store, alerts = InMemoryStateStore(), Warnings()
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16),
+                  alerts=alerts, journal=ResetRecordFails())
+    trigger(guard, MOMO)
+    with pytest.raises(StoreUnavailable):
+        guard.reset(MOMO, "desk says go", force=True, actor="alice")
+    assert guard.engine.denying_state(MOMO) is State.TRIPPED  # in this process
+    assert [t.state for t in store.load().current if t.scope == MOMO] == []  # reset stored
+    [said] = [r.getMessage() for r in caplog.records if "restarts, which applies" in
+              r.getMessage()]
+    assert said.startswith("stored, not made durable in full: the scope stays as it was")
+    [alert] = [a for a in alerts.said if str(MOMO) in a]
+    assert "ARMED at the next restart" in alert and "trip the scope again" in alert
 
 
 def test_a_stop_stored_unrecorded_under_a_system_latch_is_told_in_a_new_epoch() -> None:

@@ -2317,8 +2317,14 @@ type ResetRequest struct {
 	// trip nobody saw is never lifted. essctl reset sends the version it showed. A reset of
 	// an ARMED scope changes nothing, whatever the version and latches it names.
 	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// With expected_version: the ScopeState.epoch shown with it (send both). A version
+	// shown in a non-empty epoch was never stored, and after a restart the same number may
+	// name another transition: the reset is FAILED_PRECONDITION unless the scope's version
+	// is expected_version in this epoch. Left empty, a version from before a restart that
+	// failed closed can match a later trip (docs/design.md, Known gaps).
+	ExpectedEpoch string `protobuf:"bytes,6,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResetRequest) Reset() {
@@ -2384,6 +2390,13 @@ func (x *ResetRequest) GetExpectedVersion() uint64 {
 		return x.ExpectedVersion
 	}
 	return 0
+}
+
+func (x *ResetRequest) GetExpectedEpoch() string {
+	if x != nil {
+		return x.ExpectedEpoch
+	}
+	return ""
 }
 
 type ResetResponse struct {
@@ -2726,8 +2739,12 @@ type ScopeState struct {
 	ResetRequestReason  string   `protobuf:"bytes,17,opt,name=reset_request_reason,json=resetRequestReason,proto3" json:"reset_request_reason,omitempty"`
 	ResetRequestForce   bool     `protobuf:"varint,18,opt,name=reset_request_force,json=resetRequestForce,proto3" json:"reset_request_force,omitempty"`
 	ResetRequestLatches []string `protobuf:"bytes,19,rep,name=reset_request_latches,json=resetRequestLatches,proto3" json:"reset_request_latches,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The epoch of version, as WatchStateResponse.epoch: empty when the transition was
+	// stored; else that of a sidecar that failed closed, whose versions another run of it
+	// may give to other transitions. ResetRequest.expected_epoch sends it back.
+	Epoch         string `protobuf:"bytes,20,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ScopeState) Reset() {
@@ -2891,6 +2908,13 @@ func (x *ScopeState) GetResetRequestLatches() []string {
 		return x.ResetRequestLatches
 	}
 	return nil
+}
+
+func (x *ScopeState) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
 }
 
 // One restriction on a scope, held until a Reset names it (or its breaker re-arms by
@@ -3886,13 +3910,14 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x05drill\x18\x06 \x01(\bR\x05drill\"[\n" +
 	"\x0fTriggerResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xa6\x01\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xcd\x01\n" +
 	"\fResetRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12\x18\n" +
 	"\alatches\x18\x04 \x03(\tR\alatches\x12)\n" +
-	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\"\xf3\x01\n" +
+	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\x12%\n" +
+	"\x0eexpected_epoch\x18\x06 \x01(\tR\rexpectedEpoch\"\xf3\x01\n" +
 	"\rResetResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +
@@ -3917,7 +3942,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"decisionId\"T\n" +
 	"\x11WorkingOrderCount\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12%\n" +
-	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\xd1\x06\n" +
+	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\xe7\x06\n" +
 	"\n" +
 	"ScopeState\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -3942,7 +3967,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\alatches\x18\x10 \x03(\v2\r.ess.v1.LatchR\alatches\x120\n" +
 	"\x14reset_request_reason\x18\x11 \x01(\tR\x12resetRequestReason\x12.\n" +
 	"\x13reset_request_force\x18\x12 \x01(\bR\x11resetRequestForce\x122\n" +
-	"\x15reset_request_latches\x18\x13 \x03(\tR\x13resetRequestLatches\"\x8c\x01\n" +
+	"\x15reset_request_latches\x18\x13 \x03(\tR\x13resetRequestLatches\x12\x14\n" +
+	"\x05epoch\x18\x14 \x01(\tR\x05epoch\"\x8c\x01\n" +
 	"\x05Latch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05state\x18\x02 \x01(\x0e2\r.ess.v1.StateR\x05state\x120\n" +

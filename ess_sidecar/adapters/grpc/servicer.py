@@ -247,7 +247,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         principal = PRINCIPAL.get()
         outcome = await guard.run_async(guard.reset_steps(
             scope, reason, request.force, actor_of(context), latches, request.expected_version,
-            principal.credential if principal is not None else ""))
+            principal.credential if principal is not None else "", request.expected_epoch))
         response = _state_response(pb.ResetResponse, outcome)
         if outcome.pending_reset is not None:
             response.pending_approval = True
@@ -379,7 +379,7 @@ def _scope_part(view: ScopeView) -> bytes:
     """A GetStateResponse holding this one scope, serialized: answers joined byte to byte
     are one answer holding all their scopes (protobuf merges a repeated field's parts)."""
     return pb.GetStateResponse(scopes=[scope_state_to_proto(
-        view.current, view.reset_allowed_at, view.pending_reset, view.unstored)],
+        view.current, view.reset_allowed_at, view.pending_reset, view.unstored, view.epoch)],
     ).SerializeToString()
 
 

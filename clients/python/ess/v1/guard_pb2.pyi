@@ -448,18 +448,20 @@ class TriggerResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
-    __slots__ = ("scope", "reason", "force", "latches", "expected_version")
+    __slots__ = ("scope", "reason", "force", "latches", "expected_version", "expected_epoch")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     LATCHES_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     reason: str
     force: bool
     latches: _containers.RepeatedScalarFieldContainer[str]
     expected_version: int
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., latches: _Optional[_Iterable[str]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    expected_epoch: str
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., force: _Optional[bool] = ..., latches: _Optional[_Iterable[str]] = ..., expected_version: _Optional[int] = ..., expected_epoch: _Optional[str] = ...) -> None: ...
 
 class ResetResponse(_message.Message):
     __slots__ = ("state", "state_version", "pending_approval", "requested_by", "approval_expires_at")
@@ -516,7 +518,7 @@ class WorkingOrderCount(_message.Message):
     def __init__(self, account: _Optional[str] = ..., working_orders: _Optional[int] = ...) -> None: ...
 
 class ScopeState(_message.Message):
-    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at", "latches", "reset_request_reason", "reset_request_force", "reset_request_latches")
+    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at", "latches", "reset_request_reason", "reset_request_force", "reset_request_latches", "epoch")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -536,6 +538,7 @@ class ScopeState(_message.Message):
     RESET_REQUEST_REASON_FIELD_NUMBER: _ClassVar[int]
     RESET_REQUEST_FORCE_FIELD_NUMBER: _ClassVar[int]
     RESET_REQUEST_LATCHES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     state: State
     reason: str
@@ -555,7 +558,8 @@ class ScopeState(_message.Message):
     reset_request_reason: str
     reset_request_force: bool
     reset_request_latches: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ..., reset_request_reason: _Optional[str] = ..., reset_request_force: _Optional[bool] = ..., reset_request_latches: _Optional[_Iterable[str]] = ...) -> None: ...
+    epoch: str
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ..., reset_request_reason: _Optional[str] = ..., reset_request_force: _Optional[bool] = ..., reset_request_latches: _Optional[_Iterable[str]] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class Latch(_message.Message):
     __slots__ = ("name", "state", "since", "version")
