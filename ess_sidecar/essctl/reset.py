@@ -49,17 +49,18 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     confirm_reset(current, args, out)
     # What was shown is what is reset: another trip while the person decided (a second
     # operator's halt, a panic) was never shown, so nothing is reset and they look again.
-    # The sidecar checks the version too (expected_version): a trip landing after this
-    # read is refused there.
-    if (now := scope_state(sidecar, scope)) is None or now.version != current.version:
+    # Compared whole, not by version alone: a sidecar that failed closed and restarted
+    # meanwhile may number another trip as the one shown (review 54c). The sidecar checks
+    # the version and its epoch too: a trip landing after this read is refused there.
+    if (now := scope_state(sidecar, scope)) is None or not same_trip(now, current):
         return refused("the scope changed while the reset waited for an answer (now"
                        f" {state_text(now.state) if now else 'ARMED'}, version"
                        f" {now.version if now else '-'}); nothing was reset: run it again"
                        " to see what it would clear", current, out)
     try:
-        reply = sidecar.call("Reset", pb.ResetRequest(scope=scope, reason=args.reason,
-                                                      force=args.force, latches=args.latch,
-                                                      expected_version=current.version))
+        reply = sidecar.call("Reset", pb.ResetRequest(
+            scope=scope, reason=args.reason, force=args.force, latches=args.latch,
+            expected_version=current.version, expected_epoch=current.epoch))
     except grpc.RpcError as error:
         if error.code() in NO_ANSWER:
             return unanswered(error, sidecar, current, args.latch, out)
@@ -69,6 +70,17 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if reply.pending_approval:
         return pending(reply, current, args, out)
     return done(reply, scope, out)
+
+
+# What an operator reads of a scope before resetting it (preview_table), and its epoch.
+SHOWN = ("version", "epoch", "state", "since", "actor", "cause", "reason", "breaker",
+         "drill", "directives", "latches")
+
+
+def same_trip(now: pb.ScopeState, shown: pb.ScopeState) -> bool:
+    """Whether `now` is the transition that was `shown`: its version in its epoch, and what
+    the operator read of it."""
+    return all(getattr(now, name) == getattr(shown, name) for name in SHOWN)
 
 
 def unanswered(error: grpc.RpcError, sidecar: Sidecar, current: pb.ScopeState,

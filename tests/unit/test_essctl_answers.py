@@ -253,6 +253,31 @@ def test_a_reset_names_the_version_it_showed_so_a_later_trip_is_refused_by_the_s
     assert reset.expected_version == 3
 
 
+def test_a_reset_sends_the_epoch_it_showed_and_resets_nothing_when_the_trip_shown_is_gone():
+    """Review 54c: shown, a fail-closed trip at version 2 (a sidecar whose disk was
+    full); while the operator decided, the disk was freed, the sidecar restarted, and
+    another operator's halt was stored as version 2. Compared by version alone, the
+    halt was lifted. The second look compares what was shown; the Reset carries the
+    epoch, so a trip landing after that look is refused by the sidecar."""
+    shown = pb.ScopeState(scope=pb.Scope(kind=pb.SCOPE_KIND_GLOBAL), state=pb.STATE_TRIPPED,
+                          version=2, epoch="volatile-7f3a", cause=pb.CAUSE_SYSTEM,
+                          reason="state store failed: disk I/O error", actor="ess-sidecar")
+    halt = pb.ScopeState(scope=shown.scope, state=pb.STATE_TRIPPED, version=2,
+                         cause=pb.CAUSE_TRIGGER, reason="unknown fills: DO NOT RESUME",
+                         actor="bob")
+    args = argparse.Namespace(scope=Scope.parse("global"), reason="disk freed", force=True,
+                              latch=[], yes=True)
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown]),
+                                        pb.GetStateResponse(scopes=[halt])])
+    assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.NO
+    assert [m for m, _ in sidecar.requests] == ["GetState", "GetState"]  # no Reset sent
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2,
+                              Reset=[pb.ResetResponse(state=pb.STATE_ARMED, state_version=3)])
+    assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.DONE
+    (reset,) = [request for method, request in sidecar.requests if method == "Reset"]
+    assert (reset.expected_version, reset.expected_epoch) == (2, "volatile-7f3a")
+
+
 def test_a_token_read_from_a_secrets_file_is_stripped_as_the_sidecar_strips_it(monkeypatch):
     """A trailing newline is a header gRPC refuses (INTERNAL): the stop would fail."""
     from ess_sidecar.essctl.main import _options, _parser  # noqa: PLC0415
