@@ -166,8 +166,24 @@ function channelCredentials(options: GuardClientOptions): ChannelCredentials {
   return grpcCredentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
 }
 
+/** The longest timer Node keeps: setTimeout takes a longer one for 1 ms (review 54j: a
+ * deadline of 3e9 ms denied every check after 1 ms, "no answer within 3000000000 ms"). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** A per-call deadline: one that is not a number > 0 and at most MAX_TIMER_MS is the
+ * fallback (the client's), as one that is NaN or negative has always been. */
 function validDeadline(ms: number | undefined, fallback: number): number {
-  return typeof ms === "number" && ms > 0 && Number.isFinite(ms) ? ms : fallback;
+  return typeof ms === "number" && ms > 0 && ms <= MAX_TIMER_MS ? ms : fallback;
+}
+
+/** A client option timed by setTimeout: above MAX_TIMER_MS it is refused, a RangeError
+ * naming it; otherwise as a per-call one. */
+function clientTimer(name: string, ms: number | undefined, fallback: number): number {
+  if (typeof ms === "number" && ms > MAX_TIMER_MS) {
+    throw new RangeError(
+      `${name} must be at most ${MAX_TIMER_MS} ms (Node's longest timer), got ${ms}`);
+  }
+  return validDeadline(ms, fallback);
 }
 
 /** The rpcTimeoutMs option: one that is not a finite number > 0 is refused, as every
@@ -208,9 +224,10 @@ export class GuardClient {
     readonly target: string,
     options: GuardClientOptions = {},
   ) {
-    this.deadlineMs = validDeadline(options.deadlineMs, DEFAULT_DEADLINE_MS);
+    this.deadlineMs = clientTimer("deadlineMs", options.deadlineMs, DEFAULT_DEADLINE_MS);
     this.rpcTimeoutMs = rpcTimeout(options.rpcTimeoutMs);
-    this.stallAfterMs = validDeadline(options.stallAfterMs, DEFAULT_STALL_AFTER_MS);
+    this.stallAfterMs = clientTimer("stallAfterMs", options.stallAfterMs,
+      DEFAULT_STALL_AFTER_MS);
     this.logger = options.logger ?? console;
     this.policy = new FailurePolicy(this.logger, options.logIntervalMs ?? 1000);
     this.metadata = new Metadata();

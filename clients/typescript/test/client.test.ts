@@ -7,7 +7,9 @@ import { after, before, beforeEach, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { status as Status } from "@grpc/grpc-js";
 
-import { CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, pb } from "../src/index.js";
+import {
+  CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, MAX_TIMER_MS, pb,
+} from "../src/index.js";
 import { allow, answer, FakeSidecar, memoryLogger, order, sleep } from "./fake.js";
 
 let fake: FakeSidecar;
@@ -249,6 +251,36 @@ describe("deadlines", () => {
     }
     assert.equal(client({ rpcTimeoutMs: 250 }).rpcTimeoutMs, 250);
     assert.equal(client().rpcTimeoutMs, 1000);
+  });
+
+  // Review 54j: Node's setTimeout takes a delay above 2^31-1 ms for 1 ms, so a deadline of
+  // 3e9 denied every check after 1 ms.
+  test("a client deadline above Node's longest timer is refused, naming it", () => {
+    for (const [name, bad] of [["deadlineMs", 3e9], ["deadlineMs", 2 ** 31],
+      ["deadlineMs", Infinity], ["stallAfterMs", 1e300]] as const) {
+      assert.throws(() => new GuardClient(fake.target, { [name]: bad }),
+        (error: Error) => error instanceof RangeError && error.message.includes(name),
+        `${name} ${bad}`);
+    }
+    assert.equal(client({ deadlineMs: MAX_TIMER_MS }).deadlineMs, 2_147_483_647);
+  });
+
+  test("a per-call deadline above Node's longest timer is the client's, as NaN is", async () => {
+    const guard = await connected({ deadlineMs: 2000 });
+    for (const deadlineMs of [2 ** 31, 1e300, Infinity, Number.NaN, -1]) {
+      const verdict = await guard.check(order(), { deadlineMs });
+      assert.equal(verdict.allowed, true, `${deadlineMs}: ${verdict.message}`);
+      const unary = await guard.checkUnary(order(), { deadlineMs });
+      assert.equal(unary.allowed, true, `${deadlineMs} unary: ${unary.message}`);
+    }
+    fake.onCheck = () => {}; // hung: the denial names the client's deadline, not 2^31
+    fake.onCheckOrder = () => {};
+    const fast = await connected({ deadlineMs: 20 });
+    const denied = await fast.check(order(), { deadlineMs: 2 ** 31 });
+    assert.equal(denied.failure, "deadline");
+    assert.match(denied.message, /within 20 ms/);
+    const deniedUnary = await fast.checkUnary(order(), { deadlineMs: 1e300 });
+    assert.match(deniedUnary.message, /within 20 ms/);
   });
 
   test("no answer within the deadline (default 5 ms) is a denial in time", async () => {
