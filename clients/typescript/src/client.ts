@@ -218,6 +218,8 @@ export class GuardClient {
   private reconnectDelayMs = RECONNECT_MIN_MS;
   private waitingForReady = false;
   private closed = false;
+  /** The heartbeats started here: close() stops them. */
+  private readonly heartbeats = new Set<Heartbeat>();
 
   /** `target`: "unix:/abs/path/ess.sock" (fastest) or "host:port". */
   constructor(
@@ -329,10 +331,13 @@ export class GuardClient {
   }
 
   /** Deny the checks in flight, stop reconnecting and close the channel; later checks deny.
-   * Stop heartbeats (which deregister) before this. */
+   * Heartbeats still running stop without deregistering (the scope trips at the TTL, as for
+   * an executor that died): stop them first (which deregisters) for a clean shutdown. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const heartbeat of this.heartbeats) heartbeat.cancel();
+    this.heartbeats.clear();
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.stream?.close();
@@ -550,13 +555,17 @@ export class GuardClient {
 
   /** A dead-man's switch: heartbeats every `intervalMs` (default ttlMs / 3) until stop(),
    * which deregisters. The first one is sent at once. One the sidecar refuses stops it
-   * (`refused`, logged). */
+   * (`refused`, logged). A closed client throws, as one whose `alive` is not true now. */
   startHeartbeat(options: HeartbeatOptions): Heartbeat {
-    return new Heartbeat(
+    if (this.closed) throw new Error("the client is closed");
+    const heartbeat = new Heartbeat(
       (deregister) => this.heartbeat(options.executorId, options.scope, options.ttlMs, deregister),
       options,
       this.logger,
     ).start();
+    for (const old of this.heartbeats) if (!old.running) this.heartbeats.delete(old);
+    this.heartbeats.add(heartbeat);
+    return heartbeat;
   }
 
   /** Kill switch for `scope`; durable on the sidecar before this resolves. Never refused
