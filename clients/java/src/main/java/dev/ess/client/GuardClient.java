@@ -75,6 +75,12 @@ import java.util.logging.Logger;
 public final class GuardClient implements AutoCloseable {
   /** The default per-check deadline: a missed deadline is a denial. */
   public static final Duration DEFAULT_DEADLINE = Duration.ofMillis(5);
+  /**
+   * The longest wait: a longer deadline or timeout is taken for this (about 146 years), not
+   * overflowed (review 54j: Duration.ofSeconds(Long.MAX_VALUE) was a "client bug" denial),
+   * and deadline arithmetic on nanoTime never overflows past it.
+   */
+  static final long MAX_WAIT_NANOS = Long.MAX_VALUE / 2;
   /** The default bound of the RPCs other than checks. */
   public static final Duration DEFAULT_RPC_TIMEOUT = Duration.ofSeconds(1);
   /** A stream with a request unanswered this long is taken for hung and replaced. */
@@ -162,17 +168,17 @@ public final class GuardClient implements AutoCloseable {
       channel = managed;
     }
     stub = GuardServiceGrpc.newBlockingStub(channel);
-    deadlineNanos = b.deadline.toNanos();
-    rpcTimeoutNanos = b.rpcTimeout.toNanos();
-    stallAfterNanos = b.stallAfter.toNanos();
-    reconnectBaseNanos = b.reconnectBase.toNanos();
-    reconnectMaxNanos = b.reconnectMax.toNanos();
+    deadlineNanos = saturatedNanos(b.deadline);
+    rpcTimeoutNanos = saturatedNanos(b.rpcTimeout);
+    stallAfterNanos = saturatedNanos(b.stallAfter);
+    reconnectBaseNanos = saturatedNanos(b.reconnectBase);
+    reconnectMaxNanos = saturatedNanos(b.reconnectMax);
     logger = b.logger;
     logExecutor = new ThreadPoolExecutor(1, 1, 0, TimeUnit.SECONDS,
         new LinkedBlockingQueue<>(1024), daemon("ess-client-log"),
         new ThreadPoolExecutor.DiscardPolicy());
     logExecutor.prestartAllCoreThreads();
-    failures = new FailureBook(logger, b.logInterval.toNanos(), logExecutor);
+    failures = new FailureBook(logger, saturatedNanos(b.logInterval), logExecutor);
     timers = new ScheduledThreadPoolExecutor(1, daemon("ess-client-timer"));
     timers.setRemoveOnCancelPolicy(true);
     byte[] prefix = new byte[6];
@@ -214,7 +220,7 @@ public final class GuardClient implements AutoCloseable {
    */
   public boolean connect(Duration timeout) {
     warmUp();
-    long deadline = System.nanoTime() + timeout.toNanos();
+    long deadline = System.nanoTime() + saturatedNanos(timeout);
     while (!closed) {
       CheckStream s = stream;
       if (s != null && !s.isBroken()) {
@@ -397,7 +403,7 @@ public final class GuardClient implements AutoCloseable {
 
   private GuardServiceGrpc.GuardServiceBlockingStub stub(Duration timeout) {
     long t = timeout == null || timeout.isZero() || timeout.isNegative()
-        ? rpcTimeoutNanos : timeout.toNanos();
+        ? rpcTimeoutNanos : saturatedNanos(timeout);
     return stub.withDeadlineAfter(t, TimeUnit.NANOSECONDS);
   }
 
@@ -605,7 +611,12 @@ public final class GuardClient implements AutoCloseable {
     if (deadline == null || deadline.isZero() || deadline.isNegative()) {
       return deadlineNanos;
     }
-    return deadline.toNanos();
+    return saturatedNanos(deadline);
+  }
+
+  /** A positive duration in nanoseconds, at most {@link #MAX_WAIT_NANOS}. */
+  static long saturatedNanos(Duration d) {
+    return d.compareTo(Duration.ofNanos(MAX_WAIT_NANOS)) > 0 ? MAX_WAIT_NANOS : d.toNanos();
   }
 
   /** Makes a failed verdict a counted, logged denial, and names the order. */

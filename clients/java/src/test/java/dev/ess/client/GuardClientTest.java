@@ -803,6 +803,26 @@ class GuardClientTest {
         () -> client.startHeartbeat("exec-1", Scopes.global(), Duration.ofSeconds(1)));
   }
 
+  /**
+   * Review 54j: Duration.ofSeconds(Long.MAX_VALUE) overflowed toNanos, and the check was
+   * denied as a "client bug". A deadline too long for nanoseconds is the longest wait.
+   */
+  @Test
+  void aDeadlineTooLongForNanosecondsIsTheLongestWaitNotAClientBug() throws Exception {
+    Duration forever = Duration.ofSeconds(Long.MAX_VALUE);
+    connected(builder().deadline(forever).rpcTimeout(forever).stallAfter(forever));
+    assertEquals(Duration.ofNanos(GuardClient.MAX_WAIT_NANOS), client.deadline());
+    Verdict verdict = client.check(order("forever-1"), forever);
+    assertTrue(verdict.allowed(), verdict.toString());
+    Verdict async = client.checkAsync(order("forever-2"), forever).get(10, TimeUnit.SECONDS);
+    assertTrue(async.allowed(), async.toString());
+    Verdict unary = client.checkUnary(order("forever-3"), forever);
+    assertTrue(unary.allowed(), unary.toString());
+    assertTrue(client.check(order("forever-4")).allowed(), "the client's deadline");
+    assertNotNull(client.heartbeat("exec-1", Scopes.global(), Duration.ofSeconds(1), false));
+    assertEquals(Map.of(), client.failures());
+  }
+
   // ---- Counting, logging, closing. ----
 
   @Test
