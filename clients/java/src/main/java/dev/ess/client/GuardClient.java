@@ -53,6 +53,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import java.util.function.LongSupplier;
 import java.util.logging.Logger;
@@ -533,6 +534,21 @@ public final class GuardClient implements AutoCloseable {
    */
   public Heartbeater startHeartbeat(String executorId, Scope scope, Duration ttl,
       Duration interval, Consumer<Throwable> onError) {
+    return startHeartbeat(executorId, scope, ttl, interval, onError, null);
+  }
+
+  /**
+   * {@link #startHeartbeat(String, Scope, Duration, Duration, Consumer)} sending each beat
+   * only if alive returns true then ({@code null}: always): false, or a throw, withholds it
+   * (counted, {@link Heartbeater#skipped()}, and logged once each way it turns), so the scope
+   * trips at the ttl when the trading loop is dead while the process lives on. It is called
+   * on the heartbeat thread: one that blocks holds the beats, and the scope trips.
+   *
+   * @throws IllegalStateException alive is not true now: nothing is sent (the first beat
+   *     registers the executor)
+   */
+  public Heartbeater startHeartbeat(String executorId, Scope scope, Duration ttl,
+      Duration interval, Consumer<Throwable> onError, BooleanSupplier alive) {
     if (ttl.compareTo(Duration.ofMillis(1)) < 0 || ttl.compareTo(Duration.ofHours(1)) > 0) {
       throw new IllegalArgumentException("heartbeat ttl must be 1 ms to 1 hour");
     }
@@ -548,7 +564,8 @@ public final class GuardClient implements AutoCloseable {
     if (closed) {
       throw new IllegalStateException("the client is closed");
     }
-    Heartbeater h = new Heartbeater(this, executorId, scope, ttl, interval, onError, logger);
+    Heartbeater h =
+        new Heartbeater(this, executorId, scope, ttl, interval, onError, alive, logger);
     h.start();
     heartbeaters.add(h);
     return h;
