@@ -361,10 +361,13 @@ class GuardClient:
     def start_heartbeat(self, executor_id: str, scope: ScopeLike, ttl_ms: int,
                         interval_s: float | None = None,
                         on_response: Callable[[pb.HeartbeatResponse], object] | None = None,
-                        on_error: Callable[[Exception], object] | None = None) -> Heartbeat:
+                        on_error: Callable[[Exception], object] | None = None,
+                        alive: Callable[[], bool] | None = None) -> Heartbeat:
         """`heartbeat` every `interval_s` (a third of the TTL by default) until the
         Heartbeat's `stop()`, which deregisters. Call it in a running event loop. An
-        interval not shorter than the TTL is a ValueError: the scope would trip."""
+        interval not shorter than the TTL is a ValueError: the scope would trip. With
+        `alive`, each beat is sent only if it returns True then (see the README); not True
+        now: RuntimeError, nothing sent."""
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) \
                 or not 1 <= ttl_ms <= MAX_HEARTBEAT_TTL_MS:
             raise ValueError(f"ttl_ms must be 1 to {MAX_HEARTBEAT_TTL_MS} ms, got {ttl_ms!r}")
@@ -376,7 +379,7 @@ class GuardClient:
         scope = to_scope(scope)  # a ValueError now, not a beat that never registers
         return Heartbeat(lambda deregister: self.heartbeat(executor_id, scope, ttl_ms,
                                                            deregister),
-                         interval_s, on_response, on_error)
+                         interval_s, on_response, on_error, alive, executor_id)
 
     async def trigger(self, scope: ScopeLike, reason: str = "",
                       reason_code: EnumLike = pb.TRIGGER_REASON_USER_INITIATED,

@@ -18,19 +18,25 @@ class Heartbeat:
     """A running heartbeat (`GuardClient.start_heartbeat`). `sent` counts answered beats,
     `failures` failed ones (the scope trips if they keep failing past the TTL);
     `last_response` is the scope's state at the last answer. One the sidecar refuses
-    (INVALID_ARGUMENT, PERMISSION_DENIED) stops: `refused` says why, `running` is False.
-    A callback that raises is logged and the beats go on: one bad callback must not trip
-    the executor's scope."""
+    (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED) stops: `refused` says why,
+    `running` is False. A callback that raises is logged and the beats go on: one bad
+    callback must not trip the executor's scope. With `alive`, a beat is sent only when it
+    returns True; one withheld is counted in `skipped`, and the scope trips at the TTL."""
 
     def __init__(self, send: Send, interval_s: float,
                  on_response: Callable[[pb.HeartbeatResponse], object] | None = None,
-                 on_error: Callable[[Exception], object] | None = None) -> None:
+                 on_error: Callable[[Exception], object] | None = None,
+                 alive: Callable[[], bool] | None = None, name: str = "") -> None:
         self.sent = 0
         self.failures = 0
+        self.skipped = 0  # beats withheld: `alive` did not return True
         self.refused: Exception | None = None  # why the sidecar refused it: it stopped
         self.last_response: pb.HeartbeatResponse | None = None
         self._send, self._interval_s = send, interval_s
         self._on_response, self._on_error = on_response, on_error
+        self._alive, self._name, self._was_alive = alive, name, True
+        if not self._is_alive():  # the first beat registers: withheld, nothing would trip
+            raise RuntimeError(f"ess heartbeat not started: alive() is not True for {name!r}")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
@@ -53,6 +59,10 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
+            if not self._is_alive():
+                self.skipped += 1
+                await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
+                continue
             try:
                 response = await self._send(False)
             except Exception as error:  # noqa: BLE001 - every failure is counted and said
@@ -70,6 +80,26 @@ class Heartbeat:
                 self._call(self._on_response, response)
             await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
 
+    def _is_alive(self) -> bool:
+        """`alive()` (True when unset), an exception counting as not alive; said once each
+        way it changes."""
+        if self._alive is None:
+            return True
+        why = "it returned something other than True"
+        try:
+            alive = self._alive() is True
+        except Exception as error:  # noqa: BLE001 - a predicate that fails is not alive
+            alive, why = False, f"it raised {error!r}"
+        if alive != self._was_alive:
+            self._was_alive = alive
+            if alive:
+                log.warning("ess heartbeat: alive() is True again for %r: beats resume",
+                            self._name)
+            else:
+                log.warning("ess heartbeat: alive() is not True for %r (%s): beats withheld,"
+                            " the scope trips at its TTL", self._name, why)
+        return alive
+
     @staticmethod
     def _call(callback: Callable[[object], object] | None, value: object) -> None:
         if callback is None:
@@ -81,7 +111,8 @@ class Heartbeat:
 
 
 def _refused(error: Exception) -> bool:
-    """The sidecar refused the heartbeat itself (a scope or executor id it does not take):
-    no retry can succeed."""
+    """The sidecar refused the heartbeat itself (a scope, executor id or token it does not
+    take): no retry can succeed."""
     return isinstance(error, grpc.aio.AioRpcError) and error.code() in (
-        grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
+        grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED)  # as TypeScript's (review 54j: it beat on)

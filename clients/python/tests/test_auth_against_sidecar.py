@@ -3,6 +3,7 @@ refusal that is a denial even for a fail-open client."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -69,3 +70,15 @@ async def test_a_client_over_tls(secured: SidecarProcess, ca: trustme.CA) -> Non
     async with GuardClient(secured.tcp_target, token=TOKEN, credentials=credentials,
                            check_timeout_s=RELAXED_TIMEOUT_S) as client:
         assert (await client.check(**ORDER)).allowed
+
+
+async def test_a_heartbeat_refused_unauthenticated_stops_and_says_why(
+        secured: SidecarProcess) -> None:
+    """Review 54j: as TypeScript's, a heartbeat with a token the sidecar does not take is
+    never registered: beating on would trip nothing; it stops, `refused` set."""
+    async with GuardClient(secured.uds_target, token=new_token()) as client:
+        beat = client.start_heartbeat("exec-1", "STRATEGY:momo", 5_000, interval_s=0.02)
+        await asyncio.wait_for(beat.stopped(), 10)
+    assert not beat.running and beat.sent == 0 and beat.failures == 1
+    assert isinstance(beat.refused, grpc.aio.AioRpcError)
+    assert beat.refused.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -110,6 +110,53 @@ async def test_a_heartbeat_the_sidecar_refuses_stops_and_says_why(client: GuardC
     assert "scope.id" in str(beat.refused) and errors == [beat.refused]
 
 
+async def test_with_alive_a_beat_is_sent_only_while_it_returns_true(
+        client: GuardClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Review 54j: the helper beat on a timer, so a trading loop that died or hung in a
+    process that lived on never tripped its scope."""
+    up, asked_down = [True], [0]
+    withheld, answered = asyncio.Event(), asyncio.Event()
+
+    def alive() -> bool:
+        if up[0]:
+            return True
+        asked_down[0] += 1
+        if asked_down[0] == 6:
+            withheld.set()
+        if asked_down[0] > 3:  # a predicate that raises is not alive either
+            raise RuntimeError("the loop's state is unreadable")
+        return False
+
+    beat = client.start_heartbeat("exec-alive", "STRATEGY:alive", ttl_ms=5_000,
+                                  interval_s=0.02, alive=alive,
+                                  on_response=lambda _: answered.set())
+    await asyncio.wait_for(answered.wait(), 10)
+    up[0] = False
+    sent = beat.sent  # a beat already past its check may still be answered: + 1
+    await asyncio.wait_for(withheld.wait(), 10)
+    assert beat.sent <= sent + 1 and beat.skipped == 6 and beat.running
+    said = [r.getMessage() for r in caplog.records if "alive()" in r.getMessage()]
+    assert len(said) == 1 and "beats withheld" in said[0]  # said once, when it went
+    answered.clear()
+    up[0] = True
+    await asyncio.wait_for(answered.wait(), 10)  # beats resume
+    said = [r.getMessage() for r in caplog.records if "alive()" in r.getMessage()]
+    assert len(said) == 2 and "beats resume" in said[1]
+    await beat.stop()
+
+
+async def test_alive_not_true_at_start_is_refused_and_nothing_starts(
+        client: GuardClient) -> None:
+    def broken() -> bool:
+        raise RuntimeError("no loop yet")
+
+    for alive in (lambda: False, broken, lambda: 1):
+        with pytest.raises(RuntimeError, match="alive"):
+            client.start_heartbeat("exec-alive", "STRATEGY:alive", 5_000, alive=alive)
+    beat = client.start_heartbeat("exec-alive", "STRATEGY:alive", 5_000, alive=lambda: True)
+    assert (await beat.stop()).state == pb.STATE_ARMED
+
+
 async def test_hundred_concurrent_checks_share_one_stream_and_each_gets_its_own_answer(
         client: GuardClient) -> None:
     await client.trigger("STRATEGY:momo", reason="half of the orders must be denied")

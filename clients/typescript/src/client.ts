@@ -166,8 +166,24 @@ function channelCredentials(options: GuardClientOptions): ChannelCredentials {
   return grpcCredentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
 }
 
+/** The longest timer Node keeps: setTimeout takes a longer one for 1 ms (review 54j: a
+ * deadline of 3e9 ms denied every check after 1 ms, "no answer within 3000000000 ms"). */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** A per-call deadline: one that is not a number > 0 and at most MAX_TIMER_MS is the
+ * fallback (the client's), as one that is NaN or negative has always been. */
 function validDeadline(ms: number | undefined, fallback: number): number {
-  return typeof ms === "number" && ms > 0 && Number.isFinite(ms) ? ms : fallback;
+  return typeof ms === "number" && ms > 0 && ms <= MAX_TIMER_MS ? ms : fallback;
+}
+
+/** A client option timed by setTimeout: above MAX_TIMER_MS it is refused, a RangeError
+ * naming it; otherwise as a per-call one. */
+function clientTimer(name: string, ms: number | undefined, fallback: number): number {
+  if (typeof ms === "number" && ms > MAX_TIMER_MS) {
+    throw new RangeError(
+      `${name} must be at most ${MAX_TIMER_MS} ms (Node's longest timer), got ${ms}`);
+  }
+  return validDeadline(ms, fallback);
 }
 
 /** The rpcTimeoutMs option: one that is not a finite number > 0 is refused, as every
@@ -202,15 +218,18 @@ export class GuardClient {
   private reconnectDelayMs = RECONNECT_MIN_MS;
   private waitingForReady = false;
   private closed = false;
+  /** The heartbeats started here: close() stops them. */
+  private readonly heartbeats = new Set<Heartbeat>();
 
   /** `target`: "unix:/abs/path/ess.sock" (fastest) or "host:port". */
   constructor(
     readonly target: string,
     options: GuardClientOptions = {},
   ) {
-    this.deadlineMs = validDeadline(options.deadlineMs, DEFAULT_DEADLINE_MS);
+    this.deadlineMs = clientTimer("deadlineMs", options.deadlineMs, DEFAULT_DEADLINE_MS);
     this.rpcTimeoutMs = rpcTimeout(options.rpcTimeoutMs);
-    this.stallAfterMs = validDeadline(options.stallAfterMs, DEFAULT_STALL_AFTER_MS);
+    this.stallAfterMs = clientTimer("stallAfterMs", options.stallAfterMs,
+      DEFAULT_STALL_AFTER_MS);
     this.logger = options.logger ?? console;
     this.policy = new FailurePolicy(this.logger, options.logIntervalMs ?? 1000);
     this.metadata = new Metadata();
@@ -312,10 +331,13 @@ export class GuardClient {
   }
 
   /** Deny the checks in flight, stop reconnecting and close the channel; later checks deny.
-   * Stop heartbeats (which deregister) before this. */
+   * Heartbeats still running stop without deregistering (the scope trips at the TTL, as for
+   * an executor that died): stop them first (which deregisters) for a clean shutdown. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (const heartbeat of this.heartbeats) heartbeat.cancel();
+    this.heartbeats.clear();
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.stream?.close();
@@ -533,13 +555,17 @@ export class GuardClient {
 
   /** A dead-man's switch: heartbeats every `intervalMs` (default ttlMs / 3) until stop(),
    * which deregisters. The first one is sent at once. One the sidecar refuses stops it
-   * (`refused`, logged). */
+   * (`refused`, logged). A closed client throws, as one whose `alive` is not true now. */
   startHeartbeat(options: HeartbeatOptions): Heartbeat {
-    return new Heartbeat(
+    if (this.closed) throw new Error("the client is closed");
+    const heartbeat = new Heartbeat(
       (deregister) => this.heartbeat(options.executorId, options.scope, options.ttlMs, deregister),
       options,
       this.logger,
     ).start();
+    for (const old of this.heartbeats) if (!old.running) this.heartbeats.delete(old);
+    this.heartbeats.add(heartbeat);
+    return heartbeat;
   }
 
   /** Kill switch for `scope`; durable on the sidecar before this resolves. Never refused

@@ -23,19 +23,34 @@ export interface HeartbeatOptions {
   /** Called with each answer: the scope's state. What it throws goes to onError (else to
    * console.error); either way the heartbeats go on. */
   onResponse?: (response: HeartbeatResponse) => void;
+  /** Whether the executor's trading loop is alive, asked before each beat: a beat is sent
+   * only when it returns true (false, or a throw, withholds it and counts it in `skipped`),
+   * so the scope trips at the TTL when the loop dies or hangs while the process lives on.
+   * Not true at start: startHeartbeat throws, nothing is sent. Unset: every beat is sent,
+   * and the heartbeat proves only that the event loop runs. */
+  alive?: () => boolean;
 }
+
+/** The sidecar's answers that say a beat will never be taken: sent again, it would be
+ * refused again, and the scope, never registered, could never trip. */
+const REFUSALS: ReadonlySet<unknown> = new Set([
+  Status.INVALID_ARGUMENT, Status.PERMISSION_DENIED, Status.UNAUTHENTICATED,
+]);
 
 /** The contract's longest heartbeat TTL: 1 hour. */
 const MAX_TTL_MS = 3_600_000;
 
 /** A running heartbeat. Its timer does not keep the process alive. One the sidecar refuses
- * (INVALID_ARGUMENT, PERMISSION_DENIED: a scope or executor id it does not take) stops:
+ * (INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED: a scope, executor id or token it
+ * does not take) stops:
  * `refused` says why and `running` is false; sent again it would be refused again, and
  * the scope, never registered, would trip for nothing (review 43i: it beat on, unsaid). */
 export class Heartbeat {
   /** Heartbeats sent and answered, and failed. */
   sent = 0;
   failures = 0;
+  /** Beats withheld because `alive` did not return true. */
+  skipped = 0;
   lastResponse: HeartbeatResponse | null = null;
   /** Why the sidecar refused a heartbeat: it stopped. */
   refused: Error | null = null;
@@ -43,6 +58,9 @@ export class Heartbeat {
   private timer: NodeJS.Timeout | null = null;
   private inFlight: Promise<void> | null = null;
   private stopped = false;
+  /** The client was closed: stop() has nothing to deregister with. */
+  private cancelled = false;
+  private wasAlive = true;
 
   constructor(
     private readonly send: (deregister: boolean) => Promise<HeartbeatResponse>,
@@ -56,24 +74,48 @@ export class Heartbeat {
     return !this.stopped;
   }
 
-  /** Send the first heartbeat now and keep going; returns this. */
+  /** Send the first heartbeat now and keep going; returns this. The first beat registers
+   * the executor: with `alive` not true now, it throws and nothing is sent (withheld, the
+   * executor would run unregistered, its scope never to trip). */
   start(): this {
+    if (this.options.alive !== undefined && !this.isAlive()) {
+      this.stopped = true;
+      const id = this.options.executorId;
+      throw new Error(`ess heartbeat not started: alive() is not true for ${id}`);
+    }
     this.beat();
     return this;
   }
 
-  /** Stop beating and deregister (the scope does not trip). Rejects if deregistering failed. */
-  async stop(): Promise<HeartbeatResponse> {
+  /** Stop beating and deregister (the scope does not trip). Rejects if deregistering failed.
+   * After the client was closed it only stops, and resolves null (as Java's). */
+  async stop(): Promise<HeartbeatResponse | null> {
+    this.halt();
+    await this.inFlight;
+    return this.cancelled ? null : this.send(true);
+  }
+
+  /** The client is closing: stop beating without deregistering, so that the scope trips at
+   * the TTL as it does for an executor that died (as Java's Heartbeater). */
+  cancel(): void {
+    this.cancelled = true;
+    this.halt();
+  }
+
+  private halt(): void {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    await this.inFlight;
-    return this.send(true);
   }
 
   private beat(): void {
     if (this.stopped) return;
     const started = performance.now();
+    if (this.options.alive !== undefined && !this.isAlive()) {
+      this.skipped += 1;
+      this.schedule(started);
+      return;
+    }
     this.inFlight = this.send(false).then(
       (response) => {
         this.sent += 1;
@@ -88,8 +130,7 @@ export class Heartbeat {
       (error: Error) => {
         this.failures += 1;
         this.report(error);
-        const code = (error as { code?: unknown }).code;
-        if (code === Status.INVALID_ARGUMENT || code === Status.PERMISSION_DENIED) {
+        if (REFUSALS.has((error as { code?: unknown }).code)) {
           this.refused = error;
           this.stopped = true;
           this.logger.warn(`ess heartbeat refused, not sent again: ${error.message}`);
@@ -99,11 +140,34 @@ export class Heartbeat {
       },
     ).then(() => {
       this.inFlight = null;
-      if (this.stopped) return;
-      const wait = Math.max(0, this.intervalMs - (performance.now() - started));
-      this.timer = setTimeout(() => this.beat(), wait);
-      this.timer.unref();
+      this.schedule(started);
     });
+  }
+
+  private schedule(started: number): void {
+    if (this.stopped) return;
+    const wait = Math.max(0, this.intervalMs - (performance.now() - started));
+    this.timer = setTimeout(() => this.beat(), wait);
+    this.timer.unref();
+  }
+
+  /** `alive()`, a throw counting as not alive; logged once each way it changes. */
+  private isAlive(): boolean {
+    let alive = false;
+    let why = "it returned false";
+    try {
+      alive = this.options.alive?.() === true;
+    } catch (error) {
+      why = `it threw ${String(error)}`;
+    }
+    if (alive !== this.wasAlive) {
+      this.logger.warn(alive
+        ? `ess heartbeat: alive() is true again for ${this.options.executorId}: beats resume`
+        : `ess heartbeat: alive() is not true for ${this.options.executorId} (${why}): ` +
+          "beats withheld, the scope trips at its TTL");
+      this.wasAlive = alive;
+    }
+    return alive;
   }
 
   /** A throw of a callback must not skip the next beat (the scope would trip while

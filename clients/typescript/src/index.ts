@@ -4,6 +4,7 @@ export {
   DEFAULT_DEADLINE_MS,
   DEFAULT_RPC_TIMEOUT_MS,
   DEFAULT_STALL_AFTER_MS,
+  MAX_TIMER_MS,
   type CheckOptions,
   type Fill,
   GuardClient,

@@ -7,7 +7,9 @@ import { after, before, beforeEach, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { status as Status } from "@grpc/grpc-js";
 
-import { CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, pb } from "../src/index.js";
+import {
+  CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, MAX_TIMER_MS, pb,
+} from "../src/index.js";
 import { allow, answer, FakeSidecar, memoryLogger, order, sleep } from "./fake.js";
 
 let fake: FakeSidecar;
@@ -44,6 +46,7 @@ beforeEach(() => {
   fake.onCheck = (request, call) => call.write(allow(request));
   fake.onStream = () => {};
   fake.onCheckOrder = answerCheckOrder;
+  fake.heartbeatError = null;
   while (clients.length) clients.pop()!.close();
 });
 
@@ -249,6 +252,36 @@ describe("deadlines", () => {
     }
     assert.equal(client({ rpcTimeoutMs: 250 }).rpcTimeoutMs, 250);
     assert.equal(client().rpcTimeoutMs, 1000);
+  });
+
+  // Review 54j: Node's setTimeout takes a delay above 2^31-1 ms for 1 ms, so a deadline of
+  // 3e9 denied every check after 1 ms.
+  test("a client deadline above Node's longest timer is refused, naming it", () => {
+    for (const [name, bad] of [["deadlineMs", 3e9], ["deadlineMs", 2 ** 31],
+      ["deadlineMs", Infinity], ["stallAfterMs", 1e300]] as const) {
+      assert.throws(() => new GuardClient(fake.target, { [name]: bad }),
+        (error: Error) => error instanceof RangeError && error.message.includes(name),
+        `${name} ${bad}`);
+    }
+    assert.equal(client({ deadlineMs: MAX_TIMER_MS }).deadlineMs, 2_147_483_647);
+  });
+
+  test("a per-call deadline above Node's longest timer is the client's, as NaN is", async () => {
+    const guard = await connected({ deadlineMs: 2000 });
+    for (const deadlineMs of [2 ** 31, 1e300, Infinity, Number.NaN, -1]) {
+      const verdict = await guard.check(order(), { deadlineMs });
+      assert.equal(verdict.allowed, true, `${deadlineMs}: ${verdict.message}`);
+      const unary = await guard.checkUnary(order(), { deadlineMs });
+      assert.equal(unary.allowed, true, `${deadlineMs} unary: ${unary.message}`);
+    }
+    fake.onCheck = () => {}; // hung: the denial names the client's deadline, not 2^31
+    fake.onCheckOrder = () => {};
+    const fast = await connected({ deadlineMs: 20 });
+    const denied = await fast.check(order(), { deadlineMs: 2 ** 31 });
+    assert.equal(denied.failure, "deadline");
+    assert.match(denied.message, /within 20 ms/);
+    const deniedUnary = await fast.checkUnary(order(), { deadlineMs: 1e300 });
+    assert.match(deniedUnary.message, /within 20 ms/);
   });
 
   test("no answer within the deadline (default 5 ms) is a denial in time", async () => {
@@ -580,6 +613,90 @@ describe("reports and the heartbeat", () => {
     assert.equal((beat.refused as { code?: number } | null)?.code, Status.INVALID_ARGUMENT);
     assert.equal(fake.unary.filter((u) => u.method === "heartbeat").length - before, 1);
     assert.ok(logger.lines.some((line) => line.startsWith("ess heartbeat refused")), logger.lines.join());
+  });
+
+  // Review 54j: UNAUTHENTICATED (a token the sidecar does not take) beat on with `running`
+  // true, though the executor was never registered.
+  test("a heartbeat refused UNAUTHENTICATED stops as PERMISSION_DENIED does", async () => {
+    fake.heartbeatError = { code: Status.UNAUTHENTICATED, details: "bad token" };
+    const logger = memoryLogger();
+    const guard = await connected({ logger });
+    const beat = guard.startHeartbeat({ executorId: "ex-1", scope: "STRATEGY:momo", ttlMs: 60 });
+    await eventually(() => !beat.running, 2000);
+    assert.equal((beat.refused as { code?: number } | null)?.code, Status.UNAUTHENTICATED);
+    assert.equal(beat.failures, 1);
+    assert.ok(logger.lines.some((line) => line.startsWith("ess heartbeat refused")));
+  });
+
+  // Review 54j: after close() the heartbeat said running and logged a failed beat forever.
+  test("close() stops the heartbeats without deregistering; stop() then resolves null",
+    async () => {
+      const guard = await connected();
+      const beats = () => fake.unary.filter((u) => u.method === "heartbeat");
+      const ofEx1 = (u: { request: unknown }) =>
+        (u.request as pb.HeartbeatRequest).executorId === "ex-1";
+      const before = beats().length;
+      const beat = guard.startHeartbeat({ executorId: "ex-1", scope: "STRATEGY:momo", ttlMs: 60 });
+      await eventually(() => beat.sent >= 2, 2000);
+      guard.close();
+      assert.equal(beat.running, false);
+      assert.equal(await beat.stop(), null);
+      const after = beats().filter(ofEx1).length;
+      // Three intervals pass (another client's heartbeat beats three times): none sent.
+      const other = (await connected()).startHeartbeat({
+        executorId: "ex-other", scope: "STRATEGY:momo", ttlMs: 60 });
+      await eventually(() => other.sent >= 3, 2000);
+      await other.stop();
+      assert.equal(beats().filter(ofEx1).length, after, "a beat after close()");
+      const sent = beats().slice(before).filter(ofEx1)
+        .map((u) => (u.request as pb.HeartbeatRequest).deregister);
+      assert.ok(sent.every((deregister) => !deregister), "deregistered on close()");
+      assert.throws(() => guard.startHeartbeat({ executorId: "ex-1", scope: "GLOBAL", ttlMs: 60 }),
+        /closed/);
+    });
+
+  test("with alive, a beat is sent only while it returns true; the skips are counted and logged",
+    async () => {
+      const logger = memoryLogger();
+      const guard = await connected({ logger });
+      const beats = () => fake.unary.filter((u) => u.method === "heartbeat").length;
+      let alive: boolean | "throw" = true;
+      const beat = guard.startHeartbeat({
+        executorId: "ex-4", scope: "STRATEGY:momo", ttlMs: 30,
+        alive: () => {
+          if (alive === "throw") throw new Error("loop state unreadable");
+          return alive;
+        },
+      });
+      await eventually(() => beat.sent >= 2, 2000);
+      alive = false;
+      await eventually(() => beat.skipped >= 3, 2000);
+      const withheld = beats();
+      alive = "throw"; // a throw is not alive either
+      await eventually(() => beat.skipped >= 6, 2000);
+      assert.equal(beats(), withheld, "a beat sent while not alive");
+      assert.equal(beat.running, true);
+      const said = () => logger.lines.filter((line) => line.includes("alive()"));
+      assert.equal(said().length, 1, said().join("\n")); // once, when it went
+      alive = true;
+      await eventually(() => beats() >= withheld + 2, 2000);
+      assert.equal(said().length, 2, said().join("\n")); // and once when it came back
+      assert.match(said()[1]!, /beats resume/);
+      await beat.stop();
+    });
+
+  test("alive not true at start: startHeartbeat throws and sends nothing", async () => {
+    const guard = await connected();
+    const beats = () => fake.unary.filter((u) => u.method === "heartbeat").length;
+    const before = beats();
+    const start = (alive: () => boolean) =>
+      guard.startHeartbeat({ executorId: "ex-5", scope: "STRATEGY:momo", ttlMs: 60, alive });
+    assert.throws(() => start(() => false), /alive\(\) is not true/);
+    assert.throws(() => start(() => { throw new Error("no loop yet"); }), /alive\(\) is not true/);
+    assert.equal(beats(), before);
+    const beat = start(() => true);
+    await eventually(() => beat.sent >= 1, 2000);
+    await beat.stop();
   });
 
   test("a callback that throws stops neither the heartbeat nor escapes", async () => {

@@ -51,6 +51,8 @@ export class FakeSidecar {
       decisionId: `u-${call.request.clientOrderId}`,
     }));
   };
+  /** What Heartbeat answers instead of ARMED, e.g. an UNAUTHENTICATED error. */
+  heartbeatError: { code: Status; details: string } | null = null;
   /** Called when a stream opens; may end it at once (e.g. with an auth error). */
   onStream: (call: StreamCall) => void = () => {};
   readonly streams: StreamCall[] = [];
@@ -89,7 +91,9 @@ export class FakeSidecar {
       heartbeat: (call: ServerUnaryCall<pb.HeartbeatRequest, pb.HeartbeatResponse>,
         callback: sendUnaryData<pb.HeartbeatResponse>) => {
         this.unary.push({ method: "heartbeat", request: call.request, authorization: "" });
-        if (call.request.executorId !== call.request.executorId.trim()) { // as the sidecar
+        if (this.heartbeatError !== null) {
+          callback(this.heartbeatError);
+        } else if (call.request.executorId !== call.request.executorId.trim()) { // as the sidecar
           callback({ code: Status.INVALID_ARGUMENT, details: "executor_id: not canonical" });
         } else {
           callback(null, create(pb.HeartbeatResponseSchema, {

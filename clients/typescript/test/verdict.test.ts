@@ -98,3 +98,15 @@ test("the failure policy counts every failure and logs each cause once per inter
   assert.equal(lines.length, 3);
   assert.match(lines[2]!, /\[2 more since the last log\]/);
 });
+
+// Review 54j: a Verdict is an object, and every object is truthy in JavaScript: `if (verdict)`
+// or `if (await client.check(o))` sends a denied order. Only `verdict.allowed` says yes.
+test("a denial is a truthy object: obey verdict.allowed, never the verdict", () => {
+  const denied = failed("deadline", "no answer within 5 ms");
+  assert.ok(denied, "JavaScript takes any object for true");
+  assert.equal(denied.allowed, false);
+  const tripped = verdictFromAnswer(answer(1n, { allowed: false,
+    reason: pb.DecisionReason.SCOPE_TRIPPED }));
+  assert.ok(tripped);
+  assert.equal(tripped.allowed, false);
+});

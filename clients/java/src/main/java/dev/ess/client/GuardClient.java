@@ -53,6 +53,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import java.util.function.LongSupplier;
 import java.util.logging.Logger;
@@ -75,6 +76,12 @@ import java.util.logging.Logger;
 public final class GuardClient implements AutoCloseable {
   /** The default per-check deadline: a missed deadline is a denial. */
   public static final Duration DEFAULT_DEADLINE = Duration.ofMillis(5);
+  /**
+   * The longest wait: a longer deadline or timeout is taken for this (about 146 years), not
+   * overflowed (review 54j: Duration.ofSeconds(Long.MAX_VALUE) was a "client bug" denial),
+   * and deadline arithmetic on nanoTime never overflows past it.
+   */
+  static final long MAX_WAIT_NANOS = Long.MAX_VALUE / 2;
   /** The default bound of the RPCs other than checks. */
   public static final Duration DEFAULT_RPC_TIMEOUT = Duration.ofSeconds(1);
   /** A stream with a request unanswered this long is taken for hung and replaced. */
@@ -162,17 +169,17 @@ public final class GuardClient implements AutoCloseable {
       channel = managed;
     }
     stub = GuardServiceGrpc.newBlockingStub(channel);
-    deadlineNanos = b.deadline.toNanos();
-    rpcTimeoutNanos = b.rpcTimeout.toNanos();
-    stallAfterNanos = b.stallAfter.toNanos();
-    reconnectBaseNanos = b.reconnectBase.toNanos();
-    reconnectMaxNanos = b.reconnectMax.toNanos();
+    deadlineNanos = saturatedNanos(b.deadline);
+    rpcTimeoutNanos = saturatedNanos(b.rpcTimeout);
+    stallAfterNanos = saturatedNanos(b.stallAfter);
+    reconnectBaseNanos = saturatedNanos(b.reconnectBase);
+    reconnectMaxNanos = saturatedNanos(b.reconnectMax);
     logger = b.logger;
     logExecutor = new ThreadPoolExecutor(1, 1, 0, TimeUnit.SECONDS,
         new LinkedBlockingQueue<>(1024), daemon("ess-client-log"),
         new ThreadPoolExecutor.DiscardPolicy());
     logExecutor.prestartAllCoreThreads();
-    failures = new FailureBook(logger, b.logInterval.toNanos(), logExecutor);
+    failures = new FailureBook(logger, saturatedNanos(b.logInterval), logExecutor);
     timers = new ScheduledThreadPoolExecutor(1, daemon("ess-client-timer"));
     timers.setRemoveOnCancelPolicy(true);
     byte[] prefix = new byte[6];
@@ -214,7 +221,7 @@ public final class GuardClient implements AutoCloseable {
    */
   public boolean connect(Duration timeout) {
     warmUp();
-    long deadline = System.nanoTime() + timeout.toNanos();
+    long deadline = System.nanoTime() + saturatedNanos(timeout);
     while (!closed) {
       CheckStream s = stream;
       if (s != null && !s.isBroken()) {
@@ -397,7 +404,7 @@ public final class GuardClient implements AutoCloseable {
 
   private GuardServiceGrpc.GuardServiceBlockingStub stub(Duration timeout) {
     long t = timeout == null || timeout.isZero() || timeout.isNegative()
-        ? rpcTimeoutNanos : timeout.toNanos();
+        ? rpcTimeoutNanos : saturatedNanos(timeout);
     return stub.withDeadlineAfter(t, TimeUnit.NANOSECONDS);
   }
 
@@ -527,6 +534,21 @@ public final class GuardClient implements AutoCloseable {
    */
   public Heartbeater startHeartbeat(String executorId, Scope scope, Duration ttl,
       Duration interval, Consumer<Throwable> onError) {
+    return startHeartbeat(executorId, scope, ttl, interval, onError, null);
+  }
+
+  /**
+   * {@link #startHeartbeat(String, Scope, Duration, Duration, Consumer)} sending each beat
+   * only if alive returns true then ({@code null}: always): false, or a throw, withholds it
+   * (counted, {@link Heartbeater#skipped()}, and logged once each way it turns), so the scope
+   * trips at the ttl when the trading loop is dead while the process lives on. It is called
+   * on the heartbeat thread: one that blocks holds the beats, and the scope trips.
+   *
+   * @throws IllegalStateException alive is not true now: nothing is sent (the first beat
+   *     registers the executor)
+   */
+  public Heartbeater startHeartbeat(String executorId, Scope scope, Duration ttl,
+      Duration interval, Consumer<Throwable> onError, BooleanSupplier alive) {
     if (ttl.compareTo(Duration.ofMillis(1)) < 0 || ttl.compareTo(Duration.ofHours(1)) > 0) {
       throw new IllegalArgumentException("heartbeat ttl must be 1 ms to 1 hour");
     }
@@ -542,7 +564,8 @@ public final class GuardClient implements AutoCloseable {
     if (closed) {
       throw new IllegalStateException("the client is closed");
     }
-    Heartbeater h = new Heartbeater(this, executorId, scope, ttl, interval, onError, logger);
+    Heartbeater h =
+        new Heartbeater(this, executorId, scope, ttl, interval, onError, alive, logger);
     h.start();
     heartbeaters.add(h);
     return h;
@@ -605,7 +628,12 @@ public final class GuardClient implements AutoCloseable {
     if (deadline == null || deadline.isZero() || deadline.isNegative()) {
       return deadlineNanos;
     }
-    return deadline.toNanos();
+    return saturatedNanos(deadline);
+  }
+
+  /** A positive duration in nanoseconds, at most {@link #MAX_WAIT_NANOS}. */
+  static long saturatedNanos(Duration d) {
+    return d.compareTo(Duration.ofNanos(MAX_WAIT_NANOS)) > 0 ? MAX_WAIT_NANOS : d.toNanos();
   }
 
   /** Makes a failed verdict a counted, logged denial, and names the order. */

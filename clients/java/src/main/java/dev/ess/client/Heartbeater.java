@@ -9,6 +9,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import java.util.logging.Level;
 import java.util.logging.Logger;
@@ -19,6 +20,11 @@ import java.util.logging.Logger;
  * {@link #close()}, which only stops beating: the registration stays, and the scope trips
  * when the ttl lapses. So a try-with-resources block left by an exception (an executor that
  * died) trips the scope; call {@link #stop()} in it for a clean shutdown.
+ *
+ * <p>With an {@code alive} predicate, each beat is sent only if it returns true then; false,
+ * or a throw, withholds the beat ({@link #skipped()}), so the scope trips at the ttl when the
+ * trading loop dies or hangs while the process lives on. Without one, a beat proves only that
+ * the process (this daemon thread) runs.
  */
 public final class Heartbeater implements AutoCloseable {
   private final GuardClient client;
@@ -27,16 +33,23 @@ public final class Heartbeater implements AutoCloseable {
   private final Duration ttl;
   private final Duration interval;
   private final Consumer<Throwable> onError;
+  private final BooleanSupplier alive;
+  private final Logger logger;
   private final ScheduledExecutorService scheduler;
   private final AtomicBoolean stopped = new AtomicBoolean();
   /** Set once the deregistration was sent, or can no longer be (the client closed). */
   private final AtomicBoolean deregistered = new AtomicBoolean();
   private volatile State lastState = State.STATE_UNSPECIFIED;
   private volatile Throwable lastError;
+  /** Written by the heartbeat thread only. */
+  private volatile long skipped;
+  private boolean wasAlive = true;
 
   Heartbeater(GuardClient client, String executorId, Scope scope, Duration ttl,
-      Duration interval, Consumer<Throwable> onError, Logger logger) {
+      Duration interval, Consumer<Throwable> onError, BooleanSupplier alive, Logger logger) {
     this.client = client;
+    this.alive = alive;
+    this.logger = logger;
     this.executorId = executorId;
     this.scope = scope;
     this.ttl = ttl;
@@ -56,10 +69,16 @@ public final class Heartbeater implements AutoCloseable {
 
   /**
    * Sends the first beat (its error is thrown, and nothing is started), then schedules. The
-   * first beat has the whole rpc timeout: it may pay for connecting the channel.
+   * first beat has the whole rpc timeout: it may pay for connecting the channel. It registers
+   * the executor, so with {@code alive} not true now nothing is sent: IllegalStateException
+   * (withheld, the executor would run unregistered, its scope never to trip).
    */
   void start() {
     try {
+      if (!isAlive()) {
+        throw new IllegalStateException("ess heartbeat not started: alive is not true for "
+            + executorId);
+      }
       beat(Duration.ofNanos(client.rpcTimeoutNanos()));
     } catch (RuntimeException e) {
       stopped.set(true);
@@ -85,6 +104,10 @@ public final class Heartbeater implements AutoCloseable {
     if (stopped.get()) {
       return;
     }
+    if (!isAlive()) {
+      skipped++;
+      return;
+    }
     try {
       // Bounded by the interval too, so that beats never pile up.
       beat(Duration.ofNanos(Math.min(interval.toNanos(), client.rpcTimeoutNanos())));
@@ -95,6 +118,33 @@ public final class Heartbeater implements AutoCloseable {
         // The handler's own failure must not stop the beats.
       }
     }
+  }
+
+  /** {@code alive} (true when unset), a throw counting as not alive; logged each way it turns. */
+  private boolean isAlive() {
+    if (alive == null) {
+      return true;
+    }
+    boolean now = false;
+    String why = "it returned false";
+    try {
+      now = alive.getAsBoolean();
+    } catch (Throwable e) { // a predicate that fails is not alive; the beats must go on
+      why = "it threw " + e;
+    }
+    if (now != wasAlive && logger != null) {
+      logger.log(Level.WARNING, now
+          ? "ess heartbeat: alive is true again for " + executorId + ": beats resume"
+          : "ess heartbeat: alive is not true for " + executorId + " (" + why
+              + "): beats withheld, the scope trips at its ttl");
+    }
+    wasAlive = now;
+    return now;
+  }
+
+  /** Beats withheld because {@code alive} was not true. */
+  public long skipped() {
+    return skipped;
   }
 
   /** The scope's state in the last successful beat's answer. */

@@ -31,6 +31,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
@@ -794,6 +795,71 @@ class GuardClientTest {
     assertNotNull(heartbeat.stop());
   }
 
+  /**
+   * Review 54j: the daemon thread beat on a timer, so a trading loop that died or hung in a
+   * process that lived on never tripped its scope. With alive, a beat is sent only while it
+   * returns true; false or a throw withholds it, counted and logged once each way.
+   */
+  @Test
+  void withAliveABeatIsSentOnlyWhileItReturnsTrue() throws Exception {
+    connected(builder());
+    AtomicInteger askedDown = new AtomicInteger();
+    AtomicBoolean up = new AtomicBoolean(true);
+    CountDownLatch withheld = new CountDownLatch(6);
+    Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofMillis(300), Duration.ofMillis(20), null, () -> {
+          if (up.get()) {
+            return true;
+          }
+          withheld.countDown();
+          if (askedDown.incrementAndGet() > 3) { // a predicate that throws is not alive
+            throw new IllegalStateException("the loop's state is unreadable");
+          }
+          return false;
+        });
+    eventually(() -> fake.calls.size() >= 2, "two heartbeats");
+    up.set(false);
+    int sent = fake.calls.size(); // a beat past its check may still land: + 1
+    assertTrue(withheld.await(10, TimeUnit.SECONDS), "alive never asked");
+    assertTrue(fake.calls.size() <= sent + 1, "a beat sent while not alive");
+    assertTrue(heartbeat.skipped() >= 6, "skipped " + heartbeat.skipped());
+    assertTrue(heartbeat.running());
+    assertEquals(1, aliveLines().size(), aliveLines()::toString); // once, when it went
+    up.set(true);
+    int before = fake.calls.size();
+    eventually(() -> fake.calls.size() >= before + 2, "beats resumed");
+    assertEquals(2, aliveLines().size(), aliveLines()::toString); // and when it came back
+    assertTrue(aliveLines().get(1).contains("beats resume"), aliveLines()::toString);
+    assertNotNull(heartbeat.stop());
+  }
+
+  private List<String> aliveLines() {
+    synchronized (logged) {
+      return logged.stream().map(LogRecord::getMessage).filter(m -> m.contains("alive"))
+          .toList();
+    }
+  }
+
+  /** The first beat registers: with alive not true at start, nothing is sent or started. */
+  @Test
+  void aHeartbeatWhoseAliveIsNotTrueAtStartIsNotStarted() throws Exception {
+    connected(builder());
+    BooleanSupplier[] notAlive = {() -> false, () -> {
+      throw new IllegalStateException("no loop yet");
+    }};
+    for (BooleanSupplier alive : notAlive) {
+      IllegalStateException e = assertThrows(IllegalStateException.class,
+          () -> client.startHeartbeat("exec-1", Scopes.strategy("momo"), Duration.ofMillis(300),
+              null, null, alive));
+      assertTrue(e.getMessage().contains("alive"), e.getMessage());
+    }
+    assertEquals(0, fake.calls.size(), "a beat was sent");
+    Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofMillis(300), null, null, () -> true);
+    assertEquals(1, fake.calls.size());
+    assertNotNull(heartbeat.stop());
+  }
+
   @Test
   void aHeartbeatWhoseFirstBeatFailsIsNotStarted() {
     client = GuardClient.builder(
@@ -801,6 +867,26 @@ class GuardClientTest {
         .logger(logger).build();
     assertThrows(io.grpc.StatusRuntimeException.class,
         () -> client.startHeartbeat("exec-1", Scopes.global(), Duration.ofSeconds(1)));
+  }
+
+  /**
+   * Review 54j: Duration.ofSeconds(Long.MAX_VALUE) overflowed toNanos, and the check was
+   * denied as a "client bug". A deadline too long for nanoseconds is the longest wait.
+   */
+  @Test
+  void aDeadlineTooLongForNanosecondsIsTheLongestWaitNotAClientBug() throws Exception {
+    Duration forever = Duration.ofSeconds(Long.MAX_VALUE);
+    connected(builder().deadline(forever).rpcTimeout(forever).stallAfter(forever));
+    assertEquals(Duration.ofNanos(GuardClient.MAX_WAIT_NANOS), client.deadline());
+    Verdict verdict = client.check(order("forever-1"), forever);
+    assertTrue(verdict.allowed(), verdict.toString());
+    Verdict async = client.checkAsync(order("forever-2"), forever).get(10, TimeUnit.SECONDS);
+    assertTrue(async.allowed(), async.toString());
+    Verdict unary = client.checkUnary(order("forever-3"), forever);
+    assertTrue(unary.allowed(), unary.toString());
+    assertTrue(client.check(order("forever-4")).allowed(), "the client's deadline");
+    assertNotNull(client.heartbeat("exec-1", Scopes.global(), Duration.ofSeconds(1), false));
+    assertEquals(Map.of(), client.failures());
   }
 
   // ---- Counting, logging, closing. ----
