@@ -115,4 +115,4 @@ def _refused(error: Exception) -> bool:
     take): no retry can succeed."""
     return isinstance(error, grpc.aio.AioRpcError) and error.code() in (
         grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED)  # as TypeScript's (review 54j: it beat on)
+        grpc.StatusCode.UNAUTHENTICATED)  # as TypeScript's (review 54b: it beat on)

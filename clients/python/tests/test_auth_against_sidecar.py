@@ -74,7 +74,7 @@ async def test_a_client_over_tls(secured: SidecarProcess, ca: trustme.CA) -> Non
 
 async def test_a_heartbeat_refused_unauthenticated_stops_and_says_why(
         secured: SidecarProcess) -> None:
-    """Review 54j: as TypeScript's, a heartbeat with a token the sidecar does not take is
+    """Review 54b: as TypeScript's, a heartbeat with a token the sidecar does not take is
     never registered: beating on would trip nothing; it stops, `refused` set."""
     async with GuardClient(secured.uds_target, token=new_token()) as client:
         beat = client.start_heartbeat("exec-1", "STRATEGY:momo", 5_000, interval_s=0.02)

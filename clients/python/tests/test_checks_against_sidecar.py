@@ -112,7 +112,7 @@ async def test_a_heartbeat_the_sidecar_refuses_stops_and_says_why(client: GuardC
 
 async def test_with_alive_a_beat_is_sent_only_while_it_returns_true(
         client: GuardClient, caplog: pytest.LogCaptureFixture) -> None:
-    """Review 54j: the helper beat on a timer, so a trading loop that died or hung in a
+    """Review 54b: the helper beat on a timer, so a trading loop that died or hung in a
     process that lived on never tripped its scope."""
     up, asked_down = [True], [0]
     withheld, answered = asyncio.Event(), asyncio.Event()

@@ -166,7 +166,7 @@ function channelCredentials(options: GuardClientOptions): ChannelCredentials {
   return grpcCredentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
 }
 
-/** The longest timer Node keeps: setTimeout takes a longer one for 1 ms (review 54j: a
+/** The longest timer Node keeps: setTimeout takes a longer one for 1 ms (review 54b: a
  * deadline of 3e9 ms denied every check after 1 ms, "no answer within 3000000000 ms"). */
 export const MAX_TIMER_MS = 2_147_483_647;
 

@@ -254,7 +254,7 @@ describe("deadlines", () => {
     assert.equal(client().rpcTimeoutMs, 1000);
   });
 
-  // Review 54j: Node's setTimeout takes a delay above 2^31-1 ms for 1 ms, so a deadline of
+  // Review 54b: Node's setTimeout takes a delay above 2^31-1 ms for 1 ms, so a deadline of
   // 3e9 denied every check after 1 ms.
   test("a client deadline above Node's longest timer is refused, naming it", () => {
     for (const [name, bad] of [["deadlineMs", 3e9], ["deadlineMs", 2 ** 31],
@@ -615,7 +615,7 @@ describe("reports and the heartbeat", () => {
     assert.ok(logger.lines.some((line) => line.startsWith("ess heartbeat refused")), logger.lines.join());
   });
 
-  // Review 54j: UNAUTHENTICATED (a token the sidecar does not take) beat on with `running`
+  // Review 54b: UNAUTHENTICATED (a token the sidecar does not take) beat on with `running`
   // true, though the executor was never registered.
   test("a heartbeat refused UNAUTHENTICATED stops as PERMISSION_DENIED does", async () => {
     fake.heartbeatError = { code: Status.UNAUTHENTICATED, details: "bad token" };
@@ -628,7 +628,7 @@ describe("reports and the heartbeat", () => {
     assert.ok(logger.lines.some((line) => line.startsWith("ess heartbeat refused")));
   });
 
-  // Review 54j: after close() the heartbeat said running and logged a failed beat forever.
+  // Review 54b: after close() the heartbeat said running and logged a failed beat forever.
   test("close() stops the heartbeats without deregistering; stop() then resolves null",
     async () => {
       const guard = await connected();

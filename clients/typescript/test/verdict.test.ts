@@ -99,7 +99,7 @@ test("the failure policy counts every failure and logs each cause once per inter
   assert.match(lines[2]!, /\[2 more since the last log\]/);
 });
 
-// Review 54j: a Verdict is an object, and every object is truthy in JavaScript: `if (verdict)`
+// Review 54b: a Verdict is an object, and every object is truthy in JavaScript: `if (verdict)`
 // or `if (await client.check(o))` sends a denied order. Only `verdict.allowed` says yes.
 test("a denial is a truthy object: obey verdict.allowed, never the verdict", () => {
   const denied = failed("deadline", "no answer within 5 ms");

@@ -78,7 +78,7 @@ public final class GuardClient implements AutoCloseable {
   public static final Duration DEFAULT_DEADLINE = Duration.ofMillis(5);
   /**
    * The longest wait: a longer deadline or timeout is taken for this (about 146 years), not
-   * overflowed (review 54j: Duration.ofSeconds(Long.MAX_VALUE) was a "client bug" denial),
+   * overflowed (review 54b: Duration.ofSeconds(Long.MAX_VALUE) was a "client bug" denial),
    * and deadline arithmetic on nanoTime never overflows past it.
    */
   static final long MAX_WAIT_NANOS = Long.MAX_VALUE / 2;

@@ -796,7 +796,7 @@ class GuardClientTest {
   }
 
   /**
-   * Review 54j: the daemon thread beat on a timer, so a trading loop that died or hung in a
+   * Review 54b: the daemon thread beat on a timer, so a trading loop that died or hung in a
    * process that lived on never tripped its scope. With alive, a beat is sent only while it
    * returns true; false or a throw withholds it, counted and logged once each way.
    */
@@ -870,7 +870,7 @@ class GuardClientTest {
   }
 
   /**
-   * Review 54j: Duration.ofSeconds(Long.MAX_VALUE) overflowed toNanos, and the check was
+   * Review 54b: Duration.ofSeconds(Long.MAX_VALUE) overflowed toNanos, and the check was
    * denied as a "client bug". A deadline too long for nanoseconds is the longest wait.
    */
   @Test
