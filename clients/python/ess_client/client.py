@@ -122,6 +122,7 @@ class GuardClient:
         self._stream: CheckStream | None = None
         self.streams_opened = 0  # more than one means the stream was replaced after a failure
         self._closed = False
+        self._heartbeats: set[Heartbeat] = set()  # close() cancels those still running
         self._forks = _FORKS[0]
         _MADE[0] += 1
         try:
@@ -276,6 +277,9 @@ class GuardClient:
         In a forked child it only marks the client closed: ending the stream there would
         end the parent's, whose connection it is."""
         self._closed = True
+        for heartbeat in self._heartbeats:  # the scope trips at the TTL: stop() deregisters
+            heartbeat.cancel()
+        self._heartbeats.clear()
         if self._forks != _FORKS[0]:  # kept: gRPC's objects freed in a child crash it
             _LEFT_IN_THE_PARENT.append((self._stream, self._channel, self._stub))
             return
@@ -377,9 +381,13 @@ class GuardClient:
             raise ValueError(f"a heartbeat interval of {interval_s:g} s is not shorter than"
                              f" its TTL of {ttl_ms} ms: the scope would trip")
         scope = to_scope(scope)  # a ValueError now, not a beat that never registers
-        return Heartbeat(lambda deregister: self.heartbeat(executor_id, scope, ttl_ms,
+        if self._closed:
+            raise RuntimeError("the client is closed: no heartbeat can be sent with it")
+        beat = Heartbeat(lambda deregister: self.heartbeat(executor_id, scope, ttl_ms,
                                                            deregister),
                          interval_s, on_response, on_error, alive, executor_id)
+        self._heartbeats = {b for b in self._heartbeats if b.running} | {beat}
+        return beat
 
     async def trigger(self, scope: ScopeLike, reason: str = "",
                       reason_code: EnumLike = pb.TRIGGER_REASON_USER_INITIATED,

@@ -35,6 +35,7 @@ class Heartbeat:
         self._send, self._interval_s = send, interval_s
         self._on_response, self._on_error = on_response, on_error
         self._alive, self._name, self._was_alive = alive, name, True
+        self._cancelled = False
         if not self._is_alive():  # the first beat registers: withheld, nothing would trip
             raise RuntimeError(f"ess heartbeat not started: alive() is not True for {name!r}")
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -48,12 +49,20 @@ class Heartbeat:
         nothing."""
         await asyncio.wait((self._task,))
 
-    async def stop(self) -> pb.HeartbeatResponse:
+    async def stop(self) -> pb.HeartbeatResponse | None:
         """Stop beating and deregister (the scope does not trip); raises if deregistering
-        failed, when the scope trips at the TTL as if the executor had died."""
+        failed, when the scope trips at the TTL as if the executor had died. After its
+        client closed (`cancel`), it only stops: None."""
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        return await self._send(True)
+        return None if self._cancelled else await self._send(True)
+
+    def cancel(self) -> None:
+        """Its client is closing: stop beating without deregistering, so that the scope
+        trips at the TTL as for an executor that died (as TypeScript's and Java's; review
+        54b: it beat on through a closed channel, a failure logged every interval)."""
+        self._cancelled = True
+        self._task.cancel()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

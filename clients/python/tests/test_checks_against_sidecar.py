@@ -157,6 +157,24 @@ async def test_alive_not_true_at_start_is_refused_and_nothing_starts(
     assert (await beat.stop()).state == pb.STATE_ARMED
 
 
+async def test_close_stops_the_heartbeats_without_deregistering(
+        sidecar: SidecarProcess) -> None:
+    """Review 54b: after close() the helper beat on through the closed channel, `running`
+    true and a failure logged every interval. Stopped as TypeScript's and Java's are: the
+    executor is gone, so its scope trips at the TTL; stop() then only stops."""
+    client = GuardClient(sidecar.uds_target)
+    answered = asyncio.Event()
+    beat = client.start_heartbeat("exec-closed", "STRATEGY:closed", ttl_ms=5_000,
+                                  interval_s=0.02, on_response=lambda _: answered.set())
+    await asyncio.wait_for(answered.wait(), 10)
+    await client.close()
+    await asyncio.wait_for(beat.stopped(), 10)
+    assert not beat.running and beat.failures == 0
+    assert await beat.stop() is None
+    with pytest.raises(RuntimeError, match="closed"):
+        client.start_heartbeat("exec-closed", "STRATEGY:closed", ttl_ms=5_000)
+
+
 async def test_hundred_concurrent_checks_share_one_stream_and_each_gets_its_own_answer(
         client: GuardClient) -> None:
     await client.trigger("STRATEGY:momo", reason="half of the orders must be denied")
