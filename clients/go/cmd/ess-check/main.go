@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -50,6 +51,9 @@ func main() {
 		options = append(options, ess.WithToken(*token))
 	}
 	client, err := ess.New(target.Dial(), options...)
+	if errors.Is(err, ess.ErrInvalidToken) { // a "\r" from a CRLF file, say
+		cli.Usage(fs, fmt.Errorf("argument --token: %w", err))
+	}
 	if err != nil { // a target the library refuses all the same
 		cli.Usage(fs, fmt.Errorf("argument --target: %w", err))
 	}
