@@ -119,6 +119,24 @@ Verdict NoAnswerWithin(std::chrono::microseconds d) {
   return Failed(Cause::kDeadline, "no answer within " + FormatDuration(d));
 }
 
+// gRPC core aborts the process (SIGABRT) on a metadata value with a byte outside
+// 0x20-0x7E, at the first call: refuse such a token here, saying where, not what.
+void CheckToken(const std::string& token) {
+  for (std::size_t i = 0; i < token.size(); ++i) {
+    const auto b = static_cast<unsigned char>(token[i]);
+    if (b >= 0x20 && b <= 0x7e) {
+      continue;
+    }
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", b);
+    throw InvalidToken("ess: the token's byte " + std::to_string(i) +
+                       (b < 0x80 ? std::string(" is the control character ") + hex +
+                                       " (a line end from the token's file?)"
+                                 : std::string(" is not ASCII")) +
+                       "; only 0x20-0x7E may be sent");
+  }
+}
+
 template <typename T>
 Result<T> Done(grpc::Status status, T response) {
   return Result<T>{std::move(status), std::move(response)};
@@ -137,6 +155,11 @@ Client::Client(const std::string& target, Options options) : options_(std::move(
   if (options_.reconnect_base.count() <= 0 || options_.reconnect_max < options_.reconnect_base) {
     throw std::invalid_argument("ess: the reconnect backoff must be 0 < base <= max");
   }
+  // Else every late answer would break the stream and deny every check in flight.
+  if (options_.stall_after.count() <= 0) {
+    throw std::invalid_argument("ess: stall_after must be > 0");
+  }
+  CheckToken(options_.token);
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               static_cast<int>(options_.reconnect_base.count()));
@@ -605,6 +628,15 @@ std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
   }
   std::unique_ptr<Heartbeater> heartbeater(
       new Heartbeater(*this, std::move(config), interval));
+  if (!heartbeater->Alive()) {
+    if (status != nullptr) {
+      *status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                             "ess: heartbeat of " + heartbeater->config_.executor_id +
+                                 " not started: its alive is not true; nothing sent");
+    }
+    heartbeater->stopped_ = true;  // nothing to stop, nor to deregister
+    return nullptr;
+  }
   grpc::Status first = heartbeater->Beat(false, options_.rpc_timeout);
   if (status != nullptr) {
     *status = first;
@@ -662,15 +694,55 @@ void Heartbeater::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_cv_.wait_until(lock, next, [this] { return stopping_; })) {
     lock.unlock();
-    // Bounded by the interval too, so that beats never pile up.
-    const grpc::Status status =
-        Beat(false, std::min<std::chrono::microseconds>(interval_, client_.options_.rpc_timeout));
-    if (!status.ok()) {
-      config_.on_error(status);
+    if (!Withhold(Alive())) {
+      // Bounded by the interval too, so that beats never pile up.
+      const grpc::Status status = Beat(
+          false, std::min<std::chrono::microseconds>(interval_, client_.options_.rpc_timeout));
+      if (!status.ok()) {
+        config_.on_error(status);
+      }
     }
     next = std::max(AddCapped(next, interval_), Clock::now());
     lock.lock();
   }
+}
+
+// config_.alive (true when empty); an exception from it is not alive.
+bool Heartbeater::Alive() {
+  if (!config_.alive) {
+    return true;
+  }
+  try {
+    return config_.alive();
+  } catch (const std::exception& e) {
+    client_.Log("ess: heartbeat alive of " + config_.executor_id + " threw (not alive): " +
+                e.what());
+  } catch (...) {
+    client_.Log("ess: heartbeat alive of " + config_.executor_id + " threw (not alive)");
+  }
+  return false;
+}
+
+// Counts a beat withheld (not alive) and logs the changes of alive; whether to withhold.
+bool Heartbeater::Withhold(bool alive) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const bool changed = withheld_ == alive;
+  withheld_ = !alive;
+  skipped_ += alive ? 0 : 1;
+  lock.unlock();
+  if (changed && !alive) {
+    client_.Log("ess: heartbeat of " + config_.executor_id + " withheld: the executor is not"
+                " alive; its scope trips at the ttl of " + std::to_string(ttl_ms_) + " ms");
+  } else if (changed) {
+    client_.Log("ess: heartbeat of " + config_.executor_id + " resumed: the executor is alive"
+                " again");
+  }
+  return !alive;
+}
+
+std::uint64_t Heartbeater::skipped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return skipped_;
 }
 
 grpc::Status Heartbeater::Stop() {

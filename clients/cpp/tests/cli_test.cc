@@ -47,6 +47,27 @@ TEST(Cli, HelpExitsZeroOnlyAlone) {
               "required: --coid");
 }
 
+// Review 54: a token the library refuses (a CRLF file's "tok\r") is a usage error naming
+// --token, as in the Rust and Go programs; anything else it refuses names --target.
+void Refuse(const std::string& token) {
+  ess::cli::Flags flags("ess-check", "ess-check --target T --token T", "Ask a sidecar.");
+  ess::Options options;
+  options.token = token;
+  try {
+    ess::Client client("localhost:1", options);
+  } catch (const std::invalid_argument& e) {
+    flags.Refused(e);
+  }
+  std::exit(99);  // taken
+}
+
+TEST(Cli, ARefusedTokenIsAUsageErrorNamingToken) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(Refuse("tok\r"), testing::ExitedWithCode(ess::cli::kExitUsage),
+              "argument --token: .*0x0d");
+  EXPECT_EXIT(Refuse("tok"), testing::ExitedWithCode(99), "");
+}
+
 // One grammar in every client's programs (review 52a): strtod took "0x10" as 16 and " 1" as
 // 1, and a mistyped target was a check that failed closed, like an outage.
 TEST(Cli, NumbersAndTargetsHaveOneGrammar) {

@@ -796,16 +796,21 @@ TEST(Client, BadOptionsThrow) {
 }
 
 // Review 42e: an rpc_timeout <= 0 was taken, and every RPC but the checks (Trigger,
-// heartbeats, fills) then failed DEADLINE_EXCEEDED unsent.
-TEST(Client, NonPositiveRpcTimeoutThrows) {
+// heartbeats, fills) then failed DEADLINE_EXCEEDED unsent. Review 54: a stall_after <= 0
+// too, and each late answer would then break the stream, denying every check in flight.
+TEST(Client, NonPositiveRpcTimeoutOrStallAfterThrows) {
   for (const auto timeout : {std::chrono::milliseconds(0), std::chrono::milliseconds(-1)}) {
-    ess::Options options;
-    options.rpc_timeout = timeout;
-    try {
-      ess::Client client("localhost:1", options);
-      ADD_FAILURE() << "rpc_timeout " << timeout.count() << " ms was taken";
-    } catch (const std::invalid_argument& error) {
-      EXPECT_NE(std::string(error.what()).find("rpc_timeout"), std::string::npos) << error.what();
+    ess::Options rpc, stall;
+    rpc.rpc_timeout = timeout;
+    stall.stall_after = timeout;
+    for (const auto& [options, named] : {std::pair{rpc, "rpc_timeout"},
+                                         std::pair{stall, "stall_after"}}) {
+      try {
+        ess::Client client("localhost:1", options);
+        ADD_FAILURE() << named << " " << timeout.count() << " ms was taken";
+      } catch (const std::invalid_argument& error) {
+        EXPECT_NE(std::string(error.what()).find(named), std::string::npos) << error.what();
+      }
     }
   }
   ess::Options shortest;

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -88,6 +89,7 @@ class FakeGuard final : public v1::GuardService::Service {
   std::vector<std::string> auth;  // the authorization metadata of every call
   std::vector<v1::CheckOrderStreamRequest> requests;
   std::vector<v1::HeartbeatRequest> heartbeats;
+  std::condition_variable heartbeat_cv;  // notified with each heartbeat
   std::vector<v1::ReportFillRequest> fills;
   std::vector<v1::ReportOrderUpdateRequest> updates;
   std::vector<v1::SyncPositionsRequest> syncs;
@@ -132,6 +134,7 @@ class FakeGuard final : public v1::GuardService::Service {
                          v1::HeartbeatResponse* response) override {
     std::lock_guard<std::mutex> lock(mu);
     heartbeats.push_back(*request);
+    heartbeat_cv.notify_all();
     response->set_state(v1::STATE_ARMED);
     response->set_state_version(1);
     return grpc::Status::OK;
@@ -162,6 +165,12 @@ class FakeGuard final : public v1::GuardService::Service {
     syncs.push_back(*request);
     response->set_positions(static_cast<std::uint32_t>(request->positions_size()));
     return grpc::Status::OK;
+  }
+
+  // Waits up to `within` for at least n heartbeats.
+  bool AwaitHeartbeats(std::size_t n, std::chrono::milliseconds within) {
+    std::unique_lock<std::mutex> lock(mu);
+    return heartbeat_cv.wait_for(lock, within, [&] { return heartbeats.size() >= n; });
   }
 
   template <typename T>

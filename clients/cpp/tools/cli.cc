@@ -389,4 +389,10 @@ void Flags::Usage(const std::string& error) const {
   std::exit(kExitUsage);
 }
 
+void Flags::Refused(const std::invalid_argument& error) const {
+  const bool token = dynamic_cast<const InvalidToken*>(&error) != nullptr;
+  Usage(std::string(token ? "argument --token: " : "argument --target: ") +
+        Quoted(error.what()));
+}
+
 }  // namespace ess::cli

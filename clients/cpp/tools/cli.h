@@ -7,6 +7,7 @@
 #include <functional>
 #include <utility>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,9 @@ class Flags {
               const std::string& help);
   void Parse(int argc, char** argv, const std::vector<std::string>& required);
   [[noreturn]] void Usage(const std::string& error) const;
+  // The usage error for options the library refused (Client threw): --token for
+  // InvalidToken, else --target, the one other flag it reads that the flags do not check.
+  [[noreturn]] void Refused(const std::invalid_argument& error) const;
 
  private:
   struct Flag {

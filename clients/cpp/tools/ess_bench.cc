@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
   std::optional<ess::Client> client;
   try {
     client.emplace(target, options);
-  } catch (const std::invalid_argument& e) {  // a target the library refuses all the same
-    flags.Usage(std::string("argument --target: ") + ess::cli::Quoted(e.what()));
+  } catch (const std::invalid_argument& e) {  // a target or token the library refuses
+    flags.Refused(e);
   }
   if (!client->Connect(std::chrono::seconds(5))) {
     std::fprintf(stderr, "ess-bench: the sidecar was not reached within 5 s\n");

@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
     order.price = price;
     order.client_order_id = coid;
     verdict = client.Check(order);
-  } catch (const std::invalid_argument& e) {  // a target the library refuses all the same
-    flags.Usage(std::string("argument --target: ") + ess::cli::Quoted(e.what()));
+  } catch (const std::invalid_argument& e) {  // a target or token the library refuses
+    flags.Refused(e);
   }
   std::printf("%s\n", ess::cli::Line(verdict).c_str());
   std::fflush(stdout);

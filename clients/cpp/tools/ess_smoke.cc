@@ -69,8 +69,8 @@ int main(int argc, char** argv) {
   std::optional<ess::Client> client;
   try {
     client.emplace(target, options);
-  } catch (const std::invalid_argument& e) {  // a target the library refuses all the same
-    flags.Usage(std::string("argument --target: ") + ess::cli::Quoted(e.what()));
+  } catch (const std::invalid_argument& e) {  // a target or token the library refuses
+    flags.Refused(e);
   }
   client->Connect(std::chrono::seconds(5));  // as an executor does when it starts
 

@@ -106,6 +106,9 @@ type Client struct {
 	mu     sync.Mutex
 	stream *checkStream  // the stream checks go to; nil while (re)connecting
 	ready  chan struct{} // closed once stream is set
+	// Why the last stream broke ("" if none has): a check denied for want of a stream says
+	// it, so that a wrong token does not look like a slow sidecar.
+	lastFailure string
 }
 
 // New makes a client of the sidecar at target: "unix:/path/ess.sock" (fastest) or
@@ -116,13 +119,8 @@ func New(target string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.deadline <= 0 {
-		return nil, errors.New("ess: the check deadline must be > 0")
-	}
-	// Else every RPC but the checks (Trigger, heartbeats, fills) would fail unsent.
-	if o.rpcTimeout <= 0 {
-		return nil, fmt.Errorf("ess: the RPC timeout (WithRPCTimeout) must be > 0, got %v",
-			o.rpcTimeout)
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	if o.logger == nil {
 		o.logger = slog.Default()
@@ -351,7 +349,7 @@ func (c *Client) awaitStream(ctx context.Context, timer *time.Timer, d time.Dura
 		if c.closed.Load() {
 			return nil, failed(CauseClientError, "the client is closed")
 		}
-		s, ready := c.current()
+		s, ready, last := c.currentOrLastFailure()
 		if s != nil {
 			return s, Verdict{}
 		}
@@ -361,7 +359,8 @@ func (c *Client) awaitStream(ctx context.Context, timer *time.Timer, d time.Dura
 		select {
 		case <-ready:
 		case <-timer.C:
-			return nil, failed(CauseDeadline, fmt.Sprintf("no stream to the sidecar within %v", d))
+			return nil, failed(CauseDeadline, fmt.Sprintf("no stream to the sidecar within %v%s",
+				d, last))
 		case <-ctx.Done():
 			return nil, contextFailure(ctx)
 		}
@@ -377,12 +376,23 @@ func contextFailure(ctx context.Context) Verdict {
 
 // current is the usable stream (nil if none) and the channel closed when one is set.
 func (c *Client) current() (*checkStream, chan struct{}) {
+	s, ready, _ := c.currentOrLastFailure()
+	return s, ready
+}
+
+// currentOrLastFailure is current, and " (last: <cause>: <why>)" if a stream broke before.
+func (c *Client) currentOrLastFailure() (*checkStream, chan struct{}, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stream != nil && c.stream.isBroken() {
+		c.lastFailure = c.stream.failure()
 		c.stream, c.ready = nil, make(chan struct{})
 	}
-	return c.stream, c.ready
+	last := ""
+	if c.lastFailure != "" {
+		last = " (last: " + c.lastFailure + ")"
+	}
+	return c.stream, c.ready, last
 }
 
 func (c *Client) install(s *checkStream) {
@@ -397,6 +407,9 @@ func (c *Client) uninstall(s *checkStream) {
 	defer c.mu.Unlock()
 	if c.stream == s {
 		c.stream, c.ready = nil, make(chan struct{})
+	}
+	if s.isBroken() {
+		c.lastFailure = s.failure()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -848,4 +849,82 @@ func writeTemp(t testing.TB, name string, content []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Review 54: a token with a control or non-ASCII byte (a CRLF file's "tok\r") was taken,
+// and every check then failed closed with a misleading "deadline" cause.
+func TestTokenOutsidePrintableASCIIFailsNewWithoutPrintingIt(t *testing.T) {
+	for _, token := range []string{"zq9\r", "zq9\n", "z\tq9", "z\x00q9", "zq9\x7f", "zq9ö"} {
+		_, err := ess.New("localhost:1", ess.WithToken(token))
+		if !errors.Is(err, ess.ErrInvalidToken) {
+			t.Fatalf("token %q: %v", token, err)
+		}
+		if strings.Contains(err.Error(), "zq9") || strings.Contains(err.Error(), "q9") {
+			t.Fatalf("the error prints the token: %v", err)
+		}
+	}
+	client, err := ess.New("localhost:1", ess.WithToken(" printable ~ASCII! "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+}
+
+// Review 54: WithReconnectBackoff(0, 0) reopened a refused stream in a tight loop, and a
+// stall_after <= 0 would break the stream on every late answer.
+func TestBadBackoffOrStallAfterFailsNewNamingTheOption(t *testing.T) {
+	cases := []struct {
+		option ess.Option
+		named  string
+	}{
+		{ess.WithReconnectBackoff(0, 0), "WithReconnectBackoff"},
+		{ess.WithReconnectBackoff(-time.Millisecond, time.Second), "WithReconnectBackoff"},
+		{ess.WithReconnectBackoff(2*time.Second, time.Second), "WithReconnectBackoff"},
+		{ess.WithStallAfter(0), "WithStallAfter"},
+		{ess.WithStallAfter(-time.Second), "WithStallAfter"},
+	}
+	for _, c := range cases {
+		if _, err := ess.New("localhost:1", c.option); err == nil ||
+			!strings.Contains(err.Error(), c.named) {
+			t.Errorf("want an error naming %s, got %v", c.named, err)
+		}
+	}
+	client, err := ess.New("localhost:1", ess.WithReconnectBackoff(time.Second, time.Second),
+		ess.WithStallAfter(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+}
+
+// Review 54: a check denied for want of a stream said only "no stream within 5ms", so a
+// wrong token looked like a slow sidecar; it now says why the last stream broke.
+func TestNoStreamDenialSaysWhyTheLastStreamBroke(t *testing.T) {
+	refuse := grpc.StreamInterceptor(func(any, grpc.ServerStream, *grpc.StreamServerInfo,
+		grpc.StreamHandler) error {
+		return status.Error(codes.Unauthenticated, "bad token")
+	})
+	_, listener := serve(t, &fakeGuard{behave: allow}, refuse)
+	client, err := ess.New("passthrough:///bufnet", dialer(listener), quiet,
+		ess.WithReconnectBackoff(time.Hour, time.Hour)) // one refused stream, then none
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v := client.Check(context.Background(), order)
+		if v.Cause == ess.CauseDeadline {
+			if !strings.Contains(v.Message, "last: refused: Unauthenticated: bad token") {
+				t.Fatalf("the denial does not say the refusal: %q", v.Message)
+			}
+			break
+		}
+		if v.Allowed || time.Now().After(deadline) {
+			t.Fatalf("never denied for want of a stream: %+v", v)
+		}
+	}
+	if n := client.StreamsOpened(); n != 1 {
+		t.Fatalf("%d streams opened with a backoff of an hour", n)
+	}
 }

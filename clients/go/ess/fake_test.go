@@ -53,6 +53,7 @@ type fakeGuard struct {
 	mu         sync.Mutex
 	auth       []string // the authorization metadata of every call
 	heartbeats []*essv1.HeartbeatRequest
+	beats      chan *essv1.HeartbeatRequest // if set, each heartbeat too (never blocks)
 	fills      []*essv1.ReportFillRequest
 	updates    []*essv1.ReportOrderUpdateRequest
 	syncs      []*essv1.SyncPositionsRequest
@@ -108,6 +109,10 @@ func (f *fakeGuard) Heartbeat(_ context.Context, request *essv1.HeartbeatRequest
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.heartbeats = append(f.heartbeats, request)
+	select {
+	case f.beats <- request:
+	default:
+	}
 	return &essv1.HeartbeatResponse{State: essv1.State_STATE_ARMED, StateVersion: 1}, nil
 }
 

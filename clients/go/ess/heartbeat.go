@@ -21,6 +21,13 @@ type HeartbeatConfig struct {
 	Interval time.Duration
 	// Called (from the heartbeat goroutine) with each failed beat; default: logged.
 	OnError func(error)
+	// Whether the executor's trading loop is alive, asked before each beat (from the
+	// heartbeat goroutine); nil: the beats prove only that the process is alive. A false, or
+	// a panic, withholds the beat (Skipped counts it; the first withheld and the first sent
+	// again are logged), so the scope trips at its TTL as if the executor had died; beats
+	// resume when it says true again (a trip stays latched: an operator resets it). One
+	// that blocks holds the beats, and the scope trips: keep it to reading an atomic.
+	Alive func() bool
 }
 
 // Heartbeater beats in the background until Stop.
@@ -35,11 +42,14 @@ type Heartbeater struct {
 	mu        sync.Mutex
 	lastState essv1.State
 	lastErr   error
+	skipped   uint64
+	withheld  bool // the last beat was withheld for Alive
 }
 
 // StartHeartbeat sends a first heartbeat (its error is returned, and nothing is started)
 // and then one every Interval until Stop. An Interval not shorter than the TTL is an
-// error, and nothing is sent.
+// error, and nothing is sent; so is an Alive that is not true at the start (nothing would
+// register the executor, and its scope could never trip).
 func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*Heartbeater, error) {
 	if config.TTL < time.Millisecond || config.TTL > time.Hour {
 		return nil, errors.New("ess: heartbeat TTL must be 1 ms to 1 hour")
@@ -64,6 +74,10 @@ func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*H
 	}
 	h := &Heartbeater{client: c, config: config, ttlMs: uint32(ttl / time.Millisecond),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	if !h.alive() {
+		return nil, fmt.Errorf("ess: heartbeat of %s not started: its Alive is not true;"+
+			" nothing sent", config.ExecutorID)
+	}
 	if err := h.beat(ctx); err != nil {
 		return nil, err
 	}
@@ -93,11 +107,56 @@ func (h *Heartbeater) run() {
 		case <-h.stop:
 			return
 		case <-ticker.C:
-			if err := h.beat(context.Background()); err != nil {
-				h.config.OnError(err)
+			if !h.withhold(h.alive()) {
+				if err := h.beat(context.Background()); err != nil {
+					h.config.OnError(err)
+				}
 			}
 		}
 	}
+}
+
+// alive asks config.Alive (true when unset); a panic in it is not alive.
+func (h *Heartbeater) alive() (alive bool) {
+	if h.config.Alive == nil {
+		return true
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			alive = false
+			h.client.opts.logger.Warn("ess heartbeat Alive panicked: not alive",
+				"executor_id", h.config.ExecutorID, "panic", r)
+		}
+	}()
+	return h.config.Alive()
+}
+
+// withhold counts a beat withheld (alive false) and logs the changes of alive; it says
+// whether to withhold this one.
+func (h *Heartbeater) withhold(alive bool) bool {
+	h.mu.Lock()
+	changed := h.withheld == alive
+	h.withheld = !alive
+	if !alive {
+		h.skipped++
+	}
+	h.mu.Unlock()
+	switch logger := h.client.opts.logger; {
+	case changed && !alive:
+		logger.Warn("ess heartbeat withheld: the executor is not alive; its scope trips at"+
+			" the TTL", "executor_id", h.config.ExecutorID, "ttl", h.config.TTL)
+	case changed:
+		logger.Info("ess heartbeat resumed: the executor is alive again",
+			"executor_id", h.config.ExecutorID)
+	}
+	return !alive
+}
+
+// Skipped counts the beats withheld because Alive was not true.
+func (h *Heartbeater) Skipped() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.skipped
 }
 
 // State is the scope's state in the last successful heartbeat's answer.

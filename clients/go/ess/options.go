@@ -56,7 +56,8 @@ func WithDeadline(d time.Duration) Option { return func(o *options) { o.deadline
 func WithRPCTimeout(d time.Duration) Option { return func(o *options) { o.rpcTimeout = d } }
 
 // WithToken sends "authorization: Bearer <token>" with every call (a sidecar with
-// authentication on).
+// authentication on). A token with a byte outside printable ASCII (0x20-0x7E), such as the
+// "\r" of a token read from a CRLF file, fails New (ErrInvalidToken): no call could carry it.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // WithTLS makes the connection TLS (and mutual TLS if config carries a certificate).
@@ -71,7 +72,7 @@ func WithTLSFiles(caFile, certFile, keyFile, serverName string) Option {
 }
 
 // WithStallAfter: a stream with a request unanswered for this long is taken for hung and
-// replaced (default 1 s).
+// replaced (default 1 s); one <= 0 fails New (every late answer would break the stream).
 func WithStallAfter(d time.Duration) Option { return func(o *options) { o.stallAfter = d } }
 
 // WithLogger logs failed checks there (default slog.Default()); use
@@ -83,7 +84,8 @@ func WithLogger(logger *slog.Logger) Option { return func(o *options) { o.logger
 func WithLogInterval(d time.Duration) Option { return func(o *options) { o.logInterval = d } }
 
 // WithReconnectBackoff sets the reconnect backoff's first and longest delay (default
-// 50 ms, 1 s).
+// 50 ms, 1 s); New fails unless 0 < base <= max (else a refused stream is reopened in a
+// tight loop).
 func WithReconnectBackoff(base, max time.Duration) Option {
 	return func(o *options) { o.reconnectBase, o.reconnectMax = base, max }
 }
@@ -137,6 +139,46 @@ type checkOptions struct{ deadline time.Duration }
 // Within sets this check's deadline instead of the client's default. The context's own
 // deadline, when earlier, still applies.
 func Within(d time.Duration) CheckOption { return func(o *checkOptions) { o.deadline = d } }
+
+// ErrInvalidToken is the error New returns (wrapped) for a token with a byte outside
+// printable ASCII (0x20-0x7E).
+var ErrInvalidToken = errors.New("ess: invalid token (WithToken)")
+
+// validate refuses the options no client could work with, naming the option.
+func (o *options) validate() error {
+	if o.deadline <= 0 {
+		return errors.New("ess: the check deadline must be > 0")
+	}
+	// Else every RPC but the checks (Trigger, heartbeats, fills) would fail unsent.
+	if o.rpcTimeout <= 0 {
+		return fmt.Errorf("ess: the RPC timeout (WithRPCTimeout) must be > 0, got %v",
+			o.rpcTimeout)
+	}
+	if o.stallAfter <= 0 {
+		return fmt.Errorf("ess: WithStallAfter must be > 0, got %v", o.stallAfter)
+	}
+	if o.reconnectBase <= 0 || o.reconnectMax < o.reconnectBase {
+		return fmt.Errorf("ess: WithReconnectBackoff must be 0 < base <= max, got %v, %v",
+			o.reconnectBase, o.reconnectMax)
+	}
+	return validToken(o.token)
+}
+
+// validToken refuses a token with a byte outside printable ASCII (0x20-0x7E), which gRPC
+// would refuse to send, saying where without printing the secret.
+func validToken(token string) error {
+	for i := 0; i < len(token); i++ {
+		switch b := token[i]; {
+		case b < 0x20 || b == 0x7f:
+			return fmt.Errorf("%w: byte %d is the control character 0x%02x (a line end from"+
+				" the token's file?); only 0x20-0x7E may be sent", ErrInvalidToken, i, b)
+		case b > 0x7f:
+			return fmt.Errorf("%w: byte %d is not ASCII; only 0x20-0x7E may be sent",
+				ErrInvalidToken, i)
+		}
+	}
+	return nil
+}
 
 // bearer attaches the token to every call on the connection, the raw stub's included.
 type bearer string

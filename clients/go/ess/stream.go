@@ -72,6 +72,16 @@ func (s *checkStream) isBroken() bool {
 	}
 }
 
+// failure is "<cause>: <why>" of a broken stream ("" if it is not broken).
+func (s *checkStream) failure() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.broken {
+		return ""
+	}
+	return s.cause.String() + ": " + s.why
+}
+
 // send queues one request; the pendingCheck receives its verdict. On a broken stream, or
 // a full outbox, it returns the failure instead.
 func (s *checkStream) send(id uint64, order *essv1.CheckOrderRequest) (*pendingCheck, Verdict) {

@@ -146,6 +146,16 @@ impl Flags {
         std::process::exit(EXIT_USAGE);
     }
 
+    /// The usage error for a client the library refused to build: `--token` for
+    /// [`Error::InvalidToken`], else `--target`, the one other flag it reads unchecked.
+    pub fn refused(&self, error: &crate::Error) -> ! {
+        let flag = match error {
+            crate::Error::InvalidToken(_) => "token",
+            _ => "target",
+        };
+        self.usage(&format!("argument --{flag}: {error}"))
+    }
+
     /// A flag's value that must be a number > 0 (`default` when absent).
     pub fn positive(&self, values: &HashMap<String, String>, name: &str, default: f64) -> f64 {
         match values.get(name) {

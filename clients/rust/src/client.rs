@@ -157,7 +157,8 @@ impl ClientBuilder {
         self
     }
 
-    /// A stream with a check unanswered for this long is replaced (default 1 s).
+    /// A stream with a check unanswered for this long is replaced (default 1 s); zero fails
+    /// [`ClientBuilder::build`] (every late answer would break the stream).
     pub fn stall_after(mut self, stall_after: Duration) -> Self {
         self.stall_after = stall_after;
         self
@@ -184,7 +185,8 @@ impl ClientBuilder {
     }
 
     /// Sends `authorization: Bearer <token>` with every call (a sidecar with
-    /// authentication on); the raw stub's calls included.
+    /// authentication on); the raw stub's calls included. A byte outside printable ASCII
+    /// (0x20-0x7E) fails [`ClientBuilder::build`] ([`Error::InvalidToken`]).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -241,6 +243,10 @@ impl ClientBuilder {
                 "the RPC timeout (rpc_timeout) must be > 0".into(),
             ));
         }
+        // Else every late answer would break the stream and deny every check in flight.
+        if self.stall_after.is_zero() {
+            return Err(Error::InvalidOption("stall_after must be > 0".into()));
+        }
         if self.reconnect_base.is_zero() || self.reconnect_max < self.reconnect_base {
             return Err(Error::InvalidOption(
                 "the reconnect backoff must be 0 < base <= max".into(),
@@ -270,13 +276,14 @@ impl ClientBuilder {
         }
         let token = match self.token.as_deref() {
             None | Some("") => None,
-            Some(token) => Some(
-                format!("Bearer {token}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| {
-                        Error::InvalidOption("the token is not a valid header value".into())
-                    })?,
-            ),
+            Some(token) => {
+                check_token(token)?;
+                Some(
+                    format!("Bearer {token}")
+                        .parse::<MetadataValue<Ascii>>()
+                        .map_err(|_| Error::InvalidToken("not a valid header value".into()))?,
+                )
+            }
         };
         let live = Arc::new(AtomicUsize::new(0));
         let connector = Connector {
@@ -367,6 +374,25 @@ fn random_prefix() -> String {
     hasher.write_u32(std::process::id());
     hasher.write_u64(CLIENTS.fetch_add(1, Ordering::Relaxed));
     format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
+/// Refuses a token with a byte outside printable ASCII (0x20-0x7E), which the other clients
+/// cannot send either (tonic would take a tab or a non-ASCII byte), saying where, not what.
+fn check_token(token: &str) -> Result<(), Error> {
+    match token
+        .bytes()
+        .enumerate()
+        .find(|(_, b)| !(0x20..=0x7e).contains(b))
+    {
+        None => Ok(()),
+        Some((i, b)) if b < 0x80 => Err(Error::InvalidToken(format!(
+            "byte {i} is the control character {b:#04x} (a line end from the token's file?); \
+             only 0x20-0x7E may be sent"
+        ))),
+        Some((i, _)) => Err(Error::InvalidToken(format!(
+            "byte {i} is not ASCII; only 0x20-0x7E may be sent"
+        ))),
+    }
 }
 
 /// The stream checks go to (none while reconnecting), and why the last one broke.

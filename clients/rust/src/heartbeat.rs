@@ -1,6 +1,7 @@
 //! The dead-man's switch: a task that heartbeats until stopped, and deregisters on stop.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use crate::pb;
 
 /// A callback for each failed heartbeat.
 pub type OnHeartbeatError = Arc<dyn Fn(&Status) + Send + Sync>;
+
+/// Whether the executor's trading loop is alive (see [`HeartbeatConfig::alive`]).
+pub type Alive = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// `scope` trips if the sidecar hears no heartbeat from `executor_id` for `ttl`.
 #[derive(Clone)]
@@ -27,6 +31,14 @@ pub struct HeartbeatConfig {
     /// Called with each failed beat; `None`: logged (tracing, warn). A panic in it is caught
     /// and logged, and the beats go on.
     pub on_error: Option<OnHeartbeatError>,
+    /// Whether the executor's trading loop is alive, asked before each beat (on tokio's
+    /// blocking pool); `None`: the beats prove only that the process is alive. `false`, or a
+    /// panic, withholds the beat ([`Heartbeater::skipped`] counts it; the first withheld and
+    /// the first sent again are logged), so the scope trips at its ttl as if the executor
+    /// had died; beats resume when it says `true` again (a trip stays latched: an operator
+    /// resets it). One that blocks holds the beats, and the scope trips (and `stop` waits
+    /// for it): keep it to reading an atomic.
+    pub alive: Option<Alive>,
 }
 
 impl HeartbeatConfig {
@@ -37,6 +49,7 @@ impl HeartbeatConfig {
             ttl,
             interval: None,
             on_error: None,
+            alive: None,
         }
     }
 }
@@ -45,6 +58,13 @@ impl HeartbeatConfig {
 struct LastBeat {
     state: Option<pb::State>,
     error: Option<Status>,
+}
+
+/// The beats withheld for `alive`, and whether the last one was.
+#[derive(Default)]
+struct Withheld {
+    count: AtomicU64,
+    last: AtomicBool,
 }
 
 /// Heartbeats in the background until [`Heartbeater::stop`]. Dropped without `stop`, it
@@ -56,12 +76,14 @@ pub struct Heartbeater {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     last: Arc<Mutex<LastBeat>>,
+    withheld: Arc<Withheld>,
 }
 
 impl Client {
     /// Sends a first heartbeat (its error is returned, and nothing is started), then one
     /// every interval until [`Heartbeater::stop`]. An interval that is zero or not shorter
-    /// than the ttl is an error (`InvalidArgument`), and nothing is sent.
+    /// than the ttl is an error (`InvalidArgument`), and nothing is sent; so is an `alive`
+    /// not `true` at the start (`FailedPrecondition`: nothing would register the executor).
     pub async fn start_heartbeat(&self, config: HeartbeatConfig) -> Result<Heartbeater, Status> {
         if config.ttl < Duration::from_millis(1) || config.ttl > Duration::from_secs(3600) {
             return Err(Status::invalid_argument(
@@ -82,10 +104,18 @@ impl Client {
                  the scope would trip"
             )));
         }
+        if !alive(&config).await {
+            return Err(Status::failed_precondition(format!(
+                "heartbeat of {} not started: its alive is not true; nothing sent",
+                config.executor_id
+            )));
+        }
         let last = Arc::new(Mutex::new(LastBeat::default()));
         beat(self, &config, &last).await?;
+        let withheld = Arc::new(Withheld::default());
         let (stop, mut stopped) = watch::channel(false);
         let (client, beat_config, beat_last) = (self.clone(), config.clone(), last.clone());
+        let beat_withheld = withheld.clone();
         let task = tokio::spawn(async move {
             let mut ticker =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -94,6 +124,10 @@ impl Client {
                 tokio::select! {
                     _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
                     _ = ticker.tick() => {
+                        let alive = alive(&beat_config).await;
+                        if beat_withheld.withhold(&beat_config, alive) {
+                            continue;
+                        }
                         if let Err(status) = beat(&client, &beat_config, &beat_last).await {
                             report(&beat_config, &status);
                         }
@@ -107,7 +141,45 @@ impl Client {
             stop,
             task: Some(task),
             last,
+            withheld,
         })
+    }
+}
+
+/// Asks `config.alive` (true when `None`) on the blocking pool, so that one that blocks
+/// holds the beats but not a runtime thread; a panic in it is not alive.
+async fn alive(config: &HeartbeatConfig) -> bool {
+    let Some(alive) = config.alive.clone() else {
+        return true;
+    };
+    match tokio::task::spawn_blocking(move || alive()).await {
+        Ok(alive) => alive,
+        Err(error) => {
+            tracing::warn!(executor_id = %config.executor_id, %error,
+                "ess heartbeat alive panicked: not alive");
+            false
+        }
+    }
+}
+
+impl Withheld {
+    /// Counts a beat withheld (not alive) and logs the changes of alive; whether to withhold.
+    fn withhold(&self, config: &HeartbeatConfig, alive: bool) -> bool {
+        if !alive {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        let was_withheld = self.last.swap(!alive, Ordering::Relaxed);
+        if was_withheld == alive {
+            if alive {
+                tracing::info!(executor_id = %config.executor_id,
+                    "ess heartbeat resumed: the executor is alive again");
+            } else {
+                tracing::warn!(executor_id = %config.executor_id, ttl = ?config.ttl,
+                    "ess heartbeat withheld: the executor is not alive; its scope trips at \
+                     the ttl");
+            }
+        }
+        !alive
     }
 }
 
@@ -157,6 +229,11 @@ impl Heartbeater {
     /// The scope's state in the last successful heartbeat's answer.
     pub fn state(&self) -> Option<pb::State> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).state
+    }
+
+    /// The beats withheld because `alive` was not `true`.
+    pub fn skipped(&self) -> u64 {
+        self.withheld.count.load(Ordering::Relaxed)
     }
 
     /// The last heartbeat's error, `None` if it succeeded.

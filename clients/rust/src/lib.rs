@@ -51,7 +51,7 @@ pub use client::{
     DEFAULT_LOG_INTERVAL, DEFAULT_RECONNECT_BASE, DEFAULT_RECONNECT_MAX, DEFAULT_RPC_TIMEOUT,
     DEFAULT_STALL_AFTER,
 };
-pub use heartbeat::{HeartbeatConfig, Heartbeater, OnHeartbeatError};
+pub use heartbeat::{Alive, HeartbeatConfig, Heartbeater, OnHeartbeatError};
 pub use pb::{DecisionReason, OrderStatus, Side};
 pub use rpc::{Fill, OrderUpdate, Snapshot, MAX_REASON_CHARS};
 pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -66,8 +66,11 @@ pub use verdict::{
 pub enum Error {
     /// The target is not `unix:/path`, `host:port` or `http(s)://host:port`.
     InvalidTarget(String),
-    /// A bad option (a zero deadline, a token that is not a header value, no runtime).
+    /// A bad option (a zero deadline or stall_after, a bad reconnect backoff, no runtime).
     InvalidOption(String),
+    /// A token with a byte outside printable ASCII (0x20-0x7E), such as the `\r` of a token
+    /// read from a CRLF file; it says where, never the token.
+    InvalidToken(String),
     /// A TLS file could not be read, or the TLS configuration was refused.
     Tls(String),
     /// [`Client::connect`] did not get a stream in time (the client keeps trying).
@@ -81,6 +84,7 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidTarget(why) => write!(f, "ess: invalid target {why}"),
             Error::InvalidOption(why) => write!(f, "ess: {why}"),
+            Error::InvalidToken(why) => write!(f, "ess: invalid token: {why}"),
             Error::Tls(why) => write!(f, "ess: TLS: {why}"),
             Error::NotReached(why) => write!(f, "ess: sidecar not reached: {why}"),
             Error::Closed => f.write_str("ess: the client is closed"),

@@ -1158,6 +1158,95 @@ async fn a_panicking_on_error_does_not_stop_the_beats() {
     assert!(fake.seen(|s| s.heartbeats.last().unwrap().deregister));
 }
 
+/// An `alive` that answers, beat by beat, what the test sends it (a dropped sender: not
+/// alive), and says on `asked` each time it is asked, before it blocks for its answer.
+fn scripted(
+    answers: std::sync::mpsc::Receiver<&'static str>,
+    asked: tokio::sync::mpsc::UnboundedSender<()>,
+) -> crate::Alive {
+    let answers = Mutex::new(answers);
+    Arc::new(move || {
+        let _ = asked.send(());
+        let answer = answers.lock().unwrap().recv(); // unlocked before a panic
+        match answer {
+            Ok("yes") => true,
+            Ok("panic") => panic!("the loop's state is corrupt (as the test means it to)"),
+            _ => false,
+        }
+    })
+}
+
+/// Review 54: the heartbeat beat on while the executor's trading loop was dead, so only the
+/// death of the whole process tripped the scope. A beat is now sent only while `alive` says
+/// true; false or a panic withholds it, counted.
+#[tokio::test]
+async fn beats_are_withheld_while_not_alive_and_resume() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    let (feed, answers) = std::sync::mpsc::channel();
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = HeartbeatConfig::new("executor-1", scope, Duration::from_secs(1));
+    config.interval = Some(Duration::from_millis(1));
+    config.alive = Some(scripted(answers, asked_tx));
+    for answer in ["yes", "no", "panic", "no", "yes"] {
+        feed.send(answer).unwrap();
+    }
+    let heartbeater = client.start_heartbeat(config).await.unwrap();
+    // Asked a sixth time: the fifth ("yes") beat has been sent.
+    for n in 1..=6 {
+        tokio::time::timeout(GENEROUS, asked.recv())
+            .await
+            .unwrap_or_else(|_| panic!("alive asked only {} times", n - 1));
+    }
+    assert_eq!(heartbeater.skipped(), 3);
+    assert_eq!(fake.seen(|s| s.heartbeats.len()), 2);
+    drop(feed); // not alive from now on, and never blocking: stop can end the task
+    heartbeater.stop().await.unwrap();
+    assert!(fake.seen(|s| s.heartbeats.last().unwrap().deregister));
+}
+
+/// Not alive at the start: nothing would register the executor, so nothing could trip its
+/// scope; start_heartbeat refuses, and sends nothing.
+#[tokio::test]
+async fn not_alive_at_the_start_is_refused_and_sends_nothing() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    for answer in ["no", "panic"] {
+        let (feed, answers) = std::sync::mpsc::channel();
+        feed.send(answer).unwrap();
+        let mut config = HeartbeatConfig::new("executor-1", scope.clone(), Duration::from_secs(1));
+        config.alive = Some(scripted(answers, tokio::sync::mpsc::unbounded_channel().0));
+        match client.start_heartbeat(config).await {
+            Ok(_) => panic!("{answer}: started"),
+            Err(status) => assert_eq!(status.code(), tonic::Code::FailedPrecondition),
+        }
+    }
+    assert_eq!(fake.seen(|s| s.heartbeats.len()), 0);
+}
+
+/// Review 54: the token rule is the other clients' (0x20-0x7E); tonic alone took a tab and
+/// non-ASCII bytes. The error says where, never the token.
+#[tokio::test]
+async fn a_token_outside_printable_ascii_is_refused_without_printing_it() {
+    for token in ["zq9\r", "zq9\n", "z\tq9", "z\0q9", "zq9\x7f", "zq9ö"] {
+        match Client::builder("127.0.0.1:1").token(token).build() {
+            Err(error @ Error::InvalidToken(_)) => {
+                assert!(
+                    !error.to_string().contains("q9"),
+                    "the token is printed: {error}"
+                )
+            }
+            other => panic!("{token:?} was taken: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(Client::builder("127.0.0.1:1")
+        .token(" printable ~ASCII! ")
+        .build()
+        .is_ok());
+}
+
 #[tokio::test]
 async fn over_a_unix_socket() {
     let dir = std::env::temp_dir().join(format!("ess-client-test-{}", std::process::id()));
@@ -1221,7 +1310,7 @@ async fn bad_options_are_refused() {
     ));
     assert!(matches!(
         Client::builder("127.0.0.1:1").token("bad\ntoken").build(),
-        Err(Error::InvalidOption(_))
+        Err(Error::InvalidToken(_))
     ));
     let missing = Client::builder("127.0.0.1:1").tls_files(
         Some("/nonexistent/ca.pem"),
@@ -1430,15 +1519,19 @@ fn targets_are_names_or_addresses_and_paths_a_socket_holds() {
 }
 
 /// Review 42e: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
-/// fills) then failed DEADLINE_EXCEEDED unsent.
+/// fills) then failed DEADLINE_EXCEEDED unsent. Review 54: a zero stall_after too, and each
+/// late answer would then break the stream, denying every check in flight.
 #[tokio::test]
-async fn a_zero_rpc_timeout_is_refused() {
-    match Client::builder("127.0.0.1:1")
-        .rpc_timeout(Duration::ZERO)
-        .build()
-    {
-        Err(Error::InvalidOption(why)) => assert!(why.contains("rpc_timeout"), "{why}"),
-        other => panic!("a zero RPC timeout was taken: {:?}", other.map(|_| ())),
+async fn a_zero_rpc_timeout_or_stall_after_is_refused() {
+    let builder = || Client::builder("127.0.0.1:1");
+    for (named, built) in [
+        ("rpc_timeout", builder().rpc_timeout(Duration::ZERO).build()),
+        ("stall_after", builder().stall_after(Duration::ZERO).build()),
+    ] {
+        match built {
+            Err(Error::InvalidOption(why)) => assert!(why.contains(named), "{why}"),
+            other => panic!("a zero {named} was taken: {:?}", other.map(|_| ())),
+        }
     }
     assert!(Client::builder("127.0.0.1:1")
         .rpc_timeout(Duration::from_nanos(1))

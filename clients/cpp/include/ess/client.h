@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -177,20 +178,23 @@ struct Options {
   std::chrono::microseconds deadline{5000};
   // Bounds the RPCs other than checks when the call gives none; <= 0 makes Client throw.
   std::chrono::milliseconds rpc_timeout{1000};
-  // A stream with a request unanswered for this long is taken for hung and replaced.
+  // A stream with a request unanswered for this long is taken for hung and replaced; <= 0
+  // makes Client throw (every late answer would break the stream).
   std::chrono::milliseconds stall_after{1000};
   // At most one log line per failure cause per interval; the next says how many were
   // suppressed.
   std::chrono::milliseconds log_interval{1000};
   // Where failures are logged; empty: stderr. `[](std::string_view) {}` for none.
   LogSink log_sink;
-  // Sends "authorization: Bearer <token>" with every call (the raw stub's included).
+  // Sends "authorization: Bearer <token>" with every call (the raw stub's included). A
+  // byte outside printable ASCII (0x20-0x7E), such as the "\r" of a token read from a CRLF
+  // file, makes Client throw InvalidToken: gRPC would abort the process on the first call.
   std::string token;
   TlsOptions tls;
   // Overrides the transport credentials (and tls) when set.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
-  // The channel's reconnect backoff, first and longest delay; a restarted sidecar is
-  // found again within about reconnect_max.
+  // The channel's reconnect backoff, first and longest delay (0 < base <= max, or Client
+  // throws); a restarted sidecar is found again within about reconnect_max.
   std::chrono::milliseconds reconnect_base{50};
   std::chrono::milliseconds reconnect_max{1000};
   // More channel arguments (keepalive, window sizes, ...), applied last.
@@ -210,6 +214,13 @@ struct HeartbeatConfig {
   std::chrono::milliseconds interval{0};
   // Called (from the heartbeat thread) with each failed beat; default: logged.
   std::function<void(const grpc::Status&)> on_error;
+  // Whether the executor's trading loop is alive, asked before each beat (from the
+  // heartbeat thread); empty: the beats prove only that the process is alive. false, or an
+  // exception, withholds the beat (skipped() counts it; the first withheld and the first
+  // sent again are logged), so the scope trips at its ttl as if the executor had died;
+  // beats resume when it says true again (a trip stays latched: an operator resets it). One
+  // that blocks holds the beats, and the scope trips: keep it to reading an atomic.
+  std::function<bool()> alive;
 };
 
 // Beats in a background thread until Stop, which deregisters, or destruction, which only
@@ -230,11 +241,15 @@ class Heartbeater {
   v1::State state() const;
   // The last heartbeat's status.
   grpc::Status last_status() const;
+  // The beats withheld because `alive` was not true.
+  std::uint64_t skipped() const;
 
  private:
   friend class Client;
   Heartbeater(Client& client, HeartbeatConfig config, std::chrono::microseconds interval);
   grpc::Status Beat(bool deregister, std::chrono::microseconds timeout);
+  bool Alive();
+  bool Withhold(bool alive);
   void Run();
 
   Client& client_;
@@ -248,6 +263,8 @@ class Heartbeater {
   grpc::Status stop_status_;
   v1::State state_ = v1::STATE_UNSPECIFIED;
   grpc::Status last_status_;
+  std::uint64_t skipped_ = 0;
+  bool withheld_ = false;  // the last beat was withheld for `alive`
   std::thread thread_;
 };
 
@@ -255,6 +272,13 @@ namespace internal {
 class CheckStream;
 class FailureBook;
 }  // namespace internal
+
+// Thrown by Client for a token with a byte outside printable ASCII (0x20-0x7E); its
+// message says where, never the token.
+class InvalidToken : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
 
 // A client of one sidecar, safe for concurrent use from any number of threads.
 // The sidecar's bound on a reason, in characters (code points).
@@ -272,7 +296,8 @@ class Client {
   // A client of the sidecar at target: "unix:/abs/path/ess.sock" (fastest) or
   // "host:port". It does not wait for the sidecar (see Connect); it starts connecting, and
   // keeps a check stream open, in the background. Throws std::invalid_argument for bad
-  // options (deadline or rpc_timeout <= 0, unreadable TLS files).
+  // options (deadline, rpc_timeout or stall_after <= 0, a reconnect backoff not
+  // 0 < base <= max, unreadable TLS files; InvalidToken for a token outside 0x20-0x7E).
   explicit Client(const std::string& target, Options options = {});
   // Close()s.
   ~Client();
@@ -315,8 +340,9 @@ class Client {
                                           bool deregister = false);
   // Sends a first heartbeat and, if it succeeded, keeps beating in a background thread
   // until the Heartbeater is stopped (then it deregisters) or destroyed (then it does not).
-  // On failure (or a bad ttl) returns nullptr and sets *status. The Heartbeater must not
-  // outlive the client.
+  // On failure (or a bad ttl) returns nullptr and sets *status; an `alive` not true at the
+  // start is FAILED_PRECONDITION, and nothing is sent (nothing would register the
+  // executor). The Heartbeater must not outlive the client.
   std::unique_ptr<Heartbeater> StartHeartbeat(HeartbeatConfig config,
                                               grpc::Status* status = nullptr);
   // One metric sample for scope; the answer says whether it tripped it.

@@ -50,8 +50,8 @@ func main() {
 		options = append(options, ess.WithToken(*token))
 	}
 	client, err := ess.New(target.Dial(), options...)
-	if err != nil { // a target the library refuses all the same
-		cli.Usage(fs, fmt.Errorf("argument --target: %w", err))
+	if err != nil { // a target or token the library refuses
+		cli.Refused(fs, err)
 	}
 	connecting, cancel := context.WithTimeout(context.Background(), time.Second)
 	_ = client.Connect(connecting) // not reached: the check fails closed

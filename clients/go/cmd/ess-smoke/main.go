@@ -43,8 +43,8 @@ func main() {
 		options = append(options, ess.WithToken(*token))
 	}
 	client, err := ess.New(target.Dial(), options...)
-	if err != nil { // a target the library refuses all the same
-		cli.Usage(fs, fmt.Errorf("argument --target: %w", err))
+	if err != nil { // a target or token the library refuses
+		cli.Refused(fs, err)
 	}
 	defer client.Close()
 	connecting, cancel := context.WithTimeout(context.Background(), 5*time.Second)

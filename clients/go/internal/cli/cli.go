@@ -309,6 +309,15 @@ func NotBlank(fs *flag.FlagSet, names ...string) {
 	}
 }
 
+// Refused is the usage error for options ess.New refused: --token for ess.ErrInvalidToken
+// (a "\r" from a CRLF file, say), else --target, the one other flag it reads unchecked.
+func Refused(fs *flag.FlagSet, err error) {
+	if errors.Is(err, ess.ErrInvalidToken) {
+		Usage(fs, fmt.Errorf("argument --token: %w", err))
+	}
+	Usage(fs, fmt.Errorf("argument --target: %w", err))
+}
+
 // Usage prints the synopsis and err on stderr and exits 64.
 func Usage(fs *flag.FlagSet, err error) {
 	fmt.Fprintf(os.Stderr, "usage: %s\n%s: %v\n", synopses[fs], fs.Name(), err)

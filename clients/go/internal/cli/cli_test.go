@@ -7,11 +7,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ess-sidecar/ess-sidecar/clients/go/ess"
 )
 
 // With ESS_CLI_ARGS set, the test binary is a child that runs Parse on those arguments (one
-// a line): Parse exits, so the tests watch it from the parent.
+// a line); with ESS_CLI_TOKEN, one that makes a client with that token, Refused if New
+// refuses it: both exit, so the tests watch them from the parent.
 func TestMain(m *testing.M) {
+	if token, ok := os.LookupEnv("ESS_CLI_TOKEN"); ok {
+		fs := NewFlagSet("ess-check", "ess-check --target T --token T", "Ask a sidecar.")
+		if _, err := ess.New("localhost:1", ess.WithToken(token)); err != nil {
+			Refused(fs, err)
+		}
+		os.Exit(99) // taken
+	}
 	if args, ok := os.LookupEnv("ESS_CLI_ARGS"); ok {
 		fs := NewFlagSet("ess-check", "ess-check --target T --coid ID", "Ask a sidecar.")
 		fs.Var(&Target{}, "target", "HOST:PORT or unix:PATH")
@@ -25,8 +35,14 @@ func TestMain(m *testing.M) {
 
 func exitCode(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	return child(t, "ESS_CLI_ARGS="+strings.Join(args, "\n"))
+}
+
+// child runs the test binary as a child with env set, for its exit code and stderr.
+func child(t *testing.T, env string) (int, string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "ESS_CLI_ARGS="+strings.Join(args, "\n"))
+	cmd.Env = append(os.Environ(), env)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -35,6 +51,19 @@ func exitCode(t *testing.T, args ...string) (int, string) {
 		t.Fatal(err)
 	}
 	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// Review 54: a token ess.New refuses (a CRLF file's "tok\r") is a usage error naming
+// --token, as in the Rust and C++ programs, not --target.
+func TestARefusedTokenIsAUsageErrorNamingToken(t *testing.T) {
+	code, stderr := child(t, "ESS_CLI_TOKEN=tok\r")
+	if code != ExitUsage || !strings.Contains(stderr, "argument --token: ") ||
+		!strings.Contains(stderr, "0x0d") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if code, stderr := child(t, "ESS_CLI_TOKEN=tok"); code != 99 {
+		t.Fatalf("a good token: exit %d: %s", code, stderr)
+	}
 }
 
 // Help alone exits 0; beside other arguments it is a usage error (review: it exited 0,

@@ -89,8 +89,8 @@ fn main() {
         }
         let client = match builder.build() {
             Ok(client) => client,
-            // A target the library refuses all the same.
-            Err(error) => FLAGS.usage(&format!("argument --target: {error}")),
+            // A target or token the library refuses.
+            Err(error) => FLAGS.refused(&error),
         };
         if let Err(error) = client.connect(Duration::from_secs(5)).await {
             eprintln!("ess-bench: {error}");

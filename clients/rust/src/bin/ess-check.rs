@@ -70,8 +70,8 @@ fn main() {
         }
         let client = match builder.build() {
             Ok(client) => client,
-            // A target the library refuses all the same.
-            Err(error) => FLAGS.usage(&format!("argument --target: {error}")),
+            // A target or token the library refuses.
+            Err(error) => FLAGS.refused(&error),
         };
         let _ = client.connect(Duration::from_secs(1)).await; // not reached: the check fails closed
         let order = Order::new(

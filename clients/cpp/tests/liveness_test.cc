@@ -1,0 +1,138 @@
+// Review 54: the heartbeat's `alive` (beats withheld while the trading loop is not alive),
+// and a token Client refuses (a byte outside 0x20-0x7E).
+#include <deque>
+#include <stdexcept>
+
+#include "fake_guard.h"
+
+namespace ess_test {
+namespace {
+
+// An `alive` that answers, beat by beat, what the test feeds it: "yes", "no" or "throw"
+// (closed: no). It blocks until fed, which holds the beats meanwhile.
+class Script {
+ public:
+  void Feed(const std::string& answer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    answers_.push_back(answer);
+    cv_.notify_all();
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  std::function<bool()> Alive() {
+    return [this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return closed_ || !answers_.empty(); });
+      if (answers_.empty()) {
+        return false;
+      }
+      const std::string answer = answers_.front();
+      answers_.pop_front();
+      if (answer == "throw") {
+        throw std::runtime_error("the loop's state is corrupt");
+      }
+      return answer == "yes";
+    };
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> answers_;
+  bool closed_ = false;
+};
+
+// A log sink that keeps its lines.
+struct Lines {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  int Count(const std::string& part) {
+    std::lock_guard<std::mutex> lock(mu);
+    int n = 0;
+    for (const auto& line : lines) {
+      n += line.find(part) != std::string::npos ? 1 : 0;
+    }
+    return n;
+  }
+};
+
+ess::HeartbeatConfig Scripted(Script& script) {
+  ess::HeartbeatConfig config;
+  config.executor_id = "exec-1";
+  config.scope = *ess::ParseScope("STRATEGY:momo");
+  config.ttl = 1s;
+  config.interval = 1ms;
+  config.alive = script.Alive();
+  return config;
+}
+
+// The heartbeat beat on while the executor's trading loop was dead, so only the death of
+// the whole process tripped the scope. A beat is now sent only while `alive` says true.
+TEST(Heartbeat, IsWithheldWhileNotAliveAndResumes) {
+  auto lines = std::make_shared<Lines>();
+  ess::Options options;
+  options.log_sink = [lines](std::string_view line) {
+    std::lock_guard<std::mutex> lock(lines->mu);
+    lines->lines.emplace_back(line);
+  };
+  Harness h(Allow, options);
+  Script script;
+  script.Feed("yes");  // the first beat, in StartHeartbeat
+  grpc::Status status;
+  auto heartbeater = h.client->StartHeartbeat(Scripted(script), &status);
+  ASSERT_NE(heartbeater, nullptr) << status.error_message();
+  for (const char* answer : {"no", "throw", "no", "yes"}) {
+    script.Feed(answer);
+  }
+  // Only "yes" beats, after the three ticks before it have finished.
+  ASSERT_TRUE(h.fake.AwaitHeartbeats(2, 5s));
+  EXPECT_EQ(heartbeater->skipped(), 3u);
+  EXPECT_EQ(h.fake.Copy(h.fake.heartbeats).size(), 2u);
+  EXPECT_EQ(lines->Count("withheld"), 1);
+  EXPECT_EQ(lines->Count("resumed"), 1);
+  EXPECT_EQ(lines->Count("threw (not alive): the loop's state is corrupt"), 1);
+  script.Close();  // not alive from now on, and never blocking: Stop can join the thread
+  EXPECT_TRUE(heartbeater->Stop().ok());
+}
+
+// Not alive at the start: nothing would register the executor, so nothing could trip its
+// scope; StartHeartbeat refuses, and sends nothing.
+TEST(Heartbeat, NotAliveAtTheStartIsRefusedAndSendsNothing) {
+  Harness h;
+  for (const char* answer : {"no", "throw"}) {
+    Script script;
+    script.Feed(answer);
+    grpc::Status status;
+    EXPECT_EQ(h.client->StartHeartbeat(Scripted(script), &status), nullptr) << answer;
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << answer;
+  }
+  EXPECT_TRUE(h.fake.Copy(h.fake.heartbeats).empty());
+}
+
+// A token read from a CRLF file ("tok\r") passed, and gRPC core aborted the process
+// (SIGABRT) on the first call.
+TEST(Options, TokenOutsidePrintableAsciiThrowsWithoutPrintingIt) {
+  const std::vector<std::string> tokens = {"zq9\r", "zq9\n", "z\tq9", std::string("z\0q9", 4),
+                                          "zq9\x7f", "zq9\xc3\xb6"};
+  for (const std::string& token : tokens) {
+    ess::Options options;
+    options.token = token;
+    try {
+      ess::Client client("localhost:1", options);
+      ADD_FAILURE() << "a token with a byte outside 0x20-0x7E was taken";
+    } catch (const ess::InvalidToken& error) {
+      const std::string what = error.what();
+      EXPECT_NE(what.find("token"), std::string::npos) << what;
+      EXPECT_EQ(what.find("q9"), std::string::npos) << "the token is printed: " << what;
+    }
+  }
+  ess::Options printable;
+  printable.token = " printable ~ASCII! ";
+  EXPECT_NO_THROW(ess::Client("localhost:1", printable));
+}
+
+}  // namespace
+}  // namespace ess_test

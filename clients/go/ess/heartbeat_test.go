@@ -1,0 +1,121 @@
+package ess_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ess-sidecar/ess-sidecar/clients/go/ess"
+	essv1 "github.com/ess-sidecar/ess-sidecar/clients/go/essv1"
+)
+
+// syncBuffer is a log destination safe for the heartbeat goroutine and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
+// scripted is an Alive that answers, beat by beat, what the test feeds it: "yes", "no" or
+// "panic" (a closed feed: no). It blocks until fed, which holds the beats meanwhile.
+func scripted(feed <-chan string) func() bool {
+	return func() bool {
+		switch <-feed {
+		case "yes":
+			return true
+		case "panic":
+			panic("the loop's state is corrupt")
+		default:
+			return false
+		}
+	}
+}
+
+func awaitBeat(t *testing.T, beats <-chan *essv1.HeartbeatRequest) *essv1.HeartbeatRequest {
+	t.Helper()
+	select {
+	case beat := <-beats:
+		return beat
+	case <-time.After(5 * time.Second):
+		t.Fatal("no heartbeat within 5 s")
+		return nil
+	}
+}
+
+// Review 54: the heartbeat beat on while the executor's trading loop was dead, so only the
+// death of the whole process tripped the scope. With Alive, a beat is sent only while it
+// says true; false or a panic withholds it (counted, logged once each way).
+func TestHeartbeatIsWithheldWhileNotAliveAndResumes(t *testing.T) {
+	logs := &syncBuffer{}
+	h := newHarness(t, allow, ess.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	h.fake.beats = make(chan *essv1.HeartbeatRequest, 16)
+	feed := make(chan string, 16)
+	feed <- "yes" // the first beat, in StartHeartbeat
+	hb, err := h.client.StartHeartbeat(context.Background(), ess.HeartbeatConfig{
+		ExecutorID: "exec-1", Scope: &essv1.Scope{}, TTL: time.Second,
+		Interval: time.Millisecond, Alive: scripted(feed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitBeat(t, h.fake.beats)
+	for _, answer := range []string{"no", "panic", "no", "yes"} {
+		feed <- answer
+	}
+	awaitBeat(t, h.fake.beats) // only the "yes" beats: the tick before it has finished
+	if n := hb.Skipped(); n != 3 {
+		t.Fatalf("%d beats withheld, want 3", n)
+	}
+	h.fake.mu.Lock()
+	sent := len(h.fake.heartbeats)
+	h.fake.mu.Unlock()
+	if sent != 2 {
+		t.Fatalf("%d heartbeats sent, want 2", sent)
+	}
+	if w, r := logs.count("heartbeat withheld"), logs.count("heartbeat resumed"); w != 1 || r != 1 {
+		t.Fatalf("logged %d withheld and %d resumed, want 1 each:\n%s", w, r, logs.buf.String())
+	}
+	close(feed) // not alive from now on, and never blocking: Stop can end the goroutine
+	if err := hb.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Not alive at the start: nothing would register the executor, so nothing could trip its
+// scope; StartHeartbeat refuses, and sends nothing.
+func TestHeartbeatNotAliveAtTheStartIsAnErrorAndSendsNothing(t *testing.T) {
+	h := newHarness(t, allow)
+	for _, answer := range []string{"no", "panic"} {
+		feed := make(chan string, 1)
+		feed <- answer
+		hb, err := h.client.StartHeartbeat(context.Background(), ess.HeartbeatConfig{
+			ExecutorID: "exec-1", Scope: &essv1.Scope{}, TTL: time.Second,
+			Alive: scripted(feed)})
+		if err == nil {
+			hb.Stop(context.Background())
+			t.Fatalf("%s: started", answer)
+		}
+		if !strings.Contains(err.Error(), "Alive") {
+			t.Fatalf("%s: %v", answer, err)
+		}
+	}
+	h.fake.mu.Lock()
+	defer h.fake.mu.Unlock()
+	if len(h.fake.heartbeats) != 0 {
+		t.Fatalf("%d heartbeats sent", len(h.fake.heartbeats))
+	}
+}
