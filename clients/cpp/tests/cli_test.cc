@@ -47,7 +47,7 @@ TEST(Cli, HelpExitsZeroOnlyAlone) {
               "required: --coid");
 }
 
-// Review 54: a token the library refuses (a CRLF file's "tok\r") is a usage error naming
+// Review 54a: a token the library refuses (a CRLF file's "tok\r") is a usage error naming
 // --token, as in the Rust and Go programs; anything else it refuses names --target.
 void Refuse(const std::string& token) {
   ess::cli::Flags flags("ess-check", "ess-check --target T --token T", "Ask a sidecar.");

@@ -796,7 +796,7 @@ TEST(Client, BadOptionsThrow) {
 }
 
 // Review 42e: an rpc_timeout <= 0 was taken, and every RPC but the checks (Trigger,
-// heartbeats, fills) then failed DEADLINE_EXCEEDED unsent. Review 54: a stall_after <= 0
+// heartbeats, fills) then failed DEADLINE_EXCEEDED unsent. Review 54a: a stall_after <= 0
 // too, and each late answer would then break the stream, denying every check in flight.
 TEST(Client, NonPositiveRpcTimeoutOrStallAfterThrows) {
   for (const auto timeout : {std::chrono::milliseconds(0), std::chrono::milliseconds(-1)}) {

@@ -1,4 +1,4 @@
-// Review 54: the heartbeat's `alive` (beats withheld while the trading loop is not alive),
+// Review 54a: the heartbeat's `alive` (beats withheld while the trading loop is not alive),
 // and a token Client refuses (a byte outside 0x20-0x7E).
 #include <deque>
 #include <stdexcept>

@@ -851,7 +851,7 @@ func writeTemp(t testing.TB, name string, content []byte) string {
 	return path
 }
 
-// Review 54: a token with a control or non-ASCII byte (a CRLF file's "tok\r") was taken,
+// Review 54a: a token with a control or non-ASCII byte (a CRLF file's "tok\r") was taken,
 // and every check then failed closed with a misleading "deadline" cause.
 func TestTokenOutsidePrintableASCIIFailsNewWithoutPrintingIt(t *testing.T) {
 	for _, token := range []string{"zq9\r", "zq9\n", "z\tq9", "z\x00q9", "zq9\x7f", "zq9ö"} {
@@ -870,7 +870,7 @@ func TestTokenOutsidePrintableASCIIFailsNewWithoutPrintingIt(t *testing.T) {
 	client.Close()
 }
 
-// Review 54: WithReconnectBackoff(0, 0) reopened a refused stream in a tight loop, and a
+// Review 54a: WithReconnectBackoff(0, 0) reopened a refused stream in a tight loop, and a
 // stall_after <= 0 would break the stream on every late answer.
 func TestBadBackoffOrStallAfterFailsNewNamingTheOption(t *testing.T) {
 	cases := []struct {
@@ -897,7 +897,7 @@ func TestBadBackoffOrStallAfterFailsNewNamingTheOption(t *testing.T) {
 	client.Close()
 }
 
-// Review 54: a check denied for want of a stream said only "no stream within 5ms", so a
+// Review 54a: a check denied for want of a stream said only "no stream within 5ms", so a
 // wrong token looked like a slow sidecar; it now says why the last stream broke.
 func TestNoStreamDenialSaysWhyTheLastStreamBroke(t *testing.T) {
 	refuse := grpc.StreamInterceptor(func(any, grpc.ServerStream, *grpc.StreamServerInfo,

@@ -57,7 +57,7 @@ func awaitBeat(t *testing.T, beats <-chan *essv1.HeartbeatRequest) *essv1.Heartb
 	}
 }
 
-// Review 54: the heartbeat beat on while the executor's trading loop was dead, so only the
+// Review 54a: the heartbeat beat on while the executor's trading loop was dead, so only the
 // death of the whole process tripped the scope. With Alive, a beat is sent only while it
 // says true; false or a panic withholds it (counted, logged once each way).
 func TestHeartbeatIsWithheldWhileNotAliveAndResumes(t *testing.T) {

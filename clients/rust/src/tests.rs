@@ -1176,7 +1176,7 @@ fn scripted(
     })
 }
 
-/// Review 54: the heartbeat beat on while the executor's trading loop was dead, so only the
+/// Review 54a: the heartbeat beat on while the executor's trading loop was dead, so only the
 /// death of the whole process tripped the scope. A beat is now sent only while `alive` says
 /// true; false or a panic withholds it, counted.
 #[tokio::test]
@@ -1226,7 +1226,7 @@ async fn not_alive_at_the_start_is_refused_and_sends_nothing() {
     assert_eq!(fake.seen(|s| s.heartbeats.len()), 0);
 }
 
-/// Review 54: the token rule is the other clients' (0x20-0x7E); tonic alone took a tab and
+/// Review 54a: the token rule is the other clients' (0x20-0x7E); tonic alone took a tab and
 /// non-ASCII bytes. The error says where, never the token.
 #[tokio::test]
 async fn a_token_outside_printable_ascii_is_refused_without_printing_it() {
@@ -1519,7 +1519,7 @@ fn targets_are_names_or_addresses_and_paths_a_socket_holds() {
 }
 
 /// Review 42e: a zero RPC timeout was taken, and every RPC but the checks (trigger, heartbeats,
-/// fills) then failed DEADLINE_EXCEEDED unsent. Review 54: a zero stall_after too, and each
+/// fills) then failed DEADLINE_EXCEEDED unsent. Review 54a: a zero stall_after too, and each
 /// late answer would then break the stream, denying every check in flight.
 #[tokio::test]
 async fn a_zero_rpc_timeout_or_stall_after_is_refused() {

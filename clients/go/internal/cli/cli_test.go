@@ -53,7 +53,7 @@ func child(t *testing.T, env string) (int, string) {
 	return cmd.ProcessState.ExitCode(), stderr.String()
 }
 
-// Review 54: a token ess.New refuses (a CRLF file's "tok\r") is a usage error naming
+// Review 54a: a token ess.New refuses (a CRLF file's "tok\r") is a usage error naming
 // --token, as in the Rust and C++ programs, not --target.
 func TestARefusedTokenIsAUsageErrorNamingToken(t *testing.T) {
 	code, stderr := child(t, "ESS_CLI_TOKEN=tok\r")
