@@ -413,7 +413,7 @@ class Guard(GuardReadings):
             plan = self.engine.plan_reset(
                 scope, reason, force, actor, now, latches, expected_version, void,
                 credential, elsewhere=bool(expected_version)
-                and expected_epoch != self.epoch_of(expected_version))
+                and not self._names_here(expected_version, expected_epoch))
         except ResetRefused as refused:
             log.warning("reset refused", extra={"scope": str(scope), "actor": actor,
                                                 "reason": reason, "refusal": str(refused),
@@ -434,6 +434,13 @@ class Guard(GuardReadings):
         transitions = yield from self._commit(plan, command)
         approved = next((t.actor for t in transitions if t.approved_by), "")
         return dataclasses.replace(self._outcome(scope, transitions), requested_by=approved)
+
+    def _names_here(self, version: int, epoch: str) -> bool:
+        """Whether `version` told with `epoch` is this process's transition of that
+        version: the epoch it gives the version, or its own volatile epoch, unique to it
+        (a WatchState snapshot tells each version in the epoch of the version it brings
+        the watcher to: review 54d)."""
+        return epoch == self.epoch_of(version) or bool(epoch) and epoch == self.epoch
 
     def run_timers(self) -> list[Transition]:
         return self.run(self.timers_steps())
@@ -664,6 +671,18 @@ class Guard(GuardReadings):
             # epoch, a watcher resumes after a restart with a resync (review 40m)
             self.epoch = f"volatile-{self.engine.decision_prefix}"
             self._volatile_from = stored
+
+    def _told_unstored(self, transitions: Sequence[Transition]) -> None:
+        """No store holds `transitions`, and their trips are shown with their versions
+        (GuardEngine.lose): told in the volatile epoch from the first of them, and what
+        comes next, the fail-closed trip first, is numbered past them (review 54d: GLOBAL
+        latched by the system already, the fail-closed trip took no version nor epoch, and
+        the next trip stored, in the same process, took the lost trip's version: a reset
+        of what had been shown lifted it)."""
+        if not self.epoch:
+            self.epoch = f"volatile-{self.engine.decision_prefix}"
+            self._volatile_from = transitions[0].version
+        self.engine.numbered_past(transitions)
 
     def _stalled(self) -> None:
         """A store write has run for store_stall_s (a hung disk): every command after it
@@ -1060,6 +1079,8 @@ class Guard(GuardReadings):
         stored = stored or isinstance(error, (StoredUnrecorded, StoredUnsealed))
         if stored and transitions:
             self._kept_for_the_restart(transitions)
+        elif transitions:
+            self._told_unstored(transitions)
         what, until = ("trip stored, not made durable in full", "the sidecar restarts,"
                        " which keeps it (it is in the state file)") if stored else (
             "trip not stored", "what tripped it is sent again and stored, or the sidecar"

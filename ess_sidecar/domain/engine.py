@@ -491,6 +491,12 @@ class GuardEngine:
             return current
         return None if unapplied.state is State.ARMED else unapplied
 
+    def numbered_past(self, transitions: Iterable[Transition]) -> None:
+        """Transitions no store holds, whose versions were told (GetState shows a lost
+        trip's): what comes next is numbered after them, never given one of theirs."""
+        for transition in transitions:
+            self.version = max(self.version, transition.version)
+
     def stored_unapplied(self, transitions: Iterable[Transition]) -> None:
         """Transitions the store holds that memory will not apply: what comes next is
         numbered after them, and plans of their scopes start from them."""
@@ -607,11 +613,12 @@ class GuardEngine:
                                f" {current.state.name} at version {current.version}"
                                f" ({current.reason}); look again before resetting it")
         if elsewhere:  # review 54c: a reset sent after the restart lifted another's halt
-            raise ResetRefused(f"{scope}: version {expected_version} was shown in another"
-                               " epoch (a sidecar that failed closed, before a restart):"
-                               f" here it is {current.state.name} ({current.reason}), which"
-                               " may not be what was seen; look again (the version with"
-                               " its epoch) before resetting it")
+            raise ResetRefused(f"{scope}: version {expected_version} was not sent with the"
+                               " epoch this sidecar gives it (ScopeState.epoch): a sidecar"
+                               " that failed closed numbers trips it never stored, and"
+                               " after a restart the number may be another trip's; here it"
+                               f" is {current.state.name} ({current.reason}): look again,"
+                               " and send the version with its epoch")
         if scope == GLOBAL and self.untrusted:  # not even forced: nothing here to resume to
             raise ResetRefused(f"GLOBAL cannot be reset in this process: {self.untrusted}")
         held = {latch.name: latch for latch in current.held()}

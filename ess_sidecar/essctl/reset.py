@@ -53,10 +53,12 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     # meanwhile may number another trip as the one shown (review 54c). The sidecar checks
     # the version and its epoch too: a trip landing after this read is refused there.
     if (now := scope_state(sidecar, scope)) is None or not same_trip(now, current):
+        told = "" if now is None or now.version != current.version else \
+            ": its version is the same, its trip is not (the sidecar restarted?)"
         return refused("the scope changed while the reset waited for an answer (now"
                        f" {state_text(now.state) if now else 'ARMED'}, version"
-                       f" {now.version if now else '-'}); nothing was reset: run it again"
-                       " to see what it would clear", current, out)
+                       f" {now.version if now else '-'}{told}); nothing was reset: run it"
+                       " again to see what it would clear", current, out)
     try:
         reply = sidecar.call("Reset", pb.ResetRequest(
             scope=scope, reason=args.reason, force=args.force, latches=args.latch,

@@ -9,6 +9,7 @@ from tests.clients.smoke import smoke_test, trigger_test
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(300)  # a Node start per ess-check: under load, past 120 s (stop 54)
 def test_typescript_client_smoke() -> None:
     smoke_test("typescript")
 

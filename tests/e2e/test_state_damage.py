@@ -247,7 +247,7 @@ def test_a_reset_naming_what_the_damaged_start_showed_lifts_nothing_after_the_re
                                        expected_version=shown.version,
                                        expected_epoch=shown.epoch))
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-        assert "was shown in another epoch" in (refused.value.details() or "")
+        assert "was not sent with the epoch" in (refused.value.details() or "")
         assert global_states(stub) == [resealed]
         reset = stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="every scope checked",
                                            force=True, expected_version=resealed.version,

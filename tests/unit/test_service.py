@@ -602,11 +602,11 @@ def test_a_watcher_resuming_across_a_non_durable_version_must_resync() -> None:
     trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
     store.fail_next_append = True
     with pytest.raises(StoreUnavailable):
-        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))  # GLOBAL v2 in memory only
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))  # shown as v2, GLOBAL v3: memory
     assert guard.epoch
     with pytest.raises(ResyncRequired, match="epoch"):
         guard.watch([], from_version=1, epoch="")  # saw v1 before the failure
-    assert guard.watch([], from_version=2, epoch=guard.epoch).version == 2
+    assert guard.watch([], from_version=3, epoch=guard.epoch).version == 3
     # Review 37h: a watcher of one scope saw v1, then only heartbeats, which carry the
     # new epoch: the store's v2 (what failed) is not what memory took under that version.
     with pytest.raises(ResyncRequired, match="from before epoch"):
@@ -638,23 +638,71 @@ def test_a_reset_naming_a_version_shown_before_a_restart_in_another_epoch_lifts_
     trigger(guard, Scope(ScopeKind.STRATEGY, "a"))
     store.fail_next_append = True
     with pytest.raises(StoreUnavailable):
-        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))  # v2, lost; GLOBAL v3
     (shown,) = [view for view in guard.scope_views() if view.current.scope == GLOBAL]
-    assert (shown.current.version, shown.epoch) == (2, guard.epoch) and guard.epoch
+    assert (shown.current.version, shown.epoch) == (3, guard.epoch) and guard.epoch
     restarted = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16))
     stored = store.load()
     restarted.engine.restore(stored.current, stored.version, 0.0)
-    trigger(restarted, GLOBAL)  # another operator's halt: version 2 again
+    trigger(restarted, Scope(ScopeKind.STRATEGY, "b"))  # v2 again
+    trigger(restarted, GLOBAL)  # another operator's halt: version 3 again
     halt = restarted.engine.current(GLOBAL)
-    with pytest.raises(ResetRefused, match="version 2 was shown in another epoch"):
-        restarted.reset(GLOBAL, "disk freed", force=True, actor="alice", expected_version=2,
+    with pytest.raises(ResetRefused, match="version 3 was not sent with the epoch this"):
+        restarted.reset(GLOBAL, "disk freed", force=True, actor="alice", expected_version=3,
                         expected_epoch=shown.epoch)
     assert restarted.engine.current(GLOBAL) == halt
     # Within one epoch the pair names what was shown, in either process.
     (view,) = [v for v in restarted.scope_views() if v.current.scope == GLOBAL]
     assert view.epoch == ""
-    assert restarted.reset(GLOBAL, "looked", force=True, actor="alice", expected_version=2,
+    assert restarted.reset(GLOBAL, "looked", force=True, actor="alice", expected_version=3,
                            expected_epoch=view.epoch).state is State.ARMED
+
+
+def test_a_trip_not_stored_under_a_system_latch_is_told_in_a_new_epoch_and_numbered_past(
+        ) -> None:
+    """Review 54d: GLOBAL latched by the system already (the evidence cap, a reseal), the
+    fail-closed trip is no transition: a lost trip was shown at v2 in epoch "", and the
+    next trip stored took v2, in the same process and after a restart; a reset naming
+    what had been shown lifted it."""
+    account = Scope(ScopeKind.ACCOUNT, "b")
+    for restart in (False, True):
+        store, clock = InMemoryStateStore(), FakeClock()
+        guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16))
+        plan = guard.engine.plan(clock.now())
+        plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, "evidence cap", "ess-sidecar")
+        store.append(plan.transitions)
+        guard.engine.apply(plan.transitions)
+        store.fail_next_append = True
+        with pytest.raises(StoreUnavailable):
+            trigger(guard, account)  # "fat-finger, fine to resume"
+        (shown,) = [v for v in guard.scope_views() if v.current.scope == account]
+        assert (shown.current.version, shown.epoch) == (2, guard.epoch) and guard.epoch
+        if restart:
+            guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16))
+            stored = store.load()
+            guard.engine.restore(stored.current, stored.version, 0.0)
+        trigger(guard, account)  # another operator's halt, never seen
+        assert guard.engine.current(account).version == (2 if restart else 3)
+        with pytest.raises(ResetRefused):
+            guard.reset(account, "fat-finger", force=True, actor="alice",
+                        expected_version=2, expected_epoch=shown.epoch)
+        assert guard.engine.denying_state(account) is State.TRIPPED
+
+
+def test_a_version_told_by_a_watch_snapshot_in_this_epoch_is_reset(
+        ) -> None:
+    """Review 54d: a WatchState snapshot tells every version in the epoch of the version it
+    brings the watcher to: a trip stored before the process failed closed came in the
+    volatile epoch, and its reset with that pair was refused in the same process."""
+    guard, store = make_guard()
+    account = Scope(ScopeKind.ACCOUNT, "a")
+    trigger(guard, account)  # v1, stored
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))
+    assert guard.epoch_of(1) == "" and guard.epoch
+    assert guard.reset(account, "looked", force=True, actor="alice", expected_version=1,
+                       expected_epoch=guard.epoch).state is State.ARMED
 
 
 @pytest.mark.parametrize(("between", "position"), [

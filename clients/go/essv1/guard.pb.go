@@ -2317,11 +2317,13 @@ type ResetRequest struct {
 	// trip nobody saw is never lifted. essctl reset sends the version it showed. A reset of
 	// an ARMED scope changes nothing, whatever the version and latches it names.
 	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	// With expected_version: the ScopeState.epoch shown with it (send both). A version
-	// shown in a non-empty epoch was never stored, and after a restart the same number may
-	// name another transition: the reset is FAILED_PRECONDITION unless the scope's version
-	// is expected_version in this epoch. Left empty, a version from before a restart that
-	// failed closed can match a later trip (docs/design.md, Known gaps).
+	// With expected_version: the ScopeState.epoch shown with it (send both; a
+	// WatchStateResponse's epoch names its versions too). A version shown in a non-empty
+	// epoch was never stored, or was shown by a sidecar that failed closed, and after a
+	// restart the same number may name another transition: the reset is
+	// FAILED_PRECONDITION unless the scope's version is expected_version in this epoch.
+	// Left empty, a version from before a restart that failed closed can match a later
+	// trip (docs/design.md, Known gaps).
 	ExpectedEpoch string `protobuf:"bytes,6,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -891,11 +891,13 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
   expectedVersion: bigint;
 
   /**
-   * With expected_version: the ScopeState.epoch shown with it (send both). A version
-   * shown in a non-empty epoch was never stored, and after a restart the same number may
-   * name another transition: the reset is FAILED_PRECONDITION unless the scope's version
-   * is expected_version in this epoch. Left empty, a version from before a restart that
-   * failed closed can match a later trip (docs/design.md, Known gaps).
+   * With expected_version: the ScopeState.epoch shown with it (send both; a
+   * WatchStateResponse's epoch names its versions too). A version shown in a non-empty
+   * epoch was never stored, or was shown by a sidecar that failed closed, and after a
+   * restart the same number may name another transition: the reset is
+   * FAILED_PRECONDITION unless the scope's version is expected_version in this epoch.
+   * Left empty, a version from before a restart that failed closed can match a later
+   * trip (docs/design.md, Known gaps).
    *
    * @generated from field: string expected_epoch = 6;
    */
