@@ -36,7 +36,7 @@ class Heartbeat:
         self._on_response, self._on_error = on_response, on_error
         self._alive, self._name, self._was_alive = alive, name, True
         self._cancelled = False
-        if not self._is_alive():  # the first beat registers: withheld, nothing would trip
+        if not self._asked()[0]:  # the first beat registers: withheld, nothing would trip
             raise RuntimeError(f"ess heartbeat not started: alive() is not True for {name!r}")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -66,12 +66,16 @@ class Heartbeat:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        first = True  # asked at start: sent whatever alive() says now, so that the
+        # executor is registered (review 54e: a loop that died before the task's first
+        # turn was never registered, its scope never to trip, and nothing said so)
         while True:
             started = loop.time()
-            if not self._is_alive():
+            if not first and not self._is_alive():
                 self.skipped += 1
                 await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
                 continue
+            first = False
             try:
                 response = await self._send(False)
             except Exception as error:  # noqa: BLE001 - every failure is counted and said
@@ -89,16 +93,18 @@ class Heartbeat:
                 self._call(self._on_response, response)
             await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
 
-    def _is_alive(self) -> bool:
-        """`alive()` (True when unset), an exception counting as not alive; said once each
-        way it changes."""
+    def _asked(self) -> tuple[bool, str]:
+        """`alive()` (True when unset), an exception counting as not alive, and why not."""
         if self._alive is None:
-            return True
-        why = "it returned something other than True"
+            return True, ""
         try:
-            alive = self._alive() is True
+            return self._alive() is True, "it returned something other than True"
         except Exception as error:  # noqa: BLE001 - a predicate that fails is not alive
-            alive, why = False, f"it raised {error!r}"
+            return False, f"it raised {error!r}"
+
+    def _is_alive(self) -> bool:
+        """As `_asked`, said once each way it changes."""
+        alive, why = self._asked()
         if alive != self._was_alive:
             self._was_alive = alive
             if alive:

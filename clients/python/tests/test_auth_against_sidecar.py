@@ -65,6 +65,22 @@ async def test_a_client_without_a_valid_token_is_denied_even_when_fail_open(
     assert (verdict.allowed, verdict.failure) == (False, Failure.REFUSED)
 
 
+async def test_a_refused_stream_opened_by_connect_is_never_allowed_fail_open(
+        secured: SidecarProcess) -> None:
+    """Review 54e: with connect() first, the stream was refused while its first request
+    was being sent, and grpcio's core ended it INTERNAL ("Internal error from Core"), which
+    read as a broken connection: a fail-open client allowed about 1 check in 6. A stream
+    whose headers never came was never the sidecar's: its INTERNAL is no connectivity."""
+    verdicts = []
+    for _ in range(30):
+        async with GuardClient(secured.uds_target, token=new_token(), fail_open=True,
+                               check_timeout_s=RELAXED_TIMEOUT_S) as client:
+            await client.connect(timeout_s=1.0)
+            verdicts.append(await client.check(**ORDER))
+    assert [v for v in verdicts if v.allowed] == []
+    assert {v.failure for v in verdicts} <= {Failure.REFUSED}
+
+
 async def test_a_client_over_tls(secured: SidecarProcess, ca: trustme.CA) -> None:
     credentials = grpc.ssl_channel_credentials(ca.cert_pem.bytes())
     async with GuardClient(secured.tcp_target, token=TOKEN, credentials=credentials,

@@ -157,6 +157,26 @@ async def test_alive_not_true_at_start_is_refused_and_nothing_starts(
     assert (await beat.stop()).state == pb.STATE_ARMED
 
 
+async def test_alive_at_start_registers_the_executor_even_if_the_loop_dies_at_once(
+        client: GuardClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Review 54e: alive() true at start and false before the heartbeat's task first ran
+    withheld the first beat too: the executor was never registered, its scope never to
+    trip, and nothing said so. The first beat goes as asked at start."""
+    up = [True]
+    answered = asyncio.Event()
+    beat = client.start_heartbeat("exec-dies", "STRATEGY:dies", ttl_ms=5_000,
+                                  interval_s=0.02, alive=lambda: up[0],
+                                  on_response=lambda _: answered.set())
+    up[0] = False  # the trading loop died before the heartbeat's first turn
+    await asyncio.wait_for(answered.wait(), 10)
+    assert beat.sent == 1
+    await beat.stop()
+    caplog.clear()
+    with pytest.raises(RuntimeError, match="alive"):  # refused at start: nothing is said
+        client.start_heartbeat("exec-dies", "STRATEGY:dies", 5_000, alive=lambda: False)
+    assert not [r for r in caplog.records if "beats withheld" in r.getMessage()]
+
+
 async def test_close_stops_the_heartbeats_without_deregistering(
         sidecar: SidecarProcess) -> None:
     """Review 54b: after close() the helper beat on through the closed channel, `running`
