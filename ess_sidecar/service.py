@@ -672,17 +672,19 @@ class Guard(GuardReadings):
             self.epoch = f"volatile-{self.engine.decision_prefix}"
             self._volatile_from = stored
 
-    def _told_unstored(self, transitions: Sequence[Transition]) -> None:
-        """No store holds `transitions`, and their trips are shown with their versions
+    def _told_unstored(self, trips: Sequence[Transition]) -> None:
+        """No store holds `trips`, newly lost, and GetState shows them with their versions
         (GuardEngine.lose): told in the volatile epoch from the first of them, and what
         comes next, the fail-closed trip first, is numbered past them (review 54d: GLOBAL
         latched by the system already, the fail-closed trip took no version nor epoch, and
         the next trip stored, in the same process, took the lost trip's version: a reset
-        of what had been shown lifted it)."""
+        of what had been shown lifted it). A retry of a trip lost already is not shown and
+        takes no version (review 54f: a timer's, each run, burnt ten a second, and
+        `store.keep_events`, counted in versions, pruned the history before the outage)."""
         if not self.epoch:
             self.epoch = f"volatile-{self.engine.decision_prefix}"
-            self._volatile_from = transitions[0].version
-        self.engine.numbered_past(transitions)
+            self._volatile_from = trips[0].version
+        self.engine.numbered_past(trips)
 
     def _stalled(self) -> None:
         """A store write has run for store_stall_s (a hung disk): every command after it
@@ -1079,13 +1081,14 @@ class Guard(GuardReadings):
         stored = stored or isinstance(error, (StoredUnrecorded, StoredUnsealed))
         if stored and transitions:
             self._kept_for_the_restart(transitions)
-        elif transitions:
-            self._told_unstored(transitions)
         what, until = ("trip stored, not made durable in full", "the sidecar restarts,"
                        " which keeps it (it is in the state file)") if stored else (
             "trip not stored", "what tripped it is sent again and stored, or the sidecar"
             " restarts")
-        for trip in self.engine.lose(transitions):
+        lost = self.engine.lose(transitions)
+        if lost and not stored:  # shown with their versions: numbered past
+            self._told_unstored(lost)
+        for trip in lost:
             log.error(f"{what}: it denies checks until {until}", extra=transition_fields(trip))
             if not trip.drill:  # a reset lifts a drill's (review 42l)
                 self.alerts.warn(trip.scope, f" {trip.state.name}, "

@@ -1022,9 +1022,11 @@ class GuardEngine:
         trip may let that scope trade unseen. Plans do not see it (unless the store holds
         it: `stored_unapplied`), so a retry plans the trip again, and stores it. Each
         latch's is kept, the strictest held (review 41a: a second trip took the first's
-        place). A latch the scope holds durably already is not lost. Returns the trips
-        newly lost, or stricter than the one their latch had lost (review 42a: a timer
-        retrying a trip on a full disk logged it again every run)."""
+        place), the first of those as strict: the one shown, whose version stays what
+        GetState told (review 54f: a timer's retry each run took its place, and a new
+        version each time). A latch the scope holds durably already is not lost. Returns
+        the trips newly lost, or stricter than the one their latch had lost (review 42a: a
+        timer retrying a trip on a full disk logged it again every run)."""
         lost = []
         for transition in list(transitions):
             scope, current = transition.scope, self._current.get(transition.scope)
@@ -1036,12 +1038,11 @@ class GuardEngine:
                 trips = self._lost.setdefault(scope, {})
                 name = latch_name(transition.cause, transition.breaker, transition.drill)
                 known = trips.get(name)
-                if known is None or SEVERITY[transition.state] >= SEVERITY[known.state]:
+                if known is None or SEVERITY[transition.state] > SEVERITY[known.state]:
                     trips[name] = transition
+                    lost.append(transition)
                 self._held[scope.kind][scope.id] = self._strictest_lost(scope)
                 self._holding = True
-                if known is None or SEVERITY[transition.state] > SEVERITY[known.state]:
-                    lost.append(transition)
         return lost
 
     def replay(self, command: Command | None, transitions: Iterable[Transition]) -> None:

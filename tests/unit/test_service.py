@@ -689,6 +689,29 @@ def test_a_trip_not_stored_under_a_system_latch_is_told_in_a_new_epoch_and_numbe
         assert guard.engine.denying_state(account) is State.TRIPPED
 
 
+def test_a_lost_trip_retried_each_timer_run_keeps_its_version_and_takes_none() -> None:
+    """Review 54f: a lost executor's trip retried by every timer run on a full disk took
+    the lost trip's place and a new version each run (ten a second), and
+    `store.keep_events`, counted in versions, then pruned the history before the outage.
+    The trip shown keeps its version; a retry as strict takes none."""
+    store, clock = InMemoryStateStore(), FakeClock()
+    guard = Guard(GuardEngine(GuardConfig()), store, clock, Subscribers(16))
+    guard.heartbeat("exec-1", MOMO, 1.0)
+    clock.advance(2)
+    shown = []
+    for _ in range(5):  # the disk stays full
+        store.fail_next_append = True
+        with pytest.raises(StoreUnavailable):
+            guard.run_timers()
+        (view,) = [v for v in guard.scope_views() if v.current.scope == MOMO]
+        shown.append((view.current.version, view.epoch, guard.engine.version))
+        clock.advance(0.1)
+    assert shown == [shown[0]] * 5 and shown[0][:2] == (1, guard.epoch)
+    assert guard.engine.version == 2  # the lost trip's 1, GLOBAL's fail-closed trip 2
+    (retried,) = guard.run_timers()  # the disk freed: stored
+    assert (retried.scope, retried.version) == (MOMO, 3)
+
+
 def test_a_version_told_by_a_watch_snapshot_in_this_epoch_is_reset(
         ) -> None:
     """Review 54d: a WatchState snapshot tells every version in the epoch of the version it
