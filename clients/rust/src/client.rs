@@ -613,7 +613,9 @@ impl Client {
     }
 
     /// Denies the checks in flight, ends the stream and the background task; later checks
-    /// are denied ([`Cause::ClientError`]). Other clones are closed too.
+    /// are denied ([`Cause::ClientError`]). Other clones are closed too. Its heartbeats stop
+    /// without deregistering (their scopes trip at the ttl, as for an executor that died);
+    /// later heartbeats are refused.
     pub async fn close(&self) {
         self.shared().shut_down();
         let task = self
@@ -718,6 +720,15 @@ impl Client {
 }
 
 impl Shared {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Says `true` once the client is closed.
+    pub(crate) fn on_close(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     fn shut_down(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;

@@ -1206,6 +1206,47 @@ async fn beats_are_withheld_while_not_alive_and_resume() {
     assert!(fake.seen(|s| s.heartbeats.last().unwrap().deregister));
 }
 
+/// Review 54e: a closed client's heartbeats beat on, and a new one could be started, so its
+/// scope never tripped. Close now ends them, a tick in progress too, without deregistering;
+/// `stop` then sends nothing, and a closed client sends and starts no heartbeat.
+#[tokio::test]
+async fn close_ends_the_heartbeats_without_deregistering() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    let (feed, answers) = std::sync::mpsc::channel();
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = HeartbeatConfig::new("executor-1", scope.clone(), Duration::from_secs(1));
+    config.interval = Some(Duration::from_millis(1));
+    config.alive = Some(scripted(answers, asked_tx));
+    feed.send("yes").unwrap();
+    feed.send("yes").unwrap();
+    let heartbeater = client.start_heartbeat(config.clone()).await.unwrap();
+    for n in 1..=3 {
+        // The third ask blocks: a tick in progress.
+        tokio::time::timeout(GENEROUS, asked.recv())
+            .await
+            .unwrap_or_else(|_| panic!("alive asked only {} times", n - 1));
+    }
+    client.close().await;
+    let stopped = tokio::time::timeout(GENEROUS, heartbeater.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(None))), "{stopped:?}");
+    drop(feed);
+    fake.seen(|s| {
+        assert_eq!(s.heartbeats.len(), 2);
+        assert!(s.heartbeats.iter().all(|b| !b.deregister));
+    });
+    let ttl = Duration::from_secs(1);
+    assert!(client
+        .heartbeat("executor-1", scope, ttl, false)
+        .await
+        .is_err());
+    config.alive = None;
+    let refused = client.start_heartbeat(config).await.err().unwrap();
+    assert!(refused.message().contains("closed"), "{refused:?}");
+    assert_eq!(fake.seen(|s| s.heartbeats.len()), 2);
+}
+
 /// Not alive at the start: nothing would register the executor, so nothing could trip its
 /// scope; start_heartbeat refuses, and sends nothing.
 #[tokio::test]
