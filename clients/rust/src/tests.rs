@@ -886,6 +886,13 @@ async fn the_bearer_token_goes_with_every_call() {
     let sent = fake.seen(|s| s.authorization.clone());
     assert_eq!(sent.len(), 3);
     assert!(sent.iter().all(|a| a == "Bearer sekret"), "{sent:?}");
+    // Review 54e: a CRLF file's token, stripped as by the sidecar.
+    let stripped = Client::builder(fake.target())
+        .deadline(GENEROUS)
+        .token(" \tsekret\r\n")
+        .build()
+        .unwrap();
+    assert!(stripped.check_unary(order("c-5")).await.allowed);
 
     let anonymous = client_without_token(&fake);
     let refused = anonymous
@@ -1268,16 +1275,24 @@ async fn not_alive_at_the_start_is_refused_and_sends_nothing() {
 }
 
 /// Review 54a: the token rule is the other clients' (0x20-0x7E); tonic alone took a tab and
-/// non-ASCII bytes. The error says where, never the token.
+/// non-ASCII bytes. The error says where, never the token. Review 54e: Python's rule: space,
+/// tab, CR and LF around it are dropped first (a CRLF file's `tok\r` is `tok`).
 #[tokio::test]
 async fn a_token_outside_printable_ascii_is_refused_without_printing_it() {
-    for token in ["zq9\r", "zq9\n", "z\tq9", "z\0q9", "zq9\x7f", "zq9ö"] {
+    let refused = [
+        ("zq\r9", 2),
+        ("\tzq\n9", 3),
+        ("z\tq9", 1),
+        ("z\0q9", 1),
+        ("zq9\x7f", 3),
+        ("zq9ö", 3),
+    ];
+    for (token, at) in refused {
         match Client::builder("127.0.0.1:1").token(token).build() {
             Err(error @ Error::InvalidToken(_)) => {
-                assert!(
-                    !error.to_string().contains("q9"),
-                    "the token is printed: {error}"
-                )
+                let error = error.to_string();
+                assert!(error.contains(&format!("byte {at} ")), "{token:?}: {error}");
+                assert!(!error.contains("q9"), "the token is printed: {error}")
             }
             other => panic!("{token:?} was taken: {:?}", other.map(|_| ())),
         }
