@@ -887,11 +887,8 @@ async fn the_bearer_token_goes_with_every_call() {
     assert_eq!(sent.len(), 3);
     assert!(sent.iter().all(|a| a == "Bearer sekret"), "{sent:?}");
     // Review 54e: a CRLF file's token, stripped as by the sidecar.
-    let stripped = Client::builder(fake.target())
-        .deadline(GENEROUS)
-        .token(" \tsekret\r\n")
-        .build()
-        .unwrap();
+    let crlf = Client::builder(fake.target()).token(" \tsekret\r\n");
+    let stripped = crlf.deadline(GENEROUS).build().unwrap();
     assert!(stripped.check_unary(order("c-5")).await.allowed);
 
     let anonymous = client_without_token(&fake);
@@ -1183,6 +1180,23 @@ fn scripted(
     })
 }
 
+/// A heartbeat of `executor-1` every ms, its `alive` [`scripted`]: the config, the feed of
+/// answers and the asks.
+fn scripted_config(
+    scope: pb::Scope,
+) -> (
+    HeartbeatConfig,
+    std::sync::mpsc::Sender<&'static str>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (feed, answers) = std::sync::mpsc::channel();
+    let (asked_tx, asked) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = HeartbeatConfig::new("executor-1", scope, Duration::from_secs(1));
+    config.interval = Some(Duration::from_millis(1));
+    config.alive = Some(scripted(answers, asked_tx));
+    (config, feed, asked)
+}
+
 /// Review 54a: the heartbeat beat on while the executor's trading loop was dead, so only the
 /// death of the whole process tripped the scope. A beat is now sent only while `alive` says
 /// true; false or a panic withholds it, counted.
@@ -1191,11 +1205,7 @@ async fn beats_are_withheld_while_not_alive_and_resume() {
     let fake = Fake::tcp(allow).await;
     let client = client(&fake);
     let scope = crate::parse_scope("strategy:momo").unwrap();
-    let (feed, answers) = std::sync::mpsc::channel();
-    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
-    let mut config = HeartbeatConfig::new("executor-1", scope, Duration::from_secs(1));
-    config.interval = Some(Duration::from_millis(1));
-    config.alive = Some(scripted(answers, asked_tx));
+    let (config, feed, mut asked) = scripted_config(scope);
     for answer in ["yes", "no", "panic", "no", "yes"] {
         feed.send(answer).unwrap();
     }
@@ -1221,11 +1231,7 @@ async fn close_ends_the_heartbeats_without_deregistering() {
     let fake = Fake::tcp(allow).await;
     let client = client(&fake);
     let scope = crate::parse_scope("strategy:momo").unwrap();
-    let (feed, answers) = std::sync::mpsc::channel();
-    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
-    let mut config = HeartbeatConfig::new("executor-1", scope.clone(), Duration::from_secs(1));
-    config.interval = Some(Duration::from_millis(1));
-    config.alive = Some(scripted(answers, asked_tx));
+    let (mut config, feed, mut asked) = scripted_config(scope.clone());
     feed.send("yes").unwrap();
     feed.send("yes").unwrap();
     let heartbeater = client.start_heartbeat(config.clone()).await.unwrap();
