@@ -119,22 +119,30 @@ Verdict NoAnswerWithin(std::chrono::microseconds d) {
   return Failed(Cause::kDeadline, "no answer within " + FormatDuration(d));
 }
 
-// gRPC core aborts the process (SIGABRT) on a metadata value with a byte outside
-// 0x20-0x7E, at the first call: refuse such a token here, saying where, not what.
-void CheckToken(const std::string& token) {
-  for (std::size_t i = 0; i < token.size(); ++i) {
-    const auto b = static_cast<unsigned char>(token[i]);
+// The token stripped of space, tab, CR and LF around it (Python's rule, review 54e: a CRLF
+// file's "tok\r" is "tok"). gRPC core aborts the process (SIGABRT) on a metadata value with
+// a byte outside 0x20-0x7E, at the first call: refuse one left inside here, saying where
+// (in the token as given), not what.
+std::string CheckToken(const std::string& given) {
+  constexpr const char* kSpace = " \t\r\n";
+  const std::size_t lead = given.find_first_not_of(kSpace);
+  if (lead == std::string::npos) {
+    return "";
+  }
+  const std::size_t end = given.find_last_not_of(kSpace) + 1;
+  for (std::size_t i = lead; i < end; ++i) {
+    const auto b = static_cast<unsigned char>(given[i]);
     if (b >= 0x20 && b <= 0x7e) {
       continue;
     }
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", b);
     throw InvalidToken("ess: the token's byte " + std::to_string(i) +
-                       (b < 0x80 ? std::string(" is the control character ") + hex +
-                                       " (a line end from the token's file?)"
+                       (b < 0x80 ? std::string(" is the control character ") + hex
                                  : std::string(" is not ASCII")) +
                        "; only 0x20-0x7E may be sent");
   }
+  return given.substr(lead, end - lead);
 }
 
 template <typename T>
@@ -159,7 +167,7 @@ Client::Client(const std::string& target, Options options) : options_(std::move(
   if (options_.stall_after.count() <= 0) {
     throw std::invalid_argument("ess: stall_after must be > 0");
   }
-  CheckToken(options_.token);
+  options_.token = CheckToken(options_.token);
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               static_cast<int>(options_.reconnect_base.count()));

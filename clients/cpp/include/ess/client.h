@@ -187,9 +187,11 @@ struct Options {
   std::chrono::milliseconds log_interval{1000};
   // Where failures are logged; empty: stderr. `[](std::string_view) {}` for none.
   LogSink log_sink;
-  // Sends "authorization: Bearer <token>" with every call (the raw stub's included). A
-  // byte outside printable ASCII (0x20-0x7E), such as the "\r" of a token read from a CRLF
-  // file, makes Client throw InvalidToken: gRPC would abort the process on the first call.
+  // Sends "authorization: Bearer <token>" with every call (the raw stub's included). Space,
+  // tab, CR and LF around it are dropped (a CRLF file's "tok\r" is "tok", as for the
+  // sidecar and every client); a byte outside printable ASCII (0x20-0x7E) left inside makes
+  // Client throw InvalidToken: gRPC would abort the process on the first call. Empty once
+  // stripped: no token.
   std::string token;
   TlsOptions tls;
   // Overrides the transport credentials (and tls) when set.
@@ -282,8 +284,8 @@ class CheckStream;
 class FailureBook;
 }  // namespace internal
 
-// Thrown by Client for a token with a byte outside printable ASCII (0x20-0x7E); its
-// message says where, never the token.
+// Thrown by Client for a token with a byte outside printable ASCII (0x20-0x7E) once
+// stripped of the ASCII space around it; its message says where, never the token.
 class InvalidToken : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
