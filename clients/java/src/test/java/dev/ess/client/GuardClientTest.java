@@ -840,6 +840,41 @@ class GuardClientTest {
     }
   }
 
+  /**
+   * Review 54e: an alive that blocked past stop's wait, then returned true, sent a beat after
+   * the deregistration, and the scope tripped after a clean shutdown. Now no beat follows it.
+   */
+  @Test
+  void noBeatFollowsTheDeregistrationWhenAliveBlocksThroughStop() throws Exception {
+    connected(builder().rpcTimeout(Duration.ofMillis(50)));
+    AtomicBoolean block = new AtomicBoolean();
+    CountDownLatch blocking = new CountDownLatch(1);
+    CountDownLatch release = new CountDownLatch(1);
+    Thread[] beating = new Thread[1];
+    Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofMillis(300), Duration.ofMillis(10), null, () -> {
+          if (block.get()) {
+            beating[0] = Thread.currentThread();
+            blocking.countDown();
+            try {
+              release.await(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+              return false;
+            }
+          }
+          return true;
+        });
+    block.set(true);
+    assertTrue(blocking.await(10, TimeUnit.SECONDS), "alive never blocked");
+    assertNotNull(heartbeat.stop()); // after its wait for the tick (60 ms) runs out
+    release.countDown();
+    beating[0].join(10_000); // the tick has ended: the scheduler's thread with it
+    assertFalse(beating[0].isAlive(), "the heartbeat thread still runs");
+    List<Object> calls = new ArrayList<>(fake.calls);
+    assertTrue(((HeartbeatRequest) calls.get(calls.size() - 1)).getDeregister(),
+        "a beat after the deregistration: " + calls);
+  }
+
   /** The first beat registers: with alive not true at start, nothing is sent or started. */
   @Test
   void aHeartbeatWhoseAliveIsNotTrueAtStartIsNotStarted() throws Exception {
