@@ -170,10 +170,11 @@ function channelCredentials(options: GuardClientOptions): ChannelCredentials {
  * deadline of 3e9 ms denied every check after 1 ms, "no answer within 3000000000 ms"). */
 export const MAX_TIMER_MS = 2_147_483_647;
 
-/** A per-call deadline: one that is not a number > 0 and at most MAX_TIMER_MS is the
- * fallback (the client's), as one that is NaN or negative has always been. */
+/** A per-call deadline: one that is not a number > 0 is the fallback (the client's), as
+ * one that is NaN or negative has always been; one above MAX_TIMER_MS is MAX_TIMER_MS (review
+ * 54e: "wait a long time" became the client's 5 ms; Java caps it too). */
 function validDeadline(ms: number | undefined, fallback: number): number {
-  return typeof ms === "number" && ms > 0 && ms <= MAX_TIMER_MS ? ms : fallback;
+  return typeof ms === "number" && ms > 0 ? Math.min(ms, MAX_TIMER_MS) : fallback;
 }
 
 /** A client option timed by setTimeout: above MAX_TIMER_MS it is refused, a RangeError
@@ -432,7 +433,9 @@ export class GuardClient {
         method.responseDeserialize,
         request,
         this.metadata.clone(),
-        { deadline: Date.now() + deadlineMs + 1000 },
+        // Within Node's longest timer once sent in whole seconds, rounded up: a grpc-js
+        // server's deadline timer takes it too (longer, it fires at once).
+        { deadline: Date.now() + Math.min(deadlineMs + 1000, MAX_TIMER_MS - 1000) },
         (error, response) => {
           if (error) {
             const cause = error.code === Status.INVALID_ARGUMENT ? "request_error" : failureOf(error.code);
