@@ -689,19 +689,25 @@ describe("reports and the heartbeat", () => {
       await beat.stop();
     });
 
-  test("alive not true at start: startHeartbeat throws and sends nothing", async () => {
-    const guard = await connected();
-    const beats = () => fake.unary.filter((u) => u.method === "heartbeat").length;
-    const before = beats();
-    const start = (alive: () => boolean) =>
-      guard.startHeartbeat({ executorId: "ex-5", scope: "STRATEGY:momo", ttlMs: 60, alive });
-    assert.throws(() => start(() => false), /alive\(\) is not true/);
-    assert.throws(() => start(() => { throw new Error("no loop yet"); }), /alive\(\) is not true/);
-    assert.equal(beats(), before);
-    const beat = start(() => true);
-    await eventually(() => beat.sent >= 1, 2000);
-    await beat.stop();
-  });
+  // Review 54e: the refusal logged "beats withheld, the scope trips at its TTL": nothing was
+  // registered, nothing can trip.
+  test("alive not true at start: startHeartbeat throws, sends nothing, logs no withheld beat",
+    async () => {
+      const logger = memoryLogger();
+      const guard = await connected({ logger });
+      const beats = () => fake.unary.filter((u) => u.method === "heartbeat").length;
+      const before = beats();
+      const start = (alive: () => boolean) =>
+        guard.startHeartbeat({ executorId: "ex-5", scope: "STRATEGY:momo", ttlMs: 60, alive });
+      assert.throws(() => start(() => false), /alive\(\) is not true/);
+      const throws = (): boolean => { throw new Error("no loop yet"); };
+      assert.throws(() => start(throws), /alive\(\) is not true/);
+      assert.equal(beats(), before);
+      assert.deepEqual(logger.lines.filter((line) => line.includes("withheld")), []);
+      const beat = start(() => true);
+      await eventually(() => beat.sent >= 1, 2000);
+      await beat.stop();
+    });
 
   test("a callback that throws stops neither the heartbeat nor escapes", async () => {
     const guard = await connected();
