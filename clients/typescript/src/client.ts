@@ -53,6 +53,7 @@ import {
 import { FailurePolicy, type Logger } from "./failures.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 import { methods } from "./service.js";
+import { validToken } from "./token.js";
 import { warmUp } from "./warm.js";
 import { CheckStream, describeError, failureOf, onTime } from "./stream.js";
 import { failed, type Failure, type Verdict, verdictFromDecision } from "./verdict.js";
@@ -92,7 +93,9 @@ export interface GuardClientOptions {
   deadlineMs?: number;
   /** The timeout of the other RPCs, in ms (default 1000); not > 0: a RangeError. */
   rpcTimeoutMs?: number;
-  /** The bearer token of a sidecar with authentication on: `authorization: Bearer <token>`. */
+  /** The bearer token of a sidecar with authentication on: `authorization: Bearer <token>`.
+   * Space, tab, CR and LF around it are dropped (a CRLF file's "tok\r" is "tok"); a byte
+   * outside 0x20-0x7E left inside makes the constructor throw InvalidTokenError. */
   token?: string;
   /** More metadata sent with every call. */
   metadata?: Record<string, string>;
@@ -237,7 +240,8 @@ export class GuardClient {
     for (const [key, value] of Object.entries(options.metadata ?? {})) {
       this.metadata.set(key, value);
     }
-    if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
+    const token = validToken(options.token);
+    if (token) this.metadata.set("authorization", `Bearer ${token}`);
     const channelOptions: ChannelOptions = { ...CHANNEL_OPTIONS };
     const tls = options.tls;
     if (tls !== undefined && tls !== true && tls.serverName) {

@@ -8,7 +8,8 @@ import { create } from "@bufbuild/protobuf";
 import { status as Status } from "@grpc/grpc-js";
 
 import {
-  CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, MAX_TIMER_MS, pb,
+  CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, InvalidTokenError, MAX_TIMER_MS,
+  pb,
 } from "../src/index.js";
 import { allow, answer, FakeSidecar, memoryLogger, order, sleep } from "./fake.js";
 
@@ -407,9 +408,24 @@ describe("a broken stream, an unavailable sidecar", () => {
     assert.equal(refused.allowed, false);
     assert.equal(refused.failure, "refused");
     assert.match(refused.message, /UNAUTHENTICATED/);
-    const good = await connected({ token: "good" });
+    // Review 54e: stripped of the space, tab, CR and LF around it, as by the sidecar.
+    const good = await connected({ token: " \tgood\r\n" });
     assert.equal((await good.check(order(), { deadlineMs: 2000 })).allowed, true);
     assert.ok(fake.authorizations.includes("Bearer good"));
+  });
+
+  // Review 54e: grpc-js threw its own error, printing the secret. Python's rule now: stripped,
+  // then a byte outside 0x20-0x7E is refused, naming its position, never the token.
+  test("a token with a byte outside 0x20-0x7E is refused without printing it", () => {
+    for (const [token, at] of [["zq\r9", 2], ["\tzq\n9", 3], ["z\tq9", 1], ["z\0q9", 1],
+      ["zq9\x7f", 3], ["zq9\u00f6", 3]] as const) {
+      assert.throws(() => new GuardClient(fake.target, { token }),
+        (error: Error) => error instanceof InvalidTokenError &&
+          error.message.includes(`byte ${at} `) && !error.message.includes("q9"),
+        JSON.stringify(token));
+    }
+    client({ token: " printable ~ASCII! " });
+    client({ token: " \r\n" }); // nothing left: no token
   });
 
   test("no sidecar: a denial, in time, never a rejection", async () => {
