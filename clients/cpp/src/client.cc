@@ -119,22 +119,30 @@ Verdict NoAnswerWithin(std::chrono::microseconds d) {
   return Failed(Cause::kDeadline, "no answer within " + FormatDuration(d));
 }
 
-// gRPC core aborts the process (SIGABRT) on a metadata value with a byte outside
-// 0x20-0x7E, at the first call: refuse such a token here, saying where, not what.
-void CheckToken(const std::string& token) {
-  for (std::size_t i = 0; i < token.size(); ++i) {
-    const auto b = static_cast<unsigned char>(token[i]);
+// The token stripped of space, tab, CR and LF around it (Python's rule, review 54e: a CRLF
+// file's "tok\r" is "tok"). gRPC core aborts the process (SIGABRT) on a metadata value with
+// a byte outside 0x20-0x7E, at the first call: refuse one left inside here, saying where
+// (in the token as given), not what.
+std::string CheckToken(const std::string& given) {
+  constexpr const char* kSpace = " \t\r\n";
+  const std::size_t lead = given.find_first_not_of(kSpace);
+  if (lead == std::string::npos) {
+    return "";
+  }
+  const std::size_t end = given.find_last_not_of(kSpace) + 1;
+  for (std::size_t i = lead; i < end; ++i) {
+    const auto b = static_cast<unsigned char>(given[i]);
     if (b >= 0x20 && b <= 0x7e) {
       continue;
     }
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", b);
     throw InvalidToken("ess: the token's byte " + std::to_string(i) +
-                       (b < 0x80 ? std::string(" is the control character ") + hex +
-                                       " (a line end from the token's file?)"
+                       (b < 0x80 ? std::string(" is the control character ") + hex
                                  : std::string(" is not ASCII")) +
                        "; only 0x20-0x7E may be sent");
   }
+  return given.substr(lead, end - lead);
 }
 
 template <typename T>
@@ -159,7 +167,7 @@ Client::Client(const std::string& target, Options options) : options_(std::move(
   if (options_.stall_after.count() <= 0) {
     throw std::invalid_argument("ess: stall_after must be > 0");
   }
-  CheckToken(options_.token);
+  options_.token = CheckToken(options_.token);
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               static_cast<int>(options_.reconnect_base.count()));
@@ -200,6 +208,14 @@ void Client::Close() {
     closed_.store(true);
     stream = stream_;
     opening = opening_;
+  }
+  {
+    // Review 54e: they beat on through a closed client, so its scopes never tripped.
+    std::lock_guard<std::mutex> lock(heartbeats_mu_);
+    for (Heartbeater* heartbeater : heartbeats_) {
+      heartbeater->Halt();
+    }
+    heartbeats_.clear();
   }
   changed_.notify_all();
   if (stream) {
@@ -486,6 +502,11 @@ Result<v1::SyncPositionsResponse> Client::SyncPositions(const Snapshot& snapshot
 Result<v1::HeartbeatResponse> Client::Heartbeat(const std::string& executor_id,
                                                 const v1::Scope& scope, std::uint32_t ttl_ms,
                                                 bool deregister) {
+  if (closed_.load()) {
+    return Done(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                             "ess: the client is closed: no heartbeat is sent"),
+                v1::HeartbeatResponse());
+  }
   v1::HeartbeatRequest request;
   request.set_executor_id(executor_id);
   *request.mutable_scope() = scope;
@@ -596,6 +617,14 @@ Result<v1::GetStateResponse> Client::GetState(const v1::GetStateRequest& request
 
 std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
                                                     grpc::Status* status) {
+  const grpc::Status closed(grpc::StatusCode::FAILED_PRECONDITION,
+                            "ess: the client is closed: no heartbeat can be started");
+  if (closed_.load()) {
+    if (status != nullptr) {
+      *status = closed;
+    }
+    return nullptr;
+  }
   if (config.ttl < std::chrono::milliseconds(1) || config.ttl > std::chrono::hours(1)) {
     if (status != nullptr) {
       *status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -645,7 +674,16 @@ std::unique_ptr<Heartbeater> Client::StartHeartbeat(HeartbeatConfig config,
     heartbeater->stopped_ = true;  // nothing to stop, nor to deregister
     return nullptr;
   }
+  std::lock_guard<std::mutex> lock(heartbeats_mu_);
+  if (closed_.load()) {  // closed during the first beat: the scope trips at the ttl
+    if (status != nullptr) {
+      *status = closed;
+    }
+    heartbeater->stopped_ = true;
+    return nullptr;
+  }
   heartbeater->thread_ = std::thread([h = heartbeater.get()] { h->Run(); });
+  heartbeats_.insert(heartbeater.get());
   return heartbeater;
 }
 
@@ -659,16 +697,41 @@ Heartbeater::Heartbeater(Client& client, HeartbeatConfig config,
 // Only Stop deregisters: destroyed without it (an exception unwinding the executor, say),
 // the Heartbeater just ends its thread, so that the scope trips when the TTL lapses.
 Heartbeater::~Heartbeater() {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (stopping_) {  // Stop ran
-    return;
+  Leave();
+  EndThread();  // nothing if Stop ran
+}
+
+// Out of the client's running heartbeats, once a Close halting it is done.
+void Heartbeater::Leave() {
+  std::lock_guard<std::mutex> lock(client_.heartbeats_mu_);
+  client_.heartbeats_.erase(this);
+}
+
+// Marks it stopping and joins the thread (a beat in progress ends first); false if it was
+// stopping already.
+bool Heartbeater::EndThread() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      return false;
+    }
+    stopping_ = true;
   }
-  stopping_ = true;
-  lock.unlock();
   stop_cv_.notify_all();
   if (thread_.joinable()) {
     thread_.join();
   }
+  return true;
+}
+
+// What every Stop returns from now on.
+void Heartbeater::Finish(grpc::Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_status_ = std::move(status);
+    stopped_ = true;
+  }
+  stop_cv_.notify_all();
 }
 
 grpc::Status Heartbeater::Beat(bool deregister, std::chrono::microseconds timeout) {
@@ -694,7 +757,12 @@ void Heartbeater::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_cv_.wait_until(lock, next, [this] { return stopping_; })) {
     lock.unlock();
-    if (!Withhold(Alive())) {
+    const bool alive = Alive();
+    // While `alive` ran: no beat after Stop's deregistration, nor after Close.
+    if (Stopping() || client_.closed_.load()) {
+      return;
+    }
+    if (!Withhold(alive)) {
       // Bounded by the interval too, so that beats never pile up.
       const grpc::Status status = Beat(
           false, std::min<std::chrono::microseconds>(interval_, client_.options_.rpc_timeout));
@@ -746,27 +814,30 @@ std::uint64_t Heartbeater::skipped() const {
 }
 
 grpc::Status Heartbeater::Stop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (stopped_) {
-    return stop_status_;
-  }
-  if (stopping_) {  // another thread is stopping it: wait for it
+  Leave();  // waits for a Close halting it
+  if (!EndThread()) {  // stopped, or another thread is stopping it: wait for it
+    std::unique_lock<std::mutex> lock(mu_);
     stop_cv_.wait(lock, [this] { return stopped_; });
     return stop_status_;
   }
-  stopping_ = true;
-  lock.unlock();
-  stop_cv_.notify_all();
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-  grpc::Status status = Beat(true, client_.options_.rpc_timeout);
-  lock.lock();
-  stop_status_ = status;
-  stopped_ = true;
-  lock.unlock();
-  stop_cv_.notify_all();
+  // The client closed meanwhile: only stopped (the executor is gone with it).
+  grpc::Status status =
+      client_.closed_.load() ? grpc::Status::OK : Beat(true, client_.options_.rpc_timeout);
+  Finish(status);
   return status;
+}
+
+// The client's Close (holding heartbeats_mu_): ends the beats and waits for the thread, a
+// beat in progress included, without deregistering; a later Stop returns OK.
+void Heartbeater::Halt() {
+  if (EndThread()) {  // else Stop or the destructor has it (and left the set first)
+    Finish(grpc::Status::OK);
+  }
+}
+
+bool Heartbeater::Stopping() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
 }
 
 v1::State Heartbeater::state() const {

@@ -47,8 +47,9 @@ TEST(Cli, HelpExitsZeroOnlyAlone) {
               "required: --coid");
 }
 
-// Review 54a: a token the library refuses (a CRLF file's "tok\r") is a usage error naming
-// --token, as in the Rust and Go programs; anything else it refuses names --target.
+// Review 54a: a token the library refuses is a usage error naming --token, as in the Rust
+// and Go programs; anything else it refuses names --target. Review 54e: a CRLF file's
+// "tok\r" is "tok"; a CR inside is refused.
 void Refuse(const std::string& token) {
   ess::cli::Flags flags("ess-check", "ess-check --target T --token T", "Ask a sidecar.");
   ess::Options options;
@@ -63,9 +64,10 @@ void Refuse(const std::string& token) {
 
 TEST(Cli, ARefusedTokenIsAUsageErrorNamingToken) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(Refuse("tok\r"), testing::ExitedWithCode(ess::cli::kExitUsage),
-              "argument --token: .*0x0d");
+  EXPECT_EXIT(Refuse("t\rok"), testing::ExitedWithCode(ess::cli::kExitUsage),
+              "argument --token: .*byte 1 .*0x0d");
   EXPECT_EXIT(Refuse("tok"), testing::ExitedWithCode(99), "");
+  EXPECT_EXIT(Refuse(" tok\r\n"), testing::ExitedWithCode(99), "");
 }
 
 // One grammar in every client's programs (review 52a): strtod took "0x10" as 16 and " 1" as

@@ -109,6 +109,9 @@ type Client struct {
 	// Why the last stream broke ("" if none has): a check denied for want of a stream says
 	// it, so that a wrong token does not look like a slow sidecar.
 	lastFailure string
+
+	heartbeatsMu sync.Mutex
+	heartbeats   map[*Heartbeater]struct{} // running; Close halts them
 }
 
 // New makes a client of the sidecar at target: "unix:/path/ess.sock" (fastest) or
@@ -162,6 +165,7 @@ func New(target string, opts ...Option) (*Client, error) {
 		opts:        o,
 		orderPrefix: hex.EncodeToString(prefix) + "-",
 		ready:       make(chan struct{}),
+		heartbeats:  map[*Heartbeater]struct{}{},
 	}
 	c.failures.logger, c.failures.interval = o.logger, o.logInterval
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -268,8 +272,9 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 // RPCs this package does not wrap.
 func (c *Client) Raw() essv1.GuardServiceClient { return c.stub }
 
-// Close denies the checks in flight, ends the stream and closes the connection; later
-// checks are denied (CauseClientError).
+// Close denies the checks in flight, ends the stream, stops the heartbeats without
+// deregistering (their scopes trip at the TTL; see Heartbeater.Stop) and closes the
+// connection; later checks are denied (CauseClientError), later heartbeats refused.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -277,6 +282,7 @@ func (c *Client) Close() error {
 	if s, _ := c.current(); s != nil {
 		s.fail(CauseClientError, "the client was closed")
 	}
+	c.haltHeartbeats()
 	c.cancel()
 	c.wg.Wait()
 	return c.conn.Close()

@@ -851,15 +851,18 @@ func writeTemp(t testing.TB, name string, content []byte) string {
 	return path
 }
 
-// Review 54a: a token with a control or non-ASCII byte (a CRLF file's "tok\r") was taken,
-// and every check then failed closed with a misleading "deadline" cause.
+// Review 54a: a token with a control or non-ASCII byte was taken, and every check then
+// failed closed with a misleading "deadline" cause. Review 54e: Python's rule in every
+// client: space, tab, CR and LF around it are dropped (a CRLF file's "tok\r" is "tok"), and
+// a byte outside 0x20-0x7E left inside fails New, naming its position, not the token.
 func TestTokenOutsidePrintableASCIIFailsNewWithoutPrintingIt(t *testing.T) {
-	for _, token := range []string{"zq9\r", "zq9\n", "z\tq9", "z\x00q9", "zq9\x7f", "zq9ö"} {
+	for token, at := range map[string]string{"zq\r9": "byte 2 ", "\tzq\n9": "byte 3 ",
+		"z\tq9": "byte 1 ", "z\x00q9": "byte 1 ", "zq9\x7f": "byte 3 ", "zq9ö": "byte 3 "} {
 		_, err := ess.New("localhost:1", ess.WithToken(token))
-		if !errors.Is(err, ess.ErrInvalidToken) {
+		if !errors.Is(err, ess.ErrInvalidToken) || !strings.Contains(err.Error(), at) {
 			t.Fatalf("token %q: %v", token, err)
 		}
-		if strings.Contains(err.Error(), "zq9") || strings.Contains(err.Error(), "q9") {
+		if strings.Contains(err.Error(), "zq") || strings.Contains(err.Error(), "q9") {
 			t.Fatalf("the error prints the token: %v", err)
 		}
 	}
@@ -868,6 +871,17 @@ func TestTokenOutsidePrintableASCIIFailsNewWithoutPrintingIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	client.Close()
+}
+
+// Review 54e: the ASCII space around a token is not sent.
+func TestTokenIsSentStripped(t *testing.T) {
+	h := newHarness(t, allow, ess.WithToken(" \ts3cret\r\n"))
+	check(t, h, generous)
+	h.fake.mu.Lock()
+	defer h.fake.mu.Unlock()
+	if len(h.fake.auth) != 1 || h.fake.auth[0] != "Bearer s3cret" {
+		t.Fatalf("authorization metadata seen: %q", h.fake.auth)
+	}
 }
 
 // Review 54a: WithReconnectBackoff(0, 0) reopened a refused stream in a tight loop, and a

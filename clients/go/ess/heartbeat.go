@@ -37,7 +37,8 @@ type Heartbeater struct {
 	ttlMs  uint32
 	stop   chan struct{}
 	done   chan struct{}
-	once   sync.Once
+	once   sync.Once // Stop's
+	halted sync.Once // closing stop: Stop's or the client's Close's
 
 	mu        sync.Mutex
 	lastState essv1.State
@@ -49,7 +50,7 @@ type Heartbeater struct {
 // StartHeartbeat sends a first heartbeat (its error is returned, and nothing is started)
 // and then one every Interval until Stop. An Interval not shorter than the TTL is an
 // error, and nothing is sent; so is an Alive that is not true at the start (nothing would
-// register the executor, and its scope could never trip).
+// register the executor, and its scope could never trip), and a closed client (ErrClosed).
 func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*Heartbeater, error) {
 	if config.TTL < time.Millisecond || config.TTL > time.Hour {
 		return nil, errors.New("ess: heartbeat TTL must be 1 ms to 1 hour")
@@ -72,6 +73,9 @@ func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*H
 			logger.Warn("ess heartbeat failed", "executor_id", config.ExecutorID, "error", err)
 		}
 	}
+	if c.closed.Load() {
+		return nil, fmt.Errorf("%w: no heartbeat can be started", ErrClosed)
+	}
 	h := &Heartbeater{client: c, config: config, ttlMs: uint32(ttl / time.Millisecond),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if !h.alive() {
@@ -81,8 +85,41 @@ func (c *Client) StartHeartbeat(ctx context.Context, config HeartbeatConfig) (*H
 	if err := h.beat(ctx); err != nil {
 		return nil, err
 	}
-	go h.run()
+	if !c.keep(h) { // closed during the first beat: the scope trips at the TTL
+		return nil, fmt.Errorf("%w: no heartbeat can be started", ErrClosed)
+	}
 	return h, nil
+}
+
+// keep starts h's goroutine and keeps h for Close to halt, unless the client is closed.
+func (c *Client) keep(h *Heartbeater) bool {
+	c.heartbeatsMu.Lock()
+	defer c.heartbeatsMu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.heartbeats[h] = struct{}{}
+	go h.run()
+	return true
+}
+
+// haltHeartbeats stops the heartbeats Close found running, without deregistering: the
+// executor is gone with its client, so its scope trips at the TTL (review 54e: they beat
+// on, failing every interval; as Python's, Java's and TypeScript's).
+func (c *Client) haltHeartbeats() {
+	c.heartbeatsMu.Lock()
+	running := c.heartbeats
+	c.heartbeats = nil // keep adds none once closed
+	c.heartbeatsMu.Unlock()
+	for h := range running {
+		h.halt()
+	}
+}
+
+// halt ends the goroutine and waits for it (a beat in flight included).
+func (h *Heartbeater) halt() {
+	h.halted.Do(func() { close(h.stop) })
+	<-h.done
 }
 
 func (h *Heartbeater) beat(ctx context.Context) error {
@@ -107,6 +144,9 @@ func (h *Heartbeater) run() {
 		case <-h.stop:
 			return
 		case <-ticker.C:
+			if h.client.closed.Load() { // Close is halting it
+				return
+			}
 			if !h.withhold(h.alive()) {
 				if err := h.beat(context.Background()); err != nil {
 					h.config.OnError(err)
@@ -177,12 +217,19 @@ func (h *Heartbeater) Err() error {
 // when the TTL lapses. The deregistration's error is returned (only the first Stop sends
 // it). Call it on a clean shutdown only: do not defer it, for a deferred Stop runs on a
 // panic too, and deregisters an executor that died (its scope would then never trip).
+// After the client's Close it only stops: it sends nothing and returns nil (the scope
+// trips at the TTL).
 func (h *Heartbeater) Stop(ctx context.Context) error {
 	var err error
 	h.once.Do(func() {
-		close(h.stop)
-		<-h.done
-		_, err = h.client.Heartbeat(ctx, h.config.ExecutorID, h.config.Scope, h.ttlMs, true)
+		h.halt()
+		c := h.client
+		c.heartbeatsMu.Lock()
+		delete(c.heartbeats, h)
+		c.heartbeatsMu.Unlock()
+		if !c.closed.Load() {
+			_, err = c.Heartbeat(ctx, h.config.ExecutorID, h.config.Scope, h.ttlMs, true)
+		}
 	})
 	return err
 }

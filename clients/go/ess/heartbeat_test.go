@@ -3,6 +3,7 @@ package ess_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -117,5 +118,42 @@ func TestHeartbeatNotAliveAtTheStartIsAnErrorAndSendsNothing(t *testing.T) {
 	defer h.fake.mu.Unlock()
 	if len(h.fake.heartbeats) != 0 {
 		t.Fatalf("%d heartbeats sent", len(h.fake.heartbeats))
+	}
+}
+
+// Review 54e: after Close the heartbeats beat on, failing every interval. Close now halts
+// them without deregistering (the scope trips at the TTL); a later Stop sends nothing, and
+// a closed client starts no heartbeat.
+func TestCloseHaltsHeartbeatsWithoutDeregisteringAndRefusesNewOnes(t *testing.T) {
+	h := newHarness(t, allow)
+	h.fake.beats = make(chan *essv1.HeartbeatRequest, 16)
+	config := ess.HeartbeatConfig{ExecutorID: "exec-1", Scope: &essv1.Scope{},
+		TTL: time.Second, Interval: time.Millisecond}
+	hb, err := h.client.StartHeartbeat(context.Background(), config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitBeat(t, h.fake.beats)
+	awaitBeat(t, h.fake.beats) // one from the goroutine
+	h.client.Close()           // returns once the goroutine has ended
+	h.fake.mu.Lock()
+	sent := len(h.fake.heartbeats)
+	h.fake.mu.Unlock()
+	if err := hb.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop after Close: %v", err)
+	}
+	h.fake.mu.Lock()
+	defer h.fake.mu.Unlock()
+	for _, beat := range h.fake.heartbeats {
+		if beat.GetDeregister() {
+			t.Fatal("a closed client deregistered its executor")
+		}
+	}
+	if len(h.fake.heartbeats) != sent {
+		t.Fatalf("%d heartbeats after Close", len(h.fake.heartbeats)-sent)
+	}
+	_, err = h.client.StartHeartbeat(context.Background(), config)
+	if !errors.Is(err, ess.ErrClosed) {
+		t.Fatalf("a heartbeat started on a closed client: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,8 +57,10 @@ func WithDeadline(d time.Duration) Option { return func(o *options) { o.deadline
 func WithRPCTimeout(d time.Duration) Option { return func(o *options) { o.rpcTimeout = d } }
 
 // WithToken sends "authorization: Bearer <token>" with every call (a sidecar with
-// authentication on). A token with a byte outside printable ASCII (0x20-0x7E), such as the
-// "\r" of a token read from a CRLF file, fails New (ErrInvalidToken): no call could carry it.
+// authentication on). Space, tab, CR and LF around the token are dropped (a CRLF file's
+// "tok\r" is "tok"), as by the sidecar, essctl and every client (review 54e); a byte
+// outside printable ASCII (0x20-0x7E) left inside fails New (ErrInvalidToken): no call
+// could carry it. A token that is empty once stripped means no token.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // WithTLS makes the connection TLS (and mutual TLS if config carries a certificate).
@@ -161,23 +164,31 @@ func (o *options) validate() error {
 		return fmt.Errorf("ess: WithReconnectBackoff must be 0 < base <= max, got %v, %v",
 			o.reconnectBase, o.reconnectMax)
 	}
-	return validToken(o.token)
+	token, err := validToken(o.token)
+	o.token = token
+	return err
 }
 
-// validToken refuses a token with a byte outside printable ASCII (0x20-0x7E), which gRPC
-// would refuse to send, saying where without printing the secret.
-func validToken(token string) error {
+// asciiSpace is what is stripped around a token: Python's client's rule (review 54e).
+const asciiSpace = " \t\r\n"
+
+// validToken strips ASCII space around a token and refuses one with a byte outside
+// printable ASCII (0x20-0x7E) left, which gRPC would refuse to send, saying where (in the
+// token as given) without printing the secret.
+func validToken(given string) (string, error) {
+	lead := len(given) - len(strings.TrimLeft(given, asciiSpace))
+	token := strings.TrimRight(given[lead:], asciiSpace)
 	for i := 0; i < len(token); i++ {
 		switch b := token[i]; {
 		case b < 0x20 || b == 0x7f:
-			return fmt.Errorf("%w: byte %d is the control character 0x%02x (a line end from"+
-				" the token's file?); only 0x20-0x7E may be sent", ErrInvalidToken, i, b)
+			return "", fmt.Errorf("%w: byte %d is the control character 0x%02x; only"+
+				" 0x20-0x7E may be sent", ErrInvalidToken, lead+i, b)
 		case b > 0x7f:
-			return fmt.Errorf("%w: byte %d is not ASCII; only 0x20-0x7E may be sent",
-				ErrInvalidToken, i)
+			return "", fmt.Errorf("%w: byte %d is not ASCII; only 0x20-0x7E may be sent",
+				ErrInvalidToken, lead+i)
 		}
 	}
-	return nil
+	return token, nil
 }
 
 // bearer attaches the token to every call on the connection, the raw stub's included.

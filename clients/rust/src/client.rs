@@ -185,8 +185,10 @@ impl ClientBuilder {
     }
 
     /// Sends `authorization: Bearer <token>` with every call (a sidecar with
-    /// authentication on); the raw stub's calls included. A byte outside printable ASCII
-    /// (0x20-0x7E) fails [`ClientBuilder::build`] ([`Error::InvalidToken`]).
+    /// authentication on); the raw stub's calls included. Space, tab, CR and LF around it
+    /// are dropped (a CRLF file's `tok\r` is `tok`, as for the sidecar and every client);
+    /// a byte outside printable ASCII (0x20-0x7E) left inside fails
+    /// [`ClientBuilder::build`] ([`Error::InvalidToken`]). Empty once stripped: no token.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -274,16 +276,13 @@ impl ClientBuilder {
         if let Some(configure) = self.endpoint {
             endpoint = configure(endpoint);
         }
-        let token = match self.token.as_deref() {
+        let token = match self.token.as_deref().map(check_token).transpose()? {
             None | Some("") => None,
-            Some(token) => {
-                check_token(token)?;
-                Some(
-                    format!("Bearer {token}")
-                        .parse::<MetadataValue<Ascii>>()
-                        .map_err(|_| Error::InvalidToken("not a valid header value".into()))?,
-                )
-            }
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| Error::InvalidToken("not a valid header value".into()))?,
+            ),
         };
         let live = Arc::new(AtomicUsize::new(0));
         let connector = Connector {
@@ -376,18 +375,24 @@ fn random_prefix() -> String {
     format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
 }
 
-/// Refuses a token with a byte outside printable ASCII (0x20-0x7E), which the other clients
-/// cannot send either (tonic would take a tab or a non-ASCII byte), saying where, not what.
-fn check_token(token: &str) -> Result<(), Error> {
+/// The token stripped of space, tab, CR and LF around it (Python's rule, review 54e), or
+/// the refusal of a byte outside printable ASCII (0x20-0x7E) left, which the other clients
+/// cannot send either (tonic would take a tab or a non-ASCII byte), saying where in the
+/// token as given, not what.
+fn check_token(given: &str) -> Result<&str, Error> {
+    let space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let token = given.trim_start_matches(space);
+    let lead = given.len() - token.len();
+    let token = token.trim_end_matches(space);
     match token
         .bytes()
         .enumerate()
         .find(|(_, b)| !(0x20..=0x7e).contains(b))
+        .map(|(i, b)| (lead + i, b))
     {
-        None => Ok(()),
+        None => Ok(token),
         Some((i, b)) if b < 0x80 => Err(Error::InvalidToken(format!(
-            "byte {i} is the control character {b:#04x} (a line end from the token's file?); \
-             only 0x20-0x7E may be sent"
+            "byte {i} is the control character {b:#04x}; only 0x20-0x7E may be sent"
         ))),
         Some((i, _)) => Err(Error::InvalidToken(format!(
             "byte {i} is not ASCII; only 0x20-0x7E may be sent"
@@ -613,7 +618,9 @@ impl Client {
     }
 
     /// Denies the checks in flight, ends the stream and the background task; later checks
-    /// are denied ([`Cause::ClientError`]). Other clones are closed too.
+    /// are denied ([`Cause::ClientError`]). Other clones are closed too. Its heartbeats stop
+    /// without deregistering (their scopes trip at the ttl, as for an executor that died);
+    /// later heartbeats are refused.
     pub async fn close(&self) {
         self.shared().shut_down();
         let task = self
@@ -718,6 +725,15 @@ impl Client {
 }
 
 impl Shared {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Says `true` once the client is closed.
+    pub(crate) fn on_close(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     fn shut_down(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;

@@ -67,9 +67,9 @@ struct Withheld {
     last: AtomicBool,
 }
 
-/// Heartbeats in the background until [`Heartbeater::stop`]. Dropped without `stop`, it
-/// stops beating without deregistering: the scope trips when the TTL lapses, as it would if
-/// the executor died.
+/// Heartbeats in the background until [`Heartbeater::stop`]. Dropped without `stop`, or when
+/// its client is closed, it stops beating without deregistering: the scope trips when the
+/// TTL lapses, as it would if the executor died.
 pub struct Heartbeater {
     client: Client,
     config: HeartbeatConfig,
@@ -83,7 +83,8 @@ impl Client {
     /// Sends a first heartbeat (its error is returned, and nothing is started), then one
     /// every interval until [`Heartbeater::stop`]. An interval that is zero or not shorter
     /// than the ttl is an error (`InvalidArgument`), and nothing is sent; so is an `alive`
-    /// not `true` at the start (`FailedPrecondition`: nothing would register the executor).
+    /// not `true` at the start (`FailedPrecondition`: nothing would register the executor),
+    /// and a closed client (`FailedPrecondition`).
     pub async fn start_heartbeat(&self, config: HeartbeatConfig) -> Result<Heartbeater, Status> {
         if config.ttl < Duration::from_millis(1) || config.ttl > Duration::from_secs(3600) {
             return Err(Status::invalid_argument(
@@ -104,6 +105,11 @@ impl Client {
                  the scope would trip"
             )));
         }
+        if self.shared().is_closed() {
+            return Err(Status::failed_precondition(
+                "ess: the client is closed: no heartbeat can be started",
+            ));
+        }
         if !alive(&config).await {
             return Err(Status::failed_precondition(format!(
                 "heartbeat of {} not started: its alive is not true; nothing sent",
@@ -116,22 +122,31 @@ impl Client {
         let (stop, mut stopped) = watch::channel(false);
         let (client, beat_config, beat_last) = (self.clone(), config.clone(), last.clone());
         let beat_withheld = withheld.clone();
+        let mut closed = self.shared().on_close();
         let task = tokio::spawn(async move {
             let mut ticker =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let tick = || async {
+                let alive = alive(&beat_config).await;
+                if beat_withheld.withhold(&beat_config, alive) {
+                    return;
+                }
+                if let Err(status) = beat(&client, &beat_config, &beat_last).await {
+                    report(&beat_config, &status);
+                }
+            };
             loop {
+                // Review 54e: the client's close ends the beats, a tick in progress too;
+                // `stop` lets that tick end, so that no beat follows its deregistration.
                 tokio::select! {
                     _ = async { let _ = stopped.wait_for(|s| *s).await; } => return,
-                    _ = ticker.tick() => {
-                        let alive = alive(&beat_config).await;
-                        if beat_withheld.withhold(&beat_config, alive) {
-                            continue;
-                        }
-                        if let Err(status) = beat(&client, &beat_config, &beat_last).await {
-                            report(&beat_config, &status);
-                        }
-                    }
+                    _ = async { let _ = closed.wait_for(|c| *c).await; } => return,
+                    _ = ticker.tick() => {}
+                }
+                tokio::select! {
+                    _ = async { let _ = closed.wait_for(|c| *c).await; } => return,
+                    _ = tick() => {}
                 }
             }
         });
@@ -246,20 +261,24 @@ impl Heartbeater {
     }
 
     /// Ends the heartbeats and deregisters the executor, so that the scope does not trip
-    /// when the TTL lapses; returns the deregistration's answer.
-    pub async fn stop(mut self) -> Result<pb::HeartbeatResponse, Status> {
+    /// when the TTL lapses; returns the deregistration's answer. After its client's
+    /// [`Client::close`] it only stops: it sends nothing, and returns `Ok(None)` (the scope
+    /// trips at the ttl).
+    pub async fn stop(mut self) -> Result<Option<pb::HeartbeatResponse>, Status> {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        self.client
-            .heartbeat(
-                &self.config.executor_id,
-                self.config.scope.clone(),
-                self.config.ttl,
-                true,
-            )
-            .await
+        if self.client.shared().is_closed() {
+            return Ok(None);
+        }
+        let answer = self.client.heartbeat(
+            &self.config.executor_id,
+            self.config.scope.clone(),
+            self.config.ttl,
+            true,
+        );
+        answer.await.map(Some)
     }
 }
 

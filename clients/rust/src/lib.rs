@@ -68,8 +68,8 @@ pub enum Error {
     InvalidTarget(String),
     /// A bad option (a zero deadline or stall_after, a bad reconnect backoff, no runtime).
     InvalidOption(String),
-    /// A token with a byte outside printable ASCII (0x20-0x7E), such as the `\r` of a token
-    /// read from a CRLF file; it says where, never the token.
+    /// A token with a byte outside printable ASCII (0x20-0x7E) once stripped of the ASCII
+    /// space around it, such as a tab inside; it says where, never the token.
     InvalidToken(String),
     /// A TLS file could not be read, or the TLS configuration was refused.
     Tls(String),

@@ -156,6 +156,12 @@ impl Client {
         ttl: Duration,
         deregister: bool,
     ) -> Result<pb::HeartbeatResponse, Status> {
+        // Review 54e: a closed client's beats kept its scope alive for ever.
+        if self.shared().is_closed() {
+            return Err(Status::failed_precondition(
+                "ess: the client is closed: no heartbeat is sent",
+            ));
+        }
         let request = pb::HeartbeatRequest {
             executor_id: executor_id.to_string(),
             scope: Some(scope),

@@ -886,6 +886,10 @@ async fn the_bearer_token_goes_with_every_call() {
     let sent = fake.seen(|s| s.authorization.clone());
     assert_eq!(sent.len(), 3);
     assert!(sent.iter().all(|a| a == "Bearer sekret"), "{sent:?}");
+    // Review 54e: a CRLF file's token, stripped as by the sidecar.
+    let crlf = Client::builder(fake.target()).token(" \tsekret\r\n");
+    let stripped = crlf.deadline(GENEROUS).build().unwrap();
+    assert!(stripped.check_unary(order("c-5")).await.allowed);
 
     let anonymous = client_without_token(&fake);
     let refused = anonymous
@@ -1176,6 +1180,23 @@ fn scripted(
     })
 }
 
+/// A heartbeat of `executor-1` every ms, its `alive` [`scripted`]: the config, the feed of
+/// answers and the asks.
+fn scripted_config(
+    scope: pb::Scope,
+) -> (
+    HeartbeatConfig,
+    std::sync::mpsc::Sender<&'static str>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (feed, answers) = std::sync::mpsc::channel();
+    let (asked_tx, asked) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = HeartbeatConfig::new("executor-1", scope, Duration::from_secs(1));
+    config.interval = Some(Duration::from_millis(1));
+    config.alive = Some(scripted(answers, asked_tx));
+    (config, feed, asked)
+}
+
 /// Review 54a: the heartbeat beat on while the executor's trading loop was dead, so only the
 /// death of the whole process tripped the scope. A beat is now sent only while `alive` says
 /// true; false or a panic withholds it, counted.
@@ -1184,11 +1205,7 @@ async fn beats_are_withheld_while_not_alive_and_resume() {
     let fake = Fake::tcp(allow).await;
     let client = client(&fake);
     let scope = crate::parse_scope("strategy:momo").unwrap();
-    let (feed, answers) = std::sync::mpsc::channel();
-    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
-    let mut config = HeartbeatConfig::new("executor-1", scope, Duration::from_secs(1));
-    config.interval = Some(Duration::from_millis(1));
-    config.alive = Some(scripted(answers, asked_tx));
+    let (config, feed, mut asked) = scripted_config(scope);
     for answer in ["yes", "no", "panic", "no", "yes"] {
         feed.send(answer).unwrap();
     }
@@ -1204,6 +1221,43 @@ async fn beats_are_withheld_while_not_alive_and_resume() {
     drop(feed); // not alive from now on, and never blocking: stop can end the task
     heartbeater.stop().await.unwrap();
     assert!(fake.seen(|s| s.heartbeats.last().unwrap().deregister));
+}
+
+/// Review 54e: a closed client's heartbeats beat on, and a new one could be started, so its
+/// scope never tripped. Close now ends them, a tick in progress too, without deregistering;
+/// `stop` then sends nothing, and a closed client sends and starts no heartbeat.
+#[tokio::test]
+async fn close_ends_the_heartbeats_without_deregistering() {
+    let fake = Fake::tcp(allow).await;
+    let client = client(&fake);
+    let scope = crate::parse_scope("strategy:momo").unwrap();
+    let (mut config, feed, mut asked) = scripted_config(scope.clone());
+    feed.send("yes").unwrap();
+    feed.send("yes").unwrap();
+    let heartbeater = client.start_heartbeat(config.clone()).await.unwrap();
+    for n in 1..=3 {
+        // The third ask blocks: a tick in progress.
+        tokio::time::timeout(GENEROUS, asked.recv())
+            .await
+            .unwrap_or_else(|_| panic!("alive asked only {} times", n - 1));
+    }
+    client.close().await;
+    let stopped = tokio::time::timeout(GENEROUS, heartbeater.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(None))), "{stopped:?}");
+    drop(feed);
+    fake.seen(|s| {
+        assert_eq!(s.heartbeats.len(), 2);
+        assert!(s.heartbeats.iter().all(|b| !b.deregister));
+    });
+    let ttl = Duration::from_secs(1);
+    assert!(client
+        .heartbeat("executor-1", scope, ttl, false)
+        .await
+        .is_err());
+    config.alive = None;
+    let refused = client.start_heartbeat(config).await.err().unwrap();
+    assert!(refused.message().contains("closed"), "{refused:?}");
+    assert_eq!(fake.seen(|s| s.heartbeats.len()), 2);
 }
 
 /// Not alive at the start: nothing would register the executor, so nothing could trip its
@@ -1227,16 +1281,24 @@ async fn not_alive_at_the_start_is_refused_and_sends_nothing() {
 }
 
 /// Review 54a: the token rule is the other clients' (0x20-0x7E); tonic alone took a tab and
-/// non-ASCII bytes. The error says where, never the token.
+/// non-ASCII bytes. The error says where, never the token. Review 54e: Python's rule: space,
+/// tab, CR and LF around it are dropped first (a CRLF file's `tok\r` is `tok`).
 #[tokio::test]
 async fn a_token_outside_printable_ascii_is_refused_without_printing_it() {
-    for token in ["zq9\r", "zq9\n", "z\tq9", "z\0q9", "zq9\x7f", "zq9ö"] {
+    let refused = [
+        ("zq\r9", 2),
+        ("\tzq\n9", 3),
+        ("z\tq9", 1),
+        ("z\0q9", 1),
+        ("zq9\x7f", 3),
+        ("zq9ö", 3),
+    ];
+    for (token, at) in refused {
         match Client::builder("127.0.0.1:1").token(token).build() {
             Err(error @ Error::InvalidToken(_)) => {
-                assert!(
-                    !error.to_string().contains("q9"),
-                    "the token is printed: {error}"
-                )
+                let error = error.to_string();
+                assert!(error.contains(&format!("byte {at} ")), "{token:?}: {error}");
+                assert!(!error.contains("q9"), "the token is printed: {error}")
             }
             other => panic!("{token:?} was taken: {:?}", other.map(|_| ())),
         }

@@ -53,6 +53,7 @@ import {
 import { FailurePolicy, type Logger } from "./failures.js";
 import { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 import { methods } from "./service.js";
+import { validToken } from "./token.js";
 import { warmUp } from "./warm.js";
 import { CheckStream, describeError, failureOf, onTime } from "./stream.js";
 import { failed, type Failure, type Verdict, verdictFromDecision } from "./verdict.js";
@@ -92,7 +93,9 @@ export interface GuardClientOptions {
   deadlineMs?: number;
   /** The timeout of the other RPCs, in ms (default 1000); not > 0: a RangeError. */
   rpcTimeoutMs?: number;
-  /** The bearer token of a sidecar with authentication on: `authorization: Bearer <token>`. */
+  /** The bearer token of a sidecar with authentication on: `authorization: Bearer <token>`.
+   * Space, tab, CR and LF around it are dropped (a CRLF file's "tok\r" is "tok"); a byte
+   * outside 0x20-0x7E left inside makes the constructor throw InvalidTokenError. */
   token?: string;
   /** More metadata sent with every call. */
   metadata?: Record<string, string>;
@@ -170,10 +173,11 @@ function channelCredentials(options: GuardClientOptions): ChannelCredentials {
  * deadline of 3e9 ms denied every check after 1 ms, "no answer within 3000000000 ms"). */
 export const MAX_TIMER_MS = 2_147_483_647;
 
-/** A per-call deadline: one that is not a number > 0 and at most MAX_TIMER_MS is the
- * fallback (the client's), as one that is NaN or negative has always been. */
+/** A per-call deadline: one that is not a number > 0 is the fallback (the client's), as
+ * one that is NaN or negative has always been; one above MAX_TIMER_MS is MAX_TIMER_MS (review
+ * 54e: "wait a long time" became the client's 5 ms; Java caps it too). */
 function validDeadline(ms: number | undefined, fallback: number): number {
-  return typeof ms === "number" && ms > 0 && ms <= MAX_TIMER_MS ? ms : fallback;
+  return typeof ms === "number" && ms > 0 ? Math.min(ms, MAX_TIMER_MS) : fallback;
 }
 
 /** A client option timed by setTimeout: above MAX_TIMER_MS it is refused, a RangeError
@@ -236,7 +240,8 @@ export class GuardClient {
     for (const [key, value] of Object.entries(options.metadata ?? {})) {
       this.metadata.set(key, value);
     }
-    if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
+    const token = validToken(options.token);
+    if (token) this.metadata.set("authorization", `Bearer ${token}`);
     const channelOptions: ChannelOptions = { ...CHANNEL_OPTIONS };
     const tls = options.tls;
     if (tls !== undefined && tls !== true && tls.serverName) {
@@ -432,7 +437,9 @@ export class GuardClient {
         method.responseDeserialize,
         request,
         this.metadata.clone(),
-        { deadline: Date.now() + deadlineMs + 1000 },
+        // Within Node's longest timer once sent in whole seconds, rounded up: a grpc-js
+        // server's deadline timer takes it too (longer, it fires at once).
+        { deadline: Date.now() + Math.min(deadlineMs + 1000, MAX_TIMER_MS - 1000) },
         (error, response) => {
           if (error) {
             const cause = error.code === Status.INVALID_ARGUMENT ? "request_error" : failureOf(error.code);

@@ -78,10 +78,13 @@ export class Heartbeat {
    * the executor: with `alive` not true now, it throws and nothing is sent (withheld, the
    * executor would run unregistered, its scope never to trip). */
   start(): this {
-    if (this.options.alive !== undefined && !this.isAlive()) {
+    // Asked without the "beats withheld" line (review 54e): nothing was registered.
+    const [alive, why] = this.askAlive();
+    if (!alive) {
       this.stopped = true;
       const id = this.options.executorId;
-      throw new Error(`ess heartbeat not started: alive() is not true for ${id}`);
+      throw new Error(`ess heartbeat not started: alive() is not true for ${id} (${why});` +
+        " nothing sent");
     }
     this.beat();
     return this;
@@ -111,7 +114,7 @@ export class Heartbeat {
   private beat(): void {
     if (this.stopped) return;
     const started = performance.now();
-    if (this.options.alive !== undefined && !this.isAlive()) {
+    if (!this.isAlive()) {
       this.skipped += 1;
       this.schedule(started);
       return;
@@ -151,15 +154,19 @@ export class Heartbeat {
     this.timer.unref();
   }
 
-  /** `alive()`, a throw counting as not alive; logged once each way it changes. */
-  private isAlive(): boolean {
-    let alive = false;
-    let why = "it returned false";
+  /** `alive()` (true when unset), a throw counting as not alive, and why not. */
+  private askAlive(): [boolean, string] {
+    if (this.options.alive === undefined) return [true, ""];
     try {
-      alive = this.options.alive?.() === true;
+      return this.options.alive() === true ? [true, ""] : [false, "it returned false"];
     } catch (error) {
-      why = `it threw ${String(error)}`;
+      return [false, `it threw ${String(error)}`];
     }
+  }
+
+  /** askAlive, logged once each way it changes. */
+  private isAlive(): boolean {
+    const [alive, why] = this.askAlive();
     if (alive !== this.wasAlive) {
       this.logger.warn(alive
         ? `ess heartbeat: alive() is true again for ${this.options.executorId}: beats resume`

@@ -25,6 +25,7 @@ export {
   triggerRequest,
 } from "./convert.js";
 export { FailurePolicy, type Logger } from "./failures.js";
+export { InvalidTokenError } from "./token.js";
 export { Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 export { GuardServiceClient, GuardServiceDefinition, methodDefinition, serviceDefinition } from "./service.js";
 export {

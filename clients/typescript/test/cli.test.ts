@@ -154,3 +154,17 @@ test("deadlines: at least a microsecond; subnormal numbers are numbers", () => {
   assert.equal(refused.status, 64);
   assert.match(refused.stderr.trim().split("\n").at(-1)!, /--qty/);
 });
+
+// Review 54e: a token the library refuses was grpc-js's error, printing the secret, and
+// ess-check blamed --target; it is now a usage error naming --token. A CRLF file's "tok\r"
+// is "tok" (no sidecar there: denied, 2).
+test("ess-check: a refused token is a usage error naming --token, never printing it", () => {
+  const order = ["--target", "127.0.0.1:1", "--account", "a", "--strategy", "s", "--symbol", "X",
+    "--side", "buy", "--qty", "1", "--price", "1", "--coid", "c-1", "--token"];
+  const refused = essCheck(...order, "zq\r9");
+  assert.equal(refused.status, 64, refused.stderr);
+  assert.match(refused.stderr.trim().split("\n").at(-1)!, /--token: .*byte 2 .*0x0d/);
+  assert.ok(!refused.stderr.includes("zq"), refused.stderr);
+  const taken = essCheck(...order, "tok\r\n");
+  assert.equal(taken.status, 2, taken.stderr);
+});

@@ -8,7 +8,8 @@ import { create } from "@bufbuild/protobuf";
 import { status as Status } from "@grpc/grpc-js";
 
 import {
-  CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, MAX_TIMER_MS, pb,
+  CLIENT_FAIL_CLOSED, GuardClient, type GuardClientOptions, InvalidTokenError, MAX_TIMER_MS,
+  pb,
 } from "../src/index.js";
 import { allow, answer, FakeSidecar, memoryLogger, order, sleep } from "./fake.js";
 
@@ -266,23 +267,27 @@ describe("deadlines", () => {
     assert.equal(client({ deadlineMs: MAX_TIMER_MS }).deadlineMs, 2_147_483_647);
   });
 
-  test("a per-call deadline above Node's longest timer is the client's, as NaN is", async () => {
-    const guard = await connected({ deadlineMs: 2000 });
-    for (const deadlineMs of [2 ** 31, 1e300, Infinity, Number.NaN, -1]) {
-      const verdict = await guard.check(order(), { deadlineMs });
-      assert.equal(verdict.allowed, true, `${deadlineMs}: ${verdict.message}`);
-      const unary = await guard.checkUnary(order(), { deadlineMs });
-      assert.equal(unary.allowed, true, `${deadlineMs} unary: ${unary.message}`);
-    }
-    fake.onCheck = () => {}; // hung: the denial names the client's deadline, not 2^31
-    fake.onCheckOrder = () => {};
-    const fast = await connected({ deadlineMs: 20 });
-    const denied = await fast.check(order(), { deadlineMs: 2 ** 31 });
-    assert.equal(denied.failure, "deadline");
-    assert.match(denied.message, /within 20 ms/);
-    const deniedUnary = await fast.checkUnary(order(), { deadlineMs: 1e300 });
-    assert.match(deniedUnary.message, /within 20 ms/);
-  });
+  // Review 54e: one above it was the client's (5 ms by default), so "wait a long time"
+  // denied at once; it is now the longest timer, as Java caps it. NaN, -1, 0: the client's.
+  test("a per-call deadline above Node's longest timer is that timer; NaN is the client's",
+    async () => {
+      const slow = answerCheckOrder;
+      fake.onCheck = (request, call) => setTimeout(() => call.write(allow(request)), 100);
+      fake.onCheckOrder = (call, callback) => setTimeout(() => slow(call, callback), 100);
+      const fast = await connected({ deadlineMs: 20 });
+      for (const deadlineMs of [2 ** 31, 1e300, Infinity]) {
+        const verdict = await fast.check(order(), { deadlineMs });
+        assert.equal(verdict.allowed, true, `${deadlineMs}: ${verdict.message}`);
+        const unary = await fast.checkUnary(order(), { deadlineMs });
+        assert.equal(unary.allowed, true, `${deadlineMs} unary: ${unary.message}`);
+      }
+      for (const deadlineMs of [Number.NaN, -1, 0]) {
+        const denied = await fast.check(order(), { deadlineMs });
+        assert.match(denied.message, /within 20 ms/, `${deadlineMs}`);
+        const deniedUnary = await fast.checkUnary(order(), { deadlineMs });
+        assert.match(deniedUnary.message, /within 20 ms/, `${deadlineMs} unary`);
+      }
+    });
 
   test("no answer within the deadline (default 5 ms) is a denial in time", async () => {
     fake.onCheck = () => {}; // a hung sidecar
@@ -403,9 +408,24 @@ describe("a broken stream, an unavailable sidecar", () => {
     assert.equal(refused.allowed, false);
     assert.equal(refused.failure, "refused");
     assert.match(refused.message, /UNAUTHENTICATED/);
-    const good = await connected({ token: "good" });
+    // Review 54e: stripped of the space, tab, CR and LF around it, as by the sidecar.
+    const good = await connected({ token: " \tgood\r\n" });
     assert.equal((await good.check(order(), { deadlineMs: 2000 })).allowed, true);
     assert.ok(fake.authorizations.includes("Bearer good"));
+  });
+
+  // Review 54e: grpc-js threw its own error, printing the secret. Python's rule now: stripped,
+  // then a byte outside 0x20-0x7E is refused, naming its position, never the token.
+  test("a token with a byte outside 0x20-0x7E is refused without printing it", () => {
+    for (const [token, at] of [["zq\r9", 2], ["\tzq\n9", 3], ["z\tq9", 1], ["z\0q9", 1],
+      ["zq9\x7f", 3], ["zq9\u00f6", 3]] as const) {
+      assert.throws(() => new GuardClient(fake.target, { token }),
+        (error: Error) => error instanceof InvalidTokenError &&
+          error.message.includes(`byte ${at} `) && !error.message.includes("q9"),
+        JSON.stringify(token));
+    }
+    client({ token: " printable ~ASCII! " });
+    client({ token: " \r\n" }); // nothing left: no token
   });
 
   test("no sidecar: a denial, in time, never a rejection", async () => {
@@ -685,19 +705,25 @@ describe("reports and the heartbeat", () => {
       await beat.stop();
     });
 
-  test("alive not true at start: startHeartbeat throws and sends nothing", async () => {
-    const guard = await connected();
-    const beats = () => fake.unary.filter((u) => u.method === "heartbeat").length;
-    const before = beats();
-    const start = (alive: () => boolean) =>
-      guard.startHeartbeat({ executorId: "ex-5", scope: "STRATEGY:momo", ttlMs: 60, alive });
-    assert.throws(() => start(() => false), /alive\(\) is not true/);
-    assert.throws(() => start(() => { throw new Error("no loop yet"); }), /alive\(\) is not true/);
-    assert.equal(beats(), before);
-    const beat = start(() => true);
-    await eventually(() => beat.sent >= 1, 2000);
-    await beat.stop();
-  });
+  // Review 54e: the refusal logged "beats withheld, the scope trips at its TTL": nothing was
+  // registered, nothing can trip.
+  test("alive not true at start: startHeartbeat throws, sends nothing, logs no withheld beat",
+    async () => {
+      const logger = memoryLogger();
+      const guard = await connected({ logger });
+      const beats = () => fake.unary.filter((u) => u.method === "heartbeat").length;
+      const before = beats();
+      const start = (alive: () => boolean) =>
+        guard.startHeartbeat({ executorId: "ex-5", scope: "STRATEGY:momo", ttlMs: 60, alive });
+      assert.throws(() => start(() => false), /alive\(\) is not true/);
+      const throws = (): boolean => { throw new Error("no loop yet"); };
+      assert.throws(() => start(throws), /alive\(\) is not true/);
+      assert.equal(beats(), before);
+      assert.deepEqual(logger.lines.filter((line) => line.includes("withheld")), []);
+      const beat = start(() => true);
+      await eventually(() => beat.sent >= 1, 2000);
+      await beat.stop();
+    });
 
   test("a callback that throws stops neither the heartbeat nor escapes", async () => {
     const guard = await connected();

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -186,9 +187,11 @@ struct Options {
   std::chrono::milliseconds log_interval{1000};
   // Where failures are logged; empty: stderr. `[](std::string_view) {}` for none.
   LogSink log_sink;
-  // Sends "authorization: Bearer <token>" with every call (the raw stub's included). A
-  // byte outside printable ASCII (0x20-0x7E), such as the "\r" of a token read from a CRLF
-  // file, makes Client throw InvalidToken: gRPC would abort the process on the first call.
+  // Sends "authorization: Bearer <token>" with every call (the raw stub's included). Space,
+  // tab, CR and LF around it are dropped (a CRLF file's "tok\r" is "tok", as for the
+  // sidecar and every client); a byte outside printable ASCII (0x20-0x7E) left inside makes
+  // Client throw InvalidToken: gRPC would abort the process on the first call. Empty once
+  // stripped: no token.
   std::string token;
   TlsOptions tls;
   // Overrides the transport credentials (and tls) when set.
@@ -226,7 +229,8 @@ struct HeartbeatConfig {
 // Beats in a background thread until Stop, which deregisters, or destruction, which only
 // stops beating: the registration stays and the scope trips when the TTL lapses, as for an
 // executor that died (a Heartbeater destroyed by an exception unwinding the stack must not
-// look like a clean shutdown). Call Stop to shut down cleanly.
+// look like a clean shutdown). Call Stop to shut down cleanly. The client's Close stops it
+// as destruction does, without deregistering (review 54e).
 class Heartbeater {
  public:
   // Stops beating without deregistering (see above); after Stop, nothing.
@@ -236,6 +240,8 @@ class Heartbeater {
 
   // Ends the heartbeats and deregisters the executor, so that the scope does not trip when
   // the TTL lapses. Returns the deregistration's status (only the first Stop sends it).
+  // After the client's Close it only stops: it sends nothing and returns OK (the scope
+  // trips at the ttl).
   grpc::Status Stop();
   // The scope's state in the last successful heartbeat's answer.
   v1::State state() const;
@@ -251,6 +257,11 @@ class Heartbeater {
   bool Alive();
   bool Withhold(bool alive);
   void Run();
+  void Halt();  // the client's Close: stop beating, never deregister
+  bool Stopping() const;
+  bool EndThread();
+  void Finish(grpc::Status status);
+  void Leave();
 
   Client& client_;
   HeartbeatConfig config_;
@@ -273,8 +284,8 @@ class CheckStream;
 class FailureBook;
 }  // namespace internal
 
-// Thrown by Client for a token with a byte outside printable ASCII (0x20-0x7E); its
-// message says where, never the token.
+// Thrown by Client for a token with a byte outside printable ASCII (0x20-0x7E) once
+// stripped of the ASCII space around it; its message says where, never the token.
 class InvalidToken : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
@@ -334,7 +345,8 @@ class Client {
   Result<v1::ReportOrderUpdateResponse> ReportOrderUpdate(const OrderUpdate& update);
   // Replaces the account's book (and, with open orders, its working orders).
   Result<v1::SyncPositionsResponse> SyncPositions(const Snapshot& snapshot);
-  // One heartbeat (deregister: the executor is shutting down cleanly).
+  // One heartbeat (deregister: the executor is shutting down cleanly); FAILED_PRECONDITION,
+  // nothing sent, once the client is closed.
   Result<v1::HeartbeatResponse> Heartbeat(const std::string& executor_id,
                                           const v1::Scope& scope, std::uint32_t ttl_ms,
                                           bool deregister = false);
@@ -342,7 +354,7 @@ class Client {
   // until the Heartbeater is stopped (then it deregisters) or destroyed (then it does not).
   // On failure (or a bad ttl) returns nullptr and sets *status; an `alive` not true at the
   // start is FAILED_PRECONDITION, and nothing is sent (nothing would register the
-  // executor). The Heartbeater must not outlive the client.
+  // executor); so is a closed client. The Heartbeater must not outlive the client.
   std::unique_ptr<Heartbeater> StartHeartbeat(HeartbeatConfig config,
                                               grpc::Status* status = nullptr);
   // One metric sample for scope; the answer says whether it tripped it.
@@ -368,7 +380,9 @@ class Client {
   std::uint64_t StreamsOpened() const { return streams_opened_.load(); }
 
   // Denies the checks in flight, ends the stream and stops the background thread; later
-  // checks are denied (kClientError). Idempotent.
+  // checks are denied (kClientError). Stops its heartbeats without deregistering (their
+  // scopes trip at the ttl, as for an executor that died), waiting for a beat in progress
+  // (a blocking `alive` included); later heartbeats are refused. Idempotent.
   void Close();
 
  private:
@@ -399,6 +413,8 @@ class Client {
   std::shared_ptr<internal::CheckStream> stream_;   // where checks go; null while (re)connecting
   std::shared_ptr<internal::CheckStream> opening_;  // being opened (Close cancels it)
   bool closing_ = false;
+  std::mutex heartbeats_mu_;
+  std::set<Heartbeater*> heartbeats_;  // running; Close halts them
   std::thread maintainer_;
 };
 

@@ -53,16 +53,19 @@ func child(t *testing.T, env string) (int, string) {
 	return cmd.ProcessState.ExitCode(), stderr.String()
 }
 
-// Review 54a: a token ess.New refuses (a CRLF file's "tok\r") is a usage error naming
-// --token, as in the Rust and C++ programs, not --target.
+// Review 54a: a token ess.New refuses is a usage error naming --token, as in the Rust and
+// C++ programs, not --target. Review 54e: a CRLF file's "tok\r" is "tok"; a CR inside is
+// refused.
 func TestARefusedTokenIsAUsageErrorNamingToken(t *testing.T) {
-	code, stderr := child(t, "ESS_CLI_TOKEN=tok\r")
+	code, stderr := child(t, "ESS_CLI_TOKEN=t\rok")
 	if code != ExitUsage || !strings.Contains(stderr, "argument --token: ") ||
 		!strings.Contains(stderr, "0x0d") {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if code, stderr := child(t, "ESS_CLI_TOKEN=tok"); code != 99 {
-		t.Fatalf("a good token: exit %d: %s", code, stderr)
+	for _, token := range []string{"tok", "tok\r", " tok\r\n"} {
+		if code, stderr := child(t, "ESS_CLI_TOKEN="+token); code != 99 {
+			t.Fatalf("a good token %q: exit %d: %s", token, code, stderr)
+		}
 	}
 }
 

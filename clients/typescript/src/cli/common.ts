@@ -3,6 +3,8 @@
 import { isIPv6 } from "node:net";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
+import { InvalidTokenError } from "../token.js";
+
 export const EX_USAGE = 64;
 /** A longer deadline is a typo (and setTimeout would take it for 1 ms). */
 export const MAX_DEADLINE_MS = 3_600_000;
@@ -192,12 +194,14 @@ function isHost(host: string): boolean {
     TOP_LABEL.test(labels[labels.length - 1]!);
 }
 
-/** `new GuardClient(...)`, a target it refuses all the same a usage error, not a crash. */
+/** `new GuardClient(...)`, a token or target it refuses all the same a usage error naming
+ * it (review 54e: a refused token blamed --target), not a crash. */
 export function client<T>(make: () => T): T {
   try {
     return make();
   } catch (error) {
-    throw new UsageError(`--target: ${quoted((error as Error)?.message ?? error)}`);
+    const option = error instanceof InvalidTokenError ? "token" : "target";
+    throw new UsageError(`--${option}: ${quoted((error as Error)?.message ?? error)}`);
   }
 }
 

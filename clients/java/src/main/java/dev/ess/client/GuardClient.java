@@ -149,6 +149,7 @@ public final class GuardClient implements AutoCloseable {
   private final Set<AsyncCheck> awaitingStream = ConcurrentHashMap.newKeySet();
 
   private GuardClient(Builder b) {
+    String token = InvalidTokenException.valid(b.token); // before a channel is made
     if (b.channel != null) {
       made = new Channels.Made(b.channel, null);
     } else {
@@ -159,10 +160,10 @@ public final class GuardClient implements AutoCloseable {
       made = Channels.make(b.target, credentials, b.authority);
     }
     managed = made.channel();
-    if (b.token != null && !b.token.isEmpty()) {
+    if (!token.isEmpty()) {
       Metadata bearer = new Metadata();
       bearer.put(Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER),
-          "Bearer " + b.token);
+          "Bearer " + token);
       channel = ClientInterceptors.intercept(managed,
           MetadataUtils.newAttachHeadersInterceptor(bearer));
     } else {
@@ -1052,7 +1053,12 @@ public final class GuardClient implements AutoCloseable {
       return this;
     }
 
-    /** "authorization: Bearer token" on every call (a sidecar with authentication on). */
+    /**
+     * "authorization: Bearer token" on every call (a sidecar with authentication on). Space,
+     * tab, CR and LF around it are dropped (a CRLF file's "tok\r" is "tok"); a byte outside
+     * printable ASCII (0x20-0x7E) left inside makes {@link #build} throw
+     * {@link InvalidTokenException}. Empty once stripped: no token.
+     */
     public Builder token(String token) {
       this.token = token;
       return this;
@@ -1120,7 +1126,8 @@ public final class GuardClient implements AutoCloseable {
      * Makes the client; it does not wait for the sidecar (see {@link #connect}) but starts
      * connecting, and keeps a check stream open, in the background.
      *
-     * @throws IllegalArgumentException a bad target or unreadable TLS files
+     * @throws IllegalArgumentException a bad target or unreadable TLS files; an
+     *     {@link InvalidTokenException} for a token outside 0x20-0x7E
      */
     public GuardClient build() {
       return new GuardClient(this);

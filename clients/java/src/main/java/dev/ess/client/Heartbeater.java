@@ -37,6 +37,12 @@ public final class Heartbeater implements AutoCloseable {
   private final Logger logger;
   private final ScheduledExecutorService scheduler;
   private final AtomicBoolean stopped = new AtomicBoolean();
+  /**
+   * Held to send a beat, after {@code stopped} was read false, and to deregister, after it was
+   * set: so no beat follows the deregistration (review 54e: one whose alive blocked past stop's
+   * wait was sent after it, and the scope tripped after a clean shutdown).
+   */
+  private final Object sending = new Object();
   /** Set once the deregistration was sent, or can no longer be (the client closed). */
   private final AtomicBoolean deregistered = new AtomicBoolean();
   private volatile State lastState = State.STATE_UNSPECIFIED;
@@ -109,8 +115,13 @@ public final class Heartbeater implements AutoCloseable {
       return;
     }
     try {
-      // Bounded by the interval too, so that beats never pile up.
-      beat(Duration.ofNanos(Math.min(interval.toNanos(), client.rpcTimeoutNanos())));
+      synchronized (sending) {
+        if (stopped.get()) { // stopped while alive ran: stop may have deregistered
+          return;
+        }
+        // Bounded by the interval too, so that beats never pile up.
+        beat(Duration.ofNanos(Math.min(interval.toNanos(), client.rpcTimeoutNanos())));
+      }
     } catch (Throwable e) { // a scheduled task that throws is never run again
       try {
         onError.accept(e);
@@ -171,10 +182,12 @@ public final class Heartbeater implements AutoCloseable {
    */
   public HeartbeatResponse stop() {
     halt();
-    if (!deregistered.compareAndSet(false, true)) {
-      return null;
+    synchronized (sending) { // waits for a beat in flight; none is sent after this one
+      if (!deregistered.compareAndSet(false, true)) {
+        return null;
+      }
+      return client.heartbeat(executorId, scope, ttl, true, null);
     }
-    return client.heartbeat(executorId, scope, ttl, true, null);
   }
 
   /**

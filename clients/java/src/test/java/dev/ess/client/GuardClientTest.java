@@ -560,9 +560,10 @@ class GuardClientTest {
 
   // ---- The token, the unary check, the other RPCs. ----
 
+  /** Review 54e: stripped of the space, tab, CR and LF around it, as by the sidecar. */
   @Test
   void theTokenGoesWithEveryCall() {
-    connected(builder().token("s3cret"));
+    connected(builder().token(" \ts3cret\r\n"));
     client.check(order(""), ANSWER);
     client.checkUnary(order(""), ANSWER);
     client.reportFill(new Fill("acc-1", "momo", "AAPL", Side.BUY, 1, 100, "o-1", "f-1"));
@@ -570,6 +571,25 @@ class GuardClientTest {
     for (String authorization : fake.authorizations) {
       assertEquals("Bearer s3cret", authorization);
     }
+  }
+
+  /**
+   * Review 54e: a token with a byte outside 0x20-0x7E was taken; gRPC-Java dropped the header,
+   * logged the whole token, and the denial said "no credentials". Now Python's rule: stripped,
+   * then refused at build, naming the byte's position, not the token.
+   */
+  @Test
+  void aTokenOutsidePrintableAsciiIsRefusedWithoutPrintingIt() {
+    Map<String, String> refused = Map.of("zq\r9", "byte 2 ", "\tzq\n9", "byte 3 ",
+        "z\tq9", "byte 1 ", "z\0q9", "byte 1 ", "zq9\u007f", "byte 3 ", "zq9\u00f6", "byte 3 ");
+    refused.forEach((token, at) -> {
+      InvalidTokenException e = assertThrows(InvalidTokenException.class,
+          () -> GuardClient.builder("localhost:1").token(token).build(), token);
+      assertTrue(e.getMessage().contains(at), e.getMessage());
+      assertFalse(e.getMessage().contains("q9"), "the token is printed: " + e.getMessage());
+    });
+    GuardClient.builder("localhost:1").token(" printable ~ASCII! ").build().close();
+    GuardClient.builder("localhost:1").token(" \r\n").build().close(); // empty: no token
   }
 
   @Test
@@ -838,6 +858,41 @@ class GuardClientTest {
       return logged.stream().map(LogRecord::getMessage).filter(m -> m.contains("alive"))
           .toList();
     }
+  }
+
+  /**
+   * Review 54e: an alive that blocked past stop's wait, then returned true, sent a beat after
+   * the deregistration, and the scope tripped after a clean shutdown. Now no beat follows it.
+   */
+  @Test
+  void noBeatFollowsTheDeregistrationWhenAliveBlocksThroughStop() throws Exception {
+    connected(builder().rpcTimeout(Duration.ofMillis(50)));
+    AtomicBoolean block = new AtomicBoolean();
+    CountDownLatch blocking = new CountDownLatch(1);
+    CountDownLatch release = new CountDownLatch(1);
+    Thread[] beating = new Thread[1];
+    Heartbeater heartbeat = client.startHeartbeat("exec-1", Scopes.strategy("momo"),
+        Duration.ofMillis(300), Duration.ofMillis(10), null, () -> {
+          if (block.get()) {
+            beating[0] = Thread.currentThread();
+            blocking.countDown();
+            try {
+              release.await(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+              return false;
+            }
+          }
+          return true;
+        });
+    block.set(true);
+    assertTrue(blocking.await(10, TimeUnit.SECONDS), "alive never blocked");
+    assertNotNull(heartbeat.stop()); // after its wait for the tick (60 ms) runs out
+    release.countDown();
+    beating[0].join(10_000); // the tick has ended: the scheduler's thread with it
+    assertFalse(beating[0].isAlive(), "the heartbeat thread still runs");
+    List<Object> calls = new ArrayList<>(fake.calls);
+    assertTrue(((HeartbeatRequest) calls.get(calls.size() - 1)).getDeregister(),
+        "a beat after the deregistration: " + calls);
   }
 
   /** The first beat registers: with alive not true at start, nothing is sent or started. */

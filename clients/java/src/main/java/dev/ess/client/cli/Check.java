@@ -60,8 +60,8 @@ public final class Check {
       try {
         client = GuardClient.builder(target).token(cli.get("token"))
             .deadline(deadline).logInterval(Duration.ofHours(1)).build();
-      } catch (IllegalArgumentException e) { // a target it refuses all the same
-        throw new Cli.UsageError("argument --target: " + Cli.quoted(e.getMessage()));
+      } catch (IllegalArgumentException e) { // a token or target it refuses all the same
+        throw Cli.refused(e);
       }
     } catch (Cli.UsageError e) {
       return cli.usage(e);

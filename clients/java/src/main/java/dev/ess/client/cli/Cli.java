@@ -1,6 +1,7 @@
 package dev.ess.client.cli;
 
 import com.google.common.net.InetAddresses;
+import dev.ess.client.InvalidTokenException;
 import dev.ess.client.Verdict;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -259,6 +260,16 @@ final class Cli {
   /** Control and line-separator characters: gRPC refuses some, a log line breaks on others. */
   private static boolean isControl(int c) {
     return c < 0x20 || c >= 0x7f && c <= 0x9f || c == 0x2028 || c == 0x2029;
+  }
+
+  /**
+   * The usage error for a client the library refused to build: --token for a token it
+   * refuses (review 54e; as Go's cli.Refused, Rust's and C++'s), else --target, the one other
+   * flag it reads unchecked.
+   */
+  static UsageError refused(IllegalArgumentException e) {
+    String flag = e instanceof InvalidTokenException ? "token" : "target";
+    return new UsageError("argument --" + flag + ": " + quoted(e.getMessage()));
   }
 
   /**

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.ess.client.Cause;
+import dev.ess.client.GuardClient;
 import dev.ess.client.Verdict;
 import dev.ess.v1.DecisionReason;
 import java.util.List;
@@ -147,6 +148,27 @@ class CliTest {
     }
     assertEquals(java.time.Duration.ofNanos(1000), Cli.deadline("d", "0.001"));
     assertEquals(Double.MIN_VALUE, Cli.positive("q", "5e-324"));
+  }
+
+  /**
+   * Review 54e: a token the library refuses is a usage error naming --token (it was taken, and
+   * the check denied as "no credentials"); a CRLF file's "tok\r" is "tok".
+   */
+  @Test
+  void aRefusedTokenIsAUsageErrorNamingToken() {
+    String[] order = {"--target", "unix:/nonexistent/ess.sock", "--account", "a", "--strategy",
+        "s", "--symbol", "X", "--side", "sell", "--qty", "1", "--price", "1", "--coid", "o-1",
+        "--token", null};
+    order[order.length - 1] = "t\rok";
+    assertEquals(Cli.EXIT_USAGE, Check.run(order));
+    order[order.length - 1] = "tok\r\n";
+    assertEquals(2, Check.run(order)); // taken: denied, no sidecar there
+    Cli.UsageError error = Cli.refused(assertThrows(IllegalArgumentException.class,
+        () -> GuardClient.builder("localhost:1").token("t\rok").build()));
+    assertTrue(error.getMessage().startsWith("argument --token: "), error.getMessage());
+    assertTrue(error.getMessage().contains("0x0d"), error.getMessage());
+    error = Cli.refused(new IllegalArgumentException("no socket path"));
+    assertTrue(error.getMessage().startsWith("argument --target: "), error.getMessage());
   }
 
   /** Review 52d: argv's bytes that are not UTF-8 reach the JVM as U+FFFD: refused. */
