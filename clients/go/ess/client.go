@@ -282,7 +282,7 @@ func (c *Client) Close() error {
 	if s, _ := c.current(); s != nil {
 		s.fail(CauseClientError, "the client was closed")
 	}
-	c.haltHeartbeats()
+	c.haltHeartbeats() // told to end, not waited for: a beat in flight ends with conn
 	c.cancel()
 	c.wg.Wait()
 	return c.conn.Close()

@@ -106,19 +106,27 @@ func (c *Client) keep(h *Heartbeater) bool {
 // haltHeartbeats stops the heartbeats Close found running, without deregistering: the
 // executor is gone with its client, so its scope trips at the TTL (review 54e: they beat
 // on, failing every interval; as Python's, Java's and TypeScript's).
+// It tells them to end and does not wait: Close may be called from a heartbeat's own
+// OnError or Alive, and an Alive may block (review 54g: Close deadlocked in both); the
+// connection Close then closes ends a beat in flight, and none starts after it.
 func (c *Client) haltHeartbeats() {
 	c.heartbeatsMu.Lock()
 	running := c.heartbeats
 	c.heartbeats = nil // keep adds none once closed
 	c.heartbeatsMu.Unlock()
 	for h := range running {
-		h.halt()
+		h.signal()
 	}
+}
+
+// signal tells the goroutine to end.
+func (h *Heartbeater) signal() {
+	h.halted.Do(func() { close(h.stop) })
 }
 
 // halt ends the goroutine and waits for it (a beat in flight included).
 func (h *Heartbeater) halt() {
-	h.halted.Do(func() { close(h.stop) })
+	h.signal()
 	<-h.done
 }
 
@@ -147,12 +155,26 @@ func (h *Heartbeater) run() {
 			if h.client.closed.Load() { // Close is halting it
 				return
 			}
-			if !h.withhold(h.alive()) {
-				if err := h.beat(context.Background()); err != nil {
+			alive := h.alive()
+			if h.halting() { // stopped or closed while Alive ran: no beat after that
+				return
+			}
+			if !h.withhold(alive) {
+				if err := h.beat(context.Background()); err != nil && !h.halting() {
 					h.config.OnError(err)
 				}
 			}
 		}
+	}
+}
+
+// halting says whether Stop or Close has told the goroutine to end.
+func (h *Heartbeater) halting() bool {
+	select {
+	case <-h.stop:
+		return true
+	default:
+		return h.client.closed.Load()
 	}
 }
 

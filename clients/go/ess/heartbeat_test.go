@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,6 +125,36 @@ func TestHeartbeatNotAliveAtTheStartIsAnErrorAndSendsNothing(t *testing.T) {
 // Review 54e: after Close the heartbeats beat on, failing every interval. Close now halts
 // them without deregistering (the scope trips at the TTL); a later Stop sends nothing, and
 // a closed client starts no heartbeat.
+// Review 54g: Close waited for the heartbeats' goroutines, so a Close from a heartbeat's
+// own Alive or OnError waited for itself, for good, and one while Alive blocked waited as
+// long; Close now tells them to end and goes on.
+func TestCloseFromAHeartbeatsOwnAliveReturns(t *testing.T) {
+	h := newHarness(t, allow)
+	h.fake.beats = make(chan *essv1.HeartbeatRequest, 16)
+	closed := make(chan struct{})
+	var asked atomic.Int32
+	config := ess.HeartbeatConfig{ExecutorID: "exec-1", Scope: &essv1.Scope{},
+		TTL: time.Second, Interval: time.Millisecond, Alive: func() bool {
+			if asked.Add(1) == 3 { // at start, then the goroutine's first tick: a beat
+				h.client.Close()
+				close(closed)
+			}
+			return true
+		}}
+	hb, err := h.client.StartHeartbeat(context.Background(), config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close from Alive has not returned in 10 s")
+	}
+	if err := hb.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop after Close: %v", err)
+	}
+}
+
 func TestCloseHaltsHeartbeatsWithoutDeregisteringAndRefusesNewOnes(t *testing.T) {
 	h := newHarness(t, allow)
 	h.fake.beats = make(chan *essv1.HeartbeatRequest, 16)
@@ -135,13 +166,13 @@ func TestCloseHaltsHeartbeatsWithoutDeregisteringAndRefusesNewOnes(t *testing.T)
 	}
 	awaitBeat(t, h.fake.beats)
 	awaitBeat(t, h.fake.beats) // one from the goroutine
-	h.client.Close()           // returns once the goroutine has ended
+	h.client.Close()
+	if err := hb.Stop(context.Background()); err != nil { // returns once it has ended
+		t.Fatalf("Stop after Close: %v", err)
+	}
 	h.fake.mu.Lock()
 	sent := len(h.fake.heartbeats)
 	h.fake.mu.Unlock()
-	if err := hb.Stop(context.Background()); err != nil {
-		t.Fatalf("Stop after Close: %v", err)
-	}
 	h.fake.mu.Lock()
 	defer h.fake.mu.Unlock()
 	for _, beat := range h.fake.heartbeats {
@@ -150,7 +181,7 @@ func TestCloseHaltsHeartbeatsWithoutDeregisteringAndRefusesNewOnes(t *testing.T)
 		}
 	}
 	if len(h.fake.heartbeats) != sent {
-		t.Fatalf("%d heartbeats after Close", len(h.fake.heartbeats)-sent)
+		t.Fatalf("%d heartbeats after the goroutine ended", len(h.fake.heartbeats)-sent)
 	}
 	_, err = h.client.StartHeartbeat(context.Background(), config)
 	if !errors.Is(err, ess.ErrClosed) {
