@@ -698,7 +698,8 @@ Heartbeater::Heartbeater(Client& client, HeartbeatConfig config,
 // the Heartbeater just ends its thread, so that the scope trips when the TTL lapses.
 Heartbeater::~Heartbeater() {
   Leave();
-  EndThread();  // nothing if Stop ran
+  EndThread();  // nothing if Stop or Close ran
+  Join();       // the thread a Close told to end (review 54g: left joinable, it aborted)
 }
 
 // Out of the client's running heartbeats, once a Close halting it is done.
@@ -710,6 +711,15 @@ void Heartbeater::Leave() {
 // Marks it stopping and joins the thread (a beat in progress ends first); false if it was
 // stopping already.
 bool Heartbeater::EndThread() {
+  if (!Tell()) {
+    return false;
+  }
+  Join();
+  return true;
+}
+
+// Marks it stopping, without waiting; false if it was stopping already.
+bool Heartbeater::Tell() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
@@ -718,10 +728,16 @@ bool Heartbeater::EndThread() {
     stopping_ = true;
   }
   stop_cv_.notify_all();
-  if (thread_.joinable()) {
+  return true;
+}
+
+// Waits for the thread to end, unless this is the thread (Stop or Close from its own
+// `alive` or `on_error`, review 54g: it joined itself, std::system_error): it ends once
+// the callback returns, and the destructor, on another thread, joins it.
+void Heartbeater::Join() {
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
     thread_.join();
   }
-  return true;
 }
 
 // What every Stop returns from now on.
@@ -743,8 +759,16 @@ grpc::Status Heartbeater::Beat(bool deregister, std::chrono::microseconds timeou
   request.set_ttl_ms(ttl_ms_);
   request.set_deregister(deregister);
   v1::HeartbeatResponse response;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !deregister) {  // told to end meanwhile: no beat after that
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the heartbeat was stopped");
+    }
+    beating_ = &context;  // Halt cancels it
+  }
   grpc::Status status = client_.stub_->Heartbeat(&context, request, &response);
   std::lock_guard<std::mutex> lock(mu_);
+  beating_ = nullptr;
   last_status_ = status;
   if (status.ok()) {
     state_ = response.state();
@@ -766,7 +790,7 @@ void Heartbeater::Run() {
       // Bounded by the interval too, so that beats never pile up.
       const grpc::Status status = Beat(
           false, std::min<std::chrono::microseconds>(interval_, client_.options_.rpc_timeout));
-      if (!status.ok()) {
+      if (!status.ok() && !Stopping()) {
         config_.on_error(status);
       }
     }
@@ -818,6 +842,8 @@ grpc::Status Heartbeater::Stop() {
   if (!EndThread()) {  // stopped, or another thread is stopping it: wait for it
     std::unique_lock<std::mutex> lock(mu_);
     stop_cv_.wait(lock, [this] { return stopped_; });
+    lock.unlock();
+    Join();  // a Close told it to end: it has, when Stop returns
     return stop_status_;
   }
   // The client closed meanwhile: only stopped (the executor is gone with it).
@@ -827,10 +853,18 @@ grpc::Status Heartbeater::Stop() {
   return status;
 }
 
-// The client's Close (holding heartbeats_mu_): ends the beats and waits for the thread, a
-// beat in progress included, without deregistering; a later Stop returns OK.
+// The client's Close (holding heartbeats_mu_): tells the thread to end without waiting
+// for it (review 54g: Close from the heartbeat's own callback joined itself, and one while
+// `alive` blocked waited as long), and never deregisters; a later Stop returns OK. A beat
+// in progress ends with the call, and none is sent after: Run looks again after `alive`.
 void Heartbeater::Halt() {
-  if (EndThread()) {  // else Stop or the destructor has it (and left the set first)
+  if (Tell()) {  // else Stop or the destructor has it (and left the set first)
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (beating_ != nullptr) {
+        beating_->TryCancel();
+      }
+    }
     Finish(grpc::Status::OK);
   }
 }

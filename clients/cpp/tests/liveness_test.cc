@@ -1,6 +1,8 @@
 // Review 54a: the heartbeat's `alive` (beats withheld while the trading loop is not alive),
 // and a token Client refuses (a byte outside 0x20-0x7E).
+#include <atomic>
 #include <deque>
+#include <future>
 #include <stdexcept>
 
 #include "fake_guard.h"
@@ -120,9 +122,44 @@ TEST(Heartbeat, NotAliveAtTheStartIsRefusedAndSendsNothing) {
   EXPECT_TRUE(h.fake.Copy(h.fake.heartbeats).empty());
 }
 
+// Review 54g: Close joined each heartbeat's thread, so a Close from the heartbeat's own
+// `alive` joined itself (std::system_error), and a heartbeater destroyed after it left its
+// thread joinable (std::terminate). Close now only tells it to end.
+TEST(Heartbeat, CloseFromItsOwnAliveEndsItCleanly) {
+  for (const bool destroy : {false, true}) {
+    Harness h;
+    std::atomic<int> asked{0};
+    std::promise<void> closed;
+    ess::HeartbeatConfig config;
+    config.executor_id = "exec-1";
+    config.scope = *ess::ParseScope("STRATEGY:momo");
+    config.ttl = 1s;
+    config.interval = 1ms;
+    config.alive = [&] {
+      if (++asked == 2) {  // the first tick's, on the heartbeat's thread
+        h.client->Close();
+        closed.set_value();
+      }
+      return true;
+    };
+    grpc::Status status;
+    auto heartbeater = h.client->StartHeartbeat(config, &status);
+    ASSERT_NE(heartbeater, nullptr) << status.error_message();
+    ASSERT_EQ(closed.get_future().wait_for(10s), std::future_status::ready);
+    if (destroy) {
+      heartbeater.reset();  // joins the thread, which ends once `alive` returns
+    } else {
+      EXPECT_TRUE(heartbeater->Stop().ok());
+    }
+    for (const auto& beat : h.fake.Copy(h.fake.heartbeats)) {
+      EXPECT_FALSE(beat.deregister());
+    }
+  }
+}
+
 // Review 54e: a closed client's heartbeats beat on, and a new one could be started, so its
-// scope never tripped. Close now ends them (waiting for a tick in progress, which then sends
-// nothing) without deregistering; Stop then sends nothing, and nothing more is started.
+// scope never tripped. Close now ends them (a tick in progress sends nothing after it)
+// without deregistering; Stop then sends nothing, and nothing more is started.
 TEST(Heartbeat, CloseEndsTheBeatsWithoutDeregistering) {
   Harness h;
   Script script;

@@ -260,6 +260,8 @@ class Heartbeater {
   void Halt();  // the client's Close: stop beating, never deregister
   bool Stopping() const;
   bool EndThread();
+  bool Tell();
+  void Join();
   void Finish(grpc::Status status);
   void Leave();
 
@@ -271,6 +273,7 @@ class Heartbeater {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   bool stopped_ = false;
+  grpc::ClientContext* beating_ = nullptr;  // the beat in flight, which Halt cancels
   grpc::Status stop_status_;
   v1::State state_ = v1::STATE_UNSPECIFIED;
   grpc::Status last_status_;
@@ -381,8 +384,10 @@ class Client {
 
   // Denies the checks in flight, ends the stream and stops the background thread; later
   // checks are denied (kClientError). Stops its heartbeats without deregistering (their
-  // scopes trip at the ttl, as for an executor that died), waiting for a beat in progress
-  // (a blocking `alive` included); later heartbeats are refused. Idempotent.
+  // scopes trip at the ttl, as for an executor that died): tells them to end and cancels a
+  // beat in flight, without waiting for them (it may be called from a heartbeat's `alive`
+  // or `on_error`; a Heartbeater's Stop or destructor waits for its thread); later
+  // heartbeats are refused. Idempotent.
   void Close();
 
  private:
