@@ -39,6 +39,11 @@ type Heartbeater struct {
 	done   chan struct{}
 	once   sync.Once // Stop's
 	halted sync.Once // closing stop: Stop's or the client's Close's
+	// Held while a beat is sent: Stop takes it after telling the goroutine to end, so a
+	// beat in flight ends first and none follows the deregistration, though Stop never
+	// waits for the goroutine (review 54h: from its own Alive or OnError it waited for
+	// itself, for good).
+	beating sync.Mutex
 
 	mu        sync.Mutex
 	lastState essv1.State
@@ -124,12 +129,6 @@ func (h *Heartbeater) signal() {
 	h.halted.Do(func() { close(h.stop) })
 }
 
-// halt ends the goroutine and waits for it (a beat in flight included).
-func (h *Heartbeater) halt() {
-	h.signal()
-	<-h.done
-}
-
 func (h *Heartbeater) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, min(h.config.Interval, h.client.opts.rpcTimeout))
 	defer cancel()
@@ -160,12 +159,26 @@ func (h *Heartbeater) run() {
 				return
 			}
 			if !h.withhold(alive) {
-				if err := h.beat(context.Background()); err != nil && !h.halting() {
-					h.config.OnError(err)
+				sent, err := h.beatUnlessHalting()
+				if !sent {
+					return
+				}
+				if err != nil && !h.halting() {
+					h.config.OnError(err) // not holding beating: it may call Stop
 				}
 			}
 		}
 	}
+}
+
+// beatUnlessHalting sends a beat unless Stop or Close has told the goroutine to end.
+func (h *Heartbeater) beatUnlessHalting() (bool, error) {
+	h.beating.Lock()
+	defer h.beating.Unlock()
+	if h.halting() {
+		return false, nil
+	}
+	return true, h.beat(context.Background())
 }
 
 // halting says whether Stop or Close has told the goroutine to end.
@@ -244,7 +257,9 @@ func (h *Heartbeater) Err() error {
 func (h *Heartbeater) Stop(ctx context.Context) error {
 	var err error
 	h.once.Do(func() {
-		h.halt()
+		h.signal()
+		h.beating.Lock() // a beat in flight ends first, and none starts after
+		h.beating.Unlock()
 		c := h.client
 		c.heartbeatsMu.Lock()
 		delete(c.heartbeats, h)

@@ -155,6 +155,45 @@ func TestCloseFromAHeartbeatsOwnAliveReturns(t *testing.T) {
 	}
 }
 
+// Review 54h: Stop waited for the heartbeat's goroutine, so a Stop from its own Alive
+// waited for itself, for good, and the executor was never deregistered.
+func TestStopFromTheHeartbeatsOwnAliveDeregisters(t *testing.T) {
+	h := newHarness(t, allow)
+	h.fake.beats = make(chan *essv1.HeartbeatRequest, 64)
+	stopped := make(chan error, 1)
+	var asked atomic.Int32
+	var hb *ess.Heartbeater
+	ready := make(chan struct{})
+	config := ess.HeartbeatConfig{ExecutorID: "exec-1", Scope: &essv1.Scope{},
+		TTL: time.Second, Interval: time.Millisecond, Alive: func() bool {
+			if asked.Add(1) == 3 { // on the goroutine, once StartHeartbeat has returned
+				<-ready
+				stopped <- hb.Stop(context.Background())
+			}
+			return true
+		}}
+	var err error
+	hb, err = h.client.StartHeartbeat(context.Background(), config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Stop from Alive: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop from Alive has not returned in 10 s")
+	}
+	h.fake.mu.Lock()
+	defer h.fake.mu.Unlock()
+	last := h.fake.heartbeats[len(h.fake.heartbeats)-1]
+	if !last.GetDeregister() {
+		t.Fatal("no deregistration, or a beat after it")
+	}
+}
+
 func TestCloseHaltsHeartbeatsWithoutDeregisteringAndRefusesNewOnes(t *testing.T) {
 	h := newHarness(t, allow)
 	h.fake.beats = make(chan *essv1.HeartbeatRequest, 16)
@@ -167,7 +206,7 @@ func TestCloseHaltsHeartbeatsWithoutDeregisteringAndRefusesNewOnes(t *testing.T)
 	awaitBeat(t, h.fake.beats)
 	awaitBeat(t, h.fake.beats) // one from the goroutine
 	h.client.Close()
-	if err := hb.Stop(context.Background()); err != nil { // returns once it has ended
+	if err := hb.Stop(context.Background()); err != nil { // a beat in flight has ended
 		t.Fatalf("Stop after Close: %v", err)
 	}
 	h.fake.mu.Lock()
