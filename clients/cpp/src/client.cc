@@ -735,7 +735,12 @@ bool Heartbeater::Tell() {
 // `alive` or `on_error`, review 54g: it joined itself, std::system_error): it ends once
 // the callback returns, and the destructor, on another thread, joins it.
 void Heartbeater::Join() {
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
+  bool own;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    own = runner_ == std::this_thread::get_id();
+  }
+  if (!own && thread_.joinable()) {
     thread_.join();
   }
 }
@@ -779,6 +784,7 @@ grpc::Status Heartbeater::Beat(bool deregister, std::chrono::microseconds timeou
 void Heartbeater::Run() {
   auto next = AddCapped(Clock::now(), interval_);
   std::unique_lock<std::mutex> lock(mu_);
+  runner_ = std::this_thread::get_id();
   while (!stop_cv_.wait_until(lock, next, [this] { return stopping_; })) {
     lock.unlock();
     const bool alive = Alive();
@@ -841,6 +847,11 @@ grpc::Status Heartbeater::Stop() {
   Leave();  // waits for a Close halting it
   if (!EndThread()) {  // stopped, or another thread is stopping it: wait for it
     std::unique_lock<std::mutex> lock(mu_);
+    if (runner_ == std::this_thread::get_id() && !stopped_) {
+      // From its own `alive` or `on_error` while another thread's Stop joins it: that one
+      // finishes once this callback returns (review 54h: each waited for the other).
+      return grpc::Status::OK;
+    }
     stop_cv_.wait(lock, [this] { return stopped_; });
     lock.unlock();
     Join();  // a Close told it to end: it has, when Stop returns

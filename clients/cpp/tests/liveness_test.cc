@@ -157,6 +157,42 @@ TEST(Heartbeat, CloseFromItsOwnAliveEndsItCleanly) {
   }
 }
 
+// Review 54h: a Stop from the heartbeat's own `alive` while another thread's Stop joined
+// the heartbeat's thread waited for that Stop, which waited for it: neither returned.
+TEST(Heartbeat, StopFromItsOwnAliveWhileAnotherStopJoinsItReturns) {
+  Harness h;
+  std::promise<void> stopping;
+  auto main_stops = stopping.get_future().share();
+  std::atomic<int> asked{0};
+  ess::Heartbeater* self = nullptr;
+  ess::HeartbeatConfig config;
+  config.executor_id = "exec-1";
+  config.scope = *ess::ParseScope("STRATEGY:momo");
+  config.ttl = 1s;
+  config.interval = 1ms;
+  config.alive = [&] {
+    if (++asked == 2) {  // the first tick's, on the heartbeat's thread
+      main_stops.wait();
+      EXPECT_TRUE(self->Stop().ok());
+    }
+    return true;
+  };
+  grpc::Status status;
+  auto heartbeater = h.client->StartHeartbeat(config, &status);
+  ASSERT_NE(heartbeater, nullptr) << status.error_message();
+  self = heartbeater.get();
+  auto stopped = std::async(std::launch::async, [&] { return heartbeater->Stop(); });
+  stopping.set_value();
+  ASSERT_EQ(stopped.wait_for(10s), std::future_status::ready)
+      << "the two Stops wait for each other";
+  EXPECT_TRUE(stopped.get().ok());
+  int deregistrations = 0;
+  for (const auto& beat : h.fake.Copy(h.fake.heartbeats)) {
+    deregistrations += beat.deregister() ? 1 : 0;
+  }
+  EXPECT_EQ(deregistrations, 1);
+}
+
 // Review 54e: a closed client's heartbeats beat on, and a new one could be started, so its
 // scope never tripped. Close now ends them (a tick in progress sends nothing after it)
 // without deregistering; Stop then sends nothing, and nothing more is started.

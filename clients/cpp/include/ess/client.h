@@ -274,6 +274,7 @@ class Heartbeater {
   bool stopping_ = false;
   bool stopped_ = false;
   grpc::ClientContext* beating_ = nullptr;  // the beat in flight, which Halt cancels
+  std::thread::id runner_;                  // the heartbeat's thread, once it runs
   grpc::Status stop_status_;
   v1::State state_ = v1::STATE_UNSPECIFIED;
   grpc::Status last_status_;
