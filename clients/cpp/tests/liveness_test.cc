@@ -122,26 +122,34 @@ TEST(Heartbeat, NotAliveAtTheStartIsRefusedAndSendsNothing) {
   EXPECT_TRUE(h.fake.Copy(h.fake.heartbeats).empty());
 }
 
+// A heartbeat every millisecond whose `alive` runs `act` on the first tick, on the
+// heartbeat's own thread (the first `alive` is StartHeartbeat's, on the caller's).
+ess::HeartbeatConfig OnFirstTick(std::function<void()> act) {
+  ess::HeartbeatConfig config;
+  config.executor_id = "exec-1";
+  config.scope = *ess::ParseScope("STRATEGY:momo");
+  config.ttl = 1s;
+  config.interval = 1ms;
+  config.alive = [asked = std::make_shared<std::atomic<int>>(0), act = std::move(act)] {
+    if (++*asked == 2) {
+      act();
+    }
+    return true;
+  };
+  return config;
+}
+
 // Review 54g: Close joined each heartbeat's thread, so a Close from the heartbeat's own
 // `alive` joined itself (std::system_error), and a heartbeater destroyed after it left its
 // thread joinable (std::terminate). Close now only tells it to end.
 TEST(Heartbeat, CloseFromItsOwnAliveEndsItCleanly) {
   for (const bool destroy : {false, true}) {
     Harness h;
-    std::atomic<int> asked{0};
     std::promise<void> closed;
-    ess::HeartbeatConfig config;
-    config.executor_id = "exec-1";
-    config.scope = *ess::ParseScope("STRATEGY:momo");
-    config.ttl = 1s;
-    config.interval = 1ms;
-    config.alive = [&] {
-      if (++asked == 2) {  // the first tick's, on the heartbeat's thread
-        h.client->Close();
-        closed.set_value();
-      }
-      return true;
-    };
+    const auto config = OnFirstTick([&] {
+      h.client->Close();
+      closed.set_value();
+    });
     grpc::Status status;
     auto heartbeater = h.client->StartHeartbeat(config, &status);
     ASSERT_NE(heartbeater, nullptr) << status.error_message();
@@ -163,20 +171,11 @@ TEST(Heartbeat, StopFromItsOwnAliveWhileAnotherStopJoinsItReturns) {
   Harness h;
   std::promise<void> stopping;
   auto main_stops = stopping.get_future().share();
-  std::atomic<int> asked{0};
   ess::Heartbeater* self = nullptr;
-  ess::HeartbeatConfig config;
-  config.executor_id = "exec-1";
-  config.scope = *ess::ParseScope("STRATEGY:momo");
-  config.ttl = 1s;
-  config.interval = 1ms;
-  config.alive = [&] {
-    if (++asked == 2) {  // the first tick's, on the heartbeat's thread
-      main_stops.wait();
-      EXPECT_TRUE(self->Stop().ok());
-    }
-    return true;
-  };
+  const auto config = OnFirstTick([&] {
+    main_stops.wait();
+    EXPECT_TRUE(self->Stop().ok());
+  });
   grpc::Status status;
   auto heartbeater = h.client->StartHeartbeat(config, &status);
   ASSERT_NE(heartbeater, nullptr) << status.error_message();
