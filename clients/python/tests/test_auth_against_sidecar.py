@@ -75,8 +75,8 @@ async def test_a_refused_stream_opened_by_connect_is_never_allowed_fail_open(
     for _ in range(30):
         async with GuardClient(secured.uds_target, token=new_token(), fail_open=True,
                                check_timeout_s=RELAXED_TIMEOUT_S) as client:
-            await client.connect(timeout_s=1.0)
-            verdicts.append(await client.check(**ORDER))
+            await client.connect(timeout_s=1.0)  # no headers come: the check goes out
+            verdicts.append(await client.check(**ORDER))  # as the refusal does, after 1 s
     assert [v for v in verdicts if v.allowed] == []
     assert {v.failure for v in verdicts} <= {Failure.REFUSED}
 
