@@ -740,7 +740,13 @@ void Heartbeater::Join() {
     std::lock_guard<std::mutex> lock(mu_);
     own = runner_ == std::this_thread::get_id();
   }
-  if (!own && thread_.joinable()) {
+  if (own) {
+    return;
+  }
+  // Two Stops after a Close both find it stopping: one joins (review 54i: both joined the
+  // one thread, and one of them waited for good).
+  std::lock_guard<std::mutex> joining(join_mu_);
+  if (thread_.joinable()) {
     thread_.join();
   }
 }

@@ -192,6 +192,24 @@ TEST(Heartbeat, StopFromItsOwnAliveWhileAnotherStopJoinsItReturns) {
   EXPECT_EQ(deregistrations, 1);
 }
 
+// Review 54i: after Close, two threads' Stops both joined the heartbeat's one thread, and
+// one of them waited for good (in 1 to 7 rounds of 40).
+TEST(Heartbeat, TwoStopsAfterCloseBothReturn) {
+  for (int round = 0; round < 20; ++round) {
+    Harness h;
+    grpc::Status status;
+    auto heartbeater = h.client->StartHeartbeat(OnFirstTick([] {}), &status);
+    ASSERT_NE(heartbeater, nullptr) << status.error_message();
+    h.client->Close();
+    auto first = std::async(std::launch::async, [&] { return heartbeater->Stop(); });
+    auto second = std::async(std::launch::async, [&] { return heartbeater->Stop(); });
+    ASSERT_EQ(first.wait_for(10s), std::future_status::ready) << "round " << round;
+    ASSERT_EQ(second.wait_for(10s), std::future_status::ready) << "round " << round;
+    EXPECT_TRUE(first.get().ok());
+    EXPECT_TRUE(second.get().ok());
+  }
+}
+
 // Review 54e: a closed client's heartbeats beat on, and a new one could be started, so its
 // scope never tripped. Close now ends them (a tick in progress sends nothing after it)
 // without deregistering; Stop then sends nothing, and nothing more is started.

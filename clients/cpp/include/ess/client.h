@@ -241,7 +241,8 @@ class Heartbeater {
   // Ends the heartbeats and deregisters the executor, so that the scope does not trip when
   // the TTL lapses. Returns the deregistration's status (only the first Stop sends it).
   // After the client's Close it only stops: it sends nothing and returns OK (the scope
-  // trips at the ttl).
+  // trips at the ttl). Called from its own `alive` or `on_error` while another thread's
+  // Stop is ending it, it returns OK at once: that Stop's status is the deregistration's.
   grpc::Status Stop();
   // The scope's state in the last successful heartbeat's answer.
   v1::State state() const;
@@ -280,6 +281,7 @@ class Heartbeater {
   grpc::Status last_status_;
   std::uint64_t skipped_ = 0;
   bool withheld_ = false;  // the last beat was withheld for `alive`
+  std::mutex join_mu_;  // one Join at a time joins the thread
   std::thread thread_;
 };
 
