@@ -666,11 +666,18 @@ class Guard(GuardReadings):
         stored = transitions[-1].version
         self.engine.stored_unapplied(transitions)  # plans start from them (review 41a)
         self._diverged_through = max(self._diverged_through, stored)
-        if not self.epoch:  # nothing may have been published under it (GLOBAL latched by
-            # the system already: the fail-closed trip is no transition): told in a new
-            # epoch, a watcher resumes after a restart with a resync (review 40m)
+        # Nothing may have been published under it (GLOBAL latched by the system already:
+        # the fail-closed trip is no transition): told in a new epoch, a watcher resumes
+        # after a restart with a resync (review 40m).
+        self._volatile_since(stored)
+
+    def _volatile_since(self, version: int) -> None:
+        """Versions from `version` on are told in this process's volatile epoch (unless
+        an earlier one began it): another run of the sidecar may number other transitions
+        so (`epoch_of`)."""
+        if not self.epoch:
             self.epoch = f"volatile-{self.engine.decision_prefix}"
-            self._volatile_from = stored
+            self._volatile_from = version
 
     def _told_unstored(self, trips: Sequence[Transition]) -> None:
         """No store holds `trips`, newly lost, and GetState shows them with their versions
@@ -681,9 +688,7 @@ class Guard(GuardReadings):
         of what had been shown lifted it). A retry of a trip lost already is not shown and
         takes no version (review 54f: a timer's, each run, burnt ten a second, and
         `store.keep_events`, counted in versions, pruned the history before the outage)."""
-        if not self.epoch:
-            self.epoch = f"volatile-{self.engine.decision_prefix}"
-            self._volatile_from = trips[0].version
+        self._volatile_since(trips[0].version)
         self.engine.numbered_past(trips)
 
     def _stalled(self) -> None:
@@ -756,9 +761,7 @@ class Guard(GuardReadings):
                      directives=directives):
             log.error("fail closed: GLOBAL tripped in memory, not durable",
                       extra=transition_fields(plan.transitions[0]))
-            if not self.epoch:
-                self.epoch = f"volatile-{self.engine.decision_prefix}"
-                self._volatile_from = plan.transitions[0].version
+            self._volatile_since(plan.transitions[0].version)
             self.engine.apply(plan.transitions, durable=False)
             self.subscribers.publish(plan.transitions)
             self.alerts.notify(plan.transitions)

@@ -891,26 +891,31 @@ def test_a_stop_stored_after_its_journal_sync_failed_is_numbered_past(
                     " sidecar restarts, which keeps it (it is in the state file)")
 
 
+class _RecordFails(NoJournal):
+    """A journal whose record fails for the commands `fails(command, transitions)` picks,
+    and every record after that: failed, as FileJournal is once a write failed."""
+
+    def __init__(self, fails) -> None:  # noqa: ANN001
+        self.broken, self._fails = False, fails
+
+    @property
+    def failed(self) -> bool:
+        return self.broken
+
+    def record(self, command, transitions=()) -> None:  # noqa: ANN001
+        if self.broken or self._fails(command, transitions):
+            self.broken = True
+            raise StoreUnavailable("journal write failed: EIO")
+
+
 def test_a_trip_stored_whose_record_failed_is_told_as_stored_and_answered_as_it_denies(
         caplog: pytest.LogCaptureFixture) -> None:
     """Review 49e: a breaker's trip whose journal record failed after it was stored was
     logged as not stored, to be cleared by sending it again, which planned nothing (the
     store holds it) and answered ARMED; only a restart clears it, and keeps it."""
-    class RecordFails(NoJournal):
-        broken = False
-
-        @property
-        def failed(self) -> bool:
-            return self.broken
-
-        def record(self, command, transitions=()) -> None:  # noqa: ANN001
-            if transitions or self.broken:
-                self.broken = True
-                raise StoreUnavailable("journal write failed: EIO")
-
     store = InMemoryStateStore()
     guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16),
-                  journal=RecordFails())
+                  journal=_RecordFails(lambda command, transitions: bool(transitions)))
     breach = Scope(ScopeKind.ACCOUNT, "acc-1"), Metric.DAILY_DRAWDOWN_PCT, 50.0
     with pytest.raises(StoreUnavailable):
         guard.report_metric(*breach)
@@ -928,18 +933,6 @@ def test_a_reset_stored_whose_record_failed_is_said_and_alerted_as_applied_at_th
     """Review 54c: a reset stored, then its journal record failed: answered UNAVAILABLE,
     the scope stayed TRIPPED in that process and ARMED after the restart, and nothing
     said so; an operator who decided to keep it halted was overruled at the restart."""
-    class ResetRecordFails(NoJournal):
-        broken = False
-
-        @property
-        def failed(self) -> bool:
-            return self.broken
-
-        def record(self, command, transitions=()) -> None:  # noqa: ANN001
-            if type(command).__name__ == "ResetAsked":
-                self.broken = True
-                raise StoreUnavailable("journal write failed: ENOSPC")
-
     class Warnings(NoAlerts):
         def __init__(self) -> None:
             self.said: list[str] = []
@@ -949,7 +942,8 @@ def test_a_reset_stored_whose_record_failed_is_said_and_alerted_as_applied_at_th
 
     store, alerts = InMemoryStateStore(), Warnings()
     guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(16),
-                  alerts=alerts, journal=ResetRecordFails())
+                  alerts=alerts, journal=_RecordFails(
+                      lambda command, transitions: type(command).__name__ == "ResetAsked"))
     trigger(guard, MOMO)
     with pytest.raises(StoreUnavailable):
         guard.reset(MOMO, "desk says go", force=True, actor="alice")
