@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .adapters.auth.tokens import Principals, load_principals
+from .adapters.storage.floor import FileVersionFloor
 from .adapters.storage.journal import FileJournal, journal_path
 from .adapters.storage.sqlite import ForLostVersions, ResealSummary, SqliteStateStore
 from .adapters.storage.unavailable import UnavailableStateStore
@@ -18,8 +19,8 @@ from .domain.engine import GuardEngine
 from .domain.errors import StoreUnavailable
 from .domain.scopes import GLOBAL
 from .domain.states import Cause, Transition, TriggerMode
-from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoJournal, StateStore, \
-    SteadyClock, StoredState, SystemClock
+from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoFloor, NoJournal, \
+    StateStore, SteadyClock, StoredState, SystemClock, VersionFloor
 from .recovery import last_clock_read, latest_time, reconcile, replay, respelled
 from .service import Guard
 from .settings import Settings
@@ -62,6 +63,32 @@ def open_journal(settings: Settings, store_was_in_use: bool,
     return FileJournal(journal_path(store), settings.store.journal_sync_interval_s,
                        required=store_was_in_use, identity=identity,
                        locked=(f"{store}.lock", store))
+
+
+def open_floor(settings: Settings, opened: bool, store: StateStore,
+               stored: StoredState | None) -> VersionFloor:
+    """The version floor beside the SQLite store (`<store.path>.floor`), if this process
+    opened the store and holds its lock (`opened`: not a store given by a test)."""
+    if not (opened and store.locked):
+        return NoFloor()
+    return FileVersionFloor(settings.store.path, stored.identity if stored else None)
+
+
+def keep_floor(engine: GuardEngine, floor: VersionFloor, stored: StoredState | None) -> None:
+    """After the restore: number past every version a run before this one told with no
+    store holding it, and make sure the floor can be written on a full disk."""
+    told = floor.read()
+    if told > engine.version:
+        log.warning("a run before this one told versions up to %d that the store does not"
+                    " hold (it failed closed): what comes next is numbered past them, so"
+                    " no version told names another transition", told)
+        engine.numbered_past(told)
+    if isinstance(floor, FileVersionFloor) and stored is not None:
+        try:
+            floor.prepare(engine.version)
+        except (OSError, ValueError) as error:
+            log.warning("the version floor cannot be written (%s): versions told while"
+                        " failed closed may be given again after a restart", error)
 
 
 def load_journal(journal: Journal) -> tuple[Journal, list[JournalEntry], str]:
@@ -138,6 +165,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     credentials = open_credentials(settings)
     observed = open_observability(settings, span_exporters)
     engine = GuardEngine(settings.guard_config(), decision_prefix=secrets.token_hex(4))
+    given = store is not None
     store_was_in_use = store is None and SqliteStateStore.in_use(settings.store.path)
     store, stored = load(lambda: store or open_store(settings))
     if store.locked:
@@ -158,11 +186,13 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
                            2 * settings.watch.heartbeat_interval_s,
                            most_scopes=settings.watch.max_scopes,
                            most_internal=FANOUT_PLACES if settings.watch.fans_out() else 0)
+    floor = open_floor(settings, not given, store, stored)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
-                  principals.is_operator if principals is not None else None)
+                  principals.is_operator if principals is not None else None, floor)
     # The store's trips, even when the journal cannot be read:
     wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)
+    keep_floor(engine, floor, stored)
     problem = unreadable or wrong
     alerts.notify(taken)  # taken from the store: a crash may have come before their alerts
     alerts.still_latched(engine.restricted())  # or one that was waiting to be sent
@@ -264,6 +294,8 @@ def _global_trip(settings: Settings, current: list[Transition], version: int,
     now = max(SystemClock().now(), latest_time(StoredState(current), [last] if last else []))
     engine = GuardEngine(settings.guard_config())
     engine.restore(current, version, now)
+    # Past what a damaged start told (its fail-closed trip, never stored): review 54c.
+    engine.numbered_past(FileVersionFloor(settings.store.path, identity).read())
     plan = engine.plan(now)
     plan.trip(GLOBAL, TriggerMode.HALT, Cause.SYSTEM, f"ess-sidecar reseal: {reason}",
               "ess-sidecar reseal")

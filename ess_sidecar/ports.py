@@ -153,6 +153,39 @@ class NoJournal(Journal):
         pass
 
 
+class VersionFloor(abc.ABC):
+    """Where the highest version this process may have told without a store holding it
+    (the fail-closed trip, a lost trip) outlives the process: the next run numbers its
+    transitions past it, so no version told is given to another transition (docs/
+    design.md, "The version floor"). Kept where a full disk does not stop a write."""
+
+    @abc.abstractmethod
+    def read(self) -> int:
+        """The floor an earlier run left (0: none)."""
+
+    @abc.abstractmethod
+    def raise_to(self, version: int) -> None:
+        """Keep `version` as the floor if it is higher: made durable soon after, in the
+        background. Returns at once and never raises (a failure is logged)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish what was asked, for a while at most, and release the file."""
+
+
+class NoFloor(VersionFloor):
+    """Nowhere: versions told while failed closed may be given again after a restart."""
+
+    def read(self) -> int:
+        return 0
+
+    def raise_to(self, version: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class AlertSink(abc.ABC):
     """Where operators are told about transitions (trips, resets, re-arms, lost
     heartbeats). Delivery happens elsewhere, later: the guard never waits for it."""

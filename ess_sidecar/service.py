@@ -31,8 +31,8 @@ from .domain.planner import Plan
 from .domain.working import OrderRecord
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode
-from .ports import AlertSink, Clock, EventQuery, GuardReadings, Journal, NoAlerts, NoJournal, \
-    NoTelemetry, StateStore, Telemetry
+from .ports import AlertSink, Clock, EventQuery, GuardReadings, Journal, NoAlerts, NoFloor, \
+    NoJournal, NoTelemetry, StateStore, Telemetry, VersionFloor
 from .watch import Subscribers, Subscription
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,8 @@ class Guard(GuardReadings):
     def __init__(self, engine: GuardEngine, store: StateStore, clock: Clock,
                  subscribers: Subscribers, alerts: AlertSink | None = None,
                  telemetry: Telemetry | None = None, journal: Journal | None = None,
-                 is_operator: Callable[[str, str], bool] | None = None) -> None:
+                 is_operator: Callable[[str, str], bool] | None = None,
+                 floor: VersionFloor | None = None) -> None:
         self.engine = engine
         self.subscribers = subscribers
         self.alerts = alerts or NoAlerts()
@@ -154,6 +155,7 @@ class Guard(GuardReadings):
         self._diverged_through = 0
         self._store = store
         self._journal = journal or NoJournal()
+        self._floor = floor or NoFloor()  # past every version told and not stored
         self._clock = clock
         self._clock_marked = clock.now()  # the last timer run journaled
         self._writing = asyncio.Lock()  # run_async: one command at a time
@@ -689,7 +691,8 @@ class Guard(GuardReadings):
         takes no version (review 54f: a timer's, each run, burnt ten a second, and
         `store.keep_events`, counted in versions, pruned the history before the outage)."""
         self._volatile_since(trips[0].version)
-        self.engine.numbered_past(trips)
+        self.engine.numbered_past(max(trip.version for trip in trips))
+        self._floor.raise_to(self.engine.version)  # and the next run, too
 
     def _stalled(self) -> None:
         """A store write has run for store_stall_s (a hung disk): every command after it
@@ -728,10 +731,14 @@ class Guard(GuardReadings):
     async def drain(self) -> None:
         """Before the store closes (the server and the timers stopped): wait for every
         command that came to finish, then stop the store's thread. A store call after
-        this fails (StoreUnavailable): no thread but the closing one touches the store."""
+        this fails (StoreUnavailable): no thread but the closing one touches the store.
+        The version floor is left at the last version numbered: a next start that cannot
+        read the store numbers past it all the same."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
         self._drained = True
+        self._floor.raise_to(self.engine.version)
+        self._floor.close()
         for thread in (self._thread, self._reads):
             if thread is not None:
                 thread.shutdown(wait=True)
@@ -762,6 +769,7 @@ class Guard(GuardReadings):
             log.error("fail closed: GLOBAL tripped in memory, not durable",
                       extra=transition_fields(plan.transitions[0]))
             self._volatile_since(plan.transitions[0].version)
+            self._floor.raise_to(plan.transitions[0].version)  # the next run numbers past it
             self.engine.apply(plan.transitions, durable=False)
             self.subscribers.publish(plan.transitions)
             self.alerts.notify(plan.transitions)

@@ -82,13 +82,19 @@ def malformed_timeout_answered(port: int, within_s: float) -> bool:
     return False
 
 
-def python_under(open_files: tuple[int, int] | None) -> list[str]:
-    """The interpreter's command, started under `open_files` (soft, hard) if given: the
-    limit set, then the interpreter exec'd with the arguments that follow."""
-    if open_files is None:
+def python_under(open_files: tuple[int, int] | None, file_size: int | None = None) -> list[str]:
+    """The interpreter's command, started under `open_files` (soft, hard) and `file_size`
+    if given: the limits set, then the interpreter exec'd with the arguments that follow.
+    `file_size`: bytes a file may hold (SIGXFSZ ignored): a write past it fails, as on a
+    full disk, and one over bytes written already goes through, as there."""
+    limits = [] if open_files is None else \
+        [f"resource.setrlimit(resource.RLIMIT_NOFILE, {open_files})"]
+    if file_size is not None:
+        limits += ["signal.signal(signal.SIGXFSZ, signal.SIG_IGN)",
+                   f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size}, {file_size}))"]
+    if not limits:
         return [sys.executable]
-    return [sys.executable, "-c", "import os, resource, sys;"
-            f" resource.setrlimit(resource.RLIMIT_NOFILE, {open_files});"
+    return [sys.executable, "-c", f"import os, resource, signal, sys; {'; '.join(limits)};"
             " os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
 
 
@@ -104,9 +110,12 @@ class SidecarProcess:
 
     def __init__(self, workdir: Path, config: str = "", drain_s: float | None = 0.0,
                  open_files: tuple[int, int] | None = None) -> None:
-        """`open_files`: its (soft, hard) limit on open files, if not this process's."""
+        """`open_files`: its (soft, hard) limit on open files, if not this process's.
+        `file_size` (set before a start): the bytes a file may hold, as if the disk were
+        full past them (python_under)."""
         self.workdir = workdir
         self.open_files = open_files
+        self.file_size: int | None = None
         self.config = workdir / "ess.toml"
         self.config.write_text(config)
         self.state = workdir / "ess.db"
@@ -132,8 +141,8 @@ class SidecarProcess:
             environment["ESS_SHUTDOWN__DRAIN_S"] = str(self.drain_s)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [*python_under(self.open_files), "-m", "ess_sidecar", "serve", "--config",
-                 str(self.config), "--listen", self.tcp_target, "--uds", str(self.uds),
+                [*python_under(self.open_files, self.file_size), "-m", "ess_sidecar", "serve",
+                 "--config", str(self.config), "--listen", self.tcp_target, "--uds", str(self.uds),
                  "--state", str(self.state)], stdout=log if output is None else output,
                 stderr=subprocess.STDOUT, env=environment)
         try:

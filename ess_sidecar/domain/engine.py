@@ -491,11 +491,11 @@ class GuardEngine:
             return current
         return None if unapplied.state is State.ARMED else unapplied
 
-    def numbered_past(self, transitions: Iterable[Transition]) -> None:
-        """Transitions no store holds, whose versions were told (GetState shows a lost
-        trip's): what comes next is numbered after them, never given one of theirs."""
-        for transition in transitions:
-            self.version = max(self.version, transition.version)
+    def numbered_past(self, version: int) -> None:
+        """Versions up to `version` were told with no store holding them (GetState shows
+        a lost trip's; a run before this one told them: the version floor): what comes
+        next is numbered after them, never given one of theirs."""
+        self.version = max(self.version, version)
 
     def stored_unapplied(self, transitions: Iterable[Transition]) -> None:
         """Transitions the store holds that memory will not apply: what comes next is

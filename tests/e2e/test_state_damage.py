@@ -227,8 +227,10 @@ def test_a_reset_naming_what_the_damaged_start_showed_lifts_nothing_after_the_re
         sidecar_process: SidecarProcess) -> None:
     """Review 54c: the damaged start's GLOBAL trip (never stored) and the reseal's trip
     (stored) had one version, and a reset naming what the damaged start had shown lifted
-    the reseal's trip, which says to check every scope first. The version is sent with
-    its epoch: the damaged start's is its own."""
+    the reseal's trip, which says to check every scope first. The damaged start left its
+    version in the version floor, and the reseal numbers its trip past it: a reset naming
+    what was shown is refused, sent with its epoch or, as a client that knows none sends
+    it, without."""
     delete_seal(trip_and_kill(sidecar_process))
     sidecar_process.start()
     with open_channel(sidecar_process, uds=True) as channel:
@@ -240,19 +242,63 @@ def test_a_reset_naming_what_the_damaged_start_showed_lifts_nothing_after_the_re
     with open_channel(sidecar_process, uds=True) as channel:
         stub = guard_stub(channel)
         (resealed,) = global_states(stub)
-        assert (resealed.version, resealed.epoch) == (shown.version, "")
+        assert resealed.version > shown.version and resealed.epoch == ""
         assert resealed.reason != shown.reason
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="disk checked", force=True,
-                                       expected_version=shown.version,
-                                       expected_epoch=shown.epoch))
-        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-        assert "was not sent with the epoch" in (refused.value.details() or "")
+        for epoch in (shown.epoch, ""):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="disk checked", force=True,
+                                           expected_version=shown.version,
+                                           expected_epoch=epoch))
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert f"changed since version {shown.version}" in (refused.value.details() or "")
         assert global_states(stub) == [resealed]
         reset = stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="every scope checked",
                                            force=True, expected_version=resealed.version,
                                            expected_epoch=resealed.epoch))
         assert reset.state == pb.STATE_ARMED and global_states(stub) == []
+
+
+def test_versions_told_on_a_full_disk_are_never_given_to_other_transitions(
+        sidecar_process: SidecarProcess) -> None:
+    """Known gap 5, for a client that sends a version without its epoch (review 29's
+    `Reset(expected_version, force)`): a sidecar started on a full disk (a file-size limit
+    here) cannot open its store, fails closed and tells GLOBAL's trip and a lost trip
+    with versions no store holds. Restarted with room, it gave those versions to the next
+    transitions, another operator's halts, and a reset naming what had been shown lifted
+    them. The version floor, written in place where the disk had no room, is numbered
+    past."""
+    lost_scope = pb.Scope(kind=pb.SCOPE_KIND_ACCOUNT, id="acc-lost")
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        guard_stub(channel).Trigger(pb.TriggerRequest(scope=TRIPPED, reason="desk halt"))
+    assert sidecar_process.terminate() == 0
+    sidecar_process.file_size = 600  # the seal and the floor in place, no page
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        with pytest.raises(grpc.RpcError) as lost:
+            stub.Trigger(pb.TriggerRequest(scope=lost_scope, reason="fat finger, resume"))
+        assert lost.value.code() is grpc.StatusCode.UNAVAILABLE
+        shown = {s.scope.id or "GLOBAL": s for s in stub.GetState(pb.GetStateRequest()).scopes}
+    assert shown["GLOBAL"].epoch and shown[lost_scope.id].epoch  # neither stored
+    sidecar_process.kill()
+    sidecar_process.file_size = None
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        for scope in (GLOBAL, lost_scope):
+            stub.Trigger(pb.TriggerRequest(scope=scope, reason="DO NOT RESUME"))
+        halts = {s.scope.id or "GLOBAL": s for s in stub.GetState(pb.GetStateRequest()).scopes}
+        for name, scope in (("GLOBAL", GLOBAL), (lost_scope.id, lost_scope)):
+            assert halts[name].version > max(s.version for s in shown.values())
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Reset(pb.ResetRequest(scope=scope, reason="saw it", force=True,
+                                           expected_version=shown[name].version))
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert f"changed since version {shown[name].version}" in refused.value.details()
+        assert {s.scope.id or "GLOBAL": s for s in stub.GetState(pb.GetStateRequest()).scopes
+                } == halts
+    assert "told versions up to" in sidecar_process.output()
 
 
 def global_states(stub) -> list[pb.ScopeState]:  # noqa: ANN001

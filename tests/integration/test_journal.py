@@ -376,7 +376,9 @@ def test_a_record_a_newer_version_wrote_is_named_so_and_refused_by_a_reseal(
     app.journal.close()
     app.store.close()
     monkeypatch.undo()
-    files = sorted(path for path in tmp_path.iterdir() if path.is_file())
+    # The version floor takes the failed-closed start's GLOBAL trip: the rest is untouched
+    files = sorted(path for path in tmp_path.iterdir() if path.is_file()
+                   and not path.name.endswith(".floor"))
     before = [path.read_bytes() for path in files]
     restarted = build(settings, clock=FakeClock())
     assert f"is of a kind this version does not know ({named}): a newer ess-sidecar wrote" \
