@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import logging
 import secrets
@@ -63,6 +65,22 @@ def open_journal(settings: Settings, store_was_in_use: bool,
     return FileJournal(journal_path(store), settings.store.journal_sync_interval_s,
                        required=store_was_in_use, identity=identity,
                        locked=(f"{store}.lock", store))
+
+
+def described(value: Any) -> Any:
+    """A configuration as plain data for a log line: enums as written in the file, scopes
+    as `KIND:id`."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: described(getattr(value, field.name))
+                for field in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value, str) else value.name.lower()
+    if isinstance(value, dict):
+        return {key if isinstance(key, str) else str(described(key)) if isinstance(
+            key, enum.Enum) else str(key): described(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [described(item) for item in value]
+    return value
 
 
 def open_floor(settings: Settings, opened: bool, store: StateStore,
@@ -186,6 +204,9 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
                            2 * settings.watch.heartbeat_interval_s,
                            most_scopes=settings.watch.max_scopes,
                            most_internal=FANOUT_PLACES if settings.watch.fans_out() else 0)
+    # What judges from now on, latches already set included (docs/design.md, "A
+    # configuration changed across a restart"): the file may change before the next look.
+    log.info("configuration in force", extra=described(engine.config))
     floor = open_floor(settings, not given, store, stored)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
@@ -193,6 +214,12 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     # The store's trips, even when the journal cannot be read:
     wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)
     keep_floor(engine, floor, stored)
+    cap = engine.config.limits.max_remembered_orders
+    if len(engine.orders.records) >= cap:  # review 55b: a cap lowered before the restart
+        log.warning("%d order ids are remembered, at or past limits.max_remembered_orders"
+                    " (%d): every new order is denied DUPLICATE_ORDER until enough of them"
+                    " age out (limits.order_id_retention_s) or the cap is raised",
+                    len(engine.orders.records), cap)
     problem = unreadable or wrong
     alerts.notify(taken)  # taken from the store: a crash may have come before their alerts
     alerts.still_latched(engine.restricted())  # or one that was waiting to be sent

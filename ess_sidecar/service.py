@@ -233,8 +233,8 @@ class Guard(GuardReadings):
         # after a snapshot that counted it (booked twice), or not at all.
         books = not (outcome.refused or outcome.conflict or outcome.duplicate)
         if books or outcome.renewal:
-            self._record(FillReported(fill, now, books, outcome.renewal, outcome.untripped),
-                         holds=plan.transitions)
+            self._record(FillReported(fill, now, books, outcome.renewal, outcome.untripped,
+                                      outcome.marked), holds=plan.transitions)
         if outcome.unchecked:  # before its trip is stored: logged if that fails too
             log.warning("unchecked fill", extra={"account": account.id, "actor": actor,
                                                  "reason": outcome.unchecked})
@@ -431,7 +431,7 @@ class Guard(GuardReadings):
             log.warning("reset pending approval", extra={
                 "scope": str(scope), "actor": actor, "reason": reason, "forced": force,
                 "expires_at": pending.expires_at, "latches": pending.latches})
-            self._record(command)
+            self._record(dataclasses.replace(command, expires_at=pending.expires_at))
             return dataclasses.replace(self._outcome(scope, []), pending_reset=pending)
         transitions = yield from self._commit(plan, command)
         approved = next((t.actor for t in transitions if t.approved_by), "")

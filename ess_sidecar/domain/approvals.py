@@ -64,18 +64,24 @@ class Approvals:
 
     def review(self, scope: Scope, trip_version: int, actor: str, reason: str, force: bool,
                now: float, latches: tuple[str, ...] = (), void: bool = False,
-               credential: str = "") -> PendingReset:
+               credential: str = "", expires_at: float | None = None) -> PendingReset:
         """A reset by `actor`: the pending request it approves, or a new pending request
         (return value's requested_by is then `actor`). ResetRefused when the same operator
         asks again, or asks with a different force than the pending request. `void`: the
         pending request is void (its requester, or the credential it came with, is no
-        longer an operator's), and `actor`'s (with `credential`) is a new one."""
+        longer an operator's), and `actor`'s (with `credential`) is a new one.
+        `expires_at`: a new request's expiry as the process that took it set it (a
+        replay's), unless the window in force now ends it sooner (review 55b: a request
+        that had expired came back when a restart lengthened the window, and one more
+        operator's reset lifted the scope)."""
         if void:
             self.discard(scope)
         pending = self.pending(scope, trip_version, now)
         if pending is None:
+            expiry = now + self.policy.window_s
             pending = PendingReset(scope, trip_version, actor, reason, force,
-                                   now + self.policy.window_s, latches, credential)
+                                   expiry if expires_at is None else min(expiry, expires_at),
+                                   latches, credential)
             self._pending[scope] = pending
             return pending
         if pending.requested_by == actor:

@@ -57,6 +57,11 @@ class FillReported:
     booked: bool = True
     renewal: str = ""
     untripped: str = ""
+    # Whether its price became the account's mark, judged by the price band and reference
+    # price in force then (review 55b: a band narrowed before a restart took the mark back
+    # to the reference, and an order over the exposure limit was allowed). None in
+    # journals before it: the configuration in force at replay judges it again.
+    marked: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class ResetAsked:
     # The pending request it met was void: its requester was no longer an operator.
     void: bool = False
     credential: str = ""  # which credential of actor's it came with (Principal.credential)
+    # The expiry it was given, if it became a pending request (review 55b); None in
+    # journals before it, and for a reset that took effect.
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -580,7 +580,8 @@ class GuardEngine:
 
     def plan_reset(self, scope: Scope, reason: str, force: bool, actor: str, now: float,
                    latches: Iterable[str] = (), expected_version: int = 0,
-                   void: bool = False, credential: str = "", elsewhere: bool = False) -> Plan:
+                   void: bool = False, credential: str = "", elsewhere: bool = False,
+                   expires_at: float | None = None) -> Plan:
         """Lift the named latches of a restricted scope (none named: all of them), or
         refuse (ResetRefused) while one of them is in its cooldown or its breaker still
         holds, unless forced; a reset that resumes the scope is also refused while any
@@ -593,7 +594,8 @@ class GuardEngine:
         process gives it (a sidecar that failed closed before a restart numbered a trip it
         never stored), so it names no transition here, whatever the number. `void`: a
         four-eyes request pending for the scope is void (its requester is no longer an
-        operator): this reset is a new request, made with the actor's `credential`."""
+        operator): this reset is a new request, made with the actor's `credential`.
+        `expires_at`: the expiry a replayed request was given (Approvals.review)."""
         check_text(reason, "reason", required=True)  # docs/design.md, "Resets"
         plan = self.plan(now)
         self._check_recorded(scope)
@@ -648,7 +650,7 @@ class GuardEngine:
         approved_by = ""
         if self.approvals.required:
             pending = self.approvals.review(scope, current.version, actor, reason, force, now,
-                                            named, void, credential)
+                                            named, void, credential, expires_at)
             if pending.requested_by == actor:
                 plan.pending_reset = pending
                 return plan
@@ -1058,17 +1060,17 @@ class GuardEngine:
                 except InvalidArgument:  # journaled before replaces were checked: a new one
                     replacing = None
                 self._admit(order, replacing, now, decision_id)
-            case FillReported(fill, now, booked, renewal, untripped):
+            case FillReported(fill, now, booked, renewal, untripped, marked):
                 valid = validate_fill(fill)
                 if booked:
                     replayed = apply_fill(self.book, self.orders, valid, now,
-                                          self._band(valid.symbol))
+                                          self._band(valid.symbol), marked)
                     if replayed.conflict or replayed.duplicate:
                         # Its id remembered longer than the live process did (a retention
                         # raised since: review 37p): booked, as it was.
                         self.orders.fill_ids.pop((valid.account, valid.fill_id))
                         replayed = apply_fill(self.book, self.orders, valid, now,
-                                              self._band(valid.symbol))
+                                              self._band(valid.symbol), marked)
                     if replayed.refused:
                         raise ValueError(f"fill {valid.fill_id} was booked, and the book"
                                          " replayed cannot hold it: the journal does not fit")
@@ -1097,10 +1099,11 @@ class GuardEngine:
                 else:
                     self.heartbeats.beat(executor_id, scope, ttl_s, now, owner)
                     self.deregistered_in_replay.discard((executor_id, scope))
-            case ResetAsked(scope, reason, force, actor, now, latches, void, credential):
+            case ResetAsked(scope, reason, force, actor, now, latches, void, credential,
+                            expires_at):
                 try:  # its transitions count
                     self.plan_reset(scope, reason, force, actor, now, latches,
-                                    void=void, credential=credential)
+                                    void=void, credential=credential, expires_at=expires_at)
                 except ResetRefused:
                     pass
                 except InvalidArgument as error:

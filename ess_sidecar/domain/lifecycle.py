@@ -29,16 +29,18 @@ class FillOutcome(NamedTuple):
     # Booked, and its account's trip planned: why, until the trip is stored
     # (OrderLedger.untripped).
     untripped: str = ""
+    marked: bool = False  # its price became the account's mark (_marks)
 
 
 def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
-               band_pct: float = 0.0) -> FillOutcome:
+               band_pct: float = 0.0, marks: bool | None = None) -> FillOutcome:
     """Apply a validated fill once per fill_id: the position moves, the account's mark is
     the fill's price (within `band_pct`, the symbol's price band: `_marks`), and the
     order's reservation shrinks. Of a fill a snapshot counted already (`included_fills`,
     booked to its order then), only what is beyond it moves the position or the order. If
     a position would leave ±MAX_QUANTITY, nothing changes and the outcome says why
-    (`refused`)."""
+    (`refused`). `marks`: whether its price becomes the mark, as the live process judged
+    it (a replay's), in place of judging it again."""
     same = ledger.applied_before(fill)
     if same is not None:
         position = book.position(fill.account, fill.strategy, fill.symbol)
@@ -101,8 +103,10 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
     if moved:
         leg.move(signed)
         net.move(signed)
-    if _marks(fill, account.anchors.get(fill.symbol) or account.reference(fill.symbol) or None,
-              priced, band_pct):
+    if marks is None:
+        marks = _marks(fill, account.anchors.get(fill.symbol) or account.reference(fill.symbol)
+                       or None, priced, band_pct)
+    if marks:
         account.set_mark(fill.symbol, fill.price)
         account.anchors.setdefault(fill.symbol, fill.price)
     for part, quantity in parts if moved else ():
@@ -111,7 +115,7 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
     ledger.remember_fill(fill, now)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
-    return FillOutcome(position, unchecked=unchecked)
+    return FillOutcome(position, unchecked=unchecked, marked=marks)
 
 
 def _beyond_limit(fill: Fill, order: OrderRecord | None, band_pct: float) -> str:

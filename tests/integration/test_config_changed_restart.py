@@ -1,0 +1,140 @@
+"""An operator edits the configuration and restarts (review 55b): the journal's replay redoes
+what each command did, as the process that ran it judged it, never judging it again by the
+configuration in force now; what the new configuration judges is what comes after. On a
+real SQLite store and journal."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.bootstrap import App, build
+from ess_sidecar.domain.access import Role
+from ess_sidecar.domain.commands import Trigger
+from ess_sidecar.domain.decisions import DecisionReason
+from ess_sidecar.domain.orders import Fill, Order, Side
+from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
+from ess_sidecar.settings import load_settings
+from tests.fakes import FakeClock
+
+
+def started(tmp_path: Path, clock: FakeClock, **sections: Any) -> App:
+    return build(load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                               store={"path": str(tmp_path / "ess.db"),
+                                      "journal_sync_interval_s": 0.0}, **sections),
+                 clock=clock)
+
+
+def stopped(app: App) -> None:
+    app.journal.close()
+    app.store.close()
+
+
+def banded(band_pct: float) -> dict[str, Any]:
+    return {"limits": {"max_symbol_exposure_pct": 30, "price_band_pct": band_pct,
+                       "symbols": {"AAPL": {"reference_price": 100}}}}
+
+
+def bought(app: App, number: int, price: float) -> None:
+    order = Order("A1", "momo", "AAPL", Side.BUY, 100, price, client_order_id=f"o{number}")
+    assert app.guard.check(order).allowed
+    app.guard.report_fill(Fill("A1", "momo", "AAPL", Side.BUY, 100, price, f"o{number}",
+                               f"f{number}"))
+
+
+@pytest.mark.parametrize("band_pct", [60.0, 10.0])
+def test_a_price_band_narrowed_before_a_restart_keeps_the_mark_fills_set(
+        tmp_path: Path, band_pct: float) -> None:
+    """Review 55b: replayed with the band narrowed to 10 %, a fill at 150 that had set the
+    mark (within 60 % of the reference, 100) was judged beyond the band, the mark went
+    back to 100, the 200 held were valued a third too low, and a buy the running sidecar
+    denied for exposure was allowed."""
+    clock = FakeClock()
+    app = started(tmp_path, clock, **banded(60.0))
+    app.guard.sync_positions("A1", 100_000.0, [])
+    bought(app, 1, 100.0)
+    bought(app, 2, 150.0)  # the mark: 150, the position 200 (30,000: 30 %)
+    probe = Order("A1", "momo", "AAPL", Side.BUY, 50, 150, client_order_id="probe")
+    assert app.guard.check(probe).reason is DecisionReason.SYMBOL_EXPOSURE
+    cheap = probe._replace(price=105.0, client_order_id="cheap")
+    assert app.guard.check(cheap).reason is DecisionReason.SYMBOL_EXPOSURE
+    stopped(app)
+    app = started(tmp_path, clock, **banded(band_pct))
+    try:
+        assert app.guard.engine.book.mark("A1", "AAPL") == 150.0
+        again = app.guard.check(probe._replace(client_order_id="probe-2"))
+        assert again.reason is DecisionReason.SYMBOL_EXPOSURE, again.message
+        cheaper = app.guard.check(cheap._replace(client_order_id="cheap-2"))
+        assert not cheaper.allowed, cheaper.message  # 30 % from the mark, or 37.5 % held
+    finally:
+        stopped(app)
+
+
+def four_eyes(tmp_path: Path, window_s: float) -> dict[str, Any]:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text("[tokens]\n" + "\n".join(
+        tokens_file_line(name, Role.OPERATOR, new_token()) for name in ("alice", "bob")))
+    return {"auth": {"tokens_file": str(tokens)},
+            "reset": {"require_approvals": 2, "approval_window_s": window_s}}
+
+
+@pytest.mark.parametrize(("before_s", "after_s", "waited_s"), [(2.0, 3600.0, 2.5),
+                                                               (60.0, 2.0, 3.0)])
+def test_a_four_eyes_request_expires_by_the_shorter_of_its_window_and_the_new_one(
+        tmp_path: Path, before_s: float, after_s: float, waited_s: float) -> None:
+    """Review 55b: a request that had expired came back when a restart lengthened the
+    approval window (the replay gave it the new one), and one more operator's reset lifted
+    the scope. It keeps the expiry it was given; a window shortened ends it sooner."""
+    clock, scope = FakeClock(), Scope(ScopeKind.STRATEGY, "S1")
+    app = started(tmp_path, clock, **four_eyes(tmp_path, before_s))
+    app.guard.trigger(Trigger(scope, TriggerMode.HALT, "halt", TriggerReason.USER_INITIATED,
+                              (), "carol"))
+    asked = app.guard.reset(scope, "checked", True, "alice")
+    assert asked.pending_reset is not None and asked.state is State.TRIPPED
+    clock.advance(waited_s)
+    stopped(app)
+    app = started(tmp_path, clock, **four_eyes(tmp_path, after_s))
+    try:
+        (view,) = [v for v in app.guard.scope_views() if v.current.scope == scope]
+        assert view.pending_reset is None
+        again = app.guard.reset(scope, "approved", True, "bob")
+        assert again.state is State.TRIPPED and again.pending_reset is not None
+        assert again.pending_reset.requested_by == "bob"  # a new request, not an approval
+    finally:
+        stopped(app)
+
+
+def test_a_start_says_the_configuration_in_force_and_a_cap_already_passed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review 55b: the start-up log showed none of the limits, the resume policy or
+    four-eyes (docs/design.md said it did), and a `max_remembered_orders` lowered below the
+    ids remembered denied every new order for up to a retention, with nothing said."""
+    clock, loose = FakeClock(), {"exposure_enabled": False, "max_orders_per_second": 0,
+                                 "max_working_orders_per_account": 0,
+                                 "max_working_orders_per_strategy": 0,
+                                 "duplicate_identical_orders": 0}
+    app = started(tmp_path, clock, limits={**loose, "max_remembered_orders": 1100})
+    for number in range(1050):
+        order = Order("A1", "momo", "AAPL", Side.BUY, 1, 100, client_order_id=f"o{number}")
+        assert app.guard.check(order).allowed
+    stopped(app)
+    with caplog.at_level(logging.INFO, logger="ess_sidecar.bootstrap"):
+        app = started(tmp_path, clock, limits={**loose, "max_remembered_orders": 1000})
+    try:
+        (said,) = [r for r in caplog.records if r.getMessage() == "configuration in force"]
+        assert said.limits["default"]["price_band_pct"] == 10.0  # type: ignore[attr-defined]
+        assert said.limits["max_remembered_orders"] == 1000  # type: ignore[attr-defined]
+        assert said.approvals["required"] == 1  # type: ignore[attr-defined]
+        assert said.breakers["defaults"]["api_errors"]["mode"] == "halt"  # type: ignore
+        (warned,) = [r for r in caplog.records if "max_remembered_orders" in r.getMessage()]
+        assert "1050 order ids are remembered" in warned.getMessage()
+        denied = app.guard.check(Order("A1", "momo", "AAPL", Side.BUY, 1, 100,
+                                       client_order_id="new"))
+        assert denied.reason is DecisionReason.DUPLICATE_ORDER
+    finally:
+        stopped(app)
