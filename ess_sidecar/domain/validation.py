@@ -138,8 +138,8 @@ def check_one_mark(marks: dict[str, tuple[float, int]], position: PositionSnapsh
     exposure limits)."""
     mark, first = marks.setdefault(position.symbol, (position.mark_price, index))
     if mark != position.mark_price:
-        raise InvalidArgument(f"positions[{index}].mark_price", f"{position.mark_price:g}"
-                              f" differs from the mark {mark:g} that positions[{first}]"
+        raise InvalidArgument(f"positions[{index}].mark_price", f"{position.mark_price!r}"
+                              f" differs from the mark {mark!r} that positions[{first}]"
                               f" gives {position.symbol}: one snapshot gives a symbol one"
                               " mark")
 

@@ -354,7 +354,7 @@ def test_what_contradicts_itself_is_refused_naming_the_field_and_changes_nothing
         pb.Position(strategy="momo", symbol="AAPL", quantity=10, mark_price=MARK),
         pb.Position(strategy="hedge", symbol="AAPL", quantity=0, mark_price=1)])
     assert invalid(lambda: stub.SyncPositions(two_marks)).startswith(
-        "positions[1].mark_price: 1 differs from the mark 100 that positions[0] gives AAPL")
+        "positions[1].mark_price: 1.0 differs from the mark 100.0 that positions[0] gives AAPL")
     assert not stub.CheckOrder(order(quantity=percent_29)).allowed  # still reserved
     cancelled.remaining_quantity = 0  # FIX's LeavesQty on a cancel
     assert stub.ReportOrderUpdate(cancelled).known

@@ -243,10 +243,15 @@ async def test_a_string_that_is_not_utf8_is_answered_for_its_request_alone(
                 .SerializeToString()):
         await stream.write(raw)
     await stream.write(pb.CheckOrderStreamRequest(request_id=4).SerializeToString())
-    answers = [await stream.read() for _ in range(4)]
+    await stream.write(pb.CheckOrderStreamRequest(request_id=5, order=order(side=0))
+                       .SerializeToString())
+    answers = [await stream.read() for _ in range(5)]
     stream.cancel()
     assert (answers[3].request_id, answers[3].error.field) == (4, "order")  # none at all
-    assert [a.request_id for a in answers] == [1, 2, 3, 4]
+    # Review 55a: the message named "side", the field "order.side"
+    assert (answers[4].error.field, answers[4].error.message) == (
+        "order.side", "order.side: must be SIDE_BUY or SIDE_SELL, got 0")
+    assert [a.request_id for a in answers] == [1, 2, 3, 4, 5]
     assert answers[0].decision.allowed and answers[2].decision.allowed
     assert (answers[1].error.field, answers[1].error.message) == (
         "order.symbol", "order.symbol: not valid UTF-8")

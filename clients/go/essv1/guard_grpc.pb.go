@@ -18,12 +18,12 @@
 //
 // Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
 // canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,
-// no leading or trailing whitespace and no whitespace but the ASCII space inside, no
-// control, format, surrogate, private-use, unassigned or default-ignorable characters
-// (U+034F, variation selectors, U+3164, ...), not the braille blank U+2800, no combining
-// mark first, no compatibility characters (NFKC: fullwidth letters, ligatures,
-// superscripts). Symbols are case-insensitive and answered in upper case; every other id
-// is case-sensitive.
+// no leading or trailing whitespace and no whitespace but the ASCII space inside, never
+// two in a row, no control, format, surrogate, private-use, unassigned or
+// default-ignorable characters (U+034F, variation selectors, U+3164, ...), not the
+// braille blank U+2800, no combining mark first, no compatibility characters (NFKC:
+// fullwidth letters, ligatures, superscripts). Symbols are case-insensitive and answered
+// in upper case; every other id is case-sensitive.
 //
 // The order's lifecycle: an allowed order is a working order, keyed by (account,
 // client_order_id), and counts toward every limit until evidence ends it: fills
@@ -86,7 +86,10 @@ type GuardServiceClient interface {
 	// beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
 	// manual reset); on an account it already tripped, it renews the trip (a new
 	// state_version within about a second, by the timers; until then a reset that would lift
-	// it is refused), so a reset made before it lifts nothing.
+	// it is refused), so a reset made before it lifts nothing. One that would take a position
+	// beyond ±1e12, where no order the sidecar allowed could, is INVALID_ARGUMENT naming
+	// quantity, is not booked, and still trips the account: the exception to "nothing
+	// changed" (the book can no longer hold the account's truth).
 	ReportFill(ctx context.Context, in *ReportFillRequest, opts ...grpc.CallOption) (*ReportFillResponse, error)
 	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
 	ReportOrderUpdate(ctx context.Context, in *ReportOrderUpdateRequest, opts ...grpc.CallOption) (*ReportOrderUpdateResponse, error)
@@ -292,7 +295,10 @@ type GuardServiceServer interface {
 	// beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
 	// manual reset); on an account it already tripped, it renews the trip (a new
 	// state_version within about a second, by the timers; until then a reset that would lift
-	// it is refused), so a reset made before it lifts nothing.
+	// it is refused), so a reset made before it lifts nothing. One that would take a position
+	// beyond ±1e12, where no order the sidecar allowed could, is INVALID_ARGUMENT naming
+	// quantity, is not booked, and still trips the account: the exception to "nothing
+	// changed" (the book can no longer hold the account's truth).
 	ReportFill(context.Context, *ReportFillRequest) (*ReportFillResponse, error)
 	// A working order ended (cancelled, rejected, expired) or shrank (open, less remaining).
 	ReportOrderUpdate(context.Context, *ReportOrderUpdateRequest) (*ReportOrderUpdateResponse, error)

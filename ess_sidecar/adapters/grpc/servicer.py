@@ -141,7 +141,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                 # ended UNKNOWN, which a fail-open client took for a network fault).
                 data = decision_to_stream_bytes(answer, request.request_id, decision)
             except InvalidArgument as error:
-                field, message = (f"order.{error.field}", str(error)) \
+                field, message = (f"order.{error.field}", f"order.{error}") \
                     if request.HasField("order") else ("order", "order: required")
                 invalid(field)
                 await write(pb.CheckOrderStreamResponse(

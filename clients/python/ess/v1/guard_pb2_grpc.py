@@ -134,7 +134,10 @@ class GuardServiceServicer:
         beyond what was allowed of it, trips ACCOUNT:<account> (breaker "unchecked_order",
         manual reset); on an account it already tripped, it renews the trip (a new
         state_version within about a second, by the timers; until then a reset that would lift
-        it is refused), so a reset made before it lifts nothing.
+        it is refused), so a reset made before it lifts nothing. One that would take a position
+        beyond ±1e12, where no order the sidecar allowed could, is INVALID_ARGUMENT naming
+        quantity, is not booked, and still trips the account: the exception to "nothing
+        changed" (the book can no longer hold the account's truth).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
