@@ -5,6 +5,7 @@ next, on a real file, and written where a file may not grow."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,16 @@ def test_without_a_lost_version_a_restart_numbers_on_from_the_store(store_path: 
     again = restarted(store, FileVersionFloor(store_path, ONE))
     halt(again, GLOBAL, "second")
     assert again.engine.current(GLOBAL).version == 2
+
+
+def test_a_fifo_in_the_floors_place_is_refused_not_waited_on(
+        store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A start reads and then writes the floor: a FIFO put in its place (no writer, no
+    reader) would hold either for good. Both refuse it, and the floor reads as none."""
+    os.mkfifo(floor_path(store_path))
+    floor = FileVersionFloor(store_path, ONE)
+    with caplog.at_level(logging.WARNING):
+        assert floor.read() == 0
+    assert "cannot be read" in caplog.text
+    with pytest.raises(OSError, match="not a regular file|No such device"):
+        floor.prepare(5)

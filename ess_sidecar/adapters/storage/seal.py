@@ -59,13 +59,16 @@ class Seal:
         if len(data) > SIZE:
             raise ValueError(f"a seal is at most {SIZE} bytes: {data[:80]!r}")
         data = data.ljust(SIZE)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:  # never blocking: a FIFO put in its place is refused, not waited on
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             self._create(data)
             return
         try:
-            whole = os.fstat(fd).st_size != SIZE  # not one this class wrote: replace it
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode):
+                raise OSError(errno.EINVAL, f"{self.path}: not a regular file")
+            whole = found.st_size != SIZE  # not one this class wrote: replace it
             if not whole:
                 _all_written(os.pwrite(fd, data, 0), data)
                 os.fdatasync(fd)
