@@ -452,8 +452,8 @@ class Guard(GuardReadings):
         by `Timers` (timers.py), whatever transport serves the guard. A journal that
         failed unasked (its syncer stalled or dead) fails closed here, traffic or not."""
         failed = self._journal_failed()
-        now = self._clock.now()
-        if self.engine.expire(now) or (now - self._clock_marked >= CLOCK_MARK_S
+        now, horizons = self._clock.now(), self.engine.horizons()
+        if self.engine.expire(now, horizons) or (now - self._clock_marked >= CLOCK_MARK_S
                                        and self.engine.awaits_deadline(now)):
             # Journaled now, in its place: what it forgot or kept depends on the orders as
             # they are now, and a check answered while this run's trips are written may
@@ -467,7 +467,7 @@ class Guard(GuardReadings):
             # deny, shown and alerted as not stored (review 49g: the record's refusal
             # ended every run first, and a dead executor or feed was never told).
             if not failed:
-                self._record(TimersRan(now))
+                self._record(TimersRan(now, horizons))
             self._clock_marked = now
         plan = self.engine.plan_timers(now)
         return (yield from self._commit(plan, None))

@@ -377,14 +377,19 @@ class Breakers:
             self._feeds[scope] = meters
             self._watch_feed(scope, meters)
 
+    def idle_span(self, idle_s: float) -> float:
+        """How long a scope's evidence is kept with no sample: idle_s, and at least the
+        longest window."""
+        return max(idle_s, self._longest_window)
+
     def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
-        """Forget the evidence of scopes with no sample for idle_s (and at least the
-        longest window), oldest first, unless `keep` says the scope still needs it or it
+        """Forget the evidence of scopes with no sample for idle_s (`idle_span`), oldest
+        first, unless `keep` says the scope still needs it or it
         watches a feed (a dead feed must still go stale). How many were forgotten or kept
         (a kept one is looked at again only after another idle_s): either changes what a
         later run forgets, so the journal must record the run, or a restart would forget
         evidence that a reset is refused on."""
-        cutoff = now - max(idle_s, self._longest_window)
+        cutoff = now - idle_s
         meters, changed = self._meters, 0
         for scope, oldest in expired_run(meters, lambda m: m.last_seen <= cutoff):
             del meters[scope]

@@ -133,6 +133,13 @@ class TimersRan:
     neither, and are not journaled)."""
 
     now: float
+    # What it forgot by (GuardEngine.horizons: the order ids' retention, the identical-order
+    # window, how long a scope's evidence is kept idle), so that a replay forgets what this
+    # run did (review 55d: a retention shortened before a restart forgot an order whose
+    # fill a snapshot had counted, the fill moved the position again, and an order over
+    # the exposure limit was allowed). None in journals before it: the configuration in
+    # force at replay.
+    horizons: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -697,15 +697,23 @@ class GuardEngine:
             raise ResetRefused(f"{scope}: breaker condition still holds:"
                                f" {', '.join(holding)}")
 
-    def expire(self, now: float) -> int:
+    def horizons(self) -> tuple[float, float, float]:
+        """What `expire` forgets by, from the configuration: the order ids' retention, the
+        identical-order window, and how long an idle scope's evidence is kept (at least
+        the longest breaker window)."""
+        limits = self.config.limits
+        return (limits.order_id_retention_s, limits.duplicate_window_s,
+                self.breakers.idle_span(limits.idle_evidence_s))
+
+    def expire(self, now: float, horizons: tuple[float, float, float] | None = None) -> int:
         """Forget what is past its retention: order ids, fill ids, identical-order counts,
         rate windows, and the evidence of idle scopes that nothing latched still needs.
         How many were forgotten, or kept for another idle period (the journal records a
-        run that did either, so a replay forgets exactly what this process did)."""
-        limits = self.config.limits
-        return (self.orders.expire(now, limits.order_id_retention_s, limits.duplicate_window_s)
-                + self._rate.expire(now)
-                + self.breakers.evict(now, limits.idle_evidence_s, self._needs_evidence))
+        run that did either, with its `horizons`, so a replay forgets exactly what this
+        process did, whatever the configuration says now)."""
+        retention_s, window_s, idle_s = horizons or self.horizons()
+        return (self.orders.expire(now, retention_s, window_s) + self._rate.expire(now)
+                + self.breakers.evict(now, idle_s, self._needs_evidence))
 
     def _needs_evidence(self, scope: Scope) -> bool:
         """A latched scope (its reset needs the evidence), or an account with a book (its
@@ -760,16 +768,16 @@ class GuardEngine:
         before it, and a restart replayed the fill: review 38d, the account was left
         ARMED until the fill was sent again), renewed if the account holds that latch
         already (review 38e: a renewal that failed to store was owed for good, and undid
-        the resets after it), as the fill would have (`_renews`)."""
+        the resets after it), as the fill would have (`_renews`). Such a trip was decided
+        with the breaker on: made though a restart turned it off since (review 55d: the
+        trip was dropped, and the account stayed ARMED with the fill booked)."""
         plan = self.plan(now)
         owed = {account: reason for (account, _), reason in self.orders.untripped.items()}
         for account, reason in owed.items():
             scope = Scope(ScopeKind.ACCOUNT, account)
-            rule = self.breakers.rule(scope, Breaker.UNCHECKED_ORDER)
-            if rule.enabled:
-                plan.trip(scope, rule.mode, Cause.BREAKER, reason, SYSTEM_ACTOR,
-                          breaker=Breaker.UNCHECKED_ORDER,
-                          renew=self._renews(scope, Breaker.UNCHECKED_ORDER, now))
+            plan.trip(scope, self.breakers.rule(scope, Breaker.UNCHECKED_ORDER).mode,
+                      Cause.BREAKER, reason, SYSTEM_ACTOR, breaker=Breaker.UNCHECKED_ORDER,
+                      renew=self._renews(scope, Breaker.UNCHECKED_ORDER, now))
         # A feed or an executor whose scope holds its latch durably already trips nothing
         # new: it is marked as if its own trip were applied, or every run would plan it
         # again, and its tick or beat would run the timers' whole plan (review 41d: a
@@ -1108,8 +1116,8 @@ class GuardEngine:
                     pass
                 except InvalidArgument as error:
                     self.refused_in_replay.append(f"{actor}'s reset of {scope}: {error}")
-            case TimersRan(now):
-                self.expire(now)
+            case TimersRan(now, horizons):
+                self.expire(now, horizons)
             case Restored(now, version):
                 self.catch_up(list(transitions), version, now)
                 return

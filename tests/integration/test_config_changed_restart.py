@@ -16,7 +16,8 @@ from ess_sidecar.bootstrap import App, build
 from ess_sidecar.domain.access import Role
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.decisions import DecisionReason
-from ess_sidecar.domain.orders import Fill, Order, Side
+from ess_sidecar.domain.errors import StoreUnavailable
+from ess_sidecar.domain.orders import Fill, IncludedFills, Order, PositionSnapshot, Side
 from ess_sidecar.domain.scopes import Scope, ScopeKind
 from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
 from ess_sidecar.settings import load_settings
@@ -136,5 +137,70 @@ def test_a_start_says_the_configuration_in_force_and_a_cap_already_passed(
         denied = app.guard.check(Order("A1", "momo", "AAPL", Side.BUY, 1, 100,
                                        client_order_id="new"))
         assert denied.reason is DecisionReason.DUPLICATE_ORDER
+    finally:
+        stopped(app)
+
+
+@pytest.mark.parametrize("retention_after_s", [3600.0, 3.0])
+def test_a_timer_run_is_replayed_with_the_retention_it_ran_with(
+        tmp_path: Path, retention_after_s: float) -> None:
+    """Review 55d: replayed with a retention shortened to 3 s, a timer run that had
+    forgotten nothing forgot the order whose fill the snapshot had counted; the fill
+    reported after it moved the position a second time (200 to 100), and a buy the
+    running sidecar denied for exposure was allowed."""
+    clock = FakeClock()
+
+    def limits(retention_s: float) -> dict[str, Any]:
+        return {"limits": {"max_symbol_exposure_pct": 30, "order_id_retention_s": retention_s,
+                           "duplicate_window_s": 2.0}}
+
+    app = started(tmp_path, clock, **limits(3600.0))
+    guard = app.guard
+    guard.sync_positions("A1", 100_000.0, [PositionSnapshot("momo", "AAPL", 300, 100)])
+    assert guard.check(Order("A1", "momo", "AAPL", Side.SELL, 100, 100,
+                             client_order_id="o1")).allowed
+    guard.sync_positions("A1", 100_000.0, [PositionSnapshot("momo", "AAPL", 200, 100)], [],
+                         [IncludedFills("o1", 100)])  # o1 filled, counted, not reported
+    clock.advance(4.0)
+    assert guard.check(Order("A1", "other", "AAPL", Side.BUY, 1, 100,
+                             client_order_id="u1")).allowed
+    clock.advance(3.0)
+    assert guard.run_timers() == []  # forgets u1's identical-order count: journaled
+    report = guard.report_fill(Fill("A1", "momo", "AAPL", Side.SELL, 100, 100, "o1", "f1"))
+    assert report.fill.position == 200  # in the snapshot already
+    probe = Order("A1", "momo", "AAPL", Side.BUY, 149, 100, client_order_id="probe")
+    assert guard.check(probe).reason is DecisionReason.SYMBOL_EXPOSURE
+    stopped(app)
+    app = started(tmp_path, clock, **limits(retention_after_s))
+    try:
+        assert app.guard.engine.book.position("A1", "momo", "AAPL") == 200
+        again = app.guard.check(probe._replace(client_order_id="probe-2"))
+        assert again.reason is DecisionReason.SYMBOL_EXPOSURE, again.message
+    finally:
+        stopped(app)
+
+
+def test_an_unchecked_fills_trip_owed_is_made_though_its_breaker_was_turned_off(
+        tmp_path: Path) -> None:
+    """Review 55d: the trip of an unchecked fill whose write failed is owed (journaled with
+    the fill); a restart with `unchecked_order` turned off dropped it, and the account
+    stayed ARMED with the fill booked. It was decided with the breaker on."""
+    clock, account = FakeClock(), Scope(ScopeKind.ACCOUNT, "A1")
+    app = started(tmp_path, clock)
+
+    def full_disk(*_: Any, **__: Any) -> None:
+        raise StoreUnavailable("no space left on device")
+
+    app.store.append = full_disk  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        app.guard.report_fill(Fill("A1", "momo", "AAPL", Side.BUY, 5, 100, "never", "x1"))
+    stopped(app)
+    app = started(tmp_path, clock, breakers={"unchecked_order": {"enabled": False}})
+    try:
+        assert app.guard.engine.denying_state(account) is State.ARMED  # owed, not made yet
+        (trip,) = app.guard.run_timers()
+        assert (trip.scope, trip.state, trip.breaker) == (account, State.TRIPPED,
+                                                          "unchecked_order")
+        assert app.guard.engine.book.position("A1", "momo", "AAPL") == 5
     finally:
         stopped(app)
