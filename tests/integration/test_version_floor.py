@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,11 @@ def test_another_stores_floor_is_not_taken_and_one_naming_no_store_is(store_path
 
 
 @pytest.mark.parametrize("damage", [b"\x00" * seal.SIZE, b'{"version": -3}', b"[1]",
-                                    b'{"version": true}', b'{"version": "9"}'])
+                                    b'{"version": true}', b'{"version": "9"}',
+                                    # review 55c: SQLite's INTEGER could not hold it, and
+                                    # every write failed
+                                    b'{"version": 9223372036854775807}',
+                                    b'{"version": 1000000000000000000000000000000}'])
 def test_a_damaged_floor_reads_as_none_and_says_so(store_path: Path, damage: bytes,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     Path(floor_path(store_path)).write_bytes(damage)
@@ -155,3 +160,40 @@ def test_a_fifo_in_the_floors_place_is_refused_not_waited_on(
     assert "cannot be read" in caplog.text
     with pytest.raises(OSError, match="not a regular file|No such device"):
         floor.prepare(5)
+
+
+def test_what_is_put_in_place_of_the_floor_or_its_temporary_file_is_never_followed(
+        store_path: Path, tmp_path: Path) -> None:
+    """Review 55c: a FIFO at `<floor>.tmp` held a start for good, and a symlink there had
+    the file it names overwritten with the floor; a symlink at the floor itself had its
+    in-place writes go to the file it names."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious" * 100)
+    floor = Path(floor_path(store_path))
+    Path(f"{floor}.tmp").symlink_to(victim)
+    FileVersionFloor(store_path, ONE).prepare(4)
+    os.mkfifo(f"{floor}.tmp")
+    floor.unlink()
+    FileVersionFloor(store_path, ONE).prepare(5)  # the FIFO is removed, not opened
+    floor.unlink()
+    floor.symlink_to(victim)
+    kept(store_path, 6)
+    assert victim.read_text() == "precious" * 100
+    assert not floor.is_symlink() and FileVersionFloor(store_path, ONE).read() == 6
+
+
+def test_a_floor_whose_thread_cannot_start_is_written_by_its_caller(
+        store_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 55c: with no thread to be had (a process at its limit), the floor was never
+    written again in that run, nothing said so, and its close raised."""
+    def refused(_: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    floor = FileVersionFloor(store_path, ONE)
+    with caplog.at_level(logging.ERROR):
+        floor.raise_to(8)
+    floor.close()
+    assert "thread cannot start" in caplog.text
+    assert FileVersionFloor(store_path, ONE).read() == 8

@@ -24,6 +24,7 @@ from .seal import Seal, SealUnreadable
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 2.0  # a stop waits this long at most for the last write
+MOST = 1 << 62  # a floor above it is damage: no run numbers that far (SQLite's INTEGER)
 
 
 def floor_path(store_path: str | os.PathLike[str]) -> str:
@@ -51,7 +52,8 @@ class FileVersionFloor(VersionFloor):
         if value is None:
             return 0
         version = value.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        if not isinstance(version, int) or isinstance(version, bool) \
+                or not 0 <= version <= MOST:  # review 55c: 2**63 failed every write
             log.warning("the version floor %s is damaged (%r): versions a run before this"
                         " one told while failed closed may be given again",
                         self._seal.path, value)
@@ -67,17 +69,32 @@ class FileVersionFloor(VersionFloor):
         version = max(self.read(), version)
         self._write(version)
         self._kept = version
+        self._started()  # now, while it can be: a full disk may come with a full process
 
     def raise_to(self, version: int) -> None:
         with self._changed:
             if version <= max(self._asked, self._kept) or self._closed:
                 return
             self._asked = version
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._keep, name="ess-version-floor",
-                                                daemon=True)
-                self._thread.start()
-            self._changed.notify()
+            if self._started():
+                self._changed.notify()
+                return
+        self._tried(version)  # no thread to be had: written here, once (review 55c)
+
+    def _started(self) -> bool:
+        """Whether the writer's thread runs, started if it did not: False if it cannot be
+        (the process has as many threads as it may), logged."""
+        if self._thread is None:
+            thread = threading.Thread(target=self._keep, name="ess-version-floor",
+                                      daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as error:
+                log.error("the version floor's thread cannot start (%s): it is written"
+                          " in the caller's thread", error)
+                return False
+            self._thread = thread
+        return True
 
     def close(self) -> None:
         with self._changed:
@@ -101,14 +118,18 @@ class FileVersionFloor(VersionFloor):
                 if self._asked <= self._kept:
                     return  # closed, nothing left to write
                 version = self._asked
-            try:
-                self._write(version)
-            except (OSError, ValueError) as error:
-                log.error("the version floor could not be written (%s): versions told"
-                          " while failed closed, up to %d, may be given again after a"
-                          " restart", error, version)
-            with self._changed:
-                self._kept = max(self._kept, version)  # tried once: not again and again
+            self._tried(version)
+
+    def _tried(self, version: int) -> None:
+        """Write `version`, once: a failure is logged, and not tried again and again."""
+        try:
+            self._write(version)
+        except (OSError, ValueError) as error:
+            log.error("the version floor could not be written (%s): versions told while"
+                      " failed closed, up to %d, may be given again after a restart",
+                      error, version)
+        with self._changed:
+            self._kept = max(self._kept, version)
 
     def _write(self, version: int) -> None:
         identity = self._identity.hex() if self._identity is not None else ""

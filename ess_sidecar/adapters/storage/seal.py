@@ -14,6 +14,7 @@ leaves the old seal or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -59,9 +60,12 @@ class Seal:
         if len(data) > SIZE:
             raise ValueError(f"a seal is at most {SIZE} bytes: {data[:80]!r}")
         data = data.ljust(SIZE)
-        try:  # never blocking: a FIFO put in its place is refused, not waited on
-            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
+        try:  # never blocking (a FIFO put in its place is refused, not waited on), nor
+            # following a symlink put there (replaced: review 55c)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError as error:
+            if not isinstance(error, FileNotFoundError) and error.errno != errno.ELOOP:
+                raise
             self._create(data)
             return
         try:
@@ -78,7 +82,12 @@ class Seal:
             self._create(data)
 
     def _create(self, data: bytes) -> None:
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # A new file, never one found there: a FIFO held the open for good, a symlink had
+        # the file it names overwritten (review 55c).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
         try:
             _all_written(os.write(fd, data), data)
             os.fsync(fd)
