@@ -76,8 +76,8 @@ def described(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value if isinstance(value, str) else value.name.lower()
     if isinstance(value, dict):
-        return {key if isinstance(key, str) else str(described(key)) if isinstance(
-            key, enum.Enum) else str(key): described(item) for key, item in value.items()}
+        return {str(described(key) if isinstance(key, enum.Enum) else key): described(item)
+                for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [described(item) for item in value]
     return value
