@@ -384,11 +384,11 @@ class Breakers:
 
     def evict(self, now: float, idle_s: float, keep: Callable[[Scope], bool]) -> int:
         """Forget the evidence of scopes with no sample for idle_s (`idle_span`), oldest
-        first, unless `keep` says the scope still needs it or it
-        watches a feed (a dead feed must still go stale). How many were forgotten or kept
-        (a kept one is looked at again only after another idle_s): either changes what a
-        later run forgets, so the journal must record the run, or a restart would forget
-        evidence that a reset is refused on."""
+        first, unless `keep` says the scope still needs it or it watches a feed (a dead
+        feed must still go stale). How many were forgotten or kept (a kept one is looked
+        at again only after another idle_s): either changes what a later run forgets, so
+        the journal must record the run, or a restart would forget evidence that a reset
+        is refused on."""
         cutoff = now - idle_s
         meters, changed = self._meters, 0
         for scope, oldest in expired_run(meters, lambda m: m.last_seen <= cutoff):
