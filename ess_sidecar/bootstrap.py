@@ -23,7 +23,8 @@ from .domain.scopes import GLOBAL
 from .domain.states import Cause, Transition, TriggerMode
 from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoFloor, NoJournal, \
     StateStore, SteadyClock, StoredState, SystemClock, VersionFloor
-from .recovery import last_clock_read, latest_time, reconcile, replay, respelled
+from .recovery import last_clock_read, latest_time, reconcile, replay, respelled, \
+    with_horizons, with_horizons_recorded
 from .service import Guard
 from .settings import Settings
 from .timers import Timers
@@ -336,9 +337,12 @@ def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
     transitions taken from the store because the journal ended before them."""
     restored: list[Transition] = []
     try:
+        entries, lacking = with_horizons(entries)
         replay(engine, entries)
         if stored is not None:
             restored = reconcile(engine, store, stored, now, bool(entries), journal)
+            if lacking:  # after what reconcile journaled: in the order it happened
+                with_horizons_recorded(engine, journal, now)
     except StoreUnavailable as error:
         if stored is not None:  # what the store latched is shown too, where replay stopped
             # short of it (review 36a): GLOBAL is tripped, but status named fewer scopes

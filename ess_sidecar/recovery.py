@@ -13,12 +13,13 @@ disagreement is damage, and raises StoreDamaged.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import unicodedata
 from datetime import datetime, timezone
 
 from .domain.breakers import Breaker
-from .domain.commands import ClockRead, HeartbeatSeen, Restored
+from .domain.commands import ClockRead, HeartbeatSeen, Restored, TimersRan
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, InvalidArgument, StoreDamaged
 from .domain.scopes import make_scope
@@ -55,6 +56,38 @@ def last_clock_read(entries: list[JournalEntry], written_at: float | None = None
                     " copy that did not keep file times loses the downtime",
                     datetime.fromtimestamp(written_at, timezone.utc).isoformat())
     return read
+
+
+def with_horizons(entries: list[JournalEntry]) -> tuple[list[JournalEntry], bool]:
+    """The entries, each timer run written before runs recorded their horizons (stop 55)
+    given those of the first later run that has them: the configuration that run had is
+    the closest known to what the earlier ones forgot by, and it never changes after (review
+    55e: judged by the configuration in force at each start, a retention changed months
+    after the upgrade re-judged them, and an order over a limit was allowed). And whether
+    some had no later one (then this start records one: with_horizons_recorded)."""
+    filled: list[JournalEntry] = []
+    later: tuple[float, float, float] | None = None
+    lacking = False
+    for command, transitions in reversed(entries):
+        if type(command) is TimersRan:
+            if command.horizons is not None:
+                later = command.horizons
+            elif later is not None:
+                command = dataclasses.replace(command, horizons=later)
+            else:
+                lacking = True
+        filled.append((command, transitions))
+    filled.reverse()
+    return filled, lacking
+
+
+def with_horizons_recorded(engine: GuardEngine, journal: Journal, now: float) -> None:
+    """A timer run now, recorded with its horizons, for the timer runs the journal holds
+    without any (with_horizons): every later start gives them these. Raises
+    StoreUnavailable (the journal)."""
+    horizons = engine.horizons()
+    engine.expire(now, horizons)
+    journal.record(TimersRan(now, horizons))
 
 
 def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:

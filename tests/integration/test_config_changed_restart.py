@@ -14,7 +14,7 @@ import pytest
 from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
 from ess_sidecar.bootstrap import App, build
 from ess_sidecar.domain.access import Role
-from ess_sidecar.domain.commands import Trigger
+from ess_sidecar.domain.commands import TimersRan, Trigger
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.orders import Fill, IncludedFills, Order, PositionSnapshot, Side
@@ -141,6 +141,33 @@ def test_a_start_says_the_configuration_in_force_and_a_cap_already_passed(
         stopped(app)
 
 
+def retained(retention_s: float) -> dict[str, Any]:
+    return {"limits": {"max_symbol_exposure_pct": 30, "order_id_retention_s": retention_s,
+                       "duplicate_window_s": 2.0}}
+
+
+PROBE = Order("A1", "momo", "AAPL", Side.BUY, 149, 100, client_order_id="probe")
+
+
+def counted_then_filled(app: App, clock: FakeClock) -> None:
+    """o1 sold, a snapshot counting its fill, a timer run journaled (it forgets u1's
+    identical-order count), then o1's fill: in the snapshot already, it moves nothing.
+    Holding 200 of 100,000 at 100, a buy of 149 (35 %) is over the limit."""
+    guard = app.guard
+    guard.sync_positions("A1", 100_000.0, [PositionSnapshot("momo", "AAPL", 300, 100)])
+    assert guard.check(Order("A1", "momo", "AAPL", Side.SELL, 100, 100,
+                             client_order_id="o1")).allowed
+    guard.sync_positions("A1", 100_000.0, [PositionSnapshot("momo", "AAPL", 200, 100)], [],
+                         [IncludedFills("o1", 100)])
+    clock.advance(4.0)
+    assert guard.check(Order("A1", "other", "AAPL", Side.BUY, 1, 100,
+                             client_order_id="u1")).allowed
+    clock.advance(3.0)
+    assert guard.run_timers() == []
+    report = guard.report_fill(Fill("A1", "momo", "AAPL", Side.SELL, 100, 100, "o1", "f1"))
+    assert report.fill.position == 200
+
+
 @pytest.mark.parametrize("retention_after_s", [3600.0, 3.0])
 def test_a_timer_run_is_replayed_with_the_retention_it_ran_with(
         tmp_path: Path, retention_after_s: float) -> None:
@@ -149,32 +176,14 @@ def test_a_timer_run_is_replayed_with_the_retention_it_ran_with(
     reported after it moved the position a second time (200 to 100), and a buy the
     running sidecar denied for exposure was allowed."""
     clock = FakeClock()
-
-    def limits(retention_s: float) -> dict[str, Any]:
-        return {"limits": {"max_symbol_exposure_pct": 30, "order_id_retention_s": retention_s,
-                           "duplicate_window_s": 2.0}}
-
-    app = started(tmp_path, clock, **limits(3600.0))
-    guard = app.guard
-    guard.sync_positions("A1", 100_000.0, [PositionSnapshot("momo", "AAPL", 300, 100)])
-    assert guard.check(Order("A1", "momo", "AAPL", Side.SELL, 100, 100,
-                             client_order_id="o1")).allowed
-    guard.sync_positions("A1", 100_000.0, [PositionSnapshot("momo", "AAPL", 200, 100)], [],
-                         [IncludedFills("o1", 100)])  # o1 filled, counted, not reported
-    clock.advance(4.0)
-    assert guard.check(Order("A1", "other", "AAPL", Side.BUY, 1, 100,
-                             client_order_id="u1")).allowed
-    clock.advance(3.0)
-    assert guard.run_timers() == []  # forgets u1's identical-order count: journaled
-    report = guard.report_fill(Fill("A1", "momo", "AAPL", Side.SELL, 100, 100, "o1", "f1"))
-    assert report.fill.position == 200  # in the snapshot already
-    probe = Order("A1", "momo", "AAPL", Side.BUY, 149, 100, client_order_id="probe")
-    assert guard.check(probe).reason is DecisionReason.SYMBOL_EXPOSURE
+    app = started(tmp_path, clock, **retained(3600.0))
+    counted_then_filled(app, clock)
+    assert app.guard.check(PROBE).reason is DecisionReason.SYMBOL_EXPOSURE
     stopped(app)
-    app = started(tmp_path, clock, **limits(retention_after_s))
+    app = started(tmp_path, clock, **retained(retention_after_s))
     try:
         assert app.guard.engine.book.position("A1", "momo", "AAPL") == 200
-        again = app.guard.check(probe._replace(client_order_id="probe-2"))
+        again = app.guard.check(PROBE._replace(client_order_id="probe-2"))
         assert again.reason is DecisionReason.SYMBOL_EXPOSURE, again.message
     finally:
         stopped(app)
@@ -202,5 +211,55 @@ def test_an_unchecked_fills_trip_owed_is_made_though_its_breaker_was_turned_off(
         assert (trip.scope, trip.state, trip.breaker) == (account, State.TRIPPED,
                                                           "unchecked_order")
         assert app.guard.engine.book.position("A1", "momo", "AAPL") == 5
+    finally:
+        stopped(app)
+
+
+def test_an_owed_trip_outlives_its_fills_retention(tmp_path: Path) -> None:
+    """Review 55e: the fill id of an unchecked fill, forgotten a retention after it came
+    (a weekend's full disk), took the trip its account was owed with it: ARMED after the
+    restart, the fill booked."""
+    clock, account = FakeClock(), Scope(ScopeKind.ACCOUNT, "A1")
+    app = started(tmp_path, clock, limits={"order_id_retention_s": 10.0})
+    stored = app.store.append
+
+    def full_disk(*_: Any, **__: Any) -> None:
+        raise StoreUnavailable("no space left on device")
+
+    app.store.append = full_disk  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        app.guard.report_fill(Fill("A1", "momo", "AAPL", Side.BUY, 5, 100, "never", "x1"))
+    for _ in range(25):  # the disk stays full past the fill's retention
+        clock.advance(1.0)
+        with pytest.raises(StoreUnavailable):
+            app.guard.run_timers()
+    app.store.append = stored  # type: ignore[method-assign]
+    stopped(app)
+    app = started(tmp_path, clock, limits={"order_id_retention_s": 10.0})
+    try:
+        (trip,) = app.guard.run_timers()
+        assert (trip.scope, trip.state) == (account, State.TRIPPED)
+    finally:
+        stopped(app)
+
+
+def test_timer_runs_journaled_before_their_horizons_take_the_first_known_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 55e: a journal written before timer runs recorded their horizons (stop 55)
+    was judged by the configuration in force at every start, for good: a retention
+    shortened months after the upgrade allowed the order the first test here shows. The
+    first start of this version records a run with its horizons, which those take."""
+    clock = FakeClock()
+    monkeypatch.setattr("ess_sidecar.service.TimersRan",  # as the build before wrote them
+                        lambda now, horizons: TimersRan(now))
+    app = started(tmp_path, clock, **retained(3600.0))
+    counted_then_filled(app, clock)
+    stopped(app)
+    monkeypatch.undo()
+    stopped(started(tmp_path, clock, **retained(3600.0)))  # the upgrade, settings unchanged
+    app = started(tmp_path, clock, **retained(3.0))  # months later
+    try:
+        assert app.guard.engine.book.position("A1", "momo", "AAPL") == 200
+        assert app.guard.check(PROBE).reason is DecisionReason.SYMBOL_EXPOSURE
     finally:
         stopped(app)
