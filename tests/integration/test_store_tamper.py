@@ -927,3 +927,16 @@ def test_a_first_start_that_could_not_write_its_file_is_named_as_such(path):
     path.unlink()
     path.with_name("ess.db.seal").unlink()
     assert loaded(path).version == 0  # as the refusal says: a new store
+
+
+@pytest.mark.parametrize("seal", ['{"version": 9223372036854775808, "chain": "%s",'
+                                  ' "latched": "set:0"}' % ("00" * 16), "[" * 5000])
+def test_a_seal_no_run_could_write_is_damage_and_its_reseal_says_what_it_did(
+        path: Path, seal: str) -> None:
+    """Review 55e: a seal naming a version past 2^62 made the reseal crash (SQLite's
+    INTEGER), and one nested 5,000 deep crashed the start (a RecursionError)."""
+    written(path, [tr(1)])
+    Path(f"{path}.seal").write_text(seal)
+    assert "seal" in refusal(path)
+    SqliteStateStore.reseal(path)
+    assert loaded(path).version == 1

@@ -19,12 +19,11 @@ import os
 import threading
 
 from ...ports import VersionFloor
-from .seal import Seal, SealUnreadable
+from .seal import MOST_VERSION, Seal, SealUnreadable
 
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_S = 2.0  # a stop waits this long at most for the last write
-MOST = 1 << 62  # a floor above it is damage: no run numbers that far (SQLite's INTEGER)
 
 
 def floor_path(store_path: str | os.PathLike[str]) -> str:
@@ -53,7 +52,7 @@ class FileVersionFloor(VersionFloor):
             return 0
         version = value.get("version")
         if not isinstance(version, int) or isinstance(version, bool) \
-                or not 0 <= version <= MOST:  # review 55c: 2**63 failed every write
+                or not 0 <= version <= MOST_VERSION:
             log.warning("the version floor %s is damaged (%r): versions a run before this"
                         " one told while failed closed may be given again",
                         self._seal.path, value)

@@ -24,6 +24,9 @@ from typing import Any
 
 SIZE = 256  # bytes; within one 512-byte sector
 MAX_READ = 64 << 10  # a longer seal is damage: read() stops there and fails to parse it
+# The highest version a seal may name: above it is damage (SQLite's INTEGER holds 2^63 - 1,
+# and no run numbers that far; review 55c: 2^63 failed every write, and the reseal).
+MOST_VERSION = 1 << 62
 
 
 class SealUnreadable(Exception):
@@ -48,7 +51,7 @@ class Seal:
             raise SealUnreadable(f"{self.path}: {error}") from error
         try:
             value = json.loads(text)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # review 55e: "[" * 5000
             raise SealUnreadable(f"{self.path}: not a seal: {error}") from error
         if not isinstance(value, dict):
             raise SealUnreadable(f"{self.path}: not a seal: {text[:80]!r}")
