@@ -833,7 +833,7 @@ class Guard(GuardReadings):
         engine, now, failed = self.engine, self._clock.now(), self._journal.failed
         # scope: [current, pending request, trip not stored, reset time or LATER]
         taken: dict[Scope, list[Any]] = {
-            t.scope: [t, engine.approvals.pending(t.scope, t.version, now), None,
+            t.scope: [t, self._live(engine.approvals.pending(t.scope, t.version, now)), None,
                       None if failed else LATER] for t in engine.restricted()}
         for lost in engine.lost():
             entry = taken.setdefault(lost.scope, [lost, None, None, lost.time])
@@ -846,6 +846,15 @@ class Guard(GuardReadings):
                           pending, unstored, self.epoch_of(current.version))
                 for current, pending, unstored, at in sorted(
                     taken.values(), key=lambda entry: entry[0].version))
+
+    def _live(self, pending: PendingReset | None) -> PendingReset | None:
+        """A four-eyes request, unless it is void: its requester (or the credential it came
+        with) is no longer an operator's, so a reset is a new request (review 55f: shown as
+        live, the approver was asked to approve it)."""
+        if pending is None or self._is_operator is None \
+                or self._is_operator(pending.requested_by, pending.credential):
+            return pending
+        return None
 
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account, when given), the oldest first."""

@@ -225,7 +225,11 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
             return sidecar.call("Trigger", request, timeout=wait, wait_for_ready=True)
         except grpc.RpcError as error:
             failed = error
-    stands, failed_closed = _where_it_stands(sidecar, request)
+    # Refused outright (a role, a token, bad input), no stop of this call is queued there
+    # (review 55f: "may yet land" was said of one refused PERMISSION_DENIED).
+    refused = failed.code() in (grpc.StatusCode.PERMISSION_DENIED,
+                                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+    stands, failed_closed = _where_it_stands(sidecar, request, queued=not refused)
     out.note(f"essctl: the stop was not acknowledged; {stands}")
     unavailable = grpc.StatusCode.UNAVAILABLE in (first.code(), failed.code())  # 49i: or
     if unavailable and failed_closed:  # first; review 38g: the scope read ARMED while its
@@ -243,8 +247,10 @@ def _stop(sidecar: Sidecar, request: pb.TriggerRequest, out: Output) -> pb.Trigg
     raise failed
 
 
-def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> tuple[str, bool]:
-    """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot;
+def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest,
+                     queued: bool = True) -> tuple[str, bool]:
+    """The scope's and GLOBAL's states as the sidecar tells them now, or that it cannot
+    (`queued`: the stop may still be queued there, not refused outright);
     and whether either is stopped as the request asked (a halt: TRIPPED; reduce-only:
     REDUCE_ONLY or TRIPPED), a drill's state not counted: it lifts itself. And whether
     GLOBAL is tripped by the sidecar itself (failing closed: CAUSE_SYSTEM)."""
@@ -264,8 +270,9 @@ def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest) -> tuple[str,
     failed_closed = any(s.scope.kind == pb.SCOPE_KIND_GLOBAL and s.state == pb.STATE_TRIPPED
                         and s.cause == pb.CAUSE_SYSTEM for s in scopes)
     return f"the sidecar says {' and '.join(said)}" + ("" if stopped else (
-        ": trading was NOT stopped as asked (a stop still queued there may yet land: look"
-        " again with essctl status)")), failed_closed
+        ": trading was NOT stopped as asked" + (" (a stop still queued there may yet land:"
+                                                 " look again with essctl status)" if queued
+                                                 else ""))), failed_closed
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     # the version and its epoch too: a trip landing after this read is refused there.
     if (now := scope_state(sidecar, scope)) is None or not same_trip(now, current):
         told = "" if now is None or now.version != current.version else \
+            ": a four-eyes request of it changed, which this reset would approve" if all(
+                getattr(now, name) == getattr(current, name) for name in SHOWN[:-5]) else \
             ": its version is the same, its trip is not (the sidecar restarted?)"
         return refused("the scope changed while the reset waited for an answer (now"
                        f" {state_text(now.state) if now else 'ARMED'}, version"
@@ -74,9 +76,12 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     return done(reply, scope, out)
 
 
-# What an operator reads of a scope before resetting it (preview_table), and its epoch.
+# What an operator reads of a scope before resetting it (preview_table), and its epoch; last,
+# the four-eyes request pending, which the reset approves (review 55f: one made while the
+# second operator's question was open was approved unread).
 SHOWN = ("version", "epoch", "state", "since", "actor", "cause", "reason", "breaker",
-         "drill", "directives", "latches")
+         "drill", "directives", "latches", "reset_requested_by", "reset_approval_expires_at",
+         "reset_request_reason", "reset_request_force", "reset_request_latches")
 
 
 def same_trip(now: pb.ScopeState, shown: pb.ScopeState) -> bool:

@@ -342,6 +342,10 @@ async def test_a_four_eyes_request_of_an_operator_since_revoked_approves_nothing
         tokens_file_line("operator2", Role.OPERATOR, tokens["operator2"]),
         tokens_file_line("operator3", Role.OPERATOR, third), *rotated]) + "\n")
     again = await start_sidecar(sync=False, **sections)
+    # Review 55f: shown as live, the approver was asked to approve it
+    (shown,) = (await again.stub.GetState(pb.GetStateRequest(),
+                                          metadata=bearer(tokens["operator2"]))).scopes
+    assert (shown.state, shown.reset_requested_by) == (pb.STATE_TRIPPED, "")
     second = await again.stub.Reset(reset, metadata=bearer(tokens["operator2"]))
     assert (second.pending_approval, second.requested_by, second.state) == (
         True, "operator2", pb.STATE_TRIPPED)

@@ -178,6 +178,17 @@ def test_a_stop_not_acknowledged_says_where_trading_stands(capsys, refusals, sta
     assert ("a restart may drop it" in said) == (state[0] is GLOBAL_TRIPPED)
 
 
+def test_a_stop_refused_outright_is_not_said_to_be_queued(capsys):
+    """Review 55f: a stop refused PERMISSION_DENIED (a watcher's token) was said to be
+    "still queued there", which "may yet land"."""
+    sidecar = ScriptedSidecar(Trigger=[Refusal(grpc.StatusCode.PERMISSION_DENIED, "watcher")],
+                              GetState=[pb.GetStateResponse()])
+    with pytest.raises(grpc.RpcError):
+        run_trigger(PANIC, sidecar, Output(json_mode=False))
+    said = capsys.readouterr().err
+    assert "trading was NOT stopped as asked" in said and "may yet land" not in said
+
+
 def working(*coids: str) -> pb.GetStateResponse:
     return pb.GetStateResponse(
         working_orders=[pb.WorkingOrder(account="acc", client_order_id=c) for c in coids],
@@ -276,6 +287,23 @@ def test_a_reset_sends_the_epoch_it_showed_and_resets_nothing_when_the_trip_show
     assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.DONE
     (reset,) = [request for method, request in sidecar.requests if method == "Reset"]
     assert (reset.expected_version, reset.expected_epoch) == (2, "volatile-7f3a")
+
+
+def test_a_reset_approves_only_the_four_eyes_request_it_showed(capsys):
+    """Review 55f: bob's question showed no request; while it was open alice asked for a
+    reset ("only resume at 14:00"), and bob's `y` approved what he never read."""
+    shown = pb.ScopeState(scope=MOMO, state=pb.STATE_TRIPPED, version=3, reason="halt")
+    asked = pb.ScopeState()
+    asked.CopyFrom(shown)
+    asked.reset_requested_by = "alice"
+    asked.reset_request_reason = "checked, but only resume at 14:00"
+    args = argparse.Namespace(scope=Scope.parse("strategy:momo"), reason="bob resumes",
+                              force=True, latch=[], yes=True)
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown]),
+                                        pb.GetStateResponse(scopes=[asked])])
+    assert run_reset(args, sidecar, Output(json_mode=False)) == Exit.NO
+    assert [m for m, _ in sidecar.requests] == ["GetState", "GetState"]  # no Reset sent
+    assert "a four-eyes request of it changed" in capsys.readouterr().out
 
 
 def test_a_token_read_from_a_secrets_file_is_stripped_as_the_sidecar_strips_it(monkeypatch):
