@@ -16,6 +16,7 @@ import pytest
 from ess_sidecar.adapters.storage import seal
 from ess_sidecar.adapters.storage.floor import FileVersionFloor, floor_path
 from ess_sidecar.adapters.storage.memory import InMemoryStateStore
+from ess_sidecar.adapters.storage.sqlite import SqliteStateStore
 from ess_sidecar.bootstrap import keep_floor
 from ess_sidecar.domain.commands import Trigger
 from ess_sidecar.domain.config import GuardConfig
@@ -197,3 +198,36 @@ def test_a_floor_whose_thread_cannot_start_is_written_by_its_caller(
     floor.close()
     assert "thread cannot start" in caplog.text
     assert FileVersionFloor(store_path, ONE).read() == 8
+
+
+def test_a_floor_at_its_highest_is_numbered_past_and_the_store_still_trusted(
+        tmp_path: Path) -> None:
+    """Review 55g: a floor of exactly 2^62 was taken, the next trip stored as 2^62 + 1,
+    and the store's seal naming it was called garbled at every start after (a reseal
+    wrote it again)."""
+    from ess_sidecar.bootstrap import App, build  # noqa: PLC0415
+    from ess_sidecar.settings import load_settings  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0})
+
+    def stopped(app: App) -> None:
+        app.journal.close()
+        app.store.close()
+
+    stopped(build(settings, clock=FakeClock()))
+    store = SqliteStateStore(tmp_path / "ess.db")
+    identity = store.load().identity
+    store.close()
+    kept(tmp_path / "ess.db", seal.MOST_VERSION, identity)
+    app = build(settings, clock=FakeClock())
+    halt(app.guard, ACCOUNT, "at the top")
+    assert app.guard.engine.current(ACCOUNT).version == seal.MOST_VERSION + 1
+    stopped(app)
+    app = build(settings, clock=FakeClock())
+    try:
+        assert not app.guard.engine.untrusted
+        assert app.guard.engine.denying_state(GLOBAL) is State.ARMED
+        assert app.guard.engine.current(ACCOUNT).version == seal.MOST_VERSION + 1
+    finally:
+        stopped(app)

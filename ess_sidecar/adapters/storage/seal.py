@@ -24,8 +24,10 @@ from typing import Any
 
 SIZE = 256  # bytes; within one 512-byte sector
 MAX_READ = 64 << 10  # a longer seal is damage: read() stops there and fails to parse it
-# The highest version a seal may name: above it is damage (SQLite's INTEGER holds 2^63 - 1,
-# and no run numbers that far; review 55c: 2^63 failed every write, and the reseal).
+# The highest version a seal may name (SQLite's INTEGER: review 55c, 2^63 failed every write,
+# and the reseal); and the highest a run numbers past (a floor's, a reseal's from a seal):
+# what comes next must fit, and no run numbers that far (review 55g).
+MOST_INTEGER = (1 << 63) - 1
 MOST_VERSION = 1 << 62
 
 

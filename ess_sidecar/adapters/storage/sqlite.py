@@ -69,7 +69,7 @@ from ...domain.scopes import Scope, ScopeKind
 from ...domain.states import Cause, Directive, Latch, State, Transition, TriggerReason
 from ...ports import EventQuery, StateStore, StoredRegistration, StoredState
 from .filelock import FileLock, LockHeld
-from .seal import MOST_VERSION, Seal, SealUnreadable
+from .seal import MOST_INTEGER, MOST_VERSION, Seal, SealUnreadable
 
 # What a query may raise: sqlite3's errors, and UnicodeDecodeError when SQLite's message
 # quotes bytes of a damaged file that are not UTF-8 (a flipped bit in the schema text).
@@ -551,12 +551,14 @@ class SqliteStateStore(StateStore):
             rewritten=rewritten)
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
-        """The seal as _parse_seal reads it; None if it is missing or unreadable."""
+        """The seal as _parse_seal reads it; None if it is missing or unreadable, or names
+        a version past MOST_VERSION: what a reseal numbers past it must fit (review 55g)."""
         try:
             seal = self.seal.read()
-            return _parse_seal(seal) if seal is not None else None
+            parsed = _parse_seal(seal) if seal is not None else None
         except (SealUnreadable, LookupError, TypeError, ValueError):
             return None
+        return parsed if parsed is None or parsed[0] <= MOST_VERSION else None
 
     # -- verifying --------------------------------------------------------------------------
 
@@ -1150,7 +1152,7 @@ def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str, bytes | None]:
     ValueError."""
     version, chain, latched = seal["version"], bytes.fromhex(seal["chain"]), seal["latched"]
     identity = bytes.fromhex(seal["identity"]) if "identity" in seal else None
-    if type(version) is not int or not 0 <= version <= MOST_VERSION or len(chain) != 16 \
+    if type(version) is not int or not 0 <= version <= MOST_INTEGER or len(chain) != 16 \
             or not isinstance(latched, str) or identity is not None and len(identity) != 16:
         raise ValueError(f"not a seal of this store: {seal!r}"[:200])
     return version, chain, latched, identity
