@@ -213,6 +213,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
                   observed.telemetry if observed else None, journal,
                   principals.is_operator if principals is not None else None, floor)
     # The store's trips, even when the journal cannot be read:
+    entries, lacking = with_horizons(entries)
     wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)
     keep_floor(engine, floor, stored)
     cap = engine.config.limits.max_remembered_orders
@@ -237,6 +238,14 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
             " repair or restore the state files, or accept them with `ess-sidecar reseal`"
             " (sidecar stopped), then restart")
     try:
+        if lacking and not problem:  # after what reconcile journaled, before anything else
+            log.warning("the journal's timer runs from before stop 55 did not record what they"
+                        " forgot by: they take the horizons in force now (limits."
+                        "order_id_retention_s %g s, duplicate_window_s %g s, idle evidence"
+                        " %g s), recorded now; if this start changed one of these, the"
+                        " decisions replayed from them may differ from those of the sidecar"
+                        " that ran (change them at a later restart)", *engine.horizons())
+            with_horizons_recorded(engine, journal, clock.now())
         journal.start()
         if steady is not None:
             guard.clock_read(*steady.reading())
@@ -337,12 +346,9 @@ def restore(engine: GuardEngine, store: StateStore, stored: StoredState | None,
     transitions taken from the store because the journal ended before them."""
     restored: list[Transition] = []
     try:
-        entries, lacking = with_horizons(entries)
         replay(engine, entries)
         if stored is not None:
             restored = reconcile(engine, store, stored, now, bool(entries), journal)
-            if lacking:  # after what reconcile journaled: in the order it happened
-                with_horizons_recorded(engine, journal, now)
     except StoreUnavailable as error:
         if stored is not None:  # what the store latched is shown too, where replay stopped
             # short of it (review 36a): GLOBAL is tripped, but status named fewer scopes

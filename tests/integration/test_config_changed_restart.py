@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
+from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.bootstrap import App, build
 from ess_sidecar.domain.access import Role
 from ess_sidecar.domain.commands import TimersRan, Trigger
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import StoreUnavailable
 from ess_sidecar.domain.orders import Fill, IncludedFills, Order, PositionSnapshot, Side
-from ess_sidecar.domain.scopes import Scope, ScopeKind
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import State, TriggerMode, TriggerReason
 from ess_sidecar.settings import load_settings
 from tests.fakes import FakeClock
@@ -260,6 +261,37 @@ def test_timer_runs_journaled_before_their_horizons_take_the_first_known_after(
     app = started(tmp_path, clock, **retained(3.0))  # months later
     try:
         assert app.guard.engine.book.position("A1", "momo", "AAPL") == 200
+        assert app.guard.check(PROBE).reason is DecisionReason.SYMBOL_EXPOSURE
+    finally:
+        stopped(app)
+
+
+def test_a_first_start_that_cannot_record_the_horizons_fails_closed_as_a_journal_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 55g: on a full disk, the record of the first start after the upgrade failed,
+    and the start called the state on disk untrusted and advised a reseal; it is a
+    journal write that failed: free the disk and restart."""
+    clock = FakeClock()
+    with monkeypatch.context() as old:
+        old.setattr("ess_sidecar.service.TimersRan", lambda now, horizons: TimersRan(now))
+        app = started(tmp_path, clock, **retained(3600.0))
+        counted_then_filled(app, clock)
+        stopped(app)
+
+    def full_disk(*_: Any, **__: Any) -> None:
+        raise StoreUnavailable("journal write failed: no space left on device")
+
+    with monkeypatch.context() as full:
+        full.setattr(FileJournal, "record", full_disk)
+        app = started(tmp_path, clock, **retained(3600.0))
+    try:
+        assert app.guard.engine.denying_state(GLOBAL) is State.TRIPPED
+        assert not app.guard.engine.untrusted  # a reset may lift it, once the disk has room
+    finally:
+        stopped(app)
+    stopped(started(tmp_path, clock, **retained(3600.0)))  # room again: recorded
+    app = started(tmp_path, clock, **retained(3.0))
+    try:
         assert app.guard.check(PROBE).reason is DecisionReason.SYMBOL_EXPOSURE
     finally:
         stopped(app)
