@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if (now := scope_state(sidecar, scope)) is None or not same_trip(now, current):
         told = "" if now is None or now.version != current.version else \
             ": a four-eyes request of it changed, which this reset would approve" if all(
-                getattr(now, name) == getattr(current, name) for name in SHOWN[:-5]) else \
+                getattr(now, name) == getattr(current, name) for name in SHOWN) else \
             ": its version is the same, its trip is not (the sidecar restarted?)"
         return refused("the scope changed while the reset waited for an answer (now"
                        f" {state_text(now.state) if now else 'ARMED'}, version"
@@ -76,18 +76,23 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     return done(reply, scope, out)
 
 
-# What an operator reads of a scope before resetting it (preview_table), and its epoch; last,
-# the four-eyes request pending, which the reset approves (review 55f: one made while the
+# What an operator reads of a scope before resetting it (preview_table), and its epoch; and
+# of the four-eyes request pending, which the reset approves (review 55f: one made while the
 # second operator's question was open was approved unread).
 SHOWN = ("version", "epoch", "state", "since", "actor", "cause", "reason", "breaker",
-         "drill", "directives", "latches", "reset_requested_by", "reset_approval_expires_at",
-         "reset_request_reason", "reset_request_force", "reset_request_latches")
+         "drill", "directives", "latches")
+REQUEST_SHOWN = ("reset_requested_by", "reset_approval_expires_at", "reset_request_reason",
+                 "reset_request_force", "reset_request_latches")
 
 
 def same_trip(now: pb.ScopeState, shown: pb.ScopeState) -> bool:
     """Whether `now` is the transition that was `shown`: its version in its epoch, and what
-    the operator read of it."""
-    return all(getattr(now, name) == getattr(shown, name) for name in SHOWN)
+    the operator read of it; and the request it would approve, if any, the one shown (one
+    that ended meanwhile, expired or void, is approved by no reset: the reset is a new
+    request, as it was before review 55g)."""
+    return all(getattr(now, name) == getattr(shown, name) for name in SHOWN) and (
+        not now.reset_requested_by
+        or all(getattr(now, name) == getattr(shown, name) for name in REQUEST_SHOWN))
 
 
 def unanswered(error: grpc.RpcError, sidecar: Sidecar, current: pb.ScopeState,

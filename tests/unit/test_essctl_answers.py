@@ -304,6 +304,14 @@ def test_a_reset_approves_only_the_four_eyes_request_it_showed(capsys):
     assert run_reset(args, sidecar, Output(json_mode=False)) == Exit.NO
     assert [m for m, _ in sidecar.requests] == ["GetState", "GetState"]  # no Reset sent
     assert "a four-eyes request of it changed" in capsys.readouterr().out
+    # Review 55g: one that ended while the question was open (expired, void) is approved by
+    # no reset: the reset is sent, and is a new request, as before
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[asked]),
+                                        pb.GetStateResponse(scopes=[shown])],
+                              Reset=[pb.ResetResponse(state=pb.STATE_TRIPPED,
+                                                      pending_approval=True,
+                                                      requested_by="bob")])
+    assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.PENDING
 
 
 def test_a_token_read_from_a_secrets_file_is_stripped_as_the_sidecar_strips_it(monkeypatch):
