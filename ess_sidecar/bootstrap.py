@@ -238,13 +238,14 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
             " repair or restore the state files, or accept them with `ess-sidecar reseal`"
             " (sidecar stopped), then restart")
     try:
-        if lacking and not problem:  # after what reconcile journaled, before anything else
+        if lacking:  # said on an untrusted start too: its timer runs record them (55h)
             log.warning("the journal's timer runs from before stop 55 did not record what they"
-                        " forgot by: they take the horizons in force now (limits."
+                        " forgot by: they take the horizons of this start (limits."
                         "order_id_retention_s %g s, duplicate_window_s %g s, idle evidence"
-                        " %g s), recorded now; if this start changed one of these, the"
+                        " %g s), which it records; if this start changed one of these, the"
                         " decisions replayed from them may differ from those of the sidecar"
                         " that ran (change them at a later restart)", *engine.horizons())
+        if lacking and not problem:  # after what reconcile journaled, before anything else
             with_horizons_recorded(engine, journal, clock.now())
         journal.start()
         if steady is not None:

@@ -219,15 +219,22 @@ def test_a_floor_at_its_highest_is_numbered_past_and_the_store_still_trusted(
     store = SqliteStateStore(tmp_path / "ess.db")
     identity = store.load().identity
     store.close()
-    kept(tmp_path / "ess.db", seal.MOST_VERSION, identity)
+    high = 1 << 62  # review 55h: a bound there made what was numbered past it damage
+    kept(tmp_path / "ess.db", high, identity)
     app = build(settings, clock=FakeClock())
     halt(app.guard, ACCOUNT, "at the top")
-    assert app.guard.engine.current(ACCOUNT).version == seal.MOST_VERSION + 1
+    assert app.guard.engine.current(ACCOUNT).version == high + 1
     stopped(app)
+    kept(tmp_path / "ess.db", high + 3, identity)  # told, not stored, in a run since
+    assert FileVersionFloor(tmp_path / "ess.db", identity).read() == high + 3
     app = build(settings, clock=FakeClock())
     try:
         assert not app.guard.engine.untrusted
         assert app.guard.engine.denying_state(GLOBAL) is State.ARMED
-        assert app.guard.engine.current(ACCOUNT).version == seal.MOST_VERSION + 1
+        assert app.guard.engine.current(ACCOUNT).version == high + 1
+        halt(app.guard, GLOBAL, "past what was told")
+        assert app.guard.engine.current(GLOBAL).version == high + 4
     finally:
         stopped(app)
+    summary = SqliteStateStore.reseal(tmp_path / "ess.db")  # a healthy store: nothing lost
+    assert (summary.unsealed, summary.lost) == (False, None)

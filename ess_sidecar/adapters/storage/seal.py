@@ -25,10 +25,11 @@ from typing import Any
 SIZE = 256  # bytes; within one 512-byte sector
 MAX_READ = 64 << 10  # a longer seal is damage: read() stops there and fails to parse it
 # The highest version a seal may name (SQLite's INTEGER: review 55c, 2^63 failed every write,
-# and the reseal); and the highest a run numbers past (a floor's, a reseal's from a seal):
-# what comes next must fit, and no run numbers that far (review 55g).
+# and the reseal); and the highest a run numbers past (a floor's, a reseal's from a seal),
+# leaving room for what comes next (review 55g), and for reading back what it numbered
+# past one at that bound (review 55h: a bound of 2^62 made 2^62 + 1 damage).
 MOST_INTEGER = (1 << 63) - 1
-MOST_VERSION = 1 << 62
+MOST_VERSION = MOST_INTEGER - (1 << 32)
 
 
 class SealUnreadable(Exception):
