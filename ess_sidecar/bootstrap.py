@@ -102,7 +102,7 @@ def keep_floor(engine: GuardEngine, floor: VersionFloor, stored: StoredState | N
                     " hold (it failed closed): what comes next is numbered past them, so"
                     " no version told names another transition", told)
         engine.numbered_past(told)
-    if isinstance(floor, FileVersionFloor) and stored is not None:
+    if stored is not None:
         try:
             floor.prepare(engine.version)
         except (OSError, ValueError) as error:

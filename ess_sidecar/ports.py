@@ -164,6 +164,11 @@ class VersionFloor(abc.ABC):
         """The floor an earlier run left (0: none)."""
 
     @abc.abstractmethod
+    def prepare(self, version: int) -> None:
+        """At start-up, with the store read: keep at least `version`, so that later
+        writes need no room. Raises OSError."""
+
+    @abc.abstractmethod
     def raise_to(self, version: int) -> None:
         """Keep `version` as the floor if it is higher: made durable soon after, in the
         background. Returns at once and never raises (a failure is logged)."""
@@ -178,6 +183,9 @@ class NoFloor(VersionFloor):
 
     def read(self) -> int:
         return 0
+
+    def prepare(self, version: int) -> None:
+        pass
 
     def raise_to(self, version: int) -> None:
         pass

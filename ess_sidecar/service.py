@@ -409,8 +409,7 @@ class Guard(GuardReadings):
         # tokens file, and a restart) was approved by the next operator's reset alone;
         # review 35: so was one whose token was replaced by a new one for the same name.
         requester, requested_with = self.engine.approvals.requester(scope)
-        void = bool(requester) and self._is_operator is not None \
-            and not self._is_operator(requester, requested_with)
+        void = self._void(requester, requested_with)
         try:
             plan = self.engine.plan_reset(
                 scope, reason, force, actor, now, latches, expected_version, void,
@@ -848,13 +847,16 @@ class Guard(GuardReadings):
                     taken.values(), key=lambda entry: entry[0].version))
 
     def _live(self, pending: PendingReset | None) -> PendingReset | None:
-        """A four-eyes request, unless it is void: its requester (or the credential it came
-        with) is no longer an operator's, so a reset is a new request (review 55f: shown as
-        live, the approver was asked to approve it)."""
-        if pending is None or self._is_operator is None \
-                or self._is_operator(pending.requested_by, pending.credential):
-            return pending
-        return None
+        """A four-eyes request, unless it is void: a reset is a new request then (review
+        55f: shown as live, the approver was asked to approve it)."""
+        return None if pending is not None \
+            and self._void(pending.requested_by, pending.credential) else pending
+
+    def _void(self, requester: str, credential: str) -> bool:
+        """Whether a four-eyes request of `requester`, made with `credential`, is void:
+        that is no longer an operator's (authentication on)."""
+        return bool(requester) and self._is_operator is not None \
+            and not self._is_operator(requester, credential)
 
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account, when given), the oldest first."""

@@ -269,10 +269,12 @@ def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest,
     stopped = any(states.get(name) in enough and name not in drills for name in looked)
     failed_closed = any(s.scope.kind == pb.SCOPE_KIND_GLOBAL and s.state == pb.STATE_TRIPPED
                         and s.cause == pb.CAUSE_SYSTEM for s in scopes)
-    return f"the sidecar says {' and '.join(said)}" + ("" if stopped else (
-        ": trading was NOT stopped as asked" + (" (a stop still queued there may yet land:"
-                                                 " look again with essctl status)" if queued
-                                                 else ""))), failed_closed
+    told = f"the sidecar says {' and '.join(said)}"
+    if not stopped:
+        told += ": trading was NOT stopped as asked"
+        if queued:
+            told += " (a stop still queued there may yet land: look again with essctl status)"
+    return told, failed_closed
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],

@@ -63,8 +63,7 @@ class FileVersionFloor(VersionFloor):
         return version
 
     def prepare(self, version: int) -> None:
-        """At start-up, with the store read: write the floor (at least `version`), so that
-        the file exists and later writes need no room. Raises OSError."""
+        """Written now, so that the file exists while there is room."""
         version = max(self.read(), version)
         self._write(version)
         self._kept = version
