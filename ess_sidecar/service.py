@@ -858,6 +858,11 @@ class Guard(GuardReadings):
         return bool(requester) and self._is_operator is not None \
             and not self._is_operator(requester, credential)
 
+    def alike(self, scope: Scope) -> tuple[bool, list[Scope]]:
+        """Whether anything here names `scope`, and the known ones an operator may have
+        meant by it (GuardEngine.alike)."""
+        return self.engine.alike(scope)
+
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account, when given), the oldest first."""
         return self.engine.orders.working(account)

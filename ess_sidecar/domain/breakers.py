@@ -6,7 +6,7 @@ import enum
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -211,6 +211,10 @@ class Breakers:
 
     def __contains__(self, scope: object) -> bool:
         return scope in self._meters
+
+    def scopes(self) -> Iterable[Scope]:
+        """The scopes with evidence, and those watching a feed."""
+        return itertools.chain(self._meters, self._feeds)
 
     def record(self, scope: Scope, metric: Metric, value: float, now: float) -> list[BreakerTrip]:
         """Record one (validated) sample; return the breakers it trips."""

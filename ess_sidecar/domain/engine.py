@@ -29,7 +29,7 @@ from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .book import Book
-from .ids import canonical_id
+from .ids import canonical_id, likeness
 from .lifecycle import FillOutcome, apply_fill, apply_update, lacking_fills, sync_account
 from .limits import OrderRate
 from .orders import MAX_EQUITY, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
@@ -135,6 +135,42 @@ class GuardEngine:
     def restricted(self) -> list[Transition]:
         """Every non-ARMED scope, oldest transition first."""
         return sorted(self._current.values(), key=lambda t: t.version)
+
+    def ids_known(self, kind: ScopeKind) -> set[str]:
+        """The ids of `kind` that trading or the configuration names: a scope's evidence,
+        executor registration or breaker override; an account, strategy or symbol in the
+        book, the working orders, the order rate or the symbol limits. Not trips (a stop
+        spelled wrong would name its id), nor order ids alone (there may be a million:
+        what they name is in the book)."""
+        scopes = itertools.chain(self.breakers.scopes(), self.heartbeats.scopes(),
+                                 self.config.breakers.overrides)
+        known = {scope.id for scope in scopes if scope.kind is kind}
+        accounts = self.book.accounts.values()
+        if kind is ScopeKind.ACCOUNT:
+            known.update(self.book.accounts, self.orders.accounts())
+        elif kind is ScopeKind.STRATEGY:
+            known.update(self._rate.strategies(), self.orders.strategies())
+            for account in accounts:
+                known.update(account.strategies)
+        elif kind is ScopeKind.SYMBOL:
+            known.update(self.config.limits.symbols)
+            for account in accounts:
+                known.update(account.nets, account.marks)
+        return known
+
+    def alike(self, scope: Scope) -> tuple[bool, list[Scope]]:
+        """Whether something here names `scope` (`ids_known`; GLOBAL always), and the
+        scopes of its kind that something names whose ids differ from its own only in
+        letter case or runs of spaces (`likeness`): a stop names one id exactly, and
+        accounts and strategies are case-sensitive, so a stop of `ACC-2` leaves `acc-2`
+        trading; essctl says so (review 55f). Walks what is known: for an operator's
+        Trigger, after it is stored, never for a check."""
+        if scope.kind is ScopeKind.GLOBAL:
+            return True, []
+        known = self.ids_known(scope.kind)
+        like = likeness(scope.id)
+        return scope.id in known, [Scope(scope.kind, other) for other in sorted(known)
+                                   if other != scope.id and likeness(other) == like]
 
     def lost(self) -> list[Transition]:
         """For each scope with trips whose write failed, still denying (`lose`), oldest

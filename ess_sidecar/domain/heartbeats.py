@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .deadlines import Deadlines
@@ -164,6 +165,10 @@ class Heartbeats:
                 registration.known_seen = registration.last_seen
             registration.last_seen = float("-inf")
             self._watch(registration)
+
+    def scopes(self) -> Iterable[Scope]:
+        """The scopes some executor is registered for."""
+        return self._by_scope.keys()
 
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())

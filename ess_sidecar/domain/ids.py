@@ -110,3 +110,10 @@ def canonical_symbol(value: str, field: str) -> str:
         raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters once upper"
                               f" case ({len(folded)}): symbols are case-insensitive")
     return canonical_id(folded, field) if folded != value else value
+
+
+def likeness(value: str) -> str:
+    """What ids that an operator may take for one another share: letter case folded (as
+    `fold_symbol` does) and runs of spaces as one. Only for saying which known id a stop
+    may have been meant for (GuardEngine.alike); ids stay exact everywhere else."""
+    return " ".join(fold_symbol(value).split())

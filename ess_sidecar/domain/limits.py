@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .book import AccountBook
@@ -102,6 +102,10 @@ class OrderRate:
     def __init__(self, per_second: int) -> None:
         self._per_second = per_second
         self._sent: dict[str, deque[float]] = {}
+
+    def strategies(self) -> Iterable[str]:
+        """The strategies whose orders are in the window (or were, until their next)."""
+        return self._sent.keys()
 
     def check(self, strategy: str, now: float) -> Denial | None:
         if not self._per_second:

@@ -17,7 +17,7 @@ venue rejected leaves the original working, as it was."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
@@ -247,6 +247,14 @@ class OrderLedger:
         self.included_unchecked: set[tuple[str, str]] = set()
 
     # -- reading -----------------------------------------------------------------------------
+
+    def accounts(self) -> Iterable[str]:
+        """The accounts with working orders."""
+        return self._working.keys()
+
+    def strategies(self) -> Iterable[str]:
+        """The strategies with working orders (in any account)."""
+        return (strategy for _, strategy in self.per_strategy)
 
     def get(self, account: str, client_order_id: str) -> OrderRecord | None:
         """The order a fill for `client_order_id` belongs to: that one while it is owed

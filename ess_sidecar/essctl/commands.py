@@ -293,6 +293,24 @@ def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes:
         out.note(note)
     if request.directives:
         out.line(f"directives: {names(pb.Directive.DESCRIPTOR, request.directives)}")
+    _say_alike(request, reply, out)
+
+
+def _say_alike(request: pb.TriggerRequest, reply: pb.TriggerResponse, out: Output) -> None:
+    """A stop names one id exactly, and accounts, strategies and executors are
+    case-sensitive: what the sidecar knows under an id spelled alike, it was not asked to
+    stop (review 55f: `ACC-2` stopped, `acc-2` traded on, and essctl said only done)."""
+    stopped = scope_name(request.scope)
+    again = ["--reduce-only"] if request.mode == pb.TRIGGER_MODE_REDUCE_ONLY else []
+    for scope in reply.alike:
+        name = scope_name(scope)
+        out.note(f"essctl: {name} is known to the sidecar and was NOT stopped: it differs"
+                 f" from {stopped} in letter case or spaces; to stop it too: "
+                 + shlex.join(["essctl", "trigger", "--scope", name, *again]))
+    if reply.unseen and not reply.alike:
+        out.note(f"essctl: nothing in the sidecar names {stopped} yet (no position, working"
+                 " order, report, registration or setting under that id): if the stop was"
+                 " meant for an id spelled otherwise, that one trades on")
 
 
 def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:

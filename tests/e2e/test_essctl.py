@@ -113,6 +113,40 @@ def test_trigger_panic_halts_global_with_cancel_and_flatten(
     assert glob["directives"] == ["CANCEL_OPEN_ORDERS", "FLATTEN_POSITIONS"]
 
 
+def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
+        start_sidecar: StartSidecar) -> None:
+    """Review 55f: accounts and strategies are case-sensitive, so a stop of ACC-2 left
+    acc-2 trading, and essctl said only that ACC-2 was tripped. The stop is made as asked
+    (exit 0), then essctl names what the sidecar knows under an id spelled alike, with the
+    command that stops it, or says that nothing there names the id it stopped."""
+    target = start_sidecar().uds_target
+    with grpc.insecure_channel(target) as channel:
+        stub = guard_stub(channel)
+        stub.SyncPositions(pb.SyncPositionsRequest(account="acc-2", equity=1e6))
+        assert stub.CheckOrder(pb.CheckOrderRequest(
+            account="acc-2", strategy="Momo", symbol="AAPL", side=pb.SIDE_BUY, quantity=1,
+            price=100, client_order_id="o-1")).allowed
+
+        wrong = essctl(target, "trigger", "--scope", "account:ACC-2", "--reduce-only")
+        assert wrong.returncode == 0, wrong.stderr
+        assert "ACCOUNT:ACC-2 is REDUCE_ONLY" in wrong.stdout
+        assert "ACCOUNT:acc-2 is known to the sidecar and was NOT stopped" in wrong.stderr
+        assert "essctl trigger --scope ACCOUNT:acc-2 --reduce-only" in wrong.stderr
+        assert stub.CheckOrder(pb.CheckOrderRequest(  # what the stop was meant for trades
+            account="acc-2", strategy="Momo", symbol="AAPL", side=pb.SIDE_BUY, quantity=1,
+            price=100, client_order_id="o-2")).allowed
+
+    code, reply = essctl_json(target, "trigger", "--scope", "strategy:momo")
+    assert code == 0 and reply["state"] == "TRIPPED"
+    assert (reply["alike"], reply["unseen"]) == (["STRATEGY:Momo"], True)
+    unseen = essctl(target, "trigger", "--scope", "strategy:nobody")
+    assert unseen.returncode == 0, unseen.stderr
+    assert "nothing in the sidecar names STRATEGY:nobody yet" in unseen.stderr
+    exact = essctl(target, "trigger", "--scope", "account:acc-2")
+    assert exact.returncode == 0 and "ACCOUNT:acc-2 is TRIPPED" in exact.stdout
+    assert "NOT stopped" not in exact.stderr and "nothing in the sidecar" not in exact.stderr
+
+
 def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
         start_sidecar: StartSidecar) -> None:
     """Review 30: an operator who typed --code risk_violation, a directive essctl does not

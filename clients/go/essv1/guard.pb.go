@@ -2248,9 +2248,19 @@ func (x *TriggerRequest) GetDrill() bool {
 }
 
 type TriggerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
-	StateVersion  uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	State        State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
+	StateVersion uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	// True when nothing that trades or is configured names the scope's id: no evidence,
+	// executor registration or breaker override of the scope, and no account, strategy or
+	// symbol so named in the positions, working orders, order rate or symbol limits (a trip
+	// does not count). Never for GLOBAL. No error (a stop may come before anything
+	// trades), but a stop meant for an id spelled otherwise stops nothing of it.
+	Unseen bool `protobuf:"varint,3,opt,name=unseen,proto3" json:"unseen,omitempty"`
+	// Scopes of the same kind named so (see unseen) whose ids differ from this one's only
+	// in letter case or runs of spaces: they were NOT stopped (accounts and strategies are
+	// case-sensitive). essctl names them.
+	Alike         []*Scope `protobuf:"bytes,4,rep,name=alike,proto3" json:"alike,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2297,6 +2307,20 @@ func (x *TriggerResponse) GetStateVersion() uint64 {
 		return x.StateVersion
 	}
 	return 0
+}
+
+func (x *TriggerResponse) GetUnseen() bool {
+	if x != nil {
+		return x.Unseen
+	}
+	return false
+}
+
+func (x *TriggerResponse) GetAlike() []*Scope {
+	if x != nil {
+		return x.Alike
+	}
+	return nil
 }
 
 type ResetRequest struct {
@@ -3909,10 +3933,12 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\n" +
 	"directives\x18\x05 \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
 	"directives\x12\x14\n" +
-	"\x05drill\x18\x06 \x01(\bR\x05drill\"[\n" +
+	"\x05drill\x18\x06 \x01(\bR\x05drill\"\x98\x01\n" +
 	"\x0fTriggerResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xcd\x01\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12\x16\n" +
+	"\x06unseen\x18\x03 \x01(\bR\x06unseen\x12#\n" +
+	"\x05alike\x18\x04 \x03(\v2\r.ess.v1.ScopeR\x05alike\"\xcd\x01\n" +
 	"\fResetRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
@@ -4252,80 +4278,81 @@ var file_ess_v1_guard_proto_depIdxs = []int32{
 	6,  // 21: ess.v1.TriggerRequest.mode:type_name -> ess.v1.TriggerMode
 	7,  // 22: ess.v1.TriggerRequest.directives:type_name -> ess.v1.Directive
 	1,  // 23: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
-	11, // 24: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
-	1,  // 25: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	48, // 26: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 27: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
-	48, // 28: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
-	11, // 29: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
-	1,  // 30: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	48, // 31: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
-	8,  // 32: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
-	5,  // 33: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 34: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	48, // 35: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	48, // 36: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	48, // 37: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
-	38, // 38: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
-	1,  // 39: ess.v1.Latch.state:type_name -> ess.v1.State
-	48, // 40: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
-	6,  // 41: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	37, // 42: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	39, // 43: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	36, // 44: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
-	35, // 45: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
-	11, // 46: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	10, // 47: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	11, // 48: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 49: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 50: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	48, // 51: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 52: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 53: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	38, // 54: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
-	11, // 55: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	48, // 56: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	48, // 57: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	48, // 58: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 59: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 60: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 61: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 62: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 63: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 64: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	38, // 65: ess.v1.Event.latches:type_name -> ess.v1.Latch
-	46, // 66: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	12, // 67: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	14, // 68: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	17, // 69: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	19, // 70: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 71: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
-	25, // 72: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	28, // 73: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	30, // 74: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	32, // 75: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	34, // 76: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	43, // 77: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	45, // 78: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	41, // 79: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
-	13, // 80: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	16, // 81: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	18, // 82: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	20, // 83: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 84: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
-	27, // 85: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	29, // 86: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	31, // 87: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	33, // 88: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	40, // 89: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	44, // 90: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	47, // 91: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	42, // 92: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
-	80, // [80:93] is the sub-list for method output_type
-	67, // [67:80] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	11, // 24: ess.v1.TriggerResponse.alike:type_name -> ess.v1.Scope
+	11, // 25: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
+	1,  // 26: ess.v1.ResetResponse.state:type_name -> ess.v1.State
+	48, // 27: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 28: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
+	48, // 29: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
+	11, // 30: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
+	1,  // 31: ess.v1.ScopeState.state:type_name -> ess.v1.State
+	48, // 32: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	8,  // 33: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
+	5,  // 34: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 35: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
+	48, // 36: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	48, // 37: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	48, // 38: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	38, // 39: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
+	1,  // 40: ess.v1.Latch.state:type_name -> ess.v1.State
+	48, // 41: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
+	6,  // 42: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	37, // 43: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	39, // 44: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	36, // 45: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
+	35, // 46: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
+	11, // 47: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	10, // 48: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	11, // 49: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 50: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 51: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	48, // 52: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 53: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 54: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	38, // 55: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
+	11, // 56: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	48, // 57: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	48, // 58: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	48, // 59: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 60: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 61: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 62: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 63: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 64: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 65: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	38, // 66: ess.v1.Event.latches:type_name -> ess.v1.Latch
+	46, // 67: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	12, // 68: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	14, // 69: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	17, // 70: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	19, // 71: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 72: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
+	25, // 73: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	28, // 74: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	30, // 75: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	32, // 76: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	34, // 77: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	43, // 78: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	45, // 79: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	41, // 80: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
+	13, // 81: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	16, // 82: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	18, // 83: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	20, // 84: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 85: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
+	27, // 86: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	29, // 87: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	31, // 88: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	33, // 89: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	40, // 90: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	44, // 91: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	47, // 92: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	42, // 93: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
+	81, // [81:94] is the sub-list for method output_type
+	68, // [68:81] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }

@@ -28,8 +28,9 @@ from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_proto, \
     fill_to_proto, heartbeat_to_watch, included_from_proto, latch_names_from_proto, \
     metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
-    scope_from_proto, scope_state_to_proto, seconds, timestamp, transition_to_event, \
-    transition_to_watch, trigger_from_proto, update_from_proto, working_order_to_proto
+    scope_from_proto, scope_state_to_proto, scope_to_proto, seconds, timestamp, \
+    transition_to_event, transition_to_watch, trigger_from_proto, update_from_proto, \
+    working_order_to_proto
 from . import wire
 from .thresholds import thresholds_to_proto
 
@@ -232,9 +233,18 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     async def Trigger(self, request: pb.TriggerRequest,
                       context: grpc.aio.ServicerContext) -> pb.TriggerResponse:
         guard = self._guard
-        outcome = await guard.run_async(guard.trigger_steps(
-            trigger_from_proto(request, actor_of(context))))
-        return _state_response(pb.TriggerResponse, outcome)
+        trigger = trigger_from_proto(request, actor_of(context))
+        outcome = await guard.run_async(guard.trigger_steps(trigger))
+        response = _state_response(pb.TriggerResponse, outcome)
+        try:  # once stopped, what it may have been meant for (review 55f)
+            known, alike = guard.alike(trigger.scope)
+        except Exception:  # the stop is made: acknowledged, whatever this says
+            log.exception("ids alike the stopped scope's not read",
+                          extra={"scope": str(trigger.scope)})
+            return response
+        response.unseen = not known
+        response.alike.extend(scope_to_proto(scope) for scope in alike)
+        return response
 
     @aborts_on_guard_errors
     async def Reset(self, request: pb.ResetRequest,

@@ -440,12 +440,16 @@ class TriggerRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., drill: _Optional[bool] = ...) -> None: ...
 
 class TriggerResponse(_message.Message):
-    __slots__ = ("state", "state_version")
+    __slots__ = ("state", "state_version", "unseen", "alike")
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNSEEN_FIELD_NUMBER: _ClassVar[int]
+    ALIKE_FIELD_NUMBER: _ClassVar[int]
     state: State
     state_version: int
-    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
+    unseen: bool
+    alike: _containers.RepeatedCompositeFieldContainer[Scope]
+    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., unseen: _Optional[bool] = ..., alike: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
     __slots__ = ("scope", "reason", "force", "latches", "expected_version", "expected_epoch")

@@ -1,0 +1,64 @@
+"""A stop names one id exactly: what the engine knows under an id spelled alike (letter
+case, runs of spaces) is said, so that a stop meant for it is not taken for done
+(review 55f: `essctl trigger --scope account:ACC-2` stopped nothing of `acc-2`)."""
+
+from __future__ import annotations
+
+from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
+from ess_sidecar.domain.ids import likeness
+from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
+from tests.unit.conftest import T0, account, make_engine, order, position, report, strategy, \
+    symbol, trip
+
+
+def test_likeness_folds_case_and_runs_of_spaces_only() -> None:
+    assert likeness("Acc  2") == likeness("acc 2") == "ACC 2"
+    assert likeness("straße") == likeness("STRASSE")
+    assert likeness("acc-2") != likeness("acc_2")
+
+
+def test_nothing_known_is_unseen_and_global_always_is_known() -> None:
+    engine = make_engine(equity=None)
+    assert engine.alike(account("acc-2")) == (False, [])
+    assert engine.alike(GLOBAL) == (True, [])
+
+
+def test_an_account_known_by_its_book_or_working_orders_is_named_for_another_case() -> None:
+    engine = make_engine()  # the book holds acc-1 (its equity and a mark)
+    assert engine.alike(account("ACC-1")) == (False, [account("acc-1")])
+    assert engine.alike(account("acc-1")) == (True, [])
+    assert engine.check(order(account="Desk 7"), T0).allowed is False  # no equity: denied,
+    assert engine.alike(account("desk  7")) == (False, [])  # and nothing kept of it
+    engine.sync_positions("Desk 7", 1_000_000.0, [position(0.0)])
+    assert engine.alike(account("desk  7")) == (False, [account("Desk 7")])
+
+
+def test_a_strategy_known_by_a_working_order_is_named_and_the_exact_one_is_not() -> None:
+    engine = make_engine()
+    assert engine.alike(strategy("momo")) == (False, [])
+    assert engine.check(order(strategy="Momo"), T0).allowed
+    assert engine.alike(strategy("momo")) == (False, [strategy("Momo")])
+    assert engine.alike(strategy("Momo")) == (True, [])
+    assert engine.alike(strategy("MOMO ")) == (False, [strategy("Momo")])
+
+
+def test_evidence_and_overrides_make_a_scope_known_and_a_trip_does_not() -> None:
+    """A trip names its id, but a stop spelled wrong would then be known at its second
+    try (and a stop is read after it is made): what trades or is configured counts."""
+    engine = make_engine(overrides={strategy("Carry"): {}})
+    report(engine, strategy("Mean Rev"), Metric.DAILY_DRAWDOWN_PCT, 1.0, T0)
+    trip(engine, account("Ops"), T0)
+    assert engine.alike(strategy("mean rev")) == (False, [strategy("Mean Rev")])
+    assert engine.alike(strategy("CARRY")) == (False, [strategy("Carry")])
+    assert engine.alike(account("Ops")) == engine.alike(account("OPS")) == (False, [])
+    both = make_engine(overrides={strategy("carry"): {}, strategy("Carry"): {}})
+    assert both.alike(strategy("CARRY")) == (False, [strategy("Carry"), strategy("carry")])
+
+
+def test_symbols_known_by_marks_and_limits_differ_only_in_spaces() -> None:
+    engine = make_engine(limits=LimitSettings(duplicate_identical_orders=0,
+                                              symbols={"EUR USD": SymbolLimits()}))
+    assert engine.alike(symbol("BTC-USD")) == (True, [])  # the book's mark
+    assert engine.alike(symbol("EUR  USD")) == (False, [symbol("EUR USD")])
+    assert engine.alike(Scope(ScopeKind.SYMBOL, "ETH-USD")) == (False, [])
