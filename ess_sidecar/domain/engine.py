@@ -499,7 +499,19 @@ class GuardEngine:
     # -- plans: commands that change scope state -------------------------------------------
 
     def plan(self, now: float) -> Plan:
-        return Plan(self.version, self._planned_from, now)
+        return Plan(self.version, self._planned_from, now, self._rule_rearms)
+
+    def _rule_rearms(self, scope: Scope, latch: str) -> bool | None:
+        """Whether the rule in force re-arms this latch of the scope by itself; None if
+        no breaker's rule sets it (a trigger's, a drill's, the system's)."""
+        return self.breakers.rule(scope, latch).auto_rearm if latch in DEFAULT_RULES \
+            else None
+
+    def _rearms_by_itself(self, scope: Scope, latch: Latch) -> bool:
+        """Whether time may lift this latch: its breaker re-arms by itself now, and did
+        when it was set (a latch set to wait for a reset waits though the rule was
+        switched before a restart; one kept before that was recorded: the rule now)."""
+        return latch.auto_rearm is not False and bool(self._rule_rearms(scope, latch.name))
 
     def plan_unwatched(self, executor_id: str, scope: Scope, why: str, now: float,
                        actor: str = SYSTEM_ACTOR) -> Plan:
@@ -877,8 +889,7 @@ class GuardEngine:
         else:
             cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
             due = min((latch.since + cooldown for latch in current.held()
-                       if latch.name in DEFAULT_RULES
-                       and self.breakers.rule(scope, latch.name).auto_rearm), default=INFINITY)
+                       if self._rearms_by_itself(scope, latch)), default=INFINITY)
         return due, scope.kind.value, scope.id
 
     def _next_look(self, current: Transition, now: float) -> float:
@@ -898,7 +909,7 @@ class GuardEngine:
         cooldown = self.config.policy_for(scope.kind).reset_cooldown_s
         ahead, past = INFINITY, False
         for latch in current.held():
-            if latch.name in DEFAULT_RULES and self.breakers.rule(scope, latch.name).auto_rearm:
+            if self._rearms_by_itself(scope, latch):
                 if latch.since + cooldown > now:
                     ahead = min(ahead, latch.since + cooldown)
                 else:
@@ -938,9 +949,8 @@ class GuardEngine:
         holding: list[str] | None = None
         lifted = []
         for latch in current.held():
-            rule = self.breakers.rule(current.scope, latch.name) \
-                if latch.name in DEFAULT_RULES else None
-            if rule is None or not rule.auto_rearm or now < latch.since + cooldown:
+            if not self._rearms_by_itself(current.scope, latch) \
+                    or now < latch.since + cooldown:
                 continue
             if holding is None:
                 holding = self.holding(current.scope, now)
@@ -1257,9 +1267,7 @@ class GuardEngine:
         if transition.state is State.COOLING_DOWN:
             return transition.rearm_at is not None
         return transition.state in RESTRICTING and any(
-            latch.name in DEFAULT_RULES
-            and self.breakers.rule(transition.scope, latch.name).auto_rearm
-            for latch in transition.held())
+            self._rearms_by_itself(transition.scope, latch) for latch in transition.held())
 
 
 def _holds_latch(transition: Transition, trip: Transition) -> bool:

@@ -12,7 +12,9 @@ from .states import SEVERITY, Cause, Directive, Latch, State, Transition, Trigge
 
 class Plan:
     def __init__(self, version: int, current: Callable[[Scope], Transition | None],
-                 now: float) -> None:
+                 now: float, rearms: Callable[[Scope, str], bool | None]) -> None:
+        """`rearms(scope, latch name)`: whether the rule in force re-arms that latch by
+        itself (None: no breaker's), kept in each latch set (Latch.auto_rearm)."""
         self.now = now
         self.transitions: list[Transition] = []
         # Four-eyes: a reset that now waits for a second operator (and changed nothing).
@@ -22,6 +24,7 @@ class Plan:
         self.refusal = ""
         self._version = version
         self._current = current
+        self._rearms = rearms
         self._pending: dict[Scope, Transition] = {}
 
     def current(self, scope: Scope) -> Transition | None:
@@ -74,10 +77,13 @@ class Plan:
         if known is not None and SEVERITY[known.state] >= SEVERITY[target] \
                 and merged == current.directives and not renew:  # type: ignore[union-attr]
             return None
+        # A latch set to wait for a reset still waits, made stricter or renewed.
+        rearms = False if known is not None and known.auto_rearm is False \
+            else self._rearms(scope, name)
         if known is None or SEVERITY[target] > SEVERITY[known.state]:
-            held[name] = Latch(name, target, self.now, self._version + 1)
+            held[name] = Latch(name, target, self.now, self._version + 1, rearms)
         else:  # new directives (a panic after a halt), or renewed: its cooldown restarts
-            held[name] = Latch(name, known.state, self.now, self._version + 1)
+            held[name] = Latch(name, known.state, self.now, self._version + 1, rearms)
         latches = tuple(held.values())
         return self.move(scope, strictest(latches), cause, reason, actor, breaker=str(breaker),
                          reason_code=reason_code, directives=merged, drill=drill,

@@ -68,6 +68,11 @@ class Latch:
     since: float  # when it was set or last made stricter (a state or directives): its
     # reset cooldown counts from it
     version: int  # the transition that set it
+    # Whether its breaker re-armed by itself when it was set or made stricter (the rule's
+    # auto_rearm then): one set under a manual re-arm waits for a reset though the rule
+    # was switched before a restart (known gap 22 until stop 56). None: set before this
+    # was kept, or by no breaker's rule (the rule in force decides).
+    auto_rearm: bool | None = None
 
 
 def latch_name(cause: Cause, breaker: str, drill: bool) -> str:

@@ -15,6 +15,7 @@ from ess_sidecar.adapters.auth.tokens import new_token, tokens_file_line
 from ess_sidecar.adapters.storage.journal import FileJournal
 from ess_sidecar.bootstrap import App, build
 from ess_sidecar.domain.access import Role
+from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.commands import TimersRan, Trigger
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import StoreUnavailable
@@ -295,3 +296,40 @@ def test_a_first_start_that_cannot_record_the_horizons_fails_closed_as_a_journal
         assert app.guard.check(PROBE).reason is DecisionReason.SYMBOL_EXPOSURE
     finally:
         stopped(app)
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_latch_set_to_wait_for_a_reset_waits_though_its_breaker_now_re_arms(
+        tmp_path: Path, journal: bool) -> None:
+    """Known gap 22 until stop 56 (review 55b): `daily_drawdown_pct` switched to
+    auto_rearm before a restart lifted its latch set under a manual re-arm, by itself, once
+    the drawdown cleared; the sidecar that set it held it until a reset. Each latch keeps
+    the mode it was set under, in the journal and in the state file (a start from the
+    store alone, its journal gone, fails closed and keeps it too)."""
+    clock = FakeClock()
+    momo, carry = Scope(ScopeKind.STRATEGY, "momo"), Scope(ScopeKind.STRATEGY, "carry")
+
+    def rearming(auto: bool) -> dict[str, Any]:
+        return {"policy": {"reset_cooldown_s": 10.0},
+                "breakers": {"daily_drawdown_pct": {"auto_rearm": auto}}}
+
+    app = started(tmp_path, clock, **rearming(False))
+    app.guard.report_metric(momo, Metric.DAILY_DRAWDOWN_PCT, 6.0)
+    app.guard.report_metric(momo, Metric.DAILY_DRAWDOWN_PCT, 1.0)  # cleared: it waits
+    stopped(app)
+    if not journal:
+        Path(f"{tmp_path / 'ess.db'}.journal").unlink()
+    app = started(tmp_path, clock, **rearming(True))
+    try:
+        app.guard.report_metric(momo, Metric.DAILY_DRAWDOWN_PCT, 1.0)  # evidence here
+        app.guard.report_metric(carry, Metric.DAILY_DRAWDOWN_PCT, 6.0)  # set under auto
+        app.guard.report_metric(carry, Metric.DAILY_DRAWDOWN_PCT, 1.0)
+        clock.advance(60.0)
+        rearmed = app.guard.run_timers()
+        assert [(t.scope, t.state) for t in rearmed] == [(carry, State.ARMED)]
+        assert app.guard.engine.state_of(momo) is State.TRIPPED
+        assert app.guard.engine.state_of(GLOBAL) is (State.ARMED if journal
+                                                     else State.TRIPPED)
+    finally:
+        stopped(app)
+

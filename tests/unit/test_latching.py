@@ -3,6 +3,8 @@ not by a restart that forgot what the breakers had seen."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ess_sidecar.domain.breakers import Metric
@@ -12,7 +14,7 @@ from ess_sidecar.domain.errors import InvalidArgument, ResetRefused
 from ess_sidecar.domain.states import Cause, Directive, State, TriggerMode, TriggerReason
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.orders import Side
-from ess_sidecar.domain.config import ResumePolicy
+from ess_sidecar.domain.config import GuardConfig, ResumePolicy
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind, sanitized_text
 from tests.unit.conftest import ACCOUNT, T0, account, make_engine, order, position, report, \
     reset, rules, run, strategy, symbol, timers, trip
@@ -22,9 +24,11 @@ COOLDOWN = 15 * 60
 AUTO_DRAWDOWN = rules(daily_drawdown_pct={"auto_rearm": True})
 
 
-def restarted(engine: GuardEngine, now: float) -> GuardEngine:
-    """A new engine loaded from what the store would hold: the latched transitions."""
-    fresh = GuardEngine(engine.config)
+def restarted(engine: GuardEngine, now: float,
+              config: GuardConfig | None = None) -> GuardEngine:
+    """A new engine loaded from what the store would hold: the latched transitions (with
+    another configuration, if given)."""
+    fresh = GuardEngine(config or engine.config)
     fresh.heartbeats.restore([(r.executor_id, r.scope, r.ttl_s, r.owner)
                               for r in engine.heartbeats.registrations()], now)
     fresh.restore(engine.restricted(), engine.version, now)
@@ -117,6 +121,51 @@ def test_after_restart_auto_rearm_waits_for_evidence():
     assert timers(engine, T0 + 10 * COOLDOWN) == []
     report(engine, account(), Metric.SYSTEM_HEALTH, 0, T0 + 10 * COOLDOWN)
     assert timers(engine, T0 + 10 * COOLDOWN + 1)[0].state is State.ARMED
+
+
+@pytest.mark.parametrize("set_under,now", [(False, True), (True, False)])
+def test_a_latch_re_arms_by_itself_only_if_its_rule_did_when_set_and_does_now(
+        set_under: bool, now: bool) -> None:
+    """Known gap 22 until stop 56 (review 55b): a breaker switched to auto_rearm before a
+    restart lifted the latches it had set under a manual re-arm, with no reset, where the
+    sidecar that set them held them until one. Switched the other way, the manual rule
+    now in force holds them too: the stricter of the two."""
+    engine = make_engine(breakers=rules(system_health={"auto_rearm": set_under}))
+    (tripped,) = report(engine, account(), Metric.SYSTEM_HEALTH, 2, T0)
+    assert [latch.auto_rearm for latch in tripped.latches] == [set_under]
+    switched = make_engine(breakers=rules(system_health={"auto_rearm": now})).config
+    engine = restarted(engine, T0 + 1, switched)
+    report(engine, account(), Metric.SYSTEM_HEALTH, 0, T0 + 10 * COOLDOWN)
+    assert timers(engine, T0 + 10 * COOLDOWN + 1) == []
+    assert engine.state_of(account()) is State.TRIPPED
+    assert reset(engine, account(), T0 + 10 * COOLDOWN + 2)[0].state is State.ARMED
+
+
+def test_a_latch_recorded_before_its_mode_was_kept_re_arms_by_the_rule_in_force():
+    """A latch from a store or journal written before stop 56 carries no mode (None): the
+    rule in force decides, as it did."""
+    engine = make_engine(breakers=rules(system_health={"auto_rearm": True}))
+    (tripped,) = report(engine, account(), Metric.SYSTEM_HEALTH, 2, T0)
+    older = dataclasses.replace(tripped, latches=tuple(
+        dataclasses.replace(latch, auto_rearm=None) for latch in tripped.latches))
+    fresh = GuardEngine(engine.config)
+    fresh.restore([older], older.version, T0 + 1)
+    report(fresh, account(), Metric.SYSTEM_HEALTH, 0, T0 + 10 * COOLDOWN)
+    assert timers(fresh, T0 + 10 * COOLDOWN + 1)[0].state is State.ARMED
+
+
+def test_a_latch_set_to_wait_still_waits_once_made_stricter_under_an_auto_rule():
+    """A latch that waits for a reset, made stricter after a restart under a rule that
+    now re-arms by itself, still waits: it was never one that lifts by itself."""
+    manual = make_engine(breakers=rules(system_health={"mode": TriggerMode.REDUCE_ONLY}))
+    report(manual, account(), Metric.SYSTEM_HEALTH, 2, T0)
+    auto = make_engine(breakers=rules(system_health={"auto_rearm": True})).config
+    engine = restarted(manual, T0 + 1, auto)
+    (stricter,) = report(engine, account(), Metric.SYSTEM_HEALTH, 2, T0 + 2)
+    assert stricter.state is State.TRIPPED and stricter.latches[0].auto_rearm is False
+    report(engine, account(), Metric.SYSTEM_HEALTH, 0, T0 + 10 * COOLDOWN)
+    assert timers(engine, T0 + 10 * COOLDOWN + 1) == []
+    assert engine.state_of(account()) is State.TRIPPED
 
 
 def test_after_restart_a_lost_executor_holds_until_it_beats():

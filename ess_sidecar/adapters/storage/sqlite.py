@@ -1196,8 +1196,22 @@ def _row(t: Transition) -> tuple[Any, ...]:
             None if t.reason_code is None else int(t.reason_code),
             ",".join(str(int(d)) for d in t.directives), int(t.forced),
             None if t.rearm_at is None else _real(t.rearm_at), t.approved_by, int(t.drill),
-            CANONICAL.encode([[latch.name, int(latch.state), _real(latch.since), latch.version]
-                              for latch in t.latches]) if t.latches else "")
+            CANONICAL.encode([_latch_values(latch) for latch in t.latches]) if t.latches else "")
+
+
+def _latch_values(latch: Latch) -> list[Any]:
+    """A latch as its row stores it: [name, state, since, version], and whether it re-arms
+    by itself (0 or 1) where that was recorded (since stop 56): older rows are hashed as
+    they were written."""
+    values = [latch.name, int(latch.state), _real(latch.since), latch.version]
+    return values if latch.auto_rearm is None else [*values, int(latch.auto_rearm)]
+
+
+def _latch_from(values: list[Any]) -> Latch:
+    if len(values) not in (4, 5) or (len(values) == 5 and values[4] not in (0, 1)):
+        raise ValueError(f"a latch stored as {values!r}")
+    name, state, since, set_by, *rearms = values
+    return Latch(name, State(state), since, set_by, bool(rearms[0]) if rearms else None)
 
 
 def _real(value: float) -> float:
@@ -1216,5 +1230,5 @@ def _transition(row: Sequence[Any]) -> Transition:
         reason_code=None if code is None else TriggerReason(code),
         directives=tuple(Directive(int(d)) for d in directives.split(",") if d),
         forced=bool(forced), rearm_at=rearm_at, approved_by=approved_by, drill=bool(drill),
-        latches=tuple(Latch(name, State(state), since, set_by) for name, state, since, set_by
-                      in (json.loads(latches) if latches else ())))
+        latches=tuple(_latch_from(values) for values in (json.loads(latches) if latches
+                                                          else ())))
