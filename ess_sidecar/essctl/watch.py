@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import shlex
 import time
 
 import grpc
@@ -46,6 +47,10 @@ class Follower:
         self.epoch = ""
         self.transitions = 0
         self.connected = False
+        # Scope -> state, of those not ARMED as last seen; and those a snapshot now in
+        # progress lists (a fresh one leaves out what is ARMED).
+        self.restricted: dict[str, int] = {}
+        self.listed: dict[str, int] = {}
 
     def request(self) -> pb.WatchStateRequest:
         start = self.last_version if self.synced else 0
@@ -56,6 +61,7 @@ class Follower:
         """One subscription; True once --max-events transitions were seen. Raises
         grpc.RpcError when the stream breaks."""
         self.connected = False
+        self.listed = {}
         request = self.request()
         for message in self.sidecar.watch(request):
             if message.kind != pb.WATCH_EVENT_KIND_HEARTBEAT:  # the epoch of a resume point
@@ -72,14 +78,22 @@ class Follower:
             # that is still queued behind it.
             self.heartbeat_version = message.version
         elif message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT:
+            self.listed[scope_name(message.scope)] = message.state
             self.show(message)
         elif message.kind == pb.WATCH_EVENT_KIND_SNAPSHOT_END:
             self.synced = self.connected = True
             self.last_version = max(self.last_version, message.version)
+            if not from_version:  # a fresh snapshot, not a resume: what it leaves out
+                self.show_gone(self.listed)  # is ARMED now
+                self.restricted = self.listed
             self.show_end(message.version, from_version)
         elif message.kind == pb.WATCH_EVENT_KIND_TRANSITION:
             self.last_version = max(self.last_version, message.version)
             self.transitions += 1
+            if message.state == pb.STATE_ARMED:
+                self.restricted.pop(scope_name(message.scope), None)
+            else:
+                self.restricted[scope_name(message.scope)] = message.state
             self.show(message)
             return self.max_events is not None and self.transitions >= self.max_events
         return False
@@ -104,6 +118,21 @@ class Follower:
                       Text(f"  {names(pb.Directive.DESCRIPTOR, m.directives)}",
                            style="bold red") if m.directives else "",  # review 36f
                       Text("  DRILL", style="bold cyan") if m.drill else "")
+
+    def show_gone(self, listed: dict[str, int]) -> None:
+        """Each scope shown restricted before a fresh snapshot that leaves it out: it is
+        ARMED now, by a reset or a re-arm essctl could not follow, or a trip lost with a
+        restart (review 55f: a RESYNC printed the new snapshot, and a scope that had
+        gone from it was not called out)."""
+        for name in sorted(self.restricted.keys() - listed.keys()):
+            was = pb.State.Name(self.restricted[name]).removeprefix("STATE_")
+            if self.out.json:
+                self.out.emit({"kind": "gone", "scope": name, "was": was})
+            else:
+                self.out.line(Text(f"GONE  {name}", style="bold yellow"),
+                              f"  was {was}, ARMED in the new snapshot: reset, re-armed or"
+                              " lost while essctl could not follow it; essctl history"
+                              f" --scope {shlex.quote(name)} shows which")
 
     def show_end(self, version: int, from_version: int) -> None:
         if self.out.json:

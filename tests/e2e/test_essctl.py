@@ -541,27 +541,39 @@ def test_watch_resumes_after_a_sidecar_restart_without_losing_an_event(
 
 def test_watch_resyncs_from_a_fresh_snapshot_when_its_history_is_gone(
         start_sidecar: StartSidecar) -> None:
+    """And calls out each scope it showed restricted that the fresh snapshot leaves out
+    (review 55f: SYMBOL:A's trip, lost with the state files, went unsaid)."""
     sidecar = start_sidecar()
     target = sidecar.uds_target
     watcher = RunningEssctl(target, "watch", "--json", "--max-events", "2")
+    human = RunningEssctl(target, "watch")
     try:
         watcher.until("snapshot_end")
+        assert human.lines.get(timeout=15).startswith("snapshot complete at version 0")
         trip(target, "symbol:A")
         assert watcher.next_json()["version"] == 1
+        assert "SYMBOL:A" in human.lines.get(timeout=15)
         assert sidecar.terminate() == 0
         for state_file in sidecar.workdir.glob("ess.db*"):  # a sidecar with no history
             state_file.unlink()
         sidecar.start()
         seen = watcher.until("resync")
         seen += watcher.until("snapshot_end")
+        assert [(m["kind"], m.get("scope"), m.get("was")) for m in seen[-2:]] == [
+            ("gone", "SYMBOL:A", "TRIPPED"), ("snapshot_end", None, None)]
         assert seen[-1]["version"] == 0
+        gone = human.lines.get(timeout=15)
+        assert gone.startswith("GONE  SYMBOL:A  was TRIPPED, ARMED in the new snapshot"), gone
+        assert "essctl history --scope SYMBOL:A" in gone
+        assert human.lines.get(timeout=15).startswith("snapshot complete at version 0")
         trip(target, "symbol:B")
         assert [(m["kind"], m["version"], m["scope"]) for m in watcher.rest()] == [
             ("transition", 1, "SYMBOL:B")]
         assert watcher.wait() == 0
     finally:
         watcher.stop()
-    assert "is ahead of this sidecar's version 0" in seen[-2]["message"]
+        human.stop()
+    assert "is ahead of this sidecar's version 0" in seen[-3]["message"]
     assert "starting from a fresh snapshot" in "".join(watcher.stderr)
 
 
