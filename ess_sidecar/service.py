@@ -28,6 +28,7 @@ from .domain.errors import CapacityExceeded, InvalidArgument, ResetRefused, Resy
 from .domain.lifecycle import FillOutcome
 from .domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderUpdate, PositionSnapshot
 from .domain.planner import Plan
+from .domain.heartbeats import Registration
 from .domain.working import OrderRecord
 from .domain.scopes import GLOBAL, Scope, ScopeKind, check_text
 from .domain.states import SYSTEM_ACTOR, Cause, Directive, State, Transition, TriggerMode
@@ -862,6 +863,13 @@ class Guard(GuardReadings):
         """Whether anything here names `scope`, and the known ones an operator may have
         meant by it (GuardEngine.alike)."""
         return self.engine.alike(scope)
+
+    def heartbeats(self, most: int) -> list[tuple[Registration, float | None, bool]]:
+        """Up to `most` heartbeat registrations, the longest silent first, each with its
+        last beat known (None: none) and whether it is past its TTL now."""
+        now = self._clock.now()
+        return [(r, last, now - r.last_seen > r.ttl_s)
+                for r, last in self.engine.heartbeats.silent_first(now, most)]
 
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account, when given), the oldest first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from .. import __version__
 from ..domain.errors import InvalidArgument
 from ..domain.ids import canonical_id, canonical_symbol
 from ..domain.scopes import Scope
-from . import commands, drill, orders, reset, status, tokens, watch
+from . import commands, drill, heartbeats, orders, reset, status, tokens, watch
 from .connection import DEFAULT_PORT, DEFAULT_TARGET, MAX_TIMEOUT_S, Exit, Failed, Options, \
     Sidecar, UsageError, describe
 from .render import Output
@@ -34,7 +35,8 @@ exit codes (every command):
   1    could not do it: sidecar unreachable, UNAUTHENTICATED, PERMISSION_DENIED,
        INVALID_ARGUMENT, any other RPC error (its code and the server's message on stderr)
   2    the answer is no: status: a scope is not ARMED; check: denied; reset: refused;
-       drill: FAIL; orders clear: a named order was not working
+       drill: FAIL; orders clear: a named order was not working; heartbeats
+       deregister: no such registration
   3    reset: waiting for a second operator's approval (four-eyes)
   64   usage error, including an id that is not canonical (spaces around it, invisible
        or control characters, not NFC): ids are checked before anything is sent
@@ -96,9 +98,11 @@ def id_arg(field: str, symbol: bool = False):  # noqa: ANN201
 
 
 def positive(text: str) -> float:
+    """A finite number > 0 (review 55f: `check --price inf` was sent, refused
+    INVALID_ARGUMENT, exit 1, where every other bad argument is a usage error, 64)."""
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
 
 
@@ -155,6 +159,7 @@ def _parser() -> Parser:
     commands.add_history(add, scope_arg, count)
     drill.add_parser(add, scope_arg, seconds)
     orders.add_parser(add, common, id_arg)
+    heartbeats.add_parser(add, common, id_arg, scope_arg)
     tokens.add_parser(add, common)
     return parser
 

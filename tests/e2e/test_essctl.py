@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -155,7 +156,9 @@ def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
     target = start_sidecar().uds_target
     spelled = essctl(target, "trigger", "--scope", "strategy:a", "--code", "RISK_VIOLATION",
                      "--directive", "Cancel_Open_Orders")
-    assert spelled.returncode == 0 and not spelled.stderr, spelled.stderr
+    assert spelled.returncode == 0, spelled.stderr
+    assert spelled.stderr.startswith("essctl: nothing in the sidecar names STRATEGY:a"), \
+        spelled.stderr  # the only remark: nothing traded under the id yet
     unknown = essctl(target, "trigger", "--scope", "strategy:b", "--reason", "halt b",
                      "--code", "fat-finger", "--directive", "cancel-everything")
     assert unknown.returncode == 0, unknown.stderr
@@ -461,6 +464,10 @@ def test_check_exits_0_when_allowed_and_2_when_denied(start_sidecar: StartSideca
     assert denied.returncode == 2
     assert "DENIED  SCOPE_TRIPPED" in denied.stdout
     assert "blocking scope:  STRATEGY:momo" in denied.stdout
+    for number in ("inf", "nan", "-1"):  # review 55f: inf was sent, refused, exit 1
+        unsent = essctl(target, "check", "--strategy", "momo", *ORDER[:-1], number)
+        assert unsent.returncode == 64, (number, unsent.stderr)
+        assert "must be a finite positive number" in unsent.stderr
     code, decision = essctl_json(target, "check", "--strategy", "momo", *ORDER, "--coid",
                                  "my-order-7")
     assert code == 2
@@ -681,6 +688,55 @@ def test_an_executor_may_trigger_but_not_reset_or_drill(start_sidecar: StartSide
     assert list(scopes) == ["STRATEGY:momo"]  # unchanged, and no drill left behind
     assert (scopes["STRATEGY:momo"]["state"], scopes["STRATEGY:momo"]["actor"]) == (
         "TRIPPED", "exe")
+
+
+def test_heartbeats_lists_the_switches_and_deregister_retires_a_gone_executor(
+        start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    """Review 55f: essctl could neither list nor retire heartbeats, so a forced reset of a
+    gone executor's heartbeat_lost trip tripped again a TTL later, and only grpcurl could
+    deregister it. Its silence trips the scope; deregistered by an operator, a plain
+    reset lifts the latch and nothing trips again."""
+    tokens = tokens_file(tmp_path, alice=Role.OPERATOR, exe=Role.EXECUTOR)
+    target = start_sidecar(f'{NO_COOLDOWN}[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n'
+                           ).uds_target
+    momo = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+    with grpc.insecure_channel(target) as channel:
+        guard_stub(channel).Heartbeat(pb.HeartbeatRequest(executor_id="exec-1", scope=momo,
+                                                          ttl_ms=200),
+                                      metadata=[("authorization", f"Bearer {tokens['exe']}")])
+    code, listed = essctl_json(target, "heartbeats", token=tokens["alice"])
+    assert code == 0 and len(listed["heartbeats"]) == 1, listed
+    [registration] = listed["heartbeats"]
+    assert (registration["executor_id"], registration["scope"], registration["ttl_ms"],
+            registration["owner"]) == ("exec-1", "STRATEGY:momo", 200, "exe")
+    deadline = time.monotonic() + 30  # its silence trips the scope at a timer run
+    while restricted(target, token=tokens["alice"]).get("STRATEGY:momo") is None:
+        assert time.monotonic() < deadline, "the executor's silence tripped nothing"
+    human = essctl(target, "heartbeats", token=tokens["alice"])
+    assert human.returncode == 0 and "LAPSED" in human.stdout and "exec-1" in human.stdout
+    assert "1 registered, 1 lapsed" in human.stdout
+
+    refused = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "gone",
+                     "--yes", token=tokens["alice"])
+    assert refused.returncode == 2 and "heartbeat_lost" in refused.stdout + refused.stderr
+    unknown = essctl(target, "heartbeats", "deregister", "--executor", "exec-2", "--scope",
+                     "strategy:momo", "--yes", token=tokens["alice"])
+    assert unknown.returncode == 2 and "nothing to deregister" in unknown.stdout
+    unasked = essctl(target, "heartbeats", "deregister", "--executor", "exec-1", "--scope",
+                     "strategy:momo", token=tokens["alice"])
+    assert unasked.returncode == 1 and "not confirmed: pass --yes" in unasked.stderr
+    retired = essctl(target, "heartbeats", "deregister", "--executor", "exec-1", "--scope",
+                     "strategy:momo", "--yes", token=tokens["alice"])
+    assert retired.returncode == 0, retired.stderr
+    assert "deregistered exec-1 for STRATEGY:momo (STRATEGY:momo is TRIPPED)" in retired.stdout
+    assert "no heartbeat registrations" in essctl(target, "heartbeats",
+                                                  token=tokens["alice"]).stdout
+    lifted = essctl(target, "reset", "--scope", "strategy:momo", "--reason", "exec-1 gone",
+                    "--yes", token=tokens["alice"])
+    assert lifted.returncode == 0, lifted.stdout + lifted.stderr
+    _, history = essctl_json(target, "history", "--scope", "strategy:momo",
+                             token=tokens["alice"])
+    assert [e["state"] for e in history["events"]] == ["ARMED", "TRIPPED"]
 
 
 def test_four_eyes_reset_waits_for_a_second_different_operator(

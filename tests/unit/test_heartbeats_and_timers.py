@@ -12,6 +12,7 @@ from ess_sidecar.domain.commands import HeartbeatSeen
 from ess_sidecar.domain.config import ResumePolicy
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.errors import InvalidArgument, PermissionDenied, ResetRefused
+from ess_sidecar.domain.heartbeats import Heartbeats
 from ess_sidecar.domain.scopes import GLOBAL, ScopeKind
 from ess_sidecar.domain.states import Cause, State, TriggerMode
 
@@ -299,3 +300,16 @@ def test_executors_that_lapse_after_their_scopes_latch_are_marked_lost():
     assert [r.executor_id for r in engine.heartbeats.lapse(T0 + 6)] == ["second"]
     assert timers(engine, T0 + 6) == []
     assert engine.heartbeats.lapse(T0 + 7) == []
+
+
+def test_registrations_are_listed_the_longest_silent_first_and_capped() -> None:
+    """essctl heartbeats: those counted as lost since a restart first (their last beat
+    before it kept), then the oldest beat; at most `most` of them."""
+    switches = Heartbeats()
+    switches.beat("late", strategy(), 5.0, T0 + 3)
+    switches.beat("early", strategy(), 5.0, T0 + 1)
+    switches.beat("lost", account(), 5.0, T0 + 2)
+    switches.assume_lapsed(account())
+    assert [(r.executor_id, last) for r, last in switches.silent_first(T0 + 4, 10)] == [
+        ("lost", T0 + 2), ("early", T0 + 1), ("late", T0 + 3)]
+    assert [r.executor_id for r, _ in switches.silent_first(T0 + 4, 2)] == ["lost", "early"]

@@ -2510,8 +2510,10 @@ type GetStateRequest struct {
 	// Also list working orders (of this account only, when set).
 	IncludeWorkingOrders bool   `protobuf:"varint,1,opt,name=include_working_orders,json=includeWorkingOrders,proto3" json:"include_working_orders,omitempty"`
 	WorkingOrdersAccount string `protobuf:"bytes,2,opt,name=working_orders_account,json=workingOrdersAccount,proto3" json:"working_orders_account,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Also list the executors' heartbeat registrations.
+	IncludeHeartbeats bool `protobuf:"varint,3,opt,name=include_heartbeats,json=includeHeartbeats,proto3" json:"include_heartbeats,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetStateRequest) Reset() {
@@ -2558,6 +2560,104 @@ func (x *GetStateRequest) GetWorkingOrdersAccount() string {
 	return ""
 }
 
+func (x *GetStateRequest) GetIncludeHeartbeats() bool {
+	if x != nil {
+		return x.IncludeHeartbeats
+	}
+	return false
+}
+
+// An executor's heartbeat registration: the dead-man's switch of one scope.
+type HeartbeatRegistration struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ExecutorId string                 `protobuf:"bytes,1,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
+	// The scope that trips when its heartbeats stop.
+	Scope *Scope `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	TtlMs uint32 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// Its last beat (after a restart whose scope was latched by its loss: the last one
+	// before it, and it counts as lost until it beats again); unset when none is known.
+	LastBeat *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_beat,json=lastBeat,proto3" json:"last_beat,omitempty"`
+	// Past its TTL now, or counted as lost: the scope's heartbeat_lost breaker holds.
+	Lapsed bool `protobuf:"varint,5,opt,name=lapsed,proto3" json:"lapsed,omitempty"`
+	// The principal it is bound to: only it (or an operator) may beat or deregister it.
+	// Empty: registered with authentication off.
+	Owner         string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRegistration) Reset() {
+	*x = HeartbeatRegistration{}
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRegistration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRegistration) ProtoMessage() {}
+
+func (x *HeartbeatRegistration) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRegistration.ProtoReflect.Descriptor instead.
+func (*HeartbeatRegistration) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HeartbeatRegistration) GetExecutorId() string {
+	if x != nil {
+		return x.ExecutorId
+	}
+	return ""
+}
+
+func (x *HeartbeatRegistration) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *HeartbeatRegistration) GetTtlMs() uint32 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *HeartbeatRegistration) GetLastBeat() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastBeat
+	}
+	return nil
+}
+
+func (x *HeartbeatRegistration) GetLapsed() bool {
+	if x != nil {
+		return x.Lapsed
+	}
+	return false
+}
+
+func (x *HeartbeatRegistration) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 // An order the sidecar allowed that has not ended yet.
 type WorkingOrder struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2583,7 +2683,7 @@ type WorkingOrder struct {
 
 func (x *WorkingOrder) Reset() {
 	*x = WorkingOrder{}
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2695,7 @@ func (x *WorkingOrder) String() string {
 func (*WorkingOrder) ProtoMessage() {}
 
 func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2708,7 @@ func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkingOrder.ProtoReflect.Descriptor instead.
 func (*WorkingOrder) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkingOrder) GetAccount() string {
@@ -2691,7 +2791,7 @@ type WorkingOrderCount struct {
 
 func (x *WorkingOrderCount) Reset() {
 	*x = WorkingOrderCount{}
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2803,7 @@ func (x *WorkingOrderCount) String() string {
 func (*WorkingOrderCount) ProtoMessage() {}
 
 func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2816,7 @@ func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkingOrderCount.ProtoReflect.Descriptor instead.
 func (*WorkingOrderCount) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WorkingOrderCount) GetAccount() string {
@@ -2775,7 +2875,7 @@ type ScopeState struct {
 
 func (x *ScopeState) Reset() {
 	*x = ScopeState{}
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +2887,7 @@ func (x *ScopeState) String() string {
 func (*ScopeState) ProtoMessage() {}
 
 func (x *ScopeState) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +2900,7 @@ func (x *ScopeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScopeState.ProtoReflect.Descriptor instead.
 func (*ScopeState) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ScopeState) GetScope() *Scope {
@@ -2963,7 +3063,7 @@ type Latch struct {
 
 func (x *Latch) Reset() {
 	*x = Latch{}
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3075,7 @@ func (x *Latch) String() string {
 func (*Latch) ProtoMessage() {}
 
 func (x *Latch) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3088,7 @@ func (x *Latch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latch.ProtoReflect.Descriptor instead.
 func (*Latch) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Latch) GetName() string {
@@ -3041,7 +3141,7 @@ type BreakerThreshold struct {
 
 func (x *BreakerThreshold) Reset() {
 	*x = BreakerThreshold{}
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3053,7 +3153,7 @@ func (x *BreakerThreshold) String() string {
 func (*BreakerThreshold) ProtoMessage() {}
 
 func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3066,7 +3166,7 @@ func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakerThreshold.ProtoReflect.Descriptor instead.
 func (*BreakerThreshold) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BreakerThreshold) GetScope() string {
@@ -3134,13 +3234,15 @@ type GetStateResponse struct {
 	WorkingOrderCounts []*WorkingOrderCount `protobuf:"bytes,4,rep,name=working_order_counts,json=workingOrderCounts,proto3" json:"working_order_counts,omitempty"`
 	// With include_working_orders: the oldest first, at most 10,000.
 	WorkingOrders []*WorkingOrder `protobuf:"bytes,5,rep,name=working_orders,json=workingOrders,proto3" json:"working_orders,omitempty"`
+	// With include_heartbeats: the longest silent first, at most 10,000.
+	Heartbeats    []*HeartbeatRegistration `protobuf:"bytes,6,rep,name=heartbeats,proto3" json:"heartbeats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3254,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3267,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetStateResponse) GetScopes() []*ScopeState {
@@ -3203,6 +3305,13 @@ func (x *GetStateResponse) GetWorkingOrders() []*WorkingOrder {
 	return nil
 }
 
+func (x *GetStateResponse) GetHeartbeats() []*HeartbeatRegistration {
+	if x != nil {
+		return x.Heartbeats
+	}
+	return nil
+}
+
 type ClearWorkingOrdersRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Account string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
@@ -3217,7 +3326,7 @@ type ClearWorkingOrdersRequest struct {
 
 func (x *ClearWorkingOrdersRequest) Reset() {
 	*x = ClearWorkingOrdersRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3338,7 @@ func (x *ClearWorkingOrdersRequest) String() string {
 func (*ClearWorkingOrdersRequest) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3351,7 @@ func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClearWorkingOrdersRequest) GetAccount() string {
@@ -3275,7 +3384,7 @@ type ClearWorkingOrdersResponse struct {
 
 func (x *ClearWorkingOrdersResponse) Reset() {
 	*x = ClearWorkingOrdersResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3287,7 +3396,7 @@ func (x *ClearWorkingOrdersResponse) String() string {
 func (*ClearWorkingOrdersResponse) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3300,7 +3409,7 @@ func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
@@ -3326,7 +3435,7 @@ type WatchStateRequest struct {
 
 func (x *WatchStateRequest) Reset() {
 	*x = WatchStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3447,7 @@ func (x *WatchStateRequest) String() string {
 func (*WatchStateRequest) ProtoMessage() {}
 
 func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3460,7 @@ func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
 func (*WatchStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchStateRequest) GetScopes() []*Scope {
@@ -3400,7 +3509,7 @@ type WatchStateResponse struct {
 
 func (x *WatchStateResponse) Reset() {
 	*x = WatchStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3412,7 +3521,7 @@ func (x *WatchStateResponse) String() string {
 func (*WatchStateResponse) ProtoMessage() {}
 
 func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3425,7 +3534,7 @@ func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
 func (*WatchStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchStateResponse) GetKind() WatchEventKind {
@@ -3536,7 +3645,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3657,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3670,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListEventsRequest) GetScope() *Scope {
@@ -3626,7 +3735,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_ess_v1_guard_proto_msgTypes[35]
+	mi := &file_ess_v1_guard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3638,7 +3747,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[35]
+	mi := &file_ess_v1_guard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3651,7 +3760,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Event) GetVersion() uint64 {
@@ -3770,7 +3879,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[36]
+	mi := &file_ess_v1_guard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3782,7 +3891,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[36]
+	mi := &file_ess_v1_guard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3795,7 +3904,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{36}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3951,10 +4060,19 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +
 	"\x10pending_approval\x18\x03 \x01(\bR\x0fpendingApproval\x12!\n" +
 	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12J\n" +
-	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"}\n" +
+	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"\xac\x01\n" +
 	"\x0fGetStateRequest\x124\n" +
 	"\x16include_working_orders\x18\x01 \x01(\bR\x14includeWorkingOrders\x124\n" +
-	"\x16working_orders_account\x18\x02 \x01(\tR\x14workingOrdersAccount\"\xda\x02\n" +
+	"\x16working_orders_account\x18\x02 \x01(\tR\x14workingOrdersAccount\x12-\n" +
+	"\x12include_heartbeats\x18\x03 \x01(\bR\x11includeHeartbeats\"\xdb\x01\n" +
+	"\x15HeartbeatRegistration\x12\x1f\n" +
+	"\vexecutor_id\x18\x01 \x01(\tR\n" +
+	"executorId\x12#\n" +
+	"\x05scope\x18\x02 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\rR\x05ttlMs\x127\n" +
+	"\tlast_beat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastBeat\x12\x16\n" +
+	"\x06lapsed\x18\x05 \x01(\bR\x06lapsed\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\"\xda\x02\n" +
 	"\fWorkingOrder\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12&\n" +
 	"\x0fclient_order_id\x18\x02 \x01(\tR\rclientOrderId\x12\x1a\n" +
@@ -4011,7 +4129,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x04mode\x18\x06 \x01(\x0e2\x13.ess.v1.TriggerModeR\x04mode\x12\x1d\n" +
 	"\n" +
 	"auto_rearm\x18\a \x01(\bR\tautoRearm\x12\x1a\n" +
-	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xa7\x02\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xe6\x02\n" +
 	"\x10GetStateResponse\x12*\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x12.ess.v1.ScopeStateR\x06scopes\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x128\n" +
@@ -4019,7 +4137,10 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"thresholds\x18\x03 \x03(\v2\x18.ess.v1.BreakerThresholdR\n" +
 	"thresholds\x12K\n" +
 	"\x14working_order_counts\x18\x04 \x03(\v2\x19.ess.v1.WorkingOrderCountR\x12workingOrderCounts\x12;\n" +
-	"\x0eworking_orders\x18\x05 \x03(\v2\x14.ess.v1.WorkingOrderR\rworkingOrders\"w\n" +
+	"\x0eworking_orders\x18\x05 \x03(\v2\x14.ess.v1.WorkingOrderR\rworkingOrders\x12=\n" +
+	"\n" +
+	"heartbeats\x18\x06 \x03(\v2\x1d.ess.v1.HeartbeatRegistrationR\n" +
+	"heartbeats\"w\n" +
 	"\x19ClearWorkingOrdersRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12(\n" +
 	"\x10client_order_ids\x18\x02 \x03(\tR\x0eclientOrderIds\x12\x16\n" +
@@ -4201,7 +4322,7 @@ func file_ess_v1_guard_proto_rawDescGZIP() []byte {
 }
 
 var file_ess_v1_guard_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ess_v1_guard_proto_goTypes = []any{
 	(ScopeKind)(0),                     // 0: ess.v1.ScopeKind
 	(State)(0),                         // 1: ess.v1.State
@@ -4238,20 +4359,21 @@ var file_ess_v1_guard_proto_goTypes = []any{
 	(*ResetRequest)(nil),               // 32: ess.v1.ResetRequest
 	(*ResetResponse)(nil),              // 33: ess.v1.ResetResponse
 	(*GetStateRequest)(nil),            // 34: ess.v1.GetStateRequest
-	(*WorkingOrder)(nil),               // 35: ess.v1.WorkingOrder
-	(*WorkingOrderCount)(nil),          // 36: ess.v1.WorkingOrderCount
-	(*ScopeState)(nil),                 // 37: ess.v1.ScopeState
-	(*Latch)(nil),                      // 38: ess.v1.Latch
-	(*BreakerThreshold)(nil),           // 39: ess.v1.BreakerThreshold
-	(*GetStateResponse)(nil),           // 40: ess.v1.GetStateResponse
-	(*ClearWorkingOrdersRequest)(nil),  // 41: ess.v1.ClearWorkingOrdersRequest
-	(*ClearWorkingOrdersResponse)(nil), // 42: ess.v1.ClearWorkingOrdersResponse
-	(*WatchStateRequest)(nil),          // 43: ess.v1.WatchStateRequest
-	(*WatchStateResponse)(nil),         // 44: ess.v1.WatchStateResponse
-	(*ListEventsRequest)(nil),          // 45: ess.v1.ListEventsRequest
-	(*Event)(nil),                      // 46: ess.v1.Event
-	(*ListEventsResponse)(nil),         // 47: ess.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil),      // 48: google.protobuf.Timestamp
+	(*HeartbeatRegistration)(nil),      // 35: ess.v1.HeartbeatRegistration
+	(*WorkingOrder)(nil),               // 36: ess.v1.WorkingOrder
+	(*WorkingOrderCount)(nil),          // 37: ess.v1.WorkingOrderCount
+	(*ScopeState)(nil),                 // 38: ess.v1.ScopeState
+	(*Latch)(nil),                      // 39: ess.v1.Latch
+	(*BreakerThreshold)(nil),           // 40: ess.v1.BreakerThreshold
+	(*GetStateResponse)(nil),           // 41: ess.v1.GetStateResponse
+	(*ClearWorkingOrdersRequest)(nil),  // 42: ess.v1.ClearWorkingOrdersRequest
+	(*ClearWorkingOrdersResponse)(nil), // 43: ess.v1.ClearWorkingOrdersResponse
+	(*WatchStateRequest)(nil),          // 44: ess.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 45: ess.v1.WatchStateResponse
+	(*ListEventsRequest)(nil),          // 46: ess.v1.ListEventsRequest
+	(*Event)(nil),                      // 47: ess.v1.Event
+	(*ListEventsResponse)(nil),         // 48: ess.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 49: google.protobuf.Timestamp
 }
 var file_ess_v1_guard_proto_depIdxs = []int32{
 	0,  // 0: ess.v1.Scope.kind:type_name -> ess.v1.ScopeKind
@@ -4281,78 +4403,81 @@ var file_ess_v1_guard_proto_depIdxs = []int32{
 	11, // 24: ess.v1.TriggerResponse.alike:type_name -> ess.v1.Scope
 	11, // 25: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
 	1,  // 26: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	48, // 27: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 28: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
-	48, // 29: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
-	11, // 30: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
-	1,  // 31: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	48, // 32: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
-	8,  // 33: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
-	5,  // 34: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 35: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	48, // 36: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	48, // 37: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	48, // 38: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
-	38, // 39: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
-	1,  // 40: ess.v1.Latch.state:type_name -> ess.v1.State
-	48, // 41: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
-	6,  // 42: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	37, // 43: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	39, // 44: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	36, // 45: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
-	35, // 46: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
-	11, // 47: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	10, // 48: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	11, // 49: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 50: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 51: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	48, // 52: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 53: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 54: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	38, // 55: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
-	11, // 56: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	48, // 57: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	48, // 58: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	48, // 59: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 60: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 61: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 62: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 63: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 64: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 65: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	38, // 66: ess.v1.Event.latches:type_name -> ess.v1.Latch
-	46, // 67: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	12, // 68: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	14, // 69: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	17, // 70: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	19, // 71: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 72: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
-	25, // 73: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	28, // 74: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	30, // 75: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	32, // 76: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	34, // 77: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	43, // 78: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	45, // 79: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	41, // 80: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
-	13, // 81: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	16, // 82: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	18, // 83: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	20, // 84: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 85: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
-	27, // 86: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	29, // 87: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	31, // 88: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	33, // 89: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	40, // 90: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	44, // 91: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	47, // 92: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	42, // 93: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
-	81, // [81:94] is the sub-list for method output_type
-	68, // [68:81] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	49, // 27: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	11, // 28: ess.v1.HeartbeatRegistration.scope:type_name -> ess.v1.Scope
+	49, // 29: ess.v1.HeartbeatRegistration.last_beat:type_name -> google.protobuf.Timestamp
+	2,  // 30: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
+	49, // 31: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
+	11, // 32: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
+	1,  // 33: ess.v1.ScopeState.state:type_name -> ess.v1.State
+	49, // 34: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	8,  // 35: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
+	5,  // 36: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 37: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
+	49, // 38: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	49, // 39: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	49, // 40: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	39, // 41: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
+	1,  // 42: ess.v1.Latch.state:type_name -> ess.v1.State
+	49, // 43: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
+	6,  // 44: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	38, // 45: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	40, // 46: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	37, // 47: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
+	36, // 48: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
+	35, // 49: ess.v1.GetStateResponse.heartbeats:type_name -> ess.v1.HeartbeatRegistration
+	11, // 50: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	10, // 51: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	11, // 52: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 53: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 54: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	49, // 55: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 56: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 57: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	39, // 58: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
+	11, // 59: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	49, // 60: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	49, // 61: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	49, // 62: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 63: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 64: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 65: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 66: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 67: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 68: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	39, // 69: ess.v1.Event.latches:type_name -> ess.v1.Latch
+	47, // 70: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	12, // 71: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	14, // 72: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	17, // 73: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	19, // 74: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 75: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
+	25, // 76: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	28, // 77: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	30, // 78: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	32, // 79: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	34, // 80: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	44, // 81: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	46, // 82: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	42, // 83: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
+	13, // 84: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	16, // 85: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	18, // 86: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	20, // 87: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 88: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
+	27, // 89: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	29, // 90: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	31, // 91: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	33, // 92: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	41, // 93: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	45, // 94: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	48, // 95: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	43, // 96: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
+	84, // [84:97] is the sub-list for method output_type
+	71, // [71:84] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }
@@ -4371,7 +4496,7 @@ func file_ess_v1_guard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ess_v1_guard_proto_rawDesc), len(file_ess_v1_guard_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -15,6 +15,7 @@ from ...domain.decisions import Decision
 from ...domain.errors import InvalidArgument
 from ...domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus, OrderUpdate, \
     PositionSnapshot, Side
+from ...domain.heartbeats import Registration
 from ...domain.working import OrderRecord
 from ...service import FillReport
 from ...domain.scopes import MAX_TEXT_LENGTH, Scope, ScopeKind, check_text, make_scope, \
@@ -130,6 +131,16 @@ def working_order_to_proto(r: OrderRecord) -> pb.WorkingOrder:
                            quantity=r.quantity - r.crossing_room,  # (review 39a)
                            remaining_quantity=r.remaining, price=r.price,
                            since=timestamp(r.time), decision_id=r.decision_id)
+
+
+def registration_to_proto(r: Registration, last_beat: float | None,
+                          lapsed: bool) -> pb.HeartbeatRegistration:
+    registration = pb.HeartbeatRegistration(
+        executor_id=r.executor_id, scope=scope_to_proto(r.scope),
+        ttl_ms=round(r.ttl_s * 1000), lapsed=lapsed, owner=r.owner)
+    if last_beat is not None:
+        registration.last_beat.CopyFrom(timestamp(last_beat))
+    return registration
 
 
 def scope_from_proto(m: pb.Scope, field: str = "scope") -> Scope:

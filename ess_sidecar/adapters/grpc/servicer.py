@@ -28,9 +28,9 @@ from .errors import aborts_on_guard_errors, status_of
 from .mapping import decision_to_proto, decision_to_stream_bytes, fill_from_proto, \
     fill_to_proto, heartbeat_to_watch, included_from_proto, latch_names_from_proto, \
     metric_from_proto, open_orders_from_proto, order_from_proto, positions_from_proto, \
-    scope_from_proto, scope_state_to_proto, scope_to_proto, seconds, timestamp, \
-    transition_to_event, transition_to_watch, trigger_from_proto, update_from_proto, \
-    working_order_to_proto
+    registration_to_proto, scope_from_proto, scope_state_to_proto, scope_to_proto, seconds, \
+    timestamp, transition_to_event, transition_to_watch, trigger_from_proto, \
+    update_from_proto, working_order_to_proto
 from . import wire
 from .thresholds import thresholds_to_proto
 
@@ -44,6 +44,7 @@ FAILED_CLOSED = (("ess-failed-closed", "1"),)
 STREAM_REQUEST = pb.CheckOrderStreamRequest.DESCRIPTOR
 MAX_PAGE_SIZE = 1000
 MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
+MAX_HEARTBEATS_LISTED = 10_000  # and heartbeat registrations
 STATE_CHUNK = 500  # GetState gives the event loop back after mapping this many scopes
 
 
@@ -291,6 +292,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             if request.include_working_orders:
                 working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
                 rest.working_orders.extend(working_order_to_proto(r) for r in working)
+            if request.include_heartbeats:
+                rest.heartbeats.extend(registration_to_proto(*each) for each
+                                       in guard.heartbeats(MAX_HEARTBEATS_LISTED))
             parts, kept, fresh = [rest.SerializeToString()], self._scope_parts, {}
             for index, view in enumerate(views, 1):
                 scope = view.current.scope

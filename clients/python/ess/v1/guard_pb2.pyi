@@ -482,12 +482,30 @@ class ResetResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., pending_approval: _Optional[bool] = ..., requested_by: _Optional[str] = ..., approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("include_working_orders", "working_orders_account")
+    __slots__ = ("include_working_orders", "working_orders_account", "include_heartbeats")
     INCLUDE_WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
     WORKING_ORDERS_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     include_working_orders: bool
     working_orders_account: str
-    def __init__(self, include_working_orders: _Optional[bool] = ..., working_orders_account: _Optional[str] = ...) -> None: ...
+    include_heartbeats: bool
+    def __init__(self, include_working_orders: _Optional[bool] = ..., working_orders_account: _Optional[str] = ..., include_heartbeats: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatRegistration(_message.Message):
+    __slots__ = ("executor_id", "scope", "ttl_ms", "last_beat", "lapsed", "owner")
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_BEAT_FIELD_NUMBER: _ClassVar[int]
+    LAPSED_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    scope: Scope
+    ttl_ms: int
+    last_beat: _timestamp_pb2.Timestamp
+    lapsed: bool
+    owner: str
+    def __init__(self, executor_id: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., ttl_ms: _Optional[int] = ..., last_beat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lapsed: _Optional[bool] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class WorkingOrder(_message.Message):
     __slots__ = ("account", "client_order_id", "strategy", "symbol", "side", "quantity", "remaining_quantity", "price", "since", "decision_id")
@@ -598,18 +616,20 @@ class BreakerThreshold(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., breaker: _Optional[str] = ..., threshold: _Optional[float] = ..., window_ms: _Optional[int] = ..., consecutive: _Optional[int] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., auto_rearm: _Optional[bool] = ..., disabled: _Optional[bool] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders")
+    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders", "heartbeats")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     WORKING_ORDER_COUNTS_FIELD_NUMBER: _ClassVar[int]
     WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedCompositeFieldContainer[ScopeState]
     state_version: int
     thresholds: _containers.RepeatedCompositeFieldContainer[BreakerThreshold]
     working_order_counts: _containers.RepeatedCompositeFieldContainer[WorkingOrderCount]
     working_orders: _containers.RepeatedCompositeFieldContainer[WorkingOrder]
-    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ...) -> None: ...
+    heartbeats: _containers.RepeatedCompositeFieldContainer[HeartbeatRegistration]
+    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[HeartbeatRegistration, _Mapping]]] = ...) -> None: ...
 
 class ClearWorkingOrdersRequest(_message.Message):
     __slots__ = ("account", "client_order_ids", "reason")

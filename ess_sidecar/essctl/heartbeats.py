@@ -1,0 +1,117 @@
+"""`essctl heartbeats [deregister]`: the executors' dead-man's switches, and retiring one.
+
+An executor registers with a heartbeat for a scope; when its beats stop for longer than
+its TTL, the scope trips (`heartbeat_lost`). An executor that is gone for good keeps its
+registration, so a forced reset of that trip trips again a TTL later: an operator
+deregisters it (Heartbeat with `deregister`, logged with who did it; review 55f: only
+grpcurl could)."""
+
+from __future__ import annotations
+
+import argparse
+
+import grpc
+from rich.table import Table
+from rich.text import Text
+
+from ess.v1 import guard_pb2 as pb
+
+from .connection import NO_ANSWER, Exit, Sidecar
+from .render import Output, confirm, scope_name, scope_to_pb, to_json, when
+
+LISTED_AT_MOST = 10_000  # GetState lists at most this many registrations
+
+
+def add_parser(add, common, id_arg, scope_arg) -> None:  # noqa: ANN001
+    heartbeats = add("heartbeats", "the executors' heartbeat registrations (dead-man's"
+                     " switches), the longest silent first; `heartbeats deregister` retires"
+                     " one whose executor is gone")
+    heartbeats.add_argument("--scope", type=scope_arg, help="only this scope")
+    heartbeats.set_defaults(run=run_list)
+    sub = heartbeats.add_subparsers(dest="heartbeats_command", metavar="COMMAND")
+    retire = sub.add_parser(
+        "deregister", parents=[common], help="retire an executor's registration",
+        description="Deregister an executor's heartbeat for a scope (operator role, or the"
+        " principal it is bound to): its silence trips nothing from then on, and a"
+        " heartbeat_lost latch it left is lifted by a plain reset. Do it only when the"
+        " executor is gone. Shows the registration and asks for confirmation unless --yes;"
+        " exit 0 done, 1 not confirmed or not allowed, 2 no such registration.")
+    retire.add_argument("--executor", required=True, type=id_arg("executor_id"),
+                        help="the executor_id it registered with")
+    retire.add_argument("--scope", required=True, type=scope_arg)
+    retire.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    retire.set_defaults(run=run_deregister)
+
+
+def registrations(sidecar: Sidecar) -> list[pb.HeartbeatRegistration]:
+    return list(sidecar.call("GetState", pb.GetStateRequest(include_heartbeats=True))
+                .heartbeats)
+
+
+def run_list(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    listed = registrations(sidecar)
+    if args.scope is not None:
+        listed = [r for r in listed if scope_name(r.scope) == str(args.scope)]
+    if out.json:
+        out.emit({"heartbeats": [to_json(r) for r in listed],
+                  "lapsed": sum(r.lapsed for r in listed)})
+        return Exit.DONE
+    where = f" of {args.scope}" if args.scope is not None else ""
+    if not listed:
+        out.line(f"no heartbeat registrations{where}")
+        return Exit.DONE
+    out.console.print(registrations_table(listed, f"Heartbeat registrations{where},"
+                                                  " the longest silent first"))
+    lapsed = sum(r.lapsed for r in listed)
+    out.line(f"{len(listed)} registered, {lapsed} lapsed"
+             + (f" (at most {LISTED_AT_MOST} listed)" if len(listed) >= LISTED_AT_MOST
+                else ""))
+    return Exit.DONE
+
+
+def registrations_table(listed: list[pb.HeartbeatRegistration], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("executor", "scope", "ttl", "last beat", "state", "bound to"):
+        table.add_column(column, overflow="fold", justify="right" if column == "ttl"
+                         else "left")
+    for r in listed:
+        last = Text(when(r, "last_beat")) if r.HasField("last_beat") else Text("none known")
+        table.add_row(Text(r.executor_id), Text(scope_name(r.scope)),
+                      Text(f"{r.ttl_ms / 1000:g}s"), last,
+                      Text("LAPSED", style="bold red") if r.lapsed else Text("beating"),
+                      Text(r.owner or "(anyone: registered without a token)"))
+    return table
+
+
+def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
+    scope = str(args.scope)
+    found = [r for r in registrations(sidecar)
+             if r.executor_id == args.executor and scope_name(r.scope) == scope]
+    if not found:
+        if out.json:
+            out.emit({"result": "not_registered", "executor_id": args.executor,
+                      "scope": scope})
+        else:
+            out.line(f"nothing to deregister: {args.executor} has no heartbeat registration"
+                     f" for {scope} (essctl heartbeats lists them)")
+        return Exit.NO
+    if not args.yes:
+        if not out.json:
+            out.console.print(registrations_table(found, "The registration to retire"))
+        confirm(f"Deregister {args.executor} for {scope}: its silence will trip nothing."
+                " The executor is gone? Go ahead?", out, "not confirmed: pass --yes")
+    request = pb.HeartbeatRequest(executor_id=args.executor, scope=scope_to_pb(args.scope),
+                                  deregister=True)
+    try:
+        reply = sidecar.call("Heartbeat", request)
+    except grpc.RpcError as error:
+        if error.code() not in NO_ANSWER:
+            raise
+        reply = sidecar.call("Heartbeat", request)  # a deregistration may be repeated
+    if out.json:
+        out.emit({"result": "deregistered", "executor_id": args.executor, "scope": scope,
+                  **to_json(reply)})
+    else:
+        out.line(Text(f"deregistered {args.executor} for {scope}", style="bold"),
+                 f" ({scope} is {pb.State.Name(reply.state).removeprefix('STATE_')})")
+    return Exit.DONE
