@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
-from ..domain.ids import blank
+from ..domain.ids import blank, likeness
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, say_no_answer, scope_name, \
     scope_to_pb, state_text, to_json, when
@@ -41,9 +41,10 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if blank(args.reason):  # review 41c: U+2800 alone passed
         raise UsageError("--reason must say why trading may resume")
     scope = scope_to_pb(args.scope)
-    current = scope_state(sidecar, scope)
+    scopes = sidecar.call("GetState", pb.GetStateRequest()).scopes
+    current = next((s for s in scopes if s.scope == scope), None)
     if current is None:  # GetState lists every scope that is not ARMED
-        return nothing_to_reset(scope, out)
+        return nothing_to_reset(scope, out, [s for s in scopes if _alike(s.scope, scope)])
     if not out.json:
         out.console.print(preview_table(current))
     confirm_reset(current, args, out)
@@ -141,13 +142,28 @@ def scope_state(sidecar: Sidecar, scope: pb.Scope) -> pb.ScopeState | None:
                  if s.scope == scope), None)
 
 
-def nothing_to_reset(scope: pb.Scope, out: Output) -> int:
+def _alike(one: pb.Scope, other: pb.Scope) -> bool:
+    """Two scopes of a kind whose ids differ only in letter case or runs of spaces."""
+    return one.kind == other.kind and one.id != other.id \
+        and likeness(one.id) == likeness(other.id)
+
+
+def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState]) -> int:
+    """The scope is ARMED: nothing is sent. Scopes not ARMED whose ids differ from its
+    only in case or spaces are named: accounts and strategies are case-sensitive, and
+    `reset --scope account:ACC-2` said only that ACC-2 was ARMED while acc-2 stayed
+    tripped (review 55f's stop of a mis-cased id, seen from the other side)."""
     if out.json:
-        out.emit({"result": "nothing_to_reset", "scope": scope_name(scope), "state": "ARMED"})
+        out.emit({"result": "nothing_to_reset", "scope": scope_name(scope), "state": "ARMED",
+                  "alike": [scope_name(s.scope) for s in alike]})
     else:
         out.line(f"{scope_name(scope)} is ARMED; nothing to reset")
     if note := non_ascii_note(scope):  # review 41c: a look-alike of a tripped scope
         out.note(note)
+    for s in alike:
+        out.note(f"essctl: {scope_name(s.scope)} is {state_text(s.state).plain}: it differs"
+                 f" from {scope_name(scope)} in letter case or spaces; to reset it: "
+                 + shlex.join(["essctl", "reset", "--scope", scope_name(s.scope)]))
     return Exit.DONE
 
 

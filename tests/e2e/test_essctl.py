@@ -147,6 +147,14 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
     assert exact.returncode == 0 and "ACCOUNT:acc-2 is TRIPPED" in exact.stdout
     assert "NOT stopped" not in exact.stderr and "nothing in the sidecar" not in exact.stderr
 
+    trip(target, "strategy:Momo")  # and a reset spelled otherwise names what stays tripped
+    wrong_reset = essctl(target, "reset", "--scope", "strategy:MOMO", "--reason", "x", "--yes")
+    assert wrong_reset.returncode == 0 and "STRATEGY:MOMO is ARMED; nothing to reset" in \
+        wrong_reset.stdout
+    assert "STRATEGY:Momo is TRIPPED: it differs from STRATEGY:MOMO" in wrong_reset.stderr
+    assert "essctl reset --scope STRATEGY:Momo" in wrong_reset.stderr
+    assert "STRATEGY:momo is TRIPPED" in wrong_reset.stderr  # the first stop, as asked
+
 
 def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(
         start_sidecar: StartSidecar) -> None:
