@@ -859,10 +859,11 @@ class Guard(GuardReadings):
         return bool(requester) and self._is_operator is not None \
             and not self._is_operator(requester, credential)
 
-    def alike(self, scope: Scope) -> tuple[bool, list[Scope]]:
-        """Whether anything here names `scope`, and the known ones an operator may have
-        meant by it (GuardEngine.alike)."""
-        return self.engine.alike(scope)
+    def spelled_alike(self, scope: Scope) -> Generator[None, None, tuple[bool, list[Scope]]]:
+        """Whether anything here names `scope`, and the known ones spelled alike that an
+        operator may have meant by it, a walk that yields now and then
+        (GuardEngine.spelled_alike)."""
+        return self.engine.spelled_alike(scope)
 
     def heartbeats(self, most: int) -> list[tuple[Registration, float | None, bool]]:
         """Up to `most` heartbeat registrations, the longest silent first, each with its

@@ -195,7 +195,9 @@ def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     request, notes = trigger_request(args)
     reply = _stop(sidecar, request, out)
     try:
-        _say_triggered(request, reply, notes, out)
+        alike = _spelled_alike(sidecar, request, out)
+        _say_triggered(request, reply, notes, out, alike)
+        _say_alike(args, request, alike, out)
     except BrokenPipeError:  # what is left unsaid goes nowhere (Output), not to the exit
         pass  # status
     return Exit.DONE
@@ -278,14 +280,16 @@ def _where_it_stands(sidecar: Sidecar, request: pb.TriggerRequest,
 
 
 def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes: list[str],
-                   out: Output) -> None:
+                   out: Output, alike: pb.GetStateResponse | None) -> None:
     for note in notes:
         out.note(f"essctl: {note}")
     if out.json:
+        spelled = {"spelled_alike": to_json(alike.spelled_alike)} \
+            if alike is not None and alike.HasField("spelled_alike") else {}
         out.emit({"scope": scope_name(request.scope),
                   "mode": enum_name(pb.TriggerMode.DESCRIPTOR, request.mode),
                   "directives": [enum_name(pb.Directive.DESCRIPTOR, d)
-                                 for d in request.directives], **to_json(reply)})
+                                 for d in request.directives], **to_json(reply), **spelled})
         return
     out.line(Text(scope_name(request.scope), style="bold"), " is ", state_text(reply.state),
              f" (version {reply.state_version})")
@@ -293,24 +297,68 @@ def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes:
         out.note(note)
     if request.directives:
         out.line(f"directives: {names(pb.Directive.DESCRIPTOR, request.directives)}")
-    _say_alike(request, reply, out)
 
 
-def _say_alike(request: pb.TriggerRequest, reply: pb.TriggerResponse, out: Output) -> None:
-    """A stop names one id exactly, and accounts, strategies and executors are
-    case-sensitive: what the sidecar knows under an id spelled alike, it was not asked to
-    stop (review 55f: `ACC-2` stopped, `acc-2` traded on, and essctl said only done)."""
-    stopped = scope_name(request.scope)
-    again = ["--reduce-only"] if request.mode == pb.TRIGGER_MODE_REDUCE_ONLY else []
-    for scope in reply.alike:
+def _spelled_alike(sidecar: Sidecar, request: pb.TriggerRequest,
+                   out: Output) -> pb.GetStateResponse | None:
+    """Once the stop is acknowledged, what the sidecar knows spelled like its scope, and
+    where each scope stands (GetState's spelled_like); None for GLOBAL, or when the
+    sidecar cannot say (said on stderr: the stop stands either way)."""
+    if request.scope.kind == pb.SCOPE_KIND_GLOBAL:
+        return None
+    try:
+        return sidecar.call("GetState", pb.GetStateRequest(spelled_like=request.scope))
+    except grpc.RpcError as error:
+        out.note(f"essctl: the sidecar could not say which ids are spelled like"
+                 f" {scope_name(request.scope)} ({error.code().name})")
+        return None
+
+
+def _say_alike(args: argparse.Namespace, request: pb.TriggerRequest,
+               state: pb.GetStateResponse | None, out: Output) -> None:
+    """A stop names one id exactly, and accounts and strategies are case-sensitive:
+    what the sidecar knows under an id spelled alike, it was not asked to stop (review
+    55f: `ACC-2` stopped, `acc-2` traded on, and essctl said only done). Each is named
+    with where it stands and, if it trades, the command that stops it too."""
+    if state is None or not state.HasField("spelled_alike"):  # GLOBAL, or an older
+        return  # sidecar: it does not say
+    alike, stopped = state.spelled_alike, scope_name(request.scope)
+    states = {scope_name(s.scope): s for s in state.scopes if not s.drill}
+    for scope in alike.alike:
         name = scope_name(scope)
-        out.note(f"essctl: {name} is known to the sidecar and was NOT stopped: it differs"
-                 f" from {stopped} in letter case or spaces; to stop it too: "
-                 + shlex.join(["essctl", "trigger", "--scope", name, *again]))
-    if reply.unseen and not reply.alike:
+        if (now := states.get(name)) is not None and now.state in (
+                pb.STATE_TRIPPED, pb.STATE_REDUCE_ONLY):
+            out.note(f"essctl: {name}, spelled like {stopped}, is"
+                     f" {state_text(now.state).plain} already (not by this stop)")
+        else:
+            out.note(f"essctl: {name} is known to the sidecar and was NOT stopped: it differs"
+                     f" from {stopped} in letter case or spaces; to stop it too: "
+                     + _stop_again(args, request, name))
+        if note := non_ascii_note(scope):
+            out.note(note)
+    if alike.unseen and not alike.alike:
         out.note(f"essctl: nothing in the sidecar names {stopped} yet (no position, working"
                  " order, report, registration or setting under that id): if the stop was"
                  " meant for an id spelled otherwise, that one trades on")
+    if (glob := states.get("GLOBAL")) is not None and glob.state == pb.STATE_TRIPPED:
+        out.note("essctl: GLOBAL is TRIPPED: nothing trades while it is")
+
+
+def _stop_again(args: argparse.Namespace, request: pb.TriggerRequest, scope: str) -> str:
+    """The command that makes the same stop of `scope`: the same sidecar, mode,
+    directives, code and reason (review 56a: without --target, pasted, it stopped the id
+    on the sidecar ESS_TARGET named). A token is never printed."""
+    words = ["essctl", *(["--target", args.target] if args.target else []), "trigger",
+             "--scope", scope]
+    if request.mode == pb.TRIGGER_MODE_REDUCE_ONLY:
+        words.append("--reduce-only")
+    for directive in request.directives:
+        words += ["--directive", _loose(enum_name(pb.Directive.DESCRIPTOR, directive))]
+    if args.code:
+        words += ["--code", _text(args.code)]
+    if args.reason:
+        words += ["--reason", _text(args.reason)]
+    return shlex.join(words) + (" (with your --token)" if args.token else "")
 
 
 def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:

@@ -128,18 +128,25 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
             account="acc-2", strategy="Momo", symbol="AAPL", side=pb.SIDE_BUY, quantity=1,
             price=100, client_order_id="o-1")).allowed
 
-        wrong = essctl(target, "trigger", "--scope", "account:ACC-2", "--reduce-only")
+        wrong = essctl(target, "trigger", "--scope", "account:ACC-2", "--reduce-only",
+                       "--directive", "cancel-open-orders", "--reason", "desk: stop acc 2")
         assert wrong.returncode == 0, wrong.stderr
         assert "ACCOUNT:ACC-2 is REDUCE_ONLY" in wrong.stdout
         assert "ACCOUNT:acc-2 is known to the sidecar and was NOT stopped" in wrong.stderr
-        assert "essctl trigger --scope ACCOUNT:acc-2 --reduce-only" in wrong.stderr
+        assert f"essctl --target {target} trigger --scope ACCOUNT:acc-2 --reduce-only" \
+            " --directive cancel-open-orders --reason 'desk: stop acc 2'" in wrong.stderr
         assert stub.CheckOrder(pb.CheckOrderRequest(  # what the stop was meant for trades
             account="acc-2", strategy="Momo", symbol="AAPL", side=pb.SIDE_BUY, quantity=1,
             price=100, client_order_id="o-2")).allowed
 
     code, reply = essctl_json(target, "trigger", "--scope", "strategy:momo")
     assert code == 0 and reply["state"] == "TRIPPED"
-    assert (reply["alike"], reply["unseen"]) == (["STRATEGY:Momo"], True)
+    assert reply["spelled_alike"] == {"scope": "STRATEGY:momo", "unseen": True,
+                                      "alike": ["STRATEGY:Momo"]}
+    trip(target, "strategy:Momo")  # the one that trades, stopped by its own name
+    again = essctl(target, "trigger", "--scope", "strategy:MOMO")
+    assert "STRATEGY:Momo, spelled like STRATEGY:MOMO, is TRIPPED already" in again.stderr
+    assert "NOT stopped" not in again.stderr
     unseen = essctl(target, "trigger", "--scope", "strategy:nobody")
     assert unseen.returncode == 0, unseen.stderr
     assert "nothing in the sidecar names STRATEGY:nobody yet" in unseen.stderr
@@ -147,13 +154,13 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
     assert exact.returncode == 0 and "ACCOUNT:acc-2 is TRIPPED" in exact.stdout
     assert "NOT stopped" not in exact.stderr and "nothing in the sidecar" not in exact.stderr
 
-    trip(target, "strategy:Momo")  # and a reset spelled otherwise names what stays tripped
-    wrong_reset = essctl(target, "reset", "--scope", "strategy:MOMO", "--reason", "x", "--yes")
-    assert wrong_reset.returncode == 0 and "STRATEGY:MOMO is ARMED; nothing to reset" in \
+    wrong_reset = essctl(target, "reset", "--scope", "strategy:MoMo", "--reason", "x", "--yes")
+    assert wrong_reset.returncode == 0 and "STRATEGY:MoMo is ARMED; nothing to reset" in \
         wrong_reset.stdout
-    assert "STRATEGY:Momo is TRIPPED: it differs from STRATEGY:MOMO" in wrong_reset.stderr
+    assert "STRATEGY:Momo is TRIPPED: it differs from STRATEGY:MoMo" in wrong_reset.stderr
     assert "essctl reset --scope STRATEGY:Momo" in wrong_reset.stderr
-    assert "STRATEGY:momo is TRIPPED" in wrong_reset.stderr  # the first stop, as asked
+    assert "STRATEGY:MOMO is TRIPPED" in wrong_reset.stderr  # the stops, as asked
+    # A reset spelled otherwise names what stays tripped (above: Momo, momo and MOMO).
 
 
 def test_trigger_stops_whatever_codes_directives_or_flags_come_with_it(

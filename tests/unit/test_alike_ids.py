@@ -5,11 +5,22 @@ case, runs of spaces) is said, so that a stop meant for it is not taken for done
 from __future__ import annotations
 
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.engine import MOST_ALIKE, GuardEngine
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
 from ess_sidecar.domain.ids import likeness
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from tests.unit.conftest import T0, account, make_engine, order, position, report, strategy, \
     symbol, trip
+
+
+def alike(engine: GuardEngine, scope: Scope, every: int = 1000) -> tuple[bool, list[Scope]]:
+    """The walk run through, as GetState runs it (yielding the loop in between)."""
+    walk = engine.spelled_alike(scope, every)
+    while True:
+        try:
+            next(walk)
+        except StopIteration as done:
+            return done.value
 
 
 def test_likeness_folds_case_and_runs_of_spaces_only() -> None:
@@ -20,27 +31,27 @@ def test_likeness_folds_case_and_runs_of_spaces_only() -> None:
 
 def test_nothing_known_is_unseen_and_global_always_is_known() -> None:
     engine = make_engine(equity=None)
-    assert engine.alike(account("acc-2")) == (False, [])
-    assert engine.alike(GLOBAL) == (True, [])
+    assert alike(engine, account("acc-2")) == (False, [])
+    assert alike(engine, GLOBAL) == (True, [])
 
 
 def test_an_account_known_by_its_book_or_working_orders_is_named_for_another_case() -> None:
     engine = make_engine()  # the book holds acc-1 (its equity and a mark)
-    assert engine.alike(account("ACC-1")) == (False, [account("acc-1")])
-    assert engine.alike(account("acc-1")) == (True, [])
+    assert alike(engine, account("ACC-1")) == (False, [account("acc-1")])
+    assert alike(engine, account("acc-1")) == (True, [])
     assert engine.check(order(account="Desk 7"), T0).allowed is False  # no equity: denied,
-    assert engine.alike(account("desk  7")) == (False, [])  # and nothing kept of it
+    assert alike(engine, account("desk  7")) == (False, [])  # and nothing kept of it
     engine.sync_positions("Desk 7", 1_000_000.0, [position(0.0)])
-    assert engine.alike(account("desk  7")) == (False, [account("Desk 7")])
+    assert alike(engine, account("desk  7")) == (False, [account("Desk 7")])
 
 
 def test_a_strategy_known_by_a_working_order_is_named_and_the_exact_one_is_not() -> None:
     engine = make_engine()
-    assert engine.alike(strategy("momo")) == (False, [])
+    assert alike(engine, strategy("momo")) == (False, [])
     assert engine.check(order(strategy="Momo"), T0).allowed
-    assert engine.alike(strategy("momo")) == (False, [strategy("Momo")])
-    assert engine.alike(strategy("Momo")) == (True, [])
-    assert engine.alike(strategy("MOMO ")) == (False, [strategy("Momo")])
+    assert alike(engine, strategy("momo")) == (False, [strategy("Momo")])
+    assert alike(engine, strategy("Momo")) == (True, [])
+    assert alike(engine, strategy("MOMO ")) == (False, [strategy("Momo")])
 
 
 def test_evidence_and_overrides_make_a_scope_known_and_a_trip_does_not() -> None:
@@ -49,16 +60,30 @@ def test_evidence_and_overrides_make_a_scope_known_and_a_trip_does_not() -> None
     engine = make_engine(overrides={strategy("Carry"): {}})
     report(engine, strategy("Mean Rev"), Metric.DAILY_DRAWDOWN_PCT, 1.0, T0)
     trip(engine, account("Ops"), T0)
-    assert engine.alike(strategy("mean rev")) == (False, [strategy("Mean Rev")])
-    assert engine.alike(strategy("CARRY")) == (False, [strategy("Carry")])
-    assert engine.alike(account("Ops")) == engine.alike(account("OPS")) == (False, [])
+    assert alike(engine, strategy("mean rev")) == (False, [strategy("Mean Rev")])
+    assert alike(engine, strategy("CARRY")) == (False, [strategy("Carry")])
+    assert alike(engine, account("Ops")) == alike(engine, account("OPS")) == (False, [])
     both = make_engine(overrides={strategy("carry"): {}, strategy("Carry"): {}})
-    assert both.alike(strategy("CARRY")) == (False, [strategy("Carry"), strategy("carry")])
+    assert alike(both, strategy("CARRY")) == (False, [strategy("Carry"), strategy("carry")])
 
 
 def test_symbols_known_by_marks_and_limits_differ_only_in_spaces() -> None:
     engine = make_engine(limits=LimitSettings(duplicate_identical_orders=0,
                                               symbols={"EUR USD": SymbolLimits()}))
-    assert engine.alike(symbol("BTC-USD")) == (True, [])  # the book's mark
-    assert engine.alike(symbol("EUR  USD")) == (False, [symbol("EUR USD")])
-    assert engine.alike(Scope(ScopeKind.SYMBOL, "ETH-USD")) == (False, [])
+    assert alike(engine, symbol("BTC-USD")) == (True, [])  # the book's mark
+    assert alike(engine, symbol("EUR  USD")) == (False, [symbol("EUR USD")])
+    assert alike(engine, Scope(ScopeKind.SYMBOL, "ETH-USD")) == (False, [])
+
+
+def test_the_walk_yields_every_so_many_ids_and_names_at_most_a_hundred() -> None:
+    """Review 56a: walked at once, 100,000 ids held a Trigger and every check for up to
+    3 s, and 40,000 case variants made a 5 MB answer."""
+    engine = make_engine()
+    for n in range(250):
+        variant = "".join(c.upper() if n >> i & 1 else c for i, c in enumerate("momentum"))
+        report(engine, strategy(variant), Metric.DAILY_DRAWDOWN_PCT, 1.0, T0)
+    walk = engine.spelled_alike(strategy("MOMENTUM!"), every=100)
+    assert [next(walk), next(walk)] == [None, None]  # 250 ids and more: two yields at least
+    known, named = alike(engine, strategy("momentum"))
+    assert known and len(named) == MOST_ALIKE == 100
+    assert named == sorted(named, key=lambda s: s.id)

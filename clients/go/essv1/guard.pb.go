@@ -2248,19 +2248,9 @@ func (x *TriggerRequest) GetDrill() bool {
 }
 
 type TriggerResponse struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	State        State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
-	StateVersion uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
-	// True when nothing that trades or is configured names the scope's id: no evidence,
-	// executor registration or breaker override of the scope, and no account, strategy or
-	// symbol so named in the positions, working orders, order rate or symbol limits (a trip
-	// does not count). Never for GLOBAL. No error (a stop may come before anything
-	// trades), but a stop meant for an id spelled otherwise stops nothing of it.
-	Unseen bool `protobuf:"varint,3,opt,name=unseen,proto3" json:"unseen,omitempty"`
-	// Scopes of the same kind named so (see unseen) whose ids differ from this one's only
-	// in letter case or runs of spaces: they were NOT stopped (accounts and strategies are
-	// case-sensitive). essctl names them.
-	Alike         []*Scope `protobuf:"bytes,4,rep,name=alike,proto3" json:"alike,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
+	StateVersion  uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2307,20 +2297,6 @@ func (x *TriggerResponse) GetStateVersion() uint64 {
 		return x.StateVersion
 	}
 	return 0
-}
-
-func (x *TriggerResponse) GetUnseen() bool {
-	if x != nil {
-		return x.Unseen
-	}
-	return false
-}
-
-func (x *TriggerResponse) GetAlike() []*Scope {
-	if x != nil {
-		return x.Alike
-	}
-	return nil
 }
 
 type ResetRequest struct {
@@ -2512,8 +2488,11 @@ type GetStateRequest struct {
 	WorkingOrdersAccount string `protobuf:"bytes,2,opt,name=working_orders_account,json=workingOrdersAccount,proto3" json:"working_orders_account,omitempty"`
 	// Also list the executors' heartbeat registrations.
 	IncludeHeartbeats bool `protobuf:"varint,3,opt,name=include_heartbeats,json=includeHeartbeats,proto3" json:"include_heartbeats,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Also say what the sidecar knows spelled like this scope (GetStateResponse.spelled_alike):
+	// essctl asks after a stop, whose scope names one id exactly.
+	SpelledLike   *Scope `protobuf:"bytes,4,opt,name=spelled_like,json=spelledLike,proto3" json:"spelled_like,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStateRequest) Reset() {
@@ -2567,6 +2546,81 @@ func (x *GetStateRequest) GetIncludeHeartbeats() bool {
 	return false
 }
 
+func (x *GetStateRequest) GetSpelledLike() *Scope {
+	if x != nil {
+		return x.SpelledLike
+	}
+	return nil
+}
+
+// What the sidecar knows spelled like a scope: ids that trading or the configuration names
+// (a scope's evidence, executor registration or breaker override; an account, strategy or
+// symbol in the positions, working orders, order rate or symbol limits; not trips).
+type SpelledAlike struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scope asked about (GetStateRequest.spelled_like).
+	Scope *Scope `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Nothing names its id. Never for GLOBAL. No error (a stop may come before anything
+	// trades), but a stop meant for an id spelled otherwise stops nothing of it.
+	Unseen bool `protobuf:"varint,2,opt,name=unseen,proto3" json:"unseen,omitempty"`
+	// Up to 100 scopes of its kind so named whose ids differ from its own only in letter
+	// case or runs of spaces (accounts and strategies are case-sensitive).
+	Alike         []*Scope `protobuf:"bytes,3,rep,name=alike,proto3" json:"alike,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpelledAlike) Reset() {
+	*x = SpelledAlike{}
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpelledAlike) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpelledAlike) ProtoMessage() {}
+
+func (x *SpelledAlike) ProtoReflect() protoreflect.Message {
+	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpelledAlike.ProtoReflect.Descriptor instead.
+func (*SpelledAlike) Descriptor() ([]byte, []int) {
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SpelledAlike) GetScope() *Scope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *SpelledAlike) GetUnseen() bool {
+	if x != nil {
+		return x.Unseen
+	}
+	return false
+}
+
+func (x *SpelledAlike) GetAlike() []*Scope {
+	if x != nil {
+		return x.Alike
+	}
+	return nil
+}
+
 // An executor's heartbeat registration: the dead-man's switch of one scope.
 type HeartbeatRegistration struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -2588,7 +2642,7 @@ type HeartbeatRegistration struct {
 
 func (x *HeartbeatRegistration) Reset() {
 	*x = HeartbeatRegistration{}
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +2654,7 @@ func (x *HeartbeatRegistration) String() string {
 func (*HeartbeatRegistration) ProtoMessage() {}
 
 func (x *HeartbeatRegistration) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[24]
+	mi := &file_ess_v1_guard_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +2667,7 @@ func (x *HeartbeatRegistration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRegistration.ProtoReflect.Descriptor instead.
 func (*HeartbeatRegistration) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{24}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HeartbeatRegistration) GetExecutorId() string {
@@ -2683,7 +2737,7 @@ type WorkingOrder struct {
 
 func (x *WorkingOrder) Reset() {
 	*x = WorkingOrder{}
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2749,7 @@ func (x *WorkingOrder) String() string {
 func (*WorkingOrder) ProtoMessage() {}
 
 func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[25]
+	mi := &file_ess_v1_guard_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2762,7 @@ func (x *WorkingOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkingOrder.ProtoReflect.Descriptor instead.
 func (*WorkingOrder) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{25}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WorkingOrder) GetAccount() string {
@@ -2791,7 +2845,7 @@ type WorkingOrderCount struct {
 
 func (x *WorkingOrderCount) Reset() {
 	*x = WorkingOrderCount{}
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2857,7 @@ func (x *WorkingOrderCount) String() string {
 func (*WorkingOrderCount) ProtoMessage() {}
 
 func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[26]
+	mi := &file_ess_v1_guard_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2870,7 @@ func (x *WorkingOrderCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkingOrderCount.ProtoReflect.Descriptor instead.
 func (*WorkingOrderCount) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{26}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WorkingOrderCount) GetAccount() string {
@@ -2875,7 +2929,7 @@ type ScopeState struct {
 
 func (x *ScopeState) Reset() {
 	*x = ScopeState{}
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +2941,7 @@ func (x *ScopeState) String() string {
 func (*ScopeState) ProtoMessage() {}
 
 func (x *ScopeState) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[27]
+	mi := &file_ess_v1_guard_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +2954,7 @@ func (x *ScopeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScopeState.ProtoReflect.Descriptor instead.
 func (*ScopeState) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{27}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ScopeState) GetScope() *Scope {
@@ -3063,7 +3117,7 @@ type Latch struct {
 
 func (x *Latch) Reset() {
 	*x = Latch{}
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3129,7 @@ func (x *Latch) String() string {
 func (*Latch) ProtoMessage() {}
 
 func (x *Latch) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[28]
+	mi := &file_ess_v1_guard_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3142,7 @@ func (x *Latch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latch.ProtoReflect.Descriptor instead.
 func (*Latch) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{28}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Latch) GetName() string {
@@ -3141,7 +3195,7 @@ type BreakerThreshold struct {
 
 func (x *BreakerThreshold) Reset() {
 	*x = BreakerThreshold{}
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3153,7 +3207,7 @@ func (x *BreakerThreshold) String() string {
 func (*BreakerThreshold) ProtoMessage() {}
 
 func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[29]
+	mi := &file_ess_v1_guard_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3166,7 +3220,7 @@ func (x *BreakerThreshold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakerThreshold.ProtoReflect.Descriptor instead.
 func (*BreakerThreshold) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{29}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BreakerThreshold) GetScope() string {
@@ -3235,14 +3289,16 @@ type GetStateResponse struct {
 	// With include_working_orders: the oldest first, at most 10,000.
 	WorkingOrders []*WorkingOrder `protobuf:"bytes,5,rep,name=working_orders,json=workingOrders,proto3" json:"working_orders,omitempty"`
 	// With include_heartbeats: the longest silent first, at most 10,000.
-	Heartbeats    []*HeartbeatRegistration `protobuf:"bytes,6,rep,name=heartbeats,proto3" json:"heartbeats,omitempty"`
+	Heartbeats []*HeartbeatRegistration `protobuf:"bytes,6,rep,name=heartbeats,proto3" json:"heartbeats,omitempty"`
+	// With spelled_like.
+	SpelledAlike  *SpelledAlike `protobuf:"bytes,7,opt,name=spelled_alike,json=spelledAlike,proto3" json:"spelled_alike,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
 	*x = GetStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3310,7 @@ func (x *GetStateResponse) String() string {
 func (*GetStateResponse) ProtoMessage() {}
 
 func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[30]
+	mi := &file_ess_v1_guard_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3323,7 @@ func (x *GetStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{30}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetStateResponse) GetScopes() []*ScopeState {
@@ -3312,6 +3368,13 @@ func (x *GetStateResponse) GetHeartbeats() []*HeartbeatRegistration {
 	return nil
 }
 
+func (x *GetStateResponse) GetSpelledAlike() *SpelledAlike {
+	if x != nil {
+		return x.SpelledAlike
+	}
+	return nil
+}
+
 type ClearWorkingOrdersRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Account string                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
@@ -3326,7 +3389,7 @@ type ClearWorkingOrdersRequest struct {
 
 func (x *ClearWorkingOrdersRequest) Reset() {
 	*x = ClearWorkingOrdersRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3401,7 @@ func (x *ClearWorkingOrdersRequest) String() string {
 func (*ClearWorkingOrdersRequest) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[31]
+	mi := &file_ess_v1_guard_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3414,7 @@ func (x *ClearWorkingOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{31}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClearWorkingOrdersRequest) GetAccount() string {
@@ -3384,7 +3447,7 @@ type ClearWorkingOrdersResponse struct {
 
 func (x *ClearWorkingOrdersResponse) Reset() {
 	*x = ClearWorkingOrdersResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3396,7 +3459,7 @@ func (x *ClearWorkingOrdersResponse) String() string {
 func (*ClearWorkingOrdersResponse) ProtoMessage() {}
 
 func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[32]
+	mi := &file_ess_v1_guard_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3409,7 +3472,7 @@ func (x *ClearWorkingOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearWorkingOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ClearWorkingOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{32}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ClearWorkingOrdersResponse) GetCleared() uint32 {
@@ -3435,7 +3498,7 @@ type WatchStateRequest struct {
 
 func (x *WatchStateRequest) Reset() {
 	*x = WatchStateRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3510,7 @@ func (x *WatchStateRequest) String() string {
 func (*WatchStateRequest) ProtoMessage() {}
 
 func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[33]
+	mi := &file_ess_v1_guard_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3523,7 @@ func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
 func (*WatchStateRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{33}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchStateRequest) GetScopes() []*Scope {
@@ -3509,7 +3572,7 @@ type WatchStateResponse struct {
 
 func (x *WatchStateResponse) Reset() {
 	*x = WatchStateResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3584,7 @@ func (x *WatchStateResponse) String() string {
 func (*WatchStateResponse) ProtoMessage() {}
 
 func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[34]
+	mi := &file_ess_v1_guard_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3597,7 @@ func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
 func (*WatchStateResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{34}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchStateResponse) GetKind() WatchEventKind {
@@ -3645,7 +3708,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_ess_v1_guard_proto_msgTypes[35]
+	mi := &file_ess_v1_guard_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3720,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[35]
+	mi := &file_ess_v1_guard_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3733,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{35}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListEventsRequest) GetScope() *Scope {
@@ -3735,7 +3798,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_ess_v1_guard_proto_msgTypes[36]
+	mi := &file_ess_v1_guard_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +3810,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[36]
+	mi := &file_ess_v1_guard_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +3823,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{36}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Event) GetVersion() uint64 {
@@ -3879,7 +3942,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_ess_v1_guard_proto_msgTypes[37]
+	mi := &file_ess_v1_guard_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3891,7 +3954,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ess_v1_guard_proto_msgTypes[37]
+	mi := &file_ess_v1_guard_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3904,7 +3967,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_ess_v1_guard_proto_rawDescGZIP(), []int{37}
+	return file_ess_v1_guard_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4042,12 +4105,10 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\n" +
 	"directives\x18\x05 \x03(\x0e2\x11.ess.v1.DirectiveR\n" +
 	"directives\x12\x14\n" +
-	"\x05drill\x18\x06 \x01(\bR\x05drill\"\x98\x01\n" +
+	"\x05drill\x18\x06 \x01(\bR\x05drill\"v\n" +
 	"\x0fTriggerResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12\x16\n" +
-	"\x06unseen\x18\x03 \x01(\bR\x06unseen\x12#\n" +
-	"\x05alike\x18\x04 \x03(\v2\r.ess.v1.ScopeR\x05alike\"\xcd\x01\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersionJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05R\x06unseenR\x05alike\"\xcd\x01\n" +
 	"\fResetRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
@@ -4060,11 +4121,16 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12)\n" +
 	"\x10pending_approval\x18\x03 \x01(\bR\x0fpendingApproval\x12!\n" +
 	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12J\n" +
-	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"\xac\x01\n" +
+	"\x13approval_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11approvalExpiresAt\"\xde\x01\n" +
 	"\x0fGetStateRequest\x124\n" +
 	"\x16include_working_orders\x18\x01 \x01(\bR\x14includeWorkingOrders\x124\n" +
 	"\x16working_orders_account\x18\x02 \x01(\tR\x14workingOrdersAccount\x12-\n" +
-	"\x12include_heartbeats\x18\x03 \x01(\bR\x11includeHeartbeats\"\xdb\x01\n" +
+	"\x12include_heartbeats\x18\x03 \x01(\bR\x11includeHeartbeats\x120\n" +
+	"\fspelled_like\x18\x04 \x01(\v2\r.ess.v1.ScopeR\vspelledLike\"p\n" +
+	"\fSpelledAlike\x12#\n" +
+	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
+	"\x06unseen\x18\x02 \x01(\bR\x06unseen\x12#\n" +
+	"\x05alike\x18\x03 \x03(\v2\r.ess.v1.ScopeR\x05alike\"\xdb\x01\n" +
 	"\x15HeartbeatRegistration\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12#\n" +
@@ -4129,7 +4195,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x04mode\x18\x06 \x01(\x0e2\x13.ess.v1.TriggerModeR\x04mode\x12\x1d\n" +
 	"\n" +
 	"auto_rearm\x18\a \x01(\bR\tautoRearm\x12\x1a\n" +
-	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xe6\x02\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xa1\x03\n" +
 	"\x10GetStateResponse\x12*\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x12.ess.v1.ScopeStateR\x06scopes\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x128\n" +
@@ -4140,7 +4206,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x0eworking_orders\x18\x05 \x03(\v2\x14.ess.v1.WorkingOrderR\rworkingOrders\x12=\n" +
 	"\n" +
 	"heartbeats\x18\x06 \x03(\v2\x1d.ess.v1.HeartbeatRegistrationR\n" +
-	"heartbeats\"w\n" +
+	"heartbeats\x129\n" +
+	"\rspelled_alike\x18\a \x01(\v2\x14.ess.v1.SpelledAlikeR\fspelledAlike\"w\n" +
 	"\x19ClearWorkingOrdersRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12(\n" +
 	"\x10client_order_ids\x18\x02 \x03(\tR\x0eclientOrderIds\x12\x16\n" +
@@ -4322,7 +4389,7 @@ func file_ess_v1_guard_proto_rawDescGZIP() []byte {
 }
 
 var file_ess_v1_guard_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_ess_v1_guard_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_ess_v1_guard_proto_goTypes = []any{
 	(ScopeKind)(0),                     // 0: ess.v1.ScopeKind
 	(State)(0),                         // 1: ess.v1.State
@@ -4359,21 +4426,22 @@ var file_ess_v1_guard_proto_goTypes = []any{
 	(*ResetRequest)(nil),               // 32: ess.v1.ResetRequest
 	(*ResetResponse)(nil),              // 33: ess.v1.ResetResponse
 	(*GetStateRequest)(nil),            // 34: ess.v1.GetStateRequest
-	(*HeartbeatRegistration)(nil),      // 35: ess.v1.HeartbeatRegistration
-	(*WorkingOrder)(nil),               // 36: ess.v1.WorkingOrder
-	(*WorkingOrderCount)(nil),          // 37: ess.v1.WorkingOrderCount
-	(*ScopeState)(nil),                 // 38: ess.v1.ScopeState
-	(*Latch)(nil),                      // 39: ess.v1.Latch
-	(*BreakerThreshold)(nil),           // 40: ess.v1.BreakerThreshold
-	(*GetStateResponse)(nil),           // 41: ess.v1.GetStateResponse
-	(*ClearWorkingOrdersRequest)(nil),  // 42: ess.v1.ClearWorkingOrdersRequest
-	(*ClearWorkingOrdersResponse)(nil), // 43: ess.v1.ClearWorkingOrdersResponse
-	(*WatchStateRequest)(nil),          // 44: ess.v1.WatchStateRequest
-	(*WatchStateResponse)(nil),         // 45: ess.v1.WatchStateResponse
-	(*ListEventsRequest)(nil),          // 46: ess.v1.ListEventsRequest
-	(*Event)(nil),                      // 47: ess.v1.Event
-	(*ListEventsResponse)(nil),         // 48: ess.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil),      // 49: google.protobuf.Timestamp
+	(*SpelledAlike)(nil),               // 35: ess.v1.SpelledAlike
+	(*HeartbeatRegistration)(nil),      // 36: ess.v1.HeartbeatRegistration
+	(*WorkingOrder)(nil),               // 37: ess.v1.WorkingOrder
+	(*WorkingOrderCount)(nil),          // 38: ess.v1.WorkingOrderCount
+	(*ScopeState)(nil),                 // 39: ess.v1.ScopeState
+	(*Latch)(nil),                      // 40: ess.v1.Latch
+	(*BreakerThreshold)(nil),           // 41: ess.v1.BreakerThreshold
+	(*GetStateResponse)(nil),           // 42: ess.v1.GetStateResponse
+	(*ClearWorkingOrdersRequest)(nil),  // 43: ess.v1.ClearWorkingOrdersRequest
+	(*ClearWorkingOrdersResponse)(nil), // 44: ess.v1.ClearWorkingOrdersResponse
+	(*WatchStateRequest)(nil),          // 45: ess.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 46: ess.v1.WatchStateResponse
+	(*ListEventsRequest)(nil),          // 47: ess.v1.ListEventsRequest
+	(*Event)(nil),                      // 48: ess.v1.Event
+	(*ListEventsResponse)(nil),         // 49: ess.v1.ListEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 50: google.protobuf.Timestamp
 }
 var file_ess_v1_guard_proto_depIdxs = []int32{
 	0,  // 0: ess.v1.Scope.kind:type_name -> ess.v1.ScopeKind
@@ -4400,84 +4468,87 @@ var file_ess_v1_guard_proto_depIdxs = []int32{
 	6,  // 21: ess.v1.TriggerRequest.mode:type_name -> ess.v1.TriggerMode
 	7,  // 22: ess.v1.TriggerRequest.directives:type_name -> ess.v1.Directive
 	1,  // 23: ess.v1.TriggerResponse.state:type_name -> ess.v1.State
-	11, // 24: ess.v1.TriggerResponse.alike:type_name -> ess.v1.Scope
-	11, // 25: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
-	1,  // 26: ess.v1.ResetResponse.state:type_name -> ess.v1.State
-	49, // 27: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
-	11, // 28: ess.v1.HeartbeatRegistration.scope:type_name -> ess.v1.Scope
-	49, // 29: ess.v1.HeartbeatRegistration.last_beat:type_name -> google.protobuf.Timestamp
-	2,  // 30: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
-	49, // 31: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
-	11, // 32: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
-	1,  // 33: ess.v1.ScopeState.state:type_name -> ess.v1.State
-	49, // 34: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
-	8,  // 35: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
-	5,  // 36: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 37: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
-	49, // 38: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
-	49, // 39: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
-	49, // 40: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
-	39, // 41: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
-	1,  // 42: ess.v1.Latch.state:type_name -> ess.v1.State
-	49, // 43: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
-	6,  // 44: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
-	38, // 45: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
-	40, // 46: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
-	37, // 47: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
-	36, // 48: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
-	35, // 49: ess.v1.GetStateResponse.heartbeats:type_name -> ess.v1.HeartbeatRegistration
-	11, // 50: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
-	10, // 51: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
-	11, // 52: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
-	1,  // 53: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
-	1,  // 54: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
-	49, // 55: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 56: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
-	7,  // 57: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
-	39, // 58: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
-	11, // 59: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
-	49, // 60: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	49, // 61: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	49, // 62: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 63: ess.v1.Event.scope:type_name -> ess.v1.Scope
-	1,  // 64: ess.v1.Event.state:type_name -> ess.v1.State
-	1,  // 65: ess.v1.Event.previous_state:type_name -> ess.v1.State
-	8,  // 66: ess.v1.Event.cause:type_name -> ess.v1.Cause
-	5,  // 67: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
-	7,  // 68: ess.v1.Event.directives:type_name -> ess.v1.Directive
-	39, // 69: ess.v1.Event.latches:type_name -> ess.v1.Latch
-	47, // 70: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
-	12, // 71: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
-	14, // 72: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
-	17, // 73: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
-	19, // 74: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
-	21, // 75: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
-	25, // 76: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
-	28, // 77: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
-	30, // 78: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
-	32, // 79: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
-	34, // 80: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
-	44, // 81: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
-	46, // 82: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
-	42, // 83: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
-	13, // 84: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
-	16, // 85: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
-	18, // 86: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
-	20, // 87: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
-	22, // 88: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
-	27, // 89: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
-	29, // 90: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
-	31, // 91: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
-	33, // 92: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
-	41, // 93: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
-	45, // 94: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
-	48, // 95: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
-	43, // 96: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
-	84, // [84:97] is the sub-list for method output_type
-	71, // [71:84] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	11, // 24: ess.v1.ResetRequest.scope:type_name -> ess.v1.Scope
+	1,  // 25: ess.v1.ResetResponse.state:type_name -> ess.v1.State
+	50, // 26: ess.v1.ResetResponse.approval_expires_at:type_name -> google.protobuf.Timestamp
+	11, // 27: ess.v1.GetStateRequest.spelled_like:type_name -> ess.v1.Scope
+	11, // 28: ess.v1.SpelledAlike.scope:type_name -> ess.v1.Scope
+	11, // 29: ess.v1.SpelledAlike.alike:type_name -> ess.v1.Scope
+	11, // 30: ess.v1.HeartbeatRegistration.scope:type_name -> ess.v1.Scope
+	50, // 31: ess.v1.HeartbeatRegistration.last_beat:type_name -> google.protobuf.Timestamp
+	2,  // 32: ess.v1.WorkingOrder.side:type_name -> ess.v1.Side
+	50, // 33: ess.v1.WorkingOrder.since:type_name -> google.protobuf.Timestamp
+	11, // 34: ess.v1.ScopeState.scope:type_name -> ess.v1.Scope
+	1,  // 35: ess.v1.ScopeState.state:type_name -> ess.v1.State
+	50, // 36: ess.v1.ScopeState.since:type_name -> google.protobuf.Timestamp
+	8,  // 37: ess.v1.ScopeState.cause:type_name -> ess.v1.Cause
+	5,  // 38: ess.v1.ScopeState.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 39: ess.v1.ScopeState.directives:type_name -> ess.v1.Directive
+	50, // 40: ess.v1.ScopeState.rearm_at:type_name -> google.protobuf.Timestamp
+	50, // 41: ess.v1.ScopeState.reset_allowed_at:type_name -> google.protobuf.Timestamp
+	50, // 42: ess.v1.ScopeState.reset_approval_expires_at:type_name -> google.protobuf.Timestamp
+	40, // 43: ess.v1.ScopeState.latches:type_name -> ess.v1.Latch
+	1,  // 44: ess.v1.Latch.state:type_name -> ess.v1.State
+	50, // 45: ess.v1.Latch.since:type_name -> google.protobuf.Timestamp
+	6,  // 46: ess.v1.BreakerThreshold.mode:type_name -> ess.v1.TriggerMode
+	39, // 47: ess.v1.GetStateResponse.scopes:type_name -> ess.v1.ScopeState
+	41, // 48: ess.v1.GetStateResponse.thresholds:type_name -> ess.v1.BreakerThreshold
+	38, // 49: ess.v1.GetStateResponse.working_order_counts:type_name -> ess.v1.WorkingOrderCount
+	37, // 50: ess.v1.GetStateResponse.working_orders:type_name -> ess.v1.WorkingOrder
+	36, // 51: ess.v1.GetStateResponse.heartbeats:type_name -> ess.v1.HeartbeatRegistration
+	35, // 52: ess.v1.GetStateResponse.spelled_alike:type_name -> ess.v1.SpelledAlike
+	11, // 53: ess.v1.WatchStateRequest.scopes:type_name -> ess.v1.Scope
+	10, // 54: ess.v1.WatchStateResponse.kind:type_name -> ess.v1.WatchEventKind
+	11, // 55: ess.v1.WatchStateResponse.scope:type_name -> ess.v1.Scope
+	1,  // 56: ess.v1.WatchStateResponse.state:type_name -> ess.v1.State
+	1,  // 57: ess.v1.WatchStateResponse.previous_state:type_name -> ess.v1.State
+	50, // 58: ess.v1.WatchStateResponse.time:type_name -> google.protobuf.Timestamp
+	8,  // 59: ess.v1.WatchStateResponse.cause:type_name -> ess.v1.Cause
+	7,  // 60: ess.v1.WatchStateResponse.directives:type_name -> ess.v1.Directive
+	40, // 61: ess.v1.WatchStateResponse.latches:type_name -> ess.v1.Latch
+	11, // 62: ess.v1.ListEventsRequest.scope:type_name -> ess.v1.Scope
+	50, // 63: ess.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	50, // 64: ess.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	50, // 65: ess.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 66: ess.v1.Event.scope:type_name -> ess.v1.Scope
+	1,  // 67: ess.v1.Event.state:type_name -> ess.v1.State
+	1,  // 68: ess.v1.Event.previous_state:type_name -> ess.v1.State
+	8,  // 69: ess.v1.Event.cause:type_name -> ess.v1.Cause
+	5,  // 70: ess.v1.Event.reason_code:type_name -> ess.v1.TriggerReason
+	7,  // 71: ess.v1.Event.directives:type_name -> ess.v1.Directive
+	40, // 72: ess.v1.Event.latches:type_name -> ess.v1.Latch
+	48, // 73: ess.v1.ListEventsResponse.events:type_name -> ess.v1.Event
+	12, // 74: ess.v1.GuardService.CheckOrder:input_type -> ess.v1.CheckOrderRequest
+	14, // 75: ess.v1.GuardService.CheckOrderStream:input_type -> ess.v1.CheckOrderStreamRequest
+	17, // 76: ess.v1.GuardService.ReportMetric:input_type -> ess.v1.ReportMetricRequest
+	19, // 77: ess.v1.GuardService.ReportFill:input_type -> ess.v1.ReportFillRequest
+	21, // 78: ess.v1.GuardService.ReportOrderUpdate:input_type -> ess.v1.ReportOrderUpdateRequest
+	25, // 79: ess.v1.GuardService.SyncPositions:input_type -> ess.v1.SyncPositionsRequest
+	28, // 80: ess.v1.GuardService.Heartbeat:input_type -> ess.v1.HeartbeatRequest
+	30, // 81: ess.v1.GuardService.Trigger:input_type -> ess.v1.TriggerRequest
+	32, // 82: ess.v1.GuardService.Reset:input_type -> ess.v1.ResetRequest
+	34, // 83: ess.v1.GuardService.GetState:input_type -> ess.v1.GetStateRequest
+	45, // 84: ess.v1.GuardService.WatchState:input_type -> ess.v1.WatchStateRequest
+	47, // 85: ess.v1.GuardService.ListEvents:input_type -> ess.v1.ListEventsRequest
+	43, // 86: ess.v1.GuardService.ClearWorkingOrders:input_type -> ess.v1.ClearWorkingOrdersRequest
+	13, // 87: ess.v1.GuardService.CheckOrder:output_type -> ess.v1.CheckOrderResponse
+	16, // 88: ess.v1.GuardService.CheckOrderStream:output_type -> ess.v1.CheckOrderStreamResponse
+	18, // 89: ess.v1.GuardService.ReportMetric:output_type -> ess.v1.ReportMetricResponse
+	20, // 90: ess.v1.GuardService.ReportFill:output_type -> ess.v1.ReportFillResponse
+	22, // 91: ess.v1.GuardService.ReportOrderUpdate:output_type -> ess.v1.ReportOrderUpdateResponse
+	27, // 92: ess.v1.GuardService.SyncPositions:output_type -> ess.v1.SyncPositionsResponse
+	29, // 93: ess.v1.GuardService.Heartbeat:output_type -> ess.v1.HeartbeatResponse
+	31, // 94: ess.v1.GuardService.Trigger:output_type -> ess.v1.TriggerResponse
+	33, // 95: ess.v1.GuardService.Reset:output_type -> ess.v1.ResetResponse
+	42, // 96: ess.v1.GuardService.GetState:output_type -> ess.v1.GetStateResponse
+	46, // 97: ess.v1.GuardService.WatchState:output_type -> ess.v1.WatchStateResponse
+	49, // 98: ess.v1.GuardService.ListEvents:output_type -> ess.v1.ListEventsResponse
+	44, // 99: ess.v1.GuardService.ClearWorkingOrders:output_type -> ess.v1.ClearWorkingOrdersResponse
+	87, // [87:100] is the sub-list for method output_type
+	74, // [74:87] is the sub-list for method input_type
+	74, // [74:74] is the sub-list for extension type_name
+	74, // [74:74] is the sub-list for extension extendee
+	0,  // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_ess_v1_guard_proto_init() }
@@ -4496,7 +4567,7 @@ func file_ess_v1_guard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ess_v1_guard_proto_rawDesc), len(file_ess_v1_guard_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

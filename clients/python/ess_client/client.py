@@ -402,9 +402,7 @@ class GuardClient:
         unknown mode halts, an unknown reason code is USER_INITIATED, unknown directives
         are left out, each noted in the reason; the reason is made valid text and cut to
         the sidecar's 1024 characters. Only a scope that cannot be read raises
-        ValueError. The answer's `alike` names the scopes the sidecar knows whose ids
-        differ from this one's only in letter case or spaces (not stopped: accounts and
-        strategies are case-sensitive), and `unseen` says when nothing there names it."""
+        ValueError."""
         return await self._unary(self._stub.Trigger, trigger_request(
             scope, reason, reason_code, mode, directives))
 

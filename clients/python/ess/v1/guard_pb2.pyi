@@ -440,16 +440,12 @@ class TriggerRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., reason: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., drill: _Optional[bool] = ...) -> None: ...
 
 class TriggerResponse(_message.Message):
-    __slots__ = ("state", "state_version", "unseen", "alike")
+    __slots__ = ("state", "state_version")
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    UNSEEN_FIELD_NUMBER: _ClassVar[int]
-    ALIKE_FIELD_NUMBER: _ClassVar[int]
     state: State
     state_version: int
-    unseen: bool
-    alike: _containers.RepeatedCompositeFieldContainer[Scope]
-    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., unseen: _Optional[bool] = ..., alike: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ...) -> None: ...
+    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
     __slots__ = ("scope", "reason", "force", "latches", "expected_version", "expected_epoch")
@@ -482,14 +478,26 @@ class ResetResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., pending_approval: _Optional[bool] = ..., requested_by: _Optional[str] = ..., approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStateRequest(_message.Message):
-    __slots__ = ("include_working_orders", "working_orders_account", "include_heartbeats")
+    __slots__ = ("include_working_orders", "working_orders_account", "include_heartbeats", "spelled_like")
     INCLUDE_WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
     WORKING_ORDERS_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    SPELLED_LIKE_FIELD_NUMBER: _ClassVar[int]
     include_working_orders: bool
     working_orders_account: str
     include_heartbeats: bool
-    def __init__(self, include_working_orders: _Optional[bool] = ..., working_orders_account: _Optional[str] = ..., include_heartbeats: _Optional[bool] = ...) -> None: ...
+    spelled_like: Scope
+    def __init__(self, include_working_orders: _Optional[bool] = ..., working_orders_account: _Optional[str] = ..., include_heartbeats: _Optional[bool] = ..., spelled_like: _Optional[_Union[Scope, _Mapping]] = ...) -> None: ...
+
+class SpelledAlike(_message.Message):
+    __slots__ = ("scope", "unseen", "alike")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    UNSEEN_FIELD_NUMBER: _ClassVar[int]
+    ALIKE_FIELD_NUMBER: _ClassVar[int]
+    scope: Scope
+    unseen: bool
+    alike: _containers.RepeatedCompositeFieldContainer[Scope]
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., unseen: _Optional[bool] = ..., alike: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRegistration(_message.Message):
     __slots__ = ("executor_id", "scope", "ttl_ms", "last_beat", "lapsed", "owner")
@@ -616,20 +624,22 @@ class BreakerThreshold(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., breaker: _Optional[str] = ..., threshold: _Optional[float] = ..., window_ms: _Optional[int] = ..., consecutive: _Optional[int] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., auto_rearm: _Optional[bool] = ..., disabled: _Optional[bool] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders", "heartbeats")
+    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders", "heartbeats", "spelled_alike")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     WORKING_ORDER_COUNTS_FIELD_NUMBER: _ClassVar[int]
     WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    SPELLED_ALIKE_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedCompositeFieldContainer[ScopeState]
     state_version: int
     thresholds: _containers.RepeatedCompositeFieldContainer[BreakerThreshold]
     working_order_counts: _containers.RepeatedCompositeFieldContainer[WorkingOrderCount]
     working_orders: _containers.RepeatedCompositeFieldContainer[WorkingOrder]
     heartbeats: _containers.RepeatedCompositeFieldContainer[HeartbeatRegistration]
-    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[HeartbeatRegistration, _Mapping]]] = ...) -> None: ...
+    spelled_alike: SpelledAlike
+    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[HeartbeatRegistration, _Mapping]]] = ..., spelled_alike: _Optional[_Union[SpelledAlike, _Mapping]] = ...) -> None: ...
 
 class ClearWorkingOrdersRequest(_message.Message):
     __slots__ = ("account", "client_order_ids", "reason")
