@@ -34,7 +34,7 @@ class LimitSettings:
     max_symbol_exposure_pct: float = 30.0
     max_strategy_exposure_pct: float = 60.0
     max_portfolio_exposure_pct: float = 90.0
-    max_open_positions: int = 10  # symbols with a position or working orders
+    max_open_positions: int = 10  # symbols whose net worst case is not zero
     max_working_orders_per_account: int = 1000  # 0 = off
     max_working_orders_per_strategy: int = 500  # per (account, strategy); 0 = off
     duplicate_identical_orders: int = 5  # this many identical orders in the window: 0 = off
