@@ -115,5 +115,5 @@ def canonical_symbol(value: str, field: str) -> str:
 def likeness(value: str) -> str:
     """What ids that an operator may take for one another share: letter case folded (as
     `fold_symbol` does) and runs of spaces as one. Only for saying which known id a stop
-    may have been meant for (GuardEngine.alike); ids stay exact everywhere else."""
+    may have been meant for (GuardEngine.spelled_alike); ids stay exact everywhere else."""
     return " ".join(fold_symbol(value).split())

@@ -197,7 +197,7 @@ def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     try:
         alike = _spelled_alike(sidecar, request, out)
         _say_triggered(request, reply, notes, out, alike)
-        _say_alike(args, request, alike, out)
+        _say_alike(args, sidecar, request, alike, out)
     except BrokenPipeError:  # what is left unsaid goes nowhere (Output), not to the exit
         pass  # status
     return Exit.DONE
@@ -314,7 +314,7 @@ def _spelled_alike(sidecar: Sidecar, request: pb.TriggerRequest,
         return None
 
 
-def _say_alike(args: argparse.Namespace, request: pb.TriggerRequest,
+def _say_alike(args: argparse.Namespace, sidecar: Sidecar, request: pb.TriggerRequest,
                state: pb.GetStateResponse | None, out: Output) -> None:
     """A stop names one id exactly, and accounts and strategies are case-sensitive:
     what the sidecar knows under an id spelled alike, it was not asked to stop (review
@@ -333,7 +333,7 @@ def _say_alike(args: argparse.Namespace, request: pb.TriggerRequest,
         else:
             out.note(f"essctl: {name} is known to the sidecar and was NOT stopped: it differs"
                      f" from {stopped} in letter case or spaces; to stop it too: "
-                     + _stop_again(args, request, name))
+                     + _stop_again(args, sidecar, request, name))
         if note := non_ascii_note(scope):
             out.note(note)
     if alike.unseen and not alike.alike:
@@ -344,12 +344,12 @@ def _say_alike(args: argparse.Namespace, request: pb.TriggerRequest,
         out.note("essctl: GLOBAL is TRIPPED: nothing trades while it is")
 
 
-def _stop_again(args: argparse.Namespace, request: pb.TriggerRequest, scope: str) -> str:
-    """The command that makes the same stop of `scope`: the same sidecar, mode,
-    directives, code and reason (review 56a: without --target, pasted, it stopped the id
-    on the sidecar ESS_TARGET named). A token is never printed."""
-    words = ["essctl", *(["--target", args.target] if args.target else []), "trigger",
-             "--scope", scope]
+def _stop_again(args: argparse.Namespace, sidecar: Sidecar, request: pb.TriggerRequest,
+                scope: str) -> str:
+    """The command that makes the same stop of `scope`: the same sidecar (its target and
+    TLS: Options.same_sidecar), mode, directives, code and reason. A token is never
+    printed."""
+    words = ["essctl", *sidecar.options.same_sidecar(), "trigger", "--scope", scope]
     if request.mode == pb.TRIGGER_MODE_REDUCE_ONLY:
         words.append("--reduce-only")
     for directive in request.directives:

@@ -160,6 +160,17 @@ class Options:
     timeout: float
     target_source: str = "--target"
 
+    def same_sidecar(self) -> list[str]:
+        """The global options of a command essctl prints to be pasted: the target it
+        reached, wherever that came from (review 56a: without it, pasted where ESS_TARGET
+        named another sidecar, a stop went there), and TLS; never the token."""
+        words = ["--target", self.target, *(["--tls"] if self.tls else [])]
+        for flag, value in (("--tls-ca", self.tls_ca), ("--tls-cert", self.tls_cert),
+                            ("--tls-key", self.tls_key),
+                            ("--tls-server-name", self.tls_server_name)):
+            words += [flag, value] if value else []
+        return words
+
     def resolved(self) -> Options:
         """The same options with the target as grpc should dial it (parse_target)."""
         return dataclasses.replace(self, target=parse_target(self.target, self.target_source))

@@ -158,7 +158,7 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
     assert wrong_reset.returncode == 0 and "STRATEGY:MoMo is ARMED; nothing to reset" in \
         wrong_reset.stdout
     assert "STRATEGY:Momo is TRIPPED: it differs from STRATEGY:MoMo" in wrong_reset.stderr
-    assert "essctl reset --scope STRATEGY:Momo" in wrong_reset.stderr
+    assert f"essctl --target {target} reset --scope STRATEGY:Momo" in wrong_reset.stderr
     assert "STRATEGY:MOMO is TRIPPED" in wrong_reset.stderr  # the stops, as asked
     # A reset spelled otherwise names what stays tripped (above: Momo, momo and MOMO).
 
