@@ -859,7 +859,8 @@ class Guard(GuardReadings):
         return bool(requester) and self._is_operator is not None \
             and not self._is_operator(requester, credential)
 
-    def spelled_alike(self, scope: Scope) -> Generator[None, None, tuple[bool, list[Scope]]]:
+    def spelled_alike(self, scope: Scope
+                      ) -> Generator[None, None, tuple[bool, list[Scope], bool]]:
         """Whether anything here names `scope`, and the known ones spelled alike that an
         operator may have meant by it, a walk that yields now and then
         (GuardEngine.spelled_alike)."""
@@ -871,6 +872,9 @@ class Guard(GuardReadings):
         now = self._clock.now()
         return [(r, last, now - r.last_seen > r.ttl_s)
                 for r, last in self.engine.heartbeats.silent_first(now, most)]
+
+    def heartbeats_registered(self) -> int:
+        return len(self.engine.heartbeats)
 
     def working_orders(self, account: str | None = None) -> Iterator[OrderRecord]:
         """Working orders (of one account, when given), the oldest first."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Final
 
@@ -53,6 +53,7 @@ AT_CAP = "(limits.max_scopes_with_evidence)"  # in the reason of GLOBAL's trip a
 LOOSENING = (Cause.RESET, Cause.REARM)  # may leave a scope restricted, by its other latches
 _ALLOWED: Final = DecisionReason.ALLOWED
 MOST_ALIKE: Final = 100  # scopes spelled alike that spelled_alike names
+MOST_LOOKED: Final = 100_000  # ids it looks at, at most
 
 
 class GuardEngine:
@@ -137,51 +138,60 @@ class GuardEngine:
         """Every non-ARMED scope, oldest transition first."""
         return sorted(self._current.values(), key=lambda t: t.version)
 
-    def ids_known(self, kind: ScopeKind) -> tuple[list[Scope], list[list[str]]]:
-        """Copies of what names ids of `kind` in trading or the configuration, taken at
-        once (C-speed copies of keys: a caller walks them a few at a time while the engine
-        moves on): the scopes with evidence, an executor registration or a breaker
-        override (of any kind); and the accounts, strategies or symbols of the book, the
-        working orders, the order rate and the symbol limits. Not trips (a stop spelled
+    def ids_known(self, kind: ScopeKind) -> Iterator[str]:
+        """The ids of `kind` that trading or the configuration names, read a little at a
+        time: the scopes with evidence, an executor registration or a breaker override;
+        the accounts, strategies or symbols of the book, the working orders, the order
+        rate and the symbol limits. Each collection is copied (at C speed) when the walk
+        reaches it, so the engine may move on between two ids. Not trips (a stop spelled
         wrong would name its id), nor order ids alone (there may be a million: what they
         name is in the book)."""
-        scopes = [*self.breakers.scopes(), *self.heartbeats.scopes(),
-                  *self.config.breakers.overrides]
-        accounts = list(self.book.accounts.values())
+        for scope in [*self.breakers.scopes(), *self.heartbeats.scopes(),
+                      *self.config.breakers.overrides]:
+            if scope.kind is kind:
+                yield scope.id
         if kind is ScopeKind.ACCOUNT:
-            return scopes, [list(self.book.accounts), list(self.orders.accounts())]
-        if kind is ScopeKind.STRATEGY:
-            return scopes, [list(self._rate.strategies()), list(self.orders.strategies()),
-                            *(list(account.strategies) for account in accounts)]
-        if kind is ScopeKind.SYMBOL:
-            return scopes, [list(self.config.limits.symbols),
-                            *(list(account.nets) for account in accounts),
-                            *(list(account.marks) for account in accounts)]
-        return scopes, []
+            yield from list(self.book.accounts)
+            yield from list(self.orders.accounts())
+        elif kind is ScopeKind.STRATEGY:
+            yield from list(self._rate.strategies())
+            yield from list(self.orders.strategies())
+            for account in list(self.book.accounts.values()):
+                yield from list(account.strategies)
+        elif kind is ScopeKind.SYMBOL:
+            yield from list(self.config.limits.symbols)
+            for account in list(self.book.accounts.values()):
+                yield from list(account.nets)
+                yield from list(account.marks)
 
-    def spelled_alike(self, scope: Scope, every: int = 250
-                      ) -> Generator[None, None, tuple[bool, list[Scope]]]:
-        """Whether something that trades or is configured names `scope`'s id (GLOBAL: always),
-        and up to MOST_ALIKE scopes of its kind so named whose ids differ from its own
-        only in letter case or runs of spaces (`likeness`): a stop names one id exactly,
-        and accounts and strategies are case-sensitive, so a stop of `ACC-2` leaves
-        `acc-2` trading (review 55f). Yields after every `every` ids it looks at, so that
-        a caller on the event loop lets checks in between (review 56a: walked at once,
-        100,000 ids held a Trigger's answer and every check up to 3 s)."""
+    def spelled_alike(self, scope: Scope, every: int = 16, most: int = MOST_LOOKED
+                      ) -> Generator[None, None, tuple[bool, list[Scope], bool]]:
+        """Whether something that trades or is configured names `scope`'s id (GLOBAL:
+        always); up to MOST_ALIKE scopes of its kind so named whose ids differ from its
+        own only in letter case or runs of spaces (`likeness`): a stop names one id
+        exactly, and accounts and strategies are case-sensitive, so a stop of `ACC-2`
+        leaves `acc-2` trading (review 55f); and whether it stopped at `most` ids,
+        not having looked at them all. Yields after every `every` ids, so that a caller
+        on the event loop bounds each slice by time (reviews 56a, 56c: 100,000 long ids
+        walked at once held stops and checks for seconds)."""
         if scope.kind is ScopeKind.GLOBAL:
-            return True, []
-        scopes, named = self.ids_known(scope.kind)
-        like, known, alike = likeness(scope.id), False, set()
-        ids = itertools.chain((s.id for s in scopes if s.kind is scope.kind),
-                              itertools.chain.from_iterable(named))
-        for count, other in enumerate(ids, 1):
+            return True, [], False
+        like, known = likeness(scope.id), False
+        alike: set[str] = set()
+        for count, other in enumerate(self.ids_known(scope.kind), 1):
+            if count > most:
+                return known, self._alike_scopes(scope.kind, alike), True
             if other == scope.id:
                 known = True
             elif other not in alike and likeness(other) == like:
                 alike.add(other)
             if count % every == 0:
                 yield
-        return known, [Scope(scope.kind, other) for other in sorted(alike)[:MOST_ALIKE]]
+        return known, self._alike_scopes(scope.kind, alike), False
+
+    @staticmethod
+    def _alike_scopes(kind: ScopeKind, ids: set[str]) -> list[Scope]:
+        return [Scope(kind, other) for other in sorted(ids)[:MOST_ALIKE]]
 
     def lost(self) -> list[Transition]:
         """For each scope with trips whose write failed, still denying (`lose`), oldest

@@ -174,13 +174,16 @@ class Heartbeats:
     def registrations(self) -> list[Registration]:
         return list(self._registrations.values())
 
+    def __len__(self) -> int:
+        return len(self._registrations)
+
     def silent_first(self, now: float, most: int) -> list[tuple[Registration, float | None]]:
         """Up to `most` registrations, the longest silent first (those counted as lost
         since a restart before all), each with its last beat known (None: none)."""
         def last_beat(r: Registration) -> float | None:
             return r.known_seen if r.last_seen == float("-inf") else r.last_seen
         chosen = heapq.nsmallest(most, self._registrations.values(),
-                                 key=lambda r: (r.last_seen, r.executor_id, str(r.scope)))
+                                 key=lambda r: r.last_seen)  # ties: the order registered
         return [(r, last_beat(r)) for r in chosen]
 
     def any_ahead(self) -> bool:

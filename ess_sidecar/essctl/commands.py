@@ -195,8 +195,16 @@ def run_trigger(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     request, notes = trigger_request(args)
     reply = _stop(sidecar, request, out)
     try:
-        alike = _spelled_alike(sidecar, request, out)
-        _say_triggered(request, reply, notes, out, alike)
+        if not out.json:  # said before the follow-up, which may wait (review 56c)
+            _say_triggered(request, reply, notes, out, None)
+        try:
+            alike = _spelled_alike(sidecar, request, out)
+        except KeyboardInterrupt:  # the stop is made: exit 0, not "interrupted"
+            alike = None
+            out.note("essctl: interrupted before the sidecar said which ids are spelled"
+                     " alike; the stop was made")
+        if out.json:
+            _say_triggered(request, reply, notes, out, alike)
         _say_alike(args, sidecar, request, alike, out)
     except BrokenPipeError:  # what is left unsaid goes nowhere (Output), not to the exit
         pass  # status
@@ -320,23 +328,37 @@ def _say_alike(args: argparse.Namespace, sidecar: Sidecar, request: pb.TriggerRe
     what the sidecar knows under an id spelled alike, it was not asked to stop (review
     55f: `ACC-2` stopped, `acc-2` traded on, and essctl said only done). Each is named
     with where it stands and, if it trades, the command that stops it too."""
-    if state is None or not state.HasField("spelled_alike"):  # GLOBAL, or an older
-        return  # sidecar: it does not say
-    alike, stopped = state.spelled_alike, scope_name(request.scope)
+    if state is None:  # GLOBAL, or it could not say (said)
+        return
+    stopped = scope_name(request.scope)
+    if not state.HasField("spelled_alike"):
+        out.note(f"essctl: this sidecar does not say which ids are spelled like {stopped}"
+                 " (an older version)")
+        return
+    alike = state.spelled_alike
     states = {scope_name(s.scope): s for s in state.scopes if not s.drill}
+    enough = (pb.STATE_TRIPPED,) if request.mode != pb.TRIGGER_MODE_REDUCE_ONLY \
+        else (pb.STATE_TRIPPED, pb.STATE_REDUCE_ONLY)
+    token = " (add your --token)" if args.token else ""
     for scope in alike.alike:
         name = scope_name(scope)
-        if (now := states.get(name)) is not None and now.state in (
-                pb.STATE_TRIPPED, pb.STATE_REDUCE_ONLY):
+        if (now := states.get(name)) is not None and now.state in enough:
             out.note(f"essctl: {name}, spelled like {stopped}, is"
                      f" {state_text(now.state).plain} already (not by this stop)")
         else:
-            out.note(f"essctl: {name} is known to the sidecar and was NOT stopped: it differs"
-                     f" from {stopped} in letter case or spaces; to stop it too: "
-                     + _stop_again(args, sidecar, request, name))
+            was = f"is {state_text(now.state).plain}" if now is not None else "trades"
+            out.note(f"essctl: {name} is known to the sidecar, {was}, and was NOT stopped:"
+                     f" it differs from {stopped} in letter case or spaces; to stop it"
+                     f" too{token}: " + _stop_again(sidecar, request, name, args))
         if note := non_ascii_note(scope):
             out.note(note)
-    if alike.unseen and not alike.alike:
+    if len(alike.alike) >= MOST_ALIKE_NAMED:
+        out.note(f"essctl: the sidecar names at most {MOST_ALIKE_NAMED} ids spelled alike;"
+                 " there may be more")
+    if alike.partial:
+        out.note("essctl: the sidecar looked at its first 100,000 ids only: others may be"
+                 f" spelled like {stopped}, or name it")
+    elif alike.unseen and not alike.alike:
         out.note(f"essctl: nothing in the sidecar names {stopped} yet (no position, working"
                  " order, report, registration or setting under that id): if the stop was"
                  " meant for an id spelled otherwise, that one trades on")
@@ -344,8 +366,11 @@ def _say_alike(args: argparse.Namespace, sidecar: Sidecar, request: pb.TriggerRe
         out.note("essctl: GLOBAL is TRIPPED: nothing trades while it is")
 
 
-def _stop_again(args: argparse.Namespace, sidecar: Sidecar, request: pb.TriggerRequest,
-                scope: str) -> str:
+MOST_ALIKE_NAMED = 100  # SpelledAlike.alike holds at most this many
+
+
+def _stop_again(sidecar: Sidecar, request: pb.TriggerRequest, scope: str,
+                args: argparse.Namespace) -> str:
     """The command that makes the same stop of `scope`: the same sidecar (its target and
     TLS: Options.same_sidecar), mode, directives, code and reason. A token is never
     printed."""
@@ -358,7 +383,7 @@ def _stop_again(args: argparse.Namespace, sidecar: Sidecar, request: pb.TriggerR
         words += ["--code", _text(args.code)]
     if args.reason:
         words += ["--reason", _text(args.reason)]
-    return shlex.join(words) + (" (with your --token)" if args.token else "")
+    return shlex.join(words)
 
 
 def run_check(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:

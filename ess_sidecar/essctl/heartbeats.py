@@ -19,7 +19,7 @@ from ess.v1 import guard_pb2 as pb
 from .connection import NO_ANSWER, Exit, Sidecar
 from .render import Output, confirm, scope_name, scope_to_pb, to_json, when
 
-LISTED_AT_MOST = 10_000  # GetState lists at most this many registrations
+LISTED_AT_MOST = 1_000  # GetState lists at most this many registrations
 
 
 def add_parser(add, common, id_arg, scope_arg) -> None:  # noqa: ANN001
@@ -43,29 +43,32 @@ def add_parser(add, common, id_arg, scope_arg) -> None:  # noqa: ANN001
     retire.set_defaults(run=run_deregister)
 
 
-def registrations(sidecar: Sidecar) -> list[pb.HeartbeatRegistration]:
-    return list(sidecar.call("GetState", pb.GetStateRequest(include_heartbeats=True))
-                .heartbeats)
+def registrations(sidecar: Sidecar) -> tuple[list[pb.HeartbeatRegistration], int]:
+    """The registrations listed (the longest silent first, at most LISTED_AT_MOST) and
+    how many there are in all."""
+    state = sidecar.call("GetState", pb.GetStateRequest(include_heartbeats=True))
+    return list(state.heartbeats), max(state.heartbeats_registered, len(state.heartbeats))
 
 
 def run_list(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
-    listed = registrations(sidecar)
+    listed, total = registrations(sidecar)
+    cut = total > len(listed)
     if args.scope is not None:
         listed = [r for r in listed if scope_name(r.scope) == str(args.scope)]
     if out.json:
-        out.emit({"heartbeats": [to_json(r) for r in listed],
-                  "lapsed": sum(r.lapsed for r in listed)})
+        out.emit({"heartbeats": [to_json(r) for r in listed], "registered": total,
+                  "lapsed_listed": sum(r.lapsed for r in listed)})
         return Exit.DONE
     where = f" of {args.scope}" if args.scope is not None else ""
+    among = f" among the {LISTED_AT_MOST} longest silent of {total}" if cut else ""
     if not listed:
-        out.line(f"no heartbeat registrations{where}")
+        out.line(f"no heartbeat registrations{where}{among}")
         return Exit.DONE
     out.console.print(registrations_table(listed, f"Heartbeat registrations{where},"
                                                   " the longest silent first"))
     lapsed = sum(r.lapsed for r in listed)
-    out.line(f"{len(listed)} registered, {lapsed} lapsed"
-             + (f" (at most {LISTED_AT_MOST} listed)" if len(listed) >= LISTED_AT_MOST
-                else ""))
+    out.line(f"{len(listed)} registered{where}{among}, {lapsed} of them lapsed" if cut
+             else f"{len(listed)} registered{where}, {lapsed} lapsed")
     return Exit.DONE
 
 
@@ -85,9 +88,11 @@ def registrations_table(listed: list[pb.HeartbeatRegistration], title: str) -> T
 
 def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     scope = str(args.scope)
-    found = [r for r in registrations(sidecar)
+    listed, total = registrations(sidecar)
+    found = [r for r in listed
              if r.executor_id == args.executor and scope_name(r.scope) == scope]
-    if not found:
+    unlisted = not found and total > len(listed)  # it may be among those not listed
+    if not found and not unlisted:
         if out.json:
             out.emit({"result": "not_registered", "executor_id": args.executor,
                       "scope": scope})
@@ -96,7 +101,7 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
                      f" for {scope} (essctl heartbeats lists them)")
         return Exit.NO
     if not args.yes:
-        if not out.json:
+        if not out.json and found:
             out.console.print(registrations_table(found, "The registration to retire"))
         confirm(f"Deregister {args.executor} for {scope}: its silence will trip nothing."
                 " The executor is gone? Go ahead?", out, "not confirmed: pass --yes")
@@ -113,5 +118,7 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
                   **to_json(reply)})
     else:
         out.line(Text(f"deregistered {args.executor} for {scope}", style="bold"),
-                 f" ({scope} is {pb.State.Name(reply.state).removeprefix('STATE_')})")
+                 f" ({scope} is {pb.State.Name(reply.state).removeprefix('STATE_')})"
+                 + (f"; it was not among the {len(listed)} of {total} listed, so whether it"
+                    " was registered cannot be told" if unlisted else ""))
     return Exit.DONE

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     current = next((s for s in scopes if s.scope == scope), None)
     if current is None:  # GetState lists every scope that is not ARMED
         return nothing_to_reset(scope, out, [s for s in scopes if _alike(s.scope, scope)],
-                                sidecar.options.same_sidecar())
+                                [*sidecar.options.same_sidecar(), "reset", "--reason",
+                                 args.reason, *(["--force"] if args.force else [])])
     if not out.json:
         out.console.print(preview_table(current))
     confirm_reset(current, args, out)
@@ -150,7 +151,7 @@ def _alike(one: pb.Scope, other: pb.Scope) -> bool:
 
 
 def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
-                     same_sidecar: list[str]) -> int:
+                     again: list[str]) -> int:
     """The scope is ARMED: nothing is sent. Scopes not ARMED whose ids differ from its
     only in case or spaces are named: accounts and strategies are case-sensitive, and
     `reset --scope account:ACC-2` said only that ACC-2 was ARMED while acc-2 stayed
@@ -165,8 +166,7 @@ def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
     for s in alike:
         out.note(f"essctl: {scope_name(s.scope)} is {state_text(s.state).plain}: it differs"
                  f" from {scope_name(scope)} in letter case or spaces; to reset it: "
-                 + shlex.join(["essctl", *same_sidecar, "reset", "--scope",
-                               scope_name(s.scope)]))
+                 + shlex.join(["essctl", *again, "--scope", scope_name(s.scope)]))
     return Exit.DONE
 
 

@@ -132,7 +132,8 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
                        "--directive", "cancel-open-orders", "--reason", "desk: stop acc 2")
         assert wrong.returncode == 0, wrong.stderr
         assert "ACCOUNT:ACC-2 is REDUCE_ONLY" in wrong.stdout
-        assert "ACCOUNT:acc-2 is known to the sidecar and was NOT stopped" in wrong.stderr
+        assert "ACCOUNT:acc-2 is known to the sidecar, trades, and was NOT stopped" \
+            in wrong.stderr
         assert f"essctl --target {target} trigger --scope ACCOUNT:acc-2 --reduce-only" \
             " --directive cancel-open-orders --reason 'desk: stop acc 2'" in wrong.stderr
         assert stub.CheckOrder(pb.CheckOrderRequest(  # what the stop was meant for trades
@@ -142,7 +143,7 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
     code, reply = essctl_json(target, "trigger", "--scope", "strategy:momo")
     assert code == 0 and reply["state"] == "TRIPPED"
     assert reply["spelled_alike"] == {"scope": "STRATEGY:momo", "unseen": True,
-                                      "alike": ["STRATEGY:Momo"]}
+                                      "alike": ["STRATEGY:Momo"], "partial": False}
     trip(target, "strategy:Momo")  # the one that trades, stopped by its own name
     again = essctl(target, "trigger", "--scope", "strategy:MOMO")
     assert "STRATEGY:Momo, spelled like STRATEGY:MOMO, is TRIPPED already" in again.stderr
@@ -158,7 +159,8 @@ def test_trigger_names_the_known_id_a_stop_spelled_otherwise_left_trading(
     assert wrong_reset.returncode == 0 and "STRATEGY:MoMo is ARMED; nothing to reset" in \
         wrong_reset.stdout
     assert "STRATEGY:Momo is TRIPPED: it differs from STRATEGY:MoMo" in wrong_reset.stderr
-    assert f"essctl --target {target} reset --scope STRATEGY:Momo" in wrong_reset.stderr
+    assert f"essctl --target {target} reset --reason x --scope STRATEGY:Momo" \
+        in wrong_reset.stderr
     assert "STRATEGY:MOMO is TRIPPED" in wrong_reset.stderr  # the stops, as asked
     # A reset spelled otherwise names what stays tripped (above: Momo, momo and MOMO).
 

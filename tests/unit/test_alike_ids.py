@@ -4,6 +4,8 @@ case, runs of spaces) is said, so that a stop meant for it is not taken for done
 
 from __future__ import annotations
 
+import pytest
+
 from ess_sidecar.domain.breakers import Metric
 from ess_sidecar.domain.engine import MOST_ALIKE, GuardEngine
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
@@ -13,14 +15,17 @@ from tests.unit.conftest import T0, account, make_engine, order, position, repor
     symbol, trip
 
 
-def alike(engine: GuardEngine, scope: Scope, every: int = 1000) -> tuple[bool, list[Scope]]:
-    """The walk run through, as GetState runs it (yielding the loop in between)."""
+def alike(engine: GuardEngine, scope: Scope, every: int = 16) -> tuple[bool, list[Scope]]:
+    """The walk run through, as GetState runs it (resting the loop in between); whether
+    it looked at every id is asserted."""
     walk = engine.spelled_alike(scope, every)
     while True:
         try:
             next(walk)
         except StopIteration as done:
-            return done.value
+            known, named, partial = done.value
+            assert not partial
+            return known, named
 
 
 def test_likeness_folds_case_and_runs_of_spaces_only() -> None:
@@ -87,3 +92,16 @@ def test_the_walk_yields_every_so_many_ids_and_names_at_most_a_hundred() -> None
     known, named = alike(engine, strategy("momentum"))
     assert known and len(named) == MOST_ALIKE == 100
     assert named == sorted(named, key=lambda s: s.id)
+
+
+def test_the_walk_stops_at_its_cap_and_says_so() -> None:
+    """Review 56c: a walk bounded only by what is known held the loop; one stops at
+    MOST_LOOKED ids (here 10) and says it did not look at them all."""
+    engine = make_engine()
+    for n in range(30):
+        report(engine, strategy(f"s-{n}"), Metric.DAILY_DRAWDOWN_PCT, 1.0, T0)
+    walk = engine.spelled_alike(strategy("S-29"), most=10)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(walk)
+    assert done.value.value == (False, [], True)

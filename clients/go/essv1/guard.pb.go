@@ -2565,7 +2565,10 @@ type SpelledAlike struct {
 	Unseen bool `protobuf:"varint,2,opt,name=unseen,proto3" json:"unseen,omitempty"`
 	// Up to 100 scopes of its kind so named whose ids differ from its own only in letter
 	// case or runs of spaces (accounts and strategies are case-sensitive).
-	Alike         []*Scope `protobuf:"bytes,3,rep,name=alike,proto3" json:"alike,omitempty"`
+	Alike []*Scope `protobuf:"bytes,3,rep,name=alike,proto3" json:"alike,omitempty"`
+	// It looked at 100,000 ids and stopped: there may be more alike, and the id may be
+	// named where it did not look (unseen is then not to be relied on).
+	Partial       bool `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2619,6 +2622,13 @@ func (x *SpelledAlike) GetAlike() []*Scope {
 		return x.Alike
 	}
 	return nil
+}
+
+func (x *SpelledAlike) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
 }
 
 // An executor's heartbeat registration: the dead-man's switch of one scope.
@@ -3288,12 +3298,15 @@ type GetStateResponse struct {
 	WorkingOrderCounts []*WorkingOrderCount `protobuf:"bytes,4,rep,name=working_order_counts,json=workingOrderCounts,proto3" json:"working_order_counts,omitempty"`
 	// With include_working_orders: the oldest first, at most 10,000.
 	WorkingOrders []*WorkingOrder `protobuf:"bytes,5,rep,name=working_orders,json=workingOrders,proto3" json:"working_orders,omitempty"`
-	// With include_heartbeats: the longest silent first, at most 10,000.
+	// With include_heartbeats: the longest silent first, at most 1,000.
 	Heartbeats []*HeartbeatRegistration `protobuf:"bytes,6,rep,name=heartbeats,proto3" json:"heartbeats,omitempty"`
 	// With spelled_like.
-	SpelledAlike  *SpelledAlike `protobuf:"bytes,7,opt,name=spelled_alike,json=spelledAlike,proto3" json:"spelled_alike,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpelledAlike *SpelledAlike `protobuf:"bytes,7,opt,name=spelled_alike,json=spelledAlike,proto3" json:"spelled_alike,omitempty"`
+	// With include_heartbeats: how many registrations there are (more than listed, past
+	// 1,000).
+	HeartbeatsRegistered uint32 `protobuf:"varint,8,opt,name=heartbeats_registered,json=heartbeatsRegistered,proto3" json:"heartbeats_registered,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetStateResponse) Reset() {
@@ -3373,6 +3386,13 @@ func (x *GetStateResponse) GetSpelledAlike() *SpelledAlike {
 		return x.SpelledAlike
 	}
 	return nil
+}
+
+func (x *GetStateResponse) GetHeartbeatsRegistered() uint32 {
+	if x != nil {
+		return x.HeartbeatsRegistered
+	}
+	return 0
 }
 
 type ClearWorkingOrdersRequest struct {
@@ -4126,11 +4146,12 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x16include_working_orders\x18\x01 \x01(\bR\x14includeWorkingOrders\x124\n" +
 	"\x16working_orders_account\x18\x02 \x01(\tR\x14workingOrdersAccount\x12-\n" +
 	"\x12include_heartbeats\x18\x03 \x01(\bR\x11includeHeartbeats\x120\n" +
-	"\fspelled_like\x18\x04 \x01(\v2\r.ess.v1.ScopeR\vspelledLike\"p\n" +
+	"\fspelled_like\x18\x04 \x01(\v2\r.ess.v1.ScopeR\vspelledLike\"\x8a\x01\n" +
 	"\fSpelledAlike\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06unseen\x18\x02 \x01(\bR\x06unseen\x12#\n" +
-	"\x05alike\x18\x03 \x03(\v2\r.ess.v1.ScopeR\x05alike\"\xdb\x01\n" +
+	"\x05alike\x18\x03 \x03(\v2\r.ess.v1.ScopeR\x05alike\x12\x18\n" +
+	"\apartial\x18\x04 \x01(\bR\apartial\"\xdb\x01\n" +
 	"\x15HeartbeatRegistration\x12\x1f\n" +
 	"\vexecutor_id\x18\x01 \x01(\tR\n" +
 	"executorId\x12#\n" +
@@ -4195,7 +4216,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x04mode\x18\x06 \x01(\x0e2\x13.ess.v1.TriggerModeR\x04mode\x12\x1d\n" +
 	"\n" +
 	"auto_rearm\x18\a \x01(\bR\tautoRearm\x12\x1a\n" +
-	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xa1\x03\n" +
+	"\bdisabled\x18\b \x01(\bR\bdisabled\"\xd6\x03\n" +
 	"\x10GetStateResponse\x12*\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x12.ess.v1.ScopeStateR\x06scopes\x12#\n" +
 	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x128\n" +
@@ -4207,7 +4228,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\n" +
 	"heartbeats\x18\x06 \x03(\v2\x1d.ess.v1.HeartbeatRegistrationR\n" +
 	"heartbeats\x129\n" +
-	"\rspelled_alike\x18\a \x01(\v2\x14.ess.v1.SpelledAlikeR\fspelledAlike\"w\n" +
+	"\rspelled_alike\x18\a \x01(\v2\x14.ess.v1.SpelledAlikeR\fspelledAlike\x123\n" +
+	"\x15heartbeats_registered\x18\b \x01(\rR\x14heartbeatsRegistered\"w\n" +
 	"\x19ClearWorkingOrdersRequest\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12(\n" +
 	"\x10client_order_ids\x18\x02 \x03(\tR\x0eclientOrderIds\x12\x16\n" +

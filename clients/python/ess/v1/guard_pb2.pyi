@@ -490,14 +490,16 @@ class GetStateRequest(_message.Message):
     def __init__(self, include_working_orders: _Optional[bool] = ..., working_orders_account: _Optional[str] = ..., include_heartbeats: _Optional[bool] = ..., spelled_like: _Optional[_Union[Scope, _Mapping]] = ...) -> None: ...
 
 class SpelledAlike(_message.Message):
-    __slots__ = ("scope", "unseen", "alike")
+    __slots__ = ("scope", "unseen", "alike", "partial")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     UNSEEN_FIELD_NUMBER: _ClassVar[int]
     ALIKE_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     unseen: bool
     alike: _containers.RepeatedCompositeFieldContainer[Scope]
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., unseen: _Optional[bool] = ..., alike: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ...) -> None: ...
+    partial: bool
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., unseen: _Optional[bool] = ..., alike: _Optional[_Iterable[_Union[Scope, _Mapping]]] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRegistration(_message.Message):
     __slots__ = ("executor_id", "scope", "ttl_ms", "last_beat", "lapsed", "owner")
@@ -624,7 +626,7 @@ class BreakerThreshold(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., breaker: _Optional[str] = ..., threshold: _Optional[float] = ..., window_ms: _Optional[int] = ..., consecutive: _Optional[int] = ..., mode: _Optional[_Union[TriggerMode, str]] = ..., auto_rearm: _Optional[bool] = ..., disabled: _Optional[bool] = ...) -> None: ...
 
 class GetStateResponse(_message.Message):
-    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders", "heartbeats", "spelled_alike")
+    __slots__ = ("scopes", "state_version", "thresholds", "working_order_counts", "working_orders", "heartbeats", "spelled_alike", "heartbeats_registered")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
@@ -632,6 +634,7 @@ class GetStateResponse(_message.Message):
     WORKING_ORDERS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     SPELLED_ALIKE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEATS_REGISTERED_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedCompositeFieldContainer[ScopeState]
     state_version: int
     thresholds: _containers.RepeatedCompositeFieldContainer[BreakerThreshold]
@@ -639,7 +642,8 @@ class GetStateResponse(_message.Message):
     working_orders: _containers.RepeatedCompositeFieldContainer[WorkingOrder]
     heartbeats: _containers.RepeatedCompositeFieldContainer[HeartbeatRegistration]
     spelled_alike: SpelledAlike
-    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[HeartbeatRegistration, _Mapping]]] = ..., spelled_alike: _Optional[_Union[SpelledAlike, _Mapping]] = ...) -> None: ...
+    heartbeats_registered: int
+    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeState, _Mapping]]] = ..., state_version: _Optional[int] = ..., thresholds: _Optional[_Iterable[_Union[BreakerThreshold, _Mapping]]] = ..., working_order_counts: _Optional[_Iterable[_Union[WorkingOrderCount, _Mapping]]] = ..., working_orders: _Optional[_Iterable[_Union[WorkingOrder, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[HeartbeatRegistration, _Mapping]]] = ..., spelled_alike: _Optional[_Union[SpelledAlike, _Mapping]] = ..., heartbeats_registered: _Optional[int] = ...) -> None: ...
 
 class ClearWorkingOrdersRequest(_message.Message):
     __slots__ = ("account", "client_order_ids", "reason")
