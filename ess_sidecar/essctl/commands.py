@@ -307,6 +307,9 @@ def _say_triggered(request: pb.TriggerRequest, reply: pb.TriggerResponse, notes:
         out.line(f"directives: {names(pb.Directive.DESCRIPTOR, request.directives)}")
 
 
+SPELLED_ALIKE_WAIT_S = 20.0  # how long the follow-up of a stop waits, at least
+
+
 def _spelled_alike(sidecar: Sidecar, request: pb.TriggerRequest,
                    out: Output) -> pb.GetStateResponse | None:
     """Once the stop is acknowledged, what the sidecar knows spelled like its scope, and
@@ -314,8 +317,10 @@ def _spelled_alike(sidecar: Sidecar, request: pb.TriggerRequest,
     sidecar cannot say (said on stderr: the stop stands either way)."""
     if request.scope.kind == pb.SCOPE_KIND_GLOBAL:
         return None
-    try:
-        return sidecar.call("GetState", pb.GetStateRequest(spelled_like=request.scope))
+    try:  # a walk over 100,000 long ids takes about 6 s (review 56d: past --timeout's
+        # default 5 s, the follow-up never named the id meant)
+        return sidecar.call("GetState", pb.GetStateRequest(spelled_like=request.scope),
+                            timeout=max(sidecar.options.timeout, SPELLED_ALIKE_WAIT_S))
     except grpc.RpcError as error:
         out.note(f"essctl: the sidecar could not say which ids are spelled like"
                  f" {scope_name(request.scope)} ({error.code().name})")
