@@ -869,9 +869,7 @@ class Guard(GuardReadings):
     def heartbeats(self, most: int) -> list[tuple[Registration, float | None, bool]]:
         """Up to `most` heartbeat registrations, the longest silent first, each with its
         last beat known (None: none) and whether it is past its TTL now."""
-        now = self._clock.now()
-        return [(r, last, now - r.last_seen > r.ttl_s)
-                for r, last in self.engine.heartbeats.silent_first(now, most)]
+        return self.engine.heartbeats.silent_first(self._clock.now(), most)
 
     def heartbeats_registered(self) -> int:
         return len(self.engine.heartbeats)

@@ -27,6 +27,10 @@ class Registration:
     owner: str = ""
     known_seen: float | None = None  # the journal's last beat, under a restart's assumption
 
+    def past_ttl(self, now: float) -> bool:
+        """Silent for longer than its TTL (or counted as lost since a restart)."""
+        return now - self.last_seen > self.ttl_s
+
 
 class Heartbeats:
     """Registrations keyed by (executor_id, scope): one executor may watch over several
@@ -144,18 +148,18 @@ class Heartbeats:
         """The loss is durable: don't trip again until they beat. Set on apply, not on
         plan, so a trip that could not be stored is planned again."""
         for registration in self._of(scope):
-            if now - registration.last_seen > registration.ttl_s:
+            if registration.past_ttl(now):
                 registration.lost = True
 
     def lapsed(self, scope: Scope, now: float) -> bool:
         """Whether an executor of this scope is past its TTL now: the breaker's condition."""
-        return any(now - r.last_seen > r.ttl_s for r in self._of(scope))
+        return any(r.past_ttl(now) for r in self._of(scope))
 
     def lapse_at(self, scope: Scope, now: float) -> float:
         """When the first executor of this scope not past its TTL now lapses if it does
         not beat (no earlier than `now`); infinity if none is left to lapse."""
         return min((max(r.last_seen + r.ttl_s, now) for r in self._of(scope)
-                    if not now - r.last_seen > r.ttl_s), default=float("inf"))
+                    if not r.past_ttl(now)), default=float("inf"))
 
     def assume_lapsed(self, scope: Scope) -> None:
         """After a restart, an executor whose loss latched the scope counts as lost until
@@ -177,14 +181,15 @@ class Heartbeats:
     def __len__(self) -> int:
         return len(self._registrations)
 
-    def silent_first(self, now: float, most: int) -> list[tuple[Registration, float | None]]:
+    def silent_first(self, now: float, most: int
+                     ) -> list[tuple[Registration, float | None, bool]]:
         """Up to `most` registrations, the longest silent first (those counted as lost
-        since a restart before all), each with its last beat known (None: none)."""
-        def last_beat(r: Registration) -> float | None:
-            return r.known_seen if r.last_seen == float("-inf") else r.last_seen
+        since a restart before all), each with its last beat known (None: none) and
+        whether it is past its TTL at `now`."""
         chosen = heapq.nsmallest(most, self._registrations.values(),
                                  key=lambda r: r.last_seen)  # ties: the order registered
-        return [(r, last_beat(r)) for r in chosen]
+        return [(r, r.known_seen if r.last_seen == float("-inf") else r.last_seen,
+                 r.past_ttl(now)) for r in chosen]
 
     def any_ahead(self) -> bool:
         """Whether an executor's TTL may still be ahead: one is queued, not lost (review
@@ -194,7 +199,7 @@ class Heartbeats:
 
 
 def _overdue(registration: Registration, now: float) -> bool:
-    return not registration.lost and now - registration.last_seen > registration.ttl_s
+    return not registration.lost and registration.past_ttl(now)
 
 
 def _check_owner(known: Registration, owner: str) -> None:

@@ -310,6 +310,7 @@ def test_registrations_are_listed_the_longest_silent_first_and_capped() -> None:
     switches.beat("early", strategy(), 5.0, T0 + 1)
     switches.beat("lost", account(), 5.0, T0 + 2)
     switches.assume_lapsed(account())
-    assert [(r.executor_id, last) for r, last in switches.silent_first(T0 + 4, 10)] == [
-        ("lost", T0 + 2), ("early", T0 + 1), ("late", T0 + 3)]
-    assert [r.executor_id for r, _ in switches.silent_first(T0 + 4, 2)] == ["lost", "early"]
+    assert [(r.executor_id, last, lapsed) for r, last, lapsed
+            in switches.silent_first(T0 + 7, 10)] == [
+        ("lost", T0 + 2, True), ("early", T0 + 1, True), ("late", T0 + 3, False)]
+    assert [r.executor_id for r, _, _ in switches.silent_first(T0 + 4, 2)] == ["lost", "early"]
