@@ -25,7 +25,7 @@ from .ports import AlertSink, Clock, Journal, JournalEntry, NoAlerts, NoFloor, N
     StateStore, SteadyClock, StoredState, SystemClock, VersionFloor
 from .recovery import last_clock_read, latest_time, reconcile, replay, respelled, \
     with_horizons, with_horizons_recorded
-from .service import Guard
+from .service import Guard, store_epoch
 from .settings import Settings
 from .timers import Timers
 from .watch import FANOUT_PLACES, Subscribers
@@ -211,7 +211,8 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
     floor = open_floor(settings, not given, store, stored)
     guard = Guard(engine, store, clock, watchers, alerts,
                   observed.telemetry if observed else None, journal,
-                  principals.is_operator if principals is not None else None, floor)
+                  principals.is_operator if principals is not None else None, floor,
+                  store_epoch(stored.identity if stored is not None else None))
     # The store's trips, even when the journal cannot be read:
     entries, lacking = with_horizons(entries)
     wrong, taken = restore(engine, store, stored, entries, clock.now(), journal)

@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -130,6 +131,18 @@ class WatchStart:
     subscription: Subscription
 
 
+def store_epoch(identity: bytes | None) -> str:
+    """The epoch of a store's durable versions, named after its identity
+    (StoredState.identity, random at its creation; hashed, as the journal is chained from
+    it): state files lost and made anew number their versions from 1 again, so a watcher
+    resuming from an old run's version, or a reset naming one, is told apart (known gap 23,
+    review 56c). "" for a store with none (all zeros: in memory, or made before stores
+    had one)."""
+    if not identity or not any(identity):
+        return ""
+    return "store-" + hashlib.sha256(b"ess-sidecar epoch\0" + identity).hexdigest()[:16]
+
+
 class StoredUnrecorded(StoreUnavailable):
     """Transitions were stored, and the journal's sync before them (a stop's) or its
     record of them failed."""
@@ -142,14 +155,18 @@ class Guard(GuardReadings):
                  subscribers: Subscribers, alerts: AlertSink | None = None,
                  telemetry: Telemetry | None = None, journal: Journal | None = None,
                  is_operator: Callable[[str, str], bool] | None = None,
-                 floor: VersionFloor | None = None) -> None:
+                 floor: VersionFloor | None = None, epoch: str = "") -> None:
+        """epoch: the store's (`store_epoch`): the versions it numbers are only
+        comparable within it, so a watcher or a reset naming another store's version
+        (state files lost, another state directory) is told apart."""
         self.engine = engine
         self.subscribers = subscribers
         self.alerts = alerts or NoAlerts()
         self.telemetry = telemetry or NoTelemetry()
-        # "" while every published version is durable; set once one is not (fail_closed),
-        # so a watcher resuming across that point resyncs instead of trusting replay.
-        self.epoch = ""
+        # The store's while every published version is durable; this process's own, a
+        # volatile epoch, once one is not (fail_closed), so a watcher resuming across that
+        # point resyncs instead of trusting replay.
+        self.durable_epoch = self.epoch = epoch
         self._volatile_from = 0  # the first version published in the volatile epoch
         # The last version of transitions the store holds and memory did not apply
         # (_stored_unapplied): up to it, memory and the store may differ.
@@ -442,7 +459,11 @@ class Guard(GuardReadings):
         version: the epoch it gives the version, or its own volatile epoch, unique to it
         (a WatchState snapshot tells each version in the epoch of the version it brings
         the watcher to: review 54d)."""
-        return epoch == self.epoch_of(version) or bool(epoch) and epoch == self.epoch
+        return epoch == self.epoch_of(version) or self._volatile and epoch == self.epoch
+
+    @property
+    def _volatile(self) -> bool:
+        return self.epoch != self.durable_epoch
 
     def run_timers(self) -> list[Transition]:
         return self.run(self.timers_steps())
@@ -677,7 +698,7 @@ class Guard(GuardReadings):
         """Versions from `version` on are told in this process's volatile epoch (unless
         an earlier one began it): another run of the sidecar may number other transitions
         so (`epoch_of`)."""
-        if not self.epoch:
+        if not self._volatile:
             self.epoch = f"volatile-{self.engine.decision_prefix}"
             self._volatile_from = version
 
@@ -801,7 +822,7 @@ class Guard(GuardReadings):
         epoch would resume from it with the store's replay, whose next version may be a
         transition memory never took (review 36f: the store's trip whose journal record
         failed, in place of the fail-closed GLOBAL trip under the same version)."""
-        return self.epoch if version >= self._volatile_from else ""
+        return self.epoch if version >= self._volatile_from else self.durable_epoch
 
     def restricted(self) -> list[Transition]:
         return self.engine.restricted()
@@ -926,8 +947,9 @@ class Guard(GuardReadings):
                                   " epoch is only ever one this sidecar sent")
         if from_version and epoch != self.epoch:
             raise ResyncRequired(f"epoch {epoch!r} is not the current {self.epoch!r}: what was"
-                                 " seen may not have been durable; resubscribe from 0")
-        if from_version and epoch and from_version < self._volatile_from:
+                                 " seen may not have been durable, or was another state"
+                                 " file's; resubscribe from 0")
+        if from_version and self._volatile and from_version < self._volatile_from:
             # Review 37h: a watcher of one scope took the epoch from a heartbeat, its
             # version from a transition before the fail-closed trip: the store's version
             # after it can be a transition memory never took (a reset whose record failed).

@@ -661,7 +661,8 @@ class GuardEngine:
         scope that changed since (another trip landed) is refused, even forced, so what
         was not seen is never lifted; `elsewhere`: it was shown in another epoch than this
         process gives it (a sidecar that failed closed before a restart numbered a trip it
-        never stored), so it names no transition here, whatever the number. `void`: a
+        never stored; state files made anew number from 1 again), so it names no
+        transition here, whatever the number. `void`: a
         four-eyes request pending for the scope is void (its requester is no longer an
         operator): this reset is a new request, made with the actor's `credential`.
         `expires_at`: the expiry a replayed request was given (Approvals.review)."""
@@ -687,6 +688,7 @@ class GuardEngine:
             raise ResetRefused(f"{scope}: version {expected_version} was not sent with the"
                                " epoch this sidecar gives it (ScopeState.epoch): a sidecar"
                                " that failed closed numbers trips it never stored, and"
+                               " state files made anew number theirs from 1 again, so"
                                " after a restart the number may be another trip's; here it"
                                f" is {current.state.name} ({current.reason}): look again,"
                                " and send the version with its epoch")

@@ -597,7 +597,66 @@ def test_watch_resyncs_from_a_fresh_snapshot_when_its_history_is_gone(
     finally:
         watcher.stop()
         human.stop()
-    assert "is ahead of this sidecar's version 0" in seen[-3]["message"]
+    assert "or was another state file's" in seen[-3]["message"]  # its own epoch
+
+
+def test_watch_and_reset_tell_state_files_made_anew_from_those_they_saw(
+        start_sidecar: StartSidecar) -> None:
+    """Known gap 23 (review 56c): state files made anew number their versions from 1
+    again. A watcher that reconnected once the new history had passed the version it saw
+    resumed into it: it was never shown SYMBOL:B's trip, and SYMBOL:A's, lost with the
+    old files, was never called out GONE. A reset naming a version shown before lifted
+    the new files' trip of that number. Each store tells its versions in its own epoch."""
+    sidecar, elsewhere = start_sidecar(), start_sidecar()
+    target = sidecar.uds_target
+    watcher = RunningEssctl(target, "watch", "--json", "--max-events", "3")
+    try:
+        watcher.until("snapshot_end")
+        trip(target, "strategy:momo")  # v1: the trip an operator looks at
+        trip(target, "symbol:A")  # v2
+        assert [(m["version"], m["scope"]) for m in (watcher.next_json(),
+                                                      watcher.next_json())] == [
+            (1, "STRATEGY:momo"), (2, "SYMBOL:A")]
+        with grpc.insecure_channel(target) as channel:
+            shown = guard_stub(channel).GetState(pb.GetStateRequest(), timeout=10)
+        (momo,) = [s for s in shown.scopes if s.scope.id == "momo"]
+        assert momo.version == 1 and momo.epoch.startswith("store-"), momo
+        for scope in ("strategy:momo", "symbol:B", "symbol:C"):  # versions 1 to 3 there
+            trip(elsewhere.uds_target, scope)
+        assert elsewhere.terminate() == 0 and sidecar.terminate() == 0
+        watcher.until("reconnect")
+        for state_file in sidecar.workdir.glob("ess.db*"):  # the files lost, and others
+            state_file.unlink()  # put in their place: past the version the watcher saw
+        for state_file in elsewhere.workdir.glob("ess.db*"):
+            shutil.copy2(state_file, sidecar.workdir / state_file.name)
+        sidecar.start()
+        seen = watcher.until("resync")
+        seen += watcher.until("snapshot_end")
+        assert [(m["kind"], m.get("scope"), m.get("version")) for m in seen[-5:]] == [
+            ("snapshot", "STRATEGY:momo", 1), ("snapshot", "SYMBOL:B", 2),
+            ("snapshot", "SYMBOL:C", 3), ("gone", "SYMBOL:A", None),
+            ("snapshot_end", None, 3)], seen
+        assert "epoch" in seen[-6]["message"], seen[-6]
+        with grpc.insecure_channel(target) as channel:
+            stub = guard_stub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Reset(pb.ResetRequest(
+                    scope=momo.scope, reason="the fat finger I looked at", force=True,
+                    expected_version=1, expected_epoch=momo.epoch), timeout=10)
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "was not sent with the epoch" in refused.value.details()
+            (now,) = [s for s in stub.GetState(pb.GetStateRequest(), timeout=10).scopes
+                      if s.scope.id == "momo"]
+            assert now.state == pb.STATE_TRIPPED and now.epoch.startswith("store-")
+            assert now.epoch != momo.epoch
+            lifted = stub.Reset(pb.ResetRequest(
+                scope=momo.scope, reason="looked again", force=True,
+                expected_version=now.version, expected_epoch=now.epoch), timeout=10)
+            assert lifted.state == pb.STATE_ARMED
+        assert [m["scope"] for m in watcher.rest()] == ["STRATEGY:momo"]
+        assert watcher.wait() == 0
+    finally:
+        watcher.stop()
     assert "starting from a fresh snapshot" in "".join(watcher.stderr)
 
 

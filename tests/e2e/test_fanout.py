@@ -28,6 +28,7 @@ from ess_sidecar.domain.access import Role
 from ess_sidecar.testing import SERVICE, SidecarProcess, until
 
 HEARTBEAT = pb.WATCH_EVENT_KIND_HEARTBEAT
+CURRENT = "(the sidecar's epoch)"  # a request's epoch, filled in by the test
 
 
 def fanout_config(workdir: Path, extra: str = "") -> str:
@@ -114,6 +115,17 @@ def strategy(name: str) -> pb.Scope:
     return pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=name)
 
 
+def resume_epoch(target: str) -> str:
+    """The epoch a watcher resumes with, read as one reads it: from a snapshot's end."""
+    watcher = Watcher(target, pb.WatchStateRequest())
+    try:
+        while (message := watcher.next()).kind != pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+            assert not isinstance(message, grpc.RpcError), message
+        return message.epoch
+    finally:
+        watcher.close()
+
+
 def storm(stub: pb_grpc.GuardServiceStub, names: list[str]) -> int:
     """A Trigger, then a forced Reset, of each; the version after the last."""
     version = 0
@@ -131,8 +143,9 @@ def test_a_watcher_of_the_fanout_gets_what_a_watcher_of_the_sidecar_gets(
         stub = pb_grpc.GuardServiceStub(channel)
         stub.Trigger(pb.TriggerRequest(scope=strategy("before"), reason="latched"), timeout=10)
         wait_fanout_serving(fanout_target(workdir))
+        epoch = resume_epoch(sidecar.uds_target)
         requests = [pb.WatchStateRequest(), pb.WatchStateRequest(scopes=[strategy("s3")]),
-                    pb.WatchStateRequest(from_version=1)]
+                    pb.WatchStateRequest(from_version=1, epoch=epoch)]
         pairs = [(Watcher(sidecar.uds_target, r), Watcher(fanout_target(workdir), r))
                  for r in requests]
         try:
@@ -143,7 +156,7 @@ def test_a_watcher_of_the_fanout_gets_what_a_watcher_of_the_sidecar_gets(
                 assert fanned.upto(last) == direct.upto(last)
             # A watcher that joins after the storm resumes from the middle of it.
             middle = last - 5
-            late = pb.WatchStateRequest(from_version=middle)
+            late = pb.WatchStateRequest(from_version=middle, epoch=epoch)
             direct, fanned = Watcher(sidecar.uds_target, late), Watcher(fanout_target(workdir),
                                                                         late)
             pairs.append((direct, fanned))
@@ -162,14 +175,19 @@ def test_a_watcher_of_the_fanout_gets_what_a_watcher_of_the_sidecar_gets(
 @pytest.mark.parametrize("request_, code, says", [
     (pb.WatchStateRequest(scopes=[strategy(" momo")]), grpc.StatusCode.INVALID_ARGUMENT,
      "scopes[0].id"),
-    (pb.WatchStateRequest(from_version=10_000), grpc.StatusCode.OUT_OF_RANGE,
+    (pb.WatchStateRequest(from_version=10_000, epoch=CURRENT), grpc.StatusCode.OUT_OF_RANGE,
      "ahead of this sidecar's version"),
     (pb.WatchStateRequest(from_version=1, epoch="not-this"), grpc.StatusCode.OUT_OF_RANGE,
      "epoch"),
-], ids=["look-alike scope", "version ahead", "another epoch"])
+    (pb.WatchStateRequest(from_version=1), grpc.StatusCode.OUT_OF_RANGE,
+     "or was another state file's"),
+], ids=["look-alike scope", "version ahead", "another epoch", "no epoch"])
 def test_what_the_sidecar_refuses_the_fanout_refuses_alike(
         sidecar: SidecarProcess, workdir: Path, request_, code, says) -> None:
     wait_fanout_serving(fanout_target(workdir))
+    if request_.epoch == CURRENT:
+        request_ = pb.WatchStateRequest(from_version=request_.from_version,
+                                        epoch=resume_epoch(sidecar.uds_target))
     for target in (sidecar.uds_target, fanout_target(workdir)):
         watcher = Watcher(target, request_)
         error = watcher.ended()
@@ -236,7 +254,8 @@ def test_a_fanout_killed_is_started_again_and_its_watchers_resume(
     wait_fanout_serving(fanout_target(workdir))
     with grpc.insecure_channel(sidecar.uds_target) as channel:
         last = storm(pb_grpc.GuardServiceStub(channel), ["after", "again"])
-    watcher = Watcher(fanout_target(workdir), pb.WatchStateRequest(from_version=last - 2))
+    watcher = Watcher(fanout_target(workdir), pb.WatchStateRequest(
+        from_version=last - 2, epoch=resume_epoch(sidecar.uds_target)))
     assert [m[4] for m in watcher.upto(last)] == [last - 1, last]
     watcher.close()
 

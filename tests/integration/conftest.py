@@ -59,6 +59,18 @@ class Running:
     async def version(self) -> int:
         return (await self.stub.GetState(pb.GetStateRequest())).state_version
 
+    async def epoch(self) -> str:
+        """The epoch a watcher resumes with (WatchStateResponse.epoch: the store's),
+        read as a watcher reads it: from a snapshot's end."""
+        stream = self.stub.WatchState(pb.WatchStateRequest())
+        try:
+            while (message := await next_event(stream)).kind != \
+                    pb.WATCH_EVENT_KIND_SNAPSHOT_END:
+                pass
+            return message.epoch
+        finally:
+            stream.cancel()
+
 
 @pytest.fixture
 def socket_dir() -> Any:

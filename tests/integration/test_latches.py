@@ -55,21 +55,25 @@ async def test_a_reset_naming_a_version_the_scope_has_left_is_refused_and_lifts_
     forced reset arrived. The reset names the version they saw: nothing is lifted."""
     running = await start_sidecar(**NO_COOLDOWN)
     stub = running.stub
-    seen = await stub.Trigger(pb.TriggerRequest(scope=SCOPE, mode=pb.TRIGGER_MODE_REDUCE_ONLY,
-                                                reason="desk: reduce only"))
+    await stub.Trigger(pb.TriggerRequest(scope=SCOPE, mode=pb.TRIGGER_MODE_REDUCE_ONLY,
+                                         reason="desk: reduce only"))
+    (seen,) = [s for s in (await stub.GetState(pb.GetStateRequest())).scopes
+               if s.scope == SCOPE]
     await stub.ReportMetric(pb.ReportMetricRequest(scope=SCOPE, metric=pb.METRIC_DAILY_DRAWDOWN_PCT,
                                                    value=6))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.Reset(pb.ResetRequest(scope=SCOPE, reason="desk done", force=True,
-                                         expected_version=seen.state_version))
+                                         expected_version=seen.version,
+                                         expected_epoch=seen.epoch))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert f"changed since version {seen.state_version}" in refused.value.details()
+    assert f"changed since version {seen.version}" in refused.value.details()
     assert await latches(stub) == {"trigger": pb.STATE_REDUCE_ONLY,
                                    "daily_drawdown_pct": pb.STATE_TRIPPED}
     state = await stub.GetState(pb.GetStateRequest())
     (now,) = [s for s in state.scopes if s.scope == SCOPE]
     reply = await stub.Reset(pb.ResetRequest(scope=SCOPE, reason="both seen", force=True,
-                                             expected_version=now.version))
+                                             expected_version=now.version,
+                                             expected_epoch=now.epoch))
     assert reply.state == pb.STATE_ARMED
 
 

@@ -299,13 +299,14 @@ async def test_a_snapshot_after_a_fill_is_applied_after_it_even_while_a_trip_is_
 async def test_a_watcher_resuming_while_a_trip_is_stored_misses_nothing_and_sees_it_once(
         gated: tuple[Running, GatedStore]) -> None:
     running, store = gated
-    start = await running.version()
+    start, epoch = await running.version(), await running.epoch()
     for ident in ("a", "b"):
         await running.stub.Trigger(trigger(ident))
     store.close_gate()
     tripping = asyncio.ensure_future(running.stub.Trigger(trigger("c"), timeout=10))
     await store.wait_entered()
-    stream = running.stub.WatchState(pb.WatchStateRequest(from_version=start + 1))
+    stream = running.stub.WatchState(pb.WatchStateRequest(from_version=start + 1,
+                                                          epoch=epoch))
     await until(lambda: running.app.guard.watchers() == 1)  # its resume read waits
     store.open_gate()
     await tripping

@@ -40,7 +40,8 @@ async def test_snapshot_then_end_marker_then_transitions_in_version_order(
 async def test_from_version_replays_what_was_missed_without_gaps(sidecar: Running) -> None:
     for ident in ("a", "b", "c", "d"):
         await trigger(sidecar, ident)
-    stream = sidecar.stub.WatchState(pb.WatchStateRequest(from_version=2))
+    stream = sidecar.stub.WatchState(pb.WatchStateRequest(from_version=2,
+                                                          epoch=await sidecar.epoch()))
     replayed = [await next_event(stream) for _ in range(2)]
     assert [m.version for m in replayed] == [3, 4]
     assert all(m.kind == pb.WATCH_EVENT_KIND_TRANSITION for m in replayed)

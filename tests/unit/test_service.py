@@ -22,7 +22,7 @@ from ess_sidecar.domain.states import Cause, Directive, State, Transition, Trigg
     TriggerReason
 from ess_sidecar.ports import EventQuery, NoAlerts, NoJournal
 from ess_sidecar.recovery import latest_time
-from ess_sidecar.service import CLOCK_MARK_S, Durable, Guard
+from ess_sidecar.service import CLOCK_MARK_S, MAX_EPOCH_LENGTH, Durable, Guard, store_epoch
 from ess_sidecar.watch import Subscribers
 from tests.fakes import FakeClock
 
@@ -35,9 +35,10 @@ def _waits_for(gate: threading.Event):  # noqa: ANN202
     yield Durable(lambda: gate.wait(GATE_TIMEOUT_S))
 
 
-def make_guard(queue_size: int = 16) -> tuple[Guard, InMemoryStateStore]:
+def make_guard(queue_size: int = 16, epoch: str = "") -> tuple[Guard, InMemoryStateStore]:
     store = InMemoryStateStore()
-    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(queue_size))
+    guard = Guard(GuardEngine(GuardConfig()), store, FakeClock(), Subscribers(queue_size),
+                  epoch=epoch)
     return guard, store
 
 
@@ -726,6 +727,73 @@ def test_a_version_told_by_a_watch_snapshot_in_this_epoch_is_reset(
     assert guard.epoch_of(1) == "" and guard.epoch
     assert guard.reset(account, "looked", force=True, actor="alice", expected_version=1,
                        expected_epoch=guard.epoch).state is State.ARMED
+
+
+ONE_STORE, ANOTHER_STORE = bytes(range(16)), bytes(range(1, 17))  # their identities
+
+
+def test_a_stores_epoch_is_its_own_every_start_and_none_without_an_identity() -> None:
+    one = store_epoch(ONE_STORE)
+    assert one.startswith("store-") and one == store_epoch(bytes(range(16)))
+    assert store_epoch(ANOTHER_STORE).startswith("store-") and store_epoch(ANOTHER_STORE) != one
+    assert ONE_STORE.hex() not in one and len(one) <= MAX_EPOCH_LENGTH  # the journal's seed
+    assert store_epoch(bytes(16)) == store_epoch(None) == ""  # in memory, or made before
+
+
+def test_a_watcher_or_a_reset_naming_another_stores_version_is_told_apart() -> None:
+    """Known gap 23 (review 56c): state files made anew number from 1 again, so a watcher
+    that saw version 2 of the lost files resumed into the new ones' history, unaware of
+    their first two trips, and a reset naming the version an operator had looked at lifted
+    the new files' trip of that number."""
+    old, _ = make_guard(epoch=store_epoch(ONE_STORE))
+    trigger(old, MOMO)  # v1: what an operator looks at
+    trigger(old, Scope(ScopeKind.SYMBOL, "A"))  # v2: the last a watcher saw
+    (shown,) = [view for view in old.scope_views() if view.current.scope == MOMO]
+    assert (shown.current.version, shown.epoch) == (1, store_epoch(ONE_STORE))
+    new, _ = make_guard(epoch=store_epoch(ANOTHER_STORE))  # the files lost, made anew
+    for scope in (MOMO, Scope(ScopeKind.SYMBOL, "B"), Scope(ScopeKind.SYMBOL, "C")):
+        trigger(new, scope)
+    for epoch in (shown.epoch, ""):  # "": an older client's, or one that never echoed it
+        with pytest.raises(ResyncRequired, match="or was another state file's"):
+            new.watch([], from_version=2, epoch=epoch)
+    resumed = new.watch([], from_version=2, epoch=store_epoch(ANOTHER_STORE))
+    assert [t.scope.id for t in resumed.initial] == ["C"] and not resumed.is_snapshot
+    for epoch in (shown.epoch, ""):
+        with pytest.raises(ResetRefused, match="state files made anew number theirs from 1"):
+            new.reset(MOMO, "the fat finger I saw", force=True, actor="alice",
+                      expected_version=1, expected_epoch=epoch)
+    assert new.engine.denying_state(MOMO) is State.TRIPPED
+    (now,) = [view for view in new.scope_views() if view.current.scope == MOMO]
+    assert now.epoch == new.epoch_of(1) == store_epoch(ANOTHER_STORE)
+    assert new.reset(MOMO, "looked again", force=True, actor="alice", expected_version=1,
+                     expected_epoch=now.epoch).state is State.ARMED
+
+
+def test_a_stores_epoch_gives_way_to_a_volatile_one_where_a_version_was_not_stored(
+        ) -> None:
+    """What a store numbered is told in its epoch; from the first version it did not hold,
+    in this process's own (review 36f), as when the store had none."""
+    durable = store_epoch(ONE_STORE)
+    guard, store = make_guard(epoch=durable)
+    account = Scope(ScopeKind.ACCOUNT, "a")
+    trigger(guard, account)  # v1, stored
+    assert guard.watch([], from_version=1, epoch=durable).version == 1
+    store.fail_next_append = True
+    with pytest.raises(StoreUnavailable):
+        trigger(guard, Scope(ScopeKind.STRATEGY, "b"))  # v2 lost, GLOBAL's trip v3
+    assert guard.epoch.startswith("volatile-") and guard.durable_epoch == durable
+    assert (guard.epoch_of(1), guard.epoch_of(2)) == (durable, guard.epoch)
+    with pytest.raises(ResyncRequired, match="is not the current"):
+        guard.watch([], from_version=1, epoch=durable)
+    with pytest.raises(ResyncRequired, match="from before epoch"):
+        guard.watch([], from_version=1, epoch=guard.epoch)
+    assert guard.watch([], from_version=3, epoch=guard.epoch).version == 3
+    for epoch in ("", "volatile-" + "0" * 8):
+        with pytest.raises(ResetRefused, match="was not sent with the epoch"):
+            guard.reset(account, "looked", force=True, actor="alice", expected_version=1,
+                        expected_epoch=epoch)
+    assert guard.reset(account, "looked", force=True, actor="alice", expected_version=1,
+                       expected_epoch=durable).state is State.ARMED
 
 
 @pytest.mark.parametrize(("between", "position"), [

@@ -2318,12 +2318,14 @@ type ResetRequest struct {
 	// an ARMED scope changes nothing, whatever the version and latches it names.
 	ExpectedVersion uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	// With expected_version: the ScopeState.epoch shown with it (send both; a
-	// WatchStateResponse's epoch names its versions too). A version shown in a non-empty
-	// epoch was never stored, or was shown by a sidecar that failed closed, and after a
-	// restart the same number may name another transition: the reset is
-	// FAILED_PRECONDITION unless the scope's version is expected_version in this epoch.
-	// Left empty, a version from before a restart that failed closed can match a later
-	// trip (docs/design.md, Known gaps).
+	// WatchStateResponse's epoch names its versions too). A version shown in a volatile
+	// epoch was never stored, or was shown by a sidecar that failed closed, and one shown
+	// in another store's epoch belongs to state files lost since: after a restart the same
+	// number may name another transition, so the reset is FAILED_PRECONDITION unless the
+	// scope's version is expected_version in this epoch. Left empty, it matches only on a
+	// store whose epoch is empty (a state file made before stores had an identity), where
+	// a version from before a restart that failed closed can match a later trip
+	// (docs/design.md, Known gaps).
 	ExpectedEpoch string `protobuf:"bytes,6,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2929,9 +2931,11 @@ type ScopeState struct {
 	ResetRequestReason  string   `protobuf:"bytes,17,opt,name=reset_request_reason,json=resetRequestReason,proto3" json:"reset_request_reason,omitempty"`
 	ResetRequestForce   bool     `protobuf:"varint,18,opt,name=reset_request_force,json=resetRequestForce,proto3" json:"reset_request_force,omitempty"`
 	ResetRequestLatches []string `protobuf:"bytes,19,rep,name=reset_request_latches,json=resetRequestLatches,proto3" json:"reset_request_latches,omitempty"`
-	// The epoch of version, as WatchStateResponse.epoch: empty when the transition was
-	// stored; else that of a sidecar that failed closed, whose versions another run of it
-	// may give to other transitions. ResetRequest.expected_epoch sends it back.
+	// The epoch of version, as WatchStateResponse.epoch: the store's ("store-" and a hash
+	// of the state file's identity; empty for a file made before stores had one) when the
+	// transition was stored; else that of a sidecar that failed closed, whose versions
+	// another run of it may give to other transitions. ResetRequest.expected_epoch sends it
+	// back.
 	Epoch         string `protobuf:"bytes,20,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3510,7 +3514,8 @@ type WatchStateRequest struct {
 	// 0: start with a snapshot. N > 0: replay every transition after version N instead.
 	FromVersion uint64 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
 	// With from_version: the epoch of the last message processed. A different epoch means
-	// some of what was seen may never have been made durable: OUT_OF_RANGE, resync from 0.
+	// some of what was seen may never have been made durable, or belonged to state files
+	// lost and made anew since (they number from 1 again): OUT_OF_RANGE, resync from 0.
 	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3579,8 +3584,10 @@ type WatchStateResponse struct {
 	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
 	Cause         Cause                  `protobuf:"varint,9,opt,name=cause,proto3,enum=ess.v1.Cause" json:"cause,omitempty"`
 	Directives    []Directive            `protobuf:"varint,10,rep,packed,name=directives,proto3,enum=ess.v1.Directive" json:"directives,omitempty"`
-	// Empty while every version published is durable; set once this process has published
-	// a transition it could not store (it failed closed). Echo it when resuming.
+	// The store's ("store-" and a hash of the state file's identity, the same at every
+	// start of that file; empty for a file made before stores had one) while every version
+	// published is durable; this process's own ("volatile-...") once it has published a
+	// transition it could not store (it failed closed). Echo it when resuming.
 	Epoch string `protobuf:"bytes,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The transition belongs to a drill.
 	Drill bool `protobuf:"varint,12,opt,name=drill,proto3" json:"drill,omitempty"`

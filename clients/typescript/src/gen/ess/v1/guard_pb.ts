@@ -892,12 +892,14 @@ export type ResetRequest = Message<"ess.v1.ResetRequest"> & {
 
   /**
    * With expected_version: the ScopeState.epoch shown with it (send both; a
-   * WatchStateResponse's epoch names its versions too). A version shown in a non-empty
-   * epoch was never stored, or was shown by a sidecar that failed closed, and after a
-   * restart the same number may name another transition: the reset is
-   * FAILED_PRECONDITION unless the scope's version is expected_version in this epoch.
-   * Left empty, a version from before a restart that failed closed can match a later
-   * trip (docs/design.md, Known gaps).
+   * WatchStateResponse's epoch names its versions too). A version shown in a volatile
+   * epoch was never stored, or was shown by a sidecar that failed closed, and one shown
+   * in another store's epoch belongs to state files lost since: after a restart the same
+   * number may name another transition, so the reset is FAILED_PRECONDITION unless the
+   * scope's version is expected_version in this epoch. Left empty, it matches only on a
+   * store whose epoch is empty (a state file made before stores had an identity), where
+   * a version from before a restart that failed closed can match a later trip
+   * (docs/design.md, Known gaps).
    *
    * @generated from field: string expected_epoch = 6;
    */
@@ -1308,9 +1310,11 @@ export type ScopeState = Message<"ess.v1.ScopeState"> & {
   resetRequestLatches: string[];
 
   /**
-   * The epoch of version, as WatchStateResponse.epoch: empty when the transition was
-   * stored; else that of a sidecar that failed closed, whose versions another run of it
-   * may give to other transitions. ResetRequest.expected_epoch sends it back.
+   * The epoch of version, as WatchStateResponse.epoch: the store's ("store-" and a hash
+   * of the state file's identity; empty for a file made before stores had one) when the
+   * transition was stored; else that of a sidecar that failed closed, whose versions
+   * another run of it may give to other transitions. ResetRequest.expected_epoch sends it
+   * back.
    *
    * @generated from field: string epoch = 20;
    */
@@ -1565,7 +1569,8 @@ export type WatchStateRequest = Message<"ess.v1.WatchStateRequest"> & {
 
   /**
    * With from_version: the epoch of the last message processed. A different epoch means
-   * some of what was seen may never have been made durable: OUT_OF_RANGE, resync from 0.
+   * some of what was seen may never have been made durable, or belonged to state files
+   * lost and made anew since (they number from 1 again): OUT_OF_RANGE, resync from 0.
    *
    * @generated from field: string epoch = 3;
    */
@@ -1634,8 +1639,10 @@ export type WatchStateResponse = Message<"ess.v1.WatchStateResponse"> & {
   directives: Directive[];
 
   /**
-   * Empty while every version published is durable; set once this process has published
-   * a transition it could not store (it failed closed). Echo it when resuming.
+   * The store's ("store-" and a hash of the state file's identity, the same at every
+   * start of that file; empty for a file made before stores had one) while every version
+   * published is durable; this process's own ("volatile-...") once it has published a
+   * transition it could not store (it failed closed). Echo it when resuming.
    *
    * @generated from field: string epoch = 11;
    */
