@@ -118,6 +118,8 @@ class ScopeView:
     # lifts it in this process (review 40i: GetState said ARMED, a reset answered ARMED).
     unstored: Transition | None = None
     epoch: str = ""  # that of current's version (Guard.epoch_of)
+    # Its latches that time lifts, with no reset (GuardEngine.rearming_by_themselves).
+    rearming: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -864,7 +866,9 @@ class Guard(GuardReadings):
         if (entry := taken.get(GLOBAL)) is not None and entry[3] is LATER:
             entry[3] = engine.reset_allowed_at(entry[0])  # trusted or not, now
         return (ScopeView(current, engine.reset_allowed_at(current) if at is LATER else at,
-                          pending, unstored, self.epoch_of(current.version))
+                          pending, unstored, self.epoch_of(current.version),
+                          () if failed or current is unstored  # no timer run records one
+                          else tuple(engine.rearming_by_themselves(current)))
                 for current, pending, unstored, at in sorted(
                     taken.values(), key=lambda entry: entry[0].version))
 

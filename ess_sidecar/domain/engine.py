@@ -534,6 +534,14 @@ class GuardEngine:
         switched before a restart; one kept before that was recorded: the rule now)."""
         return latch.auto_rearm is not False and bool(self._rule_rearms(scope, latch.name))
 
+    def rearming_by_themselves(self, current: Transition) -> list[str]:
+        """The names of `current`'s latches that time may lift (`_rearms_by_itself`), once
+        their cooldown has passed and their breaker's evidence has cleared; the others wait
+        for a reset (GetState's ScopeState.auto_rearming_latches: review 55b, an operator
+        could not tell the two apart)."""
+        return [latch.name for latch in current.held()
+                if self._rearms_by_itself(current.scope, latch)]
+
     def plan_unwatched(self, executor_id: str, scope: Scope, why: str, now: float,
                        actor: str = SYSTEM_ACTOR) -> Plan:
         """An executor whose first heartbeat cannot be registered (the registrations'

@@ -71,8 +71,11 @@ def resume_text(s: pb.ScopeState) -> str:
 
 def latches_text(s: pb.ScopeState | pb.Event) -> str:
     """Each restriction on the scope (after the event): `essctl reset --latch NAME` lifts
-    one."""
-    return ", ".join(f"{latch.name} ({state_name(latch.state)})"
+    one; one a scope's state says time lifts is said to (review 55b: an operator could
+    not tell which would lift by themselves)."""
+    rearming = set(s.auto_rearming_latches) if isinstance(s, pb.ScopeState) else set()
+    return ", ".join(f"{latch.name} ({state_name(latch.state)}"
+                     f"{', re-arms by itself' if latch.name in rearming else ''})"
                      for latch in s.latches)
 
 

@@ -74,6 +74,26 @@ def test_status_exits_0_when_all_armed_and_2_once_a_scope_is_tripped(
     assert momo["reset_allowed_at"] is not None
 
 
+def test_status_says_which_latches_lift_by_themselves(start_sidecar: StartSidecar) -> None:
+    """Review 55b: nothing an operator could read said whether a latch waits for a reset
+    or is lifted by the timers once its breaker's evidence clears (auto_rearm)."""
+    target = start_sidecar(LONG_COOLDOWN + "[breakers.daily_drawdown_pct]\nauto_rearm = true\n"
+                           ).uds_target
+    with grpc.insecure_channel(target) as channel:
+        guard_stub(channel).ReportMetric(pb.ReportMetricRequest(
+            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo"),
+            metric=pb.METRIC_DAILY_DRAWDOWN_PCT, value=6), timeout=10)
+    trip(target, "strategy:momo")
+    code, status = essctl_json(target, "status")
+    [momo] = status["scopes"]
+    assert code == 2 and [latch["name"] for latch in momo["latches"]] == [
+        "daily_drawdown_pct", "trigger"]
+    assert momo["auto_rearming_latches"] == ["daily_drawdown_pct"]
+    human = essctl(target, "status")  # the table may wrap the cell (latches_text's own
+    assert human.returncode == 2 and human.stdout.count("re-arms by") == 1, human.stdout
+    assert "daily_drawdown_pct (TRIPPED, re-arms by" in human.stdout  # test: unit)
+
+
 def test_trigger_never_waits_for_a_reason_nor_refuses_one_it_cannot_read(
         start_sidecar: StartSidecar) -> None:
     """The kill switch from a terminal: no --reason, or one in Latin-1 bytes (argv keeps

@@ -324,6 +324,8 @@ def test_a_latch_set_to_wait_for_a_reset_waits_though_its_breaker_now_re_arms(
         app.guard.report_metric(momo, Metric.DAILY_DRAWDOWN_PCT, 1.0)  # evidence here
         app.guard.report_metric(carry, Metric.DAILY_DRAWDOWN_PCT, 6.0)  # set under auto
         app.guard.report_metric(carry, Metric.DAILY_DRAWDOWN_PCT, 1.0)
+        told = {view.current.scope: view.rearming for view in app.guard.scope_views()}
+        assert (told[momo], told[carry]) == ((), ("daily_drawdown_pct",))  # as it does:
         clock.advance(60.0)
         rearmed = app.guard.run_timers()
         assert [(t.scope, t.state) for t in rearmed] == [(carry, State.ARMED)]

@@ -21,7 +21,7 @@ from ess_sidecar.essctl.drill import Drill
 from ess_sidecar.essctl.orders import run_clear
 from ess_sidecar.essctl.render import Output
 from ess_sidecar.essctl.reset import run as run_reset
-from ess_sidecar.essctl.status import pending_text
+from ess_sidecar.essctl.status import latches_text, pending_text
 
 
 class RecordingSidecar:
@@ -428,3 +428,13 @@ def test_a_pending_reset_shows_what_the_second_operator_approves():
     asked.reset_request_force = False
     del asked.reset_request_latches[:]
     assert pending_text(asked).startswith("a reset of every latch requested by alice")
+
+
+def test_a_latch_the_timers_lift_is_said_to_re_arm_by_itself_in_a_scopes_state() -> None:
+    latches = [pb.Latch(name="daily_drawdown_pct", state=pb.STATE_TRIPPED),
+               pb.Latch(name="trigger", state=pb.STATE_REDUCE_ONLY)]
+    state = pb.ScopeState(latches=latches, auto_rearming_latches=["daily_drawdown_pct"])
+    assert latches_text(state) == \
+        "daily_drawdown_pct (TRIPPED, re-arms by itself), trigger (REDUCE_ONLY)"
+    assert latches_text(pb.Event(latches=latches)) == \
+        "daily_drawdown_pct (TRIPPED), trigger (REDUCE_ONLY)"  # an event says not

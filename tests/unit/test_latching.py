@@ -135,10 +135,28 @@ def test_a_latch_re_arms_by_itself_only_if_its_rule_did_when_set_and_does_now(
     assert [latch.auto_rearm for latch in tripped.latches] == [set_under]
     switched = make_engine(breakers=rules(system_health={"auto_rearm": now})).config
     engine = restarted(engine, T0 + 1, switched)
+    assert engine.rearming_by_themselves(engine.current(account())) == []  # as shown
     report(engine, account(), Metric.SYSTEM_HEALTH, 0, T0 + 10 * COOLDOWN)
     assert timers(engine, T0 + 10 * COOLDOWN + 1) == []
     assert engine.state_of(account()) is State.TRIPPED
     assert reset(engine, account(), T0 + 10 * COOLDOWN + 2)[0].state is State.ARMED
+
+
+def test_which_latches_lift_by_themselves_is_told() -> None:
+    """Review 55b: GetState showed no latch's re-arm mode, so an operator could not tell a
+    latch that waits for a reset from one the timers lift once its evidence clears."""
+    engine = make_engine(breakers=AUTO_DRAWDOWN)
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 6, T0)
+    report(engine, account(), Metric.DATA_FEED_CORRUPT, 1, T0 + 5)
+    trip(engine, account(), T0 + 6)
+    current = engine.current(account())
+    assert [latch.name for latch in current.held()] == [
+        "daily_drawdown_pct", "data_feed_corrupt", "trigger"]
+    assert engine.rearming_by_themselves(current) == ["daily_drawdown_pct"]
+    report(engine, account(), Metric.DAILY_DRAWDOWN_PCT, 1, T0 + 10)
+    (rearmed,) = timers(engine, T0 + 10 * COOLDOWN)  # as told: that one, and no other
+    assert [latch.name for latch in rearmed.held()] == ["data_feed_corrupt", "trigger"]
+    assert engine.rearming_by_themselves(rearmed) == []
 
 
 def test_a_latch_recorded_before_its_mode_was_kept_re_arms_by_the_rule_in_force():

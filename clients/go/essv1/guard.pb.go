@@ -2936,9 +2936,16 @@ type ScopeState struct {
 	// transition was stored; else that of a sidecar that failed closed, whose versions
 	// another run of it may give to other transitions. ResetRequest.expected_epoch sends it
 	// back.
-	Epoch         string `protobuf:"bytes,20,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Epoch string `protobuf:"bytes,20,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The names of those latches that lift by themselves, with no reset: their breaker
+	// re-arms by itself (auto_rearm) now and did when the latch was set, so once the
+	// latch's cooldown has passed and its breaker's evidence has cleared, the timers lift
+	// it (and the scope re-arms after the re-arm delay, unless another breaker holds). Every
+	// other latch waits for a Reset. Empty while this process cannot record a re-arm (its
+	// journal failed) and for a trip not stored.
+	AutoRearmingLatches []string `protobuf:"bytes,21,rep,name=auto_rearming_latches,json=autoRearmingLatches,proto3" json:"auto_rearming_latches,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ScopeState) Reset() {
@@ -3109,6 +3116,13 @@ func (x *ScopeState) GetEpoch() string {
 		return x.Epoch
 	}
 	return ""
+}
+
+func (x *ScopeState) GetAutoRearmingLatches() []string {
+	if x != nil {
+		return x.AutoRearmingLatches
+	}
+	return nil
 }
 
 // One restriction on a scope, held until a Reset names it (or its breaker re-arms by
@@ -4182,7 +4196,7 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"decisionId\"T\n" +
 	"\x11WorkingOrderCount\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\tR\aaccount\x12%\n" +
-	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\xe7\x06\n" +
+	"\x0eworking_orders\x18\x02 \x01(\rR\rworkingOrders\"\x9b\a\n" +
 	"\n" +
 	"ScopeState\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12#\n" +
@@ -4208,7 +4222,8 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x14reset_request_reason\x18\x11 \x01(\tR\x12resetRequestReason\x12.\n" +
 	"\x13reset_request_force\x18\x12 \x01(\bR\x11resetRequestForce\x122\n" +
 	"\x15reset_request_latches\x18\x13 \x03(\tR\x13resetRequestLatches\x12\x14\n" +
-	"\x05epoch\x18\x14 \x01(\tR\x05epoch\"\x8c\x01\n" +
+	"\x05epoch\x18\x14 \x01(\tR\x05epoch\x122\n" +
+	"\x15auto_rearming_latches\x18\x15 \x03(\tR\x13autoRearmingLatches\"\x8c\x01\n" +
 	"\x05Latch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05state\x18\x02 \x01(\x0e2\r.ess.v1.StateR\x05state\x120\n" +

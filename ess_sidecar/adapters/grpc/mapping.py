@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -257,15 +257,15 @@ def latch_names_from_proto(names: Iterable[str]) -> tuple[str, ...]:
 def scope_state_to_proto(t: Transition, reset_allowed_at: float | None,
                          pending: PendingReset | None = None,
                          unstored: Transition | None = None,
-                         epoch: str = "") -> pb.ScopeState:
+                         epoch: str = "", rearming: Sequence[str] = ()) -> pb.ScopeState:
     """`unstored`: a trip of the scope whose write failed; it denies, and no reset lifts
     it in this process (`t` itself when it is all that restricts the scope). `epoch`:
-    that of t's version (Guard.epoch_of)."""
+    that of t's version (Guard.epoch_of). `rearming`: the latches time lifts."""
     state = pb.ScopeState(
         scope=scope_to_proto(t.scope), state=t.state, reason=t.reason, since=timestamp(t.time),
         actor=t.actor, cause=t.cause, breaker=t.breaker, reason_code=t.reason_code or 0,
         directives=t.directives, version=t.version, drill=t.drill,
-        latches=latches_to_proto(t), epoch=epoch)
+        latches=latches_to_proto(t), epoch=epoch, auto_rearming_latches=rearming)
     if t.rearm_at is not None and unstored is None:  # review 41f: with a trip not stored
         state.rearm_at.CopyFrom(timestamp(t.rearm_at))  # beside it, it re-arms at no time
     if unstored is not None:

@@ -415,7 +415,8 @@ def _scope_part(view: ScopeView) -> bytes:
     """A GetStateResponse holding this one scope, serialized: answers joined byte to byte
     are one answer holding all their scopes (protobuf merges a repeated field's parts)."""
     return pb.GetStateResponse(scopes=[scope_state_to_proto(
-        view.current, view.reset_allowed_at, view.pending_reset, view.unstored, view.epoch)],
+        view.current, view.reset_allowed_at, view.pending_reset, view.unstored, view.epoch,
+        view.rearming)],
     ).SerializeToString()
 
 

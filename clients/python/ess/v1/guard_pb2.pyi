@@ -550,7 +550,7 @@ class WorkingOrderCount(_message.Message):
     def __init__(self, account: _Optional[str] = ..., working_orders: _Optional[int] = ...) -> None: ...
 
 class ScopeState(_message.Message):
-    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at", "latches", "reset_request_reason", "reset_request_force", "reset_request_latches", "epoch")
+    __slots__ = ("scope", "state", "reason", "since", "actor", "cause", "breaker", "reason_code", "directives", "version", "rearm_at", "reset_allowed_at", "drill", "reset_requested_by", "reset_approval_expires_at", "latches", "reset_request_reason", "reset_request_force", "reset_request_latches", "epoch", "auto_rearming_latches")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -571,6 +571,7 @@ class ScopeState(_message.Message):
     RESET_REQUEST_FORCE_FIELD_NUMBER: _ClassVar[int]
     RESET_REQUEST_LATCHES_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AUTO_REARMING_LATCHES_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     state: State
     reason: str
@@ -591,7 +592,8 @@ class ScopeState(_message.Message):
     reset_request_force: bool
     reset_request_latches: _containers.RepeatedScalarFieldContainer[str]
     epoch: str
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ..., reset_request_reason: _Optional[str] = ..., reset_request_force: _Optional[bool] = ..., reset_request_latches: _Optional[_Iterable[str]] = ..., epoch: _Optional[str] = ...) -> None: ...
+    auto_rearming_latches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., cause: _Optional[_Union[Cause, str]] = ..., breaker: _Optional[str] = ..., reason_code: _Optional[_Union[TriggerReason, str]] = ..., directives: _Optional[_Iterable[_Union[Directive, str]]] = ..., version: _Optional[int] = ..., rearm_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reset_allowed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drill: _Optional[bool] = ..., reset_requested_by: _Optional[str] = ..., reset_approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latches: _Optional[_Iterable[_Union[Latch, _Mapping]]] = ..., reset_request_reason: _Optional[str] = ..., reset_request_force: _Optional[bool] = ..., reset_request_latches: _Optional[_Iterable[str]] = ..., epoch: _Optional[str] = ..., auto_rearming_latches: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Latch(_message.Message):
     __slots__ = ("name", "state", "since", "version")
