@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_REPLAY = 100_000
 MAX_WAITING_CHECKS = 10_000  # then waiters of checks that gave up are dropped
-# The epochs this sidecar sends are "" or "volatile-<8 hex>".
+# The epochs this sidecar sends: "store-<16 hex>" (store_epoch), "" (a store with no
+# identity), "unread-<8 hex>" (a store it could not read) and "volatile-<8 hex>".
 MAX_EPOCH_LENGTH = 64
 # While a deadline is ahead (GuardEngine.awaits_deadline), a timer run is journaled at
 # least this often, so that a restart's clock starts no earlier than this far before where
@@ -92,6 +93,7 @@ class Outcome:
     tripped: bool = False
     pending_reset: PendingReset | None = None  # four-eyes: waiting for a second operator
     requested_by: str = ""  # four-eyes: whose request a reset approved and carried out
+    deregistered: bool = False  # a heartbeat's deregistration removed a registration
 
 
 @dataclass(frozen=True)
@@ -376,7 +378,8 @@ class Guard(GuardReadings):
         elif changed:
             yield Durable(lambda: self._store.save_registration(executor_id, scope, ttl_s,
                                                                 owner))
-        return self._outcome(scope, [])
+        return dataclasses.replace(self._outcome(scope, []),
+                                   deregistered=changed and deregister)
 
     def _deregistered_for(self, executor_id: str, scope: Scope, owner: str,
                           actor: str) -> None:

@@ -107,18 +107,37 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
                 " The executor is gone? Go ahead?", out, "not confirmed: pass --yes")
     request = pb.HeartbeatRequest(executor_id=args.executor, scope=scope_to_pb(args.scope),
                                   deregister=True)
+    retried = False
     try:
         reply = sidecar.call("Heartbeat", request)
     except grpc.RpcError as error:
         if error.code() not in NO_ANSWER:
             raise
-        reply = sidecar.call("Heartbeat", request)  # a deregistration may be repeated
+        reply, retried = sidecar.call("Heartbeat", request), True  # it may be repeated
+    if reply.HasField("deregistered") and not reply.deregistered and not retried:
+        if out.json:  # one not listed (past those listed) that was not there either
+            out.emit({"result": "not_registered", "executor_id": args.executor,
+                      "scope": scope})
+        else:
+            out.line(f"nothing to deregister: {args.executor} had no heartbeat registration"
+                     f" for {scope}")
+        return Exit.NO
     if out.json:
         out.emit({"result": "deregistered", "executor_id": args.executor, "scope": scope,
                   **to_json(reply)})
     else:
         out.line(Text(f"deregistered {args.executor} for {scope}", style="bold"),
                  f" ({scope} is {pb.State.Name(reply.state).removeprefix('STATE_')})"
-                 + (f"; it was not among the {len(listed)} of {total} listed, so whether it"
-                    " was registered cannot be told" if unlisted else ""))
+                 + _unsure(reply, retried, unlisted, len(listed), total))
     return Exit.DONE
+
+
+def _unsure(reply: pb.HeartbeatResponse, retried: bool, unlisted: bool, listed: int,
+            total: int) -> str:
+    """What the answer cannot say: whether there was a registration to remove."""
+    if retried and not reply.deregistered:
+        return "; none is left: the first try, whose answer was lost, may have removed it"
+    if unlisted and not reply.HasField("deregistered"):  # a sidecar before the field
+        return (f"; it was not among the {listed} of {total} listed, and this sidecar does"
+                " not say whether it was registered")
+    return ""

@@ -835,6 +835,33 @@ def test_heartbeats_lists_the_switches_and_deregister_retires_a_gone_executor(
     assert [e["state"] for e in history["events"]] == ["ARMED", "TRIPPED"]
 
 
+def test_heartbeats_deregister_past_those_listed_says_whether_there_was_one(
+        start_sidecar: StartSidecar) -> None:
+    """Review 56d: with more registrations than essctl lists (1,000), one not listed was
+    deregistered, and essctl could only say it could not tell whether it had been
+    registered: a typo passed for a retirement. The answer says so now."""
+    target = start_sidecar().uds_target
+    momo = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
+    with grpc.insecure_channel(target) as channel:
+        stub = guard_stub(channel)
+        for n in range(1001):  # the least silent, beaten last, is the one not listed
+            stub.Heartbeat(pb.HeartbeatRequest(executor_id=f"exec-{n:04}", scope=momo,
+                                               ttl_ms=3_600_000), timeout=10)
+    code, listed = essctl_json(target, "heartbeats")
+    assert code == 0 and listed["registered"] == 1001, {**listed, "heartbeats": "..."}
+    assert "exec-1000" not in {r["executor_id"] for r in listed["heartbeats"]}
+    retire = ["heartbeats", "deregister", "--scope", "strategy:momo", "--yes", "--executor"]
+    typo = essctl(target, *retire, "exec-10000")
+    assert typo.returncode == 2, typo.stdout + typo.stderr
+    assert "nothing to deregister: exec-10000 had no heartbeat registration" in typo.stdout
+    retired = essctl(target, *retire, "exec-1000")
+    assert retired.returncode == 0, retired.stdout + retired.stderr
+    assert retired.stdout.startswith("deregistered exec-1000 for STRATEGY:momo")
+    assert "cannot" not in retired.stdout and "not say" not in retired.stdout
+    code, again = essctl_json(target, *retire, "exec-1000")
+    assert (code, again["result"]) == (2, "not_registered")
+
+
 def test_four_eyes_reset_waits_for_a_second_different_operator(
         start_sidecar: StartSidecar, tmp_path: Path) -> None:
     tokens = tokens_file(tmp_path, alice=Role.OPERATOR, bob=Role.OPERATOR)

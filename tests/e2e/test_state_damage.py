@@ -133,6 +133,9 @@ def test_damaged_state_starts_with_global_tripped_naming_it(sidecar_process: Sid
         [(state_of_global, reason)] = [(s.state, s.reason) for s in scopes if s.scope == GLOBAL]
         assert state_of_global == pb.STATE_TRIPPED
         assert str(state) in reason and re.search(found, reason), reason
+        # Review 57a: what the journal replays was told in "", the epoch of stores that
+        # have no identity; the file unread, it is this process's own.
+        assert all(s.epoch.startswith(("unread-", "volatile-")) for s in scopes), scopes
         decision = stub.CheckOrder(order())
         assert not decision.allowed and decision.reason == pb.DECISION_REASON_SCOPE_TRIPPED
         with pytest.raises(grpc.RpcError) as refused:  # nothing here to resume to
@@ -256,6 +259,49 @@ def test_a_reset_naming_what_the_damaged_start_showed_lifts_nothing_after_the_re
                                            force=True, expected_version=resealed.version,
                                            expected_epoch=resealed.epoch))
         assert reset.state == pb.STATE_ARMED and global_states(stub) == []
+
+
+def test_a_reseal_of_a_file_copied_alone_never_gives_a_version_shown_before_again(
+        sidecar_process: SidecarProcess) -> None:
+    """Review 57a: the state file's WAL, seal and journal lost together (what copying
+    ess.db alone leaves), the reseal kept the file's identity, so its epoch, but numbered
+    from what the file held: its GLOBAL trip ("check every scope") took version 3, shown
+    before the loss as another GLOBAL trip, and a reset naming what the operator had seen
+    lifted it; a watcher resumed past it, never told. A reseal that loses numbers past a
+    gap of 2^32 versions."""
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:  # v1, written to the file by
+        guard_stub(channel).Trigger(pb.TriggerRequest(scope=TRIPPED, reason="desk halt"))
+    assert sidecar_process.terminate() == 0  # the clean stop's checkpoint
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        stub.Trigger(pb.TriggerRequest(scope=pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="B"),
+                                       reason="in the WAL only"))
+        stub.Trigger(pb.TriggerRequest(scope=GLOBAL, reason="fat finger"))
+        (shown,) = global_states(stub)
+    assert shown.version == 3 and shown.epoch.startswith("store-")
+    sidecar_process.kill()
+    delete_all_but_the_state_file(sidecar_process.state)
+    sidecar_process.start()  # damaged: its fail-closed trip told as version 2 (the floor)
+    sidecar_process.kill()
+    assert reseal(sidecar_process).returncode == 0  # its trip took 3, the lost GLOBAL's
+    sidecar_process.start()
+    with open_channel(sidecar_process, uds=True) as channel:
+        stub = guard_stub(channel)
+        (resealed,) = global_states(stub)
+        assert resealed.epoch == shown.epoch and resealed.version > shown.version + 2 ** 31
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Reset(pb.ResetRequest(scope=GLOBAL, reason="the fat finger I saw",
+                                       force=True, expected_version=shown.version,
+                                       expected_epoch=shown.epoch))
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert global_states(stub) == [resealed]
+        resumed = stub.WatchState(pb.WatchStateRequest(from_version=shown.version,
+                                                       epoch=shown.epoch), timeout=10)
+        with pytest.raises(grpc.RpcError) as resync:
+            next(iter(resumed))
+        assert resync.value.code() is grpc.StatusCode.OUT_OF_RANGE
 
 
 def test_versions_told_on_a_full_disk_are_never_given_to_other_transitions(

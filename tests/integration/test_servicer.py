@@ -269,12 +269,31 @@ async def test_lost_heartbeat_trips_the_executor_scope(sidecar: Running) -> None
 
 
 async def test_deregistered_executor_does_not_trip(sidecar: Running) -> None:
-    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
-                                                     ttl_ms=1000))
-    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
-                                                     deregister=True))
+    beat = await sidecar.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope(), ttl_ms=1000))
+    assert not beat.HasField("deregistered")  # said of a deregistration only
+    retired = await sidecar.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope(), deregister=True))
+    assert retired.HasField("deregistered") and retired.deregistered
     sidecar.clock.advance(60)
     assert not sidecar.app.guard.run_timers()
+
+
+async def test_a_deregistration_says_whether_there_was_a_registration_to_remove(
+        sidecar: Running) -> None:
+    """Review 56d: the answer did not say, so `essctl heartbeats deregister` of an
+    executor past the 1,000 it lists could not tell a typo from a retirement."""
+    await sidecar.stub.Heartbeat(pb.HeartbeatRequest(executor_id="ex-1", scope=strategy_scope(),
+                                                     ttl_ms=1000))
+    for executor, scope in (("ex-2", strategy_scope()), ("ex-1", strategy_scope("other"))):
+        none = await sidecar.stub.Heartbeat(pb.HeartbeatRequest(
+            executor_id=executor, scope=scope, deregister=True))
+        assert none.HasField("deregistered") and not none.deregistered
+    first = await sidecar.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope(), deregister=True))
+    again = await sidecar.stub.Heartbeat(pb.HeartbeatRequest(
+        executor_id="ex-1", scope=strategy_scope(), deregister=True))
+    assert (first.deregistered, again.deregistered) == (True, False)
 
 
 async def test_get_state_lists_restricted_scopes_and_thresholds(sidecar: Running) -> None:

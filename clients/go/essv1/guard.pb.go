@@ -2103,9 +2103,13 @@ func (x *HeartbeatRequest) GetDeregister() bool {
 }
 
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
-	StateVersion  uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	State        State                  `protobuf:"varint,1,opt,name=state,proto3,enum=ess.v1.State" json:"state,omitempty"`
+	StateVersion uint64                 `protobuf:"varint,2,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	// Set in the answer to a deregistration only: whether it removed a registration (false:
+	// there was none for executor_id and scope, perhaps removed already by a call whose
+	// answer was lost). Unset from a sidecar before this field.
+	Deregistered  *bool `protobuf:"varint,3,opt,name=deregistered,proto3,oneof" json:"deregistered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2152,6 +2156,13 @@ func (x *HeartbeatResponse) GetStateVersion() uint64 {
 		return x.StateVersion
 	}
 	return 0
+}
+
+func (x *HeartbeatResponse) GetDeregistered() bool {
+	if x != nil && x.Deregistered != nil {
+		return *x.Deregistered
+	}
+	return false
 }
 
 type TriggerRequest struct {
@@ -4133,10 +4144,12 @@ const file_ess_v1_guard_proto_rawDesc = "" +
 	"\x06ttl_ms\x18\x03 \x01(\rR\x05ttlMs\x12\x1e\n" +
 	"\n" +
 	"deregister\x18\x04 \x01(\bR\n" +
-	"deregister\"]\n" +
+	"deregister\"\x97\x01\n" +
 	"\x11HeartbeatResponse\x12#\n" +
 	"\x05state\x18\x01 \x01(\x0e2\r.ess.v1.StateR\x05state\x12#\n" +
-	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\"\xf7\x01\n" +
+	"\rstate_version\x18\x02 \x01(\x04R\fstateVersion\x12'\n" +
+	"\fderegistered\x18\x03 \x01(\bH\x00R\fderegistered\x88\x01\x01B\x0f\n" +
+	"\r_deregistered\"\xf7\x01\n" +
 	"\x0eTriggerRequest\x12#\n" +
 	"\x05scope\x18\x01 \x01(\v2\r.ess.v1.ScopeR\x05scope\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x126\n" +
@@ -4605,6 +4618,7 @@ func file_ess_v1_guard_proto_init() {
 		(*CheckOrderStreamResponse_Error)(nil),
 	}
 	file_ess_v1_guard_proto_msgTypes[10].OneofWrappers = []any{}
+	file_ess_v1_guard_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -231,7 +231,10 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         outcome = await guard.run_async(guard.heartbeat_steps(request.executor_id, scope, ttl_s,
                                                               request.deregister,
                                                               PRINCIPAL.get()))
-        return pb.HeartbeatResponse(state=outcome.state, state_version=outcome.version)
+        response = pb.HeartbeatResponse(state=outcome.state, state_version=outcome.version)
+        if request.deregister:  # whether there was one to remove (review 56d)
+            response.deregistered = outcome.deregistered
+        return response
 
     @aborts_on_guard_errors
     async def Trigger(self, request: pb.TriggerRequest,

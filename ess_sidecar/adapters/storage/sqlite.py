@@ -40,8 +40,9 @@ reason naming what was found) and the store stays refused until an operator acts
 the file from a backup, or, having inspected it, accept it as it is with `ess-sidecar
 reseal --config FILE`, i.e. SqliteStateStore.reseal(path), which re-chains the events,
 re-derives the latches from them, never lowers last_version below the sealed one (versions
-are not reused), and rewrites the seal. To start with no latched state instead, delete the
-state file with its seal and WAL.
+are not reused; one that loses numbers past a gap, SKIPPED_AFTER_A_LOSS, as the versions
+told before the loss are unknown), and rewrites the seal. To start with no latched state
+instead, delete the state file with its seal and WAL.
 
 Limits: the hash has no key, so it stands against damage and careless edits, not against
 someone who recomputes the chain and the seal; registrations (executors) are not chained;
@@ -122,6 +123,11 @@ class ResealSummary:
     # Events whose content no longer matches their chain (edited or damaged: what they
     # say, a latch's state among it, may not be what was stored), chained anew: a loss.
     rewritten: int = 0
+    # Versions a lossy reseal numbers past (SKIPPED_AFTER_A_LOSS of them): some may have
+    # been told before the loss (review 57a: with the seal gone too, the reseal's trip took
+    # a number a lost trip had been shown with, in the same epoch, and a reset naming what
+    # an operator had seen lifted it; a watcher resumed past it unaware).
+    skipped: tuple[int, int] | None = None
 
     @property
     def loses(self) -> bool:
@@ -140,6 +146,9 @@ class ResealSummary:
         if self.rewritten:
             lost += f"; {self.rewritten} event(s) did not match their chain (edited or" \
                 " damaged): chained as they are now"
+        if self.skipped:
+            lost += f"; versions {self.skipped[0]} to {self.skipped[1]} are skipped: one" \
+                " shown before the loss names no transition after it"
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
                 f"{changed}{lost}")
@@ -224,6 +233,10 @@ MIGRATIONS = {
     5: (f"ALTER TABLE meta ADD COLUMN identity BLOB NOT NULL DEFAULT x'{GENESIS.hex()}'",),
 }
 CHAINED_SINCE = 3
+# How many versions a reseal that loses numbers past: it cannot know how far versions
+# were told before the loss (the seal that said so may be gone too), and a version told
+# then must never name a transition after it, nor a watcher resume across it.
+SKIPPED_AFTER_A_LOSS = 1 << 32
 SEALED_AS_NOW = 4  # since schema 4 a seal covers what it covers now
 
 COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
@@ -516,8 +529,10 @@ class SqliteStateStore(StateStore):
         found, seal = _identity(conn), self._readable_seal()
         sealed_identity = seal[3] if seal is not None else None
         candidates = [i for i in (found, sealed_identity) if i is not None]
+        # (Zeros found with no seal naming them, an upgrade from schema 5 that lost its
+        # seal too, are none: its epoch would be "", which names any store's versions.)
         identity = journal_genesis if journal_genesis in candidates else \
-            sealed_identity or found or os.urandom(16)
+            sealed_identity or (found if found and any(found) else None) or os.urandom(16)
         conn.execute("INSERT OR IGNORE INTO meta (id, last_version, pruned_through,"
                      " chain_anchor, identity) VALUES (1, 0, 0, ?, ?)", (GENESIS, identity))
         conn.execute("UPDATE meta SET identity = ?", (identity,))
@@ -538,7 +553,7 @@ class SqliteStateStore(StateStore):
         sealed = seal[0] if seal is not None else 0  # a reseal never lowers its version
         conn.execute("UPDATE meta SET last_version = MAX(last_version, ?, ?)",
                      (events[-1].version if events else 0, sealed))
-        return ResealSummary(
+        summary = ResealSummary(
             path=self.path, version=conn.execute("SELECT last_version FROM meta").fetchone()[0],
             events=len(events),
             latched=tuple(_scope_name(*key) for key in sorted(after, key=after.__getitem__)),
@@ -549,6 +564,12 @@ class SqliteStateStore(StateStore):
             unlatched=tuple(_scope_name(*key) for key in sorted(before)
                             if after.get(key) != before[key]),
             rewritten=rewritten)
+        if not summary.loses:
+            return summary
+        past = max(summary.version, min(summary.version + SKIPPED_AFTER_A_LOSS, MOST_VERSION))
+        conn.execute("UPDATE meta SET last_version = ?", (past,))
+        return dataclasses.replace(summary, version=past, skipped=(summary.version + 1, past)
+                                   if past > summary.version else None)
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable, or names

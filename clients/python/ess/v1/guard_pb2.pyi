@@ -416,12 +416,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., ttl_ms: _Optional[int] = ..., deregister: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("state", "state_version")
+    __slots__ = ("state", "state_version", "deregistered")
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEREGISTERED_FIELD_NUMBER: _ClassVar[int]
     state: State
     state_version: int
-    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ...) -> None: ...
+    deregistered: bool
+    def __init__(self, state: _Optional[_Union[State, str]] = ..., state_version: _Optional[int] = ..., deregistered: _Optional[bool] = ...) -> None: ...
 
 class TriggerRequest(_message.Message):
     __slots__ = ("scope", "reason", "reason_code", "mode", "directives", "drill")
