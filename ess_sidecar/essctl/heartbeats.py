@@ -93,13 +93,7 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
              if r.executor_id == args.executor and scope_name(r.scope) == scope]
     unlisted = not found and total > len(listed)  # it may be among those not listed
     if not found and not unlisted:
-        if out.json:
-            out.emit({"result": "not_registered", "executor_id": args.executor,
-                      "scope": scope})
-        else:
-            out.line(f"nothing to deregister: {args.executor} has no heartbeat registration"
-                     f" for {scope} (essctl heartbeats lists them)")
-        return Exit.NO
+        return _none(args.executor, scope, out, "has", " (essctl heartbeats lists them)")
     if not args.yes:
         if not out.json and found:
             out.console.print(registrations_table(found, "The registration to retire"))
@@ -115,13 +109,7 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
             raise
         reply, retried = sidecar.call("Heartbeat", request), True  # it may be repeated
     if reply.HasField("deregistered") and not reply.deregistered and not retried:
-        if out.json:  # one not listed (past those listed) that was not there either
-            out.emit({"result": "not_registered", "executor_id": args.executor,
-                      "scope": scope})
-        else:
-            out.line(f"nothing to deregister: {args.executor} had no heartbeat registration"
-                     f" for {scope}")
-        return Exit.NO
+        return _none(args.executor, scope, out, "had", "")  # past those listed, not there
     if out.json:
         out.emit({"result": "deregistered", "executor_id": args.executor, "scope": scope,
                   **to_json(reply)})
@@ -130,6 +118,15 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
                  f" ({scope} is {pb.State.Name(reply.state).removeprefix('STATE_')})"
                  + _unsure(reply, retried, unlisted, len(listed), total))
     return Exit.DONE
+
+
+def _none(executor: str, scope: str, out: Output, has: str, hint: str) -> int:
+    if out.json:
+        out.emit({"result": "not_registered", "executor_id": executor, "scope": scope})
+    else:
+        out.line(f"nothing to deregister: {executor} {has} no heartbeat registration for"
+                 f" {scope}{hint}")
+    return Exit.NO
 
 
 def _unsure(reply: pb.HeartbeatResponse, retried: bool, unlisted: bool, listed: int,
