@@ -214,7 +214,7 @@ def build(settings: Settings, clock: Clock | None = None, store: StateStore | No
                   principals.is_operator if principals is not None else None, floor,
                   # a store that cannot be read tells what the journal replays in an epoch
                   # of this process's (review 57a: "", as if made before stores had one)
-                  store_epoch(stored.identity) if stored is not None
+                  store_epoch(stored.identity, stored.generation) if stored is not None
                   else f"unread-{engine.decision_prefix}")
     # The store's trips, even when the journal cannot be read:
     entries, lacking = with_horizons(entries)

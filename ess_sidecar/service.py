@@ -135,16 +135,18 @@ class WatchStart:
     subscription: Subscription
 
 
-def store_epoch(identity: bytes | None) -> str:
+def store_epoch(identity: bytes | None, generation: str = "") -> str:
     """The epoch of a store's durable versions, named after its identity
     (StoredState.identity, random at its creation; hashed, as the journal is chained from
-    it): state files lost and made anew number their versions from 1 again, so a watcher
-    resuming from an old run's version, or a reset naming one, is told apart (known gap 23,
-    review 56c). "" for a store with none (all zeros: in memory, or made before stores
-    had one)."""
-    if not identity or not any(identity):
+    it) and its generation (a lossy reseal's): state files lost and made anew number their
+    versions from 1 again, and a reseal that lost versions may number again some told
+    before, so a watcher resuming from an old run's version, or a reset naming one, is
+    told apart (known gap 23, reviews 56c, 57a). "" for a store with neither (in memory,
+    or made before stores had an identity)."""
+    if not generation and (not identity or not any(identity)):
         return ""
-    return "store-" + hashlib.sha256(b"ess-sidecar epoch\0" + identity).hexdigest()[:16]
+    named = b"ess-sidecar epoch\0" + (identity or b"") + generation.encode()
+    return "store-" + hashlib.sha256(named).hexdigest()[:16]
 
 
 class StoredUnrecorded(StoreUnavailable):

@@ -696,7 +696,8 @@ class GuardEngine:
             raise ResetRefused(f"{scope}: version {expected_version} was not sent with the"
                                " epoch this sidecar gives it (ScopeState.epoch): a sidecar"
                                " that failed closed numbers trips it never stored, and"
-                               " state files made anew number theirs from 1 again, so"
+                               " state files made anew, or resealed after a loss, number"
+                               " theirs again, so"
                                " after a restart the number may be another trip's; here it"
                                f" is {current.state.name} ({current.reason}): look again,"
                                " and send the version with its epoch")

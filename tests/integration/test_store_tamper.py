@@ -43,7 +43,6 @@ TAMPERED = Scope(ScopeKind.ACCOUNT, "acc-tamper")
 SYMBOL = Scope(ScopeKind.SYMBOL, "BTC-USD")
 T0 = 1_700_000_000.0
 ALL = EventQuery(limit=1_000_000)
-SKIPPED = sqlite_store.SKIPPED_AFTER_A_LOSS  # what a reseal that loses numbers past
 
 
 def tr(version: int, scope: Scope = GLOBAL, state: State = State.TRIPPED) -> Transition:
@@ -658,8 +657,8 @@ def test_reseal_accepts_an_edited_file_as_it_is(path):
     refusal(path)
     summary = SqliteStateStore.reseal(path)
     assert (summary.events, summary.version, summary.latched, summary.relatched) == (
-        4, 4 + SKIPPED, ("ACCOUNT:acc-tamper", "SYMBOL:BTC-USD"), ())
-    assert f"4 events up to version {4 + SKIPPED}, 2 scope(s) latched" in str(summary)
+        4, 4, ("ACCOUNT:acc-tamper", "SYMBOL:BTC-USD"), ())
+    assert "4 events up to version 4, 2 scope(s) latched" in str(summary)
     state = loaded(path)
     assert [(t.version, t.reason) for t in state.current] == [(2, "edited on purpose"),
                                                                (4, "test 4")]
@@ -675,9 +674,9 @@ def test_reseal_relatches_from_the_events_and_never_reuses_a_version(path):
     refusal(path)
     summary = SqliteStateStore.reseal(path)
     assert summary.relatched == ("ACCOUNT:acc-tamper",)  # the events say it is tripped
-    assert summary.version == 6 + SKIPPED  # past the seal's: 5 and 6 were acknowledged once
+    assert summary.version == 6  # the seal's: versions 5 and 6 were acknowledged once
     state = loaded(path)
-    assert ([t.version for t in state.current], state.version) == ([2, 4], 6 + SKIPPED)
+    assert ([t.version for t in state.current], state.version) == ([2, 4], 6)
 
 
 def test_a_reseal_that_would_lift_a_latch_trips_global(path):
@@ -741,17 +740,16 @@ def test_a_reseal_accepts_lost_versions_only_together_with_what_it_trips_for_the
 
     with pytest.raises(StoreUnavailable, match="disk full"):
         SqliteStateStore.reseal(path, full_disk)
-    assert asked == [([2, 4], 6 + SKIPPED, (5, 6))]
+    assert asked == [([2, 4], 6, (5, 6))]
     refusal(path)  # nothing accepted: the damage is still found
 
     def trip(current: list[Transition], summary: ResealSummary) -> list[Transition]:
         return [tr(summary.version + 1, GLOBAL)]
 
     summary = SqliteStateStore.reseal(path, trip)
-    assert (summary.lost, summary.version) == ((5, 6), 7 + SKIPPED)
+    assert (summary.lost, summary.version) == ((5, 6), 7)
     state = loaded(path)
-    assert ([t.version for t in state.current], state.version) == ([2, 4, 7 + SKIPPED],
-                                                                   7 + SKIPPED)
+    assert ([t.version for t in state.current], state.version) == ([2, 4, 7], 7)
     assert not SqliteStateStore.reseal(path, full_disk).loses  # accepted, with its trip
 
 
@@ -771,13 +769,35 @@ def test_a_reseal_of_a_file_whose_seal_is_gone_trips_for_what_its_wal_may_have_h
     summary = SqliteStateStore.reseal(path, trip)
     assert summary.unsealed and summary.lost is None and len(tripped) == 1
     # Review 57a: versions past what the file holds may have been told (5 and 6, here,
-    # lost with the WAL and the seal, in the same epoch): the reseal numbers past a gap.
-    assert summary.skipped == (5, 4 + SKIPPED) and tripped[0].version == 4 + SKIPPED
-    assert "versions 5 to" in str(summary) and "are skipped" in str(summary)
-    assert loaded(path).version == 5 + SKIPPED
+    # lost with the WAL and the seal) and are numbered again: in a new generation.
+    assert tripped[0].version == 4 and summary.generation
+    assert "told in a new epoch" in str(summary)
+    assert loaded(path).generation == summary.generation
     assert summary.latched == ("ACCOUNT:acc-tamper", "SYMBOL:BTC-USD", "GLOBAL")
     assert "its seal was missing or unreadable" in str(summary)
     assert [t.scope for t in loaded(path).current] == [TAMPERED, SYMBOL, GLOBAL]
+
+
+def test_a_reseals_generation_is_new_when_it_loses_and_kept_by_every_seal_after_it(path):
+    """Review 57a: a reseal that lost versions kept the file's identity, so its epoch, and
+    numbered again versions told before the loss. Its seal names a new generation, which
+    every later seal keeps; a reseal that loses nothing keeps it too."""
+    written(path, HISTORY)
+    assert loaded(path).generation == ""  # none until a reseal loses
+    crash_after_appending(path, 2, "exit").unlink()  # versions 5 and 6 lost with the WAL
+    first = SqliteStateStore.reseal(path, lambda current, summary: [tr(7, GLOBAL)])
+    assert first.loses and len(first.generation) == 16
+    store = SqliteStateStore(path)
+    try:
+        assert store.load().generation == first.generation
+        store.append([tr(8, SYMBOL, State.ARMED)])  # its seal rewritten
+    finally:
+        store.close()
+    assert loaded(path).generation == first.generation
+    assert not (kept := SqliteStateStore.reseal(path)).loses
+    assert kept.generation == first.generation == loaded(path).generation
+    Path(f"{path}.seal").unlink()
+    assert SqliteStateStore.reseal(path).generation not in ("", first.generation)
 
 
 @pytest.mark.parametrize("sealed", [True, False])
@@ -963,4 +983,4 @@ def test_a_seal_no_run_could_write_is_damage_and_its_reseal_says_what_it_did(
     Path(f"{path}.seal").write_text(seal)
     assert "seal" in refusal(path)
     SqliteStateStore.reseal(path)
-    assert loaded(path).version == 1 + SKIPPED  # its seal unread: numbered past a gap
+    assert loaded(path).version == 1

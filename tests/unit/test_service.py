@@ -738,6 +738,9 @@ def test_a_stores_epoch_is_its_own_every_start_and_none_without_an_identity() ->
     assert store_epoch(ANOTHER_STORE).startswith("store-") and store_epoch(ANOTHER_STORE) != one
     assert ONE_STORE.hex() not in one and len(one) <= MAX_EPOCH_LENGTH  # the journal's seed
     assert store_epoch(bytes(16)) == store_epoch(None) == ""  # in memory, or made before
+    resealed = store_epoch(ONE_STORE, "00112233445566aa")  # a reseal that lost versions
+    assert resealed.startswith("store-") and resealed not in (one, store_epoch(ANOTHER_STORE))
+    assert store_epoch(bytes(16), "00112233445566aa").startswith("store-")
 
 
 def test_a_watcher_or_a_reset_naming_another_stores_version_is_told_apart() -> None:
@@ -759,7 +762,7 @@ def test_a_watcher_or_a_reset_naming_another_stores_version_is_told_apart() -> N
     resumed = new.watch([], from_version=2, epoch=store_epoch(ANOTHER_STORE))
     assert [t.scope.id for t in resumed.initial] == ["C"] and not resumed.is_snapshot
     for epoch in (shown.epoch, ""):
-        with pytest.raises(ResetRefused, match="state files made anew number theirs from 1"):
+        with pytest.raises(ResetRefused, match="state files made anew, or resealed after"):
             new.reset(MOMO, "the fat finger I saw", force=True, actor="alice",
                       expected_version=1, expected_epoch=epoch)
     assert new.engine.denying_state(MOMO) is State.TRIPPED

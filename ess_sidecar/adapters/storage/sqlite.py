@@ -40,9 +40,10 @@ reason naming what was found) and the store stays refused until an operator acts
 the file from a backup, or, having inspected it, accept it as it is with `ess-sidecar
 reseal --config FILE`, i.e. SqliteStateStore.reseal(path), which re-chains the events,
 re-derives the latches from them, never lowers last_version below the sealed one (versions
-are not reused; one that loses numbers past a gap, SKIPPED_AFTER_A_LOSS, as the versions
-told before the loss are unknown), and rewrites the seal. To start with no latched state
-instead, delete the state file with its seal and WAL.
+are not reused), and rewrites the seal. A reseal that loses may number again versions told
+before the loss (nothing says how far they went), so its seal names a new generation, and
+the store's versions are told in a new epoch (StoredState.generation, service.store_epoch).
+To start with no latched state instead, delete the state file with its seal and WAL.
 
 Limits: the hash has no key, so it stands against damage and careless edits, not against
 someone who recomputes the chain and the seal; registrations (executors) are not chained;
@@ -58,6 +59,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -123,11 +125,9 @@ class ResealSummary:
     # Events whose content no longer matches their chain (edited or damaged: what they
     # say, a latch's state among it, may not be what was stored), chained anew: a loss.
     rewritten: int = 0
-    # Versions a lossy reseal numbers past (SKIPPED_AFTER_A_LOSS of them): some may have
-    # been told before the loss (review 57a: with the seal gone too, the reseal's trip took
-    # a number a lost trip had been shown with, in the same epoch, and a reset naming what
-    # an operator had seen lifted it; a watcher resumed past it unaware).
-    skipped: tuple[int, int] | None = None
+    # The seal's generation from now on (StoredState.generation): a new one when the reseal
+    # loses, as versions told before the loss may be numbered again.
+    generation: str = ""
 
     @property
     def loses(self) -> bool:
@@ -146,9 +146,9 @@ class ResealSummary:
         if self.rewritten:
             lost += f"; {self.rewritten} event(s) did not match their chain (edited or" \
                 " damaged): chained as they are now"
-        if self.skipped:
-            lost += f"; versions {self.skipped[0]} to {self.skipped[1]} are skipped: one" \
-                " shown before the loss names no transition after it"
+        if self.loses:
+            lost += "; its versions are told in a new epoch from now on: one shown before" \
+                " names no transition after it"
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
                 f"{changed}{lost}")
@@ -233,10 +233,6 @@ MIGRATIONS = {
     5: (f"ALTER TABLE meta ADD COLUMN identity BLOB NOT NULL DEFAULT x'{GENESIS.hex()}'",),
 }
 CHAINED_SINCE = 3
-# How many versions a reseal that loses numbers past: it cannot know how far versions
-# were told before the loss (the seal that said so may be gone too), and a version told
-# then must never name a transition after it, nor a watcher resume across it.
-SKIPPED_AFTER_A_LOSS = 1 << 32
 SEALED_AS_NOW = 4  # since schema 4 a seal covers what it covers now
 
 COLUMNS = ("version, time, scope_kind, scope_id, previous, state, cause, reason, actor,"
@@ -347,6 +343,9 @@ class SqliteStateStore(StateStore):
         self._reader: sqlite3.Connection | None = None  # reads' own: see _reading
         self._broken: StoreUnavailable | None = None
         self._owed_seal: dict[str, Any] | None = None  # an append's, not written (append)
+        # What every seal written names (StoredState.generation): the loaded seal's, or a
+        # lossy reseal's new one; "" for none.
+        self._generation = ""
         # The latched set's digest as the file holds it (`_latched_set`), kept by each
         # append from the latches it changed: None until load() computed it.
         self._latched: int | None = None
@@ -379,13 +378,14 @@ class SqliteStateStore(StateStore):
         except StoreDamaged as error:
             self._broken = error  # nothing is written into a file that is not what was
             raise self._with_the_wal_found(error) from error
+        self._generation = self._sealed_generation()  # verified: the seal is readable
         self._prove_writable(seal)
         with contextlib.suppress(OSError):
             self.found_wal.unlink(missing_ok=True)  # loaded: the WAL was as it should be
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
-                pruned_through=pruned, identity=identity,
+                pruned_through=pruned, identity=identity, generation=self._generation,
                 registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
                                for e, k, i, t, o in executors])
 
@@ -564,12 +564,13 @@ class SqliteStateStore(StateStore):
             unlatched=tuple(_scope_name(*key) for key in sorted(before)
                             if after.get(key) != before[key]),
             rewritten=rewritten)
-        if not summary.loses:
-            return summary
-        past = max(summary.version, min(summary.version + SKIPPED_AFTER_A_LOSS, MOST_VERSION))
-        conn.execute("UPDATE meta SET last_version = ?", (past,))
-        return dataclasses.replace(summary, version=past, skipped=(summary.version + 1, past)
-                                   if past > summary.version else None)
+        # A reseal that loses cannot know how far versions were told before the loss (the
+        # seal that said so may be gone too), and the file keeps its identity: its versions
+        # are told in a new epoch (review 57a: the reseal's trip took a number a lost trip
+        # had been shown with, and a reset naming what the operator saw lifted it).
+        self._generation = os.urandom(8).hex() if summary.loses \
+            else self._sealed_generation()
+        return dataclasses.replace(summary, generation=self._generation)
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable, or names
@@ -682,7 +683,18 @@ class SqliteStateStore(StateStore):
             raise self._damaged(f"is damaged: its seal {self.seal.path} is garbled:"
                                 f" {error!r}") from error
 
+    def _sealed_generation(self) -> str:
+        """The generation the seal names; "" for none, or a seal that cannot be read."""
+        try:
+            seal = self.seal.read()
+        except SealUnreadable:
+            return ""
+        found = seal.get("generation") if seal is not None else None
+        return found if isinstance(found, str) and GENERATION.fullmatch(found) else ""
+
     def _write_seal(self, seal: dict[str, Any]) -> None:
+        if self._generation:  # kept by every seal, from the reseal that drew it on
+            seal = {**seal, "generation": self._generation}
         try:
             self.seal.write(seal)
         except OSError as error:
@@ -1144,6 +1156,8 @@ def _digest(value: Any) -> bytes:
 
 LATCHED_SET = "set:"
 # The seal of a new, empty store (what _seal_value finds in one): written before the file.
+GENERATION = re.compile(r"[0-9a-f]{16}")  # a seal's generation: 8 random bytes, hex
+
 FRESH_SEAL = {"schema": SCHEMA_VERSION, "version": 0, "chain": GENESIS.hex(),
               "latched": f"{LATCHED_SET}{0:032x}"}
 # The same, as written before the latched set was a sum (a seal written, then the file
