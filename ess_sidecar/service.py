@@ -896,9 +896,11 @@ class Guard(GuardReadings):
         (GuardEngine.spelled_alike)."""
         return self.engine.spelled_alike(scope)
 
-    def heartbeats(self, most: int) -> list[tuple[Registration, float | None, bool]]:
+    def heartbeats(self, most: int
+                   ) -> Generator[None, None, list[tuple[Registration, float | None, bool]]]:
         """Up to `most` heartbeat registrations, the longest silent first, each with its
-        last beat known (None: none) and whether it is past its TTL now."""
+        last beat known (None: none) and whether it is past its TTL now: a walk that
+        yields now and then (Heartbeats.silent_first)."""
         return self.engine.heartbeats.silent_first(self._clock.now(), most)
 
     def heartbeats_registered(self) -> int:

@@ -311,6 +311,37 @@ def test_registrations_are_listed_the_longest_silent_first_and_capped() -> None:
     switches.beat("lost", account(), 5.0, T0 + 2)
     switches.assume_lapsed(account())
     assert [(r.executor_id, last, lapsed) for r, last, lapsed
-            in switches.silent_first(T0 + 7, 10)] == [
+            in walked(switches.silent_first(T0 + 7, 10))] == [
         ("lost", T0 + 2, True), ("early", T0 + 1, True), ("late", T0 + 3, False)]
-    assert [r.executor_id for r, _, _ in switches.silent_first(T0 + 4, 2)] == ["lost", "early"]
+    assert [r.executor_id for r, _, _ in walked(switches.silent_first(T0 + 4, 2))] == [
+        "lost", "early"]
+    assert walked(switches.silent_first(T0 + 4, 0)) == []
+
+
+def walked(walk):  # noqa: ANN001, ANN201
+    """What a walk returns, run to its end."""
+    return walk_to_end(walk)[0]
+
+
+def walk_to_end(walk):  # noqa: ANN001, ANN201
+    """What a walk returns, and how many times it yielded on its way."""
+    yields = 0
+    try:
+        while True:
+            next(walk)
+            yields += 1
+    except StopIteration as done:
+        return done.value, yields
+
+
+def test_a_listing_yields_every_so_many_registrations_and_picks_as_a_sort_would() -> None:
+    """Reviews 56c, 56d: the 1,000 longest silent of 100,000 registrations were picked
+    at once, holding checks and stops 18 ms; a walk yields, so its caller slices it."""
+    switches = Heartbeats()
+    for n in range(1000):  # beats out of order, many at the same time (ties)
+        switches.beat(f"ex-{n}", strategy(), 60.0, T0 + (n * 7919) % 250)
+    listed, yields = walk_to_end(switches.silent_first(T0 + 100, 300, every=64))
+    assert yields == 1000 // 64
+    by_sort = sorted(switches.registrations(), key=lambda r: r.last_seen)[:300]  # stable:
+    assert [r.executor_id for r, _, _ in listed] == [r.executor_id for r in by_sort]  # ties
+    assert [lapsed for _, _, lapsed in listed] == [r.past_ttl(T0 + 100) for r in by_sort]

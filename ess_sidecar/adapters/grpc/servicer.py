@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -46,8 +47,10 @@ MAX_PAGE_SIZE = 1000
 MAX_WORKING_LISTED = 10_000  # GetState lists at most this many working orders
 MAX_HEARTBEATS_LISTED = 1_000  # and heartbeat registrations (review 56c: 10,000 of 100,000
 # held the loop 113 ms)
+T = TypeVar("T")
 STATE_CHUNK = 500  # GetState gives the event loop back after mapping this many scopes
-WALK_SLICE_S, WALK_REST_S = 0.0005, 0.001  # a spelled-alike walk's work, then its rest
+# A walk's work (a spelled-alike walk, a heartbeat listing: _walked), then its rest
+WALK_SLICE_S, WALK_REST_S = 0.0005, 0.001
 
 
 class GuardServicer(pb_grpc.GuardServiceServicer):
@@ -282,6 +285,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         alike = await self._spelled_alike(scope_from_proto(request.spelled_like,
                                                            "spelled_like")) \
             if request.HasField("spelled_like") else None
+        listed = await self._walked(guard.heartbeats(MAX_HEARTBEATS_LISTED)) \
+            if request.include_heartbeats else None
         async with self._state_answers:
             views = guard.scope_views()
             rest = pb.GetStateResponse(
@@ -292,9 +297,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             if request.include_working_orders:
                 working = itertools.islice(guard.working_orders(account), MAX_WORKING_LISTED)
                 rest.working_orders.extend(working_order_to_proto(r) for r in working)
-            if request.include_heartbeats:
-                rest.heartbeats.extend(registration_to_proto(*each) for each
-                                       in guard.heartbeats(MAX_HEARTBEATS_LISTED))
+            if listed is not None:
+                rest.heartbeats.extend(registration_to_proto(*each) for each in listed)
                 rest.heartbeats_registered = guard.heartbeats_registered()
             if alike is not None:
                 rest.spelled_alike.CopyFrom(alike)
@@ -312,25 +316,29 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         return b"".join(parts)
 
     async def _spelled_alike(self, scope: Scope) -> pb.SpelledAlike:
-        """What the sidecar knows spelled like `scope` (GuardEngine.spelled_alike): one
-        walk at a time, in slices of WALK_SLICE_S, each followed by WALK_REST_S in which
-        the event loop idles (gRPC's threads and the store's get the GIL), so a check or
-        a stop waits for a slice at most, and many askers wait for each other, not the
-        loop (review 56a: walked in the Trigger's answer, 100,000 long ids held stops and
-        checks up to 3 s; review 56c: walked in slices of 250 ids with no rest, and many at
-        once, they still did)."""
+        """What the sidecar knows spelled like `scope` (GuardEngine.spelled_alike), walked
+        as `_walked` walks (review 56a: walked in the Trigger's answer, 100,000 long ids
+        held stops and checks up to 3 s; review 56c: walked in slices of 250 ids with no
+        rest, and many at once, they still did)."""
+        known, alike, partial = await self._walked(self._guard.spelled_alike(scope))
+        return pb.SpelledAlike(scope=scope_to_proto(scope), unseen=not known,
+                               alike=[scope_to_proto(s) for s in alike], partial=partial)
+
+    async def _walked(self, walk: Generator[None, None, T]) -> T:
+        """What a walk over large state returns (a spelled-alike walk, a heartbeat
+        listing): one walk at a time, in slices of WALK_SLICE_S, each followed by
+        WALK_REST_S in which the event loop idles (gRPC's threads and the store's get the
+        GIL), so a check or a stop waits for a slice at most, and many askers wait for
+        each other, not the loop."""
         async with self._walks:
-            walk = self._guard.spelled_alike(scope)
             while True:
                 ends = time.perf_counter() + WALK_SLICE_S
                 try:
+                    next(walk)  # a step at least, however short a slice
                     while time.perf_counter() < ends:
                         next(walk)
                 except StopIteration as done:
-                    known, alike, partial = done.value
-                    return pb.SpelledAlike(scope=scope_to_proto(scope), unseen=not known,
-                                           alike=[scope_to_proto(s) for s in alike],
-                                           partial=partial)
+                    return done.value
                 await asyncio.sleep(WALK_REST_S)
 
     @aborts_on_guard_errors
