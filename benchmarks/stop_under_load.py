@@ -18,7 +18,11 @@ of each phase, with the sidecar's CPU during the load:
 - `state-reads`: --scopes strategies tripped (before the quiet phase), each with a 1 KB
   reason, then 8 `GetState` calls in flight over TCP (dashboards), each asked again as it is answered, for --seconds
   (review 49a: each answer, 22 MB for 20,000 scopes, was built in one piece on the event
-  loop).
+  loop);
+- `heartbeat-lists`: --scopes executors registered (heartbeats with an hour's TTL, before
+  the quiet phase), then 8 `GetState(include_heartbeats)` calls in flight over TCP, each
+  asked again as it is answered, for --seconds (reviews 56c, 56d: the 1,000 longest
+  silent were picked in one piece, 18 ms on the event loop at 100,000).
 
     python benchmarks/stop_under_load.py [--scenario NAME ...] [--seconds S] [--scopes N]
 """
@@ -43,7 +47,8 @@ from ess_sidecar.testing import SidecarProcess
 
 STALE_WINDOW_S = 2.0
 QUIET_TRIGGERS = 20
-IN_FLIGHT = {"unchecked-fills": 200, "watch-flood": 256, "state-reads": 8}
+IN_FLIGHT = {"unchecked-fills": 200, "watch-flood": 256, "state-reads": 8,
+             "heartbeat-lists": 8}
 REASON = "r" * 1000  # state-reads: each tripped scope's reason
 
 
@@ -119,6 +124,15 @@ async def tripped(sidecar: SidecarProcess, scopes: int) -> None:
             reason=REASON), timeout=120))
 
 
+async def registered(sidecar: SidecarProcess, executors: int) -> None:
+    """Register `executors` heartbeats of one strategy, each with an hour's TTL."""
+    async with grpc.aio.insecure_channel(sidecar.uds_target) as channel:
+        stub = pbg.GuardServiceStub(channel)
+        await each(executors, lambda index: stub.Heartbeat(pb.HeartbeatRequest(
+            executor_id=f"executor-{index}", ttl_ms=3_600_000,
+            scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")), timeout=120))
+
+
 class StateReads:
     """GetState, its answer taken as bytes: parsing 22 MB answers would busy this process,
     whose loop also times the stops."""
@@ -178,6 +192,10 @@ async def state_read(stub: StateReads, worker: int, made: int) -> None:
     await stub.GetState(pb.GetStateRequest(), timeout=60)
 
 
+async def heartbeat_list(stub: StateReads, worker: int, made: int) -> None:
+    await stub.GetState(pb.GetStateRequest(include_heartbeats=True), timeout=60)
+
+
 async def scenario(name: str, seconds: float, scopes: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = f"[breakers.data_feed_stale]\nthreshold = 1\nwindow_s = {STALE_WINDOW_S}\n"
@@ -187,6 +205,8 @@ async def scenario(name: str, seconds: float, scopes: int) -> None:
                 stops = Stops(pbg.GuardServiceStub(channel))
                 if name == "state-reads":  # quiet with them tripped too
                     await tripped(sidecar, scopes)
+                if name == "heartbeat-lists":  # and with them registered
+                    await registered(sidecar, scopes)
                 quiet = await stops.during(None, QUIET_TRIGGERS)
                 pid = sidecar.process.pid if sidecar.process else 0
                 cpu, started = cpu_seconds(pid), time.monotonic()
@@ -196,11 +216,12 @@ async def scenario(name: str, seconds: float, scopes: int) -> None:
                     loaded = await stops.during(seconds)
                 else:
                     stop = asyncio.Event()
-                    call = {"unchecked-fills": unchecked_fill, "state-reads": state_read}.get(
-                        name) or watch_call(scopes)
+                    call = {"unchecked-fills": unchecked_fill, "state-reads": state_read,
+                            "heartbeat-lists": heartbeat_list}.get(name) or watch_call(scopes)
                     flooding = asyncio.ensure_future(flood(
                         sidecar, IN_FLIGHT[name], call, stop,
-                        StateReads if name == "state-reads" else pbg.GuardServiceStub))
+                        StateReads if name in ("state-reads", "heartbeat-lists")
+                        else pbg.GuardServiceStub))
                     loaded = await stops.during(seconds)
                     stop.set()
                     made = await flooding
@@ -220,14 +241,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", action="append",
                         choices=["stale-feeds", "unchecked-fills", "watch-flood",
-                                 "state-reads"])
+                                 "state-reads", "heartbeat-lists"])
     parser.add_argument("--seconds", type=float, default=30.0, help="load and measure (s)")
     parser.add_argument("--scopes", type=int, default=20_000,
                         help="feeds made stale; scopes each WatchState names;"
-                        " scopes tripped for state-reads")
+                        " scopes tripped for state-reads; executors registered for"
+                        " heartbeat-lists")
     args = parser.parse_args()
     for name in args.scenario or ["stale-feeds", "unchecked-fills", "watch-flood",
-                                  "state-reads"]:
+                                  "state-reads", "heartbeat-lists"]:
         asyncio.run(scenario(name, args.seconds, args.scopes))
 
 
