@@ -108,15 +108,27 @@ def run_deregister(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> i
         if error.code() not in NO_ANSWER:
             raise
         reply, retried = sidecar.call("Heartbeat", request), True  # it may be repeated
-    if reply.HasField("deregistered") and not reply.deregistered and not retried:
-        return _none(args.executor, scope, out, "had", "")  # past those listed, not there
+    if reply.HasField("deregistered") and not reply.deregistered:
+        if not retried:
+            return _none(args.executor, scope, out, "had", "")  # past those listed
+        # Review 57b: the first try's answer was lost, so it may have removed one, or
+        # there was none; said "deregistered", that passed a typo for a retirement.
+        if out.json:
+            out.emit({"result": "none_left", "executor_id": args.executor, "scope": scope,
+                      **to_json(reply)})
+        else:
+            out.line(f"no heartbeat registration is left for {args.executor} on {scope}:"
+                     " the first try, whose answer was lost, removed it, or there was none")
+        return Exit.DONE
     if out.json:
         out.emit({"result": "deregistered", "executor_id": args.executor, "scope": scope,
                   **to_json(reply)})
     else:
         out.line(Text(f"deregistered {args.executor} for {scope}", style="bold"),
                  f" ({scope} is {pb.State.Name(reply.state).removeprefix('STATE_')})"
-                 + _unsure(reply, retried, unlisted, len(listed), total))
+                 + (f"; it was not among the {len(listed)} of {total} listed, and this"
+                    " sidecar does not say whether it was registered"
+                    if unlisted and not reply.HasField("deregistered") else ""))
     return Exit.DONE
 
 
@@ -128,13 +140,3 @@ def _none(executor: str, scope: str, out: Output, has: str, hint: str) -> int:
                  f" {scope}{hint}")
     return Exit.NO
 
-
-def _unsure(reply: pb.HeartbeatResponse, retried: bool, unlisted: bool, listed: int,
-            total: int) -> str:
-    """What the answer cannot say: whether there was a registration to remove."""
-    if retried and not reply.deregistered:
-        return "; none is left: the first try, whose answer was lost, may have removed it"
-    if unlisted and not reply.HasField("deregistered"):  # a sidecar before the field
-        return (f"; it was not among the {listed} of {total} listed, and this sidecar does"
-                " not say whether it was registered")
-    return ""

@@ -778,10 +778,12 @@ def test_a_reseal_of_a_file_whose_seal_is_gone_trips_for_what_its_wal_may_have_h
     assert [t.scope for t in loaded(path).current] == [TAMPERED, SYMBOL, GLOBAL]
 
 
-def test_a_reseals_generation_is_new_when_it_loses_and_kept_by_every_seal_after_it(path):
+def test_a_reseals_generation_is_new_when_it_loses_and_kept_by_the_file_after_it(path):
     """Review 57a: a reseal that lost versions kept the file's identity, so its epoch, and
-    numbered again versions told before the loss. Its seal names a new generation, which
-    every later seal keeps; a reseal that loses nothing keeps it too."""
+    numbered again versions told before the loss. It draws a new generation, kept in the
+    file's meta row (review 57b: kept in the seal, an older sidecar's start rewrote the
+    seal without it, and the epoch from before the loss came back); a reseal that loses
+    nothing keeps it too. One garbled is damage, and a reseal draws a new one."""
     written(path, HISTORY)
     assert loaded(path).generation == ""  # none until a reseal loses
     crash_after_appending(path, 2, "exit").unlink()  # versions 5 and 6 lost with the WAL
@@ -794,10 +796,17 @@ def test_a_reseals_generation_is_new_when_it_loses_and_kept_by_every_seal_after_
     finally:
         store.close()
     assert loaded(path).generation == first.generation
+    seal = json.loads(Path(f"{path}.seal").read_text())
+    assert "generation" not in seal  # an older sidecar's seal writes keep nothing of it
     assert not (kept := SqliteStateStore.reseal(path)).loses
     assert kept.generation == first.generation == loaded(path).generation
+    edit(path, "UPDATE meta SET generation = 'not a generation'")
+    assert "generation is garbled" in refusal(path)
+    redrawn = SqliteStateStore.reseal(path)
+    assert redrawn.generation not in ("", first.generation)
+    assert loaded(path).generation == redrawn.generation
     Path(f"{path}.seal").unlink()
-    assert SqliteStateStore.reseal(path).generation not in ("", first.generation)
+    assert SqliteStateStore.reseal(path).generation not in ("", redrawn.generation)
 
 
 @pytest.mark.parametrize("sealed", [True, False])

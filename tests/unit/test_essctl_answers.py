@@ -18,6 +18,7 @@ from ess_sidecar.domain.scopes import Scope
 from ess_sidecar.essctl.commands import STOP_AGAIN_S, run_check, run_trigger
 from ess_sidecar.essctl.connection import Exit, Failed, describe
 from ess_sidecar.essctl.drill import Drill
+from ess_sidecar.essctl.heartbeats import run_deregister
 from ess_sidecar.essctl.orders import run_clear
 from ess_sidecar.essctl.render import Output
 from ess_sidecar.essctl.reset import run as run_reset
@@ -438,3 +439,25 @@ def test_a_latch_the_timers_lift_is_said_to_re_arm_by_itself_in_a_scopes_state()
         "daily_drawdown_pct (TRIPPED, re-arms by itself), trigger (REDUCE_ONLY)"
     assert latches_text(pb.Event(latches=latches)) == \
         "daily_drawdown_pct (TRIPPED), trigger (REDUCE_ONLY)"  # an event says not
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_a_deregistration_sent_again_after_a_lost_answer_claims_no_retirement(
+        json_mode: bool, capsys) -> None:  # noqa: ANN001
+    """Review 57b: the first answer lost, the second said none was removed, and essctl
+    printed "deregistered": the first try may have removed it, or there was none (a typo
+    past the 1,000 listed)."""
+    listed = pb.GetStateResponse(heartbeats=[pb.HeartbeatRegistration(executor_id="other")],
+                                 heartbeats_registered=1001)  # x9999 may be past them
+    sidecar = ScriptedSidecar(GetState=[listed], Heartbeat=[
+        LATE, pb.HeartbeatResponse(state=pb.STATE_ARMED, deregistered=False)])
+    args = argparse.Namespace(executor="x9999", scope=Scope.parse("strategy:momo"),
+                              yes=True)
+    assert run_deregister(args, sidecar, Output(json_mode=json_mode)) == Exit.DONE
+    said = capsys.readouterr().out
+    if json_mode:
+        assert json.loads(said)["result"] == "none_left"
+    else:
+        assert said.startswith("no heartbeat registration is left for x9999 on"
+                               " STRATEGY:momo"), said
+        assert "or there was none" in said and "deregistered" not in said

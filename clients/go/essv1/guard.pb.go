@@ -2953,7 +2953,8 @@ type ScopeState struct {
 	// latch's cooldown has passed and its breaker's evidence has cleared, the timers lift
 	// it (and the scope re-arms after the re-arm delay, unless another breaker holds). Every
 	// other latch waits for a Reset. Empty while this process cannot record a re-arm (its
-	// journal failed) and for a trip not stored.
+	// journal failed) and for a trip not stored. The lift is a timer run's transition: while
+	// the state file refuses writes (a full disk) it waits, and is made once they are taken.
 	AutoRearmingLatches []string `protobuf:"bytes,21,rep,name=auto_rearming_latches,json=autoRearmingLatches,proto3" json:"auto_rearming_latches,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache

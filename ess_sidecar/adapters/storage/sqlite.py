@@ -41,8 +41,10 @@ the file from a backup, or, having inspected it, accept it as it is with `ess-si
 reseal --config FILE`, i.e. SqliteStateStore.reseal(path), which re-chains the events,
 re-derives the latches from them, never lowers last_version below the sealed one (versions
 are not reused), and rewrites the seal. A reseal that loses may number again versions told
-before the loss (nothing says how far they went), so its seal names a new generation, and
-the store's versions are told in a new epoch (StoredState.generation, service.store_epoch).
+before the loss (nothing says how far they went), so it draws a new generation
+(meta.generation, a column added by the first such reseal: no schema change, which any
+version of the sidecar leaves as it is), and the store's versions are told in a new epoch
+(StoredState.generation, service.store_epoch).
 To start with no latched state instead, delete the state file with its seal and WAL.
 
 Limits: the hash has no key, so it stands against damage and careless edits, not against
@@ -125,8 +127,8 @@ class ResealSummary:
     # Events whose content no longer matches their chain (edited or damaged: what they
     # say, a latch's state among it, may not be what was stored), chained anew: a loss.
     rewritten: int = 0
-    # The seal's generation from now on (StoredState.generation): a new one when the reseal
-    # loses, as versions told before the loss may be numbered again.
+    # The store's generation from now on (StoredState.generation): a new one when the
+    # reseal loses, as versions told before the loss may be numbered again.
     generation: str = ""
 
     @property
@@ -343,9 +345,6 @@ class SqliteStateStore(StateStore):
         self._reader: sqlite3.Connection | None = None  # reads' own: see _reading
         self._broken: StoreUnavailable | None = None
         self._owed_seal: dict[str, Any] | None = None  # an append's, not written (append)
-        # What every seal written names (StoredState.generation): the loaded seal's, or a
-        # lossy reseal's new one; "" for none.
-        self._generation = ""
         # The latched set's digest as the file holds it (`_latched_set`), kept by each
         # append from the latches it changed: None until load() computed it.
         self._latched: int | None = None
@@ -375,17 +374,17 @@ class SqliteStateStore(StateStore):
                                          " scope_kind, scope_id").fetchall()
                 self._latched = _latched_set(conn)
                 seal = _seal_value(conn, self._latched)
+                generation = self._generation(conn)
         except StoreDamaged as error:
             self._broken = error  # nothing is written into a file that is not what was
             raise self._with_the_wal_found(error) from error
-        self._generation = self._sealed_generation()  # verified: the seal is readable
         self._prove_writable(seal)
         with contextlib.suppress(OSError):
             self.found_wal.unlink(missing_ok=True)  # loaded: the WAL was as it should be
         with self._decoding():
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
-                pruned_through=pruned, identity=identity, generation=self._generation,
+                pruned_through=pruned, identity=identity, generation=generation,
                 registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
                                for e, k, i, t, o in executors])
 
@@ -568,9 +567,18 @@ class SqliteStateStore(StateStore):
         # seal that said so may be gone too), and the file keeps its identity: its versions
         # are told in a new epoch (review 57a: the reseal's trip took a number a lost trip
         # had been shown with, and a reset naming what the operator saw lifted it).
-        self._generation = os.urandom(8).hex() if summary.loses \
-            else self._sealed_generation()
-        return dataclasses.replace(summary, generation=self._generation)
+        try:
+            kept: str | None = self._generation(conn)
+        except StoreDamaged:  # garbled: drawn anew, as after a loss
+            kept = None
+        if not summary.loses and kept is not None:
+            return dataclasses.replace(summary, generation=kept)
+        if GENERATION_COLUMN not in _columns(conn, "meta"):  # no schema change: see above
+            conn.execute(f"ALTER TABLE meta ADD COLUMN {GENERATION_COLUMN} TEXT NOT NULL"
+                         " DEFAULT ''")
+        generation = os.urandom(8).hex()
+        conn.execute(f"UPDATE meta SET {GENERATION_COLUMN} = ?", (generation,))
+        return dataclasses.replace(summary, generation=generation)
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable, or names
@@ -683,18 +691,21 @@ class SqliteStateStore(StateStore):
             raise self._damaged(f"is damaged: its seal {self.seal.path} is garbled:"
                                 f" {error!r}") from error
 
-    def _sealed_generation(self) -> str:
-        """The generation the seal names; "" for none, or a seal that cannot be read."""
-        try:
-            seal = self.seal.read()
-        except SealUnreadable:
+    def _generation(self, conn: sqlite3.Connection) -> str:
+        """meta.generation: "" where no reseal lost anything (the column is made by the
+        first that did); anything but that or 16 hex digits is damage (review 57b: a
+        generation edited to nonsense was taken as none, and the epoch from before the
+        loss came back)."""
+        if GENERATION_COLUMN not in _columns(conn, "meta"):
             return ""
-        found = seal.get("generation") if seal is not None else None
-        return found if isinstance(found, str) and GENERATION.fullmatch(found) else ""
+        found = conn.execute(f"SELECT {GENERATION_COLUMN} FROM meta").fetchone()
+        if found is None or not (found[0] == "" or isinstance(found[0], str)
+                                 and GENERATION.fullmatch(found[0])):
+            raise self._damaged(f"is damaged: its meta row's generation is garbled:"
+                                f" {found!r}"[:200])
+        return found[0]
 
     def _write_seal(self, seal: dict[str, Any]) -> None:
-        if self._generation:  # kept by every seal, from the reseal that drew it on
-            seal = {**seal, "generation": self._generation}
         try:
             self.seal.write(seal)
         except OSError as error:
@@ -1156,7 +1167,12 @@ def _digest(value: Any) -> bytes:
 
 LATCHED_SET = "set:"
 # The seal of a new, empty store (what _seal_value finds in one): written before the file.
-GENERATION = re.compile(r"[0-9a-f]{16}")  # a seal's generation: 8 random bytes, hex
+GENERATION_COLUMN = "generation"  # meta's: a lossy reseal's, 8 random bytes in hex
+GENERATION = re.compile(r"[0-9a-f]{16}")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 FRESH_SEAL = {"schema": SCHEMA_VERSION, "version": 0, "chain": GENESIS.hex(),
               "latched": f"{LATCHED_SET}{0:032x}"}

@@ -1335,7 +1335,8 @@ export type ScopeState = Message<"ess.v1.ScopeState"> & {
    * latch's cooldown has passed and its breaker's evidence has cleared, the timers lift
    * it (and the scope re-arms after the re-arm delay, unless another breaker holds). Every
    * other latch waits for a Reset. Empty while this process cannot record a re-arm (its
-   * journal failed) and for a trip not stored.
+   * journal failed) and for a trip not stored. The lift is a timer run's transition: while
+   * the state file refuses writes (a full disk) it waits, and is made once they are taken.
    *
    * @generated from field: repeated string auto_rearming_latches = 21;
    */
