@@ -899,9 +899,9 @@ class Guard(GuardReadings):
     def heartbeats(self, most: int
                    ) -> Generator[None, None, list[tuple[Registration, float | None, bool]]]:
         """Up to `most` heartbeat registrations, the longest silent first, each with its
-        last beat known (None: none) and whether it is past its TTL now: a walk that
-        yields now and then (Heartbeats.silent_first)."""
-        return self.engine.heartbeats.silent_first(self._clock.now(), most)
+        last beat known (None: none) and whether it is past its TTL as the walk ends: a
+        walk that yields now and then (Heartbeats.silent_first)."""
+        return self.engine.heartbeats.silent_first(self._clock.now, most)
 
     def heartbeats_registered(self) -> int:
         return len(self.engine.heartbeats)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
 from .deadlines import Deadlines
@@ -181,14 +181,18 @@ class Heartbeats:
     def __len__(self) -> int:
         return len(self._registrations)
 
-    def silent_first(self, now: float, most: int, every: int = 512
+    def silent_first(self, clock: Callable[[], float], most: int, every: int = 512
                      ) -> Generator[None, None, list[tuple[Registration, float | None, bool]]]:
-        """Up to `most` registrations as of `now`, the longest silent first (those counted
-        as lost since a restart before all; ties: the order registered), each with its last
-        beat known (None: none) and whether it is past its TTL at `now`. Yields after every
-        `every` registrations, so that a caller on the event loop bounds each slice by time
-        (reviews 56c, 56d: 100,000 picked at once held checks and stops 18 ms, and a client
-        listing them in a loop made most fail-open checks fail open)."""
+        """Up to `most` registrations, the longest silent first (those counted as lost
+        since a restart before all; ties: the order registered), each with its last beat
+        known (None: none) and whether it is past its TTL at `clock()` as the walk ends.
+        Yields after every `every` registrations, so that a caller on the event loop bounds
+        each slice by time (reviews 56c, 56d: 100,000 picked at once held checks and stops
+        18 ms, and a client listing them in a loop made most fail-open checks fail open).
+        Those registered at its start are looked at; those deregistered or replaced by its
+        end are left out or shown as they are then, and the kept ones ordered by their
+        last beats then (review 57c: one deregistered during the walk was listed, and one
+        that beat was listed with its new beat among the longest silent)."""
         kept: list[tuple[float, int, Registration]] = []  # the root: the least silent kept
         if most <= 0:
             return []
@@ -200,8 +204,12 @@ class Heartbeats:
                 heapq.heapreplace(kept, item)
             if order % every == every - 1:
                 yield
+        now = clock()
+        current = [(order, found) for _, order, r in kept
+                   if (found := self._registrations.get((r.executor_id, r.scope))) is not None]
+        current.sort(key=lambda each: (each[1].last_seen, -each[0]))
         return [(r, r.known_seen if r.last_seen == float("-inf") else r.last_seen,
-                 r.past_ttl(now)) for _, _, r in sorted(kept, reverse=True)]
+                 r.past_ttl(now)) for _, r in current]
 
     def any_ahead(self) -> bool:
         """Whether an executor's TTL may still be ahead: one is queued, not lost (review

@@ -800,10 +800,12 @@ def test_a_reseals_generation_is_new_when_it_loses_and_kept_by_the_file_after_it
     assert "generation" not in seal  # an older sidecar's seal writes keep nothing of it
     assert not (kept := SqliteStateStore.reseal(path)).loses
     assert kept.generation == first.generation == loaded(path).generation
-    edit(path, "UPDATE meta SET generation = 'not a generation'")
-    assert "generation is garbled" in refusal(path)
+    for garbled in ("'not a generation'", "''", "upper('0123456789abcdef')"):  # 57c: ''
+        edit(path, f"UPDATE meta SET generation = {garbled}")
+        assert "generation is garbled" in refusal(path)
     redrawn = SqliteStateStore.reseal(path)
-    assert redrawn.generation not in ("", first.generation)
+    assert redrawn.generation not in ("", first.generation) and redrawn.drawn
+    assert "told in a new epoch" in str(redrawn)
     assert loaded(path).generation == redrawn.generation
     Path(f"{path}.seal").unlink()
     assert SqliteStateStore.reseal(path).generation not in ("", redrawn.generation)

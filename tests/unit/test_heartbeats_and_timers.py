@@ -311,11 +311,11 @@ def test_registrations_are_listed_the_longest_silent_first_and_capped() -> None:
     switches.beat("lost", account(), 5.0, T0 + 2)
     switches.assume_lapsed(account())
     assert [(r.executor_id, last, lapsed) for r, last, lapsed
-            in walked(switches.silent_first(T0 + 7, 10))] == [
+            in walked(switches.silent_first(lambda: T0 + 7, 10))] == [
         ("lost", T0 + 2, True), ("early", T0 + 1, True), ("late", T0 + 3, False)]
-    assert [r.executor_id for r, _, _ in walked(switches.silent_first(T0 + 4, 2))] == [
+    assert [r.executor_id for r, _, _ in walked(switches.silent_first(lambda: T0 + 4, 2))] == [
         "lost", "early"]
-    assert walked(switches.silent_first(T0 + 4, 0)) == []
+    assert walked(switches.silent_first(lambda: T0 + 4, 0)) == []
 
 
 def walked(walk):  # noqa: ANN001, ANN201
@@ -340,8 +340,28 @@ def test_a_listing_yields_every_so_many_registrations_and_picks_as_a_sort_would(
     switches = Heartbeats()
     for n in range(1000):  # beats out of order, many at the same time (ties)
         switches.beat(f"ex-{n}", strategy(), 60.0, T0 + (n * 7919) % 250)
-    listed, yields = walk_to_end(switches.silent_first(T0 + 100, 300, every=64))
+    listed, yields = walk_to_end(switches.silent_first(lambda: T0 + 100, 300, every=64))
     assert yields == 1000 // 64
     by_sort = sorted(switches.registrations(), key=lambda r: r.last_seen)[:300]  # stable:
     assert [r.executor_id for r, _, _ in listed] == [r.executor_id for r in by_sort]  # ties
     assert [lapsed for _, _, lapsed in listed] == [r.past_ttl(T0 + 100) for r in by_sort]
+
+
+def test_a_listing_shows_the_registrations_as_they_are_when_its_walk_ends() -> None:
+    """Review 57c: walked in slices, a listing showed an executor deregistered meanwhile,
+    one that beat meanwhile among the longest silent with its new beat, a re-registration
+    with its old TTL, and a lapse that came during the walk as beating."""
+    switches = Heartbeats()
+    for n in range(8):
+        switches.beat(f"ex-{n}", strategy(), 10.0, T0 + n)
+    now = [T0 + 9]
+    walk = switches.silent_first(lambda: now[0], 5, every=2)
+    next(walk)  # ex-0 and ex-1 looked at
+    switches.deregister("ex-0", strategy(), "")
+    switches.beat("ex-1", strategy(), 10.0, T0 + 9)  # no longer among the most silent
+    switches.beat("ex-2", strategy(), 30.0, T0 + 2)  # the same beat, another TTL
+    now[0] = T0 + 13.5  # ex-3 has lapsed since the walk began; ex-2 has its new TTL
+    listed = walked(walk)
+    assert [(r.executor_id, r.ttl_s, last, lapsed) for r, last, lapsed in listed] == [
+        ("ex-2", 30.0, T0 + 2, False), ("ex-3", 10.0, T0 + 3, True),
+        ("ex-4", 10.0, T0 + 4, False), ("ex-1", 10.0, T0 + 9, False)]

@@ -128,8 +128,10 @@ class ResealSummary:
     # say, a latch's state among it, may not be what was stored), chained anew: a loss.
     rewritten: int = 0
     # The store's generation from now on (StoredState.generation): a new one when the
-    # reseal loses, as versions told before the loss may be numbered again.
+    # reseal loses, as versions told before the loss may be numbered again, or finds it
+    # garbled (`drawn`).
     generation: str = ""
+    drawn: bool = False
 
     @property
     def loses(self) -> bool:
@@ -148,9 +150,9 @@ class ResealSummary:
         if self.rewritten:
             lost += f"; {self.rewritten} event(s) did not match their chain (edited or" \
                 " damaged): chained as they are now"
-        if self.loses:
-            lost += "; its versions are told in a new epoch from now on: one shown before" \
-                " names no transition after it"
+        if self.drawn:
+            lost += "; its versions are told in a new epoch from now on (a new generation):" \
+                " one shown before names no transition after it"
         return (f"{self.path}: {self.events} events up to version {self.version},"
                 f" {len(self.latched)} scope(s) latched ({', '.join(self.latched) or 'none'})"
                 f"{changed}{lost}")
@@ -578,7 +580,7 @@ class SqliteStateStore(StateStore):
                          " DEFAULT ''")
         generation = os.urandom(8).hex()
         conn.execute(f"UPDATE meta SET {GENERATION_COLUMN} = ?", (generation,))
-        return dataclasses.replace(summary, generation=generation)
+        return dataclasses.replace(summary, generation=generation, drawn=True)
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable, or names
@@ -692,14 +694,14 @@ class SqliteStateStore(StateStore):
                                 f" {error!r}") from error
 
     def _generation(self, conn: sqlite3.Connection) -> str:
-        """meta.generation: "" where no reseal lost anything (the column is made by the
-        first that did); anything but that or 16 hex digits is damage (review 57b: a
-        generation edited to nonsense was taken as none, and the epoch from before the
-        loss came back)."""
+        """meta.generation: "" where no reseal lost anything (the column is made, and
+        filled, by the first that did); anything but 16 hex digits in it is damage (review
+        57b: a generation edited to nonsense was taken as none, and the epoch from before
+        the loss came back; 57c: so did one emptied)."""
         if GENERATION_COLUMN not in _columns(conn, "meta"):
             return ""
         found = conn.execute(f"SELECT {GENERATION_COLUMN} FROM meta").fetchone()
-        if found is None or not (found[0] == "" or isinstance(found[0], str)
+        if found is None or not (isinstance(found[0], str)
                                  and GENERATION.fullmatch(found[0])):
             raise self._damaged(f"is damaged: its meta row's generation is garbled:"
                                 f" {found!r}"[:200])
