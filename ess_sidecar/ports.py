@@ -37,8 +37,8 @@ class StoredState:
     # The store's own, random: the journal beside it chains its records from it, so that
     # another store's journal is found out. All zeros: a store made before it had one.
     identity: bytes = field(default=bytes(16), compare=False)  # not state: two stores agree
-    # Its seal's generation: drawn by a reseal that lost versions, which may then number
-    # again versions told before the loss; "" for none. With the identity, it names the
+    # Its generation (meta.generation): drawn by a reseal that lost versions, which may
+    # then number again versions told before the loss; "" for none. With the identity, it names the
     # epoch its versions are told in (service.store_epoch).
     generation: str = field(default="", compare=False)
 

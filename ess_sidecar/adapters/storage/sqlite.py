@@ -44,8 +44,8 @@ are not reused), and rewrites the seal. A reseal that loses may number again ver
 before the loss (nothing says how far they went), so it draws a new generation
 (meta.generation, a column added by the first such reseal: no schema change, which any
 version of the sidecar leaves as it is), and the store's versions are told in a new epoch
-(StoredState.generation, service.store_epoch).
-To start with no latched state instead, delete the state file with its seal and WAL.
+(StoredState.generation, service.store_epoch). To start with no latched state instead,
+delete the state file with its seal and WAL.
 
 Limits: the hash has no key, so it stands against damage and careless edits, not against
 someone who recomputes the chain and the seal; registrations (executors) are not chained;
@@ -1168,7 +1168,6 @@ def _digest(value: Any) -> bytes:
 
 
 LATCHED_SET = "set:"
-# The seal of a new, empty store (what _seal_value finds in one): written before the file.
 GENERATION_COLUMN = "generation"  # meta's: a lossy reseal's, 8 random bytes in hex
 GENERATION = re.compile(r"[0-9a-f]{16}")
 
@@ -1176,6 +1175,8 @@ GENERATION = re.compile(r"[0-9a-f]{16}")
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
+
+# The seal of a new, empty store (what _seal_value finds in one): written before the file.
 FRESH_SEAL = {"schema": SCHEMA_VERSION, "version": 0, "chain": GENESIS.hex(),
               "latched": f"{LATCHED_SET}{0:032x}"}
 # The same, as written before the latched set was a sum (a seal written, then the file
