@@ -348,6 +348,7 @@ async fn call(request: http::Request<h2::RecvStream>, mut respond: Respond, stat
                 frame(&pb::HeartbeatResponse {
                     state: pb::State::Armed as i32,
                     state_version: 1,
+                    deregistered: None,
                 }),
             );
         }
