@@ -184,7 +184,9 @@ def transition_text(previous: int, state: int) -> Text:
 
 def to_json(message: Message) -> dict[str, Any]:
     """Every field, snake_case: scopes as "STRATEGY:momo", enums without their prefix,
-    times as UTC ISO 8601, unset messages as null."""
+    times as UTC ISO 8601, unset messages and optional fields as null (review 57c: an
+    older sidecar's answer, which never says whether a deregistration removed anything,
+    read as saying it did not)."""
     return {field.name: _json_field(message, field) for field in message.DESCRIPTOR.fields}
 
 
@@ -192,7 +194,7 @@ def _json_field(message: Message, field: FieldDescriptor) -> Any:
     value = getattr(message, field.name)
     if field.is_repeated:
         return [_json_value(field, item) for item in value]
-    if field.type == FieldDescriptor.TYPE_MESSAGE and not message.HasField(field.name):
+    if field.has_presence and not message.HasField(field.name):
         return None
     return _json_value(field, value)
 

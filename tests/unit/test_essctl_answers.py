@@ -20,7 +20,7 @@ from ess_sidecar.essctl.connection import Exit, Failed, describe
 from ess_sidecar.essctl.drill import Drill
 from ess_sidecar.essctl.heartbeats import run_deregister
 from ess_sidecar.essctl.orders import run_clear
-from ess_sidecar.essctl.render import Output
+from ess_sidecar.essctl.render import Output, to_json
 from ess_sidecar.essctl.reset import run as run_reset
 from ess_sidecar.essctl.status import latches_text, pending_text
 
@@ -461,3 +461,11 @@ def test_a_deregistration_sent_again_after_a_lost_answer_claims_no_retirement(
         assert said.startswith("no heartbeat registration is left for x9999 on"
                                " STRATEGY:momo"), said
         assert "or there was none" in said and "deregistered" not in said
+
+
+def test_an_optional_field_a_sidecar_did_not_send_is_null_in_json() -> None:
+    """Review 57c: an older sidecar never says whether a deregistration removed anything;
+    `--json` showed "deregistered": false, as if it had said none was."""
+    assert to_json(pb.HeartbeatResponse(state=pb.STATE_ARMED))["deregistered"] is None
+    assert to_json(pb.HeartbeatResponse(deregistered=False))["deregistered"] is False
+    assert to_json(pb.ScopeState())["since"] is None  # an unset message, as before
