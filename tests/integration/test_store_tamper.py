@@ -35,6 +35,7 @@ from ess_sidecar.domain.errors import StoredUnsealed, StoreUnavailable
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, State, Transition
 from ess_sidecar.ports import EventQuery, StoredState
+from ess_sidecar.service import store_epoch
 from ess_sidecar.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -812,10 +813,11 @@ def test_a_reseals_generation_is_new_when_it_loses_and_kept_by_the_file_after_it
 
 
 @pytest.mark.parametrize("sealed", [True, False])
-def test_a_reseal_draws_an_identity_for_zeros_only_where_nothing_names_them(path, sealed):
+def test_a_reseal_of_zeros_keeps_them_and_a_lossy_one_leaves_no_empty_epoch(path, sealed):
     """Review 57a: an identity of zeros (a store upgraded from schema 5, or one damaged so)
     whose seal and journal were lost kept zeros through the reseal, so its epoch stayed
-    "", which names any store's versions. Zeros a seal names are the journal's chain."""
+    "", which names any store's versions. Zeros are kept (a journal may be chained from
+    them); the reseal, which loses when the seal is gone, draws a generation."""
     written(path, HISTORY)
     edit(path, "UPDATE meta SET identity = zeroblob(16)")
     if sealed:  # as a schema-5 store's upgrade seals it
@@ -824,8 +826,10 @@ def test_a_reseal_draws_an_identity_for_zeros_only_where_nothing_names_them(path
     else:
         Path(f"{path}.seal").unlink()
     summary = SqliteStateStore.reseal(path)
-    assert summary.identity is not None and any(summary.identity) is not sealed
-    assert loaded(path).identity == summary.identity
+    assert summary.identity == bytes(16) and summary.loses is not sealed
+    state = loaded(path)
+    assert state.identity == bytes(16) and bool(state.generation) is not sealed
+    assert (store_epoch(state.identity, state.generation) == "") is sealed
 
 
 @pytest.mark.parametrize("damage", ["versions lost", "seal deleted"])

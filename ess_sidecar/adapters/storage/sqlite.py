@@ -530,10 +530,8 @@ class SqliteStateStore(StateStore):
         found, seal = _identity(conn), self._readable_seal()
         sealed_identity = seal[3] if seal is not None else None
         candidates = [i for i in (found, sealed_identity) if i is not None]
-        # (Zeros found with no seal naming them, an upgrade from schema 5 that lost its
-        # seal too, are none: its epoch would be "", which names any store's versions.)
         identity = journal_genesis if journal_genesis in candidates else \
-            sealed_identity or (found if found and any(found) else None) or os.urandom(16)
+            sealed_identity or found or os.urandom(16)
         conn.execute("INSERT OR IGNORE INTO meta (id, last_version, pruned_through,"
                      " chain_anchor, identity) VALUES (1, 0, 0, ?, ?)", (GENESIS, identity))
         conn.execute("UPDATE meta SET identity = ?", (identity,))
