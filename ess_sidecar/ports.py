@@ -34,6 +34,8 @@ class StoredState:
     # The history at or below it has holes (store.keep_events); not state either.
     pruned_through: int = field(default=0, compare=False)
     registrations: list[StoredRegistration] = field(default_factory=list)
+    # Every scope whose data feed has ticked (save_feeds), in the order first saved.
+    feeds: list[Scope] = field(default_factory=list)
     # The store's own, random: the journal beside it chains its records from it, so that
     # another store's journal is found out. All zeros: a store made before it had one.
     identity: bytes = field(default=bytes(16), compare=False)  # not state: two stores agree
@@ -53,7 +55,8 @@ class EventQuery:
 
 
 class StateStore(abc.ABC):
-    """Durable state: the audit log of transitions, the latched state and registrations."""
+    """Durable state: the audit log of transitions, the latched state, registrations and
+    the feeds watched."""
 
     @property
     def locked(self) -> bool:
@@ -95,6 +98,12 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def delete_registration(self, executor_id: str, scope: Scope) -> None:
         """Forget an executor's registration for a scope; unknown ones are ignored."""
+
+    @abc.abstractmethod
+    def save_feeds(self, scopes: Sequence[Scope]) -> None:
+        """Durably remember that these scopes watch a data feed (at a first tick; known
+        ones are ignored), in one write: a start whose journal lacks a feed's ticks still
+        watches it, so a dead feed goes stale."""
 
     @abc.abstractmethod
     def close(self) -> None:

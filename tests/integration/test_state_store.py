@@ -260,6 +260,47 @@ def test_registrations_survive_reopen_one_per_executor_and_scope(open_store):
         ("exec-b", SYMBOL, 9.0, "desk-b")]
 
 
+# -- feeds -----------------------------------------------------------------------------------
+
+def test_feeds_survive_reopen_once_each_in_the_order_first_saved(open_store):
+    """Every scope whose feed ticked (known gap 21): a start whose journal lacks its ticks
+    still watches it."""
+    store = open_store()
+    assert store.load().feeds == []
+    store.save_feeds([SYMBOL])
+    store.save_feeds([ACCOUNT, SYMBOL, GLOBAL])
+    store.save_feeds([])
+    assert open_store().load().feeds == [SYMBOL, ACCOUNT, GLOBAL]
+
+
+def test_feeds_are_kept_by_a_reseal(tmp_path):
+    path = tmp_path / "ess.db"
+    store = SqliteStateStore(path)
+    store.load()
+    store.append([tr(1)])
+    store.save_feeds([SYMBOL])
+    store.close()
+    Path(f"{path}.seal").unlink()  # a reseal that loses: the file is taken as it is
+    assert SqliteStateStore.reseal(path).loses
+    again = SqliteStateStore(path)
+    assert again.load().feeds == [SYMBOL]
+    again.close()
+
+
+def test_a_feed_row_this_code_cannot_read_makes_the_store_unreadable(tmp_path):
+    path = tmp_path / "ess.db"
+    store = SqliteStateStore(path)
+    store.load()
+    store.save_feeds([SYMBOL])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE feeds SET scope_kind = 99")
+    again = SqliteStateStore(path)
+    with pytest.raises(StoreUnavailable, match="unreadable row"):
+        again.load()
+    again.close()
+
+
 def test_closed_store_is_unavailable(open_store):
     store = open_store()
     store.close()

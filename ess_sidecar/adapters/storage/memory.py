@@ -30,6 +30,7 @@ class InMemoryStateStore(StateStore):
         self._events: dict[int, Transition] = {}  # insertion order is version order
         self._latched: dict[Scope, int] = {}  # scope -> version of its non-ARMED state
         self._registrations: dict[tuple[str, Scope], StoredRegistration] = {}
+        self._feeds: dict[Scope, None] = {}  # in the order first saved
         self._last_version = 0
         self._pruned_through = 0  # highest version ever pruned
 
@@ -41,7 +42,8 @@ class InMemoryStateStore(StateStore):
             current=[self._events[v] for v in sorted(self._latched.values())],
             version=self._last_version, pruned_through=self._pruned_through,
             registrations=[r for _, r in sorted(self._registrations.items(),
-                                                key=lambda item: (item[0][0], str(item[0][1])))])
+                                                key=lambda item: (item[0][0], str(item[0][1])))],
+            feeds=list(self._feeds))
 
     def append(self, transitions: Sequence[Transition], prune: bool = True) -> None:
         self._check_open()
@@ -89,6 +91,11 @@ class InMemoryStateStore(StateStore):
     def delete_registration(self, executor_id: str, scope: Scope) -> None:
         self._check_open()
         self._registrations.pop((executor_id, scope), None)
+
+    def save_feeds(self, scopes: Sequence[Scope]) -> None:
+        self._check_open()
+        for scope in scopes:
+            self._feeds.setdefault(scope)
 
     def close(self) -> None:
         self.closed = True

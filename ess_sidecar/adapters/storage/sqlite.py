@@ -255,6 +255,13 @@ INSERT_EVENT = (f"INSERT INTO events ({COLUMNS}, prev_chain, chain)"
 # every latch for the foreign key (review 46b: 6 ms an append at 20,000 latched scopes).
 LATCHES_BY_VERSION = "CREATE INDEX IF NOT EXISTS scopes_by_version ON scopes (version)"
 
+# Every scope whose data feed has ticked, in the order first seen (known gap 21: a start
+# whose journal lacked a feed's ticks never watched it, and a dead feed never went stale).
+# Made by the first save of one: no schema change, as meta.generation (a version before it
+# neither reads nor writes it). Not chained, as the executors' registrations are not.
+FEEDS = ("CREATE TABLE IF NOT EXISTS feeds (scope_kind INTEGER NOT NULL,"
+         " scope_id TEXT NOT NULL, PRIMARY KEY (scope_kind, scope_id))")
+
 UNLATCHED = "NOT EXISTS (SELECT 1 FROM scopes WHERE scopes.version = events.version)"
 
 # The newest event that may go: at or below ?2, above what was pruned before (?1: every
@@ -374,6 +381,8 @@ class SqliteStateStore(StateStore):
                 executors = conn.execute("SELECT executor_id, scope_kind, scope_id, ttl_s,"
                                          " owner FROM executors ORDER BY executor_id,"
                                          " scope_kind, scope_id").fetchall()
+                feeds = conn.execute("SELECT scope_kind, scope_id FROM feeds ORDER BY rowid"
+                                     ).fetchall() if _has_table(conn, "feeds") else []
                 self._latched = _latched_set(conn)
                 seal = _seal_value(conn, self._latched)
                 generation = self._generation(conn)
@@ -388,7 +397,8 @@ class SqliteStateStore(StateStore):
                 current=[_transition(row) for row in current], version=version,
                 pruned_through=pruned, identity=identity, generation=generation,
                 registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
-                               for e, k, i, t, o in executors])
+                               for e, k, i, t, o in executors],
+                feeds=[Scope(ScopeKind(k), i) for k, i in feeds])
 
     def _prove_writable(self, seal: dict[str, Any]) -> None:
         """A durable write now, before anything is served: a store that cannot take one
@@ -459,6 +469,12 @@ class SqliteStateStore(StateStore):
         with self._transaction("BEGIN IMMEDIATE") as conn:
             conn.execute("DELETE FROM executors WHERE executor_id = ? AND scope_kind = ?"
                          " AND scope_id = ?", (executor_id, int(scope.kind), scope.id))
+
+    def save_feeds(self, scopes: Sequence[Scope]) -> None:
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            conn.execute(FEEDS)
+            conn.executemany("INSERT OR IGNORE INTO feeds (scope_kind, scope_id)"
+                             " VALUES (?, ?)", [(int(s.kind), s.id) for s in scopes])
 
     def close(self) -> None:
         try:
@@ -1172,6 +1188,11 @@ GENERATION = re.compile(r"[0-9a-f]{16}")
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (table,)).fetchone() is not None
 
 
 # The seal of a new, empty store (what _seal_value finds in one): written before the file.

@@ -47,6 +47,9 @@ class UnavailableStateStore(StateStore):
     def delete_registration(self, executor_id: str, scope: Scope) -> None:
         raise self._fail()
 
+    def save_feeds(self, scopes: Sequence[Scope]) -> None:
+        raise self._fail()
+
     def close(self) -> None:
         if self._held is not None:
             self._held.close()
