@@ -151,9 +151,10 @@ def _reseal(settings: Settings) -> int:
         try:
             print(trip_for_what_a_reseal_lost(settings, (
                 "journal records were lost (cut, or the journal gone): working orders,"
-                " fills and used order ids in them are forgotten, and data feeds whose"
-                " ticks they held are not watched until they tick again; send every"
-                " account's SyncPositions with its open orders, then reset GLOBAL")))
+                " fills and used order ids in them are forgotten, and the data feeds"
+                " whose ticks they held are watched from the next start, a full window"
+                " from it; send every account's SyncPositions with its open orders, then"
+                " reset GLOBAL")))
         except StoreUnavailable as error:
             print(f"cannot trip GLOBAL before cutting the journal: {error}", file=sys.stderr)
             return 1

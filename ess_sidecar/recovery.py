@@ -18,11 +18,11 @@ import logging
 import unicodedata
 from datetime import datetime, timezone
 
-from .domain.breakers import Breaker
-from .domain.commands import ClockRead, HeartbeatSeen, Restored, TimersRan
+from .domain.breakers import Breaker, Metric
+from .domain.commands import ClockRead, HeartbeatSeen, MetricReported, Restored, TimersRan
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, InvalidArgument, StoreDamaged
-from .domain.scopes import make_scope
+from .domain.scopes import Scope, make_scope
 from .domain.states import Transition
 from .ports import Journal, JournalEntry, StateStore, StoredState
 
@@ -197,4 +197,40 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
             log.warning("%d heartbeat registration(s) the journal lacks restored from the"
                         " store, each with a full TTL from now, or lost where the scope's"
                         " heartbeat_lost is latched", len(lacking))
+    restore_feeds(engine, stored.feeds, now, entries_replayed, journal)
+    # And those the journal has and the store does not (ticked before the store kept
+    # feeds: an upgrade), so that a journal lost later loses none of them.
+    kept = set(stored.feeds)
+    if unsaved := [scope for scope in engine.breakers.feeds() if scope not in kept]:
+        store.save_feeds(unsaved)
     return restored
+
+
+def restore_feeds(engine: GuardEngine, feeds: list[Scope], now: float,
+                  entries_replayed: bool, journal: Journal) -> None:
+    """Feeds the store has and the journal does not (a reseal cut their ticks, or the
+    journal was lost or set aside) tick at `now`, journaled so that the next start agrees:
+    a full window from the start, so a dead feed still goes stale (known gap 21: they were
+    unknown until they ticked again, and orders on a dead feed's symbol were allowed). One
+    whose staleness is latched is watched already (assumed stale: no tick is made up for
+    it). An id this Python spells another way is restored as it spells it: that is the
+    scope its ticks, and its orders, name."""
+    lacking = []
+    for stored in feeds:
+        try:
+            scope = make_scope(stored.kind, stored.id)
+        except InvalidArgument as error:
+            log.warning("a feed the store watches is no id for this Python, so it is not"
+                        " watched: %s (%s)", stored, error)
+            continue
+        if not engine.breakers.ticked(scope):
+            lacking.append(scope)
+    for scope in lacking:
+        command = MetricReported(scope, Metric.DATA_FEED_TICK, 1.0, now, True)
+        engine.replay(command, ())
+        journal.record(command)
+    if lacking and entries_replayed:
+        log.warning("%d data feed(s) the journal lacks restored from the store, each with a"
+                    " full window from now: %s", len(lacking),
+                    ", ".join(str(scope) for scope in lacking[:10])
+                    + (" …" if len(lacking) > 10 else ""))

@@ -228,9 +228,12 @@ class Guard(GuardReadings):
         now = self._clock.now()
         if metric is Metric.DATA_FEED_TICK and self.engine.breakers.overdue(scope, now):
             yield from self._owed_timers(now)  # a tick after its window must not clear it
+        first_tick = metric is Metric.DATA_FEED_TICK and not self.engine.breakers.ticked(scope)
         plan = self.engine.plan_report(scope, metric, value, now, actor)
         transitions = yield from self._commit(plan, MetricReported(scope, metric, value, now,
                                                                    not plan.refusal))
+        if first_tick and not plan.refusal:  # watched from now on, whatever the journal keeps
+            yield Durable(lambda: self._store.save_feeds((scope,)))
         outcome = self._outcome(scope, transitions)
         if plan.refusal:
             raise CapacityExceeded(plan.refusal)

@@ -272,6 +272,17 @@ class Breakers:
         rule = self._settings.rule(scope, Breaker.DATA_FEED_STALE)
         return rule.enabled and now - meters.last_tick >= rule.window_s
 
+    def feeds(self) -> list[Scope]:
+        """Every scope whose feed is watched (`ticked`)."""
+        return [scope for scope, meters in self._meters.items()
+                if meters.last_tick is not None]
+
+    def ticked(self, scope: Scope) -> bool:
+        """Whether this scope's feed is watched: it has ticked (or, after a restart, its
+        staleness is latched and assumed to hold)."""
+        meters = self._meters.get(scope)
+        return meters is not None and meters.last_tick is not None
+
     def any_fresh_feed(self) -> bool:
         """Whether a feed's staleness may still be ahead: one is queued, its staleness not
         tripped (review 46a: every feed was walked, on every run)."""

@@ -1112,3 +1112,105 @@ def test_a_reseal_where_there_is_no_state_refuses_and_makes_none(tmp_path: Path,
     assert main(["reseal", "--state", str(missing)]) == 1
     assert f"there is no state at {missing}" in capsys.readouterr().err
     assert not missing.parent.exists()
+
+
+def _ticked(guard, *symbols: str) -> list[Scope]:  # noqa: ANN001
+    feeds = [Scope(ScopeKind.SYMBOL, s) for s in symbols]
+    for feed in feeds:
+        guard.report_metric(feed, Metric.DATA_FEED_TICK, 1.0)
+    return feeds
+
+
+def test_feeds_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Path) -> None:
+    """Known gap 21 (review 47a): a reseal cut the journal's tail, which held a feed's
+    ticks; the feed was unknown to the next start, so when it died it never went stale,
+    and orders on its symbol were allowed. The store keeps every feed that ticked; one the
+    journal lacks gets a full window from the start, journaled, so the start after it
+    keeps it too."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    clock = FakeClock()
+    first = build(settings, clock=clock)
+    _ticked(first.guard, "EARLY")
+    kept = (tmp_path / "ess.db.journal").read_bytes()
+    _ticked(first.guard, "LATE")  # its first tick is the tail cut below
+    first.journal.close()
+    first.store.close()
+    (tmp_path / "ess.db.journal").write_bytes(kept)
+    assert main(["reseal", "--state", str(tmp_path / "ess.db")]) == 0  # GLOBAL tripped
+    clock.advance(20)
+    second = build(settings, clock=clock)
+    second.journal.close()
+    second.store.close()
+    third = build(settings, clock=clock)  # the restored feed was journaled
+    clock.advance(29)  # within a window of the second start for LATE; EARLY's is over
+    assert [str(t.scope) for t in third.guard.run_timers()] == ["SYMBOL:EARLY"]
+    clock.advance(1)
+    assert [(str(t.scope), t.breaker) for t in third.guard.run_timers()] == [
+        ("SYMBOL:LATE", "data_feed_stale")]
+    third.journal.close()
+    third.store.close()
+
+
+def test_feeds_are_taken_from_the_store_when_the_journal_was_set_aside(
+        tmp_path: Path) -> None:
+    """A start with no journal (one set aside with its seal, as the way out of a lost WAL
+    does) knew no feed: a dead one never went stale. A feed whose staleness is latched is
+    restored as holding, as before: no tick is made up for it."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    clock = FakeClock()
+    first = build(settings, clock=clock)
+    (dead,) = _ticked(first.guard, "DEAD")
+    clock.advance(31)
+    assert [str(t.scope) for t in first.guard.run_timers()] == ["SYMBOL:DEAD"]
+    (alive,) = _ticked(first.guard, "ALIVE")  # first ticked now; dies at the restart
+    first.journal.close()
+    first.store.close()
+    for suffix in (".journal", ".journal.seal"):
+        (tmp_path / f"ess.db{suffix}").unlink()
+    second = build(settings, clock=clock, journal=FileJournal(tmp_path / "ess.db.journal", 0.0))
+    engine = second.guard.engine
+    assert (engine.state_of(alive), engine.state_of(dead)) == (State.ARMED, State.TRIPPED)
+    clock.advance(29)
+    assert second.guard.run_timers() == []  # a window from the start
+    clock.advance(1)
+    assert [(str(t.scope), t.breaker) for t in second.guard.run_timers()] == [
+        ("SYMBOL:ALIVE", "data_feed_stale")]
+    clock.advance(900)  # past the reset cooldown: the dead feed's staleness still holds
+    with pytest.raises(ResetRefused, match="data_feed_stale"):
+        second.guard.reset(dead, "no tick came", False, "op")
+    second.journal.close()
+    second.store.close()
+
+
+def test_feeds_an_older_version_ticked_are_kept_in_the_store_at_the_next_start(
+        tmp_path: Path) -> None:
+    """A feed that ticked before the store kept feeds (an upgrade) is known to the journal
+    alone, and ticks on as a known one: the start saves it, so that losing the journal
+    later does not lose it."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    clock = FakeClock()
+    first = build(settings, clock=clock)
+    _ticked(first.guard, "OLD")
+    first.journal.close()
+    first.store.close()
+    with sqlite3.connect(tmp_path / "ess.db") as conn:  # as an older version left it
+        conn.execute("DROP TABLE feeds")
+    second = build(settings, clock=clock)
+    _ticked(second.guard, "OLD")  # a known feed: its tick writes nothing to the store
+    second.journal.close()
+    assert second.store.load().feeds == [Scope(ScopeKind.SYMBOL, "OLD")]
+    second.store.close()
+    for suffix in (".journal", ".journal.seal"):
+        (tmp_path / f"ess.db{suffix}").unlink()
+    third = build(settings, clock=clock, journal=FileJournal(tmp_path / "ess.db.journal", 0.0))
+    clock.advance(30)
+    assert [(str(t.scope), t.breaker) for t in third.guard.run_timers()] == [
+        ("SYMBOL:OLD", "data_feed_stale")]
+    third.journal.close()
+    third.store.close()

@@ -87,6 +87,22 @@ def test_a_tick_after_its_feed_went_stale_trips_before_it_freshens_the_feed() ->
     assert guard.run_timers() == [] and len(store.load().current) == 1
 
 
+def test_a_feeds_first_tick_is_stored_and_the_next_write_nothing() -> None:
+    """Known gap 21: the store keeps every feed that ticked, so that a start whose journal
+    lacks the ticks still watches it (tests/integration/test_journal.py)."""
+    guard, store = make_guard()
+    aapl, msft = Scope(ScopeKind.SYMBOL, "AAPL"), Scope(ScopeKind.SYMBOL, "MSFT")
+    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
+    assert store.load().feeds == [aapl]
+    store.close()  # a write now would fail, and fail closed
+    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
+    guard.report_metric(msft, Metric.OPEN_LOSS_PCT, 1.0)  # evidence, but no feed
+    assert guard.engine.state_of(GLOBAL) is State.ARMED
+    with pytest.raises(StoreUnavailable):  # a new feed's first tick is stored, or fails
+        guard.report_metric(msft, Metric.DATA_FEED_TICK, 1.0)
+    assert guard.engine.state_of(GLOBAL) is State.TRIPPED
+
+
 def test_snapshots_in_flight_at_once_hold_at_most_one_full_snapshot_of_entries() -> None:
     """Review 35: 16 snapshots of 60,000 entries each, sent at once, were applied one after
     another, each in one piece, and held a Trigger 2.1 s. While snapshots are mapped or
