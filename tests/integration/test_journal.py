@@ -172,6 +172,17 @@ def test_a_seal_whose_count_is_no_count_is_garbled_not_a_crash(tmp_path: Path,
         journal(tmp_path).load()
 
 
+@pytest.mark.parametrize("key", ["genesis", "records", "chain"])
+def test_a_bit_flipped_in_a_seals_key_is_garbled(tmp_path: Path, key: str) -> None:
+    """Review 58a (the store's seal): a key one bit off was taken as absent."""
+    seal = written(tmp_path).seal.path
+    text = seal.read_text()
+    flipped = key[:-1] + chr(ord(key[-1]) ^ 1)
+    seal.write_text(text.replace(f'"{key}"', f'"{flipped}"'))
+    with pytest.raises(JournalDamaged, match="garbled"):
+        journal(tmp_path).load()
+
+
 def test_a_flipped_bit_is_found(tmp_path: Path) -> None:
     path = written(tmp_path).path
     data = bytearray(path.read_bytes())

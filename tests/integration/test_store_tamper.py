@@ -445,6 +445,17 @@ def test_a_garbled_seal_is_found(path, seal):
     assert re.search(r"its seal .*(unreadable|garbled)", refusal(path))
 
 
+@pytest.mark.parametrize("key", ["schema", "version", "chain", "latched", "identity"])
+def test_a_bit_flipped_in_a_seals_key_is_found(path, key):
+    """Review 58a: "identity" one bit off ("identiti") was taken as a seal with no
+    identity, its check skipped, and the start rewrote the seal: the damage left no trace."""
+    written(path, HISTORY)
+    sealed = seal_of(path)
+    sealed[key[:-1] + chr(ord(key[-1]) ^ 1)] = sealed.pop(key)
+    reseal(path, sealed)
+    assert re.search(r"its seal .* is garbled: .*keys no seal has", refusal(path))
+
+
 def test_a_seal_ahead_of_the_file_is_found(path):
     written(path, HISTORY)
     reseal(path, {**seal_of(path), "version": 7})

@@ -688,11 +688,22 @@ def _cut(fd: int, written: int) -> None:
         os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
 
 
+SEAL_KEYS = frozenset({"records", "chain", "genesis"})  # every one syncer.seal_value writes
+
+
+def _known_keys(seal: dict[str, Any]) -> None:
+    """ValueError for a key no version wrote (review 58a: one bit flipped in the store's
+    seal made "identity" another key, taken as absent; here "genesis" would be)."""
+    if unknown := seal.keys() - SEAL_KEYS:
+        raise ValueError(f"keys no seal has: {sorted(unknown)!r}"[:200])
+
+
 def _sealed(seal: dict[str, Any] | None, path: Path,
             genesis: bytes = GENESIS) -> tuple[int, bytes]:
     if seal is None:
         return 0, genesis
     try:
+        _known_keys(seal)
         records, chain = seal["records"], bytes.fromhex(seal["chain"])
         if type(records) is not int or records < 0:  # 1e999 is a float (inf), not a count
             raise ValueError(f"records is {records!r}, not a count")
@@ -705,6 +716,7 @@ def _genesis(seal: dict[str, Any], path: Path) -> bytes:
     """The chain before the first record: the seal's, or zeros in a seal from before it
     was kept (schema 6), whose journal was chained from them."""
     try:
+        _known_keys(seal)
         genesis = bytes.fromhex(seal.get("genesis", GENESIS.hex()))
         if len(genesis) != len(GENESIS):
             raise ValueError(f"genesis is {len(genesis)} bytes, not {len(GENESIS)}")

@@ -1219,10 +1219,16 @@ def _identity(conn: sqlite3.Connection) -> bytes | None:
     return identity if isinstance(identity, bytes) and len(identity) == 16 else None
 
 
+SEAL_KEYS = frozenset({"schema", "version", "chain", "latched", "identity"})  # every one written
+
+
 def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str, bytes | None]:
     """(version, chain, latched digest, identity: None in a seal made before a store had
     one, schema 6, or before the file, FRESH_SEAL). Raises LookupError, TypeError or
-    ValueError."""
+    ValueError. A key no version wrote is damage (review 58a: one bit flipped made
+    "identity" another key, the identity was taken as absent and its check skipped)."""
+    if unknown := seal.keys() - SEAL_KEYS:
+        raise ValueError(f"keys no seal has: {sorted(unknown)!r}"[:200])
     version, chain, latched = seal["version"], bytes.fromhex(seal["chain"]), seal["latched"]
     identity = bytes.fromhex(seal["identity"]) if "identity" in seal else None
     if type(version) is not int or not 0 <= version <= MOST_INTEGER or len(chain) != 16 \
