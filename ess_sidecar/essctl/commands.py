@@ -416,14 +416,16 @@ def show_decision(decision: pb.CheckOrderResponse, out: Output,
                   order: pb.CheckOrderRequest) -> None:
     verdict = Text("ALLOWED", style="bold green") if decision.allowed \
         else Text("DENIED", style="bold red")
-    out.line(verdict, f"  {enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)}")
+    reason = enum_name(pb.DecisionReason.DESCRIPTOR, decision.reason)
+    out.line(verdict, *([f"  {reason}"] if reason != verdict.plain else []))
     if decision.message:
         out.line(f"message:         {decision.message}")
     if decision.HasField("blocking_scope"):
         out.line(f"blocking scope:  {scope_name(decision.blocking_scope)}")
     side = enum_name(pb.Side.DESCRIPTOR, order.side)
+    # All the digits it was sent with (review 58c: :g showed a price of 123456.789 as 123457)
     out.line(f"order:           {order.account}/{order.strategy} {side}"
-             f" {order.quantity:g} {order.symbol} @ {order.price:g}")
+             f" {order.quantity:.15g} {order.symbol} @ {order.price:.15g}")
     out.line(f"client order id: {order.client_order_id}")
     out.line(f"state version:   {decision.state_version}")
     out.line(f"decision id:     {decision.decision_id}")

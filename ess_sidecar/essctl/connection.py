@@ -286,6 +286,9 @@ def describe(error: grpc.RpcError, options: Options, hints: bool = True) -> str:
                 and not options.target.startswith("unix:"):  # review 51d
             hint = " (is it serving TLS? then pass --tls; or it has server.max_connections" \
                 " connections already; or is it running? check --target / ESS_TARGET)"
+        elif hints and "Socket closed" in details and options.tls and not options.tls_cert:
+            hint = " (does it ask for a client certificate? then pass --tls-cert and" \
+                " --tls-key; or is it running? check --target / ESS_TARGET)"  # review 58c
         return f"UNAVAILABLE: cannot reach the sidecar at {options.target}: {details}{hint}"
     if code is grpc.StatusCode.UNAUTHENTICATED and not options.token:
         details += " (no token given: pass --token or set ESS_TOKEN)"

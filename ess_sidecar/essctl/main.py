@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import unicodedata
 from collections.abc import Sequence
+from typing import IO
 
 import grpc
 
@@ -58,6 +60,12 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(Exit.USAGE, f"{self.prog}: error: {message}\n")
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """Best effort: a reader gone (`essctl trigger --bad 2>&1 | head -1`) must not
+        change what the exit status says (review 58c: 1, where no stop was sent, 64)."""
+        with contextlib.suppress(BrokenPipeError):
+            super()._print_message(message, file)
 
 
 def _problem(error: InvalidArgument) -> str:
@@ -183,12 +191,17 @@ def _options(args: argparse.Namespace) -> Options:
         target, source = os.environ["ESS_TARGET"], "ESS_TARGET"
     else:
         target, source = DEFAULT_TARGET, "the default target"
+    # Stripped as the sidecar strips it: a token read from a secrets file ends in "\n", which
+    # gRPC refuses in a header (INTERNAL), and the kill switch must not fail so. An empty
+    # --token (`--token "$MISSPELT"`) is not given (review 58c: it overrode ESS_TOKEN, and
+    # the stop went out with no token, refused).
+    token = (args.token or "").strip()
+    if not token and (token := os.environ.get("ESS_TOKEN", "").strip()) \
+            and args.token is not None:
+        with contextlib.suppress(OSError):
+            print("essctl: --token is empty: the token in ESS_TOKEN is sent", file=sys.stderr)
     return Options(
-        target=target, target_source=source,
-        # stripped as the sidecar strips it: a token read from a secrets file ends in "\n",
-        # which gRPC refuses in a header (INTERNAL), and the kill switch must not fail so
-        token=(args.token if args.token is not None else os.environ.get("ESS_TOKEN", "")
-               ).strip(),
+        target=target, target_source=source, token=token,
         tls=args.tls, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_server_name=args.tls_server_name, timeout=args.timeout)
 
@@ -290,8 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = [w for w in words if w not in ("-h", "--help", "--version")
                  and not _is_trigger(w)]
         if _asks_to_stop(words) and (stop.code or flags):
-            print("essctl: NO STOP WAS SENT: correct the command and send it again",
-                  file=sys.stderr)
+            with contextlib.suppress(BrokenPipeError):
+                print("essctl: NO STOP WAS SENT: correct the command and send it again",
+                      file=sys.stderr)
             return Exit.USAGE
         return int(stop.code or 0)
     options = _options(args)

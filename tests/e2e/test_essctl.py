@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -489,8 +490,11 @@ def test_check_exits_0_when_allowed_and_2_when_denied(start_sidecar: StartSideca
     target = start_sidecar().uds_target
     allowed = essctl(target, "check", "--strategy", "momo", *ORDER)
     assert allowed.returncode == 0, allowed.stderr
-    assert "ALLOWED" in allowed.stdout
+    assert allowed.stdout.splitlines()[0].strip() == "ALLOWED"  # review 58c: said twice
     assert "order:           acc-1/momo BUY 1 AAPL @ 100" in allowed.stdout
+    precise = essctl(target, "check", "--strategy", "momo", "--account", "acc-1", "--symbol",
+                     "AAPL", "--side", "buy", "--qty", "1234567", "--price", "123.456789")
+    assert "BUY 1234567 AAPL @ 123.456789" in precise.stdout, precise.stdout
     [coid] = [line.split()[-1] for line in allowed.stdout.splitlines()
               if line.startswith("client order id:")]  # made up, unique, and printed
     reused = essctl(target, "check", "--strategy", "momo", *ORDER, "--coid", coid)
@@ -784,6 +788,39 @@ def test_an_executor_may_trigger_but_not_reset_or_drill(start_sidecar: StartSide
     assert list(scopes) == ["STRATEGY:momo"]  # unchanged, and no drill left behind
     assert (scopes["STRATEGY:momo"]["state"], scopes["STRATEGY:momo"]["actor"]) == (
         "TRIPPED", "exe")
+
+
+@pytest.mark.parametrize("args", [["trigger", "--bogus"], ["status", "--bogus"]])
+def test_a_usage_error_is_64_with_a_reader_gone(args: list[str]) -> None:
+    """Review 58c: `essctl trigger --bogus 2>&1 | head -1` exited 1, not 64: printing the
+    usage to a pipe whose reader had gone raised, and the status said something else."""
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        result = subprocess.run([*ESSCTL, "--target", "unix:/nonexistent.sock", *args],
+                                stdout=writing, stderr=writing, stdin=subprocess.DEVNULL,
+                                timeout=30, env=clean_env())
+    finally:
+        os.close(writing)
+    assert result.returncode == 64
+
+
+def test_an_empty_token_flag_falls_back_to_ess_token(start_sidecar: StartSidecar,
+                                                      tmp_path: Path) -> None:
+    """Review 58c: `--token "$MISSPELT"` overrode ESS_TOKEN with nothing, and the stop went
+    out with no token, refused (UNAUTHENTICATED, exit 1), the hint saying to set ESS_TOKEN,
+    which was set. An empty --token is not given: ESS_TOKEN is sent, and essctl says so."""
+    tokens = tokens_file(tmp_path, exe=Role.EXECUTOR)
+    target = start_sidecar(f'[auth]\ntokens_file = "{tmp_path}/tokens.toml"\n').uds_target
+    stopped = subprocess.run(
+        [*ESSCTL, "--target", target, "--token", " ", "trigger", "--scope", "strategy:momo"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        env={**clean_env(), "ESS_TOKEN": tokens["exe"]})
+    assert stopped.returncode == 0, stopped.stderr
+    assert "--token is empty: the token in ESS_TOKEN is sent" in stopped.stderr
+    anonymous = essctl(target, "--token", "", "trigger", "--scope", "strategy:other")
+    assert anonymous.returncode == 1  # no ESS_TOKEN either: refused, and told how
+    assert "no token given: pass --token or set ESS_TOKEN" in anonymous.stderr
 
 
 def test_heartbeats_lists_the_switches_and_deregister_retires_a_gone_executor(

@@ -469,3 +469,20 @@ def test_an_optional_field_a_sidecar_did_not_send_is_null_in_json() -> None:
     assert to_json(pb.HeartbeatResponse(state=pb.STATE_ARMED))["deregistered"] is None
     assert to_json(pb.HeartbeatResponse(deregistered=False))["deregistered"] is False
     assert to_json(pb.ScopeState())["since"] is None  # an unset message, as before
+
+
+@pytest.mark.parametrize("tls, cert, hint", [
+    (False, None, "is it serving TLS? then pass --tls"),
+    (True, None, "does it ask for a client certificate? then pass --tls-cert and --tls-key"),
+    (True, "me.pem", "is it running? check --target / ESS_TARGET)"),
+])
+def test_a_closed_socket_is_explained_by_what_tls_was_asked(tls, cert, hint):
+    """Review 58c: with --tls and no client certificate, a sidecar asking for one closed the
+    socket, and essctl said only to check that it was running."""
+    from ess_sidecar.essctl.connection import Options  # noqa: PLC0415
+    options = Options(target="ess.example:50051", token="", tls=tls, tls_ca=None,
+                      tls_cert=cert, tls_key=cert, tls_server_name=None, timeout=5.0)
+    said = describe(Refusal(grpc.StatusCode.UNAVAILABLE,
+                            "failed to connect to all addresses; Socket closed"), options)
+    assert hint in said
+    assert ("client certificate" in said) == (tls and cert is None)
