@@ -97,6 +97,8 @@ def test_half_a_tls_setup_is_refused(server: dict, key: str) -> None:
     (f'[tokens]\na = {{ role = "operator", sha256 = "{"0" * 64}" }}\n'
      f'b = {{ role = "executor", sha256 = "{"0" * 64}" }}\n', "tokens.b.sha256"),
     ('[users]\n', "users"),
+    ('[tokens]\n', "names no principal"),  # review 58c: every call, a stop too, refused
+    ('', "names no principal"),
     ('[tokens\n', "auth.tokens_file"),
     # review 17: one person, two spellings, would be both operators of a four-eyes reset
     (f'[tokens]\nalice = {{ role = "operator", sha256 = "{"0" * 64}" }}\n'

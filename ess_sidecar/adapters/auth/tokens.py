@@ -109,6 +109,11 @@ def load_principals(path: str | Path) -> Principals:
                     for name, entry in _entries(path, data, "certificates", {"role"})}
     _one_spelling(path, [("tokens", p.name) for _, p in tokens]
                   + [("certificates", name) for name in certificates])
+    if not tokens and not certificates:  # review 58c: started, it refused every call, its
+        # stops too, and check-config said OK
+        raise InvalidConfig("auth.tokens_file", f"{path} names no principal (no line under"
+                            " [tokens] or [certificates]): every call, a stop too, would be"
+                            " refused; add one (essctl token new)")
     return Principals(tuple(tokens), certificates)
 
 

@@ -117,10 +117,7 @@ def warn_about_security(settings: Settings, authenticator: Authenticator | None)
         log.warning("authentication is OFF (no auth.tokens_file): any caller that can reach"
                     " %s may trigger and reset", " or ".join(
                         a for a in (server.listen, server.uds and f"unix:{server.uds}") if a))
-    elif not authenticator.principals:
-        log.warning("the tokens file %s names no principal: every call will be refused",
-                    settings.auth.tokens_file)
-    else:
+    else:  # a tokens file that names no principal is refused (load_principals)
         log.info("authentication on: %d token(s), %d certificate name(s)",
                  len(authenticator.principals.tokens),
                  len(authenticator.principals.certificates))
