@@ -596,7 +596,8 @@ class Settings(BaseSettings):
         if server.listen and not is_loopback(server.listen) and not self.authenticates() \
                 and not server.insecure:
             raise InvalidConfig("server.listen", f"{server.listen} is not a loopback address"
-                                " and authentication is off (auth.tokens_file): anyone who"
+                                " (127.0.0.0/8, ::1 or localhost; another host name is"
+                                " taken as not one) and authentication is off (auth.tokens_file): anyone who"
                                 " can reach it could reset trips; configure tokens, or pass"
                                 " --insecure (server.insecure) to serve it anyway")
         fanout = self.watch.fanout_listen

@@ -91,7 +91,7 @@ def check_price_band(order: Order, limits: SymbolLimits, mark: float | None) -> 
     deviation = abs(order.price - mark) / mark * 100.0
     if deviation > limits.price_band_pct:
         return Denial(DecisionReason.PRICE_BAND,
-                      f"price {order.price:g} is {deviation:.4g}% from mark {mark:g}"
+                      f"price {order.price:.15g} is {deviation:.4g}% from mark {mark:.15g}"
                       f" (band {limits.price_band_pct:g}%)")
     return None
 

@@ -163,6 +163,14 @@ def test_price_band_uses_last_mark(engine):
     assert engine.check(order(1, 86), T0).allowed
 
 
+def test_a_price_band_denial_names_the_price_and_mark_as_sent():
+    """Review 58c: :g said "price 200000 is 62% from mark 123457" of 200000.5 and 123456.7."""
+    engine = make_engine()
+    engine.sync_positions(ACCOUNT, 1e6, [position(0, mark=123456.7)])
+    denied = engine.check(order(1, 200000.5), T0)
+    assert "price 200000.5 is 62" in denied.message and "from mark 123456.7" in denied.message
+
+
 def test_price_band_is_skipped_while_no_mark_is_known():
     engine = make_engine(limits=LimitSettings(exposure_enabled=False,
                                               duplicate_identical_orders=0))
