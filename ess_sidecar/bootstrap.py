@@ -316,8 +316,7 @@ def trip_for_lost_versions(settings: Settings) -> ForLostVersions:
             lost.append(f"{', '.join(summary.unlatched)} latched, but not by their newest"
                         " event (a damaged event?)")
         if summary.rewritten:
-            lost.append(f"{summary.rewritten} event(s) did not match their chain (edited or"
-                        " damaged)")
+            lost.append(summary.rewritten_text())
         return _global_trip(settings, current, summary.version,
                             f"{'; '.join(lost)}: what they latched is unknown; check every"
                             " scope before resetting GLOBAL", summary.identity)

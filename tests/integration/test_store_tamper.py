@@ -721,7 +721,11 @@ def test_a_reseal_of_an_event_that_no_longer_matches_its_chain_trips_global(path
     configured = load_settings(None, store={"path": str(path)})
     summary = SqliteStateStore.reseal(path, trip_for_lost_versions(configured))
     assert (summary.rewritten, summary.unlatched, summary.loses) == (1, (), True)
-    assert "1 event(s) did not match their chain" in str(summary)
+    # review 58a: which one, so the operator knows which scope's trip to look at
+    edited = "4 (SYMBOL:BTC-USD)" if "version = 4" in damage else "2 (ACCOUNT:acc-tamper)"
+    assert f"1 event(s) did not match their chain (edited or damaged): {edited}" \
+        in str(summary)
+    assert edited in loaded(path).current[-1].reason
     assert loaded(path).current[-1].scope == GLOBAL
 
 

@@ -127,6 +127,9 @@ class ResealSummary:
     # Events whose content no longer matches their chain (edited or damaged: what they
     # say, a latch's state among it, may not be what was stored), chained anew: a loss.
     rewritten: int = 0
+    # The first of them, "version (scope)" (review 58a: the reseal told how many, and the
+    # operator not which scope's trip an edit may have lifted).
+    rewritten_events: tuple[str, ...] = ()
     # The store's generation from now on (StoredState.generation): a new one when the
     # reseal loses, as versions told before the loss may be numbered again, or finds it
     # garbled (`drawn`).
@@ -139,6 +142,12 @@ class ResealSummary:
         return self.lost is not None or self.unsealed or bool(self.unlatched) \
             or bool(self.rewritten)
 
+    def rewritten_text(self) -> str:
+        """How many events did not match their chain, and the first of them."""
+        more = " …" if self.rewritten > len(self.rewritten_events) else ""
+        return (f"{self.rewritten} event(s) did not match their chain (edited or damaged):"
+                f" {', '.join(self.rewritten_events)}{more}")
+
     def __str__(self) -> str:
         changed = f"; latches changed: {', '.join(self.relatched)}" if self.relatched else ""
         lost = f"; versions {self.lost[0]} to {self.lost[1]} were acknowledged and are" \
@@ -148,8 +157,7 @@ class ResealSummary:
         if self.unlatched:
             lost += f"; latched, but not by their newest event: {', '.join(self.unlatched)}"
         if self.rewritten:
-            lost += f"; {self.rewritten} event(s) did not match their chain (edited or" \
-                " damaged): chained as they are now"
+            lost += f"; {self.rewritten_text()}: chained as they are now"
         if self.drawn:
             lost += "; its versions are told in a new epoch from now on (a new generation):" \
                 " one shown before names no transition after it"
@@ -555,7 +563,7 @@ class SqliteStateStore(StateStore):
         with self._decoding():  # every row must be one this code can serve
             events = [_transition(row) for row in
                       conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY version")]
-            rewritten = _rechain(conn)
+            rewritten, rewritten_events = _rechain(conn)
         conn.execute("DELETE FROM scopes")
         conn.executemany("INSERT INTO scopes (scope_kind, scope_id, version) VALUES (?, ?, ?)",
                          [(kind, ident, version) for kind, ident, version, state
@@ -578,7 +586,7 @@ class SqliteStateStore(StateStore):
             identity=_identity(conn),
             unlatched=tuple(_scope_name(*key) for key in sorted(before)
                             if after.get(key) != before[key]),
-            rewritten=rewritten)
+            rewritten=rewritten, rewritten_events=rewritten_events)
         # A reseal that loses cannot know how far versions were told before the loss (the
         # seal that said so may be gone too), and the file keeps its identity: its versions
         # are told in a new epoch (review 57a: the reseal's trip took a number a lost trip
@@ -1113,24 +1121,32 @@ def _link(previous: bytes, row: Sequence[Any]) -> bytes:
     return hashlib.blake2b(previous + encoded, digest_size=16).digest()
 
 
-def _rechain(conn: sqlite3.Connection) -> int:
+def _rechain(conn: sqlite3.Connection) -> tuple[int, tuple[str, ...]]:
     """Chain the events as they are, oldest first, and anchor the run above pruned_through
     to the chain just below it: an upgrade, or an operator's reseal, vouches for them.
-    How many events did not match the link they had (edited, damaged, or never chained)."""
+    How many events did not match the link they had (edited, damaged, or never chained),
+    and the first REWRITTEN_NAMED of them, "version (scope)"."""
     pruned = conn.execute("SELECT pruned_through FROM meta").fetchone()[0]
     previous, anchor, links, unmatched = GENESIS, None, [], 0
+    named: list[str] = []
     for row in conn.execute(f"SELECT {COLUMNS}, prev_chain, chain FROM events"
                             " ORDER BY version").fetchall():
         if anchor is None and row[0] > pruned:
             anchor = previous
         *fields, had_previous, had = row
-        unmatched += _link(had_previous, tuple(fields)) != had if had_previous else 1
+        if not had_previous or _link(had_previous, tuple(fields)) != had:
+            unmatched += 1
+            if len(named) < REWRITTEN_NAMED:
+                named.append(f"{row[0]} ({_scope_name(row[2], row[3])})")
         chain = _link(previous, tuple(fields))
         links.append((previous, chain, row[0]))
         previous = chain
     conn.executemany("UPDATE events SET prev_chain = ?, chain = ? WHERE version = ?", links)
     conn.execute("UPDATE meta SET chain_anchor = ?", (previous if anchor is None else anchor,))
-    return unmatched
+    return unmatched, tuple(named)
+
+
+REWRITTEN_NAMED = 10
 
 
 def _latches(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
