@@ -197,7 +197,7 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
             log.warning("%d heartbeat registration(s) the journal lacks restored from the"
                         " store, each with a full TTL from now, or lost where the scope's"
                         " heartbeat_lost is latched", len(lacking))
-    restore_feeds(engine, stored.feeds, now, entries_replayed, journal)
+    restore_feeds(engine, stored.feeds, now, journal)
     # And those the journal has and the store does not (ticked before the store kept
     # feeds: an upgrade), so that a journal lost later loses none of them.
     kept = set(stored.feeds)
@@ -207,7 +207,7 @@ def reconcile(engine: GuardEngine, store: StateStore, stored: StoredState, now: 
 
 
 def restore_feeds(engine: GuardEngine, feeds: list[Scope], now: float,
-                  entries_replayed: bool, journal: Journal) -> None:
+                  journal: Journal) -> None:
     """Feeds the store has and the journal does not (a reseal cut their ticks, or the
     journal was lost or set aside) tick at `now`, journaled so that the next start agrees:
     a full window from the start, so a dead feed still goes stale (known gap 21: they were
@@ -229,7 +229,7 @@ def restore_feeds(engine: GuardEngine, feeds: list[Scope], now: float,
         command = MetricReported(scope, Metric.DATA_FEED_TICK, 1.0, now, True)
         engine.replay(command, ())
         journal.record(command)
-    if lacking and entries_replayed:
+    if lacking:  # a feeds table with no journal is one lost too, unlike registrations
         log.warning("%d data feed(s) the journal lacks restored from the store, each with a"
                     " full window from now: %s", len(lacking),
                     ", ".join(str(scope) for scope in lacking[:10])

@@ -8,6 +8,8 @@ import itertools
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +104,31 @@ def test_a_feed_that_dies_across_a_restart_is_found_stale(sidecar: SidecarProces
     with grpc.insecure_channel(sidecar.uds_target) as channel:
         # The watch ends the wait as soon as the trip is published; its deadline (the 2 s
         # window plus ample slack) fails the test if it never is.
+        watch = guard_stub(channel).WatchState(pb.WatchStateRequest(scopes=[FEED]), timeout=30)
+        tripped = next(m for m in watch if m.state == pb.STATE_TRIPPED)
+        watch.cancel()
+        assert tripped.scope == FEED and "no data feed tick" in tripped.reason, tripped
+
+
+def test_a_feed_whose_ticks_a_lost_journal_held_is_found_stale_after_the_reseal(
+        sidecar: SidecarProcess) -> None:
+    """Known gap 21 (review 47a): the journal and its seal lost with the state file kept,
+    resealed; the feed was unknown to the next start until it ticked again, so a dead one
+    never went stale and orders on its symbol were allowed once GLOBAL was reset. The
+    state file keeps the feeds that ticked: each gets a window from the start."""
+    tick = pb.ReportMetricRequest(scope=FEED, metric=pb.METRIC_DATA_FEED_TICK, value=1)
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        guard_stub(channel).ReportMetric(tick)
+    assert sidecar.terminate() == 0  # stored by a timer run, or at the stop at the latest
+    for suffix in (".journal", ".journal.seal"):
+        Path(f"{sidecar.state}{suffix}").unlink()
+    resealed = subprocess.run(
+        [sys.executable, "-m", "ess_sidecar", "reseal", "--config", str(sidecar.config),
+         "--state", str(sidecar.state)], capture_output=True, text=True, timeout=60)
+    assert resealed.returncode == 0, resealed.stderr
+    assert "watched from the next start" in resealed.stdout, resealed.stdout
+    sidecar.start()
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
         watch = guard_stub(channel).WatchState(pb.WatchStateRequest(scopes=[FEED]), timeout=30)
         tripped = next(m for m in watch if m.state == pb.STATE_TRIPPED)
         watch.cancel()

@@ -1126,9 +1126,11 @@ def test_a_reseal_where_there_is_no_state_refuses_and_makes_none(tmp_path: Path,
 
 
 def _ticked(guard, *symbols: str) -> list[Scope]:  # noqa: ANN001
+    """First ticks of these feeds, stored by the timer run after them."""
     feeds = [Scope(ScopeKind.SYMBOL, s) for s in symbols]
     for feed in feeds:
         guard.report_metric(feed, Metric.DATA_FEED_TICK, 1.0)
+    guard.run_timers()
     return feeds
 
 

@@ -287,14 +287,22 @@ def test_feeds_are_kept_by_a_reseal(tmp_path):
     again.close()
 
 
-def test_a_feed_row_this_code_cannot_read_makes_the_store_unreadable(tmp_path):
+@pytest.mark.parametrize("edit", [
+    "UPDATE feeds SET scope_kind = 99",
+    "UPDATE feeds SET scope_id = x'4242'",  # review 58d: crashed the start
+    "UPDATE executors SET scope_id = x'4242'",
+    "UPDATE executors SET executor_id = x'4242'",
+    "UPDATE executors SET ttl_s = 'long'",
+    "UPDATE executors SET owner = x'00'"])
+def test_a_row_this_code_cannot_read_makes_the_store_unreadable(tmp_path, edit):
     path = tmp_path / "ess.db"
     store = SqliteStateStore(path)
     store.load()
     store.save_feeds([SYMBOL])
+    store.save_registration("exec-1", ACCOUNT, 5.0, "desk")
     store.close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE feeds SET scope_kind = 99")
+        conn.execute(edit)
     again = SqliteStateStore(path)
     with pytest.raises(StoreUnavailable, match="unreadable row"):
         again.load()

@@ -87,19 +87,30 @@ def test_a_tick_after_its_feed_went_stale_trips_before_it_freshens_the_feed() ->
     assert guard.run_timers() == [] and len(store.load().current) == 1
 
 
-def test_a_feeds_first_tick_is_stored_and_the_next_write_nothing() -> None:
+def test_feeds_first_ticked_are_stored_by_the_next_timer_run_in_one_write() -> None:
     """Known gap 21: the store keeps every feed that ticked, so that a start whose journal
-    lacks the ticks still watches it (tests/integration/test_journal.py)."""
+    lacks the ticks still watches it (tests/integration/test_journal.py). Review 58d: each
+    first tick was a write in its command's turn, and a burst of them held every command,
+    a Trigger too, and the checks behind them, an fsync each."""
     guard, store = make_guard()
-    aapl, msft = Scope(ScopeKind.SYMBOL, "AAPL"), Scope(ScopeKind.SYMBOL, "MSFT")
+    aapl, msft, ibm = (Scope(ScopeKind.SYMBOL, s) for s in ("AAPL", "MSFT", "IBM"))
+    appends = []
+    store.save_feeds = lambda feeds, save=store.save_feeds: (appends.append(list(feeds)),
+                                                              save(feeds))[1]
+    for feed in (aapl, msft, aapl):
+        guard.report_metric(feed, Metric.DATA_FEED_TICK, 1.0)
+    guard.report_metric(ibm, Metric.OPEN_LOSS_PCT, 1.0)  # evidence, but no feed
+    assert appends == [] and store.load().feeds == []
+    guard.run_timers()
+    assert appends == [[aapl, msft]] and store.load().feeds == [aapl, msft]
+    guard.run_timers()
     guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
-    assert store.load().feeds == [aapl]
-    store.close()  # a write now would fail, and fail closed
-    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
-    guard.report_metric(msft, Metric.OPEN_LOSS_PCT, 1.0)  # evidence, but no feed
-    assert guard.engine.state_of(GLOBAL) is State.ARMED
-    with pytest.raises(StoreUnavailable):  # a new feed's first tick is stored, or fails
-        guard.report_metric(msft, Metric.DATA_FEED_TICK, 1.0)
+    guard.run_timers()
+    assert appends == [[aapl, msft]]  # known feeds: nothing more written
+    store.close()  # a write now fails, and fails closed
+    guard.report_metric(ibm, Metric.DATA_FEED_TICK, 1.0)
+    with pytest.raises(StoreUnavailable):
+        guard.run_timers()
     assert guard.engine.state_of(GLOBAL) is State.TRIPPED
 
 

@@ -404,9 +404,8 @@ class SqliteStateStore(StateStore):
             return StoredState(
                 current=[_transition(row) for row in current], version=version,
                 pruned_through=pruned, identity=identity, generation=generation,
-                registrations=[StoredRegistration(e, Scope(ScopeKind(k), i), t, o)
-                               for e, k, i, t, o in executors],
-                feeds=[Scope(ScopeKind(k), i) for k, i in feeds])
+                registrations=[_registration(*row) for row in executors],
+                feeds=[_stored_scope(k, i) for k, i in feeds])
 
     def _prove_writable(self, seal: dict[str, Any]) -> None:
         """A durable write now, before anything is served: a store that cannot take one
@@ -1204,6 +1203,24 @@ GENERATION = re.compile(r"[0-9a-f]{16}")
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _stored_scope(kind: Any, ident: Any) -> Scope:
+    """A row's scope; ValueError for one this code cannot read (review 58d: a BLOB id
+    crashed the start, where an unknown kind failed it closed)."""
+    if type(ident) is not str:
+        raise ValueError(f"scope id {ident!r} is not text"[:200])
+    return Scope(ScopeKind(kind), ident)
+
+
+def _registration(executor_id: Any, kind: Any, ident: Any, ttl_s: Any,
+                  owner: Any) -> StoredRegistration:
+    """An `executors` row; ValueError for one this code cannot read."""
+    if type(executor_id) is not str or type(owner) is not str \
+            or type(ttl_s) not in (int, float):
+        raise ValueError(f"registration {(executor_id, ttl_s, owner)!r} is not of its"
+                         " columns' types"[:200])
+    return StoredRegistration(executor_id, _stored_scope(kind, ident), float(ttl_s), owner)
 
 
 def _has_table(conn: sqlite3.Connection, table: str) -> bool:
