@@ -181,8 +181,11 @@ class Guard(GuardReadings):
         self._journal = journal or NoJournal()
         self._floor = floor or NoFloor()  # past every version told and not stored
         # Feeds first ticked since the last timer run, which stores them in one write
-        # (review 58d: a write each, in its command's turn, held every command after it).
+        # (review 58d: a write each, in its command's turn, held every command after it),
+        # and those whose write failed: stored with the next ones, or at the stop (review
+        # 58f: dropped, they were never stored, and a journal lost later lost them).
         self._feeds_unsaved: list[Scope] = []
+        self._feeds_failed: list[Scope] = []
         self._clock = clock
         self._clock_marked = clock.now()  # the last timer run journaled
         self._writing = asyncio.Lock()  # run_async: one command at a time
@@ -506,9 +509,20 @@ class Guard(GuardReadings):
         plan = self.engine.plan_timers(now)
         transitions = yield from self._commit(plan, None)
         if self._feeds_unsaved:  # the journal has their ticks meanwhile
-            feeds, self._feeds_unsaved = self._feeds_unsaved, []
-            yield Durable(lambda: self._store.save_feeds(feeds))
+            feeds = self._feeds_failed + self._feeds_unsaved
+            self._feeds_unsaved, self._feeds_failed = [], []
+            yield Durable(lambda: self._save_feeds(feeds))
         return transitions
+
+    def _save_feeds(self, feeds: list[Scope]) -> None:
+        """Store these feeds; if that fails, they are stored with the next, or at the stop.
+        Not again at each timer run: a store that is down would hold every command for
+        its busy timeout each time."""
+        try:
+            self._store.save_feeds(feeds)
+        except BaseException:
+            self._feeds_failed.extend(feeds)
+            raise
 
     # -- running commands -------------------------------------------------------------------
 
@@ -774,8 +788,8 @@ class Guard(GuardReadings):
         read the store numbers past it all the same."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
-        if feeds := self._feeds_unsaved:  # first ticked since the last timer run
-            self._feeds_unsaved = []
+        if feeds := self._feeds_failed + self._feeds_unsaved:  # first ticked since the last
+            self._feeds_unsaved, self._feeds_failed = [], []  # timer run, or failed then
             try:
                 await asyncio.get_running_loop().run_in_executor(
                     self._store_thread(), lambda: self._store.save_feeds(feeds))

@@ -456,6 +456,16 @@ def test_a_bit_flipped_in_a_seals_key_is_found(path, key):
     assert re.search(r"its seal .* is garbled: .*keys no seal has", refusal(path))
 
 
+def test_a_seal_an_earlier_version_wrote_with_a_generation_is_read(path):
+    """Review 58f: versions fdd0747 to 4609a24 wrote a lossy reseal's generation into the
+    seal; refused as an unknown key, their files failed closed after the upgrade."""
+    written(path, HISTORY)
+    reseal(path, {**seal_of(path), "generation": "0123456789abcdef"})
+    store = SqliteStateStore(path)
+    assert store.load().version == 4
+    store.close()
+
+
 def test_a_seal_ahead_of_the_file_is_found(path):
     written(path, HISTORY)
     reseal(path, {**seal_of(path), "version": 7})

@@ -114,6 +114,36 @@ def test_feeds_first_ticked_are_stored_by_the_next_timer_run_in_one_write() -> N
     assert guard.engine.state_of(GLOBAL) is State.TRIPPED
 
 
+def test_feeds_whose_write_failed_are_stored_with_the_next_or_at_the_stop() -> None:
+    """Review 58f: a timer run's write of the feeds failed and dropped them: never stored,
+    not even at the stop, so a journal lost later lost them (a dead feed never went
+    stale). Not written again at each run: a store down would hold every command."""
+    guard, store = make_guard()
+    aapl, msft, ibm = (Scope(ScopeKind.SYMBOL, s) for s in ("AAPL", "MSFT", "IBM"))
+    saved, failing = [], [True]
+
+    def save_feeds(feeds, save=store.save_feeds) -> None:  # noqa: ANN001
+        if failing.pop() if failing else False:
+            raise StoreUnavailable("the state file is locked")
+        saved.append(list(feeds))
+        save(feeds)
+    store.save_feeds = save_feeds
+    guard.report_metric(aapl, Metric.DATA_FEED_TICK, 1.0)
+    with pytest.raises(StoreUnavailable):
+        guard.run_timers()
+    guard.run_timers()
+    assert saved == []  # no new feed: not tried again
+    guard.report_metric(msft, Metric.DATA_FEED_TICK, 1.0)
+    guard.run_timers()
+    assert saved == [[aapl, msft]]
+    failing.append(True)
+    guard.report_metric(ibm, Metric.DATA_FEED_TICK, 1.0)
+    with pytest.raises(StoreUnavailable):
+        guard.run_timers()
+    asyncio.run(guard.drain())
+    assert saved[-1] == [ibm] and store.load().feeds == [aapl, msft, ibm]
+
+
 def test_snapshots_in_flight_at_once_hold_at_most_one_full_snapshot_of_entries() -> None:
     """Review 35: 16 snapshots of 60,000 entries each, sent at once, were applied one after
     another, each in one piece, and held a Trigger 2.1 s. While snapshots are mapped or
