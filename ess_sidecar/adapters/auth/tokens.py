@@ -113,7 +113,7 @@ def load_principals(path: str | Path) -> Principals:
         # stops too, and check-config said OK
         raise InvalidConfig("auth.tokens_file", f"{path} names no principal (no line under"
                             " [tokens] or [certificates]): every call, a stop too, would be"
-                            " refused; add one (essctl token new)")
+                            " refused; add a token (essctl token new) or a certificate name")
     return Principals(tuple(tokens), certificates)
 
 
