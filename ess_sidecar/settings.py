@@ -597,8 +597,9 @@ class Settings(BaseSettings):
                 and not server.insecure:
             raise InvalidConfig("server.listen", f"{server.listen} is not a loopback address"
                                 " (127.0.0.0/8, ::1 or localhost; another host name is"
-                                " taken as not one) and authentication is off (auth.tokens_file): anyone who"
-                                " can reach it could reset trips; configure tokens, or pass"
+                                " taken as not one) and authentication is off"
+                                " (auth.tokens_file): anyone who can reach it could reset"
+                                " trips; configure tokens, or pass"
                                 " --insecure (server.insecure) to serve it anyway")
         fanout = self.watch.fanout_listen
         if fanout and not is_loopback(fanout) and not self.authenticates() \
