@@ -367,6 +367,13 @@ def smoke_test(lang: str) -> None:
         for target in (process.uds_target, process.tcp_target):
             allowed = run_check(check, target, "momo")
             assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOWED "), allowed
+        with open("/dev/full", "w") as full:  # every write fails: ENOSPC
+            # The exit status is the answer, whatever stdout takes (review 58e: Rust's
+            # panicked, 101, and Python's raised, 1).
+            unprinted = subprocess.run([str(check), *check_args(process.uds_target, "momo",
+                                                                 ANSWER_MS)],
+                                       stdout=full, stderr=subprocess.PIPE, timeout=60)
+            assert unprinted.returncode == 0, unprinted
         smoke = Smoke(smoke_program, process.uds_target)
         try:
             _, first = smoke.check("momo", ANSWER_MS)

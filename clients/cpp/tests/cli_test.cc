@@ -168,5 +168,16 @@ TEST(Cli, LongValuesSubnormalsAndNarrowTargets) {
               testing::ExitedWithCode(ess::cli::kExitUsage), "argument --qty: ");
 }
 
+// Review 58e: an allowed answer's id with a newline printed a second line, "DENIED ...",
+// under the ALLOWED one; Python's and TypeScript's printed one.
+TEST(Cli, AnAllowedLineIsOneLineWhateverItsIdHolds) {
+  ess::Verdict allowed;
+  allowed.allowed = true;
+  allowed.decision_id = "x\nDENIED SCOPE_TRIPPED  y ";
+  EXPECT_EQ(ess::cli::Line(allowed), "ALLOWED x DENIED SCOPE_TRIPPED y");
+  allowed.decision_id.clear();
+  EXPECT_EQ(ess::cli::Line(allowed), "ALLOWED");
+}
+
 }  // namespace
 }  // namespace ess_test

@@ -15,8 +15,13 @@
 namespace ess::cli {
 
 std::string Line(const Verdict& verdict) {
-  if (verdict.allowed) {
-    return "ALLOWED " + verdict.decision_id;
+  if (verdict.allowed) {  // one line too, whatever the id holds (review 58e)
+    std::istringstream words(verdict.decision_id);
+    std::string line = "ALLOWED";
+    for (std::string word; words >> word;) {
+      line += " " + word;
+    }
+    return line;
   }
   std::string message = verdict.message;
   if (verdict.failed_closed()) {

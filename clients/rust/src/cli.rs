@@ -29,7 +29,9 @@ pub const MAX_NUMBER_CHARS: usize = 64;
 /// cause, when the check failed closed).
 pub fn line(verdict: &Verdict) -> String {
     if verdict.allowed {
-        return format!("ALLOWED {}", verdict.decision_id);
+        // One line too, whatever the id holds (review 58e).
+        let id = verdict.decision_id.split_whitespace().collect::<Vec<_>>().join(" ");
+        return format!("ALLOWED {id}").trim_end().to_string();
     }
     let message = match verdict.cause {
         Some(cause) => format!("{cause}: {}", verdict.message),

@@ -1625,6 +1625,8 @@ fn lines_and_names() {
         ..verdict
     };
     assert_eq!(cli::line(&verdict), "ALLOWED d-1");
+    verdict.decision_id = "x\nDENIED SCOPE_TRIPPED  y ".into(); // review 58e: one line
+    assert_eq!(cli::line(&verdict), "ALLOWED x DENIED SCOPE_TRIPPED y");
     assert_eq!(
         crate::scope_string(&pb::Scope {
             kind: pb::ScopeKind::Global as i32,

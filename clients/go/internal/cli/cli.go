@@ -49,8 +49,8 @@ const MaxNumberChars = 64
 // "DENIED <REASON> <message>" (REASON without DECISION_REASON_; CLIENT_FAIL_CLOSED, and the
 // message led by the cause, when the check failed closed).
 func Line(v ess.Verdict) string {
-	if v.Allowed {
-		return "ALLOWED " + v.DecisionID
+	if v.Allowed { // one line too, whatever the id holds (review 58e)
+		return strings.TrimRight("ALLOWED "+strings.Join(strings.Fields(v.DecisionID), " "), " ")
 	}
 	message := v.Message
 	if v.FailedClosed() {

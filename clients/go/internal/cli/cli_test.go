@@ -219,3 +219,15 @@ func TestSmokeLinesSplitOnASCIIWhitespaceOnly(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+// Review 58e: an allowed answer's id with a newline printed a second line, "DENIED ...",
+// under the ALLOWED one; Python's and TypeScript's printed one.
+func TestAnAllowedLineIsOneLineWhateverItsIDHolds(t *testing.T) {
+	allowed := ess.Verdict{Allowed: true, DecisionID: "x\nDENIED SCOPE_TRIPPED  y "}
+	if got := Line(allowed); got != "ALLOWED x DENIED SCOPE_TRIPPED y" {
+		t.Fatalf("Line = %q", got)
+	}
+	if got := Line(ess.Verdict{Allowed: true}); got != "ALLOWED" {
+		t.Fatalf("Line = %q", got)
+	}
+}

@@ -11,6 +11,7 @@
 //! A usage error (a missing, unknown or bad argument) exits 64; so does `-h` / `--help`
 //! beside other arguments (alone, it prints the usage and exits 0).
 
+use std::io::Write;
 use std::time::Duration;
 
 use ess_client::cli::{self, Flags};
@@ -87,7 +88,9 @@ fn main() {
         client.close().await;
         verdict
     });
-    println!("{}", cli::line(&verdict));
+    // Not println!, which panics (exit 101) when stdout cannot take it: the exit status is
+    // the answer (review 58e).
+    let _ = writeln!(std::io::stdout(), "{}", cli::line(&verdict));
     std::process::exit(if verdict.allowed {
         cli::EXIT_ALLOWED
     } else {

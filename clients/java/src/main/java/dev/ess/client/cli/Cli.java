@@ -380,8 +380,9 @@ final class Cli {
    * by the cause, when the check failed closed).
    */
   static String line(Verdict verdict) {
-    if (verdict.allowed()) {
-      return "ALLOWED " + verdict.decisionId();
+    if (verdict.allowed()) { // one line too, whatever the id holds (review 58e)
+      return ("ALLOWED " + String.join(" ", verdict.decisionId().trim().split("\\s+")))
+          .stripTrailing();
     }
     String message = verdict.message();
     if (verdict.failedClosed()) {

@@ -22,6 +22,9 @@ class CliTest {
             "STRATEGY:momo is TRIPPED: smoke", Cause.NONE, "", 1, "d-2", "STRATEGY:momo", "o-2")));
     assertEquals("DENIED CLIENT_FAIL_CLOSED deadline: no answer within 5 ms",
         Cli.line(Verdict.failed(Cause.DEADLINE, "no answer\nwithin  5 ms")));
+    assertEquals("ALLOWED x DENIED SCOPE_TRIPPED y", // review 58e: one line whatever it holds
+        Cli.line(new Verdict(true, DecisionReason.DECISION_REASON_ALLOWED, "", Cause.NONE, "",
+            1, "x\nDENIED SCOPE_TRIPPED  y ", "", "o-4")));
     assertEquals("DENIED MAX_ORDER_QUANTITY",
         Cli.line(new Verdict(false, DecisionReason.DECISION_REASON_MAX_ORDER_QUANTITY, "",
             Cause.NONE, "", 1, "d-3", "", "o-3")));
