@@ -22,7 +22,11 @@ of each phase, with the sidecar's CPU during the load:
 - `heartbeat-lists`: --scopes executors registered (heartbeats with an hour's TTL, before
   the quiet phase), then 8 `GetState(include_heartbeats)` calls in flight over TCP, each
   asked again as it is answered, for --seconds (reviews 56c, 56d: the 1,000 longest
-  silent were picked in one piece, 18 ms on the event loop at 100,000).
+  silent were picked in one piece, 18 ms on the event loop at 100,000);
+- `new-feeds`: 32 calls in flight over TCP, each the first tick of a data feed never seen
+  (a new symbol each time; window an hour), for --seconds (review 58d: each first tick
+  was stored in its command's turn, an fsync each, and every command and check waited
+  behind them; a timer run now stores those since the last in one write).
 
     python benchmarks/stop_under_load.py [--scenario NAME ...] [--seconds S] [--scopes N]
 """
@@ -48,7 +52,7 @@ from ess_sidecar.testing import SidecarProcess
 STALE_WINDOW_S = 2.0
 QUIET_TRIGGERS = 20
 IN_FLIGHT = {"unchecked-fills": 200, "watch-flood": 256, "state-reads": 8,
-             "heartbeat-lists": 8}
+             "heartbeat-lists": 8, "new-feeds": 32}
 REASON = "r" * 1000  # state-reads: each tripped scope's reason
 
 
@@ -188,6 +192,12 @@ def watch_call(scopes: int) -> Callable[[pbg.GuardServiceStub, int, int], Awaita
     return watch
 
 
+async def new_feed(stub: pbg.GuardServiceStub, worker: int, made: int) -> None:
+    await stub.ReportMetric(pb.ReportMetricRequest(
+        scope=pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id=f"F{worker}-{made}"),
+        metric=pb.METRIC_DATA_FEED_TICK, value=1), timeout=30)
+
+
 async def state_read(stub: StateReads, worker: int, made: int) -> None:
     await stub.GetState(pb.GetStateRequest(), timeout=60)
 
@@ -198,7 +208,8 @@ async def heartbeat_list(stub: StateReads, worker: int, made: int) -> None:
 
 async def scenario(name: str, seconds: float, scopes: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        config = f"[breakers.data_feed_stale]\nthreshold = 1\nwindow_s = {STALE_WINDOW_S}\n"
+        window = 3600.0 if name == "new-feeds" else STALE_WINDOW_S  # none goes stale
+        config = f"[breakers.data_feed_stale]\nthreshold = 1\nwindow_s = {window}\n"
         sidecar = SidecarProcess(Path(folder), config).start()
         try:
             async with grpc.aio.insecure_channel(sidecar.uds_target) as channel:
@@ -217,7 +228,8 @@ async def scenario(name: str, seconds: float, scopes: int) -> None:
                 else:
                     stop = asyncio.Event()
                     call = {"unchecked-fills": unchecked_fill, "state-reads": state_read,
-                            "heartbeat-lists": heartbeat_list}.get(name) or watch_call(scopes)
+                            "heartbeat-lists": heartbeat_list, "new-feeds": new_feed,
+                            }.get(name) or watch_call(scopes)
                     flooding = asyncio.ensure_future(flood(
                         sidecar, IN_FLIGHT[name], call, stop,
                         StateReads if name in ("state-reads", "heartbeat-lists")
@@ -241,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", action="append",
                         choices=["stale-feeds", "unchecked-fills", "watch-flood",
-                                 "state-reads", "heartbeat-lists"])
+                                 "state-reads", "heartbeat-lists", "new-feeds"])
     parser.add_argument("--seconds", type=float, default=30.0, help="load and measure (s)")
     parser.add_argument("--scopes", type=int, default=20_000,
                         help="feeds made stale; scopes each WatchState names;"
@@ -249,7 +261,7 @@ def main() -> None:
                         " heartbeat-lists")
     args = parser.parse_args()
     for name in args.scenario or ["stale-feeds", "unchecked-fills", "watch-flood",
-                                  "state-reads", "heartbeat-lists"]:
+                                  "state-reads", "heartbeat-lists", "new-feeds"]:
         asyncio.run(scenario(name, args.seconds, args.scopes))
 
 
