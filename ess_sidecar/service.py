@@ -794,8 +794,9 @@ class Guard(GuardReadings):
                 await asyncio.get_running_loop().run_in_executor(
                     self._store_thread(), lambda: self._store.save_feeds(feeds))
             except StoreUnavailable as error:  # the journal has them: a start saves them
-                log.warning("%d data feed(s) first ticked at the end not stored: %s",
-                            len(feeds), error)
+                log.warning("%d data feed(s) not stored at the stop (first ticked since the"
+                            " last timer run, or its write failed): the next start stores"
+                            " those its journal has: %s", len(feeds), error)
         self._drained = True
         self._floor.raise_to(self.engine.version)
         self._floor.close()

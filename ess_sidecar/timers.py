@@ -94,7 +94,9 @@ class Timers:
 
     def _failed(self, error: Exception) -> list[Transition]:
         if isinstance(error, StoreUnavailable):
-            self._failures.failed("timer transition could not be made durable", error)
+            self._failures.failed("a timer run's write (a transition, or the feeds first"
+                                  " ticked since the last run) could not be made durable",
+                                  error)
         else:  # a fault of ours: no stale feed, lost executor or re-arm might trip from
             # here on, and memory may be half changed; it fails closed as a call's fault
             # does (review 41d: it was logged, and orders went on being allowed)

@@ -456,14 +456,29 @@ def test_a_bit_flipped_in_a_seals_key_is_found(path, key):
     assert re.search(r"its seal .* is garbled: .*keys no seal has", refusal(path))
 
 
-def test_a_seal_an_earlier_version_wrote_with_a_generation_is_read(path):
+@pytest.mark.parametrize("resealed", [False, True])
+def test_a_generation_an_earlier_versions_seal_named_is_kept(path, resealed):
     """Review 58f: versions fdd0747 to 4609a24 wrote a lossy reseal's generation into the
-    seal; refused as an unknown key, their files failed closed after the upgrade."""
+    seal; refused as an unknown key, their files failed closed after the upgrade. Review
+    58g: read and dropped, the epoch from before the loss came back, and a stale forced
+    reset lifted the reseal's GLOBAL trip. It is kept in meta, by a start or a reseal."""
     written(path, HISTORY)
     reseal(path, {**seal_of(path), "generation": "0123456789abcdef"})
-    store = SqliteStateStore(path)
-    assert store.load().version == 4
-    store.close()
+    if resealed:
+        assert SqliteStateStore.reseal(path).generation == "0123456789abcdef"
+    for _ in range(2):  # the seal written by the first start names it no more
+        store = SqliteStateStore(path)
+        loaded_state = store.load()
+        store.close()
+        assert (loaded_state.version, loaded_state.generation) == (4, "0123456789abcdef")
+    assert "generation" not in seal_of(path)
+
+
+@pytest.mark.parametrize("generation", ["", "0123", "0123456789ABCDEF", 7])
+def test_a_garbled_generation_in_a_seal_is_found(path, generation):
+    written(path, HISTORY)
+    reseal(path, {**seal_of(path), "generation": generation})
+    assert re.search(r"its seal .* is garbled: .*generation", refusal(path))
 
 
 def test_a_seal_ahead_of_the_file_is_found(path):

@@ -382,7 +382,7 @@ class SqliteStateStore(StateStore):
     def load(self) -> StoredState:
         try:
             with self._transaction("BEGIN") as conn:
-                self._verify(conn)
+                found = self._verify(conn)
                 current = conn.execute(CURRENT).fetchall()
                 version, pruned, identity = conn.execute(
                     "SELECT last_version, pruned_through, identity FROM meta").fetchone()
@@ -397,7 +397,12 @@ class SqliteStateStore(StateStore):
         except StoreDamaged as error:
             self._broken = error  # nothing is written into a file that is not what was
             raise self._with_the_wal_found(error) from error
-        self._prove_writable(seal)
+        # The seals of versions fdd0747 to 4609a24 held a lossy reseal's generation, kept
+        # nowhere else: taken into meta, or the epoch from before the loss would come back
+        # (review 58g: a stale forced reset lifted the reseal's GLOBAL trip).
+        adopted = found.get("generation", "") if found is not None and not generation else ""
+        self._prove_writable(seal, adopted)
+        generation = generation or adopted
         with contextlib.suppress(OSError):
             self.found_wal.unlink(missing_ok=True)  # loaded: the WAL was as it should be
         with self._decoding():
@@ -407,15 +412,18 @@ class SqliteStateStore(StateStore):
                 registrations=[_registration(*row) for row in executors],
                 feeds=[_stored_scope(k, i) for k, i in feeds])
 
-    def _prove_writable(self, seal: dict[str, Any]) -> None:
+    def _prove_writable(self, seal: dict[str, Any], generation: str = "") -> None:
         """A durable write now, before anything is served: a store that cannot take one
         (read-only file or disk, full disk) would otherwise be found out only by the first
         trip, with orders allowed until then. Then the seal is written, even unchanged: a
         seal that cannot be written is found here too (review 31), and one behind the file
-        catches up with it (a crash between COMMIT and the seal)."""
+        catches up with it (a crash between COMMIT and the seal). `generation`: one to
+        keep in meta (load)."""
         try:
             with self._transaction("BEGIN IMMEDIATE") as conn:
                 conn.execute("UPDATE meta SET last_version = last_version")
+                if generation:
+                    _set_generation(conn, generation)
             self._write_seal(seal)
         except StoreUnavailable as error:
             raise StoreUnavailable(f"state store {self.path} is not writable: {error}") \
@@ -595,13 +603,22 @@ class SqliteStateStore(StateStore):
         except StoreDamaged:  # garbled: drawn anew, as after a loss
             kept = None
         if not summary.loses and kept is not None:
+            if not kept and (kept := self._sealed_generation()):  # as load() keeps it
+                _set_generation(conn, kept)
             return dataclasses.replace(summary, generation=kept)
-        if GENERATION_COLUMN not in _columns(conn, "meta"):  # no schema change: see above
-            conn.execute(f"ALTER TABLE meta ADD COLUMN {GENERATION_COLUMN} TEXT NOT NULL"
-                         " DEFAULT ''")
         generation = os.urandom(8).hex()
-        conn.execute(f"UPDATE meta SET {GENERATION_COLUMN} = ?", (generation,))
+        _set_generation(conn, generation)
         return dataclasses.replace(summary, generation=generation, drawn=True)
+
+    def _sealed_generation(self) -> str:
+        """The generation a seal of versions fdd0747 to 4609a24 names (load() keeps it);
+        "" for none, or a seal that cannot be read."""
+        try:
+            seal = self.seal.read()
+        except SealUnreadable:
+            return ""
+        found = seal.get("generation") if seal is not None else None
+        return found if isinstance(found, str) and GENERATION.fullmatch(found) else ""
 
     def _readable_seal(self) -> tuple[int, bytes, str, bytes | None] | None:
         """The seal as _parse_seal reads it; None if it is missing or unreadable, or names
@@ -1223,6 +1240,13 @@ def _registration(executor_id: Any, kind: Any, ident: Any, ttl_s: Any,
     return StoredRegistration(executor_id, _stored_scope(kind, ident), float(ttl_s), owner)
 
 
+def _set_generation(conn: sqlite3.Connection, generation: str) -> None:
+    if GENERATION_COLUMN not in _columns(conn, "meta"):  # no schema change: module docstring
+        conn.execute(f"ALTER TABLE meta ADD COLUMN {GENERATION_COLUMN} TEXT NOT NULL"
+                     " DEFAULT ''")
+    conn.execute(f"UPDATE meta SET {GENERATION_COLUMN} = ?", (generation,))
+
+
 def _has_table(conn: sqlite3.Connection, table: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                         (table,)).fetchone() is not None
@@ -1264,6 +1288,9 @@ def _parse_seal(seal: dict[str, Any]) -> tuple[int, bytes, str, bytes | None]:
     "identity" another key, the identity was taken as absent and its check skipped)."""
     if unknown := seal.keys() - SEAL_KEYS:
         raise ValueError(f"keys no seal has: {sorted(unknown)!r}"[:200])
+    if "generation" in seal and not (isinstance(seal["generation"], str)
+                                     and GENERATION.fullmatch(seal["generation"])):
+        raise ValueError(f"generation is {seal['generation']!r}"[:200])
     version, chain, latched = seal["version"], bytes.fromhex(seal["chain"]), seal["latched"]
     identity = bytes.fromhex(seal["identity"]) if "identity" in seal else None
     if type(version) is not int or not 0 <= version <= MOST_INTEGER or len(chain) != 16 \
