@@ -1,11 +1,14 @@
 """The one place an order is judged: the steps of docs/design.md, "Limits", in order; the
-first failure wins."""
+first failure wins. A fill that no reservation held is judged here too, by the same
+rules of room (late_fill_denial)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from .book import AccountBook
 from .decisions import DecisionReason, Denial
-from .exposure import check_exposure, reduces
+from .exposure import check_exposure, crosses, reduces
 from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
 from .states import State, Transition
@@ -43,3 +46,27 @@ def state_denial(order: Order, blocking: Transition, book: AccountBook) -> Denia
                       f" and {order.strategy}'s position in {order.symbol}, working orders"
                       " included", scope)
     return None
+
+
+# What a check measures as room: a fill no reservation held (late_fill_denial) may take an
+# account past it.
+_ROOM: Final = frozenset({DecisionReason.SYMBOL_EXPOSURE, DecisionReason.STRATEGY_EXPOSURE,
+                          DecisionReason.PORTFOLIO_EXPOSURE, DecisionReason.MAX_POSITIONS})
+
+
+def late_fill_denial(order: Order, blocking: Transition | None,
+                     book: AccountBook, limits: LimitSettings) -> Denial | None:
+    """Why a fill that no reservation held, of an order a snapshot ended while orders were
+    allowed after it (docs/design.md, known gap 13), took the account where no order may
+    go now: across zero while a scope of it is REDUCE_ONLY or stricter, or past an
+    exposure limit or max positions, as check_exposure judges `order` (the fill's part no
+    reservation held, at the fill's price) against the book before it. None if it did not,
+    or if the check cannot tell (no equity or no mark, a quantity it cannot represent):
+    the fill happened, and nothing of it is guessed."""
+    if blocking is not None and blocking.state is not State.ARMED and crosses(order, book):
+        return Denial(DecisionReason.REDUCE_ONLY,
+                      f"{blocking.scope} is {blocking.state.name}, and it takes the account's"
+                      f" or {order.strategy}'s position in {order.symbol} across zero,"
+                      " working orders included", blocking.scope)
+    denial = check_exposure(order, book, limits)
+    return denial if denial is not None and denial.reason in _ROOM else None

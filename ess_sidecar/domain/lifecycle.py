@@ -559,8 +559,7 @@ def _sync_orders(ledger: OrderLedger, account: str, open_orders: list[OpenOrder]
         if record.client_order_id not in listed \
                 and not _replace_in_flight(ledger, record, listed):
             ledger.confirm(record, said=False)  # its fills still owed stay reserved
-            ledger.end_but_pending(record)
-            record.unlisted = True
+            ledger.unlist(record)
     superseded = _superseded(ledger, account, listed)
     for coid, order in listed.items():
         known = ledger.exact(account, coid)

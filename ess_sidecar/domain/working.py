@@ -56,7 +56,7 @@ class OrderRecord:
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
                  "owed_late", "charged_late", "released_here", "restood", "final_filled",
-                 "cleared", "room_capped", "said_live", "said_room")
+                 "cleared", "room_capped", "said_live", "said_room", "unlisted_at")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -122,6 +122,9 @@ class OrderRecord:
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
+        # OrderLedger.allowed when it was left out: orders allowed after it may have taken
+        # its room (GuardEngine._late_fill)
+        self.unlisted_at = 0
         # The venue's word on it came (an update, a fill under its own id, a snapshot): a
         # replacement it has confirmed is no longer one the venue may yet reject.
         self.confirmed = False
@@ -245,6 +248,9 @@ class OrderLedger:
         # (account, client_order_id): of those, orders some of whose fills held there are
         # beyond what the order may fill: their fills trip when they come.
         self.included_unchecked: set[tuple[str, str]] = set()
+        # How many orders were allowed (reserved) since the start, replaces too: a
+        # sequence that AccountBook.last_allowed and OrderRecord.unlisted_at are told in.
+        self.allowed = 0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -352,6 +358,8 @@ class OrderLedger:
         record = self._track(OrderRecord(
             order.account, order.client_order_id, order.strategy, order.symbol, order.side,
             order.quantity, order.price, now, decision_id, remaining=order.quantity))
+        self.allowed += 1
+        self._book.account(order.account).last_allowed = self.allowed
         if self._count_identical:
             key = _identity(order)
             self._identical[key] = self._identical.get(key, 0) + 1
@@ -510,6 +518,14 @@ class OrderLedger:
             self.release(record, record.leaves_given_up)
         else:
             self.end(record)
+
+    def unlist(self, record: OrderRecord) -> None:
+        """A snapshot of the account's open orders left the order out: it ended, maybe
+        while it was in flight to the venue (its next word revives it). Its room is free
+        for the orders allowed after it, so when a fill of it comes all the same, it is
+        judged against them (GuardEngine._late_fill)."""
+        self.end_but_pending(record)
+        record.unlisted, record.unlisted_at = True, self.allowed
 
     def shrink(self, record: OrderRecord, most: float) -> None:
         """The venue's word that a working order may fill at most `most` more (its leaves,

@@ -4,6 +4,7 @@ account, look-alike ids are refused, and the reconciler role reports and nothing
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -77,6 +78,20 @@ def sync(stub, account: str = "acc-1", metadata: tuple = ()) -> None:  # noqa: A
         account=account, equity=EQUITY,
         positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=0, mark_price=MARK)]),
         metadata=metadata)
+
+
+@contextlib.contextmanager
+def restarted_tripped(sidecar: SidecarProcess) -> Iterator[tuple[object, pb.ScopeState]]:
+    """SIGKILL the sidecar and start it again on its files; a stub, and the one scope it
+    holds stopped, which must be acc-1 tripped by unchecked_order."""
+    sidecar.kill()
+    sidecar.start()
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        [scope] = stub.GetState(pb.GetStateRequest()).scopes
+        assert (scope.scope.id, scope.state, scope.breaker) == (
+            "acc-1", pb.STATE_TRIPPED, "unchecked_order")
+        yield stub, scope
 
 
 def invalid(call: Callable[[], object]) -> str:
@@ -186,6 +201,39 @@ def test_a_fill_after_its_order_was_cancelled_trips_even_across_a_restart(
         assert not stub.ReportFill(fill_of(y)).unchecked  # y's own fill is y's
 
 
+def test_a_late_fill_of_an_order_a_snapshot_left_out_trips_past_the_limit(
+        start_sidecar: StartSidecar) -> None:
+    """Known gap 13, review 58b: x (29 %) is allowed, a snapshot read before x reached the
+    venue leaves it out, y (29 %) is allowed into the room that freed, and x fills: 58 %
+    against 30 %, each fill within its own check. x's fill trips the account, and after
+    a SIGKILL and restart the trip and the book are as they were. z, in the same case but
+    within the limit, is booked untripped."""
+    sidecar = start_sidecar()
+    percent_29 = EQUITY * 0.29 / MARK
+    x, y = order(quantity=percent_29), order(quantity=percent_29)
+    z, w = (order(account="acc-2", quantity=EQUITY * 0.1 / MARK) for _ in range(2))
+    with grpc.insecure_channel(sidecar.uds_target) as channel:
+        stub = guard_stub(channel)
+        for account, checked in (("acc-1", x), ("acc-2", z)):
+            sync(stub, account)
+            assert stub.CheckOrder(checked).allowed
+            stub.SyncPositions(pb.SyncPositionsRequest(
+                account=account, equity=EQUITY, open_orders_complete=True,
+                positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=0,
+                                       mark_price=MARK)]))
+        assert stub.CheckOrder(y).allowed and stub.CheckOrder(w).allowed
+        late = stub.ReportFill(fill_of(x))
+        assert late.unchecked and late.account_state == pb.STATE_TRIPPED
+        assert late.position == percent_29  # the fill happened: it is booked
+        within = stub.ReportFill(fill_of(z))  # 20 % with w
+        assert not within.unchecked and within.account_state == pb.STATE_ARMED
+    with restarted_tripped(sidecar) as (stub, scope):
+        assert x.client_order_id in scope.reason and "left out" in scope.reason
+        assert "exposure would be 58% of equity (limit 30%)" in scope.reason
+        mine = stub.ReportFill(fill_of(y))  # y's own fill is y's; x's was replayed
+        assert not mine.unchecked and mine.position == 2 * percent_29
+
+
 def test_a_fill_id_reused_for_another_fill_trips_the_account_across_a_restart(
         start_sidecar: StartSidecar) -> None:
     """Review 29: the same fill_id for a fill of an order never allowed was answered
@@ -203,13 +251,7 @@ def test_a_fill_id_reused_for_another_fill_trips_the_account_across_a_restart(
         assert (reply.duplicate, reply.unchecked, reply.account_state) == (
             False, True, pb.STATE_TRIPPED)
         assert reply.position == 0  # not booked: which fill is true is not known
-    sidecar.kill()
-    sidecar.start()
-    with grpc.insecure_channel(sidecar.uds_target) as channel:
-        stub = guard_stub(channel)
-        [scope] = stub.GetState(pb.GetStateRequest()).scopes
-        assert (scope.scope.id, scope.state, scope.breaker) == (
-            "acc-1", pb.STATE_TRIPPED, "unchecked_order")
+    with restarted_tripped(sidecar) as (stub, scope):
         assert "exec-7 was applied before to another fill" in scope.reason
         again = stub.ReportFill(fill_of(checked, fill_id="exec-7"))
         assert (again.duplicate, again.position) == (True, 10)
