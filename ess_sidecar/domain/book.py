@@ -150,14 +150,6 @@ class Leg:
             return self.position > 0.0 and self.selling + quantity <= self.position * _SLACK
         return self.position < 0.0 and self.buying + quantity <= -self.position * _SLACK
 
-    def crossed_by(self, side: Side, quantity: float) -> bool:
-        """Whether an order on `side`, with every working order on that side filled, would
-        take this position across zero (a long sold short, a short bought long), by more
-        than the rounding reduced_by allows."""
-        if side is _SELL:
-            return self.position > 0.0 and self.selling + quantity > self.position * _SLACK
-        return self.position < 0.0 and self.buying + quantity > -self.position * _SLACK
-
     def idle(self) -> bool:
         return not self.position and not self.working
 
@@ -287,9 +279,9 @@ class AccountBook:
     # Open orders its last snapshot listed and the sidecar could not adopt (order ids at
     # limits.max_remembered_orders): what they reserve is unknown, so its orders are denied
     unadopted: int = 0
-    # OrderLedger.allowed when an order of the account was last allowed (0: none since
-    # the start): a fill of an order a snapshot ended may have lost its room to it
-    last_allowed: int = 0
+    # OrderLedger.taken when room of the account was last taken (0: never since the
+    # start): a fill of an order a snapshot ended may have lost its room to it
+    last_taken: int = 0
     _holders: dict[str, dict[str, StrategyLeg]] = field(default_factory=dict)  # by symbol
 
     def leg(self, strategy: str, symbol: str) -> StrategyLeg:

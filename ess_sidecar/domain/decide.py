@@ -8,7 +8,7 @@ from typing import Final
 
 from .book import AccountBook
 from .decisions import DecisionReason, Denial
-from .exposure import check_exposure, crosses, reduces
+from .exposure import check_exposure, reduces
 from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
 from .states import State, Transition
@@ -56,17 +56,18 @@ _ROOM: Final = frozenset({DecisionReason.SYMBOL_EXPOSURE, DecisionReason.STRATEG
 
 def late_fill_denial(order: Order, blocking: Transition | None,
                      book: AccountBook, limits: LimitSettings) -> Denial | None:
-    """Why a fill that no reservation held, of an order a snapshot ended while orders were
-    allowed after it (docs/design.md, known gap 13), took the account where no order may
-    go now: across zero while a scope of it is REDUCE_ONLY or stricter, or past an
-    exposure limit or max positions, as check_exposure judges `order` (the fill's part no
-    reservation held, at the fill's price) against the book before it. None if it did not,
-    or if the check cannot tell (no equity or no mark, a quantity it cannot represent):
-    the fill happened, and nothing of it is guessed."""
-    if blocking is not None and blocking.state is not State.ARMED and crosses(order, book):
+    """Why a fill of an order a snapshot ended, once room was taken after it (docs/design.md,
+    known gap 13), takes the account where no order may go now, judged as `order` (the
+    fill's size and price) on the book as if the fill's order held nothing: not reducing
+    the position while a scope of it is REDUCE_ONLY or stricter (REDUCE_ONLY's test), or
+    past an exposure limit or max positions (check_exposure's). None if it does not, or if
+    the check cannot tell (no equity or no mark, a quantity it cannot represent): the
+    fill happened, and nothing of it is guessed."""
+    if blocking is not None and blocking.state is not State.ARMED and not reduces(order, book):
         return Denial(DecisionReason.REDUCE_ONLY,
-                      f"{blocking.scope} is {blocking.state.name}, and it takes the account's"
-                      f" or {order.strategy}'s position in {order.symbol} across zero,"
-                      " working orders included", blocking.scope)
+                      f"{blocking.scope} is {blocking.state.name}, and this fill does not"
+                      f" reduce the account's and {order.strategy}'s position in"
+                      f" {order.symbol} (the working orders on its side included)",
+                      blocking.scope)
     denial = check_exposure(order, book, limits)
     return denial if denial is not None and denial.reason in _ROOM else None

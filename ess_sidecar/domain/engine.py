@@ -258,6 +258,10 @@ class GuardEngine:
         """An allowed order is working from now on, and counts toward the rate."""
         self._rate.record(order.strategy, now)
         record = self.orders.reserve(order, now, decision_id)
+        if order.replaces_client_order_id and (replacing is None or not replacing.working):
+            named = self.orders.exact(order.account, order.replaces_client_order_id)
+            if named is not None:  # no longer working: maybe a snapshot's mistake
+                self.orders.amend(named, record)
         if replacing is not None and replacing.working:
             self.orders.replace(replacing, record)
             # Remembered for the retention from now: a rejection of the replace makes it
@@ -309,33 +313,43 @@ class GuardEngine:
 
     def _late_fill(self, fill: Fill) -> str:
         """Why a fill of an order a snapshot ended (left out, maybe while it was in
-        flight) took the account past the room the orders allowed after it were judged
-        in ("" if it did not, or if none were). Its room was free for them, so both
-        filling went past a limit, each within its own check (known gap 13). Only what no
-        reservation held of it is judged (a snapshot's included fills and those it was
-        owed are), as an order of that much at the fill's price (late_fill_denial)."""
-        record = self.orders.exact(fill.account, fill.client_order_id)
-        if record is None or not record.unlisted or record.replaced_by \
+        flight: `OrderRecord.unlisted_at`) takes the account past a limit with its
+        working orders ("" if it does not). The order's room was free for the orders
+        allowed after the snapshot, each judged without it, so the two filling went past
+        the limit, each within its own check (known gap 13). So its fills are judged as an
+        order of their size at their price (late_fill_denial), on the book as if the
+        order reserved nothing and held none of them (a reservation its next word gave it
+        back came after that room was taken: review 59a), once room was taken after the
+        snapshot (OrderLedger.take_room: an order allowed, or such a fill booked); before
+        that, they are within what its own check left it. An amend of it that the sidecar
+        judged as a new order (OrderLedger.amend) holds part of them: at the venue the
+        two are one chain."""
+        orders, account = self.orders, fill.account
+        record = orders.exact(account, fill.client_order_id)
+        book = self.book.peek(account)
+        if record is None or book is None or record.unlisted_at < 0 or record.replaced_by \
+                or book.last_taken <= record.unlisted_at \
                 or (record.strategy, record.symbol, record.side) \
-                != (fill.strategy, fill.symbol, fill.side):
+                != (fill.strategy, fill.symbol, fill.side) \
+                or orders.applied_before(fill) is not None:
             return ""
-        book = self.book.peek(fill.account)
-        if book is None or book.last_allowed <= record.unlisted_at \
-                or self.orders.applied_before(fill) is not None:
+        counted = orders.counted(account, fill.client_order_id, fill.quantity)
+        amendment = orders.amendment(record)
+        quantity = fill.quantity - (min(fill.quantity, amendment.remaining)
+                                    if amendment is not None else 0.0)
+        if not quantity > fill.quantity * FILL_TOLERANCE:
             return ""
-        held = self.orders.counted(fill.account, fill.client_order_id, fill.quantity) \
-            + record.remaining
-        if not fill.quantity - held > fill.quantity * FILL_TOLERANCE:
-            return ""
-        order = Order(fill.account, fill.strategy, fill.symbol, fill.side,
-                      fill.quantity - held, fill.price, client_order_id=fill.client_order_id)
+        order = Order(account, fill.strategy, fill.symbol, fill.side, quantity, fill.price,
+                      client_order_id=fill.client_order_id)
         blocking = self._blocking(order) if self._current or self._holding else None
-        denial = late_fill_denial(order, blocking, book, self.config.limits)
+        with orders.without(record, owed=False, unbooked=counted):
+            denial = late_fill_denial(order, blocking, book, self.config.limits)
         if denial is None:
             return ""
-        return (f"fill {fill.fill_id} for order {fill.client_order_id}, which a snapshot"
-                " left out (its room went to the orders allowed since), goes past what"
-                f" they were judged with: {denial.message}")
+        return (f"fill {fill.fill_id} for order {fill.client_order_id} takes the account"
+                " past a limit with its working orders: a snapshot had left the order out,"
+                " and its room was free for what was allowed or filled since: "
+                f"{denial.message}")
 
     def _band(self, symbol: str) -> float:
         """The symbol's price band (percent; 0: off), which bounds what a fill's price

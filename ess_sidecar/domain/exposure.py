@@ -65,15 +65,6 @@ def reduces(order: Order, book: AccountBook) -> bool:
             and leg.reduced_by(order.side, order.quantity))
 
 
-def crosses(order: Order, book: AccountBook) -> bool:
-    """Whether the order, with every working order on its side filled, takes the account's
-    net position or the strategy's own in the symbol across zero (what REDUCE_ONLY never
-    admits)."""
-    net, leg = book.nets.get(order.symbol), book.legs.get((order.strategy, order.symbol))
-    return (net is not None and net.crossed_by(order.side, order.quantity)
-            or leg is not None and leg.crossed_by(order.side, order.quantity))
-
-
 def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> Denial | None:
     """Step 5 of the check: the order can move what it touches, then exposure after it,
     then open positions."""

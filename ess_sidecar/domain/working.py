@@ -56,7 +56,8 @@ class OrderRecord:
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
                  "owed_late", "charged_late", "released_here", "restood", "final_filled",
-                 "cleared", "room_capped", "said_live", "said_room", "unlisted_at")
+                 "cleared", "room_capped", "said_live", "said_room", "unlisted_at",
+                 "amended_by")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -122,9 +123,14 @@ class OrderRecord:
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
-        # OrderLedger.allowed when it was left out: orders allowed after it may have taken
-        # its room (GuardEngine._late_fill)
-        self.unlisted_at = 0
+        # OrderLedger.taken when a snapshot first left it out (-1: never), kept when its
+        # next word revives it: room taken after that may have been its, so its fills are
+        # judged with what took it (GuardEngine._late_fill)
+        self.unlisted_at = -1
+        # An order allowed after that, naming it in replaces_client_order_id: an amend
+        # the sidecar judged as a new order (it no longer worked), which the venue may
+        # have made of it, so its fills and the amend's are one chain's there
+        self.amended_by = ""
         # The venue's word on it came (an update, a fill under its own id, a snapshot): a
         # replacement it has confirmed is no longer one the venue may yet reject.
         self.confirmed = False
@@ -248,9 +254,9 @@ class OrderLedger:
         # (account, client_order_id): of those, orders some of whose fills held there are
         # beyond what the order may fill: their fills trip when they come.
         self.included_unchecked: set[tuple[str, str]] = set()
-        # How many orders were allowed (reserved) since the start, replaces too: a
-        # sequence that AccountBook.last_allowed and OrderRecord.unlisted_at are told in.
-        self.allowed = 0
+        # How many times room was taken since the start (take_room): a sequence that
+        # AccountBook.last_taken and OrderRecord.unlisted_at are told in.
+        self.taken = 0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -358,8 +364,7 @@ class OrderLedger:
         record = self._track(OrderRecord(
             order.account, order.client_order_id, order.strategy, order.symbol, order.side,
             order.quantity, order.price, now, decision_id, remaining=order.quantity))
-        self.allowed += 1
-        self._book.account(order.account).last_allowed = self.allowed
+        self.take_room(order.account)
         if self._count_identical:
             key = _identity(order)
             self._identical[key] = self._identical.get(key, 0) + 1
@@ -409,22 +414,29 @@ class OrderLedger:
             self._book.forget_if_empty(record.account)
 
     @contextmanager
-    def without(self, record: OrderRecord | None) -> Iterator[None]:
-        """The book as if `record` (a working order being replaced) reserved nothing."""
-        if record is None or not record.working:
+    def without(self, record: OrderRecord | None, owed: bool = True,
+                unbooked: float = 0.0) -> Iterator[None]:
+        """The book as if `record` (a working order being replaced) reserved nothing but
+        the fills it is owed (none, if not `owed`), and `unbooked` of its fills that a
+        snapshot's positions hold were not in them yet."""
+        if record is None or not (record.working or unbooked > 0.0):
             yield
             return
         legs = self._legs(record)
-        saved = [leg.saved() for leg in legs]
-        kept = record.owed  # owed fills: the replace keeps them
+        saved = [(leg.saved(), leg.position) for leg in legs]
+        kept = record.owed if owed else 0.0  # owed fills: the replace keeps them
         # Its price stays counted: until the venue's word on the replace, its leaves may
         # still fill at it (the replacement holds it once allowed: replace()).
         for leg in legs:
-            leg.release(record.side, record.remaining - kept, ended=not kept > 0.0)
+            if record.working:
+                leg.release(record.side, record.remaining - kept, ended=not kept > 0.0)
+            if unbooked > 0.0:
+                leg.move(-unbooked if record.side is Side.BUY else unbooked)
         try:
             yield
         finally:
-            for leg, before in zip(legs, saved):
+            for leg, (before, position) in zip(legs, saved):
+                leg.position = position  # exactly as it was, not moved back in floats
                 leg.restore(before)
 
     def replace(self, original: OrderRecord, replacement: OrderRecord) -> None:
@@ -519,13 +531,35 @@ class OrderLedger:
         else:
             self.end(record)
 
+    def take_room(self, account: str) -> None:
+        """Room of the account was taken: an order allowed (a replace too), or a fill that
+        no reservation held booked (lifecycle.unreserved). Either may be what a fill of an
+        order a snapshot ended before it finds gone (GuardEngine._late_fill)."""
+        self.taken += 1
+        self._book.account(account).last_taken = self.taken
+
     def unlist(self, record: OrderRecord) -> None:
         """A snapshot of the account's open orders left the order out: it ended, maybe
         while it was in flight to the venue (its next word revives it). Its room is free
         for the orders allowed after it, so when a fill of it comes all the same, it is
-        judged against them (GuardEngine._late_fill)."""
+        judged with them, even once its next word has revived it
+        (GuardEngine._late_fill)."""
         self.end_but_pending(record)
-        record.unlisted, record.unlisted_at = True, self.allowed
+        record.unlisted = True
+        if record.unlisted_at < 0:  # the first time: room taken since may have been its
+            record.unlisted_at = self.taken
+
+    def amend(self, record: OrderRecord, amendment: OrderRecord) -> None:
+        """`amendment`, just allowed, named `record`, which no longer worked, in its
+        replaces_client_order_id: judged as a new order, it may be what the venue made
+        of `record` if a snapshot ended that while it was live (GuardEngine._late_fill)."""
+        if record.unlisted_at >= 0 and (record.strategy, record.symbol, record.side) \
+                == (amendment.strategy, amendment.symbol, amendment.side):
+            record.amended_by = amendment.client_order_id
+
+    def amendment(self, record: OrderRecord) -> OrderRecord | None:
+        """The order that amended `record` (amend), if it is remembered."""
+        return self.exact(record.account, record.amended_by) if record.amended_by else None
 
     def shrink(self, record: OrderRecord, most: float) -> None:
         """The venue's word that a working order may fill at most `most` more (its leaves,

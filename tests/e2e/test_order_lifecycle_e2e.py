@@ -204,10 +204,11 @@ def test_a_fill_after_its_order_was_cancelled_trips_even_across_a_restart(
 def test_a_late_fill_of_an_order_a_snapshot_left_out_trips_past_the_limit(
         start_sidecar: StartSidecar) -> None:
     """Known gap 13, review 58b: x (29 %) is allowed, a snapshot read before x reached the
-    venue leaves it out, y (29 %) is allowed into the room that freed, and x fills: 58 %
-    against 30 %, each fill within its own check. x's fill trips the account, and after
-    a SIGKILL and restart the trip and the book are as they were. z, in the same case but
-    within the limit, is booked untripped."""
+    venue leaves it out, y (29 %) is allowed into the room that freed, the venue acks x
+    (OPEN, which gives it its reservation back: review 59a), and x fills: 58 % against
+    30 %, each fill within its own check. x's fill trips the account, and after a SIGKILL
+    and restart the trip and the book are as they were. z, in the same case but within
+    the limit, is booked untripped."""
     sidecar = start_sidecar()
     percent_29 = EQUITY * 0.29 / MARK
     x, y = order(quantity=percent_29), order(quantity=percent_29)
@@ -222,13 +223,16 @@ def test_a_late_fill_of_an_order_a_snapshot_left_out_trips_past_the_limit(
                 positions=[pb.Position(strategy="momo", symbol="AAPL", quantity=0,
                                        mark_price=MARK)]))
         assert stub.CheckOrder(y).allowed and stub.CheckOrder(w).allowed
+        assert stub.ReportOrderUpdate(pb.ReportOrderUpdateRequest(
+            account="acc-1", client_order_id=x.client_order_id, status=pb.ORDER_STATUS_OPEN,
+            remaining_quantity=percent_29, filled_quantity=0)).known
         late = stub.ReportFill(fill_of(x))
         assert late.unchecked and late.account_state == pb.STATE_TRIPPED
         assert late.position == percent_29  # the fill happened: it is booked
         within = stub.ReportFill(fill_of(z))  # 20 % with w
         assert not within.unchecked and within.account_state == pb.STATE_ARMED
     with restarted_tripped(sidecar) as (stub, scope):
-        assert x.client_order_id in scope.reason and "left out" in scope.reason
+        assert x.client_order_id in scope.reason and "had left the order out" in scope.reason
         assert "exposure would be 58% of equity (limit 30%)" in scope.reason
         mine = stub.ReportFill(fill_of(y))  # y's own fill is y's; x's was replayed
         assert not mine.unchecked and mine.position == 2 * percent_29

@@ -6,16 +6,19 @@ no order allowed since, is booked as before."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from ess_sidecar.domain.breakers import Breaker
 from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings
-from ess_sidecar.domain.orders import IncludedFills, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.orders import IncludedFills, OpenOrder, OrderStatus, OrderUpdate, Side
 from ess_sidecar.domain.states import State, TriggerMode
 
-from .conftest import ACCOUNT, T0, account, fill, make_engine, order, position, \
-    report_fill, trip
+from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
+    position, report_fill, trip
 
 R = DecisionReason
 
@@ -46,7 +49,7 @@ def test_a_late_fill_past_the_limit_with_an_order_allowed_into_its_room_trips():
     _left_out(engine)
     b = _allowed(engine, order(290, client_order_id="B"))
     outcome = report_fill(engine, fill(290, client_order_id=a))
-    assert "which a snapshot left out" in outcome.unchecked
+    assert "a snapshot had left the order out" in outcome.unchecked
     assert "symbol BTC-USD exposure would be 58% of equity (limit 30%)" in outcome.unchecked
     assert outcome.position == 290
     assert _tripped(engine)
@@ -121,8 +124,8 @@ def test_a_late_reducing_fill_that_crosses_zero_under_reduce_only_trips(
     outcome = report_fill(engine, fill(late, side=Side.SELL, client_order_id=a))
     assert outcome.position == 100 - late
     assert _tripped(engine) is tripped
-    assert ("is REDUCE_ONLY, and it takes the account's or strat-1's position in BTC-USD"
-            " across zero" in outcome.unchecked) is tripped
+    assert ("is REDUCE_ONLY, and this fill does not reduce the account's and strat-1's"
+            " position in BTC-USD" in outcome.unchecked) is tripped
 
 
 def test_a_late_fill_opening_a_symbol_past_max_positions_trips():
@@ -151,3 +154,322 @@ def test_the_late_fill_repeated_is_a_duplicate_and_its_revival_ends_the_judging(
     engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 100.0, 0.0))  # live: it
     assert engine.check(order(250), T0).reason is R.SYMBOL_EXPOSURE  # reserves again
     assert not report_fill(engine, fill(100, client_order_id=a)).unchecked
+
+
+def test_room_a_late_fill_took_is_taken_for_the_next_snapshots_orders():
+    """Two stale snapshots: A ended by the first, B allowed into its room and ended by the
+    second, then both filled. No order was allowed after the second snapshot, but A's
+    fill took room after it (OrderLedger.take_room): B's fill is judged, and trips."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(290, client_order_id="A"))
+    _left_out(engine)
+    b = _allowed(engine, order(290, client_order_id="B"))
+    _left_out(engine)
+    assert not report_fill(engine, fill(290, client_order_id=a)).unchecked  # 290 of 300
+    assert "exposure would be 58% of equity" in report_fill(
+        engine, fill(290, client_order_id=b)).unchecked
+    assert _tripped(engine)
+
+
+def _a_left_out_then_b(engine: GuardEngine, b: float = 290) -> str:
+    """A (290) allowed, a snapshot read before it reached the venue, B allowed into its
+    room; A's id."""
+    a = _allowed(engine, order(290, client_order_id="A"))
+    _left_out(engine)
+    _allowed(engine, order(b, client_order_id="B"))
+    return a
+
+
+def _listing(*coids: str) -> list[OpenOrder]:
+    return [OpenOrder(coid, STRATEGY, SYMBOL, Side.BUY, 290, 100.0) for coid in coids]
+
+
+@pytest.mark.parametrize("word", ["open", "listed", "expired_with_fills", "included"])
+def test_a_word_on_the_left_out_order_before_its_fill_keeps_it_judged(word: str):
+    """Review 59a: the venue's New ack (OPEN), the next snapshot listing A and B, an IOC's
+    EXPIRED with its fills, or a snapshot whose positions hold A's fill: each came before
+    A's fill and gave A back a reservation (or booked the fill) after B took its room.
+    A's fill is still judged, with that reservation (or booking) taken out, and trips."""
+    engine = make_engine(equity=100_000)
+    a = _a_left_out_then_b(engine)
+    filled = 290.0
+    if word == "open":
+        engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 290.0, 0.0))
+    elif word == "listed":
+        engine.sync_positions(ACCOUNT, 100_000, [position(0)], _listing(a, "B"), T0)
+    elif word == "expired_with_fills":
+        filled = 100.0
+        engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.EXPIRED, None, filled))
+    else:
+        engine.sync_positions(ACCOUNT, 100_000, [position(290)], _listing("B"), T0,
+                              [IncludedFills(a, 290), IncludedFills("B", 0)])
+    outcome = report_fill(engine, fill(filled, client_order_id=a))
+    assert "a snapshot had left the order out" in outcome.unchecked
+    assert _tripped(engine)
+
+
+def test_a_word_that_revives_the_order_before_room_is_taken_leaves_its_fill_within():
+    """A revived by its OPEN before B: B is judged with A's reservation, so A's fill,
+    judged, is within the limit."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(290, client_order_id="A"))
+    _left_out(engine)
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 290.0, 0.0))
+    assert engine.check(order(20), T0).reason is R.SYMBOL_EXPOSURE
+    _allowed(engine, order(10, client_order_id="B"))
+    assert not report_fill(engine, fill(290, client_order_id=a)).unchecked
+    assert not _tripped(engine)
+
+
+def test_a_late_sell_from_flat_under_reduce_only_trips():
+    """Review 59a: long 100 under REDUCE_ONLY, sell A (100) left out, sell B (100)
+    allowed and filled first: the position is flat, and A's fill takes it short."""
+    engine = make_engine(equity=1_000_000)
+    engine.sync_positions(ACCOUNT, 1_000_000, [position(100)])
+    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
+    a = _allowed(engine, order(100, side=Side.SELL, client_order_id="A"))
+    _left_out(engine, 100)
+    b = _allowed(engine, order(100, side=Side.SELL, client_order_id="B"))
+    assert not report_fill(engine, fill(100, side=Side.SELL, client_order_id=b)).unchecked
+    outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=a))
+    assert "does not reduce" in outcome.unchecked and outcome.position == -100
+    assert _tripped(engine)
+
+
+def test_a_second_snapshot_leaving_the_order_out_keeps_when_it_was_first_left_out():
+    """Review 59a: A worked on for 10 owed fills after the first snapshot, B was allowed,
+    and a second snapshot, listing B, left A out again: it moved A's mark past B, and A's
+    fills passed unjudged (57 %)."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(290, client_order_id="A"))
+    engine.update_order(OrderUpdate(ACCOUNT, a, OrderStatus.OPEN, 280.0, 10.0))
+    _left_out(engine)
+    b = _allowed(engine, order(280, client_order_id="B"))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)],
+                          [OpenOrder(b, STRATEGY, SYMBOL, Side.BUY, 280, 100.0)], T0)
+    assert not report_fill(engine, fill(10, client_order_id=a)).unchecked  # owed
+    assert "exposure would be 57% of equity" in report_fill(
+        engine, fill(280, client_order_id=a)).unchecked
+    assert _tripped(engine)
+
+
+def test_an_amend_judged_as_a_new_order_is_one_chain_with_the_order_it_named():
+    """Review 59a, honest: A left out while in flight, the strategy amends it (A2
+    replacing A, judged as new since A no longer worked), 100 of A had filled before the
+    amend landed. The venue's chain fills 290 at most: no trip. An order naming A in
+    replaces_client_order_id that is not an amend of it (another symbol) is refused."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(290, client_order_id="A"))
+    _left_out(engine)
+    a2 = _allowed(engine, order(290, client_order_id="A2", replaces=a))
+    assert not report_fill(engine, fill(100, client_order_id=a)).unchecked
+    assert not report_fill(engine, fill(190, client_order_id=a2)).unchecked
+    assert not _tripped(engine)
+    engine = make_engine(equity=100_000)
+    a = _a_left_out_then_b(engine)
+    _allowed(engine, order(1, client_order_id="A2", replaces=a))  # B holds the room
+    assert report_fill(engine, fill(290, client_order_id=a)).unchecked
+
+
+LATE_STRATEGIES, LATE_SYMBOLS = ("s1", "s2"), ("X", "Y")
+LATE_LIMITS = LimitSettings(max_symbol_exposure_pct=30, max_strategy_exposure_pct=45,
+                            max_portfolio_exposure_pct=70, max_orders_per_second=0,
+                            duplicate_identical_orders=0)
+
+
+def assert_within_late_limits(positions: dict[tuple[str, str], float]) -> None:
+    """Positions by (strategy, symbol), at the mark of 100 on equity of 100,000, within
+    LATE_LIMITS: 300 units net per symbol, 450 per strategy, 700 in all."""
+    net = {y: sum(q for (_, s), q in positions.items() if s == y) for y in LATE_SYMBOLS}
+    for symbol, quantity in net.items():
+        assert abs(quantity) <= 300 + 1e-6, (symbol, quantity)
+    legs = {s: sum(abs(q) for (t, _), q in positions.items() if t == s)
+            for s in LATE_STRATEGIES}
+    for strategy, quantity in legs.items():
+        assert quantity <= 450 + 1e-6, (strategy, quantity)
+    assert sum(legs.values()) <= 700 + 1e-6
+
+
+class StaleSnapshots(RuleBasedStateMachine):
+    """A venue that fills every order the sidecar allowed, in parts, and snapshots read
+    before any order reached it (they list none, and hold the fills reported) or read
+    honestly (they list every order with leaves): whatever the order of events, the
+    account's positions stay within its limits, or the account is tripped. The prices
+    are the mark, and equity never moves, so only room given twice can pass a limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = make_engine(limits=LATE_LIMITS, equity=None)
+        self.venue: dict[str, list] = {}  # coid -> [strategy, symbol, side, leaves, reported]
+        self.held: dict[tuple[str, str], float] = {}  # (strategy, symbol) -> reported
+        self.sync([])
+
+    def sync(self, open_orders: list[OpenOrder]) -> None:
+        positions = [position(self.held.get((s, y), 0.0), strategy=s, symbol=y)
+                     for s in LATE_STRATEGIES for y in LATE_SYMBOLS]
+        included = [IncludedFills(coid, v[4]) for coid, v in self.venue.items()]
+        self.engine.sync_positions(ACCOUNT, 100_000, positions, open_orders, T0, included)
+
+    @rule(strategy=st.sampled_from(LATE_STRATEGIES), symbol=st.sampled_from(LATE_SYMBOLS),
+          side=st.sampled_from(Side), quantity=st.sampled_from([1, 40, 100, 160, 290]))
+    def check(self, strategy: str, symbol: str, side: Side, quantity: int) -> None:
+        checked = order(quantity, side=side, strategy=strategy, symbol=symbol)
+        if self.engine.check(checked, T0).allowed:
+            self.venue[checked.client_order_id] = [strategy, symbol, side, float(quantity), 0.0]
+
+    @rule(pick=st.integers(0, 10_000), whole=st.booleans())
+    def fill(self, pick: int, whole: bool) -> None:
+        live = [coid for coid, v in self.venue.items() if v[3] > 0]
+        if not live:
+            return
+        coid = live[pick % len(live)]
+        strategy, symbol, side, leaves, _ = self.venue[coid]
+        quantity = leaves if whole or leaves < 2 else float(int(leaves) // 2)
+        self.venue[coid][3] -= quantity
+        self.venue[coid][4] += quantity
+        signed = quantity if side is Side.BUY else -quantity
+        self.held[(strategy, symbol)] = self.held.get((strategy, symbol), 0.0) + signed
+        report_fill(self.engine, fill(quantity, side=side, strategy=strategy, symbol=symbol,
+                                      client_order_id=coid))
+
+    @rule()
+    def stale_snapshot(self) -> None:
+        self.sync([])
+
+    @rule()
+    def honest_snapshot(self) -> None:
+        self.sync([OpenOrder(coid, v[0], v[1], v[2], v[3], 100.0)
+                   for coid, v in self.venue.items() if v[3] > 0])
+
+    @invariant()
+    def within_the_limits_or_tripped(self) -> None:
+        if self.engine.state_of(account()) is not State.TRIPPED:
+            assert_within_late_limits(self.held)
+
+
+StaleSnapshots.TestCase.settings = settings(max_examples=300, stateful_step_count=30,
+                                            deadline=None)
+TestStaleSnapshots = StaleSnapshots.TestCase
+
+
+class LateWords(RuleBasedStateMachine):
+    """A venue that fills the orders the sidecar allowed, in parts, with every word of it
+    reported late or early: fills reported in any order after they happen, acks (OPEN
+    with the venue's leaves and cumulative fills), cancels, and snapshots read at one
+    moment and delivered after others (their positions as of the read, their open orders
+    those live then, and every order the executor knows named in included_fills with
+    what it had filled at the read). Once every fill is reported, the account's
+    positions are within its limits, or the account is tripped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = make_engine(limits=LATE_LIMITS, equity=None)
+        self.venue: dict[str, list] = {}  # coid -> [strategy, symbol, side, leaves, filled]
+        self.truth: dict[tuple[str, str], float] = {}  # (strategy, symbol) -> position
+        self.unreported: list[tuple[str, float]] = []
+        self.read: tuple | None = None
+        self.engine.sync_positions(ACCOUNT, 100_000, [
+            position(0, strategy=s, symbol=y) for s in LATE_STRATEGIES for y in LATE_SYMBOLS])
+
+    def _pick(self, pick: int) -> str | None:
+        coids = [c for c, v in self.venue.items() if v[3] > 0]
+        return coids[pick % len(coids)] if coids else None
+
+    @rule(strategy=st.sampled_from(LATE_STRATEGIES), symbol=st.sampled_from(LATE_SYMBOLS),
+          side=st.sampled_from(Side), quantity=st.sampled_from([1, 40, 100, 160, 290]))
+    def check(self, strategy: str, symbol: str, side: Side, quantity: int) -> None:
+        checked = order(quantity, side=side, strategy=strategy, symbol=symbol)
+        if self.engine.check(checked, T0).allowed:
+            self.venue[checked.client_order_id] = [strategy, symbol, side, float(quantity),
+                                                   0.0]
+
+    @rule(pick=st.integers(0, 10_000), whole=st.booleans())
+    def execute(self, pick: int, whole: bool) -> None:
+        coid = self._pick(pick)
+        if coid is not None:
+            leaves = self.venue[coid][3]
+            self._execute(coid, leaves if whole or leaves < 2 else float(int(leaves) // 2))
+
+    def _execute(self, coid: str, quantity: float) -> None:
+        strategy, symbol, side = self.venue[coid][:3]
+        self.venue[coid][3] -= quantity
+        self.venue[coid][4] += quantity
+        key = (strategy, symbol)
+        self.truth[key] = self.truth.get(key, 0.0) + (quantity if side is Side.BUY
+                                                      else -quantity)
+        self.unreported.append((coid, quantity))
+
+    @rule(pick=st.integers(0, 10_000))
+    def report(self, pick: int) -> None:
+        if self.unreported:
+            coid, quantity = self.unreported.pop(pick % len(self.unreported))
+            strategy, symbol, side = self.venue[coid][:3]
+            report_fill(self.engine, fill(quantity, side=side, strategy=strategy,
+                                          symbol=symbol, client_order_id=coid))
+
+    @rule(pick=st.integers(0, 10_000), quantity=st.sampled_from([1, 40, 100, 160, 290]))
+    def amend(self, pick: int, quantity: int) -> None:
+        """A cancel/replace of a live order: at the venue the replacement's leaves are
+        its quantity, and the original has none left."""
+        coid = self._pick(pick)
+        if coid is None:
+            return
+        strategy, symbol, side = self.venue[coid][:3]
+        checked = order(quantity, side=side, strategy=strategy, symbol=symbol, replaces=coid)
+        if self.engine.check(checked, T0).allowed:
+            self.venue[coid][3] = 0.0
+            self.venue[checked.client_order_id] = [strategy, symbol, side, float(quantity),
+                                                   0.0]
+
+    @rule(pick=st.integers(0, 10_000))
+    def ack(self, pick: int) -> None:
+        coid = self._pick(pick)
+        if coid is not None:
+            self.engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.OPEN,
+                                                 self.venue[coid][3], self.venue[coid][4]))
+
+    @rule(pick=st.integers(0, 10_000))
+    def cancel(self, pick: int) -> None:
+        coid = self._pick(pick)
+        if coid is not None:
+            self.venue[coid][3] = 0.0
+            self.engine.update_order(OrderUpdate(ACCOUNT, coid, OrderStatus.CANCELLED, None,
+                                                 self.venue[coid][4]))
+
+    @rule()
+    def read_snapshot(self) -> None:
+        self.read = (dict(self.truth),
+                     [OpenOrder(c, v[0], v[1], v[2], v[3], 100.0)
+                      for c, v in self.venue.items() if v[3] > 0],
+                     {c: v[4] for c, v in self.venue.items()})
+
+    @rule()
+    def deliver_snapshot(self) -> None:
+        if self.read is None:
+            return
+        held, listed, filled = self.read
+        self.read = None
+        self.engine.sync_positions(
+            ACCOUNT, 100_000, [position(held.get((s, y), 0.0), strategy=s, symbol=y)
+                               for s in LATE_STRATEGIES for y in LATE_SYMBOLS],
+            listed, T0, [IncludedFills(c, filled.get(c, 0.0)) for c in self.venue])
+
+    @invariant()
+    def within_the_limits_or_tripped(self) -> None:
+        if self.unreported or self.engine.state_of(account()) is State.TRIPPED:
+            return
+        assert_within_late_limits(self.truth)
+
+    def teardown(self) -> None:
+        """The worst end: every order the venue holds fills, and every fill is reported."""
+        for coid, venue in self.venue.items():
+            if venue[3] > 0:
+                self._execute(coid, venue[3])
+        while self.unreported:
+            self.report(0)
+        self.within_the_limits_or_tripped()
+
+
+LateWords.TestCase.settings = settings(max_examples=300, stateful_step_count=40,
+                                       deadline=None)
+TestLateWords = LateWords.TestCase
