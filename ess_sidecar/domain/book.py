@@ -279,9 +279,6 @@ class AccountBook:
     # Open orders its last snapshot listed and the sidecar could not adopt (order ids at
     # limits.max_remembered_orders): what they reserve is unknown, so its orders are denied
     unadopted: int = 0
-    # OrderLedger.taken when room of the account was last taken (0: never since the
-    # start): a fill of an order a snapshot ended may have lost its room to it
-    last_taken: int = 0
     _holders: dict[str, dict[str, StrategyLeg]] = field(default_factory=dict)  # by symbol
 
     def leg(self, strategy: str, symbol: str) -> StrategyLeg:

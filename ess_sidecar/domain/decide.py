@@ -56,13 +56,13 @@ _ROOM: Final = frozenset({DecisionReason.SYMBOL_EXPOSURE, DecisionReason.STRATEG
 
 def late_fill_denial(order: Order, blocking: Transition | None,
                      book: AccountBook, limits: LimitSettings) -> Denial | None:
-    """Why a fill of an order a snapshot ended, once room was taken after it (docs/design.md,
-    known gap 13), takes the account where no order may go now, judged as `order` (the
-    fill's size and price) on the book as if the fill's order held nothing: not reducing
-    the position while a scope of it is REDUCE_ONLY or stricter (REDUCE_ONLY's test), or
-    past an exposure limit or max positions (check_exposure's). None if it does not, or if
-    the check cannot tell (no equity or no mark, a quantity it cannot represent): the
-    fill happened, and nothing of it is guessed."""
+    """Why a fill of an order a snapshot ended once (docs/design.md, known gap 13) takes
+    the account where no order may go now, judged as `order` (the fill's size and price)
+    on the book as if the fill's order held nothing: not reducing the position while a
+    scope of it is REDUCE_ONLY or stricter (REDUCE_ONLY's test), or past an exposure
+    limit or max positions (check_exposure's). None if it does not, or if the check
+    cannot tell (no equity or no mark, a quantity it cannot represent): the fill
+    happened, and nothing of it is guessed."""
     if blocking is not None and blocking.state is not State.ARMED and not reduces(order, book):
         return Denial(DecisionReason.REDUCE_ONLY,
                       f"{blocking.scope} is {blocking.state.name}, and this fill does not"

@@ -312,23 +312,23 @@ class GuardEngine:
         return plan, outcome
 
     def _late_fill(self, fill: Fill) -> str:
-        """Why a fill of an order a snapshot ended (left out, maybe while it was in
-        flight: `OrderRecord.unlisted_at`) takes the account past a limit with its
-        working orders ("" if it does not). The order's room was free for the orders
-        allowed after the snapshot, each judged without it, so the two filling went past
-        the limit, each within its own check (known gap 13). So its fills are judged as an
+        """Why a fill of an order a snapshot ended once (left out, maybe while it was in
+        flight: `OrderRecord.left_out`) takes the account past a limit with its working
+        orders ("" if it does not). The order's room was free for the orders allowed
+        after the snapshot, each judged without it, so the two filling went past the
+        limit, each within its own check (known gap 13). So its fills are judged as an
         order of their size at their price (late_fill_denial), on the book as if the
-        order reserved nothing and held none of them (a reservation its next word gave it
-        back came after that room was taken: review 59a), once room was taken after the
-        snapshot (OrderLedger.take_room: an order allowed, or such a fill booked); before
-        that, they are within what its own check left it. An amend of it that the sidecar
+        order reserved nothing and held none of them: a reservation its next word gave it
+        back, or a snapshot's booking of them, may come after its room was taken (review
+        59a), and so may its fills or its revival after a later order was left out in
+        turn (review 59b). An order within its own check's room is within the limit so
+        judged, unless the market or equity moved since. An amend of it that the sidecar
         judged as a new order (OrderLedger.amend) holds part of them: at the venue the
         two are one chain."""
         orders, account = self.orders, fill.account
         record = orders.exact(account, fill.client_order_id)
         book = self.book.peek(account)
-        if record is None or book is None or record.unlisted_at < 0 or record.replaced_by \
-                or book.last_taken <= record.unlisted_at \
+        if record is None or book is None or not record.left_out or record.replaced_by \
                 or (record.strategy, record.symbol, record.side) \
                 != (fill.strategy, fill.symbol, fill.side) \
                 or orders.applied_before(fill) is not None:
@@ -348,7 +348,7 @@ class GuardEngine:
             return ""
         return (f"fill {fill.fill_id} for order {fill.client_order_id} takes the account"
                 " past a limit with its working orders: a snapshot had left the order out,"
-                " and its room was free for what was allowed or filled since: "
+                " and its room was free for what was allowed since: "
                 f"{denial.message}")
 
     def _band(self, symbol: str) -> float:

@@ -55,7 +55,6 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
                            f" another fill (order {first!r}): a fill_id names one"
                            " execution of the account's; this one is not booked",
                            conflict=True)
-    late = unreserved(ledger, fill)[1]  # room it takes, of an order a snapshot ended
     named = ledger.exact(fill.account, fill.client_order_id)
     counted = ledger.counted(fill.account, fill.client_order_id, fill.quantity) \
         if named is not None and _same_instrument(named, fill) else 0.0
@@ -114,26 +113,9 @@ def apply_fill(book: Book, ledger: OrderLedger, fill: Fill, now: float,
         if part is not None and _same_instrument(part, fill):  # else no evidence of it
             _book(ledger, part, named, quantity)
     ledger.remember_fill(fill, now)
-    if late:
-        ledger.take_room(fill.account)
     position = leg.position
     account.tidy(fill.strategy, fill.symbol)
     return FillOutcome(position, unchecked=unchecked, marked=marks)
-
-
-def unreserved(ledger: OrderLedger, fill: Fill) -> tuple[OrderRecord | None, float]:
-    """Of a fill of an order a snapshot ended (left out, maybe while it was in flight:
-    `OrderRecord.unlisted`), its order and the part of it no reservation holds: beyond
-    what the snapshot's positions held of it (`included_fills`) and the fills it was owed
-    (still reserved). That room was free for other orders meanwhile (docs/design.md,
-    known gap 13). (None, 0.0) for any other fill."""
-    record = ledger.exact(fill.account, fill.client_order_id)
-    if record is None or not record.unlisted or record.replaced_by \
-            or not _same_instrument(record, fill):
-        return None, 0.0
-    held = ledger.counted(fill.account, fill.client_order_id, fill.quantity) + record.remaining
-    free = fill.quantity - held
-    return (record, free) if free > fill.quantity * FILL_TOLERANCE else (None, 0.0)
 
 
 def _beyond_limit(fill: Fill, order: OrderRecord | None, band_pct: float) -> str:
@@ -487,22 +469,19 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     # adopts has its fills counted after it.
     named = list(included)  # in the snapshot's order, as a replay books them
     known = [ledger.exact(account, o.client_order_id) is not None for o in named]
-    took = _count_included(target, ledger, account, [o for o, k in zip(named, known) if k],
-                           now)
+    _count_included(target, ledger, account, [o for o, k in zip(named, known) if k], now)
     if open_orders is not None:
         target.unadopted = left_out
         _sync_orders(ledger, account, list(open_orders), now)
         _count_included(target, ledger, account,
                         [o for o, k in zip(named, known) if not k], now)
-    if took:  # after the orders this snapshot left out: it may be their room
-        ledger.take_room(account)
     for strategy, symbol in list(target.legs):
         target.tidy(strategy, symbol)
     return sum(1 for leg in target.legs.values() if leg.position)
 
 
 def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
-                    included: Iterable[IncludedFills], now: float) -> bool:
+                    included: Iterable[IncludedFills], now: float) -> None:
     """The snapshot's positions hold these fills of each order (cumulative, under its own
     id). Those not reported yet are booked to their order now, as their fills would be
     but for the position (the snapshot set it); when they are reported, that much of them
@@ -513,10 +492,7 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
     fills trip the account, and move the position. A snapshot that holds fewer than were
     reported here was taken before the rest: they are added to its positions. An order
     with fills booked is remembered for the retention from now: its fills are on their
-    way, and forgetting it would count them twice and trip the account. Returns whether
-    it booked fills of an order a snapshot had ended (OrderRecord.unlisted): no
-    reservation held them, so they took room (OrderLedger.take_room)."""
-    took = False
+    way, and forgetting it would count them twice and trip the account."""
     for order in included:
         named = ledger.exact(account, order.client_order_id)
         if named is None:
@@ -554,14 +530,12 @@ def _count_included(target: AccountBook, ledger: OrderLedger, account: str,
             if part is named:  # before the chain's part is judged
                 beyond += _charge_late(ledger, part, quantity)
         beyond = max(beyond, over_final)
-        took = took or named.unlisted
         ledger.count_included(account, order.client_order_id, unreported,
                               unchecked=beyond > named.quantity * FILL_TOLERANCE)
         ledger.keep(named, now)
         for part, _ in parts:  # where its fills go (itself, or its replacement)
             if part is not None:
                 ledger.keep(part, now)
-    return took
 
 
 def lacking_fills(named: OrderRecord, order: IncludedFills) -> float:

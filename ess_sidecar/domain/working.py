@@ -56,7 +56,7 @@ class OrderRecord:
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
                  "owed_late", "charged_late", "released_here", "restood", "final_filled",
-                 "cleared", "room_capped", "said_live", "said_room", "unlisted_at",
+                 "cleared", "room_capped", "said_live", "said_room", "left_out",
                  "amended_by")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
@@ -123,10 +123,10 @@ class OrderRecord:
         # Ended by a snapshot that did not list it (it may have been in flight then): the
         # venue's OPEN update for it makes it work again.
         self.unlisted = False
-        # OrderLedger.taken when a snapshot first left it out (-1: never), kept when its
-        # next word revives it: room taken after that may have been its, so its fills are
-        # judged with what took it (GuardEngine._late_fill)
-        self.unlisted_at = -1
+        # A snapshot left it out once (kept when its next word revives it): its room was
+        # free for the orders allowed after that, so its fills are judged with them
+        # (GuardEngine._late_fill)
+        self.left_out = False
         # An order allowed after that, naming it in replaces_client_order_id: an amend
         # the sidecar judged as a new order (it no longer worked), which the venue may
         # have made of it, so its fills and the amend's are one chain's there
@@ -254,9 +254,6 @@ class OrderLedger:
         # (account, client_order_id): of those, orders some of whose fills held there are
         # beyond what the order may fill: their fills trip when they come.
         self.included_unchecked: set[tuple[str, str]] = set()
-        # How many times room was taken since the start (take_room): a sequence that
-        # AccountBook.last_taken and OrderRecord.unlisted_at are told in.
-        self.taken = 0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -364,7 +361,6 @@ class OrderLedger:
         record = self._track(OrderRecord(
             order.account, order.client_order_id, order.strategy, order.symbol, order.side,
             order.quantity, order.price, now, decision_id, remaining=order.quantity))
-        self.take_room(order.account)
         if self._count_identical:
             key = _identity(order)
             self._identical[key] = self._identical.get(key, 0) + 1
@@ -531,13 +527,6 @@ class OrderLedger:
         else:
             self.end(record)
 
-    def take_room(self, account: str) -> None:
-        """Room of the account was taken: an order allowed (a replace too), or a fill that
-        no reservation held booked (lifecycle.unreserved). Either may be what a fill of an
-        order a snapshot ended before it finds gone (GuardEngine._late_fill)."""
-        self.taken += 1
-        self._book.account(account).last_taken = self.taken
-
     def unlist(self, record: OrderRecord) -> None:
         """A snapshot of the account's open orders left the order out: it ended, maybe
         while it was in flight to the venue (its next word revives it). Its room is free
@@ -545,15 +534,13 @@ class OrderLedger:
         judged with them, even once its next word has revived it
         (GuardEngine._late_fill)."""
         self.end_but_pending(record)
-        record.unlisted = True
-        if record.unlisted_at < 0:  # the first time: room taken since may have been its
-            record.unlisted_at = self.taken
+        record.unlisted = record.left_out = True
 
     def amend(self, record: OrderRecord, amendment: OrderRecord) -> None:
         """`amendment`, just allowed, named `record`, which no longer worked, in its
         replaces_client_order_id: judged as a new order, it may be what the venue made
         of `record` if a snapshot ended that while it was live (GuardEngine._late_fill)."""
-        if record.unlisted_at >= 0 and (record.strategy, record.symbol, record.side) \
+        if record.left_out and (record.strategy, record.symbol, record.side) \
                 == (amendment.strategy, amendment.symbol, amendment.side):
             record.amended_by = amendment.client_order_id
 

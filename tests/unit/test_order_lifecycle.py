@@ -1475,7 +1475,10 @@ def _sold_then_flat(included: Callable[[str], list[IncludedFills]] | None
     sell = _allowed(engine, order(100, side=Side.SELL, client_order_id="S"))
     engine.sync_positions(ACCOUNT, EQUITY, [position(0)], [], T0,
                           included(sell) if included else None)
-    assert not report_fill(engine, fill(100, side=Side.SELL, client_order_id=sell)).unchecked
+    outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=sell))
+    # Counted twice, the fill does not reduce: it trips, judged as the fill of an order the
+    # snapshot left out (stop 59)
+    assert bool(outcome.unchecked) is (included is None)
     return engine, sell
 
 
