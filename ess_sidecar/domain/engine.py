@@ -39,7 +39,7 @@ from .scopes import GLOBAL, Scope, ScopeKind, check_text, sanitized_text
 from .validation import check_positive, validate_fill, validate_included, \
     check_ended_without_leaves, check_one_mark, validate_open_order, validate_order, \
     validate_snapshot, validate_update
-from .working import FILL_TOLERANCE, OrderLedger, OrderRecord
+from .working import OrderLedger, OrderRecord
 from .states import SEVERITY, SYSTEM_ACTOR, Cause, Latch, LatchKind, State, Transition, \
     TriggerMode, latch_name
 
@@ -258,10 +258,6 @@ class GuardEngine:
         """An allowed order is working from now on, and counts toward the rate."""
         self._rate.record(order.strategy, now)
         record = self.orders.reserve(order, now, decision_id)
-        if order.replaces_client_order_id and (replacing is None or not replacing.working):
-            named = self.orders.exact(order.account, order.replaces_client_order_id)
-            if named is not None:  # no longer working: maybe a snapshot's mistake
-                self.orders.amend(named, record)
         if replacing is not None and replacing.working:
             self.orders.replace(replacing, record)
             # Remembered for the retention from now: a rejection of the replace makes it
@@ -313,43 +309,39 @@ class GuardEngine:
 
     def _late_fill(self, fill: Fill) -> str:
         """Why a fill of an order a snapshot ended once (left out, maybe while it was in
-        flight: `OrderRecord.left_out`) takes the account past a limit with its working
-        orders ("" if it does not). The order's room was free for the orders allowed
-        after the snapshot, each judged without it, so the two filling went past the
-        limit, each within its own check (known gap 13). So its fills are judged as an
-        order of their size at their price (late_fill_denial), on the book as if the
-        order reserved nothing and held none of them: a reservation its next word gave it
-        back, or a snapshot's booking of them, may come after its room was taken (review
-        59a), and so may its fills or its revival after a later order was left out in
-        turn (review 59b). An order within its own check's room is within the limit so
-        judged, unless the market or equity moved since. An amend of it that the sidecar
-        judged as a new order (OrderLedger.amend) holds part of them: at the venue the
-        two are one chain."""
+        flight: `OrderRecord.left_out`; the order it names, or the one it goes to down a
+        chain of replaces) takes the account where no order may go now ("" if it does
+        not). The order's room was free for the orders allowed after the snapshot, each
+        judged without it, so the two filling went past the limit, each within its own
+        check (known gap 13). So its fills are judged as an order of their size at their
+        price (late_fill_denial), on the book as if the order they go to reserved nothing
+        and held none of them: a reservation its next word gave it back, or a snapshot's
+        booking of them, may come after its room was taken (review 59a), and so may its
+        fills or its revival after a later order was left out in turn (review 59b). A fill
+        within its own check's room is within the limit so judged, unless the market or
+        equity moved since, or stale words made other orders reserve more (known gap
+        13)."""
         orders, account = self.orders, fill.account
-        record = orders.exact(account, fill.client_order_id)
+        named = orders.exact(account, fill.client_order_id)
+        target = orders.get(account, fill.client_order_id)  # where its fills go
         book = self.book.peek(account)
-        if record is None or book is None or not record.left_out or record.replaced_by \
-                or (record.strategy, record.symbol, record.side) \
+        if named is None or target is None or book is None \
+                or not (named.left_out or target.left_out) \
+                or (target.strategy, target.symbol, target.side) \
                 != (fill.strategy, fill.symbol, fill.side) \
                 or orders.applied_before(fill) is not None:
             return ""
         counted = orders.counted(account, fill.client_order_id, fill.quantity)
-        amendment = orders.amendment(record)
-        quantity = fill.quantity - (min(fill.quantity, amendment.remaining)
-                                    if amendment is not None else 0.0)
-        if not quantity > fill.quantity * FILL_TOLERANCE:
-            return ""
-        order = Order(account, fill.strategy, fill.symbol, fill.side, quantity, fill.price,
-                      client_order_id=fill.client_order_id)
+        order = Order(account, fill.strategy, fill.symbol, fill.side, fill.quantity,
+                      fill.price, client_order_id=fill.client_order_id)
         blocking = self._blocking(order) if self._current or self._holding else None
-        with orders.without(record, owed=False, unbooked=counted):
+        with orders.without(target, owed=False, unbooked=counted):
             denial = late_fill_denial(order, blocking, book, self.config.limits)
         if denial is None:
             return ""
-        return (f"fill {fill.fill_id} for order {fill.client_order_id} takes the account"
-                " past a limit with its working orders: a snapshot had left the order out,"
-                " and its room was free for what was allowed since: "
-                f"{denial.message}")
+        return (f"fill {fill.fill_id} for order {fill.client_order_id} goes where no order"
+                " may go now (a snapshot had left the order out, and its room was free for"
+                f" what was allowed since): {denial.message}")
 
     def _band(self, symbol: str) -> float:
         """The symbol's price band (percent; 0: off), which bounds what a fill's price

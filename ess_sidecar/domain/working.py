@@ -56,8 +56,7 @@ class OrderRecord:
                  "owed_stated", "cleared_owed", "held_price", "venue_price",
                  "crossing_released", "crossing_room", "leaves_over", "confirmed_late",
                  "owed_late", "charged_late", "released_here", "restood", "final_filled",
-                 "cleared", "room_capped", "said_live", "said_room", "left_out",
-                 "amended_by")
+                 "cleared", "room_capped", "said_live", "said_room", "left_out")
 
     def __init__(self, account: str, client_order_id: str, strategy: str, symbol: str,
                  side: Side, quantity: float, price: float, time: float, decision_id: str,
@@ -127,10 +126,6 @@ class OrderRecord:
         # free for the orders allowed after that, so its fills are judged with them
         # (GuardEngine._late_fill)
         self.left_out = False
-        # An order allowed after that, naming it in replaces_client_order_id: an amend
-        # the sidecar judged as a new order (it no longer worked), which the venue may
-        # have made of it, so its fills and the amend's are one chain's there
-        self.amended_by = ""
         # The venue's word on it came (an update, a fill under its own id, a snapshot): a
         # replacement it has confirmed is no longer one the venue may yet reject.
         self.confirmed = False
@@ -536,17 +531,6 @@ class OrderLedger:
         self.end_but_pending(record)
         record.unlisted = record.left_out = True
 
-    def amend(self, record: OrderRecord, amendment: OrderRecord) -> None:
-        """`amendment`, just allowed, named `record`, which no longer worked, in its
-        replaces_client_order_id: judged as a new order, it may be what the venue made
-        of `record` if a snapshot ended that while it was live (GuardEngine._late_fill)."""
-        if record.left_out and (record.strategy, record.symbol, record.side) \
-                == (amendment.strategy, amendment.symbol, amendment.side):
-            record.amended_by = amendment.client_order_id
-
-    def amendment(self, record: OrderRecord) -> OrderRecord | None:
-        """The order that amended `record` (amend), if it is remembered."""
-        return self.exact(record.account, record.amended_by) if record.amended_by else None
 
     def shrink(self, record: OrderRecord, most: float) -> None:
         """The venue's word that a working order may fill at most `most` more (its leaves,
@@ -702,6 +686,9 @@ class OrderLedger:
             return True  # forgotten, or a snapshot has said what it is since
         replacement.filled -= crossed
         original.filled += crossed
+        # A snapshot that left the replacement out ended the chain: the original's room,
+        # given back now, was free for the orders allowed since (GuardEngine._late_fill)
+        original.left_out = original.left_out or replacement.left_out
         original.crossing = max(original.crossing - crossed, 0.0)  # they crossed to it
         original.crossing_room = max(original.crossing_room - crossed, 0.0)
         original.crossing_released += replacement.crossing_released  # back with its leaves

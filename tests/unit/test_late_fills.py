@@ -15,6 +15,7 @@ from ess_sidecar.domain.decisions import DecisionReason
 from ess_sidecar.domain.engine import GuardEngine
 from ess_sidecar.domain.limits import LimitSettings
 from ess_sidecar.domain.orders import IncludedFills, OpenOrder, OrderStatus, OrderUpdate, Side
+from ess_sidecar.domain.scopes import GLOBAL
 from ess_sidecar.domain.states import State, TriggerMode
 
 from .conftest import ACCOUNT, STRATEGY, SYMBOL, T0, account, fill, make_engine, order, \
@@ -274,22 +275,89 @@ def test_a_second_snapshot_leaving_the_order_out_keeps_when_it_was_first_left_ou
     assert _tripped(engine)
 
 
-def test_an_amend_judged_as_a_new_order_is_one_chain_with_the_order_it_named():
-    """Review 59a, honest: A left out while in flight, the strategy amends it (A2
-    replacing A, judged as new since A no longer worked), 100 of A had filled before the
-    amend landed. The venue's chain fills 290 at most: no trip. An order naming A in
-    replaces_client_order_id that is not an amend of it (another symbol) is refused."""
+def test_an_amend_judged_as_a_new_order_is_not_one_chain_with_the_order_it_named():
+    """Review 59a: A left out while in flight, the strategy amends it (A2 naming A,
+    judged as a new order since A no longer worked), 100 of A filled before the amend
+    landed: 39 % with A2's 290, a trip, though the venue's chain fills 290 at most (a
+    false trip, known gap 13). Taken as one chain, A2's reservation covered A's fills
+    again and again (review 59b: 580 untripped)."""
     engine = make_engine(equity=100_000)
     a = _allowed(engine, order(290, client_order_id="A"))
     _left_out(engine)
-    a2 = _allowed(engine, order(290, client_order_id="A2", replaces=a))
-    assert not report_fill(engine, fill(100, client_order_id=a)).unchecked
-    assert not report_fill(engine, fill(190, client_order_id=a2)).unchecked
-    assert not _tripped(engine)
+    _allowed(engine, order(290, client_order_id="A2", replaces=a))
+    assert "exposure would be 39% of equity" in report_fill(
+        engine, fill(100, client_order_id=a)).unchecked
+
+
+def test_two_periodic_snapshots_a_revived_order_and_one_left_out_after_it():
+    """Review 59b: A left out by the first snapshot, C allowed into its room, the second
+    snapshot lists A (live now) and not C (in flight): A fills, then C, 58 %."""
     engine = make_engine(equity=100_000)
     a = _a_left_out_then_b(engine)
-    _allowed(engine, order(1, client_order_id="A2", replaces=a))  # B holds the room
-    assert report_fill(engine, fill(290, client_order_id=a)).unchecked
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], _listing(a), T0)
+    assert not report_fill(engine, fill(290, client_order_id=a)).unchecked  # C left out
+    assert "exposure would be 58% of equity" in report_fill(
+        engine, fill(290, client_order_id="B")).unchecked
+    assert _tripped(engine)
+
+
+@pytest.mark.parametrize("rejected_first", [False, True])
+def test_a_replace_in_flight_that_a_snapshot_left_out_with_its_original(rejected_first):
+    """Review 59b: A, then A2 replacing it, a snapshot listing neither, B allowed into the
+    room, and A filled before the replace landed (the venue rejects A2): 58 %. The fill
+    names A and goes to A2, which the snapshot left out; rejected first, A works again
+    with the chain's leaves, the room the snapshot freed."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(290, client_order_id="A"))
+    _allowed(engine, order(290, client_order_id="A2", replaces=a))
+    _left_out(engine)
+    _allowed(engine, order(290, client_order_id="B"))
+    if rejected_first:
+        engine.update_order(OrderUpdate(ACCOUNT, "A2", OrderStatus.REJECTED))
+    assert "exposure would be 58% of equity" in report_fill(
+        engine, fill(290, client_order_id=a)).unchecked
+    assert _tripped(engine)
+
+
+@pytest.mark.parametrize("scope", [GLOBAL, account()])
+def test_a_late_fill_under_a_halt_is_judged_by_the_limits_alone(scope):
+    """Review 59b: fills of orders in flight come after a stop: under a halt (or a
+    drill's) a late fill within the limits trips nothing; REDUCE_ONLY's test is for
+    REDUCE_ONLY."""
+    engine = make_engine(equity=100_000)
+    a = _allowed(engine, order(100, client_order_id="A"))
+    _left_out(engine)
+    _allowed(engine, order(1, side=Side.SELL, client_order_id="B"))
+    trip(engine, scope)
+    outcome = report_fill(engine, fill(100, client_order_id=a))
+    assert not outcome.unchecked and outcome.position == 100
+
+
+def test_a_snapshot_read_before_fills_reported_since_lists_leaves_less_those_fills():
+    """Review 59b: a snapshot read while o2 (290) was live, delivered after 145 of it were
+    reported, listed o2 with 290 leaves: o2 reserved them beside its fills, and o1's late
+    fill, judged with them, tripped at 43.6 % (the truth: 29.1 %). Its leaves are older
+    than the fills reported since: o2 reserves 145. One with none left is not listed."""
+    engine = make_engine(equity=100_000)
+    o1 = _allowed(engine, order(1, client_order_id="o1"))
+    _left_out(engine)
+    o2 = _allowed(engine, order(290, client_order_id="o2"))
+    listed = [OpenOrder(o1, STRATEGY, SYMBOL, Side.BUY, 1, 100.0),
+              OpenOrder(o2, STRATEGY, SYMBOL, Side.BUY, 290, 100.0)]
+    report_fill(engine, fill(145, client_order_id=o2))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], listed, T0,
+                          [IncludedFills(o1, 0), IncludedFills(o2, 0)])
+    assert _reserved(engine) == {o1: 1, o2: 145}
+    assert not report_fill(engine, fill(1, client_order_id=o1)).unchecked
+    report_fill(engine, fill(145, client_order_id=o2))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)], listed[1:], T0,
+                          [IncludedFills(o2, 0)])
+    assert _reserved(engine) == {}  # 290 reported since it was read: filled
+    assert not _tripped(engine)
+
+
+def _reserved(engine: GuardEngine) -> dict[str, float]:
+    return {r.client_order_id: r.remaining for r in engine.orders.working(ACCOUNT)}
 
 
 LATE_STRATEGIES, LATE_SYMBOLS = ("s1", "s2"), ("X", "Y")
