@@ -54,21 +54,20 @@ _ROOM: Final = frozenset({DecisionReason.SYMBOL_EXPOSURE, DecisionReason.STRATEG
                           DecisionReason.PORTFOLIO_EXPOSURE, DecisionReason.MAX_POSITIONS})
 
 
-def late_fill_denial(order: Order, blocking: Transition | None,
+def late_fill_denial(order: Order, reducing: Transition | None,
                      book: AccountBook, limits: LimitSettings) -> Denial | None:
     """Why a fill of an order a snapshot ended once (docs/design.md, known gap 13) takes
     the account where no order may go now, judged as `order` (the fill's size and price)
-    on the book as if the fill's order held nothing: not reducing the position while the
-    most restrictive scope of it is REDUCE_ONLY (REDUCE_ONLY's test; a halt or a drill's
-    is no reason: fills of orders in flight come after a stop), or past an exposure limit
-    or max positions (check_exposure's). None if it does not, or if the check
-    cannot tell (no equity or no mark, a quantity it cannot represent): the fill
-    happened, and nothing of it is guessed."""
-    if blocking is not None and blocking.state is State.REDUCE_ONLY \
-            and not reduces(order, book):
+    on the book as if the fill's order held nothing: not reducing the position while
+    `reducing`, a scope of it, is REDUCE_ONLY (REDUCE_ONLY's test, whatever else stops it
+    beside; a halt or a drill's alone is no reason: fills of orders in flight come after a
+    stop), or past an exposure limit or max positions (check_exposure's). None if it
+    does not, or if the check cannot tell (no equity or no mark, a quantity it cannot
+    represent): the fill happened, and nothing of it is guessed."""
+    if reducing is not None and not reduces(order, book):
         return Denial(DecisionReason.REDUCE_ONLY,
-                      f"{blocking.scope} is REDUCE_ONLY, and this fill does not reduce the"
+                      f"{reducing.scope} is REDUCE_ONLY, and this fill does not reduce the"
                       f" account's and {order.strategy}'s position in {order.symbol} (the"
-                      " working orders on its side included)", blocking.scope)
+                      " working orders on its side included)", reducing.scope)
     denial = check_exposure(order, book, limits)
     return denial if denial is not None and denial.reason in _ROOM else None

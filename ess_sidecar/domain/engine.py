@@ -334,14 +334,23 @@ class GuardEngine:
         counted = orders.counted(account, fill.client_order_id, fill.quantity)
         order = Order(account, fill.strategy, fill.symbol, fill.side, fill.quantity,
                       fill.price, client_order_id=fill.client_order_id)
-        blocking = self._blocking(order) if self._current or self._holding else None
+        reducing = self._reduce_only(order) if self._current or self._holding else None
         with orders.without(target, owed=False, unbooked=counted):
-            denial = late_fill_denial(order, blocking, book, self.config.limits)
+            denial = late_fill_denial(order, reducing, book, self.config.limits)
         if denial is None:
             return ""
         return (f"fill {fill.fill_id} for order {fill.client_order_id} goes where no order"
                 " may go now (a snapshot had left the order out, and its room was free for"
                 f" what was allowed since): {denial.message}")
+
+    def _reduce_only(self, order: Order) -> Transition | None:
+        """A scope of the order that is REDUCE_ONLY, held ones included, whatever else
+        restricts it beside (a halt on top is no room for a late fill: review 59c)."""
+        for table in (self._by_kind, self._held):
+            for current in _covering(table, order):
+                if current is not None and current.state is State.REDUCE_ONLY:
+                    return current
+        return None
 
     def _band(self, symbol: str) -> float:
         """The symbol's price band (percent; 0: off), which bounds what a fill's price
@@ -1352,14 +1361,20 @@ def _holds_latch(transition: Transition, trip: Transition) -> bool:
 def _most_severe(by_kind: dict[ScopeKind, dict[str, Transition]], order: Order,
                  worst: Transition | None) -> Transition | None:
     """The most severe of `worst` and the transitions in `by_kind` on the order's scopes."""
-    for current in (by_kind[ScopeKind.GLOBAL].get(GLOBAL.id),
-                    by_kind[ScopeKind.ACCOUNT].get(order.account),
-                    by_kind[ScopeKind.STRATEGY].get(order.strategy),
-                    by_kind[ScopeKind.SYMBOL].get(order.symbol)):
+    for current in _covering(by_kind, order):
         if current is not None and (worst is None
                                     or SEVERITY[current.state] > SEVERITY[worst.state]):
             worst = current
     return worst
+
+
+def _covering(by_kind: dict[ScopeKind, dict[str, Transition]],
+              order: Order) -> tuple[Transition | None, ...]:
+    """The transitions in `by_kind` of the order's scopes (None where a scope has none)."""
+    return (by_kind[ScopeKind.GLOBAL].get(GLOBAL.id),
+            by_kind[ScopeKind.ACCOUNT].get(order.account),
+            by_kind[ScopeKind.STRATEGY].get(order.strategy),
+            by_kind[ScopeKind.SYMBOL].get(order.symbol))
 
 
 def _iso(timestamp: float) -> str:

@@ -469,50 +469,15 @@ def sync_account(book: Book, ledger: OrderLedger, account: str, equity: float,
     # adopts has its fills counted after it.
     named = list(included)  # in the snapshot's order, as a replay books them
     known = [ledger.exact(account, o.client_order_id) is not None for o in named]
-    since = _reported_since(ledger, account, named)  # before _count_included books them
     _count_included(target, ledger, account, [o for o, k in zip(named, known) if k], now)
     if open_orders is not None:
         target.unadopted = left_out
-        _sync_orders(ledger, account, _leaves_now(ledger, account, open_orders, since), now)
+        _sync_orders(ledger, account, list(open_orders), now)
         _count_included(target, ledger, account,
                         [o for o, k in zip(named, known) if not k], now)
     for strategy, symbol in list(target.legs):
         target.tidy(strategy, symbol)
     return sum(1 for leg in target.legs.values() if leg.position)
-
-
-def _reported_since(ledger: OrderLedger, account: str,
-                    included: list[IncludedFills]) -> dict[str, float]:
-    """The fills reported under each order's id since the snapshot was read: beyond what
-    its `included_fills` names for it (it was taken before them: `lacking_fills`)."""
-    since: dict[str, float] = {}
-    for order in included:
-        record = ledger.exact(account, order.client_order_id)
-        if record is not None and lacking_fills(record, order):
-            since[order.client_order_id] = record.reported - order.filled_quantity
-    return since
-
-
-def _leaves_now(ledger: OrderLedger, account: str, open_orders: Iterable[OpenOrder],
-                since: dict[str, float]) -> list[OpenOrder]:
-    """The snapshot's open orders with the leaves they have now, as far as the fills
-    reported since it was read tell: the leaves it lists are older than those fills, so
-    at most that much less (review 59b: a stale listing reserved the leaves of an order
-    beside the fills reported since, and a late fill judged with them tripped the
-    account at 43.6 %, the truth 29.1 %). A plain order with none left is not listed (it
-    filled); one of a chain of replaces keeps what was listed, as the chain's word."""
-    leaves = []
-    for order in open_orders:
-        cut = since.get(order.client_order_id, 0.0)
-        if cut > 0.0:
-            record = ledger.exact(account, order.client_order_id)
-            left = order.remaining_quantity - cut
-            if left > order.remaining_quantity * FILL_TOLERANCE:
-                order = order._replace(remaining_quantity=left)
-            elif record is not None and not (record.replaces or record.replaced_by):
-                continue
-        leaves.append(order)
-    return leaves
 
 
 def _count_included(target: AccountBook, ledger: OrderLedger, account: str,

@@ -333,27 +333,36 @@ def test_a_late_fill_under_a_halt_is_judged_by_the_limits_alone(scope):
     assert not outcome.unchecked and outcome.position == 100
 
 
-def test_a_snapshot_read_before_fills_reported_since_lists_leaves_less_those_fills():
-    """Review 59b: a snapshot read while o2 (290) was live, delivered after 145 of it were
-    reported, listed o2 with 290 leaves: o2 reserved them beside its fills, and o1's late
-    fill, judged with them, tripped at 43.6 % (the truth: 29.1 %). Its leaves are older
-    than the fills reported since: o2 reserves 145. One with none left is not listed."""
+def test_a_snapshot_listing_leaves_read_after_its_positions_reserves_them_whole():
+    """Review 59c: positions read (0), then 50 of A filled and were reported, then the open
+    orders read (A with 150 leaves), included_fills A=0: the 50 are added to the
+    positions and A reserves its 150, 20 %, so B (150) is denied. Cutting the listed
+    leaves by the fills reported since (tried in stop 59 against a false trip) took them
+    off twice and allowed B, and the account reached 35 % untripped."""
     engine = make_engine(equity=100_000)
-    o1 = _allowed(engine, order(1, client_order_id="o1"))
-    _left_out(engine)
-    o2 = _allowed(engine, order(290, client_order_id="o2"))
-    listed = [OpenOrder(o1, STRATEGY, SYMBOL, Side.BUY, 1, 100.0),
-              OpenOrder(o2, STRATEGY, SYMBOL, Side.BUY, 290, 100.0)]
-    report_fill(engine, fill(145, client_order_id=o2))
-    engine.sync_positions(ACCOUNT, 100_000, [position(0)], listed, T0,
-                          [IncludedFills(o1, 0), IncludedFills(o2, 0)])
-    assert _reserved(engine) == {o1: 1, o2: 145}
-    assert not report_fill(engine, fill(1, client_order_id=o1)).unchecked
-    report_fill(engine, fill(145, client_order_id=o2))
-    engine.sync_positions(ACCOUNT, 100_000, [position(0)], listed[1:], T0,
-                          [IncludedFills(o2, 0)])
-    assert _reserved(engine) == {}  # 290 reported since it was read: filled
-    assert not _tripped(engine)
+    a = _allowed(engine, order(200, client_order_id="A"))
+    report_fill(engine, fill(50, client_order_id=a))
+    engine.sync_positions(ACCOUNT, 100_000, [position(0)],
+                          [OpenOrder(a, STRATEGY, SYMBOL, Side.BUY, 150, 100.0)], T0,
+                          [IncludedFills(a, 0)])
+    assert _reserved(engine) == {a: 150}
+    assert engine.check(order(150), T0).reason is R.SYMBOL_EXPOSURE
+
+
+def test_a_late_reducing_fill_under_reduce_only_and_a_halt_beside_it_trips():
+    """Review 59c: REDUCE_ONLY on the account, sell A left out, sell B allowed into its
+    room and filled (flat), a halt of GLOBAL on top: A's fill took the account short, and
+    the halt, the most restrictive scope, hid the REDUCE_ONLY the room was judged under."""
+    engine = make_engine(equity=1_000_000)
+    engine.sync_positions(ACCOUNT, 1_000_000, [position(100)])
+    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
+    a = _allowed(engine, order(100, side=Side.SELL, client_order_id="A"))
+    _left_out(engine, 100)
+    b = _allowed(engine, order(100, side=Side.SELL, client_order_id="B"))
+    assert not report_fill(engine, fill(100, side=Side.SELL, client_order_id=b)).unchecked
+    trip(engine, GLOBAL)
+    outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=a))
+    assert "ACCOUNT:acc-1 is REDUCE_ONLY, and this fill does not reduce" in outcome.unchecked
 
 
 def _reserved(engine: GuardEngine) -> dict[str, float]:
