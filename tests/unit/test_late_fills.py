@@ -243,9 +243,12 @@ def test_a_word_that_revives_the_order_before_room_is_taken_leaves_its_fill_with
     assert not _tripped(engine)
 
 
-def test_a_late_sell_from_flat_under_reduce_only_trips():
+@pytest.mark.parametrize("halted", [False, True])
+def test_a_late_sell_from_flat_under_reduce_only_trips(halted: bool):
     """Review 59a: long 100 under REDUCE_ONLY, sell A (100) left out, sell B (100)
-    allowed and filled first: the position is flat, and A's fill takes it short."""
+    allowed and filled first: the position is flat, and A's fill takes it short. Review
+    59c: a halt of GLOBAL on top, the most restrictive scope, hid the REDUCE_ONLY the
+    room was judged under."""
     engine = make_engine(equity=1_000_000)
     engine.sync_positions(ACCOUNT, 1_000_000, [position(100)])
     trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
@@ -253,9 +256,11 @@ def test_a_late_sell_from_flat_under_reduce_only_trips():
     _left_out(engine, 100)
     b = _allowed(engine, order(100, side=Side.SELL, client_order_id="B"))
     assert not report_fill(engine, fill(100, side=Side.SELL, client_order_id=b)).unchecked
+    if halted:
+        trip(engine, GLOBAL)
     outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=a))
-    assert "does not reduce" in outcome.unchecked and outcome.position == -100
-    assert _tripped(engine)
+    assert "ACCOUNT:acc-1 is REDUCE_ONLY, and this fill does not reduce" in outcome.unchecked
+    assert outcome.position == -100
 
 
 def test_a_second_snapshot_leaving_the_order_out_keeps_when_it_was_first_left_out():
@@ -347,22 +352,6 @@ def test_a_snapshot_listing_leaves_read_after_its_positions_reserves_them_whole(
                           [IncludedFills(a, 0)])
     assert _reserved(engine) == {a: 150}
     assert engine.check(order(150), T0).reason is R.SYMBOL_EXPOSURE
-
-
-def test_a_late_reducing_fill_under_reduce_only_and_a_halt_beside_it_trips():
-    """Review 59c: REDUCE_ONLY on the account, sell A left out, sell B allowed into its
-    room and filled (flat), a halt of GLOBAL on top: A's fill took the account short, and
-    the halt, the most restrictive scope, hid the REDUCE_ONLY the room was judged under."""
-    engine = make_engine(equity=1_000_000)
-    engine.sync_positions(ACCOUNT, 1_000_000, [position(100)])
-    trip(engine, account(), mode=TriggerMode.REDUCE_ONLY)
-    a = _allowed(engine, order(100, side=Side.SELL, client_order_id="A"))
-    _left_out(engine, 100)
-    b = _allowed(engine, order(100, side=Side.SELL, client_order_id="B"))
-    assert not report_fill(engine, fill(100, side=Side.SELL, client_order_id=b)).unchecked
-    trip(engine, GLOBAL)
-    outcome = report_fill(engine, fill(100, side=Side.SELL, client_order_id=a))
-    assert "ACCOUNT:acc-1 is REDUCE_ONLY, and this fill does not reduce" in outcome.unchecked
 
 
 def _reserved(engine: GuardEngine) -> dict[str, float]:
