@@ -531,7 +531,6 @@ class OrderLedger:
         self.end_but_pending(record)
         record.unlisted = record.left_out = True
 
-
     def shrink(self, record: OrderRecord, most: float) -> None:
         """The venue's word that a working order may fill at most `most` more (its leaves,
         plus fills it counts that were not reported here yet): what it may fill in all and
