@@ -40,30 +40,35 @@ def _tripped(engine: GuardEngine) -> bool:
     return engine.state_of(account()) is State.TRIPPED
 
 
+def _a_left_out_then_b(engine: GuardEngine, a: float = 290, b: float = 290) -> str:
+    """A allowed, a snapshot read before it reached the venue, B allowed into its room;
+    A's id ("A"; B's is "B")."""
+    coid = _allowed(engine, order(a, client_order_id="A"))
+    _left_out(engine)
+    _allowed(engine, order(b, client_order_id="B"))
+    return coid
+
+
 def test_a_late_fill_past_the_limit_with_an_order_allowed_into_its_room_trips():
     """Review 58b: equity 100,000 at a mark of 100, 30 %: 300 units. A (290) was allowed,
     a snapshot read before A reached the venue left it out, B (290) was allowed into the
     room that freed, and A filled: 580 worst case, untripped, each fill within its own
     check. Now A's fill trips the account, and is booked (it happened)."""
     engine = make_engine(equity=100_000)
-    a = _allowed(engine, order(290, client_order_id="A"))
-    _left_out(engine)
-    b = _allowed(engine, order(290, client_order_id="B"))
+    a = _a_left_out_then_b(engine)
     outcome = report_fill(engine, fill(290, client_order_id=a))
     assert "a snapshot had left the order out" in outcome.unchecked
     assert "symbol BTC-USD exposure would be 58% of equity (limit 30%)" in outcome.unchecked
     assert outcome.position == 290
     assert _tripped(engine)
     assert engine.current(account()).breaker == Breaker.UNCHECKED_ORDER
-    assert not report_fill(engine, fill(290, client_order_id=b)).unchecked  # B's own room
+    assert not report_fill(engine, fill(290, client_order_id="B")).unchecked  # B's own room
 
 
 def test_the_late_fill_trips_when_the_later_order_filled_first():
     engine = make_engine(equity=100_000)
-    a = _allowed(engine, order(290, client_order_id="A"))
-    _left_out(engine)
-    b = _allowed(engine, order(290, client_order_id="B"))
-    assert not report_fill(engine, fill(290, client_order_id=b)).unchecked
+    a = _a_left_out_then_b(engine)
+    assert not report_fill(engine, fill(290, client_order_id="B")).unchecked
     assert report_fill(engine, fill(290, client_order_id=a)).unchecked
     assert _tripped(engine)
 
@@ -103,9 +108,7 @@ def test_a_revival_after_a_later_order_was_left_out_in_turn_is_judged():
 
 def test_a_late_fill_within_the_limits_with_the_later_orders_is_booked_untripped():
     engine = make_engine(equity=100_000)
-    a = _allowed(engine, order(100, client_order_id="A"))
-    _left_out(engine)
-    _allowed(engine, order(100, client_order_id="B"))
+    a = _a_left_out_then_b(engine, 100, 100)
     assert not report_fill(engine, fill(100, client_order_id=a)).unchecked  # 200 of 300
     assert not _tripped(engine)
 
@@ -162,11 +165,9 @@ def test_a_late_fill_opening_a_symbol_past_max_positions_trips():
     assert _tripped(engine)
 
 
-def test_the_late_fill_repeated_is_a_duplicate_and_its_revival_ends_the_judging():
+def test_the_late_fill_repeated_is_a_duplicate_and_a_revived_order_within_the_limit_passes():
     engine = make_engine(equity=100_000)
-    a = _allowed(engine, order(290, client_order_id="A"))
-    _left_out(engine)
-    _allowed(engine, order(290, client_order_id="B"))
+    a = _a_left_out_then_b(engine)
     late = fill(290, client_order_id=a)
     assert report_fill(engine, late).unchecked
     assert report_fill(engine, late).duplicate
@@ -183,23 +184,12 @@ def test_two_stale_snapshots_one_order_each_the_second_fill_trips():
     second, then both filled. No order was allowed after the second snapshot, but A's
     fill took room after it: B's fill is judged with it, and trips."""
     engine = make_engine(equity=100_000)
-    a = _allowed(engine, order(290, client_order_id="A"))
-    _left_out(engine)
-    b = _allowed(engine, order(290, client_order_id="B"))
+    a = _a_left_out_then_b(engine)
     _left_out(engine)
     assert not report_fill(engine, fill(290, client_order_id=a)).unchecked  # 290 of 300
     assert "exposure would be 58% of equity" in report_fill(
-        engine, fill(290, client_order_id=b)).unchecked
+        engine, fill(290, client_order_id="B")).unchecked
     assert _tripped(engine)
-
-
-def _a_left_out_then_b(engine: GuardEngine, b: float = 290) -> str:
-    """A (290) allowed, a snapshot read before it reached the venue, B allowed into its
-    room; A's id."""
-    a = _allowed(engine, order(290, client_order_id="A"))
-    _left_out(engine)
-    _allowed(engine, order(b, client_order_id="B"))
-    return a
 
 
 def _listing(*coids: str) -> list[OpenOrder]:
