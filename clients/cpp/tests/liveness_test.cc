@@ -69,12 +69,25 @@ struct Lines {
   }
 };
 
+// Closes the script when the test leaves, even through a failed ASSERT: the heartbeater,
+// destroyed first, joins a thread that would otherwise wait in `alive` for good.
+class ClosesOnExit {
+ public:
+  explicit ClosesOnExit(Script& script) : script_(script) {}
+  ~ClosesOnExit() { script_.Close(); }
+
+ private:
+  Script& script_;
+};
+
+// A tick's beat has the interval as its deadline, so that beats never pile up: the interval
+// is long enough for a beat on a loaded 2-core CI machine (1 ms missed some there).
 ess::HeartbeatConfig Scripted(Script& script) {
   ess::HeartbeatConfig config;
   config.executor_id = "exec-1";
   config.scope = *ess::ParseScope("STRATEGY:momo");
-  config.ttl = 1s;
-  config.interval = 1ms;
+  config.ttl = 2s;
+  config.interval = 200ms;
   config.alive = script.Alive();
   return config;
 }
@@ -93,6 +106,7 @@ TEST(Heartbeat, IsWithheldWhileNotAliveAndResumes) {
   script.Feed("yes");  // the first beat, in StartHeartbeat
   grpc::Status status;
   auto heartbeater = h.client->StartHeartbeat(Scripted(script), &status);
+  const ClosesOnExit closing(script);
   ASSERT_NE(heartbeater, nullptr) << status.error_message();
   for (const char* answer : {"no", "throw", "no", "yes"}) {
     script.Feed(answer);
@@ -220,6 +234,7 @@ TEST(Heartbeat, CloseEndsTheBeatsWithoutDeregistering) {
   script.Feed("yes");  // the first tick's
   grpc::Status status;
   auto heartbeater = h.client->StartHeartbeat(Scripted(script), &status);
+  const ClosesOnExit closing(script);
   ASSERT_NE(heartbeater, nullptr) << status.error_message();
   ASSERT_TRUE(h.fake.AwaitHeartbeats(2, 5s));
   ASSERT_TRUE(script.AwaitAsked(3, 5s));  // the second tick waits in `alive`
