@@ -22,6 +22,7 @@ from .domain.breakers import Breaker, Metric
 from .domain.commands import ClockRead, HeartbeatSeen, MetricReported, Restored, TimersRan
 from .domain.engine import GuardEngine
 from .domain.errors import GuardError, InvalidArgument, StoreDamaged
+from .domain.ids import canonical_id
 from .domain.scopes import Scope, make_scope
 from .domain.states import Transition
 from .ports import Journal, JournalEntry, StateStore, StoredState
@@ -111,24 +112,38 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
 
 
 def respelled(engine: GuardEngine) -> str:
-    """What this process would spell another way, among the scopes the state on disk holds
-    trips and heartbeats of ("" if nothing): ids are canonical by this Python's Unicode
-    data, and a newer one folds some symbols differently (review 37a: "ƛX" upper-cases to
-    "ꟜX" from Unicode 16), so a trip stored under the old spelling would block nothing.
-    Orders, fills and snapshots are validated again as they are replayed."""
-    scopes = [t.scope for t in engine.restricted()] + [r.scope for r in
-                                                       engine.heartbeats.registrations()]
+    """What this process would spell another way or refuses, among the scopes the state
+    on disk holds trips and heartbeats of, and the executors it holds heartbeats of (""
+    if nothing): a trip or a registration no request can name would block nothing, or
+    could never be lifted. Ids are canonical by this Python's Unicode data, and a newer
+    one folds some symbols differently (review 37a: "ƛX" upper-cases to "ꟜX" from
+    Unicode 16); versions before stop 60 took two spaces in a row (review 55a). Orders,
+    fills and snapshots are validated again as they are replayed (their ids as the
+    journal holds them: ids.py)."""
+    registrations = engine.heartbeats.registrations()
+    scopes = [t.scope for t in engine.restricted()] + [r.scope for r in registrations]
     for scope in dict.fromkeys(scopes):
         try:
             spelled = str(make_scope(scope.kind, scope.id))
         except InvalidArgument as error:
-            spelled = f"refused ({error})"
+            return f"{scope}, stored, is refused by this version ({error}): no request" \
+                   " could name its trip or heartbeat. Start the version it ran on before," \
+                   " reset the scope (or deregister the heartbeat), and trip it again" \
+                   " spelled as this version takes it after the upgrade"
         if spelled != str(scope):
             return f"{scope}, stored, is {spelled} for this Python, whose Unicode data" \
                    f" ({unicodedata.unidata_version}) spells it another way: its trip or" \
                    " heartbeat would cover no order. Start the sidecar on the Python it" \
                    " ran on before, reset the scope (or deregister the heartbeat), and" \
                    " trip it again after the upgrade"
+    for registration in registrations:
+        try:
+            canonical_id(registration.executor_id, "executor_id")
+        except InvalidArgument as error:
+            return f"the heartbeat of {registration.executor_id!r} on {registration.scope}," \
+                   f" stored, is refused by this version ({error}): no beat or" \
+                   " deregistration could name it, so its scope would trip for good. Start" \
+                   " the version it ran on before and deregister it"
     return ""
 
 

@@ -360,7 +360,7 @@ class GuardEngine:
     def update_order(self, update: OrderUpdate, replay: bool = False) -> bool:
         """Evidence that a working order ended (or shrank); False if none was working.
         Leaves with an ended status are refused (a replay applies what was accepted)."""
-        update = validate_update(update)
+        update = validate_update(update, journaled=replay)
         if not replay:
             check_ended_without_leaves(update)
         return apply_update(self.orders, update)
@@ -379,10 +379,11 @@ class GuardEngine:
         return self._sync_positions(account, equity, positions, open_orders, now, included,
                                     left_out)
 
-    def _checked_orders(self, account: str, open_orders: list[OpenOrder]) -> list[OpenOrder]:
+    def _checked_orders(self, account: str, open_orders: list[OpenOrder],
+                        journaled: bool = False) -> list[OpenOrder]:
         """A snapshot's open orders, validated as a list (InvalidArgument naming the entry):
         each one, no id twice, a known order listed as what it is."""
-        orders = [validate_open_order(o, f"open_orders[{i}]")
+        orders = [validate_open_order(o, f"open_orders[{i}]", journaled)
                   for i, o in enumerate(open_orders)]
         ids = [o.client_order_id for o in orders]
         if len(set(ids)) != len(ids):
@@ -438,13 +439,13 @@ class GuardEngine:
                         replay: bool = False) -> int:
         """sync_positions with no cap: a replay applies what was accepted, whatever the
         cap is now (and whatever marks its positions gave)."""
-        account = canonical_id(account, "account")
+        account = canonical_id(account, "account", replay)
         check_positive(equity, "equity", MAX_EQUITY)
         checked: list[PositionSnapshot] = []
         seen: set[tuple[str, str]] = set()  # a set: a large book is not a long pause
         marks: dict[str, tuple[float, int]] = {}
         for index, position in enumerate(positions):
-            position = validate_snapshot(position, f"positions[{index}]")
+            position = validate_snapshot(position, f"positions[{index}]", replay)
             key = (position.strategy, position.symbol)
             if key in seen:  # which one would win is arbitrary: refuse
                 raise InvalidArgument(f"positions[{index}]", "duplicate position for"
@@ -453,8 +454,9 @@ class GuardEngine:
             if position.mark_price and not replay:
                 check_one_mark(marks, position, index)
             checked.append(position)
-        orders = None if open_orders is None else self._checked_orders(account, open_orders)
-        counted = [validate_included(c, f"included_fills[{i}]")
+        orders = None if open_orders is None \
+            else self._checked_orders(account, open_orders, replay)
+        counted = [validate_included(c, f"included_fills[{i}]", replay)
                    for i, c in enumerate(included or ())]
         if len({c.client_order_id for c in counted}) != len(counted):
             raise InvalidArgument("included_fills", "lists a client_order_id twice")
@@ -485,7 +487,8 @@ class GuardEngine:
                                       " the snapshot would take a position beyond"
                                       f" ±{MAX_QUANTITY:g}")
 
-    def clear_working_orders(self, account: str, client_order_ids: list[str]) -> int:
+    def clear_working_orders(self, account: str, client_order_ids: list[str],
+                             replay: bool = False) -> int:
         """An operator's word that these working orders (all of the account's if none
         are named) are gone; how many ended. Their room is free at once, that of fills
         the venue said were owed too (a clear is how an operator ends a reservation
@@ -496,9 +499,10 @@ class GuardEngine:
         venue rejected it: the order it was to replace works again as a rejection would
         leave it (unless it is named too), so that a clear never takes what a live order
         reserves."""
-        account = canonical_id(account, "account")
-        wanted = dict.fromkeys(canonical_id(c, f"client_order_ids[{i}]")  # in the order
-                               for i, c in enumerate(client_order_ids))  # named: a replay
+        account = canonical_id(account, "account", replay)
+        # In the order named: a replay ends them in the same order.
+        wanted = dict.fromkeys(canonical_id(c, f"client_order_ids[{i}]", replay)
+                               for i, c in enumerate(client_order_ids))
         ended = [r for r in self.orders.working(account)
                  if not wanted or r.client_order_id in wanted]
         if not wanted:  # all of them, those a snapshot left out too
@@ -1187,7 +1191,7 @@ class GuardEngine:
         if the journal no longer fits this engine (then the state cannot be trusted)."""
         match command:
             case Admitted(order, now, decision_id):
-                order = validate_order(order)
+                order = validate_order(order, journaled=True)
                 try:
                     replacing = self.orders.to_replace(order) \
                         if order.replaces_client_order_id else None
@@ -1195,7 +1199,7 @@ class GuardEngine:
                     replacing = None
                 self._admit(order, replacing, now, decision_id)
             case FillReported(fill, now, booked, renewal, untripped, marked):
-                valid = validate_fill(fill)
+                valid = validate_fill(fill, journaled=True)
                 if booked:
                     replayed = apply_fill(self.book, self.orders, valid, now,
                                           self._band(valid.symbol), marked)
@@ -1225,7 +1229,7 @@ class GuardEngine:
                                      None if open_orders is None else list(open_orders), now,
                                      list(included), left_out, replay=True)
             case OrdersCleared(account, client_order_ids):
-                self.clear_working_orders(account, list(client_order_ids))
+                self.clear_working_orders(account, list(client_order_ids), replay=True)
             case HeartbeatSeen(executor_id, scope, ttl_s, now, deregister, owner):
                 if deregister:  # it was allowed when it was made
                     self.heartbeats.deregister(executor_id, scope, override=True)

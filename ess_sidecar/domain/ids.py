@@ -6,7 +6,9 @@ field, never silently rewritten (an executor must not believe it sent "momo" whe
 sidecar saw something else). Canonical means:
 
 - 1 to 128 characters, in NFC;
-- no leading or trailing whitespace, and no whitespace but the ASCII space inside;
+- no leading or trailing whitespace, and no whitespace but the ASCII space inside, never
+  two in a row ("alpha  beta" and "alpha beta" look alike wherever runs of spaces
+  collapse: HTML, many alert and dashboard renderers);
 - no control, format, surrogate, private-use or unassigned code point;
 - no default-ignorable code point (U+034F, the variation selectors, the Hangul fillers
   U+115F, U+1160, U+3164, U+FFA0, ...), which render as nothing, nor the braille blank
@@ -18,6 +20,10 @@ sidecar saw something else). Canonical means:
 Letters of other scripts that look like Latin ones (a Cyrillic "А" in "АAPL") are not
 refused: ids such as "δ-hedge" mix scripts legitimately, and a list of look-alikes would
 never be complete. essctl spells out every non-ASCII character of a scope it acts on.
+
+Versions before stop 60 took two spaces in a row: the journal's ids are taken as they
+were when it is replayed (`journaled`), or a start would fail for good on a record
+that was valid when written. A new request never names them again.
 
 Case: symbols are case-insensitive and folded to upper case ("aapl" is SYMBOL:AAPL, and
 the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "momo").
@@ -58,12 +64,13 @@ def shown(value: str) -> str:
                    for c in value)
 
 
-def canonical_id(value: str, field: str) -> str:
-    """`value` if it is a canonical id; InvalidArgument naming `field` otherwise."""
+def canonical_id(value: str, field: str, journaled: bool = False) -> str:
+    """`value` if it is a canonical id; InvalidArgument naming `field` otherwise.
+    `journaled`: read from the journal, where two spaces in a row may be (see above)."""
     # The hot path: printable ASCII is NFC, has no default-ignorable code point and no
-    # combining mark, so only its length and its ends need a look.
+    # combining mark, so only its length, its ends and its runs of spaces need a look.
     if value.isascii() and value.isprintable() and 0 < len(value) <= MAX_ID_LENGTH \
-            and value[0] != " " and value[-1] != " ":
+            and value[0] != " " and value[-1] != " " and "  " not in value:
         return value
     if not value:
         raise InvalidArgument(field, "is required")
@@ -71,6 +78,9 @@ def canonical_id(value: str, field: str) -> str:
         raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters")
     if value != value.strip():
         raise InvalidArgument(field, "has leading or trailing whitespace")
+    if "  " in value and not journaled:  # review 55a
+        raise InvalidArgument(field, "has two spaces in a row: ids that look alike are"
+                              " refused (one space, as in \"alpha beta\")")
     if not value.isprintable():
         raise InvalidArgument(field, "has a control, format, separator or unassigned"
                               " character")
@@ -100,16 +110,16 @@ def fold_symbol(value: str) -> str:
     return unicodedata.normalize("NFC", upper)
 
 
-def canonical_symbol(value: str, field: str) -> str:
+def canonical_symbol(value: str, field: str, journaled: bool = False) -> str:
     """A canonical id folded to upper case: symbols are case-insensitive."""
-    canonical_id(value, field)
+    canonical_id(value, field, journaled)
     if value.isascii():
         return value.upper()
     folded = fold_symbol(value)
     if len(folded) > MAX_ID_LENGTH:  # "ß" upper-cases to "SS": the input was short enough
         raise InvalidArgument(field, f"is longer than {MAX_ID_LENGTH} characters once upper"
                               f" case ({len(folded)}): symbols are case-insensitive")
-    return canonical_id(folded, field) if folded != value else value
+    return canonical_id(folded, field, journaled) if folded != value else value
 
 
 def likeness(value: str) -> str:

@@ -44,9 +44,10 @@ def check_side(side: object) -> Side:
     return side
 
 
-def validate_order(order: Order) -> Order:
+def validate_order(order: Order, journaled: bool = False) -> Order:
     """The order with canonical ids; InvalidArgument for a malformed field (a denial is
-    something else). client_order_id is required: it keys the working order."""
+    something else). client_order_id is required: it keys the working order. `journaled`:
+    replayed from the journal (ids.py: two spaces in a row are taken there)."""
     side = order.side
     if side is not _BUY and side is not _SELL:
         check_side(side)
@@ -57,11 +58,11 @@ def validate_order(order: Order) -> Order:
     key = (order.account, order.strategy, order.symbol)
     symbol = _routes.get(key)
     if symbol is None:
-        symbol = _route(*key)
-    canonical_id(order.client_order_id, "client_order_id")
+        symbol = _route(key, journaled)
+    canonical_id(order.client_order_id, "client_order_id", journaled)
     replaces = order.replaces_client_order_id
     if replaces:
-        canonical_id(replaces, "replaces_client_order_id")
+        canonical_id(replaces, "replaces_client_order_id", journaled)
         if replaces == order.client_order_id:
             raise InvalidArgument("replaces_client_order_id", "must differ from"
                                   " client_order_id")
@@ -71,7 +72,7 @@ def validate_order(order: Order) -> Order:
 
 # (account, strategy, symbol) found canonical -> the symbol folded. A few routes carry
 # nearly every order, so most checks validate their three ids with one lookup. Bounded:
-# emptied when full.
+# emptied when full. Only routes a request may name: none taken from the journal alone.
 # Final: the compiled domain reads these as C statics, not from the module's dict.
 _routes: Final[dict[tuple[str, str, str], str]] = {}
 MAX_ROUTES: Final = 4096
@@ -81,29 +82,32 @@ _MAX_QUANTITY: Final = MAX_QUANTITY
 _MAX_PRICE: Final = MAX_PRICE
 
 
-def _route(account: str, strategy: str, symbol: str) -> str:
-    canonical_id(account, "account")
-    canonical_id(strategy, "strategy")
-    folded = canonical_symbol(symbol, "symbol")
-    if len(_routes) >= MAX_ROUTES:
-        _routes.clear()
-    _routes[(account, strategy, symbol)] = folded
+def _route(key: tuple[str, str, str], journaled: bool) -> str:
+    account, strategy, symbol = key
+    canonical_id(account, "account", journaled)
+    canonical_id(strategy, "strategy", journaled)
+    folded = canonical_symbol(symbol, "symbol", journaled)
+    if not journaled:
+        if len(_routes) >= MAX_ROUTES:
+            _routes.clear()
+        _routes[key] = folded
     return folded
 
 
-def validate_fill(fill: Fill) -> Fill:
+def validate_fill(fill: Fill, journaled: bool = False) -> Fill:
     """The fill with canonical ids; client_order_id and fill_id are required."""
     check_side(fill.side)
     check_positive(fill.quantity, "quantity", MAX_QUANTITY)
     check_positive(fill.price, "price", MAX_PRICE)
-    return fill._replace(account=canonical_id(fill.account, "account"),
-                         strategy=canonical_id(fill.strategy, "strategy"),
-                         symbol=canonical_symbol(fill.symbol, "symbol"),
-                         client_order_id=canonical_id(fill.client_order_id, "client_order_id"),
-                         fill_id=canonical_id(fill.fill_id, "fill_id"))
+    return fill._replace(
+        account=canonical_id(fill.account, "account", journaled),
+        strategy=canonical_id(fill.strategy, "strategy", journaled),
+        symbol=canonical_symbol(fill.symbol, "symbol", journaled),
+        client_order_id=canonical_id(fill.client_order_id, "client_order_id", journaled),
+        fill_id=canonical_id(fill.fill_id, "fill_id", journaled))
 
 
-def validate_update(update: OrderUpdate) -> OrderUpdate:
+def validate_update(update: OrderUpdate, journaled: bool = False) -> OrderUpdate:
     if not isinstance(update.status, OrderStatus):
         raise InvalidArgument("status", f"unknown order status {update.status!r}")
     remaining = update.remaining_quantity
@@ -115,9 +119,9 @@ def validate_update(update: OrderUpdate) -> OrderUpdate:
         raise InvalidArgument("remaining_quantity", "is required with ORDER_STATUS_OPEN")
     if update.filled_quantity is not None:
         check_filled(update.filled_quantity, "filled_quantity")
-    return update._replace(account=canonical_id(update.account, "account"),
+    return update._replace(account=canonical_id(update.account, "account", journaled),
                            client_order_id=canonical_id(update.client_order_id,
-                                                        "client_order_id"))
+                                                        "client_order_id", journaled))
 
 
 def check_ended_without_leaves(update: OrderUpdate) -> None:
@@ -144,7 +148,8 @@ def check_one_mark(marks: dict[str, tuple[float, int]], position: PositionSnapsh
                               " mark")
 
 
-def validate_snapshot(position: PositionSnapshot, field: str) -> PositionSnapshot:
+def validate_snapshot(position: PositionSnapshot, field: str,
+                      journaled: bool = False) -> PositionSnapshot:
     check_finite(position.quantity, f"{field}.quantity")
     if abs(position.quantity) > MAX_QUANTITY:
         raise InvalidArgument(f"{field}.quantity", f"must be within ±{MAX_QUANTITY:g}")
@@ -153,22 +158,25 @@ def validate_snapshot(position: PositionSnapshot, field: str) -> PositionSnapsho
     elif position.quantity:
         raise InvalidArgument(f"{field}.mark_price", "is required for an open position")
     # Built, not _replace'd: a snapshot may list tens of thousands (limits.max_snapshot_entries).
-    return PositionSnapshot(canonical_id(position.strategy, f"{field}.strategy"),
-                            canonical_symbol(position.symbol, f"{field}.symbol"),
+    return PositionSnapshot(canonical_id(position.strategy, f"{field}.strategy", journaled),
+                            canonical_symbol(position.symbol, f"{field}.symbol", journaled),
                             position.quantity, position.mark_price)
 
 
-def validate_open_order(order: OpenOrder, field: str) -> OpenOrder:
+def validate_open_order(order: OpenOrder, field: str, journaled: bool = False) -> OpenOrder:
     check_side(order.side)
     check_positive(order.remaining_quantity, f"{field}.remaining_quantity", MAX_QUANTITY)
     check_positive(order.price, f"{field}.price", MAX_PRICE)
-    return OpenOrder(canonical_id(order.client_order_id, f"{field}.client_order_id"),
-                     canonical_id(order.strategy, f"{field}.strategy"),
-                     canonical_symbol(order.symbol, f"{field}.symbol"),
+    return OpenOrder(canonical_id(order.client_order_id, f"{field}.client_order_id",
+                                  journaled),
+                     canonical_id(order.strategy, f"{field}.strategy", journaled),
+                     canonical_symbol(order.symbol, f"{field}.symbol", journaled),
                      order.side, order.remaining_quantity, order.price)
 
 
-def validate_included(included: IncludedFills, field: str) -> IncludedFills:
+def validate_included(included: IncludedFills, field: str,
+                      journaled: bool = False) -> IncludedFills:
     check_filled(included.filled_quantity, f"{field}.filled_quantity")
-    return IncludedFills(canonical_id(included.client_order_id, f"{field}.client_order_id"),
+    return IncludedFills(canonical_id(included.client_order_id, f"{field}.client_order_id",
+                                      journaled),
                          included.filled_quantity)

@@ -978,7 +978,8 @@ def test_tls_and_mutual_tls_with_a_server_name(start_sidecar: StartSidecar,
     ("account:\u3164acc", "(that is 'account:\\u3164acc'): its id has an invisible"),
     ("symbol:aapl\ufe0f", "(that is 'symbol:aapl\\ufe0f'): its id has an invisible"),
     ("strategy:momo\u0308", "(that is 'strategy:momo\\u0308'): its id is not in Unicode NFC"
-     " form")])
+     " form"),
+    ("strategy:alpha  beta", "'strategy:alpha  beta': its id has two spaces in a row")])
 def test_an_id_that_is_not_canonical_is_refused_before_anything_is_sent(
         scope: str, problem: str) -> None:
     commands = [["trigger", "--scope", scope, "--reason", "halt"]]

@@ -422,6 +422,17 @@ def test_ids_that_look_alike_are_refused_naming_the_field(stub) -> None:  # noqa
     details = invalid(lambda: stub.Trigger(pb.TriggerRequest(
         scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id=" momo"), reason="halt")))
     assert details.startswith("scope.id: "), details
+    # Review 55a: runs of spaces show as one in HTML, alerts and dashboards, and
+    # "alpha  beta" passed a halt of "alpha beta".
+    alpha = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="alpha beta")
+    assert stub.Trigger(pb.TriggerRequest(scope=alpha, reason="halt")).state == \
+        pb.STATE_TRIPPED
+    assert invalid(lambda: stub.CheckOrder(order(strategy="alpha  beta"))) == \
+        'strategy: has two spaces in a row: ids that look alike are refused (one space, as' \
+        ' in "alpha beta")'
+    assert invalid(lambda: stub.Trigger(pb.TriggerRequest(
+        scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="alpha  beta"), reason="halt"))
+    ).startswith("scope.id: has two spaces in a row")
     for field in ("account", "client_order_id"):
         details = invalid(lambda: stub.CheckOrder(order(**{field: "acc\u200b-1"})))  # noqa: B023
         assert details.startswith(f"{field}: "), details

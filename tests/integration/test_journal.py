@@ -23,8 +23,8 @@ from ess_sidecar.cli import main
 from ess_sidecar.domain.commands import Admitted, ClockRead, FillReported, HeartbeatSeen, \
     MetricReported, OrdersCleared, OrderUpdated, PositionsSynced, ResetAsked, Restored, \
     TimersRan, Trigger, Triggered
-from ess_sidecar.domain.orders import Fill, OpenOrder, Order, OrderStatus, OrderUpdate, \
-    PositionSnapshot, Side
+from ess_sidecar.domain.orders import Fill, IncludedFills, OpenOrder, Order, OrderStatus, \
+    OrderUpdate, PositionSnapshot, Side
 from ess_sidecar.domain.scopes import GLOBAL, Scope, ScopeKind
 from ess_sidecar.domain.states import Cause, Directive, State, Transition, TriggerMode, \
     TriggerReason
@@ -1110,6 +1110,97 @@ def test_a_stored_scope_this_python_spells_another_way_starts_failed_closed(
         assert second.guard.engine.state_of(old) is State.TRIPPED
         assert "SYMBOL:\u019bx, stored, is SYMBOL:\u019bX for this Python, whose" \
             in second.guard.engine.untrusted
+    finally:
+        second.journal.close()
+        second.store.close()
+
+
+SPACED = "alpha  beta"  # two spaces in a row: taken before stop 60 (review 55a)
+
+
+def test_ids_with_two_spaces_in_a_row_in_the_journal_are_replayed_as_they_were(
+        tmp_path: Path) -> None:
+    """Review 55d: when two spaces in a row in an id were first refused, every start of a
+    journal holding one failed closed for good (the journal is validated again as it is
+    replayed). Journaled ids are taken as they were: the book and the working orders come
+    back, start after start, while no request may name them again."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.errors import InvalidArgument  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    first = build(settings, clock=FakeClock())
+    now = first.guard.now()
+    listed = OpenOrder("ord  0", SPACED, "AAPL", Side.BUY, 10.0, 100.0)
+    order = Order("acc-1", SPACED, "a  b", Side.BUY, 50.0, 100.0, False, "ord  1", "")
+    cleared = order._replace(client_order_id="ord  2")
+    for command in (  # as a version before stop 60 journaled them
+            PositionsSynced("acc-1", 1e6, (PositionSnapshot(SPACED, "AAPL", 100.0, 100.0),),
+                            (listed,), now, (IncludedFills("ord  0", 0.0),)),
+            Admitted(order, now, "d-1"), Admitted(cleared, now, "d-2"),
+            FillReported(Fill("acc-1", SPACED, "a  b", Side.BUY, 20.0, 100.0, "ord  1",
+                              "fill  1"), now),
+            OrderUpdated(OrderUpdate("acc-1", "ord  0", OrderStatus.CANCELLED, 0.0), now),
+            OrdersCleared("acc-1", ("ord  2",), now)):
+        first.journal.record(command)
+    first.journal.close()
+    first.store.close()
+    for _ in range(2):
+        again = build(settings, clock=FakeClock())
+        try:
+            engine = again.guard.engine
+            assert engine.untrusted == ""
+            assert again.guard.restricted() == []
+            assert engine.book.position("acc-1", SPACED, "AAPL") == 100.0
+            assert engine.book.position("acc-1", SPACED, "A  B") == 20.0
+            working = {r.client_order_id: r.remaining for r in engine.orders.working("acc-1")}
+            assert working == {"ord  1": 30.0}
+            for _ in range(2):  # the second past any cache of what the first found
+                with pytest.raises(InvalidArgument, match="strategy: has two spaces in a"):
+                    again.guard.check(order._replace(client_order_id="ord-3"))
+            with pytest.raises(InvalidArgument, match="client_order_id: has two spaces in"):
+                again.guard.report_fill(Fill("acc-1", "momo", "AAPL", Side.BUY, 1.0, 100.0,
+                                             "ord  1", "fill-2"))
+            assert working == {r.client_order_id: r.remaining
+                               for r in engine.orders.working("acc-1")}
+        finally:
+            again.journal.close()
+            again.store.close()
+
+
+@pytest.mark.parametrize("stored", ["trip", "heartbeat", "executor"])
+def test_a_stored_trip_or_heartbeat_no_request_can_name_starts_failed_closed(
+        tmp_path: Path, stored: str) -> None:
+    """Review 55a, 55d: a trip or a heartbeat registered under an id with two spaces in a
+    row (taken before stop 60) could never be reset, beaten or deregistered by a request,
+    and the scope of a registration would trip for good. The start fails closed naming it,
+    and says how to get out."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    first = build(settings, clock=FakeClock())
+    spaced = Scope(ScopeKind.STRATEGY, SPACED)
+    if stored == "trip":
+        first.guard.trigger(Trigger(spaced, TriggerMode.HALT, "x",
+                                    TriggerReason.USER_INITIATED, (), "op"))
+    else:
+        executor, scope = ("exec-1", spaced) if stored == "heartbeat" \
+            else ("exec  1", Scope(ScopeKind.STRATEGY, "momo"))
+        first.journal.record(HeartbeatSeen(executor, scope, 30.0, first.guard.now()))
+    first.journal.close()
+    first.store.close()
+    second = build(settings, clock=FakeClock())
+    try:
+        assert {t.scope: t.state for t in second.guard.restricted()}[GLOBAL] is State.TRIPPED
+        untrusted = second.guard.engine.untrusted
+        if stored == "executor":
+            assert "the heartbeat of 'exec  1' on STRATEGY:momo, stored, is refused by this" \
+                " version (executor_id: has two spaces in a row" in untrusted
+            assert "Start the version it ran on before and deregister it" in untrusted
+        else:
+            assert "STRATEGY:alpha  beta, stored, is refused by this version (scope.id: has" \
+                " two spaces in a row" in untrusted
+            assert "reset the scope (or deregister the heartbeat), and trip it again" \
+                in untrusted
     finally:
         second.journal.close()
         second.store.close()
