@@ -18,8 +18,8 @@
 //
 // Ids (account, strategy, symbol, scope ids, executor_id, client_order_id, fill_id) must be
 // canonical or the request is INVALID_ARGUMENT naming the field: 1 to 128 characters, NFC,
-// no leading or trailing whitespace and no whitespace but the ASCII space inside, no
-// control, format, surrogate, private-use, unassigned or
+// no leading or trailing whitespace and no whitespace but the ASCII space inside, never
+// two in a row, no control, format, surrogate, private-use, unassigned or
 // default-ignorable characters (U+034F, variation selectors, U+3164, ...), not the
 // braille blank U+2800, no combining mark first, no compatibility characters (NFKC:
 // fullwidth letters, ligatures, superscripts). Symbols are case-insensitive and answered
