@@ -183,7 +183,7 @@ class GuardEngine:
                 return known, self._alike_scopes(scope.kind, alike), True
             if other == scope.id:
                 known = True
-            elif other not in alike and likeness(other) == like:
+            elif other not in alike and likeness(other) == like and _nameable(other):
                 alike.add(other)
             if count % every == 0:
                 yield
@@ -1379,6 +1379,16 @@ def _covering(by_kind: dict[ScopeKind, dict[str, Transition]],
             by_kind[ScopeKind.ACCOUNT].get(order.account),
             by_kind[ScopeKind.STRATEGY].get(order.strategy),
             by_kind[ScopeKind.SYMBOL].get(order.symbol))
+
+
+def _nameable(ident: str) -> bool:
+    """Whether a request may name `ident` (spelled_alike): an id journaled before stop 60
+    with two spaces in a row is no longer one, and nothing trades under it (ids.py)."""
+    try:
+        canonical_id(ident, "id")
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _iso(timestamp: float) -> str:

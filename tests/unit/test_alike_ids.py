@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ess_sidecar.domain.breakers import Metric
+from ess_sidecar.domain.commands import Admitted
 from ess_sidecar.domain.engine import MOST_ALIKE, GuardEngine
 from ess_sidecar.domain.limits import LimitSettings, SymbolLimits
 from ess_sidecar.domain.ids import likeness
@@ -57,6 +58,18 @@ def test_a_strategy_known_by_a_working_order_is_named_and_the_exact_one_is_not()
     assert alike(engine, strategy("momo")) == (False, [strategy("Momo")])
     assert alike(engine, strategy("Momo")) == (True, [])
     assert alike(engine, strategy("MOMO ")) == (False, [strategy("Momo")])
+
+
+def test_an_id_journaled_with_two_spaces_in_a_row_is_not_named() -> None:
+    """Stop 60: two spaces in a row are refused in requests, but the journal of an
+    earlier version may hold them, and its replay keeps them. Nothing can trade under
+    such an id, and essctl would print a command the sidecar refuses: it is not named."""
+    engine = make_engine()
+    engine.replay(Admitted(order(strategy="alpha  beta"), T0, "d-1"), ())
+    assert [r.strategy for r in engine.orders.working("acc-1")] == ["alpha  beta"]
+    assert alike(engine, strategy("alpha beta")) == (False, [])
+    assert engine.check(order(strategy="Alpha Beta", client_order_id="o-2"), T0).allowed
+    assert alike(engine, strategy("alpha beta")) == (False, [strategy("Alpha Beta")])
 
 
 def test_evidence_and_overrides_make_a_scope_known_and_a_trip_does_not() -> None:
