@@ -109,6 +109,12 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
         log.warning("a four-eyes request in the journal is refused by this version's rules,"
                     " so it is gone (ask again): %s", refused)
     engine.refused_in_replay.clear()
+    if unnamed := sorted(str(scope) for scope in engine.unnamed_in_replay):
+        log.warning("%d scope(s) whose reports the journal holds are no id for this version"
+                    " (two spaces in a row), so their evidence is dropped and their feeds are"
+                    " not watched: %s", len(unnamed), ", ".join(unnamed[:10])
+                    + (" …" if len(unnamed) > 10 else ""))
+    engine.unnamed_in_replay.clear()
 
 
 def respelled(engine: GuardEngine) -> str:
@@ -128,8 +134,9 @@ def respelled(engine: GuardEngine) -> str:
         except InvalidArgument as error:
             return f"{scope}, stored, is refused by this version ({error}): no request" \
                    " could name its trip or heartbeat. Start the version it ran on before," \
-                   " reset the scope (or deregister the heartbeat), and trip it again" \
-                   " spelled as this version takes it after the upgrade"
+                   " bring the scope back to ARMED there (reset it, or let its cooldown" \
+                   " end) or deregister the heartbeat, and trip it again spelled as this" \
+                   " version takes it after the upgrade"
         if spelled != str(scope):
             return f"{scope}, stored, is {spelled} for this Python, whose Unicode data" \
                    f" ({unicodedata.unidata_version}) spells it another way: its trip or" \

@@ -113,6 +113,9 @@ class GuardEngine:
         # Four-eyes requests the journal holds that this version's rules refuse (a reason
         # an earlier version took: review 53d), for the start to say they are gone.
         self.refused_in_replay: list[str] = []
+        # Scopes whose evidence the journal holds under an id no request can name (two
+        # spaces in a row, journaled before stop 60: ids.py), dropped, for the start to say.
+        self.unnamed_in_replay: set[Scope] = set()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1217,10 +1220,15 @@ class GuardEngine:
                 if renewal:
                     self._renewal_owed_in_replay(valid.account, renewal)
             case MetricReported(scope, metric, value, now, accepted):
-                if accepted is not False:  # None: the cap in force now decides
-                    self.plan_report(scope, metric, value, now, capped=accepted is None)
-                else:
+                if accepted is False:
                     self.refused_at_cap = True
+                elif scope.kind is not ScopeKind.GLOBAL and not _nameable(scope.id):
+                    # No report, tick or order names it again: its feed, watched, would go
+                    # stale and trip a scope no reset names (review 60a). A trip it made is
+                    # applied below, and fails the start (recovery.respelled).
+                    self.unnamed_in_replay.add(scope)
+                else:  # accepted None: the cap in force now decides
+                    self.plan_report(scope, metric, value, now, capped=accepted is None)
             case OrderUpdated(update):
                 self.update_order(update, replay=True)
             case PositionsSynced(account, equity, positions, open_orders, now, included,

@@ -1199,8 +1199,8 @@ def test_a_stored_trip_or_heartbeat_no_request_can_name_starts_failed_closed(
         else:
             assert "STRATEGY:alpha  beta, stored, is refused by this version (scope.id: has" \
                 " two spaces in a row" in untrusted
-            assert "reset the scope (or deregister the heartbeat), and trip it again" \
-                in untrusted
+            assert "bring the scope back to ARMED there (reset it, or let its cooldown end)" \
+                " or deregister the heartbeat, and trip it again" in untrusted
     finally:
         second.journal.close()
         second.store.close()
@@ -1255,6 +1255,39 @@ def test_feeds_a_cut_journal_lacks_are_taken_from_the_store(tmp_path: Path) -> N
         ("SYMBOL:LATE", "data_feed_stale")]
     third.journal.close()
     third.store.close()
+
+
+def test_a_feed_journaled_under_an_id_no_request_can_name_is_not_watched(
+        tmp_path: Path) -> None:
+    """Review 60a: a data feed an earlier version watched under a symbol with two spaces
+    in a row was watched again by the replay. No tick can name it now, so it went stale
+    and tripped SYMBOL:AA  PL, which no reset can name, and every start after failed
+    closed. The evidence of a scope no request can name is dropped by the replay, as the
+    store's feeds of such an id are (restore_feeds); a feed a request names is watched."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    clock = FakeClock()
+    first = build(settings, clock=clock)
+    spaced = Scope(ScopeKind.SYMBOL, "AA  PL")
+    _ticked(first.guard, "AAPL")
+    for scope, metric in ((spaced, Metric.DATA_FEED_TICK),
+                          (Scope(ScopeKind.STRATEGY, SPACED), Metric.DAILY_DRAWDOWN_PCT)):
+        first.journal.record(MetricReported(scope, metric, 1.0, clock.now(), True))
+    first.store.save_feeds([spaced])
+    first.journal.close()
+    first.store.close()
+    for _ in range(2):
+        again = build(settings, clock=clock)
+        try:
+            assert again.guard.engine.untrusted == ""
+            assert again.guard.engine.breakers.feeds() == [Scope(ScopeKind.SYMBOL, "AAPL")]
+            clock.advance(31)
+            again.guard.run_timers()
+            assert [str(t.scope) for t in again.guard.restricted()] == ["SYMBOL:AAPL"]
+        finally:
+            again.journal.close()
+            again.store.close()
 
 
 def test_feeds_are_taken_from_the_store_when_the_journal_was_set_aside(
