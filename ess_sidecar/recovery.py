@@ -115,6 +115,12 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
                     " not watched: %s", len(unnamed), ", ".join(unnamed[:10])
                     + (" …" if len(unnamed) > 10 else ""))
     engine.unnamed_in_replay.clear()
+    if marked := engine.unnamed_legs():
+        log.warning("%d account(s) hold positions or orders of a strategy this version"
+                    " refuses (two spaces in a row): orders growing any strategy's exposure"
+                    " there are denied until a SyncPositions of the account replaces them:"
+                    " %s", len(marked), ", ".join(marked[:10])
+                    + (" …" if len(marked) > 10 else ""))
 
 
 def respelled(engine: GuardEngine) -> str:

@@ -279,6 +279,11 @@ class AccountBook:
     # Open orders its last snapshot listed and the sidecar could not adopt (order ids at
     # limits.max_remembered_orders): what they reserve is unknown, so its orders are denied
     unadopted: int = 0
+    # A strategy it holds a leg of (a position, working orders) under an id no request can
+    # name ("" none): journaled before stop 60 with two spaces in a row (ids.py), and maybe
+    # renamed since, so no strategy's exposure can be judged until a snapshot replaces it
+    # (review 60a: a renamed strategy went to 105 % against 60 %). GuardEngine.unnamed_legs.
+    unnamed: str = ""
     _holders: dict[str, dict[str, StrategyLeg]] = field(default_factory=dict)  # by symbol
 
     def leg(self, strategy: str, symbol: str) -> StrategyLeg:

@@ -464,8 +464,25 @@ class GuardEngine:
         if len({c.client_order_id for c in counted}) != len(counted):
             raise InvalidArgument("included_fills", "lists a client_order_id twice")
         self._check_lacking(account, checked, counted)
-        return sync_account(self.book, self.orders, account, equity, checked, orders, now,
+        held = sync_account(self.book, self.orders, account, equity, checked, orders, now,
                             counted, left_out)
+        self._unnamed_leg(account)
+        return held
+
+    def unnamed_legs(self) -> list[str]:
+        """After a replay: marks each account holding a leg of a strategy no request can
+        name (AccountBook.unnamed), and returns them."""
+        for account in list(self.book.accounts):
+            self._unnamed_leg(account, replayed=True)
+        return sorted(a for a, book in self.book.accounts.items() if book.unnamed)
+
+    def _unnamed_leg(self, account: str, replayed: bool = False) -> None:
+        """AccountBook.unnamed made again, after a replay or, for an account marked, after
+        its snapshot or an operator's clear."""
+        book = self.book.peek(account)
+        if book is not None and (replayed or book.unnamed):
+            book.unnamed = next((strategy for strategy, _ in book.legs
+                                 if not _nameable(strategy)), "")
 
     def _check_lacking(self, account: str, positions: list[PositionSnapshot],
                        counted: list[IncludedFills]) -> None:
@@ -513,6 +530,7 @@ class GuardEngine:
                 self._clear(record)
             if (book := self.book.peek(account)) is not None:
                 book.unadopted = 0
+            self._unnamed_leg(account)
             return len(ended)
         # Until none named works: one made to work again by an unreplace may itself be a
         # replacement the venue has not confirmed (a replace of a replace), whose original

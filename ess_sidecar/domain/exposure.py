@@ -178,6 +178,12 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
     if book.unpriced and grows_leg:  # a leg with a worst case and no price, in the sums at 0
         _, symbol = next(iter(book.unpriced))
         return _mark_unknown(order.account, symbol)
+    if book.unnamed:  # whose strategy that leg is now is unknown: AccountBook.unnamed
+        return Denial(DecisionReason.STRATEGY_EXPOSURE, f"account {order.account} holds a"
+                      f" position or orders of strategy {book.unnamed!r}, kept from before"
+                      " stop 60, which no request can name (two spaces in a row): no"
+                      " strategy's exposure can be judged until a SyncPositions of the"
+                      " account replaces its positions and open orders")
     # The sums hold every leg's worth (its larger side) before the order; the order's leg
     # counts, in its place, the side it grows, with it: every other leg at its worst.
     own = leg.value if isinstance(leg, StrategyLeg) else 0.0

@@ -1167,6 +1167,73 @@ def test_ids_with_two_spaces_in_a_row_in_the_journal_are_replayed_as_they_were(
             again.store.close()
 
 
+def test_a_strategy_journaled_with_two_spaces_in_a_row_holds_its_account_until_a_snapshot(
+        tmp_path: Path) -> None:
+    """Review 60a: after the upgrade an executor renames "alpha  beta" to "alpha beta",
+    whose exposure did not count the position kept under the old name: 550 AAPL was
+    allowed, 105 % against the strategy limit of 60 %. Until a snapshot of the account
+    replaces what it holds under such a strategy, every order growing a strategy's
+    exposure there is denied; reducing ones, and other accounts, are not."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.decisions import DecisionReason  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = load_settings(None, server={"listen": ""}, telemetry={"enabled": False},
+                             store={"path": str(tmp_path / "ess.db"),
+                                    "journal_sync_interval_s": 0.0},
+                             limits={"max_symbol_exposure_pct": 60.0,
+                                     "max_portfolio_exposure_pct": 200.0})
+    first = build(settings, clock=FakeClock())
+    book = (PositionSnapshot(SPACED, "MSFT", 500.0, 100.0),
+            PositionSnapshot("other", "AAPL", 10.0, 100.0))
+    for account in ("acc-1", "acc-2"):
+        first.journal.record(PositionsSynced(account, 1e5, book, (), first.guard.now()))
+    first.journal.record(PositionsSynced("acc-3", 1e5, book[1:], (), first.guard.now()))
+    first.journal.record(Admitted(Order("acc-3", SPACED, "MSFT", Side.BUY, 500.0, 100.0,
+                                        False, "w  1", ""), first.guard.now(), "d-1"))
+    first.journal.close()
+    first.store.close()
+    renamed = Order("acc-1", "alpha beta", "AAPL", Side.BUY, 550.0, 100.0, False, "n-1", "")
+    for restart in range(2):
+        again = build(settings, clock=FakeClock())
+        try:
+            guard = again.guard
+            assert guard.engine.untrusted == ""
+            decision = guard.check(renamed._replace(client_order_id=f"n-{restart}"))
+            assert (decision.allowed, decision.reason) == (
+                False, DecisionReason.STRATEGY_EXPOSURE)
+            assert "holds a position or orders of strategy 'alpha  beta', kept from" \
+                in decision.message
+            assert guard.check(Order("acc-1", "other", "AAPL", Side.SELL, 5.0, 100.0, False,
+                                     f"r-{restart}", "")).allowed  # reduces
+            assert guard.check(renamed._replace(account="acc-2", quantity=10.0,
+                                                client_order_id=f"b-{restart}")).allowed \
+                is (restart == 1)  # marked acc-2 at the first start, as acc-1
+            guard.sync_positions("acc-2", 1e5, [PositionSnapshot("alpha beta", "MSFT", 500.0,
+                                                                 100.0)], [])
+            assert guard.check(renamed._replace(account="acc-2", quantity=50.0,
+                                                client_order_id=f"c-{restart}")).allowed
+            if restart == 0:  # an order working alone holds it too, until cleared
+                assert not guard.check(renamed._replace(account="acc-3", quantity=1.0,
+                                                        client_order_id="c-3")).allowed
+                assert guard.clear_working_orders("acc-3", [], "gone", "op") == 1
+            assert guard.check(renamed._replace(account="acc-3", quantity=50.0,
+                                                client_order_id=f"d-{restart}")).allowed
+        finally:
+            again.journal.close()
+            again.store.close()
+    last = build(settings, clock=FakeClock())
+    try:  # the snapshot journaled replaces what was kept: judged as the strategy it names
+        decision = last.guard.check(renamed._replace(account="acc-2", client_order_id="x"))
+        assert (decision.allowed, decision.reason) == (False, DecisionReason.STRATEGY_EXPOSURE)
+        assert "strategy alpha beta" in decision.message
+        assert last.guard.check(renamed._replace(account="acc-2", quantity=50.0,
+                                                 client_order_id="y")).allowed
+        assert not last.guard.check(renamed._replace(client_order_id="z")).allowed  # acc-1
+    finally:
+        last.journal.close()
+        last.store.close()
+
+
 @pytest.mark.parametrize("stored", ["trip", "heartbeat", "executor"])
 def test_a_stored_trip_or_heartbeat_no_request_can_name_starts_failed_closed(
         tmp_path: Path, stored: str) -> None:
