@@ -116,10 +116,11 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
                     + (" …" if len(unnamed) > 10 else ""))
     engine.unnamed_in_replay.clear()
     if marked := engine.unnamed_legs():
-        log.warning("%d account(s) hold positions or orders of a strategy this version"
-                    " refuses (two spaces in a row): orders growing any strategy's exposure"
-                    " there are denied until a SyncPositions of the account replaces them:"
-                    " %s", len(marked), ", ".join(marked[:10])
+        log.warning("%d account(s) hold positions or orders of a strategy or symbol this"
+                    " version refuses (two spaces in a row): only orders that reduce are"
+                    " allowed there until a SyncPositions of the account with its open orders"
+                    " complete, or a clear of all its orders, leaves none: %s", len(marked),
+                    ", ".join(marked[:10])
                     + (" …" if len(marked) > 10 else ""))
 
 

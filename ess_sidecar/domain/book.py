@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from .ids import nameable
 from .orders import Side
 
 # Bound on the relative rounding error of one update: a subtraction and two additions,
@@ -279,11 +280,14 @@ class AccountBook:
     # Open orders its last snapshot listed and the sidecar could not adopt (order ids at
     # limits.max_remembered_orders): what they reserve is unknown, so its orders are denied
     unadopted: int = 0
-    # A strategy it holds a leg of (a position, working orders) under an id no request can
-    # name ("" none): journaled before stop 60 with two spaces in a row (ids.py), and maybe
-    # renamed since, so no strategy's exposure can be judged until a snapshot replaces it
-    # (review 60a: a renamed strategy went to 105 % against 60 %). GuardEngine.unnamed_legs.
-    unnamed: str = ""
+    # Its legs (a position, working orders) whose strategy or symbol no request can name,
+    # journaled before stop 60 with two spaces in a row (ids.py), -> whether the strategy
+    # is one. What they hold may be a renamed strategy's or symbol's now, so its orders
+    # are judged by no limit but allowed only if they reduce (exposure.check_exposure;
+    # review 60a: a renamed strategy went to 105 % against 60 %; 60b: a renamed symbol
+    # to 58 % against 30 %, and an order revived after a snapshot). Kept as legs come
+    # and go, replayed or not.
+    unnamed: dict[tuple[str, str], bool] = field(default_factory=dict)
     _holders: dict[str, dict[str, StrategyLeg]] = field(default_factory=dict)  # by symbol
 
     def leg(self, strategy: str, symbol: str) -> StrategyLeg:
@@ -292,6 +296,8 @@ class AccountBook:
         if leg is None:
             leg = self.legs[(strategy, symbol)] = StrategyLeg(self, strategy, symbol)
             self._holders.setdefault(symbol, {})[strategy] = leg
+            if not (nameable(strategy) and nameable(symbol)):
+                self.unnamed[(strategy, symbol)] = not nameable(strategy)
             exposure = self.strategies.get(strategy)
             if exposure is None:
                 exposure = self.strategies[strategy] = Exposure()
@@ -368,6 +374,8 @@ class AccountBook:
         leg = self.legs.get((strategy, symbol))
         if leg is not None and leg.idle():
             del self.legs[(strategy, symbol)]
+            if self.unnamed:
+                self.unnamed.pop((strategy, symbol), None)
             holders = self._holders[symbol]
             del holders[strategy]
             if not holders:

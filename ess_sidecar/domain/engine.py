@@ -29,7 +29,7 @@ from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .book import Book
-from .ids import canonical_id, likeness
+from .ids import canonical_id, likeness, nameable
 from .lifecycle import FillOutcome, apply_fill, apply_update, lacking_fills, sync_account
 from .limits import OrderRate
 from .orders import MAX_EQUITY, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
@@ -186,7 +186,7 @@ class GuardEngine:
                 return known, self._alike_scopes(scope.kind, alike), True
             if other == scope.id:
                 known = True
-            elif other not in alike and likeness(other) == like and _nameable(other):
+            elif other not in alike and likeness(other) == like and nameable(other):
                 alike.add(other)
             if count % every == 0:
                 yield
@@ -397,7 +397,7 @@ class GuardEngine:
                     (listed.strategy, listed.symbol, listed.side):
                 raise InvalidArgument(f"open_orders[{index}]", f"order"
                                       f" {known.client_order_id!r} is {known.side.name}"
-                                      f" {known.symbol} for strategy {known.strategy}")
+                                      f" {known.symbol!r} for strategy {known.strategy!r}")
         return orders
 
     def adoptable(self, account: str, open_orders: list[OpenOrder]) -> list[OpenOrder]:
@@ -464,25 +464,13 @@ class GuardEngine:
         if len({c.client_order_id for c in counted}) != len(counted):
             raise InvalidArgument("included_fills", "lists a client_order_id twice")
         self._check_lacking(account, checked, counted)
-        held = sync_account(self.book, self.orders, account, equity, checked, orders, now,
+        return sync_account(self.book, self.orders, account, equity, checked, orders, now,
                             counted, left_out)
-        self._unnamed_leg(account)
-        return held
 
     def unnamed_legs(self) -> list[str]:
-        """After a replay: marks each account holding a leg of a strategy no request can
-        name (AccountBook.unnamed), and returns them."""
-        for account in list(self.book.accounts):
-            self._unnamed_leg(account, replayed=True)
+        """The accounts holding legs of a strategy or symbol no request can name
+        (AccountBook.unnamed): only orders that reduce are allowed there."""
         return sorted(a for a, book in self.book.accounts.items() if book.unnamed)
-
-    def _unnamed_leg(self, account: str, replayed: bool = False) -> None:
-        """AccountBook.unnamed made again, after a replay or, for an account marked, after
-        its snapshot or an operator's clear."""
-        book = self.book.peek(account)
-        if book is not None and (replayed or book.unnamed):
-            book.unnamed = next((strategy for strategy, _ in book.legs
-                                 if not _nameable(strategy)), "")
 
     def _check_lacking(self, account: str, positions: list[PositionSnapshot],
                        counted: list[IncludedFills]) -> None:
@@ -530,7 +518,6 @@ class GuardEngine:
                 self._clear(record)
             if (book := self.book.peek(account)) is not None:
                 book.unadopted = 0
-            self._unnamed_leg(account)
             return len(ended)
         # Until none named works: one made to work again by an unreplace may itself be a
         # replacement the venue has not confirmed (a replace of a replace), whose original
@@ -1240,7 +1227,7 @@ class GuardEngine:
             case MetricReported(scope, metric, value, now, accepted):
                 if accepted is False:
                     self.refused_at_cap = True
-                elif scope.kind is not ScopeKind.GLOBAL and not _nameable(scope.id):
+                elif scope.kind is not ScopeKind.GLOBAL and not nameable(scope.id):
                     # No report, tick or order names it again: its feed, watched, would go
                     # stale and trip a scope no reset names (review 60a). A trip it made is
                     # applied below, and fails the start (recovery.respelled).
@@ -1405,16 +1392,6 @@ def _covering(by_kind: dict[ScopeKind, dict[str, Transition]],
             by_kind[ScopeKind.ACCOUNT].get(order.account),
             by_kind[ScopeKind.STRATEGY].get(order.strategy),
             by_kind[ScopeKind.SYMBOL].get(order.symbol))
-
-
-def _nameable(ident: str) -> bool:
-    """Whether a request may name `ident` (spelled_alike): an id journaled before stop 60
-    with two spaces in a row is no longer one, and nothing trades under it (ids.py)."""
-    try:
-        canonical_id(ident, "id")
-    except InvalidArgument:
-        return False
-    return True
 
 
 def _iso(timestamp: float) -> str:

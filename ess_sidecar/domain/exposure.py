@@ -82,6 +82,8 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     # 100 at the band's top was denied at 30.3 %, in REDUCE_ONLY too; review 47d: one the
     # test admits, crossing zero within its rounding, was judged).
     if settings.exposure_enabled and not reduces(order, book):
+        if book.unnamed:
+            return _unnamed(order, book)
         denial = _exposure(order, book, settings, net, leg, grows_net, grows_leg)
         if denial is not None:
             return denial
@@ -91,6 +93,21 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
             return Denial(DecisionReason.MAX_POSITIONS, f"would hold a position in {held}"
                           f" symbols (max {settings.max_open_positions})")
     return None
+
+
+def _unnamed(order: Order, book: AccountBook) -> Denial:
+    """The account holds a leg no request can name (AccountBook.unnamed): what it holds
+    may be a renamed strategy's or symbol's now, so no limit can be judged."""
+    (strategy, symbol), of_strategy = next(iter(book.unnamed.items()))
+    return Denial(DecisionReason.STRATEGY_EXPOSURE if of_strategy
+                  else DecisionReason.SYMBOL_EXPOSURE,
+                  f"account {order.account} holds a position or orders of strategy"
+                  f" {strategy!r} in {symbol!r}, kept from before stop 60 under an id no"
+                  " request can name (two spaces in a row): what a strategy or symbol"
+                  " renamed from it holds is unknown, so only orders that reduce are"
+                  " allowed until a SyncPositions of the account with its open orders"
+                  " complete, or an operator's clear of all its orders (essctl orders"
+                  " clear --all), leaves none")
 
 
 _EMPTY: Final = Leg()  # the leg of a quantity nothing touches yet; never written
@@ -178,12 +195,6 @@ def _exposure(order: Order, book: AccountBook, settings: LimitSettings, net: Leg
     if book.unpriced and grows_leg:  # a leg with a worst case and no price, in the sums at 0
         _, symbol = next(iter(book.unpriced))
         return _mark_unknown(order.account, symbol)
-    if book.unnamed:  # whose strategy that leg is now is unknown: AccountBook.unnamed
-        return Denial(DecisionReason.STRATEGY_EXPOSURE, f"account {order.account} holds a"
-                      f" position or orders of strategy {book.unnamed!r}, kept from before"
-                      " stop 60, which no request can name (two spaces in a row): no"
-                      " strategy's exposure can be judged until a SyncPositions of the"
-                      " account replaces its positions and open orders")
     # The sums hold every leg's worth (its larger side) before the order; the order's leg
     # counts, in its place, the side it grows, with it: every other leg at its worst.
     own = leg.value if isinstance(leg, StrategyLeg) else 0.0

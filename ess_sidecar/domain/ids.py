@@ -96,6 +96,16 @@ def canonical_id(value: str, field: str, journaled: bool = False) -> str:
     return value
 
 
+def nameable(value: str) -> bool:
+    """Whether a request may name `value`, an id the state holds: not one journaled
+    before stop 60 with two spaces in a row (see above)."""
+    try:
+        canonical_id(value, "id")
+    except InvalidArgument:
+        return False
+    return True
+
+
 def fold_symbol(value: str) -> str:
     """A symbol in upper case, in NFC: the one spelling of every case of it. Upper-cased
     decomposed, because a mark's place in the composed form depends on the case it came

@@ -68,7 +68,9 @@ def test_an_id_journaled_with_two_spaces_in_a_row_is_not_named() -> None:
     engine.replay(Admitted(order(strategy="alpha  beta"), T0, "d-1"), ())
     assert [r.strategy for r in engine.orders.working("acc-1")] == ["alpha  beta"]
     assert alike(engine, strategy("alpha beta")) == (False, [])
-    assert engine.check(order(strategy="Alpha Beta", client_order_id="o-2"), T0).allowed
+    engine.sync_positions("acc-2", 1_000_000.0, [position(0.0)])  # acc-1 holds the leg
+    assert engine.check(order(account="acc-2", strategy="Alpha Beta", client_order_id="o-2"),
+                        T0).allowed
     assert alike(engine, strategy("alpha beta")) == (False, [strategy("Alpha Beta")])
 
 

@@ -1126,6 +1126,9 @@ def test_a_snapshot_that_contradicts_an_allowed_order_is_refused_and_changes_not
         engine.sync_positions(ACCOUNT, 2e6, [position(50)], [
             OpenOrder(allowed, STRATEGY, "ETH-USD", Side.BUY, 10, 100)], T0)
     assert raised.value.field == "open_orders[0]"
+    # Quoted (review 60b: "alpha  beta" printed bare read as the "alpha beta" listed)
+    assert str(raised.value) == f"open_orders[0]: order {allowed!r} is BUY {SYMBOL!r} for" \
+        f" strategy {STRATEGY!r}"
     assert engine.book.position(ACCOUNT, STRATEGY, SYMBOL) == 0
     assert [r.remaining for r in engine.orders.working(ACCOUNT)] == [10]
 
