@@ -8,7 +8,7 @@ from typing import Final
 
 from .book import AccountBook
 from .decisions import DecisionReason, Denial
-from .exposure import check_exposure, reduces
+from .exposure import check_exposure, check_unnamed, reduces
 from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
 from .states import State, Transition
@@ -29,6 +29,7 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
             or check_price_band(order, symbol_limits,
                                 book.marks.get(order.symbol) or symbol_limits.reference_price)
             or rate.check(order.strategy, now)
+            or check_unnamed(order, book)
             or check_exposure(order, book, limits)
             or check_working(order, ledger, limits, replacing, now, book.unadopted))
 

@@ -82,8 +82,6 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     # 100 at the band's top was denied at 30.3 %, in REDUCE_ONLY too; review 47d: one the
     # test admits, crossing zero within its rounding, was judged).
     if settings.exposure_enabled and not reduces(order, book):
-        if book.unnamed:
-            return _unnamed(order, book)
         denial = _exposure(order, book, settings, net, leg, grows_net, grows_leg)
         if denial is not None:
             return denial
@@ -95,19 +93,28 @@ def check_exposure(order: Order, book: AccountBook, settings: LimitSettings) -> 
     return None
 
 
-def _unnamed(order: Order, book: AccountBook) -> Denial:
-    """The account holds a leg no request can name (AccountBook.unnamed): what it holds
-    may be a renamed strategy's or symbol's now, so no limit can be judged."""
+def check_unnamed(order: Order, book: AccountBook) -> Denial | None:
+    """The step before exposure: the account holds a leg no request can name
+    (AccountBook.unnamed), and what it holds may be a renamed strategy's or symbol's now,
+    so no limit can be judged of one (exposure, max positions, working orders: review
+    60c), and only orders that reduce are allowed. Not a question of room: a late fill
+    is not judged by it (decide.late_fill_denial)."""
+    if not book.unnamed or reduces(order, book):
+        return None
     (strategy, symbol), of_strategy = next(iter(book.unnamed.items()))
+    leg = book.legs[(strategy, symbol)]
+    held = " and ".join(what for what, there in (("a position", leg.position),
+                                                  ("working orders", leg.working)) if there)
     return Denial(DecisionReason.STRATEGY_EXPOSURE if of_strategy
                   else DecisionReason.SYMBOL_EXPOSURE,
-                  f"account {order.account} holds a position or orders of strategy"
+                  f"account {order.account} holds {held or 'a leg'} of strategy"
                   f" {strategy!r} in {symbol!r}, kept from before stop 60 under an id no"
                   " request can name (two spaces in a row): what a strategy or symbol"
                   " renamed from it holds is unknown, so only orders that reduce are"
-                  " allowed until a SyncPositions of the account with its open orders"
-                  " complete, or an operator's clear of all its orders (essctl orders"
-                  " clear --all), leaves none")
+                  " allowed until none is left: a SyncPositions of the account with its"
+                  " open orders complete ends its position and orders, an operator's clear"
+                  " of all its orders (essctl orders clear --all) its orders, those owed"
+                  " fills too")
 
 
 _EMPTY: Final = Leg()  # the leg of a quantity nothing touches yet; never written

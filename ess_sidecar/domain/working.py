@@ -307,8 +307,8 @@ class OrderLedger:
                 (order.strategy, order.symbol, order.side):
             raise InvalidArgument("replaces_client_order_id", f"order"
                                   f" {record.client_order_id!r} is {record.side.name}"
-                                  f" {record.symbol} for strategy {record.strategy}: a replace"
-                                  " keeps the strategy, symbol and side")
+                                  f" {record.symbol!r} for strategy {record.strategy!r}: a"
+                                  " replace keeps the strategy, symbol and side")
         return record
 
     def used(self, account: str, client_order_id: str) -> bool:

@@ -1207,7 +1207,7 @@ def test_a_strategy_journaled_with_two_spaces_in_a_row_holds_its_account_until_a
             decision = guard.check(renamed._replace(client_order_id=f"n-{restart}"))
             assert (decision.allowed, decision.reason) == (
                 False, DecisionReason.STRATEGY_EXPOSURE)
-            assert "holds a position or orders of strategy 'alpha  beta' in 'MSFT', kept" \
+            assert "holds a position of strategy 'alpha  beta' in 'MSFT', kept" \
                 " from before stop 60" in decision.message
             assert guard.check(Order("acc-1", "other", "AAPL", Side.SELL, 5.0, 100.0, False,
                                      f"r-{restart}", "")).allowed  # reduces
