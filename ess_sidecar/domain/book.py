@@ -283,7 +283,7 @@ class AccountBook:
     # Its legs (a position, working orders) whose strategy or symbol no request can name,
     # journaled before stop 60 with two spaces in a row (ids.py), -> whether the strategy
     # is one. What they hold may be a renamed strategy's or symbol's now, so its orders
-    # are judged by no limit but allowed only if they reduce (exposure.check_exposure;
+    # are judged by no limit but allowed only if they reduce (exposure.check_unnamed;
     # review 60a: a renamed strategy went to 105 % against 60 %; 60b: a renamed symbol
     # to 58 % against 30 %, and an order revived after a snapshot). Kept as legs come
     # and go, replayed or not.
