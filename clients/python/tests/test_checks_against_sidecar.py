@@ -302,7 +302,15 @@ async def test_denials_received_while_the_loop_was_busy_past_the_deadline_stand(
             checks = [asyncio.ensure_future(guard.check(**ORDER)) for _ in range(in_flight)]
             for _ in range(4 + in_flight):  # the requests go out
                 await asyncio.sleep(0)
-            time.sleep(0.2)  # the executor's loop, busy: the denials come meanwhile
+            # Each write waits for the one before, a loop turn or more: on a loaded CI
+            # machine 104 turns were not enough for 100, and a request still queued when the
+            # loop blocks rightly fails open at its deadline (stop 60). So, with a deadline,
+            # until the stream has taken every request; gRPC's own threads send the last.
+            outbox, until = guard._stream._outbox, time.monotonic() + 10  # noqa: SLF001
+            while not outbox.empty():
+                assert time.monotonic() < until, f"{outbox.qsize()} requests never went out"
+                await asyncio.sleep(0.001)
+            time.sleep(0.5)  # the executor's loop, busy: the denials come meanwhile
             for verdict in await asyncio.gather(*checks):
                 assert (verdict.allowed, verdict.reason_name) == (False, "SCOPE_TRIPPED"), \
                     verdict
