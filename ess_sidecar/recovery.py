@@ -112,16 +112,19 @@ def replay(engine: GuardEngine, entries: list[JournalEntry]) -> None:
     if unnamed := sorted(str(scope) for scope in engine.unnamed_in_replay):
         log.warning("%d scope(s) whose reports the journal holds are no id for this version"
                     " (two spaces in a row), so their evidence is dropped and their feeds are"
-                    " not watched: %s", len(unnamed), ", ".join(unnamed[:10])
-                    + (" …" if len(unnamed) > 10 else ""))
+                    " not watched: %s", len(unnamed), _first_ten(unnamed))
     engine.unnamed_in_replay.clear()
     if marked := engine.unnamed_legs():
         log.warning("%d account(s) hold positions or orders of a strategy or symbol this"
                     " version refuses (two spaces in a row): only orders that reduce are"
                     " allowed there until a SyncPositions of the account with its open orders"
                     " complete, or a clear of all its orders, leaves none: %s", len(marked),
-                    ", ".join(marked[:10])
-                    + (" …" if len(marked) > 10 else ""))
+                    _first_ten(marked))
+
+
+def _first_ten(names: list[str]) -> str:
+    """Up to ten of `names` for a log line, "…" after them if there are more."""
+    return ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
 
 
 def respelled(engine: GuardEngine) -> str:
@@ -261,5 +264,4 @@ def restore_feeds(engine: GuardEngine, feeds: list[Scope], now: float,
     if lacking:  # a feeds table with no journal is one lost too, unlike registrations
         log.warning("%d data feed(s) the journal lacks restored from the store, each with a"
                     " full window from now: %s", len(lacking),
-                    ", ".join(str(scope) for scope in lacking[:10])
-                    + (" …" if len(lacking) > 10 else ""))
+                    _first_ten([str(scope) for scope in lacking]))

@@ -296,8 +296,9 @@ class AccountBook:
         if leg is None:
             leg = self.legs[(strategy, symbol)] = StrategyLeg(self, strategy, symbol)
             self._holders.setdefault(symbol, {})[strategy] = leg
-            if not (nameable(strategy) and nameable(symbol)):
-                self.unnamed[(strategy, symbol)] = not nameable(strategy)
+            named = nameable(strategy)
+            if not (named and nameable(symbol)):
+                self.unnamed[(strategy, symbol)] = not named
             exposure = self.strategies.get(strategy)
             if exposure is None:
                 exposure = self.strategies[strategy] = Exposure()
