@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install compile tools clients test-clients run test proto bench bench-clients bench-peers
+.PHONY: install compile tools clients test-clients run test proto confusables bench bench-clients bench-peers
 
 # Every client with a Makefile of its own (clients/python needs no build: its launchers run
 # the venv's ess_client).
@@ -62,6 +62,9 @@ proto: $(VENV)/.installed node_modules/.installed  ## regenerate every committed
 	$(BIN)/python scripts/gen_proto.py
 	PYTHON=$(abspath $(BIN))/python scripts/gen_go.sh
 	$(MAKE) -C clients/typescript proto
+
+confusables: $(VENV)/.installed  ## rewrite ess_sidecar/domain/confusables.json from Unicode's data
+	$(BIN)/python scripts/gen_confusables.py
 
 bench: $(VENV)/.compiled  ## latency benchmark against a bare grpcio server
 	$(BIN)/python benchmarks/check_latency.py

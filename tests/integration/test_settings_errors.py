@@ -342,14 +342,16 @@ def test_a_variable_naming_a_symbol_whose_capital_decomposes_sets_its_limits(
         monkeypatch, tmp_path) -> None:
     """Review 35: "ΐ" (U+0390) upper-cases to Ϊ́ decomposed, which was the variable's key
     as spelled, so ESS_LIMITS__SYMBOLS__ΐ__... was refused as "not in NFC" although the
-    file and gRPC take the symbol; and "ᾷ" and its capital were two keys."""
+    file and gRPC take the symbol; and "ᾷ" and its capital were two keys. Each after a
+    "λ": alone, they read as a Latin "i" and "a" with marks, refused since stop 61."""
     config = tmp_path / "ess.toml"
-    config.write_text('[limits.symbols."\u1fbc\u0342"]\nmax_order_quantity = 100\n')
-    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__\u0390__MAX_ORDER_QUANTITY", "5")
-    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__\u1fb7__PRICE_BAND_PCT", "3")
+    config.write_text('[limits.symbols."\u039b\u1fbc\u0342"]\nmax_order_quantity = 100\n')
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__\u03bb\u0390__MAX_ORDER_QUANTITY", "5")
+    monkeypatch.setenv("ESS_LIMITS__SYMBOLS__\u03bb\u1fb7__PRICE_BAND_PCT", "3")
     limits = load_settings(config).guard_config().limits
-    assert limits.for_symbol(canonical_symbol("\u0390", "symbol")).max_order_quantity == 5
-    sign = limits.for_symbol(canonical_symbol("\u1fb7", "symbol"))
+    assert limits.for_symbol(canonical_symbol("\u03bb\u0390", "symbol")) \
+        .max_order_quantity == 5
+    sign = limits.for_symbol(canonical_symbol("\u03bb\u1fb7", "symbol"))
     assert (sign.max_order_quantity, sign.price_band_pct) == (100, 3)
 
 

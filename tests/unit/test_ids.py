@@ -7,7 +7,7 @@ import unicodedata
 import pytest
 
 from ess_sidecar.domain.errors import InvalidArgument, InvalidConfig
-from ess_sidecar.domain.ids import canonical_id, canonical_symbol
+from ess_sidecar.domain.ids import canonical_id, canonical_symbol, disguised, nameable
 from ess_sidecar.domain.scopes import Scope, ScopeKind
 from ess_sidecar.settings import load_settings
 
@@ -17,7 +17,10 @@ LOOKALIKES = [" momo", "momo ", "momo\u034f", "momo\ufe0f", "\u3164momo", "mo\u2
               # review 6: fullwidth, a ligature, a superscript
               "\uff41\uff41\uff50\uff4c", "\ufb01ll", "x\u00b2",
               "momo\u2800",  # review 29: the braille blank
-              "mo  mo", "a  b  c", "m\u00f6  mo"]  # review 55a: shown as one space in HTML
+              "mo  mo", "a  b  c", "m\u00f6  mo",  # review 55a: shown as one space in HTML
+              # stop 61: letters of other scripts that look like ASCII or the id's own
+              "m\u043emo", "\u041c\u041e\u041c\u041e", "\u0410APL", "\ua4eeAPL", "\u0251lpha",
+              "c\u0447\u0451\u0442"]
 
 
 @pytest.mark.parametrize("text", LOOKALIKES, ids=ascii)
@@ -28,9 +31,59 @@ def test_an_id_that_only_looks_like_another_is_refused_naming_the_field(text):
 
 
 @pytest.mark.parametrize("text", ["momo", "mo mo", "momö", "Σ-1", "acc_1.x:y/z", "株式",
-                                  "\u041c\u041e\u041c\u041e", "\u03b4-hedge"])
+                                  "\u03b4-hedge", "\u03bc-strat", "\u03c0-arb", "Ελλάδα",
+                                  "счёт-1", "Москва", "\u0410\u0411\u0412", "東京ロング",
+                                  "삼성-fund", "BTC-€", "Zürich", "São Paulo", "Łódź",
+                                  "straße", "İstanbul"])
 def test_canonical_ids_are_accepted_unchanged(text):
     assert canonical_id(text, "strategy") == text
+
+
+@pytest.mark.parametrize("text, read, named", [
+    ("m\u043emo", '"momo"', '"\u043e" (U+043E CYRILLIC SMALL LETTER O)'),
+    ("\u0410APL", '"AAPL"', "U+0410 CYRILLIC CAPITAL LETTER A"),
+    ("\u041a\u039f1", '"KO1"', "U+041A CYRILLIC CAPITAL LETTER KA"),  # Cyrillic and Greek
+    ("\u0441\u043e\u0440", '"cop"', "U+0440 CYRILLIC SMALL LETTER ER"),  # a Russian word
+    ("\u03b1lpha", '"alpha"', "U+03B1 GREEK SMALL LETTER ALPHA"),
+    ("\u0131stanbul", '"istanbul"', "U+0131 LATIN SMALL LETTER DOTLESS I"),
+    ("a\u2223pha", '"alpha"', "U+2223 DIVIDES"),
+    ("s\u0451t", '"s\u00ebt"', "U+0451 CYRILLIC SMALL LETTER IO"),  # judged by its base
+    ("m\u043em\u00f6", '"mom\u00f6"', "U+043E CYRILLIC SMALL LETTER O"),
+])
+def test_an_id_that_reads_as_ascii_but_is_not_is_refused_saying_what_it_reads_as(
+        text, read, named):
+    """Stop 61: a halt of STRATEGY:momo let orders for "mоmo" (a Cyrillic "о") through,
+    and the two cannot be told apart on a screen. An id that reads as Latin letters,
+    digits and punctuation must be written in them."""
+    with pytest.raises(InvalidArgument) as raised:
+        canonical_id(text, "strategy")
+    assert raised.value.field == "strategy"
+    assert str(raised.value).startswith(f"strategy: reads as {read} but has "), raised.value
+    assert named in str(raised.value) and "ids that look alike are refused" in str(raised.value)
+    assert disguised(text) and not nameable(text)
+    assert canonical_id(text, "strategy", journaled=True) == text  # versions before stop 61
+
+
+def test_a_mixed_id_whose_strays_look_like_its_script_is_refused_naming_them():
+    """"cчёт" (a Latin "c") passed a halt of "счёт": a Cyrillic id with a Latin letter
+    that looks like a Cyrillic one. Scripts mixed where nothing is disguised pass."""
+    with pytest.raises(InvalidArgument, match='strategy: is written in Cyrillic letters but'
+                       ' for "c" \\(U\\+0063 LATIN SMALL LETTER C\\), which looks like a'
+                       " Cyrillic one: ids that look alike"):
+        canonical_id("c\u0447\u0451\u0442", "strategy")
+    assert canonical_id("\u0441\u0447\u0451\u0442", "strategy") == "счёт"
+    assert disguised("\u03b4-hedge") == disguised("счёт") == disguised("東京ロング") == ""
+
+
+def test_a_symbol_is_judged_before_and_after_its_fold():
+    """"аapl" (a Cyrillic "а") would fold to "АAPL"; refused as typed. A symbol of
+    letters that look Latin only in capitals is refused once folded."""
+    with pytest.raises(InvalidArgument, match='symbol: reads as "aapl"'):
+        canonical_symbol("\u0430apl", "symbol")
+    with pytest.raises(InvalidArgument, match='symbol: reads as "TECT"'):
+        canonical_symbol("\u0442\u0435\u0441\u0442", "symbol")  # Russian "тест"
+    assert canonical_id("\u0442\u0435\u0441\u0442", "strategy") == "тест"
+    assert canonical_symbol("\u0442\u0435\u0441\u0442", "symbol", journaled=True) == "ТЕСТ"
 
 def test_two_spaces_in_a_row_are_refused_saying_so_but_not_in_the_journal():
     """Review 55a: `alpha  beta` passed a halt of `alpha beta` (and `desk  1` of `desk
@@ -92,10 +145,12 @@ def test_every_case_of_a_letter_with_a_mark_folds_to_one_symbol(mark):
     U+0345 upper-cases to an Ι where it sits in the composed form), so a halt of one let
     orders for the other through, and a symbol's limits split the same way. Every case
     of every Greek letter (the script where case moves marks), with each mark after it,
-    that Unicode's caseless matching takes for the same word folds to one symbol."""
+    that Unicode's caseless matching takes for the same word folds to one symbol. Each
+    after a "λ", which looks like no Latin letter: alone, "ᾷ" reads as a Latin "a" with
+    marks, and is refused (stop 61)."""
     split = {}
     for letter in GREEK:
-        word = unicodedata.normalize("NFC", letter + mark)
+        word = unicodedata.normalize("NFC", "\u03bb" + letter + mark)
         folded = set()
         for spelling in _cases(word):
             try:
@@ -105,7 +160,8 @@ def test_every_case_of_a_letter_with_a_mark_folds_to_one_symbol(mark):
         if len(folded) > 1:
             split[word] = folded
     assert not split, split
-    assert canonical_symbol("\u1fb7", "symbol") == canonical_symbol("\u1fbc\u0342", "symbol")
+    assert canonical_symbol("\u03bb\u1fb7", "symbol") == \
+        canonical_symbol("\u039b\u1fbc\u0342", "symbol")
 
 
 def test_a_scope_kind_is_ascii_letters_in_any_case():
