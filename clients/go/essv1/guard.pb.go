@@ -22,8 +22,12 @@
 // two in a row, no control, format, surrogate, private-use, unassigned or
 // default-ignorable characters (U+034F, variation selectors, U+3164, ...), not the
 // braille blank U+2800, no combining mark first, no compatibility characters (NFKC:
-// fullwidth letters, ligatures, superscripts). Symbols are case-insensitive and answered
-// in upper case; every other id is case-sensitive.
+// fullwidth letters, ligatures, superscripts), and no disguise: an id that reads as Latin
+// letters, digits and punctuation but has a character of another script that looks like
+// an ASCII one ("mоmo" with a Cyrillic "о"), or that mixes scripts where every letter
+// outside one of them looks like a letter of it ("cчёт", a Latin "c"), by Unicode's
+// confusables (UTS 39). Symbols are case-insensitive and answered in upper case; every
+// other id is case-sensitive.
 //
 // The order's lifecycle: an allowed order is a working order, keyed by (account,
 // client_order_id), and counts toward every limit until evidence ends it: fills
