@@ -42,9 +42,9 @@ the answer says AAPL); every other kind of id is case-sensitive ("Momo" is not "
 from __future__ import annotations
 
 import bisect
+import importlib.resources
 import json
 import unicodedata
-from pathlib import Path
 from typing import Final
 
 from .errors import InvalidArgument
@@ -118,7 +118,10 @@ def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[str, str
     each non-ASCII one looks like, and the scripts of the letters each looks like. Han,
     kana, Hangul and Bopomofo are one script here, as UTS 39 lets Japanese and Korean ids
     mix them."""
-    data = json.loads(Path(__file__).with_name("confusables.json").read_text("utf-8"))
+    # Found by its package, not by __file__: mypyc gives a compiled module a __file__
+    # relative to the directory it was built from
+    package = importlib.resources.files(__name__.rpartition(".")[0])
+    data = json.loads(package.joinpath("confusables.json").read_text("utf-8"))
     starts = [first for first, _last, _script in data["scripts"]]
     ranges = [(last, _ONE_SCRIPT.get(script, script))
               for _first, last, script in data["scripts"]]
