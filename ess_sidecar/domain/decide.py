@@ -11,6 +11,7 @@ from .decisions import DecisionReason, Denial
 from .exposure import check_exposure, check_unnamed, reduces
 from .limits import LimitSettings, OrderRate, check_price_band, check_size, check_working
 from .orders import Order
+from .scopes import Scope, ScopeKind
 from .states import State, Transition
 from .working import OrderLedger, OrderRecord
 
@@ -35,18 +36,32 @@ def first_denial(order: Order, blocking: Transition | None, book: AccountBook,
 
 
 def state_denial(order: Order, blocking: Transition, book: AccountBook) -> Denial | None:
-    """Step 1: the most restrictive state among the scopes that cover the order."""
+    """Step 1: the most restrictive state among the scopes that cover the order: its
+    own, and those whose ids look like its own (GuardEngine._blocking)."""
     scope, state = blocking.scope, blocking.state
+    named = f"{scope}{_looking_like(order, scope)}"
     if state is State.TRIPPED:
-        return Denial(DecisionReason.SCOPE_TRIPPED, f"{scope} is TRIPPED: {blocking.reason}", scope)
+        return Denial(DecisionReason.SCOPE_TRIPPED, f"{named} is TRIPPED: {blocking.reason}",
+                      scope)
     if state is State.COOLING_DOWN:
-        return Denial(DecisionReason.COOLING_DOWN, f"{scope} is COOLING_DOWN after a reset", scope)
+        return Denial(DecisionReason.COOLING_DOWN, f"{named} is COOLING_DOWN after a reset",
+                      scope)
     if state is State.REDUCE_ONLY and not reduces(order, book):
         return Denial(DecisionReason.REDUCE_ONLY,
-                      f"{scope} is REDUCE_ONLY and this order does not reduce the account's"
+                      f"{named} is REDUCE_ONLY and this order does not reduce the account's"
                       f" and {order.strategy}'s position in {order.symbol}, working orders"
                       " included", scope)
     return None
+
+
+def _looking_like(order: Order, scope: Scope) -> str:
+    """How a scope that covers the order by the look of its id says so: " (which looks
+    like this order's strategy 'Δ-hedge')"; "" for the order's own scope."""
+    own = {ScopeKind.ACCOUNT: order.account, ScopeKind.STRATEGY: order.strategy,
+           ScopeKind.SYMBOL: order.symbol}.get(scope.kind, scope.id)
+    if own == scope.id:
+        return ""
+    return f" (which looks like this order's {scope.kind.name.lower()} {own!r})"
 
 
 # What a check measures as room: a fill no reservation held (late_fill_denial) may take an
@@ -67,7 +82,8 @@ def late_fill_denial(order: Order, reducing: Transition | None,
     represent): the fill happened, and nothing of it is guessed."""
     if reducing is not None and not reduces(order, book):
         return Denial(DecisionReason.REDUCE_ONLY,
-                      f"{reducing.scope} is REDUCE_ONLY, and this fill does not reduce the"
+                      f"{reducing.scope}{_looking_like(order, reducing.scope)} is"
+                      " REDUCE_ONLY, and this fill does not reduce the"
                       f" account's and {order.strategy}'s position in {order.symbol} (the"
                       " working orders on its side included)", reducing.scope)
     denial = check_exposure(order, book, limits)

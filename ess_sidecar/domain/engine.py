@@ -29,7 +29,7 @@ from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .book import Book
-from .ids import canonical_id, likeness, nameable
+from .ids import canonical_id, likeness, nameable, skeleton
 from .lifecycle import FillOutcome, apply_fill, apply_update, lacking_fills, sync_account
 from .limits import OrderRate
 from .orders import MAX_EQUITY, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
@@ -77,9 +77,9 @@ class GuardEngine:
         # so did those whose latch re-arms by itself, while their feeds stayed stale).
         self._timed: set[Scope] = set()  # their current transitions: `_current`
         self._timed_due: Deadlines[Scope] = Deadlines()
-        self._by_kind: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
+        self._by_kind: dict[ScopeKind, ScopeTable] = {k: ScopeTable() for k in ScopeKind}
         # Non-ARMED transitions being made durable: they block checks already (hold).
-        self._held: dict[ScopeKind, dict[str, Transition]] = {k: {} for k in ScopeKind}
+        self._held: dict[ScopeKind, ScopeTable] = {k: ScopeTable() for k in ScopeKind}
         self._holding = False
         # Trips whose write failed, per scope and latch: held until their latch is stored,
         # or the process ends (review 41a: one per scope, a second trip's took the first's
@@ -173,18 +173,19 @@ class GuardEngine:
         always); up to MOST_ALIKE scopes of its kind so named whose ids differ from its
         own only in letter case or runs of spaces (`likeness`): a stop names one id
         exactly, and accounts and strategies are case-sensitive, so a stop of `ACC-2`
-        leaves `acc-2` trading (review 55f); and whether it stopped at `most` ids,
+        leaves `acc-2` trading (review 55f). An id that looks like its own (`skeleton`)
+        names it: the stop covers it (stop 61). And whether it stopped at `most` ids,
         not having looked at them all. Yields after every `every` ids, so that a caller
         on the event loop bounds each slice by time (reviews 56a, 56c: 100,000 long ids
         walked at once held stops and checks for seconds)."""
         if scope.kind is ScopeKind.GLOBAL:
             return True, [], False
-        like, known = likeness(scope.id), False
+        like, looks, known = likeness(scope.id), skeleton(scope.id), False
         alike: set[str] = set()
         for count, other in enumerate(self.ids_known(scope.kind), 1):
             if count > most:
                 return known, self._alike_scopes(scope.kind, alike), True
-            if other == scope.id:
+            if other == scope.id or skeleton(other) == looks:  # stopped with it (stop 61)
                 known = True
             elif other not in alike and likeness(other) == like and nameable(other):
                 alike.add(other)
@@ -1124,9 +1125,9 @@ class GuardEngine:
             del self._lost[scope]
         if any(table.get(scope.id) is trip for trip in gone):
             if lost:
-                table[scope.id] = self._strictest_lost(scope)
+                table.put(scope.id, self._strictest_lost(scope))
             else:
-                del table[scope.id]
+                table.drop(scope.id)
 
     def halted(self) -> bool:
         """Whether GLOBAL is TRIPPED, applied or held: every check is denied."""
@@ -1146,7 +1147,7 @@ class GuardEngine:
                 if transition.scope in self._lost else None
             if transition.state is not State.ARMED and (
                     lost is None or SEVERITY[transition.state] >= SEVERITY[lost.state]):
-                self._held[transition.scope.kind][transition.scope.id] = transition
+                self._held[transition.scope.kind].put(transition.scope.id, transition)
                 self._holding = True
 
     def release(self) -> None:
@@ -1157,7 +1158,7 @@ class GuardEngine:
                 table.clear()
             self._holding = False
             for scope in self._lost:  # still lost: held again
-                self._held[scope.kind][scope.id] = self._strictest_lost(scope)
+                self._held[scope.kind].put(scope.id, self._strictest_lost(scope))
                 self._holding = True
 
     def lose(self, transitions: Iterable[Transition]) -> list[Transition]:
@@ -1189,7 +1190,7 @@ class GuardEngine:
                 if known is None or SEVERITY[transition.state] > SEVERITY[known.state]:
                     trips[name] = transition
                     lost.append(transition)
-                self._held[scope.kind][scope.id] = self._strictest_lost(scope)
+                self._held[scope.kind].put(scope.id, self._strictest_lost(scope))
                 self._holding = True
         return lost
 
@@ -1347,10 +1348,10 @@ class GuardEngine:
         table = self._by_kind[scope.kind]
         if transition.state is State.ARMED:
             self._current.pop(scope, None)
-            table.pop(scope.id, None)
+            table.drop(scope.id)
         else:
             self._current[scope] = transition
-            table[scope.id] = transition
+            table.put(scope.id, transition)
         self._timed_due.discard(scope)
         if self._timed_by(transition):
             self._timed.add(scope)
@@ -1375,23 +1376,60 @@ def _holds_latch(transition: Transition, trip: Transition) -> bool:
                for latch in transition.held())
 
 
-def _most_severe(by_kind: dict[ScopeKind, dict[str, Transition]], order: Order,
+def _most_severe(by_kind: dict[ScopeKind, ScopeTable], order: Order,
                  worst: Transition | None) -> Transition | None:
     """The most severe of `worst` and the transitions in `by_kind` on the order's scopes."""
     for current in _covering(by_kind, order):
-        if current is not None and (worst is None
-                                    or SEVERITY[current.state] > SEVERITY[worst.state]):
+        if worst is None or SEVERITY[current.state] > SEVERITY[worst.state]:
             worst = current
     return worst
 
 
-def _covering(by_kind: dict[ScopeKind, dict[str, Transition]],
-              order: Order) -> tuple[Transition | None, ...]:
-    """The transitions in `by_kind` of the order's scopes (None where a scope has none)."""
-    return (by_kind[ScopeKind.GLOBAL].get(GLOBAL.id),
-            by_kind[ScopeKind.ACCOUNT].get(order.account),
-            by_kind[ScopeKind.STRATEGY].get(order.strategy),
-            by_kind[ScopeKind.SYMBOL].get(order.symbol))
+def _covering(by_kind: dict[ScopeKind, ScopeTable], order: Order) -> list[Transition]:
+    """The transitions in `by_kind` of the order's scopes, and of every scope whose id
+    looks like one of the order's (the same skeleton: a halt of "∆-hedge" typed on a
+    Mac, an increment sign, covers the strategy "Δ-hedge", a Greek delta)."""
+    covering = by_kind[ScopeKind.GLOBAL].covering(GLOBAL.id)
+    covering += by_kind[ScopeKind.ACCOUNT].covering(order.account)
+    covering += by_kind[ScopeKind.STRATEGY].covering(order.strategy)
+    covering += by_kind[ScopeKind.SYMBOL].covering(order.symbol)
+    return covering
+
+
+class ScopeTable:
+    """The restricting transitions of one kind of scope, by id and by the skeleton of the
+    id (`ids.skeleton`), so that a check finds the scopes that look like its own in one
+    lookup, however many are restricted."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Transition] = {}
+        self._by_skeleton: dict[str, dict[str, Transition]] = {}
+
+    def get(self, scope_id: str) -> Transition | None:
+        return self._by_id.get(scope_id)
+
+    def put(self, scope_id: str, transition: Transition) -> None:
+        self._by_id[scope_id] = transition
+        self._by_skeleton.setdefault(skeleton(scope_id), {})[scope_id] = transition
+
+    def drop(self, scope_id: str) -> None:
+        if self._by_id.pop(scope_id, None) is not None:
+            key = skeleton(scope_id)
+            alike = self._by_skeleton[key]
+            del alike[scope_id]
+            if not alike:
+                del self._by_skeleton[key]
+
+    def clear(self) -> None:
+        self._by_id.clear()
+        self._by_skeleton.clear()
+
+    def covering(self, scope_id: str) -> list[Transition]:
+        """The transition of `scope_id`, and those of the ids that look like it."""
+        if not self._by_id:
+            return []
+        alike = self._by_skeleton.get(skeleton(scope_id))
+        return list(alike.values()) if alike is not None else []
 
 
 def _iso(timestamp: float) -> str:

@@ -15,20 +15,23 @@ sidecar saw something else). Canonical means:
   U+2800, which renders as a space but is neither whitespace nor ignorable;
 - no combining mark first;
 - no compatibility character (NFKC: fullwidth "ＡＡＰＬ", ligatures, superscripts), which
-  looks like the plain one it stands for.
+  looks like the plain one it stands for;
+- no disguise (stop 61), by Unicode's confusables (UTS 39) and scripts, as
+  confusables.json beside this file holds them (`make confusables` writes it), judged
+  word by word (a run of letters and their marks; digits, punctuation and signs part
+  words), so that what is beside a disguise does not hide it:
+  - no sign that looks like an ASCII one: "BTC‐USD" with a Unicode hyphen;
+  - no word that reads as ASCII but has a letter of another kind that looks like an
+    ASCII one: "mоmo" with a Cyrillic "о", "АAPL", "ΚΟ1" in Greek capitals, "ɑlpha",
+    the "hеdge" of "δ-hеdge";
+  - no word that mixes scripts where a letter looks like one of the other's: "cчёт" (a
+    Latin "c" in Cyrillic).
 
-- no disguise (stop 61): an id that reads as another written otherwise, by Unicode's
-  confusables (UTS 39) and scripts, as confusables.json beside this file holds them
-  (`make confusables` writes it from the pinned confusable-homoglyphs package):
-  - one that reads as Latin letters, digits and punctuation but has a character of
-    another kind that looks like an ASCII one: "mоmo" with a Cyrillic "о", "АAPL" with a
-    Cyrillic "А", "ΚΟ1" in Greek capitals, "ɑlpha" with a Latin alpha, "a∣pha";
-  - one that mixes scripts where every letter outside one of them looks like a letter of
-    it: "cчёт" (a Latin "c" in Cyrillic).
-
-  Scripts still mix where nothing is disguised: "δ-hedge", "μ-strat", "счёт-1", "東京ロング"
-  (Han, kana and Hangul count as one, as UTS 39 lets them), "BTC-€". No list of look-alikes
-  is complete, so essctl still spells out every non-ASCII character of a scope it acts on.
+  Scripts still mix where nothing is disguised: "δ-hedge", "θ-carry", "счёт-USD",
+  "東京ロング" (Han, kana and Hangul count as one, as UTS 39 lets them), "BTC-€". Canonical
+  ids may still look alike ("Δ-hedge" and "∆-hedge"): a stop covers every id with its
+  skeleton (`skeleton`; GuardEngine._blocking). essctl still spells out every non-ASCII
+  character of a scope it acts on.
 
 Versions before stop 60 took two spaces in a row, and before stop 61 disguised ids: the
 journal's ids are taken as they were when it is replayed (`journaled`), or a start would
@@ -111,13 +114,14 @@ def canonical_id(value: str, field: str, journaled: bool = False) -> str:
     return value
 
 
-def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[str, str],
-                                 dict[str, frozenset[str]]]:
-    """confusables.json (written by scripts/gen_confusables.py from Unicode's data): the
-    starts of the ranges of code points, (last, script) of each, the ASCII character
-    each non-ASCII one looks like, and the scripts of the letters each looks like. Han,
-    kana, Hangul and Bopomofo are one script here, as UTS 39 lets Japanese and Korean ids
-    mix them."""
+def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[int, str],
+                                 dict[str, str], dict[str, frozenset[str]]]:
+    """confusables.json (scripts/gen_confusables.py writes it from Unicode's data): the
+    starts of the ranges of code points and (last, script) of each, each character's
+    prototype (UTS 39: the character, or characters, it stands for in a skeleton), the
+    ASCII character each non-ASCII one looks like, and the scripts of the characters each
+    looks like. Han, kana, Hangul and Bopomofo are one script here, as UTS 39 lets
+    Japanese and Korean ids mix them."""
     # Found by its package, not by __file__: mypyc gives a compiled module a __file__
     # relative to the directory it was built from
     package = importlib.resources.files(__name__.rpartition(".")[0])
@@ -125,14 +129,15 @@ def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[str, str
     starts = [first for first, _last, _script in data["scripts"]]
     ranges = [(last, _ONE_SCRIPT.get(script, script))
               for _first, last, script in data["scripts"]]
+    prototypes = {ord(c): target for c, target in data["prototypes"].items()}
     script_look = {c: frozenset(_ONE_SCRIPT.get(s, s) for s in scripts)
                    for c, scripts in data["script_look"].items()}
-    return starts, ranges, dict(data["ascii_look"]), script_look
+    return starts, ranges, prototypes, dict(data["ascii_look"]), script_look
 
 
 _ONE_SCRIPT: Final = {"HIRAGANA": "HAN", "KATAKANA": "HAN", "HANGUL": "HAN", "BOPOMOFO": "HAN"}
-_NEUTRAL: Final = frozenset(["COMMON", "INHERITED"])  # digits, punctuation, marks
-_SCRIPT_STARTS, _SCRIPT_RANGES, _ASCII_LOOK, _SCRIPT_LOOK = _load_confusables()
+_NEUTRAL: Final = frozenset(["COMMON", "INHERITED"])  # digits, punctuation, signs, marks
+_SCRIPT_STARTS, _SCRIPT_RANGES, _PROTOTYPES, _ASCII_LOOK, _SCRIPT_LOOK = _load_confusables()
 
 
 def _script(character: str) -> str:
@@ -143,35 +148,83 @@ def _script(character: str) -> str:
     return _SCRIPT_RANGES[at][1]
 
 
+def skeleton(value: str) -> str:
+    """UTS 39's skeleton: two ids that look alike have the same one ("Δ-hedge" and
+    "∆-hedge", "へッジ" and "ヘッジ", "algo1" and "algol"). A halt covers every id whose
+    skeleton is its own (GuardEngine._blocking)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", value)
+                                 .translate(_PROTOTYPES))
+
+
 def disguised(value: str) -> str:
     """Why `value` reads as an id written otherwise (see the module docstring), or "" if
     it does not. Each character is judged by its base (NFD's first part: the "е" of a
-    Cyrillic "ё"), its marks being the same in any script."""
+    Cyrillic "ё"), and each word (a run of letters and their marks) on its own, so that
+    a sign or a letter of another script elsewhere in the id changes nothing."""
     if value.isascii():
         return ""
     bases = [unicodedata.normalize("NFD", c)[0] for c in value]
     scripts = [_script(b) for b in bases]
-    # Read as ASCII: all it has beyond ASCII and Latin letters looks like ASCII.
-    looks = [b in _ASCII_LOOK for b in bases]
-    plain = [b.isascii() or (s in ("LATIN", "INHERITED") and not look)
-             for b, s, look in zip(bases, scripts, looks)]
-    if any(looks) and all(p or look for p, look in zip(plain, looks)):
-        read = unicodedata.normalize("NFC", "".join(
-            _ASCII_LOOK.get(b, b) + unicodedata.normalize("NFD", c)[1:]
-            for b, c in zip(bases, value)))
-        return f"reads as \"{read}\" but has {_named([c for c, k in zip(value, looks) if k])}"
-    # Mixed scripts: every letter outside one script looks like a letter of it.
-    written = set(scripts) - _NEUTRAL
-    for script in sorted(written - {"LATIN"}) if len(written) > 1 else []:
-        strays = [(c, b) for c, b, s in zip(value, bases, scripts)
-                  if s not in _NEUTRAL and s != script]
-        if all(script in _SCRIPT_LOOK.get(b, ()) for _c, b in strays):
-            one = len({c for c, _b in strays}) == 1
-            return (f"is written in {script.title()} letters but for"
-                    f" {_named([c for c, _b in strays])}, which"
-                    f" {'looks like a' if one else 'look like'} {script.title()}"
-                    f" {'one' if one else 'ones'}")
+    looks = [not b.isascii() and b in _ASCII_LOOK for b in bases]
+    # A sign (no letter of any script: punctuation, a digit) that looks like an ASCII one
+    signs = [c for c, s, look in zip(value, scripts, looks) if look and s == "COMMON"]
+    if signs:
+        return f"reads as \"{_read(value, bases)}\" but has {_named(signs)}"
+    start = 0
+    while start < len(value):
+        if scripts[start] == "COMMON":
+            start += 1
+            continue
+        end = start
+        while end < len(value) and scripts[end] != "COMMON":
+            end += 1
+        why = _disguised_word(value, bases, scripts, looks, start, end)
+        if why:
+            return why
+        start = end
     return ""
+
+
+def _disguised_word(value: str, bases: list[str], scripts: list[str], looks: list[bool],
+                    start: int, end: int) -> str:
+    """disguised's judgement of the word value[start:end]."""
+    word = range(start, end)
+    # Reads as ASCII: what it has beyond ASCII and Latin letters all looks like ASCII
+    if any(looks[i] for i in word) and all(
+            looks[i] or bases[i].isascii() or scripts[i] in ("LATIN", "INHERITED")
+            for i in word):
+        return (f"reads as \"{_read(value, bases)}\" but has"
+                f" {_named([value[i] for i in word if looks[i]])}")
+    # Mixes scripts, with letters that look like the other script's
+    written = {scripts[i] for i in word} - _NEUTRAL
+    if len(written) < 2:
+        return ""
+    # The letters of the script it has fewest of that look like another's it has: the
+    # Latin "c" of "cчёт", the Cyrillic "о" of "東京mоmo"
+    count = {script: sum(1 for i in word if scripts[i] == script) for script in written}
+    for script in sorted(written, key=lambda w: (count[w], w)):
+        strays = [value[i] for i in word if scripts[i] == script
+                  and _SCRIPT_LOOK.get(bases[i], _NONE) & (written - {script})]
+        if strays:
+            others = sorted(t.title() for i in word if value[i] in strays
+                            for t in _SCRIPT_LOOK.get(bases[i], _NONE) & (written - {script}))
+            one = len(set(strays)) == 1
+            return (f"mixes {' and '.join(sorted(w.title() for w in written))} letters in"
+                    f" \"{value[start:end]}\", where {_named(strays)}"
+                    f" {'looks' if one else 'look'} like {'a' if one else ''}"
+                    f" {' or '.join(dict.fromkeys(others))} {'letter' if one else 'letters'}"
+                    .replace("  ", " "))
+    return ""
+
+
+_NONE: Final = frozenset[str]()
+
+
+def _read(value: str, bases: list[str]) -> str:
+    """`value` with each character whose base looks like an ASCII one written so."""
+    return unicodedata.normalize("NFC", "".join(
+        _ASCII_LOOK.get(b, b) + unicodedata.normalize("NFD", c)[1:]
+        for b, c in zip(bases, value)))
 
 
 def _named(characters: list[str]) -> str:

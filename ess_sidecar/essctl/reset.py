@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
-from ..domain.ids import blank, likeness
+from ..domain.ids import blank, likeness, skeleton
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, say_no_answer, scope_name, \
     scope_to_pb, state_text, to_json, when
@@ -145,15 +145,17 @@ def scope_state(sidecar: Sidecar, scope: pb.Scope) -> pb.ScopeState | None:
 
 
 def _alike(one: pb.Scope, other: pb.Scope) -> bool:
-    """Two scopes of a kind whose ids differ only in letter case or runs of spaces."""
+    """Two scopes of a kind whose ids differ only in letter case or runs of spaces, or
+    look alike (the same skeleton: a stop of the one stops the other's orders too)."""
     return one.kind == other.kind and one.id != other.id \
-        and likeness(one.id) == likeness(other.id)
+        and (likeness(one.id) == likeness(other.id) or skeleton(one.id) == skeleton(other.id))
 
 
 def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
                      again: list[str]) -> int:
     """The scope is ARMED: nothing is sent. Scopes not ARMED whose ids differ from its
-    only in case or spaces are named: accounts and strategies are case-sensitive, and
+    only in case or spaces, or look like it (stop 61: their stop covers it), are named:
+    accounts and strategies are case-sensitive, and
     `reset --scope account:ACC-2` said only that ACC-2 was ARMED while acc-2 stayed
     tripped (review 55f's stop of a mis-cased id, seen from the other side)."""
     if out.json:
@@ -164,9 +166,12 @@ def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
     if note := non_ascii_note(scope):  # review 41c: a look-alike of a tripped scope
         out.note(note)
     for s in alike:
-        out.note(f"essctl: {scope_name(s.scope)} is {state_text(s.state).plain}: it differs"
-                 f" from {scope_name(scope)} in letter case or spaces; to reset it: "
-                 + shlex.join(["essctl", *again, "--scope", scope_name(s.scope)]))
+        how = (f"its id looks like {scope_name(scope)}'s, so it stops that one's orders too"
+               if skeleton(s.scope.id) == skeleton(scope.id)
+               else f"it differs from {scope_name(scope)} in letter case or spaces")
+        out.note(f"essctl: {scope_name(s.scope)} is {state_text(s.state).plain}: {how}; to"
+                 " reset it: " + shlex.join(["essctl", *again, "--scope",
+                                             scope_name(s.scope)]))
     return Exit.DONE
 
 

@@ -400,6 +400,13 @@ def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None
         assert result.returncode == 64, result
         assert 'reads as "momo" but has "\u043e" (U+043E CYRILLIC SMALL LETTER O)' \
             in result.stderr, result.stderr
+    # a canonical look-alike's halt stops it: its reset is named, with the command
+    assert essctl(target, "trigger", "--scope", "strategy:\u2206-hedge", "--reason",
+                  "x").returncode == 0
+    result = essctl(target, "reset", "--scope", "strategy:\u0394-hedge", "--reason", "ok")
+    assert result.returncode == 0 and "is ARMED; nothing to reset" in result.stdout
+    assert "STRATEGY:\u2206-hedge is TRIPPED: its id looks like STRATEGY:\u0394-hedge's, so it" \
+        " stops that one's orders too; to reset it: essctl" in result.stderr, result.stderr
     for blank in ("\u2800", "\u3164"):
         result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", blank,
                         "--yes")

@@ -434,6 +434,15 @@ def test_ids_that_look_alike_are_refused_naming_the_field(stub) -> None:  # noqa
     assert invalid(lambda: stub.Trigger(pb.TriggerRequest(
         scope=pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="alpha  beta"), reason="halt"))
     ).startswith("scope.id: has two spaces in a row")
+    # Stop 61: two canonical ids that look alike, an increment sign for a Greek delta (a
+    # Mac's Option-J): the halt of the one typed stops the one trading
+    delta = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="\u2206-hedge")
+    assert stub.Trigger(pb.TriggerRequest(scope=delta, reason="halt")).state == \
+        pb.STATE_TRIPPED
+    denied = stub.CheckOrder(order(strategy="\u0394-hedge"))
+    assert (denied.allowed, denied.reason, denied.blocking_scope) == \
+        (False, pb.DECISION_REASON_SCOPE_TRIPPED, delta)
+    assert "(which looks like this order's strategy '\u0394-hedge')" in denied.message
     for field in ("account", "client_order_id"):
         details = invalid(lambda: stub.CheckOrder(order(**{field: "acc\u200b-1"})))  # noqa: B023
         assert details.startswith(f"{field}: "), details

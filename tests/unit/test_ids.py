@@ -64,15 +64,44 @@ def test_an_id_that_reads_as_ascii_but_is_not_is_refused_saying_what_it_reads_as
     assert canonical_id(text, "strategy", journaled=True) == text  # versions before stop 61
 
 
-def test_a_mixed_id_whose_strays_look_like_its_script_is_refused_naming_them():
-    """"cчёт" (a Latin "c") passed a halt of "счёт": a Cyrillic id with a Latin letter
+def test_a_mixed_word_whose_letters_look_like_the_other_scripts_is_refused_naming_them():
+    """"cчёт" (a Latin "c") passed a halt of "счёт": a Cyrillic word with a Latin letter
     that looks like a Cyrillic one. Scripts mixed where nothing is disguised pass."""
-    with pytest.raises(InvalidArgument, match='strategy: is written in Cyrillic letters but'
-                       ' for "c" \\(U\\+0063 LATIN SMALL LETTER C\\), which looks like a'
-                       " Cyrillic one: ids that look alike"):
-        canonical_id("c\u0447\u0451\u0442", "strategy")
+    with pytest.raises(InvalidArgument, match='strategy: mixes Cyrillic and Latin letters in'
+                       ' "c\u0447\u0451\u0442", where "c" \\(U\\+0063 LATIN SMALL LETTER C\\)'
+                       " looks like a Cyrillic letter: ids that look alike"):
+        canonical_id("c\u0447\u0451\u0442-USD", "strategy")
+    with pytest.raises(InvalidArgument, match='where "\u043e" .* looks like a Latin letter'):
+        canonical_id("\u6771\u4eacm\u043emo", "strategy")  # the Cyrillic one named
     assert canonical_id("\u0441\u0447\u0451\u0442", "strategy") == "счёт"
     assert disguised("\u03b4-hedge") == disguised("счёт") == disguised("東京ロング") == ""
+
+
+@pytest.mark.parametrize("text, read", [
+    # review 61a: a sign or a letter of another script elsewhere in the id hid the disguise
+    ("\u03b4-h\u0435dge", '"\u03b4-hedge"'), ("\u03b2-neutr\u0430l", '"\u03b2-neutral"'),
+    ("m\u043emo\u00b72", '"momo\u00b72"'), ("\u0410APL\u00b7W", '"AAPL\u00b7W"'),
+    ("BTC\u2192\u0415UR", '"BTC\u2192EUR"'),
+    # signs that look like ASCII ones, right-to-left ones too
+    ("BTC\u2010USD", '"BTC-USD"'), ("BTC\u06d4USD", '"BTC-USD"'), ("acct\u06601", '"acct.1"'),
+    ("desk\u05c3momo", '"desk:momo"'), ("ES\u07faZ6", '"ES_Z6"'), ("ES_Z\u09e6", '"ES_Z0"'),
+    # what it reads as: a capital for a capital, a letter for a sign among letters
+    ("\u0406BM", '"IBM"'), ("a\u2223pha", '"alpha"'),
+])
+def test_a_disguise_is_found_word_by_word_whatever_is_beside_it(text, read):
+    with pytest.raises(InvalidArgument) as raised:
+        canonical_id(text, "account")
+    assert str(raised.value).startswith(f"account: reads as {read} but has "), raised.value
+
+
+@pytest.mark.parametrize("text", ["\u03b8-carry", "\u03bb-carry", "\u03c9-carry", "\u0394-ccy",
+                                  "\u03c6-pair", "\u03a8-cap", "\u0413-scalp", "\u041f-arb",
+                                  "\u03b2-neutral", "\u0394-hedge", "\u2206-hedge", "BTC\u2192EUR",
+                                  "momo\u00b72", "\u6771\u4eacmomo", "\u0441\u0447\u0451\u0442-USD"])
+def test_a_letter_of_another_script_in_a_word_of_its_own_is_no_disguise(text):
+    """Review 61a: judged over the whole id, "θ-carry" was refused as Greek but for a
+    Latin "c", "a", "r", "y"; each word is judged on its own."""
+    assert canonical_id(text, "strategy") == text
 
 
 def test_a_symbol_is_judged_before_and_after_its_fold():
