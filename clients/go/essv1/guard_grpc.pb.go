@@ -22,12 +22,13 @@
 // two in a row, no control, format, surrogate, private-use, unassigned or
 // default-ignorable characters (U+034F, variation selectors, U+3164, ...), not the
 // braille blank U+2800, no combining mark first, no compatibility characters (NFKC:
-// fullwidth letters, ligatures, superscripts), and no disguise: an id that reads as Latin
-// letters, digits and punctuation but has a character of another script that looks like
-// an ASCII one ("mоmo" with a Cyrillic "о"), or that mixes scripts where every letter
-// outside one of them looks like a letter of it ("cчёт", a Latin "c"), by Unicode's
-// confusables (UTS 39). Symbols are case-insensitive and answered in upper case; every
-// other id is case-sensitive.
+// fullwidth letters, ligatures, superscripts), and no disguise, by Unicode's confusables
+// (UTS 39), word by word: no sign that looks like an ASCII one ("BTC‐USD"), no word that
+// reads as ASCII but has a letter of another script that looks like an ASCII one ("mоmo"
+// with a Cyrillic "о"), no word that mixes scripts where a letter looks like one of the
+// other's ("cчёт", a Latin "c"). A stop of a scope also stops every id that looks like its
+// own (the same UTS 39 skeleton: "∆-hedge" stops "Δ-hedge"). Symbols are case-insensitive
+// and answered in upper case; every other id is case-sensitive.
 //
 // The order's lifecycle: an allowed order is a working order, keyed by (account,
 // client_order_id), and counts toward every limit until evidence ends it: fills
