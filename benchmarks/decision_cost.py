@@ -21,8 +21,9 @@ marks known, no working orders); the same with 1,000 working orders on the accou
 3 strategies x 4 symbols, 12 legs (the account's cap raised to 2,000); the same over 1,000
 legs, 100 strategies x 10 symbols (10 is the most symbols max_open_positions admits): the
 shape that would cost the most if a check walked the legs (the book keeps its sums
-current instead, so it should cost about what 12 legs cost); one denied by a tripped
-scope; one denied by an exposure limit. Last, the service's check of an allowed order,
+current instead, so it should cost about what 12 legs cost); one allowed while another
+strategy is tripped (the check then looks for tripped scopes whose ids look like its
+own); one denied by a tripped scope; one denied by an exposure limit. Last, the service's check of an allowed order,
 whose journal record is written before it returns.
 
     python benchmarks/decision_cost.py [--calls N]
@@ -147,12 +148,19 @@ def scenarios() -> dict[str, Scenario]:
     plan = tripped.plan_trigger(Trigger(Scope(ScopeKind.STRATEGY, "STRAT-1"), TriggerMode.HALT,
                                         "bench", TriggerReason.USER_INITIATED, (), "bench"), 0.0)
     tripped.apply(plan.transitions)
+    elsewhere = engine_with_book()  # a halt that covers another strategy: each check
+    # looks for scopes whose ids look like its own (ids.skeleton) as well as its own
+    plan = elsewhere.plan_trigger(Trigger(Scope(ScopeKind.STRATEGY, "OTHER-1"),
+                                          TriggerMode.HALT, "bench", TriggerReason.USER_INITIATED,
+                                          (), "bench"), 0.0)
+    elsewhere.apply(plan.transitions)
     working, working_since = with_working_orders(1000, strategies=3, symbols=4)
     spread, spread_since = with_working_orders(1000, strategies=100, symbols=10)
     return {
         "allowed": Scenario(engine_with_book()),
         "allowed, 1,000 working orders (12 legs)": Scenario(working, now=working_since),
         "allowed, 1,000 working orders (1,000 legs)": Scenario(spread, now=spread_since),
+        "allowed, another strategy tripped": Scenario(elsewhere),
         "denied: tripped scope": Scenario(tripped, pb.DECISION_REASON_SCOPE_TRIPPED),
         "denied: exposure": Scenario(engine_with_book(), pb.DECISION_REASON_SYMBOL_EXPOSURE,
                                      {**ORDER, "quantity": 5000.0}),
