@@ -43,6 +43,13 @@ def _prototypes() -> tuple[str, dict[str, str]]:
         target = "".join(chr(int(code, 16)) for code in fields[1].split())
         if len(source) == 1:
             prototypes[source] = target
+    # Latin small capitals the file leaves out look like the ASCII capital in a word of
+    # capitals (review 61b: "ʙTC-USD" passed a halt of BTC-USD): each stands for it
+    for code in range(0x10000):
+        name = unicodedata.name(chr(code), "")
+        if name.startswith("LATIN LETTER SMALL CAPITAL ") and len(name.split()[-1]) == 1 \
+                and chr(code) not in prototypes and name.split()[-1].isascii():
+            prototypes[chr(code)] = name.split()[-1]
     return unicode_version, prototypes
 
 

@@ -77,9 +77,9 @@ class GuardEngine:
         # so did those whose latch re-arms by itself, while their feeds stayed stale).
         self._timed: set[Scope] = set()  # their current transitions: `_current`
         self._timed_due: Deadlines[Scope] = Deadlines()
-        self._by_kind: dict[ScopeKind, ScopeTable] = {k: ScopeTable() for k in ScopeKind}
+        self._by_kind: dict[ScopeKind, ScopeTable] = {k: ScopeTable(k) for k in ScopeKind}
         # Non-ARMED transitions being made durable: they block checks already (hold).
-        self._held: dict[ScopeKind, ScopeTable] = {k: ScopeTable() for k in ScopeKind}
+        self._held: dict[ScopeKind, ScopeTable] = {k: ScopeTable(k) for k in ScopeKind}
         self._holding = False
         # Trips whose write failed, per scope and latch: held until their latch is stored,
         # or the process ends (review 41a: one per scope, a second trip's took the first's
@@ -180,12 +180,13 @@ class GuardEngine:
         walked at once held stops and checks for seconds)."""
         if scope.kind is ScopeKind.GLOBAL:
             return True, [], False
-        like, looks, known = likeness(scope.id), skeleton(scope.id), False
+        table = self._by_kind[scope.kind]
+        like, looks, known = likeness(scope.id), set(table.looks(scope.id)), False
         alike: set[str] = set()
         for count, other in enumerate(self.ids_known(scope.kind), 1):
             if count > most:
                 return known, self._alike_scopes(scope.kind, alike), True
-            if other == scope.id or skeleton(other) == looks:  # stopped with it (stop 61)
+            if other == scope.id or looks.intersection(table.looks(other)):  # stopped with it
                 known = True
             elif other not in alike and likeness(other) == like and nameable(other):
                 alike.add(other)
@@ -1397,39 +1398,56 @@ def _covering(by_kind: dict[ScopeKind, ScopeTable], order: Order) -> list[Transi
 
 
 class ScopeTable:
-    """The restricting transitions of one kind of scope, by id and by the skeleton of the
-    id (`ids.skeleton`), so that a check finds the scopes that look like its own in one
-    lookup, however many are restricted."""
+    """The restricting transitions of one kind of scope, by id and by what the id looks
+    like (`looks`: UTS 39's skeleton), so that a check finds the scopes that look like its
+    own in one lookup each, however many are restricted."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: ScopeKind) -> None:
+        self._symbols = kind is ScopeKind.SYMBOL
         self._by_id: dict[str, Transition] = {}
-        self._by_skeleton: dict[str, dict[str, Transition]] = {}
+        self._by_look: dict[str, dict[str, Transition]] = {}
+
+    def looks(self, scope_id: str) -> list[str]:
+        """The keys an id is found by: its skeleton; a symbol's also in lower case unless
+        it is ASCII (review 61b: "ẟ" has no capital, so a halt of "ẟ-HEDGE" missed
+        "Δ-HEDGE", which a small "δ" folds to; ASCII's lower case would make COM look like
+        CORN)."""
+        if self._symbols and not scope_id.isascii():
+            return list(dict.fromkeys((skeleton(scope_id), skeleton(scope_id.lower()))))
+        return [skeleton(scope_id)]
 
     def get(self, scope_id: str) -> Transition | None:
         return self._by_id.get(scope_id)
 
     def put(self, scope_id: str, transition: Transition) -> None:
         self._by_id[scope_id] = transition
-        self._by_skeleton.setdefault(skeleton(scope_id), {})[scope_id] = transition
+        for look in self.looks(scope_id):
+            self._by_look.setdefault(look, {})[scope_id] = transition
 
     def drop(self, scope_id: str) -> None:
         if self._by_id.pop(scope_id, None) is not None:
-            key = skeleton(scope_id)
-            alike = self._by_skeleton[key]
-            del alike[scope_id]
-            if not alike:
-                del self._by_skeleton[key]
+            for look in self.looks(scope_id):
+                alike = self._by_look[look]
+                del alike[scope_id]
+                if not alike:
+                    del self._by_look[look]
 
     def clear(self) -> None:
         self._by_id.clear()
-        self._by_skeleton.clear()
+        self._by_look.clear()
 
     def covering(self, scope_id: str) -> list[Transition]:
-        """The transition of `scope_id`, and those of the ids that look like it."""
+        """The transition of `scope_id` first (it is named on a tie of severity: review
+        61b), then those of the ids that look like it."""
         if not self._by_id:
             return []
-        alike = self._by_skeleton.get(skeleton(scope_id))
-        return list(alike.values()) if alike is not None else []
+        own = self._by_id.get(scope_id)
+        covering = [own] if own is not None else []
+        for look in self.looks(scope_id):
+            for other, transition in self._by_look.get(look, {}).items():
+                if other != scope_id and transition not in covering:
+                    covering.append(transition)
+        return covering
 
 
 def _iso(timestamp: float) -> str:

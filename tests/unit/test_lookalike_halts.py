@@ -81,3 +81,33 @@ def test_a_stop_of_a_look_alike_is_not_unseen_and_names_no_look_alike_as_not_sto
     assert alike(engine, strategy("\u2206-hedge")) == (True, [])
     # another case is no look-alike: not stopped, and named as such
     assert alike(engine, strategy("\u0394-HEDGE")) == (False, [strategy("\u0394-hedge")])
+
+
+@pytest.mark.parametrize("halted, trading", [("\u1e9f-hedge", "\u03b4-hedge"),
+                                             ("\u03b4-hedge", "\u1e9f-hedge"),
+                                             ("\u0278-1", "\u03c6-1")], ids=ascii)
+def test_a_symbol_halt_covers_a_look_alike_whatever_its_capital(halted, trading):
+    """Review 61b: symbols fold to capitals before they are looked at, and "ẟ" has none,
+    so a halt of "ẟ-HEDGE" missed "Δ-HEDGE" (a small "δ" folded)."""
+    engine = make_engine()
+    trip(engine, symbol(halted))
+    denied = engine.check(order(symbol=trading), T0)
+    assert denied.reason is DecisionReason.SCOPE_TRIPPED, denied
+
+
+def test_ascii_symbols_do_not_look_alike_in_lower_case():
+    """COM and CORN are two real tickers: "m" looks like "rn" in lower case only."""
+    engine = make_engine()
+    trip(engine, symbol("COM"))
+    assert engine.check(order(symbol="CORN"), T0).reason is not DecisionReason.SCOPE_TRIPPED
+
+
+def test_the_orders_own_scope_is_named_before_a_look_alike_as_strict():
+    """Review 61b: with "∆-hedge" and "Δ-hedge" both halted, an order of "Δ-hedge" was
+    denied naming the look-alike, whichever had been tripped first."""
+    engine = make_engine()
+    trip(engine, strategy("\u2206-hedge"))
+    trip(engine, strategy("\u0394-hedge"))
+    denied = engine.check(order(strategy="\u0394-hedge"), T0)
+    assert denied.blocking_scope == strategy("\u0394-hedge")
+    assert denied.message.startswith("STRATEGY:\u0394-hedge is TRIPPED")
