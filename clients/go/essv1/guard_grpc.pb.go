@@ -27,8 +27,9 @@
 // reads as ASCII but has a letter of another script that looks like an ASCII one ("mоmo"
 // with a Cyrillic "о"), no word that mixes scripts where a letter looks like one of the
 // other's ("cчёт", a Latin "c"). A stop of a scope also stops every id that looks like its
-// own (the same UTS 39 skeleton: "∆-hedge" stops "Δ-hedge"). Symbols are case-insensitive
-// and answered in upper case; every other id is case-sensitive.
+// own (the same UTS 39 skeleton: "∆-hedge" stops "Δ-hedge"), its directives naming the
+// scope stopped. Symbols are case-insensitive and answered in upper case; every other id
+// is case-sensitive.
 //
 // The order's lifecycle: an allowed order is a working order, keyed by (account,
 // client_order_id), and counts toward every limit until evidence ends it: fills
