@@ -199,22 +199,29 @@ def _disguised_word(value: str, bases: list[str], scripts: list[str], looks: lis
     written = {scripts[i] for i in word} - _NEUTRAL
     if len(written) < 2:
         return ""
-    # The letters of the script it has fewest of that look like another's it has: the
-    # Latin "c" of "cчёт", the Cyrillic "о" of "東京mоmo"
-    count = {script: sum(1 for i in word if scripts[i] == script) for script in written}
-    for script in sorted(written, key=lambda w: (count[w], w)):
-        strays = [value[i] for i in word if scripts[i] == script
-                  and _SCRIPT_LOOK.get(bases[i], _NONE) & (written - {script})]
-        if strays:
-            others = sorted(t.title() for i in word if value[i] in strays
-                            for t in _SCRIPT_LOOK.get(bases[i], _NONE) & (written - {script}))
-            one = len(set(strays)) == 1
-            return (f"mixes {' and '.join(sorted(w.title() for w in written))} letters in"
-                    f" \"{value[start:end]}\", where {_named(strays)}"
-                    f" {'looks' if one else 'look'} like {'a' if one else ''}"
-                    f" {' or '.join(dict.fromkeys(others))} {'letter' if one else 'letters'}"
-                    .replace("  ", " "))
-    return ""
+    # Those of the script it has fewest of that look like another's it has (the Latin
+    # "c" of "cчёт", the Cyrillic "о" of "東京mоmo"), found in one pass over the word
+    count: dict[str, int] = {}
+    strays: dict[str, list[str]] = {}
+    like: dict[str, set[str]] = {}
+    for i in word:
+        script = scripts[i]
+        if script in _NEUTRAL:
+            continue
+        count[script] = count.get(script, 0) + 1
+        others = (_SCRIPT_LOOK.get(bases[i], _NONE) & written) - {script}
+        if others:
+            strays.setdefault(script, []).append(value[i])
+            like.setdefault(script, set()).update(others)
+    if not strays:
+        return ""
+    script = min(strays, key=lambda w: (count[w], w))
+    one = len(set(strays[script])) == 1
+    looks_like = " or ".join(sorted(w.title() for w in like[script]))
+    return (f"mixes {' and '.join(sorted(w.title() for w in written))} letters in"
+            f" \"{value[start:end]}\", where {_named(strays[script])}"
+            + (f" looks like a {looks_like} letter" if one
+               else f" look like {looks_like} letters"))
 
 
 _NONE: Final = frozenset[str]()
