@@ -99,7 +99,8 @@ def test_a_disguise_is_found_word_by_word_whatever_is_beside_it(text, read):
 @pytest.mark.parametrize("text", ["\u03b8-carry", "\u03bb-carry", "\u03c9-carry", "\u0394-ccy",
                                   "\u03c6-pair", "\u03a8-cap", "\u0413-scalp", "\u041f-arb",
                                   "\u03b2-neutral", "\u0394-hedge", "\u2206-hedge", "BTC\u2192EUR",
-                                  "momo\u00b72", "\u6771\u4eacmomo", "\u0441\u0447\u0451\u0442-USD"])
+                                  "momo\u00b72", "\u6771\u4eacmomo",
+                                  "\u0441\u0447\u0451\u0442-USD"])
 def test_a_letter_of_another_script_in_a_word_of_its_own_is_no_disguise(text):
     """Review 61a: judged over the whole id, "θ-carry" was refused as Greek but for a
     Latin "c", "a", "r", "y"; each word is judged on its own."""
