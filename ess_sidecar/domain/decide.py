@@ -58,7 +58,7 @@ def _looking_like(order: Order, scope: Scope) -> str:
     """How a scope that covers the order by the look of its id says so: " (which looks
     like this order's strategy 'Δ-hedge')"; "" for the order's own scope."""
     own = {ScopeKind.ACCOUNT: order.account, ScopeKind.STRATEGY: order.strategy,
-           ScopeKind.SYMBOL: order.symbol}.get(scope.kind, scope.id)
+           ScopeKind.SYMBOL: order.symbol}.get(scope.kind, scope.id)  # GLOBAL: its own
     if own == scope.id:
         return ""
     return f" (which looks like this order's {scope.kind.name.lower()} {own!r})"

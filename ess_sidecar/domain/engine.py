@@ -29,7 +29,7 @@ from .decisions import Decision, DecisionReason
 from .errors import DrillRefused, InvalidArgument, ResetRefused
 from .heartbeats import MAX_TTL_S, Heartbeats
 from .book import Book
-from .ids import canonical_id, likeness, nameable, skeleton
+from .ids import canonical_id, likeness, looks, nameable
 from .lifecycle import FillOutcome, apply_fill, apply_update, lacking_fills, sync_account
 from .limits import OrderRate
 from .orders import MAX_EQUITY, MAX_QUANTITY, Fill, IncludedFills, OpenOrder, Order, \
@@ -173,20 +173,22 @@ class GuardEngine:
         always); up to MOST_ALIKE scopes of its kind so named whose ids differ from its
         own only in letter case or runs of spaces (`likeness`): a stop names one id
         exactly, and accounts and strategies are case-sensitive, so a stop of `ACC-2`
-        leaves `acc-2` trading (review 55f). An id that looks like its own (`skeleton`)
-        names it: the stop covers it (stop 61). And whether it stopped at `most` ids,
+        leaves `acc-2` trading (review 55f). An id that looks like its own (`ids.looks`)
+        counts as naming it, since the stop covers it (stop 61), and is not listed as
+        alike (the answer does not list the look-alikes covered). And whether it stopped
+        at `most` ids,
         not having looked at them all. Yields after every `every` ids, so that a caller
         on the event loop bounds each slice by time (reviews 56a, 56c: 100,000 long ids
         walked at once held stops and checks for seconds)."""
         if scope.kind is ScopeKind.GLOBAL:
             return True, [], False
-        table = self._by_kind[scope.kind]
-        like, looks, known = likeness(scope.id), set(table.looks(scope.id)), False
+        symbol = scope.kind is ScopeKind.SYMBOL
+        like, seen, known = likeness(scope.id), set(looks(scope.id, symbol)), False
         alike: set[str] = set()
         for count, other in enumerate(self.ids_known(scope.kind), 1):
             if count > most:
                 return known, self._alike_scopes(scope.kind, alike), True
-            if other == scope.id or looks.intersection(table.looks(other)):  # stopped with it
+            if other == scope.id or seen.intersection(looks(other, symbol)):  # it covers it
                 known = True
             elif other not in alike and likeness(other) == like and nameable(other):
                 alike.add(other)
@@ -353,7 +355,7 @@ class GuardEngine:
         restricts it beside (a halt on top is no room for a late fill: review 59c)."""
         for table in (self._by_kind, self._held):
             for current in _covering(table, order):
-                if current is not None and current.state is State.REDUCE_ONLY:
+                if current.state is State.REDUCE_ONLY:
                     return current
         return None
 
@@ -1407,26 +1409,21 @@ class ScopeTable:
         self._by_id: dict[str, Transition] = {}
         self._by_look: dict[str, dict[str, Transition]] = {}
 
-    def looks(self, scope_id: str) -> list[str]:
-        """The keys an id is found by: its skeleton; a symbol's also in lower case unless
-        it is ASCII (review 61b: "ẟ" has no capital, so a halt of "ẟ-HEDGE" missed
-        "Δ-HEDGE", which a small "δ" folds to; ASCII's lower case would make COM look like
-        CORN)."""
-        if self._symbols and not scope_id.isascii():
-            return list(dict.fromkeys((skeleton(scope_id), skeleton(scope_id.lower()))))
-        return [skeleton(scope_id)]
+    def _keys(self, scope_id: str) -> list[str]:
+        """What the id looks like (`ids.looks`): the keys it is found by."""
+        return looks(scope_id, self._symbols)
 
     def get(self, scope_id: str) -> Transition | None:
         return self._by_id.get(scope_id)
 
     def put(self, scope_id: str, transition: Transition) -> None:
         self._by_id[scope_id] = transition
-        for look in self.looks(scope_id):
+        for look in self._keys(scope_id):
             self._by_look.setdefault(look, {})[scope_id] = transition
 
     def drop(self, scope_id: str) -> None:
         if self._by_id.pop(scope_id, None) is not None:
-            for look in self.looks(scope_id):
+            for look in self._keys(scope_id):
                 alike = self._by_look[look]
                 del alike[scope_id]
                 if not alike:
@@ -1443,9 +1440,11 @@ class ScopeTable:
             return []
         own = self._by_id.get(scope_id)
         covering = [own] if own is not None else []
-        for look in self.looks(scope_id):
+        seen = {scope_id}
+        for look in self._keys(scope_id):
             for other, transition in self._by_look.get(look, {}).items():
-                if other != scope_id and transition not in covering:
+                if other not in seen:
+                    seen.add(other)
                     covering.append(transition)
         return covering
 

@@ -28,10 +28,10 @@ sidecar saw something else). Canonical means:
     Latin "c" in Cyrillic).
 
   Scripts still mix where nothing is disguised: "δ-hedge", "θ-carry", "счёт-USD",
-  "東京ロング" (Han, kana and Hangul count as one, as UTS 39 lets them), "BTC-€". Canonical
-  ids may still look alike ("Δ-hedge" and "∆-hedge"): a stop covers every id with its
-  skeleton (`skeleton`; GuardEngine._blocking). essctl still spells out every non-ASCII
-  character of a scope it acts on.
+  "東京ロング" (Han, kana, Hangul and Bopomofo count as one, as UTS 39 lets them), "BTC-€".
+  Canonical ids may still look alike ("Δ-hedge" and "∆-hedge"): a stop covers every id
+  that looks like its own (`looks`; GuardEngine._blocking). essctl still spells out every
+  non-ASCII character of a scope it acts on.
 
 Versions before stop 60 took two spaces in a row, and before stop 61 disguised ids: the
 journal's ids are taken as they were when it is replayed (`journaled`), or a start would
@@ -137,6 +137,7 @@ def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[int, str
 
 _ONE_SCRIPT: Final = {"HIRAGANA": "HAN", "KATAKANA": "HAN", "HANGUL": "HAN", "BOPOMOFO": "HAN"}
 _NEUTRAL: Final = frozenset(["COMMON", "INHERITED"])  # digits, punctuation, signs, marks
+_NONE: Final = frozenset[str]()
 _SCRIPT_STARTS, _SCRIPT_RANGES, _PROTOTYPES, _ASCII_LOOK, _SCRIPT_LOOK = _load_confusables()
 
 
@@ -150,10 +151,20 @@ def _script(character: str) -> str:
 
 def skeleton(value: str) -> str:
     """UTS 39's skeleton: two ids that look alike have the same one ("Δ-hedge" and
-    "∆-hedge", "へッジ" and "ヘッジ", "algo1" and "algol"). A halt covers every id whose
-    skeleton is its own (GuardEngine._blocking)."""
+    "∆-hedge", "へッジ" and "ヘッジ", "algo1" and "algol")."""
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", value)
                                  .translate(_PROTOTYPES))
+
+
+def looks(value: str, symbol: bool = False) -> list[str]:
+    """What an id looks like: its skeleton; a symbol's also in lower case unless it is
+    ASCII (review 61b: "ẟ" has no capital, so a halt of "ẟ-HEDGE" missed "Δ-HEDGE", which
+    a small "δ" folds to; ASCII's lower case would make COM look like CORN). Two ids of a
+    kind that share one look alike, and a stop of either covers both
+    (GuardEngine._blocking)."""
+    if symbol and not value.isascii():
+        return list(dict.fromkeys((skeleton(value), skeleton(value.lower()))))
+    return [skeleton(value)]
 
 
 def disguised(value: str) -> str:
@@ -222,9 +233,6 @@ def _disguised_word(value: str, bases: list[str], scripts: list[str], looks: lis
             f" \"{value[start:end]}\", where {_named(strays[script])}"
             + (f" looks like a {looks_like} letter" if one
                else f" look like {looks_like} letters"))
-
-
-_NONE: Final = frozenset[str]()
 
 
 def _read(value: str, bases: list[str]) -> str:

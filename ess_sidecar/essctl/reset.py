@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ess.v1 import guard_pb2 as pb
 
-from ..domain.ids import blank, likeness, skeleton
+from ..domain.ids import blank, likeness, looks
 from .connection import NO_ANSWER, Exit, Sidecar, UsageError, describe
 from .render import Output, confirm, names, non_ascii_note, say_no_answer, scope_name, \
     scope_to_pb, state_text, to_json, when
@@ -148,7 +148,13 @@ def _alike(one: pb.Scope, other: pb.Scope) -> bool:
     """Two scopes of a kind whose ids differ only in letter case or runs of spaces, or
     look alike (the same skeleton: a stop of the one stops the other's orders too)."""
     return one.kind == other.kind and one.id != other.id \
-        and (likeness(one.id) == likeness(other.id) or skeleton(one.id) == skeleton(other.id))
+        and (likeness(one.id) == likeness(other.id) or _looks_alike(one, other))
+
+
+def _looks_alike(one: pb.Scope, other: pb.Scope) -> bool:
+    """Whether a stop of either covers the other (ids.looks)."""
+    symbol = one.kind == pb.SCOPE_KIND_SYMBOL
+    return bool(set(looks(one.id, symbol)) & set(looks(other.id, symbol)))
 
 
 def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
@@ -167,7 +173,7 @@ def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
         out.note(note)
     for s in alike:
         how = (f"its id looks like {scope_name(scope)}'s, so it stops that one's orders too"
-               if skeleton(s.scope.id) == skeleton(scope.id)
+               if _looks_alike(s.scope, scope)
                else f"it differs from {scope_name(scope)} in letter case or spaces")
         out.note(f"essctl: {scope_name(s.scope)} is {state_text(s.state).plain}: {how}; to"
                  " reset it: " + shlex.join(["essctl", *again, "--scope",

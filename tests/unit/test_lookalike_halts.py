@@ -111,3 +111,18 @@ def test_the_orders_own_scope_is_named_before_a_look_alike_as_strict():
     denied = engine.check(order(strategy="\u0394-hedge"), T0)
     assert denied.blocking_scope == strategy("\u0394-hedge")
     assert denied.message.startswith("STRATEGY:\u0394-hedge is TRIPPED")
+
+
+def test_essctl_reset_names_a_stopped_look_alike_as_the_engine_finds_it():
+    """Review 61c: essctl compared plain skeletons, so with SYMBOL:ẟ-HEDGE tripped (it
+    stops Δ-HEDGE's orders) a reset of the ARMED Δ-HEDGE named nothing."""
+    from ess.v1 import guard_pb2 as pb  # noqa: PLC0415
+    from ess_sidecar.essctl.reset import _alike  # noqa: PLC0415
+    symbol_, strategy_ = pb.SCOPE_KIND_SYMBOL, pb.SCOPE_KIND_STRATEGY
+    assert _alike(pb.Scope(kind=symbol_, id="\u1e9f-HEDGE"),
+                  pb.Scope(kind=symbol_, id="\u0394-HEDGE"))
+    assert _alike(pb.Scope(kind=strategy_, id="\u2206-hedge"),
+                  pb.Scope(kind=strategy_, id="\u0394-hedge"))
+    assert not _alike(pb.Scope(kind=symbol_, id="COM"), pb.Scope(kind=symbol_, id="CORN"))
+    assert not _alike(pb.Scope(kind=symbol_, id="\u0394-HEDGE"),  # another kind
+                      pb.Scope(kind=strategy_, id="\u2206-HEDGE"))
