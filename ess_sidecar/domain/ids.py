@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import bisect
 import importlib.resources
+import itertools
 import json
 import unicodedata
 from typing import Final
@@ -121,7 +122,7 @@ def _load_confusables() -> tuple[list[int], list[tuple[int, str]], dict[int, str
     prototype (UTS 39: the character, or characters, it stands for in a skeleton), the
     ASCII character each non-ASCII one looks like, and the scripts of the characters each
     looks like. Han, kana, Hangul and Bopomofo are one script here, as UTS 39 lets
-    Japanese and Korean ids mix them."""
+    Japanese, Korean and Chinese ids mix them."""
     # Found by its package, not by __file__: mypyc gives a compiled module a __file__
     # relative to the directory it was built from
     package = importlib.resources.files(__name__.rpartition(".")[0])
@@ -176,36 +177,29 @@ def disguised(value: str) -> str:
         return ""
     bases = [unicodedata.normalize("NFD", c)[0] for c in value]
     scripts = [_script(b) for b in bases]
-    looks = [not b.isascii() and b in _ASCII_LOOK for b in bases]
+    ascii_like = [not b.isascii() and b in _ASCII_LOOK for b in bases]
     # A sign (no letter of any script: punctuation, a digit) that looks like an ASCII one
-    signs = [c for c, s, look in zip(value, scripts, looks) if look and s == "COMMON"]
+    signs = [c for c, s, like in zip(value, scripts, ascii_like) if like and s == "COMMON"]
     if signs:
         return f"reads as \"{_read(value, bases)}\" but has {_named(signs)}"
-    start = 0
-    while start < len(value):
-        if scripts[start] == "COMMON":
-            start += 1
-            continue
-        end = start
-        while end < len(value) and scripts[end] != "COMMON":
-            end += 1
-        why = _disguised_word(value, bases, scripts, looks, start, end)
-        if why:
+    for sign, run in itertools.groupby(range(len(value)), lambda i: scripts[i] == "COMMON"):
+        word = list(run)
+        if not sign and (why := _disguised_word(value, bases, scripts, ascii_like,
+                                                 word[0], word[-1] + 1)):
             return why
-        start = end
     return ""
 
 
-def _disguised_word(value: str, bases: list[str], scripts: list[str], looks: list[bool],
-                    start: int, end: int) -> str:
+def _disguised_word(value: str, bases: list[str], scripts: list[str],
+                    ascii_like: list[bool], start: int, end: int) -> str:
     """disguised's judgement of the word value[start:end]."""
     word = range(start, end)
     # Reads as ASCII: what it has beyond ASCII and Latin letters all looks like ASCII
-    if any(looks[i] for i in word) and all(
-            looks[i] or bases[i].isascii() or scripts[i] in ("LATIN", "INHERITED")
+    if any(ascii_like[i] for i in word) and all(
+            ascii_like[i] or bases[i].isascii() or scripts[i] in ("LATIN", "INHERITED")
             for i in word):
         return (f"reads as \"{_read(value, bases)}\" but has"
-                f" {_named([value[i] for i in word if looks[i]])}")
+                f" {_named([value[i] for i in word if ascii_like[i]])}")
     # Mixes scripts, with letters that look like the other script's
     written = {scripts[i] for i in word} - _NEUTRAL
     if len(written) < 2:
