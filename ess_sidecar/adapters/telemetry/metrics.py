@@ -1,11 +1,12 @@
 """OpenTelemetry metrics and span annotations for the guard (the Telemetry port).
 
 `decided` runs for every order, and a synchronous SDK instrument costs 5-10 µs per call
-(benchmarks/telemetry_cost.py). So decisions and reports are counted in plain ints (exact,
-a fraction of a microsecond) that observable counters export at collection time, and the
-latency histogram records one decision in `latency_sample_every` (about 0.7 µs a decision
-on average at the default 8). Rare events (trips, resets, invalid requests, slow
-watchers) use ordinary synchronous counters.
+(benchmarks/telemetry_cost.py). So decisions, reports and transitions (trips, resets,
+re-arms: a storm makes a hundred a second, each on the event loop) are counted in plain
+ints (exact, a fraction of a microsecond) that observable counters export at collection
+time, and the latency histogram records one decision in `latency_sample_every` (about 0.7
+µs a decision on average at the default 8). Rare events (invalid requests, slow watchers,
+refused calls) use ordinary synchronous counters.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from typing import TypeVar
 
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider, Observation
@@ -37,6 +39,7 @@ from .gauges import GuardGauges, LoopReader, never_raising
 log = logging.getLogger(__name__)
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
+K = TypeVar("K")
 MAX_FIELDS = 100  # distinct `field` labels of ess.invalid_requests; then "other"
 
 
@@ -82,6 +85,11 @@ class OtelTelemetry(Telemetry):
         self._decisions: dict[tuple[bool, DecisionReason], int] = {
             (reason is DecisionReason.ALLOWED, reason): 0 for reason in DecisionReason}
         self._reports = dict.fromkeys(Metric, 0)
+        # By their labels: (kind, state, reason, breaker, drill), (kind, forced, drill),
+        # (kind, previous state); bounded by the enums and the configured breakers.
+        self._trips: dict[tuple[str, str, str, str, bool], int] = {}
+        self._resets: dict[tuple[str, bool, bool], int] = {}
+        self._rearms: dict[tuple[str, str], int] = {}
         self._scopes: dict[Scope, None] = {GLOBAL: None}  # ordered set, for the state gauge
         self._most_scopes = settings.max_gauge_scopes
         self._fields: set[str] = set()  # labels of ess.invalid_requests so far
@@ -90,13 +98,16 @@ class OtelTelemetry(Telemetry):
         self._duration = meter.create_histogram(
             names.DECISION_DURATION.name, unit=names.DECISION_DURATION.unit,
             description=names.DECISION_DURATION.description)
-        self._trips, self._resets, self._rearms, self._slow, self._invalid, self._refused = (
+        self._slow, self._invalid, self._refused = (
             meter.create_counter(i.name, unit=i.unit, description=i.description)
-            for i in (names.TRIPS, names.RESETS, names.REARMS, names.WATCH_SLOW_DISCONNECTS,
-                      names.INVALID_REQUESTS, names.CALLS_REFUSED))
+            for i in (names.WATCH_SLOW_DISCONNECTS, names.INVALID_REQUESTS,
+                      names.CALLS_REFUSED))
         self._slow.add(0)  # no attributes: shown at 0 from the start, not only once it counts
         for instrument, observe in ((names.DECISIONS, self._observe_decisions),
-                                    (names.REPORTS, self._observe_reports)):
+                                    (names.REPORTS, self._observe_reports),
+                                    (names.TRIPS, self._observe_trips),
+                                    (names.RESETS, self._observe_resets),
+                                    (names.REARMS, self._observe_rearms)):
             meter.create_observable_counter(
                 instrument.name, [never_raising(instrument, observe)], unit=instrument.unit,
                 description=instrument.description)
@@ -175,15 +186,11 @@ class OtelTelemetry(Telemetry):
         kind = t.scope.kind.name
         if t.state in RESTRICTING:
             reason = t.reason_code.name if t.reason_code is not None else t.cause.name
-            self._trips.add(1, {names.SCOPE_KIND: kind, names.STATE: t.state.name,
-                                names.REASON: reason, names.BREAKER: t.breaker,
-                                names.DRILL: t.drill})
+            _add(self._trips, (kind, t.state.name, reason, t.breaker, t.drill))
         elif t.cause is Cause.RESET:
-            self._resets.add(1, {names.SCOPE_KIND: kind, names.FORCED: t.forced,
-                                 names.DRILL: t.drill})
+            _add(self._resets, (kind, t.forced, t.drill))
         elif t.cause is Cause.REARM:
-            self._rearms.add(1, {names.SCOPE_KIND: kind,
-                                 names.PREVIOUS_STATE: t.previous.name})
+            _add(self._rearms, (kind, t.previous.name))
 
     def metric_reported(self, metric: Metric) -> None:
         self._loop.bind_here()
@@ -229,6 +236,25 @@ class OtelTelemetry(Telemetry):
     def _observe_reports(self) -> list[Observation]:
         return [Observation(count, {names.METRIC: metric.name})
                 for metric, count in list(self._reports.items())]
+
+    def _observe_trips(self) -> list[Observation]:
+        return [Observation(count, {names.SCOPE_KIND: kind, names.STATE: state,
+                                    names.REASON: reason, names.BREAKER: breaker,
+                                    names.DRILL: drill})
+                for (kind, state, reason, breaker, drill), count in list(self._trips.items())]
+
+    def _observe_resets(self) -> list[Observation]:
+        return [Observation(count, {names.SCOPE_KIND: kind, names.FORCED: forced,
+                                    names.DRILL: drill})
+                for (kind, forced, drill), count in list(self._resets.items())]
+
+    def _observe_rearms(self) -> list[Observation]:
+        return [Observation(count, {names.SCOPE_KIND: kind, names.PREVIOUS_STATE: previous})
+                for (kind, previous), count in list(self._rearms.items())]
+
+
+def _add(counts: dict[K, int], key: K) -> None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 def _event_attributes(t: Transition) -> dict[str, str | int]:
