@@ -67,6 +67,35 @@ def test_trace_ids_are_present_inside_a_span_and_absent_outside(
     assert "trace_id" not in outside and "span_id" not in outside
 
 
+def test_a_line_says_what_its_arguments_were_when_it_was_logged(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The writer thread formats a record after it was logged: its message is fixed
+    where it is made, so an argument that changes later does not change the line."""
+    configure_logging("json", "INFO")
+    held = ["STRATEGY:momo"]
+    blocked = threading.Event()
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, _SidecarHandler))
+    handler.queue.put_nowait(_Waits(blocked))  # the writer waits: nothing formatted yet
+    log.warning("latched: %s", held, extra={"count": 1})
+    held.append("ACCOUNT:acct-1")
+    blocked.set()
+    [line] = lines(capsys)
+    record = json.loads(line)
+    assert (record["event"], record["count"]) == ("latched: ['STRATEGY:momo']", 1)
+
+
+class _Waits(threading.Event):
+    """Queued to the writer: it waits there (its handle of an Event sets it) until set."""
+
+    def __init__(self, until: threading.Event) -> None:
+        super().__init__()
+        self.until = until
+
+    def set(self) -> None:
+        assert self.until.wait(10), "never released"
+        super().set()
+
+
 def test_an_exception_is_a_string_field(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", "INFO")
     try:

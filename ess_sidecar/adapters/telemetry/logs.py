@@ -134,16 +134,21 @@ GAP = _Gap()
 
 
 class _SidecarHandler(logging.handlers.QueueHandler):
-    """Formats a record where it is made (its trace ids, its fields) and queues the line
-    for its writer thread (`_Writer`), never waiting: a line that finds LINES queued is
-    dropped and counted. Review 43b: written on the event loop, a stderr nobody read (a
-    hung log shipper, a terminal on hold) froze the loop once the pipe filled, and with it
-    every check and the kill switch; a stop sent then was never read. No lock is held
-    while a record is formatted or queued (a SimpleQueue, and not the handler's lock):
-    review 43g, the loop thread held the handler's lock waiting for a Queue's, which the
-    writer thread held while a collected object's finalizer logged, waiting for the
-    handler's: the loop stopped for good. `flush` and `close` (logging.shutdown, at exit)
-    wait for the writer, WAIT_S at most each."""
+    """Queues a record for its writer thread (`_Writer`), which formats and writes it,
+    never waiting: a record that finds LINES queued is dropped and counted. Where a record
+    is made, only its message and trace ids are fixed (an argument may change later); one
+    with an exception or a stack is formatted there whole, its frames still live. Its JSON
+    line cost the event loop 16 µs in a tight loop and several times that served, and a
+    storm of stops makes a transition's line a hundred times a second.
+
+    Review 43b: written on the event loop, a stderr nobody read (a hung log shipper, a
+    terminal on hold) froze the loop once the pipe filled, and with it every check and
+    the kill switch; a stop sent then was never read. No lock is held while a record is
+    formatted or queued (a SimpleQueue, and not the handler's lock): review 43g, the loop
+    thread held the handler's lock waiting for a Queue's, which the writer thread held
+    while a collected object's finalizer logged, waiting for the handler's: the loop
+    stopped for good. `flush` and `close` (logging.shutdown, at exit) wait for the
+    writer, WAIT_S at most each."""
 
     LINES = 10_000  # queued at most: a few MB of lines, seconds of a storm
     OWN = 1_000  # more, for the sidecar's own warnings (its transitions): review 47b, a
@@ -165,7 +170,11 @@ class _SidecarHandler(logging.handlers.QueueHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            if record.exc_info or record.stack_info:
+                line: str | logging.LogRecord = self.format(record)
+            else:  # the writer formats it: its message is fixed now
+                record.msg, record.args = record.getMessage(), None
+                line = record
         except Exception:  # noqa: BLE001 - logging's own contract: never raise
             self.handleError(record)
             return
@@ -214,10 +223,17 @@ class _Writer(logging.handlers.QueueListener):
         super().__init__(handler.queue)
         self.handler, self.stream = handler, stream
 
-    def handle(self, item: str | _Gap | threading.Event) -> None:  # type: ignore[override]
+    def handle(self,  # type: ignore[override]
+               item: str | logging.LogRecord | _Gap | threading.Event) -> None:
         if isinstance(item, threading.Event):  # written(): what came before it is
             item.set()
             return
+        if isinstance(item, logging.LogRecord):
+            try:
+                item = self.handler.format(item)
+            except Exception:  # noqa: BLE001 - counted, as where it is made
+                self.handler.handleError(item)
+                return
         if item is GAP:
             item = self.handler.format(logging.LogRecord(
                 __name__, logging.WARNING, __file__, 0, "%d log line(s) dropped from here"
