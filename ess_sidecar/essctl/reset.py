@@ -45,8 +45,7 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     current = next((s for s in scopes if s.scope == scope), None)
     if current is None:  # GetState lists every scope that is not ARMED
         return nothing_to_reset(scope, out, [s for s in scopes if _alike(s.scope, scope)],
-                                [*sidecar.options.same_sidecar(), "reset", "--reason",
-                                 args.reason, *(["--force"] if args.force else [])])
+                                again(sidecar, args))
     if not out.json:
         out.console.print(preview_table(current))
     confirm_reset(current, args, out)
@@ -76,7 +75,18 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
         return refused(error.details() or "", current, out)
     if reply.pending_approval:
         return pending(reply, current, args, out)
-    return done(reply, scope, out)
+    # Known gap 24: trading on the scope's id had resumed by this reset's account, but a
+    # restricted scope whose id looks like it still denied the same orders, unsaid.
+    return done(reply, scope, out, [s for s in scopes if s.scope.kind == scope.kind
+                                    and s.scope.id != scope.id and _looks_alike(s.scope,
+                                                                                 scope)],
+                again(sidecar, args))
+
+
+def again(sidecar: Sidecar, args: argparse.Namespace) -> list[str]:
+    """essctl's arguments for the same reset of another scope (its --scope left out)."""
+    return [*sidecar.options.same_sidecar(), "reset", "--reason", args.reason,
+            *(["--force"] if args.force else [])]
 
 
 # What an operator reads of a scope before resetting it (preview_table), and its epoch; and
@@ -171,6 +181,14 @@ def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
         out.line(f"{scope_name(scope)} is ARMED; nothing to reset")
     if note := non_ascii_note(scope):  # review 41c: a look-alike of a tripped scope
         out.note(note)
+    say_alike(scope, alike, again, out)
+    return Exit.DONE
+
+
+def say_alike(scope: pb.Scope, alike: list[pb.ScopeState], again: list[str],
+              out: Output) -> None:
+    """A note for each scope in `alike`: what it is, how its id is like `scope`'s, and the
+    command that resets it."""
     for s in alike:
         how = (f"its id looks like {scope_name(scope)}'s, so it stops that one's orders too"
                if _looks_alike(s.scope, scope)
@@ -178,7 +196,6 @@ def nothing_to_reset(scope: pb.Scope, out: Output, alike: list[pb.ScopeState],
         out.note(f"essctl: {scope_name(s.scope)} is {state_text(s.state).plain}: {how}; to"
                  " reset it: " + shlex.join(["essctl", *again, "--scope",
                                              scope_name(s.scope)]))
-    return Exit.DONE
 
 
 def preview_table(s: pb.ScopeState) -> Table:
@@ -255,9 +272,13 @@ def pending(reply: pb.ResetResponse, current: pb.ScopeState, args: argparse.Name
     return Exit.PENDING
 
 
-def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output) -> int:
+def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output,
+         alike: list[pb.ScopeState], again: list[str]) -> int:
+    """The reset landed. `alike`: restricted scopes (as read before it) whose ids look
+    like `scope`'s: they still deny its orders, and each is named with its reset."""
     if out.json:
-        out.emit({"result": "reset", "scope": scope_name(scope), **to_json(reply)})
+        out.emit({"result": "reset", "scope": scope_name(scope), **to_json(reply),
+                  "alike": [scope_name(s.scope) for s in alike]})
         return Exit.DONE
     out.line(Text(scope_name(scope), style="bold"), " is ", state_text(reply.state),
              f" (version {reply.state_version})")
@@ -267,4 +288,5 @@ def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output) -> int:
         out.note(note)
     if reply.state == pb.STATE_COOLING_DOWN:
         out.line("orders on it are still denied until it re-arms (see essctl status)")
+    say_alike(scope, alike, again, out)
     return Exit.DONE

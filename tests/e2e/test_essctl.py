@@ -407,6 +407,19 @@ def test_reset_of_an_armed_scope_is_a_no_op(start_sidecar: StartSidecar) -> None
     assert result.returncode == 0 and "is ARMED; nothing to reset" in result.stdout
     assert "STRATEGY:\u2206-hedge is TRIPPED: its id looks like STRATEGY:\u0394-hedge's, so it" \
         " stops that one's orders too; to reset it: essctl" in result.stderr, result.stderr
+    # both tripped: a reset of one lifts it, and says the other still stops its orders
+    assert essctl(target, "trigger", "--scope", "strategy:\u0394-hedge", "--reason",
+                  "x").returncode == 0
+    result = essctl(target, "reset", "--scope", "strategy:\u0394-hedge", "--reason", "ok",
+                    "--yes")
+    assert result.returncode == 0 and "STRATEGY:\u0394-hedge is ARMED" in result.stdout, result
+    assert "STRATEGY:\u2206-hedge is TRIPPED: its id looks like STRATEGY:\u0394-hedge's, so it" \
+        " stops that one's orders too; to reset it: essctl" in result.stderr, result.stderr
+    assert restricted(target)["STRATEGY:\u2206-hedge"]["state"] == "TRIPPED"
+    trip(target, "strategy:\u0394-hedge")
+    code, answer = essctl_json(target, "reset", "--scope", "strategy:\u2206-hedge", "--reason",
+                               "ok", "--yes")
+    assert (code, answer["result"], answer["alike"]) == (0, "reset", ["STRATEGY:\u0394-hedge"])
     for blank in ("\u2800", "\u3164"):
         result = essctl(target, "reset", "--scope", "strategy:momo", "--reason", blank,
                         "--yes")
