@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 from datetime import UTC, datetime
 
@@ -76,11 +77,15 @@ def run(args: argparse.Namespace, sidecar: Sidecar, out: Output) -> int:
     if reply.pending_approval:
         return pending(reply, current, args, out)
     # Known gap 24: trading on the scope's id had resumed by this reset's account, but a
-    # restricted scope whose id looks like it still denied the same orders, unsaid.
-    return done(reply, scope, out, [s for s in scopes if s.scope.kind == scope.kind
-                                    and s.scope.id != scope.id and _looks_alike(s.scope,
-                                                                                 scope)],
-                again(sidecar, args))
+    # restricted scope whose id looks like it still denied the same orders, unsaid. Read
+    # again: another operator may have reset or tripped one while this one was asked to
+    # confirm (review 62: named as tripped once it was ARMED).
+    with contextlib.suppress(grpc.RpcError):  # then as read before: the reset stands
+        scopes = sidecar.call("GetState", pb.GetStateRequest()).scopes
+    alike = [s for s in scopes
+             if s.scope.kind == scope.kind and s.scope.id != scope.id
+             and _looks_alike(s.scope, scope)]
+    return done(reply, scope, out, alike, again(sidecar, args) if alike else [])
 
 
 def again(sidecar: Sidecar, args: argparse.Namespace) -> list[str]:
@@ -274,7 +279,7 @@ def pending(reply: pb.ResetResponse, current: pb.ScopeState, args: argparse.Name
 
 def done(reply: pb.ResetResponse, scope: pb.Scope, out: Output,
          alike: list[pb.ScopeState], again: list[str]) -> int:
-    """The reset landed. `alike`: restricted scopes (as read before it) whose ids look
+    """The reset landed. `alike`: restricted scopes (as read after it) whose ids look
     like `scope`'s: they still deny its orders, and each is named with its reset."""
     if out.json:
         out.emit({"result": "reset", "scope": scope_name(scope), **to_json(reply),

@@ -256,13 +256,35 @@ def test_a_reset_names_the_version_it_showed_so_a_later_trip_is_refused_by_the_s
     tests/integration/test_latches.py)."""
     scope = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
     shown = pb.ScopeState(scope=scope, state=pb.STATE_TRIPPED, version=3)
-    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2,
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2
+                              + [pb.GetStateResponse()],
                               Reset=[pb.ResetResponse(state=pb.STATE_ARMED, state_version=4)])
     args = argparse.Namespace(scope=Scope.parse("strategy:momo"), reason="window over",
                               force=False, latch=[], yes=True)
     assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.DONE
     (reset,) = [request for method, request in sidecar.requests if method == "Reset"]
     assert reset.expected_version == 3
+
+
+def test_a_done_reset_names_the_look_alikes_restricted_after_it_not_before(capsys):
+    """Review 62: algo1 and algol tripped; while the reset of algo1 waited for its `y`,
+    another operator reset algol, and the note still said algol stopped algo1's orders.
+    Whatever was restricted once the reset landed is named, and only that."""
+    kind = pb.SCOPE_KIND_STRATEGY
+    shown, algol, alg01 = (pb.ScopeState(scope=pb.Scope(kind=kind, id=name), version=v,
+                                         state=pb.STATE_TRIPPED)
+                           for name, v in (("algo1", 3), ("algol", 4), ("alg0l", 5)))
+    args = argparse.Namespace(scope=Scope.parse("strategy:algo1"), reason="ok", force=False,
+                              latch=[], yes=True)
+    for after, named in (([], []), ([algol], ["STRATEGY:algol"]), ([alg01], [])):
+        sidecar = ScriptedSidecar(
+            GetState=[pb.GetStateResponse(scopes=[shown, algol])] * 2
+            + [pb.GetStateResponse(scopes=after)],
+            Reset=[pb.ResetResponse(state=pb.STATE_ARMED, state_version=6)])
+        sidecar.options = argparse.Namespace(same_sidecar=lambda: ["--target", "unix:/s"])
+        assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.DONE
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["result"], answer["alike"]) == ("reset", named), after
 
 
 def test_a_reset_sends_the_epoch_it_showed_and_resets_nothing_when_the_trip_shown_is_gone():
@@ -283,7 +305,8 @@ def test_a_reset_sends_the_epoch_it_showed_and_resets_nothing_when_the_trip_show
                                         pb.GetStateResponse(scopes=[halt])])
     assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.NO
     assert [m for m, _ in sidecar.requests] == ["GetState", "GetState"]  # no Reset sent
-    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2,
+    sidecar = ScriptedSidecar(GetState=[pb.GetStateResponse(scopes=[shown])] * 2
+                              + [pb.GetStateResponse()],
                               Reset=[pb.ResetResponse(state=pb.STATE_ARMED, state_version=3)])
     assert run_reset(args, sidecar, Output(json_mode=True)) == Exit.DONE
     (reset,) = [request for method, request in sidecar.requests if method == "Reset"]

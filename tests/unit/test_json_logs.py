@@ -84,6 +84,23 @@ def test_a_line_says_what_its_arguments_were_when_it_was_logged(
     assert (record["event"], record["count"]) == ("latched: ['STRATEGY:momo']", 1)
 
 
+def test_a_line_that_cannot_be_formatted_is_said_where_it_would_have_been(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 62: formatted by the writer, its gap line came after later lines."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    configure_logging("text", "INFO")
+    log.warning("first")
+    log.warning("second", extra={"value": Unprintable()})
+    log.warning("third")
+    first, dropped, third = lines(capsys)
+    assert first.endswith("first") and third.endswith("third"), (first, third)
+    assert "a log line of ess_sidecar.service could not be formatted: dropped" in dropped
+
+
 class _Waits(threading.Event):
     """Queued to the writer: it waits there (its handle of an Event sets it) until set."""
 

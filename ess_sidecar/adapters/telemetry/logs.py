@@ -136,7 +136,8 @@ GAP = _Gap()
 class _SidecarHandler(logging.handlers.QueueHandler):
     """Queues a record for its writer thread (`_Writer`), which formats and writes it,
     never waiting: a record that finds LINES queued is dropped and counted. Where a record
-    is made, only its message and trace ids are fixed (an argument may change later); one
+    is made, only its message and trace ids are fixed (an argument may change later), so
+    its `extra=` values must not change after the call (every caller's are fresh); one
     with an exception or a stack is formatted there whole, its frames still live. Its JSON
     line cost the event loop 16 µs in a tight loop and several times that served, and a
     storm of stops makes a transition's line a hundred times a second.
@@ -172,8 +173,9 @@ class _SidecarHandler(logging.handlers.QueueHandler):
         try:
             if record.exc_info or record.stack_info:
                 line: str | logging.LogRecord = self.format(record)
-            else:  # the writer formats it: its message is fixed now
-                record.msg, record.args = record.getMessage(), None
+            else:  # the writer formats it: its message is fixed now (a dict logged alone
+                if record.args:  # stays one: the JSON line takes its keys as fields)
+                    record.msg, record.args = record.getMessage(), None
                 line = record
         except Exception:  # noqa: BLE001 - logging's own contract: never raise
             self.handleError(record)
@@ -231,9 +233,10 @@ class _Writer(logging.handlers.QueueListener):
         if isinstance(item, logging.LogRecord):
             try:
                 item = self.handler.format(item)
-            except Exception:  # noqa: BLE001 - counted, as where it is made
-                self.handler.handleError(item)
-                return
+            except Exception:  # noqa: BLE001 - said where its line would have been (review
+                item = self.handler.format(logging.LogRecord(  # 62: a gap queued now came
+                    __name__, logging.WARNING, __file__, 0, "a log line of %s could not be"
+                    " formatted: dropped", (item.name,), None))  # after later lines)
         if item is GAP:
             item = self.handler.format(logging.LogRecord(
                 __name__, logging.WARNING, __file__, 0, "%d log line(s) dropped from here"
