@@ -137,15 +137,17 @@ def non_ascii_notes(scopes: Iterable[pb.Scope]) -> list[str]:
 
 def non_ascii_note(scope: pb.Scope) -> str:
     """For a scope id that is not plain ASCII, every such character by name: a letter of
-    another script can look like a Latin one ("ꓮAPL" is not "AAPL"), and the sidecar
-    cannot refuse every look-alike. Empty for an ASCII id."""
+    another script can look like a Latin one ("ꓮAPL" is not "AAPL"), and neither the
+    refusal of disguised ids nor a stop's cover of look-alikes (Unicode's confusables,
+    stop 61) knows every one. Empty for an ASCII id."""
     if scope.id.isascii():
         return ""
     spelled = ", ".join(dict.fromkeys(
         f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in scope.id if not c.isascii()))
-    spelling = "so, in any case" if scope.kind == pb.SCOPE_KIND_SYMBOL else "exactly so"
-    return (f"note: {scope_name(scope)} is not plain ASCII ({spelled}): it holds only"
-            f" orders whose ids are spelled {spelling}")
+    spelling = "so, in any case," if scope.kind == pb.SCOPE_KIND_SYMBOL else "so"
+    return (f"note: {scope_name(scope)} is not plain ASCII ({spelled}): it holds orders"
+            f" whose ids are spelled {spelling} or look like it by Unicode's confusables,"
+            " and no others")
 
 
 def scope_to_pb(scope: Scope) -> pb.Scope:

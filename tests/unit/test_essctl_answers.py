@@ -352,6 +352,11 @@ def test_a_scope_that_is_not_plain_ascii_is_spelled_out_by_name():
     note = non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="\ua4eeAPL"))
     assert "U+A4EE LISU LETTER A" in note and "SYMBOL:\ua4eeAPL" in note
     assert non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_SYMBOL, id="AAPL")) == ""
+    # stop 62: since stop 61 a stop also holds the ids that look like its own; the note
+    # said it held only those spelled exactly so
+    note = non_ascii_note(pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="\u0394-hedge"))
+    assert note.endswith("it holds orders whose ids are spelled so or look like it by"
+                         " Unicode's confusables, and no others"), note
 
 
 MOMO = pb.Scope(kind=pb.SCOPE_KIND_STRATEGY, id="momo")
