@@ -128,6 +128,19 @@ TimersMachine.TestCase.settings = settings(max_examples=150, stateful_step_count
 TestTimers = TimersMachine.TestCase
 
 
+def test_keys_due_at_the_same_time_come_in_their_texts_order_not_as_scheduled() -> None:
+    """Stop 62 (the restart twin): the sidecar that stayed up had queued one stale feed
+    before the other, a restart queued them the other way round, and the two trips, due
+    at the same instant, got each other's versions."""
+    a1, s1 = Scope(ScopeKind.ACCOUNT, "a1"), Scope(ScopeKind.STRATEGY, "s1")
+    for first, second in ((a1, s1), (s1, a1)):
+        deadlines: Deadlines[Scope] = Deadlines()
+        deadlines.schedule(first, 36.0)
+        deadlines.schedule(second, 36.0)
+        deadlines.schedule(Scope(ScopeKind.SYMBOL, "Z"), 35.0)
+        assert deadlines.pop_due(40.0) == [Scope(ScopeKind.SYMBOL, "Z"), a1, s1]
+
+
 def test_a_key_is_due_from_its_earliest_time_once() -> None:
     deadlines: Deadlines[str] = Deadlines()
     deadlines.schedule("a", 10.0)
