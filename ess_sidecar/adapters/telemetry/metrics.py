@@ -15,8 +15,8 @@ import asyncio
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
-from typing import TypeVar
 
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider, Observation
@@ -39,7 +39,6 @@ from .gauges import GuardGauges, LoopReader, never_raising
 log = logging.getLogger(__name__)
 
 RESTRICTING = (State.TRIPPED, State.REDUCE_ONLY)
-K = TypeVar("K")
 MAX_FIELDS = 100  # distinct `field` labels of ess.invalid_requests; then "other"
 
 
@@ -87,9 +86,9 @@ class OtelTelemetry(Telemetry):
         self._reports = dict.fromkeys(Metric, 0)
         # By their labels: (kind, state, reason, breaker, drill), (kind, forced, drill),
         # (kind, previous state); bounded by the enums and the configured breakers.
-        self._trips: dict[tuple[str, str, str, str, bool], int] = {}
-        self._resets: dict[tuple[str, bool, bool], int] = {}
-        self._rearms: dict[tuple[str, str], int] = {}
+        self._trips: Counter[tuple[str, str, str, str, bool]] = Counter()
+        self._resets: Counter[tuple[str, bool, bool]] = Counter()
+        self._rearms: Counter[tuple[str, str]] = Counter()
         self._scopes: dict[Scope, None] = {GLOBAL: None}  # ordered set, for the state gauge
         self._most_scopes = settings.max_gauge_scopes
         self._fields: set[str] = set()  # labels of ess.invalid_requests so far
@@ -186,11 +185,11 @@ class OtelTelemetry(Telemetry):
         kind = t.scope.kind.name
         if t.state in RESTRICTING:
             reason = t.reason_code.name if t.reason_code is not None else t.cause.name
-            _add(self._trips, (kind, t.state.name, reason, t.breaker, t.drill))
+            self._trips[kind, t.state.name, reason, t.breaker, t.drill] += 1
         elif t.cause is Cause.RESET:
-            _add(self._resets, (kind, t.forced, t.drill))
+            self._resets[kind, t.forced, t.drill] += 1
         elif t.cause is Cause.REARM:
-            _add(self._rearms, (kind, t.previous.name))
+            self._rearms[kind, t.previous.name] += 1
 
     def metric_reported(self, metric: Metric) -> None:
         self._loop.bind_here()
@@ -251,10 +250,6 @@ class OtelTelemetry(Telemetry):
     def _observe_rearms(self) -> list[Observation]:
         return [Observation(count, {names.SCOPE_KIND: kind, names.PREVIOUS_STATE: previous})
                 for (kind, previous), count in list(self._rearms.items())]
-
-
-def _add(counts: dict[K, int], key: K) -> None:
-    counts[key] = counts.get(key, 0) + 1
 
 
 def _event_attributes(t: Transition) -> dict[str, str | int]:
